@@ -1,0 +1,99 @@
+"""A small, safe arithmetic language for parameter expressions in model files.
+
+Model files may write a value as a number, a parameter name, or an expression such as
+``"CL / V1"`` or ``"FRN * (1 + FRN_NEXT * (AMT / 28 - 1)) / (AMT / 28)"``. Expressions are parsed
+once with :mod:`ast` (never ``eval``) and evaluated with numpy, so one evaluation serves a whole
+population. Allowed: numbers, names, ``+ - * / **``, unary minus, parentheses and the functions
+``exp log sqrt abs min max``.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import KetasimInputError, suggest
+
+_FUNCS = {"exp": np.exp, "log": np.log, "sqrt": np.sqrt, "abs": np.abs,
+          "min": np.minimum, "max": np.maximum}
+_BINOPS = {ast.Add: np.add, ast.Sub: np.subtract, ast.Mult: np.multiply,
+           ast.Div: np.divide, ast.Pow: np.power}
+
+
+@dataclass(frozen=True)
+class Expr:
+    """A parsed expression: ``text``, the names it reads, and its syntax tree."""
+
+    text: str
+    names: frozenset
+    tree: ast.AST
+
+    def evaluate(self, values: dict) -> np.ndarray:
+        with np.errstate(all="ignore"):
+            return np.asarray(_eval(self.tree, values), dtype=np.float64)
+
+
+def parse(value, field: str, where: str = "") -> Expr:
+    """Parse a number, a name or an expression string; raise :class:`KetasimInputError`."""
+    prefix = f"{where}: " if where else ""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise KetasimInputError(
+            f"{prefix}{field}: got {value!r}, expected a number, a parameter name or an expression")
+    text = repr(float(value)) if not isinstance(value, str) else value.strip()
+    if not text:
+        raise KetasimInputError(f"{prefix}{field}: empty expression, expected a number or a name")
+    try:
+        tree = ast.parse(text, mode="eval").body
+    except SyntaxError as exc:
+        raise KetasimInputError(
+            f"{prefix}{field}: cannot parse expression {text!r} ({exc.msg})") from None
+    names: set[str] = set()
+    _check(tree, names, field, prefix, text)
+    return Expr(text, frozenset(names), tree)
+
+
+def _check(node, names, field, prefix, text):
+    if isinstance(node, ast.Constant):
+        if isinstance(node.value, bool) or not isinstance(node.value, (int, float)):
+            raise KetasimInputError(f"{prefix}{field}: {text!r} contains {node.value!r}, "
+                                    "expected numbers and parameter names only")
+    elif isinstance(node, ast.Name):
+        names.add(node.id)
+    elif isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
+        _check(node.left, names, field, prefix, text)
+        _check(node.right, names, field, prefix, text)
+    elif isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        _check(node.operand, names, field, prefix, text)
+    elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.keywords:
+        if node.func.id not in _FUNCS:
+            raise KetasimInputError(
+                f"{prefix}{field}: unknown function {node.func.id!r} in {text!r}"
+                f"{suggest(node.func.id, _FUNCS)}; allowed: {', '.join(_FUNCS)}")
+        if not node.args or (node.func.id not in ("min", "max") and len(node.args) != 1) or (
+                node.func.id in ("min", "max") and len(node.args) != 2):
+            raise KetasimInputError(
+                f"{prefix}{field}: wrong number of arguments to {node.func.id}() in {text!r}")
+        for a in node.args:
+            _check(a, names, field, prefix, text)
+    else:
+        raise KetasimInputError(
+            f"{prefix}{field}: {text!r} is not a supported expression "
+            "(numbers, names, + - * / **, exp log sqrt abs min max)")
+
+
+def _eval(node, values):
+    if isinstance(node, ast.Constant):
+        return float(node.value)
+    if isinstance(node, ast.Name):
+        return values[node.id]
+    if isinstance(node, ast.BinOp):
+        return _BINOPS[type(node.op)](_eval(node.left, values), _eval(node.right, values))
+    if isinstance(node, ast.UnaryOp):
+        v = _eval(node.operand, values)
+        return -v if isinstance(node.op, ast.USub) else v
+    if isinstance(node, ast.Call):
+        f = _FUNCS[node.func.id]
+        return f(*[_eval(a, values) for a in node.args])
+    raise AssertionError(node)  # unreachable: _check rejected it

@@ -1,0 +1,418 @@
+"""Dose tables and treatment courses.
+
+A dose table (CSV) has the columns ``time_h, amount_mg, route`` and optionally ``duration_h``
+(infusion length; 0 or blank = a bolus, or the route's own default), ``addl`` and ``ii_h``
+(NONMEM-style: ``addl`` additional doses every ``ii_h`` hours). Rows may come in any order.
+:func:`expand` is the one function that turns such a table into sorted, single dose events.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import KetasimInputError, suggest
+
+__all__ = ["Doses", "read_doses", "write_doses", "expand", "Phase", "course_from_phases",
+           "standard_iv_course", "spravato_course", "COURSES", "DAYS_PER_MONTH"]
+
+COLUMNS = ("time_h", "amount_mg", "route", "duration_h", "addl", "ii_h")
+REQUIRED = ("time_h", "amount_mg", "route")
+DAYS_PER_MONTH = 365.25 / 12.0
+MAX_EVENTS = 10_000_000
+
+
+@dataclass(frozen=True)
+class Doses:
+    """A dose table (frozen). All arrays have the same length D.
+
+    Attributes
+    ----------
+    time_h : float64 (D,)      dose time, hours
+    amount_mg : float64 (D,)   amount, mg (for nasal esketamine: the session's total)
+    route : tuple of str (D,)  route name defined in the model
+    duration_h : float64 (D,)  infusion duration, hours; 0 = bolus or the route's default
+    addl : int64 (D,)          number of additional doses
+    ii_h : float64 (D,)        interval between the additional doses, hours
+    """
+
+    time_h: np.ndarray
+    amount_mg: np.ndarray
+    route: tuple
+    duration_h: np.ndarray = None
+    addl: np.ndarray = None
+    ii_h: np.ndarray = None
+    source: str = field(default="<doses>", compare=False)
+
+    def __post_init__(self):
+        def arr(name, dtype, default):
+            v = getattr(self, name)
+            v = np.full(len(self.route), default, dtype) if v is None else v
+            try:
+                a = np.array(v, dtype=dtype, ndmin=1)
+            except (TypeError, ValueError):
+                raise KetasimInputError(f"{self.source}: {name}: got {v!r}, expected numbers") \
+                    from None
+            a.setflags(write=False)
+            object.__setattr__(self, name, a)
+
+        route = self.route
+        route = (route,) if isinstance(route, str) else tuple(str(r) for r in route)
+        object.__setattr__(self, "route", route)
+        arr("time_h", np.float64, 0.0)
+        arr("amount_mg", np.float64, 0.0)
+        arr("duration_h", np.float64, 0.0)
+        arr("ii_h", np.float64, 0.0)
+        addl = self.addl
+        if addl is not None:
+            a = np.asarray(addl)
+            if a.dtype.kind == "f" and np.any(np.isfinite(a) & (a != np.round(a))):
+                bad = a[np.isfinite(a) & (a != np.round(a))][0]
+                raise KetasimInputError(f"{self.source}: addl: got {bad!r}, expected a whole "
+                                        "number >= 0")
+            if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+                raise KetasimInputError(f"{self.source}: addl: got {a[~np.isfinite(a)][0]!r}, "
+                                        "expected a whole number >= 0")
+        arr("addl", np.int64, 0)
+        D = len(self.route)
+        for name in ("time_h", "amount_mg", "duration_h", "addl", "ii_h"):
+            if getattr(self, name).shape != (D,):
+                raise KetasimInputError(
+                    f"{self.source}: {name} has {getattr(self, name).size} values, route has {D}")
+        self._check()
+
+    def _check(self):
+        src = self.source
+        for name, unit in (("time_h", "h"), ("amount_mg", "mg"), ("duration_h", "h"),
+                           ("ii_h", "h")):
+            a = getattr(self, name)
+            bad = ~np.isfinite(a)
+            if bad.any():
+                i = int(np.argmax(bad))
+                raise KetasimInputError(f"{src}: row {i + 1}: {name}: got {a[i]!r}, expected a "
+                                        "finite number")
+            if np.any(a < 0):
+                i = int(np.argmax(a < 0))
+                raise KetasimInputError(f"{src}: row {i + 1}: {name}: got {a[i]:g} {unit}, "
+                                        "expected a number >= 0")
+        if np.any(self.addl < 0):
+            i = int(np.argmax(self.addl < 0))
+            raise KetasimInputError(f"{src}: row {i + 1}: addl: got {self.addl[i]}, expected a "
+                                    "whole number >= 0")
+        need = (self.addl > 0) & (self.ii_h <= 0)
+        if need.any():
+            i = int(np.argmax(need))
+            raise KetasimInputError(f"{src}: row {i + 1}: ii_h: got {self.ii_h[i]:g} with addl = "
+                                    f"{self.addl[i]}, expected an interval > 0 hours")
+        total = int(np.sum(self.addl + 1))
+        if total > MAX_EVENTS:
+            raise KetasimInputError(f"{src}: addl: the table expands to {total:,} doses, more "
+                                    f"than the {MAX_EVENTS:,} ketasim accepts")
+
+    def __len__(self):
+        return len(self.route)
+
+    @classmethod
+    def single(cls, amount_mg: float, route: str, time_h: float = 0.0,
+               duration_h: float = 0.0, addl: int = 0, ii_h: float = 0.0) -> "Doses":
+        """One dose row (optionally repeated with ``addl``/``ii_h``)."""
+        return cls([time_h], [amount_mg], [route], [duration_h], [addl], [ii_h])
+
+    @classmethod
+    def from_records(cls, records, source: str = "<doses>") -> "Doses":
+        """Build from dicts with the dose-table column names."""
+        records = list(records)
+        cols = {c: [] for c in COLUMNS}
+        for i, r in enumerate(records):
+            for c in REQUIRED:
+                if c not in r:
+                    raise KetasimInputError(f"{source}: row {i + 1}: missing {c}")
+            for c in COLUMNS:
+                cols[c].append(r.get(c, 0.0 if c != "route" else ""))
+        return cls(cols["time_h"], cols["amount_mg"], cols["route"], cols["duration_h"],
+                   cols["addl"], cols["ii_h"], source=source)
+
+    def __add__(self, other: "Doses") -> "Doses":
+        return Doses(np.r_[self.time_h, other.time_h], np.r_[self.amount_mg, other.amount_mg],
+                     self.route + other.route, np.r_[self.duration_h, other.duration_h],
+                     np.r_[self.addl, other.addl], np.r_[self.ii_h, other.ii_h])
+
+    def scaled(self, factor: float) -> "Doses":
+        """The same table with every amount multiplied by ``factor``."""
+        return Doses(self.time_h, self.amount_mg * factor, self.route, self.duration_h,
+                     self.addl, self.ii_h, source=self.source)
+
+    def to_records(self) -> list[dict]:
+        return [dict(time_h=float(t), amount_mg=float(a), route=r, duration_h=float(d),
+                     addl=int(n), ii_h=float(ii))
+                for t, a, r, d, n, ii in zip(self.time_h, self.amount_mg, self.route,
+                                             self.duration_h, self.addl, self.ii_h)]
+
+
+def expand(doses: Doses) -> Doses:
+    """Expand ``addl``/``ii_h`` repeats into single doses, sorted by time (stable).
+
+    The only function that realises repeats; the result has ``addl == 0`` everywhere.
+    """
+    n = doses.addl + 1
+    idx = np.repeat(np.arange(len(doses)), n)
+    k = np.arange(idx.size) - np.repeat(np.cumsum(n) - n, n)
+    t = doses.time_h[idx] + k * doses.ii_h[idx]
+    order = np.argsort(t, kind="stable")
+    idx, t = idx[order], t[order]
+    return Doses(t, doses.amount_mg[idx], tuple(doses.route[i] for i in idx),
+                 doses.duration_h[idx], np.zeros(idx.size, np.int64), np.zeros(idx.size),
+                 source=doses.source)
+
+
+# ---------------------------------------------------------------------- CSV
+def _decode(data: bytes, where: str) -> str:
+    if b"\x00" in data:
+        raise KetasimInputError(f"{where}: this is a binary file, expected a CSV dose table")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise KetasimInputError(f"{where}: not UTF-8 text (bad byte at offset {exc.start}); "
+                                "expected a CSV dose table") from None
+
+
+def read_doses(path_or_text, *, source: str | None = None) -> Doses:
+    """Read a dose table from a CSV file (or file-like object).
+
+    Columns ``time_h, amount_mg, route`` are required; ``duration_h``, ``addl``, ``ii_h`` are
+    optional (blank = 0). Extra columns are an error (to catch typos such as ``ammount_mg``).
+    """
+    if hasattr(path_or_text, "read"):
+        data = path_or_text.read()
+        where = source or getattr(path_or_text, "name", "<doses>")
+        text = data if isinstance(data, str) else _decode(data, where)
+    else:
+        p = Path(path_or_text)
+        where = source or str(p)
+        if not p.is_file():
+            raise KetasimInputError(f"doses: file {str(p)!r} not found")
+        text = _decode(p.read_bytes(), where)
+    rows = list(csv.reader(io.StringIO(text)))
+    rows = [r for r in rows if any(c.strip() for c in r) and not r[0].lstrip().startswith("#")]
+    if not rows:
+        raise KetasimInputError(f"{where}: empty dose table; expected a header "
+                                "time_h,amount_mg,route then one row per dose")
+    header = [h.strip() for h in rows[0]]
+    for h in header:
+        if h not in COLUMNS:
+            raise KetasimInputError(f"{where}: line 1: unknown column {h!r}{suggest(h, COLUMNS)}; "
+                                    f"expected {', '.join(COLUMNS)}")
+    if len(set(header)) != len(header):
+        raise KetasimInputError(f"{where}: line 1: a column appears twice in {header}")
+    for c in REQUIRED:
+        if c not in header:
+            raise KetasimInputError(f"{where}: line 1: missing column {c!r} (header: "
+                                    f"{','.join(header)}); required: {', '.join(REQUIRED)}")
+    cols = {c: [] for c in COLUMNS}
+    for line_no, r in enumerate(rows[1:], start=2):
+        if len(r) != len(header):
+            raise KetasimInputError(f"{where}: line {line_no}: {len(r)} fields, expected "
+                                    f"{len(header)} ({','.join(header)})")
+        rec = dict(zip(header, (c.strip() for c in r)))
+        for c in COLUMNS:
+            v = rec.get(c, "")
+            if c == "route":
+                if not v:
+                    raise KetasimInputError(f"{where}: line {line_no}: route is blank; expected "
+                                            "a route name such as iv")
+                cols[c].append(v)
+                continue
+            if v == "":
+                if c in REQUIRED:
+                    raise KetasimInputError(f"{where}: line {line_no}: {c} is blank; expected a "
+                                            "number")
+                v = "0"
+            try:
+                x = float(v)
+            except ValueError:
+                raise KetasimInputError(f"{where}: line {line_no}: {c}: got {v!r}, expected a "
+                                        "number") from None
+            if not math.isfinite(x):
+                raise KetasimInputError(f"{where}: line {line_no}: {c}: got {v!r}, expected a "
+                                        "finite number")
+            if x < 0:
+                raise KetasimInputError(f"{where}: line {line_no}: {c}: got {v}, expected a "
+                                        "number >= 0")
+            if c == "addl" and x != int(x):
+                raise KetasimInputError(f"{where}: line {line_no}: addl: got {v}, expected a "
+                                        "whole number")
+            cols[c].append(x)
+    if len(rows) == 1:
+        raise KetasimInputError(f"{where}: the dose table has a header but no doses")
+    return Doses(cols["time_h"], cols["amount_mg"], cols["route"], cols["duration_h"],
+                 np.asarray(cols["addl"], dtype=np.int64), cols["ii_h"], source=where)
+
+
+def write_doses(doses: Doses, path) -> None:
+    """Write a dose table as CSV, atomically (temporary file, then rename)."""
+    from .io import atomic_write
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(COLUMNS)
+    for r in doses.to_records():
+        w.writerow([f"{r['time_h']:.10g}", f"{r['amount_mg']:.10g}", r["route"],
+                    f"{r['duration_h']:.10g}", r["addl"], f"{r['ii_h']:.10g}"])
+    atomic_write(path, buf.getvalue())
+
+
+# ---------------------------------------------------------------------- courses
+@dataclass(frozen=True)
+class Phase:
+    """A phase of a course.
+
+    Either ``weeks`` × ``per_week`` sessions (within a week at days floor(7 j / per_week), so
+    3/week = days 0, 2, 4 and 2/week = days 0, 3), or sessions ``every_days`` apart, ``count``
+    times (``count=None``: until the end of the course). ``amount_mg`` overrides the course's
+    amount for this phase.
+    """
+
+    weeks: int = 0
+    per_week: int = 0
+    every_days: float = 0.0
+    count: int | None = None
+    amount_mg: float | None = None
+
+    def __post_init__(self):
+        if self.every_days:
+            if not (isinstance(self.every_days, (int, float)) and math.isfinite(self.every_days)
+                    and self.every_days > 0):
+                raise KetasimInputError(f"phase: every_days: got {self.every_days!r}, expected "
+                                        "a number of days > 0")
+            if self.count is not None and (not isinstance(self.count, int) or self.count < 0):
+                raise KetasimInputError(f"phase: count: got {self.count!r}, expected a whole "
+                                        "number >= 0")
+        else:
+            for k in ("weeks", "per_week"):
+                v = getattr(self, k)
+                if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                    raise KetasimInputError(f"phase: {k}: got {v!r}, expected a whole number "
+                                            ">= 1 (or give every_days)")
+            if self.per_week > 7:
+                raise KetasimInputError(f"phase: per_week: got {self.per_week}, expected at "
+                                        "most 7 sessions a week")
+        if self.amount_mg is not None and not (math.isfinite(self.amount_mg)
+                                               and self.amount_mg >= 0):
+            raise KetasimInputError(f"phase: amount_mg: got {self.amount_mg!r}, expected >= 0")
+
+
+def course_from_phases(phases, amount_mg: float, route: str, *, duration_h: float = 0.0,
+                       months: float | None = None, first_amount_mg: float | None = None) -> Doses:
+    """Build a course from phases, one dose row per session.
+
+    Parameters
+    ----------
+    phases : sequence of Phase
+    amount_mg : float         amount per session, mg
+    route : str               route name in the model
+    duration_h : float        infusion length per session, h (0 = bolus/route default)
+    months : float, optional  the course ends at ``months`` × 30.44 days; phases without a
+                              ``count`` repeat until then; sessions at or after the end are dropped
+    first_amount_mg : float, optional  amount of the very first session
+    """
+    if months is not None and not (isinstance(months, (int, float)) and math.isfinite(months)
+                                   and months > 0):
+        raise KetasimInputError(f"months: got {months!r}, expected a number of months > 0")
+    if not (isinstance(amount_mg, (int, float)) and math.isfinite(amount_mg) and amount_mg > 0):
+        raise KetasimInputError(f"amount_mg: got {amount_mg!r}, expected a dose in mg > 0")
+    end = months * DAYS_PER_MONTH if months is not None else math.inf
+    days, amounts = [], []
+    start = 0.0
+    for ph in phases:
+        if ph.every_days:
+            if ph.count is None and not math.isfinite(end):
+                raise KetasimInputError("phase: every_days without count needs the course "
+                                        "length (months)")
+            j = 0
+            while (ph.count is None or j < ph.count):
+                d = start + ph.every_days * (j + (1 if days else 0))
+                if d >= end:
+                    break
+                days.append(d)
+                amounts.append(ph.amount_mg)
+                j += 1
+            start = days[-1] if days else start
+        else:
+            for w in range(ph.weeks):
+                for j in range(ph.per_week):
+                    days.append(start + 7 * w + (7 * j) // ph.per_week)
+                    amounts.append(ph.amount_mg)
+            start += 7 * ph.weeks
+    keep = [i for i, d in enumerate(days) if d < end]
+    days = [days[i] for i in keep]
+    amounts = [amount_mg if amounts[i] is None else amounts[i] for i in keep]
+    if not days:
+        raise KetasimInputError("course: no sessions fall within the course length")
+    if first_amount_mg is not None:
+        amounts[0] = first_amount_mg
+    D = len(days)
+    return Doses(np.asarray(days) * 24.0, amounts, [route] * D, [duration_h] * D,
+                 source="course")
+
+
+def standard_iv_course(dose_mg_per_kg: float = 0.5, weight_kg: float = 70.0,
+                       months: float = 6.0, *, infusion_min: float = 40.0,
+                       maintenance_every_days: float = 28.0, route: str = "iv") -> Doses:
+    """The clinic course of racemic ketamine infusions.
+
+    Three sessions in week 1 (days 0, 2, 4), two in week 2 (days 7, 10), one a week in weeks
+    3-5 (days 14, 21, 28), then maintenance once a month (every ``maintenance_every_days``,
+    default 28 so sessions keep their weekday) until ``months`` × 30.44 days. Each session is
+    ``dose_mg_per_kg`` × ``weight_kg`` over ``infusion_min`` minutes (0.5 mg/kg over 40 min).
+    """
+    for name, v in (("dose_mg_per_kg", dose_mg_per_kg), ("weight_kg", weight_kg),
+                    ("infusion_min", infusion_min),
+                    ("maintenance_every_days", maintenance_every_days)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise KetasimInputError(f"{name}: got {v!r}, expected a number > 0")
+    phases = [Phase(weeks=1, per_week=3), Phase(weeks=1, per_week=2),
+              Phase(weeks=3, per_week=1), Phase(every_days=maintenance_every_days)]
+    # weeks 3-5 end on day 28: maintenance counts from that last weekly session
+    phases[2] = Phase(weeks=2, per_week=1)
+    phases.insert(3, Phase(every_days=7, count=1))
+    return course_from_phases(phases, dose_mg_per_kg * weight_kg, route,
+                              duration_h=infusion_min / 60.0, months=months)
+
+
+def spravato_course(dose_mg: float = 56.0, maintenance: str = "biweekly", months: float = 6.0,
+                    *, route: str = "intranasal") -> Doses:
+    """The esketamine nasal-spray label course (Spravato).
+
+    Weeks 1-4: twice a week (days 0, 3, 7, 10, ...), 56 mg on day 1 and ``dose_mg`` (56 or 84)
+    after; weeks 5-8: once a week; from week 9: every week (``maintenance="weekly"``) or every
+    two weeks (``"biweekly"``) until ``months`` × 30.44 days. Each row is one session's total
+    (28 mg per device).
+    """
+    if dose_mg not in (56, 84, 56.0, 84.0):
+        raise KetasimInputError(f"dose: got {dose_mg!r}, expected 56 or 84 (mg per session)")
+    if maintenance not in ("weekly", "biweekly"):
+        raise KetasimInputError(f"maintenance: got {maintenance!r}{suggest(maintenance, ['weekly', 'biweekly'])}; "
+                                "expected weekly or biweekly")
+    every = 7.0 if maintenance == "weekly" else 14.0
+    phases = [Phase(weeks=4, per_week=2), Phase(weeks=4, per_week=1),
+              Phase(every_days=every)]
+    # maintenance starts at week 9 (day 56), i.e. one week after the last weekly session
+    phases[2] = Phase(every_days=every)
+    d = course_from_phases(phases[:2], float(dose_mg), route, months=months,
+                           first_amount_mg=56.0)
+    first = 56.0
+    if first < months * DAYS_PER_MONTH:
+        n = int(math.ceil((months * DAYS_PER_MONTH - first) / every))
+        t = first + every * np.arange(n)
+        t = t[t < months * DAYS_PER_MONTH]
+        if t.size:
+            d = d + Doses(t * 24.0, [float(dose_mg)] * t.size, [route] * t.size)
+    return Doses(d.time_h, d.amount_mg, d.route, d.duration_h, d.addl, d.ii_h, source="course")
+
+
+COURSES = {"standard-iv": standard_iv_course, "spravato": spravato_course}

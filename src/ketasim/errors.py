@@ -1,0 +1,87 @@
+"""The one documented error type of ketasim.
+
+Every problem with user input — a model file, a dose table, a course option, a CLI argument or a
+Python argument — raises :class:`KetasimInputError`, a subclass of :class:`ValueError`, whose
+message names the source (file and line where known), the field, the offending value and what was
+expected.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Iterable
+
+__all__ = ["KetasimInputError", "suggest", "check_finite", "check_nonnegative",
+           "check_positive", "check_fraction", "check_name"]
+
+
+class KetasimInputError(ValueError):
+    """Bad input: the message says where, which field, which value, and what was expected."""
+
+
+def suggest(name: str, choices: Iterable[str]) -> str:
+    """Return ``" (did you mean 'x'?)"`` for the closest of *choices*, or ``""``."""
+    choices = list(choices)
+    close = difflib.get_close_matches(str(name), choices, n=1, cutoff=0.5)
+    if not close:
+        lower = {c.lower(): c for c in choices}
+        if str(name).lower() in lower:
+            close = [lower[str(name).lower()]]
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _where(where: str) -> str:
+    return f"{where}: " if where else ""
+
+
+def check_name(name: str, choices: Iterable[str], field: str, where: str = "") -> str:
+    """Check that *name* is one of *choices*; raise naming the closest match otherwise."""
+    choices = list(choices)
+    if name not in choices:
+        listed = ", ".join(repr(c) for c in choices) if len(choices) <= 12 else f"{len(choices)} names"
+        raise KetasimInputError(
+            f"{_where(where)}{field}: unknown name {name!r}{suggest(name, choices)}; "
+            f"expected one of {listed}")
+    return name
+
+
+def _as_float(value, field: str, where: str) -> float:
+    if isinstance(value, bool):
+        raise KetasimInputError(f"{_where(where)}{field}: got {value!r}, expected a number")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise KetasimInputError(
+            f"{_where(where)}{field}: got {value!r}, expected a number") from None
+
+
+def check_finite(value, field: str, where: str = "") -> float:
+    v = _as_float(value, field, where)
+    if not math.isfinite(v):
+        raise KetasimInputError(f"{_where(where)}{field}: got {value!r}, expected a finite number")
+    return v
+
+
+def check_nonnegative(value, field: str, where: str = "", unit: str = "") -> float:
+    v = check_finite(value, field, where)
+    if v < 0:
+        raise KetasimInputError(
+            f"{_where(where)}{field}: got {v:g}{' ' + unit if unit else ''}, "
+            f"expected a number >= 0")
+    return v
+
+
+def check_positive(value, field: str, where: str = "", unit: str = "") -> float:
+    v = check_finite(value, field, where)
+    if v <= 0:
+        raise KetasimInputError(
+            f"{_where(where)}{field}: got {v:g}{' ' + unit if unit else ''}, expected a number > 0")
+    return v
+
+
+def check_fraction(value, field: str, where: str = "") -> float:
+    v = check_finite(value, field, where)
+    if not 0.0 <= v <= 1.0:
+        raise KetasimInputError(f"{_where(where)}{field}: got {v:g}, expected a fraction in [0, 1]")
+    return v

@@ -1,0 +1,279 @@
+"""The public ``simulate``: coerce → validate → kernel → wrap."""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+
+import numpy as np
+
+from . import _kernels
+from .dosing import Doses, expand, read_doses
+from .errors import KetasimInputError, check_name
+from .model import Model, load_model
+from .result import PD_OUTPUTS, Result
+
+__all__ = ["simulate", "build_events", "time_grid", "DEFAULT_PD_MAX_STEP_H"]
+
+DEFAULT_PD_MAX_STEP_H = 1.0 / 60.0   # RK4 sub-step for the schematic response: 1 minute
+MAX_GRID_POINTS = 200_000_000
+
+
+def _available_bytes() -> int:
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return 8 * 2**30
+
+
+def check_memory(n_values: int, what: str, limit_bytes: int | None = None) -> None:
+    """Refuse, before allocating, an array of ``n_values`` float64 that cannot fit."""
+    need = n_values * 8
+    avail = _available_bytes() if limit_bytes is None else limit_bytes
+    if need > 0.8 * avail:
+        raise KetasimInputError(
+            f"{what} = {n_values:,} values ({need / 2**30:.1f} GiB), more than fits in memory "
+            f"(about {avail / 2**30:.1f} GiB available); use a coarser step, a shorter "
+            "horizon, fewer outputs or fewer subjects per call")
+
+
+def time_grid(until_h: float, step_h: float, start_h: float = 0.0) -> np.ndarray:
+    """``start, start+step, …`` up to and including ``until`` (hours), validated."""
+    for nm, v in (("until", until_h), ("step", step_h), ("start", start_h)):
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) or \
+                not np.isfinite(v):
+            raise KetasimInputError(f"{nm}: got {v!r}, expected a finite number of hours")
+    if step_h <= 0:
+        raise KetasimInputError(f"step: got {step_h:g} h, expected a step > 0 hours")
+    if until_h < start_h or start_h < 0:
+        raise KetasimInputError(f"until: got {until_h:g} h, expected >= {max(start_h, 0):g} h")
+    n = int(np.floor((until_h - start_h) / step_h * (1 + 1e-12))) + 1
+    if n > MAX_GRID_POINTS:
+        raise KetasimInputError(
+            f"step: until {until_h:g} h / step {step_h:g} h gives {n:,} time points "
+            f"({n * 8 / 2**30:.1f} GiB per output), more than the {MAX_GRID_POINTS:,} allowed; "
+            "use a larger step")
+    check_memory(n, f"time grid: {n:,} points")
+    t = start_h + step_h * np.arange(n)
+    if t[-1] < until_h - 1e-9 * max(1.0, until_h):
+        t = np.append(t, until_h)
+    return t
+
+
+def _coerce_times(times) -> np.ndarray:
+    try:
+        t = np.asarray(times, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise KetasimInputError(f"times: got {times!r}, expected an array of hours") from None
+    t = np.atleast_1d(t)
+    if t.ndim != 1 or t.size == 0:
+        raise KetasimInputError(f"times: expected a non-empty 1-D array of hours, got shape "
+                                f"{t.shape}")
+    bad = ~np.isfinite(t)
+    if bad.any():
+        raise KetasimInputError(f"times: got {t[bad][0]!r} at index {int(np.argmax(bad))}, "
+                                "expected finite hours")
+    if t[0] < 0:
+        raise KetasimInputError(f"times: got {t[0]:g} h, expected times >= 0")
+    d = np.diff(t)
+    if np.any(d < 0):
+        i = int(np.argmax(d < 0))
+        raise KetasimInputError(f"times: not sorted: {t[i]:g} h is followed by {t[i + 1]:g} h; "
+                                "expected non-decreasing hours")
+    return np.ascontiguousarray(t)
+
+
+def _coerce_doses(doses) -> Doses:
+    if isinstance(doses, Doses):
+        return doses
+    if isinstance(doses, (str, os.PathLike)):
+        return read_doses(doses)
+    if isinstance(doses, (list, tuple)) and all(isinstance(r, dict) for r in doses):
+        return Doses.from_records(doses)
+    raise KetasimInputError(f"doses: got {type(doses).__name__}, expected a Doses, a list of "
+                            "dose records or a CSV path")
+
+
+def _broadcast(v, shape, what, model, lo=None, hi=None):
+    a = np.broadcast_to(np.asarray(v, dtype=np.float64), shape)
+    bad = ~np.isfinite(a)
+    if bad.any():
+        raise KetasimInputError(f"{model.source}: {what} evaluated to {a[bad][0]!r}; expected a "
+                                "finite number")
+    if lo is not None and np.any(a < lo):
+        raise KetasimInputError(f"{model.source}: {what} evaluated to {a[a < lo][0]:g}; "
+                                f"expected >= {lo:g}")
+    if hi is not None and np.any(a > hi):
+        raise KetasimInputError(f"{model.source}: {what} evaluated to {a[a > hi][0]:g}; "
+                                f"expected <= {hi:g}")
+    return a
+
+
+def build_events(model: Model, doses: Doses, vals: dict):
+    """Turn a dose table into per-subject event arrays, sorted by time.
+
+    Returns ``(ev_t, ev_c, ev_amt, ev_kind, nev)``: times (N, E) h, state index (N, E),
+    amount (mg, bolus) or rate (mg/h, infusion start/stop) (N, E), kind (N, E) in
+    {0 bolus, +1 start, -1 stop}, and event counts (N,).
+    """
+    n = vals["WT"].shape[0]
+    d = expand(doses)
+    idx = {s: i for i, s in enumerate(model.state_names)}
+    blocks = []
+    routes = np.asarray(d.route, dtype=object)
+    for r in dict.fromkeys(d.route):
+        check_name(r, model.routes, "route", d.source)
+        sel = np.nonzero(routes == r)[0]
+        env = {k: v[:, None] for k, v in vals.items()}
+        env["AMT"] = d.amount_mg[sel][None, :]
+        shape = (n, sel.size)
+        for j, part in enumerate(model.routes[r]):
+            w = f"routes.{r}" + (f".parts[{j}]" if len(model.routes[r]) > 1 else "")
+            f = _broadcast(part.f.evaluate(env), shape, f"{w}.f = {part.f.text}", model, 0, 1)
+            lag = _broadcast(part.lag_h.evaluate(env), shape, f"{w}.lag_h = {part.lag_h.text}",
+                             model, 0)
+            if part.duration_h is not None:
+                dur = _broadcast(part.duration_h.evaluate(env), shape,
+                                 f"{w}.duration_h = {part.duration_h.text}", model, 0)
+            else:
+                dur = np.broadcast_to(d.duration_h[sel][None, :], shape)
+            t0 = d.time_h[sel][None, :] + lag
+            amt = env["AMT"] * f
+            inf = dur > 0
+            rate = np.where(inf, amt / np.where(inf, dur, 1.0), amt)
+            c = np.full(shape, idx[part.to], np.int64)
+            blocks.append((t0, c, rate, np.where(inf, 1, 0)))
+            blocks.append((t0 + dur, c, np.where(inf, rate, 0.0), np.where(inf, -1, 0)))
+    if not blocks:
+        z = np.zeros((n, 0))
+        return z, z.astype(np.int64), z.copy(), z.astype(np.int64), np.zeros(n, np.int64)
+    ev_t = np.concatenate([np.broadcast_to(b[0], b[1].shape) for b in blocks], axis=1)
+    ev_c = np.concatenate([b[1] for b in blocks], axis=1)
+    ev_a = np.concatenate([np.broadcast_to(b[2], b[1].shape) for b in blocks], axis=1)
+    ev_k = np.concatenate([np.broadcast_to(b[3], b[1].shape) for b in blocks], axis=1)
+    order = np.argsort(ev_t, axis=1, kind="stable")
+    take = lambda a, dt: np.ascontiguousarray(np.take_along_axis(a, order, axis=1), dtype=dt)  # noqa: E731
+    return (take(ev_t, np.float64), take(ev_c, np.int64), take(ev_a, np.float64),
+            take(ev_k, np.int64), np.full(n, ev_t.shape[1], np.int64))
+
+
+@contextmanager
+def _threads(k):
+    if k is None:
+        yield
+        return
+    import numba
+
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise KetasimInputError(f"threads: got {k!r}, expected a whole number >= 1")
+    old = numba.get_num_threads()
+    numba.set_num_threads(min(k, numba.config.NUMBA_NUM_THREADS))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(old)
+
+
+def simulate(model, doses, times, params: dict | None = None, weight_kg=70.0, *,
+             outputs=None, amounts: bool = False, pd_max_step_h: float = DEFAULT_PD_MAX_STEP_H,
+             threads: int | None = None) -> Result:
+    """Simulate a model for one subject or a population, exactly between dose events.
+
+    Parameters
+    ----------
+    model : Model or str
+        A :class:`Model`, a preset name or a TOML path.
+    doses : Doses, list of dict, or str
+        The dose table (a CSV path is read with :func:`read_doses`).
+    times : array-like (T,)
+        Sorted output times in hours (>= 0). The system is empty before the first dose.
+    params : dict, optional
+        Parameter overrides: name -> scalar, or array (N,) for a population / sweep.
+    weight_kg : float or array (N,)
+        Body weight (kg) used by the model's weight scaling.
+    outputs : list of str, optional
+        Output names; default: every concentration, plus the PD outputs the model defines.
+    amounts : bool
+        Also record the amount (mg) in every state and the cumulative eliminated amount.
+    pd_max_step_h : float
+        Largest RK4 sub-step (h) for the schematic glutamate/plasticity response.
+    threads : int, optional
+        Numba threads for this call.
+
+    Returns
+    -------
+    Result
+        Outputs of shape (T,) per name, or (N, T) when ``params``/``weight_kg`` hold arrays.
+
+    Examples
+    --------
+    >>> import ketasim
+    >>> m = ketasim.load_model("esketamine-nasal")
+    >>> d = ketasim.Doses.single(56.0, "intranasal")
+    >>> r = ketasim.simulate(m, d, ketasim.time_grid(24, 1 / 60))
+    >>> round(float(r.concentration("plasma").max()), 1)  # doctest: +SKIP
+    72.5
+    """
+    model = load_model(model)
+    doses = _coerce_doses(doses)
+    t = _coerce_times(times)
+    if not (isinstance(pd_max_step_h, (int, float)) and np.isfinite(pd_max_step_h)
+            and pd_max_step_h > 0):
+        raise KetasimInputError(f"pd_max_step_h: got {pd_max_step_h!r}, expected hours > 0")
+    population = any(np.ndim(v) > 0 for v in (params or {}).values()) or np.ndim(weight_kg) > 0
+    vals = model.resolve(params, weight_kg)
+    n = vals["WT"].shape[0]
+
+    pd_mode = 2 if model.has_glutamate else (1 if model.has_occupancy else 0)
+    pd_names = list(PD_OUTPUTS[:{0: 0, 1: 1, 2: 3}[pd_mode]])
+    if outputs is None:
+        names = list(model.concentration_names)
+        if amounts:
+            names += [f"amount:{s}" for s in model.state_names] + ["amount:eliminated"]
+    else:
+        names = []
+        for nm in [outputs] if isinstance(outputs, str) else list(outputs):
+            if nm in PD_OUTPUTS:
+                if nm not in pd_names:
+                    raise KetasimInputError(f"outputs: model {model.name!r} has no {nm!r} output")
+                continue
+            names.append(nm)
+        if not any(nm in PD_OUTPUTS for nm in ([outputs] if isinstance(outputs, str)
+                                                else outputs)):
+            pd_mode, pd_names = 0, []
+    sink = amounts or any(nm == "amount:eliminated" for nm in names)
+
+    K = model.matrices(vals, sink=sink)
+    C = model.observation(vals, names, sink=sink)
+    ns = K.shape[1]
+    if model.has_occupancy:
+        w = np.zeros((n, ns))
+        w[:, :len(model.state_names)] = model.occupancy_weights(vals)
+    else:
+        w = np.zeros((n, ns))
+    pdp = model.glutamate_parameters(vals) if pd_mode == 2 else np.zeros((n, 6))
+    ev = build_events(model, doses, vals)
+
+    R = len(names) + len(pd_names)
+    check_memory(n * R * t.size, f"output: {n:,} subjects x {R} outputs x {t.size:,} times")
+    out = np.empty((n, R, t.size))
+    diffs = np.diff(t)
+    pos = diffs[diffs > 0]
+    h_main = float(np.median(pos)) if pos.size else -1.0
+    if pd_mode == 2 and h_main > 0:
+        h_main = h_main / max(1, int(np.ceil(h_main / pd_max_step_h - 1e-9))) / 2.0
+    scale = max(1.0, float(np.abs(t).max()), float(np.abs(ev[0]).max()) if ev[0].size else 0.0)
+    h_tol = 16.0 * np.finfo(float).eps * scale
+    with _threads(threads):
+        _kernels.simulate_many(np.ascontiguousarray(K), t, *ev, np.ascontiguousarray(C),
+                               np.ascontiguousarray(w), np.ascontiguousarray(pdp), pd_mode,
+                               float(pd_max_step_h), h_main, h_tol, out)
+    if not np.all(np.isfinite(out)):
+        raise KetasimInputError(
+            "simulation produced non-finite values (overflow): check for extreme amounts, "
+            "rates or volumes in the model and dose table")
+    all_names = tuple(names) + tuple(pd_names)
+    out.setflags(write=False)
+    return Result(times=t, names=all_names, data=out, population=population, params=vals,
+                  model=model, doses=doses)
+
