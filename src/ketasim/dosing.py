@@ -19,7 +19,8 @@ import numpy as np
 from .errors import KetasimInputError, suggest
 
 __all__ = ["Doses", "read_doses", "write_doses", "expand", "Phase", "course_from_phases",
-           "standard_iv_course", "spravato_course", "COURSES", "DAYS_PER_MONTH"]
+           "standard_iv_course", "spravato_course", "COURSES", "DAYS_PER_MONTH",
+           "course_days", "STANDARD_IV_PHASES"]
 
 COLUMNS = ("time_h", "amount_mg", "route", "duration_h", "addl", "ii_h")
 REQUIRED = ("time_h", "amount_mg", "route")
@@ -271,44 +272,82 @@ def write_doses(doses: Doses, path) -> None:
 class Phase:
     """A phase of a course.
 
-    Either ``weeks`` × ``per_week`` sessions (within a week at days floor(7 j / per_week), so
-    3/week = days 0, 2, 4 and 2/week = days 0, 3), or sessions ``every_days`` apart, ``count``
-    times (``count=None``: until the end of the course). ``amount_mg`` overrides the course's
-    amount for this phase.
+    Either ``weeks`` x ``per_week`` sessions, which occupy whole weeks from the phase start and
+    fall on days floor(7 j / per_week) of each week (3/week = days 0, 2, 4; 2/week = days 0, 3);
+    or sessions ``every_days`` apart, the first ``after_days`` after the previous session
+    (default: ``every_days``), ``count`` times (``None``: until the end of the course).
+    ``amount_mg`` overrides the course's amount for this phase.
     """
 
     weeks: int = 0
     per_week: int = 0
     every_days: float = 0.0
     count: int | None = None
+    after_days: float | None = None
     amount_mg: float | None = None
 
     def __post_init__(self):
+        def bad(name, v, expected):
+            raise KetasimInputError(f"phase: {name}: got {v!r}, expected {expected}")
+
+        def number(v):
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
         if self.every_days:
-            if not (isinstance(self.every_days, (int, float)) and math.isfinite(self.every_days)
-                    and self.every_days > 0):
-                raise KetasimInputError(f"phase: every_days: got {self.every_days!r}, expected "
-                                        "a number of days > 0")
-            if self.count is not None and (not isinstance(self.count, int) or self.count < 0):
-                raise KetasimInputError(f"phase: count: got {self.count!r}, expected a whole "
-                                        "number >= 0")
+            if not number(self.every_days) or self.every_days <= 0:
+                bad("every_days", self.every_days, "a number of days > 0")
+            if self.count is not None and (not isinstance(self.count, int)
+                                           or isinstance(self.count, bool) or self.count < 0):
+                bad("count", self.count, "a whole number >= 0")
+            if self.after_days is not None and (not number(self.after_days)
+                                                or self.after_days < 0):
+                bad("after_days", self.after_days, "a number of days >= 0")
+            if self.weeks or self.per_week:
+                raise KetasimInputError("phase: give either weeks and per_week, or every_days, "
+                                        "not both")
         else:
             for k in ("weeks", "per_week"):
                 v = getattr(self, k)
                 if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                    raise KetasimInputError(f"phase: {k}: got {v!r}, expected a whole number "
-                                            ">= 1 (or give every_days)")
+                    bad(k, v, "a whole number >= 1 (or give every_days)")
             if self.per_week > 7:
-                raise KetasimInputError(f"phase: per_week: got {self.per_week}, expected at "
-                                        "most 7 sessions a week")
-        if self.amount_mg is not None and not (math.isfinite(self.amount_mg)
-                                               and self.amount_mg >= 0):
-            raise KetasimInputError(f"phase: amount_mg: got {self.amount_mg!r}, expected >= 0")
+                bad("per_week", self.per_week, "at most 7 sessions a week")
+        if self.amount_mg is not None and (not number(self.amount_mg) or self.amount_mg < 0):
+            bad("amount_mg", self.amount_mg, "a dose in mg >= 0")
+
+
+def course_days(phases, months: float | None = None) -> tuple[list, list]:
+    """Session days (from day 0) and per-session amount overrides (None) of a list of phases."""
+    end = months * DAYS_PER_MONTH if months is not None else math.inf
+    days, amounts = [], []
+    week_start = 0.0
+    for ph in phases:
+        if ph.every_days:
+            if ph.count is None and not math.isfinite(end):
+                raise KetasimInputError("phase: every_days without count needs the course "
+                                        "length (months)")
+            gap = ph.every_days if ph.after_days is None else ph.after_days
+            d = (days[-1] + gap) if days else week_start
+            j = 0
+            while (ph.count is None or j < ph.count) and d < end:
+                days.append(d)
+                amounts.append(ph.amount_mg)
+                d += ph.every_days
+                j += 1
+            week_start = 7.0 * math.floor(days[-1] / 7.0 + 1) if days else week_start
+        else:
+            for w in range(ph.weeks):
+                for j in range(ph.per_week):
+                    days.append(week_start + 7 * w + (7 * j) // ph.per_week)
+                    amounts.append(ph.amount_mg)
+            week_start += 7 * ph.weeks
+    keep = [i for i, d in enumerate(days) if d < end]
+    return [days[i] for i in keep], [amounts[i] for i in keep]
 
 
 def course_from_phases(phases, amount_mg: float, route: str, *, duration_h: float = 0.0,
                        months: float | None = None, first_amount_mg: float | None = None) -> Doses:
-    """Build a course from phases, one dose row per session.
+    """Build a course from phases, one dose row per session (day 0 at time 0 h).
 
     Parameters
     ----------
@@ -316,48 +355,32 @@ def course_from_phases(phases, amount_mg: float, route: str, *, duration_h: floa
     amount_mg : float         amount per session, mg
     route : str               route name in the model
     duration_h : float        infusion length per session, h (0 = bolus/route default)
-    months : float, optional  the course ends at ``months`` × 30.44 days; phases without a
+    months : float, optional  the course ends at ``months`` x 30.44 days; phases without a
                               ``count`` repeat until then; sessions at or after the end are dropped
-    first_amount_mg : float, optional  amount of the very first session
+    first_amount_mg : float, optional  amount of the very first session, mg
     """
-    if months is not None and not (isinstance(months, (int, float)) and math.isfinite(months)
-                                   and months > 0):
+    if months is not None and not (isinstance(months, (int, float)) and not isinstance(
+            months, bool) and math.isfinite(months) and months > 0):
         raise KetasimInputError(f"months: got {months!r}, expected a number of months > 0")
-    if not (isinstance(amount_mg, (int, float)) and math.isfinite(amount_mg) and amount_mg > 0):
+    if isinstance(amount_mg, bool) or not isinstance(amount_mg, (int, float)) or not (
+            math.isfinite(amount_mg) and amount_mg > 0):
         raise KetasimInputError(f"amount_mg: got {amount_mg!r}, expected a dose in mg > 0")
-    end = months * DAYS_PER_MONTH if months is not None else math.inf
-    days, amounts = [], []
-    start = 0.0
-    for ph in phases:
-        if ph.every_days:
-            if ph.count is None and not math.isfinite(end):
-                raise KetasimInputError("phase: every_days without count needs the course "
-                                        "length (months)")
-            j = 0
-            while (ph.count is None or j < ph.count):
-                d = start + ph.every_days * (j + (1 if days else 0))
-                if d >= end:
-                    break
-                days.append(d)
-                amounts.append(ph.amount_mg)
-                j += 1
-            start = days[-1] if days else start
-        else:
-            for w in range(ph.weeks):
-                for j in range(ph.per_week):
-                    days.append(start + 7 * w + (7 * j) // ph.per_week)
-                    amounts.append(ph.amount_mg)
-            start += 7 * ph.weeks
-    keep = [i for i, d in enumerate(days) if d < end]
-    days = [days[i] for i in keep]
-    amounts = [amount_mg if amounts[i] is None else amounts[i] for i in keep]
+    if isinstance(duration_h, bool) or not isinstance(duration_h, (int, float)) or not (
+            math.isfinite(duration_h) and duration_h >= 0):
+        raise KetasimInputError(f"duration_h: got {duration_h!r}, expected hours >= 0")
+    days, amounts = course_days(phases, months)
     if not days:
         raise KetasimInputError("course: no sessions fall within the course length")
+    amounts = [amount_mg if a is None else a for a in amounts]
     if first_amount_mg is not None:
         amounts[0] = first_amount_mg
     D = len(days)
     return Doses(np.asarray(days) * 24.0, amounts, [route] * D, [duration_h] * D,
                  source="course")
+
+
+STANDARD_IV_PHASES = (Phase(weeks=1, per_week=3), Phase(weeks=1, per_week=2),
+                      Phase(weeks=3, per_week=1))
 
 
 def standard_iv_course(dose_mg_per_kg: float = 0.5, weight_kg: float = 70.0,
@@ -366,20 +389,17 @@ def standard_iv_course(dose_mg_per_kg: float = 0.5, weight_kg: float = 70.0,
     """The clinic course of racemic ketamine infusions.
 
     Three sessions in week 1 (days 0, 2, 4), two in week 2 (days 7, 10), one a week in weeks
-    3-5 (days 14, 21, 28), then maintenance once a month (every ``maintenance_every_days``,
-    default 28 so sessions keep their weekday) until ``months`` × 30.44 days. Each session is
-    ``dose_mg_per_kg`` × ``weight_kg`` over ``infusion_min`` minutes (0.5 mg/kg over 40 min).
+    3-5 (days 14, 21, 28), then maintenance once a month: every ``maintenance_every_days``
+    (default 28, so sessions keep their weekday) after the last weekly session, until
+    ``months`` x 30.44 days. Each session is ``dose_mg_per_kg`` x ``weight_kg`` over
+    ``infusion_min`` minutes (default 0.5 mg/kg over 40 min).
     """
     for name, v in (("dose_mg_per_kg", dose_mg_per_kg), ("weight_kg", weight_kg),
                     ("infusion_min", infusion_min),
                     ("maintenance_every_days", maintenance_every_days)):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
             raise KetasimInputError(f"{name}: got {v!r}, expected a number > 0")
-    phases = [Phase(weeks=1, per_week=3), Phase(weeks=1, per_week=2),
-              Phase(weeks=3, per_week=1), Phase(every_days=maintenance_every_days)]
-    # weeks 3-5 end on day 28: maintenance counts from that last weekly session
-    phases[2] = Phase(weeks=2, per_week=1)
-    phases.insert(3, Phase(every_days=7, count=1))
+    phases = list(STANDARD_IV_PHASES) + [Phase(every_days=float(maintenance_every_days))]
     return course_from_phases(phases, dose_mg_per_kg * weight_kg, route,
                               duration_h=infusion_min / 60.0, months=months)
 
@@ -388,31 +408,22 @@ def spravato_course(dose_mg: float = 56.0, maintenance: str = "biweekly", months
                     *, route: str = "intranasal") -> Doses:
     """The esketamine nasal-spray label course (Spravato).
 
-    Weeks 1-4: twice a week (days 0, 3, 7, 10, ...), 56 mg on day 1 and ``dose_mg`` (56 or 84)
-    after; weeks 5-8: once a week; from week 9: every week (``maintenance="weekly"``) or every
-    two weeks (``"biweekly"``) until ``months`` × 30.44 days. Each row is one session's total
-    (28 mg per device).
+    Induction, weeks 1-4: twice a week (days 0, 3, 7, 10, ...), 56 mg on day 1 and ``dose_mg``
+    (56 or 84) after. Weeks 5-8: once a week. From week 9 (day 56): every week
+    (``maintenance="weekly"``) or every two weeks (``"biweekly"``), until ``months`` x 30.44
+    days. Each row is one session's total (28 mg per device, devices 5 minutes apart).
     """
-    if dose_mg not in (56, 84, 56.0, 84.0):
+    if isinstance(dose_mg, bool) or dose_mg not in (56, 84):
         raise KetasimInputError(f"dose: got {dose_mg!r}, expected 56 or 84 (mg per session)")
     if maintenance not in ("weekly", "biweekly"):
-        raise KetasimInputError(f"maintenance: got {maintenance!r}{suggest(maintenance, ['weekly', 'biweekly'])}; "
-                                "expected weekly or biweekly")
+        raise KetasimInputError(
+            f"maintenance: got {maintenance!r}{suggest(str(maintenance), ['weekly', 'biweekly'])}"
+            "; expected weekly or biweekly")
     every = 7.0 if maintenance == "weekly" else 14.0
     phases = [Phase(weeks=4, per_week=2), Phase(weeks=4, per_week=1),
-              Phase(every_days=every)]
-    # maintenance starts at week 9 (day 56), i.e. one week after the last weekly session
-    phases[2] = Phase(every_days=every)
-    d = course_from_phases(phases[:2], float(dose_mg), route, months=months,
-                           first_amount_mg=56.0)
-    first = 56.0
-    if first < months * DAYS_PER_MONTH:
-        n = int(math.ceil((months * DAYS_PER_MONTH - first) / every))
-        t = first + every * np.arange(n)
-        t = t[t < months * DAYS_PER_MONTH]
-        if t.size:
-            d = d + Doses(t * 24.0, [float(dose_mg)] * t.size, [route] * t.size)
-    return Doses(d.time_h, d.amount_mg, d.route, d.duration_h, d.addl, d.ii_h, source="course")
+              Phase(every_days=every, after_days=7.0)]
+    return course_from_phases(phases, float(dose_mg), route, months=months,
+                              first_amount_mg=56.0)
 
 
 COURSES = {"standard-iv": standard_iv_course, "spravato": spravato_course}

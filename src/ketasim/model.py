@@ -139,10 +139,10 @@ class Model:
 
     @property
     def concentration_names(self) -> tuple:
-        """Names whose concentration can be reported: compartments with a volume, effect
-        sites, observe aliases."""
+        """Names whose concentration can be reported: compartments with a volume, observe
+        aliases, effect sites (in that order)."""
         comps = tuple(c for c, v in self.compartments.items() if v is not None)
-        return comps + tuple(e.name for e in self.effects) + tuple(self.observe)
+        return comps + tuple(self.observe) + tuple(e.name for e in self.effects)
 
     @property
     def has_occupancy(self) -> bool:
