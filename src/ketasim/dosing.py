@@ -20,7 +20,7 @@ from .errors import KetasimInputError, suggest
 
 __all__ = ["Doses", "read_doses", "write_doses", "expand", "Phase", "course_from_phases",
            "standard_iv_course", "spravato_course", "COURSES", "DAYS_PER_MONTH",
-           "course_days", "STANDARD_IV_PHASES"]
+           "course_days", "STANDARD_IV_PHASES", "read_course_toml"]
 
 COLUMNS = ("time_h", "amount_mg", "route", "duration_h", "addl", "ii_h")
 REQUIRED = ("time_h", "amount_mg", "route")
@@ -424,6 +424,64 @@ def spravato_course(dose_mg: float = 56.0, maintenance: str = "biweekly", months
               Phase(every_days=every, after_days=7.0)]
     return course_from_phases(phases, float(dose_mg), route, months=months,
                               first_amount_mg=56.0)
+
+
+def read_course_toml(path, months: float | None = None) -> Doses:
+    """Read a custom course from TOML::
+
+        amount_mg = 35.0        # per session
+        route = "iv"
+        duration_h = 0.6667     # optional
+        months = 6              # optional; the --months option overrides it
+        first_amount_mg = 56    # optional
+
+        [[phase]]
+        weeks = 2
+        per_week = 3
+        [[phase]]
+        every_days = 28         # optional: count, after_days, amount_mg
+    """
+    import tomllib
+
+    p = Path(path)
+    where = str(p)
+    if not p.is_file():
+        raise KetasimInputError(f"course: file {where!r} not found")
+    text = _decode(p.read_bytes(), where)
+    try:
+        spec = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise KetasimInputError(f"{where}: TOML syntax error: {exc}") from None
+    allowed = {"amount_mg", "route", "duration_h", "months", "first_amount_mg", "phase"}
+    for k in spec:
+        if k not in allowed:
+            raise KetasimInputError(f"{where}: unknown key {k!r}{suggest(k, allowed)}; expected "
+                                    + ", ".join(sorted(allowed)))
+    for k in ("amount_mg", "route", "phase"):
+        if k not in spec:
+            raise KetasimInputError(f"{where}: missing {k!r}")
+    if not isinstance(spec["phase"], list) or not spec["phase"]:
+        raise KetasimInputError(f"{where}: phase: expected one or more [[phase]] tables")
+    phases = []
+    pk = {"weeks", "per_week", "every_days", "count", "after_days", "amount_mg"}
+    for i, ph in enumerate(spec["phase"]):
+        if not isinstance(ph, dict):
+            raise KetasimInputError(f"{where}: phase[{i}]: expected a table")
+        for k in ph:
+            if k not in pk:
+                raise KetasimInputError(f"{where}: phase[{i}]: unknown key {k!r}"
+                                        f"{suggest(k, pk)}; expected " + ", ".join(sorted(pk)))
+        try:
+            phases.append(Phase(**ph))
+        except KetasimInputError as exc:
+            raise KetasimInputError(f"{where}: phase[{i}]: {str(exc).removeprefix('phase: ')}") \
+                from None
+    if not isinstance(spec["route"], str) or not spec["route"]:
+        raise KetasimInputError(f"{where}: route: got {spec['route']!r}, expected a route name")
+    return course_from_phases(phases, spec["amount_mg"], spec["route"],
+                              duration_h=spec.get("duration_h", 0.0),
+                              months=months if months is not None else spec.get("months"),
+                              first_amount_mg=spec.get("first_amount_mg"))
 
 
 COURSES = {"standard-iv": standard_iv_course, "spravato": spravato_course}

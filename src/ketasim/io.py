@@ -26,6 +26,9 @@ def atomic_write(path, data, mode: str = "w") -> None:
                 data(fh)
             else:
                 fh.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         try:

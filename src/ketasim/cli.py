@@ -1,0 +1,260 @@
+"""The ``ketasim`` command line.
+
+Exit status: 0 on success, 2 for usage errors (argparse), 1 for bad input (a model file, a dose
+table, an option's value). Errors are one line on stderr; ``--debug`` shows the traceback. No
+output file is created or left behind when a command fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+from pathlib import Path
+
+from .errors import KetasimInputError
+
+DEFAULT_STEP_H = 0.1   # 6 minutes: smooth figures and metrics; the solution is exact at any step
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line + exit 2, as argparse, but without the usage dump
+        self.exit(2, f"{self.prog}: usage error: {message} (see {self.prog} --help)\n")
+
+
+def _finite(kind, lo=None, strict=False):
+    def conv(s):
+        try:
+            v = float(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{s!r} is not a number ({kind})") from None
+        if v != v or v in (float("inf"), float("-inf")):
+            raise argparse.ArgumentTypeError(f"{s!r} is not a finite number ({kind})")
+        if lo is not None and (v < lo or (strict and v == lo)):
+            raise argparse.ArgumentTypeError(f"{s} is out of range: expected {kind} "
+                                             f"{'>' if strict else '>='} {lo:g}")
+        return v
+    return conv
+
+
+def _param(s):
+    if "=" not in s:
+        raise argparse.ArgumentTypeError(f"{s!r}: expected NAME=VALUE")
+    k, v = s.split("=", 1)
+    try:
+        return k.strip(), float(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r}: value {v!r} is not a number") from None
+
+
+def _out_path(s, suffixes):
+    p = Path(s)
+    if p.suffix.lower() not in suffixes:
+        raise argparse.ArgumentTypeError(f"{s!r}: expected a file ending in "
+                                         + " or ".join(suffixes))
+    if p.exists() and p.is_dir():
+        raise argparse.ArgumentTypeError(f"{s!r} is a folder, expected a file name")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="ketasim", description="Exact pharmacokinetics of ketamine and esketamine "
+                "courses, model-predicted NMDA occupancy and a schematic glutamate response. "
+                "A teaching and research tool, never a dosing recommendation.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    from . import __version__
+    p.add_argument("--version", action="version", version=f"ketasim {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    s = sub.add_parser("simulate", help="simulate a model and dose table; write CSV (+ PNG)")
+    s.add_argument("--model", default="ketamine-iv",
+                   help="preset name or TOML model file (default: ketamine-iv)")
+    s.add_argument("--doses", default="standard-iv",
+                   help="dose table CSV, or a course name: standard-iv, spravato "
+                        "(default: standard-iv)")
+    s.add_argument("--until", type=_finite("hours", 0, True), default=None,
+                   help="simulate up to this time, h (default: last dose + 4 weeks)")
+    s.add_argument("--step", type=_finite("hours", 0, True), default=DEFAULT_STEP_H,
+                   help=f"output grid step, h (default: {DEFAULT_STEP_H:g})")
+    s.add_argument("--out", required=True, type=lambda v: _out_path(v, (".csv",)),
+                   help="output CSV file (folders are created)")
+    s.add_argument("--weight", type=_finite("kg", 0, True), default=70.0,
+                   help="body weight, kg (default: 70)")
+    s.add_argument("--plot", type=lambda v: _out_path(v, (".png", ".pdf", ".svg")),
+                   default=None, help="also write the course figure (PNG, PDF or SVG)")
+    s.add_argument("--summary", action="store_true",
+                   help="print per-session metrics (Cmax, Tmax, AUC, trough, occupancy, "
+                        "glutamate) and course metrics")
+    s.add_argument("--param", type=_param, action="append", default=[], metavar="NAME=VALUE",
+                   help="override a model parameter (repeatable)")
+
+    pr = sub.add_parser("presets", help="list the shipped models and their sources")
+    pr.add_argument("--verbose", "-v", action="store_true", help="also print descriptions")
+
+    sc = sub.add_parser("schedule", help="write a course as a dose table")
+    ssub = sc.add_subparsers(dest="course", required=True, parser_class=_Parser)
+    a = ssub.add_parser("standard-iv", help="3 sessions in week 1, 2 in week 2, weekly in "
+                        "weeks 3-5, then monthly; 0.5 mg/kg over 40 min")
+    a.add_argument("--dose-mg-per-kg", type=_finite("mg/kg", 0, True), default=0.5)
+    a.add_argument("--weight", type=_finite("kg", 0, True), default=70.0)
+    a.add_argument("--months", type=_finite("months", 0, True), default=6.0)
+    a.add_argument("--infusion-min", type=_finite("minutes", 0, True), default=40.0)
+    a.add_argument("--maintenance-days", type=_finite("days", 0, True), default=28.0,
+                   help="interval of monthly maintenance, days (default 28)")
+    a.add_argument("--out", required=True, type=lambda v: _out_path(v, (".csv",)))
+    b = ssub.add_parser("spravato", help="esketamine nasal-spray label course")
+    b.add_argument("--dose", type=int, choices=(56, 84), default=56,
+                   help="mg per session after day 1 (day 1 is 56 mg)")
+    b.add_argument("--maintenance", choices=("weekly", "biweekly"), default="biweekly")
+    b.add_argument("--months", type=_finite("months", 0, True), default=6.0)
+    b.add_argument("--out", required=True, type=lambda v: _out_path(v, (".csv",)))
+    c = ssub.add_parser("custom", help="a course from a phases TOML file")
+    c.add_argument("phases", help="TOML file with amount_mg, route, duration_h and [[phase]]")
+    c.add_argument("--months", type=_finite("months", 0, True), default=None)
+    c.add_argument("--out", required=True, type=lambda v: _out_path(v, (".csv",)))
+    return p
+
+
+def _doses_for(spec: str, weight: float):
+    from .dosing import COURSES, read_doses, spravato_course, standard_iv_course
+
+    if spec in COURSES and not Path(spec).exists():
+        if spec == "standard-iv":
+            return standard_iv_course(weight_kg=weight)
+        return spravato_course()
+    if not Path(spec).exists() and Path(spec).suffix.lower() != ".csv":
+        from .errors import suggest
+        raise KetasimInputError(f"--doses: {spec!r} is neither a file nor a course"
+                                f"{suggest(spec, COURSES)}; courses: {', '.join(COURSES)}")
+    return read_doses(spec)
+
+
+def _write_all(outputs: list[tuple[Path, bytes]]) -> None:
+    """Write every output or none: each atomically, removing earlier ones if a later fails."""
+    from .io import atomic_write
+
+    done = []
+    try:
+        for path, data in outputs:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, data, "wb")
+            done.append(path)
+    except BaseException:
+        for path in done:
+            try:
+                path.unlink()
+            except OSError:
+                pass
+        raise
+
+
+def _format_table(head, rows) -> str:
+    def fmt(v):
+        if isinstance(v, int):
+            return str(v)
+        return "nan" if v != v else f"{v:.4g}"
+    cells = [head] + [[fmt(v) for v in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(head))]
+    return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells)
+
+
+def cmd_simulate(args) -> int:
+    import numpy as np
+
+    from .io import result_columns
+    from .model import load_model
+    from .simulate import simulate, time_grid
+
+    model = load_model(args.model)
+    doses = _doses_for(args.doses, args.weight)
+    until = args.until
+    if until is None:
+        until = float(np.max(doses.time_h + doses.addl * doses.ii_h)) + 28 * 24.0
+    params = dict(args.param)
+    times = time_grid(until, args.step)
+    result = simulate(model, doses, times, params=params, weight_kg=args.weight)
+    cols, table = result_columns(result)
+    buf = io.StringIO()
+    buf.write(",".join(cols) + "\n")
+    np.savetxt(buf, table, delimiter=",", fmt="%.10g")
+    outputs = [(args.out, buf.getvalue().encode())]
+    if args.plot is not None:
+        from .plotting import plot_course
+        fig = plot_course(result)
+        png = io.BytesIO()
+        fig.savefig(png, dpi=120, format=args.plot.suffix.lstrip(".").lower())
+        outputs.append((args.plot, png.getvalue()))
+    summary = None
+    if args.summary:
+        from .metrics import course_metrics
+        analyte = "plasma" if "plasma" in result.names else model.concentration_names[0]
+        cm = course_metrics(result, analyte=analyte)
+        head, rows = cm.table()
+        summary = (f"Per-session metrics ({analyte}; concentrations ng/mL, times h; occupancy "
+                   "model-predicted, glutamate schematic):\n" + _format_table(head, rows))
+        summary += (f"\nCourse: plasticity index at end {cm.plasticity_end:.3g}; minimum during "
+                    f"maintenance (from day {cm.maintenance_start_h / 24:.4g}) "
+                    f"{cm.plasticity_min_maintenance:.3g} (schematic)")
+    _write_all(outputs)
+    if summary:
+        print(summary)
+    print(f"wrote {args.out} ({len(times):,} times, {len(cols) - 1} outputs)"
+          + (f" and {args.plot}" if args.plot else ""), file=sys.stderr)
+    return 0
+
+
+def cmd_presets(args) -> int:
+    from .model import list_presets, load_model
+
+    for name in list_presets():
+        m = load_model(name)
+        print(f"{name}\n  {m.meta.get('title', '')}\n  source: {m.meta.get('citation', '')}\n"
+              f"  sampling: {m.meta.get('sampling', 'n/a')}; routes: {', '.join(m.routes)}")
+        if args.verbose:
+            print("  " + " ".join(m.meta.get("description", "").split()))
+    return 0
+
+
+def cmd_schedule(args) -> int:
+    from .dosing import write_doses
+    from . import dosing
+
+    if args.course == "standard-iv":
+        d = dosing.standard_iv_course(args.dose_mg_per_kg, args.weight, args.months,
+                                      infusion_min=args.infusion_min,
+                                      maintenance_every_days=args.maintenance_days)
+    elif args.course == "spravato":
+        d = dosing.spravato_course(args.dose, args.maintenance, args.months)
+    else:
+        d = dosing.read_course_toml(args.phases, months=args.months)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_doses(d, args.out)
+    print(f"wrote {args.out} ({len(d)} sessions)", file=sys.stderr)
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        handler = {"simulate": cmd_simulate, "presets": cmd_presets,
+                   "schedule": cmd_schedule}[args.command]
+        return handler(args)
+    except KetasimInputError as exc:
+        if args.debug:
+            raise
+        print(f"ketasim: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        if args.debug:
+            raise
+        print(f"ketasim: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
+              file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # pragma: no cover
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
