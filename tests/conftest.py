@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy.integrate import solve_ivp
+from scipy.linalg import expm as scipy_expm
 
 import ketasim
 
@@ -250,6 +251,37 @@ class Reference:
             x = sol.y[:, -1].copy()
         return out
 
+    def amounts_expm(self, doses, times):
+        """The same trajectories from ``scipy.linalg.expm`` of the augmented matrix
+        ``[[K, u], [0, 0]]`` per segment (exact up to rounding; a second, fast reference)."""
+        times = np.asarray(times, float)
+        boluses, infusions = self.inputs(doses)
+        n = len(self.states)
+        ev = sorted({b[0] for b in boluses} | {i[0] for i in infusions}
+                    | {i[1] for i in infusions})
+        bps = sorted({min([times[0]] + ev), *[t for t in ev if t <= times[-1]], times[-1]})
+        x = np.zeros(n)
+        out = np.zeros((n, times.size))
+        M = np.zeros((n + 1, n + 1))
+        M[:n, :n] = self.K
+        for a, b in zip(bps, bps[1:] + [np.inf]):
+            for t0, s, amt in boluses:
+                if t0 == a:
+                    x[s] += amt
+            out[:, times == a] = x[:, None]
+            if not np.isfinite(b):
+                break
+            mid = 0.5 * (a + b)
+            M[:n, n] = 0.0
+            for t0, t1, s, rate in infusions:
+                if t0 <= mid < t1:
+                    M[s, n] += rate
+            xa = np.r_[x, 1.0]
+            for j in np.nonzero((times > a) & (times < b))[0]:
+                out[:, j] = (scipy_expm(M * (times[j] - a)) @ xa)[:n]
+            x = (scipy_expm(M * (b - a)) @ xa)[:n]
+        return out
+
     def conc(self, amounts, name):
         """Concentration (mg/L) of a compartment, effect site or observe alias."""
         parts = self.spec.get("observe", {}).get(name, [name])
@@ -291,3 +323,74 @@ def one_cpt():
             spec["effects"] = {"ce": {"of": "central", "ke0": "KE0"}}
         return ketasim.Model.from_dict(spec), spec
     return make
+
+
+# ---------------------------------------------------------------------------------------------
+# random cases (regenerated from the seed alone, so a worker process can rebuild them)
+
+CASE_KINDS = {
+    # kind: (rate_lo, rate_hi, seed offset, horizon h)
+    "random": (1e-3, 1e2, 1000, 24.0),
+    "stiff": (1e-4, 1e3, 5000, 12.0),
+}
+
+
+def make_case(seed, kind="random"):
+    """(spec, doses, times) for one seed. Times: a 0.25-h grid; every third seed starts at 2 h
+    (doses before the first output), every third is irregular with the dose times added."""
+    lo, hi, off, t_end = CASE_KINDS[kind]
+    rng = np.random.default_rng(off + seed)
+    spec = random_spec(rng, rate_lo=lo, rate_hi=hi)
+    doses = random_doses(rng, spec, t_end=t_end)
+    if seed % 3 == 0:
+        times = ketasim.time_grid(t_end, 0.25, start_h=2.0)
+    elif seed % 3 == 1:
+        t = np.r_[rng.uniform(0.0, t_end, 60), doses.time_h[doses.time_h < t_end], 0.0, t_end]
+        times = np.unique(t)
+    else:
+        times = ketasim.time_grid(t_end, 0.25)
+    return spec, doses, times
+
+
+def reference_case(seed, kind="random"):
+    """solve_ivp (Radau) trajectories for ``make_case(seed, kind)``; runs in a worker."""
+    spec, doses, times = make_case(seed, kind)
+    return Reference(spec).amounts(doses, times)
+
+
+@pytest.fixture(scope="session")
+def ref_pool():
+    """A 2-process pool for the (slow, pure-Python) Radau references, so they run while the
+    main process checks other things. Spawned, not forked: numba's threads are not fork-safe."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = multiprocessing.get_context("spawn")
+    ex = ProcessPoolExecutor(max_workers=2, mp_context=ctx)
+    try:
+        yield ex
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.fixture(scope="session")
+def reference(ref_pool, request):
+    """``reference(seed, kind)`` -> Radau trajectories (S, T). The first call submits, to the
+    pool, every (seed, kind) of the selected tests that use this fixture (parametrized with
+    ``kind`` and ``seed``); later calls wait for their own result."""
+    futs = {}
+
+    def get(seed, kind):
+        if not futs:
+            for item in request.session.items:
+                cs = getattr(item, "callspec", None)
+                if (cs is not None and "reference" in getattr(item, "fixturenames", ())
+                        and {"seed", "kind"} <= set(cs.params)):
+                    key = (cs.params["seed"], cs.params["kind"])
+                    if key not in futs:
+                        futs[key] = ref_pool.submit(reference_case, *key)
+        if (seed, kind) not in futs:
+            futs[(seed, kind)] = ref_pool.submit(reference_case, seed, kind)
+        return futs[(seed, kind)].result()
+
+    return get

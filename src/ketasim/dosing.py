@@ -28,7 +28,7 @@ DAYS_PER_MONTH = 365.25 / 12.0
 MAX_EVENTS = 10_000_000
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Doses:
     """A dose table (frozen). All arrays have the same length D.
 
@@ -117,6 +117,15 @@ class Doses:
 
     def __len__(self):
         return len(self.route)
+
+    def __eq__(self, other):
+        if not isinstance(other, Doses):
+            return NotImplemented
+        return self.route == other.route and all(
+            np.array_equal(getattr(self, f), getattr(other, f))
+            for f in ("time_h", "amount_mg", "duration_h", "addl", "ii_h"))
+
+    __hash__ = None
 
     @classmethod
     def single(cls, amount_mg: float, route: str, time_h: float = 0.0,

@@ -27,7 +27,8 @@ class CourseMetrics:
     session_start_h : (S,)       session start, h
     cmax_ng_ml : (…, S)          peak concentration of ``analyte`` in the session, ng/mL
     tmax_h : (…, S)              time of the peak after the session start, h
-    auc_ng_h_ml : (…, S)         AUC over the session window (trapezoidal on the grid), ng·h/mL
+    auc_ng_h_ml : (…, S)         AUC from the session start to the next (trapezoidal on the
+                                 grid), ng·h/mL
     trough_ng_ml : (…, S)        concentration at the last grid time before the next session
                                  (NaN for the last session)
     time_above_h : dict threshold -> (…, S)   hours with occupancy >= threshold in the session
@@ -102,7 +103,9 @@ def maintenance_start(starts: np.ndarray) -> float:
 
 
 def _trapz_windows(y, t, edges):
-    """Trapezoidal integral of y (…, T) over each [edges[k], edges[k+1]) on the grid points."""
+    """Integral of y (…, T) over each window [edges[k], edges[k+1]): trapezoids between the grid
+    points inside the window, plus the last point's value held to the window's end (the value
+    at the next session's start is post-dose, so it cannot close the last trapezoid)."""
     out = np.zeros(y.shape[:-1] + (len(edges) - 1,))
     cum = np.concatenate([np.zeros(y.shape[:-1] + (1,)),
                           np.cumsum(0.5 * (y[..., 1:] + y[..., :-1]) * np.diff(t), axis=-1)],
@@ -110,8 +113,10 @@ def _trapz_windows(y, t, edges):
     for k in range(len(edges) - 1):
         i0 = np.searchsorted(t, edges[k], side="left")
         i1 = np.searchsorted(t, edges[k + 1], side="left") - 1
-        if i1 > i0:
+        if i1 >= i0 and i0 < t.size:
             out[..., k] = cum[..., i1] - cum[..., i0]
+            if k < len(edges) - 2:
+                out[..., k] += y[..., i1] * (edges[k + 1] - t[i1])
     return out
 
 

@@ -1,0 +1,84 @@
+"""The main job as a user runs it: the README's Quick start command, end to end."""
+
+import csv
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ketasim
+from ketasim.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def quickstart_commands():
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"^## Quick start.*?```bash\n(.*?)```", text, re.S | re.M).group(1)
+    return [ln for ln in block.splitlines() if ln.strip() and not ln.startswith("#")]
+
+
+def test_readme_quickstart_has_two_commands_and_ci_runs_the_second():
+    cmds = quickstart_commands()
+    assert len(cmds) == 2
+    assert "ketasim simulate" in cmds[0] and "pytest" in cmds[1]
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert cmds[1].replace("pip install", "python -m pip install --quiet") in ci
+
+
+def test_main_job(tmp_path, capsys):
+    """The first Quick start command (without the install): default IV course, CSV + PNG."""
+    args = quickstart_commands()[0].split("&&", 1)[1].split()[1:]
+    args = [a.replace("ketasim-out", str(tmp_path / "ketasim-out")) for a in args]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "Per-session metrics" in out and "schematic" in out
+    csv_path = tmp_path / "ketasim-out" / "course.csv"
+    png = tmp_path / "ketasim-out" / "course.png"
+    assert png.stat().st_size > 50_000 and png.read_bytes()[:4] == b"\x89PNG"
+    with open(csv_path) as fh:
+        header = next(csv.reader(fh))
+    assert header[0] == "time_h"
+    assert header[1:11] == [f"{c}_ng_ml" for c in ketasim.load_model("ketamine-iv").compartments]
+    assert {"plasma_ng_ml", "metabolite_ng_ml", "occupancy", "glutamate", "plasticity"} <= \
+        set(header)
+    data = np.loadtxt(csv_path, delimiter=",", skiprows=1)
+    # the CSV holds the same numbers as the Python API (ng/mL at the edge)
+    r = ketasim.simulate("ketamine-iv", ketasim.standard_iv_course(), data[:, 0])
+    np.testing.assert_allclose(data[:, header.index("plasma_ng_ml")],
+                               r.concentration("plasma"), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(data[:, header.index("occupancy")], r.occupancy, rtol=1e-9,
+                               atol=1e-12)
+
+
+def test_simulate_with_files(tmp_path):
+    model = tmp_path / "m.toml"
+    model.write_text('[parameters]\nCL = 10.0\nV = 50.0\n[compartments]\ncentral = "V"\n'
+                     '[[flows]]\nfrom = "central"\nto = "out"\ncl = "CL"\n'
+                     '[routes.iv]\nto = "central"\n[observe]\nplasma = "central"\n')
+    doses = tmp_path / "d.csv"
+    doses.write_text("time_h,amount_mg,route\n0,100,iv\n")
+    out = tmp_path / "o.csv"
+    assert main(["simulate", "--model", str(model), "--doses", str(doses), "--until", "10",
+                 "--step", "1", "--out", str(out), "--param", "CL=5"]) == 0
+    data = np.loadtxt(out, delimiter=",", skiprows=1)
+    np.testing.assert_allclose(data[:, 1], 100 / 50 * np.exp(-0.1 * data[:, 0]) * 1000,
+                               rtol=1e-9)
+    assert out.read_text().splitlines()[0] == "time_h,central_ng_ml,plasma_ng_ml"
+
+
+def test_presets_command(capsys):
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    for name in ("ketamine-iv", "esketamine-iv", "esketamine-nasal"):
+        assert name in out
+    assert "Perez-Ruixo" in out and "Fanta" in out
+
+
+def test_console_script_entry_point():
+    r = subprocess.run([sys.executable, "-m", "ketasim", "--version"], capture_output=True,
+                       text=True)
+    assert r.returncode == 0 and "ketasim" in r.stdout

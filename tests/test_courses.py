@@ -1,0 +1,87 @@
+"""Courses expand exactly as described, for any weight and length."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import ketasim
+from ketasim.dosing import DAYS_PER_MONTH, Phase, course_from_phases, read_course_toml
+
+
+def expected_standard_days(months, every=28.0):
+    days = [0, 2, 4, 7, 10, 14, 21, 28]
+    d = 28 + every
+    while d < months * DAYS_PER_MONTH:
+        days.append(d)
+        d += every
+    return [x for x in days if x < months * DAYS_PER_MONTH]
+
+
+@settings(max_examples=60, deadline=None)
+@given(weight=st.floats(3.0, 250.0), months=st.floats(0.1, 36.0),
+       mgkg=st.floats(0.05, 2.0))
+def test_standard_iv_course(weight, months, mgkg):
+    d = ketasim.standard_iv_course(dose_mg_per_kg=mgkg, weight_kg=weight, months=months)
+    np.testing.assert_allclose(d.time_h / 24.0, expected_standard_days(months))
+    np.testing.assert_allclose(d.amount_mg, mgkg * weight)
+    np.testing.assert_allclose(d.duration_h, 40 / 60)
+    assert set(d.route) == {"iv"}
+
+
+def test_standard_iv_six_months_by_hand():
+    d = ketasim.standard_iv_course()
+    assert list(d.time_h / 24) == [0, 2, 4, 7, 10, 14, 21, 28, 56, 84, 112, 140, 168]
+    assert np.all(d.amount_mg == 35.0)
+    # three sessions in week 1, two in week 2, one in each of weeks 3-5
+    week = (d.time_h / 24 // 7).astype(int)
+    assert [int(np.sum(week == w)) for w in range(5)] == [3, 2, 1, 1, 1]
+
+
+@settings(max_examples=40, deadline=None)
+@given(months=st.floats(0.1, 24.0), dose=st.sampled_from([56, 84]),
+       maint=st.sampled_from(["weekly", "biweekly"]))
+def test_spravato_course(months, dose, maint):
+    d = ketasim.spravato_course(dose, maint, months)
+    end = months * DAYS_PER_MONTH
+    every = 7 if maint == "weekly" else 14
+    days = [0, 3, 7, 10, 14, 17, 21, 24, 28, 35, 42, 49]
+    x = 56
+    while x < end:
+        days.append(x)
+        x += every
+    days = [x for x in days if x < end]
+    np.testing.assert_allclose(d.time_h / 24, days)
+    assert d.amount_mg[0] == 56.0
+    np.testing.assert_allclose(d.amount_mg[1:], dose)
+    assert set(d.route) == {"intranasal"}
+    assert np.all(d.duration_h == 0)
+
+
+def test_phases_builder_and_toml(tmp_path):
+    phases = [Phase(weeks=2, per_week=3), Phase(every_days=10, count=3)]
+    d = course_from_phases(phases, 20.0, "iv", duration_h=1.0)
+    assert list(d.time_h / 24) == [0, 2, 4, 7, 9, 11, 21, 31, 41]
+    f = tmp_path / "c.toml"
+    f.write_text('amount_mg = 20\nroute = "iv"\nduration_h = 1.0\n'
+                 "[[phase]]\nweeks = 2\nper_week = 3\n"
+                 "[[phase]]\nevery_days = 10\ncount = 3\n")
+    assert read_course_toml(f) == d
+
+
+def test_course_cli_writes_dose_table(tmp_path):
+    from ketasim.cli import main
+    out = tmp_path / "doses.csv"
+    assert main(["schedule", "standard-iv", "--weight", "80", "--months", "3",
+                 "--out", str(out)]) == 0
+    d = ketasim.read_doses(out)
+    np.testing.assert_allclose(d.time_h / 24, expected_standard_days(3))
+    np.testing.assert_allclose(d.amount_mg, 40.0)
+    out2 = tmp_path / "s.csv"
+    assert main(["schedule", "spravato", "--dose", "84", "--maintenance", "weekly",
+                 "--months", "4", "--out", str(out2)]) == 0
+    s = ketasim.read_doses(out2)
+    assert s.amount_mg[0] == 56 and np.all(s.amount_mg[1:] == 84)
+    assert math.isclose(s.time_h[-1] / 24 % 7, 0)
