@@ -193,9 +193,10 @@ def cmd_simulate(args) -> int:
         head, rows = cm.table()
         summary = (f"Per-session metrics ({analyte}; concentrations ng/mL, times h; occupancy "
                    "model-predicted, glutamate schematic):\n" + _format_table(head, rows))
-        summary += (f"\nCourse: plasticity index at end {cm.plasticity_end:.3g}; minimum during "
-                    f"maintenance (from day {cm.maintenance_start_h / 24:.4g}) "
-                    f"{cm.plasticity_min_maintenance:.3g} (schematic)")
+        if np.isfinite(cm.plasticity_end):
+            summary += (f"\nCourse: plasticity index at end {cm.plasticity_end:.3g}; minimum "
+                        f"during maintenance (from day {cm.maintenance_start_h / 24:.4g}) "
+                        f"{cm.plasticity_min_maintenance:.3g} (schematic)")
     _write_all(outputs)
     if summary:
         print(summary)

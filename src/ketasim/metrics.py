@@ -57,15 +57,18 @@ class CourseMetrics:
         """Header and rows (one per session) for a single subject, for printing."""
         if self.cmax_ng_ml.ndim != 1:
             raise KetasimInputError("table: metrics of a population; index one subject first")
-        head = ["session", "start_day", f"cmax_ng_ml", "tmax_h", "auc_ng_h_ml", "trough_ng_ml"]
-        thr = sorted(self.time_above_h)
-        head += [f"h_occ_ge_{t:g}" for t in thr] + ["peak_occupancy", "peak_glutamate"]
+        head = ["session", "start_day", "cmax_ng_ml", "tmax_h", "auc_ng_h_ml", "trough_ng_ml"]
+        has_occ = not np.all(np.isnan(self.peak_occupancy))
+        has_glu = not np.all(np.isnan(self.peak_glutamate))
+        thr = sorted(self.time_above_h) if has_occ else []
+        head += [f"h_occ_ge_{t:g}" for t in thr] + ["peak_occupancy"] * has_occ
+        head += ["peak_glutamate"] * has_glu
         rows = []
         for i, t0 in enumerate(self.session_start_h):
             rows.append([i + 1, t0 / 24.0, self.cmax_ng_ml[i], self.tmax_h[i],
                          self.auc_ng_h_ml[i], self.trough_ng_ml[i]]
                         + [self.time_above_h[t][i] for t in thr]
-                        + [self.peak_occupancy[i], self.peak_glutamate[i]])
+                        + [self.peak_occupancy[i]] * has_occ + [self.peak_glutamate[i]] * has_glu)
         return head, rows
 
     def to_dict(self) -> dict:

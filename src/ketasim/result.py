@@ -60,8 +60,8 @@ class Result:
     def concentration(self, name: str, unit: str = "ng/mL") -> np.ndarray:
         """Concentration of a compartment, effect site or alias: (T,) or (N, T).
 
-        ``unit``: ``"ng/mL"`` (default), ``"mg/L"`` or ``"uM"`` (needs ``mw_g_mol`` …
-        not applicable here: use ng/mL and divide by the molar mass yourself).
+        ``unit``: ``"ng/mL"`` (default) or ``"mg/L"``. For µM divide ng/mL by the molar mass
+        in g/mol (ketamine 237.73: 1 µM ≈ 238 ng/mL).
         """
         if name in PD_OUTPUTS or name.startswith("amount:"):
             raise KetasimInputError(f"concentration: {name!r} is not a concentration; use "
