@@ -48,6 +48,7 @@ from .errors import KetasimInputError, check_name, suggest
 __all__ = ["Model", "load_model", "list_presets", "Flow", "RoutePart", "Effect", "Ligand"]
 
 OUT = "out"
+MAX_RATE_PER_H = 1e6   # fastest first-order rate accepted (1/h); the solver is exact below it
 GLUTAMATE_ROLES = ("kout", "emax", "ec50", "hill", "plasticity_kin", "plasticity_kout")
 RESERVED = {"WT", "AMT", OUT}
 
@@ -181,6 +182,9 @@ class Model:
         -------
         dict of name -> float64 array (N,), including ``WT``.
         """
+        if params is not None and not isinstance(params, dict):
+            raise KetasimInputError(f"params: got {type(params).__name__}, expected a dict of "
+                                    "parameter name -> value (or array of values)")
         params = dict(params or {})
         sizes = {k: np.size(v) for k, v in params.items() if np.ndim(v) > 0}
         wt = np.asarray(weight_kg, dtype=np.float64)
@@ -208,10 +212,13 @@ class Model:
         if np.any(wt <= 0):
             raise KetasimInputError(
                 f"weight_kg: got {wt[wt <= 0][0]:g}, expected a body weight > 0 kg")
-        for k, e in self.allometric.items():
-            vals[k] = vals[k] * (wt / self.reference_weight_kg) ** e
-        for k in self.per_kg:
-            vals[k] = vals[k] * wt
+        with np.errstate(all="ignore"):
+            for k, e in self.allometric.items():
+                vals[k] = vals[k] * (wt / self.reference_weight_kg) ** e
+            for k in self.per_kg:
+                vals[k] = vals[k] * wt
+        for k in (*self.allometric, *self.per_kg):
+            _check_values(vals[k], f"{k} scaled to weight_kg", self.source)
         vals["WT"] = wt
         for k, ex in self.derived.items():
             vals[k] = np.broadcast_to(ex.evaluate(vals), (n,)).astype(np.float64)
@@ -254,13 +261,26 @@ class Model:
             where = f"flow {fl.source} -> {fl.target}"
             if fl.k is not None:
                 k = self.value(fl.k, vals, f"{where}: k (1/h)")
+                what = f"k = {fl.k.text}"
             else:
                 cl = self.value(fl.cl, vals, f"{where}: cl (L/h)")
-                k = cl / vols[fl.source]
+                if np.any(cl < 0):
+                    raise KetasimInputError(
+                        f"{self.source}: {where}: cl = {fl.cl.text} evaluated to "
+                        f"{cl[cl < 0][0]:g} L/h, expected >= 0")
+                with np.errstate(all="ignore"):
+                    k = cl / vols[fl.source]
+                what = f"cl / V = {fl.cl.text} / {self.compartments[fl.source].text}"
             if np.any(k < 0):
                 raise KetasimInputError(
-                    f"{self.source}: {where}: rate evaluated to {k[k < 0][0]:g} 1/h, "
+                    f"{self.source}: {where}: {what} evaluated to {k[k < 0][0]:g} 1/h, "
                     "expected >= 0")
+            if not np.all(k <= MAX_RATE_PER_H):
+                bad = k[~(k <= MAX_RATE_PER_H)][0]
+                raise KetasimInputError(
+                    f"{self.source}: {where}: {what} gives a rate of {bad:g} 1/h, expected at "
+                    f"most {MAX_RATE_PER_H:g} 1/h (a half-life of 2.5 ms): check the units, "
+                    "or merge the compartments")
             i = idx[fl.source]
             K[:, i, i] -= k
             if fl.target == OUT:
@@ -269,14 +289,17 @@ class Model:
             else:
                 y = self.value(fl.yield_, vals, f"{where}: yield") if fl.yield_ else 1.0
                 if np.any(np.asarray(y) < 0):
-                    raise KetasimInputError(f"{self.source}: {where}: yield must be >= 0")
+                    raise KetasimInputError(
+                        f"{self.source}: {where}: yield = {fl.yield_.text} evaluated to "
+                        f"{np.asarray(y)[np.asarray(y) < 0][0]:g}, expected >= 0")
                 K[:, idx[fl.target], i] += y * k
         for ef in self.effects:
             ke0 = self.value(ef.ke0, vals, f"effects.{ef.name}: ke0 (1/h)")
-            if np.any(ke0 <= 0):
+            if not np.all((ke0 > 0) & (ke0 <= MAX_RATE_PER_H)):
+                bad = ke0[~((ke0 > 0) & (ke0 <= MAX_RATE_PER_H))][0]
                 raise KetasimInputError(
-                    f"{self.source}: effects.{ef.name}: ke0 evaluated to {ke0[ke0 <= 0][0]:g} "
-                    "1/h, expected > 0")
+                    f"{self.source}: effects.{ef.name}: ke0 = {ef.ke0.text} evaluated to "
+                    f"{bad:g} 1/h, expected > 0 and at most {MAX_RATE_PER_H:g}")
             e, c = idx[ef.name], idx[ef.of]
             K[:, e, c] += ke0 / vols[ef.of]
             K[:, e, e] -= ke0
@@ -299,7 +322,8 @@ class Model:
 
         for r, nm in enumerate(names):
             if nm.startswith("amount:"):
-                C[:, r, idx[check_name(nm[7:], states, "outputs (amount)")]] = 1.0
+                amount_states = list(self.compartments) + (["eliminated"] if sink else [])
+                C[:, r, idx[check_name(nm[7:], amount_states, "outputs (amount)")]] = 1.0
             elif nm in self.observe:
                 for part in self.observe[nm]:
                     add_conc(r, part)
@@ -319,9 +343,14 @@ class Model:
             ki = self.value(lg.ki_um, vals, f"{where}: ki_um")
             fu = self.value(lg.fu, vals, f"{where}: fu")
             mw = self.value(lg.mw_g_mol, vals, f"{where}: mw_g_mol")
-            if np.any(ki <= 0) or np.any(mw <= 0) or np.any((fu < 0) | (fu > 1)):
-                raise KetasimInputError(
-                    f"{self.source}: {where}: expected ki_um > 0, mw_g_mol > 0 and fu in [0, 1]")
+            for fld, ex, v, ok, expected in (
+                    ("ki_um", lg.ki_um, ki, ki > 0, "> 0 (µM)"),
+                    ("mw_g_mol", lg.mw_g_mol, mw, mw > 0, "> 0 (g/mol)"),
+                    ("fu", lg.fu, fu, (fu >= 0) & (fu <= 1), "a fraction in [0, 1]")):
+                if not np.all(ok):
+                    raise KetasimInputError(
+                        f"{self.source}: {where}: {fld} = {ex.text} evaluated to "
+                        f"{v[~ok][0]:g}, expected {expected}")
             scale = fu * 1000.0 / (mw * ki)  # mg/L -> µM unbound, over Ki
             if lg.site in self.compartments:
                 scale = scale / vols[lg.site]
@@ -359,7 +388,7 @@ def _finite_array(v, field_name: str, n: int) -> np.ndarray:
     bad = ~np.isfinite(arr)
     if bad.any():
         raise KetasimInputError(
-            f"{field_name}: got {arr[bad][0]!r} at index {int(np.argmax(bad))}, "
+            f"{field_name}: got {float(arr[bad][0])!r} at index {int(np.argmax(bad))}, "
             "expected finite numbers")
     return arr
 
@@ -368,7 +397,7 @@ def _check_values(v: np.ndarray, what: str, source: str) -> None:
     bad = ~np.isfinite(v)
     if bad.any():
         raise KetasimInputError(
-            f"{source}: {what} evaluated to {v[bad][0]!r} (subject {int(np.argmax(bad))}); "
+            f"{source}: {what} evaluated to {float(v[bad][0])!r} (subject {int(np.argmax(bad))}); "
             "expected a finite number — check the parameters it uses")
 
 
@@ -397,6 +426,9 @@ def _table(spec, key, where, kind=dict):
         raise KetasimInputError(
             f"{where}: [{key}] must be a {'table' if kind is dict else 'list of tables'}, "
             f"got {type(v).__name__}")
+    for k in (v if kind is dict else ()):
+        if not isinstance(k, str):
+            raise KetasimInputError(f"{where}: [{key}] {k!r}: expected a name (a string)")
     return v
 
 
@@ -439,7 +471,7 @@ def _build(spec: dict, where: str, name: str | None) -> Model:
     weight = _table(spec, "weight", where)
     _keys(weight, {"reference_kg", "allometric", "per_kg"}, f"{where}: [weight]")
     ref = weight.get("reference_kg", 70.0)
-    if isinstance(ref, bool) or not isinstance(ref, (int, float)) or not ref > 0:
+    if isinstance(ref, bool) or not isinstance(ref, (int, float)) or not 0 < ref < np.inf:
         raise KetasimInputError(f"{where}: [weight] reference_kg: got {ref!r}, expected > 0")
     allo = weight.get("allometric", {})
     if not isinstance(allo, dict):
@@ -592,6 +624,9 @@ def _build(spec: dict, where: str, name: str | None) -> Model:
     occ = _table(spec, "occupancy", where)
     _keys(occ, {"ligands", "receptor"}, f"{where}: [occupancy]")
     ligands = []
+    if not isinstance(occ.get("ligands", []), list):
+        raise KetasimInputError(f"{where}: [occupancy] ligands must be a list of tables, got "
+                                f"{type(occ['ligands']).__name__}")
     for j, lg in enumerate(occ.get("ligands", [])):
         w = f"occupancy.ligands[{j}]"
         if not isinstance(lg, dict):
@@ -601,6 +636,13 @@ def _build(spec: dict, where: str, name: str | None) -> Model:
             if req not in lg:
                 raise KetasimInputError(f"{where}: {w}: missing '{req}'")
         check_name(str(lg["site"]), conc_names, f"{w}.site", where)
+        for key, ok, expected in (("ki_um", lambda x: x > 0, "> 0 (µM)"),
+                                  ("mw_g_mol", lambda x: x > 0, "> 0 (g/mol)"),
+                                  ("fu", lambda x: 0 <= x <= 1, "a fraction in [0, 1]")):
+            x = lg.get(key)
+            if isinstance(x, (int, float)) and not isinstance(x, bool) and not (
+                    np.isfinite(x) and ok(x)):
+                raise KetasimInputError(f"{where}: {w}.{key}: got {x!r}, expected {expected}")
         ligands.append(Ligand(str(lg.get("name", lg["site"])), str(lg["site"]),
                               val(lg["ki_um"], f"{w}.ki_um"), val(lg.get("fu", 1.0), f"{w}.fu"),
                               val(lg["mw_g_mol"], f"{w}.mw_g_mol")))
@@ -646,7 +688,8 @@ def load_model(name_or_path) -> Model:
     p = Path(s)
     if p.suffix == ".toml" or p.exists() or "/" in s or "\\" in s:
         if not p.is_file():
-            raise KetasimInputError(f"model: file {s!r} not found")
+            raise KetasimInputError(f"model: {s!r} is a folder, expected a TOML model file"
+                                    if p.is_dir() else f"model: file {s!r} not found")
         return Model.from_toml(p)
     presets = list_presets()
     if s not in presets:

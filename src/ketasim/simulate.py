@@ -17,6 +17,7 @@ __all__ = ["simulate", "build_events", "time_grid", "DEFAULT_PD_MAX_STEP_H"]
 
 DEFAULT_PD_MAX_STEP_H = 1.0 / 60.0   # RK4 sub-step for the schematic response: 1 minute
 MAX_GRID_POINTS = 200_000_000
+MAX_ABS_OUTPUT = 1e250               # larger outputs are reported as an overflow
 
 
 def _available_bytes() -> int:
@@ -26,9 +27,10 @@ def _available_bytes() -> int:
         return 8 * 2**30
 
 
-def check_memory(n_values: int, what: str, limit_bytes: int | None = None) -> None:
+def check_memory(n_values: int, what: str, limit_bytes: int | None = None,
+                 bytes_per_value: int = 8) -> None:
     """Refuse, before allocating, an array of ``n_values`` float64 that cannot fit."""
-    need = n_values * 8
+    need = n_values * bytes_per_value
     avail = _available_bytes() if limit_bytes is None else limit_bytes
     if need > 0.8 * avail:
         raise KetasimInputError(
@@ -117,6 +119,11 @@ def build_events(model: Model, doses: Doses, vals: dict):
     {0 bolus, +1 start, -1 stop}, and event counts (N,).
     """
     n = vals["WT"].shape[0]
+    n_parts = sum(len(model.routes[r]) if r in model.routes else 1 for r in set(doses.route))
+    n_ev = 2 * int(np.sum(doses.addl + 1)) * max(n_parts, 1)
+    # about ten (N, E) arrays are alive at once while the events are built and sorted
+    check_memory(n * n_ev, f"dose events: {n:,} subjects x {n_ev:,} events",
+                 bytes_per_value=80)
     d = expand(doses)
     idx = {s: i for i, s in enumerate(model.state_names)}
     blocks = []
@@ -139,7 +146,7 @@ def build_events(model: Model, doses: Doses, vals: dict):
                 dur = np.broadcast_to(d.duration_h[sel][None, :], shape)
             t0 = d.time_h[sel][None, :] + lag
             amt = env["AMT"] * f
-            inf = dur > 0
+            inf = (dur > 0) & (t0 + dur > t0)   # a duration lost to rounding is a bolus
             rate = np.where(inf, amt / np.where(inf, dur, 1.0), amt)
             c = np.full(shape, idx[part.to], np.int64)
             blocks.append((t0, c, rate, np.where(inf, 1, 0)))
@@ -194,7 +201,8 @@ def simulate(model, doses, times, params: dict | None = None, weight_kg=70.0, *,
     outputs : list of str, optional
         Output names; default: every concentration, plus the PD outputs the model defines.
     amounts : bool
-        Also record the amount (mg) in every state and the cumulative eliminated amount.
+        Also record the amount (mg) in every compartment (``result.amount(name)``) and the
+        cumulative eliminated amount (``result.amount("eliminated")``).
     pd_max_step_h : float
         Largest RK4 sub-step (h) for the schematic glutamate/plasticity response.
     threads : int, optional
@@ -220,26 +228,30 @@ def simulate(model, doses, times, params: dict | None = None, weight_kg=70.0, *,
     if not (isinstance(pd_max_step_h, (int, float)) and np.isfinite(pd_max_step_h)
             and pd_max_step_h > 0):
         raise KetasimInputError(f"pd_max_step_h: got {pd_max_step_h!r}, expected hours > 0")
+    if params is not None and not isinstance(params, dict):
+        raise KetasimInputError(f"params: got {type(params).__name__}, expected a dict of "
+                                "parameter name -> value (or array of values)")
     population = any(np.ndim(v) > 0 for v in (params or {}).values()) or np.ndim(weight_kg) > 0
     vals = model.resolve(params, weight_kg)
     n = vals["WT"].shape[0]
 
     pd_mode = 2 if model.has_glutamate else (1 if model.has_occupancy else 0)
     pd_names = list(PD_OUTPUTS[:{0: 0, 1: 1, 2: 3}[pd_mode]])
+    amount_names = ([f"amount:{c}" for c in model.compartments] + ["amount:eliminated"]
+                    if amounts else [])
     if outputs is None:
-        names = list(model.concentration_names)
-        if amounts:
-            names += [f"amount:{s}" for s in model.state_names] + ["amount:eliminated"]
+        names = list(model.concentration_names) + amount_names
     else:
+        requested = [outputs] if isinstance(outputs, str) else list(outputs)
         names = []
-        for nm in [outputs] if isinstance(outputs, str) else list(outputs):
+        for nm in requested:
             if nm in PD_OUTPUTS:
                 if nm not in pd_names:
                     raise KetasimInputError(f"outputs: model {model.name!r} has no {nm!r} output")
                 continue
             names.append(nm)
-        if not any(nm in PD_OUTPUTS for nm in ([outputs] if isinstance(outputs, str)
-                                                else outputs)):
+        names += [a for a in amount_names if a not in names]
+        if not any(nm in PD_OUTPUTS for nm in requested):
             pd_mode, pd_names = 0, []
     sink = amounts or any(nm == "amount:eliminated" for nm in names)
 
@@ -262,16 +274,23 @@ def simulate(model, doses, times, params: dict | None = None, weight_kg=70.0, *,
     h_main = float(np.median(pos)) if pos.size else -1.0
     if pd_mode == 2 and h_main > 0:
         h_main = h_main / max(1, int(np.ceil(h_main / pd_max_step_h - 1e-9))) / 2.0
-    scale = max(1.0, float(np.abs(t).max()), float(np.abs(ev[0]).max()) if ev[0].size else 0.0)
+    # the rounding level of the times the kernel steps between: events after the last output
+    # time are never reached, so they must not widen the tolerance (they did, silently)
+    scale = max(1.0, float(t[-1]))
     h_tol = 16.0 * np.finfo(float).eps * scale
     with _threads(threads):
         _kernels.simulate_many(np.ascontiguousarray(K), t, *ev, np.ascontiguousarray(C),
                                np.ascontiguousarray(w), np.ascontiguousarray(pdp), pd_mode,
                                float(pd_max_step_h), h_main, h_tol, out)
-    if not np.all(np.isfinite(out)):
+    # max/min propagate NaN and need no temporary array; the margin keeps unit conversions
+    # (x 1000 to ng/mL) and AUC sums finite
+    if out.size and not (-MAX_ABS_OUTPUT < out.min() and out.max() < MAX_ABS_OUTPUT):
+        big = np.max(np.abs(out), axis=(0, 2))   # NaN propagates: flagged as well
+        row = int(np.argmax(~(big < MAX_ABS_OUTPUT)))
+        name = (tuple(names) + tuple(pd_names))[row]
         raise KetasimInputError(
-            "simulation produced non-finite values (overflow): check for extreme amounts, "
-            "rates or volumes in the model and dose table")
+            f"simulation: output {name!r} overflows (|value| >= {MAX_ABS_OUTPUT:g} or not a "
+            "number): check for extreme amounts, rates or volumes in the model and dose table")
     all_names = tuple(names) + tuple(pd_names)
     out.setflags(write=False)
     return Result(times=t, names=all_names, data=out, population=population, params=vals,
