@@ -58,9 +58,9 @@ def expm(A):
              + b[7] * X6 + b[5] * X4 + b[3] * X2 + b[1] * ident)
     V = (X6 @ (b[12] * X6 + b[10] * X4 + b[8] * X2)
          + b[6] * X6 + b[4] * X4 + b[2] * X2 + b[0] * ident)
-    R = np.linalg.solve(V - U, V + U)
+    R = np.ascontiguousarray(np.linalg.solve(V - U, V + U))
     for _ in range(sq):
-        R = R @ R
+        R = np.ascontiguousarray(R @ R)
     return R
 
 
@@ -80,39 +80,45 @@ def propagator(K, h, Phi, Gam):
             Gam[i, j] = E[i, n + j]
 
 
+NSLOT = 8          # propagators kept per subject: slot 0 = the grid step, 1.. = other lengths
+TINY = 1e-290      # amounts below this are flushed to 0 (no slow subnormal arithmetic)
+
+
 @njit(cache=True)
-def _apply(Phi, Gam, x, u, has_u, tmp):
+def _advance(K, x, u, has_u, h, tol, cache_h, cache_Phi, cache_Gam, tmp, nxt):
+    """x <- exact solution after h hours; returns the next cache slot to overwrite.
+
+    Propagators are cached by step length: slot 0 holds the main (grid) step and is never
+    evicted, slots 1..NSLOT-1 hold other lengths (partial steps at infusion stops, …) and are
+    replaced round-robin. Lengths within ``tol`` hours (the rounding level of the time grid)
+    share a propagator."""
     n = x.shape[0]
+    slot = -1
+    for j in range(NSLOT):
+        if abs(h - cache_h[j]) <= tol:
+            slot = j
+            break
+    if slot < 0:
+        if cache_h[0] < 0.0:
+            slot = 0
+        else:
+            slot = nxt
+            nxt = nxt + 1 if nxt + 1 < NSLOT else 1
+        propagator(K, h, cache_Phi[slot], cache_Gam[slot])
+        cache_h[slot] = h
     for i in range(n):
-        s = 0.0
+        acc = 0.0
         for j in range(n):
-            s += Phi[i, j] * x[j]
+            acc += cache_Phi[slot, i, j] * x[j]
         if has_u:
             for j in range(n):
-                s += Gam[i, j] * u[j]
-        tmp[i] = s
+                acc += cache_Gam[slot, i, j] * u[j]
+        if abs(acc) < TINY:
+            acc = 0.0
+        tmp[i] = acc
     for i in range(n):
         x[i] = tmp[i]
-
-
-@njit(cache=True)
-def _advance(K, x, u, has_u, h, tol, cache_h, cache_Phi, cache_Gam, tmp):
-    """x <- exact solution after h hours. Slot 0 of the cache is the main (repeated) step and is
-    never evicted; slot 1 holds the last other step length. Step lengths within ``tol`` hours
-    (the rounding level of the time grid) share a propagator."""
-    if abs(h - cache_h[0]) <= tol:
-        _apply(cache_Phi[0], cache_Gam[0], x, u, has_u, tmp)
-        return
-    if abs(h - cache_h[1]) <= tol:
-        _apply(cache_Phi[1], cache_Gam[1], x, u, has_u, tmp)
-        return
-    if cache_h[0] < 0.0:
-        slot = 0
-    else:
-        slot = 1
-    propagator(K, h, cache_Phi[slot], cache_Gam[slot])
-    cache_h[slot] = h
-    _apply(cache_Phi[slot], cache_Gam[slot], x, u, has_u, tmp)
+    return nxt
 
 
 @njit(cache=True)
@@ -152,9 +158,12 @@ def simulate_one(K, times, ev_t, ev_c, ev_amt, ev_kind, nev, C, w, pd, use_pd, p
     u = np.zeros(n)
     active = np.zeros(n, np.int64)
     tmp = np.zeros(n)
-    cache_h = np.array([-1.0, -1.0])
-    cache_Phi = np.zeros((2, n, n))
-    cache_Gam = np.zeros((2, n, n))
+    cache_h = np.full(NSLOT, -1.0)
+    cache_Phi = np.zeros((NSLOT, n, n))
+    cache_Gam = np.zeros((NSLOT, n, n))
+    nxt = 1
+    Phi0 = cache_Phi[0]
+    Gam0 = cache_Gam[0]
     if h_main > 0.0:
         cache_h[0] = h_main
         propagator(K, h_main, cache_Phi[0], cache_Gam[0])
@@ -201,9 +210,11 @@ def simulate_one(K, times, ev_t, ev_c, ev_amt, ev_kind, nev, C, w, pd, use_pd, p
                 hs = h / nsub
                 for _ in range(nsub):
                     o0 = _occ(w, x)
-                    _advance(K, x, u, has_u, 0.5 * hs, h_tol, cache_h, cache_Phi, cache_Gam, tmp)
+                    nxt = _advance(K, x, u, has_u, 0.5 * hs, h_tol, cache_h, cache_Phi, cache_Gam,
+                                   tmp, nxt)
                     oh = _occ(w, x)
-                    _advance(K, x, u, has_u, 0.5 * hs, h_tol, cache_h, cache_Phi, cache_Gam, tmp)
+                    nxt = _advance(K, x, u, has_u, 0.5 * hs, h_tol, cache_h, cache_Phi, cache_Gam,
+                                   tmp, nxt)
                     o1 = _occ(w, x)
                     k1g, k1p = _pd_rhs(o0, G, P, pd)
                     k2g, k2p = _pd_rhs(oh, G + 0.5 * hs * k1g, P + 0.5 * hs * k1p, pd)
@@ -211,8 +222,23 @@ def simulate_one(K, times, ev_t, ev_c, ev_amt, ev_kind, nev, C, w, pd, use_pd, p
                     k4g, k4p = _pd_rhs(o1, G + hs * k3g, P + hs * k3p, pd)
                     G += hs * (k1g + 2.0 * k2g + 2.0 * k3g + k4g) / 6.0
                     P += hs * (k1p + 2.0 * k2p + 2.0 * k3p + k4p) / 6.0
+            elif abs(h - cache_h[0]) <= h_tol:
+                # the hot path: a repeated grid step, propagator already in slot 0
+                for i in range(n):
+                    acc = 0.0
+                    for j in range(n):
+                        acc += Phi0[i, j] * x[j]
+                    if has_u:
+                        for j in range(n):
+                            acc += Gam0[i, j] * u[j]
+                    tmp[i] = acc
+                for i in range(n):
+                    xi = tmp[i]
+                    if abs(xi) < TINY:
+                        xi = 0.0
+                    x[i] = xi
             else:
-                _advance(K, x, u, has_u, h, h_tol, cache_h, cache_Phi, cache_Gam, tmp)
+                nxt = _advance(K, x, u, has_u, h, h_tol, cache_h, cache_Phi, cache_Gam, tmp, nxt)
             t = stop
         for j in range(m):
             s = 0.0
