@@ -18,6 +18,8 @@ from .errors import KetasimInputError, suggest
 
 _FUNCS = {"exp": np.exp, "log": np.log, "sqrt": np.sqrt, "abs": np.abs,
           "min": np.minimum, "max": np.maximum}
+MAX_EXPR_CHARS = 2000
+MAX_EXPR_DEPTH = 100   # nesting levels; keeps evaluation far from Python's recursion limit
 _BINOPS = {ast.Add: np.add, ast.Sub: np.subtract, ast.Mult: np.multiply,
            ast.Div: np.divide, ast.Pow: np.power}
 
@@ -41,20 +43,33 @@ def parse(value, field: str, where: str = "") -> Expr:
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise KetasimInputError(
             f"{prefix}{field}: got {value!r}, expected a number, a parameter name or an expression")
-    text = repr(float(value)) if not isinstance(value, str) else value.strip()
+    try:
+        text = repr(float(value)) if not isinstance(value, str) else value.strip()
+    except OverflowError:
+        raise KetasimInputError(f"{prefix}{field}: got an integer of {len(str(value))} digits, "
+                                "expected a finite number") from None
     if not text:
         raise KetasimInputError(f"{prefix}{field}: empty expression, expected a number or a name")
+    if len(text) > MAX_EXPR_CHARS:
+        raise KetasimInputError(f"{prefix}{field}: expression of {len(text):,} characters, "
+                                f"expected at most {MAX_EXPR_CHARS:,}")
+    names: set[str] = set()
     try:
         tree = ast.parse(text, mode="eval").body
+        _check(tree, names, field, prefix, text)
     except SyntaxError as exc:
         raise KetasimInputError(
             f"{prefix}{field}: cannot parse expression {text!r} ({exc.msg})") from None
-    names: set[str] = set()
-    _check(tree, names, field, prefix, text)
+    except (RecursionError, MemoryError):
+        raise KetasimInputError(f"{prefix}{field}: expression {text[:40]!r}... is nested too "
+                                "deeply; expected a simpler expression") from None
     return Expr(text, frozenset(names), tree)
 
 
-def _check(node, names, field, prefix, text):
+def _check(node, names, field, prefix, text, depth=0):
+    if depth > MAX_EXPR_DEPTH:
+        raise RecursionError
+    depth += 1
     if isinstance(node, ast.Constant):
         if isinstance(node.value, bool) or not isinstance(node.value, (int, float)):
             raise KetasimInputError(f"{prefix}{field}: {text!r} contains {node.value!r}, "
@@ -62,10 +77,10 @@ def _check(node, names, field, prefix, text):
     elif isinstance(node, ast.Name):
         names.add(node.id)
     elif isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
-        _check(node.left, names, field, prefix, text)
-        _check(node.right, names, field, prefix, text)
+        _check(node.left, names, field, prefix, text, depth)
+        _check(node.right, names, field, prefix, text, depth)
     elif isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-        _check(node.operand, names, field, prefix, text)
+        _check(node.operand, names, field, prefix, text, depth)
     elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.keywords:
         if node.func.id not in _FUNCS:
             raise KetasimInputError(
@@ -76,7 +91,7 @@ def _check(node, names, field, prefix, text):
             raise KetasimInputError(
                 f"{prefix}{field}: wrong number of arguments to {node.func.id}() in {text!r}")
         for a in node.args:
-            _check(a, names, field, prefix, text)
+            _check(a, names, field, prefix, text, depth)
     else:
         raise KetasimInputError(
             f"{prefix}{field}: {text!r} is not a supported expression "

@@ -11,6 +11,7 @@ import argparse
 import io
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from .errors import KetasimInputError
@@ -130,15 +131,18 @@ def _doses_for(spec: str, weight: float):
     return read_doses(spec)
 
 
-def _write_all(outputs: list[tuple[Path, bytes]]) -> None:
-    """Write every output or none: each atomically, removing earlier ones if a later fails."""
+def _write_all(outputs: list[tuple[Path, object]]) -> None:
+    """Write every output or none: each atomically, removing earlier ones if a later fails.
+
+    ``data`` is bytes, or a callable writing text to an open file (streamed: large tables are
+    never held in memory as text)."""
     from .io import atomic_write
 
     done = []
     try:
         for path, data in outputs:
             path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, data, "wb")
+            atomic_write(path, data, "w" if callable(data) else "wb")
             done.append(path)
     except BaseException:
         for path in done:
@@ -162,7 +166,7 @@ def _format_table(head, rows) -> str:
 def cmd_simulate(args) -> int:
     import numpy as np
 
-    from .io import result_columns
+    from .io import column_name, write_result_table
     from .model import load_model
     from .simulate import simulate, time_grid
 
@@ -174,11 +178,8 @@ def cmd_simulate(args) -> int:
     params = dict(args.param)
     times = time_grid(until, args.step)
     result = simulate(model, doses, times, params=params, weight_kg=args.weight)
-    cols, table = result_columns(result)
-    buf = io.StringIO()
-    buf.write(",".join(cols) + "\n")
-    np.savetxt(buf, table, delimiter=",", fmt="%.10g")
-    outputs = [(args.out, buf.getvalue().encode())]
+    cols = [column_name(nm) for nm in result.names]
+    outputs = [(args.out, lambda fh: write_result_table(result, fh))]
     if args.plot is not None:
         from .plotting import plot_course
         fig = plot_course(result)
@@ -200,7 +201,7 @@ def cmd_simulate(args) -> int:
     _write_all(outputs)
     if summary:
         print(summary)
-    print(f"wrote {args.out} ({len(times):,} times, {len(cols) - 1} outputs)"
+    print(f"wrote {args.out} ({len(times):,} times, {len(cols)} outputs)"
           + (f" and {args.plot}" if args.plot else ""), file=sys.stderr)
     return 0
 
@@ -241,7 +242,10 @@ def main(argv=None) -> int:
     try:
         handler = {"simulate": cmd_simulate, "presets": cmd_presets,
                    "schedule": cmd_schedule}[args.command]
-        return handler(args)
+        with warnings.catch_warnings():
+            # a hint Numba prints while compiling the kernels (first run only): not for users
+            warnings.filterwarnings("ignore", message=r".*is faster on contiguous arrays")
+            return handler(args)
     except KetasimInputError as exc:
         if args.debug:
             raise
@@ -252,6 +256,12 @@ def main(argv=None) -> int:
             raise
         print(f"ketasim: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
               file=sys.stderr)
+        return 1
+    except MemoryError:
+        if args.debug:
+            raise
+        print("ketasim: error: out of memory; use a coarser --step, a shorter --until or a "
+              "shorter course", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # pragma: no cover
         return 130

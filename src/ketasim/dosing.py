@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,29 +57,43 @@ class Doses:
             v = np.full(len(self.route), default, dtype) if v is None else v
             try:
                 a = np.array(v, dtype=dtype, ndmin=1)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise KetasimInputError(f"{self.source}: {name}: got {v!r}, expected numbers") \
                     from None
+            if a.ndim != 1:
+                raise KetasimInputError(f"{self.source}: {name}: expected a 1-D sequence (one "
+                                        f"value per dose), got shape {a.shape}")
             a.setflags(write=False)
             object.__setattr__(self, name, a)
 
         route = self.route
-        route = (route,) if isinstance(route, str) else tuple(str(r) for r in route)
+        try:
+            route = (route,) if isinstance(route, str) else tuple(str(r) for r in route)
+        except TypeError:
+            raise KetasimInputError(f"{self.source}: route: got {route!r}, expected a route "
+                                    "name per dose") from None
         object.__setattr__(self, "route", route)
         arr("time_h", np.float64, 0.0)
         arr("amount_mg", np.float64, 0.0)
         arr("duration_h", np.float64, 0.0)
         arr("ii_h", np.float64, 0.0)
         addl = self.addl
-        if addl is not None:
-            a = np.asarray(addl)
+        try:
+            a = None if addl is None else np.asarray(addl)
+        except (TypeError, ValueError, OverflowError):
+            a = None                                   # reported by arr("addl") below
+        if a is not None:
             if a.dtype.kind == "f" and np.any(np.isfinite(a) & (a != np.round(a))):
                 bad = a[np.isfinite(a) & (a != np.round(a))][0]
                 raise KetasimInputError(f"{self.source}: addl: got {bad!r}, expected a whole "
                                         "number >= 0")
             if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
-                raise KetasimInputError(f"{self.source}: addl: got {a[~np.isfinite(a)][0]!r}, "
-                                        "expected a whole number >= 0")
+                raise KetasimInputError(f"{self.source}: addl: got "
+                                        f"{float(a[~np.isfinite(a)][0])!r}, expected a whole "
+                                        "number >= 0")
+            if a.dtype.kind in "fiu" and a.size and np.max(a) > MAX_EVENTS:
+                raise KetasimInputError(f"{self.source}: addl: got {float(np.max(a)):g}, "
+                                        f"expected at most {MAX_EVENTS:,} repeats")
         arr("addl", np.int64, 0)
         D = len(self.route)
         for name in ("time_h", "amount_mg", "duration_h", "addl", "ii_h"):
@@ -105,6 +120,13 @@ class Doses:
             i = int(np.argmax(self.addl < 0))
             raise KetasimInputError(f"{src}: row {i + 1}: addl: got {self.addl[i]}, expected a "
                                     "whole number >= 0")
+        with np.errstate(all="ignore"):
+            last = self.time_h + self.addl * self.ii_h
+        if not np.all(np.isfinite(last)):
+            i = int(np.argmax(~np.isfinite(last)))
+            raise KetasimInputError(f"{src}: row {i + 1}: time_h + addl x ii_h overflows "
+                                    f"({self.time_h[i]:g} + {self.addl[i]} x {self.ii_h[i]:g} h)"
+                                    "; expected finite hours")
         need = (self.addl > 0) & (self.ii_h <= 0)
         if need.any():
             i = int(np.argmax(need))
@@ -139,6 +161,9 @@ class Doses:
         records = list(records)
         cols = {c: [] for c in COLUMNS}
         for i, r in enumerate(records):
+            if not isinstance(r, dict):
+                raise KetasimInputError(f"{source}: row {i + 1}: got {type(r).__name__}, "
+                                        "expected a dict with time_h, amount_mg, route")
             for c in REQUIRED:
                 if c not in r:
                     raise KetasimInputError(f"{source}: row {i + 1}: missing {c}")
@@ -197,6 +222,9 @@ def read_doses(path_or_text, *, source: str | None = None) -> Doses:
     Columns ``time_h, amount_mg, route`` are required; ``duration_h``, ``addl``, ``ii_h`` are
     optional (blank = 0). Extra columns are an error (to catch typos such as ``ammount_mg``).
     """
+    if not hasattr(path_or_text, "read") and not isinstance(path_or_text, (str, os.PathLike)):
+        raise KetasimInputError(f"doses: got {type(path_or_text).__name__}, expected a CSV path "
+                                "or an open file")
     if hasattr(path_or_text, "read"):
         data = path_or_text.read()
         where = source or getattr(path_or_text, "name", "<doses>")
@@ -205,9 +233,13 @@ def read_doses(path_or_text, *, source: str | None = None) -> Doses:
         p = Path(path_or_text)
         where = source or str(p)
         if not p.is_file():
-            raise KetasimInputError(f"doses: file {str(p)!r} not found")
+            raise KetasimInputError(f"doses: {str(p)!r} is a folder, expected a CSV file"
+                                    if p.is_dir() else f"doses: file {str(p)!r} not found")
         text = _decode(p.read_bytes(), where)
-    rows = list(csv.reader(io.StringIO(text)))
+    try:
+        rows = list(csv.reader(io.StringIO(text)))
+    except csv.Error as exc:
+        raise KetasimInputError(f"{where}: not a readable CSV dose table ({exc})") from None
     rows = [r for r in rows if any(c.strip() for c in r) and not r[0].lstrip().startswith("#")]
     if not rows:
         raise KetasimInputError(f"{where}: empty dose table; expected a header "
@@ -253,9 +285,9 @@ def read_doses(path_or_text, *, source: str | None = None) -> Doses:
             if x < 0:
                 raise KetasimInputError(f"{where}: line {line_no}: {c}: got {v}, expected a "
                                         "number >= 0")
-            if c == "addl" and x != int(x):
+            if c == "addl" and (x != int(x) or x > MAX_EVENTS):
                 raise KetasimInputError(f"{where}: line {line_no}: addl: got {v}, expected a "
-                                        "whole number")
+                                        f"whole number <= {MAX_EVENTS:,}")
             cols[c].append(x)
     if len(rows) == 1:
         raise KetasimInputError(f"{where}: the dose table has a header but no doses")
@@ -330,7 +362,20 @@ def course_days(phases, months: float | None = None) -> tuple[list, list]:
     end = months * DAYS_PER_MONTH if months is not None else math.inf
     days, amounts = [], []
     week_start = 0.0
+    planned = 0
     for ph in phases:
+        if not isinstance(ph, Phase):
+            raise KetasimInputError(f"phases: got {type(ph).__name__}, expected Phase")
+        if ph.every_days:
+            n_max = (ph.count if ph.count is not None else      # no end: reported below
+                     (end - week_start) / ph.every_days if math.isfinite(end) else 0)
+        else:
+            n_max = ph.weeks * ph.per_week
+        planned += n_max
+        if planned > MAX_EVENTS:
+            raise KetasimInputError(
+                f"course: more than {MAX_EVENTS:,} sessions (months = {months!r}); expected "
+                "a shorter course or fewer sessions")
         if ph.every_days:
             if ph.count is None and not math.isfinite(end):
                 raise KetasimInputError("phase: every_days without count needs the course "
@@ -377,6 +422,13 @@ def course_from_phases(phases, amount_mg: float, route: str, *, duration_h: floa
     if isinstance(duration_h, bool) or not isinstance(duration_h, (int, float)) or not (
             math.isfinite(duration_h) and duration_h >= 0):
         raise KetasimInputError(f"duration_h: got {duration_h!r}, expected hours >= 0")
+    if first_amount_mg is not None and (
+            isinstance(first_amount_mg, bool) or not isinstance(first_amount_mg, (int, float))
+            or not (math.isfinite(first_amount_mg) and first_amount_mg > 0)):
+        raise KetasimInputError(f"first_amount_mg: got {first_amount_mg!r}, expected a dose in "
+                                "mg > 0")
+    if not isinstance(route, str) or not route:
+        raise KetasimInputError(f"route: got {route!r}, expected a route name")
     days, amounts = course_days(phases, months)
     if not days:
         raise KetasimInputError("course: no sessions fall within the course length")
@@ -455,7 +507,8 @@ def read_course_toml(path, months: float | None = None) -> Doses:
     p = Path(path)
     where = str(p)
     if not p.is_file():
-        raise KetasimInputError(f"course: file {where!r} not found")
+        raise KetasimInputError(f"course: {where!r} is a folder, expected a TOML file"
+                                if p.is_dir() else f"course: file {where!r} not found")
     text = _decode(p.read_bytes(), where)
     try:
         spec = tomllib.loads(text)
@@ -487,10 +540,13 @@ def read_course_toml(path, months: float | None = None) -> Doses:
                 from None
     if not isinstance(spec["route"], str) or not spec["route"]:
         raise KetasimInputError(f"{where}: route: got {spec['route']!r}, expected a route name")
-    return course_from_phases(phases, spec["amount_mg"], spec["route"],
-                              duration_h=spec.get("duration_h", 0.0),
-                              months=months if months is not None else spec.get("months"),
-                              first_amount_mg=spec.get("first_amount_mg"))
+    try:
+        return course_from_phases(phases, spec["amount_mg"], spec["route"],
+                                  duration_h=spec.get("duration_h", 0.0),
+                                  months=months if months is not None else spec.get("months"),
+                                  first_amount_mg=spec.get("first_amount_mg"))
+    except KetasimInputError as exc:
+        raise KetasimInputError(f"{where}: {exc}") from None
 
 
 COURSES = {"standard-iv": standard_iv_course, "spravato": spravato_course}

@@ -17,7 +17,19 @@ __all__ = ["KetasimInputError", "suggest", "check_finite", "check_nonnegative",
 
 
 class KetasimInputError(ValueError):
-    """Bad input: the message says where, which field, which value, and what was expected."""
+    """Bad input: the message says where, which field, which value, and what was expected.
+
+    The message is always one line: line breaks inside it (from a name in a user's file, say)
+    are shown escaped.
+    """
+
+    def __init__(self, message="", *args):
+        super().__init__(str(message).translate(_ONE_LINE), *args)
+
+
+# every character str.splitlines() breaks on, shown as its escape
+_ONE_LINE = {ord(c): repr(c)[1:-1]
+             for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
 
 
 def suggest(name: str, choices: Iterable[str]) -> str:

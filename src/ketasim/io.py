@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["atomic_write", "result_columns", "write_result_csv"]
+__all__ = ["atomic_write", "result_columns", "write_result_csv", "write_result_table"]
 
 
 def atomic_write(path, data, mode: str = "w") -> None:
@@ -65,13 +65,34 @@ def result_columns(result) -> tuple[list[str], np.ndarray]:
     return cols, table
 
 
+def write_result_table(result, fh, rows_per_block: int = 65536) -> None:
+    """Write a Result as CSV text to an open file, a block of rows at a time.
+
+    Same layout as :func:`result_columns`, without building the whole table in memory.
+    """
+    from .result import MG_PER_L_TO_NG_PER_ML, PD_OUTPUTS
+
+    names = list(result.names)
+    cols = ["time_h"] + [column_name(nm) for nm in names]
+    if result.population:
+        cols = ["subject"] + cols
+    fmt = (["%d"] if result.population else []) + ["%.10g"] * (1 + len(names))
+    scale = np.array([1.0 if (n in PD_OUTPUTS or n.startswith("amount:"))
+                      else MG_PER_L_TO_NG_PER_ML for n in names])
+    fh.write(",".join(cols) + "\n")
+    N, R, T = result.data.shape
+    p = int(result.population)
+    for s in range(N):
+        for a in range(0, T, rows_per_block):
+            b = min(T, a + rows_per_block)
+            block = np.empty((b - a, p + 1 + R))
+            if p:
+                block[:, 0] = s
+            block[:, p] = result.times[a:b]
+            block[:, p + 1:] = (result.data[s, :, a:b] * scale[:, None]).T
+            np.savetxt(fh, block, delimiter=",", fmt=fmt)
+
+
 def write_result_csv(result, path) -> None:
     """Write a Result as CSV (``time_h`` then one column per output), atomically."""
-    cols, table = result_columns(result)
-    fmt = (["%d"] if result.population else []) + ["%.10g"] * (len(cols) - int(result.population))
-
-    def write(fh):
-        fh.write(",".join(cols) + "\n")
-        np.savetxt(fh, table, delimiter=",", fmt=fmt)
-
-    atomic_write(path, write)
+    atomic_write(path, lambda fh: write_result_table(result, fh))

@@ -18,7 +18,8 @@ or expressions (see :mod:`ketasim._expr`). Internal units: hours, litres, millig
     ``name = volume`` (L); ``0`` marks an amount-only compartment (depot, gut).
 ``[[flows]]``
     ``from``, ``to`` (compartment or ``"out"``), exactly one of ``k`` (1/h) or ``cl`` (L/h, so
-    k = cl / V_from), optional ``yield`` (mass factor, e.g. a molecular-weight ratio).
+    k = cl / V_from; every rate at most ``MAX_RATE_PER_H`` = 1e6 1/h), optional ``yield`` (mass
+    factor, e.g. a molecular-weight ratio).
 ``[routes.NAME]``
     Either ``to``, ``f``, ``lag_h``, ``duration_h`` for a single input, or ``parts = [{...}, ...]``
     to split one dose into several inputs. Route expressions may use ``AMT`` (the dose, mg).
@@ -35,7 +36,9 @@ or expressions (see :mod:`ketasim._expr`). Internal units: hours, litres, millig
 
 from __future__ import annotations
 
+import math
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -182,12 +185,16 @@ class Model:
         -------
         dict of name -> float64 array (N,), including ``WT``.
         """
-        if params is not None and not isinstance(params, dict):
+        if params is not None and not isinstance(params, Mapping):
             raise KetasimInputError(f"params: got {type(params).__name__}, expected a dict of "
                                     "parameter name -> value (or array of values)")
         params = dict(params or {})
         sizes = {k: np.size(v) for k, v in params.items() if np.ndim(v) > 0}
-        wt = np.asarray(weight_kg, dtype=np.float64)
+        try:
+            wt = np.asarray(weight_kg, dtype=np.float64)
+        except (TypeError, ValueError, OverflowError):
+            raise KetasimInputError(f"weight_kg: got {weight_kg!r}, expected a body weight in kg "
+                                    "(a number, or an array with one per subject)") from None
         if wt.ndim > 0:
             sizes["weight_kg"] = wt.size
         lens = set(sizes.values())
@@ -377,7 +384,7 @@ class Model:
 def _finite_array(v, field_name: str, n: int) -> np.ndarray:
     try:
         arr = np.asarray(v, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise KetasimInputError(f"{field_name}: got {v!r}, expected numbers") from None
     if arr.ndim > 1:
         raise KetasimInputError(f"{field_name}: expected a scalar or a 1-D array, got shape "
@@ -391,6 +398,14 @@ def _finite_array(v, field_name: str, n: int) -> np.ndarray:
             f"{field_name}: got {float(arr[bad][0])!r} at index {int(np.argmax(bad))}, "
             "expected finite numbers")
     return arr
+
+
+def _is_finite(x) -> bool:
+    """A finite number (also False for integers too large for a float)."""
+    try:
+        return math.isfinite(x)
+    except OverflowError:
+        return False
 
 
 def _check_values(v: np.ndarray, what: str, source: str) -> None:
@@ -461,7 +476,7 @@ def _build(spec: dict, where: str, name: str | None) -> Model:
                 raise KetasimInputError(
                     f"{where}: [{sect}] {k}: got {v!r}, expected a number (use [derived] for "
                     "expressions)")
-            if not np.isfinite(v):
+            if not _is_finite(v):
                 raise KetasimInputError(f"{where}: [{sect}] {k}: got {v!r}, expected a finite "
                                         "number")
             params[k] = float(v)
@@ -471,14 +486,14 @@ def _build(spec: dict, where: str, name: str | None) -> Model:
     weight = _table(spec, "weight", where)
     _keys(weight, {"reference_kg", "allometric", "per_kg"}, f"{where}: [weight]")
     ref = weight.get("reference_kg", 70.0)
-    if isinstance(ref, bool) or not isinstance(ref, (int, float)) or not 0 < ref < np.inf:
+    if isinstance(ref, bool) or not isinstance(ref, (int, float)) or not (_is_finite(ref) and ref > 0):
         raise KetasimInputError(f"{where}: [weight] reference_kg: got {ref!r}, expected > 0")
     allo = weight.get("allometric", {})
     if not isinstance(allo, dict):
         raise KetasimInputError(f"{where}: [weight] allometric must be a table name = exponent")
     for k, e in allo.items():
         check_name(k, params, "[weight] allometric", where)
-        if isinstance(e, bool) or not isinstance(e, (int, float)) or not np.isfinite(e):
+        if isinstance(e, bool) or not isinstance(e, (int, float)) or not _is_finite(e):
             raise KetasimInputError(
                 f"{where}: [weight] allometric.{k}: got {e!r}, expected an exponent (number)")
     per_kg = weight.get("per_kg", [])
@@ -515,7 +530,7 @@ def _build(spec: dict, where: str, name: str | None) -> Model:
             raise KetasimInputError(f"{where}: [compartments] {c!r}: not a valid compartment "
                                     "name (letters, digits, _; 'out' is reserved)")
         if isinstance(v, (int, float)) and not isinstance(v, bool):
-            if not np.isfinite(v) or v < 0:
+            if not _is_finite(v) or v < 0:
                 raise KetasimInputError(
                     f"{where}: compartments.{c}: volume {v!r} L, expected > 0 or 0 "
                     "(amount-only)")
@@ -553,7 +568,7 @@ def _build(spec: dict, where: str, name: str | None) -> Model:
                           yield_=val(fl["yield"], f"flows[{i}].yield") if "yield" in fl else None))
         for key in ("k", "cl", "yield"):
             if isinstance(fl.get(key), (int, float)) and not isinstance(fl.get(key), bool) and (
-                    not np.isfinite(fl[key]) or fl[key] < 0):
+                    not _is_finite(fl[key]) or fl[key] < 0):
                 raise KetasimInputError(f"{w}: {key} = {fl[key]!r}, expected a finite number >= 0")
 
     effects = []
@@ -598,7 +613,7 @@ def _build(spec: dict, where: str, name: str | None) -> Model:
             for key, lo, hi in (("f", 0, 1), ("lag_h", 0, None), ("duration_h", 0, None)):
                 x = p.get(key)
                 if isinstance(x, (int, float)) and not isinstance(x, bool) and (
-                        not np.isfinite(x) or x < lo or (hi is not None and x > hi)):
+                        not _is_finite(x) or x < lo or (hi is not None and x > hi)):
                     rng = "a fraction in [0, 1]" if hi else "a finite number >= 0 (hours)"
                     raise KetasimInputError(f"{where}: {pw}.{key}: got {x!r}, expected {rng}")
             parts.append(RoutePart(
@@ -641,7 +656,7 @@ def _build(spec: dict, where: str, name: str | None) -> Model:
                                   ("fu", lambda x: 0 <= x <= 1, "a fraction in [0, 1]")):
             x = lg.get(key)
             if isinstance(x, (int, float)) and not isinstance(x, bool) and not (
-                    np.isfinite(x) and ok(x)):
+                    _is_finite(x) and ok(x)):
                 raise KetasimInputError(f"{where}: {w}.{key}: got {x!r}, expected {expected}")
         ligands.append(Ligand(str(lg.get("name", lg["site"])), str(lg["site"]),
                               val(lg["ki_um"], f"{w}.ki_um"), val(lg.get("fu", 1.0), f"{w}.fu"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from contextlib import contextmanager
 
 import numpy as np
@@ -119,6 +120,9 @@ def build_events(model: Model, doses: Doses, vals: dict):
     {0 bolus, +1 start, -1 stop}, and event counts (N,).
     """
     n = vals["WT"].shape[0]
+    for i, r in enumerate(doses.route):
+        if r not in model.routes:
+            check_name(r, model.routes, f"row {i + 1}: route", doses.source)
     n_parts = sum(len(model.routes[r]) if r in model.routes else 1 for r in set(doses.route))
     n_ev = 2 * int(np.sum(doses.addl + 1)) * max(n_parts, 1)
     # about ten (N, E) arrays are alive at once while the events are built and sorted
@@ -147,7 +151,14 @@ def build_events(model: Model, doses: Doses, vals: dict):
             t0 = d.time_h[sel][None, :] + lag
             amt = env["AMT"] * f
             inf = (dur > 0) & (t0 + dur > t0)   # a duration lost to rounding is a bolus
-            rate = np.where(inf, amt / np.where(inf, dur, 1.0), amt)
+            with np.errstate(all="ignore"):
+                rate = np.where(inf, amt / np.where(inf, dur, 1.0), amt)
+            if not np.all(np.isfinite(rate)):
+                j = np.unravel_index(int(np.argmax(~np.isfinite(rate))), shape)
+                raise KetasimInputError(
+                    f"{d.source}: route {r}: {float(amt[j]):g} mg over duration_h = "
+                    f"{float(dur[j]):g} h is an infusion rate beyond the float range; expected "
+                    "duration_h = 0 (a bolus) or a longer infusion")
             c = np.full(shape, idx[part.to], np.int64)
             blocks.append((t0, c, rate, np.where(inf, 1, 0)))
             blocks.append((t0 + dur, c, np.where(inf, rate, 0.0), np.where(inf, -1, 0)))
@@ -228,7 +239,7 @@ def simulate(model, doses, times, params: dict | None = None, weight_kg=70.0, *,
     if not (isinstance(pd_max_step_h, (int, float)) and np.isfinite(pd_max_step_h)
             and pd_max_step_h > 0):
         raise KetasimInputError(f"pd_max_step_h: got {pd_max_step_h!r}, expected hours > 0")
-    if params is not None and not isinstance(params, dict):
+    if params is not None and not isinstance(params, Mapping):
         raise KetasimInputError(f"params: got {type(params).__name__}, expected a dict of "
                                 "parameter name -> value (or array of values)")
     population = any(np.ndim(v) > 0 for v in (params or {}).values()) or np.ndim(weight_kg) > 0
@@ -269,9 +280,9 @@ def simulate(model, doses, times, params: dict | None = None, weight_kg=70.0, *,
     R = len(names) + len(pd_names)
     check_memory(n * R * t.size, f"output: {n:,} subjects x {R} outputs x {t.size:,} times")
     out = np.empty((n, R, t.size))
-    diffs = np.diff(t)
+    diffs = np.diff(t[:1001])
     pos = diffs[diffs > 0]
-    h_main = float(np.median(pos)) if pos.size else -1.0
+    h_main = float(np.median(pos)) if pos.size else -1.0   # the grid step, reused
     if pd_mode == 2 and h_main > 0:
         h_main = h_main / max(1, int(np.ceil(h_main / pd_max_step_h - 1e-9))) / 2.0
     # the rounding level of the times the kernel steps between: events after the last output

@@ -1,0 +1,447 @@
+"""Every bad input gets one clear line — the file, the field, the value, what was expected — and
+no output file.
+
+Most cases go through the command line (``ketasim.cli.main``): exit status 2 for usage errors
+(argparse raises SystemExit(2)), 1 for bad inputs, one line on stderr without a traceback, and
+the ``--out`` path (inside a folder that does not exist yet) never appears. The rest call the
+Python API, which raises :class:`ketasim.KetasimInputError` (a ValueError).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import numpy as np
+import pytest
+
+import ketasim
+from ketasim import KetasimInputError
+from ketasim.cli import main
+
+GOOD_MODEL = """\
+[model]
+name = "one-cpt"
+
+[parameters]
+CL = 10.0
+V = 50.0
+KA = 1.2
+F = 0.8
+KE0 = 2.0
+
+[derived]
+K10 = "CL / V"
+
+[compartments]
+depot = 0
+central = "V"
+
+[[flows]]
+from = "depot"
+to = "central"
+k = "KA"
+
+[[flows]]
+from = "central"
+to = "out"
+cl = "CL"
+
+[routes.oral]
+to = "depot"
+f = "F"
+
+[routes.iv]
+to = "central"
+
+[effects]
+ce = { of = "central", ke0 = "KE0" }
+"""
+GOOD_DOSES = "time_h,amount_mg,route,duration_h\n0,10,iv,0\n12,20,oral,0\n"
+GOOD_COURSE = 'amount_mg = 35\nroute = "iv"\nduration_h = 0.6667\nmonths = 3\n' \
+              '[[phase]]\nweeks = 2\nper_week = 3\n[[phase]]\nevery_days = 28\n'
+
+
+def model_with(old, new):
+    assert old in GOOD_MODEL, old
+    return GOOD_MODEL.replace(old, new, 1)
+
+
+def run_cli(argv, capsys):
+    try:
+        rc = main(argv)
+    except SystemExit as exc:          # argparse usage errors
+        rc = exc.code
+    cap = capsys.readouterr()
+    return rc, cap.err
+
+
+SIM = ["simulate", "--model", "{m}", "--doses", "{d}", "--until", "24", "--out", "{o}"]
+
+# (id, model text or bytes, doses text or bytes, argv, exit status, substrings of the message)
+CASES = [
+    # --- model file: names
+    ("misspelled compartment in a route", model_with('to = "depot"\nf', 'to = "dept"\nf'),
+     None, SIM, 1, ["m.toml", "routes.oral.to", "'dept'", "did you mean 'depot'"]),
+    ("misspelled compartment in a flow", model_with('from = "central"', 'from = "centrl"'),
+     None, SIM, 1, ["m.toml", "flows[1].from", "'centrl'", "did you mean 'central'"]),
+    ("unknown parameter in a flow", model_with('k = "KA"', 'k = "KAA"'), None, SIM, 1,
+     ["m.toml", "flows[0].k", "'KAA'", "did you mean 'KA'"]),
+    ("misspelled section", model_with("[[flows]]", "[[flow]]"), None, SIM, 1,
+     ["m.toml", "unknown key 'flow'", "did you mean 'flows'"]),
+    ("misspelled flow key", model_with('cl = "CL"', 'cll = "CL"'), None, SIM, 1,
+     ["m.toml", "flows[1]", "'cll'", "did you mean 'cl'"]),
+    ("a name with a line break", model_with("[effects]\n", '[effects]\n"c\\ne" = 5\n'),
+     None, SIM, 1, ["m.toml", "effects.c\\ne", "expected {of"]),
+    ("unknown effect-site compartment", model_with('of = "central"', 'of = "plasma"'), None,
+     SIM, 1, ["m.toml", "effects.ce.of", "'plasma'"]),
+    # --- model file: values
+    ("negative volume literal", model_with('central = "V"', "central = -5.0"), None, SIM, 1,
+     ["m.toml", "compartments.central", "-5.0", "expected > 0"]),
+    ("negative volume parameter", model_with("V = 50.0", "V = -50.0"), None, SIM, 1,
+     ["m.toml", "compartments.central", "V evaluated to -50", "expected > 0"]),
+    ("non-finite parameter", model_with("V = 50.0", "V = nan"), None, SIM, 1,
+     ["m.toml", "[parameters] V", "nan", "finite"]),
+    ("infinite rate parameter", model_with("KA = 1.2", "KA = inf"), None, SIM, 1,
+     ["m.toml", "KA", "inf", "finite"]),
+    ("negative rate literal", model_with('k = "KA"', "k = -1.2"), None, SIM, 1,
+     ["m.toml", "flows[0]", "k = -1.2", ">= 0"]),
+    ("negative rate parameter", model_with("KA = 1.2", "KA = -1.2"), None, SIM, 1,
+     ["m.toml", "depot -> central", "k = KA evaluated to -1.2", ">= 0"]),
+    ("rate far too fast (units?)", model_with("KA = 1.2", "KA = 1.2e9"), None, SIM, 1,
+     ["m.toml", "depot -> central", "1.2e+09 1/h", "at most 1e+06"]),
+    ("fraction literal above 1", model_with('f = "F"', "f = 1.5"), None, SIM, 1,
+     ["m.toml", "routes.oral.f", "1.5", "[0, 1]"]),
+    ("fraction parameter above 1", model_with("F = 0.8", "F = 1.8"), None, SIM, 1,
+     ["m.toml", "routes.oral.f = F", "1.8", "<= 1"]),
+    ("negative lag", model_with('f = "F"', 'f = "F"\nlag_h = -0.5'), None, SIM, 1,
+     ["m.toml", "routes.oral.lag_h", "-0.5", ">= 0"]),
+    ("flow with both k and cl", model_with('k = "KA"', 'k = "KA"\ncl = "CL"'), None, SIM, 1,
+     ["m.toml", "flows[0]", "exactly one of k", "both"]),
+    ("clearance out of an amount-only compartment", model_with('k = "KA"', 'cl = "CL"'),
+     None, SIM, 1, ["m.toml", "flows[0]", "cl needs a volume", "'depot' is amount-only"]),
+    ("effect site with zero ke0", model_with("KE0 = 2.0", "KE0 = 0.0"), None, SIM, 1,
+     ["m.toml", "effects.ce", "ke0 = KE0", "0", "> 0"]),
+    ("bad expression", model_with('K10 = "CL / V"', 'K10 = "CL // V"'), None, SIM, 1,
+     ["m.toml", "[derived] K10", "'CL // V'", "not a supported expression"]),
+    ("unknown function", model_with('K10 = "CL / V"', 'K10 = "expp(CL)"'), None, SIM, 1,
+     ["m.toml", "[derived] K10", "'expp'", "did you mean 'exp'"]),
+    # --- model file: the file itself
+    ("TOML syntax error", model_with("KA = 1.2", "KA = = 1.2"), None, SIM, 1,
+     ["m.toml", "TOML syntax error", "line 7"]),
+    ("model file not UTF-8", GOOD_MODEL.replace('"one-cpt"', '"caf\u00e9"').encode("latin-1"),
+     None, SIM, 1, ["m.toml", "not UTF-8", "offset"]),
+    ("binary model file", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", None, SIM, 1,
+     ["m.toml", "binary file", "TOML"]),
+    ("missing model file", None, None,
+     ["simulate", "--model", "nowhere/m.toml", "--doses", "{d}", "--out", "{o}"], 1,
+     ["'nowhere/m.toml'", "not found"]),
+    ("misspelled preset", None, None,
+     ["simulate", "--model", "ketamine-vi", "--doses", "{d}", "--out", "{o}"], 1,
+     ["'ketamine-vi'", "did you mean 'ketamine-iv'"]),
+    # --- dose table
+    ("unknown route", None, "time_h,amount_mg,route\n0,10,iv\n1,10,ivv\n", SIM, 1,
+     ["d.csv", "row 2: route", "'ivv'", "did you mean 'iv'"]),
+    ("misspelled column", None, "time_h,ammount_mg,route\n0,10,iv\n", SIM, 1,
+     ["d.csv", "line 1", "'ammount_mg'", "did you mean 'amount_mg'"]),
+    ("missing column", None, "time_h,route\n0,iv\n", SIM, 1,
+     ["d.csv", "line 1", "missing column 'amount_mg'"]),
+    ("negative amount", None, "time_h,amount_mg,route\n0,10,iv\n1,-10,iv\n", SIM, 1,
+     ["d.csv", "line 3", "amount_mg", "-10", ">= 0"]),
+    ("non-finite time", None, "time_h,amount_mg,route\ninf,10,iv\n", SIM, 1,
+     ["d.csv", "line 2", "time_h", "'inf'", "finite"]),
+    ("negative duration", None, "time_h,amount_mg,route,duration_h\n0,10,iv,-1\n", SIM, 1,
+     ["d.csv", "line 2", "duration_h", "-1"]),
+    ("malformed number", None, "time_h,amount_mg,route\n0,10mg,iv\n", SIM, 1,
+     ["d.csv", "line 2", "amount_mg", "'10mg'", "expected a number"]),
+    ("wrong number of fields", None, "time_h,amount_mg,route\n0,10,iv\n1,5,iv,3\n", SIM, 1,
+     ["d.csv", "line 3", "4 fields", "expected 3"]),
+    ("fractional addl", None, "time_h,amount_mg,route,addl,ii_h\n0,10,iv,1.5,12\n", SIM, 1,
+     ["d.csv", "line 2", "addl", "1.5", "whole number"]),
+    ("addl without an interval", None, "time_h,amount_mg,route,addl,ii_h\n0,10,iv,2,0\n",
+     SIM, 1, ["d.csv", "row 1", "ii_h", "addl = 2", "> 0"]),
+    ("far too many repeats", None,
+     "time_h,amount_mg,route,addl,ii_h\n0,10,iv,100000000,1\n", SIM, 1,
+     ["d.csv", "addl", "100000000"]),
+    ("blank route", None, "time_h,amount_mg,route\n0,10,\n", SIM, 1,
+     ["d.csv", "line 2", "route is blank"]),
+    ("dose table not UTF-8", None, "time_h,amount_mg,route\n0,10,iv\u00e9\n".encode("cp1252"),
+     SIM, 1, ["d.csv", "not UTF-8", "offset"]),
+    ("binary dose table", None, bytes(range(256)), SIM, 1, ["d.csv", "binary file", "CSV"]),
+    ("empty dose table", None, "\n\n", SIM, 1, ["d.csv", "empty dose table"]),
+    ("header but no doses", None, "time_h,amount_mg,route\n", SIM, 1, ["d.csv", "no doses"]),
+    ("misspelled course name", None, None,
+     ["simulate", "--model", "{m}", "--doses", "standard_iv", "--out", "{o}"], 1,
+     ["--doses", "'standard_iv'", "did you mean 'standard-iv'"]),
+    ("dose so large the output overflows", None, "time_h,amount_mg,route\n0,1e300,iv\n",
+     SIM, 1, ["output 'central'", "overflows"]),
+    # --- command-line values that are bad inputs (exit 1)
+    ("unknown --param name", None, None, SIM + ["--param", "CLL=3"], 1,
+     ["params", "'CLL'", "did you mean 'CL'"]),
+    ("derived --param", None, None, SIM + ["--param", "K10=3"], 1,
+     ["params", "'K10' is derived"]),
+    ("negative --param", None, None, SIM + ["--param", "CL=-3"], 1,
+     ["central -> out", "cl = CL evaluated to -3", ">= 0"]),
+    ("non-finite --param", None, None, SIM + ["--param", "V=nan"], 1,
+     ["params['V']", "nan", "finite"]),
+    ("--param fraction above 1", None, "time_h,amount_mg,route\n0,10,oral\n",
+     SIM + ["--param", "F=1.2"], 1, ["routes.oral.f = F", "1.2", "<= 1"]),
+    ("grid with too many points", None, None,
+     ["simulate", "--model", "{m}", "--doses", "{d}", "--until", "1000", "--step", "1e-9",
+      "--out", "{o}"], 1, ["1e-09", "1,000,000,000,00", "GiB", "larger step"]),
+    # --- usage errors (exit 2)
+    ("negative --weight", None, None, SIM + ["--weight", "-3"], 2,
+     ["--weight", "-3", "> 0"]),
+    ("zero --step", None, None, SIM + ["--step", "0"], 2, ["--step", "0", "> 0"]),
+    ("non-finite --until", None, None,
+     ["simulate", "--model", "{m}", "--doses", "{d}", "--until", "nan", "--out", "{o}"], 2,
+     ["--until", "'nan'", "finite"]),
+    ("--param without =", None, None, SIM + ["--param", "CL"], 2,
+     ["--param", "'CL'", "NAME=VALUE"]),
+    ("--param value not a number", None, None, SIM + ["--param", "CL=abc"], 2,
+     ["--param", "'abc'", "not a number"]),
+    ("--out with the wrong suffix", None, None,
+     ["simulate", "--model", "{m}", "--doses", "{d}", "--out", "{o}.txt"], 2,
+     ["--out", ".csv.txt", "ending in .csv"]),
+    ("misspelled option", None, None, SIM + ["--wieght", "60"], 2, ["--wieght"]),
+    ("misspelled command", None, None, ["simulat", "--out", "{o}"], 2,
+     ["'simulat'", "simulate"]),
+    ("missing --out", None, None, ["simulate", "--model", "{m}", "--doses", "{d}"], 2,
+     ["--out", "required"]),
+    # --- courses
+    ("course: too many sessions a week", None, None,
+     ["schedule", "custom", "{c}", "--out", "{o}"], 1, ["c.toml", "phase[0]", "per_week", "9"]),
+    ("course: misspelled key", None, None,
+     ["schedule", "custom", "{c}", "--out", "{o}"], 1,
+     ["c.toml", "phase[1]", "'every_day'", "did you mean 'every_days'"]),
+    ("course: negative amount", None, None,
+     ["schedule", "custom", "{c}", "--out", "{o}"], 1, ["c.toml", "amount_mg", "-35"]),
+    ("course: TOML syntax error", None, None,
+     ["schedule", "custom", "{c}", "--out", "{o}"], 1, ["c.toml", "TOML syntax error", "line 2"]),
+    ("course: every_days without an end", None, None,
+     ["schedule", "custom", "{c}", "--out", "{o}"], 1, ["c.toml", "every_days", "months"]),
+    ("course: thousand-million months", None, None,
+     ["schedule", "standard-iv", "--months", "1e9", "--out", "{o}"], 1,
+     ["10,000,000 sessions", "months"]),
+    ("course: spravato dose", None, None,
+     ["schedule", "spravato", "--dose", "50", "--out", "{o}"], 2, ["--dose", "50", "56, 84"]),
+    ("course: zero weight", None, None,
+     ["schedule", "standard-iv", "--weight", "0", "--out", "{o}"], 2, ["--weight", "0"]),
+]
+
+COURSE_FILES = {
+    "course: too many sessions a week": GOOD_COURSE.replace("per_week = 3", "per_week = 9"),
+    "course: misspelled key": GOOD_COURSE.replace("every_days", "every_day"),
+    "course: negative amount": GOOD_COURSE.replace("amount_mg = 35", "amount_mg = -35"),
+    "course: TOML syntax error": GOOD_COURSE.replace('route = "iv"', "route = iv"),
+    "course: every_days without an end": GOOD_COURSE.replace("months = 3\n", ""),
+}
+
+
+def test_there_are_at_least_25_distinct_bad_inputs():
+    assert len({c[0] for c in CASES}) == len(CASES) >= 25
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_cli_bad_input(case, tmp_path, capsys):
+    name, model_text, doses_text, argv, status, expected = case
+    files = {"m.toml": GOOD_MODEL if model_text is None else model_text,
+             "d.csv": GOOD_DOSES if doses_text is None else doses_text,
+             "c.toml": COURSE_FILES.get(name, GOOD_COURSE)}
+    for fn, content in files.items():
+        p = tmp_path / fn
+        p.write_bytes(content if isinstance(content, bytes) else content.encode())
+    out = tmp_path / "results" / "run.csv"
+    subs = {"{m}": str(tmp_path / "m.toml"), "{d}": str(tmp_path / "d.csv"),
+            "{c}": str(tmp_path / "c.toml"), "{o}": str(out)}
+    args = [a for a in argv]
+    for i, a in enumerate(args):
+        for k, v in subs.items():
+            a = a.replace(k, v)
+        args[i] = a
+    before = set(os.listdir(tmp_path))
+    rc, err = run_cli(args, capsys)
+    assert rc == status, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err                                    # one line ...
+    assert "Traceback" not in err and err.startswith("ketasim")    # ... and no traceback
+    for s in expected:
+        assert s in err, f"{s!r} not in {err!r}"
+    assert not out.exists() and not out.parent.exists()           # no output, no folder
+    assert set(os.listdir(tmp_path)) == before                     # and no temporary file
+
+
+# ------------------------------------------------------------------------------ CLI behaviour
+def _files(tmp_path, model=GOOD_MODEL, doses=GOOD_DOSES):
+    (tmp_path / "m.toml").write_text(model)
+    (tmp_path / "d.csv").write_text(doses)
+    return str(tmp_path / "m.toml"), str(tmp_path / "d.csv")
+
+
+def test_good_input_writes_the_output(tmp_path, capsys):
+    m, d = _files(tmp_path)
+    out = tmp_path / "results" / "run.csv"
+    rc, err = run_cli(["simulate", "--model", m, "--doses", d, "--until", "24",
+                       "--out", str(out)], capsys)
+    assert rc == 0, err
+    head = out.read_text().splitlines()
+    assert head[0] == "time_h,central_ng_ml,ce_ng_ml" and len(head) == 242
+    assert os.listdir(out.parent) == ["run.csv"]
+
+
+def test_debug_shows_the_traceback(tmp_path, capsys):
+    m, d = _files(tmp_path, doses="time_h,amount_mg,route\n0,10,ivv\n")
+    out = tmp_path / "run.csv"
+    with pytest.raises(KetasimInputError, match="did you mean 'iv'"):
+        main(["--debug", "simulate", "--model", m, "--doses", d, "--out", str(out)])
+    assert not out.exists()
+
+
+def test_grid_too_large_for_memory_is_refused_before_allocating(tmp_path, capsys, monkeypatch):
+    sim = importlib.import_module("ketasim.simulate")   # the module, not the function
+    monkeypatch.setattr(sim, "_available_bytes", lambda: 64 * 2**20)     # pretend: 64 MiB
+    m, d = _files(tmp_path)
+    out = tmp_path / "run.csv"
+    rc, err = run_cli(["simulate", "--model", m, "--doses", d, "--until", "2000",
+                       "--step", "0.0002", "--out", str(out)], capsys)
+    assert rc == 1
+    assert "10,000,001 points" in err and "GiB" in err and "available" in err
+    assert not out.exists()
+    # the grid alone fits, the outputs (2 x 10,000,001 values) do not
+    rc, err = run_cli(["simulate", "--model", m, "--doses", d, "--until", "2000",
+                       "--step", "0.0005", "--out", str(out)], capsys)
+    assert rc == 1 and "2 outputs x 4,000,001 times" in err and "GiB" in err, err
+    assert not out.exists()
+
+
+def test_failure_in_a_later_output_removes_the_earlier_one(tmp_path, capsys):
+    m, d = _files(tmp_path)
+    (tmp_path / "blocker").write_text("a file where a folder should be")
+    out = tmp_path / "run.csv"
+    rc, err = run_cli(["simulate", "--model", m, "--doses", d, "--until", "24",
+                       "--out", str(out), "--plot", str(tmp_path / "blocker" / "fig.png")],
+                      capsys)
+    assert rc == 1 and len(err.strip().splitlines()) == 1 and "blocker" in err, err
+    assert not out.exists()
+    assert sorted(os.listdir(tmp_path)) == ["blocker", "d.csv", "m.toml"]
+
+
+def test_an_existing_output_is_left_untouched_on_failure(tmp_path, capsys):
+    m, d = _files(tmp_path, doses="time_h,amount_mg,route\n0,-1,iv\n")
+    out = tmp_path / "run.csv"
+    out.write_text("previous results\n")
+    rc, err = run_cli(["simulate", "--model", m, "--doses", d, "--out", str(out)], capsys)
+    assert rc == 1 and "amount_mg" in err
+    assert out.read_text() == "previous results\n"
+    assert sorted(os.listdir(tmp_path)) == ["d.csv", "m.toml", "run.csv"]
+
+
+def test_out_is_a_folder(tmp_path, capsys):
+    m, d = _files(tmp_path)
+    (tmp_path / "x.csv").mkdir()
+    rc, err = run_cli(["simulate", "--model", m, "--doses", d, "--out",
+                       str(tmp_path / "x.csv")], capsys)
+    assert rc == 2 and "is a folder" in err
+
+
+def test_no_command_is_a_usage_error(capsys):
+    rc, err = run_cli([], capsys)
+    assert rc == 2 and "usage error" in err
+
+
+# ------------------------------------------------------------------------------ Python API
+def _model():
+    import tomllib
+
+    return tomllib.loads(GOOD_MODEL)
+
+
+API_CASES = [
+    ("params not a dict", lambda m, d: ketasim.simulate(m, d, [0, 1], params=[1, 2]),
+     ["params", "list", "dict"]),
+    ("params of different lengths",
+     lambda m, d: ketasim.simulate(m, d, [0, 1], params={"CL": [1, 2], "V": [1, 2, 3]}),
+     ["params", "CL: 2", "V: 3"]),
+    ("params 2-D", lambda m, d: ketasim.simulate(m, d, [0, 1], params={"CL": [[1.0]]}),
+     ["params['CL']", "shape (1, 1)"]),
+    ("unknown param", lambda m, d: ketasim.simulate(m, d, [0, 1], params={"cl": 1.0}),
+     ["params", "'cl'", "did you mean 'CL'"]),
+    ("times unsorted", lambda m, d: ketasim.simulate(m, d, [0, 2, 1]),
+     ["times", "not sorted", "2 h is followed by 1 h"]),
+    ("times negative", lambda m, d: ketasim.simulate(m, d, [-1.0, 2]), ["times", "-1"]),
+    ("times with nan", lambda m, d: ketasim.simulate(m, d, [0, np.nan]),
+     ["times", "nan", "index 1"]),
+    ("weight zero", lambda m, d: ketasim.simulate(m, d, [0, 1], weight_kg=0),
+     ["weight_kg", "0", "> 0"]),
+    ("weight nan in a population",
+     lambda m, d: ketasim.simulate(m, d, [0, 1], weight_kg=[70, np.nan]),
+     ["weight_kg", "nan", "index 1"]),
+    ("unknown output", lambda m, d: ketasim.simulate(m, d, [0, 1], outputs=["centrl"]),
+     ["outputs", "'centrl'", "did you mean 'central'"]),
+    ("threads zero", lambda m, d: ketasim.simulate(m, d, [0, 1], threads=0), ["threads", "0"]),
+    ("pd step zero", lambda m, d: ketasim.simulate(m, d, [0, 1], pd_max_step_h=0),
+     ["pd_max_step_h", "0"]),
+    ("doses of the wrong type", lambda m, d: ketasim.simulate(m, 5, [0, 1]),
+     ["doses", "int"]),
+    ("dose records that are not dicts", lambda m, d: ketasim.Doses.from_records([1, 2]),
+     ["row 1", "int", "time_h"]),
+    ("dose columns of different lengths",
+     lambda m, d: ketasim.Doses([0, 1], [1.0], ["iv", "iv"]), ["amount_mg", "1 values", "2"]),
+    ("dose columns 2-D", lambda m, d: ketasim.Doses([[0.0]], [[1.0]], ["iv"]),
+     ["time_h", "1-D", "(1, 1)"]),
+    ("huge addl", lambda m, d: ketasim.Doses([0.0], [1.0], ["iv"], addl=[1e30], ii_h=[1.0]),
+     ["addl", "1e+30"]),
+    ("repeats past the float range",
+     lambda m, d: ketasim.Doses([0.0], [1.0], ["iv"], addl=[3], ii_h=[1e308]),
+     ["row 1", "addl x ii_h", "1e+308"]),
+    ("read_doses of a number", lambda m, d: ketasim.read_doses(5), ["doses", "int"]),
+    ("read_doses of a folder", lambda m, d: ketasim.read_doses(os.getcwd()), ["folder"]),
+    ("model from a folder", lambda m, d: ketasim.load_model(os.getcwd() + "/"), ["folder"]),
+    ("time grid step zero", lambda m, d: ketasim.time_grid(24, 0), ["step", "0"]),
+    ("time grid of strings", lambda m, d: ketasim.time_grid("24", 1), ["until", "'24'"]),
+    ("non-string compartment name",
+     lambda m, d: ketasim.Model.from_dict(dict(_model(), compartments={1: "V"})),
+     ["[compartments]", "1", "string"]),
+    ("non-string parameter name",
+     lambda m, d: ketasim.Model.from_dict(dict(_model(), parameters={5: 1.0})),
+     ["[parameters]", "5", "string"]),
+    ("expression nested too deeply",
+     lambda m, d: ketasim.Model.from_dict(dict(_model(), derived={"X": "-(" * 150 + "CL" + ")" *
+                                                                   150})),
+     ["[derived] X", "nested too deeply"]),
+    ("expression far too long",
+     lambda m, d: ketasim.Model.from_dict(dict(_model(), derived={"X": "+".join(["CL"] * 1500)})),
+     ["[derived] X", "characters"]),
+    ("ligands not a list",
+     lambda m, d: ketasim.Model.from_dict(dict(_model(), occupancy={"ligands": 5})),
+     ["[occupancy] ligands", "list", "int"]),
+    ("ligand fraction unbound above 1",
+     lambda m, d: ketasim.Model.from_dict(dict(_model(), occupancy={"ligands": [
+         {"site": "ce", "ki_um": 0.3, "mw_g_mol": 238.0, "fu": 1.5}]})),
+     ["occupancy.ligands[0].fu", "1.5", "[0, 1]"]),
+    ("parameter too large for a float",
+     lambda m, d: ketasim.Model.from_dict(dict(_model(), parameters={"CL": 10**400})),
+     ["[parameters] CL", "finite"]),
+    ("infinite reference weight",
+     lambda m, d: ketasim.Model.from_dict(dict(_model(), weight={"reference_kg": float("inf")})),
+     ["[weight] reference_kg", "inf"]),
+    ("course with a bad first dose",
+     lambda m, d: ketasim.course_from_phases([ketasim.Phase(weeks=1, per_week=2)], 10.0, "iv",
+                                             first_amount_mg=-1.0),
+     ["first_amount_mg", "-1"]),
+    ("phase that is not a Phase",
+     lambda m, d: ketasim.course_from_phases([{"weeks": 1}], 10.0, "iv"),
+     ["phases", "dict", "Phase"]),
+]
+
+
+@pytest.mark.parametrize("case", API_CASES, ids=[c[0] for c in API_CASES])
+def test_python_api_bad_input(case):
+    _, call, expected = case
+    m = ketasim.Model.from_dict(_model(), source="one-cpt")
+    d = ketasim.Doses.single(10.0, "iv")
+    with pytest.raises(KetasimInputError) as exc:
+        call(m, d)
+    assert isinstance(exc.value, ValueError)
+    for s in expected:
+        assert s in str(exc.value), f"{s!r} not in {str(exc.value)!r}"
