@@ -9,12 +9,22 @@ dose events (boluses as state jumps, infusions as piecewise-constant inputs).
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
+from hypothesis import settings
 from scipy.integrate import solve_ivp
 from scipy.linalg import expm as scipy_expm
 
 import ketasim
+
+# CI replays the same examples every run (a new random find must not block an unrelated change);
+# locally hypothesis explores fresh inputs each run. KETASIM_HYPOTHESIS=explore overrides CI.
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+settings.register_profile("explore", deadline=None)
+if os.environ.get("CI") and os.environ.get("KETASIM_HYPOTHESIS") != "explore":
+    settings.load_profile("ci")
 
 # ---------------------------------------------------------------------------------------------
 # random networks
