@@ -314,19 +314,25 @@ class Reference:
                 + list(self.spec.get("observe", {})))
 
 
+def one_cpt_spec(V=20.0, CL=5.0, KA=1.3, F=0.8, LAG=0.0, KE0=None):
+    """1-compartment spec: depot (amount-only) -> central (V) -> out, routes iv and oral."""
+    spec = {"parameters": {"V": V, "CL": CL, "KA": KA, "F": F, "LAG": LAG},
+            "compartments": {"depot": 0, "central": "V"},
+            "flows": [{"from": "depot", "to": "central", "k": "KA"},
+                      {"from": "central", "to": "out", "cl": "CL"}],
+            "routes": {"iv": {"to": "central"},
+                       "oral": {"to": "depot", "f": "F", "lag_h": "LAG"}}}
+    if KE0 is not None:
+        spec["parameters"]["KE0"] = KE0
+        spec["effects"] = {"ce": {"of": "central", "ke0": "KE0"}}
+    return spec
+
+
 @pytest.fixture
 def make_one_cpt():
-    """1-compartment model: depot (amount-only) -> central (V) -> out, with routes iv/oral/inf."""
-    def make(V=20.0, CL=5.0, KA=1.3, F=0.8, LAG=0.0, KE0=None):
-        spec = {"parameters": {"V": V, "CL": CL, "KA": KA, "F": F, "LAG": LAG},
-                "compartments": {"depot": 0, "central": "V"},
-                "flows": [{"from": "depot", "to": "central", "k": "KA"},
-                          {"from": "central", "to": "out", "cl": "CL"}],
-                "routes": {"iv": {"to": "central"},
-                           "oral": {"to": "depot", "f": "F", "lag_h": "LAG"}}}
-        if KE0 is not None:
-            spec["parameters"]["KE0"] = KE0
-            spec["effects"] = {"ce": {"of": "central", "ke0": "KE0"}}
+    """Factory of (Model, spec) for :func:`one_cpt_spec`."""
+    def make(**kw):
+        spec = one_cpt_spec(**kw)
         return ketasim.Model.from_dict(spec), spec
     return make
 

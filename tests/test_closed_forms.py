@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import ketasim
+from conftest import one_cpt_spec
 
 TOL = 2e-12
 
@@ -36,16 +37,7 @@ def _bateman(a, b, t):
 
 
 def _one_cpt(V, CL, KA=1.0, F=1.0, LAG=0.0, KE0=None):
-    spec = {"parameters": {"V": V, "CL": CL, "KA": KA, "F": F, "LAG": LAG},
-            "compartments": {"depot": 0, "central": "V"},
-            "flows": [{"from": "depot", "to": "central", "k": "KA"},
-                      {"from": "central", "to": "out", "cl": "CL"}],
-            "routes": {"iv": {"to": "central"},
-                       "oral": {"to": "depot", "f": "F", "lag_h": "LAG"}}}
-    if KE0 is not None:
-        spec["parameters"]["KE0"] = KE0
-        spec["effects"] = {"ce": {"of": "central", "ke0": "KE0"}}
-    return ketasim.Model.from_dict(spec)
+    return ketasim.Model.from_dict(one_cpt_spec(V=V, CL=CL, KA=KA, F=F, LAG=LAG, KE0=KE0))
 
 
 def _grid(until, step, *extra):
