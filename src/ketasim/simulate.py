@@ -268,12 +268,9 @@ def simulate(model, doses, times, params: dict | None = None, weight_kg=70.0, *,
 
     K = model.matrices(vals, sink=sink)
     C = model.observation(vals, names, sink=sink)
-    ns = K.shape[1]
-    if model.has_occupancy:
-        w = np.zeros((n, ns))
+    w = np.zeros((n, K.shape[1]))          # occupancy weights; the sink (if any) has none
+    if pd_mode >= 1:
         w[:, :len(model.state_names)] = model.occupancy_weights(vals)
-    else:
-        w = np.zeros((n, ns))
     pdp = model.glutamate_parameters(vals) if pd_mode == 2 else np.zeros((n, 6))
     ev = build_events(model, doses, vals)
 
