@@ -21,7 +21,8 @@ res = ketasim.simulate("ketamine-iv", doses, times, params=params, weight_kg=wei
 m = course_metrics(res, thresholds=(0.3,))
 print("Cmax session 1, ng/mL: median %.0f (5-95 %%: %.0f-%.0f)" % tuple(
     np.percentile(m.cmax_ng_ml[:, 0], [50, 5, 95])))
-print("hours with occupancy >= 30 %%, session 1: median %.2f" % np.median(m.time_above_h[0.3][:, 0]))
+print("hours with occupancy >= 30 %%, session 1: median %.2f"
+      % np.median(m.time_above_h[0.3][:, 0]))
 plot_course(res).savefig("population.png", dpi=120)
 try:
     df = res.to_dataframe()                     # needs pandas (pip install 'ketasim[dataframe]')

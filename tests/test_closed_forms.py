@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import ketasim
+
 from conftest import one_cpt_spec
 
 TOL = 2e-12

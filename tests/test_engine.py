@@ -18,11 +18,12 @@ import sys
 import numpy as np
 import pytest
 import scipy.linalg
-from conftest import Reference, make_case, random_doses, random_spec
 from scipy.integrate import quad_vec
 
 import ketasim
 from ketasim import _kernels
+
+from conftest import Reference, make_case, random_doses, random_spec
 
 RANDOM_SEEDS = range(20)
 STIFF_SEEDS = range(6)

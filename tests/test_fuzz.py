@@ -17,11 +17,12 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
-from test_bad_inputs import GOOD_COURSE, GOOD_DOSES, GOOD_MODEL
 
 import ketasim
 from ketasim import KetasimInputError
 from ketasim.dosing import COLUMNS, read_course_toml
+
+from test_bad_inputs import GOOD_COURSE, GOOD_DOSES, GOOD_MODEL
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                        HealthCheck.function_scoped_fixture])

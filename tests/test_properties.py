@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _netgen import delivered, dose_rows, grids, mass_rows, networks, run_no_jit
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import ketasim
+
+from _netgen import delivered, dose_rows, grids, mass_rows, networks, run_no_jit
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                        HealthCheck.data_too_large])

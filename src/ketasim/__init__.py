@@ -5,8 +5,17 @@ top of an exact solver for linear compartment networks. A teaching and research 
 dosing recommendation.
 """
 
-from .dosing import (COURSES, Doses, Phase, course_from_phases, expand, read_doses,
-                     spravato_course, standard_iv_course, write_doses)
+from .dosing import (
+                     COURSES,
+                     Doses,
+                     Phase,
+                     course_from_phases,
+                     expand,
+                     read_doses,
+                     spravato_course,
+                     standard_iv_course,
+                     write_doses,
+)
 from .errors import KetasimInputError
 from .model import Model, list_presets, load_model
 from .result import Result

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -219,8 +218,8 @@ def cmd_presets(args) -> int:
 
 
 def cmd_schedule(args) -> int:
-    from .dosing import write_doses
     from . import dosing
+    from .dosing import write_doses
 
     if args.course == "standard-iv":
         d = dosing.standard_iv_course(args.dose_mg_per_kg, args.weight, args.months,

@@ -9,11 +9,9 @@ expected.
 from __future__ import annotations
 
 import difflib
-import math
 from collections.abc import Iterable
 
-__all__ = ["KetasimInputError", "suggest", "check_finite", "check_nonnegative",
-           "check_positive", "check_fraction", "check_name"]
+__all__ = ["KetasimInputError", "suggest", "check_name"]
 
 
 class KetasimInputError(ValueError):
@@ -43,57 +41,14 @@ def suggest(name: str, choices: Iterable[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def _where(where: str) -> str:
-    return f"{where}: " if where else ""
-
-
 def check_name(name: str, choices: Iterable[str], field: str, where: str = "") -> str:
     """Check that *name* is one of *choices*; raise naming the closest match otherwise."""
     choices = list(choices)
     if name not in choices:
-        listed = ", ".join(repr(c) for c in choices) if len(choices) <= 12 else f"{len(choices)} names"
+        listed = (", ".join(repr(c) for c in choices) if len(choices) <= 12
+                  else f"{len(choices)} names")
+        prefix = f"{where}: " if where else ""
         raise KetasimInputError(
-            f"{_where(where)}{field}: unknown name {name!r}{suggest(name, choices)}; "
+            f"{prefix}{field}: unknown name {name!r}{suggest(name, choices)}; "
             f"expected one of {listed}")
     return name
-
-
-def _as_float(value, field: str, where: str) -> float:
-    if isinstance(value, bool):
-        raise KetasimInputError(f"{_where(where)}{field}: got {value!r}, expected a number")
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise KetasimInputError(
-            f"{_where(where)}{field}: got {value!r}, expected a number") from None
-
-
-def check_finite(value, field: str, where: str = "") -> float:
-    v = _as_float(value, field, where)
-    if not math.isfinite(v):
-        raise KetasimInputError(f"{_where(where)}{field}: got {value!r}, expected a finite number")
-    return v
-
-
-def check_nonnegative(value, field: str, where: str = "", unit: str = "") -> float:
-    v = check_finite(value, field, where)
-    if v < 0:
-        raise KetasimInputError(
-            f"{_where(where)}{field}: got {v:g}{' ' + unit if unit else ''}, "
-            f"expected a number >= 0")
-    return v
-
-
-def check_positive(value, field: str, where: str = "", unit: str = "") -> float:
-    v = check_finite(value, field, where)
-    if v <= 0:
-        raise KetasimInputError(
-            f"{_where(where)}{field}: got {v:g}{' ' + unit if unit else ''}, expected a number > 0")
-    return v
-
-
-def check_fraction(value, field: str, where: str = "") -> float:
-    v = check_finite(value, field, where)
-    if not 0.0 <= v <= 1.0:
-        raise KetasimInputError(f"{_where(where)}{field}: got {v:g}, expected a fraction in [0, 1]")
-    return v

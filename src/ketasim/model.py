@@ -156,10 +156,6 @@ class Model:
     def has_glutamate(self) -> bool:
         return bool(self.glutamate)
 
-    @property
-    def parameter_names(self) -> tuple:
-        return tuple(self.parameters)
-
     def describe(self) -> str:
         m = self.meta
         lines = [f"{self.name}: {m.get('title', '')}".rstrip(": ")]
@@ -486,7 +482,8 @@ def _build(spec: dict, where: str, name: str | None) -> Model:
     weight = _table(spec, "weight", where)
     _keys(weight, {"reference_kg", "allometric", "per_kg"}, f"{where}: [weight]")
     ref = weight.get("reference_kg", 70.0)
-    if isinstance(ref, bool) or not isinstance(ref, (int, float)) or not (_is_finite(ref) and ref > 0):
+    if isinstance(ref, bool) or not isinstance(ref, (int, float)) or not (
+            _is_finite(ref) and ref > 0):
         raise KetasimInputError(f"{where}: [weight] reference_kg: got {ref!r}, expected > 0")
     allo = weight.get("allometric", {})
     if not isinstance(allo, dict):

@@ -84,7 +84,6 @@ def plot_course(result, title: str | None = None, figsize=(10, 8.5)):
     axes = fig.subplots(n, 1, sharex=True, squeeze=False)[:, 0]
     model = result.model
     x, xlabel = _time_axis(result.times)
-    scale = result.times[-1] / x[-1] if x[-1] else 1.0
 
     ax = axes[0]
     plot_concentrations(result, ax=ax)
