@@ -69,63 +69,107 @@ def plot_concentrations(result, names=None, ax=None, unit="ng/mL"):
     return ax
 
 
-def plot_course(result, title: str | None = None, figsize=(10, 8.5)):
+def _draw(kind, ax, result, x, sel):
+    """Draw one panel ("pk", "occupancy" or "schematic") of the points ``sel`` against ``x``."""
+    if kind == "pk":
+        names = [n for n in ("plasma", "metabolite") if n in result.names] or \
+            [n for n in result.names if n in result.model.concentration_names][:4]
+        for i, nm in reversed(list(enumerate(names))):
+            label = {"plasma": "plasma (parent)", "metabolite": "metabolite"}.get(nm, nm)
+            _band(ax, x, result.concentration(nm)[..., sel], _COLORS.get(nm, f"C{i}"), label)
+        ax.set_ylabel("concentration (ng/mL)")
+        ax.set_ylim(bottom=0)
+        handles = [ax]
+    elif kind == "occupancy":
+        _band(ax, x, result.occupancy[..., sel] * 100.0, _COLORS["occupancy"], "NMDA occupancy")
+        ax.set_ylabel("occupancy (%)")
+        ax.set_ylim(0, 100)
+        handles = [ax]
+    else:
+        _band(ax, x, result.glutamate[..., sel], _COLORS["glutamate"],
+              "glutamate signal (baseline 1)")
+        ax.set_ylabel("glutamate (relative)")
+        ax.set_ylim(bottom=0.9)
+        ax2 = ax.twinx()
+        _band(ax2, x, result.plasticity[..., sel], _COLORS["plasticity"], "plasticity index")
+        ax2.set_ylabel("plasticity index (0-1)")
+        ax2.set_ylim(0, 1)
+        handles = [ax, ax2]
+    ax.grid(alpha=0.3)
+    return handles
+
+
+_TITLES = {"occupancy": "NMDA-receptor occupancy — model-predicted (effect site, unbound, "
+                        "competitive binding; Ki: Ebert 1997)",
+           "schematic": "SCHEMATIC glutamate surge and plasticity (illustrative, not fitted "
+                        "to data)"}
+
+
+def plot_course(result, title: str | None = None, figsize=(12, 8.5), closeup_h: float = 8.0):
     """The educators' figure: plasma levels, model-predicted NMDA occupancy and the schematic
-    glutamate/plasticity response of a course, with dose markers and the model's source.
+    glutamate/plasticity response of a course, with dose markers and the model's source. For a
+    course longer than three days a right-hand column shows the first ``closeup_h`` hours of
+    the first session.
 
     Returns a matplotlib Figure (save it with ``fig.savefig(path)``).
     """
     from matplotlib.figure import Figure
 
-    has_occ = "occupancy" in result.names
-    has_glu = "glutamate" in result.names
-    n = 1 + has_occ + has_glu
-    fig = Figure(figsize=(figsize[0], figsize[1] * (0.45 + 0.55 * n / 3)), layout="constrained")
-    axes = fig.subplots(n, 1, sharex=True, squeeze=False)[:, 0]
+    kinds = ["pk"] + ["occupancy"] * ("occupancy" in result.names) + \
+        ["schematic"] * ("glutamate" in result.names)
+    n = len(kinds)
     model = result.model
-    x, xlabel = _time_axis(result.times)
-
-    ax = axes[0]
-    plot_concentrations(result, ax=ax)
-    ax.set_xlabel("")
-    ax.set_title("Plasma concentration (model: " + model.meta.get("sampling", "") +
-                 " sampling)" if model.meta.get("sampling") else "Plasma concentration",
-                 fontsize=10, loc="left")
-    k = 1
-    if has_occ:
-        ax = axes[k]
-        k += 1
-        _band(ax, x, result.occupancy * 100.0, _COLORS["occupancy"], "NMDA occupancy")
-        ax.set_ylabel("occupancy (%)")
-        ax.set_ylim(0, 100)
-        ax.set_title("NMDA-receptor occupancy — model-predicted (effect site, unbound, "
-                     "competitive binding; Ki: Ebert 1997)", fontsize=10, loc="left")
-        ax.grid(alpha=0.3)
-        ax.legend(loc="upper right", fontsize=8, frameon=False)
-    if has_glu:
-        ax = axes[k]
-        _band(ax, x, result.glutamate, _COLORS["glutamate"], "glutamate signal (baseline 1)")
-        ax.set_ylabel("glutamate (relative)")
-        ax.set_ylim(bottom=0.9)
-        ax2 = ax.twinx()
-        _band(ax2, x, result.plasticity, _COLORS["plasticity"], "plasticity index")
-        ax2.set_ylabel("plasticity index (0-1)")
-        ax2.set_ylim(0, 1)
-        ax.set_title("SCHEMATIC glutamate surge and plasticity (illustrative, not fitted to "
-                     "data)", fontsize=10, loc="left")
-        h1, l1 = ax.get_legend_handles_labels()
-        h2, l2 = ax2.get_legend_handles_labels()
-        ax.legend(h1 + h2, l1 + l2, loc="upper right", fontsize=8, frameon=False)
-        ax.grid(alpha=0.3)
-    axes[-1].set_xlabel(xlabel)
+    t = result.times
+    x, xlabel = _time_axis(t)
+    scale = t[-1] / x[-1] if x[-1] else 1.0
+    first = float(expand(result.doses).time_h.min()) if result.doses is not None and len(
+        result.doses) else float(t[0])
+    zoom = (t >= first) & (t <= first + closeup_h)
+    closeup = scale != 1.0 and int(zoom.sum()) >= 5
+    fig = Figure(figsize=(figsize[0] if closeup else figsize[0] * 0.8,
+                          figsize[1] * (0.45 + 0.55 * n / 3)), layout="constrained")
+    axes = fig.subplots(n, 2 if closeup else 1, squeeze=False,
+                        width_ratios=[3, 1] if closeup else None)
+    for r, kind in enumerate(kinds):
+        ax = axes[r, 0]
+        handles = _draw(kind, ax, result, x, slice(None))
+        if r:
+            ax.sharex(axes[0, 0])
+        if kind == "pk":
+            _dose_marks(ax, result, scale)
+            sampling = model.meta.get("sampling")
+            ax.set_title("Plasma concentration" + (f" (model: {sampling} sampling)"
+                                                   if sampling else ""), fontsize=10, loc="left")
+        else:
+            ax.set_title(_TITLES[kind], fontsize=10, loc="left")
+        h, lab = [], []
+        for a in handles:
+            hh, ll = a.get_legend_handles_labels()
+            h += hh
+            lab += ll
+        ax.legend(h, lab, loc="upper right", fontsize=8, frameon=False)
+        if r < n - 1:
+            ax.tick_params(labelbottom=False)
+        if closeup:
+            axz = axes[r, 1]
+            _draw(kind, axz, result, t[zoom] - first, zoom)
+            axz.set_title("first session, close-up" if r == 0 else "", fontsize=10, loc="left")
+            if r:
+                axz.sharex(axes[0, 1])
+            if r < n - 1:
+                axz.tick_params(labelbottom=False)
+            axz.set_xlim(0, closeup_h)
+    axes[-1, 0].set_xlabel(xlabel)
+    if closeup:
+        axes[-1, 1].set_xlabel("hours after the first dose")
     if title is None:
         title = model.meta.get("title", model.name)
         if result.population:
             title += f" — {result.n_subjects} subjects"
     fig.suptitle(title, fontsize=12)
     src = model.meta.get("citation", "")
-    lines = textwrap.wrap(f"Source: {src}", 170) if src else []
-    lines += textwrap.wrap(DISCLAIMER, 170)
+    lines = textwrap.wrap(f"Source: {src}", 190) if src else []
+    lines += textwrap.wrap(DISCLAIMER, 190)
     fig.text(0.01, 0.0, "\n".join(lines), fontsize=6.5, color="0.3", va="bottom", ha="left")
     fig.get_layout_engine().set(rect=(0, 0.05, 1, 0.95))
     return fig
