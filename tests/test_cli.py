@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import ketasim
 from ketasim.cli import main
@@ -81,3 +82,16 @@ def test_console_script_entry_point():
     r = subprocess.run([sys.executable, "-m", "ketasim", "--version"], capture_output=True,
                        text=True)
     assert r.returncode == 0 and "ketasim" in r.stdout
+
+
+def test_summary_thresholds(tmp_path, capsys):
+    out = tmp_path / "n.csv"
+    assert main(["simulate", "--model", "esketamine-nasal", "--doses", "spravato", "--until",
+                 "200", "--out", str(out), "--summary", "--thresholds", "0.25,0.45"]) == 0
+    text = capsys.readouterr().out
+    assert "h_occ_ge_0.25" in text and "h_occ_ge_0.45" in text and "h_occ_ge_0.3" not in text
+    with pytest.raises(SystemExit) as exc:
+        main(["simulate", "--out", str(tmp_path / "x.csv"), "--thresholds", "1.5"])
+    assert exc.value.code == 2
+    assert "--thresholds" in capsys.readouterr().err
+    assert not (tmp_path / "x.csv").exists()

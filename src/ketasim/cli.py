@@ -48,6 +48,21 @@ def _param(s):
         raise argparse.ArgumentTypeError(f"{s!r}: value {v!r} is not a number") from None
 
 
+def _thresholds(s):
+    out = []
+    for part in s.split(","):
+        try:
+            v = float(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{part!r} is not a number (an occupancy 0-1)") \
+                from None
+        if not 0.0 <= v <= 1.0:
+            raise argparse.ArgumentTypeError(f"{part} is out of range: expected an occupancy "
+                                             "between 0 and 1")
+        out.append(v)
+    return tuple(out)
+
+
 def _out_path(s, suffixes):
     p = Path(s)
     if p.suffix.lower() not in suffixes:
@@ -86,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--summary", action="store_true",
                    help="print per-session metrics (Cmax, Tmax, AUC, trough, occupancy, "
                         "glutamate) and course metrics")
+    s.add_argument("--thresholds", type=_thresholds, default=(0.2, 0.3, 0.4),
+                   metavar="OCC[,OCC...]",
+                   help="occupancy thresholds (0-1) for --summary's time above threshold "
+                        "(default: 0.2,0.3,0.4)")
     s.add_argument("--param", type=_param, action="append", default=[], metavar="NAME=VALUE",
                    help="override a model parameter (repeatable)")
 
@@ -189,7 +208,7 @@ def cmd_simulate(args) -> int:
     if args.summary:
         from .metrics import course_metrics
         analyte = "plasma" if "plasma" in result.names else model.concentration_names[0]
-        cm = course_metrics(result, analyte=analyte)
+        cm = course_metrics(result, analyte=analyte, thresholds=args.thresholds)
         head, rows = cm.table()
         summary = (f"Per-session metrics ({analyte}; concentrations ng/mL, times h; occupancy "
                    "model-predicted, glutamate schematic):\n" + _format_table(head, rows))
