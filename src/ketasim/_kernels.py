@@ -35,6 +35,52 @@ STOP = -1
 
 
 @njit(cache=True)
+def _matmul(A, B, out):
+    """out = A @ B for square matrices (plain loops: quick to compile, fine at these sizes)."""
+    n = A.shape[0]
+    for i in range(n):
+        for j in range(n):
+            out[i, j] = 0.0
+        for k in range(n):
+            a = A[i, k]
+            if a != 0.0:
+                for j in range(n):
+                    out[i, j] += a * B[k, j]
+
+
+@njit(cache=True)
+def _solve(P, Q):
+    """Return R with P R = Q by Gaussian elimination with partial pivoting (P, Q overwritten)."""
+    n = P.shape[0]
+    for c in range(n):
+        p = c
+        big = abs(P[c, c])
+        for r in range(c + 1, n):
+            if abs(P[r, c]) > big:
+                big = abs(P[r, c])
+                p = r
+        if p != c:
+            for j in range(n):
+                P[c, j], P[p, j] = P[p, j], P[c, j]
+                Q[c, j], Q[p, j] = Q[p, j], Q[c, j]
+        piv = P[c, c]
+        for r in range(c + 1, n):
+            f = P[r, c] / piv
+            if f != 0.0:
+                for j in range(c, n):
+                    P[r, j] -= f * P[c, j]
+                for j in range(n):
+                    Q[r, j] -= f * Q[c, j]
+    for c in range(n - 1, -1, -1):
+        for j in range(n):
+            acc = Q[c, j]
+            for k in range(c + 1, n):
+                acc -= P[c, k] * Q[k, j]
+            Q[c, j] = acc / P[c, c]
+    return Q
+
+
+@njit(cache=True)
 def expm(A):
     """Matrix exponential by scaling and squaring with a Padé(13) approximant."""
     n = A.shape[0]
@@ -48,19 +94,51 @@ def expm(A):
     sq = 0
     if norm > _THETA13:
         sq = int(math.ceil(math.log2(norm / _THETA13)))
-    X = A / (2.0 ** sq)
+    scale = 2.0 ** (-sq)
     b = _B
-    ident = np.eye(n)
-    X2 = X @ X
-    X4 = X2 @ X2
-    X6 = X4 @ X2
-    U = X @ (X6 @ (b[13] * X6 + b[11] * X4 + b[9] * X2)
-             + b[7] * X6 + b[5] * X4 + b[3] * X2 + b[1] * ident)
-    V = (X6 @ (b[12] * X6 + b[10] * X4 + b[8] * X2)
-         + b[6] * X6 + b[4] * X4 + b[2] * X2 + b[0] * ident)
-    R = np.ascontiguousarray(np.linalg.solve(V - U, V + U))
+    X = np.empty((n, n))
+    for i in range(n):
+        for j in range(n):
+            X[i, j] = A[i, j] * scale
+    X2 = np.empty((n, n))
+    X4 = np.empty((n, n))
+    X6 = np.empty((n, n))
+    _matmul(X, X, X2)
+    _matmul(X2, X2, X4)
+    _matmul(X4, X2, X6)
+    T1 = np.empty((n, n))
+    T2 = np.empty((n, n))
+    # U = X (X6 (b13 X6 + b11 X4 + b9 X2) + b7 X6 + b5 X4 + b3 X2 + b1 I)
+    for i in range(n):
+        for j in range(n):
+            T1[i, j] = b[13] * X6[i, j] + b[11] * X4[i, j] + b[9] * X2[i, j]
+    _matmul(X6, T1, T2)
+    for i in range(n):
+        for j in range(n):
+            T2[i, j] += b[7] * X6[i, j] + b[5] * X4[i, j] + b[3] * X2[i, j]
+        T2[i, i] += b[1]
+    U = np.empty((n, n))
+    _matmul(X, T2, U)
+    # V = X6 (b12 X6 + b10 X4 + b8 X2) + b6 X6 + b4 X4 + b2 X2 + b0 I
+    for i in range(n):
+        for j in range(n):
+            T1[i, j] = b[12] * X6[i, j] + b[10] * X4[i, j] + b[8] * X2[i, j]
+    V = np.empty((n, n))
+    _matmul(X6, T1, V)
+    for i in range(n):
+        for j in range(n):
+            V[i, j] += b[6] * X6[i, j] + b[4] * X4[i, j] + b[2] * X2[i, j]
+        V[i, i] += b[0]
+    P = np.empty((n, n))
+    Q = np.empty((n, n))
+    for i in range(n):
+        for j in range(n):
+            P[i, j] = V[i, j] - U[i, j]
+            Q[i, j] = V[i, j] + U[i, j]
+    R = _solve(P, Q)
     for _ in range(sq):
-        R = np.ascontiguousarray(R @ R)
+        _matmul(R, R, T1)
+        R, T1 = T1, R
     return R
 
 

@@ -286,10 +286,17 @@ def simulate(model, doses, times, params: dict | None = None, weight_kg=70.0, *,
     # time are never reached, so they must not widen the tolerance (they did, silently)
     scale = max(1.0, float(t[-1]))
     h_tol = 16.0 * np.finfo(float).eps * scale
+    # per-subject arrays: row s belongs to subject s
+    per_subject = [np.ascontiguousarray(a) for a in (K, *ev, C, w, pdp)]
+    K_, ev_t, ev_c, ev_a, ev_k, nev, C_, w_, pdp_ = per_subject
+    scalars = (pd_mode, float(pd_max_step_h), h_main, h_tol)
     with _threads(threads):
-        _kernels.simulate_many(np.ascontiguousarray(K), t, *ev, np.ascontiguousarray(C),
-                               np.ascontiguousarray(w), np.ascontiguousarray(pdp), pd_mode,
-                               float(pd_max_step_h), h_main, h_tol, out)
+        if n == 1:   # one subject: the serial kernel (the parallel one compiles when needed)
+            _kernels.simulate_one(K_[0], t, ev_t[0], ev_c[0], ev_a[0], ev_k[0], int(nev[0]),
+                                  C_[0], w_[0], pdp_[0], *scalars, out[0])
+        else:
+            _kernels.simulate_many(K_, t, ev_t, ev_c, ev_a, ev_k, nev, C_, w_, pdp_, *scalars,
+                                   out)
     # max/min propagate NaN and need no temporary array; the margin keeps unit conversions
     # (x 1000 to ng/mL) and AUC sums finite
     if out.size and not (-MAX_ABS_OUTPUT < out.min() and out.max() < MAX_ABS_OUTPUT):
