@@ -81,6 +81,23 @@ def _solve(P, Q):
 
 
 @njit(cache=True)
+def _pade_half(X2, X4, X6, k, T, out):
+    """out = X6 (b[12+k] X6 + b[10+k] X4 + b[8+k] X2) + b[6+k] X6 + b[4+k] X4 + b[2+k] X2
+    + b[k] I: the even (k = 0) or, before a final product with X, odd (k = 1) half of the
+    Padé(13) numerator; ``T`` is scratch."""
+    b = _B
+    n = X2.shape[0]
+    for i in range(n):
+        for j in range(n):
+            T[i, j] = b[12 + k] * X6[i, j] + b[10 + k] * X4[i, j] + b[8 + k] * X2[i, j]
+    _matmul(X6, T, out)
+    for i in range(n):
+        for j in range(n):
+            out[i, j] += b[6 + k] * X6[i, j] + b[4 + k] * X4[i, j] + b[2 + k] * X2[i, j]
+        out[i, i] += b[k]
+
+
+@njit(cache=True)
 def expm(A):
     """Matrix exponential by scaling and squaring with a Padé(13) approximant."""
     n = A.shape[0]
@@ -95,7 +112,6 @@ def expm(A):
     if norm > _THETA13:
         sq = int(math.ceil(math.log2(norm / _THETA13)))
     scale = 2.0 ** (-sq)
-    b = _B
     X = np.empty((n, n))
     for i in range(n):
         for j in range(n):
@@ -108,27 +124,11 @@ def expm(A):
     _matmul(X4, X2, X6)
     T1 = np.empty((n, n))
     T2 = np.empty((n, n))
-    # U = X (X6 (b13 X6 + b11 X4 + b9 X2) + b7 X6 + b5 X4 + b3 X2 + b1 I)
-    for i in range(n):
-        for j in range(n):
-            T1[i, j] = b[13] * X6[i, j] + b[11] * X4[i, j] + b[9] * X2[i, j]
-    _matmul(X6, T1, T2)
-    for i in range(n):
-        for j in range(n):
-            T2[i, j] += b[7] * X6[i, j] + b[5] * X4[i, j] + b[3] * X2[i, j]
-        T2[i, i] += b[1]
     U = np.empty((n, n))
-    _matmul(X, T2, U)
-    # V = X6 (b12 X6 + b10 X4 + b8 X2) + b6 X6 + b4 X4 + b2 X2 + b0 I
-    for i in range(n):
-        for j in range(n):
-            T1[i, j] = b[12] * X6[i, j] + b[10] * X4[i, j] + b[8] * X2[i, j]
     V = np.empty((n, n))
-    _matmul(X6, T1, V)
-    for i in range(n):
-        for j in range(n):
-            V[i, j] += b[6] * X6[i, j] + b[4] * X4[i, j] + b[2] * X2[i, j]
-        V[i, i] += b[0]
+    _pade_half(X2, X4, X6, 1, T1, T2)   # odd coefficients
+    _matmul(X, T2, U)                   # U = X (X6 (b13 X6 + b11 X4 + b9 X2) + ... + b1 I)
+    _pade_half(X2, X4, X6, 0, T1, V)    # V = X6 (b12 X6 + b10 X4 + b8 X2) + ... + b0 I
     P = np.empty((n, n))
     Q = np.empty((n, n))
     for i in range(n):
