@@ -79,7 +79,7 @@ import scipy
 from scipy.integrate import solve_ivp
 
 import ketasim
-from ketasim.dosing import DAYS_PER_MONTH
+from ketasim.courses import DAYS_PER_MONTH
 
 # ---------------------------------------------------------------------------------- the model
 PER_MIN_TO_PER_H = 60.0

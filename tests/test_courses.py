@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ketasim
-from ketasim.dosing import DAYS_PER_MONTH, Phase, course_from_phases, read_course_toml
+from ketasim.courses import DAYS_PER_MONTH, Phase, course_from_phases, read_course_toml
 
 
 def expected_standard_days(months, every=28.0):

@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 
 import ketasim
 from ketasim import KetasimInputError
-from ketasim.dosing import COLUMNS, read_course_toml
+from ketasim.courses import read_course_toml
+from ketasim.dosing import COLUMNS
 
 from test_bad_inputs import GOOD_COURSE, GOOD_DOSES, GOOD_MODEL
 

@@ -5,7 +5,7 @@ import pytest
 from scipy.integrate import trapezoid
 
 import ketasim
-from ketasim.model import list_presets
+from ketasim.modelfile import list_presets
 
 PRESETS = ["esketamine-iv", "esketamine-nasal", "ketamine-iv"]
 

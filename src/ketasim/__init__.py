@@ -5,20 +5,19 @@ top of an exact solver for linear compartment networks. A teaching and research 
 dosing recommendation.
 """
 
-from .dosing import (
+from .courses import (
     COURSES,
-    Doses,
     Phase,
     course_from_phases,
-    expand,
     read_course_toml,
-    read_doses,
+    resolve_doses,
     spravato_course,
     standard_iv_course,
-    write_doses,
 )
+from .dosing import Doses, expand, read_doses, write_doses
 from .errors import KetasimInputError
-from .model import Model, list_presets, load_model
+from .model import Model
+from .modelfile import list_presets, load_model
 from .result import Result
 from .simulate import simulate, time_grid
 
@@ -26,5 +25,5 @@ __version__ = "0.1.0"
 
 __all__ = ["simulate", "time_grid", "load_model", "list_presets", "Model", "Doses", "Phase",
            "read_doses", "write_doses", "expand", "course_from_phases", "read_course_toml",
-           "standard_iv_course", "spravato_course", "COURSES", "Result", "KetasimInputError",
-           "__version__"]
+           "standard_iv_course", "spravato_course", "COURSES", "resolve_doses",
+           "Result", "KetasimInputError", "__version__"]

@@ -224,7 +224,7 @@ def _pd_rhs(occ, G, P, pd):
 
 
 @njit(cache=True)
-def simulate_one(K, times, ev_t, ev_c, ev_amt, ev_kind, nev, C, w, pd, use_pd, pd_max_step,
+def simulate_one(K, times, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, w, pd, use_pd, pd_max_step,
                  h_main, h_tol, out):
     """One subject. ``use_pd``: 0 = PK only, 1 = also occupancy, 2 = also the schematic response.
     ``out`` rows: ``C @ x`` (M rows), then occupancy (if use_pd >= 1), glutamate and plasticity
@@ -260,6 +260,12 @@ def simulate_one(K, times, ev_t, ev_c, ev_amt, ev_kind, nev, C, w, pd, use_pd, p
                 k = ev_kind[e]
                 if k == 0:
                     x[c] += ev_amt[e]
+                elif k == 2:
+                    for i in range(n):
+                        x[i] = 0.0
+                elif k == 3:
+                    for i in range(ev_vec.shape[1]):
+                        x[i] += ev_vec[c, i]
                 elif k == 1:
                     active[c] += 1
                     u[c] += ev_amt[e]
@@ -331,10 +337,10 @@ def simulate_one(K, times, ev_t, ev_c, ev_amt, ev_kind, nev, C, w, pd, use_pd, p
 
 
 @njit(parallel=True, cache=True)
-def simulate_many(K, times, ev_t, ev_c, ev_amt, ev_kind, nev, C, w, pd, use_pd, pd_max_step,
+def simulate_many(K, times, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, w, pd, use_pd, pd_max_step,
                   h_main, h_tol, out):
     """All subjects, in parallel: row s of every per-subject array belongs to subject s."""
     N = K.shape[0]
     for s in prange(N):
-        simulate_one(K[s], times, ev_t[s], ev_c[s], ev_amt[s], ev_kind[s], nev[s], C[s], w[s],
-                     pd[s], use_pd, pd_max_step, h_main, h_tol, out[s])
+        simulate_one(K[s], times, ev_t[s], ev_c[s], ev_amt[s], ev_kind[s], nev[s], ev_vec[s],
+                     C[s], w[s], pd[s], use_pd, pd_max_step, h_main, h_tol, out[s])

@@ -136,17 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _doses_for(spec: str, weight: float):
-    from .dosing import COURSES, read_doses, spravato_course, standard_iv_course
+    from .courses import resolve_doses
 
-    if spec in COURSES and not Path(spec).exists():
-        if spec == "standard-iv":
-            return standard_iv_course(weight_kg=weight)
-        return spravato_course()
-    if not Path(spec).exists() and Path(spec).suffix.lower() != ".csv":
-        from .errors import suggest
-        raise KetasimInputError(f"--doses: {spec!r} is neither a file nor a course"
-                                f"{suggest(spec, COURSES)}; courses: {', '.join(COURSES)}")
-    return read_doses(spec)
+    try:
+        return resolve_doses(spec, weight_kg=weight)
+    except KetasimInputError as exc:
+        msg = str(exc)
+        raise KetasimInputError("--" + msg if msg.startswith("doses:") else msg) from None
 
 
 def _write_all(outputs: list[tuple[Path, object]]) -> None:
@@ -185,7 +181,7 @@ def cmd_simulate(args) -> int:
     import numpy as np
 
     from .io import column_name, write_result_table
-    from .model import load_model
+    from .modelfile import load_model
     from .simulate import simulate, time_grid
 
     model = load_model(args.model)
@@ -225,7 +221,7 @@ def cmd_simulate(args) -> int:
 
 
 def cmd_presets(args) -> int:
-    from .model import list_presets, load_model
+    from .modelfile import list_presets, load_model
 
     for name in list_presets():
         m = load_model(name)
@@ -237,7 +233,7 @@ def cmd_presets(args) -> int:
 
 
 def cmd_schedule(args) -> int:
-    from . import dosing
+    from . import courses as dosing
     from .dosing import write_doses
 
     if args.course == "standard-iv":

@@ -9,9 +9,11 @@ from contextlib import contextmanager
 import numpy as np
 
 from . import _kernels
-from .dosing import Doses, expand, read_doses
-from .errors import KetasimInputError, check_name
-from .model import Model, load_model
+from .dosing import Doses, read_doses
+from .errors import KetasimInputError
+from .events import build_events
+from .model import GLUTAMATE_ROLES
+from .modelfile import load_model
 from .result import PD_OUTPUTS, Result
 
 __all__ = ["simulate", "build_events", "time_grid", "DEFAULT_PD_MAX_STEP_H"]
@@ -95,84 +97,6 @@ def _coerce_doses(doses) -> Doses:
         return Doses.from_records(doses)
     raise KetasimInputError(f"doses: got {type(doses).__name__}, expected a Doses, a list of "
                             "dose records or a CSV path")
-
-
-def _broadcast(v, shape, what, model, lo=None, hi=None):
-    a = np.broadcast_to(np.asarray(v, dtype=np.float64), shape)
-    bad = ~np.isfinite(a)
-    if bad.any():
-        raise KetasimInputError(f"{model.source}: {what} evaluated to {a[bad][0]!r}; expected a "
-                                "finite number")
-    if lo is not None and np.any(a < lo):
-        raise KetasimInputError(f"{model.source}: {what} evaluated to {a[a < lo][0]:g}; "
-                                f"expected >= {lo:g}")
-    if hi is not None and np.any(a > hi):
-        raise KetasimInputError(f"{model.source}: {what} evaluated to {a[a > hi][0]:g}; "
-                                f"expected <= {hi:g}")
-    return a
-
-
-def build_events(model: Model, doses: Doses, vals: dict):
-    """Turn a dose table into per-subject event arrays, sorted by time.
-
-    Returns ``(ev_t, ev_c, ev_amt, ev_kind, nev)``: times (N, E) h, state index (N, E),
-    amount (mg, bolus) or rate (mg/h, infusion start/stop) (N, E), kind (N, E) in
-    {0 bolus, +1 start, -1 stop}, and event counts (N,).
-    """
-    n = vals["WT"].shape[0]
-    for i, r in enumerate(doses.route):
-        if r not in model.routes:
-            check_name(r, model.routes, f"row {i + 1}: route", doses.source)
-    n_parts = sum(len(model.routes[r]) if r in model.routes else 1 for r in set(doses.route))
-    n_ev = 2 * int(np.sum(doses.addl + 1)) * max(n_parts, 1)
-    # about ten (N, E) arrays are alive at once while the events are built and sorted
-    check_memory(n * n_ev, f"dose events: {n:,} subjects x {n_ev:,} events",
-                 bytes_per_value=80)
-    d = expand(doses)
-    idx = {s: i for i, s in enumerate(model.state_names)}
-    blocks = []
-    routes = np.asarray(d.route, dtype=object)
-    for r in dict.fromkeys(d.route):
-        check_name(r, model.routes, "route", d.source)
-        sel = np.nonzero(routes == r)[0]
-        env = {k: v[:, None] for k, v in vals.items()}
-        env["AMT"] = d.amount_mg[sel][None, :]
-        shape = (n, sel.size)
-        for j, part in enumerate(model.routes[r]):
-            w = f"routes.{r}" + (f".parts[{j}]" if len(model.routes[r]) > 1 else "")
-            f = _broadcast(part.f.evaluate(env), shape, f"{w}.f = {part.f.text}", model, 0, 1)
-            lag = _broadcast(part.lag_h.evaluate(env), shape, f"{w}.lag_h = {part.lag_h.text}",
-                             model, 0)
-            if part.duration_h is not None:
-                dur = _broadcast(part.duration_h.evaluate(env), shape,
-                                 f"{w}.duration_h = {part.duration_h.text}", model, 0)
-            else:
-                dur = np.broadcast_to(d.duration_h[sel][None, :], shape)
-            t0 = d.time_h[sel][None, :] + lag
-            amt = env["AMT"] * f
-            inf = (dur > 0) & (t0 + dur > t0)   # a duration lost to rounding is a bolus
-            with np.errstate(all="ignore"):
-                rate = np.where(inf, amt / np.where(inf, dur, 1.0), amt)
-            if not np.all(np.isfinite(rate)):
-                j = np.unravel_index(int(np.argmax(~np.isfinite(rate))), shape)
-                raise KetasimInputError(
-                    f"{d.source}: route {r}: {float(amt[j]):g} mg over duration_h = "
-                    f"{float(dur[j]):g} h is an infusion rate beyond the float range; expected "
-                    "duration_h = 0 (a bolus) or a longer infusion")
-            c = np.full(shape, idx[part.to], np.int64)
-            blocks.append((t0, c, rate, np.where(inf, 1, 0)))
-            blocks.append((t0 + dur, c, np.where(inf, rate, 0.0), np.where(inf, -1, 0)))
-    if not blocks:
-        z = np.zeros((n, 0))
-        return z, z.astype(np.int64), z.copy(), z.astype(np.int64), np.zeros(n, np.int64)
-    ev_t = np.concatenate([np.broadcast_to(b[0], b[1].shape) for b in blocks], axis=1)
-    ev_c = np.concatenate([b[1] for b in blocks], axis=1)
-    ev_a = np.concatenate([np.broadcast_to(b[2], b[1].shape) for b in blocks], axis=1)
-    ev_k = np.concatenate([np.broadcast_to(b[3], b[1].shape) for b in blocks], axis=1)
-    order = np.argsort(ev_t, axis=1, kind="stable")
-    take = lambda a, dt: np.ascontiguousarray(np.take_along_axis(a, order, axis=1), dtype=dt)  # noqa: E731
-    return (take(ev_t, np.float64), take(ev_c, np.int64), take(ev_a, np.float64),
-            take(ev_k, np.int64), np.full(n, ev_t.shape[1], np.int64))
 
 
 @contextmanager
@@ -271,7 +195,8 @@ def simulate(model, doses, times, params: dict | None = None, weight_kg=70.0, *,
     w = np.zeros((n, K.shape[1]))          # occupancy weights; the sink (if any) has none
     if pd_mode >= 1:
         w[:, :len(model.state_names)] = model.occupancy_weights(vals)
-    pdp = model.glutamate_parameters(vals) if pd_mode == 2 else np.zeros((n, 6))
+    pdp = (model.glutamate_parameters(vals) if pd_mode == 2
+           else np.zeros((n, len(GLUTAMATE_ROLES))))
     ev = build_events(model, doses, vals)
 
     R = len(names) + len(pd_names)
@@ -288,15 +213,15 @@ def simulate(model, doses, times, params: dict | None = None, weight_kg=70.0, *,
     h_tol = 16.0 * np.finfo(float).eps * scale
     # per-subject arrays: row s belongs to subject s
     per_subject = [np.ascontiguousarray(a) for a in (K, *ev, C, w, pdp)]
-    K_, ev_t, ev_c, ev_a, ev_k, nev, C_, w_, pdp_ = per_subject
+    K_, ev_t, ev_c, ev_a, ev_k, nev, ev_v, C_, w_, pdp_ = per_subject
     scalars = (pd_mode, float(pd_max_step_h), h_main, h_tol)
     with _threads(threads):
         if n == 1:   # one subject: the serial kernel (the parallel one compiles when needed)
             _kernels.simulate_one(K_[0], t, ev_t[0], ev_c[0], ev_a[0], ev_k[0], int(nev[0]),
-                                  C_[0], w_[0], pdp_[0], *scalars, out[0])
+                                  ev_v[0], C_[0], w_[0], pdp_[0], *scalars, out[0])
         else:
-            _kernels.simulate_many(K_, t, ev_t, ev_c, ev_a, ev_k, nev, C_, w_, pdp_, *scalars,
-                                   out)
+            _kernels.simulate_many(K_, t, ev_t, ev_c, ev_a, ev_k, nev, ev_v, C_, w_, pdp_,
+                                   *scalars, out)
     # max/min propagate NaN and need no temporary array; the margin keeps unit conversions
     # (x 1000 to ng/mL) and AUC sums finite
     if out.size and not (-MAX_ABS_OUTPUT < out.min() and out.max() < MAX_ABS_OUTPUT):

@@ -1,0 +1,305 @@
+"""Treatment courses: phases, the named courses (one registry for the CLI, sweeps and the
+explorer) and course TOML files. Courses build :class:`~ketasim.dosing.Doses`; dosing knows no
+course names.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .dosing import MAX_EVENTS, Doses, _decode
+from .errors import KetasimInputError, suggest
+
+__all__ = ["Phase", "course_from_phases", "standard_iv_course", "spravato_course", "COURSES",
+           "DAYS_PER_MONTH", "course_days", "STANDARD_IV_PHASES", "read_course_toml",
+           "resolve_doses", "COURSE_PARAMETERS"]
+
+DAYS_PER_MONTH = 365.25 / 12.0
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A phase of a course.
+
+    Either ``weeks`` x ``per_week`` sessions, which occupy whole weeks from the phase start and
+    fall on days floor(7 j / per_week) of each week (3/week = days 0, 2, 4; 2/week = days 0, 3);
+    or sessions ``every_days`` apart, the first ``after_days`` after the previous session
+    (default: ``every_days``), ``count`` times (``None``: until the end of the course).
+    ``amount_mg`` overrides the course's amount for this phase.
+    """
+
+    weeks: int = 0
+    per_week: int = 0
+    every_days: float = 0.0
+    count: int | None = None
+    after_days: float | None = None
+    amount_mg: float | None = None
+
+    def __post_init__(self):
+        def bad(name, v, expected):
+            raise KetasimInputError(f"phase: {name}: got {v!r}, expected {expected}")
+
+        def number(v):
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+        if self.every_days:
+            if not number(self.every_days) or self.every_days <= 0:
+                bad("every_days", self.every_days, "a number of days > 0")
+            if self.count is not None and (not isinstance(self.count, int)
+                                           or isinstance(self.count, bool) or self.count < 0):
+                bad("count", self.count, "a whole number >= 0")
+            if self.after_days is not None and (not number(self.after_days)
+                                                or self.after_days < 0):
+                bad("after_days", self.after_days, "a number of days >= 0")
+            if self.weeks or self.per_week:
+                raise KetasimInputError("phase: give either weeks and per_week, or every_days, "
+                                        "not both")
+        else:
+            for k in ("weeks", "per_week"):
+                v = getattr(self, k)
+                if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                    bad(k, v, "a whole number >= 1 (or give every_days)")
+            if self.per_week > 7:
+                bad("per_week", self.per_week, "at most 7 sessions a week")
+        if self.amount_mg is not None and (not number(self.amount_mg) or self.amount_mg < 0):
+            bad("amount_mg", self.amount_mg, "a dose in mg >= 0")
+
+
+def course_days(phases, months: float | None = None) -> tuple[list, list]:
+    """Session days (from day 0) and per-session amount overrides (None) of a list of phases."""
+    end = months * DAYS_PER_MONTH if months is not None else math.inf
+    days, amounts = [], []
+    week_start = 0.0
+    planned = 0
+    for ph in phases:
+        if not isinstance(ph, Phase):
+            raise KetasimInputError(f"phases: got {type(ph).__name__}, expected Phase")
+        if ph.every_days:
+            n_max = (ph.count if ph.count is not None else      # no end: reported below
+                     (end - week_start) / ph.every_days if math.isfinite(end) else 0)
+        else:
+            n_max = ph.weeks * ph.per_week
+        planned += n_max
+        if planned > MAX_EVENTS:
+            raise KetasimInputError(
+                f"course: more than {MAX_EVENTS:,} sessions (months = {months!r}); expected "
+                "a shorter course or fewer sessions")
+        if ph.every_days:
+            if ph.count is None and not math.isfinite(end):
+                raise KetasimInputError("phase: every_days without count needs the course "
+                                        "length (months)")
+            gap = ph.every_days if ph.after_days is None else ph.after_days
+            d = (days[-1] + gap) if days else week_start
+            j = 0
+            while (ph.count is None or j < ph.count) and d < end:
+                days.append(d)
+                amounts.append(ph.amount_mg)
+                d += ph.every_days
+                j += 1
+            week_start = 7.0 * math.floor(days[-1] / 7.0 + 1) if days else week_start
+        else:
+            for w in range(ph.weeks):
+                for j in range(ph.per_week):
+                    days.append(week_start + 7 * w + (7 * j) // ph.per_week)
+                    amounts.append(ph.amount_mg)
+            week_start += 7 * ph.weeks
+    keep = [i for i, d in enumerate(days) if d < end]
+    return [days[i] for i in keep], [amounts[i] for i in keep]
+
+
+def course_from_phases(phases, amount_mg: float, route: str, *, duration_h: float = 0.0,
+                       months: float | None = None, first_amount_mg: float | None = None) -> Doses:
+    """Build a course from phases, one dose row per session (day 0 at time 0 h).
+
+    Parameters
+    ----------
+    phases : sequence of Phase
+    amount_mg : float         amount per session, mg
+    route : str               route name in the model
+    duration_h : float        infusion length per session, h (0 = bolus/route default)
+    months : float, optional  the course ends at ``months`` x 30.44 days; phases without a
+                              ``count`` repeat until then; sessions at or after the end are dropped
+    first_amount_mg : float, optional  amount of the very first session, mg
+    """
+    if months is not None and not (isinstance(months, (int, float)) and not isinstance(
+            months, bool) and math.isfinite(months) and months > 0):
+        raise KetasimInputError(f"months: got {months!r}, expected a number of months > 0")
+    if isinstance(amount_mg, bool) or not isinstance(amount_mg, (int, float)) or not (
+            math.isfinite(amount_mg) and amount_mg > 0):
+        raise KetasimInputError(f"amount_mg: got {amount_mg!r}, expected a dose in mg > 0")
+    if isinstance(duration_h, bool) or not isinstance(duration_h, (int, float)) or not (
+            math.isfinite(duration_h) and duration_h >= 0):
+        raise KetasimInputError(f"duration_h: got {duration_h!r}, expected hours >= 0")
+    if first_amount_mg is not None and (
+            isinstance(first_amount_mg, bool) or not isinstance(first_amount_mg, (int, float))
+            or not (math.isfinite(first_amount_mg) and first_amount_mg > 0)):
+        raise KetasimInputError(f"first_amount_mg: got {first_amount_mg!r}, expected a dose in "
+                                "mg > 0")
+    if not isinstance(route, str) or not route:
+        raise KetasimInputError(f"route: got {route!r}, expected a route name")
+    days, amounts = course_days(phases, months)
+    if not days:
+        raise KetasimInputError("course: no sessions fall within the course length")
+    amounts = [amount_mg if a is None else a for a in amounts]
+    if first_amount_mg is not None:
+        amounts[0] = first_amount_mg
+    D = len(days)
+    return Doses(np.asarray(days) * 24.0, amounts, [route] * D, [duration_h] * D,
+                 source="course")
+
+
+STANDARD_IV_PHASES = (Phase(weeks=1, per_week=3), Phase(weeks=1, per_week=2),
+                      Phase(weeks=3, per_week=1))
+
+
+def standard_iv_course(dose_mg_per_kg: float = 0.5, weight_kg: float = 70.0,
+                       months: float = 6.0, *, infusion_min: float = 40.0,
+                       maintenance_every_days: float = 28.0, route: str = "iv") -> Doses:
+    """The clinic course of racemic ketamine infusions.
+
+    Three sessions in week 1 (days 0, 2, 4), two in week 2 (days 7, 10), one a week in weeks
+    3-5 (days 14, 21, 28), then maintenance once a month: every ``maintenance_every_days``
+    (default 28, so sessions keep their weekday) after the last weekly session, until
+    ``months`` x 30.44 days. Each session is ``dose_mg_per_kg`` x ``weight_kg`` over
+    ``infusion_min`` minutes (default 0.5 mg/kg over 40 min).
+    """
+    for name, v in (("dose_mg_per_kg", dose_mg_per_kg), ("weight_kg", weight_kg),
+                    ("infusion_min", infusion_min),
+                    ("maintenance_every_days", maintenance_every_days)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise KetasimInputError(f"{name}: got {v!r}, expected a number > 0")
+    phases = list(STANDARD_IV_PHASES) + [Phase(every_days=float(maintenance_every_days))]
+    return course_from_phases(phases, dose_mg_per_kg * weight_kg, route,
+                              duration_h=infusion_min / 60.0, months=months)
+
+
+def spravato_course(dose_mg: float = 56.0, maintenance: str = "biweekly", months: float = 6.0,
+                    *, route: str = "intranasal") -> Doses:
+    """The esketamine nasal-spray label course (Spravato).
+
+    Induction, weeks 1-4: twice a week (days 0, 3, 7, 10, ...), 56 mg on day 1 and ``dose_mg``
+    (56 or 84) after. Weeks 5-8: once a week. From week 9 (day 56): every week
+    (``maintenance="weekly"``) or every two weeks (``"biweekly"``), until ``months`` x 30.44
+    days. Each row is one session's total (28 mg per device, devices 5 minutes apart).
+    """
+    if isinstance(dose_mg, bool) or dose_mg not in (56, 84):
+        raise KetasimInputError(f"dose: got {dose_mg!r}, expected 56 or 84 (mg per session)")
+    if maintenance not in ("weekly", "biweekly"):
+        raise KetasimInputError(
+            f"maintenance: got {maintenance!r}{suggest(str(maintenance), ['weekly', 'biweekly'])}"
+            "; expected weekly or biweekly")
+    every = 7.0 if maintenance == "weekly" else 14.0
+    phases = [Phase(weeks=4, per_week=2), Phase(weeks=4, per_week=1),
+              Phase(every_days=every, after_days=7.0)]
+    return course_from_phases(phases, float(dose_mg), route, months=months,
+                              first_amount_mg=56.0)
+
+
+def read_course_toml(path, months: float | None = None) -> Doses:
+    """Read a custom course from TOML::
+
+        amount_mg = 35.0        # per session
+        route = "iv"
+        duration_h = 0.6667     # optional
+        months = 6              # optional; the --months option overrides it
+        first_amount_mg = 56    # optional
+
+        [[phase]]
+        weeks = 2
+        per_week = 3
+        [[phase]]
+        every_days = 28         # optional: count, after_days, amount_mg
+    """
+    import tomllib
+
+    p = Path(path)
+    where = str(p)
+    if not p.is_file():
+        raise KetasimInputError(f"course: {where!r} is a folder, expected a TOML file"
+                                if p.is_dir() else f"course: file {where!r} not found")
+    text = _decode(p.read_bytes(), where)
+    try:
+        spec = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise KetasimInputError(f"{where}: TOML syntax error: {exc}") from None
+    allowed = {"amount_mg", "route", "duration_h", "months", "first_amount_mg", "phase"}
+    for k in spec:
+        if k not in allowed:
+            raise KetasimInputError(f"{where}: unknown key {k!r}{suggest(k, allowed)}; expected "
+                                    + ", ".join(sorted(allowed)))
+    for k in ("amount_mg", "route", "phase"):
+        if k not in spec:
+            raise KetasimInputError(f"{where}: missing {k!r}")
+    if not isinstance(spec["phase"], list) or not spec["phase"]:
+        raise KetasimInputError(f"{where}: phase: expected one or more [[phase]] tables")
+    phases = []
+    pk = {"weeks", "per_week", "every_days", "count", "after_days", "amount_mg"}
+    for i, ph in enumerate(spec["phase"]):
+        if not isinstance(ph, dict):
+            raise KetasimInputError(f"{where}: phase[{i}]: expected a table")
+        for k in ph:
+            if k not in pk:
+                raise KetasimInputError(f"{where}: phase[{i}]: unknown key {k!r}"
+                                        f"{suggest(k, pk)}; expected " + ", ".join(sorted(pk)))
+        try:
+            phases.append(Phase(**ph))
+        except KetasimInputError as exc:
+            raise KetasimInputError(f"{where}: phase[{i}]: {str(exc).removeprefix('phase: ')}") \
+                from None
+    if not isinstance(spec["route"], str) or not spec["route"]:
+        raise KetasimInputError(f"{where}: route: got {spec['route']!r}, expected a route name")
+    try:
+        return course_from_phases(phases, spec["amount_mg"], spec["route"],
+                                  duration_h=spec.get("duration_h", 0.0),
+                                  months=months if months is not None else spec.get("months"),
+                                  first_amount_mg=spec.get("first_amount_mg"))
+    except KetasimInputError as exc:
+        raise KetasimInputError(f"{where}: {exc}") from None
+
+
+COURSES = {"standard-iv": standard_iv_course, "spravato": spravato_course}
+
+# course name -> {course parameter (as sweeps and the CLI name it): keyword of the builder}
+COURSE_PARAMETERS = {
+    "standard-iv": {"dose_mg_per_kg": "dose_mg_per_kg", "weight_kg": "weight_kg",
+                    "months": "months", "maintenance_days": "maintenance_every_days",
+                    "infusion_min": "infusion_min"},
+    "spravato": {"dose_mg": "dose_mg", "maintenance": "maintenance", "months": "months"},
+}
+
+
+def resolve_doses(spec, weight_kg: float = 70.0, **course_params) -> Doses:
+    """A dose table from a course name (``standard-iv``, ``spravato``), a CSV path or a Doses.
+
+    ``course_params`` use the names of :data:`COURSE_PARAMETERS` (e.g. ``dose_mg_per_kg``,
+    ``maintenance_days``, ``months``); the standard IV course scales with ``weight_kg``.
+    """
+    if isinstance(spec, Doses):
+        if course_params:
+            raise KetasimInputError(f"doses: course parameters {sorted(course_params)} need a "
+                                    "course name, not a dose table")
+        return spec
+    s = str(spec)
+    if s in COURSES and not Path(s).exists():
+        known = COURSE_PARAMETERS[s]
+        kw = {}
+        for k, v in course_params.items():
+            if k not in known:
+                raise KetasimInputError(f"course {s}: unknown parameter {k!r}{suggest(k, known)}"
+                                        f"; expected one of {', '.join(known)}")
+            kw[known[k]] = v
+        if s == "standard-iv":
+            kw.setdefault("weight_kg", weight_kg)
+        return COURSES[s](**kw)
+    if course_params:
+        raise KetasimInputError(f"doses: course parameters {sorted(course_params)} need a "
+                                f"course name ({', '.join(COURSES)}), got {s!r}")
+    if not Path(s).exists() and Path(s).suffix.lower() != ".csv":
+        raise KetasimInputError(f"doses: {s!r} is neither a file nor a course"
+                                f"{suggest(s, COURSES)}; courses: {', '.join(COURSES)}")
+    from .dosing import read_doses
+    return read_doses(s)
