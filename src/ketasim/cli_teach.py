@@ -588,15 +588,15 @@ def cmd_compare(args) -> int:
 
 # ---------------------------------------------------------------------------- explore
 def cmd_explore(args) -> int:
-    from . import explore
+    # the module (ketasim.explore is also the name of the function it exports)
+    from .explore import DEFAULT_PORT, has_display, serve, window
 
     if args.port is not None and not 0 < args.port < 65536:
         raise KetasimInputError(f"--port: got {args.port}, expected a port 1-65535")
-    if args.port is None and explore.has_display():
-        explore.window(model=args.model)
+    if args.port is None and has_display():
+        window(model=args.model)
         return 0
-    explore.serve(port=args.port or explore.DEFAULT_PORT, open_browser=not args.no_browser,
-                  model=args.model)
+    serve(port=args.port or DEFAULT_PORT, open_browser=not args.no_browser, model=args.model)
     return 0
 
 
