@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "default: none)")
     s.add_argument("--summary", action="store_true",
                    help="print per-session metrics (Cmax, Tmax, AUC, trough, occupancy, "
-                        "glutamate) and course metrics")
+                        "glutamate) and course metrics (default: off)")
     s.add_argument("--thresholds", type=_thresholds, default=(0.2, 0.3, 0.4),
                    metavar="OCC[,OCC...]",
                    help="occupancy thresholds (0-1) for --summary's time above threshold "

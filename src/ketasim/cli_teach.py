@@ -167,10 +167,13 @@ def write_all(outputs) -> None:
 
     A callable receives an open text file. On any failure the temporaries are removed and no
     existing file is touched."""
+    outputs = [(Path(p), d) for p, d in outputs]
+    for path, _ in outputs:          # a rename onto a folder would fail half-way: check first
+        if path.is_dir():
+            raise KetasimInputError(f"output: {str(path)!r} is a folder, expected a file name")
     temps = []
     try:
         for path, data in outputs:
-            path = Path(path)
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
             temps.append((tmp, path))

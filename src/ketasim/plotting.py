@@ -188,11 +188,13 @@ def course_grid(doses, step_h: float, until_h: float, start_h: float = 0.0) -> n
     n = int(math.floor((until_h - start_h) / step_h + 1e-9))
     t = start_h + step_h * np.arange(n + 1)
     ev = event_times(doses)
-    ev = ev[(ev >= start_h) & (ev <= until_h)]
-    t = np.unique(np.r_[t, ev, until_h])
-    # drop grid points within a rounding error of an event time (keep the event time)
-    keep = np.r_[True, np.diff(t) > 1e-9 * max(1.0, until_h)]
-    return t[keep]
+    ev = np.unique(np.r_[ev[(ev >= start_h) & (ev <= until_h)], until_h])
+    # a grid point within a rounding error of an event time gives way to the event time
+    tol = 1e-9 * max(1.0, abs(until_h))
+    j = np.clip(np.searchsorted(ev, t), 1, ev.size - 1) if ev.size > 1 else np.zeros(t.size,
+                                                                                      int)
+    near = np.minimum(np.abs(t - ev[j]), np.abs(t - ev[np.maximum(j - 1, 0)]))
+    return np.unique(np.r_[t[near > tol], ev])
 
 
 def run_course(model, doses, weight_kg: float = 70.0, params=None, *, step_h: float = 1 / 12,
