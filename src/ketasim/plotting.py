@@ -391,7 +391,7 @@ def _peak_note(ax, run, color, offset=(12, -4)):
     tmax = np.atleast_1d(cm.tmax_h)
     if cmax.ndim != 1 or not np.isfinite(cmax[0]):
         return
-    ax.plot([tmax[0]], [cmax[0]], marker="o", ms=8, mfc="white", mec=color, mew=2, ls="none",
+    ax.plot([tmax[0]], [cmax[0]], marker="o", ms=8, color=color, mfc="white", mew=2, ls="none",
             zorder=5)
     ax.annotate(f"peak {_num(cmax[0])} ng/mL\nat {_num(tmax[0] * 60)} min",
                 (tmax[0], cmax[0]), xytext=offset, textcoords="offset points",
@@ -434,8 +434,8 @@ def _course_panel(kind, ax, run, color=None, label=None, analytes=None, bands=Tr
                     label="session peak" if label is None else None, zorder=4)
             ok = np.isfinite(trough)
             nxt = np.r_[starts[1:], np.nan]
-            ax.plot(nxt[ok] / 24, trough[ok], ls="none", marker="o", ms=6, mfc="white",
-                    mec=c, mew=1.5, label="trough before next session" if label is None
+            ax.plot(nxt[ok] / 24, trough[ok], ls="none", marker="o", ms=6, color=c,
+                    mfc="white", mew=1.5, label="trough before next session" if label is None
                     else None, zorder=4)
         ax.set_ylabel("ng/mL", fontsize=BODY_PT)
     elif kind == "occupancy":
