@@ -209,11 +209,10 @@ def _format_table(head, rows) -> str:
 def cmd_simulate(args) -> int:
     import numpy as np
 
+    from .cli_teach import route_warning
     from .io import column_name, write_result_table
     from .modelfile import load_model
     from .simulate import simulate, time_grid
-
-    from .cli_teach import route_warning
 
     model = load_model(args.model)
     doses = _doses_for(args.doses, args.weight)

@@ -46,6 +46,9 @@ _COLORS = {"plasma": OKABE_ITO["blue"], "metabolite": OKABE_ITO["orange"],
            "s_ketamine": OKABE_ITO["sky"], "r_ketamine": OKABE_ITO["purple"],
            "occupancy": OKABE_ITO["green"], "glutamate": OKABE_ITO["vermillion"],
            "plasticity": OKABE_ITO["black"], "consolidation": OKABE_ITO["purple"]}
+# compared runs also differ in line style and marker, so identical curves stay visible
+_RUN_LS = ("-", "--", ":", "-.")
+_RUN_MK = ("o", "s", "^", "D")
 _BAND_FILLS = ("#F0E442", "#56B4E9", "#CC79A7", "#E69F00", "#009E73")
 
 BODY_PT = 12       # tick labels, legends, axis labels: readable from the back of a lecture hall
@@ -348,7 +351,7 @@ def _rows(res):
     return rows
 
 
-def _closeup_panel(kind, ax, run, color=None, label=None, analytes=None, bands=True):
+def _closeup_panel(kind, ax, run, color=None, label=None, analytes=None, bands=True, j=0):
     """The first session, hours from its start."""
     res = run.closeup
     t0 = float(res.times[0])
@@ -361,7 +364,7 @@ def _closeup_panel(kind, ax, run, color=None, label=None, analytes=None, bands=T
         for i, (n, lab) in enumerate(labels.items()):
             c = color or _COLORS.get(n, RUN_COLORS[i % len(RUN_COLORS)])
             sub = n not in ("plasma", "metabolite") and len(labels) > 2
-            ls = ("--" if n.startswith("s_") else ":") if sub else "-"
+            ls = ("--" if n.startswith("s_") else ":") if sub else _RUN_LS[j % len(_RUN_LS)]
             _line_or_band(ax, x, res.concentration(n), c,
                           f"{label}: {lab}" if label else lab, lw=1.6 if sub else 2.2, ls=ls)
         ax.set_ylabel("ng/mL", fontsize=BODY_PT)
@@ -369,12 +372,13 @@ def _closeup_panel(kind, ax, run, color=None, label=None, analytes=None, bands=T
         c = color or _COLORS["occupancy"]
         _occupancy_band(ax, res, x, slice(None), c)
         _line_or_band(ax, x, res.output("occupancy") * 100, c,
-                      label or "occupancy (model-predicted)")
+                      label or "occupancy (model-predicted)", ls=_RUN_LS[j % len(_RUN_LS)])
         ax.set_ylabel("% of receptors", fontsize=BODY_PT)
     else:
         if _has(res, "glutamate"):
             _line_or_band(ax, x, res.output("glutamate"), color or _COLORS["glutamate"],
-                          f"{label}: glutamate" if label else "glutamate signal (baseline 1)")
+                          f"{label}: glutamate" if label else "glutamate signal (baseline 1)",
+                          ls=_RUN_LS[j % len(_RUN_LS)])
             ax.axhline(1.0, color="0.5", lw=0.8, ls=":")
         ax.set_ylabel("relative to baseline", fontsize=BODY_PT)
 
@@ -399,7 +403,7 @@ def _peak_note(ax, run, color, offset=(12, -4)):
 
 
 def _course_panel(kind, ax, run, color=None, label=None, analytes=None, bands=True,
-                  markers=True):
+                  markers=True, j=0):
     """The whole course, in days.
 
     Why markers: on a 200-day axis a 40-minute infusion and its few hours of drug are a
@@ -424,13 +428,13 @@ def _course_panel(kind, ax, run, color=None, label=None, analytes=None, bands=Tr
         for i, (n, lab) in enumerate(shown.items()):
             c = color or _COLORS.get(n, RUN_COLORS[i % len(RUN_COLORS)])
             _line_or_band(ax, x, res.concentration(n), c, f"{label}: {lab}" if label else lab,
-                          lw=1.2)
+                          lw=1.2, ls=_RUN_LS[j % len(_RUN_LS)] if label else "-")
         main = main_analyte(res.model)
         c = color or _COLORS.get(main, RUN_COLORS[0])
         cmax, tmax, trough = (np.atleast_1d(a) for a in (cm.cmax_ng_ml, cm.tmax_h,
                                                           cm.trough_ng_ml))
         if markers and cmax.ndim == 1:
-            ax.plot((starts + tmax) / 24, cmax, ls="none", marker="o", ms=7, color=c,
+            ax.plot((starts + tmax) / 24, cmax, ls="none", marker=_RUN_MK[j % 4], ms=7, color=c,
                     label="session peak" if label is None else None, zorder=4)
             ok = np.isfinite(trough)
             nxt = np.r_[starts[1:], np.nan]
@@ -442,12 +446,13 @@ def _course_panel(kind, ax, run, color=None, label=None, analytes=None, bands=Tr
         c = color or _COLORS["occupancy"]
         _occupancy_band(ax, res, x, slice(None), c)
         _line_or_band(ax, x, res.output("occupancy") * 100, c,
-                      label or "occupancy (model-predicted)", lw=1.2)
+                      label or "occupancy (model-predicted)", lw=1.2,
+                      ls=_RUN_LS[j % len(_RUN_LS)])
         po = np.atleast_1d(cm.peak_occupancy)
         if markers and po.ndim == 1 and np.isfinite(po).any():
             # peak time of occupancy ~ concentration peak + effect-site lag; mark at the max
             tk = _peak_times(res, "occupancy", starts)
-            ax.plot(tk / 24, po * 100, ls="none", marker="o", ms=7, color=c,
+            ax.plot(tk / 24, po * 100, ls="none", marker=_RUN_MK[j % 4], ms=7, color=c,
                     label="session peak" if label is None else None, zorder=4)
         ax.set_ylabel("% of receptors", fontsize=BODY_PT)
     else:
@@ -455,7 +460,7 @@ def _course_panel(kind, ax, run, color=None, label=None, analytes=None, bands=Tr
                                  ("consolidation", _COLORS["consolidation"],
                                   "consolidated plasticity (slow)")):
             if _has(res, nm):
-                ls = "--" if (nm == "consolidation" and color) else "-"
+                ls = "--" if (nm == "consolidation" and color) else _RUN_LS[j % len(_RUN_LS)]
                 _line_or_band(ax, x, res.output(nm), color or default,
                               f"{label}: {lab}" if label else lab, lw=2.0, ls=ls)
         ax.set_ylabel("index (0-1)", fontsize=BODY_PT)
@@ -543,6 +548,7 @@ def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
             bands.setdefault(b.name, b)
     bands = tuple(bands.values())
     first_ax = None
+    noted = []
     for i, kind in enumerate(rows):
         axz, axc = grid[i]
         if first_ax is not None:
@@ -560,15 +566,19 @@ def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
         for j, (r, lab, col) in enumerate(zip(runs, labels, colors)):
             one = None if single else {main_analyte(r.model):
                                        analyte_labels(r.model)[main_analyte(r.model)]}
-            _closeup_panel(kind, axz, r, color=col, label=lab, analytes=one, bands=single)
+            _closeup_panel(kind, axz, r, color=col, label=lab, analytes=one, bands=single, j=j)
             _course_panel(kind, axc, r, color=col, label=lab, analytes=one, bands=single,
-                          markers=True)
+                          markers=True, j=j)
             if kind == "pk":
                 c = col or _COLORS.get(main_analyte(r.model), RUN_COLORS[0])
                 t0 = float(r.closeup.times[0])
                 _infusion_bars(axz, r.doses, t0, t0 + zoom, color=col or "0.35",
                                label=single)
-                _peak_note(axz, r, c, (12, -4) if single else (16, 4 - 6 * j))
+                # one note per distinct peak: runs with the same first session share it
+                pk = float(np.atleast_1d(r.metrics.cmax_ng_ml)[0])
+                if not any(abs(pk - q) <= 0.02 * max(abs(q), 1e-12) for q in noted):
+                    _peak_note(axz, r, c, (12, -4) if single else (16, 4 - 30 * len(noted)))
+                    noted.append(pk)
         for ax in (axz, axc):
             _style(ax)
             if kind == "occupancy":
@@ -720,7 +730,7 @@ def plot_bands(result, name: str = "plasma", *, times=None, ax=None, label: str 
     ax.set_xlabel("days" if days else "hours", fontsize=BODY_PT)
     if ylabel:
         ax.set_ylabel(ylabel, fontsize=BODY_PT)
-    ax.set_ylim(bottom=0)
+    _ylim_from_zero(ax)
     if title:
         ax.set_title(title, fontsize=BODY_PT + 1, loc="left")
     _legend(ax)
@@ -748,9 +758,19 @@ def plot_concentrations(result, names=None, ax=None, unit="ng/mL", *, label=None
     _style(ax)
     ax.set_xlabel("days" if days else "hours", fontsize=BODY_PT)
     ax.set_ylabel(f"concentration ({unit})", fontsize=BODY_PT)
-    ax.set_ylim(bottom=0)
+    _ylim_from_zero(ax)
     _legend(ax)
     return ax
+
+
+def _ylim_from_zero(ax):
+    """y from 0 to just above everything drawn so far (later calls on the same Axes widen it:
+    a fixed limit would clip curves added afterwards)."""
+    tops = [float(np.nanmax(ln.get_ydata())) for ln in ax.get_lines() if len(ln.get_ydata())]
+    tops += [float(np.nanmax(p.vertices[:, 1])) for c in ax.collections
+             for p in c.get_paths() if len(p.vertices)]
+    top = max(tops) if tops else 1.0
+    ax.set_ylim(0, top * 1.06 if top > 0 else 1.0)
 
 
 # ---------------------------------------------------------------------------- files
