@@ -315,6 +315,33 @@ def _pd_norm(err, y, rtol):
     return m
 
 
+@njit(cache=True)
+def _hermite_max(y0, y1, m0, m1, h):
+    """Largest value of the cubic Hermite interpolant of (y0, m0) at 0 and (y1, m1) at h,
+    where the slope goes from positive to negative (the step's dense output)."""
+    a = 6.0 * y0 + 3.0 * h * m0 - 6.0 * y1 + 3.0 * h * m1
+    b = -6.0 * y0 - 4.0 * h * m0 + 6.0 * y1 - 2.0 * h * m1
+    c = h * m0
+    best = max(y0, y1)
+    if a == 0.0:
+        roots = (-c / b if b != 0.0 else -1.0, -1.0)
+    else:
+        disc = b * b - 4.0 * a * c
+        if disc < 0.0:
+            return best
+        sq = math.sqrt(disc)
+        roots = ((-b + sq) / (2.0 * a), (-b - sq) / (2.0 * a))
+    for s in roots:
+        if 0.0 < s < 1.0:
+            s2 = s * s
+            s3 = s2 * s
+            v = ((2 * s3 - 3 * s2 + 1) * y0 + (s3 - 2 * s2 + s) * h * m0
+                 + (-2 * s3 + 3 * s2) * y1 + (s3 - s2) * h * m1)
+            if v > best:
+                best = v
+    return best
+
+
 MAXLEV = 40        # deepest halving of one step (PD sub-steps and metric searches)
 
 
@@ -362,6 +389,10 @@ def _pd_interval(K, x, u, has_u, H, wd, pd, y, rtol, ch, cg, CP, CG, nxt, xm, x1
             j += 1
             continue
         stats[0] += 1
+        if k1[0] > 0.0 and k5[0] < 0.0:    # the glutamate peak inside the sub-step
+            gm = _hermite_max(y[0], y1[0], k1[0], k5[0], hs)
+            if gm > ext[0]:
+                ext[0] = gm
         for i in range(n):
             x[i] = x1[i]
         for i in range(3):
