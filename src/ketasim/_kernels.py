@@ -496,20 +496,117 @@ def grid_many(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W, w
 
 
 # ---------------------------------------------------------------------------------------------
-# Exact metrics. A metric run never touches an output grid: it steps from every event and
-# session start with lengths h0, 2 h0, 4 h0, ... (at most H_CAP), so its step sequence depends
-# only on the dose times. Within each step the state is exact at both ends; the extremum of a
-# linear functional f = r·x (a concentration, or the occupancy sum s = w·x, of which occupancy
-# is a monotone function) lies where f' = r·(K x + u) changes sign, and a threshold crossing
-# where f - θ does. Both are bracketed by halving on the dyadic lattice of the step (exact
-# propagators of length H/2^j, cached) until the bracket is shorter than 1e-3 / (fastest rate),
-# then solved from a cubic Taylor expansion of the exact state (error ~ (1e-3)^4 / 24).
-# AUC is exact: an integrator state a' = r·x is part of the linear system.
+# Exact metrics. A metric run never touches an output grid. Its steps are the lengths of a
+# per-subject *ladder* L_j = hb 2^j: the base hb (with hb × fastest rate <= 2^-20) is a
+# 5-term Taylor series (exact to rounding), every higher rung the square of the one below.
+# The ladder stores Ψ = Φ - I, not Φ: squaring Φ = I + Ψ directly would double the rounding
+# error of a near-identity Φ at every rung (2^24 rungs' worth after 24 squarings), while
+# Ψ(2h) = 2Ψ + Ψ² and Γ(2h) = 2Γ + Ψ Γ keep it at the rounding level. From every event and session start the steps grow
+# L_j0, L_j0+1, ... up to H_CAP; the rest of a segment is its binary expansion on the ladder,
+# and a last piece shorter than hb is a Taylor step. The step sequence depends only on the dose
+# times, never on an output grid, and no matrix exponential is computed at all.
+#
+# Within each step the state is exact at both ends; the extremum of a linear functional
+# f = r·x (a concentration, or the occupancy sum s = w·x, of which occupancy is a monotone
+# function) lies where f' = r·(K x + u) changes sign, and a threshold crossing where f - θ does.
+# Both are bracketed by halving on the ladder until the bracket is shorter than
+# 1e-3 / (fastest rate), then solved from a cubic Taylor expansion of the exact state (error
+# about (1e-3)^4 / 24 relative). AUC is exact: an integrator state a' = r·x is part of the
+# linear system.
 
 H_CAP = 16.0       # longest metric step (h)
+NL = 72            # ladder rungs
 # rows of the per-session metric output
 M_CMAX, M_TMAX, M_AUC, M_TROUGH, M_POCC, M_PGLU, M_PMIN = 0, 1, 2, 3, 4, 5, 6
 M_FIXED = 7        # then time above each occupancy threshold, then each concentration threshold
+
+
+@njit(cache=True)
+def _ladder_base(K, hb, LP, LG):
+    """Rung 0: Ψ(hb) = Φ(hb) - I and Γ(hb) from their Taylor series (||K hb|| <= 2^-20:
+    5 terms)."""
+    n = K.shape[0]
+    A = np.empty((n, n))
+    for i in range(n):
+        for j in range(n):
+            A[i, j] = K[i, j] * hb
+    A2 = np.empty((n, n))
+    A3 = np.empty((n, n))
+    A4 = np.empty((n, n))
+    _matmul(A, A, A2)
+    _matmul(A2, A, A3)
+    _matmul(A3, A, A4)
+    for i in range(n):
+        for j in range(n):
+            e = 1.0 if i == j else 0.0
+            LP[0, i, j] = A[i, j] + A2[i, j] / 2.0 + A3[i, j] / 6.0 + A4[i, j] / 24.0
+            LG[0, i, j] = hb * (e + A[i, j] / 2.0 + A2[i, j] / 6.0 + A3[i, j] / 24.0
+                                + A4[i, j] / 120.0)
+
+
+@njit(cache=True)
+def _ensure(j, LP, LG, top, T1):
+    """Make rungs up to j available: Ψ(2h) = 2Ψ + Ψ², Γ(2h) = 2Γ + ΨΓ."""
+    n = LP.shape[1]
+    while top[0] < j:
+        lo = top[0]
+        hi = lo + 1
+        _matmul(LP[lo], LP[lo], LP[hi])
+        _matmul(LP[lo], LG[lo], T1)
+        for a in range(n):
+            for b in range(n):
+                LP[hi, a, b] += 2.0 * LP[lo, a, b]
+                LG[hi, a, b] = 2.0 * LG[lo, a, b] + T1[a, b]
+        top[0] = hi
+
+
+@njit(cache=True)
+def _lstep(j, x, u, has_u, LP, LG, top, T1, xo):
+    """xo <- exact state one rung-j step (hb 2^j hours) after x."""
+    if top[0] < j:
+        _ensure(j, LP, LG, top, T1)
+    n = x.shape[0]
+    P = LP[j]
+    G = LG[j]
+    for i in range(n):
+        acc0 = 0.0
+        acc1 = 0.0
+        k = 0
+        while k + 1 < n:
+            acc0 += P[i, k] * x[k]
+            acc1 += P[i, k + 1] * x[k + 1]
+            k += 2
+        if k < n:
+            acc0 += P[i, k] * x[k]
+        acc = x[i] + (acc0 + acc1)
+        if has_u:
+            for k in range(n):
+                acc += G[i, k] * u[k]
+        if abs(acc) < TINY:
+            acc = 0.0
+        xo[i] = acc
+
+
+@njit(cache=True)
+def _tstep(K, x, u, d, xo, D1, D2):
+    """xo <- state d hours after x for d below the ladder's base (a cubic Taylor step: exact
+    to rounding since d × fastest rate < 2^-20)."""
+    n = x.shape[0]
+    for i in range(n):
+        acc = u[i]
+        for k in range(n):
+            acc += K[i, k] * x[k]
+        D1[i] = acc
+    for i in range(n):
+        acc = 0.0
+        for k in range(n):
+            acc += K[i, k] * D1[k]
+        D2[i] = acc
+    for i in range(n):
+        acc = 0.0
+        for k in range(n):
+            acc += K[i, k] * D2[k]
+        xo[i] = x[i] + d * D1[i] + 0.5 * d * d * D2[i] + d * d * d * acc / 6.0
 
 
 @njit(cache=True)
@@ -518,36 +615,32 @@ def _deriv(r, rK, x, u):
 
 
 @njit(cache=True)
-def _search(K, x0, u, has_u, H, lo_off, hi_off, r, rK, thr, kind, ch, cg, CP, CG, nxt,
-            stop_len, xa, xb, D1, D2):
-    """Within the step [0, H] from state x0 (at offset 0), find where a property changes
-    between offsets ``lo_off`` (property true) and ``hi_off`` (false), on the dyadic lattice of
-    H, then refine with a Taylor expansion. ``kind`` 0: property f' > 0 (a maximum); 1: f' < 0
-    (a minimum); 2: f >= thr (a downward crossing); 3: f < thr (an upward crossing).
-    Returns (offset, value of f there)."""
+def _search(K, x0, u, has_u, jH, lo_off, hi_off, r, rK, thr, kind, LP, LG, top, T1, LL, jstop,
+            xa, xb, D1, D2):
+    """Within a rung-jH step from state x0 (offset 0), find where a property changes between
+    offsets ``lo_off`` (property true; a point of the step's lattice) and ``hi_off`` (false),
+    by halving on the ladder, then refine with a cubic Taylor expansion. ``kind`` 0: f' > 0
+    (a maximum); 1: f' < 0 (a minimum); 2: f >= thr (a downward crossing); 3: f < thr (an
+    upward crossing). Returns (offset, value of f there)."""
     n = x0.shape[0]
-    # walk to lo_off on the lattice (lo_off is a lattice point: a sum of H/2^j)
     for i in range(n):
         xa[i] = x0[i]
     off = 0.0
-    ln = H
-    lev = 0
-    # reach lo_off
-    while off < lo_off and lev < MAXLEV:
-        ln = 0.5 * ln
-        lev += 1
-        if off + ln <= lo_off:
-            _step(K, xa, u, has_u, ln, ch, cg, CP, CG, nxt, xb)
+    j = jH
+    while off < lo_off and j > 0:
+        j -= 1
+        if off + LL[j] <= lo_off:
+            _lstep(j, xa, u, has_u, LP, LG, top, T1, xb)
             for i in range(n):
                 xa[i] = xb[i]
-            off += ln
-    ln = H
-    lev = 0
-    while ln > stop_len and lev < MAXLEV:
-        ln = 0.5 * ln
-        lev += 1
+            off += LL[j]
+    j = jH
+    ln = LL[jH]
+    while j > jstop and j > 0:
+        j -= 1
+        ln = LL[j]
         if off + ln < hi_off:
-            _step(K, xa, u, has_u, ln, ch, cg, CP, CG, nxt, xb)
+            _lstep(j, xa, u, has_u, LP, LG, top, T1, xb)
             f = _dot(r, xb)
             d = _deriv(r, rK, xb, u)
             if kind == 0:
@@ -562,7 +655,7 @@ def _search(K, x0, u, has_u, H, lo_off, hi_off, r, rK, thr, kind, ch, cg, CP, CG
                 for i in range(n):
                     xa[i] = xb[i]
                 off += ln
-    # Taylor refinement from xa over [0, ln]
+    # cubic Taylor refinement from xa over [0, ln]
     for i in range(n):
         acc = u[i]
         for k in range(n):
@@ -579,7 +672,6 @@ def _search(K, x0, u, has_u, H, lo_off, hi_off, r, rK, thr, kind, ch, cg, CP, CG
     a3 = _dot(rK, D2)
     tau = 0.0
     if kind <= 1:
-        # f'(tau) = a1 + a2 tau + a3 tau^2 / 2 = 0
         if a2 != 0.0:
             tau = -a1 / a2
         for _ in range(4):
@@ -620,9 +712,22 @@ def _above_piece(f0, f1, t0, t1, thr, tc):
 
 
 @njit(cache=True)
-def _monitor(K, x0, x1, u, has_u, H, t0, sidx, ra, raK, rw, rwK, thr_o, thr_c, ch, cg, CP, CG,
-             nxt, stop_len, xa, xb, D1, D2, mo):
-    """Update session ``sidx``'s metrics with the step [t0, t0 + H] from x0 to x1 (exact)."""
+def _lattice_floor(off, jH, LL, jstop):
+    """The largest lattice point (resolution rung jstop) of a rung-jH step at or below off."""
+    res = 0.0
+    j = jH
+    while j > jstop and j > 0:
+        j -= 1
+        if res + LL[j] <= off:
+            res += LL[j]
+    return res
+
+
+@njit(cache=True)
+def _monitor(K, x0, x1, u, has_u, jH, H, t0, sidx, ra, raK, rw, rwK, thr_o, thr_c, LP, LG, top,
+             T1, LL, jstop, xa, xb, D1, D2, mo):
+    """Update session ``sidx``'s metrics with the step [t0, t0 + H] from x0 to x1 (exact).
+    ``jH`` is the step's rung (-1: a Taylor step shorter than the ladder's base)."""
     nto = thr_o.shape[0]
     ntc = thr_c.shape[0]
     for which in range(2):
@@ -638,16 +743,15 @@ def _monitor(K, x0, x1, u, has_u, H, t0, sidx, ra, raK, rw, rwK, thr_o, thr_c, c
         f1 = _dot(r, x1)
         d0 = _deriv(r, rK, x0, u)
         d1 = _deriv(r, rK, x1, u)
-        # interior extremum (at most one per step: steps are short against the rates)
         ext = -1.0
         fext = 0.0
-        if d0 > 0.0 and d1 < 0.0:
-            ext, fext = _search(K, x0, u, has_u, H, 0.0, H, r, rK, 0.0, 0, ch, cg, CP, CG, nxt,
-                                stop_len, xa, xb, D1, D2)
-        elif d0 < 0.0 and d1 > 0.0:
-            ext, fext = _search(K, x0, u, has_u, H, 0.0, H, r, rK, 0.0, 1, ch, cg, CP, CG, nxt,
-                                stop_len, xa, xb, D1, D2)
-        # peaks
+        if jH >= 0:
+            if d0 > 0.0 and d1 < 0.0:
+                ext, fext = _search(K, x0, u, has_u, jH, 0.0, H, r, rK, 0.0, 0, LP, LG, top,
+                                    T1, LL, jstop, xa, xb, D1, D2)
+            elif d0 < 0.0 and d1 > 0.0:
+                ext, fext = _search(K, x0, u, has_u, jH, 0.0, H, r, rK, 0.0, 1, LP, LG, top,
+                                    T1, LL, jstop, xa, xb, D1, D2)
         if which == 0:
             if f1 > mo[M_CMAX, sidx]:
                 mo[M_CMAX, sidx] = f1
@@ -661,7 +765,6 @@ def _monitor(K, x0, x1, u, has_u, H, t0, sidx, ra, raK, rw, rwK, thr_o, thr_c, c
                 mo[M_POCC, sidx] = o1
             if ext >= 0.0 and d0 > 0.0 and _occ_of(fext) > mo[M_POCC, sidx]:
                 mo[M_POCC, sidx] = _occ_of(fext)
-        # time above each threshold, on the monotone pieces
         for k in range(nthr):
             if which == 0:
                 thr = thr_c[k]
@@ -669,10 +772,7 @@ def _monitor(K, x0, x1, u, has_u, H, t0, sidx, ra, raK, rw, rwK, thr_o, thr_c, c
             else:
                 thr = thr_o[k]
                 row = M_FIXED + k
-            if ext < 0.0:
-                pieces = 1
-            else:
-                pieces = 2
+            pieces = 1 if ext < 0.0 else 2
             tot = 0.0
             for p in range(pieces):
                 if pieces == 1:
@@ -684,28 +784,86 @@ def _monitor(K, x0, x1, u, has_u, H, t0, sidx, ra, raK, rw, rwK, thr_o, thr_c, c
                 if (fa >= thr) == (fb >= thr):
                     tot += _above_piece(fa, fb, a, b, thr, a)
                     continue
-                # the lattice search needs a lattice start: from 0 for the first piece; the
-                # second piece starts at the extremum's lattice point (<= ext)
-                kind = 2 if fa >= thr else 3
-                lo = 0.0 if p == 0 else _lattice_floor(ext, H, stop_len)
-                tc, _ = _search(K, x0, u, has_u, H, lo, b, r, rK, thr, kind, ch, cg, CP, CG,
-                                nxt, stop_len, xa, xb, D1, D2)
+                if jH < 0:     # a step shorter than the ladder's base: linear is exact enough
+                    tc = a + (b - a) * (thr - fa) / (fb - fa)
+                else:
+                    kind = 2 if fa >= thr else 3
+                    lo = 0.0 if p == 0 else _lattice_floor(ext, jH, LL, jstop)
+                    tc, _ = _search(K, x0, u, has_u, jH, lo, b, r, rK, thr, kind, LP, LG, top,
+                                    T1, LL, jstop, xa, xb, D1, D2)
                 if tc < a:
                     tc = a
+                if tc > b:
+                    tc = b
                 tot += _above_piece(fa, fb, a, b, thr, tc)
             mo[row, sidx] += tot
 
 
 @njit(cache=True)
-def _lattice_floor(off, H, stop_len):
-    """The largest point of the dyadic lattice of [0, H] (resolution stop_len) at or below off."""
-    res = 0.0
-    ln = H
-    while ln > stop_len:
-        ln = 0.5 * ln
-        if res + ln <= off:
-            res += ln
-    return res
+def _pd_ladder(K, x, u, has_u, jH, H, wd, pd, y, rtol, LP, LG, top, T1, xm, x1, D1, D2,
+               k1, k2, k3, k4, k5, yt, y1, err, ext):
+    """Advance PK (exactly) and the schematic response over one metric step (rung jH, or a
+    Taylor step of H hours when jH < 0), in ladder sub-steps chosen by the error control
+    (embedded RK4(3), as in :func:`_pd_interval`). ``ext`` keeps the largest G and the
+    smallest P."""
+    n = x.shape[0]
+    _pd_f(_occ_of(_dot(wd, x)), y, pd, k1)
+    depth_max = min(jH - 1, 60)      # sub-steps of rung >= 1, so their halves are rungs >= 0
+    if depth_max < 0:
+        depth_max = 0
+    full = 1 << 62
+    pos = 0
+    dd = 0
+    while pos < full:
+        while dd < depth_max and (pos % (full >> dd)) != 0:
+            dd += 1
+        if jH <= 0:
+            hs = H
+            _tstep(K, x, u, 0.5 * hs, xm, D1, D2)
+            _tstep(K, xm, u, 0.5 * hs, x1, D1, D2)
+        else:
+            js = jH - dd
+            hs = H / (1 << dd)
+            _lstep(js - 1, x, u, has_u, LP, LG, top, T1, xm)
+            _lstep(js - 1, xm, u, has_u, LP, LG, top, T1, x1)
+        om = _occ_of(_dot(wd, xm))
+        o1 = _occ_of(_dot(wd, x1))
+        for i in range(3):
+            yt[i] = y[i] + 0.5 * hs * k1[i]
+        _pd_f(om, yt, pd, k2)
+        for i in range(3):
+            yt[i] = y[i] + 0.5 * hs * k2[i]
+        _pd_f(om, yt, pd, k3)
+        for i in range(3):
+            yt[i] = y[i] + hs * k3[i]
+        _pd_f(o1, yt, pd, k4)
+        for i in range(3):
+            y1[i] = y[i] + hs * (k1[i] + 2.0 * k2[i] + 2.0 * k3[i] + k4[i]) / 6.0
+        _pd_f(o1, y1, pd, k5)
+        for i in range(3):
+            err[i] = hs * (k4[i] - k5[i]) / 6.0
+        e = _pd_norm(err, y1, rtol)
+        if e > 1.0 and dd < depth_max:
+            dd += 1
+            continue
+        if k1[0] > 0.0 and k5[0] < 0.0:
+            gm = _hermite_max(y[0], y1[0], k1[0], k5[0], hs)
+            if gm > ext[0]:
+                ext[0] = gm
+        for i in range(n):
+            x[i] = x1[i]
+        for i in range(3):
+            y[i] = y1[i]
+            k1[i] = k5[i]
+        if y[0] > ext[0]:
+            ext[0] = y[0]
+        if y[1] < ext[1]:
+            ext[1] = y[1]
+        if jH <= 0:
+            break
+        pos += full >> dd
+        if e < 0.02 and dd > 0 and (pos % (full >> (dd - 1))) == 0:
+            dd -= 1
 
 
 @njit(cache=True)
@@ -715,7 +873,8 @@ def metrics_subject(K, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, sess, nsess, ho
 
     ``sess`` (S,) session start times (``nsess`` used); ``horizon``: end of the last session.
     ``ra``: the analyte row (mg/L per state), ``rw``: occupancy sum weights, ``wd``: the
-    schematic drive weights; ``ia``: index of the integrator state of ``ra`` (AUC).
+    schematic drive weights; ``ia``: index of the integrator state of ``ra`` (AUC); ``h0``:
+    the first step after an event (a power of two, hours).
     ``mo`` (M_FIXED + len(thr_o) + len(thr_c), S): see the M_* rows; ``endv`` (3,): G, P, Q at
     the horizon."""
     n = K.shape[0]
@@ -724,18 +883,13 @@ def metrics_subject(K, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, sess, nsess, ho
     xn = np.zeros(n)
     xo = np.zeros(n)
     active = np.zeros(n, np.int64)
-    ch = np.full(NSLOT, -1.0)
-    cg = np.zeros(NSLOT, np.int64)
-    CP = np.zeros((NSLOT, n, n))
-    CG = np.zeros((NSLOT, n, n))
-    nxt = np.zeros(2, np.int64)
     xm = np.zeros(n)
     x1 = np.zeros(n)
-    x0s = np.zeros(n)
     xa = np.zeros(n)
     xb = np.zeros(n)
     D1 = np.zeros(n)
     D2 = np.zeros(n)
+    T1 = np.zeros((n, n))
     k1 = np.zeros(3)
     k2 = np.zeros(3)
     k3 = np.zeros(3)
@@ -744,11 +898,9 @@ def metrics_subject(K, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, sess, nsess, ho
     yt = np.zeros(3)
     y1 = np.zeros(3)
     err = np.zeros(3)
-    stats = np.zeros(2, np.int64)
     ext = np.zeros(2)
     y = np.zeros(3)
     y[0] = 1.0
-    lev = 0
     raK = np.zeros(n)
     rwK = np.zeros(n)
     kmax = 0.0
@@ -756,9 +908,33 @@ def metrics_subject(K, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, sess, nsess, ho
         for i in range(n):
             raK[j] += ra[i] * K[i, j]
             rwK[j] += rw[i] * K[i, j]
-        if abs(K[j, j]) > kmax:
-            kmax = abs(K[j, j])
-    stop_len = 1e-3 / max(kmax, 1e-12)
+        rs = 0.0
+        for i in range(n):
+            rs += abs(K[i, j])
+        if rs > kmax:
+            kmax = rs
+    kmax = max(kmax, 1e-9)
+    # the ladder: base hb = 2^e with hb * kmax <= 2^-20; rung j has length hb 2^j
+    e0 = int(math.floor(math.log2(2.0 ** -20 / kmax)))
+    hb = 2.0 ** e0
+    LL = np.empty(NL)
+    for j in range(NL):
+        LL[j] = hb * 2.0 ** j
+    LP = np.zeros((NL, n, n))
+    LG = np.zeros((NL, n, n))
+    _ladder_base(K, hb, LP, LG)
+    top = np.zeros(1, np.int64)
+    j0 = int(round(math.log2(h0 / hb)))
+    if j0 < 0:
+        j0 = 0
+    jcap = int(round(math.log2(H_CAP / hb)))
+    if jcap > NL - 1:
+        jcap = NL - 1
+    if j0 > jcap:
+        j0 = jcap
+    jstop = int(math.floor(math.log2(1e-3 / kmax / hb)))
+    if jstop < 0:
+        jstop = 0
     for s in range(mo.shape[1]):
         for r in range(mo.shape[0]):
             mo[r, s] = 0.0
@@ -777,17 +953,15 @@ def metrics_subject(K, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, sess, nsess, ho
         t = sess[0]
     e = 0
     while True:
-        # session boundary at t: close the running session before the events at t
         while sidx + 1 < nsess and sess[sidx + 1] <= t:
             if sidx >= 0:
                 mo[M_TROUGH, sidx] = _dot(ra, x)
                 mo[M_AUC, sidx] = x[ia] - auc0
             sidx += 1
             auc0 = x[ia]
-            mo[M_TMAX, sidx] = 0.0
         e, has_u, _ = _apply_events(x, u, active, t, e, nev, ev_t, ev_c, ev_amt, ev_kind,
                                     ev_vec)
-        if sidx >= 0:   # the value just after the events is a candidate peak
+        if sidx >= 0:
             f = _dot(ra, x)
             if f > mo[M_CMAX, sidx]:
                 mo[M_CMAX, sidx] = f
@@ -806,30 +980,44 @@ def metrics_subject(K, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, sess, nsess, ho
             nxt_t = ev_t[e]
         if sidx + 1 < nsess and sess[sidx + 1] < nxt_t:
             nxt_t = sess[sidx + 1]
-        # geometric steps from t to nxt_t
-        h = h0
-        while t < nxt_t:
-            H = h
-            last = False
-            if t + H >= nxt_t or t + 2.0 * H > nxt_t and nxt_t - (t + H) < 0.25 * H:
-                H = nxt_t - t
-                last = True
+        j = j0
+        ramp = True
+        while True:
+            rem = nxt_t - t
+            if rem <= 0.0:
+                break
+            if ramp and LL[j] <= rem:
+                jH = j
+                if j < jcap:
+                    j += 1
+            else:
+                ramp = False
+                jH = -1
+                jj = j
+                while jj >= 0:
+                    if LL[jj] <= rem:
+                        jH = jj
+                        break
+                    jj -= 1
+                j = jH if jH >= 0 else 0
+            H = LL[jH] if jH >= 0 else rem
             if pd_on:
                 for i in range(n):
                     xo[i] = x[i]
                 ext[0] = y[0]
                 ext[1] = y[1]
-                lev = _pd_interval(K, x, u, has_u, H, wd, pd, y, pd_rtol, ch, cg, CP, CG, nxt,
-                                   xm, x1, x0s, k1, k2, k3, k4, k5, yt, y1, err, stats, lev,
-                                   ext)
+                _pd_ladder(K, x, u, has_u, jH, H, wd, pd, y, pd_rtol, LP, LG, top, T1, xm, x1,
+                           D1, D2, k1, k2, k3, k4, k5, yt, y1, err, ext)
                 for i in range(n):
                     xn[i] = x[i]
                     x[i] = xo[i]
+            elif jH >= 0:
+                _lstep(jH, x, u, has_u, LP, LG, top, T1, xn)
             else:
-                _step(K, x, u, has_u, H, ch, cg, CP, CG, nxt, xn)
+                _tstep(K, x, u, H, xn, D1, D2)
             if sidx >= 0:
-                _monitor(K, x, xn, u, has_u, H, t, sidx, ra, raK, rw, rwK, thr_o, thr_c, ch, cg,
-                         CP, CG, nxt, stop_len, xa, xb, D1, D2, mo)
+                _monitor(K, x, xn, u, has_u, jH, H, t, sidx, ra, raK, rw, rwK, thr_o, thr_c,
+                         LP, LG, top, T1, LL, jstop, xa, xb, D1, D2, mo)
                 if pd_on:
                     if ext[0] > mo[M_PGLU, sidx]:
                         mo[M_PGLU, sidx] = ext[0]
@@ -837,9 +1025,11 @@ def metrics_subject(K, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, sess, nsess, ho
                         mo[M_PMIN, sidx] = ext[1]
             for i in range(n):
                 x[i] = xn[i]
-            t = nxt_t if last else t + H
-            if h < H_CAP:
-                h = 2.0 * h
+            if jH < 0:
+                t = nxt_t
+                break
+            t = t + H
+        t = nxt_t
     if sidx >= 0:
         mo[M_AUC, sidx] = x[ia] - auc0
     for s in range(mo.shape[1]):
