@@ -25,8 +25,11 @@ import numpy as np
 __all__ = ["Explorer", "explore", "serve", "window", "PRESETS", "DEFAULT_PORT"]
 
 DEFAULT_PORT = 8765
-GRID_STEP_H = 1 / 6          # 10-minute grid: smooth at course scale, fast to recompute
-PD_STEP_H = 1 / 6            # schematic response sub-step (coarse; teaching view only)
+GRID_STEP_H = 1 / 3          # 20-minute grid plus every session start and infusion end:
+#                              smooth at course scale, fast to recompute (the schematic
+#                              integrator's cost grows with the number of output times)
+PD_STEP_H = 1 / 6            # schematic response sub-step (older engines; coarse on purpose)
+PD_RTOL = 1e-3               # schematic response tolerance: a teaching view, not a table
 MONTHS = 6.0
 
 # preset -> how the explorer doses it: route, dose unit, slider range and default
@@ -50,7 +53,7 @@ def _fast_kwargs():
     if "pd_max_step_h" in params:
         return {"pd_max_step_h": PD_STEP_H}
     if "pd_rtol" in params:
-        return {"pd_rtol": 1e-3}
+        return {"pd_rtol": PD_RTOL}
     return {}
 
 
@@ -127,7 +130,7 @@ class Explorer:
                                 loc="left", fontsize=BODY_PT)
         self.ax_plast.set_xlabel("days from the first session", fontsize=BODY_PT)
         fig.text(0.01, 0.005, "ketasim explorer: a teaching tool, not a dosing "
-                 "recommendation. 10-minute grid.", fontsize=10, color="0.35")
+                 "recommendation. 20-minute grid; peaks exact.", fontsize=10, color="0.35")
 
         spec = PRESETS[model]
         self.sliders = {}
@@ -200,9 +203,9 @@ class Explorer:
     # ---------------------------------------------------------------- simulation
     def update(self):
         """Re-simulate with the current settings and redraw (returns seconds taken)."""
-        from .metrics import course_metrics
-        from .plotting import analyte_labels, describe_doses, drug_name, main_analyte
-        from .simulate import simulate, time_grid
+        from .engine import session_metrics
+        from .plotting import analyte_labels, course_grid, describe_doses, drug_name, main_analyte
+        from .simulate import simulate
 
         t0 = time.perf_counter()
         model = self.model
@@ -210,7 +213,7 @@ class Explorer:
         v = self.values()
         main = main_analyte(model)
         until = float(MONTHS * 30.44 * 24 + 14 * 24)
-        t = time_grid(until, GRID_STEP_H)
+        t = course_grid(d, GRID_STEP_H, until)
         outs = [main] + [o for o in ("occupancy", "plasticity")
                          if o == "occupancy" and model.has_occupancy
                          or o == "plasticity" and model.has_glutamate]
@@ -219,9 +222,15 @@ class Explorer:
         x = t / 24.0
         conc = r.concentration(main)
         self.lines["conc"].set_data(x, conc)
-        cm = course_metrics(r, analyte=main)
-        self.metrics = cm
-        self.lines["peaks"].set_data((cm.session_start_h + cm.tmax_h) / 24, cm.cmax_ng_ml)
+        # exact per-session peaks (grid-free), without the schematic response: a few ms
+        sm = session_metrics(model, d, weight_kg=v["weight"], metrics=("cmax", "tmax"),
+                             analyte=main, horizon_h=until)
+        starts = sm["session_start_h"]
+        k = np.arange(1, starts.size + 1)
+        cmax = np.array([sm[f"cmax_s{i}"][0] for i in k])
+        tmax = np.array([sm[f"tmax_s{i}"][0] for i in k])
+        self.metrics = sm
+        self.lines["peaks"].set_data((starts + tmax) / 24, cmax)
         occ = r.occupancy * 100 if "occupancy" in r.names else np.zeros_like(t)
         self.lines["occ"].set_data(x, occ)
         pl = r.plasticity if "plasticity" in r.names else np.zeros_like(t)
@@ -238,7 +247,7 @@ class Explorer:
             f"{v['weight']:g} kg · maintenance every {v['interval']:g} days"
             + (f" · session {miss} missed" if miss else ""), fontsize=14, fontweight="bold")
         self.last_update_s = time.perf_counter() - t0     # simulation + new data, no drawing
-        self.timing_text.set_text(f"{len(cm.session_start_h)} sessions\nre-simulated in "
+        self.timing_text.set_text(f"{starts.size} sessions\nre-simulated in "
                                   f"{self.last_update_s * 1000:.0f} ms")
         self.fig.canvas.draw_idle()
         return self.last_update_s
