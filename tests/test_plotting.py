@@ -148,11 +148,15 @@ def test_legends_never_cover_data(iv_run, nasal_run):
 
 
 def test_bands_and_calibration_range_are_drawn_when_present(iv_run):
-    band = SimpleNamespace(name="dissociative effects", lo_ng_ml=50.0, hi_ng_ml=200.0,
-                           source="Bowdle 1998")
+    band = SimpleNamespace(name="dissociative effects", analyte="plasma", lo_ng_ml=50.0,
+                           hi_ng_ml=200.0, source="Bowdle 1998")
+    high = SimpleNamespace(name="anaesthesia", analyte="plasma", lo_ng_ml=640.0,
+                           hi_ng_ml=2210.0, source="Idvall 1979: awakening at 2.7 uM")
+    other = SimpleNamespace(name="other analyte", analyte="metabolite", lo_ng_ml=1.0,
+                            hi_ng_ml=2.0, source="x")
     model = iv_run.model
     m2 = dataclasses.replace(model)
-    object.__setattr__(m2, "bands", (band,))
+    object.__setattr__(m2, "bands", (band, high, other))
 
     def with_range(res):
         occ = res.output("occupancy")[None]
@@ -166,6 +170,11 @@ def test_bands_and_calibration_range_are_drawn_when_present(iv_run):
     labels = _legend_labels(fig)
     assert "dissociative effects: 50-200 ng/mL" in labels
     assert "range over Ki calibrations" in labels
+    # a window far above the curves is named in the caption, not drawn; another analyte's
+    # windows are not drawn on the main analyte's axis
+    assert not any(t.startswith(("anaesthesia", "other analyte")) for t in labels)
+    assert "Above the plotted range: anaesthesia: 640-2210 ng/mL (Idvall 1979)" in \
+        _all_text(fig).replace("\n", " ")
     axz = fig.subfigs[0].axes[0]
     span = next(p for p in axz.patches if p.get_label().startswith("dissociative"))
     if isinstance(span, Rectangle):
@@ -173,6 +182,8 @@ def test_bands_and_calibration_range_are_drawn_when_present(iv_run):
     else:
         y = span.get_xy()[:, 1]
     assert y.min() == pytest.approx(50) and y.max() == pytest.approx(200)
+    assert axz.get_ylim()[1] > 200            # a window just above the peak is shown whole
+    assert "dissociative effects: 50-200 ng/mL (Bowdle 1998)" in _all_text(fig)
     occ_ax = fig.subfigs[0].axes[2]
     fill = next(c for c in occ_ax.collections if isinstance(c, PolyCollection)
                 and c.get_label() == "range over Ki calibrations")

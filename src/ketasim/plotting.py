@@ -261,21 +261,46 @@ def _line_or_band(ax, x, y, color, label, lw=2.0, ls="-", alpha=0.25):
     ax.plot(x, med, color=color, lw=lw, ls=ls, label=f"{label} (median)")
 
 
-def _bands(model):
-    return tuple(getattr(model, "bands", ()) or ())
+def _bands(model, analyte=None):
+    """The model's published concentration windows (``[[bands]]`` of the model file) for
+    ``analyte`` (default: the main analyte); none when the model has no bands."""
+    analyte = analyte or main_analyte(model)
+    return tuple(b for b in (getattr(model, "bands", ()) or ())
+                 if getattr(b, "analyte", analyte) == analyte)
+
+
+def _band_label(b):
+    hi = b.hi_ng_ml if b.hi_ng_ml is not None and math.isfinite(b.hi_ng_ml) else None
+    return f"{b.name}: {_num(b.lo_ng_ml)}" + (f"-{_num(hi)}" if hi is not None else "+") + \
+        " ng/mL"
 
 
 def _draw_effect_bands(ax, bands, labelled=True):
-    """Published concentration ranges (e.g. dissociative effects) as shaded horizontal bands
-    behind the curves."""
+    """Published concentration windows (e.g. psychedelic effects) as shaded horizontal bands
+    behind the curves; a window above the axis range is left out (the caption names it)."""
+    top_view = ax.get_ylim()[1]
     for i, b in enumerate(bands):
-        hi = b.hi_ng_ml if b.hi_ng_ml is not None and math.isfinite(b.hi_ng_ml) else None
-        top = hi if hi is not None else ax.get_ylim()[1]
-        ax.axhspan(b.lo_ng_ml, top, color=_BAND_FILLS[i % len(_BAND_FILLS)], alpha=0.22,
-                   lw=0, zorder=0,
-                   label=(f"{b.name}: {_num(b.lo_ng_ml)}"
-                          + (f"-{_num(hi)}" if hi is not None else "+")
-                          + " ng/mL") if labelled else None)
+        if b.lo_ng_ml >= top_view:
+            continue
+        hi = b.hi_ng_ml if b.hi_ng_ml is not None and math.isfinite(b.hi_ng_ml) else top_view
+        ax.axhspan(b.lo_ng_ml, min(hi, top_view), color=_BAND_FILLS[i % len(_BAND_FILLS)],
+                   alpha=0.22, lw=0, zorder=0, label=_band_label(b) if labelled else None)
+
+
+def _bands_caption(bands, top_view):
+    """A caption line naming each window, its source and whether it is in view."""
+    if not bands:
+        return None
+    shown, above = [], []
+    for b in bands:
+        src = str(getattr(b, "source", "")).split(": ")[0]
+        (above if b.lo_ng_ml >= top_view else shown).append(
+            f"{_band_label(b)} ({src})" if src else _band_label(b))
+    out = "Shaded: published plasma-concentration windows: " + "; ".join(shown) if shown \
+        else "Published plasma-concentration windows"
+    if above:
+        out += ". Above the plotted range: " + "; ".join(above)
+    return out + "."
 
 
 def _occupancy_band(ax, res, x, sel, color):
@@ -307,9 +332,10 @@ def _caption_lines(fig, models, extra=None):
             continue
         seen.add(m.name)
         src = m.meta.get("citation", "")
-        lines.append(f"Preset {m.name}" + (f" — source: {src}" if src else ""))
+        kind = "Preset" if m.source.startswith("preset ") else "Model"
+        lines.append(f"{kind} {m.name}" + (f" — source: {src}" if src else ""))
     if extra:
-        lines.append(extra)
+        lines.extend(extra.split("\n"))
     lines.append(DISCLAIMER)
     width = int(fig.get_figwidth() * 72 / (CAPTION_PT * 0.56))
     return [w for ln in lines for w in textwrap.wrap(ln, width)]
@@ -530,23 +556,32 @@ def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
         rows.append("schematic")
     fig = Figure(figsize=(figsize[0], figsize[1] * (0.4 + 0.6 * len(rows) / 3)),
                  layout="constrained")
+    bands = {}
+    for r in runs:
+        for b in _bands(r.model):
+            bands.setdefault((b.name, b.lo_ng_ml, b.hi_ng_ml), b)
+    bands = tuple(bands.values())
+    top_view = max(_ymax([c.concentration(n) for c in (r.closeup, r.course)
+                          for n in ([main_analyte(r.model)] if not single
+                                    else list(analyte_labels(r.model)))])
+                   for r in runs)
+    # a window that starts inside the data's range and ends a little above it is shown whole
+    ends = [b.hi_ng_ml for b in bands if b.lo_ng_ml < top_view and b.hi_ng_ml is not None
+            and math.isfinite(b.hi_ng_ml) and b.hi_ng_ml <= 1.6 * top_view]
+    top_view = max([top_view] + [1.04 * e for e in ends])
+    extra = [] if single else [" ".join(f"{lab}: {drug_name(r.model)}, "
+                                        f"{describe_doses(r.doses, r.weight_kg)}, "
+                                        f"{_num(r.weight_kg)} kg, {r.regimen}."
+                                        for r, lab in zip(runs, labels))]
+    extra += [x for x in (_bands_caption(bands, top_view),) if x]
     caption_lines = _caption_lines(fig, [r.model for r in runs],
-                                   extra=None if single else " ".join(
-                                       f"{lab}: {drug_name(r.model)}, "
-                                       f"{describe_doses(r.doses, r.weight_kg)}, "
-                                       f"{_num(r.weight_kg)} kg, {r.regimen}."
-                                       for r, lab in zip(runs, labels)))
+                                   extra="\n".join(extra) if extra else None)
     cap_h = (len(caption_lines) + 0.8) * CAPTION_PT * 1.25 / 72
     main, cap = fig.subfigures(2, 1, height_ratios=[fig.get_figheight() - cap_h, cap_h])
     cap.text(0.005, 0.5, "\n".join(caption_lines), fontsize=CAPTION_PT, color="0.25",
              va="center", ha="left")
     grid = main.subplots(len(rows), 2, squeeze=False, width_ratios=[1, 2.1])
     zoom = closeup_h or max(float(r.closeup.times[-1] - r.closeup.times[0]) for r in runs)
-    bands = {}
-    for r in runs:
-        for b in _bands(r.model):
-            bands.setdefault(b.name, b)
-    bands = tuple(bands.values())
     first_ax = None
     noted = []
     for i, kind in enumerate(rows):
@@ -556,18 +591,17 @@ def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
             axc.sharex(first_ax[1])
         else:
             first_ax = (axz, axc)
-        if kind == "pk" and not single:
-            ymax = max(_ymax([r.closeup.concentration(main_analyte(r.model)),
-                              r.course.concentration(main_analyte(r.model))]) for r in runs)
+        if kind == "pk":
+            # one concentration scale for the close-up and the course: peaks compare directly
             for ax in (axz, axc):
-                ax.set_ylim(0, ymax)
+                ax.set_ylim(0, top_view)
             _draw_effect_bands(axz, bands)
             _draw_effect_bands(axc, bands, labelled=False)
         for j, (r, lab, col) in enumerate(zip(runs, labels, colors)):
             one = None if single else {main_analyte(r.model):
                                        analyte_labels(r.model)[main_analyte(r.model)]}
-            _closeup_panel(kind, axz, r, color=col, label=lab, analytes=one, bands=single, j=j)
-            _course_panel(kind, axc, r, color=col, label=lab, analytes=one, bands=single,
+            _closeup_panel(kind, axz, r, color=col, label=lab, analytes=one, bands=False, j=j)
+            _course_panel(kind, axc, r, color=col, label=lab, analytes=one, bands=False,
                           markers=True, j=j)
             if kind == "pk":
                 c = col or _COLORS.get(main_analyte(r.model), RUN_COLORS[0])
@@ -583,7 +617,7 @@ def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
             _style(ax)
             if kind == "occupancy":
                 ax.set_ylim(0, max(10.0, min(100.0, ax.get_ylim()[1])))
-            elif kind == "pk" or ax is axc:
+            elif kind != "pk" and ax is axc:
                 ax.set_ylim(bottom=0)
         axz.set_xlim(0, zoom)
         # the row title runs from the close-up across the course panel. A blank axes title
