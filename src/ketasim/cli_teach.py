@@ -56,6 +56,18 @@ def _course_options(p, model_default="ketamine-iv", doses_default="standard-iv")
                    help="body weight, kg (default: 70)")
     p.add_argument("--months", type=_finite("months", 0, True), default=None,
                    help="course length in months of 30.44 days (default: 6)")
+    _calibration_option(p)
+
+
+def _calibration_option(p):
+    p.add_argument("--occupancy-calibration", default=None, metavar="NAME",
+                   help="Ki calibration reported as occupancy, where the preset has several "
+                        "(default: the preset's own)")
+
+
+def _sim_kw(args) -> dict:
+    cal = getattr(args, "occupancy_calibration", None)
+    return {} if cal is None else {"occupancy_calibration": cal}
 
 
 def add_parsers(sub) -> None:
@@ -95,6 +107,7 @@ def add_parsers(sub) -> None:
                    help="figure formats: png, svg, pdf (default: png)")
     m.add_argument("--closeup", type=_finite("hours", 0, True), default=8.0,
                    help="length of the first-session close-up, h (default: 8)")
+    _calibration_option(m)
 
     e = sub.add_parser("explore", help="live explorer: sliders for dose, weight, schedule",
                        description="A live explorer for teaching: change dose, weight, "
@@ -287,12 +300,20 @@ def course_summary(run) -> str:
              f"Per session ({name}; occupancy model-predicted, peak at the effect site; "
              "glutamate SCHEMATIC, × baseline):", _table(head, rows)]
     lines += notes
-    pl = cm.plasticity_end
-    if np.ndim(pl) == 0 and np.isfinite(pl):
-        lines.append(f"Schematic plasticity index: {fmt(pl)} at the end"
-                     + (f"; lowest during maintenance (from day {fmt(cm.maintenance_start_h / 24)})"
-                        f" {fmt(cm.plasticity_min_maintenance)}"
-                        if np.isfinite(cm.plasticity_min_maintenance) else "") + ".")
+    res = run.course
+    mstart = cm.maintenance_start_h
+    for nm, words in (("plasticity", "Schematic plasticity index"),
+                      ("consolidation", "Schematic consolidated (slow) plasticity")):
+        if nm not in res.names:
+            continue
+        y = res.output(nm)
+        if y.ndim != 1:
+            continue
+        line = f"{words}: highest {fmt(y.max())}, at the end {fmt(y[-1])}"
+        if np.isfinite(mstart):
+            line += (f"; lowest during maintenance (from day {fmt(mstart / 24)}) "
+                     f"{fmt(y[res.times >= mstart].min())}")
+        lines.append(line + ".")
     return "\n".join(lines)
 
 
@@ -456,7 +477,8 @@ def cmd_course(args) -> int:
         regimen += f"; {fmt(args.months)} months"
     elif regimen:
         regimen += "; 6 months"
-    run = run_course(model, doses, args.weight, regimen=regimen, closeup_h=args.closeup)
+    run = run_course(model, doses, args.weight, regimen=regimen, closeup_h=args.closeup,
+                     **_sim_kw(args))
     fig = plot_course(run)
     out = args.out_dir
     outputs = _figure_outputs(fig, out / "course", args.format)
@@ -572,7 +594,8 @@ def cmd_compare(args) -> int:
             label = model.name if sum(m == model_s for m, _, _ in parsed) == 1 else \
                 f"{model.name}@{doses_s}"
         runs.append(run_course(model, doses, args.weight, label=label,
-                               regimen=COURSE_DESCRIPTIONS.get(doses_s), closeup_h=args.closeup))
+                               regimen=COURSE_DESCRIPTIONS.get(doses_s), closeup_h=args.closeup,
+                               **_sim_kw(args)))
         labels.append(label)
     if len(set(labels)) < len(labels):
         raise KetasimInputError("compare: two SPECs have the same label "

@@ -283,8 +283,15 @@ def _draw_effect_bands(ax, bands, labelled=True):
         if b.lo_ng_ml >= top_view:
             continue
         hi = b.hi_ng_ml if b.hi_ng_ml is not None and math.isfinite(b.hi_ng_ml) else top_view
-        ax.axhspan(b.lo_ng_ml, min(hi, top_view), color=_BAND_FILLS[i % len(_BAND_FILLS)],
-                   alpha=0.22, lw=0, zorder=0, label=_band_label(b) if labelled else None)
+        col = _BAND_FILLS[i % len(_BAND_FILLS)]
+        # windows overlap: every other one is hatched instead of filled, so both stay legible
+        if i % 2 == 0:
+            ax.axhspan(b.lo_ng_ml, min(hi, top_view), color=col, alpha=0.25, lw=0, zorder=0,
+                       label=_band_label(b) if labelled else None)
+        else:
+            ax.axhspan(b.lo_ng_ml, min(hi, top_view), facecolor="none", edgecolor=col,
+                       hatch="///", lw=0, alpha=0.8, zorder=0,
+                       label=_band_label(b) if labelled else None)
 
 
 def _bands_caption(bands, top_view):
@@ -423,7 +430,7 @@ def _peak_note(ax, run, color, offset=(12, -4)):
         return
     ax.plot([tmax[0]], [cmax[0]], marker="o", ms=8, color=color, mfc="white", mew=2, ls="none",
             zorder=5)
-    ax.annotate(f"peak {_num(cmax[0])} ng/mL\nat {_num(tmax[0] * 60)} min",
+    ax.annotate(f"peak {_num(cmax[0])} ng/mL\nat {tmax[0] * 60:.0f} min",
                 (tmax[0], cmax[0]), xytext=offset, textcoords="offset points",
                 fontsize=BODY_PT - 1, va="top", color="0.1")
 
@@ -486,9 +493,14 @@ def _course_panel(kind, ax, run, color=None, label=None, analytes=None, bands=Tr
                                  ("consolidation", _COLORS["consolidation"],
                                   "consolidated plasticity (slow)")):
             if _has(res, nm):
-                ls = "--" if (nm == "consolidation" and color) else _RUN_LS[j % len(_RUN_LS)]
+                # compared runs: the slow index drawn thick and pale, the fast one thin
+                slow = nm == "consolidation" and label is not None
+                lw = (3.2 if slow else 1.3) if label is not None else 2.0
                 _line_or_band(ax, x, res.output(nm), color or default,
-                              f"{label}: {lab}" if label else lab, lw=2.0, ls=ls)
+                              f"{label}: {lab}" if label else lab, lw=lw,
+                              ls=_RUN_LS[j % len(_RUN_LS)], alpha=0.25)
+                if slow:
+                    ax.get_lines()[-1].set_alpha(0.55)
         ax.set_ylabel("index (0-1)", fontsize=BODY_PT)
 
 
@@ -556,11 +568,11 @@ def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
         rows.append("schematic")
     fig = Figure(figsize=(figsize[0], figsize[1] * (0.4 + 0.6 * len(rows) / 3)),
                  layout="constrained")
-    bands = {}
-    for r in runs:
-        for b in _bands(r.model):
-            bands.setdefault((b.name, b.lo_ng_ml, b.hi_ng_ml), b)
-    bands = tuple(bands.values())
+    # concentration windows belong to a drug: a comparison draws them only when every run
+    # has the same ones (e.g. two courses of one preset)
+    sets = [tuple((b.name, b.lo_ng_ml, b.hi_ng_ml) for b in _bands(r.model)) for r in runs]
+    bands = _bands(runs[0].model) if all(x == sets[0] for x in sets) else ()
+    differ = any(sets) and not bands
     top_view = max(_ymax([c.concentration(n) for c in (r.closeup, r.course)
                           for n in ([main_analyte(r.model)] if not single
                                     else list(analyte_labels(r.model)))])
@@ -574,6 +586,9 @@ def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
                                         f"{_num(r.weight_kg)} kg, {r.regimen}."
                                         for r, lab in zip(runs, labels))]
     extra += [x for x in (_bands_caption(bands, top_view),) if x]
+    if differ:
+        extra.append("The published concentration windows differ between the drugs compared "
+                     "and are not drawn here; `ketasim course` draws them for one model.")
     caption_lines = _caption_lines(fig, [r.model for r in runs],
                                    extra="\n".join(extra) if extra else None)
     cap_h = (len(caption_lines) + 0.8) * CAPTION_PT * 1.25 / 72
