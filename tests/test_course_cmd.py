@@ -55,6 +55,7 @@ def test_course_from_an_empty_folder(tmp_path, monkeypatch, capsys):
     assert rows[0][2] == fmt(peak)
 
 
+@pytest.mark.slow
 def test_course_options_and_formats(tmp_path, capsys):
     out = tmp_path / "nasal"
     assert main(["course", "--model", "esketamine-nasal", "--doses", "spravato", "--dose",

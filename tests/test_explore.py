@@ -90,6 +90,7 @@ def test_weight_and_interval_change_the_course(ex):
     assert gaps[-1] == pytest.approx(14, abs=0.01)
 
 
+@pytest.mark.slow
 def test_switching_to_the_nasal_preset(ex):
     _reset(ex)
     ex.preset.set_active(2)
@@ -107,6 +108,29 @@ def test_switching_to_the_nasal_preset(ex):
     assert ex.peaks()[1] > 1.2 * ex.peaks()[0]
     _reset(ex)
     assert ex.model_name == "ketamine-iv"
+
+
+def test_jupyter_entry_point_and_bad_input():
+    import matplotlib.pyplot as plt
+
+    e = ketasim.explore("esketamine-iv")
+    assert isinstance(e, Explorer) and e.model_name == "esketamine-iv"
+    assert e.sliders["dose"].val == 0.25
+    plt.close(e.fig)
+    with pytest.raises(ketasim.KetasimInputError, match="esketamine-iv"):
+        Explorer("esketamine-i")
+
+
+def test_explore_port_in_use_is_one_line(capsys):
+    from ketasim.cli import main
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert main(["explore", "--port", str(port), "--no-browser"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "choose another port" in err
 
 
 def _free_port():

@@ -297,6 +297,19 @@ def serve(port: int = DEFAULT_PORT, open_browser: bool = True, model: str = "ket
         raise KetasimInputError("explore: the browser view needs tornado (pip install "
                                 "tornado); or run it in Jupyter with ketasim.explore()") \
             from None
+    import socket
+
+    with socket.socket() as probe:       # a taken port: one line, not a server traceback
+        try:
+            probe.bind((address, int(port)))
+        except OSError as exc:
+            from .errors import KetasimInputError
+            raise KetasimInputError(f"--port: cannot listen on {address}:{port} "
+                                    f"({exc.strerror or exc}); choose another port") from None
+    if model not in PRESETS:
+        from .errors import KetasimInputError, suggest
+        raise KetasimInputError(f"--model: {model!r}{suggest(model, PRESETS)}; expected one "
+                                f"of {', '.join(PRESETS)}")
     matplotlib.use("webagg", force=True)
     matplotlib.rcParams["webagg.port"] = int(port)
     matplotlib.rcParams["webagg.port_retries"] = 1   # exactly this port
