@@ -247,8 +247,11 @@ class Explorer:
             f"{v['weight']:g} kg · maintenance every {v['interval']:g} days"
             + (f" · session {miss} missed" if miss else ""), fontsize=14, fontweight="bold")
         self.last_update_s = time.perf_counter() - t0     # simulation + new data, no drawing
+        first = self.result is None or not getattr(self, "_updated", False)
+        self._updated = True
         self.timing_text.set_text(f"{starts.size} sessions\nre-simulated in "
-                                  f"{self.last_update_s * 1000:.0f} ms")
+                                  f"{self.last_update_s * 1000:.0f} ms"
+                                  + (" (first run:\nloading compiled code)" if first else ""))
         self.fig.canvas.draw_idle()
         return self.last_update_s
 
