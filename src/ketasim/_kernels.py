@@ -472,11 +472,13 @@ def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W
         t = carry_f[2 * n + 3]
         lev = int(carry_f[2 * n + 4])
         e = carry_i[n]
+    hot = -1            # cache slot of the nominal grid step (the hot path)
     for it in range(T):
         target = times[it]
         while True:
-            e, has_u, _ = _apply_events(x, u, active, t, e, nev, ev_t, ev_c, ev_amt, ev_kind,
-                                        ev_vec)
+            if e < nev and ev_t[e] <= t:
+                e, has_u, _ = _apply_events(x, u, active, t, e, nev, ev_t, ev_c, ev_amt,
+                                            ev_kind, ev_vec)
             if t >= target:
                 break
             stop = target
@@ -489,8 +491,34 @@ def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W
                 lev = _pd_interval(K, x, u, has_u, H, wd, pd, y, pd_rtol, ch, cg, CP, CG, nxt,
                                    xm, x1, x0s, k1, k2, k3, k4, k5, yt, y1, err, stats, lev,
                                    ext)
+            elif (H == h_nom and hot >= 0 and ch[hot] == h_nom
+                  and (cg[hot] == 1 or not has_u)):
+                # the hot path: a full grid interval, its propagator already cached
+                P0 = CP[hot]
+                for i in range(n):
+                    acc0 = 0.0
+                    acc1 = 0.0
+                    k = 0
+                    while k + 1 < n:
+                        acc0 += P0[i, k] * x[k]
+                        acc1 += P0[i, k + 1] * x[k + 1]
+                        k += 2
+                    if k < n:
+                        acc0 += P0[i, k] * x[k]
+                    acc = acc0 + acc1
+                    if has_u:
+                        G0 = CG[hot]
+                        for k in range(n):
+                            acc += G0[i, k] * u[k]
+                    if abs(acc) < TINY:
+                        acc = 0.0
+                    xn[i] = acc
+                for i in range(n):
+                    x[i] = xn[i]
             else:
                 _step(K, x, u, has_u, H, ch, cg, CP, CG, nxt, xn)
+                if H == h_nom:
+                    hot = nxt[1]
                 for i in range(n):
                     x[i] = xn[i]
             t = stop
