@@ -93,7 +93,7 @@ def _coerce_times(times) -> np.ndarray:
 def simulate(model, doses, times, params: dict | None = None, weight_kg=70.0, *,
              outputs=None, amounts: bool = False, threads: int | None = None,
              occupancy_calibration: str | None = None,
-             pd_rtol: float = DEFAULT_PD_RTOL) -> Result:
+             pd_rtol: float = DEFAULT_PD_RTOL, dtype="float64") -> Result:
     """Simulate a model for one subject or a population, exactly between dose events.
 
     Parameters
@@ -126,6 +126,8 @@ def simulate(model, doses, times, params: dict | None = None, weight_kg=70.0, *,
     pd_rtol : float
         Relative tolerance of the schematic response's error-controlled integrator
         (default 1e-6).
+    dtype : "float64" or "float32"
+        Storage of the outputs (the computation is always float64); float32 halves memory.
 
     Returns
     -------
@@ -145,7 +147,7 @@ def simulate(model, doses, times, params: dict | None = None, weight_kg=70.0, *,
     plan = prepare(model, doses, params, weight_kg, outputs=outputs, amounts=amounts,
                    occupancy_calibration=occupancy_calibration, pd_rtol=pd_rtol)
     t = _coerce_times(times)
-    out = run(plan, t, threads=threads)
+    out = run(plan, t, threads=threads, dtype=dtype)
     out.setflags(write=False)
     return Result(times=t, names=plan.names, data=out, population=plan.population,
                   params=plan.vals, model=plan.model, doses=plan.doses, inputs=plan.inputs)
