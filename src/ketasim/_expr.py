@@ -70,7 +70,7 @@ def parse(value, field: str, where: str = "") -> Expr:
         _check(tree, names, field, prefix, text)
     except SyntaxError as exc:
         raise KetasimInputError(
-            f"{prefix}{field}: cannot parse expression {text!r} ({exc.msg})") from None
+            f"{prefix}{field}: cannot parse expression {_short(text)!r} ({exc.msg})") from None
     except KetasimInputError:
         raise
     except ValueError:      # e.g. Python's limit on the digits of an integer literal
@@ -119,7 +119,7 @@ def _check(node, names, field, prefix, text, depth=0):
             _check(a, names, field, prefix, text, depth)
     else:
         raise KetasimInputError(
-            f"{prefix}{field}: {text!r} is not a supported expression "
+            f"{prefix}{field}: {_short(text)!r} is not a supported expression "
             "(numbers, names, + - * / **, exp log sqrt abs min max)")
 
 

@@ -261,6 +261,7 @@ def cmd_schedule(args) -> int:
     from . import courses as dosing
     from .dosing import write_doses
 
+    _check_output_paths(args, "out")
     if args.course == "standard-iv":
         d = dosing.standard_iv_course(args.dose_mg_per_kg, args.weight, args.months,
                                       infusion_min=args.infusion_min,
@@ -269,7 +270,6 @@ def cmd_schedule(args) -> int:
         d = dosing.spravato_course(args.dose, args.maintenance, args.months)
     else:
         d = dosing.read_course_toml(args.phases, months=args.months)
-    _check_output_paths(args, "out")
     write_doses(d, args.out)
     print(f"wrote {args.out} ({len(d)} sessions)", file=sys.stderr)
     return 0
@@ -315,7 +315,9 @@ def _run(args) -> int:
         with warnings.catch_warnings():
             # a hint Numba prints while compiling the kernels (first run only): not for users
             warnings.filterwarnings("ignore", message=r".*is faster on contiguous arrays")
-            return handler(args)
+            rc = handler(args)
+        sys.stdout.flush()      # a closed pipe shows here, not at exit
+        return rc
     except KeyboardInterrupt:
         raise
     except KetasimInputError as exc:

@@ -136,7 +136,11 @@ class OutputSet:
                                                dir=folder)
                     temps.append((tmp, path))
                 _write(fd, data, binary)
-                os.chmod(tmp, 0o666 & ~_umask())
+                try:       # a replaced file keeps its permissions; a new one gets the usual
+                    mode = path.stat().st_mode & 0o7777
+                except OSError:
+                    mode = 0o666 & ~_umask()
+                os.chmod(tmp, mode)
             with signals_held():
                 _move_all(temps)
                 temps = []
