@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 import ketasim
@@ -45,6 +45,7 @@ from test_bad_inputs import GOOD_DOSES, GOOD_MODEL, model_with
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                        HealthCheck.too_slow])
 GOOD_SPEC = tomllib.loads(GOOD_MODEL)
+NO_SHRINK = dict(SETTINGS, phases=[Phase.explicit, Phase.reuse, Phase.generate])  # for xfail
 SENTINEL = "previous results, keep me\n"
 IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -390,6 +391,18 @@ def test_an_output_that_is_a_device_is_refused():
     assert stat.S_ISCHR(after.st_mode) and after.st_ino == before.st_ino
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_a_model_that_is_a_pipe_is_named_not_read(tmp_path, capsys):
+    """Reading a named pipe would wait forever for a writer."""
+    os.mkfifo(tmp_path / "m.toml")
+    (tmp_path / "d.csv").write_text(GOOD_DOSES)
+    rc, _, err = run_cli(["simulate", "--model", str(tmp_path / "m.toml"), "--doses",
+                          str(tmp_path / "d.csv"), "--out", str(tmp_path / "o.csv")], capsys)
+    assert rc == 1
+    one_line_error(err, "m.toml", "not a regular file")
+    assert not (tmp_path / "o.csv").exists()
+
+
 def test_the_same_output_twice_is_refused(tmp_path):
     outs = kio.OutputSet().add(tmp_path / "a.csv", b"1")
     with pytest.raises(KetasimInputError, match="given twice"):
@@ -513,8 +526,9 @@ def _start(tmp_path, until, step):
 
 @pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-@pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
-                         ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143),
+                                         (getattr(signal, "SIGHUP", None), 129)],
+                         ids=["SIGINT", "SIGTERM", "SIGHUP"])
 def test_a_signal_while_writing_leaves_no_file(tmp_path, sig, status):
     """A long write (300,001 rows x 42 columns) is interrupted once its temporary file exists:
     the command stops within seconds, the earlier results are intact, nothing else is left."""
@@ -676,7 +690,7 @@ def test_value_at_a_dose_time_is_the_value_just_after_it():
     assert r.concentration("central")[3] == pytest.approx(2000.0, rel=1e-6)
 
 
-@settings(max_examples=30, **SETTINGS)
+@settings(max_examples=30, **NO_SHRINK)
 @given(step=st.sampled_from([0.1, 0.3, 1 / 60, 0.7, 1 / 3]), k=st.integers(1, 200))
 @pytest.mark.xfail(reason="engine: dose times within rounding of an output time", strict=False)
 def test_property_dose_on_a_grid_point_is_seen_at_that_point(step, k):
@@ -692,7 +706,7 @@ TWO_CPT = {"parameters": {"V": 50.0}, "compartments": {"central": "V", "p": "V"}
            "routes": {"iv": {"to": "central"}}}
 
 
-@settings(max_examples=40, **SETTINGS)
+@settings(max_examples=20, **NO_SHRINK)
 @given(t0=st.floats(0.0, 2000.0), dur=st.floats(1e-12, 1.0), at=st.floats(0.0, 1.0))
 @pytest.mark.xfail(reason="engine: propagator reuse must not depend on the last output time "
                           "(not reproduced on these examples today; kept as a guard)",
@@ -712,8 +726,13 @@ def test_property_results_do_not_depend_on_the_horizon(t0, dur, at):
                           "(a duration that rounds away is a bolus of the same amount)",
                    strict=False)
 @pytest.mark.parametrize("t0, dur", [(1.0, 1e-13), (1000.0, 1e-12), (1000.0, 1e-13),
-                                     (10.0, 1e-15), (1.0, 5e-324)])
+                                     (10.0, 1e-15)])
 def test_a_vanishing_infusion_delivers_its_whole_amount(t0, dur):
+    test_an_infusion_shorter_than_any_step_is_a_bolus(t0, dur)
+
+
+@pytest.mark.parametrize("t0, dur", [(1.0, 5e-324), (0.0, 1e-300)])
+def test_an_infusion_shorter_than_any_step_is_a_bolus(t0, dur):
     m = ketasim.Model.from_dict(TWO_CPT)
     r = ketasim.simulate(m, ketasim.Doses([t0], [100.0], ["iv"], [dur]), [0.0, t0 + 2.0],
                          amounts=True, outputs=["amount:central", "amount:p"])

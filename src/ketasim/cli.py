@@ -1,10 +1,11 @@
 """The ``ketasim`` command line.
 
 Exit status: 0 on success, 2 for usage errors (argparse), 1 for bad input (a model file, a dose
-table, an option's value), 130 after Ctrl-C (SIGINT) and 143 after SIGTERM. Errors are one line on
-stderr; ``--debug`` (before or after the command) shows the traceback. A command writes all of its
-output files or none: a failure or an interrupt leaves existing files as they were, and no
-temporary file or new folder behind (see :class:`ketasim.io.OutputSet`).
+table, an option's value), 130 after Ctrl-C (SIGINT), 143 after SIGTERM, 129 after SIGHUP.
+Errors are one line on stderr; ``--debug`` (before or after the command) shows the traceback.
+A command writes all of its output files or none: a failure or an interrupt leaves existing
+files as they were, and no temporary file or new folder behind (see
+:class:`ketasim.io.OutputSet`).
 """
 
 from __future__ import annotations
@@ -276,11 +277,15 @@ def cmd_schedule(args) -> int:
 
 
 class _Terminated(KeyboardInterrupt):
-    """SIGTERM, turned into the same clean-up path as Ctrl-C."""
+    """SIGTERM or SIGHUP, turned into the same clean-up path as Ctrl-C."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
 
 
-def _on_sigterm(signum, frame):
-    raise _Terminated()
+def _on_signal(signum, frame):
+    raise _Terminated(signum)
 
 
 def _fail(args, message: str) -> int:
@@ -291,21 +296,25 @@ def _fail(args, message: str) -> int:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handle_term = (threading.current_thread() is threading.main_thread()
-                   and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)
-    if handle_term:
-        signal.signal(signal.SIGTERM, _on_sigterm)
+    handled = []
+    if threading.current_thread() is threading.main_thread():
+        for name in ("SIGTERM", "SIGHUP"):
+            sig = getattr(signal, name, None)
+            if sig is not None and signal.getsignal(sig) == signal.SIG_DFL:
+                signal.signal(sig, _on_signal)
+                handled.append(sig)
     try:
         return _run(args)
-    except _Terminated:
-        print("ketasim: terminated (SIGTERM)", file=sys.stderr)
-        return 143
+    except _Terminated as exc:
+        name = signal.Signals(exc.signum).name
+        print(f"ketasim: stopped by {name}", file=sys.stderr)
+        return 128 + int(exc.signum)
     except KeyboardInterrupt:
         print("ketasim: interrupted (Ctrl-C)", file=sys.stderr)
         return 130
     finally:
-        if handle_term:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for sig in handled:
+            signal.signal(sig, signal.SIG_DFL)
 
 
 def _run(args) -> int:

@@ -453,8 +453,10 @@ def load_model(name_or_path) -> Model:
     p = Path(s)
     if p.suffix == ".toml" or p.exists() or "/" in s or "\\" in s:
         if not p.is_file():
-            raise KetasimInputError(f"model: {s!r} is a folder, expected a TOML model file"
-                                    if p.is_dir() else f"model: file {s!r} not found")
+            raise KetasimInputError(
+                f"model: {s!r} is a folder, expected a TOML model file" if p.is_dir() else
+                f"model: {s!r} is not a regular file (a device or a pipe), expected a TOML "
+                "model file" if p.exists() else f"model: file {s!r} not found")
         return Model.from_toml(p)
     presets = list_presets()
     if s not in presets:
