@@ -450,6 +450,9 @@ def load_model(name_or_path) -> Model:
     if isinstance(name_or_path, Model):
         return name_or_path
     s = str(name_or_path)
+    if not s.strip():
+        raise KetasimInputError(f"model: got {s!r}, expected a preset name ("
+                                + ", ".join(list_presets()) + ") or a TOML model file")
     p = Path(s)
     if p.suffix == ".toml" or p.exists() or "/" in s or "\\" in s:
         if not p.is_file():
