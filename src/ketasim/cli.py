@@ -284,10 +284,6 @@ class _Terminated(KeyboardInterrupt):
         self.signum = signum
 
 
-def _on_signal(signum, frame):
-    raise _Terminated(signum)
-
-
 def _fail(args, message: str) -> int:
     print(f"ketasim: error: {message}", file=sys.stderr)
     return 1
@@ -296,13 +292,20 @@ def _fail(args, message: str) -> int:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .io import interrupt  # imported here, never inside a signal handler
+
+    def on_signal(signum, frame):
+        # deferred while files are being created, moved or removed (ketasim.io.signals_held)
+        interrupt(KeyboardInterrupt() if signum == signal.SIGINT else _Terminated(signum))
+
     handled = []
     if threading.current_thread() is threading.main_thread():
-        for name in ("SIGTERM", "SIGHUP"):
+        for name, default in (("SIGINT", signal.default_int_handler),
+                              ("SIGTERM", signal.SIG_DFL), ("SIGHUP", signal.SIG_DFL)):
             sig = getattr(signal, name, None)
-            if sig is not None and signal.getsignal(sig) == signal.SIG_DFL:
-                signal.signal(sig, _on_signal)
-                handled.append(sig)
+            if sig is not None and signal.getsignal(sig) == default:
+                signal.signal(sig, on_signal)
+                handled.append((sig, default))
     try:
         return _run(args)
     except _Terminated as exc:
@@ -313,8 +316,8 @@ def main(argv=None) -> int:
         print("ketasim: interrupted (Ctrl-C)", file=sys.stderr)
         return 130
     finally:
-        for sig in handled:
-            signal.signal(sig, signal.SIG_DFL)
+        for sig, default in handled:
+            signal.signal(sig, default)
 
 
 def _run(args) -> int:

@@ -23,24 +23,50 @@ import numpy as np
 from .errors import KetasimInputError
 
 __all__ = ["OutputSet", "write_outputs", "check_outputs", "atomic_write", "result_columns",
-           "write_result_csv", "write_result_table"]
+           "write_result_csv", "write_result_table", "signals_held", "interrupt"]
 
 _SIGNALS = tuple(s for s in (getattr(signal, "SIGINT", None), getattr(signal, "SIGTERM", None))
                  if s is not None)
 
 
+_held = 0            # depth of signals_held() blocks
+_pending: list = []  # an interrupt that arrived inside one, raised when the last one ends
+
+
 @contextlib.contextmanager
 def signals_held():
-    """Hold back SIGINT and SIGTERM (delivered when the block ends), where the platform can."""
-    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not \
-            threading.main_thread():
-        yield
-        return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    """A critical section: SIGINT and SIGTERM wait until it ends.
+
+    At the operating-system level the signals are blocked where the platform can; at the
+    Python level a handler that calls :func:`interrupt` (the command line installs such
+    handlers) defers its exception to the end of the outermost block. So a temporary file is
+    never created without being recorded for clean-up, and a clean-up is never cut short."""
+    global _held
+    mask = None
+    if hasattr(signal, "pthread_sigmask") and \
+            threading.current_thread() is threading.main_thread():
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    _held += 1
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        _held -= 1
+        if mask is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        if _held == 0 and _pending:
+            exc = _pending.pop()
+            _pending.clear()
+            raise exc
+
+
+def interrupt(exc: BaseException) -> None:
+    """Raise ``exc`` (a KeyboardInterrupt) now, or at the end of the current
+    :func:`signals_held` block. For signal handlers."""
+    if _held:
+        if not _pending:
+            _pending.append(exc)
+        return
+    raise exc
 
 
 def _umask() -> int:
