@@ -542,6 +542,46 @@ def test_write_outputs_refuses_an_input(tmp_path):
     assert src.read_text() == SENTINEL
 
 
+@settings(max_examples=40, **SETTINGS)
+@given(n=st.integers(1, 3), t=st.integers(1, 40), block=st.integers(1, 17),
+       values=st.lists(st.one_of(st.floats(-1e300, 1e300), st.sampled_from(
+           [0.0, -0.0, 1e-320, 1e300, 123456789.0123, np.nan, np.inf, -np.inf])),
+                       min_size=1, max_size=50))
+def test_property_result_csv_matches_numpy_savetxt(n, t, block, values):
+    """The block-formatted writer gives exactly numpy.savetxt's text, whatever the values, the
+    subjects and the block size (an independent reference for every number written)."""
+    import io as sio
+
+    from ketasim.result import Result
+
+    names = ("central", "amount:depot", "occupancy")
+    data = np.resize(np.array(values), n * len(names) * t).reshape(n, len(names), t)
+    times = np.arange(t) * 0.1
+    r = Result(times=times, names=names, data=data, population=n > 1, params={}, model=None)
+    buf = sio.StringIO()
+    kio.write_result_table(r, buf, rows_per_block=block)
+    ref = sio.StringIO()
+    ref.write(",".join((["subject"] if n > 1 else []) + ["time_h", "central_ng_ml",
+                                                          "amount_depot_mg", "occupancy"]) + "\n")
+    for s in range(n):
+        table = np.column_stack([times, data[s, 0] * 1000.0, data[s, 1], data[s, 2]])
+        if n > 1:
+            table = np.column_stack([np.full(t, s), table])
+        np.savetxt(ref, table, delimiter=",", fmt=(["%d"] if n > 1 else []) + ["%.10g"] * 4)
+    assert buf.getvalue() == ref.getvalue()
+
+
+def test_a_value_that_overflows_in_ng_per_ml_is_an_error_not_inf(tmp_path):
+    from ketasim.result import Result
+
+    r = Result(times=np.array([0.0, 1.0]), names=("central",),
+               data=np.array([[[1.0, 1e306]]]), population=False, params={}, model=None)
+    (tmp_path / "o.csv").write_text(SENTINEL)
+    with pytest.raises(KetasimInputError, match="'central': 1e\\+306 mg/L is too large"):
+        kio.write_result_csv(r, tmp_path / "o.csv")
+    assert snapshot(tmp_path) == {"o.csv": SENTINEL.encode()}
+
+
 # ------------------------------------------------------------------------------ signals
 SIGNAL_MODEL = GOOD_MODEL + "[observe]\n" + "".join(f'a{i} = "central"\n' for i in range(40))
 

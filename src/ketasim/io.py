@@ -314,9 +314,24 @@ def write_result_table(result, fh, rows_per_block: int = 16384) -> None:
             if p:
                 blk[:, 0] = s
             blk[:, p] = result.times[a:b]
-            np.multiply(result.data[s, :, a:b].T, scale, out=blk[:, p + 1:])
+            src = result.data[s, :, a:b].T
+            with np.errstate(over="ignore"):
+                np.multiply(src, scale, out=blk[:, p + 1:])
+            _check_scaled(blk[:, p + 1:], src, names)
             fh.write((full if b - a == rows_per_block else row * (b - a))
                      % tuple(blk.ravel().tolist()))
+
+
+def _check_scaled(scaled: np.ndarray, src: np.ndarray, names) -> None:
+    """A finite value that the conversion to ng/mL overflows is an error, never an ``inf``."""
+    if np.isfinite(scaled).all():
+        return
+    bad = ~np.isfinite(scaled) & np.isfinite(src)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise KetasimInputError(
+            f"output {names[j]!r}: {src[i, j]:.3g} mg/L is too large to write in ng/mL (the "
+            "number overflows); check the doses and the model's units")
 
 
 def write_result_csv(result, path) -> None:
