@@ -534,6 +534,14 @@ def test_an_interrupt_inside_a_critical_step_waits_for_its_end(tmp_path, monkeyp
         assert snapshot(tmp_path) == before
 
 
+def test_write_outputs_streams_text_and_binary(tmp_path):
+    kio.write_outputs([(tmp_path / "t.csv", lambda fh: fh.write("time_h\n")),
+                       (tmp_path / "b.bin", lambda fh: fh.write(b"\x00\x01"), True),
+                       (tmp_path / "s.txt", "text"), (tmp_path / "y.png", b"\x89PNG")])
+    assert snapshot(tmp_path) == {"b.bin": b"\x00\x01", "s.txt": b"text", "t.csv": b"time_h\n",
+                                  "y.png": b"\x89PNG"}
+
+
 def test_write_outputs_refuses_an_input(tmp_path):
     src = tmp_path / "in.csv"
     src.write_text(SENTINEL)

@@ -183,10 +183,13 @@ class OutputSet:
 
 def write_outputs(items, inputs=()) -> None:
     """Write ``[(path, data), ...]`` all-or-nothing (see :class:`OutputSet`); ``inputs`` are
-    ``(label, path)`` pairs that no output may overwrite."""
+    ``(label, path)`` pairs that no output may overwrite.
+
+    ``data`` is bytes, str, or a callable given an open text file; ``(path, callable, True)``
+    gives the callable a binary file instead (Parquet, a figure written by a library)."""
     outs = OutputSet()
-    for path, data in items:
-        outs.add(path, data)
+    for path, data, *binary in items:
+        outs.add(path, data, binary=binary[0] if binary else None)
     check_outputs([("output", p) for p in outs.paths], inputs)
     outs.commit()
 
