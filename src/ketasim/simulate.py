@@ -11,7 +11,7 @@ import numpy as np
 from . import _kernels
 from .dosing import Doses, read_doses
 from .errors import KetasimInputError
-from .events import build_events
+from .events import apply_covariates, build_events
 from .model import GLUTAMATE_ROLES
 from .modelfile import load_model
 from .result import PD_OUTPUTS, Result
@@ -166,8 +166,11 @@ def simulate(model, doses, times, params: dict | None = None, weight_kg=70.0, *,
     if params is not None and not isinstance(params, Mapping):
         raise KetasimInputError(f"params: got {type(params).__name__}, expected a dict of "
                                 "parameter name -> value (or array of values)")
-    population = any(np.ndim(v) > 0 for v in (params or {}).values()) or np.ndim(weight_kg) > 0
-    vals = model.resolve(params, weight_kg)
+    # a dose table with subjects/covariates: one subject per ID, covariates into params
+    params, weight_kg, n_subjects = apply_covariates(model, doses, params, weight_kg)
+    population = (any(np.ndim(v) > 0 for v in (params or {}).values()) or np.ndim(weight_kg) > 0
+                  or n_subjects is not None)
+    vals = model.resolve(params, weight_kg, n=n_subjects)
     n = vals["WT"].shape[0]
 
     pd_mode = 2 if model.has_glutamate else (1 if model.has_occupancy else 0)
