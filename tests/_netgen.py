@@ -81,7 +81,7 @@ def networks(draw, max_comp=6, rate_lo=1e-4, rate_hi=1e3, unit_yield=False, effe
                 p["duration_h"] = f"DUR{tag}"
             return p
         if draw(st.integers(0, 3)) == 0:
-            routes[f"r{r}"] = {"parts": [part(f"{r}a"), part(f"{r}b")]}
+            routes[f"r{r}"] = {"parts": [part(f"{r}a"), part(f"{r}b")], "relative_f": True}
         else:
             routes[f"r{r}"] = part(f"{r}")
     spec = {"parameters": params, "compartments": comps, "flows": flows, "routes": routes}

@@ -206,7 +206,7 @@ class Doses:
     def where(self, i: int) -> str:
         """``row i+1`` (and its file line where known), for messages."""
         if self.line is not None and i < self.line.size and self.line[i] > 0:
-            return f"row {i + 1} (line {int(self.line[i])})"
+            return f"line {int(self.line[i])}: row {i + 1}"
         return f"row {i + 1}"
 
     def _check(self):
@@ -505,6 +505,15 @@ class _Lines:
                 "(MAX_DOSE_FILE_BYTES); split it, or use addl/ii_h for repeated doses")
 
     def __iter__(self):
+        self._gen = self._generate()
+        return self._gen
+
+    def close(self):
+        gen = getattr(self, "_gen", None)
+        if gen is not None:
+            gen.close()
+
+    def _generate(self):
         if self.encoding.startswith("utf-8"):
             offset = 0
             first = True
@@ -584,7 +593,11 @@ def _open_source(path_or_text, source):
             f"{MAX_DOSE_FILE_BYTES / 2**20:.0f} MiB limit for a dose table "
             "(MAX_DOSE_FILE_BYTES); split it, or use addl/ii_h for repeated doses")
     fh = open(p, "rb")   # a regular file, a pipe or /dev/stdin
-    return _Lines(fh, where, MAX_DOSE_FILE_BYTES), where, fh.close
+    try:
+        return _Lines(fh, where, MAX_DOSE_FILE_BYTES), where, fh.close
+    except BaseException:
+        fh.close()
+        raise
 
 
 class _RawAdapter(io.RawIOBase):
@@ -637,6 +650,8 @@ def read_doses(path_or_text, *, source: str | None = None) -> Doses:
     except csv.Error as exc:
         raise KetasimInputError(f"{where}: not a readable CSV dose table ({exc})") from None
     finally:
+        if hasattr(lines, "close"):
+            lines.close()          # the decoder lets go of the file (stdin stays open)
         if close is not None:
             close()
 
