@@ -735,6 +735,7 @@ def _parse(lines, where: str) -> Doses:
             raise KetasimInputError(f"{where}: line {line_no}: more than {MAX_EVENTS:,} dose "
                                     "rows (MAX_EVENTS); split the table or use addl/ii_h")
         route = cells["route"]
+        route = "" if route == "." else route
         if not route and evid != 3.0:
             raise KetasimInputError(f"{where}: line {line_no}: route is blank; expected a "
                                     "route name such as iv")
