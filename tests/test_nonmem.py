@@ -517,6 +517,6 @@ def test_readme_steady_state_example():
     peak = 1000 * D / Vd / (1 - math.exp(-k * tau))
     np.testing.assert_allclose(c[0], peak, rtol=1e-12)
     np.testing.assert_allclose(c[1], peak * math.exp(-k * tau), rtol=1e-9)
-    printed = re.search(r"peak ([\d.]+) ng/mL.*?trough ([\d.]+) ng/mL", sect, re.S)
+    printed = re.search(r"peak ([\d.]+)\s+ng/mL.*?trough ([\d.]+)\s+ng/mL", sect, re.S)
     assert abs(float(printed.group(1)) - peak) < 0.05
     assert abs(float(printed.group(2)) - peak * math.exp(-k * tau)) < 0.05
