@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import KetasimInputError, suggest
+from .errors import KetasimInputError
 
 __all__ = ["Doses", "read_doses", "write_doses", "expand", "MAX_EVENTS", "MAX_DOSE_FILE_BYTES",
            "COLUMNS", "ALIASES", "NONMEM_IGNORED"]
@@ -221,12 +221,16 @@ class Doses:
             a = getattr(self, name)
             bad = ~np.isfinite(a)
             if bad.any():
-                fail(bad, lambda i: f"{name}: got {a[i]!r}, expected a finite number")
+                i = int(np.argmax(bad))
+                raise KetasimInputError(f"{src}: {self.where(i)}: {name}: got {a[i]!r}, "
+                                        "expected a finite number")
             neg = a < 0
             if name == "rate_mg_h":
                 neg &= a != -2.0
             if np.any(neg):
-                fail(neg, lambda i: f"{name}: got {a[i]:g} {unit}, expected a number >= 0")
+                i = int(np.argmax(neg))
+                raise KetasimInputError(f"{src}: {self.where(i)}: {name}: got {a[i]:g} {unit}, "
+                                        "expected a number >= 0")
         if np.any(self.addl < 0):
             fail(self.addl < 0, lambda i: f"addl: got {self.addl[i]}, expected a whole number "
                  ">= 0")
@@ -244,8 +248,9 @@ class Doses:
                  "expected a finite number")
         for k, a in self.covariates.items():
             if not np.all(np.isfinite(a) | np.isnan(a)):
-                fail(~(np.isfinite(a) | np.isnan(a)), lambda i: f"{k}: got {a[i]!r}, expected "
-                     "a finite number")
+                i = int(np.argmax(~(np.isfinite(a) | np.isnan(a))))
+                raise KetasimInputError(f"{src}: {self.where(i)}: {k}: got {a[i]!r}, expected "
+                                        "a finite number")
         both = (self.duration_h > 0) & (self.rate_mg_h > 0)
         if both.any():
             fail(both, lambda i: f"duration_h = {self.duration_h[i]:g} and rate_mg_h = "
@@ -463,9 +468,9 @@ def _decode(data: bytes, where: str, what: str = "a CSV dose table") -> str:
     try:
         return data.decode(enc if enc != "utf-8" else "utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise KetasimInputError(f"{where}: not {'UTF-8' if enc.startswith('utf-8') else enc.upper()}"
-                                f" text (bad byte at offset {exc.start}); expected {what}") \
-            from None
+        name = "UTF-8" if enc.startswith("utf-8") else enc.upper()
+        raise KetasimInputError(f"{where}: not {name} text (bad byte at offset {exc.start}); "
+                                f"expected {what}") from None
 
 
 

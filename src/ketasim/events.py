@@ -334,7 +334,16 @@ def build_events(model: Model, doses: Doses, vals: dict):
         ridx = np.full((n, max(int(counts.max()), 1)), D, np.int64)
         ridx[sid[order], k] = order
     R0, Dm = ridx.shape
-    shape = (n, Dm)
+    # subjects whose routes evaluate alike share one row of events (broadcast at the end): a
+    # population that varies clearances but not f, lags or durations builds its events once
+    used = set()
+    for parts_ in inputs.values():
+        for p in parts_:
+            used |= set(p.f.names) | set(p.lag_h.names)
+            used |= set(p.duration_h.names) if p.duration_h is not None else set()
+    varies = any(k in vals and np.any(vals[k] != vals[k][0]) for k in used)
+    nb = 1 if (R0 == 1 and not varies) else n
+    shape = (nb, Dm)
     if d.subject is not None:
         n_ev = (2 * n_parts + 2) * Dm
         check_memory(n * n_ev, f"dose events: {n:,} subjects x {n_ev:,} events",
@@ -371,7 +380,7 @@ def build_events(model: Model, doses: Doses, vals: dict):
         return r
 
     rs = np.broadcast_to(first_reset_after(t_rec), shape)
-    env = {k: v[:, None] for k, v in vals.items()}
+    env = {k: v[:nb, None] for k, v in vals.items()}
     env["AMT"] = amt
     blocks = []
 
@@ -479,7 +488,7 @@ def build_events(model: Model, doses: Doses, vals: dict):
         vidx = np.cumsum(ss_row, axis=1) - 1
         V = max(int(ss_row.sum(axis=1).max()), 1)
         add(t_rec, np.maximum(vidx, 0), 0.0, ADD_STATE, np.broadcast_to(ss_row, shape))
-        ev_vec = _steady_states(model, vals, shape, ss_row, const, ii, rate_row, parts, pieces,
+        ev_vec = _steady_states(model, vals, ss_row, const, ii, rate_row, parts, pieces,
                                 vidx, V)
     if ev_vec is None:
         ev_vec = np.zeros((n, V, S))
@@ -502,39 +511,44 @@ def build_events(model: Model, doses: Doses, vals: dict):
     E = max(int(nev.max()), 0)
     order = order[:, :E]
 
-    def take(a, dt):
-        return np.ascontiguousarray(np.take_along_axis(a, order, axis=1), dtype=dt)
+    def take(a, dt):   # sorted, and shared rows copied out to every subject
+        a = np.take_along_axis(a, order, axis=1).astype(dt, copy=False)
+        return np.ascontiguousarray(np.broadcast_to(a, (n, a.shape[1])))
 
     return (take(ev_t, np.float64), take(ev_c, np.int64), take(ev_a, np.float64),
-            take(ev_k, np.int64), nev, ev_vec)
+            take(ev_k, np.int64), np.ascontiguousarray(np.broadcast_to(nev, (n,))), ev_vec)
 
 
-def _steady_states(model, vals, shape, ss_row, const, ii, rate_row, parts, pieces, vidx, V):
-    """ev_vec (N, V, S): the state just before each steady-state dose (see module docstring)."""
-    n = shape[0]
+def _steady_states(model, vals, ss_row, const, ii, rate_row, parts, pieces, vidx, V):
+    """ev_vec (N, V, S): the state just before each steady-state dose (see module docstring).
+    Row arrays may hold one row for all subjects (``ss_row``, ``ii``: (R0, Dm); parts:
+    (nb, Dm))."""
+    n = vals["WT"].shape[0]
     S = len(model.state_names)
     K = model.matrices(vals)
     ev_vec = np.zeros((n, V, S))
     cache = {}
-    rows = np.argwhere(np.broadcast_to(ss_row, shape))
-    for s, j in rows:
-        s, j = int(s), int(j)
-        jj = (min(s, ii.shape[0] - 1), j)
+    nb = parts[0][0].shape[0]
+    rows = np.argwhere(np.broadcast_to(ss_row, (n, ss_row.shape[1])))
+    for s0, j in rows:
+        s0, j = int(s0), int(j)
+        jj = (min(s0, ii.shape[0] - 1), j)
+        s = min(s0, nb - 1)
         if const[jj]:
             u = np.zeros(S)
             for (F, _, _, TO, HAS) in parts:
                 if HAS[s, j]:
                     u[TO[s, j]] += F[s, j] * rate_row[jj]
-            key = (K[s].tobytes(), "rate", u.tobytes())
+            key = (K[s0].tobytes(), "rate", u.tobytes())
             if key not in cache:
-                cache[key] = constant_rate_state(K[s], u, model)
+                cache[key] = constant_rate_state(K[s0], u, model)
         else:
             tau = float(ii[jj])
             pcs = tuple((int(TO[s, j]), float(A[s, j]), float(LAG[s, j]),
                          float(dur[s, j]) if inf[s, j] else 0.0, float(rate[s, j]))
                         for TO, A, LAG, dur, inf, rate, HAS in pieces if HAS[s, j])
-            key = (K[s].tobytes(), tau, pcs)
+            key = (K[s0].tobytes(), tau, pcs)
             if key not in cache:
-                cache[key] = periodic_state(K[s], tau, pcs, model)
-        ev_vec[s, int(vidx[jj])] = cache[key]
+                cache[key] = periodic_state(K[s0], tau, pcs, model)
+        ev_vec[s0, int(vidx[jj])] = cache[key]
     return ev_vec
