@@ -84,7 +84,7 @@ def subject_covariates(doses: Doses, model: Model | None = None):
     With a ``subject`` column: one subject per ID (in order of first appearance) and, for each
     covariate column, an array (N,) of its per-subject value (blank cells take the subject's
     value from its other rows; a value that changes within a subject is an error). Without
-    one: ``None`` and, for each covariate column, an array (1,) (the column must hold one value
+    one: ``None`` and, for each covariate column, a 0-d array (the column must hold one value
     over the table) that applies to every subject. The weight column is ``weight_kg``.
 
     With ``model``, covariate names are checked: ``weight_kg`` or a parameter of the model
@@ -115,7 +115,7 @@ def subject_covariates(doses: Doses, model: Model | None = None):
                     f"{doses.source}: {doses.where(i)}: {k} = {a[i]:g}, but {v[0]:g} on an "
                     "earlier row; without a subject column a covariate holds one value for "
                     "the whole table")
-            out[k] = v[:1].copy()
+            out[k] = np.asarray(v[0])          # a 0-d array: one value for every subject
         return None, out
     ids, sid = _subject_index(doses)
     n = ids.size
@@ -149,7 +149,7 @@ def apply_covariates(model: Model, doses: Doses, params=None, weight_kg=70.0):
         return params, weight_kg, n
     params = dict(params or {})
     for k, v in cov.items():
-        v = v if n is not None else float(v[0])
+        v = v if n is not None else float(v)
         if k == WEIGHT:
             weight_kg = v
         elif k in params:
