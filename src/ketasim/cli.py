@@ -105,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", default="ketamine-iv",
                    help="preset name or TOML model file (default: ketamine-iv)")
     s.add_argument("--doses", default="standard-iv",
-                   help="dose table CSV, or a course name: standard-iv, spravato "
+                   help="dose table CSV ('-' reads standard input; NONMEM column names "
+                        "accepted), or a course name: standard-iv, spravato "
                         "(default: standard-iv)")
     s.add_argument("--until", type=_finite("hours", 0, True), default=None,
                    help="simulate up to this time, h (default: last dose + 4 weeks)")
@@ -212,6 +213,9 @@ def cmd_simulate(args) -> int:
             "with a volume, observe alias or effect site); give a compartment a volume in "
             "[compartments], or leave out --summary")
     doses = _doses_for(args.doses, args.weight)
+    if doses.n_skipped:
+        print(f"{doses.source}: skipped {doses.n_skipped:,} observation rows (evid 0 or 2)",
+              file=sys.stderr)
     until = args.until
     if until is None:
         until = float(np.max(doses.time_h + doses.addl * doses.ii_h)) + 28 * 24.0

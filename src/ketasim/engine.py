@@ -171,7 +171,7 @@ def _resolve(model, doses, params, weight_kg):
         raise KetasimInputError(f"params: got {type(params).__name__}, expected a dict of "
                                 "parameter name -> value (or array of values)")
     params = dict(params or {})
-    n_ds, cov = subject_covariates(doses)
+    n_ds, cov = subject_covariates(doses, model)   # checks covariate names against the model
     if cov:
         cov = dict(cov)
         if "weight_kg" in cov:

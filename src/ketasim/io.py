@@ -284,8 +284,18 @@ def result_columns(result) -> tuple[list[str], np.ndarray]:
     table[:, 1:] = data.transpose(0, 2, 1).reshape(N * T, R)
     if result.population:
         cols = ["subject"] + cols
-        table = np.column_stack([np.repeat(np.arange(N), T), table])
+        table = np.column_stack([np.repeat(subject_labels(result), T), table])
     return cols, table
+
+
+def subject_labels(result) -> np.ndarray:
+    """Subject column values: the dose table's IDs when it has a ``subject`` column, else
+    0..N-1."""
+    N = result.data.shape[0]
+    ids = getattr(getattr(result, "doses", None), "subject_ids", None)
+    if ids is not None and len(ids) == N:
+        return np.asarray(ids, dtype=np.float64)
+    return np.arange(N)
 
 
 def write_result_table(result, fh, rows_per_block: int = 16384) -> None:
@@ -301,7 +311,10 @@ def write_result_table(result, fh, rows_per_block: int = 16384) -> None:
     cols = ["time_h"] + [column_name(nm) for nm in names]
     if result.population:
         cols = ["subject"] + cols
-    row = ",".join((["%d"] if result.population else []) + ["%.10g"] * (1 + len(names))) + "\n"
+    labels = subject_labels(result)
+    sub_fmt = ("%d" if np.all(labels == np.round(labels)) and np.all(np.abs(labels) < 2**53)
+               else "%.10g")
+    row = ",".join(([sub_fmt] if result.population else []) + ["%.10g"] * (1 + len(names))) + "\n"
     scale = np.array([1.0 if (n in PD_OUTPUTS or n.startswith("amount:"))
                       else MG_PER_L_TO_NG_PER_ML for n in names])
     fh.write(",".join(cols) + "\n")
@@ -315,7 +328,7 @@ def write_result_table(result, fh, rows_per_block: int = 16384) -> None:
             b = min(T, a + rows_per_block)
             blk = block[:b - a]
             if p:
-                blk[:, 0] = s
+                blk[:, 0] = labels[s]
             blk[:, p] = result.times[a:b]
             src = result.data[s, :, a:b].T
             with np.errstate(over="ignore"):

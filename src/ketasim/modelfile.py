@@ -316,10 +316,13 @@ def _build(spec: dict, where: str, name: str | None) -> Model:
         if not isinstance(d, dict):
             raise KetasimInputError(f"{w}: expected a table")
         parts_spec = d.get("parts")
+        rel = d.get("relative_f", False)
+        if not isinstance(rel, bool):
+            raise KetasimInputError(f"{w}.relative_f: got {rel!r}, expected true or false")
         if parts_spec is None:
             parts_spec = [d]
         else:
-            _keys(d, {"parts"}, w)
+            _keys(d, {"parts", "relative_f"}, w)
             if not isinstance(parts_spec, list) or not parts_spec:
                 raise KetasimInputError(f"{w}: parts must be a non-empty list of tables")
             _limit(len(parts_spec), MAX_ENTRIES, "parts", w, "merge parts")
@@ -328,28 +331,38 @@ def _build(spec: dict, where: str, name: str | None) -> Model:
             pw = f"routes.{r}" + (f".parts[{j}]" if "parts" in d else "")
             if not isinstance(p, dict):
                 raise KetasimInputError(f"{where}: {pw}: expected a table")
-            _keys(p, {"to", "f", "lag_h", "duration_h"}, f"{where}: {pw}")
+            _keys(p, {"to", "f", "lag_h", "duration_h", "relative_f"}, f"{where}: {pw}")
+            prel = p.get("relative_f", rel)
+            if not isinstance(prel, bool):
+                raise KetasimInputError(f"{where}: {pw}.relative_f: got {prel!r}, expected true "
+                                        "or false")
             if "to" not in p:
                 raise KetasimInputError(f"{where}: {pw}: missing 'to' (a compartment)")
             check_name(str(p["to"]), comps, f"{pw}.to", where)
-            for key, lo, hi in (("f", 0, 1), ("lag_h", 0, None), ("duration_h", 0, None)):
+            for key, lo, hi in (("f", 0, None if prel else 1), ("lag_h", 0, None),
+                                ("duration_h", 0, None)):
                 x = p.get(key)
                 if isinstance(x, (int, float)) and not isinstance(x, bool) and (
                         not _is_finite(x) or x < lo or (hi is not None and x > hi)):
-                    rng = "a fraction in [0, 1]" if hi else "a finite number >= 0 (hours)"
+                    rng = ("a fraction in [0, 1] (or relative_f = true)" if hi else
+                           "a finite number >= 0" + ("" if key == "f" else " (hours)"))
                     raise KetasimInputError(f"{where}: {pw}.{key}: got {x!r}, expected {rng}")
             parts.append(RoutePart(
                 to=str(p["to"]),
-                f=val(p.get("f", 1.0), f"{pw}.f", ("AMT",), hi=1.0, what="a fraction in [0, 1]"),
+                f=val(p.get("f", 1.0), f"{pw}.f", ("AMT",), hi=None if prel else 1.0,
+                      what="a number >= 0" if prel else "a fraction in [0, 1]"),
                 lag_h=val(p.get("lag_h", 0.0), f"{pw}.lag_h", ("AMT",)),
                 duration_h=(val(p["duration_h"], f"{pw}.duration_h", ("AMT",))
-                            if "duration_h" in p else None)))
-        fixed = [part.f.evaluate({}) for part in parts if not part.f.names]
+                            if "duration_h" in p else None),
+                relative_f=prel))
+        fixed = [part.f.evaluate({}) for part in parts
+                 if not part.f.names and not part.relative_f]
         total = float(sum(fixed)) if fixed else 0.0
         if total > 1.0 + 1e-12:
             raise KetasimInputError(
                 f"{w}: the parts' fractions f add up to {total:.6g}, so a dose would deliver "
-                f"{total:.6g} times its amount; expected a sum <= 1 (mass is conserved)")
+                f"{total:.6g} times its amount; expected a sum <= 1 (mass is conserved), or "
+                "relative_f = true for a relative bioavailability")
         routes[r] = tuple(parts)
 
     observe = {}
