@@ -11,9 +11,7 @@ sibling, and all are moved into place only after every one of them was written.
 from __future__ import annotations
 
 import math
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -175,39 +173,13 @@ def _warn(msg):
         print(f"ketasim: warning: {msg}", file=sys.stderr)
 
 
-def write_all(outputs) -> None:
-    """Write every (path, bytes-or-callable) or none: temporaries first, then renames.
+def write_all(outputs, inputs=()) -> None:
+    """Write every (path, bytes-or-callable) or none (:func:`ketasim.io.write_outputs`:
+    temporaries first, then all renamed); no output may overwrite one of ``inputs``
+    (``(option, path)`` pairs)."""
+    from .io import write_outputs
 
-    A callable receives an open text file. On any failure the temporaries are removed and no
-    existing file is touched."""
-    outputs = [(Path(p), d) for p, d in outputs]
-    for path, _ in outputs:          # a rename onto a folder would fail half-way: check first
-        if path.is_dir():
-            raise KetasimInputError(f"output: {str(path)!r} is a folder, expected a file name")
-    temps = []
-    try:
-        for path, data in outputs:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            temps.append((tmp, path))
-            if callable(data):
-                with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-                    data(fh)
-            else:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
-        for tmp, path in temps:
-            os.replace(tmp, path)
-    except BaseException:
-        for tmp, _ in temps:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-        raise
+    write_outputs(outputs, inputs)
 
 
 def table_result(run, step_h: float = TABLE_STEP_H):
@@ -484,7 +456,7 @@ def cmd_course(args) -> int:
     outputs = _figure_outputs(fig, out / "course", args.format)
     outputs.append((out / "course.csv", _write_table(table_result(run))))
     summary = course_summary(run)
-    write_all(outputs)
+    write_all(outputs, [("--model", args.model), ("--doses", args.doses)])
     print(summary)
     print("wrote " + ", ".join(str(p) for p, _ in outputs), file=sys.stderr)
     return 0
@@ -605,7 +577,7 @@ def cmd_compare(args) -> int:
     out = args.out_dir
     outputs = _figure_outputs(fig, out / "compare", args.format)
     outputs.append((out / "compare.csv", _csv_text(*compare_table(runs, labels, csv=True))))
-    write_all(outputs)
+    write_all(outputs, [(f"SPEC {m}@{d}", f) for m, d, _ in parsed for f in (m, d)])
     print("Side by side (occupancy model-predicted; glutamate and plasticity SCHEMATIC):")
     print(_table(head, rows, left=(0, 1)))
     print("wrote " + ", ".join(str(p) for p, _ in outputs), file=sys.stderr)

@@ -24,6 +24,7 @@ or expressions (see :mod:`ketasim._expr`). Internal units: hours, litres, millig
 ``[routes.NAME]``
     Either ``to``, ``f``, ``lag_h``, ``duration_h`` for a single input, or ``parts = [{...}, ...]``
     to split one dose into several inputs. Route expressions may use ``AMT`` (the dose, mg).
+    ``relative_f = true`` allows ``f`` above 1 (relative bioavailability).
 ``[effects]``
     ``name = {of = "central", ke0 = "KE0"}`` — an effect site (mg/L) lagging a compartment.
 ``[observe]``
@@ -79,13 +80,16 @@ class Flow:
 class RoutePart:
     """One input of a route: ``f`` of the dose goes to ``to`` after ``lag_h``, over ``duration_h``.
 
-    ``duration_h`` None means "the dose table's duration_h, else a bolus".
+    ``duration_h`` None means "the dose table's duration_h (or rate_mg_h), else a bolus".
+    ``relative_f`` True allows ``f`` above 1 (relative bioavailability); otherwise ``f`` is a
+    fraction and the parts of a route add up to at most 1.
     """
 
     to: str
     f: _expr.Expr
     lag_h: _expr.Expr
     duration_h: _expr.Expr | None
+    relative_f: bool = False
 
 
 @dataclass(frozen=True)
