@@ -376,7 +376,7 @@ class Model:
         """Names of the occupancy calibrations (empty when the ligands carry one Ki each)."""
         return tuple(self.calibrations)
 
-    def _calibration(self, calibration: str | None) -> str | None:
+    def resolve_calibration(self, calibration: str | None) -> str | None:
         """The calibration name to use (``None`` = the default), checked."""
         if not self.calibrations:
             if calibration is None:
@@ -399,7 +399,7 @@ class Model:
 
         ``calibration`` names the Ki set (see :attr:`calibration_names`); ``None`` = the
         model's default calibration, or the ligands' own ``ki_um`` when it has none."""
-        cal = self._calibration(calibration)
+        cal = self.resolve_calibration(calibration)
         n = vals["WT"].shape[0]
         idx = {s: i for i, s in enumerate(self.state_names)}
         vols = self.volumes(vals)
@@ -444,7 +444,7 @@ class Model:
             model's ``drive`` calibration (default: its default calibration), whatever
             ``calibration`` is selected, so that the same concentrations give the same surge.
         """
-        cal = self._calibration(calibration)
+        cal = self.resolve_calibration(calibration)
         if cal is None:
             w = self.occupancy_weights(vals)
             return {"occupancy": w, "drive": w}
@@ -454,7 +454,7 @@ class Model:
             stack = np.stack(list(sets.values()))
             out["occupancy_low"] = stack.min(axis=0)
             out["occupancy_high"] = stack.max(axis=0)
-        out["drive"] = sets[self.drive_calibration or self._calibration(None)]
+        out["drive"] = sets[self.drive_calibration or self.resolve_calibration(None)]
         return out
 
     @property
