@@ -275,7 +275,7 @@ def test_bands_are_parsed_with_sources(name):
         assert isinstance(b, Band)
         assert b.analyte in m.observe and 0 <= b.lo_ng_ml < b.hi_ng_ml
         assert re.search(r"(19|20)\d\d", b.source), b.source     # a citation with a year
-    with pytest.raises(Exception):
+    with pytest.raises(AttributeError):
         m.bands[0].lo_ng_ml = 0                                   # frozen
 
 

@@ -14,10 +14,10 @@ from . import _expr
 from .errors import KetasimInputError, check_name, suggest
 from .model import (
     GLUTAMATE_ROLES,
-    Band,
     OPTIONAL_GLUTAMATE_ROLES,
     OUT,
     RESERVED,
+    Band,
     Effect,
     Flow,
     Ligand,
