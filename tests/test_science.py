@@ -162,6 +162,26 @@ def test_occupancy_range_at_the_standard_dose():
                                atol=1e-14)
 
 
+def test_simulate_reports_the_range_and_the_surge_ignores_the_choice():
+    """simulate's occupancy follows the selected calibration (Ebert's Ki for in-vitro), the
+    range outputs bracket it, and glutamate/plasticity/consolidation are identical."""
+    m = ketasim.load_model("ketamine-iv")
+    t = ketasim.time_grid(48, 0.05)
+    d = ketasim.Doses.single(35.0, "iv", duration_h=40 / 60)
+    a = ketasim.simulate(m, d, t)
+    b = ketasim.simulate(m, d, t, occupancy_calibration="in-vitro")
+    np.testing.assert_allclose(b.output("occupancy"), _occupancy_from_sites(m, b, EBERT_KI),
+                               rtol=1e-10, atol=1e-14)
+    for r in (a, b):
+        np.testing.assert_array_equal(r.output("occupancy_low"), a.output("occupancy"))
+        np.testing.assert_array_equal(r.output("occupancy_high"), b.output("occupancy"))
+    assert np.all(a.output("occupancy") <= b.output("occupancy"))
+    for name in ("glutamate", "plasticity", "consolidation"):
+        np.testing.assert_array_equal(a.output(name), b.output(name))
+    with pytest.raises(KetasimInputError, match="in-vitro"):
+        ketasim.simulate(m, d, t, occupancy_calibration="invitro")
+
+
 # ---------------------------------------------------------------------- disposition
 def _auc_inf(model, dose, name, duration_h, weight_kg=70.0, route="iv"):
     t = ketasim.time_grid(24 * 40, 0.01)
@@ -507,26 +527,100 @@ def test_kernel_plasticity_and_consolidation_match_solve_ivp():
 
 
 # ---------------------------------------------------------------------- the README table
-def _readme_section():
+def _readme_rows(section_title):
+    """Rows (cells) of the first table after ``section_title`` in the README science section."""
     text = README.read_text()
     start = text.index("## Science")
-    return text[start:text.index("\n## ", start + 1)]
+    sec = text[start:text.index("\n## ", start + 1)]
+    sub = sec[sec.index(section_title):]
+    rows = []
+    for line in sub.splitlines()[1:]:
+        if line.startswith("|"):
+            rows.append([c.strip() for c in line.strip().strip("|").split("|")])
+        elif rows:
+            break
+    return rows[2:]       # without the header and the |---| line
 
 
-def test_readme_occupancy_range_is_what_the_models_give():
-    """The README's occupancy range at the standard dose, recomputed."""
-    sec = _readme_section()
+def _check_rows(rows, computed):
+    """The last cell of every row: its numbers equal ketasim's at the precision shown."""
+    assert rows, "README: table missing"
+    seen = set()
+    for row in rows:
+        key = (row[0], row[1])
+        assert key in computed, f"README row not computed by the tests: {key}"
+        seen.add(key)
+        shown = re.findall(r"\d+(?:\.\d+)?", row[-1])
+        values = computed[key]
+        assert len(shown) == len(values), (key, shown, values)
+        for txt, v in zip(shown, values):
+            dec = len(txt.split(".")[1]) if "." in txt else 0
+            assert abs(float(txt) - v) <= 0.5 * 10 ** -dec + 1e-9, (key, txt, v)
+    assert seen == set(computed), set(computed) - seen
+
+
+def _peak_occ(name, dose, route, duration_h):
+    m = ketasim.load_model(name)
+    t = ketasim.time_grid(12, 1 / 600)
+    r = ketasim.simulate(m, ketasim.Doses.single(dose, route, duration_h=duration_h), t)
+    vivo = _occupancy_from_sites(m, r, {k: _in_vivo_ki(k) for k in EBERT_KI})
+    vitro = _occupancy_from_sites(m, r, EBERT_KI)
+    return r, t, [100 * vivo.max(), 100 * vitro.max()]
+
+
+def readme_table_values():
+    out = {}
     vivo, vitro, cmax = standard_dose_occupancy()
-    row = re.search(r"\| ketamine-iv[^\n]*?occupancy[^\n]*?(\d+) %[^\n]*?(\d+) %", sec)
-    assert row, "README: no ketamine-iv occupancy row"
-    assert int(row.group(1)) == round(100 * vivo) and int(row.group(2)) == round(100 * vitro)
+    k = "ketamine-iv"
+    out[(k, "peak plasma, 0.5 mg/kg over 40 min (ng/mL)")] = [cmax]
+    out[(k, "peak NMDA occupancy, same dose: in vivo / in vitro")] = [100 * vivo, 100 * vitro]
+    out[(k, "racemic clearance (L/h)")] = [35.0 / _auc_inf(ketasim.load_model(k), 35.0,
+                                                            "plasma", 2 / 3)]
+    out[(k, "peak plasma at 50 / 70 / 100 kg, 0.5 mg/kg (ng/mL)")] = [
+        _standard_session(k, w)[2].concentration("plasma").max() for w in (50.0, 70.0, 100.0)]
+    k = "esketamine-nasal"
+    for dose in (56, 84):
+        r, t, occ = _peak_occ(k, float(dose), "intranasal", 0.0)
+        c = r.concentration("plasma")
+        if dose == 56:
+            out[(k, "56 mg: Cmax (ng/mL), AUC0-24 (ng·h/mL)")] = [
+                c.max(), trapezoid(c, t)]    # 12-h grid: AUC below from a 24-h one
+        out[(k, f"peak NMDA occupancy, {dose} mg: in vivo / in vitro")] = occ
+    t24 = ketasim.time_grid(24, 1 / 600)
+    c24 = ketasim.simulate(k, ketasim.Doses.single(56.0, "intranasal"), t24).concentration(
+        "plasma")
+    out[(k, "56 mg: Cmax (ng/mL), AUC0-24 (ng·h/mL)")][1] = trapezoid(c24, t24)
+    k = "esketamine-iv"
+    m = ketasim.load_model(k)
+    out[(k, "clearance (L/h)")] = [20.0 / _auc_inf(m, 20.0, "plasma", 0.5)]
+    p = m.parameters
+    out[(k, "Vss (L)")] = [p["V1"] + p["V2"] + p["V3"] + p["VH"]]
+    out[(k, "terminal half-life (h)")] = [
+        _terminal_half_life(m, ("central", "periph1", "periph2", "liver"))]
+    t = ketasim.time_grid(12, 1 / 600)
+    d = ketasim.Doses.single(28.0, "iv", duration_h=40 / 60)
+    out[(k, "peak, 28 mg over 40 min: this preset / esketamine-nasal's IV route (ng/mL)")] = [
+        ketasim.simulate(name, d, t).concentration("plasma").max()
+        for name in ("esketamine-iv", "esketamine-nasal")]
+    out[(k, "peak NMDA occupancy, 0.25 mg/kg over 40 min: in vivo / in vitro")] = _peak_occ(
+        k, 17.5, "iv", 40 / 60)[2]
+    return out
+
+
+def test_readme_table_is_what_the_models_give():
+    """Every number in the README's preset table is recomputed here (not typed by hand)."""
+    _check_rows(_readme_rows("### Presets against their sources"), readme_table_values())
 
 
 @pytest.mark.slow
 def test_readme_plasticity_numbers_are_what_the_model_gives(numbers):
-    sec = _readme_section()
-    m = re.search(r"one infusion: P halves in ([\d.]+) d.*?six infusions: Q halves ([\d.]+) d",
-                  sec, re.S)
-    assert m, "README: plasticity numbers missing"
-    assert float(m.group(1)) == pytest.approx(numbers["single_P_half_d"], abs=0.05)
-    assert float(m.group(2)) == pytest.approx(numbers["six_Q_half_d"], abs=0.05)
+    k = "ketamine-iv"
+    computed = {
+        (k, "one infusion: days until P halves; P on day 7 (% of peak)"): [
+            numbers["single_P_half_d"], 100 * numbers["single_P_day7_frac"]],
+        (k, "six infusions over 12 days: days until Q halves after the last; Q peak"): [
+            numbers["six_Q_half_d"], numbers["six_Q_peak"]],
+        (k, "standard course: Q before the 5th monthly session, with / without maintenance"): [
+            numbers["maintenance_Q_before"][4], numbers["no_maintenance_Q"][4]],
+    }
+    _check_rows(_readme_rows("### The schematic plasticity"), computed)
