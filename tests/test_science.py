@@ -355,10 +355,16 @@ ligands = [{ name = "a", site = "ce", mw_g_mol = 200.0 }]
     ('[occupancy.calibrations.one]\na = -1.0', "expected > 0"),
     ('[occupancy.calibrations.one]\na = "KZ"', "KZ"),
     ("", "missing 'ki_um'"),
+    ('[occupancy.calibrations.one]\na = "KA"', None),
 ])
 def test_bad_calibrations_are_one_line_errors(tmp_path, text, msg):
     p = tmp_path / "m.toml"
     p.write_text(_OCC_MODEL % text)
+    if msg is None:     # a valid file; ki_um beside calibrations is ambiguous
+        assert ketasim.load_model(str(p)).calibration_names == ("one",)
+        p.write_text((_OCC_MODEL % text).replace("mw_g_mol = 200.0", "mw_g_mol = 200.0, "
+                                                                      "ki_um = 1.0"))
+        msg = "ki_um is given"
     with pytest.raises(KetasimInputError, match=msg) as e:
         ketasim.load_model(str(p))
     assert "\n" not in str(e.value)

@@ -199,6 +199,15 @@ class Model:
             lines.append(f"  source: {m['citation']}")
         if m.get("sampling"):
             lines.append(f"  sampling: {m['sampling']}")
+        if self.calibrations:
+            default = self.resolve_calibration(None)
+            drive = self.drive_calibration or default
+            lines.append("  occupancy calibrations: " + ", ".join(
+                c + (" (default)" if c == default else "") for c in self.calibrations)
+                + (f"; the schematic response is driven by {drive}" if self.glutamate else ""))
+        for b in self.bands:
+            hi = "" if b.hi_ng_ml == float("inf") else f"-{b.hi_ng_ml:g}"
+            lines.append(f"  band: {b.name} {b.lo_ng_ml:g}{hi} ng/mL {b.analyte}")
         return "\n".join(lines)
 
     # ------------------------------------------------------------------ numbers

@@ -322,6 +322,12 @@ def _parse_calibrations(occ: dict, ligands: list, val, where: str):
         raise KetasimInputError(f"{where}: [occupancy.calibrations] must be a table of "
                                 f"calibrations, got {type(cal_spec).__name__}")
     names = [lg.name for lg in ligands]
+    if cal_spec:
+        for lg in ligands:
+            if lg.ki_um is not None:
+                raise KetasimInputError(
+                    f"{where}: occupancy ligand {lg.name!r}: ki_um is given and so are "
+                    "[occupancy.calibrations]; give its Ki in each calibration instead")
     calibrations = {}
     for cal, table in cal_spec.items():
         w = f"occupancy.calibrations.{cal}"
