@@ -424,13 +424,15 @@ def pd_reference(model, doses, t, weight_kg=70.0, rtol=1e-9):
                 pd["plasticity_kin"] * max(G - 1, 0) * (1 - P) - pd["plasticity_kout"] * P,
                 pd["consolidation_kin"] * P * (1 - Q) - pd["consolidation_kout"] * Q]
 
+    # small steps for 12 h from each dose (the surge), free steps in between (P, Q smooth)
     starts = sorted({float(x) for x in doses.time_h})
-    brk = [t[0]] + [b for b in starts if t[0] < b < t[-1]] + [t[-1]]
+    fine = {b for b in starts if t[0] <= b < t[-1]}
+    brk = sorted({t[0], t[-1]} | fine | {b + 12.0 for b in fine if b + 12.0 < t[-1]})
     y0, out = [1.0, 0.0, 0.0], np.zeros((3, t.size))
     for a, b in zip(brk[:-1], brk[1:]):
         sel = (t >= a) & (t <= b)
         sol = solve_ivp(rhs, (a, b), y0, t_eval=t[sel], method="LSODA", rtol=rtol,
-                        atol=1e-12, max_step=1 / 30)
+                        atol=1e-12, max_step=1 / 30 if a in fine or a == t[0] else np.inf)
         out[:, sel] = sol.y
         y0 = sol.y[:, -1]
     return occ, out
