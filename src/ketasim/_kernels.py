@@ -410,13 +410,16 @@ def _pd_interval(K, x, u, has_u, H, wd, pd, y, rtol, ch, cg, CP, CG, nxt, xm, x1
 
 @njit(cache=True)
 def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W, wd, pd,
-                 pd_on, pd_rtol, pd_rows, out):
+                 pd_on, pd_rtol, pd_rows, out, carry_f, carry_i):
     """One subject on an output grid.
 
     ``out`` rows: ``C @ x`` (M rows), then occupancy for each row of ``W`` (s = W[k]·x,
     occupancy s/(1+s)), then the schematic states G, P, Q for the rows ``pd_rows[i] >= 0``.
     ``h_nom`` > 0: the nominal grid step; a full grid interval within rounding of it is taken
-    with exactly that length. ``pd_on``: integrate the schematic response (driven by wd·x)."""
+    with exactly that length. ``pd_on``: integrate the schematic response (driven by wd·x).
+    ``carry_f`` (2 n + 5) and ``carry_i`` (n + 2) hold the state between calls on successive
+    pieces of one time grid (``carry_i[n + 1]`` = 0 on the first piece): x, u, G P Q, t, level
+    | active infusions, next event, started."""
     n = K.shape[0]
     m = C.shape[0]
     no = W.shape[0]
@@ -452,6 +455,18 @@ def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W
     if nev > 0 and ev_t[0] < t:
         t = ev_t[0]
     e = 0
+    if carry_i[n + 1] == 1:
+        for i in range(n):
+            x[i] = carry_f[i]
+            u[i] = carry_f[n + i]
+            active[i] = carry_i[i]
+            if u[i] != 0.0:
+                has_u = True
+        for k in range(3):
+            y[k] = carry_f[2 * n + k]
+        t = carry_f[2 * n + 3]
+        lev = int(carry_f[2 * n + 4])
+        e = carry_i[n]
     for it in range(T):
         target = times[it]
         while True:
@@ -484,15 +499,27 @@ def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W
         for k in range(3):
             if pd_rows[k] >= 0:
                 out[pd_rows[k], it] = y[k]
+    for i in range(n):
+        carry_f[i] = x[i]
+        carry_f[n + i] = u[i]
+        carry_i[i] = active[i]
+    for k in range(3):
+        carry_f[2 * n + k] = y[k]
+    carry_f[2 * n + 3] = t
+    carry_f[2 * n + 4] = lev
+    carry_i[n] = e
+    carry_i[n + 1] = 1
 
 
 @njit(parallel=True, cache=True)
 def grid_many(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W, wd, pd, pd_on,
               pd_rtol, pd_rows, out):
     """All subjects in parallel: row s of every per-subject array belongs to subject s."""
+    n = K.shape[1]
     for s in prange(K.shape[0]):
         grid_subject(K[s], times, h_nom, ev_t[s], ev_c[s], ev_amt[s], ev_kind[s], nev[s],
-                     ev_vec[s], C[s], W[s], wd[s], pd[s], pd_on, pd_rtol, pd_rows, out[s])
+                     ev_vec[s], C[s], W[s], wd[s], pd[s], pd_on, pd_rtol, pd_rows, out[s],
+                     np.zeros(2 * n + 5), np.zeros(n + 2, np.int64))
 
 
 # ---------------------------------------------------------------------------------------------
