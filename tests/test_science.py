@@ -319,6 +319,26 @@ def test_standard_dose_enters_the_psychedelic_band_but_not_anaesthesia():
     assert bands["psychedelic effects"].lo_ng_ml < c.max() < bands["anaesthesia"].lo_ng_ml
 
 
+def test_time_in_each_band_per_session():
+    """Hours above each band's lower edge per session (metric time_above_conc_<lo>) equal the
+    crossings of a fine simulated curve; a 0.5 mg/kg infusion spends about two hours above
+    Bowdle's 50 ng/mL and never reaches anaesthetic concentrations."""
+    from ketasim.engine import session_metrics
+    m = ketasim.load_model("ketamine-iv")
+    d = murrough_six()
+    names = [f"time_above_conc_{b.lo_ng_ml:g}" for b in m.bands]
+    res = session_metrics(m, d, metrics=names)
+    t = ketasim.time_grid(float(d.time_h[-1]) + 48, 1 / 3600)
+    c = ketasim.simulate(m, d, t, outputs=["plasma"]).concentration("plasma")
+    for b, name in zip(m.bands, names):
+        for k, start in enumerate(d.time_h):
+            sel = (t >= start) & (t < start + 24)
+            ref = np.count_nonzero(c[sel] >= b.lo_ng_ml) / 3600
+            assert res[f"{name}_s{k + 1}"][0] == pytest.approx(ref, abs=2 / 3600), (name, k)
+    above_50 = res["time_above_conc_50_s1"][0]
+    assert 1.0 < above_50 < 3.0 and res["time_above_conc_640"][0] == 0.0
+
+
 @pytest.mark.parametrize("text, msg", [
     ('[[bands]]\nname = "x"\nanalyte = "plasma"\nlo_ng_ml = 200\nhi_ng_ml = 100\nsource = "s"',
      "hi_ng_ml"),
