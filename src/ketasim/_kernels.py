@@ -289,13 +289,20 @@ def _occ_of(s):
 
 
 @njit(cache=True)
-def _pd_f(occ, y, pd, dy):
-    """Right-hand side of the schematic response. y = [G, P, Q]; pd = GLUTAMATE_ROLES values:
-    kout, emax, ec50, hill, plasticity_kin, plasticity_kout, consolidation_kin,
-    consolidation_kout."""
-    kout = pd[0]
+def _stim(occ, pd):
+    """The occupancy-driven stimulus of the glutamate signal: emax occ^h / (ec50^h + occ^h)."""
+    if occ <= 0.0:
+        return 0.0
     oh = occ ** pd[3]
-    stim = pd[1] * oh / (pd[2] ** pd[3] + oh)
+    return pd[1] * oh / (pd[2] ** pd[3] + oh)
+
+
+@njit(cache=True)
+def _pd_f(stim, y, pd, dy):
+    """Right-hand side of the schematic response for a given stimulus (see :func:`_stim`).
+    y = [G, P, Q]; pd = GLUTAMATE_ROLES values: kout, emax, ec50, hill, plasticity_kin,
+    plasticity_kout, consolidation_kin, consolidation_kout."""
+    kout = pd[0]
     dy[0] = kout * (1.0 + stim) - kout * y[0]
     drive = y[0] - 1.0
     if drive < 0.0:
@@ -357,18 +364,16 @@ def _pd_interval(K, x, u, has_u, H, wd, pd, y, rtol, ch, cg, CP, CG, nxt, xm, x1
     j = lev
     pos = 0              # position in units of H / 2^MAXLEV
     full = 1 << MAXLEV
-    _pd_f(_occ_of(_dot(wd, x)), y, pd, k1)
+    _pd_f(_stim(_occ_of(_dot(wd, x)), pd), y, pd, k1)
     while pos < full:
         # a sub-step of level j must stay aligned to its own lattice
         while j < MAXLEV and (pos % (full >> j)) != 0:
             j += 1
         hs = H / (1 << j)
-        for i in range(n):
-            x0s[i] = x[i]
         _step(K, x, u, has_u, 0.5 * hs, ch, cg, CP, CG, nxt, xm)
         _step(K, xm, u, has_u, 0.5 * hs, ch, cg, CP, CG, nxt, x1)
-        om = _occ_of(_dot(wd, xm))
-        o1 = _occ_of(_dot(wd, x1))
+        om = _stim(_occ_of(_dot(wd, xm)), pd)
+        o1 = _stim(_occ_of(_dot(wd, x1)), pd)
         for i in range(3):
             yt[i] = y[i] + 0.5 * hs * k1[i]
         _pd_f(om, yt, pd, k2)
@@ -467,11 +472,13 @@ def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W
         t = carry_f[2 * n + 3]
         lev = int(carry_f[2 * n + 4])
         e = carry_i[n]
+    hot = -1            # cache slot of the nominal grid step (the hot path)
     for it in range(T):
         target = times[it]
         while True:
-            e, has_u, _ = _apply_events(x, u, active, t, e, nev, ev_t, ev_c, ev_amt, ev_kind,
-                                        ev_vec)
+            if e < nev and ev_t[e] <= t:
+                e, has_u, _ = _apply_events(x, u, active, t, e, nev, ev_t, ev_c, ev_amt,
+                                            ev_kind, ev_vec)
             if t >= target:
                 break
             stop = target
@@ -484,8 +491,34 @@ def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W
                 lev = _pd_interval(K, x, u, has_u, H, wd, pd, y, pd_rtol, ch, cg, CP, CG, nxt,
                                    xm, x1, x0s, k1, k2, k3, k4, k5, yt, y1, err, stats, lev,
                                    ext)
+            elif (H == h_nom and hot >= 0 and ch[hot] == h_nom
+                  and (cg[hot] == 1 or not has_u)):
+                # the hot path: a full grid interval, its propagator already cached
+                P0 = CP[hot]
+                for i in range(n):
+                    acc0 = 0.0
+                    acc1 = 0.0
+                    k = 0
+                    while k + 1 < n:
+                        acc0 += P0[i, k] * x[k]
+                        acc1 += P0[i, k + 1] * x[k + 1]
+                        k += 2
+                    if k < n:
+                        acc0 += P0[i, k] * x[k]
+                    acc = acc0 + acc1
+                    if has_u:
+                        G0 = CG[hot]
+                        for k in range(n):
+                            acc += G0[i, k] * u[k]
+                    if abs(acc) < TINY:
+                        acc = 0.0
+                    xn[i] = acc
+                for i in range(n):
+                    x[i] = xn[i]
             else:
                 _step(K, x, u, has_u, H, ch, cg, CP, CG, nxt, xn)
+                if H == h_nom:
+                    hot = nxt[1]
                 for i in range(n):
                     x[i] = xn[i]
             t = stop
@@ -870,7 +903,7 @@ def _pd_ladder(K, x, u, has_u, jH, H, wd, pd, y, rtol, LP, LG, top, T1, xm, x1, 
     (embedded RK4(3), as in :func:`_pd_interval`). ``ext`` keeps the largest G and the
     smallest P."""
     n = x.shape[0]
-    _pd_f(_occ_of(_dot(wd, x)), y, pd, k1)
+    _pd_f(_stim(_occ_of(_dot(wd, x)), pd), y, pd, k1)
     depth_max = min(jH - 1, 60)      # sub-steps of rung >= 1, so their halves are rungs >= 0
     if depth_max < 0:
         depth_max = 0
@@ -889,8 +922,8 @@ def _pd_ladder(K, x, u, has_u, jH, H, wd, pd, y, rtol, LP, LG, top, T1, xm, x1, 
             hs = H / (1 << dd)
             _lstep(js - 1, x, u, has_u, LP, LG, top, T1, xm)
             _lstep(js - 1, xm, u, has_u, LP, LG, top, T1, x1)
-        om = _occ_of(_dot(wd, xm))
-        o1 = _occ_of(_dot(wd, x1))
+        om = _stim(_occ_of(_dot(wd, xm)), pd)
+        o1 = _stim(_occ_of(_dot(wd, x1)), pd)
         for i in range(3):
             yt[i] = y[i] + 0.5 * hs * k1[i]
         _pd_f(om, yt, pd, k2)
