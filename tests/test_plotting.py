@@ -159,10 +159,15 @@ def test_bands_and_calibration_range_are_drawn_when_present(iv_run):
     object.__setattr__(m2, "bands", (band, high, other))
 
     def with_range(res):
+        # a known range (replacing the preset's own, if it has one): 0.5x to 1.5x occupancy
+        keep = [i for i, n in enumerate(res.names) if n not in ("occupancy_low",
+                                                                 "occupancy_high")]
         occ = res.output("occupancy")[None]
-        data = np.concatenate([res.data, 0.5 * occ[:, None], 1.5 * occ[:, None]], axis=1)
+        data = np.concatenate([res.data[:, keep], 0.5 * occ[:, None], 1.5 * occ[:, None]],
+                              axis=1)
         return dataclasses.replace(res, model=m2, data=data,
-                                   names=res.names + ("occupancy_low", "occupancy_high"))
+                                   names=tuple(res.names[i] for i in keep)
+                                   + ("occupancy_low", "occupancy_high"))
 
     run = dataclasses.replace(iv_run, course=with_range(iv_run.course),
                               closeup=with_range(iv_run.closeup))
@@ -190,8 +195,21 @@ def test_bands_and_calibration_range_are_drawn_when_present(iv_run):
     v = fill.get_paths()[0].vertices[:, 1]
     assert v.max() == pytest.approx(150 * run.closeup.output("occupancy").max(), rel=1e-6)
     # and without them nothing of the kind is drawn
-    labels = _legend_labels(plot_course(iv_run))
-    assert not any("Ki calibrations" in t or "ng/mL:" in t for t in labels)
+    bare = dataclasses.replace(iv_run.model)
+    object.__setattr__(bare, "bands", ())
+
+    def without(res):
+        keep = [i for i, n in enumerate(res.names) if n not in ("occupancy_low",
+                                                                 "occupancy_high")]
+        return dataclasses.replace(res, model=bare, data=res.data[:, keep],
+                                   names=tuple(res.names[i] for i in keep))
+
+    run0 = dataclasses.replace(iv_run, course=without(iv_run.course),
+                               closeup=without(iv_run.closeup))
+    fig0 = plot_course(run0)
+    labels = _legend_labels(fig0)
+    assert not any("Ki calibrations" in t or " ng/mL" in t for t in labels)
+    assert "windows" not in _all_text(fig0)
 
 
 def test_compare_overlays_runs_in_distinct_colours(iv_run, nasal_run):
