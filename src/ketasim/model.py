@@ -131,6 +131,7 @@ class Model:
     schematic: frozenset = frozenset()
     meta: dict = field(default_factory=dict)
     source: str = ""
+    variability: object = None          # ketasim.variability.Variability, or None
 
     # ------------------------------------------------------------------ construction
     @classmethod
