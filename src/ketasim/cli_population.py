@@ -341,6 +341,18 @@ def _metrics_arg(args):
     return tuple(m.strip() for m in args.metrics.split(",") if m.strip())
 
 
+def _interruptible(fn):
+    def run(args) -> int:
+        try:
+            return fn(args)
+        except KeyboardInterrupt:
+            print("ketasim: interrupted; no file was written", file=sys.stderr)
+            raise
+    run.__name__ = fn.__name__
+    return run
+
+
+@_interruptible
 def run_population(args) -> int:
     from .modelfile import load_model
     from .population import population
@@ -411,6 +423,7 @@ def _print_summary(columns, metrics, units, n):
         print(f"  {m}: {q[0]:.4g} [{q[1]:.4g}, {q[2]:.4g}] {units.get(m, '')}".rstrip())
 
 
+@_interruptible
 def run_sweep(args) -> int:
     from .modelfile import load_model
     from .population import parse_vary, sweep

@@ -166,6 +166,9 @@ def parse_variability(spec, params, where: str) -> Variability:
     chol = np.zeros((k, k))
     if k:
         try:
+            ev = np.linalg.eigvalsh(omega)
+            if ev[0] <= 1e-12 * ev[-1]:
+                raise np.linalg.LinAlgError
             chol = np.linalg.cholesky(omega)
         except np.linalg.LinAlgError:
             raise KetasimInputError(f"{w}: the covariance of the etas is not positive definite; "
