@@ -745,7 +745,8 @@ def parse_vary(text: str) -> tuple:
 def sweep(model, doses, vary, *, metrics=DEFAULT_METRICS, n: int | None = None,
           seed: int = 0, params=None, weight_kg: float = 70.0,
           chunk_size: int = DEFAULT_CHUNK, scheduler=None, analyte: str | None = None,
-          threads: int | None = None, progress=None) -> SweepResult:
+          horizon_h: float | None = None, threads: int | None = None,
+          progress=None) -> SweepResult:
     """A full grid over model parameters, ``weight_kg`` and course parameters.
 
     Parameters
@@ -762,6 +763,8 @@ def sweep(model, doses, vary, *, metrics=DEFAULT_METRICS, n: int | None = None,
         n-1`` at every point: differences between points are not sampling noise); metrics are
         then summarised as ``<metric>_p50``, ``_p05``, ``_p95``. Without ``n``: one typical
         subject per point, columns ``<metric>`` and ``<metric>_s<k>``.
+    horizon_h : float, optional
+        End of every course, h (default: each dose table's last dose + 28 days).
 
     Points sharing a dose table run as one batch; course-parameter points are grouped by their
     dose table.
@@ -851,7 +854,8 @@ def sweep(model, doses, vary, *, metrics=DEFAULT_METRICS, n: int | None = None,
         else:
             w = np.full(pts.size, float(weight_kg))
         jobs.append(_Job(model=model, doses=d, metrics=metrics, analyte=analyte,
-                         horizon_h=_horizon(d), typical=typical, weight=w,
+                         horizon_h=_horizon(d) if horizon_h is None else float(horizon_h),
+                         typical=typical, weight=w,
                          n_per_point=n or 1, seed=seed, use_variability=n is not None,
                          threads=threads))
         members.append(pts)
