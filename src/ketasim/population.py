@@ -56,10 +56,10 @@ def metric_unit(name: str) -> str:
     from .engine import METRICS
 
     base = _base_metric(name)
-    key = "time_above_occ_X" if base.startswith("time_above_occ_") else base
-    if base.startswith("time_above_conc_"):
-        return "h"
-    return METRICS.get(key, ("", ""))[0]
+    for prefix in ("time_above_occ_", "time_above_conc_"):
+        if base.startswith(prefix):
+            return METRICS.get(prefix + "X", ("h", ""))[0]
+    return METRICS.get(base, ("", ""))[0]
 
 
 def _base_metric(name: str) -> str:
@@ -80,7 +80,8 @@ def _check_metrics(metrics) -> tuple:
     metrics = tuple(metrics)
     if not metrics:
         raise KetasimInputError("metrics: expected at least one metric name")
-    known = [k for k in METRICS if k != "time_above_occ_X"]
+    known = [k for k in METRICS if not k.endswith("_X")]
+    patterns = [k[:-1] + "<X>" for k in METRICS if k.endswith("_X")]
     out = []
     for m in metrics:
         if not isinstance(m, str):
@@ -95,14 +96,14 @@ def _check_metrics(metrics) -> tuple:
                 if not (lo <= x <= hi):
                     raise KetasimInputError(f"metrics: {m!r}: the threshold must be {what}, "
                                             f"e.g. {prefix}0.3")
-                if prefix == "time_above_conc_":
-                    raise KetasimInputError(f"metrics: {m!r} is not available yet; expected one "
-                                            "of " + ", ".join(known + ["time_above_occ_X"]))
+                if prefix + "X" not in METRICS:
+                    raise KetasimInputError(f"metrics: {m!r} is not available; expected one "
+                                            "of " + ", ".join(known + patterns))
                 break
         else:
             if m not in known:
                 raise KetasimInputError(f"metrics: unknown metric {m!r}{suggest(m, known)}; "
-                                        "expected " + ", ".join(known + ["time_above_occ_X"]))
+                                        "expected " + ", ".join(known + patterns))
         if m not in out:
             out.append(m)
     return tuple(out)
@@ -513,14 +514,15 @@ def _band_setup(model, doses, bands, band_outputs):
     outs = (band_outputs,) if isinstance(band_outputs, str) else tuple(band_outputs)
     if not outs:
         raise KetasimInputError("band_outputs: expected at least one output name")
-    allowed = list(model.concentration_names) + (
-        ["occupancy"] if model.has_occupancy else []) + (
-        ["glutamate", "plasticity"] if model.has_glutamate else [])
+    allowed = list(model.concentration_names) + [o for o in PD_OUTPUTS if o not in
+                                                  model.concentration_names]
     for o in outs:
         if o not in allowed:
             raise KetasimInputError(f"band_outputs: model {model.name!r} has no output {o!r}"
                                     f"{suggest(o, allowed)}; expected one of "
-                                    + ", ".join(allowed))
+                                    + ", ".join(model.concentration_names))
+    from .simulate import simulate
+    simulate(model, doses, [0.0], outputs=list(outs))    # checks the PD outputs the model has
     horizon = _horizon(doses)
     if bands is True:
         times = default_band_times(doses, horizon)
@@ -707,7 +709,7 @@ def population(model, doses, n: int, seed: int = 0, *, metrics=DEFAULT_METRICS, 
 
 def _output_unit(name: str) -> str:
     from .result import PD_OUTPUTS
-    if name == "occupancy":
+    if name.startswith("occupancy"):
         return "fraction (model-predicted)"
     if name in PD_OUTPUTS:
         return "schematic (relative)"
