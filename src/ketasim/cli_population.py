@@ -253,6 +253,26 @@ def plot_bands_figure(bands, title: str):
     return fig
 
 
+def _describe(column: str) -> str:
+    """A short description of a metric column, for figure labels."""
+    from .engine import METRICS
+    from .population import _base_metric
+
+    base = _base_metric(column)
+    for prefix, what in (("time_above_occ_", "hours with occupancy >= {x}"),
+                         ("time_above_conc_", "hours with concentration >= {x} ng/mL")):
+        if base.startswith(prefix):
+            text = what.format(x=base[len(prefix):])
+            break
+    else:
+        text = METRICS.get(base, ("", base))[1].split(" (")[0]
+    sess = column[len(base):].split("_p")[0]
+    where = f", session {sess[2:]}" if sess.startswith("_s") else ", whole course"
+    stat = {"_p50": "median of ", "_p05": "5th percentile of ", "_p95": "95th percentile of "}
+    pre = next((v for k, v in stat.items() if column.endswith(k)), "")
+    return f"{pre}{text}{where}"
+
+
 def plot_heatmap(result, metric: str, title: str):
     import matplotlib
     matplotlib.use("Agg", force=False)
@@ -270,7 +290,8 @@ def plot_heatmap(result, metric: str, title: str):
 
     m = ax.pcolormesh(edges(b), edges(a), z, cmap="viridis", shading="flat")
     unit = result.units.get(metric, "")
-    fig.colorbar(m, ax=ax, label=f"{metric} ({unit})" if unit else metric)
+    fig.colorbar(m, ax=ax, label=(f"{metric} ({unit})" if unit else metric) + "\n"
+                 + _describe(metric))
     ax.set_xlabel(f"{nb} ({result.units.get(nb, '')})".replace(" ()", ""))
     ax.set_ylabel(f"{na} ({result.units.get(na, '')})".replace(" ()", ""))
     ax.set_title(title, fontsize=10)
@@ -465,7 +486,8 @@ def run_sweep(args) -> int:
                           info=res.info)
         fig = plot_heatmap(two, plot_metric, f"{model.name}, {args.doses}: {plot_metric}"
                            + (f" (median of {args.n} subjects)" if args.n else
-                              " (typical subject)"))
+                              " (typical subject)")
+                           + "\nmodel-predicted; a research tool, not a dosing recommendation")
         outputs.append((args.plot, "wb", _figure_bytes(fig, args.plot)))
     _write_all(outputs)
     print(f"wrote {args.out} ({res.info['points']} grid points)"
