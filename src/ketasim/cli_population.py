@@ -213,15 +213,8 @@ def _figure_bytes(fig, path: Path) -> bytes:
 
 # ---------------------------------------------------------------------- figures
 def plot_bands_figure(bands, title: str):
-    """Bands over time, one panel per output (days on the x axis)."""
-    from . import plotting
-    fn = getattr(plotting, "plot_bands", None)
-    if fn is not None:
-        try:
-            out = fn(bands, title=title)
-            return out if hasattr(out, "savefig") else out.figure
-        except TypeError:
-            pass
+    """Bands over time from their quantiles (the curves are not kept): one row per output, the
+    whole course (days) and the first session close up (hours)."""
     import matplotlib
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
