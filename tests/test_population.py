@@ -379,3 +379,21 @@ def test_numba_cache_folder_for_read_only_packages(tmp_path, monkeypatch):
     assert _numba_cache.choose_cache_dir(tmp_path, {"NUMBA_CACHE_DIR": "/x"}) is None
     monkeypatch.setattr(_numba_cache.os, "access", lambda p, mode: True)
     assert _numba_cache.choose_cache_dir(tmp_path, env) is None
+
+
+def test_weight_sweep_rebuilds_the_mg_per_kg_course_and_per_subject_weights():
+    res = sweep("ketamine-iv", "standard-iv", [("weight_kg", [50.0, 90.0]), ("months", [1.0])],
+                metrics=("auc",), progress=False)
+    for i, w in enumerate((50.0, 90.0)):
+        d = resolve_doses("standard-iv", weight_kg=w, months=1.0)
+        ref = session_metrics("ketamine-iv", d, weight_kg=w, metrics=("auc",))
+        _same(res["auc"][i], ref["auc"][0])
+    w = np.array([55.0, 70.0, 95.0])
+    r = population("ketamine-iv", ONE_MONTH, 3, 2, metrics=("auc",), weight_kg=w,
+                   progress=False)
+    ref = session_metrics("ketamine-iv", ONE_MONTH, params=draw("ketamine-iv", 3, 2),
+                          weight_kg=w, metrics=("auc",))
+    _same(r["auc"], ref["auc"])
+    _same(r["weight_kg"], w)
+    with pytest.raises(KetasimInputError, match="one dose table per subject"):
+        population("ketamine-iv", "standard-iv", 3, 2, weight_kg=w)
