@@ -397,3 +397,26 @@ def test_weight_sweep_rebuilds_the_mg_per_kg_course_and_per_subject_weights():
     _same(r["weight_kg"], w)
     with pytest.raises(KetasimInputError, match="one dose table per subject"):
         population("ketamine-iv", "standard-iv", 3, 2, weight_kg=w)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_long_run_and_leaves_no_file(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1] / "src")
+    out = tmp_path / "pop.csv"
+    p = subprocess.Popen([sys.executable, "-m", "ketasim", "population", "--n", "1000000",
+                          "--out", str(out), "--metrics", "cmax", "-q"], env=env,
+                         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(6.0)                                      # imports, kernels, first chunks
+    assert p.poll() is None
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    assert list(tmp_path.iterdir()) == []
