@@ -431,6 +431,12 @@ def _execute(jobs, chunk_size: int, scheduler, progress, desc: str):
                         res = f.result()
                     except KetasimInputError:
                         raise
+                    except (ImportError, AttributeError, TypeError) as exc:
+                        # a worker without ketasim, or with another version of it
+                        raise KetasimInputError(
+                            f"scheduler: a worker failed ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else ''}); is the same "
+                            "ketasim installed on every worker?") from None
                     yield ji, a, b, res
                     if bar is not None:
                         bar.update(b - a)
