@@ -497,24 +497,23 @@ def grid_many(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W, w
 
 # ---------------------------------------------------------------------------------------------
 # Exact metrics. A metric run never touches an output grid. Its steps are the lengths of a
-# per-subject *ladder* L_j = hb 2^j: the base hb (with hb × fastest rate <= 2^-20) is a
-# 5-term Taylor series (exact to rounding), every higher rung the square of the one below.
-# The ladder stores Ψ = Φ - I, not Φ: squaring Φ = I + Ψ directly would double the rounding
-# error of a near-identity Φ at every rung (2^24 rungs' worth after 24 squarings), while
-# Ψ(2h) = 2Ψ + Ψ² and Γ(2h) = 2Γ + Ψ Γ keep it at the rounding level. From every event and session start the steps grow
-# L_j0, L_j0+1, ... up to H_CAP; the rest of a segment is its binary expansion on the ladder,
-# and a last piece shorter than hb is a Taylor step. The step sequence depends only on the dose
-# times, never on an output grid, and no matrix exponential is computed at all.
+# per-subject *ladder* L_j = hb 2^j: the base hb (with hb × fastest rate <= 2^-6) is a
+# 10-term Taylor series (exact to rounding), every higher rung the square of the one below.
+# The ladder stores Ψ = Φ - I, not Φ: squaring a near-identity Φ directly would double its
+# rounding error at every rung, while Ψ(2h) = 2Ψ + Ψ² and Γ(2h) = 2Γ + Ψ Γ keep it at the
+# rounding level. From every event and session start the steps grow L_j0, L_j0+1, ... up to
+# H_CAP; the rest of a segment is its binary expansion on the ladder, and a last piece shorter
+# than hb is a Taylor step. The step sequence depends only on the dose times, never on an
+# output grid, and no matrix exponential is computed at all.
 #
 # Within each step the state is exact at both ends; the extremum of a linear functional
 # f = r·x (a concentration, or the occupancy sum s = w·x, of which occupancy is a monotone
 # function) lies where f' = r·(K x + u) changes sign, and a threshold crossing where f - θ does.
-# Both are bracketed by halving on the ladder until the bracket is shorter than
-# 1e-3 / (fastest rate), then solved from a cubic Taylor expansion of the exact state (error
-# about (1e-3)^4 / 24 relative). AUC is exact: an integrator state a' = r·x is part of the
-# linear system.
+# Both are bracketed by halving down to the ladder's base, then solved by Newton's method on
+# the 9-term Taylor polynomial of the exact state (exact to rounding over the base length).
+# AUC is exact: an integrator state a' = r·x is part of the linear system.
 
-H_CAP = 16.0       # longest metric step (h)
+H_CAP = 64.0       # longest metric step (h)
 NL = 72            # ladder rungs
 # rows of the per-session metric output
 M_CMAX, M_TMAX, M_AUC, M_TROUGH, M_POCC, M_PGLU, M_PMIN = 0, 1, 2, 3, 4, 5, 6
@@ -523,25 +522,30 @@ M_FIXED = 7        # then time above each occupancy threshold, then each concent
 
 @njit(cache=True)
 def _ladder_base(K, hb, LP, LG):
-    """Rung 0: Ψ(hb) = Φ(hb) - I and Γ(hb) from their Taylor series (||K hb|| <= 2^-20:
-    5 terms)."""
+    """Rung 0: Ψ(hb) = Φ(hb) - I and Γ(hb) from their Taylor series (||K hb|| <= 2^-6, so 10
+    terms are exact to rounding: the 11th is below 1e-21)."""
     n = K.shape[0]
     A = np.empty((n, n))
     for i in range(n):
         for j in range(n):
             A[i, j] = K[i, j] * hb
-    A2 = np.empty((n, n))
-    A3 = np.empty((n, n))
-    A4 = np.empty((n, n))
-    _matmul(A, A, A2)
-    _matmul(A2, A, A3)
-    _matmul(A3, A, A4)
+    Pk = np.empty((n, n))      # A^k / k!
+    T = np.empty((n, n))
     for i in range(n):
         for j in range(n):
-            e = 1.0 if i == j else 0.0
-            LP[0, i, j] = A[i, j] + A2[i, j] / 2.0 + A3[i, j] / 6.0 + A4[i, j] / 24.0
-            LG[0, i, j] = hb * (e + A[i, j] / 2.0 + A2[i, j] / 6.0 + A3[i, j] / 24.0
-                                + A4[i, j] / 120.0)
+            Pk[i, j] = A[i, j]
+            LP[0, i, j] = A[i, j]
+            LG[0, i, j] = (1.0 if i == j else 0.0) + A[i, j] / 2.0
+    for k in range(2, 11):
+        _matmul(Pk, A, T)
+        for i in range(n):
+            for j in range(n):
+                Pk[i, j] = T[i, j] / k
+                LP[0, i, j] += Pk[i, j]
+                LG[0, i, j] += Pk[i, j] / (k + 1)
+    for i in range(n):
+        for j in range(n):
+            LG[0, i, j] *= hb
 
 
 @njit(cache=True)
@@ -589,24 +593,33 @@ def _lstep(j, x, u, has_u, LP, LG, top, T1, xo):
 
 @njit(cache=True)
 def _tstep(K, x, u, d, xo, D1, D2):
-    """xo <- state d hours after x for d below the ladder's base (a cubic Taylor step: exact
-    to rounding since d × fastest rate < 2^-20)."""
+    """xo <- exact state d hours after x, for d below the ladder's base (d × fastest rate
+    < 2^-6): the Taylor series of the solution, summed until its terms vanish."""
     n = x.shape[0]
     for i in range(n):
         acc = u[i]
         for k in range(n):
             acc += K[i, k] * x[k]
-        D1[i] = acc
-    for i in range(n):
-        acc = 0.0
-        for k in range(n):
-            acc += K[i, k] * D1[k]
-        D2[i] = acc
-    for i in range(n):
-        acc = 0.0
-        for k in range(n):
-            acc += K[i, k] * D2[k]
-        xo[i] = x[i] + d * D1[i] + 0.5 * d * d * D2[i] + d * d * d * acc / 6.0
+        D1[i] = acc * d
+        xo[i] = x[i] + D1[i]
+    for m in range(2, 40):
+        big = 0.0
+        for i in range(n):
+            acc = 0.0
+            for k in range(n):
+                acc += K[i, k] * D1[k]
+            D2[i] = acc * d / m
+        for i in range(n):
+            D1[i] = D2[i]
+            xo[i] += D2[i]
+            if abs(D2[i]) > big:
+                big = abs(D2[i])
+        if big == 0.0 or big < 1e-17 * (abs(xo[0]) + 1e-300) and m > 4:
+            nrm = 0.0
+            for i in range(n):
+                nrm = max(nrm, abs(xo[i]))
+            if big <= 1e-17 * nrm:
+                break
 
 
 @njit(cache=True)
@@ -619,7 +632,7 @@ def _search(K, x0, u, has_u, jH, lo_off, hi_off, r, rK, thr, kind, LP, LG, top, 
             xa, xb, D1, D2):
     """Within a rung-jH step from state x0 (offset 0), find where a property changes between
     offsets ``lo_off`` (property true; a point of the step's lattice) and ``hi_off`` (false),
-    by halving on the ladder, then refine with a cubic Taylor expansion. ``kind`` 0: f' > 0
+    by halving on the ladder, then refine on the Taylor polynomial. ``kind`` 0: f' > 0
     (a maximum); 1: f' < 0 (a minimum); 2: f >= thr (a downward crossing); 3: f < thr (an
     upward crossing). Returns (offset, value of f there)."""
     n = x0.shape[0]
@@ -636,7 +649,7 @@ def _search(K, x0, u, has_u, jH, lo_off, hi_off, r, rK, thr, kind, LP, LG, top, 
             off += LL[j]
     j = jH
     ln = LL[jH]
-    while j > jstop and j > 0:
+    while j > 0:
         j -= 1
         ln = LL[j]
         if off + ln < hi_off:
@@ -655,47 +668,70 @@ def _search(K, x0, u, has_u, jH, lo_off, hi_off, r, rK, thr, kind, LP, LG, top, 
                 for i in range(n):
                     xa[i] = xb[i]
                 off += ln
-    # cubic Taylor refinement from xa over [0, ln]
+    # Taylor refinement from xa over [0, ln] (ln × fastest rate <= 2^-6: 9 terms are exact
+    # to rounding): f(tau) = sum_k c[k] tau^k with c[k] = r·K^(k-1)(K x + u) / k!
+    c = np.zeros(10)
+    c[0] = _dot(r, xa)
     for i in range(n):
         acc = u[i]
         for k in range(n):
             acc += K[i, k] * xa[k]
         D1[i] = acc
-    for i in range(n):
-        acc = 0.0
-        for k in range(n):
-            acc += K[i, k] * D1[k]
-        D2[i] = acc
-    a0 = _dot(r, xa)
-    a1 = _dot(r, D1)
-    a2 = _dot(r, D2)
-    a3 = _dot(rK, D2)
+    c[1] = _dot(r, D1)
+    for m in range(2, 10):
+        for i in range(n):
+            acc = 0.0
+            for k in range(n):
+                acc += K[i, k] * D1[k]
+            D2[i] = acc / m
+        for i in range(n):
+            D1[i] = D2[i]
+        c[m] = _dot(r, D1)
     tau = 0.0
     if kind <= 1:
-        if a2 != 0.0:
-            tau = -a1 / a2
-        for _ in range(4):
-            g = a1 + a2 * tau + 0.5 * a3 * tau * tau
-            dg = a2 + a3 * tau
-            if dg == 0.0:
-                break
-            tau -= g / dg
-    else:
-        if a1 != 0.0:
-            tau = (thr - a0) / a1
-        for _ in range(4):
-            g = a0 + a1 * tau + 0.5 * a2 * tau * tau + a3 * tau * tau * tau / 6.0 - thr
-            dg = a1 + a2 * tau + 0.5 * a3 * tau * tau
-            if dg == 0.0:
-                break
-            tau -= g / dg
+        if c[2] != 0.0:
+            tau = -c[1] / (2.0 * c[2])
+    elif c[1] != 0.0:
+        tau = (thr - c[0]) / c[1]
+    for _ in range(8):
+        # g = f'(tau) for an extremum, f(tau) - thr for a crossing; dg = g'(tau)
+        g = 0.0
+        dg = 0.0
+        p = 1.0
+        if kind <= 1:
+            for m in range(1, 10):
+                g += m * c[m] * p
+                p *= tau
+            p = 1.0
+            for m in range(2, 10):
+                dg += m * (m - 1) * c[m] * p
+                p *= tau
+        else:
+            for m in range(10):
+                g += c[m] * p
+                p *= tau
+            g -= thr
+            p = 1.0
+            for m in range(1, 10):
+                dg += m * c[m] * p
+                p *= tau
+        if dg == 0.0:
+            break
+        step = g / dg
+        tau -= step
+        if abs(step) <= 1e-16 * max(ln, 1e-300):
+            break
     if not (tau >= 0.0):
         tau = 0.0
     if tau > ln:
         tau = ln
     if off + tau > hi_off:
         tau = hi_off - off
-    val = a0 + a1 * tau + 0.5 * a2 * tau * tau + a3 * tau * tau * tau / 6.0
+    val = 0.0
+    p = 1.0
+    for m in range(10):
+        val += c[m] * p
+        p *= tau
     return off + tau, val
 
 
@@ -713,10 +749,10 @@ def _above_piece(f0, f1, t0, t1, thr, tc):
 
 @njit(cache=True)
 def _lattice_floor(off, jH, LL, jstop):
-    """The largest lattice point (resolution rung jstop) of a rung-jH step at or below off."""
+    """The largest lattice point (resolution rung 0) of a rung-jH step at or below off."""
     res = 0.0
     j = jH
-    while j > jstop and j > 0:
+    while j > 0:
         j -= 1
         if res + LL[j] <= off:
             res += LL[j]
@@ -914,8 +950,8 @@ def metrics_subject(K, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, sess, nsess, ho
         if rs > kmax:
             kmax = rs
     kmax = max(kmax, 1e-9)
-    # the ladder: base hb = 2^e with hb * kmax <= 2^-20; rung j has length hb 2^j
-    e0 = int(math.floor(math.log2(2.0 ** -20 / kmax)))
+    # the ladder: base hb = 2^e with hb * kmax <= 2^-6; rung j has length hb 2^j
+    e0 = int(math.floor(math.log2(2.0 ** -6 / kmax)))
     hb = 2.0 ** e0
     LL = np.empty(NL)
     for j in range(NL):
@@ -932,9 +968,7 @@ def metrics_subject(K, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, sess, nsess, ho
         jcap = NL - 1
     if j0 > jcap:
         j0 = jcap
-    jstop = int(math.floor(math.log2(1e-3 / kmax / hb)))
-    if jstop < 0:
-        jstop = 0
+    jstop = 0
     for s in range(mo.shape[1]):
         for r in range(mo.shape[0]):
             mo[r, s] = 0.0
