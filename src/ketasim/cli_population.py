@@ -90,8 +90,9 @@ def add_population_parser(sub):
                    help="write 5/50/95 %% bands over time (CSV)")
     p.add_argument("--plot", type=lambda v: _out_path(v, (".png", ".pdf", ".svg")),
                    default=None, help="figure of the bands (PNG, PDF or SVG)")
-    p.add_argument("--band-outputs", default="plasma,occupancy", metavar="LIST",
-                   help="outputs of the bands (default: plasma,occupancy)")
+    p.add_argument("--band-outputs", default=None, metavar="LIST",
+                   help="outputs of the bands (default: plasma and occupancy where the model "
+                        "has them)")
     p.add_argument("--band-step", type=_finite("hours", 0, True), default=None,
                    help="band time step, h (default: every 4 h, every 5 min for 8 h after "
                         "each session)")
@@ -391,11 +392,17 @@ def run_population(args) -> int:
         if "age_y" in covariates:
             raise KetasimInputError("--age: age_y is also in --covariates; give one")
         covariates["age_y"] = np.full(args.n, args.age)
+    if not model.variability and not args.no_variability:
+        print(f"ketasim: note: model {model.name!r} has no [variability] section: every subject "
+              "has the typical parameter values", file=sys.stderr)
     want_bands = args.bands is not None or args.plot is not None
     bands = (args.band_step if args.band_step is not None else True) if want_bands else None
-    band_outputs = tuple(o.strip() for o in args.band_outputs.split(",") if o.strip())
-    if want_bands and "occupancy" in band_outputs and not model.has_occupancy:
-        band_outputs = tuple(o for o in band_outputs if o != "occupancy")
+    if args.band_outputs is not None:
+        band_outputs = tuple(o.strip() for o in args.band_outputs.split(",") if o.strip())
+    else:
+        conc = model.concentration_names
+        band_outputs = (("plasma" if "plasma" in conc else conc[0]),) + (
+            ("occupancy",) if model.has_occupancy else ())
     res = population(model, doses, args.n, args.seed, metrics=_metrics_arg(args), bands=bands,
                      band_outputs=band_outputs, chunk_size=args.chunk_size,
                      scheduler=args.scheduler, weight_kg=weight, covariates=covariates or None,
