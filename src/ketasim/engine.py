@@ -318,14 +318,28 @@ def run(plan: Plan, times, *, out: np.ndarray | None = None, threads=None,
     ev_t, ev_c, ev_a, ev_k, nev, ev_v = plan.events
     ev_t = snap_events(ev_t, nev, t)
     per = max(1, CHUNK_WORK // max(1, T * max(R, 1)))
+    n_st = plan.K.shape[1]
     with threads_limit(threads):
         for a in range(0, N, per):
             b = min(N, a + per)
             if b - a == 1:
-                _kernels.grid_subject(plan.K[a], t, h_nom, ev_t[a], ev_c[a], ev_a[a], ev_k[a],
-                                      int(nev[a]), ev_v[a], plan.C[a], plan.W[a], plan.wd[a],
-                                      plan.pd[a], plan.pd_on, plan.pd_rtol, plan.pd_rows,
-                                      out[a])
+                # one subject: pieces of the time grid, carrying the state between them, so
+                # that Ctrl-C is honoured between pieces of a long run
+                cf = np.zeros(2 * n_st + 5)
+                ci = np.zeros(n_st + 2, np.int64)
+                piece = max(1024, CHUNK_WORK // max(R, 1))
+                buf = out[a] if T <= piece else np.empty((R, piece))
+                for p0 in range(0, T, piece):
+                    p1 = min(T, p0 + piece)
+                    dst = buf if T <= piece else buf[:, :p1 - p0]
+                    if T > piece and p1 - p0 < piece:
+                        dst = np.empty((R, p1 - p0))
+                    _kernels.grid_subject(plan.K[a], np.ascontiguousarray(t[p0:p1]), h_nom,
+                                          ev_t[a], ev_c[a], ev_a[a], ev_k[a], int(nev[a]),
+                                          ev_v[a], plan.C[a], plan.W[a], plan.wd[a], plan.pd[a],
+                                          plan.pd_on, plan.pd_rtol, plan.pd_rows, dst, cf, ci)
+                    if T > piece:
+                        out[a, :, p0:p1] = dst
             else:
                 _kernels.grid_many(plan.K[a:b], t, h_nom, ev_t[a:b], ev_c[a:b], ev_a[a:b],
                                    ev_k[a:b], nev[a:b], ev_v[a:b], plan.C[a:b], plan.W[a:b],
