@@ -155,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("phases", help="TOML file with amount_mg, route, duration_h and [[phase]]")
     c.add_argument("--months", type=_finite("months", 0, True), default=None)
     c.add_argument("--out", required=True, type=lambda v: _out_path(v, (".csv",)))
+    from . import cli_population
+    cli_population.add_population_parser(sub)
+    cli_population.add_sweep_parser(sub)
     return p
 
 
@@ -334,7 +337,7 @@ def main(argv=None) -> int:
 def _run(args) -> int:
     try:
         handler = {"simulate": cmd_simulate, "presets": cmd_presets,
-                   "schedule": cmd_schedule}[args.command]
+                   "schedule": cmd_schedule}.get(args.command) or args._run
         with warnings.catch_warnings():
             # a hint Numba prints while compiling the kernels (first run only): not for users
             warnings.filterwarnings("ignore", message=r".*is faster on contiguous arrays")
