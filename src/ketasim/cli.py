@@ -132,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("phases", help="TOML file with amount_mg, route, duration_h and [[phase]]")
     c.add_argument("--months", type=_finite("months", 0, True), default=None)
     c.add_argument("--out", required=True, type=lambda v: _out_path(v, (".csv",)))
+    from . import cli_bench
+    cli_bench.add_parser(sub)
     return p
 
 
@@ -254,8 +256,9 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        from . import cli_bench
         handler = {"simulate": cmd_simulate, "presets": cmd_presets,
-                   "schedule": cmd_schedule}[args.command]
+                   "schedule": cmd_schedule, "bench": cli_bench.run}[args.command]
         with warnings.catch_warnings():
             # a hint Numba prints while compiling the kernels (first run only): not for users
             warnings.filterwarnings("ignore", message=r".*is faster on contiguous arrays")
