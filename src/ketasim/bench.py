@@ -1259,7 +1259,7 @@ def markdown_table(results: dict) -> str:
             f"{t['verdict']} ({t['value']:.3g})" for t in tg))
         lines.append("| " + " | ".join(cells) + " |")
     lim = results["limits"]
-    out = ["\n".join(lines), "",
+    out = ["\n".join(lines), "", targets_table(results), "",
            "Cells: wall time · speed ratio (baseline time / ketasim time) · max error vs the "
            f"reference ({results['settings']['reference']}); error = max over outputs of "
            "max|y - y_ref| / max|y_ref|. * = extrapolated from a sample (see notes). Baselines: "
@@ -1297,6 +1297,18 @@ def markdown_table(results: dict) -> str:
                + (" (--quick: tiny sizes, the verdicts are not meaningful)"
                   if results["quick"] else ""))
     return "\n".join(out)
+
+
+def targets_table(results: dict) -> str:
+    """One row per target of the issue: measured value and met / gap."""
+    lines = ["| target | scenario | measured | goal | met / gap |", "|---|---|---|---|---|"]
+    for r in results["scenarios"]:
+        for t in r.get("targets", []):
+            v = t["value"]
+            val = f"{v:.3g}" if v < 1e5 else f"{v:.2e}"
+            lines.append(f"| {t['what']} | {r['name']} | {val} | {t['target']} | "
+                         f"{'**met**' if t['met'] else t['verdict']} |")
+    return "\n".join(lines)
 
 
 def _mib(v) -> str:
