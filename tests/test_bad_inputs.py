@@ -298,7 +298,7 @@ def test_debug_shows_the_traceback(tmp_path, capsys):
 
 
 def test_grid_too_large_for_memory_is_refused_before_allocating(tmp_path, capsys, monkeypatch):
-    sim = importlib.import_module("ketasim.simulate")   # the module, not the function
+    sim = importlib.import_module("ketasim.engine")     # where the memory check lives
     monkeypatch.setattr(sim, "_available_bytes", lambda: 64 * 2**20)     # pretend: 64 MiB
     m, d = _files(tmp_path)
     out = tmp_path / "run.csv"
@@ -379,8 +379,8 @@ API_CASES = [
     ("unknown output", lambda m, d: ketasim.simulate(m, d, [0, 1], outputs=["centrl"]),
      ["outputs", "'centrl'", "did you mean 'central'"]),
     ("threads zero", lambda m, d: ketasim.simulate(m, d, [0, 1], threads=0), ["threads", "0"]),
-    ("pd step zero", lambda m, d: ketasim.simulate(m, d, [0, 1], pd_max_step_h=0),
-     ["pd_max_step_h", "0"]),
+    ("pd tolerance zero", lambda m, d: ketasim.simulate(m, d, [0, 1], pd_rtol=0),
+     ["pd_rtol", "0"]),
     ("doses of the wrong type", lambda m, d: ketasim.simulate(m, 5, [0, 1]),
      ["doses", "int"]),
     ("dose records that are not dicts", lambda m, d: ketasim.Doses.from_records([1, 2]),

@@ -27,9 +27,9 @@ def test_bolus_metrics_closed_form():
     np.testing.assert_allclose(cm.cmax_ng_ml, c0 * acc, rtol=1e-9)
     np.testing.assert_allclose(cm.tmax_h, 0, atol=1e-12)
     auc = c0 * acc / k * (1 - np.exp(-24 * k))
-    np.testing.assert_allclose(cm.auc_ng_h_ml, auc, rtol=1e-6)
-    np.testing.assert_allclose(cm.trough_ng_ml[:2], c0 * acc[:2] * np.exp(-k * (24 - 0.001)),
-                               rtol=1e-9)
+    np.testing.assert_allclose(cm.auc_ng_h_ml, auc, rtol=1e-12)
+    # the trough is the value just before the next dose, exactly
+    np.testing.assert_allclose(cm.trough_ng_ml[:2], c0 * acc[:2] * np.exp(-k * 24), rtol=1e-12)
     assert np.isnan(cm.trough_ng_ml[2])
     assert np.all(np.isnan(cm.peak_occupancy))
 

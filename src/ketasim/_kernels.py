@@ -7,10 +7,11 @@ exponential is computed by scaling and squaring with a degree-13 Padé approxima
 SIAM J Matrix Anal Appl 26:1179), which is exact in the limit for defective ``K`` (e.g. absorption
 rate equal to elimination rate) and robust for stiff ``K``.
 
-The schematic glutamate/plasticity response (nonlinear) is integrated with classical RK4 on
-sub-steps of at most ``pd_max_step`` hours; the PK inside each sub-step stays exact (its
-mid-point comes from ``Φ(h/2)``). Each step is split at every event, so no RK4 step straddles
-a dose, an infusion start or an infusion stop.
+The schematic glutamate/plasticity response (nonlinear) is integrated by an embedded RK4(3)
+pair (the classical RK4 with a third-order FSAL estimate, error per step ``h/6 (k4 - k5)``) with
+dyadic step-size control: an interval is split into sub-steps H/2^j, j raised on rejection and
+lowered after very accurate steps. The PK inside each sub-step stays exact (its mid-point comes
+from ``Φ(h/2)``), and no sub-step straddles an event.
 
 No validation happens here: :mod:`ketasim.simulate` checks everything before calling.
 """
@@ -158,96 +159,295 @@ def propagator(K, h, Phi, Gam):
             Gam[i, j] = E[i, n + j]
 
 
-NSLOT = 8          # propagators kept per subject: slot 0 = the grid step, 1.. = other lengths
-TINY = 1e-290      # amounts below this are flushed to 0 (no slow subnormal arithmetic)
+@njit(cache=True)
+def expm_phi(K, h, Phi):
+    """Write Φ(h) = expm(K h) into ``Phi`` (no input term needed)."""
+    n = K.shape[0]
+    M = np.empty((n, n))
+    for i in range(n):
+        for j in range(n):
+            M[i, j] = K[i, j] * h
+    E = expm(M)
+    for i in range(n):
+        for j in range(n):
+            Phi[i, j] = E[i, j]
+
+
+# ---------------------------------------------------------------------------------------------
+# Propagator cache. Lengths are compared exactly (bit for bit): a propagator is reused only for
+# the very same step length, so no result depends on the horizon or on unrelated events. Full
+# grid intervals are snapped to the nominal grid step by the caller (a tolerance relative to the
+# current time, the rounding level of the grid itself).
+
+NSLOT = 48          # propagators kept per subject (round robin)
+TINY = 1e-290       # amounts below this are flushed to 0 (no slow subnormal arithmetic)
 
 
 @njit(cache=True)
-def _advance(K, x, u, has_u, h, tol, cache_h, cache_Phi, cache_Gam, tmp, nxt):
-    """x <- exact solution after h hours; returns the next cache slot to overwrite.
+def _slot(K, h, need_g, ch, cg, CP, CG, nxt):
+    """Index of the cache slot holding Φ(h) (and Γ(h) when ``need_g``), computing it if absent."""
+    ns = ch.shape[0]
+    last = nxt[1]
+    if ch[last] == h and (cg[last] == 1 or not need_g):
+        return last
+    for j in range(ns):
+        if ch[j] == h and (cg[j] == 1 or not need_g):
+            nxt[1] = j
+            return j
+    j = nxt[0]
+    nxt[0] = (j + 1) % ns
+    if need_g:
+        propagator(K, h, CP[j], CG[j])
+        cg[j] = 1
+    else:
+        expm_phi(K, h, CP[j])
+        cg[j] = 0
+    ch[j] = h
+    nxt[1] = j
+    return j
 
-    Propagators are cached by step length: slot 0 holds the main (grid) step and is never
-    evicted, slots 1..NSLOT-1 hold other lengths (partial steps at infusion stops, …) and are
-    replaced round-robin. Lengths within ``tol`` hours (the rounding level of the time grid)
-    share a propagator."""
+
+@njit(cache=True)
+def _step(K, x, u, has_u, h, ch, cg, CP, CG, nxt, xo):
+    """xo <- exact state h hours after x with constant input u (x and xo must differ)."""
     n = x.shape[0]
-    slot = -1
-    for j in range(NSLOT):
-        if abs(h - cache_h[j]) <= tol:
-            slot = j
-            break
-    if slot < 0:
-        if cache_h[0] < 0.0:
-            slot = 0
-        else:
-            slot = nxt
-            nxt = nxt + 1 if nxt + 1 < NSLOT else 1
-        propagator(K, h, cache_Phi[slot], cache_Gam[slot])
-        cache_h[slot] = h
+    if h == 0.0:
+        for i in range(n):
+            xo[i] = x[i]
+        return
+    j = _slot(K, h, has_u, ch, cg, CP, CG, nxt)
+    P = CP[j]
     for i in range(n):
-        acc = 0.0
-        for j in range(n):
-            acc += cache_Phi[slot, i, j] * x[j]
+        acc0 = 0.0
+        acc1 = 0.0
+        k = 0
+        while k + 1 < n:          # two independent accumulators: not one serial chain
+            acc0 += P[i, k] * x[k]
+            acc1 += P[i, k + 1] * x[k + 1]
+            k += 2
+        if k < n:
+            acc0 += P[i, k] * x[k]
+        acc = acc0 + acc1
         if has_u:
-            for j in range(n):
-                acc += cache_Gam[slot, i, j] * u[j]
+            G = CG[j]
+            for k in range(n):
+                acc += G[i, k] * u[k]
         if abs(acc) < TINY:
             acc = 0.0
-        tmp[i] = acc
-    for i in range(n):
-        x[i] = tmp[i]
-    return nxt
+        xo[i] = acc
 
 
 @njit(cache=True)
-def _occ(w, x):
+def _apply_events(x, u, active, t, e, nev, ev_t, ev_c, ev_amt, ev_kind, ev_vec):
+    """Apply every event at or before t (in order); returns (next event index, has_u)."""
+    n = x.shape[0]
+    changed = False
+    while e < nev and ev_t[e] <= t:
+        c = ev_c[e]
+        k = ev_kind[e]
+        if k == 0:
+            x[c] += ev_amt[e]
+        elif k == 1:
+            active[c] += 1
+            u[c] += ev_amt[e]
+            changed = True
+        elif k == -1:
+            active[c] -= 1
+            if active[c] <= 0:
+                active[c] = 0
+                u[c] = 0.0
+            else:
+                u[c] -= ev_amt[e]
+            changed = True
+        elif k == 2:
+            for i in range(n):
+                x[i] = 0.0
+        elif k == 3:
+            for i in range(ev_vec.shape[1]):
+                x[i] += ev_vec[c, i]
+        e += 1
+    has_u = False
+    for i in range(n):
+        if u[i] != 0.0:
+            has_u = True
+    return e, has_u, changed
+
+
+@njit(cache=True)
+def _dot(a, x):
     s = 0.0
     for i in range(x.shape[0]):
-        s += w[i] * x[i]
+        s += a[i] * x[i]
+    return s
+
+
+@njit(cache=True)
+def _occ_of(s):
     if s < 0.0:
         s = 0.0
     return s / (1.0 + s)
 
 
 @njit(cache=True)
-def _pd_rhs(occ, G, P, pd):
-    # pd = [kout, emax, ec50, hill, plasticity_kin, plasticity_kout]
-    kout, emax, ec50, hill, kin_p, kout_p = pd[0], pd[1], pd[2], pd[3], pd[4], pd[5]
-    oh = occ ** hill
-    stim = emax * oh / (ec50 ** hill + oh)
-    dG = kout * (1.0 + stim) - kout * G
-    drive = G - 1.0
+def _pd_f(occ, y, pd, dy):
+    """Right-hand side of the schematic response. y = [G, P, Q]; pd = GLUTAMATE_ROLES values:
+    kout, emax, ec50, hill, plasticity_kin, plasticity_kout, consolidation_kin,
+    consolidation_kout."""
+    kout = pd[0]
+    oh = occ ** pd[3]
+    stim = pd[1] * oh / (pd[2] ** pd[3] + oh)
+    dy[0] = kout * (1.0 + stim) - kout * y[0]
+    drive = y[0] - 1.0
     if drive < 0.0:
         drive = 0.0
-    dP = kin_p * drive * (1.0 - P) - kout_p * P
-    return dG, dP
+    dy[1] = pd[4] * drive * (1.0 - y[1]) - pd[5] * y[1]
+    dy[2] = pd[6] * y[1] * (1.0 - y[2]) - pd[7] * y[2]
 
 
 @njit(cache=True)
-def simulate_one(K, times, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, w, pd, use_pd, pd_max_step,
-                 h_main, h_tol, out):
-    """One subject. ``use_pd``: 0 = PK only, 1 = also occupancy, 2 = also the schematic response.
-    ``out`` rows: ``C @ x`` (M rows), then occupancy (if use_pd >= 1), glutamate and plasticity
-    (if use_pd == 2)."""
+def _pd_norm(err, y, rtol):
+    m = 0.0
+    for i in range(3):
+        sc = rtol * (1e-3 + abs(y[i]))
+        v = abs(err[i]) / sc
+        if v > m:
+            m = v
+    return m
+
+
+@njit(cache=True)
+def _hermite_max(y0, y1, m0, m1, h):
+    """Largest value of the cubic Hermite interpolant of (y0, m0) at 0 and (y1, m1) at h,
+    where the slope goes from positive to negative (the step's dense output)."""
+    a = 6.0 * y0 + 3.0 * h * m0 - 6.0 * y1 + 3.0 * h * m1
+    b = -6.0 * y0 - 4.0 * h * m0 + 6.0 * y1 - 2.0 * h * m1
+    c = h * m0
+    best = max(y0, y1)
+    if a == 0.0:
+        roots = (-c / b if b != 0.0 else -1.0, -1.0)
+    else:
+        disc = b * b - 4.0 * a * c
+        if disc < 0.0:
+            return best
+        sq = math.sqrt(disc)
+        roots = ((-b + sq) / (2.0 * a), (-b - sq) / (2.0 * a))
+    for s in roots:
+        if 0.0 < s < 1.0:
+            s2 = s * s
+            s3 = s2 * s
+            v = ((2 * s3 - 3 * s2 + 1) * y0 + (s3 - 2 * s2 + s) * h * m0
+                 + (-2 * s3 + 3 * s2) * y1 + (s3 - s2) * h * m1)
+            if v > best:
+                best = v
+    return best
+
+
+MAXLEV = 40        # deepest halving of one step (PD sub-steps and metric searches)
+
+
+@njit(cache=True)
+def _pd_interval(K, x, u, has_u, H, wd, pd, y, rtol, ch, cg, CP, CG, nxt, xm, x1, x0s,
+                 k1, k2, k3, k4, k5, yt, y1, err, stats, lev, ext):
+    """Advance PK (exactly) and the schematic response (embedded RK4(3), FSAL error estimate)
+    over one interval of length H, in dyadic sub-steps H/2^j chosen by the error control.
+    Returns the sub-level to start the next interval with. ``x`` and ``y`` are updated in place.
+    ``stats[0]`` counts accepted, ``stats[1]`` rejected sub-steps; ``ext[0]`` and ``ext[1]``
+    keep the largest G and the smallest P seen at sub-step ends."""
+    n = x.shape[0]
+    j = lev
+    pos = 0              # position in units of H / 2^MAXLEV
+    full = 1 << MAXLEV
+    _pd_f(_occ_of(_dot(wd, x)), y, pd, k1)
+    while pos < full:
+        # a sub-step of level j must stay aligned to its own lattice
+        while j < MAXLEV and (pos % (full >> j)) != 0:
+            j += 1
+        hs = H / (1 << j)
+        for i in range(n):
+            x0s[i] = x[i]
+        _step(K, x, u, has_u, 0.5 * hs, ch, cg, CP, CG, nxt, xm)
+        _step(K, xm, u, has_u, 0.5 * hs, ch, cg, CP, CG, nxt, x1)
+        om = _occ_of(_dot(wd, xm))
+        o1 = _occ_of(_dot(wd, x1))
+        for i in range(3):
+            yt[i] = y[i] + 0.5 * hs * k1[i]
+        _pd_f(om, yt, pd, k2)
+        for i in range(3):
+            yt[i] = y[i] + 0.5 * hs * k2[i]
+        _pd_f(om, yt, pd, k3)
+        for i in range(3):
+            yt[i] = y[i] + hs * k3[i]
+        _pd_f(o1, yt, pd, k4)
+        for i in range(3):
+            y1[i] = y[i] + hs * (k1[i] + 2.0 * k2[i] + 2.0 * k3[i] + k4[i]) / 6.0
+        _pd_f(o1, y1, pd, k5)
+        for i in range(3):
+            err[i] = hs * (k4[i] - k5[i]) / 6.0
+        e = _pd_norm(err, y1, rtol)
+        if e > 1.0 and j < MAXLEV - 1:
+            stats[1] += 1
+            j += 1
+            continue
+        stats[0] += 1
+        if k1[0] > 0.0 and k5[0] < 0.0:    # the glutamate peak inside the sub-step
+            gm = _hermite_max(y[0], y1[0], k1[0], k5[0], hs)
+            if gm > ext[0]:
+                ext[0] = gm
+        for i in range(n):
+            x[i] = x1[i]
+        for i in range(3):
+            y[i] = y1[i]
+            k1[i] = k5[i]
+        pos += full >> j
+        if y[0] > ext[0]:
+            ext[0] = y[0]
+        if y[1] < ext[1]:
+            ext[1] = y[1]
+        if e < 0.02 and j > 0 and (pos % (full >> (j - 1))) == 0:
+            j -= 1
+    return j
+
+
+@njit(cache=True)
+def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W, wd, pd,
+                 pd_on, pd_rtol, pd_rows, out):
+    """One subject on an output grid.
+
+    ``out`` rows: ``C @ x`` (M rows), then occupancy for each row of ``W`` (s = W[k]·x,
+    occupancy s/(1+s)), then the schematic states G, P, Q for the rows ``pd_rows[i] >= 0``.
+    ``h_nom`` > 0: the nominal grid step; a full grid interval within rounding of it is taken
+    with exactly that length. ``pd_on``: integrate the schematic response (driven by wd·x)."""
     n = K.shape[0]
     m = C.shape[0]
+    no = W.shape[0]
     T = times.shape[0]
     x = np.zeros(n)
     u = np.zeros(n)
+    xn = np.zeros(n)
     active = np.zeros(n, np.int64)
-    tmp = np.zeros(n)
-    cache_h = np.full(NSLOT, -1.0)
-    cache_Phi = np.zeros((NSLOT, n, n))
-    cache_Gam = np.zeros((NSLOT, n, n))
-    nxt = 1
-    Phi0 = cache_Phi[0]
-    Gam0 = cache_Gam[0]
-    if h_main > 0.0:
-        cache_h[0] = h_main
-        propagator(K, h_main, cache_Phi[0], cache_Gam[0])
+    ch = np.full(NSLOT, -1.0)
+    cg = np.zeros(NSLOT, np.int64)
+    CP = np.zeros((NSLOT, n, n))
+    CG = np.zeros((NSLOT, n, n))
+    nxt = np.zeros(2, np.int64)
+    xm = np.zeros(n)
+    x1 = np.zeros(n)
+    x0s = np.zeros(n)
+    k1 = np.zeros(3)
+    k2 = np.zeros(3)
+    k3 = np.zeros(3)
+    k4 = np.zeros(3)
+    k5 = np.zeros(3)
+    yt = np.zeros(3)
+    y1 = np.zeros(3)
+    err = np.zeros(3)
+    stats = np.zeros(2, np.int64)
+    ext = np.zeros(2)
+    y = np.zeros(3)
+    y[0] = 1.0
+    lev = 0
     has_u = False
-    G = 1.0
-    P = 0.0
+    eps4 = 4.0 * 2.220446049250313e-16
     t = times[0]
     if nev > 0 and ev_t[0] < t:
         t = ev_t[0]
@@ -255,92 +455,633 @@ def simulate_one(K, times, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, w, pd, u
     for it in range(T):
         target = times[it]
         while True:
-            while e < nev and ev_t[e] <= t:
-                c = ev_c[e]
-                k = ev_kind[e]
-                if k == 0:
-                    x[c] += ev_amt[e]
-                elif k == 2:
-                    for i in range(n):
-                        x[i] = 0.0
-                elif k == 3:
-                    for i in range(ev_vec.shape[1]):
-                        x[i] += ev_vec[c, i]
-                elif k == 1:
-                    active[c] += 1
-                    u[c] += ev_amt[e]
-                else:
-                    active[c] -= 1
-                    if active[c] <= 0:
-                        active[c] = 0
-                        u[c] = 0.0
-                    else:
-                        u[c] -= ev_amt[e]
-                e += 1
-                has_u = False
-                for i in range(n):
-                    if u[i] != 0.0:
-                        has_u = True
+            e, has_u, _ = _apply_events(x, u, active, t, e, nev, ev_t, ev_c, ev_amt, ev_kind,
+                                        ev_vec)
             if t >= target:
                 break
             stop = target
             if e < nev and ev_t[e] < stop:
                 stop = ev_t[e]
-            h = stop - t
-            if use_pd == 2:
-                nsub = int(math.ceil(h / pd_max_step - 1e-9))
-                if nsub < 1:
-                    nsub = 1
-                hs = h / nsub
-                for _ in range(nsub):
-                    o0 = _occ(w, x)
-                    nxt = _advance(K, x, u, has_u, 0.5 * hs, h_tol, cache_h, cache_Phi, cache_Gam,
-                                   tmp, nxt)
-                    oh = _occ(w, x)
-                    nxt = _advance(K, x, u, has_u, 0.5 * hs, h_tol, cache_h, cache_Phi, cache_Gam,
-                                   tmp, nxt)
-                    o1 = _occ(w, x)
-                    k1g, k1p = _pd_rhs(o0, G, P, pd)
-                    k2g, k2p = _pd_rhs(oh, G + 0.5 * hs * k1g, P + 0.5 * hs * k1p, pd)
-                    k3g, k3p = _pd_rhs(oh, G + 0.5 * hs * k2g, P + 0.5 * hs * k2p, pd)
-                    k4g, k4p = _pd_rhs(o1, G + hs * k3g, P + hs * k3p, pd)
-                    G += hs * (k1g + 2.0 * k2g + 2.0 * k3g + k4g) / 6.0
-                    P += hs * (k1p + 2.0 * k2p + 2.0 * k3p + k4p) / 6.0
-            elif abs(h - cache_h[0]) <= h_tol:
-                # the hot path: a repeated grid step, propagator already in slot 0
-                for i in range(n):
-                    acc = 0.0
-                    for j in range(n):
-                        acc += Phi0[i, j] * x[j]
-                    if has_u:
-                        for j in range(n):
-                            acc += Gam0[i, j] * u[j]
-                    tmp[i] = acc
-                for i in range(n):
-                    xi = tmp[i]
-                    if abs(xi) < TINY:
-                        xi = 0.0
-                    x[i] = xi
+            H = stop - t
+            if h_nom > 0.0 and abs(H - h_nom) <= eps4 * max(1.0, abs(stop)):
+                H = h_nom
+            if pd_on:
+                lev = _pd_interval(K, x, u, has_u, H, wd, pd, y, pd_rtol, ch, cg, CP, CG, nxt,
+                                   xm, x1, x0s, k1, k2, k3, k4, k5, yt, y1, err, stats, lev,
+                                   ext)
             else:
-                nxt = _advance(K, x, u, has_u, h, h_tol, cache_h, cache_Phi, cache_Gam, tmp, nxt)
+                _step(K, x, u, has_u, H, ch, cg, CP, CG, nxt, xn)
+                for i in range(n):
+                    x[i] = xn[i]
             t = stop
         for j in range(m):
             s = 0.0
             for i in range(n):
                 s += C[j, i] * x[i]
             out[j, it] = s
-        if use_pd >= 1:
-            out[m, it] = _occ(w, x)
-        if use_pd == 2:
-            out[m + 1, it] = G
-            out[m + 2, it] = P
+        for k in range(no):
+            out[m + k, it] = _occ_of(_dot(W[k], x))
+        for k in range(3):
+            if pd_rows[k] >= 0:
+                out[pd_rows[k], it] = y[k]
 
 
 @njit(parallel=True, cache=True)
-def simulate_many(K, times, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, w, pd, use_pd, pd_max_step,
-                  h_main, h_tol, out):
-    """All subjects, in parallel: row s of every per-subject array belongs to subject s."""
-    N = K.shape[0]
-    for s in prange(N):
-        simulate_one(K[s], times, ev_t[s], ev_c[s], ev_amt[s], ev_kind[s], nev[s], ev_vec[s],
-                     C[s], w[s], pd[s], use_pd, pd_max_step, h_main, h_tol, out[s])
+def grid_many(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W, wd, pd, pd_on,
+              pd_rtol, pd_rows, out):
+    """All subjects in parallel: row s of every per-subject array belongs to subject s."""
+    for s in prange(K.shape[0]):
+        grid_subject(K[s], times, h_nom, ev_t[s], ev_c[s], ev_amt[s], ev_kind[s], nev[s],
+                     ev_vec[s], C[s], W[s], wd[s], pd[s], pd_on, pd_rtol, pd_rows, out[s])
+
+
+# ---------------------------------------------------------------------------------------------
+# Exact metrics. A metric run never touches an output grid. Its steps are the lengths of a
+# per-subject *ladder* L_j = hb 2^j: the base hb (with hb × fastest rate <= 2^-6) is a
+# 10-term Taylor series (exact to rounding), every higher rung the square of the one below.
+# The ladder stores Ψ = Φ - I, not Φ: squaring a near-identity Φ directly would double its
+# rounding error at every rung, while Ψ(2h) = 2Ψ + Ψ² and Γ(2h) = 2Γ + Ψ Γ keep it at the
+# rounding level. From every event and session start the steps grow L_j0, L_j0+1, ... up to
+# H_CAP; the rest of a segment is its binary expansion on the ladder, and a last piece shorter
+# than hb is a Taylor step. The step sequence depends only on the dose times, never on an
+# output grid, and no matrix exponential is computed at all.
+#
+# Within each step the state is exact at both ends; the extremum of a linear functional
+# f = r·x (a concentration, or the occupancy sum s = w·x, of which occupancy is a monotone
+# function) lies where f' = r·(K x + u) changes sign, and a threshold crossing where f - θ does.
+# Both are bracketed by halving down to the ladder's base, then solved by Newton's method on
+# the 9-term Taylor polynomial of the exact state (exact to rounding over the base length).
+# AUC is exact: an integrator state a' = r·x is part of the linear system.
+
+H_CAP = 64.0       # longest metric step (h)
+NL = 72            # ladder rungs
+# rows of the per-session metric output
+M_CMAX, M_TMAX, M_AUC, M_TROUGH, M_POCC, M_PGLU, M_PMIN = 0, 1, 2, 3, 4, 5, 6
+M_FIXED = 7        # then time above each occupancy threshold, then each concentration threshold
+
+
+@njit(cache=True)
+def _ladder_base(K, hb, LP, LG):
+    """Rung 0: Ψ(hb) = Φ(hb) - I and Γ(hb) from their Taylor series (||K hb|| <= 2^-6, so 10
+    terms are exact to rounding: the 11th is below 1e-21)."""
+    n = K.shape[0]
+    A = np.empty((n, n))
+    for i in range(n):
+        for j in range(n):
+            A[i, j] = K[i, j] * hb
+    Pk = np.empty((n, n))      # A^k / k!
+    T = np.empty((n, n))
+    for i in range(n):
+        for j in range(n):
+            Pk[i, j] = A[i, j]
+            LP[0, i, j] = A[i, j]
+            LG[0, i, j] = (1.0 if i == j else 0.0) + A[i, j] / 2.0
+    for k in range(2, 11):
+        _matmul(Pk, A, T)
+        for i in range(n):
+            for j in range(n):
+                Pk[i, j] = T[i, j] / k
+                LP[0, i, j] += Pk[i, j]
+                LG[0, i, j] += Pk[i, j] / (k + 1)
+    for i in range(n):
+        for j in range(n):
+            LG[0, i, j] *= hb
+
+
+@njit(cache=True)
+def _ensure(j, LP, LG, top, T1):
+    """Make rungs up to j available: Ψ(2h) = 2Ψ + Ψ², Γ(2h) = 2Γ + ΨΓ."""
+    n = LP.shape[1]
+    while top[0] < j:
+        lo = top[0]
+        hi = lo + 1
+        _matmul(LP[lo], LP[lo], LP[hi])
+        _matmul(LP[lo], LG[lo], T1)
+        for a in range(n):
+            for b in range(n):
+                LP[hi, a, b] += 2.0 * LP[lo, a, b]
+                LG[hi, a, b] = 2.0 * LG[lo, a, b] + T1[a, b]
+        top[0] = hi
+
+
+@njit(cache=True)
+def _lstep(j, x, u, has_u, LP, LG, top, T1, xo):
+    """xo <- exact state one rung-j step (hb 2^j hours) after x."""
+    if top[0] < j:
+        _ensure(j, LP, LG, top, T1)
+    n = x.shape[0]
+    P = LP[j]
+    G = LG[j]
+    for i in range(n):
+        acc0 = 0.0
+        acc1 = 0.0
+        k = 0
+        while k + 1 < n:
+            acc0 += P[i, k] * x[k]
+            acc1 += P[i, k + 1] * x[k + 1]
+            k += 2
+        if k < n:
+            acc0 += P[i, k] * x[k]
+        acc = x[i] + (acc0 + acc1)
+        if has_u:
+            for k in range(n):
+                acc += G[i, k] * u[k]
+        if abs(acc) < TINY:
+            acc = 0.0
+        xo[i] = acc
+
+
+@njit(cache=True)
+def _tstep(K, x, u, d, xo, D1, D2):
+    """xo <- exact state d hours after x, for d below the ladder's base (d × fastest rate
+    < 2^-6): the Taylor series of the solution, summed until its terms vanish."""
+    n = x.shape[0]
+    for i in range(n):
+        acc = u[i]
+        for k in range(n):
+            acc += K[i, k] * x[k]
+        D1[i] = acc * d
+        xo[i] = x[i] + D1[i]
+    for m in range(2, 40):
+        big = 0.0
+        for i in range(n):
+            acc = 0.0
+            for k in range(n):
+                acc += K[i, k] * D1[k]
+            D2[i] = acc * d / m
+        for i in range(n):
+            D1[i] = D2[i]
+            xo[i] += D2[i]
+            if abs(D2[i]) > big:
+                big = abs(D2[i])
+        if big == 0.0 or big < 1e-17 * (abs(xo[0]) + 1e-300) and m > 4:
+            nrm = 0.0
+            for i in range(n):
+                nrm = max(nrm, abs(xo[i]))
+            if big <= 1e-17 * nrm:
+                break
+
+
+@njit(cache=True)
+def _deriv(r, rK, x, u):
+    return _dot(rK, x) + _dot(r, u)
+
+
+@njit(cache=True)
+def _search(K, x0, u, has_u, jH, lo_off, hi_off, r, rK, thr, kind, LP, LG, top, T1, LL, jstop,
+            xa, xb, D1, D2):
+    """Within a rung-jH step from state x0 (offset 0), find where a property changes between
+    offsets ``lo_off`` (property true; a point of the step's lattice) and ``hi_off`` (false),
+    by halving on the ladder, then refine on the Taylor polynomial. ``kind`` 0: f' > 0
+    (a maximum); 1: f' < 0 (a minimum); 2: f >= thr (a downward crossing); 3: f < thr (an
+    upward crossing). Returns (offset, value of f there)."""
+    n = x0.shape[0]
+    for i in range(n):
+        xa[i] = x0[i]
+    off = 0.0
+    j = jH
+    while off < lo_off and j > 0:
+        j -= 1
+        if off + LL[j] <= lo_off:
+            _lstep(j, xa, u, has_u, LP, LG, top, T1, xb)
+            for i in range(n):
+                xa[i] = xb[i]
+            off += LL[j]
+    j = jH
+    ln = LL[jH]
+    while j > 0:
+        j -= 1
+        ln = LL[j]
+        if off + ln < hi_off:
+            _lstep(j, xa, u, has_u, LP, LG, top, T1, xb)
+            f = _dot(r, xb)
+            d = _deriv(r, rK, xb, u)
+            if kind == 0:
+                ok = d > 0.0
+            elif kind == 1:
+                ok = d < 0.0
+            elif kind == 2:
+                ok = f >= thr
+            else:
+                ok = f < thr
+            if ok:
+                for i in range(n):
+                    xa[i] = xb[i]
+                off += ln
+    # Taylor refinement from xa over [0, ln] (ln × fastest rate <= 2^-6: 9 terms are exact
+    # to rounding): f(tau) = sum_k c[k] tau^k with c[k] = r·K^(k-1)(K x + u) / k!
+    c = np.zeros(10)
+    c[0] = _dot(r, xa)
+    for i in range(n):
+        acc = u[i]
+        for k in range(n):
+            acc += K[i, k] * xa[k]
+        D1[i] = acc
+    c[1] = _dot(r, D1)
+    for m in range(2, 10):
+        for i in range(n):
+            acc = 0.0
+            for k in range(n):
+                acc += K[i, k] * D1[k]
+            D2[i] = acc / m
+        for i in range(n):
+            D1[i] = D2[i]
+        c[m] = _dot(r, D1)
+    tau = 0.0
+    if kind <= 1:
+        if c[2] != 0.0:
+            tau = -c[1] / (2.0 * c[2])
+    elif c[1] != 0.0:
+        tau = (thr - c[0]) / c[1]
+    for _ in range(8):
+        # g = f'(tau) for an extremum, f(tau) - thr for a crossing; dg = g'(tau)
+        g = 0.0
+        dg = 0.0
+        p = 1.0
+        if kind <= 1:
+            for m in range(1, 10):
+                g += m * c[m] * p
+                p *= tau
+            p = 1.0
+            for m in range(2, 10):
+                dg += m * (m - 1) * c[m] * p
+                p *= tau
+        else:
+            for m in range(10):
+                g += c[m] * p
+                p *= tau
+            g -= thr
+            p = 1.0
+            for m in range(1, 10):
+                dg += m * c[m] * p
+                p *= tau
+        if dg == 0.0:
+            break
+        step = g / dg
+        tau -= step
+        if abs(step) <= 1e-16 * max(ln, 1e-300):
+            break
+    if not (tau >= 0.0):
+        tau = 0.0
+    if tau > ln:
+        tau = ln
+    if off + tau > hi_off:
+        tau = hi_off - off
+    val = 0.0
+    p = 1.0
+    for m in range(10):
+        val += c[m] * p
+        p *= tau
+    return off + tau, val
+
+
+@njit(cache=True)
+def _above_piece(f0, f1, t0, t1, thr, tc):
+    """Time above thr on a monotone piece from (t0, f0) to (t1, f1) with crossing at tc."""
+    if f0 >= thr and f1 >= thr:
+        return t1 - t0
+    if f0 < thr and f1 < thr:
+        return 0.0
+    if f0 >= thr:
+        return tc - t0
+    return t1 - tc
+
+
+@njit(cache=True)
+def _lattice_floor(off, jH, LL, jstop):
+    """The largest lattice point (resolution rung 0) of a rung-jH step at or below off."""
+    res = 0.0
+    j = jH
+    while j > 0:
+        j -= 1
+        if res + LL[j] <= off:
+            res += LL[j]
+    return res
+
+
+@njit(cache=True)
+def _monitor(K, x0, x1, u, has_u, jH, H, t0, sidx, ra, raK, rw, rwK, thr_o, thr_c, LP, LG, top,
+             T1, LL, jstop, xa, xb, D1, D2, mo):
+    """Update session ``sidx``'s metrics with the step [t0, t0 + H] from x0 to x1 (exact).
+    ``jH`` is the step's rung (-1: a Taylor step shorter than the ladder's base)."""
+    nto = thr_o.shape[0]
+    ntc = thr_c.shape[0]
+    for which in range(2):
+        if which == 0:
+            r = ra
+            rK = raK
+            nthr = ntc
+        else:
+            r = rw
+            rK = rwK
+            nthr = nto
+        f0 = _dot(r, x0)
+        f1 = _dot(r, x1)
+        d0 = _deriv(r, rK, x0, u)
+        d1 = _deriv(r, rK, x1, u)
+        ext = -1.0
+        fext = 0.0
+        if jH >= 0:
+            if d0 > 0.0 and d1 < 0.0:
+                ext, fext = _search(K, x0, u, has_u, jH, 0.0, H, r, rK, 0.0, 0, LP, LG, top,
+                                    T1, LL, jstop, xa, xb, D1, D2)
+            elif d0 < 0.0 and d1 > 0.0:
+                ext, fext = _search(K, x0, u, has_u, jH, 0.0, H, r, rK, 0.0, 1, LP, LG, top,
+                                    T1, LL, jstop, xa, xb, D1, D2)
+        if which == 0:
+            if f1 > mo[M_CMAX, sidx]:
+                mo[M_CMAX, sidx] = f1
+                mo[M_TMAX, sidx] = t0 + H
+            if ext >= 0.0 and d0 > 0.0 and fext > mo[M_CMAX, sidx]:
+                mo[M_CMAX, sidx] = fext
+                mo[M_TMAX, sidx] = t0 + ext
+        else:
+            o1 = _occ_of(f1)
+            if o1 > mo[M_POCC, sidx]:
+                mo[M_POCC, sidx] = o1
+            if ext >= 0.0 and d0 > 0.0 and _occ_of(fext) > mo[M_POCC, sidx]:
+                mo[M_POCC, sidx] = _occ_of(fext)
+        for k in range(nthr):
+            if which == 0:
+                thr = thr_c[k]
+                row = M_FIXED + nto + k
+            else:
+                thr = thr_o[k]
+                row = M_FIXED + k
+            pieces = 1 if ext < 0.0 else 2
+            tot = 0.0
+            for p in range(pieces):
+                if pieces == 1:
+                    a, b, fa, fb = 0.0, H, f0, f1
+                elif p == 0:
+                    a, b, fa, fb = 0.0, ext, f0, fext
+                else:
+                    a, b, fa, fb = ext, H, fext, f1
+                if (fa >= thr) == (fb >= thr):
+                    tot += _above_piece(fa, fb, a, b, thr, a)
+                    continue
+                if jH < 0:     # a step shorter than the ladder's base: linear is exact enough
+                    tc = a + (b - a) * (thr - fa) / (fb - fa)
+                else:
+                    kind = 2 if fa >= thr else 3
+                    lo = 0.0 if p == 0 else _lattice_floor(ext, jH, LL, jstop)
+                    tc, _ = _search(K, x0, u, has_u, jH, lo, b, r, rK, thr, kind, LP, LG, top,
+                                    T1, LL, jstop, xa, xb, D1, D2)
+                if tc < a:
+                    tc = a
+                if tc > b:
+                    tc = b
+                tot += _above_piece(fa, fb, a, b, thr, tc)
+            mo[row, sidx] += tot
+
+
+@njit(cache=True)
+def _pd_ladder(K, x, u, has_u, jH, H, wd, pd, y, rtol, LP, LG, top, T1, xm, x1, D1, D2,
+               k1, k2, k3, k4, k5, yt, y1, err, ext):
+    """Advance PK (exactly) and the schematic response over one metric step (rung jH, or a
+    Taylor step of H hours when jH < 0), in ladder sub-steps chosen by the error control
+    (embedded RK4(3), as in :func:`_pd_interval`). ``ext`` keeps the largest G and the
+    smallest P."""
+    n = x.shape[0]
+    _pd_f(_occ_of(_dot(wd, x)), y, pd, k1)
+    depth_max = min(jH - 1, 60)      # sub-steps of rung >= 1, so their halves are rungs >= 0
+    if depth_max < 0:
+        depth_max = 0
+    full = 1 << 62
+    pos = 0
+    dd = 0
+    while pos < full:
+        while dd < depth_max and (pos % (full >> dd)) != 0:
+            dd += 1
+        if jH <= 0:
+            hs = H
+            _tstep(K, x, u, 0.5 * hs, xm, D1, D2)
+            _tstep(K, xm, u, 0.5 * hs, x1, D1, D2)
+        else:
+            js = jH - dd
+            hs = H / (1 << dd)
+            _lstep(js - 1, x, u, has_u, LP, LG, top, T1, xm)
+            _lstep(js - 1, xm, u, has_u, LP, LG, top, T1, x1)
+        om = _occ_of(_dot(wd, xm))
+        o1 = _occ_of(_dot(wd, x1))
+        for i in range(3):
+            yt[i] = y[i] + 0.5 * hs * k1[i]
+        _pd_f(om, yt, pd, k2)
+        for i in range(3):
+            yt[i] = y[i] + 0.5 * hs * k2[i]
+        _pd_f(om, yt, pd, k3)
+        for i in range(3):
+            yt[i] = y[i] + hs * k3[i]
+        _pd_f(o1, yt, pd, k4)
+        for i in range(3):
+            y1[i] = y[i] + hs * (k1[i] + 2.0 * k2[i] + 2.0 * k3[i] + k4[i]) / 6.0
+        _pd_f(o1, y1, pd, k5)
+        for i in range(3):
+            err[i] = hs * (k4[i] - k5[i]) / 6.0
+        e = _pd_norm(err, y1, rtol)
+        if e > 1.0 and dd < depth_max:
+            dd += 1
+            continue
+        if k1[0] > 0.0 and k5[0] < 0.0:
+            gm = _hermite_max(y[0], y1[0], k1[0], k5[0], hs)
+            if gm > ext[0]:
+                ext[0] = gm
+        for i in range(n):
+            x[i] = x1[i]
+        for i in range(3):
+            y[i] = y1[i]
+            k1[i] = k5[i]
+        if y[0] > ext[0]:
+            ext[0] = y[0]
+        if y[1] < ext[1]:
+            ext[1] = y[1]
+        if jH <= 0:
+            break
+        pos += full >> dd
+        if e < 0.02 and dd > 0 and (pos % (full >> (dd - 1))) == 0:
+            dd -= 1
+
+
+@njit(cache=True)
+def metrics_subject(K, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, sess, nsess, horizon, ra, rw,
+                    wd, pd, pd_on, pd_rtol, thr_o, thr_c, h0, ia, mo, endv):
+    """Exact per-session metrics of one subject (no output grid).
+
+    ``sess`` (S,) session start times (``nsess`` used); ``horizon``: end of the last session.
+    ``ra``: the analyte row (mg/L per state), ``rw``: occupancy sum weights, ``wd``: the
+    schematic drive weights; ``ia``: index of the integrator state of ``ra`` (AUC); ``h0``:
+    the first step after an event (a power of two, hours).
+    ``mo`` (M_FIXED + len(thr_o) + len(thr_c), S): see the M_* rows; ``endv`` (3,): G, P, Q at
+    the horizon."""
+    n = K.shape[0]
+    x = np.zeros(n)
+    u = np.zeros(n)
+    xn = np.zeros(n)
+    xo = np.zeros(n)
+    active = np.zeros(n, np.int64)
+    xm = np.zeros(n)
+    x1 = np.zeros(n)
+    xa = np.zeros(n)
+    xb = np.zeros(n)
+    D1 = np.zeros(n)
+    D2 = np.zeros(n)
+    T1 = np.zeros((n, n))
+    k1 = np.zeros(3)
+    k2 = np.zeros(3)
+    k3 = np.zeros(3)
+    k4 = np.zeros(3)
+    k5 = np.zeros(3)
+    yt = np.zeros(3)
+    y1 = np.zeros(3)
+    err = np.zeros(3)
+    ext = np.zeros(2)
+    y = np.zeros(3)
+    y[0] = 1.0
+    raK = np.zeros(n)
+    rwK = np.zeros(n)
+    kmax = 0.0
+    for j in range(n):
+        for i in range(n):
+            raK[j] += ra[i] * K[i, j]
+            rwK[j] += rw[i] * K[i, j]
+        rs = 0.0
+        for i in range(n):
+            rs += abs(K[i, j])
+        if rs > kmax:
+            kmax = rs
+    kmax = max(kmax, 1e-9)
+    # the ladder: base hb = 2^e with hb * kmax <= 2^-6; rung j has length hb 2^j
+    e0 = int(math.floor(math.log2(2.0 ** -6 / kmax)))
+    hb = 2.0 ** e0
+    LL = np.empty(NL)
+    for j in range(NL):
+        LL[j] = hb * 2.0 ** j
+    LP = np.zeros((NL, n, n))
+    LG = np.zeros((NL, n, n))
+    _ladder_base(K, hb, LP, LG)
+    top = np.zeros(1, np.int64)
+    j0 = int(round(math.log2(h0 / hb)))
+    if j0 < 0:
+        j0 = 0
+    jcap = int(round(math.log2(H_CAP / hb)))
+    if jcap > NL - 1:
+        jcap = NL - 1
+    if j0 > jcap:
+        j0 = jcap
+    jstop = 0
+    for s in range(mo.shape[1]):
+        for r in range(mo.shape[0]):
+            mo[r, s] = 0.0
+        mo[M_CMAX, s] = -np.inf
+        mo[M_TROUGH, s] = np.nan
+        mo[M_POCC, s] = -np.inf
+        mo[M_PGLU, s] = -np.inf
+        mo[M_PMIN, s] = np.inf
+    sidx = -1
+    auc0 = 0.0
+    has_u = False
+    t = horizon
+    if nev > 0 and ev_t[0] < t:
+        t = ev_t[0]
+    if nsess > 0 and sess[0] < t:
+        t = sess[0]
+    e = 0
+    while True:
+        while sidx + 1 < nsess and sess[sidx + 1] <= t:
+            if sidx >= 0:
+                mo[M_TROUGH, sidx] = _dot(ra, x)
+                mo[M_AUC, sidx] = x[ia] - auc0
+            sidx += 1
+            auc0 = x[ia]
+        e, has_u, _ = _apply_events(x, u, active, t, e, nev, ev_t, ev_c, ev_amt, ev_kind,
+                                    ev_vec)
+        if sidx >= 0:
+            f = _dot(ra, x)
+            if f > mo[M_CMAX, sidx]:
+                mo[M_CMAX, sidx] = f
+                mo[M_TMAX, sidx] = t
+            o = _occ_of(_dot(rw, x))
+            if o > mo[M_POCC, sidx]:
+                mo[M_POCC, sidx] = o
+            if y[0] > mo[M_PGLU, sidx]:
+                mo[M_PGLU, sidx] = y[0]
+            if y[1] < mo[M_PMIN, sidx]:
+                mo[M_PMIN, sidx] = y[1]
+        if t >= horizon:
+            break
+        nxt_t = horizon
+        if e < nev and ev_t[e] < nxt_t:
+            nxt_t = ev_t[e]
+        if sidx + 1 < nsess and sess[sidx + 1] < nxt_t:
+            nxt_t = sess[sidx + 1]
+        j = j0
+        ramp = True
+        while True:
+            rem = nxt_t - t
+            if rem <= 0.0:
+                break
+            if ramp and LL[j] <= rem:
+                jH = j
+                if j < jcap:
+                    j += 1
+            else:
+                ramp = False
+                jH = -1
+                jj = j
+                while jj >= 0:
+                    if LL[jj] <= rem:
+                        jH = jj
+                        break
+                    jj -= 1
+                j = jH if jH >= 0 else 0
+            H = LL[jH] if jH >= 0 else rem
+            if pd_on:
+                for i in range(n):
+                    xo[i] = x[i]
+                ext[0] = y[0]
+                ext[1] = y[1]
+                _pd_ladder(K, x, u, has_u, jH, H, wd, pd, y, pd_rtol, LP, LG, top, T1, xm, x1,
+                           D1, D2, k1, k2, k3, k4, k5, yt, y1, err, ext)
+                for i in range(n):
+                    xn[i] = x[i]
+                    x[i] = xo[i]
+            elif jH >= 0:
+                _lstep(jH, x, u, has_u, LP, LG, top, T1, xn)
+            else:
+                _tstep(K, x, u, H, xn, D1, D2)
+            if sidx >= 0:
+                _monitor(K, x, xn, u, has_u, jH, H, t, sidx, ra, raK, rw, rwK, thr_o, thr_c,
+                         LP, LG, top, T1, LL, jstop, xa, xb, D1, D2, mo)
+                if pd_on:
+                    if ext[0] > mo[M_PGLU, sidx]:
+                        mo[M_PGLU, sidx] = ext[0]
+                    if ext[1] < mo[M_PMIN, sidx]:
+                        mo[M_PMIN, sidx] = ext[1]
+            for i in range(n):
+                x[i] = xn[i]
+            if jH < 0:
+                t = nxt_t
+                break
+            t = t + H
+        t = nxt_t
+    if sidx >= 0:
+        mo[M_AUC, sidx] = x[ia] - auc0
+    for s in range(mo.shape[1]):
+        if s < nsess:
+            mo[M_TMAX, s] -= sess[s]
+        else:
+            for r in range(mo.shape[0]):
+                mo[r, s] = np.nan
+    endv[0] = y[0]
+    endv[1] = y[1]
+    endv[2] = y[2]
+
+
+@njit(parallel=True, cache=True)
+def metrics_many(K, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, sess, nsess, horizon, ra, rw, wd,
+                 pd, pd_on, pd_rtol, thr_o, thr_c, h0, ia, mo, endv):
+    """All subjects in parallel (see :func:`metrics_subject`)."""
+    for s in prange(K.shape[0]):
+        metrics_subject(K[s], ev_t[s], ev_c[s], ev_amt[s], ev_kind[s], nev[s], ev_vec[s],
+                        sess[s], nsess[s], horizon[s], ra[s], rw[s], wd[s], pd[s], pd_on,
+                        pd_rtol, thr_o, thr_c, h0[s], ia, mo[s], endv[s])

@@ -1,33 +1,496 @@
 """The engine: prepare a simulation once (a :class:`Plan` of plain arrays), run it on slices of
-subjects. ``simulate``, ``population``, ``sweep`` and the Dask backend are thin layers on top.
+subjects. ``simulate``, ``course_metrics``, ``population``, ``sweep`` and the Dask backend are thin
+layers over :func:`prepare` + :func:`run` (outputs on a time grid) and :func:`run_metrics`
+(exact per-session metrics, no time grid at all).
 
-This module is being built up; :func:`session_metrics` is the stable entry point that
-populations and sweeps use for per-subject metrics.
+Memory is checked before anything large is allocated; populations run in chunks of subjects so
+that a run can be interrupted between chunks (Ctrl-C) and never holds more than one chunk's
+working arrays.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
 import numpy as np
 
-__all__ = ["session_metrics", "METRICS"]
+from . import _kernels
+from .dosing import Doses, expand, read_doses
+from .errors import KetasimInputError, check_name
+from .events import build_events, subject_covariates
+from .model import GLUTAMATE_ROLES, Model
+from .modelfile import load_model
+
+__all__ = ["Plan", "prepare", "run", "run_metrics", "session_metrics", "METRICS",
+           "PD_OUTPUTS", "OCCUPANCY_OUTPUTS", "SCHEMATIC_OUTPUTS", "DEFAULT_PD_RTOL",
+           "check_memory", "session_starts"]
+
+OCCUPANCY_OUTPUTS = ("occupancy", "occupancy_low", "occupancy_high")
+SCHEMATIC_OUTPUTS = ("glutamate", "plasticity", "consolidation")
+PD_OUTPUTS = OCCUPANCY_OUTPUTS + SCHEMATIC_OUTPUTS
+DEFAULT_PD_RTOL = 1e-6
+MAX_ABS_OUTPUT = 1e250               # larger outputs are reported as an overflow
+CHUNK_WORK = 4_000_000               # subject-timepoints per kernel call (Ctrl-C granularity)
 
 # metric name -> (unit, description); per session k the column is f"{name}_s{k}" (k from 1),
 # over the whole course f"{name}"
 METRICS = {
-    "cmax": ("ng/mL", "peak concentration of the analyte"),
+    "cmax": ("ng/mL", "peak concentration of the analyte (exact: at an event or where its "
+                      "derivative is zero)"),
     "tmax": ("h", "time of the peak after the session start"),
-    "auc": ("ng*h/mL", "area under the concentration curve"),
+    "auc": ("ng*h/mL", "area under the concentration curve (exact integral)"),
     "trough": ("ng/mL", "concentration just before the next session"),
     "peak_occupancy": ("fraction", "model-predicted peak NMDA occupancy"),
-    "time_above_occ_X": ("h", "hours with occupancy >= X (any X in [0, 1])"),
+    "time_above_occ_X": ("h", "hours with occupancy >= X (exact crossings; any X in [0, 1])"),
+    "time_above_conc_X": ("h", "hours with the analyte >= X ng/mL (exact crossings)"),
     "peak_glutamate": ("relative", "schematic glutamate peak (baseline 1)"),
-    "plasticity_end": ("index", "schematic plasticity index at the end (course only)"),
+    "plasticity_end": ("index", "schematic plasticity index at the end of the course"),
+    "consolidation_end": ("index", "schematic consolidated plasticity at the end"),
 }
 
 
+def _available_bytes() -> int:
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return 8 * 2**30
+
+
+def check_memory(n_values: int, what: str, limit_bytes: int | None = None,
+                 bytes_per_value: int = 8) -> None:
+    """Refuse, before allocating, an array of ``n_values`` float64 that cannot fit."""
+    need = n_values * bytes_per_value
+    avail = _available_bytes() if limit_bytes is None else limit_bytes
+    if need > 0.8 * avail:
+        raise KetasimInputError(
+            f"{what} = {n_values:,} values ({need / 2**30:.1f} GiB), more than fits in memory "
+            f"(about {avail / 2**30:.1f} GiB available); use a coarser step, a shorter "
+            "horizon, fewer outputs or fewer subjects per call")
+
+
+@contextmanager
+def threads_limit(k):
+    """Run the enclosed kernels on ``k`` Numba threads (None: all)."""
+    if k is None:
+        yield
+        return
+    import numba
+
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise KetasimInputError(f"threads: got {k!r}, expected a whole number >= 1")
+    old = numba.get_num_threads()
+    numba.set_num_threads(min(k, numba.config.NUMBA_NUM_THREADS))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(old)
+
+
+def _coerce_doses(doses) -> Doses:
+    if isinstance(doses, Doses):
+        return doses
+    if isinstance(doses, (str, os.PathLike)):
+        from .courses import COURSES, resolve_doses
+        if str(doses) in COURSES:
+            return resolve_doses(str(doses))
+        return read_doses(doses)
+    if isinstance(doses, (list, tuple)) and all(isinstance(r, dict) for r in doses):
+        return Doses.from_records(doses)
+    raise KetasimInputError(f"doses: got {type(doses).__name__}, expected a Doses, a list of "
+                            "dose records, a course name or a CSV path")
+
+
+def _check_rtol(pd_rtol):
+    if isinstance(pd_rtol, bool) or not isinstance(pd_rtol, (int, float)) or not (
+            np.isfinite(pd_rtol) and 1e-13 <= pd_rtol <= 1e-1):
+        raise KetasimInputError(f"pd_rtol: got {pd_rtol!r}, expected a relative tolerance "
+                                "between 1e-13 and 0.1")
+    return float(pd_rtol)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A prepared simulation: per-subject matrices, events and output maps as plain arrays
+    (row s of every per-subject array belongs to subject s; they pickle cheaply).
+
+    Attributes
+    ----------
+    names : tuple of str          output names (rows of the output), see :func:`prepare`
+    K : (N, S, S)                 rate matrices, 1/h (states: model states, sink, integrators)
+    events : tuple                ``(ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec)`` (events.py)
+    C : (N, M, S)                 concentration/amount rows, mg/L or mg per state
+    W : (N, O, S)                 occupancy weights of the occupancy outputs
+    wd : (N, S)                   weights of the occupancy that drives the schematic response
+    pd : (N, 8)                   schematic parameters (GLUTAMATE_ROLES order)
+    pd_on : bool                  integrate the schematic response
+    pd_rows : int64 (3,)          output row of G, P, Q (-1: not output)
+    pd_rtol : float               relative tolerance of the schematic integrator
+    vals : dict                   resolved parameters (N,)
+    """
+
+    names: tuple
+    K: np.ndarray
+    events: tuple
+    C: np.ndarray
+    W: np.ndarray
+    wd: np.ndarray
+    pd: np.ndarray
+    pd_on: bool
+    pd_rows: np.ndarray
+    pd_rtol: float
+    vals: dict
+    model: Model
+    doses: Doses
+    population: bool
+    inputs: dict = field(default_factory=dict)
+
+    @property
+    def n_subjects(self) -> int:
+        return self.K.shape[0]
+
+    def subjects(self, rows) -> "Plan":
+        """The plan of a slice (or index array) of subjects."""
+        from dataclasses import replace
+
+        def cut(a):
+            return np.ascontiguousarray(a[rows])
+        return replace(self, K=cut(self.K), events=tuple(cut(a) for a in self.events),
+                       C=cut(self.C), W=cut(self.W), wd=cut(self.wd), pd=cut(self.pd),
+                       vals={k: v[rows] for k, v in self.vals.items()})
+
+
+def _resolve(model, doses, params, weight_kg):
+    """Model, doses, resolved parameters (N,) and the population flag; dose tables with
+    subjects set N and contribute their covariates."""
+    model = load_model(model)
+    doses = _coerce_doses(doses)
+    if params is not None and not isinstance(params, Mapping):
+        raise KetasimInputError(f"params: got {type(params).__name__}, expected a dict of "
+                                "parameter name -> value (or array of values)")
+    params = dict(params or {})
+    n_ds, cov = subject_covariates(doses)
+    if cov:
+        cov = dict(cov)
+        if "weight_kg" in cov:
+            weight_kg = cov.pop("weight_kg")
+        for k, v in cov.items():
+            params.setdefault(k, v)
+    population = (any(np.ndim(v) > 0 for v in params.values()) or np.ndim(weight_kg) > 0
+                  or n_ds is not None)
+    vals = model.resolve(params, weight_kg, n=n_ds)
+    return model, doses, vals, population, params, weight_kg
+
+
+def _weight_sets(model, vals, calibration):
+    if not model.has_occupancy:
+        if calibration is not None:
+            raise KetasimInputError(f"occupancy_calibration: model {model.name!r} has no "
+                                    "occupancy")
+        return {}
+    try:
+        return model.occupancy_weight_sets(vals, calibration=calibration)
+    except TypeError:   # a model class without calibrations
+        w = model.occupancy_weights(vals)
+        return {"occupancy": w, "drive": w}
+
+
+def _pad(a, n_states):
+    """(N, s) or (N, k, s) weights/rows padded with zeros to n_states columns."""
+    pad = n_states - a.shape[-1]
+    if pad == 0:
+        return np.ascontiguousarray(a, dtype=np.float64)
+    widths = [(0, 0)] * (a.ndim - 1) + [(0, pad)]
+    return np.ascontiguousarray(np.pad(a, widths), dtype=np.float64)
+
+
+def _pad_events(ev, n_states):
+    ev_t, ev_c, ev_a, ev_k, nev, ev_vec = ev
+    return (np.ascontiguousarray(ev_t, dtype=np.float64), np.ascontiguousarray(ev_c, np.int64),
+            np.ascontiguousarray(ev_a, dtype=np.float64), np.ascontiguousarray(ev_k, np.int64),
+            np.ascontiguousarray(nev, np.int64), _pad(ev_vec, n_states))
+
+
+def prepare(model, doses, params=None, weight_kg=70.0, *, outputs=None, amounts=False,
+            occupancy_calibration=None, pd_rtol=DEFAULT_PD_RTOL) -> Plan:
+    """Prepare a simulation: resolve parameters, build matrices, events and the output map.
+
+    Outputs (default: every concentration, then ``occupancy`` (+ ``occupancy_low``/``_high``
+    where the model has calibrations), ``glutamate``, ``plasticity`` (+ ``consolidation``)).
+    Occupancy is a formula on the exact state; the schematic response is integrated only when
+    one of ``glutamate``, ``plasticity``, ``consolidation`` is asked for.
+    """
+    pd_rtol = _check_rtol(pd_rtol)
+    model, doses, vals, population, raw_params, raw_weight = _resolve(model, doses, params,
+                                                                      weight_kg)
+    n = vals["WT"].shape[0]
+    wsets = _weight_sets(model, vals, occupancy_calibration)
+    occ_avail = [k for k in OCCUPANCY_OUTPUTS if k in wsets]
+    sch_avail = []
+    if model.has_glutamate:
+        sch_avail = ["glutamate", "plasticity"] + (["consolidation"]
+                                                   if model.has_consolidation else [])
+    amount_names = ([f"amount:{c}" for c in model.compartments] + ["amount:eliminated"]
+                    if amounts else [])
+    if outputs is None:
+        conc = list(model.concentration_names) + amount_names
+        occ = occ_avail
+        sch = sch_avail
+    else:
+        requested = [outputs] if isinstance(outputs, str) else list(outputs)
+        conc, occ, sch = [], [], []
+        for nm in requested:
+            if not isinstance(nm, str):
+                raise KetasimInputError(f"outputs: got {nm!r}, expected output names")
+            if nm in PD_OUTPUTS:
+                if nm not in occ_avail + sch_avail:
+                    raise KetasimInputError(f"outputs: model {model.name!r} has no {nm!r} "
+                                            "output")
+                (occ if nm in OCCUPANCY_OUTPUTS else sch).append(nm)
+            elif nm not in conc:
+                conc.append(nm)
+        conc += [a for a in amount_names if a not in conc]
+    sink = amounts or any(nm == "amount:eliminated" for nm in conc)
+    K = model.matrices(vals, sink=sink)
+    S = K.shape[1]
+    C = model.observation(vals, conc, sink=sink)
+    W = np.stack([_pad(wsets[k], S) for k in occ], axis=1) if occ else np.zeros((n, 0, S))
+    wd = _pad(wsets["drive"], S) if "drive" in wsets else np.zeros((n, S))
+    pd_on = bool(sch)
+    pdp = (model.glutamate_parameters(vals) if pd_on
+           else np.zeros((n, len(GLUTAMATE_ROLES))))
+    names = tuple(conc) + tuple(occ) + tuple(sch)
+    pd_rows = np.full(3, -1, np.int64)
+    for k, nm in enumerate(SCHEMATIC_OUTPUTS):
+        if nm in sch:
+            pd_rows[k] = names.index(nm)
+    ev = _pad_events(build_events(model, doses, vals), S)
+    return Plan(names=names, K=np.ascontiguousarray(K), events=ev, C=np.ascontiguousarray(C),
+                W=np.ascontiguousarray(W), wd=wd, pd=np.ascontiguousarray(pdp), pd_on=pd_on,
+                pd_rows=pd_rows, pd_rtol=pd_rtol, vals=vals, model=model, doses=doses,
+                population=population,
+                inputs={"params": raw_params, "weight_kg": raw_weight,
+                        "occupancy_calibration": occupancy_calibration, "pd_rtol": pd_rtol})
+
+
+def _nominal_step(t: np.ndarray) -> float:
+    """The grid step if ``t`` is uniform to rounding (else -1)."""
+    if t.size < 3:
+        return float(t[1] - t[0]) if t.size == 2 and t[1] > t[0] else -1.0
+    h = (t[-1] - t[0]) / (t.size - 1)
+    if h <= 0:
+        return -1.0
+    d = np.diff(t)
+    tol = 8 * np.finfo(float).eps * max(1.0, abs(float(t[-1])))
+    return float(h) if np.all(np.abs(d - h) <= tol) else -1.0
+
+
+def snap_events(ev_t: np.ndarray, nev: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """Event times that agree with an output time to rounding (4 ulp of the larger) become
+    that output time, so the output reports the value just after the event."""
+    ev = ev_t.copy()
+    if times.size == 0 or ev.size == 0:
+        return ev
+    j = np.clip(np.searchsorted(times, ev), 1, times.size - 1)
+    left, right = times[j - 1], times[j]
+    near = np.where(np.abs(ev - left) <= np.abs(right - ev), left, right)
+    tol = 4 * np.finfo(float).eps * np.maximum(1.0, np.abs(ev))
+    close = np.abs(ev - near) <= tol
+    ev[close] = near[close]
+    return ev
+
+
+def run(plan: Plan, times, *, out: np.ndarray | None = None, threads=None,
+        check_overflow: bool = True) -> np.ndarray:
+    """Outputs of every subject of ``plan`` on ``times`` (h): an array (N, R, T) in internal
+    units (mg/L, mg, dimensionless), written into ``out`` when given. Runs in chunks of
+    subjects (Ctrl-C is honoured between chunks)."""
+    t = np.ascontiguousarray(times, dtype=np.float64)
+    N = plan.n_subjects
+    R = len(plan.names)
+    T = t.size
+    if out is None:
+        check_memory(N * R * T, f"output: {N:,} subjects x {R} outputs x {T:,} times")
+        out = np.empty((N, R, T))
+    h_nom = _nominal_step(t)
+    ev_t, ev_c, ev_a, ev_k, nev, ev_v = plan.events
+    ev_t = snap_events(ev_t, nev, t)
+    per = max(1, CHUNK_WORK // max(1, T * max(R, 1)))
+    with threads_limit(threads):
+        for a in range(0, N, per):
+            b = min(N, a + per)
+            if b - a == 1:
+                _kernels.grid_subject(plan.K[a], t, h_nom, ev_t[a], ev_c[a], ev_a[a], ev_k[a],
+                                      int(nev[a]), ev_v[a], plan.C[a], plan.W[a], plan.wd[a],
+                                      plan.pd[a], plan.pd_on, plan.pd_rtol, plan.pd_rows,
+                                      out[a])
+            else:
+                _kernels.grid_many(plan.K[a:b], t, h_nom, ev_t[a:b], ev_c[a:b], ev_a[a:b],
+                                   ev_k[a:b], nev[a:b], ev_v[a:b], plan.C[a:b], plan.W[a:b],
+                                   plan.wd[a:b], plan.pd[a:b], plan.pd_on, plan.pd_rtol,
+                                   plan.pd_rows, out[a:b])
+    if check_overflow and out.size and not (-MAX_ABS_OUTPUT < out.min()
+                                            and out.max() < MAX_ABS_OUTPUT):
+        big = np.max(np.abs(out), axis=(0, 2))
+        row = int(np.argmax(~(big < MAX_ABS_OUTPUT)))
+        raise KetasimInputError(
+            f"simulation: output {plan.names[row]!r} overflows (|value| >= {MAX_ABS_OUTPUT:g} or "
+            "not a number): check for extreme amounts, rates or volumes in the model and dose "
+            "table")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# exact metrics
+
+def session_starts(doses, merge_h: float = 1.0) -> np.ndarray:
+    """Distinct session start times (h): dose times closer than ``merge_h`` form one session."""
+    t = np.unique(expand(doses).time_h)
+    if t.size == 0:
+        return t
+    keep = np.r_[True, np.diff(t) >= merge_h]
+    return t[keep]
+
+
+def _parse_thresholds(metrics):
+    occ, conc = set(), set()
+    for m in metrics:
+        for prefix, bucket, lo, hi in (("time_above_occ_", occ, 0.0, 1.0),
+                                       ("time_above_conc_", conc, 0.0, np.inf)):
+            if m.startswith(prefix):
+                try:
+                    v = float(m[len(prefix):])
+                except ValueError:
+                    raise KetasimInputError(f"metrics: {m!r}: expected {prefix}<number>") \
+                        from None
+                if not (lo <= v <= hi) or not np.isfinite(v):
+                    raise KetasimInputError(f"metrics: {m!r}: threshold {v:g} out of range "
+                                            f"[{lo:g}, {hi:g}]")
+                bucket.add(v)
+    return sorted(occ), sorted(conc)
+
+
+@dataclass(frozen=True)
+class MetricsRun:
+    """Raw exact metrics of N subjects over S sessions (internal units).
+
+    ``per_session`` (N, rows, S) with rows cmax (mg/L), tmax (h after the session start),
+    auc (mg·h/L), trough (mg/L, NaN for the last session), peak occupancy, peak glutamate,
+    minimum plasticity, then time above each occupancy threshold (h), then time above each
+    concentration threshold (h); ``end`` (N, 3): glutamate, plasticity, consolidation at the
+    horizon; ``session_start_h`` (S,) (or (N, S) for a dataset with subjects)."""
+
+    per_session: np.ndarray
+    end: np.ndarray
+    session_start_h: np.ndarray
+    thresholds_occ: tuple
+    thresholds_conc_ng_ml: tuple
+    analyte: str
+    horizon_h: float
+    has_occupancy: bool
+    has_schematic: bool
+
+
+def run_metrics(model, doses, params=None, weight_kg=70.0, *, analyte=None, thresholds_occ=(),
+                thresholds_conc_ng_ml=(), horizon_h=None, merge_h: float = 1.0,
+                schematic: bool = True, occupancy_calibration=None, pd_rtol=DEFAULT_PD_RTOL,
+                threads=None, chunk_size: int = 20_000) -> MetricsRun:
+    """Exact per-session metrics for every subject, computed in the kernel with no time grid
+    (memory: a few arrays per chunk of subjects). See :class:`MetricsRun`."""
+    pd_rtol = _check_rtol(pd_rtol)
+    model, doses, vals, population, _, _ = _resolve(model, doses, params, weight_kg)
+    n = vals["WT"].shape[0]
+    if analyte is None:
+        analyte = "plasma" if "plasma" in model.concentration_names else (
+            model.concentration_names[0] if model.concentration_names else None)
+    if analyte is None:
+        raise KetasimInputError(f"metrics: model {model.name!r} has no concentration (no "
+                                "compartment with a volume) to compute Cmax, AUC or troughs of")
+    check_name(analyte, model.concentration_names, "analyte")
+    for th in thresholds_occ:
+        if not (isinstance(th, (int, float)) and 0 <= th <= 1):
+            raise KetasimInputError(f"thresholds: got {th!r}, expected occupancies in [0, 1]")
+    starts = session_starts(doses, merge_h)
+    if starts.size == 0:
+        raise KetasimInputError("metrics: the dose table has no doses")
+    if horizon_h is None:
+        horizon_h = float(starts[-1]) + 28 * 24.0
+    if not (np.isfinite(horizon_h) and horizon_h > 0):
+        raise KetasimInputError(f"horizon_h: got {horizon_h!r}, expected hours > 0")
+    starts = starts[starts <= horizon_h]
+    if starts.size == 0:
+        raise KetasimInputError("metrics: no session starts within the horizon")
+    S0 = len(model.state_names)
+    K = model.matrices(vals)
+    ra_s = model.observation(vals, [analyte])[:, 0, :]
+    Ka = np.zeros((n, S0 + 1, S0 + 1))
+    Ka[:, :S0, :S0] = K
+    Ka[:, S0, :S0] = ra_s                     # integrator state: d(AUC)/dt = analyte (mg/L)
+    ra = _pad(ra_s, S0 + 1)
+    wsets = _weight_sets(model, vals, occupancy_calibration)
+    rw = _pad(wsets["occupancy"], S0 + 1) if "occupancy" in wsets else np.zeros((n, S0 + 1))
+    wd = _pad(wsets["drive"], S0 + 1) if "drive" in wsets else np.zeros((n, S0 + 1))
+    pd_on = bool(schematic and model.has_glutamate)
+    pdp = (model.glutamate_parameters(vals) if pd_on
+           else np.zeros((n, len(GLUTAMATE_ROLES))))
+    ev = _pad_events(build_events(model, doses, vals), S0 + 1)
+    kmax = np.max(np.abs(np.diagonal(Ka, axis1=1, axis2=2)), axis=1)
+    h0 = 2.0 ** np.floor(np.log2(1.0 / (16.0 * np.maximum(kmax, 1e-6))))
+    h0 = np.clip(h0, 2.0 ** -20, 1.0)
+    thr_o = np.array([th / (1.0 - th) if th < 1 else np.inf for th in thresholds_occ])
+    thr_c = np.asarray(thresholds_conc_ng_ml, dtype=np.float64) / 1000.0
+    S = starts.size
+    rows = _kernels.M_FIXED + thr_o.size + thr_c.size
+    check_memory(n * rows * S, f"metrics: {n:,} subjects x {rows} metrics x {S} sessions")
+    mo = np.empty((n, rows, S))
+    endv = np.empty((n, 3))
+    sess = np.ascontiguousarray(np.broadcast_to(starts, (n, S)))
+    nsess = np.full(n, S, np.int64)
+    hor = np.full(n, float(horizon_h))
+    ev_t, ev_c, ev_a, ev_k, nev, ev_v = ev
+    with threads_limit(threads):
+        for a in range(0, n, max(1, int(chunk_size))):
+            b = min(n, a + max(1, int(chunk_size)))
+            if b - a == 1:
+                _kernels.metrics_subject(Ka[a], ev_t[a], ev_c[a], ev_a[a], ev_k[a], int(nev[a]),
+                                         ev_v[a], sess[a], int(nsess[a]), float(hor[a]), ra[a],
+                                         rw[a], wd[a], pdp[a], pd_on, pd_rtol, thr_o, thr_c,
+                                         float(h0[a]), S0, mo[a], endv[a])
+            else:
+                _kernels.metrics_many(Ka[a:b], ev_t[a:b], ev_c[a:b], ev_a[a:b], ev_k[a:b],
+                                      nev[a:b], ev_v[a:b], sess[a:b], nsess[a:b], hor[a:b],
+                                      ra[a:b], rw[a:b], wd[a:b], pdp[a:b], pd_on, pd_rtol,
+                                      thr_o, thr_c, h0[a:b], S0, mo[a:b], endv[a:b])
+    has_occ = "occupancy" in wsets
+    if not has_occ:
+        mo[:, _kernels.M_POCC] = np.nan
+        mo[:, _kernels.M_FIXED:_kernels.M_FIXED + thr_o.size] = np.nan
+    if not pd_on:
+        mo[:, _kernels.M_PGLU] = np.nan
+        mo[:, _kernels.M_PMIN] = np.nan
+        endv[:] = np.nan
+    elif not model.has_consolidation:
+        endv[:, 2] = np.nan
+    if not np.all(np.isfinite(mo[:, _kernels.M_CMAX])):
+        raise KetasimInputError("metrics: a concentration overflowed or is not a number: check "
+                                "for extreme amounts, rates or volumes")
+    return MetricsRun(per_session=mo, end=endv, session_start_h=starts,
+                      thresholds_occ=tuple(float(x) for x in thresholds_occ),
+                      thresholds_conc_ng_ml=tuple(float(x) for x in thresholds_conc_ng_ml),
+                      analyte=analyte, horizon_h=float(horizon_h), has_occupancy=has_occ,
+                      has_schematic=pd_on)
+
+
+_TO_NG = {"cmax": 1000.0, "auc": 1000.0, "trough": 1000.0}
+
+
 def session_metrics(model, doses, params=None, weight_kg=70.0, *, metrics=("cmax", "auc"),
-                    analyte=None, horizon_h=None, threads=None, merge_h: float = 1.0) -> dict:
-    """Per-subject metrics, per session and over the course.
+                    analyte=None, horizon_h=None, threads=None, merge_h: float = 1.0,
+                    occupancy_calibration=None, pd_rtol=DEFAULT_PD_RTOL,
+                    chunk_size: int = 20_000) -> dict:
+    """Per-subject metrics, per session and over the course, exact and grid-free.
 
     Parameters
     ----------
@@ -35,64 +498,69 @@ def session_metrics(model, doses, params=None, weight_kg=70.0, *, metrics=("cmax
         As for :func:`ketasim.simulate` (``params``/``weight_kg`` arrays of length N give N
         subjects).
     metrics : sequence of str
-        Names from :data:`METRICS`; ``time_above_occ_0.3`` style for thresholds.
+        Names from :data:`METRICS`; ``time_above_occ_0.3`` / ``time_above_conc_100`` style for
+        thresholds (occupancy 0-1, concentration ng/mL).
     analyte : str, optional
         The concentration the PK metrics describe (default ``plasma`` where the model has it).
     horizon_h : float, optional
-        End of the course, h (default: last dose + 28 days).
+        End of the course, h (default: last session start + 28 days).
 
     Returns
     -------
     dict
         ``"session_start_h"`` -> (S,) and, for each metric m, ``m`` -> (N,) over the course
-        (max for peaks, sum for AUC and times above, value at the end for ``plasticity_end``,
-        last trough) and ``f"{m}_s{k}"`` -> (N,) for session k = 1..S.
+        (max for peaks, with ``tmax`` the time of the highest session peak after its session's
+        start; sum for AUC and times above; the last trough; the value at the end for
+        ``plasticity_end``/``consolidation_end``) and ``f"{m}_s{k}"`` -> (N,) per session k.
     """
-    # Interim implementation on a fine grid; replaced by the exact kernel metrics.
-    from .courses import resolve_doses
-    from .metrics import course_metrics
-    from .modelfile import load_model
-    from .simulate import simulate, time_grid
-
-    model = load_model(model)
-    doses = resolve_doses(doses)
-    if horizon_h is None:
-        horizon_h = float(np.max(doses.time_h + doses.addl * doses.ii_h)) + 28 * 24.0
-    analyte = analyte or ("plasma" if "plasma" in model.concentration_names
-                          else model.concentration_names[0])
-    thr = sorted({float(m.rsplit("_", 1)[1]) for m in metrics
-                  if m.startswith("time_above_occ_")})
-    r = simulate(model, doses, time_grid(horizon_h, 1 / 60), params=params,
-                 weight_kg=weight_kg, threads=threads)
-    cm = course_metrics(r, analyte=analyte, thresholds=thr or (0.3,), merge_h=merge_h)
-    N = r.n_subjects
-
-    def per(a):
-        return np.asarray(a).reshape(N, -1)
-
-    per_session = {"cmax": per(cm.cmax_ng_ml), "tmax": per(cm.tmax_h),
-                   "auc": per(cm.auc_ng_h_ml), "trough": per(cm.trough_ng_ml),
-                   "peak_occupancy": per(cm.peak_occupancy),
-                   "peak_glutamate": per(cm.peak_glutamate)}
-    for t in thr:
-        per_session[f"time_above_occ_{t:g}"] = per(cm.time_above_h[t])
-    out = {"session_start_h": cm.session_start_h}
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+    known = {m for m in METRICS if not m.endswith("_X")}
     for m in metrics:
-        key = m
-        if m.startswith("time_above_occ_"):
-            key = f"time_above_occ_{float(m.rsplit('_', 1)[1]):g}"
-        if m == "plasticity_end":
-            out[m] = np.asarray(cm.plasticity_end).reshape(N)
+        if m not in known and not m.startswith(("time_above_occ_", "time_above_conc_")):
+            from .errors import suggest
+            raise KetasimInputError(f"metrics: unknown metric {m!r}{suggest(m, sorted(known))}; "
+                                    f"expected {', '.join(sorted(known))}, time_above_occ_<X> "
+                                    "or time_above_conc_<X>")
+    thr_o, thr_c = _parse_thresholds(metrics)
+    schematic = any(m in ("peak_glutamate", "plasticity_end", "consolidation_end")
+                    for m in metrics)
+    mr = run_metrics(model, doses, params, weight_kg, analyte=analyte, thresholds_occ=thr_o,
+                     thresholds_conc_ng_ml=thr_c, horizon_h=horizon_h, merge_h=merge_h,
+                     schematic=schematic, occupancy_calibration=occupancy_calibration,
+                     pd_rtol=pd_rtol, threads=threads, chunk_size=chunk_size)
+    return metrics_columns(mr, metrics)
+
+
+def metrics_columns(mr: MetricsRun, metrics) -> dict:
+    """Table columns (``m`` and ``m_s<k>``) of the named metrics from a :class:`MetricsRun`."""
+    K = _kernels
+    mo = mr.per_session
+    N, _, S = mo.shape
+    nto = len(mr.thresholds_occ)
+    rows = {"cmax": K.M_CMAX, "tmax": K.M_TMAX, "auc": K.M_AUC, "trough": K.M_TROUGH,
+            "peak_occupancy": K.M_POCC, "peak_glutamate": K.M_PGLU}
+    out = {"session_start_h": mr.session_start_h}
+    for m in metrics:
+        if m in ("plasticity_end", "consolidation_end"):
+            out[m] = mr.end[:, 1 if m == "plasticity_end" else 2].copy()
             continue
-        a = per_session[key]
-        for k in range(a.shape[1]):
-            out[f"{m}_s{k + 1}"] = a[:, k]
-        if m in ("cmax", "peak_occupancy", "peak_glutamate"):
-            out[m] = np.nanmax(a, axis=1)
-        elif m == "tmax":
-            out[m] = a[np.arange(N), np.nanargmax(per_session["cmax"], axis=1)]
-        elif m == "trough":
-            out[m] = a[:, -2] if a.shape[1] > 1 else np.full(N, np.nan)
+        if m.startswith("time_above_occ_"):
+            row = K.M_FIXED + mr.thresholds_occ.index(float(m[len("time_above_occ_"):]))
+        elif m.startswith("time_above_conc_"):
+            row = K.M_FIXED + nto + mr.thresholds_conc_ng_ml.index(
+                float(m[len("time_above_conc_"):]))
         else:
-            out[m] = np.nansum(a, axis=1)
+            row = rows[m]
+        a = mo[:, row, :] * _TO_NG.get(m, 1.0)
+        for k in range(S):
+            out[f"{m}_s{k + 1}"] = a[:, k].copy()
+        with np.errstate(all="ignore"):
+            if m in ("cmax", "peak_occupancy", "peak_glutamate"):
+                out[m] = np.max(a, axis=1) if S else np.full(N, np.nan)
+            elif m == "tmax":
+                out[m] = a[np.arange(N), np.argmax(mo[:, K.M_CMAX, :], axis=1)]
+            elif m == "trough":
+                out[m] = a[:, -2] if S > 1 else np.full(N, np.nan)
+            else:
+                out[m] = np.sum(a, axis=1)
     return out

@@ -1,9 +1,10 @@
 """Per-session and course metrics of a simulated course.
 
 A *session* starts at each distinct dose time (doses closer than ``merge_h`` are one session)
-and ends where the next one starts (the last ends at the end of the grid). All metrics are read
-off the simulated time grid, so their resolution is the grid step: use a fine grid (the CLI
-default is 6 minutes; 1 minute for precise Cmax/Tmax).
+and ends where the next one starts (the last ends at the end of the simulated time). Metrics
+are exact and independent of any output grid: they are computed by the metrics kernel
+(:func:`ketasim.engine.run_metrics`) from the exact solution — peaks at events or where the
+derivative vanishes, AUC from an integrator state, threshold crossings solved for.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from .dosing import expand
+from .engine import session_starts
 from .errors import KetasimInputError
 
 __all__ = ["CourseMetrics", "course_metrics", "session_starts", "maintenance_start"]
@@ -27,10 +28,8 @@ class CourseMetrics:
     session_start_h : (S,)       session start, h
     cmax_ng_ml : (…, S)          peak concentration of ``analyte`` in the session, ng/mL
     tmax_h : (…, S)              time of the peak after the session start, h
-    auc_ng_h_ml : (…, S)         AUC from the session start to the next (trapezoidal on the
-                                 grid), ng·h/mL
-    trough_ng_ml : (…, S)        concentration at the last grid time before the next session
-                                 (NaN for the last session)
+    auc_ng_h_ml : (…, S)         AUC from the session start to the next (exact), ng·h/mL
+    trough_ng_ml : (…, S)        concentration just before the next session (NaN for the last)
     time_above_h : dict threshold -> (…, S)   hours with occupancy >= threshold in the session
     peak_occupancy : (…, S)      model-predicted peak NMDA occupancy (NaN without occupancy)
     peak_glutamate : (…, S)      schematic glutamate peak (NaN without the schematic response)
@@ -38,6 +37,7 @@ class CourseMetrics:
     plasticity_min_maintenance : (…,)   its minimum from the start of maintenance to the end
     maintenance_start_h : float  where maintenance starts (see :func:`maintenance_start`)
     analyte : str                the concentration the PK metrics describe
+    time_above_conc_h : dict threshold (ng/mL) -> (…, S)   hours with the analyte above it
     """
 
     session_start_h: np.ndarray
@@ -52,6 +52,7 @@ class CourseMetrics:
     plasticity_min_maintenance: np.ndarray
     maintenance_start_h: float
     analyte: str
+    time_above_conc_h: dict = None
 
     def table(self) -> tuple[list[str], list[list]]:
         """Header and rows (one per session) for a single subject, for printing."""
@@ -78,18 +79,12 @@ class CourseMetrics:
             if f.name == "time_above_h":
                 for t, a in v.items():
                     out[f"time_above_occ_{t:g}_h"] = a
+            elif f.name == "time_above_conc_h":
+                for t, a in (v or {}).items():
+                    out[f"time_above_conc_{t:g}_h"] = a
             else:
                 out[f.name] = v
         return out
-
-
-def session_starts(doses, merge_h: float = 1.0) -> np.ndarray:
-    """Distinct session start times (h): dose times closer than ``merge_h`` form one session."""
-    t = np.unique(expand(doses).time_h)
-    if t.size == 0:
-        return t
-    keep = np.r_[True, np.diff(t) >= merge_h]
-    return t[keep]
 
 
 def maintenance_start(starts: np.ndarray) -> float:
@@ -105,28 +100,14 @@ def maintenance_start(starts: np.ndarray) -> float:
     return float(starts[i])
 
 
-def _trapz_windows(y, t, edges):
-    """Integral of y (…, T) over each window [edges[k], edges[k+1]): trapezoids between the grid
-    points inside the window, plus the last point's value held to the window's end (the value
-    at the next session's start is post-dose, so it cannot close the last trapezoid)."""
-    out = np.zeros(y.shape[:-1] + (len(edges) - 1,))
-    cum = np.concatenate([np.zeros(y.shape[:-1] + (1,)),
-                          np.cumsum(0.5 * (y[..., 1:] + y[..., :-1]) * np.diff(t), axis=-1)],
-                         axis=-1)
-    for k in range(len(edges) - 1):
-        i0 = np.searchsorted(t, edges[k], side="left")
-        i1 = np.searchsorted(t, edges[k + 1], side="left") - 1
-        if i1 >= i0 and i0 < t.size:
-            out[..., k] = cum[..., i1] - cum[..., i0]
-            if k < len(edges) - 2:
-                out[..., k] += y[..., i1] * (edges[k + 1] - t[i1])
-    return out
-
-
 def course_metrics(result, analyte: str = "plasma", thresholds=(0.2, 0.3, 0.4),
-                   merge_h: float = 1.0, maintenance_from_h: float | None = None
-                   ) -> CourseMetrics:
-    """Compute per-session and course metrics from a :class:`~ketasim.Result`.
+                   merge_h: float = 1.0, maintenance_from_h: float | None = None,
+                   conc_thresholds_ng_ml=()) -> CourseMetrics:
+    """Exact per-session and course metrics of the subjects of a :class:`~ketasim.Result`.
+
+    The metrics do not come from the result's time grid: the same subjects are re-run by the
+    exact metrics kernel (:func:`ketasim.engine.run_metrics`) up to the last output time, so
+    Cmax, Tmax, AUC, troughs and times above thresholds are the same at any output step.
 
     Parameters
     ----------
@@ -135,71 +116,53 @@ def course_metrics(result, analyte: str = "plasma", thresholds=(0.2, 0.3, 0.4),
     thresholds : floats    occupancy thresholds (0-1) for time above threshold
     merge_h : float        doses closer than this (h) belong to one session
     maintenance_from_h : float, optional   override the automatic start of maintenance
+    conc_thresholds_ng_ml : floats   concentration thresholds (ng/mL) for time above
     """
+    from .engine import run_metrics
+
     if result.doses is None:
         raise KetasimInputError("metrics: the result carries no dose table")
     for th in thresholds:
-        if not (isinstance(th, (int, float)) and 0 <= th <= 1):
+        if isinstance(th, bool) or not (isinstance(th, (int, float)) and 0 <= th <= 1):
             raise KetasimInputError(f"thresholds: got {th!r}, expected occupancies in [0, 1]")
+    inputs = result.inputs or {}
     t = result.times
-    starts = session_starts(result.doses, merge_h)
-    starts = starts[starts <= t[-1]]
-    if starts.size == 0:
-        raise KetasimInputError("metrics: no session starts within the simulated times")
-    edges = np.r_[starts, max(t[-1], starts[-1]) + 1e-9]
-    c = result.concentration(analyte)
-    c2 = c if c.ndim == 2 else c[None, :]
-    S = starts.size
-    N = c2.shape[0]
-    cmax = np.full((N, S), np.nan)
-    tmax = np.full((N, S), np.nan)
-    trough = np.full((N, S), np.nan)
-    has_occ = "occupancy" in result.names
-    has_glu = "glutamate" in result.names
-    occ = result.data[:, result.names.index("occupancy")] if has_occ else None
-    glu = result.data[:, result.names.index("glutamate")] if has_glu else None
-    pocc = np.full((N, S), np.nan)
-    pglu = np.full((N, S), np.nan)
-    above = {float(th): np.full((N, S), np.nan) for th in thresholds}
-    dt = np.diff(t)
-    for k in range(S):
-        i0 = np.searchsorted(t, edges[k], side="left")
-        i1 = np.searchsorted(t, edges[k + 1], side="left")
-        if k == S - 1:
-            i1 = t.size
-        if i1 <= i0:
-            continue
-        seg = c2[:, i0:i1]
-        j = np.argmax(seg, axis=1)
-        cmax[:, k] = seg[np.arange(N), j]
-        tmax[:, k] = t[i0 + j] - starts[k]
-        if k < S - 1:
-            trough[:, k] = c2[:, i1 - 1]
-        if has_occ:
-            pocc[:, k] = occ[:, i0:i1].max(axis=1)
-            for th, arr in above.items():
-                # time above on the grid: each interval counts where both ends are above
-                ok = occ[:, i0:i1] >= th
-                w = dt[i0:i1 - 1] if i1 - 1 > i0 else np.zeros(0)
-                arr[:, k] = (ok[:, 1:] & ok[:, :-1]).astype(float) @ w if w.size else 0.0
-        if has_glu:
-            pglu[:, k] = glu[:, i0:i1].max(axis=1)
-    auc = _trapz_windows(c2, t, edges)
+    mr = run_metrics(result.model, result.doses, inputs.get("params"),
+                     inputs.get("weight_kg", 70.0), analyte=analyte,
+                     thresholds_occ=tuple(thresholds),
+                     thresholds_conc_ng_ml=tuple(conc_thresholds_ng_ml),
+                     horizon_h=float(t[-1]) if t[-1] > 0 else None, merge_h=merge_h,
+                     schematic="glutamate" in result.names or "plasticity" in result.names,
+                     occupancy_calibration=inputs.get("occupancy_calibration"),
+                     pd_rtol=inputs.get("pd_rtol", 1e-6))
+    from . import _kernels as K
+
+    mo = mr.per_session
+    starts = mr.session_start_h
+    nto = len(mr.thresholds_occ)
+    above = {float(th): mo[:, K.M_FIXED + i, :] for i, th in enumerate(mr.thresholds_occ)}
+    above_c = {float(c): mo[:, K.M_FIXED + nto + i, :]
+               for i, c in enumerate(mr.thresholds_conc_ng_ml)}
     mstart = maintenance_start(starts) if maintenance_from_h is None else float(maintenance_from_h)
-    if "plasticity" in result.names:
-        pl = result.data[:, result.names.index("plasticity")]
-        pend = pl[:, -1]
-        if np.isfinite(mstart) and mstart <= t[-1]:
-            pmin = pl[:, t >= mstart].min(axis=1)
+    N = mo.shape[0]
+    if mr.has_schematic:
+        pend = mr.end[:, 1]
+        if np.isfinite(mstart):
+            sel = starts >= mstart - 1e-9
+            pmin = (np.min(mo[:, K.M_PMIN, sel], axis=1) if sel.any()
+                    else np.full(N, np.nan))
         else:
             pmin = np.full(N, np.nan)
     else:
         pend = np.full(N, np.nan)
         pmin = np.full(N, np.nan)
     sq = (lambda a: a) if result.population else (lambda a: a[0])
-    return CourseMetrics(session_start_h=starts, cmax_ng_ml=sq(cmax), tmax_h=sq(tmax),
-                         auc_ng_h_ml=sq(auc), trough_ng_ml=sq(trough),
+    return CourseMetrics(session_start_h=starts, cmax_ng_ml=sq(mo[:, K.M_CMAX] * 1000.0),
+                         tmax_h=sq(mo[:, K.M_TMAX]), auc_ng_h_ml=sq(mo[:, K.M_AUC] * 1000.0),
+                         trough_ng_ml=sq(mo[:, K.M_TROUGH] * 1000.0),
                          time_above_h={k: sq(v) for k, v in above.items()},
-                         peak_occupancy=sq(pocc), peak_glutamate=sq(pglu),
+                         peak_occupancy=sq(mo[:, K.M_POCC]),
+                         peak_glutamate=sq(mo[:, K.M_PGLU]),
                          plasticity_end=sq(pend), plasticity_min_maintenance=sq(pmin),
-                         maintenance_start_h=mstart, analyte=analyte)
+                         maintenance_start_h=mstart, analyte=mr.analyte,
+                         time_above_conc_h={k: sq(v) for k, v in above_c.items()})

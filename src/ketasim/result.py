@@ -10,7 +10,8 @@ from .errors import KetasimInputError, check_name
 
 __all__ = ["Result", "PD_OUTPUTS", "MG_PER_L_TO_NG_PER_ML"]
 
-PD_OUTPUTS = ("occupancy", "glutamate", "plasticity")
+PD_OUTPUTS = ("occupancy", "occupancy_low", "occupancy_high", "glutamate", "plasticity",
+              "consolidation")
 MG_PER_L_TO_NG_PER_ML = 1000.0
 
 
@@ -32,6 +33,10 @@ class Result:
     params : dict of name -> float64 (N,)
         Every resolved parameter per subject (after weight scaling and derivation).
     model : Model
+    doses : Doses
+    inputs : dict
+        What the run was asked for (parameter overrides, weight, occupancy calibration,
+        tolerance): exact metrics re-run the same subjects from it.
     """
 
     times: np.ndarray
@@ -41,6 +46,7 @@ class Result:
     params: dict
     model: object
     doses: object = None
+    inputs: dict = None
 
     @property
     def n_subjects(self) -> int:

@@ -1,0 +1,161 @@
+"""Exact, grid-free metrics (engine.run_metrics) against closed forms, and their invariance to
+the output grid, the chunk size and the thread count."""
+
+import numpy as np
+import pytest
+from scipy.optimize import brentq
+
+import ketasim
+from ketasim.engine import run_metrics, session_metrics
+from ketasim.metrics import course_metrics
+
+KA, CL, V, KE0 = 1.3, 7.0, 50.0, 2.2
+K = CL / V
+
+
+def oral_model():
+    return ketasim.Model.from_dict({
+        "parameters": {"CL": CL, "V": V, "KA": KA, "KE0": KE0},
+        "compartments": {"depot": 0, "central": "V"},
+        "flows": [{"from": "depot", "to": "central", "k": "KA"},
+                  {"from": "central", "to": "out", "cl": "CL"}],
+        "routes": {"oral": {"to": "depot"}},
+        "effects": {"ce": {"of": "central", "ke0": "KE0"}},
+        "observe": {"plasma": "central"},
+        "occupancy": {"ligands": [{"site": "ce", "ki_um": 1.0, "fu": 1.0, "mw_g_mol": 1000.0}]},
+    })
+
+
+def bateman(t, dose):
+    """Concentration (mg/L) after an oral dose at 0 (closed form)."""
+    t = np.asarray(t, dtype=float)
+    return np.where(t >= 0, dose * KA / (V * (KA - K)) * (np.exp(-K * t) - np.exp(-KA * t)), 0)
+
+
+def conc(t, doses):
+    return sum(bateman(t - t0, d) for t0, d in doses)
+
+
+def effect(t, dose):
+    """Effect-site concentration (mg/L) after an oral dose at 0: the sum-of-exponentials
+    closed form of the three-state chain depot -> central -> ce."""
+    a = dose * KA / (V * (KA - K))
+    # ce' = KE0 (c - ce), c = a (e^{-kt} - e^{-ka t})
+    def part(r):
+        return KE0 / (KE0 - r) * (np.exp(-r * t) - np.exp(-KE0 * t))
+    return np.where(t >= 0, a * (part(K) - part(KA)), 0)
+
+
+DOSES = [(0.0, 100.0), (24.0, 60.0)]
+
+
+@pytest.fixture(scope="module")
+def result():
+    d = ketasim.Doses([t for t, _ in DOSES], [a for _, a in DOSES], ["oral"] * 2)
+    return ketasim.simulate(oral_model(), d, ketasim.time_grid(48, 0.5))
+
+
+def test_cmax_tmax_auc_trough_closed_form(result):
+    cm = course_metrics(result, thresholds=(), conc_thresholds_ng_ml=(800.0,))
+    # session 1: the Bateman peak
+    tmax1 = np.log(KA / K) / (KA - K)
+    assert cm.tmax_h[0] == pytest.approx(tmax1, abs=1e-9)
+    assert cm.cmax_ng_ml[0] == pytest.approx(1000 * bateman(tmax1, 100.0), rel=1e-12)
+    # session 2: the peak of the superposed curve, found independently
+    f = lambda t: -conc(t, DOSES)  # noqa: E731
+    tp = brentq(lambda t: (conc(t + 1e-7, DOSES) - conc(t - 1e-7, DOSES)), 24.2, 30)
+    assert cm.tmax_h[1] == pytest.approx(tp - 24, abs=1e-6)
+    assert cm.cmax_ng_ml[1] == pytest.approx(-1000 * f(tp), rel=1e-12)
+    # AUC: the closed-form integral of each window
+    def integral(a, b):
+        tot = 0.0
+        for t0, d in DOSES:
+            lo, hi = max(a - t0, 0), max(b - t0, 0)
+            c = d * KA / (V * (KA - K))
+            tot += c * ((np.exp(-K * lo) - np.exp(-K * hi)) / K
+                        - (np.exp(-KA * lo) - np.exp(-KA * hi)) / KA)
+        return 1000 * tot
+    np.testing.assert_allclose(cm.auc_ng_h_ml, [integral(0, 24), integral(24, 48)], rtol=1e-11)
+    assert cm.trough_ng_ml[0] == pytest.approx(1000 * conc(24.0 - 1e-300, DOSES[:1]), rel=1e-12)
+    assert np.isnan(cm.trough_ng_ml[1])
+    # time above 800 ng/mL: solved crossings of the closed form
+    g = lambda t: 1000 * conc(t, DOSES) - 800  # noqa: E731
+    up, down = brentq(g, 0, tmax1), brentq(g, tmax1, 24)
+    assert cm.time_above_conc_h[800.0][0] == pytest.approx(down - up, abs=1e-9)
+
+
+def test_occupancy_peak_and_time_above_closed_form(result):
+    cm = course_metrics(result, thresholds=(0.2,))
+    # occupancy = s / (1 + s), s = ce (mg/L) * 1000 / (mw * Ki) = ce
+    t = np.linspace(0, 24, 200001)
+    ce = effect(t, 100.0)
+    i = int(np.argmax(ce))
+    tp = brentq(lambda x: effect(x + 1e-7, 100.0) - effect(x - 1e-7, 100.0), t[i - 5], t[i + 5])
+    peak = effect(tp, 100.0)
+    assert cm.peak_occupancy[0] == pytest.approx(peak / (1 + peak), rel=1e-11)
+    thr = 0.2 / 0.8
+    up = brentq(lambda x: effect(x, 100.0) - thr, 0, tp)
+    down = brentq(lambda x: effect(x, 100.0) - thr, tp, 24)
+    assert cm.time_above_h[0.2][0] == pytest.approx(down - up, abs=1e-9)
+
+
+def test_metrics_do_not_depend_on_the_output_grid():
+    model = ketasim.load_model("ketamine-iv")
+    d = ketasim.standard_iv_course(months=2)
+    ms = []
+    for step in (0.1, 1 / 60, 1.0, 7.3):
+        r = ketasim.simulate(model, d, ketasim.time_grid(24 * 60, step),
+                             outputs=["plasma", "occupancy", "glutamate"])
+        ms.append(course_metrics(r, thresholds=(0.3,)))
+    for m in ms[1:]:
+        for f in ("cmax_ng_ml", "tmax_h", "auc_ng_h_ml", "trough_ng_ml", "peak_occupancy",
+                  "peak_glutamate"):
+            np.testing.assert_allclose(getattr(m, f), getattr(ms[0], f), rtol=1e-12,
+                                       err_msg=f)
+        np.testing.assert_allclose(m.time_above_h[0.3], ms[0].time_above_h[0.3], rtol=1e-12)
+
+
+def test_metrics_do_not_depend_on_chunks_or_threads():
+    model = ketasim.load_model("ketamine-iv")
+    d = ketasim.standard_iv_course(months=2)
+    params = {"CL": np.linspace(70, 120, 7), "V1": np.linspace(100, 160, 7)}
+    names = ("cmax", "auc", "trough", "tmax", "peak_occupancy", "time_above_occ_0.3",
+             "peak_glutamate", "plasticity_end")
+    ref = session_metrics(model, d, params, metrics=names, chunk_size=7, threads=1)
+    for chunk, threads in ((1, 1), (3, 2), (7, 2)):
+        got = session_metrics(model, d, params, metrics=names, chunk_size=chunk,
+                              threads=threads)
+        for k in ref:
+            np.testing.assert_array_equal(got[k], ref[k], err_msg=k)
+    # and each subject alone gives the same numbers
+    for i in (0, 6):
+        one = session_metrics(model, d, {k: v[i] for k, v in params.items()}, metrics=names)
+        for k in ref:
+            if k != "session_start_h":
+                np.testing.assert_allclose(one[k][0], ref[k][i], rtol=1e-12, err_msg=k)
+
+
+def test_session_metrics_columns_and_units():
+    d = ketasim.Doses([0.0, 24.0], [100.0, 60.0], ["oral"] * 2)
+    m = session_metrics(oral_model(), d, metrics=("cmax", "auc", "trough"), horizon_h=48)
+    cm = course_metrics(ketasim.simulate(oral_model(), d, ketasim.time_grid(48, 1.0)))
+    assert m["cmax_s1"][0] == pytest.approx(cm.cmax_ng_ml[0], rel=1e-14)
+    assert m["cmax"][0] == pytest.approx(max(cm.cmax_ng_ml), rel=1e-14)
+    assert m["auc"][0] == pytest.approx(cm.auc_ng_h_ml.sum(), rel=1e-14)
+    assert m["trough"][0] == pytest.approx(cm.trough_ng_ml[0], rel=1e-14)
+
+
+def test_peak_glutamate_against_a_dense_grid():
+    model = ketasim.load_model("esketamine-iv")
+    d = ketasim.Doses.single(20.0, "iv", duration_h=0.5)
+    r = ketasim.simulate(model, d, ketasim.time_grid(24, 1 / 3600), pd_rtol=1e-10)
+    mr = run_metrics(model, d, horizon_h=24)
+    assert mr.per_session[0, 5, 0] == pytest.approx(r.glutamate.max(), rel=1e-6)
+
+
+def test_metrics_without_a_concentration_are_refused():
+    m = ketasim.Model.from_dict({"parameters": {"K": 1.0}, "compartments": {"gut": 0},
+                                 "flows": [{"from": "gut", "to": "out", "k": "K"}],
+                                 "routes": {"oral": {"to": "gut"}}})
+    with pytest.raises(ketasim.KetasimInputError, match="no concentration"):
+        run_metrics(m, ketasim.Doses.single(1.0, "oral"))
