@@ -81,7 +81,7 @@ def test_pd_tolerance_convergence(step):
     b = ketasim.simulate(model, d, t, pd_rtol=1e-9)
     for name in ("glutamate", "plasticity"):
         ref = b.output(name)
-        assert np.abs(a.output(name) - ref).max() <= 2e-6 * np.abs(ref).max(), name
+        assert np.abs(a.output(name) - ref).max() <= 1e-6 * np.abs(ref).max(), name
 
 
 @pytest.fixture(scope="module")

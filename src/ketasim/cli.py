@@ -180,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", default=None, type=_schedule_out, help=_SCHEDULE_OUT_HELP)
     from . import cli_teach
     cli_teach.add_parsers(sub)
+    from . import cli_population
+    cli_population.add_population_parser(sub)
+    cli_population.add_sweep_parser(sub)
+    from . import cli_bench
+    cli_bench.add_parser(sub)
     return p
 
 
@@ -378,9 +383,11 @@ def main(argv=None) -> int:
 
 def _run(args) -> int:
     try:
+        from . import cli_bench
         from .cli_teach import COMMANDS
         handler = {"simulate": cmd_simulate, "presets": cmd_presets,
-                   "schedule": cmd_schedule, **COMMANDS}[args.command]
+                   "schedule": cmd_schedule, "bench": cli_bench.run,
+                   **COMMANDS}.get(args.command) or args._run
         with warnings.catch_warnings():
             # a hint Numba prints while compiling the kernels (first run only): not for users
             warnings.filterwarnings("ignore", message=r".*is faster on contiguous arrays")

@@ -160,6 +160,7 @@ class Model:
     default_calibration: str = ""       # reported as "occupancy" (first calibration if empty)
     drive_calibration: str = ""         # drives the schematic response (default if empty)
     bands: tuple = ()                   # Band, ...
+    variability: object = None          # ketasim.variability.Variability, or None
 
     # ------------------------------------------------------------------ construction
     @classmethod

@@ -136,7 +136,8 @@ def _read_toml(data: bytes, where: str) -> dict:
 
 
 _TOP = {"model", "parameters", "schematic", "weight", "derived", "compartments", "flows",
-        "routes", "effects", "observe", "occupancy", "glutamate", "bands"}
+        "routes", "effects", "observe", "occupancy", "glutamate", "bands",
+        "variability"}
 
 
 def _table(spec, key, where, kind=dict):
@@ -429,13 +430,17 @@ def _build(spec: dict, where: str, name: str | None) -> Model:
                 raise KetasimInputError(f"{where}: [glutamate] missing '{role}'")
             glutamate[role] = val(glu_spec[role], f"glutamate.{role}")
 
+    from .variability import parse_variability
+    variability = parse_variability(spec.get("variability"), params, where)
+
     return Model(name=name, parameters=params, compartments=comps, flows=tuple(flows),
                  routes=routes, effects=tuple(effects), observe=observe, ligands=tuple(ligands),
                  glutamate=glutamate, derived=derived, allometric=dict(allo),
                  per_kg=tuple(per_kg), reference_weight_kg=float(ref),
                  schematic=frozenset(schematic), meta=meta, source=where,
                  calibrations=calibrations, default_calibration=default_cal,
-                 drive_calibration=drive_cal, bands=bands)
+                 drive_calibration=drive_cal, bands=bands,
+                 variability=variability or None)
 
 
 def _parse_calibrations(occ: dict, ligands: list, val, where: str):
