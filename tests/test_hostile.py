@@ -668,13 +668,13 @@ def test_ctrl_c_during_a_long_kernel_is_honoured_within_seconds(tmp_path):
          "--doses", str(tmp_path / "d.csv"), "--until", "300000", "--step", "0.1", "--out",
          str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    time.sleep(4.0)                                  # past start-up, inside the kernel
+    time.sleep(3.0)                                  # past start-up, inside the kernel
     if proc.poll() is not None:
         pytest.skip("the run ended before the signal")
     t0 = time.monotonic()
     proc.send_signal(signal.SIGINT)
     try:
-        proc.communicate(timeout=5)
+        proc.communicate(timeout=3)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()
