@@ -20,6 +20,7 @@ from .model import (
     OPTIONAL_GLUTAMATE_ROLES,
     OUT,
     RESERVED,
+    Band,
     Effect,
     Flow,
     Ligand,
@@ -135,7 +136,8 @@ def _read_toml(data: bytes, where: str) -> dict:
 
 
 _TOP = {"model", "parameters", "schematic", "weight", "derived", "compartments", "flows",
-        "routes", "effects", "observe", "occupancy", "glutamate"}
+        "routes", "effects", "observe", "occupancy", "glutamate", "bands",
+        "variability"}
 
 
 def _table(spec, key, where, kind=dict):
@@ -384,7 +386,9 @@ def _build(spec: dict, where: str, name: str | None) -> Model:
         observe[a] = tuple(items)
 
     occ = _table(spec, "occupancy", where)
-    _keys(occ, {"ligands", "receptor"}, f"{where}: [occupancy]")
+    _keys(occ, {"ligands", "receptor", "calibrations", "default", "drive"},
+          f"{where}: [occupancy]")
+    has_cal = bool(occ.get("calibrations"))
     ligands = []
     if not isinstance(occ.get("ligands", []), list):
         raise KetasimInputError(f"{where}: [occupancy] ligands must be a list of tables, got "
@@ -395,7 +399,7 @@ def _build(spec: dict, where: str, name: str | None) -> Model:
         if not isinstance(lg, dict):
             raise KetasimInputError(f"{where}: {w}: expected a table")
         _keys(lg, {"name", "site", "ki_um", "fu", "mw_g_mol"}, f"{where}: {w}")
-        for req in ("site", "ki_um", "mw_g_mol"):
+        for req in ("site", "mw_g_mol") + (() if has_cal else ("ki_um",)):
             if req not in lg:
                 raise KetasimInputError(f"{where}: {w}: missing '{req}'")
         check_name(str(lg["site"]), conc_names, f"{w}.site", where)
@@ -406,9 +410,12 @@ def _build(spec: dict, where: str, name: str | None) -> Model:
             if isinstance(x, (int, float)) and not isinstance(x, bool) and not (
                     _is_finite(x) and ok(x)):
                 raise KetasimInputError(f"{where}: {w}.{key}: got {x!r}, expected {expected}")
+        ki = val(lg["ki_um"], f"{w}.ki_um") if "ki_um" in lg else None
         ligands.append(Ligand(str(lg.get("name", lg["site"])), str(lg["site"]),
-                              val(lg["ki_um"], f"{w}.ki_um"), val(lg.get("fu", 1.0), f"{w}.fu"),
+                              ki, val(lg.get("fu", 1.0), f"{w}.fu"),
                               val(lg["mw_g_mol"], f"{w}.mw_g_mol")))
+    calibrations, default_cal, drive_cal = _parse_calibrations(occ, ligands, val, where)
+    bands = _parse_bands(_table(spec, "bands", where, list), list(observe) + conc_names, where)
 
     glu_spec = _table(spec, "glutamate", where)
     glutamate = {}
@@ -423,11 +430,86 @@ def _build(spec: dict, where: str, name: str | None) -> Model:
                 raise KetasimInputError(f"{where}: [glutamate] missing '{role}'")
             glutamate[role] = val(glu_spec[role], f"glutamate.{role}")
 
+    from .variability import parse_variability
+    variability = parse_variability(spec.get("variability"), params, where)
+
     return Model(name=name, parameters=params, compartments=comps, flows=tuple(flows),
                  routes=routes, effects=tuple(effects), observe=observe, ligands=tuple(ligands),
                  glutamate=glutamate, derived=derived, allometric=dict(allo),
                  per_kg=tuple(per_kg), reference_weight_kg=float(ref),
-                 schematic=frozenset(schematic), meta=meta, source=where)
+                 schematic=frozenset(schematic), meta=meta, source=where,
+                 calibrations=calibrations, default_calibration=default_cal,
+                 drive_calibration=drive_cal, bands=bands,
+                 variability=variability or None)
+
+
+def _parse_calibrations(occ: dict, ligands: list, val, where: str):
+    """``[occupancy.calibrations.NAME]`` tables (ligand name -> Ki expression, µM) and the
+    ``default`` / ``drive`` calibration names. Returns (calibrations, default, drive)."""
+    cal_spec = occ.get("calibrations", {})
+    if not isinstance(cal_spec, dict):
+        raise KetasimInputError(f"{where}: [occupancy.calibrations] must be a table of "
+                                f"calibrations, got {type(cal_spec).__name__}")
+    names = [lg.name for lg in ligands]
+    if cal_spec:
+        for lg in ligands:
+            if lg.ki_um is not None:
+                raise KetasimInputError(
+                    f"{where}: occupancy ligand {lg.name!r}: ki_um is given and so are "
+                    "[occupancy.calibrations]; give its Ki in each calibration instead")
+    calibrations = {}
+    for cal, table in cal_spec.items():
+        w = f"occupancy.calibrations.{cal}"
+        if not isinstance(table, dict) or not table:
+            raise KetasimInputError(f"{where}: {w}: expected a table of ligand name = Ki (µM)")
+        for lg_name in table:
+            check_name(str(lg_name), names, w, where)
+        kis = []
+        for lg in ligands:
+            if lg.name not in table:
+                raise KetasimInputError(f"{where}: {w}: missing a Ki for ligand {lg.name!r}")
+            x = table[lg.name]
+            if isinstance(x, (int, float)) and not isinstance(x, bool) and not (
+                    _is_finite(x) and x > 0):
+                raise KetasimInputError(f"{where}: {w}.{lg.name}: got {x!r}, expected > 0 (µM)")
+            kis.append(val(x, f"{w}.{lg.name}"))
+        calibrations[str(cal)] = tuple(kis)
+    chosen = {}
+    for key in ("default", "drive"):
+        if key not in occ:
+            chosen[key] = ""
+            continue
+        if not calibrations:
+            raise KetasimInputError(f"{where}: [occupancy] {key} = {occ[key]!r} needs "
+                                    "[occupancy.calibrations]")
+        chosen[key] = check_name(str(occ[key]), calibrations, f"[occupancy] {key}", where)
+    return calibrations, chosen["default"], chosen["drive"]
+
+
+def _parse_bands(spec: list, analytes: list, where: str) -> tuple:
+    """``[[bands]]``: published concentration windows (ng/mL) of an analyte, with a source."""
+    bands = []
+    for i, b in enumerate(spec):
+        w = f"{where}: bands[{i}]"
+        if not isinstance(b, dict):
+            raise KetasimInputError(f"{w}: expected a table with name, analyte, lo_ng_ml, "
+                                    "hi_ng_ml and source")
+        _keys(b, {"name", "analyte", "lo_ng_ml", "hi_ng_ml", "source"}, w)
+        for req in ("name", "lo_ng_ml", "source"):
+            if req not in b:
+                raise KetasimInputError(f"{w}: missing '{req}'")
+        analyte = str(b.get("analyte", "plasma"))
+        check_name(analyte, analytes, f"bands[{i}].analyte", where)
+        lo, hi = b["lo_ng_ml"], b.get("hi_ng_ml", float("inf"))
+        for key, x in (("lo_ng_ml", lo), ("hi_ng_ml", hi)):
+            if isinstance(x, bool) or not isinstance(x, (int, float)) or x != x or x < 0 or (
+                    key == "lo_ng_ml" and not _is_finite(x)):
+                raise KetasimInputError(f"{w}.{key}: got {x!r}, expected a concentration "
+                                        ">= 0 ng/mL")
+        if not hi > lo:
+            raise KetasimInputError(f"{w}: hi_ng_ml = {hi!r} must be above lo_ng_ml = {lo!r}")
+        bands.append(Band(str(b["name"]), analyte, float(lo), float(hi), str(b["source"])))
+    return tuple(bands)
 
 
 def _constant(ex: _expr.Expr, fld, where, lo=None, hi=None, what="a finite number") -> None:

@@ -29,9 +29,10 @@ def time_grid(until_h: float, step_h: float, start_h: float = 0.0) -> np.ndarray
     if not np.isfinite(nf) or nf > MAX_GRID_POINTS:
         raise KetasimInputError(
             f"step: until {until_h:g} h / step {step_h:g} h gives "
-            + (f"{nf:,.0f}" if np.isfinite(nf) else "more than 1e308")
-            + f" time points, more than the {MAX_GRID_POINTS:,} allowed; use a larger step or "
-            "a shorter horizon")
+            + (f"{nf:,.0f} time points ({nf * 8 / 2**30:,.1f} GiB per output)"
+               if np.isfinite(nf) else "more than 1e308 time points")
+            + f", more than the {MAX_GRID_POINTS:,} allowed; use a larger step or a shorter "
+            "horizon")
     n = int(nf)
     if n > 1 and not (start_h + step_h * (n - 1) > start_h + step_h * (n - 2)):
         raise KetasimInputError(f"step: {step_h:g} h is below the rounding of the times near "
