@@ -183,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     from . import cli_population
     cli_population.add_population_parser(sub)
     cli_population.add_sweep_parser(sub)
+    from . import cli_bench
+    cli_bench.add_parser(sub)
     return p
 
 
@@ -381,9 +383,11 @@ def main(argv=None) -> int:
 
 def _run(args) -> int:
     try:
+        from . import cli_bench
         from .cli_teach import COMMANDS
         handler = {"simulate": cmd_simulate, "presets": cmd_presets,
-                   "schedule": cmd_schedule, **COMMANDS}.get(args.command) or args._run
+                   "schedule": cmd_schedule, "bench": cli_bench.run,
+                   **COMMANDS}.get(args.command) or args._run
         with warnings.catch_warnings():
             # a hint Numba prints while compiling the kernels (first run only): not for users
             warnings.filterwarnings("ignore", message=r".*is faster on contiguous arrays")
