@@ -177,23 +177,15 @@ def write_table(fh_or_path, columns: dict, units: dict, title: str, fmt: str = "
         np.savetxt(fh, block, delimiter=",", fmt=fmts)
 
 
-def _write_all(outputs) -> None:
-    """Write every output or none (each through a temporary sibling, renamed at the end)."""
-    from .io import atomic_write
+def _write_all(outputs, args=None) -> None:
+    """Write every output or none (:func:`ketasim.io.write_outputs`: temporaries first, moved
+    into place when all are complete; an existing file is never removed; no output may be one
+    of the command's input files)."""
+    from .cli import _input_files
+    from .io import write_outputs
 
-    done = []
-    try:
-        for path, mode, data in outputs:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, data, mode)
-            done.append(path)
-    except BaseException:
-        for path in done:
-            try:
-                path.unlink()
-            except OSError:
-                pass
-        raise
+    write_outputs([(path, data, "b" in mode) for path, mode, data in outputs],
+                  _input_files(args) if args is not None else ())
 
 
 def _table_output(path: Path, columns, units, title):
@@ -426,7 +418,7 @@ def run_population(args) -> int:
         fig = plot_bands_figure(res.bands, f"{model.name}: {args.n:,} virtual patients "
                                 f"({args.doses}); model-predicted, not a dosing recommendation")
         outputs.append((args.plot, "wb", _figure_bytes(fig, args.plot)))
-    _write_all(outputs)
+    _write_all(outputs, args)
     _print_summary(res.columns, res.metrics, res.units, args.n)
     if outputs:
         print("wrote " + ", ".join(str(p) for p, _, _ in outputs), file=sys.stderr)
@@ -492,7 +484,7 @@ def run_sweep(args) -> int:
                               " (typical subject)")
                            + "\nmodel-predicted; a research tool, not a dosing recommendation")
         outputs.append((args.plot, "wb", _figure_bytes(fig, args.plot)))
-    _write_all(outputs)
+    _write_all(outputs, args)
     print(f"wrote {args.out} ({res.info['points']} grid points)"
           + (f" and {args.plot}" if args.plot else ""), file=sys.stderr)
     return 0
