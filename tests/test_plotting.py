@@ -159,15 +159,12 @@ def test_bands_and_calibration_range_are_drawn_when_present(iv_run):
     object.__setattr__(m2, "bands", (band, high, other))
 
     def with_range(res):
-        # a known range (replacing the preset's own, if it has one): 0.5x to 1.5x occupancy
-        keep = [i for i, n in enumerate(res.names) if n not in ("occupancy_low",
-                                                                 "occupancy_high")]
+        if "occupancy_high" in res.names:       # the preset has calibrations: its own range
+            return dataclasses.replace(res, model=m2)
         occ = res.output("occupancy")[None]
-        data = np.concatenate([res.data[:, keep], 0.5 * occ[:, None], 1.5 * occ[:, None]],
-                              axis=1)
+        data = np.concatenate([res.data, 0.5 * occ[:, None], 1.5 * occ[:, None]], axis=1)
         return dataclasses.replace(res, model=m2, data=data,
-                                   names=tuple(res.names[i] for i in keep)
-                                   + ("occupancy_low", "occupancy_high"))
+                                   names=res.names + ("occupancy_low", "occupancy_high"))
 
     run = dataclasses.replace(iv_run, course=with_range(iv_run.course),
                               closeup=with_range(iv_run.closeup))
@@ -193,23 +190,20 @@ def test_bands_and_calibration_range_are_drawn_when_present(iv_run):
     fill = next(c for c in occ_ax.collections if isinstance(c, PolyCollection)
                 and c.get_label() == "range over Ki calibrations")
     v = fill.get_paths()[0].vertices[:, 1]
-    assert v.max() == pytest.approx(150 * run.closeup.output("occupancy").max(), rel=1e-6)
+    assert v.max() == pytest.approx(100 * run.closeup.output("occupancy_high").max(), rel=1e-6)
     # and without them nothing of the kind is drawn
-    bare = dataclasses.replace(iv_run.model)
-    object.__setattr__(bare, "bands", ())
+    m0 = dataclasses.replace(model)
+    object.__setattr__(m0, "bands", ())
 
-    def without(res):
-        keep = [i for i, n in enumerate(res.names) if n not in ("occupancy_low",
-                                                                 "occupancy_high")]
-        return dataclasses.replace(res, model=bare, data=res.data[:, keep],
+    def without_range(res):
+        keep = [i for i, nm in enumerate(res.names)
+                if nm not in ("occupancy_low", "occupancy_high")]
+        return dataclasses.replace(res, model=m0, data=res.data[:, keep],
                                    names=tuple(res.names[i] for i in keep))
-
-    run0 = dataclasses.replace(iv_run, course=without(iv_run.course),
-                               closeup=without(iv_run.closeup))
-    fig0 = plot_course(run0)
-    labels = _legend_labels(fig0)
-    assert not any("Ki calibrations" in t or " ng/mL" in t for t in labels)
-    assert "windows" not in _all_text(fig0)
+    bare = dataclasses.replace(iv_run, course=without_range(iv_run.course),
+                               closeup=without_range(iv_run.closeup))
+    labels = _legend_labels(plot_course(bare))
+    assert not any("Ki calibrations" in t or "ng/mL:" in t for t in labels)
 
 
 def test_compare_overlays_runs_in_distinct_colours(iv_run, nasal_run):
