@@ -53,8 +53,8 @@ from .dosing import WEIGHT, Doses, expand
 from .errors import KetasimInputError, check_name, suggest
 from .model import Model, RoutePart
 
-__all__ = ["build_events", "sort_events", "subject_covariates", "apply_covariates", "BOLUS",
-           "START", "STOP", "RESET", "ADD_STATE"]
+__all__ = ["build_events", "sort_events", "subject_covariates", "BOLUS", "START", "STOP",
+           "RESET", "ADD_STATE"]
 
 BOLUS, START, STOP, RESET, ADD_STATE = 0, 1, -1, 2, 3
 _PRIORITY = np.array([3, 4, 1, 2, 0])   # indexed by kind (STOP = -1 -> last entry): stops first
@@ -136,28 +136,6 @@ def subject_covariates(doses: Doses, model: Model | None = None):
                 "expected one value per subject (time-varying covariates are not supported)")
         out[k] = lo
     return n, out
-
-
-def apply_covariates(model: Model, doses: Doses, params=None, weight_kg=70.0):
-    """Merge a dose table's subjects and covariates into ``params`` and ``weight_kg``.
-
-    Returns ``(params, weight_kg, n_subjects or None)``. A covariate column replaces
-    ``weight_kg``; a covariate that is also given in ``params`` is an error.
-    """
-    n, cov = subject_covariates(doses, model)
-    if not cov:
-        return params, weight_kg, n
-    params = dict(params or {})
-    for k, v in cov.items():
-        v = v if n is not None else float(v)
-        if k == WEIGHT:
-            weight_kg = v
-        elif k in params:
-            raise KetasimInputError(f"params: {k!r} is also a column of the dose table "
-                                    f"{doses.source}; give it in one place")
-        else:
-            params[k] = v
-    return params, weight_kg, n
 
 
 # ---------------------------------------------------------------------- routes
