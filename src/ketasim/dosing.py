@@ -793,18 +793,23 @@ def _parse(lines, where: str) -> Doses:
 
 
 def write_doses(doses: Doses, path) -> None:
-    """Write a dose table as CSV with ketasim's column names, atomically.
+    """Write a dose table as CSV with ketasim's column names, atomically (numbers read back
+    exactly).
 
     ``time_h, amount_mg, route, duration_h, addl, ii_h`` always; ``rate_mg_h``, ``ss``,
     ``evid``, ``subject`` and covariate columns only when the table uses them."""
     from .io import atomic_write
+
+    def num(x):   # shortest text that reads back as the same float
+        t = f"{x:.15g}"
+        return t if float(t) == x else repr(float(x))
 
     extra = doses._optional_columns()
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["time_h", "amount_mg", "route", "duration_h", "addl", "ii_h"] + extra)
     for r in doses.to_records():
-        w.writerow([f"{r['time_h']:.10g}", f"{r['amount_mg']:.10g}", r["route"],
-                    f"{r['duration_h']:.10g}", r["addl"], f"{r['ii_h']:.10g}"]
-                   + [f"{r[c]:.10g}" if isinstance(r[c], float) else r[c] for c in extra])
+        w.writerow([num(r["time_h"]), num(r["amount_mg"]), r["route"], num(r["duration_h"]),
+                    r["addl"], num(r["ii_h"])]
+                   + [num(r[c]) if isinstance(r[c], float) else r[c] for c in extra])
     atomic_write(path, buf.getvalue())
