@@ -781,14 +781,17 @@ def _parse(lines, where: str) -> Doses:
     names = list(route_names)
     routes = tuple(names[i] for i in route_codes)   # one string object per distinct route
 
-    def col(c, dtype=np.float64):
-        return np.frombuffer(data[c], dtype=np.float64).astype(dtype) if c in data else None
+    def col(c, dtype=np.float64):   # a view of the parsed buffer (Doses copies it once)
+        if c not in data:
+            return None
+        a = np.frombuffer(data[c], dtype=np.float64)
+        return a if dtype == np.float64 else a.astype(dtype)
 
     d = Doses(col("time_h"), col("amount_mg"), routes, col("duration_h"),
               col("addl", np.int64), col("ii_h"), source=where, rate_mg_h=col("rate_mg_h"),
               ss=col("ss", np.int64), evid=col("evid", np.int64), subject=col("subject"),
               covariates={c: col(c) for c in covariates} or None, n_skipped=skipped,
-              line=np.frombuffer(lines_out, dtype=np.int64).copy())
+              line=np.frombuffer(lines_out, dtype=np.int64))
     return d
 
 
