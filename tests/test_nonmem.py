@@ -589,3 +589,13 @@ def test_write_then_read_round_trips(tmp_path_factory, recs, nonmem_names):
     back = ketasim.read_doses(p)
     assert back == d
     assert list(back.line) == list(range(2, len(d) + 2))
+
+
+def test_dataset_steady_state_per_subject_closed_form():
+    d = ketasim.read_doses(io.StringIO("ID,TIME,AMT,CMT,SS,II,CL\n1,0,100,iv,1,12,2\n"
+                                       "2,0,100,iv,1,12,8\n"))
+    c = conc(one_cpt(), d, T)
+    for s, cl in enumerate((2.0, 8.0)):
+        k = cl / V
+        np.testing.assert_allclose(c[s], 100 / V * np.exp(-k * T) / (1 - np.exp(-k * 12.0)),
+                                   rtol=1e-12)
