@@ -66,3 +66,15 @@ def test_long_single_subject_runs_in_pieces(monkeypatch):
 def test_nominal_grid_step_is_used_only_for_uniform_grids():
     assert engine._nominal_step(ketasim.time_grid(100, 0.1)) == pytest.approx(0.1, rel=1e-12)
     assert engine._nominal_step(np.array([0.0, 1.0, 3.0])) == -1.0
+
+
+def test_float32_output_is_the_float64_result_rounded():
+    m = ketasim.load_model("esketamine-nasal")
+    d = ketasim.spravato_course(months=1)
+    t = ketasim.time_grid(24 * 30, 0.1)
+    a = ketasim.simulate(m, d, t)
+    b = ketasim.simulate(m, d, t, dtype="float32")
+    assert b.data.dtype == np.float32
+    np.testing.assert_array_equal(b.data, a.data.astype(np.float32))
+    with pytest.raises(ketasim.KetasimInputError, match="dtype"):
+        ketasim.simulate(m, d, t, dtype="int8")

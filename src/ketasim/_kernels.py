@@ -313,9 +313,11 @@ def _pd_f(stim, y, pd, dy):
 
 @njit(cache=True)
 def _pd_norm(err, y, rtol):
+    """Largest local error relative to 0.2 rtol (|y| + 1e-3): the safety factor keeps the
+    accumulated error of a whole course within rtol."""
     m = 0.0
     for i in range(3):
-        sc = rtol * (1e-3 + abs(y[i]))
+        sc = 0.2 * rtol * (1e-3 + abs(y[i]))
         v = abs(err[i]) / sc
         if v > m:
             m = v

@@ -29,9 +29,10 @@ def time_grid(until_h: float, step_h: float, start_h: float = 0.0) -> np.ndarray
     if not np.isfinite(nf) or nf > MAX_GRID_POINTS:
         raise KetasimInputError(
             f"step: until {until_h:g} h / step {step_h:g} h gives "
-            + (f"{nf:,.0f}" if np.isfinite(nf) else "more than 1e308")
-            + f" time points, more than the {MAX_GRID_POINTS:,} allowed; use a larger step or "
-            "a shorter horizon")
+            + (f"{nf:,.0f} time points ({nf * 8 / 2**30:,.1f} GiB per output)"
+               if np.isfinite(nf) else "more than 1e308 time points")
+            + f", more than the {MAX_GRID_POINTS:,} allowed; use a larger step or a shorter "
+            "horizon")
     n = int(nf)
     if n > 1 and not (start_h + step_h * (n - 1) > start_h + step_h * (n - 2)):
         raise KetasimInputError(f"step: {step_h:g} h is below the rounding of the times near "
@@ -93,7 +94,7 @@ def _coerce_times(times) -> np.ndarray:
 def simulate(model, doses, times, params: dict | None = None, weight_kg=70.0, *,
              outputs=None, amounts: bool = False, threads: int | None = None,
              occupancy_calibration: str | None = None,
-             pd_rtol: float = DEFAULT_PD_RTOL) -> Result:
+             pd_rtol: float = DEFAULT_PD_RTOL, dtype="float64") -> Result:
     """Simulate a model for one subject or a population, exactly between dose events.
 
     Parameters
@@ -126,6 +127,8 @@ def simulate(model, doses, times, params: dict | None = None, weight_kg=70.0, *,
     pd_rtol : float
         Relative tolerance of the schematic response's error-controlled integrator
         (default 1e-6).
+    dtype : "float64" or "float32"
+        Storage of the outputs (the computation is always float64); float32 halves memory.
 
     Returns
     -------
@@ -145,7 +148,7 @@ def simulate(model, doses, times, params: dict | None = None, weight_kg=70.0, *,
     plan = prepare(model, doses, params, weight_kg, outputs=outputs, amounts=amounts,
                    occupancy_calibration=occupancy_calibration, pd_rtol=pd_rtol)
     t = _coerce_times(times)
-    out = run(plan, t, threads=threads)
+    out = run(plan, t, threads=threads, dtype=dtype)
     out.setflags(write=False)
     return Result(times=t, names=plan.names, data=out, population=plan.population,
                   params=plan.vals, model=plan.model, doses=plan.doses, inputs=plan.inputs)
