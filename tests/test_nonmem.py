@@ -296,13 +296,25 @@ def test_rate_defined_vs_duration_defined_with_f():
                                atol=1e-15)
 
 
-@pytest.mark.parametrize("dur", [1e-13, 1e-9, 3e-16])
-def test_short_infusions_deliver_exactly_their_amount(dur):
+@pytest.mark.parametrize("t0, dur", [(1000.0 + 1 / 3, 1e-13), (1000.0 + 1 / 3, 1e-9),
+                                     (1000.0 + 1 / 3, 3e-16), (0.0, 1e-300), (0.0, 1e-15),
+                                     (2.0, 5e-324)])
+def test_short_infusions_deliver_exactly_their_amount(t0, dur):
+    """However short, an infusion delivers its amount (one that the engine cannot tell from a
+    single instant is a bolus), with output times at, near and after it."""
     m = one_cpt()
-    r = sim(m, ketasim.Doses.single(10.0, "iv", time_h=1000.0 + 1 / 3, duration_h=dur),
-            [1001.0, 1002.0], amounts=True)
+    r = sim(m, ketasim.Doses.single(10.0, "iv", time_h=t0, duration_h=dur),
+            [0.0, t0, t0 + 1.0, t0 + 2.0], amounts=True)
     total = r.amount("central") + r.amount("eliminated")
-    np.testing.assert_allclose(total, 10.0, rtol=1e-12)
+    np.testing.assert_allclose(total[2:], 10.0, rtol=1e-12)
+
+
+def test_a_dose_beyond_the_time_limit_is_one_line():
+    with pytest.raises(KetasimInputError, match=r"row 1: time_h: a dose at 1e\+308 h .*"
+                                                r"MAX_TIME_H"):
+        ketasim.read_doses(io.StringIO("time_h,amount_mg,route\n1e308,10,iv\n"))
+    with pytest.raises(KetasimInputError, match="MAX_TIME_H"):
+        ketasim.Doses.single(10.0, "iv", time_h=1e11, addl=100, ii_h=1e10)
 
 
 def test_relative_f_allows_f_above_one_and_fractions_are_checked():

@@ -58,6 +58,7 @@ __all__ = ["build_events", "sort_events", "subject_covariates", "BOLUS", "START"
 
 BOLUS, START, STOP, RESET, ADD_STATE = 0, 1, -1, 2, 3
 _PRIORITY = np.array([3, 4, 1, 2, 0])   # indexed by kind (STOP = -1 -> last entry): stops first
+_SAME_INSTANT = 16 * np.finfo(float).eps   # relative: times closer than this are one instant
 _ONE = _expr.parse(1.0, "f")
 _ZERO = _expr.parse(0.0, "lag_h")
 
@@ -419,7 +420,9 @@ def build_events(model: Model, doses: Doses, vals: dict):
                                                np.where(rate_row > 0, A / rate_row, 0.0)))
             t0 = t_rec + LAG
             t1 = t0 + dur
-            inf = (dur > 0) & (t1 > t0)   # a duration lost to rounding is a bolus
+            # a duration lost to rounding is a bolus: t1 == t0, or t1 within the few ulp at
+            # which the engine takes two times for the same instant
+            inf = (dur > 0) & (t1 - t0 > _SAME_INSTANT * np.maximum(1.0, np.abs(t0)))
             rate = np.where(inf, A / np.where(inf, t1 - t0, 1.0), 0.0)
             use = HAS & ~const
             if np.any(use & ~(np.isfinite(t1) & np.isfinite(rate))):
