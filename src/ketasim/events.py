@@ -20,7 +20,8 @@ How dose rows become events (:func:`build_events`):
   duration becomes ``f · amount / rate``: bioavailability changes the duration, NONMEM's RATE),
   else as a bolus. An infusion's rate is ``amount / ((t0 + dur) - t0)`` computed from the float
   times the kernel steps between, so it delivers exactly its amount however short; a duration
-  lost to rounding (``t0 + dur == t0``) is a bolus of the same amount.
+  lost to rounding (``t0 + dur`` within 16 ulp of ``t0``, which the engine takes for the same
+  instant) is a bolus of the same amount.
 * A reset (``evid`` 3 or 4, or ``ss = 1``) empties every state at its record time (a route's
   lag does not delay it). Infusions running at that time stop there (their STOP moves to the
   reset time), and inputs of earlier rows that have not started yet (a lag reaching past the
