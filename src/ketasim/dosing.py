@@ -371,7 +371,13 @@ class Doses:
             ev = rec.get("evid")
             if ev is None or (isinstance(ev, str) and ev.strip() in ("", ".")):
                 ev = rec["evid"] = 1
-            if not isinstance(ev, (bool, str)) and isinstance(ev, (int, float)) and ev in (0, 2):
+            if isinstance(ev, str):
+                try:
+                    ev = float(ev)
+                except ValueError:
+                    pass                               # reported by Doses
+            if isinstance(ev, (int, float, np.integer, np.floating)) and \
+                    not isinstance(ev, bool) and ev in (0, 2):
                 skipped += 1
                 continue
             for c in REQUIRED:
