@@ -39,7 +39,7 @@ class _SubParser(_Parser):
         super().__init__(*args, **kwargs)
         # SUPPRESS: when not given here, the top-level --debug (default False) stands
         self.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                          help="show tracebacks on errors")
+                          help="show tracebacks on errors (default: off)")
 
 
 def _finite(kind, lo=None, strict=False):
@@ -92,11 +92,20 @@ def _out_path(s, suffixes):
     return p
 
 
+_SCHEDULE_OUT_HELP = ("output CSV file (folders are created), or - for standard output "
+                      "(default: print the table to the terminal)")
+
+
+def _schedule_out(v):
+    return v if v == "-" else _out_path(v, (".csv",))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="ketasim", description="Exact pharmacokinetics of ketamine and esketamine "
                 "courses, model-predicted NMDA occupancy and a schematic glutamate response. "
                 "A teaching and research tool, never a dosing recommendation.")
-    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    p.add_argument("--debug", action="store_true",
+                   help="show tracebacks on errors (default: off)")
     from . import __version__
     p.add_argument("--version", action="version", version=f"ketasim {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_SubParser)
@@ -112,52 +121,70 @@ def build_parser() -> argparse.ArgumentParser:
                    help="simulate up to this time, h (default: last dose + 4 weeks)")
     s.add_argument("--step", type=_finite("hours", 0, True), default=DEFAULT_STEP_H,
                    help=f"output grid step, h (default: {DEFAULT_STEP_H:g})")
-    s.add_argument("--out", required=True, type=lambda v: _out_path(v, (".csv",)),
-                   help="output CSV file (folders are created)")
+    s.add_argument("--out", required=True, type=lambda v: v if v == "-" else _out_path(
+                   v, (".csv",)), help="output CSV file (folders are created), or - for "
+                   "standard output (required)")
     s.add_argument("--weight", type=_finite("kg", 0, True), default=70.0,
                    help="body weight, kg (default: 70)")
     s.add_argument("--plot", type=lambda v: _out_path(v, (".png", ".pdf", ".svg")),
-                   default=None, help="also write the course figure (PNG, PDF or SVG)")
+                   default=None, help="also write the course figure (PNG, PDF or SVG; "
+                   "default: none)")
     s.add_argument("--summary", action="store_true",
                    help="print per-session metrics (Cmax, Tmax, AUC, trough, occupancy, "
-                        "glutamate) and course metrics")
+                        "glutamate) and course metrics (default: off)")
     s.add_argument("--thresholds", type=_thresholds, default=(0.2, 0.3, 0.4),
                    metavar="OCC[,OCC...]",
                    help="occupancy thresholds (0-1) for --summary's time above threshold "
                         "(default: 0.2,0.3,0.4)")
     s.add_argument("--param", type=_param, action="append", default=[], metavar="NAME=VALUE",
-                   help="override a model parameter (repeatable)")
+                   help="override a model parameter (repeatable; default: none)")
     s.add_argument("--occupancy-calibration", default=None, metavar="NAME",
                    help="Ki calibration reported as occupancy (presets: in-vivo, the default, "
                         "or in-vitro); the schematic response does not depend on it")
 
-    pr = sub.add_parser("presets", help="list the shipped models and their sources")
-    pr.add_argument("--verbose", "-v", action="store_true", help="also print descriptions")
+    pr = sub.add_parser("presets", help="list the shipped models and their sources; "
+                        "presets NAME: its parameters and routes")
+    pr.add_argument("name", nargs="?", default=None,
+                    help="a preset name or model file: list its parameters (value, unit, "
+                         "source) and routes (default: list every preset)")
+    pr.add_argument("--verbose", "-v", action="store_true",
+                    help="also print descriptions (default: off)")
 
     sc = sub.add_parser("schedule", help="write a course as a dose table")
     ssub = sc.add_subparsers(dest="course", required=True, parser_class=_SubParser)
     a = ssub.add_parser("standard-iv", help="3 sessions in week 1, 2 in week 2, weekly in "
                         "weeks 3-5, then monthly; 0.5 mg/kg over 40 min")
-    a.add_argument("--dose-mg-per-kg", type=_finite("mg/kg", 0, True), default=0.5)
-    a.add_argument("--weight", type=_finite("kg", 0, True), default=70.0)
-    a.add_argument("--months", type=_finite("months", 0, True), default=6.0)
-    a.add_argument("--infusion-min", type=_finite("minutes", 0, True), default=40.0)
+    a.add_argument("--dose-mg-per-kg", type=_finite("mg/kg", 0, True), default=0.5,
+                   help="dose per session, mg/kg (default: 0.5)")
+    a.add_argument("--weight", type=_finite("kg", 0, True), default=70.0,
+                   help="body weight, kg (default: 70)")
+    a.add_argument("--months", type=_finite("months", 0, True), default=6.0,
+                   help="course length, months of 30.44 days (default: 6)")
+    a.add_argument("--infusion-min", type=_finite("minutes", 0, True), default=40.0,
+                   help="infusion length, minutes (default: 40)")
     a.add_argument("--maintenance-days", type=_finite("days", 0, True), default=28.0,
-                   help="interval of monthly maintenance, days (default 28)")
-    a.add_argument("--out", required=True, type=lambda v: _out_path(v, (".csv",)))
+                   help="interval of monthly maintenance, days (default: 28)")
+    a.add_argument("--out", default=None, type=_schedule_out, help=_SCHEDULE_OUT_HELP)
     b = ssub.add_parser("spravato", help="esketamine nasal-spray label course")
     b.add_argument("--dose", type=int, choices=(56, 84), default=56,
-                   help="mg per session after day 1 (day 1 is 56 mg)")
-    b.add_argument("--maintenance", choices=("weekly", "biweekly"), default="biweekly")
-    b.add_argument("--months", type=_finite("months", 0, True), default=6.0)
-    b.add_argument("--out", required=True, type=lambda v: _out_path(v, (".csv",)))
+                   help="mg per session after day 1 (day 1 is 56 mg; default: 56)")
+    b.add_argument("--maintenance", choices=("weekly", "biweekly"), default="biweekly",
+                   help="from week 9 (default: biweekly)")
+    b.add_argument("--months", type=_finite("months", 0, True), default=6.0,
+                   help="course length, months of 30.44 days (default: 6)")
+    b.add_argument("--out", default=None, type=_schedule_out, help=_SCHEDULE_OUT_HELP)
     c = ssub.add_parser("custom", help="a course from a phases TOML file")
     c.add_argument("phases", help="TOML file with amount_mg, route, duration_h and [[phase]]")
-    c.add_argument("--months", type=_finite("months", 0, True), default=None)
-    c.add_argument("--out", required=True, type=lambda v: _out_path(v, (".csv",)))
+    c.add_argument("--months", type=_finite("months", 0, True), default=None,
+                   help="course length, months (default: the file's months)")
+    c.add_argument("--out", default=None, type=_schedule_out, help=_SCHEDULE_OUT_HELP)
+    from . import cli_teach
+    cli_teach.add_parsers(sub)
     from . import cli_population
     cli_population.add_population_parser(sub)
     cli_population.add_sweep_parser(sub)
+    from . import cli_bench
+    cli_bench.add_parser(sub)
     return p
 
 
@@ -207,6 +234,7 @@ def _format_table(head, rows) -> str:
 def cmd_simulate(args) -> int:
     import numpy as np
 
+    from .cli_teach import route_warning
     from .io import column_name, write_result_table
     from .modelfile import load_model
     from .simulate import simulate, time_grid
@@ -219,6 +247,9 @@ def cmd_simulate(args) -> int:
             "with a volume, observe alias or effect site); give a compartment a volume in "
             "[compartments], or leave out --summary")
     doses = _doses_for(args.doses, args.weight)
+    warn = route_warning(model, doses)
+    if warn:
+        print(f"ketasim: warning: {warn}", file=sys.stderr)
     if doses.n_skipped:
         print(f"{doses.source}: skipped {doses.n_skipped:,} observation rows (evid 0 or 2)",
               file=sys.stderr)
@@ -233,7 +264,8 @@ def cmd_simulate(args) -> int:
         cal = {"occupancy_calibration": args.occupancy_calibration}
     result = simulate(model, doses, times, params=params, weight_kg=args.weight, **cal)
     cols = [column_name(nm) for nm in result.names]
-    outputs = [(args.out, lambda fh: write_result_table(result, fh))]
+    to_stdout = args.out == "-"
+    outputs = [] if to_stdout else [(args.out, lambda fh: write_result_table(result, fh))]
     if args.plot is not None:
         from .plotting import plot_course
         fig = plot_course(result)
@@ -253,15 +285,22 @@ def cmd_simulate(args) -> int:
                         f"during maintenance (from day {cm.maintenance_start_h / 24:.4g}) "
                         f"{cm.plasticity_min_maintenance:.3g} (schematic)")
     _write_all(outputs, _input_files(args))
+    if to_stdout:
+        write_result_table(result, sys.stdout)
+        sys.stdout.flush()
     if summary:
-        print(summary)
-    print(f"wrote {args.out} ({len(times):,} times, {len(cols)} outputs)"
-          + (f" and {args.plot}" if args.plot else ""), file=sys.stderr)
+        print(summary, file=sys.stderr if to_stdout else sys.stdout)
+    print(f"wrote {'standard output' if to_stdout else args.out} ({len(times):,} times, "
+          f"{len(cols)} outputs)" + (f" and {args.plot}" if args.plot else ""), file=sys.stderr)
     return 0
 
 
 def cmd_presets(args) -> int:
     from .modelfile import list_presets, load_model
+
+    if args.name is not None:
+        from .cli_teach import print_preset
+        return print_preset(args.name, verbose=args.verbose)
 
     for name in list_presets():
         m = load_model(name)
@@ -285,6 +324,14 @@ def cmd_schedule(args) -> int:
         d = dosing.spravato_course(args.dose, args.maintenance, args.months)
     else:
         d = dosing.read_course_toml(args.phases, months=args.months)
+    if args.out is None:
+        from .cli_teach import print_schedule
+        print_schedule(d)
+        return 0
+    if args.out == "-":
+        from .cli_teach import schedule_csv
+        sys.stdout.write(schedule_csv(d))
+        return 0
     write_doses(d, args.out)
     print(f"wrote {args.out} ({len(d)} sessions)", file=sys.stderr)
     return 0
@@ -336,8 +383,11 @@ def main(argv=None) -> int:
 
 def _run(args) -> int:
     try:
+        from . import cli_bench
+        from .cli_teach import COMMANDS
         handler = {"simulate": cmd_simulate, "presets": cmd_presets,
-                   "schedule": cmd_schedule}.get(args.command) or args._run
+                   "schedule": cmd_schedule, "bench": cli_bench.run,
+                   **COMMANDS}.get(args.command) or args._run
         with warnings.catch_warnings():
             # a hint Numba prints while compiling the kernels (first run only): not for users
             warnings.filterwarnings("ignore", message=r".*is faster on contiguous arrays")

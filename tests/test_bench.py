@@ -1,0 +1,79 @@
+"""The benchmark suite: its reference machinery against closed forms, and a --quick run whose
+errors against the Radau reference must be small (an accuracy check, never a timing check)."""
+
+import json
+
+import numpy as np
+import pytest
+
+import ketasim
+from ketasim import bench, cli_bench
+from ketasim.cli import main
+
+
+def test_cli_lists_every_scenario():
+    assert cli_bench.SCENARIO_NAMES == tuple(bench.SCENARIOS)
+
+
+def test_reference_matches_closed_form_infusion_and_bolus():
+    """The scipy side (events, segments, solve_ivp, expm loop) against the one-compartment
+    closed form: a 2-h infusion of 60 mg, then a 40 mg bolus at 5 h (V 100 L, CL 50 L/h)."""
+    model = bench.one_compartment_model()
+    doses = ketasim.Doses([0.0, 5.0], [60.0, 40.0], ["iv", "iv"], [2.0, 0.0])
+    t = np.linspace(0.0, 12.0, 97)
+    k, V, R = 0.5, 100.0, 30.0
+    c = np.where(t <= 2, R / (k * V) * (1 - np.exp(-k * t)),
+                 R / (k * V) * (1 - np.exp(-2 * k)) * np.exp(-k * (t - 2)))
+    c = c + np.where(t >= 5, 40.0 / V * np.exp(-k * (t - 5)), 0.0)
+    sys_ = bench.build_systems(model, doses, ["central"])[0]
+    ref = bench.solve_piecewise(sys_, t, "Radau", bench.REF_RTOL, bench.REF_ATOL)
+    assert bench.rel_err(ref, c[None]) < 1e-10
+    assert bench.rel_err(bench.expm_piecewise(sys_, t), c[None]) < 1e-12
+    assert bench.rel_err(bench.solve_piecewise(sys_, t, "LSODA", 1e-8, 1e-12), c[None]) < 1e-6
+
+
+def test_reference_pd_matches_engine_on_a_short_course():
+    """The schematic PD written for solve_ivp agrees with ketasim's (two independent codes)."""
+    model = ketasim.load_model("esketamine-nasal")
+    doses = ketasim.Doses.single(56.0, "intranasal")
+    t = ketasim.time_grid(24.0, 0.05)
+    r = ketasim.simulate(model, doses, t)
+    sys_ = bench.build_systems(model, doses, r.names)[0]
+    ref = bench.solve_piecewise(sys_, t, "Radau", 1e-10, 1e-14)
+    errs = bench.group_errors(r.data[0], ref, r.names)
+    assert errs["pk"] < 1e-8
+    assert errs["pd"] < 1e-5
+    assert r.output("glutamate").max() > 1.1          # a surge happened: the check is not empty
+
+
+def test_target_verdicts():
+    assert bench._target("trivial", 150.0)["met"]
+    v = bench._target("iv-pk speed", 15.0)
+    assert not v["met"] and v["verdict"] == "gap: 10.0x short"
+    assert bench._target("cli", 3.0)["verdict"] == "gap: 2.0x over"
+
+
+@pytest.mark.slow
+def test_quick_suite_errors_are_small(tmp_path, capsys):
+    out = tmp_path / "results.json"
+    assert main(["bench", "--quick", "--json", str(out)]) == 0
+    table = capsys.readouterr().out
+    res = json.loads(out.read_text())
+    rows = {r["name"]: r for r in res["scenarios"]}
+    for r in rows.values():
+        assert not r.get("error"), (r["name"], r.get("error"))
+        assert f"| {r['name']} |" in table
+    # ketasim against the Radau rtol 1e-12 reference: exact PK, PD within its tolerance
+    for name in ("iv-pk", "iv-default", "spravato", "network-12"):
+        errs = rows[name]["ketasim_err_by_kind"]
+        assert errs["pk"] < 1e-7, (name, errs)
+        assert errs.get("pd", 0.0) < 1e-5, (name, errs)
+        # the reference itself agrees with an independent solver at its tolerance
+        assert rows[name]["baselines"]["LSODA"]["err"] < 1e-5, name
+    for name in ("iv-pk", "network-12"):    # and with the exact expm solution
+        assert rows[name]["baselines"]["expm"]["err"] < 1e-9, name
+    pop = [r for n, r in rows.items() if n.startswith("pop-")][0]
+    assert pop["ketasim_err"] < 1e-7
+    assert rows["throughput-5"]["ketasim_err"] < 1e-7
+    assert rows["metrics-1m"]["ketasim_err"] < 1e-4      # per-session Cmax and AUC
+    assert rows["trivial"]["ketasim_err"] < 1e-10
