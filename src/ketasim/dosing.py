@@ -67,7 +67,6 @@ NONMEM_IGNORED = ("DV", "MDV", "DVID", "CENS", "LIMIT", "BLQ", "LLOQ", "PCMT", "
                   "L1", "L2", "C", "DATE", "DAT1", "DAT2", "DAT3", "XVID1", "XVID2", "XVID3",
                   "XVID4", "XVID5", "TAD", "NTIME", "NTAD", "OCC", "LNDV")
 MAX_EVENTS = 10_000_000
-MAX_TIME_H = 1e12                   # dose times beyond this (114 million years) are refused
 MAX_DOSE_FILE_BYTES = 512 * 2**20   # 512 MiB: larger dose files are refused before parsing
 _INT_COLUMNS = ("addl", "ss", "evid")
 
@@ -272,10 +271,6 @@ class Doses:
             fail(~np.isfinite(last), lambda i: f"time_h + addl x ii_h overflows "
                  f"({self.time_h[i]:g} + {self.addl[i]} x {self.ii_h[i]:g} h); expected finite "
                  "hours")
-        far = last > MAX_TIME_H
-        if far.any():
-            fail(far, lambda i: f"time_h: a dose at {last[i]:g} h (time_h + addl x ii_h) is "
-                 f"beyond the {MAX_TIME_H:g} h ketasim accepts (MAX_TIME_H)")
         need = (self.addl > 0) & (self.ii_h <= 0)
         if need.any():
             fail(need, lambda i: f"ii_h: got {self.ii_h[i]:g} with addl = {self.addl[i]}, "
