@@ -13,7 +13,6 @@ maintenance look good — whether a level holds is what the model shows.
 import numpy as np
 from _save import SMALL, save
 
-import ketasim
 from ketasim.courses import STANDARD_IV_PHASES, Phase, course_from_phases
 from ketasim.plotting import plot_compare, run_course
 
