@@ -28,7 +28,6 @@ DEFAULT_PORT = 8765
 GRID_STEP_H = 1 / 3          # 20-minute grid plus every session start and infusion end:
 #                              smooth at course scale, fast to recompute (the schematic
 #                              integrator's cost grows with the number of output times)
-PD_STEP_H = 1 / 6            # schematic response sub-step (older engines; coarse on purpose)
 PD_RTOL = 1e-3               # schematic response tolerance: a teaching view, not a table
 MONTHS = 6.0
 
@@ -44,17 +43,8 @@ PRESETS = {
 
 
 def _fast_kwargs():
-    """A coarse sub-step for the schematic response, under whichever name simulate takes."""
-    import inspect
-
-    from .simulate import simulate
-
-    params = inspect.signature(simulate).parameters
-    if "pd_max_step_h" in params:
-        return {"pd_max_step_h": PD_STEP_H}
-    if "pd_rtol" in params:
-        return {"pd_rtol": PD_RTOL}
-    return {}
+    """A looser tolerance for the schematic response: the explorer redraws on every change."""
+    return {"pd_rtol": PD_RTOL}
 
 
 def course_doses(model_name: str, dose: float, weight_kg: float, interval_days: float,
