@@ -1268,7 +1268,7 @@ def markdown_table(results: dict) -> str:
             f"{t['verdict']} ({t['value']:.3g})" for t in tg))
         lines.append("| " + " | ".join(cells) + " |")
     lim = results["limits"]
-    out = ["\n".join(lines), "", targets_table(results), "",
+    out = ["\n".join(lines), "", summary_table(results), "", targets_table(results), "",
            "Cells: wall time · speed ratio (baseline time / ketasim time) · max error vs the "
            f"reference ({results['settings']['reference']}); error = max over outputs of "
            "max|y - y_ref| / max|y_ref|. * = extrapolated from a sample (see notes). Baselines: "
@@ -1306,6 +1306,26 @@ def markdown_table(results: dict) -> str:
                + (" (--quick: tiny sizes, the verdicts are not meaningful)"
                   if results["quick"] else ""))
     return "\n".join(out)
+
+
+def summary_table(results: dict) -> str:
+    """A compact table (for the README): ketasim, LSODA and the best other baseline."""
+    lines = ["| scenario | ketasim · error | LSODA · speed-up · error | fastest other scipy "
+             "baseline · speed-up | ketasim peak memory |", "|---|---|---|---|---|"]
+    for r in results["scenarios"]:
+        if r.get("error") or r["name"] in ("compile", "cli", "scaling"):
+            continue
+        b = dict(r.get("baselines", {}))
+        ks = f"{fmt_s(r['ketasim_s'])}{'*' if r.get('ketasim_extrapolated') else ''}"
+        if r.get("ketasim_err") is not None:
+            ks += f" · {fmt_e(r['ketasim_err'])}"
+        ls = b.pop("LSODA", None) or b.pop("LSODA loop", None)
+        lcell = _cell(ls) if ls else ""
+        other = min(b.items(), key=lambda kv: kv[1]["s"], default=None)
+        ocell = f"{other[0]} {fmt_s(other[1]['s'])} · {fmt_x(other[1]['ratio'])}" if other else ""
+        lines.append(f"| {r['name']} | {ks} | {lcell} | {ocell} | "
+                     f"{_mib(r.get('ketasim_peak_mib'))} |")
+    return "\n".join(lines)
 
 
 def targets_table(results: dict) -> str:
