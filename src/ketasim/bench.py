@@ -1251,8 +1251,7 @@ def markdown_table(results: dict) -> str:
             lines.append(f"| {r['name']} | failed: {r['error']} |" + " |" * (len(head) - 2))
             continue
         ks = r.get("ketasim_s")
-        star = "*" if r.get("ketasim_extrapolated") else ""
-        kcell = f"{fmt_s(ks)}{star}"
+        kcell = f"{fmt_s(ks)}{_extrap(r)}"
         if r.get("ketasim_err") is not None:
             kcell += f" · {fmt_e(r['ketasim_err'])}"
         if r["name"] == "scaling":
@@ -1308,6 +1307,13 @@ def markdown_table(results: dict) -> str:
     return "\n".join(out)
 
 
+def _extrap(r: dict) -> str:
+    """The mark of a ketasim time extrapolated from fewer subjects (and from how many)."""
+    if not r.get("ketasim_extrapolated"):
+        return ""
+    return f"* (from {r['subjects_run']:,} subjects)"
+
+
 def summary_table(results: dict) -> str:
     """A compact table (for the README): ketasim, LSODA and the best other baseline."""
     lines = ["| scenario | ketasim · error | LSODA · speed-up · error | fastest other scipy "
@@ -1316,7 +1322,7 @@ def summary_table(results: dict) -> str:
         if r.get("error") or r["name"] in ("compile", "cli", "scaling"):
             continue
         b = dict(r.get("baselines", {}))
-        ks = f"{fmt_s(r['ketasim_s'])}{'*' if r.get('ketasim_extrapolated') else ''}"
+        ks = f"{fmt_s(r['ketasim_s'])}{_extrap(r)}"
         if r.get("ketasim_err") is not None:
             ks += f" · {fmt_e(r['ketasim_err'])}"
         ls = b.pop("LSODA", None) or b.pop("LSODA loop", None)
