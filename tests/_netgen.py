@@ -81,7 +81,13 @@ def networks(draw, max_comp=6, rate_lo=1e-4, rate_hi=1e3, unit_yield=False, effe
                 p["duration_h"] = f"DUR{tag}"
             return p
         if draw(st.integers(0, 3)) == 0:
-            routes[f"r{r}"] = {"parts": [part(f"{r}a"), part(f"{r}b")]}
+            parts = [part(f"{r}a"), part(f"{r}b")]
+            for q in parts:     # the two parts split one dose: each gets half of its fraction
+                if "f" in q:
+                    params[q["f"]] *= 0.5
+                else:
+                    q["f"] = 0.5
+            routes[f"r{r}"] = {"parts": parts}
         else:
             routes[f"r{r}"] = part(f"{r}")
     spec = {"parameters": params, "compartments": comps, "flows": flows, "routes": routes}

@@ -101,7 +101,13 @@ def random_spec(rng, *, n_comp=None, rate_lo=1e-3, rate_hi=1e2, unit_yield=False
                 p["duration_h"] = f"DUR{tag}"
             return p
         if rng.random() < 0.25:
-            routes[f"r{r}"] = {"parts": [part(f"{r}a"), part(f"{r}b")]}
+            parts = [part(f"{r}a"), part(f"{r}b")]
+            for q in parts:     # the two parts split one dose: each gets half of its fraction
+                if "f" in q:
+                    params[q["f"]] *= 0.5
+                else:
+                    q["f"] = 0.5
+            routes[f"r{r}"] = {"parts": parts}
         else:
             routes[f"r{r}"] = part(f"{r}")
     spec["routes"] = routes

@@ -24,20 +24,31 @@ def quickstart_commands():
 def test_readme_quickstart_has_two_commands_and_ci_runs_the_second():
     cmds = quickstart_commands()
     assert len(cmds) == 2
-    assert "ketasim simulate" in cmds[0] and "pytest" in cmds[1]
+    assert cmds[0] == "pip install . && ketasim course" and "pytest" in cmds[1]
     ci = (ROOT / ".ci" / "run").read_text()
     assert cmds[1].replace("pip install", "python -m pip install --quiet") in ci
 
 
-def test_main_job(tmp_path, capsys):
-    """The first Quick start command (without the install): default IV course, CSV + PNG."""
+def test_main_job(tmp_path, capsys, monkeypatch):
+    """The first Quick start command (without the install), from an empty folder."""
     args = quickstart_commands()[0].split("&&", 1)[1].split()[1:]
-    args = [a.replace("ketasim-out", str(tmp_path / "ketasim-out")) for a in args]
+    monkeypatch.chdir(tmp_path)
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "Per-session metrics" in out and "schematic" in out
+    assert "Per session" in out and "SCHEMATIC" in out
+    png = tmp_path / "ketasim-output" / "course.png"
+    assert png.stat().st_size > 50_000 and png.read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "ketasim-output" / "course.csv").stat().st_size > 100_000
+
+
+def test_simulate_course_csv(tmp_path, capsys):
+    """The older full-table command: every compartment, alias and PD output."""
     csv_path = tmp_path / "ketasim-out" / "course.csv"
     png = tmp_path / "ketasim-out" / "course.png"
+    assert main(["simulate", "--model", "ketamine-iv", "--doses", "standard-iv", "--out",
+                 str(csv_path), "--plot", str(png), "--summary"]) == 0
+    out = capsys.readouterr().out
+    assert "Per-session metrics" in out and "schematic" in out
     assert png.stat().st_size > 50_000 and png.read_bytes()[:4] == b"\x89PNG"
     with open(csv_path) as fh:
         header = next(csv.reader(fh))

@@ -52,9 +52,10 @@ def test_time_above_threshold_against_curve():
     d = ketasim.Doses.single(84.0, "intranasal")
     t = ketasim.time_grid(24, 0.001)
     r = ketasim.simulate(model, d, t)
-    cm = course_metrics(r, thresholds=(0.3,))
-    above = t[r.occupancy >= 0.3]
-    assert cm.time_above_h[0.3][0] == pytest.approx(above[-1] - above[0], abs=0.003)
+    cm = course_metrics(r, thresholds=(0.2,))       # in-vivo occupancy peaks near 0.25
+    above = t[r.occupancy >= 0.2]
+    assert above.size > 100
+    assert cm.time_above_h[0.2][0] == pytest.approx(above[-1] - above[0], abs=0.003)
     assert cm.peak_glutamate[0] == pytest.approx(r.glutamate.max())
 
 

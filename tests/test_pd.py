@@ -1,13 +1,17 @@
 """The schematic glutamate/plasticity response: against an independent solve_ivp reference of the
 whole PK + effect-site + PD system, and against the behaviour it is meant to show."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy.integrate import solve_ivp
 
 import ketasim
 
-# esketamine-iv preset values, written out independently of the model file
+FANTA = Path(__file__).parent / "models" / "esketamine-fanta2015.toml"
+
+# tests/models/esketamine-fanta2015.toml values, written out independently of the model file
 P = dict(CL=95.2, V1=133.0, Q2=23.2, V2=187.0, Q3=157.0, V3=98.8, CLM=57.7, VM1=98.6,
          QM2=42.8, VM2=160.0, KE0=6.82, FU=0.56, KI_S=0.30, KI_SM=1.7,
          kout=6.0, emax=2.0, ec50=0.3, hill=3.0, kin_p=0.06, kout_p=0.00321)
@@ -49,7 +53,7 @@ def reference(doses, t_out, p=P):
 
 
 def test_full_pk_pd_system_matches_solve_ivp():
-    model = ketasim.load_model("esketamine-iv")
+    model = ketasim.load_model(FANTA)
     doses = [(0.0, 20.0, 0.5), (2.3, 15.0, 0.75), (49.0, 20.0, 0.5)]
     d = ketasim.Doses([x[0] for x in doses], [x[1] for x in doses], ["iv"] * 3,
                       [x[2] for x in doses])
@@ -105,16 +109,19 @@ def test_plasticity_builds_over_induction_and_outlasts_the_drug(course):
     d, t, r = course
     pl, c = r.plasticity, r.concentration("plasma")
     starts = d.time_h
-    # build-up: the plasticity after each session of weeks 1-2 (days 0, 2, 4, 7, 10) increases
-    peaks = [pl[(t >= s) & (t < s + 12)].max() for s in starts[:5]]
+    # build-up: the fast index after each session of week 1 (days 0, 2, 4) increases (it
+    # halves in about 2 days, so the wider spacing of week 2 no longer adds up)
+    peaks = [pl[(t >= s) & (t < s + 12)].max() for s in starts[:3]]
     assert np.all(np.diff(peaks) > 0)
-    assert peaks[-1] > 2 * peaks[0]
+    assert peaks[-1] > 1.5 * peaks[0]
     # outlasts the drug: 7 days after the last weekly session (day 28) the drug is gone
-    # (< 0.1 % of its peak) while plasticity keeps > 50 % of its value at that session
+    # (< 0.1 % of its peak) while the fast plasticity index keeps > 5 % of its value at that
+    # session (it halves in about 2 days: a single infusion's effect fades within a week,
+    # Zarate 2006; the slow consolidated index carries the response beyond)
     i28 = np.searchsorted(t, 28 * 24 + 12)
     i35 = np.searchsorted(t, 35 * 24)
     assert c[i35] < 1e-3 * c.max()
-    assert pl[i35] > 0.5 * pl[i28]
+    assert pl[i35] > 0.05 * pl[i28]
     # decays over ~1-2 weeks: after 3 more weeks without dosing it has more than halved
     i49 = np.searchsorted(t, 49 * 24)
     assert pl[i49] < 0.5 * pl[i28]
@@ -131,7 +138,7 @@ def test_plasticity_holds_under_monthly_maintenance(course):
     # same level, with no drift towards zero
     assert peaks[0] >= peaks[1]
     np.testing.assert_allclose(peaks[1:], peaks[-1], rtol=0.02)
-    assert np.all(np.diff(troughs[1:]) <= 0)
+    assert np.all(np.diff(troughs[1:]) <= 1e-12 * troughs.max())
     np.testing.assert_allclose(troughs[2:], troughs[-1], rtol=0.05)
     assert troughs.min() > 0
     assert np.all(peaks > troughs)

@@ -150,7 +150,7 @@ def test_presets_identical_without_jit_population_and_pd():
     times = ketasim.time_grid(6.0, 0.25)
     cases_ = [dict(preset="esketamine-iv", rows=[dict(time_h=0.5, amount_mg=20.0, route="iv",
                                                        duration_h=0.6667)],
-                   times=times, params={"CL": [80.0, 110.0]}, weight_kg=[60.0, 90.0]),
+                   times=times, params={"KEL": [0.9, 1.3]}, weight_kg=[60.0, 90.0]),
               dict(preset="esketamine-nasal", rows=[dict(time_h=0.0, amount_mg=56.0,
                                                           route="intranasal")],
                    times=times)]

@@ -5,6 +5,7 @@ top of an exact solver for linear compartment networks. A teaching and research 
 dosing recommendation.
 """
 
+from . import _numba_cache  # noqa: F401  (first: sets NUMBA_CACHE_DIR before numba loads)
 from .courses import (
     COURSES,
     Phase,
@@ -16,8 +17,10 @@ from .courses import (
 )
 from .dosing import Doses, expand, read_doses, write_doses
 from .errors import KetasimInputError
+from .explore import explore
 from .model import Model
 from .modelfile import list_presets, load_model
+from .population import population, sweep
 from .result import Result
 from .simulate import simulate, time_grid
 
@@ -26,4 +29,4 @@ __version__ = "0.1.0"
 __all__ = ["simulate", "time_grid", "load_model", "list_presets", "Model", "Doses", "Phase",
            "read_doses", "write_doses", "expand", "course_from_phases", "read_course_toml",
            "standard_iv_course", "spravato_course", "COURSES", "resolve_doses",
-           "Result", "KetasimInputError", "__version__"]
+           "Result", "KetasimInputError", "population", "sweep", "explore", "__version__"]

@@ -10,6 +10,7 @@ population. Allowed: numbers, names, ``+ - * / **``, unary minus, parentheses an
 from __future__ import annotations
 
 import ast
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,11 +44,21 @@ def parse(value, field: str, where: str = "") -> Expr:
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise KetasimInputError(
             f"{prefix}{field}: got {value!r}, expected a number, a parameter name or an expression")
+    if isinstance(value, str) and len(value) > MAX_EXPR_CHARS:
+        raise KetasimInputError(f"{prefix}{field}: expression of {len(value):,} characters, "
+                                f"expected at most {MAX_EXPR_CHARS:,}")
     try:
         text = repr(float(value)) if not isinstance(value, str) else value.strip()
     except OverflowError:
-        raise KetasimInputError(f"{prefix}{field}: got an integer of {len(str(value))} digits, "
+        raise KetasimInputError(f"{prefix}{field}: got an integer of {_digits(value)} digits, "
                                 "expected a finite number") from None
+    if not isinstance(value, str) and not math.isfinite(float(value)):
+        raise KetasimInputError(f"{prefix}{field}: got {value!r}, expected a finite number")
+    if not text.isascii():
+        i, ch = next((i, c) for i, c in enumerate(text) if not c.isascii())
+        raise KetasimInputError(
+            f"{prefix}{field}: {text!r} contains the non-ASCII character {ch!r} (U+{ord(ch):04X}) "
+            f"at position {i + 1}; names, numbers and operators are ASCII (letters, digits, _)")
     if not text:
         raise KetasimInputError(f"{prefix}{field}: empty expression, expected a number or a name")
     if len(text) > MAX_EXPR_CHARS:
@@ -59,7 +70,12 @@ def parse(value, field: str, where: str = "") -> Expr:
         _check(tree, names, field, prefix, text)
     except SyntaxError as exc:
         raise KetasimInputError(
-            f"{prefix}{field}: cannot parse expression {text!r} ({exc.msg})") from None
+            f"{prefix}{field}: cannot parse expression {_short(text)!r} ({exc.msg})") from None
+    except KetasimInputError:
+        raise
+    except ValueError:      # e.g. Python's limit on the digits of an integer literal
+        raise KetasimInputError(f"{prefix}{field}: cannot parse expression {text[:40]!r}...; "
+                                "expected numbers of at most 308 digits") from None
     except (RecursionError, MemoryError):
         raise KetasimInputError(f"{prefix}{field}: expression {text[:40]!r}... is nested too "
                                 "deeply; expected a simpler expression") from None
@@ -74,6 +90,15 @@ def _check(node, names, field, prefix, text, depth=0):
         if isinstance(node.value, bool) or not isinstance(node.value, (int, float)):
             raise KetasimInputError(f"{prefix}{field}: {text!r} contains {node.value!r}, "
                                     "expected numbers and parameter names only")
+        try:
+            finite = math.isfinite(float(node.value))
+        except OverflowError:
+            finite = False
+        if not finite:
+            shown = (f"a number of {_digits(node.value)} digits" if isinstance(node.value, int)
+                     else "a number too large for a float")
+            raise KetasimInputError(f"{prefix}{field}: {_short(text)!r} contains {shown}; "
+                                    "expected finite numbers (at most about 1.8e308)")
     elif isinstance(node, ast.Name):
         names.add(node.id)
     elif isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
@@ -94,8 +119,19 @@ def _check(node, names, field, prefix, text, depth=0):
             _check(a, names, field, prefix, text, depth)
     else:
         raise KetasimInputError(
-            f"{prefix}{field}: {text!r} is not a supported expression "
+            f"{prefix}{field}: {_short(text)!r} is not a supported expression "
             "(numbers, names, + - * / **, exp log sqrt abs min max)")
+
+
+def _digits(n: int) -> int:
+    try:
+        return len(str(abs(n)))
+    except ValueError:      # beyond Python's limit on int -> str conversion
+        return int(abs(n).bit_length() * math.log10(2)) + 1
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _eval(node, values):

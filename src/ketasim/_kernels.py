@@ -289,13 +289,20 @@ def _occ_of(s):
 
 
 @njit(cache=True)
-def _pd_f(occ, y, pd, dy):
-    """Right-hand side of the schematic response. y = [G, P, Q]; pd = GLUTAMATE_ROLES values:
-    kout, emax, ec50, hill, plasticity_kin, plasticity_kout, consolidation_kin,
-    consolidation_kout."""
-    kout = pd[0]
+def _stim(occ, pd):
+    """The occupancy-driven stimulus of the glutamate signal: emax occ^h / (ec50^h + occ^h)."""
+    if occ <= 0.0:
+        return 0.0
     oh = occ ** pd[3]
-    stim = pd[1] * oh / (pd[2] ** pd[3] + oh)
+    return pd[1] * oh / (pd[2] ** pd[3] + oh)
+
+
+@njit(cache=True)
+def _pd_f(stim, y, pd, dy):
+    """Right-hand side of the schematic response for a given stimulus (see :func:`_stim`).
+    y = [G, P, Q]; pd = GLUTAMATE_ROLES values: kout, emax, ec50, hill, plasticity_kin,
+    plasticity_kout, consolidation_kin, consolidation_kout."""
+    kout = pd[0]
     dy[0] = kout * (1.0 + stim) - kout * y[0]
     drive = y[0] - 1.0
     if drive < 0.0:
@@ -306,9 +313,11 @@ def _pd_f(occ, y, pd, dy):
 
 @njit(cache=True)
 def _pd_norm(err, y, rtol):
+    """Largest local error relative to 0.2 rtol (|y| + 1e-3): the safety factor keeps the
+    accumulated error of a whole course within rtol."""
     m = 0.0
     for i in range(3):
-        sc = rtol * (1e-3 + abs(y[i]))
+        sc = 0.2 * rtol * (1e-3 + abs(y[i]))
         v = abs(err[i]) / sc
         if v > m:
             m = v
@@ -357,18 +366,16 @@ def _pd_interval(K, x, u, has_u, H, wd, pd, y, rtol, ch, cg, CP, CG, nxt, xm, x1
     j = lev
     pos = 0              # position in units of H / 2^MAXLEV
     full = 1 << MAXLEV
-    _pd_f(_occ_of(_dot(wd, x)), y, pd, k1)
+    _pd_f(_stim(_occ_of(_dot(wd, x)), pd), y, pd, k1)
     while pos < full:
         # a sub-step of level j must stay aligned to its own lattice
         while j < MAXLEV and (pos % (full >> j)) != 0:
             j += 1
         hs = H / (1 << j)
-        for i in range(n):
-            x0s[i] = x[i]
         _step(K, x, u, has_u, 0.5 * hs, ch, cg, CP, CG, nxt, xm)
         _step(K, xm, u, has_u, 0.5 * hs, ch, cg, CP, CG, nxt, x1)
-        om = _occ_of(_dot(wd, xm))
-        o1 = _occ_of(_dot(wd, x1))
+        om = _stim(_occ_of(_dot(wd, xm)), pd)
+        o1 = _stim(_occ_of(_dot(wd, x1)), pd)
         for i in range(3):
             yt[i] = y[i] + 0.5 * hs * k1[i]
         _pd_f(om, yt, pd, k2)
@@ -410,13 +417,16 @@ def _pd_interval(K, x, u, has_u, H, wd, pd, y, rtol, ch, cg, CP, CG, nxt, xm, x1
 
 @njit(cache=True)
 def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W, wd, pd,
-                 pd_on, pd_rtol, pd_rows, out):
+                 pd_on, pd_rtol, pd_rows, out, carry_f, carry_i):
     """One subject on an output grid.
 
     ``out`` rows: ``C @ x`` (M rows), then occupancy for each row of ``W`` (s = W[k]·x,
     occupancy s/(1+s)), then the schematic states G, P, Q for the rows ``pd_rows[i] >= 0``.
     ``h_nom`` > 0: the nominal grid step; a full grid interval within rounding of it is taken
-    with exactly that length. ``pd_on``: integrate the schematic response (driven by wd·x)."""
+    with exactly that length. ``pd_on``: integrate the schematic response (driven by wd·x).
+    ``carry_f`` (2 n + 5) and ``carry_i`` (n + 2) hold the state between calls on successive
+    pieces of one time grid (``carry_i[n + 1]`` = 0 on the first piece): x, u, G P Q, t, level
+    | active infusions, next event, started."""
     n = K.shape[0]
     m = C.shape[0]
     no = W.shape[0]
@@ -452,11 +462,25 @@ def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W
     if nev > 0 and ev_t[0] < t:
         t = ev_t[0]
     e = 0
+    if carry_i[n + 1] == 1:
+        for i in range(n):
+            x[i] = carry_f[i]
+            u[i] = carry_f[n + i]
+            active[i] = carry_i[i]
+            if u[i] != 0.0:
+                has_u = True
+        for k in range(3):
+            y[k] = carry_f[2 * n + k]
+        t = carry_f[2 * n + 3]
+        lev = int(carry_f[2 * n + 4])
+        e = carry_i[n]
+    hot = -1            # cache slot of the nominal grid step (the hot path)
     for it in range(T):
         target = times[it]
         while True:
-            e, has_u, _ = _apply_events(x, u, active, t, e, nev, ev_t, ev_c, ev_amt, ev_kind,
-                                        ev_vec)
+            if e < nev and ev_t[e] <= t:
+                e, has_u, _ = _apply_events(x, u, active, t, e, nev, ev_t, ev_c, ev_amt,
+                                            ev_kind, ev_vec)
             if t >= target:
                 break
             stop = target
@@ -469,8 +493,34 @@ def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W
                 lev = _pd_interval(K, x, u, has_u, H, wd, pd, y, pd_rtol, ch, cg, CP, CG, nxt,
                                    xm, x1, x0s, k1, k2, k3, k4, k5, yt, y1, err, stats, lev,
                                    ext)
+            elif (H == h_nom and hot >= 0 and ch[hot] == h_nom
+                  and (cg[hot] == 1 or not has_u)):
+                # the hot path: a full grid interval, its propagator already cached
+                P0 = CP[hot]
+                for i in range(n):
+                    acc0 = 0.0
+                    acc1 = 0.0
+                    k = 0
+                    while k + 1 < n:
+                        acc0 += P0[i, k] * x[k]
+                        acc1 += P0[i, k + 1] * x[k + 1]
+                        k += 2
+                    if k < n:
+                        acc0 += P0[i, k] * x[k]
+                    acc = acc0 + acc1
+                    if has_u:
+                        G0 = CG[hot]
+                        for k in range(n):
+                            acc += G0[i, k] * u[k]
+                    if abs(acc) < TINY:
+                        acc = 0.0
+                    xn[i] = acc
+                for i in range(n):
+                    x[i] = xn[i]
             else:
                 _step(K, x, u, has_u, H, ch, cg, CP, CG, nxt, xn)
+                if H == h_nom:
+                    hot = nxt[1]
                 for i in range(n):
                     x[i] = xn[i]
             t = stop
@@ -484,15 +534,27 @@ def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W
         for k in range(3):
             if pd_rows[k] >= 0:
                 out[pd_rows[k], it] = y[k]
+    for i in range(n):
+        carry_f[i] = x[i]
+        carry_f[n + i] = u[i]
+        carry_i[i] = active[i]
+    for k in range(3):
+        carry_f[2 * n + k] = y[k]
+    carry_f[2 * n + 3] = t
+    carry_f[2 * n + 4] = lev
+    carry_i[n] = e
+    carry_i[n + 1] = 1
 
 
 @njit(parallel=True, cache=True)
 def grid_many(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W, wd, pd, pd_on,
               pd_rtol, pd_rows, out):
     """All subjects in parallel: row s of every per-subject array belongs to subject s."""
+    n = K.shape[1]
     for s in prange(K.shape[0]):
         grid_subject(K[s], times, h_nom, ev_t[s], ev_c[s], ev_amt[s], ev_kind[s], nev[s],
-                     ev_vec[s], C[s], W[s], wd[s], pd[s], pd_on, pd_rtol, pd_rows, out[s])
+                     ev_vec[s], C[s], W[s], wd[s], pd[s], pd_on, pd_rtol, pd_rows, out[s],
+                     np.zeros(2 * n + 5), np.zeros(n + 2, np.int64))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -843,7 +905,7 @@ def _pd_ladder(K, x, u, has_u, jH, H, wd, pd, y, rtol, LP, LG, top, T1, xm, x1, 
     (embedded RK4(3), as in :func:`_pd_interval`). ``ext`` keeps the largest G and the
     smallest P."""
     n = x.shape[0]
-    _pd_f(_occ_of(_dot(wd, x)), y, pd, k1)
+    _pd_f(_stim(_occ_of(_dot(wd, x)), pd), y, pd, k1)
     depth_max = min(jH - 1, 60)      # sub-steps of rung >= 1, so their halves are rungs >= 0
     if depth_max < 0:
         depth_max = 0
@@ -862,8 +924,8 @@ def _pd_ladder(K, x, u, has_u, jH, H, wd, pd, y, rtol, LP, LG, top, T1, xm, x1, 
             hs = H / (1 << dd)
             _lstep(js - 1, x, u, has_u, LP, LG, top, T1, xm)
             _lstep(js - 1, xm, u, has_u, LP, LG, top, T1, x1)
-        om = _occ_of(_dot(wd, xm))
-        o1 = _occ_of(_dot(wd, x1))
+        om = _stim(_occ_of(_dot(wd, xm)), pd)
+        o1 = _stim(_occ_of(_dot(wd, x1)), pd)
         for i in range(3):
             yt[i] = y[i] + 0.5 * hs * k1[i]
         _pd_f(om, yt, pd, k2)

@@ -1,15 +1,21 @@
 """The ``ketasim`` command line.
 
 Exit status: 0 on success, 2 for usage errors (argparse), 1 for bad input (a model file, a dose
-table, an option's value). Errors are one line on stderr; ``--debug`` shows the traceback. No
-output file is created or left behind when a command fails.
+table, an option's value), 130 after Ctrl-C (SIGINT), 143 after SIGTERM, 129 after SIGHUP.
+Errors are one line on stderr; ``--debug`` (before or after the command) shows the traceback.
+A command writes all of its output files or none: a failure or an interrupt leaves existing
+files as they were, and no temporary file or new folder behind (see
+:class:`ketasim.io.OutputSet`).
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import os
+import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -21,6 +27,19 @@ DEFAULT_STEP_H = 0.1   # 6 minutes: smooth figures and metrics; the solution is 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line + exit 2, as argparse, but without the usage dump
         self.exit(2, f"{self.prog}: usage error: {message} (see {self.prog} --help)\n")
+
+
+class _SubParser(_Parser):
+    """A subcommand's parser: also takes ``--debug`` (``ketasim simulate --debug ...``).
+
+    Every parser made by ``sub.add_parser`` is one (``parser_class``), so subcommands defined
+    in other modules get the option too."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # SUPPRESS: when not given here, the top-level --debug (default False) stands
+        self.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                          help="show tracebacks on errors (default: off)")
 
 
 def _finite(kind, lo=None, strict=False):
@@ -73,65 +92,97 @@ def _out_path(s, suffixes):
     return p
 
 
+_SCHEDULE_OUT_HELP = ("output CSV file (folders are created), or - for standard output "
+                      "(default: print the table to the terminal)")
+
+
+def _schedule_out(v):
+    return v if v == "-" else _out_path(v, (".csv",))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="ketasim", description="Exact pharmacokinetics of ketamine and esketamine "
                 "courses, model-predicted NMDA occupancy and a schematic glutamate response. "
                 "A teaching and research tool, never a dosing recommendation.")
-    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    p.add_argument("--debug", action="store_true",
+                   help="show tracebacks on errors (default: off)")
     from . import __version__
     p.add_argument("--version", action="version", version=f"ketasim {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_SubParser)
 
     s = sub.add_parser("simulate", help="simulate a model and dose table; write CSV (+ PNG)")
     s.add_argument("--model", default="ketamine-iv",
                    help="preset name or TOML model file (default: ketamine-iv)")
     s.add_argument("--doses", default="standard-iv",
-                   help="dose table CSV, or a course name: standard-iv, spravato "
+                   help="dose table CSV ('-' reads standard input; NONMEM column names "
+                        "accepted), or a course name: standard-iv, spravato "
                         "(default: standard-iv)")
     s.add_argument("--until", type=_finite("hours", 0, True), default=None,
                    help="simulate up to this time, h (default: last dose + 4 weeks)")
     s.add_argument("--step", type=_finite("hours", 0, True), default=DEFAULT_STEP_H,
                    help=f"output grid step, h (default: {DEFAULT_STEP_H:g})")
-    s.add_argument("--out", required=True, type=lambda v: _out_path(v, (".csv",)),
-                   help="output CSV file (folders are created)")
+    s.add_argument("--out", required=True, type=lambda v: v if v == "-" else _out_path(
+                   v, (".csv",)), help="output CSV file (folders are created), or - for "
+                   "standard output (required)")
     s.add_argument("--weight", type=_finite("kg", 0, True), default=70.0,
                    help="body weight, kg (default: 70)")
     s.add_argument("--plot", type=lambda v: _out_path(v, (".png", ".pdf", ".svg")),
-                   default=None, help="also write the course figure (PNG, PDF or SVG)")
+                   default=None, help="also write the course figure (PNG, PDF or SVG; "
+                   "default: none)")
     s.add_argument("--summary", action="store_true",
                    help="print per-session metrics (Cmax, Tmax, AUC, trough, occupancy, "
-                        "glutamate) and course metrics")
+                        "glutamate) and course metrics (default: off)")
     s.add_argument("--thresholds", type=_thresholds, default=(0.2, 0.3, 0.4),
                    metavar="OCC[,OCC...]",
                    help="occupancy thresholds (0-1) for --summary's time above threshold "
                         "(default: 0.2,0.3,0.4)")
     s.add_argument("--param", type=_param, action="append", default=[], metavar="NAME=VALUE",
-                   help="override a model parameter (repeatable)")
+                   help="override a model parameter (repeatable; default: none)")
+    s.add_argument("--occupancy-calibration", default=None, metavar="NAME",
+                   help="Ki calibration reported as occupancy (presets: in-vivo, the default, "
+                        "or in-vitro); the schematic response does not depend on it")
 
-    pr = sub.add_parser("presets", help="list the shipped models and their sources")
-    pr.add_argument("--verbose", "-v", action="store_true", help="also print descriptions")
+    pr = sub.add_parser("presets", help="list the shipped models and their sources; "
+                        "presets NAME: its parameters and routes")
+    pr.add_argument("name", nargs="?", default=None,
+                    help="a preset name or model file: list its parameters (value, unit, "
+                         "source) and routes (default: list every preset)")
+    pr.add_argument("--verbose", "-v", action="store_true",
+                    help="also print descriptions (default: off)")
 
     sc = sub.add_parser("schedule", help="write a course as a dose table")
-    ssub = sc.add_subparsers(dest="course", required=True, parser_class=_Parser)
+    ssub = sc.add_subparsers(dest="course", required=True, parser_class=_SubParser)
     a = ssub.add_parser("standard-iv", help="3 sessions in week 1, 2 in week 2, weekly in "
                         "weeks 3-5, then monthly; 0.5 mg/kg over 40 min")
-    a.add_argument("--dose-mg-per-kg", type=_finite("mg/kg", 0, True), default=0.5)
-    a.add_argument("--weight", type=_finite("kg", 0, True), default=70.0)
-    a.add_argument("--months", type=_finite("months", 0, True), default=6.0)
-    a.add_argument("--infusion-min", type=_finite("minutes", 0, True), default=40.0)
+    a.add_argument("--dose-mg-per-kg", type=_finite("mg/kg", 0, True), default=0.5,
+                   help="dose per session, mg/kg (default: 0.5)")
+    a.add_argument("--weight", type=_finite("kg", 0, True), default=70.0,
+                   help="body weight, kg (default: 70)")
+    a.add_argument("--months", type=_finite("months", 0, True), default=6.0,
+                   help="course length, months of 30.44 days (default: 6)")
+    a.add_argument("--infusion-min", type=_finite("minutes", 0, True), default=40.0,
+                   help="infusion length, minutes (default: 40)")
     a.add_argument("--maintenance-days", type=_finite("days", 0, True), default=28.0,
-                   help="interval of monthly maintenance, days (default 28)")
-    a.add_argument("--out", required=True, type=lambda v: _out_path(v, (".csv",)))
+                   help="interval of monthly maintenance, days (default: 28)")
+    a.add_argument("--out", default=None, type=_schedule_out, help=_SCHEDULE_OUT_HELP)
     b = ssub.add_parser("spravato", help="esketamine nasal-spray label course")
     b.add_argument("--dose", type=int, choices=(56, 84), default=56,
-                   help="mg per session after day 1 (day 1 is 56 mg)")
-    b.add_argument("--maintenance", choices=("weekly", "biweekly"), default="biweekly")
-    b.add_argument("--months", type=_finite("months", 0, True), default=6.0)
-    b.add_argument("--out", required=True, type=lambda v: _out_path(v, (".csv",)))
+                   help="mg per session after day 1 (day 1 is 56 mg; default: 56)")
+    b.add_argument("--maintenance", choices=("weekly", "biweekly"), default="biweekly",
+                   help="from week 9 (default: biweekly)")
+    b.add_argument("--months", type=_finite("months", 0, True), default=6.0,
+                   help="course length, months of 30.44 days (default: 6)")
+    b.add_argument("--out", default=None, type=_schedule_out, help=_SCHEDULE_OUT_HELP)
     c = ssub.add_parser("custom", help="a course from a phases TOML file")
     c.add_argument("phases", help="TOML file with amount_mg, route, duration_h and [[phase]]")
-    c.add_argument("--months", type=_finite("months", 0, True), default=None)
-    c.add_argument("--out", required=True, type=lambda v: _out_path(v, (".csv",)))
+    c.add_argument("--months", type=_finite("months", 0, True), default=None,
+                   help="course length, months (default: the file's months)")
+    c.add_argument("--out", default=None, type=_schedule_out, help=_SCHEDULE_OUT_HELP)
+    from . import cli_teach
+    cli_teach.add_parsers(sub)
+    from . import cli_population
+    cli_population.add_population_parser(sub)
+    cli_population.add_sweep_parser(sub)
     from . import cli_bench
     cli_bench.add_parser(sub)
     return p
@@ -147,26 +198,27 @@ def _doses_for(spec: str, weight: float):
         raise KetasimInputError("--" + msg if msg.startswith("doses:") else msg) from None
 
 
-def _write_all(outputs: list[tuple[Path, object]]) -> None:
-    """Write every output or none: each atomically, removing earlier ones if a later fails.
+def _write_all(outputs: list[tuple[Path, object]], inputs=()) -> None:
+    """Write every output or none (see :class:`ketasim.io.OutputSet`).
 
     ``data`` is bytes, or a callable writing text to an open file (streamed: large tables are
-    never held in memory as text)."""
-    from .io import atomic_write
+    never held in memory as text). ``inputs`` are ``(option, path)`` pairs no output may be."""
+    from .io import write_outputs
 
-    done = []
-    try:
-        for path, data in outputs:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, data, "w" if callable(data) else "wb")
-            done.append(path)
-    except BaseException:
-        for path in done:
-            try:
-                path.unlink()
-            except OSError:
-                pass
-        raise
+    write_outputs(outputs, inputs)
+
+
+def _input_files(args) -> list[tuple[str, str]]:
+    """The ``(option, path)`` inputs of a command that are files (for :func:`check_outputs`)."""
+    return [(f"--{k}", v) for k in ("model", "doses", "phases")
+            if isinstance(v := getattr(args, k, None), (str, Path))]
+
+
+def _check_output_paths(args, *names) -> None:
+    """Refuse, before any work, an output that is an input file or another output."""
+    from .io import check_outputs
+
+    check_outputs([(f"--{n}", getattr(args, n, None)) for n in names], _input_files(args))
 
 
 def _format_table(head, rows) -> str:
@@ -182,20 +234,38 @@ def _format_table(head, rows) -> str:
 def cmd_simulate(args) -> int:
     import numpy as np
 
+    from .cli_teach import route_warning
     from .io import column_name, write_result_table
     from .modelfile import load_model
     from .simulate import simulate, time_grid
 
+    _check_output_paths(args, "out", "plot")
     model = load_model(args.model)
+    if args.summary and not model.concentration_names:
+        raise KetasimInputError(
+            f"--summary: model {model.name!r} has no concentration to summarise (no compartment "
+            "with a volume, observe alias or effect site); give a compartment a volume in "
+            "[compartments], or leave out --summary")
     doses = _doses_for(args.doses, args.weight)
+    warn = route_warning(model, doses)
+    if warn:
+        print(f"ketasim: warning: {warn}", file=sys.stderr)
+    if doses.n_skipped:
+        print(f"{doses.source}: skipped {doses.n_skipped:,} observation rows (evid 0 or 2)",
+              file=sys.stderr)
     until = args.until
     if until is None:
         until = float(np.max(doses.time_h + doses.addl * doses.ii_h)) + 28 * 24.0
     params = dict(args.param)
     times = time_grid(until, args.step)
-    result = simulate(model, doses, times, params=params, weight_kg=args.weight)
+    cal = {}
+    if args.occupancy_calibration is not None:
+        model.resolve_calibration(args.occupancy_calibration)   # one-line error for an unknown name
+        cal = {"occupancy_calibration": args.occupancy_calibration}
+    result = simulate(model, doses, times, params=params, weight_kg=args.weight, **cal)
     cols = [column_name(nm) for nm in result.names]
-    outputs = [(args.out, lambda fh: write_result_table(result, fh))]
+    to_stdout = args.out == "-"
+    outputs = [] if to_stdout else [(args.out, lambda fh: write_result_table(result, fh))]
     if args.plot is not None:
         from .plotting import plot_course
         fig = plot_course(result)
@@ -214,16 +284,23 @@ def cmd_simulate(args) -> int:
             summary += (f"\nCourse: plasticity index at end {cm.plasticity_end:.3g}; minimum "
                         f"during maintenance (from day {cm.maintenance_start_h / 24:.4g}) "
                         f"{cm.plasticity_min_maintenance:.3g} (schematic)")
-    _write_all(outputs)
+    _write_all(outputs, _input_files(args))
+    if to_stdout:
+        write_result_table(result, sys.stdout)
+        sys.stdout.flush()
     if summary:
-        print(summary)
-    print(f"wrote {args.out} ({len(times):,} times, {len(cols)} outputs)"
-          + (f" and {args.plot}" if args.plot else ""), file=sys.stderr)
+        print(summary, file=sys.stderr if to_stdout else sys.stdout)
+    print(f"wrote {'standard output' if to_stdout else args.out} ({len(times):,} times, "
+          f"{len(cols)} outputs)" + (f" and {args.plot}" if args.plot else ""), file=sys.stderr)
     return 0
 
 
 def cmd_presets(args) -> int:
     from .modelfile import list_presets, load_model
+
+    if args.name is not None:
+        from .cli_teach import print_preset
+        return print_preset(args.name, verbose=args.verbose)
 
     for name in list_presets():
         m = load_model(name)
@@ -238,6 +315,7 @@ def cmd_schedule(args) -> int:
     from . import courses as dosing
     from .dosing import write_doses
 
+    _check_output_paths(args, "out")
     if args.course == "standard-iv":
         d = dosing.standard_iv_course(args.dose_mg_per_kg, args.weight, args.months,
                                       infusion_min=args.infusion_min,
@@ -246,42 +324,108 @@ def cmd_schedule(args) -> int:
         d = dosing.spravato_course(args.dose, args.maintenance, args.months)
     else:
         d = dosing.read_course_toml(args.phases, months=args.months)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.out is None:
+        from .cli_teach import print_schedule
+        print_schedule(d)
+        return 0
+    if args.out == "-":
+        from .cli_teach import schedule_csv
+        sys.stdout.write(schedule_csv(d))
+        return 0
     write_doses(d, args.out)
     print(f"wrote {args.out} ({len(d)} sessions)", file=sys.stderr)
     return 0
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, turned into the same clean-up path as Ctrl-C."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _fail(args, message: str) -> int:
+    print(f"ketasim: error: {message}", file=sys.stderr)
+    return 1
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .io import interrupt  # imported here, never inside a signal handler
+
+    def on_signal(signum, frame):
+        # deferred while files are being created, moved or removed (ketasim.io.signals_held)
+        interrupt(KeyboardInterrupt() if signum == signal.SIGINT else _Terminated(signum))
+
+    handled = []
+    if threading.current_thread() is threading.main_thread():
+        for name, default in (("SIGINT", signal.default_int_handler),
+                              ("SIGTERM", signal.SIG_DFL), ("SIGHUP", signal.SIG_DFL)):
+            sig = getattr(signal, name, None)
+            if sig is not None and signal.getsignal(sig) == default:
+                signal.signal(sig, on_signal)
+                handled.append((sig, default))
+    try:
+        return _run(args)
+    except _Terminated as exc:
+        name = signal.Signals(exc.signum).name
+        print(f"ketasim: stopped by {name}", file=sys.stderr)
+        return 128 + int(exc.signum)
+    except KeyboardInterrupt:
+        print("ketasim: interrupted (Ctrl-C)", file=sys.stderr)
+        return 130
+    finally:
+        for sig, default in handled:
+            signal.signal(sig, default)
+
+
+def _run(args) -> int:
     try:
         from . import cli_bench
+        from .cli_teach import COMMANDS
         handler = {"simulate": cmd_simulate, "presets": cmd_presets,
-                   "schedule": cmd_schedule, "bench": cli_bench.run}[args.command]
+                   "schedule": cmd_schedule, "bench": cli_bench.run,
+                   **COMMANDS}.get(args.command) or args._run
         with warnings.catch_warnings():
             # a hint Numba prints while compiling the kernels (first run only): not for users
             warnings.filterwarnings("ignore", message=r".*is faster on contiguous arrays")
-            return handler(args)
+            rc = handler(args)
+        sys.stdout.flush()      # a closed pipe shows here, not at exit
+        return rc
+    except KeyboardInterrupt:
+        raise
     except KetasimInputError as exc:
         if args.debug:
             raise
-        print(f"ketasim: error: {exc}", file=sys.stderr)
+        return _fail(args, str(exc))
+    except BrokenPipeError:
+        # the reader went away (``ketasim presets | head -1``): stop quietly
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+            pass
         return 1
     except OSError as exc:
         if args.debug:
             raise
-        print(f"ketasim: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
-              file=sys.stderr)
-        return 1
+        return _fail(args, f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
     except MemoryError:
         if args.debug:
             raise
-        print("ketasim: error: out of memory; use a coarser --step, a shorter --until or a "
-              "shorter course", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:  # pragma: no cover
-        return 130
+        return _fail(args, "out of memory; use a coarser --step, a shorter --until or a "
+                     "shorter course")
+    except RecursionError:
+        if args.debug:
+            raise
+        return _fail(args, "an input is nested too deeply; expected a simpler model or table")
+    except Exception as exc:
+        if args.debug:
+            raise
+        msg = " ".join(str(exc).split())[:200]
+        return _fail(args, f"internal error ({type(exc).__name__}: {msg}); please report it "
+                     "with the command that caused it (--debug shows the traceback)")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -298,6 +298,9 @@ def resolve_doses(spec, weight_kg: float = 70.0, **course_params) -> Doses:
     if course_params:
         raise KetasimInputError(f"doses: course parameters {sorted(course_params)} need a "
                                 f"course name ({', '.join(COURSES)}), got {s!r}")
+    if s in ("-", "/dev/stdin"):          # the dose table on standard input
+        from .dosing import read_doses
+        return read_doses(s)
     if not Path(s).exists() and Path(s).suffix.lower() != ".csv":
         raise KetasimInputError(f"doses: {s!r} is neither a file nor a course"
                                 f"{suggest(s, COURSES)}; courses: {', '.join(COURSES)}")

@@ -1,29 +1,96 @@
 """Dose tables (courses, which build dose tables, live in :mod:`ketasim.courses`).
 
-A dose table (CSV) has the columns ``time_h, amount_mg, route`` and optionally ``duration_h``
-(infusion length; 0 or blank = a bolus, or the route's own default), ``addl`` and ``ii_h``
-(NONMEM-style: ``addl`` additional doses every ``ii_h`` hours). Rows may come in any order.
-:func:`expand` is the one function that turns such a table into sorted, single dose events.
+A dose table (CSV) has the columns ``time_h, amount_mg, route`` and optionally ``duration_h``,
+``rate_mg_h``, ``addl``, ``ii_h``, ``ss``, ``evid``, ``subject`` and covariate columns
+(``weight_kg`` or a model parameter name). NONMEM's names are accepted as aliases, in any letter
+case: ``TIME``, ``AMT``, ``CMT``, ``DUR``, ``RATE``, ``ADDL``, ``II``, ``SS``, ``EVID``, ``ID``,
+``WT`` (see :data:`ALIASES`); other NONMEM data items (``DV``, ``MDV``, ...) are read past.
+Rows may come in any order. :func:`expand` is the one function that turns ``addl``/``ii_h``
+repeats into single dose events; :mod:`ketasim.events` turns those into the kernel's events.
+
+Meaning of the columns (units in the names):
+
+``time_h``      dose (record) time, h
+``amount_mg``   amount, mg (for nasal esketamine: the session's total)
+``route``       a route of the model, a compartment name, or a compartment number (1-based, in
+                ``[compartments]`` order), as NONMEM's CMT; blank on a reset row
+``duration_h``  infusion length, h; 0 or blank = not given (a bolus, or the route's own
+                duration). Bioavailability then changes the *rate*.
+``rate_mg_h``   infusion rate, mg/h; 0 or blank = not given. Bioavailability then changes the
+                *duration* (``f·amount / rate``), as NONMEM's RATE. ``-2`` (NONMEM: duration
+                from the model) is accepted and means "not given".
+``addl, ii_h``  ``addl`` additional doses every ``ii_h`` hours
+``ss``          0 = an ordinary dose; 1 = steady state: the state is replaced by the periodic
+                steady state of this dose repeated every ``ii_h`` hours forever (then the dose
+                is given); 2 = that steady state is added to the current state. With
+                ``ii_h = 0``, ``amount_mg = 0`` and a ``rate_mg_h``: the steady state of a
+                constant infusion, which then keeps running.
+``evid``        1 or blank = a dose; 0 (observation) and 2 (other) rows are skipped and counted
+                (:attr:`Doses.n_skipped`); 3 = every compartment is emptied; 4 = emptied, then
+                the dose is given.
+``subject``     subject ID (a number): one simulated subject per ID, with its own rows and
+                covariates.
+covariates      ``weight_kg`` (alias ``WT``) and any model parameter name: one value per
+                subject (constant over the table when there is no ``subject`` column).
 """
 
 from __future__ import annotations
 
+import array
 import csv
+import difflib
 import io
 import math
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .errors import KetasimInputError, suggest
+from .errors import KetasimInputError
 
-__all__ = ["Doses", "read_doses", "write_doses", "expand", "MAX_EVENTS"]
+__all__ = ["Doses", "read_doses", "write_doses", "expand", "MAX_EVENTS", "MAX_DOSE_FILE_BYTES",
+           "COLUMNS", "ALIASES", "NONMEM_IGNORED"]
 
-COLUMNS = ("time_h", "amount_mg", "route", "duration_h", "addl", "ii_h")
+COLUMNS = ("time_h", "amount_mg", "route", "duration_h", "rate_mg_h", "addl", "ii_h", "ss",
+           "evid", "subject")
 REQUIRED = ("time_h", "amount_mg", "route")
+WEIGHT = "weight_kg"
+# NONMEM data item -> ketasim column (matched in any letter case, as are ketasim's names)
+ALIASES = {"TIME": "time_h", "AMT": "amount_mg", "CMT": "route", "DUR": "duration_h",
+           "RATE": "rate_mg_h", "ADDL": "addl", "II": "ii_h", "SS": "ss", "EVID": "evid",
+           "ID": "subject", "WT": WEIGHT}
+# NONMEM data items that describe observations or bookkeeping: read past (MDV is used to tell
+# observation rows when there is no EVID column)
+NONMEM_IGNORED = ("DV", "MDV", "DVID", "CENS", "LIMIT", "BLQ", "LLOQ", "PCMT", "CALL", "CONT",
+                  "L1", "L2", "C", "DATE", "DAT1", "DAT2", "DAT3", "XVID1", "XVID2", "XVID3",
+                  "XVID4", "XVID5", "TAD", "NTIME", "NTAD", "OCC", "LNDV")
 MAX_EVENTS = 10_000_000
+MAX_DOSE_FILE_BYTES = 512 * 2**20   # 512 MiB: larger dose files are refused before parsing
+_INT_COLUMNS = ("addl", "ss", "evid")
+
+_CANON = {c.lower(): c for c in COLUMNS + (WEIGHT,)}
+_CANON.update({k.lower(): v for k, v in ALIASES.items()})
+_IGNORED = {c.lower() for c in NONMEM_IGNORED}
+
+
+def _canonical(name: str):
+    """ketasim column for a header cell, "" for a NONMEM item read past, None if unknown."""
+    low = name.lower()
+    if low in _CANON:
+        return _CANON[low]
+    if low in _IGNORED:
+        return ""
+    return None
+
+
+def _near_column(name: str) -> str:
+    """A did-you-mean for a header cell that looks like a misspelt dose-table column."""
+    names = list(COLUMNS) + [WEIGHT] + list(ALIASES)
+    low = {n.lower(): n for n in names}
+    close = difflib.get_close_matches(name.lower(), list(low), n=1, cutoff=0.8)
+    return f" (did you mean '{low[close[0]]}'?)" if close else ""
 
 
 @dataclass(frozen=True, eq=False)
@@ -32,12 +99,21 @@ class Doses:
 
     Attributes
     ----------
-    time_h : float64 (D,)      dose time, hours
+    time_h : float64 (D,)      record time, hours
     amount_mg : float64 (D,)   amount, mg (for nasal esketamine: the session's total)
-    route : tuple of str (D,)  route name defined in the model
-    duration_h : float64 (D,)  infusion duration, hours; 0 = bolus or the route's default
+    route : tuple of str (D,)  route name, compartment name or number ("" on a reset row)
+    duration_h : float64 (D,)  infusion duration, hours; 0 = not given
     addl : int64 (D,)          number of additional doses
-    ii_h : float64 (D,)        interval between the additional doses, hours
+    ii_h : float64 (D,)        interval between the additional doses (and of ``ss``), hours
+    source : str               where the table came from (for messages)
+    rate_mg_h : float64 (D,)   infusion rate, mg/h; 0 = not given (the duration then follows)
+    ss : int64 (D,)            0, 1 (reset to steady state) or 2 (add the steady state)
+    evid : int64 (D,)          1 dose, 3 reset, 4 reset then dose
+    subject : float64 (D,) or None   subject ID per row (None: every subject gets every row)
+    covariates : dict name -> float64 (D,)   per-row covariate values (``weight_kg`` or model
+                               parameters); see :func:`ketasim.events.subject_covariates`
+    n_skipped : int            observation/other rows (EVID 0 or 2) skipped when reading
+    line : int64 (D,) or None  physical line of each row in its file (for messages)
     """
 
     time_h: np.ndarray
@@ -47,259 +123,688 @@ class Doses:
     addl: np.ndarray = None
     ii_h: np.ndarray = None
     source: str = field(default="<doses>", compare=False)
+    rate_mg_h: np.ndarray = None
+    ss: np.ndarray = None
+    evid: np.ndarray = None
+    subject: np.ndarray = None
+    covariates: dict = None
+    n_skipped: int = field(default=0, compare=False)
+    line: np.ndarray = field(default=None, compare=False)
 
     def __post_init__(self):
-        def arr(name, dtype, default):
-            v = getattr(self, name)
+        src = self.source
+
+        def arr(name, dtype, default, v=None):
+            v = getattr(self, name) if v is None else v
             v = np.full(len(self.route), default, dtype) if v is None else v
             try:
                 a = np.array(v, dtype=dtype, ndmin=1)
             except (TypeError, ValueError, OverflowError):
-                raise KetasimInputError(f"{self.source}: {name}: got {v!r}, expected numbers") \
+                raise KetasimInputError(f"{src}: {name}: got {v!r}, expected numbers") \
                     from None
             if a.ndim != 1:
-                raise KetasimInputError(f"{self.source}: {name}: expected a 1-D sequence (one "
+                raise KetasimInputError(f"{src}: {name}: expected a 1-D sequence (one "
                                         f"value per dose), got shape {a.shape}")
             a.setflags(write=False)
-            object.__setattr__(self, name, a)
+            return a
 
         route = self.route
         try:
             route = (route,) if isinstance(route, str) else tuple(str(r) for r in route)
         except TypeError:
-            raise KetasimInputError(f"{self.source}: route: got {route!r}, expected a route "
+            raise KetasimInputError(f"{src}: route: got {route!r}, expected a route "
                                     "name per dose") from None
         object.__setattr__(self, "route", route)
-        arr("time_h", np.float64, 0.0)
-        arr("amount_mg", np.float64, 0.0)
-        arr("duration_h", np.float64, 0.0)
-        arr("ii_h", np.float64, 0.0)
-        addl = self.addl
-        try:
-            a = None if addl is None else np.asarray(addl)
-        except (TypeError, ValueError, OverflowError):
-            a = None                                   # reported by arr("addl") below
-        if a is not None:
-            if a.dtype.kind == "f" and np.any(np.isfinite(a) & (a != np.round(a))):
-                bad = a[np.isfinite(a) & (a != np.round(a))][0]
-                raise KetasimInputError(f"{self.source}: addl: got {bad!r}, expected a whole "
-                                        "number >= 0")
-            if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
-                raise KetasimInputError(f"{self.source}: addl: got "
-                                        f"{float(a[~np.isfinite(a)][0])!r}, expected a whole "
-                                        "number >= 0")
-            if a.dtype.kind in "fiu" and a.size and np.max(a) > MAX_EVENTS:
-                raise KetasimInputError(f"{self.source}: addl: got {float(np.max(a)):g}, "
-                                        f"expected at most {MAX_EVENTS:,} repeats")
-        arr("addl", np.int64, 0)
+        for name in ("time_h", "amount_mg", "duration_h", "ii_h", "rate_mg_h"):
+            object.__setattr__(self, name, arr(name, np.float64, 0.0))
+        for name, default in (("addl", 0), ("ss", 0), ("evid", 1)):
+            v = getattr(self, name)
+            try:
+                a = None if v is None else np.asarray(v)
+            except (TypeError, ValueError, OverflowError):
+                a = None                               # reported by arr() below
+            if a is not None and a.dtype.kind == "f":
+                fin = np.isfinite(a)
+                if np.any(fin & (a != np.round(a))) or not np.all(fin):
+                    bad = a[~fin | (a != np.round(a))][0]
+                    raise KetasimInputError(f"{src}: {name}: got {float(bad)!r}, expected a "
+                                            "whole number")
+            if a is not None and a.dtype.kind in "fiu" and a.size and np.max(a) > MAX_EVENTS:
+                raise KetasimInputError(f"{src}: {name}: got {float(np.max(a)):g}, expected at "
+                                        f"most {MAX_EVENTS:,}")
+            object.__setattr__(self, name, arr(name, np.int64, default))
+        if self.subject is not None:
+            object.__setattr__(self, "subject", arr("subject", np.float64, 0.0))
+        if self.line is not None:
+            object.__setattr__(self, "line", arr("line", np.int64, 0))
+        covs = {}
+        if self.covariates is not None:
+            if not isinstance(self.covariates, dict):
+                raise KetasimInputError(f"{src}: covariates: got "
+                                        f"{type(self.covariates).__name__}, expected a dict of "
+                                        "name -> one value per row")
+            for k, v in self.covariates.items():
+                if not isinstance(k, str) or not k.isidentifier():
+                    raise KetasimInputError(f"{src}: covariates: {k!r} is not a name (letters, "
+                                            "digits, _)")
+                covs[k] = arr(f"covariate {k}", np.float64, 0.0, v)
+        object.__setattr__(self, "covariates", covs)
         D = len(self.route)
-        for name in ("time_h", "amount_mg", "duration_h", "addl", "ii_h"):
+        named = ["time_h", "amount_mg", "duration_h", "addl", "ii_h", "rate_mg_h", "ss", "evid"]
+        named += [n for n in ("subject", "line") if getattr(self, n) is not None]
+        for name in named:
             if getattr(self, name).shape != (D,):
                 raise KetasimInputError(
-                    f"{self.source}: {name} has {getattr(self, name).size} values, route has {D}")
+                    f"{src}: {name} has {getattr(self, name).size} values, route has {D}")
+        for k, a in covs.items():
+            if a.shape != (D,):
+                raise KetasimInputError(f"{src}: covariate {k} has {a.size} values, route has "
+                                        f"{D}")
         self._check()
+
+    # ------------------------------------------------------------------ checks
+    def where(self, i: int) -> str:
+        """``row i+1`` (and its file line where known), for messages."""
+        if self.line is not None and i < self.line.size and self.line[i] > 0:
+            return f"line {int(self.line[i])}: row {i + 1}"
+        return f"row {i + 1}"
 
     def _check(self):
         src = self.source
+
+        def fail(mask, msg):
+            i = int(np.argmax(mask))
+            raise KetasimInputError(f"{src}: {self.where(i)}: {msg(i)}")
+
         for name, unit in (("time_h", "h"), ("amount_mg", "mg"), ("duration_h", "h"),
-                           ("ii_h", "h")):
+                           ("ii_h", "h"), ("rate_mg_h", "mg/h")):
             a = getattr(self, name)
             bad = ~np.isfinite(a)
             if bad.any():
                 i = int(np.argmax(bad))
-                raise KetasimInputError(f"{src}: row {i + 1}: {name}: got {a[i]!r}, expected a "
-                                        "finite number")
-            if np.any(a < 0):
-                i = int(np.argmax(a < 0))
-                raise KetasimInputError(f"{src}: row {i + 1}: {name}: got {a[i]:g} {unit}, "
+                raise KetasimInputError(f"{src}: {self.where(i)}: {name}: got {a[i]!r}, "
+                                        "expected a finite number")
+            neg = a < 0
+            if name == "rate_mg_h":
+                neg &= a != -2.0
+            if np.any(neg):
+                i = int(np.argmax(neg))
+                raise KetasimInputError(f"{src}: {self.where(i)}: {name}: got {a[i]:g} {unit}, "
                                         "expected a number >= 0")
         if np.any(self.addl < 0):
-            i = int(np.argmax(self.addl < 0))
-            raise KetasimInputError(f"{src}: row {i + 1}: addl: got {self.addl[i]}, expected a "
-                                    "whole number >= 0")
+            fail(self.addl < 0, lambda i: f"addl: got {self.addl[i]}, expected a whole number "
+                 ">= 0")
+        bad = ~np.isin(self.ss, (0, 1, 2))
+        if bad.any():
+            fail(bad, lambda i: f"ss: got {self.ss[i]}, expected 0, 1 (reset to steady state) "
+                 "or 2 (add the steady state)")
+        bad = ~np.isin(self.evid, (1, 3, 4))
+        if bad.any():
+            fail(bad, lambda i: f"evid: got {self.evid[i]}, expected 1 (dose), 3 (reset) or 4 "
+                 "(reset and dose); rows with evid 0 or 2 are skipped by read_doses and "
+                 "Doses.from_records")
+        if self.subject is not None and not np.all(np.isfinite(self.subject)):
+            fail(~np.isfinite(self.subject), lambda i: f"subject: got {self.subject[i]!r}, "
+                 "expected a finite number")
+        for k, a in self.covariates.items():
+            if not np.all(np.isfinite(a) | np.isnan(a)):
+                i = int(np.argmax(~(np.isfinite(a) | np.isnan(a))))
+                raise KetasimInputError(f"{src}: {self.where(i)}: {k}: got {a[i]!r}, expected "
+                                        "a finite number")
+        both = (self.duration_h > 0) & (self.rate_mg_h > 0)
+        if both.any():
+            fail(both, lambda i: f"duration_h = {self.duration_h[i]:g} and rate_mg_h = "
+                 f"{self.rate_mg_h[i]:g}: give one of them (or neither, for a bolus)")
+        reset = self.evid == 3
+        if np.any(reset & (self.addl > 0)):
+            fail(reset & (self.addl > 0), lambda i: f"addl: got {self.addl[i]} on a reset row "
+                 "(evid 3), expected 0")
+        if np.any(reset & (self.ss > 0)):
+            fail(reset & (self.ss > 0), lambda i: f"ss: got {self.ss[i]} on a reset row (evid "
+                 "3), expected 0 (use evid 4 to reset and dose)")
+        blank = np.array([r.strip() == "" for r in self.route], bool) & ~reset
+        if blank.any():
+            fail(blank, lambda i: "route is blank; expected a route name such as iv")
         with np.errstate(all="ignore"):
             last = self.time_h + self.addl * self.ii_h
         if not np.all(np.isfinite(last)):
-            i = int(np.argmax(~np.isfinite(last)))
-            raise KetasimInputError(f"{src}: row {i + 1}: time_h + addl x ii_h overflows "
-                                    f"({self.time_h[i]:g} + {self.addl[i]} x {self.ii_h[i]:g} h)"
-                                    "; expected finite hours")
+            fail(~np.isfinite(last), lambda i: f"time_h + addl x ii_h overflows "
+                 f"({self.time_h[i]:g} + {self.addl[i]} x {self.ii_h[i]:g} h); expected finite "
+                 "hours")
         need = (self.addl > 0) & (self.ii_h <= 0)
         if need.any():
-            i = int(np.argmax(need))
-            raise KetasimInputError(f"{src}: row {i + 1}: ii_h: got {self.ii_h[i]:g} with addl = "
-                                    f"{self.addl[i]}, expected an interval > 0 hours")
+            fail(need, lambda i: f"ii_h: got {self.ii_h[i]:g} with addl = {self.addl[i]}, "
+                 "expected an interval > 0 hours")
+        ss = self.ss > 0
+        const = ss & (self.ii_h == 0) & (self.amount_mg == 0) & (self.rate_mg_h > 0)
+        need = ss & (self.ii_h <= 0) & ~const
+        if need.any():
+            fail(need, lambda i: f"ii_h: got {self.ii_h[i]:g} with ss = {self.ss[i]}, expected "
+                 "the dosing interval (> 0 hours), or ii_h = 0 with amount_mg = 0 and a "
+                 "rate_mg_h for a constant infusion at steady state")
         total = int(np.sum(self.addl + 1))
         if total > MAX_EVENTS:
             raise KetasimInputError(f"{src}: addl: the table expands to {total:,} doses, more "
                                     f"than the {MAX_EVENTS:,} ketasim accepts")
 
+    # ------------------------------------------------------------------ basics
     def __len__(self):
         return len(self.route)
+
+    _ARRAYS = ("time_h", "amount_mg", "duration_h", "addl", "ii_h", "rate_mg_h", "ss", "evid")
 
     def __eq__(self, other):
         if not isinstance(other, Doses):
             return NotImplemented
-        return self.route == other.route and all(
-            np.array_equal(getattr(self, f), getattr(other, f))
-            for f in ("time_h", "amount_mg", "duration_h", "addl", "ii_h"))
+        if (self.subject is None) != (other.subject is None) or \
+                set(self.covariates) != set(other.covariates):
+            return False
+        return (self.route == other.route
+                and all(np.array_equal(getattr(self, f), getattr(other, f))
+                        for f in self._ARRAYS)
+                and (self.subject is None or np.array_equal(self.subject, other.subject))
+                and all(np.array_equal(self.covariates[k], other.covariates[k], equal_nan=True)
+                        for k in self.covariates))
 
     __hash__ = None
 
+    @property
+    def subject_ids(self) -> tuple | None:
+        """Subject IDs in order of first appearance (None without a ``subject`` column)."""
+        if self.subject is None:
+            return None
+        _, first = np.unique(self.subject, return_index=True)
+        return tuple(float(self.subject[i]) for i in np.sort(first))
+
+    def _take(self, idx, **over) -> "Doses":
+        """Rows ``idx`` (an index array) as a new table; keyword arguments replace columns."""
+        kw = {f: getattr(self, f)[idx] for f in self._ARRAYS}
+        kw["route"] = tuple(self.route[i] for i in idx)
+        kw["subject"] = None if self.subject is None else self.subject[idx]
+        kw["covariates"] = {k: v[idx] for k, v in self.covariates.items()}
+        kw["line"] = None if self.line is None else self.line[idx]
+        kw.update(over)
+        return Doses(kw.pop("time_h"), kw.pop("amount_mg"), kw.pop("route"), source=self.source,
+                     n_skipped=self.n_skipped, **kw)
+
     @classmethod
     def single(cls, amount_mg: float, route: str, time_h: float = 0.0,
-               duration_h: float = 0.0, addl: int = 0, ii_h: float = 0.0) -> "Doses":
-        """One dose row (optionally repeated with ``addl``/``ii_h``)."""
-        return cls([time_h], [amount_mg], [route], [duration_h], [addl], [ii_h])
+               duration_h: float = 0.0, addl: int = 0, ii_h: float = 0.0, *,
+               rate_mg_h: float = 0.0, ss: int = 0, evid: int = 1) -> "Doses":
+        """One dose row (optionally repeated with ``addl``/``ii_h``, or at steady state)."""
+        return cls([time_h], [amount_mg], [route], [duration_h], [addl], [ii_h],
+                   rate_mg_h=[rate_mg_h], ss=[ss], evid=[evid])
 
     @classmethod
     def from_records(cls, records, source: str = "<doses>") -> "Doses":
-        """Build from dicts with the dose-table column names."""
-        records = list(records)
-        cols = {c: [] for c in COLUMNS}
+        """Build from dicts with the dose-table column names (or their NONMEM aliases, any
+        letter case). Rows with ``evid`` 0 or 2 are skipped and counted in ``n_skipped``;
+        other keys must be covariates (``weight_kg`` or model parameter names, checked when the
+        table is simulated) or NONMEM data items, which are read past."""
+        rows = []
+        skipped = 0
         for i, r in enumerate(records):
             if not isinstance(r, dict):
                 raise KetasimInputError(f"{source}: row {i + 1}: got {type(r).__name__}, "
                                         "expected a dict with time_h, amount_mg, route")
+            rec = {}
+            for k, v in r.items():
+                c = _canonical(str(k))
+                if c is None:
+                    k = str(k)
+                    hint = _near_column(k)
+                    if hint or not k.isidentifier():
+                        raise KetasimInputError(f"{source}: row {i + 1}: unknown column {k!r}"
+                                                f"{hint}; expected {', '.join(COLUMNS)}, a "
+                                                "covariate or a NONMEM data item")
+                    c = k
+                if c == "":
+                    continue
+                if c in rec:
+                    raise KetasimInputError(f"{source}: row {i + 1}: column {c!r} given twice")
+                rec[c] = v
+            ev = rec.get("evid")
+            if ev is None or (isinstance(ev, str) and ev.strip() in ("", ".")):
+                ev = rec["evid"] = 1
+            if not isinstance(ev, (bool, str)) and isinstance(ev, (int, float)) and ev in (0, 2):
+                skipped += 1
+                continue
             for c in REQUIRED:
-                if c not in r:
+                if c not in rec and not (c != "time_h" and ev == 3):
                     raise KetasimInputError(f"{source}: row {i + 1}: missing {c}")
-            for c in COLUMNS:
-                cols[c].append(r.get(c, 0.0 if c != "route" else ""))
+            rows.append(rec)
+        has_subject = any("subject" in rec for rec in rows)
+        for j, rec in enumerate(rows):
+            if has_subject and rec.get("subject") is None:
+                raise KetasimInputError(f"{source}: row {j + 1}: subject is missing; expected "
+                                        "an ID on every row")
+        cols = {c: [rec.get(c, {"route": "", "evid": 1}.get(c, 0.0)) for rec in rows]
+                for c in COLUMNS}
+        cov_names = list(dict.fromkeys(k for rec in rows for k in rec if k not in COLUMNS))
+        covs = {k: [rec.get(k, np.nan) for rec in rows] for k in cov_names}
         return cls(cols["time_h"], cols["amount_mg"], cols["route"], cols["duration_h"],
-                   cols["addl"], cols["ii_h"], source=source)
+                   cols["addl"], cols["ii_h"], source=source, rate_mg_h=cols["rate_mg_h"],
+                   ss=cols["ss"], evid=cols["evid"],
+                   subject=cols["subject"] if has_subject else None, covariates=covs or None,
+                   n_skipped=skipped)
 
     def __add__(self, other: "Doses") -> "Doses":
+        if (self.subject is None) != (other.subject is None):
+            raise KetasimInputError(f"{self.source} + {other.source}: one table has a subject "
+                                    "column and the other not")
+        keys = list(dict.fromkeys([*self.covariates, *other.covariates]))
+
+        def cov(d, k):
+            return d.covariates.get(k, np.full(len(d), np.nan))
+        line = (None if self.line is None or other.line is None
+                else np.r_[self.line, other.line])
         return Doses(np.r_[self.time_h, other.time_h], np.r_[self.amount_mg, other.amount_mg],
                      self.route + other.route, np.r_[self.duration_h, other.duration_h],
-                     np.r_[self.addl, other.addl], np.r_[self.ii_h, other.ii_h])
+                     np.r_[self.addl, other.addl], np.r_[self.ii_h, other.ii_h],
+                     rate_mg_h=np.r_[self.rate_mg_h, other.rate_mg_h],
+                     ss=np.r_[self.ss, other.ss], evid=np.r_[self.evid, other.evid],
+                     subject=(None if self.subject is None
+                              else np.r_[self.subject, other.subject]),
+                     covariates={k: np.r_[cov(self, k), cov(other, k)] for k in keys} or None,
+                     n_skipped=self.n_skipped + other.n_skipped, line=line)
 
     def scaled(self, factor: float) -> "Doses":
-        """The same table with every amount multiplied by ``factor``."""
-        return Doses(self.time_h, self.amount_mg * factor, self.route, self.duration_h,
-                     self.addl, self.ii_h, source=self.source)
+        """The same table with every amount (and infusion rate) multiplied by ``factor``."""
+        return self._take(np.arange(len(self)), amount_mg=self.amount_mg * factor,
+                          rate_mg_h=np.where(self.rate_mg_h > 0, self.rate_mg_h * factor,
+                                             self.rate_mg_h))
 
     def to_records(self) -> list[dict]:
-        return [dict(time_h=float(t), amount_mg=float(a), route=r, duration_h=float(d),
-                     addl=int(n), ii_h=float(ii))
-                for t, a, r, d, n, ii in zip(self.time_h, self.amount_mg, self.route,
-                                             self.duration_h, self.addl, self.ii_h)]
+        """One dict per row with ketasim's column names (the optional columns only where a
+        row uses them: ``rate_mg_h``, ``ss``, ``evid``, ``subject``, covariates)."""
+        out = []
+        for i in range(len(self)):
+            r = dict(time_h=float(self.time_h[i]), amount_mg=float(self.amount_mg[i]),
+                     route=self.route[i], duration_h=float(self.duration_h[i]),
+                     addl=int(self.addl[i]), ii_h=float(self.ii_h[i]))
+            for name in self._optional_columns():
+                if name == "subject":
+                    r[name] = float(self.subject[i])
+                elif name in self.covariates:
+                    r[name] = float(self.covariates[name][i])
+                else:
+                    a = getattr(self, name)
+                    r[name] = float(a[i]) if a.dtype.kind == "f" else int(a[i])
+            out.append(r)
+        return out
+
+    def _optional_columns(self) -> list[str]:
+        cols = [c for c, default in (("rate_mg_h", 0.0), ("ss", 0), ("evid", 1))
+                if np.any(getattr(self, c) != default)]
+        if self.subject is not None:
+            cols.append("subject")
+        return cols + list(self.covariates)
 
 
 def expand(doses: Doses) -> Doses:
     """Expand ``addl``/``ii_h`` repeats into single doses, sorted by time (stable).
 
-    The only function that realises repeats; the result has ``addl == 0`` everywhere.
+    The only function that realises repeats; the result has ``addl == 0`` everywhere. A
+    repeat is an ordinary dose: ``ss`` and a reset (``evid`` 4) apply to the row's first dose
+    only, and ``ii_h`` is kept only where ``ss`` needs it.
     """
     n = doses.addl + 1
     idx = np.repeat(np.arange(len(doses)), n)
     k = np.arange(idx.size) - np.repeat(np.cumsum(n) - n, n)
     t = doses.time_h[idx] + k * doses.ii_h[idx]
     order = np.argsort(t, kind="stable")
-    idx, t = idx[order], t[order]
-    return Doses(t, doses.amount_mg[idx], tuple(doses.route[i] for i in idx),
-                 doses.duration_h[idx], np.zeros(idx.size, np.int64), np.zeros(idx.size),
-                 source=doses.source)
+    idx, t, k = idx[order], t[order], k[order]
+    first = k == 0
+    ss = np.where(first, doses.ss[idx], 0)
+    evid = np.where(first, doses.evid[idx], 1)
+    return doses._take(idx, time_h=t, addl=np.zeros(idx.size, np.int64),
+                       ii_h=np.where(ss > 0, doses.ii_h[idx], 0.0), ss=ss, evid=evid)
 
 
 # ---------------------------------------------------------------------- CSV
-def _decode(data: bytes, where: str) -> str:
-    if b"\x00" in data:
-        raise KetasimInputError(f"{where}: this is a binary file, expected a CSV dose table")
+def _decode(data: bytes, where: str, what: str = "a CSV dose table") -> str:
+    """Text of a small file held in memory: UTF-8 (BOM or not), or UTF-16/32 with a BOM."""
+    enc = _encoding(data[:4096], where) if data else "utf-8"
     try:
-        return data.decode("utf-8-sig")
+        return data.decode(enc if enc != "utf-8" else "utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise KetasimInputError(f"{where}: not UTF-8 text (bad byte at offset {exc.start}); "
-                                "expected a CSV dose table") from None
+        name = "UTF-8" if enc.startswith("utf-8") else enc.upper()
+        raise KetasimInputError(f"{where}: not {name} text (bad byte at offset {exc.start}); "
+                                f"expected {what}") from None
+
+
+
+def _encoding(head: bytes, where: str) -> str:
+    """The text encoding of a dose file from its first bytes (BOM, or UTF-16 without one)."""
+    if head.startswith((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")):
+        return "utf-32"
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "utf-16"
+    if head.startswith(b"\xef\xbb\xbf"):
+        return "utf-8-sig"
+    if len(head) >= 4 and b"\x00" in head:
+        even, odd = head[0::2], head[1::2]
+        if odd.count(0) >= len(odd) // 2 and even.count(0) == 0:
+            return "utf-16-le"
+        if even.count(0) >= len(even) // 2 and odd.count(0) == 0:
+            return "utf-16-be"
+        raise KetasimInputError(f"{where}: this is a binary file, expected a CSV dose table")
+    return "utf-8"
+
+
+class _Lines:
+    """Decoded lines of a binary stream, with a byte budget (MAX_DOSE_FILE_BYTES)."""
+
+    def __init__(self, fh, where: str, limit: int):
+        self.fh, self.where, self.limit = fh, where, limit
+        head = fh.peek(4096)[:4096] if hasattr(fh, "peek") else b""
+        self.head = head
+        self.encoding = _encoding(head, where) if head else "utf-8"
+        self.nbytes = 0
+
+    def _budget(self, n):
+        self.nbytes += n
+        if self.nbytes > self.limit:
+            raise KetasimInputError(
+                f"{self.where}: dose table larger than the {self.limit / 2**20:.0f} MiB limit "
+                "(MAX_DOSE_FILE_BYTES); split it, or use addl/ii_h for repeated doses")
+
+    def __iter__(self):
+        self._gen = self._generate()
+        return self._gen
+
+    def close(self):
+        gen = getattr(self, "_gen", None)
+        if gen is not None:
+            gen.close()
+
+    def _generate(self):
+        if self.encoding.startswith("utf-8"):
+            offset = 0
+            first = True
+            for raw in self.fh:
+                self._budget(len(raw))
+                if b"\x00" in raw:
+                    raise KetasimInputError(f"{self.where}: this is a binary file, expected a "
+                                            "CSV dose table")
+                try:
+                    text = raw.decode("utf-8-sig" if first else "utf-8")
+                except UnicodeDecodeError as exc:
+                    raise KetasimInputError(
+                        f"{self.where}: not UTF-8 text (bad byte at offset "
+                        f"{offset + exc.start}); expected a CSV dose table (UTF-8 or UTF-16)") \
+                        from None
+                first = False
+                offset += len(raw)
+                yield text
+        else:
+            wrapper = io.TextIOWrapper(self.fh, encoding=self.encoding, newline="")
+            try:
+                while True:
+                    text = wrapper.readline()
+                    if not text:
+                        break
+                    self._budget(len(text) * (4 if self.encoding == "utf-32" else 2))
+                    yield text
+            except UnicodeDecodeError:
+                raise KetasimInputError(f"{self.where}: not valid {self.encoding.upper()} text "
+                                        "(a byte-order mark says so, the content disagrees); "
+                                        "expected a CSV dose table") from None
+            finally:
+                wrapper.detach()
+
+
+def _open_source(path_or_text, source):
+    """(iterable of text lines, where, closer) for a path, '-', or an open file."""
+    if hasattr(path_or_text, "read"):
+        where = source or getattr(path_or_text, "name", "<doses>")
+        if isinstance(path_or_text, io.TextIOBase) or isinstance(
+                getattr(path_or_text, "encoding", None), str):
+            fh = path_or_text
+
+            def lines():
+                n = 0
+                for text in fh:
+                    n += len(text)
+                    if n > MAX_DOSE_FILE_BYTES:
+                        raise KetasimInputError(
+                            f"{where}: dose table larger than the "
+                            f"{MAX_DOSE_FILE_BYTES / 2**20:.0f} MiB limit (MAX_DOSE_FILE_BYTES)"
+                            "; split it, or use addl/ii_h for repeated doses")
+                    if "\x00" in text:
+                        raise KetasimInputError(f"{where}: this is a binary file, expected a "
+                                                "CSV dose table")
+                    yield text[1:] if n == len(text) and text.startswith("\ufeff") else text
+            return lines(), str(where), None
+        fh = path_or_text if hasattr(path_or_text, "peek") else io.BufferedReader(
+            _RawAdapter(path_or_text))
+        return _Lines(fh, str(where), MAX_DOSE_FILE_BYTES), str(where), None
+    if not isinstance(path_or_text, (str, os.PathLike)):
+        raise KetasimInputError(f"doses: got {type(path_or_text).__name__}, expected a CSV path "
+                                "or an open file")
+    s = os.fspath(path_or_text)
+    if s == "-" or (s == "/dev/stdin" and not Path(s).exists()):
+        where = source or "<stdin>"
+        return _Lines(sys.stdin.buffer, where, MAX_DOSE_FILE_BYTES), where, None
+    p = Path(s)
+    where = source or str(p)
+    if p.is_dir():
+        raise KetasimInputError(f"doses: {str(p)!r} is a folder, expected a CSV file")
+    if not p.exists():
+        raise KetasimInputError(f"doses: file {str(p)!r} not found")
+    if p.is_file() and p.stat().st_size > MAX_DOSE_FILE_BYTES:
+        raise KetasimInputError(
+            f"{where}: {p.stat().st_size / 2**20:.0f} MiB, larger than the "
+            f"{MAX_DOSE_FILE_BYTES / 2**20:.0f} MiB limit for a dose table "
+            "(MAX_DOSE_FILE_BYTES); split it, or use addl/ii_h for repeated doses")
+    fh = open(p, "rb")   # a regular file, a pipe or /dev/stdin
+    try:
+        return _Lines(fh, where, MAX_DOSE_FILE_BYTES), where, fh.close
+    except BaseException:
+        fh.close()
+        raise
+
+
+class _RawAdapter(io.RawIOBase):
+    """A binary file-like object without ``peek`` as a raw stream (for BufferedReader)."""
+
+    def __init__(self, fh):
+        self._fh = fh
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        data = self._fh.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+
+def _number(v: str, c: str, where: str, line_no: int) -> float:
+    try:
+        x = float(v)
+    except ValueError:
+        raise KetasimInputError(f"{where}: line {line_no}: {c}: got {v!r}, expected a "
+                                "number") from None
+    if not math.isfinite(x):
+        raise KetasimInputError(f"{where}: line {line_no}: {c}: got {v!r}, expected a "
+                                "finite number")
+    return x
 
 
 def read_doses(path_or_text, *, source: str | None = None) -> Doses:
-    """Read a dose table from a CSV file (or file-like object).
+    """Read a dose table from a CSV file, ``"-"`` (standard input) or a file-like object.
 
-    Columns ``time_h, amount_mg, route`` are required; ``duration_h``, ``addl``, ``ii_h`` are
-    optional (blank = 0). Extra columns are an error (to catch typos such as ``ammount_mg``).
+    Columns ``time_h, amount_mg, route`` (or ``TIME, AMT, CMT``) are required; every other
+    column of the module docstring is optional (blank or ``.`` = not given). Header cells are
+    matched in any letter case, NONMEM aliases included. A header cell that is neither a
+    column, an alias nor a NONMEM data item is a covariate (a model parameter name or
+    ``weight_kg``), checked against the model when the table is simulated; one that looks like
+    a misspelt column (``ammount_mg``) is an error here. Rows with ``evid`` 0 or 2 (and, when
+    there is no ``evid`` column, rows with ``MDV`` = 0, or ``MDV`` = 1 and no amount) are
+    observations and are skipped; their count is :attr:`Doses.n_skipped`.
+
+    The file is read row by row into typed arrays (UTF-8, with or without a byte-order mark,
+    or UTF-16/32 with one); files larger than :data:`MAX_DOSE_FILE_BYTES` are refused.
+    Messages name the file's physical line (comment lines starting with ``#`` and blank lines
+    count).
     """
-    if not hasattr(path_or_text, "read") and not isinstance(path_or_text, (str, os.PathLike)):
-        raise KetasimInputError(f"doses: got {type(path_or_text).__name__}, expected a CSV path "
-                                "or an open file")
-    if hasattr(path_or_text, "read"):
-        data = path_or_text.read()
-        where = source or getattr(path_or_text, "name", "<doses>")
-        text = data if isinstance(data, str) else _decode(data, where)
-    else:
-        p = Path(path_or_text)
-        where = source or str(p)
-        if not p.is_file():
-            raise KetasimInputError(f"doses: {str(p)!r} is a folder, expected a CSV file"
-                                    if p.is_dir() else f"doses: file {str(p)!r} not found")
-        text = _decode(p.read_bytes(), where)
+    lines, where, close = _open_source(path_or_text, source)
     try:
-        rows = list(csv.reader(io.StringIO(text)))
+        return _parse(lines, where)
     except csv.Error as exc:
         raise KetasimInputError(f"{where}: not a readable CSV dose table ({exc})") from None
-    rows = [r for r in rows if any(c.strip() for c in r) and not r[0].lstrip().startswith("#")]
-    if not rows:
+    finally:
+        if hasattr(lines, "close"):
+            lines.close()          # the decoder lets go of the file (stdin stays open)
+        if close is not None:
+            close()
+
+
+def _parse(lines, where: str) -> Doses:
+    reader = csv.reader(lines)
+    header = None
+    header_line = 1
+    for r in reader:
+        if any(c.strip() for c in r) and not r[0].lstrip().startswith("#"):
+            header = [h.strip() for h in r]
+            header_line = reader.line_num
+            break
+    if header is None:
         raise KetasimInputError(f"{where}: empty dose table; expected a header "
                                 "time_h,amount_mg,route then one row per dose")
-    header = [h.strip() for h in rows[0]]
+    hl = f"line {header_line}"
+    canon = []
     for h in header:
-        if h not in COLUMNS:
-            raise KetasimInputError(f"{where}: line 1: unknown column {h!r}{suggest(h, COLUMNS)}; "
-                                    f"expected {', '.join(COLUMNS)}")
-    if len(set(header)) != len(header):
-        raise KetasimInputError(f"{where}: line 1: a column appears twice in {header}")
+        c = _canonical(h)
+        if c is None:
+            hint = _near_column(h)
+            if hint or not h.isidentifier():
+                raise KetasimInputError(f"{where}: {hl}: unknown column {h!r}{hint}; expected "
+                                        f"{', '.join(COLUMNS)} (or NONMEM's "
+                                        f"{', '.join(ALIASES)}), a covariate (a model "
+                                        "parameter name or weight_kg) or a NONMEM data item")
+            c = h
+        canon.append(c)
+    named = [c for c in canon if c]
+    dup = [c for c in named if named.count(c) > 1]
+    if dup:
+        raise KetasimInputError(f"{where}: {hl}: column {dup[0]!r} appears twice in {header} "
+                                "(an alias counts as its column)")
     for c in REQUIRED:
-        if c not in header:
-            raise KetasimInputError(f"{where}: line 1: missing column {c!r} (header: "
-                                    f"{','.join(header)}); required: {', '.join(REQUIRED)}")
-    cols = {c: [] for c in COLUMNS}
-    for line_no, r in enumerate(rows[1:], start=2):
-        if len(r) != len(header):
+        if c not in canon:
+            raise KetasimInputError(f"{where}: {hl}: missing column {c!r} (header: "
+                                    f"{','.join(header)}); required: {', '.join(REQUIRED)} "
+                                    "(or TIME, AMT, CMT)")
+    pos = {c: i for i, c in enumerate(canon) if c}
+    mdv_pos = next((i for i, h in enumerate(header) if h.lower() == "mdv"), None)
+    numeric = [c for c in COLUMNS if c != "route" and c in pos]
+    covariates = [c for c in canon if c and c not in COLUMNS]
+    data = {c: array.array("d") for c in numeric + covariates}
+    lines_out = array.array("q")
+    route_codes = array.array("i")
+    route_names: dict[str, int] = {}
+    ncol = len(header)
+    skipped = 0
+    n_rows = 0
+    nan = float("nan")
+    for r in reader:
+        line_no = reader.line_num
+        if not any(c.strip() for c in r) or r[0].lstrip().startswith("#"):
+            continue
+        if len(r) != ncol:
             raise KetasimInputError(f"{where}: line {line_no}: {len(r)} fields, expected "
-                                    f"{len(header)} ({','.join(header)})")
-        rec = dict(zip(header, (c.strip() for c in r)))
-        for c in COLUMNS:
-            v = rec.get(c, "")
-            if c == "route":
-                if not v:
-                    raise KetasimInputError(f"{where}: line {line_no}: route is blank; expected "
-                                            "a route name such as iv")
-                cols[c].append(v)
+                                    f"{ncol} ({','.join(header)})")
+        cells = {c: r[i].strip() for c, i in pos.items()}
+        ev = cells.get("evid", "")
+        if ev in ("", "."):
+            amt = cells["amount_mg"]
+            mdv = r[mdv_pos].strip() if mdv_pos is not None else ""
+            if mdv not in ("", "."):
+                m = _number(mdv, "MDV", where, line_no)
+                if m == 0 or amt in ("", ".", "0") or _number(amt, "amount_mg", where,
+                                                                  line_no) == 0:
+                    skipped += 1
+                    continue
+            evid = 1.0
+        else:
+            evid = _number(ev, "evid", where, line_no)
+            if evid in (0.0, 2.0):
+                skipped += 1
                 continue
-            if v == "":
-                if c in REQUIRED:
+            if evid not in (1.0, 3.0, 4.0):
+                raise KetasimInputError(f"{where}: line {line_no}: evid: got {ev}, expected 0, "
+                                        "1, 2, 3 or 4 (NONMEM event ids)")
+        n_rows += 1
+        if n_rows > MAX_EVENTS:
+            raise KetasimInputError(f"{where}: line {line_no}: more than {MAX_EVENTS:,} dose "
+                                    "rows (MAX_EVENTS); split the table or use addl/ii_h")
+        route = cells["route"]
+        route = "" if route == "." else route
+        if not route and evid != 3.0:
+            raise KetasimInputError(f"{where}: line {line_no}: route is blank; expected a "
+                                    "route name such as iv")
+        code = route_names.setdefault(route, len(route_names))
+        route_codes.append(code)
+        lines_out.append(line_no)
+        for c in numeric:
+            v = cells[c]
+            if c == "evid":
+                data[c].append(evid)
+                continue
+            if v in ("", "."):
+                if c in REQUIRED and not (c == "amount_mg" and evid == 3.0):
                     raise KetasimInputError(f"{where}: line {line_no}: {c} is blank; expected a "
                                             "number")
-                v = "0"
-            try:
-                x = float(v)
-            except ValueError:
-                raise KetasimInputError(f"{where}: line {line_no}: {c}: got {v!r}, expected a "
-                                        "number") from None
-            if not math.isfinite(x):
-                raise KetasimInputError(f"{where}: line {line_no}: {c}: got {v!r}, expected a "
-                                        "finite number")
-            if x < 0:
+                if c == "subject":
+                    raise KetasimInputError(f"{where}: line {line_no}: subject is blank; "
+                                            "expected an ID on every row")
+                data[c].append(0.0)
+                continue
+            x = _number(v, c, where, line_no)
+            if x < 0 and c != "subject" and not (c == "rate_mg_h" and x == -2.0):
                 raise KetasimInputError(f"{where}: line {line_no}: {c}: got {v}, expected a "
-                                        "number >= 0")
-            if c == "addl" and (x != int(x) or x > MAX_EVENTS):
-                raise KetasimInputError(f"{where}: line {line_no}: addl: got {v}, expected a "
+                                        "number >= 0" + (" (or -2: duration from the model)"
+                                                         if c == "rate_mg_h" else ""))
+            if c in _INT_COLUMNS and (x != int(x) or x > MAX_EVENTS):
+                raise KetasimInputError(f"{where}: line {line_no}: {c}: got {v}, expected a "
                                         f"whole number <= {MAX_EVENTS:,}")
-            cols[c].append(x)
-    if len(rows) == 1:
+            data[c].append(0.0 if (c == "rate_mg_h" and x == -2.0) else x)
+        for c in covariates:
+            v = r[pos[c]].strip()
+            data[c].append(nan if v in ("", ".") else _number(v, c, where, line_no))
+    if n_rows == 0:
+        if skipped:
+            raise KetasimInputError(f"{where}: no dose rows (all {skipped:,} rows are "
+                                    "observations: evid 0 or 2, or MDV)")
         raise KetasimInputError(f"{where}: the dose table has a header but no doses")
-    return Doses(cols["time_h"], cols["amount_mg"], cols["route"], cols["duration_h"],
-                 np.asarray(cols["addl"], dtype=np.int64), cols["ii_h"], source=where)
+    names = list(route_names)
+    routes = tuple(names[i] for i in route_codes)   # one string object per distinct route
+
+    def col(c, dtype=np.float64):
+        return np.frombuffer(data[c], dtype=np.float64).astype(dtype) if c in data else None
+
+    d = Doses(col("time_h"), col("amount_mg"), routes, col("duration_h"),
+              col("addl", np.int64), col("ii_h"), source=where, rate_mg_h=col("rate_mg_h"),
+              ss=col("ss", np.int64), evid=col("evid", np.int64), subject=col("subject"),
+              covariates={c: col(c) for c in covariates} or None, n_skipped=skipped,
+              line=np.frombuffer(lines_out, dtype=np.int64).copy())
+    return d
 
 
 def write_doses(doses: Doses, path) -> None:
-    """Write a dose table as CSV, atomically (temporary file, then rename)."""
+    """Write a dose table as CSV with ketasim's column names, atomically.
+
+    ``time_h, amount_mg, route, duration_h, addl, ii_h`` always; ``rate_mg_h``, ``ss``,
+    ``evid``, ``subject`` and covariate columns only when the table uses them."""
     from .io import atomic_write
 
+    extra = doses._optional_columns()
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(COLUMNS)
+    w.writerow(["time_h", "amount_mg", "route", "duration_h", "addl", "ii_h"] + extra)
     for r in doses.to_records():
         w.writerow([f"{r['time_h']:.10g}", f"{r['amount_mg']:.10g}", r["route"],
-                    f"{r['duration_h']:.10g}", r["addl"], f"{r['ii_h']:.10g}"])
+                    f"{r['duration_h']:.10g}", r["addl"], f"{r['ii_h']:.10g}"]
+                   + [f"{r[c]:.10g}" if isinstance(r[c], float) else r[c] for c in extra])
     atomic_write(path, buf.getvalue())

@@ -171,7 +171,7 @@ def _resolve(model, doses, params, weight_kg):
         raise KetasimInputError(f"params: got {type(params).__name__}, expected a dict of "
                                 "parameter name -> value (or array of values)")
     params = dict(params or {})
-    n_ds, cov = subject_covariates(doses)
+    n_ds, cov = subject_covariates(doses, model)   # checks covariate names against the model
     if cov:
         cov = dict(cov)
         if "weight_kg" in cov:
@@ -180,6 +180,10 @@ def _resolve(model, doses, params, weight_kg):
             params.setdefault(k, v)
     population = (any(np.ndim(v) > 0 for v in params.values()) or np.ndim(weight_kg) > 0
                   or n_ds is not None)
+    n_guess = max([n_ds or 1] + [np.size(v) for v in params.values()] + [np.size(weight_kg)])
+    S = len(model.state_names) + 2
+    check_memory(n_guess * S * S * 4, f"rate matrices: {n_guess:,} subjects x {S} states "
+                 f"x {S} states")
     vals = model.resolve(params, weight_kg, n=n_ds)
     return model, doses, vals, population, params, weight_kg
 
@@ -303,40 +307,59 @@ def snap_events(ev_t: np.ndarray, nev: np.ndarray, times: np.ndarray) -> np.ndar
 
 
 def run(plan: Plan, times, *, out: np.ndarray | None = None, threads=None,
-        check_overflow: bool = True) -> np.ndarray:
+        check_overflow: bool = True, dtype="float64") -> np.ndarray:
     """Outputs of every subject of ``plan`` on ``times`` (h): an array (N, R, T) in internal
     units (mg/L, mg, dimensionless), written into ``out`` when given. Runs in chunks of
-    subjects (Ctrl-C is honoured between chunks)."""
+    subjects (Ctrl-C is honoured between chunks). ``dtype="float32"`` halves the output's
+    memory (the computation stays in float64)."""
     t = np.ascontiguousarray(times, dtype=np.float64)
     N = plan.n_subjects
     R = len(plan.names)
     T = t.size
     if out is None:
-        check_memory(N * R * T, f"output: {N:,} subjects x {R} outputs x {T:,} times")
-        out = np.empty((N, R, T))
+        if str(np.dtype(dtype)) not in ("float64", "float32"):
+            raise KetasimInputError(f"dtype: got {dtype!r}, expected 'float64' or 'float32'")
+        item = np.dtype(dtype).itemsize
+        check_memory(N * R * T, f"output: {N:,} subjects x {R} outputs x {T:,} times",
+                     bytes_per_value=item)
+        out = np.empty((N, R, T), dtype=dtype)
     h_nom = _nominal_step(t)
     ev_t, ev_c, ev_a, ev_k, nev, ev_v = plan.events
     ev_t = snap_events(ev_t, nev, t)
     per = max(1, CHUNK_WORK // max(1, T * max(R, 1)))
+    n_st = plan.K.shape[1]
     with threads_limit(threads):
         for a in range(0, N, per):
             b = min(N, a + per)
             if b - a == 1:
-                _kernels.grid_subject(plan.K[a], t, h_nom, ev_t[a], ev_c[a], ev_a[a], ev_k[a],
-                                      int(nev[a]), ev_v[a], plan.C[a], plan.W[a], plan.wd[a],
-                                      plan.pd[a], plan.pd_on, plan.pd_rtol, plan.pd_rows,
-                                      out[a])
+                # one subject: pieces of the time grid, carrying the state between them, so
+                # that Ctrl-C is honoured between pieces of a long run
+                cf = np.zeros(2 * n_st + 5)
+                ci = np.zeros(n_st + 2, np.int64)
+                piece = max(1024, CHUNK_WORK // max(R, 1))
+                buf = out[a] if T <= piece else np.empty((R, piece), dtype=out.dtype)
+                for p0 in range(0, T, piece):
+                    p1 = min(T, p0 + piece)
+                    dst = buf if T <= piece else buf[:, :p1 - p0]
+                    if T > piece and p1 - p0 < piece:
+                        dst = np.empty((R, p1 - p0), dtype=out.dtype)
+                    _kernels.grid_subject(plan.K[a], np.ascontiguousarray(t[p0:p1]), h_nom,
+                                          ev_t[a], ev_c[a], ev_a[a], ev_k[a], int(nev[a]),
+                                          ev_v[a], plan.C[a], plan.W[a], plan.wd[a], plan.pd[a],
+                                          plan.pd_on, plan.pd_rtol, plan.pd_rows, dst, cf, ci)
+                    if T > piece:
+                        out[a, :, p0:p1] = dst
             else:
                 _kernels.grid_many(plan.K[a:b], t, h_nom, ev_t[a:b], ev_c[a:b], ev_a[a:b],
                                    ev_k[a:b], nev[a:b], ev_v[a:b], plan.C[a:b], plan.W[a:b],
                                    plan.wd[a:b], plan.pd[a:b], plan.pd_on, plan.pd_rtol,
                                    plan.pd_rows, out[a:b])
-    if check_overflow and out.size and not (-MAX_ABS_OUTPUT < out.min()
-                                            and out.max() < MAX_ABS_OUTPUT):
-        big = np.max(np.abs(out), axis=(0, 2))
-        row = int(np.argmax(~(big < MAX_ABS_OUTPUT)))
+    lim = min(MAX_ABS_OUTPUT, float(np.finfo(out.dtype).max) / 1e6)
+    if check_overflow and out.size and not (-lim < float(out.min()) and float(out.max()) < lim):
+        big = np.max(np.abs(out), axis=(0, 2)).astype(np.float64)
+        row = int(np.argmax(~(big < lim)))
         raise KetasimInputError(
-            f"simulation: output {plan.names[row]!r} overflows (|value| >= {MAX_ABS_OUTPUT:g} or "
+            f"simulation: output {plan.names[row]!r} overflows (|value| >= {lim:g} or "
             "not a number): check for extreme amounts, rates or volumes in the model and dose "
             "table")
     return out

@@ -11,21 +11,55 @@ kind  name        effect on the state ``x`` and the input rates ``u``
   0   BOLUS       ``x[c] += amt`` (mg)
   1   START       an infusion starts: ``u[c] += amt`` (rate, mg/h)
 ===== =========== ==================================================================
+
+How dose rows become events (:func:`build_events`):
+
+* Each route part delivers ``f · amount_mg`` to its compartment ``lag_h`` after the record
+  time: over the part's own ``duration_h`` if the model gives one, else over the row's
+  ``duration_h`` (bioavailability changes the rate), else at the row's ``rate_mg_h`` (the
+  duration becomes ``f · amount / rate``: bioavailability changes the duration, NONMEM's RATE),
+  else as a bolus. An infusion's rate is ``amount / ((t0 + dur) - t0)`` computed from the float
+  times the kernel steps between, so it delivers exactly its amount however short; a duration
+  lost to rounding (``t0 + dur == t0``) is a bolus of the same amount.
+* A reset (``evid`` 3 or 4, or ``ss = 1``) empties every state at its record time (a route's
+  lag does not delay it). Infusions running at that time stop there (their STOP moves to the
+  reset time), and inputs of earlier rows that have not started yet (a lag reaching past the
+  reset) are cancelled. At equal times a reset applies before any dose. The schematic
+  glutamate/plasticity states are not reset.
+* Steady state (``ss`` 1 or 2, interval ``τ = ii_h``). In the periodic regime every earlier
+  interval ``[t_d − (j+1)τ, t_d − jτ)`` (j ≥ 0) receives the same input: each part's input of
+  one dose folded modulo τ — a bolus at offset ``lag mod τ``, an infusion over
+  ``[lag, lag + dur)`` counted once per overlapping copy (an infusion longer than τ overlaps
+  the next doses' infusions, as in NONMEM). With ``b`` the state at the end of one interval
+  that starts empty and receives that folded input (propagated exactly, segment by segment,
+  with ``Φ(h)``, ``Γ(h)`` from :func:`ketasim._kernels.propagator`), the state just before the
+  dose is ``x_ss = Σ_j Φ(τ)^j b = (I − Φ(τ))⁻¹ b``: one linear solve. It is emitted as
+  ``RESET`` (``ss = 1`` only) and ``ADD_STATE`` at ``t_d``; inputs of the earlier (virtual)
+  doses that are still to come at ``t_d`` — infusions still running, lagged boluses not yet
+  arrived — are emitted as real START/STOP and BOLUS events; then the dose at ``t_d`` itself is
+  given as usual (and its ``addl`` repeats). With ``ii_h = 0``, ``amount_mg = 0`` and a
+  ``rate_mg_h``, the steady state of a constant infusion at ``f · rate`` is ``−K⁻¹ u`` and the
+  infusion keeps running.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from .dosing import Doses, expand
-from .errors import KetasimInputError, check_name
-from .model import Model
+from . import _expr
+from .dosing import WEIGHT, Doses, expand
+from .errors import KetasimInputError, check_name, suggest
+from .model import Model, RoutePart
 
-__all__ = ["build_events", "sort_events", "subject_covariates", "BOLUS", "START", "STOP",
-           "RESET", "ADD_STATE"]
+__all__ = ["build_events", "sort_events", "subject_covariates", "apply_covariates", "BOLUS",
+           "START", "STOP", "RESET", "ADD_STATE"]
 
 BOLUS, START, STOP, RESET, ADD_STATE = 0, 1, -1, 2, 3
 _PRIORITY = np.array([3, 4, 1, 2, 0])   # indexed by kind (STOP = -1 -> last entry): stops first
+_ONE = _expr.parse(1.0, "f")
+_ZERO = _expr.parse(0.0, "lag_h")
 
 
 def sort_events(ev_t: np.ndarray, ev_k: np.ndarray) -> np.ndarray:
@@ -34,92 +68,487 @@ def sort_events(ev_t: np.ndarray, ev_k: np.ndarray) -> np.ndarray:
     return np.lexsort((_PRIORITY[ev_k], ev_t), axis=-1)
 
 
-def subject_covariates(doses: Doses):
-    """Subjects and covariates a dose table defines: ``(n_subjects or None, {name: (N,)})``.
+# ---------------------------------------------------------------------- subjects, covariates
+def _subject_index(doses: Doses):
+    """(IDs in order of first appearance, index of each row's subject)."""
+    ids, first, inv = np.unique(doses.subject, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")          # unique sorts; keep file order instead
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    return ids[order], rank[inv.reshape(-1)]
 
-    A plain dose table defines none (the same records apply to every subject)."""
-    return None, {}
+
+def subject_covariates(doses: Doses, model: Model | None = None):
+    """Subjects and covariates a dose table defines: ``(n_subjects or None, {name: array})``.
+
+    With a ``subject`` column: one subject per ID (in order of first appearance) and, for each
+    covariate column, an array (N,) of its per-subject value (blank cells take the subject's
+    value from its other rows; a value that changes within a subject is an error). Without
+    one: ``None`` and, for each covariate column, a 0-d array (the column must hold one value
+    over the table) that applies to every subject. The weight column is ``weight_kg``.
+
+    With ``model``, covariate names are checked: ``weight_kg`` or a parameter of the model
+    (a typo gets a did-you-mean; a derived value cannot be set).
+    """
+    if model is not None:
+        known = list(model.parameters) + [WEIGHT]
+        for k in doses.covariates:
+            if k in model.parameters or k == WEIGHT:
+                continue
+            if k in model.derived:
+                raise KetasimInputError(f"{doses.source}: column {k!r} is derived in model "
+                                        f"{model.name!r} ({model.derived[k].text}); give its "
+                                        "inputs as columns instead")
+            raise KetasimInputError(
+                f"{doses.source}: unknown column {k!r}{suggest(k, known)}: not a dose-table "
+                f"column, a NONMEM data item, weight_kg or a parameter of model {model.name!r}")
+    if doses.subject is None:
+        out = {}
+        for k, a in doses.covariates.items():
+            v = a[~np.isnan(a)]
+            if v.size == 0:
+                raise KetasimInputError(f"{doses.source}: column {k!r} is blank on every row; "
+                                        "expected a value")
+            if np.any(v != v[0]):
+                i = int(np.argmax(~np.isnan(a) & (a != v[0])))
+                raise KetasimInputError(
+                    f"{doses.source}: {doses.where(i)}: {k} = {a[i]:g}, but {v[0]:g} on an "
+                    "earlier row; without a subject column a covariate holds one value for "
+                    "the whole table")
+            out[k] = np.asarray(v[0])          # a 0-d array: one value for every subject
+        return None, out
+    ids, sid = _subject_index(doses)
+    n = ids.size
+    out = {}
+    for k, a in doses.covariates.items():
+        lo = np.full(n, np.inf)
+        hi = np.full(n, -np.inf)
+        np.fmin.at(lo, sid, a)
+        np.fmax.at(hi, sid, a)
+        if np.any(np.isinf(lo)):
+            s = int(np.argmax(np.isinf(lo)))
+            raise KetasimInputError(f"{doses.source}: subject {ids[s]:g}: {k} is blank on every "
+                                    "row; expected a value")
+        if np.any(lo != hi):
+            s = int(np.argmax(lo != hi))
+            raise KetasimInputError(
+                f"{doses.source}: subject {ids[s]:g}: {k} changes from {lo[s]:g} to {hi[s]:g}; "
+                "expected one value per subject (time-varying covariates are not supported)")
+        out[k] = lo
+    return n, out
 
 
-def _broadcast(v, shape, what, model, lo=None, hi=None):
+def apply_covariates(model: Model, doses: Doses, params=None, weight_kg=70.0):
+    """Merge a dose table's subjects and covariates into ``params`` and ``weight_kg``.
+
+    Returns ``(params, weight_kg, n_subjects or None)``. A covariate column replaces
+    ``weight_kg``; a covariate that is also given in ``params`` is an error.
+    """
+    n, cov = subject_covariates(doses, model)
+    if not cov:
+        return params, weight_kg, n
+    params = dict(params or {})
+    for k, v in cov.items():
+        v = v if n is not None else float(v)
+        if k == WEIGHT:
+            weight_kg = v
+        elif k in params:
+            raise KetasimInputError(f"params: {k!r} is also a column of the dose table "
+                                    f"{doses.source}; give it in one place")
+        else:
+            params[k] = v
+    return params, weight_kg, n
+
+
+# ---------------------------------------------------------------------- routes
+def _cmt_number(r: str):
+    try:
+        x = float(r)
+    except ValueError:
+        return None
+    return int(x) if math.isfinite(x) and x == int(x) else None
+
+
+def _inputs(model: Model, doses: Doses) -> dict:
+    """Route value -> tuple of RoutePart: a model route, a compartment by name, or a
+    compartment by number (1-based, NONMEM's CMT)."""
+    comps = list(model.compartments)
+    out = {}
+    for i, r in enumerate(doses.route):
+        if r in out or (r == "" and doses.evid[i] == 3):
+            continue
+        if r in model.routes:
+            out[r] = model.routes[r]
+            continue
+        c = r if r in model.compartments else None
+        k = _cmt_number(r)
+        if c is None and k is not None and 1 <= k <= len(comps):
+            c = comps[k - 1]
+        if c is None:
+            check_name(r, list(model.routes) + comps, f"{doses.where(i)}: route",
+                       doses.source)
+        out[r] = (RoutePart(to=c, f=_ONE, lag_h=_ZERO, duration_h=None),)
+    return out
+
+
+def _fail(model, what, v):
+    raise KetasimInputError(f"{model.source}: {what} evaluated to {v:g}")
+
+
+# ---------------------------------------------------------------------- steady state
+def _mod(a: float, tau: float) -> float:
+    o = a - math.floor(a / tau) * tau
+    return 0.0 if (o >= tau or o < 0.0) else o
+
+
+class _Propagators:
+    """Φ(h), Γ(h) for one rate matrix, cached by step length."""
+
+    def __init__(self, K):
+        self.K = np.ascontiguousarray(K, dtype=np.float64)
+        self.cache = {}
+
+    def __call__(self, h):
+        if h not in self.cache:
+            from ._kernels import propagator
+
+            S = self.K.shape[0]
+            Phi, Gam = np.zeros((S, S)), np.zeros((S, S))
+            propagator(self.K, float(h), Phi, Gam)
+            self.cache[h] = (Phi, Gam)
+        return self.cache[h]
+
+
+def _solve_ss(A, b, model, K):
+    try:
+        with np.errstate(all="ignore"):
+            cond = np.linalg.cond(A)
+            x = np.linalg.solve(A, b)
+    except np.linalg.LinAlgError:
+        cond, x = np.inf, None
+    if not (cond < 1e13) or x is None or not np.all(np.isfinite(x)):
+        names = [s for i, s in enumerate(model.state_names) if K[i, i] == 0]
+        keep = "" if not names else f" (no outflow from {', '.join(names)})"
+        raise KetasimInputError(
+            f"{model.source}: steady state (ss) does not exist: the model never clears the "
+            f"drug{keep}; a steady state needs every compartment to empty in time")
+    return x
+
+
+def periodic_state(K, tau: float, pieces, model: Model) -> np.ndarray:
+    """State just before a dose in the periodic steady state of that dose every ``tau`` hours.
+
+    ``pieces``: (state index, amount mg, lag h, duration h, rate mg/h) per route part; a
+    duration of 0 is a bolus. See the module docstring for the method."""
+    prop = _Propagators(K)
+    S = prop.K.shape[0]
+    offs = {0.0, tau}
+    bol, inf = [], []
+    for c, amt, lag, dur, rate in pieces:
+        if dur > 0:
+            inf.append((c, rate, lag, dur))
+            offs.add(_mod(lag, tau))
+            offs.add(_mod(lag + dur, tau))
+        else:
+            o = _mod(lag, tau)
+            bol.append((o, c, amt))
+            offs.add(o)
+    bps = sorted(offs)
+    x = np.zeros(S)
+    for lo, hi in zip(bps[:-1], bps[1:]):
+        for o, c, amt in bol:
+            if o == lo:
+                x[c] += amt
+        u = np.zeros(S)
+        mid = 0.5 * (lo + hi)
+        for c, rate, lag, dur in inf:
+            u[c] += rate * (math.ceil((lag + dur - mid) / tau) - math.ceil((lag - mid) / tau))
+        Phi, Gam = prop(hi - lo)
+        x = Phi @ x + Gam @ u
+    Phi_tau, _ = prop(tau)
+    return _solve_ss(np.eye(S) - Phi_tau, x, model, prop.K)
+
+
+def constant_rate_state(K, u, model: Model) -> np.ndarray:
+    """Steady state ``-K⁻¹ u`` of constant inputs ``u`` (mg/h)."""
+    K = np.asarray(K, float)
+    return _solve_ss(K, -np.asarray(u, float), model, K)
+
+
+# ---------------------------------------------------------------------- events
+def _broadcast(v, shape, what, model, mask, lo=None, hi=None):
     a = np.broadcast_to(np.asarray(v, dtype=np.float64), shape)
-    bad = ~np.isfinite(a)
+    bad = ~np.isfinite(a) & mask
     if bad.any():
         raise KetasimInputError(f"{model.source}: {what} evaluated to {a[bad][0]!r}; expected a "
                                 "finite number")
-    if lo is not None and np.any(a < lo):
-        raise KetasimInputError(f"{model.source}: {what} evaluated to {a[a < lo][0]:g}; "
-                                f"expected >= {lo:g}")
-    if hi is not None and np.any(a > hi):
-        raise KetasimInputError(f"{model.source}: {what} evaluated to {a[a > hi][0]:g}; "
-                                f"expected <= {hi:g}")
+    if lo is not None and np.any((a < lo) & mask):
+        raise KetasimInputError(f"{model.source}: {what} evaluated to {a[(a < lo) & mask][0]:g}"
+                                f"; expected >= {lo:g}")
+    if hi is not None and np.any((a > hi) & mask):
+        raise KetasimInputError(f"{model.source}: {what} evaluated to {a[(a > hi) & mask][0]:g}"
+                                f"; expected <= {hi:g} (declare relative_f = true on the route "
+                                "for a relative bioavailability above 1)")
     return a
 
 
 def build_events(model: Model, doses: Doses, vals: dict):
     """Turn a dose table into per-subject event arrays, sorted by time.
 
-    Returns ``(ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec)``: times (N, E) h, state index (N, E),
-    amount (mg, bolus) or rate (mg/h, infusion start/stop) (N, E), kind (N, E) (see the
-    module docstring), event counts (N,) (rows of subject s beyond ``nev[s]`` are padding),
-    and state vectors (N, V, S) for ``ADD_STATE`` events (V >= 1; zeros when unused).
+    Returns ``(ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec)``: times (N, E) h, state index (N, E)
+    (for ADD_STATE: the row of ``ev_vec``), amount (mg, bolus) or rate (mg/h, infusion
+    start/stop) (N, E), kind (N, E) (see the module docstring), event counts (N,) (rows of
+    subject s beyond ``nev[s]`` are padding), and state vectors (N, V, S) for ``ADD_STATE``
+    events (V >= 1; zeros when unused). ``vals``: resolved parameters, arrays (N,); with a
+    ``subject`` column, N must be the number of subjects (see :func:`subject_covariates`).
     """
     n = vals["WT"].shape[0]
-    for i, r in enumerate(doses.route):
-        if r not in model.routes:
-            check_name(r, model.routes, f"row {i + 1}: route", doses.source)
-    n_parts = sum(len(model.routes[r]) if r in model.routes else 1 for r in set(doses.route))
-    n_ev = 2 * int(np.sum(doses.addl + 1)) * max(n_parts, 1)
-    # about ten (N, E) arrays are alive at once while the events are built and sorted
-    from .simulate import check_memory
-    check_memory(n * n_ev, f"dose events: {n:,} subjects x {n_ev:,} events",
-                 bytes_per_value=80)
-    d = expand(doses)
+    S = len(model.state_names)
     idx = {s: i for i, s in enumerate(model.state_names)}
+    inputs = _inputs(model, doses)
+    n_parts = max((len(p) for p in inputs.values()), default=1)
+    from .simulate import check_memory
+    # about ten (N, E) arrays are alive at once while the events are built and sorted
+    if doses.subject is None:
+        n_ev = (2 * n_parts + 2) * int(np.sum(doses.addl + 1))
+        check_memory(n * n_ev, f"dose events: {n:,} subjects x {n_ev:,} events",
+                     bytes_per_value=80)
+    d = expand(doses)
+    D = len(d)
+
+    # rows of each subject: ridx (R0, Dm), padding = D (a harmless extra row)
+    if d.subject is None:
+        ridx = np.arange(D)[None, :]
+    else:
+        ids, _ = _subject_index(doses)
+        pos = {float(v): i for i, v in enumerate(ids)}
+        sid = np.array([pos[float(v)] for v in d.subject], np.int64) if D else \
+            np.zeros(0, np.int64)
+        if n != ids.size:
+            raise KetasimInputError(f"{doses.source}: the dose table has {ids.size:,} subjects "
+                                    f"but the parameters describe {n:,}; give per-subject "
+                                    "values as covariate columns of the table")
+        counts = np.bincount(sid, minlength=n)
+        order = np.argsort(sid, kind="stable")          # time order kept within a subject
+        k = np.arange(D) - np.repeat(np.cumsum(counts) - counts, counts)
+        ridx = np.full((n, max(int(counts.max()), 1)), D, np.int64)
+        ridx[sid[order], k] = order
+    R0, Dm = ridx.shape
+    # subjects whose routes evaluate alike share one row of events (broadcast at the end): a
+    # population that varies clearances but not f, lags or durations builds its events once
+    used = set()
+    for parts_ in inputs.values():
+        for p in parts_:
+            used |= set(p.f.names) | set(p.lag_h.names)
+            used |= set(p.duration_h.names) if p.duration_h is not None else set()
+    varies = any(k in vals and np.any(vals[k] != vals[k][0]) for k in used)
+    nb = 1 if (R0 == 1 and not varies) else n
+    shape = (nb, Dm)
+    if d.subject is not None:
+        n_ev = (2 * n_parts + 2) * Dm
+        check_memory(n * n_ev, f"dose events: {n:,} subjects x {n_ev:,} events",
+                     bytes_per_value=80)
+
+    def g(a, fill):
+        return np.append(np.asarray(a), fill)[ridx]
+
+    valid = ridx < D
+    t_rec = g(d.time_h, 0.0)
+    amt = g(d.amount_mg, 0.0)
+    dur_row = g(d.duration_h, 0.0)
+    rate_row = g(d.rate_mg_h, 0.0)
+    ii = g(d.ii_h, 0.0)
+    ss = g(d.ss, 0)
+    evid = g(d.evid, 1)
+    rnames = list(inputs)
+    code = g(np.array([rnames.index(r) if r in inputs else -1 for r in d.route], np.int64), -1)
+    is_dose = valid & (evid != 3)
+    is_reset = valid & ((evid == 3) | (evid == 4) | (ss == 1))
+    ss_row = is_dose & (ss > 0)
+    const = ss_row & (ii == 0)
+    periodic = ss_row & ~const
+
+    # the first reset strictly after a time, per subject
+    RS = np.sort(np.where(is_reset, t_rec, np.inf), axis=1)
+    RS = RS[:, :max(int(np.isfinite(RS).sum(axis=1).max()), 0)]
+
+    def first_reset_after(t):
+        r = np.full(np.broadcast_shapes(np.shape(t), (RS.shape[0], 1)), np.inf)
+        for j in range(RS.shape[1]):
+            c = RS[:, j:j + 1]
+            r = np.where((c > t) & np.isinf(r), c, r)
+        return r
+
+    rs = np.broadcast_to(first_reset_after(t_rec), shape)
+    env = {k: v[:nb, None] for k, v in vals.items()}
+    env["AMT"] = amt
     blocks = []
-    routes = np.asarray(d.route, dtype=object)
-    for r in dict.fromkeys(d.route):
-        check_name(r, model.routes, "route", d.source)
-        sel = np.nonzero(routes == r)[0]
-        env = {k: v[:, None] for k, v in vals.items()}
-        env["AMT"] = d.amount_mg[sel][None, :]
-        shape = (n, sel.size)
-        for j, part in enumerate(model.routes[r]):
-            w = f"routes.{r}" + (f".parts[{j}]" if len(model.routes[r]) > 1 else "")
-            f = _broadcast(part.f.evaluate(env), shape, f"{w}.f = {part.f.text}", model, 0, 1)
+
+    def add(t, c, a, kind, keep):
+        keep = np.broadcast_to(keep, shape)
+        if keep.any():
+            blocks.append(tuple(np.broadcast_to(x, shape) for x in (t, c, a, kind, keep)))
+
+    def where_row(mask):
+        i = np.unravel_index(int(np.argmax(mask)), mask.shape)
+        r = ridx[min(i[0], R0 - 1), i[1]]
+        return f"{d.where(int(r))} (dose at {d.time_h[r]:g} h)" if r < D else ""
+
+    # per part slot: what each row delivers
+    parts = []
+    fsum = {r: np.zeros(shape) for r in rnames}
+    for j in range(n_parts):
+        F, LAG, PDUR = np.zeros(shape), np.zeros(shape), np.full(shape, np.nan)
+        TO, HAS = np.zeros(shape, np.int64), np.zeros(shape, bool)
+        for ci, r in enumerate(rnames):
+            if j >= len(inputs[r]):
+                continue
+            part = inputs[r][j]
+            m = np.broadcast_to((code == ci) & is_dose, shape)
+            if not m.any():
+                continue
+            w = f"routes.{r}" + (f".parts[{j}]" if len(inputs[r]) > 1 else "") \
+                if r in model.routes else f"route {r} (compartment {part.to})"
+            f = _broadcast(part.f.evaluate(env), shape, f"{w}.f = {part.f.text}", model, m, 0,
+                           None if part.relative_f else 1)
             lag = _broadcast(part.lag_h.evaluate(env), shape, f"{w}.lag_h = {part.lag_h.text}",
-                             model, 0)
+                             model, m, 0)
+            F = np.where(m, f, F)
+            LAG = np.where(m, lag, LAG)
             if part.duration_h is not None:
                 dur = _broadcast(part.duration_h.evaluate(env), shape,
-                                 f"{w}.duration_h = {part.duration_h.text}", model, 0)
-            else:
-                dur = np.broadcast_to(d.duration_h[sel][None, :], shape)
-            t0 = d.time_h[sel][None, :] + lag
-            amt = env["AMT"] * f
-            inf = (dur > 0) & (t0 + dur > t0)   # a duration lost to rounding is a bolus
-            with np.errstate(all="ignore"):
-                rate = np.where(inf, amt / np.where(inf, dur, 1.0), amt)
-            if not np.all(np.isfinite(rate)):
-                j = np.unravel_index(int(np.argmax(~np.isfinite(rate))), shape)
+                                 f"{w}.duration_h = {part.duration_h.text}", model, m, 0)
+                PDUR = np.where(m, dur, PDUR)
+            TO = np.where(m, idx[part.to], TO)
+            HAS |= m
+            if not part.relative_f:
+                fsum[r] = fsum[r] + np.where(m, f, 0.0)
+        parts.append((F, LAG, PDUR, TO, HAS))
+    for r in rnames:
+        if len(inputs[r]) > 1 and np.any(fsum[r] > 1 + 1e-12):
+            bad = fsum[r] > 1 + 1e-12
+            raise KetasimInputError(
+                f"{model.source}: routes.{r}: the parts' f add up to {fsum[r][bad][0]:.6g} for "
+                f"{where_row(bad)}; expected at most 1 (a route cannot deliver more than the "
+                "dose; declare relative_f = true for relative bioavailability above 1)")
+
+    pieces = []   # per part: (TO, A, LAG, dur, inf, rate, HAS) for the steady states
+    with np.errstate(all="ignore"):
+        for F, LAG, PDUR, TO, HAS in parts:
+            A = amt * F
+            own = ~np.isnan(PDUR)
+            dur = np.where(own, PDUR, np.where(dur_row > 0, dur_row,
+                                               np.where(rate_row > 0, A / rate_row, 0.0)))
+            t0 = t_rec + LAG
+            t1 = t0 + dur
+            inf = (dur > 0) & (t1 > t0)   # a duration lost to rounding is a bolus
+            rate = np.where(inf, A / np.where(inf, t1 - t0, 1.0), 0.0)
+            use = HAS & ~const
+            if np.any(use & ~(np.isfinite(t1) & np.isfinite(rate))):
+                bad = use & ~(np.isfinite(t1) & np.isfinite(rate))
                 raise KetasimInputError(
-                    f"{d.source}: route {r}: {float(amt[j]):g} mg over duration_h = "
-                    f"{float(dur[j]):g} h is an infusion rate beyond the float range; expected "
-                    "duration_h = 0 (a bolus) or a longer infusion")
-            c = np.full(shape, idx[part.to], np.int64)
-            blocks.append((t0, c, rate, np.where(inf, 1, 0)))
-            blocks.append((t0 + dur, c, np.where(inf, rate, 0.0), np.where(inf, -1, 0)))
-    S = len(model.state_names)
+                    f"{d.source}: {where_row(bad)}: the input (amount {amt[bad][0]:g} mg, "
+                    f"duration {dur[bad][0]:g} h) gives an event time or infusion rate beyond "
+                    "the float range; expected a bolus (duration_h = 0) or a longer infusion")
+            keep = use & (t0 < rs)                 # inputs that start after a reset: cancelled
+            stop = np.minimum(t1, rs)              # infusions running at a reset: stopped
+            add(t0, TO, np.where(inf, rate, A), np.where(inf, START, BOLUS), keep)
+            add(stop, TO, rate, STOP, keep & inf)
+            pieces.append((TO, A, LAG, dur, inf, rate, HAS))
+            # inputs of earlier (virtual) doses of a steady state still to come at t_d
+            per = periodic & HAS
+            if per.any():
+                tau = np.where(per, ii, 1.0)
+                reach = np.where(per, np.where(inf, LAG + dur, LAG), 0.0)
+                kmax = int(np.max(np.floor(reach / tau))) if per.any() else 0
+                if kmax * int(per.sum()) > 10_000_000:
+                    raise KetasimInputError(
+                        f"{d.source}: {where_row(per)}: ss with lag + duration of "
+                        f"{float(np.max(reach)):g} h over ii_h = {float(np.min(tau)):g} h "
+                        "overlaps too many earlier doses; use a longer ii_h")
+                for k in range(1, kmax + 1):
+                    sk = t_rec - k * tau + LAG
+                    b = per & ~inf & (k * tau <= LAG) & (sk < rs)
+                    add(sk, TO, A, BOLUS, b)
+                    e = sk + dur
+                    start = np.maximum(sk, t_rec)
+                    i2 = per & inf & (e > t_rec) & (start < rs)
+                    add(start, TO, rate, START, i2)
+                    add(np.minimum(e, rs), TO, rate, STOP, i2)
+            # constant infusion at steady state: starts now, runs until a reset
+            cst = const & HAS
+            if cst.any():
+                add(t_rec, TO, F * rate_row, START, cst & (t_rec < rs))
+                add(rs, TO, F * rate_row, STOP, cst & (t_rec < rs) & np.isfinite(rs))
+
+    add(t_rec, 0, 0.0, RESET, is_reset)
+    V = 1
+    ev_vec = None
+    if ss_row.any():
+        vidx = np.cumsum(ss_row, axis=1) - 1
+        V = max(int(ss_row.sum(axis=1).max()), 1)
+        add(t_rec, np.maximum(vidx, 0), 0.0, ADD_STATE, np.broadcast_to(ss_row, shape))
+        ev_vec = _steady_states(model, vals, ss_row, const, ii, rate_row, parts, pieces,
+                                vidx, V)
+    if ev_vec is None:
+        ev_vec = np.zeros((n, V, S))
+
     if not blocks:
         z = np.zeros((n, 0))
         return (z, z.astype(np.int64), z.copy(), z.astype(np.int64), np.zeros(n, np.int64),
-                np.zeros((n, 1, S)))
-    ev_t = np.concatenate([np.broadcast_to(b[0], b[1].shape) for b in blocks], axis=1)
+                ev_vec)
+    keep = np.concatenate([b[4] for b in blocks], axis=1)
+    ev_t = np.where(keep, np.concatenate([b[0] for b in blocks], axis=1), np.inf)
+    if not np.all(np.isfinite(ev_t[keep])):
+        bad_t = ev_t[keep][~np.isfinite(ev_t[keep])][0]
+        raise KetasimInputError(f"{d.source}: an event time overflows ({bad_t!r} h); expected "
+                                "finite hours")
     ev_c = np.concatenate([b[1] for b in blocks], axis=1)
-    ev_a = np.concatenate([np.broadcast_to(b[2], b[1].shape) for b in blocks], axis=1)
-    ev_k = np.concatenate([np.broadcast_to(b[3], b[1].shape) for b in blocks], axis=1)
+    ev_a = np.concatenate([b[2] for b in blocks], axis=1)
+    ev_k = np.concatenate([b[3] for b in blocks], axis=1).astype(np.int64)
+    nev = keep.sum(axis=1).astype(np.int64)
     order = sort_events(ev_t, ev_k)
-    take = lambda a, dt: np.ascontiguousarray(np.take_along_axis(a, order, axis=1), dtype=dt)  # noqa: E731
+    E = max(int(nev.max()), 0)
+    order = order[:, :E]
+
+    def take(a, dt):   # sorted, and shared rows copied out to every subject
+        a = np.take_along_axis(a, order, axis=1).astype(dt, copy=False)
+        return np.ascontiguousarray(np.broadcast_to(a, (n, a.shape[1])))
+
     return (take(ev_t, np.float64), take(ev_c, np.int64), take(ev_a, np.float64),
-            take(ev_k, np.int64), np.full(n, ev_t.shape[1], np.int64), np.zeros((n, 1, S)))
+            take(ev_k, np.int64), np.ascontiguousarray(np.broadcast_to(nev, (n,))), ev_vec)
 
 
+def _steady_states(model, vals, ss_row, const, ii, rate_row, parts, pieces, vidx, V):
+    """ev_vec (N, V, S): the state just before each steady-state dose (see module docstring).
+    Row arrays may hold one row for all subjects (``ss_row``, ``ii``: (R0, Dm); parts:
+    (nb, Dm))."""
+    n = vals["WT"].shape[0]
+    S = len(model.state_names)
+    K = model.matrices(vals)
+    ev_vec = np.zeros((n, V, S))
+    cache = {}
+    nb = parts[0][0].shape[0]
+    rows = np.argwhere(np.broadcast_to(ss_row, (n, ss_row.shape[1])))
+    for s0, j in rows:
+        s0, j = int(s0), int(j)
+        jj = (min(s0, ii.shape[0] - 1), j)
+        s = min(s0, nb - 1)
+        if const[jj]:
+            u = np.zeros(S)
+            for (F, _, _, TO, HAS) in parts:
+                if HAS[s, j]:
+                    u[TO[s, j]] += F[s, j] * rate_row[jj]
+            key = (K[s0].tobytes(), "rate", u.tobytes())
+            if key not in cache:
+                cache[key] = constant_rate_state(K[s0], u, model)
+        else:
+            tau = float(ii[jj])
+            pcs = tuple((int(TO[s, j]), float(A[s, j]), float(LAG[s, j]),
+                         float(dur[s, j]) if inf[s, j] else 0.0, float(rate[s, j]))
+                        for TO, A, LAG, dur, inf, rate, HAS in pieces if HAS[s, j])
+            key = (K[s0].tobytes(), tau, pcs)
+            if key not in cache:
+                cache[key] = periodic_state(K[s0], tau, pcs, model)
+        ev_vec[s0, int(vidx[jj])] = cache[key]
+    return ev_vec

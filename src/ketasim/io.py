@@ -1,41 +1,264 @@
-"""Files: atomic writes and the CSV layout of results (ng/mL at the edge)."""
+"""Files: all-or-nothing writes of a command's outputs, and the CSV layout of results (ng/mL at
+the edge).
+
+Every file a command writes goes through :class:`OutputSet` (or :func:`write_outputs`): each
+output is written to a temporary sibling first, and only when every one of them was written
+completely are they moved into place. A failure, Ctrl-C (SIGINT) or SIGTERM at any point before
+that leaves every existing file as it was and removes the temporaries and any folder the command
+created; the moves themselves run with those signals held back, and an earlier move is undone
+if a later one fails.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["atomic_write", "result_columns", "write_result_csv", "write_result_table"]
+from .errors import KetasimInputError
+
+__all__ = ["OutputSet", "write_outputs", "check_outputs", "atomic_write", "result_columns",
+           "write_result_csv", "write_result_table", "signals_held", "interrupt"]
+
+_SIGNALS = tuple(s for s in (getattr(signal, "SIGINT", None), getattr(signal, "SIGTERM", None))
+                 if s is not None)
+
+
+_held = 0            # depth of signals_held() blocks
+_pending: list = []  # an interrupt that arrived inside one, raised when the last one ends
+
+
+@contextlib.contextmanager
+def signals_held():
+    """A critical section: SIGINT and SIGTERM wait until it ends.
+
+    At the operating-system level the signals are blocked where the platform can; at the
+    Python level a handler that calls :func:`interrupt` (the command line installs such
+    handlers) defers its exception to the end of the outermost block. So a temporary file is
+    never created without being recorded for clean-up, and a clean-up is never cut short."""
+    global _held
+    mask = None
+    if hasattr(signal, "pthread_sigmask") and \
+            threading.current_thread() is threading.main_thread():
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    _held += 1
+    try:
+        yield
+    finally:
+        _held -= 1
+        if mask is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        if _held == 0 and _pending:
+            exc = _pending.pop()
+            _pending.clear()
+            raise exc
+
+
+def interrupt(exc: BaseException) -> None:
+    """Raise ``exc`` (a KeyboardInterrupt) now, or at the end of the current
+    :func:`signals_held` block. For signal handlers."""
+    if _held:
+        if not _pending:
+            _pending.append(exc)
+        return
+    raise exc
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        try:
+            return a.resolve() == b.resolve()
+        except (OSError, RuntimeError):
+            return False
+
+
+def check_outputs(outputs, inputs=()) -> None:
+    """Refuse outputs that would overwrite an input, or each other (one-line errors).
+
+    ``outputs`` and ``inputs`` are ``(label, path)`` pairs, e.g. ``("--out", Path("o.csv"))`` and
+    ``("--doses", "d.csv")``; inputs that are not files (preset or course names) are skipped.
+    """
+    outs = [(lab, Path(p)) for lab, p in outputs if p is not None]
+    ins = [(lab, Path(p)) for lab, p in inputs if p is not None and Path(p).is_file()]
+    for i, (lab, p) in enumerate(outs):
+        for ilab, q in ins:
+            if _same_file(p, q):
+                raise KetasimInputError(
+                    f"{lab}: {str(p)!r} is the same file as the {ilab} input {str(q)!r}; "
+                    "choose another output file name (the input would be overwritten)")
+        for lab2, q in outs[i + 1:]:
+            if _same_file(p, q):
+                raise KetasimInputError(f"{lab} and {lab2}: both write {str(p)!r}; "
+                                        "expected different output files")
+
+
+class OutputSet:
+    """Write several files all-or-nothing.
+
+    Add each output with :meth:`add`, then call :meth:`commit`. ``data`` is ``bytes``, ``str``
+    or a callable that writes to an open file (text, UTF-8, unless ``binary=True``); a callable
+    streams, so a large table is never held in memory as text.
+
+    Examples
+    --------
+    >>> outs = OutputSet()                                        # doctest: +SKIP
+    >>> outs.add("run/out.csv", lambda fh: fh.write("time_h\\n0\\n"))
+    >>> outs.add("run/fig.png", png_bytes)
+    >>> outs.commit()        # both files appear, or neither (and no folder "run")
+    """
+
+    def __init__(self):
+        self._items: list[tuple[Path, object, bool]] = []
+
+    def add(self, path, data, *, binary: bool | None = None) -> OutputSet:
+        path = Path(path)
+        if path.is_symlink():      # write the file the link points to; keep the link
+            path = Path(os.path.realpath(path))
+        if path.exists() and not path.is_dir() and not path.is_file():
+            raise KetasimInputError(f"output {str(path)!r} exists and is not a regular file "
+                                    "(a device or a pipe); expected a file name")
+        if binary is None:
+            binary = isinstance(data, (bytes, bytearray, memoryview))
+        if any(_same_file(path, p) for p, _, _ in self._items):
+            raise KetasimInputError(f"output {str(path)!r} is given twice; expected different "
+                                    "output files")
+        self._items.append((path, data, binary))
+        return self
+
+    def __len__(self):
+        return len(self._items)
+
+    @property
+    def paths(self) -> list[Path]:
+        return [p for p, _, _ in self._items]
+
+    def commit(self) -> None:
+        """Write every temporary, then move them all into place; on any failure (or
+        KeyboardInterrupt) remove the temporaries and created folders and re-raise."""
+        temps: list[tuple[str, Path]] = []   # (temporary, destination)
+        made: list[Path] = []                # folders created here, outermost first
+        try:
+            for path, data, binary in self._items:
+                if path.is_dir():
+                    raise KetasimInputError(f"output {str(path)!r} is a folder, expected a "
+                                            "file name")
+                folder = path.parent if str(path.parent) else Path(".")
+                _make_folders(folder, made)
+                with signals_held():
+                    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:32]}.", suffix=".tmp",
+                                               dir=folder)
+                    temps.append((tmp, path))
+                _write(fd, data, binary)
+                try:       # a replaced file keeps its permissions; a new one gets the usual
+                    mode = path.stat().st_mode & 0o7777
+                except OSError:
+                    mode = 0o666 & ~_umask()
+                os.chmod(tmp, mode)
+            with signals_held():
+                _move_all(temps)
+                temps = []
+        except BaseException:
+            with signals_held():
+                for tmp, _ in temps:
+                    with contextlib.suppress(OSError):
+                        os.unlink(tmp)
+                for d in reversed(made):
+                    with contextlib.suppress(OSError):
+                        d.rmdir()
+            raise
+
+
+def write_outputs(items, inputs=()) -> None:
+    """Write ``[(path, data), ...]`` all-or-nothing (see :class:`OutputSet`); ``inputs`` are
+    ``(label, path)`` pairs that no output may overwrite.
+
+    ``data`` is bytes, str, or a callable given an open text file; ``(path, callable, True)``
+    gives the callable a binary file instead (Parquet, a figure written by a library)."""
+    outs = OutputSet()
+    for path, data, *binary in items:
+        outs.add(path, data, binary=binary[0] if binary else None)
+    check_outputs([("output", p) for p in outs.paths], inputs)
+    outs.commit()
+
+
+def _make_folders(folder: Path, made: list) -> None:
+    missing = []
+    p = folder
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        with signals_held():
+            try:
+                d.mkdir()
+            except FileExistsError:
+                if not d.is_dir():
+                    raise
+                continue
+            made.append(d)
+
+
+def _write(fd: int, data, binary: bool) -> None:
+    kw = {} if binary else {"encoding": "utf-8", "newline": ""}
+    with os.fdopen(fd, "wb" if binary else "w", **kw) as fh:
+        if callable(data):
+            data(fh)
+        else:
+            fh.write(data)
+        fh.flush()
+
+
+def _move_all(temps) -> None:
+    """Move temporaries into place; if one move fails, put back what the earlier ones
+    replaced (kept as hard links while the moves run)."""
+    done: list[tuple[Path, bool, str | None]] = []   # (path, existed before, backup)
+    backup = None
+    try:
+        for tmp, path in temps:
+            existed = path.exists() or path.is_symlink()
+            backup = None
+            if existed:
+                try:
+                    os.link(path, f"{tmp}.old", follow_symlinks=False)
+                    backup = f"{tmp}.old"
+                except (OSError, NotImplementedError):
+                    pass       # no hard links here: each move is still atomic on its own
+            os.replace(tmp, path)
+            done.append((path, existed, backup))
+            backup = None
+    except BaseException:
+        if backup is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(backup)
+        for path, existed, old in reversed(done):
+            with contextlib.suppress(OSError):
+                if old is not None:
+                    os.replace(old, path)
+                elif not existed:
+                    path.unlink()
+        raise
+    for _, _, old in done:
+        if old is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(old)
 
 
 def atomic_write(path, data, mode: str = "w") -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder, then rename.
-
-    A failure leaves no partial file behind (and no temporary one).
-    """
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, mode, **({"encoding": "utf-8", "newline": ""} if "b" not in mode
-                                    else {})) as fh:
-            if callable(data):
-                data(fh)
-            else:
-                fh.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """Write one file all-or-nothing (see :class:`OutputSet`); ``mode`` ``"wb"`` for bytes."""
+    OutputSet().add(path, data, binary="b" in mode).commit()
 
 
 def column_name(name: str) -> str:
@@ -61,14 +284,26 @@ def result_columns(result) -> tuple[list[str], np.ndarray]:
     table[:, 1:] = data.transpose(0, 2, 1).reshape(N * T, R)
     if result.population:
         cols = ["subject"] + cols
-        table = np.column_stack([np.repeat(np.arange(N), T), table])
+        table = np.column_stack([np.repeat(subject_labels(result), T), table])
     return cols, table
 
 
-def write_result_table(result, fh, rows_per_block: int = 65536) -> None:
+def subject_labels(result) -> np.ndarray:
+    """Subject column values: the dose table's IDs when it has a ``subject`` column, else
+    0..N-1."""
+    N = result.data.shape[0]
+    ids = getattr(getattr(result, "doses", None), "subject_ids", None)
+    if ids is not None and len(ids) == N:
+        return np.asarray(ids, dtype=np.float64)
+    return np.arange(N)
+
+
+def write_result_table(result, fh, rows_per_block: int = 16384) -> None:
     """Write a Result as CSV text to an open file, a block of rows at a time.
 
-    Same layout as :func:`result_columns`, without building the whole table in memory.
+    Same layout as :func:`result_columns`, without building the whole table in memory. Each
+    block is formatted with one ``%`` operation (values ``%.10g``, the same text as
+    ``numpy.savetxt`` gives, about 1.5 times faster).
     """
     from .result import MG_PER_L_TO_NG_PER_ML, PD_OUTPUTS
 
@@ -76,23 +311,45 @@ def write_result_table(result, fh, rows_per_block: int = 65536) -> None:
     cols = ["time_h"] + [column_name(nm) for nm in names]
     if result.population:
         cols = ["subject"] + cols
-    fmt = (["%d"] if result.population else []) + ["%.10g"] * (1 + len(names))
+    labels = subject_labels(result)
+    sub_fmt = ("%d" if np.all(labels == np.round(labels)) and np.all(np.abs(labels) < 2**53)
+               else "%.10g")
+    row = ",".join(([sub_fmt] if result.population else []) + ["%.10g"] * (1 + len(names))) + "\n"
     scale = np.array([1.0 if (n in PD_OUTPUTS or n.startswith("amount:"))
                       else MG_PER_L_TO_NG_PER_ML for n in names])
     fh.write(",".join(cols) + "\n")
     N, R, T = result.data.shape
     p = int(result.population)
+    rows_per_block = max(1, int(rows_per_block))
+    full = row * rows_per_block
+    block = np.empty((min(T, rows_per_block), p + 1 + R))
     for s in range(N):
         for a in range(0, T, rows_per_block):
             b = min(T, a + rows_per_block)
-            block = np.empty((b - a, p + 1 + R))
+            blk = block[:b - a]
             if p:
-                block[:, 0] = s
-            block[:, p] = result.times[a:b]
-            block[:, p + 1:] = (result.data[s, :, a:b] * scale[:, None]).T
-            np.savetxt(fh, block, delimiter=",", fmt=fmt)
+                blk[:, 0] = labels[s]
+            blk[:, p] = result.times[a:b]
+            src = result.data[s, :, a:b].T
+            with np.errstate(over="ignore"):
+                np.multiply(src, scale, out=blk[:, p + 1:])
+            _check_scaled(blk[:, p + 1:], src, names)
+            fh.write((full if b - a == rows_per_block else row * (b - a))
+                     % tuple(blk.ravel().tolist()))
+
+
+def _check_scaled(scaled: np.ndarray, src: np.ndarray, names) -> None:
+    """A finite value that the conversion to ng/mL overflows is an error, never an ``inf``."""
+    if np.isfinite(scaled).all():
+        return
+    bad = ~np.isfinite(scaled) & np.isfinite(src)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise KetasimInputError(
+            f"output {names[j]!r}: {src[i, j]:.3g} mg/L is too large to write in ng/mL (the "
+            "number overflows); check the doses and the model's units")
 
 
 def write_result_csv(result, path) -> None:
     """Write a Result as CSV (``time_h`` then one column per output), atomically."""
-    atomic_write(path, lambda fh: write_result_table(result, fh))
+    OutputSet().add(path, lambda fh: write_result_table(result, fh)).commit()

@@ -24,12 +24,21 @@ or expressions (see :mod:`ketasim._expr`). Internal units: hours, litres, millig
 ``[routes.NAME]``
     Either ``to``, ``f``, ``lag_h``, ``duration_h`` for a single input, or ``parts = [{...}, ...]``
     to split one dose into several inputs. Route expressions may use ``AMT`` (the dose, mg).
+    ``relative_f = true`` allows ``f`` above 1 (relative bioavailability).
 ``[effects]``
     ``name = {of = "central", ke0 = "KE0"}`` — an effect site (mg/L) lagging a compartment.
 ``[observe]``
     ``alias = "compartment"`` or ``alias = ["a", "b"]`` (sum of concentrations).
 ``[occupancy]``
     ``ligands = [{name, site, ki_um, fu, mw_g_mol}, ...]`` — competitive NMDA-site binding.
+    Optional ``default`` and ``drive`` (calibration names) and ``[occupancy.calibrations.NAME]``
+    tables ``"ligand name" = Ki expression (µM)``: one Ki per ligand per calibration (e.g.
+    ``in-vitro`` and ``in-vivo``). ``default`` is the calibration reported as ``occupancy``;
+    ``drive`` the one whose occupancy drives the schematic response, whatever calibration is
+    selected (so the surge never silently depends on that choice).
+``[[bands]]``
+    ``name``, ``analyte`` (an observe alias or concentration name), ``lo_ng_ml``, ``hi_ng_ml``,
+    ``source``: published concentration windows (effects, side effects) — see :class:`Band`.
 ``[glutamate]``
     Maps the schematic response's roles (``kout``, ``emax``, ``ec50``, ``hill``,
     ``plasticity_kin``, ``plasticity_kout``) to expressions; see :mod:`ketasim.pd`.
@@ -44,9 +53,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _expr
-from .errors import KetasimInputError, check_name
+from .errors import KetasimInputError, check_name, suggest
 
-__all__ = ["Model", "Flow", "RoutePart", "Effect", "Ligand"]
+__all__ = ["Model", "Flow", "RoutePart", "Effect", "Ligand", "Band"]
 
 
 def __getattr__(name):
@@ -79,13 +88,16 @@ class Flow:
 class RoutePart:
     """One input of a route: ``f`` of the dose goes to ``to`` after ``lag_h``, over ``duration_h``.
 
-    ``duration_h`` None means "the dose table's duration_h, else a bolus".
+    ``duration_h`` None means "the dose table's duration_h (or rate_mg_h), else a bolus".
+    ``relative_f`` True allows ``f`` above 1 (relative bioavailability); otherwise ``f`` is a
+    fraction and the parts of a route add up to at most 1.
     """
 
     to: str
     f: _expr.Expr
     lag_h: _expr.Expr
     duration_h: _expr.Expr | None
+    relative_f: bool = False
 
 
 @dataclass(frozen=True)
@@ -106,6 +118,18 @@ class Ligand:
     ki_um: _expr.Expr                  # µM
     fu: _expr.Expr                     # unbound fraction, 0-1
     mw_g_mol: _expr.Expr               # g/mol
+
+
+@dataclass(frozen=True)
+class Band:
+    """A published plasma-concentration window (ng/mL) of ``analyte`` in which an effect or a
+    side effect is reported, with its ``source``. ``hi_ng_ml`` may be ``inf`` (open above)."""
+
+    name: str
+    analyte: str                       # an observe alias (e.g. "plasma") or concentration name
+    lo_ng_ml: float
+    hi_ng_ml: float
+    source: str
 
 
 @dataclass(frozen=True)
@@ -131,6 +155,12 @@ class Model:
     schematic: frozenset = frozenset()
     meta: dict = field(default_factory=dict)
     source: str = ""
+    # occupancy calibrations: name -> tuple of Ki expressions (µM), one per ligand, in order
+    calibrations: dict = field(default_factory=dict)
+    default_calibration: str = ""       # reported as "occupancy" (first calibration if empty)
+    drive_calibration: str = ""         # drives the schematic response (default if empty)
+    bands: tuple = ()                   # Band, ...
+    variability: object = None          # ketasim.variability.Variability, or None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -174,6 +204,15 @@ class Model:
             lines.append(f"  source: {m['citation']}")
         if m.get("sampling"):
             lines.append(f"  sampling: {m['sampling']}")
+        if self.calibrations:
+            default = self.resolve_calibration(None)
+            drive = self.drive_calibration or default
+            lines.append("  occupancy calibrations: " + ", ".join(
+                c + (" (default)" if c == default else "") for c in self.calibrations)
+                + (f"; the schematic response is driven by {drive}" if self.glutamate else ""))
+        for b in self.bands:
+            hi = "" if b.hi_ng_ml == float("inf") else f"-{b.hi_ng_ml:g}"
+            lines.append(f"  band: {b.name} {b.lo_ng_ml:g}{hi} ng/mL {b.analyte}")
         return "\n".join(lines)
 
     # ------------------------------------------------------------------ numbers
@@ -346,19 +385,48 @@ class Model:
                 add_conc(r, nm)
         return C
 
-    def occupancy_weights(self, vals: dict) -> np.ndarray:
-        """Weights w (N, S) so that ``sum_i w_i x_i`` = Σ unbound conc./Ki (dimensionless)."""
+    @property
+    def calibration_names(self) -> tuple:
+        """Names of the occupancy calibrations (empty when the ligands carry one Ki each)."""
+        return tuple(self.calibrations)
+
+    def resolve_calibration(self, calibration: str | None) -> str | None:
+        """The calibration name to use (``None`` = the default), checked."""
+        if not self.calibrations:
+            if calibration is None:
+                return None
+            raise KetasimInputError(
+                f"occupancy_calibration: model {self.name!r} has no occupancy calibrations "
+                f"(got {calibration!r}); leave it unset")
+        if calibration is None:
+            return self.default_calibration or next(iter(self.calibrations))
+        if not isinstance(calibration, str) or calibration not in self.calibrations:
+            names = ", ".join(self.calibrations)
+            raise KetasimInputError(
+                f"occupancy_calibration: unknown calibration {calibration!r} for model "
+                f"{self.name!r}{suggest(str(calibration), self.calibrations)}; expected one of "
+                f"{names}")
+        return calibration
+
+    def occupancy_weights(self, vals: dict, calibration: str | None = None) -> np.ndarray:
+        """Weights w (N, S) so that ``sum_i w_i x_i`` = Σ unbound conc./Ki (dimensionless).
+
+        ``calibration`` names the Ki set (see :attr:`calibration_names`); ``None`` = the
+        model's default calibration, or the ligands' own ``ki_um`` when it has none."""
+        cal = self.resolve_calibration(calibration)
         n = vals["WT"].shape[0]
         idx = {s: i for i, s in enumerate(self.state_names)}
         vols = self.volumes(vals)
         w = np.zeros((n, len(idx)))
-        for lg in self.ligands:
+        for j, lg in enumerate(self.ligands):
             where = f"occupancy ligand {lg.name}"
-            ki = self.value(lg.ki_um, vals, f"{where}: ki_um")
+            ki_ex = lg.ki_um if cal is None else self.calibrations[cal][j]
+            what = "ki_um" if cal is None else f"ki_um ({cal} calibration)"
+            ki = self.value(ki_ex, vals, f"{where}: {what}")
             fu = self.value(lg.fu, vals, f"{where}: fu")
             mw = self.value(lg.mw_g_mol, vals, f"{where}: mw_g_mol")
             for fld, ex, v, ok, expected in (
-                    ("ki_um", lg.ki_um, ki, ki > 0, "> 0 (µM)"),
+                    (what, ki_ex, ki, ki > 0, "> 0 (µM)"),
                     ("mw_g_mol", lg.mw_g_mol, mw, mw > 0, "> 0 (g/mol)"),
                     ("fu", lg.fu, fu, (fu >= 0) & (fu <= 1), "a fraction in [0, 1]")):
                 if not np.all(ok):
@@ -375,11 +443,33 @@ class Model:
         """Occupancy outputs and their weights: output name -> (N, S) weights ``w`` such that
         ``sum_i w_i x_i`` = Σ unbound conc./Ki, and occupancy = that sum / (1 + that sum).
 
-        Keys: ``"occupancy"`` (the selected calibration), optionally ``"occupancy_low"`` and
-        ``"occupancy_high"`` (the range over calibrations), and ``"drive"``: the weights whose
-        occupancy drives the schematic glutamate response."""
-        w = self.occupancy_weights(vals)
-        return {"occupancy": w, "drive": w}
+        Keys
+        ----
+        ``"occupancy"``
+            The selected calibration (``None`` = the model's default).
+        ``"occupancy_low"``, ``"occupancy_high"``
+            Present when the model has two or more calibrations: the element-wise minimum and
+            maximum of the weights over all calibrations. Occupancy rises with every weight, so
+            these bound the occupancy of every calibration at every instant; when one
+            calibration has every Ki at or below another's (the usual case: in-vitro Ki below
+            in-vivo half-occupancy concentrations), the bounds *are* those two calibrations.
+        ``"drive"``
+            The weights whose occupancy drives the schematic glutamate response: always the
+            model's ``drive`` calibration (default: its default calibration), whatever
+            ``calibration`` is selected, so that the same concentrations give the same surge.
+        """
+        cal = self.resolve_calibration(calibration)
+        if cal is None:
+            w = self.occupancy_weights(vals)
+            return {"occupancy": w, "drive": w}
+        sets = {c: self.occupancy_weights(vals, c) for c in self.calibrations}
+        out = {"occupancy": sets[cal]}
+        if len(sets) > 1:
+            stack = np.stack(list(sets.values()))
+            out["occupancy_low"] = stack.min(axis=0)
+            out["occupancy_high"] = stack.max(axis=0)
+        out["drive"] = sets[self.drive_calibration or self.resolve_calibration(None)]
+        return out
 
     @property
     def has_consolidation(self) -> bool:

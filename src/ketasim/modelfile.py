@@ -6,6 +6,9 @@ section keeps a new section a local change.
 
 from __future__ import annotations
 
+import codecs
+import math
+import re
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -17,6 +20,7 @@ from .model import (
     OPTIONAL_GLUTAMATE_ROLES,
     OUT,
     RESERVED,
+    Band,
     Effect,
     Flow,
     Ligand,
@@ -25,7 +29,48 @@ from .model import (
     _is_finite,
 )
 
-__all__ = ["read_model_file", "model_from_dict", "load_model", "list_presets"]
+__all__ = ["read_model_file", "model_from_dict", "load_model", "list_presets", "MAX_STATES",
+           "MAX_MODEL_BYTES", "RESERVED_NAMES"]
+
+# ---------------------------------------------------------------------- limits and names
+MAX_STATES = 200            # compartments + effect sites: K is states x states per subject
+MAX_MODEL_BYTES = 1_000_000  # a model file; the shipped ones are under 20 kB
+MAX_FLOWS = 10_000
+MAX_ENTRIES = 1_000         # routes, parts of one route, observe aliases, ligands
+MAX_PARAMETERS = 10_000     # [parameters] + [schematic] + [derived]
+MAX_NAME_CHARS = 100
+MIN_VOLUME_L = 1e-300       # below it 1/V overflows a float
+NAME_RULE = "an ASCII identifier: a letter or _, then letters, digits or _ ([A-Za-z_][A-Za-z0-9_]*)"
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_ROUTE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+# names of result columns and built-ins: a compartment, alias, effect site or parameter with
+# one of these names would be confused with them (compared exactly, no case folding)
+RESERVED_OUTPUTS = frozenset({"occupancy", "occupancy_low", "occupancy_high", "glutamate",
+                              "plasticity", "consolidation", "time_h", "subject", "eliminated"})
+RESERVED_NAMES = frozenset(RESERVED) | RESERVED_OUTPUTS
+
+
+def _check_ident(name, what: str, where: str, pattern=_NAME, rule: str = NAME_RULE) -> str:
+    """A name that becomes a column, a key or an expression symbol: ASCII identifier, not
+    reserved. Non-ASCII look-alikes (full-width letters, ...) are refused, never normalised."""
+    if not isinstance(name, str) or len(name) > MAX_NAME_CHARS \
+            or not pattern.fullmatch(name):
+        too_long = isinstance(name, str) and len(name) > MAX_NAME_CHARS
+        shown = repr(name[:40]) + "..." if too_long else repr(name)
+        extra = f" of at most {MAX_NAME_CHARS} characters" if too_long else ""
+        raise KetasimInputError(f"{where}: {what} {shown}: not allowed as a name; expected "
+                                f"{rule}{extra}")
+    if name in RESERVED_NAMES:
+        raise KetasimInputError(
+            f"{where}: {what} {name!r}: the name is reserved (outputs and built-ins: "
+            f"{', '.join(sorted(RESERVED_NAMES))}); choose another name")
+    return name
+
+
+def _limit(n: int, limit: int, what: str, where: str, hint: str) -> None:
+    if n > limit:
+        raise KetasimInputError(f"{where}: {n:,} {what}; at most {limit:,} are supported "
+                                f"({hint})")
 
 
 def model_from_dict(spec: dict, *, source: str = "", name: str | None = None) -> Model:
@@ -34,28 +79,65 @@ def model_from_dict(spec: dict, *, source: str = "", name: str | None = None) ->
 
 
 def read_model_file(path) -> Model:
-    """Read a TOML model file."""
+    """Read a TOML model file (UTF-8, with or without a byte-order mark; UTF-16 or UTF-32 with
+    one), at most ``MAX_MODEL_BYTES`` bytes."""
     path = Path(path)
-    return _build(_read_toml(path.read_bytes(), str(path)), str(path), path.stem)
+    with open(path, "rb") as fh:
+        data = fh.read(MAX_MODEL_BYTES + 1)
+    if len(data) > MAX_MODEL_BYTES:
+        raise KetasimInputError(
+            f"{path}: model file larger than {MAX_MODEL_BYTES:,} bytes (the limit for a model "
+            "file); expected a TOML model file")
+    return _build(_read_toml(data, str(path)), str(path), path.stem)
+
+
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32-le", "UTF-32"), (codecs.BOM_UTF32_BE, "utf-32-be", "UTF-32"),
+         (codecs.BOM_UTF8, "utf-8", "UTF-8"), (codecs.BOM_UTF16_LE, "utf-16-le", "UTF-16"),
+         (codecs.BOM_UTF16_BE, "utf-16-be", "UTF-16"))
+
+
+def decode_text(data: bytes, where: str, expected: str) -> str:
+    """Text of a file: UTF-8 (a byte-order mark is skipped), or UTF-16/UTF-32 marked by one.
+
+    Anything else is a one-line error naming what the bytes look like."""
+    for bom, codec, label in _BOMS:
+        if data.startswith(bom):
+            try:
+                return data[len(bom):].decode(codec)
+            except UnicodeDecodeError as exc:
+                raise KetasimInputError(
+                    f"{where}: starts with a {label} byte-order mark but is not valid {label} "
+                    f"text (bad bytes at offset {exc.start + len(bom)}); expected {expected}, "
+                    "best saved as UTF-8") from None
+    if b"\x00" in data:
+        half = data[: 4096 - 4096 % 2]
+        if half and (half[1::2].count(0) >= 0.9 * len(half) // 2
+                     or half[0::2].count(0) >= 0.9 * len(half) // 2):
+            raise KetasimInputError(f"{where}: looks like UTF-16 text without a byte-order mark; "
+                                    f"save it as UTF-8 (expected {expected})")
+        raise KetasimInputError(f"{where}: this is a binary file, expected {expected}")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise KetasimInputError(
+            f"{where}: not UTF-8 text (bad byte at offset {exc.start}); expected {expected}"
+        ) from None
 
 
 def _read_toml(data: bytes, where: str) -> dict:
-    if b"\x00" in data:
-        raise KetasimInputError(f"{where}: this is a binary file, expected a TOML model file")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise KetasimInputError(
-            f"{where}: not UTF-8 text (bad byte at offset {exc.start}); expected a TOML model "
-            "file") from None
+    text = decode_text(data, where, "a TOML model file")
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise KetasimInputError(f"{where}: TOML syntax error: {exc}") from None
+    except RecursionError:
+        raise KetasimInputError(f"{where}: arrays or tables nested too deeply; expected a TOML "
+                                "model file") from None
 
 
 _TOP = {"model", "parameters", "schematic", "weight", "derived", "compartments", "flows",
-        "routes", "effects", "observe", "occupancy", "glutamate"}
+        "routes", "effects", "observe", "occupancy", "glutamate", "bands",
+        "variability"}
 
 
 def _table(spec, key, where, kind=dict):
@@ -89,10 +171,7 @@ def _build(spec: dict, where: str, name: str | None) -> Model:
     schematic = set()
     for sect in ("parameters", "schematic"):
         for k, v in _table(spec, sect, where).items():
-            if not k.isidentifier() or k in RESERVED:
-                raise KetasimInputError(
-                    f"{where}: [{sect}] {k!r}: not allowed as a parameter name (use letters, "
-                    f"digits and _; reserved: {', '.join(sorted(RESERVED))})")
+            _check_ident(k, f"[{sect}] parameter", where)
             if k in params:
                 raise KetasimInputError(f"{where}: parameter {k!r} is defined twice")
             if isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -106,6 +185,8 @@ def _build(spec: dict, where: str, name: str | None) -> Model:
             if sect == "schematic":
                 schematic.add(k)
 
+    n_derived = len(spec["derived"]) if isinstance(spec.get("derived"), dict) else 0
+    _limit(len(params) + n_derived, MAX_PARAMETERS, "parameters", where, "merge parameters")
     weight = _table(spec, "weight", where)
     _keys(weight, {"reference_kg", "allometric", "per_kg"}, f"{where}: [weight]")
     ref = weight.get("reference_kg", 70.0)
@@ -131,39 +212,51 @@ def _build(spec: dict, where: str, name: str | None) -> Model:
     known = set(params) | {"WT"}
     derived = {}
     for k, v in _table(spec, "derived", where).items():
-        if not k.isidentifier() or k in RESERVED or k in params:
-            raise KetasimInputError(f"{where}: [derived] {k!r}: name clashes with a parameter "
-                                    "or reserved name")
+        _check_ident(k, "[derived]", where)
+        if k in params:
+            raise KetasimInputError(f"{where}: [derived] {k!r}: name clashes with a parameter; "
+                                    "expected a new name")
         ex = _expr.parse(v, f"[derived] {k}", where)
+        _constant(ex, f"[derived] {k}", where)
         _names(ex, known, f"[derived] {k}", where)
         derived[k] = ex
         known.add(k)
 
-    def val(v, fld, extra=()):
+    def val(v, fld, extra=(), lo=0.0, hi=None, what="a finite number >= 0"):
         ex = _expr.parse(v, fld, where)
         _names(ex, known | set(extra), fld, where)
+        if isinstance(v, str):      # plain numbers have their own checks, where they are read
+            _constant(ex, fld, where, lo, hi, what)
         return ex
 
     comps_spec = _table(spec, "compartments", where)
     if not comps_spec:
         raise KetasimInputError(f"{where}: [compartments] is empty; expected at least one "
                                 "compartment, e.g. central = \"V1\"")
+    n_effects = len(spec["effects"]) if isinstance(spec.get("effects"), dict) else 0
+    _limit(len(comps_spec) + n_effects, MAX_STATES, "compartments and effect sites", where,
+           "merge compartments, or split the model")
     comps = {}
     for c, v in comps_spec.items():
-        if c in RESERVED or not c.isidentifier():
-            raise KetasimInputError(f"{where}: [compartments] {c!r}: not a valid compartment "
-                                    "name (letters, digits, _; 'out' is reserved)")
+        _check_ident(c, "[compartments]", where)
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             if not _is_finite(v) or v < 0:
                 raise KetasimInputError(
                     f"{where}: compartments.{c}: volume {v!r} L, expected > 0 or 0 "
                     "(amount-only)")
+            if 0 < v < MIN_VOLUME_L:
+                raise KetasimInputError(
+                    f"{where}: compartments.{c}: volume {v!r} L is too small (1/V overflows); "
+                    f"expected >= {MIN_VOLUME_L:g} L, or 0 (amount-only)")
             comps[c] = None if v == 0 else val(v, f"compartments.{c}")
         else:
-            comps[c] = val(v, f"compartments.{c}")
+            comps[c] = val(v, f"compartments.{c}", lo=MIN_VOLUME_L,
+                           what=f"a volume >= {MIN_VOLUME_L:g} L")
 
     flows = []
-    for i, fl in enumerate(_table(spec, "flows", where, list)):
+    flows_spec = _table(spec, "flows", where, list)
+    _limit(len(flows_spec), MAX_FLOWS, "flows", where, "merge parallel flows")
+    for i, fl in enumerate(flows_spec):
         w = f"{where}: flows[{i}]"
         if not isinstance(fl, dict):
             raise KetasimInputError(f"{w}: expected a table with from, to and k or cl")
@@ -202,8 +295,9 @@ def _build(spec: dict, where: str, name: str | None) -> Model:
         if not isinstance(d, dict):
             raise KetasimInputError(f"{w}: expected {{of = \"central\", ke0 = ...}}")
         _keys(d, {"of", "ke0"}, w)
-        if e in comps or not e.isidentifier() or e in RESERVED:
-            raise KetasimInputError(f"{w}: name clashes with a compartment or is not valid")
+        _check_ident(e, "[effects] effect site", where)
+        if e in comps:
+            raise KetasimInputError(f"{w}: name clashes with a compartment; expected a new name")
         if "of" not in d or "ke0" not in d:
             raise KetasimInputError(f"{w}: needs 'of' (a compartment) and 'ke0' (1/h)")
         check_name(str(d["of"]), comps, f"effects.{e}.of", where)
@@ -214,64 +308,98 @@ def _build(spec: dict, where: str, name: str | None) -> Model:
     conc_names = [c for c, v in comps.items() if v is not None] + [e.name for e in effects]
 
     routes = {}
-    for r, d in _table(spec, "routes", where).items():
+    routes_spec = _table(spec, "routes", where)
+    _limit(len(routes_spec), MAX_ENTRIES, "routes", where, "one route per way of dosing")
+    for r, d in routes_spec.items():
         w = f"{where}: routes.{r}"
+        _check_ident(r, "[routes]", where, _ROUTE,
+                     "an ASCII name: a letter or _, then letters, digits, _ or - "
+                     "([A-Za-z_][A-Za-z0-9_-]*)")
         if not isinstance(d, dict):
             raise KetasimInputError(f"{w}: expected a table")
         parts_spec = d.get("parts")
+        rel = d.get("relative_f", False)
+        if not isinstance(rel, bool):
+            raise KetasimInputError(f"{w}.relative_f: got {rel!r}, expected true or false")
         if parts_spec is None:
             parts_spec = [d]
         else:
-            _keys(d, {"parts"}, w)
+            _keys(d, {"parts", "relative_f"}, w)
             if not isinstance(parts_spec, list) or not parts_spec:
                 raise KetasimInputError(f"{w}: parts must be a non-empty list of tables")
+            _limit(len(parts_spec), MAX_ENTRIES, "parts", w, "merge parts")
         parts = []
         for j, p in enumerate(parts_spec):
             pw = f"routes.{r}" + (f".parts[{j}]" if "parts" in d else "")
             if not isinstance(p, dict):
                 raise KetasimInputError(f"{where}: {pw}: expected a table")
-            _keys(p, {"to", "f", "lag_h", "duration_h"}, f"{where}: {pw}")
+            _keys(p, {"to", "f", "lag_h", "duration_h", "relative_f"}, f"{where}: {pw}")
+            prel = p.get("relative_f", rel)
+            if not isinstance(prel, bool):
+                raise KetasimInputError(f"{where}: {pw}.relative_f: got {prel!r}, expected true "
+                                        "or false")
             if "to" not in p:
                 raise KetasimInputError(f"{where}: {pw}: missing 'to' (a compartment)")
             check_name(str(p["to"]), comps, f"{pw}.to", where)
-            for key, lo, hi in (("f", 0, 1), ("lag_h", 0, None), ("duration_h", 0, None)):
+            for key, lo, hi in (("f", 0, None if prel else 1), ("lag_h", 0, None),
+                                ("duration_h", 0, None)):
                 x = p.get(key)
                 if isinstance(x, (int, float)) and not isinstance(x, bool) and (
                         not _is_finite(x) or x < lo or (hi is not None and x > hi)):
-                    rng = "a fraction in [0, 1]" if hi else "a finite number >= 0 (hours)"
+                    rng = ("a fraction in [0, 1] (or relative_f = true)" if hi else
+                           "a finite number >= 0" + ("" if key == "f" else " (hours)"))
                     raise KetasimInputError(f"{where}: {pw}.{key}: got {x!r}, expected {rng}")
             parts.append(RoutePart(
                 to=str(p["to"]),
-                f=val(p.get("f", 1.0), f"{pw}.f", ("AMT",)),
+                f=val(p.get("f", 1.0), f"{pw}.f", ("AMT",), hi=None if prel else 1.0,
+                      what="a number >= 0" if prel else "a fraction in [0, 1]"),
                 lag_h=val(p.get("lag_h", 0.0), f"{pw}.lag_h", ("AMT",)),
                 duration_h=(val(p["duration_h"], f"{pw}.duration_h", ("AMT",))
-                            if "duration_h" in p else None)))
+                            if "duration_h" in p else None),
+                relative_f=prel))
+        fixed = [part.f.evaluate({}) for part in parts
+                 if not part.f.names and not part.relative_f]
+        total = float(sum(fixed)) if fixed else 0.0
+        if total > 1.0 + 1e-12:
+            raise KetasimInputError(
+                f"{w}: the parts' fractions f add up to {total:.6g}, so a dose would deliver "
+                f"{total:.6g} times its amount; expected a sum <= 1 (mass is conserved), or "
+                "relative_f = true for a relative bioavailability")
         routes[r] = tuple(parts)
 
     observe = {}
-    for a, v in _table(spec, "observe", where).items():
+    observe_spec = _table(spec, "observe", where)
+    _limit(len(observe_spec), MAX_ENTRIES, "observe aliases", where, "fewer aliases")
+    for a, v in observe_spec.items():
+        _check_ident(a, "[observe] alias", where)
         items = [v] if isinstance(v, str) else v
         if not isinstance(items, list) or not items or not all(isinstance(x, str) for x in items):
             raise KetasimInputError(f"{where}: observe.{a}: expected a compartment name or a "
                                     "list of names")
         if a in comps or a in [e.name for e in effects]:
-            raise KetasimInputError(f"{where}: observe.{a}: alias clashes with a compartment")
+            raise KetasimInputError(f"{where}: observe.{a}: alias clashes with a compartment "
+                                    "or effect site; expected a new name")
+        _limit(len(items), MAX_STATES, "names in one alias", f"{where}: observe.{a}",
+               "each name once")
         for x in items:
             check_name(x, conc_names, f"observe.{a}", where)
         observe[a] = tuple(items)
 
     occ = _table(spec, "occupancy", where)
-    _keys(occ, {"ligands", "receptor"}, f"{where}: [occupancy]")
+    _keys(occ, {"ligands", "receptor", "calibrations", "default", "drive"},
+          f"{where}: [occupancy]")
+    has_cal = bool(occ.get("calibrations"))
     ligands = []
     if not isinstance(occ.get("ligands", []), list):
         raise KetasimInputError(f"{where}: [occupancy] ligands must be a list of tables, got "
                                 f"{type(occ['ligands']).__name__}")
+    _limit(len(occ.get("ligands", [])), MAX_ENTRIES, "ligands", where, "fewer ligands")
     for j, lg in enumerate(occ.get("ligands", [])):
         w = f"occupancy.ligands[{j}]"
         if not isinstance(lg, dict):
             raise KetasimInputError(f"{where}: {w}: expected a table")
         _keys(lg, {"name", "site", "ki_um", "fu", "mw_g_mol"}, f"{where}: {w}")
-        for req in ("site", "ki_um", "mw_g_mol"):
+        for req in ("site", "mw_g_mol") + (() if has_cal else ("ki_um",)):
             if req not in lg:
                 raise KetasimInputError(f"{where}: {w}: missing '{req}'")
         check_name(str(lg["site"]), conc_names, f"{w}.site", where)
@@ -282,9 +410,12 @@ def _build(spec: dict, where: str, name: str | None) -> Model:
             if isinstance(x, (int, float)) and not isinstance(x, bool) and not (
                     _is_finite(x) and ok(x)):
                 raise KetasimInputError(f"{where}: {w}.{key}: got {x!r}, expected {expected}")
+        ki = val(lg["ki_um"], f"{w}.ki_um") if "ki_um" in lg else None
         ligands.append(Ligand(str(lg.get("name", lg["site"])), str(lg["site"]),
-                              val(lg["ki_um"], f"{w}.ki_um"), val(lg.get("fu", 1.0), f"{w}.fu"),
+                              ki, val(lg.get("fu", 1.0), f"{w}.fu"),
                               val(lg["mw_g_mol"], f"{w}.mw_g_mol")))
+    calibrations, default_cal, drive_cal = _parse_calibrations(occ, ligands, val, where)
+    bands = _parse_bands(_table(spec, "bands", where, list), list(observe) + conc_names, where)
 
     glu_spec = _table(spec, "glutamate", where)
     glutamate = {}
@@ -299,11 +430,99 @@ def _build(spec: dict, where: str, name: str | None) -> Model:
                 raise KetasimInputError(f"{where}: [glutamate] missing '{role}'")
             glutamate[role] = val(glu_spec[role], f"glutamate.{role}")
 
+    from .variability import parse_variability
+    variability = parse_variability(spec.get("variability"), params, where)
+
     return Model(name=name, parameters=params, compartments=comps, flows=tuple(flows),
                  routes=routes, effects=tuple(effects), observe=observe, ligands=tuple(ligands),
                  glutamate=glutamate, derived=derived, allometric=dict(allo),
                  per_kg=tuple(per_kg), reference_weight_kg=float(ref),
-                 schematic=frozenset(schematic), meta=meta, source=where)
+                 schematic=frozenset(schematic), meta=meta, source=where,
+                 calibrations=calibrations, default_calibration=default_cal,
+                 drive_calibration=drive_cal, bands=bands,
+                 variability=variability or None)
+
+
+def _parse_calibrations(occ: dict, ligands: list, val, where: str):
+    """``[occupancy.calibrations.NAME]`` tables (ligand name -> Ki expression, µM) and the
+    ``default`` / ``drive`` calibration names. Returns (calibrations, default, drive)."""
+    cal_spec = occ.get("calibrations", {})
+    if not isinstance(cal_spec, dict):
+        raise KetasimInputError(f"{where}: [occupancy.calibrations] must be a table of "
+                                f"calibrations, got {type(cal_spec).__name__}")
+    names = [lg.name for lg in ligands]
+    if cal_spec:
+        for lg in ligands:
+            if lg.ki_um is not None:
+                raise KetasimInputError(
+                    f"{where}: occupancy ligand {lg.name!r}: ki_um is given and so are "
+                    "[occupancy.calibrations]; give its Ki in each calibration instead")
+    calibrations = {}
+    for cal, table in cal_spec.items():
+        w = f"occupancy.calibrations.{cal}"
+        if not isinstance(table, dict) or not table:
+            raise KetasimInputError(f"{where}: {w}: expected a table of ligand name = Ki (µM)")
+        for lg_name in table:
+            check_name(str(lg_name), names, w, where)
+        kis = []
+        for lg in ligands:
+            if lg.name not in table:
+                raise KetasimInputError(f"{where}: {w}: missing a Ki for ligand {lg.name!r}")
+            x = table[lg.name]
+            if isinstance(x, (int, float)) and not isinstance(x, bool) and not (
+                    _is_finite(x) and x > 0):
+                raise KetasimInputError(f"{where}: {w}.{lg.name}: got {x!r}, expected > 0 (µM)")
+            kis.append(val(x, f"{w}.{lg.name}"))
+        calibrations[str(cal)] = tuple(kis)
+    chosen = {}
+    for key in ("default", "drive"):
+        if key not in occ:
+            chosen[key] = ""
+            continue
+        if not calibrations:
+            raise KetasimInputError(f"{where}: [occupancy] {key} = {occ[key]!r} needs "
+                                    "[occupancy.calibrations]")
+        chosen[key] = check_name(str(occ[key]), calibrations, f"[occupancy] {key}", where)
+    return calibrations, chosen["default"], chosen["drive"]
+
+
+def _parse_bands(spec: list, analytes: list, where: str) -> tuple:
+    """``[[bands]]``: published concentration windows (ng/mL) of an analyte, with a source."""
+    bands = []
+    for i, b in enumerate(spec):
+        w = f"{where}: bands[{i}]"
+        if not isinstance(b, dict):
+            raise KetasimInputError(f"{w}: expected a table with name, analyte, lo_ng_ml, "
+                                    "hi_ng_ml and source")
+        _keys(b, {"name", "analyte", "lo_ng_ml", "hi_ng_ml", "source"}, w)
+        for req in ("name", "lo_ng_ml", "source"):
+            if req not in b:
+                raise KetasimInputError(f"{w}: missing '{req}'")
+        analyte = str(b.get("analyte", "plasma"))
+        check_name(analyte, analytes, f"bands[{i}].analyte", where)
+        lo, hi = b["lo_ng_ml"], b.get("hi_ng_ml", float("inf"))
+        for key, x in (("lo_ng_ml", lo), ("hi_ng_ml", hi)):
+            if isinstance(x, bool) or not isinstance(x, (int, float)) or x != x or x < 0 or (
+                    key == "lo_ng_ml" and not _is_finite(x)):
+                raise KetasimInputError(f"{w}.{key}: got {x!r}, expected a concentration "
+                                        ">= 0 ng/mL")
+        if not hi > lo:
+            raise KetasimInputError(f"{w}: hi_ng_ml = {hi!r} must be above lo_ng_ml = {lo!r}")
+        bands.append(Band(str(b["name"]), analyte, float(lo), float(hi), str(b["source"])))
+    return tuple(bands)
+
+
+def _constant(ex: _expr.Expr, fld, where, lo=None, hi=None, what="a finite number") -> None:
+    """An expression without names is checked once, here: finite, and within [lo, hi]."""
+    if ex.names:
+        return
+    x = float(ex.evaluate({}))
+    if not math.isfinite(x):
+        raise KetasimInputError(f"{where}: {fld}: {ex.text!r} evaluates to {x!r} (overflow or "
+                                f"an undefined operation); expected {what}")
+    if (lo is not None and x < lo) or (hi is not None and x > hi):
+        raise KetasimInputError(f"{where}: {fld}: {ex.text!r} evaluates to {x:g}; expected "
+                                f"{what}")
 
 
 def _names(ex: _expr.Expr, known, fld, where):
@@ -326,11 +545,16 @@ def load_model(name_or_path) -> Model:
     if isinstance(name_or_path, Model):
         return name_or_path
     s = str(name_or_path)
+    if not s.strip():
+        raise KetasimInputError(f"model: got {s!r}, expected a preset name ("
+                                + ", ".join(list_presets()) + ") or a TOML model file")
     p = Path(s)
     if p.suffix == ".toml" or p.exists() or "/" in s or "\\" in s:
         if not p.is_file():
-            raise KetasimInputError(f"model: {s!r} is a folder, expected a TOML model file"
-                                    if p.is_dir() else f"model: file {s!r} not found")
+            raise KetasimInputError(
+                f"model: {s!r} is a folder, expected a TOML model file" if p.is_dir() else
+                f"model: {s!r} is not a regular file (a device or a pipe), expected a TOML "
+                "model file" if p.exists() else f"model: file {s!r} not found")
         return Model.from_toml(p)
     presets = list_presets()
     if s not in presets:

@@ -1,175 +1,851 @@
-"""Figures from Results (matplotlib). Functions return a Figure or Axes; nothing calls
-``plt.show()`` and nothing needs a display (figures are built on the Agg canvas)."""
+"""Figures from Results (matplotlib), made to be shown to a class.
+
+Every function returns a :class:`matplotlib.figure.Figure` (or draws on a given Axes), never
+calls ``plt.show()`` and needs no display: figures are built on the Agg canvas, so they save
+anywhere (``fig.savefig("course.png")``) and display in Jupyter.
+
+The main entry points:
+
+- :func:`run_course` simulates what the course figure needs (the course on a table grid that
+  contains every session start and infusion end, a fine close-up of the first session, and the
+  per-session metrics) and returns a :class:`CourseRun`;
+- :func:`plot_course` draws one run; :func:`plot_compare` overlays several;
+- :func:`plot_bands` draws population percentiles (5/50/95 %) over time;
+- :func:`plot_concentrations` draws concentration curves on one Axes.
+
+Style choices (for projectors and colour-blind viewers): the Okabe-Ito palette, body text of
+at least 11 pt, legends outside the data area, every schematic output labelled SCHEMATIC and
+occupancy labelled model-predicted, and a caption that names the preset and its source.
+"""
 
 from __future__ import annotations
 
+import math
 import textwrap
+from dataclasses import dataclass
 
 import numpy as np
 
 from .dosing import expand
 
-__all__ = ["plot_course", "plot_concentrations", "DISCLAIMER"]
+__all__ = ["plot_course", "plot_compare", "plot_bands", "plot_concentrations", "run_course",
+           "CourseRun", "analyte_labels", "drug_name", "describe_doses", "save_figure",
+           "figure_bytes", "OKABE_ITO", "DISCLAIMER", "COURSE_DESCRIPTIONS"]
 
-DISCLAIMER = ("ketasim: teaching and research tool, not a dosing recommendation. "
-              "Occupancy is model-predicted; glutamate and plasticity are SCHEMATIC "
-              "(illustrative parameters, not fitted to data).")
-_COLORS = {"plasma": "#1f5fa8", "metabolite": "#d07a12", "occupancy": "#6a3d9a",
-           "glutamate": "#2e8b57", "plasticity": "#b22222"}
+DISCLAIMER = ("Teaching and research tool, not a dosing recommendation. Occupancy is "
+              "model-predicted; glutamate and plasticity are SCHEMATIC (illustrative "
+              "parameters, not fitted to data).")
+
+# Okabe M & Ito K, "Color universal design" (2002): distinguishable with every common form of
+# colour-vision deficiency, and in greyscale by lightness for the pairs used together here.
+OKABE_ITO = {"black": "#000000", "orange": "#E69F00", "sky": "#56B4E9", "green": "#009E73",
+             "yellow": "#F0E442", "blue": "#0072B2", "vermillion": "#D55E00",
+             "purple": "#CC79A7"}
+RUN_COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
+_COLORS = {"plasma": OKABE_ITO["blue"], "metabolite": OKABE_ITO["orange"],
+           "s_ketamine": OKABE_ITO["sky"], "r_ketamine": OKABE_ITO["purple"],
+           "occupancy": OKABE_ITO["green"], "glutamate": OKABE_ITO["vermillion"],
+           "plasticity": OKABE_ITO["black"], "consolidation": OKABE_ITO["purple"]}
+# compared runs also differ in line style and marker, so identical curves stay visible
+_RUN_LS = ("-", "--", ":", "-.")
+_RUN_MK = ("o", "s", "^", "D")
+_BAND_FILLS = ("#F0E442", "#56B4E9", "#CC79A7", "#E69F00", "#009E73")
+
+BODY_PT = 12       # tick labels, legends, axis labels: readable from the back of a lecture hall
+TITLE_PT = 15
+CAPTION_PT = 11
+
+COURSE_DESCRIPTIONS = {
+    "standard-iv": "standard IV course (3/wk in week 1, 2 in week 2, weekly in weeks 3-5, "
+                   "then monthly)",
+    "spravato": "Spravato label course (2/wk in weeks 1-4, weekly in weeks 5-8, then every "
+                "1-2 weeks)",
+}
+_ROUTE_WORDS = {"iv": "IV infusion", "intranasal": "nasal spray", "oral": "oral",
+                "im": "intramuscular"}
 
 
-def _time_axis(t):
-    if t[-1] - t[0] > 72:
-        return t / 24.0, "time (days)"
-    return t, "time (h)"
+# ---------------------------------------------------------------------------- names
+def drug_name(model) -> str:
+    """The drug a model doses, in words: ``model.meta["drug"]`` if the model file sets it,
+    else read from its occupancy ligands (R- and S-ketamine: racemic ketamine; S-ketamine
+    only: esketamine), else the model's name."""
+    if model.meta.get("drug"):
+        return str(model.meta["drug"])
+    names = {lg.name.lower() for lg in getattr(model, "ligands", ())}
+    if "r-ketamine" in names and "s-ketamine" in names:
+        return "racemic ketamine"
+    if "s-ketamine" in names:
+        return "esketamine"
+    return model.name
 
 
-def _band(ax, x, y, color, label):
-    """A line for one subject; median and 5-95 % band for a population (N, T)."""
+# concentration outputs named by observe alias; the drug-dependent ones are filled in below
+_ALIAS_LABELS = {"s_ketamine": "S-ketamine", "r_ketamine": "R-ketamine",
+                 "s_norketamine": "S-norketamine", "r_norketamine": "R-norketamine"}
+_DRUG_LABELS = {"racemic ketamine": {"plasma": "ketamine (S + R)",
+                                     "metabolite": "norketamine (S + R)"},
+                "esketamine": {"plasma": "esketamine", "metabolite": "noresketamine"}}
+
+
+def analyte_labels(model) -> dict:
+    """Display names of a model's concentration outputs, in drawing order (main analyte first).
+
+    Data-driven: a model file may name its analytes in ``[model] labels = {plasma = "...",
+    ...}``; otherwise the observe aliases are named from :func:`drug_name` (``plasma`` and
+    ``metabolite``) and the alias itself (``s_ketamine`` -> S-ketamine). Only observe aliases
+    are drawn (compartments and effect sites are model internals); a model without aliases
+    shows its first compartment with a volume.
+    """
+    given = model.meta.get("labels") or {}
+    drug = _DRUG_LABELS.get(drug_name(model), {"plasma": "plasma", "metabolite": "metabolite"})
+    names = [n for n in model.observe] or list(model.concentration_names[:1])
+    out = {}
+    for n in names:
+        out[n] = str(given.get(n) or drug.get(n) or _ALIAS_LABELS.get(n) or n.replace("_", " "))
+    return out
+
+
+def main_analyte(model) -> str:
+    names = list(analyte_labels(model))
+    return "plasma" if "plasma" in names else names[0]
+
+
+def describe_doses(doses, weight_kg: float | None = None) -> str:
+    """A short description of the dose per session: ``0.5 mg/kg (35 mg) IV infusion over
+    40 min`` or ``56-84 mg nasal spray``."""
+    d = expand(doses)
+    routes = sorted(set(d.route))
+    amounts = np.unique(np.round(d.amount_mg, 6))
+    if amounts.size == 1:
+        amt = f"{_num(amounts[0])} mg"
+    else:
+        amt = f"{_num(amounts.min())}-{_num(amounts.max())} mg"
+    if "iv" in routes and weight_kg and amounts.size == 1:
+        amt = f"{_num(amounts[0] / weight_kg)} mg/kg ({amt})"
+    route = " + ".join(_ROUTE_WORDS.get(r, r) for r in routes)
+    durs = np.unique(np.round(d.duration_h[d.duration_h > 0], 6))
+    over = f" over {_num(durs[0] * 60)} min" if durs.size == 1 else ""
+    return f"{amt} {route}{over}"
+
+
+def _regimen(doses, regimen=None) -> str:
+    if regimen:
+        return regimen
+    t = np.unique(expand(doses).time_h)
+    if t.size == 1:
+        return "one session"
+    return f"{t.size} sessions over {_num((t[-1] - t[0]) / 24)} days"
+
+
+def _num(v: float) -> str:
+    """A number with at most 3 significant digits and no trailing zeros (35, 0.5, 2.33)."""
+    if v == 0 or not math.isfinite(v):
+        return f"{v:g}"
+    if abs(v) >= 100:
+        return f"{v:.0f}"
+    return f"{float(f'{v:.3g}'):g}"
+
+
+# ---------------------------------------------------------------------------- simulation
+@dataclass(frozen=True)
+class CourseRun:
+    """What the course figure shows for one model and dose table.
+
+    Attributes
+    ----------
+    course : Result        the whole course on the table grid (see :func:`run_course`)
+    closeup : Result       the first session on a 1-minute grid
+    metrics : CourseMetrics  per-session metrics of ``course`` (main analyte)
+    label : str            legend label (compare figures)
+    regimen : str          words for the schedule (title)
+    weight_kg : float
+    """
+
+    course: object
+    closeup: object
+    metrics: object
+    label: str
+    regimen: str
+    weight_kg: float
+
+    @property
+    def model(self):
+        return self.course.model
+
+    @property
+    def doses(self):
+        return self.course.doses
+
+
+def event_times(doses) -> np.ndarray:
+    """Session starts and infusion ends (h): the kinks of the curves. Adding them to an output
+    grid puts the exact end-of-infusion peak on the grid."""
+    d = expand(doses)
+    return np.unique(np.r_[d.time_h, d.time_h + d.duration_h])
+
+
+def course_grid(doses, step_h: float, until_h: float, start_h: float = 0.0) -> np.ndarray:
+    """A uniform grid of ``step_h`` from ``start_h`` to ``until_h`` plus every event time in
+    that window (sorted, unique)."""
+    n = int(math.floor((until_h - start_h) / step_h + 1e-9))
+    t = start_h + step_h * np.arange(n + 1)
+    ev = event_times(doses)
+    ev = np.unique(np.r_[ev[(ev >= start_h) & (ev <= until_h)], until_h])
+    # a grid point within a rounding error of an event time gives way to the event time
+    tol = 1e-9 * max(1.0, abs(until_h))
+    j = np.clip(np.searchsorted(ev, t), 1, ev.size - 1) if ev.size > 1 else np.zeros(t.size,
+                                                                                      int)
+    near = np.minimum(np.abs(t - ev[j]), np.abs(t - ev[np.maximum(j - 1, 0)]))
+    return np.unique(np.r_[t[near > tol], ev])
+
+
+def run_course(model, doses, weight_kg: float = 70.0, params=None, *, step_h: float = 1 / 12,
+               closeup_h: float = 8.0, until_h: float | None = None, label: str | None = None,
+               regimen: str | None = None, outputs=None, **simulate_kw) -> CourseRun:
+    """Simulate a course for the figures.
+
+    Parameters
+    ----------
+    model, doses, weight_kg, params
+        As for :func:`ketasim.simulate`; ``doses`` may also be a course name.
+    step_h : float
+        Grid step of the whole-course result, h (default 5 min), plus every session start
+        and infusion end (so infusion peaks are on the grid).
+    closeup_h : float
+        Length of the first-session close-up, h (simulated on a 1-minute grid).
+    until_h : float, optional
+        End of the course, h (default: last session + 28 days).
+    label, regimen : str, optional
+        Legend label (default: the model name) and words for the schedule (title).
+    """
+    from .courses import resolve_doses
+    from .metrics import course_metrics
+    from .modelfile import load_model
+    from .simulate import simulate
+
+    model = load_model(model)
+    if isinstance(doses, str) and regimen is None:
+        regimen = COURSE_DESCRIPTIONS.get(doses)
+    doses = resolve_doses(doses, weight_kg=weight_kg)
+    ev = event_times(doses)
+    if until_h is None:
+        until_h = float(ev.max()) + 28 * 24.0
+    t = course_grid(doses, step_h, until_h)
+    course = simulate(model, doses, t, params=params, weight_kg=weight_kg, outputs=outputs,
+                      **simulate_kw)
+    t0 = float(expand(doses).time_h.min())
+    tz = course_grid(doses, 1 / 60, t0 + closeup_h, start_h=t0)
+    closeup = simulate(model, doses, tz, params=params, weight_kg=weight_kg, outputs=outputs,
+                       **simulate_kw)
+    metrics = course_metrics(course, analyte=main_analyte(model))
+    return CourseRun(course, closeup, metrics, label or model.name, _regimen(doses, regimen),
+                     float(np.mean(weight_kg)))
+
+
+# ---------------------------------------------------------------------------- helpers
+def _style(ax):
+    ax.tick_params(labelsize=BODY_PT)
+    ax.grid(alpha=0.3)
+    for s in ("top", "right"):
+        ax.spines[s].set_visible(False)
+
+
+def _line_or_band(ax, x, y, color, label, lw=2.0, ls="-", alpha=0.25):
+    """A line for one subject; the median and a 5-95 % band for a population (N, T)."""
     if y.ndim == 1:
-        ax.plot(x, y, color=color, lw=1.3, label=label)
+        ax.plot(x, y, color=color, lw=lw, ls=ls, label=label)
         return
     lo, med, hi = np.percentile(y, [5, 50, 95], axis=0)
-    ax.fill_between(x, lo, hi, color=color, alpha=0.25, lw=0, label=f"{label} (5-95 %)")
-    ax.plot(x, med, color=color, lw=1.3, label=f"{label} (median)")
+    ax.fill_between(x, lo, hi, color=color, alpha=alpha, lw=0, label=f"{label} (5-95 %)")
+    ax.plot(x, med, color=color, lw=lw, ls=ls, label=f"{label} (median)")
 
 
-def _dose_marks(ax, result, scale):
-    if result.doses is None or len(result.doses) == 0:
+def _bands(model, analyte=None):
+    """The model's published concentration windows (``[[bands]]`` of the model file) for
+    ``analyte`` (default: the main analyte); none when the model has no bands."""
+    analyte = analyte or main_analyte(model)
+    return tuple(b for b in (getattr(model, "bands", ()) or ())
+                 if getattr(b, "analyte", analyte) == analyte)
+
+
+def _band_label(b):
+    hi = b.hi_ng_ml if b.hi_ng_ml is not None and math.isfinite(b.hi_ng_ml) else None
+    return f"{b.name}: {_num(b.lo_ng_ml)}" + (f"-{_num(hi)}" if hi is not None else "+") + \
+        " ng/mL"
+
+
+def _draw_effect_bands(ax, bands, labelled=True):
+    """Published concentration windows (e.g. psychedelic effects) as shaded horizontal bands
+    behind the curves; a window above the axis range is left out (the caption names it)."""
+    top_view = ax.get_ylim()[1]
+    for i, b in enumerate(bands):
+        if b.lo_ng_ml >= top_view:
+            continue
+        hi = b.hi_ng_ml if b.hi_ng_ml is not None and math.isfinite(b.hi_ng_ml) else top_view
+        col = _BAND_FILLS[i % len(_BAND_FILLS)]
+        # windows overlap: every other one is hatched instead of filled, so both stay legible
+        if i % 2 == 0:
+            ax.axhspan(b.lo_ng_ml, min(hi, top_view), color=col, alpha=0.25, lw=0, zorder=0,
+                       label=_band_label(b) if labelled else None)
+        else:
+            ax.axhspan(b.lo_ng_ml, min(hi, top_view), facecolor="none", edgecolor=col,
+                       hatch="///", lw=0, alpha=0.8, zorder=0,
+                       label=_band_label(b) if labelled else None)
+
+
+def _bands_caption(bands, top_view):
+    """A caption line naming each window, its source and whether it is in view."""
+    if not bands:
+        return None
+    shown, above = [], []
+    for b in bands:
+        src = str(getattr(b, "source", "")).split(": ")[0]
+        (above if b.lo_ng_ml >= top_view else shown).append(
+            f"{_band_label(b)} ({src})" if src else _band_label(b))
+    out = "Shaded: published plasma-concentration windows: " + "; ".join(shown) if shown \
+        else "Published plasma-concentration windows"
+    if above:
+        out += ". Above the plotted range: " + "; ".join(above)
+    return out + "."
+
+
+def _occupancy_band(ax, res, x, sel, color):
+    if "occupancy_low" in res.names and "occupancy_high" in res.names:
+        lo = res.output("occupancy_low")[..., sel] * 100
+        hi = res.output("occupancy_high")[..., sel] * 100
+        if lo.ndim == 2:
+            lo, hi = np.percentile(lo, 50, axis=0), np.percentile(hi, 50, axis=0)
+        ax.fill_between(x, np.minimum(lo, hi), np.maximum(lo, hi), color=color, alpha=0.2, lw=0,
+                        label="range over Ki calibrations")
+
+
+def _legend(ax, handles=None, labels=None, title=None):
+    """A legend outside the data area, to the right of the axes."""
+    if handles is None:
+        handles, labels = ax.get_legend_handles_labels()
+    if not handles:
         return
-    d = expand(result.doses)
-    t = d.time_h[d.time_h <= result.times[-1]]
-    if t.size:
-        ax.plot(t / scale, np.ones_like(t), transform=ax.get_xaxis_transform(), ls="none",
-                marker="v", ms=5, color="0.35", clip_on=False, label="dose")
+    ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0,
+              frameon=False, fontsize=BODY_PT - 1, title=title, title_fontsize=BODY_PT - 1,
+              alignment="left")
 
 
-def plot_concentrations(result, names=None, ax=None, unit="ng/mL"):
-    """Concentration-time curves of ``names`` (default: ``plasma`` and ``metabolite`` when
-    defined, else every compartment) on ``ax``; returns the Axes."""
+def _caption_lines(fig, models, extra=None):
+    lines = []
+    seen = set()
+    for m in models:
+        if m.name in seen:
+            continue
+        seen.add(m.name)
+        src = m.meta.get("citation", "")
+        kind = "Preset" if m.source.startswith("preset ") else "Model"
+        lines.append(f"{kind} {m.name}" + (f" — source: {src}" if src else ""))
+    if extra:
+        lines.extend(extra.split("\n"))
+    lines.append(DISCLAIMER)
+    width = int(fig.get_figwidth() * 72 / (CAPTION_PT * 0.56))
+    return [w for ln in lines for w in textwrap.wrap(ln, width)]
+
+
+def _has(res, name):
+    return name in res.names
+
+
+def _infusion_bars(ax, doses, t0, t1, color="0.35", label=True):
+    """Each dose in the window: a bar over the infusion (drawn just above the axis) or a
+    triangle at a bolus/spray, in axes-fraction height so it never hides a curve."""
+    d = expand(doses)
+    tr = ax.get_xaxis_transform()
+    first = True
+    for t, dur, amt, route in zip(d.time_h, d.duration_h, d.amount_mg, d.route):
+        if t > t1 or t + dur < t0:
+            continue
+        words = _ROUTE_WORDS.get(route, route)
+        if dur > 0:
+            ax.fill_between([t - t0, t + dur - t0], 1.0, 1.04, transform=tr, color=color,
+                            clip_on=False, lw=0,
+                            label=(f"{words} {_num(amt)} mg, {_num(dur * 60)} min"
+                                   if label and first else None))
+        else:
+            ax.plot([t - t0], [1.02], transform=tr, marker="v", ms=9, color=color,
+                    clip_on=False, ls="none",
+                    label=f"{words} {_num(amt)} mg" if label and first else None)
+        first = False
+
+
+# ---------------------------------------------------------------------------- panels
+def _rows(res):
+    rows = ["pk"]
+    if _has(res, "occupancy"):
+        rows.append("occupancy")
+    if _has(res, "glutamate") or _has(res, "plasticity"):
+        rows.append("schematic")
+    return rows
+
+
+def _closeup_panel(kind, ax, run, color=None, label=None, analytes=None, bands=True, j=0):
+    """The first session, hours from its start."""
+    res = run.closeup
+    t0 = float(res.times[0])
+    x = res.times - t0
+    if kind == "pk":
+        labels = analytes or analyte_labels(res.model)
+        if bands:
+            ax.set_ylim(0, _ymax([res.concentration(n) for n in labels]))
+            _draw_effect_bands(ax, _bands(res.model))
+        for i, (n, lab) in enumerate(labels.items()):
+            c = color or _COLORS.get(n, RUN_COLORS[i % len(RUN_COLORS)])
+            sub = n not in ("plasma", "metabolite") and len(labels) > 2
+            ls = ("--" if n.startswith("s_") else ":") if sub else _RUN_LS[j % len(_RUN_LS)]
+            _line_or_band(ax, x, res.concentration(n), c,
+                          f"{label}: {lab}" if label else lab, lw=1.6 if sub else 2.2, ls=ls)
+        ax.set_ylabel("ng/mL", fontsize=BODY_PT)
+    elif kind == "occupancy":
+        c = color or _COLORS["occupancy"]
+        _occupancy_band(ax, res, x, slice(None), c)
+        _line_or_band(ax, x, res.output("occupancy") * 100, c,
+                      label or "occupancy (model-predicted)", ls=_RUN_LS[j % len(_RUN_LS)])
+        ax.set_ylabel("% of receptors", fontsize=BODY_PT)
+    else:
+        if _has(res, "glutamate"):
+            _line_or_band(ax, x, res.output("glutamate"), color or _COLORS["glutamate"],
+                          f"{label}: glutamate" if label else "glutamate signal (baseline 1)",
+                          ls=_RUN_LS[j % len(_RUN_LS)])
+            ax.axhline(1.0, color="0.5", lw=0.8, ls=":")
+        ax.set_ylabel("relative to baseline", fontsize=BODY_PT)
+
+
+def _ymax(curves):
+    m = max(float(np.nanmax(c)) for c in curves) if curves else 1.0
+    return m * 1.12 if m > 0 else 1.0
+
+
+def _peak_note(ax, run, color, offset=(12, -4)):
+    """Mark and label the first session's peak of the main analyte (from the metrics)."""
+    cm = run.metrics
+    cmax = np.atleast_1d(cm.cmax_ng_ml)
+    tmax = np.atleast_1d(cm.tmax_h)
+    if cmax.ndim != 1 or not np.isfinite(cmax[0]):
+        return
+    ax.plot([tmax[0]], [cmax[0]], marker="o", ms=8, color=color, mfc="white", mew=2, ls="none",
+            zorder=5)
+    ax.annotate(f"peak {_num(cmax[0])} ng/mL\nat {tmax[0] * 60:.0f} min",
+                (tmax[0], cmax[0]), xytext=offset, textcoords="offset points",
+                fontsize=BODY_PT - 1, va="top", color="0.1")
+
+
+def _course_panel(kind, ax, run, color=None, label=None, analytes=None, bands=True,
+                  markers=True, j=0):
+    """The whole course, in days.
+
+    Why markers: on a 200-day axis a 40-minute infusion and its few hours of drug are a
+    fraction of a pixel wide, so each session's spike would vanish or look like every other.
+    A filled marker at each session's peak (and an open one at its trough, just before the
+    next session) keeps every session visible and readable on the *same linear scale* as the
+    close-up, so peak heights compare directly. A log axis would also show every session but
+    makes small troughs look as large as peaks to a lay audience, and a broken axis hides the
+    maintenance phase's spacing, which is the point of the course view.
+    """
+    res = run.course
+    x = res.times / 24.0
+    cm = run.metrics
+    starts = cm.session_start_h
+    if kind == "pk":
+        labels = analytes or analyte_labels(res.model)
+        shown = {n: lab for n, lab in labels.items() if n in ("plasma", "metabolite")} or \
+            dict(list(labels.items())[:1])
+        if bands:
+            ax.set_ylim(0, _ymax([res.concentration(n) for n in shown]))
+            _draw_effect_bands(ax, _bands(res.model), labelled=False)
+        for i, (n, lab) in enumerate(shown.items()):
+            c = color or _COLORS.get(n, RUN_COLORS[i % len(RUN_COLORS)])
+            _line_or_band(ax, x, res.concentration(n), c, f"{label}: {lab}" if label else lab,
+                          lw=1.2, ls=_RUN_LS[j % len(_RUN_LS)] if label else "-")
+        main = main_analyte(res.model)
+        c = color or _COLORS.get(main, RUN_COLORS[0])
+        cmax, tmax, trough = (np.atleast_1d(a) for a in (cm.cmax_ng_ml, cm.tmax_h,
+                                                          cm.trough_ng_ml))
+        if markers and cmax.ndim == 1:
+            ax.plot((starts + tmax) / 24, cmax, ls="none", marker=_RUN_MK[j % 4], ms=7, color=c,
+                    label="session peak" if label is None else None, zorder=4)
+            ok = np.isfinite(trough)
+            nxt = np.r_[starts[1:], np.nan]
+            ax.plot(nxt[ok] / 24, trough[ok], ls="none", marker="o", ms=6, color=c,
+                    mfc="white", mew=1.5, label="trough before next session" if label is None
+                    else None, zorder=4)
+        ax.set_ylabel("ng/mL", fontsize=BODY_PT)
+    elif kind == "occupancy":
+        c = color or _COLORS["occupancy"]
+        _occupancy_band(ax, res, x, slice(None), c)
+        _line_or_band(ax, x, res.output("occupancy") * 100, c,
+                      label or "occupancy (model-predicted)", lw=1.2,
+                      ls=_RUN_LS[j % len(_RUN_LS)])
+        po = np.atleast_1d(cm.peak_occupancy)
+        if markers and po.ndim == 1 and np.isfinite(po).any():
+            # peak time of occupancy ~ concentration peak + effect-site lag; mark at the max
+            tk = _peak_times(res, "occupancy", starts)
+            ax.plot(tk / 24, po * 100, ls="none", marker=_RUN_MK[j % 4], ms=7, color=c,
+                    label="session peak" if label is None else None, zorder=4)
+        ax.set_ylabel("% of receptors", fontsize=BODY_PT)
+    else:
+        for nm, default, lab in (("plasticity", _COLORS["plasticity"], "plasticity index"),
+                                 ("consolidation", _COLORS["consolidation"],
+                                  "consolidated plasticity (slow)")):
+            if _has(res, nm):
+                # compared runs: the slow index drawn thick and pale, the fast one thin
+                slow = nm == "consolidation" and label is not None
+                lw = (3.2 if slow else 1.3) if label is not None else 2.0
+                _line_or_band(ax, x, res.output(nm), color or default,
+                              f"{label}: {lab}" if label else lab, lw=lw,
+                              ls=_RUN_LS[j % len(_RUN_LS)], alpha=0.25)
+                if slow:
+                    ax.get_lines()[-1].set_alpha(0.55)
+        ax.set_ylabel("index (0-1)", fontsize=BODY_PT)
+
+
+def _peak_times(res, name, starts):
+    y = res.output(name)
+    if y.ndim == 2:
+        y = np.median(y, axis=0)
+    t = res.times
+    edges = np.r_[starts, t[-1] + 1]
+    out = np.full(starts.size, np.nan)
+    for k in range(starts.size):
+        sel = (t >= edges[k]) & (t < edges[k + 1])
+        if sel.any():
+            out[k] = t[sel][np.argmax(y[sel])]
+    return out
+
+
+def _title(run) -> str:
+    res = run.course
+    drug = drug_name(res.model)
+    return (f"{drug[0].upper() + drug[1:]}: {describe_doses(res.doses, run.weight_kg)} · "
+            f"{_num(run.weight_kg)} kg\n{run.regimen}")
+
+
+# ---------------------------------------------------------------------------- figures
+def plot_course(run, *, title: str | None = None, label: str | None = None,
+                color: str | None = None, figsize=(16, 10.5), closeup_h: float | None = None,
+                **run_kw):
+    """The educators' course figure: one row per quantity (plasma concentrations,
+    model-predicted NMDA occupancy, the SCHEMATIC glutamate/plasticity response), the first
+    session's close-up on the left (infusion bar, exact peak) and the whole course on the right
+    (a marker at every session's peak and trough), published effect bands and the occupancy
+    calibration range when the preset has them, and a caption naming the preset and its
+    source.
+
+    Parameters
+    ----------
+    run : CourseRun or Result
+        From :func:`run_course` (best: the close-up is simulated on a 1-minute grid), or a
+        Result of :func:`ketasim.simulate` with its doses (the close-up then uses its grid).
+    title : str, optional
+        Replaces the automatic title (drug, dose, route, weight, regimen).
+    label, color : str, optional
+        A name and a single colour for every curve (default: one colour per analyte).
+    closeup_h : float, optional
+        Length of the close-up, h (default: the run's close-up, 8 h for a Result).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    run = _as_run(run, closeup_h or 8.0, **run_kw)
+    return _grid_figure([run], [label], [color], title or _title(run), figsize, closeup_h,
+                        single=True)
+
+
+def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
+    """Rows of (close-up | course) panels, one row per quantity, a caption underneath."""
     from matplotlib.figure import Figure
 
-    if ax is None:
-        ax = Figure(figsize=(8, 3.5), layout="constrained").add_subplot()
-    model = result.model
-    if names is None:
-        names = [n for n in ("plasma", "metabolite") if n in result.names] or \
-            [n for n in result.names if n in model.concentration_names][:4]
-    x, xlabel = _time_axis(result.times)
-    scale = result.times[-1] / x[-1] if x[-1] else 1.0
-    for i, nm in reversed(list(enumerate(names))):
-        label = {"plasma": "plasma (parent)", "metabolite": "metabolite"}.get(nm, nm)
-        _band(ax, x, result.concentration(nm, unit), _COLORS.get(nm, f"C{i}"), label)
-    _dose_marks(ax, result, scale)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(f"concentration ({unit})")
-    ax.set_ylim(bottom=0)
-    ax.legend(loc="upper right", fontsize=8, frameon=False)
-    ax.grid(alpha=0.3)
-    return ax
+    rows = ["pk"]
+    if all(_has(r.course, "occupancy") for r in runs):
+        rows.append("occupancy")
+    if all(_has(r.course, "plasticity") or _has(r.course, "glutamate") for r in runs):
+        rows.append("schematic")
+    fig = Figure(figsize=(figsize[0], figsize[1] * (0.4 + 0.6 * len(rows) / 3)),
+                 layout="constrained")
+    # concentration windows belong to a drug: a comparison draws them only when every run
+    # has the same ones (e.g. two courses of one preset)
+    sets = [tuple((b.name, b.lo_ng_ml, b.hi_ng_ml) for b in _bands(r.model)) for r in runs]
+    bands = _bands(runs[0].model) if all(x == sets[0] for x in sets) else ()
+    differ = any(sets) and not bands
+    top_view = max(_ymax([c.concentration(n) for c in (r.closeup, r.course)
+                          for n in ([main_analyte(r.model)] if not single
+                                    else list(analyte_labels(r.model)))])
+                   for r in runs)
+    # a window that starts inside the data's range and ends a little above it is shown whole
+    ends = [b.hi_ng_ml for b in bands if b.lo_ng_ml < top_view and b.hi_ng_ml is not None
+            and math.isfinite(b.hi_ng_ml) and b.hi_ng_ml <= 1.6 * top_view]
+    top_view = max([top_view] + [1.04 * e for e in ends])
+    extra = [] if single else [" ".join(f"{lab}: {drug_name(r.model)}, "
+                                        f"{describe_doses(r.doses, r.weight_kg)}, "
+                                        f"{_num(r.weight_kg)} kg, {r.regimen}."
+                                        for r, lab in zip(runs, labels))]
+    extra += [x for x in (_bands_caption(bands, top_view),) if x]
+    if differ:
+        extra.append("The published concentration windows differ between the drugs compared "
+                     "and are not drawn here; `ketasim course` draws them for one model.")
+    caption_lines = _caption_lines(fig, [r.model for r in runs],
+                                   extra="\n".join(extra) if extra else None)
+    cap_h = (len(caption_lines) + 0.8) * CAPTION_PT * 1.25 / 72
+    main, cap = fig.subfigures(2, 1, height_ratios=[fig.get_figheight() - cap_h, cap_h])
+    cap.text(0.005, 0.5, "\n".join(caption_lines), fontsize=CAPTION_PT, color="0.25",
+             va="center", ha="left")
+    grid = main.subplots(len(rows), 2, squeeze=False, width_ratios=[1, 2.1])
+    zoom = closeup_h or max(float(r.closeup.times[-1] - r.closeup.times[0]) for r in runs)
+    first_ax = None
+    noted = []
+    for i, kind in enumerate(rows):
+        axz, axc = grid[i]
+        if first_ax is not None:
+            axz.sharex(first_ax[0])
+            axc.sharex(first_ax[1])
+        else:
+            first_ax = (axz, axc)
+        if kind == "pk":
+            # one concentration scale for the close-up and the course: peaks compare directly
+            for ax in (axz, axc):
+                ax.set_ylim(0, top_view)
+            _draw_effect_bands(axz, bands)
+            _draw_effect_bands(axc, bands, labelled=False)
+        for j, (r, lab, col) in enumerate(zip(runs, labels, colors)):
+            one = None if single else {main_analyte(r.model):
+                                       analyte_labels(r.model)[main_analyte(r.model)]}
+            _closeup_panel(kind, axz, r, color=col, label=lab, analytes=one, bands=False, j=j)
+            _course_panel(kind, axc, r, color=col, label=lab, analytes=one, bands=False,
+                          markers=True, j=j)
+            if kind == "pk":
+                c = col or _COLORS.get(main_analyte(r.model), RUN_COLORS[0])
+                t0 = float(r.closeup.times[0])
+                _infusion_bars(axz, r.doses, t0, t0 + zoom, color=col or "0.35",
+                               label=single)
+                # one note per distinct peak: runs with the same first session share it
+                pk = float(np.atleast_1d(r.metrics.cmax_ng_ml)[0])
+                if not any(abs(pk - q) <= 0.02 * max(abs(q), 1e-12) for q in noted):
+                    _peak_note(axz, r, c, (12, -4) if single else (16, 4 - 30 * len(noted)))
+                    noted.append(pk)
+        for ax in (axz, axc):
+            _style(ax)
+            if kind == "occupancy":
+                ax.set_ylim(0, max(10.0, min(100.0, ax.get_ylim()[1])))
+            elif kind != "pk" and ax is axc:
+                ax.set_ylim(bottom=0)
+        axz.set_xlim(0, zoom)
+        # the row title runs from the close-up across the course panel. A blank axes title
+        # reserves its height; the text itself is left out of the layout (which would
+        # otherwise widen the close-up column to make room for it)
+        pad = 16 if kind == "pk" else 6
+        axz.set_title(" ", fontsize=BODY_PT + 1, loc="left", pad=pad)
+        axz.annotate(_row_title(kind, runs), (0, 1), xycoords="axes fraction",
+                     xytext=(0, pad + 2), textcoords="offset points", fontsize=BODY_PT + 1,
+                     fontweight="bold", va="bottom", ha="left",
+                     annotation_clip=False).set_in_layout(False)
+        if i < len(rows) - 1:
+            axz.tick_params(labelbottom=False)
+            axc.tick_params(labelbottom=False)
+        else:
+            axz.set_xlabel("FIRST SESSION: hours after its start", fontsize=BODY_PT)
+            axc.set_xlabel("WHOLE COURSE: days from the first session (a marker at every "
+                           "session's peak)", fontsize=BODY_PT)
+        h, lab_ = [], []
+        for ax in (axz, axc):
+            for hh, ll in zip(*ax.get_legend_handles_labels()):
+                if ll not in lab_:
+                    h.append(hh)
+                    lab_.append(ll)
+        _legend(axc, h, lab_)
+    main.suptitle(title, fontsize=TITLE_PT, fontweight="bold")
+    return fig
 
 
-def _draw(kind, ax, result, x, sel):
-    """Draw one panel ("pk", "occupancy" or "schematic") of the points ``sel`` against ``x``."""
+def _row_title(kind, runs):
     if kind == "pk":
-        names = [n for n in ("plasma", "metabolite") if n in result.names] or \
-            [n for n in result.names if n in result.model.concentration_names][:4]
-        for i, nm in reversed(list(enumerate(names))):
-            label = {"plasma": "plasma (parent)", "metabolite": "metabolite"}.get(nm, nm)
-            _band(ax, x, result.concentration(nm)[..., sel], _COLORS.get(nm, f"C{i}"), label)
-        ax.set_ylabel("concentration (ng/mL)")
-        ax.set_ylim(bottom=0)
-        handles = [ax]
-    elif kind == "occupancy":
-        _band(ax, x, result.occupancy[..., sel] * 100.0, _COLORS["occupancy"], "NMDA occupancy")
-        ax.set_ylabel("occupancy (%)")
-        ax.set_ylim(0, 100)
-        handles = [ax]
-    else:
-        _band(ax, x, result.glutamate[..., sel], _COLORS["glutamate"],
-              "glutamate signal (baseline 1)")
-        ax.set_ylabel("glutamate (relative)")
-        ax.set_ylim(bottom=0.9)
-        ax2 = ax.twinx()
-        _band(ax2, x, result.plasticity[..., sel], _COLORS["plasticity"], "plasticity index")
-        ax2.set_ylabel("plasticity index (0-1)")
-        ax2.set_ylim(0, 1)
-        handles = [ax, ax2]
-    ax.grid(alpha=0.3)
-    return handles
+        samp = {r.model.meta.get("sampling") for r in runs} - {None}
+        return "Plasma concentration" + (f" ({', '.join(sorted(samp))} blood)" if samp else "")
+    if kind == "occupancy":
+        return ("NMDA-receptor occupancy: MODEL-PREDICTED (effect site, unbound drug, "
+                "competitive binding)")
+    return "SCHEMATIC glutamate surge and plasticity: illustrative, not fitted to data"
 
 
-_TITLES = {"occupancy": "NMDA-receptor occupancy — model-predicted (effect site, unbound, "
-                        "competitive binding; Ki: Ebert 1997)",
-           "schematic": "SCHEMATIC glutamate surge and plasticity (illustrative, not fitted "
-                        "to data)"}
+def _as_run(run, closeup_h, **kw):
+    if isinstance(run, CourseRun):
+        return run
+    from .metrics import course_metrics
+
+    res = run
+    if kw:
+        raise TypeError(f"unexpected arguments {sorted(kw)}")
+    t0 = float(expand(res.doses).time_h.min()) if res.doses is not None else float(res.times[0])
+    sel = (res.times >= t0) & (res.times <= t0 + closeup_h)
+    import dataclasses
+    closeup = dataclasses.replace(res, times=res.times[sel], data=res.data[:, :, sel])
+    cm = course_metrics(res, analyte=main_analyte(res.model))
+    wt = res.params.get("WT") if isinstance(res.params, dict) else None
+    wt = float(np.mean(wt)) if wt is not None else 70.0
+    return CourseRun(res, closeup, cm, res.model.name, _regimen(res.doses), wt)
 
 
-def plot_course(result, title: str | None = None, figsize=(12, 8.5), closeup_h: float = 8.0):
-    """The educators' figure: plasma levels, model-predicted NMDA occupancy and the schematic
-    glutamate/plasticity response of a course, with dose markers and the model's source. For a
-    course longer than three days a right-hand column shows the first ``closeup_h`` hours of
-    the first session.
+def plot_compare(runs, *, labels=None, colors=None, title: str | None = None,
+                 figsize=(16, 10.5), closeup_h: float | None = None):
+    """Several runs overlaid, one colour each: the first session (left) and the whole course
+    (right) of each run's main analyte, model-predicted occupancy and the SCHEMATIC response.
 
-    Returns a matplotlib Figure (save it with ``fig.savefig(path)``).
+    Parameters
+    ----------
+    runs : sequence of CourseRun (or Result)
+    labels, colors : sequences of str, optional
+        Legend labels (default: each run's label) and colours (default: Okabe-Ito).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    from .errors import KetasimInputError
+
+    runs = [_as_run(r, 8.0) for r in runs]
+    if not runs:
+        raise KetasimInputError("compare: expected at least one run")
+    labels = list(labels) if labels is not None else [r.label for r in runs]
+    colors = list(colors) if colors is not None else \
+        [RUN_COLORS[i % len(RUN_COLORS)] for i in range(len(runs))]
+    if title is None:
+        title = "Comparison: " + "  vs  ".join(labels)
+    return _grid_figure(runs, labels, colors, title, figsize, closeup_h, single=False)
+
+
+def plot_bands(result, name: str = "plasma", *, times=None, ax=None, label: str | None = None,
+               color: str | None = None, percentiles=(5, 50, 95), unit_scale: float = 1.0,
+               ylabel: str | None = None, title: str | None = None, days: bool | None = None):
+    """Population percentiles over time: a shaded band between the outer percentiles and the
+    median as a line.
+
+    Parameters
+    ----------
+    result : Result or array (N, T)
+        A population Result (``name`` is read from it: a concentration in ng/mL or any output)
+        or an array of values, one row per subject (then give ``times`` in h).
+    name : str
+        Output to draw (default ``plasma``).
+    ax : matplotlib Axes, optional
+        Draw on it (the Figure is still returned); default: a new Figure.
+    label, color : str, optional
+    percentiles : (lo, mid, hi)
+        Default 5/50/95 %.
+    unit_scale : float
+        Multiplier for the values (e.g. 100 for occupancy in %).
+    days : bool, optional
+        Time axis in days (default: when the grid is longer than three days).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
     """
     from matplotlib.figure import Figure
 
-    kinds = ["pk"] + ["occupancy"] * ("occupancy" in result.names) + \
-        ["schematic"] * ("glutamate" in result.names)
-    n = len(kinds)
-    model = result.model
-    t = result.times
-    x, xlabel = _time_axis(t)
-    scale = t[-1] / x[-1] if x[-1] else 1.0
-    first = float(expand(result.doses).time_h.min()) if result.doses is not None and len(
-        result.doses) else float(t[0])
-    zoom = (t >= first) & (t <= first + closeup_h)
-    closeup = scale != 1.0 and int(zoom.sum()) >= 5
-    fig = Figure(figsize=(figsize[0] if closeup else figsize[0] * 0.8,
-                          figsize[1] * (0.45 + 0.55 * n / 3)), layout="constrained")
-    axes = fig.subplots(n, 2 if closeup else 1, squeeze=False,
-                        width_ratios=[3, 1] if closeup else None)
-    for r, kind in enumerate(kinds):
-        ax = axes[r, 0]
-        handles = _draw(kind, ax, result, x, slice(None))
-        if r:
-            ax.sharex(axes[0, 0])
-        if kind == "pk":
-            _dose_marks(ax, result, scale)
-            sampling = model.meta.get("sampling")
-            ax.set_title("Plasma concentration" + (f" (model: {sampling} sampling)"
-                                                   if sampling else ""), fontsize=10, loc="left")
-        else:
-            ax.set_title(_TITLES[kind], fontsize=10, loc="left")
-        h, lab = [], []
-        for a in handles:
-            hh, ll = a.get_legend_handles_labels()
-            h += hh
-            lab += ll
-        ax.legend(h, lab, loc="upper right", fontsize=8, frameon=False)
-        if r < n - 1:
-            ax.tick_params(labelbottom=False)
-        if closeup:
-            axz = axes[r, 1]
-            _draw(kind, axz, result, t[zoom] - first, zoom)
-            axz.set_title("first session, close-up" if r == 0 else "", fontsize=10, loc="left")
-            if r:
-                axz.sharex(axes[0, 1])
-            if r < n - 1:
-                axz.tick_params(labelbottom=False)
-            axz.set_xlim(0, closeup_h)
-    axes[-1, 0].set_xlabel(xlabel)
-    if closeup:
-        axes[-1, 1].set_xlabel("hours after the first dose")
-    if title is None:
-        title = model.meta.get("title", model.name)
-        if result.population:
-            title += f" — {result.n_subjects} subjects"
-    fig.suptitle(title, fontsize=12)
-    src = model.meta.get("citation", "")
-    lines = textwrap.wrap(f"Source: {src}", 190) if src else []
-    lines += textwrap.wrap(DISCLAIMER, 190)
-    fig.text(0.01, 0.0, "\n".join(lines), fontsize=6.5, color="0.3", va="bottom", ha="left")
-    fig.get_layout_engine().set(rect=(0, 0.05, 1, 0.95))
+    if isinstance(result, np.ndarray) or times is not None:
+        y = np.atleast_2d(np.asarray(result, float))
+        t = np.asarray(times, float)
+        model = None
+    else:
+        t = result.times
+        model = result.model
+        from .result import PD_OUTPUTS
+        pd = name in PD_OUTPUTS or name.startswith("occupancy") or name == "consolidation"
+        y = np.atleast_2d(result.output(name) if pd else result.concentration(name))
+        if label is None and model is not None:
+            label = analyte_labels(model).get(name, name)
+        if ylabel is None:
+            ylabel = "ng/mL" if not pd else name
+    y = y * unit_scale
+    if ax is None:
+        fig = Figure(figsize=(10, 5.5), layout="constrained")
+        ax = fig.add_subplot()
+    else:
+        fig = ax.figure
+    if days is None:
+        days = t[-1] - t[0] > 72
+    x = t / 24.0 if days else t
+    color = color or OKABE_ITO["blue"]
+    lo, mid, hi = np.percentile(y, percentiles, axis=0)
+    ax.fill_between(x, lo, hi, color=color, alpha=0.25, lw=0,
+                    label=f"{label or name}: {percentiles[0]:g}-{percentiles[2]:g} %")
+    ax.plot(x, mid, color=color, lw=2.2, label=f"{label or name}: median")
+    _style(ax)
+    ax.set_xlabel("days" if days else "hours", fontsize=BODY_PT)
+    if ylabel:
+        ax.set_ylabel(ylabel, fontsize=BODY_PT)
+    _ylim_from_zero(ax)
+    if title:
+        ax.set_title(title, fontsize=BODY_PT + 1, loc="left")
+    _legend(ax)
     return fig
+
+
+def plot_concentrations(result, names=None, ax=None, unit="ng/mL", *, label=None, color=None):
+    """Concentration-time curves of ``names`` (default: the model's named analytes) on ``ax``
+    (default: a new Figure); returns the Axes."""
+    from matplotlib.figure import Figure
+
+    if ax is None:
+        ax = Figure(figsize=(10, 4.5), layout="constrained").add_subplot()
+    labels = analyte_labels(result.model)
+    if names is None:
+        names = list(labels)
+    t = result.times
+    days = t[-1] - t[0] > 72
+    x = t / 24.0 if days else t
+    for i, nm in enumerate(names):
+        lab = labels.get(nm, nm)
+        _line_or_band(ax, x, result.concentration(nm, unit),
+                      color or _COLORS.get(nm, RUN_COLORS[i % len(RUN_COLORS)]),
+                      f"{label}: {lab}" if label else lab)
+    _style(ax)
+    ax.set_xlabel("days" if days else "hours", fontsize=BODY_PT)
+    ax.set_ylabel(f"concentration ({unit})", fontsize=BODY_PT)
+    _ylim_from_zero(ax)
+    _legend(ax)
+    return ax
+
+
+def _ylim_from_zero(ax):
+    """y from 0 to just above everything drawn so far (later calls on the same Axes widen it:
+    a fixed limit would clip curves added afterwards)."""
+    tops = [float(np.nanmax(ln.get_ydata())) for ln in ax.get_lines() if len(ln.get_ydata())]
+    tops += [float(np.nanmax(p.vertices[:, 1])) for c in ax.collections
+             for p in c.get_paths() if len(p.vertices)]
+    top = max(tops) if tops else 1.0
+    ax.set_ylim(0, top * 1.06 if top > 0 else 1.0)
+
+
+# ---------------------------------------------------------------------------- files
+FIGURE_DPI = 110
+
+
+def figure_bytes(fig, fmt: str = "png", dpi: int = FIGURE_DPI) -> bytes:
+    """The figure encoded as ``png``, ``svg`` or ``pdf`` (for all-or-nothing writing)."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt, dpi=dpi, metadata=_metadata(fmt))
+    return buf.getvalue()
+
+
+def _metadata(fmt):
+    # no creation date: identical inputs give identical files
+    return {"png": {"Software": "ketasim"}, "svg": {"Date": None},
+            "pdf": {"CreationDate": None}}.get(fmt)
+
+
+def save_figure(fig, path, dpi: int = FIGURE_DPI) -> None:
+    """Save a figure atomically (the format from the file's suffix)."""
+    from pathlib import Path
+
+    from .io import atomic_write
+
+    p = Path(path)
+    atomic_write(p, figure_bytes(fig, p.suffix.lstrip(".").lower() or "png", dpi), "wb")

@@ -24,12 +24,19 @@ def time_grid(until_h: float, step_h: float, start_h: float = 0.0) -> np.ndarray
         raise KetasimInputError(f"step: got {step_h:g} h, expected a step > 0 hours")
     if until_h < start_h or start_h < 0:
         raise KetasimInputError(f"until: got {until_h:g} h, expected >= {max(start_h, 0):g} h")
-    n = int(np.floor((until_h - start_h) / step_h * (1 + 1e-12))) + 1
-    if n > MAX_GRID_POINTS:
+    with np.errstate(all="ignore"):
+        nf = np.floor((until_h - start_h) / step_h * (1 + 1e-12)) + 1
+    if not np.isfinite(nf) or nf > MAX_GRID_POINTS:
         raise KetasimInputError(
-            f"step: until {until_h:g} h / step {step_h:g} h gives {n:,} time points "
-            f"({n * 8 / 2**30:.1f} GiB per output), more than the {MAX_GRID_POINTS:,} allowed; "
-            "use a larger step")
+            f"step: until {until_h:g} h / step {step_h:g} h gives "
+            + (f"{nf:,.0f} time points ({nf * 8 / 2**30:,.1f} GiB per output)"
+               if np.isfinite(nf) else "more than 1e308 time points")
+            + f", more than the {MAX_GRID_POINTS:,} allowed; use a larger step or a shorter "
+            "horizon")
+    n = int(nf)
+    if n > 1 and not (start_h + step_h * (n - 1) > start_h + step_h * (n - 2)):
+        raise KetasimInputError(f"step: {step_h:g} h is below the rounding of the times near "
+                                f"{until_h:g} h; use a larger step")
     check_memory(n, f"time grid: {n:,} points")
     t = start_h + step_h * np.arange(n)
     if t[-1] < until_h - 1e-9 * max(1.0, until_h):
@@ -87,7 +94,7 @@ def _coerce_times(times) -> np.ndarray:
 def simulate(model, doses, times, params: dict | None = None, weight_kg=70.0, *,
              outputs=None, amounts: bool = False, threads: int | None = None,
              occupancy_calibration: str | None = None,
-             pd_rtol: float = DEFAULT_PD_RTOL) -> Result:
+             pd_rtol: float = DEFAULT_PD_RTOL, dtype="float64") -> Result:
     """Simulate a model for one subject or a population, exactly between dose events.
 
     Parameters
@@ -120,6 +127,8 @@ def simulate(model, doses, times, params: dict | None = None, weight_kg=70.0, *,
     pd_rtol : float
         Relative tolerance of the schematic response's error-controlled integrator
         (default 1e-6).
+    dtype : "float64" or "float32"
+        Storage of the outputs (the computation is always float64); float32 halves memory.
 
     Returns
     -------
@@ -139,7 +148,7 @@ def simulate(model, doses, times, params: dict | None = None, weight_kg=70.0, *,
     plan = prepare(model, doses, params, weight_kg, outputs=outputs, amounts=amounts,
                    occupancy_calibration=occupancy_calibration, pd_rtol=pd_rtol)
     t = _coerce_times(times)
-    out = run(plan, t, threads=threads)
+    out = run(plan, t, threads=threads, dtype=dtype)
     out.setflags(write=False)
     return Result(times=t, names=plan.names, data=out, population=plan.population,
                   params=plan.vals, model=plan.model, doses=plan.doses, inputs=plan.inputs)

@@ -1,0 +1,495 @@
+"""``ketasim population`` and ``ketasim sweep``: per-subject and per-grid-point metric tables.
+
+Tables are CSV (two ``#`` comment lines first: what was run, and the unit of every column;
+``pandas.read_csv(path, comment="#")`` reads them) or Parquet (``--out x.parquet``, needs
+pyarrow: the same information is in the schema metadata, key ``ketasim``, and each field's
+``unit`` metadata). Column names follow the metric names exactly (``cmax``, ``cmax_s3``,
+``cmax_p50``), so units live in the header comment / metadata rather than in the names.
+Every file is written all-or-nothing (temporary sibling, renamed at the end); an interrupted
+or failed run leaves none.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .errors import KetasimInputError
+
+__all__ = ["add_population_parser", "add_sweep_parser", "write_table"]
+
+
+def _positive_int(kind):
+    def conv(s):
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{s!r} is not a whole number ({kind})") from None
+        if v < 1:
+            raise argparse.ArgumentTypeError(f"{s} is out of range: expected {kind} >= 1")
+        return v
+    return conv
+
+
+def _seed(s):
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r} is not a whole number (seed >= 0)") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{s} is out of range: expected a seed >= 0")
+    return v
+
+
+def _common(p, out_required: bool):
+    from .cli import _finite, _out_path, _param
+
+    p.add_argument("--model", default="ketamine-iv",
+                   help="preset name or TOML model file (default: ketamine-iv)")
+    p.add_argument("--doses", default="standard-iv",
+                   help="dose table CSV or course name: standard-iv, spravato "
+                        "(default: standard-iv)")
+    p.add_argument("--metrics", default=None, metavar="LIST",
+                   help="comma-separated metrics (default: cmax,tmax,auc,trough,"
+                        "peak_occupancy,time_above_occ_0.3); time_above_occ_<X> for any X")
+    p.add_argument("--out", required=out_required,
+                   type=lambda v: _out_path(v, (".csv", ".parquet")),
+                   help="metrics table: .csv, or .parquet (needs pyarrow)")
+    p.add_argument("--seed", type=_seed, default=0, help="random seed (default: 0)")
+    p.add_argument("--weight", type=_finite("kg", 0, True), default=70.0,
+                   help="body weight, kg (default: 70)")
+    p.add_argument("--param", type=_param, action="append", default=[], metavar="NAME=VALUE",
+                   help="typical value of a model parameter (repeatable)")
+    p.add_argument("--months", type=_finite("months", 0, True), default=None,
+                   help="course length in months when --doses names a course")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="run on a Dask cluster: tcp://HOST:PORT, or 'local' for a cluster on "
+                        "this machine (needs ketasim[distributed])")
+    p.add_argument("--chunk-size", type=_positive_int("subjects"), default=20_000,
+                   help="most subjects simulated at once (default: 20000); never changes "
+                        "results")
+    p.add_argument("--threads", type=_positive_int("threads"), default=None,
+                   help="Numba threads (default: all cores)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+
+def add_population_parser(sub):
+    from .cli import _finite, _out_path
+
+    p = sub.add_parser("population", help="virtual patients: per-subject metrics table and "
+                       "5/50/95 %% bands over time")
+    _common(p, out_required=False)
+    p.add_argument("--n", type=_positive_int("subjects"), required=True,
+                   help="number of virtual patients")
+    p.add_argument("--bands", type=lambda v: _out_path(v, (".csv",)), default=None,
+                   help="write 5/50/95 %% bands over time (CSV)")
+    p.add_argument("--plot", type=lambda v: _out_path(v, (".png", ".pdf", ".svg")),
+                   default=None, help="figure of the bands (PNG, PDF or SVG)")
+    p.add_argument("--band-outputs", default=None, metavar="LIST",
+                   help="outputs of the bands (default: plasma and occupancy where the model "
+                        "has them)")
+    p.add_argument("--band-step", type=_finite("hours", 0, True), default=None,
+                   help="band time step, h (default: every 4 h, every 5 min for 8 h after "
+                        "each session)")
+    p.add_argument("--age", type=_finite("years", 0), default=None,
+                   help="age in years of every subject (models whose [variability] uses "
+                        "age_y, e.g. esketamine-nasal)")
+    p.add_argument("--covariates", default=None, metavar="CSV",
+                   help="per-subject covariates: a CSV with columns weight_kg and/or age_y, "
+                        "one row per subject (N rows)")
+    p.add_argument("--no-variability", action="store_true",
+                   help="every subject has the typical parameter values")
+    p.set_defaults(_run=run_population)
+
+
+def add_sweep_parser(sub):
+    from .cli import _out_path
+
+    p = sub.add_parser("sweep", help="a grid over model, weight and course parameters: one "
+                       "row of metrics per grid point")
+    _common(p, out_required=True)
+    p.add_argument("--vary", action="append", required=True, metavar="NAME=LO:HI:N",
+                   help="a grid axis (repeatable): linear LO:HI:N or log:LO:HI:N; NAME a model "
+                        "parameter, weight_kg, or a course parameter (dose_mg_per_kg, "
+                        "maintenance_days, months, dose_mg)")
+    p.add_argument("--n", type=_positive_int("subjects"), default=None,
+                   help="subjects per grid point (variability); metrics become median and "
+                        "5/95 %% (<metric>_p50, _p05, _p95)")
+    p.add_argument("--plot", type=lambda v: _out_path(v, (".png", ".pdf", ".svg")),
+                   default=None, help="heat map of one metric over two varied names")
+    p.add_argument("--plot-metric", default=None, metavar="COLUMN",
+                   help="column of the heat map (default: the first metric; its _p50 with --n)")
+    p.set_defaults(_run=run_sweep)
+
+
+# ---------------------------------------------------------------------- writing tables
+def _units_line(columns, units) -> str:
+    seen, parts = set(), []
+    for k in columns:
+        from .population import _base_metric
+        base = _base_metric(k)
+        key = base if not k.startswith("param_") else "param_<NAME>"
+        if key in seen:
+            continue
+        seen.add(key)
+        u = units.get(k, "")
+        if key == "param_<NAME>":
+            u = "the subject's parameter value (model units, before weight scaling)"
+        parts.append(f"{key}: {u or '-'}")
+    return "; ".join(parts)
+
+
+def write_table(fh_or_path, columns: dict, units: dict, title: str, fmt: str = "csv") -> None:
+    """Write columns (name -> (N,) array) with their units: CSV text to an open file, or
+    Parquet to an open binary file."""
+    names = list(columns)
+    if fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        fields = [pa.field(k, pa.from_numpy_dtype(np.asarray(columns[k]).dtype),
+                           metadata={"unit": units.get(k, "")}) for k in names]
+        meta = {"ketasim": json.dumps({"title": title, "units": {k: units.get(k, "")
+                                                                  for k in names}})}
+        table = pa.Table.from_arrays([pa.array(np.asarray(columns[k])) for k in names],
+                                     schema=pa.schema(fields, metadata=meta))
+        pq.write_table(table, fh_or_path)
+        return
+    fh = fh_or_path
+    fh.write(f"# {title}\n")
+    fh.write("# units: " + _units_line(names, units) + "; <metric>_s<k> is session k, "
+             "<metric>_p05/_p50/_p95 the 5/50/95 % over subjects\n")
+    fh.write(",".join(names) + "\n")
+    n = len(next(iter(columns.values()))) if columns else 0
+    ints = [np.issubdtype(np.asarray(columns[k]).dtype, np.integer) for k in names]
+    fmts = ["%d" if i else "%.10g" for i in ints]
+    for a in range(0, n, 65536):
+        b = min(n, a + 65536)
+        block = np.column_stack([np.asarray(columns[k][a:b], dtype=np.float64) for k in names])
+        np.savetxt(fh, block, delimiter=",", fmt=fmts)
+
+
+def _write_all(outputs) -> None:
+    """Write every output or none (each through a temporary sibling, renamed at the end)."""
+    from .io import atomic_write
+
+    done = []
+    try:
+        for path, mode, data in outputs:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, data, mode)
+            done.append(path)
+    except BaseException:
+        for path in done:
+            try:
+                path.unlink()
+            except OSError:
+                pass
+        raise
+
+
+def _table_output(path: Path, columns, units, title):
+    if path.suffix.lower() == ".parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise KetasimInputError("--out: Parquet needs pyarrow; install it with pip install "
+                                    "'ketasim[parquet]', or write .csv") from None
+        return (path, "wb", lambda fh: write_table(fh, columns, units, title, "parquet"))
+    return (path, "w", lambda fh: write_table(fh, columns, units, title, "csv"))
+
+
+def _figure_bytes(fig, path: Path) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=120, format=path.suffix.lstrip(".").lower())
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------- figures
+def plot_bands_figure(bands, title: str):
+    """Bands over time from their quantiles (the curves are not kept): one row per output, the
+    whole course (days) and the first session close up (hours)."""
+    import matplotlib
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    R = len(bands.outputs)
+    fig, axes = plt.subplots(R, 2, figsize=(11, 2.6 * R + 0.9), squeeze=False,
+                             gridspec_kw={"width_ratios": [2.2, 1]})
+    t = bands.times_h
+    first = t <= 8.0                       # the first session, close up
+    label = {"occupancy": "NMDA occupancy\n(model-predicted)",
+             "glutamate": "glutamate\n(schematic)", "plasticity": "plasticity\n(schematic)"}
+    for row, o in enumerate(bands.outputs):
+        q = bands.get(o)
+        for col, (x, sel) in enumerate(((t / 24.0, slice(None)), (t[first], first))):
+            ax = axes[row, col]
+            ax.fill_between(x, q["p05"][sel], q["p95"][sel], color="tab:blue", alpha=0.3, lw=0,
+                            label="5–95 % of subjects")
+            ax.plot(x, q["p50"][sel], color="tab:blue", lw=1.2, label="median")
+            ax.grid(alpha=0.3)
+            ax.set_ylim(bottom=0)
+        axes[row, 0].set_ylabel(label.get(o, f"{o} (ng/mL)"))
+    axes[0, 0].legend(loc="upper right", fontsize=8)
+    axes[0, 0].set_title("whole course", fontsize=9)
+    axes[0, 1].set_title("first session, close-up", fontsize=9)
+    axes[-1, 0].set_xlabel("time (days)")
+    axes[-1, 1].set_xlabel("time after the first dose (h)")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _describe(column: str) -> str:
+    """A short description of a metric column, for figure labels."""
+    from .engine import METRICS
+    from .population import _base_metric
+
+    base = _base_metric(column)
+    for prefix, what in (("time_above_occ_", "hours with occupancy >= {x}"),
+                         ("time_above_conc_", "hours with concentration >= {x} ng/mL")):
+        if base.startswith(prefix):
+            text = what.format(x=base[len(prefix):])
+            break
+    else:
+        text = METRICS.get(base, ("", base))[1].split(" (")[0]
+    sess = column[len(base):].split("_p")[0]
+    where = f", session {sess[2:]}" if sess.startswith("_s") else ", whole course"
+    stat = {"_p50": "median of ", "_p05": "5th percentile of ", "_p95": "95th percentile of "}
+    pre = next((v for k, v in stat.items() if column.endswith(k)), "")
+    return f"{pre}{text}{where}"
+
+
+def plot_heatmap(result, metric: str, title: str):
+    import matplotlib
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    a, b, z = result.grid(metric)
+    na, nb = result.varied
+    fig, ax = plt.subplots(figsize=(7, 5))
+
+    def edges(v):
+        if v.size == 1:
+            return np.array([v[0] - 0.5, v[0] + 0.5])
+        mid = (v[1:] + v[:-1]) / 2
+        return np.concatenate([[v[0] - (mid[0] - v[0])], mid, [v[-1] + (v[-1] - mid[-1])]])
+
+    m = ax.pcolormesh(edges(b), edges(a), z, cmap="viridis", shading="flat")
+    unit = result.units.get(metric, "")
+    fig.colorbar(m, ax=ax, label=(f"{metric} ({unit})" if unit else metric) + "\n"
+                 + _describe(metric))
+    ax.set_xlabel(f"{nb} ({result.units.get(nb, '')})".replace(" ()", ""))
+    ax.set_ylabel(f"{na} ({result.units.get(na, '')})".replace(" ()", ""))
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------- commands
+def _doses_arg(args):
+    """The --doses value, with --months for a course."""
+    from .courses import COURSES, resolve_doses
+
+    if args.doses in COURSES and not Path(args.doses).exists():
+        if args.months is None:
+            return args.doses, {}
+        return args.doses, {"months": args.months}
+    if args.months is not None:
+        raise KetasimInputError(f"--months applies to a course ({', '.join(COURSES)}), not the "
+                                f"dose table {args.doses!r}")
+    try:
+        return resolve_doses(args.doses), {}
+    except KetasimInputError as exc:
+        msg = str(exc)
+        raise KetasimInputError("--" + msg if msg.startswith("doses:") else msg) from None
+
+
+def _read_covariates(path, n):
+    from .dosing import _decode
+
+    p = Path(path)
+    if not p.is_file():
+        raise KetasimInputError(f"--covariates: file {path!r} not found")
+    text = _decode(p.read_bytes(), str(p))
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    if not lines:
+        raise KetasimInputError(f"--covariates: {path}: empty; expected a header with weight_kg "
+                                "and/or age_y")
+    head = [h.strip() for h in lines[0].split(",")]
+    for h in head:
+        if h not in ("weight_kg", "age_y", "subject"):
+            raise KetasimInputError(f"--covariates: {path}: unknown column {h!r}; expected "
+                                    "weight_kg, age_y (and optionally subject)")
+    rows = lines[1:]
+    if len(rows) != n:
+        raise KetasimInputError(f"--covariates: {path} has {len(rows)} rows, expected {n} "
+                                "(one per subject, --n)")
+    out = {h: np.empty(n) for h in head if h != "subject"}
+    for i, ln in enumerate(rows):
+        cells = ln.split(",")
+        if len(cells) != len(head):
+            raise KetasimInputError(f"--covariates: {path}: row {i + 2}: expected {len(head)} "
+                                    "values")
+        for h, c in zip(head, cells):
+            if h == "subject":
+                continue
+            try:
+                out[h][i] = float(c)
+            except ValueError:
+                raise KetasimInputError(f"--covariates: {path}: row {i + 2}, {h}: got {c!r}, "
+                                        "expected a number") from None
+    return out
+
+
+def _metrics_arg(args):
+    from .population import DEFAULT_METRICS
+    if args.metrics is None:
+        return DEFAULT_METRICS
+    return tuple(m.strip() for m in args.metrics.split(",") if m.strip())
+
+
+def _interruptible(fn):
+    def run(args) -> int:
+        try:
+            return fn(args)
+        except KeyboardInterrupt:
+            print("ketasim: interrupted; no file was written", file=sys.stderr)
+            raise
+    run.__name__ = fn.__name__
+    return run
+
+
+@_interruptible
+def run_population(args) -> int:
+    from .modelfile import load_model
+    from .population import population
+
+    model = load_model(args.model)
+    doses, course_kw = _doses_arg(args)
+    if course_kw:
+        from .courses import resolve_doses
+        doses = resolve_doses(doses, weight_kg=args.weight, **course_kw)
+    covariates = {}
+    weight = args.weight
+    if args.covariates:
+        covariates = _read_covariates(args.covariates, args.n)
+        if "weight_kg" in covariates:
+            weight = covariates.pop("weight_kg")
+            if not isinstance(doses, str) and getattr(doses, "source", "") == "course" and \
+                    args.doses == "standard-iv":
+                raise KetasimInputError("--covariates: per-subject weights with the mg/kg course "
+                                        "standard-iv would need one dose table per subject; "
+                                        "give --weight, or a dose table in mg")
+    if args.age is not None:
+        if "age_y" in covariates:
+            raise KetasimInputError("--age: age_y is also in --covariates; give one")
+        covariates["age_y"] = np.full(args.n, args.age)
+    if not model.variability and not args.no_variability:
+        print(f"ketasim: note: model {model.name!r} has no [variability] section: every subject "
+              "has the typical parameter values", file=sys.stderr)
+    want_bands = args.bands is not None or args.plot is not None
+    bands = (args.band_step if args.band_step is not None else True) if want_bands else None
+    if args.band_outputs is not None:
+        band_outputs = tuple(o.strip() for o in args.band_outputs.split(",") if o.strip())
+    else:
+        conc = model.concentration_names
+        band_outputs = (("plasma" if "plasma" in conc else conc[0]),) + (
+            ("occupancy",) if model.has_occupancy else ())
+    res = population(model, doses, args.n, args.seed, metrics=_metrics_arg(args), bands=bands,
+                     band_outputs=band_outputs, chunk_size=args.chunk_size,
+                     scheduler=args.scheduler, weight_kg=weight, covariates=covariates or None,
+                     params=dict(args.param), variability=not args.no_variability,
+                     threads=args.threads, progress=False if args.quiet else None)
+    title = (f"ketasim population | model {model.name} | doses {args.doses} | n {args.n} | "
+             f"seed {args.seed} | variability: {res.info['variability']}")
+    outputs = []
+    if args.out is not None:
+        outputs.append(_table_output(args.out, res.columns, res.units, title))
+    if args.bands is not None:
+        b = res.bands
+        units = {"time_h": "h"}
+        units.update({f"{o}_{q}": b.units[o] for o in b.outputs for q in ("p05", "p50", "p95")})
+        btitle = title + " | bands: 5/50/95 % over subjects, from 4096-bin histograms (<= 0.51 %)"
+        outputs.append((args.bands, "w", lambda fh: write_table(fh, b.columns(), units, btitle)))
+    if args.plot is not None:
+        fig = plot_bands_figure(res.bands, f"{model.name}: {args.n:,} virtual patients "
+                                f"({args.doses}); model-predicted, not a dosing recommendation")
+        outputs.append((args.plot, "wb", _figure_bytes(fig, args.plot)))
+    _write_all(outputs)
+    _print_summary(res.columns, res.metrics, res.units, args.n)
+    if outputs:
+        print("wrote " + ", ".join(str(p) for p, _, _ in outputs), file=sys.stderr)
+    return 0
+
+
+def _print_summary(columns, metrics, units, n):
+    print(f"{n:,} subjects: median [5 %, 95 %] over the course")
+    for m in metrics:
+        if m not in columns:
+            continue
+        v = columns[m]
+        v = v[np.isfinite(v)]
+        if v.size == 0:
+            print(f"  {m}: n/a")
+            continue
+        q = np.percentile(v, [50, 5, 95])
+        print(f"  {m}: {q[0]:.4g} [{q[1]:.4g}, {q[2]:.4g}] {units.get(m, '')}".rstrip())
+
+
+@_interruptible
+def run_sweep(args) -> int:
+    from .modelfile import load_model
+    from .population import parse_vary, sweep
+
+    model = load_model(args.model)
+    vary = [parse_vary(v) for v in args.vary]
+    doses, course_kw = _doses_arg(args)
+    if course_kw and "months" in [nm for nm, _ in vary]:
+        raise KetasimInputError("--months: months is also varied; give one")
+    if course_kw:
+        vary = vary + [("months", np.array([course_kw["months"]]))]
+    metrics = _metrics_arg(args)
+    plot_metric = None
+    if args.plot is not None:
+        if len(args.vary) != 2:
+            raise KetasimInputError(f"--plot: a heat map needs exactly two --vary names, got "
+                                    f"{len(args.vary)}")
+        plot_metric = args.plot_metric or (metrics[0] + ("_p50" if args.n else ""))
+    res = sweep(model, doses, vary, metrics=metrics, n=args.n, seed=args.seed,
+                params=dict(args.param), weight_kg=args.weight, chunk_size=args.chunk_size,
+                scheduler=args.scheduler, threads=args.threads,
+                progress=False if args.quiet else None)
+    columns, units = res.columns, res.units
+    if course_kw:     # the fixed --months is a constant column: keep it, it documents the run
+        pass
+    title = (f"ketasim sweep | model {model.name} | doses {args.doses} | "
+             f"{res.info['points']} grid points"
+             + (f" | n {args.n} per point, seed {args.seed} | variability: "
+                f"{res.info['variability']}" if args.n else " | typical subject"))
+    outputs = [_table_output(args.out, columns, units, title)]
+    if args.plot is not None:
+        if plot_metric not in columns:
+            from .errors import suggest
+            raise KetasimInputError(f"--plot-metric: no column {plot_metric!r}"
+                                    f"{suggest(plot_metric, list(columns))}")
+        from .population import SweepResult
+        two = SweepResult(columns={k: v for k, v in columns.items()}, units=units,
+                          varied=tuple(nm for nm, _ in vary[:2]), metrics=res.metrics,
+                          info=res.info)
+        fig = plot_heatmap(two, plot_metric, f"{model.name}, {args.doses}: {plot_metric}"
+                           + (f" (median of {args.n} subjects)" if args.n else
+                              " (typical subject)")
+                           + "\nmodel-predicted; a research tool, not a dosing recommendation")
+        outputs.append((args.plot, "wb", _figure_bytes(fig, args.plot)))
+    _write_all(outputs)
+    print(f"wrote {args.out} ({res.info['points']} grid points)"
+          + (f" and {args.plot}" if args.plot else ""), file=sys.stderr)
+    return 0

@@ -1,0 +1,601 @@
+"""The teaching commands: ``ketasim course``, ``ketasim compare`` and ``ketasim explore``.
+
+``course`` is the one-command main job: a slide-ready figure of a whole course, a table of the
+curves and a short per-session summary. ``compare`` overlays several model/course pairs.
+``explore`` opens the live explorer (browser, desktop window or Jupyter).
+
+Each command writes all of its files or none: every file is first written to a temporary
+sibling, and all are moved into place only after every one of them was written.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .errors import KetasimInputError
+
+TABLE_STEP_H = 0.25   # course.csv: one row every 15 minutes, plus every session start and
+#                       infusion end (so each infusion's peak is a row). Six months of the
+#                       standard course are then about 19,000 rows (~2 MB), not 15 MB; the
+#                       figure and the metrics use their own finer grids (5 min, 1 min).
+FIGURE_FORMATS = ("png", "svg", "pdf")
+
+
+def _formats(s: str):
+    import argparse
+
+    out = []
+    for part in s.split(","):
+        f = part.strip().lower().lstrip(".")
+        if f not in FIGURE_FORMATS:
+            raise argparse.ArgumentTypeError(f"{part!r}: expected figure formats from "
+                                             + ", ".join(FIGURE_FORMATS))
+        if f not in out:
+            out.append(f)
+    return tuple(out)
+
+
+def _course_options(p, model_default="ketamine-iv", doses_default="standard-iv"):
+    from .cli import _finite
+
+    p.add_argument("--model", default=model_default,
+                   help=f"preset name or TOML model file (default: {model_default})")
+    p.add_argument("--doses", default=doses_default,
+                   help="a course name (standard-iv, spravato) or a dose-table CSV "
+                        f"(default: {doses_default})")
+    p.add_argument("--dose", type=_finite("dose", 0, True), default=None,
+                   help="dose per session: mg/kg for standard-iv, mg (56 or 84) for spravato "
+                        "(default: the course's own, 0.5 mg/kg or 56 mg)")
+    p.add_argument("--weight", type=_finite("kg", 0, True), default=70.0,
+                   help="body weight, kg (default: 70)")
+    p.add_argument("--months", type=_finite("months", 0, True), default=None,
+                   help="course length in months of 30.44 days (default: 6)")
+    _calibration_option(p)
+
+
+def _calibration_option(p):
+    p.add_argument("--occupancy-calibration", default=None, metavar="NAME",
+                   help="Ki calibration reported as occupancy, where the preset has several "
+                        "(default: the preset's own)")
+
+
+def _sim_kw(args) -> dict:
+    cal = getattr(args, "occupancy_calibration", None)
+    return {} if cal is None else {"occupancy_calibration": cal}
+
+
+def add_parsers(sub) -> None:
+    """Register ``course``, ``compare`` and ``explore`` on the ``ketasim`` subparsers."""
+    from .cli import _finite
+
+    c = sub.add_parser("course", help="figure, table and summary of a whole course "
+                       "(the main job)",
+                       description="Simulate a treatment course and write a slide-ready "
+                       "figure (course.png), the curves (course.csv, one row per 15 minutes "
+                       "plus every session start and infusion end) and print a per-session "
+                       "summary. With no options: the standard IV course of racemic ketamine "
+                       "(0.5 mg/kg over 40 min), 70 kg, six months.")
+    _course_options(c)
+    c.add_argument("--out-dir", type=Path, default=Path("ketasim-output"),
+                   help="folder for course.png and course.csv (default: ketasim-output)")
+    c.add_argument("--format", type=_formats, default=("png",), metavar="FMT[,FMT...]",
+                   help="figure formats: png, svg, pdf (default: png)")
+    c.add_argument("--closeup", type=_finite("hours", 0, True), default=8.0,
+                   help="length of the first-session close-up, h (default: 8)")
+
+    m = sub.add_parser("compare", help="overlay several model/course pairs",
+                       description="Simulate each SPEC and overlay them: the first session "
+                       "and the whole course, plus a side-by-side metrics table "
+                       "(compare.png, compare.csv). SPEC is MODEL@DOSES[:LABEL], e.g. "
+                       "ketamine-iv@standard-iv esketamine-nasal@spravato:Spravato.")
+    m.add_argument("specs", nargs="+", metavar="SPEC",
+                   help="MODEL@DOSES[:LABEL]: a preset or model file, a course name or "
+                        "dose-table CSV, and an optional legend label")
+    m.add_argument("--weight", type=_finite("kg", 0, True), default=70.0,
+                   help="body weight, kg (default: 70)")
+    m.add_argument("--months", type=_finite("months", 0, True), default=None,
+                   help="course length in months for course names (default: 6)")
+    m.add_argument("--out-dir", type=Path, default=Path("ketasim-output"),
+                   help="folder for compare.png and compare.csv (default: ketasim-output)")
+    m.add_argument("--format", type=_formats, default=("png",), metavar="FMT[,FMT...]",
+                   help="figure formats: png, svg, pdf (default: png)")
+    m.add_argument("--closeup", type=_finite("hours", 0, True), default=8.0,
+                   help="length of the first-session close-up, h (default: 8)")
+    _calibration_option(m)
+
+    e = sub.add_parser("explore", help="live explorer: sliders for dose, weight, schedule",
+                       description="A live explorer for teaching: change dose, weight, "
+                       "maintenance interval, preset and missed sessions and watch the "
+                       "course re-simulate. Opens a desktop window where one is available, "
+                       "else serves the page to a browser; --port always serves to a browser.")
+    e.add_argument("--port", type=int, default=None,
+                   help="serve in the browser on this port (default: a desktop window if "
+                        "available, else port 8765)")
+    e.add_argument("--no-browser", action="store_true",
+                   help="with the browser: print the URL but do not open a browser "
+                        "(default: open one)")
+    e.add_argument("--model", default="ketamine-iv",
+                   help="preset to start with (default: ketamine-iv)")
+
+
+# ---------------------------------------------------------------------------- helpers
+def _course_params(doses: str, dose, months) -> dict:
+    kw = {}
+    if months is not None:
+        kw["months"] = months
+    if dose is not None:
+        if doses == "standard-iv":
+            kw["dose_mg_per_kg"] = dose
+        elif doses == "spravato":
+            if dose not in (56, 84):
+                raise KetasimInputError(f"--dose: got {dose:g}, expected 56 or 84 (mg per "
+                                        "session of the spravato course)")
+            kw["dose_mg"] = int(dose)
+        else:
+            raise KetasimInputError(f"--dose: needs a course name (standard-iv, spravato); "
+                                    f"--doses {doses!r} is a dose table")
+    return kw
+
+
+def resolve(doses: str, weight: float, **kw):
+    """Doses from a course name or CSV, with --option names in the errors."""
+    from .courses import resolve_doses
+
+    try:
+        return resolve_doses(doses, weight_kg=weight, **kw)
+    except KetasimInputError as exc:
+        msg = str(exc)
+        raise KetasimInputError("--" + msg if msg.startswith("doses:") else msg) from None
+
+
+def route_warning(model, doses) -> str | None:
+    """A warning when a nasal model is given an IV course or an IV model a nasal course."""
+    from .dosing import expand
+
+    routes = set(expand(doses).route)
+    mroutes = set(model.routes)
+    if "iv" in routes and "intranasal" in mroutes:
+        return (f"model {model.name!r} is a nasal-spray model but the doses are IV infusions "
+                "(route iv): simulating the model's IV route; for the nasal course use "
+                "--doses spravato")
+    if "intranasal" in routes and "intranasal" not in mroutes:
+        return (f"model {model.name!r} has no nasal route (routes: {', '.join(sorted(mroutes))})"
+                " but the doses are nasal sprays: use a nasal model such as esketamine-nasal")
+    return None
+
+
+def _warn(msg):
+    if msg:
+        print(f"ketasim: warning: {msg}", file=sys.stderr)
+
+
+def write_all(outputs, inputs=()) -> None:
+    """Write every (path, bytes-or-callable) or none (:func:`ketasim.io.write_outputs`:
+    temporaries first, then all renamed); no output may overwrite one of ``inputs``
+    (``(option, path)`` pairs)."""
+    from .io import write_outputs
+
+    write_outputs(outputs, inputs)
+
+
+def table_result(run, step_h: float = TABLE_STEP_H):
+    """The course Result cut to the table: named analytes and PD outputs, one row per
+    ``step_h`` plus every session start and infusion end."""
+    import dataclasses
+
+    from .plotting import analyte_labels, event_times
+    from .result import PD_OUTPUTS
+
+    res = run.course
+    t = res.times
+    on_grid = np.abs(t / step_h - np.round(t / step_h)) < 1e-6
+    rows = on_grid | np.isin(t, event_times(res.doses))
+    keep = [n for n in analyte_labels(res.model) if n in res.names]
+    keep += [n for n in res.names if n in PD_OUTPUTS or n.startswith("occupancy_")
+             or n == "consolidation"]
+    idx = [res.names.index(n) for n in keep]
+    return dataclasses.replace(res, times=t[rows], names=tuple(keep),
+                               data=np.ascontiguousarray(res.data[:, idx][:, :, rows]))
+
+
+def _write_table(res):
+    from .io import write_result_table
+
+    return lambda fh: write_result_table(res, fh)
+
+
+# ---------------------------------------------------------------------------- summary
+def fmt(v, kind="num") -> str:
+    """Readable numbers: 3 significant digits, tiny values as 0, NaN as an en dash."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    v = float(v)
+    if kind == "pct":
+        return f"{v * 100:.0f}"
+    if abs(v) < 0.005:
+        return "0"
+    if kind == "int":
+        return f"{v:.0f}"
+    if abs(v) >= 100:
+        return f"{v:,.0f}"
+    return f"{float(f'{v:.3g}'):g}"
+
+
+def _table(head, rows, left=()) -> str:
+    """Columns padded to their widths: numbers right-aligned, columns in ``left`` (indices)
+    left-aligned."""
+    cells = [head] + rows
+    widths = [max(len(r[i]) for r in cells) for i in range(len(head))]
+    return "\n".join("  ".join(c.ljust(w) if i in left else c.rjust(w)
+                               for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+                     for r in cells)
+
+
+def session_table(run):
+    """(head, rows, footnotes) of the per-session summary, strings only; columns that are
+    absent or zero throughout are left out."""
+    cm = run.metrics
+    starts = cm.session_start_h
+    cols = [("session", [str(i + 1) for i in range(starts.size)]),
+            ("day", [fmt(s / 24.0) if s else "0" for s in starts]),
+            ("peak ng/mL", [fmt(v) for v in cm.cmax_ng_ml]),
+            ("at min", [fmt(v * 60, "int") for v in cm.tmax_h]),
+            ("AUC ng·h/mL", [fmt(v) for v in cm.auc_ng_h_ml]),
+            ("trough ng/mL", [fmt(v) for v in cm.trough_ng_ml])]
+    if np.isfinite(cm.peak_occupancy).any():
+        cols.append(("occupancy %", [fmt(v, "pct") for v in cm.peak_occupancy]))
+    if np.isfinite(cm.peak_glutamate).any():
+        cols.append(("glutamate ×", [fmt(v) for v in cm.peak_glutamate]))
+    cols = [(h, c) for h, c in cols if not all(x in ("0", "–") for x in c) or h in
+            ("session", "day")]
+    head = [h for h, _ in cols]
+    rows = [list(r) for r in zip(*[c for _, c in cols])]
+    notes = []
+    if any("–" in r for r in rows):
+        notes.append("– the last session has no next session, so no trough.")
+    return head, rows, notes
+
+
+def course_summary(run) -> str:
+    from .plotting import analyte_labels, drug_name, main_analyte
+
+    cm = run.metrics
+    model = run.model
+    name = analyte_labels(model)[main_analyte(model)]
+    head, rows, notes = session_table(run)
+    lines = [f"{drug_name(model)}, {run.regimen}; {fmt(run.weight_kg)} kg; preset "
+             f"{model.name}",
+             f"Per session ({name}; occupancy model-predicted, peak at the effect site; "
+             "glutamate SCHEMATIC, × baseline):", _table(head, rows)]
+    lines += notes
+    res = run.course
+    mstart = cm.maintenance_start_h
+    for nm, words in (("plasticity", "Schematic plasticity index"),
+                      ("consolidation", "Schematic consolidated (slow) plasticity")):
+        if nm not in res.names:
+            continue
+        y = res.output(nm)
+        if y.ndim != 1:
+            continue
+        line = f"{words}: highest {fmt(y.max())}, at the end {fmt(y[-1])}"
+        if np.isfinite(mstart):
+            line += (f"; lowest during maintenance (from day {fmt(mstart / 24)}) "
+                     f"{fmt(y[res.times >= mstart].min())}")
+        lines.append(line + ".")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- schedule
+def schedule_csv(doses) -> str:
+    """A dose table as CSV text (the layout of :func:`ketasim.write_doses`)."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["time_h", "amount_mg", "route", "duration_h", "addl", "ii_h"])
+    for r in doses.to_records():
+        w.writerow([f"{r['time_h']:.10g}", f"{r['amount_mg']:.10g}", r["route"],
+                    f"{r['duration_h']:.10g}", r["addl"], f"{r['ii_h']:.10g}"])
+    return buf.getvalue()
+
+
+_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+def print_schedule(doses) -> None:
+    """A course as a readable table: session, day, week, weekday (day 0 = a Monday), dose."""
+    from .dosing import expand
+
+    d = expand(doses)
+    head = ["session", "day", "week", "weekday", "dose mg", "route", "infusion min"]
+    rows = []
+    for i, (t, a, r, dur) in enumerate(zip(d.time_h, d.amount_mg, d.route, d.duration_h)):
+        day = t / 24.0
+        rows.append([str(i + 1), fmt(day) if day else "0", str(int(day // 7) + 1),
+                     _WEEKDAYS[int(day) % 7] if float(day).is_integer() else "–", fmt(a), r,
+                     fmt(dur * 60) if dur > 0 else "–"])
+    print(_table(head, rows))
+    print(f"{len(rows)} sessions, {fmt(d.amount_mg.sum())} mg in all; day 0 shown as a "
+          "Monday. Write it as a dose table with --out FILE.csv (or --out - for CSV here).")
+
+
+# ---------------------------------------------------------------------------- presets
+_UNIT_RE = None
+
+
+def parameter_notes(text: str) -> dict:
+    """``NAME -> (unit, source)`` from the trailing comments of ``NAME = value  # comment``
+    lines in the [parameters] and [schematic] sections of a model file.
+
+    The comment convention of the presets: a unit first (``L/h``, ``1/h``, ``uM``, ``g/mol``
+    ...), then the source after a comma or semicolon, e.g. ``# L/h, S-ketamine clearance
+    (Fanta 2015)``. A comment without a unit is all source."""
+    import re
+
+    global _UNIT_RE
+    if _UNIT_RE is None:
+        _UNIT_RE = re.compile(r"^\s*((?:1/h|L/h|L|mL|h|min|mg|kg|uM|µM|g/mol|ng/mL|mg/L|%|"
+                              r"fraction|mg/kg|years)(?: per [a-z ]+)?)\s*(?:[,;:]\s*|\(|$)")
+    out = {}
+    section = None
+    heading = ""
+    for line in text.splitlines():
+        s = line.strip()
+        if s.startswith("["):
+            section = s.strip("[]").strip()
+            heading = ""
+            continue
+        if s.startswith("#"):
+            heading = s.lstrip("# ").strip()
+            continue
+        if section not in ("parameters", "schematic") or "=" not in s or s.startswith("#"):
+            continue
+        name, rest = s.split("=", 1)
+        name = name.strip()
+        comment = rest.split("#", 1)[1].strip() if "#" in rest else ""
+        m = _UNIT_RE.match(comment)
+        if m:
+            unit = m.group(1)
+            src = comment[m.end():].strip()
+            if comment[m.end() - 1:m.end()] == "(":
+                src = "(" + src
+        else:
+            unit, src = "", comment
+        if heading and not re.search(r"(19|20)\d\d|Table", src) and section == "parameters":
+            # the block's heading comment names the source: keep its parenthesis
+            par = re.search(r"\(([^()]*(?:19|20)\d\d[^()]*|Table[^()]*)\)", heading)
+            if par:
+                src = f"{src} ({par.group(1).split(';')[0]})" if src else par.group(1)
+        out[name] = (unit.replace("uM", "µM"), src, section)
+    return out
+
+
+def _model_text(name: str) -> str:
+    from importlib import resources
+
+    from .modelfile import list_presets
+
+    if name in list_presets():
+        return (resources.files("ketasim") / "presets" / f"{name}.toml").read_text("utf-8")
+    return Path(name).read_text("utf-8")
+
+
+def print_preset(name: str, verbose: bool = False) -> int:
+    """``ketasim presets NAME``: the model's parameters (name, value, unit, source) and
+    routes."""
+    from .modelfile import load_model
+
+    model = load_model(name)
+    notes = parameter_notes(_model_text(name))
+    m = model.meta
+    print(f"{model.name}: {m.get('title', '')}".rstrip(": "))
+    if m.get("citation"):
+        print(f"source: {m['citation']}")
+    if m.get("sampling"):
+        print(f"sampling: {m['sampling']}")
+    if verbose and m.get("description"):
+        print(" ".join(str(m["description"]).split()))
+    for section, heading in (("parameters", "Parameters (typical values at "
+                              f"{fmt(model.reference_weight_kg)} kg)"),
+                             ("schematic", "SCHEMATIC response parameters (illustrative, "
+                              "not fitted to data)")):
+        rows = []
+        for k, v in model.parameters.items():
+            unit, src, sect = notes.get(k, ("", "", "parameters"))
+            if sect != section and not (section == "parameters" and k not in notes):
+                continue
+            if section == "schematic" and k not in model.schematic:
+                continue
+            if section == "parameters" and k in model.schematic:
+                continue
+            scale = model.allometric.get(k)
+            extra = f" [× (WT/{fmt(model.reference_weight_kg)})^{scale:g}]" if scale else ""
+            rows.append([k, f"{v:.6g}", unit or "–", src + extra])
+        if rows:
+            print(f"\n{heading}:")
+            print(_table(["name", "value", "unit", "source"], rows, left=(0, 2, 3)))
+    print("\nRoutes:")
+    for r, parts in model.routes.items():
+        desc = "; ".join(f"to {p.to}" + (f", f = {p.f.text}" if p.f.text not in ("1", "1.0")
+                                         else "")
+                         + (f", over {p.duration_h.text} h" if p.duration_h is not None
+                            else "") for p in parts)
+        print(f"  {r}: {desc}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- course
+def _figure_outputs(fig, base: Path, formats):
+    from .plotting import figure_bytes
+
+    return [(base.with_suffix(f".{f}"), figure_bytes(fig, f)) for f in formats]
+
+
+def cmd_course(args) -> int:
+    from .modelfile import load_model
+    from .plotting import COURSE_DESCRIPTIONS, plot_course, run_course
+
+    model = load_model(args.model)
+    kw = _course_params(args.doses, args.dose, args.months)
+    doses = resolve(args.doses, args.weight, **kw)
+    _warn(route_warning(model, doses))
+    regimen = COURSE_DESCRIPTIONS.get(args.doses)
+    if regimen and args.months is not None:
+        regimen += f"; {fmt(args.months)} months"
+    elif regimen:
+        regimen += "; 6 months"
+    run = run_course(model, doses, args.weight, regimen=regimen, closeup_h=args.closeup,
+                     **_sim_kw(args))
+    fig = plot_course(run)
+    out = args.out_dir
+    outputs = _figure_outputs(fig, out / "course", args.format)
+    outputs.append((out / "course.csv", _write_table(table_result(run))))
+    summary = course_summary(run)
+    write_all(outputs, [("--model", args.model), ("--doses", args.doses)])
+    print(summary)
+    print("wrote " + ", ".join(str(p) for p, _ in outputs), file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------------------- compare
+def parse_spec(spec: str):
+    """``MODEL@DOSES[:LABEL]`` -> (model, doses, label or None)."""
+    if "@" not in spec:
+        raise KetasimInputError(f"compare: {spec!r}: expected MODEL@DOSES[:LABEL], e.g. "
+                                "ketamine-iv@standard-iv")
+    model, rest = spec.split("@", 1)
+    label = None
+    if ":" in rest:
+        d, lab = rest.rsplit(":", 1)
+        # a Windows drive ("C:\\...") is part of the path, not a label
+        if d and not (len(d) == 1 and lab[:1] in ("\\", "/")):
+            rest, label = d, lab
+    if not model or not rest:
+        raise KetasimInputError(f"compare: {spec!r}: expected MODEL@DOSES[:LABEL] with both "
+                                "a model and doses")
+    return model, rest, label or None
+
+
+COMPARE_ROWS = (
+    ("drug", "", None),
+    ("route and dose per session", "", None),
+    ("sessions", "", None),
+    ("first session: peak", "ng/mL", "cmax1"),
+    ("first session: time of peak", "min", "tmax1"),
+    ("first session: AUC", "ng·h/mL", "auc1"),
+    ("highest peak over the course", "ng/mL", "cmax"),
+    ("total AUC over the course", "ng·h/mL", "auc"),
+    ("total drug given", "mg", "mg"),
+    ("peak occupancy (model-predicted)", "%", "occ"),
+    ("peak glutamate (SCHEMATIC)", "× baseline", "glu"),
+    ("plasticity index at the end (SCHEMATIC)", "0-1", "plend"),
+    ("lowest plasticity in maintenance (SCHEMATIC)", "0-1", "plmin"),
+)
+
+
+def compare_values(run) -> dict:
+    """The compare table's values of one run (numbers, or strings for words)."""
+    from .dosing import expand
+    from .plotting import describe_doses, drug_name
+
+    cm = run.metrics
+    d = expand(run.doses)
+    occ = np.asarray(cm.peak_occupancy, float)
+    glu = np.asarray(cm.peak_glutamate, float)
+    return {"drug": f"{drug_name(run.model)} ({run.model.name})",
+            "route and dose per session": describe_doses(run.doses, run.weight_kg),
+            "sessions": f"{cm.session_start_h.size} over "
+                        f"{fmt((cm.session_start_h[-1] - cm.session_start_h[0]) / 24)} days",
+            "cmax1": cm.cmax_ng_ml[0], "tmax1": cm.tmax_h[0] * 60, "auc1": cm.auc_ng_h_ml[0],
+            "cmax": float(np.nanmax(cm.cmax_ng_ml)), "auc": float(np.nansum(cm.auc_ng_h_ml)),
+            "mg": float(d.amount_mg.sum()),
+            "occ": float(np.nanmax(occ)) * 100 if np.isfinite(occ).any() else float("nan"),
+            "glu": float(np.nanmax(glu)) if np.isfinite(glu).any() else float("nan"),
+            "plend": float(cm.plasticity_end),
+            "plmin": float(cm.plasticity_min_maintenance)}
+
+
+def compare_table(runs, labels, csv: bool = False):
+    """Rows (metric, unit, value per run) as strings, without rows that are empty for all.
+
+    ``csv``: plain numbers (6 significant digits, empty for missing) instead of rounded,
+    readable ones."""
+    vals = [compare_values(r) for r in runs]
+    rows = []
+    for name, unit, key in COMPARE_ROWS:
+        k = key or name
+        if all(not isinstance(v[k], str) and not np.isfinite(v[k]) for v in vals):
+            continue
+        if csv:
+            cells = [v[k] if isinstance(v[k], str) else
+                     (f"{v[k]:.6g}" if np.isfinite(v[k]) else "") for v in vals]
+        else:
+            cells = [v[k] if isinstance(v[k], str) else fmt(v[k]) for v in vals]
+        rows.append([name, unit] + cells)
+    return ["metric", "unit"] + list(labels), rows
+
+
+def _csv_text(head, rows):
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(head)
+    w.writerows(rows)
+    return buf.getvalue().encode("utf-8")
+
+
+def cmd_compare(args) -> int:
+    from .modelfile import load_model
+    from .plotting import COURSE_DESCRIPTIONS, plot_compare, run_course
+
+    parsed = [parse_spec(s) for s in args.specs]
+    runs, labels = [], []
+    for model_s, doses_s, label in parsed:
+        model = load_model(model_s)
+        kw = {"months": args.months} if args.months is not None else {}
+        doses = resolve(doses_s, args.weight, **kw)
+        _warn(route_warning(model, doses))
+        if label is None:
+            label = model.name if sum(m == model_s for m, _, _ in parsed) == 1 else \
+                f"{model.name}@{doses_s}"
+        runs.append(run_course(model, doses, args.weight, label=label,
+                               regimen=COURSE_DESCRIPTIONS.get(doses_s), closeup_h=args.closeup,
+                               **_sim_kw(args)))
+        labels.append(label)
+    if len(set(labels)) < len(labels):
+        raise KetasimInputError("compare: two SPECs have the same label "
+                                f"({', '.join(labels)}); add :LABEL to tell them apart")
+    fig = plot_compare(runs, labels=labels)
+    head, rows = compare_table(runs, labels)
+    out = args.out_dir
+    outputs = _figure_outputs(fig, out / "compare", args.format)
+    outputs.append((out / "compare.csv", _csv_text(*compare_table(runs, labels, csv=True))))
+    write_all(outputs, [(f"SPEC {m}@{d}", f) for m, d, _ in parsed for f in (m, d)])
+    print("Side by side (occupancy model-predicted; glutamate and plasticity SCHEMATIC):")
+    print(_table(head, rows, left=(0, 1)))
+    print("wrote " + ", ".join(str(p) for p, _ in outputs), file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------------------- explore
+def cmd_explore(args) -> int:
+    # the module (ketasim.explore is also the name of the function it exports)
+    from .explore import DEFAULT_PORT, has_display, serve, window
+
+    if args.port is not None and not 0 < args.port < 65536:
+        raise KetasimInputError(f"--port: got {args.port}, expected a port 1-65535")
+    if args.port is None and has_display():
+        window(model=args.model)
+        return 0
+    serve(port=args.port or DEFAULT_PORT, open_browser=not args.no_browser, model=args.model)
+    return 0
+
+
+COMMANDS = {"course": cmd_course, "compare": cmd_compare, "explore": cmd_explore}

@@ -1,0 +1,326 @@
+"""A live explorer for teaching: change dose, weight, schedule and preset, see the course.
+
+Matplotlib widgets only (no extra dependency): sliders for the dose, the body weight and the
+maintenance interval, radio buttons for the preset (which also sets the route), and a "miss
+session k" slider. Every change re-simulates the whole course on a coarse 10-minute grid with
+only the outputs drawn (main analyte, occupancy, plasticity), which takes a few tens of
+milliseconds once the kernels are compiled.
+
+Three ways to run it:
+
+- in a browser: ``ketasim explore --port 8765 [--no-browser]`` (matplotlib's WebAgg backend,
+  which needs tornado) prints the URL to open;
+- in a desktop window: ``ketasim explore`` where a display is available;
+- in Jupyter: ``ketasim.explore()`` (interactive with ``%matplotlib widget``/ipympl).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import numpy as np
+
+__all__ = ["Explorer", "explore", "serve", "window", "PRESETS", "DEFAULT_PORT"]
+
+DEFAULT_PORT = 8765
+GRID_STEP_H = 1 / 3          # 20-minute grid plus every session start and infusion end:
+#                              smooth at course scale, fast to recompute (the schematic
+#                              integrator's cost grows with the number of output times)
+PD_STEP_H = 1 / 6            # schematic response sub-step (older engines; coarse on purpose)
+PD_RTOL = 1e-3               # schematic response tolerance: a teaching view, not a table
+MONTHS = 6.0
+
+# preset -> how the explorer doses it: route, dose unit, slider range and default
+PRESETS = {
+    "ketamine-iv": {"label": "ketamine IV", "route": "iv", "unit": "mg/kg",
+                    "range": (0.1, 1.0), "default": 0.5, "step": 0.05},
+    "esketamine-iv": {"label": "esketamine IV", "route": "iv", "unit": "mg/kg",
+                      "range": (0.1, 1.0), "default": 0.25, "step": 0.05},
+    "esketamine-nasal": {"label": "esketamine nasal", "route": "intranasal", "unit": "mg",
+                         "range": (28.0, 112.0), "default": 56.0, "step": 28.0},
+}
+
+
+def _fast_kwargs():
+    """A coarse sub-step for the schematic response, under whichever name simulate takes."""
+    import inspect
+
+    from .simulate import simulate
+
+    params = inspect.signature(simulate).parameters
+    if "pd_max_step_h" in params:
+        return {"pd_max_step_h": PD_STEP_H}
+    if "pd_rtol" in params:
+        return {"pd_rtol": PD_RTOL}
+    return {}
+
+
+def course_doses(model_name: str, dose: float, weight_kg: float, interval_days: float,
+                 missed: int = 0, months: float = MONTHS):
+    """The explorer's course: the standard IV course (IV presets; ``dose`` in mg/kg) or the
+    Spravato schedule (nasal; ``dose`` in mg, first session 56 mg), maintenance every
+    ``interval_days``, with session ``missed`` (1-based; 0 = none) left out."""
+    from .courses import STANDARD_IV_PHASES, Phase, course_from_phases
+    from .dosing import Doses
+
+    spec = PRESETS[model_name]
+    if spec["route"] == "iv":
+        d = course_from_phases(list(STANDARD_IV_PHASES) + [Phase(every_days=interval_days)],
+                               dose * weight_kg, "iv", duration_h=40 / 60, months=months)
+    else:
+        d = course_from_phases([Phase(weeks=4, per_week=2), Phase(weeks=4, per_week=1),
+                                Phase(every_days=interval_days, after_days=7.0)],
+                               float(dose), "intranasal", months=months,
+                               first_amount_mg=min(56.0, float(dose)))
+    if 1 <= missed <= len(d):
+        keep = np.arange(len(d)) != missed - 1
+        d = Doses(d.time_h[keep], d.amount_mg[keep], tuple(np.asarray(d.route)[keep]),
+                  d.duration_h[keep], source=d.source)
+    return d
+
+
+class Explorer:
+    """The explorer's figure, widgets and state.
+
+    Attributes
+    ----------
+    fig : Figure
+    sliders : dict name -> Slider (``dose``, ``weight``, ``interval``, ``miss``)
+    preset : RadioButtons
+    lines : dict name -> Line2D (``conc``, ``occ``, ``plast``) and ``peaks`` (markers)
+    last_update_s : float   seconds the last re-simulation and redraw took
+    """
+
+    def __init__(self, model: str = "ketamine-iv", fig=None):
+        import matplotlib.pyplot as plt
+        from matplotlib.widgets import RadioButtons, Slider
+
+        from .modelfile import load_model
+        from .plotting import BODY_PT, OKABE_ITO, _style
+
+        if model not in PRESETS:
+            from .errors import KetasimInputError, suggest
+            raise KetasimInputError(f"explore: model {model!r}{suggest(model, PRESETS)}; "
+                                    f"expected one of {', '.join(PRESETS)}")
+        self._models = {}
+        self._load = load_model
+        self.model_name = model
+        self._kw = _fast_kwargs()
+        self.fig = fig if fig is not None else plt.figure(figsize=(13, 8.5))
+        fig = self.fig
+        fig.subplots_adjust(left=0.08, right=0.78, top=0.9, bottom=0.36, hspace=0.35)
+        self.ax_conc, self.ax_occ, self.ax_plast = fig.subplots(3, 1, sharex=True)
+        for ax in (self.ax_conc, self.ax_occ, self.ax_plast):
+            _style(ax)
+        c = self.ax_conc
+        self.lines = {
+            "conc": c.plot([], [], color=OKABE_ITO["blue"], lw=1.4)[0],
+            "peaks": c.plot([], [], ls="none", marker="o", ms=6, color=OKABE_ITO["blue"])[0],
+            "occ": self.ax_occ.plot([], [], color=OKABE_ITO["green"], lw=1.4)[0],
+            "plast": self.ax_plast.plot([], [], color=OKABE_ITO["black"], lw=2)[0],
+        }
+        c.set_ylabel("ng/mL", fontsize=BODY_PT)
+        self.ax_occ.set_ylabel("% of receptors", fontsize=BODY_PT)
+        self.ax_occ.set_title("NMDA occupancy, MODEL-PREDICTED", loc="left",
+                              fontsize=BODY_PT)
+        self.ax_plast.set_ylabel("index (0-1)", fontsize=BODY_PT)
+        self.ax_plast.set_title("SCHEMATIC plasticity index (illustrative, not fitted)",
+                                loc="left", fontsize=BODY_PT)
+        self.ax_plast.set_xlabel("days from the first session", fontsize=BODY_PT)
+        fig.text(0.01, 0.005, "ketasim explorer: a teaching tool, not a dosing "
+                 "recommendation. 20-minute grid; peaks exact.", fontsize=10, color="0.35")
+
+        spec = PRESETS[model]
+        self.sliders = {}
+
+        def slider(name, rect, label, lo, hi, v, step, fmt):
+            ax = fig.add_axes(rect)
+            s = Slider(ax, label, lo, hi, valinit=v, valstep=step, valfmt=fmt)
+            s.label.set_fontsize(BODY_PT)
+            s.valtext.set_fontsize(BODY_PT)
+            self.sliders[name] = s
+            return s
+
+        slider("dose", [0.18, 0.25, 0.5, 0.03], f"dose ({spec['unit']})", *spec["range"],
+               spec["default"], spec["step"], "%g")
+        slider("weight", [0.18, 0.19, 0.5, 0.03], "weight (kg)", 40, 130, 70, 1, "%g")
+        slider("interval", [0.18, 0.13, 0.5, 0.03], "maintenance every (days)", 7, 56,
+               28 if spec["route"] == "iv" else 14, 1, "%g")
+        slider("miss", [0.18, 0.07, 0.5, 0.03], "miss session (0 = none)", 0, 20, 0, 1, "%d")
+        rax = fig.add_axes([0.81, 0.55, 0.17, 0.2])
+        rax.set_title("preset / route", fontsize=BODY_PT, loc="left")
+        names = list(PRESETS)
+        self.preset = RadioButtons(rax, [PRESETS[n]["label"] for n in names],
+                                   active=names.index(model))
+        for t in self.preset.labels:
+            t.set_fontsize(BODY_PT)
+        self.timing_text = fig.text(0.81, 0.5, "", fontsize=10, color="0.35", va="top")
+        for s in self.sliders.values():
+            s.on_changed(self._on_change)
+        self.preset.on_clicked(self._on_preset)
+        self.last_update_s = float("nan")
+        self.result = None
+        self.update()
+
+    # ---------------------------------------------------------------- state
+    @property
+    def model(self):
+        if self.model_name not in self._models:
+            self._models[self.model_name] = self._load(self.model_name)
+        return self._models[self.model_name]
+
+    def values(self) -> dict:
+        return {k: float(s.val) for k, s in self.sliders.items()}
+
+    def doses(self):
+        v = self.values()
+        return course_doses(self.model_name, v["dose"], v["weight"], v["interval"],
+                            int(round(v["miss"])))
+
+    # ---------------------------------------------------------------- callbacks
+    def _on_change(self, _value):
+        self.update()
+
+    def _on_preset(self, label):
+        name = next(n for n, s in PRESETS.items() if s["label"] == label)
+        if name == self.model_name:
+            return
+        self.model_name = name
+        spec = PRESETS[name]
+        s = self.sliders["dose"]
+        # re-range the dose slider for the new unit without firing an update per change
+        s.eventson = False
+        s.valmin, s.valmax = spec["range"]
+        s.valstep = spec["step"]
+        s.ax.set_xlim(*spec["range"])
+        s.label.set_text(f"dose ({spec['unit']})")
+        s.set_val(spec["default"])
+        s.eventson = True
+        self.update()
+
+    # ---------------------------------------------------------------- simulation
+    def update(self):
+        """Re-simulate with the current settings and redraw (returns seconds taken)."""
+        from .engine import session_metrics
+        from .plotting import analyte_labels, course_grid, describe_doses, drug_name, main_analyte
+        from .simulate import simulate
+
+        t0 = time.perf_counter()
+        model = self.model
+        d = self.doses()
+        v = self.values()
+        main = main_analyte(model)
+        until = float(MONTHS * 30.44 * 24 + 14 * 24)
+        t = course_grid(d, GRID_STEP_H, until)
+        outs = [main] + [o for o in ("occupancy", "plasticity")
+                         if o == "occupancy" and model.has_occupancy
+                         or o == "plasticity" and model.has_glutamate]
+        r = simulate(model, d, t, weight_kg=v["weight"], outputs=outs, **self._kw)
+        self.result = r
+        x = t / 24.0
+        conc = r.concentration(main)
+        self.lines["conc"].set_data(x, conc)
+        # exact per-session peaks (grid-free), without the schematic response: a few ms
+        sm = session_metrics(model, d, weight_kg=v["weight"], metrics=("cmax", "tmax"),
+                             analyte=main, horizon_h=until)
+        starts = sm["session_start_h"]
+        k = np.arange(1, starts.size + 1)
+        cmax = np.array([sm[f"cmax_s{i}"][0] for i in k])
+        tmax = np.array([sm[f"tmax_s{i}"][0] for i in k])
+        self.metrics = sm
+        self.lines["peaks"].set_data((starts + tmax) / 24, cmax)
+        occ = r.occupancy * 100 if "occupancy" in r.names else np.zeros_like(t)
+        self.lines["occ"].set_data(x, occ)
+        pl = r.plasticity if "plasticity" in r.names else np.zeros_like(t)
+        self.lines["plast"].set_data(x, pl)
+        self.ax_conc.set_xlim(-2, x[-1])
+        self.ax_conc.set_ylim(0, max(1.0, float(np.nanmax(conc))) * 1.15)
+        self.ax_occ.set_ylim(0, max(10.0, float(occ.max()) * 1.15))
+        self.ax_plast.set_ylim(0, max(0.05, float(pl.max()) * 1.15))
+        self.ax_conc.set_title(f"{analyte_labels(model)[main]}: plasma concentration "
+                               "(a dot at each session's peak)", loc="left", fontsize=12)
+        miss = int(round(v["miss"]))
+        self.fig.suptitle(
+            f"{drug_name(model).capitalize()}: {describe_doses(d, v['weight'])} · "
+            f"{v['weight']:g} kg · maintenance every {v['interval']:g} days"
+            + (f" · session {miss} missed" if miss else ""), fontsize=14, fontweight="bold")
+        self.last_update_s = time.perf_counter() - t0     # simulation + new data, no drawing
+        first = self.result is None or not getattr(self, "_updated", False)
+        self._updated = True
+        self.timing_text.set_text(f"{starts.size} sessions\nre-simulated in "
+                                  f"{self.last_update_s * 1000:.0f} ms"
+                                  + (" (first run:\nloading compiled code)" if first else ""))
+        self.fig.canvas.draw_idle()
+        return self.last_update_s
+
+    # ---------------------------------------------------------------- what is drawn
+    def peaks(self) -> np.ndarray:
+        """The plotted per-session peak concentrations (ng/mL)."""
+        return np.asarray(self.lines["peaks"].get_ydata(), float)
+
+    def peak_days(self) -> np.ndarray:
+        return np.asarray(self.lines["peaks"].get_xdata(), float)
+
+
+def explore(model: str = "ketamine-iv") -> Explorer:
+    """Open the explorer in the current matplotlib backend (Jupyter: use ``%matplotlib
+    widget`` for live sliders) and return it."""
+    return Explorer(model)
+
+
+def has_display() -> bool:
+    """True when a desktop window can open (an interactive backend and a display)."""
+    if sys.platform in ("win32", "darwin"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def window(model: str = "ketamine-iv") -> None:
+    """Show the explorer in a desktop window (blocks until it is closed)."""
+    import matplotlib.pyplot as plt
+
+    ex = Explorer(model)
+    ex.fig.canvas.manager.set_window_title("ketasim explorer")
+    plt.show()
+
+
+def serve(port: int = DEFAULT_PORT, open_browser: bool = True, model: str = "ketamine-iv",
+          address: str = "127.0.0.1") -> None:
+    """Serve the explorer to a browser through matplotlib's WebAgg backend (needs tornado).
+
+    Prints the URL, then serves until interrupted (Ctrl+C)."""
+    import matplotlib
+
+    try:
+        import tornado  # noqa: F401
+    except ImportError:  # pragma: no cover - depends on the environment
+        from .errors import KetasimInputError
+        raise KetasimInputError("explore: the browser view needs tornado (pip install "
+                                "tornado); or run it in Jupyter with ketasim.explore()") \
+            from None
+    import socket
+
+    with socket.socket() as probe:       # a taken port: one line, not a server traceback
+        try:
+            probe.bind((address, int(port)))
+        except OSError as exc:
+            from .errors import KetasimInputError
+            raise KetasimInputError(f"--port: cannot listen on {address}:{port} "
+                                    f"({exc.strerror or exc}); choose another port") from None
+    if model not in PRESETS:
+        from .errors import KetasimInputError, suggest
+        raise KetasimInputError(f"--model: {model!r}{suggest(model, PRESETS)}; expected one "
+                                f"of {', '.join(PRESETS)}")
+    matplotlib.use("webagg", force=True)
+    matplotlib.rcParams["webagg.port"] = int(port)
+    matplotlib.rcParams["webagg.port_retries"] = 1   # exactly this port
+    matplotlib.rcParams["webagg.address"] = address
+    matplotlib.rcParams["webagg.open_in_browser"] = bool(open_browser)
+    import matplotlib.pyplot as plt
+
+    Explorer(model)
+    print(f"ketasim explorer: open http://{address}:{port}/ in a browser (Ctrl+C stops it)",
+          flush=True)
+    plt.show()

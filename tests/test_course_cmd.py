@@ -1,0 +1,207 @@
+"""ketasim course / compare and the friendlier CLI, as a new user runs them."""
+
+import csv
+import math
+import re
+
+import numpy as np
+import pytest
+
+import ketasim
+from ketasim.cli import build_parser, main
+from ketasim.cli_teach import TABLE_STEP_H, fmt, parse_spec
+
+
+def _read_csv(path):
+    with open(path) as fh:
+        rows = list(csv.reader(fh))
+    return rows[0], np.array(rows[1:], float)
+
+
+def test_course_from_an_empty_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["course"]) == 0
+    out = capsys.readouterr().out
+    png = tmp_path / "ketasim-output" / "course.png"
+    table = tmp_path / "ketasim-output" / "course.csv"
+    assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 50_000
+    assert sorted(p.name for p in png.parent.iterdir()) == ["course.csv", "course.png"]
+    # a readable summary: no nan, no exponent notation, a footnote for the missing trough
+    assert not re.search(r"\bnan\b", out) and not re.search(r"\de-\d", out)
+    assert "–" in out and "no next session" in out
+    assert "racemic ketamine" in out and "70 kg" in out
+    head = next(ln for ln in out.splitlines() if ln.lstrip().startswith("session"))
+    assert "h_occ_ge" not in out and "peak ng/mL" in head and "occupancy %" in head
+    rows = [ln.split() for ln in out.splitlines() if ln.strip()[:2].strip().isdigit()]
+    n_sessions = len(ketasim.expand(ketasim.standard_iv_course()))
+    assert len(rows) == n_sessions == 13
+    # the table: named analytes and PD outputs, one row per 15 min plus the infusion ends
+    cols, data = _read_csv(table)
+    assert cols[:3] == ["time_h", "plasma_ng_ml", "metabolite_ng_ml"]
+    assert {"occupancy", "glutamate", "plasticity", "s_ketamine_ng_ml"} <= set(cols)
+    assert table.stat().st_size < 4_000_000
+    t = data[:, 0]
+    ends = ketasim.expand(ketasim.standard_iv_course()).time_h + 40 / 60
+    assert np.abs(t[:, None] - ends[None, :]).min(axis=0).max() < 1e-6
+    assert np.median(np.diff(t)) == pytest.approx(TABLE_STEP_H)
+    # the same numbers as the Python API at the same times
+    r = ketasim.simulate("ketamine-iv", ketasim.standard_iv_course(), t)
+    # (times in the file have 10 digits: a 3e-9 h shift at a kink moves values by ~1e-8)
+    np.testing.assert_allclose(data[:, 1], r.concentration("plasma"), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(data[:, cols.index("occupancy")], r.occupancy, rtol=1e-5,
+                               atol=1e-7)
+    # the printed first-session peak is the end-of-infusion value
+    peak = r.concentration("plasma")[np.argmin(np.abs(t - 40 / 60))]
+    assert rows[0][2] == fmt(peak)
+
+
+@pytest.mark.slow
+def test_course_options_and_formats(tmp_path, capsys):
+    out = tmp_path / "nasal"
+    assert main(["course", "--model", "esketamine-nasal", "--doses", "spravato", "--dose",
+                 "84", "--months", "3", "--weight", "60", "--out-dir", str(out), "--format",
+                 "png,svg,pdf"]) == 0
+    text = capsys.readouterr().out
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["course.csv", "course.pdf", "course.png", "course.svg"]
+    assert (out / "course.pdf").read_bytes()[:4] == b"%PDF"
+    assert b"<svg" in (out / "course.svg").read_bytes()[:500]
+    d = ketasim.spravato_course(84, months=3)
+    rows = [ln for ln in text.splitlines() if ln.strip()[:2].strip().isdigit()]
+    assert len(rows) == len(d)
+    cols, data = _read_csv(out / "course.csv")
+    assert data[-1, 0] == pytest.approx(d.time_h.max() + 28 * 24)
+    assert "esketamine_ng_ml" not in cols and "plasma_ng_ml" in cols
+
+
+def test_course_bad_input_is_one_line(tmp_path, capsys):
+    assert main(["course", "--doses", "standrd-iv", "--out-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "standard-iv" in err
+    assert main(["course", "--doses", "spravato", "--dose", "70", "--model",
+                 "esketamine-nasal", "--out-dir", str(tmp_path)]) == 1
+    assert "56 or 84" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_course_writes_all_files_or_none(tmp_path, capsys):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "course.png").write_bytes(b"old figure")
+    (out / "course.csv").mkdir()              # cannot be replaced by a file
+    assert main(["course", "--months", "1", "--out-dir", str(out)]) == 1
+    assert "course.csv" in capsys.readouterr().err
+    assert (out / "course.png").read_bytes() == b"old figure"
+    assert sorted(p.name for p in out.iterdir()) == ["course.csv", "course.png"]
+
+
+def test_compare_overlays_and_tables(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    assert main(["compare", "ketamine-iv@standard-iv", "esketamine-nasal@spravato:Spravato",
+                 "--out-dir", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["compare.csv", "compare.png"]
+    with open(out / "compare.csv") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0] == ["metric", "unit", "ketamine-iv", "Spravato"]
+    table = {r[0]: r[2:] for r in rows[1:]}
+    # the first-session peaks against independent single-dose simulations
+    iv = ketasim.simulate("ketamine-iv", ketasim.Doses.single(35.0, "iv", duration_h=40 / 60),
+                          [40 / 60], outputs=["plasma"]).concentration("plasma")[0]
+    nasal = ketasim.simulate("esketamine-nasal", ketasim.Doses.single(56.0, "intranasal"),
+                             np.r_[0:3:1 / 60], outputs=["plasma"]).concentration("plasma")
+    assert float(table["first session: peak"][0]) == pytest.approx(iv, rel=1e-5)
+    assert float(table["first session: peak"][1]) == pytest.approx(nasal.max(), rel=0.01)
+    assert float(table["total drug given"][0]) == pytest.approx(
+        35.0 * len(ketasim.standard_iv_course()))
+    assert "Spravato" in text and "first session: peak" in text
+    assert not re.search(r"\bnan\b", text)
+
+
+def test_compare_warns_on_route_mismatch(tmp_path, capsys):
+    assert main(["compare", "esketamine-nasal@standard-iv", "esketamine-iv@standard-iv",
+                 "--months", "1", "--out-dir", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "warning" in err and "nasal-spray model" in err
+    assert main(["compare", "ketamine-iv@spravato", "esketamine-nasal@spravato",
+                 "--out-dir", str(tmp_path / "x")]) == 1
+    assert "no nasal route" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_parse_spec():
+    assert parse_spec("ketamine-iv@standard-iv") == ("ketamine-iv", "standard-iv", None)
+    assert parse_spec("m.toml@d.csv:My run") == ("m.toml", "d.csv", "My run")
+    assert parse_spec("m@C:\\doses.csv") == ("m", "C:\\doses.csv", None)
+    with pytest.raises(ketasim.KetasimInputError, match="MODEL@DOSES"):
+        parse_spec("ketamine-iv")
+
+
+def test_fmt():
+    assert fmt(7.889e-27) == "0" and fmt(float("nan")) == "–"
+    assert fmt(158.88) == "159" and fmt(2.3145) == "2.31" and fmt(4921.3) == "4,921"
+    assert fmt(0.398, "pct") == "40"
+    assert not math.isnan(float(fmt(0.0137)))
+
+
+def test_simulate_out_dash_writes_csv_to_stdout(tmp_path, capsys):
+    f = tmp_path / "a.csv"
+    assert main(["simulate", "--until", "2", "--step", "0.5", "--out", str(f)]) == 0
+    capsys.readouterr()
+    assert main(["simulate", "--until", "2", "--step", "0.5", "--out", "-"]) == 0
+    assert capsys.readouterr().out == f.read_text()
+
+
+def test_schedule_prints_without_out(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["schedule", "standard-iv"]) == 0
+    out = capsys.readouterr().out
+    lines = [ln.split() for ln in out.splitlines() if ln.strip()[:2].strip().isdigit()
+             and len(ln.split()) == 7]
+    assert len(lines) == 13 and lines[0][:4] == ["1", "0", "1", "Mon"]
+    assert lines[4][1] == "10" and lines[-1][1] == "168"
+    assert list(tmp_path.iterdir()) == []
+    assert main(["schedule", "spravato", "--out", "-"]) == 0
+    text = capsys.readouterr().out
+    assert text.splitlines()[0] == "time_h,amount_mg,route,duration_h,addl,ii_h"
+    (tmp_path / "s.csv").write_text(text)
+    assert ketasim.read_doses(tmp_path / "s.csv") == ketasim.spravato_course()
+
+
+def test_presets_name_lists_parameters_and_routes(capsys):
+    assert main(["presets", "ketamine-iv"]) == 0
+    out = capsys.readouterr().out
+    cl = next(ln for ln in out.splitlines() if ln.startswith("CL "))
+    assert cl.split()[:3] == ["CL", "95.2", "L/h"] and "Fanta 2015" in cl
+    ki = next(ln for ln in out.splitlines() if ln.startswith("KI_S "))
+    assert "µM" in ki and "Ebert" in ki
+    assert "SCHEMATIC" in out and "GLU_EC50" in out
+    assert "Routes:" in out and "iv: to s_central, f = 0.5; to r_central, f = 0.5" in out
+    assert main(["presets", "esketamine-nasal"]) == 0
+    out = capsys.readouterr().out
+    assert "intranasal:" in out and "Perez-Ruixo 2021" in out
+
+
+def test_debug_works_after_the_subcommand(capsys):
+    assert main(["presets", "no-such-model"]) == 1
+    with pytest.raises(ketasim.KetasimInputError):
+        main(["presets", "no-such-model", "--debug"])
+    with pytest.raises(ketasim.KetasimInputError):
+        main(["--debug", "presets", "no-such-model"])
+
+
+def _actions(parser, path=()):
+    import argparse
+
+    for a in parser._actions:
+        if isinstance(a, argparse._SubParsersAction):
+            for name, sp in a.choices.items():
+                yield from _actions(sp, path + (name,))
+        elif a.option_strings and a.dest not in ("help", "version"):
+            yield path, a
+
+
+def test_every_option_says_its_default():
+    missing = [f"{' '.join(p)} {a.option_strings[0]}" for p, a in _actions(build_parser())
+               if not a.help or ("default" not in a.help and not a.required)]
+    assert missing == []

@@ -1,0 +1,138 @@
+"""Dask: the same sweeps and populations on a real scheduler with two worker processes give the
+same tables as the local run; an unreachable scheduler is a one-line error and no file.
+
+The scheduler and workers listen on 127.0.0.1 only. One test starts them as the ``dask
+scheduler`` / ``dask worker`` commands a cluster user types.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ketasim
+from ketasim.cli import main
+from ketasim.courses import resolve_doses
+from ketasim.population import population, sweep
+
+distributed = pytest.importorskip("distributed")
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+ONE_MONTH = resolve_doses("standard-iv", months=1)
+# three sessions of the standard course, followed for a week: the same code path, less work
+SHORT = ketasim.Doses([0.0, 48.0, 96.0], [35.0] * 3, ["iv"] * 3, [2 / 3] * 3)
+METRICS = ("cmax", "auc", "trough", "time_above_occ_0.3")
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = SRC + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+@pytest.fixture(scope="module")
+def client():
+    os.environ["PYTHONPATH"] = _env()["PYTHONPATH"]      # the worker processes import ketasim
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                       host="127.0.0.1", dashboard_address=None)
+    c = distributed.Client(cluster)
+    yield c
+    c.close()
+    cluster.close()
+
+
+def _identical(a: dict, b: dict):
+    assert list(a) == list(b)
+    for k in a:
+        np.testing.assert_array_equal(np.asarray(a[k]), np.asarray(b[k]), err_msg=k)
+
+
+@pytest.mark.slow
+def test_model_parameter_sweep_9x8_identical_on_two_workers(client):
+    vary = {"CL": np.linspace(70.0, 120.0, 9), "V1": np.linspace(100.0, 170.0, 8)}
+    kw = dict(metrics=METRICS, chunk_size=10, horizon_h=96.0 + 7 * 24, progress=False)
+    local = sweep("ketamine-iv", SHORT, vary, **kw)
+    remote = sweep("ketamine-iv", SHORT, vary, scheduler=client, **kw)
+    assert len(local["CL"]) == 72
+    _identical(local.columns, remote.columns)
+    workers = {w for w in client.run(os.getpid).values()}
+    assert len(workers) == 2 and os.getpid() not in workers
+
+
+@pytest.mark.slow
+def test_course_parameter_sweep_identical_on_two_workers(client):
+    vary = [("dose_mg_per_kg", [0.25, 0.5, 1.0]), ("maintenance_days", [14.0, 28.0, 42.0]),
+            ("months", [2.0])]
+    local = sweep("ketamine-iv", "standard-iv", vary, metrics=METRICS, progress=False)
+    remote = sweep("ketamine-iv", "standard-iv", vary, metrics=METRICS, chunk_size=1,
+                   scheduler=client, progress=False)
+    _identical(local.columns, remote.columns)
+
+
+def test_population_and_bands_identical_whatever_chunks_and_workers(client):
+    kw = dict(metrics=METRICS, bands=2.0, progress=False)
+    local = population("esketamine-iv", ONE_MONTH, 12, 5, chunk_size=12, threads=1, **kw)
+    remote = population("esketamine-iv", ONE_MONTH, 12, 5, chunk_size=5, scheduler=client, **kw)
+    _identical(local.columns, remote.columns)
+    np.testing.assert_array_equal(local.bands.values, remote.bands.values)
+
+
+def test_unreachable_scheduler_is_one_line_and_no_file(tmp_path, capsys):
+    import socket
+
+    with socket.socket() as s:              # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "s.csv"
+    assert main(["sweep", "--vary", "CL=80:100:2", "--months", "1", "--out", str(out),
+                 "--scheduler", f"tcp://127.0.0.1:{port}", "-q"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ketasim: error: scheduler: cannot reach") and "\n" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_dask_commands_scheduler_and_two_workers(tmp_path):
+    """``dask scheduler`` and two ``dask worker`` processes, as on a cluster; the CLI's table
+    through them equals the local one byte for byte."""
+    sched_file = tmp_path / "scheduler.json"
+    env = _env()
+    procs = []
+    try:
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+             "--port", "0", "--dashboard-address", ":0", "--scheduler-file", str(sched_file)],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        for _ in range(300):
+            if sched_file.exists() and sched_file.stat().st_size:
+                break
+            time.sleep(0.1)
+        for _ in range(2):
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file",
+                 str(sched_file), "--nthreads", "1", "--host", "127.0.0.1", "--no-dashboard"],
+                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        c = distributed.Client(scheduler_file=str(sched_file), timeout=30)
+        c.wait_for_workers(2, timeout=60)
+        address = c.scheduler.address
+        c.close()
+        args = ["sweep", "--model", "esketamine-iv", "--months", "1", "--vary",
+                "CL=log:70:120:3", "--vary", "V1=100:160:2", "--metrics", "cmax,auc",
+                "--chunk-size", "2", "-q"]
+        assert main(args + ["--out", str(tmp_path / "local.csv")]) == 0
+        assert main(args + ["--out", str(tmp_path / "dask.csv"), "--scheduler", address]) == 0
+        assert (tmp_path / "local.csv").read_bytes() == (tmp_path / "dask.csv").read_bytes()
+    finally:
+        for p in procs[::-1]:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()

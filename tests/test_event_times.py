@@ -1,0 +1,80 @@
+"""Event-time semantics that survive floating point: an output time and a dose time that agree
+to rounding are one instant; results never depend on the horizon; long runs in pieces equal one
+run."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import ketasim
+from ketasim import engine
+
+
+def one_cpt():
+    return ketasim.Model.from_dict({
+        "parameters": {"CL": 10.0, "V": 100.0},
+        "compartments": {"central": "V"},
+        "flows": [{"from": "central", "to": "out", "cl": "CL"}],
+        "routes": {"iv": {"to": "central"}},
+        "observe": {"plasma": "central"}})
+
+
+def test_dose_at_0_9_on_a_0_3_grid_reports_the_value_after_the_dose():
+    t = ketasim.time_grid(1.5, 0.3)
+    assert t[3] != 0.9          # 3 x 0.3 < 0.9 in floating point
+    r = ketasim.simulate(one_cpt(), ketasim.Doses.single(10.0, "iv", time_h=0.9), t)
+    assert r.concentration("plasma")[3] == pytest.approx(100.0, rel=1e-12)  # 10 mg / 100 L
+
+
+@settings(max_examples=60, deadline=None)
+@given(step=st.floats(1e-3, 5.0), k=st.integers(1, 400))
+def test_value_at_a_dose_time_equals_the_value_just_after(step, k):
+    t = ketasim.time_grid(step * (k + 3), step)
+    dose_t = step * k          # computed differently from the grid's own t[k]
+    r = ketasim.simulate(one_cpt(), ketasim.Doses.single(10.0, "iv", time_h=dose_t), t)
+    c = r.concentration("plasma", "mg/L")
+    i = int(np.argmin(np.abs(t - dose_t)))
+    assert c[i] == pytest.approx(0.1, rel=1e-9)
+    assert c[i - 1] == 0.0
+
+
+@settings(max_examples=30, deadline=None)
+@given(dur=st.floats(1e-13, 2.0), mid=st.floats(0.01, 0.99), until=st.sampled_from(
+    [24.0, 1e3, 1e6]))
+def test_results_do_not_depend_on_the_horizon(dur, mid, until):
+    """A short infusion with an unrelated event inside it delivers the same mass whatever the
+    last output time."""
+    m = ketasim.load_model("esketamine-iv")
+    d = ketasim.Doses([5.0, 5.0 + dur * mid], [10.0, 1.0], ["iv", "iv"], [dur, 0.0])
+    t = [0.0, 4.0, 6.0 + dur, 30.0]
+    a = ketasim.simulate(m, d, t, amounts=True)
+    b = ketasim.simulate(m, d, t + [until + 30.0], amounts=True)
+    np.testing.assert_allclose(b.data[0, :, :4], a.data[0], rtol=1e-12, atol=1e-15)
+
+
+def test_long_single_subject_runs_in_pieces(monkeypatch):
+    m = ketasim.load_model("ketamine-iv")
+    d = ketasim.standard_iv_course(months=1)
+    t = ketasim.time_grid(24 * 30, 0.05)
+    whole = ketasim.simulate(m, d, t)
+    monkeypatch.setattr(engine, "CHUNK_WORK", 20_000)   # pieces of about 1000 times
+    pieces = ketasim.simulate(m, d, t)
+    np.testing.assert_array_equal(pieces.data, whole.data)
+
+
+def test_nominal_grid_step_is_used_only_for_uniform_grids():
+    assert engine._nominal_step(ketasim.time_grid(100, 0.1)) == pytest.approx(0.1, rel=1e-12)
+    assert engine._nominal_step(np.array([0.0, 1.0, 3.0])) == -1.0
+
+
+def test_float32_output_is_the_float64_result_rounded():
+    m = ketasim.load_model("esketamine-nasal")
+    d = ketasim.spravato_course(months=1)
+    t = ketasim.time_grid(24 * 30, 0.1)
+    a = ketasim.simulate(m, d, t)
+    b = ketasim.simulate(m, d, t, dtype="float32")
+    assert b.data.dtype == np.float32
+    np.testing.assert_array_equal(b.data, a.data.astype(np.float32))
+    with pytest.raises(ketasim.KetasimInputError, match="dtype"):
+        ketasim.simulate(m, d, t, dtype="int8")

@@ -1,0 +1,205 @@
+"""The live explorer: widget callbacks driven headless (Agg) change the plotted data as the
+pharmacology says they must, and the browser view renders its sliders in a real browser."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import ketasim  # noqa: E402
+from ketasim.explore import Explorer, course_doses  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def ex():
+    import matplotlib.pyplot as plt
+
+    e = Explorer("ketamine-iv")
+    yield e
+    plt.close(e.fig)
+
+
+def _reset(e):
+    e.preset.set_active(0)
+    for k, v in {"dose": 0.5, "weight": 70, "interval": 28, "miss": 0}.items():
+        e.sliders[k].set_val(v)
+
+
+def test_doubling_the_dose_doubles_the_plotted_peaks(ex):
+    _reset(ex)
+    p1 = ex.peaks().copy()
+    conc1 = np.asarray(ex.lines["conc"].get_ydata()).copy()
+    ex.sliders["dose"].set_val(1.0)
+    p2 = ex.peaks()
+    # linear PK: every session's peak and the whole curve scale with the dose
+    np.testing.assert_allclose(p2, 2 * p1, rtol=1e-9)
+    np.testing.assert_allclose(np.asarray(ex.lines["conc"].get_ydata()), 2 * conc1,
+                               rtol=1e-9, atol=1e-9)
+    assert ex.ax_conc.get_ylim()[1] >= p2.max()     # the axis follows the new peak
+
+
+def test_plotted_peak_matches_an_independent_simulation(ex):
+    _reset(ex)
+    d = ketasim.standard_iv_course(0.5, 70, 6)
+    r = ketasim.simulate("ketamine-iv", d, np.r_[0:1:1 / 600], weight_kg=70,
+                         outputs=["plasma"])
+    # the explorer's 10-minute grid holds the end of the 40-minute infusion (the peak)
+    assert ex.peaks()[0] == pytest.approx(r.concentration("plasma").max(), rel=1e-6)
+
+
+def test_missing_a_session_removes_its_peak(ex):
+    _reset(ex)
+    days = ex.peak_days().copy()
+    ex.sliders["miss"].set_val(3)
+    after = ex.peak_days()
+    assert after.size == days.size - 1
+    np.testing.assert_allclose(after, np.delete(days, 2))
+    # and the concentration curve is zero where session 3 was (day 4 + 1 h)
+    x = np.asarray(ex.lines["conc"].get_xdata())
+    y = np.asarray(ex.lines["conc"].get_ydata())
+    i = np.argmin(np.abs(x - (4 + 1 / 24)))
+    assert y[i] < 0.05 * ex.peaks().max()
+
+
+def test_weight_and_interval_change_the_course(ex):
+    _reset(ex)
+    p70 = ex.peaks()[0]
+    ex.sliders["weight"].set_val(100)
+    assert ex.peaks()[0] > p70       # mg/kg dosing: more drug for a heavier patient
+    assert ex.values()["weight"] == 100
+    ex.sliders["weight"].set_val(70)
+    n28 = ex.peaks().size
+    ex.sliders["interval"].set_val(14)
+    # maintenance every 14 instead of 28 days: more sessions after the first 5 weeks
+    expected = len(course_doses("ketamine-iv", 0.5, 70, 14))
+    assert ex.peaks().size == expected > n28
+    gaps = np.diff(ex.peak_days())
+    assert gaps[-1] == pytest.approx(14, abs=0.01)
+
+
+@pytest.mark.slow
+def test_switching_to_the_nasal_preset(ex):
+    _reset(ex)
+    ex.preset.set_active(2)
+    assert ex.model_name == "esketamine-nasal"
+    assert ex.sliders["dose"].val == 56 and "mg" in ex.sliders["dose"].label.get_text()
+    # the marked peak is the exact one: a 1-second grid around it agrees
+    ref = ketasim.simulate("esketamine-nasal", ketasim.Doses.single(56.0, "intranasal"),
+                           np.r_[0.3:0.9:1 / 3600], outputs=["plasma"])
+    assert ex.peaks()[0] == pytest.approx(ref.concentration("plasma").max(), rel=1e-6)
+    assert "nasal spray" in ex.fig._suptitle.get_text()
+    ex.sliders["dose"].set_val(84)
+    # day 1 stays 56 mg (label); later sessions are 84 mg and peak higher (less than 1.5x:
+    # the nasal fraction falls with each further device)
+    assert ex.peaks()[0] == pytest.approx(ref.concentration("plasma").max(), rel=1e-6)
+    assert ex.peaks()[1] > 1.2 * ex.peaks()[0]
+    _reset(ex)
+    assert ex.model_name == "ketamine-iv"
+
+
+def test_jupyter_entry_point_and_bad_input():
+    import matplotlib.pyplot as plt
+
+    e = ketasim.explore("esketamine-iv")
+    assert isinstance(e, Explorer) and e.model_name == "esketamine-iv"
+    assert e.sliders["dose"].val == 0.25
+    plt.close(e.fig)
+    with pytest.raises(ketasim.KetasimInputError, match="esketamine-iv"):
+        Explorer("esketamine-i")
+
+
+def test_explore_port_in_use_is_one_line(capsys):
+    from ketasim.cli import main
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert main(["explore", "--port", str(port), "--no-browser"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "choose another port" in err
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _chromium():
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        p = shutil.which(name)
+        if p:
+            return p
+    return None
+
+
+@pytest.mark.slow
+def test_browser_renders_the_explorer_with_its_sliders(tmp_path):
+    chromium = _chromium()
+    if chromium is None:
+        pytest.skip("needs a headless Chromium (Debian: apt-get install chromium; .ci/run "
+                    "installs it)")
+    pytest.importorskip("tornado")
+    port = _free_port()
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src") + os.pathsep
+               + os.environ.get("PYTHONPATH", ""))
+    env.pop("MPLBACKEND", None)
+    proc = subprocess.Popen([sys.executable, "-m", "ketasim", "explore", "--port", str(port),
+                             "--no-browser"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=env, cwd=tmp_path)
+    try:
+        url = None
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line and proc.poll() is not None:
+                break
+            if "open http://" in line:
+                url = line.split("open ", 1)[1].split()[0]
+                break
+        assert url == f"http://127.0.0.1:{port}/", f"no URL printed (exit {proc.poll()})"
+        for _ in range(100):          # the URL is printed just before the server listens
+            try:
+                urllib.request.urlopen(url, timeout=2).read()
+                break
+            except OSError:
+                time.sleep(0.2)
+        shot = tmp_path / "explorer.png"
+        base = [chromium, "--headless", "--no-sandbox", "--disable-gpu",
+                "--disable-dev-shm-usage", "--window-size=1400,1000",
+                "--virtual-time-budget=10000", f"--user-data-dir={tmp_path / 'profile'}"]
+        subprocess.run(base + [f"--screenshot={shot}", url], capture_output=True, timeout=120)
+        dom = subprocess.run(base + ["--dump-dom", url], capture_output=True, text=True,
+                             timeout=120).stdout
+        # the page holds matplotlib's figure canvas, connected over its websocket ...
+        assert "mpl-canvas" in dom or "<canvas" in dom, dom[:500]
+        assert shot.stat().st_size > 20_000
+        # ... and the figure drawn on it is the explorer with its four sliders: check the
+        # screenshot's pixels for the sliders' blue filled bars (the Slider face colour)
+        import matplotlib.image as mpimg
+
+        img = mpimg.imread(shot)[..., :3]
+        blue = np.all(np.abs(img - np.array([0x1f, 0x77, 0xb4]) / 255) < 0.06, axis=-1)
+        rows = np.nonzero(blue.sum(axis=1) > 100)[0]       # long horizontal blue bars
+        bands = np.split(rows, np.nonzero(np.diff(rows) > 3)[0] + 1) if rows.size else []
+        assert len(bands) >= 3, f"slider bars found: {len(bands)}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -1,0 +1,522 @@
+"""NONMEM-style dose records: steady state, rate-defined infusions, resets, aliases, datasets
+with subjects, and the dose-table reader (line numbers, encodings, stdin, size limit).
+
+References are independent of ketasim: closed forms (infinite geometric superposition of
+single-dose responses written out here), ``scipy.linalg.expm``, and ketasim's own simulation of
+many ordinary doses (the limit a steady state must equal).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+import subprocess
+import sys
+import tomllib
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+import ketasim
+from ketasim import dosing
+from ketasim.cli import main
+from ketasim.errors import KetasimInputError
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+V, CL, KA = 20.0, 5.0, 1.3
+K10 = CL / V
+
+
+def one_cpt(F=0.8, LAG=0.0, relative=False):
+    spec = {"parameters": {"V": V, "CL": CL, "KA": KA, "F": F, "LAG": LAG},
+            "compartments": {"depot": 0, "central": "V"},
+            "flows": [{"from": "depot", "to": "central", "k": "KA"},
+                      {"from": "central", "to": "out", "cl": "CL"}],
+            "routes": {"iv": {"to": "central"},
+                       "ivf": {"to": "central", "f": "F", "relative_f": relative},
+                       "oral": {"to": "depot", "f": "F", "lag_h": "LAG"}}}
+    return ketasim.Model.from_dict(spec)
+
+
+TWO = dict(V1=10.0, V2=30.0, CL=4.0, Q=6.0)
+
+
+def two_cpt():
+    return ketasim.Model.from_dict({
+        "parameters": dict(TWO),
+        "compartments": {"central": "V1", "periph": "V2"},
+        "flows": [{"from": "central", "to": "out", "cl": "CL"},
+                  {"from": "central", "to": "periph", "cl": "Q"},
+                  {"from": "periph", "to": "central", "cl": "Q"}],
+        "routes": {"iv": {"to": "central"}}})
+
+
+def two_cpt_unit_response():
+    """Coefficients a_i (1/L) and exponents λ_i (1/h) of a unit bolus: C = Σ a_i e^{-λ_i t}."""
+    k10, k12, k21 = TWO["CL"] / TWO["V1"], TWO["Q"] / TWO["V1"], TWO["Q"] / TWO["V2"]
+    s, p = k10 + k12 + k21, k10 * k21
+    alpha = (s + math.sqrt(s * s - 4 * p)) / 2
+    beta = (s - math.sqrt(s * s - 4 * p)) / 2
+    a = (alpha - k21) / (TWO["V1"] * (alpha - beta))
+    b = (k21 - beta) / (TWO["V1"] * (alpha - beta))
+    return [(a, alpha), (b, beta)]
+
+
+def infusion_response(terms, rate, dur, s):
+    """Concentration s h after the start of one infusion (rate mg/h over dur h), 0 before."""
+    s = np.asarray(s, float)
+    c = np.zeros_like(s)
+    for a, lam in terms:
+        during = rate * a / lam * (1 - np.exp(-lam * np.clip(s, 0, None)))
+        after = rate * a / lam * (1 - np.exp(-lam * dur)) * np.exp(-lam * (s - dur))
+        c += np.where(s < 0, 0.0, np.where(s <= dur, during, after))
+    return c
+
+
+def ss_superposition(single, t, tau, n_terms=4000):
+    """Σ_{j>=0} single(t + jτ): the periodic steady state after a dose at t = 0 (t in [0, τ))."""
+    return sum(single(t + j * tau) for j in range(n_terms))
+
+
+def sim(model, doses, times, **kw):
+    return ketasim.simulate(model, doses, np.asarray(times, float), **kw)
+
+
+def conc(model, doses, times, name="central", **kw):
+    return sim(model, doses, times, **kw).concentration(name, "mg/L")
+
+
+T = np.linspace(0.0, 11.9, 120)   # one interval after a steady-state dose at 0 (τ = 12)
+
+
+# ------------------------------------------------------------------------- closed forms
+def test_ss_bolus_one_compartment_closed_form():
+    D, tau = 100.0, 12.0
+    c = conc(one_cpt(), ketasim.Doses.single(D, "iv", ss=1, ii_h=tau, addl=1), T)
+    ref = D / V * np.exp(-K10 * T) / (1 - np.exp(-K10 * tau))
+    np.testing.assert_allclose(c, ref, rtol=1e-12)
+
+
+def test_ss_oral_one_compartment_closed_form():
+    D, tau, F = 100.0, 12.0, 0.8
+    c = conc(one_cpt(F=F), ketasim.Doses.single(D, "oral", ss=1, ii_h=tau, addl=1), T)
+    ref = F * D * KA / (V * (KA - K10)) * (np.exp(-K10 * T) / (1 - np.exp(-K10 * tau))
+                                          - np.exp(-KA * T) / (1 - np.exp(-KA * tau)))
+    np.testing.assert_allclose(c, ref, rtol=1e-11)
+
+
+@pytest.mark.parametrize("lag", [0.0, 3.0, 12.0, 30.5])
+def test_ss_oral_with_lag_one_compartment_superposition(lag):
+    """A lag longer than the interval: earlier doses are still arriving after the SS dose."""
+    D, tau, F = 100.0, 12.0, 0.8
+
+    def single(s):
+        s = s - lag
+        with np.errstate(over="ignore"):
+            c = F * D * KA / (V * (KA - K10)) * (np.exp(-K10 * s) - np.exp(-KA * s))
+        return np.where(s >= 0, c, 0.0)
+
+    c = conc(one_cpt(F=F, LAG=lag), ketasim.Doses.single(D, "oral", ss=1, ii_h=tau, addl=1), T)
+    np.testing.assert_allclose(c, ss_superposition(single, T, tau), rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("dur", [2.0, 12.0, 30.0])
+def test_ss_infusion_one_compartment_superposition(dur):
+    """Infusions shorter than, equal to and longer than the interval (overlapping)."""
+    D, tau = 100.0, 12.0
+    terms = [(1 / V, K10)]
+    c = conc(one_cpt(), ketasim.Doses.single(D, "iv", ss=1, ii_h=tau, duration_h=dur, addl=1),
+             T)
+    ref = ss_superposition(lambda s: infusion_response(terms, D / dur, dur, s), T, tau)
+    np.testing.assert_allclose(c, ref, rtol=1e-11)
+
+
+def test_ss_two_compartment_bolus_closed_form():
+    D, tau = 100.0, 8.0
+    t = np.linspace(0, 7.9, 80)
+    c = conc(two_cpt(), ketasim.Doses.single(D, "iv", ss=1, ii_h=tau, addl=1), t)
+    ref = sum(D * a * np.exp(-lam * t) / (1 - np.exp(-lam * tau))
+              for a, lam in two_cpt_unit_response())
+    np.testing.assert_allclose(c, ref, rtol=1e-11)
+
+
+@pytest.mark.parametrize("dur", [1.5, 20.0])
+def test_ss_two_compartment_infusion_superposition(dur):
+    D, tau = 100.0, 8.0
+    t = np.linspace(0, 7.9, 80)
+    terms = two_cpt_unit_response()
+    c = conc(two_cpt(), ketasim.Doses.single(D, "iv", ss=1, ii_h=tau, duration_h=dur, addl=1),
+             t)
+    ref = ss_superposition(lambda s: infusion_response(terms, D / dur, dur, s), t, tau,
+                           n_terms=2000)
+    np.testing.assert_allclose(c, ref, rtol=1e-10)
+
+
+def test_ss_constant_infusion():
+    """ss = 1, ii_h = 0, amount 0, rate R: C = f R / CL from the start, until a reset."""
+    m = one_cpt(F=0.5)
+    d = ketasim.Doses.from_records([
+        {"time_h": 2.0, "amount_mg": 0, "route": "ivf", "rate_mg_h": 10.0, "ss": 1, "ii_h": 0},
+        {"time_h": 20.0, "amount_mg": 0, "route": "", "evid": 3}])
+    t = np.array([2.0, 5.0, 19.9, 20.0, 24.0])
+    c = conc(m, d, t)
+    np.testing.assert_allclose(c[:3], 0.5 * 10.0 / CL, rtol=1e-12)
+    np.testing.assert_allclose(c[3:], 0.0, atol=0)
+
+
+# ------------------------------------------------------------------------- many doses
+def many_doses_equal_ss(model, row, tau, n, names=None):
+    times = np.linspace(0.0, 2 * tau, 41)
+    pk = list(model.concentration_names)       # the schematic PD is no part of a steady state
+    ss = sim(model, ketasim.Doses.single(**row, ss=1, ii_h=tau, addl=2), times, amounts=True,
+             outputs=pk)
+    many = sim(model, ketasim.Doses.single(**row, addl=n + 2, ii_h=tau), times + n * tau,
+               amounts=True, outputs=pk)
+    keep = [i for i, nm in enumerate(ss.names) if nm != "amount:eliminated"]
+    a, b = ss.data[0][keep], many.data[0][keep]
+    np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12 * np.abs(b).max())
+
+
+NASAL = ketasim.load_model("esketamine-nasal")
+
+
+@pytest.mark.parametrize("row", [
+    dict(amount_mg=56.0, route="intranasal"),          # split route, a part with a duration
+    dict(amount_mg=84.0, route="intranasal"),
+    dict(amount_mg=20.0, route="iv", duration_h=30.0),  # infusion longer than the interval
+    dict(amount_mg=20.0, route="oral"),
+])
+def test_ss_equals_limit_of_many_doses_preset(row):
+    many_doses_equal_ss(NASAL, row, 12.0, 60)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), tau=st.sampled_from([1.0, 2.5, 6.0, 24.0]),
+       kind=st.sampled_from(["bolus", "duration", "rate"]))
+def test_ss_equals_limit_of_many_doses_random_networks(seed, tau, kind):
+    """Random networks (every compartment drains, rates 0.05-20 1/h), lags, split routes."""
+    from conftest import random_spec
+
+    rng = np.random.default_rng(seed)
+    spec = random_spec(rng, rate_lo=0.05, rate_hi=20.0)
+    for i, c in enumerate(spec["compartments"]):
+        spec["parameters"][f"OUT{i}"] = 0.05
+        spec["flows"].append({"from": c, "to": "out", "k": f"OUT{i}"})
+    model = ketasim.Model.from_dict(spec)
+    route = sorted(spec["routes"])[0]
+    row = dict(amount_mg=50.0, route=route)
+    if kind == "duration":
+        row["duration_h"] = float(rng.uniform(0.1, 3 * tau))
+    elif kind == "rate":
+        row["rate_mg_h"] = float(rng.uniform(1.0, 100.0))
+    # slowest mode: the sum over n intervals must have converged (e^{-λ n τ} < 1e-13)
+    lam = np.min(np.abs(np.linalg.eigvals(model.matrices(model.resolve())[0]).real))
+    n = int(np.ceil(32 / (lam * tau))) + 5
+    assume(n < 2000)
+    many_doses_equal_ss(model, row, tau, n)
+
+
+def test_ss2_adds_to_the_current_state():
+    """ss = 2 at t1 = (dose at 0) + (ss = 1 at t1), by linearity."""
+    m = one_cpt()
+    t = np.linspace(6.0, 30.0, 49)
+    first = {"time_h": 0.0, "amount_mg": 40.0, "route": "oral"}
+    ssrow = {"time_h": 6.0, "amount_mg": 100.0, "route": "iv", "duration_h": 2.0, "ii_h": 8.0}
+    both = conc(m, ketasim.Doses.from_records([first, dict(ssrow, ss=2)]), t)
+    a = conc(m, ketasim.Doses.from_records([first]), t)
+    b = conc(m, ketasim.Doses.from_records([dict(ssrow, ss=1)]), t)
+    np.testing.assert_allclose(both, a + b, rtol=1e-12)
+    # ss = 1 instead forgets the first dose
+    one = conc(m, ketasim.Doses.from_records([first, dict(ssrow, ss=1)]), t)
+    np.testing.assert_allclose(one, b, rtol=1e-12)
+
+
+# ------------------------------------------------------------------------- resets
+def test_evid3_empties_every_compartment_and_stops_infusions():
+    m = one_cpt(LAG=5.0)
+    rows = [{"time_h": 0.0, "amount_mg": 100.0, "route": "iv", "duration_h": 10.0},
+            {"time_h": 2.0, "amount_mg": 50.0, "route": "oral"},      # arrives at 7 h: cancelled
+            {"time_h": 6.0, "amount_mg": 0.0, "route": "", "evid": 3},
+            {"time_h": 8.0, "amount_mg": 30.0, "route": "iv"}]
+    t = np.linspace(6.0, 30.0, 97)
+    r = sim(m, ketasim.Doses.from_records(rows), t, amounts=True)
+    after = sim(m, ketasim.Doses.from_records(rows[3:]), t, amounts=True)
+    np.testing.assert_allclose(r.amount("central"), after.amount("central"), atol=1e-12)
+    np.testing.assert_allclose(r.amount("depot"), 0.0, atol=0)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), t_reset=st.floats(0.0, 20.0), same_time=st.booleans())
+def test_evid4_equals_evid3_then_dose(seed, t_reset, same_time):
+    from conftest import random_doses, random_spec
+
+    rng = np.random.default_rng(seed)
+    spec = random_spec(rng)
+    model = ketasim.Model.from_dict(spec)
+    rec = random_doses(rng, spec, t_end=24.0).to_records()
+    dose = {"time_h": t_reset, "amount_mg": 25.0, "route": sorted(spec["routes"])[0],
+            "duration_h": 1.5 if same_time else 0.0}
+    four = ketasim.Doses.from_records(rec + [dict(dose, evid=4)])
+    three = ketasim.Doses.from_records(rec + [{"time_h": t_reset, "amount_mg": 0, "route": "",
+                                               "evid": 3}, dose])
+    times = np.linspace(0.0, 30.0, 121)
+    a = sim(model, four, times, amounts=True).data
+    b = sim(model, three, times, amounts=True).data
+    np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-13 * max(np.abs(b).max(), 1.0))
+
+
+def test_pd_states_are_not_reset():
+    m = ketasim.load_model("esketamine-iv")
+    d = ketasim.Doses.from_records([
+        {"time_h": 0.0, "amount_mg": 35.0, "route": "iv", "duration_h": 0.67},
+        {"time_h": 3.0, "amount_mg": 0.0, "route": "", "evid": 3}])
+    r = sim(m, d, [3.0, 3.5], outputs=["plasma", "plasticity"])
+    assert r.concentration("plasma")[0] == 0.0
+    assert r.output("plasticity")[0] > 0.0
+
+
+# ------------------------------------------------------------------------- infusions
+def test_rate_defined_vs_duration_defined_with_f():
+    """F < 1: RATE keeps the rate and shortens the infusion; duration_h keeps the duration."""
+    F, D, R = 0.6, 100.0, 25.0
+    m = one_cpt(F=F)
+    terms = [(1 / V, K10)]
+    t = np.linspace(0, 12, 121)
+    by_rate = conc(m, ketasim.Doses.single(D, "ivf", rate_mg_h=R), t)
+    np.testing.assert_allclose(by_rate, infusion_response(terms, R, F * D / R, t), rtol=1e-12,
+                               atol=1e-15)
+    by_dur = conc(m, ketasim.Doses.single(D, "ivf", duration_h=D / R), t)
+    np.testing.assert_allclose(by_dur, infusion_response(terms, F * R, D / R, t), rtol=1e-12,
+                               atol=1e-15)
+
+
+@pytest.mark.parametrize("dur", [1e-13, 1e-9, 3e-16])
+def test_short_infusions_deliver_exactly_their_amount(dur):
+    m = one_cpt()
+    r = sim(m, ketasim.Doses.single(10.0, "iv", time_h=1000.0 + 1 / 3, duration_h=dur),
+            [1001.0, 1002.0], amounts=True)
+    total = r.amount("central") + r.amount("eliminated")
+    np.testing.assert_allclose(total, 10.0, rtol=1e-12)
+
+
+def test_relative_f_allows_f_above_one_and_fractions_are_checked():
+    d = ketasim.Doses.single(10.0, "ivf")
+    r = sim(one_cpt(F=1.5, relative=True), d, [0.0], amounts=True)
+    np.testing.assert_allclose(r.amount("central"), 15.0)
+    with pytest.raises(KetasimInputError, match=r"routes\.ivf\.f = F evaluated to 1\.5.*"
+                                                r"relative_f"):
+        sim(one_cpt(F=1.0), d, [0.0], params={"F": 1.5})
+    split = ketasim.Model.from_dict({
+        "parameters": {"A": 0.9}, "compartments": {"c": 1.0},
+        "flows": [{"from": "c", "to": "out", "k": 1.0}],
+        "routes": {"nose": {"parts": [{"to": "c", "f": "A"}, {"to": "c", "f": "A"}]}}})
+    with pytest.raises(KetasimInputError, match=r"routes\.nose: the parts' f add up to 1\.8"):
+        sim(split, ketasim.Doses.single(10.0, "nose"), [0.0])
+
+
+# ------------------------------------------------------------------------- columns, aliases
+NM_TABLE = """C,ID,TIME,EVID,AMT,CMT,RATE,II,ADDL,SS,MDV,DV,WT
+.,1,0,1,100,iv,0,12,3,1,1,.,70
+.,1,1,0,.,central,.,.,.,.,0,1.2,70
+.,1,2,0,.,central,.,.,.,.,0,0.9,70
+.,1,50,3,.,.,.,.,.,.,1,.,70
+.,1,60,1,40,oral,0,0,0,0,1,.,70
+"""
+
+
+def test_nonmem_aliases_and_observation_rows(tmp_path):
+    d = ketasim.read_doses(io.StringIO(NM_TABLE))
+    assert d.n_skipped == 2 and len(d) == 3
+    same = ketasim.Doses.from_records([
+        {"time_h": 0, "amount_mg": 100, "route": "iv", "ii_h": 12, "addl": 3, "ss": 1,
+         "subject": 1, "weight_kg": 70},
+        {"time_h": 50, "amount_mg": 0, "route": "", "evid": 3, "subject": 1, "weight_kg": 70},
+        {"time_h": 60, "amount_mg": 40, "route": "oral", "subject": 1, "weight_kg": 70}])
+    assert d == same
+    # lower-case aliases, MDV without EVID, compartment numbers as CMT
+    d2 = ketasim.read_doses(io.StringIO("time,amt,cmt,mdv,dv\n0,10,2,1,.\n1,0,2,0,3.1\n"))
+    assert d2.n_skipped == 1
+    r = sim(one_cpt(), d2, [0.0], amounts=True)
+    assert r.amount("central")[0] == 10.0
+    # write_doses keeps ketasim's names and round-trips
+    out = tmp_path / "d.csv"
+    ketasim.write_doses(d, out)
+    assert out.read_text().splitlines()[0] == ("time_h,amount_mg,route,duration_h,addl,ii_h,"
+                                               "ss,evid,subject,weight_kg")
+    assert ketasim.read_doses(out) == d
+
+
+@pytest.mark.parametrize("header,message", [
+    ("time_h,ammount_mg,route,x", "did you mean 'amount_mg'"),
+    ("TIME,AMT,CMT,RATTE", "did you mean 'RATE'"),
+    ("time_h,amount_mg,route,weight", "did you mean 'weight_kg'"),
+])
+def test_misspelt_columns_are_caught_when_read(header, message):
+    with pytest.raises(KetasimInputError, match=r"line 1: unknown column .*" + re.escape(message)):
+        ketasim.read_doses(io.StringIO(header + "\n0,1,iv,1\n"))
+
+
+def test_covariate_columns_are_checked_against_the_model():
+    d = ketasim.read_doses(io.StringIO("time_h,amount_mg,route,CLL\n0,10,iv,4\n"))
+    with pytest.raises(KetasimInputError, match=r"unknown column 'CLL' \(did you mean 'CL'\?\)"):
+        sim(one_cpt(), d, [0.0])
+    d = ketasim.read_doses(io.StringIO("time_h,amount_mg,route,CL\n0,10,iv,4\n"))
+    c = conc(one_cpt(), d, [2.0])
+    np.testing.assert_allclose(c, 10 / V * np.exp(-4 / V * 2.0), rtol=1e-12)
+
+
+# ------------------------------------------------------------------------- subjects
+DATASET = """ID,TIME,AMT,CMT,RATE,EVID,DV,WT,CL
+7,0,100,iv,50,1,.,60,4
+7,1,0,central,.,0,3.3,60,4
+3,0,80,oral,0,1,.,90,6
+3,12,80,oral,0,4,.,90,6
+12,0,50,iv,0,1,.,75,.
+12,6,50,iv,0,1,.,75,5
+"""
+
+
+def test_dataset_with_subjects_equals_separate_runs():
+    m = ketasim.Model.from_dict({**{"parameters": {"V": V, "CL": CL, "KA": KA, "F": 0.8},
+                                    "compartments": {"depot": 0, "central": "V"},
+                                    "flows": [{"from": "depot", "to": "central", "k": "KA"},
+                                              {"from": "central", "to": "out", "cl": "CL"}],
+                                    "routes": {"iv": {"to": "central"},
+                                               "oral": {"to": "depot", "f": "F"}},
+                                    "weight": {"allometric": {"V": 1.0}}}})
+    d = ketasim.read_doses(io.StringIO(DATASET))
+    assert d.subject_ids == (7.0, 3.0, 12.0) and d.n_skipped == 1
+    n, cov = ketasim.events.subject_covariates(d, m)
+    assert n == 3 and list(cov["weight_kg"]) == [60, 90, 75] and list(cov["CL"]) == [4, 6, 5]
+    t = np.linspace(0, 24, 49)
+    r = sim(m, d, t)
+    assert r.population and r.n_subjects == 3
+    singles = [
+        ([{"time_h": 0, "amount_mg": 100, "route": "iv", "rate_mg_h": 50}], 60, 4),
+        ([{"time_h": 0, "amount_mg": 80, "route": "oral"},
+          {"time_h": 12, "amount_mg": 80, "route": "oral", "evid": 4}], 90, 6),
+        ([{"time_h": 0, "amount_mg": 50, "route": "iv"},
+          {"time_h": 6, "amount_mg": 50, "route": "iv"}], 75, 5)]
+    for s, (rows, wt, cl) in enumerate(singles):
+        one = sim(m, ketasim.Doses.from_records(rows), t, weight_kg=wt, params={"CL": cl})
+        np.testing.assert_allclose(r.data[s], one.data[0], rtol=1e-13, atol=0)
+
+
+def test_cli_dataset_writes_subject_ids_and_counts_skipped_rows(tmp_path, capsys):
+    ds = tmp_path / "ds.csv"
+    ds.write_text("ID,TIME,AMT,CMT,EVID,DV,WT,KEL\n7,0,100,iv,1,.,60,0.2\n"
+                  "7,1,0,central,0,3.3,60,0.2\n3,0,80,oral,1,.,90,0.3\n12,0,50,iv,1,.,75,.\n"
+                  "12,6,50,iv,1,.,75,0.25\n")
+    model = tmp_path / "m.toml"
+    model.write_text('[parameters]\nV = 20.0\nKEL = 0.25\nKA = 1.3\n[weight]\n'
+                     'allometric = {V = 1.0}\n[compartments]\ndepot = 0\ncentral = "V"\n'
+                     '[[flows]]\nfrom = "depot"\nto = "central"\nk = "KA"\n'
+                     '[[flows]]\nfrom = "central"\nto = "out"\nk = "KEL"\n'
+                     '[routes.iv]\nto = "central"\n[routes.oral]\nto = "depot"\n')
+    out = tmp_path / "o.csv"
+    rc = main(["simulate", "--model", str(model), "--doses", str(ds), "--until", "2",
+               "--step", "1", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "skipped 1 observation rows" in err
+    lines = out.read_text().splitlines()
+    assert lines[0].startswith("subject,time_h,central_ng_ml")
+    assert [ln.split(",")[0] for ln in lines[1:]] == ["7"] * 3 + ["3"] * 3 + ["12"] * 3
+    # subject 7 at 1 h: a 100 mg bolus into V = 20 L x 60/70 (weight 60 kg), KEL 0.2 1/h
+    c7 = float(lines[2].split(",")[2])
+    np.testing.assert_allclose(c7, 1000 * 100 / (20 * 60 / 70) * math.exp(-0.2), rtol=1e-9)
+
+
+def test_covariate_changing_within_a_subject_is_an_error():
+    d = ketasim.read_doses(io.StringIO("ID,TIME,AMT,CMT,WT\n1,0,10,iv,70\n1,5,10,iv,71\n"))
+    with pytest.raises(KetasimInputError, match="subject 1: weight_kg changes from 70 to 71"):
+        sim(one_cpt(), d, [0.0])
+
+
+# ------------------------------------------------------------------------- the reader
+def test_physical_line_numbers_with_comments_and_blank_lines():
+    text = "# a comment\n\ntime_h,amount_mg,route\n# another\n0,10,iv\n\n1,-5,iv\n"
+    with pytest.raises(KetasimInputError, match=r"line 7: amount_mg: got -5"):
+        ketasim.read_doses(io.StringIO(text))
+    d = ketasim.read_doses(io.StringIO(text.replace("-5", "5").replace("1,5,iv", "1,5,ivv")))
+    with pytest.raises(KetasimInputError, match=r"line 7: row 2: route: unknown name 'ivv'"):
+        sim(one_cpt(), d, [0.0])
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16", "utf-16-le", "utf-16-be",
+                                      "utf-32"])
+def test_bom_and_utf16_files(tmp_path, encoding):
+    text = "time_h,amount_mg,route\n0,10,iv\n2,5,oral\n"
+    p = tmp_path / "d.csv"
+    p.write_bytes(text.encode(encoding))
+    d = ketasim.read_doses(p)
+    assert d.route == ("iv", "oral") and list(d.amount_mg) == [10, 5]
+
+
+def test_dose_table_from_stdin(monkeypatch):
+    data = b"time_h,amount_mg,route\n0,10,iv\n"
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    d = ketasim.read_doses("-")
+    assert d.source == "<stdin>" and list(d.amount_mg) == [10]
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    assert ketasim.resolve_doses("-") == d
+
+
+def test_dev_stdin_in_a_subprocess():
+    code = "import ketasim; d = ketasim.read_doses('/dev/stdin'); print(d.amount_mg.sum())"
+    out = subprocess.run([sys.executable, "-c", code], input=b"TIME,AMT,CMT\n0,10,iv\n1,5,iv\n",
+                         capture_output=True, check=True,
+                         env={"PYTHONPATH": str(Path(ketasim.__file__).parents[1])})
+    assert out.stdout.strip() == b"15.0"
+
+
+def test_size_limit(tmp_path, monkeypatch):
+    p = tmp_path / "d.csv"
+    p.write_text("time_h,amount_mg,route\n" + "0,10,iv\n" * 200)
+    monkeypatch.setattr(dosing, "MAX_DOSE_FILE_BYTES", 1000)
+    with pytest.raises(KetasimInputError, match=r"larger than the 0 MiB limit.*"
+                                                r"MAX_DOSE_FILE_BYTES"):
+        ketasim.read_doses(p)
+    with pytest.raises(KetasimInputError, match="MAX_DOSE_FILE_BYTES"):
+        ketasim.read_doses(io.BytesIO(p.read_bytes()))
+
+
+def test_streaming_reader_memory():
+    """200,000 rows are parsed into typed arrays: far less than the rows as Python lists."""
+    rows = 200_000
+    data = ("time_h,amount_mg,route,duration_h\n"
+            + "".join(f"{i * 0.5},{10 + i % 7},iv,0.5\n" for i in range(rows))).encode()
+    tracemalloc.start()
+    d = ketasim.read_doses(io.BytesIO(data))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert len(d) == rows and d.time_h[-1] == (rows - 1) * 0.5
+    assert peak < 250 * rows, f"peak {peak / 2**20:.1f} MiB"
+
+
+# ------------------------------------------------------------------------- README
+def test_readme_steady_state_example():
+    """The README's steady-state example against its closed form and its printed values."""
+    text = README.read_text()
+    sect = text[text.index("## Dose tables"):]
+    sect = sect[:sect.index("\n## ", 5)]
+    csv_block = re.search(r"```csv\n(time_h,amount_mg,route,ss,ii_h,addl\n.*?)```", sect,
+                          re.S).group(1)
+    d = ketasim.read_doses(io.StringIO(csv_block))
+    model_block = re.search(r"```toml\n(.*?)```", text[text.index("## Model files"):],
+                            re.S).group(1)
+    m = ketasim.Model.from_dict(tomllib.loads(model_block))
+    c = sim(m, d, [0.0, 11.999999999]).concentration("central")   # ng/mL
+    D, tau, k, Vd = 100.0, 12.0, 10.0 / 50.0, 50.0
+    peak = 1000 * D / Vd / (1 - math.exp(-k * tau))
+    np.testing.assert_allclose(c[0], peak, rtol=1e-12)
+    np.testing.assert_allclose(c[1], peak * math.exp(-k * tau), rtol=1e-9)
+    printed = re.search(r"peak ([\d.]+)\s+ng/mL.*?trough ([\d.]+)\s+ng/mL", sect, re.S)
+    assert abs(float(printed.group(1)) - peak) < 0.05
+    assert abs(float(printed.group(2)) - peak * math.exp(-k * tau)) < 0.05

@@ -1,0 +1,231 @@
+"""Figures: what a lecturer sees is what the model computes, labelled, readable and safe for
+colour-blind viewers; the plotting API never shows windows."""
+
+import dataclasses
+from types import SimpleNamespace
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.collections import PolyCollection  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+
+import ketasim  # noqa: E402
+from ketasim.plotting import (  # noqa: E402
+    OKABE_ITO,
+    analyte_labels,
+    plot_bands,
+    plot_compare,
+    plot_course,
+    run_course,
+)
+
+
+@pytest.fixture(autouse=True)
+def no_show(monkeypatch):
+    def boom(*a, **k):
+        raise AssertionError("plotting called plt.show()")
+    monkeypatch.setattr(plt, "show", boom)
+    before = plt.get_fignums()
+    yield
+    assert plt.get_fignums() == before        # no pyplot figures were opened
+
+
+@pytest.fixture(scope="module")
+def iv_run():
+    return run_course("ketamine-iv", "standard-iv", 70, regimen="standard IV course")
+
+
+@pytest.fixture(scope="module")
+def nasal_run():
+    return run_course("esketamine-nasal", "spravato", 70, until_h=60 * 24)
+
+
+def _texts(fig):
+    return [t for t in fig.findobj(matplotlib.text.Text) if t.get_text().strip()
+            and t.get_visible()]
+
+
+def _all_text(fig):
+    return "\n".join(t.get_text() for t in _texts(fig))
+
+
+def _legend_labels(fig):
+    return [t.get_text() for lg in fig.findobj(matplotlib.legend.Legend)
+            for t in lg.get_texts()]
+
+
+def test_course_figure_names_everything(iv_run):
+    fig = plot_course(iv_run)
+    text = _all_text(fig)
+    title = fig.subfigs[0]._suptitle.get_text()
+    for part in ("Racemic ketamine", "0.5 mg/kg (35 mg)", "IV infusion over 40 min", "70 kg",
+                 "standard IV course"):
+        assert part in title
+    assert "MODEL-PREDICTED" in text and "SCHEMATIC" in text
+    assert "Fanta S et al." in text and "Preset ketamine-iv" in text
+    labels = _legend_labels(fig)
+    for lab in ("ketamine (S + R)", "norketamine (S + R)", "S-ketamine", "R-ketamine",
+                "IV infusion 35 mg, 40 min", "session peak"):
+        assert lab in labels
+    assert not any("plasma (parent)" in t or t == "metabolite" for t in labels)
+
+
+def test_nasal_labels(nasal_run):
+    assert analyte_labels(nasal_run.model) == {"plasma": "esketamine",
+                                               "metabolite": "noresketamine"}
+    fig = plot_course(nasal_run)
+    assert "nasal spray 56 mg" in _legend_labels(fig)
+    assert "Esketamine: 56 mg nasal spray" in fig.subfigs[0]._suptitle.get_text()
+
+
+def test_model_file_labels_win(iv_run):
+    m = dataclasses.replace(iv_run.model, meta={**iv_run.model.meta,
+                                                "labels": {"plasma": "ketamine, total"}})
+    assert analyte_labels(m)["plasma"] == "ketamine, total"
+    assert analyte_labels(m)["metabolite"] == "norketamine (S + R)"
+
+
+def test_closeup_shows_the_exact_peak_and_the_infusion(iv_run):
+    fig = plot_course(iv_run)
+    axz = fig.subfigs[0].axes[0]
+    # the main analyte's close-up curve reaches the end-of-infusion value exactly
+    exact = ketasim.simulate("ketamine-iv", ketasim.Doses.single(35.0, "iv", duration_h=2 / 3),
+                             [2 / 3], outputs=["plasma"]).concentration("plasma")[0]
+    line = next(ln for ln in axz.get_lines() if ln.get_label() == "ketamine (S + R)")
+    assert np.max(line.get_ydata()) == pytest.approx(exact, rel=1e-9)
+    assert f"peak {exact:.0f} ng/mL\nat 40 min" in _all_text(fig)
+    # the infusion bar spans 0 to 40 minutes
+    bar = [c for c in axz.collections if c.get_label().startswith("IV infusion")]
+    x = bar[0].get_paths()[0].vertices[:, 0]
+    assert x.min() == pytest.approx(0) and x.max() == pytest.approx(2 / 3)
+
+
+def test_every_session_has_a_peak_marker(iv_run):
+    fig = plot_course(iv_run)
+    axc = fig.subfigs[0].axes[1]
+    mk = next(ln for ln in axc.get_lines() if ln.get_label() == "session peak")
+    n = len(ketasim.standard_iv_course())
+    assert len(mk.get_ydata()) == n
+    np.testing.assert_allclose(mk.get_ydata(), iv_run.metrics.cmax_ng_ml)
+    starts = ketasim.expand(ketasim.standard_iv_course()).time_h
+    np.testing.assert_allclose(mk.get_xdata(), (starts + 2 / 3) / 24, atol=1e-9)
+
+
+def test_readable_and_colour_blind_safe(iv_run, nasal_run):
+    for fig in (plot_course(iv_run), plot_compare([iv_run, nasal_run])):
+        fig.draw_without_rendering()
+        small = [(t.get_text()[:30], t.get_fontsize()) for t in _texts(fig)
+                 if t.get_fontsize() < 11]
+        assert small == []
+        palette = {matplotlib.colors.to_hex(c) for c in OKABE_ITO.values()}
+        for ax in fig.axes:
+            for ln in ax.get_lines():
+                c = matplotlib.colors.to_hex(ln.get_color())
+                assert c in palette or c in ("#595959", "#808080"), c
+
+
+def _overlaps(a, b):
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+def test_legends_never_cover_data(iv_run, nasal_run):
+    for fig in (plot_course(iv_run), plot_compare([iv_run, nasal_run])):
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        FigureCanvasAgg(fig).draw()
+        r = fig.canvas.get_renderer()
+        legends = fig.findobj(matplotlib.legend.Legend)
+        assert legends
+        for lg in legends:
+            box = lg.get_window_extent(r)
+            for ax in fig.axes:
+                assert not _overlaps(box, ax.get_window_extent(r))
+
+
+def test_bands_and_calibration_range_are_drawn_when_present(iv_run):
+    band = SimpleNamespace(name="dissociative effects", analyte="plasma", lo_ng_ml=50.0,
+                           hi_ng_ml=200.0, source="Bowdle 1998")
+    high = SimpleNamespace(name="anaesthesia", analyte="plasma", lo_ng_ml=640.0,
+                           hi_ng_ml=2210.0, source="Idvall 1979: awakening at 2.7 uM")
+    other = SimpleNamespace(name="other analyte", analyte="metabolite", lo_ng_ml=1.0,
+                            hi_ng_ml=2.0, source="x")
+    model = iv_run.model
+    m2 = dataclasses.replace(model)
+    object.__setattr__(m2, "bands", (band, high, other))
+
+    def with_range(res):
+        occ = res.output("occupancy")[None]
+        data = np.concatenate([res.data, 0.5 * occ[:, None], 1.5 * occ[:, None]], axis=1)
+        return dataclasses.replace(res, model=m2, data=data,
+                                   names=res.names + ("occupancy_low", "occupancy_high"))
+
+    run = dataclasses.replace(iv_run, course=with_range(iv_run.course),
+                              closeup=with_range(iv_run.closeup))
+    fig = plot_course(run)
+    labels = _legend_labels(fig)
+    assert "dissociative effects: 50-200 ng/mL" in labels
+    assert "range over Ki calibrations" in labels
+    # a window far above the curves is named in the caption, not drawn; another analyte's
+    # windows are not drawn on the main analyte's axis
+    assert not any(t.startswith(("anaesthesia", "other analyte")) for t in labels)
+    assert "Above the plotted range: anaesthesia: 640-2210 ng/mL (Idvall 1979)" in \
+        _all_text(fig).replace("\n", " ")
+    axz = fig.subfigs[0].axes[0]
+    span = next(p for p in axz.patches if p.get_label().startswith("dissociative"))
+    if isinstance(span, Rectangle):
+        y = np.array([span.get_y(), span.get_y() + span.get_height()])
+    else:
+        y = span.get_xy()[:, 1]
+    assert y.min() == pytest.approx(50) and y.max() == pytest.approx(200)
+    assert axz.get_ylim()[1] > 200            # a window just above the peak is shown whole
+    assert "dissociative effects: 50-200 ng/mL (Bowdle 1998)" in _all_text(fig)
+    occ_ax = fig.subfigs[0].axes[2]
+    fill = next(c for c in occ_ax.collections if isinstance(c, PolyCollection)
+                and c.get_label() == "range over Ki calibrations")
+    v = fill.get_paths()[0].vertices[:, 1]
+    assert v.max() == pytest.approx(150 * run.closeup.output("occupancy").max(), rel=1e-6)
+    # and without them nothing of the kind is drawn
+    labels = _legend_labels(plot_course(iv_run))
+    assert not any("Ki calibrations" in t or "ng/mL:" in t for t in labels)
+
+
+def test_compare_overlays_runs_in_distinct_colours(iv_run, nasal_run):
+    fig = plot_compare([iv_run, nasal_run], labels=["IV", "nasal"])
+    axz = fig.subfigs[0].axes[0]
+    by_label = {ln.get_label(): ln for ln in axz.get_lines()}
+    a, b = by_label["IV: ketamine (S + R)"], by_label["nasal: esketamine"]
+    assert a.get_color() != b.get_color()
+    assert np.max(b.get_ydata()) == pytest.approx(
+        nasal_run.closeup.concentration("plasma").max())
+    assert "Comparison: IV  vs  nasal" == fig.subfigs[0]._suptitle.get_text()
+
+
+def test_plot_bands_percentiles():
+    rng = np.random.default_rng(3)
+    cl = 95.2 * rng.lognormal(0, 0.3, 200)
+    r = ketasim.simulate("ketamine-iv", ketasim.Doses.single(35.0, "iv", duration_h=2 / 3),
+                         ketasim.time_grid(12, 0.25), params={"CL": cl}, outputs=["plasma"])
+    fig = plot_bands(r, "plasma", label="ketamine", color="#D55E00")
+    ax = fig.axes[0]
+    med = next(ln for ln in ax.get_lines() if ln.get_label() == "ketamine: median")
+    np.testing.assert_allclose(med.get_ydata(), np.median(r.concentration("plasma"), axis=0))
+    assert matplotlib.colors.to_hex(med.get_color()) == "#d55e00"
+    band = ax.collections[0].get_paths()[0].vertices[:, 1]
+    assert band.max() == pytest.approx(np.percentile(r.concentration("plasma"), 95,
+                                                     axis=0).max())
+    # plain arrays work too, on a given Axes
+    from matplotlib.figure import Figure
+    ax2 = Figure().add_subplot()
+    assert plot_bands(np.ones((3, 4)), times=np.arange(4.0), ax=ax2) is ax2.figure
+
+
+def test_plot_course_accepts_a_plain_result():
+    d = ketasim.standard_iv_course(months=1)
+    r = ketasim.simulate("ketamine-iv", d, ketasim.time_grid(40 * 24, 0.1))
+    fig = plot_course(r)
+    assert len(fig.subfigs[0].axes) == 6

@@ -1,0 +1,422 @@
+"""Populations, sweeps and variability: reproducible draws, chunk invariance, references.
+
+References are independent of the chunked machinery: a direct call of
+``engine.session_metrics`` with the same per-subject parameters, numpy quantiles of all curves
+from ``simulate``, closed-form moments of the log-normal, dose linearity of the PK metrics.
+Courses are one month long and populations small to keep the suite fast.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.special import ndtri
+
+import ketasim
+from ketasim.cli import main
+from ketasim.courses import resolve_doses
+from ketasim.engine import session_metrics
+from ketasim.errors import KetasimInputError
+from ketasim.population import (
+    BAND_BINS,
+    BAND_RANGE,
+    _bin_index,
+    _quantiles_from_counts,
+    parse_vary,
+    population,
+    sweep,
+)
+from ketasim.variability import draw, draw_eta, parse_variability
+
+METRICS = ("cmax", "auc", "trough", "tmax", "time_above_occ_0.3")
+ONE_MONTH = resolve_doses("standard-iv", months=1)
+
+
+def _same(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.shape == b.shape
+    both_nan = np.isnan(a) & np.isnan(b)
+    np.testing.assert_allclose(a[~both_nan], b[~both_nan], rtol=1e-9, atol=0)
+
+
+# ---------------------------------------------------------------------- variability
+def _var_model(block=None, **kw):
+    spec = {"parameters": {"CL": 10.0, "V": 50.0, "KA": 1.0},
+            "compartments": {"central": "V"},
+            "flows": [{"from": "central", "to": "out", "cl": "CL"}],
+            "routes": {"iv": {"to": "central"}},
+            "variability": {"cv_pct": {"CL": 30.0}, "omega2": {"V": 0.04}, **kw}}
+    if block:
+        spec["variability"]["block"] = block
+    return ketasim.Model.from_dict(spec)
+
+
+def test_cv_and_omega2_give_the_lognormal_moments():
+    m = _var_model()
+    assert m.variability.names == ("CL", "V")
+    assert m.variability.omega[0, 0] == pytest.approx(math.log(1 + 0.3 ** 2), rel=1e-12)
+    assert m.variability.cv_pct["CL"] == pytest.approx(30.0, rel=1e-12)
+    d = draw(m, 200_000, seed=11)
+    # log-normal: E[P] = P exp(w2/2), CV = sqrt(exp(w2)-1); 200k draws: SE of the CV ~ 0.2 %
+    for name, typ, w2 in (("CL", 10.0, math.log(1.09)), ("V", 50.0, 0.04)):
+        assert np.mean(d[name]) == pytest.approx(typ * math.exp(w2 / 2), rel=5e-3)
+        assert np.std(d[name]) / np.mean(d[name]) == pytest.approx(math.sqrt(math.expm1(w2)),
+                                                                    rel=1.5e-2)
+    assert abs(np.corrcoef(np.log(d["CL"]), np.log(d["V"]))[0, 1]) < 0.01
+
+
+def test_correlation_block_and_full_omega_block_agree():
+    a = _var_model(block=[{"names": ["CL", "V"], "correlation": [[1, 0.6], [0.6, 1]]}])
+    cov = 0.6 * math.sqrt(math.log(1.09) * 0.04)
+    b = ketasim.Model.from_dict({
+        "parameters": {"CL": 10.0, "V": 50.0}, "compartments": {"central": "V"},
+        "flows": [{"from": "central", "to": "out", "cl": "CL"}],
+        "routes": {"iv": {"to": "central"}},
+        "variability": {"block": [{"names": ["CL", "V"], "omega": [
+            [math.log(1.09), cov], [cov, 0.04]]}]}})
+    np.testing.assert_allclose(a.variability.omega, b.variability.omega, rtol=1e-12)
+    eta = draw_eta(a, 100_000, seed=5)
+    r = np.corrcoef(eta.T)[0, 1]
+    assert r == pytest.approx(0.6, abs=0.01)          # SE of r ~ 0.002
+
+
+def test_draws_depend_only_on_seed_and_subject_index():
+    m = ketasim.load_model("esketamine-nasal")          # 10 parameters: 3 Philox blocks each
+    whole = draw(m, 40, seed=123)
+    parts = [draw(m, b - a, seed=123, start=a) for a, b in ((0, 1), (1, 17), (17, 18), (18, 40))]
+    for k in whole:
+        assert np.array_equal(whole[k], np.concatenate([p[k] for p in parts]))
+    # the definition, written out: subject i uses Philox blocks i*c .. i*c+c-1 of key = seed
+    k = len(m.variability.names)
+    c = -(-k // 4)
+    for i in (0, 7, 39):
+        raw = np.random.Philox(key=123, counter=i * c).random_raw(4 * c)[:k]
+        z = ndtri(((raw >> np.uint64(11)).astype(float) + 0.5) / 2.0 ** 53)
+        eta = m.variability.chol @ z
+        for j, name in enumerate(m.variability.names):
+            assert whole[name][i] == pytest.approx(m.parameters[name] * math.exp(eta[j]),
+                                                   rel=1e-14)
+    other = draw(m, 40, seed=124)
+    assert not np.any(other["V1"] == whole["V1"])
+
+
+@pytest.mark.parametrize("section, fragment", [
+    ({"cv_pct": {"CLX": 30}}, "unknown parameter 'CLX'"),
+    ({"cv_pct": {"CL": -1}}, "cv_pct.CL"),
+    ({"cv_pct": {"CL": 30}, "omega2": {"CL": 0.1}}, "both"),
+    ({"cv_pct": {"CL": 30, "V": 30}, "block": [{"names": ["CL", "V"],
+                                                 "correlation": [[1, 1.5], [1.5, 1]]}]},
+     "[-1, 1]"),
+    ({"cv_pct": {"CL": 30, "V": 30}, "block": [{"names": ["CL", "V"],
+                                                 "correlation": [[1, 1.0], [1.0, 1]]}]},
+     "positive definite"),
+    ({"cv_pct": {"CL": 30}, "block": [{"names": ["CL", "V"],
+                                       "correlation": [[1, 0.5], [0.5, 1]]}]}, "no variance"),
+    ({"covariates": {"age": "CL"}}, "unknown column 'age'"),
+    ({"cv": {"CL": 30}}, "unknown key 'cv'"),
+])
+def test_bad_variability_sections_name_the_field(section, fragment):
+    with pytest.raises(KetasimInputError) as e:
+        parse_variability(section, {"CL": 1.0, "V": 1.0}, "m.toml")
+    msg = str(e.value)
+    assert fragment in msg and "[variability]" in msg and "\n" not in msg
+
+
+def test_presets_carry_cited_variability():
+    for name in ketasim.list_presets():
+        v = ketasim.load_model(name).variability
+        assert v and v.source
+    nasal = ketasim.load_model("esketamine-nasal").variability
+    assert nasal.cv_pct["V1"] == pytest.approx(27.5, rel=1e-9)     # Perez-Ruixo 2021, Table 3
+    assert nasal.covariates == {"age_y": "AGE"}
+    assert ketasim.load_model("ketamine-iv").variability.cv_pct == pytest.approx({"CL": 13.0})
+
+
+# ---------------------------------------------------------------------- population
+def test_population_matches_direct_session_metrics_whatever_the_chunking():
+    n, seed = 9, 42
+    ref_params = draw("ketamine-iv", n, seed)
+    ref = session_metrics("ketamine-iv", ONE_MONTH, params=ref_params, weight_kg=np.full(n, 70.0),
+                          metrics=METRICS)
+    runs = [population("ketamine-iv", ONE_MONTH, n, seed, metrics=METRICS, chunk_size=cs,
+                       threads=th, progress=False)
+            for cs, th in ((1, 1), (4, 2), (9, None))]
+    for r in runs:
+        assert list(r.columns)[:2] == ["subject", "param_CL"]
+        _same(r["param_CL"], ref_params["CL"])
+        for k, v in ref.items():
+            if k != "session_start_h":
+                _same(r[k], v)
+        np.testing.assert_array_equal(r.session_start_h, ref["session_start_h"])
+    assert r.units["cmax_s2"] == "ng/mL" and r.units["time_above_occ_0.3"] == "h"
+    df = runs[0].to_dataframe()
+    assert df.shape[0] == n and "cmax_s8" in df.columns
+
+
+def test_subject_rows_do_not_depend_on_population_size():
+    a = population("esketamine-iv", ONE_MONTH, 3, 7, metrics=("cmax",), progress=False)
+    b = population("esketamine-iv", ONE_MONTH, 6, 7, metrics=("cmax",), chunk_size=2,
+                   progress=False)
+    _same(a["cmax"], b["cmax"][:3])
+
+
+def test_bands_agree_with_quantiles_of_all_curves():
+    n, seed = 40, 3
+    times = np.linspace(0.0, 6.0, 25)
+    doses = ketasim.Doses.single(56.0, "intranasal")
+    r = population("esketamine-nasal", doses, n, seed, metrics=("cmax",), bands=times,
+                   band_outputs=("plasma", "occupancy"), chunk_size=7, progress=False)
+    curves = ketasim.simulate("esketamine-nasal", doses, times,
+                              params=draw("esketamine-nasal", n, seed), weight_kg=np.full(n, 70.))
+    width = 10 ** ((np.log10(BAND_RANGE[1]) - np.log10(BAND_RANGE[0])) / (BAND_BINS - 2))
+    for name, scale in (("plasma", 1000.0), ("occupancy", 1.0)):
+        y = np.sort(curves.data[:, curves.names.index(name), :] * scale, axis=0)
+        got = r.bands.get(name)
+        for key, q in (("p05", 0.05), ("p50", 0.5), ("p95", 0.95)):
+            k = q * n                       # between order statistics ceil(k) - 1 and ceil(k)
+            lo = y[max(math.ceil(k) - 1, 0)] / width
+            hi = y[min(math.ceil(k), n - 1)] * width
+            v = got[key][1:]                # t = 0: every value is 0
+            assert np.all((v >= lo[1:] * (1 - 1e-12)) & (v <= hi[1:] * (1 + 1e-12))), (name, key)
+        assert np.all(got["p05"] <= got["p50"]) and np.all(got["p50"] <= got["p95"])
+
+
+def test_histogram_quantile_within_one_bin():
+    rng = np.random.default_rng(0)
+    x = np.exp(rng.normal(2.0, 1.0, 50_000))            # log-normal values, ng/mL-like
+    counts = np.bincount(_bin_index(x), minlength=BAND_BINS).reshape(1, 1, BAND_BINS)
+    q = _quantiles_from_counts(counts)[0, :, 0]
+    exact = np.quantile(x, [0.05, 0.5, 0.95])
+    np.testing.assert_allclose(q, exact, rtol=0.0051)
+    assert _bin_index(np.array([0.0, 5e-5, 1e5, 2e6])).tolist() == [0, 0, BAND_BINS - 1,
+                                                                      BAND_BINS - 1]
+
+
+def test_age_covariate_sets_the_model_parameter():
+    doses = ketasim.Doses.single(56.0, "intranasal")
+    n = 4
+    r = population("esketamine-nasal", doses, n, 1, metrics=("auc",),
+                   covariates={"age_y": [40, 70, 80, 90]}, progress=False)
+    p = draw("esketamine-nasal", n, 1)
+    p["AGE"] = np.array([40.0, 70, 80, 90])
+    ref = session_metrics("esketamine-nasal", doses, params=p, weight_kg=np.full(n, 70.0),
+                          metrics=("auc",))
+    _same(r["auc"], ref["auc"])
+    _same(r["age_y"], [40, 70, 80, 90])
+    with pytest.raises(KetasimInputError, match="does not use 'age_y'"):
+        population("ketamine-iv", doses, 2, 1, covariates={"age_y": [50, 60]})
+
+
+def test_without_variability_every_subject_is_typical():
+    r = population("ketamine-iv", ONE_MONTH, 3, 1, metrics=("cmax",), variability=False,
+                   progress=False)
+    ref = session_metrics("ketamine-iv", ONE_MONTH, metrics=("cmax",))
+    _same(r["cmax"], np.repeat(ref["cmax"], 3))
+
+
+@pytest.mark.parametrize("kw, fragment", [
+    ({"n": 0}, "n: got 0"), ({"seed": -1}, "seed"), ({"metrics": ("cmaxx",)}, "did you mean"),
+    ({"metrics": ("time_above_occ_2",)}, "occupancy in [0, 1]"), ({"chunk_size": 0}, "chunk_size"),
+    ({"params": {"CLL": 3.0}}, "unknown parameter"), ({"bands": True, "band_outputs": ("x",)},
+                                                      "band_outputs"),
+    ({"weight_kg": [60.0, 70.0]}, "expected 3 values"),
+])
+def test_population_bad_inputs(kw, fragment):
+    args = {"n": 3, "seed": 1}
+    args.update(kw)
+    with pytest.raises(KetasimInputError, match=None) as e:
+        population("ketamine-iv", ONE_MONTH, args.pop("n"), args.pop("seed"), **args)
+    assert fragment in str(e.value)
+
+
+# ---------------------------------------------------------------------- sweeps
+def test_parse_vary():
+    assert parse_vary("CL=1:3:3")[1].tolist() == [1.0, 2.0, 3.0]
+    np.testing.assert_allclose(parse_vary("CL=log:1:100:3")[1], [1, 10, 100], rtol=1e-12)
+    for bad in ("CL", "CL=1:2", "CL=log:0:1:3", "CL=a:b:c", "CL=1:2:0"):
+        with pytest.raises(KetasimInputError):
+            parse_vary(bad)
+
+
+def test_model_parameter_sweep_matches_direct_calls():
+    res = sweep("ketamine-iv", ONE_MONTH, {"CL": [80.0, 110.0], "V1": [100.0, 150.0, 200.0]},
+                metrics=("cmax", "trough"), chunk_size=4, progress=False)
+    assert list(res.columns)[:2] == ["CL", "V1"]
+    cl, v1 = np.meshgrid([80.0, 110.0], [100.0, 150.0, 200.0], indexing="ij")
+    _same(res["CL"], cl.ravel())
+    ref = session_metrics("ketamine-iv", ONE_MONTH, params={"CL": cl.ravel(), "V1": v1.ravel()},
+                          weight_kg=np.full(6, 70.0), metrics=("cmax", "trough"))
+    for k in ("cmax", "cmax_s1", "trough_s3"):
+        _same(res[k], ref[k])
+    a, b, z = res.grid("cmax")
+    assert z.shape == (2, 3) and z[0, 0] == res["cmax"][0]
+
+
+def test_course_parameter_sweep_groups_by_dose_table_and_is_dose_linear():
+    res = sweep("ketamine-iv", "standard-iv",
+                [("dose_mg_per_kg", [0.25, 0.5, 1.0]), ("maintenance_days", [14.0, 28.0]),
+                 ("months", [2.0])], metrics=("cmax", "auc"), progress=False)
+    for i in range(6):
+        d = resolve_doses("standard-iv", dose_mg_per_kg=float(res["dose_mg_per_kg"][i]),
+                          maintenance_days=float(res["maintenance_days"][i]), months=2.0)
+        ref = session_metrics("ketamine-iv", d, metrics=("cmax", "auc"))
+        _same(res["auc"][i], ref["auc"][0])
+    # PK metrics are linear in the dose (an invariant of the linear network)
+    np.testing.assert_allclose(res["cmax"][4] / res["cmax"][2], 2.0, rtol=1e-9)
+    np.testing.assert_allclose(res["auc"][1] / res["auc"][3], 0.5, rtol=1e-9)
+    # a 14-day maintenance interval has more sessions within two months than 28 days
+    assert np.isfinite(res["cmax_s10"][0]) and np.isnan(res["cmax_s10"][1])
+
+
+def test_sweep_with_subjects_summarises_the_same_subjects_at_every_point():
+    n = 6
+    res = sweep("ketamine-iv", ONE_MONTH, {"V1": [120.0, 140.0]}, metrics=("cmax",), n=n,
+                seed=9, chunk_size=5, progress=False)
+    assert {"cmax_p50", "cmax_p05", "cmax_p95", "cmax_s1_p50"} <= set(res.columns)
+    for i, v1 in enumerate((120.0, 140.0)):
+        pop = population("ketamine-iv", ONE_MONTH, n, 9, metrics=("cmax",),
+                         params={"V1": v1}, progress=False)
+        np.testing.assert_allclose([res["cmax_p50"][i], res["cmax_p05"][i], res["cmax_p95"][i]],
+                                   np.percentile(pop["cmax"], [50, 5, 95]), rtol=1e-12)
+
+
+def test_sweep_bad_names():
+    with pytest.raises(KetasimInputError, match="need --doses to name a course"):
+        sweep("ketamine-iv", ONE_MONTH, {"dose_mg_per_kg": [0.5]})
+    with pytest.raises(KetasimInputError, match="did you mean"):
+        sweep("ketamine-iv", "standard-iv", {"maintenance_dayz": [14.0]})
+    with pytest.raises(KetasimInputError, match="dose"):
+        sweep("esketamine-nasal", "spravato", {"dose_mg": [60.0], "months": [1.0]})
+
+
+# ---------------------------------------------------------------------- command line
+def test_cli_population_csv_parquet_bands(tmp_path, capsys):
+    pq = pytest.importorskip("pyarrow.parquet")
+    pd = pytest.importorskip("pandas")
+    out, par, bands, fig = (tmp_path / "pop.csv", tmp_path / "pop.parquet",
+                            tmp_path / "bands.csv", tmp_path / "bands.png")
+    base = ["population", "--model", "ketamine-iv", "--months", "1", "--n", "5", "--seed", "4",
+            "--metrics", "cmax,time_above_occ_0.3", "--quiet"]
+    assert main(base + ["--out", str(out), "--bands", str(bands), "--plot", str(fig),
+                        "--band-step", "2"]) == 0
+    assert main(base + ["--out", str(par)]) == 0
+    text = out.read_text().splitlines()
+    assert text[0].startswith("# ketasim population") and "seed 4" in text[0]
+    assert "cmax: ng/mL" in text[1] and "time_above_occ_0.3: h" in text[1]
+    df = pd.read_csv(out, comment="#")
+    tab = pq.read_table(par)
+    assert list(df.columns) == tab.column_names
+    assert df.shape == (5, tab.num_rows and len(tab.column_names))
+    np.testing.assert_allclose(df["cmax"], tab.column("cmax").to_numpy(), rtol=1e-9)
+    assert tab.schema.field("cmax").metadata[b"unit"] == b"ng/mL"
+    assert b"ketasim" in tab.schema.metadata
+    ref = population("ketamine-iv", ONE_MONTH, 5, 4, metrics=("cmax",), progress=False)
+    np.testing.assert_allclose(tab.column("cmax").to_numpy(), ref["cmax"], rtol=1e-15)
+    b = pd.read_csv(bands, comment="#")
+    assert list(b.columns)[:4] == ["time_h", "plasma_p05", "plasma_p50", "plasma_p95"]
+    assert fig.stat().st_size > 10_000
+    assert "cmax:" in capsys.readouterr().out
+
+
+def test_cli_sweep_and_heat_map(tmp_path):
+    pd = pytest.importorskip("pandas")
+    out, fig = tmp_path / "s.csv", tmp_path / "h.png"
+    assert main(["sweep", "--model", "ketamine-iv", "--doses", "standard-iv", "--months", "1",
+                 "--vary", "dose_mg_per_kg=0.25:0.75:3", "--vary", "CL=log:80:120:2",
+                 "--metrics", "cmax,auc", "--out", str(out), "--plot", str(fig), "-q"]) == 0
+    df = pd.read_csv(out, comment="#")
+    assert df.shape[0] == 6 and list(df.columns)[:3] == ["dose_mg_per_kg", "CL", "months"]
+    np.testing.assert_allclose(df["cmax"][4] / df["cmax"][0], 3.0, rtol=1e-9)  # 0.75 vs 0.25
+    assert fig.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["population", "--n", "3", "--metrics", "cmaxx"], "did you mean"),
+    (["population", "--n", "3", "--model", "esketamine-iv", "--age", "50"], "age_y"),
+    (["sweep", "--vary", "CLX=1:2:2"], "unknown name"),
+    (["sweep", "--vary", "CL=1:2:2", "--vary", "V1=1:2:2", "--vary", "Q2=1:2:2",
+      "--plot", "PLOT"], "two --vary"),
+])
+def test_cli_bad_input_is_one_line_and_leaves_no_file(tmp_path, capsys, argv, fragment):
+    out = tmp_path / "t.csv"
+    argv = [a if a != "PLOT" else str(tmp_path / "h.png") for a in argv]
+    assert main(argv + ["--out", str(out), "--months", "1"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert fragment in err and "\n" not in err and err.startswith("ketasim: error:")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_interrupt_leaves_no_file(tmp_path, monkeypatch, capsys):
+    import sys
+
+    P = sys.modules["ketasim.population"]     # the module (ketasim.population is the function)
+    real = P._run_chunk
+    calls = []
+
+    def interrupted(job, a, b):
+        calls.append(a)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(job, a, b)
+
+    monkeypatch.setattr(P, "_run_chunk", interrupted)
+    out = tmp_path / "pop.csv"
+    assert main(["population", "--n", "40", "--months", "1", "--out", str(out), "-q",
+                 "--metrics", "cmax"]) == 130
+    assert list(tmp_path.iterdir()) == []
+    assert "interrupted" in capsys.readouterr().err
+
+
+def test_numba_cache_folder_for_read_only_packages(tmp_path, monkeypatch):
+    from ketasim import _numba_cache
+
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    monkeypatch.setattr(_numba_cache.os, "access", lambda p, mode: False)
+    assert _numba_cache.choose_cache_dir(tmp_path, env) == str(tmp_path / "cache" / "ketasim" /
+                                                                "numba")
+    assert _numba_cache.choose_cache_dir(tmp_path, {"NUMBA_CACHE_DIR": "/x"}) is None
+    monkeypatch.setattr(_numba_cache.os, "access", lambda p, mode: True)
+    assert _numba_cache.choose_cache_dir(tmp_path, env) is None
+
+
+def test_weight_sweep_rebuilds_the_mg_per_kg_course_and_per_subject_weights():
+    res = sweep("ketamine-iv", "standard-iv", [("weight_kg", [50.0, 90.0]), ("months", [1.0])],
+                metrics=("auc",), progress=False)
+    for i, w in enumerate((50.0, 90.0)):
+        d = resolve_doses("standard-iv", weight_kg=w, months=1.0)
+        ref = session_metrics("ketamine-iv", d, weight_kg=w, metrics=("auc",))
+        _same(res["auc"][i], ref["auc"][0])
+    w = np.array([55.0, 70.0, 95.0])
+    r = population("ketamine-iv", ONE_MONTH, 3, 2, metrics=("auc",), weight_kg=w,
+                   progress=False)
+    ref = session_metrics("ketamine-iv", ONE_MONTH, params=draw("ketamine-iv", 3, 2),
+                          weight_kg=w, metrics=("auc",))
+    _same(r["auc"], ref["auc"])
+    _same(r["weight_kg"], w)
+    with pytest.raises(KetasimInputError, match="one dose table per subject"):
+        population("ketamine-iv", "standard-iv", 3, 2, weight_kg=w)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_long_run_and_leaves_no_file(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1] / "src")
+    out = tmp_path / "pop.csv"
+    p = subprocess.Popen([sys.executable, "-m", "ketasim", "population", "--n", "1000000",
+                          "--out", str(out), "--metrics", "cmax", "-q"], env=env,
+                         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(6.0)                                      # imports, kernels, first chunks
+    assert p.poll() is None
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    assert list(tmp_path.iterdir()) == []
