@@ -15,10 +15,10 @@ def add_arguments(p) -> None:
     """The options of ``ketasim bench`` (also used by ``benchmarks/run.py``)."""
     p.add_argument("--quick", action="store_true",
                    help="smoke run with tiny sizes (seconds; skips compile, cli and scaling "
-                        "unless they are named with --only)")
+                        "unless they are named with --only); default: the full sizes")
     p.add_argument("--only", action="append", default=None, metavar="NAME",
-                   help="run only these scenarios (repeatable or comma-separated): "
-                        + ", ".join(SCENARIO_NAMES))
+                   help="run only these scenarios (repeatable or comma-separated; default: "
+                        "all): " + ", ".join(SCENARIO_NAMES))
     p.add_argument("--json", default="benchmarks/results.json", metavar="PATH",
                    help="write the results as JSON here (default: benchmarks/results.json; "
                         "'-' for none)")
@@ -31,7 +31,7 @@ def add_arguments(p) -> None:
                    help="run every scenario in this process (default with --quick)")
     p.add_argument("--figure", default=None, metavar="PNG",
                    help="also draw throughput against the number of subjects (runs with the "
-                        "scaling scenario)")
+                        "scaling scenario; default: no figure)")
 
 
 def add_parser(sub) -> None:
