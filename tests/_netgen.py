@@ -148,10 +148,12 @@ def delivered(spec, rows, times):
                 amt = num(part.get("f", 1.0)) * r["amount_mg"]
                 t0 = t + num(part.get("lag_h", 0.0))
                 dur = num(part["duration_h"]) if "duration_h" in part else r.get("duration_h", 0.0)
+                # a dose within rounding (4 ulp) after an output time belongs to that instant
+                t0r = t0 - 4 * np.finfo(float).eps * max(1.0, abs(t0))
                 if dur > 0:
                     tot += amt * np.clip((times - t0) / dur, 0.0, 1.0)
                 else:
-                    tot += np.where(times >= t0, amt, 0.0)
+                    tot += np.where(times >= t0r, amt, 0.0)
     return tot
 
 

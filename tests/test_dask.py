@@ -123,7 +123,7 @@ def test_dask_commands_scheduler_and_two_workers(tmp_path):
         address = c.scheduler.address
         c.close()
         args = ["sweep", "--model", "esketamine-iv", "--months", "1", "--vary",
-                "CL=log:70:120:3", "--vary", "V1=100:160:2", "--metrics", "cmax,auc",
+                "KEL=log:0.8:1.5:3", "--vary", "V1=150:230:2", "--metrics", "cmax,auc",
                 "--chunk-size", "2", "-q"]
         assert main(args + ["--out", str(tmp_path / "local.csv")]) == 0
         assert main(args + ["--out", str(tmp_path / "dask.csv"), "--scheduler", address]) == 0

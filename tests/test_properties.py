@@ -111,8 +111,8 @@ def test_population_equals_one_subject_at_a_time_and_threads_do_not_matter(case,
     params = {}
     for j, p in enumerate(varied):
         v = np.asarray(fac[j * n:(j + 1) * n]) * spec["parameters"][p]
-        if p.startswith("F"):
-            v = np.minimum(v, 1.0)
+        if p.startswith("F"):       # fractions: a split part's two halves stay <= 1 in sum
+            v = np.minimum(v, 0.5 if p[-1] in "ab" else 1.0)
         params[p] = v
     wts = np.asarray(data.draw(st.lists(st.floats(40.0, 120.0), min_size=n, max_size=n)))
     model = ketasim.Model.from_dict(spec)

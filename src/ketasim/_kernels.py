@@ -477,13 +477,17 @@ def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W
     hot = -1            # cache slot of the nominal grid step (the hot path)
     for it in range(T):
         target = times[it]
+        # an event within rounding (4 ulp) after an output time belongs to that instant: the
+        # output reports the value just after it (the state is stepped to the event's own time,
+        # so no infusion is shortened)
+        limit = target + eps4 * max(1.0, abs(target))
         while True:
             if e < nev and ev_t[e] <= t:
                 e, has_u, _ = _apply_events(x, u, active, t, e, nev, ev_t, ev_c, ev_amt,
                                             ev_kind, ev_vec)
-            if t >= target:
+            if t >= target and not (e < nev and ev_t[e] <= limit):
                 break
-            stop = target
+            stop = target if t < target else ev_t[e]
             if e < nev and ev_t[e] < stop:
                 stop = ev_t[e]
             H = stop - t

@@ -15,7 +15,7 @@ def add_arguments(p) -> None:
     """The options of ``ketasim bench`` (also used by ``benchmarks/run.py``)."""
     p.add_argument("--quick", action="store_true",
                    help="smoke run with tiny sizes (seconds; skips compile, cli and scaling "
-                        "unless they are named with --only); default: the full sizes")
+                        "unless they are named with --only; default: off)")
     p.add_argument("--only", action="append", default=None, metavar="NAME",
                    help="run only these scenarios (repeatable or comma-separated; default: "
                         "all): " + ", ".join(SCENARIO_NAMES))
@@ -31,7 +31,7 @@ def add_arguments(p) -> None:
                    help="run every scenario in this process (default with --quick)")
     p.add_argument("--figure", default=None, metavar="PNG",
                    help="also draw throughput against the number of subjects (runs with the "
-                        "scaling scenario; default: no figure)")
+                        "scaling scenario; default: none)")
 
 
 def add_parser(sub) -> None:

@@ -59,23 +59,26 @@ def _common(p, out_required: bool):
                         "peak_occupancy,time_above_occ_0.3); time_above_occ_<X> for any X")
     p.add_argument("--out", required=out_required,
                    type=lambda v: _out_path(v, (".csv", ".parquet")),
-                   help="metrics table: .csv, or .parquet (needs pyarrow)")
+                   help="metrics table: .csv, or .parquet (needs pyarrow) (default: none, "
+                        "print a summary)")
     p.add_argument("--seed", type=_seed, default=0, help="random seed (default: 0)")
     p.add_argument("--weight", type=_finite("kg", 0, True), default=70.0,
                    help="body weight, kg (default: 70)")
     p.add_argument("--param", type=_param, action="append", default=[], metavar="NAME=VALUE",
-                   help="typical value of a model parameter (repeatable)")
+                   help="typical value of a model parameter (repeatable; default: the model's)")
     p.add_argument("--months", type=_finite("months", 0, True), default=None,
-                   help="course length in months when --doses names a course")
+                   help="course length in months when --doses names a course (default: the "
+                        "course's, 6)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="run on a Dask cluster: tcp://HOST:PORT, or 'local' for a cluster on "
-                        "this machine (needs ketasim[distributed])")
+                        "this machine (needs ketasim[distributed]; default: this process)")
     p.add_argument("--chunk-size", type=_positive_int("subjects"), default=20_000,
                    help="most subjects simulated at once (default: 20000); never changes "
                         "results")
     p.add_argument("--threads", type=_positive_int("threads"), default=None,
                    help="Numba threads (default: all cores)")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", "-q", action="store_true",
+                   help="no progress bar (default: a bar on a terminal for runs over a second)")
 
 
 def add_population_parser(sub):
@@ -87,9 +90,9 @@ def add_population_parser(sub):
     p.add_argument("--n", type=_positive_int("subjects"), required=True,
                    help="number of virtual patients")
     p.add_argument("--bands", type=lambda v: _out_path(v, (".csv",)), default=None,
-                   help="write 5/50/95 %% bands over time (CSV)")
+                   help="write 5/50/95 %% bands over time (CSV; default: none)")
     p.add_argument("--plot", type=lambda v: _out_path(v, (".png", ".pdf", ".svg")),
-                   default=None, help="figure of the bands (PNG, PDF or SVG)")
+                   default=None, help="figure of the bands (PNG, PDF or SVG; default: none)")
     p.add_argument("--band-outputs", default=None, metavar="LIST",
                    help="outputs of the bands (default: plasma and occupancy where the model "
                         "has them)")
@@ -98,12 +101,12 @@ def add_population_parser(sub):
                         "each session)")
     p.add_argument("--age", type=_finite("years", 0), default=None,
                    help="age in years of every subject (models whose [variability] uses "
-                        "age_y, e.g. esketamine-nasal)")
+                        "age_y, e.g. esketamine-nasal; default: the model's)")
     p.add_argument("--covariates", default=None, metavar="CSV",
                    help="per-subject covariates: a CSV with columns weight_kg and/or age_y, "
-                        "one row per subject (N rows)")
+                        "one row per subject (N rows; default: none)")
     p.add_argument("--no-variability", action="store_true",
-                   help="every subject has the typical parameter values")
+                   help="every subject has the typical parameter values (default: off)")
     p.set_defaults(_run=run_population)
 
 
@@ -119,9 +122,9 @@ def add_sweep_parser(sub):
                         "maintenance_days, months, dose_mg)")
     p.add_argument("--n", type=_positive_int("subjects"), default=None,
                    help="subjects per grid point (variability); metrics become median and "
-                        "5/95 %% (<metric>_p50, _p05, _p95)")
+                        "5/95 %% (<metric>_p50, _p05, _p95) (default: typical values only)")
     p.add_argument("--plot", type=lambda v: _out_path(v, (".png", ".pdf", ".svg")),
-                   default=None, help="heat map of one metric over two varied names")
+                   default=None, help="heat map of one metric over two varied names (default: none)")
     p.add_argument("--plot-metric", default=None, metavar="COLUMN",
                    help="column of the heat map (default: the first metric; its _p50 with --n)")
     p.set_defaults(_run=run_sweep)
@@ -174,23 +177,15 @@ def write_table(fh_or_path, columns: dict, units: dict, title: str, fmt: str = "
         np.savetxt(fh, block, delimiter=",", fmt=fmts)
 
 
-def _write_all(outputs) -> None:
-    """Write every output or none (each through a temporary sibling, renamed at the end)."""
-    from .io import atomic_write
+def _write_all(outputs, args=None) -> None:
+    """Write every output or none (:func:`ketasim.io.write_outputs`: temporaries first, moved
+    into place when all are complete; an existing file is never removed; no output may be one
+    of the command's input files)."""
+    from .cli import _input_files
+    from .io import write_outputs
 
-    done = []
-    try:
-        for path, mode, data in outputs:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, data, mode)
-            done.append(path)
-    except BaseException:
-        for path in done:
-            try:
-                path.unlink()
-            except OSError:
-                pass
-        raise
+    write_outputs([(path, data, "b" in mode) for path, mode, data in outputs],
+                  _input_files(args) if args is not None else ())
 
 
 def _table_output(path: Path, columns, units, title):
@@ -423,7 +418,7 @@ def run_population(args) -> int:
         fig = plot_bands_figure(res.bands, f"{model.name}: {args.n:,} virtual patients "
                                 f"({args.doses}); model-predicted, not a dosing recommendation")
         outputs.append((args.plot, "wb", _figure_bytes(fig, args.plot)))
-    _write_all(outputs)
+    _write_all(outputs, args)
     _print_summary(res.columns, res.metrics, res.units, args.n)
     if outputs:
         print("wrote " + ", ".join(str(p) for p, _, _ in outputs), file=sys.stderr)
@@ -489,7 +484,7 @@ def run_sweep(args) -> int:
                               " (typical subject)")
                            + "\nmodel-predicted; a research tool, not a dosing recommendation")
         outputs.append((args.plot, "wb", _figure_bytes(fig, args.plot)))
-    _write_all(outputs)
+    _write_all(outputs, args)
     print(f"wrote {args.out} ({res.info['points']} grid points)"
           + (f" and {args.plot}" if args.plot else ""), file=sys.stderr)
     return 0

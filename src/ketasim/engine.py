@@ -33,7 +33,7 @@ SCHEMATIC_OUTPUTS = ("glutamate", "plasticity", "consolidation")
 PD_OUTPUTS = OCCUPANCY_OUTPUTS + SCHEMATIC_OUTPUTS
 DEFAULT_PD_RTOL = 1e-6
 MAX_ABS_OUTPUT = 1e250               # larger outputs are reported as an overflow
-CHUNK_WORK = 4_000_000               # subject-timepoints per kernel call (Ctrl-C granularity)
+CHUNK_WORK = 4_000_000               # kernel work units per call (Ctrl-C granularity)
 
 # metric name -> (unit, description); per session k the column is f"{name}_s{k}" (k from 1),
 # over the whole course f"{name}"
@@ -291,21 +291,6 @@ def _nominal_step(t: np.ndarray) -> float:
     return float(h) if np.all(np.abs(d - h) <= tol) else -1.0
 
 
-def snap_events(ev_t: np.ndarray, nev: np.ndarray, times: np.ndarray) -> np.ndarray:
-    """Event times that agree with an output time to rounding (4 ulp of the larger) become
-    that output time, so the output reports the value just after the event."""
-    ev = ev_t.copy()
-    if times.size == 0 or ev.size == 0:
-        return ev
-    j = np.clip(np.searchsorted(times, ev), 1, times.size - 1)
-    left, right = times[j - 1], times[j]
-    near = np.where(np.abs(ev - left) <= np.abs(right - ev), left, right)
-    tol = 4 * np.finfo(float).eps * np.maximum(1.0, np.abs(ev))
-    close = np.abs(ev - near) <= tol
-    ev[close] = near[close]
-    return ev
-
-
 def run(plan: Plan, times, *, out: np.ndarray | None = None, threads=None,
         check_overflow: bool = True, dtype="float64") -> np.ndarray:
     """Outputs of every subject of ``plan`` on ``times`` (h): an array (N, R, T) in internal
@@ -325,9 +310,11 @@ def run(plan: Plan, times, *, out: np.ndarray | None = None, threads=None,
         out = np.empty((N, R, T), dtype=dtype)
     h_nom = _nominal_step(t)
     ev_t, ev_c, ev_a, ev_k, nev, ev_v = plan.events
-    ev_t = snap_events(ev_t, nev, t)
-    per = max(1, CHUNK_WORK // max(1, T * max(R, 1)))
     n_st = plan.K.shape[1]
+    # work per output time: one propagation (n^2) and the outputs (R n); a kernel call does
+    # about CHUNK_WORK x 64 of those operations (a fraction of a second), so Ctrl-C is seen soon
+    per_point = max(1, (n_st * n_st + R * n_st) // 64)
+    per = max(1, CHUNK_WORK // max(1, T * per_point))
     with threads_limit(threads):
         for a in range(0, N, per):
             b = min(N, a + per)
@@ -336,7 +323,7 @@ def run(plan: Plan, times, *, out: np.ndarray | None = None, threads=None,
                 # that Ctrl-C is honoured between pieces of a long run
                 cf = np.zeros(2 * n_st + 5)
                 ci = np.zeros(n_st + 2, np.int64)
-                piece = max(1024, CHUNK_WORK // max(R, 1))
+                piece = max(1024, CHUNK_WORK // per_point)
                 buf = out[a] if T <= piece else np.empty((R, piece), dtype=out.dtype)
                 for p0 in range(0, T, piece):
                     p1 = min(T, p0 + piece)

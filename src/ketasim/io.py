@@ -157,11 +157,19 @@ class OutputSet:
                                             "file name")
                 folder = path.parent if str(path.parent) else Path(".")
                 _make_folders(folder, made)
-                with signals_held():
-                    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:32]}.", suffix=".tmp",
-                                               dir=folder)
-                    temps.append((tmp, path))
-                _write(fd, data, binary)
+                if not folder.is_dir():
+                    raise NotADirectoryError(20, "Not a folder (a file has its name)",
+                                             str(_first_file(folder)))
+                try:
+                    with signals_held():
+                        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:32]}.",
+                                                   suffix=".tmp", dir=folder)
+                        temps.append((tmp, path))
+                    _write(fd, data, binary)
+                except OSError as exc:      # name the user's file, not the temporary one
+                    if exc.filename is None or str(exc.filename).startswith(str(folder)):
+                        raise type(exc)(exc.errno, exc.strerror, str(path)) from exc
+                    raise
                 try:       # a replaced file keeps its permissions; a new one gets the usual
                     mode = path.stat().st_mode & 0o7777
                 except OSError:
@@ -194,12 +202,22 @@ def write_outputs(items, inputs=()) -> None:
     outs.commit()
 
 
+def _first_file(folder: Path) -> Path:
+    """The part of ``folder`` that exists and is not a folder."""
+    for p in [*reversed(folder.parents), folder]:
+        if p.exists() and not p.is_dir():
+            return p
+    return folder
+
+
 def _make_folders(folder: Path, made: list) -> None:
     missing = []
     p = folder
     while not p.exists() and p != p.parent:
         missing.append(p)
         p = p.parent
+    if missing and not p.is_dir():
+        raise NotADirectoryError(20, "Not a folder (a file has its name)", str(p))
     for d in reversed(missing):
         with signals_held():
             try:
