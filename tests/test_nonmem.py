@@ -296,13 +296,17 @@ def test_rate_defined_vs_duration_defined_with_f():
                                atol=1e-15)
 
 
-@pytest.mark.parametrize("dur", [1e-13, 1e-9, 3e-16])
-def test_short_infusions_deliver_exactly_their_amount(dur):
+@pytest.mark.parametrize("t0, dur", [(1000.0 + 1 / 3, 1e-13), (1000.0 + 1 / 3, 1e-9),
+                                     (1000.0 + 1 / 3, 3e-16), (0.0, 1e-300), (0.0, 1e-15),
+                                     (2.0, 5e-324)])
+def test_short_infusions_deliver_exactly_their_amount(t0, dur):
+    """However short, an infusion delivers its amount (one that the engine cannot tell from a
+    single instant is a bolus), with output times at, near and after it."""
     m = one_cpt()
-    r = sim(m, ketasim.Doses.single(10.0, "iv", time_h=1000.0 + 1 / 3, duration_h=dur),
-            [1001.0, 1002.0], amounts=True)
+    r = sim(m, ketasim.Doses.single(10.0, "iv", time_h=t0, duration_h=dur),
+            [0.0, t0, t0 + 1.0, t0 + 2.0], amounts=True)
     total = r.amount("central") + r.amount("eliminated")
-    np.testing.assert_allclose(total, 10.0, rtol=1e-12)
+    np.testing.assert_allclose(total[2:], 10.0, rtol=1e-12)
 
 
 def test_relative_f_allows_f_above_one_and_fractions_are_checked():
@@ -520,3 +524,82 @@ def test_readme_steady_state_example():
     printed = re.search(r"peak ([\d.]+)\s+ng/mL.*?trough ([\d.]+)\s+ng/mL", sect, re.S)
     assert abs(float(printed.group(1)) - peak) < 0.05
     assert abs(float(printed.group(2)) - peak * math.exp(-k * tau)) < 0.05
+
+
+# ------------------------------------------------------------------------- published values
+def _cmt_model(CL, V, Q=None, V2=None):
+    spec = {"parameters": {"CL": CL, "V": V}, "compartments": {"central": "V"},
+            "flows": [{"from": "central", "to": "out", "cl": "CL"}],
+            "routes": {"iv": {"to": "central"}}}
+    if Q is not None:
+        spec["parameters"].update(Q=Q, V2=V2)
+        spec["compartments"]["periph"] = "V2"
+        spec["flows"] += [{"from": "central", "to": "periph", "cl": "Q"},
+                          {"from": "periph", "to": "central", "cl": "Q"}]
+    return ketasim.Model.from_dict(spec)
+
+
+def _ss_trough(model, dose, tau, dur=0.0):
+    d = ketasim.Doses.single(dose, "iv", duration_h=dur, ss=1, ii_h=tau)
+    return float(conc(model, d, [tau * (1 - 1e-12)])[0])
+
+
+def test_published_steady_state_expectations():
+    """Test expectations of the clinPK R package (InsightRX, tests of pk_1cmt_inf_ss and of
+    the dose-for-target-trough functions): a 1-compartment infusion at steady state
+    (100 mg over 2 h every 12 h, CL 5 L/h, V 50 L) has a trough of 0.954 mg/L; the doses
+    that give a 0.1 mg/L trough every 24 h are 602.6 mg (1-compartment bolus, CL 10, V 50),
+    86 mg (2-compartment bolus, CL 10, V 50, Q 5, V2 100) and 84.6 mg (the same, 1-h
+    infusion), each printed to 0.1 mg."""
+    assert round(_ss_trough(_cmt_model(5.0, 50.0), 100.0, 12.0, 2.0), 3) == 0.954
+    one, two = _cmt_model(10.0, 50.0), _cmt_model(10.0, 50.0, 5.0, 100.0)
+    for model, dose, dur in ((one, 602.6, 0.0), (two, 86.0, 0.0), (two, 84.6, 1.0)):
+        needed = dose * 0.1 / _ss_trough(model, dose, 24.0, dur)   # linear in the dose
+        assert round(needed, 1) == dose, (dose, needed)
+
+
+record = st.fixed_dictionaries(
+    {"time_h": st.floats(0, 1e4), "amount_mg": st.floats(0, 1e4),
+     "route": st.sampled_from(["iv", "oral", "central", "2"])},
+    optional={"duration_h": st.floats(0, 100), "addl": st.integers(0, 5),
+              "evid": st.sampled_from([0, 1, 2, 4]), "subject": st.integers(1, 4),
+              "weight_kg": st.floats(1, 200)})
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(record, min_size=1, max_size=8), st.booleans())
+def test_write_then_read_round_trips(tmp_path_factory, recs, nonmem_names):
+    """write_doses then read_doses gives the same table; with NONMEM names the same records
+    read through the aliases; observation rows are counted, not kept."""
+    for r in recs:
+        if r.get("addl"):
+            r["ii_h"] = 12.0
+    if any("subject" in r for r in recs):
+        for r in recs:
+            r.setdefault("subject", 1)
+    if any("weight_kg" in r for r in recs):
+        for r in recs:
+            r.setdefault("weight_kg", 70.0)
+    assume(any(r.get("evid", 1) not in (0, 2) for r in recs))
+    if nonmem_names:
+        alias = {v: k for k, v in dosing.ALIASES.items()}
+        recs_in = [{alias.get(k, k): v for k, v in r.items()} for r in recs]
+    else:
+        recs_in = recs
+    d = ketasim.Doses.from_records(recs_in)
+    assert d.n_skipped == sum(r.get("evid", 1) in (0, 2) for r in recs)
+    p = tmp_path_factory.mktemp("rt") / "d.csv"
+    ketasim.write_doses(d, p)
+    back = ketasim.read_doses(p)
+    assert back == d
+    assert list(back.line) == list(range(2, len(d) + 2))
+
+
+def test_dataset_steady_state_per_subject_closed_form():
+    d = ketasim.read_doses(io.StringIO("ID,TIME,AMT,CMT,SS,II,CL\n1,0,100,iv,1,12,2\n"
+                                       "2,0,100,iv,1,12,8\n"))
+    c = conc(one_cpt(), d, T)
+    for s, cl in enumerate((2.0, 8.0)):
+        k = cl / V
+        np.testing.assert_allclose(c[s], 100 / V * np.exp(-k * T) / (1 - np.exp(-k * 12.0)),
+                                   rtol=1e-12)

@@ -124,7 +124,8 @@ def add_sweep_parser(sub):
                    help="subjects per grid point (variability); metrics become median and "
                         "5/95 %% (<metric>_p50, _p05, _p95) (default: typical values only)")
     p.add_argument("--plot", type=lambda v: _out_path(v, (".png", ".pdf", ".svg")),
-                   default=None, help="heat map of one metric over two varied names (default: none)")
+                   default=None,
+                   help="heat map of one metric over two varied names (default: none)")
     p.add_argument("--plot-metric", default=None, metavar="COLUMN",
                    help="column of the heat map (default: the first metric; its _p50 with --n)")
     p.set_defaults(_run=run_sweep)

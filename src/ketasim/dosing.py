@@ -366,7 +366,13 @@ class Doses:
             ev = rec.get("evid")
             if ev is None or (isinstance(ev, str) and ev.strip() in ("", ".")):
                 ev = rec["evid"] = 1
-            if not isinstance(ev, (bool, str)) and isinstance(ev, (int, float)) and ev in (0, 2):
+            if isinstance(ev, str):
+                try:
+                    ev = float(ev)
+                except ValueError:
+                    pass                               # reported by Doses
+            if isinstance(ev, (int, float, np.integer, np.floating)) and \
+                    not isinstance(ev, bool) and ev in (0, 2):
                 skipped += 1
                 continue
             for c in REQUIRED:
@@ -781,30 +787,38 @@ def _parse(lines, where: str) -> Doses:
     names = list(route_names)
     routes = tuple(names[i] for i in route_codes)   # one string object per distinct route
 
-    def col(c, dtype=np.float64):
-        return np.frombuffer(data[c], dtype=np.float64).astype(dtype) if c in data else None
+    def col(c, dtype=np.float64):   # a view of the parsed buffer (Doses copies it once)
+        if c not in data:
+            return None
+        a = np.frombuffer(data[c], dtype=np.float64)
+        return a if dtype == np.float64 else a.astype(dtype)
 
     d = Doses(col("time_h"), col("amount_mg"), routes, col("duration_h"),
               col("addl", np.int64), col("ii_h"), source=where, rate_mg_h=col("rate_mg_h"),
               ss=col("ss", np.int64), evid=col("evid", np.int64), subject=col("subject"),
               covariates={c: col(c) for c in covariates} or None, n_skipped=skipped,
-              line=np.frombuffer(lines_out, dtype=np.int64).copy())
+              line=np.frombuffer(lines_out, dtype=np.int64))
     return d
 
 
 def write_doses(doses: Doses, path) -> None:
-    """Write a dose table as CSV with ketasim's column names, atomically.
+    """Write a dose table as CSV with ketasim's column names, atomically (numbers read back
+    exactly).
 
     ``time_h, amount_mg, route, duration_h, addl, ii_h`` always; ``rate_mg_h``, ``ss``,
     ``evid``, ``subject`` and covariate columns only when the table uses them."""
     from .io import atomic_write
+
+    def num(x):   # shortest text that reads back as the same float
+        t = f"{x:.15g}"
+        return t if float(t) == x else repr(float(x))
 
     extra = doses._optional_columns()
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["time_h", "amount_mg", "route", "duration_h", "addl", "ii_h"] + extra)
     for r in doses.to_records():
-        w.writerow([f"{r['time_h']:.10g}", f"{r['amount_mg']:.10g}", r["route"],
-                    f"{r['duration_h']:.10g}", r["addl"], f"{r['ii_h']:.10g}"]
-                   + [f"{r[c]:.10g}" if isinstance(r[c], float) else r[c] for c in extra])
+        w.writerow([num(r["time_h"]), num(r["amount_mg"]), r["route"], num(r["duration_h"]),
+                    r["addl"], num(r["ii_h"])]
+                   + [num(r[c]) if isinstance(r[c], float) else r[c] for c in extra])
     atomic_write(path, buf.getvalue())

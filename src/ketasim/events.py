@@ -20,7 +20,8 @@ How dose rows become events (:func:`build_events`):
   duration becomes ``f · amount / rate``: bioavailability changes the duration, NONMEM's RATE),
   else as a bolus. An infusion's rate is ``amount / ((t0 + dur) - t0)`` computed from the float
   times the kernel steps between, so it delivers exactly its amount however short; a duration
-  lost to rounding (``t0 + dur == t0``) is a bolus of the same amount.
+  lost to rounding (``t0 + dur`` within 16 ulp of ``t0``, which the engine takes for the same
+  instant) is a bolus of the same amount.
 * A reset (``evid`` 3 or 4, or ``ss = 1``) empties every state at its record time (a route's
   lag does not delay it). Infusions running at that time stop there (their STOP moves to the
   reset time), and inputs of earlier rows that have not started yet (a lag reaching past the
@@ -53,11 +54,12 @@ from .dosing import WEIGHT, Doses, expand
 from .errors import KetasimInputError, check_name, suggest
 from .model import Model, RoutePart
 
-__all__ = ["build_events", "sort_events", "subject_covariates", "apply_covariates", "BOLUS",
-           "START", "STOP", "RESET", "ADD_STATE"]
+__all__ = ["build_events", "sort_events", "subject_covariates", "BOLUS", "START", "STOP",
+           "RESET", "ADD_STATE"]
 
 BOLUS, START, STOP, RESET, ADD_STATE = 0, 1, -1, 2, 3
 _PRIORITY = np.array([3, 4, 1, 2, 0])   # indexed by kind (STOP = -1 -> last entry): stops first
+_SAME_INSTANT = 16 * np.finfo(float).eps   # relative: times closer than this are one instant
 _ONE = _expr.parse(1.0, "f")
 _ZERO = _expr.parse(0.0, "lag_h")
 
@@ -136,28 +138,6 @@ def subject_covariates(doses: Doses, model: Model | None = None):
                 "expected one value per subject (time-varying covariates are not supported)")
         out[k] = lo
     return n, out
-
-
-def apply_covariates(model: Model, doses: Doses, params=None, weight_kg=70.0):
-    """Merge a dose table's subjects and covariates into ``params`` and ``weight_kg``.
-
-    Returns ``(params, weight_kg, n_subjects or None)``. A covariate column replaces
-    ``weight_kg``; a covariate that is also given in ``params`` is an error.
-    """
-    n, cov = subject_covariates(doses, model)
-    if not cov:
-        return params, weight_kg, n
-    params = dict(params or {})
-    for k, v in cov.items():
-        v = v if n is not None else float(v)
-        if k == WEIGHT:
-            weight_kg = v
-        elif k in params:
-            raise KetasimInputError(f"params: {k!r} is also a column of the dose table "
-                                    f"{doses.source}; give it in one place")
-        else:
-            params[k] = v
-    return params, weight_kg, n
 
 
 # ---------------------------------------------------------------------- routes
@@ -441,7 +421,9 @@ def build_events(model: Model, doses: Doses, vals: dict):
                                                np.where(rate_row > 0, A / rate_row, 0.0)))
             t0 = t_rec + LAG
             t1 = t0 + dur
-            inf = (dur > 0) & (t1 > t0)   # a duration lost to rounding is a bolus
+            # a duration lost to rounding is a bolus: t1 == t0, or t1 within the few ulp at
+            # which the engine takes two times for the same instant
+            inf = (dur > 0) & (t1 - t0 > _SAME_INSTANT * np.maximum(1.0, np.abs(t0)))
             rate = np.where(inf, A / np.where(inf, t1 - t0, 1.0), 0.0)
             use = HAS & ~const
             if np.any(use & ~(np.isfinite(t1) & np.isfinite(rate))):
