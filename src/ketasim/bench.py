@@ -967,8 +967,11 @@ ketasim.simulate(m, d, t)                                   # one subject, defau
 t2 = time.perf_counter()
 ketasim.simulate(m, d, t[:2000], params={"CL": np.array([90.0, 100.0])})   # a population
 t3 = time.perf_counter()
+from ketasim.engine import session_metrics
+session_metrics(m, d, params={"CL": np.array([90.0, 100.0])}, metrics=("cmax", "auc"))
+t4 = time.perf_counter()
 print(json.dumps({"import_s": t1 - t0, "one_s": t2 - t1, "population_s": t3 - t2,
-                  "total_s": t3 - t0}))
+                  "metrics_s": t4 - t3, "total_s": t4 - t0}))
 """
 
 
@@ -985,16 +988,19 @@ def sc_compile(cfg):
             runs.append(json.loads(p.stdout.strip().splitlines()[-1]))
     cold, warm = runs
     _say(cfg, f"  cold {cold['total_s']:.1f} s, warm cache {warm['total_s']:.1f} s")
-    return {"name": "compile", "title": "first simulate in a fresh process (one subject + a "
-            "population): empty JIT cache, then a warm cache", "subjects": None,
+    return {"name": "compile",
+            "title": "first calls in a fresh process (simulate for one subject and for a "
+            "population, session_metrics): empty JIT cache, then warm cache", "subjects": None,
             "timepoints": None, "outputs": [], "ketasim_s": cold["total_s"],
             "ketasim_err": None, "baselines": {}, "cold": cold, "warm": warm,
             "targets": [_target("compile", cold["total_s"])],
             "notes": [f"cold: import {cold['import_s']:.2f} s, one subject "
-                      f"{cold['one_s']:.2f} s, population {cold['population_s']:.2f} s",
+                      f"{cold['one_s']:.2f} s, population {cold['population_s']:.2f} s, "
+                      f"session metrics {cold['metrics_s']:.2f} s",
                       f"warm cache (cold start): total {warm['total_s']:.2f} s (import "
                       f"{warm['import_s']:.2f} s, one subject {warm['one_s']:.2f} s, "
-                      f"population {warm['population_s']:.2f} s)"]}
+                      f"population {warm['population_s']:.2f} s, session metrics "
+                      f"{warm['metrics_s']:.2f} s)"]}
 
 
 def sc_cli(cfg):
@@ -1251,8 +1257,7 @@ def markdown_table(results: dict) -> str:
             lines.append(f"| {r['name']} | failed: {r['error']} |" + " |" * (len(head) - 2))
             continue
         ks = r.get("ketasim_s")
-        star = "*" if r.get("ketasim_extrapolated") else ""
-        kcell = f"{fmt_s(ks)}{star}"
+        kcell = f"{fmt_s(ks)}{_extrap(r)}"
         if r.get("ketasim_err") is not None:
             kcell += f" · {fmt_e(r['ketasim_err'])}"
         if r["name"] == "scaling":
@@ -1268,7 +1273,7 @@ def markdown_table(results: dict) -> str:
             f"{t['verdict']} ({t['value']:.3g})" for t in tg))
         lines.append("| " + " | ".join(cells) + " |")
     lim = results["limits"]
-    out = ["\n".join(lines), "", targets_table(results), "",
+    out = ["\n".join(lines), "", summary_table(results), "", targets_table(results), "",
            "Cells: wall time · speed ratio (baseline time / ketasim time) · max error vs the "
            f"reference ({results['settings']['reference']}); error = max over outputs of "
            "max|y - y_ref| / max|y_ref|. * = extrapolated from a sample (see notes). Baselines: "
@@ -1306,6 +1311,33 @@ def markdown_table(results: dict) -> str:
                + (" (--quick: tiny sizes, the verdicts are not meaningful)"
                   if results["quick"] else ""))
     return "\n".join(out)
+
+
+def _extrap(r: dict) -> str:
+    """The mark of a ketasim time extrapolated from fewer subjects (and from how many)."""
+    if not r.get("ketasim_extrapolated"):
+        return ""
+    return f"* (from {r['subjects_run']:,} subjects)"
+
+
+def summary_table(results: dict) -> str:
+    """A compact table (for the README): ketasim, LSODA and the best other baseline."""
+    lines = ["| scenario | ketasim · error | LSODA · speed-up · error | fastest other scipy "
+             "baseline · speed-up | ketasim peak memory |", "|---|---|---|---|---|"]
+    for r in results["scenarios"]:
+        if r.get("error") or r["name"] in ("compile", "cli", "scaling"):
+            continue
+        b = dict(r.get("baselines", {}))
+        ks = f"{fmt_s(r['ketasim_s'])}{_extrap(r)}"
+        if r.get("ketasim_err") is not None:
+            ks += f" · {fmt_e(r['ketasim_err'])}"
+        ls = b.pop("LSODA", None) or b.pop("LSODA loop", None)
+        lcell = _cell(ls) if ls else ""
+        other = min(b.items(), key=lambda kv: kv[1]["s"], default=None)
+        ocell = f"{other[0]} {fmt_s(other[1]['s'])} · {fmt_x(other[1]['ratio'])}" if other else ""
+        lines.append(f"| {r['name']} | {ks} | {lcell} | {ocell} | "
+                     f"{_mib(r.get('ketasim_peak_mib'))} |")
+    return "\n".join(lines)
 
 
 def targets_table(results: dict) -> str:

@@ -17,8 +17,8 @@ def add_arguments(p) -> None:
                    help="smoke run with tiny sizes (seconds; skips compile, cli and scaling "
                         "unless they are named with --only; default: off)")
     p.add_argument("--only", action="append", default=None, metavar="NAME",
-                   help="run only these scenarios (repeatable or comma-separated): "
-                        + ", ".join(SCENARIO_NAMES))
+                   help="run only these scenarios (repeatable or comma-separated; default: "
+                        "all): " + ", ".join(SCENARIO_NAMES))
     p.add_argument("--json", default="benchmarks/results.json", metavar="PATH",
                    help="write the results as JSON here (default: benchmarks/results.json; "
                         "'-' for none)")
