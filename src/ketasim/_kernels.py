@@ -293,8 +293,14 @@ def _stim(occ, pd):
     """The occupancy-driven stimulus of the glutamate signal: emax occ^h / (ec50^h + occ^h)."""
     if occ <= 0.0:
         return 0.0
-    oh = occ ** pd[3]
-    return pd[1] * oh / (pd[2] ** pd[3] + oh)
+    h = pd[3]
+    if h == 3.0:                  # the presets' Hill coefficient: no pow() call
+        oh = occ * occ * occ
+        eh = pd[2] * pd[2] * pd[2]
+    else:
+        oh = occ ** h
+        eh = pd[2] ** h
+    return pd[1] * oh / (eh + oh)
 
 
 @njit(cache=True)
@@ -475,6 +481,20 @@ def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W
         lev = int(carry_f[2 * n + 4])
         e = carry_i[n]
     hot = -1            # cache slot of the nominal grid step (the hot path)
+    # the hot path's propagator and the output rows are sparse (a network's parts do not all
+    # reach each other): keep their non-zero entries as index lists
+    pcnt = np.zeros(n, np.int64)
+    pidx = np.zeros((n, n), np.int64)
+    pval = np.zeros((n, n))
+    ccnt = np.zeros(m, np.int64)
+    cidx = np.zeros((m, n), np.int64)
+    cval = np.zeros((m, n))
+    for j in range(m):
+        for i in range(n):
+            if C[j, i] != 0.0:
+                cidx[j, ccnt[j]] = i
+                cval[j, ccnt[j]] = C[j, i]
+                ccnt[j] += 1
     for it in range(T):
         target = times[it]
         # an event within rounding (4 ulp) after an output time belongs to that instant: the
@@ -499,18 +519,18 @@ def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W
                                    ext)
             elif (H == h_nom and hot >= 0 and ch[hot] == h_nom
                   and (cg[hot] == 1 or not has_u)):
-                # the hot path: a full grid interval, its propagator already cached
-                P0 = CP[hot]
+                # the hot path: a full grid interval, its propagator already cached (sparse)
                 for i in range(n):
                     acc0 = 0.0
                     acc1 = 0.0
+                    c = pcnt[i]
                     k = 0
-                    while k + 1 < n:
-                        acc0 += P0[i, k] * x[k]
-                        acc1 += P0[i, k + 1] * x[k + 1]
+                    while k + 1 < c:
+                        acc0 += pval[i, k] * x[pidx[i, k]]
+                        acc1 += pval[i, k + 1] * x[pidx[i, k + 1]]
                         k += 2
-                    if k < n:
-                        acc0 += P0[i, k] * x[k]
+                    if k < c:
+                        acc0 += pval[i, k] * x[pidx[i, k]]
                     acc = acc0 + acc1
                     if has_u:
                         G0 = CG[hot]
@@ -523,15 +543,23 @@ def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W
                     x[i] = xn[i]
             else:
                 _step(K, x, u, has_u, H, ch, cg, CP, CG, nxt, xn)
-                if H == h_nom:
+                if H == h_nom and hot != nxt[1]:
                     hot = nxt[1]
+                    P0 = CP[hot]
+                    for i in range(n):
+                        pcnt[i] = 0
+                        for k in range(n):
+                            if P0[i, k] != 0.0:
+                                pidx[i, pcnt[i]] = k
+                                pval[i, pcnt[i]] = P0[i, k]
+                                pcnt[i] += 1
                 for i in range(n):
                     x[i] = xn[i]
             t = stop
         for j in range(m):
             s = 0.0
-            for i in range(n):
-                s += C[j, i] * x[i]
+            for k in range(ccnt[j]):
+                s += cval[j, k] * x[cidx[j, k]]
             out[j, it] = s
         for k in range(no):
             out[m + k, it] = _occ_of(_dot(W[k], x))
