@@ -159,3 +159,26 @@ def test_metrics_without_a_concentration_are_refused():
                                  "routes": {"oral": {"to": "gut"}}})
     with pytest.raises(ketasim.KetasimInputError, match="no concentration"):
         run_metrics(m, ketasim.Doses.single(1.0, "oral"))
+
+
+def test_a_dataset_has_each_subjects_own_sessions():
+    """Subjects of a dataset with different schedules: each subject's per-session metrics
+    equal a separate run of that subject alone."""
+    import io
+
+    csv = ("ID,TIME,AMT,CMT,DUR,WT\n1,0,35,iv,0.6667,70\n1,48,35,iv,0.6667,70\n"
+           "2,0,50,iv,0.6667,100\n2,24,50,iv,0.6667,100\n2,72,50,iv,0.6667,100\n")
+    d = ketasim.read_doses(io.StringIO(csv))
+    names = ("cmax", "trough", "auc", "tmax")
+    both = session_metrics("ketamine-iv", d, metrics=names, horizon_h=120)
+    alone = [session_metrics("ketamine-iv", ketasim.Doses(t, [a] * len(t), ["iv"] * len(t),
+                                                          [0.6667] * len(t)),
+                             weight_kg=w, metrics=names, horizon_h=120)
+             for t, a, w in (([0.0, 48.0], 35.0, 70.0), ([0.0, 24.0, 72.0], 50.0, 100.0))]
+    for i, one in enumerate(alone):
+        for k, v in one.items():
+            if k == "session_start_h":
+                np.testing.assert_array_equal(both[k][i, :v.size], v)
+            else:
+                np.testing.assert_allclose(both[k][i], v[0], rtol=1e-12, err_msg=k)
+    assert np.isnan(both["cmax_s3"][0])      # subject 1 has two sessions

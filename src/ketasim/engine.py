@@ -11,6 +11,7 @@ working arrays.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -390,7 +391,8 @@ class MetricsRun:
     auc (mg·h/L), trough (mg/L, NaN for the last session), peak occupancy, peak glutamate,
     minimum plasticity, then time above each occupancy threshold (h), then time above each
     concentration threshold (h); ``end`` (N, 3): glutamate, plasticity, consolidation at the
-    horizon; ``session_start_h`` (S,) (or (N, S) for a dataset with subjects)."""
+    horizon; ``session_start_h`` (S,), or (N, S) for a dataset with subjects, where each
+    subject's sessions are its own dose times (NaN beyond its last)."""
 
     per_session: np.ndarray
     end: np.ndarray
@@ -458,6 +460,26 @@ def run_metrics(model, doses, params=None, weight_kg=70.0, *, analyte=None, thre
     endv = np.empty((n, 3))
     sess = np.ascontiguousarray(np.broadcast_to(starts, (n, S)))
     nsess = np.full(n, S, np.int64)
+    ids = getattr(doses, "subject_ids", None)
+    if ids is not None and len(ids) == n:
+        # a dataset with subjects: each subject's sessions are its own dose times
+        ex = expand(doses)
+        own = []
+        for sid in ids:
+            sel = ex.subject == sid
+            if getattr(ex, "evid", None) is not None:
+                sel &= ex.evid != 3               # a reset is not a session
+            t = np.unique(ex.time_h[sel])
+            t = t[np.r_[True, np.diff(t) >= merge_h]] if t.size else t
+            own.append(t[t <= horizon_h])
+        S = max(1, max(t.size for t in own))
+        sess = np.full((n, S), np.inf)
+        for i, t in enumerate(own):
+            sess[i, :t.size] = t
+            nsess[i] = t.size
+        starts = np.where(np.isfinite(sess), sess, np.nan)
+        check_memory(n * rows * S, f"metrics: {n:,} subjects x {rows} metrics x {S} sessions")
+        mo = np.empty((n, rows, S))
     hor = np.full(n, float(horizon_h))
     ev_t, ev_c, ev_a, ev_k, nev, ev_v = ev
     with threads_limit(threads):
@@ -483,7 +505,8 @@ def run_metrics(model, doses, params=None, weight_kg=70.0, *, analyte=None, thre
         endv[:] = np.nan
     elif not model.has_consolidation:
         endv[:, 2] = np.nan
-    if not np.all(np.isfinite(mo[:, _kernels.M_CMAX])):
+    used = np.arange(mo.shape[2])[None, :] < nsess[:, None]
+    if not np.all(np.isfinite(mo[:, _kernels.M_CMAX][used])):
         raise KetasimInputError("metrics: a concentration overflowed or is not a number: check "
                                 "for extreme amounts, rates or volumes")
     return MetricsRun(per_session=mo, end=endv, session_start_h=starts,
@@ -564,13 +587,18 @@ def metrics_columns(mr: MetricsRun, metrics) -> dict:
         a = mo[:, row, :] * _TO_NG.get(m, 1.0)
         for k in range(S):
             out[f"{m}_s{k + 1}"] = a[:, k].copy()
-        with np.errstate(all="ignore"):
+        st = np.asarray(mr.session_start_h, dtype=float)
+        ns = (np.sum(np.isfinite(st), axis=1) if st.ndim == 2 else np.full(N, S))
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)    # all-NaN rows stay NaN
             if m in ("cmax", "peak_occupancy", "peak_glutamate"):
-                out[m] = np.max(a, axis=1) if S else np.full(N, np.nan)
+                out[m] = np.nanmax(a, axis=1) if S else np.full(N, np.nan)
             elif m == "tmax":
-                out[m] = a[np.arange(N), np.argmax(mo[:, K.M_CMAX, :], axis=1)]
-            elif m == "trough":
-                out[m] = a[:, -2] if S > 1 else np.full(N, np.nan)
+                cm = np.where(np.isnan(mo[:, K.M_CMAX, :]), -np.inf, mo[:, K.M_CMAX, :])
+                out[m] = a[np.arange(N), np.argmax(cm, axis=1)]
+            elif m == "trough":      # each subject's last trough: before its last session
+                idx = np.clip(ns - 2, 0, max(S - 1, 0))
+                out[m] = np.where(ns > 1, a[np.arange(N), idx], np.nan)
             else:
-                out[m] = np.sum(a, axis=1)
+                out[m] = np.nansum(a, axis=1)
     return out
