@@ -361,6 +361,28 @@ MAXLEV = 40        # deepest halving of one step (PD sub-steps and metric search
 
 
 @njit(cache=True)
+def _rk43(y, hs, om, o1, pd, rtol, k1, k2, k3, k4, k5, yt, y1, err):
+    """One step of the embedded RK4(3) pair for the schematic response: ``y1`` the fourth-order
+    result, ``k5`` its slope (the next step's ``k1``), returns the scaled error estimate
+    ``h/6 (k4 - k5)``. ``om``/``o1``: the stimulus at the mid-point and at the end."""
+    for i in range(3):
+        yt[i] = y[i] + 0.5 * hs * k1[i]
+    _pd_f(om, yt, pd, k2)
+    for i in range(3):
+        yt[i] = y[i] + 0.5 * hs * k2[i]
+    _pd_f(om, yt, pd, k3)
+    for i in range(3):
+        yt[i] = y[i] + hs * k3[i]
+    _pd_f(o1, yt, pd, k4)
+    for i in range(3):
+        y1[i] = y[i] + hs * (k1[i] + 2.0 * k2[i] + 2.0 * k3[i] + k4[i]) / 6.0
+    _pd_f(o1, y1, pd, k5)
+    for i in range(3):
+        err[i] = hs * (k4[i] - k5[i]) / 6.0
+    return _pd_norm(err, y1, rtol)
+
+
+@njit(cache=True)
 def _pd_interval(K, x, u, has_u, H, wd, pd, y, rtol, ch, cg, CP, CG, nxt, xm, x1, x0s,
                  k1, k2, k3, k4, k5, yt, y1, err, stats, lev, ext):
     """Advance PK (exactly) and the schematic response (embedded RK4(3), FSAL error estimate)
@@ -382,21 +404,7 @@ def _pd_interval(K, x, u, has_u, H, wd, pd, y, rtol, ch, cg, CP, CG, nxt, xm, x1
         _step(K, xm, u, has_u, 0.5 * hs, ch, cg, CP, CG, nxt, x1)
         om = _stim(_occ_of(_dot(wd, xm)), pd)
         o1 = _stim(_occ_of(_dot(wd, x1)), pd)
-        for i in range(3):
-            yt[i] = y[i] + 0.5 * hs * k1[i]
-        _pd_f(om, yt, pd, k2)
-        for i in range(3):
-            yt[i] = y[i] + 0.5 * hs * k2[i]
-        _pd_f(om, yt, pd, k3)
-        for i in range(3):
-            yt[i] = y[i] + hs * k3[i]
-        _pd_f(o1, yt, pd, k4)
-        for i in range(3):
-            y1[i] = y[i] + hs * (k1[i] + 2.0 * k2[i] + 2.0 * k3[i] + k4[i]) / 6.0
-        _pd_f(o1, y1, pd, k5)
-        for i in range(3):
-            err[i] = hs * (k4[i] - k5[i]) / 6.0
-        e = _pd_norm(err, y1, rtol)
+        e = _rk43(y, hs, om, o1, pd, rtol, k1, k2, k3, k4, k5, yt, y1, err)
         if e > 1.0 and j < MAXLEV - 1:
             stats[1] += 1
             j += 1
@@ -958,21 +966,7 @@ def _pd_ladder(K, x, u, has_u, jH, H, wd, pd, y, rtol, LP, LG, top, T1, xm, x1, 
             _lstep(js - 1, xm, u, has_u, LP, LG, top, T1, x1)
         om = _stim(_occ_of(_dot(wd, xm)), pd)
         o1 = _stim(_occ_of(_dot(wd, x1)), pd)
-        for i in range(3):
-            yt[i] = y[i] + 0.5 * hs * k1[i]
-        _pd_f(om, yt, pd, k2)
-        for i in range(3):
-            yt[i] = y[i] + 0.5 * hs * k2[i]
-        _pd_f(om, yt, pd, k3)
-        for i in range(3):
-            yt[i] = y[i] + hs * k3[i]
-        _pd_f(o1, yt, pd, k4)
-        for i in range(3):
-            y1[i] = y[i] + hs * (k1[i] + 2.0 * k2[i] + 2.0 * k3[i] + k4[i]) / 6.0
-        _pd_f(o1, y1, pd, k5)
-        for i in range(3):
-            err[i] = hs * (k4[i] - k5[i]) / 6.0
-        e = _pd_norm(err, y1, rtol)
+        e = _rk43(y, hs, om, o1, pd, rtol, k1, k2, k3, k4, k5, yt, y1, err)
         if e > 1.0 and dd < depth_max:
             dd += 1
             continue

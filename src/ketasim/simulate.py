@@ -67,30 +67,6 @@ def _coerce_times(times) -> np.ndarray:
     return np.ascontiguousarray(t)
 
 
-def _coerce_times(times) -> np.ndarray:
-    try:
-        t = np.asarray(times, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise KetasimInputError(f"times: got {times!r}, expected an array of hours") from None
-    t = np.atleast_1d(t)
-    if t.ndim != 1 or t.size == 0:
-        raise KetasimInputError(f"times: expected a non-empty 1-D array of hours, got shape "
-                                f"{t.shape}")
-    bad = ~np.isfinite(t)
-    if bad.any():
-        raise KetasimInputError(f"times: got {t[bad][0]!r} at index {int(np.argmax(bad))}, "
-                                "expected finite hours")
-    if t[0] < 0:
-        raise KetasimInputError(f"times: got {t[0]:g} h, expected times >= 0")
-    d = np.diff(t)
-    if np.any(d < 0):
-        i = int(np.argmax(d < 0))
-        raise KetasimInputError(f"times: not sorted: {t[i]:g} h is followed by {t[i + 1]:g} h; "
-                                "expected non-decreasing hours")
-    return np.ascontiguousarray(t)
-
-
-
 def simulate(model, doses, times, params: dict | None = None, weight_kg=70.0, *,
              outputs=None, amounts: bool = False, threads: int | None = None,
              occupancy_calibration: str | None = None,
