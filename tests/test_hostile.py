@@ -883,3 +883,16 @@ def test_doses_from_standard_input(tmp_path, spec):
                         str(out)], input=GOOD_DOSES, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert out.read_text().startswith("time_h,")
+
+
+def test_a_volume_parameter_too_small_for_its_reciprocal_is_one_line():
+    """A volume given by a parameter (so not checked when the file is read) that is so small
+    that 1/V overflows is refused when the model is used, naming the compartment."""
+    spec = copy.deepcopy(ONE_CPT)
+    first = next(iter(spec["compartments"]))
+    spec["parameters"]["VTINY"] = 1.0
+    spec["compartments"][first] = "VTINY"
+    m = ketasim.Model.from_dict(spec)
+    with pytest.raises(KetasimInputError, match=f"compartments.{first}.*at least 1e-300 L"):
+        ketasim.simulate(m, ketasim.Doses.single(1.0, "iv"), [0.0, 1.0],
+                         params={"VTINY": 1e-320})

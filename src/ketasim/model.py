@@ -66,6 +66,7 @@ def __getattr__(name):
     raise AttributeError(name)
 
 OUT = "out"
+MIN_VOLUME_L = 1e-300  # smallest volume accepted: its reciprocal (a concentration) stays finite
 MAX_RATE_PER_H = 1e6   # fastest first-order rate accepted (1/h); the solver is exact below it
 GLUTAMATE_ROLES = ("kout", "emax", "ec50", "hill", "plasticity_kin", "plasticity_kout",
                    "consolidation_kin", "consolidation_kout")
@@ -296,6 +297,11 @@ class Model:
                 raise KetasimInputError(
                     f"{self.source}: compartments.{c}: volume {ex.text} evaluated to "
                     f"{v[v <= 0][0]:g} L, expected > 0 (write 0 for an amount-only compartment)")
+            if np.any(v < MIN_VOLUME_L):      # 1/V would overflow: not a volume in litres
+                raise KetasimInputError(
+                    f"{self.source}: compartments.{c}: volume {ex.text} evaluated to "
+                    f"{v[v < MIN_VOLUME_L][0]:g} L, expected at least {MIN_VOLUME_L:g} L "
+                    "(check the units)")
             out[c] = v
         return out
 
