@@ -183,7 +183,7 @@ NSLOT = 48          # propagators kept per subject (round robin)
 TINY = 1e-290       # amounts below this are flushed to 0 (no slow subnormal arithmetic)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _slot(K, h, need_g, ch, cg, CP, CG, nxt):
     """Index of the cache slot holding Φ(h) (and Γ(h) when ``need_g``), computing it if absent."""
     ns = ch.shape[0]
@@ -198,16 +198,52 @@ def _slot(K, h, need_g, ch, cg, CP, CG, nxt):
     nxt[0] = (j + 1) % ns
     if need_g:
         propagator(K, h, CP[j], CG[j])
+        _transpose(CG[j])
         cg[j] = 1
     else:
         expm_phi(K, h, CP[j])
         cg[j] = 0
+    _transpose(CP[j])
     ch[j] = h
     nxt[1] = j
     return j
 
 
 @njit(cache=True)
+def _transpose(A):
+    """Transpose a square matrix in place (the cache keeps Φᵀ and Γᵀ, so a propagation runs
+    along contiguous rows)."""
+    n = A.shape[0]
+    for i in range(n):
+        for k in range(i + 1, n):
+            A[i, k], A[k, i] = A[k, i], A[i, k]
+
+
+@njit(cache=True, inline="always")
+def _propagate(PT, GT, x, u, has_u, xo):
+    """xo <- Φ x (+ Γ u) from the transposed propagators: column by column, so the n row sums
+    are independent accumulators over contiguous memory (no serial chain of additions; each
+    row still adds its terms in column order)."""
+    n = x.shape[0]
+    for i in range(n):
+        xo[i] = 0.0
+    for k in range(n):
+        xk = x[k]
+        if xk != 0.0:
+            for i in range(n):
+                xo[i] += PT[k, i] * xk
+    if has_u:
+        for k in range(n):
+            uk = u[k]
+            if uk != 0.0:
+                for i in range(n):
+                    xo[i] += GT[k, i] * uk
+    for i in range(n):
+        if abs(xo[i]) < TINY:
+            xo[i] = 0.0
+
+
+@njit(cache=True, inline="always")
 def _step(K, x, u, has_u, h, ch, cg, CP, CG, nxt, xo):
     """xo <- exact state h hours after x with constant input u (x and xo must differ)."""
     n = x.shape[0]
@@ -216,25 +252,7 @@ def _step(K, x, u, has_u, h, ch, cg, CP, CG, nxt, xo):
             xo[i] = x[i]
         return
     j = _slot(K, h, has_u, ch, cg, CP, CG, nxt)
-    P = CP[j]
-    for i in range(n):
-        acc0 = 0.0
-        acc1 = 0.0
-        k = 0
-        while k + 1 < n:          # two independent accumulators: not one serial chain
-            acc0 += P[i, k] * x[k]
-            acc1 += P[i, k + 1] * x[k + 1]
-            k += 2
-        if k < n:
-            acc0 += P[i, k] * x[k]
-        acc = acc0 + acc1
-        if has_u:
-            G = CG[j]
-            for k in range(n):
-                acc += G[i, k] * u[k]
-        if abs(acc) < TINY:
-            acc = 0.0
-        xo[i] = acc
+    _propagate(CP[j], CG[j], x, u, has_u, xo)
 
 
 @njit(cache=True)
@@ -273,7 +291,7 @@ def _apply_events(x, u, active, t, e, nev, ev_t, ev_c, ev_amt, ev_kind, ev_vec):
     return e, has_u, changed
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _dot(a, x):
     s = 0.0
     for i in range(x.shape[0]):
@@ -281,14 +299,14 @@ def _dot(a, x):
     return s
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _occ_of(s):
     if s < 0.0:
         s = 0.0
     return s / (1.0 + s)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _stim(occ, pd):
     """The occupancy-driven stimulus of the glutamate signal: emax occ^h / (ec50^h + occ^h)."""
     if occ <= 0.0:
@@ -303,7 +321,7 @@ def _stim(occ, pd):
     return pd[1] * oh / (eh + oh)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _pd_f(stim, y, pd, dy):
     """Right-hand side of the schematic response for a given stimulus (see :func:`_stim`).
     y = [G, P, Q]; pd = GLUTAMATE_ROLES values: kout, emax, ec50, hill, plasticity_kin,
@@ -317,7 +335,7 @@ def _pd_f(stim, y, pd, dy):
     dy[2] = pd[6] * y[1] * (1.0 - y[2]) - pd[7] * y[2]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _pd_norm(err, y, rtol):
     """Largest local error relative to 0.2 rtol (|y| + 1e-3): the safety factor keeps the
     accumulated error of a whole course within rtol."""
@@ -360,7 +378,7 @@ def _hermite_max(y0, y1, m0, m1, h):
 MAXLEV = 40        # deepest halving of one step (PD sub-steps and metric searches)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _rk43(y, hs, om, o1, pd, rtol, k1, k2, k3, k4, k5, yt, y1, err):
     """One step of the embedded RK4(3) pair for the schematic response: ``y1`` the fourth-order
     result, ``k5`` its slope (the next step's ``k1``), returns the scaled error estimate
@@ -541,9 +559,9 @@ def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W
                         acc0 += pval[i, k] * x[pidx[i, k]]
                     acc = acc0 + acc1
                     if has_u:
-                        G0 = CG[hot]
+                        G0 = CG[hot]            # stored transposed
                         for k in range(n):
-                            acc += G0[i, k] * u[k]
+                            acc += G0[k, i] * u[k]
                     if abs(acc) < TINY:
                         acc = 0.0
                     xn[i] = acc
@@ -557,9 +575,9 @@ def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W
                     for i in range(n):
                         pcnt[i] = 0
                         for k in range(n):
-                            if P0[i, k] != 0.0:
+                            if P0[k, i] != 0.0:     # stored transposed
                                 pidx[i, pcnt[i]] = k
-                                pval[i, pcnt[i]] = P0[i, k]
+                                pval[i, pcnt[i]] = P0[k, i]
                                 pcnt[i] += 1
                 for i in range(n):
                     x[i] = xn[i]
