@@ -666,6 +666,8 @@ def _ladder_base(K, hb, LP, LG):
     for i in range(n):
         for j in range(n):
             LG[0, i, j] *= hb
+    _transpose(LP[0])          # the ladder keeps Ψᵀ and Γᵀ (contiguous columns, see _lstep)
+    _transpose(LG[0])
 
 
 @njit(cache=True)
@@ -675,8 +677,8 @@ def _ensure(j, LP, LG, top, T1):
     while top[0] < j:
         lo = top[0]
         hi = lo + 1
-        _matmul(LP[lo], LP[lo], LP[hi])
-        _matmul(LP[lo], LG[lo], T1)
+        _matmul(LP[lo], LP[lo], LP[hi])         # (Ψ²)ᵀ = (Ψᵀ)²
+        _matmul(LG[lo], LP[lo], T1)             # (Ψ Γ)ᵀ = Γᵀ Ψᵀ
         for a in range(n):
             for b in range(n):
                 LP[hi, a, b] += 2.0 * LP[lo, a, b]
@@ -686,29 +688,29 @@ def _ensure(j, LP, LG, top, T1):
 
 @njit(cache=True)
 def _lstep(j, x, u, has_u, LP, LG, top, T1, xo):
-    """xo <- exact state one rung-j step (hb 2^j hours) after x."""
+    """xo <- exact state one rung-j step (hb 2^j hours) after x: x + Ψ x + Γ u, accumulated
+    column by column from the transposed rungs (no serial chain of additions)."""
     if top[0] < j:
         _ensure(j, LP, LG, top, T1)
     n = x.shape[0]
-    P = LP[j]
-    G = LG[j]
     for i in range(n):
-        acc0 = 0.0
-        acc1 = 0.0
-        k = 0
-        while k + 1 < n:
-            acc0 += P[i, k] * x[k]
-            acc1 += P[i, k + 1] * x[k + 1]
-            k += 2
-        if k < n:
-            acc0 += P[i, k] * x[k]
-        acc = x[i] + (acc0 + acc1)
-        if has_u:
-            for k in range(n):
-                acc += G[i, k] * u[k]
-        if abs(acc) < TINY:
-            acc = 0.0
-        xo[i] = acc
+        xo[i] = 0.0
+    for k in range(n):
+        xk = x[k]
+        if xk != 0.0:
+            for i in range(n):
+                xo[i] += LP[j, k, i] * xk
+    if has_u:
+        for k in range(n):
+            uk = u[k]
+            if uk != 0.0:
+                for i in range(n):
+                    xo[i] += LG[j, k, i] * uk
+    for i in range(n):
+        v = x[i] + xo[i]
+        if abs(v) < TINY:
+            v = 0.0
+        xo[i] = v
 
 
 @njit(cache=True)
