@@ -400,6 +400,26 @@ def _rk43(y, hs, om, o1, pd, rtol, k1, k2, k3, k4, k5, yt, y1, err):
     return _pd_norm(err, y1, rtol)
 
 
+@njit(cache=True, inline="always")
+def _pd_accept(x, x1, y, y1, k1, k5, hs, ext):
+    """Take an accepted sub-step of the schematic integrator: the new PK state and response,
+    FSAL (the end slope is the next start slope), and the extremes kept in ``ext`` (largest G,
+    including the peak of the step's dense output; smallest P)."""
+    if k1[0] > 0.0 and k5[0] < 0.0:    # the glutamate peak inside the sub-step
+        gm = _hermite_max(y[0], y1[0], k1[0], k5[0], hs)
+        if gm > ext[0]:
+            ext[0] = gm
+    for i in range(x.shape[0]):
+        x[i] = x1[i]
+    for i in range(3):
+        y[i] = y1[i]
+        k1[i] = k5[i]
+    if y[0] > ext[0]:
+        ext[0] = y[0]
+    if y[1] < ext[1]:
+        ext[1] = y[1]
+
+
 @njit(cache=True)
 def _pd_interval(K, x, u, has_u, H, wd, pd, y, rtol, ch, cg, CP, CG, nxt, xm, x1, x0s,
                  k1, k2, k3, k4, k5, yt, y1, err, stats, lev, ext):
@@ -408,7 +428,6 @@ def _pd_interval(K, x, u, has_u, H, wd, pd, y, rtol, ch, cg, CP, CG, nxt, xm, x1
     Returns the sub-level to start the next interval with. ``x`` and ``y`` are updated in place.
     ``stats[0]`` counts accepted, ``stats[1]`` rejected sub-steps; ``ext[0]`` and ``ext[1]``
     keep the largest G and the smallest P seen at sub-step ends."""
-    n = x.shape[0]
     j = lev
     pos = 0              # position in units of H / 2^MAXLEV
     full = 1 << MAXLEV
@@ -428,20 +447,8 @@ def _pd_interval(K, x, u, has_u, H, wd, pd, y, rtol, ch, cg, CP, CG, nxt, xm, x1
             j += 1
             continue
         stats[0] += 1
-        if k1[0] > 0.0 and k5[0] < 0.0:    # the glutamate peak inside the sub-step
-            gm = _hermite_max(y[0], y1[0], k1[0], k5[0], hs)
-            if gm > ext[0]:
-                ext[0] = gm
-        for i in range(n):
-            x[i] = x1[i]
-        for i in range(3):
-            y[i] = y1[i]
-            k1[i] = k5[i]
+        _pd_accept(x, x1, y, y1, k1, k5, hs, ext)
         pos += full >> j
-        if y[0] > ext[0]:
-            ext[0] = y[0]
-        if y[1] < ext[1]:
-            ext[1] = y[1]
         if e < 0.02 and j > 0 and (pos % (full >> (j - 1))) == 0:
             j -= 1
     return j
@@ -964,7 +971,6 @@ def _pd_ladder(K, x, u, has_u, jH, H, wd, pd, y, rtol, LP, LG, top, T1, xm, x1, 
     Taylor step of H hours when jH < 0), in ladder sub-steps chosen by the error control
     (embedded RK4(3), as in :func:`_pd_interval`). ``ext`` keeps the largest G and the
     smallest P."""
-    n = x.shape[0]
     _pd_f(_stim(_occ_of(_dot(wd, x)), pd), y, pd, k1)
     depth_max = min(jH - 1, 60)      # sub-steps of rung >= 1, so their halves are rungs >= 0
     if depth_max < 0:
@@ -990,19 +996,7 @@ def _pd_ladder(K, x, u, has_u, jH, H, wd, pd, y, rtol, LP, LG, top, T1, xm, x1, 
         if e > 1.0 and dd < depth_max:
             dd += 1
             continue
-        if k1[0] > 0.0 and k5[0] < 0.0:
-            gm = _hermite_max(y[0], y1[0], k1[0], k5[0], hs)
-            if gm > ext[0]:
-                ext[0] = gm
-        for i in range(n):
-            x[i] = x1[i]
-        for i in range(3):
-            y[i] = y1[i]
-            k1[i] = k5[i]
-        if y[0] > ext[0]:
-            ext[0] = y[0]
-        if y[1] < ext[1]:
-            ext[1] = y[1]
+        _pd_accept(x, x1, y, y1, k1, k5, hs, ext)
         if jH <= 0:
             break
         pos += full >> dd
