@@ -279,14 +279,36 @@ class Bands:
 
 
 # ---------------------------------------------------------------------- results
+class _Columns:
+    """Column access shared by the population and sweep tables (``columns``: name -> array)."""
+
+    _what = "table"
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self.columns:
+            raise KetasimInputError(f"{self._what}: no column {name!r}"
+                                    f"{suggest(name, list(self.columns))}")
+        return self.columns[name]
+
+    def to_dict(self) -> dict:
+        return dict(self.columns)
+
+    def to_dataframe(self):
+        """A pandas DataFrame, one row per subject or grid point (needs pandas)."""
+        import pandas as pd
+        return pd.DataFrame(self.columns)
+
+
 @dataclass(frozen=True)
-class PopulationResult:
+class PopulationResult(_Columns):
     """Per-subject metrics of a population (frozen).
 
     ``columns``: column name -> (N,) array: ``subject``, the covariates and drawn parameters
     (``param_<NAME>``), then for each metric ``m``: ``m`` over the course and ``m_s<k>`` for
     session k. ``units``: column -> unit. ``session_start_h`` (S,). ``bands``: :class:`Bands`
     or None."""
+
+    _what = "population"
 
     columns: dict
     units: dict
@@ -299,44 +321,19 @@ class PopulationResult:
     def n_subjects(self) -> int:
         return int(self.columns["subject"].shape[0])
 
-    def __getitem__(self, name: str) -> np.ndarray:
-        if name not in self.columns:
-            raise KetasimInputError(f"population: no column {name!r}"
-                                    f"{suggest(name, list(self.columns))}")
-        return self.columns[name]
-
-    def to_dict(self) -> dict:
-        return dict(self.columns)
-
-    def to_dataframe(self):
-        """A pandas DataFrame, one row per subject (needs pandas)."""
-        import pandas as pd
-        return pd.DataFrame(self.columns)
-
 
 @dataclass(frozen=True)
-class SweepResult:
+class SweepResult(_Columns):
     """One row per grid point: the varied values, then the metrics (``m``, ``m_s<k>``; with
     ``n`` subjects per point ``m_p50``, ``m_p05``, ``m_p95``). ``units``: column -> unit."""
+
+    _what = "sweep"
 
     columns: dict
     units: dict
     varied: tuple
     metrics: tuple
     info: dict
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        if name not in self.columns:
-            raise KetasimInputError(f"sweep: no column {name!r}"
-                                    f"{suggest(name, list(self.columns))}")
-        return self.columns[name]
-
-    def to_dict(self) -> dict:
-        return dict(self.columns)
-
-    def to_dataframe(self):
-        import pandas as pd
-        return pd.DataFrame(self.columns)
 
     def grid(self, metric: str) -> tuple:
         """For a two-name sweep: (values of name 1, values of name 2, metric (n1, n2))."""
