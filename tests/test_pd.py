@@ -150,3 +150,21 @@ def test_no_drug_no_response():
     r = ketasim.simulate(model, ketasim.Doses.single(56, "intranasal", time_h=100.0), t)
     assert np.all(r.glutamate == 1.0) and np.all(r.plasticity == 0.0)
     assert np.all(r.occupancy == 0.0)
+
+
+def test_response_does_not_depend_on_the_output_grid():
+    """The schematic integrator chooses its own steps (long between sessions, short during
+    them) and outputs are its dense output: an hourly grid and a one-minute grid agree at the
+    hours to the tolerance, and both agree with a 1000x tighter run."""
+    model = ketasim.load_model("ketamine-iv")
+    d = ketasim.standard_iv_course(months=2)
+    fine = ketasim.time_grid(24 * 60, 1 / 60)
+    coarse = ketasim.time_grid(24 * 60, 1.0)
+    a = ketasim.simulate(model, d, fine)
+    b = ketasim.simulate(model, d, coarse)
+    c = ketasim.simulate(model, d, coarse, pd_rtol=1e-9)
+    for name in ("glutamate", "plasticity", "consolidation"):
+        ref = c.output(name)
+        scale = np.abs(ref).max()
+        assert np.abs(a.output(name)[::60] - ref).max() <= 1e-6 * scale, name
+        assert np.abs(b.output(name) - ref).max() <= 1e-6 * scale, name

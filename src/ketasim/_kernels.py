@@ -420,38 +420,93 @@ def _pd_accept(x, x1, y, y1, k1, k5, hs, ext):
         ext[1] = y[1]
 
 
+PD_LEV_MIN = -40   # shortest schematic step on a grid: 2^-40 h
+PD_LEV_MAX = 6     # longest: 2^6 = 64 h
+PD_LEV_EVENT = -6  # first step after an event at most 2^-6 h (about a minute)
+PD_CARRY = 17      # schematic integrator state carried between pieces (see grid_subject)
+
+
 @njit(cache=True)
-def _pd_interval(K, x, u, has_u, H, wd, pd, y, rtol, ch, cg, CP, CG, nxt, xm, x1, x0s,
-                 k1, k2, k3, k4, k5, yt, y1, err, stats, lev, ext):
-    """Advance PK (exactly) and the schematic response (embedded RK4(3), FSAL error estimate)
-    over one interval of length H, in dyadic sub-steps H/2^j chosen by the error control.
-    Returns the sub-level to start the next interval with. ``x`` and ``y`` are updated in place.
-    ``stats[0]`` counts accepted, ``stats[1]`` rejected sub-steps; ``ext[0]`` and ``ext[1]``
-    keep the largest G and the smallest P seen at sub-step ends."""
-    j = lev
-    pos = 0              # position in units of H / 2^MAXLEV
-    full = 1 << MAXLEV
-    _pd_f(_stim(_occ_of(_dot(wd, x)), pd), y, pd, k1)
-    while pos < full:
-        # a sub-step of level j must stay aligned to its own lattice
-        while j < MAXLEV and (pos % (full >> j)) != 0:
-            j += 1
-        hs = H / (1 << j)
-        _step(K, x, u, has_u, 0.5 * hs, ch, cg, CP, CG, nxt, xm)
+def _pd_advance(K, u, has_u, tend, wd, pd, rtol, ch, cg, CP, CG, nxt, xp, xm, x1, S,
+                k2, k3, k4, k5, yt, y1, err):
+    """One accepted step of the schematic integrator on an output grid, from ``tb`` towards
+    ``tend`` (never past it: ``tend`` is the next dose event). PK inside the step is exact
+    (``xp``, the integrator's own copy of the state at ``tb``); the response is the embedded
+    RK4(3) pair, on steps of 2^lev hours (the last one of a segment cut to end on ``tend``).
+    ``S`` = [ta, tb, lev, ya(3), yb(3), fa(3), fb(3), ...]: the accepted step [ta, tb] with the
+    response and its slope at both ends, from which outputs inside it are interpolated (cubic
+    Hermite, the integrator's dense output); S[15] and S[16] count accepted and rejected steps."""
+    tb = S[1]
+    lev = int(S[2])
+    yb = S[6:9]
+    fb = S[12:15]
+    while True:
+        hs = 2.0 ** lev
+        rem = tend - tb
+        last = hs * 1.25 >= rem
+        if last:
+            hs = rem
+        _step(K, xp, u, has_u, 0.5 * hs, ch, cg, CP, CG, nxt, xm)
         _step(K, xm, u, has_u, 0.5 * hs, ch, cg, CP, CG, nxt, x1)
         om = _stim(_occ_of(_dot(wd, xm)), pd)
         o1 = _stim(_occ_of(_dot(wd, x1)), pd)
-        e = _rk43(y, hs, om, o1, pd, rtol, k1, k2, k3, k4, k5, yt, y1, err)
-        if e > 1.0 and j < MAXLEV - 1:
-            stats[1] += 1
-            j += 1
+        e = _rk43(yb, hs, om, o1, pd, 0.25 * rtol, fb, k2, k3, k4, k5, yt, y1, err)
+        if e > 1.0 and lev > PD_LEV_MIN:
+            lev -= 1
+            S[16] += 1
             continue
-        stats[0] += 1
-        _pd_accept(x, x1, y, y1, k1, k5, hs, ext)
-        pos += full >> j
-        if e < 0.02 and j > 0 and (pos % (full >> (j - 1))) == 0:
-            j -= 1
-    return j
+        break
+    S[15] += 1
+    for i in range(xp.shape[0]):
+        xp[i] = x1[i]
+    for i in range(3):
+        S[3 + i] = yb[i]
+        S[9 + i] = fb[i]
+        yb[i] = y1[i]
+        fb[i] = k5[i]
+    S[0] = tb
+    S[1] = tend if last else tb + hs
+    if e < 0.02 and lev < PD_LEV_MAX and not last:
+        lev += 1
+    S[2] = lev
+
+
+@njit(cache=True)
+def _pd_restart(x, t, wd, pd, xp, S):
+    """Restart the schematic integrator at ``t`` from the state ``x`` (after dose events; the
+    response itself is continuous): a zero-length step, the slope recomputed, the step length
+    capped for what an event may start."""
+    for i in range(x.shape[0]):
+        xp[i] = x[i]
+    S[0] = t
+    S[1] = t
+    if S[2] > PD_LEV_EVENT:
+        S[2] = PD_LEV_EVENT
+    _pd_f(_stim(_occ_of(_dot(wd, x)), pd), S[6:9], pd, S[12:15])
+    for i in range(3):
+        S[3 + i] = S[6 + i]
+        S[9 + i] = S[12 + i]
+
+
+@njit(cache=True, inline="always")
+def _pd_dense(S, t, k):
+    """Component k of the response at t from the accepted step [ta, tb] in ``S``."""
+    ta = S[0]
+    h = S[1] - ta
+    if h <= 0.0 or t <= ta:
+        return S[3 + k] if h > 0.0 else S[6 + k]
+    s = (t - ta) / h
+    if s >= 1.0:
+        return S[6 + k]
+    s2 = s * s
+    s3 = s2 * s
+    return ((2.0 * s3 - 3.0 * s2 + 1.0) * S[3 + k] + (s3 - 2.0 * s2 + s) * h * S[9 + k]
+            + (3.0 * s2 - 2.0 * s3) * S[6 + k] + (s3 - s2) * h * S[12 + k])
+
+
+def carry_sizes(n):
+    """Sizes of the float and integer carry arrays of :func:`grid_subject` for n states."""
+    return 3 * n + 1 + PD_CARRY, n + 2
 
 
 @njit(cache=True)
@@ -463,9 +518,12 @@ def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W
     occupancy s/(1+s)), then the schematic states G, P, Q for the rows ``pd_rows[i] >= 0``.
     ``h_nom`` > 0: the nominal grid step; a full grid interval within rounding of it is taken
     with exactly that length. ``pd_on``: integrate the schematic response (driven by wd·x).
-    ``carry_f`` (2 n + 5) and ``carry_i`` (n + 2) hold the state between calls on successive
-    pieces of one time grid (``carry_i[n + 1]`` = 0 on the first piece): x, u, G P Q, t, level
-    | active infusions, next event, started."""
+    The PK state is stepped exactly from output time to output time; the schematic response
+    runs its own error-controlled steps, which span many output times where nothing moves and
+    stop at every dose event, and outputs between its step ends are its dense output.
+    ``carry_f`` and ``carry_i`` (sizes: :func:`carry_sizes`) hold the state between calls on
+    successive pieces of one time grid (``carry_i[n + 1]`` = 0 on the first piece): x, u, t,
+    the integrator (its PK copy and ``S``) | active infusions, next event, started."""
     n = K.shape[0]
     m = C.shape[0]
     no = W.shape[0]
@@ -481,8 +539,7 @@ def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W
     nxt = np.zeros(2, np.int64)
     xm = np.zeros(n)
     x1 = np.zeros(n)
-    x0s = np.zeros(n)
-    k1 = np.zeros(3)
+    xp = np.zeros(n)
     k2 = np.zeros(3)
     k3 = np.zeros(3)
     k4 = np.zeros(3)
@@ -490,16 +547,17 @@ def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W
     yt = np.zeros(3)
     y1 = np.zeros(3)
     err = np.zeros(3)
-    stats = np.zeros(2, np.int64)
-    ext = np.zeros(2)
-    y = np.zeros(3)
-    y[0] = 1.0
-    lev = 0
+    S = np.zeros(PD_CARRY)
+    S[2] = PD_LEV_EVENT
+    S[6] = 1.0           # G starts at its baseline
+    S[3] = 1.0
     has_u = False
     eps4 = 4.0 * 2.220446049250313e-16
     t = times[0]
     if nev > 0 and ev_t[0] < t:
         t = ev_t[0]
+    S[0] = t
+    S[1] = t
     e = 0
     if carry_i[n + 1] == 1:
         for i in range(n):
@@ -508,12 +566,16 @@ def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W
             active[i] = carry_i[i]
             if u[i] != 0.0:
                 has_u = True
-        for k in range(3):
-            y[k] = carry_f[2 * n + k]
-        t = carry_f[2 * n + 3]
-        lev = int(carry_f[2 * n + 4])
+        t = carry_f[2 * n]
+        for k in range(PD_CARRY):
+            S[k] = carry_f[2 * n + 1 + k]
+        for i in range(n):
+            xp[i] = carry_f[2 * n + 1 + PD_CARRY + i]
         e = carry_i[n]
-    hot = -1            # cache slot of the nominal grid step (the hot path)
+    hot_ok = False      # the nominal grid step's propagator (the hot path) is in hP (and hG)
+    hot_g = False
+    hP = np.zeros((n, n))
+    hG = np.zeros((n, n))
     # the hot path's propagator and the output rows are sparse (a network's parts do not all
     # reach each other): keep their non-zero entries as index lists
     pcnt = np.zeros(n, np.int64)
@@ -528,6 +590,7 @@ def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W
                 cidx[j, ccnt[j]] = i
                 cval[j, ccnt[j]] = C[j, i]
                 ccnt[j] += 1
+    inf = np.inf
     for it in range(T):
         target = times[it]
         # an event within rounding (4 ulp) after an output time belongs to that instant: the
@@ -536,8 +599,14 @@ def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W
         limit = target + eps4 * max(1.0, abs(target))
         while True:
             if e < nev and ev_t[e] <= t:
+                if pd_on:
+                    while S[1] < t:
+                        _pd_advance(K, u, has_u, t, wd, pd, pd_rtol, ch, cg, CP, CG, nxt, xp,
+                                    xm, x1, S, k2, k3, k4, k5, yt, y1, err)
                 e, has_u, _ = _apply_events(x, u, active, t, e, nev, ev_t, ev_c, ev_amt,
                                             ev_kind, ev_vec)
+                if pd_on:
+                    _pd_restart(x, t, wd, pd, xp, S)
             if t >= target and not (e < nev and ev_t[e] <= limit):
                 break
             stop = target if t < target else ev_t[e]
@@ -546,13 +615,8 @@ def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W
             H = stop - t
             if h_nom > 0.0 and abs(H - h_nom) <= eps4 * max(1.0, abs(stop)):
                 H = h_nom
-            if pd_on:
-                lev = _pd_interval(K, x, u, has_u, H, wd, pd, y, pd_rtol, ch, cg, CP, CG, nxt,
-                                   xm, x1, x0s, k1, k2, k3, k4, k5, yt, y1, err, stats, lev,
-                                   ext)
-            elif (H == h_nom and hot >= 0 and ch[hot] == h_nom
-                  and (cg[hot] == 1 or not has_u)):
-                # the hot path: a full grid interval, its propagator already cached (sparse)
+            if H == h_nom and hot_ok and (hot_g or not has_u):
+                # the hot path: a full grid interval, its propagator already known (sparse)
                 for i in range(n):
                     acc0 = 0.0
                     acc1 = 0.0
@@ -566,9 +630,8 @@ def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W
                         acc0 += pval[i, k] * x[pidx[i, k]]
                     acc = acc0 + acc1
                     if has_u:
-                        G0 = CG[hot]            # stored transposed
                         for k in range(n):
-                            acc += G0[k, i] * u[k]
+                            acc += hG[k, i] * u[k]          # stored transposed
                     if abs(acc) < TINY:
                         acc = 0.0
                     xn[i] = acc
@@ -576,16 +639,23 @@ def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W
                     x[i] = xn[i]
             else:
                 _step(K, x, u, has_u, H, ch, cg, CP, CG, nxt, xn)
-                if H == h_nom and hot != nxt[1]:
-                    hot = nxt[1]
-                    P0 = CP[hot]
+                if H == h_nom and H > 0.0:
+                    j = nxt[1]
+                    P0 = CP[j]
                     for i in range(n):
                         pcnt[i] = 0
                         for k in range(n):
+                            hP[k, i] = P0[k, i]
                             if P0[k, i] != 0.0:     # stored transposed
                                 pidx[i, pcnt[i]] = k
                                 pval[i, pcnt[i]] = P0[k, i]
                                 pcnt[i] += 1
+                    hot_ok = True
+                    hot_g = cg[j] == 1
+                    if hot_g:
+                        for i in range(n):
+                            for k in range(n):
+                                hG[k, i] = CG[j][k, i]
                 for i in range(n):
                     x[i] = xn[i]
             t = stop
@@ -596,17 +666,24 @@ def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W
             out[j, it] = s
         for k in range(no):
             out[m + k, it] = _occ_of(_dot(W[k], x))
-        for k in range(3):
-            if pd_rows[k] >= 0:
-                out[pd_rows[k], it] = y[k]
+        if pd_on:
+            if S[1] < target:
+                tend = ev_t[e] if e < nev else inf
+                while S[1] < target:
+                    _pd_advance(K, u, has_u, tend, wd, pd, pd_rtol, ch, cg, CP, CG, nxt, xp,
+                                xm, x1, S, k2, k3, k4, k5, yt, y1, err)
+            for k in range(3):
+                if pd_rows[k] >= 0:
+                    out[pd_rows[k], it] = _pd_dense(S, target, k)
     for i in range(n):
         carry_f[i] = x[i]
         carry_f[n + i] = u[i]
         carry_i[i] = active[i]
-    for k in range(3):
-        carry_f[2 * n + k] = y[k]
-    carry_f[2 * n + 3] = t
-    carry_f[2 * n + 4] = lev
+    carry_f[2 * n] = t
+    for k in range(PD_CARRY):
+        carry_f[2 * n + 1 + k] = S[k]
+    for i in range(n):
+        carry_f[2 * n + 1 + PD_CARRY + i] = xp[i]
     carry_i[n] = e
     carry_i[n + 1] = 1
 
@@ -619,7 +696,7 @@ def grid_many(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W, w
     for s in prange(K.shape[0]):
         grid_subject(K[s], times, h_nom, ev_t[s], ev_c[s], ev_amt[s], ev_kind[s], nev[s],
                      ev_vec[s], C[s], W[s], wd[s], pd[s], pd_on, pd_rtol, pd_rows, out[s],
-                     np.zeros(2 * n + 5), np.zeros(n + 2, np.int64))
+                     np.zeros(3 * n + 1 + PD_CARRY), np.zeros(n + 2, np.int64))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -969,7 +1046,7 @@ def _pd_ladder(K, x, u, has_u, jH, H, wd, pd, y, rtol, LP, LG, top, T1, xm, x1, 
                k1, k2, k3, k4, k5, yt, y1, err, ext):
     """Advance PK (exactly) and the schematic response over one metric step (rung jH, or a
     Taylor step of H hours when jH < 0), in ladder sub-steps chosen by the error control
-    (embedded RK4(3), as in :func:`_pd_interval`). ``ext`` keeps the largest G and the
+    (embedded RK4(3), as in :func:`_pd_advance`). ``ext`` keeps the largest G and the
     smallest P."""
     _pd_f(_stim(_occ_of(_dot(wd, x)), pd), y, pd, k1)
     depth_max = min(jH - 1, 60)      # sub-steps of rung >= 1, so their halves are rungs >= 0

@@ -322,8 +322,9 @@ def run(plan: Plan, times, *, out: np.ndarray | None = None, threads=None,
             if b - a == 1:
                 # one subject: pieces of the time grid, carrying the state between them, so
                 # that Ctrl-C is honoured between pieces of a long run
-                cf = np.zeros(2 * n_st + 5)
-                ci = np.zeros(n_st + 2, np.int64)
+                nf, ni = _kernels.carry_sizes(n_st)
+                cf = np.zeros(nf)
+                ci = np.zeros(ni, np.int64)
                 piece = max(1024, CHUNK_WORK // per_point)
                 buf = out[a] if T <= piece else np.empty((R, piece), dtype=out.dtype)
                 for p0 in range(0, T, piece):
