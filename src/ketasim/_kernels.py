@@ -504,26 +504,147 @@ def _pd_dense(S, t, k):
             + (3.0 * s2 - 2.0 * s3) * S[6 + k] + (s3 - s2) * h * S[12 + k])
 
 
+BLK_LEV = 6                # a block covers up to 2^6 = 64 output times
+BLK = 1 << BLK_LEV
+
+
+@njit(cache=True)
+def _blk_setup(K, h, RW, need_n, Rt, Nt, rcnt, ridx, ncnt, nidx, LPh, LGh):
+    """Tables for blocks of up to BLK output times h apart with no event among them (the
+    block path of :func:`grid_subject`). Row r of ``RW`` (an output's linear functional) at
+    the j-th time of a block is ``R_j x + N_j u`` with R_j = RW Φ(h)^j and
+    N_j = sum_{i<j} RW Φ(h)^i Γ(h): ``Rt[r, k, j-1]`` and ``Nt[r, k, j-1]`` (only the columns
+    listed in ``ridx``/``nidx`` are ever non-zero). The block's end state comes from the
+    ladder ``LPh[l]``, ``LGh[l]`` = Φ, Γ of 2^l h (squared up from h)."""
+    n = K.shape[0]
+    rows = RW.shape[0]
+    B = Rt.shape[2]
+    propagator(K, h, LPh[0], LGh[0])
+    for lv in range(1, LPh.shape[0]):
+        P = LPh[lv - 1]
+        G = LGh[lv - 1]
+        for i in range(n):
+            for k in range(n):
+                a = 0.0
+                b = 0.0
+                for q in range(n):
+                    a += P[i, q] * P[q, k]
+                    b += P[i, q] * G[q, k]
+                LPh[lv][i, k] = a
+                LGh[lv][i, k] = b + G[i, k]
+    P = LPh[0]
+    G = LGh[0]
+    cur = RW.copy()
+    nc = np.zeros((rows, n))
+    new = np.zeros((rows, n))
+    for j in range(B):
+        for r in range(rows):
+            for k in range(n):
+                a = 0.0
+                b = 0.0
+                for i in range(n):
+                    a += cur[r, i] * P[i, k]
+                    if need_n:
+                        b += cur[r, i] * G[i, k]
+                new[r, k] = a
+                nc[r, k] += b
+                Rt[r, k, j] = a
+                Nt[r, k, j] = nc[r, k]
+        for r in range(rows):
+            for k in range(n):
+                cur[r, k] = new[r, k]
+    for r in range(rows):
+        rcnt[r] = 0
+        ncnt[r] = 0
+        for k in range(n):
+            live = False
+            nlive = False
+            for j in range(B):
+                if Rt[r, k, j] != 0.0:
+                    live = True
+                if Nt[r, k, j] != 0.0:
+                    nlive = True
+            if live:
+                ridx[r, rcnt[r]] = k
+                rcnt[r] += 1
+            if nlive:
+                nidx[r, ncnt[r]] = k
+                ncnt[r] += 1
+
+
+@njit(cache=True)
+def _blk_run(x, u, has_u, L, m, Rt, Nt, rcnt, ridx, ncnt, nidx, LPh, LGh, out, it, yb, xn):
+    """Write the linear outputs (rows < m: as they are; rows >= m: occupancy s/(1+s)) at the
+    next L (<= BLK) output times of a block from the state ``x`` at the time before them, then
+    advance ``x`` by L steps: independent dot products instead of a chain of steps."""
+    n = x.shape[0]
+    rows = Rt.shape[0]
+    for r in range(rows):
+        for j in range(L):
+            yb[j] = 0.0
+        for q in range(rcnt[r]):
+            k = ridx[r, q]
+            xk = x[k]
+            if xk != 0.0:
+                R = Rt[r, k]
+                for j in range(L):
+                    yb[j] += R[j] * xk
+        if has_u:
+            for q in range(ncnt[r]):
+                k = nidx[r, q]
+                uk = u[k]
+                if uk != 0.0:
+                    N = Nt[r, k]
+                    for j in range(L):
+                        yb[j] += N[j] * uk
+        if r < m:
+            for j in range(L):
+                out[r, it + j] = yb[j]
+        else:
+            for j in range(L):
+                out[r, it + j] = _occ_of(yb[j])
+    for lv in range(LPh.shape[0]):
+        if (L >> lv) & 1:
+            P = LPh[lv]
+            G = LGh[lv]
+            for i in range(n):
+                a = 0.0
+                for k in range(n):
+                    a += P[i, k] * x[k]
+                if has_u:
+                    for k in range(n):
+                        a += G[i, k] * u[k]
+                if abs(a) < TINY:
+                    a = 0.0
+                xn[i] = a
+            for i in range(n):
+                x[i] = xn[i]
+
+
 def carry_sizes(n):
     """Sizes of the float and integer carry arrays of :func:`grid_subject` for n states."""
-    return 3 * n + 1 + PD_CARRY, n + 2
+    return 3 * n + 2 + PD_CARRY, n + 3
 
 
 @njit(cache=True)
 def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W, wd, pd,
-                 pd_on, pd_rtol, pd_rows, out, carry_f, carry_i):
+                 pd_on, pd_rtol, pd_rows, out, carry_f, carry_i, t_total):
     """One subject on an output grid.
 
     ``out`` rows: ``C @ x`` (M rows), then occupancy for each row of ``W`` (s = W[k]·x,
     occupancy s/(1+s)), then the schematic states G, P, Q for the rows ``pd_rows[i] >= 0``.
     ``h_nom`` > 0: the nominal grid step; a full grid interval within rounding of it is taken
-    with exactly that length. ``pd_on``: integrate the schematic response (driven by wd·x).
+    with exactly that length. ``t_total``: the length of the whole grid (``times`` may be one
+    piece of it). ``pd_on``: integrate the schematic response (driven by wd·x).
     The PK state is stepped exactly from output time to output time; the schematic response
     runs its own error-controlled steps, which span many output times where nothing moves and
     stop at every dose event, and outputs between its step ends are its dense output.
+    Between events, a uniform grid runs in blocks (:func:`_blk_setup`): outputs as independent
+    dot products with tabulated rows, the state advanced once per block.
     ``carry_f`` and ``carry_i`` (sizes: :func:`carry_sizes`) hold the state between calls on
-    successive pieces of one time grid (``carry_i[n + 1]`` = 0 on the first piece): x, u, t,
-    the integrator (its PK copy and ``S``) | active infusions, next event, started."""
+    successive pieces of one time grid (``carry_i[n + 1]`` = 0 on the first piece; pieces
+    other than the last must be a multiple of BLK long): x, u, t, the integrator (``S``, its PK
+    copy), the last output time | active infusions, next event, started, outputs done."""
     n = K.shape[0]
     m = C.shape[0]
     no = W.shape[0]
@@ -559,6 +680,8 @@ def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W
     S[0] = t
     S[1] = t
     e = 0
+    g0 = 0               # index of times[0] in the whole grid (blocks are aligned to it)
+    tlast = np.nan       # the output time before times[0] (a later piece)
     if carry_i[n + 1] == 1:
         for i in range(n):
             x[i] = carry_f[i]
@@ -571,10 +694,11 @@ def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W
             S[k] = carry_f[2 * n + 1 + k]
         for i in range(n):
             xp[i] = carry_f[2 * n + 1 + PD_CARRY + i]
+        tlast = carry_f[3 * n + 1 + PD_CARRY]
         e = carry_i[n]
-    hot_ok = False      # the nominal grid step's propagator (the hot path) is in hP (and hG)
+        g0 = carry_i[n + 2]
+    hot_ok = False      # the nominal grid step's propagator (the hot path) is known (Γ: hG)
     hot_g = False
-    hP = np.zeros((n, n))
     hG = np.zeros((n, n))
     # the hot path's propagator and the output rows are sparse (a network's parts do not all
     # reach each other): keep their non-zero entries as index lists
@@ -591,7 +715,65 @@ def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W
                 cval[j, ccnt[j]] = C[j, i]
                 ccnt[j] += 1
     inf = np.inf
-    for it in range(T):
+    # the block path (see _blk_setup): on a uniform grid with enough points per unit of set-up
+    rows = m + no
+    use_blk = h_nom > 0.0 and t_total >= 2 * BLK and rows * n * n * BLK <= 64 * t_total
+    blk_ready = False
+    need_n = False
+    for q in range(nev):
+        if ev_kind[q] == 1:
+            need_n = True
+    nb = BLK if use_blk else 1
+    nl = BLK_LEV + 1 if use_blk else 1
+    RW = np.zeros((rows, n))
+    Rt = np.zeros((rows, n, nb))
+    Nt = np.zeros((rows, n, nb))
+    rcnt = np.zeros(rows, np.int64)
+    ridx = np.zeros((rows, n), np.int64)
+    ncnt = np.zeros(rows, np.int64)
+    nidx = np.zeros((rows, n), np.int64)
+    LPh = np.zeros((nl, n, n))
+    LGh = np.zeros((nl, n, n))
+    yb = np.zeros(nb)
+    for r in range(m):
+        for i in range(n):
+            RW[r, i] = C[r, i]
+    for r in range(no):
+        for i in range(n):
+            RW[m + r, i] = W[r, i]
+    it = 0
+    while it < T:
+        if use_blk and t == (times[it - 1] if it > 0 else tlast):
+            # outputs up to the next event (one within 4 ulp after an output time belongs to
+            # that instant, so it stops the block too) and at most to the next multiple of BLK
+            # in the whole grid: where blocks fall never depends on how a grid is cut in pieces
+            L = min(BLK - (g0 + it) % BLK, T - it)
+            if e < nev:
+                while L > 0:
+                    tl = times[it + L - 1]
+                    if ev_t[e] > tl + eps4 * max(1.0, abs(tl)):
+                        break
+                    L -= 1
+            if L >= 4:
+                if not blk_ready:
+                    _blk_setup(K, h_nom, RW, need_n, Rt, Nt, rcnt, ridx, ncnt, nidx, LPh,
+                               LGh)
+                    blk_ready = True
+                _blk_run(x, u, has_u, L, m, Rt, Nt, rcnt, ridx, ncnt, nidx, LPh, LGh, out, it,
+                         yb, xn)
+                if pd_on:
+                    tend = ev_t[e] if e < nev else inf
+                    for q in range(it, it + L):
+                        target = times[q]
+                        while S[1] < target:
+                            _pd_advance(K, u, has_u, tend, wd, pd, pd_rtol, ch, cg, CP, CG,
+                                        nxt, xp, xm, x1, S, k2, k3, k4, k5, yt, y1, err)
+                        for k in range(3):
+                            if pd_rows[k] >= 0:
+                                out[pd_rows[k], q] = _pd_dense(S, target, k)
+                t = times[it + L - 1]
+                it += L
+                continue
         target = times[it]
         # an event within rounding (4 ulp) after an output time belongs to that instant: the
         # output reports the value just after it (the state is stepped to the event's own time,
@@ -615,8 +797,26 @@ def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W
             H = stop - t
             if h_nom > 0.0 and abs(H - h_nom) <= eps4 * max(1.0, abs(stop)):
                 H = h_nom
-            if H == h_nom and hot_ok and (hot_g or not has_u):
-                # the hot path: a full grid interval, its propagator already known (sparse)
+            if H == h_nom and H > 0.0 and not (hot_ok and (hot_g or not has_u)):
+                # the nominal step's propagator, kept sparse for the hot path (the first step
+                # takes the hot path too, so results never depend on where a grid was cut)
+                j = _slot(K, h_nom, has_u or need_n, ch, cg, CP, CG, nxt)
+                P0 = CP[j]
+                for i in range(n):
+                    pcnt[i] = 0
+                    for k in range(n):
+                        if P0[k, i] != 0.0:     # stored transposed
+                            pidx[i, pcnt[i]] = k
+                            pval[i, pcnt[i]] = P0[k, i]
+                            pcnt[i] += 1
+                hot_ok = True
+                hot_g = cg[j] == 1
+                if hot_g:
+                    for i in range(n):
+                        for k in range(n):
+                            hG[k, i] = CG[j][k, i]
+            if H == h_nom and H > 0.0:
+                # the hot path: a full grid interval (sparse propagator)
                 for i in range(n):
                     acc0 = 0.0
                     acc1 = 0.0
@@ -639,23 +839,6 @@ def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W
                     x[i] = xn[i]
             else:
                 _step(K, x, u, has_u, H, ch, cg, CP, CG, nxt, xn)
-                if H == h_nom and H > 0.0:
-                    j = nxt[1]
-                    P0 = CP[j]
-                    for i in range(n):
-                        pcnt[i] = 0
-                        for k in range(n):
-                            hP[k, i] = P0[k, i]
-                            if P0[k, i] != 0.0:     # stored transposed
-                                pidx[i, pcnt[i]] = k
-                                pval[i, pcnt[i]] = P0[k, i]
-                                pcnt[i] += 1
-                    hot_ok = True
-                    hot_g = cg[j] == 1
-                    if hot_g:
-                        for i in range(n):
-                            for k in range(n):
-                                hG[k, i] = CG[j][k, i]
                 for i in range(n):
                     x[i] = xn[i]
             t = stop
@@ -675,6 +858,7 @@ def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W
             for k in range(3):
                 if pd_rows[k] >= 0:
                     out[pd_rows[k], it] = _pd_dense(S, target, k)
+        it += 1
     for i in range(n):
         carry_f[i] = x[i]
         carry_f[n + i] = u[i]
@@ -684,7 +868,9 @@ def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W
         carry_f[2 * n + 1 + k] = S[k]
     for i in range(n):
         carry_f[2 * n + 1 + PD_CARRY + i] = xp[i]
+    carry_f[3 * n + 1 + PD_CARRY] = times[T - 1]
     carry_i[n] = e
+    carry_i[n + 2] = g0 + T
     carry_i[n + 1] = 1
 
 
@@ -696,7 +882,7 @@ def grid_many(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W, w
     for s in prange(K.shape[0]):
         grid_subject(K[s], times, h_nom, ev_t[s], ev_c[s], ev_amt[s], ev_kind[s], nev[s],
                      ev_vec[s], C[s], W[s], wd[s], pd[s], pd_on, pd_rtol, pd_rows, out[s],
-                     np.zeros(3 * n + 1 + PD_CARRY), np.zeros(n + 2, np.int64))
+                     np.zeros(3 * n + 2 + PD_CARRY), np.zeros(n + 3, np.int64), times.shape[0])
 
 
 # ---------------------------------------------------------------------------------------------

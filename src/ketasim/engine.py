@@ -325,7 +325,7 @@ def run(plan: Plan, times, *, out: np.ndarray | None = None, threads=None,
                 nf, ni = _kernels.carry_sizes(n_st)
                 cf = np.zeros(nf)
                 ci = np.zeros(ni, np.int64)
-                piece = max(1024, CHUNK_WORK // per_point)
+                piece = max(1024, CHUNK_WORK // per_point) // _kernels.BLK * _kernels.BLK
                 buf = out[a] if T <= piece else np.empty((R, piece), dtype=out.dtype)
                 for p0 in range(0, T, piece):
                     p1 = min(T, p0 + piece)
@@ -335,7 +335,7 @@ def run(plan: Plan, times, *, out: np.ndarray | None = None, threads=None,
                     _kernels.grid_subject(plan.K[a], np.ascontiguousarray(t[p0:p1]), h_nom,
                                           ev_t[a], ev_c[a], ev_a[a], ev_k[a], int(nev[a]),
                                           ev_v[a], plan.C[a], plan.W[a], plan.wd[a], plan.pd[a],
-                                          plan.pd_on, plan.pd_rtol, plan.pd_rows, dst, cf, ci)
+                                          plan.pd_on, plan.pd_rtol, plan.pd_rows, dst, cf, ci, T)
                     if T > piece:
                         out[a, :, p0:p1] = dst
             else:
