@@ -1450,3 +1450,25 @@ def metrics_many(K, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, sess, nsess, horiz
         metrics_subject(K[s], ev_t[s], ev_c[s], ev_amt[s], ev_kind[s], nev[s], ev_vec[s],
                         sess[s], nsess[s], horizon[s], ra[s], rw[s], wd[s], pd[s], pd_on,
                         pd_rtol, thr_o, thr_c, h0[s], ia, mo[s], endv[s])
+
+
+@njit(cache=True)
+def first_out_of_range(a, lim):
+    """Index of the first value of the 3-d array ``a`` that is not within (-lim, lim) (NaN
+    included), as (i, j, k); (-1, -1, -1) when every value is. One pass, no temporaries."""
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            r = a[i, j]
+            for k in range(a.shape[2]):
+                if not (abs(r[k]) < lim):
+                    return i, j, k
+    return -1, -1, -1
+
+
+@njit(cache=True)
+def uniform_within(t, h, tol):
+    """True when every step of the increasing grid ``t`` is within ``tol`` of ``h``."""
+    for i in range(1, t.shape[0]):
+        if not (abs(t[i] - t[i - 1] - h) <= tol):
+            return False
+    return True

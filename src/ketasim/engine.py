@@ -287,9 +287,8 @@ def _nominal_step(t: np.ndarray) -> float:
     h = (t[-1] - t[0]) / (t.size - 1)
     if h <= 0:
         return -1.0
-    d = np.diff(t)
     tol = 8 * np.finfo(float).eps * max(1.0, abs(float(t[-1])))
-    return float(h) if np.all(np.abs(d - h) <= tol) else -1.0
+    return float(h) if _kernels.uniform_within(t, float(h), tol) else -1.0
 
 
 def run(plan: Plan, times, *, out: np.ndarray | None = None, threads=None,
@@ -344,9 +343,8 @@ def run(plan: Plan, times, *, out: np.ndarray | None = None, threads=None,
                                    plan.wd[a:b], plan.pd[a:b], plan.pd_on, plan.pd_rtol,
                                    plan.pd_rows, out[a:b])
     lim = min(MAX_ABS_OUTPUT, float(np.finfo(out.dtype).max) / 1e6)
-    if check_overflow and out.size and not (-lim < float(out.min()) and float(out.max()) < lim):
-        big = np.max(np.abs(out), axis=(0, 2)).astype(np.float64)
-        row = int(np.argmax(~(big < lim)))
+    if check_overflow and out.size and _kernels.first_out_of_range(out, lim)[0] >= 0:
+        row = int(_kernels.first_out_of_range(out, lim)[1])
         raise KetasimInputError(
             f"simulation: output {plan.names[row]!r} overflows (|value| >= {lim:g} or "
             "not a number): check for extreme amounts, rates or volumes in the model and dose "
