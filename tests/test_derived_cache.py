@@ -1,0 +1,86 @@
+"""What ketasim keeps between calls (the expansion and events of a dose table) never goes stale:
+dose tables cannot be changed after their checks, and everything else a kept value depends on
+(model routes and states, route parameters, covariates) is part of its key or checked."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+import ketasim
+from ketasim import Doses
+from ketasim.dosing import expand
+
+TIMES = np.linspace(0.0, 12.0, 25)
+
+
+def one_compartment(**route):
+    return ketasim.Model.from_dict({
+        "model": {"name": "one-compartment", "citation": "test"},
+        "parameters": {"V": 100.0, "CL": 50.0, "F": 0.5, "LAG": 0.25},
+        "compartments": {"central": "V", "depot": 0},
+        "flows": [{"from": "central", "to": "out", "cl": "CL"},
+                  {"from": "depot", "to": "central", "k": 2.0}],
+        "routes": {"iv": {"to": "central"},
+                   "oral": {"to": "depot", "f": "F", "lag_h": "LAG", **route}},
+    })
+
+
+def fresh(d: Doses) -> Doses:
+    """An equal dose table with nothing kept from earlier calls."""
+    return Doses.from_records(d.to_records(), source=d.source)
+
+
+@pytest.mark.parametrize("name", ["time_h", "amount_mg", "duration_h", "addl", "ii_h",
+                                  "rate_mg_h", "ss", "evid"])
+def test_dose_arrays_cannot_be_made_writeable(name):
+    d = Doses.single(10.0, "iv", addl=2, ii_h=4.0)
+    a = getattr(d, name)
+    with pytest.raises(ValueError):
+        a[0] = 1
+    with pytest.raises(ValueError):
+        a.setflags(write=True)
+
+
+def test_covariate_and_subject_arrays_cannot_be_made_writeable():
+    d = Doses.from_records([{"time_h": 0, "amount_mg": 1, "route": "iv", "subject": 1,
+                             "weight_kg": 60}])
+    for a in (d.subject, d.covariates["weight_kg"]):
+        with pytest.raises(ValueError):
+            a.setflags(write=True)
+
+
+def test_pickled_table_stays_read_only_and_drops_what_was_kept():
+    d = Doses.single(10.0, "iv", addl=3, ii_h=4.0)
+    expand(d)
+    ketasim.simulate(one_compartment(), d, TIMES)
+    assert d.__dict__.get("_derived")
+    e = pickle.loads(pickle.dumps(d))
+    assert e == d and "_derived" not in e.__dict__
+    with pytest.raises(ValueError):
+        e.time_h.setflags(write=True)
+    assert expand(e) == expand(d)
+
+
+def test_expansion_of_an_expanded_table_is_the_table():
+    d = Doses.from_records([{"time_h": 0, "amount_mg": 1, "route": "iv"},
+                            {"time_h": 2, "amount_mg": 2, "route": "iv"}])
+    assert expand(d) is d
+    unsorted = Doses.from_records([{"time_h": 2, "amount_mg": 1, "route": "iv"},
+                                   {"time_h": 0, "amount_mg": 2, "route": "iv"}])
+    assert list(expand(unsorted).time_h) == [0.0, 2.0]
+    assert list(expand(unsorted).amount_mg) == [2.0, 1.0]
+
+
+def test_kept_expansion_follows_a_replaced_covariate():
+    d = Doses.from_records([{"time_h": 0, "amount_mg": 1, "route": "iv", "addl": 2, "ii_h": 1,
+                             "weight_kg": 60}])
+    assert list(expand(d).covariates["weight_kg"]) == [60.0] * 3
+    d.covariates["weight_kg"] = np.array([80.0])         # a dict stays a dict: replace a column
+    assert list(expand(d).covariates["weight_kg"]) == [80.0] * 3
+    d.covariates["weight_kg"][0] = 90.0                    # put in writeable: not trusted
+    assert list(expand(d).covariates["weight_kg"]) == [90.0] * 3
+    del d.covariates["weight_kg"]
+    assert expand(d).covariates == {}
