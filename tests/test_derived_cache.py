@@ -4,14 +4,16 @@ dose tables cannot be changed after their checks, and everything else a kept val
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 
 import numpy as np
 import pytest
 
 import ketasim
-from ketasim import Doses
+from ketasim import Doses, engine
 from ketasim.dosing import expand
+from ketasim.events import build_events
 
 TIMES = np.linspace(0.0, 12.0, 25)
 
@@ -84,3 +86,66 @@ def test_kept_expansion_follows_a_replaced_covariate():
     assert list(expand(d).covariates["weight_kg"]) == [90.0] * 3
     del d.covariates["weight_kg"]
     assert expand(d).covariates == {}
+
+
+def test_repeated_simulation_is_identical_to_a_fresh_one():
+    m = one_compartment()
+    d = Doses.single(40.0, "oral", addl=3, ii_h=3.0) + Doses.single(5.0, "iv", time_h=1.0)
+    first = ketasim.simulate(m, d, TIMES)
+    again = ketasim.simulate(m, d, TIMES)
+    ref = ketasim.simulate(m, fresh(d), TIMES)
+    np.testing.assert_array_equal(first.data, again.data)
+    np.testing.assert_array_equal(first.data, ref.data)
+
+
+def test_kept_events_follow_route_parameters():
+    m = one_compartment()
+    d = Doses.single(40.0, "oral", addl=2, ii_h=4.0)
+    for params in ({}, {"F": 0.9}, {"LAG": 1.5}, {}, {"F": 0.9, "LAG": 1.5},
+                   {"F": np.array([0.2, 0.9])}, {"F": 0.2}):
+        got = ketasim.simulate(m, d, TIMES, params=params)
+        ref = ketasim.simulate(m, fresh(d), TIMES, params=params)
+        np.testing.assert_array_equal(got.data, ref.data)
+
+
+def test_kept_events_follow_the_model():
+    d = Doses.single(40.0, "oral", duration_h=0.0)
+    m = one_compartment()
+    base = ketasim.simulate(m, d, TIMES).data
+    for other in (one_compartment(f=1.0), one_compartment(duration_h=2.0),
+                  one_compartment(to="central")):
+        got = ketasim.simulate(other, d, TIMES).data
+        np.testing.assert_array_equal(got, ketasim.simulate(other, fresh(d), TIMES).data)
+        assert not np.array_equal(got, base)
+    # a route replaced in place in the (frozen) model's dict is seen too
+    m2 = one_compartment()
+    ketasim.simulate(m2, d, TIMES)
+    m2.routes["oral"] = one_compartment(lag_h=3.0).routes["oral"]
+    np.testing.assert_array_equal(ketasim.simulate(m2, d, TIMES).data,
+                                  ketasim.simulate(m2, fresh(d), TIMES).data)
+    # a model with an extra state (an effect site) orders states differently
+    m3 = dataclasses.replace(m, compartments={"depot": None, **m.compartments})
+    np.testing.assert_array_equal(ketasim.simulate(m3, d, TIMES).data,
+                                  ketasim.simulate(m3, fresh(d), TIMES).data)
+
+
+def test_kept_events_cannot_be_written():
+    m = one_compartment()
+    d = Doses.single(40.0, "oral")
+    for _ in range(2):
+        plan = engine.prepare(m, d)
+        for a in plan.events[:5]:
+            with pytest.raises(ValueError):
+                a[...] = 0
+    ev = build_events(m, d, m.resolve())
+    for a in ev[:5]:
+        with pytest.raises(ValueError):
+            a.setflags(write=True)
+
+
+def test_events_kept_per_table_are_bounded():
+    m = one_compartment()
+    d = Doses.single(40.0, "oral")
+    for lag in np.linspace(0.0, 2.0, 30):
+        ketasim.simulate(m, d, TIMES, params={"LAG": lag})
+    assert len(d.__dict__["_derived"]["events"]) <= 8
