@@ -12,6 +12,7 @@ import pytest
 
 import ketasim
 from ketasim import Doses, engine
+from ketasim._expr import parse
 from ketasim.dosing import expand
 from ketasim.events import build_events
 
@@ -149,3 +150,45 @@ def test_events_kept_per_table_are_bounded():
     for lag in np.linspace(0.0, 2.0, 30):
         ketasim.simulate(m, d, TIMES, params={"LAG": lag})
     assert len(d.__dict__["_derived"]["events"]) <= 8
+
+
+def test_kept_matrices_follow_parameters_weight_and_outputs():
+    m = ketasim.load_model("ketamine-iv")
+    d = Doses.single(35.0, "iv", duration_h=0.5)
+    cases = [{}, {"params": {"CL": 50.0}}, {"weight_kg": 90.0}, {},
+             {"outputs": ["plasma"]}, {"amounts": True}, {"params": {"CL": 50.0}},
+             {"weight_kg": np.array([70.0])}]
+    for kw in cases:
+        got = ketasim.simulate(m, d, TIMES, **kw)
+        ref = ketasim.simulate(dataclasses.replace(m), d, TIMES, **kw)   # nothing kept
+        assert got.names == ref.names
+        np.testing.assert_array_equal(got.data, ref.data)
+
+
+def test_kept_matrices_follow_edited_model_dicts():
+    m = one_compartment()
+    d = Doses.single(40.0, "iv")
+    ketasim.simulate(m, d, TIMES)
+    m.compartments["central"] = parse("V / 2", "volume")
+    ref = ketasim.simulate(dataclasses.replace(m), d, TIMES).data
+    np.testing.assert_array_equal(ketasim.simulate(m, d, TIMES).data, ref)
+    m.observe["both"] = ("central",)
+    got = ketasim.simulate(m, d, TIMES)
+    assert "both" in got.names
+    np.testing.assert_array_equal(got.data, ketasim.simulate(dataclasses.replace(m), d,
+                                                             TIMES).data)
+
+
+def test_kept_matrices_are_copied_out_and_not_pickled():
+    m = one_compartment()
+    d = Doses.single(40.0, "iv")
+    p1 = engine.prepare(m, d)
+    p2 = engine.prepare(m, d)
+    assert p1.K is not p2.K and p1.K.flags.writeable
+    p1.K[...] = 0.0
+    p3 = engine.prepare(m, d)
+    np.testing.assert_array_equal(p3.K, p2.K)
+    assert m.__dict__.get("_derived")
+    m2 = pickle.loads(pickle.dumps(m))
+    assert "_derived" not in m2.__dict__
+    np.testing.assert_array_equal(engine.prepare(m2, d).K, p2.K)

@@ -218,6 +218,36 @@ def _pad_events(ev, n_states):
             np.ascontiguousarray(nev, np.int64), _pad(ev_vec, n_states))
 
 
+_MEMO_KEYS = 8     # rate/output matrices kept per model (one subject's parameter values each)
+
+
+def _rate_and_output_matrices(model, vals, conc, sink):
+    """``model.matrices`` and ``model.observation``; for one subject they are kept with the
+    model (frozen), keyed by the parameter values, the outputs, and the model's states, flows,
+    effects, volumes and observe aliases (the dicts' contents, so an edited dict is seen)."""
+    key = memo = None
+    if (vals["WT"].shape[0] == 1 and isinstance(model, Model)
+            and type(model).matrices is Model.matrices
+            and type(model).observation is Model.observation):
+        try:
+            key = (sink, tuple(conc), model.flows, model.effects,
+                   tuple(model.compartments.items()), tuple(model.observe.items()),
+                   tuple((k, v.dtype.str, v.tobytes()) for k, v in vals.items()))
+            memo = model._memo().setdefault("matrices", {})
+            hit = memo.get(key)
+        except (TypeError, AttributeError):   # an unhashable part, a value not an array
+            key = memo = hit = None
+        if hit is not None:
+            return hit[0].copy(), hit[1].copy()
+    K = model.matrices(vals, sink=sink)
+    C = model.observation(vals, conc, sink=sink)
+    if memo is not None:
+        if len(memo) >= _MEMO_KEYS:
+            del memo[next(iter(memo))]            # the oldest
+        memo[key] = (K.copy(), C.copy())
+    return K, C
+
+
 def prepare(model, doses, params=None, weight_kg=70.0, *, outputs=None, amounts=False,
             occupancy_calibration=None, pd_rtol=DEFAULT_PD_RTOL) -> Plan:
     """Prepare a simulation: resolve parameters, build matrices, events and the output map.
@@ -258,9 +288,8 @@ def prepare(model, doses, params=None, weight_kg=70.0, *, outputs=None, amounts=
                 conc.append(nm)
         conc += [a for a in amount_names if a not in conc]
     sink = amounts or any(nm == "amount:eliminated" for nm in conc)
-    K = model.matrices(vals, sink=sink)
+    K, C = _rate_and_output_matrices(model, vals, conc, sink)
     S = K.shape[1]
-    C = model.observation(vals, conc, sink=sink)
     W = np.stack([_pad(wsets[k], S) for k in occ], axis=1) if occ else np.zeros((n, 0, S))
     wd = _pad(wsets["drive"], S) if "drive" in wsets else np.zeros((n, S))
     pd_on = bool(sch)
