@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -70,6 +70,9 @@ def check_memory(n_values: int, what: str, limit_bytes: int | None = None,
             f"{what} = {n_values:,} values ({need / 2**30:.1f} GiB), more than fits in memory "
             f"(about {avail / 2**30:.1f} GiB available); use a coarser step, a shorter "
             "horizon, fewer outputs or fewer subjects per call")
+
+
+_NO_LIMIT = nullcontext()
 
 
 @contextmanager
@@ -313,12 +316,16 @@ def _nominal_step(t: np.ndarray) -> float:
     """The grid step if ``t`` is uniform to rounding (else -1)."""
     if t.size < 3:
         return float(t[1] - t[0]) if t.size == 2 and t[1] > t[0] else -1.0
-    h = (t[-1] - t[0]) / (t.size - 1)
+    last = float(t[-1])
+    h = (last - float(t[0])) / (t.size - 1)
     if h <= 0:
         return -1.0
-    d = np.diff(t)
-    tol = 8 * np.finfo(float).eps * max(1.0, abs(float(t[-1])))
-    return float(h) if np.all(np.abs(d - h) <= tol) else -1.0
+    tol = _EPS8 * max(1.0, abs(last))
+    return h if bool((np.abs((t[1:] - t[:-1]) - h) <= tol).all()) else -1.0
+
+
+_EPS8 = 8 * float(np.finfo(float).eps)
+_F64 = np.dtype(np.float64)
 
 
 def run(plan: Plan, times, *, out: np.ndarray | None = None, threads=None,
@@ -332,9 +339,10 @@ def run(plan: Plan, times, *, out: np.ndarray | None = None, threads=None,
     R = len(plan.names)
     T = t.size
     if out is None:
-        if str(np.dtype(dtype)) not in ("float64", "float32"):
+        dt = np.dtype(dtype)
+        if dt is not _F64 and str(dt) not in ("float64", "float32"):
             raise KetasimInputError(f"dtype: got {dtype!r}, expected 'float64' or 'float32'")
-        item = np.dtype(dtype).itemsize
+        item = dt.itemsize
         check_memory(N * R * T, f"output: {N:,} subjects x {R} outputs x {T:,} times",
                      bytes_per_value=item)
         out = np.empty((N, R, T), dtype=dtype)
@@ -345,7 +353,7 @@ def run(plan: Plan, times, *, out: np.ndarray | None = None, threads=None,
     # about CHUNK_WORK x 64 of those operations (a fraction of a second), so Ctrl-C is seen soon
     per_point = max(1, (n_st * n_st + R * n_st) // 64)
     per = max(1, CHUNK_WORK // max(1, T * per_point))
-    with threads_limit(threads):
+    with (threads_limit(threads) if threads is not None else _NO_LIMIT):
         for a in range(0, N, per):
             b = min(N, a + per)
             if b - a == 1:

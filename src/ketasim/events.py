@@ -290,7 +290,7 @@ def build_events(model: Model, doses: Doses, vals: dict):
     from .simulate import check_memory
     # about ten (N, E) arrays are alive at once while the events are built and sorted
     if doses.subject is None:
-        n_ev = (2 * n_parts + 2) * int(np.sum(doses.addl + 1))
+        n_ev = (2 * n_parts + 2) * (len(doses) + int(doses.addl.sum()))
         check_memory(n * n_ev, f"dose events: {n:,} subjects x {n_ev:,} events",
                      bytes_per_value=80)
     # subjects whose routes evaluate alike share one row of events (broadcast at the end): a
