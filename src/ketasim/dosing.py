@@ -504,7 +504,7 @@ def expand(doses: Doses) -> Doses:
     return out
 
 
-_MEMO_MAX_ROWS = 100_000      # expansions kept with their table up to this many doses
+_MEMO_MAX_ROWS = 10_000        # expansions kept with their table up to this many doses
 
 
 def _same_covariates(a: dict, b: dict) -> bool:

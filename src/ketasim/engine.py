@@ -246,7 +246,7 @@ def _rate_and_output_matrices(model, vals, conc, sink):
     C = model.observation(vals, conc, sink=sink)
     if memo is not None:
         if len(memo) >= _MEMO_KEYS:
-            del memo[next(iter(memo))]            # the oldest
+            memo.clear()
         memo[key] = (K.copy(), C.copy())
     return K, C
 

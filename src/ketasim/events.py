@@ -514,12 +514,12 @@ def build_events(model: Model, doses: Doses, vals: dict):
             a.setflags(write=False)
         memo = doses._memo().setdefault("events", {})
         if len(memo) >= _MEMO_KEYS:
-            del memo[next(iter(memo))]            # the oldest
+            memo.clear()
         memo[key] = rows
     return tuple(_per_subject(a, n) for a in rows) + (ev_vec,)
 
 
-_MEMO_MAX_EVENTS = 100_000    # shared event rows kept with their dose table up to this size
+_MEMO_MAX_EVENTS = 10_000      # shared event rows kept with their dose table up to this size
 _MEMO_KEYS = 8                # event rows kept per dose table (models, route parameters)
 
 
