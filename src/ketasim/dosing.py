@@ -75,6 +75,16 @@ _CANON.update({k.lower(): v for k, v in ALIASES.items()})
 _IGNORED = {c.lower() for c in NONMEM_IGNORED}
 
 
+def _frozen(a: np.ndarray) -> np.ndarray:
+    """A read-only view of ``a`` (which the caller gives up) whose write flag cannot be turned
+    back on: a dose table never changes after its checks, so what is derived from it (its
+    expansion, its events) can be kept with it."""
+    a.setflags(write=False)
+    v = a.view()
+    v.setflags(write=False)
+    return v
+
+
 def _canonical(name: str):
     """ketasim column for a header cell, "" for a NONMEM item read past, None if unknown."""
     low = name.lower()
@@ -145,8 +155,7 @@ class Doses:
             if a.ndim != 1:
                 raise KetasimInputError(f"{src}: {name}: expected a 1-D sequence (one "
                                         f"value per dose), got shape {a.shape}")
-            a.setflags(write=False)
-            return a
+            return _frozen(a)
 
         route = self.route
         try:
@@ -290,6 +299,29 @@ class Doses:
     # ------------------------------------------------------------------ basics
     def __len__(self):
         return len(self.route)
+
+    def _memo(self) -> dict:
+        """What is derived from this (immutable) table and kept with it: its expansion
+        (:func:`expand`) and its events (:func:`ketasim.events.build_events`)."""
+        m = self.__dict__.get("_derived")
+        if m is None:
+            m = {}
+            object.__setattr__(self, "_derived", m)
+        return m
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_derived", None)
+        return state
+
+    def __setstate__(self, state):
+        # arrays come back from a pickle writeable: make them read-only again
+        for k, v in state.items():
+            if isinstance(v, np.ndarray):
+                v = _frozen(v)
+            elif k == "covariates" and v:
+                v = {c: _frozen(a) if isinstance(a, np.ndarray) else a for c, a in v.items()}
+            object.__setattr__(self, k, v)
 
     _ARRAYS = ("time_h", "amount_mg", "duration_h", "addl", "ii_h", "rate_mg_h", "ss", "evid")
 
@@ -453,7 +485,36 @@ def expand(doses: Doses) -> Doses:
     The only function that realises repeats; the result has ``addl == 0`` everywhere. A
     repeat is an ordinary dose: ``ss`` and a reset (``evid`` 4) apply to the row's first dose
     only, and ``ii_h`` is kept only where ``ss`` needs it.
+
+    A table that is already expanded (no repeats, sorted by time, ``ii_h`` only on ``ss``
+    rows) is returned as it is; the expansion of a small table is kept with the table (dose
+    tables are immutable), as long as its covariates are the same arrays.
     """
+    D = len(doses)
+    if D == 0 or (not doses.addl.any() and bool(np.all(doses.time_h[1:] >= doses.time_h[:-1]))
+                  and not np.any((doses.ss == 0) & (doses.ii_h != 0))):
+        return doses
+    memo = doses._memo()
+    hit = memo.get("expand")
+    if hit is not None and _same_covariates(hit[0], doses.covariates):
+        return hit[1]
+    out = _expand(doses)
+    if len(out) <= _MEMO_MAX_ROWS:
+        memo["expand"] = (dict(doses.covariates), out)
+    return out
+
+
+_MEMO_MAX_ROWS = 10_000        # expansions kept with their table up to this many doses
+
+
+def _same_covariates(a: dict, b: dict) -> bool:
+    """The same (read-only) covariate arrays: a covariate replaced in the dict, or one put in
+    writeable, is not trusted."""
+    return len(a) == len(b) and all(b.get(k) is v and not v.flags.writeable
+                                    for k, v in a.items())
+
+
+def _expand(doses: Doses) -> Doses:
     n = doses.addl + 1
     idx = np.repeat(np.arange(len(doses)), n)
     k = np.arange(idx.size) - np.repeat(np.cumsum(n) - n, n)

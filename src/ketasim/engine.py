@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -70,6 +70,9 @@ def check_memory(n_values: int, what: str, limit_bytes: int | None = None,
             f"{what} = {n_values:,} values ({need / 2**30:.1f} GiB), more than fits in memory "
             f"(about {avail / 2**30:.1f} GiB available); use a coarser step, a shorter "
             "horizon, fewer outputs or fewer subjects per call")
+
+
+_NO_LIMIT = nullcontext()
 
 
 @contextmanager
@@ -218,6 +221,36 @@ def _pad_events(ev, n_states):
             np.ascontiguousarray(nev, np.int64), _pad(ev_vec, n_states))
 
 
+_MEMO_KEYS = 8     # rate/output matrices kept per model (one subject's parameter values each)
+
+
+def _rate_and_output_matrices(model, vals, conc, sink):
+    """``model.matrices`` and ``model.observation``; for one subject they are kept with the
+    model (frozen), keyed by the parameter values, the outputs, and the model's states, flows,
+    effects, volumes and observe aliases (the dicts' contents, so an edited dict is seen)."""
+    key = memo = None
+    if (vals["WT"].shape[0] == 1 and isinstance(model, Model)
+            and type(model).matrices is Model.matrices
+            and type(model).observation is Model.observation):
+        try:
+            key = (sink, tuple(conc), model.flows, model.effects,
+                   tuple(model.compartments.items()), tuple(model.observe.items()),
+                   tuple((k, v.dtype.str, v.tobytes()) for k, v in vals.items()))
+            memo = model._memo().setdefault("matrices", {})
+            hit = memo.get(key)
+        except (TypeError, AttributeError):   # an unhashable part, a value not an array
+            key = memo = hit = None
+        if hit is not None:
+            return hit[0].copy(), hit[1].copy()
+    K = model.matrices(vals, sink=sink)
+    C = model.observation(vals, conc, sink=sink)
+    if memo is not None:
+        if len(memo) >= _MEMO_KEYS:
+            memo.clear()
+        memo[key] = (K.copy(), C.copy())
+    return K, C
+
+
 def prepare(model, doses, params=None, weight_kg=70.0, *, outputs=None, amounts=False,
             occupancy_calibration=None, pd_rtol=DEFAULT_PD_RTOL) -> Plan:
     """Prepare a simulation: resolve parameters, build matrices, events and the output map.
@@ -258,9 +291,8 @@ def prepare(model, doses, params=None, weight_kg=70.0, *, outputs=None, amounts=
                 conc.append(nm)
         conc += [a for a in amount_names if a not in conc]
     sink = amounts or any(nm == "amount:eliminated" for nm in conc)
-    K = model.matrices(vals, sink=sink)
+    K, C = _rate_and_output_matrices(model, vals, conc, sink)
     S = K.shape[1]
-    C = model.observation(vals, conc, sink=sink)
     W = np.stack([_pad(wsets[k], S) for k in occ], axis=1) if occ else np.zeros((n, 0, S))
     wd = _pad(wsets["drive"], S) if "drive" in wsets else np.zeros((n, S))
     pd_on = bool(sch)
@@ -284,11 +316,16 @@ def _nominal_step(t: np.ndarray) -> float:
     """The grid step if ``t`` is uniform to rounding (else -1)."""
     if t.size < 3:
         return float(t[1] - t[0]) if t.size == 2 and t[1] > t[0] else -1.0
-    h = (t[-1] - t[0]) / (t.size - 1)
+    last = float(t[-1])
+    h = (last - float(t[0])) / (t.size - 1)
     if h <= 0:
         return -1.0
-    tol = 8 * np.finfo(float).eps * max(1.0, abs(float(t[-1])))
-    return float(h) if _kernels.uniform_within(t, float(h), tol) else -1.0
+    tol = _EPS8 * max(1.0, abs(last))
+    return h if _kernels.uniform_within(t, h, tol) else -1.0
+
+
+_EPS8 = 8 * float(np.finfo(float).eps)
+_F64 = np.dtype(np.float64)
 
 
 def run(plan: Plan, times, *, out: np.ndarray | None = None, threads=None,
@@ -302,9 +339,10 @@ def run(plan: Plan, times, *, out: np.ndarray | None = None, threads=None,
     R = len(plan.names)
     T = t.size
     if out is None:
-        if str(np.dtype(dtype)) not in ("float64", "float32"):
+        dt = np.dtype(dtype)
+        if dt is not _F64 and str(dt) not in ("float64", "float32"):
             raise KetasimInputError(f"dtype: got {dtype!r}, expected 'float64' or 'float32'")
-        item = np.dtype(dtype).itemsize
+        item = dt.itemsize
         check_memory(N * R * T, f"output: {N:,} subjects x {R} outputs x {T:,} times",
                      bytes_per_value=item)
         out = np.empty((N, R, T), dtype=dtype)
@@ -315,7 +353,7 @@ def run(plan: Plan, times, *, out: np.ndarray | None = None, threads=None,
     # about CHUNK_WORK x 64 of those operations (a fraction of a second), so Ctrl-C is seen soon
     per_point = max(1, (n_st * n_st + R * n_st) // 64)
     per = max(1, CHUNK_WORK // max(1, T * per_point))
-    with threads_limit(threads):
+    with (threads_limit(threads) if threads is not None else _NO_LIMIT):
         for a in range(0, N, per):
             b = min(N, a + per)
             if b - a == 1:

@@ -290,9 +290,28 @@ def build_events(model: Model, doses: Doses, vals: dict):
     from .simulate import check_memory
     # about ten (N, E) arrays are alive at once while the events are built and sorted
     if doses.subject is None:
-        n_ev = (2 * n_parts + 2) * int(np.sum(doses.addl + 1))
+        n_ev = (2 * n_parts + 2) * (len(doses) + int(doses.addl.sum()))
         check_memory(n * n_ev, f"dose events: {n:,} subjects x {n_ev:,} events",
                      bytes_per_value=80)
+    # subjects whose routes evaluate alike share one row of events (broadcast at the end): a
+    # population that varies clearances but not f, lags or durations builds its events once
+    used = set()
+    for parts_ in inputs.values():
+        for p in parts_:
+            used |= set(p.f.names) | set(p.lag_h.names)
+            used |= set(p.duration_h.names) if p.duration_h is not None else set()
+    used = sorted(k for k in used if k in vals)
+    varies = n > 1 and any(np.any(vals[k] != vals[k][0]) for k in used)
+    # one shared row without steady states (whose state vectors depend on the rate matrices)
+    # is kept with the (immutable) dose table, keyed by everything else it depends on: the
+    # states, the route parts and the values the route expressions read
+    key = None
+    if doses.subject is None and not varies and not doses.ss.any():
+        key = (model.state_names, tuple(inputs.items()),
+               tuple((k, vals[k][:1].tobytes()) for k in used))
+        hit = doses._memo().get("events", {}).get(key)
+        if hit is not None:
+            return _shared_row_events(hit, n, S)
     d = expand(doses)
     D = len(d)
 
@@ -314,14 +333,6 @@ def build_events(model: Model, doses: Doses, vals: dict):
         ridx = np.full((n, max(int(counts.max()), 1)), D, np.int64)
         ridx[sid[order], k] = order
     R0, Dm = ridx.shape
-    # subjects whose routes evaluate alike share one row of events (broadcast at the end): a
-    # population that varies clearances but not f, lags or durations builds its events once
-    used = set()
-    for parts_ in inputs.values():
-        for p in parts_:
-            used |= set(p.f.names) | set(p.lag_h.names)
-            used |= set(p.duration_h.names) if p.duration_h is not None else set()
-    varies = any(k in vals and np.any(vals[k] != vals[k][0]) for k in used)
     nb = 1 if (R0 == 1 and not varies) else n
     shape = (nb, Dm)
     if d.subject is not None:
@@ -493,12 +504,38 @@ def build_events(model: Model, doses: Doses, vals: dict):
     E = max(int(nev.max()), 0)
     order = order[:, :E]
 
-    def take(a, dt):   # sorted, and shared rows copied out to every subject
-        a = np.take_along_axis(a, order, axis=1).astype(dt, copy=False)
-        return np.ascontiguousarray(np.broadcast_to(a, (n, a.shape[1])))
+    def take(a, dt):   # sorted
+        return np.take_along_axis(a, order, axis=1).astype(dt, copy=False)
 
-    return (take(ev_t, np.float64), take(ev_c, np.int64), take(ev_a, np.float64),
-            take(ev_k, np.int64), np.ascontiguousarray(np.broadcast_to(nev, (n,))), ev_vec)
+    rows = (take(ev_t, np.float64), take(ev_c, np.int64), take(ev_a, np.float64),
+            take(ev_k, np.int64), nev)
+    if key is not None and nb == 1 and V == 1 and rows[0].size <= _MEMO_MAX_EVENTS:
+        for a in rows:
+            a.setflags(write=False)
+        memo = doses._memo().setdefault("events", {})
+        if len(memo) >= _MEMO_KEYS:
+            memo.clear()
+        memo[key] = rows
+    return tuple(_per_subject(a, n) for a in rows) + (ev_vec,)
+
+
+_MEMO_MAX_EVENTS = 10_000      # shared event rows kept with their dose table up to this size
+_MEMO_KEYS = 8                # event rows kept per dose table (models, route parameters)
+
+
+def _per_subject(a, n):
+    """Rows (N, ...) of every subject: a read-only view when ``a`` has them, else the one
+    shared row copied out to every subject."""
+    if a.shape[0] == n:
+        v = a.view()
+        v.setflags(write=False)
+        return v
+    return np.repeat(a, n, axis=0)
+
+
+def _shared_row_events(rows, n, S):
+    """The events of ``n`` subjects that share one row (kept from an earlier call)."""
+    return tuple(_per_subject(a, n) for a in rows) + (np.zeros((n, 1, S)),)
 
 
 def _steady_states(model, vals, ss_row, const, ii, rate_row, parts, pieces, vidx, V):

@@ -163,6 +163,20 @@ class Model:
     bands: tuple = ()                   # Band, ...
     variability: object = None          # ketasim.variability.Variability, or None
 
+    def _memo(self) -> dict:
+        """Values derived from this model kept with it (see :func:`ketasim.engine.prepare`);
+        each is keyed by everything it depends on, mutable contents included."""
+        m = self.__dict__.get("_derived")
+        if m is None:
+            m = {}
+            object.__setattr__(self, "_derived", m)
+        return m
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_derived", None)
+        return state
+
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_dict(cls, spec: dict, *, source: str = "", name: str | None = None) -> "Model":

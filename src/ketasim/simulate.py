@@ -53,15 +53,14 @@ def _coerce_times(times) -> np.ndarray:
     if t.ndim != 1 or t.size == 0:
         raise KetasimInputError(f"times: expected a non-empty 1-D array of hours, got shape "
                                 f"{t.shape}")
-    bad = ~np.isfinite(t)
-    if bad.any():
+    if not np.isfinite(t).all():
+        bad = ~np.isfinite(t)
         raise KetasimInputError(f"times: got {t[bad][0]!r} at index {int(np.argmax(bad))}, "
                                 "expected finite hours")
     if t[0] < 0:
         raise KetasimInputError(f"times: got {t[0]:g} h, expected times >= 0")
-    d = np.diff(t)
-    if np.any(d < 0):
-        i = int(np.argmax(d < 0))
+    if (t[1:] < t[:-1]).any():
+        i = int(np.argmax(t[1:] < t[:-1]))
         raise KetasimInputError(f"times: not sorted: {t[i]:g} h is followed by {t[i + 1]:g} h; "
                                 "expected non-decreasing hours")
     return np.ascontiguousarray(t)
