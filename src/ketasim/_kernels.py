@@ -173,6 +173,98 @@ def expm_phi(K, h, Phi):
             Phi[i, j] = E[i, j]
 
 
+@njit(cache=True)
+def structure(K, ev_c, ev_kind, nev):
+    """The block structure of a network, for :func:`propagator_s`: its states grouped into
+    the connected parts of the flow graph (the S and R enantiomers of racemic ketamine, say, are
+    two parts that never exchange drug), and the states that receive infusions. Returns an int
+    array: [number of parts, perm (n: states part by part), starts (n + 1), input flags (n)]."""
+    n = K.shape[0]
+    root = np.arange(n)
+    for i in range(n):
+        for j in range(n):
+            if i != j and K[i, j] != 0.0:
+                a = i
+                while root[a] != a:
+                    a = root[a]
+                b = j
+                while root[b] != b:
+                    b = root[b]
+                if a != b:
+                    root[max(a, b)] = min(a, b)
+    st = np.zeros(2 + 3 * n, np.int64)
+    for i in range(n):
+        a = i
+        while root[a] != a:
+            a = root[a]
+        root[i] = a
+    k = 0
+    parts = 0
+    for r in range(n):
+        if root[r] == r:
+            st[1 + n + parts] = k
+            for i in range(n):
+                if root[i] == r:
+                    st[1 + k] = i
+                    k += 1
+            parts += 1
+    st[0] = parts
+    st[1 + n + parts] = n
+    for q in range(nev):
+        if ev_kind[q] == 1 and 0 <= ev_c[q] < n:
+            st[2 + 2 * n + ev_c[q]] = 1
+    return st
+
+
+@njit(cache=True)
+def propagator_s(K, h, st, need_g, Phi, Gam):
+    """Φ(h) (and, when ``need_g``, the columns of Γ(h) for the states that receive infusions;
+    the other columns are 0) one connected part at a time (``st``: :func:`structure`): an
+    exponential of each part with its input columns appended, instead of one of twice the whole
+    network's size."""
+    n = K.shape[0]
+    for i in range(n):
+        for j in range(n):
+            Phi[i, j] = 0.0
+            if need_g:
+                Gam[i, j] = 0.0
+    parts = st[0]
+    for p in range(parts):
+        b0 = st[1 + n + p]
+        b1 = st[1 + n + p + 1]
+        nc = b1 - b0
+        nu = 0
+        if need_g:
+            for a in range(nc):
+                nu += st[2 + 2 * n + st[1 + b0 + a]]
+        m = nc + nu
+        if m == 1:
+            i = st[1 + b0]
+            Phi[i, i] = math.exp(K[i, i] * h)
+            continue
+        M = np.zeros((m, m))
+        q = nc
+        for a in range(nc):
+            ia = st[1 + b0 + a]
+            for b in range(nc):
+                M[a, b] = K[ia, st[1 + b0 + b]] * h
+            if need_g and st[2 + 2 * n + ia] == 1:
+                M[a, q] = h
+                q += 1
+        E = expm(M)
+        q = nc
+        for a in range(nc):
+            ia = st[1 + b0 + a]
+            for b in range(nc):
+                Phi[ia, st[1 + b0 + b]] = E[a, b]
+        for b in range(nc):
+            ib = st[1 + b0 + b]
+            if need_g and st[2 + 2 * n + ib] == 1:
+                for a in range(nc):
+                    Gam[st[1 + b0 + a], ib] = E[a, q]
+                q += 1
+
+
 # ---------------------------------------------------------------------------------------------
 # Propagator cache. Lengths are compared exactly (bit for bit): a propagator is reused only for
 # the very same step length, so no result depends on the horizon or on unrelated events. Full
@@ -184,8 +276,9 @@ TINY = 1e-290       # amounts below this are flushed to 0 (no slow subnormal ari
 
 
 @njit(cache=True, inline="always")
-def _slot(K, h, need_g, ch, cg, CP, CG, nxt):
-    """Index of the cache slot holding Φ(h) (and Γ(h) when ``need_g``), computing it if absent."""
+def _slot(K, st, h, need_g, ch, cg, CP, CG, nxt):
+    """Index of the cache slot holding Φ(h) (and Γ(h) when ``need_g``), computing it if absent
+    (``st``: the network's structure, :func:`structure`)."""
     ns = ch.shape[0]
     last = nxt[1]
     if ch[last] == h and (cg[last] == 1 or not need_g):
@@ -196,12 +289,11 @@ def _slot(K, h, need_g, ch, cg, CP, CG, nxt):
             return j
     j = nxt[0]
     nxt[0] = (j + 1) % ns
+    propagator_s(K, h, st, need_g, CP[j], CG[j])
     if need_g:
-        propagator(K, h, CP[j], CG[j])
         _transpose(CG[j])
         cg[j] = 1
     else:
-        expm_phi(K, h, CP[j])
         cg[j] = 0
     _transpose(CP[j])
     ch[j] = h
@@ -244,14 +336,14 @@ def _propagate(PT, GT, x, u, has_u, xo):
 
 
 @njit(cache=True, inline="always")
-def _step(K, x, u, has_u, h, ch, cg, CP, CG, nxt, xo):
+def _step(K, st, x, u, has_u, h, ch, cg, CP, CG, nxt, xo):
     """xo <- exact state h hours after x with constant input u (x and xo must differ)."""
     n = x.shape[0]
     if h == 0.0:
         for i in range(n):
             xo[i] = x[i]
         return
-    j = _slot(K, h, has_u, ch, cg, CP, CG, nxt)
+    j = _slot(K, st, h, has_u, ch, cg, CP, CG, nxt)
     _propagate(CP[j], CG[j], x, u, has_u, xo)
 
 
@@ -427,7 +519,7 @@ PD_CARRY = 17      # schematic integrator state carried between pieces (see grid
 
 
 @njit(cache=True)
-def _pd_advance(K, u, has_u, tend, wd, pd, rtol, ch, cg, CP, CG, nxt, xp, xm, x1, S,
+def _pd_advance(K, st, u, has_u, tend, wd, pd, rtol, ch, cg, CP, CG, nxt, xp, xm, x1, S,
                 k2, k3, k4, k5, yt, y1, err):
     """One accepted step of the schematic integrator on an output grid, from ``tb`` towards
     ``tend`` (never past it: ``tend`` is the next dose event). PK inside the step is exact
@@ -446,8 +538,8 @@ def _pd_advance(K, u, has_u, tend, wd, pd, rtol, ch, cg, CP, CG, nxt, xp, xm, x1
         last = hs * 1.25 >= rem
         if last:
             hs = rem
-        _step(K, xp, u, has_u, 0.5 * hs, ch, cg, CP, CG, nxt, xm)
-        _step(K, xm, u, has_u, 0.5 * hs, ch, cg, CP, CG, nxt, x1)
+        _step(K, st, xp, u, has_u, 0.5 * hs, ch, cg, CP, CG, nxt, xm)
+        _step(K, st, xm, u, has_u, 0.5 * hs, ch, cg, CP, CG, nxt, x1)
         om = _stim(_occ_of(_dot(wd, xm)), pd)
         o1 = _stim(_occ_of(_dot(wd, x1)), pd)
         e = _rk43(yb, hs, om, o1, pd, 0.25 * rtol, fb, k2, k3, k4, k5, yt, y1, err)
@@ -509,29 +601,38 @@ BLK = 1 << BLK_LEV
 
 
 @njit(cache=True)
-def _blk_setup(K, h, RW, need_n, Rt, Nt, rcnt, ridx, ncnt, nidx, LPh, LGh):
+def _blk_setup(PT, GT, RW, need_n, Rt, Nt, rcnt, ridx, ncnt, nidx, LPh, LGh):
     """Tables for blocks of up to BLK output times h apart with no event among them (the
     block path of :func:`grid_subject`). Row r of ``RW`` (an output's linear functional) at
     the j-th time of a block is ``R_j x + N_j u`` with R_j = RW Φ(h)^j and
     N_j = sum_{i<j} RW Φ(h)^i Γ(h): ``Rt[r, k, j-1]`` and ``Nt[r, k, j-1]`` (only the columns
     listed in ``ridx``/``nidx`` are ever non-zero). The block's end state comes from the
-    ladder ``LPh[l]``, ``LGh[l]`` = Φ, Γ of 2^l h (squared up from h)."""
-    n = K.shape[0]
+    ladder ``LPh[l]``, ``LGh[l]`` = Φ, Γ of 2^l h (squared up from h). ``PT``, ``GT``: Φ(h)ᵀ
+    and Γ(h)ᵀ as the propagator cache keeps them."""
+    n = PT.shape[0]
     rows = RW.shape[0]
     B = Rt.shape[2]
-    propagator(K, h, LPh[0], LGh[0])
+    for i in range(n):
+        for k in range(n):
+            LPh[0][i, k] = PT[k, i]
+            LGh[0][i, k] = GT[k, i] if need_n else 0.0
     for lv in range(1, LPh.shape[0]):
         P = LPh[lv - 1]
         G = LGh[lv - 1]
+        P2 = LPh[lv]
+        G2 = LGh[lv]
         for i in range(n):
             for k in range(n):
-                a = 0.0
-                b = 0.0
-                for q in range(n):
-                    a += P[i, q] * P[q, k]
-                    b += P[i, q] * G[q, k]
-                LPh[lv][i, k] = a
-                LGh[lv][i, k] = b + G[i, k]
+                P2[i, k] = 0.0
+                G2[i, k] = 0.0
+            for q in range(n):
+                piq = P[i, q]
+                if piq != 0.0:
+                    for k in range(n):
+                        P2[i, k] += piq * P[q, k]
+                        G2[i, k] += piq * G[q, k]
+            for k in range(n):
+                G2[i, k] += G[i, k]
     P = LPh[0]
     G = LGh[0]
     cur = RW.copy()
@@ -655,8 +756,8 @@ def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W
     active = np.zeros(n, np.int64)
     ch = np.full(NSLOT, -1.0)
     cg = np.zeros(NSLOT, np.int64)
-    CP = np.zeros((NSLOT, n, n))
-    CG = np.zeros((NSLOT, n, n))
+    CP = np.empty((NSLOT, n, n))     # a slot is read only once written (ch >= 0)
+    CG = np.empty((NSLOT, n, n))
     nxt = np.zeros(2, np.int64)
     xm = np.zeros(n)
     x1 = np.zeros(n)
@@ -668,6 +769,7 @@ def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W
     yt = np.zeros(3)
     y1 = np.zeros(3)
     err = np.zeros(3)
+    st = structure(K, ev_c, ev_kind, nev)
     S = np.zeros(PD_CARRY)
     S[2] = PD_LEV_EVENT
     S[6] = 1.0           # G starts at its baseline
@@ -756,7 +858,8 @@ def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W
                     L -= 1
             if L >= 4:
                 if not blk_ready:
-                    _blk_setup(K, h_nom, RW, need_n, Rt, Nt, rcnt, ridx, ncnt, nidx, LPh,
+                    j = _slot(K, st, h_nom, need_n, ch, cg, CP, CG, nxt)
+                    _blk_setup(CP[j], CG[j], RW, need_n, Rt, Nt, rcnt, ridx, ncnt, nidx, LPh,
                                LGh)
                     blk_ready = True
                 _blk_run(x, u, has_u, L, m, Rt, Nt, rcnt, ridx, ncnt, nidx, LPh, LGh, out, it,
@@ -766,7 +869,7 @@ def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W
                     for q in range(it, it + L):
                         target = times[q]
                         while S[1] < target:
-                            _pd_advance(K, u, has_u, tend, wd, pd, pd_rtol, ch, cg, CP, CG,
+                            _pd_advance(K, st, u, has_u, tend, wd, pd, pd_rtol, ch, cg, CP, CG,
                                         nxt, xp, xm, x1, S, k2, k3, k4, k5, yt, y1, err)
                         for k in range(3):
                             if pd_rows[k] >= 0:
@@ -783,7 +886,7 @@ def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W
             if e < nev and ev_t[e] <= t:
                 if pd_on:
                     while S[1] < t:
-                        _pd_advance(K, u, has_u, t, wd, pd, pd_rtol, ch, cg, CP, CG, nxt, xp,
+                        _pd_advance(K, st, u, has_u, t, wd, pd, pd_rtol, ch, cg, CP, CG, nxt, xp,
                                     xm, x1, S, k2, k3, k4, k5, yt, y1, err)
                 e, has_u, _ = _apply_events(x, u, active, t, e, nev, ev_t, ev_c, ev_amt,
                                             ev_kind, ev_vec)
@@ -800,7 +903,7 @@ def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W
             if H == h_nom and H > 0.0 and not (hot_ok and (hot_g or not has_u)):
                 # the nominal step's propagator, kept sparse for the hot path (the first step
                 # takes the hot path too, so results never depend on where a grid was cut)
-                j = _slot(K, h_nom, has_u or need_n, ch, cg, CP, CG, nxt)
+                j = _slot(K, st, h_nom, has_u or need_n, ch, cg, CP, CG, nxt)
                 P0 = CP[j]
                 for i in range(n):
                     pcnt[i] = 0
@@ -838,7 +941,7 @@ def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W
                 for i in range(n):
                     x[i] = xn[i]
             else:
-                _step(K, x, u, has_u, H, ch, cg, CP, CG, nxt, xn)
+                _step(K, st, x, u, has_u, H, ch, cg, CP, CG, nxt, xn)
                 for i in range(n):
                     x[i] = xn[i]
             t = stop
@@ -853,7 +956,7 @@ def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W
             if S[1] < target:
                 tend = ev_t[e] if e < nev else inf
                 while S[1] < target:
-                    _pd_advance(K, u, has_u, tend, wd, pd, pd_rtol, ch, cg, CP, CG, nxt, xp,
+                    _pd_advance(K, st, u, has_u, tend, wd, pd, pd_rtol, ch, cg, CP, CG, nxt, xp,
                                 xm, x1, S, k2, k3, k4, k5, yt, y1, err)
             for k in range(3):
                 if pd_rows[k] >= 0:
