@@ -596,7 +596,7 @@ def _pd_dense(S, t, k):
             + (3.0 * s2 - 2.0 * s3) * S[6 + k] + (s3 - s2) * h * S[12 + k])
 
 
-BLK_LEV = 6                # a block covers up to 2^6 = 64 output times
+BLK_LEV = 7                # a block covers up to 2^7 = 128 output times
 BLK = 1 << BLK_LEV
 
 
@@ -606,7 +606,8 @@ def _blk_setup(PT, GT, RW, need_n, Rt, Nt, rcnt, ridx, ncnt, nidx, LPh, LGh):
     block path of :func:`grid_subject`). Row r of ``RW`` (an output's linear functional) at
     the j-th time of a block is ``R_j x + N_j u`` with R_j = RW Φ(h)^j and
     N_j = sum_{i<j} RW Φ(h)^i Γ(h): ``Rt[r, k, j-1]`` and ``Nt[r, k, j-1]`` (only the columns
-    listed in ``ridx``/``nidx`` are ever non-zero). The block's end state comes from the
+    listed in ``ridx``/``nidx`` are ever non-zero; they are packed: ``Rt[r, q]`` is the column
+    ``ridx[r, q]``). The block's end state comes from the
     ladder ``LPh[l]``, ``LGh[l]`` = Φ, Γ of 2^l h (squared up from h). ``PT``, ``GT``: Φ(h)ᵀ
     and Γ(h)ᵀ as the propagator cache keeps them."""
     n = PT.shape[0]
@@ -654,6 +655,8 @@ def _blk_setup(PT, GT, RW, need_n, Rt, Nt, rcnt, ridx, ncnt, nidx, LPh, LGh):
         for r in range(rows):
             for k in range(n):
                 cur[r, k] = new[r, k]
+    # keep only the columns that are ever non-zero, packed at the front (in column order), so a
+    # block touches rows x live columns x B values
     for r in range(rows):
         rcnt[r] = 0
         ncnt[r] = 0
@@ -666,10 +669,18 @@ def _blk_setup(PT, GT, RW, need_n, Rt, Nt, rcnt, ridx, ncnt, nidx, LPh, LGh):
                 if Nt[r, k, j] != 0.0:
                     nlive = True
             if live:
-                ridx[r, rcnt[r]] = k
+                q = rcnt[r]
+                ridx[r, q] = k
+                if q != k:
+                    for j in range(B):
+                        Rt[r, q, j] = Rt[r, k, j]
                 rcnt[r] += 1
             if nlive:
-                nidx[r, ncnt[r]] = k
+                q = ncnt[r]
+                nidx[r, q] = k
+                if q != k:
+                    for j in range(B):
+                        Nt[r, q, j] = Nt[r, k, j]
                 ncnt[r] += 1
 
 
@@ -684,18 +695,16 @@ def _blk_run(x, u, has_u, L, m, Rt, Nt, rcnt, ridx, ncnt, nidx, LPh, LGh, out, i
         for j in range(L):
             yb[j] = 0.0
         for q in range(rcnt[r]):
-            k = ridx[r, q]
-            xk = x[k]
+            xk = x[ridx[r, q]]
             if xk != 0.0:
-                R = Rt[r, k]
+                R = Rt[r, q]
                 for j in range(L):
                     yb[j] += R[j] * xk
         if has_u:
             for q in range(ncnt[r]):
-                k = nidx[r, q]
-                uk = u[k]
+                uk = u[nidx[r, q]]
                 if uk != 0.0:
-                    N = Nt[r, k]
+                    N = Nt[r, q]
                     for j in range(L):
                         yb[j] += N[j] * uk
         if r < m:
@@ -819,14 +828,23 @@ def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W
     inf = np.inf
     # the block path (see _blk_setup): on a uniform grid with enough points per unit of set-up
     rows = m + no
-    use_blk = h_nom > 0.0 and t_total >= 2 * BLK and rows * n * n * BLK <= 64 * t_total
+    use_blk = h_nom > 0.0 and t_total >= 64 and rows * n * n <= t_total
     blk_ready = False
     need_n = False
     for q in range(nev):
         if ev_kind[q] == 1:
             need_n = True
-    nb = BLK if use_blk else 1
-    nl = BLK_LEV + 1 if use_blk else 1
+    # a block's tables (rows x states x its length) stay within about 1 MiB (shorter blocks
+    # cost more per output time than tables that spill out of the first cache levels), and
+    # setting them up costs at most about 16 operations per output time
+    nb = 1
+    nl = 1
+    if use_blk:
+        nb = BLK
+        nl = BLK_LEV + 1
+        while nb > 16 and (rows * n * nb * 8 > 1048576 or rows * n * n * nb > 16 * t_total):
+            nb //= 2
+            nl -= 1
     RW = np.zeros((rows, n))
     Rt = np.zeros((rows, n, nb))
     Nt = np.zeros((rows, n, nb))
@@ -847,9 +865,10 @@ def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W
     while it < T:
         if use_blk and t == (times[it - 1] if it > 0 else tlast):
             # outputs up to the next event (one within 4 ulp after an output time belongs to
-            # that instant, so it stops the block too) and at most to the next multiple of BLK
-            # in the whole grid: where blocks fall never depends on how a grid is cut in pieces
-            L = min(BLK - (g0 + it) % BLK, T - it)
+            # that instant, so it stops the block too) and at most to the next multiple of the
+            # block length (a power of 2 dividing BLK) in the whole grid: where blocks fall
+            # never depends on how a grid is cut in pieces
+            L = min(nb - (g0 + it) % nb, T - it)
             if e < nev:
                 while L > 0:
                     tl = times[it + L - 1]
