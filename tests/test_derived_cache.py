@@ -192,3 +192,20 @@ def test_kept_matrices_are_copied_out_and_not_pickled():
     m2 = pickle.loads(pickle.dumps(m))
     assert "_derived" not in m2.__dict__
     np.testing.assert_array_equal(engine.prepare(m2, d).K, p2.K)
+
+
+def test_kept_occupancy_weights_follow_parameters_and_calibration():
+    """Occupancy weights kept for one subject are keyed by the parameter values and the
+    calibration: a changed Ki or calibration gives the occupancy of a fresh model."""
+    t = np.linspace(0.0, 4.0, 9)
+    d = ketasim.Doses.single(35.0, "iv", duration_h=0.67)
+    m = ketasim.load_model("ketamine-iv")
+    base = ketasim.simulate(m, d, t, outputs=["occupancy"]).output("occupancy")
+    for kw in ({"params": {"KI_S": 0.5}}, {"occupancy_calibration": "in-vitro"}):
+        got = ketasim.simulate(m, d, t, outputs=["occupancy"], **kw).output("occupancy")
+        fresh = ketasim.simulate(ketasim.load_model("ketamine-iv"), d, t, outputs=["occupancy"],
+                                 **kw).output("occupancy")
+        np.testing.assert_array_equal(got, fresh)
+        assert not np.allclose(got, base)
+    again = ketasim.simulate(m, d, t, outputs=["occupancy"]).output("occupancy")
+    np.testing.assert_array_equal(again, base)

@@ -1589,8 +1589,8 @@ def first_out_of_range(a, lim):
 
 @njit(cache=True)
 def uniform_within(t, h, tol):
-    """True when every step of the increasing grid ``t`` is within ``tol`` of ``h``."""
+    """True when every step of the grid ``t`` is within ``tol`` of ``h`` (NaN is not)."""
+    bad = 0
     for i in range(1, t.shape[0]):
-        if not (abs(t[i] - t[i - 1] - h) <= tol):
-            return False
-    return True
+        bad += not (abs(t[i] - t[i - 1] - h) <= tol)     # no branch: the loop vectorises
+    return bad == 0

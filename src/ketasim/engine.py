@@ -198,11 +198,32 @@ def _weight_sets(model, vals, calibration):
             raise KetasimInputError(f"occupancy_calibration: model {model.name!r} has no "
                                     "occupancy")
         return {}
+    key = memo = None
+    if (vals["WT"].shape[0] == 1 and isinstance(model, Model)
+            and type(model).occupancy_weight_sets is Model.occupancy_weight_sets
+            and type(model).occupancy_weights is Model.occupancy_weights):
+        # one subject: kept with the model like its matrices (see _rate_and_output_matrices)
+        try:
+            key = (calibration, model.ligands, tuple(model.calibrations.items()),
+                   model.default_calibration, model.drive_calibration,
+                   tuple(model.compartments.items()),
+                   tuple((k, v.dtype.str, v.tobytes()) for k, v in vals.items()))
+            memo = model._memo().setdefault("weights", {})
+            hit = memo.get(key)
+        except (TypeError, AttributeError):
+            key = memo = hit = None
+        if hit is not None:
+            return {k: v.copy() for k, v in hit.items()}
     try:
-        return model.occupancy_weight_sets(vals, calibration=calibration)
+        sets = model.occupancy_weight_sets(vals, calibration=calibration)
     except TypeError:   # a model class without calibrations
         w = model.occupancy_weights(vals)
-        return {"occupancy": w, "drive": w}
+        sets = {"occupancy": w, "drive": w}
+    if memo is not None:
+        if len(memo) >= _MEMO_KEYS:
+            memo.clear()
+        memo[key] = {k: v.copy() for k, v in sets.items()}
+    return sets
 
 
 def _pad(a, n_states):
