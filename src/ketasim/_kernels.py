@@ -1581,9 +1581,13 @@ def first_out_of_range(a, lim):
     for i in range(a.shape[0]):
         for j in range(a.shape[1]):
             r = a[i, j]
+            bad = 0
             for k in range(a.shape[2]):
-                if not (abs(r[k]) < lim):
-                    return i, j, k
+                bad += not (abs(r[k]) < lim)        # no branch: the loop vectorises
+            if bad:
+                for k in range(a.shape[2]):
+                    if not (abs(r[k]) < lim):
+                        return i, j, k
     return -1, -1, -1
 
 
@@ -1594,3 +1598,23 @@ def uniform_within(t, h, tol):
     for i in range(1, t.shape[0]):
         bad += not (abs(t[i] - t[i - 1] - h) <= tol)     # no branch: the loop vectorises
     return bad == 0
+
+
+@njit(cache=True)
+def times_fault(t):
+    """(0, -1) when the grid ``t`` is finite and non-decreasing; else (1, i) for the first
+    value that is not finite, or (2, i) for the first i with t[i + 1] < t[i]."""
+    bad = 0
+    for i in range(t.shape[0]):
+        bad += not (t[i] - t[i] == 0.0)                  # inf and NaN; no branch
+    for i in range(1, t.shape[0]):
+        bad += t[i] < t[i - 1]
+    if bad == 0:
+        return 0, -1
+    for i in range(t.shape[0]):
+        if not (t[i] - t[i] == 0.0):
+            return 1, i
+    for i in range(1, t.shape[0]):
+        if t[i] < t[i - 1]:
+            return 2, i - 1
+    return 0, -1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _kernels
 from .engine import DEFAULT_PD_RTOL, check_memory, prepare, run
 from .errors import KetasimInputError
 from .events import build_events
@@ -53,17 +54,16 @@ def _coerce_times(times) -> np.ndarray:
     if t.ndim != 1 or t.size == 0:
         raise KetasimInputError(f"times: expected a non-empty 1-D array of hours, got shape "
                                 f"{t.shape}")
-    if not np.isfinite(t).all():
-        bad = ~np.isfinite(t)
-        raise KetasimInputError(f"times: got {t[bad][0]!r} at index {int(np.argmax(bad))}, "
-                                "expected finite hours")
+    t = np.ascontiguousarray(t)
+    kind, i = _kernels.times_fault(t)
+    if kind == 1:
+        raise KetasimInputError(f"times: got {t[i]!r} at index {i}, expected finite hours")
     if t[0] < 0:
         raise KetasimInputError(f"times: got {t[0]:g} h, expected times >= 0")
-    if (t[1:] < t[:-1]).any():
-        i = int(np.argmax(t[1:] < t[:-1]))
+    if kind == 2:
         raise KetasimInputError(f"times: not sorted: {t[i]:g} h is followed by {t[i + 1]:g} h; "
                                 "expected non-decreasing hours")
-    return np.ascontiguousarray(t)
+    return t
 
 
 def simulate(model, doses, times, params: dict | None = None, weight_kg=70.0, *,
