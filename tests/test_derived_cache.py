@@ -209,3 +209,18 @@ def test_kept_occupancy_weights_follow_parameters_and_calibration():
         assert not np.allclose(got, base)
     again = ketasim.simulate(m, d, t, outputs=["occupancy"]).output("occupancy")
     np.testing.assert_array_equal(again, base)
+
+
+def test_kept_typical_values_follow_an_edited_parameter_dict_and_weight():
+    """The typical subject's resolved values are kept with the model; editing its parameter
+    dict in place or changing the weight gives the values of a fresh model."""
+    m = one_compartment()
+    a = m.resolve()
+    m.parameters["CL"] = 25.0
+    b = m.resolve()
+    assert b["CL"][0] == 25.0 and a["CL"][0] == 50.0
+    b["CL"][0] = -1.0                       # a caller writing into its copy changes nothing
+    assert m.resolve()["CL"][0] == 25.0
+    assert m.resolve(weight_kg=80)["WT"][0] == 80.0
+    with pytest.raises(ketasim.KetasimInputError, match="weight_kg"):
+        m.resolve(weight_kg=-3.0)

@@ -1604,15 +1604,14 @@ def uniform_within(t, h, tol):
 def times_fault(t):
     """(0, -1) when the grid ``t`` is finite and non-decreasing; else (1, i) for the first
     value that is not finite, or (2, i) for the first i with t[i + 1] < t[i]."""
-    bad = 0
-    for i in range(t.shape[0]):
-        bad += not (t[i] - t[i] == 0.0)                  # inf and NaN; no branch
+    big = 1.7976931348623157e308
+    bad = not (abs(t[0]) <= big)
     for i in range(1, t.shape[0]):
-        bad += t[i] < t[i - 1]
+        bad += (not (abs(t[i]) <= big)) + (t[i] < t[i - 1])     # no branch: vectorises
     if bad == 0:
         return 0, -1
     for i in range(t.shape[0]):
-        if not (t[i] - t[i] == 0.0):
+        if not (abs(t[i]) <= big):
             return 1, i
     for i in range(1, t.shape[0]):
         if t[i] < t[i - 1]:

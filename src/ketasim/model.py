@@ -249,6 +249,20 @@ class Model:
         if params is not None and not isinstance(params, Mapping):
             raise KetasimInputError(f"params: got {type(params).__name__}, expected a dict of "
                                     "parameter name -> value (or array of values)")
+        key = memo = None
+        if not params and n in (None, 1) and type(weight_kg) in (int, float):
+            # the typical subject at a scalar weight: kept with the model, keyed by everything
+            # the values depend on (dict contents included, so an edited dict is seen)
+            try:
+                key = (float(weight_kg), tuple(self.parameters.items()),
+                       tuple(self.derived.items()), tuple(self.allometric.items()),
+                       tuple(self.per_kg), self.reference_weight_kg)
+                memo = self._memo().setdefault("resolve", {})
+                hit = memo.get(key)
+            except (TypeError, AttributeError):
+                key = memo = hit = None
+            if hit is not None:
+                return {k: v.copy() for k, v in hit.items()}
         params = dict(params or {})
         sizes = {k: np.size(v) for k, v in params.items() if np.ndim(v) > 0}
         try:
@@ -291,6 +305,10 @@ class Model:
         for k, ex in self.derived.items():
             vals[k] = np.broadcast_to(ex.evaluate(vals), (n,)).astype(np.float64)
             _check_values(vals[k], f"derived {k} = {ex.text}", self.source)
+        if memo is not None:
+            if len(memo) >= 8:
+                memo.clear()
+            memo[key] = {k: v.copy() for k, v in vals.items()}
         return vals
 
     def value(self, ex: _expr.Expr, vals: dict, what: str) -> np.ndarray:
