@@ -515,11 +515,115 @@ def _pd_accept(x, x1, y, y1, k1, k5, hs, ext):
 PD_LEV_MIN = -40   # shortest schematic step on a grid: 2^-40 h
 PD_LEV_MAX = 6     # longest: 2^6 = 64 h
 PD_LEV_EVENT = -6  # first step after an event at most 2^-6 h (about a minute)
-PD_CARRY = 17      # schematic integrator state carried between pieces (see grid_subject)
+PD_CARRY = 25      # schematic integrator state carried between pieces (see grid_subject)
+
+
+ETD_Z = 1.0        # kout h at or above which the glutamate signal takes the exponential step
+
+
+@njit(cache=True, inline="always")
+def _dstim(x, u, wd, wK, pd):
+    """Rate of change (1/h) of the stimulus at state ``x`` with input ``u``: the chain rule
+    through occupancy s/(1+s), s = wd·x, ds/dt = wd·(K x + u) (``wK`` = wd K)."""
+    sg = 0.0
+    ds = 0.0
+    for i in range(x.shape[0]):
+        sg += wd[i] * x[i]
+        ds += wK[i] * x[i] + wd[i] * u[i]
+    if sg <= 0.0:
+        return 0.0
+    occ = sg / (1.0 + sg)
+    docc = ds / ((1.0 + sg) * (1.0 + sg))
+    h = pd[3]
+    if h == 3.0:
+        oh = occ * occ * occ
+        eh = pd[2] * pd[2] * pd[2]
+        dh = 3.0 * occ * occ
+    else:
+        oh = occ ** h
+        eh = pd[2] ** h
+        dh = h * occ ** (h - 1.0)
+    den = eh + oh
+    return pd[1] * dh * eh / (den * den) * docc
+
+
+@njit(cache=True, inline="always")
+def _etd_q(c, z, th):
+    """The polynomial part q(θ) of the glutamate excess g = G - 1 over an exponential step:
+    dg/dθ = z (s(θ) - g), with s the quartic c0 + c1 θ + ... + c4 θ^4, has the solution
+    g = q(θ) + exp(-z θ) (g0 - q(0)), where q = s - s'/z + s''/z^2 - ... (the derivatives of s
+    in θ, alternating, over powers of z)."""
+    s0 = c[0] + th * (c[1] + th * (c[2] + th * (c[3] + th * c[4])))
+    s1 = c[1] + th * (2.0 * c[2] + th * (3.0 * c[3] + th * 4.0 * c[4]))
+    s2 = 2.0 * c[2] + th * (6.0 * c[3] + th * 12.0 * c[4])
+    s3 = 6.0 * c[3] + th * 24.0 * c[4]
+    s4 = 24.0 * c[4]
+    iz = 1.0 / z
+    return s0 - iz * (s1 - iz * (s2 - iz * (s3 - iz * s4)))
+
+
+@njit(cache=True, inline="always")
+def _pq_f(G, y, pd, dy):
+    """Slopes of plasticity P and consolidation Q (y[1], y[2]) for a given glutamate G."""
+    drive = G - 1.0
+    if drive < 0.0:
+        drive = 0.0
+    dy[1] = pd[4] * drive * (1.0 - y[1]) - pd[5] * y[1]
+    dy[2] = pd[6] * y[1] * (1.0 - y[2]) - pd[7] * y[2]
 
 
 @njit(cache=True)
-def _pd_advance(K, st, u, has_u, tend, wd, pd, rtol, ch, cg, CP, CG, nxt, xp, xm, x1, S,
+def _etd_step(y, hs, s0, sm, s1, D0, D1, pd, rtol, k1, k2, k3, k4, k5, yt, y1, err, c):
+    """One step of the schematic response where the glutamate signal is stiff (kout h >= ETD_Z,
+    beyond the explicit pair's stability): G exactly for the stimulus interpolated by the
+    quartic through its values at the start, middle and end and its slopes (D0, D1, per unit
+    step) at both ends; P and Q by the classical RK4 on that G, with the FSAL error estimate.
+    G's error estimate is the stimulus' distance from the cubic Hermite interpolant at the
+    middle (the quartic's own error is smaller); P's includes the RK4 quadrature error of G's
+    fast transient. Writes the quartic, z and the transient into ``c`` (dense output); returns
+    the scaled error like :func:`_rk43`."""
+    kout = pd[0]
+    z = kout * hs
+    A = s1 - s0 - D0
+    B = D1 - D0
+    Cm = sm - s0 - 0.5 * D0
+    c4 = 2.0 * B - 8.0 * A + 16.0 * Cm
+    c3 = B - 2.0 * A - 2.0 * c4
+    c[0] = s0
+    c[1] = D0
+    c[2] = A - c3 - c4
+    c[3] = c3
+    c[4] = c4
+    c[5] = z
+    E = (y[0] - 1.0) - _etd_q(c, z, 0.0)
+    c[6] = E
+    eh = math.exp(-0.5 * z)
+    e1 = eh * eh
+    Gh = 1.0 + _etd_q(c, z, 0.5) + eh * E
+    G1 = 1.0 + _etd_q(c, z, 1.0) + e1 * E
+    for i in range(1, 3):
+        yt[i] = y[i] + 0.5 * hs * k1[i]
+    _pq_f(Gh, yt, pd, k2)
+    for i in range(1, 3):
+        yt[i] = y[i] + 0.5 * hs * k2[i]
+    _pq_f(Gh, yt, pd, k3)
+    for i in range(1, 3):
+        yt[i] = y[i] + hs * k3[i]
+    _pq_f(G1, yt, pd, k4)
+    y1[0] = G1
+    for i in range(1, 3):
+        y1[i] = y[i] + hs * (k1[i] + 2.0 * k2[i] + 2.0 * k3[i] + k4[i]) / 6.0
+    _pq_f(G1, y1, pd, k5)
+    k5[0] = kout * (s1 - (G1 - 1.0))
+    err[0] = sm - (0.5 * (s0 + s1) + 0.125 * (D0 - D1))
+    quad = (1.0 - e1) / z - (1.0 + 4.0 * eh + e1) / 6.0
+    err[1] = abs(hs * (k4[1] - k5[1]) / 6.0) + abs(hs * pd[4] * (1.0 - y[1]) * E * quad)
+    err[2] = hs * (k4[2] - k5[2]) / 6.0
+    return _pd_norm(err, y1, rtol)
+
+
+@njit(cache=True)
+def _pd_advance(K, st, u, has_u, tend, wd, wK, pd, rtol, ch, cg, CP, CG, nxt, xp, xm, x1, S,
                 k2, k3, k4, k5, yt, y1, err):
     """One accepted step of the schematic integrator on an output grid, from ``tb`` towards
     ``tend`` (never past it: ``tend`` is the next dose event). PK inside the step is exact
@@ -542,7 +646,13 @@ def _pd_advance(K, st, u, has_u, tend, wd, pd, rtol, ch, cg, CP, CG, nxt, xp, xm
         _step(K, st, xm, u, has_u, 0.5 * hs, ch, cg, CP, CG, nxt, x1)
         om = _stim(_occ_of(_dot(wd, xm)), pd)
         o1 = _stim(_occ_of(_dot(wd, x1)), pd)
-        e = _rk43(yb, hs, om, o1, pd, 0.25 * rtol, fb, k2, k3, k4, k5, yt, y1, err)
+        etd = pd[0] * hs >= ETD_Z
+        if etd:
+            e = _etd_step(yb, hs, _stim(_occ_of(_dot(wd, xp)), pd), om, o1,
+                          hs * _dstim(xp, u, wd, wK, pd), hs * _dstim(x1, u, wd, wK, pd), pd,
+                          rtol, fb, k2, k3, k4, k5, yt, y1, err, S[18:25])
+        else:
+            e = _rk43(yb, hs, om, o1, pd, rtol, fb, k2, k3, k4, k5, yt, y1, err)
         if e > 1.0 and lev > PD_LEV_MIN:
             lev -= 1
             S[16] += 1
@@ -558,6 +668,7 @@ def _pd_advance(K, st, u, has_u, tend, wd, pd, rtol, ch, cg, CP, CG, nxt, xp, xm
         fb[i] = k5[i]
     S[0] = tb
     S[1] = tend if last else tb + hs
+    S[17] = 1.0 if etd else 0.0
     if e < 0.02 and lev < PD_LEV_MAX and not last:
         lev += 1
     S[2] = lev
@@ -572,6 +683,7 @@ def _pd_restart(x, t, wd, pd, xp, S):
         xp[i] = x[i]
     S[0] = t
     S[1] = t
+    S[17] = 0.0
     if S[2] > PD_LEV_EVENT:
         S[2] = PD_LEV_EVENT
     _pd_f(_stim(_occ_of(_dot(wd, x)), pd), S[6:9], pd, S[12:15])
@@ -590,6 +702,9 @@ def _pd_dense(S, t, k):
     s = (t - ta) / h
     if s >= 1.0:
         return S[6 + k]
+    if k == 0 and S[17] == 1.0:       # the exponential step's own solution
+        z = S[23]
+        return 1.0 + _etd_q(S[18:25], z, s) + math.exp(-z * s) * S[24]
     s2 = s * s
     s3 = s2 * s
     return ((2.0 * s3 - 3.0 * s2 + 1.0) * S[3 + k] + (s3 - 2.0 * s2 + s) * h * S[9 + k]
@@ -779,6 +894,11 @@ def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W
     y1 = np.zeros(3)
     err = np.zeros(3)
     st = structure(K, ev_c, ev_kind, nev)
+    wK = np.zeros(n)            # wd K: the rate of change of the occupancy sum
+    if pd_on:
+        for j in range(n):
+            for i in range(n):
+                wK[j] += wd[i] * K[i, j]
     S = np.zeros(PD_CARRY)
     S[2] = PD_LEV_EVENT
     S[6] = 1.0           # G starts at its baseline
@@ -888,7 +1008,7 @@ def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W
                     for q in range(it, it + L):
                         target = times[q]
                         while S[1] < target:
-                            _pd_advance(K, st, u, has_u, tend, wd, pd, pd_rtol, ch, cg, CP, CG,
+                            _pd_advance(K, st, u, has_u, tend, wd, wK, pd, pd_rtol, ch, cg, CP, CG,
                                         nxt, xp, xm, x1, S, k2, k3, k4, k5, yt, y1, err)
                         for k in range(3):
                             if pd_rows[k] >= 0:
@@ -905,8 +1025,8 @@ def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W
             if e < nev and ev_t[e] <= t:
                 if pd_on:
                     while S[1] < t:
-                        _pd_advance(K, st, u, has_u, t, wd, pd, pd_rtol, ch, cg, CP, CG, nxt, xp,
-                                    xm, x1, S, k2, k3, k4, k5, yt, y1, err)
+                        _pd_advance(K, st, u, has_u, t, wd, wK, pd, pd_rtol, ch, cg, CP, CG,
+                                    nxt, xp, xm, x1, S, k2, k3, k4, k5, yt, y1, err)
                 e, has_u, _ = _apply_events(x, u, active, t, e, nev, ev_t, ev_c, ev_amt,
                                             ev_kind, ev_vec)
                 if pd_on:
@@ -975,7 +1095,7 @@ def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W
             if S[1] < target:
                 tend = ev_t[e] if e < nev else inf
                 while S[1] < target:
-                    _pd_advance(K, st, u, has_u, tend, wd, pd, pd_rtol, ch, cg, CP, CG, nxt, xp,
+                    _pd_advance(K, st, u, has_u, tend, wd, wK, pd, pd_rtol, ch, cg, CP, CG, nxt, xp,
                                 xm, x1, S, k2, k3, k4, k5, yt, y1, err)
             for k in range(3):
                 if pd_rows[k] >= 0:
