@@ -235,11 +235,24 @@ def _pad(a, n_states):
     return np.ascontiguousarray(np.pad(a, widths), dtype=np.float64)
 
 
+def _frozen(a):
+    """A read-only view of ``a`` (``a`` itself keeps its flags)."""
+    v = a.view()
+    v.setflags(write=False)
+    return v
+
+
 def _pad_events(ev, n_states):
+    """The kernels' event arrays, always read-only: rows kept with a dose table are read-only
+    and rows built for a population are not, and Numba compiles a kernel once per read-only
+    flag, so one flag for all keeps one compiled kernel for one subject and for a population
+    (and for a run and its metrics)."""
     ev_t, ev_c, ev_a, ev_k, nev, ev_vec = ev
-    return (np.ascontiguousarray(ev_t, dtype=np.float64), np.ascontiguousarray(ev_c, np.int64),
-            np.ascontiguousarray(ev_a, dtype=np.float64), np.ascontiguousarray(ev_k, np.int64),
-            np.ascontiguousarray(nev, np.int64), _pad(ev_vec, n_states))
+    return (_frozen(np.ascontiguousarray(ev_t, dtype=np.float64)),
+            _frozen(np.ascontiguousarray(ev_c, np.int64)),
+            _frozen(np.ascontiguousarray(ev_a, dtype=np.float64)),
+            _frozen(np.ascontiguousarray(ev_k, np.int64)),
+            _frozen(np.ascontiguousarray(nev, np.int64)), _frozen(_pad(ev_vec, n_states)))
 
 
 _MEMO_KEYS = 8     # rate/output matrices kept per model (one subject's parameter values each)
@@ -356,6 +369,8 @@ def run(plan: Plan, times, *, out: np.ndarray | None = None, threads=None,
     subjects (Ctrl-C is honoured between chunks). ``dtype="float32"`` halves the output's
     memory (the computation stays in float64)."""
     t = np.ascontiguousarray(times, dtype=np.float64)
+    if not t.flags.writeable:     # one compiled kernel: the times are always a writeable array
+        t = t.copy()
     N = plan.n_subjects
     R = len(plan.names)
     T = t.size
@@ -516,7 +531,10 @@ def run_metrics(model, doses, params=None, weight_kg=70.0, *, analyte=None, thre
     check_memory(n * rows * S, f"metrics: {n:,} subjects x {rows} metrics x {S} sessions")
     mo = np.empty((n, rows, S))
     endv = np.empty((n, 3))
-    sess = np.ascontiguousarray(np.broadcast_to(starts, (n, S)))
+    # a writeable copy for any n (for one subject, ascontiguousarray would keep broadcast_to's
+    # read-only view, and Numba would compile the kernel again for it)
+    sess = np.empty((n, S))
+    sess[:] = starts
     nsess = np.full(n, S, np.int64)
     ids = getattr(doses, "subject_ids", None)
     if ids is not None and len(ids) == n:
