@@ -127,9 +127,9 @@ def expm(A):
     T2 = np.empty((n, n))
     U = np.empty((n, n))
     V = np.empty((n, n))
-    _pade_half(X2, X4, X6, 1, T1, T2)   # odd coefficients
+    _pade_half(X2, X4, X6, np.int64(1), T1, T2)   # odd coefficients
     _matmul(X, T2, U)                   # U = X (X6 (b13 X6 + b11 X4 + b9 X2) + ... + b1 I)
-    _pade_half(X2, X4, X6, 0, T1, V)    # V = X6 (b12 X6 + b10 X4 + b8 X2) + ... + b0 I
+    _pade_half(X2, X4, X6, np.int64(0), T1, V)    # V = X6 (b12 X6 + b10 X4 + b8 X2) + ... + b0 I
     P = np.empty((n, n))
     Q = np.empty((n, n))
     for i in range(n):
@@ -376,7 +376,7 @@ def _apply_events(x, u, active, t, e, nev, ev_t, ev_c, ev_amt, ev_kind, ev_vec):
             for i in range(ev_vec.shape[1]):
                 x[i] += ev_vec[c, i]
         e += 1
-    has_u = False
+    has_u = np.bool_(False)
     for i in range(n):
         if u[i] != 0.0:
             has_u = True
@@ -903,14 +903,14 @@ def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W
     S[2] = PD_LEV_EVENT
     S[6] = 1.0           # G starts at its baseline
     S[3] = 1.0
-    has_u = False
+    has_u = np.bool_(False)
     eps4 = 4.0 * 2.220446049250313e-16
     t = times[0]
     if nev > 0 and ev_t[0] < t:
         t = ev_t[0]
     S[0] = t
     S[1] = t
-    e = 0
+    e = np.int64(0)
     g0 = 0               # index of times[0] in the whole grid (blocks are aligned to it)
     tlast = np.nan       # the output time before times[0] (a later piece)
     if carry_i[n + 1] == 1:
@@ -950,7 +950,7 @@ def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W
     rows = m + no
     use_blk = h_nom > 0.0 and t_total >= 64 and rows * n * n <= t_total
     blk_ready = False
-    need_n = False
+    need_n = np.bool_(False)
     for q in range(nev):
         if ev_kind[q] == 1:
             need_n = True
@@ -981,7 +981,7 @@ def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W
     for r in range(no):
         for i in range(n):
             RW[m + r, i] = W[r, i]
-    it = 0
+    it = np.int64(0)
     while it < T:
         if use_blk and t == (times[it - 1] if it > 0 else tlast):
             # outputs up to the next event (one within 4 ulp after an output time belongs to
@@ -1417,11 +1417,11 @@ def _monitor(K, x0, x1, u, has_u, jH, H, t0, sidx, ra, raK, rw, rwK, thr_o, thr_
         fext = 0.0
         if jH >= 0:
             if d0 > 0.0 and d1 < 0.0:
-                ext, fext = _search(K, x0, u, has_u, jH, 0.0, H, r, rK, 0.0, 0, LP, LG, top,
-                                    T1, LL, jstop, xa, xb, D1, D2)
+                ext, fext = _search(K, x0, u, has_u, jH, 0.0, H, r, rK, 0.0, np.int64(0), LP,
+                                    LG, top, T1, LL, jstop, xa, xb, D1, D2)
             elif d0 < 0.0 and d1 > 0.0:
-                ext, fext = _search(K, x0, u, has_u, jH, 0.0, H, r, rK, 0.0, 1, LP, LG, top,
-                                    T1, LL, jstop, xa, xb, D1, D2)
+                ext, fext = _search(K, x0, u, has_u, jH, 0.0, H, r, rK, 0.0, np.int64(1), LP,
+                                    LG, top, T1, LL, jstop, xa, xb, D1, D2)
         if which == 0:
             if f1 > mo[M_CMAX, sidx]:
                 mo[M_CMAX, sidx] = f1
@@ -1575,7 +1575,7 @@ def metrics_subject(K, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, sess, nsess, ho
         jcap = NL - 1
     if j0 > jcap:
         j0 = jcap
-    jstop = 0
+    jstop = np.int64(0)
     for s in range(mo.shape[1]):
         for r in range(mo.shape[0]):
             mo[r, s] = 0.0
@@ -1586,13 +1586,13 @@ def metrics_subject(K, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, sess, nsess, ho
         mo[M_PMIN, s] = np.inf
     sidx = -1
     auc0 = 0.0
-    has_u = False
+    has_u = np.bool_(False)
     t = horizon
     if nev > 0 and ev_t[0] < t:
         t = ev_t[0]
     if nsess > 0 and sess[0] < t:
         t = sess[0]
-    e = 0
+    e = np.int64(0)
     while True:
         while sidx + 1 < nsess and sess[sidx + 1] <= t:
             if sidx >= 0:
