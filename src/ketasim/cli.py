@@ -267,11 +267,10 @@ def cmd_simulate(args) -> int:
     to_stdout = args.out == "-"
     outputs = [] if to_stdout else [(args.out, lambda fh: write_result_table(result, fh))]
     if args.plot is not None:
-        from .plotting import plot_course
+        from .plotting import encode_figure, plot_course
         fig = plot_course(result)
-        png = io.BytesIO()
-        fig.savefig(png, dpi=120, format=args.plot.suffix.lstrip(".").lower())
-        outputs.append((args.plot, png.getvalue()))
+        outputs.append((args.plot, encode_figure(fig, args.plot.suffix.lstrip(".").lower(),
+                                                 120)))
     summary = None
     if args.summary:
         from .metrics import course_metrics
