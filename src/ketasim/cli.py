@@ -388,8 +388,9 @@ def console(argv=None) -> int:
     without tearing the interpreter down (freeing every module and object of Numba, LLVM and
     matplotlib takes about 0.2 s, longer than some commands). Everything an ordinary exit does
     for the user still happens first: the exit handlers run and standard output and error are
-    flushed. While another thread is alive, or a stream cannot be flushed, the exit is the
-    ordinary one (which waits for the thread, or reports the stream's error)."""
+    flushed. The exit is the ordinary one when ketasim is not the program itself (run under a
+    profiler, ``runpy`` or ``python -i``), while another thread is alive, or when a stream
+    cannot be flushed (the interpreter then reports the error, as always)."""
     rc = main(argv)
     _quick_exit(rc)
     return rc
@@ -398,6 +399,9 @@ def console(argv=None) -> int:
 def _quick_exit(rc) -> None:
     import atexit
 
+    # the program's own __main__ (python -m ketasim, the installed script) imported console
+    if getattr(sys.modules.get("__main__"), "console", None) is not console:
+        return
     if threading.active_count() > 1 or sys.flags.inspect:
         return
     try:
