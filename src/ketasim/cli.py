@@ -231,6 +231,29 @@ def _format_table(head, rows) -> str:
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells)
 
 
+class _Background:
+    """``fn(*args)`` in a daemon thread; :meth:`result` waits for it, and returns its value or
+    raises its exception."""
+
+    def __init__(self, fn, *args):
+        self._value = self._error = None
+        self._thread = threading.Thread(target=self._call, args=(fn, args), daemon=True,
+                                        name="ketasim-background")
+        self._thread.start()
+
+    def _call(self, fn, args):
+        try:
+            self._value = fn(*args)
+        except BaseException as exc:       # raised again in the waiting thread
+            self._error = exc
+
+    def result(self):
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
 def cmd_simulate(args) -> int:
     import numpy as np
 
@@ -269,8 +292,10 @@ def cmd_simulate(args) -> int:
     if args.plot is not None:
         from .plotting import encode_figure, plot_course
         fig = plot_course(result)
-        outputs.append((args.plot, encode_figure(fig, args.plot.suffix.lstrip(".").lower(),
-                                                 120)))
+        # drawn and encoded while this thread writes the table (its formatting releases the
+        # GIL); the figure is written after the table, when it is ready
+        figure = _Background(encode_figure, fig, args.plot.suffix.lstrip(".").lower(), 120)
+        outputs.append((args.plot, lambda fh: fh.write(figure.result()), True))
     summary = None
     if args.summary:
         from .metrics import course_metrics
