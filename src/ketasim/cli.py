@@ -232,23 +232,55 @@ def _format_table(head, rows) -> str:
 
 
 class _Background:
-    """``fn(*args)`` in a daemon thread; :meth:`result` waits for it, and returns its value or
-    raises its exception."""
+    """``with _Background(fn, *args) as job:`` runs ``fn(*args)`` in a thread;
+    ``job.result()`` waits for it and returns its value or raises its exception. Without
+    ``fn``, nothing runs and the result is None.
 
-    def __init__(self, fn, *args):
+    The thread never outlives the block: on the way out (an error, Ctrl-C) the block waits for
+    it to end, with signals held back meanwhile (an interpreter that ends under a thread inside
+    compiled drawing code aborts instead of exiting)."""
+
+    def __init__(self, fn=None, *args):
+        self._call_args = (fn, args)
         self._value = self._error = None
-        self._thread = threading.Thread(target=self._call, args=(fn, args), daemon=True,
-                                        name="ketasim-background")
-        self._thread.start()
+        self._done = threading.Event()
+        self._thread = None
 
     def _call(self, fn, args):
         try:
             self._value = fn(*args)
         except BaseException as exc:       # raised again in the waiting thread
             self._error = exc
+        finally:
+            self._done.set()
+
+    def __enter__(self):
+        from .io import signals_held
+
+        if self._call_args[0] is None:
+            self._done.set()
+            return self
+        try:
+            with signals_held():       # started and known to __exit__ together
+                self._thread = threading.Thread(target=self._call, args=self._call_args,
+                                                name="ketasim-background")
+                self._thread.start()
+        except BaseException:          # an interrupt held back meanwhile
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        from .io import signals_held
+
+        if self._thread is not None:
+            with signals_held():
+                self._thread.join()
+        return False
 
     def result(self):
-        self._thread.join()
+        # an Event, not join(): an interrupted join can take a running thread for ended
+        self._done.wait()
         if self._error is not None:
             raise self._error
         return self._value
@@ -289,26 +321,30 @@ def cmd_simulate(args) -> int:
     cols = [column_name(nm) for nm in result.names]
     to_stdout = args.out == "-"
     outputs = [] if to_stdout else [(args.out, lambda fh: write_result_table(result, fh))]
+    job = ()
     if args.plot is not None:
         from .plotting import encode_figure, plot_course
-        fig = plot_course(result)
-        # drawn and encoded while this thread writes the table (its formatting releases the
-        # GIL); the figure is written after the table, when it is ready
-        figure = _Background(encode_figure, fig, args.plot.suffix.lstrip(".").lower(), 120)
-        outputs.append((args.plot, lambda fh: fh.write(figure.result()), True))
-    summary = None
-    if args.summary:
-        from .metrics import course_metrics
-        analyte = "plasma" if "plasma" in result.names else model.concentration_names[0]
-        cm = course_metrics(result, analyte=analyte, thresholds=args.thresholds)
-        head, rows = cm.table()
-        summary = (f"Per-session metrics ({analyte}; concentrations ng/mL, times h; occupancy "
-                   "model-predicted, glutamate schematic):\n" + _format_table(head, rows))
-        if np.isfinite(cm.plasticity_end):
-            summary += (f"\nCourse: plasticity index at end {cm.plasticity_end:.3g}; minimum "
-                        f"during maintenance (from day {cm.maintenance_start_h / 24:.4g}) "
-                        f"{cm.plasticity_min_maintenance:.3g} (schematic)")
-    _write_all(outputs, _input_files(args))
+        job = (encode_figure, plot_course(result), args.plot.suffix.lstrip(".").lower(), 120)
+    # the figure is drawn and encoded while this thread writes the table (its formatting
+    # releases the GIL); it is written after the table, when it is ready
+    with _Background(*job) as figure:
+        if job:
+            outputs.append((args.plot, lambda fh: fh.write(figure.result()), True))
+        summary = None
+        if args.summary:
+            from .metrics import course_metrics
+            analyte = "plasma" if "plasma" in result.names else model.concentration_names[0]
+            cm = course_metrics(result, analyte=analyte, thresholds=args.thresholds)
+            head, rows = cm.table()
+            summary = (f"Per-session metrics ({analyte}; concentrations ng/mL, times h; "
+                       "occupancy model-predicted, glutamate schematic):\n"
+                       + _format_table(head, rows))
+            if np.isfinite(cm.plasticity_end):
+                summary += (f"\nCourse: plasticity index at end {cm.plasticity_end:.3g}; "
+                            "minimum during maintenance (from day "
+                            f"{cm.maintenance_start_h / 24:.4g}) "
+                            f"{cm.plasticity_min_maintenance:.3g} (schematic)")
+        _write_all(outputs, _input_files(args))
     if to_stdout:
         write_result_table(result, sys.stdout)
         sys.stdout.flush()
