@@ -24,11 +24,19 @@ def _special():
     return np.concatenate(edges + [x, -x])
 
 
-@pytest.mark.parametrize("kind", ["special", "wide", "unit", "grid", "ties", "round"])
+def _edges():
+    """Around every power of ten: values that round up to it, or just miss, at ten digits."""
+    p = 10.0 ** np.arange(-295, 295)
+    m = np.array([0, 1e-11, 4e-11, 4.9999e-11, 5e-11, 5.0001e-11, 6e-11, 1e-10, 5e-10, 1e-9])
+    v = np.concatenate([(p[:, None] * (1 - m)).ravel(), (p[:, None] * (1 + m)).ravel()])
+    return np.concatenate([v, np.nextafter(v, 0), np.nextafter(v, np.inf)])
+
+
+@pytest.mark.parametrize("kind", ["special", "edges", "wide", "unit", "grid", "ties", "round"])
 def test_same_text_as_python(kind):
     rng = np.random.default_rng(7)
     n = 60_000
-    v = {"special": _special(),
+    v = {"special": _special(), "edges": _edges(),
          "wide": rng.standard_normal(n) * 10.0 ** rng.integers(-300, 300, n),
          "unit": rng.random(n),
          "grid": np.arange(n) * 0.1,

@@ -3,10 +3,9 @@ for an integer column), about five times faster than Python's formatting.
 
 A value is scaled to ten significant digits in floating point and rounded. The scaling is off
 by at most a few millionths of a unit in the tenth digit, so the rounding is certain unless the
-scaled value lies within :data:`_TIE` of a half (or at the edge of the ten-digit range): those
-few values and the special ones (nan, inf, subnormal or beyond 1e290) are formatted by Python
-itself. The result is the same text, value for value, as ``numpy.savetxt`` or the ``%``
-operator gives.
+scaled value lies within :data:`_TIE` of a half: those few values and the special ones (nan,
+inf, subnormal or beyond 1e290) are formatted by Python itself. The result is the same text,
+value for value, as ``numpy.savetxt`` or the ``%`` operator gives.
 """
 
 from __future__ import annotations
@@ -61,9 +60,10 @@ def _scale(block, int_col, pow10, digits, expo):
                 e += 1
                 s = a * pow10[9 - e + _OFF]
             f = s - np.floor(s)
-            # not certain: a near tie, the edge of ten digits (or a nan scale), out of range
-            if (not (1e9 + _TIE <= s <= 1e10 - _TIE) or abs(f - 0.5) < _TIE
-                    or e < _E_MIN or e > _E_MAX):
+            # not certain: a near tie, out of range. (Near the edges of ten digits either
+            # reading gives the same text: just below 1e9 is 1e10 one exponent down, rounded
+            # up; just below 1e10 rounds up to 1e10 either way.)
+            if not (1e9 <= s < 1e10) or abs(f - 0.5) < _TIE or e < _E_MIN or e > _E_MAX:
                 expo[k] = _PYTHON
                 n_py += 1
                 continue
