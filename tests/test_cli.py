@@ -1,6 +1,7 @@
 """The main job as a user runs it: the README's Quick start command, end to end."""
 
 import csv
+import os
 import re
 import subprocess
 import sys
@@ -93,6 +94,24 @@ def test_console_script_entry_point():
     r = subprocess.run([sys.executable, "-m", "ketasim", "--version"], capture_output=True,
                        text=True)
     assert r.returncode == 0 and "ketasim" in r.stdout
+
+
+def test_console_exit_runs_exit_handlers_and_flushes(tmp_path):
+    """The program ends without tearing the interpreter down, but exit handlers still run,
+    output still arrives whole and the exit status is the command's."""
+    code = ("import atexit, sys; atexit.register(lambda: print('handler ran')); "
+            "from ketasim.cli import console; sys.stdout.write('x' * 100000); "
+            "sys.exit(console(sys.argv[1:]))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(ketasim.__file__).parents[1]),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    r = subprocess.run([sys.executable, "-c", code, "schedule", "standard-iv", "--out", "-"],
+                       capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("x" * 100000) and r.stdout.endswith("handler ran\n")
+    assert "time_h" in r.stdout and r.stderr == ""
+    r = subprocess.run([sys.executable, "-c", code, "simulate", "--model", "nope", "--out",
+                        str(tmp_path / "o.csv")], capture_output=True, text=True, env=env)
+    assert r.returncode == 1 and "handler ran" in r.stdout and "error" in r.stderr
 
 
 def test_summary_thresholds(tmp_path, capsys):

@@ -362,6 +362,27 @@ def test_unwritable_plot_keeps_the_existing_csv(tmp_path, capsys):
     assert Path(subs["{o}"]).read_text() == SENTINEL
 
 
+@pytest.mark.parametrize("exc", [RuntimeError("figure failed"), KeyboardInterrupt()],
+                         ids=["error", "Ctrl-C"])
+def test_a_figure_that_fails_while_the_table_is_written_leaves_every_file(tmp_path, capsys,
+                                                                          monkeypatch, exc):
+    """simulate --plot draws the figure while the table is written: when the drawing fails
+    (or Ctrl-C arrives while waiting for it), the table written meanwhile is not kept."""
+    import ketasim.plotting
+
+    def fail(*args, **kwargs):
+        raise exc
+
+    monkeypatch.setattr(ketasim.plotting, "encode_figure", fail)
+    subs = _setup(tmp_path, None, None)
+    Path(subs["{o}"]).write_text(SENTINEL)
+    before = snapshot(tmp_path)
+    rc, _, err = run_cli(_argv(SIM + ["--plot", str(tmp_path / "fig.png")], subs), capsys)
+    assert rc == (1 if isinstance(exc, RuntimeError) else 130)
+    assert ("figure failed" in err) if rc == 1 else ("interrupted" in err)
+    assert snapshot(tmp_path) == before
+
+
 def test_no_new_folder_survives_a_failure(tmp_path, capsys):
     subs = _setup(tmp_path, None, None)
     out = tmp_path / "a" / "b" / "c" / "run.csv"

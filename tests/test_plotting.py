@@ -241,3 +241,20 @@ def test_plot_course_accepts_a_plain_result():
     r = ketasim.simulate("ketamine-iv", d, ketasim.time_grid(40 * 24, 0.1))
     fig = plot_course(r)
     assert len(fig.subfigs[0].axes) == 6
+
+
+def test_png_laid_out_once_is_the_same_picture(iv_run, nasal_run):
+    """encode_figure runs a PNG's layout once: the same file as a plain savefig, and the
+    figure keeps its layout engine (a later SVG or PDF is laid out as usual)."""
+    import io
+
+    from ketasim.plotting import encode_figure
+
+    for make in (lambda: plot_course(iv_run), lambda: plot_compare([iv_run, nasal_run])):
+        fig = make()
+        engine = fig.get_layout_engine()
+        fast = encode_figure(fig, "png", 60)
+        assert fig.get_layout_engine() is engine and fig.dpi == 100
+        buf = io.BytesIO()
+        make().savefig(buf, format="png", dpi=60)
+        assert fast == buf.getvalue()

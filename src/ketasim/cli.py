@@ -231,6 +231,61 @@ def _format_table(head, rows) -> str:
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells)
 
 
+class _Background:
+    """``with _Background(fn, *args) as job:`` runs ``fn(*args)`` in a thread;
+    ``job.result()`` waits for it and returns its value or raises its exception. Without
+    ``fn``, nothing runs and the result is None.
+
+    The thread never outlives the block: on the way out (an error, Ctrl-C) the block waits for
+    it to end, with signals held back meanwhile (an interpreter that ends under a thread inside
+    compiled drawing code aborts instead of exiting)."""
+
+    def __init__(self, fn=None, *args):
+        self._call_args = (fn, args)
+        self._value = self._error = None
+        self._done = threading.Event()
+        self._thread = None
+
+    def _call(self, fn, args):
+        try:
+            self._value = fn(*args)
+        except BaseException as exc:       # raised again in the waiting thread
+            self._error = exc
+        finally:
+            self._done.set()
+
+    def __enter__(self):
+        from .io import signals_held
+
+        if self._call_args[0] is None:
+            self._done.set()
+            return self
+        try:
+            with signals_held():       # started and known to __exit__ together
+                self._thread = threading.Thread(target=self._call, args=self._call_args,
+                                                name="ketasim-background")
+                self._thread.start()
+        except BaseException:          # an interrupt held back meanwhile
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        from .io import signals_held
+
+        if self._thread is not None:
+            with signals_held():
+                self._thread.join()
+        return False
+
+    def result(self):
+        # an Event, not join(): an interrupted join can take a running thread for ended
+        self._done.wait()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
 def cmd_simulate(args) -> int:
     import numpy as np
 
@@ -266,25 +321,30 @@ def cmd_simulate(args) -> int:
     cols = [column_name(nm) for nm in result.names]
     to_stdout = args.out == "-"
     outputs = [] if to_stdout else [(args.out, lambda fh: write_result_table(result, fh))]
+    job = ()
     if args.plot is not None:
-        from .plotting import plot_course
-        fig = plot_course(result)
-        png = io.BytesIO()
-        fig.savefig(png, dpi=120, format=args.plot.suffix.lstrip(".").lower())
-        outputs.append((args.plot, png.getvalue()))
-    summary = None
-    if args.summary:
-        from .metrics import course_metrics
-        analyte = "plasma" if "plasma" in result.names else model.concentration_names[0]
-        cm = course_metrics(result, analyte=analyte, thresholds=args.thresholds)
-        head, rows = cm.table()
-        summary = (f"Per-session metrics ({analyte}; concentrations ng/mL, times h; occupancy "
-                   "model-predicted, glutamate schematic):\n" + _format_table(head, rows))
-        if np.isfinite(cm.plasticity_end):
-            summary += (f"\nCourse: plasticity index at end {cm.plasticity_end:.3g}; minimum "
-                        f"during maintenance (from day {cm.maintenance_start_h / 24:.4g}) "
-                        f"{cm.plasticity_min_maintenance:.3g} (schematic)")
-    _write_all(outputs, _input_files(args))
+        from .plotting import encode_figure, plot_course
+        job = (encode_figure, plot_course(result), args.plot.suffix.lstrip(".").lower(), 120)
+    # the figure is drawn and encoded while this thread writes the table (its formatting
+    # releases the GIL); it is written after the table, when it is ready
+    with _Background(*job) as figure:
+        if job:
+            outputs.append((args.plot, lambda fh: fh.write(figure.result()), True))
+        summary = None
+        if args.summary:
+            from .metrics import course_metrics
+            analyte = "plasma" if "plasma" in result.names else model.concentration_names[0]
+            cm = course_metrics(result, analyte=analyte, thresholds=args.thresholds)
+            head, rows = cm.table()
+            summary = (f"Per-session metrics ({analyte}; concentrations ng/mL, times h; "
+                       "occupancy model-predicted, glutamate schematic):\n"
+                       + _format_table(head, rows))
+            if np.isfinite(cm.plasticity_end):
+                summary += (f"\nCourse: plasticity index at end {cm.plasticity_end:.3g}; "
+                            "minimum during maintenance (from day "
+                            f"{cm.maintenance_start_h / 24:.4g}) "
+                            f"{cm.plasticity_min_maintenance:.3g} (schematic)")
+        _write_all(outputs, _input_files(args))
     if to_stdout:
         write_result_table(result, sys.stdout)
         sys.stdout.flush()
@@ -381,6 +441,43 @@ def main(argv=None) -> int:
             signal.signal(sig, default)
 
 
+def console(argv=None) -> int:
+    """The ``ketasim`` program (``python -m ketasim`` and the installed command): :func:`main`,
+    then a quick exit.
+
+    Once a command has returned, every output file is written and closed, so the process ends
+    without tearing the interpreter down (freeing every module and object of Numba, LLVM and
+    matplotlib takes about 0.2 s, longer than some commands). Everything an ordinary exit does
+    for the user still happens first: the exit handlers run and standard output and error are
+    flushed. The exit is the ordinary one when ketasim is not the program itself (run under a
+    profiler, ``runpy`` or ``python -i``), while another thread is alive, or when a stream
+    cannot be flushed (the interpreter then reports the error, as always)."""
+    rc = main(argv)
+    _quick_exit(rc)
+    return rc
+
+
+def _quick_exit(rc) -> None:
+    import atexit
+
+    # the program's own __main__ (python -m ketasim, the installed script) imported console
+    if getattr(sys.modules.get("__main__"), "console", None) is not console:
+        return
+    if threading.active_count() > 1 or sys.flags.inspect:
+        return
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+        atexit._run_exitfuncs()
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+    except Exception:     # e.g. a closed pipe: the ordinary exit reports it, as it would
+        return
+    os._exit(rc if isinstance(rc, int) else 1)
+
+
 def _run(args) -> int:
     try:
         from . import cli_bench
@@ -429,4 +526,4 @@ def _run(args) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    sys.exit(console())

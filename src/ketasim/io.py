@@ -320,8 +320,9 @@ def write_result_table(result, fh, rows_per_block: int = 16384) -> None:
     """Write a Result as CSV text to an open file, a block of rows at a time.
 
     Same layout as :func:`result_columns`, without building the whole table in memory. Each
-    block is formatted with one ``%`` operation (values ``%.10g``, the same text as
-    ``numpy.savetxt`` gives, about 1.5 times faster).
+    block is formatted by compiled code (:mod:`ketasim._csvtext`; values ``%.10g``, the same
+    text as ``numpy.savetxt`` gives, about five times faster than the ``%`` operator, which
+    stays the way when Numba is disabled).
     """
     from .result import MG_PER_L_TO_NG_PER_ML, PD_OUTPUTS
 
@@ -341,6 +342,7 @@ def write_result_table(result, fh, rows_per_block: int = 16384) -> None:
     rows_per_block = max(1, int(rows_per_block))
     full = row * rows_per_block
     block = np.empty((min(T, rows_per_block), p + 1 + R))
+    fast = _block_formatter(block.shape[1], 0 if p and sub_fmt == "%d" else -1)
     for s in range(N):
         for a in range(0, T, rows_per_block):
             b = min(T, a + rows_per_block)
@@ -352,8 +354,23 @@ def write_result_table(result, fh, rows_per_block: int = 16384) -> None:
             with np.errstate(over="ignore"):
                 np.multiply(src, scale, out=blk[:, p + 1:])
             _check_scaled(blk[:, p + 1:], src, names)
-            fh.write((full if b - a == rows_per_block else row * (b - a))
-                     % tuple(blk.ravel().tolist()))
+            if fast is not None:
+                fh.write(fast.text(blk))
+            else:
+                fh.write((full if b - a == rows_per_block else row * (b - a))
+                         % tuple(blk.ravel().tolist()))
+
+
+def _block_formatter(n_cols: int, int_col: int):
+    """The compiled formatter of :mod:`ketasim._csvtext` (same text), or None when Numba runs
+    as plain Python (``NUMBA_DISABLE_JIT``), where the ``%`` operator is much faster."""
+    from numba import config
+
+    if config.DISABLE_JIT:
+        return None
+    from ._csvtext import BlockFormatter
+
+    return BlockFormatter(n_cols, int_col)
 
 
 def _check_scaled(scaled: np.ndarray, src: np.ndarray, names) -> None:

