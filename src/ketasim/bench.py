@@ -653,6 +653,15 @@ def sc_iv_default(cfg):
     row["plasma_only_s"] = pk_s
     row["notes"].append(f"plasma alone: {fmt_s(pk_s)} -> default outputs cost "
                         f"{row['ketasim_s'] / pk_s:.1f}x")
+    # what the schematic response itself costs: one of its outputs against plasma alone
+    gl_s, _ = best_of(lambda: ketasim.simulate(model, doses, times, outputs=["glutamate"]),
+                      cfg["repeats"])
+    row["glutamate_only_s"] = gl_s
+    floor = write_floor((1, len(row["outputs"]), times.size), 1)
+    row["notes"].append(f"glutamate alone (the schematic response integrated, one output): "
+                        f"{fmt_s(gl_s)} = {gl_s / pk_s:.1f}x plasma alone; writing the "
+                        f"{len(row['outputs'])} default outputs alone takes {fmt_s(floor)} "
+                        f"= {floor / pk_s:.1f}x plasma alone")
     row["targets"] = [_target("iv-default speed", row["baselines"]["LSODA"]["ratio"]),
                       _target("iv-default cost", row["ketasim_s"] / pk_s)]
     return row
