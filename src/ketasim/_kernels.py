@@ -7,11 +7,19 @@ exponential is computed by scaling and squaring with a degree-13 Padé approxima
 SIAM J Matrix Anal Appl 26:1179), which is exact in the limit for defective ``K`` (e.g. absorption
 rate equal to elimination rate) and robust for stiff ``K``.
 
-The schematic glutamate/plasticity response (nonlinear) is integrated by an embedded RK4(3)
-pair (the classical RK4 with a third-order FSAL estimate, error per step ``h/6 (k4 - k5)``) with
-dyadic step-size control: an interval is split into sub-steps H/2^j, j raised on rejection and
-lowered after very accurate steps. The PK inside each sub-step stays exact (its mid-point comes
-from ``Φ(h/2)``), and no sub-step straddles an event.
+Each propagator is computed one connected part of the network at a time, with only the input
+columns of the states that receive infusions (:func:`structure`, :func:`propagator_s`). On a
+uniform output grid, the stretches between events run in blocks (:func:`_blk_setup`): every
+output at the j-th time of a block is a dot product with a tabulated row ``C Φ(h)^j`` (plus
+``N_j u`` during infusions), and the state is advanced once per block.
+
+The schematic glutamate/plasticity response (nonlinear) has its own steps, independent of the
+output grid and never across a dose event, of 2^lev hours chosen by error control: an embedded
+RK4(3) pair (the classical RK4 with a third-order FSAL estimate, error per step
+``h/6 (k4 - k5)``) while ``kout h < 1``, and beyond RK4's stability an exponential step for the
+glutamate signal (exact for the stimulus interpolated by a quartic) with RK4 for plasticity and
+consolidation (:func:`_etd_step`). The PK inside each step stays exact (its mid-point comes from
+``Φ(h/2)``); outputs between step ends are the integrator's dense output.
 
 No validation happens here: :mod:`ketasim.simulate` checks everything before calling.
 """
