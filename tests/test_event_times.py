@@ -66,6 +66,16 @@ def test_long_single_subject_runs_in_pieces(monkeypatch):
 def test_nominal_grid_step_is_used_only_for_uniform_grids():
     assert engine._nominal_step(ketasim.time_grid(100, 0.1)) == pytest.approx(0.1, rel=1e-12)
     assert engine._nominal_step(np.array([0.0, 1.0, 3.0])) == -1.0
+    # simulate learns it in the same pass as its checks of the grid: the same answer
+    from ketasim import _kernels
+    rng = np.random.default_rng(3)
+    grids = [ketasim.time_grid(100, 0.1), ketasim.time_grid(4320, 1 / 60, start_h=7.0),
+             np.array([0.0, 1.0, 3.0]), np.array([2.0, 2.0, 2.0]), np.array([0.0, 5.0]),
+             np.sort(rng.uniform(0, 50, 200)), np.r_[ketasim.time_grid(10, 0.5), 10.0 + 1e-9]]
+    for t in grids:
+        kind, _, uniform = _kernels.times_fault(t)
+        assert kind == 0
+        assert engine._nominal_from(t, uniform) == engine._nominal_step(t)
 
 
 def test_float32_output_is_the_float64_result_rounded():

@@ -1730,14 +1730,29 @@ def uniform_within(t, h, tol):
 
 @njit(cache=True)
 def times_fault(t):
-    """(0, -1) when the grid ``t`` is finite and non-decreasing; else (1, i) for the first
-    value that is not finite, or (2, i) for the first i with t[i + 1] < t[i]."""
+    """(0, -1, uniform) when the grid ``t`` is finite and non-decreasing, where ``uniform``
+    says whether every step is within 8 eps max(1, |t[-1]|) of (t[-1] - t[0]) / (T - 1) (the
+    nominal step; see ``engine._nominal_step``); else (1, i, False) for the first value that is
+    not finite, or (2, i, False) for the first i with t[i + 1] < t[i]. One pass over ``t``."""
+    T = t.shape[0]
     big = 1.7976931348623157e308
     bad = not (abs(t[0]) <= big)
-    for i in range(1, t.shape[0]):
-        bad += (not (abs(t[i]) <= big)) + (t[i] < t[i - 1])     # no branch: vectorises
+    h = (t[T - 1] - t[0]) / (T - 1) if T > 1 else 0.0
+    tol = 8.0 * 2.220446049250313e-16 * max(1.0, abs(t[T - 1]))
+    off = 0
+    for i in range(1, T):
+        d = t[i] - t[i - 1]
+        bad += (not (abs(t[i]) <= big)) + (d < 0.0)      # no branch: vectorises
+        off += not (abs(d - h) <= tol)
     if bad == 0:
-        return 0, -1
+        return 0, -1, off == 0
+    for i in range(T):
+        if not (abs(t[i]) <= big):
+            return 1, i, False
+    for i in range(1, T):
+        if t[i] < t[i - 1]:
+            return 2, i - 1, False
+    return 0, -1, False
     for i in range(t.shape[0]):
         if not (abs(t[i]) <= big):
             return 1, i

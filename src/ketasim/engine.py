@@ -346,6 +346,15 @@ def prepare(model, doses, params=None, weight_kg=70.0, *, outputs=None, amounts=
                         "occupancy_calibration": occupancy_calibration, "pd_rtol": pd_rtol})
 
 
+def _nominal_from(t: np.ndarray, uniform: bool) -> float:
+    """:func:`_nominal_step` when the uniformity check has been made (``_kernels.times_fault``,
+    for a checked grid)."""
+    if t.size < 3:
+        return _nominal_step(t)
+    h = (float(t[-1]) - float(t[0])) / (t.size - 1)
+    return h if uniform and h > 0 else -1.0
+
+
 def _nominal_step(t: np.ndarray) -> float:
     """The grid step if ``t`` is uniform to rounding (else -1)."""
     if t.size < 3:
@@ -363,7 +372,8 @@ _F64 = np.dtype(np.float64)
 
 
 def run(plan: Plan, times, *, out: np.ndarray | None = None, threads=None,
-        check_overflow: bool = True, dtype="float64") -> np.ndarray:
+        check_overflow: bool = True, dtype="float64", _h_nom: float | None = None
+        ) -> np.ndarray:
     """Outputs of every subject of ``plan`` on ``times`` (h): an array (N, R, T) in internal
     units (mg/L, mg, dimensionless), written into ``out`` when given. Runs in chunks of
     subjects (Ctrl-C is honoured between chunks). ``dtype="float32"`` halves the output's
@@ -382,7 +392,7 @@ def run(plan: Plan, times, *, out: np.ndarray | None = None, threads=None,
         check_memory(N * R * T, f"output: {N:,} subjects x {R} outputs x {T:,} times",
                      bytes_per_value=item)
         out = np.empty((N, R, T), dtype=dtype)
-    h_nom = _nominal_step(t)
+    h_nom = _nominal_step(t) if _h_nom is None else _h_nom
     ev_t, ev_c, ev_a, ev_k, nev, ev_v = plan.events
     n_st = plan.K.shape[1]
     # work per output time: one propagation (n^2) and the outputs (R n); a kernel call does

@@ -535,7 +535,7 @@ def _band_setup(model, doses, bands, band_outputs):
         from .simulate import time_grid
         times = time_grid(horizon, float(bands))
     else:
-        times = _coerce_times(bands)
+        times, _ = _coerce_times(bands)
     from .simulate import check_memory
     check_memory(len(outs) * times.size * BAND_BINS, "band histograms", bytes_per_value=8)
     _ = PD_OUTPUTS

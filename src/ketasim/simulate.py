@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _kernels
-from .engine import DEFAULT_PD_RTOL, check_memory, prepare, run
+from .engine import DEFAULT_PD_RTOL, _nominal_from, check_memory, prepare, run
 from .errors import KetasimInputError
 from .events import build_events
 from .result import Result
@@ -55,7 +55,7 @@ def _coerce_times(times) -> np.ndarray:
         raise KetasimInputError(f"times: expected a non-empty 1-D array of hours, got shape "
                                 f"{t.shape}")
     t = np.ascontiguousarray(t)
-    kind, i = _kernels.times_fault(t)
+    kind, i, uniform = _kernels.times_fault(t)
     if kind == 1:
         raise KetasimInputError(f"times: got {t[i]!r} at index {i}, expected finite hours")
     if t[0] < 0:
@@ -63,7 +63,7 @@ def _coerce_times(times) -> np.ndarray:
     if kind == 2:
         raise KetasimInputError(f"times: not sorted: {t[i]:g} h is followed by {t[i + 1]:g} h; "
                                 "expected non-decreasing hours")
-    return t
+    return t, uniform
 
 
 def simulate(model, doses, times, params: dict | None = None, weight_kg=70.0, *,
@@ -122,8 +122,10 @@ def simulate(model, doses, times, params: dict | None = None, weight_kg=70.0, *,
     """
     plan = prepare(model, doses, params, weight_kg, outputs=outputs, amounts=amounts,
                    occupancy_calibration=occupancy_calibration, pd_rtol=pd_rtol)
-    t = _coerce_times(times)
-    out = run(plan, t, threads=threads, dtype=dtype)
+    t, uniform = _coerce_times(times)
+    # the grid was read once for its checks; whether it is uniform came with them
+    h_nom = _nominal_from(t, uniform)
+    out = run(plan, t, threads=threads, dtype=dtype, _h_nom=h_nom)
     out.setflags(write=False)
     return Result(times=t, names=plan.names, data=out, population=plan.population,
                   params=plan.vals, model=plan.model, doses=plan.doses, inputs=plan.inputs)
