@@ -854,6 +854,20 @@ def _blk_run(x, u, has_u, L, m, Rt, Nt, rcnt, ridx, ncnt, nidx, LPh, LGh, out, i
                 x[i] = xn[i]
 
 
+@njit(cache=True)
+def _snap_fraction(H, h, tol):
+    """A piece of a grid interval (an event cuts it) within ``tol`` (rounding of the current
+    time) of a simple fraction p/q of the grid step h (q <= 64) is taken as exactly that
+    fraction, as a full interval is taken as exactly h: the same infusion end on every day of
+    a course then needs one propagator, not one per magnitude of the clock."""
+    r = H / h
+    for q in range(2, 65):
+        c = math.floor(r * q + 0.5) * h / q
+        if abs(H - c) <= tol:
+            return c
+    return H
+
+
 def carry_sizes(n):
     """Sizes of the float and integer carry arrays of :func:`grid_subject` for n states."""
     return 3 * n + 2 + PD_CARRY, n + 3
@@ -867,8 +881,10 @@ def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W
     ``out`` rows: ``C @ x`` (M rows), then occupancy for each row of ``W`` (s = W[k]·x,
     occupancy s/(1+s)), then the schematic states G, P, Q for the rows ``pd_rows[i] >= 0``.
     ``h_nom`` > 0: the nominal grid step; a full grid interval within rounding of it is taken
-    with exactly that length. ``t_total``: the length of the whole grid (``times`` may be one
-    piece of it). ``pd_on``: integrate the schematic response (driven by wd·x).
+    with exactly that length, and a piece of one cut by an event within rounding of a simple
+    fraction of it with exactly that fraction (:func:`_snap_fraction`). ``t_total``: the
+    length of the whole grid (``times`` may be one piece of it). ``pd_on``: integrate the
+    schematic response (driven by wd·x).
     The PK state is stepped exactly from output time to output time; the schematic response
     runs its own error-controlled steps, which span many output times where nothing moves and
     stop at every dose event, and outputs between its step ends are its dense output.
@@ -1045,8 +1061,12 @@ def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W
             if e < nev and ev_t[e] < stop:
                 stop = ev_t[e]
             H = stop - t
-            if h_nom > 0.0 and abs(H - h_nom) <= eps4 * max(1.0, abs(stop)):
-                H = h_nom
+            if h_nom > 0.0:
+                tol = eps4 * max(1.0, abs(stop))
+                if abs(H - h_nom) <= tol:
+                    H = h_nom
+                elif H < h_nom:
+                    H = _snap_fraction(H, h_nom, tol)
             if H == h_nom and H > 0.0 and not (hot_ok and (hot_g or not has_u)):
                 # the nominal step's propagator, kept sparse for the hot path (the first step
                 # takes the hot path too, so results never depend on where a grid was cut)
