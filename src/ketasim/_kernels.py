@@ -817,12 +817,21 @@ def _blk_run(x, u, has_u, L, m, Rt, Nt, rcnt, ridx, ncnt, nidx, LPh, LGh, out, i
     for r in range(rows):
         for j in range(L):
             yb[j] = 0.0
-        for q in range(rcnt[r]):
-            xk = x[ridx[r, q]]
-            if xk != 0.0:
-                R = Rt[r, q]
-                for j in range(L):
-                    yb[j] += R[j] * xk
+        c = rcnt[r]
+        q = 0
+        while q + 1 < c:                  # two columns per pass over the block
+            xa = x[ridx[r, q]]
+            xb = x[ridx[r, q + 1]]
+            Ra = Rt[r, q]
+            Rb = Rt[r, q + 1]
+            for j in range(L):
+                yb[j] += Ra[j] * xa + Rb[j] * xb
+            q += 2
+        if q < c:
+            xa = x[ridx[r, q]]
+            Ra = Rt[r, q]
+            for j in range(L):
+                yb[j] += Ra[j] * xa
         if has_u:
             for q in range(ncnt[r]):
                 uk = u[nidx[r, q]]
@@ -1014,11 +1023,19 @@ def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W
             # never depends on how a grid is cut in pieces
             L = min(nb - (g0 + it) % nb, T - it)
             if e < nev:
-                while L > 0:
-                    tl = times[it + L - 1]
-                    if ev_t[e] > tl + eps4 * max(1.0, abs(tl)):
-                        break
-                    L -= 1
+                tl = times[it + L - 1]
+                if not (ev_t[e] > tl + eps4 * max(1.0, abs(tl))):
+                    # the largest L whose last time the event is after (times are sorted)
+                    lo = 0
+                    hi = L - 1
+                    while lo < hi:
+                        mid = (lo + hi + 1) // 2
+                        tl = times[it + mid - 1]
+                        if ev_t[e] > tl + eps4 * max(1.0, abs(tl)):
+                            lo = mid
+                        else:
+                            hi = mid - 1
+                    L = lo
             if L >= 4:
                 if not blk_ready:
                     j = _slot(K, st, h_nom, need_n, ch, cg, CP, CG, nxt)
