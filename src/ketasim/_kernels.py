@@ -556,18 +556,10 @@ def _dstim(x, u, wd, wK, pd):
 
 
 @njit(cache=True, inline="always")
-def _etd_q(c, z, th):
-    """The polynomial part q(θ) of the glutamate excess g = G - 1 over an exponential step:
-    dg/dθ = z (s(θ) - g), with s the quartic c0 + c1 θ + ... + c4 θ^4, has the solution
-    g = q(θ) + exp(-z θ) (g0 - q(0)), where q = s - s'/z + s''/z^2 - ... (the derivatives of s
-    in θ, alternating, over powers of z)."""
-    s0 = c[0] + th * (c[1] + th * (c[2] + th * (c[3] + th * c[4])))
-    s1 = c[1] + th * (2.0 * c[2] + th * (3.0 * c[3] + th * 4.0 * c[4]))
-    s2 = 2.0 * c[2] + th * (6.0 * c[3] + th * 12.0 * c[4])
-    s3 = 6.0 * c[3] + th * 24.0 * c[4]
-    s4 = 24.0 * c[4]
-    iz = 1.0 / z
-    return s0 - iz * (s1 - iz * (s2 - iz * (s3 - iz * s4)))
+def _etd_q(a, th):
+    """The polynomial part q(θ) = a0 + a1 θ + ... + a4 θ^4 of the glutamate excess g = G - 1
+    over an exponential step (see :func:`_etd_step`)."""
+    return a[0] + th * (a[1] + th * (a[2] + th * (a[3] + th * a[4])))
 
 
 @njit(cache=True, inline="always")
@@ -588,8 +580,8 @@ def _etd_step(y, hs, s0, sm, s1, D0, D1, pd, rtol, k1, k2, k3, k4, k5, yt, y1, e
     step) at both ends; P and Q by the classical RK4 on that G, with the FSAL error estimate.
     G's error estimate is the stimulus' distance from the cubic Hermite interpolant at the
     middle (the quartic's own error is smaller); P's includes the RK4 quadrature error of G's
-    fast transient. Writes the quartic, z and the transient into ``c`` (dense output); returns
-    the scaled error like :func:`_rk43`."""
+    fast transient. Writes q's coefficients, z and the transient g0 - q(0) into ``c`` (dense
+    output); returns the scaled error like :func:`_rk43`."""
     kout = pd[0]
     z = kout * hs
     A = s1 - s0 - D0
@@ -597,18 +589,24 @@ def _etd_step(y, hs, s0, sm, s1, D0, D1, pd, rtol, k1, k2, k3, k4, k5, yt, y1, e
     Cm = sm - s0 - 0.5 * D0
     c4 = 2.0 * B - 8.0 * A + 16.0 * Cm
     c3 = B - 2.0 * A - 2.0 * c4
-    c[0] = s0
-    c[1] = D0
-    c[2] = A - c3 - c4
-    c[3] = c3
+    c2 = A - c3 - c4
+    c1 = D0
+    # dg/dθ = z (s(θ) - g) with s = s0 + c1 θ + ... + c4 θ^4 has the solution
+    # g = q(θ) + exp(-z θ) (g0 - q(0)), q = s - (d/dθ) s / z + (d/dθ)^2 s / z^2 - ..., whose
+    # coefficients are (z >= 1, so no cancellation):
+    iz = 1.0 / z
     c[4] = c4
+    c[3] = c3 - 4.0 * c4 * iz
+    c[2] = c2 - (3.0 * c3 - 12.0 * c4 * iz) * iz
+    c[1] = c1 - (2.0 * c2 - (6.0 * c3 - 24.0 * c4 * iz) * iz) * iz
+    c[0] = s0 - (c1 - (2.0 * c2 - (6.0 * c3 - 24.0 * c4 * iz) * iz) * iz) * iz
     c[5] = z
-    E = (y[0] - 1.0) - _etd_q(c, z, 0.0)
+    E = (y[0] - 1.0) - c[0]
     c[6] = E
     eh = math.exp(-0.5 * z)
     e1 = eh * eh
-    Gh = 1.0 + _etd_q(c, z, 0.5) + eh * E
-    G1 = 1.0 + _etd_q(c, z, 1.0) + e1 * E
+    Gh = 1.0 + _etd_q(c, 0.5) + eh * E
+    G1 = 1.0 + _etd_q(c, 1.0) + e1 * E
     for i in range(1, 3):
         yt[i] = y[i] + 0.5 * hs * k1[i]
     _pq_f(Gh, yt, pd, k2)
@@ -711,8 +709,10 @@ def _pd_dense(S, t, k):
     if s >= 1.0:
         return S[6 + k]
     if k == 0 and S[17] == 1.0:       # the exponential step's own solution
-        z = S[23]
-        return 1.0 + _etd_q(S[18:25], z, s) + math.exp(-z * s) * S[24]
+        zs = S[23] * s
+        if zs > 745.0 or S[24] == 0.0:     # the transient has decayed below any double
+            return 1.0 + _etd_q(S[18:25], s)
+        return 1.0 + _etd_q(S[18:25], s) + math.exp(-zs) * S[24]
     s2 = s * s
     s3 = s2 * s
     return ((2.0 * s3 - 3.0 * s2 + 1.0) * S[3 + k] + (s3 - 2.0 * s2 + s) * h * S[9 + k]
