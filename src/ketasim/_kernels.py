@@ -437,11 +437,12 @@ def _pd_f(stim, y, pd, dy):
 
 @njit(cache=True, inline="always")
 def _pd_norm(err, y, rtol):
-    """Largest local error relative to 0.2 rtol (|y| + 1e-3): the safety factor keeps the
-    accumulated error of a whole course within rtol."""
+    """Largest local error relative to f rtol (|y| + 1e-3): the safety factor f keeps the
+    accumulated error of a whole course within rtol; 0.2 for G (its errors decay at kout),
+    0.05 for P and Q, which add up their errors over weeks when their rates are slow."""
     m = 0.0
     for i in range(3):
-        sc = 0.2 * rtol * (1e-3 + abs(y[i]))
+        sc = (0.2 if i == 0 else 0.05) * rtol * (1e-3 + abs(y[i]))
         v = abs(err[i]) / sc
         if v > m:
             m = v
@@ -479,10 +480,15 @@ MAXLEV = 40        # deepest halving of one step (PD sub-steps and metric search
 
 
 @njit(cache=True, inline="always")
-def _rk43(y, hs, om, o1, pd, rtol, k1, k2, k3, k4, k5, yt, y1, err):
+def _rk43(y, hs, om, o1, pd, rtol, k1, k2, k3, k4, k5, yt, y1, err, s0, D0, D1):
     """One step of the embedded RK4(3) pair for the schematic response: ``y1`` the fourth-order
     result, ``k5`` its slope (the next step's ``k1``), returns the scaled error estimate
-    ``h/6 (k4 - k5)``. ``om``/``o1``: the stimulus at the mid-point and at the end."""
+    ``h/6 (k4 - k5)``. ``om``/``o1``: the stimulus at the mid-point and at the end; ``s0`` at
+    the start and ``D0``, ``D1`` its slopes (per unit step) at both ends. The pair only sees
+    the stimulus at its three nodes, so G's estimate adds the error of that quadrature (the
+    Simpson rule): kout h |s(1/2) - cubic Hermite(1/2)| / 7.5, exact for a quartic stimulus;
+    a stimulus that jumps within the step (a Hill curve far steeper than the step) shows there
+    too."""
     for i in range(3):
         yt[i] = y[i] + 0.5 * hs * k1[i]
     _pd_f(om, yt, pd, k2)
@@ -497,6 +503,8 @@ def _rk43(y, hs, om, o1, pd, rtol, k1, k2, k3, k4, k5, yt, y1, err):
     _pd_f(o1, y1, pd, k5)
     for i in range(3):
         err[i] = hs * (k4[i] - k5[i]) / 6.0
+    dev = om - (0.5 * (s0 + o1) + 0.125 * (D0 - D1))
+    err[0] = abs(err[0]) + pd[0] * hs * abs(dev) / 7.5
     return _pd_norm(err, y1, rtol)
 
 
@@ -658,7 +666,9 @@ def _pd_advance(K, st, u, has_u, tend, wd, wK, pd, rtol, ch, cg, CP, CG, nxt, xp
                           hs * _dstim(xp, u, wd, wK, pd), hs * _dstim(x1, u, wd, wK, pd), pd,
                           rtol, fb, k2, k3, k4, k5, yt, y1, err, S[18:25])
         else:
-            e = _rk43(yb, hs, om, o1, pd, rtol, fb, k2, k3, k4, k5, yt, y1, err)
+            e = _rk43(yb, hs, om, o1, pd, rtol, fb, k2, k3, k4, k5, yt, y1, err,
+                      _stim(_occ_of(_dot(wd, xp)), pd), hs * _dstim(xp, u, wd, wK, pd),
+                      hs * _dstim(x1, u, wd, wK, pd))
         if e > 1.0 and lev > PD_LEV_MIN:
             lev -= 1
             S[16] += 1
@@ -1515,7 +1525,7 @@ def _monitor(K, x0, x1, u, has_u, jH, H, t0, sidx, ra, raK, rw, rwK, thr_o, thr_
 
 
 @njit(cache=True)
-def _pd_ladder(K, x, u, has_u, jH, H, wd, pd, y, rtol, LP, LG, top, T1, xm, x1, D1, D2,
+def _pd_ladder(K, x, u, has_u, jH, H, wd, wK, pd, y, rtol, LP, LG, top, T1, xm, x1, D1, D2,
                k1, k2, k3, k4, k5, yt, y1, err, ext):
     """Advance PK (exactly) and the schematic response over one metric step (rung jH, or a
     Taylor step of H hours when jH < 0), in ladder sub-steps chosen by the error control
@@ -1542,7 +1552,9 @@ def _pd_ladder(K, x, u, has_u, jH, H, wd, pd, y, rtol, LP, LG, top, T1, xm, x1, 
             _lstep(js - 1, xm, u, has_u, LP, LG, top, T1, x1)
         om = _stim(_occ_of(_dot(wd, xm)), pd)
         o1 = _stim(_occ_of(_dot(wd, x1)), pd)
-        e = _rk43(y, hs, om, o1, pd, rtol, k1, k2, k3, k4, k5, yt, y1, err)
+        e = _rk43(y, hs, om, o1, pd, rtol, k1, k2, k3, k4, k5, yt, y1, err,
+                  _stim(_occ_of(_dot(wd, x)), pd), hs * _dstim(x, u, wd, wK, pd),
+                  hs * _dstim(x1, u, wd, wK, pd))
         if e > 1.0 and dd < depth_max:
             dd += 1
             continue
@@ -1566,6 +1578,11 @@ def metrics_subject(K, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, sess, nsess, ho
     ``mo`` (M_FIXED + len(thr_o) + len(thr_c), S): see the M_* rows; ``endv`` (3,): G, P, Q at
     the horizon."""
     n = K.shape[0]
+    wK = np.zeros(n)            # wd K: the rate of change of the occupancy sum
+    if pd_on:
+        for jj in range(n):
+            for ii in range(n):
+                wK[jj] += wd[ii] * K[ii, jj]
     x = np.zeros(n)
     u = np.zeros(n)
     xn = np.zeros(n)
@@ -1692,8 +1709,8 @@ def metrics_subject(K, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, sess, nsess, ho
                     xo[i] = x[i]
                 ext[0] = y[0]
                 ext[1] = y[1]
-                _pd_ladder(K, x, u, has_u, jH, H, wd, pd, y, pd_rtol, LP, LG, top, T1, xm, x1,
-                           D1, D2, k1, k2, k3, k4, k5, yt, y1, err, ext)
+                _pd_ladder(K, x, u, has_u, jH, H, wd, wK, pd, y, pd_rtol, LP, LG, top, T1, xm,
+                           x1, D1, D2, k1, k2, k3, k4, k5, yt, y1, err, ext)
                 for i in range(n):
                     xn[i] = x[i]
                     x[i] = xo[i]
