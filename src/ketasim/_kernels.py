@@ -168,20 +168,6 @@ def propagator(K, h, Phi, Gam):
 
 
 @njit(cache=True)
-def expm_phi(K, h, Phi):
-    """Write Φ(h) = expm(K h) into ``Phi`` (no input term needed)."""
-    n = K.shape[0]
-    M = np.empty((n, n))
-    for i in range(n):
-        for j in range(n):
-            M[i, j] = K[i, j] * h
-    E = expm(M)
-    for i in range(n):
-        for j in range(n):
-            Phi[i, j] = E[i, j]
-
-
-@njit(cache=True)
 def structure(K, ev_c, ev_kind, nev):
     """The block structure of a network, for :func:`propagator_s`: its states grouped into
     the connected parts of the flow graph (the S and R enantiomers of racemic ketamine, say, are
@@ -474,9 +460,6 @@ def _hermite_max(y0, y1, m0, m1, h):
             if v > best:
                 best = v
     return best
-
-
-MAXLEV = 40        # deepest halving of one step (PD sub-steps and metric searches)
 
 
 @njit(cache=True, inline="always")
