@@ -48,6 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._memo import Derived
 from .errors import KetasimInputError
 
 __all__ = ["Doses", "read_doses", "write_doses", "expand", "MAX_EVENTS", "MAX_DOSE_FILE_BYTES",
@@ -104,7 +105,7 @@ def _near_column(name: str) -> str:
 
 
 @dataclass(frozen=True, eq=False)
-class Doses:
+class Doses(Derived):
     """A dose table (frozen). All arrays have the same length D.
 
     Attributes
@@ -299,20 +300,6 @@ class Doses:
     # ------------------------------------------------------------------ basics
     def __len__(self):
         return len(self.route)
-
-    def _memo(self) -> dict:
-        """What is derived from this (immutable) table and kept with it: its expansion
-        (:func:`expand`) and its events (:func:`ketasim.events.build_events`)."""
-        m = self.__dict__.get("_derived")
-        if m is None:
-            m = {}
-            object.__setattr__(self, "_derived", m)
-        return m
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state.pop("_derived", None)
-        return state
 
     def __setstate__(self, state):
         # arrays come back from a pickle writeable: make them read-only again

@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _kernels
+from ._memo import kept
 from .dosing import Doses, expand, read_doses
 from .errors import KetasimInputError, check_name
 from .events import build_events, subject_covariates
-from .model import GLUTAMATE_ROLES, Model
+from .model import GLUTAMATE_ROLES, Model, _copy_values
 from .modelfile import load_model
 
 __all__ = ["Plan", "prepare", "run", "run_metrics", "session_metrics", "METRICS",
@@ -198,32 +199,23 @@ def _weight_sets(model, vals, calibration):
             raise KetasimInputError(f"occupancy_calibration: model {model.name!r} has no "
                                     "occupancy")
         return {}
-    key = memo = None
+    def compute():
+        try:
+            return model.occupancy_weight_sets(vals, calibration=calibration)
+        except TypeError:   # a model class without calibrations
+            w = model.occupancy_weights(vals)
+            return {"occupancy": w, "drive": w}
+
     if (vals["WT"].shape[0] == 1 and isinstance(model, Model)
             and type(model).occupancy_weight_sets is Model.occupancy_weight_sets
             and type(model).occupancy_weights is Model.occupancy_weights):
         # one subject: kept with the model like its matrices (see _rate_and_output_matrices)
-        try:
-            key = (calibration, model.ligands, tuple(model.calibrations.items()),
-                   model.default_calibration, model.drive_calibration,
-                   tuple(model.compartments.items()),
-                   tuple((k, v.dtype.str, v.tobytes()) for k, v in vals.items()))
-            memo = model._memo().setdefault("weights", {})
-            hit = memo.get(key)
-        except (TypeError, AttributeError):
-            key = memo = hit = None
-        if hit is not None:
-            return {k: v.copy() for k, v in hit.items()}
-    try:
-        sets = model.occupancy_weight_sets(vals, calibration=calibration)
-    except TypeError:   # a model class without calibrations
-        w = model.occupancy_weights(vals)
-        sets = {"occupancy": w, "drive": w}
-    if memo is not None:
-        if len(memo) >= _MEMO_KEYS:
-            memo.clear()
-        memo[key] = {k: v.copy() for k, v in sets.items()}
-    return sets
+        return kept(model, "weights",
+                    lambda: (calibration, model.ligands, tuple(model.calibrations.items()),
+                             model.default_calibration, model.drive_calibration,
+                             tuple(model.compartments.items()), _values_key(vals)),
+                    compute, _copy_values, _MEMO_KEYS)
+    return compute()
 
 
 def _pad(a, n_states):
@@ -262,27 +254,24 @@ def _rate_and_output_matrices(model, vals, conc, sink):
     """``model.matrices`` and ``model.observation``; for one subject they are kept with the
     model (frozen), keyed by the parameter values, the outputs, and the model's states, flows,
     effects, volumes and observe aliases (the dicts' contents, so an edited dict is seen)."""
-    key = memo = None
+    def compute():
+        return model.matrices(vals, sink=sink), model.observation(vals, conc, sink=sink)
+
     if (vals["WT"].shape[0] == 1 and isinstance(model, Model)
             and type(model).matrices is Model.matrices
             and type(model).observation is Model.observation):
-        try:
-            key = (sink, tuple(conc), model.flows, model.effects,
-                   tuple(model.compartments.items()), tuple(model.observe.items()),
-                   tuple((k, v.dtype.str, v.tobytes()) for k, v in vals.items()))
-            memo = model._memo().setdefault("matrices", {})
-            hit = memo.get(key)
-        except (TypeError, AttributeError):   # an unhashable part, a value not an array
-            key = memo = hit = None
-        if hit is not None:
-            return hit[0].copy(), hit[1].copy()
-    K = model.matrices(vals, sink=sink)
-    C = model.observation(vals, conc, sink=sink)
-    if memo is not None:
-        if len(memo) >= _MEMO_KEYS:
-            memo.clear()
-        memo[key] = (K.copy(), C.copy())
-    return K, C
+        return kept(model, "matrices",
+                    lambda: (sink, tuple(conc), model.flows, model.effects,
+                             tuple(model.compartments.items()), tuple(model.observe.items()),
+                             _values_key(vals)),
+                    compute, lambda kc: (kc[0].copy(), kc[1].copy()), _MEMO_KEYS)
+    return compute()
+
+
+def _values_key(vals: dict) -> tuple:
+    """Parameter values as part of a key (exact bytes; a value not an array raises
+    AttributeError, so nothing is kept)."""
+    return tuple((k, v.dtype.str, v.tobytes()) for k, v in vals.items())
 
 
 def prepare(model, doses, params=None, weight_kg=70.0, *, outputs=None, amounts=False,

@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _expr
+from ._memo import Derived, kept
 from .errors import KetasimInputError, check_name, suggest
 
 __all__ = ["Model", "Flow", "RoutePart", "Effect", "Ligand", "Band"]
@@ -73,6 +74,11 @@ GLUTAMATE_ROLES = ("kout", "emax", "ec50", "hill", "plasticity_kin", "plasticity
 OPTIONAL_GLUTAMATE_ROLES = ("consolidation_kin", "consolidation_kout")   # default 0: absent
 RESERVED = {"WT", "AMT", OUT}
 
+
+
+def _copy_values(vals: dict) -> dict:
+    """A copy of a dict of arrays (what a caller may write into)."""
+    return {k: v.copy() for k, v in vals.items()}
 
 @dataclass(frozen=True)
 class Flow:
@@ -134,7 +140,7 @@ class Band:
 
 
 @dataclass(frozen=True)
-class Model:
+class Model(Derived):
     """A linear compartment network with named parameters (frozen; vary with ``replace``).
 
     Build one with :func:`load_model` (preset name or TOML path) or :meth:`Model.from_dict`.
@@ -162,20 +168,6 @@ class Model:
     drive_calibration: str = ""         # drives the schematic response (default if empty)
     bands: tuple = ()                   # Band, ...
     variability: object = None          # ketasim.variability.Variability, or None
-
-    def _memo(self) -> dict:
-        """Values derived from this model kept with it (see :func:`ketasim.engine.prepare`);
-        each is keyed by everything it depends on, mutable contents included."""
-        m = self.__dict__.get("_derived")
-        if m is None:
-            m = {}
-            object.__setattr__(self, "_derived", m)
-        return m
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state.pop("_derived", None)
-        return state
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -249,20 +241,18 @@ class Model:
         if params is not None and not isinstance(params, Mapping):
             raise KetasimInputError(f"params: got {type(params).__name__}, expected a dict of "
                                     "parameter name -> value (or array of values)")
-        key = memo = None
         if not params and n in (None, 1) and type(weight_kg) in (int, float):
             # the typical subject at a scalar weight: kept with the model, keyed by everything
             # the values depend on (dict contents included, so an edited dict is seen)
-            try:
-                key = (float(weight_kg), tuple(self.parameters.items()),
-                       tuple(self.derived.items()), tuple(self.allometric.items()),
-                       tuple(self.per_kg), self.reference_weight_kg)
-                memo = self._memo().setdefault("resolve", {})
-                hit = memo.get(key)
-            except (TypeError, AttributeError):
-                key = memo = hit = None
-            if hit is not None:
-                return {k: v.copy() for k, v in hit.items()}
+            return kept(self, "resolve",
+                        lambda: (float(weight_kg), tuple(self.parameters.items()),
+                                 tuple(self.derived.items()), tuple(self.allometric.items()),
+                                 tuple(self.per_kg), self.reference_weight_kg),
+                        lambda: self._resolve_values(params, weight_kg, n), _copy_values)
+        return self._resolve_values(params, weight_kg, n)
+
+    def _resolve_values(self, params, weight_kg, n) -> dict:
+        """:meth:`resolve` itself (``params`` already checked to be a mapping or None)."""
         params = dict(params or {})
         sizes = {k: np.size(v) for k, v in params.items() if np.ndim(v) > 0}
         try:
@@ -305,10 +295,6 @@ class Model:
         for k, ex in self.derived.items():
             vals[k] = np.broadcast_to(ex.evaluate(vals), (n,)).astype(np.float64)
             _check_values(vals[k], f"derived {k} = {ex.text}", self.source)
-        if memo is not None:
-            if len(memo) >= 8:
-                memo.clear()
-            memo[key] = {k: v.copy() for k, v in vals.items()}
         return vals
 
     def value(self, ex: _expr.Expr, vals: dict, what: str) -> np.ndarray:
