@@ -774,30 +774,28 @@ def _blk_setup(PT, GT, RW, need_n, Rt, Nt, rcnt, ridx, ncnt, nidx, LPh, LGh):
     # keep only the columns that are ever non-zero, packed at the front (in column order), so a
     # block touches rows x live columns x B values
     for r in range(rows):
-        rcnt[r] = 0
-        ncnt[r] = 0
-        for k in range(n):
-            live = False
-            nlive = False
-            for j in range(B):
-                if Rt[r, k, j] != 0.0:
-                    live = True
-                if Nt[r, k, j] != 0.0:
-                    nlive = True
-            if live:
-                q = rcnt[r]
-                ridx[r, q] = k
-                if q != k:
-                    for j in range(B):
-                        Rt[r, q, j] = Rt[r, k, j]
-                rcnt[r] += 1
-            if nlive:
-                q = ncnt[r]
-                nidx[r, q] = k
-                if q != k:
-                    for j in range(B):
-                        Nt[r, q, j] = Nt[r, k, j]
-                ncnt[r] += 1
+        rcnt[r] = _pack_live(Rt[r], ridx[r])
+        ncnt[r] = _pack_live(Nt[r], nidx[r])
+
+
+@njit(cache=True)
+def _pack_live(T, idx):
+    """Move the columns T[k] that have a non-zero entry to the front of ``T`` (in column
+    order), their indices into ``idx``; returns how many there are."""
+    c = 0
+    for k in range(T.shape[0]):
+        live = False
+        for j in range(T.shape[1]):
+            if T[k, j] != 0.0:
+                live = True
+                break
+        if live:
+            idx[c] = k
+            if c != k:
+                for j in range(T.shape[1]):
+                    T[c, j] = T[k, j]
+            c += 1
+    return c
 
 
 @njit(cache=True)
