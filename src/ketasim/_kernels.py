@@ -520,6 +520,17 @@ PD_CARRY = 25      # schematic integrator state carried between pieces (see grid
 ETD_Z = 1.0        # kout h at or above which the glutamate signal takes the exponential step
 
 
+@njit(cache=True)
+def _row_times(w, K):
+    """The row vector w K (the rate of change of w·x is w K x + w u)."""
+    n = K.shape[0]
+    r = np.zeros(n)
+    for j in range(n):
+        for i in range(n):
+            r[j] += w[i] * K[i, j]
+    return r
+
+
 @njit(cache=True, inline="always")
 def _dstim(x, u, wd, wK, pd):
     """Rate of change (1/h) of the stimulus at state ``x`` with input ``u``: the chain rule
@@ -918,11 +929,7 @@ def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W
     y1 = np.zeros(3)
     err = np.zeros(3)
     st = structure(K, ev_c, ev_kind, nev)
-    wK = np.zeros(n)            # wd K: the rate of change of the occupancy sum
-    if pd_on:
-        for j in range(n):
-            for i in range(n):
-                wK[j] += wd[i] * K[i, j]
+    wK = _row_times(wd, K)      # wd K: the rate of change of the occupancy sum
     S = np.zeros(PD_CARRY)
     S[2] = PD_LEV_EVENT
     S[6] = 1.0           # G starts at its baseline
@@ -1559,11 +1566,7 @@ def metrics_subject(K, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, sess, nsess, ho
     ``mo`` (M_FIXED + len(thr_o) + len(thr_c), S): see the M_* rows; ``endv`` (3,): G, P, Q at
     the horizon."""
     n = K.shape[0]
-    wK = np.zeros(n)            # wd K: the rate of change of the occupancy sum
-    if pd_on:
-        for jj in range(n):
-            for ii in range(n):
-                wK[jj] += wd[ii] * K[ii, jj]
+    wK = _row_times(wd, K)      # wd K: the rate of change of the occupancy sum
     x = np.zeros(n)
     u = np.zeros(n)
     xn = np.zeros(n)
