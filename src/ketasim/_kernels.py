@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 # Padé(13) coefficients and the θ13 bound of Higham (2005), Table 2.3 / eq. (2.9)
 _B = np.array([64764752532480000.0, 32382376266240000.0, 7771770303897600.0,
@@ -1159,15 +1159,20 @@ def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W
     carry_i[n + 1] = 1
 
 
-@njit(parallel=True, cache=True)
-def grid_many(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W, wd, pd, pd_on,
-              pd_rtol, pd_rows, out):
-    """All subjects in parallel: row s of every per-subject array belongs to subject s."""
+@njit(cache=True, nogil=True)
+def grid_range(lo, hi, K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W, wd, pd,
+               pd_on, pd_rtol, pd_rows, out, carry_f, carry_i, t_total):
+    """Subjects ``lo`` to ``hi - 1`` one after the other, without the GIL (the engine runs
+    several ranges on a thread pool). Row s of every per-subject array belongs to subject s;
+    ``out[s - lo]`` receives its outputs. Subject ``lo`` starts from the carry as given (one
+    piece of a longer grid; see :func:`grid_subject`), every later one from the start."""
     n = K.shape[1]
-    for s in prange(K.shape[0]):
+    for s in range(lo, hi):
+        if s > lo:
+            carry_i[n + 1] = 0
         grid_subject(K[s], times, h_nom, ev_t[s], ev_c[s], ev_amt[s], ev_kind[s], nev[s],
-                     ev_vec[s], C[s], W[s], wd[s], pd[s], pd_on, pd_rtol, pd_rows, out[s],
-                     np.zeros(3 * n + 2 + PD_CARRY), np.zeros(n + 3, np.int64), times.shape[0])
+                     ev_vec[s], C[s], W[s], wd[s], pd[s], pd_on, pd_rtol, pd_rows, out[s - lo],
+                     carry_f, carry_i, t_total)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1730,11 +1735,12 @@ def metrics_subject(K, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, sess, nsess, ho
     endv[2] = y[2]
 
 
-@njit(parallel=True, cache=True)
-def metrics_many(K, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, sess, nsess, horizon, ra, rw, wd,
-                 pd, pd_on, pd_rtol, thr_o, thr_c, h0, ia, mo, endv):
-    """All subjects in parallel (see :func:`metrics_subject`)."""
-    for s in prange(K.shape[0]):
+@njit(cache=True, nogil=True)
+def metrics_range(lo, hi, K, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, sess, nsess, horizon, ra,
+                  rw, wd, pd, pd_on, pd_rtol, thr_o, thr_c, h0, ia, mo, endv):
+    """Subjects ``lo`` to ``hi - 1`` one after the other, without the GIL (see
+    :func:`metrics_subject`; row s of every per-subject array belongs to subject s)."""
+    for s in range(lo, hi):
         metrics_subject(K[s], ev_t[s], ev_c[s], ev_amt[s], ev_kind[s], nev[s], ev_vec[s],
                         sess[s], nsess[s], horizon[s], ra[s], rw[s], wd[s], pd[s], pd_on,
                         pd_rtol, thr_o, thr_c, h0[s], ia, mo[s], endv[s])

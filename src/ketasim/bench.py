@@ -1162,9 +1162,11 @@ def config(quick: bool, repeats: int | None = None) -> dict:
 def _machine() -> dict:
     import numba
     import scipy
+
+    from ketasim import engine
     return {"ketasim": ketasim.__version__, "python": platform.python_version(),
             "numpy": np.__version__, "scipy": scipy.__version__, "numba": numba.__version__,
-            "cpus": os.cpu_count(), "numba_threads": numba.get_num_threads(),
+            "cpus": os.cpu_count(), "threads": engine._threads(None),
             "machine": f"{platform.machine()} {platform.system()}",
             "load_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
 
@@ -1314,9 +1316,10 @@ def markdown_table(results: dict) -> str:
             out.append(f"- {r['name']}: first (warm-up) call {fmt_s(r['jit_warmup_s'])}, "
                        "excluded")
     m = results["machine"]
+    threads = m.get("threads", m.get("numba_threads"))
     out.append(f"\nketasim {m['ketasim']}, Python {m['python']}, NumPy {m['numpy']}, SciPy "
-               f"{m['scipy']}, Numba {m['numba']}; {m['cpus']} CPUs, {m['numba_threads']} "
-               f"Numba threads, {m['machine']}; load average {m['load_1min']:.2f} at start, "
+               f"{m['scipy']}, Numba {m['numba']}; {m['cpus']} CPUs, {threads} "
+               f"threads, {m['machine']}; load average {m['load_1min']:.2f} at start, "
                f"{m['load_1min_end']:.2f} at end; suite {results['total_s']:.0f} s"
                + (" (--quick: tiny sizes, the verdicts are not meaningful)"
                   if results["quick"] else ""))

@@ -463,6 +463,9 @@ def _quick_exit(rc) -> None:
     # the program's own __main__ (python -m ketasim, the installed script) imported console
     if getattr(sys.modules.get("__main__"), "console", None) is not console:
         return
+    eng = sys.modules.get("ketasim.engine")
+    if eng is not None:
+        eng.close_pools()          # idle: every call waits for its threads' work
     if threading.active_count() > 1 or sys.flags.inspect:
         return
     try:

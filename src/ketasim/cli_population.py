@@ -76,7 +76,7 @@ def _common(p, out_required: bool):
                    help="most subjects simulated at once (default: 20000); never changes "
                         "results")
     p.add_argument("--threads", type=_positive_int("threads"), default=None,
-                   help="Numba threads (default: all cores)")
+                   help="threads (default: all cores)")
     p.add_argument("--quiet", "-q", action="store_true",
                    help="no progress bar (default: a bar on a terminal for runs over a second)")
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Mapping
-from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -73,25 +72,48 @@ def check_memory(n_values: int, what: str, limit_bytes: int | None = None,
             "horizon, fewer outputs or fewer subjects per call")
 
 
-_NO_LIMIT = nullcontext()
+_POOLS: dict = {}
 
 
-@contextmanager
-def threads_limit(k):
-    """Run the enclosed kernels on ``k`` Numba threads (None: all)."""
+def _threads(k) -> int:
+    """The number of threads for ``threads=k`` (None: Numba's thread count, which honours
+    ``NUMBA_NUM_THREADS``, normally the number of cores)."""
     if k is None:
-        yield
-        return
-    import numba
-
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        from numba import config
+        return max(1, int(config.NUMBA_NUM_THREADS))
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
         raise KetasimInputError(f"threads: got {k!r}, expected a whole number >= 1")
-    old = numba.get_num_threads()
-    numba.set_num_threads(min(k, numba.config.NUMBA_NUM_THREADS))
+    return int(k)
+
+
+def close_pools() -> None:
+    """Stop the engine's worker threads (they start again when needed)."""
+    while _POOLS:
+        _POOLS.popitem()[1].shutdown(wait=True)
+
+
+def _spread(call, lo: int, hi: int, k: int) -> None:
+    """``call(a, b)`` over subjects [lo, hi) in ``k`` threads: the compiled kernels release the
+    GIL, so ranges of subjects run side by side (a few ranges per thread, for balance)."""
+    n = hi - lo
+    k = min(k, n)
+    if k <= 1:
+        call(lo, hi)
+        return
+    pool = _POOLS.get(k)
+    if pool is None:
+        from concurrent.futures import ThreadPoolExecutor
+        pool = _POOLS[k] = ThreadPoolExecutor(k, thread_name_prefix="ketasim")
+    parts = min(n, 4 * k)
+    edges = [lo + (n * i) // parts for i in range(parts + 1)]
+    jobs = [pool.submit(call, a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
     try:
-        yield
-    finally:
-        numba.set_num_threads(old)
+        for j in jobs:
+            j.result()
+    except BaseException:
+        for j in jobs:
+            j.cancel()
+        raise
 
 
 def _coerce_doses(doses) -> Doses:
@@ -388,33 +410,37 @@ def run(plan: Plan, times, *, out: np.ndarray | None = None, threads=None,
     # about CHUNK_WORK x 64 of those operations (a fraction of a second), so Ctrl-C is seen soon
     per_point = max(1, (n_st * n_st + R * n_st) // 64)
     per = max(1, CHUNK_WORK // max(1, T * per_point))
-    with (threads_limit(threads) if threads is not None else _NO_LIMIT):
-        for a in range(0, N, per):
-            b = min(N, a + per)
-            if b - a == 1:
-                # one subject: pieces of the time grid, carrying the state between them, so
-                # that Ctrl-C is honoured between pieces of a long run
-                nf, ni = _kernels.carry_sizes(n_st)
-                cf = np.zeros(nf)
-                ci = np.zeros(ni, np.int64)
-                piece = max(1024, CHUNK_WORK // per_point) // _kernels.BLK * _kernels.BLK
-                buf = out[a] if T <= piece else np.empty((R, piece), dtype=out.dtype)
-                for p0 in range(0, T, piece):
-                    p1 = min(T, p0 + piece)
-                    dst = buf if T <= piece else buf[:, :p1 - p0]
-                    if T > piece and p1 - p0 < piece:
-                        dst = np.empty((R, p1 - p0), dtype=out.dtype)
-                    _kernels.grid_subject(plan.K[a], np.ascontiguousarray(t[p0:p1]), h_nom,
-                                          ev_t[a], ev_c[a], ev_a[a], ev_k[a], int(nev[a]),
-                                          ev_v[a], plan.C[a], plan.W[a], plan.wd[a], plan.pd[a],
-                                          plan.pd_on, plan.pd_rtol, plan.pd_rows, dst, cf, ci, T)
-                    if T > piece:
-                        out[a, :, p0:p1] = dst
-            else:
-                _kernels.grid_many(plan.K[a:b], t, h_nom, ev_t[a:b], ev_c[a:b], ev_a[a:b],
-                                   ev_k[a:b], nev[a:b], ev_v[a:b], plan.C[a:b], plan.W[a:b],
-                                   plan.wd[a:b], plan.pd[a:b], plan.pd_on, plan.pd_rtol,
-                                   plan.pd_rows, out[a:b])
+    k = _threads(threads)
+    nf, ni = _kernels.carry_sizes(n_st)
+    K, C, W, wd, pdp = plan.K, plan.C, plan.W, plan.wd, plan.pd
+    pd_on, pd_rtol, pd_rows = plan.pd_on, plan.pd_rtol, plan.pd_rows
+
+    def grid(a, b, dst=None, cf=None, ci=None, tt=t, total=T):
+        if cf is None:
+            cf, ci = np.zeros(nf), np.zeros(ni, np.int64)
+        _kernels.grid_range(a, b, K, tt, h_nom, ev_t, ev_c, ev_a, ev_k, nev, ev_v, C, W, wd,
+                            pdp, pd_on, pd_rtol, pd_rows, out[a:b] if dst is None else dst,
+                            cf, ci, total)
+
+    for a in range(0, N, per):
+        b = min(N, a + per)
+        if b - a == 1:
+            # one subject: pieces of the time grid, carrying the state between them, so
+            # that Ctrl-C is honoured between pieces of a long run
+            cf = np.zeros(nf)
+            ci = np.zeros(ni, np.int64)
+            piece = max(1024, CHUNK_WORK // per_point) // _kernels.BLK * _kernels.BLK
+            buf = out[a] if T <= piece else np.empty((R, piece), dtype=out.dtype)
+            for p0 in range(0, T, piece):
+                p1 = min(T, p0 + piece)
+                dst = buf if T <= piece else buf[:, :p1 - p0]
+                if T > piece and p1 - p0 < piece:
+                    dst = np.empty((R, p1 - p0), dtype=out.dtype)
+                grid(a, b, dst[None], cf, ci, t if T <= piece else t[p0:p1], T)
+                if T > piece:
+                    out[a, :, p0:p1] = dst
+        else:
+            _spread(grid, a, b, k)
     lim = min(MAX_ABS_OUTPUT, float(np.finfo(out.dtype).max) / 1e6)
     if check_overflow and out.size and _kernels.first_out_of_range(out, lim)[0] >= 0:
         row = int(_kernels.first_out_of_range(out, lim)[1])
@@ -557,19 +583,15 @@ def run_metrics(model, doses, params=None, weight_kg=70.0, *, analyte=None, thre
         mo = np.empty((n, rows, S))
     hor = np.full(n, float(horizon_h))
     ev_t, ev_c, ev_a, ev_k, nev, ev_v = ev
-    with threads_limit(threads):
-        for a in range(0, n, max(1, int(chunk_size))):
-            b = min(n, a + max(1, int(chunk_size)))
-            if b - a == 1:
-                _kernels.metrics_subject(Ka[a], ev_t[a], ev_c[a], ev_a[a], ev_k[a], int(nev[a]),
-                                         ev_v[a], sess[a], int(nsess[a]), float(hor[a]), ra[a],
-                                         rw[a], wd[a], pdp[a], pd_on, pd_rtol, thr_o, thr_c,
-                                         float(h0[a]), S0, mo[a], endv[a])
-            else:
-                _kernels.metrics_many(Ka[a:b], ev_t[a:b], ev_c[a:b], ev_a[a:b], ev_k[a:b],
-                                      nev[a:b], ev_v[a:b], sess[a:b], nsess[a:b], hor[a:b],
-                                      ra[a:b], rw[a:b], wd[a:b], pdp[a:b], pd_on, pd_rtol,
-                                      thr_o, thr_c, h0[a:b], S0, mo[a:b], endv[a:b])
+    k = _threads(threads)
+
+    def met(a, b):
+        _kernels.metrics_range(a, b, Ka, ev_t, ev_c, ev_a, ev_k, nev, ev_v, sess, nsess, hor, ra,
+                               rw, wd, pdp, pd_on, pd_rtol, thr_o, thr_c, h0, S0, mo, endv)
+
+    step = max(1, int(chunk_size))
+    for a in range(0, n, step):
+        _spread(met, a, min(n, a + step), k)
     has_occ = "occupancy" in wsets
     if not has_occ:
         mo[:, _kernels.M_POCC] = np.nan

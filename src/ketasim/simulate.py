@@ -95,7 +95,8 @@ def simulate(model, doses, times, params: dict | None = None, weight_kg=70.0, *,
         Also record the amount (mg) in every compartment (``result.amount(name)``) and the
         cumulative eliminated amount (``result.amount("eliminated")``).
     threads : int, optional
-        Numba threads for this call.
+        Threads for this call (default: one per core, or ``NUMBA_NUM_THREADS``): subjects
+        are shared among them; the results never depend on it.
     occupancy_calibration : str, optional
         The occupancy calibration of the model to report as ``occupancy`` (default: the
         model's default).
