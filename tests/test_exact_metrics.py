@@ -118,17 +118,19 @@ def test_metrics_do_not_depend_on_the_output_grid():
 def test_metrics_do_not_depend_on_chunks_or_threads():
     model = ketasim.load_model("ketamine-iv")
     d = ketasim.standard_iv_course(months=2)
-    params = {"CL": np.linspace(70, 120, 7), "V1": np.linspace(100, 160, 7)}
+    # 23 subjects: 2 or 3 threads share a chunk in ranges of several subjects, most of them
+    # not starting at the chunk's first subject
+    params = {"CL": np.linspace(70, 120, 23), "V1": np.linspace(100, 160, 23)}
     names = ("cmax", "auc", "trough", "tmax", "peak_occupancy", "time_above_occ_0.3",
              "peak_glutamate", "plasticity_end")
-    ref = session_metrics(model, d, params, metrics=names, chunk_size=7, threads=1)
-    for chunk, threads in ((1, 1), (3, 2), (7, 2)):
+    ref = session_metrics(model, d, params, metrics=names, chunk_size=23, threads=1)
+    for chunk, threads in ((1, 1), (3, 2), (7, 2), (23, 2), (20, 3)):
         got = session_metrics(model, d, params, metrics=names, chunk_size=chunk,
                               threads=threads)
         for k in ref:
             np.testing.assert_array_equal(got[k], ref[k], err_msg=k)
     # and each subject alone gives the same numbers
-    for i in (0, 6):
+    for i in (0, 9, 22):
         one = session_metrics(model, d, {k: v[i] for k, v in params.items()}, metrics=names)
         for k in ref:
             if k != "session_start_h":

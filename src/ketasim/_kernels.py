@@ -269,7 +269,7 @@ NSLOT = 48          # propagators kept per subject (round robin)
 TINY = 1e-290       # amounts below this are flushed to 0 (no slow subnormal arithmetic)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _slot(K, st, h, need_g, ch, cg, CP, CG, nxt):
     """Index of the cache slot holding Φ(h) (and Γ(h) when ``need_g``), computing it if absent
     (``st``: the network's structure, :func:`structure`)."""
@@ -305,7 +305,7 @@ def _transpose(A):
             A[i, k], A[k, i] = A[k, i], A[i, k]
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _propagate(PT, GT, x, u, has_u, xo):
     """xo <- Φ x (+ Γ u) from the transposed propagators: column by column, so the n row sums
     are independent accumulators over contiguous memory (no serial chain of additions; each
@@ -329,7 +329,7 @@ def _propagate(PT, GT, x, u, has_u, xo):
             xo[i] = 0.0
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _step(K, st, x, u, has_u, h, ch, cg, CP, CG, nxt, xo):
     """xo <- exact state h hours after x with constant input u (x and xo must differ)."""
     n = x.shape[0]
@@ -377,7 +377,7 @@ def _apply_events(x, u, active, t, e, nev, ev_t, ev_c, ev_amt, ev_kind, ev_vec):
     return e, has_u, changed
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _dot(a, x):
     s = 0.0
     for i in range(x.shape[0]):
@@ -385,14 +385,14 @@ def _dot(a, x):
     return s
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _occ_of(s):
     if s < 0.0:
         s = 0.0
     return s / (1.0 + s)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _stim(occ, pd):
     """The occupancy-driven stimulus of the glutamate signal: emax occ^h / (ec50^h + occ^h)."""
     if occ <= 0.0:
@@ -407,7 +407,7 @@ def _stim(occ, pd):
     return pd[1] * oh / (eh + oh)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _pd_f(stim, y, pd, dy):
     """Right-hand side of the schematic response for a given stimulus (see :func:`_stim`).
     y = [G, P, Q]; pd = GLUTAMATE_ROLES values: kout, emax, ec50, hill, plasticity_kin,
@@ -421,7 +421,7 @@ def _pd_f(stim, y, pd, dy):
     dy[2] = pd[6] * y[1] * (1.0 - y[2]) - pd[7] * y[2]
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _pd_norm(err, y, rtol):
     """Largest local error relative to f rtol (|y| + 1e-3): the safety factor f keeps the
     accumulated error of a whole course within rtol; 0.2 for G (its errors decay at kout),
@@ -462,7 +462,7 @@ def _hermite_max(y0, y1, m0, m1, h):
     return best
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _rk43(y, hs, om, o1, pd, rtol, k1, k2, k3, k4, k5, yt, y1, err, s0, D0, D1):
     """One step of the embedded RK4(3) pair for the schematic response: ``y1`` the fourth-order
     result, ``k5`` its slope (the next step's ``k1``), returns the scaled error estimate
@@ -491,7 +491,7 @@ def _rk43(y, hs, om, o1, pd, rtol, k1, k2, k3, k4, k5, yt, y1, err, s0, D0, D1):
     return _pd_norm(err, y1, rtol)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _pd_accept(x, x1, y, y1, k1, k5, hs, ext):
     """Take an accepted sub-step of the schematic integrator: the new PK state and response,
     FSAL (the end slope is the next start slope), and the extremes kept in ``ext`` (largest G,
@@ -514,7 +514,7 @@ def _pd_accept(x, x1, y, y1, k1, k5, hs, ext):
 PD_LEV_MIN = -40   # shortest schematic step on a grid: 2^-40 h
 PD_LEV_MAX = 6     # longest: 2^6 = 64 h
 PD_LEV_EVENT = -6  # first step after an event at most 2^-6 h (about a minute)
-PD_CARRY = 25      # schematic integrator state carried between pieces (see grid_subject)
+PD_CARRY = 25      # schematic integrator state carried between pieces (see grid_range)
 
 
 ETD_Z = 1.0        # kout h at or above which the glutamate signal takes the exponential step
@@ -531,7 +531,7 @@ def _row_times(w, K):
     return r
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _dstim(x, u, wd, wK, pd):
     """Rate of change (1/h) of the stimulus at state ``x`` with input ``u``: the chain rule
     through occupancy s/(1+s), s = wd·x, ds/dt = wd·(K x + u) (``wK`` = wd K)."""
@@ -557,14 +557,14 @@ def _dstim(x, u, wd, wK, pd):
     return pd[1] * dh * eh / (den * den) * docc
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _etd_q(a, th):
     """The polynomial part q(θ) = a0 + a1 θ + ... + a4 θ^4 of the glutamate excess g = G - 1
     over an exponential step (see :func:`_etd_step`)."""
     return a[0] + th * (a[1] + th * (a[2] + th * (a[3] + th * a[4])))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _pq_f(G, y, pd, dy):
     """Slopes of plasticity P and consolidation Q (y[1], y[2]) for a given glutamate G."""
     drive = G - 1.0
@@ -702,7 +702,7 @@ def _pd_restart(x, t, wd, pd, xp, S):
         S[9 + i] = S[12 + i]
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _pd_dense(S, t, k):
     """Component k of the response at t from the accepted step [ta, tb] in ``S``."""
     ta = S[0]
@@ -730,7 +730,7 @@ BLK = 1 << BLK_LEV
 @njit(cache=True)
 def _blk_setup(PT, GT, RW, need_n, Rt, Nt, rcnt, ridx, ncnt, nidx, LPh, LGh):
     """Tables for blocks of up to BLK output times h apart with no event among them (the
-    block path of :func:`grid_subject`). Row r of ``RW`` (an output's linear functional) at
+    block path of :func:`grid_range`). Row r of ``RW`` (an output's linear functional) at
     the j-th time of a block is ``R_j x + N_j u`` with R_j = RW Φ(h)^j and
     N_j = sum_{i<j} RW Φ(h)^i Γ(h): ``Rt[r, k, j-1]`` and ``Nt[r, k, j-1]`` (only the columns
     listed in ``ridx``/``nidx`` are ever non-zero; they are packed: ``Rt[r, q]`` is the column
@@ -880,14 +880,18 @@ def _snap_fraction(H, h, tol):
 
 
 def carry_sizes(n):
-    """Sizes of the float and integer carry arrays of :func:`grid_subject` for n states."""
+    """Sizes of the float and integer carry arrays of :func:`grid_range` for n states."""
     return 3 * n + 2 + PD_CARRY, n + 3
 
 
-@njit(cache=True)
-def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W, wd, pd,
-                 pd_on, pd_rtol, pd_rows, out, carry_f, carry_i, t_total):
-    """One subject on an output grid.
+@njit(cache=True, nogil=True)
+def grid_range(sub0, sub1, Ks, times, h_nom, ev_ts, ev_cs, ev_amts, ev_kinds, nevs, ev_vecs,
+               Cs, Ws, wds, pds, pd_on, pd_rtol, pd_rows, outs, carry_f, carry_i, t_total):
+    """Subjects ``sub0`` to ``sub1 - 1`` on an output grid, one after the other, without the
+    GIL (the engine runs several ranges side by side on a thread pool). Row s of every
+    per-subject array (``Ks``, ``ev_ts`` ... ``pds``) belongs to subject s; ``outs[s - sub0]``
+    (``out`` below) receives its outputs. Subject ``sub0`` starts from the carry as given (a
+    piece of a longer grid, below); every later one from the beginning.
 
     ``out`` rows: ``C @ x`` (M rows), then occupancy for each row of ``W`` (s = W[k]·x,
     occupancy s/(1+s)), then the schematic states G, P, Q for the rows ``pd_rows[i] >= 0``.
@@ -905,274 +909,273 @@ def grid_subject(K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W
     successive pieces of one time grid (``carry_i[n + 1]`` = 0 on the first piece; pieces
     other than the last must be a multiple of BLK long): x, u, t, the integrator (``S``, its PK
     copy), the last output time | active infusions, next event, started, outputs done."""
-    n = K.shape[0]
-    m = C.shape[0]
-    no = W.shape[0]
-    T = times.shape[0]
-    x = np.zeros(n)
-    u = np.zeros(n)
-    xn = np.zeros(n)
-    active = np.zeros(n, np.int64)
-    ch = np.full(NSLOT, -1.0)
-    cg = np.zeros(NSLOT, np.int64)
-    CP = np.empty((NSLOT, n, n))     # a slot is read only once written (ch >= 0)
-    CG = np.empty((NSLOT, n, n))
-    nxt = np.zeros(2, np.int64)
-    xm = np.zeros(n)
-    x1 = np.zeros(n)
-    xp = np.zeros(n)
-    k2 = np.zeros(3)
-    k3 = np.zeros(3)
-    k4 = np.zeros(3)
-    k5 = np.zeros(3)
-    yt = np.zeros(3)
-    y1 = np.zeros(3)
-    err = np.zeros(3)
-    st = structure(K, ev_c, ev_kind, nev)
-    wK = _row_times(wd, K)      # wd K: the rate of change of the occupancy sum
-    S = np.zeros(PD_CARRY)
-    S[2] = PD_LEV_EVENT
-    S[6] = 1.0           # G starts at its baseline
-    S[3] = 1.0
-    has_u = np.bool_(False)
-    eps4 = 4.0 * 2.220446049250313e-16
-    t = times[0]
-    if nev > 0 and ev_t[0] < t:
-        t = ev_t[0]
-    S[0] = t
-    S[1] = t
-    e = np.int64(0)
-    g0 = 0               # index of times[0] in the whole grid (blocks are aligned to it)
-    tlast = np.nan       # the output time before times[0] (a later piece)
-    if carry_i[n + 1] == 1:
-        for i in range(n):
-            x[i] = carry_f[i]
-            u[i] = carry_f[n + i]
-            active[i] = carry_i[i]
-            if u[i] != 0.0:
-                has_u = True
-        t = carry_f[2 * n]
-        for k in range(PD_CARRY):
-            S[k] = carry_f[2 * n + 1 + k]
-        for i in range(n):
-            xp[i] = carry_f[2 * n + 1 + PD_CARRY + i]
-        tlast = carry_f[3 * n + 1 + PD_CARRY]
-        e = carry_i[n]
-        g0 = carry_i[n + 2]
-    hot_ok = False      # the nominal grid step's propagator (the hot path) is known (Γ: hG)
-    hot_g = False
-    hG = np.zeros((n, n))
-    # the hot path's propagator and the output rows are sparse (a network's parts do not all
-    # reach each other): keep their non-zero entries as index lists
-    pcnt = np.zeros(n, np.int64)
-    pidx = np.zeros((n, n), np.int64)
-    pval = np.zeros((n, n))
-    ccnt = np.zeros(m, np.int64)
-    cidx = np.zeros((m, n), np.int64)
-    cval = np.zeros((m, n))
-    for j in range(m):
-        for i in range(n):
-            if C[j, i] != 0.0:
-                cidx[j, ccnt[j]] = i
-                cval[j, ccnt[j]] = C[j, i]
-                ccnt[j] += 1
-    inf = np.inf
-    # the block path (see _blk_setup): on a uniform grid with enough points per unit of set-up
-    rows = m + no
-    use_blk = h_nom > 0.0 and t_total >= 64 and rows * n * n <= t_total
-    blk_ready = False
-    need_n = np.bool_(False)
-    for q in range(nev):
-        if ev_kind[q] == 1:
-            need_n = True
-    # a block's tables (rows x states x its length) stay within about 1 MiB (shorter blocks
-    # cost more per output time than tables that spill out of the first cache levels), and
-    # setting them up costs at most about 16 operations per output time
-    nb = 1
-    nl = 1
-    if use_blk:
-        nb = BLK
-        nl = BLK_LEV + 1
-        while nb > 16 and (rows * n * nb * 8 > 1048576 or rows * n * n * nb > 16 * t_total):
-            nb //= 2
-            nl -= 1
-    RW = np.zeros((rows, n))
-    Rt = np.zeros((rows, n, nb))
-    Nt = np.zeros((rows, n, nb))
-    rcnt = np.zeros(rows, np.int64)
-    ridx = np.zeros((rows, n), np.int64)
-    ncnt = np.zeros(rows, np.int64)
-    nidx = np.zeros((rows, n), np.int64)
-    LPh = np.zeros((nl, n, n))
-    LGh = np.zeros((nl, n, n))
-    yb = np.zeros(nb)
-    for r in range(m):
-        for i in range(n):
-            RW[r, i] = C[r, i]
-    for r in range(no):
-        for i in range(n):
-            RW[m + r, i] = W[r, i]
-    it = np.int64(0)
-    while it < T:
-        if use_blk and t == (times[it - 1] if it > 0 else tlast):
-            # outputs up to the next event (one within 4 ulp after an output time belongs to
-            # that instant, so it stops the block too) and at most to the next multiple of the
-            # block length (a power of 2 dividing BLK) in the whole grid: where blocks fall
-            # never depends on how a grid is cut in pieces
-            L = min(nb - (g0 + it) % nb, T - it)
-            if e < nev:
-                tl = times[it + L - 1]
-                if not (ev_t[e] > tl + eps4 * max(1.0, abs(tl))):
-                    # the largest L whose last time the event is after (times are sorted)
-                    lo = 0
-                    hi = L - 1
-                    while lo < hi:
-                        mid = (lo + hi + 1) // 2
-                        tl = times[it + mid - 1]
-                        if ev_t[e] > tl + eps4 * max(1.0, abs(tl)):
-                            lo = mid
-                        else:
-                            hi = mid - 1
-                    L = lo
-            if L >= 4:
-                if not blk_ready:
-                    j = _slot(K, st, h_nom, need_n, ch, cg, CP, CG, nxt)
-                    _blk_setup(CP[j], CG[j], RW, need_n, Rt, Nt, rcnt, ridx, ncnt, nidx, LPh,
-                               LGh)
-                    blk_ready = True
-                _blk_run(x, u, has_u, L, m, Rt, Nt, rcnt, ridx, ncnt, nidx, LPh, LGh, out, it,
-                         yb, xn)
-                if pd_on:
-                    tend = ev_t[e] if e < nev else inf
-                    for q in range(it, it + L):
-                        target = times[q]
-                        while S[1] < target:
-                            _pd_advance(K, st, u, has_u, tend, wd, wK, pd, pd_rtol, ch, cg, CP, CG,
-                                        nxt, xp, xm, x1, S, k2, k3, k4, k5, yt, y1, err)
-                        for k in range(3):
-                            if pd_rows[k] >= 0:
-                                out[pd_rows[k], q] = _pd_dense(S, target, k)
-                t = times[it + L - 1]
-                it += L
-                continue
-        target = times[it]
-        # an event within rounding (4 ulp) after an output time belongs to that instant: the
-        # output reports the value just after it (the state is stepped to the event's own time,
-        # so no infusion is shortened)
-        limit = target + eps4 * max(1.0, abs(target))
-        while True:
-            if e < nev and ev_t[e] <= t:
-                if pd_on:
-                    while S[1] < t:
-                        _pd_advance(K, st, u, has_u, t, wd, wK, pd, pd_rtol, ch, cg, CP, CG,
-                                    nxt, xp, xm, x1, S, k2, k3, k4, k5, yt, y1, err)
-                e, has_u, _ = _apply_events(x, u, active, t, e, nev, ev_t, ev_c, ev_amt,
-                                            ev_kind, ev_vec)
-                if pd_on:
-                    _pd_restart(x, t, wd, pd, xp, S)
-            if t >= target and not (e < nev and ev_t[e] <= limit):
-                break
-            stop = target if t < target else ev_t[e]
-            if e < nev and ev_t[e] < stop:
-                stop = ev_t[e]
-            H = stop - t
-            if h_nom > 0.0:
-                tol = eps4 * max(1.0, abs(stop))
-                if abs(H - h_nom) <= tol:
-                    H = h_nom
-                elif H < h_nom:
-                    H = _snap_fraction(H, h_nom, tol)
-            if H == h_nom and H > 0.0 and not (hot_ok and (hot_g or not has_u)):
-                # the nominal step's propagator, kept sparse for the hot path (the first step
-                # takes the hot path too, so results never depend on where a grid was cut)
-                j = _slot(K, st, h_nom, has_u or need_n, ch, cg, CP, CG, nxt)
-                P0 = CP[j]
-                for i in range(n):
-                    pcnt[i] = 0
-                    for k in range(n):
-                        if P0[k, i] != 0.0:     # stored transposed
-                            pidx[i, pcnt[i]] = k
-                            pval[i, pcnt[i]] = P0[k, i]
-                            pcnt[i] += 1
-                hot_ok = True
-                hot_g = cg[j] == 1
-                if hot_g:
-                    for i in range(n):
-                        for k in range(n):
-                            hG[k, i] = CG[j][k, i]
-            if H == h_nom and H > 0.0:
-                # the hot path: a full grid interval (sparse propagator)
-                for i in range(n):
-                    acc0 = 0.0
-                    acc1 = 0.0
-                    c = pcnt[i]
-                    k = 0
-                    while k + 1 < c:
-                        acc0 += pval[i, k] * x[pidx[i, k]]
-                        acc1 += pval[i, k + 1] * x[pidx[i, k + 1]]
-                        k += 2
-                    if k < c:
-                        acc0 += pval[i, k] * x[pidx[i, k]]
-                    acc = acc0 + acc1
-                    if has_u:
-                        for k in range(n):
-                            acc += hG[k, i] * u[k]          # stored transposed
-                    if abs(acc) < TINY:
-                        acc = 0.0
-                    xn[i] = acc
-                for i in range(n):
-                    x[i] = xn[i]
-            else:
-                _step(K, st, x, u, has_u, H, ch, cg, CP, CG, nxt, xn)
-                for i in range(n):
-                    x[i] = xn[i]
-            t = stop
+    for isub in range(sub0, sub1):
+        K = Ks[isub]
+        ev_t = ev_ts[isub]
+        ev_c = ev_cs[isub]
+        ev_amt = ev_amts[isub]
+        ev_kind = ev_kinds[isub]
+        nev = nevs[isub]
+        ev_vec = ev_vecs[isub]
+        C = Cs[isub]
+        W = Ws[isub]
+        wd = wds[isub]
+        pd = pds[isub]
+        out = outs[isub - sub0]
+        if isub > sub0:              # a later subject starts from the beginning
+            carry_i[K.shape[0] + 1] = 0
+        n = K.shape[0]
+        m = C.shape[0]
+        no = W.shape[0]
+        T = times.shape[0]
+        x = np.zeros(n)
+        u = np.zeros(n)
+        xn = np.zeros(n)
+        active = np.zeros(n, np.int64)
+        ch = np.full(NSLOT, -1.0)
+        cg = np.zeros(NSLOT, np.int64)
+        CP = np.empty((NSLOT, n, n))     # a slot is read only once written (ch >= 0)
+        CG = np.empty((NSLOT, n, n))
+        nxt = np.zeros(2, np.int64)
+        xm = np.zeros(n)
+        x1 = np.zeros(n)
+        xp = np.zeros(n)
+        k2 = np.zeros(3)
+        k3 = np.zeros(3)
+        k4 = np.zeros(3)
+        k5 = np.zeros(3)
+        yt = np.zeros(3)
+        y1 = np.zeros(3)
+        err = np.zeros(3)
+        st = structure(K, ev_c, ev_kind, nev)
+        wK = _row_times(wd, K)      # wd K: the rate of change of the occupancy sum
+        S = np.zeros(PD_CARRY)
+        S[2] = PD_LEV_EVENT
+        S[6] = 1.0           # G starts at its baseline
+        S[3] = 1.0
+        has_u = np.bool_(False)
+        eps4 = 4.0 * 2.220446049250313e-16
+        t = times[0]
+        if nev > 0 and ev_t[0] < t:
+            t = ev_t[0]
+        S[0] = t
+        S[1] = t
+        e = np.int64(0)
+        g0 = 0               # index of times[0] in the whole grid (blocks are aligned to it)
+        tlast = np.nan       # the output time before times[0] (a later piece)
+        if carry_i[n + 1] == 1:
+            for i in range(n):
+                x[i] = carry_f[i]
+                u[i] = carry_f[n + i]
+                active[i] = carry_i[i]
+                if u[i] != 0.0:
+                    has_u = True
+            t = carry_f[2 * n]
+            for k in range(PD_CARRY):
+                S[k] = carry_f[2 * n + 1 + k]
+            for i in range(n):
+                xp[i] = carry_f[2 * n + 1 + PD_CARRY + i]
+            tlast = carry_f[3 * n + 1 + PD_CARRY]
+            e = carry_i[n]
+            g0 = carry_i[n + 2]
+        hot_ok = False      # the nominal grid step's propagator (the hot path) is known (Γ: hG)
+        hot_g = False
+        hG = np.zeros((n, n))
+        # the hot path's propagator and the output rows are sparse (a network's parts do not all
+        # reach each other): keep their non-zero entries as index lists
+        pcnt = np.zeros(n, np.int64)
+        pidx = np.zeros((n, n), np.int64)
+        pval = np.zeros((n, n))
+        ccnt = np.zeros(m, np.int64)
+        cidx = np.zeros((m, n), np.int64)
+        cval = np.zeros((m, n))
         for j in range(m):
-            s = 0.0
-            for k in range(ccnt[j]):
-                s += cval[j, k] * x[cidx[j, k]]
-            out[j, it] = s
-        for k in range(no):
-            out[m + k, it] = _occ_of(_dot(W[k], x))
-        if pd_on:
-            if S[1] < target:
-                tend = ev_t[e] if e < nev else inf
-                while S[1] < target:
-                    _pd_advance(K, st, u, has_u, tend, wd, wK, pd, pd_rtol, ch, cg, CP, CG, nxt, xp,
-                                xm, x1, S, k2, k3, k4, k5, yt, y1, err)
-            for k in range(3):
-                if pd_rows[k] >= 0:
-                    out[pd_rows[k], it] = _pd_dense(S, target, k)
-        it += 1
-    for i in range(n):
-        carry_f[i] = x[i]
-        carry_f[n + i] = u[i]
-        carry_i[i] = active[i]
-    carry_f[2 * n] = t
-    for k in range(PD_CARRY):
-        carry_f[2 * n + 1 + k] = S[k]
-    for i in range(n):
-        carry_f[2 * n + 1 + PD_CARRY + i] = xp[i]
-    carry_f[3 * n + 1 + PD_CARRY] = times[T - 1]
-    carry_i[n] = e
-    carry_i[n + 2] = g0 + T
-    carry_i[n + 1] = 1
-
-
-@njit(cache=True, nogil=True)
-def grid_range(lo, hi, K, times, h_nom, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, C, W, wd, pd,
-               pd_on, pd_rtol, pd_rows, out, carry_f, carry_i, t_total):
-    """Subjects ``lo`` to ``hi - 1`` one after the other, without the GIL (the engine runs
-    several ranges on a thread pool). Row s of every per-subject array belongs to subject s;
-    ``out[s - lo]`` receives its outputs. Subject ``lo`` starts from the carry as given (one
-    piece of a longer grid; see :func:`grid_subject`), every later one from the start."""
-    n = K.shape[1]
-    for s in range(lo, hi):
-        if s > lo:
-            carry_i[n + 1] = 0
-        grid_subject(K[s], times, h_nom, ev_t[s], ev_c[s], ev_amt[s], ev_kind[s], nev[s],
-                     ev_vec[s], C[s], W[s], wd[s], pd[s], pd_on, pd_rtol, pd_rows, out[s - lo],
-                     carry_f, carry_i, t_total)
+            for i in range(n):
+                if C[j, i] != 0.0:
+                    cidx[j, ccnt[j]] = i
+                    cval[j, ccnt[j]] = C[j, i]
+                    ccnt[j] += 1
+        inf = np.inf
+        # the block path (see _blk_setup): on a uniform grid with enough points per unit of set-up
+        rows = m + no
+        use_blk = h_nom > 0.0 and t_total >= 64 and rows * n * n <= t_total
+        blk_ready = False
+        need_n = np.bool_(False)
+        for q in range(nev):
+            if ev_kind[q] == 1:
+                need_n = True
+        # a block's tables (rows x states x its length) stay within about 1 MiB (shorter blocks
+        # cost more per output time than tables that spill out of the first cache levels), and
+        # setting them up costs at most about 16 operations per output time
+        nb = 1
+        nl = 1
+        if use_blk:
+            nb = BLK
+            nl = BLK_LEV + 1
+            while nb > 16 and (rows * n * nb * 8 > 1048576 or rows * n * n * nb > 16 * t_total):
+                nb //= 2
+                nl -= 1
+        RW = np.zeros((rows, n))
+        Rt = np.zeros((rows, n, nb))
+        Nt = np.zeros((rows, n, nb))
+        rcnt = np.zeros(rows, np.int64)
+        ridx = np.zeros((rows, n), np.int64)
+        ncnt = np.zeros(rows, np.int64)
+        nidx = np.zeros((rows, n), np.int64)
+        LPh = np.zeros((nl, n, n))
+        LGh = np.zeros((nl, n, n))
+        yb = np.zeros(nb)
+        for r in range(m):
+            for i in range(n):
+                RW[r, i] = C[r, i]
+        for r in range(no):
+            for i in range(n):
+                RW[m + r, i] = W[r, i]
+        it = np.int64(0)
+        while it < T:
+            if use_blk and t == (times[it - 1] if it > 0 else tlast):
+                # outputs up to the next event (one within 4 ulp after an output time belongs to
+                # that instant, so it stops the block too) and at most to the next multiple of the
+                # block length (a power of 2 dividing BLK) in the whole grid: where blocks fall
+                # never depends on how a grid is cut in pieces
+                L = min(nb - (g0 + it) % nb, T - it)
+                if e < nev:
+                    tl = times[it + L - 1]
+                    if not (ev_t[e] > tl + eps4 * max(1.0, abs(tl))):
+                        # the largest L whose last time the event is after (times are sorted)
+                        lo = 0
+                        hi = L - 1
+                        while lo < hi:
+                            mid = (lo + hi + 1) // 2
+                            tl = times[it + mid - 1]
+                            if ev_t[e] > tl + eps4 * max(1.0, abs(tl)):
+                                lo = mid
+                            else:
+                                hi = mid - 1
+                        L = lo
+                if L >= 4:
+                    if not blk_ready:
+                        j = _slot(K, st, h_nom, need_n, ch, cg, CP, CG, nxt)
+                        _blk_setup(CP[j], CG[j], RW, need_n, Rt, Nt, rcnt, ridx, ncnt, nidx, LPh,
+                                   LGh)
+                        blk_ready = True
+                    _blk_run(x, u, has_u, L, m, Rt, Nt, rcnt, ridx, ncnt, nidx, LPh, LGh, out, it,
+                             yb, xn)
+                    if pd_on:
+                        tend = ev_t[e] if e < nev else inf
+                        for q in range(it, it + L):
+                            target = times[q]
+                            while S[1] < target:
+                                _pd_advance(K, st, u, has_u, tend, wd, wK, pd, pd_rtol, ch, cg, CP,
+                                            CG, nxt, xp, xm, x1, S, k2, k3, k4, k5, yt, y1, err)
+                            for k in range(3):
+                                if pd_rows[k] >= 0:
+                                    out[pd_rows[k], q] = _pd_dense(S, target, k)
+                    t = times[it + L - 1]
+                    it += L
+                    continue
+            target = times[it]
+            # an event within rounding (4 ulp) after an output time belongs to that instant: the
+            # output reports the value just after it (the state is stepped to the event's own time,
+            # so no infusion is shortened)
+            limit = target + eps4 * max(1.0, abs(target))
+            while True:
+                if e < nev and ev_t[e] <= t:
+                    if pd_on:
+                        while S[1] < t:
+                            _pd_advance(K, st, u, has_u, t, wd, wK, pd, pd_rtol, ch, cg, CP, CG,
+                                        nxt, xp, xm, x1, S, k2, k3, k4, k5, yt, y1, err)
+                    e, has_u, _ = _apply_events(x, u, active, t, e, nev, ev_t, ev_c, ev_amt,
+                                                ev_kind, ev_vec)
+                    if pd_on:
+                        _pd_restart(x, t, wd, pd, xp, S)
+                if t >= target and not (e < nev and ev_t[e] <= limit):
+                    break
+                stop = target if t < target else ev_t[e]
+                if e < nev and ev_t[e] < stop:
+                    stop = ev_t[e]
+                H = stop - t
+                if h_nom > 0.0:
+                    tol = eps4 * max(1.0, abs(stop))
+                    if abs(H - h_nom) <= tol:
+                        H = h_nom
+                    elif H < h_nom:
+                        H = _snap_fraction(H, h_nom, tol)
+                if H == h_nom and H > 0.0 and not (hot_ok and (hot_g or not has_u)):
+                    # the nominal step's propagator, kept sparse for the hot path (the first step
+                    # takes the hot path too, so results never depend on where a grid was cut)
+                    j = _slot(K, st, h_nom, has_u or need_n, ch, cg, CP, CG, nxt)
+                    P0 = CP[j]
+                    for i in range(n):
+                        pcnt[i] = 0
+                        for k in range(n):
+                            if P0[k, i] != 0.0:     # stored transposed
+                                pidx[i, pcnt[i]] = k
+                                pval[i, pcnt[i]] = P0[k, i]
+                                pcnt[i] += 1
+                    hot_ok = True
+                    hot_g = cg[j] == 1
+                    if hot_g:
+                        for i in range(n):
+                            for k in range(n):
+                                hG[k, i] = CG[j][k, i]
+                if H == h_nom and H > 0.0:
+                    # the hot path: a full grid interval (sparse propagator)
+                    for i in range(n):
+                        acc0 = 0.0
+                        acc1 = 0.0
+                        c = pcnt[i]
+                        k = 0
+                        while k + 1 < c:
+                            acc0 += pval[i, k] * x[pidx[i, k]]
+                            acc1 += pval[i, k + 1] * x[pidx[i, k + 1]]
+                            k += 2
+                        if k < c:
+                            acc0 += pval[i, k] * x[pidx[i, k]]
+                        acc = acc0 + acc1
+                        if has_u:
+                            for k in range(n):
+                                acc += hG[k, i] * u[k]          # stored transposed
+                        if abs(acc) < TINY:
+                            acc = 0.0
+                        xn[i] = acc
+                    for i in range(n):
+                        x[i] = xn[i]
+                else:
+                    _step(K, st, x, u, has_u, H, ch, cg, CP, CG, nxt, xn)
+                    for i in range(n):
+                        x[i] = xn[i]
+                t = stop
+            for j in range(m):
+                s = 0.0
+                for k in range(ccnt[j]):
+                    s += cval[j, k] * x[cidx[j, k]]
+                out[j, it] = s
+            for k in range(no):
+                out[m + k, it] = _occ_of(_dot(W[k], x))
+            if pd_on:
+                if S[1] < target:
+                    tend = ev_t[e] if e < nev else inf
+                    while S[1] < target:
+                        _pd_advance(K, st, u, has_u, tend, wd, wK, pd, pd_rtol, ch, cg, CP, CG,
+                                    nxt, xp, xm, x1, S, k2, k3, k4, k5, yt, y1, err)
+                for k in range(3):
+                    if pd_rows[k] >= 0:
+                        out[pd_rows[k], it] = _pd_dense(S, target, k)
+            it += 1
+        for i in range(n):
+            carry_f[i] = x[i]
+            carry_f[n + i] = u[i]
+            carry_i[i] = active[i]
+        carry_f[2 * n] = t
+        for k in range(PD_CARRY):
+            carry_f[2 * n + 1 + k] = S[k]
+        for i in range(n):
+            carry_f[2 * n + 1 + PD_CARRY + i] = xp[i]
+        carry_f[3 * n + 1 + PD_CARRY] = times[T - 1]
+        carry_i[n] = e
+        carry_i[n + 2] = g0 + T
+        carry_i[n + 1] = 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1559,10 +1562,13 @@ def _pd_ladder(K, x, u, has_u, jH, H, wd, wK, pd, y, rtol, LP, LG, top, T1, xm, 
             dd -= 1
 
 
-@njit(cache=True)
-def metrics_subject(K, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, sess, nsess, horizon, ra, rw,
-                    wd, pd, pd_on, pd_rtol, thr_o, thr_c, h0, ia, mo, endv):
-    """Exact per-session metrics of one subject (no output grid).
+@njit(cache=True, nogil=True)
+def metrics_range(sub0, sub1, Ks, ev_ts, ev_cs, ev_amts, ev_kinds, nevs, ev_vecs, sesss, nsesss,
+                  horizons, ras, rws, wds, pds, pd_on, pd_rtol, thr_o, thr_c, h0s, ia, mos,
+                  endvs):
+    """Exact per-session metrics of subjects ``sub0`` to ``sub1 - 1`` (no output grid), one
+    after the other, without the GIL. Row s of every per-subject array (``Ks`` ... ``endvs``)
+    belongs to subject s; below, the arrays of one subject.
 
     ``sess`` (S,) session start times (``nsess`` used); ``horizon``: end of the last session.
     ``ra``: the analyte row (mg/L per state), ``rw``: occupancy sum weights, ``wd``: the
@@ -1570,180 +1576,187 @@ def metrics_subject(K, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, sess, nsess, ho
     the first step after an event (a power of two, hours).
     ``mo`` (M_FIXED + len(thr_o) + len(thr_c), S): see the M_* rows; ``endv`` (3,): G, P, Q at
     the horizon."""
-    n = K.shape[0]
-    wK = _row_times(wd, K)      # wd K: the rate of change of the occupancy sum
-    x = np.zeros(n)
-    u = np.zeros(n)
-    xn = np.zeros(n)
-    xo = np.zeros(n)
-    active = np.zeros(n, np.int64)
-    xm = np.zeros(n)
-    x1 = np.zeros(n)
-    xa = np.zeros(n)
-    xb = np.zeros(n)
-    D1 = np.zeros(n)
-    D2 = np.zeros(n)
-    T1 = np.zeros((n, n))
-    k1 = np.zeros(3)
-    k2 = np.zeros(3)
-    k3 = np.zeros(3)
-    k4 = np.zeros(3)
-    k5 = np.zeros(3)
-    yt = np.zeros(3)
-    y1 = np.zeros(3)
-    err = np.zeros(3)
-    ext = np.zeros(2)
-    y = np.zeros(3)
-    y[0] = 1.0
-    raK = np.zeros(n)
-    rwK = np.zeros(n)
-    kmax = 0.0
-    for j in range(n):
-        for i in range(n):
-            raK[j] += ra[i] * K[i, j]
-            rwK[j] += rw[i] * K[i, j]
-        rs = 0.0
-        for i in range(n):
-            rs += abs(K[i, j])
-        if rs > kmax:
-            kmax = rs
-    kmax = max(kmax, 1e-9)
-    # the ladder: base hb = 2^e with hb * kmax <= 2^-6; rung j has length hb 2^j
-    e0 = int(math.floor(math.log2(2.0 ** -6 / kmax)))
-    hb = 2.0 ** e0
-    LL = np.empty(NL)
-    for j in range(NL):
-        LL[j] = hb * 2.0 ** j
-    LP = np.zeros((NL, n, n))
-    LG = np.zeros((NL, n, n))
-    _ladder_base(K, hb, LP, LG)
-    top = np.zeros(1, np.int64)
-    j0 = int(round(math.log2(h0 / hb)))
-    if j0 < 0:
-        j0 = 0
-    jcap = int(round(math.log2(H_CAP / hb)))
-    if jcap > NL - 1:
-        jcap = NL - 1
-    if j0 > jcap:
-        j0 = jcap
-    jstop = np.int64(0)
-    for s in range(mo.shape[1]):
-        for r in range(mo.shape[0]):
-            mo[r, s] = 0.0
-        mo[M_CMAX, s] = -np.inf
-        mo[M_TROUGH, s] = np.nan
-        mo[M_POCC, s] = -np.inf
-        mo[M_PGLU, s] = -np.inf
-        mo[M_PMIN, s] = np.inf
-    sidx = -1
-    auc0 = 0.0
-    has_u = np.bool_(False)
-    t = horizon
-    if nev > 0 and ev_t[0] < t:
-        t = ev_t[0]
-    if nsess > 0 and sess[0] < t:
-        t = sess[0]
-    e = np.int64(0)
-    while True:
-        while sidx + 1 < nsess and sess[sidx + 1] <= t:
-            if sidx >= 0:
-                mo[M_TROUGH, sidx] = _dot(ra, x)
-                mo[M_AUC, sidx] = x[ia] - auc0
-            sidx += 1
-            auc0 = x[ia]
-        e, has_u, _ = _apply_events(x, u, active, t, e, nev, ev_t, ev_c, ev_amt, ev_kind,
-                                    ev_vec)
-        if sidx >= 0:
-            f = _dot(ra, x)
-            if f > mo[M_CMAX, sidx]:
-                mo[M_CMAX, sidx] = f
-                mo[M_TMAX, sidx] = t
-            o = _occ_of(_dot(rw, x))
-            if o > mo[M_POCC, sidx]:
-                mo[M_POCC, sidx] = o
-            if y[0] > mo[M_PGLU, sidx]:
-                mo[M_PGLU, sidx] = y[0]
-            if y[1] < mo[M_PMIN, sidx]:
-                mo[M_PMIN, sidx] = y[1]
-        if t >= horizon:
-            break
-        nxt_t = horizon
-        if e < nev and ev_t[e] < nxt_t:
-            nxt_t = ev_t[e]
-        if sidx + 1 < nsess and sess[sidx + 1] < nxt_t:
-            nxt_t = sess[sidx + 1]
-        j = j0
-        ramp = True
-        while True:
-            rem = nxt_t - t
-            if rem <= 0.0:
-                break
-            if ramp and LL[j] <= rem:
-                jH = j
-                if j < jcap:
-                    j += 1
-            else:
-                ramp = False
-                jH = -1
-                jj = j
-                while jj >= 0:
-                    if LL[jj] <= rem:
-                        jH = jj
-                        break
-                    jj -= 1
-                j = jH if jH >= 0 else 0
-            H = LL[jH] if jH >= 0 else rem
-            if pd_on:
-                for i in range(n):
-                    xo[i] = x[i]
-                ext[0] = y[0]
-                ext[1] = y[1]
-                _pd_ladder(K, x, u, has_u, jH, H, wd, wK, pd, y, pd_rtol, LP, LG, top, T1, xm,
-                           x1, D1, D2, k1, k2, k3, k4, k5, yt, y1, err, ext)
-                for i in range(n):
-                    xn[i] = x[i]
-                    x[i] = xo[i]
-            elif jH >= 0:
-                _lstep(jH, x, u, has_u, LP, LG, top, T1, xn)
-            else:
-                _tstep(K, x, u, H, xn, D1, D2)
-            if sidx >= 0:
-                _monitor(K, x, xn, u, has_u, jH, H, t, sidx, ra, raK, rw, rwK, thr_o, thr_c,
-                         LP, LG, top, T1, LL, jstop, xa, xb, D1, D2, mo)
-                if pd_on:
-                    if ext[0] > mo[M_PGLU, sidx]:
-                        mo[M_PGLU, sidx] = ext[0]
-                    if ext[1] < mo[M_PMIN, sidx]:
-                        mo[M_PMIN, sidx] = ext[1]
+    for isub in range(sub0, sub1):
+        K = Ks[isub]
+        ev_t = ev_ts[isub]
+        ev_c = ev_cs[isub]
+        ev_amt = ev_amts[isub]
+        ev_kind = ev_kinds[isub]
+        nev = nevs[isub]
+        ev_vec = ev_vecs[isub]
+        sess = sesss[isub]
+        nsess = nsesss[isub]
+        horizon = horizons[isub]
+        ra = ras[isub]
+        rw = rws[isub]
+        wd = wds[isub]
+        pd = pds[isub]
+        h0 = h0s[isub]
+        mo = mos[isub]
+        endv = endvs[isub]
+        n = K.shape[0]
+        wK = _row_times(wd, K)      # wd K: the rate of change of the occupancy sum
+        x = np.zeros(n)
+        u = np.zeros(n)
+        xn = np.zeros(n)
+        xo = np.zeros(n)
+        active = np.zeros(n, np.int64)
+        xm = np.zeros(n)
+        x1 = np.zeros(n)
+        xa = np.zeros(n)
+        xb = np.zeros(n)
+        D1 = np.zeros(n)
+        D2 = np.zeros(n)
+        T1 = np.zeros((n, n))
+        k1 = np.zeros(3)
+        k2 = np.zeros(3)
+        k3 = np.zeros(3)
+        k4 = np.zeros(3)
+        k5 = np.zeros(3)
+        yt = np.zeros(3)
+        y1 = np.zeros(3)
+        err = np.zeros(3)
+        ext = np.zeros(2)
+        y = np.zeros(3)
+        y[0] = 1.0
+        raK = np.zeros(n)
+        rwK = np.zeros(n)
+        kmax = 0.0
+        for j in range(n):
             for i in range(n):
-                x[i] = xn[i]
-            if jH < 0:
-                t = nxt_t
-                break
-            t = t + H
-        t = nxt_t
-    if sidx >= 0:
-        mo[M_AUC, sidx] = x[ia] - auc0
-    for s in range(mo.shape[1]):
-        if s < nsess:
-            mo[M_TMAX, s] -= sess[s]
-        else:
+                raK[j] += ra[i] * K[i, j]
+                rwK[j] += rw[i] * K[i, j]
+            rs = 0.0
+            for i in range(n):
+                rs += abs(K[i, j])
+            if rs > kmax:
+                kmax = rs
+        kmax = max(kmax, 1e-9)
+        # the ladder: base hb = 2^e with hb * kmax <= 2^-6; rung j has length hb 2^j
+        e0 = int(math.floor(math.log2(2.0 ** -6 / kmax)))
+        hb = 2.0 ** e0
+        LL = np.empty(NL)
+        for j in range(NL):
+            LL[j] = hb * 2.0 ** j
+        LP = np.zeros((NL, n, n))
+        LG = np.zeros((NL, n, n))
+        _ladder_base(K, hb, LP, LG)
+        top = np.zeros(1, np.int64)
+        j0 = int(round(math.log2(h0 / hb)))
+        if j0 < 0:
+            j0 = 0
+        jcap = int(round(math.log2(H_CAP / hb)))
+        if jcap > NL - 1:
+            jcap = NL - 1
+        if j0 > jcap:
+            j0 = jcap
+        jstop = np.int64(0)
+        for s in range(mo.shape[1]):
             for r in range(mo.shape[0]):
-                mo[r, s] = np.nan
-    endv[0] = y[0]
-    endv[1] = y[1]
-    endv[2] = y[2]
-
-
-@njit(cache=True, nogil=True)
-def metrics_range(lo, hi, K, ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec, sess, nsess, horizon, ra,
-                  rw, wd, pd, pd_on, pd_rtol, thr_o, thr_c, h0, ia, mo, endv):
-    """Subjects ``lo`` to ``hi - 1`` one after the other, without the GIL (see
-    :func:`metrics_subject`; row s of every per-subject array belongs to subject s)."""
-    for s in range(lo, hi):
-        metrics_subject(K[s], ev_t[s], ev_c[s], ev_amt[s], ev_kind[s], nev[s], ev_vec[s],
-                        sess[s], nsess[s], horizon[s], ra[s], rw[s], wd[s], pd[s], pd_on,
-                        pd_rtol, thr_o, thr_c, h0[s], ia, mo[s], endv[s])
+                mo[r, s] = 0.0
+            mo[M_CMAX, s] = -np.inf
+            mo[M_TROUGH, s] = np.nan
+            mo[M_POCC, s] = -np.inf
+            mo[M_PGLU, s] = -np.inf
+            mo[M_PMIN, s] = np.inf
+        sidx = -1
+        auc0 = 0.0
+        has_u = np.bool_(False)
+        t = horizon
+        if nev > 0 and ev_t[0] < t:
+            t = ev_t[0]
+        if nsess > 0 and sess[0] < t:
+            t = sess[0]
+        e = np.int64(0)
+        while True:
+            while sidx + 1 < nsess and sess[sidx + 1] <= t:
+                if sidx >= 0:
+                    mo[M_TROUGH, sidx] = _dot(ra, x)
+                    mo[M_AUC, sidx] = x[ia] - auc0
+                sidx += 1
+                auc0 = x[ia]
+            e, has_u, _ = _apply_events(x, u, active, t, e, nev, ev_t, ev_c, ev_amt, ev_kind,
+                                        ev_vec)
+            if sidx >= 0:
+                f = _dot(ra, x)
+                if f > mo[M_CMAX, sidx]:
+                    mo[M_CMAX, sidx] = f
+                    mo[M_TMAX, sidx] = t
+                o = _occ_of(_dot(rw, x))
+                if o > mo[M_POCC, sidx]:
+                    mo[M_POCC, sidx] = o
+                if y[0] > mo[M_PGLU, sidx]:
+                    mo[M_PGLU, sidx] = y[0]
+                if y[1] < mo[M_PMIN, sidx]:
+                    mo[M_PMIN, sidx] = y[1]
+            if t >= horizon:
+                break
+            nxt_t = horizon
+            if e < nev and ev_t[e] < nxt_t:
+                nxt_t = ev_t[e]
+            if sidx + 1 < nsess and sess[sidx + 1] < nxt_t:
+                nxt_t = sess[sidx + 1]
+            j = j0
+            ramp = True
+            while True:
+                rem = nxt_t - t
+                if rem <= 0.0:
+                    break
+                if ramp and LL[j] <= rem:
+                    jH = j
+                    if j < jcap:
+                        j += 1
+                else:
+                    ramp = False
+                    jH = -1
+                    jj = j
+                    while jj >= 0:
+                        if LL[jj] <= rem:
+                            jH = jj
+                            break
+                        jj -= 1
+                    j = jH if jH >= 0 else 0
+                H = LL[jH] if jH >= 0 else rem
+                if pd_on:
+                    for i in range(n):
+                        xo[i] = x[i]
+                    ext[0] = y[0]
+                    ext[1] = y[1]
+                    _pd_ladder(K, x, u, has_u, jH, H, wd, wK, pd, y, pd_rtol, LP, LG, top, T1, xm,
+                               x1, D1, D2, k1, k2, k3, k4, k5, yt, y1, err, ext)
+                    for i in range(n):
+                        xn[i] = x[i]
+                        x[i] = xo[i]
+                elif jH >= 0:
+                    _lstep(jH, x, u, has_u, LP, LG, top, T1, xn)
+                else:
+                    _tstep(K, x, u, H, xn, D1, D2)
+                if sidx >= 0:
+                    _monitor(K, x, xn, u, has_u, jH, H, t, sidx, ra, raK, rw, rwK, thr_o, thr_c,
+                             LP, LG, top, T1, LL, jstop, xa, xb, D1, D2, mo)
+                    if pd_on:
+                        if ext[0] > mo[M_PGLU, sidx]:
+                            mo[M_PGLU, sidx] = ext[0]
+                        if ext[1] < mo[M_PMIN, sidx]:
+                            mo[M_PMIN, sidx] = ext[1]
+                for i in range(n):
+                    x[i] = xn[i]
+                if jH < 0:
+                    t = nxt_t
+                    break
+                t = t + H
+            t = nxt_t
+        if sidx >= 0:
+            mo[M_AUC, sidx] = x[ia] - auc0
+        for s in range(mo.shape[1]):
+            if s < nsess:
+                mo[M_TMAX, s] -= sess[s]
+            else:
+                for r in range(mo.shape[0]):
+                    mo[r, s] = np.nan
+        endv[0] = y[0]
+        endv[1] = y[1]
+        endv[2] = y[2]
 
 
 @njit(cache=True)
