@@ -64,8 +64,14 @@ def test_long_single_subject_runs_in_pieces(monkeypatch):
 
 
 def test_nominal_grid_step_is_used_only_for_uniform_grids():
-    assert engine._nominal_step(ketasim.time_grid(100, 0.1)) == pytest.approx(0.1, rel=1e-12)
-    assert engine._nominal_step(np.array([0.0, 1.0, 3.0])) == -1.0
+    h, u_end = engine._nominal_step(ketasim.time_grid(100, 0.1))
+    assert h == pytest.approx(0.1, rel=1e-12) and u_end == 1001
+    assert engine._nominal_step(np.array([0.0, 1.0, 3.0])) == (-1.0, 0)
+    assert engine._nominal_step(np.array([0.0, 1.0, 2.5, 3.0])) == (-1.0, 0)
+    # uniform but for the last time (an end that is not a whole number of steps): the
+    # uniform part keeps its step
+    t = np.r_[np.arange(0.0, 182.0 + 0.5, 1.0), 182.625]
+    assert engine._nominal_step(t) == (1.0, t.size - 1)
     # simulate learns it in the same pass as its checks of the grid: the same answer
     from ketasim import _kernels
     rng = np.random.default_rng(3)
@@ -75,7 +81,24 @@ def test_nominal_grid_step_is_used_only_for_uniform_grids():
     for t in grids:
         kind, _, uniform = _kernels.times_fault(t)
         assert kind == 0
-        assert engine._nominal_from(t, uniform) == engine._nominal_step(t)
+        assert engine._nominal_step(t, uniform) == engine._nominal_step(t)
+
+
+def test_a_grid_uniform_but_for_its_last_time():
+    """The uniform part of such a grid runs in blocks; its values equal those on the uniform
+    part alone, and the last value equals that of a grid that was never uniform."""
+    m = ketasim.load_model("ketamine-iv")
+    d = ketasim.standard_iv_course(months=1)
+    uni = ketasim.time_grid(24 * 30, 0.25)
+    t = np.r_[uni, uni[-1] + 0.1]
+    full = ketasim.simulate(m, d, t)
+    part = ketasim.simulate(m, d, uni)
+    scale = np.abs(part.data).max(axis=2, keepdims=True)
+    assert np.all(np.abs(full.data[..., :-1] - part.data) <= 1e-13 * scale)
+    never = np.r_[uni[:-1:7], uni[-1], uni[-1] + 0.1]         # steps 1.75 h, then 0.5, 0.1
+    assert engine._nominal_step(never)[0] == -1.0
+    last = ketasim.simulate(m, d, never).data[..., -1]
+    np.testing.assert_allclose(full.data[..., -1], last, rtol=1e-9, atol=1e-14)
 
 
 def test_float32_output_is_the_float64_result_rounded():

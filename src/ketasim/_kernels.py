@@ -885,8 +885,8 @@ def carry_sizes(n):
 
 
 @njit(cache=True, nogil=True)
-def grid_range(sub0, sub1, Ks, times, h_nom, ev_ts, ev_cs, ev_amts, ev_kinds, nevs, ev_vecs,
-               Cs, Ws, wds, pds, pd_on, pd_rtol, pd_rows, outs, carry_f, carry_i, t_total):
+def grid_range(sub0, sub1, Ks, times, h_nom, u_end, ev_ts, ev_cs, ev_amts, ev_kinds, nevs,
+               ev_vecs, Cs, Ws, wds, pds, pd_on, pd_rtol, pd_rows, outs, carry_f, carry_i, lim):
     """Subjects ``sub0`` to ``sub1 - 1`` on an output grid, one after the other, without the
     GIL (the engine runs several ranges side by side on a thread pool). Row s of every
     per-subject array (``Ks``, ``ev_ts`` ... ``pds``) belongs to subject s; ``outs[s - sub0]``
@@ -897,9 +897,11 @@ def grid_range(sub0, sub1, Ks, times, h_nom, ev_ts, ev_cs, ev_amts, ev_kinds, ne
     occupancy s/(1+s)), then the schematic states G, P, Q for the rows ``pd_rows[i] >= 0``.
     ``h_nom`` > 0: the nominal grid step; a full grid interval within rounding of it is taken
     with exactly that length, and a piece of one cut by an event within rounding of a simple
-    fraction of it with exactly that fraction (:func:`_snap_fraction`). ``t_total``: the
-    length of the whole grid (``times`` may be one piece of it). ``pd_on``: integrate the
-    schematic response (driven by wd·x).
+    fraction of it with exactly that fraction (:func:`_snap_fraction`). ``u_end``: the grid is
+    uniform with that step up to (not including) this index of the whole grid, of which
+    ``times`` may be one piece; the block path stops there (so a grid that is uniform but for
+    its last time keeps its blocks). ``pd_on``: integrate the schematic response (driven by
+    wd·x).
     The PK state is stepped exactly from output time to output time; the schematic response
     runs its own error-controlled steps, which span many output times where nothing moves and
     stop at every dose event, and outputs between its step ends are its dense output.
@@ -908,7 +910,11 @@ def grid_range(sub0, sub1, Ks, times, h_nom, ev_ts, ev_cs, ev_amts, ev_kinds, ne
     ``carry_f`` and ``carry_i`` (sizes: :func:`carry_sizes`) hold the state between calls on
     successive pieces of one time grid (``carry_i[n + 1]`` = 0 on the first piece; pieces
     other than the last must be a multiple of BLK long): x, u, t, the integrator (``S``, its PK
-    copy), the last output time | active infusions, next event, started, outputs done."""
+    copy), the last output time | active infusions, next event, started, outputs done.
+    Returns how many of the values written are not within (-lim, lim) (NaN included), each
+    subject's counted just after its run, while they are still in cache (``lim`` <= 0: none
+    counted)."""
+    bad = 0
     for isub in range(sub0, sub1):
         K = Ks[isub]
         ev_t = ev_ts[isub]
@@ -998,7 +1004,7 @@ def grid_range(sub0, sub1, Ks, times, h_nom, ev_ts, ev_cs, ev_amts, ev_kinds, ne
         inf = np.inf
         # the block path (see _blk_setup): on a uniform grid with enough points per unit of set-up
         rows = m + no
-        use_blk = h_nom > 0.0 and t_total >= 64 and rows * n * n <= t_total
+        use_blk = h_nom > 0.0 and u_end >= 64 and rows * n * n <= u_end
         blk_ready = False
         need_n = np.bool_(False)
         for q in range(nev):
@@ -1012,7 +1018,7 @@ def grid_range(sub0, sub1, Ks, times, h_nom, ev_ts, ev_cs, ev_amts, ev_kinds, ne
         if use_blk:
             nb = BLK
             nl = BLK_LEV + 1
-            while nb > 16 and (rows * n * nb * 8 > 1048576 or rows * n * n * nb > 16 * t_total):
+            while nb > 16 and (rows * n * nb * 8 > 1048576 or rows * n * n * nb > 16 * u_end):
                 nb //= 2
                 nl -= 1
         RW = np.zeros((rows, n))
@@ -1038,7 +1044,7 @@ def grid_range(sub0, sub1, Ks, times, h_nom, ev_ts, ev_cs, ev_amts, ev_kinds, ne
                 # that instant, so it stops the block too) and at most to the next multiple of the
                 # block length (a power of 2 dividing BLK) in the whole grid: where blocks fall
                 # never depends on how a grid is cut in pieces
-                L = min(nb - (g0 + it) % nb, T - it)
+                L = min(nb - (g0 + it) % nb, T - it, u_end - g0 - it)
                 if e < nev:
                     tl = times[it + L - 1]
                     if not (ev_t[e] > tl + eps4 * max(1.0, abs(tl))):
@@ -1176,6 +1182,20 @@ def grid_range(sub0, sub1, Ks, times, h_nom, ev_ts, ev_cs, ev_amts, ev_kinds, ne
         carry_i[n] = e
         carry_i[n + 2] = g0 + T
         carry_i[n + 1] = 1
+        if lim > 0.0:
+            bad += _out_of_range(out, lim)
+    return bad
+
+
+@njit(cache=True)
+def _out_of_range(out, lim):
+    """How many values of ``out`` (rows x times) are not within (-lim, lim), NaN included."""
+    bad = 0
+    for r in range(out.shape[0]):
+        row = out[r]
+        for k in range(row.shape[0]):
+            bad += not (abs(row[k]) < lim)        # no branch: the loop vectorises
+    return bad
 
 
 # ---------------------------------------------------------------------------------------------

@@ -92,14 +92,14 @@ def close_pools() -> None:
         _POOLS.popitem()[1].shutdown(wait=True)
 
 
-def _spread(call, lo: int, hi: int, k: int) -> None:
+def _spread(call, lo: int, hi: int, k: int):
     """``call(a, b)`` over subjects [lo, hi) in ``k`` threads: the compiled kernels release the
-    GIL, so ranges of subjects run side by side (a few ranges per thread, for balance)."""
+    GIL, so ranges of subjects run side by side (a few ranges per thread, for balance). Returns
+    the sum of what the calls return (None counts as 0)."""
     n = hi - lo
     k = min(k, n)
     if k <= 1:
-        call(lo, hi)
-        return
+        return call(lo, hi)
     pool = _POOLS.get(k)
     if pool is None:
         from concurrent.futures import ThreadPoolExecutor
@@ -108,8 +108,7 @@ def _spread(call, lo: int, hi: int, k: int) -> None:
     edges = [lo + (n * i) // parts for i in range(parts + 1)]
     jobs = [pool.submit(call, a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
     try:
-        for j in jobs:
-            j.result()
+        return sum(j.result() or 0 for j in jobs)
     except BaseException:
         for j in jobs:
             j.cancel()
@@ -357,25 +356,29 @@ def prepare(model, doses, params=None, weight_kg=70.0, *, outputs=None, amounts=
                         "occupancy_calibration": occupancy_calibration, "pd_rtol": pd_rtol})
 
 
-def _nominal_from(t: np.ndarray, uniform: bool) -> float:
-    """:func:`_nominal_step` when the uniformity check has been made (``_kernels.times_fault``,
-    for a checked grid)."""
-    if t.size < 3:
-        return _nominal_step(t)
-    h = (float(t[-1]) - float(t[0])) / (t.size - 1)
-    return h if uniform and h > 0 else -1.0
-
-
-def _nominal_step(t: np.ndarray) -> float:
-    """The grid step if ``t`` is uniform to rounding (else -1)."""
-    if t.size < 3:
-        return float(t[1] - t[0]) if t.size == 2 and t[1] > t[0] else -1.0
-    last = float(t[-1])
-    h = (last - float(t[0])) / (t.size - 1)
-    if h <= 0:
-        return -1.0
-    tol = _EPS8 * max(1.0, abs(last))
-    return h if _kernels.uniform_within(t, h, tol) else -1.0
+def _nominal_step(t: np.ndarray, uniform: bool | None = None) -> tuple[float, int]:
+    """(h, u_end): the grid ``t`` is uniform with step h (to rounding) up to (not including)
+    index u_end, which is its length, or its length - 1 when only its last time is off the
+    step (a grid that ends at a time that is not a whole number of steps); (-1, 0) when
+    neither. ``uniform``: whether the whole grid was found uniform already
+    (``_kernels.times_fault``)."""
+    T = t.size
+    if T < 3:
+        return (float(t[1] - t[0]), T) if T == 2 and t[1] > t[0] else (-1.0, 0)
+    for m in (T, T - 1):
+        if m < 3:
+            break
+        last = float(t[m - 1])
+        h = (last - float(t[0])) / (m - 1)
+        if h <= 0:
+            continue
+        if m == T and uniform is not None:
+            ok = uniform
+        else:
+            ok = _kernels.uniform_within(t[:m], h, _EPS8 * max(1.0, abs(last)))
+        if ok:
+            return h, m
+    return -1.0, 0
 
 
 _EPS8 = 8 * float(np.finfo(float).eps)
@@ -383,7 +386,7 @@ _F64 = np.dtype(np.float64)
 
 
 def run(plan: Plan, times, *, out: np.ndarray | None = None, threads=None,
-        check_overflow: bool = True, dtype="float64", _h_nom: float | None = None
+        check_overflow: bool = True, dtype="float64", _h_nom: tuple | None = None
         ) -> np.ndarray:
     """Outputs of every subject of ``plan`` on ``times`` (h): an array (N, R, T) in internal
     units (mg/L, mg, dimensionless), written into ``out`` when given. Runs in chunks of
@@ -403,7 +406,7 @@ def run(plan: Plan, times, *, out: np.ndarray | None = None, threads=None,
         check_memory(N * R * T, f"output: {N:,} subjects x {R} outputs x {T:,} times",
                      bytes_per_value=item)
         out = np.empty((N, R, T), dtype=dtype)
-    h_nom = _nominal_step(t) if _h_nom is None else _h_nom
+    h_nom, u_end = _nominal_step(t) if _h_nom is None else _h_nom
     ev_t, ev_c, ev_a, ev_k, nev, ev_v = plan.events
     n_st = plan.K.shape[1]
     # work per output time: one propagation (n^2) and the outputs (R n); a kernel call does
@@ -415,12 +418,16 @@ def run(plan: Plan, times, *, out: np.ndarray | None = None, threads=None,
     K, C, W, wd, pdp = plan.K, plan.C, plan.W, plan.wd, plan.pd
     pd_on, pd_rtol, pd_rows = plan.pd_on, plan.pd_rtol, plan.pd_rows
 
-    def grid(a, b, dst=None, cf=None, ci=None, tt=t, total=T):
+    lim = min(MAX_ABS_OUTPUT, float(np.finfo(out.dtype).max) / 1e6)
+    bad = 0
+
+    def grid(a, b, dst=None, cf=None, ci=None, tt=t):
         if cf is None:
             cf, ci = np.zeros(nf), np.zeros(ni, np.int64)
-        _kernels.grid_range(a, b, K, tt, h_nom, ev_t, ev_c, ev_a, ev_k, nev, ev_v, C, W, wd,
-                            pdp, pd_on, pd_rtol, pd_rows, out[a:b] if dst is None else dst,
-                            cf, ci, total)
+        return _kernels.grid_range(a, b, K, tt, h_nom, u_end, ev_t, ev_c, ev_a, ev_k, nev, ev_v,
+                                   C, W, wd, pdp, pd_on, pd_rtol, pd_rows,
+                                   out[a:b] if dst is None else dst, cf, ci,
+                                   lim if check_overflow else -1.0)
 
     for a in range(0, N, per):
         b = min(N, a + per)
@@ -436,13 +443,12 @@ def run(plan: Plan, times, *, out: np.ndarray | None = None, threads=None,
                 dst = buf if T <= piece else buf[:, :p1 - p0]
                 if T > piece and p1 - p0 < piece:
                     dst = np.empty((R, p1 - p0), dtype=out.dtype)
-                grid(a, b, dst[None], cf, ci, t if T <= piece else t[p0:p1], T)
+                bad += grid(a, b, dst[None], cf, ci, t if T <= piece else t[p0:p1])
                 if T > piece:
                     out[a, :, p0:p1] = dst
         else:
-            _spread(grid, a, b, k)
-    lim = min(MAX_ABS_OUTPUT, float(np.finfo(out.dtype).max) / 1e6)
-    if check_overflow and out.size and _kernels.first_out_of_range(out, lim)[0] >= 0:
+            bad += _spread(grid, a, b, k)
+    if check_overflow and bad:
         row = int(_kernels.first_out_of_range(out, lim)[1])
         raise KetasimInputError(
             f"simulation: output {plan.names[row]!r} overflows (|value| >= {lim:g} or "

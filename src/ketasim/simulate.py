@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _kernels
-from .engine import DEFAULT_PD_RTOL, _nominal_from, check_memory, prepare, run
+from .engine import DEFAULT_PD_RTOL, _nominal_step, check_memory, prepare, run
 from .errors import KetasimInputError
 from .events import build_events
 from .result import Result
@@ -125,7 +125,7 @@ def simulate(model, doses, times, params: dict | None = None, weight_kg=70.0, *,
                    occupancy_calibration=occupancy_calibration, pd_rtol=pd_rtol)
     t, uniform = _coerce_times(times)
     # the grid was read once for its checks; whether it is uniform came with them
-    h_nom = _nominal_from(t, uniform)
+    h_nom = _nominal_step(t, uniform)
     out = run(plan, t, threads=threads, dtype=dtype, _h_nom=h_nom)
     out.setflags(write=False)
     return Result(times=t, names=plan.names, data=out, population=plan.population,
