@@ -500,3 +500,32 @@ def test_block_path_equals_step_by_step(seed):
     peak = np.maximum(np.abs(b.data[0, :, :-1]).max(axis=1, keepdims=True), 1e-300)
     err = np.abs(a.data[0] - b.data[0, :, :-1]) / peak
     assert err.max() < 1e-11
+
+
+def _fork_child_simulates(expected):
+    m = ketasim.load_model("ketamine-iv")
+    d = ketasim.standard_iv_course(months=1)
+    got = ketasim.simulate(m, d, ketasim.time_grid(24 * 7, 1.0),
+                           params={"CL": np.linspace(80, 120, 20)}, threads=2).data
+    os._exit(0 if np.array_equal(got, expected) else 3)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_process_runs_subjects_on_threads_again():
+    """The thread pool does not survive a fork: the child starts its own (it would wait for
+    its parent's threads forever otherwise)."""
+    import multiprocessing
+
+    m = ketasim.load_model("ketamine-iv")
+    d = ketasim.standard_iv_course(months=1)
+    ref = ketasim.simulate(m, d, ketasim.time_grid(24 * 7, 1.0),
+                           params={"CL": np.linspace(80, 120, 20)}, threads=2).data
+    proc = multiprocessing.get_context("fork").Process(target=_fork_child_simulates,
+                                                       args=(ref,))
+    proc.start()
+    proc.join(120)
+    if proc.is_alive():
+        proc.kill()
+        proc.join()
+        pytest.fail("the forked child did not finish: it waited for threads it does not have")
+    assert proc.exitcode == 0

@@ -73,6 +73,8 @@ def check_memory(n_values: int, what: str, limit_bytes: int | None = None,
 
 
 _POOLS: dict = {}
+if hasattr(os, "register_at_fork"):      # a forked child has none of its parent's threads
+    os.register_at_fork(after_in_child=_POOLS.clear)
 
 
 def _threads(k) -> int:
