@@ -184,3 +184,25 @@ def test_a_dataset_has_each_subjects_own_sessions():
             else:
                 np.testing.assert_allclose(both[k][i], v[0], rtol=1e-12, err_msg=k)
     assert np.isnan(both["cmax_s3"][0])      # subject 1 has two sessions
+
+
+def test_schematic_metrics_over_a_course_against_the_grid():
+    """Peak glutamate of each session and plasticity at the end, from the metric steps (which
+    grow to days between sessions, with the exponential step for the stiff glutamate signal),
+    against the grid integrator at a tight tolerance on a one-second grid around each peak."""
+    model = ketasim.load_model("ketamine-iv")
+    d = ketasim.standard_iv_course(months=2)
+    horizon = 24 * 60.0
+    got = session_metrics(model, d, metrics=("peak_glutamate", "plasticity_end"),
+                          horizon_h=horizon)
+    starts = ketasim.engine.session_starts(d, 1.0)
+    # the whole course on a coarse grid (plasticity at the end), then each session's first
+    # six hours on a one-second grid (the glutamate peak)
+    coarse = ketasim.simulate(model, d, ketasim.time_grid(horizon, 0.5),
+                              outputs=["glutamate", "plasticity"], pd_rtol=1e-10)
+    assert got["plasticity_end"][0] == pytest.approx(coarse.data[0, 1, -1], rel=1e-6)
+    assert coarse.data[0, 1, -1] > 0.01                    # it did build up
+    for k, t0 in enumerate(starts, start=1):
+        fine = ketasim.simulate(model, d, t0 + np.arange(0, 6 * 3600 + 1) / 3600.0,
+                                outputs=["glutamate"], pd_rtol=1e-10)
+        assert got[f"peak_glutamate_s{k}"][0] == pytest.approx(fine.data[0, 0].max(), rel=1e-6)

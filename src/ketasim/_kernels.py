@@ -1542,11 +1542,12 @@ def _monitor(K, x0, x1, u, has_u, jH, H, t0, sidx, ra, raK, rw, rwK, thr_o, thr_
 
 @njit(cache=True)
 def _pd_ladder(K, x, u, has_u, jH, H, wd, wK, pd, y, rtol, LP, LG, top, T1, xm, x1, D1, D2,
-               k1, k2, k3, k4, k5, yt, y1, err, ext):
+               k1, k2, k3, k4, k5, yt, y1, err, ext, c):
     """Advance PK (exactly) and the schematic response over one metric step (rung jH, or a
     Taylor step of H hours when jH < 0), in ladder sub-steps chosen by the error control
-    (embedded RK4(3), as in :func:`_pd_advance`). ``ext`` keeps the largest G and the
-    smallest P."""
+    (embedded RK4(3), or the exponential step where the glutamate signal is stiff, as in
+    :func:`_pd_advance`). ``ext`` keeps the largest G and the smallest P; ``c`` (7,) is the
+    exponential step's scratch."""
     _pd_f(_stim(_occ_of(_dot(wd, x)), pd), y, pd, k1)
     depth_max = min(jH - 1, 60)      # sub-steps of rung >= 1, so their halves are rungs >= 0
     if depth_max < 0:
@@ -1568,9 +1569,20 @@ def _pd_ladder(K, x, u, has_u, jH, H, wd, wK, pd, y, rtol, LP, LG, top, T1, xm, 
             _lstep(js - 1, xm, u, has_u, LP, LG, top, T1, x1)
         om = _stim(_occ_of(_dot(wd, xm)), pd)
         o1 = _stim(_occ_of(_dot(wd, x1)), pd)
-        e = _rk43(y, hs, om, o1, pd, rtol, k1, k2, k3, k4, k5, yt, y1, err,
-                  _stim(_occ_of(_dot(wd, x)), pd), hs * _dstim(x, u, wd, wK, pd),
-                  hs * _dstim(x1, u, wd, wK, pd))
+        if pd[0] * hs >= ETD_Z:
+            e = _etd_step(y, hs, _stim(_occ_of(_dot(wd, x)), pd), om, o1,
+                          hs * _dstim(x, u, wd, wK, pd), hs * _dstim(x1, u, wd, wK, pd), pd,
+                          rtol, k1, k2, k3, k4, k5, yt, y1, err, c)
+            if e <= 1.0 or dd >= depth_max:
+                # G inside the step is the exact formula (dense output): its value at the
+                # middle joins the extremes, as a check on the end-point interpolation below
+                gm = 1.0 + _etd_q(c, 0.5) + math.exp(-0.5 * c[5]) * c[6]
+                if gm > ext[0]:
+                    ext[0] = gm
+        else:
+            e = _rk43(y, hs, om, o1, pd, rtol, k1, k2, k3, k4, k5, yt, y1, err,
+                      _stim(_occ_of(_dot(wd, x)), pd), hs * _dstim(x, u, wd, wK, pd),
+                      hs * _dstim(x1, u, wd, wK, pd))
         if e > 1.0 and dd < depth_max:
             dd += 1
             continue
@@ -1637,6 +1649,7 @@ def metrics_range(sub0, sub1, Ks, ev_ts, ev_cs, ev_amts, ev_kinds, nevs, ev_vecs
         y1 = np.zeros(3)
         err = np.zeros(3)
         ext = np.zeros(2)
+        c7 = np.zeros(7)
         y = np.zeros(3)
         y[0] = 1.0
         raK = np.zeros(n)
@@ -1743,7 +1756,7 @@ def metrics_range(sub0, sub1, Ks, ev_ts, ev_cs, ev_amts, ev_kinds, nevs, ev_vecs
                     ext[0] = y[0]
                     ext[1] = y[1]
                     _pd_ladder(K, x, u, has_u, jH, H, wd, wK, pd, y, pd_rtol, LP, LG, top, T1, xm,
-                               x1, D1, D2, k1, k2, k3, k4, k5, yt, y1, err, ext)
+                               x1, D1, D2, k1, k2, k3, k4, k5, yt, y1, err, ext, c7)
                     for i in range(n):
                         xn[i] = x[i]
                         x[i] = xo[i]
