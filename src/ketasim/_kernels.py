@@ -269,7 +269,9 @@ NSLOT = 48          # propagators kept per subject (round robin)
 TINY = 1e-290       # amounts below this are flushed to 0 (no slow subnormal arithmetic)
 
 
-@njit(cache=True)
+# inlined (each call site typed again, so only here): it runs twice per step of the schematic
+# integrator, where a call with nine array arguments costs a tenth of the step
+@njit(cache=True, inline="always")
 def _slot(K, st, h, need_g, ch, cg, CP, CG, nxt):
     """Index of the cache slot holding Φ(h) (and Γ(h) when ``need_g``), computing it if absent
     (``st``: the network's structure, :func:`structure`)."""
@@ -702,7 +704,8 @@ def _pd_restart(x, t, wd, pd, xp, S):
         S[9 + i] = S[12 + i]
 
 
-@njit(cache=True)
+# inlined: it runs for every output time of every schematic output
+@njit(cache=True, inline="always")
 def _pd_dense(S, t, k):
     """Component k of the response at t from the accepted step [ta, tb] in ``S``."""
     ta = S[0]
