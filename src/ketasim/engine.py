@@ -112,6 +112,16 @@ def _spread(call, lo: int, hi: int, k: int, part: int):
         pool = _POOLS[k] = ThreadPoolExecutor(k, thread_name_prefix="ketasim")
     jobs = [pool.submit(call, a, b) for a, b in zip(edges[:-1], edges[1:])]
     try:
+        from concurrent.futures import FIRST_EXCEPTION, wait
+
+        # wait in short slices: a signal (Ctrl-C) may be delivered to a worker thread, and
+        # the main thread only runs its handler when it wakes up
+        pending = jobs
+        while pending:
+            done, pending = wait(pending, timeout=0.1, return_when=FIRST_EXCEPTION)
+            for j in done:
+                if j.exception() is not None:
+                    raise j.exception()
         return sum(j.result() or 0 for j in jobs)
     except BaseException:
         for j in jobs:
