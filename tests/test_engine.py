@@ -320,6 +320,12 @@ def test_subject_ranges_on_threads_are_independent():
         one = ketasim.simulate(model, doses, times, params={p: v[i] for p, v in params.items()})
         np.testing.assert_array_equal(one.data[0], ref.data[i])
     assert np.ptp(ref.concentration("plasma").max(axis=1)) > 0      # subjects differ
+    # far more threads than cores: capped at the cores, same numbers
+    import threading
+    engine.close_pools()
+    got = ketasim.simulate(model, doses, times, params=params, threads=10_000)
+    np.testing.assert_array_equal(got.data, ref.data)
+    assert threading.active_count() <= 1 + max(os.cpu_count() or 1, engine._threads(None))
 
 
 # ----------------------------------------------------------------------------- 6. expm

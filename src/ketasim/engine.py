@@ -79,13 +79,16 @@ if hasattr(os, "register_at_fork"):      # a forked child has none of its parent
 
 def _threads(k) -> int:
     """The number of threads for ``threads=k`` (None: Numba's thread count, which honours
-    ``NUMBA_NUM_THREADS``, normally the number of cores)."""
+    ``NUMBA_NUM_THREADS``, normally the number of cores; never more than the cores or that
+    count)."""
     if k is None:
         from numba import config
         return max(1, int(config.NUMBA_NUM_THREADS))
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
         raise KetasimInputError(f"threads: got {k!r}, expected a whole number >= 1")
-    return int(k)
+    from numba import config
+    # more threads than cores only adds switching (the kernels never wait)
+    return min(int(k), max(1, int(config.NUMBA_NUM_THREADS), os.cpu_count() or 1))
 
 
 def close_pools() -> None:
