@@ -585,7 +585,7 @@ def _etd_step(y, hs, s0, sm, s1, D0, D1, pd, rtol, k1, k2, k3, k4, k5, yt, y1, e
     G's error estimate is the stimulus' distance from the cubic Hermite interpolant at the
     middle (the quartic's own error is smaller); P's includes the RK4 quadrature error of G's
     fast transient. Writes q's coefficients, z and the transient g0 - q(0) into ``c`` (dense
-    output); returns the scaled error like :func:`_rk43`."""
+    output) and G at the middle into ``yt[0]``; returns the scaled error like :func:`_rk43`."""
     kout = pd[0]
     z = kout * hs
     A = s1 - s0 - D0
@@ -611,6 +611,7 @@ def _etd_step(y, hs, s0, sm, s1, D0, D1, pd, rtol, k1, k2, k3, k4, k5, yt, y1, e
     e1 = eh * eh
     Gh = 1.0 + _etd_q(c, 0.5) + eh * E
     G1 = 1.0 + _etd_q(c, 1.0) + e1 * E
+    yt[0] = Gh
     for i in range(1, 3):
         yt[i] = y[i] + 0.5 * hs * k1[i]
     _pq_f(Gh, yt, pd, k2)
@@ -1576,12 +1577,10 @@ def _pd_ladder(K, x, u, has_u, jH, H, wd, wK, pd, y, rtol, LP, LG, top, T1, xm, 
             e = _etd_step(y, hs, _stim(_occ_of(_dot(wd, x)), pd), om, o1,
                           hs * _dstim(x, u, wd, wK, pd), hs * _dstim(x1, u, wd, wK, pd), pd,
                           rtol, k1, k2, k3, k4, k5, yt, y1, err, c)
-            if e <= 1.0 or dd >= depth_max:
-                # G inside the step is the exact formula (dense output): its value at the
-                # middle joins the extremes, as a check on the end-point interpolation below
-                gm = 1.0 + _etd_q(c, 0.5) + math.exp(-0.5 * c[5]) * c[6]
-                if gm > ext[0]:
-                    ext[0] = gm
+            if (e <= 1.0 or dd >= depth_max) and yt[0] > ext[0]:
+                # G at the middle, from the step's exact formula, joins the extremes (a check
+                # on the end-point interpolation below)
+                ext[0] = yt[0]
         else:
             e = _rk43(y, hs, om, o1, pd, rtol, k1, k2, k3, k4, k5, yt, y1, err,
                       _stim(_occ_of(_dot(wd, x)), pd), hs * _dstim(x, u, wd, wK, pd),
@@ -1798,17 +1797,13 @@ def metrics_range(sub0, sub1, Ks, ev_ts, ev_cs, ev_amts, ev_kinds, nevs, ev_vecs
 @njit(cache=True)
 def first_out_of_range(a, lim):
     """Index of the first value of the 3-d array ``a`` that is not within (-lim, lim) (NaN
-    included), as (i, j, k); (-1, -1, -1) when every value is. One pass, no temporaries."""
+    included), as (i, j, k); (-1, -1, -1) when every value is. Only where the kernel counted
+    such values (:func:`_out_of_range`), so a plain search."""
     for i in range(a.shape[0]):
         for j in range(a.shape[1]):
-            r = a[i, j]
-            bad = 0
             for k in range(a.shape[2]):
-                bad += not (abs(r[k]) < lim)        # no branch: the loop vectorises
-            if bad:
-                for k in range(a.shape[2]):
-                    if not (abs(r[k]) < lim):
-                        return i, j, k
+                if not (abs(a[i, j, k]) < lim):
+                    return i, j, k
     return -1, -1, -1
 
 

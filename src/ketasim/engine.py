@@ -81,12 +81,12 @@ def _threads(k) -> int:
     """The number of threads for ``threads=k`` (None: Numba's thread count, which honours
     ``NUMBA_NUM_THREADS``, normally the number of cores; never more than the cores or that
     count)."""
+    from numba import config
+
     if k is None:
-        from numba import config
         return max(1, int(config.NUMBA_NUM_THREADS))
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
         raise KetasimInputError(f"threads: got {k!r}, expected a whole number >= 1")
-    from numba import config
     # more threads than cores only adds switching (the kernels never wait)
     return min(int(k), max(1, int(config.NUMBA_NUM_THREADS), os.cpu_count() or 1))
 
@@ -105,18 +105,18 @@ def _spread(call, lo: int, hi: int, k: int, part: int):
     sum of what the calls return (None counts as 0)."""
     n = hi - lo
     k = min(k, n)
-    part = max(1, min(part, -(-n // (4 * k)) if k > 1 else part))
-    edges = list(range(lo, hi, part)) + [hi]
+    if k > 1:
+        part = min(part, -(-n // (4 * k)))
+    edges = list(range(lo, hi, max(1, part))) + [hi]
     if k <= 1:
         return sum(call(a, b) or 0 for a, b in zip(edges[:-1], edges[1:]))
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
     pool = _POOLS.get(k)
     if pool is None:
-        from concurrent.futures import ThreadPoolExecutor
         pool = _POOLS[k] = ThreadPoolExecutor(k, thread_name_prefix="ketasim")
     jobs = [pool.submit(call, a, b) for a, b in zip(edges[:-1], edges[1:])]
     try:
-        from concurrent.futures import FIRST_EXCEPTION, wait
-
         # wait in short slices: a signal (Ctrl-C) may be delivered to a worker thread, and
         # the main thread only runs its handler when it wakes up
         pending = jobs
@@ -436,7 +436,6 @@ def run(plan: Plan, times, *, out: np.ndarray | None = None, threads=None,
     pd_on, pd_rtol, pd_rows = plan.pd_on, plan.pd_rtol, plan.pd_rows
 
     lim = min(MAX_ABS_OUTPUT, float(np.finfo(out.dtype).max) / 1e6)
-    bad = 0
 
     def grid(a, b, dst=None, cf=None, ci=None, tt=t):
         if cf is None:
@@ -448,21 +447,23 @@ def run(plan: Plan, times, *, out: np.ndarray | None = None, threads=None,
 
     if N > 1 and per > 1:
         bad = _spread(grid, 0, N, k, per)
-    for a in range(N if per == 1 or N == 1 else 0):
+    else:
         # one subject at a time (alone, or each a long run): pieces of the time grid,
         # carrying the state between them, so that Ctrl-C is honoured between pieces
-        cf = np.zeros(nf)
-        ci = np.zeros(ni, np.int64)
+        bad = 0
         piece = max(1024, CHUNK_WORK // per_point) // _kernels.BLK * _kernels.BLK
-        buf = out[a] if T <= piece else np.empty((R, piece), dtype=out.dtype)
-        for p0 in range(0, T, piece):
-            p1 = min(T, p0 + piece)
-            dst = buf if T <= piece else buf[:, :p1 - p0]
-            if T > piece and p1 - p0 < piece:
-                dst = np.empty((R, p1 - p0), dtype=out.dtype)
-            bad += grid(a, a + 1, dst[None], cf, ci, t if T <= piece else t[p0:p1])
-            if T > piece:
-                out[a, :, p0:p1] = dst
+        for a in range(N):
+            cf = np.zeros(nf)
+            ci = np.zeros(ni, np.int64)
+            buf = out[a] if T <= piece else np.empty((R, piece), dtype=out.dtype)
+            for p0 in range(0, T, piece):
+                p1 = min(T, p0 + piece)
+                dst = buf if T <= piece else buf[:, :p1 - p0]
+                if T > piece and p1 - p0 < piece:
+                    dst = np.empty((R, p1 - p0), dtype=out.dtype)
+                bad += grid(a, a + 1, dst[None], cf, ci, t if T <= piece else t[p0:p1])
+                if T > piece:
+                    out[a, :, p0:p1] = dst
     if check_overflow and bad:
         row = int(_kernels.first_out_of_range(out, lim)[1])
         raise KetasimInputError(
