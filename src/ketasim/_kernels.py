@@ -37,13 +37,22 @@ _B = np.array([64764752532480000.0, 32382376266240000.0, 7771770303897600.0,
                33522128640.0, 1323241920.0, 40840800.0, 960960.0, 16380.0, 182.0, 1.0])
 _THETA13 = 5.371920351148152
 
+# Reference counts. A compiled function takes a reference to every array it is passed, and gives
+# it back on return: two atomic operations per array per call, which Numba cannot remove where
+# the function has loops. The helpers called per step or per block (a dozen array arguments
+# each) spent more time on those than on arithmetic (a quarter of a population's run, a third of
+# a schematic step). So every helper that neither allocates nor returns an array is compiled
+# without reference counting (``_nrt=False``): its callers keep the arrays alive. Every other
+# function says ``_nrt=True`` explicitly, because a callee without the option inherits its
+# first caller's setting, and one that allocates cannot be compiled without it.
+
 # Event kinds
 BOLUS = 0
 START = 1
 STOP = -1
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _matmul(A, B, out):
     """out = A @ B for square matrices (plain loops: quick to compile, fine at these sizes)."""
     n = A.shape[0]
@@ -57,7 +66,7 @@ def _matmul(A, B, out):
                     out[i, j] += a * B[k, j]
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=True)
 def _solve(P, Q):
     """Return R with P R = Q by Gaussian elimination with partial pivoting (P, Q overwritten)."""
     n = P.shape[0]
@@ -89,7 +98,7 @@ def _solve(P, Q):
     return Q
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _pade_half(X2, X4, X6, k, T, out):
     """out = X6 (b[12+k] X6 + b[10+k] X4 + b[8+k] X2) + b[6+k] X6 + b[4+k] X4 + b[2+k] X2
     + b[k] I: the even (k = 0) or, before a final product with X, odd (k = 1) half of the
@@ -106,7 +115,7 @@ def _pade_half(X2, X4, X6, k, T, out):
         out[i, i] += b[k]
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=True)
 def expm(A):
     """Matrix exponential by scaling and squaring with a Padé(13) approximant."""
     n = A.shape[0]
@@ -151,7 +160,7 @@ def expm(A):
     return R
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=True)
 def propagator(K, h, Phi, Gam):
     """Write Φ(h) = expm(K h) and Γ(h) = ∫_0^h expm(K s) ds into ``Phi`` and ``Gam``."""
     n = K.shape[0]
@@ -167,7 +176,7 @@ def propagator(K, h, Phi, Gam):
             Gam[i, j] = E[i, n + j]
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=True)
 def structure(K, ev_c, ev_kind, nev):
     """The block structure of a network, for :func:`propagator_s`: its states grouped into
     the connected parts of the flow graph (the S and R enantiomers of racemic ketamine, say, are
@@ -210,7 +219,7 @@ def structure(K, ev_c, ev_kind, nev):
     return st
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=True)
 def propagator_s(K, h, st, need_g, Phi, Gam):
     """Φ(h) (and, when ``need_g``, the columns of Γ(h) for the states that receive infusions;
     the other columns are 0) one connected part at a time (``st``: :func:`structure`): an
@@ -297,7 +306,7 @@ def _slot(K, st, h, need_g, ch, cg, CP, CG, nxt):
     return j
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _transpose(A):
     """Transpose a square matrix in place (the cache keeps Φᵀ and Γᵀ, so a propagation runs
     along contiguous rows)."""
@@ -307,7 +316,7 @@ def _transpose(A):
             A[i, k], A[k, i] = A[k, i], A[i, k]
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _propagate(PT, GT, x, u, has_u, xo):
     """xo <- Φ x (+ Γ u) from the transposed propagators: column by column, so the n row sums
     are independent accumulators over contiguous memory (no serial chain of additions; each
@@ -331,7 +340,7 @@ def _propagate(PT, GT, x, u, has_u, xo):
             xo[i] = 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _step(K, st, x, u, has_u, h, ch, cg, CP, CG, nxt, xo):
     """xo <- exact state h hours after x with constant input u (x and xo must differ)."""
     n = x.shape[0]
@@ -343,7 +352,7 @@ def _step(K, st, x, u, has_u, h, ch, cg, CP, CG, nxt, xo):
     _propagate(CP[j], CG[j], x, u, has_u, xo)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _apply_events(x, u, active, t, e, nev, ev_t, ev_c, ev_amt, ev_kind, ev_vec):
     """Apply every event at or before t (in order); returns (next event index, has_u)."""
     n = x.shape[0]
@@ -379,7 +388,7 @@ def _apply_events(x, u, active, t, e, nev, ev_t, ev_c, ev_amt, ev_kind, ev_vec):
     return e, has_u, changed
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _dot(a, x):
     s = 0.0
     for i in range(x.shape[0]):
@@ -387,14 +396,14 @@ def _dot(a, x):
     return s
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _occ_of(s):
     if s < 0.0:
         s = 0.0
     return s / (1.0 + s)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _stim(occ, pd):
     """The occupancy-driven stimulus of the glutamate signal: emax occ^h / (ec50^h + occ^h)."""
     if occ <= 0.0:
@@ -409,7 +418,7 @@ def _stim(occ, pd):
     return pd[1] * oh / (eh + oh)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _pd_f(stim, y, pd, dy):
     """Right-hand side of the schematic response for a given stimulus (see :func:`_stim`).
     y = [G, P, Q]; pd = GLUTAMATE_ROLES values: kout, emax, ec50, hill, plasticity_kin,
@@ -423,7 +432,7 @@ def _pd_f(stim, y, pd, dy):
     dy[2] = pd[6] * y[1] * (1.0 - y[2]) - pd[7] * y[2]
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _pd_norm(err, y, rtol):
     """Largest local error relative to f rtol (|y| + 1e-3): the safety factor f keeps the
     accumulated error of a whole course within rtol; 0.2 for G (its errors decay at kout),
@@ -437,7 +446,7 @@ def _pd_norm(err, y, rtol):
     return m
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _hermite_max(y0, y1, m0, m1, h):
     """Largest value of the cubic Hermite interpolant of (y0, m0) at 0 and (y1, m1) at h,
     where the slope goes from positive to negative (the step's dense output)."""
@@ -464,7 +473,7 @@ def _hermite_max(y0, y1, m0, m1, h):
     return best
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _rk43(y, hs, om, o1, pd, rtol, k1, k2, k3, k4, k5, yt, y1, err, s0, D0, D1):
     """One step of the embedded RK4(3) pair for the schematic response: ``y1`` the fourth-order
     result, ``k5`` its slope (the next step's ``k1``), returns the scaled error estimate
@@ -493,7 +502,7 @@ def _rk43(y, hs, om, o1, pd, rtol, k1, k2, k3, k4, k5, yt, y1, err, s0, D0, D1):
     return _pd_norm(err, y1, rtol)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _pd_accept(x, x1, y, y1, k1, k5, hs, ext):
     """Take an accepted sub-step of the schematic integrator: the new PK state and response,
     FSAL (the end slope is the next start slope), and the extremes kept in ``ext`` (largest G,
@@ -522,7 +531,7 @@ PD_CARRY = 25      # schematic integrator state carried between pieces (see grid
 ETD_Z = 1.0        # kout h at or above which the glutamate signal takes the exponential step
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=True)
 def _row_times(w, K):
     """The row vector w K (the rate of change of w·x is w K x + w u)."""
     n = K.shape[0]
@@ -533,7 +542,7 @@ def _row_times(w, K):
     return r
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _dstim(x, u, wd, wK, pd):
     """Rate of change (1/h) of the stimulus at state ``x`` with input ``u``: the chain rule
     through occupancy s/(1+s), s = wd·x, ds/dt = wd·(K x + u) (``wK`` = wd K)."""
@@ -559,14 +568,14 @@ def _dstim(x, u, wd, wK, pd):
     return pd[1] * dh * eh / (den * den) * docc
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _etd_q(a, th):
     """The polynomial part q(θ) = a0 + a1 θ + ... + a4 θ^4 of the glutamate excess g = G - 1
     over an exponential step (see :func:`_etd_step`)."""
     return a[0] + th * (a[1] + th * (a[2] + th * (a[3] + th * a[4])))
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _pq_f(G, y, pd, dy):
     """Slopes of plasticity P and consolidation Q (y[1], y[2]) for a given glutamate G."""
     drive = G - 1.0
@@ -576,7 +585,7 @@ def _pq_f(G, y, pd, dy):
     dy[2] = pd[6] * y[1] * (1.0 - y[2]) - pd[7] * y[2]
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _etd_step(y, hs, s0, sm, s1, D0, D1, pd, rtol, k1, k2, k3, k4, k5, yt, y1, err, c):
     """One step of the schematic response where the glutamate signal is stiff (kout h >= ETD_Z,
     beyond the explicit pair's stability): G exactly for the stimulus interpolated by the
@@ -633,7 +642,7 @@ def _etd_step(y, hs, s0, sm, s1, D0, D1, pd, rtol, k1, k2, k3, k4, k5, yt, y1, e
     return _pd_norm(err, y1, rtol)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _pd_advance(K, st, u, has_u, tend, wd, wK, pd, rtol, ch, cg, CP, CG, nxt, xp, xm, x1, S,
                 k2, k3, k4, k5, yt, y1, err):
     """One accepted step of the schematic integrator on an output grid, from ``tb`` towards
@@ -687,7 +696,7 @@ def _pd_advance(K, st, u, has_u, tend, wd, wK, pd, rtol, ch, cg, CP, CG, nxt, xp
     S[2] = lev
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _pd_restart(x, t, wd, pd, xp, S):
     """Restart the schematic integrator at ``t`` from the state ``x`` (after dose events; the
     response itself is continuous): a zero-length step, the slope recomputed, the step length
@@ -731,7 +740,7 @@ BLK_LEV = 7                # a block covers up to 2^7 = 128 output times
 BLK = 1 << BLK_LEV
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=True)
 def _blk_setup(PT, GT, RW, need_n, Rt, Nt, rcnt, ridx, ncnt, nidx, LPh, LGh):
     """Tables for blocks of up to BLK output times h apart with no event among them (the
     block path of :func:`grid_range`). Row r of ``RW`` (an output's linear functional) at
@@ -744,29 +753,24 @@ def _blk_setup(PT, GT, RW, need_n, Rt, Nt, rcnt, ridx, ncnt, nidx, LPh, LGh):
     n = PT.shape[0]
     rows = RW.shape[0]
     B = Rt.shape[2]
+    # (no array views in these loops: each view costs an atomic reference count)
     for i in range(n):
         for k in range(n):
-            LPh[0][i, k] = PT[k, i]
-            LGh[0][i, k] = GT[k, i] if need_n else 0.0
+            LPh[0, i, k] = PT[k, i]
+            LGh[0, i, k] = GT[k, i] if need_n else 0.0
     for lv in range(1, LPh.shape[0]):
-        P = LPh[lv - 1]
-        G = LGh[lv - 1]
-        P2 = LPh[lv]
-        G2 = LGh[lv]
         for i in range(n):
             for k in range(n):
-                P2[i, k] = 0.0
-                G2[i, k] = 0.0
+                LPh[lv, i, k] = 0.0
+                LGh[lv, i, k] = 0.0
             for q in range(n):
-                piq = P[i, q]
+                piq = LPh[lv - 1, i, q]
                 if piq != 0.0:
                     for k in range(n):
-                        P2[i, k] += piq * P[q, k]
-                        G2[i, k] += piq * G[q, k]
+                        LPh[lv, i, k] += piq * LPh[lv - 1, q, k]
+                        LGh[lv, i, k] += piq * LGh[lv - 1, q, k]
             for k in range(n):
-                G2[i, k] += G[i, k]
-    P = LPh[0]
-    G = LGh[0]
+                LGh[lv, i, k] += LGh[lv - 1, i, k]
     cur = RW.copy()
     nc = np.zeros((rows, n))
     new = np.zeros((rows, n))
@@ -776,9 +780,9 @@ def _blk_setup(PT, GT, RW, need_n, Rt, Nt, rcnt, ridx, ncnt, nidx, LPh, LGh):
                 a = 0.0
                 b = 0.0
                 for i in range(n):
-                    a += cur[r, i] * P[i, k]
+                    a += cur[r, i] * LPh[0, i, k]
                     if need_n:
-                        b += cur[r, i] * G[i, k]
+                        b += cur[r, i] * LGh[0, i, k]
                 new[r, k] = a
                 nc[r, k] += b
                 Rt[r, k, j] = a
@@ -793,7 +797,7 @@ def _blk_setup(PT, GT, RW, need_n, Rt, Nt, rcnt, ridx, ncnt, nidx, LPh, LGh):
         ncnt[r] = _pack_live(Nt[r], nidx[r])
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _pack_live(T, idx):
     """Move the columns T[k] that have a non-zero entry to the front of ``T`` (in column
     order), their indices into ``idx``; returns how many there are."""
@@ -813,7 +817,7 @@ def _pack_live(T, idx):
     return c
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _blk_run(x, u, has_u, L, m, Rt, Nt, rcnt, ridx, ncnt, nidx, LPh, LGh, out, it, yb, xn):
     """Write the linear outputs (rows < m: as they are; rows >= m: occupancy s/(1+s)) at the
     next L (<= BLK) output times of a block from the state ``x`` at the time before them, then
@@ -825,26 +829,23 @@ def _blk_run(x, u, has_u, L, m, Rt, Nt, rcnt, ridx, ncnt, nidx, LPh, LGh, out, i
             yb[j] = 0.0
         c = rcnt[r]
         q = 0
+        # (no array views here: each view costs an atomic reference count, per block)
         while q + 1 < c:                  # two columns per pass over the block
             xa = x[ridx[r, q]]
             xb = x[ridx[r, q + 1]]
-            Ra = Rt[r, q]
-            Rb = Rt[r, q + 1]
             for j in range(L):
-                yb[j] += Ra[j] * xa + Rb[j] * xb
+                yb[j] += Rt[r, q, j] * xa + Rt[r, q + 1, j] * xb
             q += 2
         if q < c:
             xa = x[ridx[r, q]]
-            Ra = Rt[r, q]
             for j in range(L):
-                yb[j] += Ra[j] * xa
+                yb[j] += Rt[r, q, j] * xa
         if has_u:
             for q in range(ncnt[r]):
                 uk = u[nidx[r, q]]
                 if uk != 0.0:
-                    N = Nt[r, q]
                     for j in range(L):
-                        yb[j] += N[j] * uk
+                        yb[j] += Nt[r, q, j] * uk
         if r < m:
             for j in range(L):
                 out[r, it + j] = yb[j]
@@ -853,15 +854,13 @@ def _blk_run(x, u, has_u, L, m, Rt, Nt, rcnt, ridx, ncnt, nidx, LPh, LGh, out, i
                 out[r, it + j] = _occ_of(yb[j])
     for lv in range(LPh.shape[0]):
         if (L >> lv) & 1:
-            P = LPh[lv]
-            G = LGh[lv]
             for i in range(n):
                 a = 0.0
                 for k in range(n):
-                    a += P[i, k] * x[k]
+                    a += LPh[lv, i, k] * x[k]
                 if has_u:
                     for k in range(n):
-                        a += G[i, k] * u[k]
+                        a += LGh[lv, i, k] * u[k]
                 if abs(a) < TINY:
                     a = 0.0
                 xn[i] = a
@@ -869,7 +868,7 @@ def _blk_run(x, u, has_u, L, m, Rt, Nt, rcnt, ridx, ncnt, nidx, LPh, LGh, out, i
                 x[i] = xn[i]
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _snap_fraction(H, h, tol):
     """A piece of a grid interval (an event cuts it) within ``tol`` (rounding of the current
     time) of a simple fraction p/q of the grid step h (q <= 64) is taken as exactly that
@@ -888,7 +887,7 @@ def carry_sizes(n):
     return 3 * n + 2 + PD_CARRY, n + 3
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=True)
 def grid_range(sub0, sub1, Ks, times, h_nom, u_end, ev_ts, ev_cs, ev_amts, ev_kinds, nevs,
                ev_vecs, Cs, Ws, wds, pds, pd_on, pd_rtol, pd_rows, outs, carry_f, carry_i, lim):
     """Subjects ``sub0`` to ``sub1 - 1`` on an output grid, one after the other, without the
@@ -1191,7 +1190,7 @@ def grid_range(sub0, sub1, Ks, times, h_nom, u_end, ev_ts, ev_cs, ev_amts, ev_ki
     return bad
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _out_of_range(out, lim):
     """How many values of ``out`` (rows x times) are not within (-lim, lim), NaN included."""
     bad = 0
@@ -1227,7 +1226,7 @@ M_CMAX, M_TMAX, M_AUC, M_TROUGH, M_POCC, M_PGLU, M_PMIN = 0, 1, 2, 3, 4, 5, 6
 M_FIXED = 7        # then time above each occupancy threshold, then each concentration threshold
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=True)
 def _ladder_base(K, hb, LP, LG):
     """Rung 0: Ψ(hb) = Φ(hb) - I and Γ(hb) from their Taylor series (||K hb|| <= 2^-6, so 10
     terms are exact to rounding: the 11th is below 1e-21)."""
@@ -1257,7 +1256,7 @@ def _ladder_base(K, hb, LP, LG):
     _transpose(LG[0])
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _ensure(j, LP, LG, top, T1):
     """Make rungs up to j available: Ψ(2h) = 2Ψ + Ψ², Γ(2h) = 2Γ + ΨΓ."""
     n = LP.shape[1]
@@ -1273,7 +1272,7 @@ def _ensure(j, LP, LG, top, T1):
         top[0] = hi
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _lstep(j, x, u, has_u, LP, LG, top, T1, xo):
     """xo <- exact state one rung-j step (hb 2^j hours) after x: x + Ψ x + Γ u, accumulated
     column by column from the transposed rungs (no serial chain of additions)."""
@@ -1300,7 +1299,7 @@ def _lstep(j, x, u, has_u, LP, LG, top, T1, xo):
         xo[i] = v
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _tstep(K, x, u, d, xo, D1, D2):
     """xo <- exact state d hours after x, for d below the ladder's base (d × fastest rate
     < 2^-6): the Taylor series of the solution, summed until its terms vanish."""
@@ -1331,12 +1330,12 @@ def _tstep(K, x, u, d, xo, D1, D2):
                 break
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _deriv(r, rK, x, u):
     return _dot(rK, x) + _dot(r, u)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=True)
 def _search(K, x0, u, has_u, jH, lo_off, hi_off, r, rK, thr, kind, LP, LG, top, T1, LL, jstop,
             xa, xb, D1, D2):
     """Within a rung-jH step from state x0 (offset 0), find where a property changes between
@@ -1444,7 +1443,7 @@ def _search(K, x0, u, has_u, jH, lo_off, hi_off, r, rK, thr, kind, LP, LG, top, 
     return off + tau, val
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _above_piece(f0, f1, t0, t1, thr, tc):
     """Time above thr on a monotone piece from (t0, f0) to (t1, f1) with crossing at tc."""
     if f0 >= thr and f1 >= thr:
@@ -1456,7 +1455,7 @@ def _above_piece(f0, f1, t0, t1, thr, tc):
     return t1 - tc
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _lattice_floor(off, jH, LL, jstop):
     """The largest lattice point (resolution rung 0) of a rung-jH step at or below off."""
     res = 0.0
@@ -1468,7 +1467,7 @@ def _lattice_floor(off, jH, LL, jstop):
     return res
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _monitor(K, x0, x1, u, has_u, jH, H, t0, sidx, ra, raK, rw, rwK, thr_o, thr_c, LP, LG, top,
              T1, LL, jstop, xa, xb, D1, D2, mo):
     """Update session ``sidx``'s metrics with the step [t0, t0 + H] from x0 to x1 (exact).
@@ -1544,7 +1543,7 @@ def _monitor(K, x0, x1, u, has_u, jH, H, t0, sidx, ra, raK, rw, rwK, thr_o, thr_
             mo[row, sidx] += tot
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _pd_ladder(K, x, u, has_u, jH, H, wd, wK, pd, y, rtol, LP, LG, top, T1, xm, x1, D1, D2,
                k1, k2, k3, k4, k5, yt, y1, err, ext, c):
     """Advance PK (exactly) and the schematic response over one metric step (rung jH, or a
@@ -1596,7 +1595,7 @@ def _pd_ladder(K, x, u, has_u, jH, H, wd, wK, pd, y, rtol, LP, LG, top, T1, xm, 
             dd -= 1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=True)
 def metrics_range(sub0, sub1, Ks, ev_ts, ev_cs, ev_amts, ev_kinds, nevs, ev_vecs, sesss, nsesss,
                   horizons, ras, rws, wds, pds, pd_on, pd_rtol, thr_o, thr_c, h0s, ia, mos,
                   endvs):
@@ -1794,7 +1793,7 @@ def metrics_range(sub0, sub1, Ks, ev_ts, ev_cs, ev_amts, ev_kinds, nevs, ev_vecs
         endv[2] = y[2]
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=True)
 def first_out_of_range(a, lim):
     """Index of the first value of the 3-d array ``a`` that is not within (-lim, lim) (NaN
     included), as (i, j, k); (-1, -1, -1) when every value is. Only where the kernel counted
@@ -1807,7 +1806,7 @@ def first_out_of_range(a, lim):
     return -1, -1, -1
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=True)
 def uniform_within(t, h, tol):
     """True when every step of the grid ``t`` is within ``tol`` of ``h`` (NaN is not)."""
     bad = 0
@@ -1816,7 +1815,7 @@ def uniform_within(t, h, tol):
     return bad == 0
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=True)
 def times_fault(t):
     """(0, -1, uniform) when the grid ``t`` is finite and non-decreasing, where ``uniform``
     says whether every step is within 8 eps max(1, |t[-1]|) of (t[-1] - t[0]) / (T - 1) (the

@@ -1,0 +1,102 @@
+"""The kernels' helpers compiled without reference counting (``_nrt=False``) must neither
+allocate nor return an array, and every other compiled function must say ``_nrt=True``
+(a callee without the option inherits its first caller's setting): checked on the source, so
+a new helper that breaks the rule fails here rather than corrupting memory at run time."""
+
+import ast
+import inspect
+
+import ketasim._kernels as kernels
+
+ALLOCATING = {"zeros", "empty", "full", "ones", "arange", "array", "copy", "empty_like",
+              "zeros_like", "full_like", "ascontiguousarray", "concatenate", "stack"}
+
+
+def _decorated(tree):
+    for node in tree.body:
+        if not isinstance(node, ast.FunctionDef):
+            continue
+        for dec in node.decorator_list:
+            if isinstance(dec, ast.Call) and getattr(dec.func, "id", None) == "njit":
+                opts = {k.arg: k.value.value for k in dec.keywords
+                        if isinstance(k.value, ast.Constant)}
+                yield node, opts
+
+
+def _violations(tree):
+    """What breaks the rule in a module's source tree."""
+    funcs = dict(_decorated(tree))
+    inline = {fn.name: fn for fn, opts in funcs.items() if opts.get("inline") == "always"}
+    bad = [f"{fn.name}: no _nrt option" for fn, opts in funcs.items()
+           if "_nrt" not in opts and fn.name not in inline]
+    for fn, opts in funcs.items():
+        if opts.get("_nrt") is not False:
+            continue
+        # an inlined helper's body becomes part of the function that calls it
+        bodies = [fn] + [inline[n.func.id] for n in ast.walk(fn)
+                         if isinstance(n, ast.Call) and getattr(n.func, "id", None) in inline]
+        for body in bodies:
+            for node in ast.walk(body):
+                if isinstance(node, ast.Call):
+                    name = getattr(node.func, "attr", None) or getattr(node.func, "id", None)
+                    if name in ALLOCATING:
+                        bad.append(f"{fn.name}: allocates ({name})")
+        # arrays: the arguments it indexes
+        arrays = {n.value.id for n in ast.walk(fn)
+                  if isinstance(n, ast.Subscript) and isinstance(n.value, ast.Name)}
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Return) and node.value is not None:
+                vals = node.value.elts if isinstance(node.value, ast.Tuple) else [node.value]
+                for v in vals:
+                    if isinstance(v, ast.Name) and v.id in arrays:
+                        bad.append(f"{fn.name}: returns the array {v.id}")
+                    if isinstance(v, ast.Subscript) and isinstance(v.slice, ast.Slice):
+                        bad.append(f"{fn.name}: returns a slice of {ast.unparse(v.value)}")
+    return bad
+
+
+def test_the_kernels_keep_the_rule():
+    tree = ast.parse(inspect.getsource(kernels))
+    assert _violations(tree) == []
+    no_rc = {fn.name for fn, opts in _decorated(tree) if opts.get("_nrt") is False}
+    # the helpers called per step or per block are the point of it
+    assert {"_propagate", "_step", "_blk_run", "_pd_advance", "_rk43", "_etd_step",
+            "_apply_events", "_pd_ladder", "_monitor"} <= no_rc
+
+
+def test_the_check_catches_each_kind_of_break():
+    src = '''
+@njit(cache=True)
+def no_option(a):
+    return 0
+
+@njit(cache=True, _nrt=False)
+def allocates(a):
+    b = np.zeros(3)
+    return a[0]
+
+@njit(cache=True, inline="always")
+def inl(a):
+    return a.copy()
+
+@njit(cache=True, _nrt=False)
+def through_inline(a):
+    return inl(a)[0]
+
+@njit(cache=True, _nrt=False)
+def returns_array(a, k):
+    a[0] = k
+    return a
+
+@njit(cache=True, _nrt=False)
+def returns_slice(a):
+    return a[1:]
+
+@njit(cache=True, _nrt=False)
+def fine(a, k):
+    return a[k], k
+'''
+    assert sorted(_violations(ast.parse(src))) == sorted([
+        "no_option: no _nrt option", "allocates: allocates (zeros)",
+        "through_inline: allocates (copy)", "returns_array: returns the array a",
+        "returns_slice: returns a slice of a"])
