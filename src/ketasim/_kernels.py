@@ -525,7 +525,7 @@ def _pd_accept(x, x1, y, y1, k1, k5, hs, ext):
 PD_LEV_MIN = -40   # shortest schematic step on a grid: 2^-40 h
 PD_LEV_MAX = 6     # longest: 2^6 = 64 h
 PD_LEV_EVENT = -6  # first step after an event at most 2^-6 h (about a minute)
-PD_CARRY = 25      # schematic integrator state carried between pieces (see grid_range)
+PD_CARRY = 26      # schematic integrator state carried between pieces (see grid_range)
 
 
 ETD_Z = 1.0        # kout h at or above which the glutamate signal takes the exponential step
@@ -651,7 +651,9 @@ def _pd_advance(K, st, u, has_u, tend, wd, wK, pd, rtol, ch, cg, CP, CG, nxt, xp
     RK4(3) pair, on steps of 2^lev hours (the last one of a segment cut to end on ``tend``).
     ``S`` = [ta, tb, lev, ya(3), yb(3), fa(3), fb(3), ...]: the accepted step [ta, tb] with the
     response and its slope at both ends, from which outputs inside it are interpolated (cubic
-    Hermite, the integrator's dense output); S[15] and S[16] count accepted and rejected steps."""
+    Hermite, the integrator's dense output); S[15] and S[16] count accepted and rejected steps;
+    S[17] = 1 when the step was exponential, S[18:25] its dense output (:func:`_etd_step`), S[25]
+    the z s beyond which that output's transient changes no bit of G."""
     tb = S[1]
     lev = int(S[2])
     yb = S[6:9]
@@ -691,6 +693,10 @@ def _pd_advance(K, st, u, has_u, tend, wd, wK, pd, rtol, ch, cg, CP, CG, nxt, xp
     S[0] = tb
     S[1] = tend if last else tb + hs
     S[17] = 1.0 if etd else 0.0
+    if etd:
+        # where the transient exp(-z s) E of the dense output is below 2^-55 (then adding it to
+        # G = 1 + q, at least 1/2, changes no bit): z s > ln|E| + 55 ln 2
+        S[25] = math.log(abs(S[24])) + 38.2 if S[24] != 0.0 else -1.0
     if e < 0.02 and lev < PD_LEV_MAX and not last:
         lev += 1
     S[2] = lev
@@ -727,7 +733,7 @@ def _pd_dense(S, t, k):
         return S[6 + k]
     if k == 0 and S[17] == 1.0:       # the exponential step's own solution
         zs = S[23] * s
-        if zs > 745.0 or S[24] == 0.0:     # the transient has decayed below any double
+        if zs > S[25]:      # the transient changes no bit of G any more: no exponential
             return 1.0 + _etd_q(S[18:25], s)
         return 1.0 + _etd_q(S[18:25], s) + math.exp(-zs) * S[24]
     s2 = s * s
