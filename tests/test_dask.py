@@ -97,6 +97,45 @@ def test_unreachable_scheduler_is_one_line_and_no_file(tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
+def _start_scheduler(sched_file, env):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+         "--port", "0", "--dashboard-address", ":0", "--scheduler-file", str(sched_file)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(300):
+        if sched_file.exists() and sched_file.stat().st_size:
+            break
+        time.sleep(0.1)
+    return proc
+
+
+def test_scheduler_without_workers_is_one_line_and_no_file(tmp_path, capsys, monkeypatch):
+    """A reachable scheduler that no worker has joined: a note while waiting, then after the
+    wait an error naming the address and the command that starts a worker; nothing written."""
+    import importlib
+    import json
+
+    # (the package exports a function of the module's name)
+    monkeypatch.setattr(importlib.import_module("ketasim.population"), "WORKER_WAIT_S", 2.0)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    proc = _start_scheduler(tmp_path / "scheduler.json", _env())
+    try:
+        address = json.loads((tmp_path / "scheduler.json").read_text())["address"]
+        t0 = time.perf_counter()
+        assert main(["sweep", "--vary", "CL=80:100:2", "--months", "1", "--out",
+                     str(runs / "s.csv"), "--scheduler", address, "-q"]) == 1
+        assert time.perf_counter() - t0 < 30
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == f"ketasim: no worker has joined {address} yet; waiting up to 2 s"
+    assert err[-1] == (f"ketasim: error: scheduler: no worker joined {address} within 2 s; "
+                       f"start workers with: dask worker {address}")
+    assert list(runs.iterdir()) == []
+
+
 @pytest.mark.slow
 def test_dask_commands_scheduler_and_two_workers(tmp_path):
     """``dask scheduler`` and two ``dask worker`` processes, as on a cluster; the CLI's table
@@ -105,14 +144,7 @@ def test_dask_commands_scheduler_and_two_workers(tmp_path):
     env = _env()
     procs = []
     try:
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
-             "--port", "0", "--dashboard-address", ":0", "--scheduler-file", str(sched_file)],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        for _ in range(300):
-            if sched_file.exists() and sched_file.stat().st_size:
-                break
-            time.sleep(0.1)
+        procs.append(_start_scheduler(sched_file, env))
         for _ in range(2):
             procs.append(subprocess.Popen(
                 [sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file",

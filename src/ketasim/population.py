@@ -47,7 +47,8 @@ QUANTILES = (0.05, 0.5, 0.95)
 _FIRST_CHUNK = 16            # the first local chunk is small; later ones aim at _TARGET_S
 _TARGET_S = 0.5              # seconds per local chunk: Ctrl-C and the progress bar stay prompt
 _BAND_VALUES = 4_000_000     # values per band sub-chunk (subjects x outputs x times)
-SCHEDULER_TIMEOUT_S = 5.0
+SCHEDULER_TIMEOUT_S = 5.0     # to reach a scheduler address
+WORKER_WAIT_S = 60.0          # for the first worker of a scheduler that has none yet
 
 
 # ---------------------------------------------------------------------- metric names and units
@@ -385,6 +386,18 @@ def _connect(scheduler):
         why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise KetasimInputError(f"scheduler: cannot reach {scheduler} within "
                                 f"{SCHEDULER_TIMEOUT_S:g} s ({why})") from None
+    # a scheduler without workers accepts work and never runs it: wait a while for one
+    # (workers may still be starting), then stop with what to do
+    if not client.scheduler_info().get("workers"):
+        print(f"ketasim: no worker has joined {scheduler} yet; waiting up to "
+              f"{WORKER_WAIT_S:g} s", file=sys.stderr)
+        try:
+            client.wait_for_workers(1, timeout=WORKER_WAIT_S)
+        except (TimeoutError, OSError):
+            client.close()
+            raise KetasimInputError(
+                f"scheduler: no worker joined {scheduler} within {WORKER_WAIT_S:g} s; start "
+                f"workers with: dask worker {scheduler}") from None
     return client, True
 
 
