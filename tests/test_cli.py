@@ -12,6 +12,7 @@ import pytest
 
 import ketasim
 from ketasim.cli import main
+from ketasim.metrics import course_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,6 +65,26 @@ def test_simulate_course_csv(tmp_path, capsys):
                                r.concentration("plasma"), rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(data[:, header.index("occupancy")], r.occupancy, rtol=1e-9,
                                atol=1e-12)
+
+
+def test_simulate_summary_and_figure_of_a_dataset_with_subjects(tmp_path, capsys):
+    """--summary and --plot on a dose table with subjects: one row per subject and session,
+    with the numbers of each subject's doses run alone; the figure shows median and band."""
+    doses = tmp_path / "d.csv"
+    doses.write_text("subject,time_h,amount_mg,route,duration_h\n"
+                     "1,0,35,iv,0.6667\n1,48,35,iv,0.6667\n2,0,40,iv,0.6667\n")
+    png = tmp_path / "p.png"
+    assert main(["simulate", "--doses", str(doses), "--out", str(tmp_path / "o.csv"),
+                 "--plot", str(png), "--summary", "--until", "100"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    i = next(k for k, line in enumerate(out) if line.split()[:2] == ["subject", "session"])
+    rows = [line.split() for line in out[i + 1:i + 4]]
+    assert [r[:2] for r in rows] == [["1", "1"], ["1", "2"], ["2", "1"]]
+    alone = ketasim.Doses([0.0], [40.0], ["iv"], [0.6667])
+    cm = course_metrics(ketasim.simulate("ketamine-iv", alone, ketasim.time_grid(100, 0.1)))
+    assert float(rows[2][3]) == pytest.approx(cm.cmax_ng_ml[0], rel=1e-3)   # 4 digits
+    assert any(line.startswith("Course (schematic)") for line in out)
+    assert png.stat().st_size > 50_000
 
 
 def test_simulate_with_files(tmp_path):

@@ -66,3 +66,42 @@ def test_sessions_and_maintenance_start():
     assert maintenance_start(s) == 28 * 24
     nasal = ketasim.spravato_course(56, "biweekly", 6)
     assert maintenance_start(session_starts(nasal)) == 56 * 24
+
+
+def _dataset(tmp_path):
+    """Two subjects of the standard course's first week: subject 7 three sessions (one a
+    double dose, the maintenance rule needs three), subject 9 one session."""
+    p = tmp_path / "d.csv"
+    p.write_text("subject,time_h,amount_mg,route,duration_h\n"
+                 "7,0,35,iv,0.6667\n7,48,35,iv,0.6667\n7,96,70,iv,0.6667\n"
+                 "9,24,40,iv,0.6667\n")
+    return p
+
+
+def test_dataset_metrics_are_each_subjects_own_run(tmp_path):
+    """A dose table with subjects: each subject's sessions and metrics, the course values
+    included, equal those of that subject's doses run alone."""
+    d = ketasim.read_doses(_dataset(tmp_path))
+    t = ketasim.time_grid(24 * 8, 0.1)
+    pop = course_metrics(ketasim.simulate("ketamine-iv", d, t))
+    assert pop.session_start_h.shape == (2, 3)
+    np.testing.assert_array_equal(pop.session_start_h[1], [24.0, np.nan, np.nan])
+    for i, rows in enumerate(([0.0, 48.0, 96.0], [24.0])):
+        alone = ketasim.Doses(rows, [35.0, 35.0, 70.0][:len(rows)] if i == 0 else [40.0],
+                              ["iv"] * len(rows), [0.6667] * len(rows))
+        one = course_metrics(ketasim.simulate("ketamine-iv", alone, t))
+        s = len(rows)
+        np.testing.assert_allclose(pop.cmax_ng_ml[i, :s], one.cmax_ng_ml, rtol=1e-12)
+        np.testing.assert_allclose(pop.auc_ng_h_ml[i, :s], one.auc_ng_h_ml, rtol=1e-12)
+        assert pop.plasticity_end[i] == pytest.approx(one.plasticity_end, rel=1e-9)
+        sub = pop.subject(i)
+        (h1, r1), (h2, r2) = sub.table(), one.table()
+        assert h1 == h2
+        np.testing.assert_allclose(np.array(r1, float), np.array(r2, float), rtol=1e-12)
+        np.testing.assert_equal(sub.maintenance_start_h, one.maintenance_start_h)
+        np.testing.assert_equal(sub.plasticity_min_maintenance, one.plasticity_min_maintenance)
+    head, rows = pop.table(subjects=[7, 9])
+    assert head[:3] == ["subject", "session", "start_day"]
+    assert [r[:2] for r in rows] == [[7, 1], [7, 2], [7, 3], [9, 1]]
+    with pytest.raises(ketasim.KetasimInputError, match="labels"):
+        pop.table()

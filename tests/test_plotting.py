@@ -243,6 +243,19 @@ def test_plot_course_accepts_a_plain_result():
     assert len(fig.subfigs[0].axes) == 6
 
 
+def test_plot_course_of_a_population_draws_median_and_band():
+    """A population Result (parameter arrays): the course figure shows each output's median
+    over subjects and its 5-95 % band, and no per-session markers (they are one subject's)."""
+    d = ketasim.standard_iv_course(months=1)
+    cl = np.array([70.0, 95.0, 120.0])
+    r = ketasim.simulate("ketamine-iv", d, ketasim.time_grid(40 * 24, 0.25), params={"CL": cl})
+    fig = plot_course(r)
+    course_pk = fig.subfigs[0].axes[1]
+    med = next(ln for ln in course_pk.get_lines() if ln.get_label().endswith("(median)"))
+    np.testing.assert_allclose(med.get_ydata(), np.median(r.concentration("plasma"), axis=0))
+    assert not any(ln.get_label() == "session peak" for ln in course_pk.get_lines())
+
+
 def test_png_laid_out_once_is_the_same_picture(iv_run, nasal_run):
     """encode_figure runs a PNG's layout once: the same file as a plain savefig, and the
     figure keeps its layout engine (a later SVG or PDF is laid out as usual)."""

@@ -335,11 +335,25 @@ def cmd_simulate(args) -> int:
             from .metrics import course_metrics
             analyte = "plasma" if "plasma" in result.names else model.concentration_names[0]
             cm = course_metrics(result, analyte=analyte, thresholds=args.thresholds)
-            head, rows = cm.table()
+            labels = None
+            if result.population:        # a dose table with subjects: a row per subject
+                from .io import subject_labels
+                labels = [int(v) if float(v).is_integer() else float(v)
+                          for v in subject_labels(result)]
+            head, rows = cm.table(subjects=labels)
             summary = (f"Per-session metrics ({analyte}; concentrations ng/mL, times h; "
                        "occupancy model-predicted, glutamate schematic):\n"
                        + _format_table(head, rows))
-            if np.isfinite(cm.plasticity_end):
+            if labels is not None and np.isfinite(cm.plasticity_end).any():
+                ms = np.asarray(cm.maintenance_start_h, dtype=float)
+                summary += ("\nCourse (schematic): plasticity index at the end, and its minimum "
+                            "during maintenance (from the day shown):\n" + _format_table(
+                                ["subject", "plasticity_end", "plasticity_min_maintenance",
+                                 "maintenance_from_day"],
+                                [[sid, float(cm.plasticity_end[i]),
+                                  float(cm.plasticity_min_maintenance[i]), float(ms[i] / 24)]
+                                 for i, sid in enumerate(labels)]))
+            elif labels is None and np.isfinite(cm.plasticity_end):
                 summary += (f"\nCourse: plasticity index at end {cm.plasticity_end:.3g}; "
                             "minimum during maintenance (from day "
                             f"{cm.maintenance_start_h / 24:.4g}) "

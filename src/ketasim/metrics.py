@@ -25,7 +25,8 @@ class CourseMetrics:
 
     Attributes
     ----------
-    session_start_h : (S,)       session start, h
+    session_start_h : (S,)       session start, h; (N, S) for a dose table with subjects (each
+                                 subject its own sessions, NaN after its last)
     cmax_ng_ml : (…, S)          peak concentration of ``analyte`` in the session, ng/mL
     tmax_h : (…, S)              time of the peak after the session start, h
     auc_ng_h_ml : (…, S)         AUC from the session start to the next (exact), ng·h/mL
@@ -35,7 +36,8 @@ class CourseMetrics:
     peak_glutamate : (…, S)      schematic glutamate peak (NaN without the schematic response)
     plasticity_end : (…,)        schematic plasticity index at the end of the grid
     plasticity_min_maintenance : (…,)   its minimum from the start of maintenance to the end
-    maintenance_start_h : float  where maintenance starts (see :func:`maintenance_start`)
+    maintenance_start_h : float  where maintenance starts (see :func:`maintenance_start`);
+                                 (N,) for a dose table with subjects
     analyte : str                the concentration the PK metrics describe
     time_above_conc_h : dict threshold (ng/mL) -> (…, S)   hours with the analyte above it
     """
@@ -54,10 +56,20 @@ class CourseMetrics:
     analyte: str
     time_above_conc_h: dict = None
 
-    def table(self) -> tuple[list[str], list[list]]:
-        """Header and rows (one per session) for a single subject, for printing."""
+    def table(self, subjects=None) -> tuple[list[str], list[list]]:
+        """Header and rows (one per session) for printing. For a population, ``subjects``
+        (its N subject labels) gives a leading ``subject`` column and one row per subject and
+        session."""
         if self.cmax_ng_ml.ndim != 1:
-            raise KetasimInputError("table: metrics of a population; index one subject first")
+            if subjects is None or len(subjects) != self.cmax_ng_ml.shape[0]:
+                raise KetasimInputError("table: metrics of a population; give the subjects' "
+                                        "labels or index one subject first")
+            head, rows = None, []
+            for i, sid in enumerate(subjects):
+                h, r = self.subject(i).table()
+                head = ["subject"] + h
+                rows += [[sid] + row for row in r]
+            return head, rows
         head = ["session", "start_day", "cmax_ng_ml", "tmax_h", "auc_ng_h_ml", "trough_ng_ml"]
         has_occ = not np.all(np.isnan(self.peak_occupancy))
         has_glu = not np.all(np.isnan(self.peak_glutamate))
@@ -66,11 +78,35 @@ class CourseMetrics:
         head += ["peak_glutamate"] * has_glu
         rows = []
         for i, t0 in enumerate(self.session_start_h):
+            if not np.isfinite(t0):         # a subject with fewer sessions than others
+                break
             rows.append([i + 1, t0 / 24.0, self.cmax_ng_ml[i], self.tmax_h[i],
                          self.auc_ng_h_ml[i], self.trough_ng_ml[i]]
                         + [self.time_above_h[t][i] for t in thr]
                         + [self.peak_occupancy[i]] * has_occ + [self.peak_glutamate[i]] * has_glu)
         return head, rows
+
+    def subject(self, i: int) -> "CourseMetrics":
+        """The metrics of subject ``i`` of a population."""
+        if self.cmax_ng_ml.ndim != 2:
+            raise KetasimInputError("subject: metrics of one subject already")
+
+        def one(a):
+            return a[i]
+        starts = self.session_start_h
+        return CourseMetrics(
+            session_start_h=starts[i] if starts.ndim == 2 else starts,
+            cmax_ng_ml=one(self.cmax_ng_ml), tmax_h=one(self.tmax_h),
+            auc_ng_h_ml=one(self.auc_ng_h_ml), trough_ng_ml=one(self.trough_ng_ml),
+            time_above_h={k: one(v) for k, v in self.time_above_h.items()},
+            peak_occupancy=one(self.peak_occupancy), peak_glutamate=one(self.peak_glutamate),
+            plasticity_end=one(self.plasticity_end),
+            plasticity_min_maintenance=one(self.plasticity_min_maintenance),
+            maintenance_start_h=(float(self.maintenance_start_h[i])
+                                 if np.ndim(self.maintenance_start_h) else
+                                 float(self.maintenance_start_h)),
+            analyte=self.analyte,
+            time_above_conc_h={k: one(v) for k, v in (self.time_above_conc_h or {}).items()})
 
     def to_dict(self) -> dict:
         out = {}
@@ -143,16 +179,26 @@ def course_metrics(result, analyte: str = "plasma", thresholds=(0.2, 0.3, 0.4),
     above = {float(th): mo[:, K.M_FIXED + i, :] for i, th in enumerate(mr.thresholds_occ)}
     above_c = {float(c): mo[:, K.M_FIXED + nto + i, :]
                for i, c in enumerate(mr.thresholds_conc_ng_ml)}
-    mstart = maintenance_start(starts) if maintenance_from_h is None else float(maintenance_from_h)
     N = mo.shape[0]
+    if starts.ndim == 2:
+        # a dose table with subjects: each has its own sessions (NaN after its last)
+        mstart = np.array([maintenance_start(s[np.isfinite(s)]) for s in starts]
+                          if maintenance_from_h is None else [float(maintenance_from_h)] * N)
+    else:
+        mstart = (maintenance_start(starts) if maintenance_from_h is None
+                  else float(maintenance_from_h))
     if mr.has_schematic:
         pend = mr.end[:, 1]
-        if np.isfinite(mstart):
+        pmin = np.full(N, np.nan)
+        if starts.ndim == 2:
+            for i in range(N):
+                sel = np.isfinite(starts[i]) & (starts[i] >= mstart[i] - 1e-9)
+                if sel.any():
+                    pmin[i] = np.min(mo[i, K.M_PMIN, sel])
+        elif np.isfinite(mstart):
             sel = starts >= mstart - 1e-9
-            pmin = (np.min(mo[:, K.M_PMIN, sel], axis=1) if sel.any()
-                    else np.full(N, np.nan))
-        else:
-            pmin = np.full(N, np.nan)
+            if sel.any():
+                pmin = np.min(mo[:, K.M_PMIN, sel], axis=1)
     else:
         pend = np.full(N, np.nan)
         pmin = np.full(N, np.nan)

@@ -624,7 +624,7 @@ def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
                 _infusion_bars(axz, r.doses, t0, t0 + zoom, color=col or "0.35",
                                label=single)
                 # one note per distinct peak: runs with the same first session share it
-                pk = float(np.atleast_1d(r.metrics.cmax_ng_ml)[0])
+                pk = float(np.ravel(r.metrics.cmax_ng_ml)[0])    # (a population: its first)
                 if not any(abs(pk - q) <= 0.02 * max(abs(q), 1e-12) for q in noted):
                     _peak_note(axz, r, c, (12, -4) if single else (16, 4 - 30 * len(noted)))
                     noted.append(pk)
