@@ -155,6 +155,26 @@ def test_population_matches_direct_session_metrics_whatever_the_chunking():
     assert df.shape[0] == n and "cmax_s8" in df.columns
 
 
+def test_dose_tables_with_subjects(tmp_path):
+    """A dose table of one subject (a subject column with one ID) is that table for every
+    virtual subject; one of several subjects is refused, naming the file and the way out."""
+    rows = "subject,time_h,amount_mg,route,duration_h\n5,0,35,iv,0.6667\n5,48,35,iv,0.6667\n"
+    one = tmp_path / "one.csv"
+    one.write_text(rows)
+    plain = ketasim.Doses([0.0, 48.0], [35.0, 35.0], ["iv"] * 2, [0.6667] * 2)
+    a = population("ketamine-iv", ketasim.read_doses(one), 4, 3, metrics=("cmax",),
+                   progress=False)
+    b = population("ketamine-iv", plain, 4, 3, metrics=("cmax",), progress=False)
+    _same(a["cmax_s2"], b["cmax_s2"])
+    two = tmp_path / "two.csv"
+    two.write_text(rows + "6,0,40,iv,0.6667\n")
+    for call in (lambda d: population("ketamine-iv", d, 4, 3, progress=False),
+                 lambda d: sweep("ketamine-iv", d, {"CL": [80.0, 90.0]}, progress=False)):
+        with pytest.raises(KetasimInputError, match=r"two\.csv has a subject column \(2 "
+                           r"subjects\).*ketasim simulate"):
+            call(ketasim.read_doses(two))
+
+
 def test_subject_rows_do_not_depend_on_population_size():
     a = population("esketamine-iv", ONE_MONTH, 3, 7, metrics=("cmax",), progress=False)
     b = population("esketamine-iv", ONE_MONTH, 6, 7, metrics=("cmax",), chunk_size=2,

@@ -508,13 +508,24 @@ def _check_params(model, params) -> dict:
     return out
 
 
-def _doses_for(spec, weight_kg, **course):
+def _doses_for(spec, weight_kg, what="population", **course):
     from .courses import resolve_doses
     from .dosing import Doses
 
-    if isinstance(spec, Doses) and not course:
-        return spec
-    return resolve_doses(spec, weight_kg=weight_kg, **course)
+    d = spec if isinstance(spec, Doses) and not course else resolve_doses(
+        spec, weight_kg=weight_kg, **course)
+    ids = getattr(d, "subject_ids", None)
+    if ids is not None and len(ids) == 1:     # one subject's table: every subject takes it
+        import dataclasses
+        return dataclasses.replace(d, subject=None)
+    if ids is not None:
+        # every virtual subject of a population or sweep takes the same dose table
+        src = getattr(d, "source", None) or "the dose table"
+        raise KetasimInputError(
+            f"doses: {src} has a subject column ({len(ids):,} subjects); a {what} gives one "
+            "dose table to all its virtual subjects: leave out the subject column, or run the "
+            "table's own subjects with ketasim.simulate / ketasim simulate")
+    return d
 
 
 def _horizon(doses) -> float:
@@ -859,7 +870,7 @@ def sweep(model, doses, vary, *, metrics=DEFAULT_METRICS, n: int | None = None,
             else:
                 w_grp = float(values[i][gi])
         try:
-            d = _doses_for(doses, w_grp, **course_kw)
+            d = _doses_for(doses, w_grp, "sweep", **course_kw)
         except KetasimInputError as exc:
             at = ", ".join(f"{k} = {v:g}" for k, v in course_kw.items())
             raise KetasimInputError(f"sweep at {at}: {exc}" if at else str(exc)) from None
