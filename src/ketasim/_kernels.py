@@ -1846,10 +1846,3 @@ def times_fault(t):
         if t[i] < t[i - 1]:
             return 2, i - 1, False
     return 0, -1, False
-    for i in range(t.shape[0]):
-        if not (abs(t[i]) <= big):
-            return 1, i
-    for i in range(1, t.shape[0]):
-        if t[i] < t[i - 1]:
-            return 2, i - 1
-    return 0, -1
