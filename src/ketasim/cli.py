@@ -103,7 +103,10 @@ def _schedule_out(v):
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="ketasim", description="Exact pharmacokinetics of ketamine and esketamine "
                 "courses, model-predicted NMDA occupancy and a schematic glutamate response. "
-                "A teaching and research tool, never a dosing recommendation.")
+                "A teaching and research tool, never a dosing recommendation.",
+                epilog="Ctrl-C or SIGTERM stops a command and leaves no partial file (exit "
+                "130 / 143). A command started in the background by a script (cmd &) ignores "
+                "Ctrl-C, as every such command does: stop it with kill (SIGTERM).")
     p.add_argument("--debug", action="store_true",
                    help="show tracebacks on errors (default: off)")
     from . import __version__
