@@ -643,7 +643,7 @@ def _etd_step(y, hs, s0, sm, s1, D0, D1, pd, rtol, k1, k2, k3, k4, k5, yt, y1, e
 
 
 @njit(cache=True, _nrt=False)
-def _pd_advance(K, st, u, has_u, tend, wd, wK, pd, rtol, ch, cg, CP, CG, nxt, xp, xm, x1, S,
+def _pd_advance(K, st, u, has_u, tend, wd, wK, pd, rtol, ch, cg, CP, CG, nxt, xp, MR, x1, S,
                 k2, k3, k4, k5, yt, y1, err):
     """One accepted step of the schematic integrator on an output grid, from ``tb`` towards
     ``tend`` (never past it: ``tend`` is the next dose event). PK inside the step is exact
@@ -664,9 +664,11 @@ def _pd_advance(K, st, u, has_u, tend, wd, wK, pd, rtol, ch, cg, CP, CG, nxt, xp
         last = hs * 1.25 >= rem
         if last:
             hs = rem
-        _step(K, st, xp, u, has_u, 0.5 * hs, ch, cg, CP, CG, nxt, xm)
-        _step(K, st, xm, u, has_u, 0.5 * hs, ch, cg, CP, CG, nxt, x1)
-        om = _stim(_occ_of(_dot(wd, xm)), pd)
+        # the occupancy sum at the middle from the rows wd Φ(h/2), wd Γ(h/2) (one dot product,
+        # not a propagation: only that sum is needed there), the end state in one step of h
+        om = _stim(_occ_of(_mid_sum(K, st, xp, u, has_u, 0.5 * hs, ch, cg, CP, CG, nxt, wd,
+                                    MR)), pd)
+        _step(K, st, xp, u, has_u, hs, ch, cg, CP, CG, nxt, x1)
         o1 = _stim(_occ_of(_dot(wd, x1)), pd)
         etd = pd[0] * hs >= ETD_Z
         if etd:
@@ -700,6 +702,37 @@ def _pd_advance(K, st, u, has_u, tend, wd, wK, pd, rtol, ch, cg, CP, CG, nxt, xp
     if e < 0.02 and lev < PD_LEV_MAX and not last:
         lev += 1
     S[2] = lev
+
+
+@njit(cache=True, _nrt=False)
+def _mid_sum(K, st, x, u, has_u, h, ch, cg, CP, CG, nxt, wd, MR):
+    """wd·x(h): the occupancy sum h hours after the state x with input u, from the rows
+    wd Φ(h) and wd Γ(h) kept beside the propagator cache: ``MR[j]`` = [wd Φ(h) (n),
+    wd Γ(h) (n), h, 1 when the Γ row is there] for the slot j holding Φ(h) (computed when
+    first asked for, n² operations, then 2n per call)."""
+    n = x.shape[0]
+    if h == 0.0:
+        return _dot(wd, x)
+    j = _slot(K, st, h, has_u, ch, cg, CP, CG, nxt)
+    if MR[j, 2 * n] != h or (has_u and MR[j, 2 * n + 1] != 1.0):
+        for k in range(n):           # the cache keeps Φᵀ and Γᵀ: row k of CP[j] is column k
+            a = 0.0
+            b = 0.0
+            for i in range(n):
+                a += wd[i] * CP[j, k, i]
+                if has_u:
+                    b += wd[i] * CG[j, k, i]
+            MR[j, k] = a
+            MR[j, n + k] = b
+        MR[j, 2 * n] = h
+        MR[j, 2 * n + 1] = 1.0 if has_u else 0.0
+    s = 0.0
+    for k in range(n):
+        s += MR[j, k] * x[k]
+    if has_u:
+        for k in range(n):
+            s += MR[j, n + k] * u[k]
+    return s
 
 
 @njit(cache=True, _nrt=False)
@@ -952,7 +985,7 @@ def grid_range(sub0, sub1, Ks, times, h_nom, u_end, ev_ts, ev_cs, ev_amts, ev_ki
         CP = np.empty((NSLOT, n, n))     # a slot is read only once written (ch >= 0)
         CG = np.empty((NSLOT, n, n))
         nxt = np.zeros(2, np.int64)
-        xm = np.zeros(n)
+        MR = np.full((NSLOT, 2 * n + 2), np.nan)     # midpoint rows (see _mid_sum)
         x1 = np.zeros(n)
         xp = np.zeros(n)
         k2 = np.zeros(3)
@@ -1082,7 +1115,7 @@ def grid_range(sub0, sub1, Ks, times, h_nom, u_end, ev_ts, ev_cs, ev_amts, ev_ki
                             target = times[q]
                             while S[1] < target:
                                 _pd_advance(K, st, u, has_u, tend, wd, wK, pd, pd_rtol, ch, cg, CP,
-                                            CG, nxt, xp, xm, x1, S, k2, k3, k4, k5, yt, y1, err)
+                                            CG, nxt, xp, MR, x1, S, k2, k3, k4, k5, yt, y1, err)
                             for k in range(3):
                                 if pd_rows[k] >= 0:
                                     out[pd_rows[k], q] = _pd_dense(S, target, k)
@@ -1099,7 +1132,7 @@ def grid_range(sub0, sub1, Ks, times, h_nom, u_end, ev_ts, ev_cs, ev_amts, ev_ki
                     if pd_on:
                         while S[1] < t:
                             _pd_advance(K, st, u, has_u, t, wd, wK, pd, pd_rtol, ch, cg, CP, CG,
-                                        nxt, xp, xm, x1, S, k2, k3, k4, k5, yt, y1, err)
+                                        nxt, xp, MR, x1, S, k2, k3, k4, k5, yt, y1, err)
                     e, has_u, _ = _apply_events(x, u, active, t, e, nev, ev_t, ev_c, ev_amt,
                                                 ev_kind, ev_vec)
                     if pd_on:
@@ -1173,7 +1206,7 @@ def grid_range(sub0, sub1, Ks, times, h_nom, u_end, ev_ts, ev_cs, ev_amts, ev_ki
                     tend = ev_t[e] if e < nev else inf
                     while S[1] < target:
                         _pd_advance(K, st, u, has_u, tend, wd, wK, pd, pd_rtol, ch, cg, CP, CG,
-                                    nxt, xp, xm, x1, S, k2, k3, k4, k5, yt, y1, err)
+                                    nxt, xp, MR, x1, S, k2, k3, k4, k5, yt, y1, err)
                 for k in range(3):
                     if pd_rows[k] >= 0:
                         out[pd_rows[k], it] = _pd_dense(S, target, k)
