@@ -127,8 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, type=lambda v: v if v == "-" else _out_path(
                    v, (".csv",)), help="output CSV file (folders are created), or - for "
                    "standard output (required)")
-    s.add_argument("--weight", type=_finite("kg", 0, True), default=70.0,
-                   help="body weight, kg (default: 70)")
+    s.add_argument("--weight", type=_finite("kg", 0, True), default=None,
+                   help="body weight, kg (default: the dose table's weight_kg column, else 70)")
     s.add_argument("--plot", type=lambda v: _out_path(v, (".png", ".pdf", ".svg")),
                    default=None, help="also write the course figure (PNG, PDF or SVG; "
                    "default: none)")
@@ -189,6 +189,23 @@ def build_parser() -> argparse.ArgumentParser:
     from . import cli_bench
     cli_bench.add_parser(sub)
     return p
+
+
+def table_weight(weight, doses) -> float:
+    """The body weight of a command: ``--weight``, or else the dose table's ``weight_kg``
+    column (its value when the table has one; a table of several subjects keeps its own per
+    subject), or else 70 kg. Both ``--weight`` and the column is refused: neither may
+    silently win over the other."""
+    import numpy as np
+
+    col = (doses.covariates or {}).get("weight_kg")
+    if col is None:
+        return 70.0 if weight is None else float(weight)
+    if weight is not None:
+        raise KetasimInputError(f"--weight: {doses.source or 'the dose table'} has a weight column "
+                                "(weight_kg or WT); give the weight in one place")
+    v = col[~np.isnan(col)]
+    return float(v[0]) if v.size and np.all(v == v[0]) else 70.0
 
 
 def _doses_for(spec: str, weight: float):
@@ -304,7 +321,8 @@ def cmd_simulate(args) -> int:
             f"--summary: model {model.name!r} has no concentration to summarise (no compartment "
             "with a volume, observe alias or effect site); give a compartment a volume in "
             "[compartments], or leave out --summary")
-    doses = _doses_for(args.doses, args.weight)
+    doses = _doses_for(args.doses, 70.0 if args.weight is None else args.weight)
+    weight = table_weight(args.weight, doses)
     warn = route_warning(model, doses)
     if warn:
         print(f"ketasim: warning: {warn}", file=sys.stderr)
@@ -320,7 +338,7 @@ def cmd_simulate(args) -> int:
     if args.occupancy_calibration is not None:
         model.resolve_calibration(args.occupancy_calibration)   # one-line error for an unknown name
         cal = {"occupancy_calibration": args.occupancy_calibration}
-    result = simulate(model, doses, times, params=params, weight_kg=args.weight, **cal)
+    result = simulate(model, doses, times, params=params, weight_kg=weight, **cal)
     cols = [column_name(nm) for nm in result.names]
     to_stdout = args.out == "-"
     outputs = [] if to_stdout else [(args.out, lambda fh: write_result_table(result, fh))]

@@ -50,8 +50,8 @@ def _course_options(p, model_default="ketamine-iv", doses_default="standard-iv")
     p.add_argument("--dose", type=_finite("dose", 0, True), default=None,
                    help="dose per session: mg/kg for standard-iv, mg (56 or 84) for spravato "
                         "(default: the course's own, 0.5 mg/kg or 56 mg)")
-    p.add_argument("--weight", type=_finite("kg", 0, True), default=70.0,
-                   help="body weight, kg (default: 70)")
+    p.add_argument("--weight", type=_finite("kg", 0, True), default=None,
+                   help="body weight, kg (default: the dose table's weight_kg column, else 70)")
     p.add_argument("--months", type=_finite("months", 0, True), default=None,
                    help="course length in months of 30.44 days (default: 6)")
     _calibration_option(p)
@@ -95,8 +95,9 @@ def add_parsers(sub) -> None:
     m.add_argument("specs", nargs="+", metavar="SPEC",
                    help="MODEL@DOSES[:LABEL]: a preset or model file, a course name or "
                         "dose-table CSV, and an optional legend label")
-    m.add_argument("--weight", type=_finite("kg", 0, True), default=70.0,
-                   help="body weight, kg (default: 70)")
+    m.add_argument("--weight", type=_finite("kg", 0, True), default=None,
+                   help="body weight, kg (default: each dose table's weight_kg column, else "
+                   "70)")
     m.add_argument("--months", type=_finite("months", 0, True), default=None,
                    help="course length in months for course names (default: 6)")
     m.add_argument("--out-dir", type=Path, default=Path("ketasim-output"),
@@ -141,12 +142,17 @@ def _course_params(doses: str, dose, months) -> dict:
     return kw
 
 
-def resolve(doses: str, weight: float, **kw):
-    """Doses from a course name or CSV, with --option names in the errors."""
+def resolve(doses: str, weight, what: str = "a course figure", **kw):
+    """(doses, body weight) from a course name or CSV and ``--weight`` (None: the table's
+    weight_kg column, else 70 kg), with --option names in the errors. A table with a subject
+    column must hold one subject (see ``Doses.one_table``)."""
+    from .cli import table_weight
     from .courses import resolve_doses
 
     try:
-        return resolve_doses(doses, weight_kg=weight, **kw)
+        d = resolve_doses(doses, weight_kg=70.0 if weight is None else weight, **kw)
+        d = d.one_table(what)
+        return d, table_weight(weight, d)
     except KetasimInputError as exc:
         msg = str(exc)
         raise KetasimInputError("--" + msg if msg.startswith("doses:") else msg) from None
@@ -442,14 +448,14 @@ def cmd_course(args) -> int:
 
     model = load_model(args.model)
     kw = _course_params(args.doses, args.dose, args.months)
-    doses = resolve(args.doses, args.weight, **kw)
+    doses, weight = resolve(args.doses, args.weight, **kw)
     _warn(route_warning(model, doses))
     regimen = COURSE_DESCRIPTIONS.get(args.doses)
     if regimen and args.months is not None:
         regimen += f"; {fmt(args.months)} months"
     elif regimen:
         regimen += "; 6 months"
-    run = run_course(model, doses, args.weight, regimen=regimen, closeup_h=args.closeup,
+    run = run_course(model, doses, weight, regimen=regimen, closeup_h=args.closeup,
                      **_sim_kw(args))
     fig = plot_course(run)
     out = args.out_dir
@@ -560,12 +566,12 @@ def cmd_compare(args) -> int:
     for model_s, doses_s, label in parsed:
         model = load_model(model_s)
         kw = {"months": args.months} if args.months is not None else {}
-        doses = resolve(doses_s, args.weight, **kw)
+        doses, weight = resolve(doses_s, args.weight, "a comparison", **kw)
         _warn(route_warning(model, doses))
         if label is None:
             label = model.name if sum(m == model_s for m, _, _ in parsed) == 1 else \
                 f"{model.name}@{doses_s}"
-        runs.append(run_course(model, doses, args.weight, label=label,
+        runs.append(run_course(model, doses, weight, label=label,
                                regimen=COURSE_DESCRIPTIONS.get(doses_s), closeup_h=args.closeup,
                                **_sim_kw(args)))
         labels.append(label)

@@ -335,6 +335,22 @@ class Doses(Derived):
         _, first = np.unique(self.subject, return_index=True)
         return tuple(float(self.subject[i]) for i in np.sort(first))
 
+    def one_table(self, what: str) -> "Doses":
+        """This table for a command that gives one dose table to everyone it runs (a
+        population, a sweep, a course figure): a ``subject`` column with one ID is dropped;
+        several subjects are refused, naming the table and where they can run."""
+        ids = self.subject_ids
+        if ids is None:
+            return self
+        if len(ids) == 1:
+            import dataclasses
+            return dataclasses.replace(self, subject=None)
+        src = self.source or "the dose table"
+        raise KetasimInputError(
+            f"doses: {src} has a subject column ({len(ids):,} subjects); {what} gives one dose "
+            "table to all its subjects: keep one subject's rows or leave out the column, or run "
+            "the table's own subjects with ketasim.simulate / ketasim simulate")
+
     def _take(self, idx, **over) -> "Doses":
         """Rows ``idx`` (an index array) as a new table; keyword arguments replace columns."""
         kw = {f: getattr(self, f)[idx] for f in self._ARRAYS}

@@ -207,20 +207,36 @@ class Plan:
 
 def _resolve(model, doses, params, weight_kg):
     """Model, doses, resolved parameters (N,) and the population flag; dose tables with
-    subjects set N and contribute their covariates."""
+    subjects set N and contribute their covariates. Returns the caller's own ``params`` and
+    ``weight_kg`` last (a re-run with them and the same doses gives the same subjects).
+
+    A covariate column of the dose table sets that value: a parameter given both there and in
+    ``params``, or weights given both as a ``weight_kg`` column and as an array, is refused
+    (neither silently wins); a scalar ``weight_kg`` (the 70 kg default) gives way to the
+    column."""
     model = load_model(model)
     doses = _coerce_doses(doses)
     if params is not None and not isinstance(params, Mapping):
         raise KetasimInputError(f"params: got {type(params).__name__}, expected a dict of "
                                 "parameter name -> value (or array of values)")
+    given_params, given_weight = params, weight_kg
     params = dict(params or {})
     n_ds, cov = subject_covariates(doses, model)   # checks covariate names against the model
     if cov:
         cov = dict(cov)
+        src = doses.source or "the dose table"
         if "weight_kg" in cov:
+            if np.ndim(weight_kg) > 0:
+                raise KetasimInputError(
+                    f"weight_kg: {src} has a weight column (weight_kg or WT) and weights were "
+                    "also given (an array); give them in one place")
             weight_kg = cov.pop("weight_kg")
         for k, v in cov.items():
-            params.setdefault(k, v)
+            if k in params:
+                raise KetasimInputError(
+                    f"params[{k!r}] (--param {k}): also a column of {src}; give it in one "
+                    "place (the column sets each subject's value)")
+            params[k] = v
     population = (any(np.ndim(v) > 0 for v in params.values()) or np.ndim(weight_kg) > 0
                   or n_ds is not None)
     n_guess = max([n_ds or 1] + [np.size(v) for v in params.values()] + [np.size(weight_kg)])
@@ -228,7 +244,7 @@ def _resolve(model, doses, params, weight_kg):
     check_memory(n_guess * S * S * 4, f"rate matrices: {n_guess:,} subjects x {S} states "
                  f"x {S} states")
     vals = model.resolve(params, weight_kg, n=n_ds)
-    return model, doses, vals, population, params, weight_kg
+    return model, doses, vals, population, dict(given_params or {}), given_weight
 
 
 def _weight_sets(model, vals, calibration):

@@ -514,17 +514,14 @@ def _doses_for(spec, weight_kg, what="population", **course):
 
     d = spec if isinstance(spec, Doses) and not course else resolve_doses(
         spec, weight_kg=weight_kg, **course)
-    ids = getattr(d, "subject_ids", None)
-    if ids is not None and len(ids) == 1:     # one subject's table: every subject takes it
-        import dataclasses
-        return dataclasses.replace(d, subject=None)
-    if ids is not None:
-        # every virtual subject of a population or sweep takes the same dose table
-        src = getattr(d, "source", None) or "the dose table"
+    d = d.one_table(f"a {what}")
+    if d.covariates:
+        # a covariate column is one subject's value; virtual subjects draw or are given theirs
+        cols = ", ".join(sorted(d.covariates))
         raise KetasimInputError(
-            f"doses: {src} has a subject column ({len(ids):,} subjects); a {what} gives one "
-            "dose table to all its virtual subjects: leave out the subject column, or run the "
-            "table's own subjects with ketasim.simulate / ketasim simulate")
+            f"doses: {d.source or 'the dose table'} has covariate columns ({cols}); a {what} "
+            "sets each virtual subject's values itself: leave out the columns and give them as "
+            "weight_kg= / covariates= / params= (--weight, --covariates, --param, --vary)")
     return d
 
 

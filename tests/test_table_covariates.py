@@ -1,0 +1,101 @@
+"""Dose tables that carry subjects or covariate columns, in every command that takes a dose
+table: each value comes from one place (a column and an option for the same value is refused,
+never silently resolved either way), and a command that gives one table to everyone it runs
+takes a one-subject table and refuses a table of several subjects."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import ketasim
+from ketasim.cli import main
+from ketasim.errors import KetasimInputError
+from ketasim.metrics import course_metrics
+from ketasim.population import population, sweep
+
+ROWS = "0,35,iv,0.6667\n48,35,iv,0.6667\n"
+
+
+def _table(tmp_path, name, header_extra="", rows=None, extra=""):
+    p = tmp_path / name
+    body = rows if rows is not None else "".join(
+        f"{r.strip()}{extra}\n" for r in ROWS.strip().splitlines())
+    p.write_text(f"time_h,amount_mg,route,duration_h{header_extra}\n{body}")
+    return p
+
+
+def test_course_of_a_one_subject_table_uses_its_weight(tmp_path, capsys):
+    """NONMEM-style one-subject table with WT: the course runs at that weight (figure title
+    and numbers), as the same doses at --weight 80 without the column do."""
+    t = tmp_path / "one.csv"
+    t.write_text("ID,TIME,AMT,CMT,DUR,WT\n7,0,35,iv,0.6667,80\n7,48,35,iv,0.6667,80\n")
+    plain = _table(tmp_path, "plain.csv")
+    assert main(["course", "--doses", str(t), "--out-dir", str(tmp_path / "a")]) == 0
+    a = capsys.readouterr().out
+    assert main(["course", "--doses", str(plain), "--weight", "80", "--out-dir",
+                 str(tmp_path / "b")]) == 0
+    b = capsys.readouterr().out
+    assert a == b and "80 kg" in a
+    assert (tmp_path / "a" / "course.csv").read_bytes() == \
+        (tmp_path / "b" / "course.csv").read_bytes()
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["course", "--doses", "{many}"], "has a subject column (2 subjects); a course figure"),
+    (["compare", "ketamine-iv@{many}"], "has a subject column (2 subjects); a comparison"),
+    (["course", "--doses", "{wt}", "--weight", "80"], "wt.csv has a weight column"),
+    (["simulate", "--doses", "{wt}", "--weight", "80", "--out", "{out}"],
+     "wt.csv has a weight column"),
+    (["simulate", "--doses", "{cl}", "--param", "CL=100", "--out", "{out}"],
+     "cl.csv; give it in one place"),
+    (["population", "--doses", "{wt}", "--n", "3", "--out", "{out}"],
+     "wt.csv has covariate columns (weight_kg); a population"),
+    (["sweep", "--doses", "{cl}", "--vary", "V1=100:150:2", "--out", "{out}"],
+     "cl.csv has covariate columns (CL); a sweep"),
+])
+def test_conflicts_and_several_subjects_are_one_line_errors(tmp_path, capsys, argv, fragment):
+    many = tmp_path / "many.csv"
+    many.write_text("subject,time_h,amount_mg,route,duration_h\n1,0,35,iv,0.6667\n"
+                    "2,0,40,iv,0.6667\n")
+    files = {"many": many, "wt": _table(tmp_path, "wt.csv", ",weight_kg", extra=",90"),
+             "cl": _table(tmp_path, "cl.csv", ",CL", extra=",50"),
+             "out": tmp_path / "out" / "o.csv"}
+    argv = [a.format(**files) for a in argv]
+    if argv[0] in ("course", "compare"):
+        argv += ["--out-dir", str(tmp_path / "out")]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ketasim: error: ") and "\n" not in err and fragment in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_api_column_and_argument_for_the_same_value(tmp_path):
+    """A parameter column wins over the model's value; the same parameter in params as well is
+    refused; weights as an array beside a weight column are refused, and the scalar default
+    gives way to the column. Results equal the same subject given its values directly."""
+    cl = ketasim.read_doses(_table(tmp_path, "cl.csv", ",CL", extra=",50"))
+    wt = ketasim.read_doses(_table(tmp_path, "wt.csv", ",weight_kg", extra=",90"))
+    plain = ketasim.read_doses(_table(tmp_path, "plain.csv"))
+    t = ketasim.time_grid(96, 0.5)
+    a = ketasim.simulate("ketamine-iv", cl, t, outputs=["plasma"])
+    b = ketasim.simulate("ketamine-iv", plain, t, params={"CL": 50.0}, outputs=["plasma"])
+    np.testing.assert_array_equal(a.data, b.data)
+    with pytest.raises(KetasimInputError, match=r"params\['CL'\].*also a column of .*cl\.csv"):
+        ketasim.simulate("ketamine-iv", cl, t, params={"CL": 60.0})
+    c = ketasim.simulate("ketamine-iv", wt, t, outputs=["plasma"])
+    d = ketasim.simulate("ketamine-iv", plain, t, weight_kg=90.0, outputs=["plasma"])
+    np.testing.assert_array_equal(c.data, d.data)
+    with pytest.raises(KetasimInputError, match=r"weight_kg: .*wt\.csv has a weight column"):
+        ketasim.simulate("ketamine-iv", wt, t, weight_kg=np.array([60.0, 70.0]))
+    # the metrics re-run the same subject: the column applies again, not twice
+    np.testing.assert_allclose(course_metrics(a).cmax_ng_ml, course_metrics(b).cmax_ng_ml,
+                               rtol=1e-12)
+
+
+def test_population_and_sweep_refuse_covariate_columns_in_python(tmp_path):
+    cl = ketasim.read_doses(_table(tmp_path, "cl.csv", ",CL", extra=",50"))
+    with pytest.raises(KetasimInputError, match=r"covariate columns \(CL\); a population"):
+        population("ketamine-iv", cl, 3, progress=False)
+    with pytest.raises(KetasimInputError, match=r"covariate columns \(CL\); a sweep"):
+        sweep("ketamine-iv", cl, {"V1": [100.0, 150.0]}, progress=False)
