@@ -66,6 +66,12 @@ def test_sessions_and_maintenance_start():
     assert maintenance_start(s) == 28 * 24
     nasal = ketasim.spravato_course(56, "biweekly", 6)
     assert maintenance_start(session_starts(nasal)) == 56 * 24
+    # evenly spaced sessions (or a course cut within its induction) have no maintenance phase:
+    # its minimum would otherwise be the value before the first dose
+    assert np.isnan(maintenance_start(s[:3]))
+    assert np.isnan(maintenance_start(np.arange(5) * 168.0))
+    assert maintenance_start(np.r_[0.0, 24.0, np.arange(1, 5) * 168.0]) == 168.0
+    assert np.isnan(maintenance_start(s[:6]))      # days 0-14: a last interval of its own
 
 
 def _dataset(tmp_path):

@@ -99,3 +99,36 @@ def test_population_and_sweep_refuse_covariate_columns_in_python(tmp_path):
         population("ketamine-iv", cl, 3, progress=False)
     with pytest.raises(KetasimInputError, match=r"covariate columns \(CL\); a sweep"):
         sweep("ketamine-iv", cl, {"V1": [100.0, 150.0]}, progress=False)
+
+
+def test_summary_of_subjects_keeps_every_column_and_exact_ids(tmp_path, capsys):
+    """The summary's columns are the population's (the last subject having no session within
+    --until drops none); IDs that are not whole numbers print exactly, in the table and the
+    CSV, so two subjects never print alike."""
+    d = tmp_path / "d.csv"
+    d.write_text("subject,time_h,amount_mg,route,duration_h\n1,0,35,iv,0.6667\n"
+                 "1.00000000001,0,70,iv,0.6667\n2,100,35,iv,0.6667\n")
+    out = tmp_path / "o.csv"
+    assert main(["simulate", "--doses", str(d), "--until", "48", "--out", str(out),
+                 "--summary"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    head = lines[1].split()
+    assert head[0] == "subject" and head[-2:] == ["peak_occupancy", "peak_glutamate"]
+    rows = [ln.split() for ln in lines[2:4]]
+    assert [r[0] for r in rows] == ["1", "1.00000000001"]
+    assert all(len(r) == len(head) for r in rows)
+    ids = np.loadtxt(out, delimiter=",", skiprows=1, usecols=0)
+    assert list(np.unique(ids)) == [1.0, 1.00000000001, 2.0]
+
+
+def test_course_metrics_subject_view_and_a_result_at_time_zero(tmp_path):
+    d = tmp_path / "d.csv"
+    d.write_text("subject,time_h,amount_mg,route,duration_h\n1,0,35,iv,0.6667\n"
+                 "1,48,35,iv,0.6667\n2,0,40,iv,0.6667\n")
+    cm = course_metrics(ketasim.simulate("ketamine-iv", ketasim.read_doses(d),
+                                         ketasim.time_grid(96, 0.5)))
+    assert cm.subject(1).cmax_ng_ml.shape == (1,) and cm.subject(0).cmax_ng_ml.shape == (2,)
+    with pytest.raises(KetasimInputError, match="subject: got 2, expected an index from 0 to 1"):
+        cm.subject(2)
+    with pytest.raises(KetasimInputError, match="the result ends at 0 h"):
+        course_metrics(ketasim.simulate("ketamine-iv", "standard-iv", [0.0]))

@@ -243,7 +243,7 @@ def _check_output_paths(args, *names) -> None:
 
 def _format_table(head, rows) -> str:
     def fmt(v):
-        if isinstance(v, int):
+        if isinstance(v, (int, str)):
             return str(v)
         return "nan" if v != v else f"{v:.4g}"
     cells = [head] + [[fmt(v) for v in r] for r in rows]
@@ -359,7 +359,7 @@ def cmd_simulate(args) -> int:
             labels = None
             if result.population:        # a dose table with subjects: a row per subject
                 from .io import subject_labels
-                labels = [int(v) if float(v).is_integer() else float(v)
+                labels = [int(v) if float(v).is_integer() else repr(float(v))
                           for v in subject_labels(result)]
             head, rows = cm.table(subjects=labels)
             summary = (f"Per-session metrics ({analyte}; concentrations ng/mL, times h; "
@@ -375,10 +375,14 @@ def cmd_simulate(args) -> int:
                                   float(cm.plasticity_min_maintenance[i]), float(ms[i] / 24)]
                                  for i, sid in enumerate(labels)]))
             elif labels is None and np.isfinite(cm.plasticity_end):
-                summary += (f"\nCourse: plasticity index at end {cm.plasticity_end:.3g}; "
-                            "minimum during maintenance (from day "
-                            f"{cm.maintenance_start_h / 24:.4g}) "
-                            f"{cm.plasticity_min_maintenance:.3g} (schematic)")
+                summary += f"\nCourse: plasticity index at end {cm.plasticity_end:.3g}; "
+                if np.isfinite(cm.maintenance_start_h):
+                    summary += ("minimum during maintenance (from day "
+                                f"{cm.maintenance_start_h / 24:.4g}) "
+                                f"{cm.plasticity_min_maintenance:.3g} (schematic)")
+                else:
+                    summary += ("no maintenance phase in the simulated time (three or more "
+                                "sessions at one interval up to the end) (schematic)")
         _write_all(outputs, _input_files(args))
     if to_stdout:
         write_result_table(result, sys.stdout)

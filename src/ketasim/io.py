@@ -331,8 +331,10 @@ def write_result_table(result, fh, rows_per_block: int = 16384) -> None:
     if result.population:
         cols = ["subject"] + cols
     labels = subject_labels(result)
+    # IDs that are not whole numbers are written exactly (shortest round-trip text), so two
+    # subjects never print alike; the compiled formatter writes whole numbers only
     sub_fmt = ("%d" if np.all(labels == np.round(labels)) and np.all(np.abs(labels) < 2**53)
-               else "%.10g")
+               else "%r")
     row = ",".join(([sub_fmt] if result.population else []) + ["%.10g"] * (1 + len(names))) + "\n"
     scale = np.array([1.0 if (n in PD_OUTPUTS or n.startswith("amount:"))
                       else MG_PER_L_TO_NG_PER_ML for n in names])
@@ -342,7 +344,8 @@ def write_result_table(result, fh, rows_per_block: int = 16384) -> None:
     rows_per_block = max(1, int(rows_per_block))
     full = row * rows_per_block
     block = np.empty((min(T, rows_per_block), p + 1 + R))
-    fast = _block_formatter(block.shape[1], 0 if p and sub_fmt == "%d" else -1)
+    fast = (None if sub_fmt == "%r" else
+            _block_formatter(block.shape[1], 0 if p and sub_fmt == "%d" else -1))
     for s in range(N):
         for a in range(0, T, rows_per_block):
             b = min(T, a + rows_per_block)

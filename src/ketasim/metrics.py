@@ -60,19 +60,24 @@ class CourseMetrics:
         """Header and rows (one per session) for printing. For a population, ``subjects``
         (its N subject labels) gives a leading ``subject`` column and one row per subject and
         session."""
+        # the columns are those of the whole population: a subject whose occupancy or
+        # glutamate is all NaN (no session within the horizon, say) keeps them, as NaN
+        has_occ = not np.all(np.isnan(self.peak_occupancy))
+        has_glu = not np.all(np.isnan(self.peak_glutamate))
         if self.cmax_ng_ml.ndim != 1:
             if subjects is None or len(subjects) != self.cmax_ng_ml.shape[0]:
                 raise KetasimInputError("table: metrics of a population; give the subjects' "
                                         "labels or index one subject first")
             head, rows = None, []
             for i, sid in enumerate(subjects):
-                h, r = self.subject(i).table()
+                h, r = self.subject(i)._table(has_occ, has_glu)
                 head = ["subject"] + h
                 rows += [[sid] + row for row in r]
             return head, rows
+        return self._table(has_occ, has_glu)
+
+    def _table(self, has_occ, has_glu):
         head = ["session", "start_day", "cmax_ng_ml", "tmax_h", "auc_ng_h_ml", "trough_ng_ml"]
-        has_occ = not np.all(np.isnan(self.peak_occupancy))
-        has_glu = not np.all(np.isnan(self.peak_glutamate))
         thr = sorted(self.time_above_h) if has_occ else []
         head += [f"h_occ_ge_{t:g}" for t in thr] + ["peak_occupancy"] * has_occ
         head += ["peak_glutamate"] * has_glu
@@ -90,12 +95,17 @@ class CourseMetrics:
         """The metrics of subject ``i`` of a population."""
         if self.cmax_ng_ml.ndim != 2:
             raise KetasimInputError("subject: metrics of one subject already")
+        n = self.cmax_ng_ml.shape[0]
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not -n <= i < n:
+            raise KetasimInputError(f"subject: got {i!r}, expected an index from 0 to {n - 1}")
+        starts = self.session_start_h
+        st = starts[i] if starts.ndim == 2 else starts
+        s = int(np.sum(np.isfinite(st)))     # its own sessions (a dose table's subjects differ)
 
         def one(a):
-            return a[i]
-        starts = self.session_start_h
+            return a[i][:s] if np.ndim(a) == 2 else a[i]
         return CourseMetrics(
-            session_start_h=starts[i] if starts.ndim == 2 else starts,
+            session_start_h=st[:s],
             cmax_ng_ml=one(self.cmax_ng_ml), tmax_h=one(self.tmax_h),
             auc_ng_h_ml=one(self.auc_ng_h_ml), trough_ng_ml=one(self.trough_ng_ml),
             time_above_h={k: one(v) for k, v in self.time_above_h.items()},
@@ -125,7 +135,10 @@ class CourseMetrics:
 
 def maintenance_start(starts: np.ndarray) -> float:
     """Start of maintenance: the first session from which every interval equals the last one
-    (the periodic tail of the course). NaN with fewer than three sessions."""
+    (the periodic tail of the course: at least two equal intervals), after sessions at another
+    interval (the induction). NaN with fewer than three sessions, when the last two intervals
+    differ, or when every interval is the same (a schedule with no induction before its
+    periodic part, or a course cut short within its induction)."""
     if starts.size < 3:
         return float("nan")
     gaps = np.diff(starts)
@@ -133,6 +146,8 @@ def maintenance_start(starts: np.ndarray) -> float:
     i = gaps.size - 1
     while i > 0 and abs(gaps[i - 1] - last) <= 1e-6 * max(1.0, last):
         i -= 1
+    if i == 0 or i == gaps.size - 1:
+        return float("nan")
     return float(starts[i])
 
 
@@ -163,11 +178,14 @@ def course_metrics(result, analyte: str = "plasma", thresholds=(0.2, 0.3, 0.4),
             raise KetasimInputError(f"thresholds: got {th!r}, expected occupancies in [0, 1]")
     inputs = result.inputs or {}
     t = result.times
+    if not t[-1] > 0:
+        raise KetasimInputError(f"metrics: the result ends at {float(t[-1]):g} h; metrics run "
+                                "up to its last output time, so it must be after 0 h")
     mr = run_metrics(result.model, result.doses, inputs.get("params"),
                      inputs.get("weight_kg", 70.0), analyte=analyte,
                      thresholds_occ=tuple(thresholds),
                      thresholds_conc_ng_ml=tuple(conc_thresholds_ng_ml),
-                     horizon_h=float(t[-1]) if t[-1] > 0 else None, merge_h=merge_h,
+                     horizon_h=float(t[-1]), merge_h=merge_h,
                      schematic="glutamate" in result.names or "plasticity" in result.names,
                      occupancy_calibration=inputs.get("occupancy_calibration"),
                      pd_rtol=inputs.get("pd_rtol", 1e-6))
