@@ -271,3 +271,19 @@ def test_png_laid_out_once_is_the_same_picture(iv_run, nasal_run):
         buf = io.BytesIO()
         make().savefig(buf, format="png", dpi=60)
         assert fast == buf.getvalue()
+
+
+def test_course_figure_of_a_dose_tables_subjects_says_what_it_shows(tmp_path):
+    """Several subjects of a dose table: the title names them (not one dose and weight that
+    no subject had), and the course axis promises no per-session markers."""
+    d = tmp_path / "d.csv"
+    d.write_text("subject,time_h,amount_mg,route,duration_h,weight_kg\n"
+                 "1,0,35,iv,0.6667,60\n1,48,35,iv,0.6667,60\n2,0,40,iv,0.6667,80\n")
+    r = ketasim.simulate("ketamine-iv", ketasim.read_doses(d), ketasim.time_grid(96, 0.25))
+    fig = plot_course(r)
+    title = fig.subfigs[0]._suptitle.get_text()
+    assert "2 subjects of d.csv" in title and "kg" not in title.split("\n")[0][-6:]
+    assert "median and 5-95 % band" in title
+    xlabels = [ax.get_xlabel() for ax in fig.subfigs[0].axes if ax.get_xlabel()]
+    assert any(x.startswith("WHOLE COURSE") for x in xlabels)
+    assert not any("marker" in x for x in xlabels)

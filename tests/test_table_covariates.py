@@ -132,3 +132,20 @@ def test_course_metrics_subject_view_and_a_result_at_time_zero(tmp_path):
         cm.subject(2)
     with pytest.raises(KetasimInputError, match="the result ends at 0 h"):
         course_metrics(ketasim.simulate("ketamine-iv", "standard-iv", [0.0]))
+
+
+def test_arrays_beside_a_table_of_subjects_have_one_value_per_subject(tmp_path):
+    d = tmp_path / "d.csv"
+    d.write_text("subject,time_h,amount_mg,route,duration_h\n1,0,35,iv,0.6667\n"
+                 "2,0,40,iv,0.6667\n3,0,45,iv,0.6667\n")
+    doses, t = ketasim.read_doses(d), ketasim.time_grid(12, 0.5)
+    with pytest.raises(KetasimInputError, match=r"params\['CL'\]: 2 values, but .*d\.csv has 3 "
+                       r"subjects"):
+        ketasim.simulate("ketamine-iv", doses, t, params={"CL": [80.0, 90.0]})
+    with pytest.raises(KetasimInputError, match=r"weight_kg: 4 values, but .*3 subjects"):
+        ketasim.simulate("ketamine-iv", doses, t, weight_kg=np.full(4, 70.0))
+    r = ketasim.simulate("ketamine-iv", doses, t, params={"CL": [80.0, 90.0, 100.0]},
+                         outputs=["plasma"])
+    one = ketasim.simulate("ketamine-iv", ketasim.Doses([0.0], [40.0], ["iv"], [0.6667]), t,
+                           params={"CL": 90.0}, outputs=["plasma"])
+    np.testing.assert_array_equal(r.data[1], one.data[0])

@@ -237,6 +237,18 @@ def _resolve(model, doses, params, weight_kg):
                     f"params[{k!r}] (--param {k}): also a column of {src}; give it in one "
                     "place (the column sets each subject's value)")
             params[k] = v
+    if n_ds is not None:
+        # arrays beside a table of subjects: one value per subject of the table
+        given = dict(given_params or {})
+        if np.ndim(given_weight) > 0 and "weight_kg" not in cov:
+            given["weight_kg"] = given_weight
+        for k, v in given.items():
+            if np.ndim(v) > 0 and np.size(v) != n_ds:
+                name = k if k == "weight_kg" else f"params[{k!r}]"
+                raise KetasimInputError(
+                    f"{name}: {np.size(v):,} values, but {doses.source or 'the dose table'} "
+                    f"has {n_ds:,} subjects; give one value per subject (in the table's "
+                    "order) or one value for all")
     population = (any(np.ndim(v) > 0 for v in params.values()) or np.ndim(weight_kg) > 0
                   or n_ds is not None)
     n_guess = max([n_ds or 1] + [np.size(v) for v in params.values()] + [np.size(weight_kg)])

@@ -521,6 +521,14 @@ def _peak_times(res, name, starts):
 def _title(run) -> str:
     res = run.course
     drug = drug_name(res.model)
+    ids = getattr(res.doses, "subject_ids", None)
+    if ids is not None and len(ids) > 1:
+        # a dose table's subjects: each has its own doses and weight; the curves are the
+        # median and 5-95 % band over them
+        from pathlib import Path
+        src = Path(str(res.doses.source)).name if res.doses.source else "a dose table"
+        return (f"{drug[0].upper() + drug[1:]}: {len(ids):,} subjects of {src}, each with its "
+                "own doses and weight\nmedian and 5-95 % band over the subjects")
     return (f"{drug[0].upper() + drug[1:]}: {describe_doses(res.doses, run.weight_kg)} · "
             f"{_num(run.weight_kg)} kg\n{run.regimen}")
 
@@ -649,8 +657,9 @@ def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
             axc.tick_params(labelbottom=False)
         else:
             axz.set_xlabel("FIRST SESSION: hours after its start", fontsize=BODY_PT)
-            axc.set_xlabel("WHOLE COURSE: days from the first session (a marker at every "
-                           "session's peak)", fontsize=BODY_PT)
+            marked = any(np.ndim(r.metrics.cmax_ng_ml) == 1 for r in runs)
+            axc.set_xlabel("WHOLE COURSE: days from the first session" + (
+                " (a marker at every session's peak)" if marked else ""), fontsize=BODY_PT)
         h, lab_ = [], []
         for ax in (axz, axc):
             for hh, ll in zip(*ax.get_legend_handles_labels()):
