@@ -149,3 +149,12 @@ def test_arrays_beside_a_table_of_subjects_have_one_value_per_subject(tmp_path):
     one = ketasim.simulate("ketamine-iv", ketasim.Doses([0.0], [40.0], ["iv"], [0.6667]), t,
                            params={"CL": 90.0}, outputs=["plasma"])
     np.testing.assert_array_equal(r.data[1], one.data[0])
+
+
+def test_messages_show_plain_numbers(capsys):
+    """No numpy reprs and no 300-digit numbers in one-line errors."""
+    with pytest.raises(KetasimInputError, match=r"^times: got nan at index 1, expected finite"):
+        ketasim.simulate("ketamine-iv", "standard-iv", [0.0, float("nan")])
+    assert main(["simulate", "--step", "1e-300", "--until", "1", "--out", "-"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "gives 1e+300 time points" in err and len(err) < 200

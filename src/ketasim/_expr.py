@@ -54,10 +54,12 @@ def parse(value, field: str, where: str = "") -> Expr:
                                 "expected a finite number") from None
     if not isinstance(value, str) and not math.isfinite(float(value)):
         raise KetasimInputError(f"{prefix}{field}: got {value!r}, expected a finite number")
-    if not text.isascii():
-        i, ch = next((i, c) for i, c in enumerate(text) if not c.isascii())
+    if not text.isascii() or (isinstance(value, str) and not value.isascii()):
+        # (checked before stripping too: Unicode white space such as U+0085 is not ASCII)
+        raw = value if isinstance(value, str) else text
+        i, ch = next((i, c) for i, c in enumerate(raw) if not c.isascii())
         raise KetasimInputError(
-            f"{prefix}{field}: {text!r} contains the non-ASCII character {ch!r} (U+{ord(ch):04X}) "
+            f"{prefix}{field}: {raw!r} contains the non-ASCII character {ch!r} (U+{ord(ch):04X}) "
             f"at position {i + 1}; names, numbers and operators are ASCII (letters, digits, _)")
     if not text:
         raise KetasimInputError(f"{prefix}{field}: empty expression, expected a number or a name")

@@ -260,8 +260,8 @@ def _broadcast(v, shape, what, model, mask, lo=None, hi=None):
     a = np.broadcast_to(np.asarray(v, dtype=np.float64), shape)
     bad = ~np.isfinite(a) & mask
     if bad.any():
-        raise KetasimInputError(f"{model.source}: {what} evaluated to {a[bad][0]!r}; expected a "
-                                "finite number")
+        raise KetasimInputError(f"{model.source}: {what} evaluated to "
+                                f"{float(a[bad][0])!r}; expected a finite number")
     if lo is not None and np.any((a < lo) & mask):
         raise KetasimInputError(f"{model.source}: {what} evaluated to {a[(a < lo) & mask][0]:g}"
                                 f"; expected >= {lo:g}")

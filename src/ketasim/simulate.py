@@ -30,8 +30,8 @@ def time_grid(until_h: float, step_h: float, start_h: float = 0.0) -> np.ndarray
     if not np.isfinite(nf) or nf > MAX_GRID_POINTS:
         raise KetasimInputError(
             f"step: until {until_h:g} h / step {step_h:g} h gives "
-            + (f"{nf:,.0f} time points ({nf * 8 / 2**30:,.1f} GiB per output)"
-               if np.isfinite(nf) else "more than 1e308 time points")
+            + ((f"{nf:,.0f} time points ({nf * 8 / 2**30:,.1f} GiB per output)" if nf < 1e15
+                else f"{nf:.3g} time points") if np.isfinite(nf) else "more than 1e308 time points")
             + f", more than the {MAX_GRID_POINTS:,} allowed; use a larger step or a shorter "
             "horizon")
     n = int(nf)
@@ -57,7 +57,8 @@ def _coerce_times(times) -> np.ndarray:
     t = np.ascontiguousarray(t)
     kind, i, uniform = _kernels.times_fault(t)
     if kind == 1:
-        raise KetasimInputError(f"times: got {t[i]!r} at index {i}, expected finite hours")
+        raise KetasimInputError(f"times: got {float(t[i])!r} at index {i}, expected finite "
+                                "hours")
     if t[0] < 0:
         raise KetasimInputError(f"times: got {t[0]:g} h, expected times >= 0")
     if kind == 2:
