@@ -100,3 +100,42 @@ def fine(a, k):
         "no_option: no _nrt option", "allocates: allocates (zeros)",
         "through_inline: allocates (copy)", "returns_array: returns the array a",
         "returns_slice: returns a slice of a"])
+
+
+def test_every_array_the_kernels_allocate_is_freed_once(tmp_path):
+    """Run a population on a grid and its exact metrics (schematic response on) with Numba's
+    allocation statistics: as many frees as allocations (a helper without reference counting
+    that kept or dropped a reference wrongly would leak or free twice)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "stats.py"
+    script.write_text(
+        "import numpy as np, ketasim\n"
+        "from numba.core.runtime import rtsys\n"
+        "from ketasim.engine import session_metrics\n"
+        "m = ketasim.load_model('ketamine-iv')\n"
+        "d = ketasim.standard_iv_course(months=1)\n"
+        "t = ketasim.time_grid(24 * 30, 0.25)\n"
+        "p = {'CL': np.linspace(60.0, 120.0, 6)}\n"
+        "mets = ('cmax', 'peak_glutamate', 'plasticity_end', 'time_above_occ_0.2')\n"
+        "def run():\n"
+        "    ketasim.simulate(m, d, t, params=p, threads=2)\n"
+        "    ketasim.simulate(m, d, t)\n"
+        "    session_metrics(m, d, params=p, metrics=mets)\n"
+        "run()\n"
+        "s0 = rtsys.get_allocation_stats()\n"
+        "run()\n"
+        "s1 = rtsys.get_allocation_stats()\n"
+        "print(s1.alloc - s0.alloc, s1.free - s0.free, s1.mi_alloc - s0.mi_alloc, "
+        "s1.mi_free - s0.mi_free)\n")
+    env = dict(os.environ, NUMBA_NRT_STATS="1",
+               PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src") + os.pathsep
+               + os.environ.get("PYTHONPATH", ""))
+    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    alloc, free, mi_alloc, mi_free = map(int, out.stdout.split())
+    assert alloc > 100 and alloc == free and mi_alloc == mi_free
