@@ -1339,6 +1339,33 @@ def _lstep(j, x, u, has_u, LP, LG, top, T1, xo):
 
 
 @njit(cache=True, _nrt=False)
+def _mid_rung(j, x, u, has_u, wd, LP, LG, top, T1, WL):
+    """wd·x(h_j): the occupancy sum one rung-j step after x, from the rows wd Ψ and wd Γ of
+    rung j, kept in ``WL[j]`` = [wd Ψ (n), wd Γ (n), 1 once computed] (n² operations once per
+    rung, then 2n per call)."""
+    if top[0] < j:
+        _ensure(j, LP, LG, top, T1)
+    n = x.shape[0]
+    if WL[j, 2 * n] != 1.0:
+        for k in range(n):           # the ladder keeps Ψᵀ and Γᵀ: LP[j, k] is column k of Ψ
+            a = 0.0
+            b = 0.0
+            for i in range(n):
+                a += wd[i] * LP[j, k, i]
+                b += wd[i] * LG[j, k, i]
+            WL[j, k] = a
+            WL[j, n + k] = b
+        WL[j, 2 * n] = 1.0
+    s = 0.0
+    for k in range(n):
+        s += wd[k] * x[k] + WL[j, k] * x[k]
+    if has_u:
+        for k in range(n):
+            s += WL[j, n + k] * u[k]
+    return s
+
+
+@njit(cache=True, _nrt=False)
 def _tstep(K, x, u, d, xo, D1, D2):
     """xo <- exact state d hours after x, for d below the ladder's base (d × fastest rate
     < 2^-6): the Taylor series of the solution, summed until its terms vanish."""
@@ -1584,12 +1611,12 @@ def _monitor(K, x0, x1, u, has_u, jH, H, t0, sidx, ra, raK, rw, rwK, thr_o, thr_
 
 @njit(cache=True, _nrt=False)
 def _pd_ladder(K, x, u, has_u, jH, H, wd, wK, pd, y, rtol, LP, LG, top, T1, xm, x1, D1, D2,
-               k1, k2, k3, k4, k5, yt, y1, err, ext, c):
+               k1, k2, k3, k4, k5, yt, y1, err, ext, c, WL):
     """Advance PK (exactly) and the schematic response over one metric step (rung jH, or a
     Taylor step of H hours when jH < 0), in ladder sub-steps chosen by the error control
     (embedded RK4(3), or the exponential step where the glutamate signal is stiff, as in
     :func:`_pd_advance`). ``ext`` keeps the largest G and the smallest P; ``c`` (7,) is the
-    exponential step's scratch."""
+    exponential step's scratch; ``WL`` the midpoint rows of the rungs (:func:`_mid_rung`)."""
     _pd_f(_stim(_occ_of(_dot(wd, x)), pd), y, pd, k1)
     depth_max = min(jH - 1, 60)      # sub-steps of rung >= 1, so their halves are rungs >= 0
     if depth_max < 0:
@@ -1607,9 +1634,13 @@ def _pd_ladder(K, x, u, has_u, jH, H, wd, wK, pd, y, rtol, LP, LG, top, T1, xm, 
         else:
             js = jH - dd
             hs = H / (1 << dd)
-            _lstep(js - 1, x, u, has_u, LP, LG, top, T1, xm)
-            _lstep(js - 1, xm, u, has_u, LP, LG, top, T1, x1)
-        om = _stim(_occ_of(_dot(wd, xm)), pd)
+            # the middle's occupancy sum from the rows of rung js - 1, the end in one rung-js
+            # step (only that sum is needed at the middle)
+            sm = _mid_rung(js - 1, x, u, has_u, wd, LP, LG, top, T1, WL)
+            _lstep(js, x, u, has_u, LP, LG, top, T1, x1)
+        if jH <= 0:
+            sm = _dot(wd, xm)
+        om = _stim(_occ_of(sm), pd)
         o1 = _stim(_occ_of(_dot(wd, x1)), pd)
         if pd[0] * hs >= ETD_Z:
             e = _etd_step(y, hs, _stim(_occ_of(_dot(wd, x)), pd), om, o1,
@@ -1712,6 +1743,7 @@ def metrics_range(sub0, sub1, Ks, ev_ts, ev_cs, ev_amts, ev_kinds, nevs, ev_vecs
         for j in range(NL):
             LL[j] = hb * 2.0 ** j
         LP = np.zeros((NL, n, n))
+        WL = np.zeros((NL, 2 * n + 1))      # midpoint rows of the rungs (see _mid_rung)
         LG = np.zeros((NL, n, n))
         _ladder_base(K, hb, LP, LG)
         top = np.zeros(1, np.int64)
@@ -1796,7 +1828,7 @@ def metrics_range(sub0, sub1, Ks, ev_ts, ev_cs, ev_amts, ev_kinds, nevs, ev_vecs
                     ext[0] = y[0]
                     ext[1] = y[1]
                     _pd_ladder(K, x, u, has_u, jH, H, wd, wK, pd, y, pd_rtol, LP, LG, top, T1, xm,
-                               x1, D1, D2, k1, k2, k3, k4, k5, yt, y1, err, ext, c7)
+                               x1, D1, D2, k1, k2, k3, k4, k5, yt, y1, err, ext, c7, WL)
                     for i in range(n):
                         xn[i] = x[i]
                         x[i] = xo[i]
