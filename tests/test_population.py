@@ -440,3 +440,80 @@ def test_ctrl_c_stops_a_long_run_and_leaves_no_file(tmp_path):
     _, err = p.communicate(timeout=120)
     assert p.returncode == 130, err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_covariates_apply_without_variability_too():
+    """--no-variability drops the random effects, not the covariates: age still sets AGE."""
+    doses = ketasim.Doses.single(56.0, "intranasal")
+    r = population("esketamine-nasal", doses, 2, 1, metrics=("auc",), variability=False,
+                   covariates={"age_y": [30, 80]}, progress=False)
+    ref = session_metrics("esketamine-nasal", doses, params={"AGE": np.array([30.0, 80.0])},
+                          weight_kg=np.full(2, 70.0), metrics=("auc",))
+    _same(r["auc"], ref["auc"])
+    assert r["auc"][1] > r["auc"][0]
+
+
+def test_covariates_file_rows_follow_its_subject_column_and_is_never_overwritten(tmp_path,
+                                                                                capsys):
+    d = tmp_path / "d.csv"
+    d.write_text("time_h,amount_mg,route,duration_h\n0,35,iv,0.6667\n")
+    cov = tmp_path / "cov.csv"
+    cov.write_text("subject,weight_kg\n1,80\n0,50\n")
+    out = tmp_path / "p.csv"
+    assert main(["population", "--doses", str(d), "--n", "2", "--covariates", str(cov),
+                 "--metrics", "cmax", "--out", str(out), "-q"]) == 0
+    rows = [ln.split(",") for ln in out.read_text().splitlines() if not ln.startswith("#")]
+    assert rows[0][:2] == ["subject", "weight_kg"] and [r[:2] for r in rows[1:]] == \
+        [["0", "50"], ["1", "80"]]
+    before = cov.read_bytes()
+    for argv, fragment in (
+            (["--out", str(cov)], "same file as the --covariates input"),
+            (["--out", str(out), "--bands", str(cov)], "same file as the --covariates input")):
+        assert main(["population", "--doses", str(d), "--n", "2", "--covariates", str(cov),
+                     "-q"] + argv) == 1
+        assert fragment in capsys.readouterr().err
+    assert cov.read_bytes() == before
+    cov2 = tmp_path / "cov2.csv"
+    cov2.write_text("subject,weight_kg\n5,80\n0,50\n")
+    assert main(["population", "--doses", str(d), "--n", "2", "--covariates", str(cov2),
+                 "-q"]) == 1
+    assert "subject column: got 5; expected each of the subjects 0 to 1 once" in \
+        capsys.readouterr().err
+
+
+def test_sweep_grid_size_is_checked_before_it_is_built(capsys, tmp_path):
+    import resource
+
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert main(["sweep", "--vary", "CL=1:2:200000", "--vary", "V1=1:2:200000", "--out",
+                 str(tmp_path / "s.csv")]) == 1
+    assert "40,000,000,000 points, expected at most 10,000,000" in capsys.readouterr().err
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0 < 200_000   # kB
+    with pytest.raises(KetasimInputError, match="'CL' is also given in params"):
+        sweep("ketamine-iv", "standard-iv", {"CL": [80.0, 90.0]}, params={"CL": 50.0},
+              progress=False)
+
+
+def test_no_occupancy_means_no_time_above_an_occupancy_threshold():
+    m = ketasim.Model.from_dict({
+        "model": {"name": "one"}, "parameters": {"CL": 10.0, "V": 50.0},
+        "compartments": {"central": "V"}, "flows": [{"from": "central", "to": "out",
+                                                     "k": "CL / V"}],
+        "routes": {"iv": {"to": "central"}}})
+    r = session_metrics(m, ketasim.Doses.single(100.0, "iv"), metrics=("auc",
+                        "time_above_occ_0.3"))
+    assert r["auc"][0] > 0 and np.isnan(r["time_above_occ_0.3"][0])
+
+
+def test_bands_above_their_range_are_reported(tmp_path, capsys):
+    d = tmp_path / "huge.csv"
+    d.write_text("time_h,amount_mg,route,duration_h\n0,40000,iv,0.6667\n")
+    assert main(["population", "--doses", str(d), "--n", "5", "--bands",
+                 str(tmp_path / "b.csv"), "-q"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: bands: plasma: a quantile is at or above 100000 ng/mL" in err
+    lines = [ln for ln in (tmp_path / "b.csv").read_text().splitlines() if ln[0] != "#"]
+    head = lines[0].split(",")
+    vals = np.array([[float(c) for c in ln.split(",")] for ln in lines[1:]])
+    assert np.isnan(vals[:, head.index("plasma_p95")]).any()
+    assert np.isfinite(vals[-1, head.index("plasma_p05")])

@@ -230,7 +230,7 @@ def _write_all(outputs: list[tuple[Path, object]], inputs=()) -> None:
 
 def _input_files(args) -> list[tuple[str, str]]:
     """The ``(option, path)`` inputs of a command that are files (for :func:`check_outputs`)."""
-    return [(f"--{k}", v) for k in ("model", "doses", "phases")
+    return [(f"--{k}", v) for k in ("model", "doses", "phases", "covariates")
             if isinstance(v := getattr(args, k, None), (str, Path))]
 
 

@@ -308,6 +308,19 @@ def _doses_arg(args):
         raise KetasimInputError("--" + msg if msg.startswith("doses:") else msg) from None
 
 
+def _warn_band_ceiling(bands) -> None:
+    """Say where a band quantile is at or above the histograms' top (reported as nan)."""
+    from .population import BAND_RANGE
+
+    for j, o in enumerate(bands.outputs):
+        v = bands.values[j]
+        nan_t = np.isnan(v).any(axis=0)
+        if nan_t.any():
+            print(f"ketasim: warning: bands: {o}: a quantile is at or above {BAND_RANGE[1]:g} "
+                  f"{bands.units.get(o, '')} at {int(nan_t.sum()):,} of {v.shape[1]:,} times "
+                  "(the top of the bands' range); those values are nan", file=sys.stderr)
+
+
 def _read_covariates(path, n):
     from .dosing import _decode
 
@@ -324,24 +337,38 @@ def _read_covariates(path, n):
         if h not in ("weight_kg", "age_y", "subject"):
             raise KetasimInputError(f"--covariates: {path}: unknown column {h!r}; expected "
                                     "weight_kg, age_y (and optionally subject)")
+        if head.count(h) > 1:
+            raise KetasimInputError(f"--covariates: {path}: column {h!r} appears twice")
     rows = lines[1:]
     if len(rows) != n:
         raise KetasimInputError(f"--covariates: {path} has {len(rows)} rows, expected {n} "
                                 "(one per subject, --n)")
-    out = {h: np.empty(n) for h in head if h != "subject"}
+    out = {h: np.empty(n) for h in head}
     for i, ln in enumerate(rows):
         cells = ln.split(",")
         if len(cells) != len(head):
             raise KetasimInputError(f"--covariates: {path}: row {i + 2}: expected {len(head)} "
                                     "values")
         for h, c in zip(head, cells):
-            if h == "subject":
-                continue
             try:
                 out[h][i] = float(c)
             except ValueError:
                 raise KetasimInputError(f"--covariates: {path}: row {i + 2}, {h}: got {c!r}, "
                                         "expected a number") from None
+            if not np.isfinite(out[h][i]):
+                raise KetasimInputError(f"--covariates: {path}: row {i + 2}, {h}: got "
+                                        f"{c.strip()!r}, expected a finite number")
+    if "subject" in out:
+        # rows matched to subjects by the subject column: the subjects are 0 .. n-1, as in
+        # the output's subject column
+        sid = out.pop("subject")
+        if not np.array_equal(np.sort(sid), np.arange(n)):
+            bad = next((v for v in sid if not (v == int(v) and 0 <= v < n)), None)
+            why = (f"got {bad:g}" if bad is not None else "a subject appears twice")
+            raise KetasimInputError(f"--covariates: {path}: subject column: {why}; expected "
+                                    f"each of the subjects 0 to {n - 1} once")
+        order = np.argsort(sid)
+        out = {h: v[order] for h, v in out.items()}
     return out
 
 
@@ -406,6 +433,8 @@ def run_population(args) -> int:
                      threads=args.threads, progress=False if args.quiet else None)
     title = (f"ketasim population | model {model.name} | doses {args.doses} | n {args.n} | "
              f"seed {args.seed} | variability: {res.info['variability']}")
+    if res.bands is not None:
+        _warn_band_ceiling(res.bands)
     outputs = []
     if args.out is not None:
         outputs.append(_table_output(args.out, res.columns, res.units, title))
@@ -481,7 +510,10 @@ def run_sweep(args) -> int:
                           varied=tuple(nm for nm, _ in vary[:2]), metrics=res.metrics,
                           info=res.info)
         fig = plot_heatmap(two, plot_metric, f"{model.name}, {args.doses}: {plot_metric}"
-                           + (f" (median of {args.n} subjects)" if args.n else
+                           + ((" (" + next((w for sfx, w in (("_p05", "5th percentile"),
+                                                             ("_p95", "95th percentile"))
+                                             if plot_metric.endswith(sfx)), "median")
+                               + f" of {args.n} subjects)") if args.n else
                               " (typical subject)")
                            + "\nmodel-predicted; a research tool, not a dosing recommendation")
         outputs.append((args.plot, "wb", _figure_bytes(fig, args.plot)))

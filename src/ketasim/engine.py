@@ -746,6 +746,7 @@ def metrics_columns(mr: MetricsRun, metrics) -> dict:
             elif m == "trough":      # each subject's last trough: before its last session
                 idx = np.clip(ns - 2, 0, max(S - 1, 0))
                 out[m] = np.where(ns > 1, a[np.arange(N), idx], np.nan)
-            else:
-                out[m] = np.nansum(a, axis=1)
+            else:            # a sum over sessions; NaN where every session is NaN (a model
+                # without occupancy has no time above an occupancy threshold, not 0 h)
+                out[m] = np.where(np.all(np.isnan(a), axis=1), np.nan, np.nansum(a, axis=1))
     return out

@@ -47,6 +47,7 @@ QUANTILES = (0.05, 0.5, 0.95)
 _FIRST_CHUNK = 16            # the first local chunk is small; later ones aim at _TARGET_S
 _TARGET_S = 0.5              # seconds per local chunk: Ctrl-C and the progress bar stay prompt
 _BAND_VALUES = 4_000_000     # values per band sub-chunk (subjects x outputs x times)
+MAX_GRID_POINTS = 10_000_000  # points of a sweep grid
 SCHEDULER_TIMEOUT_S = 5.0     # to reach a scheduler address
 WORKER_WAIT_S = 60.0          # for the first worker of a scheduler that has none yet
 
@@ -158,7 +159,7 @@ class _Job:
             for j, name in enumerate(var.names):
                 typ = params.get(name, self.model.parameters[name])
                 params[name] = typ * np.exp(eta[:, j])
-        if self.use_variability and var:
+        if var:       # covariates apply with or without the random effects
             for col, pname in var.covariates.items():
                 if col in self.row_cov:
                     params[pname] = np.asarray(self.row_cov[col][a:b], dtype=np.float64)
@@ -764,6 +765,9 @@ def parse_vary(text: str) -> tuple:
                                 "N >= 1 (N = 1 needs LO = HI)")
     if log and (lo <= 0 or hi <= 0):
         raise KetasimInputError(f"--vary {name}: log spacing needs LO and HI > 0, got {spec!r}")
+    if k > MAX_GRID_POINTS:       # before any array of that size exists
+        raise KetasimInputError(f"--vary {name}: {k:,} points, expected at most "
+                                f"{MAX_GRID_POINTS:,} in a grid")
     values = np.geomspace(lo, hi, k) if log else np.linspace(lo, hi, k)
     return name, values
 
@@ -818,6 +822,9 @@ def sweep(model, doses, vary, *, metrics=DEFAULT_METRICS, n: int | None = None,
     for name, vals in items:
         if name in names:
             raise KetasimInputError(f"vary: {name!r} is given twice")
+        if name in base:
+            raise KetasimInputError(f"vary: {name!r} is also given in params (--param); give it "
+                                    "in one place")
         try:
             v = np.atleast_1d(np.asarray(vals, dtype=np.float64))
         except (TypeError, ValueError):
@@ -842,10 +849,11 @@ def sweep(model, doses, vary, *, metrics=DEFAULT_METRICS, n: int | None = None,
         names.append(name)
         values.append(v)
         kinds.append(kind)
+    P = math.prod(v.size for v in values)      # checked before the grid is built
+    if P > MAX_GRID_POINTS:
+        raise KetasimInputError(f"vary: the grid has {P:,} points, expected at most "
+                                f"{MAX_GRID_POINTS:,}")
     grid = list(itertools.product(*[range(v.size) for v in values]))
-    P = len(grid)
-    if P > 10_000_000:
-        raise KetasimInputError(f"vary: the grid has {P:,} points, expected at most 10,000,000")
     point_vals = {nm: np.array([values[i][g[i]] for g in grid]) for i, nm in enumerate(names)}
     weight_dep = course == "standard-iv"
     # group points by dose table: course parameters (and weight for the mg/kg course)
