@@ -59,8 +59,8 @@ def _common(p, out_required: bool):
                         "peak_occupancy,time_above_occ_0.3); time_above_occ_<X> for any X")
     p.add_argument("--out", required=out_required,
                    type=lambda v: _out_path(v, (".csv", ".parquet")),
-                   help="metrics table: .csv, or .parquet (needs pyarrow) (default: none, "
-                        "print a summary)")
+                   help="metrics table: .csv, or .parquet (needs pyarrow)" + (
+                       " (required)" if out_required else " (default: none, print a summary)"))
     p.add_argument("--seed", type=_seed, default=0, help="random seed (default: 0)")
     p.add_argument("--weight", type=_finite("kg", 0, True), default=70.0,
                    help="body weight, kg (default: 70)")

@@ -544,8 +544,9 @@ def _band_setup(model, doses, bands, band_outputs):
     for o in outs:
         if o not in allowed:
             raise KetasimInputError(f"band_outputs: model {model.name!r} has no output {o!r}"
-                                    f"{suggest(o, allowed)}; expected one of "
-                                    + ", ".join(model.concentration_names))
+                                    f"{suggest(o, allowed)}; expected one of its "
+                                    "concentrations (" + ", ".join(model.concentration_names)
+                                    + ") or occupancy, glutamate, plasticity where it has them")
     from .simulate import simulate
     simulate(model, doses, [0.0], outputs=list(outs))    # checks the PD outputs the model has
     horizon = _horizon(doses)
