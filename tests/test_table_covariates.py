@@ -158,3 +158,28 @@ def test_messages_show_plain_numbers(capsys):
     assert main(["simulate", "--step", "1e-300", "--until", "1", "--out", "-"]) == 1
     err = capsys.readouterr().err.strip()
     assert "gives 1e+300 time points" in err and len(err) < 200
+
+
+def test_a_course_scheduled_for_a_weight_is_simulated_at_that_weight(tmp_path):
+    """schedule standard-iv --weight 80 writes mg amounts for 80 kg and records the weight, so
+    the table simulates as the course at 80 kg (not at the default 70 kg); the same weight on
+    the command line is accepted, another refused; without --weight nothing is recorded."""
+    sched = tmp_path / "s80.csv"
+    assert main(["schedule", "standard-iv", "--weight", "80", "--months", "1", "--out",
+                 str(sched)]) == 0
+    assert sched.read_text().splitlines()[0].endswith(",weight_kg")
+    a, b, c = (tmp_path / f"{k}.csv" for k in "abc")
+    assert main(["simulate", "--doses", str(sched), "--until", "700", "--out", str(a)]) == 0
+    assert main(["simulate", "--doses", str(sched), "--weight", "80", "--until", "700",
+                 "--out", str(b)]) == 0
+    assert a.read_bytes() == b.read_bytes()
+    want = ketasim.simulate("ketamine-iv", ketasim.standard_iv_course(weight_kg=80.0, months=1),
+                            ketasim.time_grid(700, 0.1), weight_kg=80.0, outputs=["plasma"])
+    got = np.loadtxt(a, delimiter=",", skiprows=1)
+    head = a.read_text().splitlines()[0].split(",")
+    np.testing.assert_allclose(got[:, head.index("plasma_ng_ml")],
+                               want.concentration("plasma"), rtol=1e-9, atol=1e-12)
+    assert main(["simulate", "--doses", str(sched), "--weight", "60", "--out", str(c)]) == 1
+    plain = tmp_path / "s.csv"
+    assert main(["schedule", "standard-iv", "--months", "1", "--out", str(plain)]) == 0
+    assert "weight_kg" not in plain.read_text().splitlines()[0]

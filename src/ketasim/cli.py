@@ -159,8 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "weeks 3-5, then monthly; 0.5 mg/kg over 40 min")
     a.add_argument("--dose-mg-per-kg", type=_finite("mg/kg", 0, True), default=0.5,
                    help="dose per session, mg/kg (default: 0.5)")
-    a.add_argument("--weight", type=_finite("kg", 0, True), default=70.0,
-                   help="body weight, kg (default: 70)")
+    a.add_argument("--weight", type=_finite("kg", 0, True), default=None,
+                   help="body weight, kg, for the mg/kg doses; when given, the table records "
+                   "it in a weight_kg column, so the course is simulated at that weight "
+                   "(default: 70, not recorded)")
     a.add_argument("--months", type=_finite("months", 0, True), default=6.0,
                    help="course length, months of 30.44 days (default: 6)")
     a.add_argument("--infusion-min", type=_finite("minutes", 0, True), default=40.0,
@@ -201,11 +203,13 @@ def table_weight(weight, doses) -> float:
     col = (doses.covariates or {}).get("weight_kg")
     if col is None:
         return 70.0 if weight is None else float(weight)
-    if weight is not None:
-        raise KetasimInputError(f"--weight: {doses.source or 'the dose table'} has a weight column "
-                                "(weight_kg or WT); give the weight in one place")
     v = col[~np.isnan(col)]
-    return float(v[0]) if v.size and np.all(v == v[0]) else 70.0
+    one = float(v[0]) if v.size and np.all(v == v[0]) else None
+    if weight is not None and float(weight) != one:
+        raise KetasimInputError(f"--weight: {doses.source or 'the dose table'} has a weight column "
+                                f"(weight_kg or WT{f', {one:g} kg' if one is not None else ''}); "
+                                "give the weight in one place")
+    return one if one is not None else 70.0
 
 
 def _doses_for(spec: str, weight: float):
@@ -416,9 +420,17 @@ def cmd_schedule(args) -> int:
 
     _check_output_paths(args, "out")
     if args.course == "standard-iv":
-        d = dosing.standard_iv_course(args.dose_mg_per_kg, args.weight, args.months,
+        w = 70.0 if args.weight is None else args.weight
+        d = dosing.standard_iv_course(args.dose_mg_per_kg, w, args.months,
                                       infusion_min=args.infusion_min,
                                       maintenance_every_days=args.maintenance_days)
+        if args.weight is not None:
+            # amounts in mg for this weight: the table says so, so that a simulation of it
+            # runs at the same weight (not silently at 70 kg)
+            import dataclasses
+
+            import numpy as np
+            d = dataclasses.replace(d, covariates={"weight_kg": np.full(len(d.time_h), w)})
     elif args.course == "spravato":
         d = dosing.spravato_course(args.dose, args.maintenance, args.months)
     else:

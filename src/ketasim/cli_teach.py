@@ -303,10 +303,12 @@ def schedule_csv(doses) -> str:
 
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["time_h", "amount_mg", "route", "duration_h", "addl", "ii_h"])
+    cov = list(doses.covariates or {})
+    w.writerow(["time_h", "amount_mg", "route", "duration_h", "addl", "ii_h"] + cov)
     for r in doses.to_records():
         w.writerow([f"{r['time_h']:.10g}", f"{r['amount_mg']:.10g}", r["route"],
-                    f"{r['duration_h']:.10g}", r["addl"], f"{r['ii_h']:.10g}"])
+                    f"{r['duration_h']:.10g}", r["addl"], f"{r['ii_h']:.10g}"]
+                   + [f"{r[c]:.10g}" for c in cov])
     return buf.getvalue()
 
 
