@@ -517,3 +517,19 @@ def test_bands_above_their_range_are_reported(tmp_path, capsys):
     vals = np.array([[float(c) for c in ln.split(",")] for ln in lines[1:]])
     assert np.isnan(vals[:, head.index("plasma_p95")]).any()
     assert np.isfinite(vals[-1, head.index("plasma_p05")])
+
+
+def test_weight_given_twice_on_the_command_line_is_refused(tmp_path, capsys):
+    d = tmp_path / "d.csv"
+    d.write_text("time_h,amount_mg,route,duration_h\n0,35,iv,0.6667\n")
+    cov = tmp_path / "cov.csv"
+    cov.write_text("weight_kg\n50\n100\n")
+    for argv, fragment in (
+            (["population", "--doses", str(d), "--n", "2", "--covariates", str(cov),
+              "--weight", "120"], "gives each subject's weight (weight_kg); give weights in "
+                                  "one place"),
+            (["sweep", "--doses", str(d), "--vary", "weight_kg=50:100:2", "--weight", "120",
+              "--out", str(tmp_path / "s.csv")], "weight_kg is also varied")):
+        assert main(argv + ["-q"]) == 1
+        assert fragment in capsys.readouterr().err
+    assert not (tmp_path / "s.csv").exists()

@@ -62,7 +62,7 @@ def _common(p, out_required: bool):
                    help="metrics table: .csv, or .parquet (needs pyarrow)" + (
                        " (required)" if out_required else " (default: none, print a summary)"))
     p.add_argument("--seed", type=_seed, default=0, help="random seed (default: 0)")
-    p.add_argument("--weight", type=_finite("kg", 0, True), default=70.0,
+    p.add_argument("--weight", type=_finite("kg", 0, True), default=None,
                    help="body weight, kg (default: 70)")
     p.add_argument("--param", type=_param, action="append", default=[], metavar="NAME=VALUE",
                    help="typical value of a model parameter (repeatable; default: the model's)")
@@ -399,12 +399,16 @@ def run_population(args) -> int:
     doses, course_kw = _doses_arg(args)
     if course_kw:
         from .courses import resolve_doses
-        doses = resolve_doses(doses, weight_kg=args.weight, **course_kw)
+        doses = resolve_doses(doses, weight_kg=70.0 if args.weight is None else args.weight,
+                              **course_kw)
     covariates = {}
-    weight = args.weight
+    weight = 70.0 if args.weight is None else args.weight
     if args.covariates:
         covariates = _read_covariates(args.covariates, args.n)
         if "weight_kg" in covariates:
+            if args.weight is not None:
+                raise KetasimInputError(f"--weight: {args.covariates} gives each subject's "
+                                        "weight (weight_kg); give weights in one place")
             weight = covariates.pop("weight_kg")
             if not isinstance(doses, str) and getattr(doses, "source", "") == "course" and \
                     args.doses == "standard-iv":
@@ -488,8 +492,12 @@ def run_sweep(args) -> int:
             raise KetasimInputError(f"--plot: a heat map needs exactly two --vary names, got "
                                     f"{len(args.vary)}")
         plot_metric = args.plot_metric or (metrics[0] + ("_p50" if args.n else ""))
+    if args.weight is not None and "weight_kg" in [nm for nm, _ in vary]:
+        raise KetasimInputError("--weight: weight_kg is also varied (--vary); give one")
     res = sweep(model, doses, vary, metrics=metrics, n=args.n, seed=args.seed,
-                params=dict(args.param), weight_kg=args.weight, chunk_size=args.chunk_size,
+                params=dict(args.param),
+                weight_kg=70.0 if args.weight is None else args.weight,
+                chunk_size=args.chunk_size,
                 scheduler=args.scheduler, threads=args.threads,
                 progress=False if args.quiet else None)
     columns, units = res.columns, res.units
