@@ -705,6 +705,23 @@ def _pd_advance(K, st, u, has_u, tend, wd, wK, pd, rtol, ch, cg, CP, CG, nxt, xp
 
 
 @njit(cache=True, _nrt=False)
+def _wd_rows(wd, A, B, j, with_b, R):
+    """R[j, :n] = wd Aⱼᵀ and R[j, n:2n] = wd Bⱼᵀ (0 unless ``with_b``) for the transposed
+    matrices A[j], B[j] that the propagator cache and the metric ladder keep: the rows of the
+    occupancy sum through Φ (or Ψ) and Γ, for :func:`_mid_sum` and :func:`_mid_rung`."""
+    n = wd.shape[0]
+    for k in range(n):           # row k of A[j] is column k of the matrix
+        a = 0.0
+        b = 0.0
+        for i in range(n):
+            a += wd[i] * A[j, k, i]
+            if with_b:
+                b += wd[i] * B[j, k, i]
+        R[j, k] = a
+        R[j, n + k] = b
+
+
+@njit(cache=True, _nrt=False)
 def _mid_sum(K, st, x, u, has_u, h, ch, cg, CP, CG, nxt, wd, MR):
     """wd·x(h): the occupancy sum h hours after the state x with input u, from the rows
     wd Φ(h) and wd Γ(h) kept beside the propagator cache: ``MR[j]`` = [wd Φ(h) (n),
@@ -715,15 +732,7 @@ def _mid_sum(K, st, x, u, has_u, h, ch, cg, CP, CG, nxt, wd, MR):
         return _dot(wd, x)
     j = _slot(K, st, h, has_u, ch, cg, CP, CG, nxt)
     if MR[j, 2 * n] != h or (has_u and MR[j, 2 * n + 1] != 1.0):
-        for k in range(n):           # the cache keeps Φᵀ and Γᵀ: row k of CP[j] is column k
-            a = 0.0
-            b = 0.0
-            for i in range(n):
-                a += wd[i] * CP[j, k, i]
-                if has_u:
-                    b += wd[i] * CG[j, k, i]
-            MR[j, k] = a
-            MR[j, n + k] = b
+        _wd_rows(wd, CP, CG, j, has_u, MR)
         MR[j, 2 * n] = h
         MR[j, 2 * n + 1] = 1.0 if has_u else 0.0
     s = 0.0
@@ -1347,14 +1356,7 @@ def _mid_rung(j, x, u, has_u, wd, LP, LG, top, T1, WL):
         _ensure(j, LP, LG, top, T1)
     n = x.shape[0]
     if WL[j, 2 * n] != 1.0:
-        for k in range(n):           # the ladder keeps Ψᵀ and Γᵀ: LP[j, k] is column k of Ψ
-            a = 0.0
-            b = 0.0
-            for i in range(n):
-                a += wd[i] * LP[j, k, i]
-                b += wd[i] * LG[j, k, i]
-            WL[j, k] = a
-            WL[j, n + k] = b
+        _wd_rows(wd, LP, LG, j, True, WL)
         WL[j, 2 * n] = 1.0
     s = 0.0
     for k in range(n):

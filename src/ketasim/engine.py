@@ -222,9 +222,9 @@ def _resolve(model, doses, params, weight_kg):
     given_params, given_weight = params, weight_kg
     params = dict(params or {})
     n_ds, cov = subject_covariates(doses, model)   # checks covariate names against the model
+    src = doses.source or "the dose table"
     if cov:
         cov = dict(cov)
-        src = doses.source or "the dose table"
         if "weight_kg" in cov:
             if np.ndim(weight_kg) > 0:
                 raise KetasimInputError(
@@ -246,9 +246,8 @@ def _resolve(model, doses, params, weight_kg):
             if np.ndim(v) > 0 and np.size(v) != n_ds:
                 name = k if k == "weight_kg" else f"params[{k!r}]"
                 raise KetasimInputError(
-                    f"{name}: {np.size(v):,} values, but {doses.source or 'the dose table'} "
-                    f"has {n_ds:,} subjects; give one value per subject (in the table's "
-                    "order) or one value for all")
+                    f"{name}: {np.size(v):,} values, but {src} has {n_ds:,} subjects; give "
+                    "one value per subject (in the table's order) or one value for all")
     population = (any(np.ndim(v) > 0 for v in params.values()) or np.ndim(weight_kg) > 0
                   or n_ds is not None)
     n_guess = max([n_ds or 1] + [np.size(v) for v in params.values()] + [np.size(weight_kg)])
