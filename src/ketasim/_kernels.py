@@ -66,9 +66,9 @@ def _matmul(A, B, out):
                     out[i, j] += a * B[k, j]
 
 
-@njit(cache=True, _nrt=True)
+@njit(cache=True, _nrt=False)
 def _solve(P, Q):
-    """Return R with P R = Q by Gaussian elimination with partial pivoting (P, Q overwritten)."""
+    """Q <- R with P R = Q by Gaussian elimination with partial pivoting (P overwritten)."""
     n = P.shape[0]
     for c in range(n):
         p = c
@@ -95,7 +95,6 @@ def _solve(P, Q):
             for k in range(c + 1, n):
                 acc -= P[c, k] * Q[k, j]
             Q[c, j] = acc / P[c, c]
-    return Q
 
 
 @njit(cache=True, _nrt=False)
@@ -119,57 +118,81 @@ def _pade_half(X2, X4, X6, k, T, out):
 def expm(A):
     """Matrix exponential by scaling and squaring with a Padé(13) approximant."""
     n = A.shape[0]
+    W = np.empty((EXPM_WORK, n, n))
+    for i in range(n):
+        for j in range(n):
+            W[0, i, j] = A[i, j]
+    _expm_into(W)
+    return W[0]
+
+
+EXPM_WORK = 12     # n x n matrices of work space of _expm_into
+
+
+@njit(cache=True, _nrt=True)
+def _expm_into(W):
+    """W[0] <- expm(W[0]) (scaling and squaring, Padé(13)); W[1:EXPM_WORK] is work space. One
+    allocation for all the intermediate matrices (each a view of W, no copy)."""
+    n = W.shape[1]
     norm = 0.0
     for j in range(n):
         s = 0.0
         for i in range(n):
-            s += abs(A[i, j])
+            s += abs(W[0, i, j])
         if s > norm:
             norm = s
     sq = 0
     if norm > _THETA13:
         sq = int(math.ceil(math.log2(norm / _THETA13)))
     scale = 2.0 ** (-sq)
-    X = np.empty((n, n))
+    X = W[1]
     for i in range(n):
         for j in range(n):
-            X[i, j] = A[i, j] * scale
-    X2 = np.empty((n, n))
-    X4 = np.empty((n, n))
-    X6 = np.empty((n, n))
+            X[i, j] = W[0, i, j] * scale
+    X2 = W[2]
+    X4 = W[3]
+    X6 = W[4]
     _matmul(X, X, X2)
     _matmul(X2, X2, X4)
     _matmul(X4, X2, X6)
-    T1 = np.empty((n, n))
-    T2 = np.empty((n, n))
-    U = np.empty((n, n))
-    V = np.empty((n, n))
+    T1 = W[5]
+    T2 = W[6]
+    U = W[7]
+    V = W[8]
     _pade_half(X2, X4, X6, np.int64(1), T1, T2)   # odd coefficients
     _matmul(X, T2, U)                   # U = X (X6 (b13 X6 + b11 X4 + b9 X2) + ... + b1 I)
     _pade_half(X2, X4, X6, np.int64(0), T1, V)    # V = X6 (b12 X6 + b10 X4 + b8 X2) + ... + b0 I
-    P = np.empty((n, n))
-    Q = np.empty((n, n))
+    P = W[9]
+    Q = W[10]
     for i in range(n):
         for j in range(n):
             P[i, j] = V[i, j] - U[i, j]
             Q[i, j] = V[i, j] + U[i, j]
-    R = _solve(P, Q)
+    _solve(P, Q)
+    R = Q
     for _ in range(sq):
         _matmul(R, R, T1)
         R, T1 = T1, R
-    return R
+    for i in range(n):
+        for j in range(n):
+            W[0, i, j] = R[i, j]
 
 
 @njit(cache=True, _nrt=True)
 def propagator(K, h, Phi, Gam):
     """Write Φ(h) = expm(K h) and Γ(h) = ∫_0^h expm(K s) ds into ``Phi`` and ``Gam``."""
     n = K.shape[0]
-    M = np.zeros((2 * n, 2 * n))
+    W = np.empty((EXPM_WORK, 2 * n, 2 * n))
+    M = W[0]
+    for i in range(2 * n):
+        for j in range(2 * n):
+            M[i, j] = 0.0
     for i in range(n):
         for j in range(n):
             M[i, j] = K[i, j] * h
         M[i, n + i] = h
-    E = expm(M)
+    _expm_into(W)
+    E = W[0]
     for i in range(n):
         for j in range(n):
             Phi[i, j] = E[i, j]
@@ -245,7 +268,11 @@ def propagator_s(K, h, st, need_g, Phi, Gam):
             i = st[1 + b0]
             Phi[i, i] = math.exp(K[i, i] * h)
             continue
-        M = np.zeros((m, m))
+        W = np.empty((EXPM_WORK, m, m))
+        M = W[0]
+        for a in range(m):
+            for b in range(m):
+                M[a, b] = 0.0
         q = nc
         for a in range(nc):
             ia = st[1 + b0 + a]
@@ -254,7 +281,8 @@ def propagator_s(K, h, st, need_g, Phi, Gam):
             if need_g and st[2 + 2 * n + ia] == 1:
                 M[a, q] = h
                 q += 1
-        E = expm(M)
+        _expm_into(W)
+        E = W[0]
         q = nc
         for a in range(nc):
             ia = st[1 + b0 + a]
@@ -819,25 +847,34 @@ def _blk_setup(PT, GT, RW, need_n, Rt, Nt, rcnt, ridx, ncnt, nidx, LPh, LGh):
                         LGh[lv, i, k] += piq * LGh[lv - 1, q, k]
             for k in range(n):
                 LGh[lv, i, k] += LGh[lv - 1, i, k]
-    cur = RW.copy()
-    nc = np.zeros((rows, n))
-    new = np.zeros((rows, n))
-    for j in range(B):
+    # j = 0: RW Φ and RW Γ; then by doubling, from the ladder: the next 2^l entries are
+    # R_{j + 2^l} = R_j Φ(2^l h) and N_{j + 2^l} = N_j + R_j Γ(2^l h), j < 2^l, so each pass
+    # is a long loop over j (vector instructions), not a chain of B steps
+    for r in range(rows):
+        for k in range(n):
+            a = 0.0
+            c = 0.0
+            for i in range(n):
+                a += RW[r, i] * LPh[0, i, k]
+                c += RW[r, i] * LGh[0, i, k]
+            Rt[r, k, 0] = a
+            Nt[r, k, 0] = c
+    w = 1
+    lv = 0
+    while w < B:
         for r in range(rows):
             for k in range(n):
-                a = 0.0
-                b = 0.0
+                for j in range(w):
+                    Rt[r, k, w + j] = 0.0
+                    Nt[r, k, w + j] = Nt[r, k, j]
                 for i in range(n):
-                    a += cur[r, i] * LPh[0, i, k]
-                    if need_n:
-                        b += cur[r, i] * LGh[0, i, k]
-                new[r, k] = a
-                nc[r, k] += b
-                Rt[r, k, j] = a
-                Nt[r, k, j] = nc[r, k]
-        for r in range(rows):
-            for k in range(n):
-                cur[r, k] = new[r, k]
+                    p = LPh[lv, i, k]
+                    g = LGh[lv, i, k]
+                    for j in range(w):
+                        Rt[r, k, w + j] += Rt[r, i, j] * p
+                        Nt[r, k, w + j] += Rt[r, i, j] * g
+        w *= 2
+        lv += 1
     # keep only the columns that are ever non-zero, packed at the front (in column order), so a
     # block touches rows x live columns x B values
     for r in range(rows):
@@ -966,6 +1003,68 @@ def grid_range(sub0, sub1, Ks, times, h_nom, u_end, ev_ts, ev_cs, ev_amts, ev_ki
     subject's counted just after its run, while they are still in cache (``lim`` <= 0: none
     counted)."""
     bad = 0
+    # work arrays, allocated once for the range (sizes are the same for every subject) and set
+    # to their starting values per subject below
+    n = Ks.shape[1]
+    m = Cs.shape[1]
+    no = Ws.shape[1]
+    T = times.shape[0]
+    x = np.empty(n)
+    u = np.empty(n)
+    xn = np.empty(n)
+    active = np.empty(n, np.int64)
+    ch = np.empty(NSLOT)
+    cg = np.empty(NSLOT, np.int64)
+    CP = np.empty((NSLOT, n, n))     # a slot is read only once written (ch >= 0)
+    CG = np.empty((NSLOT, n, n))
+    nxt = np.empty(2, np.int64)
+    MR = np.empty((NSLOT, 2 * n + 2))     # midpoint rows (see _mid_sum)
+    x1 = np.empty(n)
+    xp = np.empty(n)
+    kk = np.empty((7, 3))          # k2 k3 k4 k5 yt y1 err of the schematic integrator
+    k2 = kk[0]
+    k3 = kk[1]
+    k4 = kk[2]
+    k5 = kk[3]
+    yt = kk[4]
+    y1 = kk[5]
+    err = kk[6]
+    S = np.empty(PD_CARRY)
+    hG = np.empty((n, n))
+    # the hot path's propagator and the output rows are sparse (a network's parts do not all
+    # reach each other): keep their non-zero entries as index lists
+    pcnt = np.empty(n, np.int64)
+    pidx = np.empty((n, n), np.int64)
+    pval = np.empty((n, n))
+    ccnt = np.empty(m, np.int64)
+    cidx = np.empty((m, n), np.int64)
+    cval = np.empty((m, n))
+    # the block path (see _blk_setup): on a uniform grid with enough points per unit of set-up
+    rows = m + no
+    use_blk = h_nom > 0.0 and u_end >= 64 and rows * n * n <= u_end
+    # a block's tables (rows x states x its length) stay within about 1 MiB (shorter blocks
+    # cost more per output time than tables that spill out of the first cache levels), and
+    # setting them up costs at most about 16 operations per output time
+    nb = 1
+    nl = 1
+    if use_blk:
+        nb = BLK
+        nl = BLK_LEV + 1
+        while nb > 16 and (rows * n * nb * 8 > 1048576 or rows * n * n * nb > 16 * u_end):
+            nb //= 2
+            nl -= 1
+    RW = np.empty((rows, n))
+    Rt = np.empty((rows, n, nb))
+    Nt = np.empty((rows, n, nb))
+    rcnt = np.empty(rows, np.int64)
+    ridx = np.empty((rows, n), np.int64)
+    ncnt = np.empty(rows, np.int64)
+    nidx = np.empty((rows, n), np.int64)
+    LPh = np.empty((nl, n, n))
+    LGh = np.empty((nl, n, n))
+    yb = np.empty(nb)
+    eps4 = 4.0 * 2.220446049250313e-16
+    inf = np.inf
     for isub in range(sub0, sub1):
         K = Ks[isub]
         ev_t = ev_ts[isub]
@@ -980,38 +1079,34 @@ def grid_range(sub0, sub1, Ks, times, h_nom, u_end, ev_ts, ev_cs, ev_amts, ev_ki
         pd = pds[isub]
         out = outs[isub - sub0]
         if isub > sub0:              # a later subject starts from the beginning
-            carry_i[K.shape[0] + 1] = 0
-        n = K.shape[0]
-        m = C.shape[0]
-        no = W.shape[0]
-        T = times.shape[0]
-        x = np.zeros(n)
-        u = np.zeros(n)
-        xn = np.zeros(n)
-        active = np.zeros(n, np.int64)
-        ch = np.full(NSLOT, -1.0)
-        cg = np.zeros(NSLOT, np.int64)
-        CP = np.empty((NSLOT, n, n))     # a slot is read only once written (ch >= 0)
-        CG = np.empty((NSLOT, n, n))
-        nxt = np.zeros(2, np.int64)
-        MR = np.full((NSLOT, 2 * n + 2), np.nan)     # midpoint rows (see _mid_sum)
-        x1 = np.zeros(n)
-        xp = np.zeros(n)
-        k2 = np.zeros(3)
-        k3 = np.zeros(3)
-        k4 = np.zeros(3)
-        k5 = np.zeros(3)
-        yt = np.zeros(3)
-        y1 = np.zeros(3)
-        err = np.zeros(3)
+            carry_i[n + 1] = 0
+        for i in range(n):
+            x[i] = 0.0
+            u[i] = 0.0
+            xn[i] = 0.0
+            active[i] = 0
+            x1[i] = 0.0
+            xp[i] = 0.0
+            for k in range(n):
+                hG[i, k] = 0.0
+        for j in range(NSLOT):
+            ch[j] = -1.0
+            cg[j] = 0
+            for k in range(2 * n + 2):
+                MR[j, k] = np.nan
+        nxt[0] = 0
+        nxt[1] = 0
+        for j in range(7):
+            for k in range(3):
+                kk[j, k] = 0.0
+        for k in range(PD_CARRY):
+            S[k] = 0.0
         st = structure(K, ev_c, ev_kind, nev)
         wK = _row_times(wd, K)      # wd K: the rate of change of the occupancy sum
-        S = np.zeros(PD_CARRY)
         S[2] = PD_LEV_EVENT
         S[6] = 1.0           # G starts at its baseline
         S[3] = 1.0
         has_u = np.bool_(False)
-        eps4 = 4.0 * 2.220446049250313e-16
         t = times[0]
         if nev > 0 and ev_t[0] < t:
             t = ev_t[0]
@@ -1037,51 +1132,20 @@ def grid_range(sub0, sub1, Ks, times, h_nom, u_end, ev_ts, ev_cs, ev_amts, ev_ki
             g0 = carry_i[n + 2]
         hot_ok = False      # the nominal grid step's propagator (the hot path) is known (Γ: hG)
         hot_g = False
-        hG = np.zeros((n, n))
-        # the hot path's propagator and the output rows are sparse (a network's parts do not all
-        # reach each other): keep their non-zero entries as index lists
-        pcnt = np.zeros(n, np.int64)
-        pidx = np.zeros((n, n), np.int64)
-        pval = np.zeros((n, n))
-        ccnt = np.zeros(m, np.int64)
-        cidx = np.zeros((m, n), np.int64)
-        cval = np.zeros((m, n))
+        for i in range(n):
+            pcnt[i] = 0
         for j in range(m):
+            ccnt[j] = 0
             for i in range(n):
                 if C[j, i] != 0.0:
                     cidx[j, ccnt[j]] = i
                     cval[j, ccnt[j]] = C[j, i]
                     ccnt[j] += 1
-        inf = np.inf
-        # the block path (see _blk_setup): on a uniform grid with enough points per unit of set-up
-        rows = m + no
-        use_blk = h_nom > 0.0 and u_end >= 64 and rows * n * n <= u_end
         blk_ready = False
         need_n = np.bool_(False)
         for q in range(nev):
             if ev_kind[q] == 1:
                 need_n = True
-        # a block's tables (rows x states x its length) stay within about 1 MiB (shorter blocks
-        # cost more per output time than tables that spill out of the first cache levels), and
-        # setting them up costs at most about 16 operations per output time
-        nb = 1
-        nl = 1
-        if use_blk:
-            nb = BLK
-            nl = BLK_LEV + 1
-            while nb > 16 and (rows * n * nb * 8 > 1048576 or rows * n * n * nb > 16 * u_end):
-                nb //= 2
-                nl -= 1
-        RW = np.zeros((rows, n))
-        Rt = np.zeros((rows, n, nb))
-        Nt = np.zeros((rows, n, nb))
-        rcnt = np.zeros(rows, np.int64)
-        ridx = np.zeros((rows, n), np.int64)
-        ncnt = np.zeros(rows, np.int64)
-        nidx = np.zeros((rows, n), np.int64)
-        LPh = np.zeros((nl, n, n))
-        LGh = np.zeros((nl, n, n))
-        yb = np.zeros(nb)
         for r in range(m):
             for i in range(n):
                 RW[r, i] = C[r, i]
