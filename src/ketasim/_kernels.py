@@ -910,21 +910,28 @@ def _blk_run(x, u, has_u, L, m, Rt, Nt, rcnt, ridx, ncnt, nidx, LPh, LGh, out, i
     n = x.shape[0]
     rows = Rt.shape[0]
     for r in range(rows):
-        for j in range(L):
-            yb[j] = 0.0
+        # the live columns four per pass over the block (a missing one adds 0 x column 0);
+        # (no array views here: each view costs an atomic reference count, per block)
         c = rcnt[r]
         q = 0
-        # (no array views here: each view costs an atomic reference count, per block)
-        while q + 1 < c:                  # two columns per pass over the block
-            xa = x[ridx[r, q]]
-            xb = x[ridx[r, q + 1]]
-            for j in range(L):
-                yb[j] += Rt[r, q, j] * xa + Rt[r, q + 1, j] * xb
-            q += 2
-        if q < c:
-            xa = x[ridx[r, q]]
-            for j in range(L):
-                yb[j] += Rt[r, q, j] * xa
+        while q == 0 or q < c:
+            a0 = x[ridx[r, q]] if q < c else 0.0
+            a1 = x[ridx[r, q + 1]] if q + 1 < c else 0.0
+            a2 = x[ridx[r, q + 2]] if q + 2 < c else 0.0
+            a3 = x[ridx[r, q + 3]] if q + 3 < c else 0.0
+            j0 = q if q < c else 0
+            j1 = q + 1 if q + 1 < c else j0
+            j2 = q + 2 if q + 2 < c else j0
+            j3 = q + 3 if q + 3 < c else j0
+            if q == 0:
+                for j in range(L):
+                    yb[j] = ((Rt[r, j0, j] * a0 + Rt[r, j1, j] * a1)
+                             + (Rt[r, j2, j] * a2 + Rt[r, j3, j] * a3))
+            else:
+                for j in range(L):
+                    yb[j] += ((Rt[r, j0, j] * a0 + Rt[r, j1, j] * a1)
+                              + (Rt[r, j2, j] * a2 + Rt[r, j3, j] * a3))
+            q += 4
         if has_u:
             for q in range(ncnt[r]):
                 uk = u[nidx[r, q]]
