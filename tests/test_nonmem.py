@@ -606,3 +606,29 @@ def test_dataset_steady_state_per_subject_closed_form():
         k = cl / V
         np.testing.assert_allclose(c[s], 100 / V * np.exp(-k * T) / (1 - np.exp(-k * 12.0)),
                                    rtol=1e-12)
+
+
+def test_subjects_with_observation_rows_only_are_named(tmp_path, capsys):
+    """A subject whose every row is an observation has no dose: it is not simulated, and the
+    table (read from a file or from records) and the CLI say which subjects those are."""
+    text = ("ID,TIME,AMT,CMT,EVID,DUR\n1,0,35,iv,1,0.67\n2,0,.,iv,0,.\n1,2,.,iv,0,.\n"
+            "3,1,.,iv,0,.\n3,2,.,iv,2,.\n")
+    d = ketasim.read_doses(io.StringIO(text))
+    assert d.subject_ids == (1.0,) and d.n_skipped == 4
+    assert d.observation_only_subjects == (2.0, 3.0)
+    recs = [{"subject": 1, "time_h": 0, "amount_mg": 35, "route": "iv"},
+            {"subject": 5, "time_h": 1, "amount_mg": 0, "route": "", "evid": 0},
+            {"subject": 1, "time_h": 2, "amount_mg": 0, "route": "", "evid": 2}]
+    assert ketasim.Doses.from_records(recs).observation_only_subjects == (5.0,)
+    # a subject with a dose elsewhere in the table is not listed; tables joined keep the list
+    assert (d + d).observation_only_subjects == (2.0, 3.0)
+    ds = tmp_path / "ds.csv"
+    ds.write_text(text)
+    out = tmp_path / "o.csv"
+    rc = main(["simulate", "--doses", str(ds), "--until", "2", "--step", "1", "--out",
+               str(out)])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "skipped 4 observation rows" in err
+    assert "subjects 2, 3 have only observation rows: no dose, so not simulated" in err
+    assert {ln.split(",")[0] for ln in out.read_text().splitlines()[1:]} == {"1"}

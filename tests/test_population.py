@@ -533,3 +533,31 @@ def test_weight_given_twice_on_the_command_line_is_refused(tmp_path, capsys):
         assert main(argv + ["-q"]) == 1
         assert fragment in capsys.readouterr().err
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_heat_map_draws_log_axes_on_a_log_scale_and_says_when_it_is_empty():
+    """A log:LO:HI:N axis is drawn on a log scale, its cells centred (geometrically) on the
+    grid values; a metric that is NaN everywhere gets a note instead of a blank plot."""
+    from ketasim.cli_population import _geometric, plot_heatmap
+
+    assert _geometric(np.geomspace(10, 1000, 5)) and not _geometric(np.linspace(10, 1000, 5))
+    assert not _geometric(np.array([1.0, 2.0])) and not _geometric(np.array([-1.0, -2, -4]))
+
+    class Two:
+        varied = ("CL", "dose_mg_per_kg")
+        units = {"CL": "L/h", "dose_mg_per_kg": "mg/kg", "cmax": "ng/mL"}
+
+        def __init__(self, z):
+            self.z = z
+
+        def grid(self, metric):
+            return np.geomspace(10, 1000, 3), np.linspace(0.25, 0.75, 3), self.z
+
+    fig = plot_heatmap(Two(np.arange(9.0).reshape(3, 3)), "cmax", "t")
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "log" and ax.get_xscale() == "linear"
+    lo, hi = ax.get_ylim()     # half a decade beyond 10 and 1000 (the midpoints: 10^1.5, 10^2.5)
+    np.testing.assert_allclose([lo, hi], [10 ** 0.5, 10 ** 3.5], rtol=1e-12)
+    assert not [t for t in ax.texts if "no value" in t.get_text()]
+    fig = plot_heatmap(Two(np.full((3, 3), np.nan)), "cmax", "t")
+    assert [t for t in fig.axes[0].texts if "no value of cmax" in t.get_text()]

@@ -212,6 +212,21 @@ def table_weight(weight, doses) -> float:
     return one if one is not None else 70.0
 
 
+def note_skipped(doses) -> None:
+    """Say on stderr how many observation rows a dose table had (skipped), and which subjects
+    had nothing else: they have no dose, so they are not simulated."""
+    if doses.n_skipped:
+        print(f"{doses.source}: skipped {doses.n_skipped:,} observation rows (evid 0 or 2)",
+              file=sys.stderr)
+    ids = doses.observation_only_subjects
+    if ids:
+        shown = ", ".join(f"{v:g}" for v in ids[:10]) + (f" and {len(ids) - 10:,} more"
+                                                         if len(ids) > 10 else "")
+        print(f"{doses.source}: subject{'s' if len(ids) > 1 else ''} {shown} "
+              f"{'have' if len(ids) > 1 else 'has'} only observation rows: no dose, so not "
+              "simulated", file=sys.stderr)
+
+
 def _doses_for(spec: str, weight: float):
     from .courses import resolve_doses
 
@@ -330,9 +345,7 @@ def cmd_simulate(args) -> int:
     warn = route_warning(model, doses)
     if warn:
         print(f"ketasim: warning: {warn}", file=sys.stderr)
-    if doses.n_skipped:
-        print(f"{doses.source}: skipped {doses.n_skipped:,} observation rows (evid 0 or 2)",
-              file=sys.stderr)
+    note_skipped(doses)
     until = args.until
     if until is None:
         until = float(np.max(doses.time_h + doses.addl * doses.ii_h)) + 28 * 24.0

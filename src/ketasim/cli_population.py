@@ -263,6 +263,17 @@ def _describe(column: str) -> str:
     return f"{pre}{text}{where}"
 
 
+def _geometric(v) -> bool:
+    """Whether the grid values ``v`` are log-spaced (at least 3, positive, a constant ratio,
+    not a constant difference)."""
+    v = np.asarray(v, dtype=float)
+    if v.size < 3 or not np.all(v > 0):
+        return False
+    lr, d = np.diff(np.log(v)), np.diff(v)
+    return bool(np.allclose(lr, lr[0], rtol=1e-6, atol=0)
+                and not np.allclose(d, d[0], rtol=1e-6, atol=0))
+
+
 def plot_heatmap(result, metric: str, title: str):
     import matplotlib
     matplotlib.use("Agg", force=False)
@@ -278,10 +289,36 @@ def plot_heatmap(result, metric: str, title: str):
         mid = (v[1:] + v[:-1]) / 2
         return np.concatenate([[v[0] - (mid[0] - v[0])], mid, [v[-1] + (v[-1] - mid[-1])]])
 
-    m = ax.pcolormesh(edges(b), edges(a), z, cmap="viridis", shading="flat")
+    def cells(v):
+        """Cell edges, and whether the axis is log-spaced (log:LO:HI:N), then drawn on a log
+        scale with edges at the geometric midpoints."""
+        if _geometric(v):
+            return np.exp(edges(np.log(v))), True
+        return edges(v), False
+
+    xe, xlog = cells(b)
+    ye, ylog = cells(a)
+    m = ax.pcolormesh(xe, ye, z, cmap="viridis", shading="flat")
+    from matplotlib.ticker import FixedFormatter, FixedLocator, NullLocator
+
+    for is_log, axis, v, scale in ((xlog, ax.xaxis, b, ax.set_xscale),
+                                   (ylog, ax.yaxis, a, ax.set_yscale)):
+        if is_log:       # a log scale, ticked at the grid values in plain numbers
+            scale("log")
+            shown = v[::max(1, -(-v.size // 8))]
+            axis.set_major_locator(FixedLocator(shown))
+            axis.set_major_formatter(FixedFormatter([f"{x:.3g}" for x in shown]))
+            axis.set_minor_locator(NullLocator())
+    empty = not np.isfinite(z).any()
+    if empty:
+        ax.text(0.5, 0.5, f"no value of {metric} at any grid point\n(not a number everywhere)",
+                transform=ax.transAxes, ha="center", va="center", fontsize=11,
+                bbox={"facecolor": "white", "edgecolor": "0.5"})
     unit = result.units.get(metric, "")
-    fig.colorbar(m, ax=ax, label=(f"{metric} ({unit})" if unit else metric) + "\n"
-                 + _describe(metric))
+    cb = fig.colorbar(m, ax=ax, label=(f"{metric} ({unit})" if unit else metric) + "\n"
+                      + _describe(metric))
+    if empty:
+        cb.set_ticks([])
     ax.set_xlabel(f"{nb} ({result.units.get(nb, '')})".replace(" ()", ""))
     ax.set_ylabel(f"{na} ({result.units.get(na, '')})".replace(" ()", ""))
     ax.set_title(title, fontsize=10)
@@ -302,10 +339,13 @@ def _doses_arg(args):
         raise KetasimInputError(f"--months applies to a course ({', '.join(COURSES)}), not the "
                                 f"dose table {args.doses!r}")
     try:
-        return resolve_doses(args.doses), {}
+        d = resolve_doses(args.doses)
     except KetasimInputError as exc:
         msg = str(exc)
         raise KetasimInputError("--" + msg if msg.startswith("doses:") else msg) from None
+    from .cli import note_skipped
+    note_skipped(d)
+    return d, {}
 
 
 def _warn_band_ceiling(bands) -> None:
@@ -525,6 +565,9 @@ def run_sweep(args) -> int:
                               " (typical subject)")
                            + "\nmodel-predicted; a research tool, not a dosing recommendation")
         outputs.append((args.plot, "wb", _figure_bytes(fig, args.plot)))
+        if not np.isfinite(np.asarray(columns[plot_metric], dtype=float)).any():
+            print(f"ketasim: warning: --plot-metric {plot_metric} is not a number at any grid "
+                  "point: the heat map has no colours (choose another metric)", file=sys.stderr)
     _write_all(outputs, args)
     print(f"wrote {args.out} ({res.info['points']} grid points)"
           + (f" and {args.plot}" if args.plot else ""), file=sys.stderr)

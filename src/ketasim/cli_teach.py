@@ -146,11 +146,12 @@ def resolve(doses: str, weight, what: str = "a course figure", **kw):
     """(doses, body weight) from a course name or CSV and ``--weight`` (None: the table's
     weight_kg column, else 70 kg), with --option names in the errors. A table with a subject
     column must hold one subject (see ``Doses.one_table``)."""
-    from .cli import table_weight
+    from .cli import note_skipped, table_weight
     from .courses import resolve_doses
 
     try:
         d = resolve_doses(doses, weight_kg=70.0 if weight is None else weight, **kw)
+        note_skipped(d)
         d = d.one_table(what)
         return d, table_weight(weight, d)
     except KetasimInputError as exc:
@@ -333,56 +334,6 @@ def print_schedule(doses) -> None:
 
 
 # ---------------------------------------------------------------------------- presets
-_UNIT_RE = None
-
-
-def parameter_notes(text: str) -> dict:
-    """``NAME -> (unit, source)`` from the trailing comments of ``NAME = value  # comment``
-    lines in the [parameters] and [schematic] sections of a model file.
-
-    The comment convention of the presets: a unit first (``L/h``, ``1/h``, ``uM``, ``g/mol``
-    ...), then the source after a comma or semicolon, e.g. ``# L/h, S-ketamine clearance
-    (Fanta 2015)``. A comment without a unit is all source."""
-    import re
-
-    global _UNIT_RE
-    if _UNIT_RE is None:
-        _UNIT_RE = re.compile(r"^\s*((?:1/h|L/h|L|mL|h|min|mg|kg|uM|µM|g/mol|ng/mL|mg/L|%|"
-                              r"fraction|mg/kg|years)(?: per [a-z ]+)?)\s*(?:[,;:]\s*|\(|$)")
-    out = {}
-    section = None
-    heading = ""
-    for line in text.splitlines():
-        s = line.strip()
-        if s.startswith("["):
-            section = s.strip("[]").strip()
-            heading = ""
-            continue
-        if s.startswith("#"):
-            heading = s.lstrip("# ").strip()
-            continue
-        if section not in ("parameters", "schematic") or "=" not in s or s.startswith("#"):
-            continue
-        name, rest = s.split("=", 1)
-        name = name.strip()
-        comment = rest.split("#", 1)[1].strip() if "#" in rest else ""
-        m = _UNIT_RE.match(comment)
-        if m:
-            unit = m.group(1)
-            src = comment[m.end():].strip()
-            if comment[m.end() - 1:m.end()] == "(":
-                src = "(" + src
-        else:
-            unit, src = "", comment
-        if heading and not re.search(r"(19|20)\d\d|Table", src) and section == "parameters":
-            # the block's heading comment names the source: keep its parenthesis
-            par = re.search(r"\(([^()]*(?:19|20)\d\d[^()]*|Table[^()]*)\)", heading)
-            if par:
-                src = f"{src} ({par.group(1).split(';')[0]})" if src else par.group(1)
-        out[name] = (unit.replace("uM", "µM"), src, section)
-    return out
-
-
 def _model_text(name: str) -> str:
     from importlib import resources
 
@@ -399,6 +350,8 @@ def print_preset(name: str, verbose: bool = False) -> int:
     from .modelfile import load_model
 
     model = load_model(name)
+    from .modelfile import parameter_notes
+
     notes = parameter_notes(_model_text(name))
     m = model.meta
     print(f"{model.name}: {m.get('title', '')}".rstrip(": "))

@@ -124,6 +124,9 @@ class Doses(Derived):
     covariates : dict name -> float64 (D,)   per-row covariate values (``weight_kg`` or model
                                parameters); see :func:`ketasim.events.subject_covariates`
     n_skipped : int            observation/other rows (EVID 0 or 2) skipped when reading
+    observation_only_subjects : tuple of float   subject IDs whose every row was skipped
+                               (observations only): they have no dose, so they are not
+                               simulated (the CLI says so)
     line : int64 (D,) or None  physical line of each row in its file (for messages)
     """
 
@@ -141,6 +144,7 @@ class Doses(Derived):
     covariates: dict = None
     n_skipped: int = field(default=0, compare=False)
     line: np.ndarray = field(default=None, compare=False)
+    observation_only_subjects: tuple = field(default=(), compare=False)
 
     def __post_init__(self):
         src = self.source
@@ -359,6 +363,7 @@ class Doses(Derived):
         kw["covariates"] = {k: v[idx] for k, v in self.covariates.items()}
         kw["line"] = None if self.line is None else self.line[idx]
         kw.update(over)
+        kw.setdefault("observation_only_subjects", self.observation_only_subjects)
         return Doses(kw.pop("time_h"), kw.pop("amount_mg"), kw.pop("route"), source=self.source,
                      n_skipped=self.n_skipped, **kw)
 
@@ -378,6 +383,7 @@ class Doses(Derived):
         table is simulated) or NONMEM data items, which are read past."""
         rows = []
         skipped = 0
+        skipped_ids = []
         for i, r in enumerate(records):
             if not isinstance(r, dict):
                 raise KetasimInputError(f"{source}: row {i + 1}: got {type(r).__name__}, "
@@ -409,6 +415,9 @@ class Doses(Derived):
             if isinstance(ev, (int, float, np.integer, np.floating)) and \
                     not isinstance(ev, bool) and ev in (0, 2):
                 skipped += 1
+                sid = rec.get("subject")
+                if sid is not None:
+                    skipped_ids.append(sid)
                 continue
             for c in REQUIRED:
                 if c not in rec and not (c != "time_h" and ev == 3):
@@ -427,7 +436,9 @@ class Doses(Derived):
                    cols["addl"], cols["ii_h"], source=source, rate_mg_h=cols["rate_mg_h"],
                    ss=cols["ss"], evid=cols["evid"],
                    subject=cols["subject"] if has_subject else None, covariates=covs or None,
-                   n_skipped=skipped)
+                   n_skipped=skipped,
+                   observation_only_subjects=_observation_only(
+                       skipped_ids, cols["subject"] if has_subject else ()))
 
     def __add__(self, other: "Doses") -> "Doses":
         if (self.subject is None) != (other.subject is None):
@@ -447,7 +458,10 @@ class Doses(Derived):
                      subject=(None if self.subject is None
                               else np.r_[self.subject, other.subject]),
                      covariates={k: np.r_[cov(self, k), cov(other, k)] for k in keys} or None,
-                     n_skipped=self.n_skipped + other.n_skipped, line=line)
+                     n_skipped=self.n_skipped + other.n_skipped, line=line,
+                     observation_only_subjects=_observation_only(
+                         self.observation_only_subjects + other.observation_only_subjects,
+                         () if self.subject is None else np.r_[self.subject, other.subject]))
 
     def scaled(self, factor: float) -> "Doses":
         """The same table with every amount (and infusion rate) multiplied by ``factor``."""
@@ -690,6 +704,29 @@ class _RawAdapter(io.RawIOBase):
         return len(data)
 
 
+def _observation_only(skipped_ids, kept) -> tuple:
+    """The subject IDs (floats, sorted) of skipped rows that have no kept row: subjects with
+    observations only. IDs that are blank or not numbers are left out (a kept row's ID is
+    checked where it is read)."""
+    out = set()
+    for v in skipped_ids:
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(f):
+            out.add(f)
+    if not out:
+        return ()
+    have = set()
+    for v in kept:
+        try:
+            have.add(float(v))
+        except (TypeError, ValueError):
+            pass
+    return tuple(sorted(out - have))
+
+
 def _number(v: str, c: str, where: str, line_no: int) -> float:
     try:
         x = float(v)
@@ -776,6 +813,7 @@ def _parse(lines, where: str) -> Doses:
     route_names: dict[str, int] = {}
     ncol = len(header)
     skipped = 0
+    skipped_ids = []
     n_rows = 0
     nan = float("nan")
     for r in reader:
@@ -795,12 +833,14 @@ def _parse(lines, where: str) -> Doses:
                 if m == 0 or amt in ("", ".", "0") or _number(amt, "amount_mg", where,
                                                                   line_no) == 0:
                     skipped += 1
+                    skipped_ids.append(cells.get("subject", ""))
                     continue
             evid = 1.0
         else:
             evid = _number(ev, "evid", where, line_no)
             if evid in (0.0, 2.0):
                 skipped += 1
+                skipped_ids.append(cells.get("subject", ""))
                 continue
             if evid not in (1.0, 3.0, 4.0):
                 raise KetasimInputError(f"{where}: line {line_no}: evid: got {ev}, expected 0, "
@@ -861,7 +901,9 @@ def _parse(lines, where: str) -> Doses:
               col("addl", np.int64), col("ii_h"), source=where, rate_mg_h=col("rate_mg_h"),
               ss=col("ss", np.int64), evid=col("evid", np.int64), subject=col("subject"),
               covariates={c: col(c) for c in covariates} or None, n_skipped=skipped,
-              line=np.frombuffer(lines_out, dtype=np.int64))
+              line=np.frombuffer(lines_out, dtype=np.int64),
+              observation_only_subjects=_observation_only(
+                  skipped_ids, col("subject") if "subject" in data else ()))
     return d
 
 

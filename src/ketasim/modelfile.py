@@ -563,3 +563,75 @@ def load_model(name_or_path) -> Model:
             + ", ".join(presets))
     data = (resources.files("ketasim") / "presets" / f"{s}.toml").read_bytes()
     return _build(_read_toml(data, f"preset {s}"), f"preset {s}", s)
+
+
+# ------------------------------------------------------------------ parameter notes
+_UNIT_RE = None
+
+
+def parameter_notes(text: str) -> dict:
+    """``NAME -> (unit, source)`` from the trailing comments of ``NAME = value  # comment``
+    lines in the [parameters] and [schematic] sections of a model file.
+
+    The comment convention of the presets: a unit first (``L/h``, ``1/h``, ``uM``, ``g/mol``
+    ...), then the source after a comma or semicolon, e.g. ``# L/h, S-ketamine clearance
+    (Fanta 2015)``. A comment without a unit is all source."""
+    import re
+
+    global _UNIT_RE
+    if _UNIT_RE is None:
+        _UNIT_RE = re.compile(r"^\s*((?:1/h|L/h|L|mL|h|min|mg|kg|uM|µM|g/mol|ng/mL|mg/L|%|"
+                              r"fraction|mg/kg|years)(?: per [a-z ]+)?)\s*(?:[,;:]\s*|\(|$)")
+    out = {}
+    section = None
+    heading = ""
+    for line in text.splitlines():
+        s = line.strip()
+        if s.startswith("["):
+            section = s.strip("[]").strip()
+            heading = ""
+            continue
+        if s.startswith("#"):
+            heading = s.lstrip("# ").strip()
+            continue
+        if section not in ("parameters", "schematic") or "=" not in s or s.startswith("#"):
+            continue
+        name, rest = s.split("=", 1)
+        name = name.strip()
+        comment = rest.split("#", 1)[1].strip() if "#" in rest else ""
+        m = _UNIT_RE.match(comment)
+        if m:
+            unit = m.group(1)
+            src = comment[m.end():].strip()
+            if comment[m.end() - 1:m.end()] == "(":
+                src = "(" + src
+        else:
+            unit, src = "", comment
+        if heading and not re.search(r"(19|20)\d\d|Table", src) and section == "parameters":
+            # the block's heading comment names the source: keep its parenthesis
+            par = re.search(r"\(([^()]*(?:19|20)\d\d[^()]*|Table[^()]*)\)", heading)
+            if par:
+                src = f"{src} ({par.group(1).split(';')[0]})" if src else par.group(1)
+        out[name] = (unit.replace("uM", "µM"), src, section)
+    return out
+
+
+def parameter_units(model) -> dict:
+    """``NAME -> unit`` of a model's parameters from its file's comments (see
+    :func:`parameter_notes`): a preset, or a model read from a file that is still there; {}
+    otherwise (a model built in Python) or where a comment gives no unit."""
+    from importlib import resources
+
+    src = str(getattr(model, "source", "") or "")
+    try:
+        if src.startswith("preset ") and src[7:] in list_presets():
+            text = (resources.files("ketasim") / "presets" / f"{src[7:]}.toml").read_text(
+                "utf-8")
+        elif src.endswith(".toml") and Path(src).is_file():
+            text = Path(src).read_text("utf-8")
+        else:
+            return {}
+    except (OSError, UnicodeDecodeError):
+        return {}
+    return {k: u for k, (u, _, sec) in parameter_notes(text).items()
+            if sec == "parameters" and u}

@@ -905,7 +905,10 @@ def sweep(model, doses, vary, *, metrics=DEFAULT_METRICS, n: int | None = None,
                 metric_cols.append(k)
     metric_cols = _order_columns(metric_cols, metrics)
     columns = {nm: point_vals[nm] for nm in names}
-    units = {nm: _vary_unit(nm, kinds[i]) for i, nm in enumerate(names)}
+    from .modelfile import parameter_units
+
+    punits = parameter_units(model)
+    units = {nm: _vary_unit(nm, kinds[i], punits) for i, nm in enumerate(names)}
     stats = (("_p50", 50.0), ("_p05", 5.0), ("_p95", 95.0)) if n is not None else (("", None),)
     for k in metric_cols:
         for suf, _ in stats:
@@ -931,12 +934,15 @@ def sweep(model, doses, vary, *, metrics=DEFAULT_METRICS, n: int | None = None,
                        info=info)
 
 
-def _vary_unit(name, kind):
+def _vary_unit(name, kind, param_units=None):
+    """The unit of a varied name: a course parameter's, or a model parameter's from its model
+    file's comments (``param_units``), else "model unit"."""
     if kind == "weight":
         return "kg"
+    if kind == "param":
+        return (param_units or {}).get(name, "model unit")
     return {"dose_mg_per_kg": "mg/kg", "dose_mg": "mg", "maintenance_days": "days",
-            "months": "months", "infusion_min": "min"}.get(name, "model unit" if kind == "param"
-                                                           else "")
+            "months": "months", "infusion_min": "min"}.get(name, "")
 
 
 def _order_columns(cols, metrics):
