@@ -84,3 +84,19 @@ def test_course_cli_writes_dose_table(tmp_path):
     s = ketasim.read_doses(out2)
     assert s.amount_mg[0] == 56 and np.all(s.amount_mg[1:] == 84)
     assert math.isclose(s.time_h[-1] / 24 % 7, 0)
+
+
+def test_a_phase_cannot_start_at_the_instant_of_the_previous_session():
+    import pytest
+
+    from ketasim.errors import KetasimInputError
+
+    ok = course_from_phases([Phase(weeks=1, per_week=3), Phase(every_days=7, count=2,
+                                                               after_days=1.5)], 35.0, "iv")
+    np.testing.assert_allclose(ok.time_h / 24, [0, 2, 4, 5.5, 12.5])
+    with pytest.raises(KetasimInputError, match="after_days: got 0"):
+        course_from_phases([Phase(weeks=1, per_week=3), Phase(every_days=7, count=2,
+                                                              after_days=0)], 35.0, "iv")
+    # a course may start with such a phase: there is no previous session
+    first = course_from_phases([Phase(every_days=7, count=2, after_days=0)], 35.0, "iv")
+    np.testing.assert_allclose(first.time_h / 24, [0, 7])

@@ -356,6 +356,7 @@ def test_cli_sweep_and_heat_map(tmp_path):
     (["population", "--n", "3", "--metrics", "cmaxx"], "did you mean"),
     (["population", "--n", "3", "--model", "esketamine-iv", "--age", "50"], "age_y"),
     (["sweep", "--vary", "CLX=1:2:2"], "unknown name"),
+    (["sweep", "--vary", "CL=-10:100:3"], "vary CL: the value -10 is refused by the model"),
     (["sweep", "--vary", "CL=1:2:2", "--vary", "V1=1:2:2", "--vary", "Q2=1:2:2",
       "--plot", "PLOT"], "two --vary"),
 ])

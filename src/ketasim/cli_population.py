@@ -167,7 +167,9 @@ def write_table(fh_or_path, columns: dict, units: dict, title: str, fmt: str = "
     fh = fh_or_path
     fh.write(f"# {title}\n")
     fh.write("# units: " + _units_line(names, units) + "; <metric>_s<k> is session k, "
-             "<metric>_p05/_p50/_p95 the 5/50/95 % over subjects\n")
+             "<metric> alone the whole course (the largest peak, the sum of AUCs and times, "
+             "the trough before the last session), <metric>_p05/_p50/_p95 the 5/50/95 % over "
+             "subjects\n")
     fh.write(",".join(names) + "\n")
     n = len(next(iter(columns.values()))) if columns else 0
     ints = [np.issubdtype(np.asarray(columns[k]).dtype, np.integer) for k in names]
@@ -258,6 +260,8 @@ def _describe(column: str) -> str:
         text = METRICS.get(base, ("", base))[1].split(" (")[0]
     sess = column[len(base):].split("_p")[0]
     where = f", session {sess[2:]}" if sess.startswith("_s") else ", whole course"
+    if base == "trough" and not sess.startswith("_s"):
+        text, where = "concentration just before the last session", ""
     stat = {"_p50": "median of ", "_p05": "5th percentile of ", "_p95": "95th percentile of "}
     pre = next((v for k, v in stat.items() if column.endswith(k)), "")
     return f"{pre}{text}{where}"

@@ -93,6 +93,10 @@ def course_days(phases, months: float | None = None) -> tuple[list, list]:
                 raise KetasimInputError("phase: every_days without count needs the course "
                                         "length (months)")
             gap = ph.every_days if ph.after_days is None else ph.after_days
+            if days and gap == 0:
+                raise KetasimInputError("phase: after_days: got 0, expected a number of days > 0 "
+                                        "(0 puts the phase's first session at the same instant "
+                                        "as the previous session)")
             d = (days[-1] + gap) if days else week_start
             j = 0
             while (ph.count is None or j < ph.count) and d < end:

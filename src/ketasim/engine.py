@@ -43,7 +43,8 @@ METRICS = {
                       "derivative is zero)"),
     "tmax": ("h", "time of the peak after the session start"),
     "auc": ("ng*h/mL", "area under the concentration curve (exact integral)"),
-    "trough": ("ng/mL", "concentration just before the next session"),
+    "trough": ("ng/mL", "concentration just before the next session (whole course: before "
+                        "the last session)"),
     "peak_occupancy": ("fraction", "model-predicted peak NMDA occupancy"),
     "time_above_occ_X": ("h", "hours with occupancy >= X (exact crossings; any X in [0, 1])"),
     "time_above_conc_X": ("h", "hours with the analyte >= X ng/mL (exact crossings)"),

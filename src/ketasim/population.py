@@ -854,6 +854,9 @@ def sweep(model, doses, vary, *, metrics=DEFAULT_METRICS, n: int | None = None,
     if P > MAX_GRID_POINTS:
         raise KetasimInputError(f"vary: the grid has {P:,} points, expected at most "
                                 f"{MAX_GRID_POINTS:,}")
+    for i, nm in enumerate(names):
+        if kinds[i] == "param":
+            _check_axis(model, nm, values[i], base, weight_kg)
     grid = list(itertools.product(*[range(v.size) for v in values]))
     point_vals = {nm: np.array([values[i][g[i]] for g in grid]) for i, nm in enumerate(names)}
     weight_dep = course == "standard-iv"
@@ -932,6 +935,29 @@ def sweep(model, doses, vary, *, metrics=DEFAULT_METRICS, n: int | None = None,
             "variability": (model.variability.source if (n and model.variability) else "none")}
     return SweepResult(columns=columns, units=units, varied=tuple(names), metrics=metrics,
                        info=info)
+
+
+def _check_axis(model, name, v, base, weight_kg) -> None:
+    """Every value of a varied model parameter, the others typical: a value the model refuses
+    (a negative clearance, say, found where a derived flow is evaluated) is reported under
+    the varied name, with the value."""
+    def check(x):
+        p = {k: np.full(x.size, float(b)) for k, b in base.items()}
+        p[name] = x
+        model.matrices(model.resolve(p, weight_kg, n=x.size))
+
+    v = np.unique(v)
+    for a in range(0, v.size, 1024):       # a few MiB of matrices at a time
+        try:
+            check(v[a:a + 1024])
+        except KetasimInputError as exc:
+            for x in v[a:a + 1024]:
+                try:
+                    check(np.array([x]))
+                except KetasimInputError as one:
+                    raise KetasimInputError(f"vary {name}: the value {x:g} is refused by the "
+                                            f"model: {one}") from None
+            raise KetasimInputError(f"vary {name}: {exc}") from None
 
 
 def _vary_unit(name, kind, param_units=None):
