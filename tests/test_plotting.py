@@ -287,3 +287,20 @@ def test_course_figure_of_a_dose_tables_subjects_says_what_it_shows(tmp_path):
     xlabels = [ax.get_xlabel() for ax in fig.subfigs[0].axes if ax.get_xlabel()]
     assert any(x.startswith("WHOLE COURSE") for x in xlabels)
     assert not any("marker" in x for x in xlabels)
+
+
+def test_dose_marks_describe_every_dose_in_the_window():
+    """A table's subjects may have different doses: the legend gives their range, not the
+    first row's amount; one entry per route and kind (bar or triangle)."""
+    from ketasim.plotting import _infusion_bars
+
+    d = ketasim.Doses.from_records([
+        {"subject": 1, "time_h": 0, "amount_mg": 30, "route": "iv", "duration_h": 2 / 3},
+        {"subject": 2, "time_h": 0, "amount_mg": 45, "route": "iv", "duration_h": 0.5},
+        {"subject": 2, "time_h": 1, "amount_mg": 10, "route": "iv"},
+        {"subject": 1, "time_h": 99, "amount_mg": 90, "route": "iv", "duration_h": 1}])
+    fig, ax = plt.subplots()
+    _infusion_bars(ax, d, 0.0, 8.0)
+    labels = [h.get_label() for h in ax.get_legend_handles_labels()[0]]
+    assert labels == ["IV infusion 30–45 mg, 30–40 min", "IV bolus 10 mg"]
+    plt.close(fig)

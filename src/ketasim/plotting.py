@@ -354,24 +354,37 @@ def _has(res, name):
 
 def _infusion_bars(ax, doses, t0, t1, color="0.35", label=True):
     """Each dose in the window: a bar over the infusion (drawn just above the axis) or a
-    triangle at a bolus/spray, in axes-fraction height so it never hides a curve."""
+    triangle at a bolus/spray, in axes-fraction height so it never hides a curve. The legend
+    entry describes every dose in the window (a range where they differ: a table's subjects
+    may have different amounts)."""
     d = expand(doses)
     tr = ax.get_xaxis_transform()
-    first = True
-    for t, dur, amt, route in zip(d.time_h, d.duration_h, d.amount_mg, d.route):
-        if t > t1 or t + dur < t0:
-            continue
+    shown = [(t, dur, amt, route) for t, dur, amt, route
+             in zip(d.time_h, d.duration_h, d.amount_mg, d.route) if not (t > t1 or t + dur < t0)]
+
+    def span(vals, fmt):
+        lo, hi = min(vals), max(vals)
+        return fmt(lo) if lo == hi else f"{fmt(lo)}–{fmt(hi)}"
+
+    first = {}
+    for t, dur, _amt, route in shown:
         words = _ROUTE_WORDS.get(route, route)
+        if dur <= 0 and words == "IV infusion":
+            words = "IV bolus"
+        kind = (route, dur > 0)
+        text = None
+        if label and kind not in first:
+            same = [x for x in shown if (x[3], x[1] > 0) == kind]
+            text = f"{words} {span([x[2] for x in same], _num)} mg"
+            if dur > 0:
+                text += f", {span([x[1] * 60 for x in same], _num)} min"
+        first[kind] = True
         if dur > 0:
             ax.fill_between([t - t0, t + dur - t0], 1.0, 1.04, transform=tr, color=color,
-                            clip_on=False, lw=0,
-                            label=(f"{words} {_num(amt)} mg, {_num(dur * 60)} min"
-                                   if label and first else None))
+                            clip_on=False, lw=0, label=text)
         else:
             ax.plot([t - t0], [1.02], transform=tr, marker="v", ms=9, color=color,
-                    clip_on=False, ls="none",
-                    label=f"{words} {_num(amt)} mg" if label and first else None)
-        first = False
+                    clip_on=False, ls="none", label=text)
 
 
 # ---------------------------------------------------------------------------- panels
