@@ -304,6 +304,29 @@ def test_population_weights_and_threads():
     assert peaks[3] < peaks[1] < peaks[0]
 
 
+@pytest.mark.parametrize("preset, course", [("ketamine-iv", "standard-iv"),
+                                             ("esketamine-nasal", "spravato")])
+def test_one_subject_rows_on_two_threads_equal_one_call(preset, course):
+    """One subject with many output values runs its rows in two groups on two threads: every
+    value equals the one-thread run and the same subject inside a population (one call for
+    all its rows), bit for bit, schematic response included."""
+    model = ketasim.load_model(preset)
+    doses = ketasim.resolve_doses(course, months=2)
+    times = ketasim.time_grid(24.0 * 70, 1 / 60)
+    plan = engine.prepare(model, doses)
+    R = len(plan.names)
+    assert R * times.size >= engine.SPLIT_VALUES
+    assert engine._row_split(plan, times.size, times.size, 1 / 60) is not None
+    two = ketasim.simulate(model, doses, times, threads=2).data
+    one = ketasim.simulate(model, doses, times, threads=1).data
+    np.testing.assert_array_equal(two, one)
+    typ = model.parameters["V1"]
+    pop = ketasim.simulate(model, doses, times, params={"V1": np.array([typ, typ])},
+                           threads=1).data
+    np.testing.assert_array_equal(two[0], pop[0])
+    assert np.isfinite(two).all() and np.ptp(two[0, -1]) > 0
+
+
 def test_subject_ranges_on_threads_are_independent():
     """Threads share subjects in ranges (most not starting at the call's first subject, most
     longer than one): every subject's outputs, schematic response included, equal those of

@@ -335,6 +335,9 @@ def cmd_simulate(args) -> int:
 
     _check_output_paths(args, "out", "plot")
     model = load_model(args.model)
+    if args.summary or args.plot is not None:
+        from . import _warm
+        _warm.start_metrics()   # a first run: the summary's/figure's kernel compiles alongside
     if args.summary and not model.concentration_names:
         raise KetasimInputError(
             f"--summary: model {model.name!r} has no concentration to summarise (no compartment "

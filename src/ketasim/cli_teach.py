@@ -398,10 +398,12 @@ def _figure_outputs(fig, base: Path, formats):
 
 
 def cmd_course(args) -> int:
+    from . import _warm
     from .modelfile import load_model
     from .plotting import COURSE_DESCRIPTIONS, plot_course, run_course
 
     model = load_model(args.model)
+    _warm.start_metrics()      # a first run: the summary's kernel compiles alongside
     kw = _course_params(args.doses, args.dose, args.months)
     doses, weight = resolve(args.doses, args.weight, **kw)
     _warn(route_warning(model, doses))
@@ -513,10 +515,12 @@ def _csv_text(head, rows):
 
 
 def cmd_compare(args) -> int:
+    from . import _warm
     from .modelfile import load_model
     from .plotting import COURSE_DESCRIPTIONS, plot_compare, run_course
 
     parsed = [parse_spec(s) for s in args.specs]
+    _warm.start_metrics()      # a first run: the table's kernel compiles alongside
     runs, labels = [], []
     for model_s, doses_s, label in parsed:
         model = load_model(model_s)

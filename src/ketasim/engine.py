@@ -427,6 +427,42 @@ def _nominal_step(t: np.ndarray, uniform: bool | None = None) -> tuple[float, in
 
 
 _EPS8 = 8 * float(np.finfo(float).eps)
+SPLIT_VALUES = 1_000_000      # one subject's rows run on two threads from this many values
+PD_ROWS_COST = 6              # the schematic response costs about as much as 6 linear rows
+
+
+def _block_length(rows: int, n: int, u_end: int, h_nom: float) -> int:
+    """The block length :func:`_kernels.grid_range` picks for ``rows`` outputs (the same
+    rule)."""
+    if not (h_nom > 0.0 and u_end >= 64 and rows * n * n <= u_end):
+        return 1
+    nb = _kernels.BLK
+    while nb > 16 and (rows * n * nb * 8 > 1048576 or rows * n * n * nb > 16 * u_end):
+        nb //= 2
+    return nb
+
+
+def _row_split(plan, T: int, u_end: int, h_nom: float):
+    """For one subject with many output values: the number of concentration rows to run on a
+    thread of their own (the others, the occupancy and the schematic response on a second
+    one), or None to run in one call. Only where both calls take the blocks one call would
+    (so the values do not depend on the thread count), and the first group is not empty."""
+    m, no, n = plan.C.shape[1], plan.W.shape[1], plan.K.shape[1]
+    R = len(plan.names)
+    if R < 2 or R * T < SPLIT_VALUES or m < 1:
+        return None
+    n_pd = int(np.sum(plan.pd_rows >= 0))
+    cost = R + (PD_ROWS_COST if plan.pd_on else 0)
+    mA = min(m, max(1, int(round(cost / 2))))
+    if mA == R - n_pd - no and n_pd + no == 0:
+        mA = m - 1          # the second group needs a row
+    if mA < 1:
+        return None
+    nb = _block_length(m + no, n, u_end, h_nom)
+    if (_block_length(mA, n, u_end, h_nom) != nb
+            or _block_length(m - mA + no, n, u_end, h_nom) != nb):
+        return None
+    return mA
 _F64 = np.dtype(np.float64)
 
 
@@ -473,13 +509,37 @@ def run(plan: Plan, times, *, out: np.ndarray | None = None, threads=None,
                                    out[a:b] if dst is None else dst, cf, ci,
                                    lim if check_overflow else -1.0)
 
+    piece = max(1024, CHUNK_WORK // per_point) // _kernels.BLK * _kernels.BLK
+    split = _row_split(plan, T, u_end, h_nom) if (N == 1 and k > 1 and T <= piece) else None
     if N > 1 and per > 1:
         bad = _spread(grid, 0, N, k, per)
+    elif split is not None:
+        # one subject, many output values: its rows in two groups on two threads (the linear
+        # rows of the first group; the rest with the schematic response), each group written
+        # by its own kernel call into its own rows. Every row's values are the same as from
+        # one call (the same blocks, the same steps).
+        mA = split
+        m = C.shape[1]
+        no_w = np.zeros((1, 0, W.shape[2]))
+        rows_b = pd_rows.copy()
+        rows_b[rows_b >= 0] -= mA
+
+        def part(i, _):
+            if i == 0:
+                return _kernels.grid_range(0, 1, K, t, h_nom, u_end, ev_t, ev_c, ev_a, ev_k,
+                                           nev, ev_v, C[:, :mA], no_w, wd, pdp, False, pd_rtol,
+                                           np.full(3, -1, np.int64), out[:, :mA], np.zeros(nf),
+                                           np.zeros(ni, np.int64),
+                                           lim if check_overflow else -1.0)
+            return _kernels.grid_range(0, 1, K, t, h_nom, u_end, ev_t, ev_c, ev_a, ev_k, nev,
+                                       ev_v, C[:, mA:m], W, wd, pdp, pd_on, pd_rtol, rows_b,
+                                       out[:, mA:], np.zeros(nf), np.zeros(ni, np.int64),
+                                       lim if check_overflow else -1.0)
+        bad = _spread(part, 0, 2, 2, 1)
     else:
         # one subject at a time (alone, or each a long run): pieces of the time grid,
         # carrying the state between them, so that Ctrl-C is honoured between pieces
         bad = 0
-        piece = max(1024, CHUNK_WORK // per_point) // _kernels.BLK * _kernels.BLK
         for a in range(N):
             cf = np.zeros(nf)
             ci = np.zeros(ni, np.int64)
@@ -559,6 +619,9 @@ def run_metrics(model, doses, params=None, weight_kg=70.0, *, analyte=None, thre
                 threads=None, chunk_size: int = 20_000) -> MetricsRun:
     """Exact per-session metrics for every subject, computed in the kernel with no time grid
     (memory: a few arrays per chunk of subjects). See :class:`MetricsRun`."""
+    from . import _warm
+
+    _warm.wait()        # a helper compiling this kernel into the cache (a first run)
     pd_rtol = _check_rtol(pd_rtol)
     model, doses, vals, population, _, _ = _resolve(model, doses, params, weight_kg)
     n = vals["WT"].shape[0]

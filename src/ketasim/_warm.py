@@ -1,0 +1,86 @@
+"""Compile the exact-metrics kernel in a second process while this one compiles the grid kernel.
+
+A first run with an empty JIT cache compiles two kernels (Numba, one after the other in a
+process): the grid kernel for the curves and the exact-metrics kernel for the summary. The
+commands that need both (``ketasim course``, ``compare``, ``simulate --summary``) start a
+helper process (``python -m ketasim._warm``) that compiles the metrics kernel into the shared
+cache while they compile the grid kernel; :func:`wait` is called before the metrics kernel is
+first used, which then loads from the cache. The first run takes about the longer of the two
+compilations instead of their sum. Nothing happens when the metrics kernel is in the cache
+already, on a machine with one core, or with ``KETASIM_WARM=0``; any failure of the helper
+only means this process compiles the kernel itself, as it would have.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import subprocess
+import sys
+
+_PENDING: list = []
+WAIT_S = 120.0       # a helper that takes longer than this is stopped (this process compiles)
+
+
+def _in_cache(dispatcher) -> bool:
+    """Whether Numba's cache has an index for this kernel (True when that cannot be told)."""
+    try:
+        return os.path.exists(dispatcher._cache._cache_file._index_path)
+    except Exception:     # pragma: no cover - another Numba layout: do nothing
+        return True
+
+
+def start_metrics() -> None:
+    """Start compiling the metrics kernel in a helper process, when useful (see the module
+    docstring). Returns at once."""
+    if (os.environ.get("KETASIM_WARM", "1") == "0" or (os.cpu_count() or 1) < 2 or _PENDING
+            or getattr(sys, "frozen", False)):     # (a frozen app is not a Python to run -m)
+        return
+    from . import _kernels
+
+    if _in_cache(_kernels.metrics_range):
+        return
+    try:
+        p = subprocess.Popen([sys.executable, "-m", "ketasim._warm"], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except OSError:
+        return
+    _PENDING.append(p)
+
+
+@atexit.register
+def _stop() -> None:
+    """A process that ends before it needs the kernel (an error, say) stops its helper."""
+    while _PENDING:
+        p = _PENDING.pop()
+        if p.poll() is None:
+            p.terminate()
+
+
+def wait() -> None:
+    """Wait for a helper started by :func:`start_metrics` (if any) to finish."""
+    while _PENDING:
+        p = _PENDING.pop()
+        try:
+            p.wait(WAIT_S)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def compile_metrics() -> None:
+    """The metrics kernel on a tiny course, through the same call as the course summary
+    (:func:`ketasim.metrics.course_metrics`): the same argument types, so the same compiled
+    kernel."""
+    from .courses import standard_iv_course
+    from .engine import run_metrics
+    from .modelfile import load_model
+
+    run_metrics(load_model("ketamine-iv"), standard_iv_course(months=1), None, 70.0,
+                analyte="plasma", thresholds_occ=(0.3,), thresholds_conc_ng_ml=(),
+                horizon_h=72.0, merge_h=1.0, schematic=True, occupancy_calibration=None,
+                pd_rtol=1e-6)
+
+
+if __name__ == "__main__":
+    compile_metrics()
