@@ -1,6 +1,8 @@
 """Exact, grid-free metrics (engine.run_metrics) against closed forms, and their invariance to
 the output grid, the chunk size and the thread count."""
 
+import math
+
 import numpy as np
 import pytest
 from scipy.optimize import brentq
@@ -206,3 +208,51 @@ def test_schematic_metrics_over_a_course_against_the_grid():
         fine = ketasim.simulate(model, d, t0 + np.arange(0, 6 * 3600 + 1) / 3600.0,
                                 outputs=["glutamate"], pd_rtol=1e-10)
         assert got[f"peak_glutamate_s{k}"][0] == pytest.approx(fine.data[0, 0].max(), rel=1e-6)
+
+
+def _one_cpt():
+    """V 50 L, CL 10 L/h (k = 0.2 /h): a bolus D gives C = D/V exp(-k t)."""
+    return ketasim.Model.from_dict({
+        "model": {"name": "one", "citation": "closed form"},
+        "parameters": {"V": 50.0, "CL": 10.0},
+        "compartments": {"central": "V"},
+        "flows": [{"from": "central", "to": "out", "cl": "CL"}],
+        "routes": {"iv": {"to": "central"}},
+        "observe": {"plasma": "central"}})
+
+
+def test_a_reset_or_steady_state_dose_keeps_the_exact_auc():
+    """A reset (evid 3 or 4, ss = 1) empties the body, not the AUC integrator of the exact
+    metrics: each session's AUC is its own closed-form integral (it was the difference from
+    the AUC before the reset: negative after evid 3)."""
+    from ketasim.engine import session_metrics
+
+    m, k, c0 = _one_cpt(), 0.2, 100.0 / 50.0 * 1000.0       # ng/mL per 100 mg bolus
+    part = c0 / k * -math.expm1(-k * 12.0)                   # 12 h of one bolus's curve
+    d = ketasim.Doses.from_records([          # bolus; reset at 12 h; 50 mg at 12 h; 100 mg
+        {"time_h": 0, "amount_mg": 100, "route": "iv"},      # with reset (evid 4) at 24 h
+        {"time_h": 12, "amount_mg": 0, "route": "", "evid": 3},
+        {"time_h": 12, "amount_mg": 50, "route": "iv"},
+        {"time_h": 24, "amount_mg": 100, "route": "iv", "evid": 4}])
+    r = session_metrics(m, d, metrics=("auc", "cmax"), horizon_h=36.0)
+    np.testing.assert_allclose([r["auc_s1"][0], r["auc_s2"][0], r["auc_s3"][0]],
+                               [part, part / 2, part], rtol=1e-12)
+    np.testing.assert_allclose([r["cmax_s2"][0], r["cmax_s3"][0]], [c0 / 2, c0], rtol=1e-12)
+    # ss = 1 at 24 h (every 12 h): the steady-state curve, C(0) = c0 / (1 - exp(-12 k))
+    d = ketasim.Doses.from_records([{"time_h": 0, "amount_mg": 100, "route": "iv"},
+                                    {"time_h": 24, "amount_mg": 100, "route": "iv", "ss": 1,
+                                     "ii_h": 12}])
+    r = session_metrics(m, d, metrics=("auc",), horizon_h=36.0)
+    np.testing.assert_allclose(r["auc_s2"][0], part / -math.expm1(-12 * k), rtol=1e-12)
+
+
+def test_a_reset_row_starts_no_session():
+    from ketasim.engine import session_starts
+    from ketasim.plotting import _regimen, describe_doses
+
+    d = ketasim.Doses.from_records([{"time_h": 0, "amount_mg": 100, "route": "iv"},
+                                    {"time_h": 12, "amount_mg": 0, "route": "", "evid": 3},
+                                    {"time_h": 24, "amount_mg": 100, "route": "iv"}])
+    np.testing.assert_array_equal(session_starts(d), [0.0, 24.0])
+    assert _regimen(d) == "2 sessions over 1 days"
+    assert describe_doses(d) == "100 mg IV bolus"

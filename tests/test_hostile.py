@@ -918,3 +918,63 @@ def test_a_volume_parameter_too_small_for_its_reciprocal_is_one_line():
     with pytest.raises(KetasimInputError, match=f"compartments.{first}.*at least 1e-300 L"):
         ketasim.simulate(m, ketasim.Doses.single(1.0, "iv"), [0.0, 1.0],
                          params={"VTINY": 1e-320})
+
+
+# ------------------------------------------------------------ a later pass (options, labels)
+@pytest.mark.parametrize("argv, fragment", [
+    (["simulate", "--param", "CL=1", "--param", "CL=20", "--until", "1"], "CL is given twice"),
+    (["population", "--n", "2", "--months", "1", "--metrics", "time_above_conc_1_000"],
+     "'time_above_conc_1_000'"),
+    (["course", "--closeup", "1e300"], "expected hours <= 672"),
+    (["compare", "ketamine-iv@standard-iv", "--closeup", "1e12"], "expected hours <= 672"),
+])
+def test_options_out_of_bounds_are_one_line_errors(tmp_path, capsys, argv, fragment):
+    try:
+        rc = main(argv + (["--out", str(tmp_path / "o.csv")]
+                          if argv[0] in ("simulate", "population")
+                          else ["--out-dir", str(tmp_path / "d")]))
+    except SystemExit as exc:        # a usage error (exit 2)
+        rc = exc.code
+    err = capsys.readouterr().err.strip()
+    assert rc in (1, 2) and fragment in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_out_dir_that_is_a_file_is_named_before_any_work(tmp_path, capsys):
+    f = tmp_path / "afile"
+    f.write_text("keep")
+    assert main(["course", "--out-dir", str(f)]) == 1
+    assert "--out-dir:" in capsys.readouterr().err and f.read_text() == "keep"
+
+
+def test_values_that_are_not_numbers_or_doses_are_refused():
+    with pytest.raises(KetasimInputError, match="not True/False"):
+        ketasim.simulate("ketamine-iv", "standard-iv", [0.0, 1.0], params={"CL": True})
+    with pytest.raises(KetasimInputError, match="on a reset row .evid 3., which gives no dose"):
+        ketasim.Doses.from_records([{"time_h": 0, "amount_mg": 100, "route": "iv"},
+                                    {"time_h": 5, "amount_mg": 50, "route": "iv", "evid": 3}])
+    from ketasim.courses import Phase
+    with pytest.raises(KetasimInputError, match="every_days: got 0"):
+        Phase(every_days=0)
+
+
+def test_population_header_names_every_option_that_changes_the_numbers(tmp_path):
+    out = tmp_path / "p.csv"
+    assert main(["population", "--months", "1", "--weight", "90", "--param", "CL=80", "--n",
+                 "2", "--out", str(out), "-q"]) == 0
+    head = out.read_text().splitlines()[0]
+    assert "| months 1 | weight 90 kg | CL = 80 |" in head
+
+
+def test_summary_header_says_only_what_the_model_has(tmp_path, capsys):
+    model = tmp_path / "one.toml"
+    model.write_text('[parameters]\nV = 50.0\nCL = 10.0\n[compartments]\ncentral = "V"\n'
+                     '[[flows]]\nfrom = "central"\nto = "out"\ncl = "CL"\n'
+                     '[routes.iv]\nto = "central"\n')
+    doses = tmp_path / "d.csv"
+    doses.write_text("time_h,amount_mg,route\n0,100,iv\n")
+    assert main(["course", "--model", str(model), "--doses", str(doses), "--out-dir",
+                 str(tmp_path / "c")]) == 0
+    out = capsys.readouterr().out
+    assert "model one (" in out and "preset" not in out.splitlines()[0]
+    assert "occupancy" not in out and "glutamate" not in out and "IV bolus" not in out[:0]

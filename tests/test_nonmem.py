@@ -632,3 +632,20 @@ def test_subjects_with_observation_rows_only_are_named(tmp_path, capsys):
     assert "skipped 4 observation rows" in err
     assert "subjects 2, 3 have only observation rows: no dose, so not simulated" in err
     assert {ln.split(",")[0] for ln in out.read_text().splitlines()[1:]} == {"1"}
+
+
+def test_subject_ids_that_a_number_cannot_keep_are_refused():
+    """IDs are numbers (float64): 100000000000000001 would become 1e17 and merge with another
+    subject, so it is refused; IDs a float keeps (1.5, 007, 1e17 itself) are read as they are."""
+    import pytest
+
+    from ketasim.errors import KetasimInputError
+
+    bad = "ID,TIME,AMT,CMT\n100000000000000000,0,100,iv\n100000000000000001,0,50,iv\n"
+    with pytest.raises(KetasimInputError, match=r"line 3: subject: got 100000000000000001"):
+        ketasim.read_doses(io.StringIO(bad))
+    with pytest.raises(KetasimInputError, match="subject: row 1: got 100000000000000001"):
+        ketasim.Doses.from_records([{"subject": 10 ** 17 + 1, "time_h": 0, "amount_mg": 1,
+                                     "route": "iv"}])
+    ok = ketasim.read_doses(io.StringIO("ID,TIME,AMT,CMT\n1.5,0,1,iv\n007,0,1,iv\n1e17,0,1,iv\n"))
+    assert ok.subject_ids == (1.5, 7.0, 1e17)

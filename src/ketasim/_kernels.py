@@ -402,8 +402,8 @@ def _apply_events(x, u, active, t, e, nev, ev_t, ev_c, ev_amt, ev_kind, ev_vec):
             else:
                 u[c] -= ev_amt[e]
             changed = True
-        elif k == 2:
-            for i in range(n):
+        elif k == 2:                  # reset: the first ev_c states (not an integrator)
+            for i in range(min(c, n)):
                 x[i] = 0.0
         elif k == 3:
             for i in range(ev_vec.shape[1]):

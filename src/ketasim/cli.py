@@ -42,7 +42,7 @@ class _SubParser(_Parser):
                           help="show tracebacks on errors (default: off)")
 
 
-def _finite(kind, lo=None, strict=False):
+def _finite(kind, lo=None, strict=False, hi=None):
     def conv(s):
         try:
             v = float(s)
@@ -53,8 +53,23 @@ def _finite(kind, lo=None, strict=False):
         if lo is not None and (v < lo or (strict and v == lo)):
             raise argparse.ArgumentTypeError(f"{s} is out of range: expected {kind} "
                                              f"{'>' if strict else '>='} {lo:g}")
+        if hi is not None and v > hi:
+            raise argparse.ArgumentTypeError(f"{s} is out of range: expected {kind} <= {hi:g}")
         return v
     return conv
+
+
+class ParamAction(argparse.Action):
+    """``--param NAME=VALUE`` (repeatable): a name given twice is refused (the docs promise a
+    value comes from one place; the last one used to win silently)."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        items = list(getattr(namespace, self.dest, None) or [])
+        if any(k == value[0] for k, _ in items):
+            parser.error(f"argument {option_string}: {value[0]} is given twice; give each "
+                         "parameter once")
+        items.append(value)
+        setattr(namespace, self.dest, items)
 
 
 def _param(s):
@@ -139,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="OCC[,OCC...]",
                    help="occupancy thresholds (0-1) for --summary's time above threshold "
                         "(default: 0.2,0.3,0.4)")
-    s.add_argument("--param", type=_param, action="append", default=[], metavar="NAME=VALUE",
+    s.add_argument("--param", type=_param, action=ParamAction, default=[], metavar="NAME=VALUE",
                    help="override a model parameter (repeatable; default: none)")
     s.add_argument("--occupancy-calibration", default=None, metavar="NAME",
                    help="Ki calibration reported as occupancy (presets: in-vivo, the default, "
@@ -382,8 +397,14 @@ def cmd_simulate(args) -> int:
                 labels = [int(v) if float(v).is_integer() else repr(float(v))
                           for v in subject_labels(result)]
             head, rows = cm.table(subjects=labels)
-            summary = (f"Per-session metrics ({analyte}; concentrations ng/mL, times h; "
-                       "occupancy model-predicted, glutamate schematic):\n"
+            kinds = ["concentrations ng/mL", "times h"]
+            if "peak_occupancy" in head:
+                kinds.append("occupancy model-predicted" + (
+                    f", calibration {args.occupancy_calibration}"
+                    if args.occupancy_calibration is not None else ""))
+            if "peak_glutamate" in head:
+                kinds.append("glutamate schematic")
+            summary = (f"Per-session metrics ({analyte}; {'; '.join(kinds)}):\n"
                        + _format_table(head, rows))
             if labels is not None and np.isfinite(cm.plasticity_end).any():
                 ms = np.asarray(cm.maintenance_start_h, dtype=float)

@@ -47,7 +47,7 @@ def _seed(s):
 
 
 def _common(p, out_required: bool):
-    from .cli import _finite, _out_path, _param
+    from .cli import ParamAction, _finite, _out_path, _param
 
     p.add_argument("--model", default="ketamine-iv",
                    help="preset name or TOML model file (default: ketamine-iv)")
@@ -64,7 +64,7 @@ def _common(p, out_required: bool):
     p.add_argument("--seed", type=_seed, default=0, help="random seed (default: 0)")
     p.add_argument("--weight", type=_finite("kg", 0, True), default=None,
                    help="body weight, kg (default: 70)")
-    p.add_argument("--param", type=_param, action="append", default=[], metavar="NAME=VALUE",
+    p.add_argument("--param", type=_param, action=ParamAction, default=[], metavar="NAME=VALUE",
                    help="typical value of a model parameter (repeatable; default: the model's)")
     p.add_argument("--months", type=_finite("months", 0, True), default=None,
                    help="course length in months when --doses names a course (default: the "
@@ -331,6 +331,23 @@ def plot_heatmap(result, metric: str, title: str):
 
 
 # ---------------------------------------------------------------------- commands
+def _given(args) -> str:
+    """The options of a run that change its numbers, for the table's header line (a reader
+    of the file must not have to guess the weight, the course length or a parameter)."""
+    parts = []
+    for attr, fmt in (("months", "months {:g}"), ("weight", "weight {:g} kg"),
+                      ("age", "age {:g} y"), ("covariates", "covariates {}"),
+                      ("analyte", "analyte {}"), ("horizon", "horizon {:g} h"),
+                      ("occupancy_calibration", "occupancy calibration {}")):
+        v = getattr(args, attr, None)
+        if v is not None:
+            parts.append(fmt.format(v))
+    parts += [f"{k} = {v:g}" for k, v in getattr(args, "param", None) or []]
+    if getattr(args, "no_variability", False):
+        parts.append("no variability")
+    return "".join(f" | {p}" for p in parts)
+
+
 def _doses_arg(args):
     """The --doses value, with --months for a course."""
     from .courses import COURSES, resolve_doses
@@ -479,8 +496,8 @@ def run_population(args) -> int:
                      scheduler=args.scheduler, weight_kg=weight, covariates=covariates or None,
                      params=dict(args.param), variability=not args.no_variability,
                      threads=args.threads, progress=False if args.quiet else None)
-    title = (f"ketasim population | model {model.name} | doses {args.doses} | n {args.n} | "
-             f"seed {args.seed} | variability: {res.info['variability']}")
+    title = (f"ketasim population | model {model.name} | doses {args.doses}{_given(args)} | "
+             f"n {args.n} | seed {args.seed} | variability: {res.info['variability']}")
     if res.bands is not None:
         _warn_band_ceiling(res.bands)
     outputs = []
@@ -490,7 +507,8 @@ def run_population(args) -> int:
         b = res.bands
         units = {"time_h": "h"}
         units.update({f"{o}_{q}": b.units[o] for o in b.outputs for q in ("p05", "p50", "p95")})
-        btitle = title + " | bands: 5/50/95 % over subjects, from 4096-bin histograms (<= 0.51 %)"
+        btitle = (title + " | bands: 5/50/95 % over subjects, from 4096-bin histograms (<= 0.51 "
+                  "%) from 1e-4 to 1e5 in each output's unit (below: 0; at or above: nan)")
         outputs.append((args.bands, "w", lambda fh: write_table(fh, b.columns(), units, btitle)))
     if args.plot is not None:
         fig = plot_bands_figure(res.bands, f"{model.name}: {args.n:,} virtual patients "
@@ -547,7 +565,7 @@ def run_sweep(args) -> int:
     columns, units = res.columns, res.units
     if course_kw:     # the fixed --months is a constant column: keep it, it documents the run
         pass
-    title = (f"ketasim sweep | model {model.name} | doses {args.doses} | "
+    title = (f"ketasim sweep | model {model.name} | doses {args.doses}{_given(args)} | "
              f"{res.info['points']} grid points"
              + (f" | n {args.n} per point, seed {args.seed} | variability: "
                 f"{res.info['variability']}" if args.n else " | typical subject"))

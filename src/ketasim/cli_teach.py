@@ -39,6 +39,9 @@ def _formats(s: str):
     return tuple(out)
 
 
+CLOSEUP_MAX_H = 24.0 * 28     # a close-up of four weeks at most (a one-minute grid)
+
+
 def _course_options(p, model_default="ketamine-iv", doses_default="standard-iv"):
     from .cli import _finite
 
@@ -84,8 +87,9 @@ def add_parsers(sub) -> None:
                    help="folder for course.png and course.csv (default: ketasim-output)")
     c.add_argument("--format", type=_formats, default=("png",), metavar="FMT[,FMT...]",
                    help="figure formats: png, svg, pdf (default: png)")
-    c.add_argument("--closeup", type=_finite("hours", 0, True), default=8.0,
-                   help="length of the first-session close-up, h (default: 8)")
+    c.add_argument("--closeup", type=_finite("hours", 0, True, CLOSEUP_MAX_H), default=8.0,
+                   help="length of the first-session close-up, h (default: 8; at most "
+                   f"{CLOSEUP_MAX_H:g}: it is drawn on a one-minute grid)")
 
     m = sub.add_parser("compare", help="overlay several model/course pairs",
                        description="Simulate each SPEC and overlay them: the first session "
@@ -104,8 +108,9 @@ def add_parsers(sub) -> None:
                    help="folder for compare.png and compare.csv (default: ketasim-output)")
     m.add_argument("--format", type=_formats, default=("png",), metavar="FMT[,FMT...]",
                    help="figure formats: png, svg, pdf (default: png)")
-    m.add_argument("--closeup", type=_finite("hours", 0, True), default=8.0,
-                   help="length of the first-session close-up, h (default: 8)")
+    m.add_argument("--closeup", type=_finite("hours", 0, True, CLOSEUP_MAX_H), default=8.0,
+                   help="length of the first-session close-up, h (default: 8; at most "
+                   f"{CLOSEUP_MAX_H:g}: it is drawn on a one-minute grid)")
     _calibration_option(m)
 
     e = sub.add_parser("explore", help="live explorer: sliders for dose, weight, schedule",
@@ -156,7 +161,8 @@ def resolve(doses: str, weight, what: str = "a course figure", **kw):
         return d, table_weight(weight, d)
     except KetasimInputError as exc:
         msg = str(exc)
-        raise KetasimInputError("--" + msg if msg.startswith("doses:") else msg) from None
+        lead = "compare: " if what == "a comparison" else "--"   # compare has no --doses
+        raise KetasimInputError(lead + msg if msg.startswith("doses:") else msg) from None
 
 
 def route_warning(model, doses) -> str | None:
@@ -274,10 +280,18 @@ def course_summary(run) -> str:
     model = run.model
     name = analyte_labels(model)[main_analyte(model)]
     head, rows, notes = session_table(run)
-    lines = [f"{drug_name(model)}, {run.regimen}; {fmt(run.weight_kg)} kg; preset "
-             f"{model.name}",
-             f"Per session ({name}; occupancy model-predicted, peak at the effect site; "
-             "glutamate SCHEMATIC, × baseline):", _table(head, rows)]
+    src = str(getattr(model, "source", "") or "")
+    origin = (f"preset {model.name}" if src.startswith("preset ") else
+              f"model {model.name} ({src})" if src else f"model {model.name}")
+    cal = (run.course.inputs or {}).get("occupancy_calibration")
+    what = [name]
+    if "occupancy %" in head:
+        what.append("occupancy model-predicted, peak at the effect site"
+                    + (f", calibration {cal}" if cal else ""))
+    if "glutamate ×" in head:
+        what.append("glutamate SCHEMATIC, × baseline")
+    lines = [f"{drug_name(model)}, {run.regimen}; {fmt(run.weight_kg)} kg; {origin}",
+             f"Per session ({'; '.join(what)}):", _table(head, rows)]
     lines += notes
     res = run.course
     mstart = cm.maintenance_start_h
@@ -397,11 +411,23 @@ def _figure_outputs(fig, base: Path, formats):
     return [(base.with_suffix(f".{f}"), figure_bytes(fig, f)) for f in formats]
 
 
+def _check_out_dir(out) -> None:
+    """--out-dir must be a folder or a path where one can be made (checked before any work)."""
+    p = Path(out)
+    for q in (p, *p.parents):
+        if q.exists():
+            if not q.is_dir():
+                raise KetasimInputError(f"--out-dir: {out}: {q} is a file, expected a folder "
+                                        "(made if missing)")
+            break
+
+
 def cmd_course(args) -> int:
     from . import _warm
     from .modelfile import load_model
     from .plotting import COURSE_DESCRIPTIONS, plot_course, run_course
 
+    _check_out_dir(args.out_dir)
     model = load_model(args.model)
     _warm.start_metrics()      # a first run: the summary's kernel compiles alongside
     kw = _course_params(args.doses, args.dose, args.months)
@@ -519,6 +545,7 @@ def cmd_compare(args) -> int:
     from .modelfile import load_model
     from .plotting import COURSE_DESCRIPTIONS, plot_compare, run_course
 
+    _check_out_dir(args.out_dir)
     parsed = [parse_spec(s) for s in args.specs]
     _warm.start_metrics()      # a first run: the table's kernel compiles alongside
     runs, labels = [], []

@@ -46,7 +46,7 @@ class Phase:
         def number(v):
             return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
-        if self.every_days:
+        if self.every_days or not (self.weeks or self.per_week):
             if not number(self.every_days) or self.every_days <= 0:
                 bad("every_days", self.every_days, "a number of days > 0")
             if self.count is not None and (not isinstance(self.count, int)

@@ -188,6 +188,14 @@ class Doses(Derived):
                                         f"most {MAX_EVENTS:,}")
             object.__setattr__(self, name, arr(name, np.int64, default))
         if self.subject is not None:
+            raw = self.subject
+            if not isinstance(raw, np.ndarray) or raw.dtype.kind in "iuOU":
+                for i, v in enumerate(np.asarray(raw, dtype=object).ravel()):
+                    if not _id_exact(v):
+                        raise KetasimInputError(
+                            f"{src}: subject: row {i + 1}: got {v}, an ID with more digits than "
+                            "a number keeps (other IDs would merge with it); expected at most "
+                            "15 digits")
             object.__setattr__(self, "subject", arr("subject", np.float64, 0.0))
         if self.line is not None:
             object.__setattr__(self, "line", arr("line", np.int64, 0))
@@ -276,6 +284,10 @@ class Doses(Derived):
         if np.any(reset & (self.ss > 0)):
             fail(reset & (self.ss > 0), lambda i: f"ss: got {self.ss[i]} on a reset row (evid "
                  "3), expected 0 (use evid 4 to reset and dose)")
+        if np.any(reset & (self.amount_mg != 0)):
+            fail(reset & (self.amount_mg != 0), lambda i: f"amount_mg: got "
+                 f"{self.amount_mg[i]:g} on a reset row (evid 3), which gives no dose; expected "
+                 "0 (use evid 4 to reset and dose)")
         blank = np.array([r.strip() == "" for r in self.route], bool) & ~reset
         if blank.any():
             fail(blank, lambda i: "route is blank; expected a route name such as iv")
@@ -704,6 +716,25 @@ class _RawAdapter(io.RawIOBase):
         return len(data)
 
 
+def _id_exact(v) -> bool:
+    """Whether a subject ID survives as a float64 (IDs are numbers): an integer up to 2^53, or
+    a text whose number is the float's own (no digits lost). Anything else is checked where
+    IDs are parsed."""
+    from decimal import Decimal, InvalidOperation
+
+    if isinstance(v, (bool, np.bool_)):
+        return True
+    if isinstance(v, (int, np.integer)):
+        return abs(int(v)) <= 2 ** 53
+    if isinstance(v, str):
+        try:
+            f = float(v)
+            return not math.isfinite(f) or Decimal(v.strip()) == Decimal(repr(f))
+        except (ValueError, InvalidOperation):
+            return True
+    return True
+
+
 def _observation_only(skipped_ids, kept) -> tuple:
     """The subject IDs (floats, sorted) of skipped rows that have no kept row: subjects with
     observations only. IDs that are blank or not numbers are left out (a kept row's ID is
@@ -872,6 +903,10 @@ def _parse(lines, where: str) -> Doses:
                 data[c].append(0.0)
                 continue
             x = _number(v, c, where, line_no)
+            if c == "subject" and not _id_exact(v):
+                raise KetasimInputError(f"{where}: line {line_no}: subject: got {v}, an ID with "
+                                        f"more digits than a number keeps ({x!r}: other IDs "
+                                        "would merge with it); expected at most 15 digits")
             if x < 0 and c != "subject" and not (c == "rate_mg_h" and x == -2.0):
                 raise KetasimInputError(f"{where}: line {line_no}: {c}: got {v}, expected a "
                                         "number >= 0" + (" (or -2: duration from the model)"

@@ -11,6 +11,7 @@ working arrays.
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -300,12 +301,16 @@ def _frozen(a):
     return v
 
 
-def _pad_events(ev, n_states):
+def _pad_events(ev, n_states, n_reset=None):
     """The kernels' event arrays, always read-only: rows kept with a dose table are read-only
     and rows built for a population are not, and Numba compiles a kernel once per read-only
     flag, so one flag for all keeps one compiled kernel for one subject and for a population
-    (and for a run and its metrics)."""
+    (and for a run and its metrics). A reset empties the first ``n_reset`` states (default:
+    all ``n_states``; the metrics kernel's AUC integrator, after them, is never reset)."""
+    from .events import RESET
+
     ev_t, ev_c, ev_a, ev_k, nev, ev_vec = ev
+    ev_c = np.where(np.asarray(ev_k) == RESET, n_states if n_reset is None else n_reset, ev_c)
     return (_frozen(np.ascontiguousarray(ev_t, dtype=np.float64)),
             _frozen(np.ascontiguousarray(ev_c, np.int64)),
             _frozen(np.ascontiguousarray(ev_a, dtype=np.float64)),
@@ -565,12 +570,18 @@ def run(plan: Plan, times, *, out: np.ndarray | None = None, threads=None,
 # exact metrics
 
 def session_starts(doses, merge_h: float = 1.0) -> np.ndarray:
-    """Distinct session start times (h): dose times closer than ``merge_h`` form one session."""
-    t = np.unique(expand(doses).time_h)
+    """Distinct session start times (h): dose times closer than ``merge_h`` form one session
+    (a reset row, evid 3, gives no dose: it starts no session)."""
+    ex = expand(doses)
+    t = ex.time_h if getattr(ex, "evid", None) is None else ex.time_h[ex.evid != 3]
+    t = np.unique(t)
     if t.size == 0:
         return t
     keep = np.r_[True, np.diff(t) >= merge_h]
     return t[keep]
+
+
+_PLAIN_NUMBER = re.compile(r"(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 
 
 def _parse_thresholds(metrics):
@@ -580,7 +591,10 @@ def _parse_thresholds(metrics):
                                        ("time_above_conc_", conc, 0.0, np.inf)):
             if m.startswith(prefix):
                 try:
-                    v = float(m[len(prefix):])
+                    text = m[len(prefix):]
+                    if not _PLAIN_NUMBER.fullmatch(text):    # the column keeps this text
+                        raise ValueError(text)
+                    v = float(text)
                 except ValueError:
                     raise KetasimInputError(f"metrics: {m!r}: expected {prefix}<number>") \
                         from None
@@ -658,7 +672,7 @@ def run_metrics(model, doses, params=None, weight_kg=70.0, *, analyte=None, thre
     pd_on = bool(schematic and model.has_glutamate)
     pdp = (model.glutamate_parameters(vals) if pd_on
            else np.zeros((n, len(GLUTAMATE_ROLES))))
-    ev = _pad_events(build_events(model, doses, vals), S0 + 1)
+    ev = _pad_events(build_events(model, doses, vals), S0 + 1, n_reset=S0)
     kmax = np.max(np.abs(np.diagonal(Ka, axis1=1, axis2=2)), axis=1)
     h0 = 2.0 ** np.floor(np.log2(1.0 / (16.0 * np.maximum(kmax, 1e-6))))
     h0 = np.clip(h0, 2.0 ** -20, 1.0)

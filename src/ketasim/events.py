@@ -7,6 +7,7 @@ kind  name        effect on the state ``x`` and the input rates ``u``
 ===== =========== ==================================================================
  -1   STOP        an infusion ends: ``u[c] -= amt`` (rate, mg/h)
   2   RESET       every amount set to 0 (NONMEM EVID 3); infusions must be stopped first
+                  (the kernels empty the first ``c`` states: the metrics AUC integrator stays)
   3   ADD_STATE   ``x += ev_vec[s, c]`` (a precomputed state vector, e.g. a steady state)
   0   BOLUS       ``x[c] += amt`` (mg)
   1   START       an infusion starts: ``u[c] += amt`` (rate, mg/h)

@@ -521,6 +521,9 @@ class Model(Derived):
 
 # ---------------------------------------------------------------------- helpers
 def _finite_array(v, field_name: str, n: int) -> np.ndarray:
+    if isinstance(v, (bool, np.bool_)) or (isinstance(v, np.ndarray) and v.dtype == bool) or (
+            isinstance(v, (list, tuple)) and any(isinstance(x, (bool, np.bool_)) for x in v)):
+        raise KetasimInputError(f"{field_name}: got {v!r}, expected numbers (not True/False)")
     try:
         arr = np.asarray(v, dtype=np.float64)
     except (TypeError, ValueError, OverflowError):

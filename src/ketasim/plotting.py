@@ -115,6 +115,8 @@ def describe_doses(doses, weight_kg: float | None = None) -> str:
     """A short description of the dose per session: ``0.5 mg/kg (35 mg) IV infusion over
     40 min`` or ``56-84 mg nasal spray``."""
     d = expand(doses)
+    if getattr(d, "evid", None) is not None and (d.evid == 3).any():
+        d = d._take(np.flatnonzero(d.evid != 3))    # a reset row gives no dose
     routes = sorted(set(d.route))
     amounts = np.unique(np.round(d.amount_mg, 6))
     if amounts.size == 1:
@@ -123,7 +125,14 @@ def describe_doses(doses, weight_kg: float | None = None) -> str:
         amt = f"{_num(amounts.min())}-{_num(amounts.max())} mg"
     if "iv" in routes and weight_kg and amounts.size == 1:
         amt = f"{_num(amounts[0] / weight_kg)} mg/kg ({amt})"
-    route = " + ".join(_ROUTE_WORDS.get(r, r) for r in routes)
+    route_arr = np.asarray(d.route, dtype=object)
+
+    def word(r):
+        w = _ROUTE_WORDS.get(r, r)
+        if w == "IV infusion" and not (d.duration_h[route_arr == r] > 0).any():
+            return "IV bolus"
+        return w
+    route = " + ".join(word(r) for r in routes)
     durs = np.unique(np.round(d.duration_h[d.duration_h > 0], 6))
     over = f" over {_num(durs[0] * 60)} min" if durs.size == 1 else ""
     return f"{amt} {route}{over}"
@@ -132,7 +141,9 @@ def describe_doses(doses, weight_kg: float | None = None) -> str:
 def _regimen(doses, regimen=None) -> str:
     if regimen:
         return regimen
-    t = np.unique(expand(doses).time_h)
+    from .engine import session_starts
+
+    t = session_starts(doses)
     if t.size == 1:
         return "one session"
     return f"{t.size} sessions over {_num((t[-1] - t[0]) / 24)} days"
@@ -220,11 +231,16 @@ def run_course(model, doses, weight_kg: float = 70.0, params=None, *, step_h: fl
         Legend label (default: the model name) and words for the schedule (title).
     """
     from .courses import resolve_doses
+    from .errors import KetasimInputError
     from .metrics import course_metrics
     from .modelfile import load_model
     from .simulate import simulate
 
     model = load_model(model)
+    if isinstance(closeup_h, bool) or not isinstance(closeup_h, (int, float, np.number)) or \
+            not (0 < closeup_h <= 24 * 366):
+        raise KetasimInputError(f"closeup_h: got {closeup_h!r}, expected hours in (0, "
+                                f"{24 * 366}] (the close-up is drawn on a one-minute grid)")
     if isinstance(doses, str) and regimen is None:
         regimen = COURSE_DESCRIPTIONS.get(doses)
     doses = resolve_doses(doses, weight_kg=weight_kg)
@@ -441,8 +457,9 @@ def _peak_note(ax, run, color, offset=(12, -4)):
     tmax = np.atleast_1d(cm.tmax_h)
     if cmax.ndim != 1 or not np.isfinite(cmax[0]):
         return
-    ax.plot([tmax[0]], [cmax[0]], marker="o", ms=8, color=color, mfc="white", mew=2, ls="none",
-            zorder=5)
+    # filled, like the course panel's session peaks (a hollow circle there is a trough)
+    ax.plot([tmax[0]], [cmax[0]], marker="o", ms=8, color=color, mec="white", mew=1.5,
+            ls="none", zorder=5)
     ax.annotate(f"peak {_num(cmax[0])} ng/mL\nat {tmax[0] * 60:.0f} min",
                 (tmax[0], cmax[0]), xytext=offset, textcoords="offset points",
                 fontsize=BODY_PT - 1, va="top", color="0.1")
@@ -618,6 +635,10 @@ def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
              va="center", ha="left")
     grid = main.subplots(len(rows), 2, squeeze=False, width_ratios=[1, 2.1])
     zoom = closeup_h or max(float(r.closeup.times[-1] - r.closeup.times[0]) for r in runs)
+    # a result on a coarse grid has one or two times in its first hours: no close-up to draw
+    coarse = [r for r in runs if r.closeup.times.size < 3]
+    if not zoom > 0:
+        zoom = 8.0
     first_ax = None
     noted = []
     for i, kind in enumerate(rows):
@@ -656,6 +677,13 @@ def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
             elif kind != "pk" and ax is axc:
                 ax.set_ylim(bottom=0)
         axz.set_xlim(0, zoom)
+        if coarse and kind == "pk":
+            step = max(float(np.min(np.diff(r.course.times))) if r.course.times.size > 1
+                       else 0.0 for r in coarse)
+            axz.text(0.5, 0.5, f"no close-up: the output grid is too coarse\n(step {_num(step)} "
+                     "h; a step of 0.1 h or less shows the first session)",
+                     transform=axz.transAxes, ha="center", va="center", fontsize=BODY_PT - 1,
+                     bbox={"facecolor": "white", "edgecolor": "0.6"}, zorder=6)
         # the row title runs from the close-up across the course panel. A blank axes title
         # reserves its height; the text itself is left out of the layout (which would
         # otherwise widen the close-up column to make room for it)

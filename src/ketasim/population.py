@@ -91,11 +91,11 @@ def _check_metrics(metrics) -> tuple:
         for prefix, lo, hi, what in (("time_above_occ_", 0.0, 1.0, "an occupancy in [0, 1]"),
                                      ("time_above_conc_", 0.0, math.inf, "ng/mL >= 0")):
             if m.startswith(prefix):
-                try:
-                    x = float(m[len(prefix):])
-                except ValueError:
-                    x = math.nan
-                if not (lo <= x <= hi):
+                from .engine import _PLAIN_NUMBER
+
+                text = m[len(prefix):]
+                x = float(text) if _PLAIN_NUMBER.fullmatch(text) else math.nan
+                if not (lo <= x <= hi) or math.isinf(x):
                     raise KetasimInputError(f"metrics: {m!r}: the threshold must be {what}, "
                                             f"e.g. {prefix}0.3")
                 if prefix + "X" not in METRICS:
