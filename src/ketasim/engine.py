@@ -433,7 +433,7 @@ def _nominal_step(t: np.ndarray, uniform: bool | None = None) -> tuple[float, in
 
 _EPS8 = 8 * float(np.finfo(float).eps)
 SPLIT_VALUES = 1_000_000      # one subject's rows run on two threads from this many values
-PD_ROWS_COST = 6              # the schematic response costs about as much as 6 linear rows
+PD_ROWS_COST = 10             # the schematic response costs about as much as 10 linear rows
 
 
 def _block_length(rows: int, n: int, u_end: int, h_nom: float) -> int:
