@@ -111,6 +111,19 @@ def test_presets_command(capsys):
     assert "Perez-Ruixo" in out and "Fanta" in out
 
 
+def test_presets_of_a_file_show_lag_relative_f_and_per_kg(tmp_path, capsys):
+    f = tmp_path / "lag.toml"
+    f.write_text('[parameters]\nV = 50.0\nCL = 10.0\nKA = 1.0\nF = 1.2\nLAG = 0.5\n'
+                 'VK = 0.7\n[weight]\nper_kg = ["VK"]\n[compartments]\ndepot = 0\n'
+                 'central = "V"\n[[flows]]\nfrom = "depot"\nto = "central"\nk = "KA"\n'
+                 '[[flows]]\nfrom = "central"\nto = "out"\ncl = "CL"\n[routes.oral]\n'
+                 'to = "depot"\nf = "F"\nlag_h = "LAG"\nrelative_f = true\n')
+    assert main(["presets", str(f)]) == 0
+    out = capsys.readouterr().out
+    assert "oral: to depot, f = F (relative bioavailability), lag LAG h" in out
+    assert [ln for ln in out.splitlines() if ln.startswith("VK")][0].endswith("[per kg: × WT]")
+
+
 def test_console_script_entry_point():
     r = subprocess.run([sys.executable, "-m", "ketasim", "--version"], capture_output=True,
                        text=True)

@@ -390,6 +390,8 @@ def print_preset(name: str, verbose: bool = False) -> int:
                 continue
             scale = model.allometric.get(k)
             extra = f" [× (WT/{fmt(model.reference_weight_kg)})^{scale:g}]" if scale else ""
+            if k in model.per_kg:
+                extra += " [per kg: × WT]"
             rows.append([k, f"{v:.6g}", unit or "–", src + extra])
         if rows:
             print(f"\n{heading}:")
@@ -398,6 +400,9 @@ def print_preset(name: str, verbose: bool = False) -> int:
     for r, parts in model.routes.items():
         desc = "; ".join(f"to {p.to}" + (f", f = {p.f.text}" if p.f.text not in ("1", "1.0")
                                          else "")
+                         + (" (relative bioavailability)" if p.relative_f else "")
+                         + (f", lag {p.lag_h.text} h" if p.lag_h.text not in ("0", "0.0")
+                            else "")
                          + (f", over {p.duration_h.text} h" if p.duration_h is not None
                             else "") for p in parts)
         print(f"  {r}: {desc}")
