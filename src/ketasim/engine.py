@@ -456,18 +456,17 @@ def _row_split(plan, T: int, u_end: int, h_nom: float):
     R = len(plan.names)
     if R < 2 or R * T < SPLIT_VALUES or m < 1:
         return None
-    n_pd = int(np.sum(plan.pd_rows >= 0))
     cost = R + (PD_ROWS_COST if plan.pd_on else 0)
     mA = min(m, max(1, int(round(cost / 2))))
-    if mA == R - n_pd - no and n_pd + no == 0:
-        mA = m - 1          # the second group needs a row
-    if mA < 1:
-        return None
+    if mA == R:             # only concentration rows: the second group needs some of them
+        mA = R - 1
     nb = _block_length(m + no, n, u_end, h_nom)
     if (_block_length(mA, n, u_end, h_nom) != nb
             or _block_length(m - mA + no, n, u_end, h_nom) != nb):
         return None
     return mA
+
+
 _F64 = np.dtype(np.float64)
 
 
