@@ -327,6 +327,29 @@ def test_one_subject_rows_on_two_threads_equal_one_call(preset, course):
     assert np.isfinite(two).all() and np.ptp(two[0, -1]) > 0
 
 
+def test_subjects_with_equal_matrices_share_propagators_and_get_their_own_values():
+    """A dose table whose subjects have the same parameters (one matrix) and different doses:
+    they share the propagator cache and block tables in the kernel, and each subject's values
+    are still the ones it gets alone, bit for bit (a slot serves only its own kind of
+    request)."""
+    model = ketasim.load_model("ketamine-iv")
+    times = ketasim.time_grid(24.0 * 40, 0.5)
+    recs = []
+    for s, (amt, dur, t0) in enumerate([(35.0, 2 / 3, 0.0), (20.0, 0.5, 3.0), (35.0, 0.0, 1.0),
+                                        (50.0, 1.0, 0.0), (35.0, 2 / 3, 0.0)]):
+        for day in (0, 2, 4, 7, 14, 28):
+            recs.append({"subject": s + 1, "time_h": 24.0 * day + t0, "amount_mg": amt,
+                         "route": "iv", "duration_h": dur})
+    d = ketasim.Doses.from_records(recs)
+    pop = ketasim.simulate(model, d, times, threads=1).data
+    for s in range(5):
+        rows = [dict(r, subject=1) for r in recs if r["subject"] == s + 1]
+        one = ketasim.simulate(model, ketasim.Doses.from_records(rows), times).data[0]
+        np.testing.assert_array_equal(pop[s], one)
+    np.testing.assert_array_equal(pop[0], pop[4])       # the same doses: the same values
+    assert not np.array_equal(pop[0], pop[3])
+
+
 def test_subject_ranges_on_threads_are_independent():
     """Threads share subjects in ranges (most not starting at the call's first subject, most
     longer than one): every subject's outputs, schematic response included, equal those of

@@ -311,13 +311,17 @@ TINY = 1e-290       # amounts below this are flushed to 0 (no slow subnormal ari
 @njit(cache=True, inline="always")
 def _slot(K, st, h, need_g, ch, cg, CP, CG, nxt):
     """Index of the cache slot holding Φ(h) (and Γ(h) when ``need_g``), computing it if absent
-    (``st``: the network's structure, :func:`structure`)."""
+    (``st``: the network's structure, :func:`structure`). A slot serves only requests with its
+    own ``need_g`` (Φ from the exponential with Γ's columns differs from Φ alone by rounding):
+    what a slot holds depends on (K, st, h, need_g) only, so subjects with equal matrices can
+    share the cache and each still gets the values it would get alone."""
     ns = ch.shape[0]
     last = nxt[1]
-    if ch[last] == h and (cg[last] == 1 or not need_g):
+    g = 1 if need_g else 0
+    if ch[last] == h and cg[last] == g:
         return last
     for j in range(ns):
-        if ch[j] == h and (cg[j] == 1 or not need_g):
+        if ch[j] == h and cg[j] == g:
             nxt[1] = j
             return j
     j = nxt[0]
@@ -1072,6 +1076,9 @@ def grid_range(sub0, sub1, Ks, times, h_nom, u_end, ev_ts, ev_cs, ev_amts, ev_ki
     yb = np.empty(nb)
     eps4 = 4.0 * 2.220446049250313e-16
     inf = np.inf
+    st_prev = np.zeros(2 + 3 * n, np.int64)
+    blk_prev = False
+    need_n_prev = False
     for isub in range(sub0, sub1):
         K = Ks[isub]
         ev_t = ev_ts[isub]
@@ -1096,19 +1103,24 @@ def grid_range(sub0, sub1, Ks, times, h_nom, u_end, ev_ts, ev_cs, ev_amts, ev_ki
             xp[i] = 0.0
             for k in range(n):
                 hG[i, k] = 0.0
-        for j in range(NSLOT):
-            ch[j] = -1.0
-            cg[j] = 0
-            for k in range(2 * n + 2):
-                MR[j, k] = np.nan
-        nxt[0] = 0
-        nxt[1] = 0
+        # a subject with the previous one's matrices (and the same infused states) keeps its
+        # propagators, midpoint rows and block tables: one per distinct step for all of them
+        st = structure(K, ev_c, ev_kind, nev)
+        share = isub > sub0 and _same_network(Ks[isub - 1], K, Cs[isub - 1], C, Ws[isub - 1],
+                                              W, wds[isub - 1], wd, st_prev, st)
+        if not share:
+            for j in range(NSLOT):
+                ch[j] = -1.0
+                cg[j] = 0
+                for k in range(2 * n + 2):
+                    MR[j, k] = np.nan
+            nxt[0] = 0
+            nxt[1] = 0
         for j in range(7):
             for k in range(3):
                 kk[j, k] = 0.0
         for k in range(PD_CARRY):
             S[k] = 0.0
-        st = structure(K, ev_c, ev_kind, nev)
         wK = _row_times(wd, K)      # wd K: the rate of change of the occupancy sum
         S[2] = PD_LEV_EVENT
         S[6] = 1.0           # G starts at its baseline
@@ -1148,11 +1160,11 @@ def grid_range(sub0, sub1, Ks, times, h_nom, u_end, ev_ts, ev_cs, ev_amts, ev_ki
                     cidx[j, ccnt[j]] = i
                     cval[j, ccnt[j]] = C[j, i]
                     ccnt[j] += 1
-        blk_ready = False
         need_n = np.bool_(False)
         for q in range(nev):
             if ev_kind[q] == 1:
                 need_n = True
+        blk_ready = share and blk_prev and need_n == need_n_prev
         for r in range(m):
             for i in range(n):
                 RW[r, i] = C[r, i]
@@ -1304,9 +1316,45 @@ def grid_range(sub0, sub1, Ks, times, h_nom, u_end, ev_ts, ev_cs, ev_amts, ev_ki
         carry_i[n] = e
         carry_i[n + 2] = g0 + T
         carry_i[n + 1] = 1
+        for i in range(st.shape[0]):
+            st_prev[i] = st[i]
+        blk_prev = blk_ready
+        need_n_prev = need_n
         if lim > 0.0:
             bad += _out_of_range(out, lim)
     return bad
+
+
+@njit(cache=True, _nrt=False)
+def _same_network(K0, K1, C0, C1, W0, W1, wd0, wd1, st0, st1):
+    """Whether two subjects have the same matrices, output rows, occupancy weights and
+    structure, bit for bit (then they share propagators and block tables)."""
+    for i in range(st1.shape[0]):
+        if st0[i] != st1[i]:
+            return False
+    n = K1.shape[0]
+    for i in range(n):
+        if _differ(wd0[i], wd1[i]):
+            return False
+        for k in range(n):
+            if _differ(K0[i, k], K1[i, k]):
+                return False
+    for r in range(C1.shape[0]):
+        for k in range(n):
+            if _differ(C0[r, k], C1[r, k]):
+                return False
+    for r in range(W1.shape[0]):
+        for k in range(n):
+            if _differ(W0[r, k], W1[r, k]):
+                return False
+    return True
+
+
+@njit(cache=True, _nrt=False)
+def _differ(a, b):
+    """Two floats that are not the same value bit for bit (-0.0 and 0.0 differ; a NaN differs
+    from everything)."""
+    return a != b or (a == 0.0 and math.copysign(1.0, a) != math.copysign(1.0, b))
 
 
 @njit(cache=True, _nrt=False)
