@@ -32,7 +32,8 @@ METRICS = ("cmax", "auc", "trough", "time_above_occ_0.3")
 
 def _env():
     env = dict(os.environ)
-    env["PYTHONPATH"] = SRC + os.pathsep + env.get("PYTHONPATH", "")
+    # (no empty entry: that would put each process's current folder on its path)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, env.get("PYTHONPATH", "")) if p)
     return env
 
 

@@ -950,6 +950,9 @@ def test_out_dir_that_is_a_file_is_named_before_any_work(tmp_path, capsys):
 def test_values_that_are_not_numbers_or_doses_are_refused():
     with pytest.raises(KetasimInputError, match="not True/False"):
         ketasim.simulate("ketamine-iv", "standard-iv", [0.0, 1.0], params={"CL": True})
+    for v in (None, "80", ["80"]):
+        with pytest.raises(KetasimInputError, match="not text or None"):
+            ketasim.simulate("ketamine-iv", "standard-iv", [0.0, 1.0], params={"CL": v})
     with pytest.raises(KetasimInputError, match="on a reset row .evid 3., which gives no dose"):
         ketasim.Doses.from_records([{"time_h": 0, "amount_mg": 100, "route": "iv"},
                                     {"time_h": 5, "amount_mg": 50, "route": "iv", "evid": 3}])
@@ -964,6 +967,9 @@ def test_population_header_names_every_option_that_changes_the_numbers(tmp_path)
                  "2", "--out", str(out), "-q"]) == 0
     head = out.read_text().splitlines()[0]
     assert "| months 1 | weight 90 kg | CL = 80 |" in head
+    assert main(["population", "--months", "1", "--weight", "70.1234567", "--n", "2", "--out",
+                 str(out), "-q"]) == 0
+    assert "| weight 70.1234567 kg |" in out.read_text().splitlines()[0]    # not rounded
 
 
 def test_summary_header_says_only_what_the_model_has(tmp_path, capsys):

@@ -431,7 +431,7 @@ def test_cli_dataset_writes_subject_ids_and_counts_skipped_rows(tmp_path, capsys
                "--step", "1", "--out", str(out)])
     err = capsys.readouterr().err
     assert rc == 0, err
-    assert "skipped 1 observation rows" in err
+    assert "skipped 1 observation row (evid 0 or 2, or MDV)" in err
     lines = out.read_text().splitlines()
     assert lines[0].startswith("subject,time_h,central_ng_ml")
     assert [ln.split(",")[0] for ln in lines[1:]] == ["7"] * 3 + ["3"] * 3 + ["12"] * 3
@@ -632,6 +632,11 @@ def test_subjects_with_observation_rows_only_are_named(tmp_path, capsys):
     assert "skipped 4 observation rows" in err
     assert "subjects 2, 3 have only observation rows: no dose, so not simulated" in err
     assert {ln.split(",")[0] for ln in out.read_text().splitlines()[1:]} == {"1"}
+    # IDs as written: no exponent, no rounding (1000001 and 1234568 are not 1e+06, 1.23457e+06)
+    ds.write_text("ID,TIME,AMT,CMT,EVID\n1234567,0,35,iv,1\n1234568,0,.,iv,0\n"
+                  "1000001,0,.,iv,0\n")
+    assert main(["simulate", "--doses", str(ds), "--until", "2", "--out", str(out)]) == 0
+    assert "subjects 1000001, 1234568 have only" in capsys.readouterr().err
 
 
 def test_subject_ids_that_a_number_cannot_keep_are_refused():

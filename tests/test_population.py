@@ -562,3 +562,31 @@ def test_heat_map_draws_log_axes_on_a_log_scale_and_says_when_it_is_empty():
     assert not [t for t in ax.texts if "no value" in t.get_text()]
     fig = plot_heatmap(Two(np.full((3, 3), np.nan)), "cmax", "t")
     assert [t for t in fig.axes[0].texts if "no value of cmax" in t.get_text()]
+
+
+def test_sweep_grid_keeps_each_value_with_its_row_whatever_the_axis_order():
+    """An axis given high to low (or unsorted) is returned sorted with the metric moved with
+    it (the heat map was drawn against the wrong labels); a value given twice is refused."""
+    from ketasim.errors import KetasimInputError
+
+    m = ketasim.load_model("ketamine-iv")
+    r = ketasim.sweep(m, ONE_MONTH, {"CL": [100.0, 50.0, 200.0], "V1": [150.0, 100.0]},
+                      metrics=("cmax",))
+    a, b, z = r.grid("cmax")
+    np.testing.assert_array_equal(a, [50.0, 100.0, 200.0])
+    np.testing.assert_array_equal(b, [100.0, 150.0])
+    for cl, v1, c in zip(r.columns["CL"], r.columns["V1"], r["cmax"]):
+        assert z[list(a).index(cl), list(b).index(v1)] == c
+    assert z[0, 0] > z[2, 1]             # low CL and V1: the highest peak
+    with pytest.raises(KetasimInputError, match="a value is given twice"):
+        ketasim.sweep(m, ONE_MONTH, {"CL": [100.0, 100.0]}, metrics=("cmax",))
+    with pytest.raises(KetasimInputError, match=r"params \(--param\): the model refuses"):
+        ketasim.sweep(m, ONE_MONTH, {"V1": [100.0, 120.0]}, params={"CL": -1.0},
+                      metrics=("cmax",))
+
+
+def test_parameter_units_read_a_section_heading_with_a_comment(tmp_path):
+    from ketasim.modelfile import parameter_notes
+
+    notes = parameter_notes("[parameters]   # typical values\nCL = 10.0   # L/h, clearance\n")
+    assert notes["CL"][0] == "L/h"

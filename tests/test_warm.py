@@ -38,6 +38,8 @@ def test_a_first_run_loads_the_kernel_the_helper_compiled(tmp_path):
     runs the course summary's metrics call and finds it in the cache (a hit, nothing
     compiled)."""
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), KETASIM_WARM="1")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in env.get("PYTHONPATH", "").split(os.pathsep)
+                                        if p)       # no empty entry (the current folder)
     code = textwrap.dedent("""
         import sys
         from types import SimpleNamespace
@@ -57,8 +59,13 @@ def test_a_first_run_loads_the_kernel_the_helper_compiled(tmp_path):
         print(started, sum(st.cache_hits.values()), sum(st.cache_misses.values()),
               float(np.nanmax(cm.cmax_ng_ml)) > 0)
     """)
-    p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                       timeout=600)
+    # run from a folder holding a csv.py: the helper must not import it (python -P)
+    here = tmp_path / "cwd"
+    here.mkdir()
+    (here / "csv.py").write_text("open('MARKER', 'w').write('ran')\n")
+    p = subprocess.run([sys.executable, "-P", "-c", code], env=env, capture_output=True,
+                       text=True, timeout=600, cwd=here)
     assert p.returncode == 0, p.stderr[-2000:]
+    assert not (here / "MARKER").exists()
     started, hits, misses, ok = p.stdout.split()[-4:]
     assert started == "1" and int(hits) == 1 and int(misses) == 0 and ok == "True"

@@ -41,16 +41,23 @@ def start_metrics() -> None:
     if _in_cache(_kernels.metrics_range):
         return
     try:
-        p = subprocess.Popen([sys.executable, "-m", "ketasim._warm"], stdin=subprocess.DEVNULL,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # -P, and started in the folder that holds the package: the user's current folder is
+        # never on the helper's import path (not even through an empty PYTHONPATH entry), so a
+        # csv.py or ketasim.py of theirs is never run by it
+        from pathlib import Path
+
+        p = subprocess.Popen([sys.executable, "-P", "-m", "ketasim._warm"],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, cwd=Path(__file__).resolve().parents[1])
     except OSError:
         return
     _PENDING.append(p)
 
 
 @atexit.register
-def _stop() -> None:
-    """A process that ends before it needs the kernel (an error, say) stops its helper."""
+def stop() -> None:
+    """Stop a helper still running: a process that ends before it needs the kernel (an
+    error, Ctrl-C, SIGTERM) does not leave it compiling."""
     while _PENDING:
         p = _PENDING.pop()
         if p.poll() is None:

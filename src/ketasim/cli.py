@@ -230,12 +230,15 @@ def table_weight(weight, doses) -> float:
 def note_skipped(doses) -> None:
     """Say on stderr how many observation rows a dose table had (skipped), and which subjects
     had nothing else: they have no dose, so they are not simulated."""
-    if doses.n_skipped:
-        print(f"{doses.source}: skipped {doses.n_skipped:,} observation rows (evid 0 or 2)",
-              file=sys.stderr)
+    k = doses.n_skipped
+    if k:
+        print(f"{doses.source}: skipped {k:,} observation row{'s' if k != 1 else ''} (evid 0 or "
+              "2, or MDV)", file=sys.stderr)
     ids = doses.observation_only_subjects
     if ids:
-        shown = ", ".join(f"{v:g}" for v in ids[:10]) + (f" and {len(ids) - 10:,} more"
+        def exact(v):        # the ID as written: no rounding, no exponent for a whole number
+            return str(int(v)) if float(v).is_integer() else repr(float(v))
+        shown = ", ".join(exact(v) for v in ids[:10]) + (f" and {len(ids) - 10:,} more"
                                                          if len(ids) > 10 else "")
         print(f"{doses.source}: subject{'s' if len(ids) > 1 else ''} {shown} "
               f"{'have' if len(ids) > 1 else 'has'} only observation rows: no dose, so not "
@@ -527,6 +530,9 @@ def main(argv=None) -> int:
     finally:
         for sig, default in handled:
             signal.signal(sig, default)
+        warm = sys.modules.get("ketasim._warm")
+        if warm is not None:      # a first-run helper still compiling: stop it now
+            warm.stop()
 
 
 def console(argv=None) -> int:

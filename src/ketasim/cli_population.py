@@ -335,14 +335,14 @@ def _given(args) -> str:
     """The options of a run that change its numbers, for the table's header line (a reader
     of the file must not have to guess the weight, the course length or a parameter)."""
     parts = []
-    for attr, fmt in (("months", "months {:g}"), ("weight", "weight {:g} kg"),
-                      ("age", "age {:g} y"), ("covariates", "covariates {}"),
-                      ("analyte", "analyte {}"), ("horizon", "horizon {:g} h"),
+    for attr, fmt in (("months", "months {:.15g}"), ("weight", "weight {:.15g} kg"),
+                      ("age", "age {:.15g} y"), ("covariates", "covariates {}"),
+                      ("analyte", "analyte {}"), ("horizon", "horizon {:.15g} h"),
                       ("occupancy_calibration", "occupancy calibration {}")):
         v = getattr(args, attr, None)
         if v is not None:
             parts.append(fmt.format(v))
-    parts += [f"{k} = {v:g}" for k, v in getattr(args, "param", None) or []]
+    parts += [f"{k} = {v:.15g}" for k, v in getattr(args, "param", None) or []]
     if getattr(args, "no_variability", False):
         parts.append("no variability")
     return "".join(f" | {p}" for p in parts)

@@ -194,8 +194,8 @@ class Doses(Derived):
                     if not _id_exact(v):
                         raise KetasimInputError(
                             f"{src}: subject: row {i + 1}: got {v}, an ID with more digits than "
-                            "a number keeps (other IDs would merge with it); expected at most "
-                            "15 digits")
+                            "a number keeps (other IDs would merge with it); expected an ID a "
+                            "double keeps exactly (15 significant digits at most)")
             object.__setattr__(self, "subject", arr("subject", np.float64, 0.0))
         if self.line is not None:
             object.__setattr__(self, "line", arr("line", np.int64, 0))
@@ -725,7 +725,10 @@ def _id_exact(v) -> bool:
     if isinstance(v, (bool, np.bool_)):
         return True
     if isinstance(v, (int, np.integer)):
-        return abs(int(v)) <= 2 ** 53
+        try:
+            return int(float(v)) == int(v)
+        except OverflowError:
+            return False
     if isinstance(v, str):
         try:
             f = float(v)
@@ -906,7 +909,8 @@ def _parse(lines, where: str) -> Doses:
             if c == "subject" and not _id_exact(v):
                 raise KetasimInputError(f"{where}: line {line_no}: subject: got {v}, an ID with "
                                         f"more digits than a number keeps ({x!r}: other IDs "
-                                        "would merge with it); expected at most 15 digits")
+                                        "would merge with it); expected an ID a double keeps "
+                                        "exactly (15 significant digits at most)")
             if x < 0 and c != "subject" and not (c == "rate_mg_h" and x == -2.0):
                 raise KetasimInputError(f"{where}: line {line_no}: {c}: got {v}, expected a "
                                         "number >= 0" + (" (or -2: duration from the model)"

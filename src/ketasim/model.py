@@ -524,6 +524,11 @@ def _finite_array(v, field_name: str, n: int) -> np.ndarray:
     if isinstance(v, (bool, np.bool_)) or (isinstance(v, np.ndarray) and v.dtype == bool) or (
             isinstance(v, (list, tuple)) and any(isinstance(x, (bool, np.bool_)) for x in v)):
         raise KetasimInputError(f"{field_name}: got {v!r}, expected numbers (not True/False)")
+    if v is None or isinstance(v, (str, bytes)) or (
+            isinstance(v, np.ndarray) and v.dtype.kind in "OUSV") or (
+            isinstance(v, (list, tuple)) and any(x is None or isinstance(x, (str, bytes))
+                                                 for x in v)):
+        raise KetasimInputError(f"{field_name}: got {v!r}, expected numbers (not text or None)")
     try:
         arr = np.asarray(v, dtype=np.float64)
     except (TypeError, ValueError, OverflowError):

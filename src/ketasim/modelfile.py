@@ -588,7 +588,7 @@ def parameter_notes(text: str) -> dict:
     for line in text.splitlines():
         s = line.strip()
         if s.startswith("["):
-            section = s.strip("[]").strip()
+            section = s.split("#", 1)[0].strip().strip("[]").strip()
             heading = ""
             continue
         if s.startswith("#"):
@@ -627,7 +627,7 @@ def parameter_units(model) -> dict:
         if src.startswith("preset ") and src[7:] in list_presets():
             text = (resources.files("ketasim") / "presets" / f"{src[7:]}.toml").read_text(
                 "utf-8")
-        elif src.endswith(".toml") and Path(src).is_file():
+        elif src and Path(src).is_file():
             text = Path(src).read_text("utf-8")
         else:
             return {}

@@ -341,8 +341,17 @@ class SweepResult(_Columns):
         """For a two-name sweep: (values of name 1, values of name 2, metric (n1, n2))."""
         if len(self.varied) != 2:
             raise KetasimInputError(f"sweep: a grid needs two varied names, got {len(self.varied)}")
-        a, b = (np.unique(self.columns[v]) for v in self.varied)
-        z = np.asarray(self[metric], dtype=np.float64).reshape(a.size, b.size)
+        # the rows are in grid order (the first name slowest), each axis in the order given;
+        # the axes are returned sorted, and the metric with them
+        ca, cb = (np.asarray(self.columns[v], dtype=np.float64) for v in self.varied)
+        a, ia = np.unique(ca, return_inverse=True)
+        b, ib = np.unique(cb, return_inverse=True)
+        vals = np.asarray(self[metric], dtype=np.float64)
+        if a.size * b.size != vals.size:
+            raise KetasimInputError(f"sweep: the rows are not a full grid of {self.varied[0]} "
+                                    f"x {self.varied[1]} (a value given twice?)")
+        z = np.full((a.size, b.size), np.nan)
+        z[ia.ravel(), ib.ravel()] = vals
         return a, b, z
 
 
@@ -832,6 +841,9 @@ def sweep(model, doses, vary, *, metrics=DEFAULT_METRICS, n: int | None = None,
             raise KetasimInputError(f"vary {name}: got {vals!r}, expected numbers") from None
         if v.ndim != 1 or v.size == 0 or not np.all(np.isfinite(v)):
             raise KetasimInputError(f"vary {name}: expected one or more finite numbers")
+        if np.unique(v).size != v.size:
+            raise KetasimInputError(f"vary {name}: a value is given twice "
+                                    f"({_first_repeat(v):g}); expected distinct values")
         if name in model.parameters:
             kind = "param"
         elif name == "weight_kg":
@@ -937,6 +949,15 @@ def sweep(model, doses, vary, *, metrics=DEFAULT_METRICS, n: int | None = None,
                        info=info)
 
 
+def _first_repeat(v) -> float:
+    seen = set()
+    for x in v:
+        if x in seen:
+            return float(x)
+        seen.add(x)
+    return float("nan")
+
+
 def _check_axis(model, name, v, base, weight_kg) -> None:
     """Every value of a varied model parameter, the others typical: a value the model refuses
     (a negative clearance, say, found where a derived flow is evaluated) is reported under
@@ -946,6 +967,13 @@ def _check_axis(model, name, v, base, weight_kg) -> None:
         p[name] = x
         model.matrices(model.resolve(p, weight_kg, n=x.size))
 
+    if base:          # the fixed values alone first: a refused one is theirs, not the axis's
+        try:
+            p = {k: np.array([float(b)]) for k, b in base.items()}
+            model.matrices(model.resolve(p, weight_kg, n=1))
+        except KetasimInputError as exc:
+            raise KetasimInputError(f"params (--param): the model refuses the fixed values: "
+                                    f"{exc}") from None
     v = np.unique(v)
     for a in range(0, v.size, 1024):       # a few MiB of matrices at a time
         try:
