@@ -304,3 +304,21 @@ def test_dose_marks_describe_every_dose_in_the_window():
     labels = [h.get_label() for h in ax.get_legend_handles_labels()[0]]
     assert labels == ["IV infusion 30–45 mg, 30–40 min", "IV bolus 10 mg"]
     plt.close(fig)
+
+
+def test_caption_says_only_what_the_model_has():
+    from ketasim.plotting import _caption_lines
+
+    one = ketasim.Model.from_dict({
+        "model": {"name": "one", "citation": "closed form"}, "parameters": {"V": 50.0,
+                                                                           "CL": 10.0},
+        "compartments": {"central": "V"}, "flows": [{"from": "central", "to": "out",
+                                                     "cl": "CL"}],
+        "routes": {"iv": {"to": "central"}}})
+    fig = plt.figure(figsize=(16, 6))
+    text = " ".join(_caption_lines(fig, [one]))
+    assert "not a dosing recommendation" in text
+    assert "Occupancy" not in text and "SCHEMATIC" not in text
+    text = " ".join(_caption_lines(fig, [ketasim.load_model("ketamine-iv")]))
+    assert "Occupancy is model-predicted" in text and "SCHEMATIC" in text
+    plt.close(fig)

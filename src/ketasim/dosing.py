@@ -924,8 +924,9 @@ def _parse(lines, where: str) -> Doses:
             data[c].append(nan if v in ("", ".") else _number(v, c, where, line_no))
     if n_rows == 0:
         if skipped:
-            raise KetasimInputError(f"{where}: no dose rows (all {skipped:,} rows are "
-                                    "observations: evid 0 or 2, or MDV)")
+            raise KetasimInputError(f"{where}: no dose rows (" + (
+                f"all {skipped:,} rows are observations" if skipped > 1
+                else "its one row is an observation") + ": evid 0 or 2, or MDV)")
         raise KetasimInputError(f"{where}: the dose table has a header but no doses")
     names = list(route_names)
     routes = tuple(names[i] for i in route_codes)   # one string object per distinct route

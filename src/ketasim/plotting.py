@@ -359,7 +359,15 @@ def _caption_lines(fig, models, extra=None):
         lines.append(f"{kind} {m.name}" + (f" — source: {src}" if src else ""))
     if extra:
         lines.extend(extra.split("\n"))
-    lines.append(DISCLAIMER)
+    occ = any(getattr(m, "has_occupancy", True) for m in models)
+    pd = any(getattr(m, "has_glutamate", True) for m in models)
+    if occ and pd:
+        lines.append(DISCLAIMER)
+    else:        # say only what the figure shows
+        lines.append("Teaching and research tool, not a dosing recommendation."
+                     + (" Occupancy is model-predicted." if occ else "")
+                     + (" Glutamate and plasticity are SCHEMATIC (illustrative parameters, not "
+                        "fitted to data)." if pd else ""))
     width = int(fig.get_figwidth() * 72 / (CAPTION_PT * 0.56))
     return [w for ln in lines for w in textwrap.wrap(ln, width)]
 
@@ -501,9 +509,10 @@ def _course_panel(kind, ax, run, color=None, label=None, analytes=None, bands=Tr
                     label="session peak" if label is None else None, zorder=4)
             ok = np.isfinite(trough)
             nxt = np.r_[starts[1:], np.nan]
-            ax.plot(nxt[ok] / 24, trough[ok], ls="none", marker="o", ms=6, color=c,
-                    mfc="white", mew=1.5, label="trough before next session" if label is None
-                    else None, zorder=4)
+            if ok.any():         # (one session: no trough, no legend entry)
+                ax.plot(nxt[ok] / 24, trough[ok], ls="none", marker="o", ms=6, color=c,
+                        mfc="white", mew=1.5, label="trough before next session"
+                        if label is None else None, zorder=4)
         ax.set_ylabel("ng/mL", fontsize=BODY_PT)
     elif kind == "occupancy":
         c = color or _COLORS["occupancy"]
