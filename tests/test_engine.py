@@ -316,7 +316,7 @@ def test_one_subject_rows_on_two_threads_equal_one_call(preset, course):
     plan = engine.prepare(model, doses)
     R = len(plan.names)
     assert R * times.size >= engine.SPLIT_VALUES
-    assert engine._row_split(plan, times.size, times.size, 1 / 60) is not None
+    assert engine._row_split(plan, times.size) is not None
     two = ketasim.simulate(model, doses, times, threads=2).data
     one = ketasim.simulate(model, doses, times, threads=1).data
     np.testing.assert_array_equal(two, one)

@@ -984,7 +984,7 @@ def carry_sizes(n):
 
 
 @njit(cache=True, nogil=True, _nrt=True)
-def grid_range(sub0, sub1, Ks, times, h_nom, u_end, ev_ts, ev_cs, ev_amts, ev_kinds, nevs,
+def grid_range(sub0, sub1, Ks, times, h_nom, u_end, nb, ev_ts, ev_cs, ev_amts, ev_kinds, nevs,
                ev_vecs, Cs, Ws, wds, pds, pd_on, pd_rtol, pd_rows, outs, carry_f, carry_i, lim):
     """Subjects ``sub0`` to ``sub1 - 1`` on an output grid, one after the other, without the
     GIL (the engine runs several ranges side by side on a thread pool). Row s of every
@@ -999,8 +999,9 @@ def grid_range(sub0, sub1, Ks, times, h_nom, u_end, ev_ts, ev_cs, ev_amts, ev_ki
     fraction of it with exactly that fraction (:func:`_snap_fraction`). ``u_end``: the grid is
     uniform with that step up to (not including) this index of the whole grid, of which
     ``times`` may be one piece; the block path stops there (so a grid that is uniform but for
-    its last time keeps its blocks). ``pd_on``: integrate the schematic response (driven by
-    wd·x).
+    its last time keeps its blocks). ``nb``: the block length (a power of 2 up to BLK; 1: no
+    blocks), from :func:`ketasim.engine.block_length`. ``pd_on``: integrate the schematic
+    response (driven by wd·x).
     The PK state is stepped exactly from output time to output time; the schematic response
     runs its own error-controlled steps, which span many output times where nothing moves and
     stop at every dose event, and outputs between its step ends are its dense output.
@@ -1050,20 +1051,13 @@ def grid_range(sub0, sub1, Ks, times, h_nom, u_end, ev_ts, ev_cs, ev_amts, ev_ki
     ccnt = np.empty(m, np.int64)
     cidx = np.empty((m, n), np.int64)
     cval = np.empty((m, n))
-    # the block path (see _blk_setup): on a uniform grid with enough points per unit of set-up
+    # the block path (see _blk_setup), blocks of nb output times (engine.block_length: 1 =
+    # none), and the ladder of Φ(2^l h) up to nb
     rows = m + no
-    use_blk = h_nom > 0.0 and u_end >= 64 and rows * n * n <= u_end
-    # a block's tables (rows x states x its length) stay within about 1 MiB (shorter blocks
-    # cost more per output time than tables that spill out of the first cache levels), and
-    # setting them up costs at most about 16 operations per output time
-    nb = 1
+    use_blk = nb > 1
     nl = 1
-    if use_blk:
-        nb = BLK
-        nl = BLK_LEV + 1
-        while nb > 16 and (rows * n * nb * 8 > 1048576 or rows * n * n * nb > 16 * u_end):
-            nb //= 2
-            nl -= 1
+    while (1 << (nl - 1)) < nb:
+        nl += 1
     RW = np.empty((rows, n))
     Rt = np.empty((rows, n, nb))
     Nt = np.empty((rows, n, nb))

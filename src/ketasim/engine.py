@@ -436,9 +436,12 @@ SPLIT_VALUES = 1_000_000      # one subject's rows run on two threads from this 
 PD_ROWS_COST = 10             # the schematic response costs about as much as 10 linear rows
 
 
-def _block_length(rows: int, n: int, u_end: int, h_nom: float) -> int:
-    """The block length :func:`_kernels.grid_range` picks for ``rows`` outputs (the same
-    rule)."""
+def block_length(rows: int, n: int, u_end: int, h_nom: float) -> int:
+    """Output times per block of :func:`_kernels.grid_range` (1: no blocks): blocks on a
+    uniform grid with enough points per unit of set-up; a block's tables (rows x states x its
+    length) stay within about 1 MiB (shorter blocks cost more per output time than tables that
+    spill out of the first cache levels), and setting them up costs at most about 16
+    operations per output time."""
     if not (h_nom > 0.0 and u_end >= 64 and rows * n * n <= u_end):
         return 1
     nb = _kernels.BLK
@@ -447,12 +450,11 @@ def _block_length(rows: int, n: int, u_end: int, h_nom: float) -> int:
     return nb
 
 
-def _row_split(plan, T: int, u_end: int, h_nom: float):
+def _row_split(plan, T: int):
     """For one subject with many output values: the number of concentration rows to run on a
     thread of their own (the others, the occupancy and the schematic response on a second
-    one), or None to run in one call. Only where both calls take the blocks one call would
-    (so the values do not depend on the thread count), and the first group is not empty."""
-    m, no, n = plan.C.shape[1], plan.W.shape[1], plan.K.shape[1]
+    one), or None to run in one call."""
+    m = plan.C.shape[1]
     R = len(plan.names)
     if R < 2 or R * T < SPLIT_VALUES or m < 1:
         return None
@@ -460,10 +462,6 @@ def _row_split(plan, T: int, u_end: int, h_nom: float):
     mA = min(m, max(1, int(round(cost / 2))))
     if mA == R:             # only concentration rows: the second group needs some of them
         mA = R - 1
-    nb = _block_length(m + no, n, u_end, h_nom)
-    if (_block_length(mA, n, u_end, h_nom) != nb
-            or _block_length(m - mA + no, n, u_end, h_nom) != nb):
-        return None
     return mA
 
 
@@ -505,16 +503,21 @@ def run(plan: Plan, times, *, out: np.ndarray | None = None, threads=None,
 
     lim = min(MAX_ABS_OUTPUT, float(np.finfo(out.dtype).max) / 1e6)
 
-    def grid(a, b, dst=None, cf=None, ci=None, tt=t):
+    # one block length for every call on this grid: the output rows of one subject then get
+    # the same values whether they run in one call or in groups
+    nb = block_length(C.shape[1] + W.shape[1], n_st, u_end, h_nom)
+
+    def grid(a, b, dst=None, cf=None, ci=None, tt=t, rows=None):
         if cf is None:
             cf, ci = np.zeros(nf), np.zeros(ni, np.int64)
-        return _kernels.grid_range(a, b, K, tt, h_nom, u_end, ev_t, ev_c, ev_a, ev_k, nev, ev_v,
-                                   C, W, wd, pdp, pd_on, pd_rtol, pd_rows,
+        Cr, Wr, on, pr = (C, W, pd_on, pd_rows) if rows is None else rows
+        return _kernels.grid_range(a, b, K, tt, h_nom, u_end, nb, ev_t, ev_c, ev_a, ev_k, nev,
+                                   ev_v, Cr, Wr, wd, pdp, on, pd_rtol, pr,
                                    out[a:b] if dst is None else dst, cf, ci,
                                    lim if check_overflow else -1.0)
 
     piece = max(1024, CHUNK_WORK // per_point) // _kernels.BLK * _kernels.BLK
-    split = _row_split(plan, T, u_end, h_nom) if (N == 1 and k > 1 and T <= piece) else None
+    split = _row_split(plan, T) if (N == 1 and k > 1 and T <= piece) else None
     if N > 1 and per > 1:
         bad = _spread(grid, 0, N, k, per)
     elif split is not None:
@@ -523,22 +526,13 @@ def run(plan: Plan, times, *, out: np.ndarray | None = None, threads=None,
         # by its own kernel call into its own rows. Every row's values are the same as from
         # one call (the same blocks, the same steps).
         mA = split
-        m = C.shape[1]
-        no_w = np.zeros((1, 0, W.shape[2]))
         rows_b = pd_rows.copy()
         rows_b[rows_b >= 0] -= mA
+        groups = ((C[:, :mA], np.zeros((1, 0, W.shape[2])), False, np.full(3, -1, np.int64)),
+                  (C[:, mA:], W, pd_on, rows_b))
 
         def part(i, _):
-            if i == 0:
-                return _kernels.grid_range(0, 1, K, t, h_nom, u_end, ev_t, ev_c, ev_a, ev_k,
-                                           nev, ev_v, C[:, :mA], no_w, wd, pdp, False, pd_rtol,
-                                           np.full(3, -1, np.int64), out[:, :mA], np.zeros(nf),
-                                           np.zeros(ni, np.int64),
-                                           lim if check_overflow else -1.0)
-            return _kernels.grid_range(0, 1, K, t, h_nom, u_end, ev_t, ev_c, ev_a, ev_k, nev,
-                                       ev_v, C[:, mA:m], W, wd, pdp, pd_on, pd_rtol, rows_b,
-                                       out[:, mA:], np.zeros(nf), np.zeros(ni, np.int64),
-                                       lim if check_overflow else -1.0)
+            return grid(0, 1, out[:, :mA] if i == 0 else out[:, mA:], rows=groups[i])
         bad = _spread(part, 0, 2, 2, 1)
     else:
         # one subject at a time (alone, or each a long run): pieces of the time grid,
