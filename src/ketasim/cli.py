@@ -227,6 +227,12 @@ def table_weight(weight, doses) -> float:
     return one if one is not None else 70.0
 
 
+def id_label(v):
+    """A subject ID as written: a whole number without exponent or rounding, else the float's
+    shortest exact text."""
+    return int(v) if float(v).is_integer() else repr(float(v))
+
+
 def note_skipped(doses) -> None:
     """Say on stderr how many observation rows a dose table had (skipped), and which subjects
     had nothing else: they have no dose, so they are not simulated."""
@@ -236,9 +242,7 @@ def note_skipped(doses) -> None:
               "2, or MDV)", file=sys.stderr)
     ids = doses.observation_only_subjects
     if ids:
-        def exact(v):        # the ID as written: no rounding, no exponent for a whole number
-            return str(int(v)) if float(v).is_integer() else repr(float(v))
-        shown = ", ".join(exact(v) for v in ids[:10]) + (f" and {len(ids) - 10:,} more"
+        shown = ", ".join(str(id_label(v)) for v in ids[:10]) + (f" and {len(ids) - 10:,} more"
                                                          if len(ids) > 10 else "")
         print(f"{doses.source}: subject{'s' if len(ids) > 1 else ''} {shown} "
               f"{'have' if len(ids) > 1 else 'has'} only observation rows: no dose, so not "
@@ -397,8 +401,7 @@ def cmd_simulate(args) -> int:
             labels = None
             if result.population:        # a dose table with subjects: a row per subject
                 from .io import subject_labels
-                labels = [int(v) if float(v).is_integer() else repr(float(v))
-                          for v in subject_labels(result)]
+                labels = [id_label(v) for v in subject_labels(result)]
             head, rows = cm.table(subjects=labels)
             kinds = ["concentrations ng/mL", "times h"]
             if "peak_occupancy" in head:

@@ -348,25 +348,15 @@ def print_schedule(doses) -> None:
 
 
 # ---------------------------------------------------------------------------- presets
-def _model_text(name: str) -> str:
-    from importlib import resources
-
-    from .modelfile import list_presets
-
-    if name in list_presets():
-        return (resources.files("ketasim") / "presets" / f"{name}.toml").read_text("utf-8")
-    return Path(name).read_text("utf-8")
-
-
 def print_preset(name: str, verbose: bool = False) -> int:
     """``ketasim presets NAME``: the model's parameters (name, value, unit, source) and
     routes."""
     from .modelfile import load_model
 
     model = load_model(name)
-    from .modelfile import parameter_notes
+    from .modelfile import model_text, parameter_notes
 
-    notes = parameter_notes(_model_text(name))
+    notes = parameter_notes(model_text(name))
     m = model.meta
     print(f"{model.name}: {m.get('title', '')}".rstrip(": "))
     if m.get("citation"):

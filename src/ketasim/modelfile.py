@@ -616,21 +616,25 @@ def parameter_notes(text: str) -> dict:
     return out
 
 
+def model_text(name: str) -> str:
+    """The TOML text of a preset (by name) or of a model file (by path)."""
+    from importlib import resources
+
+    if name in list_presets():
+        return (resources.files("ketasim") / "presets" / f"{name}.toml").read_text("utf-8")
+    return Path(name).read_text("utf-8")
+
+
 def parameter_units(model) -> dict:
     """``NAME -> unit`` of a model's parameters from its file's comments (see
     :func:`parameter_notes`): a preset, or a model read from a file that is still there; {}
     otherwise (a model built in Python) or where a comment gives no unit."""
-    from importlib import resources
-
     src = str(getattr(model, "source", "") or "")
+    name = src[7:] if src.startswith("preset ") else src
+    if not (name in list_presets() or (name and Path(name).is_file())):
+        return {}
     try:
-        if src.startswith("preset ") and src[7:] in list_presets():
-            text = (resources.files("ketasim") / "presets" / f"{src[7:]}.toml").read_text(
-                "utf-8")
-        elif src and Path(src).is_file():
-            text = Path(src).read_text("utf-8")
-        else:
-            return {}
+        text = model_text(name)
     except (OSError, UnicodeDecodeError):
         return {}
     return {k: u for k, (u, _, sec) in parameter_notes(text).items()
