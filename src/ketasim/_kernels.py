@@ -320,6 +320,12 @@ def _slot(K, st, h, need_g, ch, cg, CP, CG, nxt):
     g = 1 if need_g else 0
     if ch[last] == h and cg[last] == g:
         return last
+    prev = nxt[2]           # the two last slots: a schematic step asks for h/2, then h
+    if ch[prev] == h and cg[prev] == g:
+        nxt[2] = last
+        nxt[1] = prev
+        return prev
+    nxt[2] = last
     for j in range(ns):
         if ch[j] == h and cg[j] == g:
             nxt[1] = j
@@ -557,7 +563,7 @@ def _pd_accept(x, x1, y, y1, k1, k5, hs, ext):
 PD_LEV_MIN = -40   # shortest schematic step on a grid: 2^-40 h
 PD_LEV_MAX = 6     # longest: 2^6 = 64 h
 PD_LEV_EVENT = -6  # first step after an event at most 2^-6 h (about a minute)
-PD_CARRY = 26      # schematic integrator state carried between pieces (see grid_range)
+PD_CARRY = 29      # schematic integrator state carried between pieces (see grid_range)
 
 
 ETD_Z = 1.0        # kout h at or above which the glutamate signal takes the exponential step
@@ -685,13 +691,21 @@ def _pd_advance(K, st, u, has_u, tend, wd, wK, pd, rtol, ch, cg, CP, CG, nxt, xp
     response and its slope at both ends, from which outputs inside it are interpolated (cubic
     Hermite, the integrator's dense output); S[15] and S[16] count accepted and rejected steps;
     S[17] = 1 when the step was exponential, S[18:25] its dense output (:func:`_etd_step`), S[25]
-    the z s beyond which that output's transient changes no bit of G."""
+    the z s beyond which that output's transient changes no bit of G; S[26], S[27] the stimulus
+    and its rate of change at tb when S[28] = 1 (the last step's end values: the same numbers
+    the state at tb gives, kept rather than computed again; a restart clears S[28])."""
     tb = S[1]
     lev = int(S[2])
     yb = S[6:9]
     fb = S[12:15]
+    if S[28] == 1.0:
+        s0 = S[26]
+        ds0 = S[27]
+    else:
+        s0 = _stim(_occ_of(_dot(wd, xp)), pd)
+        ds0 = _dstim(xp, u, wd, wK, pd)
     while True:
-        hs = 2.0 ** lev
+        hs = math.ldexp(1.0, lev)
         rem = tend - tb
         last = hs * 1.25 >= rem
         if last:
@@ -702,15 +716,14 @@ def _pd_advance(K, st, u, has_u, tend, wd, wK, pd, rtol, ch, cg, CP, CG, nxt, xp
                                     MR)), pd)
         _step(K, st, xp, u, has_u, hs, ch, cg, CP, CG, nxt, x1)
         o1 = _stim(_occ_of(_dot(wd, x1)), pd)
+        ds1 = _dstim(x1, u, wd, wK, pd)
         etd = pd[0] * hs >= ETD_Z
         if etd:
-            e = _etd_step(yb, hs, _stim(_occ_of(_dot(wd, xp)), pd), om, o1,
-                          hs * _dstim(xp, u, wd, wK, pd), hs * _dstim(x1, u, wd, wK, pd), pd,
-                          rtol, fb, k2, k3, k4, k5, yt, y1, err, S[18:25])
+            e = _etd_step(yb, hs, s0, om, o1, hs * ds0, hs * ds1, pd, rtol, fb, k2, k3, k4, k5,
+                          yt, y1, err, S[18:25])
         else:
-            e = _rk43(yb, hs, om, o1, pd, rtol, fb, k2, k3, k4, k5, yt, y1, err,
-                      _stim(_occ_of(_dot(wd, xp)), pd), hs * _dstim(xp, u, wd, wK, pd),
-                      hs * _dstim(x1, u, wd, wK, pd))
+            e = _rk43(yb, hs, om, o1, pd, rtol, fb, k2, k3, k4, k5, yt, y1, err, s0, hs * ds0,
+                      hs * ds1)
         if e > 1.0 and lev > PD_LEV_MIN:
             lev -= 1
             S[16] += 1
@@ -727,6 +740,9 @@ def _pd_advance(K, st, u, has_u, tend, wd, wK, pd, rtol, ch, cg, CP, CG, nxt, xp
     S[0] = tb
     S[1] = tend if last else tb + hs
     S[17] = 1.0 if etd else 0.0
+    S[26] = o1
+    S[27] = ds1
+    S[28] = 1.0
     if etd:
         # where the transient exp(-z s) E of the dense output is below 2^-55 (then adding it to
         # G = 1 + q, at least 1/2, changes no bit): z s > ln|E| + 55 ln 2
@@ -786,6 +802,7 @@ def _pd_restart(x, t, wd, pd, xp, S):
     S[0] = t
     S[1] = t
     S[17] = 0.0
+    S[28] = 0.0
     if S[2] > PD_LEV_EVENT:
         S[2] = PD_LEV_EVENT
     _pd_f(_stim(_occ_of(_dot(wd, x)), pd), S[6:9], pd, S[12:15])
@@ -794,26 +811,69 @@ def _pd_restart(x, t, wd, pd, xp, S):
         S[9 + i] = S[12 + i]
 
 
-# inlined: it runs for every output time of every schematic output
-@njit(cache=True, inline="always")
-def _pd_dense(S, t, k):
-    """Component k of the response at t from the accepted step [ta, tb] in ``S``."""
+@njit(cache=True, _nrt=False)
+def _pd_fill(S, times, q0, q1, out, pd_rows):
+    """The schematic outputs at ``times[q0:q1]`` (none after the accepted step's end) from the
+    step [ta, tb] in ``S``: its dense output, one polynomial per component whose coefficients
+    are set once for the run of output times (the loop over them has no other work, so it is
+    vectorised). A time at or before ta gives the step's start value (its end value when the
+    step has no length, a restart), a time at or after tb its end value."""
     ta = S[0]
     h = S[1] - ta
-    if h <= 0.0 or t <= ta:
-        return S[3 + k] if h > 0.0 else S[6 + k]
-    s = (t - ta) / h
-    if s >= 1.0:
-        return S[6 + k]
-    if k == 0 and S[17] == 1.0:       # the exponential step's own solution
-        zs = S[23] * s
-        if zs > S[25]:      # the transient changes no bit of G any more: no exponential
-            return 1.0 + _etd_q(S[18:25], s)
-        return 1.0 + _etd_q(S[18:25], s) + math.exp(-zs) * S[24]
-    s2 = s * s
-    s3 = s2 * s
-    return ((2.0 * s3 - 3.0 * s2 + 1.0) * S[3 + k] + (s3 - 2.0 * s2 + s) * h * S[9 + k]
-            + (3.0 * s2 - 2.0 * s3) * S[6 + k] + (s3 - s2) * h * S[12 + k])
+    ih = 1.0 / h if h > 0.0 else 0.0
+    for k in range(3):
+        r = pd_rows[k]
+        if r < 0:
+            continue
+        y0 = S[3 + k]
+        y1 = S[6 + k]
+        if h <= 0.0:
+            for q in range(q0, q1):
+                out[r, q] = y1
+        elif k == 0 and S[17] == 1.0:       # the exponential step's own solution
+            z = S[23]
+            zlim = S[25]
+            E = S[24]
+            c0 = 1.0 + S[18]
+            c1 = S[19]
+            c2 = S[20]
+            c3 = S[21]
+            c4 = S[22]
+            # the transient exp(-z s) E: exact at every 16th time of the run, and from the one
+            # before it by the ratio of a grid step in between (the times of a run longer than
+            # one are a uniform grid's: relative error of the transient below 1e-11)
+            ratio = 0.0
+            if q1 - q0 > 1:
+                ratio = math.exp(-z * (times[q0 + 1] - times[q0]) * ih)
+            ex = 0.0
+            for q in range(q0, q1):
+                s = (times[q] - ta) * ih
+                v = c0 + s * (c1 + s * (c2 + s * (c3 + s * c4)))
+                zs = z * s
+                if zs <= zlim:     # beyond it the transient changes no bit of G: no exp
+                    if (q - q0) % 16 == 0:
+                        ex = math.exp(-zs)
+                    else:
+                        ex *= ratio
+                    v += ex * E
+                if s >= 1.0:
+                    v = y1
+                if s <= 0.0:
+                    v = y0
+                out[r, q] = v
+        else:                                # cubic Hermite, in powers of s
+            a1 = h * S[9 + k]
+            b1 = h * S[12 + k]
+            a2 = 3.0 * (y1 - y0) - 2.0 * a1 - b1
+            a3 = 2.0 * (y0 - y1) + a1 + b1
+            for q in range(q0, q1):
+                s = (times[q] - ta) * ih
+                v = y0 + s * (a1 + s * (a2 + s * a3))
+                if s >= 1.0:
+                    v = y1
+                if s <= 0.0:
+                    v = y0
+                out[r, q] = v
 
 
 BLK_LEV = 7                # a block covers up to 2^7 = 128 output times
@@ -1029,7 +1089,7 @@ def grid_range(sub0, sub1, Ks, times, h_nom, u_end, nb, ev_ts, ev_cs, ev_amts, e
     cg = np.empty(NSLOT, np.int64)
     CP = np.empty((NSLOT, n, n))     # a slot is read only once written (ch >= 0)
     CG = np.empty((NSLOT, n, n))
-    nxt = np.empty(2, np.int64)
+    nxt = np.empty(3, np.int64)      # next slot to fill, the last slot used, the one before
     MR = np.empty((NSLOT, 2 * n + 2))     # midpoint rows (see _mid_sum)
     x1 = np.empty(n)
     xp = np.empty(n)
@@ -1110,6 +1170,7 @@ def grid_range(sub0, sub1, Ks, times, h_nom, u_end, nb, ev_ts, ev_cs, ev_amts, e
                     MR[j, k] = np.nan
             nxt[0] = 0
             nxt[1] = 0
+            nxt[2] = 0
         for j in range(7):
             for k in range(3):
                 kk[j, k] = 0.0
@@ -1196,15 +1257,18 @@ def grid_range(sub0, sub1, Ks, times, h_nom, u_end, nb, ev_ts, ev_cs, ev_amts, e
                     _blk_run(x, u, has_u, L, m, Rt, Nt, rcnt, ridx, ncnt, nidx, LPh, LGh, out, it,
                              yb, xn)
                     if pd_on:
+                        # the schematic response: each accepted step fills the outputs it spans
                         tend = ev_t[e] if e < nev else inf
-                        for q in range(it, it + L):
-                            target = times[q]
-                            while S[1] < target:
+                        q = it
+                        while q < it + L:
+                            while S[1] < times[q]:
                                 _pd_advance(K, st, u, has_u, tend, wd, wK, pd, pd_rtol, ch, cg, CP,
                                             CG, nxt, xp, MR, x1, S, k2, k3, k4, k5, yt, y1, err)
-                            for k in range(3):
-                                if pd_rows[k] >= 0:
-                                    out[pd_rows[k], q] = _pd_dense(S, target, k)
+                            q1 = q + 1
+                            while q1 < it + L and times[q1] <= S[1]:
+                                q1 += 1
+                            _pd_fill(S, times, q, q1, out, pd_rows)
+                            q = q1
                     t = times[it + L - 1]
                     it += L
                     continue
@@ -1293,9 +1357,7 @@ def grid_range(sub0, sub1, Ks, times, h_nom, u_end, nb, ev_ts, ev_cs, ev_amts, e
                     while S[1] < target:
                         _pd_advance(K, st, u, has_u, tend, wd, wK, pd, pd_rtol, ch, cg, CP, CG,
                                     nxt, xp, MR, x1, S, k2, k3, k4, k5, yt, y1, err)
-                for k in range(3):
-                    if pd_rows[k] >= 0:
-                        out[pd_rows[k], it] = _pd_dense(S, target, k)
+                _pd_fill(S, times, it, it + 1, out, pd_rows)
             it += 1
         for i in range(n):
             carry_f[i] = x[i]
