@@ -434,8 +434,11 @@ def _dot(a, x):
     return s
 
 
-@njit(cache=True, _nrt=False)
+# IEEE division (error_model="numpy"): the denominator is at least 1, and without the
+# zero-division check a loop of occupancies is vectorised
+@njit(cache=True, _nrt=False, error_model="numpy")
 def _occ_of(s):
+    """Occupancy s/(1+s) of an occupancy sum s (negative rounding noise counts as 0)."""
     if s < 0.0:
         s = 0.0
     return s / (1.0 + s)
@@ -829,7 +832,7 @@ def _pd_fill(S, times, q0, q1, out, pd_rows):
         y1 = S[6 + k]
         if h <= 0.0:
             for q in range(q0, q1):
-                out[r, q] = y1
+                out[r, np.uint64(q)] = y1
         elif k == 0 and S[17] == 1.0:       # the exponential step's own solution
             z = S[23]
             zlim = S[25]
@@ -860,7 +863,7 @@ def _pd_fill(S, times, q0, q1, out, pd_rows):
                     v = y1
                 if s <= 0.0:
                     v = y0
-                out[r, q] = v
+                out[r, np.uint64(q)] = v
         else:                                # cubic Hermite, in powers of s
             a1 = h * S[9 + k]
             b1 = h * S[12 + k]
@@ -873,7 +876,7 @@ def _pd_fill(S, times, q0, q1, out, pd_rows):
                     v = y1
                 if s <= 0.0:
                     v = y0
-                out[r, q] = v
+                out[r, np.uint64(q)] = v
 
 
 BLK_LEV = 7                # a block covers up to 2^7 = 128 output times
@@ -881,7 +884,7 @@ BLK = 1 << BLK_LEV
 
 
 @njit(cache=True, _nrt=True)
-def _blk_setup(PT, GT, RW, need_n, Rt, Nt, rcnt, ridx, ncnt, nidx, LPh, LGh):
+def _blk_setup(PT, GT, RW, need_n, Rt, Nt, rcnt, ridx, ncnt, nidx, LPh, LGh, LPt, LGt):
     """Tables for blocks of up to BLK output times h apart with no event among them (the
     block path of :func:`grid_range`). Row r of ``RW`` (an output's linear functional) at
     the j-th time of a block is ``R_j x + N_j u`` with R_j = RW Φ(h)^j and
@@ -939,6 +942,12 @@ def _blk_setup(PT, GT, RW, need_n, Rt, Nt, rcnt, ridx, ncnt, nidx, LPh, LGh):
                         Nt[r, k, w + j] += Rt[r, i, j] * g
         w *= 2
         lv += 1
+    # the ladder transposed for the block's end state (see _blk_run)
+    for lv in range(LPh.shape[0]):
+        for i in range(n):
+            for k in range(n):
+                LPt[lv, k, i] = LPh[lv, i, k]
+                LGt[lv, k, i] = LGh[lv, i, k]
     # keep only the columns that are ever non-zero, packed at the front (in column order), so a
     # block touches rows x live columns x B values
     for r in range(rows):
@@ -967,7 +976,7 @@ def _pack_live(T, idx):
 
 
 @njit(cache=True, _nrt=False)
-def _blk_run(x, u, has_u, L, m, Rt, Nt, rcnt, ridx, ncnt, nidx, LPh, LGh, out, it, yb, xn):
+def _blk_run(x, u, has_u, L, m, Rt, Nt, rcnt, ridx, ncnt, nidx, LPt, LGt, out, it, yb, xn):
     """Write the linear outputs (rows < m: as they are; rows >= m: occupancy s/(1+s)) at the
     next L (<= BLK) output times of a block from the state ``x`` at the time before them, then
     advance ``x`` by L steps: independent dot products instead of a chain of steps."""
@@ -1002,26 +1011,32 @@ def _blk_run(x, u, has_u, L, m, Rt, Nt, rcnt, ridx, ncnt, nidx, LPh, LGh, out, i
                 if uk != 0.0:
                     for j in range(L):
                         yb[j] += Nt[r, q, j] * uk
+        # unsigned output indices: no negative-index wrap-around, so the stores are contiguous
+        # vector stores (a signed index it + j, unknown to be >= 0, makes them scatters)
         if r < m:
             for j in range(L):
-                out[r, it + j] = yb[j]
+                out[r, np.uint64(it + j)] = yb[j]
         else:
             for j in range(L):
-                out[r, it + j] = _occ_of(yb[j])
-    for lv in range(LPh.shape[0]):
+                out[r, np.uint64(it + j)] = _occ_of(yb[j])
+    # the end state from the ladder (``LPt[l]``, ``LGt[l]``: Φ, Γ of 2^l h transposed), column
+    # by column: n independent sums over contiguous memory (each still in column order)
+    for lv in range(LPt.shape[0]):
         if (L >> lv) & 1:
             for i in range(n):
-                a = 0.0
+                xn[i] = 0.0
+            for k in range(n):
+                xk = x[k]
+                for i in range(n):
+                    xn[i] += LPt[lv, k, i] * xk
+            if has_u:
                 for k in range(n):
-                    a += LPh[lv, i, k] * x[k]
-                if has_u:
-                    for k in range(n):
-                        a += LGh[lv, i, k] * u[k]
-                if abs(a) < TINY:
-                    a = 0.0
-                xn[i] = a
+                    uk = u[k]
+                    for i in range(n):
+                        xn[i] += LGt[lv, k, i] * uk
             for i in range(n):
-                x[i] = xn[i]
+                a = xn[i]
+                x[i] = 0.0 if abs(a) < TINY else a
 
 
 @njit(cache=True, _nrt=False)
@@ -1127,6 +1142,8 @@ def grid_range(sub0, sub1, Ks, times, h_nom, u_end, nb, ev_ts, ev_cs, ev_amts, e
     nidx = np.empty((rows, n), np.int64)
     LPh = np.empty((nl, n, n))
     LGh = np.empty((nl, n, n))
+    LPt = np.empty((nl, n, n))
+    LGt = np.empty((nl, n, n))
     yb = np.empty(nb)
     eps4 = 4.0 * 2.220446049250313e-16
     inf = np.inf
@@ -1252,9 +1269,9 @@ def grid_range(sub0, sub1, Ks, times, h_nom, u_end, nb, ev_ts, ev_cs, ev_amts, e
                     if not blk_ready:
                         j = _slot(K, st, h_nom, need_n, ch, cg, CP, CG, nxt)
                         _blk_setup(CP[j], CG[j], RW, need_n, Rt, Nt, rcnt, ridx, ncnt, nidx, LPh,
-                                   LGh)
+                                   LGh, LPt, LGt)
                         blk_ready = True
-                    _blk_run(x, u, has_u, L, m, Rt, Nt, rcnt, ridx, ncnt, nidx, LPh, LGh, out, it,
+                    _blk_run(x, u, has_u, L, m, Rt, Nt, rcnt, ridx, ncnt, nidx, LPt, LGt, out, it,
                              yb, xn)
                     if pd_on:
                         # the schematic response: each accepted step fills the outputs it spans
