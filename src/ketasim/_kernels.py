@@ -360,9 +360,13 @@ def _propagate(PT, GT, x, u, has_u, xo):
     are independent accumulators over contiguous memory (no serial chain of additions; each
     row still adds its terms in column order)."""
     n = x.shape[0]
+    # the first column written, not added to zeros (a load right after the zeroing stores waits
+    # for them); 0 x a finite entry adds nothing but the sign of a zero, which the flush below
+    # clears
+    x0 = x[0]
     for i in range(n):
-        xo[i] = 0.0
-    for k in range(n):
+        xo[i] = PT[0, i] * x0
+    for k in range(1, n):
         xk = x[k]
         if xk != 0.0:
             for i in range(n):
@@ -1023,9 +1027,12 @@ def _blk_run(x, u, has_u, L, m, Rt, Nt, rcnt, ridx, ncnt, nidx, LPt, LGt, out, i
     # by column: n independent sums over contiguous memory (each still in column order)
     for lv in range(LPt.shape[0]):
         if (L >> lv) & 1:
+            # (the first column written, not added to zeros: a load right after the zeroing
+            # stores would wait for them)
+            x0 = x[0]
             for i in range(n):
-                xn[i] = 0.0
-            for k in range(n):
+                xn[i] = LPt[lv, 0, i] * x0
+            for k in range(1, n):
                 xk = x[k]
                 for i in range(n):
                     xn[i] += LPt[lv, k, i] * xk
