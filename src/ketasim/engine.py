@@ -433,8 +433,14 @@ def _nominal_step(t: np.ndarray, uniform: bool | None = None) -> tuple[float, in
 
 _EPS8 = 8 * float(np.finfo(float).eps)
 SPLIT_VALUES = 1_000_000      # one subject's rows run on two threads from this many values
-PD_ROWS_COST = 10             # the schematic response costs about as much as 10 linear rows
-
+# what a row costs on the block path, in concentration rows (measured on the presets' six-month
+# one-minute courses, two threads): an occupancy row's functional reaches every state of the
+# network; the schematic response's error-controlled steps cost about as much as 12.5
+# concentration rows; and every row written to fresh memory first costs its pages (zeroed by
+# the system when first touched, more than a row's own work when both threads do it)
+OCC_ROW_COST = 2.0
+PD_ROWS_COST = 12.5
+FAULT_ROW_COST = 1.1
 
 def block_length(rows: int, n: int, u_end: int, h_nom: float) -> int:
     """Output times per block of :func:`_kernels.grid_range` (1: no blocks): blocks on a
@@ -451,18 +457,23 @@ def block_length(rows: int, n: int, u_end: int, h_nom: float) -> int:
 
 
 def _row_split(plan, T: int):
-    """For one subject with many output values: the number of concentration rows to run on a
-    thread of their own (the others, the occupancy and the schematic response on a second
-    one), or None to run in one call."""
+    """For one subject with many output values: the output row at which its rows are cut in
+    two groups, each run on a thread of its own (concentration rows before it; from it, the
+    other concentrations, the occupancies and the schematic response), or None to run in one
+    call. The cut balances the groups' costs (:data:`OCC_ROW_COST`, :data:`PD_ROWS_COST`,
+    :data:`FAULT_ROW_COST`)."""
     m = plan.C.shape[1]
+    no = plan.W.shape[1]
     R = len(plan.names)
-    if R < 2 or R * T < SPLIT_VALUES or m < 1:
+    top = min(m, R - 1)                       # the second group gets at least one row
+    if R * T < SPLIT_VALUES or top < 1:
         return None
-    cost = R + (PD_ROWS_COST if plan.pd_on else 0)
-    mA = min(m, max(1, int(round(cost / 2))))
-    if mA == R:             # only concentration rows: the second group needs some of them
-        mA = R - 1
-    return mA
+    f = FAULT_ROW_COST
+    total = (m * (1.0 + f) + no * (OCC_ROW_COST + f)
+             + ((PD_ROWS_COST + (R - m - no) * f) if plan.pd_on else 0.0))
+    cuts = np.arange(1, top + 1)
+    before = cuts * (1.0 + f)
+    return int(cuts[int(np.argmin(np.maximum(before, total - before)))])
 
 
 _F64 = np.dtype(np.float64)
@@ -521,18 +532,20 @@ def run(plan: Plan, times, *, out: np.ndarray | None = None, threads=None,
     if N > 1 and per > 1:
         bad = _spread(grid, 0, N, k, per)
     elif split is not None:
-        # one subject, many output values: its rows in two groups on two threads (the linear
-        # rows of the first group; the rest with the schematic response), each group written
-        # by its own kernel call into its own rows. Every row's values are the same as from
-        # one call (the same blocks, the same steps).
-        mA = split
+        # one subject, many output values: its rows in two groups on two threads (rows before
+        # the cut; the rest, with the schematic response), each group written by its own
+        # kernel call into its own rows. Every row's values are the same as from one call
+        # (the same blocks, the same steps).
+        b = split
+        m = C.shape[1]
+        cm, wm = min(b, m), max(0, b - m)
         rows_b = pd_rows.copy()
-        rows_b[rows_b >= 0] -= mA
-        groups = ((C[:, :mA], np.zeros((1, 0, W.shape[2])), False, np.full(3, -1, np.int64)),
-                  (C[:, mA:], W, pd_on, rows_b))
+        rows_b[rows_b >= 0] -= b
+        groups = ((C[:, :cm], W[:, :wm], False, np.full(3, -1, np.int64)),
+                  (C[:, cm:], W[:, wm:], pd_on, rows_b))
 
         def part(i, _):
-            return grid(0, 1, out[:, :mA] if i == 0 else out[:, mA:], rows=groups[i])
+            return grid(0, 1, out[:, :b] if i == 0 else out[:, b:], rows=groups[i])
         bad = _spread(part, 0, 2, 2, 1)
     else:
         # one subject at a time (alone, or each a long run): pieces of the time grid,
