@@ -582,3 +582,35 @@ def test_a_forked_process_runs_subjects_on_threads_again():
         proc.join()
         pytest.fail("the forked child did not finish: it waited for threads it does not have")
     assert proc.exitcode == 0
+
+
+def test_repeated_output_rows_are_copied_bit_for_bit_and_only_when_equal_in_every_subject():
+    """An output row with the same functional as an earlier one (ketamine-iv's 's_ketamine' is
+    's_central'; two occupancy calibrations can share their weights) is copied on the block
+    path: its values are those of the row computed on its own, bit for bit. A row equal to
+    another in one subject only is computed."""
+    model = ketasim.load_model("ketamine-iv")
+    doses = ketasim.resolve_doses("standard-iv", months=1)
+    times = ketasim.time_grid(24.0 * 30, 1 / 60)
+    plan = engine.prepare(model, doses, outputs=["s_central", "r_central", "s_ketamine",
+                                                  "r_ketamine", "occupancy", "occupancy_low"])
+    assert list(engine._dup_rows(plan.C, plan.W)) == [-1, -1, 0, 1, -1, 4]
+    both = ketasim.simulate(model, doses, times, outputs=["s_central", "s_ketamine",
+                                                           "occupancy", "occupancy_low"])
+    alone = [ketasim.simulate(model, doses, times, outputs=[nm]).data[0, 0]
+             for nm in ("s_ketamine", "occupancy_low")]
+    np.testing.assert_array_equal(both.data[0, 1], alone[0])
+    np.testing.assert_array_equal(both.data[0, 3], alone[1])
+    np.testing.assert_array_equal(both.data[0, 0], both.data[0, 1])
+    assert np.ptp(alone[0]) > 0 and np.ptp(alone[1]) > 0
+    # equal in the first subject only: not a repeat
+    C = np.zeros((2, 3, 4))
+    C[:, 0, 0] = C[:, 2, 0] = 1.0
+    C[1, 2, 0] = 1.0 + 2.0 ** -52
+    C[:, 1, 1] = 2.0
+    assert list(engine._dup_rows(C, np.zeros((2, 0, 4)))) == [-1, -1, -1]
+    C[1, 2, 0] = 1.0
+    assert list(engine._dup_rows(C, np.zeros((2, 0, 4)))) == [-1, -1, 0]
+    # -0.0 and 0.0 differ in their bits: not a repeat (the outputs could differ in their sign)
+    C[:, 2, 3] = -0.0
+    assert list(engine._dup_rows(C, np.zeros((2, 0, 4)))) == [-1, -1, -1]

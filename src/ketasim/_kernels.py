@@ -888,7 +888,7 @@ BLK = 1 << BLK_LEV
 
 
 @njit(cache=True, _nrt=True)
-def _blk_setup(PT, GT, RW, need_n, Rt, Nt, rcnt, ridx, ncnt, nidx, LPh, LGh, LPt, LGt):
+def _blk_setup(PT, GT, RW, dup, need_n, Rt, Nt, rcnt, ridx, ncnt, nidx, LPh, LGh, LPt, LGt):
     """Tables for blocks of up to BLK output times h apart with no event among them (the
     block path of :func:`grid_range`). Row r of ``RW`` (an output's linear functional) at
     the j-th time of a block is ``R_j x + N_j u`` with R_j = RW Φ(h)^j and
@@ -920,8 +920,11 @@ def _blk_setup(PT, GT, RW, need_n, Rt, Nt, rcnt, ridx, ncnt, nidx, LPh, LGh, LPt
                 LGh[lv, i, k] += LGh[lv - 1, i, k]
     # j = 0: RW Φ and RW Γ; then by doubling, from the ladder: the next 2^l entries are
     # R_{j + 2^l} = R_j Φ(2^l h) and N_{j + 2^l} = N_j + R_j Γ(2^l h), j < 2^l, so each pass
-    # is a long loop over j (vector instructions), not a chain of B steps
+    # is a long loop over j (vector instructions), not a chain of B steps (a row equal to an
+    # earlier one, dup[r] >= 0, has no tables: _blk_run copies that row's values)
     for r in range(rows):
+        if dup[r] >= 0:
+            continue
         for k in range(n):
             a = 0.0
             c = 0.0
@@ -934,6 +937,8 @@ def _blk_setup(PT, GT, RW, need_n, Rt, Nt, rcnt, ridx, ncnt, nidx, LPh, LGh, LPt
     lv = 0
     while w < B:
         for r in range(rows):
+            if dup[r] >= 0:
+                continue
             for k in range(n):
                 for j in range(w):
                     Rt[r, k, w + j] = 0.0
@@ -955,8 +960,12 @@ def _blk_setup(PT, GT, RW, need_n, Rt, Nt, rcnt, ridx, ncnt, nidx, LPh, LGh, LPt
     # keep only the columns that are ever non-zero, packed at the front (in column order), so a
     # block touches rows x live columns x B values
     for r in range(rows):
-        rcnt[r] = _pack_live(Rt[r], ridx[r])
-        ncnt[r] = _pack_live(Nt[r], nidx[r])
+        if dup[r] >= 0:
+            rcnt[r] = 0
+            ncnt[r] = 0
+        else:
+            rcnt[r] = _pack_live(Rt[r], ridx[r])
+            ncnt[r] = _pack_live(Nt[r], nidx[r])
 
 
 @njit(cache=True, _nrt=False)
@@ -980,13 +989,19 @@ def _pack_live(T, idx):
 
 
 @njit(cache=True, _nrt=False)
-def _blk_run(x, u, has_u, L, m, Rt, Nt, rcnt, ridx, ncnt, nidx, LPt, LGt, out, it, yb, xn):
+def _blk_run(x, u, has_u, L, m, dup, Rt, Nt, rcnt, ridx, ncnt, nidx, LPt, LGt, out, it, yb,
+             xn):
     """Write the linear outputs (rows < m: as they are; rows >= m: occupancy s/(1+s)) at the
     next L (<= BLK) output times of a block from the state ``x`` at the time before them, then
     advance ``x`` by L steps: independent dot products instead of a chain of steps."""
     n = x.shape[0]
     rows = Rt.shape[0]
     for r in range(rows):
+        d = dup[r]
+        if d >= 0:           # the same row as an earlier one: its values (bit for bit)
+            for j in range(L):
+                out[r, np.uint64(it + j)] = out[d, np.uint64(it + j)]
+            continue
         # the live columns four per pass over the block (a missing one adds 0 x column 0);
         # (no array views here: each view costs an atomic reference count, per block)
         c = rcnt[r]
@@ -1067,7 +1082,8 @@ def carry_sizes(n):
 
 @njit(cache=True, nogil=True, _nrt=True)
 def grid_range(sub0, sub1, Ks, times, h_nom, u_end, nb, ev_ts, ev_cs, ev_amts, ev_kinds, nevs,
-               ev_vecs, Cs, Ws, wds, pds, pd_on, pd_rtol, pd_rows, outs, carry_f, carry_i, lim):
+               ev_vecs, Cs, Ws, wds, pds, pd_on, pd_rtol, pd_rows, dup, outs, carry_f, carry_i,
+               lim):
     """Subjects ``sub0`` to ``sub1 - 1`` on an output grid, one after the other, without the
     GIL (the engine runs several ranges side by side on a thread pool). Row s of every
     per-subject array (``Ks``, ``ev_ts`` ... ``pds``) belongs to subject s; ``outs[s - sub0]``
@@ -1076,6 +1092,8 @@ def grid_range(sub0, sub1, Ks, times, h_nom, u_end, nb, ev_ts, ev_cs, ev_amts, e
 
     ``out`` rows: ``C @ x`` (M rows), then occupancy for each row of ``W`` (s = W[k]·x,
     occupancy s/(1+s)), then the schematic states G, P, Q for the rows ``pd_rows[i] >= 0``.
+    ``dup[r]`` (r < M + rows of W): an earlier row of the same kind with the very same
+    functional for every subject, whose values the block path copies (-1: none).
     ``h_nom`` > 0: the nominal grid step; a full grid interval within rounding of it is taken
     with exactly that length, and a piece of one cut by an event within rounding of a simple
     fraction of it with exactly that fraction (:func:`_snap_fraction`). ``u_end``: the grid is
@@ -1275,11 +1293,11 @@ def grid_range(sub0, sub1, Ks, times, h_nom, u_end, nb, ev_ts, ev_cs, ev_amts, e
                 if L >= 4:
                     if not blk_ready:
                         j = _slot(K, st, h_nom, need_n, ch, cg, CP, CG, nxt)
-                        _blk_setup(CP[j], CG[j], RW, need_n, Rt, Nt, rcnt, ridx, ncnt, nidx, LPh,
-                                   LGh, LPt, LGt)
+                        _blk_setup(CP[j], CG[j], RW, dup, need_n, Rt, Nt, rcnt, ridx, ncnt, nidx,
+                                   LPh, LGh, LPt, LGt)
                         blk_ready = True
-                    _blk_run(x, u, has_u, L, m, Rt, Nt, rcnt, ridx, ncnt, nidx, LPt, LGt, out, it,
-                             yb, xn)
+                    _blk_run(x, u, has_u, L, m, dup, Rt, Nt, rcnt, ridx, ncnt, nidx, LPt, LGt, out,
+                             it, yb, xn)
                     if pd_on:
                         # the schematic response: each accepted step fills the outputs it spans
                         tend = ev_t[e] if e < nev else inf

@@ -433,14 +433,11 @@ def _nominal_step(t: np.ndarray, uniform: bool | None = None) -> tuple[float, in
 
 _EPS8 = 8 * float(np.finfo(float).eps)
 SPLIT_VALUES = 1_000_000      # one subject's rows run on two threads from this many values
-# what a row costs on the block path, in concentration rows (measured on the presets' six-month
-# one-minute courses, two threads): an occupancy row's functional reaches every state of the
-# network; the schematic response's error-controlled steps cost about as much as 12.5
-# concentration rows; and every row written to fresh memory first costs its pages (zeroed by
-# the system when first touched, more than a row's own work when both threads do it)
-OCC_ROW_COST = 2.0
-PD_ROWS_COST = 12.5
-FAULT_ROW_COST = 1.1
+# the schematic response (its error-controlled steps and its rows) costs about as much as 10
+# output rows, for one subject over the presets' six-month one-minute courses; an output row
+# costs about the same whatever it holds (its fresh pages, zeroed by the system when first
+# written, cost as much as the row's own work)
+PD_ROWS_COST = 10.0
 
 def block_length(rows: int, n: int, u_end: int, h_nom: float) -> int:
     """Output times per block of :func:`_kernels.grid_range` (1: no blocks): blocks on a
@@ -456,24 +453,42 @@ def block_length(rows: int, n: int, u_end: int, h_nom: float) -> int:
     return nb
 
 
+def _dup_rows(C, W) -> np.ndarray:
+    """For each output row of the kernel (C's rows, then W's): an earlier row of the same kind
+    with the same functional, bit for bit, in every subject (the kernel copies its values on
+    the block path), or -1. Presets repeat rows: 's_ketamine' is 's_central', and two
+    occupancy calibrations may share their weights."""
+    m, no = C.shape[1], W.shape[1]
+    dup = np.full(m + no, -1, np.int64)
+    for part, off in ((C, 0), (W, m)):
+        k = part.shape[1]
+        if k < 2:
+            continue
+        bits = np.ascontiguousarray(part).view(np.int64)
+        first = bits[0]
+        _, idx, inv = np.unique(first, axis=0, return_index=True, return_inverse=True)
+        for r in range(k):
+            q = int(idx[inv[r]])
+            if q < r and (bits.shape[0] == 1 or np.array_equal(bits[:, r], bits[:, q])):
+                dup[off + r] = off + q
+    return dup
+
+
 def _row_split(plan, T: int):
     """For one subject with many output values: the output row at which its rows are cut in
-    two groups, each run on a thread of its own (concentration rows before it; from it, the
-    other concentrations, the occupancies and the schematic response), or None to run in one
-    call. The cut balances the groups' costs (:data:`OCC_ROW_COST`, :data:`PD_ROWS_COST`,
-    :data:`FAULT_ROW_COST`)."""
+    two groups, each run on a thread of its own (rows before it: concentrations, then
+    occupancies; from it, the rest, with the schematic response), or None to run in one call.
+    The cut balances the groups: a row costs 1, the schematic response with its rows
+    :data:`PD_ROWS_COST`."""
     m = plan.C.shape[1]
     no = plan.W.shape[1]
     R = len(plan.names)
-    top = min(m, R - 1)                       # the second group gets at least one row
+    top = min(m + no, R - 1)                  # the second group gets at least one row
     if R * T < SPLIT_VALUES or top < 1:
         return None
-    f = FAULT_ROW_COST
-    total = (m * (1.0 + f) + no * (OCC_ROW_COST + f)
-             + ((PD_ROWS_COST + (R - m - no) * f) if plan.pd_on else 0.0))
+    total = m + no + (PD_ROWS_COST if plan.pd_on else R - m - no)
     cuts = np.arange(1, top + 1)
-    before = cuts * (1.0 + f)
-    return int(cuts[int(np.argmin(np.maximum(before, total - before)))])
+    return int(cuts[int(np.argmin(np.maximum(cuts, total - cuts)))])
 
 
 _F64 = np.dtype(np.float64)
@@ -518,12 +533,14 @@ def run(plan: Plan, times, *, out: np.ndarray | None = None, threads=None,
     # the same values whether they run in one call or in groups
     nb = block_length(C.shape[1] + W.shape[1], n_st, u_end, h_nom)
 
+    dup_all = _dup_rows(C, W)
+
     def grid(a, b, dst=None, cf=None, ci=None, tt=t, rows=None):
         if cf is None:
             cf, ci = np.zeros(nf), np.zeros(ni, np.int64)
-        Cr, Wr, on, pr = (C, W, pd_on, pd_rows) if rows is None else rows
+        Cr, Wr, on, pr, dup = (C, W, pd_on, pd_rows, dup_all) if rows is None else rows
         return _kernels.grid_range(a, b, K, tt, h_nom, u_end, nb, ev_t, ev_c, ev_a, ev_k, nev,
-                                   ev_v, Cr, Wr, wd, pdp, on, pd_rtol, pr,
+                                   ev_v, Cr, Wr, wd, pdp, on, pd_rtol, pr, dup,
                                    out[a:b] if dst is None else dst, cf, ci,
                                    lim if check_overflow else -1.0)
 
@@ -543,6 +560,7 @@ def run(plan: Plan, times, *, out: np.ndarray | None = None, threads=None,
         rows_b[rows_b >= 0] -= b
         groups = ((C[:, :cm], W[:, :wm], False, np.full(3, -1, np.int64)),
                   (C[:, cm:], W[:, wm:], pd_on, rows_b))
+        groups = tuple(g + (_dup_rows(g[0], g[1]),) for g in groups)
 
         def part(i, _):
             return grid(0, 1, out[:, :b] if i == 0 else out[:, b:], rows=groups[i])
