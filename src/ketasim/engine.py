@@ -134,6 +134,22 @@ def _spread(call, lo: int, hi: int, k: int, part: int):
         raise
 
 
+def _pair(f0, f1):
+    """``f0()`` on this thread while ``f1()`` runs on a worker thread (one thread to wake, not
+    two); returns the sum of what they return. Both have ended when it returns or raises."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = _POOLS.get(1)
+    if pool is None:
+        pool = _POOLS[1] = ThreadPoolExecutor(1, thread_name_prefix="ketasim")
+    job = pool.submit(f1)
+    try:
+        a = f0()
+    finally:
+        b = job.result()        # it writes into the caller's output: always wait for it
+    return (a or 0) + (b or 0)
+
+
 def _coerce_doses(doses) -> Doses:
     if isinstance(doses, Doses):
         return doses
@@ -433,11 +449,11 @@ def _nominal_step(t: np.ndarray, uniform: bool | None = None) -> tuple[float, in
 
 _EPS8 = 8 * float(np.finfo(float).eps)
 SPLIT_VALUES = 1_000_000      # one subject's rows run on two threads from this many values
-# the schematic response (its error-controlled steps and its rows) costs about as much as 10
-# output rows, for one subject over the presets' six-month one-minute courses; an output row
-# costs about the same whatever it holds (its fresh pages, zeroed by the system when first
-# written, cost as much as the row's own work)
-PD_ROWS_COST = 10.0
+# the schematic response (its error-controlled steps and its rows) costs about as much as 14
+# output rows, for one subject over the presets' six-month one-minute courses with both threads
+# busy (measured per thread); an output row costs about the same whatever it holds (its fresh
+# pages, zeroed by the system when first written, cost as much as the row's own work)
+PD_ROWS_COST = 14.0
 
 def block_length(rows: int, n: int, u_end: int, h_nom: float) -> int:
     """Output times per block of :func:`_kernels.grid_range` (1: no blocks): blocks on a
@@ -465,13 +481,21 @@ def _dup_rows(C, W) -> np.ndarray:
         if k < 2:
             continue
         bits = np.ascontiguousarray(part).view(np.int64)
-        first = bits[0]
-        _, idx, inv = np.unique(first, axis=0, return_index=True, return_inverse=True)
+        seen = {}
         for r in range(k):
-            q = int(idx[inv[r]])
+            q = seen.setdefault(bits[0, r].tobytes(), r)
             if q < r and (bits.shape[0] == 1 or np.array_equal(bits[:, r], bits[:, q])):
                 dup[off + r] = off + q
     return dup
+
+
+def _group_dups(dup, b: int):
+    """:func:`_dup_rows` of the rows from ``b`` on, numbered from ``b`` (a row whose equal
+    is before ``b`` has none in its group)."""
+    d = dup[b:].copy()
+    d[d < b] = -1
+    d[d >= 0] -= b
+    return d
 
 
 def _row_split(plan, T: int):
@@ -560,11 +584,10 @@ def run(plan: Plan, times, *, out: np.ndarray | None = None, threads=None,
         rows_b[rows_b >= 0] -= b
         groups = ((C[:, :cm], W[:, :wm], False, np.full(3, -1, np.int64)),
                   (C[:, cm:], W[:, wm:], pd_on, rows_b))
-        groups = tuple(g + (_dup_rows(g[0], g[1]),) for g in groups)
+        groups = (groups[0] + (dup_all[:b].copy(),), groups[1] + (_group_dups(dup_all, b),))
 
-        def part(i, _):
-            return grid(0, 1, out[:, :b] if i == 0 else out[:, b:], rows=groups[i])
-        bad = _spread(part, 0, 2, 2, 1)
+        bad = _pair(lambda: grid(0, 1, out[:, :b], rows=groups[0]),
+                    lambda: grid(0, 1, out[:, b:], rows=groups[1]))
     else:
         # one subject at a time (alone, or each a long run): pieces of the time grid,
         # carrying the state between them, so that Ctrl-C is honoured between pieces
