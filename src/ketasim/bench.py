@@ -34,9 +34,11 @@ an array of the output's size, fresh pages included as ketasim's own output is) 
 *single-chain floor* (a compiled loop doing one dependent multiply-add per step) times the
 number of steps. JIT compilation is measured apart (a fresh process with an empty
 ``NUMBA_CACHE_DIR``, then a second process with that cache warm) and excluded from every ratio:
-each ketasim call is made once before it is timed. Peak memory: NumPy memory traced
-(``tracemalloc``) during one extra ketasim call, and with ``--isolate`` (default for the full
-run) the peak resident size of the process that ran the scenario.
+each ketasim call is made once before it is timed. The timed calls of a one-subject scenario
+follow five untimed full calls (two for a population): the first calls in a new process that
+write tens of MiB are slower while the system hands the process that memory. Peak memory:
+NumPy memory traced (``tracemalloc``) during one extra ketasim call, and with ``--isolate``
+(default for the full run) the peak resident size of the process that ran the scenario.
 """
 
 from __future__ import annotations
@@ -401,12 +403,18 @@ def group_errors(a, ref, names) -> dict:
     return out
 
 
-def best_of(fn, repeats: int):
-    """(best wall time in s, last result) over ``repeats`` calls. Garbage is collected once
-    before them and collection is off while they run, as ``timeit`` does: no collection of
-    earlier garbage lands inside a timed call, and the calls after the first see the caches
-    as a loop of calls would (see :func:`best_cold` for calls that each follow a collection)."""
+def best_of(fn, repeats: int, warmup: int = 0):
+    """(best wall time in s, last result) over ``repeats`` calls, after ``warmup`` untimed
+    ones. Garbage is collected once before them and collection is off while they run, as
+    ``timeit`` does: no collection of earlier garbage lands inside a timed call, and the calls
+    after the first see the caches as a loop of calls would (see :func:`best_cold` for calls
+    that each follow a collection). The untimed calls let the system hand the process the
+    memory the calls use: the first calls in a new process that write tens of MiB take
+    several times longer (up to 9x, 90 ms, for ``iv-default`` on the benchmark machine)."""
     best, res = math.inf, None
+    for _ in range(warmup):
+        res = None
+        res = fn()
     gc.collect()
     was = gc.isenabled()
     gc.disable()
@@ -463,12 +471,13 @@ def traced_peak_mib(fn) -> float:
 
 
 def write_floor(shape, repeats: int = 3) -> float:
-    """Seconds to allocate and fill a float64 array of ``shape`` (fresh pages each time)."""
+    """Seconds to allocate and fill a float64 array of ``shape`` (fresh pages each time; after
+    two untimed fills, as ketasim's calls are timed after untimed ones)."""
     def fill():
         a = np.empty(shape)
         a.fill(1.0)
         return a
-    return best_of(fill, repeats)[0]
+    return best_of(fill, repeats, warmup=2)[0]
 
 
 _CHAIN = None
@@ -627,7 +636,8 @@ def _one_subject(name, title, model, doses, times, outputs, cfg, ref_key, expm_b
     _say(cfg, f"[{name}] {title}")
     kw = {} if outputs is None else {"outputs": outputs}
     jit_s = _warm(lambda: ketasim.simulate(model, doses, times[:50], **kw))
-    ks_s, res = best_of(lambda: ketasim.simulate(model, doses, times, **kw), cfg["repeats"])
+    ks_s, res = best_of(lambda: ketasim.simulate(model, doses, times, **kw), cfg["repeats"],
+                        cfg["warm_calls"])
     cold_s = best_cold(lambda: ketasim.simulate(model, doses, times, **kw), cfg["repeats"])
     ks = res.data[0]
     names = res.names
@@ -681,13 +691,13 @@ def sc_iv_default(cfg):
                        model, doses, times, None, cfg, "iv")
     # the cost of the default outputs relative to plasma alone, in this same process
     pk_s, _ = best_of(lambda: ketasim.simulate(model, doses, times, outputs=["plasma"]),
-                      cfg["repeats"])
+                      cfg["repeats"], cfg["warm_calls"])
     row["plasma_only_s"] = pk_s
     row["notes"].append(f"plasma alone: {fmt_s(pk_s)} -> default outputs cost "
                         f"{row['ketasim_s'] / pk_s:.1f}x")
     # what the schematic response itself costs: one of its outputs against plasma alone
     gl_s, _ = best_of(lambda: ketasim.simulate(model, doses, times, outputs=["glutamate"]),
-                      cfg["repeats"])
+                      cfg["repeats"], cfg["warm_calls"])
     row["glutamate_only_s"] = gl_s
     floor = write_floor((1, len(row["outputs"]), times.size), 1)
     row["notes"].append(f"glutamate alone (the schematic response integrated, one output): "
@@ -728,7 +738,8 @@ def _population(name, title, model, doses, times, params, outputs, cfg, n_sample
     jit_s = _warm(lambda: ketasim.simulate(model, doses, times[:50], params=small,
                                            outputs=outputs))
     ks_s, res = best_of(lambda: ketasim.simulate(model, doses, times, params=params,
-                                                 outputs=outputs), cfg["repeats"])
+                                                 outputs=outputs), cfg["repeats"],
+                        min(2, cfg["warm_calls"]))
     shape = res.data.shape
     sample = np.sort(np.random.default_rng(7).choice(n, size=n_sample, replace=False))
     ks_sample = res.data[sample].copy()
@@ -1194,13 +1205,13 @@ def config(quick: bool, repeats: int | None = None) -> dict:
                "tp_sample": 1, "metrics_probe": 2, "metrics_budget_s": 0.0,
                "metrics_small_budget_s": 0.0, "metrics_max_small": 2, "metrics_sample": 1,
                "trivial_calls": 100, "cli_runs": 1, "scaling_n": (1, 10, 100),
-               "repeats": 2}
+               "repeats": 2, "warm_calls": 1}
     else:
         cfg = {"months": 6.0, "pop_n": 10_000, "pop_sample": 20, "pop_ref": 2,
                "tp_n": 10_000, "tp_sample": 5, "metrics_probe": 8, "metrics_budget_s": 300.0,
                "metrics_small_budget_s": 20.0, "metrics_max_small": 1_000_000, "metrics_sample": 2,
                "trivial_calls": 1000, "cli_runs": 3,
-               "scaling_n": (1, 10, 100, 1000, 10_000), "repeats": 3}
+               "scaling_n": (1, 10, 100, 1000, 10_000), "repeats": 3, "warm_calls": 5}
     if repeats:
         cfg["repeats"] = repeats
     cfg["quick"] = quick
