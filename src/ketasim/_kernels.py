@@ -567,9 +567,13 @@ def _pd_accept(x, x1, y, y1, k1, k5, hs, ext):
         ext[1] = y[1]
 
 
-PD_LEV_MIN = -40   # shortest schematic step on a grid: 2^-40 h
-PD_LEV_MAX = 6     # longest: 2^6 = 64 h
-PD_LEV_EVENT = -6  # first step after an event at most 2^-6 h (about a minute)
+# schematic steps on a grid are 2^(lev/2) h long (half levels: a step is sqrt 2 times the one
+# below, so steps stay closer to the longest the tolerance allows than with doublings, and
+# h/2 is again a step length of the lattice, its propagator shared)
+PD_LEV_MIN = -80   # shortest: 2^-40 h
+PD_LEV_MAX = 12    # longest: 2^6 = 64 h
+PD_LEV_EVENT = -12  # first step after an event at most 2^-6 h (about a minute)
+PD_GROW = 0.11     # a step grows by sqrt 2 when its error is below this (x 2^2.5 -> 0.63)
 PD_CARRY = 29      # schematic integrator state carried between pieces (see grid_range)
 
 
@@ -693,7 +697,7 @@ def _pd_advance(K, st, u, has_u, tend, wd, wK, pd, rtol, ch, cg, CP, CG, nxt, xp
     """One accepted step of the schematic integrator on an output grid, from ``tb`` towards
     ``tend`` (never past it: ``tend`` is the next dose event). PK inside the step is exact
     (``xp``, the integrator's own copy of the state at ``tb``); the response is the embedded
-    RK4(3) pair, on steps of 2^lev hours (the last one of a segment cut to end on ``tend``).
+    RK4(3) pair, on steps of 2^(lev/2) hours (the last one of a segment cut to end on ``tend``).
     ``S`` = [ta, tb, lev, ya(3), yb(3), fa(3), fb(3), ...]: the accepted step [ta, tb] with the
     response and its slope at both ends, from which outputs inside it are interpolated (cubic
     Hermite, the integrator's dense output); S[15] and S[16] count accepted and rejected steps;
@@ -712,7 +716,7 @@ def _pd_advance(K, st, u, has_u, tend, wd, wK, pd, rtol, ch, cg, CP, CG, nxt, xp
         s0 = _stim(_occ_of(_dot(wd, xp)), pd)
         ds0 = _dstim(xp, u, wd, wK, pd)
     while True:
-        hs = math.ldexp(1.0, lev)
+        hs = math.ldexp(1.4142135623730951 if lev & 1 else 1.0, lev >> 1)
         rem = tend - tb
         last = hs * 1.25 >= rem
         if last:
@@ -754,7 +758,7 @@ def _pd_advance(K, st, u, has_u, tend, wd, wK, pd, rtol, ch, cg, CP, CG, nxt, xp
         # where the transient exp(-z s) E of the dense output is below 2^-55 (then adding it to
         # G = 1 + q, at least 1/2, changes no bit): z s > ln|E| + 55 ln 2
         S[25] = math.log(abs(S[24])) + 38.2 if S[24] != 0.0 else -1.0
-    if e < 0.02 and lev < PD_LEV_MAX and not last:
+    if e < PD_GROW and lev < PD_LEV_MAX and not last:
         lev += 1
     S[2] = lev
 
