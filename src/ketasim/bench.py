@@ -403,14 +403,15 @@ def group_errors(a, ref, names) -> dict:
     return out
 
 
-def best_of(fn, repeats: int, warmup: int = 0):
+def best_of(fn, repeats: int, warmup: int = 0, times: list | None = None):
     """(best wall time in s, last result) over ``repeats`` calls, after ``warmup`` untimed
-    ones. Garbage is collected once before them and collection is off while they run, as
-    ``timeit`` does: no collection of earlier garbage lands inside a timed call, and the calls
-    after the first see the caches as a loop of calls would (see :func:`best_cold` for calls
-    that each follow a collection). The untimed calls let the system hand the process the
-    memory the calls use: the first calls in a new process that write tens of MiB take
-    several times longer (up to 9x, 90 ms, for ``iv-default`` on the benchmark machine)."""
+    ones (each timed call's seconds are appended to ``times`` when given). Garbage is
+    collected once before them and collection is off while they run, as ``timeit`` does: no
+    collection of earlier garbage lands inside a timed call, and the calls after the first see
+    the caches as a loop of calls would (see :func:`best_cold` for calls that each follow a
+    collection). The untimed calls let the system hand the process the memory the calls use:
+    the first calls in a new process that write tens of MiB take several times longer (up to
+    9x, 90 ms, for ``iv-default`` on the benchmark machine)."""
     best, res = math.inf, None
     for _ in range(warmup):
         res = None
@@ -423,7 +424,10 @@ def best_of(fn, repeats: int, warmup: int = 0):
             res = None
             t0 = time.perf_counter()
             res = fn()
-            best = min(best, time.perf_counter() - t0)
+            dt = time.perf_counter() - t0
+            best = min(best, dt)
+            if times is not None:
+                times.append(dt)
     finally:
         if was:
             gc.enable()
@@ -636,8 +640,9 @@ def _one_subject(name, title, model, doses, times, outputs, cfg, ref_key, expm_b
     _say(cfg, f"[{name}] {title}")
     kw = {} if outputs is None else {"outputs": outputs}
     jit_s = _warm(lambda: ketasim.simulate(model, doses, times[:50], **kw))
-    ks_s, res = best_of(lambda: ketasim.simulate(model, doses, times, **kw), cfg["repeats"],
-                        cfg["warm_calls"])
+    calls = []
+    ks_s, res = best_of(lambda: ketasim.simulate(model, doses, times, **kw),
+                        cfg["one_repeats"], cfg["warm_calls"], calls)
     cold_s = best_cold(lambda: ketasim.simulate(model, doses, times, **kw), cfg["repeats"])
     ks = res.data[0]
     names = res.names
@@ -662,8 +667,12 @@ def _one_subject(name, title, model, doses, times, outputs, cfg, ref_key, expm_b
            "baselines": base, "reference_s": ref_s, "jit_warmup_s": jit_s,
            "ketasim_peak_mib": peak, "write_floor_s": floor_w, "ketasim_cold_s": cold_s,
            "chain_floor_s": steps * cfg["chain_ns"] * 1e-9,
+           "ketasim_median_s": float(np.median(calls)),
            "notes": [f"{times.size:,} times x {len(names)} outputs; reference Radau "
                      f"rtol {REF_RTOL:g} took {fmt_s(ref_s)}",
+                     f"best of {len(calls)} calls after {cfg['warm_calls']} untimed ones; "
+                     f"median {fmt_s(float(np.median(calls)))} = "
+                     f"{base['LSODA']['s'] / float(np.median(calls)):,.0f}x LSODA",
                      f"each call just after a full garbage collection (cold caches): "
                      f"{fmt_s(cold_s)} = {base['LSODA']['s'] / cold_s:,.0f}x LSODA"]}
     return row
@@ -1205,15 +1214,17 @@ def config(quick: bool, repeats: int | None = None) -> dict:
                "tp_sample": 1, "metrics_probe": 2, "metrics_budget_s": 0.0,
                "metrics_small_budget_s": 0.0, "metrics_max_small": 2, "metrics_sample": 1,
                "trivial_calls": 100, "cli_runs": 1, "scaling_n": (1, 10, 100),
-               "repeats": 2, "warm_calls": 1}
+               "repeats": 2, "warm_calls": 1, "one_repeats": 2}
     else:
         cfg = {"months": 6.0, "pop_n": 10_000, "pop_sample": 20, "pop_ref": 2,
                "tp_n": 10_000, "tp_sample": 5, "metrics_probe": 8, "metrics_budget_s": 300.0,
                "metrics_small_budget_s": 20.0, "metrics_max_small": 1_000_000, "metrics_sample": 2,
                "trivial_calls": 1000, "cli_runs": 3,
-               "scaling_n": (1, 10, 100, 1000, 10_000), "repeats": 3, "warm_calls": 5}
+               "scaling_n": (1, 10, 100, 1000, 10_000), "repeats": 3, "warm_calls": 5,
+               "one_repeats": 10}
     if repeats:
         cfg["repeats"] = repeats
+        cfg["one_repeats"] = repeats
     cfg["quick"] = quick
     return cfg
 

@@ -23,7 +23,8 @@ def add_arguments(p) -> None:
                    help="write the results as JSON here (default: benchmarks/results.json; "
                         "'-' for none)")
     p.add_argument("--repeats", type=int, default=None,
-                   help="timed repeats of each ketasim call, the best kept (default 3; quick 2)")
+                   help="timed repeats of each ketasim call, the best kept (default 3, and 10 "
+                        "for a one-subject scenario; quick 2)")
     p.add_argument("--isolate", dest="isolate", action="store_true", default=None,
                    help="run each scenario in its own process, to report its peak memory "
                         "(default for the full run)")
