@@ -137,7 +137,7 @@ def _spread(call, lo: int, hi: int, k: int, part: int):
 def _pair(f0, f1):
     """``f0()`` on this thread while ``f1()`` runs on a worker thread (one thread to wake, not
     two); returns the sum of what they return. Both have ended when it returns or raises."""
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import ThreadPoolExecutor, wait
 
     pool = _POOLS.get(1)
     if pool is None:
@@ -145,9 +145,10 @@ def _pair(f0, f1):
     job = pool.submit(f1)
     try:
         a = f0()
-    finally:
-        b = job.result()        # it writes into the caller's output: always wait for it
-    return (a or 0) + (b or 0)
+    except BaseException:
+        wait([job])             # it writes into the caller's output: let it end first
+        raise
+    return (a or 0) + (job.result() or 0)
 
 
 def _coerce_doses(doses) -> Doses:
