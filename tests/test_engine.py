@@ -327,6 +327,26 @@ def test_one_subject_rows_on_two_threads_equal_one_call(preset, course):
     assert np.isfinite(two).all() and np.ptp(two[0, -1]) > 0
 
 
+@pytest.mark.parametrize("outputs", [["plasma", "occupancy", "occupancy_low", "occupancy_high",
+                                      "glutamate"],
+                                     ["occupancy", "occupancy_low", "occupancy_high",
+                                      "plasticity"]])
+def test_row_groups_that_cut_among_the_occupancy_rows_equal_one_call(outputs):
+    """When the schematic response outweighs the other rows, the first group takes occupancy
+    rows too (or only they: no concentration asked for); the values are still those of one
+    call, bit for bit."""
+    model = ketasim.load_model("esketamine-nasal")
+    doses = ketasim.resolve_doses("spravato", months=6)
+    times = ketasim.time_grid(24.0 * 182, 1 / 60)
+    plan = engine.prepare(model, doses, outputs=outputs)
+    cut = engine._row_split(plan, times.size)
+    assert cut is not None and cut > plan.C.shape[1]
+    two = ketasim.simulate(model, doses, times, outputs=outputs, threads=2).data
+    one = ketasim.simulate(model, doses, times, outputs=outputs, threads=1).data
+    np.testing.assert_array_equal(two, one)
+    assert np.isfinite(two).all() and (np.ptp(two[0], axis=1) > 0).all()
+
+
 def test_subjects_with_equal_matrices_share_propagators_and_get_their_own_values():
     """A dose table whose subjects have the same parameters (one matrix) and different doses:
     they share the propagator cache and block tables in the kernel, and each subject's values
