@@ -14,12 +14,13 @@ output at the j-th time of a block is a dot product with a tabulated row ``C Φ(
 ``N_j u`` during infusions), and the state is advanced once per block.
 
 The schematic glutamate/plasticity response (nonlinear) has its own steps, independent of the
-output grid and never across a dose event, of 2^lev hours chosen by error control: an embedded
+output grid and never across a dose event, of 2^(lev/2) hours chosen by error control (on an
+output grid; the exact metrics take their own ladder of lengths): an embedded
 RK4(3) pair (the classical RK4 with a third-order FSAL estimate, error per step
 ``h/6 (k4 - k5)``) while ``kout h < 1``, and beyond RK4's stability an exponential step for the
 glutamate signal (exact for the stimulus interpolated by a quartic) with RK4 for plasticity and
 consolidation (:func:`_etd_step`). The PK inside each step stays exact (its mid-point comes from
-``Φ(h/2)``); outputs between step ends are the integrator's dense output.
+``Φ(h/2)``); outputs between step ends are the integrator's dense output (:func:`_pd_fill`).
 
 No validation happens here: :mod:`ketasim.simulate` checks everything before calling.
 """
