@@ -456,6 +456,7 @@ SPLIT_VALUES = 1_000_000      # one subject's rows run on two threads from this 
 # pages, zeroed by the system when first written, cost as much as the row's own work)
 PD_ROWS_COST = 14.0
 
+
 def block_length(rows: int, n: int, u_end: int, h_nom: float) -> int:
     """Output times per block of :func:`_kernels.grid_range` (1: no blocks): blocks on a
     uniform grid with enough points per unit of set-up; a block's tables (rows x states x its
