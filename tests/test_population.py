@@ -590,3 +590,20 @@ def test_parameter_units_read_a_section_heading_with_a_comment(tmp_path):
 
     notes = parameter_notes("[parameters]   # typical values\nCL = 10.0   # L/h, clearance\n")
     assert notes["CL"][0] == "L/h"
+
+
+def test_metric_columns_are_ordered_per_metric_then_by_session_for_a_long_course():
+    """Course columns first per metric, then its sessions in session order, then the rest as
+    given; a course of 20,000 sessions (40,000 columns) is ordered in one pass (the earlier
+    list search made a 100,000-session population look like a hang)."""
+    from ketasim.population import _order_columns
+
+    n = 20_000
+    rng = np.random.default_rng(3)
+    cols = ([f"cmax_s{i}" for i in range(1, n + 1)] + [f"auc_s{i}" for i in range(1, n + 1)]
+            + ["auc", "cmax", "param_CL", "subject"])
+    shuffled = [cols[i] for i in rng.permutation(len(cols))]
+    out = _order_columns(shuffled, ("cmax", "auc"))
+    rest = [c for c in shuffled if c in ("param_CL", "subject")]
+    assert out == (["cmax"] + [f"cmax_s{i}" for i in range(1, n + 1)] + ["auc"]
+                   + [f"auc_s{i}" for i in range(1, n + 1)] + rest)

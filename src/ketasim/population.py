@@ -1002,10 +1002,16 @@ def _vary_unit(name, kind, param_units=None):
 def _order_columns(cols, metrics):
     """Course columns first per metric, then its sessions in order."""
     out = []
+    base = {c: _base_metric(c) for c in cols}
+    by_metric: dict = {}
+    for c in cols:
+        by_metric.setdefault(base[c], []).append(c)
+    present = set(cols)
     for m in metrics:
-        out.append(m) if m in cols else None
-        ses = sorted((c for c in cols if _base_metric(c) == m and c != m),
-                     key=lambda c: int(c.rpartition("_s")[2]))
-        out.extend(ses)
-    out.extend(c for c in cols if c not in out)
+        if m in present:
+            out.append(m)
+        out.extend(sorted((c for c in by_metric.get(m, ()) if c != m),
+                          key=lambda c: int(c.rpartition("_s")[2])))
+    placed = set(out)            # a set: a long course has tens of thousands of columns
+    out.extend(c for c in cols if c not in placed)
     return out
