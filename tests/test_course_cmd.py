@@ -141,6 +141,8 @@ def test_fmt():
     assert fmt(7.889e-27) == "0" and fmt(float("nan")) == "–"
     assert fmt(158.88) == "159" and fmt(2.3145) == "2.31" and fmt(4921.3) == "4,921"
     assert fmt(0.398, "pct") == "40"
+    # a small value is shown as small, not as 0 (a plasticity index of 9.2e-06 at the end)
+    assert fmt(9.17e-06) == "<0.005" and fmt(-0.002) == ">-0.005" and fmt(0.0051) == "0.0051"
     assert not math.isnan(float(fmt(0.0137)))
 
 
@@ -207,3 +209,34 @@ def test_every_option_says_its_default():
     missing = [f"{' '.join(p)} {a.option_strings[0]}" for p, a in _actions(build_parser())
                if not a.help or ("default" not in a.help and not a.required)]
     assert missing == []
+
+
+def test_course_too_long_for_its_figure_is_refused_at_once_naming_months(tmp_path, capsys):
+    """A course whose 5-minute figure grid is beyond the grid limit, or whose outputs on it
+    cannot be held, is refused before anything is computed, naming --months (it used to fill
+    memory and then blame --step and --until, which course does not have)."""
+    out = tmp_path / "o"
+    assert main(["course", "--months", "30000", "--out-dir", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ketasim: error: --months: got 30000:") and "200,000,000" in err
+    assert not out.exists() or not any(out.iterdir())
+    assert main(["compare", "ketamine-iv@standard-iv", "esketamine-nasal@spravato",
+                 "--months", "30000", "--out-dir", str(out)]) == 1
+    assert "--months: got 30000:" in capsys.readouterr().err
+
+
+def test_compare_months_sets_the_courses_and_leaves_dose_tables(tmp_path, capsys):
+    """--months applies to the SPECs that name a course; a dose-table SPEC keeps its own
+    times (it used to refuse the whole command); with no course named it is refused."""
+    table = tmp_path / "two_months.csv"
+    assert main(["schedule", "standard-iv", "--months", "2", "--out", str(table)]) == 0
+    capsys.readouterr()
+    out = tmp_path / "cmp"
+    assert main(["compare", "ketamine-iv@standard-iv:course", f"ketamine-iv@{table}:table",
+                 "--months", "2", "--out-dir", str(out)]) == 0
+    text = capsys.readouterr().out
+    sessions = [ln for ln in text.splitlines() if ln.startswith("sessions")]
+    assert sessions and sessions[0].split()[1:] == ["9", "over", "56", "days"] * 2
+    assert main(["compare", f"ketamine-iv@{table}:a", f"esketamine-iv@{table}:b",
+                 "--months", "2", "--out-dir", str(out)]) == 1
+    assert "--months: got 2, but no SPEC names a course" in capsys.readouterr().err

@@ -100,3 +100,18 @@ def test_a_phase_cannot_start_at_the_instant_of_the_previous_session():
     # a course may start with such a phase: there is no previous session
     first = course_from_phases([Phase(every_days=7, count=2, after_days=0)], 35.0, "iv")
     np.testing.assert_allclose(first.time_h / 24, [0, 7])
+
+
+def test_a_phase_count_or_weeks_beyond_the_course_end_is_cut_by_months_not_refused():
+    """The session limit counts only the sessions a phase can add before the course ends:
+    count = 10,000,001 every 7 days in a six-month course is 27 sessions (it was refused as
+    more than 10,000,000), and 100,000,000 weeks of two sessions stop at the end too."""
+    weekly = course_from_phases([Phase(every_days=7, count=10_000_001)], 35.0, "iv", months=6)
+    assert len(weekly.time_h) == 27
+    np.testing.assert_allclose(np.diff(weekly.time_h), 7 * 24.0)
+    twice = course_from_phases([Phase(weeks=100_000_000, per_week=2)], 35.0, "iv", months=6)
+    assert len(twice.time_h) == 2 * math.ceil(6 * DAYS_PER_MONTH / 7) - 1 or \
+        len(twice.time_h) == 2 * math.ceil(6 * DAYS_PER_MONTH / 7)
+    assert twice.time_h.max() < 6 * DAYS_PER_MONTH * 24
+    with __import__("pytest").raises(ketasim.KetasimInputError, match="10,000,000 sessions"):
+        course_from_phases([Phase(every_days=0.01)], 35.0, "iv", months=6_000_000)

@@ -103,7 +103,8 @@ def add_parsers(sub) -> None:
                    help="body weight, kg (default: each dose table's weight_kg column, else "
                    "70)")
     m.add_argument("--months", type=_finite("months", 0, True), default=None,
-                   help="course length in months for course names (default: 6)")
+                   help="course length in months for the SPECs that name a course (default: "
+                        "6; a dose table keeps its own times)")
     m.add_argument("--out-dir", type=Path, default=Path("ketasim-output"),
                    help="folder for compare.png and compare.csv (default: ketasim-output)")
     m.add_argument("--format", type=_formats, default=("png",), metavar="FMT[,FMT...]",
@@ -145,6 +146,41 @@ def _course_params(doses: str, dose, months) -> dict:
             raise KetasimInputError(f"--dose: needs a course name (standard-iv, spravato); "
                                     f"--doses {doses!r} is a dose table")
     return kw
+
+
+def check_course_size(model, doses, months, doses_s: str) -> None:
+    """Refuse, before anything is computed, a course whose figure grid (every 5 minutes to 28
+    days after the last session, as :func:`ketasim.plotting.run_course` draws it) or whose
+    outputs on it cannot be held, naming the option that set its length (``--months`` when
+    given, else ``--doses``)."""
+    from .engine import _available_bytes, prepare
+    from .plotting import event_times
+    from .simulate import MAX_GRID_POINTS
+
+    until = float(event_times(doses).max()) + 28 * 24.0
+    n = until * 12 + 1
+    field = (f"--months: got {months:g}" if months is not None
+             else f"--doses: {doses_s!r}")
+    if n > MAX_GRID_POINTS:
+        raise KetasimInputError(
+            f"{field}: the course figure's 5-minute grid to {until / 24:,.0f} days would hold "
+            f"{n:,.0f} times, more than the {MAX_GRID_POINTS:,} allowed; expected a shorter "
+            "course")
+    try:
+        R = len(prepare(model, doses).names)
+    except KetasimInputError:
+        return                  # the course run says what is wrong with it
+    # the outputs, their table text and the figure's copies: about 3 x the outputs at the peak
+    # (measured: 600 months of the standard course, 5.3 million times x 24 outputs, 2.9 GiB)
+    need = n * R * 8 * 3
+    avail = _available_bytes()
+    if need > 0.5 * avail:
+        raise KetasimInputError(
+            f"{field}: the course figure's 5-minute grid to {until / 24:,.0f} days would hold "
+            f"{n:,.0f} times x {R} outputs (about {need / 2**30:.1f} GiB while the figure and "
+            f"table are made), more than half the memory available (about "
+            f"{avail / 2**30:.1f} GiB); expected a shorter course (or `ketasim simulate` with "
+            "a coarser --step)")
 
 
 def resolve(doses: str, weight, what: str = "a course figure", **kw):
@@ -223,14 +259,18 @@ def _write_table(res):
 
 # ---------------------------------------------------------------------------- summary
 def fmt(v, kind="num") -> str:
-    """Readable numbers: 3 significant digits, tiny values as 0, NaN as an en dash."""
+    """Readable numbers: 3 significant digits; a value below 0.005 in size as "<0.005" (so a
+    small value is never shown as 0, and no exponent form), rounding noise (below 1e-12) as
+    0, NaN as an en dash."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
     v = float(v)
     if kind == "pct":
         return f"{v * 100:.0f}"
-    if abs(v) < 0.005:
+    if abs(v) < 1e-12:
         return "0"
+    if abs(v) < 0.005:
+        return "<0.005" if v > 0 else ">-0.005"
     if kind == "int":
         return f"{v:.0f}"
     if abs(v) >= 100:
@@ -428,9 +468,10 @@ def cmd_course(args) -> int:
     kw = _course_params(args.doses, args.dose, args.months)
     doses, weight = resolve(args.doses, args.weight, **kw)
     _warn(route_warning(model, doses))
+    check_course_size(model, doses, args.months, args.doses)
     regimen = COURSE_DESCRIPTIONS.get(args.doses)
     if regimen and args.months is not None:
-        regimen += f"; {fmt(args.months)} months"
+        regimen += f"; {args.months:g} months"
     elif regimen:
         regimen += "; 6 months"
     run = run_course(model, doses, weight, regimen=regimen, closeup_h=args.closeup,
@@ -544,11 +585,21 @@ def cmd_compare(args) -> int:
     parsed = [parse_spec(s) for s in args.specs]
     _warm.start_metrics()      # a first run: the table's kernel compiles alongside
     runs, labels = [], []
+    from .courses import COURSES
+
+    def is_course(d):                     # the rule of courses.resolve_doses
+        return d in COURSES and not Path(d).exists()
+
+    if args.months is not None and not any(is_course(d) for _, d, _ in parsed):
+        raise KetasimInputError(f"--months: got {args.months:g}, but no SPEC names a course "
+                                f"({', '.join(COURSES)}); expected it with a course name")
     for model_s, doses_s, label in parsed:
         model = load_model(model_s)
-        kw = {"months": args.months} if args.months is not None else {}
+        # --months sets the length of the courses named; a dose table keeps its own times
+        kw = {"months": args.months} if args.months is not None and is_course(doses_s) else {}
         doses, weight = resolve(doses_s, args.weight, "a comparison", **kw)
         _warn(route_warning(model, doses))
+        check_course_size(model, doses, args.months, doses_s)
         if label is None:
             label = model.name if sum(m == model_s for m, _, _ in parsed) == 1 else \
                 f"{model.name}@{doses_s}"

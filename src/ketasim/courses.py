@@ -78,11 +78,14 @@ def course_days(phases, months: float | None = None) -> tuple[list, list]:
     for ph in phases:
         if not isinstance(ph, Phase):
             raise KetasimInputError(f"phases: got {type(ph).__name__}, expected Phase")
+        # the sessions a phase can add before the end of the course (the end drops the rest,
+        # so a large count or number of weeks in a course of a few months is no problem)
         if ph.every_days:
-            n_max = (ph.count if ph.count is not None else      # no end: reported below
-                     (end - week_start) / ph.every_days if math.isfinite(end) else 0)
+            cap = end / ph.every_days + 1 if math.isfinite(end) else math.inf
+            n_max = (min(ph.count, cap) if ph.count is not None else  # no end: reported below
+                     cap if math.isfinite(cap) else 0)
         else:
-            n_max = ph.weeks * ph.per_week
+            n_max = ph.per_week * min(ph.weeks, end / 7.0 + 1)
         planned += n_max
         if planned > MAX_EVENTS:
             raise KetasimInputError(
@@ -107,6 +110,8 @@ def course_days(phases, months: float | None = None) -> tuple[list, list]:
             week_start = 7.0 * math.floor(days[-1] / 7.0 + 1) if days else week_start
         else:
             for w in range(ph.weeks):
+                if week_start + 7 * w >= end:      # the rest is after the end of the course
+                    break
                 for j in range(ph.per_week):
                     days.append(week_start + 7 * w + (7 * j) // ph.per_week)
                     amounts.append(ph.amount_mg)

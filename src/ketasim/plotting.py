@@ -198,8 +198,18 @@ def event_times(doses) -> np.ndarray:
 
 def course_grid(doses, step_h: float, until_h: float, start_h: float = 0.0) -> np.ndarray:
     """A uniform grid of ``step_h`` from ``start_h`` to ``until_h`` plus every event time in
-    that window (sorted, unique)."""
-    n = int(math.floor((until_h - start_h) / step_h + 1e-9))
+    that window (sorted, unique). A grid longer than ketasim allows is refused before it is
+    built."""
+    from .simulate import MAX_GRID_POINTS
+
+    span = (until_h - start_h) / step_h
+    if not (span + 1 <= MAX_GRID_POINTS):
+        from .errors import KetasimInputError
+        raise KetasimInputError(
+            f"course: {until_h - start_h:g} h on a {step_h * 60:g}-minute grid gives "
+            f"{span + 1:,.0f} time points, more than the {MAX_GRID_POINTS:,} allowed; "
+            "expected a shorter course")
+    n = int(math.floor(span + 1e-9))
     t = start_h + step_h * np.arange(n + 1)
     ev = event_times(doses)
     ev = np.unique(np.r_[ev[(ev >= start_h) & (ev <= until_h)], until_h])
