@@ -322,3 +322,17 @@ def test_caption_says_only_what_the_model_has():
     text = " ".join(_caption_lines(fig, [ketasim.load_model("ketamine-iv")]))
     assert "Occupancy is model-predicted" in text and "SCHEMATIC" in text
     plt.close(fig)
+
+
+def test_course_grid_longer_than_allowed_is_refused_before_it_is_built():
+    """run_course's grid for a course beyond the grid limit is refused with the numbers, not
+    allocated (10^12 hours on a 5-minute grid would be 1.2e13 points)."""
+    from ketasim.plotting import course_grid
+
+    d = ketasim.resolve_doses("standard-iv", months=1)
+    with pytest.raises(ketasim.KetasimInputError, match="more than the 200,000,000 allowed"):
+        course_grid(d, 1 / 12, 1e12)
+    with pytest.raises(ketasim.KetasimInputError, match="time points"):
+        course_grid(d, 1 / 12, float("inf"))
+    t = course_grid(d, 1 / 12, 48.0)
+    assert t[0] == 0.0 and t[-1] == 48.0 and np.all(np.diff(t) > 0)
