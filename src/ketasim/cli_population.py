@@ -350,9 +350,9 @@ def _given(args) -> str:
 
 def _doses_arg(args):
     """The --doses value, with --months for a course."""
-    from .courses import COURSES, resolve_doses
+    from .courses import COURSES, is_course_name, resolve_doses
 
-    if args.doses in COURSES and not Path(args.doses).exists():
+    if is_course_name(args.doses):
         if args.months is None:
             return args.doses, {}
         return args.doses, {"months": args.months}

@@ -154,18 +154,15 @@ def check_course_size(model, doses, months, doses_s: str) -> None:
     outputs on it cannot be held, naming the option that set its length (``--months`` when
     given, else ``--doses``)."""
     from .engine import _available_bytes, prepare
-    from .plotting import event_times
-    from .simulate import MAX_GRID_POINTS
+    from .plotting import COURSE_STEP_H, check_course_grid, course_end_h
 
-    until = float(event_times(doses).max()) + 28 * 24.0
-    n = until * 12 + 1
+    until = course_end_h(doses)
     field = (f"--months: got {months:g}" if months is not None
              else f"--doses: {doses_s!r}")
-    if n > MAX_GRID_POINTS:
-        raise KetasimInputError(
-            f"{field}: the course figure's 5-minute grid to {until / 24:,.0f} days would hold "
-            f"{n:,.0f} times, more than the {MAX_GRID_POINTS:,} allowed; expected a shorter "
-            "course")
+    try:
+        n = check_course_grid(COURSE_STEP_H, until)      # the refusal run_course would make
+    except KetasimInputError as exc:
+        raise KetasimInputError(f"{field}: {exc}") from None
     try:
         R = len(prepare(model, doses).names)
     except KetasimInputError:
@@ -585,18 +582,16 @@ def cmd_compare(args) -> int:
     parsed = [parse_spec(s) for s in args.specs]
     _warm.start_metrics()      # a first run: the table's kernel compiles alongside
     runs, labels = [], []
-    from .courses import COURSES
+    from .courses import COURSES, is_course_name
 
-    def is_course(d):                     # the rule of courses.resolve_doses
-        return d in COURSES and not Path(d).exists()
-
-    if args.months is not None and not any(is_course(d) for _, d, _ in parsed):
+    if args.months is not None and not any(is_course_name(d) for _, d, _ in parsed):
         raise KetasimInputError(f"--months: got {args.months:g}, but no SPEC names a course "
                                 f"({', '.join(COURSES)}); expected it with a course name")
     for model_s, doses_s, label in parsed:
         model = load_model(model_s)
         # --months sets the length of the courses named; a dose table keeps its own times
-        kw = {"months": args.months} if args.months is not None and is_course(doses_s) else {}
+        kw = ({"months": args.months} if args.months is not None and is_course_name(doses_s)
+              else {})
         doses, weight = resolve(doses_s, args.weight, "a comparison", **kw)
         _warn(route_warning(model, doses))
         check_course_size(model, doses, args.months, doses_s)

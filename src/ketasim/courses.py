@@ -281,6 +281,11 @@ COURSE_PARAMETERS = {
 }
 
 
+def is_course_name(spec) -> bool:
+    """Whether ``spec`` names a course (and no file of that name is there, which wins)."""
+    return isinstance(spec, str) and spec in COURSES and not Path(spec).exists()
+
+
 def resolve_doses(spec, weight_kg: float = 70.0, **course_params) -> Doses:
     """A dose table from a course name (``standard-iv``, ``spravato``), a CSV path or a Doses.
 
@@ -293,7 +298,7 @@ def resolve_doses(spec, weight_kg: float = 70.0, **course_params) -> Doses:
                                     "course name, not a dose table")
         return spec
     s = str(spec)
-    if s in COURSES and not Path(s).exists():
+    if is_course_name(s):
         known = COURSE_PARAMETERS[s]
         kw = {}
         for k, v in course_params.items():

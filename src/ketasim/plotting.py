@@ -196,20 +196,35 @@ def event_times(doses) -> np.ndarray:
     return np.unique(np.r_[d.time_h, d.time_h + d.duration_h])
 
 
+COURSE_STEP_H = 1 / 12          # the whole-course grid of run_course: every 5 minutes
+COURSE_TAIL_H = 28 * 24.0       # and on to 28 days after the last session
+
+
+def course_end_h(doses) -> float:
+    """Where :func:`run_course` ends a course by default: 28 days after its last event, h."""
+    return float(event_times(doses).max()) + COURSE_TAIL_H
+
+
+def check_course_grid(step_h: float, until_h: float, start_h: float = 0.0) -> float:
+    """The number of uniform points of :func:`course_grid` (events aside); a grid longer than
+    ketasim allows is refused, before it is built."""
+    from .simulate import MAX_GRID_POINTS
+
+    points = (until_h - start_h) / step_h + 1
+    if not (points <= MAX_GRID_POINTS):
+        from .errors import KetasimInputError
+        raise KetasimInputError(
+            f"course: {until_h - start_h:,.0f} h on a {step_h * 60:g}-minute grid gives "
+            f"{points:,.0f} time points, more than the {MAX_GRID_POINTS:,} allowed; "
+            "expected a shorter course")
+    return points
+
+
 def course_grid(doses, step_h: float, until_h: float, start_h: float = 0.0) -> np.ndarray:
     """A uniform grid of ``step_h`` from ``start_h`` to ``until_h`` plus every event time in
     that window (sorted, unique). A grid longer than ketasim allows is refused before it is
-    built."""
-    from .simulate import MAX_GRID_POINTS
-
-    span = (until_h - start_h) / step_h
-    if not (span + 1 <= MAX_GRID_POINTS):
-        from .errors import KetasimInputError
-        raise KetasimInputError(
-            f"course: {until_h - start_h:g} h on a {step_h * 60:g}-minute grid gives "
-            f"{span + 1:,.0f} time points, more than the {MAX_GRID_POINTS:,} allowed; "
-            "expected a shorter course")
-    n = int(math.floor(span + 1e-9))
+    built (:func:`check_course_grid`)."""
+    n = int(math.floor(check_course_grid(step_h, until_h, start_h) - 1 + 1e-9))
     t = start_h + step_h * np.arange(n + 1)
     ev = event_times(doses)
     ev = np.unique(np.r_[ev[(ev >= start_h) & (ev <= until_h)], until_h])
@@ -221,7 +236,8 @@ def course_grid(doses, step_h: float, until_h: float, start_h: float = 0.0) -> n
     return np.unique(np.r_[t[near > tol], ev])
 
 
-def run_course(model, doses, weight_kg: float = 70.0, params=None, *, step_h: float = 1 / 12,
+def run_course(model, doses, weight_kg: float = 70.0, params=None, *,
+               step_h: float = COURSE_STEP_H,
                closeup_h: float = 8.0, until_h: float | None = None, label: str | None = None,
                regimen: str | None = None, outputs=None, **simulate_kw) -> CourseRun:
     """Simulate a course for the figures.
@@ -254,9 +270,8 @@ def run_course(model, doses, weight_kg: float = 70.0, params=None, *, step_h: fl
     if isinstance(doses, str) and regimen is None:
         regimen = COURSE_DESCRIPTIONS.get(doses)
     doses = resolve_doses(doses, weight_kg=weight_kg)
-    ev = event_times(doses)
     if until_h is None:
-        until_h = float(ev.max()) + 28 * 24.0
+        until_h = course_end_h(doses)
     t = course_grid(doses, step_h, until_h)
     course = simulate(model, doses, t, params=params, weight_kg=weight_kg, outputs=outputs,
                       **simulate_kw)
