@@ -99,6 +99,16 @@ def close_pools() -> None:
         _POOLS.popitem()[1].shutdown(wait=True)
 
 
+def _pool(k: int):
+    """The engine's pool of ``k`` worker threads (started on first use, kept)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = _POOLS.get(k)
+    if pool is None:
+        pool = _POOLS[k] = ThreadPoolExecutor(k, thread_name_prefix="ketasim")
+    return pool
+
+
 def _spread(call, lo: int, hi: int, k: int, part: int):
     """``call(a, b)`` over subjects [lo, hi) in ranges of at most ``part`` subjects, on ``k``
     threads: the compiled kernels release the GIL, so ranges run side by side, each thread
@@ -112,11 +122,9 @@ def _spread(call, lo: int, hi: int, k: int, part: int):
     edges = list(range(lo, hi, max(1, part))) + [hi]
     if k <= 1:
         return sum(call(a, b) or 0 for a, b in zip(edges[:-1], edges[1:]))
-    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+    from concurrent.futures import FIRST_EXCEPTION, wait
 
-    pool = _POOLS.get(k)
-    if pool is None:
-        pool = _POOLS[k] = ThreadPoolExecutor(k, thread_name_prefix="ketasim")
+    pool = _pool(k)
     jobs = [pool.submit(call, a, b) for a, b in zip(edges[:-1], edges[1:])]
     try:
         # wait in short slices: a signal (Ctrl-C) may be delivered to a worker thread, and
@@ -137,12 +145,9 @@ def _spread(call, lo: int, hi: int, k: int, part: int):
 def _pair(f0, f1):
     """``f0()`` on this thread while ``f1()`` runs on a worker thread (one thread to wake, not
     two); returns the sum of what they return. Both have ended when it returns or raises."""
-    from concurrent.futures import ThreadPoolExecutor, wait
+    from concurrent.futures import wait
 
-    pool = _POOLS.get(1)
-    if pool is None:
-        pool = _POOLS[1] = ThreadPoolExecutor(1, thread_name_prefix="ketasim")
-    job = pool.submit(f1)
+    job = _pool(1).submit(f1)
     try:
         a = f0()
     except BaseException:
