@@ -130,7 +130,7 @@ def expm(A):
 EXPM_WORK = 12     # n x n matrices of work space of _expm_into
 
 
-@njit(cache=True, _nrt=True)
+@njit(cache=True, _nrt=False)
 def _expm_into(W):
     """W[0] <- expm(W[0]) (scaling and squaring, Padé(13)); W[1:EXPM_WORK] is work space. One
     allocation for all the intermediate matrices (each a view of W, no copy)."""
@@ -207,7 +207,17 @@ def structure(K, ev_c, ev_kind, nev):
     two parts that never exchange drug), and the states that receive infusions. Returns an int
     array: [number of parts, perm (n: states part by part), starts (n + 1), input flags (n)]."""
     n = K.shape[0]
-    root = np.arange(n)
+    st = np.empty(2 + 3 * n, np.int64)
+    _structure_into(K, ev_c, ev_kind, nev, np.empty(n, np.int64), st)
+    return st
+
+
+@njit(cache=True, _nrt=False)
+def _structure_into(K, ev_c, ev_kind, nev, root, st):
+    """:func:`structure` into ``st`` (size 2 + 3 n), with ``root`` (size n) as work space."""
+    n = K.shape[0]
+    for i in range(n):
+        root[i] = i
     for i in range(n):
         for j in range(n):
             if i != j and K[i, j] != 0.0:
@@ -219,7 +229,8 @@ def structure(K, ev_c, ev_kind, nev):
                     b = root[b]
                 if a != b:
                     root[max(a, b)] = min(a, b)
-    st = np.zeros(2 + 3 * n, np.int64)
+    for i in range(st.shape[0]):
+        st[i] = 0
     for i in range(n):
         a = i
         while root[a] != a:
@@ -240,7 +251,6 @@ def structure(K, ev_c, ev_kind, nev):
     for q in range(nev):
         if ev_kind[q] == 1 and 0 <= ev_c[q] < n:
             st[2 + 2 * n + ev_c[q]] = 1
-    return st
 
 
 @njit(cache=True, _nrt=True)
@@ -581,15 +591,15 @@ PD_CARRY = 29      # schematic integrator state carried between pieces (see grid
 ETD_Z = 1.0        # kout h at or above which the glutamate signal takes the exponential step
 
 
-@njit(cache=True, _nrt=True)
-def _row_times(w, K):
-    """The row vector w K (the rate of change of w·x is w K x + w u)."""
+@njit(cache=True, _nrt=False)
+def _row_times(w, K, r):
+    """r <- the row vector w K (the rate of change of w·x is w K x + w u)."""
     n = K.shape[0]
-    r = np.zeros(n)
     for j in range(n):
+        a = 0.0
         for i in range(n):
-            r[j] += w[i] * K[i, j]
-    return r
+            a += w[i] * K[i, j]
+        r[j] = a
 
 
 @njit(cache=True, _nrt=False)
@@ -892,7 +902,7 @@ BLK_LEV = 7                # a block covers up to 2^7 = 128 output times
 BLK = 1 << BLK_LEV
 
 
-@njit(cache=True, _nrt=True)
+@njit(cache=True, _nrt=False)
 def _blk_setup(PT, GT, RW, dup, need_n, Rt, Nt, rcnt, ridx, ncnt, nidx, LPh, LGh, LPt, LGt):
     """Tables for blocks of up to BLK output times h apart with no event among them (the
     block path of :func:`grid_range`). Row r of ``RW`` (an output's linear functional) at
@@ -1178,6 +1188,9 @@ def grid_range(sub0, sub1, Ks, times, h_nom, u_end, nb, ev_ts, ev_cs, ev_amts, e
     eps4 = 4.0 * 2.220446049250313e-16
     inf = np.inf
     st_prev = np.zeros(2 + 3 * n, np.int64)
+    st = np.empty(2 + 3 * n, np.int64)
+    root = np.empty(n, np.int64)
+    wK = np.empty(n)
     blk_prev = False
     need_n_prev = False
     for isub in range(sub0, sub1):
@@ -1206,7 +1219,7 @@ def grid_range(sub0, sub1, Ks, times, h_nom, u_end, nb, ev_ts, ev_cs, ev_amts, e
                 hG[i, k] = 0.0
         # a subject with the previous one's matrices (and the same infused states) keeps its
         # propagators, midpoint rows and block tables: one per distinct step for all of them
-        st = structure(K, ev_c, ev_kind, nev)
+        _structure_into(K, ev_c, ev_kind, nev, root, st)
         share = isub > sub0 and _same_network(Ks[isub - 1], K, Cs[isub - 1], C, Ws[isub - 1],
                                               W, wds[isub - 1], wd, st_prev, st)
         if not share:
@@ -1223,7 +1236,7 @@ def grid_range(sub0, sub1, Ks, times, h_nom, u_end, nb, ev_ts, ev_cs, ev_amts, e
                 kk[j, k] = 0.0
         for k in range(PD_CARRY):
             S[k] = 0.0
-        wK = _row_times(wd, K)      # wd K: the rate of change of the occupancy sum
+        _row_times(wd, K, wK)      # wd K: the rate of change of the occupancy sum
         S[2] = PD_LEV_EVENT
         S[6] = 1.0           # G starts at its baseline
         S[3] = 1.0
@@ -1922,7 +1935,8 @@ def metrics_range(sub0, sub1, Ks, ev_ts, ev_cs, ev_amts, ev_kinds, nevs, ev_vecs
         mo = mos[isub]
         endv = endvs[isub]
         n = K.shape[0]
-        wK = _row_times(wd, K)      # wd K: the rate of change of the occupancy sum
+        wK = np.empty(n)
+        _row_times(wd, K, wK)      # wd K: the rate of change of the occupancy sum
         x = np.zeros(n)
         u = np.zeros(n)
         xn = np.zeros(n)
