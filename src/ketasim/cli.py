@@ -208,6 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+DEFAULT_WEIGHT_KG = 70.0     # kg: the body weight of a command without --weight
+
+
+def weight_or_default(weight) -> float:
+    """``--weight`` as given, or :data:`DEFAULT_WEIGHT_KG` when it was not."""
+    return DEFAULT_WEIGHT_KG if weight is None else float(weight)
+
+
 def table_weight(weight, doses) -> float:
     """The body weight of a command: ``--weight``, or else the dose table's ``weight_kg``
     column (its value when the table has one; a table of several subjects keeps its own per
@@ -217,14 +225,14 @@ def table_weight(weight, doses) -> float:
 
     col = (doses.covariates or {}).get("weight_kg")
     if col is None:
-        return 70.0 if weight is None else float(weight)
+        return weight_or_default(weight)
     v = col[~np.isnan(col)]
     one = float(v[0]) if v.size and np.all(v == v[0]) else None
     if weight is not None and float(weight) != one:
         raise KetasimInputError(f"--weight: {doses.source or 'the dose table'} has a weight column "
                                 f"(weight_kg or WT{f', {one:g} kg' if one is not None else ''}); "
                                 "give the weight in one place")
-    return one if one is not None else 70.0
+    return one if one is not None else DEFAULT_WEIGHT_KG
 
 
 def id_label(v):
@@ -365,7 +373,7 @@ def cmd_simulate(args) -> int:
             f"--summary: model {model.name!r} has no concentration to summarise (no compartment "
             "with a volume, observe alias or effect site); give a compartment a volume in "
             "[compartments], or leave out --summary")
-    doses = _doses_for(args.doses, 70.0 if args.weight is None else args.weight)
+    doses = _doses_for(args.doses, weight_or_default(args.weight))
     weight = table_weight(args.weight, doses)
     warn = route_warning(model, doses)
     if warn:
@@ -463,7 +471,7 @@ def cmd_schedule(args) -> int:
 
     _check_output_paths(args, "out")
     if args.course == "standard-iv":
-        w = 70.0 if args.weight is None else args.weight
+        w = weight_or_default(args.weight)
         d = dosing.standard_iv_course(args.dose_mg_per_kg, w, args.months,
                                       infusion_min=args.infusion_min,
                                       maintenance_every_days=args.maintenance_days)

@@ -453,6 +453,7 @@ def _interruptible(fn):
 
 @_interruptible
 def run_population(args) -> int:
+    from .cli import weight_or_default
     from .modelfile import load_model
     from .population import population
 
@@ -460,10 +461,10 @@ def run_population(args) -> int:
     doses, course_kw = _doses_arg(args)
     if course_kw:
         from .courses import resolve_doses
-        doses = resolve_doses(doses, weight_kg=70.0 if args.weight is None else args.weight,
+        doses = resolve_doses(doses, weight_kg=weight_or_default(args.weight),
                               **course_kw)
     covariates = {}
-    weight = 70.0 if args.weight is None else args.weight
+    weight = weight_or_default(args.weight)
     if args.covariates:
         covariates = _read_covariates(args.covariates, args.n)
         if "weight_kg" in covariates:
@@ -537,6 +538,7 @@ def _print_summary(columns, metrics, units, n):
 
 @_interruptible
 def run_sweep(args) -> int:
+    from .cli import weight_or_default
     from .modelfile import load_model
     from .population import parse_vary, sweep
 
@@ -558,7 +560,7 @@ def run_sweep(args) -> int:
         raise KetasimInputError("--weight: weight_kg is also varied (--vary); give one")
     res = sweep(model, doses, vary, metrics=metrics, n=args.n, seed=args.seed,
                 params=dict(args.param),
-                weight_kg=70.0 if args.weight is None else args.weight,
+                weight_kg=weight_or_default(args.weight),
                 chunk_size=args.chunk_size,
                 scheduler=args.scheduler, threads=args.threads,
                 progress=False if args.quiet else None)

@@ -184,11 +184,11 @@ def resolve(doses: str, weight, what: str = "a course figure", **kw):
     """(doses, body weight) from a course name or CSV and ``--weight`` (None: the table's
     weight_kg column, else 70 kg), with --option names in the errors. A table with a subject
     column must hold one subject (see ``Doses.one_table``)."""
-    from .cli import note_skipped, table_weight
+    from .cli import note_skipped, table_weight, weight_or_default
     from .courses import resolve_doses
 
     try:
-        d = resolve_doses(doses, weight_kg=70.0 if weight is None else weight, **kw)
+        d = resolve_doses(doses, weight_kg=weight_or_default(weight), **kw)
         note_skipped(d)
         d = d.one_table(what)
         return d, table_weight(weight, d)
