@@ -159,3 +159,20 @@ def test_summary_thresholds(tmp_path, capsys):
     assert exc.value.code == 2
     assert "--thresholds" in capsys.readouterr().err
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_schedule_to_stdout_is_the_file_it_writes(tmp_path, capsys):
+    """`schedule --out -` prints the very text `--out FILE` writes, and it reads back as the
+    same course to the last bit (the 40-minute infusion is 2/3 h, not a rounded 0.6666666667)."""
+    from ketasim.dosing import read_doses
+
+    f = tmp_path / "c.csv"
+    assert main(["schedule", "standard-iv", "--weight", "83", "--out", str(f)]) == 0
+    capsys.readouterr()
+    assert main(["schedule", "standard-iv", "--weight", "83", "--out", "-"]) == 0
+    assert capsys.readouterr().out == f.read_text()
+    back = read_doses(f)
+    ref = ketasim.standard_iv_course(weight_kg=83.0)
+    assert np.array_equal(back.duration_h, ref.duration_h)
+    assert np.array_equal(back.amount_mg, ref.amount_mg)
+    assert np.array_equal(back.time_h, ref.time_h)

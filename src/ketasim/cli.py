@@ -491,8 +491,8 @@ def cmd_schedule(args) -> int:
         print_schedule(d)
         return 0
     if args.out == "-":
-        from .cli_teach import schedule_csv
-        sys.stdout.write(schedule_csv(d))
+        from .dosing import doses_csv_text
+        sys.stdout.write(doses_csv_text(d))
         return 0
     write_doses(d, args.out)
     print(f"wrote {args.out} ({len(d)} sessions)", file=sys.stderr)

@@ -348,22 +348,6 @@ def course_summary(run) -> str:
 
 
 # ---------------------------------------------------------------------------- schedule
-def schedule_csv(doses) -> str:
-    """A dose table as CSV text (the layout of :func:`ketasim.write_doses`)."""
-    import csv
-    import io
-
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    cov = list(doses.covariates or {})
-    w.writerow(["time_h", "amount_mg", "route", "duration_h", "addl", "ii_h"] + cov)
-    for r in doses.to_records():
-        w.writerow([f"{r['time_h']:.10g}", f"{r['amount_mg']:.10g}", r["route"],
-                    f"{r['duration_h']:.10g}", r["addl"], f"{r['ii_h']:.10g}"]
-                   + [f"{r[c]:.10g}" for c in cov])
-    return buf.getvalue()
-
-
 _WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 

@@ -949,12 +949,17 @@ def _parse(lines, where: str) -> Doses:
 
 def write_doses(doses: Doses, path) -> None:
     """Write a dose table as CSV with ketasim's column names, atomically (numbers read back
-    exactly).
+    exactly; the text is :func:`doses_csv_text`)."""
+    from .io import atomic_write
+
+    atomic_write(path, doses_csv_text(doses))
+
+
+def doses_csv_text(doses: Doses) -> str:
+    """A dose table as CSV text with ketasim's column names, numbers that read back exactly.
 
     ``time_h, amount_mg, route, duration_h, addl, ii_h`` always; ``rate_mg_h``, ``ss``,
     ``evid``, ``subject`` and covariate columns only when the table uses them."""
-    from .io import atomic_write
-
     def num(x):   # shortest text that reads back as the same float
         t = f"{x:.15g}"
         return t if float(t) == x else repr(float(x))
@@ -967,4 +972,4 @@ def write_doses(doses: Doses, path) -> None:
         w.writerow([num(r["time_h"]), num(r["amount_mg"]), r["route"], num(r["duration_h"]),
                     r["addl"], num(r["ii_h"])]
                    + [num(r[c]) if isinstance(r[c], float) else r[c] for c in extra])
-    atomic_write(path, buf.getvalue())
+    return buf.getvalue()
