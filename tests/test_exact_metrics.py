@@ -256,3 +256,29 @@ def test_a_reset_row_starts_no_session():
     np.testing.assert_array_equal(session_starts(d), [0.0, 24.0])
     assert _regimen(d) == "2 sessions over 1 days"
     assert describe_doses(d) == "100 mg IV bolus"
+
+
+@pytest.mark.parametrize("kw, field", [
+    ({"conc_thresholds_ng_ml": (float("nan"),)}, "conc_thresholds_ng_ml"),
+    ({"conc_thresholds_ng_ml": (-1.0,)}, "conc_thresholds_ng_ml"),
+    ({"conc_thresholds_ng_ml": (np.inf,)}, "conc_thresholds_ng_ml"),
+    ({"thresholds": (1.5,)}, "thresholds"),
+    ({"thresholds": (True,)}, "thresholds"),
+])
+def test_course_metrics_refuses_bad_thresholds(kw, field):
+    """A NaN concentration threshold had counted every hour as above it (every comparison with
+    NaN is False, so `below` never held): now refused, naming the argument and the value."""
+    m = ketasim.load_model("ketamine-iv")
+    r = ketasim.simulate(m, ketasim.standard_iv_course(months=1), ketasim.time_grid(24 * 7, 0.5))
+    with pytest.raises(ketasim.KetasimInputError, match=field):
+        course_metrics(r, **kw)
+
+
+def test_course_metrics_takes_numpy_thresholds():
+    m = ketasim.load_model("ketamine-iv")
+    r = ketasim.simulate(m, ketasim.standard_iv_course(months=1), ketasim.time_grid(24 * 7, 0.5))
+    a = course_metrics(r, thresholds=(np.float32(0.125),), conc_thresholds_ng_ml=(np.int64(50),))
+    b = course_metrics(r, thresholds=(0.125,), conc_thresholds_ng_ml=(50.0,))
+    assert np.array_equal(a.time_above_h[0.125], b.time_above_h[0.125])
+    assert np.array_equal(a.time_above_conc_h[50.0], b.time_above_conc_h[50.0])
+    assert a.time_above_conc_h[50.0][0] > 0

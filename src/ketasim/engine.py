@@ -701,8 +701,16 @@ def run_metrics(model, doses, params=None, weight_kg=70.0, *, analyte=None, thre
                                 "compartment with a volume) to compute Cmax, AUC or troughs of")
     check_name(analyte, model.concentration_names, "analyte")
     for th in thresholds_occ:
-        if not (isinstance(th, (int, float)) and 0 <= th <= 1):
+        if isinstance(th, bool) or not (isinstance(th, (int, float, np.floating, np.integer))
+                                        and 0 <= th <= 1):
             raise KetasimInputError(f"thresholds: got {th!r}, expected occupancies in [0, 1]")
+    for th in thresholds_conc_ng_ml:
+        if isinstance(th, bool) or not (isinstance(th, (int, float, np.floating, np.integer))
+                                        and 0 <= th < np.inf):
+            raise KetasimInputError(f"conc_thresholds_ng_ml: got {th!r}, expected finite "
+                                    "concentrations >= 0 (ng/mL)")
+    thresholds_occ = tuple(float(th) for th in thresholds_occ)     # (float32 0.3 is not 0.3)
+    thresholds_conc_ng_ml = tuple(float(th) for th in thresholds_conc_ng_ml)
     starts = session_starts(doses, merge_h)
     if starts.size == 0:
         raise KetasimInputError("metrics: the dose table has no doses")

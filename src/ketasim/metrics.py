@@ -173,9 +173,6 @@ def course_metrics(result, analyte: str = "plasma", thresholds=(0.2, 0.3, 0.4),
 
     if result.doses is None:
         raise KetasimInputError("metrics: the result carries no dose table")
-    for th in thresholds:
-        if isinstance(th, bool) or not (isinstance(th, (int, float)) and 0 <= th <= 1):
-            raise KetasimInputError(f"thresholds: got {th!r}, expected occupancies in [0, 1]")
     inputs = result.inputs or {}
     t = result.times
     if not t[-1] > 0:
