@@ -2,6 +2,7 @@
 to rounding are one instant; results never depend on the horizon; long runs in pieces equal one
 run."""
 
+import _models
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -12,12 +13,7 @@ from ketasim import engine
 
 
 def one_cpt():
-    return ketasim.Model.from_dict({
-        "parameters": {"CL": 10.0, "V": 100.0},
-        "compartments": {"central": "V"},
-        "flows": [{"from": "central", "to": "out", "cl": "CL"}],
-        "routes": {"iv": {"to": "central"}},
-        "observe": {"plasma": "central"}})
+    return _models.one_cpt(V=100.0, CL=10.0, observe=True)
 
 
 def test_dose_at_0_9_on_a_0_3_grid_reports_the_value_after_the_dose():
@@ -117,12 +113,7 @@ def test_infusion_cut_inside_a_grid_interval_is_shift_invariant():
     """A 40-minute infusion on an hourly grid ends inside an interval; that piece is taken as
     exactly 2/3 of the step whatever the clock reads, so the same dose at 48 h and at 4,000 h
     gives the same curve (to rounding), and both match the one-compartment closed form."""
-    m = ketasim.Model.from_dict({
-        "model": {"name": "one", "citation": "test"},
-        "parameters": {"V": 50.0, "CL": 10.0},
-        "compartments": {"central": "V"},
-        "flows": [{"from": "central", "to": "out", "cl": "CL"}],
-        "routes": {"iv": {"to": "central"}}})
+    m = _models.one_cpt(V=50.0, CL=10.0)
     k, V, dur, amt = 10.0 / 50.0, 50.0, 2.0 / 3.0, 35.0
     curves = []
     for t0 in (48.0, 4000.0):

@@ -3,6 +3,7 @@ the output grid, the chunk size and the thread count."""
 
 import math
 
+import _models
 import numpy as np
 import pytest
 from scipy.optimize import brentq
@@ -212,13 +213,7 @@ def test_schematic_metrics_over_a_course_against_the_grid():
 
 def _one_cpt():
     """V 50 L, CL 10 L/h (k = 0.2 /h): a bolus D gives C = D/V exp(-k t)."""
-    return ketasim.Model.from_dict({
-        "model": {"name": "one", "citation": "closed form"},
-        "parameters": {"V": 50.0, "CL": 10.0},
-        "compartments": {"central": "V"},
-        "flows": [{"from": "central", "to": "out", "cl": "CL"}],
-        "routes": {"iv": {"to": "central"}},
-        "observe": {"plasma": "central"}})
+    return _models.one_cpt(V=50.0, CL=10.0, observe=True)
 
 
 def test_a_reset_or_steady_state_dose_keeps_the_exact_auc():

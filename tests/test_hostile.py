@@ -30,6 +30,7 @@ import tomllib
 from fractions import Fraction
 from pathlib import Path
 
+import _models
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -788,9 +789,7 @@ def test_limits_are_exact():
 
 
 # ------------------------------------------------------------------------------ engine, doses
-ONE_CPT = {"parameters": {"CL": 10.0, "V": 50.0}, "compartments": {"central": "V"},
-           "flows": [{"from": "central", "to": "out", "cl": "CL"}],
-           "routes": {"iv": {"to": "central"}}}
+ONE_CPT = _models.one_cpt_spec(V=50.0, CL=10.0)
 
 
 def test_value_at_a_dose_time_is_the_value_just_after_it():

@@ -1,5 +1,6 @@
 """Course metrics against values computed by hand from the curves and closed forms."""
 
+import _models
 import numpy as np
 import pytest
 
@@ -8,12 +9,7 @@ from ketasim.metrics import course_metrics, maintenance_start, session_starts
 
 
 def one_cpt():
-    return ketasim.Model.from_dict({
-        "parameters": {"CL": 10.0, "V": 100.0},
-        "compartments": {"central": "V"},
-        "flows": [{"from": "central", "to": "out", "cl": "CL"}],
-        "routes": {"iv": {"to": "central"}},
-        "observe": {"plasma": "central"}})
+    return _models.one_cpt(V=100.0, CL=10.0, observe=True)
 
 
 def test_bolus_metrics_closed_form():

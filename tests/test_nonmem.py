@@ -17,6 +17,7 @@ import tomllib
 import tracemalloc
 from pathlib import Path
 
+import _models
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
@@ -531,15 +532,7 @@ def test_readme_steady_state_example():
 
 # ------------------------------------------------------------------------- published values
 def _cmt_model(CL, V, Q=None, V2=None):
-    spec = {"parameters": {"CL": CL, "V": V}, "compartments": {"central": "V"},
-            "flows": [{"from": "central", "to": "out", "cl": "CL"}],
-            "routes": {"iv": {"to": "central"}}}
-    if Q is not None:
-        spec["parameters"].update(Q=Q, V2=V2)
-        spec["compartments"]["periph"] = "V2"
-        spec["flows"] += [{"from": "central", "to": "periph", "cl": "Q"},
-                          {"from": "periph", "to": "central", "cl": "Q"}]
-    return ketasim.Model.from_dict(spec)
+    return _models.one_cpt(V=V, CL=CL, Q=Q, V2=V2)
 
 
 def _ss_trough(model, dose, tau, dur=0.0):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import _models
 import numpy as np
 import pytest
 from scipy.linalg import expm
@@ -20,15 +21,7 @@ pytestmark = pytest.mark.slow
 
 def one_cpt(V=40.0, CL=8.0, KA=None):
     """central (V) -> out (CL), optional depot -> central (KA); routes iv (and oral)."""
-    spec = {"parameters": {"V": V, "CL": CL}, "compartments": {"central": "V"},
-            "flows": [{"from": "central", "to": "out", "cl": "CL"}],
-            "routes": {"iv": {"to": "central"}}}
-    if KA is not None:
-        spec["parameters"]["KA"] = KA
-        spec["compartments"] = {"depot": 0, "central": "V"}
-        spec["flows"].append({"from": "depot", "to": "central", "k": "KA"})
-        spec["routes"]["oral"] = {"to": "depot"}
-    return ketasim.Model.from_dict(spec)
+    return _models.one_cpt(V=V, CL=CL, KA=KA)
 
 
 def scalar_reference(times, events, k, V):
