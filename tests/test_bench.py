@@ -77,3 +77,18 @@ def test_quick_suite_errors_are_small(tmp_path, capsys):
     assert rows["throughput-5"]["ketasim_err"] < 1e-7
     assert rows["metrics-1m"]["ketasim_err"] < 1e-4      # per-session Cmax and AUC
     assert rows["trivial"]["ketasim_err"] < 1e-10
+
+
+def test_quick_or_only_run_leaves_the_full_results_alone(tmp_path, monkeypatch, capsys):
+    """A smoke run (--quick, --only) had replaced benchmarks/results.json, the README table's
+    numbers, with its tiny-size ones: now it writes JSON only where --json says."""
+    monkeypatch.chdir(tmp_path)
+    full = tmp_path / "benchmarks" / "results.json"
+    full.parent.mkdir()
+    full.write_text('{"full": true}')
+    assert main(["bench", "--quick", "--only", "trivial"]) == 0
+    assert full.read_text() == '{"full": true}'
+    assert "writes JSON only with --json" in capsys.readouterr().err
+    assert main(["bench", "--quick", "--only", "trivial", "--json", "x/r.json"]) == 0
+    assert json.loads((tmp_path / "x" / "r.json").read_text())["scenarios"][0]["name"] == "trivial"
+    assert full.read_text() == '{"full": true}'

@@ -61,6 +61,7 @@ from pathlib import Path
 import numpy as np
 
 import ketasim
+from ketasim.cli_bench import DEFAULT_JSON, add_arguments
 from ketasim.courses import DAYS_PER_MONTH
 from ketasim.events import build_events
 from ketasim.model import GLUTAMATE_ROLES
@@ -1444,7 +1445,6 @@ def build_parser(prog="ketasim bench") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description="Benchmark ketasim against scipy: named "
                                 "scenarios, baselines timed in the same run, errors against a "
                                 "Radau rtol 1e-12 reference.")
-    from .cli_bench import add_arguments
     add_arguments(p)
     return p
 
@@ -1469,13 +1469,18 @@ def run_args(args) -> int:
     isolate = (not args.quick) if args.isolate is None else args.isolate
     results = run_suite(names, quick=args.quick, isolate=isolate, repeats=args.repeats)
     print(markdown_table(results))
-    if args.json and args.json != "-":
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(results, indent=1))
-        tmp.replace(path)
-        print(f"\nwrote {path}", file=sys.stderr)
+    json_path = args.json
+    if json_path is None:
+        if args.quick or args.only:
+            print(f"\n(not written to {DEFAULT_JSON}: a --quick or --only run writes JSON only "
+                  "with --json PATH)", file=sys.stderr)
+        else:
+            json_path = DEFAULT_JSON
+    if json_path and json_path != "-":
+        from .io import atomic_write
+
+        atomic_write(json_path, json.dumps(results, indent=1))
+        print(f"\nwrote {json_path}", file=sys.stderr)
     if args.figure:
         if not any(r["name"] == "scaling" and not r.get("error") for r in results["scenarios"]):
             raise KetasimInputError("--figure: the scaling scenario failed; no figure drawn")

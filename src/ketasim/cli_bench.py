@@ -11,6 +11,9 @@ SCENARIO_NAMES = ("iv-pk", "iv-default", "spravato", "pop-10k", "throughput-5", 
                   "network-12", "trivial", "compile", "cli", "scaling")
 
 
+DEFAULT_JSON = "benchmarks/results.json"     # the full suite's results (the README's table)
+
+
 def add_arguments(p) -> None:
     """The options of ``ketasim bench`` (also used by ``benchmarks/run.py``)."""
     p.add_argument("--quick", action="store_true",
@@ -19,9 +22,10 @@ def add_arguments(p) -> None:
     p.add_argument("--only", action="append", default=None, metavar="NAME",
                    help="run only these scenarios (repeatable or comma-separated; default: "
                         "all): " + ", ".join(SCENARIO_NAMES))
-    p.add_argument("--json", default="benchmarks/results.json", metavar="PATH",
-                   help="write the results as JSON here (default: benchmarks/results.json; "
-                        "'-' for none)")
+    p.add_argument("--json", default=None, metavar="PATH",
+                   help="write the results as JSON here ('-' for none; default: "
+                        f"{DEFAULT_JSON} for the full suite, none for --quick or --only, "
+                        "which never replace the full suite's results unless told to)")
     p.add_argument("--repeats", type=int, default=None,
                    help="timed repeats of each ketasim call, the best kept (default 3, and 10 "
                         "for a one-subject scenario; quick 2)")
