@@ -983,3 +983,49 @@ def test_summary_header_says_only_what_the_model_has(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "model one (" in out and "preset" not in out.splitlines()[0]
     assert "occupancy" not in out and "glutamate" not in out and "IV bolus" not in out[:0]
+
+
+AMOUNT_ONLY = ('[model]\nname = "amt"\n[parameters]\nK = 0.1\n[compartments]\na = 0\n'
+               '[[flows]]\nfrom = "a"\nto = "out"\nk = "K"\n[routes.iv]\nto = "a"\n')
+
+
+def test_a_model_without_concentration_gives_its_amounts():
+    """Every compartment amount-only: the default outputs are the amounts (they had been
+    nothing at all: a CSV of times only), against the closed form 100 exp(-0.1 t)."""
+    m = ketasim.Model.from_dict(tomllib.loads(AMOUNT_ONLY))
+    t = np.linspace(0.0, 24.0, 97)
+    r = ketasim.simulate(m, ketasim.Doses.single(100.0, "iv"), t)
+    assert r.names == ("amount:a", "amount:eliminated")
+    np.testing.assert_allclose(r.amount("a"), 100.0 * np.exp(-0.1 * t), rtol=1e-13)
+    np.testing.assert_allclose(r.amount("a") + r.amount("eliminated"), 100.0, rtol=1e-13)
+
+
+@pytest.mark.parametrize("argv", [
+    ["simulate", "--model", "{m}", "--doses", "{d}", "--out", "{o}/o.csv", "--plot",
+     "{o}/p.png"],
+    ["course", "--model", "{m}", "--doses", "{d}", "--out-dir", "{o}"],
+    ["compare", "{m}@{d}", "--out-dir", "{o}"],
+    ["population", "--model", "{m}", "--doses", "{d}", "--n", "2", "--out", "{o}/p.csv",
+     "--bands", "{o}/b.csv", "-q"],
+    ["population", "--model", "{m}", "--doses", "{d}", "--n", "2", "--out", "{o}/p.csv", "-q"],
+])
+def test_a_model_without_concentration_is_refused_where_one_is_needed(argv, tmp_path, capsys):
+    """Figures, summaries, bands and metrics need a concentration: a clear error naming the
+    model (they had ended in an internal IndexError), and no file written."""
+    (tmp_path / "amt.toml").write_text(AMOUNT_ONLY)
+    (tmp_path / "d.csv").write_text("time_h,amount_mg,route\n0,100,iv\n")
+    out = tmp_path / "out"
+    argv = [a.format(m=tmp_path / "amt.toml", d=tmp_path / "d.csv", o=out) for a in argv]
+    rc, _, err = run_cli(argv, capsys)
+    assert rc == 1 and "'amt' has no concentration" in err and "internal" not in err, err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_route_named_like_a_compartment_is_refused():
+    """A dose row's route may be a compartment's name: a route of that name had silently
+    taken the row (into the depot, half the dose), so such a model is refused, naming both."""
+    spec = _models.one_cpt_spec(KA=1.0)
+    spec["routes"]["central"] = {"to": "depot", "f": 0.5}
+    with pytest.raises(KetasimInputError, match=r"routes\.central: name clashes with a "
+                                                r"compartment"):
+        ketasim.Model.from_dict(spec)

@@ -488,10 +488,11 @@ def run_population(args) -> int:
     bands = (args.band_step if args.band_step is not None else True) if want_bands else None
     if args.band_outputs is not None:
         band_outputs = tuple(o.strip() for o in args.band_outputs.split(",") if o.strip())
+    elif want_bands:
+        from .plotting import main_analyte
+        band_outputs = (main_analyte(model),) + (("occupancy",) if model.has_occupancy else ())
     else:
-        conc = model.concentration_names
-        band_outputs = (("plasma" if "plasma" in conc else conc[0]),) + (
-            ("occupancy",) if model.has_occupancy else ())
+        band_outputs = ()
     res = population(model, doses, args.n, args.seed, metrics=_metrics_arg(args), bands=bands,
                      band_outputs=band_outputs, chunk_size=args.chunk_size,
                      scheduler=args.scheduler, weight_kg=weight, covariates=covariates or None,

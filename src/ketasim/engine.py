@@ -372,7 +372,9 @@ def prepare(model, doses, params=None, weight_kg=70.0, *, outputs=None, amounts=
     """Prepare a simulation: resolve parameters, build matrices, events and the output map.
 
     Outputs (default: every concentration, then ``occupancy`` (+ ``occupancy_low``/``_high``
-    where the model has calibrations), ``glutamate``, ``plasticity`` (+ ``consolidation``)).
+    where the model has calibrations), ``glutamate``, ``plasticity`` (+ ``consolidation``); a
+    model with no concentration at all (every compartment amount-only) gives its compartments'
+    amounts, as ``amounts=True`` does).
     Occupancy is a formula on the exact state; the schematic response is integrated only when
     one of ``glutamate``, ``plasticity``, ``consolidation`` is asked for.
     """
@@ -386,6 +388,8 @@ def prepare(model, doses, params=None, weight_kg=70.0, *, outputs=None, amounts=
     if model.has_glutamate:
         sch_avail = ["glutamate", "plasticity"] + (["consolidation"]
                                                    if model.has_consolidation else [])
+    if outputs is None and not model.concentration_names:
+        amounts = True       # nothing else to show: the amounts (mg), as NONMEM's A(i) would
     amount_names = ([f"amount:{c}" for c in model.compartments] + ["amount:eliminated"]
                     if amounts else [])
     if outputs is None:

@@ -315,6 +315,11 @@ def _build(spec: dict, where: str, name: str | None) -> Model:
         _check_ident(r, "[routes]", where, _ROUTE,
                      "an ASCII name: a letter or _, then letters, digits, _ or - "
                      "([A-Za-z_][A-Za-z0-9_-]*)")
+        if r in comps:
+            # a dose row's route may name a compartment directly: the same name for a route
+            # would leave the row's meaning to a rule nobody reads
+            raise KetasimInputError(f"{w}: name clashes with a compartment (a dose row's route "
+                                    f"{r!r} could mean either); expected a new name")
         if not isinstance(d, dict):
             raise KetasimInputError(f"{w}: expected a table")
         parts_spec = d.get("parts")

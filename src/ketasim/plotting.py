@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .dosing import expand
+from .errors import KetasimInputError
 
 __all__ = ["plot_course", "plot_compare", "plot_bands", "plot_concentrations", "run_course",
            "CourseRun", "analyte_labels", "drug_name", "describe_doses", "save_figure",
@@ -107,7 +108,14 @@ def analyte_labels(model) -> dict:
 
 
 def main_analyte(model) -> str:
+    """The concentration a figure or summary shows (``plasma`` where there is one); a model
+    without any is refused, naming it."""
     names = list(analyte_labels(model))
+    if not names:
+        raise KetasimInputError(
+            f"model {model.name!r} has no concentration to plot or summarise (no compartment "
+            "with a volume, observe alias or effect site); give a compartment a volume in "
+            "[compartments], or use `ketasim simulate --out` for its amounts")
     return "plasma" if "plasma" in names else names[0]
 
 

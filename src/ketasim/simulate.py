@@ -90,8 +90,9 @@ def simulate(model, doses, times, params: dict | None = None, weight_kg=70.0, *,
         Body weight (kg) used by the model's weight scaling.
     outputs : list of str, optional
         Output names; default: every concentration, plus the occupancy and schematic outputs
-        the model defines. Occupancy is computed from the exact state; the schematic response
-        is integrated only when ``glutamate``, ``plasticity`` or ``consolidation`` is asked for.
+        the model defines (a model with no concentration: its compartments' amounts).
+        Occupancy is computed from the exact state; the schematic response is integrated only
+        when ``glutamate``, ``plasticity`` or ``consolidation`` is asked for.
     amounts : bool
         Also record the amount (mg) in every compartment (``result.amount(name)``) and the
         cumulative eliminated amount (``result.amount("eliminated")``).
