@@ -1029,3 +1029,19 @@ def test_a_route_named_like_a_compartment_is_refused():
     with pytest.raises(KetasimInputError, match=r"routes\.central: name clashes with a "
                                                 r"compartment"):
         ketasim.Model.from_dict(spec)
+
+
+@pytest.mark.parametrize("argv", [
+    ["compare", "ketamine-iv@standrd-iv", "--months", "1", "--out-dir", "{o}"],
+    ["population", "--doses", "standrd-iv", "--months", "1", "--n", "3", "--out", "{o}/p.csv"],
+    ["course", "--doses", "standrd-iv", "--months", "1", "--out-dir", "{o}"],
+    ["sweep", "--doses", "standrd-iv", "--months", "1", "--vary", "CL=50:60:2", "--out",
+     "{o}/s.csv"],
+])
+def test_a_mistyped_course_is_named_before_months_is_blamed(argv, tmp_path, capsys):
+    """With --months, a typo of a course name had been reported as a misuse of --months
+    ("no SPEC names a course"): the typo is the error, with the course it resembles."""
+    rc, _, err = run_cli([a.format(o=tmp_path / "o") for a in argv], capsys)
+    assert rc == 1 and "'standrd-iv' is neither a file nor a course" in err, err
+    assert "did you mean 'standard-iv'" in err and "--months" not in err
+    assert not (tmp_path / "o").exists()

@@ -350,8 +350,9 @@ def _given(args) -> str:
 
 def _doses_arg(args):
     """The --doses value, with --months for a course."""
-    from .courses import COURSES, is_course_name, resolve_doses
+    from .courses import COURSES, check_doses_spec, is_course_name, resolve_doses
 
+    check_doses_spec(args.doses, "--doses")
     if is_course_name(args.doses):
         if args.months is None:
             return args.doses, {}

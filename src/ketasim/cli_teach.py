@@ -566,8 +566,10 @@ def cmd_compare(args) -> int:
     parsed = [parse_spec(s) for s in args.specs]
     _warm.start_metrics()      # a first run: the table's kernel compiles alongside
     runs, labels = [], []
-    from .courses import COURSES, is_course_name
+    from .courses import COURSES, check_doses_spec, is_course_name
 
+    for spec, (_, d, _) in zip(args.specs, parsed):
+        check_doses_spec(d, f"compare: {spec}: doses")
     if args.months is not None and not any(is_course_name(d) for _, d, _ in parsed):
         raise KetasimInputError(f"--months: got {args.months:g}, but no SPEC names a course "
                                 f"({', '.join(COURSES)}); expected it with a course name")

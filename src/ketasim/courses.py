@@ -286,6 +286,18 @@ def is_course_name(spec) -> bool:
     return isinstance(spec, str) and spec in COURSES and not Path(spec).exists()
 
 
+def check_doses_spec(spec, what: str = "doses") -> None:
+    """Refuse a dose spec that is neither a course nor a file that could be read (a typo of a
+    course name, say), naming the nearest course: checked before anything that depends on
+    whether it is a course, so that error is the one a user sees."""
+    s = str(spec)
+    if (isinstance(spec, Doses) or is_course_name(s) or s in ("-", "/dev/stdin")
+            or Path(s).exists() or Path(s).suffix.lower() == ".csv"):
+        return
+    raise KetasimInputError(f"{what}: {s!r} is neither a file nor a course"
+                            f"{suggest(s, COURSES)}; courses: {', '.join(COURSES)}")
+
+
 def resolve_doses(spec, weight_kg: float = 70.0, **course_params) -> Doses:
     """A dose table from a course name (``standard-iv``, ``spravato``), a CSV path or a Doses.
 
@@ -298,6 +310,7 @@ def resolve_doses(spec, weight_kg: float = 70.0, **course_params) -> Doses:
                                     "course name, not a dose table")
         return spec
     s = str(spec)
+    check_doses_spec(s)
     if is_course_name(s):
         known = COURSE_PARAMETERS[s]
         kw = {}
@@ -315,8 +328,5 @@ def resolve_doses(spec, weight_kg: float = 70.0, **course_params) -> Doses:
     if s in ("-", "/dev/stdin"):          # the dose table on standard input
         from .dosing import read_doses
         return read_doses(s)
-    if not Path(s).exists() and Path(s).suffix.lower() != ".csv":
-        raise KetasimInputError(f"doses: {s!r} is neither a file nor a course"
-                                f"{suggest(s, COURSES)}; courses: {', '.join(COURSES)}")
     from .dosing import read_doses
     return read_doses(s)
