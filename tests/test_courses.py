@@ -1,12 +1,15 @@
 """Courses expand exactly as described, for any weight and length."""
 
 import math
+import sys
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ketasim
+from ketasim import KetasimInputError
 from ketasim.courses import DAYS_PER_MONTH, Phase, course_from_phases, read_course_toml
 
 
@@ -115,3 +118,12 @@ def test_a_phase_count_or_weeks_beyond_the_course_end_is_cut_by_months_not_refus
     assert twice.time_h.max() < 6 * DAYS_PER_MONTH * 24
     with __import__("pytest").raises(ketasim.KetasimInputError, match="10,000,000 sessions"):
         course_from_phases([Phase(every_days=0.01)], 35.0, "iv", months=6_000_000)
+
+
+@pytest.mark.parametrize("months", [1e300, 1e308, sys.float_info.max])
+def test_a_course_longer_than_floats_reach_is_too_many_sessions(months):
+    """months x 30.44 days past the float range had been taken for "no course length given"
+    (every_days without count needs one): it is a course of too many sessions."""
+    for course in (ketasim.standard_iv_course, ketasim.spravato_course):
+        with pytest.raises(KetasimInputError, match="more than 10,000,000 sessions"):
+            course(months=months)

@@ -81,9 +81,11 @@ def course_days(phases, months: float | None = None) -> tuple[list, list]:
         # the sessions a phase can add before the end of the course (the end drops the rest,
         # so a large count or number of weeks in a course of a few months is no problem)
         if ph.every_days:
-            cap = end / ph.every_days + 1 if math.isfinite(end) else math.inf
-            n_max = (min(ph.count, cap) if ph.count is not None else  # no end: reported below
-                     cap if math.isfinite(cap) else 0)
+            if ph.count is None and months is None:
+                raise KetasimInputError("phase: every_days without count needs the course "
+                                        "length (months)")
+            cap = end / ph.every_days + 1       # (inf without months, or past the float range)
+            n_max = min(ph.count, cap) if ph.count is not None else cap
         else:
             n_max = ph.per_week * min(ph.weeks, end / 7.0 + 1)
         planned += n_max
@@ -92,9 +94,6 @@ def course_days(phases, months: float | None = None) -> tuple[list, list]:
                 f"course: more than {MAX_EVENTS:,} sessions (months = {months!r}); expected "
                 "a shorter course or fewer sessions")
         if ph.every_days:
-            if ph.count is None and not math.isfinite(end):
-                raise KetasimInputError("phase: every_days without count needs the course "
-                                        "length (months)")
             gap = ph.every_days if ph.after_days is None else ph.after_days
             if days and gap == 0:
                 raise KetasimInputError("phase: after_days: got 0, expected a number of days > 0 "
