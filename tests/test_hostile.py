@@ -1045,3 +1045,17 @@ def test_a_mistyped_course_is_named_before_months_is_blamed(argv, tmp_path, caps
     assert rc == 1 and "'standrd-iv' is neither a file nor a course" in err, err
     assert "did you mean 'standard-iv'" in err and "--months" not in err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("eol", ["\r", "\r\n", "\n"])
+def test_dose_tables_with_any_line_ending_read_the_same(eol, tmp_path):
+    """Lines ended by CR alone (classic Mac, Excel's "CSV (Macintosh)") had been refused with
+    csv's "new-line character seen in unquoted field"; an error still names the line."""
+    rows = ["time_h,amount_mg,route", "0,100,iv", "1,50,iv", "2.5,25,iv"]
+    f = tmp_path / "d.csv"
+    f.write_bytes(eol.join(rows).encode() + eol.encode())
+    d = ketasim.read_doses(f)
+    assert list(d.time_h) == [0.0, 1.0, 2.5] and list(d.amount_mg) == [100.0, 50.0, 25.0]
+    f.write_bytes(eol.join(rows[:2] + ["1,50,ivv"]).encode())
+    with pytest.raises(KetasimInputError, match="line 3: row 2: route: unknown name 'ivv'"):
+        ketasim.simulate(ketasim.Model.from_dict(ONE_CPT), ketasim.read_doses(f), [0.0, 1.0])

@@ -42,6 +42,7 @@ import difflib
 import io
 import math
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -632,7 +633,12 @@ class _Lines:
                         from None
                 first = False
                 offset += len(raw)
-                yield text
+                if "\r" in text[:-2]:
+                    # lines ended by CR alone (classic Mac, Excel's "CSV (Macintosh)"): the
+                    # file is read by \n, so split them here, each a line of its own
+                    yield from _CR_LINE.findall(text)
+                else:
+                    yield text
         else:
             wrapper = io.TextIOWrapper(self.fh, encoding=self.encoding, newline="")
             try:
@@ -648,6 +654,9 @@ class _Lines:
                                         "expected a CSV dose table") from None
             finally:
                 wrapper.detach()
+
+
+_CR_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")    # one line with its ending
 
 
 def _open_source(path_or_text, source):
