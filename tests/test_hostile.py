@@ -1059,3 +1059,43 @@ def test_dose_tables_with_any_line_ending_read_the_same(eol, tmp_path):
     f.write_bytes(eol.join(rows[:2] + ["1,50,ivv"]).encode())
     with pytest.raises(KetasimInputError, match="line 3: row 2: route: unknown name 'ivv'"):
         ketasim.simulate(ketasim.Model.from_dict(ONE_CPT), ketasim.read_doses(f), [0.0, 1.0])
+
+
+@pytest.mark.parametrize("cell", ["3_5", "１００", "٣٥", "0x10", "1,0"])
+def test_a_dose_cell_that_is_not_a_plain_number_is_refused(cell, tmp_path):
+    """Python's float() reads 3_5 as 35 and full-width or Arabic-Indic digits as numbers: in a
+    dose column they are typos, refused naming the line, the column and the text."""
+    f = tmp_path / "d.csv"
+    f.write_text(f'time_h,amount_mg,route\n0,"{cell}",iv\n', encoding="utf-8")
+    with pytest.raises(KetasimInputError, match=f"line 2: amount_mg: got '{cell}', expected a "
+                                                "number"):
+        ketasim.read_doses(f)
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["simulate", "--weight", "7_0"], "--weight"),
+    (["simulate", "--param", "CL=1_0"], "--param"),
+    (["simulate", "--until", "２４"], "--until"),
+    (["population", "--n", "1_0"], "--n"),
+    (["population", "--n", "2", "--seed", "1_2"], "--seed"),
+    (["schedule", "spravato", "--dose", "5_6"], "--dose"),
+    (["explore", "--port", "8_765"], "--port"),
+    (["explore", "--port", "0"], "--port"),
+    (["explore", "--port", "70000"], "--port"),
+    (["bench", "--repeats", "0"], "--repeats"),
+])
+def test_option_values_are_plain_numbers_in_range(argv, option, tmp_path, capsys):
+    """Underscores and non-ASCII digits had been read as numbers (--n 1_0 ran 10 subjects),
+    and an out-of-range --port exited 1 (a bad input) instead of 2 (a usage error)."""
+    rc, _, err = run_cli(argv + ["--out", str(tmp_path / "o.csv")]
+                         if argv[0] in ("simulate", "population") else argv, capsys)
+    assert rc == 2 and option in err, err
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_vary_takes_plain_numbers_only():
+    from ketasim.population import parse_vary
+
+    assert parse_vary("CL=50:60:2")[1].tolist() == [50.0, 60.0]
+    with pytest.raises(KetasimInputError, match="--vary CL"):
+        parse_vary("CL=5_0:6_0:2")

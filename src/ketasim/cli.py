@@ -19,6 +19,7 @@ import threading
 import warnings
 from pathlib import Path
 
+from ._numtext import to_float, to_int
 from .errors import KetasimInputError
 
 DEFAULT_STEP_H = 0.1   # 6 minutes: smooth figures and metrics; the solution is exact at any step
@@ -42,10 +43,25 @@ class _SubParser(_Parser):
                           help="show tracebacks on errors (default: off)")
 
 
+def _whole(kind, lo=None, hi=None):
+    """An argparse type: a plain whole number (ASCII digits), optionally within [lo, hi]."""
+    def conv(s):
+        try:
+            v = to_int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{s!r} is not a whole number ({kind})") from None
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            rng = (f"{lo}-{hi}" if lo is not None and hi is not None
+                   else f">= {lo}" if lo is not None else f"<= {hi}")
+            raise argparse.ArgumentTypeError(f"{s} is out of range: expected {kind} {rng}")
+        return v
+    return conv
+
+
 def _finite(kind, lo=None, strict=False, hi=None):
     def conv(s):
         try:
-            v = float(s)
+            v = to_float(s)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{s!r} is not a number ({kind})") from None
         if v != v or v in (float("inf"), float("-inf")):
@@ -77,7 +93,7 @@ def _param(s):
         raise argparse.ArgumentTypeError(f"{s!r}: expected NAME=VALUE")
     k, v = s.split("=", 1)
     try:
-        return k.strip(), float(v)
+        return k.strip(), to_float(v)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{s!r}: value {v!r} is not a number") from None
 
@@ -86,7 +102,7 @@ def _thresholds(s):
     out = []
     for part in s.split(","):
         try:
-            v = float(part)
+            v = to_float(part)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{part!r} is not a number (an occupancy 0-1)") \
                 from None
@@ -186,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="interval of monthly maintenance, days (default: 28)")
     a.add_argument("--out", default=None, type=_schedule_out, help=_SCHEDULE_OUT_HELP)
     b = ssub.add_parser("spravato", help="esketamine nasal-spray label course")
-    b.add_argument("--dose", type=int, choices=(56, 84), default=56,
+    b.add_argument("--dose", type=_whole("mg"), choices=(56, 84), default=56,
                    help="mg per session after day 1 (day 1 is 56 mg; default: 56)")
     b.add_argument("--maintenance", choices=("weekly", "biweekly"), default="biweekly",
                    help="from week 9 (default: biweekly)")

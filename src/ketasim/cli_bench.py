@@ -26,7 +26,9 @@ def add_arguments(p) -> None:
                    help="write the results as JSON here ('-' for none; default: "
                         f"{DEFAULT_JSON} for the full suite, none for --quick or --only, "
                         "which never replace the full suite's results unless told to)")
-    p.add_argument("--repeats", type=int, default=None,
+    from .cli import _whole
+
+    p.add_argument("--repeats", type=_whole("repeats", 1), default=None,
                    help="timed repeats of each ketasim call, the best kept (default 3, and 10 "
                         "for a one-subject scenario; quick 2)")
     p.add_argument("--isolate", dest="isolate", action="store_true", default=None,

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._numtext import to_float, to_int
 from .errors import KetasimInputError
 
 __all__ = ["add_population_parser", "add_sweep_parser", "write_table"]
@@ -27,7 +28,7 @@ __all__ = ["add_population_parser", "add_sweep_parser", "write_table"]
 def _positive_int(kind):
     def conv(s):
         try:
-            v = int(s)
+            v = to_int(s)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{s!r} is not a whole number ({kind})") from None
         if v < 1:
@@ -38,7 +39,7 @@ def _positive_int(kind):
 
 def _seed(s):
     try:
-        v = int(s)
+        v = to_int(s)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{s!r} is not a whole number (seed >= 0)") from None
     if v < 0:
@@ -413,7 +414,7 @@ def _read_covariates(path, n):
                                     "values")
         for h, c in zip(head, cells):
             try:
-                out[h][i] = float(c)
+                out[h][i] = to_float(c)
             except ValueError:
                 raise KetasimInputError(f"--covariates: {path}: row {i + 2}, {h}: got {c!r}, "
                                         "expected a number") from None

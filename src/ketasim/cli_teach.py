@@ -73,7 +73,7 @@ def _sim_kw(args) -> dict:
 
 def add_parsers(sub) -> None:
     """Register ``course``, ``compare`` and ``explore`` on the ``ketasim`` subparsers."""
-    from .cli import _finite
+    from .cli import _finite, _whole
 
     c = sub.add_parser("course", help="figure, table and summary of a whole course "
                        "(the main job)",
@@ -119,7 +119,7 @@ def add_parsers(sub) -> None:
                        "maintenance interval, preset and missed sessions and watch the "
                        "course re-simulate. Opens a desktop window where one is available, "
                        "else serves the page to a browser; --port always serves to a browser.")
-    e.add_argument("--port", type=int, default=None,
+    e.add_argument("--port", type=_whole("a port", 1, 65535), default=None,
                    help="serve in the browser on this port (default: a desktop window if "
                         "available, else port 8765)")
     e.add_argument("--no-browser", action="store_true",
@@ -608,8 +608,6 @@ def cmd_explore(args) -> int:
     # the module (ketasim.explore is also the name of the function it exports)
     from .explore import DEFAULT_PORT, has_display, serve, window
 
-    if args.port is not None and not 0 < args.port < 65536:
-        raise KetasimInputError(f"--port: got {args.port}, expected a port 1-65535")
     if args.port is None and has_display():
         window(model=args.model)
         return 0

@@ -50,6 +50,7 @@ from pathlib import Path
 import numpy as np
 
 from ._memo import Derived
+from ._numtext import to_float
 from .errors import KetasimInputError
 
 __all__ = ["Doses", "read_doses", "write_doses", "expand", "MAX_EVENTS", "MAX_DOSE_FILE_BYTES",
@@ -772,7 +773,7 @@ def _observation_only(skipped_ids, kept) -> tuple:
 
 def _number(v: str, c: str, where: str, line_no: int) -> float:
     try:
-        x = float(v)
+        x = to_float(v)
     except ValueError:
         raise KetasimInputError(f"{where}: line {line_no}: {c}: got {v!r}, expected a "
                                 "number") from None

@@ -11,7 +11,6 @@ working arrays.
 from __future__ import annotations
 
 import os
-import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import numpy as np
 
 from . import _kernels
 from ._memo import kept
+from ._numtext import UNSIGNED as _PLAIN_NUMBER  # a metric name keeps this text
 from .dosing import Doses, expand, read_doses
 from .errors import KetasimInputError, check_name
 from .events import build_events, subject_covariates
@@ -637,9 +637,6 @@ def session_starts(doses, merge_h: float = 1.0) -> np.ndarray:
         return t
     keep = np.r_[True, np.diff(t) >= merge_h]
     return t[keep]
-
-
-_PLAIN_NUMBER = re.compile(r"(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 
 
 def _parse_thresholds(metrics):

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._numtext import to_float, to_int
 from .errors import KetasimInputError, suggest
 
 __all__ = ["population", "sweep", "PopulationResult", "SweepResult", "Bands",
@@ -91,7 +92,7 @@ def _check_metrics(metrics) -> tuple:
         for prefix, lo, hi, what in (("time_above_occ_", 0.0, 1.0, "an occupancy in [0, 1]"),
                                      ("time_above_conc_", 0.0, math.inf, "ng/mL >= 0")):
             if m.startswith(prefix):
-                from .engine import _PLAIN_NUMBER
+                from ._numtext import UNSIGNED as _PLAIN_NUMBER
 
                 text = m[len(prefix):]
                 x = float(text) if _PLAIN_NUMBER.fullmatch(text) else math.nan
@@ -765,8 +766,8 @@ def parse_vary(text: str) -> tuple:
     if len(parts) != 3:
         raise KetasimInputError(f"--vary {name}: got {spec!r}, expected LO:HI:N or log:LO:HI:N")
     try:
-        lo, hi = float(parts[0]), float(parts[1])
-        k = int(parts[2])
+        lo, hi = to_float(parts[0]), to_float(parts[1])
+        k = to_int(parts[2])
     except ValueError:
         raise KetasimInputError(f"--vary {name}: got {spec!r}, expected numbers LO:HI and a "
                                 "whole number of points N") from None
