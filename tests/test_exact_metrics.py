@@ -277,3 +277,20 @@ def test_course_metrics_takes_numpy_thresholds():
     assert np.array_equal(a.time_above_h[0.125], b.time_above_h[0.125])
     assert np.array_equal(a.time_above_conc_h[50.0], b.time_above_conc_h[50.0])
     assert a.time_above_conc_h[50.0][0] > 0
+
+
+def test_a_session_starting_at_the_horizon_is_left_out():
+    """A session starting exactly at the last output time has no window: it had been reported
+    with the previous session's leftover as its Cmax (and tmax 0, AUC 0); and the dose at the
+    horizon is no part of the previous session's peak (C0 = 100 mg / 50 L = 2000 ng/mL)."""
+    m = _one_cpt()
+    d = ketasim.Doses([0.0, 24.0, 48.0], [100.0] * 3, ["iv"] * 3)
+    r = ketasim.simulate(m, d, ketasim.time_grid(48.0, 0.5))
+    cm = course_metrics(r)
+    assert cm.session_start_h.tolist() == [0.0, 24.0]
+    k = 10.0 / 50.0
+    assert cm.cmax_ng_ml[1] == pytest.approx(2000.0 * (1 + math.exp(-24 * k)), rel=1e-12)
+    assert cm.auc_ng_h_ml[1] == pytest.approx(2000.0 * (1 + math.exp(-24 * k))
+                                              * (1 - math.exp(-24 * k)) / k, rel=1e-12)
+    r = ketasim.simulate(m, d, ketasim.time_grid(48.5, 0.5))
+    assert course_metrics(r).session_start_h.tolist() == [0.0, 24.0, 48.0]

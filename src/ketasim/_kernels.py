@@ -2018,8 +2018,11 @@ def metrics_range(sub0, sub1, Ks, ev_ts, ev_cs, ev_amts, ev_kinds, nevs, ev_vecs
                     mo[M_AUC, sidx] = x[ia] - auc0
                 sidx += 1
                 auc0 = x[ia]
-            e, has_u, _ = _apply_events(x, u, active, t, e, nev, ev_t, ev_c, ev_amt, ev_kind,
-                                        ev_vec)
+            if t < horizon:
+                # (an event at the horizon is left out: the metrics end just before it, so a
+                # dose there is no part of the last session's peak)
+                e, has_u, _ = _apply_events(x, u, active, t, e, nev, ev_t, ev_c, ev_amt,
+                                            ev_kind, ev_vec)
             if sidx >= 0:
                 f = _dot(ra, x)
                 if f > mo[M_CMAX, sidx]:

@@ -719,7 +719,9 @@ def run_metrics(model, doses, params=None, weight_kg=70.0, *, analyte=None, thre
         horizon_h = float(starts[-1]) + 28 * 24.0
     if not (np.isfinite(horizon_h) and horizon_h > 0):
         raise KetasimInputError(f"horizon_h: got {horizon_h!r}, expected hours > 0")
-    starts = starts[starts <= horizon_h]
+    # a session has a window only when it starts before the horizon (one starting at it would
+    # report the previous session's leftover as its "peak")
+    starts = starts[starts < horizon_h]
     if starts.size == 0:
         raise KetasimInputError("metrics: no session starts within the horizon")
     S0 = len(model.state_names)
@@ -762,7 +764,7 @@ def run_metrics(model, doses, params=None, weight_kg=70.0, *, analyte=None, thre
                 sel &= ex.evid != 3               # a reset is not a session
             t = np.unique(ex.time_h[sel])
             t = t[np.r_[True, np.diff(t) >= merge_h]] if t.size else t
-            own.append(t[t <= horizon_h])
+            own.append(t[t < horizon_h])
         S = max(1, max(t.size for t in own))
         sess = np.full((n, S), np.inf)
         for i, t in enumerate(own):
