@@ -1099,3 +1099,28 @@ def test_vary_takes_plain_numbers_only():
     assert parse_vary("CL=50:60:2")[1].tolist() == [50.0, 60.0]
     with pytest.raises(KetasimInputError, match="--vary CL"):
         parse_vary("CL=5_0:6_0:2")
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["population", "--n", "2", "--months", "1", "--band-outputs", "plasma", "--out",
+      "{o}"], "--band-outputs"),
+    (["population", "--n", "2", "--months", "1", "--band-step", "0.5", "--out", "{o}"],
+     "--band-step"),
+    (["simulate", "--until", "48", "--thresholds", "0.5", "--out", "{o}"], "--thresholds"),
+])
+def test_an_option_that_would_do_nothing_is_refused(argv, option, tmp_path, capsys):
+    """Options of an output nobody asked for had been accepted and ignored."""
+    out = tmp_path / "o.csv"
+    rc, _, err = run_cli([a.format(o=out) for a in argv], capsys)
+    assert rc == 1 and f"{option}: only with" in err and not out.exists(), err
+
+
+def test_after_days_of_a_first_phase_delays_the_course(tmp_path):
+    """after_days counts from the previous session; a first phase has none, and its
+    after_days had been ignored (sessions from day 0): it counts from the course start."""
+    from ketasim.courses import Phase, course_days
+
+    assert course_days([Phase(every_days=7, count=3, after_days=3)])[0] == [3.0, 10.0, 17.0]
+    assert course_days([Phase(every_days=7, count=2)])[0] == [0.0, 7.0]
+    assert course_days([Phase(weeks=1, per_week=3),
+                        Phase(every_days=7, count=2, after_days=3)])[0] == [0, 2, 4, 7, 14]

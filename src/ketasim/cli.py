@@ -166,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--summary", action="store_true",
                    help="print per-session metrics (Cmax, Tmax, AUC, trough, occupancy, "
                         "glutamate) and course metrics (default: off)")
-    s.add_argument("--thresholds", type=_thresholds, default=(0.2, 0.3, 0.4),
+    s.add_argument("--thresholds", type=_thresholds, default=None,
                    metavar="OCC[,OCC...]",
                    help="occupancy thresholds (0-1) for --summary's time above threshold "
                         "(default: 0.2,0.3,0.4)")
@@ -380,6 +380,9 @@ def cmd_simulate(args) -> int:
     from .simulate import simulate, time_grid
 
     _check_output_paths(args, "out", "plot")
+    if args.thresholds is not None and not args.summary:
+        raise KetasimInputError("--thresholds: only with --summary (they set its time-above-"
+                                "threshold columns)")
     model = load_model(args.model)
     if args.summary or args.plot is not None:
         from . import _warm
@@ -421,7 +424,8 @@ def cmd_simulate(args) -> int:
         if args.summary:
             from .metrics import course_metrics
             analyte = "plasma" if "plasma" in result.names else model.concentration_names[0]
-            cm = course_metrics(result, analyte=analyte, thresholds=args.thresholds)
+            cm = course_metrics(result, analyte=analyte,
+                                thresholds=args.thresholds or (0.2, 0.3, 0.4))
             labels = None
             if result.population:        # a dose table with subjects: a row per subject
                 from .io import subject_labels

@@ -487,6 +487,10 @@ def run_population(args) -> int:
         print(f"ketasim: note: model {model.name!r} has no [variability] section: every subject "
               "has the typical parameter values", file=sys.stderr)
     want_bands = args.bands is not None or args.plot is not None
+    for opt, v in (("--band-outputs", args.band_outputs), ("--band-step", args.band_step)):
+        if v is not None and not want_bands:
+            raise KetasimInputError(f"{opt}: only with --bands or --plot (it sets the bands, "
+                                    "which neither asks for)")
     bands = (args.band_step if args.band_step is not None else True) if want_bands else None
     if args.band_outputs is not None:
         band_outputs = tuple(o.strip() for o in args.band_outputs.split(",") if o.strip())

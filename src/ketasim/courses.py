@@ -28,7 +28,8 @@ class Phase:
     Either ``weeks`` x ``per_week`` sessions, which occupy whole weeks from the phase start and
     fall on days floor(7 j / per_week) of each week (3/week = days 0, 2, 4; 2/week = days 0, 3);
     or sessions ``every_days`` apart, the first ``after_days`` after the previous session
-    (default: ``every_days``), ``count`` times (``None``: until the end of the course).
+    (default: ``every_days``; with no session before the phase, ``after_days`` after its start,
+    default 0), ``count`` times (``None``: until the end of the course).
     ``amount_mg`` overrides the course's amount for this phase.
     """
 
@@ -99,7 +100,7 @@ def course_days(phases, months: float | None = None) -> tuple[list, list]:
                 raise KetasimInputError("phase: after_days: got 0, expected a number of days > 0 "
                                         "(0 puts the phase's first session at the same instant "
                                         "as the previous session)")
-            d = (days[-1] + gap) if days else week_start
+            d = (days[-1] + gap) if days else week_start + (ph.after_days or 0.0)
             j = 0
             while (ph.count is None or j < ph.count) and d < end:
                 days.append(d)
