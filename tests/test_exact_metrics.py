@@ -294,3 +294,21 @@ def test_a_session_starting_at_the_horizon_is_left_out():
                                               * (1 - math.exp(-24 * k)) / k, rel=1e-12)
     r = ketasim.simulate(m, d, ketasim.time_grid(48.5, 0.5))
     assert course_metrics(r).session_start_h.tolist() == [0.0, 24.0, 48.0]
+
+
+def test_metrics_not_asked_for_are_not_searched_and_change_nothing_else():
+    """Cmax/Tmax and peak occupancy are searched for only when asked for (a search costs about
+    as much as the rest): every other metric is the same, bit for bit, with or without them."""
+    m = ketasim.load_model("ketamine-iv")
+    d = ketasim.standard_iv_course(months=2)
+    p = {"CL": np.array([60.0, 95.0, 140.0])}
+    full = session_metrics(m, d, params=p, metrics=("cmax", "tmax", "auc", "trough",
+                                                      "peak_occupancy", "time_above_occ_0.1",
+                                                      "time_above_conc_50"))
+    for ask in [("auc",), ("trough", "time_above_conc_50"), ("cmax", "auc"),
+                ("peak_occupancy",), ("time_above_occ_0.1", "auc")]:
+        part = session_metrics(m, d, params=p, metrics=ask)
+        for k, v in part.items():
+            assert np.array_equal(v, full[k], equal_nan=True), (ask, k)
+    mr = run_metrics(m, d, p, conc_peaks=False, occupancy_peaks=False)
+    assert np.isnan(mr.per_session[:, 0]).all()           # Cmax not searched: NaN, not a guess

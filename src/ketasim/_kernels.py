@@ -1772,12 +1772,16 @@ def _lattice_floor(off, jH, LL, jstop):
 
 @njit(cache=True, _nrt=False)
 def _monitor(K, x0, x1, u, has_u, jH, H, t0, sidx, ra, raK, rw, rwK, thr_o, thr_c, LP, LG, top,
-             T1, LL, jstop, xa, xb, D1, D2, mo):
+             T1, LL, jstop, xa, xb, D1, D2, mo, mon):
     """Update session ``sidx``'s metrics with the step [t0, t0 + H] from x0 to x1 (exact).
-    ``jH`` is the step's rung (-1: a Taylor step shorter than the ladder's base)."""
+    ``jH`` is the step's rung (-1: a Taylor step shorter than the ladder's base). ``mon``:
+    bit 0, the analyte's peak and thresholds; bit 1, occupancy's (a metric nobody asked for
+    is not searched for)."""
     nto = thr_o.shape[0]
     ntc = thr_c.shape[0]
     for which in range(2):
+        if (mon >> which) & 1 == 0:
+            continue
         if which == 0:
             r = ra
             rK = raK
@@ -1905,7 +1909,7 @@ def _pd_ladder(K, x, u, has_u, jH, H, wd, wK, pd, y, rtol, LP, LG, top, T1, xm, 
 @njit(cache=True, nogil=True, _nrt=True)
 def metrics_range(sub0, sub1, Ks, ev_ts, ev_cs, ev_amts, ev_kinds, nevs, ev_vecs, sesss, nsesss,
                   horizons, ras, rws, wds, pds, pd_on, pd_rtol, thr_o, thr_c, h0s, ia, mos,
-                  endvs):
+                  endvs, mon):
     """Exact per-session metrics of subjects ``sub0`` to ``sub1 - 1`` (no output grid), one
     after the other, without the GIL. Row s of every per-subject array (``Ks`` ... ``endvs``)
     belongs to subject s; below, the arrays of one subject.
@@ -1915,7 +1919,9 @@ def metrics_range(sub0, sub1, Ks, ev_ts, ev_cs, ev_amts, ev_kinds, nevs, ev_vecs
     schematic drive weights; ``ia``: index of the integrator state of ``ra`` (AUC); ``h0``:
     the first step after an event (a power of two, hours).
     ``mo`` (M_FIXED + len(thr_o) + len(thr_c), S): see the M_* rows; ``endv`` (3,): G, P, Q at
-    the horizon."""
+    the horizon. ``mon`` (see :func:`_monitor`): bit 0 clear, Cmax, Tmax and times above the
+    concentration thresholds are not searched for (Cmax holds only values at events); bit 1
+    clear, the same for peak occupancy and its thresholds."""
     for isub in range(sub0, sub1):
         K = Ks[isub]
         ev_t = ev_ts[isub]
@@ -2079,7 +2085,7 @@ def metrics_range(sub0, sub1, Ks, ev_ts, ev_cs, ev_amts, ev_kinds, nevs, ev_vecs
                     _tstep(K, x, u, H, xn, D1, D2)
                 if sidx >= 0:
                     _monitor(K, x, xn, u, has_u, jH, H, t, sidx, ra, raK, rw, rwK, thr_o, thr_c,
-                             LP, LG, top, T1, LL, jstop, xa, xb, D1, D2, mo)
+                             LP, LG, top, T1, LL, jstop, xa, xb, D1, D2, mo, mon)
                     if pd_on:
                         if ext[0] > mo[M_PGLU, sidx]:
                             mo[M_PGLU, sidx] = ext[0]

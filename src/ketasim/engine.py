@@ -685,9 +685,15 @@ class MetricsRun:
 def run_metrics(model, doses, params=None, weight_kg=70.0, *, analyte=None, thresholds_occ=(),
                 thresholds_conc_ng_ml=(), horizon_h=None, merge_h: float = 1.0,
                 schematic: bool = True, occupancy_calibration=None, pd_rtol=DEFAULT_PD_RTOL,
-                threads=None, chunk_size: int = 20_000) -> MetricsRun:
+                threads=None, chunk_size: int = 20_000, conc_peaks: bool = True,
+                occupancy_peaks: bool = True) -> MetricsRun:
     """Exact per-session metrics for every subject, computed in the kernel with no time grid
-    (memory: a few arrays per chunk of subjects). See :class:`MetricsRun`."""
+    (memory: a few arrays per chunk of subjects). See :class:`MetricsRun`.
+
+    ``conc_peaks=False``: Cmax and Tmax are not searched for (NaN; the AUC, troughs and times
+    above concentration thresholds are still exact); ``occupancy_peaks=False``: the same for
+    peak occupancy (times above occupancy thresholds still exact). A search costs about as much
+    as the rest of the run."""
     from . import _warm
 
     _warm.wait()        # a helper compiling this kernel into the cache (a first run)
@@ -777,14 +783,17 @@ def run_metrics(model, doses, params=None, weight_kg=70.0, *, analyte=None, thre
     ev_t, ev_c, ev_a, ev_k, nev, ev_v = ev
     k = _threads(threads)
 
+    has_occ = "occupancy" in wsets
+    mon = np.int64((1 if conc_peaks or thr_c.size else 0)
+                   | (2 if has_occ and (occupancy_peaks or thr_o.size) else 0))
+
     def met(a, b):
         _kernels.metrics_range(a, b, Ka, ev_t, ev_c, ev_a, ev_k, nev, ev_v, sess, nsess, hor, ra,
-                               rw, wd, pdp, pd_on, pd_rtol, thr_o, thr_c, h0, S0, mo, endv)
+                               rw, wd, pdp, pd_on, pd_rtol, thr_o, thr_c, h0, S0, mo, endv, mon)
 
     # ranges of at most 64 subjects with the schematic response (about 4 ms a subject over a
     # six-month course), 512 without: Ctrl-C is seen within a fraction of a second
     _spread(met, 0, n, k, min(max(1, int(chunk_size)), 64 if pd_on else 512))
-    has_occ = "occupancy" in wsets
     if not has_occ:
         mo[:, _kernels.M_POCC] = np.nan
         mo[:, _kernels.M_FIXED:_kernels.M_FIXED + thr_o.size] = np.nan
@@ -798,6 +807,11 @@ def run_metrics(model, doses, params=None, weight_kg=70.0, *, analyte=None, thre
     if not np.all(np.isfinite(mo[:, _kernels.M_CMAX][used])):
         raise KetasimInputError("metrics: a concentration overflowed or is not a number: check "
                                 "for extreme amounts, rates or volumes")
+    if not conc_peaks:
+        mo[:, _kernels.M_CMAX] = np.nan
+        mo[:, _kernels.M_TMAX] = np.nan
+    if not occupancy_peaks:
+        mo[:, _kernels.M_POCC] = np.nan
     return MetricsRun(per_session=mo, end=endv, session_start_h=starts,
                       thresholds_occ=tuple(float(x) for x in thresholds_occ),
                       thresholds_conc_ng_ml=tuple(float(x) for x in thresholds_conc_ng_ml),
@@ -849,7 +863,9 @@ def session_metrics(model, doses, params=None, weight_kg=70.0, *, metrics=("cmax
     mr = run_metrics(model, doses, params, weight_kg, analyte=analyte, thresholds_occ=thr_o,
                      thresholds_conc_ng_ml=thr_c, horizon_h=horizon_h, merge_h=merge_h,
                      schematic=schematic, occupancy_calibration=occupancy_calibration,
-                     pd_rtol=pd_rtol, threads=threads, chunk_size=chunk_size)
+                     pd_rtol=pd_rtol, threads=threads, chunk_size=chunk_size,
+                     conc_peaks=any(m in ("cmax", "tmax") for m in metrics),
+                     occupancy_peaks="peak_occupancy" in metrics)
     return metrics_columns(mr, metrics)
 
 
