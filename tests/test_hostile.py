@@ -1124,3 +1124,16 @@ def test_after_days_of_a_first_phase_delays_the_course(tmp_path):
     assert course_days([Phase(every_days=7, count=2)])[0] == [0.0, 7.0]
     assert course_days([Phase(weeks=1, per_week=3),
                         Phase(every_days=7, count=2, after_days=3)])[0] == [0, 2, 4, 7, 14]
+
+
+def test_an_output_named_twice_is_one_output():
+    """A schematic or occupancy name given twice had made a second row that was never written
+    (uninitialised memory, or a false overflow error)."""
+    m = ketasim.load_model("ketamine-iv")
+    d = ketasim.standard_iv_course(months=1)
+    t = ketasim.time_grid(240, 0.5)
+    once = ketasim.simulate(m, d, t, outputs=["plasma", "occupancy", "glutamate", "plasticity"])
+    twice = ketasim.simulate(m, d, t, outputs=["glutamate", "plasma", "glutamate", "occupancy",
+                                               "occupancy", "plasticity", "plasma", "glutamate"])
+    assert twice.names == once.names
+    assert np.array_equal(twice.data, once.data)

@@ -406,7 +406,9 @@ def prepare(model, doses, params=None, weight_kg=70.0, *, outputs=None, amounts=
                 if nm not in occ_avail + sch_avail:
                     raise KetasimInputError(f"outputs: model {model.name!r} has no {nm!r} "
                                             "output")
-                (occ if nm in OCCUPANCY_OUTPUTS else sch).append(nm)
+                group = occ if nm in OCCUPANCY_OUTPUTS else sch
+                if nm not in group:          # a name given twice is one output, as below
+                    group.append(nm)
             elif nm not in conc:
                 conc.append(nm)
         conc += [a for a in amount_names if a not in conc]

@@ -90,7 +90,10 @@ def simulate(model, doses, times, params: dict | None = None, weight_kg=70.0, *,
         Body weight (kg) used by the model's weight scaling.
     outputs : list of str, optional
         Output names; default: every concentration, plus the occupancy and schematic outputs
-        the model defines (a model with no concentration: its compartments' amounts).
+        the model defines (a model with no concentration: its compartments' amounts). A name
+        given twice is one output. Rows come in the order of ``result.names``:
+        concentrations (and amounts), then occupancy, then the schematic outputs, whatever
+        the order given.
         Occupancy is computed from the exact state; the schematic response is integrated only
         when ``glutamate``, ``plasticity`` or ``consolidation`` is asked for.
     amounts : bool
