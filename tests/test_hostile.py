@@ -1137,3 +1137,29 @@ def test_an_output_named_twice_is_one_output():
                                                "occupancy", "plasticity", "plasma", "glutamate"])
     assert twice.names == once.names
     assert np.array_equal(twice.data, once.data)
+
+
+def test_the_course_name_standard_iv_is_dosed_at_the_weight_given():
+    """The API had built the mg/kg course for 70 kg whatever weight_kg was (35 mg at 100 kg:
+    Cmax 115 instead of 164 ng/mL), while the CLI, populations and sweeps used the weight."""
+    from ketasim.engine import session_metrics
+
+    t = ketasim.time_grid(24, 1 / 60)
+    by_name = ketasim.simulate("ketamine-iv", "standard-iv", t, weight_kg=100,
+                               outputs=["plasma"])
+    by_table = ketasim.simulate("ketamine-iv", ketasim.standard_iv_course(0.5, 100), t,
+                                weight_kg=100, outputs=["plasma"])
+    assert np.array_equal(by_name.data, by_table.data)
+    cm = session_metrics("ketamine-iv", "standard-iv", weight_kg=100, metrics=("cmax",))
+    assert cm["cmax_s1"][0] == pytest.approx(by_table.concentration("plasma").max(), rel=1e-6)
+    with pytest.raises(KetasimInputError, match="per-subject weights with the mg/kg course"):
+        ketasim.simulate("ketamine-iv", "standard-iv", t, weight_kg=[50.0, 100.0])
+
+
+@pytest.mark.parametrize("w", [True, "70", None, b"70", np.array([True, False]),
+                               np.array(["60", "70"])])
+def test_a_weight_that_is_not_a_number_is_refused(w):
+    """True had run at 1 kg and '70' had been read as 70: refused, naming weight_kg."""
+    with pytest.raises(KetasimInputError, match="weight_kg: got"):
+        ketasim.simulate("ketamine-iv", ketasim.standard_iv_course(months=1), [0.0, 1.0],
+                         weight_kg=w)

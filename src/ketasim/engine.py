@@ -156,18 +156,36 @@ def _pair(f0, f1):
     return (a or 0) + (job.result() or 0)
 
 
-def _coerce_doses(doses) -> Doses:
+def _coerce_doses(doses, weight_kg=70.0) -> Doses:
+    """A Doses from what ``doses=`` takes; a course name is built for ``weight_kg`` (the
+    standard IV course is in mg/kg: one weight for all, or it is refused)."""
     if isinstance(doses, Doses):
         return doses
     if isinstance(doses, (str, os.PathLike)):
-        from .courses import COURSES, resolve_doses
-        if str(doses) in COURSES:
+        from .courses import COURSES, is_course_name, resolve_doses
+        if str(doses) in COURSES and (isinstance(doses, str) or is_course_name(str(doses))):
+            if str(doses) == "standard-iv":
+                if np.ndim(weight_kg) > 0:
+                    raise KetasimInputError(
+                        "weight_kg: per-subject weights with the mg/kg course standard-iv "
+                        "would need one dose table per subject; give one weight, or a dose "
+                        "table in mg")
+                return resolve_doses("standard-iv", weight_kg=_check_weight(weight_kg))
             return resolve_doses(str(doses))
         return read_doses(doses)
     if isinstance(doses, (list, tuple)) and all(isinstance(r, dict) for r in doses):
         return Doses.from_records(doses)
     raise KetasimInputError(f"doses: got {type(doses).__name__}, expected a Doses, a list of "
                             "dose records, a course name or a CSV path")
+
+
+def _check_weight(w):
+    """A scalar body weight: a real number (not a bool, text or None), kg."""
+    if isinstance(w, (bool, np.bool_)) or not isinstance(w, (int, float, np.integer,
+                                                            np.floating)):
+        raise KetasimInputError(f"weight_kg: got {w!r}, expected a body weight in kg (a number "
+                                "or an array of numbers)")
+    return float(w)
 
 
 def _check_rtol(pd_rtol):
@@ -239,7 +257,12 @@ def _resolve(model, doses, params, weight_kg):
     (neither silently wins); a scalar ``weight_kg`` (the 70 kg default) gives way to the
     column."""
     model = load_model(model)
-    doses = _coerce_doses(doses)
+    if np.ndim(weight_kg) == 0:
+        _check_weight(weight_kg)
+    elif np.asarray(weight_kg).dtype.kind not in "iuf":
+        raise KetasimInputError(f"weight_kg: got an array of {np.asarray(weight_kg).dtype}, "
+                                "expected numbers (kg)")
+    doses = _coerce_doses(doses, weight_kg)
     if params is not None and not isinstance(params, Mapping):
         raise KetasimInputError(f"params: got {type(params).__name__}, expected a dict of "
                                 "parameter name -> value (or array of values)")
