@@ -1163,3 +1163,31 @@ def test_a_weight_that_is_not_a_number_is_refused(w):
     with pytest.raises(KetasimInputError, match="weight_kg: got"):
         ketasim.simulate("ketamine-iv", ketasim.standard_iv_course(months=1), [0.0, 1.0],
                          weight_kg=w)
+
+
+def test_a_result_keeps_what_its_metrics_are_computed_from():
+    """course_metrics re-runs a result's subjects from its inputs: they had been the caller's
+    own arrays and model, so editing them afterwards changed the metrics of curves computed
+    before (AUC 4798/2402 became 1441/1441)."""
+    from ketasim.metrics import course_metrics
+
+    m = ketasim.load_model("ketamine-iv")
+    d = ketasim.standard_iv_course(months=1)
+    cl, w = np.array([60.0, 120.0]), np.array([60.0, 90.0])
+    r = ketasim.simulate(m, d, ketasim.time_grid(720, 0.25), params={"CL": cl}, weight_kg=w,
+                         outputs=["plasma"])
+    before = course_metrics(r)
+    cl[:] = 200.0
+    w[:] = 150.0
+    m.parameters["V1"] = 3 * m.parameters["V1"]
+    after = course_metrics(r)
+    assert np.array_equal(before.auc_ng_h_ml, after.auc_ng_h_ml)
+    assert np.array_equal(before.cmax_ng_ml, after.cmax_ng_ml)
+    with pytest.raises(ValueError):
+        r.params["CL"][0] = 1.0
+
+
+def test_time_grid_is_float_and_ends_at_until():
+    assert ketasim.time_grid(10, 1, start_h=5).dtype == np.float64
+    t = ketasim.time_grid(0.7, 0.1)
+    assert t[-1] == 0.7 and t.size == 8 and np.all(np.diff(t) > 0)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from . import _kernels
 from .engine import DEFAULT_PD_RTOL, _nominal_step, check_memory, prepare, run
 from .errors import KetasimInputError
 from .events import build_events
+from .model import Model
 from .result import Result
 
 __all__ = ["simulate", "build_events", "time_grid", "check_memory", "DEFAULT_PD_RTOL"]
@@ -39,9 +42,11 @@ def time_grid(until_h: float, step_h: float, start_h: float = 0.0) -> np.ndarray
         raise KetasimInputError(f"step: {step_h:g} h is below the rounding of the times near "
                                 f"{until_h:g} h; use a larger step")
     check_memory(n, f"time grid: {n:,} points")
-    t = start_h + step_h * np.arange(n)
+    t = float(start_h) + float(step_h) * np.arange(n)
     if t[-1] < until_h - 1e-9 * max(1.0, until_h):
-        t = np.append(t, until_h)
+        t = np.append(t, float(until_h))
+    elif t[-1] > until_h:
+        t[-1] = float(until_h)      # 7 x 0.1 is 0.7000000000000001: the grid ends at until
     return t
 
 
@@ -133,5 +138,25 @@ def simulate(model, doses, times, params: dict | None = None, weight_kg=70.0, *,
     h_nom = _nominal_step(t, uniform)
     out = run(plan, t, threads=threads, dtype=dtype, _h_nom=h_nom)
     out.setflags(write=False)
+    # a result keeps what its metrics re-run from (parameters, weights, the model's parameter
+    # dict) as its own, whatever the caller later does to those arrays or that dict (the time
+    # grid stays the caller's array: a copy of a long grid costs about what plasma over it
+    # does, and a read-only one would make Numba compile a second kernel)
+    vals = {k: _frozen(v) for k, v in plan.vals.items()}
+    inputs = dict(plan.inputs)
+    inputs["params"] = {k: _frozen(v) for k, v in (inputs.get("params") or {}).items()}
+    inputs["weight_kg"] = _frozen(inputs.get("weight_kg"))
+    model = plan.model
+    if isinstance(model, Model):
+        model = dataclasses.replace(model, parameters=dict(model.parameters))
     return Result(times=t, names=plan.names, data=out, population=plan.population,
-                  params=plan.vals, model=plan.model, doses=plan.doses, inputs=plan.inputs)
+                  params=vals, model=model, doses=plan.doses, inputs=inputs)
+
+
+def _frozen(v):
+    """A read-only copy of an array-like value (a scalar as it is)."""
+    if np.ndim(v) == 0:
+        return v
+    a = np.array(v)
+    a.setflags(write=False)
+    return a
