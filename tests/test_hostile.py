@@ -1191,3 +1191,40 @@ def test_time_grid_is_float_and_ends_at_until():
     assert ketasim.time_grid(10, 1, start_h=5).dtype == np.float64
     t = ketasim.time_grid(0.7, 0.1)
     assert t[-1] == 0.7 and t.size == 8 and np.all(np.diff(t) > 0)
+
+
+@pytest.mark.parametrize("kw, field", [
+    ({"merge_h": float("nan")}, "merge_h"), ({"merge_h": -1.0}, "merge_h"),
+    ({"merge_h": "1"}, "merge_h"), ({"horizon_h": "10"}, "horizon_h"),
+    ({"metrics": None}, "metrics"), ({"chunk_size": 0}, "chunk_size"),
+    ({"chunk_size": 1.5}, "chunk_size"), ({"chunk_size": True}, "chunk_size"),
+    ({"metrics": ("plasticity_end",), "horizon_h": 1e300}, "horizon_h"),
+])
+def test_session_metrics_arguments_are_checked(kw, field):
+    """merge_h = NaN had merged a whole course into one session; text and None had ended in
+    numpy's or Python's own errors; a schematic horizon of 1e300 h had run for ever."""
+    from ketasim.engine import session_metrics
+
+    kw = {"metrics": ("cmax",), **kw}
+    with pytest.raises(KetasimInputError, match=field):
+        session_metrics("ketamine-iv", ketasim.standard_iv_course(months=1), **kw)
+
+
+def test_the_schematic_response_has_a_horizon_limit_and_pk_has_none():
+    """Schematic steps are at most 64 h: 1e12 h would run for hours inside one compiled call
+    (no Ctrl-C), so it is refused; plasma alone over the same grid is exact and quick."""
+    m = ketasim.load_model("ketamine-iv")
+    d = ketasim.standard_iv_course(months=1)
+    with pytest.raises(KetasimInputError, match="times: the schematic response"):
+        ketasim.simulate(m, d, [0.0, 1e12], outputs=["glutamate"])
+    r = ketasim.simulate(m, d, [0.0, 1e12], outputs=["plasma"])
+    assert r.data[0, 0, 1] == 0.0
+
+
+def test_one_threshold_may_be_a_number():
+    from ketasim.metrics import course_metrics
+
+    r = ketasim.simulate("ketamine-iv", ketasim.standard_iv_course(months=1),
+                         ketasim.time_grid(720, 0.5))
+    assert np.array_equal(course_metrics(r, thresholds=0.1).time_above_h[0.1],
+                          course_metrics(r, thresholds=(0.1,)).time_above_h[0.1])

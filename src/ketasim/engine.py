@@ -188,6 +188,21 @@ def _check_weight(w):
     return float(w)
 
 
+PD_MAX_HORIZON_H = 1e7    # about 1,100 years: the schematic response's steps are at most 64 h
+
+
+def check_pd_horizon(end_h: float, what: str) -> None:
+    """Refuse a schematic response integrated beyond :data:`PD_MAX_HORIZON_H`: its steps are
+    at most 64 h, so the run would take time in proportion (1e9 h: 10 s; 1e12 h: hours) inside
+    one compiled call that neither Ctrl-C nor SIGTERM can stop."""
+    if not end_h <= PD_MAX_HORIZON_H:
+        raise KetasimInputError(
+            f"{what}: the schematic response (glutamate, plasticity, consolidation) up to "
+            f"{end_h:g} h is beyond its {PD_MAX_HORIZON_H:g}-h limit (about 1,100 years: its "
+            "steps are at most 64 h); expected a shorter horizon, or outputs without the "
+            "schematic response")
+
+
 def _check_rtol(pd_rtol):
     if isinstance(pd_rtol, bool) or not isinstance(pd_rtol, (int, float)) or not (
             np.isfinite(pd_rtol) and 1e-13 <= pd_rtol <= 1e-1):
@@ -564,6 +579,8 @@ def run(plan: Plan, times, *, out: np.ndarray | None = None, threads=None,
     t = np.ascontiguousarray(times, dtype=np.float64)
     if not t.flags.writeable:     # one compiled kernel: the times are always a writeable array
         t = t.copy()
+    if plan.pd_on:
+        check_pd_horizon(float(t[-1]), "times")
     N = plan.n_subjects
     R = len(plan.names)
     T = t.size
@@ -732,6 +749,10 @@ def run_metrics(model, doses, params=None, weight_kg=70.0, *, analyte=None, thre
         raise KetasimInputError(f"metrics: model {model.name!r} has no concentration (no "
                                 "compartment with a volume) to compute Cmax, AUC or troughs of")
     check_name(analyte, model.concentration_names, "analyte")
+    if np.ndim(thresholds_occ) == 0:          # one threshold given as a number
+        thresholds_occ = (thresholds_occ,)
+    if np.ndim(thresholds_conc_ng_ml) == 0:
+        thresholds_conc_ng_ml = (thresholds_conc_ng_ml,)
     for th in thresholds_occ:
         if isinstance(th, bool) or not (isinstance(th, (int, float, np.floating, np.integer))
                                         and 0 <= th <= 1):
@@ -743,12 +764,22 @@ def run_metrics(model, doses, params=None, weight_kg=70.0, *, analyte=None, thre
                                     "concentrations >= 0 (ng/mL)")
     thresholds_occ = tuple(float(th) for th in thresholds_occ)     # (float32 0.3 is not 0.3)
     thresholds_conc_ng_ml = tuple(float(th) for th in thresholds_conc_ng_ml)
+    if isinstance(merge_h, (bool, np.bool_)) or not isinstance(
+            merge_h, (int, float, np.integer, np.floating)) or not 0 <= merge_h < np.inf:
+        raise KetasimInputError(f"merge_h: got {merge_h!r}, expected hours >= 0 (doses closer "
+                                "than this are one session)")
+    if isinstance(chunk_size, (bool, np.bool_)) or not isinstance(
+            chunk_size, (int, np.integer)) or chunk_size < 1:
+        raise KetasimInputError(f"chunk_size: got {chunk_size!r}, expected a whole number of "
+                                "subjects >= 1")
     starts = session_starts(doses, merge_h)
     if starts.size == 0:
         raise KetasimInputError("metrics: the dose table has no doses")
     if horizon_h is None:
         horizon_h = float(starts[-1]) + 28 * 24.0
-    if not (np.isfinite(horizon_h) and horizon_h > 0):
+    if isinstance(horizon_h, (bool, np.bool_)) or not isinstance(
+            horizon_h, (int, float, np.integer, np.floating)) or not (
+            np.isfinite(horizon_h) and horizon_h > 0):
         raise KetasimInputError(f"horizon_h: got {horizon_h!r}, expected hours > 0")
     # a session has a window only when it starts before the horizon (one starting at it would
     # report the previous session's leftover as its "peak")
@@ -766,6 +797,8 @@ def run_metrics(model, doses, params=None, weight_kg=70.0, *, analyte=None, thre
     rw = _pad(wsets["occupancy"], S0 + 1) if "occupancy" in wsets else np.zeros((n, S0 + 1))
     wd = _pad(wsets["drive"], S0 + 1) if "drive" in wsets else np.zeros((n, S0 + 1))
     pd_on = bool(schematic and model.has_glutamate)
+    if pd_on:
+        check_pd_horizon(float(horizon_h), "horizon_h")
     pdp = (model.glutamate_parameters(vals) if pd_on
            else np.zeros((n, len(GLUTAMATE_ROLES))))
     ev = _pad_events(build_events(model, doses, vals), S0 + 1, n_reset=S0)
@@ -874,7 +907,11 @@ def session_metrics(model, doses, params=None, weight_kg=70.0, *, metrics=("cmax
         start; sum for AUC and times above; the last trough; the value at the end for
         ``plasticity_end``/``consolidation_end``) and ``f"{m}_s{k}"`` -> (N,) per session k.
     """
-    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+    if isinstance(metrics, str):
+        metrics = [metrics]
+    elif not isinstance(metrics, (list, tuple)) or not all(isinstance(m, str) for m in metrics):
+        raise KetasimInputError(f"metrics: got {metrics!r}, expected a list of metric names")
+    metrics = list(metrics)
     known = {m for m in METRICS if not m.endswith("_X")}
     for m in metrics:
         if m not in known and not m.startswith(("time_above_occ_", "time_above_conc_")):
