@@ -1228,3 +1228,36 @@ def test_one_threshold_may_be_a_number():
                          ketasim.time_grid(720, 0.5))
     assert np.array_equal(course_metrics(r, thresholds=0.1).time_above_h[0.1],
                           course_metrics(r, thresholds=(0.1,)).time_above_h[0.1])
+
+
+def test_population_and_sweep_inputs_are_numbers():
+    """Booleans had been read as 1 and 0 (1-kg subjects, ages 1 and 0, CL swept over 1 and
+    0); a sweep's bad weight had been blamed on its first axis."""
+    d = ketasim.standard_iv_course(months=1)
+    cases = [
+        (lambda: ketasim.population("ketamine-iv", ketasim.Doses.single(35.0, "iv"), 2,
+                                    weight_kg=np.array([True, True]), metrics=("cmax",),
+                                    progress=False), "weight_kg: got"),
+        (lambda: ketasim.population("esketamine-nasal", ketasim.spravato_course(months=1), 2,
+                                    covariates={"age_y": [True, False]}, metrics=("cmax",),
+                                    progress=False), r"covariates\['age_y'\]: got"),
+        (lambda: ketasim.sweep("ketamine-iv", d, {"CL": [True, False]}, metrics=("cmax",),
+                               progress=False), "vary CL: got"),
+        (lambda: ketasim.sweep("ketamine-iv", d, {"CL": [80.0]}, weight_kg=-1,
+                               metrics=("cmax",), progress=False), "weight_kg: got -1"),
+        (lambda: ketasim.simulate("ketamine-iv", d, ["0", "1"]), "times: got"),
+    ]
+    for call, msg in cases:
+        with pytest.raises(KetasimInputError, match=msg):
+            call()
+
+
+def test_population_covariates_may_be_a_dataframe():
+    pd = pytest.importorskip("pandas")
+    course = ketasim.spravato_course(months=1)
+    kw = {"metrics": ("cmax",), "progress": False, "seed": 3}
+    a = ketasim.population("esketamine-nasal", course, 3,
+                           covariates=pd.DataFrame({"age_y": [30.0, 60.0, 90.0]}), **kw)
+    b = ketasim.population("esketamine-nasal", course, 3,
+                           covariates={"age_y": np.array([30.0, 60.0, 90.0])}, **kw)
+    assert np.array_equal(a["cmax"], b["cmax"]) and np.array_equal(a["age_y"], [30, 60, 90])

@@ -592,6 +592,12 @@ def _covariate_arrays(model, n, weight_kg, covariates):
     from .variability import COVARIATE_NAMES
 
     row_cov = {}
+    if covariates is not None and hasattr(covariates, "columns") and hasattr(covariates,
+                                                                             "to_numpy"):
+        covariates = {str(c): covariates[c].to_numpy() for c in covariates.columns}  # a frame
+    if covariates is not None and not isinstance(covariates, Mapping):
+        raise KetasimInputError(f"covariates: got {type(covariates).__name__}, expected a dict "
+                                "(or DataFrame) of column name -> one value per subject")
     cov = dict(covariates or {})
     if "weight_kg" in cov:
         if np.ndim(weight_kg) > 0 or weight_kg != 70.0:
@@ -625,15 +631,15 @@ def _covariate_arrays(model, n, weight_kg, covariates):
 
 
 def _per_subject(v, n, what):
-    try:
-        a = np.asarray(v, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise KetasimInputError(f"{what}: got {v!r}, expected numbers") from None
+    raw = np.asarray(v)
+    if raw.dtype.kind not in "iuf":      # bools, text or objects are not numbers here
+        raise KetasimInputError(f"{what}: got {v!r}, expected numbers")
+    a = raw.astype(np.float64)
     if a.ndim == 0:
         a = np.full(n, float(a))
     if a.shape != (n,):
-        raise KetasimInputError(f"{what}: expected {n} values (one per subject), got "
-                                f"{a.size}")
+        raise KetasimInputError(f"{what}: expected {n} values (one per subject, a 1-D array), "
+                                f"got shape {a.shape}")
     if not np.all(np.isfinite(a)):
         raise KetasimInputError(f"{what}: got {a[~np.isfinite(a)][0]!r}, expected finite numbers")
     return a
@@ -723,10 +729,13 @@ def population(model, doses, n: int, seed: int = 0, *, metrics=DEFAULT_METRICS, 
         columns[k], units[k] = v, "years" if k == "age_y" else ""
     if keep_parameters and variability and model.variability:
         drawn, _ = job.row_inputs(0, n) if n <= 2_000_000 else ({}, None)
+        from .modelfile import parameter_units
+        punits = parameter_units(model)
         for k in model.variability.names:
-            if k in drawn:
+            if k in drawn:     # the value drawn at the model's reference weight
                 columns[f"param_{k}"] = drawn[k]
-                units[f"param_{k}"] = "typical-weight value"
+                units[f"param_{k}"] = (f"{punits.get(k, 'model unit')} at "
+                                       f"{model.reference_weight_kg:g} kg")
     for k in _order_columns(list(col.cols), metrics):
         columns[k] = col.cols[k]
         units[k] = metric_unit(k)
@@ -820,6 +829,11 @@ def sweep(model, doses, vary, *, metrics=DEFAULT_METRICS, n: int | None = None,
     chunk_size = _check_int("chunk_size", chunk_size, 1)
     if n is not None:
         n = _check_int("n", n, 1)
+    if isinstance(weight_kg, (bool, np.bool_)) or not isinstance(
+            weight_kg, (int, float, np.integer, np.floating)) or not (
+            math.isfinite(weight_kg) and weight_kg > 0):
+        raise KetasimInputError(f"weight_kg: got {weight_kg!r}, expected one body weight in kg "
+                                "> 0 (to vary it: vary weight_kg)")
     base = _check_params(model, params)
     if isinstance(vary, Mapping):
         items = list(vary.items())
@@ -836,10 +850,10 @@ def sweep(model, doses, vary, *, metrics=DEFAULT_METRICS, n: int | None = None,
         if name in base:
             raise KetasimInputError(f"vary: {name!r} is also given in params (--param); give it "
                                     "in one place")
-        try:
-            v = np.atleast_1d(np.asarray(vals, dtype=np.float64))
-        except (TypeError, ValueError):
-            raise KetasimInputError(f"vary {name}: got {vals!r}, expected numbers") from None
+        raw = np.asarray(vals) if not isinstance(vals, (str, bytes)) else np.asarray([vals])
+        if raw.dtype.kind not in "iuf":    # bools, text or objects are not numbers here
+            raise KetasimInputError(f"vary {name}: got {vals!r}, expected numbers")
+        v = np.atleast_1d(raw.astype(np.float64))
         if v.ndim != 1 or v.size == 0 or not np.all(np.isfinite(v)):
             raise KetasimInputError(f"vary {name}: expected one or more finite numbers")
         if np.unique(v).size != v.size:

@@ -112,7 +112,11 @@ class Result:
         from .io import result_columns
 
         cols, table = result_columns(self)
-        return {c: table[:, j] for j, c in enumerate(cols)}
+        out = {c: table[:, j] for j, c in enumerate(cols)}
+        sid = out.get("subject")
+        if sid is not None and np.all(np.abs(sid) < 2.0 ** 53) and np.all(sid == np.round(sid)):
+            out["subject"] = sid.astype(np.int64)      # whole-number IDs as integers
+        return out
 
     def to_dataframe(self):
         """A tidy pandas DataFrame (one row per subject and time). Needs pandas."""

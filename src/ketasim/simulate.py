@@ -52,9 +52,13 @@ def time_grid(until_h: float, step_h: float, start_h: float = 0.0) -> np.ndarray
 
 def _coerce_times(times) -> np.ndarray:
     try:
-        t = np.asarray(times, dtype=np.float64)
+        raw = np.asarray(times)
+        if raw.dtype.kind not in "iuf":     # text, bools or objects are not hours
+            raise TypeError
+        t = np.asarray(raw, dtype=np.float64)
     except (TypeError, ValueError):
-        raise KetasimInputError(f"times: got {times!r}, expected an array of hours") from None
+        shown = repr(times) if len(repr(times)) < 80 else repr(times)[:77] + "..."
+        raise KetasimInputError(f"times: got {shown}, expected an array of hours") from None
     t = np.atleast_1d(t)
     if t.ndim != 1 or t.size == 0:
         raise KetasimInputError(f"times: expected a non-empty 1-D array of hours, got shape "
