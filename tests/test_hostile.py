@@ -1257,7 +1257,21 @@ def test_population_covariates_may_be_a_dataframe():
     course = ketasim.spravato_course(months=1)
     kw = {"metrics": ("cmax",), "progress": False, "seed": 3}
     a = ketasim.population("esketamine-nasal", course, 3,
-                           covariates=pd.DataFrame({"age_y": [30.0, 60.0, 90.0]}), **kw)
+                           covariates=pd.DataFrame({"age_y": [30.0, 60.0, 85.0]}), **kw)
     b = ketasim.population("esketamine-nasal", course, 3,
-                           covariates={"age_y": np.array([30.0, 60.0, 90.0])}, **kw)
-    assert np.array_equal(a["cmax"], b["cmax"]) and np.array_equal(a["age_y"], [30, 60, 90])
+                           covariates={"age_y": np.array([30.0, 60.0, 85.0])}, **kw)
+    assert np.array_equal(a["cmax"], b["cmax"]) and np.array_equal(a["age_y"], [30, 60, 85])
+
+
+def test_an_age_outside_the_fitted_population_is_refused():
+    """esketamine-nasal's age effect (QH - 2.19 L/h per year over 60) is fitted on ages 18-86:
+    at 100-130 it had driven the hepatic flow to 0 and the AUC to millions, silently."""
+    course = ketasim.spravato_course(months=1)
+    with pytest.raises(KetasimInputError, match=r"got 100, outside 18-86"):
+        ketasim.population("esketamine-nasal", course, 2, covariates={"age_y": [40.0, 100.0]},
+                           metrics=("auc",), progress=False)
+    spec = tomllib.loads(Path(ketasim.__file__).with_name("presets").joinpath(
+        "esketamine-nasal.toml").read_text())
+    spec["variability"]["covariate_range"] = {"age_y": [60, 18]}
+    with pytest.raises(KetasimInputError, match="covariate_range.age_y"):
+        ketasim.Model.from_dict(spec)

@@ -617,6 +617,15 @@ def _covariate_arrays(model, n, weight_kg, covariates):
         if k == "age_y" and np.any((a < 0) | (a > 130)):
             raise KetasimInputError(f"covariates['age_y']: got {a[(a < 0) | (a > 130)][0]:g}, "
                                     "expected an age in years (0-130)")
+        if k in var.covariate_range:
+            lo, hi = var.covariate_range[k]
+            out = (a < lo) | (a > hi)
+            if np.any(out):
+                raise KetasimInputError(
+                    f"covariates[{k!r}] (--age for age_y): got {a[out][0]:g}, outside {lo:g}-"
+                    f"{hi:g}, the range of the population model {model.name!r} was fitted to "
+                    "([variability] covariate_range: its covariate effect is not known "
+                    "beyond); expected values within it")
         row_cov[k] = a
     if np.ndim(weight_kg) > 0:
         w = _per_subject(weight_kg, n, "weight_kg")

@@ -16,6 +16,7 @@ Section format::
       # { names = [...], omega = [[...]] }   a full covariance block of the etas
     ]
     covariates = { age_y = "AGE" }  # per-subject covariate column -> model parameter
+    covariate_range = { age_y = [18, 86] }   # optional: the values the model was fitted to
 
 Reproducibility: subject ``i``'s etas depend only on ``(seed, i)`` — never on the chunk size,
 thread count or number of Dask workers. They come from a counter-based generator
@@ -54,6 +55,7 @@ class Variability:
     chol: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     covariates: dict = field(default_factory=dict)   # covariate column -> parameter name
     source: str = ""
+    covariate_range: dict = field(default_factory=dict)   # column -> (lo, hi) of the data
 
     @property
     def cv_pct(self) -> dict:
@@ -77,7 +79,7 @@ def parse_variability(spec, params, where: str) -> Variability:
         return Variability()
     if not isinstance(spec, dict):
         raise KetasimInputError(f"{w} must be a table, got {type(spec).__name__}")
-    allowed = {"source", "cv_pct", "omega2", "block", "covariates"}
+    allowed = {"source", "cv_pct", "omega2", "block", "covariates", "covariate_range"}
     for k in spec:
         if k not in allowed:
             raise KetasimInputError(f"{w}: unknown key {k!r}{suggest(str(k), allowed)}; "
@@ -188,13 +190,27 @@ def parse_variability(spec, params, where: str) -> Variability:
             raise KetasimInputError(f"{w} covariates.{col}: got {p!r}, expected a parameter name")
         _check_param(p, params, f"{w} covariates.{col}")
         covariates[col] = p
+    ranges = {}
+    rng_spec = spec.get("covariate_range", {})
+    if not isinstance(rng_spec, dict):
+        raise KetasimInputError(f"{w} covariate_range must be a table column = [LO, HI]")
+    for col, lohi in rng_spec.items():
+        if col not in covariates:
+            raise KetasimInputError(f"{w} covariate_range.{col}: not a covariate of this model "
+                                    f"(covariates: {', '.join(covariates) or 'none'})")
+        if (not isinstance(lohi, list) or len(lohi) != 2 or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                for v in lohi) or not lohi[0] <= lohi[1]):
+            raise KetasimInputError(f"{w} covariate_range.{col}: got {lohi!r}, expected [LO, HI] "
+                                    "with LO <= HI")
+        ranges[col] = (float(lohi[0]), float(lohi[1]))
     source = spec.get("source", "")
     if not isinstance(source, str):
         raise KetasimInputError(f"{w} source: expected text (a citation)")
     omega.setflags(write=False)
     chol.setflags(write=False)
     return Variability(names=order, omega=omega, chol=chol, covariates=covariates,
-                       source=source)
+                       source=source, covariate_range=ranges)
 
 
 def _check_param(name, params, where):
