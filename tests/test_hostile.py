@@ -1275,3 +1275,17 @@ def test_an_age_outside_the_fitted_population_is_refused():
     spec["variability"]["covariate_range"] = {"age_y": [60, 18]}
     with pytest.raises(KetasimInputError, match="covariate_range.age_y"):
         ketasim.Model.from_dict(spec)
+
+
+def test_a_zero_dimensional_weight_is_a_weight():
+    w = np.array(80.0)
+    d = ketasim.Doses.single(35.0, "iv")
+    a = ketasim.simulate("ketamine-iv", d, [0.0, 1.0], weight_kg=w, outputs=["plasma"])
+    b = ketasim.simulate("ketamine-iv", d, [0.0, 1.0], weight_kg=80.0, outputs=["plasma"])
+    assert np.array_equal(a.data, b.data)
+    kw = {"metrics": ("cmax",), "progress": False}
+    assert np.array_equal(ketasim.population("ketamine-iv", d, 2, weight_kg=w, **kw)["cmax"],
+                          ketasim.population("ketamine-iv", d, 2, weight_kg=80.0, **kw)["cmax"])
+    assert np.array_equal(
+        ketasim.sweep("ketamine-iv", d, {"CL": [80.0]}, weight_kg=w, **kw)["cmax"],
+        ketasim.sweep("ketamine-iv", d, {"CL": [80.0]}, weight_kg=80.0, **kw)["cmax"])

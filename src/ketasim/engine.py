@@ -181,6 +181,8 @@ def _coerce_doses(doses, weight_kg=70.0) -> Doses:
 
 def _check_weight(w):
     """A scalar body weight: a real number (not a bool, text or None), kg."""
+    if isinstance(w, np.ndarray) and w.ndim == 0:
+        w = w[()]                      # a 0-d array: its scalar
     if isinstance(w, (bool, np.bool_)) or not isinstance(w, (int, float, np.integer,
                                                             np.floating)):
         raise KetasimInputError(f"weight_kg: got {w!r}, expected a body weight in kg (a number "

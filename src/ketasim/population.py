@@ -627,6 +627,8 @@ def _covariate_arrays(model, n, weight_kg, covariates):
                     "([variability] covariate_range: its covariate effect is not known "
                     "beyond); expected values within it")
         row_cov[k] = a
+    if isinstance(weight_kg, np.ndarray) and weight_kg.ndim == 0:
+        weight_kg = weight_kg[()]          # a 0-d array: its scalar
     if np.ndim(weight_kg) > 0:
         w = _per_subject(weight_kg, n, "weight_kg")
         if np.any(w <= 0):
@@ -838,6 +840,8 @@ def sweep(model, doses, vary, *, metrics=DEFAULT_METRICS, n: int | None = None,
     chunk_size = _check_int("chunk_size", chunk_size, 1)
     if n is not None:
         n = _check_int("n", n, 1)
+    if isinstance(weight_kg, np.ndarray) and weight_kg.ndim == 0:
+        weight_kg = weight_kg[()]
     if isinstance(weight_kg, (bool, np.bool_)) or not isinstance(
             weight_kg, (int, float, np.integer, np.floating)) or not (
             math.isfinite(weight_kg) and weight_kg > 0):
