@@ -178,7 +178,14 @@ def course_metrics(result, analyte: str = "plasma", thresholds=(0.2, 0.3, 0.4),
     if not t[-1] > 0:
         raise KetasimInputError(f"metrics: the result ends at {float(t[-1]):g} h; metrics run "
                                 "up to its last output time, so it must be after 0 h")
-    mr = run_metrics(result.model, result.doses, inputs.get("params"),
+    model = result.model
+    kept_params = inputs.get("model_parameters")
+    if kept_params is not None and kept_params != model.parameters:
+        # the model's parameter dict was edited after the simulation: its metrics are those
+        # of the parameters the curves were computed with
+        import dataclasses
+        model = dataclasses.replace(model, parameters=dict(kept_params))
+    mr = run_metrics(model, result.doses, inputs.get("params"),
                      inputs.get("weight_kg", 70.0), analyte=analyte,
                      thresholds_occ=thresholds,
                      thresholds_conc_ng_ml=conc_thresholds_ng_ml,

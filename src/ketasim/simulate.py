@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
 from . import _kernels
@@ -146,15 +144,17 @@ def simulate(model, doses, times, params: dict | None = None, weight_kg=70.0, *,
     # dict) as its own, whatever the caller later does to those arrays or that dict (the time
     # grid stays the caller's array: a copy of a long grid costs about what plasma over it
     # does, and a read-only one would make Numba compile a second kernel)
-    vals = {k: _frozen(v) for k, v in plan.vals.items()}
+    vals = plan.vals                # (resolved for this call: the result's own arrays)
+    for v in vals.values():
+        if isinstance(v, np.ndarray):
+            v.setflags(write=False)
     inputs = dict(plan.inputs)
     inputs["params"] = {k: _frozen(v) for k, v in (inputs.get("params") or {}).items()}
     inputs["weight_kg"] = _frozen(inputs.get("weight_kg"))
-    model = plan.model
-    if isinstance(model, Model):
-        model = dataclasses.replace(model, parameters=dict(model.parameters))
+    if isinstance(plan.model, Model):
+        inputs["model_parameters"] = dict(plan.model.parameters)   # see course_metrics
     return Result(times=t, names=plan.names, data=out, population=plan.population,
-                  params=vals, model=model, doses=plan.doses, inputs=inputs)
+                  params=vals, model=plan.model, doses=plan.doses, inputs=inputs)
 
 
 def _frozen(v):
