@@ -1289,3 +1289,11 @@ def test_a_zero_dimensional_weight_is_a_weight():
     assert np.array_equal(
         ketasim.sweep("ketamine-iv", d, {"CL": [80.0]}, weight_kg=w, **kw)["cmax"],
         ketasim.sweep("ketamine-iv", d, {"CL": [80.0]}, weight_kg=80.0, **kw)["cmax"])
+
+
+def test_an_unreadable_csv_row_is_named_by_its_line(tmp_path):
+    f = tmp_path / "d.csv"
+    f.write_text("time_h,amount_mg,route\n0,1,iv\n0," + "x" * 200_000 + ",iv\n")
+    with pytest.raises(KetasimInputError, match=r"d\.csv: line 3: not a readable CSV row \(a "
+                                                r"field longer than 131,072 characters"):
+        ketasim.read_doses(f)

@@ -812,8 +812,35 @@ def read_doses(path_or_text, *, source: str | None = None) -> Doses:
             close()
 
 
+class _Rows:
+    """csv.reader over the lines, whose errors name the file and the line (csv's own message
+    names neither: 'field larger than field limit (131072)')."""
+
+    def __init__(self, lines, where: str):
+        self._reader = csv.reader(lines)
+        self._where = where
+
+    @property
+    def line_num(self) -> int:
+        return self._reader.line_num
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        try:
+            return next(self._reader)
+        except csv.Error as exc:
+            msg = str(exc)
+            if "field limit" in msg:
+                msg = (f"a field longer than {csv.field_size_limit():,} characters; expected "
+                       "numbers and route names")
+            raise KetasimInputError(f"{self._where}: line {self._reader.line_num}: not a "
+                                    f"readable CSV row ({msg})") from None
+
+
 def _parse(lines, where: str) -> Doses:
-    reader = csv.reader(lines)
+    reader = _Rows(lines, where)
     header = None
     header_line = 1
     for r in reader:
