@@ -25,18 +25,6 @@ from .errors import KetasimInputError
 __all__ = ["add_population_parser", "add_sweep_parser", "write_table"]
 
 
-def _positive_int(kind):
-    def conv(s):
-        try:
-            v = to_int(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{s!r} is not a whole number ({kind})") from None
-        if v < 1:
-            raise argparse.ArgumentTypeError(f"{s} is out of range: expected {kind} >= 1")
-        return v
-    return conv
-
-
 def _seed(s):
     try:
         v = to_int(s)
@@ -48,7 +36,7 @@ def _seed(s):
 
 
 def _common(p, out_required: bool):
-    from .cli import ParamAction, _finite, _out_path, _param
+    from .cli import ParamAction, _finite, _out_path, _param, _whole
 
     p.add_argument("--model", default="ketamine-iv",
                    help="preset name or TOML model file (default: ketamine-iv)")
@@ -73,22 +61,22 @@ def _common(p, out_required: bool):
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="run on a Dask cluster: tcp://HOST:PORT, or 'local' for a cluster on "
                         "this machine (needs ketasim[distributed]; default: this process)")
-    p.add_argument("--chunk-size", type=_positive_int("subjects"), default=20_000,
+    p.add_argument("--chunk-size", type=_whole("subjects", 1), default=20_000,
                    help="most subjects simulated at once (default: 20000); never changes "
                         "results")
-    p.add_argument("--threads", type=_positive_int("threads"), default=None,
+    p.add_argument("--threads", type=_whole("threads", 1), default=None,
                    help="threads (default: all cores)")
     p.add_argument("--quiet", "-q", action="store_true",
                    help="no progress bar (default: a bar on a terminal for runs over a second)")
 
 
 def add_population_parser(sub):
-    from .cli import _finite, _out_path
+    from .cli import _finite, _out_path, _whole
 
     p = sub.add_parser("population", help="virtual patients: per-subject metrics table and "
                        "5/50/95 %% bands over time")
     _common(p, out_required=False)
-    p.add_argument("--n", type=_positive_int("subjects"), required=True,
+    p.add_argument("--n", type=_whole("subjects", 1), required=True,
                    help="number of virtual patients")
     p.add_argument("--bands", type=lambda v: _out_path(v, (".csv",)), default=None,
                    help="write 5/50/95 %% bands over time (CSV; default: none)")
@@ -112,7 +100,7 @@ def add_population_parser(sub):
 
 
 def add_sweep_parser(sub):
-    from .cli import _out_path
+    from .cli import _out_path, _whole
 
     p = sub.add_parser("sweep", help="a grid over model, weight and course parameters: one "
                        "row of metrics per grid point")
@@ -121,7 +109,7 @@ def add_sweep_parser(sub):
                    help="a grid axis (repeatable): linear LO:HI:N or log:LO:HI:N; NAME a model "
                         "parameter, weight_kg, or a course parameter (dose_mg_per_kg, "
                         "maintenance_days, months, dose_mg)")
-    p.add_argument("--n", type=_positive_int("subjects"), default=None,
+    p.add_argument("--n", type=_whole("subjects", 1), default=None,
                    help="subjects per grid point (variability); metrics become median and "
                         "5/95 %% (<metric>_p50, _p05, _p95) (default: typical values only)")
     p.add_argument("--plot", type=lambda v: _out_path(v, (".png", ".pdf", ".svg")),

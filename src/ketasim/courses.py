@@ -286,6 +286,15 @@ def is_course_name(spec) -> bool:
     return isinstance(spec, str) and spec in COURSES and not Path(spec).exists()
 
 
+def check_course_weights(spec, per_subject: bool) -> None:
+    """Refuse per-subject weights with the mg/kg course ``standard-iv``: it is one dose table,
+    in mg for one weight."""
+    if per_subject and isinstance(spec, str) and spec == "standard-iv":
+        raise KetasimInputError("weight_kg: per-subject weights with the mg/kg course "
+                                "standard-iv would need one dose table per subject; give one "
+                                "weight, or a dose table in mg")
+
+
 def check_doses_spec(spec, what: str = "doses") -> None:
     """Refuse a dose spec that is neither a course nor a file that could be read (a typo of a
     course name, say), naming the nearest course: checked before anything that depends on

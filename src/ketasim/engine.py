@@ -21,7 +21,7 @@ from . import _kernels
 from ._memo import kept
 from ._numtext import UNSIGNED as _PLAIN_NUMBER  # a metric name keeps this text
 from .dosing import Doses, expand, read_doses
-from .errors import KetasimInputError, check_name
+from .errors import KetasimInputError, check_name, is_real
 from .events import build_events, subject_covariates
 from .model import GLUTAMATE_ROLES, Model, _copy_values
 from .modelfile import load_model
@@ -162,14 +162,10 @@ def _coerce_doses(doses, weight_kg=70.0) -> Doses:
     if isinstance(doses, Doses):
         return doses
     if isinstance(doses, (str, os.PathLike)):
-        from .courses import COURSES, is_course_name, resolve_doses
+        from .courses import COURSES, check_course_weights, is_course_name, resolve_doses
         if str(doses) in COURSES and (isinstance(doses, str) or is_course_name(str(doses))):
             if str(doses) == "standard-iv":
-                if np.ndim(weight_kg) > 0:
-                    raise KetasimInputError(
-                        "weight_kg: per-subject weights with the mg/kg course standard-iv "
-                        "would need one dose table per subject; give one weight, or a dose "
-                        "table in mg")
+                check_course_weights("standard-iv", np.ndim(weight_kg) > 0)
                 return resolve_doses("standard-iv", weight_kg=_check_weight(weight_kg))
             return resolve_doses(str(doses))
         return read_doses(doses)
@@ -183,8 +179,7 @@ def _check_weight(w):
     """A scalar body weight: a real number (not a bool, text or None), kg."""
     if isinstance(w, np.ndarray) and w.ndim == 0:
         w = w[()]                      # a 0-d array: its scalar
-    if isinstance(w, (bool, np.bool_)) or not isinstance(w, (int, float, np.integer,
-                                                            np.floating)):
+    if not is_real(w):
         raise KetasimInputError(f"weight_kg: got {w!r}, expected a body weight in kg (a number "
                                 "or an array of numbers)")
     return float(w)
@@ -756,22 +751,19 @@ def run_metrics(model, doses, params=None, weight_kg=70.0, *, analyte=None, thre
     if np.ndim(thresholds_conc_ng_ml) == 0:
         thresholds_conc_ng_ml = (thresholds_conc_ng_ml,)
     for th in thresholds_occ:
-        if isinstance(th, bool) or not (isinstance(th, (int, float, np.floating, np.integer))
-                                        and 0 <= th <= 1):
+        if not (is_real(th) and 0 <= th <= 1):
             raise KetasimInputError(f"thresholds: got {th!r}, expected occupancies in [0, 1]")
     for th in thresholds_conc_ng_ml:
-        if isinstance(th, bool) or not (isinstance(th, (int, float, np.floating, np.integer))
-                                        and 0 <= th < np.inf):
+        if not (is_real(th) and 0 <= th < np.inf):
             raise KetasimInputError(f"conc_thresholds_ng_ml: got {th!r}, expected finite "
                                     "concentrations >= 0 (ng/mL)")
     thresholds_occ = tuple(float(th) for th in thresholds_occ)     # (float32 0.3 is not 0.3)
     thresholds_conc_ng_ml = tuple(float(th) for th in thresholds_conc_ng_ml)
-    if isinstance(merge_h, (bool, np.bool_)) or not isinstance(
-            merge_h, (int, float, np.integer, np.floating)) or not 0 <= merge_h < np.inf:
+    if not (is_real(merge_h) and 0 <= merge_h < np.inf):
         raise KetasimInputError(f"merge_h: got {merge_h!r}, expected hours >= 0 (doses closer "
                                 "than this are one session)")
-    if isinstance(chunk_size, (bool, np.bool_)) or not isinstance(
-            chunk_size, (int, np.integer)) or chunk_size < 1:
+    if not (is_real(chunk_size) and isinstance(chunk_size, (int, np.integer))
+            and chunk_size >= 1):
         raise KetasimInputError(f"chunk_size: got {chunk_size!r}, expected a whole number of "
                                 "subjects >= 1")
     starts = session_starts(doses, merge_h)
@@ -779,9 +771,7 @@ def run_metrics(model, doses, params=None, weight_kg=70.0, *, analyte=None, thre
         raise KetasimInputError("metrics: the dose table has no doses")
     if horizon_h is None:
         horizon_h = float(starts[-1]) + 28 * 24.0
-    if isinstance(horizon_h, (bool, np.bool_)) or not isinstance(
-            horizon_h, (int, float, np.integer, np.floating)) or not (
-            np.isfinite(horizon_h) and horizon_h > 0):
+    if not (is_real(horizon_h) and np.isfinite(horizon_h) and horizon_h > 0):
         raise KetasimInputError(f"horizon_h: got {horizon_h!r}, expected hours > 0")
     # a session has a window only when it starts before the horizon (one starting at it would
     # report the previous session's leftover as its "peak")

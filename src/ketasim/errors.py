@@ -30,6 +30,15 @@ _ONE_LINE = {ord(c): repr(c)[1:-1]
              for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
 
 
+def is_real(x) -> bool:
+    """Whether ``x`` is one real number: a Python or NumPy int or float (not a bool, text or
+    array), as an argument that takes a number must be."""
+    import numpy as np
+
+    return (isinstance(x, (int, float, np.integer, np.floating))
+            and not isinstance(x, (bool, np.bool_)))
+
+
 def suggest(name: str, choices: Iterable[str]) -> str:
     """Return ``" (did you mean 'x'?)"`` for the closest of *choices*, or ``""``."""
     choices = list(choices)

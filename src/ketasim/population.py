@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._numtext import to_float, to_int
-from .errors import KetasimInputError, suggest
+from .errors import KetasimInputError, is_real, suggest
 
 __all__ = ["population", "sweep", "PopulationResult", "SweepResult", "Bands",
            "DEFAULT_METRICS", "parse_vary", "metric_unit", "BAND_BINS", "BAND_RANGE"]
@@ -627,18 +627,21 @@ def _covariate_arrays(model, n, weight_kg, covariates):
                     "([variability] covariate_range: its covariate effect is not known "
                     "beyond); expected values within it")
         row_cov[k] = a
-    if isinstance(weight_kg, np.ndarray) and weight_kg.ndim == 0:
-        weight_kg = weight_kg[()]          # a 0-d array: its scalar
     if np.ndim(weight_kg) > 0:
         w = _per_subject(weight_kg, n, "weight_kg")
         if np.any(w <= 0):
             raise KetasimInputError(f"weight_kg: got {w[w <= 0][0]:g}, expected kg > 0")
         return w, 70.0, row_cov
-    if isinstance(weight_kg, bool) or not isinstance(weight_kg, (int, float, np.floating,
-                                                                np.integer)) or not (
-            math.isfinite(weight_kg) and weight_kg > 0):
-        raise KetasimInputError(f"weight_kg: got {weight_kg!r}, expected a body weight in kg > 0")
-    return None, float(weight_kg), row_cov
+    return None, _scalar_weight(weight_kg, "a body weight in kg > 0"), row_cov
+
+
+def _scalar_weight(w, expected: str) -> float:
+    """One body weight (kg): a finite number > 0 (a 0-d array is its scalar)."""
+    if isinstance(w, np.ndarray) and w.ndim == 0:
+        w = w[()]
+    if not (is_real(w) and math.isfinite(w) and w > 0):
+        raise KetasimInputError(f"weight_kg: got {w!r}, expected {expected}")
+    return float(w)
 
 
 def _per_subject(v, n, what):
@@ -712,10 +715,8 @@ def population(model, doses, n: int, seed: int = 0, *, metrics=DEFAULT_METRICS, 
     metrics = _check_metrics(metrics)
     typical = _check_params(model, params)
     row_weight, w0, row_cov = _covariate_arrays(model, n, weight_kg, covariates)
-    if row_weight is not None and isinstance(doses, str) and doses == "standard-iv":
-        raise KetasimInputError("weight_kg: per-subject weights with the mg/kg course "
-                                "standard-iv would need one dose table per subject; give one "
-                                "weight, or a dose table in mg")
+    from .courses import check_course_weights
+    check_course_weights(doses, row_weight is not None)
     doses = _doses_for(doses, w0)
     horizon = _horizon(doses) if horizon_h is None else float(horizon_h)
     band_times, band_outs = _band_setup(model, doses, bands, band_outputs)
@@ -840,13 +841,8 @@ def sweep(model, doses, vary, *, metrics=DEFAULT_METRICS, n: int | None = None,
     chunk_size = _check_int("chunk_size", chunk_size, 1)
     if n is not None:
         n = _check_int("n", n, 1)
-    if isinstance(weight_kg, np.ndarray) and weight_kg.ndim == 0:
-        weight_kg = weight_kg[()]
-    if isinstance(weight_kg, (bool, np.bool_)) or not isinstance(
-            weight_kg, (int, float, np.integer, np.floating)) or not (
-            math.isfinite(weight_kg) and weight_kg > 0):
-        raise KetasimInputError(f"weight_kg: got {weight_kg!r}, expected one body weight in kg "
-                                "> 0 (to vary it: vary weight_kg)")
+    weight_kg = _scalar_weight(weight_kg, "one body weight in kg > 0 (to vary it: vary "
+                                          "weight_kg)")
     base = _check_params(model, params)
     if isinstance(vary, Mapping):
         items = list(vary.items())
