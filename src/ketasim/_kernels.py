@@ -903,15 +903,16 @@ BLK = 1 << BLK_LEV
 
 
 @njit(cache=True, _nrt=False)
-def _blk_setup(PT, GT, RW, dup, need_n, Rt, Nt, rcnt, ridx, ncnt, nidx, LPh, LGh, LPt, LGt):
+def _blk_setup(PT, RW, dup, Rt, rcnt, ridx, LPh, LPt):
     """Tables for blocks of up to BLK output times h apart with no event among them (the
     block path of :func:`grid_range`). Row r of ``RW`` (an output's linear functional) at
     the j-th time of a block is ``R_j x + N_j u`` with R_j = RW Φ(h)^j and
-    N_j = sum_{i<j} RW Φ(h)^i Γ(h): ``Rt[r, k, j-1]`` and ``Nt[r, k, j-1]`` (only the columns
-    listed in ``ridx``/``nidx`` are ever non-zero; they are packed: ``Rt[r, q]`` is the column
-    ``ridx[r, q]``). The block's end state comes from the
-    ladder ``LPh[l]``, ``LGh[l]`` = Φ, Γ of 2^l h (squared up from h). ``PT``, ``GT``: Φ(h)ᵀ
-    and Γ(h)ᵀ as the propagator cache keeps them."""
+    N_j = sum_{i<j} RW Φ(h)^i Γ(h). This writes ``Rt[r, k, j-1]`` (only the columns listed in
+    ``ridx`` are ever non-zero; they are packed: ``Rt[r, q]`` is the column ``ridx[r, q]``)
+    and the ladder ``LPh[l]`` = Φ(2^l h) (squared up from h) for the block's end state, and
+    ``LPt`` (the ladder transposed); the N tables, needed only by a block run while an
+    infusion is on, are :func:`_blk_setup_n`'s. ``PT``: Φ(h)ᵀ as the propagator cache keeps
+    it."""
     n = PT.shape[0]
     rows = RW.shape[0]
     B = Rt.shape[2]
@@ -919,35 +920,27 @@ def _blk_setup(PT, GT, RW, dup, need_n, Rt, Nt, rcnt, ridx, ncnt, nidx, LPh, LGh
     for i in range(n):
         for k in range(n):
             LPh[0, i, k] = PT[k, i]
-            LGh[0, i, k] = GT[k, i] if need_n else 0.0
     for lv in range(1, LPh.shape[0]):
         for i in range(n):
             for k in range(n):
                 LPh[lv, i, k] = 0.0
-                LGh[lv, i, k] = 0.0
             for q in range(n):
                 piq = LPh[lv - 1, i, q]
                 if piq != 0.0:
                     for k in range(n):
                         LPh[lv, i, k] += piq * LPh[lv - 1, q, k]
-                        LGh[lv, i, k] += piq * LGh[lv - 1, q, k]
-            for k in range(n):
-                LGh[lv, i, k] += LGh[lv - 1, i, k]
-    # j = 0: RW Φ and RW Γ; then by doubling, from the ladder: the next 2^l entries are
-    # R_{j + 2^l} = R_j Φ(2^l h) and N_{j + 2^l} = N_j + R_j Γ(2^l h), j < 2^l, so each pass
-    # is a long loop over j (vector instructions), not a chain of B steps (a row equal to an
-    # earlier one, dup[r] >= 0, has no tables: _blk_run copies that row's values)
+    # j = 0: RW Φ; then by doubling, from the ladder: the next 2^l entries are
+    # R_{j + 2^l} = R_j Φ(2^l h), j < 2^l, so each pass is a long loop over j (vector
+    # instructions), not a chain of B steps (a row equal to an earlier one, dup[r] >= 0, has no
+    # tables: _blk_run copies that row's values)
     for r in range(rows):
         if dup[r] >= 0:
             continue
         for k in range(n):
             a = 0.0
-            c = 0.0
             for i in range(n):
                 a += RW[r, i] * LPh[0, i, k]
-                c += RW[r, i] * LGh[0, i, k]
             Rt[r, k, 0] = a
-            Nt[r, k, 0] = c
     w = 1
     lv = 0
     while w < B:
@@ -957,13 +950,10 @@ def _blk_setup(PT, GT, RW, dup, need_n, Rt, Nt, rcnt, ridx, ncnt, nidx, LPh, LGh
             for k in range(n):
                 for j in range(w):
                     Rt[r, k, w + j] = 0.0
-                    Nt[r, k, w + j] = Nt[r, k, j]
                 for i in range(n):
                     p = LPh[lv, i, k]
-                    g = LGh[lv, i, k]
                     for j in range(w):
                         Rt[r, k, w + j] += Rt[r, i, j] * p
-                        Nt[r, k, w + j] += Rt[r, i, j] * g
         w *= 2
         lv += 1
     # the ladder transposed for the block's end state (see _blk_run)
@@ -971,16 +961,65 @@ def _blk_setup(PT, GT, RW, dup, need_n, Rt, Nt, rcnt, ridx, ncnt, nidx, LPh, LGh
         for i in range(n):
             for k in range(n):
                 LPt[lv, k, i] = LPh[lv, i, k]
-                LGt[lv, k, i] = LGh[lv, i, k]
     # keep only the columns that are ever non-zero, packed at the front (in column order), so a
     # block touches rows x live columns x B values
     for r in range(rows):
+        rcnt[r] = 0 if dup[r] >= 0 else _pack_live(Rt[r], ridx[r])
+
+
+@njit(cache=True, _nrt=False)
+def _blk_setup_n(GT, RW, dup, need_n, Rt, rcnt, ridx, Nt, ncnt, nidx, LPh, LGh, LGt):
+    """The N tables of :func:`_blk_setup` (after it, from its packed ``Rt`` and ladder
+    ``LPh``): ``Nt[r, k, j-1]`` (packed like ``Rt``, columns in ``nidx``), the ladder
+    ``LGh[l]`` = Γ(2^l h) and ``LGt`` (transposed). ``GT``: Γ(h)ᵀ as the propagator cache keeps
+    it (``need_n`` False: no infusions, all zero). The sums run in the order of the unpacked
+    columns, the columns ``Rt`` left out adding exact zeros."""
+    n = GT.shape[0]
+    rows = RW.shape[0]
+    B = Nt.shape[2]
+    for i in range(n):
+        for k in range(n):
+            LGh[0, i, k] = GT[k, i] if need_n else 0.0
+    for lv in range(1, LGh.shape[0]):
+        for i in range(n):
+            for k in range(n):
+                LGh[lv, i, k] = 0.0
+            for q in range(n):
+                piq = LPh[lv - 1, i, q]
+                if piq != 0.0:
+                    for k in range(n):
+                        LGh[lv, i, k] += piq * LGh[lv - 1, q, k]
+            for k in range(n):
+                LGh[lv, i, k] += LGh[lv - 1, i, k]
+    for r in range(rows):
         if dup[r] >= 0:
-            rcnt[r] = 0
-            ncnt[r] = 0
-        else:
-            rcnt[r] = _pack_live(Rt[r], ridx[r])
-            ncnt[r] = _pack_live(Nt[r], nidx[r])
+            continue
+        for k in range(n):
+            c = 0.0
+            for i in range(n):
+                c += RW[r, i] * LGh[0, i, k]
+            Nt[r, k, 0] = c
+    w = 1
+    lv = 0
+    while w < B:
+        for r in range(rows):
+            if dup[r] >= 0:
+                continue
+            for k in range(n):
+                for j in range(w):
+                    Nt[r, k, w + j] = Nt[r, k, j]
+                for q in range(rcnt[r]):
+                    g = LGh[lv, ridx[r, q], k]
+                    for j in range(w):
+                        Nt[r, k, w + j] += Rt[r, q, j] * g
+        w *= 2
+        lv += 1
+    for lv in range(LGh.shape[0]):
+        for i in range(n):
+            for k in range(n):
+                LGt[lv, k, i] = LGh[lv, i, k]
+    for r in range(rows):
+        ncnt[r] = 0 if dup[r] >= 0 else _pack_live(Nt[r], nidx[r])
 
 
 @njit(cache=True, _nrt=False)
@@ -1020,6 +1059,19 @@ def _blk_run(x, u, has_u, L, m, dup, Rt, Nt, rcnt, ridx, ncnt, nidx, LPt, LGt, o
         # the live columns four per pass over the block (a missing one adds 0 x column 0);
         # (no array views here: each view costs an atomic reference count, per block)
         c = rcnt[r]
+        if c <= 4 and r < m and not (has_u and ncnt[r] > 0):
+            # one pass, straight into the output (the same sums as below)
+            a0 = x[ridx[r, 0]] if 0 < c else 0.0
+            a1 = x[ridx[r, 1]] if 1 < c else 0.0
+            a2 = x[ridx[r, 2]] if 2 < c else 0.0
+            a3 = x[ridx[r, 3]] if 3 < c else 0.0
+            j1 = 1 if 1 < c else 0
+            j2 = 2 if 2 < c else 0
+            j3 = 3 if 3 < c else 0
+            for j in range(L):
+                out[r, np.uint64(it + j)] = ((Rt[r, 0, j] * a0 + Rt[r, j1, j] * a1)
+                                             + (Rt[r, j2, j] * a2 + Rt[r, j3, j] * a3))
+            continue
         q = 0
         while q == 0 or q < c:
             a0 = x[ridx[r, q]] if q < c else 0.0
@@ -1192,6 +1244,7 @@ def grid_range(sub0, sub1, Ks, times, h_nom, u_end, nb, ev_ts, ev_cs, ev_amts, e
     root = np.empty(n, np.int64)
     wK = np.empty(n)
     blk_prev = False
+    blk_n_prev = False
     need_n_prev = False
     for isub in range(sub0, sub1):
         K = Ks[isub]
@@ -1280,6 +1333,7 @@ def grid_range(sub0, sub1, Ks, times, h_nom, u_end, nb, ev_ts, ev_cs, ev_amts, e
             if ev_kind[q] == 1:
                 need_n = True
         blk_ready = share and blk_prev and need_n == need_n_prev
+        blk_n = blk_ready and blk_n_prev    # the N tables too (_blk_setup_n)
         for r in range(m):
             for i in range(n):
                 RW[r, i] = C[r, i]
@@ -1311,9 +1365,14 @@ def grid_range(sub0, sub1, Ks, times, h_nom, u_end, nb, ev_ts, ev_cs, ev_amts, e
                 if L >= 4:
                     if not blk_ready:
                         j = _slot(K, st, h_nom, need_n, ch, cg, CP, CG, nxt)
-                        _blk_setup(CP[j], CG[j], RW, dup, need_n, Rt, Nt, rcnt, ridx, ncnt, nidx,
-                                   LPh, LGh, LPt, LGt)
+                        _blk_setup(CP[j], RW, dup, Rt, rcnt, ridx, LPh, LPt)
                         blk_ready = True
+                        blk_n = False
+                    if has_u and not blk_n:
+                        j = _slot(K, st, h_nom, need_n, ch, cg, CP, CG, nxt)
+                        _blk_setup_n(CG[j], RW, dup, need_n, Rt, rcnt, ridx, Nt, ncnt, nidx, LPh,
+                                     LGh, LGt)
+                        blk_n = True
                     _blk_run(x, u, has_u, L, m, dup, Rt, Nt, rcnt, ridx, ncnt, nidx, LPt, LGt, out,
                              it, yb, xn)
                     if pd_on:
@@ -1435,6 +1494,7 @@ def grid_range(sub0, sub1, Ks, times, h_nom, u_end, nb, ev_ts, ev_cs, ev_amts, e
         for i in range(st.shape[0]):
             st_prev[i] = st[i]
         blk_prev = blk_ready
+        blk_n_prev = blk_n
         need_n_prev = need_n
         if lim > 0.0:
             bad += _out_of_range(out, lim)
