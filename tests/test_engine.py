@@ -416,6 +416,32 @@ def test_expm_zero_and_identity():
         np.testing.assert_allclose(_kernels.expm(np.eye(n)), np.e * np.eye(n), rtol=1e-15)
 
 
+@pytest.mark.parametrize("seed", range(8))
+def test_half_step_propagator_is_the_one_computed_directly(seed):
+    """An exponential's last squaring starts from Φ(h/2): the cache takes it for the h/2 slot
+    only when it is, bit for bit, what computing Φ(h/2) itself gives (so no result depends on
+    which step came first), and that is the usual case."""
+    rng = np.random.default_rng(900 + seed)
+    spec = random_spec(rng, rate_lo=0.01, rate_hi=60.0, n_comp=int(rng.integers(2, 7)))
+    model = ketasim.Model.from_dict(spec)
+    plan = engine.prepare(model, ketasim.Doses.single(10.0, next(iter(model.routes)),
+                                                      time_h=0.0, duration_h=1.0))
+    K = plan.K[0]
+    n = K.shape[0]
+    st = _kernels.structure(K, np.arange(n), np.ones(n, np.int64), n)   # every state infused
+    used = 0
+    for h in (2 / 3, 1.0, 0.37, 5.0, 24.0):
+        for g in (True, False):
+            P, G, P2, G2, Pd, Gd = (np.zeros((n, n)) for _ in range(6))
+            ok = _kernels.propagator_s(K, h, st, g, P, G, True, P2, G2)
+            _kernels.propagator_s(K, 0.5 * h, st, g, Pd, Gd, False, Pd, Gd)
+            if ok:
+                used += 1
+                assert np.array_equal(P2, Pd) and (not g or np.array_equal(G2, Gd))
+                np.testing.assert_allclose(P2 @ P2, P, rtol=1e-10, atol=1e-13 * np.abs(P).max())
+    assert used >= 2
+
+
 @pytest.mark.parametrize("lam,n", [(-1.0, 2), (-0.3, 4), (-7.0, 3), (0.0, 5), (-60.0, 4)])
 def test_expm_defective_jordan_block(lam, n):
     """exp(λI + N) = e^λ Σ_k N^k / k! for the nilpotent shift N (closed form)."""

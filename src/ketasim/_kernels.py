@@ -133,7 +133,11 @@ EXPM_WORK = 12     # n x n matrices of work space of _expm_into
 @njit(cache=True, _nrt=False)
 def _expm_into(W):
     """W[0] <- expm(W[0]) (scaling and squaring, Padé(13)); W[1:EXPM_WORK] is work space. One
-    allocation for all the intermediate matrices (each a view of W, no copy)."""
+    allocation for all the intermediate matrices (each a view of W, no copy).
+
+    Returns True when W[11] then holds expm(W[0] / 2) exactly as this function computes it
+    from W[0] / 2 itself: the result before the last squaring, when W[0] / 2 would be scaled
+    down by one squaring less to the very same matrix (halving is exact)."""
     n = W.shape[1]
     norm = 0.0
     for j in range(n):
@@ -145,6 +149,9 @@ def _expm_into(W):
     sq = 0
     if norm > _THETA13:
         sq = int(math.ceil(math.log2(norm / _THETA13)))
+    sq_half = 0
+    if 0.5 * norm > _THETA13:
+        sq_half = int(math.ceil(math.log2(0.5 * norm / _THETA13)))
     scale = 2.0 ** (-sq)
     X = W[1]
     for i in range(n):
@@ -177,6 +184,12 @@ def _expm_into(W):
     for i in range(n):
         for j in range(n):
             W[0, i, j] = R[i, j]
+    if sq >= 1 and sq_half == sq - 1:
+        for i in range(n):
+            for j in range(n):
+                W[11, i, j] = T1[i, j]
+        return True
+    return False
 
 
 @njit(cache=True, _nrt=True)
@@ -254,17 +267,24 @@ def _structure_into(K, ev_c, ev_kind, nev, root, st):
 
 
 @njit(cache=True, _nrt=True)
-def propagator_s(K, h, st, need_g, Phi, Gam):
+def propagator_s(K, h, st, need_g, Phi, Gam, half, Phi2, Gam2):
     """Φ(h) (and, when ``need_g``, the columns of Γ(h) for the states that receive infusions;
     the other columns are 0) one connected part at a time (``st``: :func:`structure`): an
     exponential of each part with its input columns appended, instead of one of twice the whole
-    network's size."""
+    network's size. With ``half``, also Φ(h/2) (and Γ) into ``Phi2``, ``Gam2`` from the same
+    exponentials' squarings; returns whether those are, bit for bit, what this function gives
+    for h/2 itself (:func:`_expm_into`); if not, ``Phi2`` and ``Gam2`` are to be ignored."""
     n = K.shape[0]
+    ok = half
     for i in range(n):
         for j in range(n):
             Phi[i, j] = 0.0
             if need_g:
                 Gam[i, j] = 0.0
+            if half:
+                Phi2[i, j] = 0.0
+                if need_g:
+                    Gam2[i, j] = 0.0
     parts = st[0]
     for p in range(parts):
         b0 = st[1 + n + p]
@@ -278,6 +298,8 @@ def propagator_s(K, h, st, need_g, Phi, Gam):
         if m == 1:
             i = st[1 + b0]
             Phi[i, i] = math.exp(K[i, i] * h)
+            if half:
+                Phi2[i, i] = math.exp(K[i, i] * (0.5 * h))
             continue
         W = np.empty((EXPM_WORK, m, m))
         M = W[0]
@@ -292,19 +314,24 @@ def propagator_s(K, h, st, need_g, Phi, Gam):
             if need_g and st[2 + 2 * n + ia] == 1:
                 M[a, q] = h
                 q += 1
-        _expm_into(W)
-        E = W[0]
-        q = nc
-        for a in range(nc):
-            ia = st[1 + b0 + a]
+        if not _expm_into(W):
+            ok = False
+        for e in range(2 if ok else 1):
+            E = W[0] if e == 0 else W[11]
+            P = Phi if e == 0 else Phi2
+            G = Gam if e == 0 else Gam2
+            q = nc
+            for a in range(nc):
+                ia = st[1 + b0 + a]
+                for b in range(nc):
+                    P[ia, st[1 + b0 + b]] = E[a, b]
             for b in range(nc):
-                Phi[ia, st[1 + b0 + b]] = E[a, b]
-        for b in range(nc):
-            ib = st[1 + b0 + b]
-            if need_g and st[2 + 2 * n + ib] == 1:
-                for a in range(nc):
-                    Gam[st[1 + b0 + a], ib] = E[a, q]
-                q += 1
+                ib = st[1 + b0 + b]
+                if need_g and st[2 + 2 * n + ib] == 1:
+                    for a in range(nc):
+                        G[st[1 + b0 + a], ib] = E[a, q]
+                    q += 1
+    return ok
 
 
 # ---------------------------------------------------------------------------------------------
@@ -320,12 +347,13 @@ TINY = 1e-290       # amounts below this are flushed to 0 (no slow subnormal ari
 # inlined (each call site typed again, so only here): it runs twice per step of the schematic
 # integrator, where a call with nine array arguments costs a tenth of the step
 @njit(cache=True, inline="always")
-def _slot(K, st, h, need_g, ch, cg, CP, CG, nxt):
+def _slot(K, st, h, need_g, ch, cg, CP, CG, nxt, half):
     """Index of the cache slot holding Φ(h) (and Γ(h) when ``need_g``), computing it if absent
     (``st``: the network's structure, :func:`structure`). A slot serves only requests with its
     own ``need_g`` (Φ from the exponential with Γ's columns differs from Φ alone by rounding):
     what a slot holds depends on (K, st, h, need_g) only, so subjects with equal matrices can
-    share the cache and each still gets the values it would get alone."""
+    share the cache and each still gets the values it would get alone. ``half``: computing
+    Φ(h) also fills a slot with Φ(h/2) when its squarings give it (:func:`_fill_slot`)."""
     ns = ch.shape[0]
     last = nxt[1]
     g = 1 if need_g else 0
@@ -343,16 +371,45 @@ def _slot(K, st, h, need_g, ch, cg, CP, CG, nxt):
             return j
     j = nxt[0]
     nxt[0] = (j + 1) % ns
-    propagator_s(K, h, st, need_g, CP[j], CG[j])
-    if need_g:
-        _transpose(CG[j])
-        cg[j] = 1
-    else:
-        cg[j] = 0
-    _transpose(CP[j])
-    ch[j] = h
+    _fill_slot(K, st, h, need_g, half, ch, cg, CP, CG, nxt, j)
     nxt[1] = j
     return j
+
+
+@njit(cache=True, _nrt=False)
+def _fill_slot(K, st, h, need_g, half, ch, cg, CP, CG, nxt, j):
+    """Slot ``j`` of the propagator cache (:func:`_slot`) <- Φ(h)ᵀ (and Γ(h)ᵀ when ``need_g``).
+    With ``half`` and Φ(h/2) not cached, the next slot round robin also gets Φ(h/2) when the
+    exponentials' own squarings give it exactly (:func:`propagator_s`): an event cuts a grid
+    interval into pieces such as 2/3 and 1/3 of it, and the second then costs nothing."""
+    ns = ch.shape[0]
+    g = 1 if need_g else 0
+    h2 = 0.5 * h
+    j2 = -1
+    if half:
+        j2 = nxt[0]
+        for q in range(ns):
+            if ch[q] == h2 and cg[q] == g:
+                j2 = -1
+                break
+        if j2 == j:
+            j2 = -1
+    if j2 >= 0:
+        ch[j2] = -1.0                  # its old content is overwritten below
+        if propagator_s(K, h, st, need_g, CP[j], CG[j], True, CP[j2], CG[j2]):
+            nxt[0] = (j2 + 1) % ns
+            if need_g:
+                _transpose(CG[j2])
+            _transpose(CP[j2])
+            ch[j2] = h2
+            cg[j2] = g
+    else:
+        propagator_s(K, h, st, need_g, CP[j], CG[j], False, CP[j], CG[j])
+    if need_g:
+        _transpose(CG[j])
+    _transpose(CP[j])
+    ch[j] = h
+    cg[j] = g
 
 
 @njit(cache=True, _nrt=False)
@@ -394,14 +451,16 @@ def _propagate(PT, GT, x, u, has_u, xo):
 
 
 @njit(cache=True, _nrt=False)
-def _step(K, st, x, u, has_u, h, ch, cg, CP, CG, nxt, xo):
-    """xo <- exact state h hours after x with constant input u (x and xo must differ)."""
+def _step(K, st, x, u, has_u, need_g, half, h, ch, cg, CP, CG, nxt, xo):
+    """xo <- exact state h hours after x with constant input u (x and xo must differ), from
+    the propagator cache slot (h, ``need_g``: True whenever ``has_u``) (:func:`_slot`, with
+    ``half``)."""
     n = x.shape[0]
     if h == 0.0:
         for i in range(n):
             xo[i] = x[i]
         return
-    j = _slot(K, st, h, has_u, ch, cg, CP, CG, nxt)
+    j = _slot(K, st, h, need_g, ch, cg, CP, CG, nxt, half)
     _propagate(CP[j], CG[j], x, u, has_u, xo)
 
 
@@ -736,7 +795,7 @@ def _pd_advance(K, st, u, has_u, tend, wd, wK, pd, rtol, ch, cg, CP, CG, nxt, xp
         # not a propagation: only that sum is needed there), the end state in one step of h
         om = _stim(_occ_of(_mid_sum(K, st, xp, u, has_u, 0.5 * hs, ch, cg, CP, CG, nxt, wd,
                                     MR)), pd)
-        _step(K, st, xp, u, has_u, hs, ch, cg, CP, CG, nxt, x1)
+        _step(K, st, xp, u, has_u, has_u, False, hs, ch, cg, CP, CG, nxt, x1)
         o1 = _stim(_occ_of(_dot(wd, x1)), pd)
         ds1 = _dstim(x1, u, wd, wK, pd)
         etd = pd[0] * hs >= ETD_Z
@@ -800,7 +859,7 @@ def _mid_sum(K, st, x, u, has_u, h, ch, cg, CP, CG, nxt, wd, MR):
     n = x.shape[0]
     if h == 0.0:
         return _dot(wd, x)
-    j = _slot(K, st, h, has_u, ch, cg, CP, CG, nxt)
+    j = _slot(K, st, h, has_u, ch, cg, CP, CG, nxt, False)
     if MR[j, 2 * n] != h or (has_u and MR[j, 2 * n + 1] != 1.0):
         _wd_rows(wd, CP, CG, j, has_u, MR)
         MR[j, 2 * n] = h
@@ -1364,12 +1423,12 @@ def grid_range(sub0, sub1, Ks, times, h_nom, u_end, nb, ev_ts, ev_cs, ev_amts, e
                         L = lo
                 if L >= 4:
                     if not blk_ready:
-                        j = _slot(K, st, h_nom, need_n, ch, cg, CP, CG, nxt)
+                        j = _slot(K, st, h_nom, need_n, ch, cg, CP, CG, nxt, False)
                         _blk_setup(CP[j], RW, dup, Rt, rcnt, ridx, LPh, LPt)
                         blk_ready = True
                         blk_n = False
                     if has_u and not blk_n:
-                        j = _slot(K, st, h_nom, need_n, ch, cg, CP, CG, nxt)
+                        j = _slot(K, st, h_nom, need_n, ch, cg, CP, CG, nxt, False)
                         _blk_setup_n(CG[j], RW, dup, need_n, Rt, rcnt, ridx, Nt, ncnt, nidx, LPh,
                                      LGh, LGt)
                         blk_n = True
@@ -1421,7 +1480,7 @@ def grid_range(sub0, sub1, Ks, times, h_nom, u_end, nb, ev_ts, ev_cs, ev_amts, e
                 if H == h_nom and H > 0.0 and not (hot_ok and (hot_g or not has_u)):
                     # the nominal step's propagator, kept sparse for the hot path (the first step
                     # takes the hot path too, so results never depend on where a grid was cut)
-                    j = _slot(K, st, h_nom, has_u or need_n, ch, cg, CP, CG, nxt)
+                    j = _slot(K, st, h_nom, has_u or need_n, ch, cg, CP, CG, nxt, False)
                     P0 = CP[j]
                     for i in range(n):
                         pcnt[i] = 0
@@ -1459,7 +1518,9 @@ def grid_range(sub0, sub1, Ks, times, h_nom, u_end, nb, ev_ts, ev_cs, ev_amts, e
                     for i in range(n):
                         x[i] = xn[i]
                 else:
-                    _step(K, st, x, u, has_u, H, ch, cg, CP, CG, nxt, xn)
+                    # (the propagator an infusion's own pieces use: Γ's columns whenever the
+                    # subject has infusions; an infusion's first piece gives its second, h/2)
+                    _step(K, st, x, u, has_u, has_u or need_n, True, H, ch, cg, CP, CG, nxt, xn)
                     for i in range(n):
                         x[i] = xn[i]
                 t = stop
