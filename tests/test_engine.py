@@ -432,13 +432,20 @@ def test_half_step_propagator_is_the_one_computed_directly(seed):
     used = 0
     for h in (2 / 3, 1.0, 0.37, 5.0, 24.0):
         for g in (True, False):
-            P, G, P2, G2, Pd, Gd = (np.zeros((n, n)) for _ in range(6))
-            ok = _kernels.propagator_s(K, h, st, g, P, G, True, P2, G2)
-            _kernels.propagator_s(K, 0.5 * h, st, g, Pd, Gd, False, Pd, Gd)
-            if ok:
+            ch, cg = np.full(4, -1.0), np.zeros(4, np.int64)
+            CP, CG, nxt = np.zeros((4, n, n)), np.zeros((4, n, n)), np.array([1, 0, 0])
+            _kernels._fill_slot(K, st, h, g, True, ch, cg, CP, CG, nxt, 0)
+            dh, dg = np.full(4, -1.0), np.zeros(4, np.int64)
+            DP, DG, dn = np.zeros((4, n, n)), np.zeros((4, n, n)), np.array([1, 0, 0])
+            _kernels._fill_slot(K, st, 0.5 * h, g, False, dh, dg, DP, DG, dn, 0)
+            assert ch[0] == h and dh[0] == 0.5 * h and dh[1] == -1.0
+            if ch[1] == 0.5 * h:
                 used += 1
-                assert np.array_equal(P2, Pd) and (not g or np.array_equal(G2, Gd))
-                np.testing.assert_allclose(P2 @ P2, P, rtol=1e-10, atol=1e-13 * np.abs(P).max())
+                assert np.array_equal(CP[1], DP[0]) and np.array_equal(CG[1], DG[0])
+                np.testing.assert_allclose(CP[1].T @ CP[1].T, CP[0].T, rtol=1e-10,
+                                           atol=1e-13 * np.abs(CP[0]).max())
+            else:
+                assert ch[1] == -1.0
     assert used >= 2
 
 

@@ -8,7 +8,7 @@ SIAM J Matrix Anal Appl 26:1179), which is exact in the limit for defective ``K`
 rate equal to elimination rate) and robust for stiff ``K``.
 
 Each propagator is computed one connected part of the network at a time, with only the input
-columns of the states that receive infusions (:func:`structure`, :func:`propagator_s`). On a
+columns of the states that receive infusions (:func:`structure`, :func:`_fill_slot`). On a
 uniform output grid, the stretches between events run in blocks (:func:`_blk_setup`): every
 output at the j-th time of a block is a dot product with a tabulated row ``C Φ(h)^j`` (plus
 ``N_j u`` during infusions), and the state is advanced once per block.
@@ -215,7 +215,7 @@ def propagator(K, h, Phi, Gam):
 
 @njit(cache=True, _nrt=True)
 def structure(K, ev_c, ev_kind, nev):
-    """The block structure of a network, for :func:`propagator_s`: its states grouped into
+    """The block structure of a network, for :func:`_fill_slot`: its states grouped into
     the connected parts of the flow graph (the S and R enantiomers of racemic ketamine, say, are
     two parts that never exchange drug), and the states that receive infusions. Returns an int
     array: [number of parts, perm (n: states part by part), starts (n + 1), input flags (n)]."""
@@ -266,74 +266,6 @@ def _structure_into(K, ev_c, ev_kind, nev, root, st):
             st[2 + 2 * n + ev_c[q]] = 1
 
 
-@njit(cache=True, _nrt=True)
-def propagator_s(K, h, st, need_g, Phi, Gam, half, Phi2, Gam2):
-    """Φ(h) (and, when ``need_g``, the columns of Γ(h) for the states that receive infusions;
-    the other columns are 0) one connected part at a time (``st``: :func:`structure`): an
-    exponential of each part with its input columns appended, instead of one of twice the whole
-    network's size. With ``half``, also Φ(h/2) (and Γ) into ``Phi2``, ``Gam2`` from the same
-    exponentials' squarings; returns whether those are, bit for bit, what this function gives
-    for h/2 itself (:func:`_expm_into`); if not, ``Phi2`` and ``Gam2`` are to be ignored."""
-    n = K.shape[0]
-    ok = half
-    for i in range(n):
-        for j in range(n):
-            Phi[i, j] = 0.0
-            if need_g:
-                Gam[i, j] = 0.0
-            if half:
-                Phi2[i, j] = 0.0
-                if need_g:
-                    Gam2[i, j] = 0.0
-    parts = st[0]
-    for p in range(parts):
-        b0 = st[1 + n + p]
-        b1 = st[1 + n + p + 1]
-        nc = b1 - b0
-        nu = 0
-        if need_g:
-            for a in range(nc):
-                nu += st[2 + 2 * n + st[1 + b0 + a]]
-        m = nc + nu
-        if m == 1:
-            i = st[1 + b0]
-            Phi[i, i] = math.exp(K[i, i] * h)
-            if half:
-                Phi2[i, i] = math.exp(K[i, i] * (0.5 * h))
-            continue
-        W = np.empty((EXPM_WORK, m, m))
-        M = W[0]
-        for a in range(m):
-            for b in range(m):
-                M[a, b] = 0.0
-        q = nc
-        for a in range(nc):
-            ia = st[1 + b0 + a]
-            for b in range(nc):
-                M[a, b] = K[ia, st[1 + b0 + b]] * h
-            if need_g and st[2 + 2 * n + ia] == 1:
-                M[a, q] = h
-                q += 1
-        if not _expm_into(W):
-            ok = False
-        for e in range(2 if ok else 1):
-            E = W[0] if e == 0 else W[11]
-            P = Phi if e == 0 else Phi2
-            G = Gam if e == 0 else Gam2
-            q = nc
-            for a in range(nc):
-                ia = st[1 + b0 + a]
-                for b in range(nc):
-                    P[ia, st[1 + b0 + b]] = E[a, b]
-            for b in range(nc):
-                ib = st[1 + b0 + b]
-                if need_g and st[2 + 2 * n + ib] == 1:
-                    for a in range(nc):
-                        G[st[1 + b0 + a], ib] = E[a, q]
-                    q += 1
-    return ok
-
-
 # ---------------------------------------------------------------------------------------------
 # Propagator cache. Lengths are compared exactly (bit for bit): a propagator is reused only for
 # the very same step length, so no result depends on the horizon or on unrelated events. Full
@@ -376,13 +308,19 @@ def _slot(K, st, h, need_g, ch, cg, CP, CG, nxt, half):
     return j
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=True)
 def _fill_slot(K, st, h, need_g, half, ch, cg, CP, CG, nxt, j):
-    """Slot ``j`` of the propagator cache (:func:`_slot`) <- Φ(h)ᵀ (and Γ(h)ᵀ when ``need_g``).
-    With ``half`` and Φ(h/2) not cached, the next slot round robin also gets Φ(h/2) when the
-    exponentials' own squarings give it exactly (:func:`propagator_s`): an event cuts a grid
-    interval into pieces such as 2/3 and 1/3 of it, and the second then costs nothing."""
+    """Slot ``j`` of the propagator cache (:func:`_slot`) <- Φ(h)ᵀ (and, when ``need_g``, the
+    columns of Γ(h) for the states that receive infusions, transposed; the others are 0), one
+    connected part of the network at a time (``st``: :func:`structure`): an exponential of each
+    part with its input columns appended, instead of one of twice the whole network's size.
+
+    With ``half`` and Φ(h/2) not cached, the next slot round robin also gets Φ(h/2) (and Γ)
+    from the same exponentials' squarings, when that is bit for bit what computing it directly
+    gives (:func:`_expm_into`): an event cuts a grid interval into pieces such as 2/3 and 1/3
+    of it, and the second then costs nothing."""
     ns = ch.shape[0]
+    n = K.shape[0]
     g = 1 if need_g else 0
     h2 = 0.5 * h
     j2 = -1
@@ -394,22 +332,75 @@ def _fill_slot(K, st, h, need_g, half, ch, cg, CP, CG, nxt, j):
                 break
         if j2 == j:
             j2 = -1
-    if j2 >= 0:
+    ok = j2 >= 0
+    if ok:
         ch[j2] = -1.0                  # its old content is overwritten below
-        if propagator_s(K, h, st, need_g, CP[j], CG[j], True, CP[j2], CG[j2]):
-            nxt[0] = (j2 + 1) % ns
+    for i in range(n):
+        for k in range(n):
+            CP[j, i, k] = 0.0
             if need_g:
-                _transpose(CG[j2])
-            _transpose(CP[j2])
-            ch[j2] = h2
-            cg[j2] = g
-    else:
-        propagator_s(K, h, st, need_g, CP[j], CG[j], False, CP[j], CG[j])
-    if need_g:
-        _transpose(CG[j])
-    _transpose(CP[j])
+                CG[j, i, k] = 0.0
+            if ok:
+                CP[j2, i, k] = 0.0
+                if need_g:
+                    CG[j2, i, k] = 0.0
+    parts = st[0]
+    for p in range(parts):
+        b0 = st[1 + n + p]
+        b1 = st[1 + n + p + 1]
+        nc = b1 - b0
+        nu = 0
+        if need_g:
+            for a in range(nc):
+                nu += st[2 + 2 * n + st[1 + b0 + a]]
+        m = nc + nu
+        if m == 1:
+            i = st[1 + b0]
+            CP[j, i, i] = math.exp(K[i, i] * h)
+            if ok:
+                CP[j2, i, i] = math.exp(K[i, i] * h2)
+            continue
+        W = np.empty((EXPM_WORK, m, m))
+        M = W[0]
+        for a in range(m):
+            for b in range(m):
+                M[a, b] = 0.0
+        q = nc
+        for a in range(nc):
+            ia = st[1 + b0 + a]
+            for b in range(nc):
+                M[a, b] = K[ia, st[1 + b0 + b]] * h
+            if need_g and st[2 + 2 * n + ia] == 1:
+                M[a, q] = h
+                q += 1
+        if not _expm_into(W):
+            ok = False
+        _scatter_t(W[0], st, b0, nc, need_g, CP[j], CG[j])
+        if ok:
+            _scatter_t(W[11], st, b0, nc, need_g, CP[j2], CG[j2])
+    if ok:
+        nxt[0] = (j2 + 1) % ns
+        ch[j2] = h2
+        cg[j2] = g
     ch[j] = h
     cg[j] = g
+
+
+@njit(cache=True, _nrt=False)
+def _scatter_t(E, st, b0, nc, need_g, PT, GT):
+    """The exponential ``E`` of one part (:func:`_fill_slot`) into its places in Φᵀ and Γᵀ."""
+    n = PT.shape[0]
+    q = nc
+    for a in range(nc):
+        ia = st[1 + b0 + a]
+        for b in range(nc):
+            PT[st[1 + b0 + b], ia] = E[a, b]
+    for b in range(nc):
+        ib = st[1 + b0 + b]
+        if need_g and st[2 + 2 * n + ib] == 1:
+            for a in range(nc):
+                GT[ib, st[1 + b0 + a]] = E[a, q]
+            q += 1
 
 
 @njit(cache=True, _nrt=False)
@@ -795,7 +786,7 @@ def _pd_advance(K, st, u, has_u, tend, wd, wK, pd, rtol, ch, cg, CP, CG, nxt, xp
         # not a propagation: only that sum is needed there), the end state in one step of h
         om = _stim(_occ_of(_mid_sum(K, st, xp, u, has_u, 0.5 * hs, ch, cg, CP, CG, nxt, wd,
                                     MR)), pd)
-        _step(K, st, xp, u, has_u, has_u, False, hs, ch, cg, CP, CG, nxt, x1)
+        _step(K, st, xp, u, has_u, has_u, np.bool_(False), hs, ch, cg, CP, CG, nxt, x1)
         o1 = _stim(_occ_of(_dot(wd, x1)), pd)
         ds1 = _dstim(x1, u, wd, wK, pd)
         etd = pd[0] * hs >= ETD_Z
@@ -859,7 +850,7 @@ def _mid_sum(K, st, x, u, has_u, h, ch, cg, CP, CG, nxt, wd, MR):
     n = x.shape[0]
     if h == 0.0:
         return _dot(wd, x)
-    j = _slot(K, st, h, has_u, ch, cg, CP, CG, nxt, False)
+    j = _slot(K, st, h, has_u, ch, cg, CP, CG, nxt, np.bool_(False))
     if MR[j, 2 * n] != h or (has_u and MR[j, 2 * n + 1] != 1.0):
         _wd_rows(wd, CP, CG, j, has_u, MR)
         MR[j, 2 * n] = h
@@ -962,83 +953,77 @@ BLK = 1 << BLK_LEV
 
 
 @njit(cache=True, _nrt=False)
-def _blk_setup(PT, RW, dup, Rt, rcnt, ridx, LPh, LPt):
+def _blk_setup(T, n_part, need_n, RW, dup, Rt, rcnt, ridx, Nt, ncnt, nidx, LPh, LGh, LPt, LGt):
     """Tables for blocks of up to BLK output times h apart with no event among them (the
     block path of :func:`grid_range`). Row r of ``RW`` (an output's linear functional) at
     the j-th time of a block is ``R_j x + N_j u`` with R_j = RW Φ(h)^j and
-    N_j = sum_{i<j} RW Φ(h)^i Γ(h). This writes ``Rt[r, k, j-1]`` (only the columns listed in
-    ``ridx`` are ever non-zero; they are packed: ``Rt[r, q]`` is the column ``ridx[r, q]``)
-    and the ladder ``LPh[l]`` = Φ(2^l h) (squared up from h) for the block's end state, and
-    ``LPt`` (the ladder transposed); the N tables, needed only by a block run while an
-    infusion is on, are :func:`_blk_setup_n`'s. ``PT``: Φ(h)ᵀ as the propagator cache keeps
-    it."""
-    n = PT.shape[0]
+    N_j = sum_{i<j} RW Φ(h)^i Γ(h).
+
+    Without ``n_part`` (``T``: Φ(h)ᵀ as the propagator cache keeps it): ``Rt[r, k, j-1]``
+    (only the columns listed in ``ridx`` are ever non-zero; they are packed: ``Rt[r, q]`` is
+    the column ``ridx[r, q]``), and the ladder ``LPh[l]`` = Φ(2^l h) (squared up from h) for
+    the block's end state, with ``LPt`` (the ladder transposed).
+    With ``n_part`` (``T``: Γ(h)ᵀ; all zero unless ``need_n``), afterwards and only when a
+    block runs while an infusion is on: ``Nt`` (packed like ``Rt``, columns in ``nidx``) and
+    the ladder ``LGh``, ``LGt`` = Γ(2^l h), from the packed ``Rt`` and ``LPh`` (the sums run in
+    the order of the unpacked columns, the columns ``Rt`` left out adding exact zeros)."""
+    n = T.shape[0]
     rows = RW.shape[0]
     B = Rt.shape[2]
-    # (no array views in these loops: each view costs an atomic reference count)
-    for i in range(n):
-        for k in range(n):
-            LPh[0, i, k] = PT[k, i]
-    for lv in range(1, LPh.shape[0]):
+    if not n_part:
+        # (no array views in these loops: each view costs an atomic reference count)
         for i in range(n):
             for k in range(n):
-                LPh[lv, i, k] = 0.0
-            for q in range(n):
-                piq = LPh[lv - 1, i, q]
-                if piq != 0.0:
-                    for k in range(n):
-                        LPh[lv, i, k] += piq * LPh[lv - 1, q, k]
-    # j = 0: RW Φ; then by doubling, from the ladder: the next 2^l entries are
-    # R_{j + 2^l} = R_j Φ(2^l h), j < 2^l, so each pass is a long loop over j (vector
-    # instructions), not a chain of B steps (a row equal to an earlier one, dup[r] >= 0, has no
-    # tables: _blk_run copies that row's values)
-    for r in range(rows):
-        if dup[r] >= 0:
-            continue
-        for k in range(n):
-            a = 0.0
+                LPh[0, i, k] = T[k, i]
+        for lv in range(1, LPh.shape[0]):
             for i in range(n):
-                a += RW[r, i] * LPh[0, i, k]
-            Rt[r, k, 0] = a
-    w = 1
-    lv = 0
-    while w < B:
+                for k in range(n):
+                    LPh[lv, i, k] = 0.0
+                for q in range(n):
+                    piq = LPh[lv - 1, i, q]
+                    if piq != 0.0:
+                        for k in range(n):
+                            LPh[lv, i, k] += piq * LPh[lv - 1, q, k]
+        # j = 0: RW Φ; then by doubling, from the ladder: the next 2^l entries are
+        # R_{j + 2^l} = R_j Φ(2^l h), j < 2^l, so each pass is a long loop over j (vector
+        # instructions), not a chain of B steps (a row equal to an earlier one, dup[r] >= 0,
+        # has no tables: _blk_run copies that row's values)
         for r in range(rows):
             if dup[r] >= 0:
                 continue
             for k in range(n):
-                for j in range(w):
-                    Rt[r, k, w + j] = 0.0
+                a = 0.0
                 for i in range(n):
-                    p = LPh[lv, i, k]
+                    a += RW[r, i] * LPh[0, i, k]
+                Rt[r, k, 0] = a
+        w = 1
+        lv = 0
+        while w < B:
+            for r in range(rows):
+                if dup[r] >= 0:
+                    continue
+                for k in range(n):
                     for j in range(w):
-                        Rt[r, k, w + j] += Rt[r, i, j] * p
-        w *= 2
-        lv += 1
-    # the ladder transposed for the block's end state (see _blk_run)
-    for lv in range(LPh.shape[0]):
-        for i in range(n):
-            for k in range(n):
-                LPt[lv, k, i] = LPh[lv, i, k]
-    # keep only the columns that are ever non-zero, packed at the front (in column order), so a
-    # block touches rows x live columns x B values
-    for r in range(rows):
-        rcnt[r] = 0 if dup[r] >= 0 else _pack_live(Rt[r], ridx[r])
-
-
-@njit(cache=True, _nrt=False)
-def _blk_setup_n(GT, RW, dup, need_n, Rt, rcnt, ridx, Nt, ncnt, nidx, LPh, LGh, LGt):
-    """The N tables of :func:`_blk_setup` (after it, from its packed ``Rt`` and ladder
-    ``LPh``): ``Nt[r, k, j-1]`` (packed like ``Rt``, columns in ``nidx``), the ladder
-    ``LGh[l]`` = Γ(2^l h) and ``LGt`` (transposed). ``GT``: Γ(h)ᵀ as the propagator cache keeps
-    it (``need_n`` False: no infusions, all zero). The sums run in the order of the unpacked
-    columns, the columns ``Rt`` left out adding exact zeros."""
-    n = GT.shape[0]
-    rows = RW.shape[0]
-    B = Nt.shape[2]
+                        Rt[r, k, w + j] = 0.0
+                    for i in range(n):
+                        p = LPh[lv, i, k]
+                        for j in range(w):
+                            Rt[r, k, w + j] += Rt[r, i, j] * p
+            w *= 2
+            lv += 1
+        # the ladder transposed for the block's end state (see _blk_run)
+        for lv in range(LPh.shape[0]):
+            for i in range(n):
+                for k in range(n):
+                    LPt[lv, k, i] = LPh[lv, i, k]
+        # keep only the columns that are ever non-zero, packed at the front (in column order),
+        # so a block touches rows x live columns x B values
+        for r in range(rows):
+            rcnt[r] = 0 if dup[r] >= 0 else _pack_live(Rt[r], ridx[r])
+        return
     for i in range(n):
         for k in range(n):
-            LGh[0, i, k] = GT[k, i] if need_n else 0.0
+            LGh[0, i, k] = T[k, i] if need_n else 0.0
     for lv in range(1, LGh.shape[0]):
         for i in range(n):
             for k in range(n):
@@ -1392,7 +1377,7 @@ def grid_range(sub0, sub1, Ks, times, h_nom, u_end, nb, ev_ts, ev_cs, ev_amts, e
             if ev_kind[q] == 1:
                 need_n = True
         blk_ready = share and blk_prev and need_n == need_n_prev
-        blk_n = blk_ready and blk_n_prev    # the N tables too (_blk_setup_n)
+        blk_n = blk_ready and blk_n_prev    # the N tables too (_blk_setup)
         for r in range(m):
             for i in range(n):
                 RW[r, i] = C[r, i]
@@ -1423,14 +1408,15 @@ def grid_range(sub0, sub1, Ks, times, h_nom, u_end, nb, ev_ts, ev_cs, ev_amts, e
                         L = lo
                 if L >= 4:
                     if not blk_ready:
-                        j = _slot(K, st, h_nom, need_n, ch, cg, CP, CG, nxt, False)
-                        _blk_setup(CP[j], RW, dup, Rt, rcnt, ridx, LPh, LPt)
+                        j = _slot(K, st, h_nom, need_n, ch, cg, CP, CG, nxt, np.bool_(False))
+                        _blk_setup(CP[j], np.bool_(False), need_n, RW, dup, Rt, rcnt, ridx, Nt,
+                                   ncnt, nidx, LPh, LGh, LPt, LGt)
                         blk_ready = True
                         blk_n = False
                     if has_u and not blk_n:
-                        j = _slot(K, st, h_nom, need_n, ch, cg, CP, CG, nxt, False)
-                        _blk_setup_n(CG[j], RW, dup, need_n, Rt, rcnt, ridx, Nt, ncnt, nidx, LPh,
-                                     LGh, LGt)
+                        j = _slot(K, st, h_nom, need_n, ch, cg, CP, CG, nxt, np.bool_(False))
+                        _blk_setup(CG[j], np.bool_(True), need_n, RW, dup, Rt, rcnt, ridx, Nt,
+                                   ncnt, nidx, LPh, LGh, LPt, LGt)
                         blk_n = True
                     _blk_run(x, u, has_u, L, m, dup, Rt, Nt, rcnt, ridx, ncnt, nidx, LPt, LGt, out,
                              it, yb, xn)
@@ -1480,7 +1466,8 @@ def grid_range(sub0, sub1, Ks, times, h_nom, u_end, nb, ev_ts, ev_cs, ev_amts, e
                 if H == h_nom and H > 0.0 and not (hot_ok and (hot_g or not has_u)):
                     # the nominal step's propagator, kept sparse for the hot path (the first step
                     # takes the hot path too, so results never depend on where a grid was cut)
-                    j = _slot(K, st, h_nom, has_u or need_n, ch, cg, CP, CG, nxt, False)
+                    j = _slot(K, st, h_nom, has_u or need_n, ch, cg, CP, CG, nxt,
+                              np.bool_(False))
                     P0 = CP[j]
                     for i in range(n):
                         pcnt[i] = 0
@@ -1520,7 +1507,8 @@ def grid_range(sub0, sub1, Ks, times, h_nom, u_end, nb, ev_ts, ev_cs, ev_amts, e
                 else:
                     # (the propagator an infusion's own pieces use: Γ's columns whenever the
                     # subject has infusions; an infusion's first piece gives its second, h/2)
-                    _step(K, st, x, u, has_u, has_u or need_n, True, H, ch, cg, CP, CG, nxt, xn)
+                    _step(K, st, x, u, has_u, has_u or need_n, np.bool_(True), H, ch, cg, CP, CG,
+                          nxt, xn)
                     for i in range(n):
                         x[i] = xn[i]
                 t = stop
