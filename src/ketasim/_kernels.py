@@ -845,16 +845,19 @@ def _wd_rows(wd, A, B, j, with_b, R):
 def _mid_sum(K, st, x, u, has_u, h, ch, cg, CP, CG, nxt, wd, MR):
     """wd·x(h): the occupancy sum h hours after the state x with input u, from the rows
     wd Φ(h) and wd Γ(h) kept beside the propagator cache: ``MR[j]`` = [wd Φ(h) (n),
-    wd Γ(h) (n), h, 1 when the Γ row is there] for the slot j holding Φ(h) (computed when
-    first asked for, n² operations, then 2n per call)."""
+    wd Γ(h) (n), h, (1 when the Γ row is there) + 2 × (the slot's Γ flag, ``cg[j]``)] for the
+    slot j holding Φ(h) (computed when first asked for, n² operations, then 2n per call)."""
     n = x.shape[0]
     if h == 0.0:
         return _dot(wd, x)
     j = _slot(K, st, h, has_u, ch, cg, CP, CG, nxt, np.bool_(False))
-    if MR[j, 2 * n] != h or (has_u and MR[j, 2 * n + 1] != 1.0):
+    # (a row is kept for the slot's h and for the exponential it came from: the same h with
+    # and without Γ's columns differs by rounding, and a slot may be refilled with either)
+    if (MR[j, 2 * n] != h or (int(MR[j, 2 * n + 1]) >> 1) != cg[j]
+            or (has_u and (int(MR[j, 2 * n + 1]) & 1) == 0)):
         _wd_rows(wd, CP, CG, j, has_u, MR)
         MR[j, 2 * n] = h
-        MR[j, 2 * n + 1] = 1.0 if has_u else 0.0
+        MR[j, 2 * n + 1] = (1.0 if has_u else 0.0) + 2.0 * cg[j]
     s = 0.0
     for k in range(n):
         s += MR[j, k] * x[k]
