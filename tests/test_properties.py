@@ -161,3 +161,24 @@ def test_presets_identical_without_jit_population_and_pd():
                                or None, weight_kg=np.asarray(c.get("weight_kg", 70.0)))
         assert names == jit.names
         np.testing.assert_allclose(data, jit.data, rtol=1e-12, atol=1e-15)
+
+
+@given(lo=st.integers(0, 50), n=st.integers(1, 5000), k=st.integers(1, 8),
+       part=st.integers(1, 2000))
+@settings(max_examples=300, deadline=None)
+def test_subject_ranges_cover_all_subjects_in_balanced_parts(lo, n, k, part):
+    """Every subject in exactly one range of at most ``part``; on several threads the ranges
+    are a multiple of the threads (or one subject each) and within one subject of each
+    other in size, so no thread waits out a last range alone (11 equal ranges on 2 threads
+    had left one idle for a tenth of the run)."""
+    from ketasim.engine import _ranges
+
+    k = min(k, n)
+    e = _ranges(lo, lo + n, k, part)
+    sizes = np.diff(e)
+    assert e[0] == lo and e[-1] == lo + n and np.all(sizes >= 1)
+    assert sizes.max() <= part
+    if k > 1:
+        assert sizes.max() - sizes.min() <= 1
+        assert sizes.size % k == 0 or sizes.size == n
+        assert sizes.max() <= -(-n // (4 * k))       # about four ranges a thread at least

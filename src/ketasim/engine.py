@@ -109,24 +109,28 @@ def _pool(k: int):
     return pool
 
 
+def _ranges(lo: int, hi: int, k: int, part: int) -> list:
+    """Edges of the ranges :func:`_spread` runs: at most ``part`` subjects each; on k > 1
+    threads at least four ranges per thread, their number a multiple of k (when there are
+    enough subjects) and their sizes within one of each other (11 ranges on 2 threads would
+    leave one thread idle for the last range's time, a tenth of the run)."""
+    n = hi - lo
+    if k <= 1:
+        return list(range(lo, hi, max(1, part))) + [hi]
+    part = min(part, -(-n // (4 * k)))
+    nr = -(-n // max(1, part))
+    nr = min(n, -(-nr // k) * k)
+    return [lo + (n * i) // nr for i in range(nr + 1)]
+
+
 def _spread(call, lo: int, hi: int, k: int, part: int):
     """``call(a, b)`` over subjects [lo, hi) in ranges of at most ``part`` subjects, on ``k``
     threads: the compiled kernels release the GIL, so ranges run side by side, each thread
-    taking the next range when it is done (at least four ranges per thread and a multiple of
-    the threads, for balance). One
-    thread runs the ranges in turn. Ctrl-C stops at the end of the ranges running. Returns the
+    taking the next range when it is done (:func:`_ranges`). One thread runs the ranges in
+    turn. Ctrl-C stops at the end of the ranges running. Returns the
     sum of what the calls return (None counts as 0)."""
-    n = hi - lo
-    k = min(k, n)
-    if k > 1:
-        part = min(part, -(-n // (4 * k)))
-        # a multiple of k ranges of (nearly) equal size: 11 ranges on 2 threads would leave
-        # one thread idle for the last range's time (a tenth of the run)
-        nr = -(-n // max(1, part))
-        nr = min(n, -(-nr // k) * k)
-        edges = [lo + (n * i) // nr for i in range(nr + 1)]
-    else:
-        edges = list(range(lo, hi, max(1, part))) + [hi]
+    k = min(k, hi - lo)
+    edges = _ranges(lo, hi, k, part)
     if k <= 1:
         return sum(call(a, b) or 0 for a, b in zip(edges[:-1], edges[1:]))
     from concurrent.futures import FIRST_EXCEPTION, wait
