@@ -1010,8 +1010,9 @@ def _blk_setup(T, n_part, need_n, RW, dup, Rt, rcnt, ridx, Nt, ncnt, nidx, LPh, 
                         Rt[r, k, w + j] = 0.0
                     for i in range(n):
                         p = LPh[lv, i, k]
-                        for j in range(w):
-                            Rt[r, k, w + j] += Rt[r, i, j] * p
+                        if p != 0.0:      # (parts of a network never reach each other)
+                            for j in range(w):
+                                Rt[r, k, w + j] += Rt[r, i, j] * p
             w *= 2
             lv += 1
         # the ladder transposed for the block's end state (see _blk_run)
@@ -1057,8 +1058,9 @@ def _blk_setup(T, n_part, need_n, RW, dup, Rt, rcnt, ridx, Nt, ncnt, nidx, LPh, 
                     Nt[r, k, w + j] = Nt[r, k, j]
                 for q in range(rcnt[r]):
                     g = LGh[lv, ridx[r, q], k]
-                    for j in range(w):
-                        Nt[r, k, w + j] += Rt[r, q, j] * g
+                    if g != 0.0:
+                        for j in range(w):
+                            Nt[r, k, w + j] += Rt[r, q, j] * g
         w *= 2
         lv += 1
     for lv in range(LGh.shape[0]):
