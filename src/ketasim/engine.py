@@ -896,7 +896,10 @@ def session_metrics(model, doses, params=None, weight_kg=70.0, *, metrics=("cmax
         subjects).
     metrics : sequence of str
         Names from :data:`METRICS`; ``time_above_occ_0.3`` / ``time_above_conc_100`` style for
-        thresholds (occupancy 0-1, concentration ng/mL).
+        thresholds (occupancy 0-1, concentration ng/mL). A concentration threshold is resolved
+        down to about 1e-15 of the concentration a step starts from: far below that (1e-40
+        ng/mL after a 1000 ng/mL peak, say) a decaying curve reads as 0 once it drops under
+        the rounding level of its step, and its time above ends there.
     analyte : str, optional
         The concentration the PK metrics describe (default ``plasma`` where the model has it).
     horizon_h : float, optional
