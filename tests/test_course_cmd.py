@@ -137,6 +137,21 @@ def test_parse_spec():
         parse_spec("ketamine-iv")
 
 
+def test_parse_spec_paths_with_at_signs_and_colons(tmp_path, monkeypatch):
+    """A model path may hold an @ (a cloud-drive folder) and a dose file a colon: the spec is
+    cut where a preset or an existing file ends."""
+    d = tmp_path / "GoogleDrive-me@gmail.com"
+    d.mkdir()
+    (d / "m.toml").write_text("x")
+    (tmp_path / "d:1.csv").write_text("x")
+    monkeypatch.chdir(tmp_path)
+    m = str(d / "m.toml")
+    assert parse_spec(f"{m}@d:1.csv") == (m, "d:1.csv", None)
+    assert parse_spec(f"{m}@d:1.csv:Label") == (m, "d:1.csv", "Label")
+    assert parse_spec(f"{m}@standard-iv:S") == (m, "standard-iv", "S")
+    assert parse_spec("ketamine-iv@spravato") == ("ketamine-iv", "spravato", None)
+
+
 def test_fmt():
     assert fmt(7.889e-27) == "0" and fmt(float("nan")) == "–"
     assert fmt(158.88) == "159" and fmt(2.3145) == "2.31" and fmt(4921.3) == "4,921"

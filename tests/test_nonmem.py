@@ -647,3 +647,46 @@ def test_subject_ids_that_a_number_cannot_keep_are_refused():
                                      "route": "iv"}])
     ok = ketasim.read_doses(io.StringIO("ID,TIME,AMT,CMT\n1.5,0,1,iv\n007,0,1,iv\n1e17,0,1,iv\n"))
     assert ok.subject_ids == (1.5, 7.0, 1e17)
+
+
+def test_a_row_flagged_in_a_c_column_is_a_comment_and_not_dosed():
+    """NONMEM's IGNORE=C: a C (or anything but blank, '.' or 0) in the C column makes the row a
+    comment; the dose on it must not be given."""
+    d = ketasim.read_doses(io.StringIO("C,TIME,AMT,CMT\nC,0,100,2\n,1,100,2\n.,2,50,2\n"
+                                       "0,3,25,2\n"))
+    np.testing.assert_array_equal(d.time_h, [1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(d.amount_mg, [100.0, 50.0, 25.0])
+
+
+def test_covariates_given_only_on_observation_rows_are_used():
+    """NONMEM datasets often carry covariates on every row, observation rows included: a
+    covariate blank on a subject's dose rows takes its value from them (its dose rows win
+    when they have one); one that changes over them is refused."""
+    m = _models.one_cpt(V=50.0, CL=10.0)
+    d = ketasim.read_doses(io.StringIO("ID,TIME,AMT,CMT,EVID,CL\n1,0,100,1,1,.\n1,1,0,1,0,5\n"
+                                       "2,0,100,1,1,7\n2,1,0,1,0,9\n"))
+    t = np.array([2.0])
+    c = ketasim.simulate(m, d, t).data[:, 0, 0]
+    np.testing.assert_allclose(c, 100 / 50 * np.exp(-np.array([5.0, 7.0]) / 50 * 2),   # mg/L
+                               rtol=1e-12)
+    with pytest.raises(ketasim.KetasimInputError, match="changes from 5 to 6 over the "
+                                                        "observation rows"):
+        ketasim.read_doses(io.StringIO("ID,TIME,AMT,CMT,EVID,CL\n1,0,100,1,1,.\n1,1,0,1,0,5\n"
+                                       "1,2,0,1,0,6\n"))
+
+
+def test_rate_minus_two_takes_the_routes_own_duration_and_is_an_error_without_one():
+    """NONMEM's RATE = -2 (duration modelled): on a route with a duration of its own the same
+    as leaving the rate blank; on a route without one NONMEM stops, and so does ketasim
+    (it had silently given a bolus)."""
+    m = ketasim.load_model("esketamine-nasal")
+    t = np.arange(0.0, 6.0, 0.25)
+    a = ketasim.simulate(m, ketasim.read_doses(io.StringIO(
+        "time_h,amount_mg,route,rate_mg_h\n0,56,intranasal,-2\n")), t, outputs=["plasma"])
+    b = ketasim.simulate(m, ketasim.read_doses(io.StringIO(
+        "time_h,amount_mg,route\n0,56,intranasal\n")), t, outputs=["plasma"])
+    np.testing.assert_array_equal(a.data, b.data)
+    with pytest.raises(ketasim.KetasimInputError, match="rate_mg_h = -2.*route 'iv' has no "
+                                                        "duration_h in the model"):
+        ketasim.simulate(m, ketasim.read_doses(io.StringIO(
+            "TIME,AMT,CMT,RATE\n0,56,iv,-2\n")), t)

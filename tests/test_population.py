@@ -607,3 +607,59 @@ def test_metric_columns_are_ordered_per_metric_then_by_session_for_a_long_course
     rest = [c for c in shuffled if c in ("param_CL", "subject")]
     assert out == (["cmax"] + [f"cmax_s{i}" for i in range(1, n + 1)] + ["auc"]
                    + [f"auc_s{i}" for i in range(1, n + 1)] + rest)
+
+
+_ONE_TOML = """[model]
+name = "one"
+[parameters]
+CL = 10.0
+V = 50.0
+[compartments]
+central = "V"
+[[flows]]
+from = "central"
+to = "out"
+cl = "CL"
+[routes]
+iv = { to = "central" }
+"""
+
+
+def test_metrics_a_model_cannot_give_are_left_out_by_default_and_refused_by_name(tmp_path,
+                                                                                  capsys):
+    """A model without occupancy: the default metrics are those it has (no all-NaN occupancy
+    columns); naming an occupancy metric, or --thresholds for simulate --summary, is an error
+    that leaves no file."""
+    m = tmp_path / "one.toml"
+    m.write_text(_ONE_TOML)
+    out = tmp_path / "pop.csv"
+    assert main(["population", "--model", str(m), "--n", "3", "--months", "1", "-q",
+                 "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "cmax" in text and "occupancy" not in text
+    capsys.readouterr()
+    bad = tmp_path / "bad.csv"
+    for argv in (["population", "--model", str(m), "--n", "3", "--months", "1",
+                  "--metrics", "cmax,peak_occupancy", "--out", str(bad)],
+                 ["sweep", "--model", str(m), "--vary", "CL=5:10:2", "--months", "1",
+                  "--metrics", "time_above_occ_0.3", "--out", str(bad)],
+                 ["simulate", "--model", str(m), "--summary", "--thresholds", "0.3",
+                  "--out", str(bad)]):
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert "occupancy" in err and "'one'" in err
+    assert not bad.exists()
+
+
+def test_parquet_without_pyarrow_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    import sys
+
+    P = sys.modules["ketasim.population"]
+    ran = []
+    monkeypatch.setattr(P, "_run_chunk", lambda *a: ran.append(a))
+    monkeypatch.setitem(sys.modules, "pyarrow", None)        # import pyarrow fails
+    with pytest.raises(SystemExit) as exc:
+        main(["population", "--n", "1000", "--out", str(tmp_path / "p.parquet")])
+    assert exc.value.code == 2 and not ran
+    assert "pip install 'ketasim[parquet]'" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

@@ -384,6 +384,10 @@ def cmd_simulate(args) -> int:
         raise KetasimInputError("--thresholds: only with --summary (they set its time-above-"
                                 "threshold columns)")
     model = load_model(args.model)
+    if args.thresholds is not None and not model.has_occupancy:
+        raise KetasimInputError(f"--thresholds: model {model.name!r} has no occupancy (no "
+                                "[occupancy] section): there is no time above an occupancy "
+                                "threshold to summarise")
     if args.summary or args.plot is not None:
         from . import _warm
         _warm.start_metrics()   # a first run: the summary's/figure's kernel compiles alongside

@@ -36,7 +36,7 @@ def _seed(s):
 
 
 def _common(p, out_required: bool):
-    from .cli import ParamAction, _finite, _out_path, _param, _whole
+    from .cli import ParamAction, _finite, _param, _whole
 
     p.add_argument("--model", default="ketamine-iv",
                    help="preset name or TOML model file (default: ketamine-iv)")
@@ -47,7 +47,7 @@ def _common(p, out_required: bool):
                    help="comma-separated metrics (default: cmax,tmax,auc,trough,"
                         "peak_occupancy,time_above_occ_0.3); time_above_occ_<X> for any X")
     p.add_argument("--out", required=out_required,
-                   type=lambda v: _out_path(v, (".csv", ".parquet")),
+                   type=_table_out,
                    help="metrics table: .csv, or .parquet (needs pyarrow)" + (
                        " (required)" if out_required else " (default: none, print a summary)"))
     p.add_argument("--seed", type=_seed, default=0, help="random seed (default: 0)")
@@ -180,13 +180,30 @@ def _write_all(outputs, args=None) -> None:
                   _input_files(args) if args is not None else ())
 
 
+_NO_PYARROW = ("Parquet needs pyarrow; install it with pip install 'ketasim[parquet]', or "
+               "write .csv")
+
+
+def _table_out(v):
+    """--out of population and sweep: a .csv or .parquet file name; Parquet is refused here,
+    before any work, when pyarrow cannot be imported."""
+    from .cli import _out_path
+
+    p = _out_path(v, (".csv", ".parquet"))
+    if p.suffix.lower() == ".parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise argparse.ArgumentTypeError(f"{v!r}: {_NO_PYARROW}") from None
+    return p
+
+
 def _table_output(path: Path, columns, units, title):
     if path.suffix.lower() == ".parquet":
         try:
             import pyarrow  # noqa: F401
         except ImportError:
-            raise KetasimInputError("--out: Parquet needs pyarrow; install it with pip install "
-                                    "'ketasim[parquet]', or write .csv") from None
+            raise KetasimInputError(f"--out: {_NO_PYARROW}") from None
         return (path, "wb", lambda fh: write_table(fh, columns, units, title, "parquet"))
     return (path, "w", lambda fh: write_table(fh, columns, units, title, "csv"))
 
@@ -423,11 +440,30 @@ def _read_covariates(path, n):
     return out
 
 
-def _metrics_arg(args):
+def _metrics_arg(args, model):
+    """--metrics, or the default set of those the model has (no occupancy metrics for a model
+    without occupancy). A metric named that the model cannot give is an error (the Python
+    API returns NaN for it)."""
     from .population import DEFAULT_METRICS
+
+    def needs(m):
+        if m == "peak_occupancy" or m.startswith("time_above_occ_"):
+            return None if model.has_occupancy else "occupancy (an [occupancy] section)"
+        if m in ("peak_glutamate", "plasticity_end"):
+            return None if model.has_glutamate else "the schematic response (a [glutamate] section)"
+        if m == "consolidation_end":
+            return None if model.has_consolidation else "a consolidation stage"
+        return None
+
     if args.metrics is None:
-        return DEFAULT_METRICS
-    return tuple(m.strip() for m in args.metrics.split(",") if m.strip())
+        return tuple(m for m in DEFAULT_METRICS if needs(m) is None)
+    named = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
+    for m in named:
+        why = needs(m)
+        if why is not None:
+            raise KetasimInputError(f"--metrics: {m} needs {why}; model {model.name!r} has "
+                                    "none")
+    return named
 
 
 def _interruptible(fn):
@@ -487,8 +523,8 @@ def run_population(args) -> int:
         band_outputs = (main_analyte(model),) + (("occupancy",) if model.has_occupancy else ())
     else:
         band_outputs = ()
-    res = population(model, doses, args.n, args.seed, metrics=_metrics_arg(args), bands=bands,
-                     band_outputs=band_outputs, chunk_size=args.chunk_size,
+    res = population(model, doses, args.n, args.seed, metrics=_metrics_arg(args, model),
+                     bands=bands, band_outputs=band_outputs, chunk_size=args.chunk_size,
                      scheduler=args.scheduler, weight_kg=weight, covariates=covariates or None,
                      params=dict(args.param), variability=not args.no_variability,
                      threads=args.threads, progress=False if args.quiet else None)
@@ -544,7 +580,7 @@ def run_sweep(args) -> int:
         raise KetasimInputError("--months: months is also varied; give one")
     if course_kw:
         vary = vary + [("months", np.array([course_kw["months"]]))]
-    metrics = _metrics_arg(args)
+    metrics = _metrics_arg(args, model)
     plot_metric = None
     if args.plot is not None:
         if len(args.vary) != 2:

@@ -474,9 +474,20 @@ def parse_spec(spec: str):
     if "@" not in spec:
         raise KetasimInputError(f"compare: {spec!r}: expected MODEL@DOSES[:LABEL], e.g. "
                                 "ketamine-iv@standard-iv")
-    model, rest = spec.split("@", 1)
+    from pathlib import Path
+
+    from .courses import is_course_name
+    from .modelfile import list_presets
+
+    # a path may hold an @ or a colon itself (a cloud-drive folder "me@mail.com", a file
+    # "d:1.csv"): the model is cut at the first @ that ends a preset name or an existing
+    # file, and a label is split off only when the whole rest is no course or file
+    presets = set(list_presets())
+    ats = [i for i, ch in enumerate(spec) if ch == "@"]
+    cut = next((i for i in ats if spec[:i] in presets or Path(spec[:i]).is_file()), ats[0])
+    model, rest = spec[:cut], spec[cut + 1:]
     label = None
-    if ":" in rest:
+    if ":" in rest and not (is_course_name(rest) or Path(rest).is_file()):
         d, lab = rest.rsplit(":", 1)
         # a Windows drive ("C:\\...") is part of the path, not a label
         if d and not (len(d) == 1 and lab[:1] in ("\\", "/")):

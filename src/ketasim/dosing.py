@@ -4,7 +4,9 @@ A dose table (CSV) has the columns ``time_h, amount_mg, route`` and optionally `
 ``rate_mg_h``, ``addl``, ``ii_h``, ``ss``, ``evid``, ``subject`` and covariate columns
 (``weight_kg`` or a model parameter name). NONMEM's names are accepted as aliases, in any letter
 case: ``TIME``, ``AMT``, ``CMT``, ``DUR``, ``RATE``, ``ADDL``, ``II``, ``SS``, ``EVID``, ``ID``,
-``WT`` (see :data:`ALIASES`); other NONMEM data items (``DV``, ``MDV``, ...) are read past.
+``WT`` (see :data:`ALIASES`); other NONMEM data items (``DV``, ``MDV``, ...) are read past,
+and a row with anything but blank, ``.`` or 0 in a ``C`` column is a comment (NONMEM's
+``IGNORE=C``), skipped like a ``#`` line.
 Rows may come in any order. :func:`expand` is the one function that turns ``addl``/``ii_h``
 repeats into single dose events; :mod:`ketasim.events` turns those into the kernel's events.
 
@@ -18,7 +20,8 @@ Meaning of the columns (units in the names):
                 duration). Bioavailability then changes the *rate*.
 ``rate_mg_h``   infusion rate, mg/h; 0 or blank = not given. Bioavailability then changes the
                 *duration* (``f·amount / rate``), as NONMEM's RATE. ``-2`` (NONMEM: duration
-                from the model) is accepted and means "not given".
+                from the model): the route's own ``duration_h``; on a route part without one
+                it is an error, as in NONMEM.
 ``addl, ii_h``  ``addl`` additional doses every ``ii_h`` hours
 ``ss``          0 = an ordinary dose; 1 = steady state: the state is replaced by the periodic
                 steady state of this dose repeated every ``ii_h`` hours forever (then the dose
@@ -876,6 +879,9 @@ def _parse(lines, where: str) -> Doses:
                                     "(or TIME, AMT, CMT)")
     pos = {c: i for i, c in enumerate(canon) if c}
     mdv_pos = next((i for i, h in enumerate(header) if h.lower() == "mdv"), None)
+    # NONMEM's comment flag: a row with C (or anything but blank, "." or 0) in a C column is
+    # a comment, as with $DATA ... IGNORE=C
+    c_pos = next((i for i, h in enumerate(header) if h.upper() == "C"), None)
     numeric = [c for c in COLUMNS if c != "route" and c in pos]
     covariates = [c for c in canon if c and c not in COLUMNS]
     data = {c: array.array("d") for c in numeric + covariates}
@@ -885,6 +891,7 @@ def _parse(lines, where: str) -> Doses:
     ncol = len(header)
     skipped = 0
     skipped_ids = []
+    obs_cov: dict = {}          # (subject text, covariate) -> set of values on skipped rows
     n_rows = 0
     nan = float("nan")
     for r in reader:
@@ -894,6 +901,8 @@ def _parse(lines, where: str) -> Doses:
         if len(r) != ncol:
             raise KetasimInputError(f"{where}: line {line_no}: {len(r)} fields, expected "
                                     f"{ncol} ({','.join(header)})")
+        if c_pos is not None and r[c_pos].strip() not in ("", ".", "0"):
+            continue
         cells = {c: r[i].strip() for c, i in pos.items()}
         ev = cells.get("evid", "")
         if ev in ("", "."):
@@ -905,6 +914,7 @@ def _parse(lines, where: str) -> Doses:
                                                                   line_no) == 0:
                     skipped += 1
                     skipped_ids.append(cells.get("subject", ""))
+                    _keep_obs_covariates(r, pos, covariates, cells, obs_cov)
                     continue
             evid = 1.0
         else:
@@ -912,6 +922,7 @@ def _parse(lines, where: str) -> Doses:
             if evid in (0.0, 2.0):
                 skipped += 1
                 skipped_ids.append(cells.get("subject", ""))
+                _keep_obs_covariates(r, pos, covariates, cells, obs_cov)
                 continue
             if evid not in (1.0, 3.0, 4.0):
                 raise KetasimInputError(f"{where}: line {line_no}: evid: got {ev}, expected 0, "
@@ -955,7 +966,7 @@ def _parse(lines, where: str) -> Doses:
             if c in _INT_COLUMNS and (x != int(x) or x > MAX_EVENTS):
                 raise KetasimInputError(f"{where}: line {line_no}: {c}: got {v}, expected a "
                                         f"whole number <= {MAX_EVENTS:,}")
-            data[c].append(0.0 if (c == "rate_mg_h" and x == -2.0) else x)
+            data[c].append(x)
         for c in covariates:
             v = r[pos[c]].strip()
             data[c].append(nan if v in ("", ".") else _number(v, c, where, line_no))
@@ -965,6 +976,8 @@ def _parse(lines, where: str) -> Doses:
                 f"all {skipped:,} rows are observations" if skipped > 1
                 else "its one row is an observation") + ": evid 0 or 2, or MDV)")
         raise KetasimInputError(f"{where}: the dose table has a header but no doses")
+    if obs_cov:
+        _fill_from_observation_rows(data, covariates, obs_cov, where)
     names = list(route_names)
     routes = tuple(names[i] for i in route_codes)   # one string object per distinct route
 
@@ -982,6 +995,53 @@ def _parse(lines, where: str) -> Doses:
               observation_only_subjects=_observation_only(
                   skipped_ids, col("subject") if "subject" in data else ()))
     return d
+
+
+def _keep_obs_covariates(r, pos, covariates, cells, obs_cov) -> None:
+    """The covariate values of a skipped (observation) row, for
+    :func:`_fill_from_observation_rows` (cells that are not numbers are left out)."""
+    for c in covariates:
+        v = r[pos[c]].strip()
+        if v not in ("", "."):
+            try:
+                x = to_float(v)
+            except ValueError:
+                continue
+            if not math.isfinite(x):
+                continue
+            obs_cov.setdefault((cells.get("subject", ""), c), set()).add(x)
+
+
+def _fill_from_observation_rows(data, covariates, obs_cov, where) -> None:
+    """A covariate blank on every dose row of a subject (or of the table, without a subject
+    column) takes its value from the subject's observation rows (NONMEM datasets often carry
+    covariates there); a value that changes over them is an error (covariates are constant
+    per subject)."""
+    subj = data.get("subject")
+    for c in covariates:
+        a = data[c]
+        rows: dict = {}
+        for i in range(len(a)):
+            key = f"{subj[i]:.17g}" if subj is not None else ""
+            rows.setdefault(key, []).append(i)
+        for (sid, k), vals in obs_cov.items():
+            if k != c:
+                continue
+            try:
+                key = f"{to_float(sid):.17g}" if subj is not None else ""
+            except ValueError:
+                continue
+            idx = rows.get(key)
+            if not idx or any(a[i] == a[i] for i in idx):     # has a value on a dose row
+                continue
+            if len(vals) > 1:
+                who = f"subject {sid}: " if subj is not None else ""
+                lo, hi = min(vals), max(vals)
+                raise KetasimInputError(
+                    f"{where}: {who}{c} is blank on every dose row and changes from {lo:g} to "
+                    f"{hi:g} over the observation rows; expected one value per subject (on "
+                    "its dose rows; time-varying covariates are not supported)")
+            a[idx[0]] = next(iter(vals))
 
 
 def write_doses(doses: Doses, path) -> None:

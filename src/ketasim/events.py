@@ -425,10 +425,23 @@ def build_events(model: Model, doses: Doses, vals: dict):
                 "dose; declare relative_f = true for relative bioavailability above 1)")
 
     pieces = []   # per part: (TO, A, LAG, dur, inf, rate, HAS) for the steady states
+    # per route code (-1, a row that is no dose, last): whether a part has its own duration
+    route_dur = np.array([any(p.duration_h is not None for p in inputs[r]) for r in rnames]
+                         + [True])
     with np.errstate(all="ignore"):
         for F, LAG, PDUR, TO, HAS in parts:
             A = amt * F
             own = ~np.isnan(PDUR)
+            # RATE = -2 on a route none of whose parts has a duration of its own: NONMEM stops
+            # (a part without one beside a part with one is a bolus, as it would be anyway)
+            m2 = HAS & (rate_row == -2.0) & ~np.broadcast_to(route_dur[code], shape)
+            if m2.any():
+                r = rnames[int(np.broadcast_to(code, shape)[m2][0])]
+                raise KetasimInputError(
+                    f"{d.source}: {where_row(m2)}: rate_mg_h = -2 (duration from the model), "
+                    f"but route {r!r} has no duration_h in the model (NONMEM stops here too); "
+                    "expected a duration_h or a rate_mg_h > 0 on the row, or a route with its "
+                    "own duration")
             dur = np.where(own, PDUR, np.where(dur_row > 0, dur_row,
                                                np.where(rate_row > 0, A / rate_row, 0.0)))
             t0 = t_rec + LAG
