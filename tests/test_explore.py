@@ -74,6 +74,35 @@ def test_missing_a_session_removes_its_peak(ex):
     assert y[i] < 0.05 * ex.peaks().max()
 
 
+def test_title_names_a_missed_session_only_when_the_course_has_it(ex):
+    _reset(ex)
+    n = ex.peak_days().size
+    ex.sliders["miss"].set_val(2)
+    assert "session 2 missed" in ex.fig._suptitle.get_text()
+    ex.sliders["miss"].set_val(n + 1)
+    title = ex.fig._suptitle.get_text()
+    assert "missed" not in title and f"no session {n + 1} to miss" in title
+    assert ex.peak_days().size == n                   # and every session is still there
+
+
+def test_a_bad_device_pixel_ratio_from_a_page_is_ignored():
+    """WebAgg takes a page's device pixel ratio as sent: 0 made every later draw divide by
+    zero, for every client, until a restart. The explorer's canvas ignores such values."""
+    from matplotlib.backends.backend_webagg_core import FigureCanvasWebAggCore
+    from matplotlib.figure import Figure
+
+    from ketasim.explore import _guard_pixel_ratio
+
+    canvas = FigureCanvasWebAggCore(Figure())
+    _guard_pixel_ratio(canvas)
+    for bad in (0, -1, "x", None, float("nan"), float("inf"), 1e9):
+        canvas.handle_set_device_pixel_ratio({"device_pixel_ratio": bad})
+        assert canvas.device_pixel_ratio == 1
+    canvas.handle_set_device_pixel_ratio({"device_pixel_ratio": 2})
+    assert canvas.device_pixel_ratio == 2
+    canvas.get_renderer()                             # draws at the new ratio
+
+
 def test_weight_and_interval_change_the_course(ex):
     _reset(ex)
     p70 = ex.peaks()[0]

@@ -1267,7 +1267,7 @@ def test_an_age_outside_the_fitted_population_is_refused():
     """esketamine-nasal's age effect (QH - 2.19 L/h per year over 60) is fitted on ages 18-86:
     at 100-130 it had driven the hepatic flow to 0 and the AUC to millions, silently."""
     course = ketasim.spravato_course(months=1)
-    with pytest.raises(KetasimInputError, match=r"got 100, outside 18-86"):
+    with pytest.raises(KetasimInputError, match=r"subject 2: got 100, outside 18-86"):
         ketasim.population("esketamine-nasal", course, 2, covariates={"age_y": [40.0, 100.0]},
                            metrics=("auc",), progress=False)
     spec = tomllib.loads(Path(ketasim.__file__).with_name("presets").joinpath(
@@ -1297,3 +1297,13 @@ def test_an_unreadable_csv_row_is_named_by_its_line(tmp_path):
     with pytest.raises(KetasimInputError, match=r"d\.csv: line 3: not a readable CSV row \(a "
                                                 r"field longer than 131,072 characters"):
         ketasim.read_doses(f)
+
+
+def test_an_output_that_is_a_loop_of_links_is_refused_and_left_alone(tmp_path, capsys):
+    subs = _setup(tmp_path, None, None)
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    a.symlink_to(b)
+    b.symlink_to(a)
+    rc, _, err = run_cli(_argv(SIM[:-1] + [str(a)], subs), capsys)
+    assert rc == 1 and "symbolic link that cannot be followed" in err
+    assert a.is_symlink() and b.is_symlink()         # not replaced by a regular file

@@ -690,3 +690,10 @@ def test_rate_minus_two_takes_the_routes_own_duration_and_is_an_error_without_on
                                                         "duration_h in the model"):
         ketasim.simulate(m, ketasim.read_doses(io.StringIO(
             "TIME,AMT,CMT,RATE\n0,56,iv,-2\n")), t)
+
+
+@pytest.mark.parametrize("sep, name", [(";", "semicolons"), ("\t", "tabs")])
+def test_a_table_separated_by_something_else_than_commas_is_named_as_such(sep, name):
+    text = sep.join(["time_h", "amount_mg", "route"]) + "\n" + sep.join(["0", "1", "iv"]) + "\n"
+    with pytest.raises(ketasim.KetasimInputError, match=f"separate its columns with {name}"):
+        ketasim.read_doses(io.StringIO(text))

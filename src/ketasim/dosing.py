@@ -855,6 +855,13 @@ def _parse(lines, where: str) -> Doses:
         raise KetasimInputError(f"{where}: empty dose table; expected a header "
                                 "time_h,amount_mg,route then one row per dose")
     hl = f"line {header_line}"
+    if len(header) == 1:
+        sep = next((n for c, n in ((";", "semicolons"), ("\t", "tabs"), ("|", "'|'"))
+                    if c in header[0]), None)
+        if sep is not None:
+            raise KetasimInputError(
+                f"{where}: {hl}: one column {header[0]!r}: the file seems to separate its "
+                f"columns with {sep}; expected commas (time_h,amount_mg,route)")
     canon = []
     for h in header:
         c = _canonical(h)

@@ -259,15 +259,23 @@ def constant_rate_state(K, u, model: Model) -> np.ndarray:
 # ---------------------------------------------------------------------- events
 def _broadcast(v, shape, what, model, mask, lo=None, hi=None):
     a = np.broadcast_to(np.asarray(v, dtype=np.float64), shape)
+
+    def who(bad):       # which subject, when the value differs between subjects
+        if np.ndim(v) == 0 or a.shape[0] == 1:
+            return ""
+        return f" for subject {int(np.argwhere(bad)[0][0]) + 1} of {a.shape[0]}"
+
     bad = ~np.isfinite(a) & mask
     if bad.any():
         raise KetasimInputError(f"{model.source}: {what} evaluated to "
-                                f"{float(a[bad][0])!r}; expected a finite number")
+                                f"{float(a[bad][0])!r}{who(bad)}; expected a finite number")
     if lo is not None and np.any((a < lo) & mask):
-        raise KetasimInputError(f"{model.source}: {what} evaluated to {a[(a < lo) & mask][0]:g}"
+        bad = (a < lo) & mask
+        raise KetasimInputError(f"{model.source}: {what} evaluated to {a[bad][0]:g}{who(bad)}"
                                 f"; expected >= {lo:g}")
     if hi is not None and np.any((a > hi) & mask):
-        raise KetasimInputError(f"{model.source}: {what} evaluated to {a[(a > hi) & mask][0]:g}"
+        bad = (a > hi) & mask
+        raise KetasimInputError(f"{model.source}: {what} evaluated to {a[bad][0]:g}{who(bad)}"
                                 f"; expected <= {hi:g} (declare relative_f = true on the route "
                                 "for a relative bioavailability above 1)")
     return a

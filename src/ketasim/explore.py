@@ -47,6 +47,25 @@ def _fast_kwargs():
     return {"pd_rtol": PD_RTOL}
 
 
+def _guard_pixel_ratio(canvas) -> None:
+    """A browser's device pixel ratio that is not a number in (0, 16] is ignored: WebAgg
+    takes any value a page sends, and one message with 0 left the figure undrawable (a
+    division by zero) for every later page until the server was restarted."""
+    set_ratio = getattr(canvas, "_handle_set_device_pixel_ratio", None)
+    if set_ratio is None:           # pragma: no cover - another matplotlib
+        return
+
+    def guarded(ratio):
+        try:
+            r = float(ratio)
+        except (TypeError, ValueError):
+            return
+        if 0.0 < r <= 16.0:
+            set_ratio(r)
+
+    canvas._handle_set_device_pixel_ratio = guarded
+
+
 def course_doses(model_name: str, dose: float, weight_kg: float, interval_days: float,
                  missed: int = 0, months: float = MONTHS):
     """The explorer's course: the standard IV course (IV presets; ``dose`` in mg/kg) or the
@@ -232,10 +251,15 @@ class Explorer:
         self.ax_conc.set_title(f"{analyte_labels(model)[main]}: plasma concentration "
                                "(a dot at each session's peak)", loc="left", fontsize=12)
         miss = int(round(v["miss"]))
+        # a session is missed only when the course has it (a slider at 20 on a course of 10
+        # sessions leaves every session in)
+        n_full = len(course_doses(self.model_name, v["dose"], v["weight"], v["interval"]))
+        note = ("" if not miss else f" · session {miss} missed" if miss <= n_full
+                else f" · no session {miss} to miss (the course has {n_full})")
         self.fig.suptitle(
             f"{drug_name(model).capitalize()}: {describe_doses(d, v['weight'])} · "
-            f"{v['weight']:g} kg · maintenance every {v['interval']:g} days"
-            + (f" · session {miss} missed" if miss else ""), fontsize=14, fontweight="bold")
+            f"{v['weight']:g} kg · maintenance every {v['interval']:g} days" + note,
+            fontsize=14, fontweight="bold")
         self.last_update_s = time.perf_counter() - t0     # simulation + new data, no drawing
         first = self.result is None or not getattr(self, "_updated", False)
         self._updated = True
@@ -310,7 +334,8 @@ def serve(port: int = DEFAULT_PORT, open_browser: bool = True, model: str = "ket
     matplotlib.rcParams["webagg.open_in_browser"] = bool(open_browser)
     import matplotlib.pyplot as plt
 
-    Explorer(model)
+    ex = Explorer(model)
+    _guard_pixel_ratio(ex.fig.canvas)
     print(f"ketasim explorer: open http://{address}:{port}/ in a browser (Ctrl+C stops it)",
           flush=True)
     plt.show()

@@ -126,7 +126,15 @@ class OutputSet:
     def add(self, path, data, *, binary: bool | None = None) -> OutputSet:
         path = Path(path)
         if path.is_symlink():      # write the file the link points to; keep the link
-            path = Path(os.path.realpath(path))
+            try:
+                os.stat(path)
+            except FileNotFoundError:
+                pass                # a link to a file yet to be written
+            except OSError as exc:  # a loop of links (ELOOP), say
+                raise KetasimInputError(f"output {str(path)!r} is a symbolic link that cannot "
+                                        f"be followed ({exc.strerror}); expected a file "
+                                        "name") from None
+            path = Path(os.path.realpath(path))     # (its folders are made, as for a file)
         if path.exists() and not path.is_dir() and not path.is_file():
             raise KetasimInputError(f"output {str(path)!r} exists and is not a regular file "
                                     "(a device or a pipe); expected a file name")

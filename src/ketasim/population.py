@@ -621,8 +621,10 @@ def _covariate_arrays(model, n, weight_kg, covariates):
             lo, hi = var.covariate_range[k]
             out = (a < lo) | (a > hi)
             if np.any(out):
+                i = int(np.argmax(out))
+                src = "--age or --covariates" if k == "age_y" else "--covariates"
                 raise KetasimInputError(
-                    f"covariates[{k!r}] (--age for age_y): got {a[out][0]:g}, outside {lo:g}-"
+                    f"covariates[{k!r}] ({src}): subject {i + 1}: got {a[i]:g}, outside {lo:g}-"
                     f"{hi:g}, the range of the population model {model.name!r} was fitted to "
                     "([variability] covariate_range: its covariate effect is not known "
                     "beyond); expected values within it")
@@ -660,6 +662,16 @@ def _per_subject(v, n, what):
 
 
 # ---------------------------------------------------------------------- population
+def _variability_text(model) -> str:
+    """What a run's header says of the drawn variability: its source, or what was drawn when
+    the model file names no source."""
+    v = model.variability
+    if v.source:
+        return v.source
+    return "model file's [variability] (no source given): " + ", ".join(
+        f"{k} CV {c:g} %" for k, c in v.cv_pct.items())
+
+
 def population(model, doses, n: int, seed: int = 0, *, metrics=DEFAULT_METRICS, bands=None,
                band_outputs=("plasma", "occupancy"), chunk_size: int = DEFAULT_CHUNK,
                scheduler=None, weight_kg=70.0, covariates=None, params=None,
@@ -757,7 +769,7 @@ def population(model, doses, n: int, seed: int = 0, *, metrics=DEFAULT_METRICS, 
         band = Bands(times_h=band_times, outputs=band_outs, quantiles=QUANTILES, values=vals,
                      units={o: _output_unit(o) for o in band_outs})
     info = {"model": model.name, "n": n, "seed": seed,
-            "variability": (model.variability.source if (variability and model.variability)
+            "variability": (_variability_text(model) if (variability and model.variability)
                             else "none"),
             "doses": getattr(doses, "source", ""), "analyte": analyte or "plasma"}
     return PopulationResult(columns=columns, units=units, session_start_h=col.session_start_h,
@@ -968,7 +980,7 @@ def sweep(model, doses, vary, *, metrics=DEFAULT_METRICS, n: int | None = None,
                     columns[k + suf][pts] = row
     info = {"model": model.name, "points": P, "n": n, "seed": seed if n else None,
             "doses": str(doses) if isinstance(doses, str) else getattr(doses, "source", ""),
-            "variability": (model.variability.source if (n and model.variability) else "none")}
+            "variability": (_variability_text(model) if (n and model.variability) else "none")}
     return SweepResult(columns=columns, units=units, varied=tuple(names), metrics=metrics,
                        info=info)
 
