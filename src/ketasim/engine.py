@@ -507,11 +507,13 @@ def _nominal_step(t: np.ndarray, uniform: bool | None = None) -> tuple[float, in
 
 _EPS8 = 8 * float(np.finfo(float).eps)
 SPLIT_VALUES = 1_000_000      # one subject's rows run on two threads from this many values
-# the schematic response (its error-controlled steps and its rows) costs about as much as 14
+# the schematic response (its error-controlled steps and its rows) costs about as much as 16
 # output rows, for one subject over the presets' six-month one-minute courses with both threads
-# busy (measured per thread); an output row costs about the same whatever it holds (its fresh
-# pages, zeroed by the system when first written, cost as much as the row's own work)
-PD_ROWS_COST = 14.0
+# busy (measured as the two-thread time of each cut: ketamine-iv 8.6 ms with its rows cut
+# after 18, 9.4-10 ms after 17; Spravato's cut is the same for 14 to 16); an output row costs
+# about the same whatever it holds (its fresh pages, zeroed by the system when first written,
+# cost as much as the row's own work)
+PD_ROWS_COST = 16.0
 
 
 def block_length(rows: int, n: int, u_end: int, h_nom: float) -> int:
