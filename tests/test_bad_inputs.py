@@ -10,6 +10,7 @@ Python API, which raises :class:`ketasim.KetasimInputError` (a ValueError).
 from __future__ import annotations
 
 import importlib
+import io
 import os
 
 import numpy as np
@@ -432,6 +433,20 @@ API_CASES = [
     ("phase that is not a Phase",
      lambda m, d: ketasim.course_from_phases([{"weeks": 1}], 10.0, "iv"),
      ["phases", "dict", "Phase"]),
+    ("derived value used before it is defined",
+     lambda m, d: ketasim.Model.from_dict(dict(_model(), derived={"A1": "B1", "B1": "CL"})),
+     ["[derived] A1", "'B1'", "defines after it"]),
+    ("derived value defined from itself",
+     lambda m, d: ketasim.Model.from_dict(dict(_model(), derived={"A1": "A1 + 1"})),
+     ["[derived] A1", "as itself"]),
+    ("a drawn value breaks a volume: the subject is named",
+     lambda m, d: ketasim.simulate(ketasim.Model.from_dict(dict(
+         _model(), compartments={"depot": 0, "central": "V - 4 * CL"})), d, [0, 1],
+         params={"CL": [1.0, 2.0, 100.0]}),
+     ["volume V - 4 * CL", "for subject 3 of 3", "> 0"]),
+    ("a dose table with a trailing comma in its header",
+     lambda m, d: ketasim.read_doses(io.StringIO("time_h,amount_mg,route,\n0,1,iv,\n")),
+     ["empty column name", "a comma too many"]),
 ]
 
 

@@ -255,3 +255,9 @@ def test_compare_months_sets_the_courses_and_leaves_dose_tables(tmp_path, capsys
     assert main(["compare", f"ketamine-iv@{table}:a", f"esketamine-iv@{table}:b",
                  "--months", "2", "--out-dir", str(out)]) == 1
     assert "--months: got 2, but no SPEC names a course" in capsys.readouterr().err
+
+
+def test_a_compare_label_too_long_for_the_figure_is_refused():
+    assert parse_spec("ketamine-iv@standard-iv:" + "x" * 60)[2] == "x" * 60
+    with pytest.raises(ketasim.KetasimInputError, match="61 characters; expected at most 60"):
+        parse_spec("ketamine-iv@standard-iv:" + "x" * 61)

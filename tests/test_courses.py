@@ -73,6 +73,14 @@ def test_phases_builder_and_toml(tmp_path):
     assert read_course_toml(f) == d
 
 
+def test_an_empty_phase_in_a_course_file_is_named_as_empty(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text('amount_mg = 20\nroute = "iv"\n[[phase]]\nweeks = 1\nper_week = 2\n'
+                 "[[phase]]\n")
+    with pytest.raises(ketasim.KetasimInputError, match=r"phase\[1\]: empty; expected weeks"):
+        read_course_toml(f)
+
+
 def test_course_cli_writes_dose_table(tmp_path):
     from ketasim.cli import main
     out = tmp_path / "doses.csv"

@@ -697,3 +697,11 @@ def test_a_table_separated_by_something_else_than_commas_is_named_as_such(sep, n
     text = sep.join(["time_h", "amount_mg", "route"]) + "\n" + sep.join(["0", "1", "iv"]) + "\n"
     with pytest.raises(ketasim.KetasimInputError, match=f"separate its columns with {name}"):
         ketasim.read_doses(io.StringIO(text))
+
+
+def test_a_byte_order_mark_written_twice_is_read_past(tmp_path):
+    p = tmp_path / "bom2.csv"
+    p.write_bytes(b"\xef\xbb\xbf\xef\xbb\xbf# made by a tool that adds its own\n"
+                  b"time_h,amount_mg,route\n0,1,iv\n")
+    d = ketasim.read_doses(p)
+    assert d.time_h.tolist() == [0.0] and d.route == ("iv",)

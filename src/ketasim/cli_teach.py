@@ -482,12 +482,18 @@ def parse_spec(spec: str):
     # a path may hold an @ or a colon itself (a cloud-drive folder "me@mail.com", a file
     # "d:1.csv"): the model is cut at the first @ that ends a preset name or an existing
     # file, and a label is split off only when the whole rest is no course or file
+    def is_file(s):
+        try:
+            return Path(s).is_file()
+        except (OSError, ValueError):      # a name too long for the system, a NUL
+            return False
+
     presets = set(list_presets())
     ats = [i for i, ch in enumerate(spec) if ch == "@"]
-    cut = next((i for i in ats if spec[:i] in presets or Path(spec[:i]).is_file()), ats[0])
+    cut = next((i for i in ats if spec[:i] in presets or is_file(spec[:i])), ats[0])
     model, rest = spec[:cut], spec[cut + 1:]
     label = None
-    if ":" in rest and not (is_course_name(rest) or Path(rest).is_file()):
+    if ":" in rest and not (is_course_name(rest) or is_file(rest)):
         d, lab = rest.rsplit(":", 1)
         # a Windows drive ("C:\\...") is part of the path, not a label
         if d and not (len(d) == 1 and lab[:1] in ("\\", "/")):
@@ -495,7 +501,14 @@ def parse_spec(spec: str):
     if not model or not rest:
         raise KetasimInputError(f"compare: {spec!r}: expected MODEL@DOSES[:LABEL] with both "
                                 "a model and doses")
+    if label is not None and len(label) > MAX_LABEL:
+        raise KetasimInputError(f"compare: label {label[:20]!r}...: {len(label)} characters; "
+                                f"expected at most {MAX_LABEL} (it is drawn in the legends and "
+                                "the title)")
     return model, rest, label or None
+
+
+MAX_LABEL = 60          # characters of a compare label (legends and the title hold it)
 
 
 COMPARE_ROWS = (

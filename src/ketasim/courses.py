@@ -250,6 +250,10 @@ def read_course_toml(path, months: float | None = None) -> Doses:
     for i, ph in enumerate(spec["phase"]):
         if not isinstance(ph, dict):
             raise KetasimInputError(f"{where}: phase[{i}]: expected a table")
+        if not ph:
+            raise KetasimInputError(f"{where}: phase[{i}]: empty; expected weeks and per_week "
+                                    "(sessions a week for some weeks) or every_days (sessions "
+                                    "that many days apart)")
         for k in ph:
             if k not in pk:
                 raise KetasimInputError(f"{where}: phase[{i}]: unknown key {k!r}"

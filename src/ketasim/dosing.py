@@ -847,6 +847,8 @@ def _parse(lines, where: str) -> Doses:
     header = None
     header_line = 1
     for r in reader:
+        if r and r[0].startswith("\ufeff"):      # a byte-order mark written twice
+            r[0] = r[0].lstrip("\ufeff")
         if any(c.strip() for c in r) and not r[0].lstrip().startswith("#"):
             header = [h.strip() for h in r]
             header_line = reader.line_num
@@ -865,6 +867,10 @@ def _parse(lines, where: str) -> Doses:
     canon = []
     for h in header:
         c = _canonical(h)
+        if c is None and not h:
+            raise KetasimInputError(f"{where}: {hl}: an empty column name in {','.join(header)!r}"
+                                    " (a comma too many, at the end of the line?); expected a "
+                                    "name for every column")
         if c is None:
             hint = _near_column(h)
             if hint or not h.isidentifier():

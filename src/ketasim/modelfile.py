@@ -211,13 +211,20 @@ def _build(spec: dict, where: str, name: str | None) -> Model:
 
     known = set(params) | {"WT"}
     derived = {}
-    for k, v in _table(spec, "derived", where).items():
+    dtable = _table(spec, "derived", where)
+    for k, v in dtable.items():
         _check_ident(k, "[derived]", where)
         if k in params:
             raise KetasimInputError(f"{where}: [derived] {k!r}: name clashes with a parameter; "
                                     "expected a new name")
         ex = _expr.parse(v, f"[derived] {k}", where)
         _constant(ex, f"[derived] {k}", where)
+        for nm in ex.names:
+            if nm not in known and nm in dtable:
+                raise KetasimInputError(
+                    f"{where}: [derived] {k}: {ex.text!r} uses {nm!r}, which [derived] "
+                    f"defines {'as itself' if nm == k else 'after it'}; expected each value "
+                    "defined from parameters and the values above it (no cycles)")
         _names(ex, known, f"[derived] {k}", where)
         derived[k] = ex
         known.add(k)

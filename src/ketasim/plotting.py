@@ -942,7 +942,13 @@ def encode_figure(fig, fmt: str, dpi: float, **savefig_kw) -> bytes:
     old_dpi = fig.dpi
     fig.dpi = dpi
     try:
-        engine.execute(fig)
+        import warnings
+
+        with warnings.catch_warnings():
+            # very long labels leave no room for the layout: the figure is still written
+            # (unlaid-out), without matplotlib's warning naming ketasim's source file
+            warnings.filterwarnings("ignore", message="constrained_layout not applied")
+            engine.execute(fig)
     finally:
         fig.dpi = old_dpi
     with matplotlib.rc_context({"figure.autolayout": False,
