@@ -261,3 +261,14 @@ def test_a_compare_label_too_long_for_the_figure_is_refused():
     assert parse_spec("ketamine-iv@standard-iv:" + "x" * 60)[2] == "x" * 60
     with pytest.raises(ketasim.KetasimInputError, match="61 characters; expected at most 60"):
         parse_spec("ketamine-iv@standard-iv:" + "x" * 61)
+
+
+def test_a_dose_in_mg_given_for_the_mg_per_kg_course_is_refused(tmp_path, capsys):
+    """--dose 56 with the default standard-iv course meant 56 mg/kg (112 times the standard
+    dose, a peak of 17,800 ng/mL) with no warning."""
+    from ketasim.cli import main
+
+    assert main(["course", "--dose", "56", "--out-dir", str(tmp_path / "c")]) == 1
+    err = capsys.readouterr().err
+    assert "mg/kg" in err and "at most 10" in err
+    assert not (tmp_path / "c").exists()

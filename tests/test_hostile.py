@@ -1307,3 +1307,20 @@ def test_an_output_that_is_a_loop_of_links_is_refused_and_left_alone(tmp_path, c
     rc, _, err = run_cli(_argv(SIM[:-1] + [str(a)], subs), capsys)
     assert rc == 1 and "symbolic link that cannot be followed" in err
     assert a.is_symlink() and b.is_symlink()         # not replaced by a regular file
+
+
+def test_an_age_outside_the_fitted_population_is_refused_however_it_is_given():
+    """The same range holds when AGE is given as a parameter (params, --param, --vary): an
+    AGE of 150 had cut the hepatic flow to 0 and raised the AUC 400-fold, silently."""
+    course = ketasim.spravato_course(months=1)
+    for call in (lambda: ketasim.simulate("esketamine-nasal", course, [0.0, 1.0],
+                                          params={"AGE": 150.0}),
+                 lambda: ketasim.sweep("esketamine-nasal", course, {"AGE": [40.0, 200.0]},
+                                       metrics=("auc",)),
+                 lambda: ketasim.population("esketamine-nasal", course, 3, params={"AGE": 17.0},
+                                            metrics=("auc",), progress=False)):
+        with pytest.raises(KetasimInputError, match=r"AGE \(the age_y covariate\).*outside "
+                                                    r"18-86"):
+            call()
+    assert ketasim.simulate("esketamine-nasal", course, [0.0, 1.0],
+                            params={"AGE": 86.0}).data.shape[0] == 1

@@ -107,3 +107,23 @@ def test_dataset_metrics_are_each_subjects_own_run(tmp_path):
     assert [r[:2] for r in rows] == [[7, 1], [7, 2], [7, 3], [9, 1]]
     with pytest.raises(ketasim.KetasimInputError, match="labels"):
         pop.table()
+
+
+def test_lowest_plasticity_in_maintenance_ends_at_the_last_session_not_the_washout():
+    """Maintenance every 14 days, the course simulated 28 days past its last session: the
+    lowest schematic plasticity during maintenance is the lowest trough before a maintenance
+    session (a dense grid's minimum from maintenance's start to the last session), not the
+    washout value after the course ends (which it had been)."""
+    from ketasim.explore import course_doses
+
+    d = course_doses("ketamine-iv", 0.5, 70.0, 14.0, months=3)
+    starts = np.unique(d.time_h)
+    t = ketasim.time_grid(starts[-1] + 28 * 24, 0.05)
+    r = ketasim.simulate("ketamine-iv", d, t, outputs=["plasma", "plasticity"])
+    cm = course_metrics(r)
+    ms = cm.maintenance_start_h
+    assert np.isfinite(ms)
+    p = r.output("plasticity")
+    inside = p[(t >= ms) & (t <= starts[-1])]
+    np.testing.assert_allclose(cm.plasticity_min_maintenance, inside.min(), rtol=1e-3)
+    assert cm.plasticity_min_maintenance > 10 * p[-1]      # the washout is far lower

@@ -663,3 +663,22 @@ def test_parquet_without_pyarrow_is_refused_before_any_work(tmp_path, monkeypatc
     assert exc.value.code == 2 and not ran
     assert "pip install 'ketasim[parquet]'" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_band_figure_close_up_follows_the_first_dose_and_labels_its_outputs():
+    """A first dose at 24 h: the close-up shows the 8 h after it (it had shown 0-8 h, empty),
+    and every output's axis names its unit, schematic outputs as SCHEMATIC."""
+    from ketasim.cli_population import plot_bands_figure
+
+    d = ketasim.Doses([24.0, 72.0], [35.0, 35.0], ["iv", "iv"], [2 / 3, 2 / 3])
+    res = ketasim.population("ketamine-iv", d, 8, metrics=("cmax",), bands=True,
+                             band_outputs=("plasma", "occupancy_high", "consolidation"),
+                             progress=False)
+    fig = plot_bands_figure(res.bands, "t", first_dose_h=24.0)
+    axes = fig.axes
+    close = axes[1].lines[0]                      # plasma median, close-up
+    x, y = close.get_xdata(), close.get_ydata()
+    assert x.min() == 0.0 and x.max() <= 8.0 and y.max() > 100.0    # ng/mL: the first peak
+    labels = [axes[2 * r].get_ylabel() for r in range(3)]
+    assert "ng/mL" in labels[0] and "model-predicted" in labels[1]
+    assert "SCHEMATIC" in labels[2]

@@ -217,9 +217,9 @@ def _figure_bytes(fig, path: Path) -> bytes:
 
 
 # ---------------------------------------------------------------------- figures
-def plot_bands_figure(bands, title: str):
+def plot_bands_figure(bands, title: str, first_dose_h: float = 0.0):
     """Bands over time from their quantiles (the curves are not kept): one row per output, the
-    whole course (days) and the first session close up (hours)."""
+    whole course (days) and the first session close up (hours after ``first_dose_h``)."""
     import matplotlib
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
@@ -227,20 +227,32 @@ def plot_bands_figure(bands, title: str):
     R = len(bands.outputs)
     fig, axes = plt.subplots(R, 2, figsize=(11, 2.6 * R + 0.9), squeeze=False,
                              gridspec_kw={"width_ratios": [2.2, 1]})
+    from .population import _output_unit
+    from .result import PD_OUTPUTS
+
     t = bands.times_h
-    first = t <= 8.0                       # the first session, close up
-    label = {"occupancy": "NMDA occupancy\n(model-predicted)",
-             "glutamate": "glutamate\n(schematic)", "plasticity": "plasticity\n(schematic)"}
+    first = (t >= first_dose_h) & (t <= first_dose_h + 8.0)    # the first session, close up
+
+    def label(o):
+        if o.startswith("occupancy"):
+            which = o[len("occupancy"):].lstrip("_")
+            return ("NMDA occupancy" + (f" ({which})" if which else "")
+                    + "\nfraction, model-predicted")
+        if o in PD_OUTPUTS:
+            return f"{o}\n(SCHEMATIC, relative)"
+        return f"{o}\n({_output_unit(o)})"
+
     for row, o in enumerate(bands.outputs):
         q = bands.get(o)
-        for col, (x, sel) in enumerate(((t / 24.0, slice(None)), (t[first], first))):
+        for col, (x, sel) in enumerate(((t / 24.0, slice(None)),
+                                        (t[first] - first_dose_h, first))):
             ax = axes[row, col]
             ax.fill_between(x, q["p05"][sel], q["p95"][sel], color="tab:blue", alpha=0.3, lw=0,
                             label="5–95 % of subjects")
             ax.plot(x, q["p50"][sel], color="tab:blue", lw=1.2, label="median")
             ax.grid(alpha=0.3)
             ax.set_ylim(bottom=0)
-        axes[row, 0].set_ylabel(label.get(o, f"{o} (ng/mL)"))
+        axes[row, 0].set_ylabel(label(o))
     axes[0, 0].legend(loc="upper right", fontsize=8)
     axes[0, 0].set_title("whole course", fontsize=9)
     axes[0, 1].set_title("first session, close-up", fontsize=9)
@@ -543,8 +555,11 @@ def run_population(args) -> int:
                   "%) from 1e-4 to 1e5 in each output's unit (below: 0; at or above: nan)")
         outputs.append((args.bands, "w", lambda fh: write_table(fh, b.columns(), units, btitle)))
     if args.plot is not None:
+        from .dosing import expand
+        first_h = float(np.min(expand(doses).time_h)) if not isinstance(doses, str) else 0.0
         fig = plot_bands_figure(res.bands, f"{model.name}: {args.n:,} virtual patients "
-                                f"({args.doses}); model-predicted, not a dosing recommendation")
+                                f"({args.doses}); model-predicted, not a dosing recommendation",
+                                first_h)
         outputs.append((args.plot, "wb", _figure_bytes(fig, args.plot)))
     _write_all(outputs, args)
     _print_summary(res.columns, res.metrics, res.units, args.n)
@@ -569,7 +584,6 @@ def _print_summary(columns, metrics, units, n):
 
 @_interruptible
 def run_sweep(args) -> int:
-    from .cli import weight_or_default
     from .modelfile import load_model
     from .population import parse_vary, sweep
 
@@ -591,7 +605,7 @@ def run_sweep(args) -> int:
         raise KetasimInputError("--weight: weight_kg is also varied (--vary); give one")
     res = sweep(model, doses, vary, metrics=metrics, n=args.n, seed=args.seed,
                 params=dict(args.param),
-                weight_kg=weight_or_default(args.weight),
+                weight_kg=args.weight,
                 chunk_size=args.chunk_size,
                 scheduler=args.scheduler, threads=args.threads,
                 progress=False if args.quiet else None)

@@ -130,12 +130,20 @@ def add_parsers(sub) -> None:
 
 
 # ---------------------------------------------------------------------------- helpers
+MAX_MG_PER_KG = 10.0    # --dose for standard-iv (mg/kg): anaesthetic induction is 1-4.5
+
+
 def _course_params(doses: str, dose, months) -> dict:
     kw = {}
     if months is not None:
         kw["months"] = months
     if dose is not None:
         if doses == "standard-iv":
+            if dose > MAX_MG_PER_KG:
+                raise KetasimInputError(
+                    f"--dose: got {dose:g}, expected a dose in mg/kg for standard-iv (0.5 is "
+                    f"the standard; at most {MAX_MG_PER_KG:g}, beyond anaesthetic doses): "
+                    "a dose in mg is given with a dose table")
             kw["dose_mg_per_kg"] = dose
         elif doses == "spravato":
             if dose not in (56, 84):
@@ -341,8 +349,13 @@ def course_summary(run) -> str:
             continue
         line = f"{words}: highest {fmt(y.max())}, at the end {fmt(y[-1])}"
         if np.isfinite(mstart):
-            line += (f"; lowest during maintenance (from day {fmt(mstart / 24)}) "
-                     f"{fmt(y[res.times >= mstart].min())}")
+            # from maintenance's start to its last session (the washout after the last
+            # session is not maintenance)
+            st = np.asarray(cm.session_start_h, float)
+            last = float(st[np.isfinite(st)].max())
+            sel = (res.times >= mstart) & (res.times <= last)
+            line += (f"; lowest during maintenance (day {fmt(mstart / 24)} to "
+                     f"{fmt(last / 24)}) {fmt(y[sel].min())}")
         lines.append(line + ".")
     return "\n".join(lines)
 

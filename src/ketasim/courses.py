@@ -66,6 +66,12 @@ class Phase:
                     bad(k, v, "a whole number >= 1 (or give every_days)")
             if self.per_week > 7:
                 bad("per_week", self.per_week, "at most 7 sessions a week")
+            for k in ("count", "after_days"):
+                if getattr(self, k) is not None:
+                    raise KetasimInputError(
+                        f"phase: {k} = {getattr(self, k)!r}: only an every_days phase takes "
+                        f"{k} (a weeks x per_week phase has weeks x per_week sessions in whole "
+                        "weeks)")
         if self.amount_mg is not None and (not number(self.amount_mg) or self.amount_mg < 0):
             bad("amount_mg", self.amount_mg, "a dose in mg >= 0")
 

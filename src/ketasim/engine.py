@@ -325,7 +325,30 @@ def _resolve(model, doses, params, weight_kg):
     check_memory(n_guess * S * S * 4, f"rate matrices: {n_guess:,} subjects x {S} states "
                  f"x {S} states")
     vals = model.resolve(params, weight_kg, n=n_ds)
+    _check_covariate_range(model, vals)
     return model, doses, vals, population, dict(given_params or {}), given_weight
+
+
+def _check_covariate_range(model, vals) -> None:
+    """A parameter that a covariate with a fitted range sets (esketamine-nasal's AGE, from
+    age_y) stays within that range however it is given (``params``, ``--param``, ``--vary``,
+    a dose-table column), as it does when given as the covariate."""
+    var = getattr(model, "variability", None)
+    if not var or not getattr(var, "covariate_range", None):
+        return
+    for col, pname in var.covariates.items():
+        if col not in var.covariate_range or pname not in vals:
+            continue
+        lo, hi = var.covariate_range[col]
+        a = np.asarray(vals[pname], dtype=float)
+        out = (a < lo) | (a > hi)
+        if np.any(out):
+            i = int(np.argmax(out))
+            who = f" (subject {i + 1})" if a.size > 1 else ""
+            raise KetasimInputError(
+                f"{pname} (the {col} covariate){who}: got {a[i]:g}, outside {lo:g}-{hi:g}, the "
+                f"range of the population model {model.name!r} was fitted to ([variability] "
+                "covariate_range: its effect is not known beyond); expected values within it")
 
 
 def _weight_sets(model, vals, calibration):

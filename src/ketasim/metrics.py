@@ -35,7 +35,8 @@ class CourseMetrics:
     peak_occupancy : (…, S)      model-predicted peak NMDA occupancy (NaN without occupancy)
     peak_glutamate : (…, S)      schematic glutamate peak (NaN without the schematic response)
     plasticity_end : (…,)        schematic plasticity index at the end of the grid
-    plasticity_min_maintenance : (…,)   its minimum from the start of maintenance to the end
+    plasticity_min_maintenance : (…,)   its minimum from the start of maintenance to the last
+                                 session (the washout after it is not maintenance)
     maintenance_start_h : float  where maintenance starts (see :func:`maintenance_start`);
                                  (N,) for a dose table with subjects
     analyte : str                the concentration the PK metrics describe
@@ -212,13 +213,20 @@ def course_metrics(result, analyte: str = "plasma", thresholds=(0.2, 0.3, 0.4),
     if mr.has_schematic:
         pend = mr.end[:, 1]
         pmin = np.full(N, np.nan)
+        # the sessions of maintenance but the last: their windows end at the next session
+        # (each the trough before it); the last one's runs on to the horizon, the washout
+        # after the course, which is not maintenance
         if starts.ndim == 2:
             for i in range(N):
-                sel = np.isfinite(starts[i]) & (starts[i] >= mstart[i] - 1e-9)
+                fin = np.isfinite(starts[i])
+                sel = fin & (starts[i] >= mstart[i] - 1e-9)
+                if fin.any():
+                    sel[np.flatnonzero(fin)[-1]] = False
                 if sel.any():
                     pmin[i] = np.min(mo[i, K.M_PMIN, sel])
         elif np.isfinite(mstart):
             sel = starts >= mstart - 1e-9
+            sel[-1] = False
             if sel.any():
                 pmin = np.min(mo[:, K.M_PMIN, sel], axis=1)
     else:

@@ -817,7 +817,7 @@ def parse_vary(text: str) -> tuple:
 
 
 def sweep(model, doses, vary, *, metrics=DEFAULT_METRICS, n: int | None = None,
-          seed: int = 0, params=None, weight_kg: float = 70.0,
+          seed: int = 0, params=None, weight_kg: float | None = None,
           chunk_size: int = DEFAULT_CHUNK, scheduler=None, analyte: str | None = None,
           horizon_h: float | None = None, threads: int | None = None,
           progress=None) -> SweepResult:
@@ -839,6 +839,9 @@ def sweep(model, doses, vary, *, metrics=DEFAULT_METRICS, n: int | None = None,
         subject per point, columns ``<metric>`` and ``<metric>_s<k>``.
     horizon_h : float, optional
         End of every course, h (default: each dose table's last dose + 28 days).
+    weight_kg : float, optional
+        One body weight, kg, for every point (default 70); refused when ``weight_kg`` is also
+        varied.
 
     Points sharing a dose table run as one batch; course-parameter points are grouped by their
     dose table.
@@ -853,8 +856,9 @@ def sweep(model, doses, vary, *, metrics=DEFAULT_METRICS, n: int | None = None,
     chunk_size = _check_int("chunk_size", chunk_size, 1)
     if n is not None:
         n = _check_int("n", n, 1)
-    weight_kg = _scalar_weight(weight_kg, "one body weight in kg > 0 (to vary it: vary "
-                                          "weight_kg)")
+    weight_given = weight_kg is not None
+    weight_kg = _scalar_weight(70.0 if weight_kg is None else weight_kg,
+                               "one body weight in kg > 0 (to vary it: vary weight_kg)")
     base = _check_params(model, params)
     if isinstance(vary, Mapping):
         items = list(vary.items())
@@ -871,6 +875,9 @@ def sweep(model, doses, vary, *, metrics=DEFAULT_METRICS, n: int | None = None,
         if name in base:
             raise KetasimInputError(f"vary: {name!r} is also given in params (--param); give it "
                                     "in one place")
+        if name == "weight_kg" and weight_given:
+            raise KetasimInputError("vary: 'weight_kg' is also given as weight_kg= (--weight); "
+                                    "give it in one place")
         raw = np.asarray(vals) if not isinstance(vals, (str, bytes)) else np.asarray([vals])
         if raw.dtype.kind not in "iuf":    # bools, text or objects are not numbers here
             raise KetasimInputError(f"vary {name}: got {vals!r}, expected numbers")
