@@ -169,3 +169,29 @@ def test_dask_commands_scheduler_and_two_workers(tmp_path):
                 p.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+def test_work_the_cluster_lost_is_a_one_line_error(monkeypatch):
+    """A worker that dies with the data scattered to it (no nanny) makes Dask cancel the
+    chunks that needed it: the run stops with what happened and what to do, not an internal
+    error. (The exception is raised here by the chunk itself, on an in-process cluster.)"""
+    import concurrent.futures
+    import sys as _sys
+
+    P = _sys.modules["ketasim.population"]
+
+    def lost(job, a, b):
+        raise concurrent.futures.CancelledError("lost")
+
+    monkeypatch.setattr(P, "_run_chunk", lost)
+    cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                       dashboard_address=None)
+    c = distributed.Client(cluster)
+    try:
+        with pytest.raises(ketasim.KetasimInputError, match="the cluster lost part of the run "
+                                                            r"\(CancelledError"):
+            population("ketamine-iv", SHORT, 4, metrics=("cmax",), scheduler=c,
+                       progress=False)
+    finally:
+        c.close()
+        cluster.close()

@@ -393,7 +393,8 @@ def _connect(scheduler):
     logging.getLogger("distributed").setLevel(logging.CRITICAL)
     try:
         client = distributed.Client(scheduler, timeout=SCHEDULER_TIMEOUT_S)
-    except (OSError, TimeoutError, ValueError) as exc:
+    except (OSError, TimeoutError, ValueError, TypeError) as exc:
+        # (TypeError: a protocol this installation cannot speak, ucx:// without ucx)
         why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise KetasimInputError(f"scheduler: cannot reach {scheduler} within "
                                 f"{SCHEDULER_TIMEOUT_S:g} s ({why})") from None
@@ -410,6 +411,10 @@ def _connect(scheduler):
                 f"scheduler: no worker joined {scheduler} within {WORKER_WAIT_S:g} s; start "
                 f"workers with: dask worker {scheduler}") from None
     return client, True
+
+
+# Dask's exceptions for work a cluster lost (names: their modules move between versions)
+_LOST_WORK = ("CancelledError", "FutureCancelledError", "KilledWorker")
 
 
 def _execute(jobs, chunk_size: int, scheduler, progress, desc: str):
@@ -458,6 +463,17 @@ def _execute(jobs, chunk_size: int, scheduler, progress, desc: str):
                             f"scheduler: a worker failed ({type(exc).__name__}: "
                             f"{str(exc).splitlines()[0] if str(exc) else ''}); is the same "
                             "ketasim installed on every worker?") from None
+                    except Exception as exc:
+                        # the cluster lost work: a worker died (with the data scattered to
+                        # it) or killed workers repeatedly
+                        if type(exc).__name__ in _LOST_WORK:
+                            raise KetasimInputError(
+                                f"scheduler: the cluster lost part of the run "
+                                f"({type(exc).__name__}: a worker died or was restarted, and "
+                                "its data with it); run it again, with more workers (a nanny "
+                                "restarts a worker that dies) or with --scheduler local") \
+                                from None
+                        raise
                     yield ji, a, b, res
                     if bar is not None:
                         bar.update(b - a)
