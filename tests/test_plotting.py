@@ -336,3 +336,22 @@ def test_course_grid_longer_than_allowed_is_refused_before_it_is_built():
         course_grid(d, 1 / 12, float("inf"))
     t = course_grid(d, 1 / 12, 48.0)
     assert t[0] == 0.0 and t[-1] == 48.0 and np.all(np.diff(t) > 0)
+
+
+def test_the_occupancy_panel_names_a_chosen_ki_calibration():
+    """A course drawn with another occupancy calibration says which (the figure had shown a
+    40 % peak under the default title, the calibration only in the printed summary)."""
+    import matplotlib.pyplot as plt
+
+    from ketasim.plotting import plot_course, run_course
+
+    m = ketasim.load_model("ketamine-iv")
+    texts = []
+    for cal in (None, "in-vitro"):
+        kw = {} if cal is None else {"occupancy_calibration": cal}
+        fig = plot_course(run_course(m, ketasim.standard_iv_course(months=1), **kw))
+        texts.append(" ".join(t.get_text() for ax in fig.axes for t in [ax.title]
+                              + list(ax.texts)))
+        plt.close(fig)
+    assert "Ki calibration" not in texts[0]
+    assert "Ki calibration in-vitro" in texts[1]

@@ -759,8 +759,10 @@ def _row_title(kind, runs):
         samp = {r.model.meta.get("sampling") for r in runs} - {None}
         return "Plasma concentration" + (f" ({', '.join(sorted(samp))} blood)" if samp else "")
     if kind == "occupancy":
+        cals = {(r.course.inputs or {}).get("occupancy_calibration") for r in runs} - {None}
         return ("NMDA-receptor occupancy: MODEL-PREDICTED (effect site, unbound drug, "
-                "competitive binding)")
+                "competitive binding" + (f"; Ki calibration {', '.join(sorted(map(str, cals)))}"
+                                         if cals else "") + ")")
     return "SCHEMATIC glutamate surge and plasticity: illustrative, not fitted to data"
 
 
