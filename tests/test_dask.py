@@ -185,7 +185,7 @@ def test_work_the_cluster_lost_is_a_one_line_error(monkeypatch):
 
     monkeypatch.setattr(P, "_run_chunk", lost)
     cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
-                                       dashboard_address=None)
+                                       dashboard_address="127.0.0.1:0")
     c = distributed.Client(cluster)
     try:
         with pytest.raises(ketasim.KetasimInputError, match="the cluster lost part of the run "
