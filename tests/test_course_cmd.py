@@ -272,3 +272,22 @@ def test_a_dose_in_mg_given_for_the_mg_per_kg_course_is_refused(tmp_path, capsys
     err = capsys.readouterr().err
     assert "mg/kg" in err and "at most 10" in err
     assert not (tmp_path / "c").exists()
+
+
+def test_a_nasal_session_entered_one_row_per_device_is_warned_about():
+    """Three 28-mg rows five minutes apart are each taken as a first device (the nasal
+    fraction depends on a row's amount: +28 % Cmax against one 84-mg row): warned; the label
+    course (sessions days apart) is not."""
+    from ketasim.cli_teach import route_warning
+
+    m = ketasim.load_model("esketamine-nasal")
+    per_device = ketasim.Doses([0.0, 5 / 60, 10 / 60], [28.0] * 3, ["intranasal"] * 3)
+    one_row = ketasim.Doses([0.0], [84.0], ["intranasal"])
+    t = np.linspace(0.0, 4.0, 241)
+    a = ketasim.simulate(m, per_device, t, outputs=["plasma"]).data.max()
+    b = ketasim.simulate(m, one_row, t, outputs=["plasma"]).data.max()
+    assert a > 1.2 * b                                 # why the warning matters
+    msg = route_warning(m, per_device)
+    assert msg is not None and "5 min apart" in msg and "one row per session" in msg
+    assert route_warning(m, ketasim.spravato_course(months=2)) is None
+    assert route_warning(ketasim.load_model("ketamine-iv"), ketasim.standard_iv_course()) is None

@@ -219,6 +219,30 @@ def route_warning(model, doses) -> str | None:
     if "intranasal" in routes and "intranasal" not in mroutes:
         return (f"model {model.name!r} has no nasal route (routes: {', '.join(sorted(mroutes))})"
                 " but the doses are nasal sprays: use a nasal model such as esketamine-nasal")
+    return _split_session_warning(model, expand(doses))
+
+
+SESSION_GAP_H = 1.0     # rows on one route closer than this are one session's
+
+
+def _split_session_warning(model, d) -> str | None:
+    """A warning when rows of a route whose bioavailability depends on the amount (AMT: the
+    nasal spray's devices) are less than an hour apart: the amount of a row is one session's
+    total, and rows given per device are each taken as a first device (a higher nasal
+    fraction: +28 % Cmax for 3 x 28 mg against one 84-mg row)."""
+    for r in sorted(set(d.route)):
+        parts = model.routes.get(r, ())
+        if not any("AMT" in p.f.names for p in parts):
+            continue
+        t = np.sort(d.time_h[np.asarray(d.route) == r])
+        gaps = np.diff(t)
+        close = np.flatnonzero(gaps < SESSION_GAP_H)
+        if close.size:
+            i = int(close[0])
+            return (f"route {r}: doses at {t[i]:g} h and {t[i + 1]:g} h are "
+                    f"{gaps[i] * 60:.0f} min apart; its bioavailability depends on the amount "
+                    "of a row, which is a session's total (e.g. 84 mg, three devices): give "
+                    "one row per session, not one per device")
     return None
 
 
