@@ -355,3 +355,22 @@ def test_the_occupancy_panel_names_a_chosen_ki_calibration():
         plt.close(fig)
     assert "Ki calibration" not in texts[0]
     assert "Ki calibration in-vitro" in texts[1]
+
+
+def test_a_title_states_the_weight_only_when_the_model_depends_on_it():
+    """esketamine-nasal has no weight effect (fixed-dose sprays): its course title does not
+    claim a weight; ketamine-iv's (mg/kg doses, allometric disposition) does."""
+    from ketasim.plotting import _title, run_course, uses_weight
+
+    titles = {}
+    for name, doses in (("esketamine-nasal", ketasim.spravato_course(months=1)),
+                        ("ketamine-iv", ketasim.standard_iv_course(months=1))):
+        m = ketasim.load_model(name)
+        titles[name] = _title(run_course(m, doses))
+        # the claim checked: a different weight changes the curves exactly when it is stated
+        t = np.linspace(0.0, 6.0, 61)
+        a = ketasim.simulate(m, doses, t, weight_kg=50.0, outputs=["plasma"]).data
+        b = ketasim.simulate(m, doses, t, weight_kg=90.0, outputs=["plasma"]).data
+        assert uses_weight(m) == (not np.array_equal(a, b))
+    assert " kg" not in titles["esketamine-nasal"].split("\n")[0]
+    assert "70 kg" in titles["ketamine-iv"]

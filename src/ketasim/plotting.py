@@ -601,8 +601,36 @@ def _title(run) -> str:
         src = Path(str(res.doses.source)).name if res.doses.source else "a dose table"
         return (f"{drug[0].upper() + drug[1:]}: {len(ids):,} subjects of {src}, each with its "
                 "own doses and weight\nmedian and 5-95 % band over the subjects")
-    return (f"{drug[0].upper() + drug[1:]}: {describe_doses(res.doses, run.weight_kg)} · "
-            f"{_num(run.weight_kg)} kg\n{run.regimen}")
+    kg = f" · {_num(run.weight_kg)} kg" if uses_weight(res.model) else ""
+    return (f"{drug[0].upper() + drug[1:]}: {describe_doses(res.doses, run.weight_kg)}"
+            f"{kg}\n{run.regimen}")
+
+
+def uses_weight(model) -> bool:
+    """Whether body weight changes anything in the model (allometry, values per kg, or WT in
+    an expression): a title then states the weight; a fixed-dose model without a weight
+    effect (esketamine-nasal) does not get one."""
+    if getattr(model, "allometric", None) or getattr(model, "per_kg", None):
+        return True
+    seen = set()
+
+    def walk(x, depth=0):
+        if depth > 6 or id(x) in seen:
+            return False
+        seen.add(id(x))
+        names = getattr(x, "names", None)
+        if isinstance(names, frozenset):
+            return "WT" in names
+        if isinstance(x, dict):
+            return any(walk(v, depth + 1) for v in x.values())
+        if isinstance(x, (tuple, list)):
+            return any(walk(v, depth + 1) for v in x)
+        if hasattr(x, "__dataclass_fields__"):
+            return any(walk(getattr(x, f), depth + 1) for f in x.__dataclass_fields__)
+        return False
+
+    return any(walk(getattr(model, f, None)) for f in ("derived", "compartments", "flows",
+                                                          "effects", "routes", "ligands"))
 
 
 # ---------------------------------------------------------------------------- figures
