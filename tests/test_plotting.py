@@ -374,3 +374,25 @@ def test_a_title_states_the_weight_only_when_the_model_depends_on_it():
         assert uses_weight(m) == (not np.array_equal(a, b))
     assert " kg" not in titles["esketamine-nasal"].split("\n")[0]
     assert "70 kg" in titles["ketamine-iv"]
+
+
+def test_a_coarse_grid_keeps_the_exact_peaks_on_the_scale_and_says_what_it_shows():
+    """On a 6-hour grid the curves pass far below the 40-minute infusion's peaks: the exact
+    session peaks drawn as markers stay on the concentration scale (they had vanished above
+    it, while the occupancy panel showed its own), the title counts the sessions the grid
+    shows, and the close-up note gives the grid's step, not its last remainder."""
+    import matplotlib.pyplot as plt
+
+    from ketasim.plotting import _as_run, _title, plot_course
+
+    r = ketasim.simulate("ketamine-iv", "standard-iv", ketasim.time_grid(400.0, 6.0))
+    fig = plot_course(r)
+    conc_axes = [ax for ax in fig.axes if ax.get_ylabel() == "ng/mL"]
+    from ketasim.engine import session_metrics
+
+    cmax = session_metrics("ketamine-iv", "standard-iv", metrics=("cmax",))["cmax"][0]
+    assert conc_axes and all(ax.get_ylim()[1] >= cmax for ax in conc_axes)
+    notes = " ".join(t.get_text() for ax in fig.axes for t in ax.texts)
+    assert "step 6 h" in notes
+    plt.close(fig)
+    assert "6 of 13 sessions shown" in _title(_as_run(r, 8.0))

@@ -146,12 +146,18 @@ def describe_doses(doses, weight_kg: float | None = None) -> str:
     return f"{amt} {route}{over}"
 
 
-def _regimen(doses, regimen=None) -> str:
+def _regimen(doses, regimen=None, until_h: float | None = None) -> str:
+    """The regimen in words; with ``until_h`` (the end of the simulated grid), the sessions
+    that grid shows when it ends before the last one."""
     if regimen:
         return regimen
     from .engine import session_starts
 
     t = session_starts(doses)
+    if until_h is not None and t.size and t[-1] > until_h:
+        k = int(np.sum(t <= until_h))
+        return (f"{k} of {t.size} sessions shown (the output grid ends at day "
+                f"{_num(until_h / 24)})")
     if t.size == 1:
         return "one session"
     return f"{t.size} sessions over {_num((t[-1] - t[0]) / 24)} days"
@@ -681,9 +687,12 @@ def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
     sets = [tuple((b.name, b.lo_ng_ml, b.hi_ng_ml) for b in _bands(r.model)) for r in runs]
     bands = _bands(runs[0].model) if all(x == sets[0] for x in sets) else ()
     differ = any(sets) and not bands
+    # (with the exact session peaks drawn as markers: on a coarse grid the curves pass below
+    # them, and a marker off the scale would silently vanish)
     top_view = max(_ymax([c.concentration(n) for c in (r.closeup, r.course)
                           for n in ([main_analyte(r.model)] if not single
-                                    else list(analyte_labels(r.model)))])
+                                    else list(analyte_labels(r.model)))]
+                         + [np.atleast_1d(r.metrics.cmax_ng_ml)])
                    for r in runs)
     # a window that starts inside the data's range and ends a little above it is shown whole
     ends = [b.hi_ng_ml for b in bands if b.lo_ng_ml < top_view and b.hi_ng_ml is not None
@@ -748,7 +757,8 @@ def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
                 ax.set_ylim(bottom=0)
         axz.set_xlim(0, zoom)
         if coarse and kind == "pk":
-            step = max(float(np.min(np.diff(r.course.times))) if r.course.times.size > 1
+            # the grid's usual step (its last interval may be a shorter remainder)
+            step = max(float(np.median(np.diff(r.course.times))) if r.course.times.size > 1
                        else 0.0 for r in coarse)
             axz.text(0.5, 0.5, f"no close-up: the output grid is too coarse\n(step {_num(step)} "
                      "h; a step of 0.1 h or less shows the first session)",
@@ -809,7 +819,8 @@ def _as_run(run, closeup_h, **kw):
     cm = course_metrics(res, analyte=main_analyte(res.model))
     wt = res.params.get("WT") if isinstance(res.params, dict) else None
     wt = float(np.mean(wt)) if wt is not None else 70.0
-    return CourseRun(res, closeup, cm, res.model.name, _regimen(res.doses), wt)
+    return CourseRun(res, closeup, cm, res.model.name,
+                     _regimen(res.doses, until_h=float(res.times[-1])), wt)
 
 
 def plot_compare(runs, *, labels=None, colors=None, title: str | None = None,
