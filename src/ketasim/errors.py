@@ -30,6 +30,17 @@ _ONE_LINE = {ord(c): repr(c)[1:-1]
              for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
 
 
+def which_subject(bad) -> str:
+    """" for subject i of N" for the first True of ``bad`` (subjects along its first axis), or
+    "" when there is only one subject: where a message names the subject a value broke in."""
+    import numpy as np
+
+    bad = np.asarray(bad)
+    if bad.ndim == 0 or bad.shape[0] <= 1:
+        return ""
+    return f" for subject {int(np.argwhere(bad)[0][0]) + 1} of {bad.shape[0]}"
+
+
 def is_real(x) -> bool:
     """Whether ``x`` is one real number: a Python or NumPy int or float (not a bool, text or
     array), as an argument that takes a number must be."""

@@ -52,7 +52,7 @@ import numpy as np
 
 from . import _expr
 from .dosing import WEIGHT, Doses, expand
-from .errors import KetasimInputError, check_name, suggest
+from .errors import KetasimInputError, check_name, suggest, which_subject
 from .model import Model, RoutePart
 
 __all__ = ["build_events", "sort_events", "subject_covariates", "BOLUS", "START", "STOP",
@@ -261,9 +261,7 @@ def _broadcast(v, shape, what, model, mask, lo=None, hi=None):
     a = np.broadcast_to(np.asarray(v, dtype=np.float64), shape)
 
     def who(bad):       # which subject, when the value differs between subjects
-        if np.ndim(v) == 0 or a.shape[0] == 1:
-            return ""
-        return f" for subject {int(np.argwhere(bad)[0][0]) + 1} of {a.shape[0]}"
+        return "" if np.ndim(v) == 0 else which_subject(bad)
 
     bad = ~np.isfinite(a) & mask
     if bad.any():

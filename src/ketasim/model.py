@@ -54,7 +54,7 @@ import numpy as np
 
 from . import _expr
 from ._memo import Derived, kept
-from .errors import KetasimInputError, check_name, suggest
+from .errors import KetasimInputError, check_name, suggest, which_subject
 
 __all__ = ["Model", "Flow", "RoutePart", "Effect", "Ligand", "Band"]
 
@@ -137,14 +137,6 @@ class Band:
     lo_ng_ml: float
     hi_ng_ml: float
     source: str
-
-
-def _who(bad) -> str:
-    """Which subject a bad value belongs to, when there are several (drawn values, say)."""
-    bad = np.asarray(bad)
-    if bad.ndim == 0 or bad.size <= 1:
-        return ""
-    return f" for subject {int(np.argmax(bad)) + 1} of {bad.size}"
 
 
 @dataclass(frozen=True)
@@ -322,13 +314,13 @@ class Model(Derived):
             if np.any(v <= 0):
                 raise KetasimInputError(
                     f"{self.source}: compartments.{c}: volume {ex.text} evaluated to "
-                    f"{v[v <= 0][0]:g} L{_who(v <= 0)}, expected > 0 (write 0 for an "
+                    f"{v[v <= 0][0]:g} L{which_subject(v <= 0)}, expected > 0 (write 0 for an "
                     "amount-only compartment)")
             if np.any(v < MIN_VOLUME_L):      # 1/V would overflow: not a volume in litres
                 raise KetasimInputError(
                     f"{self.source}: compartments.{c}: volume {ex.text} evaluated to "
-                    f"{v[v < MIN_VOLUME_L][0]:g} L{_who(v < MIN_VOLUME_L)}, expected at least "
-                    f"{MIN_VOLUME_L:g} L "
+                    f"{v[v < MIN_VOLUME_L][0]:g} L{which_subject(v < MIN_VOLUME_L)}, expected "
+                    f"at least {MIN_VOLUME_L:g} L "
                     "(check the units)")
             out[c] = v
         return out
@@ -354,19 +346,19 @@ class Model(Derived):
                 if np.any(cl < 0):
                     raise KetasimInputError(
                         f"{self.source}: {where}: cl = {fl.cl.text} evaluated to "
-                        f"{cl[cl < 0][0]:g} L/h{_who(cl < 0)}, expected >= 0")
+                        f"{cl[cl < 0][0]:g} L/h{which_subject(cl < 0)}, expected >= 0")
                 with np.errstate(all="ignore"):
                     k = cl / vols[fl.source]
                 what = f"cl / V = {fl.cl.text} / {self.compartments[fl.source].text}"
             if np.any(k < 0):
                 raise KetasimInputError(
                     f"{self.source}: {where}: {what} evaluated to {k[k < 0][0]:g} 1/h"
-                    f"{_who(k < 0)}, expected >= 0")
+                    f"{which_subject(k < 0)}, expected >= 0")
             if not np.all(k <= MAX_RATE_PER_H):
                 bad = k[~(k <= MAX_RATE_PER_H)][0]
                 raise KetasimInputError(
                     f"{self.source}: {where}: {what} gives a rate of {bad:g} 1/h"
-                    f"{_who(~(k <= MAX_RATE_PER_H))}, expected at "
+                    f"{which_subject(~(k <= MAX_RATE_PER_H))}, expected at "
                     f"most {MAX_RATE_PER_H:g} 1/h (a half-life of 2.5 ms): check the units, "
                     "or merge the compartments")
             i = idx[fl.source]
@@ -387,8 +379,8 @@ class Model(Derived):
                 bad = ke0[~((ke0 > 0) & (ke0 <= MAX_RATE_PER_H))][0]
                 raise KetasimInputError(
                     f"{self.source}: effects.{ef.name}: ke0 = {ef.ke0.text} evaluated to "
-                    f"{bad:g} 1/h{_who(~((ke0 > 0) & (ke0 <= MAX_RATE_PER_H)))}, expected > 0 "
-                    f"and at most {MAX_RATE_PER_H:g}")
+                    f"{bad:g} 1/h{which_subject(~((ke0 > 0) & (ke0 <= MAX_RATE_PER_H)))}, "
+                    f"expected > 0 and at most {MAX_RATE_PER_H:g}")
             e, c = idx[ef.name], idx[ef.of]
             K[:, e, c] += ke0 / vols[ef.of]
             K[:, e, e] -= ke0
