@@ -1031,12 +1031,11 @@ def _fill_from_observation_rows(data, covariates, obs_cov, where) -> None:
     covariates there); a value that changes over them is an error (covariates are constant
     per subject)."""
     subj = data.get("subject")
+    rows: dict = {}         # subject -> its dose rows (one key for a table without subjects)
+    for i in range(len(subj) if subj is not None else len(data[covariates[0]])):
+        rows.setdefault(f"{subj[i]:.17g}" if subj is not None else "", []).append(i)
     for c in covariates:
         a = data[c]
-        rows: dict = {}
-        for i in range(len(a)):
-            key = f"{subj[i]:.17g}" if subj is not None else ""
-            rows.setdefault(key, []).append(i)
         for (sid, k), vals in obs_cov.items():
             if k != c:
                 continue
