@@ -199,11 +199,8 @@ def _table_out(v):
 
 
 def _table_output(path: Path, columns, units, title):
+    """``path`` from --out (:func:`_table_out`: a Parquet file was checked for pyarrow)."""
     if path.suffix.lower() == ".parquet":
-        try:
-            import pyarrow  # noqa: F401
-        except ImportError:
-            raise KetasimInputError(f"--out: {_NO_PYARROW}") from None
         return (path, "wb", lambda fh: write_table(fh, columns, units, title, "parquet"))
     return (path, "w", lambda fh: write_table(fh, columns, units, title, "csv"))
 
