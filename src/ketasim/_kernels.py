@@ -1202,9 +1202,10 @@ def grid_range(sub0, sub1, Ks, times, h_nom, u_end, nb, ev_ts, ev_cs, ev_amts, e
                lim):
     """Subjects ``sub0`` to ``sub1 - 1`` on an output grid, one after the other, without the
     GIL (the engine runs several ranges side by side on a thread pool). Row s of every
-    per-subject array (``Ks``, ``ev_ts`` ... ``pds``) belongs to subject s; ``outs[s - sub0]``
-    (``out`` below) receives its outputs. Subject ``sub0`` starts from the carry as given (a
-    piece of a longer grid, below); every later one from the beginning.
+    per-subject array (``Ks``, ``ev_ts`` ... ``pds``) belongs to subject s (an event array
+    with one row: every subject's); ``outs[s - sub0]`` (``out`` below) receives its outputs.
+    Subject ``sub0`` starts from the carry as given (a piece of a longer grid, below); every
+    later one from the beginning.
 
     ``out`` rows: ``C @ x`` (M rows), then occupancy for each row of ``W`` (s = W[k]·x,
     occupancy s/(1+s)), then the schematic states G, P, Q for the rows ``pd_rows[i] >= 0``.
@@ -1297,12 +1298,13 @@ def grid_range(sub0, sub1, Ks, times, h_nom, u_end, nb, ev_ts, ev_cs, ev_amts, e
     need_n_prev = False
     for isub in range(sub0, sub1):
         K = Ks[isub]
-        ev_t = ev_ts[isub]
-        ev_c = ev_cs[isub]
-        ev_amt = ev_amts[isub]
-        ev_kind = ev_kinds[isub]
-        nev = nevs[isub]
-        ev_vec = ev_vecs[isub]
+        ie = isub if ev_ts.shape[0] > 1 else 0      # (one row: every subject's events)
+        ev_t = ev_ts[ie]
+        ev_c = ev_cs[ie]
+        ev_amt = ev_amts[ie]
+        ev_kind = ev_kinds[ie]
+        nev = nevs[ie]
+        ev_vec = ev_vecs[isub if ev_vecs.shape[0] > 1 else 0]
         C = Cs[isub]
         W = Ws[isub]
         wd = wds[isub]
@@ -2026,7 +2028,8 @@ def metrics_range(sub0, sub1, Ks, ev_ts, ev_cs, ev_amts, ev_kinds, nevs, ev_vecs
                   endvs, mon):
     """Exact per-session metrics of subjects ``sub0`` to ``sub1 - 1`` (no output grid), one
     after the other, without the GIL. Row s of every per-subject array (``Ks`` ... ``endvs``)
-    belongs to subject s; below, the arrays of one subject.
+    belongs to subject s (an event array with one row: every subject's); below, the arrays
+    of one subject.
 
     ``sess`` (S,) session start times (``nsess`` used); ``horizon``: end of the last session.
     ``ra``: the analyte row (mg/L per state), ``rw``: occupancy sum weights, ``wd``: the
@@ -2038,12 +2041,13 @@ def metrics_range(sub0, sub1, Ks, ev_ts, ev_cs, ev_amts, ev_kinds, nevs, ev_vecs
     clear, the same for peak occupancy and its thresholds."""
     for isub in range(sub0, sub1):
         K = Ks[isub]
-        ev_t = ev_ts[isub]
-        ev_c = ev_cs[isub]
-        ev_amt = ev_amts[isub]
-        ev_kind = ev_kinds[isub]
-        nev = nevs[isub]
-        ev_vec = ev_vecs[isub]
+        ie = isub if ev_ts.shape[0] > 1 else 0      # (one row: every subject's events)
+        ev_t = ev_ts[ie]
+        ev_c = ev_cs[ie]
+        ev_amt = ev_amts[ie]
+        ev_kind = ev_kinds[ie]
+        nev = nevs[ie]
+        ev_vec = ev_vecs[isub if ev_vecs.shape[0] > 1 else 0]
         sess = sesss[isub]
         nsess = nsesss[isub]
         horizon = horizons[isub]

@@ -228,7 +228,8 @@ class Plan:
     ----------
     names : tuple of str          output names (rows of the output), see :func:`prepare`
     K : (N, S, S)                 rate matrices, 1/h (states: model states, sink, integrators)
-    events : tuple                ``(ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec)`` (events.py)
+    events : tuple                ``(ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec)`` (events.py);
+                                  an array with one row holds every subject's events
     C : (N, M, S)                 concentration/amount rows, mg/L or mg per state
     W : (N, O, S)                 occupancy weights of the occupancy outputs
     wd : (N, S)                   weights of the occupancy that drives the schematic response
@@ -265,7 +266,10 @@ class Plan:
 
         def cut(a):
             return np.ascontiguousarray(a[rows])
-        return replace(self, K=cut(self.K), events=tuple(cut(a) for a in self.events),
+
+        def cut_ev(a):          # (an event array with one row is every subject's)
+            return a if a.shape[0] == 1 else cut(a)
+        return replace(self, K=cut(self.K), events=tuple(cut_ev(a) for a in self.events),
                        C=cut(self.C), W=cut(self.W), wd=cut(self.wd), pd=cut(self.pd),
                        vals={k: v[rows] for k, v in self.vals.items()})
 
@@ -494,7 +498,7 @@ def prepare(model, doses, params=None, weight_kg=70.0, *, outputs=None, amounts=
     for k, nm in enumerate(SCHEMATIC_OUTPUTS):
         if nm in sch:
             pd_rows[k] = names.index(nm)
-    ev = _pad_events(build_events(model, doses, vals), S)
+    ev = _pad_events(build_events(model, doses, vals, shared_rows=True), S)
     return Plan(names=names, K=np.ascontiguousarray(K), events=ev, C=np.ascontiguousarray(C),
                 W=np.ascontiguousarray(W), wd=wd, pd=np.ascontiguousarray(pdp), pd_on=pd_on,
                 pd_rows=pd_rows, pd_rtol=pd_rtol, vals=vals, model=model, doses=doses,
@@ -829,7 +833,8 @@ def run_metrics(model, doses, params=None, weight_kg=70.0, *, analyte=None, thre
         check_pd_horizon(float(horizon_h), "horizon_h")
     pdp = (model.glutamate_parameters(vals) if pd_on
            else np.zeros((n, len(GLUTAMATE_ROLES))))
-    ev = _pad_events(build_events(model, doses, vals), S0 + 1, n_reset=S0)
+    ev = _pad_events(build_events(model, doses, vals, shared_rows=True), S0 + 1,
+                     n_reset=S0)
     kmax = np.max(np.abs(np.diagonal(Ka, axis1=1, axis2=2)), axis=1)
     h0 = 2.0 ** np.floor(np.log2(1.0 / (16.0 * np.maximum(kmax, 1e-6))))
     h0 = np.clip(h0, 2.0 ** -20, 1.0)

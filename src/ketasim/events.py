@@ -279,7 +279,7 @@ def _broadcast(v, shape, what, model, mask, lo=None, hi=None):
     return a
 
 
-def build_events(model: Model, doses: Doses, vals: dict):
+def build_events(model: Model, doses: Doses, vals: dict, *, shared_rows: bool = False):
     """Turn a dose table into per-subject event arrays, sorted by time.
 
     Returns ``(ev_t, ev_c, ev_amt, ev_kind, nev, ev_vec)``: times (N, E) h, state index (N, E)
@@ -288,6 +288,8 @@ def build_events(model: Model, doses: Doses, vals: dict):
     subject s beyond ``nev[s]`` are padding), and state vectors (N, V, S) for ``ADD_STATE``
     events (V >= 1; zeros when unused). ``vals``: resolved parameters, arrays (N,); with a
     ``subject`` column, N must be the number of subjects (see :func:`subject_covariates`).
+    ``shared_rows``: an array every subject has alike may come with one row (first dimension
+    1) instead of N copies of it (the kernels read row 0 of such an array for every subject).
     """
     n = vals["WT"].shape[0]
     S = len(model.state_names)
@@ -318,7 +320,7 @@ def build_events(model: Model, doses: Doses, vals: dict):
                tuple((k, vals[k][:1].tobytes()) for k in used))
         hit = doses._memo().get("events", {}).get(key)
         if hit is not None:
-            return _shared_row_events(hit, n, S)
+            return _shared_row_events(hit, n, S, shared_rows)
     d = expand(doses)
     D = len(d)
 
@@ -504,11 +506,12 @@ def build_events(model: Model, doses: Doses, vals: dict):
         ev_vec = _steady_states(model, vals, ss_row, const, ii, rate_row, parts, pieces,
                                 vidx, V)
     if ev_vec is None:
-        ev_vec = np.zeros((n, V, S))
+        ev_vec = np.zeros((1 if shared_rows else n, V, S))
 
     if not blocks:
-        z = np.zeros((n, 0))
-        return (z, z.astype(np.int64), z.copy(), z.astype(np.int64), np.zeros(n, np.int64),
+        n0 = 1 if shared_rows else n
+        z = np.zeros((n0, 0))
+        return (z, z.astype(np.int64), z.copy(), z.astype(np.int64), np.zeros(n0, np.int64),
                 ev_vec)
     keep = np.concatenate([b[4] for b in blocks], axis=1)
     ev_t = np.where(keep, np.concatenate([b[0] for b in blocks], axis=1), np.inf)
@@ -536,26 +539,28 @@ def build_events(model: Model, doses: Doses, vals: dict):
         if len(memo) >= _MEMO_KEYS:
             memo.clear()
         memo[key] = rows
-    return tuple(_per_subject(a, n) for a in rows) + (ev_vec,)
+    return tuple(_per_subject(a, n, shared_rows) for a in rows) + (ev_vec,)
 
 
 _MEMO_MAX_EVENTS = 10_000      # shared event rows kept with their dose table up to this size
 _MEMO_KEYS = 8                # event rows kept per dose table (models, route parameters)
 
 
-def _per_subject(a, n):
-    """Rows (N, ...) of every subject: a read-only view when ``a`` has them, else the one
-    shared row copied out to every subject."""
-    if a.shape[0] == n:
+def _per_subject(a, n, shared_rows=False):
+    """Rows (N, ...) of every subject: a read-only view when ``a`` has them (or, with
+    ``shared_rows``, its one shared row), else the one shared row copied out to every
+    subject."""
+    if a.shape[0] == n or shared_rows:
         v = a.view()
         v.setflags(write=False)
         return v
     return np.repeat(a, n, axis=0)
 
 
-def _shared_row_events(rows, n, S):
+def _shared_row_events(rows, n, S, shared_rows=False):
     """The events of ``n`` subjects that share one row (kept from an earlier call)."""
-    return tuple(_per_subject(a, n) for a in rows) + (np.zeros((n, 1, S)),)
+    return (tuple(_per_subject(a, n, shared_rows) for a in rows)
+            + (np.zeros((1 if shared_rows else n, 1, S)),))
 
 
 def _steady_states(model, vals, ss_row, const, ii, rate_row, parts, pieces, vidx, V):
