@@ -1091,7 +1091,7 @@ def _pack_live(T, idx):
     return c
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, inline="always")
 def _blk_run(x, u, has_u, L, m, dup, Rt, Nt, rcnt, ridx, ncnt, nidx, LPt, LGt, out, it, yb,
              xn):
     """Write the linear outputs (rows < m: as they are; rows >= m: occupancy s/(1+s)) at the
@@ -1398,7 +1398,7 @@ def grid_range(sub0, sub1, Ks, times, h_nom, u_end, nb, ev_ts, ev_cs, ev_amts, e
                 # that instant, so it stops the block too) and at most to the next multiple of the
                 # block length (a power of 2 dividing BLK) in the whole grid: where blocks fall
                 # never depends on how a grid is cut in pieces
-                L = min(nb - (g0 + it) % nb, T - it, u_end - g0 - it)
+                L = min(nb - ((g0 + it) & (nb - 1)), T - it, u_end - g0 - it)   # (nb: 2^k)
                 if e < nev:
                     tl = times[it + L - 1]
                     if not (ev_t[e] > tl + eps4 * max(1.0, abs(tl))):
