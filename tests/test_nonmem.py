@@ -300,6 +300,40 @@ def test_rate_defined_vs_duration_defined_with_f():
                                atol=1e-15)
 
 
+def test_rate_on_a_split_route_is_the_routes_rate_as_a_whole():
+    """A route split into parts (racemic ketamine: half S, half R) runs at the row's
+    rate_mg_h as a whole: 35 mg at 52.5 mg/h is 40 minutes of each enantiomer at 26.25 mg/h,
+    the same as duration_h = 35 / 52.5 (each part at the full rate had made it 20 minutes).
+    The split with a bioavailability below 1 on top: (sum of f) x amount / rate, NONMEM's RATE
+    for the route as a whole."""
+    m = ketasim.load_model("ketamine-iv")
+    t = np.linspace(0.0, 4.0, 241)
+    rec = {"time_h": 0.0, "amount_mg": 35.0, "route": "iv"}
+    by_rate = sim(m, ketasim.Doses.from_records([dict(rec, rate_mg_h=52.5)]), t,
+                  amounts=True)
+    by_dur = sim(m, ketasim.Doses.from_records([dict(rec, duration_h=35.0 / 52.5)]), t,
+                 amounts=True)
+    np.testing.assert_allclose(by_rate.data, by_dur.data, rtol=1e-13, atol=1e-15)
+    # by 20 minutes each enantiomer has a third of its 17.5 mg given, not all of it
+    given = {s: by_rate.amount(s) + by_rate.amount(s.replace("central", "periph1"))
+             for s in ("s_central", "r_central")}
+    assert all(g[20] < 0.5 * 17.5 for g in given.values())
+    spec = {"parameters": {"V": 20.0, "CL": 5.0},
+            "compartments": {"a": "V", "b": "V"},
+            "flows": [{"from": "a", "to": "out", "cl": "CL"},
+                      {"from": "b", "to": "out", "cl": "CL"}],
+            "routes": {"split": {"parts": [{"to": "a", "f": 0.3}, {"to": "b", "f": 0.5}]}}}
+    two = ketasim.Model.from_dict(spec)
+    r = sim(two, ketasim.Doses.single(100.0, "split", rate_mg_h=20.0), t, amounts=True)
+    terms = [(1.0, -CL_V) for CL_V in [5.0 / 20.0]]
+    dur = 0.8 * 100.0 / 20.0                    # 4 h: 80 mg at 20 mg/h, 30 and 50 of them
+    for comp, f in (("a", 0.3), ("b", 0.5)):
+        rate = f * 100.0 / dur
+        ref = np.array([rate * (1 - np.exp(terms[0][1] * min(x, dur))) / -terms[0][1]
+                        * np.exp(terms[0][1] * max(x - dur, 0.0)) for x in t])
+        np.testing.assert_allclose(r.amount(comp), ref, rtol=1e-12, atol=1e-13)
+
+
 @pytest.mark.parametrize("t0, dur", [(1000.0 + 1 / 3, 1e-13), (1000.0 + 1 / 3, 1e-9),
                                      (1000.0 + 1 / 3, 3e-16), (0.0, 1e-300), (0.0, 1e-15),
                                      (2.0, 5e-324)])

@@ -436,6 +436,13 @@ def build_events(model: Model, doses: Doses, vals: dict, *, shared_rows: bool = 
     # per route code (-1, a row that is no dose, last): whether a part has its own duration
     route_dur = np.array([any(p.duration_h is not None for p in inputs[r]) for r in rnames]
                          + [True])
+    # a row's rate_mg_h is the rate of its route as a whole: the parts without a duration of
+    # their own run over one time, (sum of their f) x amount / rate, each at its share of the
+    # rate (racemic ketamine's S and R halves: 35 mg at 52.5 mg/h is 40 min of each, 26.25 mg/h
+    # each). For a route of one part this is NONMEM's RATE: f x amount / rate.
+    frate = np.zeros(shape)
+    for F, _lag, PDUR, _to, HAS in parts:
+        frate = frate + np.where(HAS & np.isnan(PDUR), F, 0.0)
     with np.errstate(all="ignore"):
         for F, LAG, PDUR, TO, HAS in parts:
             A = amt * F
@@ -451,7 +458,8 @@ def build_events(model: Model, doses: Doses, vals: dict, *, shared_rows: bool = 
                     "expected a duration_h or a rate_mg_h > 0 on the row, or a route with its "
                     "own duration")
             dur = np.where(own, PDUR, np.where(dur_row > 0, dur_row,
-                                               np.where(rate_row > 0, A / rate_row, 0.0)))
+                                               np.where(rate_row > 0, amt * frate / rate_row,
+                                                        0.0)))
             t0 = t_rec + LAG
             t1 = t0 + dur
             # a duration lost to rounding is a bolus: t1 == t0, or t1 within the few ulp at
