@@ -20,8 +20,9 @@ How dose rows become events (:func:`build_events`):
   ``duration_h`` (bioavailability changes the rate), else at the row's ``rate_mg_h`` (the
   duration becomes ``f · amount / rate``: bioavailability changes the duration, NONMEM's RATE;
   the rate is the route's as a whole, so the parts of a split route that take it run over one
-  time, ``(sum of their f) · amount / rate``, each at its share), else as a bolus. An infusion's rate is ``amount / ((t0 + dur) - t0)`` computed from the float
-  times the kernel steps between, so it delivers exactly its amount however short; a duration
+  time, ``(sum of their f) · amount / rate``, each at its share), else as a bolus. An
+  infusion's rate is ``amount / ((t0 + dur) - t0)`` computed from the float times the kernel
+  steps between, so it delivers exactly its amount however short; a duration
   lost to rounding (``t0 + dur`` within 16 ulp of ``t0``, which the engine takes for the same
   instant) is a bolus of the same amount.
 * A reset (``evid`` 3 or 4, or ``ss = 1``) empties every state at its record time (a route's
