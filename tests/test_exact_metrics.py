@@ -312,3 +312,64 @@ def test_metrics_not_asked_for_are_not_searched_and_change_nothing_else():
             assert np.array_equal(v, full[k], equal_nan=True), (ask, k)
     mr = run_metrics(m, d, p, conc_peaks=False, occupancy_peaks=False)
     assert np.isnan(mr.per_session[:, 0]).all()           # Cmax not searched: NaN, not a guess
+
+
+@pytest.mark.parametrize("n_transit, ktr", [(50, 16.5), (100, 16.5), (40, 8.0)])
+def test_a_dip_and_a_peak_inside_one_metric_step_are_found(n_transit, ktr):
+    """An IV bolus and an oral dose through a long transit chain, both at 0: the curve falls,
+    dips, rises to a second peak and falls again, and the dip and the peak can sit inside one
+    step of the metrics' ladder with a falling slope at both its ends. The peak, its time and
+    the time above a threshold just under it must still be exact (reference: scipy's expm on
+    a fine grid, refined by scipy's bounded minimiser and brentq)."""
+    import scipy.linalg
+    from scipy.optimize import minimize_scalar
+
+    v, cl, bolus, oral = 10.0, 3.0, 30.0, 60.0
+    comps = {f"t{i}": 0 for i in range(n_transit)}
+    comps["central"] = "V"
+    flows = [{"from": f"t{i}", "to": f"t{i + 1}" if i < n_transit - 1 else "central",
+              "k": "KTR"} for i in range(n_transit)]
+    flows.append({"from": "central", "to": "out", "cl": "CL"})
+    model = ketasim.Model.from_dict({
+        "parameters": {"KTR": ktr, "V": v, "CL": cl}, "compartments": comps, "flows": flows,
+        "routes": {"oral": {"to": "t0"}, "iv": {"to": "central"}}})
+    doses = ketasim.Doses.from_records([{"time_h": 0.0, "amount_mg": bolus, "route": "iv"},
+                                        {"time_h": 0.0, "amount_mg": oral, "route": "oral"}])
+    # reference
+    K = np.zeros((n_transit + 1, n_transit + 1))
+    for i in range(n_transit):
+        K[i, i] = -ktr
+        K[i + 1, i] = ktr
+    K[-1, -1] = -cl / v
+    x0 = np.zeros(n_transit + 1)
+    x0[0], x0[-1] = oral, bolus
+
+    def conc(t):             # ng/mL
+        return (scipy.linalg.expm(K * t) @ x0)[-1] / v * 1e3
+
+    dt = 1e-3
+    step = scipy.linalg.expm(K * dt)
+    xs = [x0]
+    for _ in range(int(12.0 / dt)):
+        xs.append(step @ xs[-1])
+    y = np.array(xs)[:, -1] / v * 1e3
+    tt = np.arange(y.size) * dt
+    inner = np.flatnonzero((np.diff(y)[:-1] > 0) & (np.diff(y)[1:] <= 0)) + 1
+    assert inner.size == 1                             # the second peak (the first is at 0)
+    j = int(inner[0])
+    res = minimize_scalar(lambda t: -conc(t), bounds=(tt[j - 1], tt[j + 1]), method="bounded",
+                          options={"xatol": 1e-12})
+    peak, tpeak = float(-res.fun), float(res.x)
+    assert peak > y[0]                                 # the bump is the session's peak
+    thr = 0.98 * peak
+    up = brentq(lambda t: conc(t) - thr, tt[j] - 2.0, tpeak, xtol=1e-13) \
+        if conc(tt[j] - 2.0) < thr else 0.0
+    lo = tpeak
+    while conc(lo) >= thr:
+        lo += 0.05
+    down = brentq(lambda t: conc(t) - thr, tpeak, lo, xtol=1e-13)
+    got = session_metrics(model, doses, metrics=["cmax", "tmax", f"time_above_conc_{thr!r}"],
+                          horizon_h=24.0)
+    assert got["cmax_s1"][0] == pytest.approx(peak, rel=1e-9)
+    assert got["tmax_s1"][0] == pytest.approx(tpeak, abs=1e-5)
+    assert got[f"time_above_conc_{thr!r}_s1"][0] == pytest.approx(down - up, abs=1e-8)

@@ -1888,13 +1888,31 @@ def _lattice_floor(off, jH, LL, jstop):
 
 @njit(cache=True, _nrt=False)
 def _monitor(K, x0, x1, u, has_u, jH, H, t0, sidx, ra, raK, rw, rwK, thr_o, thr_c, LP, LG, top,
-             T1, LL, jstop, xa, xb, D1, D2, mo, mon):
+             T1, LL, jstop, xa, xb, D1, D2, mo, mon, split_ok):
     """Update session ``sidx``'s metrics with the step [t0, t0 + H] from x0 to x1 (exact).
     ``jH`` is the step's rung (-1: a Taylor step shorter than the ladder's base). ``mon``:
     bit 0, the analyte's peak and thresholds; bit 1, occupancy's (a metric nobody asked for
-    is not searched for)."""
+    is not searched for).
+
+    A peak is searched for where the slope changes sign between the step's ends. Ends that
+    rise against a falling slope at both (or fall against a rising one) mean a dip and a
+    peak inside the step, which that misses: with ``split_ok`` (and a step of two rungs or
+    more) nothing is updated and True is returned, for the caller to monitor the step in
+    shorter pieces."""
     nto = thr_o.shape[0]
     ntc = thr_c.shape[0]
+    if split_ok and jH >= 1:
+        for which in range(2):
+            if (mon >> which) & 1 == 0:
+                continue
+            r = ra if which == 0 else rw
+            rK = raK if which == 0 else rwK
+            f0 = _dot(r, x0)
+            f1 = _dot(r, x1)
+            d0 = _deriv(r, rK, x0, u)
+            d1 = _deriv(r, rK, x1, u)
+            if (d0 < 0.0 and d1 < 0.0 and f1 > f0) or (d0 > 0.0 and d1 > 0.0 and f1 < f0):
+                return True
     for which in range(2):
         if (mon >> which) & 1 == 0:
             continue
@@ -1964,6 +1982,7 @@ def _monitor(K, x0, x1, u, has_u, jH, H, t0, sidx, ra, raK, rw, rwK, thr_o, thr_
                     tc = b
                 tot += _above_piece(fa, fb, a, b, thr, tc)
             mo[row, sidx] += tot
+    return False
 
 
 @njit(cache=True, _nrt=False)
@@ -2070,6 +2089,8 @@ def metrics_range(sub0, sub1, Ks, ev_ts, ev_cs, ev_amts, ev_kinds, nevs, ev_vecs
         x1 = np.zeros(n)
         xa = np.zeros(n)
         xb = np.zeros(n)
+        xs = np.zeros(n)
+        xt = np.zeros(n)
         D1 = np.zeros(n)
         D2 = np.zeros(n)
         T1 = np.zeros((n, n))
@@ -2201,9 +2222,22 @@ def metrics_range(sub0, sub1, Ks, ev_ts, ev_cs, ev_amts, ev_kinds, nevs, ev_vecs
                     _lstep(jH, x, u, has_u, LP, LG, top, T1, xn)
                 else:
                     _tstep(K, x, u, H, xn, D1, D2)
+                if sidx >= 0 and _monitor(K, x, xn, u, has_u, jH, H, t, sidx, ra, raK, rw, rwK,
+                                          thr_o, thr_c, LP, LG, top, T1, LL, jstop, xa, xb, D1,
+                                          D2, mo, mon, np.bool_(True)):
+                    # a dip and a peak inside the step (see _monitor): monitored in up to 64
+                    # pieces, each searched as a step is (the step's own end state stays xn)
+                    js = max(jH - 6, 0)
+                    for i in range(n):
+                        xs[i] = x[i]
+                    for k in range(1 << (jH - js)):
+                        _lstep(js, xs, u, has_u, LP, LG, top, T1, xt)
+                        _monitor(K, xs, xt, u, has_u, js, LL[js], t + k * LL[js], sidx, ra, raK,
+                                 rw, rwK, thr_o, thr_c, LP, LG, top, T1, LL, jstop, xa, xb, D1,
+                                 D2, mo, mon, np.bool_(False))
+                        for i in range(n):
+                            xs[i] = xt[i]
                 if sidx >= 0:
-                    _monitor(K, x, xn, u, has_u, jH, H, t, sidx, ra, raK, rw, rwK, thr_o, thr_c,
-                             LP, LG, top, T1, LL, jstop, xa, xb, D1, D2, mo, mon)
                     if pd_on:
                         if ext[0] > mo[M_PGLU, sidx]:
                             mo[M_PGLU, sidx] = ext[0]
