@@ -203,6 +203,38 @@ def test_bands_agree_with_quantiles_of_all_curves():
         assert np.all(got["p05"] <= got["p50"]) and np.all(got["p50"] <= got["p95"])
 
 
+def test_glutamate_bands_keep_its_rise_and_stay_within_the_values():
+    """Glutamate is binned as its rise above its baseline of 1: at the baseline (before the
+    dose, every subject at exactly 1) the bands are exactly 1, and during a small surge they
+    read the rise to 0.51 % of itself (they had read it from bins 0.51 % of the whole signal
+    wide, a rise of 0.6 % off by more than half, and p05 below the baseline at t = 0). Every
+    band stays within the curves' own smallest and largest value."""
+    n, seed = 40, 5
+    times = np.linspace(0.0, 6.0, 25)
+    doses = ketasim.Doses.single(28.0, "intranasal", time_h=0.5)
+    r = population("esketamine-nasal", doses, n, seed, metrics=("cmax",), bands=times,
+                   band_outputs=("glutamate", "occupancy"), chunk_size=7, progress=False)
+    curves = ketasim.simulate("esketamine-nasal", doses, times,
+                              params=draw("esketamine-nasal", n, seed), weight_kg=np.full(n, 70.))
+    g = np.sort(curves.output("glutamate"), axis=0)
+    got = r.bands.get("glutamate")
+    assert got["p05"][0] == got["p50"][0] == got["p95"][0] == 1.0
+    width = 10 ** ((np.log10(BAND_RANGE[1]) - np.log10(BAND_RANGE[0])) / (BAND_BINS - 2))
+    rise = g - 1.0
+    live = rise[0] > 1e-3                       # times with a rise the bins resolve
+    assert live.sum() > 5
+    for key, q in (("p05", 0.05), ("p50", 0.5), ("p95", 0.95)):
+        k = q * n
+        lo = rise[max(math.ceil(k) - 1, 0)] / width
+        hi = rise[min(math.ceil(k), n - 1)] * width
+        v = got[key] - 1.0
+        assert np.all((v[live] >= lo[live] * (1 - 1e-9)) & (v[live] <= hi[live] * (1 + 1e-9)))
+    for name in ("glutamate", "occupancy"):
+        y = curves.output(name)
+        for v in r.bands.get(name).values():
+            assert np.all(v >= y.min(axis=0)) and np.all(v <= y.max(axis=0)), name
+
+
 def test_histogram_quantile_within_one_bin():
     rng = np.random.default_rng(0)
     x = np.exp(rng.normal(2.0, 1.0, 50_000))            # log-normal values, ng/mL-like

@@ -19,8 +19,12 @@ logarithmic bins from 1e-4 to 1e5 in the output's unit — ng/mL for concentrati
 dimensionless value for occupancy and the schematic outputs), updated chunk by chunk; curves are
 never kept. Integer counts add up exactly, so bands do not depend on the chunking either. A
 quantile is read by interpolating (geometrically) inside its bin: its relative error is at most
-one bin width, 0.51 %, far below the sampling error of a 5 % quantile for any practical ``n``.
-Values below 1e-4 are reported as 0, values at or above 1e5 as NaN.
+one bin width, 0.51 %, far below the sampling error of a 5 % quantile for any practical ``n``,
+and it never leaves the exact range of the values (their smallest and largest, kept per output
+and time point): where every subject has the same value, the bands are that value. Values
+below 1e-4 are reported as 0, values at or above 1e5 as NaN. The schematic glutamate signal is
+binned as its rise above its baseline of 1 (it never falls below it: every role of the response
+is >= 0), so a surge of a few per cent keeps 0.51 % of itself rather than of the whole signal.
 """
 
 from __future__ import annotations
@@ -200,14 +204,20 @@ def _bin_index(v: np.ndarray) -> np.ndarray:
     return np.clip(k, 0, BAND_BINS - 1)
 
 
+BAND_OFFSET = {"glutamate": 1.0}   # binned as the rise above this baseline (see above)
+
+
 def _band_counts(job: _Job, params: dict, w: np.ndarray):
-    """Sparse histogram counts (flat index, count) of this chunk's curves."""
+    """Sparse histogram counts (flat index, count) of this chunk's curves, with the smallest
+    and largest value per output and time point (R, T), as binned (after BAND_OFFSET)."""
     from .result import MG_PER_L_TO_NG_PER_ML, PD_OUTPUTS
     from .simulate import simulate
 
     T, R = job.band_times.size, len(job.band_outputs)
     n = w.shape[0]
     total = np.zeros(R * T * BAND_BINS, dtype=np.int64)
+    vmin = np.full((R, T), np.inf)
+    vmax = np.full((R, T), -np.inf)
     step = max(1, _BAND_VALUES // max(1, (R + 3) * T))
     for s0 in range(0, n, step):
         s1 = min(n, s0 + step)
@@ -218,14 +228,20 @@ def _band_counts(job: _Job, params: dict, w: np.ndarray):
             y = r.data[:, r.names.index(name), :]
             if name not in PD_OUTPUTS:
                 y = y * MG_PER_L_TO_NG_PER_ML
+            elif name in BAND_OFFSET:
+                y = y - BAND_OFFSET[name]
             flat = (j * T + np.arange(T))[None, :] * BAND_BINS + _bin_index(y)
             total += np.bincount(flat.ravel(), minlength=total.size)
+            vmin[j] = np.minimum(vmin[j], y.min(axis=0))
+            vmax[j] = np.maximum(vmax[j], y.max(axis=0))
     idx = np.flatnonzero(total)
-    return idx.astype(np.int64), total[idx].astype(np.int64)
+    return idx.astype(np.int64), total[idx].astype(np.int64), vmin, vmax
 
 
-def _quantiles_from_counts(counts: np.ndarray, qs=QUANTILES) -> np.ndarray:
-    """counts (R, T, B) -> quantiles (R, len(qs), T)."""
+def _quantiles_from_counts(counts: np.ndarray, qs=QUANTILES, vmin=None, vmax=None
+                           ) -> np.ndarray:
+    """counts (R, T, B) -> quantiles (R, len(qs), T); with the values' exact smallest and
+    largest (R, T), a quantile read inside a bin stays within them."""
     lo, w = _band_edges()
     R, T, B = counts.shape
     cum = np.cumsum(counts, axis=2)
@@ -241,6 +257,8 @@ def _quantiles_from_counts(counts: np.ndarray, qs=QUANTILES) -> np.ndarray:
         with np.errstate(all="ignore"):
             frac = np.clip((target - below) / cnt, 0.0, 1.0)
         val = 10.0 ** (lo + (k - 1 + frac) * w)
+        if vmin is not None:
+            val = np.clip(val, vmin, vmax)
         val = np.where(k == 0, 0.0, val)
         val = np.where(k == B - 1, np.nan, val)
         out[:, i, :] = np.where(total > 0, val, np.nan)
@@ -252,7 +270,7 @@ class Bands:
     """5/50/95 % bands over time: ``values`` (R, 3, T) for ``outputs`` at ``times_h``, in
     ``units`` (ng/mL for concentrations; occupancy a fraction; glutamate, plasticity schematic).
     Read from fixed-memory histograms (see :mod:`ketasim.population`): relative error at most
-    0.51 %."""
+    0.51 % (of glutamate's rise above its baseline), within the values' exact range."""
 
     times_h: np.ndarray
     outputs: tuple
@@ -756,11 +774,16 @@ def population(model, doses, n: int, seed: int = 0, *, metrics=DEFAULT_METRICS, 
     col = _Collector(n)
     counts = (np.zeros(len(band_outs) * band_times.size * BAND_BINS, dtype=np.int64)
               if band_times is not None else None)
+    if counts is not None:
+        bmin = np.full((len(band_outs), band_times.size), np.inf)
+        bmax = np.full((len(band_outs), band_times.size), -np.inf)
     for _, a, b, res in _execute([job], chunk_size, scheduler, progress, "population"):
         col.add(a, b, res)
         if counts is not None:
-            idx, c = res["hist"]
+            idx, c, lo_, hi_ = res["hist"]
             counts[idx] += c
+            bmin = np.minimum(bmin, lo_)
+            bmax = np.maximum(bmax, hi_)
     columns = {"subject": np.arange(n, dtype=np.int64)}
     units = {"subject": ""}
     if row_weight is not None:
@@ -781,7 +804,10 @@ def population(model, doses, n: int, seed: int = 0, *, metrics=DEFAULT_METRICS, 
         units[k] = metric_unit(k)
     band = None
     if counts is not None:
-        vals = _quantiles_from_counts(counts.reshape(len(band_outs), band_times.size, BAND_BINS))
+        vals = _quantiles_from_counts(counts.reshape(len(band_outs), band_times.size, BAND_BINS),
+                                      vmin=bmin, vmax=bmax)
+        for j, o in enumerate(band_outs):
+            vals[j] += BAND_OFFSET.get(o, 0.0)
         band = Bands(times_h=band_times, outputs=band_outs, quantiles=QUANTILES, values=vals,
                      units={o: _output_unit(o) for o in band_outs})
     info = {"model": model.name, "n": n, "seed": seed,
