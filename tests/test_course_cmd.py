@@ -125,8 +125,15 @@ def test_compare_warns_on_route_mismatch(tmp_path, capsys):
     assert "warning" in err and "nasal-spray model" in err
     assert main(["compare", "ketamine-iv@spravato", "esketamine-nasal@spravato",
                  "--out-dir", str(tmp_path / "x")]) == 1
-    assert "no nasal route" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    # one error that names the cause (not a warning, then an unknown route with the model's
+    # compartments as the nearest names)
+    assert "error" in err and "no nasal route" in err and "nasal model" in err
+    assert "warning" not in err and "did you mean" not in err
     assert not (tmp_path / "x").exists()
+    assert main(["simulate", "--model", "ketamine-iv", "--doses", "spravato",
+                 "--out", str(tmp_path / "s.csv")]) == 1
+    assert "no nasal route" in capsys.readouterr().err and not (tmp_path / "s.csv").exists()
 
 
 def test_parse_spec():

@@ -207,7 +207,9 @@ def resolve(doses: str, weight, what: str = "a course figure", **kw):
 
 
 def route_warning(model, doses) -> str | None:
-    """A warning when a nasal model is given an IV course or an IV model a nasal course."""
+    """A warning when a nasal model is given an IV course; an error (KetasimInputError) when
+    an IV model is given a nasal course it has no route for (instead of the dose table's
+    unknown-route message, whose nearest names are the model's compartments)."""
     from .dosing import expand
 
     routes = set(expand(doses).route)
@@ -217,8 +219,11 @@ def route_warning(model, doses) -> str | None:
                 "(route iv): simulating the model's IV route; for the nasal course use "
                 "--doses spravato")
     if "intranasal" in routes and "intranasal" not in mroutes:
-        return (f"model {model.name!r} has no nasal route (routes: {', '.join(sorted(mroutes))})"
-                " but the doses are nasal sprays: use a nasal model such as esketamine-nasal")
+        msg = (f"model {model.name!r} has no nasal route (routes: {', '.join(sorted(mroutes))})"
+               " but the doses are nasal sprays: use a nasal model such as esketamine-nasal")
+        if "intranasal" not in model.compartments:
+            raise KetasimInputError(msg)
+        return msg
     return _split_session_warning(model, expand(doses))
 
 
