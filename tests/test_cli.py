@@ -67,6 +67,32 @@ def test_simulate_course_csv(tmp_path, capsys):
                                atol=1e-12)
 
 
+def test_simulate_amounts_option_writes_every_compartments_amount(tmp_path, capsys):
+    """--amounts adds amount_<compartment>_mg columns and amount_eliminated_mg, the same
+    numbers as amounts=True in Python; between sessions they add up to the drug given."""
+    out = tmp_path / "a.csv"
+    assert main(["simulate", "--model", "ketamine-iv", "--doses", "standard-iv", "--until",
+                 "100", "--out", str(out), "--amounts"]) == 0
+    with open(out) as fh:
+        header = next(csv.reader(fh))
+    model = ketasim.load_model("ketamine-iv")
+    names = [f"amount_{c}_mg" for c in model.compartments] + ["amount_eliminated_mg"]
+    assert all(n in header for n in names)
+    data = np.loadtxt(out, delimiter=",", skiprows=1)
+    r = ketasim.simulate(model, ketasim.standard_iv_course(), data[:, 0], amounts=True)
+    for c in model.compartments:
+        np.testing.assert_allclose(data[:, header.index(f"amount_{c}_mg")], r.amount(c),
+                                   rtol=1e-9, atol=1e-12)
+    total = sum(data[:, header.index(n)] for n in names)
+    t = data[:, 0]
+    between = (t > 1.0) & (t < 48.0)          # the first 35-mg session over, the next not begun
+    np.testing.assert_allclose(total[between], 35.0, rtol=1e-8)
+    assert main(["simulate", "--model", "ketamine-iv", "--until", "10", "--out",
+                 str(tmp_path / "b.csv")]) == 0
+    with open(tmp_path / "b.csv") as fh:
+        assert not any(h.startswith("amount_") for h in next(csv.reader(fh)))
+
+
 def test_simulate_summary_and_figure_of_a_dataset_with_subjects(tmp_path, capsys):
     """--summary and --plot on a dose table with subjects: one row per subject and session,
     with the numbers of each subject's doses run alone; the figure shows median and band."""

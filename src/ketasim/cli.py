@@ -175,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--occupancy-calibration", default=None, metavar="NAME",
                    help="Ki calibration reported as occupancy (presets: in-vivo, the default, "
                         "or in-vitro); the schematic response does not depend on it")
+    s.add_argument("--amounts", action="store_true",
+                   help="also write every compartment's amount and the amount eliminated, mg "
+                        "(columns amount_<compartment>_mg, as NONMEM's A(i); default: off)")
 
     pr = sub.add_parser("presets", help="list the shipped models and their sources; "
                         "presets NAME: its parameters and routes")
@@ -411,7 +414,8 @@ def cmd_simulate(args) -> int:
     if args.occupancy_calibration is not None:
         model.resolve_calibration(args.occupancy_calibration)   # one-line error for an unknown name
         cal = {"occupancy_calibration": args.occupancy_calibration}
-    result = simulate(model, doses, times, params=params, weight_kg=weight, **cal)
+    result = simulate(model, doses, times, params=params, weight_kg=weight,
+                      amounts=args.amounts, **cal)
     cols = [column_name(nm) for nm in result.names]
     to_stdout = args.out == "-"
     outputs = [] if to_stdout else [(args.out, lambda fh: write_result_table(result, fh))]
