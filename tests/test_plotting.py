@@ -396,3 +396,6 @@ def test_a_coarse_grid_keeps_the_exact_peaks_on_the_scale_and_says_what_it_shows
     assert "step 6 h" in notes
     plt.close(fig)
     assert "6 of 13 sessions shown" in _title(_as_run(r, 8.0))
+    # a grid that ends just as a session starts shows nothing of that session
+    at = ketasim.simulate("ketamine-iv", "standard-iv", ketasim.time_grid(48.0, 0.5))
+    assert "1 of 13 sessions shown" in _title(_as_run(at, 8.0))

@@ -154,8 +154,9 @@ def _regimen(doses, regimen=None, until_h: float | None = None) -> str:
     from .engine import session_starts
 
     t = session_starts(doses)
-    if until_h is not None and t.size and t[-1] > until_h:
-        k = int(np.sum(t <= until_h))
+    if until_h is not None and t.size > 1 and t[-1] >= until_h:
+        # a session starting at the grid's last time shows nothing of itself
+        k = int(np.sum(t < until_h))
         return (f"{k} of {t.size} sessions shown (the output grid ends at day "
                 f"{_num(until_h / 24)})")
     if t.size == 1:
