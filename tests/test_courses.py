@@ -113,6 +113,23 @@ def test_a_phase_cannot_start_at_the_instant_of_the_previous_session():
     np.testing.assert_allclose(first.time_h / 24, [0, 7])
 
 
+def test_no_phase_may_follow_one_that_runs_to_the_end_of_the_course():
+    """An every_days phase without a count runs until the end of the course: a phase after it
+    is refused (it had added one stray session when its first week began before the end, and
+    none otherwise), naming the phase; with a count, later phases are fine."""
+    import pytest
+
+    from ketasim.errors import KetasimInputError
+
+    phases = [Phase(weeks=1, per_week=3), Phase(every_days=5), Phase(weeks=1, per_week=1)]
+    for months in (1.5, 2.0):
+        with pytest.raises(KetasimInputError, match=r"phase 2: every_days = 5 with no count"):
+            course_from_phases(phases, 10.0, "iv", months=months)
+    ok = course_from_phases([Phase(weeks=1, per_week=3), Phase(every_days=5, count=2),
+                             Phase(weeks=1, per_week=1)], 10.0, "iv", months=1.5)
+    np.testing.assert_allclose(ok.time_h / 24, [0, 2, 4, 9, 14, 21])
+
+
 def test_a_phase_count_or_weeks_beyond_the_course_end_is_cut_by_months_not_refused():
     """The session limit counts only the sessions a phase can add before the course ends:
     count = 10,000,001 every 7 days in a six-month course is 27 sessions (it was refused as

@@ -107,8 +107,9 @@ def add_sweep_parser(sub):
     _common(p, out_required=True)
     p.add_argument("--vary", action="append", required=True, metavar="NAME=LO:HI:N",
                    help="a grid axis (repeatable): linear LO:HI:N or log:LO:HI:N; NAME a model "
-                        "parameter, weight_kg, or a course parameter (dose_mg_per_kg, "
-                        "maintenance_days, months, dose_mg)")
+                        "parameter, weight_kg, or a course parameter (standard-iv: "
+                        "dose_mg_per_kg, maintenance_days, months, infusion_min; spravato: "
+                        "dose_mg, months)")
     p.add_argument("--n", type=_whole("subjects", 1), default=None,
                    help="subjects per grid point (variability); metrics become median and "
                         "5/95 %% (<metric>_p50, _p05, _p95) (default: typical values only)")

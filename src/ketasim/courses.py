@@ -82,9 +82,17 @@ def course_days(phases, months: float | None = None) -> tuple[list, list]:
     days, amounts = [], []
     week_start = 0.0
     planned = 0
-    for ph in phases:
+    phases = list(phases)
+    for k, ph in enumerate(phases):
         if not isinstance(ph, Phase):
             raise KetasimInputError(f"phases: got {type(ph).__name__}, expected Phase")
+        if ph.every_days and ph.count is None and k < len(phases) - 1:
+            # it runs to the end of the course: a later phase could only add sessions that
+            # break its rhythm (or, with some course lengths, one stray session at the end)
+            raise KetasimInputError(
+                f"phase {k + 1}: every_days = {ph.every_days:g} with no count runs until the "
+                f"end of the course, but {len(phases) - k - 1} phase(s) follow it; expected a "
+                "count for it, or no phase after it")
         # the sessions a phase can add before the end of the course (the end drops the rest,
         # so a large count or number of weeks in a course of a few months is no problem)
         if ph.every_days:

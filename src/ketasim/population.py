@@ -941,7 +941,7 @@ def sweep(model, doses, vary, *, metrics=DEFAULT_METRICS, n: int | None = None,
             known = list(model.parameters) + ["weight_kg"] + [c for c in course_names
                                                               if c != "weight_kg"]
             hint = ("" if course else "; course parameters (dose_mg_per_kg, maintenance_days, "
-                    "months, dose_mg) need --doses to name a course")
+                    "months, infusion_min, dose_mg) need --doses to name a course")
             raise KetasimInputError(f"vary: unknown name {name!r}{suggest(name, known)}; "
                                     f"expected a model parameter or weight_kg{hint}")
         names.append(name)
