@@ -93,6 +93,19 @@ def test_simulate_amounts_option_writes_every_compartments_amount(tmp_path, caps
         assert not any(h.startswith("amount_") for h in next(csv.reader(fh)))
 
 
+def test_simulate_summary_explains_the_last_sessions_missing_trough(tmp_path, capsys):
+    """The last session in the simulated time has no trough (no next session): the summary
+    prints a dash and says why, never a bare 'nan'."""
+    assert main(["simulate", "--until", "200", "--out", str(tmp_path / "a.csv"),
+                 "--summary"]) == 0
+    out = capsys.readouterr().out
+    assert not re.search(r"\bnan\b", out)
+    rows = [ln.split() for ln in out.splitlines() if ln.strip()[:1].isdigit()]
+    assert [r[0] for r in rows] == ["1", "2", "3", "4"]
+    assert rows[-1][5] == "–" and all(r[5] != "–" for r in rows[:-1])
+    assert "no next session" in out or "has none in the simulated time" in out
+
+
 def test_simulate_summary_and_figure_of_a_dataset_with_subjects(tmp_path, capsys):
     """--summary and --plot on a dose table with subjects: one row per subject and session,
     with the numbers of each subject's doses run alone; the figure shows median and band."""

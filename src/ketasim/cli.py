@@ -313,7 +313,7 @@ def _format_table(head, rows) -> str:
     def fmt(v):
         if isinstance(v, (int, str)):
             return str(v)
-        return "nan" if v != v else f"{v:.4g}"
+        return "–" if v != v else f"{v:.4g}"
     cells = [head] + [[fmt(v) for v in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(head))]
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells)
@@ -448,6 +448,10 @@ def cmd_simulate(args) -> int:
                 kinds.append("glutamate schematic")
             summary = (f"Per-session metrics ({analyte}; {'; '.join(kinds)}):\n"
                        + _format_table(head, rows))
+            if "trough_ng_ml" in head and any(
+                    r[head.index("trough_ng_ml")] != r[head.index("trough_ng_ml")] for r in rows):
+                summary += ("\n– trough: the concentration just before the next session; the "
+                            "last session has none in the simulated time")
             if labels is not None and np.isfinite(cm.plasticity_end).any():
                 ms = np.asarray(cm.maintenance_start_h, dtype=float)
                 summary += ("\nCourse (schematic): plasticity index at the end, and its minimum "
