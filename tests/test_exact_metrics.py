@@ -294,6 +294,22 @@ def test_a_session_starting_at_the_horizon_is_left_out():
                                               * (1 - math.exp(-24 * k)) / k, rel=1e-12)
     r = ketasim.simulate(m, d, ketasim.time_grid(48.5, 0.5))
     assert course_metrics(r).session_start_h.tolist() == [0.0, 24.0, 48.0]
+    # the session before it still ends there: its trough is the value just before that dose
+    # (closed form), as with a longer horizon; without a session at the horizon, none
+    trough = 2000.0 * (1 + math.exp(-24 * k)) * math.exp(-24 * k)
+    assert cm.trough_ng_ml[1] == pytest.approx(trough, rel=1e-12)
+    got = session_metrics(m, d, metrics=("trough",), horizon_h=48.0)
+    assert got["trough_s2"][0] == pytest.approx(trough, rel=1e-12)
+    assert math.isnan(session_metrics(m, d, metrics=("trough",), horizon_h=47.0)["trough_s2"][0])
+    # a dataset: each subject's own sessions (subject 2's second one is at the horizon)
+    ds = ketasim.Doses.from_records(
+        [{"subject": 1, "time_h": 0.0, "amount_mg": 100.0, "route": "iv"},
+         {"subject": 1, "time_h": 24.0, "amount_mg": 100.0, "route": "iv"},
+         {"subject": 2, "time_h": 0.0, "amount_mg": 100.0, "route": "iv"},
+         {"subject": 2, "time_h": 48.0, "amount_mg": 100.0, "route": "iv"}])
+    both = session_metrics(m, ds, metrics=("trough",), horizon_h=48.0)
+    assert math.isnan(both["trough_s2"][0])                      # subject 1: no next session
+    assert both["trough_s1"][1] == pytest.approx(2000.0 * math.exp(-48 * k), rel=1e-12)
 
 
 def test_metrics_not_asked_for_are_not_searched_and_change_nothing_else():

@@ -2044,7 +2044,7 @@ def _pd_ladder(K, x, u, has_u, jH, H, wd, wK, pd, y, rtol, LP, LG, top, T1, xm, 
 @njit(cache=True, nogil=True, _nrt=True)
 def metrics_range(sub0, sub1, Ks, ev_ts, ev_cs, ev_amts, ev_kinds, nevs, ev_vecs, sesss, nsesss,
                   horizons, ras, rws, wds, pds, pd_on, pd_rtol, thr_o, thr_c, h0s, ia, mos,
-                  endvs, mon):
+                  endvs, mon, next_at_end):
     """Exact per-session metrics of subjects ``sub0`` to ``sub1 - 1`` (no output grid), one
     after the other, without the GIL. Row s of every per-subject array (``Ks`` ... ``endvs``)
     belongs to subject s (an event array with one row: every subject's); below, the arrays
@@ -2057,7 +2057,9 @@ def metrics_range(sub0, sub1, Ks, ev_ts, ev_cs, ev_amts, ev_kinds, nevs, ev_vecs
     ``mo`` (M_FIXED + len(thr_o) + len(thr_c), S): see the M_* rows; ``endv`` (3,): G, P, Q at
     the horizon. ``mon`` (see :func:`_monitor`): bit 0 clear, Cmax, Tmax and times above the
     concentration thresholds are not searched for (Cmax holds only values at events); bit 1
-    clear, the same for peak occupancy and its thresholds."""
+    clear, the same for peak occupancy and its thresholds. ``next_at_end[s]`` = 1: a session
+    of subject s starts exactly at the horizon (it is not one of ``sess``), so the last
+    session's trough is the value at the horizon, just before it."""
     for isub in range(sub0, sub1):
         K = Ks[isub]
         ie = isub if ev_ts.shape[0] > 1 else 0      # (one row: every subject's events)
@@ -2252,6 +2254,8 @@ def metrics_range(sub0, sub1, Ks, ev_ts, ev_cs, ev_amts, ev_kinds, nevs, ev_vecs
             t = nxt_t
         if sidx >= 0:
             mo[M_AUC, sidx] = x[ia] - auc0
+            if next_at_end[isub] == 1:
+                mo[M_TROUGH, sidx] = _dot(ra, x)
         for s in range(mo.shape[1]):
             if s < nsess:
                 mo[M_TMAX, s] -= sess[s]

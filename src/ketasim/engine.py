@@ -744,7 +744,8 @@ class MetricsRun:
     """Raw exact metrics of N subjects over S sessions (internal units).
 
     ``per_session`` (N, rows, S) with rows cmax (mg/L), tmax (h after the session start),
-    auc (mg·h/L), trough (mg/L, NaN for the last session), peak occupancy, peak glutamate,
+    auc (mg·h/L), trough (mg/L; for the last session NaN, or the value at the horizon when
+    a session starts exactly there), peak occupancy, peak glutamate,
     minimum plasticity, then time above each occupancy threshold (h), then time above each
     concentration threshold (h); ``end`` (N, 3): glutamate, plasticity, consolidation at the
     horizon; ``session_start_h`` (S,), or (N, S) for a dataset with subjects, where each
@@ -814,7 +815,9 @@ def run_metrics(model, doses, params=None, weight_kg=70.0, *, analyte=None, thre
     if not (is_real(horizon_h) and np.isfinite(horizon_h) and horizon_h > 0):
         raise KetasimInputError(f"horizon_h: got {horizon_h!r}, expected hours > 0")
     # a session has a window only when it starts before the horizon (one starting at it would
-    # report the previous session's leftover as its "peak")
+    # report the previous session's leftover as its "peak"); one starting exactly at it still
+    # ends the session before it, whose trough is then the value at the horizon
+    next_at_end = np.full(n, int(np.any(starts == horizon_h)), np.int64)
     starts = starts[starts < horizon_h]
     if starts.size == 0:
         raise KetasimInputError("metrics: no session starts within the horizon")
@@ -862,6 +865,7 @@ def run_metrics(model, doses, params=None, weight_kg=70.0, *, analyte=None, thre
             t = np.unique(ex.time_h[sel])
             t = t[np.r_[True, np.diff(t) >= merge_h]] if t.size else t
             own.append(t[t < horizon_h])
+            next_at_end[len(own) - 1] = int(np.any(t == horizon_h))
         S = max(1, max(t.size for t in own))
         sess = np.full((n, S), np.inf)
         for i, t in enumerate(own):
@@ -880,7 +884,8 @@ def run_metrics(model, doses, params=None, weight_kg=70.0, *, analyte=None, thre
 
     def met(a, b):
         _kernels.metrics_range(a, b, Ka, ev_t, ev_c, ev_a, ev_k, nev, ev_v, sess, nsess, hor, ra,
-                               rw, wd, pdp, pd_on, pd_rtol, thr_o, thr_c, h0, S0, mo, endv, mon)
+                               rw, wd, pdp, pd_on, pd_rtol, thr_o, thr_c, h0, S0, mo, endv, mon,
+                               next_at_end)
 
     # ranges of at most 64 subjects with the schematic response (about 4 ms a subject over a
     # six-month course), 512 without: Ctrl-C is seen within a fraction of a second
