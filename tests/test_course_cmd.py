@@ -114,6 +114,9 @@ def test_compare_overlays_and_tables(tmp_path, capsys):
     assert float(table["first session: peak"][1]) == pytest.approx(nasal.max(), rel=0.01)
     assert float(table["total drug given"][0]) == pytest.approx(
         35.0 * len(ketasim.standard_iv_course()))
+    # the first session's AUC runs to the next session: 48 h for the IV course, 72 h for
+    # Spravato (days 0 and 3), and the table says so
+    assert table["first session: AUC window (to the next session, or the end)"] == ["48", "72"]
     assert "Spravato" in text and "first session: peak" in text
     assert not re.search(r"\bnan\b", text)
 

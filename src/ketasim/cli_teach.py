@@ -560,6 +560,7 @@ COMPARE_ROWS = (
     ("first session: peak", "ng/mL", "cmax1"),
     ("first session: time of peak", "min", "tmax1"),
     ("first session: AUC", "ng·h/mL", "auc1"),
+    ("first session: AUC window (to the next session, or the end)", "h", "auc1_h"),
     ("highest peak over the course", "ng/mL", "cmax"),
     ("total AUC over the course", "ng·h/mL", "auc"),
     ("total drug given", "mg", "mg"),
@@ -584,6 +585,9 @@ def compare_values(run) -> dict:
             "sessions": f"{cm.session_start_h.size} over "
                         f"{fmt((cm.session_start_h[-1] - cm.session_start_h[0]) / 24)} days",
             "cmax1": cm.cmax_ng_ml[0], "tmax1": cm.tmax_h[0] * 60, "auc1": cm.auc_ng_h_ml[0],
+            # (runs with different intervals have first-session AUCs over different windows)
+            "auc1_h": float((cm.session_start_h[1] if cm.session_start_h.size > 1
+                             else run.course.times[-1]) - cm.session_start_h[0]),
             "cmax": float(np.nanmax(cm.cmax_ng_ml)), "auc": float(np.nansum(cm.auc_ng_h_ml)),
             "mg": float(d.amount_mg.sum()),
             "occ": float(np.nanmax(occ)) * 100 if np.isfinite(occ).any() else float("nan"),

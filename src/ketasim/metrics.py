@@ -30,7 +30,8 @@ class CourseMetrics:
     cmax_ng_ml : (…, S)          peak concentration of ``analyte`` in the session, ng/mL
     tmax_h : (…, S)              time of the peak after the session start, h
     auc_ng_h_ml : (…, S)         AUC from the session start to the next (exact), ng·h/mL
-    trough_ng_ml : (…, S)        concentration just before the next session (NaN for the last)
+    trough_ng_ml : (…, S)        concentration just before the next session (NaN for the last,
+                                 unless the next one starts exactly at the end of the grid)
     time_above_h : dict threshold -> (…, S)   hours with occupancy >= threshold in the session
     peak_occupancy : (…, S)      model-predicted peak NMDA occupancy (NaN without occupancy)
     peak_glutamate : (…, S)      schematic glutamate peak (NaN without the schematic response)
