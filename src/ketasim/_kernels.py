@@ -1901,18 +1901,26 @@ def _monitor(K, x0, x1, u, has_u, jH, H, t0, sidx, ra, raK, rw, rwK, thr_o, thr_
     shorter pieces."""
     nto = thr_o.shape[0]
     ntc = thr_c.shape[0]
+    # values and slopes at the step's ends (analyte, occupancy sum), once for the check below
+    # and the search
+    fa0 = fa1 = da0 = da1 = fo0 = fo1 = do0 = do1 = 0.0
+    if mon & 1:
+        fa0 = _dot(ra, x0)
+        fa1 = _dot(ra, x1)
+        da0 = _deriv(ra, raK, x0, u)
+        da1 = _deriv(ra, raK, x1, u)
+    if (mon >> 1) & 1:
+        fo0 = _dot(rw, x0)
+        fo1 = _dot(rw, x1)
+        do0 = _deriv(rw, rwK, x0, u)
+        do1 = _deriv(rw, rwK, x1, u)
     if split_ok and jH >= 1:
-        for which in range(2):
-            if (mon >> which) & 1 == 0:
-                continue
-            r = ra if which == 0 else rw
-            rK = raK if which == 0 else rwK
-            f0 = _dot(r, x0)
-            f1 = _dot(r, x1)
-            d0 = _deriv(r, rK, x0, u)
-            d1 = _deriv(r, rK, x1, u)
-            if (d0 < 0.0 and d1 < 0.0 and f1 > f0) or (d0 > 0.0 and d1 > 0.0 and f1 < f0):
-                return True
+        if mon & 1 and ((da0 < 0.0 and da1 < 0.0 and fa1 > fa0)
+                        or (da0 > 0.0 and da1 > 0.0 and fa1 < fa0)):
+            return True
+        if (mon >> 1) & 1 and ((do0 < 0.0 and do1 < 0.0 and fo1 > fo0)
+                               or (do0 > 0.0 and do1 > 0.0 and fo1 < fo0)):
+            return True
     for which in range(2):
         if (mon >> which) & 1 == 0:
             continue
@@ -1920,14 +1928,12 @@ def _monitor(K, x0, x1, u, has_u, jH, H, t0, sidx, ra, raK, rw, rwK, thr_o, thr_
             r = ra
             rK = raK
             nthr = ntc
+            f0, f1, d0, d1 = fa0, fa1, da0, da1
         else:
             r = rw
             rK = rwK
             nthr = nto
-        f0 = _dot(r, x0)
-        f1 = _dot(r, x1)
-        d0 = _deriv(r, rK, x0, u)
-        d1 = _deriv(r, rK, x1, u)
+            f0, f1, d0, d1 = fo0, fo1, do0, do1
         ext = -1.0
         fext = 0.0
         if jH >= 0:
