@@ -378,9 +378,8 @@ def cmd_simulate(args) -> int:
     import numpy as np
 
     from .cli_teach import route_warning
-    from .io import column_name, write_result_table
     from .modelfile import load_model
-    from .simulate import simulate, time_grid
+    from .simulate import time_grid
 
     _check_output_paths(args, "out", "plot")
     if args.thresholds is not None and not args.summary:
@@ -414,6 +413,33 @@ def cmd_simulate(args) -> int:
     if args.occupancy_calibration is not None:
         model.resolve_calibration(args.occupancy_calibration)   # one-line error for an unknown name
         cal = {"occupancy_calibration": args.occupancy_calibration}
+    from . import _offload
+
+    # with a figure: a helper process on the second core, when there is one, imports
+    # matplotlib while this one simulates, then draws while this one writes the table
+    # (ketasim._offload)
+    helper = _offload.start() if args.plot is not None else _offload.Helper()
+    try:
+        return _simulate_rest(args, model, doses, times, params, weight, cal, helper)
+    finally:
+        helper.close()
+
+
+def _plot_bytes(run, fmt: str) -> bytes:
+    """``simulate --plot``'s figure of a Result or CourseRun, encoded (run by
+    :mod:`ketasim._offload`)."""
+    from .plotting import encode_figure, plot_course
+
+    return encode_figure(plot_course(run), fmt, 120)
+
+
+def _simulate_rest(args, model, doses, times, params, weight, cal, helper) -> int:
+    import numpy as np
+
+    from . import _offload
+    from .io import column_name, write_result_table
+    from .simulate import simulate
+
     result = simulate(model, doses, times, params=params, weight_kg=weight,
                       amounts=args.amounts, **cal)
     cols = [column_name(nm) for nm in result.names]
@@ -421,13 +447,24 @@ def cmd_simulate(args) -> int:
     outputs = [] if to_stdout else [(args.out, lambda fh: write_result_table(result, fh))]
     job = ()
     if args.plot is not None:
-        from .plotting import encode_figure, plot_course
-        job = (encode_figure, plot_course(result), args.plot.suffix.lstrip(".").lower(), 120)
-    # the figure is drawn and encoded while this thread writes the table (its formatting
-    # releases the GIL); it is written after the table, when it is ready
+        fmt = args.plot.suffix.lstrip(".").lower()
+        if result.data.nbytes > _offload.MAX_PAYLOAD_BYTES:
+            helper.close()      # a very large result is not copied to a helper
+        if helper.pid is not None:
+            from .plotting import _as_run
+
+            # the figure's exact session metrics are computed here, where the kernels are
+            # loaded already (a forked helper loading one more takes about 0.25 s)
+            helper.submit(_plot_bytes, _as_run(result, 8.0), fmt)
+        else:
+            from .plotting import encode_figure, plot_course
+            job = (encode_figure, plot_course(result), fmt, 120)
+    # the figure is drawn and encoded (by the helper, else by a thread, while this thread
+    # writes the table: its formatting releases the GIL); it is written after the table
     with _Background(*job) as figure:
-        if job:
-            outputs.append((args.plot, lambda fh: fh.write(figure.result()), True))
+        if args.plot is not None:
+            ready = figure if job else helper
+            outputs.append((args.plot, lambda fh: fh.write(ready.result()), True))
         summary = None
         if args.summary:
             from .metrics import course_metrics

@@ -291,6 +291,18 @@ def _write_table(res):
     return lambda fh: write_result_table(res, fh)
 
 
+def _table_text(res) -> str:
+    """A course table's CSV text (built while a helper draws the figure; a course table is
+    a few MB at most, see :func:`check_course_size`)."""
+    import io
+
+    from .io import write_result_table
+
+    buf = io.StringIO()
+    write_result_table(res, buf)
+    return buf.getvalue()
+
+
 # ---------------------------------------------------------------------------- summary
 def fmt(v, kind="num") -> str:
     """Readable numbers: 3 significant digits; a value below 0.005 in size as "<0.005" (so a
@@ -469,6 +481,20 @@ def _figure_outputs(fig, base: Path, formats):
     return [(base.with_suffix(f".{f}"), figure_bytes(fig, f)) for f in formats]
 
 
+def _course_figures(run, base: Path, formats):
+    """``ketasim course``'s figure files as (path, bytes) (run by :mod:`ketasim._offload`)."""
+    from .plotting import plot_course
+
+    return _figure_outputs(plot_course(run), base, formats)
+
+
+def _compare_figures(runs, labels, base: Path, formats):
+    """``ketasim compare``'s figure files as (path, bytes) (run by :mod:`ketasim._offload`)."""
+    from .plotting import plot_compare
+
+    return _figure_outputs(plot_compare(runs, labels=labels), base, formats)
+
+
 def _check_out_dir(out) -> None:
     """--out-dir must be a folder or a path where one can be made (checked before any work)."""
     p = Path(out)
@@ -481,9 +507,9 @@ def _check_out_dir(out) -> None:
 
 
 def cmd_course(args) -> int:
-    from . import _warm
+    from . import _offload, _warm
     from .modelfile import load_model
-    from .plotting import COURSE_DESCRIPTIONS, plot_course, run_course
+    from .plotting import COURSE_DESCRIPTIONS, run_course
 
     _check_out_dir(args.out_dir)
     model = load_model(args.model)
@@ -497,13 +523,23 @@ def cmd_course(args) -> int:
         regimen += f"; {args.months:g} months"
     elif regimen:
         regimen += "; 6 months"
-    run = run_course(model, doses, weight, regimen=regimen, closeup_h=args.closeup,
-                     **_sim_kw(args))
-    fig = plot_course(run)
-    out = args.out_dir
-    outputs = _figure_outputs(fig, out / "course", args.format)
-    outputs.append((out / "course.csv", _write_table(table_result(run))))
-    summary = course_summary(run)
+    # the figure is drawn by a helper process on the second core, when there is one, while
+    # this process simulates and then builds the table (ketasim._offload)
+    helper = _offload.start()
+    try:
+        run = run_course(model, doses, weight, regimen=regimen, closeup_h=args.closeup,
+                         **_sim_kw(args))
+        out = args.out_dir
+        if run.course.data.nbytes + run.closeup.data.nbytes > _offload.MAX_PAYLOAD_BYTES:
+            helper.close()      # a very long course: not copied to a helper, drawn here
+        helper.submit(_course_figures, run, out / "course", args.format)
+        tr = table_result(run)
+        # while a helper draws, the table's text is made here; else it is written as made
+        table = (out / "course.csv", _table_text(tr) if helper.pid else _write_table(tr))
+        summary = course_summary(run)
+        outputs = helper.result() + [table]
+    finally:
+        helper.close()
     write_all(outputs, [("--model", args.model), ("--doses", args.doses)])
     print(summary)
     print("wrote " + ", ".join(str(p) for p, _ in outputs), file=sys.stderr)
@@ -628,9 +664,9 @@ def _csv_text(head, rows):
 
 
 def cmd_compare(args) -> int:
-    from . import _warm
+    from . import _offload, _warm
     from .modelfile import load_model
-    from .plotting import COURSE_DESCRIPTIONS, plot_compare, run_course
+    from .plotting import COURSE_DESCRIPTIONS, run_course
 
     _check_out_dir(args.out_dir)
     parsed = [parse_spec(s) for s in args.specs]
@@ -643,29 +679,38 @@ def cmd_compare(args) -> int:
     if args.months is not None and not any(is_course_name(d) for _, d, _ in parsed):
         raise KetasimInputError(f"--months: got {args.months:g}, but no SPEC names a course "
                                 f"({', '.join(COURSES)}); expected it with a course name")
-    for model_s, doses_s, label in parsed:
-        model = load_model(model_s)
-        # --months sets the length of the courses named; a dose table keeps its own times
-        kw = ({"months": args.months} if args.months is not None and is_course_name(doses_s)
-              else {})
-        doses, weight = resolve(doses_s, args.weight, "a comparison", **kw)
-        _warn(route_warning(model, doses))
-        check_course_size(model, doses, args.months, doses_s)
-        if label is None:
-            label = model.name if sum(m == model_s for m, _, _ in parsed) == 1 else \
-                f"{model.name}@{doses_s}"
-        runs.append(run_course(model, doses, weight, label=label,
-                               regimen=COURSE_DESCRIPTIONS.get(doses_s), closeup_h=args.closeup,
-                               **_sim_kw(args)))
-        labels.append(label)
-    if len(set(labels)) < len(labels):
-        raise KetasimInputError("compare: two SPECs have the same label "
-                                f"({', '.join(labels)}); add :LABEL to tell them apart")
-    fig = plot_compare(runs, labels=labels)
-    head, rows = compare_table(runs, labels)
-    out = args.out_dir
-    outputs = _figure_outputs(fig, out / "compare", args.format)
-    outputs.append((out / "compare.csv", _csv_text(*compare_table(runs, labels, csv=True))))
+    # the figure is drawn by a helper process on the second core, when there is one
+    # (ketasim._offload), while this process simulates the runs and then makes the table
+    helper = _offload.start()
+    try:
+        for model_s, doses_s, label in parsed:
+            model = load_model(model_s)
+            # --months sets the length of the courses named; a dose table keeps its own times
+            kw = ({"months": args.months} if args.months is not None
+                  and is_course_name(doses_s) else {})
+            doses, weight = resolve(doses_s, args.weight, "a comparison", **kw)
+            _warn(route_warning(model, doses))
+            check_course_size(model, doses, args.months, doses_s)
+            if label is None:
+                label = model.name if sum(m == model_s for m, _, _ in parsed) == 1 else \
+                    f"{model.name}@{doses_s}"
+            runs.append(run_course(model, doses, weight, label=label,
+                                   regimen=COURSE_DESCRIPTIONS.get(doses_s),
+                                   closeup_h=args.closeup, **_sim_kw(args)))
+            labels.append(label)
+        if len(set(labels)) < len(labels):
+            raise KetasimInputError("compare: two SPECs have the same label "
+                                    f"({', '.join(labels)}); add :LABEL to tell them apart")
+        out = args.out_dir
+        if sum(r.course.data.nbytes + r.closeup.data.nbytes
+               for r in runs) > _offload.MAX_PAYLOAD_BYTES:
+            helper.close()      # very long courses: not copied to a helper, drawn here
+        helper.submit(_compare_figures, runs, labels, out / "compare", args.format)
+        head, rows = compare_table(runs, labels)
+        table = (out / "compare.csv", _csv_text(*compare_table(runs, labels, csv=True)))
+        outputs = helper.result() + [table]
+    finally:
+        helper.close()
     write_all(outputs, [(f"SPEC {m}@{d}", f) for m, d, _ in parsed for f in (m, d)])
     print("Side by side (occupancy model-predicted; glutamate and plasticity SCHEMATIC):")
     print(_table(head, rows, left=(0, 1)))
