@@ -301,3 +301,23 @@ def test_a_nasal_session_entered_one_row_per_device_is_warned_about():
     assert msg is not None and "5 min apart" in msg and "one row per session" in msg
     assert route_warning(m, ketasim.spravato_course(months=2)) is None
     assert route_warning(ketasim.load_model("ketamine-iv"), ketasim.standard_iv_course()) is None
+
+
+def test_a_compare_label_with_dollar_signs_is_drawn_as_text(tmp_path, capsys):
+    """A label is text: "$...$" in it is not a formula (an unknown command in one had ended in
+    an internal error from matplotlib's formula parser)."""
+    out = tmp_path / "cmp"
+    assert main(["compare", r"ketamine-iv@standard-iv:$\undefinedcmd$",
+                 "esketamine-nasal@spravato:Spravato", "--months", "1",
+                 "--out-dir", str(out)]) == 0
+    with open(out / "compare.csv") as fh:
+        assert next(csv.reader(fh))[2] == r"$\undefinedcmd$"
+
+
+def test_simulate_to_a_closed_standard_output_is_refused(monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setattr(sys, "stdout", None)
+    assert main(["simulate", "--until", "10", "--out", "-"]) == 1
+    err = capsys.readouterr().err
+    assert "--out -: standard output is closed" in err

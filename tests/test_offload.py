@@ -49,6 +49,11 @@ HEAD = """
 
     def unpicklable():
         return (lambda: 1) if os.getpid() != PARENT else "computed here"
+
+    def signals():
+        import signal
+        return (signal.getsignal(signal.SIGINT) is signal.SIG_DFL,
+                sorted(signal.pthread_sigmask(signal.SIG_BLOCK, [])))
 """
 
 
@@ -98,6 +103,45 @@ def test_a_helper_that_fails_means_the_call_runs_here(fn):
     assert r.stdout.strip() == "computed here"
     r = _run(code, KETASIM_FORK="strict")            # the failure is seen when asked for
     assert r.returncode != 0 and "KETASIM_FORK=strict" in r.stderr
+
+
+def test_a_stopped_helper_is_given_up_after_the_wait_and_reaped():
+    r = _run(_with_head("""
+        import signal, time
+        _offload.WAIT_S = 1.0
+        h = _offload.start(force=True)
+        child = h.pid
+        os.kill(child, signal.SIGSTOP)
+        t0 = time.monotonic()
+        h.submit(pid)
+        got = h.result()
+        try:
+            os.waitpid(child, 0)
+            reaped = False
+        except ChildProcessError:
+            reaped = True
+        print(got == PARENT, time.monotonic() - t0 < 30, reaped)
+    """))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["True", "True", "True"]
+
+
+def test_signals_are_held_only_while_forking_and_the_helper_gets_the_default_ones():
+    """Ctrl-C is blocked around the fork (so it is not lost in the fork's hooks): afterwards
+    this process has its mask and handler back, and the helper ends on one (default handler,
+    nothing blocked)."""
+    r = _run(_with_head("""
+        import signal
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+        h = _offload.start(force=True)
+        after = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+        h.submit(signals)
+        print(before == after, signal.getsignal(signal.SIGINT) is signal.default_int_handler,
+              h.result())
+    """))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "True True (True, [])"
 
 
 def test_a_helper_whose_parent_goes_away_exits():

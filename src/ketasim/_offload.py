@@ -14,11 +14,13 @@ program itself (the ``ketasim`` command or ``python -m ketasim``; never inside a
 process, e.g. a notebook or a test calling :func:`ketasim.cli.main`), while no other thread
 runs, with at least two cores available, and not with ``KETASIM_FORK=0``. Otherwise
 :meth:`Helper.result` simply runs the function here. If the helper fails in any way (it is
-killed, a result cannot be sent, an unexpected exception), the function is run again in this
-process, which then gives the result, or the error with its own traceback; a bad-input error
+killed or stopped, a result cannot be sent, an unexpected exception, nothing within
+:data:`WAIT_S`), the function is run again in this process, which then gives the result, or
+the error with its own traceback; a bad-input error
 (:class:`~ketasim.errors.KetasimInputError`) raised by the helper is raised here as is. The
 helper ends with this process: on an error or an interrupt here it is killed, and if this
-process dies first it sees the pipe close and exits. ``KETASIM_FORK=strict`` (for tests)
+process dies first it sees the pipe close and exits. Ctrl-C and stop signals are held back
+while the helper is forked, so none is lost in between. ``KETASIM_FORK=strict`` (for tests)
 makes a helper that cannot start, or that fails, an error instead of running the function
 here.
 """
@@ -27,14 +29,20 @@ from __future__ import annotations
 
 import os
 import pickle
+import select
 import signal
 import sys
 import threading
+import time
 
 #: Modules a helper imports before the data arrive (the figure's fixed cost).
 PRELOAD = ("matplotlib", "matplotlib.figure", "matplotlib.backends.backend_agg",
            "matplotlib.font_manager", "PIL.PngImagePlugin")
 
+
+#: Seconds a helper may take to accept the data, and then to send its result, before it is
+#: stopped and the work is done here (a course figure takes about 0.5 s).
+WAIT_S = 120.0
 
 #: Largest data handed to a helper: a longer course (the standard one is about 11 MB) is
 #: drawn in this process, so the copies never add much to its memory.
@@ -58,11 +66,13 @@ class Helper:
             return
         try:
             payload = pickle.dumps((fn, args), protocol=pickle.HIGHEST_PROTOCOL)
-            with os.fdopen(self._to, "wb") as f:
-                self._to = None
-                f.write(payload)
-        except (OSError, ValueError, pickle.PickleError, AttributeError, TypeError):
+            _send(self._to, payload, time.monotonic() + WAIT_S)
+        except (OSError, ValueError, pickle.PickleError, AttributeError, TypeError,
+                TimeoutError):
             self.close()            # lost: :meth:`result` runs the function here
+            return
+        os.close(self._to)
+        self._to = None
 
     def result(self):
         """The value of the submitted call: the helper's, else computed here (see the module
@@ -71,12 +81,10 @@ class Helper:
         status, value = "lost", None
         if self.pid is not None:
             try:
-                with os.fdopen(self._from, "rb") as f:
-                    self._from = None
-                    data = f.read()
+                data = _receive(self._from, time.monotonic() + WAIT_S)
                 status, value = pickle.loads(data)
             except (OSError, EOFError, ValueError, pickle.PickleError, AttributeError,
-                    TypeError, ImportError):
+                    TypeError, ImportError, TimeoutError):
                 status = "lost"
             finally:
                 self.close()
@@ -101,13 +109,42 @@ class Helper:
                     pass
         self._to = self._from = None
         if self.pid is not None:
-            pid, self.pid = self.pid, None
+            # (the pid is forgotten only once reaped: an interrupt meanwhile leaves it to the
+            # next call, from the caller's ``finally``)
             try:
-                if os.waitpid(pid, os.WNOHANG) == (0, 0):
-                    os.kill(pid, signal.SIGKILL)
-                    os.waitpid(pid, 0)
+                if os.waitpid(self.pid, os.WNOHANG) == (0, 0):
+                    os.kill(self.pid, signal.SIGKILL)
+                    os.waitpid(self.pid, 0)
             except (OSError, ChildProcessError):
                 pass
+            self.pid = None
+
+
+def _send(fd: int, data: bytes, deadline: float) -> None:
+    """Write all of ``data`` to the pipe ``fd`` by ``deadline`` (TimeoutError if not)."""
+    view = memoryview(data)
+    os.set_blocking(fd, False)
+    while view:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([], [fd], [], left)[1]:
+            raise TimeoutError("the helper process took no data")
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:
+            continue
+
+
+def _receive(fd: int, deadline: float) -> bytes:
+    """Everything from the pipe ``fd`` up to its end, by ``deadline`` (TimeoutError if not)."""
+    parts = []
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            raise TimeoutError("the helper process sent no result")
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            return b"".join(parts)
+        parts.append(chunk)
 
 
 def _is_program() -> bool:
@@ -147,29 +184,37 @@ def start(force: bool = False) -> Helper:
         r2, w2 = os.pipe()
     except OSError:
         return Helper()
+    # Ctrl-C and stops are blocked while forking (a signal handled inside the fork's own
+    # hooks would be lost) and until the helper has its own handlers; here they arrive after
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
     try:
-        pid = os.fork()
-    except OSError:
-        for fd in (r1, w1, r2, w2):
-            os.close(fd)
-        return Helper()
-    if pid == 0:                                 # the helper: never returns
-        os.close(w1)
-        os.close(r2)
-        _child(r1, w2)
-    os.close(r1)
-    os.close(w2)
-    return Helper(pid, w1, r2)
+        try:
+            pid = os.fork()
+        except OSError:
+            for fd in (r1, w1, r2, w2):
+                os.close(fd)
+            return Helper()
+        if pid == 0:                                 # the helper: never returns
+            _child(r1, w2, w1, r2, old_mask)
+        os.close(r1)
+        os.close(w2)
+        return Helper(pid, w1, r2)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
 
 
-def _child(rfd: int, wfd: int) -> None:
+_SIGNALS = {getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)}
+
+
+def _child(rfd: int, wfd: int, w_other: int, r_other: int, old_mask) -> None:
     code = 0
     try:
+        os.close(w_other)
+        os.close(r_other)
         # Ctrl-C or a stop reaches the whole command: the helper just ends, silently
-        for name in ("SIGINT", "SIGTERM", "SIGHUP"):
-            sig = getattr(signal, name, None)
-            if sig is not None:
-                signal.signal(sig, signal.SIG_DFL)
+        for sig in _SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         try:
             import importlib
 

@@ -382,6 +382,9 @@ def cmd_simulate(args) -> int:
     from .simulate import time_grid
 
     _check_output_paths(args, "out", "plot")
+    if args.out == "-" and sys.stdout is None:
+        raise KetasimInputError("--out -: standard output is closed; expected it open, or a "
+                                "file name")
     if args.thresholds is not None and not args.summary:
         raise KetasimInputError("--thresholds: only with --summary (they set its time-above-"
                                 "threshold columns)")
@@ -666,7 +669,8 @@ def _run(args) -> int:
             # a hint Numba prints while compiling the kernels (first run only): not for users
             warnings.filterwarnings("ignore", message=r".*is faster on contiguous arrays")
             rc = handler(args)
-        sys.stdout.flush()      # a closed pipe shows here, not at exit
+        if sys.stdout is not None:      # (None: started with standard output closed)
+            sys.stdout.flush()      # a closed pipe shows here, not at exit
         return rc
     except KeyboardInterrupt:
         raise

@@ -492,6 +492,8 @@ def _compare_figures(runs, labels, base: Path, formats):
     """``ketasim compare``'s figure files as (path, bytes) (run by :mod:`ketasim._offload`)."""
     from .plotting import plot_compare
 
+    # a label is text: a "$" in it is drawn as itself, not as the start of a formula
+    labels = [lab.replace("$", r"\$") for lab in labels]
     return _figure_outputs(plot_compare(runs, labels=labels), base, formats)
 
 
