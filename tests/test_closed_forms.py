@@ -258,3 +258,24 @@ def test_oral_steady_state_profile():
                           fine).concentration("central", "mg/L")
     cf[-1] = cf[0]                                          # the next dose is applied at τ
     assert np.trapezoid(cf, fine) / tau == pytest.approx(F * D / (CL * tau), rel=1e-6)
+
+
+def test_small_matrix_products_are_the_plain_loops_bit_for_bit():
+    """_matmul keeps a row of an up-to-8x8 product in registers: the same sums in the same
+    order as the plain loop (which skips A's zeros), so the same bits, zeros and signs
+    included; larger matrices take the loop itself."""
+    from ketasim import _kernels
+
+    rng = np.random.default_rng(5)
+    for trial in range(3000):
+        n = int(rng.integers(1, 11))
+        A = rng.standard_normal((n, n)) * rng.choice([1e-3, 1.0, 1e3], (n, n))
+        A[rng.random((n, n)) < 0.4] = 0.0
+        B = rng.standard_normal((n, n)) * (-1.0 if trial % 3 == 0 else 1.0)
+        B[rng.random((n, n)) < 0.3] = 0.0
+        fast = np.empty((n, n))
+        loop = np.empty((n, n))
+        _kernels._matmul(A, B, fast)
+        _kernels._matmul_loop(A, B, loop)
+        assert fast.tobytes() == loop.tobytes(), (n, trial)
+        np.testing.assert_allclose(fast, A @ B, rtol=1e-12, atol=1e-9 * np.abs(A).max())
