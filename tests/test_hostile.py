@@ -1324,3 +1324,30 @@ def test_an_age_outside_the_fitted_population_is_refused_however_it_is_given():
             call()
     assert ketasim.simulate("esketamine-nasal", course, [0.0, 1.0],
                             params={"AGE": 86.0}).data.shape[0] == 1
+
+
+def test_a_ctrl_c_swallowed_on_the_way_still_stops_the_command_before_its_files(
+        tmp_path, monkeypatch, capsys):
+    """A Ctrl-C whose KeyboardInterrupt is swallowed where it is raised (Python ignores an
+    exception in a callback from the JIT compiler's C code, and the command goes on) still
+    stops the command when it reaches its outputs: no file is written, exit code 130."""
+    from ketasim import cli_teach
+    from ketasim import io as kio
+
+    real = cli_teach.course_summary
+
+    def swallowing(run):
+        try:
+            kio.interrupt(KeyboardInterrupt())      # as the command line's signal handler
+        except KeyboardInterrupt:
+            pass                                    # ... lost, as in a C callback
+        return real(run)
+
+    monkeypatch.setattr(cli_teach, "course_summary", swallowing)
+    out = tmp_path / "o"
+    assert main(["course", "--months", "1", "--out-dir", str(out)]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())
+    monkeypatch.setattr(cli_teach, "course_summary", real)
+    assert main(["course", "--months", "1", "--out-dir", str(out)]) == 0   # the next run
+    assert sorted(p.name for p in out.iterdir()) == ["course.csv", "course.png"]

@@ -587,7 +587,9 @@ def _fail(args, message: str) -> int:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .io import interrupt  # imported here, never inside a signal handler
+    from .io import clear_raised, interrupt  # imported here, never inside a signal handler
+
+    clear_raised()
 
     def on_signal(signum, frame):
         # deferred while files are being created, moved or removed (ketasim.io.signals_held)
@@ -613,6 +615,7 @@ def main(argv=None) -> int:
     finally:
         for sig, default in handled:
             signal.signal(sig, default)
+        clear_raised()          # the record belongs to this command only
         warm = sys.modules.get("ketasim._warm")
         if warm is not None:      # a first-run helper still compiling: stop it now
             warm.stop()

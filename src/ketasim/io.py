@@ -66,7 +66,27 @@ def interrupt(exc: BaseException) -> None:
         if not _pending:
             _pending.append(exc)
         return
+    _raised[:] = [exc]
     raise exc
+
+
+_raised: list = []   # the last interrupt raised by interrupt() (see raise_swallowed)
+
+
+def raise_swallowed() -> None:
+    """Raise again an interrupt that :func:`interrupt` raised where exceptions are swallowed
+    and so never stopped the command: a signal handled inside a callback from the JIT
+    compiler's C code (Python prints "Exception ignored" and goes on). A command that
+    reaches its outputs after one stops there instead, before any file is written. The
+    command line clears the record when it starts (:func:`clear_raised`)."""
+    if _raised:
+        exc = _raised.pop()
+        _raised.clear()
+        raise exc
+
+
+def clear_raised() -> None:
+    _raised.clear()
 
 
 def _umask() -> int:
@@ -156,6 +176,7 @@ class OutputSet:
     def commit(self) -> None:
         """Write every temporary, then move them all into place; on any failure (or
         KeyboardInterrupt) remove the temporaries and created folders and re-raise."""
+        raise_swallowed()       # a Ctrl-C that never stopped the command stops it here
         temps: list[tuple[str, Path]] = []   # (temporary, destination)
         made: list[Path] = []                # folders created here, outermost first
         try:
