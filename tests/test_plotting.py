@@ -256,6 +256,32 @@ def test_plot_course_of_a_population_draws_median_and_band():
     assert not any(ln.get_label() == "session peak" for ln in course_pk.get_lines())
 
 
+def test_compare_peak_labels_sit_clear_of_the_curves_and_name_their_peaks(iv_run, nasal_run):
+    """In a comparison each run's first-session peak is labelled in its colour, in a column
+    in the close-up's upper right, with a line to its peak; drawn, no label's box crosses a
+    close-up curve (the lower peak's label had sat on its own curve)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from ketasim.plotting import encode_figure
+
+    fig = plot_compare([iv_run, nasal_run])
+    encode_figure(fig, "png", 60)                  # laid out and drawn
+    FigureCanvasAgg(fig).draw()
+    axz = fig.subfigs[0].axes[0]
+    notes = [t for t in axz.texts if t.get_text().startswith("peak ")]
+    peaks = [float(np.ravel(r.metrics.cmax_ng_ml)[0]) for r in (iv_run, nasal_run)]
+    assert [t.get_text().split()[1] for t in notes] == [f"{p:.0f}" for p in peaks]
+    renderer = fig.canvas.get_renderer()
+    for t in notes:
+        box = matplotlib.text.Text.get_window_extent(t, renderer)   # (without its line)
+        for ln in axz.get_lines():
+            xy = ln.get_transform().transform(np.column_stack([ln.get_xdata(),
+                                                               ln.get_ydata()]))
+            inside = ((xy[:, 0] >= box.x0) & (xy[:, 0] <= box.x1) & (xy[:, 1] >= box.y0)
+                      & (xy[:, 1] <= box.y1))
+            assert not inside.any(), (t.get_text(), ln.get_label())
+
+
 def test_png_laid_out_once_is_the_same_picture(iv_run, nasal_run):
     """encode_figure runs a PNG's layout once: the same file as a plain savefig (with text
     unhinted, as encode_figure draws it), and the figure keeps its layout engine (a later SVG

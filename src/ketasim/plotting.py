@@ -498,8 +498,11 @@ def _ymax(curves):
     return m * 1.12 if m > 0 else 1.0
 
 
-def _peak_note(ax, run, color, offset=(12, -4)):
-    """Mark and label the first session's peak of the main analyte (from the metrics)."""
+def _peak_note(ax, run, color, offset=(12, -4), slot=None):
+    """Mark and label the first session's peak of the main analyte (from the metrics): the
+    label beside the peak, or (``slot`` k, a comparison) the k-th of a column of labels in the
+    panel's upper right, in the run's colour with a thin line to its peak (a label beside a
+    lower peak had sat on that run's own curve)."""
     cm = run.metrics
     cmax = np.atleast_1d(cm.cmax_ng_ml)
     tmax = np.atleast_1d(cm.tmax_h)
@@ -508,9 +511,15 @@ def _peak_note(ax, run, color, offset=(12, -4)):
     # filled, like the course panel's session peaks (a hollow circle there is a trough)
     ax.plot([tmax[0]], [cmax[0]], marker="o", ms=8, color=color, mec="white", mew=1.5,
             ls="none", zorder=5)
-    ax.annotate(f"peak {_num(cmax[0])} ng/mL\nat {tmax[0] * 60:.0f} min",
-                (tmax[0], cmax[0]), xytext=offset, textcoords="offset points",
-                fontsize=BODY_PT - 1, va="top", color="0.1")
+    text = f"peak {_num(cmax[0])} ng/mL\nat {tmax[0] * 60:.0f} min"
+    if slot is None:
+        ax.annotate(text, (tmax[0], cmax[0]), xytext=offset, textcoords="offset points",
+                    fontsize=BODY_PT - 1, va="top", color="0.1")
+        return
+    ax.annotate(text, (tmax[0], cmax[0]), xytext=(0.97, 0.97 - 0.2 * slot),
+                textcoords="axes fraction", fontsize=BODY_PT - 1, va="top", ha="right",
+                color=color, arrowprops={"arrowstyle": "-", "color": color, "lw": 0.8,
+                                         "alpha": 0.7, "shrinkB": 5})
 
 
 def _course_panel(kind, ax, run, color=None, label=None, analytes=None, bands=True,
@@ -748,7 +757,7 @@ def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
                 # one note per distinct peak: runs with the same first session share it
                 pk = float(np.ravel(r.metrics.cmax_ng_ml)[0])    # (a population: its first)
                 if not any(abs(pk - q) <= 0.02 * max(abs(q), 1e-12) for q in noted):
-                    _peak_note(axz, r, c, (12, -4) if single else (16, 4 - 30 * len(noted)))
+                    _peak_note(axz, r, c, slot=None if single else len(noted))
                     noted.append(pk)
         for ax in (axz, axc):
             _style(ax)
