@@ -980,41 +980,40 @@ def encode_figure(fig, fmt: str, dpi: float, **savefig_kw) -> bytes:
     Saving a figure with a layout engine (the course figures are ``constrained``) draws it
     twice: a dry draw to run the layout, then the real one, which runs it again. For a PNG the
     layout runs here once, at the saving resolution, and is kept for the one draw (the same
-    pixels, about 10 % less time); the figure gets its engine back afterwards. A PNG's text is
-    drawn without FreeType's hinting (smooth outlines, as most viewers draw text; about 20 %
-    less time than matplotlib's default of hinting every glyph)."""
+    pixels, about 10 % less time); the figure gets its engine back afterwards.
+
+    (Text is drawn with matplotlib's own hinting. Drawing a PNG's text unhinted was 0.1 s
+    faster, but matplotlib caches text sizes without the hinting they were measured with, so
+    a size measured before the PNG, e.g. to wrap the caption, could be reused or not depending
+    on when memory was collected: the same figure came out with different pixels.)"""
     import io
 
-    import matplotlib
-
     buf = io.BytesIO()
-    if fmt != "png":
+    engine = fig.get_layout_engine()
+    if fmt != "png" or engine is None:
         fig.savefig(buf, format=fmt, dpi=dpi, **savefig_kw)
         return buf.getvalue()
-    with matplotlib.rc_context({"text.hinting": "no_hinting"}):
-        engine = fig.get_layout_engine()
-        if engine is None:
-            fig.savefig(buf, format=fmt, dpi=dpi, **savefig_kw)
-            return buf.getvalue()
-        old_dpi = fig.dpi
-        fig.dpi = dpi
-        try:
-            import warnings
+    import matplotlib
 
-            with warnings.catch_warnings():
-                # very long labels leave no room for the layout: the figure is still written
-                # (unlaid-out), without matplotlib's warning naming ketasim's source file
-                warnings.filterwarnings("ignore", message="constrained_layout not applied")
-                engine.execute(fig)
-        finally:
-            fig.dpi = old_dpi
-        with matplotlib.rc_context({"figure.autolayout": False,
-                                    "figure.constrained_layout.use": False}):
-            fig.set_layout_engine(None)
-        try:
-            fig.savefig(buf, format=fmt, dpi=dpi, **savefig_kw)
-        finally:
-            fig.set_layout_engine(engine)
+    old_dpi = fig.dpi
+    fig.dpi = dpi
+    try:
+        import warnings
+
+        with warnings.catch_warnings():
+            # very long labels leave no room for the layout: the figure is still written
+            # (unlaid-out), without matplotlib's warning naming ketasim's source file
+            warnings.filterwarnings("ignore", message="constrained_layout not applied")
+            engine.execute(fig)
+    finally:
+        fig.dpi = old_dpi
+    with matplotlib.rc_context({"figure.autolayout": False,
+                                "figure.constrained_layout.use": False}):
+        fig.set_layout_engine(None)
+    try:
+        fig.savefig(buf, format=fmt, dpi=dpi, **savefig_kw)
+    finally:
+        fig.set_layout_engine(engine)
     return buf.getvalue()
 
 
