@@ -258,8 +258,8 @@ def test_plot_course_of_a_population_draws_median_and_band():
 
 def test_compare_peak_labels_sit_clear_of_the_curves_and_name_their_peaks(iv_run, nasal_run):
     """In a comparison each run's first-session peak is labelled in its colour, in a column
-    in the close-up's upper right, with a line to its peak; drawn, no label's box crosses a
-    close-up curve (the lower peak's label had sat on its own curve)."""
+    in the close-up's upper right; drawn, no label's box crosses a close-up curve (the lower
+    peak's label had sat on its own curve)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     from ketasim.plotting import encode_figure
@@ -273,7 +273,7 @@ def test_compare_peak_labels_sit_clear_of_the_curves_and_name_their_peaks(iv_run
     assert [t.get_text().split()[1] for t in notes] == [f"{p:.0f}" for p in peaks]
     renderer = fig.canvas.get_renderer()
     for t in notes:
-        box = matplotlib.text.Text.get_window_extent(t, renderer)   # (without its line)
+        box = t.get_window_extent(renderer)
         for ln in axz.get_lines():
             xy = ln.get_transform().transform(np.column_stack([ln.get_xdata(),
                                                                ln.get_ydata()]))

@@ -501,8 +501,8 @@ def _ymax(curves):
 def _peak_note(ax, run, color, offset=(12, -4), slot=None):
     """Mark and label the first session's peak of the main analyte (from the metrics): the
     label beside the peak, or (``slot`` k, a comparison) the k-th of a column of labels in the
-    panel's upper right, in the run's colour with a thin line to its peak (a label beside a
-    lower peak had sat on that run's own curve)."""
+    panel's upper right, in the run's colour, as its peak marker (a label beside a lower peak
+    had sat on that run's own curve)."""
     cm = run.metrics
     cmax = np.atleast_1d(cm.cmax_ng_ml)
     tmax = np.atleast_1d(cm.tmax_h)
@@ -516,10 +516,11 @@ def _peak_note(ax, run, color, offset=(12, -4), slot=None):
         ax.annotate(text, (tmax[0], cmax[0]), xytext=offset, textcoords="offset points",
                     fontsize=BODY_PT - 1, va="top", color="0.1")
         return
-    ax.annotate(text, (tmax[0], cmax[0]), xytext=(0.97, 0.97 - 0.2 * slot),
-                textcoords="axes fraction", fontsize=BODY_PT - 1, va="top", ha="right",
-                color=color, arrowprops={"arrowstyle": "-", "color": color, "lw": 0.8,
-                                         "alpha": 0.7, "shrinkB": 5})
+    # (no connecting line: matplotlib placed its ends a pixel apart from one drawing to the
+    # next, so the same figure did not always give the same file; colour and marker tie a
+    # label to its peak)
+    ax.text(0.97, 0.97 - 0.2 * slot, text, transform=ax.transAxes, fontsize=BODY_PT - 1,
+            va="top", ha="right", color=color)
 
 
 def _course_panel(kind, ax, run, color=None, label=None, analytes=None, bands=True,
@@ -982,10 +983,9 @@ def encode_figure(fig, fmt: str, dpi: float, **savefig_kw) -> bytes:
     layout runs here once, at the saving resolution, and is kept for the one draw (the same
     pixels, about 10 % less time); the figure gets its engine back afterwards.
 
-    (Text is drawn with matplotlib's own hinting. Drawing a PNG's text unhinted was 0.1 s
-    faster, but matplotlib caches text sizes without the hinting they were measured with, so
-    a size measured before the PNG, e.g. to wrap the caption, could be reused or not depending
-    on when memory was collected: the same figure came out with different pixels.)"""
+    (Text keeps matplotlib's own hinting: drawn unhinted it was about 0.1 s faster, but the
+    files were a quarter larger, and matplotlib caches text sizes without the hinting they were
+    measured with, which a figure's layout should not depend on.)"""
     import io
 
     buf = io.BytesIO()
