@@ -35,6 +35,8 @@ import sys
 import threading
 import time
 
+from .io import _SIGNALS
+
 #: Modules a helper imports before the data arrive (the figure's fixed cost).
 PRELOAD = ("matplotlib", "matplotlib.figure", "matplotlib.backends.backend_agg",
            "matplotlib.font_manager", "PIL.PngImagePlugin")
@@ -202,8 +204,6 @@ def start(force: bool = False) -> Helper:
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
 
-
-_SIGNALS = {getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)}
 
 
 def _child(rfd: int, wfd: int, w_other: int, r_other: int, old_mask) -> None:

@@ -25,8 +25,9 @@ from .errors import KetasimInputError
 __all__ = ["OutputSet", "write_outputs", "check_outputs", "atomic_write", "result_columns",
            "write_result_csv", "write_result_table", "signals_held", "interrupt"]
 
-_SIGNALS = tuple(s for s in (getattr(signal, "SIGINT", None), getattr(signal, "SIGTERM", None))
-                 if s is not None)
+# the stop signals the command line handles (ketasim.cli.main): held back together
+_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP")
+                 if hasattr(signal, n))
 
 
 _held = 0            # depth of signals_held() blocks
@@ -35,7 +36,7 @@ _pending: list = []  # an interrupt that arrived inside one, raised when the las
 
 @contextlib.contextmanager
 def signals_held():
-    """A critical section: SIGINT and SIGTERM wait until it ends.
+    """A critical section: SIGINT, SIGTERM and SIGHUP wait until it ends.
 
     At the operating-system level the signals are blocked where the platform can; at the
     Python level a handler that calls :func:`interrupt` (the command line installs such
