@@ -43,7 +43,10 @@ _THETA13 = 5.371920351148152
 # the function has loops. The helpers called per step or per block (a dozen array arguments
 # each) spent more time on those than on arithmetic (a quarter of a population's run, a third of
 # a schematic step). So every helper that neither allocates nor returns an array is compiled
-# without reference counting (``_nrt=False``): its callers keep the arrays alive. Every other
+# without reference counting (``_nrt=False``): its callers keep the arrays alive. So is the grid
+# kernel itself (:func:`grid_range`): its caller allocates its work arrays (:func:`grid_work`),
+# and the rows, slots and block-helper arguments it takes per subject, event and block cost no
+# atomic operations (they were a tenth of a run with doses between output times). Every other
 # function says ``_nrt=True`` explicitly, because a callee without the option inherits its
 # first caller's setting, and one that allocates cannot be compiled without it.
 
@@ -1236,10 +1239,67 @@ def carry_sizes(n):
     return 3 * n + 2 + PD_CARRY, n + 3
 
 
-@njit(cache=True, nogil=True, _nrt=True)
+def grid_work(n, m, no, nb):
+    """The work arrays of one :func:`grid_range` call, for ``n`` states, ``m`` linear and ``no``
+    occupancy output rows and blocks of ``nb`` (their contents are set per subject by the
+    kernel; ``st_prev`` starts at zeros). Allocated by the caller, so the kernel itself is
+    compiled without reference counting."""
+    x = np.empty(n)
+    u = np.empty(n)
+    xn = np.empty(n)
+    active = np.empty(n, np.int64)
+    ch = np.empty(NSLOT)
+    cg = np.empty(NSLOT, np.int64)
+    CP = np.empty((NSLOT, n, n))     # a slot is read only once written (ch >= 0)
+    CG = np.empty((NSLOT, n, n))
+    nxt = np.empty(3, np.int64)      # next slot to fill, the last slot used, the one before
+    MR = np.empty((NSLOT, 2 * n + 2))     # midpoint rows (see _mid_sum)
+    x1 = np.empty(n)
+    xp = np.empty(n)
+    kk = np.empty((7, 3))          # k2 k3 k4 k5 yt y1 err of the schematic integrator
+    S = np.empty(PD_CARRY)
+    hG = np.empty((n, n))
+    # the hot path's propagator and the output rows are sparse (a network's parts do not all
+    # reach each other): keep their non-zero entries as index lists
+    pcnt = np.empty(n, np.int64)
+    pidx = np.empty((n, n), np.int64)
+    pval = np.empty((n, n))
+    ccnt = np.empty(m, np.int64)
+    cidx = np.empty((m, n), np.int64)
+    cval = np.empty((m, n))
+    # the block path (see _blk_setup), blocks of nb output times (engine.block_length: 1 =
+    # none), and the ladder of Φ(2^l h) up to nb
+    rows = m + no
+    nl = 1
+    while (1 << (nl - 1)) < nb:
+        nl += 1
+    RW = np.empty((rows, n))
+    Rt = np.empty((rows, n, nb))
+    Nt = np.empty((rows, n, nb))
+    rcnt = np.empty(rows, np.int64)
+    ridx = np.empty((rows, n), np.int64)
+    ncnt = np.empty(rows, np.int64)
+    nidx = np.empty((rows, n), np.int64)
+    LPh = np.empty((nl, n, n))
+    LGh = np.empty((nl, n, n))
+    LPt = np.empty((nl, n, n))
+    LGt = np.empty((nl, n, n))
+    yb = np.empty(nb)
+    st_prev = np.zeros(2 + 3 * n, np.int64)
+    st = np.empty(2 + 3 * n, np.int64)
+    root = np.empty(n, np.int64)
+    wK = np.empty(n)
+    return (x, u, xn, active, ch, cg, CP, CG, nxt, MR, x1, xp, kk, S, hG, pcnt, pidx, pval, ccnt,
+            cidx, cval, RW, Rt, Nt, rcnt, ridx, ncnt, nidx, LPh, LGh, LPt, LGt, yb, st_prev, st,
+            root, wK)
+
+
+@njit(cache=True, nogil=True, _nrt=False)
 def grid_range(sub0, sub1, Ks, times, h_nom, u_end, nb, ev_ts, ev_cs, ev_amts, ev_kinds, nevs,
                ev_vecs, Cs, Ws, wds, pds, pd_on, pd_rtol, pd_rows, dup, outs, carry_f, carry_i,
-               lim):
+               lim, x, u, xn, active, ch, cg, CP, CG, nxt, MR, x1, xp, kk, S, hG, pcnt, pidx,
+               pval, ccnt, cidx, cval, RW, Rt, Nt, rcnt, ridx, ncnt, nidx, LPh, LGh, LPt, LGt,
+               yb, st_prev, st, root, wK):
     """Subjects ``sub0`` to ``sub1 - 1`` on an output grid, one after the other, without the
     GIL (the engine runs several ranges side by side on a thread pool). Row s of every
     per-subject array (``Ks``, ``ev_ts`` ... ``pds``) belongs to subject s (an event array
@@ -1270,27 +1330,17 @@ def grid_range(sub0, sub1, Ks, times, h_nom, u_end, nb, ev_ts, ev_cs, ev_amts, e
     copy), the last output time | active infusions, next event, started, outputs done.
     Returns how many of the values written are not within (-lim, lim) (NaN included), each
     subject's counted just after its run, while they are still in cache (``lim`` <= 0: none
-    counted)."""
+    counted).
+    The remaining arguments are the work arrays (:func:`grid_work`), allocated once per call
+    (their sizes are the same for every subject of a range): the kernel is compiled without
+    reference counting, so taking a row of a per-subject array, a propagator slot or a block
+    helper's arguments costs no atomic operations (they had cost a tenth of a population's
+    time with events between output times)."""
     bad = 0
-    # work arrays, allocated once for the range (sizes are the same for every subject) and set
-    # to their starting values per subject below
     n = Ks.shape[1]
     m = Cs.shape[1]
     no = Ws.shape[1]
     T = times.shape[0]
-    x = np.empty(n)
-    u = np.empty(n)
-    xn = np.empty(n)
-    active = np.empty(n, np.int64)
-    ch = np.empty(NSLOT)
-    cg = np.empty(NSLOT, np.int64)
-    CP = np.empty((NSLOT, n, n))     # a slot is read only once written (ch >= 0)
-    CG = np.empty((NSLOT, n, n))
-    nxt = np.empty(3, np.int64)      # next slot to fill, the last slot used, the one before
-    MR = np.empty((NSLOT, 2 * n + 2))     # midpoint rows (see _mid_sum)
-    x1 = np.empty(n)
-    xp = np.empty(n)
-    kk = np.empty((7, 3))          # k2 k3 k4 k5 yt y1 err of the schematic integrator
     k2 = kk[0]
     k3 = kk[1]
     k4 = kk[2]
@@ -1298,41 +1348,9 @@ def grid_range(sub0, sub1, Ks, times, h_nom, u_end, nb, ev_ts, ev_cs, ev_amts, e
     yt = kk[4]
     y1 = kk[5]
     err = kk[6]
-    S = np.empty(PD_CARRY)
-    hG = np.empty((n, n))
-    # the hot path's propagator and the output rows are sparse (a network's parts do not all
-    # reach each other): keep their non-zero entries as index lists
-    pcnt = np.empty(n, np.int64)
-    pidx = np.empty((n, n), np.int64)
-    pval = np.empty((n, n))
-    ccnt = np.empty(m, np.int64)
-    cidx = np.empty((m, n), np.int64)
-    cval = np.empty((m, n))
-    # the block path (see _blk_setup), blocks of nb output times (engine.block_length: 1 =
-    # none), and the ladder of Φ(2^l h) up to nb
-    rows = m + no
     use_blk = nb > 1
-    nl = 1
-    while (1 << (nl - 1)) < nb:
-        nl += 1
-    RW = np.empty((rows, n))
-    Rt = np.empty((rows, n, nb))
-    Nt = np.empty((rows, n, nb))
-    rcnt = np.empty(rows, np.int64)
-    ridx = np.empty((rows, n), np.int64)
-    ncnt = np.empty(rows, np.int64)
-    nidx = np.empty((rows, n), np.int64)
-    LPh = np.empty((nl, n, n))
-    LGh = np.empty((nl, n, n))
-    LPt = np.empty((nl, n, n))
-    LGt = np.empty((nl, n, n))
-    yb = np.empty(nb)
     eps4 = 4.0 * 2.220446049250313e-16
     inf = np.inf
-    st_prev = np.zeros(2 + 3 * n, np.int64)
-    st = np.empty(2 + 3 * n, np.int64)
-    root = np.empty(n, np.int64)
-    wK = np.empty(n)
     blk_prev = False
     blk_n_prev = False
     need_n_prev = False

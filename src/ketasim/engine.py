@@ -649,14 +649,16 @@ def run(plan: Plan, times, *, out: np.ndarray | None = None, threads=None,
 
     dup_all = _dup_rows(C, W)
 
-    def grid(a, b, dst=None, cf=None, ci=None, tt=t, rows=None):
+    def grid(a, b, dst=None, cf=None, ci=None, tt=t, rows=None, work=None):
         if cf is None:
             cf, ci = np.zeros(nf), np.zeros(ni, np.int64)
         Cr, Wr, on, pr, dup = (C, W, pd_on, pd_rows, dup_all) if rows is None else rows
+        if work is None:
+            work = _kernels.grid_work(n_st, Cr.shape[1], Wr.shape[1], nb)
         return _kernels.grid_range(a, b, K, tt, h_nom, u_end, nb, ev_t, ev_c, ev_a, ev_k, nev,
                                    ev_v, Cr, Wr, wd, pdp, on, pd_rtol, pr, dup,
                                    out[a:b] if dst is None else dst, cf, ci,
-                                   lim if check_overflow else -1.0)
+                                   lim if check_overflow else -1.0, *work)
 
     piece = max(1024, CHUNK_WORK // per_point) // _kernels.BLK * _kernels.BLK
     split = _row_split(plan, T) if (N == 1 and k > 1 and T <= piece) else None
@@ -682,6 +684,7 @@ def run(plan: Plan, times, *, out: np.ndarray | None = None, threads=None,
         # one subject at a time (alone, or each a long run): pieces of the time grid,
         # carrying the state between them, so that Ctrl-C is honoured between pieces
         bad = 0
+        work = _kernels.grid_work(n_st, C.shape[1], W.shape[1], nb)    # (reset by each call)
         for a in range(N):
             cf = np.zeros(nf)
             ci = np.zeros(ni, np.int64)
@@ -691,7 +694,8 @@ def run(plan: Plan, times, *, out: np.ndarray | None = None, threads=None,
                 dst = buf if T <= piece else buf[:, :p1 - p0]
                 if T > piece and p1 - p0 < piece:
                     dst = np.empty((R, p1 - p0), dtype=out.dtype)
-                bad += grid(a, a + 1, dst[None], cf, ci, t if T <= piece else t[p0:p1])
+                bad += grid(a, a + 1, dst[None], cf, ci, t if T <= piece else t[p0:p1],
+                            work=work)
                 if T > piece:
                     out[a, :, p0:p1] = dst
     if check_overflow and bad:
