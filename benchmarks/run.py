@@ -13,11 +13,12 @@ reference are described in :mod:`ketasim.bench`.
 import sys
 from pathlib import Path
 
-try:
-    import ketasim.bench as bench
-except ImportError:   # a source checkout without ketasim installed: use ./src
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
-    import ketasim.bench as bench
+# the checkout's own code, whatever ketasim is installed: this script measures the code next to
+# it (an installed copy from an earlier `pip install .` would otherwise be measured instead)
+_SRC = Path(__file__).resolve().parent.parent / "src"
+if (_SRC / "ketasim" / "__init__.py").is_file():
+    sys.path.insert(0, str(_SRC))
+import ketasim.bench as bench  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(bench.main(prog="benchmarks/run.py"))
