@@ -69,3 +69,95 @@ def test_a_first_run_loads_the_kernel_the_helper_compiled(tmp_path):
     assert not (here / "MARKER").exists()
     started, hits, misses, ok = p.stdout.split()[-4:]
     assert started == "1" and int(hits) == 1 and int(misses) == 0 and ok == "True"
+
+
+class _Tty:
+    """A stream that says it is a terminal and keeps what is written to it."""
+
+    def __init__(self, tty=True):
+        self.tty = tty
+        self.text = ""
+
+    def isatty(self):
+        return self.tty
+
+    def write(self, s):
+        self.text += s
+
+    def flush(self):
+        pass
+
+
+def test_a_first_run_at_a_terminal_says_it_is_compiling(monkeypatch):
+    cached = {"grid_range": True, "metrics_range": False}
+    monkeypatch.setattr(_warm, "_in_cache", lambda d: cached[d.py_func.__name__])
+    tty = _Tty()
+    assert _warm.notice_first_run("grid", "metrics", stream=tty)
+    assert tty.text == _warm.FIRST_RUN_NOTE + "\n"
+    assert "compiling" in tty.text and "once" in tty.text
+    # the kernels the command needs are in the cache: nothing said
+    tty = _Tty()
+    assert not _warm.notice_first_run("grid", stream=tty) and tty.text == ""
+    # not a terminal (a script, a pipe, a log): nothing said, whatever the cache holds
+    piped = _Tty(tty=False)
+    assert not _warm.notice_first_run("grid", "metrics", stream=piped) and piped.text == ""
+
+
+def _stderr_on_a_terminal(cmd, env, until=None, timeout=120.0):
+    """Run ``cmd`` with its standard error on a pseudo-terminal; returns what it wrote there
+    (stopping the process once ``until`` has appeared)."""
+    import pty
+    import select
+    import time
+
+    master, slave = pty.openpty()
+    p = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=slave)
+    os.close(slave)
+    out = b""
+    end = time.monotonic() + timeout
+    try:
+        while time.monotonic() < end:
+            if until is not None and until.encode() in out:
+                break
+            r, _, _ = select.select([master], [], [], 0.2)
+            if r:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:          # the process ended and closed the terminal
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            elif p.poll() is not None:
+                break
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+        os.close(master)
+    return out.decode(errors="replace")
+
+
+def test_the_command_line_says_it_at_a_terminal_on_a_first_run_only(tmp_path):
+    """With an empty cache, ``ketasim simulate`` at a terminal says it is compiling before it
+    does (the process is stopped once it has); with the kernel in the cache, or with standard
+    error a pipe, nothing is said."""
+    cmd = [sys.executable, "-m", "ketasim", "simulate", "--until", "24", "--out",
+           str(tmp_path / "c.csv")]
+    cold = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), KETASIM_WARM="0")
+    said = _stderr_on_a_terminal(cmd, cold, until=_warm.FIRST_RUN_NOTE)
+    assert _warm.FIRST_RUN_NOTE in said
+    ketasim.simulate("ketamine-iv", "standard-iv", ketasim.time_grid(24, 0.25))   # cached
+    said = _stderr_on_a_terminal(cmd, dict(os.environ, KETASIM_WARM="0"))   # (this cache)
+    assert _warm.FIRST_RUN_NOTE not in said and (tmp_path / "c.csv").exists()
+    # a first run with standard error a pipe: the notice would come within a second of the
+    # start (before anything compiles); ten seconds of nothing, then the run is stopped
+    p = subprocess.Popen(cmd, env=cold, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        _, err = p.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        _, err = p.communicate()
+    assert _warm.FIRST_RUN_NOTE not in err

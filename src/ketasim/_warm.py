@@ -75,6 +75,33 @@ def wait() -> None:
             p.wait()
 
 
+FIRST_RUN_NOTE = ("ketasim: first run: compiling the solver (10-30 seconds, once; later runs "
+                  "start in about a second)")
+
+
+def notice_first_run(*names: str, stream=None) -> bool:
+    """Tell a person at a terminal why a first run is quiet for a while: one line on standard
+    error when a kernel the command needs (``"grid"``, ``"metrics"``) is not in Numba's cache
+    yet. Nothing when standard error is not a terminal (scripts, pipes, logs). Returns whether
+    it said so."""
+    stream = sys.stderr if stream is None else stream
+    try:
+        if stream is None or not stream.isatty():
+            return False
+    except (AttributeError, ValueError):       # (no isatty, or a closed stream)
+        return False
+    from . import _kernels
+
+    kernels = {"grid": _kernels.grid_range, "metrics": _kernels.metrics_range}
+    if all(_in_cache(kernels[n]) for n in names):
+        return False
+    try:
+        print(FIRST_RUN_NOTE, file=stream, flush=True)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def compile_metrics() -> None:
     """The metrics kernel on a tiny course, through the same call as the course summary
     (:func:`ketasim.metrics.course_metrics`): the same argument types, so the same compiled

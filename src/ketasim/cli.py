@@ -668,6 +668,14 @@ def _run(args) -> int:
         handler = {"simulate": cmd_simulate, "presets": cmd_presets,
                    "schedule": cmd_schedule, "bench": cli_bench.run,
                    **COMMANDS}.get(args.command) or args._run
+        needs = {"simulate": ("grid",) + (("metrics",) if getattr(args, "summary", False)
+                                          or getattr(args, "plot", None) else ()),
+                 "course": ("grid", "metrics"), "compare": ("grid", "metrics"),
+                 "explore": ("grid", "metrics"), "population": ("metrics",),
+                 "sweep": ("metrics",)}.get(args.command)
+        if needs:
+            from . import _warm
+            _warm.notice_first_run(*needs)    # (a terminal only: why a first run is quiet)
         with warnings.catch_warnings():
             # a hint Numba prints while compiling the kernels (first run only): not for users
             warnings.filterwarnings("ignore", message=r".*is faster on contiguous arrays")
