@@ -142,3 +142,40 @@ def test_every_array_the_kernels_allocate_is_freed_once(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     alloc, free, mi_alloc, mi_free = map(int, out.stdout.split())
     assert alloc > 100 and alloc == free and mi_alloc == mi_free
+
+
+# the compiled functions ketasim's Python code (or its tests) calls directly: they need the
+# wrapper Python calls through; every other compiled function is a helper of these
+CALLED_FROM_PYTHON = {"expm", "propagator", "structure", "grid_range", "metrics_range",
+                      "first_out_of_range", "uniform_within", "times_fault", "_fill_slot",
+                      "_matmul", "_matmul_loop"}
+
+
+def test_helpers_have_no_python_wrappers_and_kernels_do():
+    tree = ast.parse(inspect.getsource(kernels))
+    funcs = dict(_decorated(tree))
+    names = {fn.name for fn in funcs}
+    assert CALLED_FROM_PYTHON <= names
+    for fn, opts in funcs.items():
+        if opts.get("inline") == "always":
+            continue              # (typed into its callers: never compiled on its own)
+        inner = opts.get("no_cpython_wrapper") is True and opts.get("no_cfunc_wrapper") is True
+        assert inner == (fn.name not in CALLED_FROM_PYTHON), fn.name
+
+
+def test_python_calls_only_functions_with_wrappers():
+    """Every ``_kernels.<name>`` that ketasim's modules, tests and benchmarks use is either
+    plain Python or a compiled function with its wrapper."""
+    import pathlib
+    import re
+
+    root = pathlib.Path(kernels.__file__).resolve().parents[2]
+    used = set()
+    for folder in ("src/ketasim", "tests", "benchmarks"):
+        for path in (root / folder).glob("*.py"):
+            if path.name == "_kernels.py":
+                continue
+            used |= set(re.findall(r"_kernels\.([A-Za-z_]\w*)\(", path.read_text()))
+    tree = ast.parse(inspect.getsource(kernels))
+    compiled = {fn.name for fn, _ in _decorated(tree)}
+    assert used & compiled <= CALLED_FROM_PYTHON, used & compiled - CALLED_FROM_PYTHON

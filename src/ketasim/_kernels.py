@@ -49,6 +49,11 @@ _THETA13 = 5.371920351148152
 # atomic operations (they were a tenth of a run with doses between output times). Every other
 # function says ``_nrt=True`` explicitly, because a callee without the option inherits its
 # first caller's setting, and one that allocates cannot be compiled without it.
+#
+# Wrappers. Numba also compiles, for every function, a wrapper that Python can call and a C
+# callback: dozens of them for the helpers here, which only compiled code calls. The helpers say
+# ``no_cpython_wrapper=True, no_cfunc_wrapper=True`` (1.7 s of a 26-s cold compile); the
+# functions Python calls (the kernels, and the few helpers the tests call) keep theirs.
 
 # Event kinds
 BOLUS = 0
@@ -117,7 +122,7 @@ def _matmul_loop(A, B, out):
                     out[i, j] += a * B[k, j]
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _solve(P, Q):
     """Q <- R with P R = Q by Gaussian elimination with partial pivoting (P overwritten)."""
     n = P.shape[0]
@@ -148,7 +153,7 @@ def _solve(P, Q):
             Q[c, j] = acc / P[c, c]
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _pade_half(X2, X4, X6, k, T, out):
     """out = X6 (b[12+k] X6 + b[10+k] X4 + b[8+k] X2) + b[6+k] X6 + b[4+k] X4 + b[2+k] X2
     + b[k] I: the even (k = 0) or, before a final product with X, odd (k = 1) half of the
@@ -180,7 +185,7 @@ def expm(A):
 EXPM_WORK = 12     # n x n matrices of work space of _expm_into
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _expm_into(W):
     """W[0] <- expm(W[0]) (scaling and squaring, Padé(13)); W[1:EXPM_WORK] is work space. One
     allocation for all the intermediate matrices (each a view of W, no copy).
@@ -275,7 +280,7 @@ def structure(K, ev_c, ev_kind, nev):
     return st
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _structure_into(K, ev_c, ev_kind, nev, root, st):
     """:func:`structure` into ``st`` (size 2 + 3 n), with ``root`` (size n) as work space."""
     n = K.shape[0]
@@ -436,7 +441,7 @@ def _fill_slot(K, st, h, need_g, half, ch, cg, CP, CG, nxt, j):
     cg[j] = g
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _scatter_t(E, st, b0, nc, need_g, PT, GT):
     """The exponential ``E`` of one part (:func:`_fill_slot`) into its places in Φᵀ and Γᵀ."""
     n = PT.shape[0]
@@ -453,7 +458,7 @@ def _scatter_t(E, st, b0, nc, need_g, PT, GT):
             q += 1
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _transpose(A):
     """Transpose a square matrix in place (the cache keeps Φᵀ and Γᵀ, so a propagation runs
     along contiguous rows)."""
@@ -463,7 +468,7 @@ def _transpose(A):
             A[i, k], A[k, i] = A[k, i], A[i, k]
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _propagate(PT, GT, x, u, has_u, xo):
     """xo <- Φ x (+ Γ u) from the transposed propagators: column by column, so the n row sums
     are independent accumulators over contiguous memory (no serial chain of additions; each
@@ -491,7 +496,7 @@ def _propagate(PT, GT, x, u, has_u, xo):
             xo[i] = 0.0
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _step(K, st, x, u, has_u, need_g, half, h, ch, cg, CP, CG, nxt, xo):
     """xo <- exact state h hours after x with constant input u (x and xo must differ), from
     the propagator cache slot (h, ``need_g``: True whenever ``has_u``) (:func:`_slot`, with
@@ -505,7 +510,7 @@ def _step(K, st, x, u, has_u, need_g, half, h, ch, cg, CP, CG, nxt, xo):
     _propagate(CP[j], CG[j], x, u, has_u, xo)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _apply_events(x, u, active, t, e, nev, ev_t, ev_c, ev_amt, ev_kind, ev_vec):
     """Apply every event at or before t (in order); returns (next event index, has_u)."""
     n = x.shape[0]
@@ -541,7 +546,7 @@ def _apply_events(x, u, active, t, e, nev, ev_t, ev_c, ev_amt, ev_kind, ev_vec):
     return e, has_u, changed
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _dot(a, x):
     s = 0.0
     for i in range(x.shape[0]):
@@ -551,7 +556,7 @@ def _dot(a, x):
 
 # IEEE division (error_model="numpy"): the denominator is at least 1, and without the
 # zero-division check a loop of occupancies is vectorised
-@njit(cache=True, _nrt=False, error_model="numpy")
+@njit(cache=True, _nrt=False, error_model="numpy", no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _occ_of(s):
     """Occupancy s/(1+s) of an occupancy sum s (negative rounding noise counts as 0)."""
     if s < 0.0:
@@ -559,7 +564,7 @@ def _occ_of(s):
     return s / (1.0 + s)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _stim(occ, pd):
     """The occupancy-driven stimulus of the glutamate signal: emax occ^h / (ec50^h + occ^h)."""
     if occ <= 0.0:
@@ -574,7 +579,7 @@ def _stim(occ, pd):
     return pd[1] * oh / (eh + oh)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _pd_f(stim, y, pd, dy):
     """Right-hand side of the schematic response for a given stimulus (see :func:`_stim`).
     y = [G, P, Q]; pd = GLUTAMATE_ROLES values: kout, emax, ec50, hill, plasticity_kin,
@@ -588,7 +593,7 @@ def _pd_f(stim, y, pd, dy):
     dy[2] = pd[6] * y[1] * (1.0 - y[2]) - pd[7] * y[2]
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _pd_norm(err, y, rtol):
     """Largest local error relative to f rtol (|y| + 1e-3): the safety factor f keeps the
     accumulated error of a whole course within rtol; 0.2 for G (its errors decay at kout),
@@ -602,7 +607,7 @@ def _pd_norm(err, y, rtol):
     return m
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _hermite_max(y0, y1, m0, m1, h):
     """Largest value of the cubic Hermite interpolant of (y0, m0) at 0 and (y1, m1) at h,
     where the slope goes from positive to negative (the step's dense output)."""
@@ -629,7 +634,7 @@ def _hermite_max(y0, y1, m0, m1, h):
     return best
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _rk43(y, hs, om, o1, pd, rtol, k1, k2, k3, k4, k5, yt, y1, err, s0, D0, D1):
     """One step of the embedded RK4(3) pair for the schematic response: ``y1`` the fourth-order
     result, ``k5`` its slope (the next step's ``k1``), returns the scaled error estimate
@@ -658,7 +663,7 @@ def _rk43(y, hs, om, o1, pd, rtol, k1, k2, k3, k4, k5, yt, y1, err, s0, D0, D1):
     return _pd_norm(err, y1, rtol)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _pd_accept(x, x1, y, y1, k1, k5, hs, ext):
     """Take an accepted sub-step of the schematic integrator: the new PK state and response,
     FSAL (the end slope is the next start slope), and the extremes kept in ``ext`` (largest G,
@@ -691,7 +696,7 @@ PD_CARRY = 29      # schematic integrator state carried between pieces (see grid
 ETD_Z = 1.0        # kout h at or above which the glutamate signal takes the exponential step
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _row_times(w, K, r):
     """r <- the row vector w K (the rate of change of w·x is w K x + w u)."""
     n = K.shape[0]
@@ -702,7 +707,7 @@ def _row_times(w, K, r):
         r[j] = a
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _dstim(x, u, wd, wK, pd):
     """Rate of change (1/h) of the stimulus at state ``x`` with input ``u``: the chain rule
     through occupancy s/(1+s), s = wd·x, ds/dt = wd·(K x + u) (``wK`` = wd K)."""
@@ -728,14 +733,14 @@ def _dstim(x, u, wd, wK, pd):
     return pd[1] * dh * eh / (den * den) * docc
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _etd_q(a, th):
     """The polynomial part q(θ) = a0 + a1 θ + ... + a4 θ^4 of the glutamate excess g = G - 1
     over an exponential step (see :func:`_etd_step`)."""
     return a[0] + th * (a[1] + th * (a[2] + th * (a[3] + th * a[4])))
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _pq_f(G, y, pd, dy):
     """Slopes of plasticity P and consolidation Q (y[1], y[2]) for a given glutamate G."""
     drive = G - 1.0
@@ -745,7 +750,7 @@ def _pq_f(G, y, pd, dy):
     dy[2] = pd[6] * y[1] * (1.0 - y[2]) - pd[7] * y[2]
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _etd_step(y, hs, s0, sm, s1, D0, D1, pd, rtol, k1, k2, k3, k4, k5, yt, y1, err, c):
     """One step of the schematic response where the glutamate signal is stiff (kout h >= ETD_Z,
     beyond the explicit pair's stability): G exactly for the stimulus interpolated by the
@@ -802,7 +807,7 @@ def _etd_step(y, hs, s0, sm, s1, D0, D1, pd, rtol, k1, k2, k3, k4, k5, yt, y1, e
     return _pd_norm(err, y1, rtol)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _pd_advance(K, st, u, has_u, tend, wd, wK, pd, rtol, ch, cg, CP, CG, nxt, xp, MR, x1, S,
                 k2, k3, k4, k5, yt, y1, err):
     """One accepted step of the schematic integrator on an output grid, from ``tb`` towards
@@ -874,7 +879,7 @@ def _pd_advance(K, st, u, has_u, tend, wd, wK, pd, rtol, ch, cg, CP, CG, nxt, xp
     S[2] = lev
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _wd_rows(wd, A, B, j, with_b, R):
     """R[j, :n] = wd Aⱼᵀ and R[j, n:2n] = wd Bⱼᵀ (0 unless ``with_b``) for the transposed
     matrices A[j], B[j] that the propagator cache and the metric ladder keep: the rows of the
@@ -891,7 +896,7 @@ def _wd_rows(wd, A, B, j, with_b, R):
         R[j, n + k] = b
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _mid_sum(K, st, x, u, has_u, h, ch, cg, CP, CG, nxt, wd, MR):
     """wd·x(h): the occupancy sum h hours after the state x with input u, from the rows
     wd Φ(h) and wd Γ(h) kept beside the propagator cache: ``MR[j]`` = [wd Φ(h) (n),
@@ -917,7 +922,7 @@ def _mid_sum(K, st, x, u, has_u, h, ch, cg, CP, CG, nxt, wd, MR):
     return s
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _pd_restart(x, t, wd, pd, xp, S):
     """Restart the schematic integrator at ``t`` from the state ``x`` (after dose events; the
     response itself is continuous): a zero-length step, the slope recomputed, the step length
@@ -936,7 +941,7 @@ def _pd_restart(x, t, wd, pd, xp, S):
         S[9 + i] = S[12 + i]
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _pd_fill(S, times, q0, q1, out, pd_rows):
     """The schematic outputs at ``times[q0:q1]`` (none after the accepted step's end) from the
     step [ta, tb] in ``S``: its dense output, one polynomial per component whose coefficients
@@ -1005,7 +1010,7 @@ BLK_LEV = 7                # a block covers up to 2^7 = 128 output times
 BLK = 1 << BLK_LEV
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _blk_setup(T, n_part, need_n, RW, dup, Rt, rcnt, ridx, Nt, ncnt, nidx, LPh, LGh, LPt, LGt):
     """Tables for blocks of up to BLK output times h apart with no event among them (the
     block path of :func:`grid_range`). Row r of ``RW`` (an output's linear functional) at
@@ -1114,7 +1119,7 @@ def _blk_setup(T, n_part, need_n, RW, dup, Rt, rcnt, ridx, Nt, ncnt, nidx, LPh, 
         ncnt[r] = 0 if dup[r] >= 0 else _pack_live(Nt[r], nidx[r])
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _pack_live(T, idx):
     """Move the columns T[k] that have a non-zero entry to the front of ``T`` (in column
     order), their indices into ``idx``; returns how many there are."""
@@ -1220,7 +1225,7 @@ def _blk_run(x, u, has_u, L, m, dup, Rt, Nt, rcnt, ridx, ncnt, nidx, LPt, LGt, o
                 x[i] = 0.0 if abs(a) < TINY else a
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _snap_fraction(H, h, tol):
     """A piece of a grid interval (an event cuts it) within ``tol`` (rounding of the current
     time) of a simple fraction p/q of the grid step h (q <= 64) is taken as exactly that
@@ -1614,7 +1619,7 @@ def grid_range(sub0, sub1, Ks, times, h_nom, u_end, nb, ev_ts, ev_cs, ev_amts, e
     return bad
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _same_network(K0, K1, C0, C1, W0, W1, wd0, wd1, st0, st1):
     """Whether two subjects have the same matrices, output rows, occupancy weights and
     structure, bit for bit (then they share propagators and block tables)."""
@@ -1639,14 +1644,14 @@ def _same_network(K0, K1, C0, C1, W0, W1, wd0, wd1, st0, st1):
     return True
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _differ(a, b):
     """Two floats that are not the same value bit for bit (-0.0 and 0.0 differ; a NaN differs
     from everything)."""
     return a != b or (a == 0.0 and math.copysign(1.0, a) != math.copysign(1.0, b))
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _out_of_range(out, lim):
     """How many values of ``out`` (rows x times) are not within (-lim, lim), NaN included."""
     bad = 0
@@ -1682,7 +1687,7 @@ M_CMAX, M_TMAX, M_AUC, M_TROUGH, M_POCC, M_PGLU, M_PMIN = 0, 1, 2, 3, 4, 5, 6
 M_FIXED = 7        # then time above each occupancy threshold, then each concentration threshold
 
 
-@njit(cache=True, _nrt=True)
+@njit(cache=True, _nrt=True, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _ladder_base(K, hb, LP, LG):
     """Rung 0: Ψ(hb) = Φ(hb) - I and Γ(hb) from their Taylor series (||K hb|| <= 2^-6, so 10
     terms are exact to rounding: the 11th is below 1e-21)."""
@@ -1712,7 +1717,7 @@ def _ladder_base(K, hb, LP, LG):
     _transpose(LG[0])
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _ensure(j, LP, LG, top, T1):
     """Make rungs up to j available: Ψ(2h) = 2Ψ + Ψ², Γ(2h) = 2Γ + ΨΓ."""
     n = LP.shape[1]
@@ -1728,7 +1733,7 @@ def _ensure(j, LP, LG, top, T1):
         top[0] = hi
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _lstep(j, x, u, has_u, LP, LG, top, T1, xo):
     """xo <- exact state one rung-j step (hb 2^j hours) after x: x + Ψ x + Γ u, accumulated
     column by column from the transposed rungs (no serial chain of additions)."""
@@ -1755,7 +1760,7 @@ def _lstep(j, x, u, has_u, LP, LG, top, T1, xo):
         xo[i] = v
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _mid_rung(j, x, u, has_u, wd, LP, LG, top, T1, WL):
     """wd·x(h_j): the occupancy sum one rung-j step after x, from the rows wd Ψ and wd Γ of
     rung j, kept in ``WL[j]`` = [wd Ψ (n), wd Γ (n), 1 once computed] (n² operations once per
@@ -1775,7 +1780,7 @@ def _mid_rung(j, x, u, has_u, wd, LP, LG, top, T1, WL):
     return s
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _tstep(K, x, u, d, xo, D1, D2):
     """xo <- exact state d hours after x, for d below the ladder's base (d × fastest rate
     < 2^-6): the Taylor series of the solution, summed until its terms vanish."""
@@ -1806,12 +1811,12 @@ def _tstep(K, x, u, d, xo, D1, D2):
                 break
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _deriv(r, rK, x, u):
     return _dot(rK, x) + _dot(r, u)
 
 
-@njit(cache=True, _nrt=True)
+@njit(cache=True, _nrt=True, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _search(K, x0, u, has_u, jH, lo_off, hi_off, r, rK, thr, kind, LP, LG, top, T1, LL, jstop,
             xa, xb, D1, D2):
     """Within a rung-jH step from state x0 (offset 0), find where a property changes between
@@ -1919,7 +1924,7 @@ def _search(K, x0, u, has_u, jH, lo_off, hi_off, r, rK, thr, kind, LP, LG, top, 
     return off + tau, val
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _above_piece(f0, f1, t0, t1, thr, tc):
     """Time above thr on a monotone piece from (t0, f0) to (t1, f1) with crossing at tc."""
     if f0 >= thr and f1 >= thr:
@@ -1931,7 +1936,7 @@ def _above_piece(f0, f1, t0, t1, thr, tc):
     return t1 - tc
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _lattice_floor(off, jH, LL, jstop):
     """The largest lattice point (resolution rung 0) of a rung-jH step at or below off."""
     res = 0.0
@@ -1943,7 +1948,7 @@ def _lattice_floor(off, jH, LL, jstop):
     return res
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _monitor(K, x0, x1, u, has_u, jH, H, t0, sidx, ra, raK, rw, rwK, thr_o, thr_c, LP, LG, top,
              T1, LL, jstop, xa, xb, D1, D2, mo, mon, split_ok):
     """Update session ``sidx``'s metrics with the step [t0, t0 + H] from x0 to x1 (exact).
@@ -2048,7 +2053,7 @@ def _monitor(K, x0, x1, u, has_u, jH, H, t0, sidx, ra, raK, rw, rwK, thr_o, thr_
     return False
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _pd_ladder(K, x, u, has_u, jH, H, wd, wK, pd, y, rtol, LP, LG, top, T1, xm, x1, D1, D2,
                k1, k2, k3, k4, k5, yt, y1, err, ext, c, WL):
     """Advance PK (exactly) and the schematic response over one metric step (rung jH, or a
