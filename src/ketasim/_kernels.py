@@ -363,6 +363,13 @@ def _slot(K, st, h, need_g, ch, cg, CP, CG, nxt, half):
     return j
 
 
+@njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
+def _slot_of(K, st, h, need_g, ch, cg, CP, CG, nxt, half):
+    """:func:`_slot`, called rather than inlined: for the grid kernel's few lookups per subject
+    and block (each inlined copy was typed and optimised again with the kernel)."""
+    return _slot(K, st, h, need_g, ch, cg, CP, CG, nxt, half)
+
+
 @njit(cache=True, _nrt=True)
 def _fill_slot(K, st, h, need_g, half, ch, cg, CP, CG, nxt, j):
     """Slot ``j`` of the propagator cache (:func:`_slot`) <- Φ(h)ᵀ (and, when ``need_g``, the
@@ -1477,13 +1484,13 @@ def grid_range(sub0, sub1, Ks, times, h_nom, u_end, nb, ev_ts, ev_cs, ev_amts, e
                         L = lo
                 if L >= 4:
                     if not blk_ready:
-                        j = _slot(K, st, h_nom, need_n, ch, cg, CP, CG, nxt, np.bool_(False))
+                        j = _slot_of(K, st, h_nom, need_n, ch, cg, CP, CG, nxt, np.bool_(False))
                         _blk_setup(CP[j], np.bool_(False), need_n, RW, dup, Rt, rcnt, ridx, Nt,
                                    ncnt, nidx, LPh, LGh, LPt, LGt)
                         blk_ready = True
                         blk_n = False
                     if has_u and not blk_n:
-                        j = _slot(K, st, h_nom, need_n, ch, cg, CP, CG, nxt, np.bool_(False))
+                        j = _slot_of(K, st, h_nom, need_n, ch, cg, CP, CG, nxt, np.bool_(False))
                         _blk_setup(CG[j], np.bool_(True), need_n, RW, dup, Rt, rcnt, ridx, Nt,
                                    ncnt, nidx, LPh, LGh, LPt, LGt)
                         blk_n = True
@@ -1535,8 +1542,8 @@ def grid_range(sub0, sub1, Ks, times, h_nom, u_end, nb, ev_ts, ev_cs, ev_amts, e
                 if H == h_nom and H > 0.0 and not (hot_ok and (hot_g or not has_u)):
                     # the nominal step's propagator, kept sparse for the hot path (the first step
                     # takes the hot path too, so results never depend on where a grid was cut)
-                    j = _slot(K, st, h_nom, has_u or need_n, ch, cg, CP, CG, nxt,
-                              np.bool_(False))
+                    j = _slot_of(K, st, h_nom, has_u or need_n, ch, cg, CP, CG, nxt,
+                                 np.bool_(False))
                     P0 = CP[j]
                     for i in range(n):
                         pcnt[i] = 0
