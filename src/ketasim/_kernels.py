@@ -340,13 +340,32 @@ def _slot(K, st, h, need_g, ch, cg, CP, CG, nxt, half):
     own ``need_g`` (Φ from the exponential with Γ's columns differs from Φ alone by rounding):
     what a slot holds depends on (K, st, h, need_g) only, so subjects with equal matrices can
     share the cache and each still gets the values it would get alone. ``half``: computing
-    Φ(h) also fills a slot with Φ(h/2) when its squarings give it (:func:`_fill_slot`)."""
-    ns = ch.shape[0]
+    Φ(h) also fills a slot with Φ(h/2) when its squarings give it (:func:`_fill_slot`).
+
+    Only the two last slots are looked at here; anything else is :func:`_slot_of` (called,
+    not inlined: then the propagator code is compiled into only the functions that call it)."""
     last = nxt[1]
     g = 1 if need_g else 0
     if ch[last] == h and cg[last] == g:
         return last
     prev = nxt[2]           # the two last slots: a schematic step asks for h/2, then h
+    if ch[prev] == h and cg[prev] == g:
+        nxt[2] = last
+        nxt[1] = prev
+        return prev
+    return _slot_of(K, st, h, need_g, ch, cg, CP, CG, nxt, half)
+
+
+@njit(cache=True, _nrt=True, no_cpython_wrapper=True, no_cfunc_wrapper=True)
+def _slot_of(K, st, h, need_g, ch, cg, CP, CG, nxt, half):
+    """:func:`_slot` in full: the two last slots, then all of them, then a new one filled
+    (:func:`_fill_slot`, compiled into this function only)."""
+    ns = ch.shape[0]
+    last = nxt[1]
+    g = 1 if need_g else 0
+    if ch[last] == h and cg[last] == g:
+        return last
+    prev = nxt[2]
     if ch[prev] == h and cg[prev] == g:
         nxt[2] = last
         nxt[1] = prev
@@ -363,14 +382,7 @@ def _slot(K, st, h, need_g, ch, cg, CP, CG, nxt, half):
     return j
 
 
-@njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
-def _slot_of(K, st, h, need_g, ch, cg, CP, CG, nxt, half):
-    """:func:`_slot`, called rather than inlined: for the grid kernel's few lookups per subject
-    and block (each inlined copy was typed and optimised again with the kernel)."""
-    return _slot(K, st, h, need_g, ch, cg, CP, CG, nxt, half)
-
-
-@njit(cache=True, _nrt=True)
+@njit(cache=True, inline="always")
 def _fill_slot(K, st, h, need_g, half, ch, cg, CP, CG, nxt, j):
     """Slot ``j`` of the propagator cache (:func:`_slot`) <- Φ(h)ᵀ (and, when ``need_g``, the
     columns of Γ(h) for the states that receive infusions, transposed; the others are 0), one
@@ -503,7 +515,10 @@ def _propagate(PT, GT, x, u, has_u, xo):
             xo[i] = 0.0
 
 
-@njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
+# _step and _mid_sum are inlined into the schematic integrator's step (and the grid kernel calls
+# _slot_of itself): compiled on their own, each carried the whole propagator code it may call
+# (_slot_of, _fill_slot, _expm_into) and optimised it once more, about 3 s of a first run
+@njit(cache=True, inline="always")
 def _step(K, st, x, u, has_u, need_g, half, h, ch, cg, CP, CG, nxt, xo):
     """xo <- exact state h hours after x with constant input u (x and xo must differ), from
     the propagator cache slot (h, ``need_g``: True whenever ``has_u``) (:func:`_slot`, with
@@ -903,7 +918,7 @@ def _wd_rows(wd, A, B, j, with_b, R):
         R[j, n + k] = b
 
 
-@njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
+@njit(cache=True, inline="always")
 def _mid_sum(K, st, x, u, has_u, h, ch, cg, CP, CG, nxt, wd, MR):
     """wd·x(h): the occupancy sum h hours after the state x with input u, from the rows
     wd Φ(h) and wd Γ(h) kept beside the propagator cache: ``MR[j]`` = [wd Φ(h) (n),
@@ -1583,8 +1598,13 @@ def grid_range(sub0, sub1, Ks, times, h_nom, u_end, nb, ev_ts, ev_cs, ev_amts, e
                 else:
                     # (the propagator an infusion's own pieces use: Γ's columns whenever the
                     # subject has infusions; an infusion's first piece gives its second, h/2)
-                    _step(K, st, x, u, has_u, has_u or need_n, np.bool_(True), H, ch, cg, CP, CG,
-                          nxt, xn)
+                    if H == 0.0:
+                        for i in range(n):
+                            xn[i] = x[i]
+                    else:
+                        jh = _slot_of(K, st, H, has_u or need_n, ch, cg, CP, CG, nxt,
+                                      np.bool_(True))
+                        _propagate(CP[jh], CG[jh], x, u, has_u, xn)
                     for i in range(n):
                         x[i] = xn[i]
                 t = stop
