@@ -334,33 +334,15 @@ TINY = 1e-290       # amounts below this are flushed to 0 (no slow subnormal ari
 # inlined (each call site typed again, so only here): it runs twice per step of the schematic
 # integrator, where a call with nine array arguments costs a tenth of the step
 @njit(cache=True, inline="always")
-def _slot(K, st, h, need_g, ch, cg, CP, CG, nxt, half):
-    """Index of the cache slot holding Φ(h) (and Γ(h) when ``need_g``), computing it if absent
-    (``st``: the network's structure, :func:`structure`). A slot serves only requests with its
-    own ``need_g`` (Φ from the exponential with Γ's columns differs from Φ alone by rounding):
-    what a slot holds depends on (K, st, h, need_g) only, so subjects with equal matrices can
-    share the cache and each still gets the values it would get alone. ``half``: computing
-    Φ(h) also fills a slot with Φ(h/2) when its squarings give it (:func:`_fill_slot`).
-
-    Only the two last slots are looked at here; anything else is :func:`_slot_of` (called,
-    not inlined: then the propagator code is compiled into only the functions that call it)."""
-    last = nxt[1]
-    g = 1 if need_g else 0
-    if ch[last] == h and cg[last] == g:
-        return last
-    prev = nxt[2]           # the two last slots: a schematic step asks for h/2, then h
-    if ch[prev] == h and cg[prev] == g:
-        nxt[2] = last
-        nxt[1] = prev
-        return prev
-    return _slot_of(K, st, h, need_g, ch, cg, CP, CG, nxt, half)
-
-
-@njit(cache=True, _nrt=True, no_cpython_wrapper=True, no_cfunc_wrapper=True)
-def _slot_of(K, st, h, need_g, ch, cg, CP, CG, nxt, half):
-    """:func:`_slot` in full: the two last slots, then all of them, then a new one filled
-    (:func:`_fill_slot`, compiled into this function only)."""
-    ns = ch.shape[0]
+def _slot_find(h, need_g, ch, cg, nxt):
+    """Index of the cache slot holding Φ(h) (and Γ(h) when ``need_g``), or -1 when no slot
+    does (then :func:`_slot_of` computes it). A slot serves only requests with its own
+    ``need_g`` (Φ from the exponential with Γ's columns differs from Φ alone by rounding): what
+    a slot holds depends on (K, st, h, need_g) only, so subjects with equal matrices can share
+    the cache and each still gets the values it would get alone. Looks at the two last slots
+    first (a schematic step asks for h/2, then h), then at all of them; a miss leaves ``nxt``
+    as :func:`_slot_of` leaves it before computing (so calling it next changes nothing of
+    what it does)."""
     last = nxt[1]
     g = 1 if need_g else 0
     if ch[last] == h and cg[last] == g:
@@ -371,10 +353,28 @@ def _slot_of(K, st, h, need_g, ch, cg, CP, CG, nxt, half):
         nxt[1] = prev
         return prev
     nxt[2] = last
-    for j in range(ns):
+    for j in range(ch.shape[0]):
         if ch[j] == h and cg[j] == g:
             nxt[1] = j
             return j
+    return -1
+
+
+@njit(cache=True, _nrt=True, no_cpython_wrapper=True, no_cfunc_wrapper=True)
+def _slot_of(K, st, h, need_g, ch, cg, CP, CG, nxt, half):
+    """Index of the cache slot holding Φ(h) (and Γ(h) when ``need_g``) (:func:`_slot_find`),
+    computing it into the next slot round robin when absent (``st``: the network's structure,
+    :func:`structure`). ``half``: computing Φ(h) also fills a slot with Φ(h/2) when its
+    squarings give it (:func:`_fill_slot`).
+
+    The propagator code is compiled into this function and into the grid kernel that calls it,
+    nowhere else: the schematic integrator's step (:func:`_pd_advance`) only looks slots up and
+    hands a miss back to the kernel (each compiled function that calls another carries all of
+    its code and optimises it again)."""
+    j = _slot_find(h, need_g, ch, cg, nxt)
+    if j >= 0:
+        return j
+    ns = ch.shape[0]
     j = nxt[0]
     nxt[0] = (j + 1) % ns
     _fill_slot(K, st, h, need_g, half, ch, cg, CP, CG, nxt, j)
@@ -513,23 +513,6 @@ def _propagate(PT, GT, x, u, has_u, xo):
     for i in range(n):
         if abs(xo[i]) < TINY:
             xo[i] = 0.0
-
-
-# _step and _mid_sum are inlined into the schematic integrator's step (and the grid kernel calls
-# _slot_of itself): compiled on their own, each carried the whole propagator code it may call
-# (_slot_of, _fill_slot, _expm_into) and optimised it once more, about 3 s of a first run
-@njit(cache=True, inline="always")
-def _step(K, st, x, u, has_u, need_g, half, h, ch, cg, CP, CG, nxt, xo):
-    """xo <- exact state h hours after x with constant input u (x and xo must differ), from
-    the propagator cache slot (h, ``need_g``: True whenever ``has_u``) (:func:`_slot`, with
-    ``half``)."""
-    n = x.shape[0]
-    if h == 0.0:
-        for i in range(n):
-            xo[i] = x[i]
-        return
-    j = _slot(K, st, h, need_g, ch, cg, CP, CG, nxt, half)
-    _propagate(CP[j], CG[j], x, u, has_u, xo)
 
 
 @njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
@@ -830,8 +813,8 @@ def _etd_step(y, hs, s0, sm, s1, D0, D1, pd, rtol, k1, k2, k3, k4, k5, yt, y1, e
 
 
 @njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
-def _pd_advance(K, st, u, has_u, tend, wd, wK, pd, rtol, ch, cg, CP, CG, nxt, xp, MR, x1, S,
-                k2, k3, k4, k5, yt, y1, err):
+def _pd_advance(u, has_u, tend, wd, wK, pd, rtol, ch, cg, CP, CG, nxt, xp, MR, x1, S, k2, k3,
+                k4, k5, yt, y1, err):
     """One accepted step of the schematic integrator on an output grid, from ``tb`` towards
     ``tend`` (never past it: ``tend`` is the next dose event). PK inside the step is exact
     (``xp``, the integrator's own copy of the state at ``tb``); the response is the embedded
@@ -842,7 +825,11 @@ def _pd_advance(K, st, u, has_u, tend, wd, wK, pd, rtol, ch, cg, CP, CG, nxt, xp
     S[17] = 1 when the step was exponential, S[18:25] its dense output (:func:`_etd_step`), S[25]
     the z s beyond which that output's transient changes no bit of G; S[26], S[27] the stimulus
     and its rate of change at tb when S[28] = 1 (the last step's end values: the same numbers
-    the state at tb gives, kept rather than computed again; a restart clears S[28])."""
+    the state at tb gives, kept rather than computed again; a restart clears S[28]).
+
+    Returns 0 after an accepted step; h when the propagator Φ(h) (with Γ when ``has_u``) is
+    not in the cache: the caller computes it (:func:`_slot_of`, ``half`` False) and calls
+    again."""
     tb = S[1]
     lev = int(S[2])
     yb = S[6:9]
@@ -861,9 +848,22 @@ def _pd_advance(K, st, u, has_u, tend, wd, wK, pd, rtol, ch, cg, CP, CG, nxt, xp
             hs = rem
         # the occupancy sum at the middle from the rows wd Φ(h/2), wd Γ(h/2) (one dot product,
         # not a propagation: only that sum is needed there), the end state in one step of h
-        om = _stim(_occ_of(_mid_sum(K, st, xp, u, has_u, 0.5 * hs, ch, cg, CP, CG, nxt, wd,
-                                    MR)), pd)
-        _step(K, st, xp, u, has_u, has_u, np.bool_(False), hs, ch, cg, CP, CG, nxt, x1)
+        # (a propagator not in the cache is handed back to the kernel, which computes it and
+        # calls again: the step starts over from the same point with the same length)
+        h2 = 0.5 * hs
+        if h2 == 0.0:
+            om = _stim(_occ_of(_dot(wd, xp)), pd)
+        else:
+            j = _slot_find(h2, has_u, ch, cg, nxt)
+            if j < 0:
+                S[2] = lev
+                return h2
+            om = _stim(_occ_of(_mid_sum(j, xp, u, has_u, h2, cg, CP, CG, wd, MR)), pd)
+        j = _slot_find(hs, has_u, ch, cg, nxt)
+        if j < 0:
+            S[2] = lev
+            return hs
+        _propagate(CP[j], CG[j], xp, u, has_u, x1)
         o1 = _stim(_occ_of(_dot(wd, x1)), pd)
         ds1 = _dstim(x1, u, wd, wK, pd)
         etd = pd[0] * hs >= ETD_Z
@@ -899,6 +899,7 @@ def _pd_advance(K, st, u, has_u, tend, wd, wK, pd, rtol, ch, cg, CP, CG, nxt, xp
     if e < PD_GROW and lev < PD_LEV_MAX and not last:
         lev += 1
     S[2] = lev
+    return 0.0
 
 
 @njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
@@ -918,16 +919,15 @@ def _wd_rows(wd, A, B, j, with_b, R):
         R[j, n + k] = b
 
 
+# inlined into the schematic integrator's step (a call with this many array arguments costs a
+# good part of the step)
 @njit(cache=True, inline="always")
-def _mid_sum(K, st, x, u, has_u, h, ch, cg, CP, CG, nxt, wd, MR):
+def _mid_sum(j, x, u, has_u, h, cg, CP, CG, wd, MR):
     """wd·x(h): the occupancy sum h hours after the state x with input u, from the rows
     wd Φ(h) and wd Γ(h) kept beside the propagator cache: ``MR[j]`` = [wd Φ(h) (n),
     wd Γ(h) (n), h, (1 when the Γ row is there) + 2 × (the slot's Γ flag, ``cg[j]``)] for the
     slot j holding Φ(h) (computed when first asked for, n² operations, then 2n per call)."""
     n = x.shape[0]
-    if h == 0.0:
-        return _dot(wd, x)
-    j = _slot(K, st, h, has_u, ch, cg, CP, CG, nxt, np.bool_(False))
     # (a row is kept for the slot's h and for the exponential it came from: the same h with
     # and without Γ's columns differs by rounding, and a slot may be refilled with either)
     if (MR[j, 2 * n] != h or (int(MR[j, 2 * n + 1]) >> 1) != cg[j]
@@ -1517,8 +1517,12 @@ def grid_range(sub0, sub1, Ks, times, h_nom, u_end, nb, ev_ts, ev_cs, ev_amts, e
                         q = it
                         while q < it + L:
                             while S[1] < times[q]:
-                                _pd_advance(K, st, u, has_u, tend, wd, wK, pd, pd_rtol, ch, cg, CP,
-                                            CG, nxt, xp, MR, x1, S, k2, k3, k4, k5, yt, y1, err)
+                                hm = _pd_advance(u, has_u, tend, wd, wK, pd, pd_rtol, ch, cg, CP,
+                                                 CG, nxt, xp, MR, x1, S, k2, k3, k4, k5, yt, y1,
+                                                 err)
+                                if hm > 0.0:
+                                    _slot_of(K, st, hm, has_u, ch, cg, CP, CG, nxt,
+                                             np.bool_(False))
                             q1 = q + 1
                             while q1 < it + L and times[q1] <= S[1]:
                                 q1 += 1
@@ -1536,8 +1540,10 @@ def grid_range(sub0, sub1, Ks, times, h_nom, u_end, nb, ev_ts, ev_cs, ev_amts, e
                 if e < nev and ev_t[e] <= t:
                     if pd_on:
                         while S[1] < t:
-                            _pd_advance(K, st, u, has_u, t, wd, wK, pd, pd_rtol, ch, cg, CP, CG,
-                                        nxt, xp, MR, x1, S, k2, k3, k4, k5, yt, y1, err)
+                            hm = _pd_advance(u, has_u, t, wd, wK, pd, pd_rtol, ch, cg, CP, CG,
+                                             nxt, xp, MR, x1, S, k2, k3, k4, k5, yt, y1, err)
+                            if hm > 0.0:
+                                _slot_of(K, st, hm, has_u, ch, cg, CP, CG, nxt, np.bool_(False))
                     e, has_u, _ = _apply_events(x, u, active, t, e, nev, ev_t, ev_c, ev_amt,
                                                 ev_kind, ev_vec)
                     if pd_on:
@@ -1619,8 +1625,10 @@ def grid_range(sub0, sub1, Ks, times, h_nom, u_end, nb, ev_ts, ev_cs, ev_amts, e
                 if S[1] < target:
                     tend = ev_t[e] if e < nev else inf
                     while S[1] < target:
-                        _pd_advance(K, st, u, has_u, tend, wd, wK, pd, pd_rtol, ch, cg, CP, CG,
-                                    nxt, xp, MR, x1, S, k2, k3, k4, k5, yt, y1, err)
+                        hm = _pd_advance(u, has_u, tend, wd, wK, pd, pd_rtol, ch, cg, CP, CG,
+                                         nxt, xp, MR, x1, S, k2, k3, k4, k5, yt, y1, err)
+                        if hm > 0.0:
+                            _slot_of(K, st, hm, has_u, ch, cg, CP, CG, nxt, np.bool_(False))
                 _pd_fill(S, times, it, it + 1, out, pd_rows)
             it += 1
         for i in range(n):
