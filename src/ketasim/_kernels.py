@@ -1769,11 +1769,12 @@ def _ensure(j, LP, LG, top, T1):
 
 
 @njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
-def _lstep(j, x, u, has_u, LP, LG, top, T1, xo):
+def _lstep(j, x, u, has_u, LP, LG, xo):
     """xo <- exact state one rung-j step (hb 2^j hours) after x: x + Ψ x + Γ u, accumulated
-    column by column from the transposed rungs (no serial chain of additions)."""
-    if top[0] < j:
-        _ensure(j, LP, LG, top, T1)
+    column by column from the transposed rungs (no serial chain of additions). Rung j must be
+    built: the metrics kernel builds the rungs up to each step's own (:func:`_ensure`) before
+    the step, and its helpers use none longer (building them here would compile the matrix
+    products into every helper that steps on the ladder)."""
     n = x.shape[0]
     for i in range(n):
         xo[i] = 0.0
@@ -1796,12 +1797,10 @@ def _lstep(j, x, u, has_u, LP, LG, top, T1, xo):
 
 
 @njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
-def _mid_rung(j, x, u, has_u, wd, LP, LG, top, T1, WL):
+def _mid_rung(j, x, u, has_u, wd, LP, LG, WL):
     """wd·x(h_j): the occupancy sum one rung-j step after x, from the rows wd Ψ and wd Γ of
     rung j, kept in ``WL[j]`` = [wd Ψ (n), wd Γ (n), 1 once computed] (n² operations once per
-    rung, then 2n per call)."""
-    if top[0] < j:
-        _ensure(j, LP, LG, top, T1)
+    rung, then 2n per call). Rung j must be built (see :func:`_lstep`)."""
     n = x.shape[0]
     if WL[j, 2 * n] != 1.0:
         _wd_rows(wd, LP, LG, j, True, WL)
@@ -1852,7 +1851,7 @@ def _deriv(r, rK, x, u):
 
 
 @njit(cache=True, _nrt=True, no_cpython_wrapper=True, no_cfunc_wrapper=True)
-def _search(K, x0, u, has_u, jH, lo_off, hi_off, r, rK, thr, kind, LP, LG, top, T1, LL, jstop,
+def _search(K, x0, u, has_u, jH, lo_off, hi_off, r, rK, thr, kind, LP, LG, LL, jstop,
             xa, xb, D1, D2):
     """Within a rung-jH step from state x0 (offset 0), find where a property changes between
     offsets ``lo_off`` (property true; a point of the step's lattice) and ``hi_off`` (false),
@@ -1867,7 +1866,7 @@ def _search(K, x0, u, has_u, jH, lo_off, hi_off, r, rK, thr, kind, LP, LG, top, 
     while off < lo_off and j > 0:
         j -= 1
         if off + LL[j] <= lo_off:
-            _lstep(j, xa, u, has_u, LP, LG, top, T1, xb)
+            _lstep(j, xa, u, has_u, LP, LG, xb)
             for i in range(n):
                 xa[i] = xb[i]
             off += LL[j]
@@ -1877,7 +1876,7 @@ def _search(K, x0, u, has_u, jH, lo_off, hi_off, r, rK, thr, kind, LP, LG, top, 
         j -= 1
         ln = LL[j]
         if off + ln < hi_off:
-            _lstep(j, xa, u, has_u, LP, LG, top, T1, xb)
+            _lstep(j, xa, u, has_u, LP, LG, xb)
             f = _dot(r, xb)
             d = _deriv(r, rK, xb, u)
             if kind == 0:
@@ -1984,8 +1983,8 @@ def _lattice_floor(off, jH, LL, jstop):
 
 
 @njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
-def _monitor(K, x0, x1, u, has_u, jH, H, t0, sidx, ra, raK, rw, rwK, thr_o, thr_c, LP, LG, top,
-             T1, LL, jstop, xa, xb, D1, D2, mo, mon, split_ok):
+def _monitor(K, x0, x1, u, has_u, jH, H, t0, sidx, ra, raK, rw, rwK, thr_o, thr_c, LP, LG,
+             LL, jstop, xa, xb, D1, D2, mo, mon, split_ok):
     """Update session ``sidx``'s metrics with the step [t0, t0 + H] from x0 to x1 (exact).
     ``jH`` is the step's rung (-1: a Taylor step shorter than the ladder's base). ``mon``:
     bit 0, the analyte's peak and thresholds; bit 1, occupancy's (a metric nobody asked for
@@ -2036,10 +2035,10 @@ def _monitor(K, x0, x1, u, has_u, jH, H, t0, sidx, ra, raK, rw, rwK, thr_o, thr_
         if jH >= 0:
             if d0 > 0.0 and d1 < 0.0:
                 ext, fext = _search(K, x0, u, has_u, jH, 0.0, H, r, rK, 0.0, np.int64(0), LP,
-                                    LG, top, T1, LL, jstop, xa, xb, D1, D2)
+                                    LG, LL, jstop, xa, xb, D1, D2)
             elif d0 < 0.0 and d1 > 0.0:
                 ext, fext = _search(K, x0, u, has_u, jH, 0.0, H, r, rK, 0.0, np.int64(1), LP,
-                                    LG, top, T1, LL, jstop, xa, xb, D1, D2)
+                                    LG, LL, jstop, xa, xb, D1, D2)
         if which == 0:
             if f1 > mo[M_CMAX, sidx]:
                 mo[M_CMAX, sidx] = f1
@@ -2077,8 +2076,8 @@ def _monitor(K, x0, x1, u, has_u, jH, H, t0, sidx, ra, raK, rw, rwK, thr_o, thr_
                 else:
                     kind = 2 if fa >= thr else 3
                     lo = 0.0 if p == 0 else _lattice_floor(ext, jH, LL, jstop)
-                    tc, _ = _search(K, x0, u, has_u, jH, lo, b, r, rK, thr, kind, LP, LG, top,
-                                    T1, LL, jstop, xa, xb, D1, D2)
+                    tc, _ = _search(K, x0, u, has_u, jH, lo, b, r, rK, thr, kind, LP, LG,
+                                    LL, jstop, xa, xb, D1, D2)
                 if tc < a:
                     tc = a
                 if tc > b:
@@ -2089,7 +2088,7 @@ def _monitor(K, x0, x1, u, has_u, jH, H, t0, sidx, ra, raK, rw, rwK, thr_o, thr_
 
 
 @njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
-def _pd_ladder(K, x, u, has_u, jH, H, wd, wK, pd, y, rtol, LP, LG, top, T1, xm, x1, D1, D2,
+def _pd_ladder(K, x, u, has_u, jH, H, wd, wK, pd, y, rtol, LP, LG, xm, x1, D1, D2,
                k1, k2, k3, k4, k5, yt, y1, err, ext, c, WL):
     """Advance PK (exactly) and the schematic response over one metric step (rung jH, or a
     Taylor step of H hours when jH < 0), in ladder sub-steps chosen by the error control
@@ -2115,8 +2114,8 @@ def _pd_ladder(K, x, u, has_u, jH, H, wd, wK, pd, y, rtol, LP, LG, top, T1, xm, 
             hs = H / (1 << dd)
             # the middle's occupancy sum from the rows of rung js - 1, the end in one rung-js
             # step (only that sum is needed at the middle)
-            sm = _mid_rung(js - 1, x, u, has_u, wd, LP, LG, top, T1, WL)
-            _lstep(js, x, u, has_u, LP, LG, top, T1, x1)
+            sm = _mid_rung(js - 1, x, u, has_u, wd, LP, LG, WL)
+            _lstep(js, x, u, has_u, LP, LG, x1)
         if jH <= 0:
             sm = _dot(wd, xm)
         om = _stim(_occ_of(sm), pd)
@@ -2329,22 +2328,24 @@ def metrics_range(sub0, sub1, Ks, ev_ts, ev_cs, ev_amts, ev_kinds, nevs, ev_vecs
                         jj -= 1
                     j = jH if jH >= 0 else 0
                 H = LL[jH] if jH >= 0 else rem
+                if jH > top[0]:
+                    _ensure(jH, LP, LG, top, T1)    # (the step and its helpers use rungs <= jH)
                 if pd_on:
                     for i in range(n):
                         xo[i] = x[i]
                     ext[0] = y[0]
                     ext[1] = y[1]
-                    _pd_ladder(K, x, u, has_u, jH, H, wd, wK, pd, y, pd_rtol, LP, LG, top, T1, xm,
+                    _pd_ladder(K, x, u, has_u, jH, H, wd, wK, pd, y, pd_rtol, LP, LG, xm,
                                x1, D1, D2, k1, k2, k3, k4, k5, yt, y1, err, ext, c7, WL)
                     for i in range(n):
                         xn[i] = x[i]
                         x[i] = xo[i]
                 elif jH >= 0:
-                    _lstep(jH, x, u, has_u, LP, LG, top, T1, xn)
+                    _lstep(jH, x, u, has_u, LP, LG, xn)
                 else:
                     _tstep(K, x, u, H, xn, D1, D2)
                 if sidx >= 0 and _monitor(K, x, xn, u, has_u, jH, H, t, sidx, ra, raK, rw, rwK,
-                                          thr_o, thr_c, LP, LG, top, T1, LL, jstop, xa, xb, D1,
+                                          thr_o, thr_c, LP, LG, LL, jstop, xa, xb, D1,
                                           D2, mo, mon, np.bool_(True)):
                     # a dip and a peak inside the step (see _monitor): monitored in up to 64
                     # pieces, each searched as a step is (the step's own end state stays xn)
@@ -2352,9 +2353,9 @@ def metrics_range(sub0, sub1, Ks, ev_ts, ev_cs, ev_amts, ev_kinds, nevs, ev_vecs
                     for i in range(n):
                         xs[i] = x[i]
                     for k in range(1 << (jH - js)):
-                        _lstep(js, xs, u, has_u, LP, LG, top, T1, xt)
+                        _lstep(js, xs, u, has_u, LP, LG, xt)
                         _monitor(K, xs, xt, u, has_u, js, LL[js], t + k * LL[js], sidx, ra, raK,
-                                 rw, rwK, thr_o, thr_c, LP, LG, top, T1, LL, jstop, xa, xb, D1,
+                                 rw, rwK, thr_o, thr_c, LP, LG, LL, jstop, xa, xb, D1,
                                  D2, mo, mon, np.bool_(False))
                         for i in range(n):
                             xs[i] = xt[i]
