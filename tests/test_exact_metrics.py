@@ -389,3 +389,23 @@ def test_a_dip_and_a_peak_inside_one_metric_step_are_found(n_transit, ktr):
     assert got["cmax_s1"][0] == pytest.approx(peak, rel=1e-9)
     assert got["tmax_s1"][0] == pytest.approx(tpeak, abs=1e-5)
     assert got[f"time_above_conc_{thr!r}_s1"][0] == pytest.approx(down - up, abs=1e-8)
+
+
+@pytest.mark.parametrize("amount_mg", [1e300, 1e307])
+def test_metrics_refuse_an_overflow_as_the_curves_do(amount_mg):
+    """A peak at or above the curves' overflow limit (1e250 mg/L) is refused with the same
+    kind of error as simulate gives, never returned as inf or as a huge number."""
+    m = ketasim.Model.from_dict({"parameters": {"V": 50.0, "CL": 10.0},
+                                 "compartments": {"central": "V"},
+                                 "flows": [{"from": "central", "to": "out", "cl": "CL"}],
+                                 "routes": {"iv": {"to": "central"}}})
+    d = ketasim.Doses.from_records([dict(time_h=0.0, amount_mg=amount_mg, route="iv")])
+    with pytest.raises(ketasim.KetasimInputError, match="overflows"):
+        ketasim.simulate(m, d, ketasim.time_grid(24, 1))
+    with pytest.raises(ketasim.KetasimInputError, match="metrics: a concentration overflows"):
+        session_metrics(m, d, metrics=("cmax", "auc"), analyte="central", horizon_h=24.0)
+    # a large but representable course still has its exact metrics (AUC = dose / CL)
+    d = ketasim.Doses.from_records([dict(time_h=0.0, amount_mg=1e200, route="iv")])
+    r = session_metrics(m, d, metrics=("cmax", "auc"), analyte="central", horizon_h=1e4)
+    assert r["cmax"][0] == pytest.approx(1e200 / 50.0 * 1000.0, rel=1e-12)
+    assert r["auc"][0] == pytest.approx(1e200 / 10.0 * 1000.0, rel=1e-9)

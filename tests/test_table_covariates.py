@@ -119,6 +119,9 @@ def test_summary_of_subjects_keeps_every_column_and_exact_ids(tmp_path, capsys):
     assert all(len(r) == len(head) for r in rows)
     ids = np.loadtxt(out, delimiter=",", skiprows=1, usecols=0)
     assert list(np.unique(ids)) == [1.0, 1.00000000001, 2.0]
+    # as the table gives them: whole numbers without a decimal point, beside the others too
+    texts = [ln.split(",", 1)[0] for ln in out.read_text().splitlines()[1:]]
+    assert list(dict.fromkeys(texts)) == ["1", "1.00000000001", "2"]
 
 
 def test_course_metrics_subject_view_and_a_result_at_time_zero(tmp_path):

@@ -904,9 +904,14 @@ def run_metrics(model, doses, params=None, weight_kg=70.0, *, analyte=None, thre
     elif not model.has_consolidation:
         endv[:, 2] = np.nan
     used = np.arange(mo.shape[2])[None, :] < nsess[:, None]
-    if not np.all(np.isfinite(mo[:, _kernels.M_CMAX][used])):
-        raise KetasimInputError("metrics: a concentration overflowed or is not a number: check "
-                                "for extreme amounts, rates or volumes")
+    # the limit the curves have (:func:`run`): a peak or area of 1e250 or more, in mg/L or
+    # mg*h/L, is an overflow too (in ng/mL it would be infinite or nearly so)
+    for what, r in (("a concentration", _kernels.M_CMAX), ("an AUC", _kernels.M_AUC)):
+        v = mo[:, r][used]
+        if not np.all(np.abs(v) < MAX_ABS_OUTPUT):
+            raise KetasimInputError(
+                f"metrics: {what} overflows (|value| >= {MAX_ABS_OUTPUT:g} or not a number): "
+                "check for extreme amounts, rates or volumes in the model and dose table")
     if not conc_peaks:
         mo[:, _kernels.M_CMAX] = np.nan
         mo[:, _kernels.M_TMAX] = np.nan

@@ -361,21 +361,24 @@ def write_result_table(result, fh, rows_per_block: int = 16384) -> None:
     if result.population:
         cols = ["subject"] + cols
     labels = subject_labels(result)
-    # IDs that are not whole numbers are written exactly (shortest round-trip text), so two
-    # subjects never print alike; the compiled formatter writes whole numbers only
-    sub_fmt = ("%d" if np.all(labels == np.round(labels)) and np.all(np.abs(labels) < 2**53)
-               else "%r")
-    row = ",".join(([sub_fmt] if result.population else []) + ["%.10g"] * (1 + len(names))) + "\n"
+    # IDs are written as the dose table gives them: whole numbers as integers, others as the
+    # float's shortest exact text (so two subjects never print alike); the compiled formatter
+    # writes a whole-number column only, so other IDs are put in front of its lines
+    whole = bool(np.all(labels == np.round(labels)) and np.all(np.abs(labels) < 2**53))
+    ids_text = None
+    if result.population and not whole:
+        ids_text = [(str(int(v)) if float(v).is_integer() else repr(float(v))) + ","
+                    for v in labels]
+    p = int(result.population and ids_text is None)     # the formatter's subject column
+    row = ",".join((["%d"] if p else []) + ["%.10g"] * (1 + len(names))) + "\n"
     scale = np.array([1.0 if (n in PD_OUTPUTS or n.startswith("amount:"))
                       else MG_PER_L_TO_NG_PER_ML for n in names])
     fh.write(",".join(cols) + "\n")
     N, R, T = result.data.shape
-    p = int(result.population)
     rows_per_block = max(1, int(rows_per_block))
     full = row * rows_per_block
     block = np.empty((min(T, rows_per_block), p + 1 + R))
-    fast = (None if sub_fmt == "%r" else
-            _block_formatter(block.shape[1], 0 if p and sub_fmt == "%d" else -1))
+    fast = _block_formatter(block.shape[1], 0 if p else -1)
     for s in range(N):
         for a in range(0, T, rows_per_block):
             b = min(T, a + rows_per_block)
@@ -388,10 +391,14 @@ def write_result_table(result, fh, rows_per_block: int = 16384) -> None:
                 np.multiply(src, scale, out=blk[:, p + 1:])
             _check_scaled(blk[:, p + 1:], src, names)
             if fast is not None:
-                fh.write(fast.text(blk))
+                text = fast.text(blk)
             else:
-                fh.write((full if b - a == rows_per_block else row * (b - a))
-                         % tuple(blk.ravel().tolist()))
+                text = ((full if b - a == rows_per_block else row * (b - a))
+                        % tuple(blk.ravel().tolist()))
+            if ids_text is not None:
+                pre = ids_text[s]
+                text = pre + text[:-1].replace("\n", "\n" + pre) + "\n"
+            fh.write(text)
 
 
 def _block_formatter(n_cols: int, int_col: int):
