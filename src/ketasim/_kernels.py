@@ -331,8 +331,8 @@ NSLOT = 48          # propagators kept per subject (round robin)
 TINY = 1e-290       # amounts below this are flushed to 0 (no slow subnormal arithmetic)
 
 
-# inlined (each call site typed again, so only here): it runs twice per step of the schematic
-# integrator, where a call with nine array arguments costs a tenth of the step
+# inlined (each call site typed again, so only where it is hot): it runs twice per step of the
+# schematic integrator, where a call with nine array arguments costs a tenth of the step
 @njit(cache=True, inline="always")
 def _slot_find(h, need_g, ch, cg, nxt):
     """Index of the cache slot holding Φ(h) (and Γ(h) when ``need_g``), or -1 when no slot
@@ -384,7 +384,7 @@ def _slot_of(K, st, h, need_g, ch, cg, CP, CG, nxt, half):
 
 @njit(cache=True, inline="always")
 def _fill_slot(K, st, h, need_g, half, ch, cg, CP, CG, nxt, j):
-    """Slot ``j`` of the propagator cache (:func:`_slot`) <- Φ(h)ᵀ (and, when ``need_g``, the
+    """Slot ``j`` of the propagator cache (:func:`_slot_of`) <- Φ(h)ᵀ (and, when ``need_g``, the
     columns of Γ(h) for the states that receive infusions, transposed; the others are 0), one
     connected part of the network at a time (``st``: :func:`structure`): an exponential of each
     part with its input columns appended, instead of one of twice the whole network's size.

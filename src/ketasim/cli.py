@@ -254,12 +254,6 @@ def table_weight(weight, doses) -> float:
     return one if one is not None else DEFAULT_WEIGHT_KG
 
 
-def id_label(v):
-    """A subject ID as written: a whole number without exponent or rounding, else the float's
-    shortest exact text."""
-    return int(v) if float(v).is_integer() else repr(float(v))
-
-
 def note_skipped(doses) -> None:
     """Say on stderr how many observation rows a dose table had (skipped), and which subjects
     had nothing else: they have no dose, so they are not simulated."""
@@ -269,6 +263,8 @@ def note_skipped(doses) -> None:
               "2, or MDV)", file=sys.stderr)
     ids = doses.observation_only_subjects
     if ids:
+        from .io import id_label
+
         shown = ", ".join(str(id_label(v)) for v in ids[:10]) + (f" and {len(ids) - 10:,} more"
                                                          if len(ids) > 10 else "")
         print(f"{doses.source}: subject{'s' if len(ids) > 1 else ''} {shown} "
@@ -476,7 +472,7 @@ def _simulate_rest(args, model, doses, times, params, weight, cal, helper) -> in
                                 thresholds=args.thresholds or (0.2, 0.3, 0.4))
             labels = None
             if result.population:        # a dose table with subjects: a row per subject
-                from .io import subject_labels
+                from .io import id_label, subject_labels
                 labels = [id_label(v) for v in subject_labels(result)]
             head, rows = cm.table(subjects=labels)
             kinds = ["concentrations ng/mL", "times h"]

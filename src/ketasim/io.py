@@ -346,6 +346,12 @@ def subject_labels(result) -> np.ndarray:
     return np.arange(N)
 
 
+def id_label(v):
+    """A subject ID as written: a whole number without exponent or rounding, else the float's
+    shortest exact text."""
+    return int(v) if float(v).is_integer() else repr(float(v))
+
+
 def write_result_table(result, fh, rows_per_block: int = 16384) -> None:
     """Write a Result as CSV text to an open file, a block of rows at a time.
 
@@ -367,8 +373,7 @@ def write_result_table(result, fh, rows_per_block: int = 16384) -> None:
     whole = bool(np.all(labels == np.round(labels)) and np.all(np.abs(labels) < 2**53))
     ids_text = None
     if result.population and not whole:
-        ids_text = [(str(int(v)) if float(v).is_integer() else repr(float(v))) + ","
-                    for v in labels]
+        ids_text = [f"{id_label(v)}," for v in labels]
     p = int(result.population and ids_text is None)     # the formatter's subject column
     row = ",".join((["%d"] if p else []) + ["%.10g"] * (1 + len(names))) + "\n"
     scale = np.array([1.0 if (n in PD_OUTPUTS or n.startswith("amount:"))
