@@ -161,3 +161,103 @@ def test_the_command_line_says_it_at_a_terminal_on_a_first_run_only(tmp_path):
         p.kill()
         _, err = p.communicate()
     assert _warm.FIRST_RUN_NOTE not in err
+
+
+def _clean_env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in env.get("PYTHONPATH", "").split(os.pathsep)
+                                        if p)
+    return env
+
+
+def _course_digest(r) -> str:
+    import hashlib
+
+    return hashlib.sha256(r.data.tobytes()).hexdigest()
+
+
+def test_importing_ketasim_loads_no_numba_until_a_kernel_is_needed():
+    """The CLI forks its figure helper before any kernel runs: the helper must not carry
+    Numba, so ``import ketasim`` (and the modules a command imports before its first kernel)
+    must not load it. The first simulation then loads it and gives the usual numbers."""
+    code = textwrap.dedent("""
+        import sys
+        import ketasim
+        from ketasim import cli, cli_teach, engine, plotting, simulate, _offload   # noqa
+        before = "numba" in sys.modules
+        r = ketasim.simulate("ketamine-iv", "standard-iv", ketasim.time_grid(240.0, 0.5))
+        import hashlib
+        print(before, "numba" in sys.modules, hashlib.sha256(r.data.tobytes()).hexdigest())
+    """)
+    p = subprocess.run([sys.executable, "-P", "-c", code], env=_clean_env(),
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    before, after, digest = p.stdout.split()
+    r = ketasim.simulate("ketamine-iv", "standard-iv", ketasim.time_grid(240.0, 0.5))
+    assert (before, after, digest) == ("False", "True", _course_digest(r))
+
+
+def test_the_program_loads_numbas_target_without_cffi_or_blas_and_gives_them_back():
+    """As the ketasim program, prepare_target loads Numba's target while CFFI and SciPy's
+    BLAS stay unimported; both import normally afterwards, Numba still compiles np.dot
+    (through SciPy's BLAS), and the kernels give the same bits as in this process."""
+    code = textwrap.dedent("""
+        import sys
+        import numpy as np
+        from ketasim.cli import console    # noqa: F401 (this script is then the program)
+        from ketasim import _warm
+        ok = _warm.prepare_target()
+        loaded = [m for m in _warm.TARGET_OPTIONAL if m in sys.modules]
+        import scipy.linalg.cython_blas    # noqa: F401 (importable again)
+        try:
+            import cffi  # noqa: F401
+            cffi_ok = True
+        except ImportError:                # not installed: then it must be absent, not hidden
+            cffi_ok = "cffi" not in sys.modules
+        import numba
+
+        @numba.njit
+        def dot(a, b):
+            return np.dot(a, b)
+
+        a = np.arange(1.0, 5.0)
+        import ketasim
+        r = ketasim.simulate("ketamine-iv", "standard-iv", ketasim.time_grid(240.0, 0.5))
+        import hashlib
+        print(ok, loaded == [], cffi_ok, dot(a, a) == 30.0,
+              hashlib.sha256(r.data.tobytes()).hexdigest())
+    """)
+    p = subprocess.run([sys.executable, "-P", "-c", code], env=_clean_env(),
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    *flags, digest = p.stdout.split()
+    assert flags == ["True"] * 4
+    r = ketasim.simulate("ketamine-iv", "standard-iv", ketasim.time_grid(240.0, 0.5))
+    assert digest == _course_digest(r)
+
+
+def test_prepare_target_hides_only_while_loading_and_only_in_the_program(monkeypatch):
+    """Outside the program (a notebook, a test, a library) and while another thread runs,
+    nothing is hidden and Numba is left to load as usual; in the program the modules are
+    hidden exactly while the target loads, and gone from ``sys.modules`` afterwards."""
+    import threading
+
+    from numba.core.registry import cpu_target
+
+    from ketasim import _offload
+
+    fake = "ketasim_probe_not_a_module"
+    seen = []
+    monkeypatch.setattr(_warm, "TARGET_OPTIONAL", (fake, "numpy"))
+    monkeypatch.setattr(cpu_target.target_context, "refresh",
+                        lambda: seen.append((fake in sys.modules, sys.modules.get(fake, 0),
+                                             sys.modules["numpy"] is not None)))
+    assert not _warm.prepare_target() and seen == []          # not the program
+    monkeypatch.setattr(_offload, "_is_program", lambda: True)
+    monkeypatch.setattr(threading, "active_count", lambda: 2)
+    assert not _warm.prepare_target() and seen == []          # another thread runs
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
+    assert _warm.prepare_target()
+    # hidden while loading (an entry of None); numpy, imported already, left as it was
+    assert seen == [(True, None, True)]
+    assert fake not in sys.modules

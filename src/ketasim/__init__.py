@@ -6,6 +6,8 @@ dosing recommendation.
 """
 
 from . import _numba_cache  # noqa: F401  (first: sets NUMBA_CACHE_DIR before numba loads)
+
+# (Numba and the compiled kernels, ketasim._kernels, load at the first call that needs them)
 from .courses import (
     COURSES,
     Phase,

@@ -9,6 +9,12 @@ first used, which then loads from the cache. The first run takes about the longe
 compilations instead of their sum. Nothing happens when the metrics kernel is in the cache
 already, on a machine with one core, or with ``KETASIM_WARM=0``; any failure of the helper
 only means this process compiles the kernel itself, as it would have.
+
+The CLI's commands call :func:`ahead` just before their first kernel: it starts that helper
+when useful, loads Numba's target without the modules no kernel needs
+(:func:`prepare_target`) and tells a person at a terminal that a first run compiles.
+(``import ketasim`` does not load Numba; the kernels load at their first use, so a command's
+figure helper, forked before, never carries it.)
 """
 
 from __future__ import annotations
@@ -75,6 +81,49 @@ def wait() -> None:
             p.wait()
 
 
+#: Modules Numba's CPU target imports when it first loads its registries, only for features
+#: no ketasim kernel uses: CFFI function types (``cffi`` then builds its C parser) and SciPy's
+#: BLAS for ``np.correlate``/``np.convolve`` (``scipy.linalg`` and what it imports).
+TARGET_OPTIONAL = ("cffi", "scipy.linalg.cython_blas")
+
+
+def prepare_target() -> bool:
+    """Load Numba's CPU target now, without :data:`TARGET_OPTIONAL`; True if it did.
+
+    The first kernel call of a process, even with every kernel in the cache, loads the
+    target's typing and lowering registries, and with them CFFI's C parser (when CFFI is
+    installed) and SciPy's linear algebra: 0.4-0.5 s of a warm ``ketasim course``, of which
+    these two are 0.2-0.3 s, for features no ketasim kernel uses.
+
+    Only in the ``ketasim`` program itself (through :func:`ahead`), and only while no other
+    thread runs, the two are hidden from ``import`` while the registries load, and put back
+    at once: a later ``import scipy.linalg`` or ``import cffi`` works as ever. In this process
+    Numba then types no CFFI function and compiles ``np.correlate``/``np.convolve`` with its
+    own loop instead of BLAS; neither is in a ketasim kernel, so a kernel that is not in the
+    cache yet compiles to the same code. A module imported already is left alone (it costs
+    nothing then); any failure leaves the loading to the first call, as usual."""
+    import threading
+
+    from ._offload import _is_program
+
+    if threading.active_count() > 1 or not _is_program():
+        return False
+    hidden = [m for m in TARGET_OPTIONAL if m not in sys.modules]
+    try:
+        from numba.core.registry import cpu_target
+
+        for m in hidden:
+            sys.modules[m] = None       # ``import m`` raises ImportError, which Numba handles
+        cpu_target.target_context.refresh()
+    except Exception:        # pragma: no cover - another Numba: its first call loads the target
+        return False
+    finally:
+        for m in hidden:
+            if sys.modules.get(m, 0) is None:
+                del sys.modules[m]
+    return True
+
+
 FIRST_RUN_NOTE = ("ketasim: first run: compiling the solver (10-30 seconds, once; later runs "
                   "start in about a second)")
 
@@ -100,6 +149,19 @@ def notice_first_run(*names: str, stream=None) -> bool:
     except (OSError, ValueError):
         return False
     return True
+
+
+def ahead(*needs: str) -> None:
+    """Before a command's first kernel call (``needs``: the kernels it uses, ``"grid"`` and/or
+    ``"metrics"``): a first run that needs both starts compiling the metrics kernel alongside
+    (:func:`start_metrics`); Numba's target is loaded (:func:`prepare_target`); a person at a
+    terminal is told when a first run compiles (:func:`notice_first_run`). A command that
+    forks a figure helper (``ketasim._offload``) calls this just after the fork: everything
+    here imports Numba, which the helper then neither inherits nor needs."""
+    if "grid" in needs and "metrics" in needs:
+        start_metrics()
+    prepare_target()
+    notice_first_run(*needs)
 
 
 def compile_metrics() -> None:

@@ -389,9 +389,6 @@ def cmd_simulate(args) -> int:
         raise KetasimInputError(f"--thresholds: model {model.name!r} has no occupancy (no "
                                 "[occupancy] section): there is no time above an occupancy "
                                 "threshold to summarise")
-    if args.summary or args.plot is not None:
-        from . import _warm
-        _warm.start_metrics()   # a first run: the summary's/figure's kernel compiles alongside
     if args.summary and not model.concentration_names:
         raise KetasimInputError(
             f"--summary: model {model.name!r} has no concentration to summarise (no compartment "
@@ -419,6 +416,10 @@ def cmd_simulate(args) -> int:
     # (ketasim._offload)
     helper = _offload.start() if args.plot is not None else _offload.Helper()
     try:
+        from . import _warm
+
+        # a first run: the summary's/figure's kernel compiles alongside (ketasim._warm)
+        _warm.ahead("grid", *(("metrics",) if args.summary or args.plot is not None else ()))
         return _simulate_rest(args, model, doses, times, params, weight, cal, helper)
     finally:
         helper.close()
@@ -669,9 +670,10 @@ def _run(args) -> int:
                  "course": ("grid", "metrics"), "compare": ("grid", "metrics"),
                  "explore": ("grid", "metrics"), "population": ("metrics",),
                  "sweep": ("metrics",)}.get(args.command)
-        if needs:
+        if needs and args.command not in ("simulate", "course", "compare"):
             from . import _warm
-            _warm.notice_first_run(*needs)    # (a terminal only: why a first run is quiet)
+
+            _warm.ahead(*needs)     # (those three call it themselves, after forking a helper)
         with warnings.catch_warnings():
             # a hint Numba prints while compiling the kernels (first run only): not for users
             warnings.filterwarnings("ignore", message=r".*is faster on contiguous arrays")

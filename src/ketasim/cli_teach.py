@@ -515,7 +515,6 @@ def cmd_course(args) -> int:
 
     _check_out_dir(args.out_dir)
     model = load_model(args.model)
-    _warm.start_metrics()      # a first run: the summary's kernel compiles alongside
     kw = _course_params(args.doses, args.dose, args.months)
     doses, weight = resolve(args.doses, args.weight, **kw)
     _warn(route_warning(model, doses))
@@ -529,6 +528,7 @@ def cmd_course(args) -> int:
     # this process simulates and then builds the table (ketasim._offload)
     helper = _offload.start()
     try:
+        _warm.ahead("grid", "metrics")  # a first run: the table's kernel compiles alongside
         run = run_course(model, doses, weight, regimen=regimen, closeup_h=args.closeup,
                          **_sim_kw(args))
         out = args.out_dir
@@ -672,7 +672,6 @@ def cmd_compare(args) -> int:
 
     _check_out_dir(args.out_dir)
     parsed = [parse_spec(s) for s in args.specs]
-    _warm.start_metrics()      # a first run: the table's kernel compiles alongside
     runs, labels = [], []
     from .courses import COURSES, check_doses_spec, is_course_name
 
@@ -685,6 +684,7 @@ def cmd_compare(args) -> int:
     # (ketasim._offload), while this process simulates the runs and then makes the table
     helper = _offload.start()
     try:
+        _warm.ahead("grid", "metrics")  # a first run: the table's kernel compiles alongside
         for model_s, doses_s, label in parsed:
             model = load_model(model_s)
             # --months sets the length of the courses named; a dose table keeps its own times

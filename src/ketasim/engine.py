@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import _kernels
 from ._memo import kept
 from ._numtext import UNSIGNED as _PLAIN_NUMBER  # a metric name keeps this text
 from .dosing import Doses, expand, read_doses
@@ -513,6 +512,8 @@ def _nominal_step(t: np.ndarray, uniform: bool | None = None) -> tuple[float, in
     step (a grid that ends at a time that is not a whole number of steps); (-1, 0) when
     neither. ``uniform``: whether the whole grid was found uniform already
     (``_kernels.times_fault``)."""
+    from . import _kernels
+
     T = t.size
     if T < 3:
         return (float(t[1] - t[0]), T) if T == 2 and t[1] > t[0] else (-1.0, 0)
@@ -549,6 +550,8 @@ def block_length(rows: int, n: int, u_end: int, h_nom: float) -> int:
     length) stay within about 1 MiB (shorter blocks cost more per output time than tables that
     spill out of the first cache levels), and setting them up costs at most about 16
     operations per output time."""
+    from . import _kernels
+
     if not (h_nom > 0.0 and u_end >= 64 and rows * n * n <= u_end):
         return 1
     nb = _kernels.BLK
@@ -613,6 +616,8 @@ def run(plan: Plan, times, *, out: np.ndarray | None = None, threads=None,
     units (mg/L, mg, dimensionless), written into ``out`` when given. Runs in chunks of
     subjects (Ctrl-C is honoured between chunks). ``dtype="float32"`` halves the output's
     memory (the computation stays in float64)."""
+    from . import _kernels
+
     t = np.ascontiguousarray(times, dtype=np.float64)
     if not t.flags.writeable:     # one compiled kernel: the times are always a writeable array
         t = t.copy()
@@ -778,7 +783,7 @@ def run_metrics(model, doses, params=None, weight_kg=70.0, *, analyte=None, thre
     above concentration thresholds are still exact); ``occupancy_peaks=False``: the same for
     peak occupancy (times above occupancy thresholds still exact). A search costs about as much
     as the rest of the run."""
-    from . import _warm
+    from . import _kernels, _warm
 
     _warm.wait()        # a helper compiling this kernel into the cache (a first run)
     pd_rtol = _check_rtol(pd_rtol)
@@ -983,6 +988,8 @@ def session_metrics(model, doses, params=None, weight_kg=70.0, *, metrics=("cmax
 
 def metrics_columns(mr: MetricsRun, metrics) -> dict:
     """Table columns (``m`` and ``m_s<k>``) of the named metrics from a :class:`MetricsRun`."""
+    from . import _kernels
+
     K = _kernels
     mo = mr.per_session
     N, _, S = mo.shape

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _kernels
 from .engine import DEFAULT_PD_RTOL, _nominal_step, check_memory, prepare, run
 from .errors import KetasimInputError
 from .events import build_events
@@ -49,6 +48,8 @@ def time_grid(until_h: float, step_h: float, start_h: float = 0.0) -> np.ndarray
 
 
 def _coerce_times(times) -> np.ndarray:
+    from . import _kernels
+
     try:
         raw = np.asarray(times)
         if raw.dtype.kind not in "iuf":     # text, bools or objects are not hours
