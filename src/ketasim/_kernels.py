@@ -1851,7 +1851,7 @@ def _deriv(r, rK, x, u):
 
 
 @njit(cache=True, _nrt=True, no_cpython_wrapper=True, no_cfunc_wrapper=True)
-def _search(K, x0, u, has_u, jH, lo_off, hi_off, r, rK, thr, kind, LP, LG, LL, jstop,
+def _search(K, x0, u, has_u, jH, lo_off, hi_off, r, rK, thr, kind, LP, LG, LL,
             xa, xb, D1, D2):
     """Within a rung-jH step from state x0 (offset 0), find where a property changes between
     offsets ``lo_off`` (property true; a point of the step's lattice) and ``hi_off`` (false),
@@ -1971,7 +1971,7 @@ def _above_piece(f0, f1, t0, t1, thr, tc):
 
 
 @njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
-def _lattice_floor(off, jH, LL, jstop):
+def _lattice_floor(off, jH, LL):
     """The largest lattice point (resolution rung 0) of a rung-jH step at or below off."""
     res = 0.0
     j = jH
@@ -1984,7 +1984,7 @@ def _lattice_floor(off, jH, LL, jstop):
 
 @njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _monitor(K, x0, x1, u, has_u, jH, H, t0, sidx, ra, raK, rw, rwK, thr_o, thr_c, LP, LG,
-             LL, jstop, xa, xb, D1, D2, mo, mon, split_ok):
+             LL, xa, xb, D1, D2, mo, mon, split_ok):
     """Update session ``sidx``'s metrics with the step [t0, t0 + H] from x0 to x1 (exact).
     ``jH`` is the step's rung (-1: a Taylor step shorter than the ladder's base). ``mon``:
     bit 0, the analyte's peak and thresholds; bit 1, occupancy's (a metric nobody asked for
@@ -2035,10 +2035,10 @@ def _monitor(K, x0, x1, u, has_u, jH, H, t0, sidx, ra, raK, rw, rwK, thr_o, thr_
         if jH >= 0:
             if d0 > 0.0 and d1 < 0.0:
                 ext, fext = _search(K, x0, u, has_u, jH, 0.0, H, r, rK, 0.0, np.int64(0), LP,
-                                    LG, LL, jstop, xa, xb, D1, D2)
+                                    LG, LL, xa, xb, D1, D2)
             elif d0 < 0.0 and d1 > 0.0:
                 ext, fext = _search(K, x0, u, has_u, jH, 0.0, H, r, rK, 0.0, np.int64(1), LP,
-                                    LG, LL, jstop, xa, xb, D1, D2)
+                                    LG, LL, xa, xb, D1, D2)
         if which == 0:
             if f1 > mo[M_CMAX, sidx]:
                 mo[M_CMAX, sidx] = f1
@@ -2075,9 +2075,9 @@ def _monitor(K, x0, x1, u, has_u, jH, H, t0, sidx, ra, raK, rw, rwK, thr_o, thr_
                     tc = a + (b - a) * (thr - fa) / (fb - fa)
                 else:
                     kind = 2 if fa >= thr else 3
-                    lo = 0.0 if p == 0 else _lattice_floor(ext, jH, LL, jstop)
+                    lo = 0.0 if p == 0 else _lattice_floor(ext, jH, LL)
                     tc, _ = _search(K, x0, u, has_u, jH, lo, b, r, rK, thr, kind, LP, LG,
-                                    LL, jstop, xa, xb, D1, D2)
+                                    LL, xa, xb, D1, D2)
                 if tc < a:
                     tc = a
                 if tc > b:
@@ -2258,7 +2258,6 @@ def metrics_range(sub0, sub1, Ks, ev_ts, ev_cs, ev_amts, ev_kinds, nevs, ev_vecs
             jcap = NL - 1
         if j0 > jcap:
             j0 = jcap
-        jstop = np.int64(0)
         for s in range(mo.shape[1]):
             for r in range(mo.shape[0]):
                 mo[r, s] = 0.0
@@ -2345,7 +2344,7 @@ def metrics_range(sub0, sub1, Ks, ev_ts, ev_cs, ev_amts, ev_kinds, nevs, ev_vecs
                 else:
                     _tstep(K, x, u, H, xn, D1, D2)
                 if sidx >= 0 and _monitor(K, x, xn, u, has_u, jH, H, t, sidx, ra, raK, rw, rwK,
-                                          thr_o, thr_c, LP, LG, LL, jstop, xa, xb, D1,
+                                          thr_o, thr_c, LP, LG, LL, xa, xb, D1,
                                           D2, mo, mon, np.bool_(True)):
                     # a dip and a peak inside the step (see _monitor): monitored in up to 64
                     # pieces, each searched as a step is (the step's own end state stays xn)
@@ -2355,7 +2354,7 @@ def metrics_range(sub0, sub1, Ks, ev_ts, ev_cs, ev_amts, ev_kinds, nevs, ev_vecs
                     for k in range(1 << (jH - js)):
                         _lstep(js, xs, u, has_u, LP, LG, xt)
                         _monitor(K, xs, xt, u, has_u, js, LL[js], t + k * LL[js], sidx, ra, raK,
-                                 rw, rwK, thr_o, thr_c, LP, LG, LL, jstop, xa, xb, D1,
+                                 rw, rwK, thr_o, thr_c, LP, LG, LL, xa, xb, D1,
                                  D2, mo, mon, np.bool_(False))
                         for i in range(n):
                             xs[i] = xt[i]
