@@ -216,3 +216,33 @@ def test_the_command_writes_the_same_files_with_and_without_the_helper(tmp_path,
     assert len(outs["strict"][1]) == 2
     for name, data in outs["strict"][1].items():     # (digests: a bytes diff takes minutes)
         assert sha256(data).hexdigest() == sha256(outs["0"][1][name]).hexdigest(), name
+
+
+@pytest.mark.parametrize("argv", [["simulate", "--until", "72", "--out", "{d}/s.csv", "--plot",
+                                   "{d}/s.png"],
+                                  ["course", "--months", "1", "--out-dir", "{d}/c"],
+                                  ["compare", "ketamine-iv@standard-iv", "--months", "1",
+                                   "--out-dir", "{d}/k"]])
+def test_the_figure_helper_is_forked_before_numba_loads(tmp_path, argv):
+    """Each command with a figure forks its helper before it imports Numba (``import
+    ketasim`` and what a command imports before its first kernel do not load it), so the
+    helper starts on matplotlib at once and never carries Numba; the command then writes its
+    files as usual."""
+    argv = [a.format(d=tmp_path) for a in argv]
+    p = _run(f"""
+        import sys
+        from ketasim import _offload, cli
+        seen = []
+        real = _offload.start
+
+        def spy(force=False):
+            seen.append("numba" in sys.modules)
+            return real(force)
+
+        _offload.start = spy
+        rc = cli.main({argv!r})
+        print(rc, seen, "numba" in sys.modules)
+    """)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.split("\n")[-2] == "0 [False] True"
+    assert sorted(f.suffix for f in tmp_path.rglob("*.*")) == [".csv", ".png"]
