@@ -1263,6 +1263,29 @@ def test_population_covariates_may_be_a_dataframe():
     assert np.array_equal(a["cmax"], b["cmax"]) and np.array_equal(a["age_y"], [30, 60, 85])
 
 
+def test_a_parameter_given_both_typically_and_per_subject_is_refused(tmp_path, capsys):
+    """AGE given as a typical value (params / --param AGE=80) and per subject (covariates /
+    --age 70): the covariate had silently won while the table's header still named AGE = 80.
+    Given in two places, it is an error, as weight is."""
+    course = ketasim.spravato_course(months=1)
+    kw = {"metrics": ("auc",), "progress": False}
+    with pytest.raises(KetasimInputError, match=r"params\['AGE'\].*got 80.*covariates\['age_y'\]"):
+        ketasim.population("esketamine-nasal", course, 2, params={"AGE": 80.0},
+                           covariates={"age_y": [70.0, 70.0]}, **kw)
+    # each alone still applies, and differently (the age effect is real)
+    a = ketasim.population("esketamine-nasal", course, 2, params={"AGE": 80.0},
+                           variability=False, **kw)["auc"]
+    b = ketasim.population("esketamine-nasal", course, 2, covariates={"age_y": [70.0, 70.0]},
+                           variability=False, **kw)["auc"]
+    assert np.all(a > b * 1.05)
+    out = tmp_path / "p.csv"
+    rc, _, err = run_cli(["population", "--model", "esketamine-nasal", "--doses", "spravato",
+                          "--months", "1", "--n", "1", "--no-variability", "--metrics", "auc",
+                          "--quiet", "--age", "70", "--param", "AGE=80", "--out", str(out)],
+                         capsys)
+    assert rc == 1 and "--param AGE" in err and "--age" in err and not out.exists()
+
+
 def test_an_age_outside_the_fitted_population_is_refused():
     """esketamine-nasal's age effect (QH - 2.19 L/h per year over 60) is fitted on ages 18-86:
     at 100-130 it had driven the hepatic flow to 0 and the AUC to millions, silently."""

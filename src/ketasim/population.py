@@ -761,6 +761,14 @@ def population(model, doses, n: int, seed: int = 0, *, metrics=DEFAULT_METRICS, 
     metrics = _check_metrics(metrics)
     typical = _check_params(model, params)
     row_weight, w0, row_cov = _covariate_arrays(model, n, weight_kg, covariates)
+    for col in row_cov:     # a parameter set in two places is an error, never one of them
+        pname = model.variability.covariates[col]
+        if pname in typical:
+            src = "--age or --covariates" if col == "age_y" else "--covariates"
+            raise KetasimInputError(
+                f"params[{pname!r}] (--param {pname}): got {typical[pname]:g}, but "
+                f"covariates[{col!r}] ({src}) gives each subject's {pname}; give it in one "
+                "place")
     from .courses import check_course_weights
     check_course_weights(doses, row_weight is not None)
     doses = _doses_for(doses, w0)
