@@ -152,3 +152,17 @@ def test_a_course_longer_than_floats_reach_is_too_many_sessions(months):
     for course in (ketasim.standard_iv_course, ketasim.spravato_course):
         with pytest.raises(KetasimInputError, match="more than 10,000,000 sessions"):
             course(months=months)
+
+
+def test_a_binary_or_pipe_course_file_is_named_as_a_toml_course_file(tmp_path):
+    import os
+
+    b = tmp_path / "c.toml"
+    b.write_bytes(b"\x00\x01\x02\x03\xff" * 20)
+    with pytest.raises(KetasimInputError, match="this is a binary file, expected a TOML course "
+                                                "file"):
+        ketasim.read_course_toml(b)
+    fifo = tmp_path / "pipe.toml"
+    os.mkfifo(fifo)
+    with pytest.raises(KetasimInputError, match="is not a regular file"):
+        ketasim.read_course_toml(fifo)

@@ -9,6 +9,7 @@ Courses are one month long and populations small to keep the suite fast.
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -512,6 +513,30 @@ def test_covariates_file_rows_follow_its_subject_column_and_is_never_overwritten
                  "-q"]) == 1
     assert "subject column: got 5; expected each of the subjects 0 to 1 once" in \
         capsys.readouterr().err
+
+
+def test_covariates_file_errors_name_the_files_own_line_and_the_value(tmp_path, capsys):
+    """A bad cell is reported at its line in the file (comments and blank lines counted),
+    with the value; a short row shows what it holds; a binary file or a pipe is named as
+    what it is."""
+    d = tmp_path / "d.csv"
+    d.write_text("time_h,amount_mg,route,duration_h\n0,35,iv,0.6667\n")
+    cases = [("# my cohort\nweight_kg\n50\n\n70\nabc\n",
+              "line 6, weight_kg: got 'abc', expected a number"),
+             ("weight_kg\n70,\n50\n70\n", "line 2: got 2 values ('70,'), expected 1 (weight_kg)"),
+             (b"\x00\x01\x02\x03\xff" * 20, "this is a binary file, expected a covariates CSV")]
+    for k, (text, fragment) in enumerate(cases):
+        cov = tmp_path / f"cov{k}.csv"
+        (cov.write_bytes if isinstance(text, bytes) else cov.write_text)(text)
+        assert main(["population", "--doses", str(d), "--n", "3", "--covariates", str(cov),
+                     "-q"]) == 1
+        err = capsys.readouterr().err
+        assert fragment in err and err.count("\n") == 1, err
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    assert main(["population", "--doses", str(d), "--n", "3", "--covariates", str(fifo),
+                 "-q"]) == 1
+    assert "is not a regular file (a device or a pipe)" in capsys.readouterr().err
 
 
 def test_sweep_grid_size_is_checked_before_it_is_built(capsys, tmp_path):

@@ -404,9 +404,15 @@ def _read_covariates(path, n):
 
     p = Path(path)
     if not p.is_file():
-        raise KetasimInputError(f"--covariates: file {path!r} not found")
-    text = _decode(p.read_bytes(), str(p))
-    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+        raise KetasimInputError(
+            f"--covariates: {path!r} is a folder, expected a CSV file" if p.is_dir() else
+            f"--covariates: {path!r} is not a regular file (a device or a pipe), expected a "
+            "CSV file" if p.exists() else f"--covariates: file {path!r} not found")
+    text = _decode(p.read_bytes(), str(p), "a covariates CSV (weight_kg and/or age_y)")
+    # (line numbers as in the file: comment and blank lines are skipped, not renumbered)
+    numbered = [(k + 1, ln) for k, ln in enumerate(text.splitlines())
+                if ln.strip() and not ln.startswith("#")]
+    lines = [ln for _, ln in numbered]
     if not lines:
         raise KetasimInputError(f"--covariates: {path}: empty; expected a header with weight_kg "
                                 "and/or age_y")
@@ -423,18 +429,21 @@ def _read_covariates(path, n):
                                 "(one per subject, --n)")
     out = {h: np.empty(n) for h in head}
     for i, ln in enumerate(rows):
+        line = numbered[i + 1][0]
         cells = ln.split(",")
         if len(cells) != len(head):
-            raise KetasimInputError(f"--covariates: {path}: row {i + 2}: expected {len(head)} "
-                                    "values")
+            raise KetasimInputError(
+                f"--covariates: {path}: line {line}: got {len(cells)} value"
+                f"{'s' if len(cells) != 1 else ''} ({ln.strip()!r}), expected {len(head)} "
+                f"({', '.join(head)})")
         for h, c in zip(head, cells):
             try:
                 out[h][i] = to_float(c)
             except ValueError:
-                raise KetasimInputError(f"--covariates: {path}: row {i + 2}, {h}: got {c!r}, "
-                                        "expected a number") from None
+                raise KetasimInputError(f"--covariates: {path}: line {line}, {h}: got "
+                                        f"{c.strip()!r}, expected a number") from None
             if not np.isfinite(out[h][i]):
-                raise KetasimInputError(f"--covariates: {path}: row {i + 2}, {h}: got "
+                raise KetasimInputError(f"--covariates: {path}: line {line}, {h}: got "
                                         f"{c.strip()!r}, expected a finite number")
     if "subject" in out:
         # rows matched to subjects by the subject column: the subjects are 0 .. n-1, as in

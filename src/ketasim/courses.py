@@ -243,8 +243,11 @@ def read_course_toml(path, months: float | None = None) -> Doses:
     where = str(p)
     if not p.is_file():
         raise KetasimInputError(f"course: {where!r} is a folder, expected a TOML file"
-                                if p.is_dir() else f"course: file {where!r} not found")
-    text = _decode(p.read_bytes(), where)
+                                if p.is_dir() else
+                                f"course: {where!r} is not a regular file (a device or a pipe), "
+                                "expected a TOML file" if p.exists() else
+                                f"course: file {where!r} not found")
+    text = _decode(p.read_bytes(), where, "a TOML course file")
     try:
         spec = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -565,7 +565,7 @@ def _expand(doses: Doses) -> Doses:
 # ---------------------------------------------------------------------- CSV
 def _decode(data: bytes, where: str, what: str = "a CSV dose table") -> str:
     """Text of a small file held in memory: UTF-8 (BOM or not), or UTF-16/32 with a BOM."""
-    enc = _encoding(data[:4096], where) if data else "utf-8"
+    enc = _encoding(data[:4096], where, what) if data else "utf-8"
     try:
         return data.decode(enc if enc != "utf-8" else "utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -575,8 +575,9 @@ def _decode(data: bytes, where: str, what: str = "a CSV dose table") -> str:
 
 
 
-def _encoding(head: bytes, where: str) -> str:
-    """The text encoding of a dose file from its first bytes (BOM, or UTF-16 without one)."""
+def _encoding(head: bytes, where: str, what: str = "a CSV dose table") -> str:
+    """The text encoding of a dose file (or of ``what``) from its first bytes (BOM, or UTF-16
+    without one)."""
     if head.startswith((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")):
         return "utf-32"
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):
@@ -589,7 +590,7 @@ def _encoding(head: bytes, where: str) -> str:
             return "utf-16-le"
         if even.count(0) >= len(even) // 2 and odd.count(0) == 0:
             return "utf-16-be"
-        raise KetasimInputError(f"{where}: this is a binary file, expected a CSV dose table")
+        raise KetasimInputError(f"{where}: this is a binary file, expected {what}")
     return "utf-8"
 
 
