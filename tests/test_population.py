@@ -739,3 +739,23 @@ def test_band_figure_close_up_follows_the_first_dose_and_labels_its_outputs():
     labels = [axes[2 * r].get_ylabel() for r in range(3)]
     assert "ng/mL" in labels[0] and "model-predicted" in labels[1]
     assert "SCHEMATIC" in labels[2]
+
+
+def test_the_bands_figure_says_where_it_draws_nothing():
+    """A quantile at or above the top of the bands' range is NaN and not drawn: the figure
+    says so (it had silently started the close-up at the first time it could draw)."""
+    from ketasim.cli_population import plot_bands_figure
+    from ketasim.population import Bands
+
+    t = np.arange(0.0, 10.0)
+    v = np.tile(np.linspace(9e4, 1e3, t.size), (1, 3, 1))
+    ok = Bands(times_h=t, outputs=("plasma",), quantiles=(0.05, 0.5, 0.95), values=v,
+               units={"plasma": "ng/mL"})
+    assert [x.get_text() for x in plot_bands_figure(ok, "x").texts] == ["x"]   # the title
+    v = v.copy()
+    v[0, 2, :2] = np.nan
+    cut = Bands(times_h=t, outputs=("plasma",), quantiles=(0.05, 0.5, 0.95), values=v,
+                units={"plasma": "ng/mL"})
+    texts = [x.get_text() for x in plot_bands_figure(cut, "x").texts]
+    assert texts == ["x", "plasma: not drawn at 2 of 10 times (from 0 h), where a quantile is at "
+                     "or above 100000 ng/mL, the top of the bands' range"]

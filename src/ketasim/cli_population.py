@@ -240,6 +240,7 @@ def plot_bands_figure(bands, title: str, first_dose_h: float = 0.0):
             return f"{o}\n(SCHEMATIC, relative)"
         return f"{o}\n({_output_unit(o)})"
 
+    notes = []
     for row, o in enumerate(bands.outputs):
         q = bands.get(o)
         for col, (x, sel) in enumerate(((t / 24.0, slice(None)),
@@ -251,13 +252,22 @@ def plot_bands_figure(bands, title: str, first_dose_h: float = 0.0):
             ax.grid(alpha=0.3)
             ax.set_ylim(bottom=0)
         axes[row, 0].set_ylabel(label(o))
+        gone = np.isnan(np.vstack([q["p05"], q["p50"], q["p95"]])).any(axis=0)
+        if gone.any():       # at or above the top of the bands' range: not drawn, said so
+            from .population import BAND_RANGE
+
+            notes.append(f"{o}: not drawn at {int(gone.sum()):,} of {gone.size:,} times "
+                         f"(from {t[gone][0]:g} h), where a quantile is at or above "
+                         f"{BAND_RANGE[1]:g} {_output_unit(o)}, the top of the bands' range")
     axes[0, 0].legend(loc="upper right", fontsize=8)
     axes[0, 0].set_title("whole course", fontsize=9)
     axes[0, 1].set_title("first session, close-up", fontsize=9)
     axes[-1, 0].set_xlabel("time (days)")
     axes[-1, 1].set_xlabel("time after the first dose (h)")
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    if notes:
+        fig.text(0.01, 0.005, "\n".join(notes), fontsize=8, color="tab:red", va="bottom")
+    fig.tight_layout(rect=(0, 0.025 * (len(notes) + 1) if notes else 0, 1, 1))
     return fig
 
 
