@@ -105,6 +105,21 @@ def test_closeup_shows_the_exact_peak_and_the_infusion(iv_run):
     assert x.min() == pytest.approx(0) and x.max() == pytest.approx(2 / 3)
 
 
+def test_a_grid_ending_during_the_infusion_shows_no_false_peak():
+    """The output grid ends at 18 min of a 40-min infusion: the highest value shown is where
+    the grid ends, not the session's peak (159 ng/mL at 40 min), and the infusion bar stops at
+    the panel's edge."""
+    d = ketasim.Doses.single(35.0, "iv", duration_h=2 / 3)
+    r = ketasim.simulate("ketamine-iv", d, ketasim.time_grid(0.3, 0.1))
+    fig = plot_course(r)
+    text = _all_text(fig)
+    assert "highest shown" in text and "where the grid ends" in text and "peak 9" not in text
+    axz = fig.subfigs[0].axes[0]
+    bar = [c for c in axz.collections if c.get_label().startswith("IV infusion")]
+    x = bar[0].get_paths()[0].vertices[:, 0]
+    assert x.min() == pytest.approx(0) and x.max() <= axz.get_xlim()[1] + 1e-12
+
+
 def test_every_session_has_a_peak_marker(iv_run):
     fig = plot_course(iv_run)
     axc = fig.subfigs[0].axes[1]

@@ -444,8 +444,9 @@ def _infusion_bars(ax, doses, t0, t1, color="0.35", label=True):
                 text += f", {span([x[1] * 60 for x in same], _num)} min"
         first[kind] = True
         if dur > 0:
-            ax.fill_between([t - t0, t + dur - t0], 1.0, 1.04, transform=tr, color=color,
-                            clip_on=False, lw=0, label=text)
+            # (drawn above the axes, so not clipped: cut at the window's ends instead)
+            ax.fill_between([max(t, t0) - t0, min(t + dur, t1) - t0], 1.0, 1.04, transform=tr,
+                            color=color, clip_on=False, lw=0, label=text)
         else:
             ax.plot([t - t0], [1.02], transform=tr, marker="v", ms=9, color=color,
                     clip_on=False, ls="none", label=text)
@@ -512,6 +513,12 @@ def _peak_note(ax, run, color, offset=(12, -4), slot=None):
     ax.plot([tmax[0]], [cmax[0]], marker="o", ms=8, color=color, mec="white", mew=1.5,
             ls="none", zorder=5)
     text = f"peak {_num(cmax[0])} ng/mL\nat {tmax[0] * 60:.0f} min"
+    end = float(run.course.times[-1])
+    if tmax[0] >= end - 1e-9 * max(1.0, abs(end)):
+        # the output grid ends while the level still rises: the highest value shown is where
+        # it ends, not the session's peak
+        text = (f"highest shown {_num(cmax[0])} ng/mL\nat {tmax[0] * 60:.0f} min, where the "
+                "grid ends")
     if slot is None:
         ax.annotate(text, (tmax[0], cmax[0]), xytext=offset, textcoords="offset points",
                     fontsize=BODY_PT - 1, va="top", color="0.1")
