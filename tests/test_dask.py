@@ -195,3 +195,46 @@ def test_work_the_cluster_lost_is_a_one_line_error(monkeypatch):
     finally:
         c.close()
         cluster.close()
+
+
+def _descendants(pid: int) -> list:
+    kids = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                ppid = int((p / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid == pid:
+                kids.append(int(p.name))
+    return kids + [d for k in kids for d in _descendants(k)]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and process groups")
+def test_ctrl_c_on_a_local_cluster_stops_quietly(tmp_path):
+    """A terminal's Ctrl-C reaches the whole process group, the local cluster's workers too:
+    the command says it was interrupted, in two lines, writes nothing, and the workers print
+    no traceback of their own (they had printed about 70 lines)."""
+    out = tmp_path / "p.csv"
+    p = subprocess.Popen([sys.executable, "-m", "ketasim", "population", "--n", "400000",
+                          "--out", str(out), "--scheduler", "local", "--quiet"], env=_env(),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    try:
+        end = time.monotonic() + 120
+        while len(_descendants(p.pid)) < 2 and p.poll() is None and time.monotonic() < end:
+            time.sleep(0.2)
+        time.sleep(3.0)            # the workers are running chunks
+        assert p.poll() is None, "the run ended before Ctrl-C"
+        os.killpg(p.pid, 2)        # SIGINT to the group, as a terminal sends it
+        _, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, 9)
+            p.wait()
+    assert p.returncode == 130, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == \
+        "ketasim: interrupted (Ctrl-C)", err
+    assert len(err.strip().splitlines()) <= 2, err
+    assert not out.exists()

@@ -402,8 +402,18 @@ def _connect(scheduler):
                                 "local")
     import logging
     if scheduler == "local":
-        cluster = distributed.LocalCluster(processes=True, host="127.0.0.1",
-                                           dashboard_address=None, silence_logs=logging.ERROR)
+        # (each worker process ignores Ctrl-C, ketasim._dask_local: a terminal sends it to the
+        # whole process group; this process alone stops, then stops them)
+        import warnings
+
+        with warnings.catch_warnings():
+            # the scheduler's small HTTP server (health, metrics; no dashboard) on 127.0.0.1
+            # takes another port when 8787 is taken (another cluster): not the user's news
+            warnings.filterwarnings("ignore", message=r"Port \d+ is already in use")
+            cluster = distributed.LocalCluster(processes=True, host="127.0.0.1",
+                                               dashboard_address=None,
+                                               silence_logs=logging.ERROR,
+                                               preload=["ketasim._dask_local"])
         return distributed.Client(cluster), True
     if "://" not in scheduler and ":" not in scheduler:
         raise KetasimInputError(f"scheduler: got {scheduler!r}, expected tcp://HOST:PORT or "
@@ -496,6 +506,11 @@ def _execute(jobs, chunk_size: int, scheduler, progress, desc: str):
                     if bar is not None:
                         bar.update(b - a)
             finally:
+                if owned and sys.exc_info()[0] is not None:
+                    # stopped (Ctrl-C, an error): the complaints of a cluster ketasim started
+                    # about the work it loses now are not the user's news
+                    import logging
+                    logging.getLogger("distributed").setLevel(logging.CRITICAL)
                 for f in futures:
                     f.cancel()
                 if owned:
