@@ -1982,19 +1982,32 @@ def _lattice_floor(off, jH, LL):
     return res
 
 
+@njit(cache=True, inline="always")
+def _not_monotone(f0, f1, d0, d1, fm, dm):
+    """Whether a curve with values f0, f1 and slopes d0, d1 (of one sign) at a step's ends,
+    and fm, dm at its middle, cannot be monotone over the step: the middle outside the ends'
+    range, or sloping the other way (beyond rounding: 1e-9 of the values, of the slopes)."""
+    tol = 1e-9 * max(abs(f0), abs(f1), abs(fm))
+    return (fm > max(f0, f1) + tol or fm < min(f0, f1) - tol
+            or (dm * d0 < 0.0 and abs(dm) > 1e-9 * max(abs(d0), abs(d1))))
+
+
 @njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _monitor(K, x0, x1, u, has_u, jH, H, t0, sidx, ra, raK, rw, rwK, thr_o, thr_c, LP, LG,
              LL, xa, xb, D1, D2, mo, mon, split_ok):
     """Update session ``sidx``'s metrics with the step [t0, t0 + H] from x0 to x1 (exact).
     ``jH`` is the step's rung (-1: a Taylor step shorter than the ladder's base). ``mon``:
     bit 0, the analyte's peak and thresholds; bit 1, occupancy's (a metric nobody asked for
-    is not searched for).
+    is not searched for); bit 2, also look at the step's middle (below).
 
     A peak is searched for where the slope changes sign between the step's ends. Ends that
     rise against a falling slope at both (or fall against a rising one) mean a dip and a
-    peak inside the step, which that misses: with ``split_ok`` (and a step of two rungs or
-    more) nothing is updated and True is returned, for the caller to monitor the step in
-    shorter pieces."""
+    peak inside the step, which that misses; so does a value or slope at the step's middle
+    (exact, one half-step on the ladder) that a curve monotone over the step cannot have,
+    when both ends slope the same way (a pulse that rises and falls back inside one step: a
+    long transit chain feeding the analyte beside another path). With ``split_ok`` (and a
+    step of two rungs or more) nothing is updated then and True is returned, for the caller
+    to monitor the step in shorter pieces."""
     nto = thr_o.shape[0]
     ntc = thr_c.shape[0]
     # values and slopes at the step's ends (analyte, occupancy sum), once for the check below
@@ -2017,6 +2030,15 @@ def _monitor(K, x0, x1, u, has_u, jH, H, t0, sidx, ra, raK, rw, rwK, thr_o, thr_
         if (mon >> 1) & 1 and ((do0 < 0.0 and do1 < 0.0 and fo1 > fo0)
                                or (do0 > 0.0 and do1 > 0.0 and fo1 < fo0)):
             return True
+        probe = (mon >> 2) & 1      # a network with transit chains (ketasim.engine)
+        sa = probe and mon & 1 and da0 * da1 > 0.0
+        so = probe and (mon >> 1) & 1 and do0 * do1 > 0.0
+        if sa or so:
+            _lstep(jH - 1, x0, u, has_u, LP, LG, xa)        # the state at the middle
+            if sa and _not_monotone(fa0, fa1, da0, da1, _dot(ra, xa), _deriv(ra, raK, xa, u)):
+                return True
+            if so and _not_monotone(fo0, fo1, do0, do1, _dot(rw, xa), _deriv(rw, rwK, xa, u)):
+                return True
     for which in range(2):
         if (mon >> which) & 1 == 0:
             continue

@@ -727,6 +727,36 @@ def session_starts(doses, merge_h: float = 1.0) -> np.ndarray:
     return t[keep]
 
 
+#: Transfers from the nearest dose at or beyond which a compartment's drug arrives as a
+#: delayed pulse (a transit chain): the exact metrics then also look at each step's middle
+#: (:func:`ketasim._kernels._monitor`), where a pulse that rises and falls back inside one
+#: step can show though the step's ends do not (it costs about half again the metrics' time).
+PROBE_LINKS = 6
+
+
+def _far_from_doses(Ka, ev, n_states: int) -> bool:
+    """Whether some compartment is at least :data:`PROBE_LINKS` transfers from every
+    compartment a dose enters (for any subject's matrices)."""
+    flow = (Ka[:, :n_states, :n_states] != 0).any(axis=0)     # flow[j, i]: i feeds j
+    np.fill_diagonal(flow, False)
+    _, ev_c, _, ev_k, nev, ev_v = ev
+    live = np.arange(ev_k.shape[1])[None, :] < np.asarray(nev)[:, None]
+    src = np.zeros(n_states, bool)
+    direct = ev_c[live & ((ev_k == 0) | (ev_k == 1))]
+    src[direct[(direct >= 0) & (direct < n_states)]] = True
+    rows = np.unique(ev_c[live & (ev_k == 3)])
+    if rows.size:                # doses split between compartments (a vector per event)
+        src |= (ev_v[:, rows, :n_states] != 0).any(axis=(0, 1))
+    dist = np.where(src, 0, -1)
+    frontier = src
+    d = 0
+    while frontier.any():
+        d += 1
+        frontier = flow[:, frontier].any(axis=1) & (dist < 0)
+        dist[frontier] = d
+    return bool(dist.max() >= PROBE_LINKS)
+
+
 def _parse_thresholds(metrics):
     occ, conc = set(), set()
     for m in metrics:
@@ -890,6 +920,8 @@ def run_metrics(model, doses, params=None, weight_kg=70.0, *, analyte=None, thre
     has_occ = "occupancy" in wsets
     mon = np.int64((1 if conc_peaks or thr_c.size else 0)
                    | (2 if has_occ and (occupancy_peaks or thr_o.size) else 0))
+    if mon and _far_from_doses(Ka, ev, S0):
+        mon |= 4        # also look at each step's middle (ketasim._kernels._monitor)
 
     def met(a, b):
         _kernels.metrics_range(a, b, Ka, ev_t, ev_c, ev_a, ev_k, nev, ev_v, sess, nsess, hor, ra,
