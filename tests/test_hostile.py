@@ -1374,3 +1374,22 @@ def test_a_ctrl_c_swallowed_on_the_way_still_stops_the_command_before_its_files(
     monkeypatch.setattr(cli_teach, "course_summary", real)
     assert main(["course", "--months", "1", "--out-dir", str(out)]) == 0   # the next run
     assert sorted(p.name for p in out.iterdir()) == ["course.csv", "course.png"]
+
+
+def test_options_without_effect_and_out_of_range_doses_are_refused(tmp_path, capsys):
+    """--seed where no subject is drawn (sweep without --n, population with
+    --no-variability) had been accepted and ignored; schedule's --dose-mg-per-kg had no upper
+    limit where course --dose has 10 mg/kg. A one-session table is 'one session'."""
+    rc, _, err = run_cli(["sweep", "--vary", "CL=50:150:3", "--seed", "3", "--out",
+                          str(tmp_path / "s.csv")], capsys)
+    assert rc == 1
+    one_line_error(err, "--seed", "only with --n")
+    rc, _, err = run_cli(["population", "--n", "3", "--seed", "2", "--no-variability", "-q"],
+                         capsys)
+    assert rc == 1
+    one_line_error(err, "--seed", "--no-variability")
+    rc, _, err = run_cli(["schedule", "standard-iv", "--dose-mg-per-kg", "11"], capsys)
+    assert rc == 2 and "11 is out of range: expected mg/kg <= 10" in err
+    assert not list(tmp_path.iterdir())
+    rc, out, _ = run_cli(["schedule", "standard-iv", "--months", "0.01"], capsys)
+    assert rc == 0 and "1 session, 35 mg in all" in out

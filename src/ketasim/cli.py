@@ -191,8 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     ssub = sc.add_subparsers(dest="course", required=True, parser_class=_SubParser)
     a = ssub.add_parser("standard-iv", help="3 sessions in week 1, 2 in week 2, weekly in "
                         "weeks 3-5, then monthly; 0.5 mg/kg over 40 min")
-    a.add_argument("--dose-mg-per-kg", type=_finite("mg/kg", 0, True), default=0.5,
-                   help="dose per session, mg/kg (default: 0.5)")
+    # (at most 10 mg/kg, as `course --dose`: anaesthetic induction is 1-4.5)
+    a.add_argument("--dose-mg-per-kg", type=_finite("mg/kg", 0, True, hi=10.0), default=0.5,
+                   help="dose per session, mg/kg, at most 10 (default: 0.5)")
     a.add_argument("--weight", type=_finite("kg", 0, True), default=None,
                    help="body weight, kg, for the mg/kg doses; when given, the table records "
                    "it in a weight_kg column, so the course is simulated at that weight "
@@ -564,7 +565,7 @@ def cmd_schedule(args) -> int:
         sys.stdout.write(doses_csv_text(d))
         return 0
     write_doses(d, args.out)
-    print(f"wrote {args.out} ({len(d)} sessions)", file=sys.stderr)
+    print(f"wrote {args.out} ({len(d)} session{'s' if len(d) != 1 else ''})", file=sys.stderr)
     return 0
 
 

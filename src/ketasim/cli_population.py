@@ -50,7 +50,8 @@ def _common(p, out_required: bool):
                    type=_table_out,
                    help="metrics table: .csv, or .parquet (needs pyarrow)" + (
                        " (required)" if out_required else " (default: none, print a summary)"))
-    p.add_argument("--seed", type=_seed, default=0, help="random seed (default: 0)")
+    p.add_argument("--seed", type=_seed, default=None,
+                   help="random seed of the drawn subjects (default: 0)")
     p.add_argument("--weight", type=_finite("kg", 0, True), default=None,
                    help="body weight, kg (default: 70)")
     p.add_argument("--param", type=_param, action=ParamAction, default=[], metavar="NAME=VALUE",
@@ -513,6 +514,10 @@ def run_population(args) -> int:
     from .population import population
 
     model = load_model(args.model)
+    if args.seed is not None and args.no_variability:
+        raise KetasimInputError("--seed: no subjects are drawn with --no-variability (every "
+                                "subject has the typical values); give one of them")
+    args.seed = 0 if args.seed is None else args.seed
     doses, course_kw = _doses_arg(args)
     if course_kw:
         from .courses import resolve_doses
@@ -605,6 +610,10 @@ def run_sweep(args) -> int:
     from .population import parse_vary, sweep
 
     model = load_model(args.model)
+    if args.seed is not None and not args.n:
+        raise KetasimInputError("--seed: only with --n (it draws the subjects at each grid "
+                                "point; without --n each point is the typical subject)")
+    args.seed = 0 if args.seed is None else args.seed
     vary = [parse_vary(v) for v in args.vary]
     doses, course_kw = _doses_arg(args)
     if course_kw and "months" in [nm for nm, _ in vary]:

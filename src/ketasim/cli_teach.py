@@ -418,7 +418,8 @@ def print_schedule(doses) -> None:
                      _WEEKDAYS[int(day) % 7] if float(day).is_integer() else "–", fmt(a), r,
                      fmt(dur * 60) if dur > 0 else "–"])
     print(_table(head, rows))
-    print(f"{len(rows)} sessions, {fmt(d.amount_mg.sum())} mg in all; day 0 shown as a "
+    print(f"{len(rows)} session{'s' if len(rows) != 1 else ''}, {fmt(d.amount_mg.sum())} mg "
+          "in all; day 0 shown as a "
           "Monday. Write it as a dose table with --out FILE.csv (or --out - for CSV here).")
 
 
@@ -620,8 +621,9 @@ def compare_values(run) -> dict:
     glu = np.asarray(cm.peak_glutamate, float)
     return {"drug": f"{drug_name(run.model)} ({run.model.name})",
             "route and dose per session": describe_doses(run.doses, run.weight_kg),
-            "sessions": f"{cm.session_start_h.size} over "
-                        f"{fmt((cm.session_start_h[-1] - cm.session_start_h[0]) / 24)} days",
+            "sessions": (f"{cm.session_start_h.size} over "
+                         f"{fmt((cm.session_start_h[-1] - cm.session_start_h[0]) / 24)} days"
+                         if cm.session_start_h.size > 1 else "one"),
             "cmax1": cm.cmax_ng_ml[0], "tmax1": cm.tmax_h[0] * 60, "auc1": cm.auc_ng_h_ml[0],
             # (runs with different intervals have first-session AUCs over different windows)
             "auc1_h": float((cm.session_start_h[1] if cm.session_start_h.size > 1

@@ -263,7 +263,8 @@ class Explorer:
         self.last_update_s = time.perf_counter() - t0     # simulation + new data, no drawing
         first = self.result is None or not getattr(self, "_updated", False)
         self._updated = True
-        self.timing_text.set_text(f"{starts.size} sessions\nre-simulated in "
+        self.timing_text.set_text(f"{starts.size} session{'s' if starts.size != 1 else ''}"
+                                  "\nre-simulated in "
                                   f"{self.last_update_s * 1000:.0f} ms"
                                   + (" (first run:\nloading compiled code)" if first else ""))
         self.fig.canvas.draw_idle()
