@@ -442,3 +442,16 @@ def test_a_coarse_grid_keeps_the_exact_peaks_on_the_scale_and_says_what_it_shows
     # a grid that ends just as a session starts shows nothing of that session
     at = ketasim.simulate("ketamine-iv", "standard-iv", ketasim.time_grid(48.0, 0.5))
     assert "1 of 13 sessions shown" in _title(_as_run(at, 8.0))
+
+
+@pytest.mark.parametrize("fmt", ["svg", "pdf"])
+def test_a_vector_figure_is_the_same_bytes_each_time(fmt):
+    """No creation date in a PDF or SVG, and the SVG's ids from a fixed salt: saving the same
+    figure twice gives the same file (they differed in every run), so outputs can be diffed."""
+    from ketasim.plotting import encode_figure
+
+    r = ketasim.simulate("ketamine-iv", ketasim.Doses.single(35.0, "iv", duration_h=2 / 3),
+                         ketasim.time_grid(48.0, 0.5))
+    a = encode_figure(plot_course(r), fmt, 120)
+    b = encode_figure(plot_course(r), fmt, 120)
+    assert a == b and len(a) > 10_000

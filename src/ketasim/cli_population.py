@@ -12,7 +12,6 @@ or failed run leaves none.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 from pathlib import Path
@@ -208,11 +207,12 @@ def _table_output(path: Path, columns, units, title):
 
 
 def _figure_bytes(fig, path: Path) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, dpi=120, format=path.suffix.lstrip(".").lower())
+    from .plotting import encode_figure
+
+    data = encode_figure(fig, path.suffix.lstrip(".").lower(), 120)
     import matplotlib.pyplot as plt
     plt.close(fig)
-    return buf.getvalue()
+    return data
 
 
 # ---------------------------------------------------------------------- figures

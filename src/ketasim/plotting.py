@@ -995,12 +995,18 @@ def encode_figure(fig, fmt: str, dpi: float, **savefig_kw) -> bytes:
     measured with, which a figure's layout should not depend on.)"""
     import io
 
+    import matplotlib
+
     buf = io.BytesIO()
     engine = fig.get_layout_engine()
     if fmt != "png" or engine is None:
-        fig.savefig(buf, format=fmt, dpi=dpi, **savefig_kw)
+        # a PDF or SVG without its creation date, its SVG ids from a fixed salt: the same
+        # figure is the same bytes each time (a PNG is already)
+        if fmt in ("pdf", "svg") and "metadata" not in savefig_kw:
+            savefig_kw["metadata"] = {"CreationDate" if fmt == "pdf" else "Date": None}
+        with matplotlib.rc_context({"svg.hashsalt": "ketasim"}):
+            fig.savefig(buf, format=fmt, dpi=dpi, **savefig_kw)
         return buf.getvalue()
-    import matplotlib
 
     old_dpi = fig.dpi
     fig.dpi = dpi
