@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -215,3 +216,33 @@ def test_schedule_to_stdout_is_the_file_it_writes(tmp_path, capsys):
     assert np.array_equal(back.duration_h, ref.duration_h)
     assert np.array_equal(back.amount_mg, ref.amount_mg)
     assert np.array_equal(back.time_h, ref.time_h)
+
+
+@pytest.mark.parametrize("argv, code, line", [
+    (["-m", "ketasim", "presets"], 130, "ketasim: interrupted (Ctrl-C)"),
+    (["/usr/local/bin/ketasim", "presets"], 130, "ketasim: interrupted (Ctrl-C)"),
+    (["-c", "import ketasim"], None, "KeyboardInterrupt")])
+def test_ctrl_c_while_the_program_imports_is_one_line(argv, code, line):
+    """Ctrl-C before the command's handler is set (while ketasim imports): the program says it
+    was interrupted, in one line with status 130, not a traceback; any other process (a script
+    importing ketasim) gets the KeyboardInterrupt as usual."""
+    probe = textwrap.dedent(f"""
+        import builtins, sys
+        sys.orig_argv[:] = [sys.executable] + {argv!r}
+        real = builtins.__import__
+
+        def imp(name, *a, **k):
+            if name == "population" or name.endswith(".population"):
+                raise KeyboardInterrupt
+            return real(name, *a, **k)
+
+        builtins.__import__ = imp
+        import ketasim
+    """)
+    p = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == code if code else p.returncode != 130, p.stderr
+    if code == 130:
+        assert p.stderr == line + "\n"
+    else:
+        assert "Traceback" in p.stderr and p.stderr.strip().endswith(line)

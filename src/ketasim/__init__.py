@@ -5,26 +5,47 @@ top of an exact solver for linear compartment networks. A teaching and research 
 dosing recommendation.
 """
 
+import sys as _sys
+
 from . import _numba_cache  # noqa: F401  (first: sets NUMBA_CACHE_DIR before numba loads)
 
 # (Numba and the compiled kernels, ketasim._kernels, load at the first call that needs them)
-from .courses import (
-    COURSES,
-    Phase,
-    course_from_phases,
-    read_course_toml,
-    resolve_doses,
-    spravato_course,
-    standard_iv_course,
-)
-from .dosing import Doses, expand, read_doses, write_doses
-from .errors import KetasimInputError
-from .explore import explore
-from .model import Model
-from .modelfile import list_presets, load_model
-from .population import population, sweep
-from .result import Result
-from .simulate import simulate, time_grid
+
+
+def _stopped_while_starting() -> None:
+    """Ctrl-C while ``ketasim`` (the program: ``python -m ketasim`` or the installed command)
+    is still importing, before its handler is set: the same one line and status as later,
+    not a traceback. In any other process (a notebook, a script) the interrupt goes on."""
+    argv = list(getattr(_sys, "orig_argv", ()))
+    program = ("-m" in argv[1:-1] and argv[argv.index("-m", 1) + 1] == "ketasim") or (
+        len(argv) > 1 and argv[1].replace("\\", "/").rsplit("/", 1)[-1].split(".")[0]
+        == "ketasim")
+    if program:
+        _sys.stderr.write("ketasim: interrupted (Ctrl-C)\n")
+        raise SystemExit(130)
+
+
+try:
+    from .courses import (
+        COURSES,
+        Phase,
+        course_from_phases,
+        read_course_toml,
+        resolve_doses,
+        spravato_course,
+        standard_iv_course,
+    )
+    from .dosing import Doses, expand, read_doses, write_doses
+    from .errors import KetasimInputError
+    from .explore import explore
+    from .model import Model
+    from .modelfile import list_presets, load_model
+    from .population import population, sweep
+    from .result import Result
+    from .simulate import simulate, time_grid
+except KeyboardInterrupt:
+    _stopped_while_starting()
+    raise
 
 __version__ = "0.1.0"
 
