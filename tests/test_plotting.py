@@ -455,3 +455,16 @@ def test_a_vector_figure_is_the_same_bytes_each_time(fmt):
     a = encode_figure(plot_course(r), fmt, 120)
     b = encode_figure(plot_course(r), fmt, 120)
     assert a == b and len(a) > 10_000
+
+
+def test_a_table_in_mg_is_described_in_mg_and_a_course_per_kg():
+    """The standard course is dosed per kg: '0.5 mg/kg (35 mg)'. A table given in mg reads
+    '35 mg (0.5 mg/kg at 70 kg)': it had read as if it were given per kg."""
+    from ketasim.plotting import describe_doses
+
+    course = ketasim.standard_iv_course(months=1)
+    table = ketasim.Doses.single(35.0, "iv", duration_h=2 / 3)
+    assert describe_doses(course, 70.0) == "0.5 mg/kg (35 mg) IV infusion over 40 min"
+    assert describe_doses(table, 70.0) == "35 mg (0.5 mg/kg at 70 kg) IV infusion over 40 min"
+    assert describe_doses(table, 80.0) == \
+        "35 mg (0.438 mg/kg at 80 kg) IV infusion over 40 min"

@@ -121,7 +121,8 @@ def main_analyte(model) -> str:
 
 def describe_doses(doses, weight_kg: float | None = None) -> str:
     """A short description of the dose per session: ``0.5 mg/kg (35 mg) IV infusion over
-    40 min`` or ``56-84 mg nasal spray``."""
+    40 min`` (a course dosed per kg), ``35 mg (0.5 mg/kg at 70 kg) IV infusion over 40 min``
+    (a table in mg) or ``56-84 mg nasal spray``."""
     d = expand(doses)
     if getattr(d, "evid", None) is not None and (d.evid == 3).any():
         d = d._take(np.flatnonzero(d.evid != 3))    # a reset row gives no dose
@@ -132,7 +133,11 @@ def describe_doses(doses, weight_kg: float | None = None) -> str:
     else:
         amt = f"{_num(amounts.min())}-{_num(amounts.max())} mg"
     if "iv" in routes and weight_kg and amounts.size == 1:
-        amt = f"{_num(amounts[0] / weight_kg)} mg/kg ({amt})"
+        per_kg = _num(amounts[0] / weight_kg)
+        if getattr(doses, "source", "") == "course":     # dosed per kg (standard-iv)
+            amt = f"{per_kg} mg/kg ({amt})"
+        else:                      # a table in mg: per kg only at the weight simulated
+            amt = f"{amt} ({per_kg} mg/kg at {_num(weight_kg)} kg)"
     route_arr = np.asarray(d.route, dtype=object)
 
     def word(r):
