@@ -468,3 +468,24 @@ def test_a_table_in_mg_is_described_in_mg_and_a_course_per_kg():
     assert describe_doses(table, 70.0) == "35 mg (0.5 mg/kg at 70 kg) IV infusion over 40 min"
     assert describe_doses(table, 80.0) == \
         "35 mg (0.438 mg/kg at 80 kg) IV infusion over 40 min"
+
+
+def test_windows_of_another_analyte_are_named_not_silently_dropped():
+    """A model file's [[bands]] window for another analyte than the plotted one is not drawn
+    against the plotted one's curve: the caption names it (it had vanished without a word)."""
+    import tomllib
+    from pathlib import Path
+
+    spec = tomllib.loads(Path(ketasim.__file__).with_name("presets").joinpath(
+        "ketamine-iv.toml").read_text())
+    spec["bands"].append({"name": "hypothetical", "analyte": "metabolite", "lo_ng_ml": 10,
+                          "hi_ng_ml": 20, "source": "test"})
+    m = ketasim.Model.from_dict(spec)
+    r = ketasim.simulate(m, ketasim.Doses.single(35.0, "iv", duration_h=2 / 3),
+                         ketasim.time_grid(48.0, 0.5))
+    text = _all_text(plot_course(r))
+    assert "Not drawn (for another analyte than plasma): metabolite hypothetical: 10-20 ng/mL" \
+        in text
+    assert "Not drawn" not in _all_text(plot_course(ketasim.simulate(
+        "ketamine-iv", ketasim.Doses.single(35.0, "iv", duration_h=2 / 3),
+        ketasim.time_grid(48.0, 0.5))))
