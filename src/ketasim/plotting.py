@@ -1012,8 +1012,9 @@ def encode_figure(fig, fmt: str, dpi: float, **savefig_kw) -> bytes:
     buf = io.BytesIO()
     engine = fig.get_layout_engine()
     if fmt != "png" or engine is None:
-        # a PDF or SVG without its creation date, its SVG ids from a fixed salt: the same
-        # figure is the same bytes each time (a PNG is already)
+        # a PDF or SVG without its creation date, its SVG ids from a fixed salt: two runs
+        # differ in neither (only, now and then, where matplotlib's layout solver places an
+        # edge at -0 instead of 0; a PNG does not show that)
         if fmt in ("pdf", "svg") and "metadata" not in savefig_kw:
             savefig_kw["metadata"] = {"CreationDate" if fmt == "pdf" else "Date": None}
         with matplotlib.rc_context({"svg.hashsalt": "ketasim"}):
