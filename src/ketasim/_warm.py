@@ -124,7 +124,7 @@ def prepare_target() -> bool:
     return True
 
 
-FIRST_RUN_NOTE = ("ketasim: first run: compiling the solver (10-30 seconds, once; later runs "
+FIRST_RUN_NOTE = ("ketasim: first run: compiling the solver (up to a minute, once; later runs "
                   "start in about a second)")
 
 
