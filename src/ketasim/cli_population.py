@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ._numtext import to_float, to_int
-from .errors import KetasimInputError
+from .errors import KetasimInputError, check_input_file
 
 __all__ = ["add_population_parser", "add_sweep_parser", "write_table"]
 
@@ -414,11 +414,7 @@ def _read_covariates(path, n):
     from .dosing import _decode
 
     p = Path(path)
-    if not p.is_file():
-        raise KetasimInputError(
-            f"--covariates: {path!r} is a folder, expected a CSV file" if p.is_dir() else
-            f"--covariates: {path!r} is not a regular file (a device or a pipe), expected a "
-            "CSV file" if p.exists() else f"--covariates: file {path!r} not found")
+    check_input_file("--covariates", path, p, "a CSV file")
     text = _decode(p.read_bytes(), str(p), "a covariates CSV (weight_kg and/or age_y)")
     # (line numbers as in the file: comment and blank lines are skipped, not renumbered)
     numbered = [(k + 1, ln) for k, ln in enumerate(text.splitlines())

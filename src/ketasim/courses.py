@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .dosing import MAX_EVENTS, Doses, _decode
-from .errors import KetasimInputError, suggest
+from .errors import KetasimInputError, check_input_file, suggest
 
 __all__ = ["Phase", "course_from_phases", "standard_iv_course", "spravato_course", "COURSES",
            "DAYS_PER_MONTH", "course_days", "STANDARD_IV_PHASES", "read_course_toml",
@@ -241,12 +241,7 @@ def read_course_toml(path, months: float | None = None) -> Doses:
 
     p = Path(path)
     where = str(p)
-    if not p.is_file():
-        raise KetasimInputError(f"course: {where!r} is a folder, expected a TOML file"
-                                if p.is_dir() else
-                                f"course: {where!r} is not a regular file (a device or a pipe), "
-                                "expected a TOML file" if p.exists() else
-                                f"course: file {where!r} not found")
+    check_input_file("course", where, p, "a TOML file")
     text = _decode(p.read_bytes(), where, "a TOML course file")
     try:
         spec = tomllib.loads(text)

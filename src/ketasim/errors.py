@@ -72,3 +72,18 @@ def check_name(name: str, choices: Iterable[str], field: str, where: str = "") -
             f"{prefix}{field}: unknown name {name!r}{suggest(name, choices)}; "
             f"expected one of {listed}")
     return name
+
+
+def check_input_file(field: str, shown: str, path, expected: str) -> None:
+    """Refuse ``path`` (given as ``shown``) unless it is an existing regular file: a folder, a
+    device or pipe, or a missing file, each named as what it is (``field``: the option or
+    argument; ``expected``: what it should be, e.g. "a TOML model file")."""
+    from pathlib import Path
+
+    p = Path(path)
+    if p.is_file():
+        return
+    raise KetasimInputError(
+        f"{field}: {shown!r} is a folder, expected {expected}" if p.is_dir() else
+        f"{field}: {shown!r} is not a regular file (a device or a pipe), expected {expected}"
+        if p.exists() else f"{field}: file {shown!r} not found")

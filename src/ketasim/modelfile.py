@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 from . import _expr
-from .errors import KetasimInputError, check_name, suggest
+from .errors import KetasimInputError, check_input_file, check_name, suggest
 from .model import (
     GLUTAMATE_ROLES,
     OPTIONAL_GLUTAMATE_ROLES,
@@ -562,11 +562,7 @@ def load_model(name_or_path) -> Model:
                                 + ", ".join(list_presets()) + ") or a TOML model file")
     p = Path(s)
     if p.suffix == ".toml" or p.exists() or "/" in s or "\\" in s:
-        if not p.is_file():
-            raise KetasimInputError(
-                f"model: {s!r} is a folder, expected a TOML model file" if p.is_dir() else
-                f"model: {s!r} is not a regular file (a device or a pipe), expected a TOML "
-                "model file" if p.exists() else f"model: file {s!r} not found")
+        check_input_file("model", s, p, "a TOML model file")
         return Model.from_toml(p)
     presets = list_presets()
     if s not in presets:
