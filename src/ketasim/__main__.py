@@ -3,7 +3,9 @@ import sys
 try:
     from .cli import console
 except KeyboardInterrupt:          # (Ctrl-C before the command's handler is set)
-    sys.stderr.write("ketasim: interrupted (Ctrl-C)\n")
-    raise SystemExit(130) from None
+    from . import _stopped_while_starting
+
+    _stopped_while_starting()       # (this is the program: one line, status 130)
+    raise
 
 sys.exit(console())

@@ -419,8 +419,7 @@ def cmd_simulate(args) -> int:
     try:
         from . import _warm
 
-        # a first run: the summary's/figure's kernel compiles alongside (ketasim._warm)
-        _warm.ahead("grid", *(("metrics",) if args.summary or args.plot is not None else ()))
+        _warm.ahead(*kernels_needed(args))    # (a first run: see ketasim._warm)
         return _simulate_rest(args, model, doses, times, params, weight, cal, helper)
     finally:
         helper.close()
@@ -659,6 +658,16 @@ def _quick_exit(rc) -> None:
     os._exit(rc if isinstance(rc, int) else 1)
 
 
+def kernels_needed(args) -> tuple:
+    """The compiled kernels a command runs (``"grid"``, ``"metrics"``): what
+    :func:`ketasim._warm.ahead` prepares before the first of them."""
+    return {"simulate": ("grid",) + (("metrics",) if getattr(args, "summary", False)
+                                     or getattr(args, "plot", None) else ()),
+            "course": ("grid", "metrics"), "compare": ("grid", "metrics"),
+            "explore": ("grid", "metrics"), "population": ("metrics",),
+            "sweep": ("metrics",)}.get(args.command, ())
+
+
 def _run(args) -> int:
     try:
         from . import cli_bench
@@ -666,11 +675,7 @@ def _run(args) -> int:
         handler = {"simulate": cmd_simulate, "presets": cmd_presets,
                    "schedule": cmd_schedule, "bench": cli_bench.run,
                    **COMMANDS}.get(args.command) or args._run
-        needs = {"simulate": ("grid",) + (("metrics",) if getattr(args, "summary", False)
-                                          or getattr(args, "plot", None) else ()),
-                 "course": ("grid", "metrics"), "compare": ("grid", "metrics"),
-                 "explore": ("grid", "metrics"), "population": ("metrics",),
-                 "sweep": ("metrics",)}.get(args.command)
+        needs = kernels_needed(args)
         if needs and args.command not in ("simulate", "course", "compare"):
             from . import _warm
 

@@ -511,6 +511,7 @@ def _check_out_dir(out) -> None:
 
 def cmd_course(args) -> int:
     from . import _offload, _warm
+    from .cli import kernels_needed
     from .modelfile import load_model
     from .plotting import COURSE_DESCRIPTIONS, run_course
 
@@ -529,7 +530,7 @@ def cmd_course(args) -> int:
     # this process simulates and then builds the table (ketasim._offload)
     helper = _offload.start()
     try:
-        _warm.ahead("grid", "metrics")  # a first run: the table's kernel compiles alongside
+        _warm.ahead(*kernels_needed(args))    # (a first run: see ketasim._warm)
         run = run_course(model, doses, weight, regimen=regimen, closeup_h=args.closeup,
                          **_sim_kw(args))
         out = args.out_dir
@@ -669,6 +670,7 @@ def _csv_text(head, rows):
 
 def cmd_compare(args) -> int:
     from . import _offload, _warm
+    from .cli import kernels_needed
     from .modelfile import load_model
     from .plotting import COURSE_DESCRIPTIONS, run_course
 
@@ -686,7 +688,7 @@ def cmd_compare(args) -> int:
     # (ketasim._offload), while this process simulates the runs and then makes the table
     helper = _offload.start()
     try:
-        _warm.ahead("grid", "metrics")  # a first run: the table's kernel compiles alongside
+        _warm.ahead(*kernels_needed(args))    # (a first run: see ketasim._warm)
         for model_s, doses_s, label in parsed:
             model = load_model(model_s)
             # --months sets the length of the courses named; a dose table keeps its own times

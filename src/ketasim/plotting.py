@@ -730,11 +730,11 @@ def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
         extra.append("The published concentration windows differ between the drugs compared "
                      "and are not drawn here; `ketasim course` draws them for one model.")
     # windows of another analyte than the one the figure scales them against: named, not drawn
-    others = [b for r in runs[:1] for b in (getattr(r.model, "bands", ()) or ())
-              if getattr(b, "analyte", main_analyte(r.model)) != main_analyte(r.model)]
-    if others and single:
-        extra.append("Not drawn (for another analyte than "
-                     f"{main_analyte(runs[0].model)}): "
+    plotted = main_analyte(runs[0].model)
+    others = [b for b in (getattr(runs[0].model, "bands", ()) or ())
+              if getattr(b, "analyte", plotted) != plotted] if single else []
+    if others:
+        extra.append(f"Not drawn (for another analyte than {plotted}): "
                      + "; ".join(f"{b.analyte} {_band_label(b)}" for b in others) + ".")
     caption_lines = _caption_lines(fig, [r.model for r in runs],
                                    extra="\n".join(extra) if extra else None)
