@@ -998,16 +998,30 @@ def _pd_fill(S, times, q0, q1, out, pd_rows):
             if q1 - q0 > 1:
                 ratio = math.exp(-z * (times[q0 + 1] - times[q0]) * ih)
             ex = 0.0
-            for q in range(q0, q1):
+            # the times with the transient first (z s grows with the time), up to where it
+            # changes no bit of G; then the polynomial alone, a loop with no other work
+            # (vectorised), the same values
+            qz = q0
+            while qz < q1:
+                s = (times[qz] - ta) * ih
+                zs = z * s
+                if not zs <= zlim:
+                    break
+                v = c0 + s * (c1 + s * (c2 + s * (c3 + s * c4)))
+                if (qz - q0) % 16 == 0:
+                    ex = math.exp(-zs)
+                else:
+                    ex *= ratio
+                v += ex * E
+                if s >= 1.0:
+                    v = y1
+                if s <= 0.0:
+                    v = y0
+                out[r, np.uint64(qz)] = v
+                qz += 1
+            for q in range(qz, q1):
                 s = (times[q] - ta) * ih
                 v = c0 + s * (c1 + s * (c2 + s * (c3 + s * c4)))
-                zs = z * s
-                if zs <= zlim:     # beyond it the transient changes no bit of G: no exp
-                    if (q - q0) % 16 == 0:
-                        ex = math.exp(-zs)
-                    else:
-                        ex *= ratio
-                    v += ex * E
                 if s >= 1.0:
                     v = y1
                 if s <= 0.0:
