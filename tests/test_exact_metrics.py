@@ -446,3 +446,54 @@ def test_a_pulse_inside_one_long_step_is_found(n):
     assert km["cmax"][0] == pytest.approx(-best.fun, rel=1e-9)
     assert km["tmax"][0] == pytest.approx(best.x, abs=1e-4)
     assert km["time_above_conc_2000"][0] == pytest.approx(hi - lo, rel=1e-8)
+
+
+@pytest.mark.parametrize("below", [1e-2, 1e-4, 1e-6])
+def test_a_threshold_just_below_the_peak_counts_both_sides(below):
+    """A threshold so close below the peak that both crossings lie in one cell of the metric
+    step's lattice: the crossing after the peak had been searched from the cell's start,
+    before the first crossing, and the time after the peak was lost (half the time above).
+    Against the closed form (Bateman), both crossings by brentq."""
+    d = ketasim.Doses.single(100.0, "oral")
+    tp = math.log(KA / K) / (KA - K)
+    peak = float(conc(tp, [(0.0, 100.0)])) * 1000.0                  # ng/mL
+    thr = peak - below
+    f = lambda t: float(conc(t, [(0.0, 100.0)])) * 1000.0 - thr  # noqa: E731
+    ref = brentq(f, tp, 40.0, xtol=1e-15) - brentq(f, 0.0, tp, xtol=1e-15)
+    name = f"time_above_conc_{thr!r}"
+    got = session_metrics(oral_model(), d, metrics=[name], horizon_h=48.0)[name][0]
+    assert got == pytest.approx(ref, rel=1e-6)
+
+
+def test_a_threshold_just_above_a_dip_counts_only_the_time_above():
+    """The mirror case: an IV bolus falling, then an oral dose through a transit compartment
+    lifting the level again, with the threshold 1e-3 ng/mL above the dip's bottom (the time
+    above had come out too long by about half the 2e-4 h spent below)."""
+    from scipy.linalg import expm
+    from scipy.optimize import minimize_scalar
+
+    m = ketasim.Model.from_dict({
+        "parameters": {"V": 50.0, "CL": 50.0, "KA": 3.0},
+        "compartments": {"depot": 0, "transit": 0, "central": "V"},
+        "flows": [{"from": "central", "to": "out", "cl": "CL"},
+                  {"from": "depot", "to": "transit", "k": "KA"},
+                  {"from": "transit", "to": "central", "k": "KA"}],
+        "routes": {"iv": {"to": "central"}, "oral": {"to": "depot"}},
+        "observe": {"plasma": "central"}})
+    d = ketasim.Doses.from_records([dict(time_h=0.0, amount_mg=100.0, route="iv"),
+                                    dict(time_h=0.0, amount_mg=1000.0, route="oral")])
+    Km = np.array([[-3.0, 0.0, 0.0], [3.0, -3.0, 0.0], [0.0, 3.0, -1.0]])
+    x0 = np.array([1000.0, 0.0, 100.0])
+
+    def c(t):               # ng/mL
+        return float((expm(Km * t) @ x0)[2]) / 50.0 * 1000.0
+
+    r = minimize_scalar(c, bounds=(0.005, 0.02), method="bounded", options={"xatol": 1e-13})
+    thr = float(r.fun + 1e-3)
+    a = brentq(lambda t: c(t) - thr, 0.0, r.x, xtol=1e-15)
+    b = brentq(lambda t: c(t) - thr, r.x, 0.3, xtol=1e-15)
+    e = brentq(lambda t: c(t) - thr, 0.3, 47.0, xtol=1e-13)
+    name = f"time_above_conc_{thr!r}"
+    got = session_metrics(m, d, metrics=[name], horizon_h=48.0)[name][0]
+    assert e - b + a == pytest.approx(got, abs=1e-9)
+    assert b - a > 1e-4          # the gap the old code half counted

@@ -1866,12 +1866,14 @@ def _deriv(r, rK, x, u):
 
 @njit(cache=True, _nrt=True, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _search(K, x0, u, has_u, jH, lo_off, hi_off, r, rK, thr, kind, LP, LG, LL,
-            xa, xb, D1, D2):
+            xa, xb, D1, D2, t_true):
     """Within a rung-jH step from state x0 (offset 0), find where a property changes between
-    offsets ``lo_off`` (property true; a point of the step's lattice) and ``hi_off`` (false),
-    by halving on the ladder, then refine on the Taylor polynomial. ``kind`` 0: f' > 0
-    (a maximum); 1: f' < 0 (a minimum); 2: f >= thr (a downward crossing); 3: f < thr (an
-    upward crossing). Returns (offset, value of f there)."""
+    offsets ``lo_off`` (a point of the step's lattice) and ``hi_off`` (false), by halving on
+    the ladder, then refine on the Taylor polynomial. ``kind`` 0: f' > 0 (a maximum); 1:
+    f' < 0 (a minimum); 2: f >= thr (a downward crossing); 3: f < thr (an upward crossing).
+    ``t_true`` (>= ``lo_off``): an offset where the property holds, the change being after it
+    (a crossing after an extremum: the extremum, which may lie in the same lattice cell as
+    the crossing before it). Returns (offset, value of f there)."""
     n = x0.shape[0]
     for i in range(n):
         xa[i] = x0[i]
@@ -1958,6 +1960,27 @@ def _search(K, x0, u, has_u, jH, lo_off, hi_off, r, rK, thr, kind, LP, LG, LL,
         tau -= step
         if abs(step) <= 1e-16 * max(ln, 1e-300):
             break
+    if kind >= 2:
+        # a crossing lies after t_true and before the cell's end (where the property is
+        # false): Newton may have found another root of the polynomial, such as the crossing
+        # before an extremum in the same cell; then halve on the polynomial in between
+        ta = max(0.0, t_true - off)
+        tb = min(ln, hi_off - off)
+        if not (ta <= tau <= tb) and ta < tb:
+            for _ in range(200):
+                tm = 0.5 * (ta + tb)
+                if not (ta < tm < tb):
+                    break
+                g = 0.0
+                p = 1.0
+                for m in range(10):
+                    g += c[m] * p
+                    p *= tm
+                if (g >= thr) == (kind == 2):
+                    ta = tm
+                else:
+                    tb = tm
+            tau = ta
     if not (tau >= 0.0):
         tau = 0.0
     if tau > ln:
@@ -2071,10 +2094,10 @@ def _monitor(K, x0, x1, u, has_u, jH, H, t0, sidx, ra, raK, rw, rwK, thr_o, thr_
         if jH >= 0:
             if d0 > 0.0 and d1 < 0.0:
                 ext, fext = _search(K, x0, u, has_u, jH, 0.0, H, r, rK, 0.0, np.int64(0), LP,
-                                    LG, LL, xa, xb, D1, D2)
+                                    LG, LL, xa, xb, D1, D2, 0.0)
             elif d0 < 0.0 and d1 > 0.0:
                 ext, fext = _search(K, x0, u, has_u, jH, 0.0, H, r, rK, 0.0, np.int64(1), LP,
-                                    LG, LL, xa, xb, D1, D2)
+                                    LG, LL, xa, xb, D1, D2, 0.0)
         if which == 0:
             if f1 > mo[M_CMAX, sidx]:
                 mo[M_CMAX, sidx] = f1
@@ -2113,7 +2136,7 @@ def _monitor(K, x0, x1, u, has_u, jH, H, t0, sidx, ra, raK, rw, rwK, thr_o, thr_
                     kind = 2 if fa >= thr else 3
                     lo = 0.0 if p == 0 else _lattice_floor(ext, jH, LL)
                     tc, _ = _search(K, x0, u, has_u, jH, lo, b, r, rK, thr, kind, LP, LG,
-                                    LL, xa, xb, D1, D2)
+                                    LL, xa, xb, D1, D2, a)
                 if tc < a:
                     tc = a
                 if tc > b:
