@@ -92,3 +92,58 @@ def test_quick_or_only_run_leaves_the_full_results_alone(tmp_path, monkeypatch, 
     assert main(["bench", "--quick", "--only", "trivial", "--json", "x/r.json"]) == 0
     assert json.loads((tmp_path / "x" / "r.json").read_text())["scenarios"][0]["name"] == "trivial"
     assert full.read_text() == '{"full": true}'
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--figure", "fig"], "expected a file ending in .png or .pdf or .svg"),
+    (["--figure", "x.jpgg"], "expected a file ending in .png or .pdf or .svg"),
+    (["--json", "adir"], "'adir' is a folder"),
+    (["--json", "same.png", "--figure", "same.png"], "both write 'same.png'"),
+])
+def test_bench_outputs_are_checked_before_the_suite_runs(tmp_path, monkeypatch, capsys, argv,
+                                                         message):
+    """--figure without a known suffix had saved NAME.png beside NAME (replacing it), a bad
+    suffix failed only after the suite had run and replaced --json's file, a folder was found
+    only at the end, and --json and --figure naming one file lost the JSON. Now each is refused
+    before anything runs, and no file is touched."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "adir").mkdir()
+    for name in ("fig.png", "keep.json"):
+        (tmp_path / name).write_text("precious")
+    called = []
+    monkeypatch.setattr(bench, "run_suite", lambda *a, **k: called.append(1))
+    args = ["bench", "--quick", "--only", "trivial"]
+    args += argv if "--json" in argv else ["--json", "keep.json", *argv]
+    try:
+        rc = main(args)
+    except SystemExit as exc:        # a usage error
+        rc = exc.code
+    assert rc != 0
+    assert message in capsys.readouterr().err
+    assert not called
+    assert (tmp_path / "fig.png").read_text() == "precious"
+    assert (tmp_path / "keep.json").read_text() == "precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "fig.png", "keep.json"]
+
+
+def test_bench_writes_its_json_and_figure_together(tmp_path, monkeypatch):
+    """Both files or neither: a figure that cannot be written leaves the JSON file as it was."""
+    import ketasim.plotting as plotting
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "r.json").write_text("old")
+
+    def fail(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(plotting, "figure_bytes", fail)
+    assert main(["bench", "--quick", "--only", "trivial", "--json", "r.json", "--figure",
+                 "f.png"]) != 0
+    assert (tmp_path / "r.json").read_text() == "old"
+    assert not (tmp_path / "f.png").exists()
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", "--quick", "--only", "trivial", "--json", "r.json",
+                 "--figure", "f.png"]) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["quick"] is True
+    assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"

@@ -66,7 +66,8 @@ from ketasim.courses import DAYS_PER_MONTH
 from ketasim.events import build_events
 from ketasim.model import GLUTAMATE_ROLES
 
-__all__ = ["SCENARIOS", "run_suite", "main", "markdown_table", "plot_throughput"]
+__all__ = ["SCENARIOS", "run_suite", "main", "markdown_table", "plot_throughput",
+           "throughput_figure"]
 
 # ----------------------------------------------------------------------------------- settings
 BASE_RTOL = 1e-8          # the baselines' relative tolerance
@@ -1146,13 +1147,29 @@ def sc_scaling(cfg):
 
 
 def plot_throughput(rows: list, path, machine: dict | None = None) -> None:
-    """Log-log figure of subject-timepoints per second against the number of subjects."""
+    """Log-log figure of subject-timepoints per second against the number of subjects, saved
+    all-or-nothing to ``path`` (png, pdf or svg, from its suffix)."""
+    from .plotting import save_figure
+
+    fig = throughput_figure(rows, machine)
+    try:
+        save_figure(fig, path, dpi=THROUGHPUT_DPI)
+    finally:
+        import matplotlib.pyplot as plt
+        plt.close(fig)
+
+
+THROUGHPUT_DPI = 120
+
+
+def throughput_figure(rows: list, machine: dict | None = None):
+    """The figure of :func:`plot_throughput` (a matplotlib Figure; the caller closes it)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     sc = next(r for r in rows if r["name"] == "scaling")
-    fig, ax = plt.subplots(figsize=(7.2, 5.4), dpi=120)
+    fig, ax = plt.subplots(figsize=(7.2, 5.4), dpi=THROUGHPUT_DPI)
     styles = {"ketamine-iv, plasma": ("C0", "o"), "5-state network, one output": ("C1", "s")}
     floor = None
     for label, pts in sc["series"].items():
@@ -1187,9 +1204,7 @@ def plot_throughput(rows: list, path, machine: dict | None = None) -> None:
                  f"{machine.get('load_1min') or 0:.1f} at the start of the run")
     ax.text(0.015, 0.2, note, transform=ax.transAxes, va="bottom", fontsize=7, color="0.4")
     fig.tight_layout(rect=(0, 0.17, 1, 1))
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    return fig
 
 
 # ---------------------------------------------------------------------------------- suite
@@ -1466,26 +1481,48 @@ def run_args(args) -> int:
             names = [n for n in SCENARIOS if n not in QUICK_SKIPS]
         if names is not None and "scaling" not in names:
             names.append("scaling")
+    json_path = args.json
+    if json_path is None and not (args.quick or args.only):
+        json_path = DEFAULT_JSON
+    if json_path == "-":
+        json_path = None
+    # the output files are checked before the suite runs (minutes), and written together
+    from .io import OutputSet, check_outputs
+
+    for label, path in (("--json", json_path), ("--figure", args.figure)):
+        if path is not None and Path(path).is_dir():
+            raise KetasimInputError(f"{label}: {str(path)!r} is a folder, expected a file name")
+    check_outputs([("--json", json_path), ("--figure", args.figure)])
     isolate = (not args.quick) if args.isolate is None else args.isolate
     results = run_suite(names, quick=args.quick, isolate=isolate, repeats=args.repeats)
     print(markdown_table(results))
-    json_path = args.json
-    if json_path is None:
-        if args.quick or args.only:
-            print(f"\n(not written to {DEFAULT_JSON}: a --quick or --only run writes JSON only "
-                  "with --json PATH)", file=sys.stderr)
-        else:
-            json_path = DEFAULT_JSON
-    if json_path and json_path != "-":
-        from .io import atomic_write
-
-        atomic_write(json_path, json.dumps(results, indent=1))
-        print(f"\nwrote {json_path}", file=sys.stderr)
+    if args.json is None and json_path is None:
+        print(f"\n(not written to {DEFAULT_JSON}: a --quick or --only run writes JSON only "
+              "with --json PATH)", file=sys.stderr)
+    outputs = OutputSet()
+    if json_path:
+        outputs.add(json_path, json.dumps(results, indent=1))
+    no_figure = None
     if args.figure:
-        if not any(r["name"] == "scaling" and not r.get("error") for r in results["scenarios"]):
-            raise KetasimInputError("--figure: the scaling scenario failed; no figure drawn")
-        plot_throughput(results["scenarios"], args.figure, results["machine"])
-        print(f"wrote {args.figure}", file=sys.stderr)
+        if any(r["name"] == "scaling" and not r.get("error") for r in results["scenarios"]):
+            import matplotlib.pyplot as plt
+
+            from .plotting import figure_bytes
+
+            fig = throughput_figure(results["scenarios"], results["machine"])
+            try:
+                outputs.add(args.figure, figure_bytes(
+                    fig, Path(args.figure).suffix.lstrip(".").lower(), THROUGHPUT_DPI))
+            finally:
+                plt.close(fig)
+        else:       # the results are still written; the figure cannot be
+            no_figure = "--figure: the scaling scenario failed; no figure drawn"
+    outputs.commit()
+    for p in (json_path, args.figure if not no_figure else None):
+        if p is not None:
+            print(f"wrote {p}", file=sys.stderr)
+    if no_figure:
+        raise KetasimInputError(no_figure)
     return 0
 
 

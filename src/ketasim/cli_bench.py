@@ -36,9 +36,12 @@ def add_arguments(p) -> None:
                         "(default for the full run)")
     p.add_argument("--no-isolate", dest="isolate", action="store_false",
                    help="run every scenario in this process (default with --quick)")
+    from .cli import _out_path
+
     p.add_argument("--figure", default=None, metavar="PNG",
-                   help="also draw throughput against the number of subjects (runs with the "
-                        "scaling scenario; default: none)")
+                   type=lambda v: _out_path(v, (".png", ".pdf", ".svg")),
+                   help="also draw throughput against the number of subjects: a .png, .pdf "
+                        "or .svg file (runs with the scaling scenario; default: none)")
 
 
 def add_parser(sub) -> None:
