@@ -343,6 +343,22 @@ def test_accepted_and_written_whole(case, tmp_path, capsys):
     assert sorted(os.listdir(out.parent)) == ["run.csv"]       # no temporary left
 
 
+@pytest.mark.parametrize("codec", ["utf-16", "utf-32", "utf-8-sig"])
+def test_presets_reads_a_model_file_as_simulate_does(codec, tmp_path, capsys):
+    """`presets FILE` read the file as UTF-8 only: a UTF-16 or UTF-32 model with a byte-order
+    mark, which simulate accepts, was an internal error there, and a sweep over such a model
+    lost its parameters' units."""
+    from ketasim.modelfile import model_text, parameter_units
+
+    path = tmp_path / "m.toml"
+    path.write_bytes(model_text("ketamine-iv").encode(codec))
+    assert main(["presets", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "Parameters (typical values at 70 kg)" in out and "L/h" in out
+    units = parameter_units(ketasim.load_model(str(path)))
+    assert units == parameter_units(ketasim.load_model("ketamine-iv")) and units["CL"] == "L/h"
+
+
 def test_presets_takes_debug_too(capsys):
     assert main(["presets", "--debug"]) == 0
 

@@ -625,12 +625,15 @@ def parameter_notes(text: str) -> dict:
 
 
 def model_text(name: str) -> str:
-    """The TOML text of a preset (by name) or of a model file (by path)."""
+    """The TOML text of a preset (by name) or of a model file (by path), decoded as the model
+    is read (:func:`read_model_file`: UTF-8, or UTF-16/UTF-32 with a byte-order mark)."""
     from importlib import resources
 
     if name in list_presets():
         return (resources.files("ketasim") / "presets" / f"{name}.toml").read_text("utf-8")
-    return Path(name).read_text("utf-8")
+    with open(name, "rb") as fh:
+        data = fh.read(MAX_MODEL_BYTES + 1)
+    return decode_text(data, str(name), "a TOML model file")
 
 
 def parameter_units(model) -> dict:
@@ -643,7 +646,7 @@ def parameter_units(model) -> dict:
         return {}
     try:
         text = model_text(name)
-    except (OSError, UnicodeDecodeError):
+    except (OSError, KetasimInputError):
         return {}
     return {k: u for k, (u, _, sec) in parameter_notes(text).items()
             if sec == "parameters" and u}
