@@ -1409,3 +1409,22 @@ def test_options_without_effect_and_out_of_range_doses_are_refused(tmp_path, cap
     assert not list(tmp_path.iterdir())
     rc, out, _ = run_cli(["schedule", "standard-iv", "--months", "0.01"], capsys)
     assert rc == 0 and "1 session, 35 mg in all" in out
+
+
+@pytest.mark.parametrize("argv", [
+    ["population", "--doses", "spravato", "--n", "3", "--quiet"],
+    ["sweep", "--doses", "spravato", "--vary", "CL=50:60:2", "--out", "{o}", "--quiet"],
+    ["course", "--doses", "spravato", "--out-dir", "{r}"],
+])
+def test_a_nasal_course_for_an_iv_model_says_so_in_every_command(argv, tmp_path, capsys):
+    """population and sweep had answered the nasal course on the IV preset with the dose
+    table's unknown-route message, whose suggestion was a compartment ('s_central')."""
+    out = tmp_path / "sw.csv"
+    argv = [a.replace("{o}", str(out)).replace("{r}", str(tmp_path / "r")) for a in argv]
+    rc, _, err = run_cli(argv, capsys)
+    assert rc == 1
+    assert "model 'ketamine-iv' has no nasal route (routes: iv)" in err
+    assert "esketamine-nasal" in err and "s_central" not in err
+    assert not out.exists() and not (tmp_path / "r").exists()
+    with pytest.raises(KetasimInputError, match="has no nasal route"):
+        ketasim.simulate("ketamine-iv", "spravato", [0.0, 1.0])

@@ -219,8 +219,9 @@ def route_warning(model, doses) -> str | None:
                 "(route iv): simulating the model's IV route; for the nasal course use "
                 "--doses spravato")
     if "intranasal" in routes and "intranasal" not in mroutes:
-        msg = (f"model {model.name!r} has no nasal route (routes: {', '.join(sorted(mroutes))})"
-               " but the doses are nasal sprays: use a nasal model such as esketamine-nasal")
+        from .events import no_nasal_route
+
+        msg = no_nasal_route(model)
         if "intranasal" not in model.compartments:
             raise KetasimInputError(msg)
         return msg

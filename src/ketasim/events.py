@@ -168,10 +168,23 @@ def _inputs(model: Model, doses: Doses) -> dict:
         if c is None and k is not None and 1 <= k <= len(comps):
             c = comps[k - 1]
         if c is None:
+            if r == NASAL_ROUTE:      # a nasal course for a model without the route
+                raise KetasimInputError(no_nasal_route(model))
             check_name(r, list(model.routes) + comps, f"{doses.where(i)}: route",
                        doses.source)
         out[r] = (RoutePart(to=c, f=_ONE, lag_h=_ZERO, duration_h=None),)
     return out
+
+
+NASAL_ROUTE = "intranasal"        # the route of the nasal-spray courses (spravato)
+
+
+def no_nasal_route(model: Model) -> str:
+    """What to say when nasal doses meet a model without a nasal route (instead of the dose
+    table's unknown-route message, whose nearest names are the model's compartments)."""
+    return (f"model {model.name!r} has no nasal route (routes: "
+            f"{', '.join(sorted(model.routes))}) but the doses are nasal sprays: use a nasal "
+            "model such as esketamine-nasal")
 
 
 def _fail(model, what, v):
