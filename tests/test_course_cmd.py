@@ -321,3 +321,19 @@ def test_simulate_to_a_closed_standard_output_is_refused(monkeypatch, capsys):
     assert main(["simulate", "--until", "10", "--out", "-"]) == 1
     err = capsys.readouterr().err
     assert "--out -: standard output is closed" in err
+
+
+def test_compare_reads_standard_input_once_for_every_spec(tmp_path, capsys, monkeypatch):
+    """`cat doses.csv | ketasim compare ketamine-iv@-:a esketamine-iv@-:b` had read the table
+    for the first SPEC and then found standard input empty ('<stdin>: empty dose table')."""
+    import io
+    import sys
+
+    data = b"time_h,amount_mg,route,duration_h\n0,35,iv,0.6667\n48,35,iv,0.6667\n"
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    out = tmp_path / "c"
+    assert main(["compare", "ketamine-iv@-:a", "esketamine-iv@-:b", "--out-dir", str(out)]) == 0
+    rows = {r[0]: r for r in csv.reader(open(out / "compare.csv"))}
+    assert rows["metric"][2:] == ["a", "b"]
+    assert "35 mg" in rows["route and dose per session"][3]
+    assert rows["sessions"][2] == rows["sessions"][3] == "2 over 2 days"

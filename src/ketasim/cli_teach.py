@@ -688,6 +688,7 @@ def cmd_compare(args) -> int:
     # the figure is drawn by a helper process on the second core, when there is one
     # (ketasim._offload), while this process simulates the runs and then makes the table
     helper = _offload.start()
+    stdin_read = {}        # a dose table read from standard input, for every SPEC naming it
     try:
         _warm.ahead(*kernels_needed(args))    # (a first run: see ketasim._warm)
         for model_s, doses_s, label in parsed:
@@ -695,7 +696,12 @@ def cmd_compare(args) -> int:
             # --months sets the length of the courses named; a dose table keeps its own times
             kw = ({"months": args.months} if args.months is not None
                   and is_course_name(doses_s) else {})
-            doses, weight = resolve(doses_s, args.weight, "a comparison", **kw)
+            if doses_s in ("-", "/dev/stdin") and doses_s in stdin_read:
+                doses, weight = stdin_read[doses_s]     # standard input is read once
+            else:
+                doses, weight = resolve(doses_s, args.weight, "a comparison", **kw)
+                if doses_s in ("-", "/dev/stdin"):
+                    stdin_read[doses_s] = doses, weight
             _warn(route_warning(model, doses))
             check_course_size(model, doses, args.months, doses_s)
             if label is None:
