@@ -1428,3 +1428,17 @@ def test_a_nasal_course_for_an_iv_model_says_so_in_every_command(argv, tmp_path,
     assert not out.exists() and not (tmp_path / "r").exists()
     with pytest.raises(KetasimInputError, match="has no nasal route"):
         ketasim.simulate("ketamine-iv", "spravato", [0.0, 1.0])
+
+
+def test_the_standard_course_dose_limit_holds_in_the_api_and_a_sweep(tmp_path, capsys):
+    """`course --dose 11` and `schedule --dose-mg-per-kg 11` were refused, but a sweep over
+    dose_mg_per_kg = 1000 wrote Cmax near 318,000 ng/mL and the API took any dose: the limit
+    now lives in standard_iv_course."""
+    with pytest.raises(KetasimInputError, match=r"dose_mg_per_kg: got 11, expected at most 10"):
+        ketasim.standard_iv_course(dose_mg_per_kg=11)
+    assert ketasim.standard_iv_course(dose_mg_per_kg=10).amount_mg[0] == 700.0
+    out = tmp_path / "sw.csv"
+    rc, _, err = run_cli(["sweep", "--vary", "dose_mg_per_kg=1000:1001:2", "--out", str(out),
+                          "--quiet"], capsys)
+    assert rc == 1 and "dose_mg_per_kg = 1000" in err and "at most 10 mg/kg" in err
+    assert not out.exists()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .courses import MAX_MG_PER_KG  # --dose for standard-iv, mg/kg
 from .errors import KetasimInputError
 
 TABLE_STEP_H = 0.25   # course.csv: one row every 15 minutes, plus every session start and
@@ -130,7 +131,6 @@ def add_parsers(sub) -> None:
 
 
 # ---------------------------------------------------------------------------- helpers
-MAX_MG_PER_KG = 10.0    # --dose for standard-iv (mg/kg): anaesthetic induction is 1-4.5
 
 
 def _course_params(doses: str, dose, months) -> dict:

@@ -179,6 +179,10 @@ STANDARD_IV_PHASES = (Phase(weeks=1, per_week=3), Phase(weeks=1, per_week=2),
                       Phase(weeks=3, per_week=1))
 
 
+MAX_MG_PER_KG = 10.0    # the standard course's dose per session, mg/kg, at most (beyond the
+                        # 1-4.5 mg/kg of anaesthetic induction)
+
+
 def standard_iv_course(dose_mg_per_kg: float = 0.5, weight_kg: float = 70.0,
                        months: float = 6.0, *, infusion_min: float = 40.0,
                        maintenance_every_days: float = 28.0, route: str = "iv") -> Doses:
@@ -195,6 +199,11 @@ def standard_iv_course(dose_mg_per_kg: float = 0.5, weight_kg: float = 70.0,
                     ("maintenance_every_days", maintenance_every_days)):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
             raise KetasimInputError(f"{name}: got {v!r}, expected a number > 0")
+    if dose_mg_per_kg > MAX_MG_PER_KG:
+        raise KetasimInputError(
+            f"dose_mg_per_kg: got {dose_mg_per_kg:g}, expected at most {MAX_MG_PER_KG:g} mg/kg "
+            "(0.5 is the standard; anaesthetic induction is 1-4.5 mg/kg): a larger dose is "
+            "given with a dose table in mg")
     phases = list(STANDARD_IV_PHASES) + [Phase(every_days=float(maintenance_every_days))]
     return course_from_phases(phases, dose_mg_per_kg * weight_kg, route,
                               duration_h=infusion_min / 60.0, months=months)
