@@ -467,3 +467,29 @@ def test_python_api_bad_input(case):
     assert isinstance(exc.value, ValueError)
     for s in expected:
         assert s in str(exc.value), f"{s!r} not in {str(exc.value)!r}"
+
+
+def test_a_population_or_sweep_too_large_for_memory_is_refused_before_it_runs(
+        tmp_path, capsys, monkeypatch):
+    """A sweep of 9 million points x 1,000 subjects had run for seconds and built its grid
+    before the first chunk's results found the table too large, and it advised a coarser step
+    or a shorter horizon, which a metrics run has not; the count it gave was of subjects, not
+    of table rows. Now the metrics every subject keeps (each metric per session and for the
+    course) are counted before anything runs."""
+    pop = importlib.import_module("ketasim.population")
+    eng = importlib.import_module("ketasim.engine")
+    monkeypatch.setattr(eng, "_available_bytes", lambda: 64 * 2**20)     # pretend: 64 MiB
+    ran = []
+    monkeypatch.setattr(pop, "_execute", lambda *a, **k: ran.append(1) or iter(()))
+    out = tmp_path / "sw.csv"
+    rc, err = run_cli(["sweep", "--vary", "CL=50:100:300", "--vary", "V1=50:100:300",
+                       "--n", "100", "--out", str(out), "--quiet"], capsys)
+    assert rc == 1 and not ran and not out.exists()
+    assert "90,000 grid points x 100 subjects each" in err and "GiB" in err
+    assert "fewer grid points, fewer subjects per point (n, --n)" in err
+    assert "coarser step" not in err and "horizon" not in err
+    # 100,000 subjects x 6 metrics x (13 sessions + the course) = 8.4 million values
+    rc, err = run_cli(["population", "--n", "100000", "--quiet"], capsys)
+    assert rc == 1 and not ran
+    assert "100,000 subjects x 84 values (the 6 metrics of each session and of the course)" in err
+    assert "fewer subjects (n, --n) or fewer metrics" in err and "coarser step" not in err

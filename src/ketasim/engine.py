@@ -61,16 +61,20 @@ def _available_bytes() -> int:
         return 8 * 2**30
 
 
+MEMORY_ADVICE = ("use a coarser step, a shorter horizon, fewer outputs or fewer subjects per "
+                 "call")
+
+
 def check_memory(n_values: int, what: str, limit_bytes: int | None = None,
-                 bytes_per_value: int = 8) -> None:
-    """Refuse, before allocating, an array of ``n_values`` float64 that cannot fit."""
+                 bytes_per_value: int = 8, advice: str = MEMORY_ADVICE) -> None:
+    """Refuse, before allocating, an array of ``n_values`` float64 that cannot fit
+    (``advice``: what to change, ending the message)."""
     need = n_values * bytes_per_value
     avail = _available_bytes() if limit_bytes is None else limit_bytes
     if need > 0.8 * avail:
         raise KetasimInputError(
             f"{what} = {n_values:,} values ({need / 2**30:.1f} GiB), more than fits in memory "
-            f"(about {avail / 2**30:.1f} GiB available); use a coarser step, a shorter "
-            "horizon, fewer outputs or fewer subjects per call")
+            f"(about {avail / 2**30:.1f} GiB available); {advice}")
 
 
 _POOLS: dict = {}

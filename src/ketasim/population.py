@@ -523,11 +523,30 @@ def _execute(jobs, chunk_size: int, scheduler, progress, desc: str):
             bar.close()
 
 
+METRICS_ADVICE = ("expected fewer subjects (n, --n) or fewer metrics (the metrics of every "
+                  "subject are held until the table is made)")
+SWEEP_ADVICE = ("expected fewer grid points, fewer subjects per point (n, --n) or fewer "
+                "metrics (the metrics of every subject are held until the table is made)")
+
+
+def _values_per_subject(metrics, doses) -> int:
+    """The metric values kept per subject: each metric for every session and the course."""
+    from .engine import session_starts
+    return max(1, len(metrics)) * (session_starts(doses).size + 1)
+
+
+def _check_metrics_memory(values: int, what: str, advice: str = METRICS_ADVICE) -> None:
+    """Refuse, before anything runs, a run whose per-subject metrics cannot be held."""
+    from .simulate import check_memory
+    check_memory(values, what, advice=advice)
+
+
 class _Collector:
     """Places chunk results into full-length columns (allocated at the first chunk)."""
 
-    def __init__(self, n_rows: int):
+    def __init__(self, n_rows: int, what: str = "subjects"):
         self.n = n_rows
+        self.what = what
         self.cols: dict | None = None
         self.session_start_h = None
 
@@ -535,7 +554,9 @@ class _Collector:
         m = res["metrics"]
         if self.cols is None:
             from .simulate import check_memory
-            check_memory(self.n * len(m), f"metrics table: {self.n:,} rows x {len(m)} columns")
+            check_memory(self.n * len(m), f"metrics of {self.n:,} {self.what} x {len(m)} "
+                         "values", advice=SWEEP_ADVICE if "sweep" in self.what
+                         else METRICS_ADVICE)
             self.cols = {k: np.full(self.n, np.nan) for k in m}
             self.session_start_h = res["session_start_h"]
         for k, v in m.items():
@@ -794,6 +815,9 @@ def population(model, doses, n: int, seed: int = 0, *, metrics=DEFAULT_METRICS, 
                weight=np.array([w0]), n_per_point=n, seed=seed,
                use_variability=bool(variability), row_weight=row_weight, row_cov=row_cov,
                band_times=band_times, band_outputs=band_outs, threads=threads)
+    per = _values_per_subject(metrics, doses)
+    _check_metrics_memory(n * per, f"metrics of {n:,} subjects x {per:,} values (the "
+                          f"{len(metrics)} metrics of each session and of the course)")
     col = _Collector(n)
     counts = (np.zeros(len(band_outs) * band_times.size * BAND_BINS, dtype=np.int64)
               if band_times is not None else None)
@@ -974,6 +998,11 @@ def sweep(model, doses, vary, *, metrics=DEFAULT_METRICS, n: int | None = None,
     if P > MAX_GRID_POINTS:
         raise KetasimInputError(f"vary: the grid has {P:,} points, expected at most "
                                 f"{MAX_GRID_POINTS:,}")
+    # (the metrics of every subject: at least one value per metric, before the grid is built;
+    # with each dose table's sessions once the points are grouped by it, below)
+    _check_metrics_memory(P * (n or 1) * max(1, len(metrics)),
+                          f"metrics of {P:,} grid points x {n or 1:,} subjects each x "
+                          f"{len(metrics)} metrics", SWEEP_ADVICE)
     for i, nm in enumerate(names):
         if kinds[i] == "param":
             _check_axis(model, nm, values[i], base, weight_kg)
@@ -1017,7 +1046,11 @@ def sweep(model, doses, vary, *, metrics=DEFAULT_METRICS, n: int | None = None,
                          n_per_point=n or 1, seed=seed, use_variability=n is not None,
                          threads=threads))
         members.append(pts)
-    cols_all = [_Collector(j.n_rows) for j in jobs]
+    _check_metrics_memory(sum(j.n_rows * _values_per_subject(metrics, j.doses) for j in jobs),
+                          f"metrics of {P:,} grid points x {n or 1:,} subjects each (the "
+                          f"{len(metrics)} metrics of each session and of the course)",
+                          SWEEP_ADVICE)
+    cols_all = [_Collector(j.n_rows, "subjects of a sweep") for j in jobs]
     for ji, a, b, res in _execute(jobs, chunk_size, scheduler, progress, "sweep"):
         cols_all[ji].add(a, b, res)
     # assemble: one row per grid point, in grid order
