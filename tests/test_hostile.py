@@ -1442,3 +1442,42 @@ def test_the_standard_course_dose_limit_holds_in_the_api_and_a_sweep(tmp_path, c
                           "--quiet"], capsys)
     assert rc == 1 and "dose_mg_per_kg = 1000" in err and "at most 10 mg/kg" in err
     assert not out.exists()
+
+
+def test_a_swallowed_ctrl_c_that_breaks_the_command_is_an_interrupt_not_an_internal_error(
+        tmp_path, monkeypatch, capsys):
+    """A Ctrl-C swallowed inside the JIT compiler's callback can leave a module half imported,
+    and the command then fails with, say, "module 'numba' has no attribute 'core'": that had
+    been reported as an internal error (exit 1); the interrupt is what stopped it (130)."""
+    from ketasim import cli_teach
+    from ketasim import io as kio
+
+    def broken(run):
+        try:
+            kio.interrupt(KeyboardInterrupt())
+        except KeyboardInterrupt:
+            pass
+        raise AttributeError("module 'numba' has no attribute 'core'")
+
+    monkeypatch.setattr(cli_teach, "course_summary", broken)
+    out = tmp_path / "o"
+    assert main(["course", "--months", "1", "--out-dir", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted (Ctrl-C)" in err and "internal error" not in err
+    # without an interrupt, the same failure is an internal error, as before
+    monkeypatch.setattr(cli_teach, "course_summary", lambda run: {}["x"])
+    assert main(["course", "--months", "1", "--out-dir", str(out)]) == 1
+    assert "internal error (KeyError" in capsys.readouterr().err
+
+
+def test_ctrl_c_while_an_option_is_checked_is_an_interrupt(tmp_path, monkeypatch, capsys):
+    """Checking a Parquet --out imports pyarrow while the options are parsed; Ctrl-C there
+    had escaped the command's handler (a traceback, killed by SIGINT)."""
+    from ketasim import cli_population
+
+    def interrupted(v):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_population, "_table_out", interrupted)
+    assert main(["population", "--n", "3", "--out", str(tmp_path / "p.parquet")]) == 130
+    assert "interrupted (Ctrl-C)" in capsys.readouterr().err

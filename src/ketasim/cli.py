@@ -582,8 +582,6 @@ def _fail(args, message: str) -> int:
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
     from .io import clear_raised, interrupt  # imported here, never inside a signal handler
 
     clear_raised()
@@ -601,6 +599,9 @@ def main(argv=None) -> int:
                 signal.signal(sig, on_signal)
                 handled.append((sig, default))
     try:
+        # (parsing is inside: an option's check may import a module, e.g. pyarrow for a
+        # Parquet --out, and Ctrl-C there is an interrupt like any other)
+        args = build_parser().parse_args(argv)
         return _run(args)
     except _Terminated as exc:
         name = signal.Signals(exc.signum).name
@@ -714,6 +715,11 @@ def _run(args) -> int:
             raise
         return _fail(args, "an input is nested too deeply; expected a simpler model or table")
     except Exception as exc:
+        from .io import raise_swallowed
+
+        # an interrupt that compiled code's callback swallowed, and that then broke what it cut
+        # short (a module half imported): the interrupt is what stopped the command
+        raise_swallowed()
         if args.debug:
             raise
         msg = " ".join(str(exc).split())[:200]
