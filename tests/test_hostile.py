@@ -1481,3 +1481,20 @@ def test_ctrl_c_while_an_option_is_checked_is_an_interrupt(tmp_path, monkeypatch
     monkeypatch.setattr(cli_population, "_table_out", interrupted)
     assert main(["population", "--n", "3", "--out", str(tmp_path / "p.parquet")]) == 130
     assert "interrupted (Ctrl-C)" in capsys.readouterr().err
+
+
+def test_sweep_and_band_messages_name_what_the_user_gave(tmp_path, capsys):
+    """--vary WT had suggested 'MW_KET'; a refused weight_kg value was reported without the
+    varied name; --band-step was called 'step'."""
+    out = str(tmp_path / "s.csv")
+    rc, _, err = run_cli(["sweep", "--vary", "WT=50:100:3", "--out", out], capsys)
+    assert rc == 1 and "did you mean 'weight_kg'?" in err and "MW_KET" not in err
+    rc, _, err = run_cli(["sweep", "--vary", "weight_kg=1e-300:1e-299:2", "--out", out], capsys)
+    assert rc == 1 and "vary weight_kg: the value 1e-300 is refused by the model" in err
+    rc, _, err = run_cli(["population", "--n", "3", "--bands", str(tmp_path / "b.csv"),
+                          "--band-step", "1e-9"], capsys)
+    assert rc == 1 and err.startswith("ketasim: error: bands (--band-step): got a step of 1e-09")
+    assert not list(tmp_path.iterdir())
+    rc, _, err = run_cli(["sweep", "--vary", "weight_kg=50:90:3", "--out", out, "--quiet"],
+                         capsys)
+    assert rc == 0, err

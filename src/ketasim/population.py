@@ -636,7 +636,11 @@ def _band_setup(model, doses, bands, band_outputs):
         if not (math.isfinite(bands) and bands > 0):
             raise KetasimInputError(f"bands: got a step of {bands!r} h, expected hours > 0")
         from .simulate import time_grid
-        times = time_grid(horizon, float(bands))
+        try:
+            times = time_grid(horizon, float(bands))
+        except KetasimInputError as exc:       # its "step" is this step
+            raise KetasimInputError(f"bands (--band-step): got a step of {bands:g} h: "
+                                    f"{str(exc).removeprefix('step: ')}") from None
     else:
         times, _ = _coerce_times(bands)
     from .simulate import check_memory
@@ -989,7 +993,10 @@ def sweep(model, doses, vary, *, metrics=DEFAULT_METRICS, n: int | None = None,
                                                               if c != "weight_kg"]
             hint = ("" if course else "; course parameters (dose_mg_per_kg, maintenance_days, "
                     "months, infusion_min, dose_mg) need --doses to name a course")
-            raise KetasimInputError(f"vary: unknown name {name!r}{suggest(name, known)}; "
+            near = (" (did you mean 'weight_kg'? body weight is varied as weight_kg, in kg)"
+                    if name.lower() in ("wt", "weight", "bw", "body_weight", "bodyweight",
+                                        "weight_g", "wgt", "kg") else suggest(name, known))
+            raise KetasimInputError(f"vary: unknown name {name!r}{near}; "
                                     f"expected a model parameter or weight_kg{hint}")
         names.append(name)
         values.append(v)
@@ -1004,7 +1011,7 @@ def sweep(model, doses, vary, *, metrics=DEFAULT_METRICS, n: int | None = None,
                           f"metrics of {P:,} grid points x {n or 1:,} subjects each x "
                           f"{len(metrics)} metrics", SWEEP_ADVICE)
     for i, nm in enumerate(names):
-        if kinds[i] == "param":
+        if kinds[i] in ("param", "weight"):
             _check_axis(model, nm, values[i], base, weight_kg)
     grid = list(itertools.product(*[range(v.size) for v in values]))
     point_vals = {nm: np.array([values[i][g[i]] for g in grid]) for i, nm in enumerate(names)}
@@ -1100,11 +1107,14 @@ def _first_repeat(v) -> float:
 
 
 def _check_axis(model, name, v, base, weight_kg) -> None:
-    """Every value of a varied model parameter, the others typical: a value the model refuses
-    (a negative clearance, say, found where a derived flow is evaluated) is reported under
-    the varied name, with the value."""
+    """Every value of a varied model parameter (or of weight_kg), the others typical: a value
+    the model refuses (a negative clearance, say, found where a derived flow is evaluated) is
+    reported under the varied name, with the value."""
     def check(x):
         p = {k: np.full(x.size, float(b)) for k, b in base.items()}
+        if name == "weight_kg":
+            model.matrices(model.resolve(p or None, x, n=x.size))
+            return
         p[name] = x
         model.matrices(model.resolve(p, weight_kg, n=x.size))
 
