@@ -13,7 +13,7 @@ from ketasim.plotting import plot_course, run_course
 
 run = run_course("ketamine-iv", "standard-iv", weight_kg=70,
                  regimen="standard IV course (3/wk in week 1, 2 in week 2, weekly in "
-                         "weeks 3-5, then monthly); 6 months",
+                         "weeks 3-5, then every 4 weeks); 6 months",
                  until_h=60 * 24 if SMALL else None)
 save(plot_course(run), "whole_course")
 print("first-session peak: %.0f ng/mL" % run.metrics.cmax_ng_ml[0])

@@ -31,7 +31,8 @@ a2.plot(doses_mg_per_kg, occ, "o-", color=OKABE_ITO["green"], lw=2.2, ms=8)
 a2.set_ylabel("peak occupancy, % (MODEL-PREDICTED)", fontsize=12)
 for ax in (a1, a2):
     ax.axvline(0.5, color="0.5", ls=":", lw=1.2)
-    ax.text(0.52, 0.04, "usual antidepressant\ndose 0.5 mg/kg", transform=ax.get_xaxis_transform(),
+    ax.text(0.52, 0.04, "0.5 mg/kg: the dose of\nmost depression trials",
+            transform=ax.get_xaxis_transform(),
             fontsize=11, color="0.3")
     ax.set_xlabel("dose, mg/kg over 40 min (70 kg)", fontsize=12)
     ax.set_ylim(bottom=0)

@@ -57,10 +57,12 @@ TITLE_PT = 15
 CAPTION_PT = 11
 
 COURSE_DESCRIPTIONS = {
+    # (what the course names simulate: monthly maintenance is every 28 days, and the named
+    # Spravato course takes the label's every-two-weeks maintenance)
     "standard-iv": "standard IV course (3/wk in week 1, 2 in week 2, weekly in weeks 3-5, "
-                   "then monthly)",
+                   "then every 4 weeks)",
     "spravato": "Spravato label course (2/wk in weeks 1-4, weekly in weeks 5-8, then every "
-                "1-2 weeks)",
+                "2 weeks)",
 }
 _ROUTE_WORDS = {"iv": "IV infusion", "intranasal": "nasal spray", "oral": "oral",
                 "im": "intramuscular"}
@@ -310,6 +312,9 @@ def _style(ax):
     ax.grid(alpha=0.3)
     for s in ("top", "right"):
         ax.spines[s].set_visible(False)
+    if ax.get_yscale() == "linear":
+        # values as they are: no "1e-8+1" offset printed over the axis of a flat curve
+        ax.ticklabel_format(axis="y", useOffset=False)
 
 
 def _line_or_band(ax, x, y, color, label, lw=2.0, ls="-", alpha=0.25):
@@ -355,8 +360,9 @@ def _draw_effect_bands(ax, bands, labelled=True):
                        label=_band_label(b) if labelled else None)
 
 
-def _bands_caption(bands, top_view):
-    """A caption line naming each window, its source and whether it is in view."""
+def _bands_caption(bands, top_view, analyte=None):
+    """A caption line naming each window, its source and whether it is in view (``analyte``:
+    the drug the windows are levels of, named: other curves share the axis)."""
     if not bands:
         return None
     shown, above = [], []
@@ -364,8 +370,9 @@ def _bands_caption(bands, top_view):
         src = str(getattr(b, "source", "")).split(": ")[0]
         (above if b.lo_ng_ml >= top_view else shown).append(
             f"{_band_label(b)} ({src})" if src else _band_label(b))
-    out = "Shaded: published plasma-concentration windows: " + "; ".join(shown) if shown \
-        else "Published plasma-concentration windows"
+    of = f" of {analyte}" if analyte else ""
+    out = f"Shaded: published plasma-concentration windows{of}: " + "; ".join(shown) if shown \
+        else f"Published plasma-concentration windows{of}"
     if above:
         out += ". Above the plotted range: " + "; ".join(above)
     return out + "."
@@ -377,8 +384,10 @@ def _occupancy_band(ax, res, x, sel, color):
         hi = res.output("occupancy_high")[..., sel] * 100
         if lo.ndim == 2:
             lo, hi = np.percentile(lo, 50, axis=0), np.percentile(hi, 50, axis=0)
+        cals = tuple(getattr(res.model, "calibrations", None) or ())
         ax.fill_between(x, np.minimum(lo, hi), np.maximum(lo, hi), color=color, alpha=0.2, lw=0,
-                        label="range over Ki calibrations")
+                        label="range over Ki calibrations"
+                        + (f" ({', '.join(cals)})" if cals else ""))
 
 
 def _legend(ax, handles=None, labels=None, title=None):
@@ -725,7 +734,9 @@ def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
                                         f"{describe_doses(r.doses, r.weight_kg)}, "
                                         f"{_num(r.weight_kg)} kg, {r.regimen}."
                                         for r, lab in zip(runs, labels))]
-    extra += [x for x in (_bands_caption(bands, top_view),) if x]
+    m0 = runs[0].model
+    extra += [x for x in (_bands_caption(bands, top_view,
+                                         analyte_labels(m0)[main_analyte(m0)]),) if x]
     if differ:
         extra.append("The published concentration windows differ between the drugs compared "
                      "and are not drawn here; `ketasim course` draws them for one model.")
@@ -781,10 +792,21 @@ def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
                     noted.append(pk)
         for ax in (axz, axc):
             _style(ax)
-            if kind == "occupancy":
-                ax.set_ylim(0, max(10.0, min(100.0, ax.get_ylim()[1])))
-            elif kind != "pk" and ax is axc:
+            if kind != "pk" and ax is axc:
                 ax.set_ylim(bottom=0)
+        if kind == "schematic":
+            # a response too small to see (a tiny dose) keeps a readable scale: glutamate at
+            # least 10 % above its baseline, the plasticity indices at least 0.05
+            lo, hi = axz.get_ylim()
+            if any(_has(r.closeup, "glutamate") for r in runs) and hi < 1.1:
+                axz.set_ylim(min(lo, 0.98), 1.1)
+            if axc.get_ylim()[1] < 0.05:
+                axc.set_ylim(0, 0.05)
+        if kind == "occupancy":
+            # one occupancy scale for the close-up and the course, as for concentrations
+            top = max(axz.get_ylim()[1], axc.get_ylim()[1])
+            for ax in (axz, axc):
+                ax.set_ylim(0, max(10.0, min(100.0, top)))
         axz.set_xlim(0, zoom)
         if coarse and kind == "pk":
             # the grid's usual step (its last interval may be a shorter remainder)
@@ -807,7 +829,15 @@ def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
             axz.tick_params(labelbottom=False)
             axc.tick_params(labelbottom=False)
         else:
-            axz.set_xlabel("FIRST SESSION: hours after its start", fontsize=BODY_PT)
+            # a close-up longer than the gap to the next session shows more than the first
+            later = []
+            for r in runs:
+                st = np.asarray(getattr(r.metrics, "session_start_h", ()), dtype=float)
+                st = st[0] if st.ndim == 2 else np.atleast_1d(st)   # (subjects: the first's)
+                later += [t for t in st[1:] if t - float(r.closeup.times[0]) < zoom]
+            axz.set_xlabel("FIRST SESSION: hours after its start" if not later else
+                           f"FIRST {_num(zoom)} HOURS: from the first session's start",
+                           fontsize=BODY_PT)
             marked = any(np.ndim(r.metrics.cmax_ng_ml) == 1 for r in runs)
             axc.set_xlabel("WHOLE COURSE: days from the first session" + (
                 " (a marker at every session's peak)" if marked else ""), fontsize=BODY_PT)
@@ -827,7 +857,12 @@ def _row_title(kind, runs):
         samp = {r.model.meta.get("sampling") for r in runs} - {None}
         return "Plasma concentration" + (f" ({', '.join(sorted(samp))} blood)" if samp else "")
     if kind == "occupancy":
-        cals = {(r.course.inputs or {}).get("occupancy_calibration") for r in runs} - {None}
+        # the calibration of the line (the model's default unless one was chosen), always
+        # named: the figure is quoted without the command that made it
+        cals = {(r.course.inputs or {}).get("occupancy_calibration")
+                or getattr(r.model, "default_calibration", "")
+                or next(iter(getattr(r.model, "calibrations", None) or {}), None)
+                for r in runs} - {None, ""}
         return ("NMDA-receptor occupancy: MODEL-PREDICTED (effect site, unbound drug, "
                 "competitive binding" + (f"; Ki calibration {', '.join(sorted(map(str, cals)))}"
                                          if cals else "") + ")")
