@@ -216,43 +216,53 @@ def _figure_bytes(fig, path: Path) -> bytes:
 
 
 # ---------------------------------------------------------------------- figures
-def plot_bands_figure(bands, title: str, first_dose_h: float = 0.0):
+def plot_bands_figure(bands, title: str, first_dose_h: float = 0.0, model=None):
     """Bands over time from their quantiles (the curves are not kept): one row per output, the
-    whole course (days) and the first session close up (hours after ``first_dose_h``)."""
+    whole course (days) and the first session close up (hours after ``first_dose_h``).
+    ``model``: names its analytes as the course figure does, and its source in a caption.
+    Occupancy is drawn in % of receptors, as in the course figure."""
     import matplotlib
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    from .plotting import BODY_PT, CAPTION_PT, DISCLAIMER, analyte_labels
+
     R = len(bands.outputs)
-    fig, axes = plt.subplots(R, 2, figsize=(11, 2.6 * R + 0.9), squeeze=False,
-                             gridspec_kw={"width_ratios": [2.2, 1]})
+    # two columns of rows; more than three outputs get a wider, shorter figure (a 16:9 slide)
+    fig, axes = plt.subplots(R, 2, figsize=(13 if R > 3 else 11, 2.3 * R + 1.6),
+                             squeeze=False, gridspec_kw={"width_ratios": [2.2, 1]})
     from .population import _output_unit
     from .result import PD_OUTPUTS
 
     t = bands.times_h
     first = (t >= first_dose_h) & (t <= first_dose_h + 8.0)    # the first session, close up
+    names = analyte_labels(model) if model is not None else {}
 
     def label(o):
         if o.startswith("occupancy"):
             which = o[len("occupancy"):].lstrip("_")
             return ("NMDA occupancy" + (f" ({which})" if which else "")
-                    + "\nfraction, model-predicted")
+                    + "\n% of receptors,\nmodel-predicted")
+        if o == "glutamate":
+            return "glutamate\n(SCHEMATIC,\nx baseline)"
         if o in PD_OUTPUTS:
-            return f"{o}\n(SCHEMATIC, relative)"
-        return f"{o}\n({_output_unit(o)})"
+            return f"{o}\n(SCHEMATIC,\nindex 0-1)"
+        return f"{names.get(o, o)}\n({_output_unit(o)})"
 
     notes = []
     for row, o in enumerate(bands.outputs):
         q = bands.get(o)
+        scale = 100.0 if o.startswith("occupancy") else 1.0
         for col, (x, sel) in enumerate(((t / 24.0, slice(None)),
                                         (t[first] - first_dose_h, first))):
             ax = axes[row, col]
-            ax.fill_between(x, q["p05"][sel], q["p95"][sel], color="tab:blue", alpha=0.3, lw=0,
-                            label="5–95 % of subjects")
-            ax.plot(x, q["p50"][sel], color="tab:blue", lw=1.2, label="median")
+            ax.fill_between(x, scale * q["p05"][sel], scale * q["p95"][sel], color="tab:blue",
+                            alpha=0.3, lw=0, label="5–95 % of subjects")
+            ax.plot(x, scale * q["p50"][sel], color="tab:blue", lw=1.6, label="median")
             ax.grid(alpha=0.3)
+            ax.tick_params(labelsize=BODY_PT - 1)
             ax.set_ylim(bottom=0)
-        axes[row, 0].set_ylabel(label(o))
+        axes[row, 0].set_ylabel(label(o), fontsize=BODY_PT - 1)
         gone = np.isnan(np.vstack([q["p05"], q["p50"], q["p95"]])).any(axis=0)
         if gone.any():       # at or above the top of the bands' range: not drawn, said so
             from .population import BAND_RANGE
@@ -260,15 +270,27 @@ def plot_bands_figure(bands, title: str, first_dose_h: float = 0.0):
             notes.append(f"{o}: not drawn at {int(gone.sum()):,} of {gone.size:,} times "
                          f"(from {t[gone][0]:g} h), where a quantile is at or above "
                          f"{BAND_RANGE[1]:g} {_output_unit(o)}, the top of the bands' range")
-    axes[0, 0].legend(loc="upper right", fontsize=8)
-    axes[0, 0].set_title("whole course", fontsize=9)
-    axes[0, 1].set_title("first session, close-up", fontsize=9)
-    axes[-1, 0].set_xlabel("time (days)")
-    axes[-1, 1].set_xlabel("time after the first dose (h)")
-    fig.suptitle(title, fontsize=10)
-    if notes:
-        fig.text(0.01, 0.005, "\n".join(notes), fontsize=8, color="tab:red", va="bottom")
-    fig.tight_layout(rect=(0, 0.025 * (len(notes) + 1) if notes else 0, 1, 1))
+    axes[0, 0].legend(loc="upper right", fontsize=BODY_PT - 2)
+    axes[0, 0].set_title("whole course", fontsize=BODY_PT)
+    axes[0, 1].set_title("first session, close-up", fontsize=BODY_PT)
+    axes[-1, 0].set_xlabel("time (days)", fontsize=BODY_PT)
+    axes[-1, 1].set_xlabel("time after the first dose (h)", fontsize=BODY_PT)
+    fig.suptitle(title, fontsize=BODY_PT)
+    import textwrap
+
+    pt = CAPTION_PT - 2
+    width = int(fig.get_figwidth() * 72 / (0.52 * pt))        # characters across the figure
+    lines = [(x, "tab:red") for n in notes for x in textwrap.wrap(n, width)]
+    if model is not None:
+        cite = model.meta.get("citation") or ""
+        for part in (f"Preset {model.name}: {cite}" if cite else f"Model {model.name}",
+                     DISCLAIMER):
+            lines += [(x, "0.3") for x in textwrap.wrap(part, width)]
+    line_h = 1.3 * pt / 72 / fig.get_figheight()              # one line, figure fraction
+    for i, (line, color) in enumerate(lines):
+        fig.text(0.01, 0.004 + line_h * (len(lines) - 1 - i), line, fontsize=pt, color=color,
+                 va="bottom")
+    fig.tight_layout(rect=(0, line_h * (len(lines) + 0.6) if lines else 0, 1, 1))
     return fig
 
 
@@ -305,7 +327,9 @@ def _geometric(v) -> bool:
                 and not np.allclose(d, d[0], rtol=1e-6, atol=0))
 
 
-def plot_heatmap(result, metric: str, title: str):
+def plot_heatmap(result, metric: str, title: str, analyte: str | None = None):
+    """A heat map of ``metric`` over the two varied names (``analyte``: the drug "the
+    analyte" of the metric's description is, named in the colour bar)."""
     import matplotlib
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
@@ -334,8 +358,9 @@ def plot_heatmap(result, metric: str, title: str):
 
     for is_log, axis, v, scale in ((xlog, ax.xaxis, b, ax.set_xscale),
                                    (ylog, ax.yaxis, a, ax.set_yscale)):
-        if is_log:       # a log scale, ticked at the grid values in plain numbers
+        if is_log:
             scale("log")
+        if is_log or v.size <= 12:      # ticked at the grid values (cell centres), plainly
             shown = v[::max(1, -(-v.size // 8))]
             axis.set_major_locator(FixedLocator(shown))
             axis.set_major_formatter(FixedFormatter([f"{x:.3g}" for x in shown]))
@@ -346,12 +371,17 @@ def plot_heatmap(result, metric: str, title: str):
                 transform=ax.transAxes, ha="center", va="center", fontsize=11,
                 bbox={"facecolor": "white", "edgecolor": "0.5"})
     unit = result.units.get(metric, "")
+    what = _describe(metric)
+    if analyte:
+        what = what.replace("the analyte", analyte)
     cb = fig.colorbar(m, ax=ax, label=(f"{metric} ({unit})" if unit else metric) + "\n"
-                      + _describe(metric))
+                      + what)
     if empty:
         cb.set_ticks([])
-    ax.set_xlabel(f"{nb} ({result.units.get(nb, '')})".replace(" ()", ""))
-    ax.set_ylabel(f"{na} ({result.units.get(na, '')})".replace(" ()", ""))
+    ax.set_xlabel(f"{nb} ({result.units.get(nb, '')})".replace(" ()", "")
+                  + (", log scale" if xlog else ""))
+    ax.set_ylabel(f"{na} ({result.units.get(na, '')})".replace(" ()", "")
+                  + (", log scale" if ylog else ""))
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
@@ -576,8 +606,8 @@ def run_population(args) -> int:
         from .dosing import expand
         first_h = float(np.min(expand(doses).time_h)) if not isinstance(doses, str) else 0.0
         fig = plot_bands_figure(res.bands, f"{model.name}: {args.n:,} virtual patients "
-                                f"({args.doses}); model-predicted, not a dosing recommendation",
-                                first_h)
+                                f"({args.doses}{_given(args)})\nmodel-predicted, not a dosing "
+                                "recommendation", first_h, model=model)
         outputs.append((args.plot, "wb", _figure_bytes(fig, args.plot)))
     _write_all(outputs, args)
     _print_summary(res.columns, res.metrics, res.units, args.n)
@@ -648,13 +678,19 @@ def run_sweep(args) -> int:
         two = SweepResult(columns={k: v for k, v in columns.items()}, units=units,
                           varied=tuple(nm for nm, _ in vary[:2]), metrics=res.metrics,
                           info=res.info)
-        fig = plot_heatmap(two, plot_metric, f"{model.name}, {args.doses}: {plot_metric}"
+        from .plotting import analyte_labels, main_analyte
+
+        names = analyte_labels(model)
+        an = getattr(args, "analyte", None) or main_analyte(model)
+        fig = plot_heatmap(two, plot_metric, f"{model.name}, {args.doses}{_given(args)}: "
+                           f"{plot_metric}"
                            + ((" (" + next((w for sfx, w in (("_p05", "5th percentile"),
                                                              ("_p95", "95th percentile"))
                                              if plot_metric.endswith(sfx)), "median")
                                + f" of {args.n} subjects)") if args.n else
                               " (typical subject)")
-                           + "\nmodel-predicted; a research tool, not a dosing recommendation")
+                           + "\nmodel-predicted; a research tool, not a dosing recommendation",
+                           analyte=names.get(an, an))
         outputs.append((args.plot, "wb", _figure_bytes(fig, args.plot)))
         if not np.isfinite(np.asarray(columns[plot_metric], dtype=float)).any():
             print(f"ketasim: warning: --plot-metric {plot_metric} is not a number at any grid "
