@@ -533,3 +533,23 @@ def test_course_figure_scales_and_labels_say_what_is_drawn():
     assert "FIRST 72 HOURS: from the first session's start" in texts(fig)
     assert "then every 4 weeks" in fig.subfigs[0]._suptitle.get_text()
     plt.close(fig)
+
+
+def test_a_peak_between_grid_points_is_labelled_as_exact_with_what_the_curve_shows():
+    """simulate --plot on its 0.1-h grid misses a 40-min infusion's end: the exact peak's
+    marker floated 8 ng/mL above the drawn curve, unexplained."""
+    import matplotlib.pyplot as plt
+
+    from ketasim.plotting import plot_course, run_course
+
+    d = ketasim.Doses.single(40.0, "iv", duration_h=0.6667)
+    m = ketasim.load_model("ketamine-iv")
+    res = ketasim.simulate(m, d, ketasim.time_grid(48, 0.1))
+    fig = plot_course(res)
+    text = " ".join(t.get_text() for ax in fig.axes for t in ax.texts)
+    drawn = res.concentration("plasma").max()
+    assert f"the curve, every 6 min,\nreaches {drawn:.3g})" in text
+    plt.close(fig)
+    fig = plot_course(run_course(m, d, until_h=48))      # its grid holds the infusion's end
+    assert "the curve" not in " ".join(t.get_text() for ax in fig.axes for t in ax.texts)
+    plt.close(fig)

@@ -533,6 +533,20 @@ def _peak_note(ax, run, color, offset=(12, -4), slot=None):
         # it ends, not the session's peak
         text = (f"highest shown {_num(cmax[0])} ng/mL\nat {tmax[0] * 60:.0f} min, where the "
                 "grid ends")
+    else:
+        # the peak is exact (the metrics); a curve drawn from a grid that misses the peak's
+        # time (an infusion ending between two output times) passes below the marker: said
+        res = run.closeup
+        name = main_analyte(res.model)
+        if name in res.names and res.times.size > 1:
+            y = res.concentration(name)
+            y = y if y.ndim == 1 else np.median(y, axis=0)
+            near = np.abs(res.times - tmax[0]) <= 2 * float(np.median(np.diff(res.times)))
+            drawn = float(np.nanmax(y[near])) if near.any() else np.nan
+            if drawn < 0.98 * cmax[0]:
+                step = float(np.median(np.diff(res.times)))
+                text += (f"\n(exact; the curve, every {_num(step * 60)} min,\nreaches "
+                         f"{_num(drawn)})")
     if slot is None:
         ax.annotate(text, (tmax[0], cmax[0]), xytext=offset, textcoords="offset points",
                     fontsize=BODY_PT - 1, va="top", color="0.1")
