@@ -553,3 +553,22 @@ def test_a_peak_between_grid_points_is_labelled_as_exact_with_what_the_curve_sho
     fig = plot_course(run_course(m, d, until_h=48))      # its grid holds the infusion's end
     assert "the curve" not in " ".join(t.get_text() for ax in fig.axes for t in ax.texts)
     plt.close(fig)
+
+
+def test_the_esketamine_iv_figure_says_what_its_default_dose_is():
+    """`course --model esketamine-iv` draws the standard course's 0.5 mg/kg, racemic
+    ketamine's dose, under the title 'standard IV course': the caption now says so and
+    gives the doses IV esketamine was studied at."""
+    import matplotlib.pyplot as plt
+
+    from ketasim.plotting import plot_course, run_course
+
+    fig = plot_course(run_course("esketamine-iv", "standard-iv", until_h=24 * 10))
+    cap = " ".join(" ".join(t.get_text() for t in sf.texts) for sf in fig.subfigs)
+    assert "0.5 mg/kg is racemic ketamine's dose" in cap.replace("\n", " ")
+    assert "0.20 and 0.40 mg/kg" in cap.replace("\n", " ")
+    plt.close(fig)
+    fig = plot_course(run_course("ketamine-iv", "standard-iv", until_h=24 * 10))
+    assert "racemic ketamine's dose" not in " ".join(
+        " ".join(t.get_text() for t in sf.texts) for sf in fig.subfigs)
+    plt.close(fig)

@@ -411,6 +411,8 @@ def _caption_lines(fig, models, extra=None):
         src = m.meta.get("citation", "")
         kind = "Preset" if m.source.startswith("preset ") else "Model"
         lines.append(f"{kind} {m.name}" + (f" — source: {src}" if src else ""))
+        if m.meta.get("dose_note"):      # what a dose means for this drug (the model file's)
+            lines.append(" ".join(str(m.meta["dose_note"]).split()))
     if extra:
         lines.extend(extra.split("\n"))
     occ = any(getattr(m, "has_occupancy", True) for m in models)
