@@ -572,3 +572,34 @@ def test_the_esketamine_iv_figure_says_what_its_default_dose_is():
     assert "racemic ketamine's dose" not in " ".join(
         " ".join(t.get_text() for t in sf.texts) for sf in fig.subfigs)
     plt.close(fig)
+
+
+def test_compare_and_peak_labels_keep_to_what_is_drawn():
+    """A comparison's occupancy bands each had the first run's legend entry, and its dose bars
+    lay on one another with no legend; a low peak's label hung across the axis into the row
+    below; a dose of 0 was labelled 'peak 0 ng/mL' below the axis; a nasal run's caption gave
+    a weight the model does not use."""
+    import matplotlib.pyplot as plt
+
+    from ketasim.plotting import plot_compare, plot_course, run_course
+
+    runs = [run_course("ketamine-iv", "standard-iv", until_h=24 * 8, label="iv"),
+            run_course("esketamine-nasal", "spravato", until_h=24 * 8, label="nasal")]
+    fig = plot_compare(runs)
+    labels = _legend_labels(fig)
+    assert {"iv: range over Ki calibrations (in-vitro, in-vivo)",
+            "nasal: range over Ki calibrations (in-vitro, in-vivo)"} <= set(labels)
+    assert "iv: IV infusion 35 mg, 40 min" in labels and "nasal: nasal spray 56 mg" in labels
+    cap = " ".join(t.get_text() for sf in fig.subfigs for t in sf.texts).replace("\n", " ")
+    assert "iv: racemic ketamine, 0.5 mg/kg (35 mg) IV infusion over 40 min, 70 kg," in cap
+    assert "nasal: esketamine, 56 mg nasal spray, Spravato" in cap
+    plt.close(fig)
+    oral = ketasim.Doses.single(100.0, "oral")
+    fig = plot_course(run_course("esketamine-nasal", oral, until_h=48))
+    note = next(t for t in fig.subfigs[0].axes[0].texts if t.get_text().startswith("peak"))
+    assert note.get_va() == "bottom"            # above the low peak, inside the axes
+    plt.close(fig)
+    fig = plot_course(run_course("ketamine-iv", ketasim.Doses.single(0.0, "iv"), until_h=48))
+    texts = [t.get_text() for t in fig.subfigs[0].axes[0].texts]
+    assert "no drug in the plasma" in texts and not any(t.startswith("peak") for t in texts)
+    plt.close(fig)

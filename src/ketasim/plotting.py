@@ -378,7 +378,7 @@ def _bands_caption(bands, top_view, analyte=None):
     return out + "."
 
 
-def _occupancy_band(ax, res, x, sel, color):
+def _occupancy_band(ax, res, x, sel, color, prefix=None):
     if "occupancy_low" in res.names and "occupancy_high" in res.names:
         lo = res.output("occupancy_low")[..., sel] * 100
         hi = res.output("occupancy_high")[..., sel] * 100
@@ -386,7 +386,7 @@ def _occupancy_band(ax, res, x, sel, color):
             lo, hi = np.percentile(lo, 50, axis=0), np.percentile(hi, 50, axis=0)
         cals = tuple(getattr(res.model, "calibrations", None) or ())
         ax.fill_between(x, np.minimum(lo, hi), np.maximum(lo, hi), color=color, alpha=0.2, lw=0,
-                        label="range over Ki calibrations"
+                        label=(f"{prefix}: " if prefix else "") + "range over Ki calibrations"
                         + (f" ({', '.join(cals)})" if cals else ""))
 
 
@@ -432,11 +432,13 @@ def _has(res, name):
     return name in res.names
 
 
-def _infusion_bars(ax, doses, t0, t1, color="0.35", label=True):
+def _infusion_bars(ax, doses, t0, t1, color="0.35", label=True, prefix=None, level=0):
     """Each dose in the window: a bar over the infusion (drawn just above the axis) or a
     triangle at a bolus/spray, in axes-fraction height so it never hides a curve. The legend
     entry describes every dose in the window (a range where they differ: a table's subjects
-    may have different amounts)."""
+    may have different amounts). In a comparison each run's doses get their own level above
+    the axis (``level``, from 0) and legend entry (``prefix``: the run's label), so one run's
+    bars never hide another's."""
     d = expand(doses)
     tr = ax.get_xaxis_transform()
     shown = [(t, dur, amt, route) for t, dur, amt, route
@@ -458,13 +460,16 @@ def _infusion_bars(ax, doses, t0, t1, color="0.35", label=True):
             text = f"{words} {span([x[2] for x in same], _num)} mg"
             if dur > 0:
                 text += f", {span([x[1] * 60 for x in same], _num)} min"
+            if prefix:
+                text = f"{prefix}: {text}"
         first[kind] = True
+        y0 = 1.0 + 0.05 * level
         if dur > 0:
             # (drawn above the axes, so not clipped: cut at the window's ends instead)
-            ax.fill_between([max(t, t0) - t0, min(t + dur, t1) - t0], 1.0, 1.04, transform=tr,
-                            color=color, clip_on=False, lw=0, label=text)
+            ax.fill_between([max(t, t0) - t0, min(t + dur, t1) - t0], y0, y0 + 0.04,
+                            transform=tr, color=color, clip_on=False, lw=0, label=text)
         else:
-            ax.plot([t - t0], [1.02], transform=tr, marker="v", ms=9, color=color,
+            ax.plot([t - t0], [y0 + 0.02], transform=tr, marker="v", ms=9, color=color,
                     clip_on=False, ls="none", label=text)
 
 
@@ -497,7 +502,7 @@ def _closeup_panel(kind, ax, run, color=None, label=None, analytes=None, bands=T
         ax.set_ylabel("ng/mL", fontsize=BODY_PT)
     elif kind == "occupancy":
         c = color or _COLORS["occupancy"]
-        _occupancy_band(ax, res, x, slice(None), c)
+        _occupancy_band(ax, res, x, slice(None), c, prefix=label)
         _line_or_band(ax, x, res.output("occupancy") * 100, c,
                       label or "occupancy (model-predicted)", ls=_RUN_LS[j % len(_RUN_LS)])
         ax.set_ylabel("% of receptors", fontsize=BODY_PT)
@@ -525,6 +530,10 @@ def _peak_note(ax, run, color, offset=(12, -4), slot=None):
     tmax = np.atleast_1d(cm.tmax_h)
     if cmax.ndim != 1 or not np.isfinite(cmax[0]):
         return
+    if not cmax[0] > 0:              # no drug given (or none reaches the plasma): no peak
+        ax.text(0.5, 0.5, "no drug in the plasma", transform=ax.transAxes,
+                ha="center", va="center", fontsize=BODY_PT - 1, color="0.3")
+        return
     # filled, like the course panel's session peaks (a hollow circle there is a trough)
     ax.plot([tmax[0]], [cmax[0]], marker="o", ms=8, color=color, mec="white", mew=1.5,
             ls="none", zorder=5)
@@ -550,8 +559,12 @@ def _peak_note(ax, run, color, offset=(12, -4), slot=None):
                 text += (f"\n(exact; the curve, every {_num(step * 60)} min,\nreaches "
                          f"{_num(drawn)})")
     if slot is None:
-        ax.annotate(text, (tmax[0], cmax[0]), xytext=offset, textcoords="offset points",
-                    fontsize=BODY_PT - 1, va="top", color="0.1")
+        # beside the peak, below it; above it when the peak is low on the axis (a label
+        # hanging below would cross the axis into the row beneath)
+        low = cmax[0] < 0.4 * ax.get_ylim()[1]
+        ax.annotate(text, (tmax[0], cmax[0]), xytext=(offset[0], 6) if low else offset,
+                    textcoords="offset points", fontsize=BODY_PT - 1,
+                    va="bottom" if low else "top", color="0.1")
         return
     # (no connecting line: matplotlib placed its ends a pixel apart from one drawing to the
     # next, so the same figure did not always give the same file; colour and marker tie a
@@ -603,7 +616,7 @@ def _course_panel(kind, ax, run, color=None, label=None, analytes=None, bands=Tr
         ax.set_ylabel("ng/mL", fontsize=BODY_PT)
     elif kind == "occupancy":
         c = color or _COLORS["occupancy"]
-        _occupancy_band(ax, res, x, slice(None), c)
+        _occupancy_band(ax, res, x, slice(None), c, prefix=label)
         _line_or_band(ax, x, res.output("occupancy") * 100, c,
                       label or "occupancy (model-predicted)", lw=1.2,
                       ls=_RUN_LS[j % len(_RUN_LS)])
@@ -748,7 +761,8 @@ def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
     top_view = max([top_view] + [1.04 * e for e in ends])
     extra = [] if single else [" ".join(f"{lab}: {drug_name(r.model)}, "
                                         f"{describe_doses(r.doses, r.weight_kg)}, "
-                                        f"{_num(r.weight_kg)} kg, {r.regimen}."
+                                        + (f"{_num(r.weight_kg)} kg, " if uses_weight(r.model)
+                                           else "") + f"{r.regimen}."
                                         for r, lab in zip(runs, labels))]
     m0 = runs[0].model
     extra += [x for x in (_bands_caption(bands, top_view,
@@ -800,7 +814,7 @@ def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
                 c = col or _COLORS.get(main_analyte(r.model), RUN_COLORS[0])
                 t0 = float(r.closeup.times[0])
                 _infusion_bars(axz, r.doses, t0, t0 + zoom, color=col or "0.35",
-                               label=single)
+                               prefix=None if single else lab, level=0 if single else j)
                 # one note per distinct peak: runs with the same first session share it
                 pk = float(np.ravel(r.metrics.cmax_ng_ml)[0])    # (a population: its first)
                 if not any(abs(pk - q) <= 0.02 * max(abs(q), 1e-12) for q in noted):
@@ -835,7 +849,7 @@ def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
         # the row title runs from the close-up across the course panel. A blank axes title
         # reserves its height; the text itself is left out of the layout (which would
         # otherwise widen the close-up column to make room for it)
-        pad = 16 if kind == "pk" else 6
+        pad = (16 + 7 * (len(runs) - 1)) if kind == "pk" else 6   # (above: the dose bars)
         axz.set_title(" ", fontsize=BODY_PT + 1, loc="left", pad=pad)
         axz.annotate(_row_title(kind, runs), (0, 1), xycoords="axes fraction",
                      xytext=(0, pad + 2), textcoords="offset points", fontsize=BODY_PT + 1,
