@@ -69,9 +69,12 @@ def test_course_figure_names_everything(iv_run):
     assert "MODEL-PREDICTED" in text and "SCHEMATIC" in text
     assert "Fanta S et al." in text and "Preset ketamine-iv" in text
     labels = _legend_labels(fig)
-    for lab in ("ketamine (S + R)", "norketamine (S + R)", "S-ketamine", "R-ketamine",
+    for lab in ("ketamine (S + R)", "norketamine (S + R)", "S-ketamine",
                 "IV infusion 35 mg, 40 min", "session peak"):
         assert lab in labels
+    # R-ketamine's curve lies on S-ketamine's (within 3 % of its peak): the legend says so
+    assert "R-ketamine (on the S-ketamine line)" in labels
+    assert any(t.startswith("trough before next session (at most ") for t in labels)
     assert not any("plasma (parent)" in t or t == "metabolite" for t in labels)
 
 
@@ -603,3 +606,23 @@ def test_compare_and_peak_labels_keep_to_what_is_drawn():
     texts = [t.get_text() for t in fig.subfigs[0].axes[0].texts]
     assert "no drug in the plasma" in texts and not any(t.startswith("peak") for t in texts)
     plt.close(fig)
+
+
+def test_a_kind_of_window_looks_the_same_in_every_preset():
+    """Yellow had been analgesia in ketamine-iv's figure and psychedelic effects in
+    esketamine's (the colour went by the window's place in the list)."""
+    import matplotlib.pyplot as plt
+
+    from ketasim.plotting import plot_course, run_course
+
+    look = {}
+    for preset, doses in (("ketamine-iv", "standard-iv"), ("esketamine-iv", "standard-iv")):
+        fig = plot_course(run_course(preset, doses, until_h=48))
+        for p in fig.subfigs[0].axes[0].patches:
+            name = p.get_label().split(" (")[0].split(":")[0]
+            if "effects" in name or "analgesia" in name:
+                look.setdefault(name.replace("psychedelic", "X"), set()).add(
+                    (tuple(np.round(p.get_edgecolor() if p.get_hatch() else p.get_facecolor(),
+                                    3)[:3]), bool(p.get_hatch())))
+        plt.close(fig)
+    assert look and all(len(v) == 1 for v in look.values()), look

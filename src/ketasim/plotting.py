@@ -51,6 +51,10 @@ _COLORS = {"plasma": OKABE_ITO["blue"], "metabolite": OKABE_ITO["orange"],
 _RUN_LS = ("-", "--", ":", "-.")
 _RUN_MK = ("o", "s", "^", "D")
 _BAND_FILLS = ("#F0E442", "#56B4E9", "#CC79A7", "#E69F00", "#009E73")
+# the windows the presets carry, by kind (a word of the window's name): colour, hatched
+_BAND_STYLES = {"analges": ("#F0E442", False), "psychedelic": ("#56B4E9", True),
+                "dissociative": ("#56B4E9", True), "blood-pressure": ("#CC79A7", False),
+                "anaesthe": ("#E69F00", False), "anesthe": ("#E69F00", False)}
 
 BODY_PT = 12       # tick labels, legends, axis labels: readable from the back of a lecture hall
 TITLE_PT = 15
@@ -349,9 +353,13 @@ def _draw_effect_bands(ax, bands, labelled=True):
         if b.lo_ng_ml >= top_view:
             continue
         hi = b.hi_ng_ml if b.hi_ng_ml is not None and math.isfinite(b.hi_ng_ml) else top_view
-        col = _BAND_FILLS[i % len(_BAND_FILLS)]
-        # windows overlap: every other one is hatched instead of filled, so both stay legible
-        if i % 2 == 0:
+        # one look per kind of window in every figure (slides of two presets side by side
+        # must not show analgesia in one window's colour and psychedelic effects in it in the
+        # other); a window of another kind takes the palette in order
+        col, hatched = next((v for k, v in _BAND_STYLES.items() if k in b.name.lower()),
+                            (_BAND_FILLS[i % len(_BAND_FILLS)], i % 2 == 1))
+        # windows overlap: one is hatched instead of filled, so both stay legible
+        if not hatched:
             ax.axhspan(b.lo_ng_ml, min(hi, top_view), color=col, alpha=0.25, lw=0, zorder=0,
                        label=_band_label(b) if labelled else None)
         else:
@@ -493,12 +501,21 @@ def _closeup_panel(kind, ax, run, color=None, label=None, analytes=None, bands=T
         if bands:
             ax.set_ylim(0, _ymax([res.concentration(n) for n in labels]))
             _draw_effect_bands(ax, _bands(res.model))
+        drawn = {}
         for i, (n, lab) in enumerate(labels.items()):
             c = color or _COLORS.get(n, RUN_COLORS[i % len(RUN_COLORS)])
             sub = n not in ("plasma", "metabolite") and len(labels) > 2
             ls = ("--" if n.startswith("s_") else ":") if sub else _RUN_LS[j % len(_RUN_LS)]
-            _line_or_band(ax, x, res.concentration(n), c,
-                          f"{label}: {lab}" if label else lab, lw=1.6 if sub else 2.2, ls=ls)
+            y = res.concentration(n)
+            if sub:     # an enantiomer's curve on top of another's: the legend says so
+                top = float(np.nanmax(np.abs(y))) if y.size else 0.0
+                same = next((lb for lb, yy in drawn.items() if yy.shape == y.shape and top > 0
+                             and float(np.nanmax(np.abs(yy - y))) <= 0.03 * top), None)
+                drawn[lab] = y
+                if same is not None:
+                    lab = f"{lab} (on the {same} line)"
+            _line_or_band(ax, x, y, c, f"{label}: {lab}" if label else lab,
+                          lw=1.6 if sub else 2.2, ls=ls)
         ax.set_ylabel("ng/mL", fontsize=BODY_PT)
     elif kind == "occupancy":
         c = color or _COLORS["occupancy"]
@@ -610,9 +627,12 @@ def _course_panel(kind, ax, run, color=None, label=None, analytes=None, bands=Tr
             ok = np.isfinite(trough)
             nxt = np.r_[starts[1:], np.nan]
             if ok.any():         # (one session: no trough, no legend entry)
+                tlab = "trough before next session"
+                low = float(np.max(trough[ok]))
+                if low < 0.02 * ax.get_ylim()[1]:     # markers on the axis line: say how low
+                    tlab += f" (at most {low:.2g} ng/mL)"
                 ax.plot(nxt[ok] / 24, trough[ok], ls="none", marker="o", ms=6, color=c,
-                        mfc="white", mew=1.5, label="trough before next session"
-                        if label is None else None, zorder=4)
+                        mfc="white", mew=1.5, label=tlab if label is None else None, zorder=4)
         ax.set_ylabel("ng/mL", fontsize=BODY_PT)
     elif kind == "occupancy":
         c = color or _COLORS["occupancy"]
