@@ -130,6 +130,7 @@ def test_switching_to_the_nasal_preset(ex):
                            np.r_[0.3:0.9:1 / 3600], outputs=["plasma"])
     assert ex.peaks()[0] == pytest.approx(ref.concentration("plasma").max(), rel=1e-6)
     assert "nasal spray" in ex.fig._suptitle.get_text()
+    assert " kg" not in ex.fig._suptitle.get_text()       # no weight effect: no weight shown
     ex.sliders["dose"].set_val(84)
     # day 1 stays 56 mg (label); later sessions are 84 mg and peak higher (less than 1.5x:
     # the nasal fraction falls with each further device)

@@ -213,7 +213,14 @@ class Explorer:
     def update(self):
         """Re-simulate with the current settings and redraw (returns seconds taken)."""
         from .engine import session_metrics
-        from .plotting import analyte_labels, course_grid, describe_doses, drug_name, main_analyte
+        from .plotting import (
+            analyte_labels,
+            course_grid,
+            describe_doses,
+            drug_name,
+            main_analyte,
+            uses_weight,
+        )
         from .simulate import simulate
 
         t0 = time.perf_counter()
@@ -258,7 +265,8 @@ class Explorer:
                 else f" · no session {miss} to miss (the course has {n_full})")
         self.fig.suptitle(
             f"{drug_name(model).capitalize()}: {describe_doses(d, v['weight'])} · "
-            f"{v['weight']:g} kg · maintenance every {v['interval']:g} days" + note,
+            + (f"{v['weight']:g} kg · " if uses_weight(model) else "")
+            + f"maintenance every {v['interval']:g} days" + note,
             fontsize=14, fontweight="bold")
         self.last_update_s = time.perf_counter() - t0     # simulation + new data, no drawing
         first = self.result is None or not getattr(self, "_updated", False)
