@@ -25,6 +25,7 @@ import signal
 import stat
 import subprocess
 import sys
+import textwrap
 import time
 import tomllib
 from fractions import Fraction
@@ -1498,3 +1499,34 @@ def test_sweep_and_band_messages_name_what_the_user_gave(tmp_path, capsys):
     rc, _, err = run_cli(["sweep", "--vary", "weight_kg=50:90:3", "--out", out, "--quiet"],
                          capsys)
     assert rc == 0, err
+
+
+def test_an_interrupt_python_can_only_report_is_not_printed(tmp_path):
+    """Ctrl-C inside the JIT compiler's C callback had printed Python's "Exception ignored
+    on calling ctypes callback function" block with a traceback before the command's own
+    one line; the interrupt still stops the command (130), without the block. (Run in its
+    own process: pytest takes such reports over in its own.)"""
+    code = textwrap.dedent(f"""
+        import sys
+        from ketasim import cli, cli_teach
+        from ketasim import io as kio
+
+        real = cli_teach.course_summary
+
+        class Callback:
+            def __del__(self):     # as a C callback: an exception here is only reported
+                kio.interrupt(KeyboardInterrupt())
+
+        def interrupted(run):
+            Callback()
+            return real(run)
+
+        cli_teach.course_summary = interrupted
+        sys.exit(cli.main(["course", "--months", "1", "--out-dir", {str(tmp_path / "o")!r}]))
+        """)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=str(Path(ketasim.__file__).parents[1])))
+    assert p.returncode == 130, p.stderr
+    assert "Exception ignored" not in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert p.stderr.strip().splitlines()[-1] == "ketasim: interrupted (Ctrl-C)"
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())

@@ -591,6 +591,16 @@ def main(argv=None) -> int:
         interrupt(KeyboardInterrupt() if signum == signal.SIGINT else _Terminated(signum))
 
     handled = []
+    # an interrupt raised where Python can only report it ("Exception ignored on calling
+    # ctypes callback": inside the JIT compiler's C code) is recorded by interrupt(), which
+    # stops the command later (io.raise_swallowed): no report of it is printed meanwhile
+    default_hook = sys.unraisablehook
+
+    def unraisable(info):
+        if not isinstance(info.exc_value, (KeyboardInterrupt, _Terminated)):
+            default_hook(info)
+
+    sys.unraisablehook = unraisable
     if threading.current_thread() is threading.main_thread():
         for name, default in (("SIGINT", signal.default_int_handler),
                               ("SIGTERM", signal.SIG_DFL), ("SIGHUP", signal.SIG_DFL)):
@@ -611,6 +621,7 @@ def main(argv=None) -> int:
         print("ketasim: interrupted (Ctrl-C)", file=sys.stderr)
         return 130
     finally:
+        sys.unraisablehook = default_hook
         for sig, default in handled:
             signal.signal(sig, default)
         clear_raised()          # the record belongs to this command only
