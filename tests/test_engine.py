@@ -709,3 +709,15 @@ def test_events_every_subject_shares_come_as_one_row_with_the_same_results():
     out = engine.run(lagged, times)
     first = times.searchsorted(0.25)
     assert out[0, 0, 1] > 0 and out[1, 0, 1] == 0 and out[2, 0, first + 3] == 0
+
+
+def test_a_result_keeps_its_own_time_grid():
+    """Result.times was the caller's array: adding 100 to it after the call relabelled the
+    values at 0-2 h as 100-102 h. It is now the result's own, read-only."""
+    T = np.linspace(0.0, 10.0, 11)
+    r = ketasim.simulate("ketamine-iv", "standard-iv", T, outputs=["plasma"])
+    before = r.concentration("plasma").copy()
+    T += 100.0
+    assert list(r.times[:3]) == [0.0, 1.0, 2.0] and not r.times.flags.writeable
+    assert r.to_dict()["time_h"][2] == 2.0
+    np.testing.assert_array_equal(r.concentration("plasma"), before)

@@ -142,9 +142,12 @@ def simulate(model, doses, times, params: dict | None = None, weight_kg=70.0, *,
     out = run(plan, t, threads=threads, dtype=dtype, _h_nom=h_nom)
     out.setflags(write=False)
     # a result keeps what its metrics re-run from (parameters, weights, the model's parameter
-    # dict) as its own, whatever the caller later does to those arrays or that dict (the time
-    # grid stays the caller's array: a copy of a long grid costs about what plasma over it
-    # does, and a read-only one would make Numba compile a second kernel)
+    # dict) as its own, whatever the caller later does to those arrays or that dict; so too
+    # its time grid: the caller's array (float64 already) is copied, read-only, once the run
+    # is done (a caller changing it afterwards had relabelled the result's values)
+    if isinstance(times, np.ndarray) and np.may_share_memory(t, times):
+        t = t.copy()
+    t.setflags(write=False)
     vals = plan.vals                # (resolved for this call: the result's own arrays)
     for v in vals.values():
         if isinstance(v, np.ndarray):
