@@ -1307,7 +1307,9 @@ def test_an_age_outside_the_fitted_population_is_refused():
     """esketamine-nasal's age effect (QH - 2.19 L/h per year over 60) is fitted on ages 18-86:
     at 100-130 it had driven the hepatic flow to 0 and the AUC to millions, silently."""
     course = ketasim.spravato_course(months=1)
-    with pytest.raises(KetasimInputError, match=r"subject 2: got 100, outside 18-86"):
+    # (subjects counted from 0, as in the output's and --covariates' subject columns)
+    with pytest.raises(KetasimInputError, match=r"subject 1 \(from 0, as in the subject "
+                                                r"column\): got 100, outside 18-86"):
         ketasim.population("esketamine-nasal", course, 2, covariates={"age_y": [40.0, 100.0]},
                            metrics=("auc",), progress=False)
     spec = tomllib.loads(Path(ketasim.__file__).with_name("presets").joinpath(

@@ -351,7 +351,7 @@ def _check_covariate_range(model, vals) -> None:
         out = (a < lo) | (a > hi)
         if np.any(out):
             i = int(np.argmax(out))
-            who = f" (subject {i + 1})" if a.size > 1 else ""
+            who = f" (subject {i}, counted from 0 as in the subject column)" if a.size > 1 else ""
             raise KetasimInputError(
                 f"{pname} (the {col} covariate){who}: got {a[i]:g}, outside {lo:g}-{hi:g}, the "
                 f"range of the population model {model.name!r} was fitted to ([variability] "

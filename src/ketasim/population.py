@@ -698,7 +698,8 @@ def _covariate_arrays(model, n, weight_kg, covariates):
                 i = int(np.argmax(out))
                 src = "--age or --covariates" if k == "age_y" else "--covariates"
                 raise KetasimInputError(
-                    f"covariates[{k!r}] ({src}): subject {i + 1}: got {a[i]:g}, outside {lo:g}-"
+                    f"covariates[{k!r}] ({src}): subject {i} (from 0, as in the subject "
+                    f"column): got {a[i]:g}, outside {lo:g}-"
                     f"{hi:g}, the range of the population model {model.name!r} was fitted to "
                     "([variability] covariate_range: its covariate effect is not known "
                     "beyond); expected values within it")
