@@ -337,3 +337,21 @@ def test_compare_reads_standard_input_once_for_every_spec(tmp_path, capsys, monk
     assert rows["metric"][2:] == ["a", "b"]
     assert "35 mg" in rows["route and dose per session"][3]
     assert rows["sessions"][2] == rows["sessions"][3] == "2 over 2 days"
+
+
+def test_a_course_toml_file_is_taken_as_doses(tmp_path, capsys):
+    """`--doses my-course.toml` had been read as a CSV ("unknown column 'amount_mg=20'"): a
+    course file now gives the same dose table as `schedule custom` writes."""
+    toml = tmp_path / "e.toml"
+    toml.write_text('amount_mg = 20\nroute = "iv"\nduration_h = 0.6667\nmonths = 1\n'
+                    "[[phase]]\nweeks = 2\nper_week = 2\n")
+    csv_path = tmp_path / "e.csv"
+    assert main(["schedule", "custom", str(toml), "--out", str(csv_path)]) == 0
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    assert main(["simulate", "--doses", str(toml), "--out", str(a)]) == 0
+    assert main(["simulate", "--doses", str(csv_path), "--out", str(b)]) == 0
+    assert a.read_bytes() == b.read_bytes()
+    d = ketasim.resolve_doses(str(toml), months=2)
+    assert len(d.time_h) == 4 and d.amount_mg[0] == 20.0
+    with pytest.raises(ketasim.KetasimInputError, match="a course file .* sets its own"):
+        ketasim.resolve_doses(str(toml), dose_mg_per_kg=1.0)

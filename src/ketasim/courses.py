@@ -333,7 +333,8 @@ def check_doses_spec(spec, what: str = "doses") -> None:
 
 
 def resolve_doses(spec, weight_kg: float = 70.0, **course_params) -> Doses:
-    """A dose table from a course name (``standard-iv``, ``spravato``), a CSV path or a Doses.
+    """A dose table from a course name (``standard-iv``, ``spravato``), a CSV path, a course
+    TOML file (``.toml``: phases, see :func:`read_course_toml`) or a Doses.
 
     ``course_params`` use the names of :data:`COURSE_PARAMETERS` (e.g. ``dose_mg_per_kg``,
     ``maintenance_days``, ``months``); the standard IV course scales with ``weight_kg``.
@@ -356,6 +357,13 @@ def resolve_doses(spec, weight_kg: float = 70.0, **course_params) -> Doses:
         if s == "standard-iv":
             kw.setdefault("weight_kg", weight_kg)
         return COURSES[s](**kw)
+    if Path(s).suffix.lower() == ".toml" and Path(s).is_file():
+        # a course file (phases, as `ketasim schedule custom` reads): its dose table
+        extra = sorted(k for k in course_params if k != "months")
+        if extra:
+            raise KetasimInputError(f"doses: course parameters {extra} need a course name "
+                                    f"({', '.join(COURSES)}); a course file {s!r} sets its own")
+        return read_course_toml(s, months=course_params.get("months"))
     if course_params:
         raise KetasimInputError(f"doses: course parameters {sorted(course_params)} need a "
                                 f"course name ({', '.join(COURSES)}), got {s!r}")
