@@ -147,3 +147,19 @@ def test_bench_writes_its_json_and_figure_together(tmp_path, monkeypatch):
                  "--figure", "f.png"]) == 0
     assert json.loads((tmp_path / "r.json").read_text())["quick"] is True
     assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bench_only_names_each_scenario_once_and_refuses_none(tmp_path, monkeypatch, capsys):
+    """--only "" ran nothing and exited 0; --only trivial,trivial ran it twice, with two
+    verdicts in the table."""
+    monkeypatch.chdir(tmp_path)
+    asked = []
+    monkeypatch.setattr(bench, "run_suite", lambda names, **k: asked.append(names) or
+                        {"scenarios": [], "machine": {}, "quick": True})
+    monkeypatch.setattr(bench, "markdown_table", lambda r: "")
+    for bad in ("", ","):
+        assert main(["bench", "--quick", "--only", bad]) == 1
+        assert "--only: got" in capsys.readouterr().err
+    assert not asked
+    assert main(["bench", "--quick", "--only", "trivial,trivial", "--only", "trivial"]) == 0
+    assert asked == [["trivial"]]

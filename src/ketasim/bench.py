@@ -1468,8 +1468,12 @@ def run_args(args) -> int:
     from .errors import KetasimInputError
 
     names = None
-    if args.only:
-        names = [s.strip() for a in args.only for s in a.split(",") if s.strip()]
+    if args.only is not None:
+        names = list(dict.fromkeys(s.strip() for a in args.only for s in a.split(",")
+                                   if s.strip()))          # (each scenario once)
+        if not names:
+            raise KetasimInputError(f"--only: got {','.join(args.only)!r}, expected one or "
+                                    "more scenario names: " + ", ".join(SCENARIOS))
         for s in names:
             if s not in SCENARIOS:
                 raise KetasimInputError(f"--only: got {s!r}, expected one of "

@@ -30,7 +30,8 @@ def add_arguments(p) -> None:
 
     p.add_argument("--repeats", type=_whole("repeats", 1), default=None,
                    help="timed repeats of each ketasim call, the best kept (default 3, and 10 "
-                        "for a one-subject scenario; quick 2)")
+                        "for a one-subject scenario; quick 2; the trivial call is always the "
+                        "median of many calls)")
     p.add_argument("--isolate", dest="isolate", action="store_true", default=None,
                    help="run each scenario in its own process, to report its peak memory "
                         "(default for the full run)")
