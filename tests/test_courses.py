@@ -166,3 +166,28 @@ def test_a_binary_or_pipe_course_file_is_named_as_a_toml_course_file(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(KetasimInputError, match="is not a regular file"):
         ketasim.read_course_toml(fifo)
+
+
+@pytest.mark.parametrize("phases, field", [
+    ("[[phase]]\nevery_days = 1e-300\ncount = 5\n", "every_days: got 1e-300"),
+    ("[[phase]]\nevery_days = 7\ncount = 1\n[[phase]]\nevery_days = 7\nafter_days = 0.001\n",
+     "after_days: got 0.001"),
+])
+def test_course_sessions_are_at_least_an_hour_apart(tmp_path, phases, field):
+    """every_days = 1e-300 with count 5 had put five sessions on day 0, which the metrics
+    then took as one session holding every dose."""
+    p = tmp_path / "c.toml"
+    p.write_text('amount_mg = 35\nroute = "iv"\nmonths = 1\n' + phases)
+    with pytest.raises(ketasim.KetasimInputError, match=field + r".*at least 0.0416667 days"):
+        ketasim.read_course_toml(p)
+
+
+def test_a_course_infusion_longer_than_a_year_is_refused():
+    """duration_h = 1e300 had been accepted: a 300-digit infusion length in the schedule and
+    a concentration of 0 everywhere, without a word."""
+    with pytest.raises(ketasim.KetasimInputError, match=r"duration_h: got 1e\+300.*at most 8784"):
+        ketasim.course_from_phases([ketasim.Phase(every_days=7.0)], 35.0, "iv",
+                                   duration_h=1e300, months=1)
+    d = ketasim.course_from_phases([ketasim.Phase(every_days=7.0)], 35.0, "iv",
+                                   duration_h=96.0, months=1)    # a 4-day infusion: fine
+    assert d.duration_h[0] == 96.0

@@ -114,6 +114,15 @@ def course_days(phases, months: float | None = None) -> tuple[list, list]:
                 raise KetasimInputError("phase: after_days: got 0, expected a number of days > 0 "
                                         "(0 puts the phase's first session at the same instant "
                                         "as the previous session)")
+            # sessions less than an hour apart are one session (the metrics merge them, see
+            # engine.session_starts): a course's sessions are at least an hour apart
+            for k, v in (("every_days", ph.every_days),
+                         ("after_days", gap if days and ph.after_days is not None else None)):
+                if v is not None and v < MIN_GAP_DAYS and (k == "every_days" and (
+                        ph.count is None or ph.count > 1) or k == "after_days"):
+                    raise KetasimInputError(
+                        f"phase: {k}: got {v:g}, expected at least {MIN_GAP_DAYS:.6g} days "
+                        "(1 hour) between sessions: doses closer than that are one session")
             d = (days[-1] + gap) if days else week_start + (ph.after_days or 0.0)
             j = 0
             while (ph.count is None or j < ph.count) and d < end:
@@ -132,6 +141,10 @@ def course_days(phases, months: float | None = None) -> tuple[list, list]:
             week_start += 7 * ph.weeks
     keep = [i for i, d in enumerate(days) if d < end]
     return [days[i] for i in keep], [amounts[i] for i in keep]
+
+
+MIN_GAP_DAYS = 1.0 / 24.0      # sessions of a course at least an hour apart
+MAX_SESSION_H = 8784.0         # one session's infusion at most a (leap) year long
 
 
 def course_from_phases(phases, amount_mg: float, route: str, *, duration_h: float = 0.0,
@@ -155,8 +168,9 @@ def course_from_phases(phases, amount_mg: float, route: str, *, duration_h: floa
             math.isfinite(amount_mg) and amount_mg > 0):
         raise KetasimInputError(f"amount_mg: got {amount_mg!r}, expected a dose in mg > 0")
     if isinstance(duration_h, bool) or not isinstance(duration_h, (int, float)) or not (
-            math.isfinite(duration_h) and duration_h >= 0):
-        raise KetasimInputError(f"duration_h: got {duration_h!r}, expected hours >= 0")
+            math.isfinite(duration_h) and 0 <= duration_h <= MAX_SESSION_H):
+        raise KetasimInputError(f"duration_h: got {duration_h!r}, expected hours >= 0 and at "
+                                f"most {MAX_SESSION_H:g} (a year: one session's infusion)")
     if first_amount_mg is not None and (
             isinstance(first_amount_mg, bool) or not isinstance(first_amount_mg, (int, float))
             or not (math.isfinite(first_amount_mg) and first_amount_mg > 0)):
