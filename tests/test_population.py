@@ -817,3 +817,13 @@ def test_population_and_sweep_figures_state_the_run_and_speak_as_the_course_figu
     assert [t.get_text() for t in ax.get_xticklabels()] == ["80", "120", "160", "200"]
     assert "ketamine (S + R)" in cb.get_ylabel() and "the analyte" not in cb.get_ylabel()
     plt.close(fig)
+
+
+@pytest.mark.parametrize("bad", ["abc", [1.0], -1.0])
+def test_population_and_sweep_name_a_bad_horizon(bad):
+    """horizon_h='abc' had raised numpy's "could not convert string to float"."""
+    d = ketasim.standard_iv_course(months=1)
+    with pytest.raises(ketasim.KetasimInputError, match=r"horizon_h: got .*expected hours > 0"):
+        ketasim.population("ketamine-iv", d, 2, horizon_h=bad, progress=False)
+    with pytest.raises(ketasim.KetasimInputError, match=r"horizon_h: got .*expected hours > 0"):
+        ketasim.sweep("ketamine-iv", d, [("CL", [90.0, 100.0])], horizon_h=bad, progress=False)

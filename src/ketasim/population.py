@@ -649,6 +649,15 @@ def _band_setup(model, doses, bands, band_outputs):
     return times, outs
 
 
+def _hours(field: str, v) -> float:
+    """A number of hours > 0 given to the API, or a one-line error naming ``field``."""
+    from .errors import is_real
+
+    if not (is_real(v) and np.isfinite(v) and v > 0):
+        raise KetasimInputError(f"{field}: got {v!r}, expected hours > 0")
+    return float(v)
+
+
 def default_band_times(doses, horizon_h: float) -> np.ndarray:
     """A time grid for bands: every 4 h over the course, and every 5 min for the 8 h after
     each session start (so the peaks are resolved), hours."""
@@ -813,7 +822,7 @@ def population(model, doses, n: int, seed: int = 0, *, metrics=DEFAULT_METRICS, 
     from .courses import check_course_weights
     check_course_weights(doses, row_weight is not None)
     doses = _doses_for(doses, w0)
-    horizon = _horizon(doses) if horizon_h is None else float(horizon_h)
+    horizon = _horizon(doses) if horizon_h is None else _hours("horizon_h", horizon_h)
     band_times, band_outs = _band_setup(model, doses, bands, band_outputs)
     job = _Job(model=model, doses=doses, metrics=metrics, analyte=analyte, horizon_h=horizon,
                typical={k: np.array([v]) for k, v in typical.items()},
@@ -1049,7 +1058,8 @@ def sweep(model, doses, vary, *, metrics=DEFAULT_METRICS, n: int | None = None,
         else:
             w = np.full(pts.size, float(weight_kg))
         jobs.append(_Job(model=model, doses=d, metrics=metrics, analyte=analyte,
-                         horizon_h=_horizon(d) if horizon_h is None else float(horizon_h),
+                         horizon_h=_horizon(d) if horizon_h is None
+                         else _hours("horizon_h", horizon_h),
                          typical=typical, weight=w,
                          n_per_point=n or 1, seed=seed, use_variability=n is not None,
                          threads=threads))
