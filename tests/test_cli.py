@@ -246,3 +246,18 @@ def test_ctrl_c_while_the_program_imports_is_one_line(argv, code, line):
         assert p.stderr == line + "\n"
     else:
         assert "Traceback" in p.stderr and p.stderr.strip().endswith(line)
+
+
+def test_summary_says_which_sessions_the_grid_does_not_reach(tmp_path, capsys):
+    """simulate --until 100 --summary on a table with sessions at days 0, 3, 7, 10 listed
+    two sessions and said nothing of the other two, nor that the second one's AUC is cut."""
+    d = tmp_path / "d.csv"
+    d.write_text("time_h,amount_mg,route,duration_h\n0,20,iv,0.6667\n72,20,iv,0.6667\n"
+                 "168,20,iv,0.6667\n240,20,iv,0.6667\n")
+    assert main(["simulate", "--doses", str(d), "--until", "100", "--out",
+                 str(tmp_path / "u.csv"), "--summary"]) == 0
+    out = capsys.readouterr().out
+    assert "2 later sessions of the dose table start at or after the grid's end (100 h)" in out
+    assert main(["simulate", "--doses", str(d), "--until", "400", "--out",
+                 str(tmp_path / "v.csv"), "--summary"]) == 0
+    assert "later session" not in capsys.readouterr().out

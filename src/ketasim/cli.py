@@ -489,6 +489,18 @@ def _simulate_rest(args, model, doses, times, params, weight, cal, helper) -> in
                     r[head.index("trough_ng_ml")] != r[head.index("trough_ng_ml")] for r in rows):
                 summary += ("\n– trough: the concentration just before the next session; the "
                             "last session has none in the simulated time")
+            if labels is None:
+                # sessions the grid does not reach: said, with what that does to the last one
+                from .engine import session_starts
+
+                end = float(result.times[-1])
+                later = int(np.sum(session_starts(result.doses) >= end))
+                if later:
+                    summary += (f"\n– {later} later session{'s' if later > 1 else ''} of the "
+                                f"dose table start{'s' if later == 1 else ''} at or after the "
+                                f"grid's end ({end:g} h) and {'is' if later == 1 else 'are'} "
+                                "not shown; the last session shown is cut there (its AUC and "
+                                "time above end at the grid's end)")
             if labels is not None and np.isfinite(cm.plasticity_end).any():
                 ms = np.asarray(cm.maintenance_start_h, dtype=float)
                 summary += ("\nCourse (schematic): plasticity index at the end, and its minimum "
