@@ -355,3 +355,19 @@ def test_a_course_toml_file_is_taken_as_doses(tmp_path, capsys):
     assert len(d.time_h) == 4 and d.amount_mg[0] == 20.0
     with pytest.raises(ketasim.KetasimInputError, match="a course file .* sets its own"):
         ketasim.resolve_doses(str(toml), dose_mg_per_kg=1.0)
+
+
+def test_compare_refuses_blank_labels_and_more_runs_than_its_figure_holds(tmp_path, capsys):
+    """A label of spaces made a blank column and legend entry; eight SPECs overflowed the
+    legends; a duplicate label was listed among the others, ambiguous with commas in them."""
+    out = str(tmp_path / "c")
+    for argv, msg in (
+            (["ketamine-iv@standard-iv:  ", "esketamine-iv@standard-iv"],
+             "the label after ':' is blank"),
+            ([f"ketamine-iv@standard-iv:r{i}" for i in range(6)],
+             "got 6 SPECs, expected at most 5"),
+            (['ketamine-iv@standard-iv:A, "q"', 'esketamine-iv@standard-iv:A, "q"'],
+             """two SPECs have the same label 'A, "q"'""")):
+        assert main(["compare", *argv, "--months", "1", "--out-dir", out]) == 1
+        assert msg in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()

@@ -584,6 +584,9 @@ def parse_spec(spec: str):
     if not model or not rest:
         raise KetasimInputError(f"compare: {spec!r}: expected MODEL@DOSES[:LABEL] with both "
                                 "a model and doses")
+    if label is not None and not label.strip():
+        raise KetasimInputError(f"compare: {spec!r}: the label after ':' is blank; expected a "
+                                "name for the legend and the table's column")
     if label is not None and len(label) > MAX_LABEL:
         raise KetasimInputError(f"compare: label {label[:20]!r}...: {len(label)} characters; "
                                 f"expected at most {MAX_LABEL} (it is drawn in the legends and "
@@ -592,6 +595,7 @@ def parse_spec(spec: str):
 
 
 MAX_LABEL = 60          # characters of a compare label (legends and the title hold it)
+MAX_SPECS = 5           # runs of one comparison (a colour each; more overflow the legends)
 
 
 COMPARE_ROWS = (
@@ -676,6 +680,10 @@ def cmd_compare(args) -> int:
     from .plotting import COURSE_DESCRIPTIONS, run_course
 
     _check_out_dir(args.out_dir)
+    if len(args.specs) > MAX_SPECS:
+        raise KetasimInputError(f"compare: got {len(args.specs)} SPECs, expected at most "
+                                f"{MAX_SPECS} (each has its own colour and legend entries in "
+                                "the figure); compare them in groups")
     parsed = [parse_spec(s) for s in args.specs]
     runs, labels = [], []
     from .courses import COURSES, check_doses_spec, is_course_name
@@ -712,8 +720,9 @@ def cmd_compare(args) -> int:
                                    closeup_h=args.closeup, **_sim_kw(args)))
             labels.append(label)
         if len(set(labels)) < len(labels):
-            raise KetasimInputError("compare: two SPECs have the same label "
-                                    f"({', '.join(labels)}); add :LABEL to tell them apart")
+            twice = next(lb for lb in labels if labels.count(lb) > 1)
+            raise KetasimInputError(f"compare: two SPECs have the same label {twice!r}; add "
+                                    ":LABEL to tell them apart")
         out = args.out_dir
         if sum(r.course.data.nbytes + r.closeup.data.nbytes
                for r in runs) > _offload.MAX_PAYLOAD_BYTES:

@@ -327,8 +327,10 @@ def _line_or_band(ax, x, y, color, label, lw=2.0, ls="-", alpha=0.25):
         ax.plot(x, y, color=color, lw=lw, ls=ls, label=label)
         return
     lo, med, hi = np.percentile(y, [5, 50, 95], axis=0)
-    ax.fill_between(x, lo, hi, color=color, alpha=alpha, lw=0, label=f"{label} (5-95 %)")
-    ax.plot(x, med, color=color, lw=lw, ls=ls, label=f"{label} (median)")
+    ax.fill_between(x, lo, hi, color=color, alpha=alpha, lw=0,
+                    label=None if label is None else f"{label} (5-95 %)")
+    ax.plot(x, med, color=color, lw=lw, ls=ls,
+            label=None if label is None else f"{label} (median)")
 
 
 def _bands(model, analyte=None):
@@ -386,7 +388,10 @@ def _bands_caption(bands, top_view, analyte=None):
     return out + "."
 
 
-def _occupancy_band(ax, res, x, sel, color, prefix=None):
+def _occupancy_band(ax, res, x, sel, color, run=None):
+    """The occupancy range over the model's Ki calibrations, shaded. ``run``: in a comparison,
+    the run's index (its band is in its own colour; the first one's legend entry says so,
+    one entry for all)."""
     if "occupancy_low" in res.names and "occupancy_high" in res.names:
         lo = res.output("occupancy_low")[..., sel] * 100
         hi = res.output("occupancy_high")[..., sel] * 100
@@ -394,8 +399,9 @@ def _occupancy_band(ax, res, x, sel, color, prefix=None):
             lo, hi = np.percentile(lo, 50, axis=0), np.percentile(hi, 50, axis=0)
         cals = tuple(getattr(res.model, "calibrations", None) or ())
         ax.fill_between(x, np.minimum(lo, hi), np.maximum(lo, hi), color=color, alpha=0.2, lw=0,
-                        label=(f"{prefix}: " if prefix else "") + "range over Ki calibrations"
-                        + (f" ({', '.join(cals)})" if cals else ""))
+                        label=None if run else "range over Ki calibrations"
+                        + (f" ({', '.join(cals)})" if cals else "")
+                        + (", each run's colour" if run == 0 else ""))
 
 
 def _legend(ax, handles=None, labels=None, title=None):
@@ -519,7 +525,7 @@ def _closeup_panel(kind, ax, run, color=None, label=None, analytes=None, bands=T
         ax.set_ylabel("ng/mL", fontsize=BODY_PT)
     elif kind == "occupancy":
         c = color or _COLORS["occupancy"]
-        _occupancy_band(ax, res, x, slice(None), c, prefix=label)
+        _occupancy_band(ax, res, x, slice(None), c, run=j if label else None)
         _line_or_band(ax, x, res.output("occupancy") * 100, c,
                       label or "occupancy (model-predicted)", ls=_RUN_LS[j % len(_RUN_LS)])
         ax.set_ylabel("% of receptors", fontsize=BODY_PT)
@@ -636,7 +642,7 @@ def _course_panel(kind, ax, run, color=None, label=None, analytes=None, bands=Tr
         ax.set_ylabel("ng/mL", fontsize=BODY_PT)
     elif kind == "occupancy":
         c = color or _COLORS["occupancy"]
-        _occupancy_band(ax, res, x, slice(None), c, prefix=label)
+        _occupancy_band(ax, res, x, slice(None), c, run=j if label else None)
         _line_or_band(ax, x, res.output("occupancy") * 100, c,
                       label or "occupancy (model-predicted)", lw=1.2,
                       ls=_RUN_LS[j % len(_RUN_LS)])
@@ -655,8 +661,12 @@ def _course_panel(kind, ax, run, color=None, label=None, analytes=None, bands=Tr
                 # compared runs: the slow index drawn thick and pale, the fast one thin
                 slow = nm == "consolidation" and label is not None
                 lw = (3.2 if slow else 1.3) if label is not None else 2.0
-                _line_or_band(ax, x, res.output(nm), color or default,
-                              f"{label}: {lab}" if label else lab, lw=lw,
+                # (compared runs: one legend entry for each index, not one per run: the runs
+                # are told apart by colour in the glutamate entries beside them)
+                text = lab if label is None else (
+                    None if j else f"{lab}: {'thick, pale' if slow else 'thin'}, each run's "
+                                   "colour")
+                _line_or_band(ax, x, res.output(nm), color or default, text, lw=lw,
                               ls=_RUN_LS[j % len(_RUN_LS)], alpha=0.25)
                 if slow:
                     ax.get_lines()[-1].set_alpha(0.55)
@@ -834,6 +844,7 @@ def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
                 c = col or _COLORS.get(main_analyte(r.model), RUN_COLORS[0])
                 t0 = float(r.closeup.times[0])
                 _infusion_bars(axz, r.doses, t0, t0 + zoom, color=col or "0.35",
+                               label=single or len(runs) <= 3,
                                prefix=None if single else lab, level=0 if single else j)
                 # one note per distinct peak: runs with the same first session share it
                 pk = float(np.ravel(r.metrics.cmax_ng_ml)[0])    # (a population: its first)
