@@ -186,3 +186,28 @@ def test_a_course_scheduled_for_a_weight_is_simulated_at_that_weight(tmp_path):
     plain = tmp_path / "s.csv"
     assert main(["schedule", "standard-iv", "--months", "1", "--out", str(plain)]) == 0
     assert "weight_kg" not in plain.read_text().splitlines()[0]
+
+
+def test_covariates_header_reads_as_a_dose_tables_does(tmp_path, capsys):
+    """WEIGHT_KG and "weight_kg" had been refused where dose tables take any letter case and
+    quotes; a file with only a subject column was taken, silently changing nothing."""
+    from ketasim.cli import main
+
+    d = tmp_path / "d.csv"
+    d.write_text("time_h,amount_mg,route\n0,35,iv\n")
+    plain = tmp_path / "a.csv"
+    plain.write_text("subject,weight_kg\n0,60\n1,80\n")
+    odd = tmp_path / "b.csv"
+    odd.write_text('subject,"WEIGHT_KG"\n0,60\n1,80\n')
+    outs = []
+    for cov in (plain, odd):
+        out = tmp_path / f"o_{cov.stem}.csv"
+        assert main(["population", "--n", "2", "--covariates", str(cov), "--doses", str(d),
+                     "--quiet", "--out", str(out)]) == 0
+        outs.append([ln for ln in out.read_text().splitlines() if not ln.startswith("#")])
+    assert outs[0] == outs[1]
+    only = tmp_path / "c.csv"
+    only.write_text("subject\n0\n1\n")
+    assert main(["population", "--n", "2", "--covariates", str(only), "--doses", str(d),
+                 "--quiet"]) == 1
+    assert "no covariate column (only subject)" in capsys.readouterr().err

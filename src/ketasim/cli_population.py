@@ -453,13 +453,17 @@ def _read_covariates(path, n):
     if not lines:
         raise KetasimInputError(f"--covariates: {path}: empty; expected a header with weight_kg "
                                 "and/or age_y")
-    head = [h.strip() for h in lines[0].split(",")]
+    # column names as in a dose table: any letter case, quoted or not
+    head = [h.strip().strip('"').strip().lower() for h in lines[0].split(",")]
     for h in head:
         if h not in ("weight_kg", "age_y", "subject"):
             raise KetasimInputError(f"--covariates: {path}: unknown column {h!r}; expected "
                                     "weight_kg, age_y (and optionally subject)")
         if head.count(h) > 1:
             raise KetasimInputError(f"--covariates: {path}: column {h!r} appears twice")
+    if not set(head) - {"subject"}:
+        raise KetasimInputError(f"--covariates: {path}: no covariate column (only subject); "
+                                "expected weight_kg and/or age_y")
     rows = lines[1:]
     if len(rows) != n:
         raise KetasimInputError(f"--covariates: {path} has {len(rows)} rows, expected {n} "
