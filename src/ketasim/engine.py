@@ -614,12 +614,14 @@ _F64 = np.dtype(np.float64)
 
 
 def run(plan: Plan, times, *, out: np.ndarray | None = None, threads=None,
-        check_overflow: bool = True, dtype="float64", _h_nom: tuple | None = None
-        ) -> np.ndarray:
+        check_overflow: bool = True, dtype="float64", _h_nom: tuple | None = None,
+        times_out: list | None = None) -> np.ndarray:
     """Outputs of every subject of ``plan`` on ``times`` (h): an array (N, R, T) in internal
     units (mg/L, mg, dimensionless), written into ``out`` when given. Runs in chunks of
     subjects (Ctrl-C is honoured between chunks). ``dtype="float32"`` halves the output's
-    memory (the computation stays in float64)."""
+    memory (the computation stays in float64). ``times_out``: a list that receives an array
+    of the grid's length, uninitialised, allocated with the outputs (for a copy of the grid;
+    nothing is appended when ``out`` is given or the outputs are float32)."""
     from . import _kernels
 
     t = np.ascontiguousarray(times, dtype=np.float64)
@@ -637,7 +639,15 @@ def run(plan: Plan, times, *, out: np.ndarray | None = None, threads=None,
         item = dt.itemsize
         check_memory(N * R * T, f"output: {N:,} subjects x {R} outputs x {T:,} times",
                      bytes_per_value=item)
-        out = np.empty((N, R, T), dtype=dtype)
+        if times_out is not None and dt == _F64:
+            # the grid's own copy for the result in the same allocation as the outputs: one
+            # block of memory per call, as without it (a second large block each call had
+            # made the allocator hand memory back and fault it in again: 3x the time)
+            buf = np.empty(N * R * T + T)
+            out = buf[:N * R * T].reshape(N, R, T)
+            times_out.append(buf[N * R * T:])
+        else:
+            out = np.empty((N, R, T), dtype=dtype)
     h_nom, u_end = _nominal_step(t) if _h_nom is None else _h_nom
     ev_t, ev_c, ev_a, ev_k, nev, ev_v = plan.events
     n_st = plan.K.shape[1]

@@ -139,14 +139,19 @@ def simulate(model, doses, times, params: dict | None = None, weight_kg=70.0, *,
     t, uniform = _coerce_times(times)
     # the grid was read once for its checks; whether it is uniform came with them
     h_nom = _nominal_step(t, uniform)
-    out = run(plan, t, threads=threads, dtype=dtype, _h_nom=h_nom)
+    own = [] if isinstance(times, np.ndarray) and np.may_share_memory(t, times) else None
+    out = run(plan, t, threads=threads, dtype=dtype, _h_nom=h_nom, times_out=own)
     out.setflags(write=False)
     # a result keeps what its metrics re-run from (parameters, weights, the model's parameter
     # dict) as its own, whatever the caller later does to those arrays or that dict; so too
     # its time grid: the caller's array (float64 already) is copied, read-only, once the run
     # is done (a caller changing it afterwards had relabelled the result's values)
-    if isinstance(times, np.ndarray) and np.may_share_memory(t, times):
-        t = t.copy()
+    if own is not None:           # the caller's array: the result gets its own copy
+        if own:
+            own[0][:] = t
+            t = own[0]
+        else:
+            t = t.copy()
     t.setflags(write=False)
     vals = plan.vals                # (resolved for this call: the result's own arrays)
     for v in vals.values():
