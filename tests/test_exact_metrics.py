@@ -497,3 +497,64 @@ def test_a_threshold_just_above_a_dip_counts_only_the_time_above():
     got = session_metrics(m, d, metrics=[name], horizon_h=48.0)[name][0]
     assert e - b + a == pytest.approx(got, abs=1e-9)
     assert b - a > 1e-4          # the gap the old code half counted
+
+
+def _oral_fast():
+    return ketasim.Model.from_dict({
+        "parameters": {"CL": 90.0, "V": 50.0, "KA": 2.0},
+        "compartments": {"depot": 0, "central": "V"},
+        "flows": [{"from": "depot", "to": "central", "k": "KA"},
+                  {"from": "central", "to": "out", "cl": "CL"}],
+        "routes": {"oral": {"to": "depot"}}, "observe": {"plasma": "central"}})
+
+
+def _bateman_fast(t):          # ng/mL, the model above, 100 mg at 0
+    k = 90.0 / 50.0
+    return 1000 * 100.0 * 2.0 / (50.0 * (2.0 - k)) * (np.exp(-k * t) - np.exp(-2.0 * t))
+
+
+def test_a_crossing_newton_has_not_reached_is_bisected():
+    """1e-9 below the peak, Newton from the cell's start approaches the crossing by halves and
+    had stopped after 8 steps inside the bracket: 3.7e-8 h off (8 % at 1e-10), where the
+    problem's own conditioning allows about 1e-11 h."""
+    k = 90.0 / 50.0
+    tp = math.log(2.0 / k) / (2.0 - k)
+    peak = float(_bateman_fast(tp))
+    # (tolerances: what the crossings' conditioning allows in double precision, for the
+    # reference too; the errors had been 3.7e-8 h and 1.7e-6 h)
+    for rel, tol in ((1e-9, 5e-11), (1e-10, 5e-10)):
+        thr = peak * (1 - rel)
+        f = lambda t, thr=thr: float(_bateman_fast(t)) - thr  # noqa: E731
+        ref = brentq(f, tp, 0.7, xtol=1e-16) - brentq(f, 0.4, tp, xtol=1e-16)
+        name = f"time_above_conc_{thr!r}"
+        got = session_metrics(_oral_fast(), ketasim.Doses.single(100.0, "oral"), metrics=[name],
+                              horizon_h=48.0)[name][0]
+        assert got == pytest.approx(ref, abs=tol)
+
+
+def test_a_step_shorter_than_the_ladder_base_is_searched_like_any_other():
+    """The last step before a dose that is not on the ladder's lattice (shorter than its base)
+    had its crossing interpolated linearly (1.2e-5 h off at a mid-curve threshold) and no
+    peak searched for (Cmax the value at the step's end, time above 92 % low)."""
+    k = 90.0 / 50.0
+    one = ketasim.Model.from_dict({
+        "parameters": {"CL": 90.0, "V": 50.0}, "compartments": {"central": "V"},
+        "flows": [{"from": "central", "to": "out", "cl": "CL"}],
+        "routes": {"iv": {"to": "central"}}, "observe": {"plasma": "central"}})
+    cross = math.log(2000.0 / 50.0) / k          # C0 = 2000 ng/mL falls through 50
+    for t2 in (cross + 0.0053, 2.0546774745077423):
+        r = session_metrics(one, ketasim.Doses([0.0, t2], [100.0, 100.0], ["iv", "iv"]),
+                            metrics=["time_above_conc_50"], horizon_h=48.0)
+        assert r["time_above_conc_50_s1"][0] == pytest.approx(cross, abs=1e-12)
+    tp = math.log(2.0 / k) / (2.0 - k)
+    peak = float(_bateman_fast(tp))
+    t2 = tp + 5.2e-4
+    thr = peak * (1 - 1e-6)
+    name = f"time_above_conc_{thr!r}"
+    d = ketasim.Doses([0.0, t2], [100.0, 100.0], ["oral", "oral"])
+    r = session_metrics(_oral_fast(), d, metrics=["cmax", "tmax", name], horizon_h=48.0,
+                        merge_h=1e-6)
+    up = brentq(lambda t: float(_bateman_fast(t)) - thr, 0.4, tp, xtol=1e-16)
+    assert r["cmax_s1"][0] == pytest.approx(peak, rel=1e-12)
+    assert r["tmax_s1"][0] == pytest.approx(tp, abs=1e-9)
+    assert r[name + "_s1"][0] == pytest.approx(t2 - up, rel=1e-7)

@@ -1932,6 +1932,7 @@ def _search(K, x0, u, has_u, jH, lo_off, hi_off, r, rK, thr, kind, LP, LG, LL,
             tau = -c[1] / (2.0 * c[2])
     elif c[1] != 0.0:
         tau = (thr - c[0]) / c[1]
+    step = np.inf
     for _ in range(8):
         # g = f'(tau) for an extremum, f(tau) - thr for a crossing; dg = g'(tau)
         g = 0.0
@@ -1963,10 +1964,12 @@ def _search(K, x0, u, has_u, jH, lo_off, hi_off, r, rK, thr, kind, LP, LG, LL,
     if kind >= 2:
         # a crossing lies after t_true and before the cell's end (where the property is
         # false): Newton may have found another root of the polynomial, such as the crossing
-        # before an extremum in the same cell; then halve on the polynomial in between
+        # before an extremum in the same cell, or not have converged (a crossing just below
+        # a peak, where the slope vanishes, is approached by halves); then halve on the
+        # polynomial in between
         ta = max(0.0, t_true - off)
         tb = min(ln, hi_off - off)
-        if not (ta <= tau <= tb) and ta < tb:
+        if (not (ta <= tau <= tb) or not abs(step) <= 1e-13 * max(ln, 1e-300)) and ta < tb:
             for _ in range(200):
                 tm = 0.5 * (ta + tb)
                 if not (ta < tm < tb):
@@ -2091,13 +2094,15 @@ def _monitor(K, x0, x1, u, has_u, jH, H, t0, sidx, ra, raK, rw, rwK, thr_o, thr_
             f0, f1, d0, d1 = fo0, fo1, do0, do1
         ext = -1.0
         fext = 0.0
-        if jH >= 0:
-            if d0 > 0.0 and d1 < 0.0:
-                ext, fext = _search(K, x0, u, has_u, jH, 0.0, H, r, rK, 0.0, np.int64(0), LP,
-                                    LG, LL, xa, xb, D1, D2, 0.0)
-            elif d0 < 0.0 and d1 > 0.0:
-                ext, fext = _search(K, x0, u, has_u, jH, 0.0, H, r, rK, 0.0, np.int64(1), LP,
-                                    LG, LL, xa, xb, D1, D2, 0.0)
+        # (a step shorter than the ladder's base, jH < 0, is one cell: the Taylor polynomial
+        # from its start covers it, as it covers a cell of a longer step)
+        jS = max(jH, 0)
+        if d0 > 0.0 and d1 < 0.0:
+            ext, fext = _search(K, x0, u, has_u, jS, 0.0, H, r, rK, 0.0, np.int64(0), LP,
+                                LG, LL, xa, xb, D1, D2, 0.0)
+        elif d0 < 0.0 and d1 > 0.0:
+            ext, fext = _search(K, x0, u, has_u, jS, 0.0, H, r, rK, 0.0, np.int64(1), LP,
+                                LG, LL, xa, xb, D1, D2, 0.0)
         if which == 0:
             if f1 > mo[M_CMAX, sidx]:
                 mo[M_CMAX, sidx] = f1
@@ -2130,13 +2135,10 @@ def _monitor(K, x0, x1, u, has_u, jH, H, t0, sidx, ra, raK, rw, rwK, thr_o, thr_
                 if (fa >= thr) == (fb >= thr):
                     tot += _above_piece(fa, fb, a, b, thr, a)
                     continue
-                if jH < 0:     # a step shorter than the ladder's base: linear is exact enough
-                    tc = a + (b - a) * (thr - fa) / (fb - fa)
-                else:
-                    kind = 2 if fa >= thr else 3
-                    lo = 0.0 if p == 0 else _lattice_floor(ext, jH, LL)
-                    tc, _ = _search(K, x0, u, has_u, jH, lo, b, r, rK, thr, kind, LP, LG,
-                                    LL, xa, xb, D1, D2, a)
+                kind = 2 if fa >= thr else 3
+                lo = 0.0 if p == 0 else _lattice_floor(ext, jS, LL)
+                tc, _ = _search(K, x0, u, has_u, jS, lo, b, r, rK, thr, kind, LP, LG,
+                                LL, xa, xb, D1, D2, a)
                 if tc < a:
                     tc = a
                 if tc > b:
