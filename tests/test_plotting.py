@@ -601,7 +601,9 @@ def test_compare_and_peak_labels_keep_to_what_is_drawn():
     oral = ketasim.Doses.single(100.0, "oral")
     fig = plot_course(run_course("esketamine-nasal", oral, until_h=48))
     note = next(t for t in fig.subfigs[0].axes[0].texts if t.get_text().startswith("peak"))
-    assert note.get_va() == "bottom"            # above the low peak, inside the axes
+    # in the upper right corner, inside the axes: clear of the curves and of the row below
+    assert note.get_transform() == fig.subfigs[0].axes[0].transAxes
+    assert note.get_position() == (0.97, 0.96) and note.get_va() == "top"
     plt.close(fig)
     fig = plot_course(run_course("ketamine-iv", ketasim.Doses.single(0.0, "iv"), until_h=48))
     texts = [t.get_text() for t in fig.subfigs[0].axes[0].texts]
@@ -627,3 +629,32 @@ def test_a_kind_of_window_looks_the_same_in_every_preset():
                                     3)[:3]), bool(p.get_hatch())))
         plt.close(fig)
     assert look and all(len(v) == 1 for v in look.values()), look
+
+
+def test_mixed_routes_are_described_each_with_its_doses_and_the_dose_note_only_where_it_applies():
+    """A table of oral 50, IV 20, nasal 84 and IV 30 mg had been titled '20-84 mg nasal spray
+    + IV infusion + oral'; esketamine-iv's note on the standard course's 0.5 mg/kg was shown
+    under a 3 mg/kg course too."""
+    import matplotlib.pyplot as plt
+
+    from ketasim.plotting import describe_doses, plot_course, run_course
+
+    d = ketasim.Doses([0.0, 24.0, 48.0, 72.0], [50.0, 20.0, 84.0, 30.0],
+                      ["oral", "iv", "intranasal", "iv"], [0.0, 2 / 3, 0.0, 2 / 3])
+    assert describe_doses(d, 70.0) == ("84 mg nasal spray + 20-30 mg IV infusion over 40 min "
+                                       "+ 50 mg oral")
+
+    def caption(run):
+        fig = plot_course(run)
+        text = " ".join(t.get_text() for sf in fig.subfigs for t in sf.texts).replace("\n", " ")
+        plt.close(fig)
+        return text
+
+    from ketasim.plotting import COURSE_DESCRIPTIONS
+
+    std = COURSE_DESCRIPTIONS["standard-iv"]
+    assert "racemic ketamine's dose" in caption(run_course(
+        "esketamine-iv", "standard-iv", until_h=48, regimen=std + "; 6 months"))
+    assert "racemic ketamine's dose" not in caption(run_course(
+        "esketamine-iv", ketasim.standard_iv_course(dose_mg_per_kg=3.0), until_h=48,
+        regimen=std + "; 6 months"))

@@ -214,7 +214,7 @@ def route_warning(model, doses) -> str | None:
 
     routes = set(expand(doses).route)
     mroutes = set(model.routes)
-    if "iv" in routes and "intranasal" in mroutes:
+    if routes == {"iv"} and "intranasal" in mroutes:     # (only IV doses: a mix is meant)
         return (f"model {model.name!r} is a nasal-spray model but the doses are IV infusions "
                 "(route iv): simulating the model's IV route; for the nasal course use "
                 "--doses spravato")
@@ -524,7 +524,7 @@ def cmd_course(args) -> int:
     check_course_size(model, doses, args.months, args.doses)
     regimen = COURSE_DESCRIPTIONS.get(args.doses)
     if regimen and args.months is not None:
-        regimen += f"; {args.months:g} months"
+        regimen += f"; {args.months:g} month{'' if args.months == 1 else 's'}"
     elif regimen:
         regimen += "; 6 months"
     # the figure is drawn by a helper process on the second core, when there is one, while

@@ -133,6 +133,11 @@ def describe_doses(doses, weight_kg: float | None = None) -> str:
     if getattr(d, "evid", None) is not None and (d.evid == 3).any():
         d = d._take(np.flatnonzero(d.evid != 3))    # a reset row gives no dose
     routes = sorted(set(d.route))
+    if len(routes) > 1:
+        # several routes: each with its own amounts (one range over all of them had read as
+        # the first route's)
+        return " + ".join(describe_doses(d._take(np.flatnonzero(
+            np.asarray(d.route, dtype=object) == r)), weight_kg) for r in routes)
     amounts = np.unique(np.round(d.amount_mg, 6))
     if amounts.size == 1:
         amt = f"{_num(amounts[0])} mg"
@@ -415,7 +420,9 @@ def _legend(ax, handles=None, labels=None, title=None):
               alignment="left")
 
 
-def _caption_lines(fig, models, extra=None):
+def _caption_lines(fig, models, extra=None, noted=None):
+    """The caption: each model's source, ``extra``, the disclaimer. ``noted``: the models
+    whose ``dose_note`` applies to what is drawn (None: every model's)."""
     lines = []
     seen = set()
     for m in models:
@@ -425,7 +432,8 @@ def _caption_lines(fig, models, extra=None):
         src = m.meta.get("citation", "")
         kind = "Preset" if m.source.startswith("preset ") else "Model"
         lines.append(f"{kind} {m.name}" + (f" — source: {src}" if src else ""))
-        if m.meta.get("dose_note"):      # what a dose means for this drug (the model file's)
+        if m.meta.get("dose_note") and (noted is None or m.name in noted):
+            # what a dose means for this drug (the model file's), where it is that dose
             lines.append(" ".join(str(m.meta["dose_note"]).split()))
     if extra:
         lines.extend(extra.split("\n"))
@@ -582,12 +590,12 @@ def _peak_note(ax, run, color, offset=(12, -4), slot=None):
                 text += (f"\n(exact; the curve, every {_num(step * 60)} min,\nreaches "
                          f"{_num(drawn)})")
     if slot is None:
-        # beside the peak, below it; above it when the peak is low on the axis (a label
-        # hanging below would cross the axis into the row beneath)
-        low = cmax[0] < 0.4 * ax.get_ylim()[1]
-        ax.annotate(text, (tmax[0], cmax[0]), xytext=(offset[0], 6) if low else offset,
-                    textcoords="offset points", fontsize=BODY_PT - 1,
-                    va="bottom" if low else "top", color="0.1")
+        # in the panel's upper right, where the first session's curves have fallen (beside
+        # the peak it had run into a metabolite's later, higher curve, or across the axis
+        # under a low peak); the marker at the peak, in the same colour, ties the two
+        ax.text(0.97, 0.96, text, transform=ax.transAxes, fontsize=BODY_PT - 1, va="top",
+                ha="right", color=color, zorder=6,
+                bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 2})
         return
     # (no connecting line: matplotlib placed its ends a pixel apart from one drawing to the
     # next, so the same figure did not always give the same file; colour and marker tie a
@@ -807,7 +815,11 @@ def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
     if others:
         extra.append(f"Not drawn (for another analyte than {plotted}): "
                      + "; ".join(f"{b.analyte} {_band_label(b)}" for b in others) + ".")
-    caption_lines = _caption_lines(fig, [r.model for r in runs],
+    # a model's dose note is about the named course at its default dose: only there
+    std = COURSE_DESCRIPTIONS["standard-iv"]
+    noted = {r.model.name for r in runs if (r.regimen or "").startswith(std)
+             and describe_doses(r.doses, r.weight_kg).startswith("0.5 mg/kg ")}
+    caption_lines = _caption_lines(fig, [r.model for r in runs], noted=noted,
                                    extra="\n".join(extra) if extra else None)
     cap_h = (len(caption_lines) + 0.8) * CAPTION_PT * 1.25 / 72
     main, cap = fig.subfigures(2, 1, height_ratios=[fig.get_figheight() - cap_h, cap_h])
@@ -895,7 +907,7 @@ def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
             for r in runs:
                 st = np.asarray(getattr(r.metrics, "session_start_h", ()), dtype=float)
                 st = st[0] if st.ndim == 2 else np.atleast_1d(st)   # (subjects: the first's)
-                later += [t for t in st[1:] if t - float(r.closeup.times[0]) < zoom]
+                later += [t for t in st[1:] if t - float(r.closeup.times[0]) <= zoom]
             axz.set_xlabel("FIRST SESSION: hours after its start" if not later else
                            f"FIRST {_num(zoom)} HOURS: from the first session's start",
                            fontsize=BODY_PT)
