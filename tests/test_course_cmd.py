@@ -371,3 +371,18 @@ def test_compare_refuses_blank_labels_and_more_runs_than_its_figure_holds(tmp_pa
         assert main(["compare", *argv, "--months", "1", "--out-dir", out]) == 1
         assert msg in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
+
+
+def test_a_weight_the_model_does_not_use_is_said_to_change_nothing(tmp_path, capsys):
+    """esketamine-nasal has no weight effect: --weight 100 gave a table identical to 70 kg,
+    and a sweep over weight_kg a flat heat map, with nothing saying why."""
+    assert main(["course", "--model", "esketamine-nasal", "--doses", "spravato", "--weight",
+                 "100", "--months", "1", "--out-dir", str(tmp_path / "a")]) == 0
+    assert "has no weight effect" in capsys.readouterr().err
+    assert main(["sweep", "--model", "esketamine-nasal", "--doses", "spravato", "--months",
+                 "1", "--vary", "weight_kg=50:110:2", "--out", str(tmp_path / "s.csv"),
+                 "--quiet"]) == 0
+    assert "varying weight_kg changes nothing" in capsys.readouterr().err
+    assert main(["course", "--weight", "100", "--months", "1", "--out-dir",
+                 str(tmp_path / "b")]) == 0
+    assert "weight effect" not in capsys.readouterr().err      # ketamine-iv scales with it

@@ -374,7 +374,7 @@ class _Background:
 def cmd_simulate(args) -> int:
     import numpy as np
 
-    from .cli_teach import route_warning
+    from .cli_teach import route_warning, weight_unused
     from .modelfile import load_model
     from .simulate import time_grid
 
@@ -397,9 +397,9 @@ def cmd_simulate(args) -> int:
             "[compartments], or leave out --summary")
     doses = _doses_for(args.doses, weight_or_default(args.weight))
     weight = table_weight(args.weight, doses)
-    warn = route_warning(model, doses)
-    if warn:
-        print(f"ketasim: warning: {warn}", file=sys.stderr)
+    for warn in (route_warning(model, doses), weight_unused(model, args.weight)):
+        if warn:
+            print(f"ketasim: warning: {warn}", file=sys.stderr)
     note_skipped(doses)
     until = args.until
     if until is None:

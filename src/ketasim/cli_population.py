@@ -241,6 +241,10 @@ def plot_bands_figure(bands, title: str, first_dose_h: float = 0.0, model=None):
     def label(o):
         if o.startswith("occupancy"):
             which = o[len("occupancy"):].lstrip("_")
+            if not which and model is not None:       # the calibration of `occupancy`
+                which = (getattr(model, "default_calibration", "")
+                         or next(iter(getattr(model, "calibrations", None) or {}), ""))
+                which = f"{which} Ki" if which else ""
             return ("NMDA occupancy" + (f" ({which})" if which else "")
                     + "\n% of receptors,\nmodel-predicted")
         if o == "glutamate":
@@ -270,7 +274,9 @@ def plot_bands_figure(bands, title: str, first_dose_h: float = 0.0, model=None):
             notes.append(f"{o}: not drawn at {int(gone.sum()):,} of {gone.size:,} times "
                          f"(from {t[gone][0]:g} h), where a quantile is at or above "
                          f"{BAND_RANGE[1]:g} {_output_unit(o)}, the top of the bands' range")
-    axes[0, 0].legend(loc="upper right", fontsize=BODY_PT - 2)
+    # (in the close-up's upper right, where the first session has fallen: over the whole
+    # course it hid a late session's spike)
+    axes[0, 1].legend(loc="upper right", fontsize=BODY_PT - 2)
     axes[0, 0].set_title("whole course", fontsize=BODY_PT)
     axes[0, 1].set_title("first session, close-up", fontsize=BODY_PT)
     axes[-1, 0].set_xlabel("time (days)", fontsize=BODY_PT)
@@ -290,7 +296,8 @@ def plot_bands_figure(bands, title: str, first_dose_h: float = 0.0, model=None):
     for i, (line, color) in enumerate(lines):
         fig.text(0.01, 0.004 + line_h * (len(lines) - 1 - i), line, fontsize=pt, color=color,
                  va="bottom")
-    fig.tight_layout(rect=(0, line_h * (len(lines) + 0.6) if lines else 0, 1, 1))
+    title_h = 0.35 / fig.get_figheight()        # the two-line title's own room
+    fig.tight_layout(rect=(0, line_h * (len(lines) + 0.6) if lines else 0, 1, 1 - title_h))
     return fig
 
 
@@ -363,7 +370,14 @@ def plot_heatmap(result, metric: str, title: str, analyte: str | None = None):
         if is_log or v.size <= 12:      # ticked at the grid values (cell centres), plainly
             shown = v[::max(1, -(-v.size // 8))]
             axis.set_major_locator(FixedLocator(shown))
-            axis.set_major_formatter(FixedFormatter([f"{x:.3g}" for x in shown]))
+            # (as many digits as tell the values apart: 102.5 kg had read "102")
+            digits = 3
+            while digits < 8 and len({f"{x:.{digits}g}" for x in shown}) < len(shown):
+                digits += 1
+            if not is_log:
+                digits = max(digits, max(len(f"{x:.6g}".replace("-", "").replace(".", ""))
+                                         for x in shown))
+            axis.set_major_formatter(FixedFormatter([f"{x:.{digits}g}" for x in shown]))
             axis.set_minor_locator(NullLocator())
     empty = not np.isfinite(z).any()
     if empty:
@@ -548,6 +562,9 @@ def run_population(args) -> int:
         raise KetasimInputError("--seed: no subjects are drawn with --no-variability (every "
                                 "subject has the typical values); give one of them")
     args.seed = 0 if args.seed is None else args.seed
+    from .cli_teach import _warn, weight_unused
+
+    _warn(weight_unused(model, args.weight))
     doses, course_kw = _doses_arg(args)
     if course_kw:
         from .courses import resolve_doses
@@ -645,6 +662,11 @@ def run_sweep(args) -> int:
                                 "point; without --n each point is the typical subject)")
     args.seed = 0 if args.seed is None else args.seed
     vary = [parse_vary(v) for v in args.vary]
+    from .cli_teach import _warn, weight_unused
+
+    _warn(weight_unused(model, args.weight if args.weight is not None else (
+        0.0 if "weight_kg" in [nm for nm, _ in vary] else None),
+        "--weight" if args.weight is not None else "varying weight_kg"))
     doses, course_kw = _doses_arg(args)
     if course_kw and "months" in [nm for nm, _ in vary]:
         raise KetasimInputError("--months: months is also varied; give one")

@@ -252,6 +252,17 @@ def _split_session_warning(model, d) -> str | None:
     return None
 
 
+def weight_unused(model, weight, what: str = "--weight") -> str | None:
+    """A warning when a weight is given to a model on which it has no effect (fixed doses and
+    no weight covariate: esketamine-nasal): the numbers are those of any weight."""
+    from .plotting import uses_weight
+
+    if weight is not None and not uses_weight(model):
+        return (f"model {model.name!r} has no weight effect (no weight covariate, doses in "
+                f"mg): {what} changes nothing in its results")
+    return None
+
+
 def _warn(msg):
     if msg:
         print(f"ketasim: warning: {msg}", file=sys.stderr)
@@ -520,6 +531,7 @@ def cmd_course(args) -> int:
     model = load_model(args.model)
     kw = _course_params(args.doses, args.dose, args.months)
     doses, weight = resolve(args.doses, args.weight, **kw)
+    _warn(weight_unused(model, args.weight))
     _warn(route_warning(model, doses))
     check_course_size(model, doses, args.months, args.doses)
     regimen = COURSE_DESCRIPTIONS.get(args.doses)
