@@ -723,6 +723,7 @@ def cmd_compare(args) -> int:
                 if doses_s in ("-", "/dev/stdin"):
                     stdin_read[doses_s] = doses, weight
             _warn(route_warning(model, doses))
+            _warn(weight_unused(model, args.weight))
             check_course_size(model, doses, args.months, doses_s)
             if label is None:
                 label = model.name if sum(m == model_s for m, _, _ in parsed) == 1 else \
