@@ -485,14 +485,16 @@ def _infusion_bars(ax, doses, t0, t1, color="0.35", label=True, prefix=None, lev
             if prefix:
                 text = f"{prefix}: {text}"
         first[kind] = True
-        y0 = 1.0 + 0.05 * level
+        y0 = 1.0 + 0.06 * level
         if dur > 0:
             # (drawn above the axes, so not clipped: cut at the window's ends instead)
             ax.fill_between([max(t, t0) - t0, min(t + dur, t1) - t0], y0, y0 + 0.04,
                             transform=tr, color=color, clip_on=False, lw=0, label=text)
         else:
-            ax.plot([t - t0], [y0 + 0.02], transform=tr, marker="v", ms=9, color=color,
-                    clip_on=False, ls="none", label=text)
+            # (a comparison's levels are closer than a full-size marker is tall)
+            ax.plot([t - t0], [y0 + 0.02], transform=tr, marker="v",
+                    ms=9 if prefix is None else 6, color=color, clip_on=False, ls="none",
+                    label=text)
 
 
 # ---------------------------------------------------------------------------- panels
@@ -892,7 +894,7 @@ def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
         # the row title runs from the close-up across the course panel. A blank axes title
         # reserves its height; the text itself is left out of the layout (which would
         # otherwise widen the close-up column to make room for it)
-        pad = (16 + 7 * (len(runs) - 1)) if kind == "pk" else 6   # (above: the dose bars)
+        pad = (16 + 8 * (len(runs) - 1)) if kind == "pk" else 6   # (above: the dose bars)
         axz.set_title(" ", fontsize=BODY_PT + 1, loc="left", pad=pad)
         axz.annotate(_row_title(kind, runs), (0, 1), xycoords="axes fraction",
                      xytext=(0, pad + 2), textcoords="offset points", fontsize=BODY_PT + 1,
