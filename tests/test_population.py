@@ -827,3 +827,14 @@ def test_population_and_sweep_name_a_bad_horizon(bad):
         ketasim.population("ketamine-iv", d, 2, horizon_h=bad, progress=False)
     with pytest.raises(ketasim.KetasimInputError, match=r"horizon_h: got .*expected hours > 0"):
         ketasim.sweep("ketamine-iv", d, [("CL", [90.0, 100.0])], horizon_h=bad, progress=False)
+
+
+def test_population_summary_prints_a_washed_out_trough_as_below_a_bound(capsys):
+    """The population summary had printed 'trough: 8.618e-27 ng/mL' where the course summary
+    says '<0.005'."""
+    from ketasim.cli import main
+
+    assert main(["population", "--n", "5", "--quiet", "--metrics", "trough,cmax"]) == 0
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if ln.strip().startswith("trough:"))
+    assert "<0.001" in line and "e-" not in line
