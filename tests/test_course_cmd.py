@@ -386,3 +386,13 @@ def test_a_weight_the_model_does_not_use_is_said_to_change_nothing(tmp_path, cap
     assert main(["course", "--weight", "100", "--months", "1", "--out-dir",
                  str(tmp_path / "b")]) == 0
     assert "weight effect" not in capsys.readouterr().err      # ketamine-iv scales with it
+
+
+def test_a_small_occupancy_keeps_its_column_in_the_course_summary(tmp_path, capsys):
+    """At 0.001 mg/kg every peak occupancy rounded to '0' and the column was dropped, while
+    the figure drew the occupancy row."""
+    assert main(["course", "--dose", "0.001", "--months", "1", "--out-dir",
+                 str(tmp_path / "t")]) == 0
+    out = capsys.readouterr().out
+    head = next(ln for ln in out.splitlines() if ln.startswith("session"))
+    assert "occupancy %" in head and "<0.5" in out

@@ -323,8 +323,8 @@ def fmt(v, kind="num") -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
     v = float(v)
-    if kind == "pct":
-        return f"{v * 100:.0f}"
+    if kind == "pct":        # (a small occupancy is "<0.5", not a 0 that drops its column)
+        return "<0.5" if 0 < v * 100 < 0.5 else f"{v * 100:.0f}"
     if abs(v) < 1e-12:
         return "0"
     if abs(v) < 0.005:
