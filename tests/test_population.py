@@ -838,3 +838,21 @@ def test_population_summary_prints_a_washed_out_trough_as_below_a_bound(capsys):
     out = capsys.readouterr().out
     line = next(ln for ln in out.splitlines() if ln.strip().startswith("trough:"))
     assert "<0.001" in line and "e-" not in line
+
+
+def test_heat_map_draws_occupancy_in_percent_as_the_other_figures_do():
+    """Peak occupancy had been on a 'fraction' colour bar where every other figure uses %."""
+    import matplotlib.pyplot as plt
+
+    from ketasim.cli_population import plot_heatmap
+
+    m = ketasim.load_model("ketamine-iv")
+    sw = ketasim.sweep(m, "standard-iv", [("CL", [80.0, 120.0]), ("V1", [80.0, 200.0])],
+                       metrics=("peak_occupancy",), progress=False)
+    fig = plot_heatmap(sw, "peak_occupancy", "t")
+    ax, cb = fig.axes
+    assert "% of receptors" in cb.get_ylabel() and "fraction" not in cb.get_ylabel()
+    drawn = ax.collections[0].get_array()
+    assert float(np.nanmax(drawn)) == pytest.approx(
+        100 * float(np.nanmax(sw.columns["peak_occupancy"])))
+    plt.close(fig)

@@ -342,6 +342,10 @@ def plot_heatmap(result, metric: str, title: str, analyte: str | None = None):
     import matplotlib.pyplot as plt
 
     a, b, z = result.grid(metric)
+    unit = result.units.get(metric, "")
+    if unit == "fraction" and "occupancy" in metric:     # in %, as every other figure draws it
+        z = np.asarray(z, dtype=float) * 100.0
+        unit = "% of receptors"
     na, nb = result.varied
     fig, ax = plt.subplots(figsize=(7, 5))
 
@@ -384,7 +388,6 @@ def plot_heatmap(result, metric: str, title: str, analyte: str | None = None):
         ax.text(0.5, 0.5, f"no value of {metric} at any grid point\n(not a number everywhere)",
                 transform=ax.transAxes, ha="center", va="center", fontsize=11,
                 bbox={"facecolor": "white", "edgecolor": "0.5"})
-    unit = result.units.get(metric, "")
     what = _describe(metric)
     if analyte:
         what = what.replace("the analyte", analyte)
