@@ -249,3 +249,23 @@ def test_browser_renders_the_explorer_with_its_sliders(tmp_path):
             proc.kill()
             proc.wait()
         proc.stdout.close()
+
+
+def test_a_bad_canvas_size_from_a_page_is_ignored():
+    """WebAgg takes a page's canvas size as sent: 30000 x 30000 made every later drawing take
+    49 s and 8 GB, and 0 x 0 left the figure undrawable for every page. The explorer's canvas
+    passes on only sizes of 50 to 8192 pixels a side."""
+    from matplotlib.backends.backend_webagg_core import FigureCanvasWebAggCore
+    from matplotlib.figure import Figure
+
+    from ketasim.explore import _guard_resize
+
+    canvas = FigureCanvasWebAggCore(Figure())
+    seen = []
+    canvas.handle_resize = seen.append
+    _guard_resize(canvas)
+    for w, h in ((30000, 30000), (0, 0), (100000, 10), ("x", 600), (None, 600), (-5, 600)):
+        canvas.handle_resize({"type": "resize", "width": w, "height": h})
+    assert seen == []
+    canvas.handle_resize({"type": "resize", "width": 1200, "height": 800})
+    assert seen == [{"type": "resize", "width": 1200, "height": 800}]

@@ -64,6 +64,32 @@ def _guard_pixel_ratio(canvas) -> None:
             set_ratio(r)
 
     canvas._handle_set_device_pixel_ratio = guarded
+    _guard_resize(canvas)
+
+
+MAX_CANVAS_PX = 8192     # a page may ask for a canvas up to this many pixels a side
+
+
+def _guard_resize(canvas) -> None:
+    """A page's resize to a size that is not a number, or gives a canvas under 50 or over
+    MAX_CANVAS_PX pixels a side (its size times the pixel ratio), is ignored: WebAgg takes any
+    size, and one message of 30000 x 30000 made every later drawing take 49 s and 8 GB, one of
+    0 x 0 left the figure undrawable for every later page."""
+    resize = getattr(canvas, "handle_resize", None)
+    if resize is None:              # pragma: no cover - another matplotlib
+        return
+
+    def guarded(event):
+        try:
+            r = float(getattr(canvas, "device_pixel_ratio", 1.0) or 1.0)
+            w = float(event.get("width", 800)) * r
+            h = float(event.get("height", 800)) * r
+        except (TypeError, ValueError, AttributeError):
+            return
+        if 50.0 <= w <= MAX_CANVAS_PX and 50.0 <= h <= MAX_CANVAS_PX:
+            resize(event)
+
+    canvas.handle_resize = guarded
 
 
 def course_doses(model_name: str, dose: float, weight_kg: float, interval_days: float,
