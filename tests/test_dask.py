@@ -238,3 +238,16 @@ def test_ctrl_c_on_a_local_cluster_stops_quietly(tmp_path):
         "ketasim: interrupted (Ctrl-C)", err
     assert len(err.strip().splitlines()) <= 2, err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("address, why", [
+    ("tcp://127.0.0.1:abc", "not a valid address"), (":", "not a valid address"),
+    ("tcp://", "not a valid address"), ("tcp://127.0.0.1:99999", "not a valid address"),
+    ("inproc://x", "protocol 'inproc' is not supported"),
+])
+def test_a_malformed_scheduler_address_is_named_before_anything_is_tried(address, why):
+    """'tcp://127.0.0.1:abc' had been 'cannot reach ... within 5 s (invalid literal for
+    int())' after a second inside Dask, and port 99999 waited out the timeout."""
+    pytest.importorskip("distributed")
+    with pytest.raises(ketasim.KetasimInputError, match=f"scheduler: got .*{why}"):
+        ketasim.population("ketamine-iv", "standard-iv", 3, scheduler=address, progress=False)

@@ -388,6 +388,20 @@ def _progress_bar(total: int, progress, desc: str):
                 dynamic_ncols=True, leave=False)
 
 
+def _check_address(scheduler: str) -> None:
+    """Refuse an address that names no host and port (a port not a number from 1 to 65535,
+    a missing host, another protocol than tcp or tls), before trying to reach it: it had been
+    reported as 'cannot reach ... within 5 s' after a failure inside Dask."""
+    proto, _, rest = scheduler.partition("://") if "://" in scheduler else ("tcp", "", scheduler)
+    host, _, port = rest.rpartition(":")
+    expected = "expected tcp://HOST:PORT (a port from 1 to 65535) or local"
+    if proto not in ("tcp", "tls"):
+        raise KetasimInputError(f"scheduler: got {scheduler!r}: protocol {proto!r} is not "
+                                f"supported; {expected}")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise KetasimInputError(f"scheduler: got {scheduler!r}, not a valid address; {expected}")
+
+
 def _connect(scheduler):
     """(client, owned) for a scheduler address, ``"local"`` or a ``distributed.Client``."""
     try:
@@ -418,14 +432,15 @@ def _connect(scheduler):
     if "://" not in scheduler and ":" not in scheduler:
         raise KetasimInputError(f"scheduler: got {scheduler!r}, expected tcp://HOST:PORT or "
                                 "local")
+    _check_address(scheduler)
     logging.getLogger("distributed").setLevel(logging.CRITICAL)
     try:
         client = distributed.Client(scheduler, timeout=SCHEDULER_TIMEOUT_S)
     except (OSError, TimeoutError, ValueError, TypeError) as exc:
         # (TypeError: a protocol this installation cannot speak, ucx:// without ucx)
         why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise KetasimInputError(f"scheduler: cannot reach {scheduler} within "
-                                f"{SCHEDULER_TIMEOUT_S:g} s ({why})") from None
+        raise KetasimInputError(f"scheduler: cannot reach {scheduler} (tried for up to "
+                                f"{SCHEDULER_TIMEOUT_S:g} s: {why})") from None
     # a scheduler without workers accepts work and never runs it: wait a while for one
     # (workers may still be starting), then stop with what to do
     if not client.scheduler_info().get("workers"):
