@@ -1947,11 +1947,7 @@ def _search(K, x0, u, has_u, jH, lo_off, hi_off, r, rK, thr, kind, LP, LG, LL,
                 dg += m * (m - 1) * c[m] * p
                 p *= tau
         else:
-            for m in range(10):
-                g += c[m] * p
-                p *= tau
-            g -= thr
-            p = 1.0
+            g = _taylor(c, tau) - thr
             for m in range(1, 10):
                 dg += m * c[m] * p
                 p *= tau
@@ -1974,12 +1970,7 @@ def _search(K, x0, u, has_u, jH, lo_off, hi_off, r, rK, thr, kind, LP, LG, LL,
                 tm = 0.5 * (ta + tb)
                 if not (ta < tm < tb):
                     break
-                g = 0.0
-                p = 1.0
-                for m in range(10):
-                    g += c[m] * p
-                    p *= tm
-                if (g >= thr) == (kind == 2):
+                if (_taylor(c, tm) >= thr) == (kind == 2):
                     ta = tm
                 else:
                     tb = tm
@@ -1990,12 +1981,18 @@ def _search(K, x0, u, has_u, jH, lo_off, hi_off, r, rK, thr, kind, LP, LG, LL,
         tau = ln
     if off + tau > hi_off:
         tau = hi_off - off
-    val = 0.0
+    return off + tau, _taylor(c, tau)
+
+
+@njit(cache=True, inline="always")
+def _taylor(c, t):
+    """The polynomial c[0] + c[1] t + ... + c[9] t^9 (:func:`_search`), summed upwards."""
+    v = 0.0
     p = 1.0
     for m in range(10):
-        val += c[m] * p
-        p *= tau
-    return off + tau, val
+        v += c[m] * p
+        p *= t
+    return v
 
 
 @njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)

@@ -1493,9 +1493,8 @@ def run_args(args) -> int:
     # the output files are checked before the suite runs (minutes), and written together
     from .io import OutputSet, check_outputs
 
-    for label, path in (("--json", json_path), ("--figure", args.figure)):
-        if path is not None and Path(path).is_dir():
-            raise KetasimInputError(f"{label}: {str(path)!r} is a folder, expected a file name")
+    if json_path is not None and Path(json_path).is_dir():   # (--figure's type checks its own)
+        raise KetasimInputError(f"--json: {str(json_path)!r} is a folder, expected a file name")
     check_outputs([("--json", json_path), ("--figure", args.figure)])
     isolate = (not args.quick) if args.isolate is None else args.isolate
     results = run_suite(names, quick=args.quick, isolate=isolate, repeats=args.repeats)

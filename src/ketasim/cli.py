@@ -374,7 +374,7 @@ class _Background:
 def cmd_simulate(args) -> int:
     import numpy as np
 
-    from .cli_teach import route_warning, weight_unused
+    from .cli_teach import _weight_given, route_warning, weight_unused
     from .modelfile import load_model
     from .simulate import time_grid
 
@@ -397,7 +397,7 @@ def cmd_simulate(args) -> int:
             "[compartments], or leave out --summary")
     doses = _doses_for(args.doses, weight_or_default(args.weight))
     weight = table_weight(args.weight, doses)
-    for warn in (route_warning(model, doses), weight_unused(model, args.weight)):
+    for warn in (route_warning(model, doses), weight_unused(model, _weight_given(args))):
         if warn:
             print(f"ketasim: warning: {warn}", file=sys.stderr)
     note_skipped(doses)

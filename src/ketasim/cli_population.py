@@ -565,9 +565,9 @@ def run_population(args) -> int:
         raise KetasimInputError("--seed: no subjects are drawn with --no-variability (every "
                                 "subject has the typical values); give one of them")
     args.seed = 0 if args.seed is None else args.seed
-    from .cli_teach import _warn, weight_unused
+    from .cli_teach import _warn, _weight_given, weight_unused
 
-    _warn(weight_unused(model, args.weight))
+    _warn(weight_unused(model, _weight_given(args)))
     doses, course_kw = _doses_arg(args)
     if course_kw:
         from .courses import resolve_doses
@@ -641,6 +641,9 @@ def run_population(args) -> int:
 
 
 def _print_summary(columns, metrics, units, n):
+    def fmt(x):      # (a washed-out trough: "<0.001", as the course summary says "<0.005")
+        return "<0.001" if 0 < abs(x) < 1e-3 else f"{x:.4g}"
+
     print(f"{n:,} subjects: median [5 %, 95 %] over the course")
     for m in metrics:
         if m not in columns:
@@ -651,9 +654,6 @@ def _print_summary(columns, metrics, units, n):
             print(f"  {m}: n/a")
             continue
         q = np.percentile(v, [50, 5, 95])
-
-        def fmt(x):      # (a washed-out trough: "<0.001", as the course summary says "<0.005")
-            return "<0.001" if 0 < abs(x) < 1e-3 else f"{x:.4g}"
         print(f"  {m}: {fmt(q[0])} [{fmt(q[1])}, {fmt(q[2])}] {units.get(m, '')}".rstrip())
 
 
@@ -668,11 +668,10 @@ def run_sweep(args) -> int:
                                 "point; without --n each point is the typical subject)")
     args.seed = 0 if args.seed is None else args.seed
     vary = [parse_vary(v) for v in args.vary]
-    from .cli_teach import _warn, weight_unused
+    from .cli_teach import _warn, _weight_given, weight_unused
 
-    _warn(weight_unused(model, args.weight if args.weight is not None else (
-        0.0 if "weight_kg" in [nm for nm, _ in vary] else None),
-        "--weight" if args.weight is not None else "varying weight_kg"))
+    _warn(weight_unused(model, _weight_given(args) or (
+        "varying weight_kg" if "weight_kg" in [nm for nm, _ in vary] else None)))
     doses, course_kw = _doses_arg(args)
     if course_kw and "months" in [nm for nm, _ in vary]:
         raise KetasimInputError("--months: months is also varied; give one")

@@ -252,15 +252,21 @@ def _split_session_warning(model, d) -> str | None:
     return None
 
 
-def weight_unused(model, weight, what: str = "--weight") -> str | None:
-    """A warning when a weight is given to a model on which it has no effect (fixed doses and
-    no weight covariate: esketamine-nasal): the numbers are those of any weight."""
+def weight_unused(model, what: str | None) -> str | None:
+    """A warning when a weight is given (``what``: how, e.g. "--weight"; None: it is not) to
+    a model on which it has no effect (fixed doses and no weight covariate: esketamine-nasal):
+    the numbers are those of any weight."""
     from .plotting import uses_weight
 
-    if weight is not None and not uses_weight(model):
+    if what is not None and not uses_weight(model):
         return (f"model {model.name!r} has no weight effect (no weight covariate, doses in "
                 f"mg): {what} changes nothing in its results")
     return None
+
+
+def _weight_given(args) -> str | None:
+    """"--weight" when the command was given one, else None (see :func:`weight_unused`)."""
+    return "--weight" if getattr(args, "weight", None) is not None else None
 
 
 def _warn(msg):
@@ -531,7 +537,7 @@ def cmd_course(args) -> int:
     model = load_model(args.model)
     kw = _course_params(args.doses, args.dose, args.months)
     doses, weight = resolve(args.doses, args.weight, **kw)
-    _warn(weight_unused(model, args.weight))
+    _warn(weight_unused(model, _weight_given(args)))
     _warn(route_warning(model, doses))
     check_course_size(model, doses, args.months, args.doses)
     regimen = COURSE_DESCRIPTIONS.get(args.doses)
@@ -708,7 +714,7 @@ def cmd_compare(args) -> int:
     # the figure is drawn by a helper process on the second core, when there is one
     # (ketasim._offload), while this process simulates the runs and then makes the table
     helper = _offload.start()
-    stdin_read = {}        # a dose table read from standard input, for every SPEC naming it
+    stdin_read = []        # a dose table read from standard input, for every SPEC naming it
     try:
         _warm.ahead(*kernels_needed(args))    # (a first run: see ketasim._warm)
         for model_s, doses_s, label in parsed:
@@ -716,14 +722,15 @@ def cmd_compare(args) -> int:
             # --months sets the length of the courses named; a dose table keeps its own times
             kw = ({"months": args.months} if args.months is not None
                   and is_course_name(doses_s) else {})
-            if doses_s in ("-", "/dev/stdin") and doses_s in stdin_read:
-                doses, weight = stdin_read[doses_s]     # standard input is read once
+            stdin = doses_s in ("-", "/dev/stdin")
+            if stdin and stdin_read:
+                doses, weight = stdin_read[0]       # standard input is read once
             else:
                 doses, weight = resolve(doses_s, args.weight, "a comparison", **kw)
-                if doses_s in ("-", "/dev/stdin"):
-                    stdin_read[doses_s] = doses, weight
+                if stdin:
+                    stdin_read.append((doses, weight))
             _warn(route_warning(model, doses))
-            _warn(weight_unused(model, args.weight))
+            _warn(weight_unused(model, _weight_given(args)))
             check_course_size(model, doses, args.months, doses_s)
             if label is None:
                 label = model.name if sum(m == model_s for m, _, _ in parsed) == 1 else \

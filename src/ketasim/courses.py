@@ -193,11 +193,12 @@ STANDARD_IV_PHASES = (Phase(weeks=1, per_week=3), Phase(weeks=1, per_week=2),
                       Phase(weeks=3, per_week=1))
 
 
+STANDARD_MG_PER_KG = 0.5    # the standard course's dose per session, mg/kg
 MAX_MG_PER_KG = 10.0    # the standard course's dose per session, mg/kg, at most (beyond the
                         # 1-4.5 mg/kg of anaesthetic induction)
 
 
-def standard_iv_course(dose_mg_per_kg: float = 0.5, weight_kg: float = 70.0,
+def standard_iv_course(dose_mg_per_kg: float = STANDARD_MG_PER_KG, weight_kg: float = 70.0,
                        months: float = 6.0, *, infusion_min: float = 40.0,
                        maintenance_every_days: float = 28.0, route: str = "iv") -> Doses:
     """The clinic course of racemic ketamine infusions.

@@ -20,7 +20,7 @@ import numpy as np
 from ._memo import kept
 from ._numtext import UNSIGNED as _PLAIN_NUMBER  # a metric name keeps this text
 from .dosing import Doses, expand, read_doses
-from .errors import KetasimInputError, check_name, is_real
+from .errors import KetasimInputError, check_name, is_real, positive_hours
 from .events import build_events, subject_covariates
 from .model import GLUTAMATE_ROLES, Model, _copy_values
 from .modelfile import load_model
@@ -865,8 +865,7 @@ def run_metrics(model, doses, params=None, weight_kg=70.0, *, analyte=None, thre
         raise KetasimInputError("metrics: the dose table has no doses")
     if horizon_h is None:
         horizon_h = float(starts[-1]) + 28 * 24.0
-    if not (is_real(horizon_h) and np.isfinite(horizon_h) and horizon_h > 0):
-        raise KetasimInputError(f"horizon_h: got {horizon_h!r}, expected hours > 0")
+    horizon_h = positive_hours("horizon_h", horizon_h)
     # a session has a window only when it starts before the horizon (one starting at it would
     # report the previous session's leftover as its "peak"); one starting exactly at it still
     # ends the session before it, whose trough is then the value at the horizon

@@ -41,6 +41,15 @@ def which_subject(bad) -> str:
     return f" for subject {int(np.argwhere(bad)[0][0]) + 1} of {bad.shape[0]}"
 
 
+def positive_hours(field: str, v) -> float:
+    """``v`` as hours > 0 (one real, finite number), or a one-line error naming ``field``."""
+    import math
+
+    if not (is_real(v) and math.isfinite(v) and v > 0):
+        raise KetasimInputError(f"{field}: got {v!r}, expected hours > 0")
+    return float(v)
+
+
 def is_real(x) -> bool:
     """Whether ``x`` is one real number: a Python or NumPy int or float (not a bool, text or
     array), as an argument that takes a number must be."""

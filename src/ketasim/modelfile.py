@@ -82,13 +82,18 @@ def read_model_file(path) -> Model:
     """Read a TOML model file (UTF-8, with or without a byte-order mark; UTF-16 or UTF-32 with
     one), at most ``MAX_MODEL_BYTES`` bytes."""
     path = Path(path)
+    return _build(_read_toml(_model_bytes(path), str(path)), str(path), path.stem)
+
+
+def _model_bytes(path) -> bytes:
+    """A model file's bytes, at most ``MAX_MODEL_BYTES``."""
     with open(path, "rb") as fh:
         data = fh.read(MAX_MODEL_BYTES + 1)
     if len(data) > MAX_MODEL_BYTES:
         raise KetasimInputError(
             f"{path}: model file larger than {MAX_MODEL_BYTES:,} bytes (the limit for a model "
             "file); expected a TOML model file")
-    return _build(_read_toml(data, str(path)), str(path), path.stem)
+    return data
 
 
 _BOMS = ((codecs.BOM_UTF32_LE, "utf-32-le", "UTF-32"), (codecs.BOM_UTF32_BE, "utf-32-be", "UTF-32"),
@@ -631,9 +636,7 @@ def model_text(name: str) -> str:
 
     if name in list_presets():
         return (resources.files("ketasim") / "presets" / f"{name}.toml").read_text("utf-8")
-    with open(name, "rb") as fh:
-        data = fh.read(MAX_MODEL_BYTES + 1)
-    return decode_text(data, str(name), "a TOML model file")
+    return decode_text(_model_bytes(name), str(name), "a TOML model file")
 
 
 def parameter_units(model) -> dict:

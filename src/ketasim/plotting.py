@@ -553,7 +553,7 @@ def _ymax(curves):
     return m * 1.12 if m > 0 else 1.0
 
 
-def _peak_note(ax, run, color, offset=(12, -4), slot=None):
+def _peak_note(ax, run, color, slot=None):
     """Mark and label the first session's peak of the main analyte (from the metrics): the
     label beside the peak, or (``slot`` k, a comparison) the k-th of a column of labels in the
     panel's upper right, in the run's colour, as its peak marker (a label beside a lower peak
@@ -585,10 +585,10 @@ def _peak_note(ax, run, color, offset=(12, -4), slot=None):
         if name in res.names and res.times.size > 1:
             y = res.concentration(name)
             y = y if y.ndim == 1 else np.median(y, axis=0)
-            near = np.abs(res.times - tmax[0]) <= 2 * float(np.median(np.diff(res.times)))
+            step = float(np.median(np.diff(res.times)))
+            near = np.abs(res.times - tmax[0]) <= 2 * step
             drawn = float(np.nanmax(y[near])) if near.any() else np.nan
             if drawn < 0.98 * cmax[0]:
-                step = float(np.median(np.diff(res.times)))
                 text += (f"\n(exact; the curve, every {_num(step * 60)} min,\nreaches "
                          f"{_num(drawn)})")
     if slot is None:
@@ -818,9 +818,11 @@ def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
         extra.append(f"Not drawn (for another analyte than {plotted}): "
                      + "; ".join(f"{b.analyte} {_band_label(b)}" for b in others) + ".")
     # a model's dose note is about the named course at its default dose: only there
+    from .courses import STANDARD_MG_PER_KG
+
     std = COURSE_DESCRIPTIONS["standard-iv"]
     noted = {r.model.name for r in runs if (r.regimen or "").startswith(std)
-             and describe_doses(r.doses, r.weight_kg).startswith("0.5 mg/kg ")}
+             and np.allclose(expand(r.doses).amount_mg, STANDARD_MG_PER_KG * r.weight_kg)}
     caption_lines = _caption_lines(fig, [r.model for r in runs], noted=noted,
                                    extra="\n".join(extra) if extra else None)
     cap_h = (len(caption_lines) + 0.8) * CAPTION_PT * 1.25 / 72

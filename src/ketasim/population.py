@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._numtext import to_float, to_int
-from .errors import KetasimInputError, is_real, suggest
+from .errors import KetasimInputError, is_real, positive_hours, suggest
 
 __all__ = ["population", "sweep", "PopulationResult", "SweepResult", "Bands",
            "DEFAULT_METRICS", "parse_vary", "metric_unit", "BAND_BINS", "BAND_RANGE"]
@@ -559,9 +559,10 @@ def _check_metrics_memory(values: int, what: str, advice: str = METRICS_ADVICE) 
 class _Collector:
     """Places chunk results into full-length columns (allocated at the first chunk)."""
 
-    def __init__(self, n_rows: int, what: str = "subjects"):
+    def __init__(self, n_rows: int, what: str = "subjects", advice: str = METRICS_ADVICE):
         self.n = n_rows
         self.what = what
+        self.advice = advice
         self.cols: dict | None = None
         self.session_start_h = None
 
@@ -570,8 +571,7 @@ class _Collector:
         if self.cols is None:
             from .simulate import check_memory
             check_memory(self.n * len(m), f"metrics of {self.n:,} {self.what} x {len(m)} "
-                         "values", advice=SWEEP_ADVICE if "sweep" in self.what
-                         else METRICS_ADVICE)
+                         "values", advice=self.advice)
             self.cols = {k: np.full(self.n, np.nan) for k in m}
             self.session_start_h = res["session_start_h"]
         for k, v in m.items():
@@ -662,15 +662,6 @@ def _band_setup(model, doses, bands, band_outputs):
     check_memory(len(outs) * times.size * BAND_BINS, "band histograms", bytes_per_value=8)
     _ = PD_OUTPUTS
     return times, outs
-
-
-def _hours(field: str, v) -> float:
-    """A number of hours > 0 given to the API, or a one-line error naming ``field``."""
-    from .errors import is_real
-
-    if not (is_real(v) and np.isfinite(v) and v > 0):
-        raise KetasimInputError(f"{field}: got {v!r}, expected hours > 0")
-    return float(v)
 
 
 def default_band_times(doses, horizon_h: float) -> np.ndarray:
@@ -837,7 +828,7 @@ def population(model, doses, n: int, seed: int = 0, *, metrics=DEFAULT_METRICS, 
     from .courses import check_course_weights
     check_course_weights(doses, row_weight is not None)
     doses = _doses_for(doses, w0)
-    horizon = _horizon(doses) if horizon_h is None else _hours("horizon_h", horizon_h)
+    horizon = _horizon(doses) if horizon_h is None else positive_hours("horizon_h", horizon_h)
     band_times, band_outs = _band_setup(model, doses, bands, band_outputs)
     job = _Job(model=model, doses=doses, metrics=metrics, analyte=analyte, horizon_h=horizon,
                typical={k: np.array([v]) for k, v in typical.items()},
@@ -1074,7 +1065,7 @@ def sweep(model, doses, vary, *, metrics=DEFAULT_METRICS, n: int | None = None,
             w = np.full(pts.size, float(weight_kg))
         jobs.append(_Job(model=model, doses=d, metrics=metrics, analyte=analyte,
                          horizon_h=_horizon(d) if horizon_h is None
-                         else _hours("horizon_h", horizon_h),
+                         else positive_hours("horizon_h", horizon_h),
                          typical=typical, weight=w,
                          n_per_point=n or 1, seed=seed, use_variability=n is not None,
                          threads=threads))
@@ -1083,7 +1074,7 @@ def sweep(model, doses, vary, *, metrics=DEFAULT_METRICS, n: int | None = None,
                           f"metrics of {P:,} grid points x {n or 1:,} subjects each (the "
                           f"{len(metrics)} metrics of each session and of the course)",
                           SWEEP_ADVICE)
-    cols_all = [_Collector(j.n_rows, "subjects of a sweep") for j in jobs]
+    cols_all = [_Collector(j.n_rows, "subjects of a sweep", SWEEP_ADVICE) for j in jobs]
     for ji, a, b, res in _execute(jobs, chunk_size, scheduler, progress, "sweep"):
         cols_all[ji].add(a, b, res)
     # assemble: one row per grid point, in grid order
