@@ -118,7 +118,12 @@ def _out_path(s, suffixes):
     if p.suffix.lower() not in suffixes:
         raise argparse.ArgumentTypeError(f"{s!r}: expected a file ending in "
                                          + " or ".join(suffixes))
-    if p.exists() and p.is_dir():
+    try:
+        is_dir = p.is_dir()
+    except OSError as exc:         # a name too long for the file system, say
+        raise argparse.ArgumentTypeError(f"{s!r}: {exc.strerror or exc}; expected a file "
+                                         "name this system can write") from None
+    if is_dir:
         raise argparse.ArgumentTypeError(f"{s!r} is a folder, expected a file name")
     return p
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import stat
 import tempfile
 import threading
 from pathlib import Path
@@ -106,6 +107,16 @@ def _same_file(a: Path, b: Path) -> bool:
             return False
 
 
+def _is_stdin(p: Path) -> bool:
+    """Whether ``p`` is the regular file this process's standard input reads from."""
+    try:
+        st0 = os.fstat(0)
+        st = os.stat(p)
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISREG(st0.st_mode) and (st.st_dev, st.st_ino) == (st0.st_dev, st0.st_ino)
+
+
 def check_outputs(outputs, inputs=()) -> None:
     """Refuse outputs that would overwrite an input, or each other (one-line errors).
 
@@ -113,8 +124,16 @@ def check_outputs(outputs, inputs=()) -> None:
     ``("--doses", "d.csv")``; inputs that are not files (preset or course names) are skipped.
     """
     outs = [(lab, Path(p)) for lab, p in outputs if p is not None]
-    ins = [(lab, Path(p)) for lab, p in inputs if p is not None and Path(p).is_file()]
+    ins = [(lab, Path(p)) for lab, p in inputs
+           if p is not None and str(p) != "-" and Path(p).is_file()]
+    stdin = [lab for lab, p in inputs if p is not None and str(p) == "-"]
     for i, (lab, p) in enumerate(outs):
+        for ilab in stdin:
+            if _is_stdin(p):           # ``--doses - < f`` and ``--out f``
+                raise KetasimInputError(
+                    f"{lab}: {str(p)!r} is the file standard input reads from (the {ilab} "
+                    "input '-'); choose another output file name (the input would be "
+                    "overwritten)")
         for ilab, q in ins:
             if _same_file(p, q):
                 raise KetasimInputError(
