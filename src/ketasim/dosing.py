@@ -896,6 +896,9 @@ def _parse(lines, where: str) -> Doses:
     # NONMEM's comment flag: a row with C (or anything but blank, "." or 0) in a C column is
     # a comment, as with $DATA ... IGNORE=C
     c_pos = next((i for i, h in enumerate(header) if h.upper() == "C"), None)
+    # DATE and DAT1-DAT3 turn TIME into a clock time (NM-TRAN): refused when given (below)
+    date_pos = [i for i, h in enumerate(header) if h.upper() in ("DATE", "DAT1", "DAT2",
+                                                                  "DAT3")]
     numeric = [c for c in COLUMNS if c != "route" and c in pos]
     covariates = [c for c in canon if c and c not in COLUMNS]
     data = {c: array.array("d") for c in numeric + covariates}
@@ -912,11 +915,19 @@ def _parse(lines, where: str) -> Doses:
         line_no = reader.line_num
         if not any(c.strip() for c in r) or r[0].lstrip().startswith("#"):
             continue
+        # (a comment row is skipped whatever its number of fields, as NONMEM skips it)
+        if c_pos is not None and c_pos < len(r) and r[c_pos].strip() not in ("", ".", "0"):
+            continue
         if len(r) != ncol:
             raise KetasimInputError(f"{where}: line {line_no}: {len(r)} fields, expected "
                                     f"{ncol} ({','.join(header)})")
-        if c_pos is not None and r[c_pos].strip() not in ("", ".", "0"):
-            continue
+        for i in date_pos:
+            if r[i].strip() not in ("", ".", "0"):
+                raise KetasimInputError(
+                    f"{where}: line {line_no}: {header[i]}: got {r[i].strip()!r}; with a "
+                    "date, NONMEM reads TIME as a clock time on that day, which ketasim does "
+                    "not: expected TIME (time_h) in hours since the first dose, and the "
+                    f"{header[i]} column blank or left out")
         cells = {c: r[i].strip() for c, i in pos.items()}
         ev = cells.get("evid", "")
         if ev in ("", "."):

@@ -215,15 +215,35 @@ class _Propagators:
         return self.cache[h]
 
 
+def _reached(K, b) -> np.ndarray:
+    """The states the drug reaches from where ``b`` is not zero (following K's flows); the
+    others stay empty, so a steady state is solved on these alone: a compartment the doses
+    never reach (a side chain, another route's depot) may have no outflow."""
+    K = np.asarray(K)
+    seen = np.asarray(b) != 0
+    todo = list(np.flatnonzero(seen))
+    while todo:
+        j = todo.pop()
+        for i in np.flatnonzero(K[:, j] != 0):
+            if not seen[i]:
+                seen[i] = True
+                todo.append(i)
+    return np.flatnonzero(seen)
+
+
 def _solve_ss(A, b, model, K):
+    r = _reached(K, b)
+    x = np.zeros(np.shape(b))
+    if r.size == 0:
+        return x
     try:
         with np.errstate(all="ignore"):
-            cond = np.linalg.cond(A)
-            x = np.linalg.solve(A, b)
+            cond = np.linalg.cond(A[np.ix_(r, r)])
+            x[r] = np.linalg.solve(A[np.ix_(r, r)], np.asarray(b)[r])
     except np.linalg.LinAlgError:
-        cond, x = np.inf, None
-    if not (cond < 1e13) or x is None or not np.all(np.isfinite(x)):
-        names = [s for i, s in enumerate(model.state_names) if K[i, i] == 0]
+        cond = np.inf
+    if not (cond < 1e13) or not np.all(np.isfinite(x)):
+        names = [s for i, s in enumerate(model.state_names) if K[i, i] == 0 and i in r]
         keep = "" if not names else f" (no outflow from {', '.join(names)})"
         raise KetasimInputError(
             f"{model.source}: steady state (ss) does not exist: the model never clears the "
