@@ -125,6 +125,17 @@ def main_analyte(model) -> str:
     return "plasma" if "plasma" in names else names[0]
 
 
+def row_durations(d) -> np.ndarray:
+    """Each row's infusion length, h: its ``duration_h``, else ``amount_mg / rate_mg_h`` for a
+    row given by its rate (NONMEM's RATE; as delivered when the route's f is 1, which an IV
+    route's is), else 0 (a bolus or spray)."""
+    dur = np.asarray(d.duration_h, dtype=float)
+    rate = np.zeros_like(dur) if d.rate_mg_h is None else np.asarray(d.rate_mg_h, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        by_rate = np.where(rate > 0, np.asarray(d.amount_mg, dtype=float) / rate, 0.0)
+    return np.where(dur > 0, dur, np.where(np.isfinite(by_rate), by_rate, 0.0))
+
+
 def describe_doses(doses, weight_kg: float | None = None) -> str:
     """A short description of the dose per session: ``0.5 mg/kg (35 mg) IV infusion over
     40 min`` (a course dosed per kg), ``35 mg (0.5 mg/kg at 70 kg) IV infusion over 40 min``
@@ -150,14 +161,15 @@ def describe_doses(doses, weight_kg: float | None = None) -> str:
         else:                      # a table in mg: per kg only at the weight simulated
             amt = f"{amt} ({per_kg} mg/kg at {_num(weight_kg)} kg)"
     route_arr = np.asarray(d.route, dtype=object)
+    rdur = row_durations(d)
 
     def word(r):
         w = _ROUTE_WORDS.get(r, r)
-        if w == "IV infusion" and not (d.duration_h[route_arr == r] > 0).any():
+        if w == "IV infusion" and not (rdur[route_arr == r] > 0).any():
             return "IV bolus"
         return w
     route = " + ".join(word(r) for r in routes)
-    durs = np.unique(np.round(d.duration_h[d.duration_h > 0], 6))
+    durs = np.unique(np.round(rdur[rdur > 0], 6))
     over = f" over {_num(durs[0] * 60)} min" if durs.size == 1 else ""
     return f"{amt} {route}{over}"
 
@@ -224,7 +236,7 @@ def event_times(doses) -> np.ndarray:
     """Session starts and infusion ends (h): the kinks of the curves. Adding them to an output
     grid puts the exact end-of-infusion peak on the grid."""
     d = expand(doses)
-    return np.unique(np.r_[d.time_h, d.time_h + d.duration_h])
+    return np.unique(np.r_[d.time_h, d.time_h + row_durations(d)])
 
 
 COURSE_STEP_H = 1 / 12          # the whole-course grid of run_course: every 5 minutes
@@ -464,7 +476,8 @@ def _infusion_bars(ax, doses, t0, t1, color="0.35", label=True, prefix=None, lev
     d = expand(doses)
     tr = ax.get_xaxis_transform()
     shown = [(t, dur, amt, route) for t, dur, amt, route
-             in zip(d.time_h, d.duration_h, d.amount_mg, d.route) if not (t > t1 or t + dur < t0)]
+             in zip(d.time_h, row_durations(d), d.amount_mg, d.route)
+             if not (t > t1 or t + dur < t0)]
 
     def span(vals, fmt):
         lo, hi = min(vals), max(vals)
