@@ -43,6 +43,17 @@ def _formats(s: str):
 CLOSEUP_MAX_H = 24.0 * 28     # a close-up of four weeks at most (a one-minute grid)
 
 
+def _out_dir(s: str) -> Path:
+    """``--out-dir``: a folder name; an empty one (a script's unset variable, say) is refused
+    rather than taken for the current folder."""
+    import argparse
+
+    if not s.strip():
+        raise argparse.ArgumentTypeError("empty; expected a folder name ('.' for the current "
+                                         "folder)")
+    return Path(s)
+
+
 def _course_options(p, model_default="ketamine-iv", doses_default="standard-iv"):
     from .cli import _finite
 
@@ -84,7 +95,7 @@ def add_parsers(sub) -> None:
                        "summary. With no options: the standard IV course of racemic ketamine "
                        "(0.5 mg/kg over 40 min), 70 kg, six months.")
     _course_options(c)
-    c.add_argument("--out-dir", type=Path, default=Path("ketasim-output"),
+    c.add_argument("--out-dir", type=_out_dir, default=Path("ketasim-output"),
                    help="folder for course.png and course.csv (default: ketasim-output)")
     c.add_argument("--format", type=_formats, default=("png",), metavar="FMT[,FMT...]",
                    help="figure formats: png, svg, pdf (default: png)")
@@ -104,9 +115,10 @@ def add_parsers(sub) -> None:
                    help="body weight, kg (default: each dose table's weight_kg column, else "
                    "70)")
     m.add_argument("--months", type=_finite("months", 0, True), default=None,
-                   help="course length in months for the SPECs that name a course (default: "
-                        "6; a dose table keeps its own times)")
-    m.add_argument("--out-dir", type=Path, default=Path("ketasim-output"),
+                   help="course length in months for the SPECs that name a course or a "
+                        "course file (default: 6, or the file's; a dose table keeps its own "
+                        "times)")
+    m.add_argument("--out-dir", type=_out_dir, default=Path("ketasim-output"),
                    help="folder for compare.png and compare.csv (default: ketasim-output)")
     m.add_argument("--format", type=_formats, default=("png",), metavar="FMT[,FMT...]",
                    help="figure formats: png, svg, pdf (default: png)")
@@ -426,11 +438,12 @@ _WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 def print_schedule(doses) -> None:
     """A course as a readable table: session, day, week, weekday (day 0 = a Monday), dose."""
     from .dosing import expand
+    from .plotting import row_durations
 
     d = expand(doses)
     head = ["session", "day", "week", "weekday", "dose mg", "route", "infusion min"]
     rows = []
-    for i, (t, a, r, dur) in enumerate(zip(d.time_h, d.amount_mg, d.route, d.duration_h)):
+    for i, (t, a, r, dur) in enumerate(zip(d.time_h, d.amount_mg, d.route, row_durations(d))):
         day = t / 24.0
         rows.append([str(i + 1), fmt(day) if day else "0", str(int(day // 7) + 1),
                      _WEEKDAYS[int(day) % 7] if float(day).is_integer() else "–", fmt(a), r,
@@ -704,13 +717,17 @@ def cmd_compare(args) -> int:
                                 "the figure); compare them in groups")
     parsed = [parse_spec(s) for s in args.specs]
     runs, labels = [], []
-    from .courses import COURSES, check_doses_spec, is_course_name
+    from .courses import COURSES, check_doses_spec, is_course_file, is_course_name
+
+    def sized(d):            # a course, named or a course file: --months sets its length
+        return is_course_name(d) or is_course_file(d)
 
     for spec, (_, d, _) in zip(args.specs, parsed):
         check_doses_spec(d, f"compare: {spec}: doses")
-    if args.months is not None and not any(is_course_name(d) for _, d, _ in parsed):
+    if args.months is not None and not any(sized(d) for _, d, _ in parsed):
         raise KetasimInputError(f"--months: got {args.months:g}, but no SPEC names a course "
-                                f"({', '.join(COURSES)}); expected it with a course name")
+                                f"({', '.join(COURSES)}) or a course file (.toml); expected "
+                                "it with one")
     # the figure is drawn by a helper process on the second core, when there is one
     # (ketasim._offload), while this process simulates the runs and then makes the table
     helper = _offload.start()
@@ -721,7 +738,7 @@ def cmd_compare(args) -> int:
             model = load_model(model_s)
             # --months sets the length of the courses named; a dose table keeps its own times
             kw = ({"months": args.months} if args.months is not None
-                  and is_course_name(doses_s) else {})
+                  and sized(doses_s) else {})
             stdin = doses_s in ("-", "/dev/stdin")
             if stdin and stdin_read:
                 doses, weight = stdin_read[0]       # standard input is read once

@@ -140,6 +140,13 @@ def course_days(phases, months: float | None = None) -> tuple[list, list]:
                     amounts.append(ph.amount_mg)
             week_start += 7 * ph.weeks
     keep = [i for i, d in enumerate(days) if d < end]
+    kept = sorted(days[i] for i in keep)
+    for a, b in zip(kept, kept[1:]):     # (phases that meet: the last check of the rule above)
+        if b - a < MIN_GAP_DAYS:
+            raise KetasimInputError(
+                f"course: sessions on day {a:.6g} and day {b:.6g} are {(b - a) * 24:.3g} h apart; "
+                f"expected at least {MIN_GAP_DAYS:.6g} days (1 hour) between sessions (doses "
+                "closer than that are one session): check the phases' after_days")
     return [days[i] for i in keep], [amounts[i] for i in keep]
 
 
@@ -326,6 +333,11 @@ def is_course_name(spec) -> bool:
     return isinstance(spec, str) and spec in COURSES and not Path(spec).exists()
 
 
+def is_course_file(spec) -> bool:
+    """Whether ``spec`` is a course TOML file (phases; its length is a course's ``months``)."""
+    return isinstance(spec, str) and Path(spec).suffix.lower() == ".toml" and Path(spec).is_file()
+
+
 def check_course_weights(spec, per_subject: bool) -> None:
     """Refuse per-subject weights with the mg/kg course ``standard-iv``: it is one dose table,
     in mg for one weight."""
@@ -372,7 +384,7 @@ def resolve_doses(spec, weight_kg: float = 70.0, **course_params) -> Doses:
         if s == "standard-iv":
             kw.setdefault("weight_kg", weight_kg)
         return COURSES[s](**kw)
-    if Path(s).suffix.lower() == ".toml" and Path(s).is_file():
+    if is_course_file(s):
         # a course file (phases, as `ketasim schedule custom` reads): its dose table
         extra = sorted(k for k in course_params if k != "months")
         if extra:

@@ -157,6 +157,12 @@ def _table(spec, key, where, kind=dict):
     return v
 
 
+# [model]: the name and the texts shown with a model (``drug`` and ``labels`` name what the
+# figures say; see ketasim.plotting)
+MODEL_KEYS = ("name", "title", "citation", "sampling", "description", "dose_note", "caveats",
+              "drug", "labels")
+
+
 def _keys(d: dict, allowed, where):
     for k in d:
         if k not in allowed:
@@ -170,6 +176,7 @@ def _build(spec: dict, where: str, name: str | None) -> Model:
         raise KetasimInputError(f"{where}: expected a table of sections, got {type(spec).__name__}")
     _keys(spec, _TOP, where)
     meta = dict(_table(spec, "model", where))
+    _keys(meta, MODEL_KEYS, f"{where}: [model]")      # a misspelt key would be lost silently
     name = str(meta.get("name", name or "model"))
 
     params: dict[str, float] = {}
@@ -400,6 +407,11 @@ def _build(spec: dict, where: str, name: str | None) -> Model:
                "each name once")
         for x in items:
             check_name(x, conc_names, f"observe.{a}", where)
+        twice = next((x for x in items if items.count(x) > 1), None)
+        if twice is not None:
+            raise KetasimInputError(f"{where}: observe.{a}: {twice!r} is listed twice (the alias "
+                                    "is the sum of its concentrations: it would be counted "
+                                    "twice); expected each name once")
         observe[a] = tuple(items)
 
     occ = _table(spec, "occupancy", where)

@@ -42,6 +42,11 @@ __all__ = ["Variability", "parse_variability", "draw", "draw_eta", "check_seed",
 # covariate columns a population may carry per subject (besides weight_kg, which every model
 # understands through its [weight] section)
 COVARIATE_NAMES = ("age_y",)
+# Upper limits of a variance: a CV of 1000 % (omega² = ln(1 + 10²) = 4.6) is far beyond any
+# published between-subject variability, and omega² = 10 already spreads a parameter over a
+# factor of about 500 either side (95 %); larger values only overflow (exp of a huge eta)
+MAX_CV_PCT = 1000.0
+MAX_OMEGA2 = 10.0
 _MAX_SEED = 2**128   # Philox4x64 key: 128 bits
 
 
@@ -92,10 +97,11 @@ def parse_variability(spec, params, where: str) -> Variability:
                                     f"{type(tab).__name__}")
         for name, v in tab.items():
             _check_param(name, params, f"{w} {key}")
-            if not _number(v) or v < 0:
-                raise KetasimInputError(f"{w} {key}.{name}: got {v!r}, expected a number >= 0"
-                                        + (" (a CV in %)" if key == "cv_pct" else
-                                           " (variance of eta)"))
+            hi = MAX_CV_PCT if key == "cv_pct" else MAX_OMEGA2
+            if not _number(v) or not 0 <= v <= hi:
+                raise KetasimInputError(f"{w} {key}.{name}: got {v!r}, expected a number from 0 "
+                                        f"to {hi:g}" + (" (a CV in %)" if key == "cv_pct" else
+                                                        " (variance of eta)"))
             if name in var:
                 raise KetasimInputError(f"{w}: {name!r} is given in both cv_pct and omega2")
             var[name] = math.log1p((v / 100.0) ** 2) if key == "cv_pct" else float(v)
@@ -147,9 +153,9 @@ def parse_variability(spec, params, where: str) -> Variability:
                 if x in var and not math.isclose(var[x], m[i, i], rel_tol=1e-9):
                     raise KetasimInputError(f"{bw}: {x!r} has variance {var[x]:g} in cv_pct/"
                                             f"omega2 but {m[i, i]:g} in omega")
-                if m[i, i] < 0:
+                if not 0 <= m[i, i] <= MAX_OMEGA2:
                     raise KetasimInputError(f"{bw} omega: variance of {x!r} is {m[i, i]:g}, "
-                                            "expected >= 0")
+                                            f"expected from 0 to {MAX_OMEGA2:g}")
                 var[x] = float(m[i, i])
         for a in range(len(names)):
             for c in range(a + 1, len(names)):
