@@ -43,7 +43,7 @@ from ketasim import io as kio
 from ketasim.cli import main
 from ketasim.modelfile import MAX_MODEL_BYTES, MAX_STATES, RESERVED_NAMES
 
-from test_bad_inputs import GOOD_DOSES, GOOD_MODEL, model_with
+from test_bad_inputs import GOOD_COURSE, GOOD_DOSES, GOOD_MODEL, model_with
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                        HealthCheck.too_slow])
@@ -1532,3 +1532,129 @@ def test_an_interrupt_python_can_only_report_is_not_printed(tmp_path):
     assert "Exception ignored" not in p.stderr and "Traceback" not in p.stderr, p.stderr
     assert p.stderr.strip().splitlines()[-1] == "ketasim: interrupted (Ctrl-C)"
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+# --- a hostile pass over file inputs: standard input, NONMEM items, rates, phases, models
+def test_standard_input_is_never_overwritten_by_the_output(tmp_path):
+    """``--doses - < d.csv --out d.csv`` had replaced the dose table with the results (the
+    input '-' was not seen as a file); it is refused like ``--doses d.csv --out d.csv``."""
+    d = tmp_path / "d.csv"
+    d.write_text(GOOD_DOSES)
+    with open(d, "rb") as fh:
+        p = subprocess.run([sys.executable, "-m", "ketasim", "simulate", "--model", "ketamine-iv",
+                            "--doses", "-", "--until", "24", "--out", str(d)], stdin=fh,
+                           capture_output=True, text=True,
+                           env=dict(os.environ,
+                                    PYTHONPATH=str(Path(ketasim.__file__).parents[1])))
+    assert p.returncode == 1, p.stderr
+    one_line_error(p.stderr, "--out", "d.csv", "standard input", "--doses")
+    assert d.read_text() == GOOD_DOSES
+
+
+def test_nonmem_dates_are_refused_and_comment_rows_skipped_whatever_their_length(tmp_path):
+    """A DATE column turns TIME into a clock time in NM-TRAN: the three daily doses below had
+    been read as one 300-mg dose at 8 h. A C row with fewer fields had been refused."""
+    f = tmp_path / "date.csv"
+    f.write_text("ID,DATE,TIME,AMT,CMT,EVID\n1,01/01/2020,8,100,1,1\n1,01/02/2020,8,100,1,1\n")
+    with pytest.raises(KetasimInputError, match=r"line 2: DATE: got '01/01/2020'.*clock time"):
+        ketasim.read_doses(f)
+    f.write_text("ID,DATE,TIME,AMT,CMT,EVID\n1,.,8,100,1,1\n1,,32,100,1,1\n")
+    assert list(ketasim.read_doses(f).time_h) == [8.0, 32.0]
+    f.write_text("C,ID,TIME,AMT,CMT\n.,1,0,100,1\nC,excluded: sample lost\n.,1,24,100,1\n")
+    d = ketasim.read_doses(f)
+    assert list(d.time_h) == [0.0, 24.0] and list(d.amount_mg) == [100.0, 100.0]
+
+
+def test_an_infusion_given_by_its_rate_is_an_infusion_in_words_bars_and_tables():
+    """A RATE row (100 mg at 30 mg/h: 200 min) had been described and drawn as an IV bolus,
+    and the course table had no row at its end (the peak there 1.8 % low)."""
+    from ketasim.plotting import describe_doses, event_times, row_durations
+
+    by_rate = ketasim.Doses([0.0], [100.0], ["iv"], rate_mg_h=[30.0])
+    by_dur = ketasim.Doses([0.0], [100.0], ["iv"], [100.0 / 30.0])
+    assert describe_doses(by_rate, 70.0) == describe_doses(by_dur, 70.0)
+    assert "over 200 min" in describe_doses(by_rate, 70.0)
+    assert list(event_times(by_rate)) == [0.0, 100.0 / 30.0]
+    assert list(row_durations(by_rate)) == [100.0 / 30.0]
+    m = ketasim.load_model("ketamine-iv")
+    runs = [ketasim.plotting.run_course(m, d, 70.0) for d in (by_rate, by_dur)]
+    from ketasim.cli_teach import table_result
+
+    a, b = (table_result(r) for r in runs)
+    assert 100.0 / 30.0 in set(a.times)
+    np.testing.assert_allclose(a.data.max(), b.data.max(), rtol=1e-12)
+
+
+def test_a_file_name_too_long_is_one_line(tmp_path, capsys):
+    long = str(tmp_path / ("x" * 300 + ".csv"))
+    rc, _, err = run_cli(["simulate", "--out", long], capsys)
+    assert rc == 2
+    one_line_error(err, "--out", "File name too long")
+    rc, _, err = run_cli(["course", "--out-dir", ""], capsys)
+    assert rc == 2
+    one_line_error(err, "--out-dir", "empty")
+
+
+@pytest.mark.parametrize("entry, ok", [("cv_pct = { CL = 1e200 }", False),
+                                       ("cv_pct = { CL = 1000.0 }", True),
+                                       ("omega2 = { CL = 11.0 }", False),
+                                       ("omega2 = { CL = 10.0 }", True)])
+def test_variances_beyond_any_log_normal_model_are_refused(entry, ok):
+    """cv_pct = 1e200 had overflowed into "internal error" on loading the model."""
+    text = GOOD_MODEL + f"[variability]\n{entry}\n"
+    if ok:
+        ketasim.Model.from_dict(tomllib.loads(text))
+        return
+    with pytest.raises(KetasimInputError, match=r"variability.*CL: got .*expected a number "
+                                                r"from 0 to"):
+        ketasim.Model.from_dict(tomllib.loads(text))
+
+
+def test_steady_state_ignores_compartments_the_dose_never_reaches():
+    """A compartment without outflow that no dose reaches had made every steady state
+    'not exist'; it stays empty and the steady state is the closed form's."""
+    side = ketasim.Model.from_dict(tomllib.loads(model_with('central = "V"',
+                                                            'central = "V"\nside = 10')))
+    d = ketasim.Doses([0.0], [100.0], ["iv"], ii_h=[12.0], ss=[1], addl=[2])
+    t = np.array([0.0, 12.0 - 1e-9])
+    r = ketasim.simulate(side, d, t, outputs=["central"])
+    k = 10.0 / 50.0
+    peak = 100.0 / 50.0 / (1 - np.exp(-k * 12.0)) * 1000.0       # ng/mL
+    np.testing.assert_allclose(r.concentration("central"),
+                               [peak, peak * np.exp(-k * (12.0 - 1e-9))], rtol=1e-10)
+    sink = ketasim.Model.from_dict(tomllib.loads(model_with(
+        'central = "V"', 'central = "V"\nurine = 0') + '[[flows]]\nfrom = "central"\n'
+        'to = "urine"\nk = "KA"\n'))
+    with pytest.raises(KetasimInputError, match="no outflow from urine"):
+        ketasim.simulate(sink, d, t, outputs=["central"])
+
+
+def test_model_section_keys_observe_names_and_phase_overlaps_are_checked(tmp_path):
+    with pytest.raises(KetasimInputError, match=r"\[model\]: unknown key 'citaton' \(did you "
+                                                r"mean 'citation'\?\)"):
+        ketasim.Model.from_dict(tomllib.loads(model_with('name = "one-cpt"',
+                                                         'name = "one-cpt"\ncitaton = 5')))
+    with pytest.raises(KetasimInputError, match=r"observe.plasma: 'central' is listed twice"):
+        ketasim.Model.from_dict(tomllib.loads(GOOD_MODEL + '[observe]\nplasma = ["central", '
+                                                           '"central"]\n'))
+    c = tmp_path / "c.toml"
+    c.write_text('amount_mg = 35\nroute = "iv"\nmonths = 1\n[[phase]]\nevery_days = 6.99\n'
+                 'count = 1\nafter_days = 6.99\n[[phase]]\nweeks = 2\nper_week = 1\n')
+    with pytest.raises(KetasimInputError, match=r"sessions on day 6.99 and day 7 are 0.24 h "
+                                                r"apart"):
+        ketasim.read_course_toml(c)
+
+
+def test_compare_months_sets_a_course_files_length(tmp_path, capsys):
+    """``compare --months`` had been ignored for a course file (and refused when no SPEC
+    named a course), while ``course --months`` applies it."""
+    c = tmp_path / "c.toml"
+    c.write_text(GOOD_COURSE)
+    rc, out, err = run_cli(["compare", f"ketamine-iv@{c}", "--months", "1", "--out-dir",
+                            str(tmp_path / "o")], capsys)
+    assert rc == 0, err
+    n = len(ketasim.read_course_toml(c, months=1).time_h)
+    assert n < len(ketasim.read_course_toml(c).time_h)
+    sessions = next(r for r in (tmp_path / "o" / "compare.csv").read_text().splitlines()
+                    if r.startswith("sessions,"))
+    assert sessions.split(",")[2].startswith(f"{n} over")
