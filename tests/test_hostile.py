@@ -1658,3 +1658,52 @@ def test_compare_months_sets_a_course_files_length(tmp_path, capsys):
     sessions = next(r for r in (tmp_path / "o" / "compare.csv").read_text().splitlines()
                     if r.startswith("sessions,"))
     assert sessions.split(",")[2].startswith(f"{n} over")
+
+
+# --- a hostile pass over the research API: the schematic response's range, sweep options
+@pytest.mark.parametrize("params, what", [
+    ({"PLAS_KOUT": 1e4}, "plasticity_kin x (1 + emax) + plasticity_kout"),
+    ({"GLU_EMAX": 3e4}, "plasticity_kin x (1 + emax) + plasticity_kout"),
+    ({"CONS_KIN": 1e5}, "consolidation_kin + consolidation_kout"),
+    ({"GLU_EMAX": 1e10, "PLAS_KIN": 0.0}, "emax"),
+    ({"GLU_HILL": 1000.0}, "hill")])
+def test_schematic_parameters_beyond_the_integrators_range_are_refused(params, what):
+    """Such values had given NaN metrics without a word (the metrics path), a step size
+    shrinking without end (the grid path, GLU_EMAX 1e10), or a ZeroDivisionError from inside
+    the compiled kernel (GLU_HILL 1000: occ^h and ec50^h both 0)."""
+    m = ketasim.load_model("ketamine-iv")
+    with pytest.raises(KetasimInputError, match=re.escape(f"glutamate.{what} evaluated to")):
+        ketasim.engine.session_metrics(m, "standard-iv", params=params,
+                                       metrics=("plasticity_end",), horizon_h=100.0)
+
+
+@pytest.mark.parametrize("params", [{"GLU_EMAX": 1600.0}, {"PLAS_KOUT": 99.0},
+                                    {"CONS_KIN": 99.0}, {"GLU_KOUT": 1e6},
+                                    {"GLU_HILL": 100.0}, {"GLU_HILL": 2.0}])
+def test_at_the_edge_of_its_range_the_schematic_response_is_finite_on_both_paths(params):
+    """The exact metrics and the output grid integrate the schematic response separately:
+    they agree at the edge of the accepted range too (NaN had come from the metrics path)."""
+    m = ketasim.load_model("ketamine-iv")
+    d = ketasim.standard_iv_course(months=1)
+    h = 24.0 * 30
+    c = ketasim.engine.session_metrics(m, d, params=params, horizon_h=h,
+                                       metrics=("plasticity_end", "consolidation_end"))
+    r = ketasim.simulate(m, d, np.linspace(0.0, h, 2881), params=params,
+                         outputs=["plasticity", "consolidation"])
+    got = [float(np.ravel(c["plasticity_end"])[0]), float(np.ravel(c["consolidation_end"])[0])]
+    assert np.all(np.isfinite(got))
+    np.testing.assert_allclose(got, r.data[0, :, -1], rtol=1e-5, atol=1e-10)
+
+
+def test_sweep_plot_metric_needs_plot_and_covariate_errors_show_the_value(tmp_path, capsys):
+    rc, _, err = run_cli(["sweep", "--months", "1", "--metrics", "cmax", "--vary",
+                          "CL=50:100:2", "--plot-metric", "nonsense", "--out",
+                          str(tmp_path / "s.csv"), "--quiet"], capsys)
+    assert rc == 1
+    one_line_error(err, "--plot-metric", "only with --plot")
+    assert not (tmp_path / "s.csv").exists()
+    rc, _, err = run_cli(["population", "--model", "esketamine-nasal", "--doses", "spravato",
+                          "--n", "2", "--age", "86.0000001", "--out", str(tmp_path / "p.csv"),
+                          "--quiet"], capsys)
+    assert rc == 1
+    one_line_error(err, "got 86.0000001, outside 18-86")

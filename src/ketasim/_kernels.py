@@ -579,8 +579,8 @@ def _stim(occ, pd):
         oh = occ * occ * occ
         eh = pd[2] * pd[2] * pd[2]
     else:
-        oh = occ ** h
-        eh = pd[2] ** h
+        # as a ratio: occ^h and ec50^h may both underflow (a steep curve), their ratio not
+        return pd[1] / (1.0 + (pd[2] / occ) ** h)
     return pd[1] * oh / (eh + oh)
 
 
@@ -731,9 +731,10 @@ def _dstim(x, u, wd, wK, pd):
         eh = pd[2] * pd[2] * pd[2]
         dh = 3.0 * occ * occ
     else:
-        oh = occ ** h
-        eh = pd[2] ** h
-        dh = h * occ ** (h - 1.0)
+        # as a ratio (see _stim): with q = 1 / (1 + (ec50/occ)^h), d stim / d occ is
+        # emax h q (1 - q) / occ
+        q = 1.0 / (1.0 + (pd[2] / occ) ** h)
+        return pd[1] * h * q * (1.0 - q) / occ * docc
     den = eh + oh
     return pd[1] * dh * eh / (den * den) * docc
 

@@ -679,6 +679,9 @@ def run_sweep(args) -> int:
         vary = vary + [("months", np.array([course_kw["months"]]))]
     metrics = _metrics_arg(args, model)
     plot_metric = None
+    if args.plot_metric is not None and args.plot is None:
+        raise KetasimInputError("--plot-metric: only with --plot (it names the heat map's "
+                                "column)")
     if args.plot is not None:
         if len(args.vary) != 2:
             raise KetasimInputError(f"--plot: a heat map needs exactly two --vary names, got "

@@ -353,7 +353,7 @@ def _check_covariate_range(model, vals) -> None:
             i = int(np.argmax(out))
             who = f" (subject {i}, counted from 0 as in the subject column)" if a.size > 1 else ""
             raise KetasimInputError(
-                f"{pname} (the {col} covariate){who}: got {a[i]:g}, outside {lo:g}-{hi:g}, the "
+                f"{pname} (the {col} covariate){who}: got {a[i]:.15g}, outside {lo:g}-{hi:g}, the "
                 f"range of the population model {model.name!r} was fitted to ([variability] "
                 "covariate_range: its effect is not known beyond); expected values within it")
 

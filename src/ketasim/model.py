@@ -69,6 +69,11 @@ def __getattr__(name):
 OUT = "out"
 MIN_VOLUME_L = 1e-300  # smallest volume accepted: its reciprocal (a concentration) stays finite
 MAX_RATE_PER_H = 1e6   # fastest first-order rate accepted (1/h); the solver is exact below it
+# the schematic response's limits (Model.glutamate_parameters): its P and Q rates at most
+# 100 1/h (about 500 times the presets'), the surge at most 1e6 times baseline, Hill <= 100
+MAX_PD_RATE_PER_H = 100.0
+MAX_PD_EMAX = 1e6
+MAX_PD_HILL = 100.0
 GLUTAMATE_ROLES = ("kout", "emax", "ec50", "hill", "plasticity_kin", "plasticity_kout",
                    "consolidation_kin", "consolidation_kout")
 OPTIONAL_GLUTAMATE_ROLES = ("consolidation_kin", "consolidation_kout")   # default 0: absent
@@ -520,6 +525,25 @@ class Model(Derived):
             out[:, j] = v
         if np.any(out[:, GLUTAMATE_ROLES.index("ec50")] <= 0):
             raise KetasimInputError(f"{self.source}: glutamate.ec50 must be > 0")
+        col = {r: out[:, j] for j, r in enumerate(GLUTAMATE_ROLES)}
+        # the schematic integrator's range (its steps are explicit for P and Q): beyond these
+        # rates its results had been NaN, or its steps had shrunk without end
+        checks = (("kout", col["kout"], MAX_RATE_PER_H, "1/h"),
+                  ("emax", col["emax"], MAX_PD_EMAX, ""),
+                  ("hill", col["hill"], MAX_PD_HILL, ""),
+                  ("plasticity_kin x (1 + emax) + plasticity_kout",
+                   col["plasticity_kin"] * (1.0 + col["emax"]) + col["plasticity_kout"],
+                   MAX_PD_RATE_PER_H, "1/h"),
+                  ("consolidation_kin + consolidation_kout",
+                   col["consolidation_kin"] + col["consolidation_kout"], MAX_PD_RATE_PER_H,
+                   "1/h"))
+        for what, v, hi, unit in checks:
+            bad = ~(v <= hi)
+            if np.any(bad):
+                raise KetasimInputError(
+                    f"{self.source}: glutamate.{what} evaluated to {v[bad][0]:.6g}"
+                    f"{' ' + unit if unit else ''}{which_subject(bad)}, expected at most "
+                    f"{hi:g} (the schematic response's range; its parameters are illustrative)")
         return out
 
 

@@ -714,7 +714,7 @@ def _covariate_arrays(model, n, weight_kg, covariates):
                 src = "--age or --covariates" if k == "age_y" else "--covariates"
                 raise KetasimInputError(
                     f"covariates[{k!r}] ({src}): subject {i} (from 0, as in the subject "
-                    f"column): got {a[i]:g}, outside {lo:g}-"
+                    f"column): got {a[i]:.15g}, outside {lo:g}-"
                     f"{hi:g}, the range of the population model {model.name!r} was fitted to "
                     "([variability] covariate_range: its covariate effect is not known "
                     "beyond); expected values within it")
