@@ -1707,3 +1707,45 @@ def test_sweep_plot_metric_needs_plot_and_covariate_errors_show_the_value(tmp_pa
                           "--quiet"], capsys)
     assert rc == 1
     one_line_error(err, "got 86.0000001, outside 18-86")
+
+
+def test_course_metrics_see_the_schematic_response_in_any_of_its_outputs():
+    """A result simulated with only ``consolidation`` of the schematic outputs had course
+    metrics without plasticity (NaN): they looked for glutamate or plasticity only."""
+    from ketasim.metrics import course_metrics
+
+    t = ketasim.time_grid(24 * 60, 0.5)
+    full = course_metrics(ketasim.simulate("ketamine-iv", "standard-iv", t))
+    some = course_metrics(ketasim.simulate("ketamine-iv", "standard-iv", t,
+                                           outputs=["plasma", "consolidation"]))
+    assert np.isfinite(some.plasticity_end)
+    assert some.plasticity_end == full.plasticity_end
+
+
+def test_messages_name_what_the_user_gave(tmp_path, capsys):
+    """A negative --param CL had been reported against the derived CL_S_MET only; a dose table
+    with covariates given to a sweep had been told to use --covariates, which sweep lacks; a
+    --until at the first session had failed with a metrics message naming no option; a course
+    file in mg had been described as dosed per kg."""
+    rc, _, err = run_cli(["simulate", "--param", "CL=-1", "--out", str(tmp_path / "o.csv")],
+                         capsys)
+    assert rc == 1
+    one_line_error(err, "CL_S_MET evaluated to -1 L/h", "(from CL = -1")
+    d = ketasim.Doses([0.0], [35.0], ["iv"], [2 / 3], covariates={"weight_kg": [80.0]})
+    with pytest.raises(KetasimInputError, match=r"--vary\)") as exc:
+        ketasim.sweep("ketamine-iv", d, [("CL", np.array([80.0, 90.0]))])
+    assert "--covariates" not in str(exc.value)
+    f = tmp_path / "d.csv"
+    f.write_text("time_h,amount_mg,route\n5,100,iv\n")
+    rc, _, err = run_cli(["simulate", "--doses", str(f), "--until", "5", "--summary", "--out",
+                          str(tmp_path / "o.csv")], capsys)
+    assert rc == 1
+    one_line_error(err, "--until: got 5 h", "first session starts at 5 h", "--summary")
+    assert not (tmp_path / "o.csv").exists()
+    c = tmp_path / "c.toml"
+    c.write_text(GOOD_COURSE)
+    from ketasim.plotting import describe_doses
+
+    assert describe_doses(ketasim.read_course_toml(c), 70.0).startswith(
+        "35 mg (0.5 mg/kg at 70 kg)")
+    assert describe_doses(ketasim.standard_iv_course(), 70.0).startswith("0.5 mg/kg (35 mg)")

@@ -409,6 +409,18 @@ def cmd_simulate(args) -> int:
     until = args.until
     if until is None:
         until = float(np.max(doses.time_h + doses.addl * doses.ii_h)) + 28 * 24.0
+    if (args.summary or args.plot is not None) and args.until is not None:
+        from .engine import session_starts
+
+        starts = np.asarray(session_starts(doses), dtype=float)   # (subjects: NaN-padded)
+        first = float(np.nanmin(starts)) if np.isfinite(starts).any() else None
+        if first is not None and not first < until:
+            opts = " and ".join(o for o, on in (("--summary", args.summary),
+                                                ("--plot", args.plot is not None)) if on)
+            raise KetasimInputError(
+                f"--until: got {until:g} h, but the first session starts at {first:g} h: "
+                f"{opts} need{'s' if ' and ' not in opts else ''} a session within the "
+                f"simulated time; expected --until after {first:g}")
     params = dict(args.param)
     times = time_grid(until, args.step)
     cal = {}

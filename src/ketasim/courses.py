@@ -155,7 +155,8 @@ MAX_SESSION_H = 8784.0         # one session's infusion at most a (leap) year lo
 
 
 def course_from_phases(phases, amount_mg: float, route: str, *, duration_h: float = 0.0,
-                       months: float | None = None, first_amount_mg: float | None = None) -> Doses:
+                       months: float | None = None, first_amount_mg: float | None = None,
+                       source: str = "course") -> Doses:
     """Build a course from phases, one dose row per session (day 0 at time 0 h).
 
     Parameters
@@ -167,6 +168,7 @@ def course_from_phases(phases, amount_mg: float, route: str, *, duration_h: floa
     months : float, optional  the course ends at ``months`` x 30.44 days; phases without a
                               ``count`` repeat until then; sessions at or after the end are dropped
     first_amount_mg : float, optional  amount of the very first session, mg
+    source : str              the table's name in messages ("course": a named course)
     """
     if months is not None and not (isinstance(months, (int, float)) and not isinstance(
             months, bool) and math.isfinite(months) and months > 0):
@@ -193,7 +195,7 @@ def course_from_phases(phases, amount_mg: float, route: str, *, duration_h: floa
         amounts[0] = first_amount_mg
     D = len(days)
     return Doses(np.asarray(days) * 24.0, amounts, [route] * D, [duration_h] * D,
-                 source="course")
+                 source=source)
 
 
 STANDARD_IV_PHASES = (Phase(weeks=1, per_week=3), Phase(weeks=1, per_week=2),
@@ -309,12 +311,16 @@ def read_course_toml(path, months: float | None = None) -> Doses:
     if not isinstance(spec["route"], str) or not spec["route"]:
         raise KetasimInputError(f"{where}: route: got {spec['route']!r}, expected a route name")
     try:
-        return course_from_phases(phases, spec["amount_mg"], spec["route"],
-                                  duration_h=spec.get("duration_h", 0.0),
-                                  months=months if months is not None else spec.get("months"),
-                                  first_amount_mg=spec.get("first_amount_mg"))
+        d = course_from_phases(phases, spec["amount_mg"], spec["route"],
+                               duration_h=spec.get("duration_h", 0.0),
+                               months=months if months is not None else spec.get("months"),
+                               first_amount_mg=spec.get("first_amount_mg"),
+                               # named by its file: its amounts are in mg, not per kg as the
+                               # standard course's (descriptions and messages say so)
+                               source=where)
     except KetasimInputError as exc:
         raise KetasimInputError(f"{where}: {exc}") from None
+    return d
 
 
 COURSES = {"standard-iv": standard_iv_course, "spravato": spravato_course}

@@ -171,7 +171,7 @@ def course_metrics(result, analyte: str = "plasma", thresholds=(0.2, 0.3, 0.4),
     maintenance_from_h : float, optional   override the automatic start of maintenance
     conc_thresholds_ng_ml : floats   concentration thresholds (ng/mL) for time above
     """
-    from .engine import run_metrics
+    from .engine import SCHEMATIC_OUTPUTS, run_metrics
 
     if result.doses is None:
         raise KetasimInputError("metrics: the result carries no dose table")
@@ -192,7 +192,7 @@ def course_metrics(result, analyte: str = "plasma", thresholds=(0.2, 0.3, 0.4),
                      thresholds_occ=thresholds,
                      thresholds_conc_ng_ml=conc_thresholds_ng_ml,
                      horizon_h=float(t[-1]), merge_h=merge_h,
-                     schematic="glutamate" in result.names or "plasticity" in result.names,
+                     schematic=any(n in result.names for n in SCHEMATIC_OUTPUTS),
                      occupancy_calibration=inputs.get("occupancy_calibration"),
                      pd_rtol=inputs.get("pd_rtol", 1e-6))
     from . import _kernels as K

@@ -308,6 +308,29 @@ class Model(Derived):
         _check_values(out, f"{what} = {ex.text}", self.source)
         return out
 
+    def _from(self, ex: _expr.Expr, vals: dict, bad) -> str:
+        """`` (from CL = -1)``: the model parameters an expression reads through [derived],
+        with their values for the first subject in ``bad``; empty when the expression is one
+        parameter, named already."""
+        if ex.text.strip() in self.parameters:
+            return ""
+        i = int(np.argmax(bad)) if np.ndim(bad) else 0
+        seen, base, todo = set(), [], sorted(ex.names)
+        while todo:
+            k = todo.pop(0)
+            if k in seen:
+                continue
+            seen.add(k)
+            if k in self.derived:
+                todo.extend(sorted(self.derived[k].names))
+            elif k in self.parameters and k in vals:
+                base.append(k)
+        if not base:
+            return ""
+        return " (from " + ", ".join(
+            f"{k} = {float(np.ravel(vals[k])[min(i, np.size(vals[k]) - 1)]):g}"
+            for k in sorted(base)) + ")"
+
     def volumes(self, vals: dict) -> dict:
         """Compartment name -> volume array (N,) in L, or None for amount-only."""
         out = {}
@@ -319,8 +342,8 @@ class Model(Derived):
             if np.any(v <= 0):
                 raise KetasimInputError(
                     f"{self.source}: compartments.{c}: volume {ex.text} evaluated to "
-                    f"{v[v <= 0][0]:g} L{which_subject(v <= 0)}, expected > 0 (write 0 for an "
-                    "amount-only compartment)")
+                    f"{v[v <= 0][0]:g} L{which_subject(v <= 0)}{self._from(ex, vals, v <= 0)}"
+                    ", expected > 0 (write 0 for an amount-only compartment)")
             if np.any(v < MIN_VOLUME_L):      # 1/V would overflow: not a volume in litres
                 raise KetasimInputError(
                     f"{self.source}: compartments.{c}: volume {ex.text} evaluated to "
@@ -351,14 +374,16 @@ class Model(Derived):
                 if np.any(cl < 0):
                     raise KetasimInputError(
                         f"{self.source}: {where}: cl = {fl.cl.text} evaluated to "
-                        f"{cl[cl < 0][0]:g} L/h{which_subject(cl < 0)}, expected >= 0")
+                        f"{cl[cl < 0][0]:g} L/h{which_subject(cl < 0)}"
+                        f"{self._from(fl.cl, vals, cl < 0)}, expected >= 0")
                 with np.errstate(all="ignore"):
                     k = cl / vols[fl.source]
                 what = f"cl / V = {fl.cl.text} / {self.compartments[fl.source].text}"
             if np.any(k < 0):
                 raise KetasimInputError(
                     f"{self.source}: {where}: {what} evaluated to {k[k < 0][0]:g} 1/h"
-                    f"{which_subject(k < 0)}, expected >= 0")
+                    f"{which_subject(k < 0)}"
+                    f"{self._from(fl.k, vals, k < 0) if fl.k is not None else ''}, expected >= 0")
             if not np.all(k <= MAX_RATE_PER_H):
                 bad = k[~(k <= MAX_RATE_PER_H)][0]
                 raise KetasimInputError(

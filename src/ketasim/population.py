@@ -617,7 +617,8 @@ def _doses_for(spec, weight_kg, what="population", **course):
         raise KetasimInputError(
             f"doses: {d.source or 'the dose table'} has covariate columns ({cols}); a {what} "
             "sets each virtual subject's values itself: leave out the columns and give them as "
-            "weight_kg= / covariates= / params= (--weight, --covariates, --param, --vary)")
+            + ("weight_kg= / params= / vary= (--weight, --param, --vary)" if what == "sweep"
+               else "weight_kg= / covariates= / params= (--weight, --covariates, --param)"))
     return d
 
 
