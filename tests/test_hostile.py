@@ -1749,3 +1749,59 @@ def test_messages_name_what_the_user_gave(tmp_path, capsys):
     assert describe_doses(ketasim.read_course_toml(c), 70.0).startswith(
         "35 mg (0.5 mg/kg at 70 kg)")
     assert describe_doses(ketasim.standard_iv_course(), 70.0).startswith("0.5 mg/kg (35 mg)")
+
+
+def test_heat_maps_are_readable_and_say_what_they_show(tmp_path, capsys, monkeypatch):
+    """Sweep heat maps: V1 = 80:200:8 had ticked '97.1429114.286…' run together; a schematic
+    metric had been titled 'model-predicted'; a trough of 1e-13 ng/mL had spread over the
+    whole colour scale as if it mattered."""
+    import matplotlib
+
+    from ketasim.cli_population import plot_heatmap
+
+    res = ketasim.sweep("ketamine-iv", "standard-iv",
+                        [("CL", np.array([60.0, 120.0])), ("V1", np.linspace(80.0, 200.0, 8))],
+                        metrics=("peak_occupancy", "trough"), horizon_h=None)
+    fig = plot_heatmap(res, "peak_occupancy", "t")
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    labels = [t for t in fig.axes[0].get_xticklabels() if t.get_text()]
+    assert all(len(t.get_text()) <= 6 for t in labels)
+    boxes = [t.get_window_extent(r) for t in labels]
+    assert not any(a.x1 > b.x0 for a, b in zip(boxes, boxes[1:]))
+    assert np.nanmax(np.abs(res.grid("trough")[2])) < 1e-3      # (a month after a session)
+    fig = plot_heatmap(res, "trough", "t")
+    assert "effectively zero" in " ".join(t.get_text() for t in fig.findobj(matplotlib.text.Text))
+    fig = plot_heatmap(res, "peak_occupancy", "t")
+    assert "effectively zero" not in " ".join(t.get_text()
+                                              for t in fig.findobj(matplotlib.text.Text))
+    from ketasim import cli_population
+
+    titles = []
+
+    def keep(result, metric, title, **kw):
+        titles.append(title)
+        return plot_heatmap(result, metric, title, **kw)
+
+    monkeypatch.setattr(cli_population, "plot_heatmap", keep)
+    for metric in ("plasticity_end", "cmax"):
+        rc, _, err = run_cli(["sweep", "--months", "2", "--vary", "dose_mg_per_kg=0.25:1:2",
+                              "--vary", "maintenance_days=14:28:2", "--metrics", metric, "--out",
+                              str(tmp_path / "s.csv"), "--plot", str(tmp_path / "s.png"),
+                              "--quiet"], capsys)
+        assert rc == 0, err
+    assert "SCHEMATIC" in titles[0] and "model-predicted" not in titles[0]
+    assert "model-predicted" in titles[1]
+    import matplotlib.pyplot as plt
+    plt.close("all")
+
+
+def test_a_dose_named_by_a_routes_compartment_is_warned_about():
+    """route = "nasal" (the spray's compartment) had given twice the spray's concentrations
+    without a word: the dose goes in whole, not as the route 'intranasal' delivers it."""
+    from ketasim.cli_teach import route_warning
+
+    m = ketasim.load_model("esketamine-nasal")
+    w = route_warning(m, ketasim.Doses([0.0], [56.0], ["nasal"]))
+    assert w and "'intranasal'" in w and "f = 1" in w
+    assert route_warning(m, ketasim.Doses([0.0], [56.0], ["intranasal"])) is None

@@ -658,3 +658,57 @@ def test_mixed_routes_are_described_each_with_its_doses_and_the_dose_note_only_w
     assert "racemic ketamine's dose" not in caption(run_course(
         "esketamine-iv", ketasim.standard_iv_course(dose_mg_per_kg=3.0), until_h=48,
         regimen=std + "; 6 months"))
+
+
+def test_five_runs_compared_keep_their_peak_labels_apart_and_their_title_inside():
+    """Five runs: the peak labels had been stacked two lines each, 0.2 of the panel apart,
+    the last one down on the curves and the axis; a title of five labels had run past both
+    edges of the figure."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from ketasim.plotting import encode_figure
+
+    runs = [run_course("ketamine-iv", ketasim.Doses([0.0], [a], ["iv"], [2 / 3]), 70,
+                       until_h=48.0, label=f"Ketamine IV {a:g} mg – a longer label")
+            for a in (17.5, 35.0, 52.5, 70.0, 105.0)]
+    fig = plot_compare(runs)
+    encode_figure(fig, "png", 60)
+    FigureCanvasAgg(fig).draw()
+    r = fig.canvas.get_renderer()
+    axz = fig.subfigs[0].axes[0]
+    notes = [t for t in axz.texts if t.get_text().startswith("peak ")]
+    assert len(notes) == 5 and all("\n" not in t.get_text() for t in notes)
+    boxes = [t.get_window_extent(r) for t in notes]
+    assert not any(_overlaps(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    ax_box = axz.get_window_extent(r)
+    assert all(b.y0 > ax_box.y0 + 0.4 * ax_box.height for b in boxes)   # the upper part
+    title = next(t for t in _texts(fig) if t.get_text().startswith("Comparison"))
+    tb, fb = title.get_window_extent(r), fig.bbox
+    assert fb.x0 <= tb.x0 and tb.x1 <= fb.x1
+
+
+def test_a_figure_of_a_tables_subjects_gives_their_exact_peaks():
+    """The median curve on a 6-minute grid passes below the subjects' peaks (an infusion
+    ending between output times): the figure gives their exact peaks, as --summary does."""
+    from ketasim.metrics import course_metrics
+
+    d = ketasim.Doses([0.0, 0.0, 0.0], [35.0, 25.0, 50.0], ["iv"] * 3, [2 / 3] * 3,
+                      subject=[1, 2, 3])
+    res = ketasim.simulate("ketamine-iv", d, ketasim.time_grid(24 * 7, 0.1))
+    fig = plot_course(res)
+    note = next(t.get_text() for t in _texts(fig) if t.get_text().startswith("subjects' exact"))
+    first = np.asarray(course_metrics(res).cmax_ng_ml)[:, 0]
+    assert f"median {ketasim.plotting._num(np.median(first))} ng/mL" in note
+    hatched = [c for c in fig.findobj(matplotlib.collections.PolyCollection) if c.get_hatch()]
+    assert hatched, "the Ki-calibration range is hatched beside the subjects' shaded band"
+
+
+def test_a_short_named_course_promises_no_maintenance():
+    from ketasim.plotting import course_description
+
+    one = course_description("standard-iv", ketasim.standard_iv_course(months=1))
+    assert "then every" not in one and one.startswith("standard IV course (")
+    short = course_description("spravato", ketasim.resolve_doses("spravato", months=0.3))
+    assert short.endswith("its first 3 sessions")
+    assert "then every 4 weeks" in course_description("standard-iv",
+                                                      ketasim.standard_iv_course())

@@ -323,6 +323,11 @@ def _describe(column: str) -> str:
     return f"{pre}{text}{where}"
 
 
+def _schematic_metric(column: str) -> bool:
+    """Whether a metric column is of the schematic glutamate/plasticity response."""
+    return any(w in column for w in ("glutamate", "plasticity", "consolidation"))
+
+
 def _geometric(v) -> bool:
     """Whether the grid values ``v`` are log-spaced (at least 3, positive, a constant ratio,
     not a constant difference)."""
@@ -332,6 +337,9 @@ def _geometric(v) -> bool:
     lr, d = np.diff(np.log(v)), np.diff(v)
     return bool(np.allclose(lr, lr[0], rtol=1e-6, atol=0)
                 and not np.allclose(d, d[0], rtol=1e-6, atol=0))
+
+
+NEGLIGIBLE = 1e-3      # a heat map whose values are all smaller (in its units) says so
 
 
 def plot_heatmap(result, metric: str, title: str, analyte: str | None = None):
@@ -375,15 +383,29 @@ def plot_heatmap(result, metric: str, title: str, analyte: str | None = None):
             shown = v[::max(1, -(-v.size // 8))]
             axis.set_major_locator(FixedLocator(shown))
             # (as many digits as tell the values apart: 102.5 kg had read "102")
+            # as many digits as tell the values apart and show each within a thousandth of
+            # the grid's step (102.5 kg had read "102"), and no more (97.1428571 had run into
+            # its neighbours)
+            step = float(np.min(np.abs(np.diff(v)))) if v.size > 1 else abs(float(v[0])) or 1.0
+
+            def close(dg, shown=shown, step=step):
+                return all(abs(float(f"{x:.{dg}g}") - x) <= 1e-3 * step for x in shown)
             digits = 3
-            while digits < 8 and len({f"{x:.{digits}g}" for x in shown}) < len(shown):
+            while digits < 8 and (len({f"{x:.{digits}g}" for x in shown}) < len(shown)
+                                  or (not is_log and not close(digits))):
                 digits += 1
-            if not is_log:
-                digits = max(digits, max(len(f"{x:.6g}".replace("-", "").replace(".", ""))
-                                         for x in shown))
             axis.set_major_formatter(FixedFormatter([f"{x:.{digits}g}" for x in shown]))
             axis.set_minor_locator(NullLocator())
     empty = not np.isfinite(z).any()
+    tiny = NEGLIGIBLE
+    if not empty and np.nanmax(np.abs(z)) < tiny:
+        # (a trough of 1e-13 ng/mL had spread over the whole colour scale, a dose effect on
+        # nothing)
+        shown_unit = "" if unit in ("", "index", "fraction") else f" {unit}"
+        ax.text(0.5, 0.5, f"every value is below {tiny:g}{shown_unit}:\neffectively zero (the "
+                "colours spread\ndifferences that do not matter)",
+                transform=ax.transAxes, ha="center", va="center", fontsize=11,
+                bbox={"facecolor": "white", "edgecolor": "0.5"})
     if empty:
         ax.text(0.5, 0.5, f"no value of {metric} at any grid point\n(not a number everywhere)",
                 transform=ax.transAxes, ha="center", va="center", fontsize=11,
@@ -391,8 +413,11 @@ def plot_heatmap(result, metric: str, title: str, analyte: str | None = None):
     what = _describe(metric)
     if analyte:
         what = what.replace("the analyte", analyte)
+    import textwrap
+
+    # (wrapped: a long description had run past the figure's top and bottom)
     cb = fig.colorbar(m, ax=ax, label=(f"{metric} ({unit})" if unit else metric) + "\n"
-                      + what)
+                      + textwrap.fill(what, 48))
     if empty:
         cb.set_ticks([])
     ax.set_xlabel(f"{nb} ({result.units.get(nb, '')})".replace(" ()", "")
@@ -723,7 +748,10 @@ def run_sweep(args) -> int:
                                              if plot_metric.endswith(sfx)), "median")
                                + f" of {args.n} subjects)") if args.n else
                               " (typical subject)")
-                           + "\nmodel-predicted; a research tool, not a dosing recommendation",
+                           + ("\nSCHEMATIC (illustrative, not fitted to data);\na research "
+                              "tool, not a dosing recommendation"
+                              if _schematic_metric(plot_metric) else
+                              "\nmodel-predicted; a research tool, not a dosing recommendation"),
                            analyte=names.get(an, an))
         outputs.append((args.plot, "wb", _figure_bytes(fig, args.plot)))
         if not np.isfinite(np.asarray(columns[plot_metric], dtype=float)).any():

@@ -237,6 +237,20 @@ def route_warning(model, doses) -> str | None:
         if "intranasal" not in model.compartments:
             raise KetasimInputError(msg)
         return msg
+    # a dose to a compartment by its name, where a route of the model leads: the whole amount
+    # goes in at once (f = 1, no lag), not as the route delivers it ("nasal" for the spray's
+    # route "intranasal" had given twice its concentrations, without a word)
+    for r in sorted(routes - mroutes):
+        def plain(parts):         # a route that is the compartment itself: f = 1, no lag
+            return len(parts) == 1 and parts[0].f.text.strip() in ("1", "1.0") and \
+                parts[0].lag_h.text.strip() in ("0", "0.0") and parts[0].duration_h is None
+        via = [name for name, parts in model.routes.items()
+               if any(p.to == r for p in parts) and not plain(parts)]
+        if r in model.compartments and via:
+            return (f"doses on route {r!r} go straight into compartment {r!r} (the whole "
+                    f"amount, f = 1, no lag); the model's route{'s' if len(via) > 1 else ''} "
+                    f"{', '.join(map(repr, via))} deliver{'' if len(via) > 1 else 's'} to it "
+                    f"as the drug is given: write route = {via[0]!r} for that")
     return _split_session_warning(model, expand(doses))
 
 
@@ -544,7 +558,7 @@ def cmd_course(args) -> int:
     from . import _offload, _warm
     from .cli import kernels_needed
     from .modelfile import load_model
-    from .plotting import COURSE_DESCRIPTIONS, run_course
+    from .plotting import course_description, run_course
 
     _check_out_dir(args.out_dir)
     model = load_model(args.model)
@@ -553,7 +567,7 @@ def cmd_course(args) -> int:
     _warn(weight_unused(model, _weight_given(args)))
     _warn(route_warning(model, doses))
     check_course_size(model, doses, args.months, args.doses)
-    regimen = COURSE_DESCRIPTIONS.get(args.doses)
+    regimen = course_description(args.doses, doses)
     if regimen and args.months is not None:
         regimen += f"; {args.months:g} month{'' if args.months == 1 else 's'}"
     elif regimen:
@@ -708,7 +722,7 @@ def cmd_compare(args) -> int:
     from . import _offload, _warm
     from .cli import kernels_needed
     from .modelfile import load_model
-    from .plotting import COURSE_DESCRIPTIONS, run_course
+    from .plotting import course_description, run_course
 
     _check_out_dir(args.out_dir)
     if len(args.specs) > MAX_SPECS:
@@ -753,7 +767,7 @@ def cmd_compare(args) -> int:
                 label = model.name if sum(m == model_s for m, _, _ in parsed) == 1 else \
                     f"{model.name}@{doses_s}"
             runs.append(run_course(model, doses, weight, label=label,
-                                   regimen=COURSE_DESCRIPTIONS.get(doses_s),
+                                   regimen=course_description(doses_s, doses),
                                    closeup_h=args.closeup, **_sim_kw(args)))
             labels.append(label)
         if len(set(labels)) < len(labels):

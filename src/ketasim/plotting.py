@@ -68,6 +68,28 @@ COURSE_DESCRIPTIONS = {
     "spravato": "Spravato label course (2/wk in weeks 1-4, weekly in weeks 5-8, then every "
                 "2 weeks)",
 }
+_INDUCTION_SESSIONS = {"standard-iv": 8, "spravato": 12}   # sessions before maintenance
+
+
+def course_description(name, doses) -> str | None:
+    """The words for a named course (:data:`COURSE_DESCRIPTIONS`) as far as ``doses`` go: a
+    course too short to reach maintenance does not promise it ("then every 4 weeks" had
+    titled a one-month course), and one cut inside its induction says how many sessions it
+    has. None for anything but a course name."""
+    text = COURSE_DESCRIPTIONS.get(name) if isinstance(name, str) else None
+    if text is None:
+        return None
+    from .engine import session_starts
+
+    n = int(np.size(session_starts(doses)))
+    k = _INDUCTION_SESSIONS[name]
+    if n <= k:
+        text = text.split(", then every")[0] + ")"
+        if n < k:
+            text += f", its first {n} session{'s' if n > 1 else ''}"
+    return text
+
+
 _ROUTE_WORDS = {"iv": "IV infusion", "intranasal": "nasal spray", "oral": "oral",
                 "im": "intramuscular"}
 
@@ -310,9 +332,10 @@ def run_course(model, doses, weight_kg: float = 70.0, params=None, *,
             not (0 < closeup_h <= 24 * 366):
         raise KetasimInputError(f"closeup_h: got {closeup_h!r}, expected hours in (0, "
                                 f"{24 * 366}] (the close-up is drawn on a one-minute grid)")
-    if isinstance(doses, str) and regimen is None:
-        regimen = COURSE_DESCRIPTIONS.get(doses)
+    name = doses if isinstance(doses, str) else None
     doses = resolve_doses(doses, weight_kg=weight_kg)
+    if name is not None and regimen is None:
+        regimen = course_description(name, doses)
     if until_h is None:
         until_h = course_end_h(doses)
     t = course_grid(doses, step_h, until_h)
@@ -412,12 +435,18 @@ def _occupancy_band(ax, res, x, sel, color, run=None):
     if "occupancy_low" in res.names and "occupancy_high" in res.names:
         lo = res.output("occupancy_low")[..., sel] * 100
         hi = res.output("occupancy_high")[..., sel] * 100
+        kw = {"color": color, "alpha": 0.2, "lw": 0}
         if lo.ndim == 2:
             lo, hi = np.percentile(lo, 50, axis=0), np.percentile(hi, 50, axis=0)
+            # hatched: the subjects' 5-95 % band is shaded in the same colour (the two had
+            # looked alike)
+            kw = {"facecolor": "none", "edgecolor": color, "hatch": "////", "alpha": 0.5,
+                  "lw": 0}
         cals = tuple(getattr(res.model, "calibrations", None) or ())
-        ax.fill_between(x, np.minimum(lo, hi), np.maximum(lo, hi), color=color, alpha=0.2, lw=0,
+        ax.fill_between(x, np.minimum(lo, hi), np.maximum(lo, hi), **kw,
                         label=None if run else "range over Ki calibrations"
                         + (f" ({', '.join(cals)})" if cals else "")
+                        + (" (median subject)" if lo.ndim == 1 and kw.get("hatch") else "")
                         + (", each run's colour" if run == 0 else ""))
 
 
@@ -574,6 +603,18 @@ def _peak_note(ax, run, color, slot=None):
     cm = run.metrics
     cmax = np.atleast_1d(cm.cmax_ng_ml)
     tmax = np.atleast_1d(cm.tmax_h)
+    if cmax.ndim == 2 and slot is None:
+        # subjects: their exact first-session peaks, summarised (the median curve, drawn on
+        # the output grid, had passed below them without a word)
+        first = cmax[:, 0][np.isfinite(cmax[:, 0])]
+        if first.size and first.max() > 0:
+            lo, med, hi = np.percentile(first, [5, 50, 95])
+            ax.text(0.97, 0.96, f"subjects' exact peaks:\nmedian {_num(med)} ng/mL\n"
+                    f"(5-95 %: {_num(lo)}-{_num(hi)})",
+                    transform=ax.transAxes, fontsize=BODY_PT - 1, va="top", ha="right",
+                    color=color, zorder=6,
+                    bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 2})
+        return
     if cmax.ndim != 1 or not np.isfinite(cmax[0]):
         return
     if not cmax[0] > 0:              # no drug given (or none reaches the plasma): no peak
@@ -615,8 +656,11 @@ def _peak_note(ax, run, color, slot=None):
     # (no connecting line: matplotlib placed its ends a pixel apart from one drawing to the
     # next, so the same figure did not always give the same file; colour and marker tie a
     # label to its peak)
-    ax.text(0.97, 0.97 - 0.2 * slot, text, transform=ax.transAxes, fontsize=BODY_PT - 1,
-            va="top", ha="right", color=color)
+    # one line a run, on a white ground: five runs' labels fit the panel's upper part, and a
+    # curve passing under one (a second session's spike) does not cross its text
+    ax.text(0.97, 0.97 - 0.085 * slot, " ".join(text.split("\n")),
+            transform=ax.transAxes, fontsize=BODY_PT - 1, va="top", ha="right", color=color,
+            zorder=6, bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 1})
 
 
 def _course_panel(kind, ax, run, color=None, label=None, analytes=None, bands=True,
@@ -833,7 +877,7 @@ def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
     # a model's dose note is about the named course at its default dose: only there
     from .courses import STANDARD_MG_PER_KG
 
-    std = COURSE_DESCRIPTIONS["standard-iv"]
+    std = COURSE_DESCRIPTIONS["standard-iv"].split(" (")[0]      # (at any length)
     noted = {r.model.name for r in runs if (r.regimen or "").startswith(std)
              and np.allclose(expand(r.doses).amount_mg, STANDARD_MG_PER_KG * r.weight_kg)}
     caption_lines = _caption_lines(fig, [r.model for r in runs], noted=noted,
@@ -1002,7 +1046,11 @@ def plot_compare(runs, *, labels=None, colors=None, title: str | None = None,
     colors = list(colors) if colors is not None else \
         [RUN_COLORS[i % len(RUN_COLORS)] for i in range(len(runs))]
     if title is None:
-        title = "Comparison: " + "  vs  ".join(labels)
+        import textwrap
+
+        # (wrapped: five labels had run past both edges of the figure)
+        title = textwrap.fill("Comparison: " + "  vs  ".join(labels), 110,
+                              break_long_words=False, break_on_hyphens=False)
     return _grid_figure(runs, labels, colors, title, figsize, closeup_h, single=False)
 
 
