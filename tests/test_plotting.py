@@ -682,6 +682,8 @@ def test_five_runs_compared_keep_their_peak_labels_apart_and_their_title_inside(
     assert not any(_overlaps(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
     ax_box = axz.get_window_extent(r)
     assert all(b.y0 > ax_box.y0 + 0.4 * ax_box.height for b in boxes)   # the upper part
+    # the runs' dose bars have one legend entry between them (there is no room for five)
+    assert any(lb.startswith("doses (bars, triangles)") for lb in _legend_labels(fig))
     title = next(t for t in _texts(fig) if t.get_text().startswith("Comparison"))
     tb, fb = title.get_window_extent(r), fig.bbox
     assert fb.x0 <= tb.x0 and tb.x1 <= fb.x1

@@ -919,11 +919,16 @@ def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
                 _infusion_bars(axz, r.doses, t0, t0 + zoom, color=col or "0.35",
                                label=single or len(runs) <= 3,
                                prefix=None if single else lab, level=0 if single else j)
+
                 # one note per distinct peak: runs with the same first session share it
                 pk = float(np.ravel(r.metrics.cmax_ng_ml)[0])    # (a population: its first)
                 if not any(abs(pk - q) <= 0.02 * max(abs(q), 1e-12) for q in noted):
                     _peak_note(axz, r, c, slot=None if single else len(noted))
                     noted.append(pk)
+        if kind == "pk" and not single and len(runs) > 3:
+            # (more runs than their own dose entries would fit: one entry explains them)
+            axz.plot([], [], marker="s", ms=7, ls="none", color="0.45",
+                     label="doses (bars, triangles): each run's colour and row")
         for ax in (axz, axc):
             _style(ax)
             if kind != "pk" and ax is axc:
