@@ -251,3 +251,76 @@ def test_a_malformed_scheduler_address_is_named_before_anything_is_tried(address
     pytest.importorskip("distributed")
     with pytest.raises(ketasim.KetasimInputError, match=f"scheduler: got .*{why}"):
         ketasim.population("ketamine-iv", "standard-iv", 3, scheduler=address, progress=False)
+
+
+def test_a_listener_that_is_no_scheduler_is_given_up_on(monkeypatch, tmp_path, capsys):
+    """An address that accepts the connection but never answers as a scheduler (its dashboard
+    port, say) had kept the command waiting for ever: Dask's timeout bounds the TCP connection
+    only. Now a one-line error after the whole start-up's deadline, and no file."""
+    import socket
+
+    P = sys.modules["ketasim.population"]
+    monkeypatch.setattr(P, "SCHEDULER_TIMEOUT_S", 0.5)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(5)
+        port = s.getsockname()[1]
+        t0 = time.perf_counter()
+        rc = main(["population", "--n", "3", "-q", "--scheduler", f"tcp://127.0.0.1:{port}",
+                   "--out", str(tmp_path / "p.csv")])
+        took = time.perf_counter() - t0
+    assert rc == 1 and took < 30
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "accepted a connection but no Dask scheduler answered" in err[0]
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_a_worker_without_ketasim_is_named_as_such():
+    """Dask hands back data a worker could not load as a plain Exception naming the import
+    error: it had become ketasim's 'internal error'."""
+    P = sys.modules["ketasim.population"]
+    err = P._worker_import_error(Exception('ModuleNotFoundError("No module named '
+                                           "'ketasim.population'\")"))
+    assert "is the same ketasim installed on every worker" in str(err)
+    assert P._worker_import_error(Exception("something else")) is None
+    assert P._worker_import_error(ValueError("No module named x")) is None
+
+
+@pytest.mark.slow
+def test_a_scheduler_lost_mid_run_is_one_line_not_a_dask_traceback(tmp_path, capsys):
+    """The scheduler killed during a run: Dask's client had logged a 35-line traceback and the
+    error had blamed a worker; now one line saying the connection to the scheduler was lost,
+    and no file."""
+    import json
+    import threading
+
+    sched_file = tmp_path / "scheduler.json"
+    env = _env()
+    procs = [_start_scheduler(sched_file, env)]
+    try:
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file",
+             str(sched_file), "--nthreads", "1", "--host", "127.0.0.1", "--no-dashboard"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        address = json.loads(sched_file.read_text())["address"]
+        c = distributed.Client(address, timeout=30)
+        c.wait_for_workers(1, timeout=60)
+        c.close()
+
+        def kill_soon():
+            time.sleep(4.0)
+            procs[0].kill()
+        threading.Thread(target=kill_soon, daemon=True).start()
+        rc = main(["population", "--n", "200000", "--metrics", "cmax", "--chunk-size", "500",
+                   "-q", "--scheduler", address, "--out", str(tmp_path / "p.csv")])
+    finally:
+        for p in procs[::-1]:
+            p.kill()
+        for p in procs:
+            p.wait(timeout=20)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1
+    assert err == [f"ketasim: error: scheduler: lost the connection to the scheduler {address} "
+                   "during the run (it stopped, or the network failed); nothing was written: "
+                   "run it again when the scheduler is back"], err
+    assert not (tmp_path / "p.csv").exists()

@@ -1805,3 +1805,43 @@ def test_a_dose_named_by_a_routes_compartment_is_warned_about():
     w = route_warning(m, ketasim.Doses([0.0], [56.0], ["nasal"]))
     assert w and "'intranasal'" in w and "f = 1" in w
     assert route_warning(m, ketasim.Doses([0.0], [56.0], ["intranasal"])) is None
+
+
+def test_population_and_sweep_outputs_are_checked_and_named_before_the_run(tmp_path, capsys,
+                                                                        monkeypatch):
+    """An output under a file (b.json/x.csv) had been found only when writing, after the whole
+    run, and without the option's name; a varied parameter named like a metric had been
+    overwritten by it in the table; above 2,000,000 subjects the param_* columns had been left
+    out without a word."""
+    from ketasim import cli_population
+
+    P = importlib_module("ketasim.population")
+    (tmp_path / "b.json").write_text("{}")
+    monkeypatch.setattr(P, "population", lambda *a, **k: pytest.fail("ran before the check"))
+    rc, _, err = run_cli(["population", "--n", "3", "-q", "--out",
+                          str(tmp_path / "b.json" / "x.csv")], capsys)
+    assert rc == 1
+    one_line_error(err, "--out", "Not a folder", "b.json")
+    monkeypatch.undo()
+    spec = tomllib.loads(GOOD_MODEL.replace("CL = 10.0", "cmax = 10.0").replace('"CL / V"',
+                                                                                 '"cmax / V"')
+                         .replace('cl = "CL"', 'cl = "cmax"'))
+    m = ketasim.Model.from_dict(spec)
+    with pytest.raises(KetasimInputError, match=r"vary: 'cmax' is also the name of a metric "
+                                                r"column"):
+        ketasim.sweep(m, ketasim.Doses([0.0], [10.0], ["iv"]), [("cmax", np.array([5.0, 20.0]))],
+                      metrics=("cmax",))
+    monkeypatch.setattr(P, "MAX_PARAM_COLUMNS_N", 5)
+    small = ketasim.population("ketamine-iv", "standard-iv", 5, metrics=("cmax",),
+                               progress=False)
+    big = ketasim.population("ketamine-iv", "standard-iv", 6, metrics=("cmax",),
+                             progress=False)
+    assert "param_CL" in small.columns and "note" not in small.info
+    assert "param_CL" not in big.columns and "param_*" in big.info["note"]
+    assert cli_population is not None
+
+
+def importlib_module(name):
+    import importlib
+
+    return importlib.import_module(name)

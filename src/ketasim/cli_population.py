@@ -581,10 +581,11 @@ def _interruptible(fn):
 
 @_interruptible
 def run_population(args) -> int:
-    from .cli import weight_or_default
+    from .cli import _check_output_paths, weight_or_default
     from .modelfile import load_model
     from .population import population
 
+    _check_output_paths(args, "out", "plot")     # before any work (a run can take minutes)
     model = load_model(args.model)
     if args.seed is not None and args.no_variability:
         raise KetasimInputError("--seed: no subjects are drawn with --no-variability (every "
@@ -639,6 +640,9 @@ def run_population(args) -> int:
                      threads=args.threads, progress=False if args.quiet else None)
     title = (f"ketasim population | model {model.name} | doses {args.doses}{_given(args)} | "
              f"n {args.n} | seed {args.seed} | variability: {res.info['variability']}")
+    if res.info.get("note"):
+        print(f"ketasim: note: {res.info['note']}", file=sys.stderr)
+        title += f" | {res.info['note']}"
     if res.bands is not None:
         _warn_band_ceiling(res.bands)
     outputs = []
@@ -684,9 +688,11 @@ def _print_summary(columns, metrics, units, n):
 
 @_interruptible
 def run_sweep(args) -> int:
+    from .cli import _check_output_paths
     from .modelfile import load_model
     from .population import parse_vary, sweep
 
+    _check_output_paths(args, "out", "plot")     # before any work (a run can take minutes)
     model = load_model(args.model)
     if args.seed is not None and not args.n:
         raise KetasimInputError("--seed: only with --n (it draws the subjects at each grid "

@@ -128,6 +128,12 @@ def check_outputs(outputs, inputs=()) -> None:
            if p is not None and str(p) != "-" and Path(p).is_file()]
     stdin = [lab for lab, p in inputs if p is not None and str(p) == "-"]
     for i, (lab, p) in enumerate(outs):
+        blocker = _first_file(p.parent) if str(p.parent) else None
+        if blocker is not None and blocker.exists() and not blocker.is_dir():
+            # found before any work (it had been found only when writing, after the run)
+            raise KetasimInputError(f"{lab}: {str(p)!r}: Not a folder (a file has its name): "
+                                    f"{str(blocker)!r}; expected a path whose folders are "
+                                    "folders or do not exist yet")
         for ilab in stdin:
             if _is_stdin(p):           # ``--doses - < f`` and ``--out f``
                 raise KetasimInputError(

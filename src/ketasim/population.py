@@ -46,6 +46,7 @@ __all__ = ["population", "sweep", "PopulationResult", "SweepResult", "Bands",
 
 DEFAULT_METRICS = ("cmax", "tmax", "auc", "trough", "peak_occupancy", "time_above_occ_0.3")
 DEFAULT_CHUNK = 20_000
+MAX_PARAM_COLUMNS_N = 2_000_000   # a population table has param_* columns up to this size
 BAND_BINS = 4096
 BAND_RANGE = (1e-4, 1e5)
 QUANTILES = (0.05, 0.5, 0.95)
@@ -402,6 +403,44 @@ def _check_address(scheduler: str) -> None:
         raise KetasimInputError(f"scheduler: got {scheduler!r}, not a valid address; {expected}")
 
 
+def _quiet_dask_logs() -> None:
+    """Dask's own log lines (a lost connection's traceback, from ``distributed.client``, which
+    Dask's configuration gives its own level) stay out of the terminal: ketasim says in one
+    line what went wrong."""
+    import logging
+
+    for name in ["distributed", *[n for n in logging.root.manager.loggerDict
+                                  if n.startswith("distributed.")]]:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def _bounded_client(distributed, scheduler):
+    """``distributed.Client(scheduler)``, given up on after SCHEDULER_TIMEOUT_S plus a margin
+    in all: Dask's own timeout bounds the TCP connection only, and a listener that accepts it
+    but is no scheduler (its dashboard port, say) had kept the command waiting for ever."""
+    import threading
+
+    box = {}
+
+    def make():
+        try:
+            box["client"] = distributed.Client(scheduler, timeout=SCHEDULER_TIMEOUT_S)
+        except BaseException as exc:       # noqa: BLE001 - raised again below
+            box["error"] = exc
+
+    t = threading.Thread(target=make, name="ketasim-dask-connect", daemon=True)
+    t.start()
+    t.join(2 * SCHEDULER_TIMEOUT_S + 5.0)
+    if "error" in box:
+        raise box["error"]
+    if "client" not in box:
+        raise KetasimInputError(f"scheduler: {scheduler} accepted a connection but no Dask "
+                                f"scheduler answered within {2 * SCHEDULER_TIMEOUT_S + 5.0:g} "
+                                "s; expected a scheduler's address (usually port 8786; 8787 "
+                                "is its dashboard)")
+    return box["client"]
+
+
 def _connect(scheduler):
     """(client, owned) for a scheduler address, ``"local"`` or a ``distributed.Client``."""
     try:
@@ -433,9 +472,9 @@ def _connect(scheduler):
         raise KetasimInputError(f"scheduler: got {scheduler!r}, expected tcp://HOST:PORT or "
                                 "local")
     _check_address(scheduler)
-    logging.getLogger("distributed").setLevel(logging.CRITICAL)
+    _quiet_dask_logs()
     try:
-        client = distributed.Client(scheduler, timeout=SCHEDULER_TIMEOUT_S)
+        client = _bounded_client(distributed, scheduler)
     except (OSError, TimeoutError, ValueError, TypeError) as exc:
         # (TypeError: a protocol this installation cannot speak, ucx:// without ucx)
         why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -454,6 +493,18 @@ def _connect(scheduler):
                 f"scheduler: no worker joined {scheduler} within {WORKER_WAIT_S:g} s; start "
                 f"workers with: dask worker {scheduler}") from None
     return client, True
+
+
+def _worker_import_error(exc):
+    """The one-line error for a worker that cannot import ketasim, or None. (Dask hands back
+    data or a task a worker could not even load as a plain Exception naming the import
+    error.)"""
+    text = str(exc)
+    if type(exc) is Exception and any(w in text for w in ("ModuleNotFoundError", "ImportError",
+                                                          "No module named")):
+        return KetasimInputError(f"scheduler: a worker failed ({text.splitlines()[0]}); is the "
+                                 "same ketasim installed on every worker?")
+    return None
 
 
 # Dask's exceptions for work a cluster lost (names: their modules move between versions)
@@ -488,7 +539,13 @@ def _execute(jobs, chunk_size: int, scheduler, progress, desc: str):
 
                 keys = {}
                 for ji, job in enumerate(jobs):
-                    jf = client.scatter(job, broadcast=True)
+                    try:
+                        jf = client.scatter(job, broadcast=True)
+                    except Exception as exc:
+                        err = _worker_import_error(exc)
+                        if err is not None:
+                            raise err from None
+                        raise
                     for a in range(0, job.n_rows, chunk_size):
                         b = min(job.n_rows, a + chunk_size)
                         f = client.submit(_run_chunk, jf, a, b, pure=False)
@@ -507,6 +564,15 @@ def _execute(jobs, chunk_size: int, scheduler, progress, desc: str):
                             f"{str(exc).splitlines()[0] if str(exc) else ''}); is the same "
                             "ketasim installed on every worker?") from None
                     except Exception as exc:
+                        err = _worker_import_error(exc)
+                        if err is not None:
+                            raise err from None
+                        if client.status != "running":
+                            raise KetasimInputError(
+                                f"scheduler: lost the connection to the scheduler "
+                                f"{scheduler if isinstance(scheduler, str) else ''} during "
+                                "the run (it stopped, or the network failed); nothing was "
+                                "written: run it again when the scheduler is back") from None
                         # the cluster lost work: a worker died (with the data scattered to
                         # it) or killed workers repeatedly
                         if type(exc).__name__ in _LOST_WORK:
@@ -524,8 +590,7 @@ def _execute(jobs, chunk_size: int, scheduler, progress, desc: str):
                 if owned and sys.exc_info()[0] is not None:
                     # stopped (Ctrl-C, an error): the complaints of a cluster ketasim started
                     # about the work it loses now are not the user's news
-                    import logging
-                    logging.getLogger("distributed").setLevel(logging.CRITICAL)
+                    _quiet_dask_logs()
                 for f in futures:
                     f.cancel()
                 if owned:
@@ -858,8 +923,14 @@ def population(model, doses, n: int, seed: int = 0, *, metrics=DEFAULT_METRICS, 
         columns["weight_kg"], units["weight_kg"] = row_weight, "kg"
     for k, v in row_cov.items():
         columns[k], units[k] = v, "years" if k == "age_y" else ""
+    note = None
     if keep_parameters and variability and model.variability:
-        drawn, _ = job.row_inputs(0, n) if n <= 2_000_000 else ({}, None)
+        drawn, _ = job.row_inputs(0, n) if n <= MAX_PARAM_COLUMNS_N else ({}, None)
+        if n > MAX_PARAM_COLUMNS_N and model.variability.names:
+            note = (f"the drawn parameters (param_*) are not in the table above "
+                    f"{MAX_PARAM_COLUMNS_N:,} subjects (they would be drawn again, all at once); "
+                    "the same seed draws them in smaller runs (the first k subjects of a run "
+                    "are the k subjects of a run of k)")
         from .modelfile import parameter_units
         punits = parameter_units(model)
         for k in model.variability.names:
@@ -882,6 +953,8 @@ def population(model, doses, n: int, seed: int = 0, *, metrics=DEFAULT_METRICS, 
             "variability": (_variability_text(model) if (variability and model.variability)
                             else "none"),
             "doses": getattr(doses, "source", ""), "analyte": analyte or "plasma"}
+    if note:
+        info["note"] = note
     return PopulationResult(columns=columns, units=units, session_start_h=col.session_start_h,
                             bands=band, metrics=metrics, info=info)
 
@@ -982,6 +1055,13 @@ def sweep(model, doses, vary, *, metrics=DEFAULT_METRICS, n: int | None = None,
     for name, vals in items:
         if name in names:
             raise KetasimInputError(f"vary: {name!r} is given twice")
+        clash = next((m for m in metrics if name == m or name.startswith(m + "_")), None)
+        if clash is not None:
+            # the grid's column and the metric's would share the name: the metric had
+            # silently replaced the varied values
+            raise KetasimInputError(f"vary: {name!r} is also the name of a metric column "
+                                    f"({clash}); its column would be overwritten: rename the "
+                                    "model parameter, or leave out that metric")
         if name in base:
             raise KetasimInputError(f"vary: {name!r} is also given in params (--param); give it "
                                     "in one place")
