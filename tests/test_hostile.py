@@ -1845,3 +1845,9 @@ def importlib_module(name):
     import importlib
 
     return importlib.import_module(name)
+
+
+def test_bench_json_empty_is_named_as_empty(capsys):
+    rc, _, err = run_cli(["bench", "--quick", "--only", "trivial", "--json", ""], capsys)
+    assert rc == 1
+    one_line_error(err, "--json: empty")

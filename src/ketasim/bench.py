@@ -1493,6 +1493,8 @@ def run_args(args) -> int:
     # the output files are checked before the suite runs (minutes), and written together
     from .io import OutputSet, check_outputs
 
+    if json_path is not None and not str(json_path).strip():
+        raise KetasimInputError("--json: empty; expected a file name ('-' for none)")
     if json_path is not None and Path(json_path).is_dir():   # (--figure's type checks its own)
         raise KetasimInputError(f"--json: {str(json_path)!r} is a folder, expected a file name")
     check_outputs([("--json", json_path), ("--figure", args.figure)])
