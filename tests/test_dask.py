@@ -324,3 +324,13 @@ def test_a_scheduler_lost_mid_run_is_one_line_not_a_dask_traceback(tmp_path, cap
                    "during the run (it stopped, or the network failed); nothing was written: "
                    "run it again when the scheduler is back"], err
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_a_closed_client_is_named_as_closed():
+    cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                       dashboard_address="127.0.0.1:0")
+    c = distributed.Client(cluster)
+    c.close()
+    cluster.close()
+    with pytest.raises(ketasim.KetasimInputError, match=r"the Client given is closed"):
+        population("ketamine-iv", SHORT, 2, metrics=("cmax",), scheduler=c, progress=False)

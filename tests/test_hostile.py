@@ -1851,3 +1851,33 @@ def test_bench_json_empty_is_named_as_empty(capsys):
     rc, _, err = run_cli(["bench", "--quick", "--only", "trivial", "--json", ""], capsys)
     assert rc == 1
     one_line_error(err, "--json: empty")
+
+
+def test_small_leftovers_of_the_hostile_passes(tmp_path):
+    """time_above_occ_0.3 and _0.30 had given two identical column sets; a parameter could be
+    named weight_kg, the body weight's own name in tables and sweeps; a closed Client had
+    raised a bare RuntimeError from inside Dask; a close-up shorter than the infusion had
+    labelled a peak it does not show, with a marker outside the panel."""
+    from ketasim.population import _check_metrics
+
+    assert _check_metrics("cmax,time_above_occ_0.3,time_above_occ_0.30") == (
+        "cmax", "time_above_occ_0.3")
+    with pytest.raises(KetasimInputError, match=r"weight_kg.*reserved"):
+        ketasim.Model.from_dict(tomllib.loads(model_with("KE0 = 2.0",
+                                                         "KE0 = 2.0\nweight_kg = 70.0")))
+    from ketasim.plotting import plot_course, run_course
+
+    run = run_course("ketamine-iv", "standard-iv", 70, closeup_h=0.5)
+    fig = plot_course(run)
+    note = next(t.get_text() for t in fig.findobj(matplotlib_text()) if
+                t.get_text().startswith("peak "))
+    assert "after this 30-min panel" in note
+    axz = fig.subfigs[0].axes[0]
+    assert not [ln for ln in axz.get_lines() if ln.get_marker() == "o"
+                and np.any(np.asarray(ln.get_xdata()) > 0.5)]
+
+
+def matplotlib_text():
+    import matplotlib.text
+
+    return matplotlib.text.Text

@@ -46,7 +46,9 @@ _ROUTE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 # names of result columns and built-ins: a compartment, alias, effect site or parameter with
 # one of these names would be confused with them (compared exactly, no case folding)
 RESERVED_OUTPUTS = frozenset({"occupancy", "occupancy_low", "occupancy_high", "glutamate",
-                              "plasticity", "consolidation", "time_h", "subject", "eliminated"})
+                              "plasticity", "consolidation", "time_h", "subject", "eliminated",
+                              # the body weight's name in dose tables, sweeps and populations
+                              "weight_kg"})
 RESERVED_NAMES = frozenset(RESERVED) | RESERVED_OUTPUTS
 
 

@@ -621,12 +621,18 @@ def _peak_note(ax, run, color, slot=None):
         ax.text(0.5, 0.5, "no drug in the plasma", transform=ax.transAxes,
                 ha="center", va="center", fontsize=BODY_PT - 1, color="0.3")
         return
-    # filled, like the course panel's session peaks (a hollow circle there is a trough)
-    ax.plot([tmax[0]], [cmax[0]], marker="o", ms=8, color=color, mec="white", mew=1.5,
-            ls="none", zorder=5)
+    span = float(run.closeup.times[-1] - run.closeup.times[0]) if run.closeup.times.size else 0.0
+    beyond = tmax[0] > span * (1 + 1e-9)
+    if not beyond:
+        # filled, like the course panel's session peaks (a hollow circle there is a trough)
+        ax.plot([tmax[0]], [cmax[0]], marker="o", ms=8, color=color, mec="white", mew=1.5,
+                ls="none", zorder=5)
     text = f"peak {_num(cmax[0])} ng/mL\nat {tmax[0] * 60:.0f} min"
     end = float(run.course.times[-1])
-    if tmax[0] >= end - 1e-9 * max(1.0, abs(end)):
+    if beyond:
+        # (a close-up shorter than the infusion: the label had named a peak it does not show)
+        text += f",\nafter this {_num(span * 60)}-min panel"
+    elif tmax[0] >= end - 1e-9 * max(1.0, abs(end)):
         # the output grid ends while the level still rises: the highest value shown is where
         # it ends, not the session's peak
         text = (f"highest shown {_num(cmax[0])} ng/mL\nat {tmax[0] * 60:.0f} min, where the "

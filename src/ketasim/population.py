@@ -112,9 +112,17 @@ def _check_metrics(metrics) -> tuple:
             if m not in known:
                 raise KetasimInputError(f"metrics: unknown metric {m!r}{suggest(m, known)}; "
                                         "expected " + ", ".join(known + patterns))
-        if m not in out:
-            out.append(m)
+        if m not in out and _metric_key(m) not in [_metric_key(o) for o in out]:
+            out.append(m)      # (time_above_occ_0.30 is time_above_occ_0.3 again: once)
     return tuple(out)
+
+
+def _metric_key(m: str):
+    """A metric's identity: a threshold metric by its number (0.3 and 0.30 are one)."""
+    for prefix in ("time_above_occ_", "time_above_conc_"):
+        if m.startswith(prefix):
+            return prefix, float(m[len(prefix):])
+    return m
 
 
 # ---------------------------------------------------------------------- the unit of work
@@ -449,6 +457,10 @@ def _connect(scheduler):
         raise KetasimInputError("scheduler: needs dask.distributed; install it with "
                                 "pip install 'ketasim[distributed]'") from None
     if isinstance(scheduler, distributed.Client):
+        if scheduler.status != "running":
+            # (a closed one had raised a bare RuntimeError from inside Dask)
+            raise KetasimInputError(f"scheduler: the Client given is {scheduler.status}; "
+                                    "expected a running distributed.Client")
         return scheduler, False
     if not isinstance(scheduler, str) or not scheduler:
         raise KetasimInputError(f"scheduler: got {scheduler!r}, expected tcp://HOST:PORT or "
@@ -579,8 +591,9 @@ def _execute(jobs, chunk_size: int, scheduler, progress, desc: str):
                             raise KetasimInputError(
                                 f"scheduler: the cluster lost part of the run "
                                 f"({type(exc).__name__}: a worker died or was restarted, and "
-                                "its data with it); run it again, with more workers (a nanny "
-                                "restarts a worker that dies) or with --scheduler local") \
+                                "its data with it, even when a nanny restarts it); run it "
+                                "again, with more workers or more memory per worker, or with "
+                                "--scheduler local") \
                                 from None
                         raise
                     yield ji, a, b, res
