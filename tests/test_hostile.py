@@ -1622,11 +1622,21 @@ def test_steady_state_ignores_compartments_the_dose_never_reaches():
     peak = 100.0 / 50.0 / (1 - np.exp(-k * 12.0)) * 1000.0       # ng/mL
     np.testing.assert_allclose(r.concentration("central"),
                                [peak, peak * np.exp(-k * (12.0 - 1e-9))], rtol=1e-10)
+    # an amount-only compartment the drug reaches and never leaves (urine) has no steady
+    # amount: it starts empty at the steady-state dose, as NONMEM's output compartment, and
+    # the rest is the steady state without it (it had been refused)
     sink = ketasim.Model.from_dict(tomllib.loads(model_with(
         'central = "V"', 'central = "V"\nurine = 0') + '[[flows]]\nfrom = "central"\n'
         'to = "urine"\nk = "KA"\n'))
-    with pytest.raises(KetasimInputError, match="no outflow from urine"):
-        ketasim.simulate(sink, d, t, outputs=["central"])
+    r2 = ketasim.simulate(sink, d, np.array([0.0, 12.0]), amounts=True)
+    k2 = k + 1.2                       # CL/V and the flow to urine (KA = 1.2 /h)
+    peak2 = 100.0 / (1 - np.exp(-k2 * 12.0))              # mg in central just after the dose
+    central = r2.data[0, list(r2.names).index("amount:central")]
+    urine = r2.data[0, list(r2.names).index("amount:urine")]
+    np.testing.assert_allclose(central, [peak2, peak2], rtol=1e-10)
+    assert urine[0] == 0.0
+    # over one interval central loses one dose (100 mg), and urine collects 1.2/k2 of it
+    np.testing.assert_allclose(urine[1], 1.2 / k2 * 100.0, rtol=1e-9)
 
 
 def test_model_section_keys_observe_names_and_phase_overlaps_are_checked(tmp_path):

@@ -233,6 +233,11 @@ def _reached(K, b) -> np.ndarray:
 
 def _solve_ss(A, b, model, K):
     r = _reached(K, b)
+    # a compartment the drug reaches but never leaves (an amount-only excretion compartment:
+    # nothing flows out of it) has no steady amount; as NONMEM's output compartment, it starts
+    # empty at the steady-state dose (it feeds nothing, so the others' steady state is the same)
+    K = np.asarray(K)
+    r = np.array([i for i in r if np.any(K[:, i] != 0)], dtype=np.int64)
     x = np.zeros(np.shape(b))
     if r.size == 0:
         return x
