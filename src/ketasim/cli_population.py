@@ -324,8 +324,11 @@ def _describe(column: str) -> str:
 
 
 def _schematic_metric(column: str) -> bool:
-    """Whether a metric column is of the schematic glutamate/plasticity response."""
-    return any(w in column for w in ("glutamate", "plasticity", "consolidation"))
+    """Whether a metric column is of the schematic glutamate/plasticity response (its name
+    names one of the schematic outputs: peak_glutamate, plasticity_end, ...)."""
+    from .engine import SCHEMATIC_OUTPUTS
+
+    return any(w in column for w in SCHEMATIC_OUTPUTS)
 
 
 def _geometric(v) -> bool:
@@ -382,7 +385,6 @@ def plot_heatmap(result, metric: str, title: str, analyte: str | None = None):
         if is_log or v.size <= 12:      # ticked at the grid values (cell centres), plainly
             shown = v[::max(1, -(-v.size // 8))]
             axis.set_major_locator(FixedLocator(shown))
-            # (as many digits as tell the values apart: 102.5 kg had read "102")
             # as many digits as tell the values apart and show each within a thousandth of
             # the grid's step (102.5 kg had read "102"), and no more (97.1428571 had run into
             # its neighbours)
@@ -397,13 +399,12 @@ def plot_heatmap(result, metric: str, title: str, analyte: str | None = None):
             axis.set_major_formatter(FixedFormatter([f"{x:.{digits}g}" for x in shown]))
             axis.set_minor_locator(NullLocator())
     empty = not np.isfinite(z).any()
-    tiny = NEGLIGIBLE
-    if not empty and np.nanmax(np.abs(z)) < tiny:
+    if not empty and np.nanmax(np.abs(z)) < NEGLIGIBLE:
         # (a trough of 1e-13 ng/mL had spread over the whole colour scale, a dose effect on
         # nothing)
         shown_unit = "" if unit in ("", "index", "fraction") else f" {unit}"
-        ax.text(0.5, 0.5, f"every value is below {tiny:g}{shown_unit}:\neffectively zero (the "
-                "colours spread\ndifferences that do not matter)",
+        ax.text(0.5, 0.5, f"every value is below {NEGLIGIBLE:g}{shown_unit}:\neffectively "
+                "zero (the colours spread\ndifferences that do not matter)",
                 transform=ax.transAxes, ha="center", va="center", fontsize=11,
                 bbox={"facecolor": "white", "edgecolor": "0.5"})
     if empty:

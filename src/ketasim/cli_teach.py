@@ -240,10 +240,11 @@ def route_warning(model, doses) -> str | None:
     # a dose to a compartment by its name, where a route of the model leads: the whole amount
     # goes in at once (f = 1, no lag), not as the route delivers it ("nasal" for the spray's
     # route "intranasal" had given twice its concentrations, without a word)
+    def plain(parts):             # a route that is the compartment itself: f = 1, no lag
+        return len(parts) == 1 and parts[0].f.text.strip() in ("1", "1.0") and \
+            parts[0].lag_h.text.strip() in ("0", "0.0") and parts[0].duration_h is None
+
     for r in sorted(routes - mroutes):
-        def plain(parts):         # a route that is the compartment itself: f = 1, no lag
-            return len(parts) == 1 and parts[0].f.text.strip() in ("1", "1.0") and \
-                parts[0].lag_h.text.strip() in ("0", "0.0") and parts[0].duration_h is None
         via = [name for name, parts in model.routes.items()
                if any(p.to == r for p in parts) and not plain(parts)]
         if r in model.compartments and via:

@@ -311,16 +311,15 @@ def read_course_toml(path, months: float | None = None) -> Doses:
     if not isinstance(spec["route"], str) or not spec["route"]:
         raise KetasimInputError(f"{where}: route: got {spec['route']!r}, expected a route name")
     try:
-        d = course_from_phases(phases, spec["amount_mg"], spec["route"],
-                               duration_h=spec.get("duration_h", 0.0),
-                               months=months if months is not None else spec.get("months"),
-                               first_amount_mg=spec.get("first_amount_mg"),
-                               # named by its file: its amounts are in mg, not per kg as the
-                               # standard course's (descriptions and messages say so)
-                               source=where)
+        return course_from_phases(phases, spec["amount_mg"], spec["route"],
+                                  duration_h=spec.get("duration_h", 0.0),
+                                  months=months if months is not None else spec.get("months"),
+                                  first_amount_mg=spec.get("first_amount_mg"),
+                                  # named by its file: its amounts are in mg, not per kg as
+                                  # the standard course's (descriptions and messages say so)
+                                  source=where)
     except KetasimInputError as exc:
         raise KetasimInputError(f"{where}: {exc}") from None
-    return d
 
 
 COURSES = {"standard-iv": standard_iv_course, "spravato": spravato_course}

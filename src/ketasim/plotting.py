@@ -151,10 +151,9 @@ def row_durations(d) -> np.ndarray:
     """Each row's infusion length, h: its ``duration_h``, else ``amount_mg / rate_mg_h`` for a
     row given by its rate (NONMEM's RATE; as delivered when the route's f is 1, which an IV
     route's is), else 0 (a bolus or spray)."""
-    dur = np.asarray(d.duration_h, dtype=float)
-    rate = np.zeros_like(dur) if d.rate_mg_h is None else np.asarray(d.rate_mg_h, dtype=float)
+    dur, rate = d.duration_h, d.rate_mg_h            # (a Doses' arrays: float64, 0 = none)
     with np.errstate(divide="ignore", invalid="ignore"):
-        by_rate = np.where(rate > 0, np.asarray(d.amount_mg, dtype=float) / rate, 0.0)
+        by_rate = np.where(rate > 0, d.amount_mg / rate, 0.0)
     return np.where(dur > 0, dur, np.where(np.isfinite(by_rate), by_rate, 0.0))
 
 
