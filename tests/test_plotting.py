@@ -252,6 +252,13 @@ def test_plot_bands_percentiles():
     from matplotlib.figure import Figure
     ax2 = Figure().add_subplot()
     assert plot_bands(np.ones((3, 4)), times=np.arange(4.0), ax=ax2) is ax2.figure
+    # the legend sits inside the axes (two panels side by side keep their width), clear of
+    # the median
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    FigureCanvasAgg(fig).draw()
+    leg = ax.get_legend().get_window_extent()
+    box = ax.get_window_extent()
+    assert box.x0 <= leg.x0 and leg.x1 <= box.x1 and box.y0 <= leg.y0 and leg.y1 <= box.y1
 
 
 def test_plot_course_accepts_a_plain_result():

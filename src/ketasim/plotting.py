@@ -1128,7 +1128,10 @@ def plot_bands(result, name: str = "plasma", *, times=None, ax=None, label: str 
     _ylim_from_zero(ax)
     if title:
         ax.set_title(title, fontsize=BODY_PT + 1, loc="left")
-    _legend(ax)
+    # two entries: inside the axes where the curves leave room, so panels side by side keep
+    # their width (a legend to the right had taken a third of each)
+    ax.legend(loc="best", frameon=True, framealpha=0.9, edgecolor="none",
+              fontsize=BODY_PT - 1)
     return fig
 
 
