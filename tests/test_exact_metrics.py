@@ -312,6 +312,33 @@ def test_a_session_starting_at_the_horizon_is_left_out():
     assert both["trough_s1"][1] == pytest.approx(2000.0 * math.exp(-48 * k), rel=1e-12)
 
 
+def test_the_course_trough_is_the_one_before_a_session_at_the_horizon():
+    """The whole course's trough is the one before its last session: when that session starts
+    exactly at the horizon (so it has no window of its own), it is the trough of the session
+    before it, which has a value (closed form); it had been NaN with one session before it
+    and the trough of the session before that with more."""
+    m, k = _one_cpt(), 0.2
+    one = session_metrics(m, ketasim.Doses([0.0, 24.0], [100.0] * 2, ["iv"] * 2),
+                          metrics=("trough",), horizon_h=24.0)
+    assert one["trough_s1"][0] == pytest.approx(2000.0 * math.exp(-24 * k), rel=1e-12)
+    assert one["trough"][0] == one["trough_s1"][0]
+    d = ketasim.Doses([0.0, 24.0, 48.0], [100.0] * 3, ["iv"] * 3)
+    two = session_metrics(m, d, metrics=("trough",), horizon_h=48.0)
+    assert two["trough"][0] == two["trough_s2"][0]
+    # without a session at the horizon: the trough before the last session, as before
+    assert session_metrics(m, d, metrics=("trough",), horizon_h=60.0)["trough"][0] == \
+        two["trough_s2"][0]
+    # a dataset: each subject's own last session (subject 2's is at the horizon)
+    ds = ketasim.Doses.from_records(
+        [{"subject": 1, "time_h": 0.0, "amount_mg": 100.0, "route": "iv"},
+         {"subject": 1, "time_h": 12.0, "amount_mg": 100.0, "route": "iv"},
+         {"subject": 2, "time_h": 0.0, "amount_mg": 100.0, "route": "iv"},
+         {"subject": 2, "time_h": 24.0, "amount_mg": 100.0, "route": "iv"}])
+    both = session_metrics(m, ds, metrics=("trough",), horizon_h=24.0)
+    np.testing.assert_allclose(both["trough"], [2000.0 * math.exp(-12 * k),
+                                                2000.0 * math.exp(-24 * k)], rtol=1e-12)
+
+
 def test_metrics_not_asked_for_are_not_searched_and_change_nothing_else():
     """Cmax/Tmax and peak occupancy are searched for only when asked for (a search costs about
     as much as the rest): every other metric is the same, bit for bit, with or without them."""

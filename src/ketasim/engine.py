@@ -1066,8 +1066,12 @@ def metrics_columns(mr: MetricsRun, metrics) -> dict:
                 cm = np.where(np.isnan(mo[:, K.M_CMAX, :]), -np.inf, mo[:, K.M_CMAX, :])
                 out[m] = a[np.arange(N), np.argmax(cm, axis=1)]
             elif m == "trough":      # each subject's last trough: before its last session
-                idx = np.clip(ns - 2, 0, max(S - 1, 0))
-                out[m] = np.where(ns > 1, a[np.arange(N), idx], np.nan)
+                # (one starting exactly at the horizon has no window and is not in ns: the
+                # trough before it is the last counted session's, its only non-NaN one)
+                rows_n = np.arange(N)
+                last = a[rows_n, np.clip(ns - 1, 0, max(S - 1, 0))]
+                prev = np.where(ns > 1, a[rows_n, np.clip(ns - 2, 0, max(S - 1, 0))], np.nan)
+                out[m] = np.where(np.isnan(last), prev, last)
             else:            # a sum over sessions; NaN where every session is NaN (a model
                 # without occupancy has no time above an occupancy threshold, not 0 h)
                 out[m] = np.where(np.all(np.isnan(a), axis=1), np.nan, np.nansum(a, axis=1))
