@@ -396,3 +396,33 @@ def test_a_small_occupancy_keeps_its_column_in_the_course_summary(tmp_path, caps
     out = capsys.readouterr().out
     head = next(ln for ln in out.splitlines() if ln.startswith("session"))
     assert "occupancy %" in head and "<0.5" in out
+
+
+def test_weekly_induction_sessions_are_not_called_maintenance(tmp_path, capsys):
+    """A named course's maintenance is its own: over one month the standard course's weekly
+    sessions of weeks 3-5 had been 'lowest during maintenance (day 14 to 28)' in the summary
+    (and a row of the comparison), over two months the Spravato course's weekly weeks 5-8
+    'day 28 to 56', though neither reaches its maintenance (every 4 and every 2 weeks)."""
+    for months in (1, 1.5):
+        assert main(["course", "--months", str(months), "--out-dir", str(tmp_path / "a")]) == 0
+        assert "maintenance" not in capsys.readouterr().out
+    assert main(["course", "--model", "esketamine-nasal", "--doses", "spravato", "--months",
+                 "2", "--out-dir", str(tmp_path / "b")]) == 0
+    assert "maintenance" not in capsys.readouterr().out
+    assert main(["compare", "ketamine-iv@standard-iv", "--months", "1", "--out-dir",
+                 str(tmp_path / "c")]) == 0
+    assert "maintenance" not in capsys.readouterr().out
+    # the full courses as before: maintenance from the last weekly session (standard, its
+    # first 4-week interval) and from the first session every 2 weeks (Spravato)
+    assert main(["course", "--out-dir", str(tmp_path / "d")]) == 0
+    assert "lowest during maintenance (day 28 to 168)" in capsys.readouterr().out
+    from ketasim.plotting import course_maintenance_start
+
+    sprav = ketasim.resolve_doses("spravato")
+    assert course_maintenance_start("spravato", sprav) == 56 * 24
+    # a maintenance interval equal to the induction's last: from the last induction session
+    weekly = ketasim.spravato_course(84, "weekly")
+    assert course_maintenance_start("spravato", weekly) == 49 * 24
+    every7 = ketasim.standard_iv_course(maintenance_every_days=7.0)
+    assert course_maintenance_start("standard-iv", every7) == 28 * 24
+    assert course_maintenance_start("my-course.csv", weekly) is None    # not a course name

@@ -578,8 +578,8 @@ def cmd_course(args) -> int:
     helper = _offload.start()
     try:
         _warm.ahead(*kernels_needed(args))    # (a first run: see ketasim._warm)
-        run = run_course(model, doses, weight, regimen=regimen, closeup_h=args.closeup,
-                         **_sim_kw(args))
+        run = run_course(model, doses, weight, regimen=regimen, course=args.doses,
+                         closeup_h=args.closeup, **_sim_kw(args))
         out = args.out_dir
         if run.course.data.nbytes + run.closeup.data.nbytes > _offload.MAX_PAYLOAD_BYTES:
             helper.close()      # a very long course: not copied to a helper, drawn here
@@ -769,6 +769,7 @@ def cmd_compare(args) -> int:
                     f"{model.name}@{doses_s}"
             runs.append(run_course(model, doses, weight, label=label,
                                    regimen=course_description(doses_s, doses),
+                                   course=doses_s,
                                    closeup_h=args.closeup, **_sim_kw(args)))
             labels.append(label)
         if len(set(labels)) < len(labels):

@@ -90,6 +90,33 @@ def course_description(name, doses) -> str | None:
     return text
 
 
+def course_maintenance_start(name, doses) -> float | None:
+    """Where a named course's maintenance starts, h (``maintenance_from_h`` of
+    :func:`~ketasim.metrics.course_metrics`), as far as ``doses`` go: the periodic tail of its
+    sessions (:func:`~ketasim.metrics.maintenance_start`), but never before its last induction
+    session (:data:`_INDUCTION_SESSIONS`), and NaN when it has no maintenance: evenly spaced
+    induction sessions are not maintenance (the standard course's weekly weeks 3-5 had been
+    its "maintenance" over one month, the Spravato course's weekly weeks 5-8 over two). None
+    for anything but a course name (the intervals alone tell)."""
+    k = _INDUCTION_SESSIONS.get(name) if isinstance(name, str) else None
+    if k is None:
+        return None
+    from .engine import session_starts
+    from .metrics import maintenance_start
+
+    t = session_starts(doses)
+    if t.size <= k:
+        return float("nan")
+    first = maintenance_start(t)
+    if first >= t[k - 1]:
+        return first
+    # a maintenance interval equal to the induction's last one (weekly, say): periodic from
+    # the last induction session on, with at least two intervals, as maintenance_start asks
+    gaps = np.diff(t[k - 1:])
+    even = gaps.size >= 2 and np.all(np.abs(gaps - gaps[-1]) <= 1e-6 * max(1.0, gaps[-1]))
+    return float(t[k - 1]) if even else float("nan")
+
+
 _ROUTE_WORDS = {"iv": "IV infusion", "intranasal": "nasal spray", "oral": "oral",
                 "im": "intramuscular"}
 
@@ -303,7 +330,8 @@ def course_grid(doses, step_h: float, until_h: float, start_h: float = 0.0) -> n
 def run_course(model, doses, weight_kg: float = 70.0, params=None, *,
                step_h: float = COURSE_STEP_H,
                closeup_h: float = 8.0, until_h: float | None = None, label: str | None = None,
-               regimen: str | None = None, outputs=None, **simulate_kw) -> CourseRun:
+               regimen: str | None = None, course: str | None = None, outputs=None,
+               **simulate_kw) -> CourseRun:
     """Simulate a course for the figures.
 
     Parameters
@@ -319,6 +347,9 @@ def run_course(model, doses, weight_kg: float = 70.0, params=None, *,
         End of the course, h (default: last session + 28 days).
     label, regimen : str, optional
         Legend label (default: the model name) and words for the schedule (title).
+    course : str, optional
+        The course name a dose table ``doses`` was built from (``"standard-iv"``, say): its
+        maintenance is then the course's own (:func:`course_maintenance_start`).
     """
     from .courses import resolve_doses
     from .errors import KetasimInputError
@@ -331,7 +362,7 @@ def run_course(model, doses, weight_kg: float = 70.0, params=None, *,
             not (0 < closeup_h <= 24 * 366):
         raise KetasimInputError(f"closeup_h: got {closeup_h!r}, expected hours in (0, "
                                 f"{24 * 366}] (the close-up is drawn on a one-minute grid)")
-    name = doses if isinstance(doses, str) else None
+    name = doses if isinstance(doses, str) else course
     doses = resolve_doses(doses, weight_kg=weight_kg)
     if name is not None and regimen is None:
         regimen = course_description(name, doses)
@@ -344,7 +375,8 @@ def run_course(model, doses, weight_kg: float = 70.0, params=None, *,
     tz = course_grid(doses, 1 / 60, t0 + closeup_h, start_h=t0)
     closeup = simulate(model, doses, tz, params=params, weight_kg=weight_kg, outputs=outputs,
                        **simulate_kw)
-    metrics = course_metrics(course, analyte=main_analyte(model))
+    metrics = course_metrics(course, analyte=main_analyte(model),
+                             maintenance_from_h=course_maintenance_start(name, doses))
     return CourseRun(course, closeup, metrics, label or model.name, _regimen(doses, regimen),
                      float(np.mean(weight_kg)))
 
