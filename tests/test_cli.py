@@ -261,3 +261,21 @@ def test_summary_says_which_sessions_the_grid_does_not_reach(tmp_path, capsys):
     assert main(["simulate", "--doses", str(d), "--until", "400", "--out",
                  str(tmp_path / "v.csv"), "--summary"]) == 0
     assert "later session" not in capsys.readouterr().out
+
+
+def test_summary_does_not_call_a_session_ending_at_the_grids_end_cut(tmp_path, capsys):
+    """A session that ends exactly where the grid ends (the next one starts there) is whole,
+    with its trough in the table: the note had said it was cut at the grid's end."""
+    d = tmp_path / "d.csv"
+    d.write_text("time_h,amount_mg,route,duration_h\n0,20,iv,0.6667\n48,20,iv,0.6667\n"
+                 "96,20,iv,0.6667\n")
+    assert main(["simulate", "--doses", str(d), "--until", "96", "--out",
+                 str(tmp_path / "u.csv"), "--summary"]) == 0
+    out = capsys.readouterr().out
+    assert "1 later session of the dose table starts at or after the grid's end (96 h)" in out
+    assert "cut" not in out and "ends there, where the next one starts" in out
+    row = next(ln.split() for ln in out.splitlines() if ln.lstrip().startswith("2 "))
+    assert row[5] != "–"                        # the second session's trough is there
+    assert main(["simulate", "--doses", str(d), "--until", "95", "--out",
+                 str(tmp_path / "v.csv"), "--summary"]) == 0
+    assert "the last session shown is cut there" in capsys.readouterr().out

@@ -511,13 +511,19 @@ def _simulate_rest(args, model, doses, times, params, weight, cal, helper) -> in
                 from .engine import session_starts
 
                 end = float(result.times[-1])
-                later = int(np.sum(session_starts(result.doses) >= end))
+                starts = session_starts(result.doses)
+                later = int(np.sum(starts >= end))
                 if later:
                     summary += (f"\n– {later} later session{'s' if later > 1 else ''} of the "
                                 f"dose table start{'s' if later == 1 else ''} at or after the "
                                 f"grid's end ({end:g} h) and {'is' if later == 1 else 'are'} "
-                                "not shown; the last session shown is cut there (its AUC and "
-                                "time above end at the grid's end)")
+                                "not shown; the last session shown "
+                                # (one starting at the grid's end ends the one before it there)
+                                + ("ends there, where the next one starts (whole, with its "
+                                   "trough)"
+                                   if np.any(starts == end) else
+                                   "is cut there (its AUC and time above end at the grid's "
+                                   "end)"))
             if labels is not None and np.isfinite(cm.plasticity_end).any():
                 ms = np.asarray(cm.maintenance_start_h, dtype=float)
                 summary += ("\nCourse (schematic): plasticity index at the end, and its minimum "
