@@ -426,3 +426,19 @@ def test_weekly_induction_sessions_are_not_called_maintenance(tmp_path, capsys):
     every7 = ketasim.standard_iv_course(maintenance_every_days=7.0)
     assert course_maintenance_start("standard-iv", every7) == 28 * 24
     assert course_maintenance_start("my-course.csv", weekly) is None    # not a course name
+
+
+def test_every_command_ends_a_course_where_the_metrics_do():
+    # one default horizon (28 days after the last dose starts) for the course figure and
+    # summary, session_metrics, populations and simulate: the end-of-course plasticity agrees
+    # (the course had ended 40 minutes later, at the last infusion's end + 28 days: 1 % apart)
+    from ketasim.engine import default_horizon_h, session_metrics
+    from ketasim.plotting import course_end_h, run_course
+
+    d = ketasim.standard_iv_course(months=2)
+    m = ketasim.load_model("ketamine-iv")
+    assert course_end_h(d) == default_horizon_h(d) == d.time_h.max() + 28 * 24
+    ref = session_metrics(m, d, metrics=("plasticity_end",))["plasticity_end"][0]
+    assert run_course(m, d, 70.0).metrics.plasticity_end == pytest.approx(ref, rel=1e-6)
+    sw = ketasim.sweep(m, d, {"CL": [m.parameters["CL"]]}, metrics=("plasticity_end",))
+    assert sw["plasticity_end"][0] == pytest.approx(ref, rel=1e-12)

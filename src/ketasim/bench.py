@@ -888,7 +888,7 @@ def sc_metrics(cfg):
     model = ketasim.load_model("ketamine-iv")
     doses = ketasim.standard_iv_course(months=months)
     metrics = ("cmax", "auc")
-    from ketasim.engine import session_metrics
+    from ketasim.engine import default_horizon_h, session_metrics
 
     name = "metrics-1m"
     _say(cfg, f"[{name}] {target_n:,} subjects, per-session Cmax and AUC only")
@@ -928,7 +928,7 @@ def sc_metrics(cfg):
     ks_full = ks_s / n_run * target_n
     extrap = n_run < target_n
     starts = np.asarray(res["session_start_h"])
-    horizon = float(starts[-1]) + 28 * 24.0      # session_metrics' default horizon
+    horizon = default_horizon_h(doses)                 # session_metrics' default
     S = starts.size
     cm = np.stack([res[f"cmax_s{k + 1}"] for k in range(S)], axis=1)
     au = np.stack([res[f"auc_s{k + 1}"] for k in range(S)], axis=1)

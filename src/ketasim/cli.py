@@ -408,7 +408,9 @@ def cmd_simulate(args) -> int:
     note_skipped(doses)
     until = args.until
     if until is None:
-        until = float(np.max(doses.time_h + doses.addl * doses.ii_h)) + 28 * 24.0
+        from .engine import default_horizon_h
+
+        until = default_horizon_h(doses)
     if (args.summary or args.plot is not None) and args.until is not None:
         from .engine import session_starts
 

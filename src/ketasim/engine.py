@@ -729,6 +729,23 @@ def run(plan: Plan, times, *, out: np.ndarray | None = None, threads=None,
 # ---------------------------------------------------------------------------------------------
 # exact metrics
 
+#: A course's tail by default: its metrics, populations, sweeps, ``simulate`` and ``ketasim
+#: course`` all run on to 28 days after the last dose (:func:`default_horizon_h`).
+COURSE_TAIL_H = 28 * 24.0
+
+
+def default_horizon_h(doses) -> float:
+    """Where a course ends when no horizon is given, h: :data:`COURSE_TAIL_H` after its last
+    dose starts (repeats of ``addl`` included, reset rows not; in a table of several subjects,
+    the latest subject's). One rule for every command, so the last session's AUC, time above
+    and plasticity at the end agree between them."""
+    ex = expand(doses)
+    t = ex.time_h if getattr(ex, "evid", None) is None else ex.time_h[ex.evid != 3]
+    if t.size == 0:
+        t = ex.time_h
+    return float(np.max(t)) + COURSE_TAIL_H
+
+
 def session_starts(doses, merge_h: float = 1.0) -> np.ndarray:
     """Distinct session start times (h): dose times closer than ``merge_h`` form one session
     (a reset row, evid 3, gives no dose: it starts no session)."""
@@ -864,7 +881,7 @@ def run_metrics(model, doses, params=None, weight_kg=70.0, *, analyte=None, thre
     if starts.size == 0:
         raise KetasimInputError("metrics: the dose table has no doses")
     if horizon_h is None:
-        horizon_h = float(starts[-1]) + 28 * 24.0
+        horizon_h = default_horizon_h(doses)
     horizon_h = positive_hours("horizon_h", horizon_h)
     # a session has a window only when it starts before the horizon (one starting at it would
     # report the previous session's leftover as its "peak"); one starting exactly at it still

@@ -288,12 +288,15 @@ def event_times(doses) -> np.ndarray:
 
 
 COURSE_STEP_H = 1 / 12          # the whole-course grid of run_course: every 5 minutes
-COURSE_TAIL_H = 28 * 24.0       # and on to 28 days after the last session
 
 
 def course_end_h(doses) -> float:
-    """Where :func:`run_course` ends a course by default: 28 days after its last event, h."""
-    return float(event_times(doses).max()) + COURSE_TAIL_H
+    """Where :func:`run_course` ends a course by default, h: where every command ends it
+    (:func:`ketasim.engine.default_horizon_h`: 28 days after the last dose starts), or at the
+    end of an infusion still running then."""
+    from .engine import default_horizon_h
+
+    return max(default_horizon_h(doses), float(event_times(doses).max()))
 
 
 def check_course_grid(step_h: float, until_h: float, start_h: float = 0.0) -> float:

@@ -701,7 +701,9 @@ def _doses_for(spec, weight_kg, what="population", **course):
 
 
 def _horizon(doses) -> float:
-    return float(np.max(doses.time_h + doses.addl * doses.ii_h)) + 28 * 24.0
+    from .engine import default_horizon_h
+
+    return default_horizon_h(doses)
 
 
 def _band_setup(model, doses, bands, band_outputs):
