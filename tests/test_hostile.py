@@ -1891,3 +1891,21 @@ def matplotlib_text():
     import matplotlib.text
 
     return matplotlib.text.Text
+
+
+def test_presets_table_shows_a_whole_comment_and_its_unit():
+    """``ketasim presets NAME`` lists each parameter's unit and source from its comment:
+    GLU_EC50's comment continues on an indented line, and had been cut at "0.30 on the
+    in-vitro"; CONS_KIN's unit "1/h per unit P" (a capital after "per") had been read as no
+    unit, and shown in the source column. A continued comment is no heading for the next
+    parameter."""
+    from ketasim.modelfile import model_text, parameter_notes
+
+    for name in ketasim.list_presets():
+        notes = parameter_notes(model_text(name))
+        assert notes["GLU_EC50"][1].endswith("divided by the in-vivo/in-vitro ratio 2.9")
+        assert notes["CONS_KIN"][:2] == ("1/h per unit P", "build-up of the consolidated index Q")
+    notes = parameter_notes("[parameters]\nA = 1.0  # L, first part\n"
+                            "         # (Smith 2001) second part\nB = 2.0  # L/h\n")
+    assert notes["A"] == ("L", "first part (Smith 2001) second part", "parameters")
+    assert notes["B"] == ("L/h", "", "parameters")

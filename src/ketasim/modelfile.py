@@ -602,30 +602,43 @@ def parameter_notes(text: str) -> dict:
 
     The comment convention of the presets: a unit first (``L/h``, ``1/h``, ``uM``, ``g/mol``
     ...), then the source after a comma or semicolon, e.g. ``# L/h, S-ketamine clearance
-    (Fanta 2015)``. A comment without a unit is all source."""
+    (Fanta 2015)``. A comment without a unit is all source. An indented comment line just
+    below such a line continues its comment."""
     import re
 
     global _UNIT_RE
     if _UNIT_RE is None:
         _UNIT_RE = re.compile(r"^\s*((?:1/h|L/h|L|mL|h|min|mg|kg|uM|µM|g/mol|ng/mL|mg/L|%|"
-                              r"fraction|mg/kg|years)(?: per [a-z ]+)?)\s*(?:[,;:]\s*|\(|$)")
-    out = {}
+                              r"fraction|mg/kg|years)(?: per [A-Za-z ]+)?)\s*(?:[,;:]\s*|\(|$)")
+    raw = {}        # name -> [comment, heading, section]
     section = None
     heading = ""
+    last = None     # the parameter whose trailing comment an indented comment line continues
     for line in text.splitlines():
         s = line.strip()
         if s.startswith("["):
             section = s.split("#", 1)[0].strip().strip("[]").strip()
             heading = ""
+            last = None
             continue
         if s.startswith("#"):
-            heading = s.lstrip("# ").strip()
+            if last is not None and line[:1].isspace():
+                raw[last][0] += " " + s.lstrip("# ").strip()
+            else:
+                heading = s.lstrip("# ").strip()
+                last = None
             continue
-        if section not in ("parameters", "schematic") or "=" not in s or s.startswith("#"):
+        last = None
+        if section not in ("parameters", "schematic") or "=" not in s:
             continue
         name, rest = s.split("=", 1)
         name = name.strip()
         comment = rest.split("#", 1)[1].strip() if "#" in rest else ""
+        raw[name] = [comment, heading, section]
+        if comment:
+            last = name
+    out = {}
+    for name, (comment, heading, section) in raw.items():
         m = _UNIT_RE.match(comment)
         if m:
             unit = m.group(1)
