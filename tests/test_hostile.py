@@ -1909,3 +1909,20 @@ def test_presets_table_shows_a_whole_comment_and_its_unit():
                             "         # (Smith 2001) second part\nB = 2.0  # L/h\n")
     assert notes["A"] == ("L", "first part (Smith 2001) second part", "parameters")
     assert notes["B"] == ("L/h", "", "parameters")
+
+
+def test_summaries_print_large_numbers_without_an_exponent(capsys):
+    """``simulate --summary`` and the population summary print 4 significant digits; from
+    10,000 up (an AUC in ng·h/mL, often) they had printed 1e+04 and 1.44e+04, beside 8747 in
+    the same line."""
+    from ketasim.cli import _format_table
+    from ketasim.cli_population import _print_summary
+
+    table = _format_table(["session", "auc_ng_h_ml", "trough_ng_ml"],
+                          [[1, 9999.99999, 4.3e-09], [2, 14412.6, 0.5]])
+    assert "e+" not in table
+    assert "10000" in table and "14413" in table and "4.3e-09" in table
+    _print_summary({"auc": np.array([8747.0, 14400.0, 23100.0])}, ("auc",),
+                   {"auc": "ng*h/mL"}, 3)
+    out = capsys.readouterr().out
+    assert "e+" not in out and "14400" in out

@@ -30,3 +30,11 @@ def to_int(text: str) -> int:
     if _INT.fullmatch(t):
         return int(t)
     raise ValueError(f"not a plain whole number: {text!r}")
+
+
+def g4(v: float) -> str:
+    """A number for a table on screen, 4 significant digits: ``{:.4g}``, but without an
+    exponent from 10,000 up (an AUC of 14,400 ng·h/mL as 14400, not 1.44e+04, beside a 8747
+    in the same line)."""
+    s = f"{v:.4g}"
+    return f"{v:.0f}" if "e+" in s and abs(v) < 1e15 else s

@@ -19,7 +19,7 @@ import threading
 import warnings
 from pathlib import Path
 
-from ._numtext import to_float, to_int
+from ._numtext import g4, to_float, to_int
 from .errors import KetasimInputError
 
 DEFAULT_STEP_H = 0.1   # 6 minutes: smooth figures and metrics; the solution is exact at any step
@@ -315,7 +315,7 @@ def _format_table(head, rows) -> str:
     def fmt(v):
         if isinstance(v, (int, str)):
             return str(v)
-        return "–" if v != v else f"{v:.4g}"
+        return "–" if v != v else g4(v)
     cells = [head] + [[fmt(v) for v in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(head))]
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._numtext import to_float, to_int
+from ._numtext import g4, to_float, to_int
 from .errors import KetasimInputError, check_input_file
 
 __all__ = ["add_population_parser", "add_sweep_parser", "write_table"]
@@ -672,7 +672,7 @@ def run_population(args) -> int:
 
 def _print_summary(columns, metrics, units, n):
     def fmt(x):      # (a washed-out trough: "<0.001", as the course summary says "<0.005")
-        return "<0.001" if 0 < abs(x) < 1e-3 else f"{x:.4g}"
+        return "<0.001" if 0 < abs(x) < 1e-3 else g4(x)
 
     print(f"{n:,} subjects: median [5 %, 95 %] over the course")
     for m in metrics:
