@@ -856,3 +856,24 @@ def test_heat_map_draws_occupancy_in_percent_as_the_other_figures_do():
     assert float(np.nanmax(drawn)) == pytest.approx(
         100 * float(np.nanmax(sw.columns["peak_occupancy"])))
     plt.close(fig)
+
+
+def test_the_bands_figure_names_a_model_file_as_a_model_and_says_only_what_it_has(tmp_path):
+    """The bands figure's caption had called any model with a citation a 'Preset' (a model
+    file too), and said occupancy and the schematic response of a model that has neither."""
+    from ketasim.cli_population import plot_bands_figure
+    from ketasim.population import Bands
+
+    m = tmp_path / "one.toml"
+    m.write_text(_ONE_TOML.replace('name = "one"', 'name = "one"\ncitation = "Me 2024"'))
+    t = np.arange(0.0, 10.0)
+    b = Bands(times_h=t, outputs=("plasma",), quantiles=(0.05, 0.5, 0.95),
+              values=np.tile(np.linspace(90.0, 1.0, t.size), (1, 3, 1)),
+              units={"plasma": "ng/mL"})
+    texts = [x.get_text() for x in plot_bands_figure(b, "x", model=ketasim.load_model(m)).texts]
+    assert "Model one: Me 2024" in texts and not any("Preset" in x for x in texts)
+    assert not any("ccupancy" in x or "SCHEMATIC" in x for x in texts)
+    texts = [x.get_text() for x in plot_bands_figure(
+        b, "x", model=ketasim.load_model("ketamine-iv")).texts]
+    assert any(x.startswith("Preset ketamine-iv: ") for x in texts)
+    assert any("SCHEMATIC" in x for x in texts)

@@ -512,17 +512,22 @@ def _caption_lines(fig, models, extra=None, noted=None):
             lines.append(" ".join(str(m.meta["dose_note"]).split()))
     if extra:
         lines.extend(extra.split("\n"))
+    lines.append(disclaimer(models))
+    width = int(fig.get_figwidth() * 72 / (CAPTION_PT * 0.56))
+    return [w for ln in lines for w in textwrap.wrap(ln, width)]
+
+
+def disclaimer(models) -> str:
+    """The caption's last line: not a dosing recommendation, and what of occupancy and the
+    schematic response the ``models`` have (only what the figure can show)."""
     occ = any(getattr(m, "has_occupancy", True) for m in models)
     pd = any(getattr(m, "has_glutamate", True) for m in models)
     if occ and pd:
-        lines.append(DISCLAIMER)
-    else:        # say only what the figure shows
-        lines.append("Teaching and research tool, not a dosing recommendation."
-                     + (" Occupancy is model-predicted." if occ else "")
-                     + (" Glutamate and plasticity are SCHEMATIC (illustrative parameters, not "
-                        "fitted to data)." if pd else ""))
-    width = int(fig.get_figwidth() * 72 / (CAPTION_PT * 0.56))
-    return [w for ln in lines for w in textwrap.wrap(ln, width)]
+        return DISCLAIMER
+    return ("Teaching and research tool, not a dosing recommendation."
+            + (" Occupancy is model-predicted." if occ else "")
+            + (" Glutamate and plasticity are SCHEMATIC (illustrative parameters, not "
+               "fitted to data)." if pd else ""))
 
 
 def _has(res, name):
