@@ -487,6 +487,8 @@ def _connect(scheduler):
     _quiet_dask_logs()
     try:
         client = _bounded_client(distributed, scheduler)
+    except KetasimInputError:     # (its own message: a listener that is no scheduler)
+        raise
     except (OSError, TimeoutError, ValueError, TypeError) as exc:
         # (TypeError: a protocol this installation cannot speak, ucx:// without ucx)
         why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
