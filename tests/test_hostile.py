@@ -1926,3 +1926,21 @@ def test_summaries_print_large_numbers_without_an_exponent(capsys):
                    {"auc": "ng*h/mL"}, 3)
     out = capsys.readouterr().out
     assert "e+" not in out and "14400" in out
+
+
+@pytest.mark.parametrize("command", ["simulate", "course", "compare", "population", "sweep"])
+def test_every_doses_help_names_the_course_toml_it_takes(command):
+    """Every command that takes doses takes a course TOML file too (the README says so); its
+    --help had named only a dose table and the course names, and compare's SPEC help left
+    out its limit of five."""
+    import argparse
+
+    from ketasim.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    parser = sub.choices[command]
+    act = next(a for a in parser._actions
+               if "--doses" in a.option_strings or a.dest == "specs")
+    assert "course TOML file" in act.help
+    if command == "compare":
+        assert "up to five" in act.help

@@ -154,8 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="preset name or TOML model file (default: ketamine-iv)")
     s.add_argument("--doses", default="standard-iv",
                    help="dose table CSV ('-' reads standard input; NONMEM column names "
-                        "accepted), or a course name: standard-iv, spravato "
-                        "(default: standard-iv)")
+                        "accepted), a course TOML file (as ketasim schedule custom reads), "
+                        "or a course name: standard-iv, spravato (default: standard-iv)")
     s.add_argument("--until", type=_finite("hours", 0, True), default=None,
                    help="simulate up to this time, h (default: last dose + 4 weeks)")
     s.add_argument("--step", type=_finite("hours", 0, True), default=DEFAULT_STEP_H,

@@ -40,8 +40,8 @@ def _common(p, out_required: bool):
     p.add_argument("--model", default="ketamine-iv",
                    help="preset name or TOML model file (default: ketamine-iv)")
     p.add_argument("--doses", default="standard-iv",
-                   help="dose table CSV or course name: standard-iv, spravato "
-                        "(default: standard-iv)")
+                   help="dose table CSV, course TOML file or course name: standard-iv, "
+                        "spravato (default: standard-iv)")
     p.add_argument("--metrics", default=None, metavar="LIST",
                    help="comma-separated metrics (default: cmax,tmax,auc,trough,"
                         "peak_occupancy,time_above_occ_0.3); time_above_occ_<X> for any X")

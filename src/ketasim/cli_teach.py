@@ -60,8 +60,8 @@ def _course_options(p, model_default="ketamine-iv", doses_default="standard-iv")
     p.add_argument("--model", default=model_default,
                    help=f"preset name or TOML model file (default: {model_default})")
     p.add_argument("--doses", default=doses_default,
-                   help="a course name (standard-iv, spravato) or a dose-table CSV "
-                        f"(default: {doses_default})")
+                   help="a course name (standard-iv, spravato), a course TOML file or a "
+                        f"dose-table CSV (default: {doses_default})")
     p.add_argument("--dose", type=_finite("dose", 0, True), default=None,
                    help="dose per session: mg/kg for standard-iv, mg (56 or 84) for spravato "
                         "(default: the course's own, 0.5 mg/kg or 56 mg)")
@@ -109,8 +109,9 @@ def add_parsers(sub) -> None:
                        "(compare.png, compare.csv). SPEC is MODEL@DOSES[:LABEL], e.g. "
                        "ketamine-iv@standard-iv esketamine-nasal@spravato:Spravato.")
     m.add_argument("specs", nargs="+", metavar="SPEC",
-                   help="MODEL@DOSES[:LABEL]: a preset or model file, a course name or "
-                        "dose-table CSV, and an optional legend label")
+                   help="MODEL@DOSES[:LABEL], up to five: a preset or model file, a course "
+                        "name, dose-table CSV or course TOML file, and an optional legend "
+                        "label")
     m.add_argument("--weight", type=_finite("kg", 0, True), default=None,
                    help="body weight, kg (default: each dose table's weight_kg column, else "
                    "70)")
