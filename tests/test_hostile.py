@@ -1944,3 +1944,26 @@ def test_every_doses_help_names_the_course_toml_it_takes(command):
     assert "course TOML file" in act.help
     if command == "compare":
         assert "up to five" in act.help
+
+
+def test_population_and_sweep_take_months_for_a_course_file(tmp_path, capsys):
+    """--months sets a course TOML file's length in population and sweep, as in course and
+    compare; both had refused it, calling the file a dose table."""
+    course = tmp_path / "c.toml"
+    course.write_text('amount_mg = 35\nroute = "iv"\nduration_h = 0.6667\nmonths = 6\n'
+                      "[[phase]]\nweeks = 2\nper_week = 3\n[[phase]]\nevery_days = 14\n")
+    pop, grid = tmp_path / "p.csv", tmp_path / "s.csv"
+    assert main(["population", "--doses", str(course), "--months", "2", "--n", "2", "-q",
+                 "--metrics", "cmax", "--out", str(pop)]) == 0
+    assert main(["sweep", "--doses", str(course), "--months", "2", "--vary", "CL=50:100:2",
+                 "--metrics", "cmax", "--out", str(grid)]) == 0
+    n_sessions = len(ketasim.read_course_toml(str(course), months=2).time_h)
+    assert n_sessions == 9
+    for path in (pop, grid):
+        header = next(ln for ln in path.read_text().splitlines() if not ln.startswith("#"))
+        assert header.endswith(f",cmax_s{n_sessions}")
+    capsys.readouterr()
+    table = tmp_path / "d.csv"
+    table.write_text("time_h,amount_mg,route\n0,35,iv\n")
+    assert main(["population", "--doses", str(table), "--months", "2", "--n", "2", "-q"]) == 1
+    assert "a course TOML file, not the dose table" in capsys.readouterr().err

@@ -56,8 +56,8 @@ def _common(p, out_required: bool):
     p.add_argument("--param", type=_param, action=ParamAction, default=[], metavar="NAME=VALUE",
                    help="typical value of a model parameter (repeatable; default: the model's)")
     p.add_argument("--months", type=_finite("months", 0, True), default=None,
-                   help="course length in months when --doses names a course (default: the "
-                        "course's, 6)")
+                   help="course length in months when --doses names a course or a course "
+                        "TOML file (default: the course's, 6, or the file's)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="run on a Dask cluster: tcp://HOST:PORT, or 'local' for a cluster on "
                         "this machine (needs ketasim[distributed]; default: this process)")
@@ -450,19 +450,21 @@ def _given(args) -> str:
 
 
 def _doses_arg(args):
-    """The --doses value, with --months for a course."""
-    from .courses import COURSES, check_doses_spec, is_course_name, resolve_doses
+    """The --doses value, with --months for a course (a course file: its dose table of that
+    length)."""
+    from .courses import COURSES, check_doses_spec, is_course_file, is_course_name, resolve_doses
 
     check_doses_spec(args.doses, "--doses")
     if is_course_name(args.doses):
         if args.months is None:
             return args.doses, {}
         return args.doses, {"months": args.months}
-    if args.months is not None:
-        raise KetasimInputError(f"--months applies to a course ({', '.join(COURSES)}), not the "
-                                f"dose table {args.doses!r}")
+    if args.months is not None and not is_course_file(args.doses):
+        raise KetasimInputError(f"--months applies to a course ({', '.join(COURSES)}) or a "
+                                f"course TOML file, not the dose table {args.doses!r}")
     try:
-        d = resolve_doses(args.doses)
+        d = resolve_doses(args.doses, **({} if args.months is None
+                                         else {"months": args.months}))
     except KetasimInputError as exc:
         msg = str(exc)
         raise KetasimInputError("--" + msg if msg.startswith("doses:") else msg) from None
