@@ -25,7 +25,29 @@ from .errors import KetasimInputError
 DEFAULT_STEP_H = 0.1   # 6 minutes: smooth figures and metrics; the solution is exact at any step
 
 
+class _Help(argparse.HelpFormatter):
+    """argparse's help, wrapped only at spaces: a name such as esketamine-nasal@spravato in a
+    description or an option's help is never split at its hyphen (a copied example works)."""
+
+    def _split_lines(self, text, width):
+        import textwrap
+
+        return textwrap.wrap(self._whitespace_matcher.sub(" ", text).strip(), width,
+                             break_on_hyphens=False)
+
+    def _fill_text(self, text, width, indent):
+        import textwrap
+
+        return textwrap.fill(self._whitespace_matcher.sub(" ", text).strip(), width,
+                             initial_indent=indent, subsequent_indent=indent,
+                             break_on_hyphens=False)
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _Help)
+        super().__init__(*args, **kwargs)
+
     def error(self, message):  # one line + exit 2, as argparse, but without the usage dump
         self.exit(2, f"{self.prog}: usage error: {message} (see {self.prog} --help)\n")
 
