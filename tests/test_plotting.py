@@ -721,3 +721,22 @@ def test_a_short_named_course_promises_no_maintenance():
     assert short.endswith("its first 3 sessions")
     assert "then every 4 weeks" in course_description("standard-iv",
                                                       ketasim.standard_iv_course())
+
+
+def test_a_figure_title_keeps_a_model_name_as_written():
+    # a model without a drug name is titled by its own name, an identifier, as written (it
+    # had been capitalised: "my-model" as "My-model", "pbpk-KET" as "Pbpk-KET"); a drug named
+    # in words still begins the title capitalised
+    from _models import one_cpt_spec
+
+    from ketasim.plotting import _as_run, _title
+
+    for name, want in (("my-model", "my-model: "), ("pbpk-KET", "pbpk-KET: ")):
+        spec = one_cpt_spec()
+        spec["model"] = {"name": name}
+        m = ketasim.Model.from_dict(spec)
+        r = ketasim.simulate(m, ketasim.Doses.single(10.0, "iv"), ketasim.time_grid(24, 0.5))
+        assert _title(_as_run(r, 8.0)).startswith(want)
+    r = ketasim.simulate("ketamine-iv", ketasim.Doses.single(35.0, "iv", duration_h=2 / 3),
+                         ketasim.time_grid(24, 0.5))
+    assert _title(_as_run(r, 8.0)).startswith("Racemic ketamine: ")

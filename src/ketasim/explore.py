@@ -243,7 +243,7 @@ class Explorer:
             analyte_labels,
             course_grid,
             describe_doses,
-            drug_name,
+            drug_title,
             main_analyte,
             uses_weight,
         )
@@ -290,7 +290,7 @@ class Explorer:
         note = ("" if not miss else f" · session {miss} missed" if miss <= n_full
                 else f" · no session {miss} to miss (the course has {n_full})")
         self.fig.suptitle(
-            f"{drug_name(model).capitalize()}: {describe_doses(d, v['weight'])} · "
+            f"{drug_title(model)}: {describe_doses(d, v['weight'])} · "
             + (f"{v['weight']:g} kg · " if uses_weight(model) else "")
             + f"maintenance every {v['interval']:g} days" + note,
             fontsize=14, fontweight="bold")

@@ -136,6 +136,13 @@ def drug_name(model) -> str:
     return model.name
 
 
+def drug_title(model) -> str:
+    """:func:`drug_name` to begin a title: a name in words capitalised ("Racemic ketamine"),
+    a model's own name as it is written ("my-model", "PBPK-ket": an identifier)."""
+    d = drug_name(model)
+    return d if d == model.name else d[:1].upper() + d[1:]
+
+
 # concentration outputs named by observe alias; the drug-dependent ones are filled in below
 _ALIAS_LABELS = {"s_ketamine": "S-ketamine", "r_ketamine": "R-ketamine",
                  "s_norketamine": "S-norketamine", "r_norketamine": "R-norketamine"}
@@ -801,17 +808,17 @@ def _peak_times(res, name, starts):
 
 def _title(run) -> str:
     res = run.course
-    drug = drug_name(res.model)
+    drug = drug_title(res.model)
     ids = getattr(res.doses, "subject_ids", None)
     if ids is not None and len(ids) > 1:
         # a dose table's subjects: each has its own doses and weight; the curves are the
         # median and 5-95 % band over them
         from pathlib import Path
         src = Path(str(res.doses.source)).name if res.doses.source else "a dose table"
-        return (f"{drug[0].upper() + drug[1:]}: {len(ids):,} subjects of {src}, each with its "
+        return (f"{drug}: {len(ids):,} subjects of {src}, each with its "
                 "own doses and weight\nmedian and 5-95 % band over the subjects")
     kg = f" · {_num(run.weight_kg)} kg" if uses_weight(res.model) else ""
-    return (f"{drug[0].upper() + drug[1:]}: {describe_doses(res.doses, run.weight_kg)}"
+    return (f"{drug}: {describe_doses(res.doses, run.weight_kg)}"
             f"{kg}\n{run.regimen}")
 
 
