@@ -163,7 +163,8 @@ def test_parse_spec_paths_with_at_signs_and_colons(tmp_path, monkeypatch):
 
 
 def test_fmt():
-    assert fmt(7.889e-27) == "0" and fmt(float("nan")) == "–"
+    assert fmt(7.889e-27) == "<0.005" and fmt(-3e-15) == "0" and fmt(0.0) == "0"
+    assert fmt(float("nan")) == "–"
     assert fmt(158.88) == "159" and fmt(2.3145) == "2.31" and fmt(4921.3) == "4,921"
     assert fmt(0.398, "pct") == "40"
     # a small value is shown as small, not as 0 (a plasticity index of 9.2e-06 at the end)

@@ -352,14 +352,15 @@ def _table_text(res) -> str:
 # ---------------------------------------------------------------------------- summary
 def fmt(v, kind="num") -> str:
     """Readable numbers: 3 significant digits; a value below 0.005 in size as "<0.005" (so a
-    small value is never shown as 0, and no exponent form), rounding noise (below 1e-12) as
-    0, NaN as an en dash."""
+    small positive value is never shown as 0, and no exponent form: a trough of 1e-26 ng/mL
+    reads "<0.005", as the troughs above it), negative rounding noise (above -1e-12) as 0, NaN
+    as an en dash."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
     v = float(v)
     if kind == "pct":        # (a small occupancy is "<0.5", not a 0 that drops its column)
         return "<0.5" if 0 < v * 100 < 0.5 else f"{v * 100:.0f}"
-    if abs(v) < 1e-12:
+    if v == 0 or -1e-12 < v < 0:
         return "0"
     if abs(v) < 0.005:
         return "<0.005" if v > 0 else ">-0.005"
