@@ -124,8 +124,8 @@ def prepare_target() -> bool:
     return True
 
 
-FIRST_RUN_NOTE = ("ketasim: first run: compiling the solver (up to a minute, once; later runs "
-                  "start in about a second)")
+FIRST_RUN_NOTE = ("ketasim: first run: compiling the solver (about half a minute on two free "
+                  "cores, longer on a busy machine; once: later runs start in about a second)")
 
 
 def notice_first_run(*names: str, stream=None) -> bool:
