@@ -431,7 +431,8 @@ def test_a_title_states_the_weight_only_when_the_model_depends_on_it():
     assert "70 kg" in titles["ketamine-iv"]
 
 
-def test_a_coarse_grid_keeps_the_exact_peaks_on_the_scale_and_says_what_it_shows():
+def test_a_coarse_grid_keeps_the_exact_peaks_on_the_scale_and_says_what_it_shows(
+        monkeypatch):
     """On a 6-hour grid the curves pass far below the 40-minute infusion's peaks: the exact
     session peaks drawn as markers stay on the concentration scale (they had vanished above
     it, while the occupancy panel showed its own), the title counts the sessions the grid
@@ -441,6 +442,13 @@ def test_a_coarse_grid_keeps_the_exact_peaks_on_the_scale_and_says_what_it_shows
     from ketasim.plotting import _as_run, _title, plot_course
 
     r = ketasim.simulate("ketamine-iv", "standard-iv", ketasim.time_grid(400.0, 6.0))
+    fig = plot_course(r)         # (the close-up is run again on a one-minute grid)
+    notes = " ".join(t.get_text() for ax in fig.axes for t in ax.texts)
+    assert "no close-up" not in notes and "the curve" not in notes
+    plt.close(fig)
+    # a close-up too large to run again is the grid's own points: too coarse here, and said
+    import ketasim.plotting as kp
+    monkeypatch.setattr(kp, "CLOSEUP_RERUN_BYTES", 0)
     fig = plot_course(r)
     conc_axes = [ax for ax in fig.axes if ax.get_ylabel() == "ng/mL"]
     from ketasim.engine import session_metrics
@@ -545,13 +553,17 @@ def test_course_figure_scales_and_labels_say_what_is_drawn():
     plt.close(fig)
 
 
-def test_a_peak_between_grid_points_is_labelled_as_exact_with_what_the_curve_shows():
+def test_a_peak_between_grid_points_is_labelled_as_exact_with_what_the_curve_shows(
+        monkeypatch):
     """simulate --plot on its 0.1-h grid misses a 40-min infusion's end: the exact peak's
-    marker floated 8 ng/mL above the drawn curve, unexplained."""
+    marker floated 8 ng/mL above the drawn curve, unexplained. (The close-up is now run
+    again on a one-minute grid; a population too large for that keeps its grid's points.)"""
     import matplotlib.pyplot as plt
 
+    import ketasim.plotting as kp
     from ketasim.plotting import plot_course, run_course
 
+    monkeypatch.setattr(kp, "CLOSEUP_RERUN_BYTES", 0)
     d = ketasim.Doses.single(40.0, "iv", duration_h=0.6667)
     m = ketasim.load_model("ketamine-iv")
     res = ketasim.simulate(m, d, ketasim.time_grid(48, 0.1))
@@ -740,3 +752,25 @@ def test_a_figure_title_keeps_a_model_name_as_written():
     r = ketasim.simulate("ketamine-iv", ketasim.Doses.single(35.0, "iv", duration_h=2 / 3),
                          ketasim.time_grid(24, 0.5))
     assert _title(_as_run(r, 8.0)).startswith("Racemic ketamine: ")
+
+
+def test_a_coarse_results_closeup_reaches_its_exact_peak():
+    # simulate's 6-minute grid misses a 40-minute infusion's end: its close-up is drawn on a
+    # one-minute grid through every event (the same subject, outputs and settings), so the
+    # curve reaches the exact peak its marker shows (it had topped out 10 ng/mL below it)
+    from ketasim.plotting import _as_run
+
+    d = ketasim.Doses.single(35.0, "iv", duration_h=2 / 3)
+    r = ketasim.simulate("ketamine-iv", d, np.arange(0.0, 24.0, 0.1), weight_kg=80.0,
+                         params={"CL": 80.0}, occupancy_calibration="in-vitro")
+    run = _as_run(r, 8.0)
+    zoom = run.closeup
+    assert zoom.names == r.names and zoom.times[-1] == pytest.approx(8.0)
+    assert np.diff(zoom.times).max() <= 1 / 60 + 1e-9 and 2 / 3 in zoom.times
+    cmax = float(np.ravel(run.metrics.cmax_ng_ml)[0])
+    assert zoom.concentration("plasma").max() == pytest.approx(cmax, rel=1e-12)
+    assert r.concentration("plasma").max() < 0.97 * cmax       # (the grid's own points)
+    # the same subject: its values at the coarse grid's times are the result's own
+    k = np.searchsorted(zoom.times, r.times[:81] - 1e-9)
+    assert np.allclose(zoom.times[k], r.times[:81], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(zoom.data[:, :, k], r.data[:, :, :81], rtol=1e-6, atol=1e-12)

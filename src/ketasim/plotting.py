@@ -1060,6 +1060,41 @@ def _row_title(kind, runs):
     return "SCHEMATIC glutamate surge and plasticity: illustrative, not fitted to data"
 
 
+#: Largest close-up (bytes of outputs) :func:`_closeup_of` simulates anew on a one-minute grid.
+CLOSEUP_RERUN_BYTES = 64 * 2**20
+
+
+def _closeup_of(res, t0: float, closeup_h: float):
+    """The first ``closeup_h`` hours of a Result from ``t0``, for the close-up panels: on a
+    one-minute grid through every event, as :func:`run_course` draws it, when ``res``'s own
+    grid there is coarser (the same subjects, outputs and settings, run again from
+    ``res.inputs``): on the 6-minute grid of ``ketasim simulate``, a 40-minute infusion's
+    curve had topped out 10 ng/mL below its exact peak's marker. Otherwise, or when that run
+    would be large (:data:`CLOSEUP_RERUN_BYTES`), ``res``'s own points in the window."""
+    import dataclasses
+
+    sel = (res.times >= t0) & (res.times <= t0 + closeup_h)
+    own = dataclasses.replace(res, times=res.times[sel], data=res.data[:, :, sel])
+    end = min(t0 + closeup_h, float(res.times[-1]))
+    if res.doses is None or res.inputs is None or not end > t0:
+        return own
+    fine = course_grid(res.doses, 1 / 60, end, start_h=t0)
+    if own.times.size >= fine.size or \
+            res.data.shape[0] * res.data.shape[1] * fine.size * 8 > CLOSEUP_RERUN_BYTES:
+        return own
+    from .simulate import simulate
+
+    inputs = res.inputs
+    model = res.model
+    kept = inputs.get("model_parameters")
+    if kept is not None and kept != model.parameters:      # (as course_metrics: see there)
+        model = dataclasses.replace(model, parameters=dict(kept))
+    return simulate(model, res.doses, fine, params=inputs.get("params") or None,
+                    weight_kg=inputs.get("weight_kg", 70.0), outputs=list(res.names),
+                    occupancy_calibration=inputs.get("occupancy_calibration"),
+                    pd_rtol=inputs.get("pd_rtol", 1e-6), dtype=res.data.dtype)
+
+
 def _as_run(run, closeup_h, **kw):
     if isinstance(run, CourseRun):
         return run
@@ -1069,9 +1104,7 @@ def _as_run(run, closeup_h, **kw):
     if kw:
         raise TypeError(f"unexpected arguments {sorted(kw)}")
     t0 = float(expand(res.doses).time_h.min()) if res.doses is not None else float(res.times[0])
-    sel = (res.times >= t0) & (res.times <= t0 + closeup_h)
-    import dataclasses
-    closeup = dataclasses.replace(res, times=res.times[sel], data=res.data[:, :, sel])
+    closeup = _closeup_of(res, t0, closeup_h)
     cm = course_metrics(res, analyte=main_analyte(res.model))
     wt = res.params.get("WT") if isinstance(res.params, dict) else None
     wt = float(np.mean(wt)) if wt is not None else 70.0
