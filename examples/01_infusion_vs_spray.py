@@ -30,8 +30,11 @@ for r, lab, col in ((iv, "IV 35 mg over 40 min", "blue"), (nasal, "nasal 56 mg",
 ax2.set_title("NMDA occupancy, MODEL-PREDICTED", loc="left", fontsize=13)
 ax2.set_xlabel("hours", fontsize=12)
 ax2.set_ylabel("% of receptors", fontsize=12)
+ax2.set_ylim(bottom=0)
+ax2.tick_params(labelsize=12)          # as the left panel (plot_concentrations' style)
 ax2.grid(alpha=0.3)
-ax2.legend(frameon=False, fontsize=11, loc="upper left", bbox_to_anchor=(1.02, 1))
+ax2.spines[["top", "right"]].set_visible(False)
+ax2.legend(frameon=False, fontsize=11, loc="upper right")
 fig.suptitle("One IV infusion of racemic ketamine vs one esketamine nasal spray (70 kg)",
              fontsize=15, fontweight="bold")
 save(fig, "infusion_vs_spray")

@@ -774,3 +774,22 @@ def test_a_coarse_results_closeup_reaches_its_exact_peak():
     k = np.searchsorted(zoom.times, r.times[:81] - 1e-9)
     assert np.allclose(zoom.times[k], r.times[:81], rtol=0, atol=1e-12)
     np.testing.assert_allclose(zoom.data[:, :, k], r.data[:, :, :81], rtol=1e-6, atol=1e-12)
+
+
+def test_plot_concentrations_keeps_a_short_legend_inside():
+    # up to four entries inside the axes (panels side by side keep their width); more (two
+    # runs of the preset's four analytes) to the right, where they hide no curve
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from ketasim.plotting import plot_concentrations
+
+    r = ketasim.simulate("ketamine-iv", ketasim.Doses.single(35.0, "iv", duration_h=2 / 3),
+                         ketasim.time_grid(8, 1 / 60))
+    for names, inside in ((["plasma"], True), (None, True), (None, False)):
+        ax = plot_concentrations(r, names, label="a")
+        if not inside:
+            plot_concentrations(r, names, ax=ax, label="b")
+        FigureCanvasAgg(ax.figure).draw()
+        leg = ax.get_legend().get_window_extent()
+        box = ax.get_window_extent()
+        assert (box.x0 <= leg.x0 and leg.x1 <= box.x1) == inside, names

@@ -502,6 +502,18 @@ def _legend(ax, handles=None, labels=None, title=None):
               alignment="left")
 
 
+def _legend_near(ax, most: int = 4):
+    """A legend of up to ``most`` entries inside the axes, where the curves leave room (so
+    panels side by side keep their width: one to the right had taken a third of each); a
+    longer one to the right (:func:`_legend`)."""
+    handles, labels = ax.get_legend_handles_labels()
+    if len(handles) > most:
+        _legend(ax, handles, labels)
+    elif handles:
+        ax.legend(handles, labels, loc="best", frameon=True, framealpha=0.9, edgecolor="none",
+                  fontsize=BODY_PT - 1)
+
+
 def _caption_lines(fig, models, extra=None, noted=None):
     """The caption: each model's source, ``extra``, the disclaimer. ``noted``: the models
     whose ``dose_note`` applies to what is drawn (None: every model's)."""
@@ -1208,10 +1220,7 @@ def plot_bands(result, name: str = "plasma", *, times=None, ax=None, label: str 
     _ylim_from_zero(ax)
     if title:
         ax.set_title(title, fontsize=BODY_PT + 1, loc="left")
-    # two entries: inside the axes where the curves leave room, so panels side by side keep
-    # their width (a legend to the right had taken a third of each)
-    ax.legend(loc="best", frameon=True, framealpha=0.9, edgecolor="none",
-              fontsize=BODY_PT - 1)
+    _legend_near(ax)
     return fig
 
 
@@ -1237,7 +1246,7 @@ def plot_concentrations(result, names=None, ax=None, unit="ng/mL", *, label=None
     ax.set_xlabel("days" if days else "hours", fontsize=BODY_PT)
     ax.set_ylabel(f"concentration ({unit})", fontsize=BODY_PT)
     _ylim_from_zero(ax)
-    _legend(ax)
+    _legend_near(ax)
     return ax
 
 
