@@ -190,3 +190,13 @@ def test_default_tolerance_holds_for_steep_or_slow_responses(params):
     for name in ("glutamate", "plasticity", "consolidation"):
         ref = b.output(name)
         assert np.abs(a.output(name) - ref).max() <= 1e-6 * np.abs(ref).max(), name
+
+
+def test_the_plasticity_indices_are_never_negative_on_a_grid():
+    # the dense output's cubic had dipped to -3.7e-14 just after the first dose on a
+    # one-minute grid (written to the CSV as a negative index)
+    r = ketasim.simulate("ketamine-iv", ketasim.standard_iv_course(months=1),
+                         ketasim.time_grid(24 * 10, 1 / 60))
+    for name in ("plasticity", "consolidation"):
+        v = r.output(name)
+        assert v.min() >= 0.0 and v.max() > 0.01, name

@@ -1033,6 +1033,9 @@ def _pd_fill(S, times, q0, q1, out, pd_rows):
             b1 = h * S[12 + k]
             a2 = 3.0 * (y1 - y0) - 2.0 * a1 - b1
             a3 = 2.0 * (y0 - y1) + a1 + b1
+            # the plasticity indices are never negative: the cubic's rounding-level dip below
+            # 0 next to a step's end at 0 (-4e-14 just after the first dose) is written as 0
+            lo = 0.0 if k > 0 else -np.inf
             for q in range(q0, q1):
                 s = (times[q] - ta) * ih
                 v = y0 + s * (a1 + s * (a2 + s * a3))
@@ -1040,7 +1043,7 @@ def _pd_fill(S, times, q0, q1, out, pd_rows):
                     v = y1
                 if s <= 0.0:
                     v = y0
-                out[r, np.uint64(q)] = v
+                out[r, np.uint64(q)] = max(v, lo)
 
 
 BLK_LEV = 7                # a block covers up to 2^7 = 128 output times
