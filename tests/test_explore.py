@@ -269,3 +269,135 @@ def test_a_bad_canvas_size_from_a_page_is_ignored():
     assert seen == []
     canvas.handle_resize({"type": "resize", "width": 1200, "height": 800})
     assert seen == [{"type": "resize", "width": 1200, "height": 800}]
+
+
+class _Served:
+    """``ketasim explore --port PORT --no-browser`` in a subprocess, its output in a file."""
+
+    def __init__(self, tmp_path, port):
+        env = dict(os.environ, PYTHONPATH=str(ROOT / "src") + os.pathsep
+                   + os.environ.get("PYTHONPATH", ""))
+        env.pop("MPLBACKEND", None)
+        self.log = open(tmp_path / "server.log", "w+")
+        self.proc = subprocess.Popen([sys.executable, "-m", "ketasim", "explore", "--port",
+                                      str(port), "--no-browser"], stdout=self.log,
+                                     stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).read()
+                return
+            except OSError:
+                time.sleep(0.2)
+        raise AssertionError(f"no server (exit {self.proc.poll()}): {self.output()}")
+
+    def output(self) -> str:
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+class _Page:
+    """A browser page's side of WebAgg's websocket: it answers every "draw" with a request
+    for the frame (as matplotlib's page does) and counts the frames it receives."""
+
+    async def connect(self, port):
+        import json
+
+        from tornado.websocket import websocket_connect
+
+        self._json = json
+        self.frames = 0
+        self.cut = False
+        self.ws = await websocket_connect(f"ws://127.0.0.1:{port}/1/ws",
+                                          max_message_size=1 << 28)
+        for m in ({"type": "supports_binary", "value": True}, {"type": "send_image_mode"},
+                  {"type": "set_device_pixel_ratio", "device_pixel_ratio": 1},
+                  {"type": "refresh"}):
+            await self.send(m)
+        import asyncio
+
+        self.reader = asyncio.ensure_future(self._read())
+        return self
+
+    async def send(self, message):
+        from tornado.websocket import WebSocketClosedError
+
+        try:
+            await self.ws.write_message(self._json.dumps(dict(message, figure_id=1)))
+        except WebSocketClosedError:
+            self.cut = True         # the server closed this page's connection
+
+    async def _read(self):
+        from tornado.websocket import WebSocketClosedError
+
+        try:
+            while (m := await self.ws.read_message()) is not None:
+                if isinstance(m, bytes):
+                    self.frames += 1
+                elif self._json.loads(m)["type"] == "draw":
+                    await self.send({"type": "draw"})
+        except WebSocketClosedError:
+            pass
+
+    async def drag_dose(self, n):
+        """Drag the dose slider from one end to the other in n steps (figure pixels)."""
+        y = 850 - (0.25 + 0.015) * 850
+        for i in range(n + 1):
+            kind = "button_press" if i == 0 else "button_release" if i == n else "motion_notify"
+            await self.send({"type": kind, "x": (0.18 + 0.5 * (0.05 + 0.9 * i / n)) * 1300,
+                             "y": y, "button": 0, "buttons": int(i < n), "modifiers": [],
+                             "guiEvent": {}})
+
+    def drop(self):
+        """The tab closes or the network goes: the connection ends without a goodbye."""
+        self.ws.protocol.stream.close()
+
+
+@pytest.mark.slow
+def test_a_page_that_goes_mid_update_leaves_the_others_live(tmp_path):
+    """Two pages; one goes (a closed tab, a dropped connection) while the other drags a
+    slider: the other keeps receiving frames and the terminal shows no traceback. WebAgg sent
+    the frame to the page that had gone, the error raised out of the drawing and the page
+    that had asked for the frame was disconnected (it froze)."""
+    import asyncio
+
+    pytest.importorskip("tornado")
+    port = _free_port()
+    server = _Served(tmp_path, port)
+
+    async def session():
+        a = await _Page().connect(port)
+        for _ in range(3):
+            b = await _Page().connect(port)
+            await asyncio.sleep(1.0)
+            dragging = asyncio.ensure_future(a.drag_dose(100))
+            await asyncio.sleep(0.1)
+            b.drop()
+            await dragging
+        await asyncio.sleep(1.0)
+        before = a.frames
+        await a.drag_dose(5)
+        for _ in range(100):
+            if a.frames > before:
+                break
+            await asyncio.sleep(0.1)
+        return before, a.frames, a.cut
+
+    try:
+        before, after, cut = asyncio.run(asyncio.wait_for(session(), 120))
+        assert not cut, "the server disconnected the page that stayed"
+        assert after > before, "the page that stayed receives no more frames"
+        out = server.output()
+        assert "Traceback" not in out and "never retrieved" not in out, out[-3000:]
+    finally:
+        server.stop()

@@ -92,6 +92,41 @@ def _guard_resize(canvas) -> None:
     canvas.handle_resize = guarded
 
 
+def _guard_sockets(manager) -> None:
+    """A page that has gone (a closed tab, a dropped connection) is skipped when a frame or an
+    event is sent: WebAgg sends each one to every page, and a send to a page that had just gone
+    raised out of the drawing, so the page that asked for the frame was disconnected too (it
+    froze), and a traceback was printed; a send that failed on the way was reported again
+    later ("Task exception was never retrieved"). The page is forgotten when its connection's
+    close is handled, as before."""
+    add = getattr(manager, "add_web_socket", None)
+    if add is None:                 # pragma: no cover - another matplotlib
+        return
+    from tornado.iostream import StreamClosedError
+    from tornado.websocket import WebSocketClosedError
+
+    def retrieved(fut):
+        if not fut.cancelled():
+            fut.exception()         # (a page gone on the way: nothing to report)
+
+    def add_guarded(ws):
+        write = ws.write_message
+
+        def write_message(message, binary=False):
+            try:
+                fut = write(message, binary=binary)
+            except (WebSocketClosedError, StreamClosedError):
+                return None
+            if hasattr(fut, "add_done_callback"):
+                fut.add_done_callback(retrieved)
+            return fut
+
+        ws.write_message = write_message
+        add(ws)
+
+    manager.add_web_socket = add_guarded
+
+
 def course_doses(model_name: str, dose: float, weight_kg: float, interval_days: float,
                  missed: int = 0, months: float = MONTHS):
     """The explorer's course: the standard IV course (IV presets; ``dose`` in mg/kg) or the
@@ -371,6 +406,7 @@ def serve(port: int = DEFAULT_PORT, open_browser: bool = True, model: str = "ket
 
     ex = Explorer(model)
     _guard_pixel_ratio(ex.fig.canvas)
+    _guard_sockets(ex.fig.canvas.manager)
     print(f"ketasim explorer: open http://{address}:{port}/ in a browser (Ctrl+C stops it)",
           flush=True)
     plt.show()
