@@ -163,6 +163,27 @@ def test_explore_port_in_use_is_one_line(capsys):
     assert err.count("\n") == 1 and "choose another port" in err
 
 
+def test_explore_restarts_on_the_port_it_just_left():
+    """Stopping the explorer while a page is open leaves the server's side of that connection
+    in TIME_WAIT for a minute; the server can listen on the port again at once (as tornado
+    binds), so the port check must not call it taken ("choose another port")."""
+    from ketasim.explore import serve
+
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        page = socket.create_connection(("127.0.0.1", port))
+        conn, _ = listener.accept()
+        conn.close()                   # the server closes first: its side waits in TIME_WAIT
+        page.close()
+    time.sleep(0.1)
+    # the port check passes; the bad model name is then the (first) error
+    with pytest.raises(ketasim.KetasimInputError, match="--model"):
+        serve(port=port, open_browser=False, model="no-such-model")
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -387,6 +387,10 @@ def serve(port: int = DEFAULT_PORT, open_browser: bool = True, model: str = "ket
     import socket
 
     with socket.socket() as probe:       # a taken port: one line, not a server traceback
+        if os.name != "nt":
+            # as the server binds (tornado): a port whose last connections are in TIME_WAIT
+            # (for a minute after the explorer stopped with a page open) is free to listen on
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((address, int(port)))
         except OSError as exc:
