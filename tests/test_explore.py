@@ -184,6 +184,29 @@ def test_explore_restarts_on_the_port_it_just_left():
         serve(port=port, open_browser=False, model="no-such-model")
 
 
+def test_explore_serves_to_a_browser_when_no_desktop_window_can_open(monkeypatch, capsys):
+    """A display, but a matplotlib backend that opens no window (MPLBACKEND=Agg, or no GUI
+    toolkit for that display): ``ketasim explore`` serves to a browser instead, saying why. It
+    had shown nothing (a UserWarning) and exited at once with status 0."""
+    import importlib
+
+    import matplotlib.pyplot as plt
+
+    from ketasim.cli import main
+
+    served = []
+    monkeypatch.setenv("DISPLAY", ":0")
+    # (the module: ketasim.explore is also the name of the function the package exports)
+    monkeypatch.setattr(importlib.import_module("ketasim.explore"), "serve",
+                        lambda **kw: served.append(kw))
+    figures = plt.get_fignums()
+    assert matplotlib.get_backend().lower() == "agg"
+    assert main(["explore", "--model", "esketamine-iv"]) == 0
+    assert served == [{"port": 8765, "open_browser": True, "model": "esketamine-iv"}]
+    assert "serving to a browser instead" in capsys.readouterr().err
+    assert plt.get_fignums() == figures          # the window's figure is not left open
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -801,8 +801,12 @@ def cmd_explore(args) -> int:
     from .explore import DEFAULT_PORT, has_display, serve, window
 
     if args.port is None and has_display():
-        window(model=args.model)
-        return 0
+        if window(model=args.model):
+            return 0
+        import matplotlib
+
+        print(f"ketasim explore: matplotlib's backend ({matplotlib.get_backend()}) opens no "
+              "desktop window here; serving to a browser instead", file=sys.stderr)
     serve(port=args.port or DEFAULT_PORT, open_browser=not args.no_browser, model=args.model)
     return 0
 

@@ -361,13 +361,19 @@ def has_display() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
-def window(model: str = "ketamine-iv") -> None:
-    """Show the explorer in a desktop window (blocks until it is closed)."""
+def window(model: str = "ketamine-iv") -> bool:
+    """Show the explorer in a desktop window (blocks until it is closed) and return True; or
+    return False at once, showing nothing, when matplotlib's backend opens no window (Agg,
+    e.g. with ``MPLBACKEND=Agg``, or when no GUI toolkit can use the display)."""
     import matplotlib.pyplot as plt
 
     ex = Explorer(model)
+    if getattr(type(ex.fig.canvas), "required_interactive_framework", None) is None:
+        plt.close(ex.fig)
+        return False
     ex.fig.canvas.manager.set_window_title("ketasim explorer")
     plt.show()
+    return True
 
 
 def serve(port: int = DEFAULT_PORT, open_browser: bool = True, model: str = "ketamine-iv",
