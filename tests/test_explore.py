@@ -85,6 +85,40 @@ def test_title_names_a_missed_session_only_when_the_course_has_it(ex):
     assert ex.peak_days().size == n                   # and every session is still there
 
 
+def _texts_outside_the_figure(e):
+    from matplotlib.text import Text
+
+    e.fig.canvas.draw()
+    renderer = e.fig.canvas.get_renderer()
+    ticks = {id(label) for ax in e.fig.axes for axis in (ax.xaxis, ax.yaxis)
+             for tick in axis.get_major_ticks() + axis.get_minor_ticks()
+             for label in (tick.label1, tick.label2)}   # (drawn only inside their axes)
+    out = []
+    for t in e.fig.findobj(Text):
+        if id(t) in ticks or not t.get_visible() or not t.get_text().strip():
+            continue
+        b = t.get_window_extent(renderer)
+        if b.x0 < 0 or b.y0 < 0 or b.x1 > e.fig.bbox.x1 or b.y1 > e.fig.bbox.y1:
+            out.append(t.get_text())
+    return out
+
+
+def test_every_label_and_the_title_fit_in_the_figure(ex):
+    """The title with a long note (a session the course does not have, at the largest dose
+    and weight) ran off both sides of the figure, drug name included, and the left edge of
+    the interval slider's label was cut."""
+    _reset(ex)
+    assert _texts_outside_the_figure(ex) == []
+    for k, v in {"dose": 0.95, "weight": 130, "interval": 56, "miss": 20}.items():
+        ex.sliders[k].set_val(v)
+    assert "no session 20 to miss" in ex.fig._suptitle.get_text()
+    assert _texts_outside_the_figure(ex) == []
+    ex.sliders["interval"].set_val(7)
+    ex.sliders["miss"].set_val(19)
+    assert _texts_outside_the_figure(ex) == []
+    _reset(ex)
+
+
 def test_a_bad_device_pixel_ratio_from_a_page_is_ignored():
     """WebAgg takes a page's device pixel ratio as sent: 0 made every later draw divide by
     zero, for every client, until a restart. The explorer's canvas ignores such values."""

@@ -180,7 +180,7 @@ class Explorer:
         self._kw = _fast_kwargs()
         self.fig = fig if fig is not None else plt.figure(figsize=(13, 8.5))
         fig = self.fig
-        fig.subplots_adjust(left=0.08, right=0.78, top=0.9, bottom=0.36, hspace=0.35)
+        fig.subplots_adjust(left=0.08, right=0.78, top=0.88, bottom=0.36, hspace=0.35)
         self.ax_conc, self.ax_occ, self.ax_plast = fig.subplots(3, 1, sharex=True)
         for ax in (self.ax_conc, self.ax_occ, self.ax_plast):
             _style(ax)
@@ -213,12 +213,12 @@ class Explorer:
             self.sliders[name] = s
             return s
 
-        slider("dose", [0.18, 0.25, 0.5, 0.03], f"dose ({spec['unit']})", *spec["range"],
+        slider("dose", [0.2, 0.25, 0.48, 0.03], f"dose ({spec['unit']})", *spec["range"],
                spec["default"], spec["step"], "%g")
-        slider("weight", [0.18, 0.19, 0.5, 0.03], "weight (kg)", 40, 130, 70, 1, "%g")
-        slider("interval", [0.18, 0.13, 0.5, 0.03], "maintenance every (days)", 7, 56,
+        slider("weight", [0.2, 0.19, 0.48, 0.03], "weight (kg)", 40, 130, 70, 1, "%g")
+        slider("interval", [0.2, 0.13, 0.48, 0.03], "maintenance every (days)", 7, 56,
                28 if spec["route"] == "iv" else 14, 1, "%g")
-        slider("miss", [0.18, 0.07, 0.5, 0.03], "miss session (0 = none)", 0, 20, 0, 1, "%d")
+        slider("miss", [0.2, 0.07, 0.48, 0.03], "miss session (0 = none)", 0, 20, 0, 1, "%d")
         rax = fig.add_axes([0.81, 0.55, 0.17, 0.2])
         rax.set_title("preset / route", fontsize=BODY_PT, loc="left")
         names = list(PRESETS)
@@ -328,7 +328,7 @@ class Explorer:
             f"{drug_title(model)}: {describe_doses(d, v['weight'])} · "
             + (f"{v['weight']:g} kg · " if uses_weight(model) else "")
             + f"maintenance every {v['interval']:g} days" + note,
-            fontsize=14, fontweight="bold")
+            fontsize=14, fontweight="bold", wrap=True)   # (a long note: two lines)
         self.last_update_s = time.perf_counter() - t0     # simulation + new data, no drawing
         first = self.result is None or not getattr(self, "_updated", False)
         self._updated = True
