@@ -479,3 +479,36 @@ def test_a_page_that_goes_mid_update_leaves_the_others_live(tmp_path):
         assert "Traceback" not in out and "never retrieved" not in out, out[-3000:]
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+def test_a_page_that_declines_binary_frames_breaks_no_other_page(tmp_path):
+    """A page may say it takes no binary frames; WebAgg's text fallback for it fails (Python 2
+    code), which raised out of every drawing: every other page that asked for a frame was
+    disconnected. Frames go to every page as binary (every browser takes them)."""
+    import asyncio
+
+    pytest.importorskip("tornado")
+    port = _free_port()
+    server = _Served(tmp_path, port)
+
+    async def session():
+        a = await _Page().connect(port)
+        b = await _Page().connect(port)
+        await b.send({"type": "supports_binary", "value": False})
+        await asyncio.sleep(1.0)
+        before = a.frames, b.frames
+        await a.drag_dose(5)
+        for _ in range(100):
+            if a.frames > before[0] and b.frames > before[1]:
+                break
+            await asyncio.sleep(0.1)
+        return before, (a.frames, b.frames), a.cut
+
+    try:
+        before, after, cut = asyncio.run(asyncio.wait_for(session(), 120))
+        assert not cut, "the server disconnected the other page"
+        assert after[0] > before[0] and after[1] > before[1], (before, after)
+        assert "Traceback" not in server.output(), server.output()[-3000:]
+    finally:
+        server.stop()

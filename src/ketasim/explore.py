@@ -98,7 +98,11 @@ def _guard_sockets(manager) -> None:
     raised out of the drawing, so the page that asked for the frame was disconnected too (it
     froze), and a traceback was printed; a send that failed on the way was reported again
     later ("Task exception was never retrieved"). The page is forgotten when its connection's
-    close is handled, as before."""
+    close is handled, as before.
+
+    Frames go to every page as binary: a page may say it takes none, and WebAgg's text
+    fallback for it fails (Python 2 code), which raised out of every drawing and disconnected
+    every other page that asked for a frame (every browser takes binary frames)."""
     add = getattr(manager, "add_web_socket", None)
     if add is None:                 # pragma: no cover - another matplotlib
         return
@@ -122,6 +126,7 @@ def _guard_sockets(manager) -> None:
             return fut
 
         ws.write_message = write_message
+        ws.send_binary = lambda blob: write_message(blob, binary=True)
         add(ws)
 
     manager.add_web_socket = add_guarded
