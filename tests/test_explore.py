@@ -241,6 +241,40 @@ def test_explore_serves_to_a_browser_when_no_desktop_window_can_open(monkeypatch
     assert plt.get_fignums() == figures          # the window's figure is not left open
 
 
+@pytest.mark.slow
+def test_serve_on_port_0_prints_the_port_it_listens_on(tmp_path):
+    """serve(port=0) listens on a free port; the URL it printed named port 0."""
+    pytest.importorskip("tornado")
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src") + os.pathsep
+               + os.environ.get("PYTHONPATH", ""))
+    env.pop("MPLBACKEND", None)
+    proc = subprocess.Popen([sys.executable, "-c", "from ketasim.explore import serve; "
+                             "serve(port=0, open_browser=False)"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
+    try:
+        line = ""
+        while "open http://" not in line and (line or proc.poll() is None):
+            line = proc.stdout.readline()
+        url = line.split("open ", 1)[1].split()[0]
+        assert not url.endswith(":0/"), url
+        for _ in range(100):          # the URL is printed just before the server listens
+            try:
+                assert b"<html" in urllib.request.urlopen(url, timeout=2).read().lower()
+                break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            raise AssertionError(f"nothing listens at {url}")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -385,7 +385,8 @@ def serve(port: int = DEFAULT_PORT, open_browser: bool = True, model: str = "ket
           address: str = "127.0.0.1") -> None:
     """Serve the explorer to a browser through matplotlib's WebAgg backend (needs tornado).
 
-    Prints the URL, then serves until interrupted (Ctrl+C)."""
+    Prints the URL, then serves until interrupted (Ctrl+C). ``port=0``: a free port, which
+    the URL names."""
     import matplotlib
 
     try:
@@ -404,6 +405,7 @@ def serve(port: int = DEFAULT_PORT, open_browser: bool = True, model: str = "ket
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((address, int(port)))
+            port = probe.getsockname()[1]      # (0: the free port the system chose)
         except OSError as exc:
             from .errors import KetasimInputError
             raise KetasimInputError(f"--port: cannot listen on {address}:{port} "
