@@ -430,6 +430,7 @@ class _Page:
         self._json = json
         self.frames = 0
         self.cut = False
+        self.labels = []
         self.ws = await websocket_connect(f"ws://127.0.0.1:{port}/1/ws",
                                           max_message_size=1 << 28)
         for m in ({"type": "supports_binary", "value": True}, {"type": "send_image_mode"},
@@ -456,8 +457,10 @@ class _Page:
             while (m := await self.ws.read_message()) is not None:
                 if isinstance(m, bytes):
                     self.frames += 1
-                elif self._json.loads(m)["type"] == "draw":
+                elif (event := self._json.loads(m))["type"] == "draw":
                     await self.send({"type": "draw"})
+                elif event["type"] == "figure_label":
+                    self.labels.append(event["label"])
         except WebSocketClosedError:
             pass
 
@@ -544,5 +547,29 @@ def test_a_page_that_declines_binary_frames_breaks_no_other_page(tmp_path):
         assert not cut, "the server disconnected the other page"
         assert after[0] > before[0] and after[1] > before[1], (before, after)
         assert "Traceback" not in server.output(), server.output()[-3000:]
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_the_page_header_names_the_explorer(tmp_path):
+    """The browser page's header above the figure reads "ketasim explorer", as the desktop
+    window's title does (it read "Figure 1")."""
+    import asyncio
+
+    pytest.importorskip("tornado")
+    port = _free_port()
+    server = _Served(tmp_path, port)
+
+    async def session():
+        page = await _Page().connect(port)
+        for _ in range(100):
+            if page.labels:
+                break
+            await asyncio.sleep(0.1)
+        return page.labels
+
+    try:
+        assert asyncio.run(asyncio.wait_for(session(), 60)) == ["ketasim explorer"]
     finally:
         server.stop()

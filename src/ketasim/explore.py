@@ -424,6 +424,7 @@ def serve(port: int = DEFAULT_PORT, open_browser: bool = True, model: str = "ket
     ex = Explorer(model)
     _guard_pixel_ratio(ex.fig.canvas)
     _guard_sockets(ex.fig.canvas.manager)
+    ex.fig.canvas.manager.set_window_title("ketasim explorer")   # the page's header
     print(f"ketasim explorer: open http://{address}:{port}/ in a browser (Ctrl+C stops it)",
           flush=True)
     plt.show()
