@@ -56,7 +56,7 @@ def test_plotted_peak_matches_an_independent_simulation(ex):
     d = ketasim.standard_iv_course(0.5, 70, 6)
     r = ketasim.simulate("ketamine-iv", d, np.r_[0:1:1 / 600], weight_kg=70,
                          outputs=["plasma"])
-    # the explorer's 10-minute grid holds the end of the 40-minute infusion (the peak)
+    # the explorer's 20-minute grid holds the end of the 40-minute infusion (the peak)
     assert ex.peaks()[0] == pytest.approx(r.concentration("plasma").max(), rel=1e-6)
 
 

@@ -2,7 +2,7 @@
 
 Matplotlib widgets only (no extra dependency): sliders for the dose, the body weight and the
 maintenance interval, radio buttons for the preset (which also sets the route), and a "miss
-session k" slider. Every change re-simulates the whole course on a coarse 10-minute grid with
+session k" slider. Every change re-simulates the whole course on a coarse 20-minute grid with
 only the outputs drawn (main analyte, occupancy, plasticity), which takes a few tens of
 milliseconds once the kernels are compiled.
 
