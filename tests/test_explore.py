@@ -573,3 +573,19 @@ def test_the_page_header_names_the_explorer(tmp_path):
         assert asyncio.run(asyncio.wait_for(session(), 60)) == ["ketasim explorer"]
     finally:
         server.stop()
+
+
+def test_every_session_of_the_longest_course_can_be_missed_and_defaults_follow_the_preset(ex):
+    # weekly maintenance gives 30 sessions (31 for the spray): the slider had stopped at 20
+    _reset(ex)
+    ex.sliders["interval"].set_val(7)
+    n = len(ex.doses())
+    assert n >= 30 and ex.sliders["miss"].valmax >= n
+    ex.sliders["miss"].set_val(n)
+    assert f"session {n} missed" in ex.fig._suptitle.get_text() and len(ex.doses()) == n - 1
+    # the dose slider's default marker moves with the preset (it had stayed at 0.5 mg/kg,
+    # off the nasal spray's mg scale)
+    ex.preset.set_active(2)
+    s = ex.sliders["dose"]
+    assert s.valinit == s.val and s.vline.get_xdata()[0] == s.val
+    _reset(ex)

@@ -223,7 +223,13 @@ class Explorer:
         slider("weight", [0.2, 0.19, 0.48, 0.03], "weight (kg)", 40, 130, 70, 1, "%g")
         slider("interval", [0.2, 0.13, 0.48, 0.03], "maintenance every (days)", 7, 56,
                28 if spec["route"] == "iv" else 14, 1, "%g")
-        slider("miss", [0.2, 0.07, 0.48, 0.03], "miss session (0 = none)", 0, 20, 0, 1, "%d")
+        # up to the longest course the sliders make (maintenance every 7 days: 30-31 sessions)
+        from .engine import session_starts
+
+        most = max(len(session_starts(course_doses(n, p["default"], 70.0, 7.0)))
+                   for n, p in PRESETS.items())
+        slider("miss", [0.2, 0.07, 0.48, 0.03], "miss session (0 = none)", 0, most, 0, 1,
+               "%d")
         rax = fig.add_axes([0.81, 0.55, 0.17, 0.2])
         rax.set_title("preset / route", fontsize=BODY_PT, loc="left")
         names = list(PRESETS)
@@ -271,6 +277,8 @@ class Explorer:
         s.valstep = spec["step"]
         s.ax.set_xlim(*spec["range"])
         s.label.set_text(f"dose ({spec['unit']})")
+        s.valinit = spec["default"]          # (and its marker: the new preset's default)
+        s.vline.set_xdata([spec["default"]] * 2)
         s.set_val(spec["default"])
         s.eventson = True
         self.update()
