@@ -68,6 +68,11 @@ def stop() -> None:
         p = _PENDING.pop()
         if p.poll() is None:
             p.terminate()
+            try:
+                p.wait(2.0)         # gone before this process is (and reaped)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
 
 
 def wait() -> None:
