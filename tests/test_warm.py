@@ -266,7 +266,6 @@ def test_prepare_target_hides_only_while_loading_and_only_in_the_program(monkeyp
 def test_stop_ends_the_helper_before_returning(monkeypatch):
     # a command stopped during a first run (Ctrl-C, an error) leaves no helper behind it,
     # not even for the moment it takes to die (it had outlived the command by up to a second)
-
     p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     monkeypatch.setattr(_warm, "_PENDING", [p])
     _warm.stop()
