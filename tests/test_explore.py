@@ -265,6 +265,10 @@ def test_serve_on_port_0_prints_the_port_it_listens_on(tmp_path):
                 time.sleep(0.2)
         else:
             raise AssertionError(f"nothing listens at {url}")
+        proc.terminate()
+        rest = proc.communicate(timeout=10)[0]
+        # the URL once: none of matplotlib's own lines ("To view figure, visit ...")
+        assert "To view figure" not in rest and "WebAgg" not in rest, rest
     finally:
         proc.terminate()
         try:

@@ -435,4 +435,9 @@ def serve(port: int = DEFAULT_PORT, open_browser: bool = True, model: str = "ket
     ex.fig.canvas.manager.set_window_title("ketasim explorer")   # the page's header
     print(f"ketasim explorer: open http://{address}:{port}/ in a browser (Ctrl+C stops it)",
           flush=True)
-    plt.show()
+    import contextlib
+
+    # (matplotlib's server prints its own "To view figure, visit ...", "Press Ctrl+C to stop
+    # WebAgg server" and "Server is stopped": the line above says it once)
+    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+        plt.show()
