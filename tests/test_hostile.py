@@ -1981,3 +1981,27 @@ def test_help_never_splits_a_name_at_its_hyphen(cmd, monkeypatch, capsys):
             main([cmd, "--help"])
         text = capsys.readouterr().out
         assert not [ln for ln in text.splitlines() if re.search(r"[A-Za-z]-$", ln)], (cmd, width)
+
+
+@pytest.mark.parametrize("kb", [1e-6, 1e-8, 1e-10])
+@pytest.mark.parametrize("tau", [0.5, 12.0])
+def test_steady_state_with_a_slow_compartment_keeps_every_digit(kb, tau):
+    # a deep compartment emptying slowly next to 1/ii: I − Φ(τ) formed as a difference had
+    # cancelled (1 − e^(−kb·τ) ≈ kb·τ), a relative error of about 1e-16 / (kb·τ) in every
+    # compartment (4e-9 at kb = 1e-8 /h, 5e-7 at 1e-10 /h)
+    D, k, kd = 100.0, 0.5, 0.1
+    m = ketasim.Model.from_dict({
+        "parameters": {"V": 10.0, "K": k, "KD": kd, "KB": kb, "VD": 100.0},
+        "compartments": {"central": "V", "deep": "VD"},
+        "flows": [{"from": "central", "to": "out", "k": "K"},
+                  {"from": "central", "to": "deep", "k": "KD"},
+                  {"from": "deep", "to": "out", "k": "KB"}],
+        "routes": {"iv": {"to": "central"}}})
+    doses = ketasim.Doses.from_records([dict(time_h=0, amount_mg=D, route="iv", ss=1,
+                                             ii_h=tau)])
+    r = ketasim.simulate(m, doses, np.array([0.0]), amounts=True)
+    kc = k + kd
+    central = D / -np.expm1(-kc * tau)                          # just after the dose
+    deep = D * kd / (kc - kb) * (1 / np.expm1(kb * tau) - 1 / np.expm1(kc * tau))
+    assert r.amount("central")[0] == pytest.approx(central, rel=1e-13)
+    assert r.amount("deep")[0] == pytest.approx(deep, rel=1e-12)

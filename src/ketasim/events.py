@@ -37,7 +37,8 @@ How dose rows become events (:func:`build_events`):
   the next doses' infusions, as in NONMEM). With ``b`` the state at the end of one interval
   that starts empty and receives that folded input (propagated exactly, segment by segment,
   with ``Φ(h)``, ``Γ(h)`` from :func:`ketasim._kernels.propagator`), the state just before the
-  dose is ``x_ss = Σ_j Φ(τ)^j b = (I − Φ(τ))⁻¹ b``: one linear solve. It is emitted as
+  dose is ``x_ss = Σ_j Φ(τ)^j b = (I − Φ(τ))⁻¹ b``: one linear solve, with ``I − Φ(τ)``
+  formed as ``−K Γ(τ)`` (no cancellation for rates slow next to ``1/τ``). It is emitted as
   ``RESET`` (``ss = 1`` only) and ``ADD_STATE`` at ``t_d``; inputs of the earlier (virtual)
   doses that are still to come at ``t_d`` — infusions still running, lagged boluses not yet
   arrived — are emitted as real START/STOP and BOLUS events; then the dose at ``t_d`` itself is
@@ -286,8 +287,11 @@ def periodic_state(K, tau: float, pieces, model: Model) -> np.ndarray:
             u[c] += rate * (math.ceil((lag + dur - mid) / tau) - math.ceil((lag - mid) / tau))
         Phi, Gam = prop(hi - lo)
         x = Phi @ x + Gam @ u
-    Phi_tau, _ = prop(tau)
-    return _solve_ss(np.eye(S) - Phi_tau, x, model, prop.K)
+    # I − Φ(τ) = −K Γ(τ) (Γ(τ) = ∫₀^τ e^{Ks} ds): formed from Γ, not as the difference, which
+    # cancels when a rate is slow next to 1/τ (1 − e^{−kτ} ≈ kτ) and loses every digit the
+    # product kτ is below 1 (a deep compartment emptying at 1e-8 /h: ~1e-8 relative error)
+    _, Gam_tau = prop(tau)
+    return _solve_ss(-(prop.K @ Gam_tau), x, model, prop.K)
 
 
 def constant_rate_state(K, u, model: Model) -> np.ndarray:
