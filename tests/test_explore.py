@@ -259,7 +259,8 @@ def test_serve_on_port_0_prints_the_port_it_listens_on(tmp_path):
         assert not url.endswith(":0/"), url
         for _ in range(100):          # the URL is printed just before the server listens
             try:
-                assert b"<html" in urllib.request.urlopen(url, timeout=2).read().lower()
+                with urllib.request.urlopen(url, timeout=2) as page:
+                    assert b"<html" in page.read().lower()
                 break
             except OSError:
                 time.sleep(0.2)
@@ -320,7 +321,8 @@ def test_browser_renders_the_explorer_with_its_sliders(tmp_path):
         assert url == f"http://127.0.0.1:{port}/", f"no URL printed (exit {proc.poll()})"
         for _ in range(100):          # the URL is printed just before the server listens
             try:
-                urllib.request.urlopen(url, timeout=2).read()
+                with urllib.request.urlopen(url, timeout=2) as page:
+                    page.read()
                 break
             except OSError:
                 time.sleep(0.2)
@@ -401,7 +403,8 @@ class _Served:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and self.proc.poll() is None:
             try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).read()
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as page:
+                    page.read()
                 return
             except OSError:
                 time.sleep(0.2)
@@ -481,6 +484,24 @@ class _Page:
         """The tab closes or the network goes: the connection ends without a goodbye."""
         self.ws.protocol.stream.close()
 
+    def close(self):
+        self.reader.cancel()
+        self.ws.close()
+
+
+async def _closed(*pages):
+    """Close the pages' connections (each left open warns when it is collected, in whatever
+    test runs then)."""
+    import asyncio
+
+    for p in pages:
+        p.close()
+    await asyncio.sleep(0.2)
+    for p in pages:          # (the connection's socket itself, whatever the goodbye did)
+        stream = getattr(p.ws, "stream", None)
+        if stream is not None and not stream.closed():
+            stream.close()
+
 
 @pytest.mark.slow
 def test_a_page_that_goes_mid_update_leaves_the_others_live(tmp_path):
@@ -496,8 +517,10 @@ def test_a_page_that_goes_mid_update_leaves_the_others_live(tmp_path):
 
     async def session():
         a = await _Page().connect(port)
+        dropped = []
         for _ in range(3):
             b = await _Page().connect(port)
+            dropped.append(b)
             await asyncio.sleep(1.0)
             dragging = asyncio.ensure_future(a.drag_dose(100))
             await asyncio.sleep(0.1)
@@ -510,6 +533,7 @@ def test_a_page_that_goes_mid_update_leaves_the_others_live(tmp_path):
             if a.frames > before:
                 break
             await asyncio.sleep(0.1)
+        await _closed(a, *dropped)
         return before, a.frames, a.cut
 
     try:
@@ -544,6 +568,7 @@ def test_a_page_that_declines_binary_frames_breaks_no_other_page(tmp_path):
             if a.frames > before[0] and b.frames > before[1]:
                 break
             await asyncio.sleep(0.1)
+        await _closed(a, b)
         return before, (a.frames, b.frames), a.cut
 
     try:
@@ -571,6 +596,7 @@ def test_the_page_header_names_the_explorer(tmp_path):
             if page.labels:
                 break
             await asyncio.sleep(0.1)
+        await _closed(page)
         return page.labels
 
     try:
