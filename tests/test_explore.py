@@ -271,13 +271,18 @@ def test_serve_on_port_0_prints_the_port_it_listens_on(tmp_path):
         # the URL once: none of matplotlib's own lines ("To view figure, visit ...")
         assert "To view figure" not in rest and "WebAgg" not in rest, rest
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
         proc.stdout.close()
+
+
+def _stop(proc):
+    """End a server process: SIGTERM, then SIGKILL after 10 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _free_port():
@@ -360,12 +365,7 @@ def test_browser_renders_the_explorer_with_its_sliders(tmp_path):
         sizes = [p.stat().st_size for p in sorted(tmp_path.glob("explorer*.png"))]
         assert len(bands) >= 3, f"slider bars found: {len(bands)}; screenshots: {sizes} bytes"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
         proc.stdout.close()
 
 
@@ -416,12 +416,7 @@ class _Served:
         return self.log.read()
 
     def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        _stop(self.proc)
         self.log.close()
 
 

@@ -225,7 +225,7 @@ def plot_bands_figure(bands, title: str, first_dose_h: float = 0.0, model=None):
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from .plotting import BODY_PT, CAPTION_PT, analyte_labels, disclaimer
+    from .plotting import BODY_PT, CAPTION_PT, analyte_labels, disclaimer, model_kind
 
     R = len(bands.outputs)
     # two columns of rows; more than three outputs get a wider, shorter figure (a 16:9 slide)
@@ -289,7 +289,7 @@ def plot_bands_figure(bands, title: str, first_dose_h: float = 0.0, model=None):
     lines = [(x, "tab:red") for n in notes for x in textwrap.wrap(n, width)]
     if model is not None:
         cite = model.meta.get("citation") or ""
-        kind = "Preset" if str(getattr(model, "source", "")).startswith("preset ") else "Model"
+        kind = model_kind(model)
         for part in (f"{kind} {model.name}: {cite}" if cite else f"{kind} {model.name}",
                      disclaimer([model])):
             lines += [(x, "0.3") for x in textwrap.wrap(part, width)]

@@ -739,19 +739,21 @@ def default_horizon_h(doses) -> float:
     dose starts (repeats of ``addl`` included, reset rows not; in a table of several subjects,
     the latest subject's). One rule for every command, so the last session's AUC, time above
     and plasticity at the end agree between them."""
+    t = _dose_times(doses)
+    return float(np.max(t if t.size else expand(doses).time_h)) + COURSE_TAIL_H
+
+
+def _dose_times(doses) -> np.ndarray:
+    """Every dose's start time, h, repeats of ``addl`` included (a reset row, evid 3, gives no
+    dose and is left out)."""
     ex = expand(doses)
-    t = ex.time_h if getattr(ex, "evid", None) is None else ex.time_h[ex.evid != 3]
-    if t.size == 0:
-        t = ex.time_h
-    return float(np.max(t)) + COURSE_TAIL_H
+    return ex.time_h if getattr(ex, "evid", None) is None else ex.time_h[ex.evid != 3]
 
 
 def session_starts(doses, merge_h: float = 1.0) -> np.ndarray:
     """Distinct session start times (h): dose times closer than ``merge_h`` form one session
     (a reset row, evid 3, gives no dose: it starts no session)."""
-    ex = expand(doses)
-    t = ex.time_h if getattr(ex, "evid", None) is None else ex.time_h[ex.evid != 3]
-    t = np.unique(t)
+    t = np.unique(_dose_times(doses))
     if t.size == 0:
         return t
     keep = np.r_[True, np.diff(t) >= merge_h]

@@ -153,6 +153,17 @@ def maintenance_start(starts: np.ndarray) -> float:
     return float(starts[i])
 
 
+def result_model(result):
+    """The model a Result was computed with: ``result.model``, or a copy with the parameter
+    values the run used when the model's parameter dict was edited after it (a run again
+    from ``result.inputs`` then gives the same curves)."""
+    kept = (result.inputs or {}).get("model_parameters")
+    if kept is not None and kept != result.model.parameters:
+        import dataclasses
+        return dataclasses.replace(result.model, parameters=dict(kept))
+    return result.model
+
+
 def course_metrics(result, analyte: str = "plasma", thresholds=(0.2, 0.3, 0.4),
                    merge_h: float = 1.0, maintenance_from_h: float | None = None,
                    conc_thresholds_ng_ml=()) -> CourseMetrics:
@@ -180,14 +191,7 @@ def course_metrics(result, analyte: str = "plasma", thresholds=(0.2, 0.3, 0.4),
     if not t[-1] > 0:
         raise KetasimInputError(f"metrics: the result ends at {float(t[-1]):g} h; metrics run "
                                 "up to its last output time, so it must be after 0 h")
-    model = result.model
-    kept_params = inputs.get("model_parameters")
-    if kept_params is not None and kept_params != model.parameters:
-        # the model's parameter dict was edited after the simulation: its metrics are those
-        # of the parameters the curves were computed with
-        import dataclasses
-        model = dataclasses.replace(model, parameters=dict(kept_params))
-    mr = run_metrics(model, result.doses, inputs.get("params"),
+    mr = run_metrics(result_model(result), result.doses, inputs.get("params"),
                      inputs.get("weight_kg", 70.0), analyte=analyte,
                      thresholds_occ=thresholds,
                      thresholds_conc_ng_ml=conc_thresholds_ng_ml,

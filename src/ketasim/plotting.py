@@ -524,7 +524,7 @@ def _caption_lines(fig, models, extra=None, noted=None):
             continue
         seen.add(m.name)
         src = m.meta.get("citation", "")
-        kind = "Preset" if m.source.startswith("preset ") else "Model"
+        kind = model_kind(m)
         lines.append(f"{kind} {m.name}" + (f" — source: {src}" if src else ""))
         if m.meta.get("dose_note") and (noted is None or m.name in noted):
             # what a dose means for this drug (the model file's), where it is that dose
@@ -534,6 +534,11 @@ def _caption_lines(fig, models, extra=None, noted=None):
     lines.append(disclaimer(models))
     width = int(fig.get_figwidth() * 72 / (CAPTION_PT * 0.56))
     return [w for ln in lines for w in textwrap.wrap(ln, width)]
+
+
+def model_kind(model) -> str:
+    """How a caption names a model: "Preset" for a shipped one, else "Model" (a file's)."""
+    return "Preset" if str(getattr(model, "source", "")).startswith("preset ") else "Model"
 
 
 def disclaimer(models) -> str:
@@ -1094,14 +1099,11 @@ def _closeup_of(res, t0: float, closeup_h: float):
     if own.times.size >= fine.size or \
             res.data.shape[0] * res.data.shape[1] * fine.size * 8 > CLOSEUP_RERUN_BYTES:
         return own
+    from .metrics import result_model
     from .simulate import simulate
 
     inputs = res.inputs
-    model = res.model
-    kept = inputs.get("model_parameters")
-    if kept is not None and kept != model.parameters:      # (as course_metrics: see there)
-        model = dataclasses.replace(model, parameters=dict(kept))
-    return simulate(model, res.doses, fine, params=inputs.get("params") or None,
+    return simulate(result_model(res), res.doses, fine, params=inputs.get("params") or None,
                     weight_kg=inputs.get("weight_kg", 70.0), outputs=list(res.names),
                     occupancy_calibration=inputs.get("occupancy_calibration"),
                     pd_rtol=inputs.get("pd_rtol", 1e-6), dtype=res.data.dtype)
