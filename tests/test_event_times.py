@@ -127,3 +127,32 @@ def test_infusion_cut_inside_a_grid_interval_is_shift_invariant():
         np.testing.assert_allclose(c, exact, rtol=1e-12, atol=1e-15)
         curves.append(c)
     np.testing.assert_allclose(curves[0], curves[1], rtol=1e-12)
+
+
+def test_block_path_cuts_at_an_event_where_single_steps_do(monkeypatch):
+    """On a uniform grid the outputs run in blocks that stop at the next event: a bolus a few
+    ulp after an output time belongs to that instant (the output is the value after it), one
+    further away to the next interval, wherever it falls in a block. The block path and
+    single steps agree on the side of every dose (a misplaced cut is off by the dose)."""
+    t = np.arange(3000) * 0.1          # (0.1 is not a binary fraction: times carry rounding)
+    ks = [64, 70, 127, 128, 129, 200, 255, 256, 300, 1000, 2047, 2999]
+    rows = []
+    for k, off in zip(ks, [-3, -1, 0, 1, 2, 3, 5, 8, 40, 0, 2, -2]):
+        tk = t[k]
+        for _ in range(abs(off)):
+            tk = np.nextafter(tk, np.inf if off > 0 else -np.inf)
+        rows.append(tk)
+    d = ketasim.Doses.from_records([{"time_h": s, "amount_mg": 10.0 + i, "route": "iv"}
+                                    for i, s in enumerate(rows)])
+    m = one_cpt()
+    blocks = ketasim.simulate(m, d, t, outputs=["central"]).data[0, 0]
+    assert engine.block_length(1, 1, t.size, 0.1) > 1
+    monkeypatch.setattr(engine, "block_length", lambda *a: 1)
+    steps = ketasim.simulate(m, d, t, outputs=["central"]).data[0, 0]
+    np.testing.assert_allclose(blocks, steps, rtol=1e-12, atol=0)
+    # and each output is on the side the 4-ulp rule puts it: the value just after a dose at
+    # most a few ulp past its output time, the value before for one 40 ulp past
+    for k, s in zip(ks, rows):
+        jump = blocks[k] - (blocks[k - 1] * np.exp(-0.1 * 0.1) if k else 0.0)
+        after = s <= t[k] + 4 * 2.220446049250313e-16 * max(1.0, abs(t[k]))
+        assert (jump > 0.05) == after, (k, s - t[k])

@@ -1500,16 +1500,22 @@ def grid_range(sub0, sub1, Ks, times, h_nom, u_end, nb, ev_ts, ev_cs, ev_amts, e
                 if e < nev:
                     tl = times[it + L - 1]
                     if not (ev_t[e] > tl + eps4 * max(1.0, abs(tl))):
-                        # the largest L whose last time the event is after (times are sorted)
-                        lo = 0
-                        hi = L - 1
-                        while lo < hi:
-                            mid = (lo + hi + 1) // 2
-                            tl = times[it + mid - 1]
-                            if ev_t[e] > tl + eps4 * max(1.0, abs(tl)):
-                                lo = mid
-                            else:
-                                hi = mid - 1
+                        # the largest L whose last time the event is after: guessed from the
+                        # uniform step, then moved to where the test turns (times are sorted,
+                        # so the same L as a bisection gives, in a test or two)
+                        ev = ev_t[e]
+                        q = (ev - times[it]) / h_nom
+                        lo = 0 if not q > 0.0 else (L - 1 if q >= L - 1 else int(q))
+                        while lo > 0:
+                            tl = times[it + lo - 1]
+                            if ev > tl + eps4 * max(1.0, abs(tl)):
+                                break
+                            lo -= 1
+                        while lo < L - 1:
+                            tl = times[it + lo]
+                            if not (ev > tl + eps4 * max(1.0, abs(tl))):
+                                break
+                            lo += 1
                         L = lo
                 if L >= 4:
                     if not blk_ready:
