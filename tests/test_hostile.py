@@ -2005,3 +2005,23 @@ def test_steady_state_with_a_slow_compartment_keeps_every_digit(kb, tau):
     deep = D * kd / (kc - kb) * (1 / np.expm1(kb * tau) - 1 / np.expm1(kc * tau))
     assert r.amount("central")[0] == pytest.approx(central, rel=1e-13)
     assert r.amount("deep")[0] == pytest.approx(deep, rel=1e-12)
+
+
+def test_population_bands_output_is_checked_and_named_before_the_run(tmp_path, capsys,
+                                                                     monkeypatch):
+    """--bands that is --out, an input, or under a file had been found only when writing,
+    after the whole run, as "output" rather than --bands."""
+    P = importlib_module("ketasim.population")
+    monkeypatch.setattr(P, "population", lambda *a, **k: pytest.fail("ran before the check"))
+    (tmp_path / "b.json").write_text("{}")
+    (tmp_path / "d.csv").write_text(GOOD_DOSES)
+    a, d = str(tmp_path / "a.csv"), str(tmp_path / "d.csv")
+    for argv, expected in (
+            (["--out", a, "--bands", a], ["--out and --bands", "both write"]),
+            (["--doses", d, "--bands", d], ["--bands", "same file as the --doses input"]),
+            (["--bands", str(tmp_path / "b.json" / "x.csv")], ["--bands", "Not a folder"])):
+        before = snapshot(tmp_path)
+        rc, _, err = run_cli(["population", "--n", "3", "-q", *argv], capsys)
+        assert rc == 1
+        one_line_error(err, *expected)
+        assert snapshot(tmp_path) == before

@@ -589,7 +589,8 @@ def run_population(args) -> int:
     from .modelfile import load_model
     from .population import population
 
-    _check_output_paths(args, "out", "plot")     # before any work (a run can take minutes)
+    # before any work (a run can take minutes)
+    _check_output_paths(args, "out", "bands", "plot")
     model = load_model(args.model)
     if args.seed is not None and args.no_variability:
         raise KetasimInputError("--seed: no subjects are drawn with --no-variability (every "
