@@ -2025,3 +2025,27 @@ def test_population_bands_output_is_checked_and_named_before_the_run(tmp_path, c
         assert rc == 1
         one_line_error(err, *expected)
         assert snapshot(tmp_path) == before
+
+
+def test_standard_output_redirected_to_an_input_is_refused(tmp_path):
+    """``--out - >> d.csv`` had appended the results to the dose table they were computed
+    from (and ``schedule custom p.toml --out - >> p.toml`` the table to its phases file); it
+    is refused, as ``cat d.csv >> d.csv`` is, and the input is left as it was."""
+    env = dict(os.environ, PYTHONPATH=str(Path(ketasim.__file__).parents[1]))
+    d, p = tmp_path / "d.csv", tmp_path / "p.toml"
+    d.write_text(GOOD_DOSES)
+    p.write_text(GOOD_COURSE)
+    runs = ((["simulate", "--doses", str(d), "--until", "24", "--out", "-"], d, None,
+             ["--out -", "--doses input", "d.csv"]),
+            (["simulate", "--doses", "-", "--until", "24", "--out", "-"], d, d,
+             ["--out -", "standard input", "--doses input '-'"]),
+            (["schedule", "custom", str(p), "--out", "-"], p, None,
+             ["--out -", "--phases input", "p.toml"]))
+    for argv, target, stdin, expected in runs:
+        before = target.read_bytes()
+        with open(target, "ab") as out, open(stdin or os.devnull, "rb") as inp:
+            r = subprocess.run([sys.executable, "-m", "ketasim", *argv], stdin=inp, stdout=out,
+                               stderr=subprocess.PIPE, text=True, env=env)
+        assert r.returncode == 1, r.stderr
+        one_line_error(r.stderr, *expected)
+        assert target.read_bytes() == before

@@ -107,14 +107,24 @@ def _same_file(a: Path, b: Path) -> bool:
             return False
 
 
-def _is_stdin(p: Path) -> bool:
-    """Whether ``p`` is the regular file this process's standard input reads from."""
+def _is_stdin(p: Path, fd: int = 0) -> bool:
+    """Whether ``p`` is the regular file this process's standard input reads from (``fd`` 1:
+    the one its standard output writes to)."""
     try:
-        st0 = os.fstat(0)
+        st0 = os.fstat(fd)
         st = os.stat(p)
     except (OSError, ValueError):
         return False
     return stat.S_ISREG(st0.st_mode) and (st.st_dev, st.st_ino) == (st0.st_dev, st0.st_ino)
+
+
+def _stdout_is_stdin() -> bool:
+    """Whether standard output writes to the regular file standard input reads from."""
+    try:
+        st0, st1 = os.fstat(0), os.fstat(1)
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISREG(st0.st_mode) and (st0.st_dev, st0.st_ino) == (st1.st_dev, st1.st_ino)
 
 
 def check_outputs(outputs, inputs=()) -> None:
@@ -122,11 +132,25 @@ def check_outputs(outputs, inputs=()) -> None:
 
     ``outputs`` and ``inputs`` are ``(label, path)`` pairs, e.g. ``("--out", Path("o.csv"))`` and
     ``("--doses", "d.csv")``; inputs that are not files (preset or course names) are skipped.
+    An output ``-`` is standard output: refused when it is redirected to an input file
+    (``--out - >> d.csv``), as ``cat`` refuses to write its input.
     """
-    outs = [(lab, Path(p)) for lab, p in outputs if p is not None]
+    outs = [(lab, Path(p)) for lab, p in outputs if p is not None and str(p) != "-"]
     ins = [(lab, Path(p)) for lab, p in inputs
            if p is not None and str(p) != "-" and Path(p).is_file()]
     stdin = [lab for lab, p in inputs if p is not None and str(p) == "-"]
+    for lab in [lab for lab, p in outputs if p is not None and str(p) == "-"]:
+        for ilab, q in ins:
+            if _is_stdin(q, 1):
+                raise KetasimInputError(
+                    f"{lab} -: standard output is redirected to the {ilab} input {str(q)!r}; "
+                    "redirect it to another file (the results would be written into the input)")
+        for ilab in stdin:
+            if _stdout_is_stdin():
+                raise KetasimInputError(
+                    f"{lab} -: standard output is redirected to the file standard input reads "
+                    f"from (the {ilab} input '-'); redirect it to another file (the results "
+                    "would be written into the input)")
     for i, (lab, p) in enumerate(outs):
         blocker = _first_file(p.parent) if str(p.parent) else None
         if blocker is not None and blocker.exists() and not blocker.is_dir():
