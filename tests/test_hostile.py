@@ -2049,3 +2049,22 @@ def test_standard_output_redirected_to_an_input_is_refused(tmp_path):
         assert r.returncode == 1, r.stderr
         one_line_error(r.stderr, *expected)
         assert target.read_bytes() == before
+
+
+def test_a_line_break_in_a_file_name_stays_inside_the_tables_comment_header(tmp_path, capsys):
+    """A --doses file named with a line break had ended the first ``#`` line of the
+    population, bands and sweep tables: the rest of the name and of the line were read as the
+    column names (``pandas.read_csv(path, comment="#")`` gave one column)."""
+    d = tmp_path / "doses\nx.csv"
+    d.write_text("time_h,amount_mg,route,duration_h\n0,35,iv,0.6667\n")
+    pop, bands, sw = (str(tmp_path / f) for f in ("pop.csv", "bands.csv", "sweep.csv"))
+    for argv in (["population", "--doses", str(d), "--n", "3", "-q", "--out", pop, "--bands",
+                  bands],
+                 ["sweep", "--doses", str(d), "--vary", "CL=50:60:2", "-q", "--out", sw]):
+        rc, _, err = run_cli(argv, capsys)
+        assert rc == 0, err
+    for path, first in ((pop, "subject"), (bands, "time_h"), (sw, "CL")):
+        lines = Path(path).read_text().splitlines()
+        assert [ln[:1] for ln in lines[:3]] == ["#", "#", first[0]], lines[:3]
+        assert "doses\\nx.csv" in lines[0]
+        assert lines[2].split(",")[0] == first

@@ -138,6 +138,16 @@ def _units_line(columns, units) -> str:
     return "; ".join(parts)
 
 
+def _one_line(text: str) -> str:
+    """``text`` with its line breaks written as escapes (``\\n``): a file name holding one
+    (given as --doses, say) had ended the header's ``#`` line, and the rest of the line was
+    read as the table's column names."""
+    import re
+
+    return re.sub(r"[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]",
+                  lambda m: repr(m.group())[1:-1], text)
+
+
 def write_table(fh_or_path, columns: dict, units: dict, title: str, fmt: str = "csv") -> None:
     """Write columns (name -> (N,) array) with their units: CSV text to an open file, or
     Parquet to an open binary file."""
@@ -155,7 +165,7 @@ def write_table(fh_or_path, columns: dict, units: dict, title: str, fmt: str = "
         pq.write_table(table, fh_or_path)
         return
     fh = fh_or_path
-    fh.write(f"# {title}\n")
+    fh.write(f"# {_one_line(title)}\n")
     fh.write("# units: " + _units_line(names, units) + "; <metric>_s<k> is session k, "
              "<metric> alone the whole course (the largest peak, the sum of AUCs and times, "
              "the trough before the last session), <metric>_p05/_p50/_p95 the 5/50/95 % over "
