@@ -2068,3 +2068,22 @@ def test_a_line_break_in_a_file_name_stays_inside_the_tables_comment_header(tmp_
         assert [ln[:1] for ln in lines[:3]] == ["#", "#", first[0]], lines[:3]
         assert "doses\\nx.csv" in lines[0]
         assert lines[2].split(",")[0] == first
+
+
+def test_an_output_folder_that_is_a_broken_link_is_named_as_one(tmp_path, capsys):
+    """A folder of an output that is a symbolic link to a missing folder had been reported,
+    after the run, as "File exists: dl" (mkdir's words for the link); it is named as a broken
+    link, with the option, before any work."""
+    (tmp_path / "dl").symlink_to(tmp_path / "gone" / "dir")
+    dl = str(tmp_path / "dl")
+    for argv, option in ((["simulate", "--until", "24", "--out", f"{dl}/x.csv"], "--out"),
+                         (["course", "--out-dir", f"{dl}/sub"], "--out-dir"),
+                         (["population", "--n", "3", "-q", "--bands", f"{dl}/b.csv"],
+                          "--bands")):
+        rc, _, err = run_cli(argv, capsys)
+        assert rc == 1
+        one_line_error(err, option, "symbolic link", "gone/dir", "does not exist")
+    with pytest.raises(KetasimInputError, match=r"output folder .*dl.* symbolic link .*does "
+                                                r"not exist"):
+        ketasim.write_doses(ketasim.Doses([0.0], [10.0], ["iv"]), f"{dl}/d.csv")
+    assert sorted(os.listdir(tmp_path)) == ["dl"]

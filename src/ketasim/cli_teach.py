@@ -548,8 +548,12 @@ def _compare_figures(runs, labels, base: Path, formats):
 
 def _check_out_dir(out) -> None:
     """--out-dir must be a folder or a path where one can be made (checked before any work)."""
+    from .io import _broken_link_words
+
     p = Path(out)
     for q in (p, *p.parents):
+        if q.is_symlink() and not q.exists():
+            raise KetasimInputError(f"--out-dir: {out}: {_broken_link_words(q)}")
         if q.exists():
             if not q.is_dir():
                 raise KetasimInputError(f"--out-dir: {out}: {q} is a file, expected a folder "

@@ -158,6 +158,9 @@ def check_outputs(outputs, inputs=()) -> None:
             raise KetasimInputError(f"{lab}: {str(p)!r}: Not a folder (a file has its name): "
                                     f"{str(blocker)!r}; expected a path whose folders are "
                                     "folders or do not exist yet")
+        link = _broken_link(p.parent) if str(p.parent) else None
+        if link is not None:
+            raise KetasimInputError(f"{lab}: {str(p)!r}: {_broken_link_words(link)}")
         for ilab in stdin:
             if _is_stdin(p):           # ``--doses - < f`` and ``--out f``
                 raise KetasimInputError(
@@ -289,6 +292,24 @@ def _first_file(folder: Path) -> Path:
     return folder
 
 
+def _broken_link(folder: Path) -> Path | None:
+    """The part of ``folder`` that is a symbolic link to nothing (a folder that does not
+    exist), if any: no folder can be made there."""
+    for p in [*reversed(folder.parents), folder]:
+        if p.is_symlink() and not p.exists():
+            return p
+    return None
+
+
+def _broken_link_words(link: Path) -> str:
+    try:
+        target = os.readlink(link)
+    except OSError:
+        target = "?"
+    return (f"folder {str(link)!r} is a symbolic link to {target!r}, which does not exist; "
+            "expected a folder, a link to one, or a name that does not exist yet")
+
+
 def _make_folders(folder: Path, made: list) -> None:
     missing = []
     p = folder
@@ -302,6 +323,8 @@ def _make_folders(folder: Path, made: list) -> None:
             try:
                 d.mkdir()
             except FileExistsError:
+                if d.is_symlink() and not d.exists():    # (mkdir's "File exists" misleads)
+                    raise KetasimInputError(f"output {_broken_link_words(d)}") from None
                 if not d.is_dir():
                     raise
                 continue
