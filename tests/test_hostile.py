@@ -2087,3 +2087,17 @@ def test_an_output_folder_that_is_a_broken_link_is_named_as_one(tmp_path, capsys
                                                 r"not exist"):
         ketasim.write_doses(ketasim.Doses([0.0], [10.0], ["iv"]), f"{dl}/d.csv")
     assert sorted(os.listdir(tmp_path)) == ["dl"]
+
+
+def test_a_terminal_without_the_summarys_characters_gets_escapes_not_an_error(tmp_path):
+    """On an ASCII terminal (``PYTHONIOENCODING=ascii``) the summary's "–" and "×" had failed
+    the command after its files were written: exit status 1, an internal error, and no word
+    of the files. They are written as escapes (``\\u2013``) instead."""
+    out = tmp_path / "s.csv"
+    r = subprocess.run([sys.executable, "-m", "ketasim", "simulate", "--summary", "--until",
+                        "48", "--out", str(out)], capture_output=True, text=True,
+                       encoding="ascii", env=dict(os.environ, PYTHONIOENCODING="ascii",
+                                                  PYTHONPATH=str(Path(ketasim.__file__)
+                                                                 .parents[1])))
+    assert r.returncode == 0, r.stderr
+    assert "\\u2013" in r.stdout and r.stderr.startswith("wrote ") and out.is_file()

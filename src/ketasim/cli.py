@@ -640,10 +640,32 @@ def _fail(args, message: str) -> int:
     return 1
 
 
+def _lenient_output():
+    """Let standard output write a character its encoding lacks (the "×" of a summary on an
+    ASCII terminal, ``PYTHONIOENCODING=ascii``) as an escape, ``\\xd7``: the error had come
+    after the files were written, as an internal error and exit status 1. Returns a function
+    that puts the stream's own setting back."""
+    out = sys.stdout
+    if getattr(out, "errors", None) != "strict" or not hasattr(out, "reconfigure"):
+        return lambda: None
+    try:
+        out.reconfigure(errors="backslashreplace")
+    except (ValueError, OSError, io.UnsupportedOperation):     # (closed, say)
+        return lambda: None
+
+    def restore():
+        try:
+            out.reconfigure(errors="strict")
+        except (ValueError, OSError, io.UnsupportedOperation):
+            pass
+    return restore
+
+
 def main(argv=None) -> int:
     from .io import clear_raised, interrupt  # imported here, never inside a signal handler
 
     clear_raised()
+    restore_output = _lenient_output()
 
     def on_signal(signum, frame):
         # deferred while files are being created, moved or removed (ketasim.io.signals_held)
@@ -680,6 +702,7 @@ def main(argv=None) -> int:
         print("ketasim: interrupted (Ctrl-C)", file=sys.stderr)
         return 130
     finally:
+        restore_output()
         sys.unraisablehook = default_hook
         for sig, default in handled:
             signal.signal(sig, default)
