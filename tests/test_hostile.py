@@ -2101,3 +2101,23 @@ def test_a_terminal_without_the_summarys_characters_gets_escapes_not_an_error(tm
                                                                  .parents[1])))
     assert r.returncode == 0, r.stderr
     assert "\\u2013" in r.stdout and r.stderr.startswith("wrote ") and out.is_file()
+
+
+def test_an_interrupt_after_the_files_are_written_does_not_say_none_were(tmp_path, capsys,
+                                                                         monkeypatch):
+    """Ctrl-C while a population's summary was printed, its table already in place, had been
+    reported as "interrupted; no file was written"."""
+    from ketasim import cli_population
+
+    def ctrl_c(*a, **k):
+        raise KeyboardInterrupt
+
+    out = tmp_path / "pop.csv"
+    out.write_text(SENTINEL)
+    monkeypatch.setattr(cli_population, "_print_summary", ctrl_c)
+    rc, _, err = run_cli(["population", "--n", "3", "-q", "--out", str(out)], capsys)
+    assert rc == 130
+    assert out.read_text() != SENTINEL and "no file was written" not in err, err
+    monkeypatch.setattr(importlib_module("ketasim.population"), "population", ctrl_c)
+    rc, _, err = run_cli(["population", "--n", "3", "-q", "--out", str(out)], capsys)
+    assert rc == 130 and "no file was written" in err, err

@@ -584,10 +584,16 @@ def _metrics_arg(args, model):
 
 def _interruptible(fn):
     def run(args) -> int:
+        from .io import commits
+
+        before = commits()
         try:
             return fn(args)
         except KeyboardInterrupt:
-            print("ketasim: interrupted; no file was written", file=sys.stderr)
+            # (an interrupt after the files were moved into place, while the summary is
+            # printed, had been reported as "no file was written")
+            if commits() == before:
+                print("ketasim: interrupted; no file was written", file=sys.stderr)
             raise
     run.__name__ = fn.__name__
     return run

@@ -178,6 +178,15 @@ def check_outputs(outputs, inputs=()) -> None:
                                         "expected different output files")
 
 
+_commits = 0     # how many OutputSet.commit calls have moved their files into place
+
+
+def commits() -> int:
+    """How many sets of files this process has written (moved into place) so far: a command
+    compares the count before and after a step to tell whether it wrote anything."""
+    return _commits
+
+
 class OutputSet:
     """Write several files all-or-nothing.
 
@@ -229,6 +238,7 @@ class OutputSet:
     def commit(self) -> None:
         """Write every temporary, then move them all into place; on any failure (or
         KeyboardInterrupt) remove the temporaries and created folders and re-raise."""
+        global _commits
         raise_swallowed()       # a Ctrl-C that never stopped the command stops it here
         temps: list[tuple[str, Path]] = []   # (temporary, destination)
         made: list[Path] = []                # folders created here, outermost first
@@ -260,6 +270,7 @@ class OutputSet:
             with signals_held():
                 _move_all(temps)
                 temps = []
+                _commits += 1
         except BaseException:
             with signals_held():
                 for tmp, _ in temps:
