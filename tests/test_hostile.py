@@ -2121,3 +2121,22 @@ def test_an_interrupt_after_the_files_are_written_does_not_say_none_were(tmp_pat
     monkeypatch.setattr(importlib_module("ketasim.population"), "population", ctrl_c)
     rc, _, err = run_cli(["population", "--n", "3", "-q", "--out", str(out)], capsys)
     assert rc == 130 and "no file was written" in err, err
+
+
+def test_a_move_that_fails_names_the_users_file_not_the_temporary_one(tmp_path, monkeypatch,
+                                                                      capsys):
+    """A move refused by the system (a file of another user in a sticky folder such as /tmp:
+    "Operation not permitted"; a mount point: "Device or resource busy") had been reported
+    with the name of the temporary file, which no longer exists, instead of the output."""
+    out = tmp_path / "run.csv"
+    out.write_text(SENTINEL)
+
+    def refused(src, dst):
+        raise PermissionError(1, "Operation not permitted", str(src), None, str(dst))
+
+    monkeypatch.setattr(kio.os, "replace", refused)
+    rc, _, err = run_cli(["schedule", "standard-iv", "--out", str(out)], capsys)
+    assert rc == 1
+    one_line_error(err, "Operation not permitted", str(out))
+    assert ".tmp" not in err and out.read_text() == SENTINEL
+    assert os.listdir(tmp_path) == ["run.csv"]

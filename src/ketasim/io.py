@@ -367,7 +367,10 @@ def _move_all(temps) -> None:
                     backup = f"{tmp}.old"
                 except (OSError, NotImplementedError):
                     pass       # no hard links here: each move is still atomic on its own
-            os.replace(tmp, path)
+            try:
+                os.replace(tmp, path)
+            except OSError as exc:     # name the user's file, not the temporary one (removed)
+                raise type(exc)(exc.errno, exc.strerror, str(path)) from exc
             done.append((path, existed, backup))
             backup = None
     except BaseException:
