@@ -2140,3 +2140,27 @@ def test_a_move_that_fails_names_the_users_file_not_the_temporary_one(tmp_path, 
     one_line_error(err, "Operation not permitted", str(out))
     assert ".tmp" not in err and out.read_text() == SENTINEL
     assert os.listdir(tmp_path) == ["run.csv"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_an_output_that_is_a_pipe_is_refused_with_its_option_before_the_run(tmp_path, capsys,
+                                                                           monkeypatch):
+    """A named pipe (or a link to a device) as --out had been refused only when writing, after
+    the whole run (a population of 100,000 subjects: 20 s), as "output"."""
+    os.mkfifo(tmp_path / "p.csv")
+    (tmp_path / "null.csv").symlink_to(os.devnull)
+    P = importlib_module("ketasim.population")
+    monkeypatch.setattr(P, "population", lambda *a, **k: pytest.fail("ran before the check"))
+    B = importlib_module("ketasim.bench")
+    monkeypatch.setattr(B, "run_suite", lambda *a, **k: pytest.fail("ran before the check"))
+    for argv, option, name in (
+            (["population", "--n", "3", "-q", "--out", str(tmp_path / "p.csv")], "--out",
+             "p.csv"),
+            (["population", "--n", "3", "-q", "--bands", str(tmp_path / "null.csv")],
+             "--bands", "null.csv"),
+            (["bench", "--quick", "--only", "trivial", "--json", str(tmp_path / "p.csv")],
+             "--json", "p.csv")):
+        rc, _, err = run_cli(argv, capsys)
+        assert rc == 1
+        one_line_error(err, option, name, "not a regular file")
+    assert stat.S_ISCHR(os.stat(os.devnull).st_mode)

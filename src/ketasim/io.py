@@ -161,6 +161,10 @@ def check_outputs(outputs, inputs=()) -> None:
         link = _broken_link(p.parent) if str(p.parent) else None
         if link is not None:
             raise KetasimInputError(f"{lab}: {str(p)!r}: {_broken_link_words(link)}")
+        if p.exists() and not p.is_file() and not p.is_dir():
+            # found before any work (it had been found only when writing, after the run)
+            raise KetasimInputError(f"{lab}: {str(p)!r} exists and is not a regular file (a "
+                                    "device or a pipe); expected a file name")
         for ilab in stdin:
             if _is_stdin(p):           # ``--doses - < f`` and ``--out f``
                 raise KetasimInputError(
