@@ -2164,3 +2164,12 @@ def test_an_output_that_is_a_pipe_is_refused_with_its_option_before_the_run(tmp_
         assert rc == 1
         one_line_error(err, option, name, "not a regular file")
     assert stat.S_ISCHR(os.stat(os.devnull).st_mode)
+
+
+def test_schedule_to_a_closed_standard_output_is_refused(monkeypatch, capsys):
+    """``ketasim schedule standard-iv --out - >&-`` had ended in an internal error
+    (AttributeError); it is refused in one line, as simulate refuses it."""
+    monkeypatch.setattr(sys, "stdout", None)
+    rc, _, err = run_cli(["schedule", "standard-iv", "--out", "-"], capsys)
+    assert rc == 1
+    one_line_error(err, "--out -", "standard output is closed")

@@ -598,6 +598,9 @@ def cmd_schedule(args) -> int:
     from .dosing import write_doses
 
     _check_output_paths(args, "out")
+    if args.out == "-" and sys.stdout is None:     # (as simulate says it)
+        raise KetasimInputError("--out -: standard output is closed; expected it open, or a "
+                                "file name")
     if args.course == "standard-iv":
         w = weight_or_default(args.weight)
         d = dosing.standard_iv_course(args.dose_mg_per_kg, w, args.months,
