@@ -2173,3 +2173,16 @@ def test_schedule_to_a_closed_standard_output_is_refused(monkeypatch, capsys):
     rc, _, err = run_cli(["schedule", "standard-iv", "--out", "-"], capsys)
     assert rc == 1
     one_line_error(err, "--out -", "standard output is closed")
+
+
+def test_with_standard_error_closed_standard_output_holds_only_the_table(monkeypatch, capsys):
+    """With standard error closed (``2>&-``) every message had gone to standard output: the
+    table of ``--out -`` ended in a line "wrote standard output (...)" (and the summary and
+    warnings were mixed into it)."""
+    monkeypatch.setattr(sys, "stderr", None)
+    rc = main(["simulate", "--until", "2", "--summary", "--out", "-"])
+    out = capsys.readouterr().out
+    assert rc == 0 and sys.stderr is None
+    lines = out.splitlines()
+    assert lines[0].startswith("time_h,") and len(lines) == 22, lines[-3:]
+    assert all(ln[:1].isdigit() for ln in lines[1:]), lines[-3:]

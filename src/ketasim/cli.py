@@ -664,11 +664,26 @@ def _lenient_output():
     return restore
 
 
+def _closed_stderr():
+    """With standard error closed (``2>&-``: ``sys.stderr`` is None) messages are dropped:
+    ``print(..., file=None)`` writes to standard output, and "wrote standard output (...)" had
+    been appended to the table of ``--out -``. Returns a function that puts None back."""
+    if sys.stderr is not None:
+        return lambda: None
+    sys.stderr = open(os.devnull, "w", encoding="utf-8")
+
+    def restore():
+        devnull, sys.stderr = sys.stderr, None
+        devnull.close()
+    return restore
+
+
 def main(argv=None) -> int:
     from .io import clear_raised, interrupt  # imported here, never inside a signal handler
 
     clear_raised()
     restore_output = _lenient_output()
+    restore_stderr = _closed_stderr()
 
     def on_signal(signum, frame):
         # deferred while files are being created, moved or removed (ketasim.io.signals_held)
@@ -706,6 +721,7 @@ def main(argv=None) -> int:
         return 130
     finally:
         restore_output()
+        restore_stderr()
         sys.unraisablehook = default_hook
         for sig, default in handled:
             signal.signal(sig, default)
