@@ -2186,3 +2186,24 @@ def test_with_standard_error_closed_standard_output_holds_only_the_table(monkeyp
     lines = out.splitlines()
     assert lines[0].startswith("time_h,") and len(lines) == 22, lines[-3:]
     assert all(ln[:1].isdigit() for ln in lines[1:]), lines[-3:]
+
+
+def test_a_table_that_cannot_go_to_standard_output_leaves_the_figure_as_it_was(
+        tmp_path, monkeypatch, capsys):
+    """``simulate --out - --plot p.png > full-disk/x.csv``: the figure had replaced p.png, and
+    then the command failed on the table ("No space left on device", naming nothing)."""
+    import io
+
+    class FullDisk(io.TextIOBase):
+        def write(self, s):
+            raise OSError(28, "No space left on device")
+
+    plot = tmp_path / "p.png"
+    plot.write_bytes(b"old figure")
+    monkeypatch.setattr(sys, "stdout", FullDisk())
+    rc = main(["simulate", "--until", "24", "--out", "-", "--plot", str(plot)])
+    monkeypatch.undo()
+    err = capsys.readouterr().err
+    assert rc == 1
+    one_line_error(err, "No space left on device", "standard output")
+    assert plot.read_bytes() == b"old figure" and os.listdir(tmp_path) == ["p.png"]

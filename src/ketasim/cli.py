@@ -566,10 +566,18 @@ def _simulate_rest(args, model, doses, times, params, weight, cal, helper) -> in
                 else:
                     summary += ("no maintenance phase in the simulated time (three or more "
                                 "sessions at one interval up to the end) (schematic)")
+        if to_stdout:
+            # the table first: one that cannot be written (a full disk) fails the command
+            # before --plot replaces a file (it had been replaced, and the command failed)
+            try:
+                write_result_table(result, sys.stdout)
+                sys.stdout.flush()
+            except BrokenPipeError:      # the reader stopped reading (| head): not a failure
+                _write_all(outputs, _input_files(args))
+                raise
+            except OSError as exc:
+                raise type(exc)(exc.errno, exc.strerror, "standard output") from exc
         _write_all(outputs, _input_files(args))
-    if to_stdout:
-        write_result_table(result, sys.stdout)
-        sys.stdout.flush()
     if summary:
         print(summary, file=sys.stderr if to_stdout else sys.stdout)
     print(f"wrote {'standard output' if to_stdout else args.out} ({len(times):,} times, "
