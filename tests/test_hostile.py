@@ -2207,3 +2207,32 @@ def test_a_table_that_cannot_go_to_standard_output_leaves_the_figure_as_it_was(
     assert rc == 1
     one_line_error(err, "No space left on device", "standard output")
     assert plot.read_bytes() == b"old figure" and os.listdir(tmp_path) == ["p.png"]
+
+
+def test_parquet_without_pyarrows_parquet_module_is_refused_before_the_run(tmp_path, capsys,
+                                                                           monkeypatch):
+    """A pyarrow without its Parquet module (conda's pyarrow-core) had passed the check of
+    --out x.parquet and failed after the whole run, as an internal error; a pyarrow that does
+    not load (built for another numpy) had been reported as "invalid _table_out value"."""
+    P = importlib_module("ketasim.population")
+    monkeypatch.setattr(P, "population", lambda *a, **k: pytest.fail("ran before the check"))
+    out = str(tmp_path / "p.parquet")
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    rc, _, err = run_cli(["population", "--n", "3", "-q", "--out", out], capsys)
+    assert rc == 2
+    one_line_error(err, "--out", "p.parquet", "pip install 'ketasim[parquet]'",
+                   "pyarrow.parquet")
+
+    class Broken:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] == "pyarrow":
+                raise ValueError("numpy.dtype size changed, may indicate binary "
+                                 "incompatibility")
+
+    for name in [m for m in sys.modules if m.split(".")[0] == "pyarrow"]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(sys, "meta_path", [Broken(), *sys.meta_path])
+    rc, _, err = run_cli(["sweep", "--vary", "CL=50:60:2", "-q", "--out", out], capsys)
+    assert rc == 2
+    one_line_error(err, "--out", "pip install 'ketasim[parquet]'", "binary incompatibility")
+    assert list(tmp_path.iterdir()) == []

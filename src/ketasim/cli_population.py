@@ -197,15 +197,19 @@ _NO_PYARROW = ("Parquet needs pyarrow; install it with pip install 'ketasim[parq
 
 def _table_out(v):
     """--out of population and sweep: a .csv or .parquet file name; Parquet is refused here,
-    before any work, when pyarrow cannot be imported."""
+    before any work, when pyarrow's Parquet module cannot be imported (a build without it,
+    such as conda's pyarrow-core, had failed after the whole run, as an internal error; a
+    pyarrow built for another numpy as "invalid _table_out value")."""
     from .cli import _out_path
 
     p = _out_path(v, (".csv", ".parquet"))
     if p.suffix.lower() == ".parquet":
         try:
-            import pyarrow  # noqa: F401
-        except ImportError:
-            raise argparse.ArgumentTypeError(f"{v!r}: {_NO_PYARROW}") from None
+            import pyarrow.parquet  # noqa: F401
+        except Exception as exc:        # ImportError, or a build that does not load here
+            why = " ".join(str(exc).split())[:200]
+            raise argparse.ArgumentTypeError(f"{v!r}: {_NO_PYARROW} (import pyarrow.parquet: "
+                                             f"{type(exc).__name__}: {why})") from None
     return p
 
 
