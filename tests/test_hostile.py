@@ -2236,3 +2236,19 @@ def test_parquet_without_pyarrows_parquet_module_is_refused_before_the_run(tmp_p
     assert rc == 2
     one_line_error(err, "--out", "pip install 'ketasim[parquet]'", "binary incompatibility")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_standard_output_redirected_to_another_output_is_refused(tmp_path):
+    """``simulate --out - --plot p.png > p.png``: the figure replaced the file standard output
+    wrote to, so the table went to a file no longer there, and "wrote standard output" was
+    said of it."""
+    plot = tmp_path / "p.png"
+    with open(plot, "wb") as out:
+        r = subprocess.run([sys.executable, "-m", "ketasim", "simulate", "--until", "24",
+                            "--out", "-", "--plot", str(plot)], stdout=out,
+                           stderr=subprocess.PIPE, text=True,
+                           env=dict(os.environ,
+                                    PYTHONPATH=str(Path(ketasim.__file__).parents[1])))
+    assert r.returncode == 1, r.stderr
+    one_line_error(r.stderr, "--out - and --plot", "p.png", "different output files")
+    assert plot.read_bytes() == b""

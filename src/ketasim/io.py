@@ -145,6 +145,11 @@ def check_outputs(outputs, inputs=()) -> None:
                 raise KetasimInputError(
                     f"{lab} -: standard output is redirected to the {ilab} input {str(q)!r}; "
                     "redirect it to another file (the results would be written into the input)")
+        for lab2, q in outs:
+            if _is_stdin(q, 1):        # (the file's data would go to the replaced file)
+                raise KetasimInputError(
+                    f"{lab} - and {lab2}: standard output is redirected to {str(q)!r}, which "
+                    f"{lab2} writes; expected different output files")
         for ilab in stdin:
             if _stdout_is_stdin():
                 raise KetasimInputError(
