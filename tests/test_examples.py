@@ -46,3 +46,39 @@ def test_readme_gallery_shows_every_example_figure():
         assert script.name in readme
         total += png.stat().st_size
     assert total < 600_000
+
+
+def test_an_example_figure_is_written_all_or_nothing(tmp_path, monkeypatch):
+    """A figure that fails while it is drawn (Ctrl-C, a full disk) leaves the older file as it
+    was: the examples write through ketasim's all-or-nothing writer, not straight into the
+    file."""
+    import importlib.util
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    spec = importlib.util.spec_from_file_location("_save", ROOT / "examples" / "_save.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    monkeypatch.setenv("KETASIM_EXAMPLES_OUT", str(tmp_path))
+    monkeypatch.delenv("KETASIM_GALLERY", raising=False)
+    old = tmp_path / "fig.png"
+    old.write_bytes(b"the older figure")
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1])
+
+    def broken(fname, **kw):             # half a PNG, then the interruption
+        (fname.write if hasattr(fname, "write") else Path(fname).write_bytes)(b"\x89PNG half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fig, "savefig", broken)
+    with pytest.raises(KeyboardInterrupt):
+        mod.save(fig, "fig")
+    assert old.read_bytes() == b"the older figure"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fig.png"]
+    monkeypatch.undo()
+    monkeypatch.setenv("KETASIM_EXAMPLES_OUT", str(tmp_path))
+    mod.save(fig, "fig")
+    plt.close(fig)
+    assert old.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
