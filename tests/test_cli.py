@@ -279,3 +279,35 @@ def test_summary_does_not_call_a_session_ending_at_the_grids_end_cut(tmp_path, c
     assert main(["simulate", "--doses", str(d), "--until", "95", "--out",
                  str(tmp_path / "v.csv"), "--summary"]) == 0
     assert "the last session shown is cut there" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, head", [
+    (["population", "--n", "3", "--param", "CLX=5"], "ketasim: error: --param: unknown"),
+    (["simulate", "--out", "{tmp}/s.csv", "--param", "CLX=3"],
+     "ketasim: error: preset ketamine-iv: --param: unknown name 'CLX'"),
+    (["population", "--n", "3", "--metrics", "cmax,nope"], "ketasim: error: --metrics: unknown"),
+    (["population", "--n", "3", "--bands", "{tmp}/b.csv", "--band-outputs", "nope"],
+     "ketasim: error: --band-outputs: model"),
+    (["sweep", "--vary", "CLX=1:2:3", "--out", "{tmp}/w.csv"], "ketasim: error: --vary: unknown"),
+    (["simulate", "--out", "{tmp}/s.csv", "--occupancy-calibration", "nope"],
+     "ketasim: error: --occupancy-calibration: unknown"),
+    (["population", "--model", "esketamine-nasal", "--doses", "spravato", "--n", "3", "--age",
+      "150"], "ketasim: error: --age: got 150"),
+])
+def test_an_input_error_names_the_option_that_set_it(tmp_path, capsys, argv, head):
+    """A value refused by the API is named by the command's option, not by the Python
+    argument it became (``params:`` had answered ``--param``); nothing is written."""
+    assert main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(head), err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_input_error_keeps_the_name_of_a_file_column(tmp_path, capsys):
+    # the age from a --covariates table is that table's column, not --age
+    cov = tmp_path / "cov.csv"
+    cov.write_text("subject,age_y\n0,150\n1,40\n")
+    rc = main(["population", "--model", "esketamine-nasal", "--doses", "spravato", "--n", "2",
+               "--covariates", str(cov), "--out", str(tmp_path / "p.csv")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "--age" not in err and "150" in err

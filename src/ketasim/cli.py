@@ -651,6 +651,39 @@ def _fail(args, message: str) -> int:
     return 1
 
 
+#: Python argument names that head an input error (or its part after ``preset NAME: ``), as
+#: the option of the command that set them: ``--param CLX=5`` is refused as ``--param: unknown
+#: name 'CLX'``, not as ``params: ...``
+OPTION_OF = {"params": "--param", "metrics": "--metrics", "vary": "--vary",
+             "band_outputs": "--band-outputs", "occupancy_calibration": "--occupancy-calibration",
+             "closeup_h": "--closeup", "scheduler": "--scheduler", "covariates['age_y']": "--age"}
+
+
+def as_options(args, message: str) -> str:
+    """``message`` with the first Python argument name that heads it or one of its ``: ``
+    parts (:data:`OPTION_OF`) given as the command's option, when the command has that option
+    and the user gave it (the same name may come from a file: a ``--covariates`` table's
+    age_y is left as it is)."""
+    import re
+
+    parser = build_parser()
+    sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+    cmd = sub.choices.get(getattr(args, "command", None)) if sub is not None else None
+    if cmd is None:
+        return message
+    names = "|".join(re.escape(k) for k in OPTION_OF)
+    m = re.search(rf"(?:^|(?<=: ))({names}): ", message)
+    if m is None:
+        return message
+    opt = OPTION_OF[m.group(1)]
+    action = cmd._option_string_actions.get(opt)
+    if action is None or getattr(args, action.dest, None) in (None, [], False):
+        return message
+    if opt == "--age" and getattr(args, "covariates", None):
+        return message
+    return message[:m.start(1)] + opt + message[m.end(1):]
+
+
 def _lenient_output():
     """Let standard output write a character its encoding lacks (the "×" of a summary on an
     ASCII terminal, ``PYTHONIOENCODING=ascii``) as an escape, ``\\xd7``: the error had come
@@ -813,7 +846,7 @@ def _run(args) -> int:
     except KetasimInputError as exc:
         if args.debug:
             raise
-        return _fail(args, str(exc))
+        return _fail(args, as_options(args, str(exc)))
     except BrokenPipeError:
         # the reader went away (``ketasim presets | head -1``): stop quietly
         try:
