@@ -311,3 +311,17 @@ def test_an_input_error_keeps_the_name_of_a_file_column(tmp_path, capsys):
                "--covariates", str(cov), "--out", str(tmp_path / "p.csv")])
     err = capsys.readouterr().err
     assert rc == 1 and "--age" not in err and "150" in err
+
+
+def test_an_unknown_mplbackend_is_named(tmp_path):
+    """A matplotlib backend named by the environment that matplotlib does not know is an
+    input error naming the variable (it had been an 'internal error ... please report it')."""
+    env = dict(os.environ, MPLBACKEND="nonexistent", KETASIM_FORK="0",
+               PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    p = subprocess.run([sys.executable, "-m", "ketasim", "simulate", "--until", "2", "--out",
+                        str(tmp_path / "s.csv"), "--plot", str(tmp_path / "s.png")],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 1
+    assert p.stderr.strip().splitlines()[-1].startswith(
+        "ketasim: error: MPLBACKEND (environment): got 'nonexistent'"), p.stderr
+    assert "internal error" not in p.stderr and list(tmp_path.iterdir()) == []

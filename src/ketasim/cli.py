@@ -875,6 +875,11 @@ def _run(args) -> int:
         raise_swallowed()
         if args.debug:
             raise
+        backend = os.environ.get("MPLBACKEND")
+        if backend and isinstance(exc, ValueError) and "backend" in str(exc):
+            # matplotlib refuses the backend the environment names when it is first imported
+            return _fail(args, f"MPLBACKEND (environment): got {backend!r}, which matplotlib "
+                         "does not know; expected a backend such as Agg, or the variable unset")
         msg = " ".join(str(exc).split())[:200]
         return _fail(args, f"internal error ({type(exc).__name__}: {msg}); please report it "
                      "with the command that caused it (--debug shows the traceback)")
