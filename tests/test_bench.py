@@ -163,3 +163,27 @@ def test_bench_only_names_each_scenario_once_and_refuses_none(tmp_path, monkeypa
     assert not asked
     assert main(["bench", "--quick", "--only", "trivial,trivial", "--only", "trivial"]) == 0
     assert asked == [["trivial"]]
+
+
+def test_full_run_does_not_replace_another_programs_results(tmp_path, monkeypatch, capsys):
+    """The full suite writes benchmarks/results.json where it is run: in another project's
+    folder it had replaced that project's results.json with ketasim's. A file there that is
+    not an earlier ketasim run is refused before the suite runs; an earlier run's is replaced."""
+    monkeypatch.chdir(tmp_path)
+    res = tmp_path / "benchmarks" / "results.json"
+    res.parent.mkdir()
+    res.write_text('{"theirs": [1, 2, 3]}')
+    runs = []
+
+    def fake_suite(*a, **k):
+        runs.append(1)
+        return {"quick": False, "machine": {"ketasim": "x"}, "scenarios": []}
+
+    monkeypatch.setattr(bench, "run_suite", fake_suite)
+    monkeypatch.setattr(bench, "markdown_table", lambda r: "table")
+    assert main(["bench"]) == 1
+    assert "not a ketasim benchmark's results" in capsys.readouterr().err
+    assert res.read_text() == '{"theirs": [1, 2, 3]}' and not runs
+    res.write_text(json.dumps({"machine": {"ketasim": "0.0.9"}, "scenarios": []}))
+    assert main(["bench"]) == 0 and runs
+    assert json.loads(res.read_text())["machine"]["ketasim"] == "x"

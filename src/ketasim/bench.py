@@ -1498,6 +1498,10 @@ def run_args(args) -> int:
     if json_path is not None and Path(json_path).is_dir():   # (--figure's type checks its own)
         raise KetasimInputError(f"--json: {str(json_path)!r} is a folder, expected a file name")
     check_outputs([("--json", json_path), ("--figure", args.figure)])
+    if args.json is None and json_path is not None and not _own_results(json_path):
+        raise KetasimInputError(f"--json: not given, and the default {json_path} here is not "
+                                "a ketasim benchmark's results (another program's file?); "
+                                "expected --json PATH for the file to write ('-' for none)")
     isolate = (not args.quick) if args.isolate is None else args.isolate
     results = run_suite(names, quick=args.quick, isolate=isolate, repeats=args.repeats)
     print(markdown_table(results))
@@ -1529,6 +1533,20 @@ def run_args(args) -> int:
     if no_figure:
         raise KetasimInputError(no_figure)
     return 0
+
+
+def _own_results(path) -> bool:
+    """Whether ``path`` may be replaced by the suite's default results: absent, or the JSON of
+    an earlier run (``machine.ketasim`` names the version that wrote it)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            old = json.load(f)
+    except FileNotFoundError:
+        return True
+    except (OSError, ValueError):
+        return False
+    return isinstance(old, dict) and isinstance(old.get("machine"), dict) \
+        and "ketasim" in old["machine"]
 
 
 def main(argv=None, prog="ketasim bench") -> int:
