@@ -2252,3 +2252,26 @@ def test_standard_output_redirected_to_another_output_is_refused(tmp_path):
     assert r.returncode == 1, r.stderr
     one_line_error(r.stderr, "--out - and --plot", "p.png", "different output files")
     assert plot.read_bytes() == b""
+
+
+def test_an_output_linked_to_a_preset_is_refused(tmp_path, monkeypatch, capsys):
+    """An output that is a link to ketasim's own preset file (a preset named by name is an
+    input no option names) had replaced the installed preset with the results table."""
+    from pathlib import Path
+
+    import ketasim
+    from ketasim.cli import main
+
+    preset = Path(ketasim.__file__).resolve().parent / "presets" / "ketamine-iv.toml"
+    before = preset.read_bytes()
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "o.csv").symlink_to(preset)
+    try:
+        assert main(["simulate", "--model", "ketamine-iv", "--until", "2",
+                     "--out", "o.csv"]) == 1
+    finally:
+        after = preset.read_bytes()
+        if after != before:           # (the code before the fix: put the preset back)
+            preset.write_bytes(before)
+    assert after == before
+    assert "leads to ketasim's own file" in capsys.readouterr().err

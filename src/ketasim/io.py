@@ -127,6 +127,17 @@ def _stdout_is_stdin() -> bool:
     return stat.S_ISREG(st0.st_mode) and (st0.st_dev, st0.st_ino) == (st1.st_dev, st1.st_ino)
 
 
+def _in_package(p: Path) -> str | None:
+    """The file of ketasim's own package (a preset, a module) that the output ``p`` would
+    replace, following links (an output linked to ``presets/ketamine-iv.toml``), or None."""
+    pkg = Path(__file__).resolve().parent
+    try:
+        target = p.resolve()
+    except (OSError, RuntimeError):       # (a loop of links: found when writing)
+        return None
+    return str(target) if pkg in target.parents else None
+
+
 def check_outputs(outputs, inputs=()) -> None:
     """Refuse outputs that would overwrite an input, or each other (one-line errors).
 
@@ -170,6 +181,10 @@ def check_outputs(outputs, inputs=()) -> None:
             # found before any work (it had been found only when writing, after the run)
             raise KetasimInputError(f"{lab}: {str(p)!r} exists and is not a regular file (a "
                                     "device or a pipe); expected a file name")
+        own = _in_package(p)
+        if own is not None:         # (a preset named by name is an input no option names)
+            raise KetasimInputError(f"{lab}: {str(p)!r} leads to ketasim's own file {own}; "
+                                    "expected an output outside the installed package")
         for ilab in stdin:
             if _is_stdin(p):           # ``--doses - < f`` and ``--out f``
                 raise KetasimInputError(
