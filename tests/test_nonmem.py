@@ -171,6 +171,26 @@ def test_ss_constant_infusion():
     np.testing.assert_allclose(c[3:], 0.0, atol=0)
 
 
+
+@pytest.mark.parametrize("rows", [
+    "0,0,ivf,10,0,0",        # a rate without an amount (NONMEM: AMT must be positive)
+    "0,0,ivf,10,1,12",       # ss with an interval: NONMEM's constant infusion needs II = 0
+    "0,0,ivf,10,2,12",
+])
+def test_a_rate_with_amount_zero_is_refused_unless_a_constant_infusion_at_steady_state(rows):
+    """RATE > 0 with AMT = 0 is NONMEM's constant infusion at steady state (SS, II = 0) and
+    nothing else: NONMEM stops on it otherwise. ketasim had given nothing, silently (with
+    ss = 1 it even emptied the compartments): it names the row, the column and the value."""
+    text = f"TIME,AMT,CMT,RATE,SS,II\n{rows}\n"
+    with pytest.raises(ketasim.KetasimInputError, match=r"line 2: row 1: amount_mg: got 0 with "
+                                                        r"rate_mg_h = 10.*expected an amount > 0"):
+        ketasim.read_doses(io.StringIO(text))
+    # the constant infusion itself: f R / CL from its start (closed form)
+    d = ketasim.read_doses(io.StringIO("TIME,AMT,CMT,RATE,SS,II\n0,0,ivf,10,1,0\n"))
+    np.testing.assert_allclose(conc(one_cpt(F=0.5), d, np.array([0.0, 3.0])), 0.5 * 10 / CL,
+                               rtol=1e-12)
+
+
 # ------------------------------------------------------------------------- many doses
 def many_doses_equal_ss(model, row, tau, n, names=None):
     times = np.linspace(0.0, 2 * tau, 41)

@@ -313,6 +313,15 @@ class Doses(Derived):
             fail(need, lambda i: f"ii_h: got {self.ii_h[i]:g} with ss = {self.ss[i]}, expected "
                  "the dosing interval (> 0 hours), or ii_h = 0 with amount_mg = 0 and a "
                  "rate_mg_h for a constant infusion at steady state")
+        # NONMEM: with RATE > 0 the amount must be positive, except for a constant infusion at
+        # steady state; an amount of 0 at a rate would be an infusion of nothing
+        zero = (self.evid != 3) & (self.amount_mg == 0) & (self.rate_mg_h > 0) & ~const
+        if zero.any():
+            fail(zero, lambda i: f"amount_mg: got 0 with rate_mg_h = {self.rate_mg_h[i]:g}"
+                 f"{f' and ss = {self.ss[i]}, ii_h = {self.ii_h[i]:g}' if self.ss[i] else ''}"
+                 ", an infusion of nothing; expected an amount > 0 (it runs for f x amount / "
+                 "rate hours), or ss = 1 with ii_h = 0 for a constant infusion at steady state "
+                 "(as in NONMEM)")
         total = int(np.sum(self.addl + 1))
         if total > MAX_EVENTS:
             raise KetasimInputError(f"{src}: addl: the table expands to {total:,} doses, more "
