@@ -172,6 +172,22 @@ def test_ss_constant_infusion():
 
 
 
+@pytest.mark.parametrize("route, zero", [("iv", {"CL": 0.0}), ("oral", {"KA": 0.0})])
+def test_ss_into_a_compartment_whose_outflow_is_zero_is_refused(route, zero):
+    """With CL = 0 (or KA = 0) the geometric series of doses, sum of e^(-k j tau), diverges:
+    there is no steady state. Only an amount-only compartment the model has no flow out of
+    (an excretion counter) starts empty at a steady-state dose, as NONMEM's output
+    compartment; a compartment whose outflow merely evaluates to 0 had silently been treated
+    as one, giving the single dose as the 'steady state'."""
+    m = one_cpt(F=1.0)
+    ss = ketasim.Doses.single(100.0, route, ss=1, ii_h=12.0)
+    with pytest.raises(KetasimInputError, match=r"steady state \(ss\) does not exist.*no outflow "
+                                                r"from (central|depot)"):
+        sim(m, ss, [0.0, 6.0], params=zero)
+    # the same dose with the outflow back: the closed form 100 / V / (1 - e^(-k tau))
+    c = conc(m, ketasim.Doses.single(100.0, "iv", ss=1, ii_h=12.0), np.array([0.0]))
+    np.testing.assert_allclose(c, 100.0 / V / (1 - np.exp(-K10 * 12.0)), rtol=1e-12)
+
 @pytest.mark.parametrize("rows", [
     "0,0,ivf,10,0,0",        # a rate without an amount (NONMEM: AMT must be positive)
     "0,0,ivf,10,1,12",       # ss with an interval: NONMEM's constant infusion needs II = 0

@@ -235,10 +235,15 @@ def _reached(K, b) -> np.ndarray:
 def _solve_ss(A, b, model, K):
     r = _reached(K, b)
     # a compartment the drug reaches but never leaves (an amount-only excretion compartment:
-    # nothing flows out of it) has no steady amount; as NONMEM's output compartment, it starts
-    # empty at the steady-state dose (it feeds nothing, so the others' steady state is the same)
+    # the model has no flow out of it) has no steady amount; as NONMEM's output compartment, it
+    # starts empty at the steady-state dose (it feeds nothing, so the others' steady state is
+    # the same). A compartment with a volume, or one whose outflows evaluate to 0 (CL = 0, a
+    # KA of 0), is no such counter: its steady state does not exist, and the solve says so.
     K = np.asarray(K)
-    r = np.array([i for i in r if np.any(K[:, i] != 0)], dtype=np.int64)
+    leaves = {fl.source for fl in model.flows}
+    counter = [i for i, c in enumerate(model.compartments)
+               if model.compartments[c] is None and c not in leaves]
+    r = np.array([i for i in r if i not in counter], dtype=np.int64)
     x = np.zeros(np.shape(b))
     if r.size == 0:
         return x
