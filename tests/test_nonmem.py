@@ -517,6 +517,23 @@ def test_covariate_changing_within_a_subject_is_an_error():
         sim(one_cpt(), d, [0.0])
 
 
+@pytest.mark.parametrize("cmt, note", [("3", ""), ("0", "CMT = 0 .*default dose compartment"),
+                                       ("-2", "negative CMT")])
+def test_a_compartment_number_out_of_range_names_the_numbers_there_are(cmt, note):
+    """NONMEM's CMT: 1 to the number of compartments, in [compartments] order (one_cpt has
+    depot = 1, central = 2). Any other number is refused naming the numbers there are (it
+    had been listed as an unknown name, with no word that numbers are read at all)."""
+    d = ketasim.read_doses(io.StringIO(f"TIME,AMT,CMT\n0,10,2\n1,10,{cmt}\n"))
+    with pytest.raises(KetasimInputError, match=rf"line 3: row 2: route \(CMT\): compartment "
+                                                rf"number {cmt} does not exist; expected 1 to 2 "
+                                                rf"\(1 = depot, 2 = central\).*{note}"):
+        sim(one_cpt(), d, [0.0])
+    # the numbers that exist dose those compartments whole (f = 1, no lag)
+    r = sim(one_cpt(LAG=2.0), ketasim.read_doses(io.StringIO("TIME,AMT,CMT\n0,10,1\n0,7,2\n")),
+            [0.0], amounts=True)
+    assert (r.amount("depot")[0], r.amount("central")[0]) == (10.0, 7.0)
+
+
 # ------------------------------------------------------------------------- the reader
 def test_physical_line_numbers_with_comments_and_blank_lines():
     text = "# a comment\n\ntime_h,amount_mg,route\n# another\n0,10,iv\n\n1,-5,iv\n"

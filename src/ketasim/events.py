@@ -171,6 +171,17 @@ def _inputs(model: Model, doses: Doses) -> dict:
         if c is None:
             if r == NASAL_ROUTE:      # a nasal course for a model without the route
                 raise KetasimInputError(no_nasal_route(model))
+            if k is not None:         # NONMEM's CMT: 0 (default compartment), < 0 (turn off)
+                numbered = (" (" + ", ".join(f"{j + 1} = {n}" for j, n in enumerate(comps))
+                            + ")" if len(comps) <= 12 else "")
+                raise KetasimInputError(
+                    f"{doses.source}: {doses.where(i)}: route (CMT): compartment number {r} does "
+                    f"not exist; expected 1 to {len(comps)}{numbered} or a route of model "
+                    f"{model.name!r} ({', '.join(model.routes) or 'none'})"
+                    + ("; NONMEM's CMT = 0 (the default dose compartment) has no equivalent: "
+                       "name the compartment or route" if k == 0 else
+                       "; NONMEM's negative CMT (a compartment turned off) has no equivalent"
+                       if k < 0 else ""))
             check_name(r, list(model.routes) + comps, f"{doses.where(i)}: route",
                        doses.source)
         out[r] = (RoutePart(to=c, f=_ONE, lag_h=_ZERO, duration_h=None),)
