@@ -178,9 +178,9 @@ CASES = [
      SIM, 1, ["output 'central'", "overflows"]),
     # --- command-line values that are bad inputs (exit 1)
     ("unknown --param name", None, None, SIM + ["--param", "CLL=3"], 1,
-     ["params", "'CLL'", "did you mean 'CL'"]),
+     ["--param: ", "'CLL'", "did you mean 'CL'"]),
     ("derived --param", None, None, SIM + ["--param", "K10=3"], 1,
-     ["params", "'K10' is derived"]),
+     ["--param: ", "'K10' is derived"]),
     ("negative --param", None, None, SIM + ["--param", "CL=-3"], 1,
      ["central -> out", "cl = CL evaluated to -3", ">= 0"]),
     ("non-finite --param", None, None, SIM + ["--param", "V=nan"], 1,
