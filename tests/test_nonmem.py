@@ -618,6 +618,29 @@ def test_readme_steady_state_example():
 
 
 # ------------------------------------------------------------------------- published values
+def test_an_observation_row_with_an_amount_is_refused():
+    """A row with evid 0 or 2 (or MDV 0 without an evid column) is an observation, which ketasim
+    skips: an amount on it had been dropped without a word. NONMEM requires dose items to be 0
+    there; ketasim names the line and what gives the dose."""
+    for text, kind in (("TIME,AMT,CMT,EVID\n0,35,iv,1\n12,35,iv,0\n", "evid 0"),
+                       ("TIME,AMT,CMT,EVID\n0,35,iv,1\n12,5,iv,2\n", "evid 2"),
+                       ("TIME,AMT,CMT,MDV\n0,35,iv,1\n12,35,iv,0\n", "MDV 0")):
+        with pytest.raises(ketasim.KetasimInputError,
+                           match=rf"line 3: amount_mg: got (35|5) on an observation row "
+                                 rf"\({kind}\)"):
+            ketasim.read_doses(io.StringIO(text))
+    with pytest.raises(ketasim.KetasimInputError, match=r"row 2: amount_mg: got 5 on an "
+                                                        r"observation row \(evid 0\)"):
+        ketasim.Doses.from_records([dict(time_h=0, amount_mg=35, route="iv"),
+                                    dict(time_h=3, amount_mg=5, route="iv", evid=0)])
+    # observation rows without a dose are read past and counted, as before
+    d = ketasim.read_doses(io.StringIO("TIME,AMT,CMT,EVID,MDV\n0,35,iv,1,1\n12,0,iv,0,0\n"
+                                       "13,.,iv,2,1\n14,,iv,0,0\n"))
+    assert len(d) == 1 and d.n_skipped == 3
+    d = ketasim.read_doses(io.StringIO("TIME,AMT,CMT,MDV\n0,35,iv,1\n12,0,iv,0\n5,0,iv,1\n"))
+    assert len(d) == 1 and d.n_skipped == 2
+
+
 def _cmt_model(CL, V, Q=None, V2=None):
     return _models.one_cpt(V=V, CL=CL, Q=Q, V2=V2)
 
@@ -657,6 +680,8 @@ def test_write_then_read_round_trips(tmp_path_factory, recs, nonmem_names):
     for r in recs:
         if r.get("addl"):
             r["ii_h"] = 12.0
+        if r.get("evid", 1) in (0, 2):
+            r["amount_mg"] = 0.0        # (an observation row with a dose is refused)
     if any("subject" in r for r in recs):
         for r in recs:
             r.setdefault("subject", 1)

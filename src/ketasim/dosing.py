@@ -440,6 +440,9 @@ class Doses(Derived):
                     pass                               # reported by Doses
             if isinstance(ev, (int, float, np.integer, np.floating)) and \
                     not isinstance(ev, bool) and ev in (0, 2):
+                amt = rec.get("amount_mg")
+                if amt not in (None, "", ".") and _amount_given(amt):
+                    raise _observation_amount(source, None, f"evid {ev:g}", amt, row=i + 1)
                 skipped += 1
                 sid = rec.get("subject")
                 if sid is not None:
@@ -761,6 +764,27 @@ def _id_exact(v) -> bool:
     return True
 
 
+def _amount_given(amt) -> bool:
+    """Whether an observation row's amount is a dose (not 0 or blank); a value that is no
+    number at all counts too (it is refused as a dose would be)."""
+    try:
+        v = float(amt)
+    except (TypeError, ValueError):
+        return True
+    return v != 0.0
+
+
+def _observation_amount(where, line_no, kind, amt, row=None) -> KetasimInputError:
+    """The error for an observation row (evid 0 or 2, or MDV 0) that carries an amount: NONMEM
+    requires dose items to be 0 there, and ketasim skips such rows, so the dose would be lost
+    without a word."""
+    at = f"line {line_no}" if row is None else f"row {row}"
+    give = "MDV 1" if kind.startswith("MDV") else "evid 1 (or blank)"
+    return KetasimInputError(f"{where}: {at}: amount_mg: got {amt} on an observation row "
+                             f"({kind}), which gives no dose; expected 0 or blank there, or "
+                             f"{give} to give it")
+
+
 def _observation_only(skipped_ids, kept) -> tuple:
     """The subject IDs (floats, sorted) of skipped rows that have no kept row: subjects with
     observations only. IDs that are blank or not numbers are left out (a kept row's ID is
@@ -944,8 +968,10 @@ def _parse(lines, where: str) -> Doses:
             mdv = r[mdv_pos].strip() if mdv_pos is not None else ""
             if mdv not in ("", "."):
                 m = _number(mdv, "MDV", where, line_no)
-                if m == 0 or amt in ("", ".", "0") or _number(amt, "amount_mg", where,
-                                                                  line_no) == 0:
+                a = 0.0 if amt in ("", ".") else _number(amt, "amount_mg", where, line_no)
+                if m == 0 and a != 0:
+                    raise _observation_amount(where, line_no, "MDV 0", amt)
+                if m == 0 or a == 0:
                     skipped += 1
                     skipped_ids.append(cells.get("subject", ""))
                     _keep_obs_covariates(r, pos, covariates, cells, obs_cov)
@@ -954,6 +980,9 @@ def _parse(lines, where: str) -> Doses:
         else:
             evid = _number(ev, "evid", where, line_no)
             if evid in (0.0, 2.0):
+                amt = cells.get("amount_mg", "")
+                if amt not in ("", ".") and _number(amt, "amount_mg", where, line_no) != 0:
+                    raise _observation_amount(where, line_no, f"evid {ev}", amt)
                 skipped += 1
                 skipped_ids.append(cells.get("subject", ""))
                 _keep_obs_covariates(r, pos, covariates, cells, obs_cov)
