@@ -18,11 +18,13 @@ Bands over time are kept as fixed-memory histograms per output and time point (4
 logarithmic bins from 1e-4 to 1e5 in the output's unit — ng/mL for concentrations, the
 dimensionless value for occupancy and the schematic outputs), updated chunk by chunk; curves are
 never kept. Integer counts add up exactly, so bands do not depend on the chunking either. A
-quantile is read by interpolating (geometrically) inside its bin: its relative error is at most
-one bin width, 0.51 %, far below the sampling error of a 5 % quantile for any practical ``n``,
-and it never leaves the exact range of the values (their smallest and largest, kept per output
-and time point): where every subject has the same value, the bands are that value. Values
-below 1e-4 are reported as 0, values at or above 1e5 as NaN. The schematic glutamate signal is
+quantile is numpy's default (linear) one, as in the population summary and a sweep's
+``_p05``/``_p50``/``_p95``, with the two values it interpolates between each read
+(geometrically) inside its bin: its relative error is at most one bin width, 0.51 %, far below
+the sampling error of a 5 % quantile for any practical ``n``, and it never leaves the exact
+range of the values (their smallest and largest, kept per output and time point): where
+every subject has the same value, the bands are that value. Values below 1e-4 are reported
+as 0, values at or above 1e5 as NaN. The schematic glutamate signal is
 binned as its rise above its baseline of 1 (it never falls below it: every role of the response
 is >= 0), so a surge of a few per cent keeps 0.51 % of itself rather than of the whole signal.
 """
@@ -250,26 +252,39 @@ def _band_counts(job: _Job, params: dict, w: np.ndarray):
 def _quantiles_from_counts(counts: np.ndarray, qs=QUANTILES, vmin=None, vmax=None
                            ) -> np.ndarray:
     """counts (R, T, B) -> quantiles (R, len(qs), T); with the values' exact smallest and
-    largest (R, T), a quantile read inside a bin stays within them."""
+    largest (R, T), a quantile read inside a bin stays within them.
+
+    The quantile is numpy's default (linear) one, as in the population summary and a sweep's
+    ``_p05``/``_p50``/``_p95``: between the values of rank ``floor(q (n - 1))`` and the next
+    (from 0), each read inside its bin (the value of rank ``r`` among the ``c`` of a bin at
+    ``(r - below + 1/2) / c`` of its width)."""
     lo, w = _band_edges()
     R, T, B = counts.shape
     cum = np.cumsum(counts, axis=2)
     total = cum[..., -1]
-    out = np.empty((R, len(qs), T))
-    for i, q in enumerate(qs):
-        target = q * total                                   # (R, T)
-        k = np.argmax(cum >= target[..., None] - 1e-9 * total[..., None], axis=2)
-        k = np.maximum(k, 0)
+
+    def ranked(r):                                           # (R, T) ranks -> values
+        k = np.argmax(cum > r[..., None], axis=2)            # the bin holding rank r
         below = np.where(k > 0, np.take_along_axis(cum, np.maximum(k - 1, 0)[..., None],
                                                    axis=2)[..., 0], 0)
         cnt = np.take_along_axis(counts, k[..., None], axis=2)[..., 0]
         with np.errstate(all="ignore"):
-            frac = np.clip((target - below) / cnt, 0.0, 1.0)
+            frac = np.clip((r - below + 0.5) / cnt, 0.0, 1.0)
         val = 10.0 ** (lo + (k - 1 + frac) * w)
         if vmin is not None:
             val = np.clip(val, vmin, vmax)
         val = np.where(k == 0, 0.0, val)
-        val = np.where(k == B - 1, np.nan, val)
+        return np.where(k == B - 1, np.nan, val)
+
+    out = np.empty((R, len(qs), T))
+    for i, q in enumerate(qs):
+        h = q * np.maximum(total - 1, 0)
+        j = np.floor(h)
+        g = h - j
+        v0 = ranked(j)
+        v1 = ranked(np.minimum(j + 1, np.maximum(total - 1, 0)))
+        with np.errstate(all="ignore"):
+            val = np.where(g > 0, v0 + g * (v1 - v0), v0)
         out[:, i, :] = np.where(total > 0, val, np.nan)
     return out
 
