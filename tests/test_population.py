@@ -33,6 +33,7 @@ from ketasim.variability import draw, draw_eta, parse_variability
 
 METRICS = ("cmax", "auc", "trough", "tmax", "time_above_occ_0.3")
 ONE_MONTH = resolve_doses("standard-iv", months=1)
+ONE_MONTH_HORIZON = ketasim.engine.default_horizon_h(ONE_MONTH)
 
 
 def _same(a, b):
@@ -898,3 +899,23 @@ def test_the_bands_figure_names_a_model_file_as_a_model_and_says_only_what_it_ha
         b, "x", model=ketasim.load_model("ketamine-iv")).texts]
     assert any(x.startswith("Preset ketamine-iv: ") for x in texts)
     assert any("SCHEMATIC" in x for x in texts)
+
+
+@pytest.mark.parametrize("extra_h", [-ONE_MONTH_HORIZON + 48.0, 100.0])
+def test_bands_end_at_the_horizon_of_the_run(extra_h):
+    """Bands (the default grid or a step) run to the population's horizon_h, as its metrics
+    do: a run ending 48 h after the first dose had its bands up to 28 days after the course's
+    last dose (sessions its metrics leave out), and one ending after that stopped short."""
+    horizon = ONE_MONTH_HORIZON + extra_h
+    for bands in (True, 6.0):
+        r = population("ketamine-iv", ONE_MONTH, 5, 2, metrics=("auc",), bands=bands,
+                       band_outputs=("plasma",), horizon_h=horizon, progress=False)
+        t = r.bands.times_h
+        assert t[0] == 0.0 and t[-1] == pytest.approx(horizon, rel=1e-12)
+        curves = ketasim.simulate("ketamine-iv", ONE_MONTH, t,
+                                  params=draw("ketamine-iv", 5, 2), weight_kg=np.full(5, 70.))
+        y = curves.concentration("plasma")
+        live = np.all(y > 1e-4, axis=0)
+        width = 10 ** ((np.log10(BAND_RANGE[1]) - np.log10(BAND_RANGE[0])) / (BAND_BINS - 2))
+        ref = np.percentile(y, 50, axis=0)
+        assert np.all(np.abs(r.bands.get("plasma")["p50"][live] / ref[live] - 1) <= width - 1)

@@ -723,7 +723,8 @@ def _horizon(doses) -> float:
     return default_horizon_h(doses)
 
 
-def _band_setup(model, doses, bands, band_outputs):
+def _band_setup(model, doses, bands, band_outputs, horizon):
+    """Band times (up to ``horizon``, h: the run's end, as its metrics') and outputs."""
     from .result import PD_OUTPUTS
     from .simulate import _coerce_times
 
@@ -742,7 +743,6 @@ def _band_setup(model, doses, bands, band_outputs):
                                     + ") or occupancy, glutamate, plasticity where it has them")
     from .simulate import simulate
     simulate(model, doses, [0.0], outputs=list(outs))    # checks the PD outputs the model has
-    horizon = _horizon(doses)
     if bands is True:
         times = default_band_times(doses, horizon)
     elif isinstance(bands, (int, float)) and not isinstance(bands, bool):
@@ -880,8 +880,9 @@ def population(model, doses, n: int, seed: int = 0, *, metrics=DEFAULT_METRICS, 
     metrics : sequence of str
         Names of :data:`ketasim.engine.METRICS` (``time_above_occ_<X>`` for any threshold).
     bands : None, True, float or array
-        5/50/95 % bands over time: ``True`` for a default grid (every 4 h, every 5 min for
-        8 h after each session), a step in hours, or the times (h).
+        5/50/95 % bands over time: ``True`` for a default grid up to the horizon (every 4 h,
+        every 5 min for 8 h after each session), a step in hours (also up to the horizon),
+        or the times (h).
     band_outputs : sequence of str
         Outputs of the bands (concentrations in ng/mL; ``occupancy``; schematic outputs).
     chunk_size : int
@@ -898,6 +899,9 @@ def population(model, doses, n: int, seed: int = 0, *, metrics=DEFAULT_METRICS, 
         Typical values replacing the model's (subjects vary around them).
     variability : bool
         False: every subject has the typical values (covariates still apply).
+    horizon_h : float, optional
+        End of the course, h (default: the last dose start + 28 days): the metrics' and the
+        bands' (``bands=True`` or a step).
     progress : None, bool
         A progress bar on stderr: None = when stderr is a terminal.
 
@@ -927,7 +931,7 @@ def population(model, doses, n: int, seed: int = 0, *, metrics=DEFAULT_METRICS, 
     check_course_weights(doses, row_weight is not None)
     doses = _doses_for(doses, w0)
     horizon = _horizon(doses) if horizon_h is None else positive_hours("horizon_h", horizon_h)
-    band_times, band_outs = _band_setup(model, doses, bands, band_outputs)
+    band_times, band_outs = _band_setup(model, doses, bands, band_outputs, horizon)
     job = _Job(model=model, doses=doses, metrics=metrics, analyte=analyte, horizon_h=horizon,
                typical={k: np.array([v]) for k, v in typical.items()},
                weight=np.array([w0]), n_per_point=n, seed=seed,
