@@ -297,6 +297,7 @@ def test_without_variability_every_subject_is_typical():
     ({"params": {"CLL": 3.0}}, "unknown parameter"), ({"bands": True, "band_outputs": ("x",)},
                                                       "band_outputs"),
     ({"weight_kg": [60.0, 70.0]}, "expected 3 values"),
+    ({"metrics": None}, "metrics: got None, expected metric names"),
 ])
 def test_population_bad_inputs(kw, fragment):
     args = {"n": 3, "seed": 1}
@@ -307,6 +308,24 @@ def test_population_bad_inputs(kw, fragment):
 
 
 # ---------------------------------------------------------------------- sweeps
+@pytest.mark.parametrize("vary", [{5: [1.0, 2.0]}, [("CL", [50.0, 60.0], 3)], 5, [7]])
+def test_a_malformed_vary_is_one_line_error(vary):
+    """A vary that is no name and values had raised AttributeError, ValueError or TypeError
+    from inside sweep."""
+    with pytest.raises(KetasimInputError, match=r"^vary: got .*, expected"):
+        sweep("ketamine-iv", ONE_MONTH, vary, metrics=("cmax",), progress=False)
+
+
+def test_one_vary_text_is_one_axis():
+    """A single "NAME=LO:HI:N" (not in a list) is that axis: it had been read letter by
+    letter ("--vary: got 'C'")."""
+    a = sweep("ketamine-iv", ONE_MONTH, "CL=50:60:2", metrics=("cmax",), horizon_h=10.0,
+              progress=False)
+    ref = session_metrics("ketamine-iv", ONE_MONTH, params={"CL": np.array([50.0, 60.0])},
+                          metrics=("cmax",), horizon_h=10.0)
+    _same(a["cmax"], ref["cmax"])
+
+
 def test_parse_vary():
     assert parse_vary("CL=1:3:3")[1].tolist() == [1.0, 2.0, 3.0]
     np.testing.assert_allclose(parse_vary("CL=log:1:100:3")[1], [1, 10, 100], rtol=1e-12)

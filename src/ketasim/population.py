@@ -87,7 +87,11 @@ def _check_metrics(metrics) -> tuple:
 
     if isinstance(metrics, str):
         metrics = [m.strip() for m in metrics.split(",") if m.strip()]
-    metrics = tuple(metrics)
+    try:
+        metrics = tuple(metrics)
+    except TypeError:
+        raise KetasimInputError(f"metrics: got {metrics!r}, expected metric names (a list, or "
+                                "one text of names separated by commas)") from None
     if not metrics:
         raise KetasimInputError("metrics: expected at least one metric name")
     known = [k for k in METRICS if not k.endswith("_X")]
@@ -1079,12 +1083,24 @@ def sweep(model, doses, vary, *, metrics=DEFAULT_METRICS, n: int | None = None,
     weight_kg = _scalar_weight(70.0 if weight_kg is None else weight_kg,
                                "one body weight in kg > 0 (to vary it: vary weight_kg)")
     base = _check_params(model, params)
+    if isinstance(vary, str):          # one NAME=LO:HI:N
+        vary = [vary]
     if isinstance(vary, Mapping):
         items = list(vary.items())
     else:
-        items = [parse_vary(v) if isinstance(v, str) else tuple(v) for v in (vary or [])]
+        try:
+            items = [parse_vary(v) if isinstance(v, str) else v for v in (vary or [])]
+        except TypeError:
+            raise KetasimInputError(f"vary: got {vary!r}, expected {{name: values}}, "
+                                    "[(name, values), ...] or [\"NAME=LO:HI:N\", ...]") from None
     if not items:
         raise KetasimInputError("vary: expected at least one NAME=LO:HI:N")
+    for item in items:
+        if not (isinstance(item, (tuple, list)) and len(item) == 2
+                and isinstance(item[0], str)):
+            raise KetasimInputError(f"vary: got {item!r}, expected a name (text) and its "
+                                    "values: {name: values}, [(name, values), ...] or "
+                                    "[\"NAME=LO:HI:N\", ...]")
     course = doses if isinstance(doses, str) and doses in COURSES else None
     course_names = COURSE_PARAMETERS.get(course, {}) if course else {}
     names, values, kinds = [], [], []
