@@ -326,6 +326,16 @@ def test_one_vary_text_is_one_axis():
     _same(a["cmax"], ref["cmax"])
 
 
+def test_a_varied_covariate_parameter_outside_its_fitted_range_names_the_grid_value():
+    """A sweep of esketamine-nasal's AGE outside the ages the model was fitted to is refused
+    under the varied name and value, before anything runs (it had been refused from inside the
+    run as "subject 0, counted from 0 as in the subject column", of a table with no subjects)."""
+    with pytest.raises(KetasimInputError, match=r"^vary AGE: the value 10 is refused by the "
+                       r"model: AGE \(the age_y covariate\): got 10, outside 18-86"):
+        sweep("esketamine-nasal", "spravato", {"AGE": [50.0, 10.0]}, metrics=("cmax",),
+              progress=False)
+
+
 def test_parse_vary():
     assert parse_vary("CL=1:3:3")[1].tolist() == [1.0, 2.0, 3.0]
     np.testing.assert_allclose(parse_vary("CL=log:1:100:3")[1], [1, 10, 100], rtol=1e-12)

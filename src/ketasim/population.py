@@ -1260,18 +1260,25 @@ def _check_axis(model, name, v, base, weight_kg) -> None:
     """Every value of a varied model parameter (or of weight_kg), the others typical: a value
     the model refuses (a negative clearance, say, found where a derived flow is evaluated) is
     reported under the varied name, with the value."""
+    from .engine import _check_covariate_range
+
+    def accepted(p, w, n):
+        vals = model.resolve(p, w, n=n)
+        _check_covariate_range(model, vals)     # (e.g. AGE outside the fitted ages)
+        model.matrices(vals)
+
     def check(x):
         p = {k: np.full(x.size, float(b)) for k, b in base.items()}
         if name == "weight_kg":
-            model.matrices(model.resolve(p or None, x, n=x.size))
+            accepted(p or None, x, x.size)
             return
         p[name] = x
-        model.matrices(model.resolve(p, weight_kg, n=x.size))
+        accepted(p, weight_kg, x.size)
 
     if base:          # the fixed values alone first: a refused one is theirs, not the axis's
         try:
             p = {k: np.array([float(b)]) for k, b in base.items()}
-            model.matrices(model.resolve(p, weight_kg, n=1))
+            accepted(p, weight_kg, 1)
         except KetasimInputError as exc:
             raise KetasimInputError(f"params (--param): the model refuses the fixed values: "
                                     f"{exc}") from None
