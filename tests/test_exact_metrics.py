@@ -2,6 +2,7 @@
 the output grid, the chunk size and the thread count."""
 
 import math
+import re
 
 import _models
 import numpy as np
@@ -585,3 +586,18 @@ def test_a_step_shorter_than_the_ladder_base_is_searched_like_any_other():
     assert r["cmax_s1"][0] == pytest.approx(peak, rel=1e-12)
     assert r["tmax_s1"][0] == pytest.approx(tp, abs=1e-9)
     assert r[name + "_s1"][0] == pytest.approx(t2 - up, rel=1e-7)
+
+
+def test_a_horizon_beyond_the_metrics_limit_is_refused_at_once():
+    """Exact metrics step at most 64 h, with or without the schematic response: a horizon of
+    1e12 h had run for about 20 minutes a subject inside one compiled call that neither Ctrl-C
+    nor SIGTERM stops (the schematic response was refused beyond 1e7 h, the PK metrics not).
+    Up to the limit the AUC is the closed form dose / CL."""
+    doses = ketasim.Doses.single(100.0, "oral")
+    r = session_metrics(oral_model(), doses, metrics=("auc",), horizon_h=1e7)
+    assert r["auc"][0] == pytest.approx(100.0 / CL * 1000.0, rel=1e-10)
+    for h in (1e8, 1e12):
+        with pytest.raises(ketasim.KetasimInputError,
+                           match="^" + re.escape(f"horizon_h: exact metrics up to {h:g} h are "
+                                                 "beyond their 1e+07-h limit")):
+            session_metrics(oral_model(), doses, metrics=("auc",), horizon_h=h)

@@ -214,6 +214,18 @@ def check_pd_horizon(end_h: float, what: str) -> None:
             "schematic response")
 
 
+def check_metrics_horizon(end_h: float, what: str) -> None:
+    """Refuse exact metrics up to a horizon beyond :data:`PD_MAX_HORIZON_H`: their ladder's
+    steps are at most 64 h too, with or without the schematic response, so the run would take
+    time in proportion (1e12 h: about 20 minutes a subject) inside one compiled call that
+    neither Ctrl-C nor SIGTERM can stop."""
+    if not end_h <= PD_MAX_HORIZON_H:
+        raise KetasimInputError(
+            f"{what}: exact metrics up to {end_h:g} h are beyond their {PD_MAX_HORIZON_H:g}-h "
+            "limit (about 1,100 years: their steps are at most 64 h); expected a shorter "
+            "horizon")
+
+
 def _check_rtol(pd_rtol):
     if isinstance(pd_rtol, bool) or not isinstance(pd_rtol, (int, float)) or not (
             np.isfinite(pd_rtol) and 1e-13 <= pd_rtol <= 1e-1):
@@ -885,6 +897,7 @@ def run_metrics(model, doses, params=None, weight_kg=70.0, *, analyte=None, thre
     if horizon_h is None:
         horizon_h = default_horizon_h(doses)
     horizon_h = positive_hours("horizon_h", horizon_h)
+    check_metrics_horizon(horizon_h, "horizon_h")
     # a session has a window only when it starts before the horizon (one starting at it would
     # report the previous session's leftover as its "peak"); one starting exactly at it still
     # ends the session before it, whose trough is then the value at the horizon
