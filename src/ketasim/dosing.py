@@ -29,8 +29,8 @@ Meaning of the columns (units in the names):
                 ``ii_h = 0``, ``amount_mg = 0`` and a ``rate_mg_h``: the steady state of a
                 constant infusion, which then keeps running.
 ``evid``        1 or blank = a dose; 0 (observation) and 2 (other) rows are skipped and counted
-                (:attr:`Doses.n_skipped`; an amount on one is refused); 3 = every compartment is emptied; 4 = emptied, then
-                the dose is given.
+                (:attr:`Doses.n_skipped`; an amount on one is refused); 3 = every compartment
+                is emptied; 4 = emptied, then the dose is given.
 ``subject``     subject ID (a number): one simulated subject per ID, with its own rows and
                 covariates.
 covariates      ``weight_kg`` (alias ``WT``) and any model parameter name: one value per
