@@ -891,6 +891,15 @@ def test_population_summary_prints_a_washed_out_trough_as_below_a_bound(capsys):
     assert "<0.001" in line and "e-" not in line
 
 
+def test_population_summary_of_one_subject_says_subject(capsys):
+    from ketasim.cli import main
+
+    assert main(["population", "--n", "1", "--quiet", "--metrics", "cmax"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].startswith("1 subject: median")
+    assert main(["population", "--n", "2", "--quiet", "--metrics", "cmax"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].startswith("2 subjects: median")
+
+
 def test_heat_map_draws_occupancy_in_percent_as_the_other_figures_do():
     """Peak occupancy had been on a 'fraction' colour bar where every other figure uses %."""
     import matplotlib.pyplot as plt

@@ -698,7 +698,7 @@ def _print_summary(columns, metrics, units, n):
     def fmt(x):      # (a washed-out trough: "<0.001", as the course summary says "<0.005")
         return "<0.001" if 0 < abs(x) < 1e-3 else g4(x)
 
-    print(f"{n:,} subjects: median [5 %, 95 %] over the course")
+    print(f"{n:,} subject{'' if n == 1 else 's'}: median [5 %, 95 %] over the course")
     for m in metrics:
         if m not in columns:
             continue
