@@ -575,7 +575,11 @@ def test_covariates_file_errors_name_the_files_own_line_and_the_value(tmp_path, 
     cases = [("# my cohort\nweight_kg\n50\n\n70\nabc\n",
               "line 6, weight_kg: got 'abc', expected a number"),
              ("weight_kg\n70,\n50\n70\n", "line 2: got 2 values ('70,'), expected 1 (weight_kg)"),
-             (b"\x00\x01\x02\x03\xff" * 20, "this is a binary file, expected a covariates CSV")]
+             (b"\x00\x01\x02\x03\xff" * 20, "this is a binary file, expected a covariates CSV"),
+             # a weight or age out of range: the file's line (it had named neither)
+             ("weight_kg\n50\n-70\n60\n", "line 3, weight_kg: got -70, expected kg > 0"),
+             ("weight_kg,age_y\n50,30\n70,40\n60,140\n",
+              "line 4, age_y: got 140, expected an age in years (0-130)")]
     for k, (text, fragment) in enumerate(cases):
         cov = tmp_path / f"cov{k}.csv"
         (cov.write_bytes if isinstance(text, bytes) else cov.write_text)(text)
@@ -588,6 +592,20 @@ def test_covariates_file_errors_name_the_files_own_line_and_the_value(tmp_path, 
     assert main(["population", "--doses", str(d), "--n", "3", "--covariates", str(fifo),
                  "-q"]) == 1
     assert "is not a regular file (a device or a pipe)" in capsys.readouterr().err
+
+
+def test_covariates_file_values_may_be_quoted_as_its_header_may(tmp_path, capsys):
+    d = tmp_path / "d.csv"
+    d.write_text("time_h,amount_mg,route,duration_h\n0,35,iv,0.6667\n")
+    for k, text in enumerate(('"weight_kg"\n"80"\n" 70 "\n', "weight_kg\n80\n70\n")):
+        cov = tmp_path / f"cov{k}.csv"
+        cov.write_text(text)
+        out = tmp_path / f"p{k}.csv"
+        assert main(["population", "--doses", str(d), "--n", "2", "--covariates", str(cov),
+                     "--metrics", "cmax", "--out", str(out), "-q"]) == 0, capsys.readouterr()
+    rows = [[ln for ln in (tmp_path / f"p{k}.csv").read_text().splitlines()
+             if not ln.startswith("#")] for k in (0, 1)]      # (the header names the file)
+    assert rows[0] == rows[1] and len(rows[0]) == 3
 
 
 def test_sweep_grid_size_is_checked_before_it_is_built(capsys, tmp_path):

@@ -538,14 +538,24 @@ def _read_covariates(path, n):
                 f"{'s' if len(cells) != 1 else ''} ({ln.strip()!r}), expected {len(head)} "
                 f"({', '.join(head)})")
         for h, c in zip(head, cells):
+            c = c.strip()
+            if len(c) >= 2 and c[0] == c[-1] == '"':      # quoted, as the header may be
+                c = c[1:-1].strip()
             try:
-                out[h][i] = to_float(c)
+                out[h][i] = v = to_float(c)
             except ValueError:
                 raise KetasimInputError(f"--covariates: {path}: line {line}, {h}: got "
-                                        f"{c.strip()!r}, expected a number") from None
-            if not np.isfinite(out[h][i]):
+                                        f"{c!r}, expected a number") from None
+            if not np.isfinite(v):
                 raise KetasimInputError(f"--covariates: {path}: line {line}, {h}: got "
-                                        f"{c.strip()!r}, expected a finite number")
+                                        f"{c!r}, expected a finite number")
+            # (found here, the file's line named; the model's own range is checked later)
+            if h == "weight_kg" and not v > 0:
+                raise KetasimInputError(f"--covariates: {path}: line {line}, weight_kg: got "
+                                        f"{c}, expected kg > 0")
+            if h == "age_y" and not 0 <= v <= 130:
+                raise KetasimInputError(f"--covariates: {path}: line {line}, age_y: got {c}, "
+                                        "expected an age in years (0-130)")
     if "subject" in out:
         # rows matched to subjects by the subject column: the subjects are 0 .. n-1, as in
         # the output's subject column
