@@ -94,7 +94,7 @@ def test_unreachable_scheduler_is_one_line_and_no_file(tmp_path, capsys):
     assert main(["sweep", "--vary", "CL=80:100:2", "--months", "1", "--out", str(out),
                  "--scheduler", f"tcp://127.0.0.1:{port}", "-q"]) == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith("ketasim: error: scheduler: cannot reach") and "\n" not in err
+    assert err.startswith("ketasim: error: --scheduler: cannot reach") and "\n" not in err
     assert list(tmp_path.iterdir()) == []
 
 
@@ -132,7 +132,7 @@ def test_scheduler_without_workers_is_one_line_and_no_file(tmp_path, capsys, mon
         proc.wait(timeout=20)
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0] == f"ketasim: no worker has joined {address} yet; waiting up to 2 s"
-    assert err[-1] == (f"ketasim: error: scheduler: no worker joined {address} within 2 s; "
+    assert err[-1] == (f"ketasim: error: --scheduler: no worker joined {address} within 2 s; "
                        f"start workers with: dask worker {address}")
     assert list(runs.iterdir()) == []
 
@@ -323,7 +323,7 @@ def test_a_scheduler_lost_mid_run_is_one_line_not_a_dask_traceback(tmp_path, cap
             p.wait(timeout=20)
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1
-    assert err == [f"ketasim: error: scheduler: lost the connection to the scheduler {address} "
+    assert err == [f"ketasim: error: --scheduler: lost the connection to the scheduler {address} "
                    "during the run (it stopped, or the network failed); nothing was written: "
                    "run it again when the scheduler is back"], err
     assert not (tmp_path / "p.csv").exists()
