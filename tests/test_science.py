@@ -504,6 +504,18 @@ def plasticity_numbers(model="ketamine-iv"):
     return out
 
 
+def test_preset_comment_describes_the_standard_course():
+    """The plasticity numbers in ketamine-iv.toml name the standard course as it is built:
+    three sessions in week 1, two in week 2, one a week in weeks 3-5 (8 in 5 weeks)."""
+    from ketasim.courses import STANDARD_IV_PHASES, course_days
+    text = (Path(ketasim.__file__).parent / "presets" / "ketamine-iv.toml").read_text()
+    m = re.search(r"standard course \((\d+) sessions in (\d+) weeks, then monthly\)", text)
+    assert m, "ketamine-iv.toml: the standard course is not described"
+    days = course_days(STANDARD_IV_PHASES)[0]
+    assert int(m.group(1)) == len(days) == 8
+    assert int(m.group(2)) == days[-1] // 7 + 1 == 5
+
+
 @pytest.fixture(scope="module")
 def numbers():
     return plasticity_numbers()
