@@ -80,6 +80,16 @@ def test_esketamine_nasal_device_fraction():
         assert r.amount("nasal")[0] / (28.0 * n) == pytest.approx(expect, abs=1e-3)
 
 
+def test_esketamine_nasal_device_size_is_the_labels():
+    """28 mg of esketamine (base) per device, two sprays: the Spravato label (section 11,
+    32.3 mg esketamine hydrochloride, 274.2 g/mol), not a Table 3 estimate; its unit is mg."""
+    from ketasim.modelfile import model_text, parameter_notes
+    unit, src, _ = parameter_notes(model_text("esketamine-nasal"))["DEVICE_MG"]
+    assert unit == "mg" and "Table 3" not in src and "SPRAVATO" in src
+    m = ketasim.load_model("esketamine-nasal")
+    assert m.parameters["DEVICE_MG"] == pytest.approx(32.3 * 237.73 / 274.2, rel=1e-3)
+
+
 def test_esketamine_nasal_age_covariate_lowers_hepatic_flow():
     m = ketasim.load_model("esketamine-nasal")
     v = m.resolve({"AGE": np.array([40.0, 60.0, 70.0])})
