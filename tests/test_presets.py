@@ -90,6 +90,16 @@ def test_esketamine_nasal_device_size_is_the_labels():
     assert m.parameters["DEVICE_MG"] == pytest.approx(32.3 * 237.73 / 274.2, rel=1e-3)
 
 
+def test_esketamine_nasal_default_age_is_labelled_a_choice():
+    """AGE = 40 years is ketasim's default, not a Perez-Ruixo 2021 Table 3 estimate: the
+    listing says so, and at that age the typical values are Table 3's (QH 151 L/h)."""
+    from ketasim.modelfile import model_text, parameter_notes
+    unit, src, _ = parameter_notes(model_text("esketamine-nasal"))["AGE"]
+    assert unit == "years" and src != "Table 3" and "ketasim's choice" in src
+    m = ketasim.load_model("esketamine-nasal")
+    assert m.parameters["AGE"] <= 60 and m.resolve()["QH_I"] == pytest.approx([151.0])
+
+
 def test_esketamine_nasal_age_covariate_lowers_hepatic_flow():
     m = ketasim.load_model("esketamine-nasal")
     v = m.resolve({"AGE": np.array([40.0, 60.0, 70.0])})
