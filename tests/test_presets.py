@@ -99,6 +99,18 @@ def test_esketamine_nasal_default_age_is_labelled_a_choice():
     m = ketasim.load_model("esketamine-nasal")
     assert m.parameters["AGE"] <= 60 and m.resolve()["QH_I"] == pytest.approx([151.0])
 
+def test_preset_parameters_show_their_units():
+    """``ketasim presets esketamine-nasal`` (and a sweep table's unit header) read each
+    parameter's unit from its comment: DEVICE_MG, 28 mg a device, had shown no unit ("–")."""
+    from ketasim.modelfile import model_text, parameter_notes
+
+    notes = parameter_notes(model_text("esketamine-nasal"))
+    assert notes["DEVICE_MG"][0] == "mg"
+    for name in ketasim.list_presets():
+        for k, (unit, _, _) in parameter_notes(model_text(name)).items():
+            if k.endswith("_MG"):
+                assert unit == "mg", (name, k)
+
 
 def test_esketamine_nasal_age_covariate_lowers_hepatic_flow():
     m = ketasim.load_model("esketamine-nasal")
