@@ -888,6 +888,28 @@ def test_population_and_sweep_figures_state_the_run_and_speak_as_the_course_figu
     plt.close(fig)
 
 
+def test_population_figure_title_names_the_dose_and_weight(tmp_path, monkeypatch):
+    """The bands figure's title named the course (standard-iv) but neither the dose per
+    session nor the weight simulated (35 mg, 70 kg with the defaults): a slide of it could not
+    say what the patients were given. A model without a weight effect gets no weight."""
+    from ketasim import cli_population
+    from ketasim.cli import main
+
+    titles = []
+    real = cli_population.plot_bands_figure
+    monkeypatch.setattr(cli_population, "plot_bands_figure",
+                        lambda b, title, *a, **k: titles.append(title) or real(b, title, *a, **k))
+    png = tmp_path / "p.png"
+    assert main(["population", "--n", "5", "--months", "1", "--plot", str(png), "-q"]) == 0
+    assert "\n0.5 mg/kg (35 mg) IV infusion over 40 min · 70 kg; model-predicted" in titles[-1]
+    assert main(["population", "--n", "5", "--months", "1", "--weight", "50", "--plot",
+                 str(png), "-q"]) == 0
+    assert "0.5 mg/kg (25 mg) IV infusion over 40 min · 50 kg" in titles[-1]
+    assert main(["population", "--model", "esketamine-nasal", "--doses", "spravato", "--n",
+                 "5", "--months", "1", "--plot", str(png), "-q"]) == 0
+    assert "\n56 mg nasal spray; model-predicted" in titles[-1] and " kg" not in titles[-1]
+
+
 @pytest.mark.parametrize("bad", ["abc", [1.0], -1.0])
 def test_population_and_sweep_name_a_bad_horizon(bad):
     """horizon_h='abc' had raised numpy's "could not convert string to float"."""

@@ -692,10 +692,21 @@ def run_population(args) -> int:
         outputs.append((args.bands, "w", lambda fh: write_table(fh, b.columns(), units, btitle)))
     if args.plot is not None:
         from .dosing import expand
+        from .courses import resolve_doses
+        from .plotting import _num, describe_doses, uses_weight
+
         first_h = float(np.min(expand(doses).time_h)) if not isinstance(doses, str) else 0.0
+        # the dose per session and the weight simulated, as the course figure's title says
+        # them (with the defaults, the title had named neither 35 mg nor 70 kg)
+        one_kg = np.ndim(weight) == 0
+        given = doses if not isinstance(doses, str) else resolve_doses(
+            doses, weight_kg=float(weight) if one_kg else 70.0)
+        what = describe_doses(given, float(weight) if one_kg else None)
+        if uses_weight(model):
+            what += f" · {_num(float(weight))} kg" if one_kg else " · each subject's weight"
         fig = plot_bands_figure(res.bands, f"{model.name}: {args.n:,} virtual patients "
-                                f"({args.doses}{_given(args)})\nmodel-predicted, not a dosing "
-                                "recommendation", first_h, model=model)
+                                f"({args.doses}{_given(args)})\n{what}; model-predicted, not a "
+                                "dosing recommendation", first_h, model=model)
         outputs.append((args.plot, "wb", _figure_bytes(fig, args.plot)))
     _write_all(outputs, args)
     _print_summary(res.columns, res.metrics, res.units, args.n)
