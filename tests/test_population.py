@@ -910,6 +910,28 @@ def test_population_figure_title_names_the_dose_and_weight(tmp_path, monkeypatch
     assert "\n56 mg nasal spray; model-predicted" in titles[-1] and " kg" not in titles[-1]
 
 
+def test_sweep_heat_map_title_names_the_fixed_dose_and_weight(tmp_path, monkeypatch):
+    """The heat map's title named neither the dose per session nor the weight that every grid
+    point shares; what the grid varies is left to its axes."""
+    from ketasim import cli_population
+    from ketasim.cli import main
+
+    titles = []
+    real = cli_population.plot_heatmap
+    monkeypatch.setattr(cli_population, "plot_heatmap",
+                        lambda r, met, title, **k: titles.append(title) or real(r, met, title,
+                                                                                **k))
+    out, png = tmp_path / "s.csv", tmp_path / "h.png"
+    base = ["sweep", "--months", "1", "--metrics", "cmax", "--out", str(out), "--plot",
+            str(png), "-q"]
+    assert main(base + ["--vary", "CL=80:100:2", "--vary", "V1=100:140:2"]) == 0
+    assert "\n0.5 mg/kg (35 mg) IV infusion over 40 min · 70 kg\n" in titles[-1]
+    assert main(base + ["--vary", "dose_mg_per_kg=0.5:1:2", "--vary", "CL=80:100:2"]) == 0
+    assert "\n70 kg\n" in titles[-1] and "mg/kg (" not in titles[-1]
+    assert main(base + ["--vary", "weight_kg=50:90:2", "--vary", "CL=80:100:2"]) == 0
+    assert " kg" not in titles[-1].replace("mg/kg", "")
+
+
 @pytest.mark.parametrize("bad", ["abc", [1.0], -1.0])
 def test_population_and_sweep_name_a_bad_horizon(bad):
     """horizon_h='abc' had raised numpy's "could not convert string to float"."""

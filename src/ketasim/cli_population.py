@@ -463,6 +463,26 @@ def _given(args) -> str:
     return "".join(f" | {p}" for p in parts)
 
 
+def _dose_and_weight(model, doses, weight, varied=()) -> str:
+    """The dose per session and the weight simulated, for a figure's title, as the course
+    figure says them (``0.5 mg/kg (35 mg) IV infusion over 40 min · 70 kg``); with the
+    defaults a title had named neither 35 mg nor 70 kg. ``weight``: one weight, or each
+    subject's (an array); ``varied``: a sweep's varied names, which no fixed value describes
+    (a dose or infusion length, or the weight, which sets a per-kg course's mg)."""
+    from .courses import resolve_doses
+    from .plotting import _num, describe_doses, uses_weight
+
+    one_kg = np.ndim(weight) == 0
+    w = 70.0 if weight is None or not one_kg else float(weight)
+    parts = []
+    if not {"dose_mg_per_kg", "dose_mg", "infusion_min", "weight_kg"} & set(varied):
+        given = doses if not isinstance(doses, str) else resolve_doses(doses, weight_kg=w)
+        parts.append(describe_doses(given, w if one_kg else None))
+    if uses_weight(model) and "weight_kg" not in varied:
+        parts.append(f"{_num(w)} kg" if one_kg else "each subject's weight")
+    return " · ".join(parts)
+
+
 def _doses_arg(args):
     """The --doses value, with --months for a course (a course file: its dose table of that
     length)."""
@@ -692,18 +712,8 @@ def run_population(args) -> int:
         outputs.append((args.bands, "w", lambda fh: write_table(fh, b.columns(), units, btitle)))
     if args.plot is not None:
         from .dosing import expand
-        from .courses import resolve_doses
-        from .plotting import _num, describe_doses, uses_weight
-
         first_h = float(np.min(expand(doses).time_h)) if not isinstance(doses, str) else 0.0
-        # the dose per session and the weight simulated, as the course figure's title says
-        # them (with the defaults, the title had named neither 35 mg nor 70 kg)
-        one_kg = np.ndim(weight) == 0
-        given = doses if not isinstance(doses, str) else resolve_doses(
-            doses, weight_kg=float(weight) if one_kg else 70.0)
-        what = describe_doses(given, float(weight) if one_kg else None)
-        if uses_weight(model):
-            what += f" · {_num(float(weight))} kg" if one_kg else " · each subject's weight"
+        what = _dose_and_weight(model, doses, weight)
         fig = plot_bands_figure(res.bands, f"{model.name}: {args.n:,} virtual patients "
                                 f"({args.doses}{_given(args)})\n{what}; model-predicted, not a "
                                 "dosing recommendation", first_h, model=model)
@@ -793,6 +803,7 @@ def run_sweep(args) -> int:
 
         names = analyte_labels(model)
         an = getattr(args, "analyte", None) or main_analyte(model)
+        fixed = _dose_and_weight(model, doses, args.weight, [nm for nm, _ in vary])
         fig = plot_heatmap(two, plot_metric, f"{model.name}, {args.doses}{_given(args)}: "
                            f"{plot_metric}"
                            + ((" (" + next((w for sfx, w in (("_p05", "5th percentile"),
@@ -800,6 +811,7 @@ def run_sweep(args) -> int:
                                              if plot_metric.endswith(sfx)), "median")
                                + f" of {args.n} subjects)") if args.n else
                               " (typical subject)")
+                           + (f"\n{fixed}" if fixed else "")
                            + ("\nSCHEMATIC (illustrative, not fitted to data);\na research "
                               "tool, not a dosing recommendation"
                               if _schematic_metric(plot_metric) else
