@@ -910,6 +910,22 @@ def test_population_figure_title_names_the_dose_and_weight(tmp_path, monkeypatch
     assert "\n56 mg nasal spray; model-predicted" in titles[-1] and " kg" not in titles[-1]
 
 
+def test_population_figure_says_plasma_or_effect_site():
+    """The bands figure's concentration rows were labelled "ketamine (S + R) (ng/mL)": a
+    slide did not say whether that was in plasma or at the effect site."""
+    import matplotlib.pyplot as plt
+
+    from ketasim.cli_population import plot_bands_figure
+
+    m = ketasim.load_model("ketamine-iv")
+    res = ketasim.population(m, ketasim.standard_iv_course(months=1), 5, metrics=("cmax",),
+                             bands=True, band_outputs=("plasma", "ce_s"), progress=False)
+    fig = plot_bands_figure(res.bands, "t", model=m)
+    assert fig.axes[0].get_ylabel() == "ketamine (S + R)\nin plasma (ng/mL)"
+    assert fig.axes[2].get_ylabel() == "ce_s\nat the effect site (ng/mL)"
+    plt.close(fig)
+
+
 def test_sweep_heat_map_title_names_the_fixed_dose_and_weight(tmp_path, monkeypatch):
     """The heat map's title named neither the dose per session nor the weight that every grid
     point shares; what the grid varies is left to its axes."""

@@ -265,7 +265,11 @@ def plot_bands_figure(bands, title: str, first_dose_h: float = 0.0, model=None):
             return "glutamate\n(SCHEMATIC,\nx baseline)"
         if o in PD_OUTPUTS:
             return f"{o}\n(SCHEMATIC,\nindex 0-1)"
-        return f"{names.get(o, o)}\n({_output_unit(o)})"
+        # where the concentration is, as the course figure's row title says it (a slide of
+        # the bands had not said whether "ketamine (S + R)" was in plasma or the effect site)
+        effects = {e.name for e in getattr(model, "effects", ())}
+        where = ("in plasma " if o in names else "at the effect site " if o in effects else "")
+        return f"{names.get(o, o)}\n{where}({_output_unit(o)})"
 
     notes = []
     for row, o in enumerate(bands.outputs):
