@@ -121,6 +121,20 @@ def test_compare_overlays_and_tables(tmp_path, capsys):
     assert not re.search(r"\bnan\b", text)
 
 
+def test_compare_table_states_each_runs_body_weight(tmp_path, capsys):
+    """A dose table written for 80 kg beside the course at 70 kg: the table had left each run's
+    weight to be read out of "40 mg (0.5 mg/kg at 80 kg)" and "0.5 mg/kg (35 mg)"."""
+    doses = tmp_path / "w80.csv"
+    assert main(["schedule", "standard-iv", "--weight", "80", "--months", "1", "--out",
+                 str(doses)]) == 0
+    out = tmp_path / "cmp"
+    assert main(["compare", f"ketamine-iv@{doses}:table", "ketamine-iv@standard-iv:course",
+                 "--months", "1", "--out-dir", str(out)]) == 0
+    rows = {r[0]: r for r in csv.reader(open(out / "compare.csv"))}
+    assert rows["body weight"][1:] == ["kg", "80", "70"]
+    assert re.search(r"body weight +kg +80 +70", capsys.readouterr().out)
+
+
 def test_compare_warns_on_route_mismatch(tmp_path, capsys):
     assert main(["compare", "esketamine-nasal@standard-iv", "esketamine-iv@standard-iv",
                  "--months", "1", "--out-dir", str(tmp_path)]) == 0

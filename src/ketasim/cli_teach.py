@@ -653,6 +653,7 @@ MAX_SPECS = 5           # runs of one comparison (a colour each; more overflow t
 COMPARE_ROWS = (
     ("drug", "", None),
     ("route and dose per session", "", None),
+    ("body weight", "kg", "kg"),
     ("sessions", "", None),
     ("first session: peak", "ng/mL", "cmax1"),
     ("first session: time of peak", "min", "tmax1"),
@@ -679,6 +680,9 @@ def compare_values(run) -> dict:
     glu = np.asarray(cm.peak_glutamate, float)
     return {"drug": f"{drug_name(run.model)} ({run.model.name})",
             "route and dose per session": describe_doses(run.doses, run.weight_kg),
+            # (each run's own: a dose table's weight_kg column, else --weight, else 70; the
+            # table had left it to be worked out from "0.5 mg/kg (35 mg)")
+            "kg": float(run.weight_kg),
             "sessions": (f"{cm.session_start_h.size} over "
                          f"{fmt((cm.session_start_h[-1] - cm.session_start_h[0]) / 24)} days"
                          if cm.session_start_h.size > 1 else "one"),
