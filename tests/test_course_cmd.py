@@ -135,6 +135,23 @@ def test_compare_table_states_each_runs_body_weight(tmp_path, capsys):
     assert re.search(r"body weight +kg +80 +70", capsys.readouterr().out)
 
 
+def test_dose_with_a_course_file_names_it_a_course_file(tmp_path, capsys):
+    """`course --doses my.toml --dose 0.5` is refused; the message had called the course file
+    a dose table."""
+    toml = tmp_path / "c.toml"
+    toml.write_text('amount_mg = 20\nroute = "iv"\nduration_h = 0.6667\nmonths = 1\n'
+                    "[[phase]]\nweeks = 2\nper_week = 2\n")
+    assert main(["course", "--doses", str(toml), "--dose", "0.5",
+                 "--out-dir", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert "is a course file (its amount_mg sets the dose)" in err and "dose table" not in err
+    table = tmp_path / "d.csv"
+    table.write_text("time_h,amount_mg,route,duration_h\n0,35,iv,0.6667\n")
+    assert main(["course", "--doses", str(table), "--dose", "0.5",
+                 "--out-dir", str(tmp_path / "o")]) == 1
+    assert "is a dose table" in capsys.readouterr().err
+
+
 def test_compare_warns_on_route_mismatch(tmp_path, capsys):
     assert main(["compare", "esketamine-nasal@standard-iv", "esketamine-iv@standard-iv",
                  "--months", "1", "--out-dir", str(tmp_path)]) == 0

@@ -164,8 +164,13 @@ def _course_params(doses: str, dose, months) -> dict:
                                         "session of the spravato course)")
             kw["dose_mg"] = int(dose)
         else:
+            from .courses import is_course_file
+
+            # (a course file had been called a dose table)
+            what = ("a course file (its amount_mg sets the dose)" if is_course_file(doses)
+                    else "a dose table")
             raise KetasimInputError(f"--dose: needs a course name (standard-iv, spravato); "
-                                    f"--doses {doses!r} is a dose table")
+                                    f"--doses {doses!r} is {what}")
     return kw
 
 
