@@ -235,6 +235,31 @@ def test_compare_overlays_runs_in_distinct_colours(iv_run, nasal_run):
     assert "Comparison: IV  vs  nasal" == fig.subfigs[0]._suptitle.get_text()
 
 
+def test_compare_with_long_labels_keeps_the_x_labels_apart(iv_run, nasal_run):
+    """Two compare labels of 57 characters: each legend entry ("<label>: IV infusion 35 mg,
+    40 min") had widened the legend column until the close-up's x label ran into the whole
+    course's ("... after its sWHOLE COURSE ..."). Long entries are now wrapped."""
+    from ketasim.plotting import LEGEND_CHARS
+
+    labels = ["Racemic ketamine IV, standard course, monthly maintenance",
+              "Spravato nasal spray 56 mg twice weekly then biweekly"]
+    fig = plot_compare([iv_run, nasal_run], labels=labels)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig).draw()
+    axes = fig.subfigs[0].axes
+    r = fig.canvas.get_renderer()
+    a = axes[-2].xaxis.label.get_window_extent(r)
+    b = axes[-1].xaxis.label.get_window_extent(r)
+    assert a.x1 < b.x0, (a, b)
+    entries = _legend_labels(fig)
+    assert any("\n" in t for t in entries)
+    assert all(len(line) <= LEGEND_CHARS for t in entries for line in t.split("\n"))
+    # the figure's usual entries are not wrapped
+    plain = plot_compare([iv_run, nasal_run], labels=["IV", "nasal"])
+    assert not any("\n" in t for t in _legend_labels(plain))
+
+
 def test_plot_bands_percentiles():
     rng = np.random.default_rng(3)
     cl = 95.2 * rng.lognormal(0, 0.3, 200)

@@ -491,12 +491,27 @@ def _occupancy_band(ax, res, x, sel, color, run=None):
                         + (", each run's colour" if run == 0 else ""))
 
 
+#: Characters of a legend line beside the panels: a longer entry is wrapped (two compare
+#: labels of 57 characters, each with ": IV infusion 35 mg, 40 min", had widened the legend
+#: column until the panels' x labels ran into each other). The longest fixed entries ("range
+#: over Ki calibrations (in-vitro, in-vivo), each run's colour") stay on one line.
+LEGEND_CHARS = 66
+#: Lines a wrapped legend may take beside one row of panels; a legend that would need more
+#: is left unwrapped (a taller legend shrinks the row's panels instead).
+LEGEND_LINES = 8
+
+
 def _legend(ax, handles=None, labels=None, title=None):
-    """A legend outside the data area, to the right of the axes."""
+    """A legend outside the data area, to the right of the axes; entries longer than
+    :data:`LEGEND_CHARS` wrapped when the legend stays within :data:`LEGEND_LINES` lines."""
     if handles is None:
         handles, labels = ax.get_legend_handles_labels()
     if not handles:
         return
+    wrapped = [textwrap.fill(lb, LEGEND_CHARS, break_long_words=False,
+                             break_on_hyphens=False) for lb in labels]
+    if sum(w.count("\n") + 1 for w in wrapped) <= LEGEND_LINES:
+        labels = wrapped
     ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0,
               frameon=False, fontsize=BODY_PT - 1, title=title, title_fontsize=BODY_PT - 1,
               alignment="left")
