@@ -260,6 +260,20 @@ def test_compare_with_long_labels_keeps_the_x_labels_apart(iv_run, nasal_run):
     assert not any("\n" in t for t in _legend_labels(plain))
 
 
+def test_compare_says_venous_only_when_every_model_does(iv_run, nasal_run):
+    """A comparison of the (venous) ketamine-iv preset with a model file that states no
+    sampling had titled both curves "Plasma concentration (venous blood)"."""
+    from pathlib import Path
+
+    from ketasim.plotting import _row_title
+
+    toml = Path(__file__).resolve().parents[1] / "examples" / "one_compartment.toml"
+    other = run_course(str(toml), ketasim.Doses.single(100.0, "oral"), 70)
+    assert _row_title("pk", [iv_run, nasal_run]) == "Plasma concentration (venous blood)"
+    assert _row_title("pk", [iv_run, other]) == "Plasma concentration"
+    assert _row_title("pk", [other]) == "Plasma concentration"
+
+
 def test_plot_bands_percentiles():
     rng = np.random.default_rng(3)
     cl = 95.2 * rng.lognormal(0, 0.3, 200)

@@ -1077,8 +1077,11 @@ def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
 
 def _row_title(kind, runs):
     if kind == "pk":
-        samp = {r.model.meta.get("sampling") for r in runs} - {None}
-        return "Plasma concentration" + (f" ({', '.join(sorted(samp))} blood)" if samp else "")
+        # the sampling is said of every curve only when every model states it (a comparison
+        # with a model file that does not had called both curves venous)
+        samp = [r.model.meta.get("sampling") for r in runs]
+        return "Plasma concentration" + (f" ({', '.join(sorted(set(samp)))} blood)"
+                                         if samp and all(samp) else "")
     if kind == "occupancy":
         # the calibration of the line (the model's default unless one was chosen), always
         # named: the figure is quoted without the command that made it
