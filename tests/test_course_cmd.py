@@ -152,6 +152,15 @@ def test_dose_with_a_course_file_names_it_a_course_file(tmp_path, capsys):
     assert "is a dose table" in capsys.readouterr().err
 
 
+def test_course_summary_says_the_concentrations_are_in_plasma(tmp_path, capsys):
+    """The summary's header named the analyte, and the effect site for occupancy, but not
+    where its ng/mL columns were measured."""
+    assert main(["course", "--months", "1", "--out-dir", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    assert "Per session (ketamine (S + R) in plasma; occupancy model-predicted, peak at the " \
+           "effect site" in out
+
+
 def test_compare_warns_on_route_mismatch(tmp_path, capsys):
     assert main(["compare", "esketamine-nasal@standard-iv", "esketamine-iv@standard-iv",
                  "--months", "1", "--out-dir", str(tmp_path)]) == 0

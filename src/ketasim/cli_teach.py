@@ -422,7 +422,9 @@ def course_summary(run) -> str:
     origin = (f"preset {model.name}" if src.startswith("preset ") else
               f"model {model.name} ({src})" if src else f"model {model.name}")
     cal = (run.course.inputs or {}).get("occupancy_calibration")
-    what = [name]
+    # (the concentrations are plasma's, as the figure's row says; beside "peak at the effect
+    # site" for occupancy the header had not said where they were)
+    what = [f"{name} in plasma"]
     if "occupancy %" in head:
         what.append("occupancy model-predicted, peak at the effect site"
                     + (f", calibration {cal}" if cal else ""))
