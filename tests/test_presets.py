@@ -112,6 +112,18 @@ def test_preset_parameters_show_their_units():
                 assert unit == "mg", (name, k)
 
 
+def test_presets_table_gives_a_weight_only_where_weight_matters(capsys):
+    """`ketasim presets esketamine-nasal` headed its table "typical values at 70 kg", though
+    weight changes nothing in that model."""
+    from ketasim.cli import main
+
+    assert main(["presets", "esketamine-nasal"]) == 0
+    out = capsys.readouterr().out
+    assert "Parameters (typical values; no weight effect)" in out and "70 kg" not in out
+    assert main(["presets", "ketamine-iv"]) == 0
+    assert "Parameters (typical values at 70 kg)" in capsys.readouterr().out
+
+
 def test_esketamine_nasal_age_covariate_lowers_hepatic_flow():
     m = ketasim.load_model("esketamine-nasal")
     v = m.resolve({"AGE": np.array([40.0, 60.0, 70.0])})

@@ -496,8 +496,12 @@ def print_preset(name: str, verbose: bool = False) -> int:
         print(f"sampling: {m['sampling']}")
     if verbose and m.get("description"):
         print(" ".join(str(m["description"]).split()))
-    for section, heading in (("parameters", "Parameters (typical values at "
-                              f"{fmt(model.reference_weight_kg)} kg)"),
+    from .plotting import uses_weight
+
+    # (a model without a weight effect, esketamine-nasal, had its values given "at 70 kg")
+    at = (f"typical values at {fmt(model.reference_weight_kg)} kg" if uses_weight(model)
+          else "typical values; no weight effect")
+    for section, heading in (("parameters", f"Parameters ({at})"),
                              ("schematic", "SCHEMATIC response parameters (illustrative, "
                               "not fitted to data)")):
         rows = []
