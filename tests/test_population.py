@@ -947,6 +947,25 @@ def test_population_figure_says_when_its_bands_miss_the_peak(tmp_path):
     assert _peaks_between_band_times(fine, m, 0.0) == []
 
 
+def test_heat_map_of_occupancy_names_its_calibration():
+    """The heat map's colour bar said "model-predicted peak NMDA occupancy" without the Ki
+    calibration the population figure names ("in-vivo Ki")."""
+    import matplotlib.pyplot as plt
+
+    from ketasim.cli_population import plot_heatmap
+
+    sw = ketasim.sweep("ketamine-iv", ketasim.standard_iv_course(months=1),
+                       [("CL", [80.0, 100.0]), ("V1", [100.0, 140.0])],
+                       metrics=("peak_occupancy", "cmax"), progress=False)
+    fig = plot_heatmap(sw, "peak_occupancy", "t", calibration="in-vivo")
+    label = fig.axes[1].get_ylabel()
+    assert "(in-vivo Ki)" in label.replace("\n", " ") and "in-\n" not in label
+    plt.close(fig)
+    fig = plot_heatmap(sw, "cmax", "t", calibration="in-vivo")
+    assert "Ki" not in fig.axes[1].get_ylabel()
+    plt.close(fig)
+
+
 def test_sweep_heat_map_title_names_the_fixed_dose_and_weight(tmp_path, monkeypatch):
     """The heat map's title named neither the dose per session nor the weight that every grid
     point shares; what the grid varies is left to its axes."""

@@ -366,9 +366,11 @@ def _geometric(v) -> bool:
 NEGLIGIBLE = 1e-3      # a heat map whose values are all smaller (in its units) says so
 
 
-def plot_heatmap(result, metric: str, title: str, analyte: str | None = None):
+def plot_heatmap(result, metric: str, title: str, analyte: str | None = None,
+                 calibration: str | None = None):
     """A heat map of ``metric`` over the two varied names (``analyte``: the drug "the
-    analyte" of the metric's description is, named in the colour bar)."""
+    analyte" of the metric's description is, named in the colour bar; ``calibration``: the
+    Ki calibration of an occupancy metric, named there too, as the population figure does)."""
     import matplotlib
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
@@ -435,11 +437,13 @@ def plot_heatmap(result, metric: str, title: str, analyte: str | None = None):
     what = _describe(metric)
     if analyte:
         what = what.replace("the analyte", analyte)
+    if calibration and "occ" in metric:
+        what += f" ({calibration} Ki)"
     import textwrap
 
     # (wrapped: a long description had run past the figure's top and bottom)
     cb = fig.colorbar(m, ax=ax, label=(f"{metric} ({unit})" if unit else metric) + "\n"
-                      + textwrap.fill(what, 48))
+                      + textwrap.fill(what, 48, break_on_hyphens=False))
     if empty:
         cb.set_ticks([])
     ax.set_xlabel(f"{nb} ({result.units.get(nb, '')})".replace(" ()", "")
@@ -849,7 +853,9 @@ def run_sweep(args) -> int:
                               "tool, not a dosing recommendation"
                               if _schematic_metric(plot_metric) else
                               "\nmodel-predicted; a research tool, not a dosing recommendation"),
-                           analyte=names.get(an, an))
+                           analyte=names.get(an, an),
+                           calibration=getattr(model, "default_calibration", "")
+                           or next(iter(getattr(model, "calibrations", None) or {}), None))
         outputs.append((args.plot, "wb", _figure_bytes(fig, args.plot)))
         if not np.isfinite(np.asarray(columns[plot_metric], dtype=float)).any():
             print(f"ketasim: warning: --plot-metric {plot_metric} is not a number at any grid "
