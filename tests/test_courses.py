@@ -191,3 +191,23 @@ def test_a_course_infusion_longer_than_a_year_is_refused():
     d = ketasim.course_from_phases([ketasim.Phase(every_days=7.0)], 35.0, "iv",
                                    duration_h=96.0, months=1)    # a 4-day infusion: fine
     assert d.duration_h[0] == 96.0
+
+
+@pytest.mark.parametrize("cast", [np.int64, np.int32, np.float32, np.float64])
+def test_course_builders_take_numpy_numbers_as_python_numbers(cast):
+    # a weight or a length taken from an array or a DataFrame column is a NumPy scalar: the
+    # same course as the Python number, in float64 (np.int64(70) had been "not a number > 0")
+    want = ketasim.standard_iv_course(dose_mg_per_kg=1, weight_kg=70, months=2, infusion_min=40)
+    got = ketasim.standard_iv_course(dose_mg_per_kg=cast(1), weight_kg=cast(70),
+                                     months=cast(2), infusion_min=cast(40))
+    assert got == want and got.amount_mg.dtype == np.float64
+    assert ketasim.resolve_doses("standard-iv", weight_kg=cast(70)) == \
+        ketasim.resolve_doses("standard-iv", weight_kg=70)
+    assert ketasim.spravato_course(months=cast(2)) == ketasim.spravato_course(months=2)
+    ph = Phase(every_days=cast(7), count=np.int64(3), amount_mg=cast(10))
+    assert course_from_phases([ph], cast(10), "iv", duration_h=cast(1), months=cast(1)) == \
+        course_from_phases([Phase(every_days=7, count=3, amount_mg=10)], 10, "iv",
+                           duration_h=1, months=1)
+    assert Phase(weeks=np.int64(1), per_week=np.int32(2)) == Phase(weeks=1, per_week=2)
+    with pytest.raises(KetasimInputError, match="weight_kg"):
+        ketasim.standard_iv_course(weight_kg=np.bool_(True))

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .dosing import MAX_EVENTS, Doses, _decode
-from .errors import KetasimInputError, check_input_file, suggest
+from .errors import KetasimInputError, check_input_file, is_real, suggest
 
 __all__ = ["Phase", "course_from_phases", "standard_iv_course", "spravato_course", "COURSES",
            "DAYS_PER_MONTH", "course_days", "STANDARD_IV_PHASES", "read_course_toml",
@@ -45,8 +45,16 @@ class Phase:
             raise KetasimInputError(f"phase: {name}: got {v!r}, expected {expected}")
 
         def number(v):
-            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            return is_real(v) and math.isfinite(v)
 
+        # NumPy scalars (a value taken from an array or a DataFrame) are numbers too: kept as
+        # Python's, so a float32 never sets the precision of the session times
+        for name in ("weeks", "per_week", "count"):
+            if isinstance(getattr(self, name), np.integer):
+                object.__setattr__(self, name, int(getattr(self, name)))
+        for name in ("every_days", "after_days", "amount_mg"):
+            if isinstance(getattr(self, name), np.floating):
+                object.__setattr__(self, name, float(getattr(self, name)))
         if self.every_days or not (self.weeks or self.per_week):
             if not number(self.every_days) or self.every_days <= 0:
                 bad("every_days", self.every_days, "a number of days > 0")
@@ -170,23 +178,25 @@ def course_from_phases(phases, amount_mg: float, route: str, *, duration_h: floa
     first_amount_mg : float, optional  amount of the very first session, mg
     source : str              the table's name in messages ("course": a named course)
     """
-    if months is not None and not (isinstance(months, (int, float)) and not isinstance(
-            months, bool) and math.isfinite(months) and months > 0):
+    if months is not None and not (is_real(months) and math.isfinite(months) and months > 0):
         raise KetasimInputError(f"months: got {months!r}, expected a number of months > 0")
-    if isinstance(amount_mg, bool) or not isinstance(amount_mg, (int, float)) or not (
-            math.isfinite(amount_mg) and amount_mg > 0):
+    if not is_real(amount_mg) or not (math.isfinite(amount_mg) and amount_mg > 0):
         raise KetasimInputError(f"amount_mg: got {amount_mg!r}, expected a dose in mg > 0")
-    if isinstance(duration_h, bool) or not isinstance(duration_h, (int, float)) or not (
-            math.isfinite(duration_h) and 0 <= duration_h <= MAX_SESSION_H):
+    if not is_real(duration_h) or not (math.isfinite(duration_h)
+                                       and 0 <= duration_h <= MAX_SESSION_H):
         raise KetasimInputError(f"duration_h: got {duration_h!r}, expected hours >= 0 and at "
                                 f"most {MAX_SESSION_H:g} (a year: one session's infusion)")
     if first_amount_mg is not None and (
-            isinstance(first_amount_mg, bool) or not isinstance(first_amount_mg, (int, float))
+            not is_real(first_amount_mg)
             or not (math.isfinite(first_amount_mg) and first_amount_mg > 0)):
         raise KetasimInputError(f"first_amount_mg: got {first_amount_mg!r}, expected a dose in "
                                 "mg > 0")
     if not isinstance(route, str) or not route:
         raise KetasimInputError(f"route: got {route!r}, expected a route name")
+    # (NumPy scalars as Python floats: a float32 would set the precision of the table)
+    months = None if months is None else float(months)
+    amount_mg, duration_h = float(amount_mg), float(duration_h)
+    first_amount_mg = None if first_amount_mg is None else float(first_amount_mg)
     days, amounts = course_days(phases, months)
     if not days:
         raise KetasimInputError("course: no sessions fall within the course length")
@@ -221,7 +231,7 @@ def standard_iv_course(dose_mg_per_kg: float = STANDARD_MG_PER_KG, weight_kg: fl
     for name, v in (("dose_mg_per_kg", dose_mg_per_kg), ("weight_kg", weight_kg),
                     ("infusion_min", infusion_min),
                     ("maintenance_every_days", maintenance_every_days)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+        if not is_real(v) or not math.isfinite(v) or v <= 0:
             raise KetasimInputError(f"{name}: got {v!r}, expected a number > 0")
     if dose_mg_per_kg > MAX_MG_PER_KG:
         raise KetasimInputError(
@@ -229,8 +239,8 @@ def standard_iv_course(dose_mg_per_kg: float = STANDARD_MG_PER_KG, weight_kg: fl
             "(0.5 is the standard; anaesthetic induction is 1-4.5 mg/kg): a larger dose is "
             "given with a dose table in mg")
     phases = list(STANDARD_IV_PHASES) + [Phase(every_days=float(maintenance_every_days))]
-    return course_from_phases(phases, dose_mg_per_kg * weight_kg, route,
-                              duration_h=infusion_min / 60.0, months=months)
+    return course_from_phases(phases, float(dose_mg_per_kg) * float(weight_kg), route,
+                              duration_h=float(infusion_min) / 60.0, months=months)
 
 
 def spravato_course(dose_mg: float = 56.0, maintenance: str = "biweekly", months: float = 6.0,
