@@ -194,6 +194,19 @@ def test_kept_matrices_are_copied_out_and_not_pickled():
     np.testing.assert_array_equal(engine.prepare(m2, d).K, p2.K)
 
 
+@pytest.mark.parametrize("name", ketasim.list_presets())
+def test_a_model_equals_its_pickled_copy_and_the_same_model_read_again(name):
+    # (expressions had compared by their syntax trees' identity, so a model was equal to no
+    # other; with the expressions equal, the variability's arrays had raised in ==)
+    m = ketasim.load_model(name)
+    assert pickle.loads(pickle.dumps(m)) == m
+    assert ketasim.load_model(name) == m
+    assert one_compartment() == one_compartment()
+    assert dataclasses.replace(m, parameters={**m.parameters, "CL2": 1.0}) != m
+    assert one_compartment(lag_h=0.5) != one_compartment()
+    assert parse("CL / V", "k") == parse(" CL / V ", "k")
+
+
 def test_kept_occupancy_weights_follow_parameters_and_calibration():
     """Occupancy weights kept for one subject are keyed by the parameter values and the
     calibration: a changed Ki or calibration gives the occupancy of a fresh model."""

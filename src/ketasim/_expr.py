@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import math
 from dataclasses import dataclass
+from dataclasses import field as _field
 
 import numpy as np
 
@@ -27,11 +28,12 @@ _BINOPS = {ast.Add: np.add, ast.Sub: np.subtract, ast.Mult: np.multiply,
 
 @dataclass(frozen=True)
 class Expr:
-    """A parsed expression: ``text``, the names it reads, and its syntax tree."""
+    """A parsed expression: ``text``, the names it reads, and its syntax tree. Two are equal
+    when their text is (the tree is parsed from it), so equal model files give equal models."""
 
     text: str
     names: frozenset
-    tree: ast.AST
+    tree: ast.AST = _field(compare=False)
 
     def evaluate(self, values: dict) -> np.ndarray:
         with np.errstate(all="ignore"):

@@ -71,6 +71,17 @@ class Variability:
     def __bool__(self) -> bool:
         return bool(self.names)
 
+    def __eq__(self, other):
+        # (the generated comparison would ask an array for one truth value and raise)
+        if not isinstance(other, Variability):
+            return NotImplemented
+        return (self.names == other.names and self.covariates == other.covariates
+                and self.source == other.source and self.covariate_range == other.covariate_range
+                and np.array_equal(self.omega, other.omega)
+                and np.array_equal(self.chol, other.chol))
+
+    __hash__ = None
+
 
 def _number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
