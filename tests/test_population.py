@@ -1075,3 +1075,25 @@ def test_bands_end_at_the_horizon_of_the_run(extra_h):
         width = 10 ** ((np.log10(BAND_RANGE[1]) - np.log10(BAND_RANGE[0])) / (BAND_BINS - 2))
         ref = np.percentile(y, 50, axis=0)
         assert np.all(np.abs(r.bands.get("plasma")["p50"][live] / ref[live] - 1) <= width - 1)
+
+
+def test_default_bands_are_of_what_the_model_has():
+    """bands=True without band_outputs: the main concentration and the occupancy where the
+    model has it, as the CLI (a model without occupancy, or whose concentration is not
+    called plasma, had been refused for outputs it was never asked for); occupancy asked of
+    such a model is named under band_outputs."""
+    model = ketasim.Model.from_dict({
+        "parameters": {"V": 50.0, "CL": 10.0}, "compartments": {"central": "V"},
+        "flows": [{"from": "central", "to": "out", "cl": "CL"}],
+        "routes": {"iv": {"to": "central"}}})
+    d = ketasim.Doses.single(100.0, "iv")
+    r = population(model, d, 3, bands=[0.0, 1.0], metrics=("cmax",), progress=False)
+    assert r.bands.outputs == ("central",)
+    np.testing.assert_allclose(r.bands.get("central")["p50"], [2000.0, 2000.0 * math.exp(-0.2)],
+                               rtol=0.0052)
+    with pytest.raises(KetasimInputError, match=r"^band_outputs: .*'occupancy'"):
+        population(model, d, 3, bands=True, band_outputs=("central", "occupancy"),
+                   progress=False)
+    r = population("ketamine-iv", ONE_MONTH, 2, metrics=("cmax",), bands=[0.0, 1.0],
+                   progress=False)
+    assert r.bands.outputs == ("plasma", "occupancy")

@@ -734,6 +734,10 @@ def _band_setup(model, doses, bands, band_outputs, horizon):
 
     if bands is None or bands is False:
         return None, ()
+    if band_outputs is None:    # as the CLI: the main concentration, and the occupancy where
+        from .plotting import main_analyte  # the model has one
+
+        band_outputs = (main_analyte(model),) + (("occupancy",) if model.has_occupancy else ())
     outs = (band_outputs,) if isinstance(band_outputs, str) else tuple(band_outputs)
     if not outs:
         raise KetasimInputError("band_outputs: expected at least one output name")
@@ -746,7 +750,12 @@ def _band_setup(model, doses, bands, band_outputs, horizon):
                                     "concentrations (" + ", ".join(model.concentration_names)
                                     + ") or occupancy, glutamate, plasticity where it has them")
     from .simulate import simulate
-    simulate(model, doses, [0.0], outputs=list(outs))    # checks the PD outputs the model has
+    try:                                    # checks the PD outputs the model has
+        simulate(model, doses, [0.0], outputs=list(outs))
+    except KetasimInputError as exc:
+        if not str(exc).startswith("outputs: "):
+            raise
+        raise KetasimInputError(f"band_outputs: {str(exc).removeprefix('outputs: ')}") from None
     if bands is True:
         times = default_band_times(doses, horizon)
     elif isinstance(bands, (int, float)) and not isinstance(bands, bool):
@@ -865,7 +874,7 @@ def _variability_text(model) -> str:
 
 
 def population(model, doses, n: int, seed: int = 0, *, metrics=DEFAULT_METRICS, bands=None,
-               band_outputs=("plasma", "occupancy"), chunk_size: int = DEFAULT_CHUNK,
+               band_outputs=None, chunk_size: int = DEFAULT_CHUNK,
                scheduler=None, weight_kg=70.0, covariates=None, params=None,
                variability: bool = True, analyte: str | None = None,
                horizon_h: float | None = None, threads: int | None = None,
@@ -887,8 +896,10 @@ def population(model, doses, n: int, seed: int = 0, *, metrics=DEFAULT_METRICS, 
         5/50/95 % bands over time: ``True`` for a default grid up to the horizon (every 4 h,
         every 5 min for 8 h after each session), a step in hours (also up to the horizon),
         or the times (h).
-    band_outputs : sequence of str
+    band_outputs : sequence of str, optional
         Outputs of the bands (concentrations in ng/mL; ``occupancy``; schematic outputs).
+        Default: ``plasma`` (or the model's first concentration) and ``occupancy`` where the
+        model has it.
     chunk_size : int
         Largest number of subjects simulated at once (bounds the memory). Never changes a
         result.
