@@ -493,3 +493,25 @@ def test_a_population_or_sweep_too_large_for_memory_is_refused_before_it_runs(
     assert rc == 1 and not ran
     assert "100,000 subjects x 84 values (the 6 metrics of each session and of the course)" in err
     assert "fewer subjects (n, --n) or fewer metrics" in err and "coarser step" not in err
+
+
+def test_dose_records_with_blank_cells_are_the_table_read_from_the_csv(tmp_path):
+    """Doses.from_records takes the rows of csv.DictReader as read_doses takes the file: a
+    blank, "." or None in a column is not given (an empty duration_h had been refused as
+    "expected numbers"); a blank required column is named as missing."""
+    import csv
+
+    p = tmp_path / "d.csv"
+    p.write_text("time_h,amount_mg,route,duration_h,rate_mg_h,addl,ii_h,ss,evid,subject,WT\n"
+                 "0,10,iv,,,,,,,1,\n12,20,iv,1,.,2,6,,.,1,80\n")
+    with open(p, newline="") as fh:
+        d = ketasim.Doses.from_records(csv.DictReader(fh))
+    assert d == ketasim.read_doses(p)
+    assert list(d.duration_h) == [0.0, 1.0] and list(d.addl) == [0, 2]
+    e = ketasim.Doses.from_records([{"time_h": 0, "amount_mg": 5, "route": "iv",
+                                     "duration_h": None, "rate_mg_h": " "}])
+    assert e == ketasim.Doses.single(5.0, "iv")
+    for col in ("time_h", "amount_mg", "route"):
+        row = {"time_h": 0, "amount_mg": 5, "route": "iv", col: ""}
+        with pytest.raises(KetasimInputError, match=f"row 1: missing {col}"):
+            ketasim.Doses.from_records([row])

@@ -404,7 +404,9 @@ class Doses(Derived):
     @classmethod
     def from_records(cls, records, source: str = "<doses>") -> "Doses":
         """Build from dicts with the dose-table column names (or their NONMEM aliases, any
-        letter case). Rows with ``evid`` 0 or 2 are skipped and counted in ``n_skipped``;
+        letter case), e.g. the rows of ``csv.DictReader``: a value ``None``, blank or ``"."``
+        is not given, as a blank cell of a CSV table. Rows with ``evid`` 0 or 2 are skipped
+        and counted in ``n_skipped``;
         other keys must be covariates (``weight_kg`` or model parameter names, checked when the
         table is simulated) or NONMEM data items, which are read past."""
         rows = []
@@ -425,8 +427,8 @@ class Doses(Derived):
                                                 f"{hint}; expected {', '.join(COLUMNS)}, a "
                                                 "covariate or a NONMEM data item")
                     c = k
-                if c == "":
-                    continue
+                if c == "" or v is None or (isinstance(v, str) and v.strip() in ("", ".")):
+                    continue               # (a blank, "." or None cell is not given, as in a CSV)
                 if c in rec:
                     raise KetasimInputError(f"{source}: row {i + 1}: column {c!r} given twice")
                 rec[c] = v
