@@ -515,3 +515,12 @@ def test_dose_records_with_blank_cells_are_the_table_read_from_the_csv(tmp_path)
         row = {"time_h": 0, "amount_mg": 5, "route": "iv", col: ""}
         with pytest.raises(KetasimInputError, match=f"row 1: missing {col}"):
             ketasim.Doses.from_records([row])
+
+
+def test_a_dose_table_plus_something_else_is_a_type_error():
+    d = ketasim.Doses.single(5.0, "iv")
+    for other in (1, "x", None, [d]):
+        with pytest.raises(TypeError, match="unsupported operand"):
+            d + other
+    assert d + ketasim.Doses.single(1.0, "iv", 2.0) == ketasim.Doses([0.0, 2.0], [5.0, 1.0],
+                                                                       ["iv", "iv"])

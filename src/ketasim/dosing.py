@@ -472,6 +472,8 @@ class Doses(Derived):
                        skipped_ids, cols["subject"] if has_subject else ()))
 
     def __add__(self, other: "Doses") -> "Doses":
+        if not isinstance(other, Doses):
+            return NotImplemented          # (Python's TypeError names both types)
         if (self.subject is None) != (other.subject is None):
             raise KetasimInputError(f"{self.source} + {other.source}: one table has a subject "
                                     "column and the other not")
