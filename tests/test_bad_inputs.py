@@ -524,3 +524,14 @@ def test_a_dose_table_plus_something_else_is_a_type_error():
             d + other
     assert d + ketasim.Doses.single(1.0, "iv", 2.0) == ketasim.Doses([0.0, 2.0], [5.0, 1.0],
                                                                        ["iv", "iv"])
+
+
+@pytest.mark.parametrize("factor", ["2", None, np.nan, np.inf, -1.0, [2.0], True])
+def test_scaling_a_dose_table_by_what_is_not_a_factor_names_the_factor(factor):
+    # (text had failed inside numpy's multiply; NaN or a negative factor had been reported
+    # as the table's amount_mg at row 1)
+    with pytest.raises(KetasimInputError, match=r"scaled: got a factor of .*expected a finite "
+                                                 r"number >= 0"):
+        ketasim.Doses.single(5.0, "iv", rate_mg_h=10.0).scaled(factor)
+    assert ketasim.Doses.single(5.0, "iv").scaled(np.float32(2)) == ketasim.Doses.single(10.0,
+                                                                                         "iv")

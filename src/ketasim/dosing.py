@@ -54,7 +54,7 @@ import numpy as np
 
 from ._memo import Derived
 from ._numtext import to_float
-from .errors import KetasimInputError
+from .errors import KetasimInputError, is_real
 
 __all__ = ["Doses", "read_doses", "write_doses", "expand", "MAX_EVENTS", "MAX_DOSE_FILE_BYTES",
            "COLUMNS", "ALIASES", "NONMEM_IGNORED"]
@@ -498,6 +498,9 @@ class Doses(Derived):
 
     def scaled(self, factor: float) -> "Doses":
         """The same table with every amount (and infusion rate) multiplied by ``factor``."""
+        if not (is_real(factor) and 0 <= factor < np.inf):
+            raise KetasimInputError(f"{self.source}: scaled: got a factor of {factor!r}, "
+                                    "expected a finite number >= 0")
         return self._take(np.arange(len(self)), amount_mg=self.amount_mg * factor,
                           rate_mg_h=np.where(self.rate_mg_h > 0, self.rate_mg_h * factor,
                                              self.rate_mg_h))
