@@ -832,3 +832,21 @@ def test_plot_concentrations_keeps_a_short_legend_inside():
         leg = ax.get_legend().get_window_extent()
         box = ax.get_window_extent()
         assert (box.x0 <= leg.x0 and leg.x1 <= box.x1) == inside, names
+
+
+def test_plot_bands_names_what_it_cannot_draw():
+    # (values without their times had failed in an index, times of another length inside
+    # matplotlib, a population's metrics table on a missing .times, and two percentiles in
+    # an unpacking)
+    r = ketasim.simulate("ketamine-iv", ketasim.Doses.single(35.0, "iv"), [0.0, 1.0, 2.0],
+                         params={"CL": [80.0, 100.0]}, outputs=["plasma"])
+    y = r.concentration("plasma")
+    for args, kw, what in (((y,), {}, "need times"),
+                           ((y,), {"times": [0.0, 1.0]}, r"need times .* shape \(2,\)"),
+                           ((r, "plasma"), {"times": r.times}, "a result has its own"),
+                           ((SimpleNamespace(columns={}),), {}, "expected a Result"),
+                           ((r, "plasma"), {"percentiles": (5, 95)}, "three numbers"),
+                           ((r, "plasma"), {"percentiles": (5, 50, 150)}, "three numbers")):
+        with pytest.raises(ketasim.KetasimInputError, match=f"plot_bands: .*{what}"):
+            plot_bands(*args, **kw)
+    assert plot_bands(y.tolist(), times=r.times.tolist()).axes

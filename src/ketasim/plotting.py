@@ -1205,9 +1205,21 @@ def plot_bands(result, name: str = "plasma", *, times=None, ax=None, label: str 
     """
     from matplotlib.figure import Figure
 
-    if isinstance(result, np.ndarray) or times is not None:
-        y = np.atleast_2d(np.asarray(result, float))
-        t = np.asarray(times, float)
+    if times is not None or not hasattr(result, "output"):      # values (N, T), not a Result
+        if hasattr(result, "times"):
+            raise KetasimInputError("plot_bands: times: a result has its own; give times (h) "
+                                    "only with an array of values")
+        try:
+            y = np.atleast_2d(np.asarray(result, float))
+            t = np.asarray(times, float) if times is not None else None
+        except (TypeError, ValueError):
+            raise KetasimInputError(f"plot_bands: got {type(result).__name__}, expected a "
+                                    "Result of simulate, or an array (N, T) of numbers with "
+                                    "its times (T,) in h") from None
+        if y.ndim != 2 or t is None or t.shape != (y.shape[1],):
+            raise KetasimInputError(
+                f"plot_bands: values of shape {y.shape} need times (h), one per column; got "
+                + ("none" if t is None else f"shape {t.shape}"))
         model = None
     else:
         t = result.times
@@ -1219,6 +1231,11 @@ def plot_bands(result, name: str = "plasma", *, times=None, ax=None, label: str 
             label = analyte_labels(model).get(name, name)
         if ylabel is None:
             ylabel = "ng/mL" if not pd else name
+    if (not isinstance(percentiles, (tuple, list, np.ndarray)) or len(percentiles) != 3
+            or not all(isinstance(p, (int, float, np.integer, np.floating))
+                       and 0 <= p <= 100 for p in percentiles)):
+        raise KetasimInputError(f"plot_bands: percentiles: got {percentiles!r}, expected three "
+                                "numbers from 0 to 100 (low, middle, high)")
     y = y * unit_scale
     if ax is None:
         fig = Figure(figsize=(10, 5.5), layout="constrained")
