@@ -850,3 +850,13 @@ def test_plot_bands_names_what_it_cannot_draw():
         with pytest.raises(ketasim.KetasimInputError, match=f"plot_bands: .*{what}"):
             plot_bands(*args, **kw)
     assert plot_bands(y.tolist(), times=r.times.tolist()).axes
+
+
+def test_plot_concentrations_takes_one_name_as_a_name():
+    # (a name had been read letter by letter: "output: unknown name 'p'")
+    from ketasim.plotting import plot_concentrations
+
+    r = ketasim.simulate("ketamine-iv", ketasim.Doses.single(35.0, "iv"), [0.0, 1.0, 2.0])
+    ax = plot_concentrations(r, "plasma")
+    assert len(ax.get_lines()) == 1
+    np.testing.assert_array_equal(ax.get_lines()[0].get_ydata(), r.concentration("plasma"))

@@ -1262,8 +1262,8 @@ def plot_bands(result, name: str = "plasma", *, times=None, ax=None, label: str 
 
 
 def plot_concentrations(result, names=None, ax=None, unit="ng/mL", *, label=None, color=None):
-    """Concentration-time curves of ``names`` (default: the model's named analytes) on ``ax``
-    (default: a new Figure); returns the Axes."""
+    """Concentration-time curves of ``names`` (a name or a list; default: the model's named
+    analytes) on ``ax`` (default: a new Figure); returns the Axes."""
     from matplotlib.figure import Figure
 
     if ax is None:
@@ -1271,6 +1271,8 @@ def plot_concentrations(result, names=None, ax=None, unit="ng/mL", *, label=None
     labels = analyte_labels(result.model)
     if names is None:
         names = list(labels)
+    elif isinstance(names, str):        # one name (as simulate's outputs), not its letters
+        names = [names]
     t = result.times
     days = t[-1] - t[0] > 72
     x = t / 24.0 if days else t
