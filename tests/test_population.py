@@ -1097,3 +1097,14 @@ def test_default_bands_are_of_what_the_model_has():
     r = population("ketamine-iv", ONE_MONTH, 2, metrics=("cmax",), bands=[0.0, 1.0],
                    progress=False)
     assert r.bands.outputs == ("plasma", "occupancy")
+
+
+@pytest.mark.parametrize("step", [np.int64(4), np.float32(4.0), np.int32(4)])
+def test_a_numpy_band_step_is_a_step(step):
+    """bands=np.int64(4) is a step of 4 h, as bands=4 (it had been taken as the one band time
+    4 h)."""
+    kw = dict(metrics=("cmax",), band_outputs=("plasma",), horizon_h=24.0, progress=False)
+    got = population("ketamine-iv", ONE_MONTH, 2, bands=step, **kw).bands
+    want = population("ketamine-iv", ONE_MONTH, 2, bands=4, **kw).bands
+    np.testing.assert_array_equal(got.times_h, np.arange(0.0, 25.0, 4.0))
+    np.testing.assert_array_equal(got.values, want.values)

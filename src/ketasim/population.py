@@ -758,7 +758,7 @@ def _band_setup(model, doses, bands, band_outputs, horizon):
         raise KetasimInputError(f"band_outputs: {str(exc).removeprefix('outputs: ')}") from None
     if bands is True:
         times = default_band_times(doses, horizon)
-    elif isinstance(bands, (int, float)) and not isinstance(bands, bool):
+    elif is_real(bands):          # a step (a NumPy number too), not one band time
         if not (math.isfinite(bands) and bands > 0):
             raise KetasimInputError(f"bands: got a step of {bands!r} h, expected hours > 0")
         from .simulate import time_grid
