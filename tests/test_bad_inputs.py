@@ -535,3 +535,16 @@ def test_scaling_a_dose_table_by_what_is_not_a_factor_names_the_factor(factor):
         ketasim.Doses.single(5.0, "iv", rate_mg_h=10.0).scaled(factor)
     assert ketasim.Doses.single(5.0, "iv").scaled(np.float32(2)) == ketasim.Doses.single(10.0,
                                                                                          "iv")
+
+
+def test_a_numpy_tolerance_is_a_tolerance():
+    # (np.float32(1e-6) had been refused as "expected a relative tolerance between 1e-13
+    # and 0.1")
+    d = ketasim.Doses.single(35.0, "iv", duration_h=0.67)
+    a = ketasim.simulate("ketamine-iv", d, [0.0, 1.0, 6.0], outputs=["glutamate"],
+                         pd_rtol=np.float32(1e-6))
+    b = ketasim.simulate("ketamine-iv", d, [0.0, 1.0, 6.0], outputs=["glutamate"],
+                         pd_rtol=float(np.float32(1e-6)))
+    np.testing.assert_array_equal(a.glutamate, b.glutamate)
+    with pytest.raises(KetasimInputError, match="pd_rtol"):
+        ketasim.simulate("ketamine-iv", d, [0.0, 1.0], pd_rtol=np.bool_(True))

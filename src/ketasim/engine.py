@@ -227,8 +227,7 @@ def check_metrics_horizon(end_h: float, what: str) -> None:
 
 
 def _check_rtol(pd_rtol):
-    if isinstance(pd_rtol, bool) or not isinstance(pd_rtol, (int, float)) or not (
-            np.isfinite(pd_rtol) and 1e-13 <= pd_rtol <= 1e-1):
+    if not is_real(pd_rtol) or not (np.isfinite(pd_rtol) and 1e-13 <= pd_rtol <= 1e-1):
         raise KetasimInputError(f"pd_rtol: got {pd_rtol!r}, expected a relative tolerance "
                                 "between 1e-13 and 0.1")
     return float(pd_rtol)
