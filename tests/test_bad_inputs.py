@@ -548,3 +548,20 @@ def test_a_numpy_tolerance_is_a_tolerance():
     np.testing.assert_array_equal(a.glutamate, b.glutamate)
     with pytest.raises(KetasimInputError, match="pd_rtol"):
         ketasim.simulate("ketamine-iv", d, [0.0, 1.0], pd_rtol=np.bool_(True))
+
+
+@pytest.mark.parametrize("cast", [np.float32, np.int64, np.float64])
+def test_a_model_dict_of_numpy_numbers_is_the_model_of_python_numbers(cast):
+    # a spec filled from arrays holds NumPy scalars (np.float32(50) had been refused as
+    # "expected a number" in [parameters], [weight], volumes and rates)
+    def spec(num):
+        return {"parameters": {"V": num(50), "CL": num(10)},
+                "weight": {"reference_kg": num(70), "allometric": {"CL": num(1)}},
+                "compartments": {"central": "V", "periph": num(20)},
+                "flows": [{"from": "central", "to": "out", "cl": "CL"},
+                          {"from": "central", "to": "periph", "k": num(2)},
+                          {"from": "periph", "to": "central", "k": num(1)}],
+                "routes": {"iv": {"to": np.str_("central"), "f": num(1)}}}
+    assert ketasim.Model.from_dict(spec(cast)) == ketasim.Model.from_dict(spec(float))
+    with pytest.raises(KetasimInputError, match="expected a number"):
+        ketasim.Model.from_dict({**spec(float), "parameters": {"V": np.bool_(True)}})

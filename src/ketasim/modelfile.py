@@ -13,6 +13,8 @@ import tomllib
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
+
 from . import _expr
 from .errors import KetasimInputError, check_input_file, check_name, suggest
 from .model import (
@@ -76,8 +78,24 @@ def _limit(n: int, limit: int, what: str, where: str, hint: str) -> None:
 
 
 def model_from_dict(spec: dict, *, source: str = "", name: str | None = None) -> Model:
-    """Build a model from the same structure a TOML model file has."""
-    return _build(spec, source or "<model>", name)
+    """Build a model from the same structure a TOML model file has (NumPy numbers are taken
+    as the Python numbers they hold)."""
+    return _build(_plain(spec), source or "<model>", name)
+
+
+def _plain(v, depth: int = 0):
+    """``v`` with NumPy scalars (``np.float32(50)``, ``np.int64(1)``, ``np.str_``) inside its
+    dicts, lists and tuples as Python's, as a TOML file would give them; anything else, and
+    anything nested deeper than a model file goes, as it is (the checks name it)."""
+    if isinstance(v, np.generic):
+        return v.item()
+    if depth > 16:
+        return v
+    if type(v) is dict:
+        return {_plain(k, depth + 1): _plain(x, depth + 1) for k, x in v.items()}
+    if type(v) in (list, tuple):
+        return type(v)(_plain(x, depth + 1) for x in v)
+    return v
 
 
 def read_model_file(path) -> Model:
