@@ -565,3 +565,13 @@ def test_a_model_dict_of_numpy_numbers_is_the_model_of_python_numbers(cast):
     assert ketasim.Model.from_dict(spec(cast)) == ketasim.Model.from_dict(spec(float))
     with pytest.raises(KetasimInputError, match="expected a number"):
         ketasim.Model.from_dict({**spec(float), "parameters": {"V": np.bool_(True)}})
+
+
+def test_model_from_toml_names_a_missing_file_or_a_folder(tmp_path):
+    # (Model.from_toml had let the OSError of open() through: "[Errno 2] No such file ...")
+    for path, what in ((tmp_path / "none.toml", "not found"), (tmp_path, "is a folder")):
+        with pytest.raises(KetasimInputError, match=f"^model: .*{what}"):
+            ketasim.Model.from_toml(path)
+    p = tmp_path / "m.toml"
+    p.write_text(GOOD_MODEL)
+    assert ketasim.Model.from_toml(p) == ketasim.load_model(str(p))

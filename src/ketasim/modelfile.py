@@ -102,6 +102,7 @@ def read_model_file(path) -> Model:
     """Read a TOML model file (UTF-8, with or without a byte-order mark; UTF-16 or UTF-32 with
     one), at most ``MAX_MODEL_BYTES`` bytes."""
     path = Path(path)
+    check_input_file("model", str(path), path, "a TOML model file")   # (not an OSError)
     return _build(_read_toml(_model_bytes(path), str(path)), str(path), path.stem)
 
 
