@@ -575,3 +575,16 @@ def test_model_from_toml_names_a_missing_file_or_a_folder(tmp_path):
     p = tmp_path / "m.toml"
     p.write_text(GOOD_MODEL)
     assert ketasim.Model.from_toml(p) == ketasim.load_model(str(p))
+
+
+@pytest.mark.parametrize("spec,near", [("standard_iv", "standard-iv"), ("spravatto", "spravato")])
+def test_a_misspelt_course_given_to_simulate_names_the_nearest_course(spec, near):
+    # (simulate and session_metrics had looked for a file of that name: "file 'standard_iv'
+    # not found"; population said what a course is)
+    from ketasim.engine import session_metrics
+
+    for run in (lambda: ketasim.simulate("ketamine-iv", spec, [0.0, 1.0]),
+                lambda: session_metrics("ketamine-iv", spec)):
+        with pytest.raises(KetasimInputError, match=f"neither a file nor a course .did you mean "
+                                                    f"'{near}'"):
+            run()

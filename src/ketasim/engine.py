@@ -176,12 +176,19 @@ def _coerce_doses(doses, weight_kg=70.0) -> Doses:
     if isinstance(doses, Doses):
         return doses
     if isinstance(doses, (str, os.PathLike)):
-        from .courses import COURSES, check_course_weights, is_course_name, resolve_doses
+        from .courses import (
+            COURSES,
+            check_course_weights,
+            check_doses_spec,
+            is_course_name,
+            resolve_doses,
+        )
         if str(doses) in COURSES and (isinstance(doses, str) or is_course_name(str(doses))):
             if str(doses) == "standard-iv":
                 check_course_weights("standard-iv", np.ndim(weight_kg) > 0)
                 return resolve_doses("standard-iv", weight_kg=_check_weight(weight_kg))
             return resolve_doses(str(doses))
+        check_doses_spec(doses)     # a misspelt course name: the nearest course, not a file
         return read_doses(doses)
     if isinstance(doses, (list, tuple)) and all(isinstance(r, dict) for r in doses):
         return Doses.from_records(doses)
