@@ -211,3 +211,21 @@ def test_course_builders_take_numpy_numbers_as_python_numbers(cast):
     assert Phase(weeks=np.int64(1), per_week=np.int32(2)) == Phase(weeks=1, per_week=2)
     with pytest.raises(KetasimInputError, match="weight_kg"):
         ketasim.standard_iv_course(weight_kg=np.bool_(True))
+
+
+def test_simulate_and_session_metrics_take_a_course_file_as_population_does(tmp_path):
+    # (simulate and session_metrics had read a course TOML file as a CSV dose table:
+    # "unknown column 'amount_mg = 35.0'")
+    from ketasim.engine import session_metrics
+
+    p = tmp_path / "c.toml"
+    p.write_text('amount_mg = 35.0\nroute = "iv"\nduration_h = 0.5\nmonths = 1\n'
+                 "[[phase]]\nweeks = 2\nper_week = 2\n")
+    d = read_course_toml(p)
+    for spec in (str(p), p):
+        r = ketasim.simulate("ketamine-iv", spec, [0.0, 1.0, 100.0])
+        assert r.doses == d
+        np.testing.assert_array_equal(
+            r.data, ketasim.simulate("ketamine-iv", d, [0.0, 1.0, 100.0]).data)
+        np.testing.assert_array_equal(session_metrics("ketamine-iv", spec)["cmax"],
+                                      session_metrics("ketamine-iv", d)["cmax"])

@@ -172,7 +172,8 @@ def _pair(f0, f1):
 
 def _coerce_doses(doses, weight_kg=70.0) -> Doses:
     """A Doses from what ``doses=`` takes; a course name is built for ``weight_kg`` (the
-    standard IV course is in mg/kg: one weight for all, or it is refused)."""
+    standard IV course is in mg/kg: one weight for all, or it is refused); a ``.toml`` file is
+    a course file (:func:`ketasim.read_course_toml`)."""
     if isinstance(doses, Doses):
         return doses
     if isinstance(doses, (str, os.PathLike)):
@@ -180,7 +181,9 @@ def _coerce_doses(doses, weight_kg=70.0) -> Doses:
             COURSES,
             check_course_weights,
             check_doses_spec,
+            is_course_file,
             is_course_name,
+            read_course_toml,
             resolve_doses,
         )
         if str(doses) in COURSES and (isinstance(doses, str) or is_course_name(str(doses))):
@@ -188,6 +191,8 @@ def _coerce_doses(doses, weight_kg=70.0) -> Doses:
                 check_course_weights("standard-iv", np.ndim(weight_kg) > 0)
                 return resolve_doses("standard-iv", weight_kg=_check_weight(weight_kg))
             return resolve_doses(str(doses))
+        if is_course_file(str(doses)):      # a course TOML file, as every command takes
+            return read_course_toml(doses)
         check_doses_spec(doses)     # a misspelt course name: the nearest course, not a file
         return read_doses(doses)
     if isinstance(doses, (list, tuple)) and all(isinstance(r, dict) for r in doses):

@@ -87,7 +87,8 @@ def simulate(model, doses, times, params: dict | None = None, weight_kg=70.0, *,
         A :class:`Model`, a preset name or a TOML path.
     doses : Doses, list of dict, or str
         The dose table (a CSV path is read with :func:`read_doses`; a course name such as
-        ``"standard-iv"`` builds that course).
+        ``"standard-iv"`` builds that course; a ``.toml`` course file is read with
+        :func:`read_course_toml`).
     times : array-like (T,)
         Sorted output times in hours (>= 0). The system is empty before the first dose. At an
         output time that equals a dose time (to rounding) the value just after the dose is
