@@ -614,3 +614,13 @@ def test_every_session_of_the_longest_course_can_be_missed_and_defaults_follow_t
     s = ex.sliders["dose"]
     assert s.valinit == s.val and s.vline.get_xdata()[0] == s.val
     _reset(ex)
+
+
+def test_explore_names_a_model_object_instead_of_failing_on_its_hash():
+    # (a Model had failed with "TypeError: unhashable type: 'dict'")
+    with pytest.raises(ketasim.KetasimInputError,
+                       match=r"explore: model Model 'ketamine-iv' \(did you mean "
+                             r"'ketamine-iv'\?\); expected the name of one of"):
+        ketasim.explore(ketasim.load_model("ketamine-iv"))
+    with pytest.raises(ketasim.KetasimInputError, match="explore: model None"):
+        ketasim.explore(None)

@@ -175,10 +175,14 @@ class Explorer:
         from .modelfile import load_model
         from .plotting import BODY_PT, OKABE_ITO, _style
 
-        if model not in PRESETS:
+        if not isinstance(model, str) or model not in PRESETS:
             from .errors import KetasimInputError, suggest
-            raise KetasimInputError(f"explore: model {model!r}{suggest(model, PRESETS)}; "
-                                    f"expected one of {', '.join(PRESETS)}")
+            name = model if isinstance(model, str) else getattr(model, "name", None)
+            shown = (repr(model) if isinstance(model, str) or name is None   # (a Model: its
+                     else f"{type(model).__name__} {name!r}")           # name, not its repr)
+            raise KetasimInputError(f"explore: model {shown}{suggest(str(name), PRESETS)}; "
+                                    f"expected the name of one of {', '.join(PRESETS)} (the "
+                                    "explorer knows how to dose each)")
         self._models = {}
         self._load = load_model
         self.model_name = model
