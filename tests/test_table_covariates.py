@@ -211,3 +211,13 @@ def test_covariates_header_reads_as_a_dose_tables_does(tmp_path, capsys):
     assert main(["population", "--n", "2", "--covariates", str(only), "--doses", str(d),
                  "--quiet"]) == 1
     assert "no covariate column (only subject)" in capsys.readouterr().err
+
+
+def test_an_age_outside_the_fitted_range_in_a_table_names_the_tables_subject_id():
+    # (it had named "subject 1, counted from 0 as in the subject column": the position, not
+    # the ID 20 the table gives that subject)
+    d = ketasim.Doses([0, 0], [56, 56], ["intranasal"] * 2, subject=[10, 20],
+                      covariates={"AGE": [30.0, 100.0]}, source="ages.csv")
+    with pytest.raises(KetasimInputError, match=r"^AGE \(the age_y covariate\) \(subject 20 of "
+                                                r"ages.csv\): got 100, outside 18-86"):
+        ketasim.simulate("esketamine-nasal", d, [0.0, 1.0])

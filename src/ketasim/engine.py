@@ -355,11 +355,11 @@ def _resolve(model, doses, params, weight_kg):
     check_memory(n_guess * S * S * 4, f"rate matrices: {n_guess:,} subjects x {S} states "
                  f"x {S} states")
     vals = model.resolve(params, weight_kg, n=n_ds)
-    _check_covariate_range(model, vals)
+    _check_covariate_range(model, vals, doses if n_ds is not None else None)
     return model, doses, vals, population, dict(given_params or {}), given_weight
 
 
-def _check_covariate_range(model, vals) -> None:
+def _check_covariate_range(model, vals, table=None) -> None:
     """A parameter that a covariate with a fitted range sets (esketamine-nasal's AGE, from
     age_y) stays within that range however it is given (``params``, ``--param``, ``--vary``,
     a dose-table column), as it does when given as the covariate."""
@@ -375,6 +375,10 @@ def _check_covariate_range(model, vals) -> None:
         if np.any(out):
             i = int(np.argmax(out))
             who = f" (subject {i}, counted from 0 as in the subject column)" if a.size > 1 else ""
+            ids = table.subject_ids if table is not None else None
+            if ids is not None and len(ids) == a.size:     # a dose table's own subject IDs
+                from .io import id_label
+                who = f" (subject {id_label(ids[i])} of {table.source or 'the dose table'})"
             raise KetasimInputError(
                 f"{pname} (the {col} covariate){who}: got {a[i]:.15g}, outside {lo:g}-{hi:g}, the "
                 f"range of the population model {model.name!r} was fitted to ([variability] "
