@@ -221,3 +221,15 @@ def test_an_age_outside_the_fitted_range_in_a_table_names_the_tables_subject_id(
     with pytest.raises(KetasimInputError, match=r"^AGE \(the age_y covariate\) \(subject 20 of "
                                                 r"ages.csv\): got 100, outside 18-86"):
         ketasim.simulate("esketamine-nasal", d, [0.0, 1.0])
+
+
+def test_a_table_with_a_covariate_not_given_on_some_rows_is_written_and_read_back(tmp_path):
+    # (write_doses had written the missing value as "nan", which read_doses refuses)
+    d = ketasim.Doses.from_records([
+        {"time_h": 0, "amount_mg": 35, "route": "iv", "subject": 1, "weight_kg": 70},
+        {"time_h": 24, "amount_mg": 35, "route": "iv", "subject": 1},
+        {"time_h": 0, "amount_mg": 40, "route": "iv", "subject": 2, "weight_kg": 80.5}])
+    p = tmp_path / "d.csv"
+    ketasim.write_doses(d, p)
+    assert p.read_text().splitlines()[2].endswith(",1,")
+    assert ketasim.read_doses(p) == d

@@ -1127,6 +1127,8 @@ def doses_csv_text(doses: Doses) -> str:
     ``time_h, amount_mg, route, duration_h, addl, ii_h`` always; ``rate_mg_h``, ``ss``,
     ``evid``, ``subject`` and covariate columns only when the table uses them."""
     def num(x):   # shortest text that reads back as the same float
+        if x != x:
+            return ""     # a covariate not given on this row: a blank cell, as it is read
         t = f"{x:.15g}"
         return t if float(t) == x else repr(float(x))
 
