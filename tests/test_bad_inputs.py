@@ -588,3 +588,13 @@ def test_a_misspelt_course_given_to_simulate_names_the_nearest_course(spec, near
         with pytest.raises(KetasimInputError, match=f"neither a file nor a course .did you mean "
                                                     f"'{near}'"):
             run()
+
+
+def test_outputs_that_are_not_names_are_named_and_numpy_names_are_names():
+    # (outputs=123 had failed with "TypeError: 'int' object is not iterable", and NumPy
+    # strings had been kept as np.str_ in result.names)
+    d = ketasim.Doses.single(35.0, "iv")
+    with pytest.raises(KetasimInputError, match="outputs: got 123, expected an output name"):
+        ketasim.simulate("ketamine-iv", d, [0.0, 1.0], outputs=123)
+    r = ketasim.simulate("ketamine-iv", d, [0.0, 1.0], outputs=np.array(["plasma", "occupancy"]))
+    assert r.names == ("plasma", "occupancy") and all(type(n) is str for n in r.names)

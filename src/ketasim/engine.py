@@ -500,11 +500,16 @@ def prepare(model, doses, params=None, weight_kg=70.0, *, outputs=None, amounts=
         occ = occ_avail
         sch = sch_avail
     else:
-        requested = [outputs] if isinstance(outputs, str) else list(outputs)
+        try:
+            requested = [outputs] if isinstance(outputs, str) else list(outputs)
+        except TypeError:
+            raise KetasimInputError(f"outputs: got {outputs!r}, expected an output name or a "
+                                    "list of names") from None
         conc, occ, sch = [], [], []
         for nm in requested:
             if not isinstance(nm, str):
                 raise KetasimInputError(f"outputs: got {nm!r}, expected output names")
+            nm = str(nm)            # (a NumPy string as the name it holds)
             if nm in PD_OUTPUTS:
                 if nm not in occ_avail + sch_avail:
                     raise KetasimInputError(f"outputs: model {model.name!r} has no {nm!r} "
