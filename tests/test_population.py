@@ -1108,3 +1108,9 @@ def test_a_numpy_band_step_is_a_step(step):
     want = population("ketamine-iv", ONE_MONTH, 2, bands=4, **kw).bands
     np.testing.assert_array_equal(got.times_h, np.arange(0.0, 25.0, 4.0))
     np.testing.assert_array_equal(got.values, want.values)
+
+
+def test_band_outputs_that_are_not_names_are_named():
+    # (band_outputs=123 had failed with "TypeError: 'int' object is not iterable")
+    with pytest.raises(KetasimInputError, match="band_outputs: got 123, expected an output"):
+        population("ketamine-iv", ONE_MONTH, 2, bands=True, band_outputs=123, progress=False)

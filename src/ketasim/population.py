@@ -738,7 +738,11 @@ def _band_setup(model, doses, bands, band_outputs, horizon):
         from .plotting import main_analyte  # the model has one
 
         band_outputs = (main_analyte(model),) + (("occupancy",) if model.has_occupancy else ())
-    outs = (band_outputs,) if isinstance(band_outputs, str) else tuple(band_outputs)
+    try:
+        outs = (band_outputs,) if isinstance(band_outputs, str) else tuple(band_outputs)
+    except TypeError:
+        raise KetasimInputError(f"band_outputs: got {band_outputs!r}, expected an output name "
+                                "or a list of names") from None
     if not outs:
         raise KetasimInputError("band_outputs: expected at least one output name")
     allowed = list(model.concentration_names) + [o for o in PD_OUTPUTS if o not in
