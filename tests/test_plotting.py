@@ -860,3 +860,13 @@ def test_plot_concentrations_takes_one_name_as_a_name():
     ax = plot_concentrations(r, "plasma")
     assert len(ax.get_lines()) == 1
     np.testing.assert_array_equal(ax.get_lines()[0].get_ydata(), r.concentration("plasma"))
+
+
+@pytest.mark.parametrize("kw", [{"step_h": 0}, {"step_h": -1.0}, {"step_h": np.nan},
+                                {"step_h": "5"}, {"until_h": -3.0}, {"until_h": np.inf}])
+def test_run_course_names_a_grid_step_or_end_that_is_not_hours(kw):
+    # (step_h=0 had failed with ZeroDivisionError, a negative step had been dropped without a
+    # word, NaN had been "nan time points, more than allowed")
+    (name,) = kw
+    with pytest.raises(ketasim.KetasimInputError, match=f"^{name}: got .*expected hours > 0"):
+        run_course("ketamine-iv", ketasim.Doses.single(35.0, "iv"), **kw)

@@ -362,7 +362,7 @@ def run_course(model, doses, weight_kg: float = 70.0, params=None, *,
         maintenance is then the course's own (:func:`course_maintenance_start`).
     """
     from .courses import resolve_doses
-    from .errors import KetasimInputError
+    from .errors import KetasimInputError, positive_hours
     from .metrics import course_metrics
     from .modelfile import load_model
     from .simulate import simulate
@@ -372,6 +372,9 @@ def run_course(model, doses, weight_kg: float = 70.0, params=None, *,
             not (0 < closeup_h <= 24 * 366):
         raise KetasimInputError(f"closeup_h: got {closeup_h!r}, expected hours in (0, "
                                 f"{24 * 366}] (the close-up is drawn on a one-minute grid)")
+    step_h = positive_hours("step_h", step_h)
+    if until_h is not None:
+        until_h = positive_hours("until_h", until_h)
     name = doses if isinstance(doses, str) else course
     doses = resolve_doses(doses, weight_kg=weight_kg)
     if name is not None and regimen is None:
