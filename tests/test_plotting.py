@@ -870,3 +870,14 @@ def test_run_course_names_a_grid_step_or_end_that_is_not_hours(kw):
     (name,) = kw
     with pytest.raises(ketasim.KetasimInputError, match=f"^{name}: got .*expected hours > 0"):
         run_course("ketamine-iv", ketasim.Doses.single(35.0, "iv"), **kw)
+
+
+def test_run_course_takes_dose_records_as_simulate_does():
+    # ("As for ketasim.simulate": a list of dose records had been refused as "neither a file
+    # nor a course")
+    rec = [{"time_h": 0, "amount_mg": 35, "route": "iv", "duration_h": 0.5},
+           {"time_h": 48, "amount_mg": 35, "route": "iv", "duration_h": 0.5}]
+    a = run_course("ketamine-iv", rec, closeup_h=1.0)
+    b = run_course("ketamine-iv", ketasim.Doses.from_records(rec), closeup_h=1.0)
+    np.testing.assert_array_equal(a.course.data, b.course.data)
+    assert a.course.doses == b.course.doses
