@@ -237,3 +237,11 @@ def test_kept_typical_values_follow_an_edited_parameter_dict_and_weight():
     assert m.resolve(weight_kg=80)["WT"][0] == 80.0
     with pytest.raises(ketasim.KetasimInputError, match="weight_kg"):
         m.resolve(weight_kg=-3.0)
+
+
+def test_a_models_repr_is_the_same_for_the_same_model():
+    # (each expression's repr had shown its syntax tree's memory address)
+    a, b = ketasim.load_model("ketamine-iv"), ketasim.load_model("ketamine-iv")
+    assert repr(a) == repr(b) and " at 0x" not in repr(a)
+    assert repr(parse("CL / V", "k")).startswith("Expr(text='CL / V', names=frozenset(")
+    assert "tree" not in repr(parse("CL / V", "k"))

@@ -29,11 +29,12 @@ _BINOPS = {ast.Add: np.add, ast.Sub: np.subtract, ast.Mult: np.multiply,
 @dataclass(frozen=True)
 class Expr:
     """A parsed expression: ``text``, the names it reads, and its syntax tree. Two are equal
-    when their text is (the tree is parsed from it), so equal model files give equal models."""
+    when their text is (the tree is parsed from it), so equal model files give equal models;
+    the tree is left out of the repr (its memory address made every model's repr differ)."""
 
     text: str
     names: frozenset
-    tree: ast.AST = _field(compare=False)
+    tree: ast.AST = _field(compare=False, repr=False)
 
     def evaluate(self, values: dict) -> np.ndarray:
         with np.errstate(all="ignore"):
