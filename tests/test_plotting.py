@@ -881,3 +881,13 @@ def test_run_course_takes_dose_records_as_simulate_does():
     b = run_course("ketamine-iv", ketasim.Doses.from_records(rec), closeup_h=1.0)
     np.testing.assert_array_equal(a.course.data, b.course.data)
     assert a.course.doses == b.course.doses
+
+
+def test_plot_compare_refuses_labels_or_colours_that_do_not_match_the_runs(iv_run):
+    # (zip had left the runs without a label or colour out of the figure without a word)
+    for kw, what in (({"labels": ["a"]}, "1 labels for 2 runs"),
+                     ({"labels": "ab"}, "1 labels for 2 runs"),
+                     ({"colors": ["#000000", "#111111", "#222222"]}, "3 colors for 2 runs"),
+                     ({"closeup_h": -1.0}, "closeup_h: got -1")):
+        with pytest.raises(ketasim.KetasimInputError, match=what):
+            plot_compare([iv_run, iv_run], **kw)

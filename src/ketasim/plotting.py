@@ -1170,9 +1170,17 @@ def plot_compare(runs, *, labels=None, colors=None, title: str | None = None,
     runs = [_as_run(r, 8.0) for r in runs]
     if not runs:
         raise KetasimInputError("compare: expected at least one run")
-    labels = list(labels) if labels is not None else [r.label for r in runs]
-    colors = list(colors) if colors is not None else \
-        [RUN_COLORS[i % len(RUN_COLORS)] for i in range(len(runs))]
+    labels = ([labels] if isinstance(labels, str) else list(labels)) if labels is not None \
+        else [r.label for r in runs]
+    colors = ([colors] if isinstance(colors, str) else list(colors)) if colors is not None \
+        else [RUN_COLORS[i % len(RUN_COLORS)] for i in range(len(runs))]
+    for what, given in (("labels", labels), ("colors", colors)):
+        if len(given) != len(runs):       # (a shorter list had left runs out of the figure)
+            raise KetasimInputError(f"compare: {len(given)} {what} for {len(runs)} runs; "
+                                    f"expected one per run")
+    if closeup_h is not None:
+        from .errors import positive_hours
+        closeup_h = positive_hours("closeup_h", closeup_h)
     if title is None:
         import textwrap
 
