@@ -891,3 +891,13 @@ def test_plot_compare_refuses_labels_or_colours_that_do_not_match_the_runs(iv_ru
                      ({"closeup_h": -1.0}, "closeup_h: got -1")):
         with pytest.raises(ketasim.KetasimInputError, match=what):
             plot_compare([iv_run, iv_run], **kw)
+
+
+@pytest.mark.parametrize("closeup_h", [-1.0, 0.0, np.nan, np.inf, "2"])
+def test_plot_course_names_a_closeup_that_is_not_hours(iv_run, closeup_h):
+    # (a negative or NaN length had drawn an 8-hour close-up of a run and failed on an empty
+    # array for a Result; infinity and text had failed inside matplotlib or an addition)
+    r = ketasim.simulate("ketamine-iv", ketasim.Doses.single(35.0, "iv"), [0.0, 1.0, 2.0])
+    for run in (iv_run, r):
+        with pytest.raises(ketasim.KetasimInputError, match="closeup_h: got"):
+            plot_course(run, closeup_h=closeup_h)

@@ -914,6 +914,9 @@ def plot_course(run, *, title: str | None = None, label: str | None = None,
     -------
     matplotlib.figure.Figure
     """
+    if closeup_h is not None:
+        from .errors import positive_hours
+        closeup_h = positive_hours("closeup_h", closeup_h)
     run = _as_run(run, closeup_h or 8.0, **run_kw)
     return _grid_figure([run], [label], [color], title or _title(run), figsize, closeup_h,
                         single=True)
