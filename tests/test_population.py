@@ -1114,3 +1114,17 @@ def test_band_outputs_that_are_not_names_are_named():
     # (band_outputs=123 had failed with "TypeError: 'int' object is not iterable")
     with pytest.raises(KetasimInputError, match="band_outputs: got 123, expected an output"):
         population("ketamine-iv", ONE_MONTH, 2, bands=True, band_outputs=123, progress=False)
+
+
+def test_population_and_sweep_take_dose_records_as_simulate_does():
+    # (a list of dose records had been refused as "neither a file nor a course", with the
+    # list's text as its name)
+    rec = [{"time_h": 0, "amount_mg": 35, "route": "iv", "duration_h": 0.5},
+           {"time_h": 48, "amount_mg": 35, "route": "iv", "duration_h": 0.5}]
+    d = ketasim.Doses.from_records(rec)
+    kw = dict(metrics=("cmax", "auc"), progress=False)
+    _same(population("ketamine-iv", rec, 3, **kw)["auc"],
+          population("ketamine-iv", d, 3, **kw)["auc"])
+    a = sweep("ketamine-iv", rec, {"CL": [80.0, 90.0]}, **kw).to_dataframe()
+    b = sweep("ketamine-iv", d, {"CL": [80.0, 90.0]}, **kw).to_dataframe()
+    assert a.equals(b)

@@ -376,9 +376,6 @@ def run_course(model, doses, weight_kg: float = 70.0, params=None, *,
     if until_h is not None:
         until_h = positive_hours("until_h", until_h)
     name = doses if isinstance(doses, str) else course
-    if isinstance(doses, (list, tuple)) and all(isinstance(r, dict) for r in doses):
-        from .dosing import Doses  # dose records, as simulate takes them
-        doses = Doses.from_records(doses)
     doses = resolve_doses(doses, weight_kg=weight_kg)
     if name is not None and regimen is None:
         regimen = course_description(name, doses)
