@@ -598,3 +598,15 @@ def test_outputs_that_are_not_names_are_named_and_numpy_names_are_names():
         ketasim.simulate("ketamine-iv", d, [0.0, 1.0], outputs=123)
     r = ketasim.simulate("ketamine-iv", d, [0.0, 1.0], outputs=np.array(["plasma", "occupancy"]))
     assert r.names == ("plasma", "occupancy") and all(type(n) is str for n in r.names)
+
+
+@pytest.mark.parametrize("name", ["WT", "weight_kg"])
+def test_a_weight_given_as_a_parameter_points_to_weight_kg(name):
+    # (it had been an unknown name with the nearest parameter: "did you mean 'MW_KET'?")
+    d = ketasim.Doses.single(35.0, "iv")
+    for run in (lambda: ketasim.simulate("ketamine-iv", d, [0.0, 1.0], params={name: 80.0}),
+                lambda: ketasim.population("ketamine-iv", d, 2, params={name: 80.0},
+                                           progress=False)):
+        with pytest.raises(KetasimInputError, match=f"params: '{name}' is the body weight; "
+                                                    "give it as weight_kg="):
+            run()

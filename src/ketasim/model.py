@@ -282,6 +282,10 @@ class Model(Derived):
                 if k in self.derived:
                     raise KetasimInputError(
                         f"params: {k!r} is derived ({self.derived[k].text}); set its inputs")
+                if k in ("WT", "weight_kg"):       # (not a parameter: the weight argument)
+                    raise KetasimInputError(
+                        f"params: {k!r} is the body weight; give it as weight_kg= (--weight), "
+                        "a number or one per subject")
                 check_name(k, self.parameters, "params", self.source)
             arr = _finite_array(v, f"params[{k!r}]", n)
             vals[k] = arr

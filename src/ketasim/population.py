@@ -692,6 +692,9 @@ def _check_params(model, params) -> dict:
                                 "parameter name -> typical value")
     out = {}
     for k, v in params.items():
+        if k in ("WT", "weight_kg") and k not in model.parameters:
+            raise KetasimInputError(f"params: {k!r} is the body weight; give it as weight_kg= "
+                                    "(--weight), a number or one per subject")
         if k not in model.parameters:
             raise KetasimInputError(f"params: unknown parameter {k!r}"
                                     f"{suggest(str(k), model.parameters)}")
