@@ -901,3 +901,8 @@ def test_plot_course_names_a_closeup_that_is_not_hours(iv_run, closeup_h):
     for run in (iv_run, r):
         with pytest.raises(ketasim.KetasimInputError, match="closeup_h: got"):
             plot_course(run, closeup_h=closeup_h)
+
+
+def test_plot_compare_takes_one_run_given_alone(iv_run):
+    # (it had failed with "TypeError: 'CourseRun' object is not iterable")
+    assert len(plot_compare(iv_run).axes) == len(plot_compare([iv_run]).axes)

@@ -1157,7 +1157,7 @@ def plot_compare(runs, *, labels=None, colors=None, title: str | None = None,
 
     Parameters
     ----------
-    runs : sequence of CourseRun (or Result)
+    runs : sequence of CourseRun (or Result), or one of them
     labels, colors : sequences of str, optional
         Legend labels (default: each run's label) and colours (default: Okabe-Ito).
 
@@ -1167,6 +1167,8 @@ def plot_compare(runs, *, labels=None, colors=None, title: str | None = None,
     """
     from .errors import KetasimInputError
 
+    if isinstance(runs, CourseRun) or hasattr(runs, "output"):
+        runs = [runs]                   # one run (or Result) given alone: a list of one
     runs = [_as_run(r, 8.0) for r in runs]
     if not runs:
         raise KetasimInputError("compare: expected at least one run")
