@@ -600,7 +600,9 @@ def _execute(jobs, chunk_size: int, scheduler, progress, desc: str):
                         err = _worker_import_error(exc)
                         if err is not None:
                             raise err from None
-                        if client.status != "running":
+                        # (a closed stream may reach a result before the client marks itself
+                        # disconnected: under load it had been an internal error)
+                        if client.status != "running" or isinstance(exc, OSError):
                             raise KetasimInputError(
                                 f"scheduler: lost the connection to the scheduler "
                                 f"{scheduler if isinstance(scheduler, str) else ''} during "
