@@ -229,3 +229,16 @@ def test_simulate_and_session_metrics_take_a_course_file_as_population_does(tmp_
             r.data, ketasim.simulate("ketamine-iv", d, [0.0, 1.0, 100.0]).data)
         np.testing.assert_array_equal(session_metrics("ketamine-iv", spec)["cmax"],
                                       session_metrics("ketamine-iv", d)["cmax"])
+
+
+def test_sum_of_dose_tables_is_their_addition():
+    """``sum([d1, d2])`` (which starts from 0) is ``d1 + d2``: it had raised a TypeError."""
+    d1 = ketasim.Doses.single(35.0, "iv", duration_h=40 / 60)
+    d2 = ketasim.Doses.single(20.0, "iv", time_h=48.0)
+    d3 = ketasim.Doses.single(10.0, "iv", time_h=96.0)
+    assert sum([d1, d2, d3]) == d1 + d2 + d3
+    assert sum([d1]) == d1
+    with pytest.raises(TypeError):
+        1 + d1
+    with pytest.raises(TypeError):
+        True + d1

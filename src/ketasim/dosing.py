@@ -471,6 +471,12 @@ class Doses(Derived):
                    observation_only_subjects=_observation_only(
                        skipped_ids, cols["subject"] if has_subject else ()))
 
+    def __radd__(self, other) -> "Doses":
+        """``0 + doses``: ``sum([d1, d2, ...])`` starts from 0, and gives ``d1 + d2 + ...``."""
+        if isinstance(other, int) and not isinstance(other, bool) and other == 0:
+            return self
+        return NotImplemented
+
     def __add__(self, other: "Doses") -> "Doses":
         if not isinstance(other, Doses):
             return NotImplemented          # (Python's TypeError names both types)
