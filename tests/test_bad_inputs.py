@@ -610,3 +610,15 @@ def test_a_weight_given_as_a_parameter_points_to_weight_kg(name):
         with pytest.raises(KetasimInputError, match=f"params: '{name}' is the body weight; "
                                                     "give it as weight_kg="):
             run()
+
+
+def test_an_empty_outputs_list_is_refused():
+    """outputs=[] had returned a result with no outputs at all, without a word."""
+    import numpy as np
+
+    d = ketasim.Doses.single(35.0, "iv")
+    with pytest.raises(ketasim.KetasimInputError, match=r"outputs: empty; expected at least one"):
+        ketasim.simulate("ketamine-iv", d, np.array([0.0, 1.0]), outputs=[])
+    # with amounts=True the amounts are the outputs, as before
+    r = ketasim.simulate("ketamine-iv", d, np.array([0.0, 1.0]), outputs=[], amounts=True)
+    assert "amount:s_central" in r.names

@@ -520,6 +520,10 @@ def prepare(model, doses, params=None, weight_kg=70.0, *, outputs=None, amounts=
             elif nm not in conc:
                 conc.append(nm)
         conc += [a for a in amount_names if a not in conc]
+        if not (conc or occ or sch):
+            # (a result with no outputs at all had been returned without a word)
+            raise KetasimInputError("outputs: empty; expected at least one output name "
+                                    "(None: the model's default outputs)")
     sink = amounts or any(nm == "amount:eliminated" for nm in conc)
     K, C = _rate_and_output_matrices(model, vals, conc, sink)
     S = K.shape[1]
