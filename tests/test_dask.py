@@ -337,3 +337,22 @@ def test_a_closed_client_is_named_as_closed():
     cluster.close()
     with pytest.raises(ketasim.KetasimInputError, match=r"the Client given is closed"):
         population("ketamine-iv", SHORT, 2, metrics=("cmax",), scheduler=c, progress=False)
+
+
+def test_scheduler_local_in_a_script_without_a_main_guard_says_what_to_do(tmp_path):
+    """Each worker process of scheduler="local" imports the script again: a script without
+    ``if __name__ == "__main__":`` started a cluster in every worker, and ended in about 475
+    lines of Dask tracebacks ("Nanny failed to start"). Now every worker and the script stop
+    with one error that says what to do."""
+    script = tmp_path / "script.py"
+    script.write_text("import ketasim\n"
+                      "ketasim.population('esketamine-nasal', 'spravato', 5, scheduler='local',"
+                      " metrics=['cmax'], progress=False)\n")
+    p = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=_env(),
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 1
+    last = p.stderr.strip().splitlines()[-1]
+    assert last.startswith("ketasim.errors.KetasimInputError: scheduler: local: its worker "
+                           "processes failed to start"), p.stderr[-2000:]
+    assert 'under if __name__ == "__main__":' in last
+    assert len(p.stderr.splitlines()) < 150

@@ -468,6 +468,10 @@ def _bounded_client(distributed, scheduler):
     return box["client"]
 
 
+_LOCAL_GUARD = ("a script that runs ketasim with scheduler='local' must do so under "
+                "if __name__ == \"__main__\": (each worker process imports the script again)")
+
+
 def _connect(scheduler):
     """(client, owned) for a scheduler address, ``"local"`` or a ``distributed.Client``."""
     try:
@@ -488,16 +492,25 @@ def _connect(scheduler):
     if scheduler == "local":
         # (each worker process ignores Ctrl-C, ketasim._dask_local: a terminal sends it to the
         # whole process group; this process alone stops, then stops them)
+        import multiprocessing
         import warnings
 
+        if getattr(multiprocessing.current_process(), "_inheriting", False):
+            # a worker process starting up, which runs the user's script again (no
+            # ``if __name__ == "__main__":``): stop here, in one line, not in a cluster of its own
+            raise KetasimInputError(f"scheduler: local: {_LOCAL_GUARD}")
         with warnings.catch_warnings():
             # the scheduler's small HTTP server (health, metrics; no dashboard) on 127.0.0.1
             # takes another port when 8787 is taken (another cluster): not the user's news
             warnings.filterwarnings("ignore", message=r"Port \d+ is already in use")
-            cluster = distributed.LocalCluster(processes=True, host="127.0.0.1",
-                                               dashboard_address=None,
-                                               silence_logs=logging.ERROR,
-                                               preload=["ketasim._dask_local"])
+            try:
+                cluster = distributed.LocalCluster(processes=True, host="127.0.0.1",
+                                                   dashboard_address=None,
+                                                   silence_logs=logging.CRITICAL,
+                                                   preload=["ketasim._dask_local"])
+            except RuntimeError as exc:       # ("Nanny failed to start.")
+                raise KetasimInputError(f"scheduler: local: its worker processes failed to "
+                                        f"start ({exc}); {_LOCAL_GUARD}") from None
         return distributed.Client(cluster), True
     if "://" not in scheduler and ":" not in scheduler:
         raise KetasimInputError(f"scheduler: got {scheduler!r}, expected tcp://HOST:PORT or "
