@@ -802,6 +802,13 @@ def test_rate_minus_two_takes_the_routes_own_duration_and_is_an_error_without_on
                                                         "duration_h in the model"):
         ketasim.simulate(m, ketasim.read_doses(io.StringIO(
             "TIME,AMT,CMT,RATE\n0,56,iv,-2\n")), t)
+    # a row that gives its own duration beside -2 is told to leave the rate out (the message
+    # had asked for the duration_h it gives)
+    with pytest.raises(ketasim.KetasimInputError,
+                       match=r"expected rate_mg_h left out \(or 0\) beside the row's "
+                             r"duration_h 1.5, which then sets the duration"):
+        ketasim.simulate(m, ketasim.read_doses(io.StringIO(
+            "time_h,amount_mg,route,rate_mg_h,duration_h\n0,56,iv,-2,1.5\n")), t)
 
 
 @pytest.mark.parametrize("sep, name", [(";", "semicolons"), ("\t", "tabs")])

@@ -512,11 +512,18 @@ def build_events(model: Model, doses: Doses, vals: dict, *, shared_rows: bool = 
             m2 = HAS & (rate_row == -2.0) & ~np.broadcast_to(route_dur[code], shape)
             if m2.any():
                 r = rnames[int(np.broadcast_to(code, shape)[m2][0])]
+                row_dur = float(np.broadcast_to(dur_row, shape)[m2][0])
+                # (a row that gives its own duration beside -2: leave rate_mg_h out, and the
+                # row's duration_h is the infusion's)
+                fix = (f"expected rate_mg_h left out (or 0) beside the row's duration_h "
+                       f"{row_dur:g}, which then sets the duration, or a route with its own"
+                       if row_dur > 0 else
+                       "expected a duration_h or a rate_mg_h > 0 on the row, or a route with "
+                       "its own")
                 raise KetasimInputError(
                     f"{d.source}: {where_row(m2)}: rate_mg_h = -2 (duration from the model), "
                     f"but route {r!r} has no duration_h in the model (NONMEM stops here too); "
-                    "expected a duration_h or a rate_mg_h > 0 on the row, or a route with its "
-                    "own duration")
+                    f"{fix} duration")
             dur = np.where(own, PDUR, np.where(dur_row > 0, dur_row,
                                                np.where(rate_row > 0, amt * frate / rate_row,
                                                         0.0)))
