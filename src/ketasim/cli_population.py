@@ -558,6 +558,7 @@ def _warn_band_ceiling(bands) -> None:
 
 def _read_covariates(path, n):
     from .dosing import _decode
+    from .variability import AGE_LIMITS_Y, AGE_WORDS
 
     p = Path(path)
     check_input_file("--covariates", path, p, "a CSV file")
@@ -609,9 +610,9 @@ def _read_covariates(path, n):
             if h == "weight_kg" and not v > 0:
                 raise KetasimInputError(f"--covariates: {path}: line {line}, weight_kg: got "
                                         f"{c}, expected kg > 0")
-            if h == "age_y" and not 0 <= v <= 130:
+            if h == "age_y" and not AGE_LIMITS_Y[0] <= v <= AGE_LIMITS_Y[1]:
                 raise KetasimInputError(f"--covariates: {path}: line {line}, age_y: got {c}, "
-                                        "expected an age in years (0-130)")
+                                        f"expected {AGE_WORDS}")
     if "subject" in out:
         # rows matched to subjects by the subject column: the subjects are 0 .. n-1, as in
         # the output's subject column

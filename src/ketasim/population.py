@@ -811,7 +811,7 @@ def default_band_times(doses, horizon_h: float) -> np.ndarray:
 
 def _covariate_arrays(model, n, weight_kg, covariates):
     """(row_weight or None, scalar weight, row covariates) for a population of n."""
-    from .variability import COVARIATE_NAMES
+    from .variability import AGE_LIMITS_Y, AGE_WORDS, COVARIATE_NAMES
 
     row_cov = {}
     if covariates is not None and hasattr(covariates, "columns") and hasattr(covariates,
@@ -836,9 +836,9 @@ def _covariate_arrays(model, n, weight_kg, covariates):
         if var is None or k not in var.covariates:
             raise KetasimInputError(f"covariates: model {model.name!r} does not use {k!r} (its "
                                     "[variability] covariates name none)")
-        if k == "age_y" and np.any((a < 0) | (a > 130)):
-            raise KetasimInputError(f"covariates['age_y']: got {a[(a < 0) | (a > 130)][0]:g}, "
-                                    "expected an age in years (0-130)")
+        if k == "age_y" and np.any(bad := (a < AGE_LIMITS_Y[0]) | (a > AGE_LIMITS_Y[1])):
+            raise KetasimInputError(f"covariates['age_y']: got {a[bad][0]:g}, expected "
+                                    f"{AGE_WORDS}")
         if k in var.covariate_range:
             lo, hi = var.covariate_range[k]
             out = (a < lo) | (a > hi)

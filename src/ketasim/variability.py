@@ -42,6 +42,9 @@ __all__ = ["Variability", "parse_variability", "draw", "draw_eta", "check_seed",
 # covariate columns a population may carry per subject (besides weight_kg, which every model
 # understands through its [weight] section)
 COVARIATE_NAMES = ("age_y",)
+# the ages any age_y may take, years (a model's own fitted range is its covariate_range)
+AGE_LIMITS_Y = (0.0, 130.0)
+AGE_WORDS = f"an age in years ({AGE_LIMITS_Y[0]:g}-{AGE_LIMITS_Y[1]:g})"
 # Upper limits of a variance: a CV of 1000 % (omega² = ln(1 + 10²) = 4.6) is far beyond any
 # published between-subject variability, and omega² = 10 already spreads a parameter over a
 # factor of about 500 either side (95 %); larger values only overflow (exp of a huge eta)
