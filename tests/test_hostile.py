@@ -422,6 +422,24 @@ def test_a_replaced_output_keeps_its_permissions(tmp_path, capsys):
     assert stat.S_IMODE(out.stat().st_mode) == 0o600 and out.read_text() != SENTINEL
 
 
+def test_a_write_protected_output_is_refused_and_kept(tmp_path, capsys):
+    # (a shell's ">" refuses it too; a rename over it would need only the folder's permission)
+    subs = _setup(tmp_path, None, None)
+    out = Path(subs["{o}"])
+    out.chmod(0o444)
+    rc, _, err = run_cli(_argv(SIM, subs), capsys)
+    assert rc == 1
+    one_line_error(err, "write-protected")
+    assert out.name in err
+    assert out.read_text() == SENTINEL and stat.S_IMODE(out.stat().st_mode) == 0o444
+    with pytest.raises(KetasimInputError, match="write-protected"):
+        kio.OutputSet().add(out, b"x")
+    out.chmod(0o644)            # writable again: replaced as usual
+    rc, _, err = run_cli(_argv(SIM, subs), capsys)
+    assert rc == 0, err
+    assert out.read_text() != SENTINEL
+
+
 def test_an_output_that_is_a_link_writes_through_the_link(tmp_path, capsys):
     subs = _setup(tmp_path, None, None)
     target = tmp_path / "results" / "run.csv"

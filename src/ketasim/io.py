@@ -138,6 +138,24 @@ def _in_package(p: Path) -> str | None:
     return str(target) if pkg in target.parents else None
 
 
+def _write_protected(p: Path) -> bool:
+    """Whether ``p`` is an existing file its owner has protected from writing: one this user
+    may not write, or with no write permission for anyone (also when run as root, who may
+    write anything). Such a file is not replaced, as a shell's ``>`` would not replace it
+    (ketasim writes a new file and renames it over the old one, which needs only the
+    folder's permission)."""
+    try:
+        st = p.stat()
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and (not st.st_mode & 0o222 or not os.access(p, os.W_OK))
+
+
+def _protected_words(lab: str, p: Path) -> str:
+    return (f"{lab}: {str(p)!r} is write-protected; expected a file ketasim may replace "
+            "(make it writable, or choose another name)")
+
+
 def check_outputs(outputs, inputs=()) -> None:
     """Refuse outputs that would overwrite an input, or each other (one-line errors).
 
@@ -181,6 +199,8 @@ def check_outputs(outputs, inputs=()) -> None:
             # found before any work (it had been found only when writing, after the run)
             raise KetasimInputError(f"{lab}: {str(p)!r} exists and is not a regular file (a "
                                     "device or a pipe); expected a file name")
+        if _write_protected(p):
+            raise KetasimInputError(_protected_words(lab, p))
         own = _in_package(p)
         if own is not None:         # (a preset named by name is an input no option names)
             raise KetasimInputError(f"{lab}: {str(p)!r} leads to ketasim's own file {own}; "
@@ -244,6 +264,8 @@ class OutputSet:
         if path.exists() and not path.is_dir() and not path.is_file():
             raise KetasimInputError(f"output {str(path)!r} exists and is not a regular file "
                                     "(a device or a pipe); expected a file name")
+        if _write_protected(path):
+            raise KetasimInputError(_protected_words("output", path))
         if binary is None:
             binary = isinstance(data, (bytes, bytearray, memoryview))
         if any(_same_file(path, p) for p, _, _ in self._items):
