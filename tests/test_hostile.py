@@ -440,6 +440,17 @@ def test_a_write_protected_output_is_refused_and_kept(tmp_path, capsys):
     assert out.read_text() != SENTINEL
 
 
+def test_outputs_are_written_where_chmod_is_refused(tmp_path, monkeypatch):
+    # a FAT-formatted USB stick refuses chmod (EPERM); the files are written all the same
+    def refuse(*a, **k):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(kio.os, "chmod", refuse)
+    kio.OutputSet().add(tmp_path / "a.csv", "x\n").add(tmp_path / "b.png", b"png").commit()
+    assert (tmp_path / "a.csv").read_text() == "x\n" and (tmp_path / "b.png").read_bytes() == b"png"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv", "b.png"]     # no temporaries
+
+
 def test_an_output_that_is_a_link_writes_through_the_link(tmp_path, capsys):
     subs = _setup(tmp_path, None, None)
     target = tmp_path / "results" / "run.csv"

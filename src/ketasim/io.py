@@ -312,7 +312,10 @@ class OutputSet:
                     mode = path.stat().st_mode & 0o7777
                 except OSError:
                     mode = 0o666 & ~_umask()
-                os.chmod(tmp, mode)
+                # (a file system without Unix permissions, e.g. a FAT-formatted USB stick, may
+                # refuse any chmod: the file then has that file system's own permissions)
+                with contextlib.suppress(OSError):
+                    os.chmod(tmp, mode)
             with signals_held():
                 _move_all(temps)
                 temps = []
