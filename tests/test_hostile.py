@@ -440,6 +440,20 @@ def test_a_write_protected_output_is_refused_and_kept(tmp_path, capsys):
     assert out.read_text() != SENTINEL
 
 
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
+                    reason="only root may give a file to another owner")
+def test_a_replaced_output_keeps_its_owner(tmp_path):
+    # ``sudo ketasim course`` over a user's files: they stay the user's
+    out = tmp_path / "run.csv"
+    out.write_text("old\n")
+    os.chown(out, 12345, 23456)
+    out.chmod(0o640)
+    kio.OutputSet().add(out, "new\n").commit()
+    st = out.stat()
+    assert out.read_text() == "new\n"
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (12345, 23456, 0o640)
+
+
 def test_outputs_are_written_where_chmod_is_refused(tmp_path, monkeypatch):
     # a FAT-formatted USB stick refuses chmod (EPERM); the files are written all the same
     def refuse(*a, **k):

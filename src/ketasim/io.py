@@ -308,10 +308,19 @@ class OutputSet:
                     if exc.filename is None or str(exc.filename).startswith(str(folder)):
                         raise type(exc)(exc.errno, exc.strerror, str(path)) from exc
                     raise
+                owner = None
                 try:       # a replaced file keeps its permissions; a new one gets the usual
-                    mode = path.stat().st_mode & 0o7777
+                    st = path.stat()
+                    mode = st.st_mode & 0o7777
+                    owner = (st.st_uid, st.st_gid)
                 except OSError:
                     mode = 0o666 & ~_umask()
+                if owner is not None and hasattr(os, "geteuid") and \
+                        owner != (os.geteuid(), os.getegid()):
+                    # and its owner, where this user may set it (``sudo ketasim ...`` would
+                    # otherwise leave the user's file owned by root)
+                    with contextlib.suppress(OSError):
+                        os.chown(tmp, *owner)
                 # (a file system without Unix permissions, e.g. a FAT-formatted USB stick, may
                 # refuse any chmod: the file then has that file system's own permissions)
                 with contextlib.suppress(OSError):
