@@ -454,6 +454,32 @@ def test_a_replaced_output_keeps_its_owner(tmp_path):
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (12345, 23456, 0o640)
 
 
+def test_each_output_reaches_the_disk_before_it_is_renamed_into_place(tmp_path, monkeypatch):
+    # a power cut just after a rename must not leave an empty file where the old one was
+    log = []
+    fsync, replace = os.fsync, os.replace
+
+    def logged_fsync(fd):
+        log.append(("fsync", os.readlink(f"/proc/self/fd/{fd}") if os.path.isdir("/proc/self/fd")
+                    else fd))
+        fsync(fd)
+
+    def logged_replace(a, b):
+        log.append(("replace", str(a)))
+        replace(a, b)
+
+    monkeypatch.setattr(kio.os, "fsync", logged_fsync)
+    monkeypatch.setattr(kio.os, "replace", logged_replace)
+    kio.OutputSet().add(tmp_path / "a.csv", "x\n").add(tmp_path / "b.png", b"png").commit()
+    replaced = [p for what, p in log if what == "replace"]
+    synced = [p for what, p in log if what == "fsync"]
+    assert len(replaced) == 2 and len(synced) == 2
+    assert log.index(("replace", replaced[0])) > max(i for i, e in enumerate(log)
+                                                     if e[0] == "fsync")
+    if os.path.isdir("/proc/self/fd"):
+        assert sorted(synced) == sorted(replaced)
+
+
 def test_outputs_are_written_where_chmod_is_refused(tmp_path, monkeypatch):
     # a FAT-formatted USB stick refuses chmod (EPERM); the files are written all the same
     def refuse(*a, **k):

@@ -408,6 +408,10 @@ def _write(fd: int, data, binary: bool) -> None:
         else:
             fh.write(data)
         fh.flush()
+        # on the disk before it is renamed into place: a crash or power cut just after the
+        # rename leaves the complete new file or the old one, never an empty one (a few ms)
+        with contextlib.suppress(OSError):      # (a file system without fsync, a pipe)
+            os.fsync(fh.fileno())
 
 
 def _move_all(temps) -> None:
