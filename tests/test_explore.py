@@ -624,3 +624,39 @@ def test_explore_names_a_model_object_instead_of_failing_on_its_hash():
         ketasim.explore(ketasim.load_model("ketamine-iv"))
     with pytest.raises(ketasim.KetasimInputError, match="explore: model None"):
         ketasim.explore(None)
+
+
+def test_nasal_course_missing_session_1_starts_at_the_56_mg_starting_dose(ex):
+    """The label doses the first treatment day at 56 mg, 56 or 84 mg after it: with session 1
+    missed, session 2 is the first one given and had been 84 mg (the dose of a later
+    session). It is the 56 mg starting dose, and the title says so."""
+    _reset(ex)
+    ex.preset.set_active(2)
+    ex.sliders["dose"].set_val(84)
+    d = ex.doses()
+    assert d.amount_mg[0] == 56 and d.amount_mg[1] == 84
+    # a single 56 mg spray into an empty system, shifted to day 3 (session 2)
+    ref = ketasim.simulate("esketamine-nasal", ketasim.Doses.single(56.0, "intranasal"),
+                           np.r_[0.3:0.9:1 / 3600], outputs=["plasma"])
+    full = ex.peaks().copy()
+    ex.sliders["miss"].set_val(1)
+    d = ex.doses()
+    assert d.time_h[0] == 72.0 and d.amount_mg[0] == 56.0
+    np.testing.assert_array_equal(d.amount_mg[1:], 84.0)
+    assert len(d) == len(course_doses("esketamine-nasal", 84, 70, 28)) - 1
+    assert ex.peak_days()[0] == pytest.approx(3 + 0.5, abs=0.5)
+    assert ex.peaks()[0] == pytest.approx(ref.concentration("plasma").max(), rel=1e-3)
+    assert ex.peaks()[0] < full[1]          # session 2 at 84 mg (course with no miss)
+    title = ex.fig._suptitle.get_text()
+    assert "session 1 missed" in title and "56 mg starting dose" in title, title
+    assert "56-84 mg" in title
+    assert _texts_outside_the_figure(ex) == []
+    # a later session missed: the course starts at 56 mg as always, no such note
+    ex.sliders["miss"].set_val(2)
+    assert ex.doses().amount_mg[0] == 56 and "starting dose" not in ex.fig._suptitle.get_text()
+    # IV: mg/kg every session, nothing moves
+    _reset(ex)
+    ex.sliders["miss"].set_val(1)
+    np.testing.assert_array_equal(ex.doses().amount_mg, 35.0)
+    assert "starting dose" not in ex.fig._suptitle.get_text()
+    _reset(ex)

@@ -132,11 +132,21 @@ def _guard_sockets(manager) -> None:
     manager.add_web_socket = add_guarded
 
 
+#: the nasal label's starting dose (Spravato): 56 mg at the first session given, whatever the
+#: dose after it (56 or 84 mg)
+NASAL_START_MG = 56.0
+
+
 def course_doses(model_name: str, dose: float, weight_kg: float, interval_days: float,
                  missed: int = 0, months: float = MONTHS):
     """The explorer's course: the standard IV course (IV presets; ``dose`` in mg/kg) or the
-    Spravato schedule (nasal; ``dose`` in mg, first session 56 mg), maintenance every
-    ``interval_days``, with session ``missed`` (1-based; 0 = none) left out."""
+    Spravato schedule (nasal; ``dose`` in mg), maintenance every ``interval_days``, with
+    session ``missed`` (1-based; 0 = none) left out.
+
+    Nasal: the first session *given* is the label's 56 mg starting dose (``dose`` when it is
+    below 56 mg), ``dose`` after it. With session 1 missed, treatment starts at session 2,
+    which is then the 56 mg starting dose (the label doses day 1 of treatment at 56 mg: a
+    course whose first session is missed does not start at 84 mg)."""
     from .courses import STANDARD_IV_PHASES, Phase, course_from_phases
     from .dosing import Doses
 
@@ -148,12 +158,24 @@ def course_doses(model_name: str, dose: float, weight_kg: float, interval_days: 
         d = course_from_phases([Phase(weeks=4, per_week=2), Phase(weeks=4, per_week=1),
                                 Phase(every_days=interval_days, after_days=7.0)],
                                float(dose), "intranasal", months=months,
-                               first_amount_mg=min(56.0, float(dose)))
+                               first_amount_mg=min(NASAL_START_MG, float(dose)))
     if 1 <= missed <= len(d):
         keep = np.arange(len(d)) != missed - 1
-        d = Doses(d.time_h[keep], d.amount_mg[keep], tuple(np.asarray(d.route)[keep]),
+        amounts = d.amount_mg[keep].copy()
+        if missed == 1 and spec["route"] != "iv" and amounts.size:
+            amounts[0] = d.amount_mg[0]        # the starting dose moves to the first given
+        d = Doses(d.time_h[keep], amounts, tuple(np.asarray(d.route)[keep]),
                   d.duration_h[keep], source=d.source)
     return d
+
+
+def first_given_note(model_name: str, dose: float, missed: int, n_sessions: int) -> str:
+    """The title's words on the first session given when session 1 is missed from a nasal
+    course: it is the starting dose (empty otherwise)."""
+    if PRESETS[model_name]["route"] == "iv" or missed != 1 or n_sessions < 2:
+        return ""
+    start = min(NASAL_START_MG, float(dose))
+    return f"; session 2 is then the first given, at the {start:g} mg starting dose"
 
 
 class Explorer:
@@ -339,8 +361,9 @@ class Explorer:
         # a session is missed only when the course has it (a slider at 20 on a course of 10
         # sessions leaves every session in)
         n_full = len(course_doses(self.model_name, v["dose"], v["weight"], v["interval"]))
-        note = ("" if not miss else f" · session {miss} missed" if miss <= n_full
-                else f" · no session {miss} to miss (the course has {n_full})")
+        note = ("" if not miss else f" · session {miss} missed"
+                + first_given_note(self.model_name, v["dose"], miss, n_full)
+                if miss <= n_full else f" · no session {miss} to miss (the course has {n_full})")
         self.fig.suptitle(
             f"{drug_title(model)}: {describe_doses(d, v['weight'])} · "
             + (f"{v['weight']:g} kg · " if uses_weight(model) else "")
