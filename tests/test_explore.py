@@ -660,3 +660,19 @@ def test_nasal_course_missing_session_1_starts_at_the_56_mg_starting_dose(ex):
     np.testing.assert_array_equal(ex.doses().amount_mg, 35.0)
     assert "starting dose" not in ex.fig._suptitle.get_text()
     _reset(ex)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_explore_with_the_interrupt_status(tmp_path):
+    """Ctrl-C on ``ketasim explore``: status 130 and the one line every command prints after
+    an interrupt (matplotlib's server took the signal itself and the command exited 0)."""
+    import signal
+
+    pytest.importorskip("tornado")
+    server = _Served(tmp_path, _free_port())
+    try:
+        server.proc.send_signal(signal.SIGINT)
+        assert server.proc.wait(timeout=30) == 130
+        assert "ketasim: interrupted (Ctrl-C)" in server.output()
+    finally:
+        server.stop()

@@ -420,8 +420,9 @@ def serve(port: int = DEFAULT_PORT, open_browser: bool = True, model: str = "ket
           address: str = "127.0.0.1") -> None:
     """Serve the explorer to a browser through matplotlib's WebAgg backend (needs tornado).
 
-    Prints the URL, then serves until interrupted (Ctrl+C). ``port=0``: a free port, which
-    the URL names."""
+    Prints the URL, then serves until interrupted: Ctrl+C stops the server and raises
+    :class:`KeyboardInterrupt`, as any interrupt does. ``port=0``: a free port, which the URL
+    names."""
     import matplotlib
 
     try:
@@ -468,3 +469,11 @@ def serve(port: int = DEFAULT_PORT, open_browser: bool = True, model: str = "ket
     # WebAgg server" and "Server is stopped": the line above says it once)
     with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
         plt.show()
+    from matplotlib.backends.backend_webagg import WebAggApplication
+
+    # matplotlib's server takes Ctrl+C itself (its own SIGINT handler stops the loop) and
+    # returns as if nothing happened: the interrupt goes on from here, so that `ketasim
+    # explore` stops as every command does after Ctrl-C (status 130, not 0). (In Jupyter,
+    # where a loop already runs, the server keeps running and show() returns at once.)
+    if not getattr(WebAggApplication, "started", True):
+        raise KeyboardInterrupt
