@@ -676,3 +676,30 @@ def test_ctrl_c_stops_explore_with_the_interrupt_status(tmp_path):
         assert "ketasim: interrupted (Ctrl-C)" in server.output()
     finally:
         server.stop()
+
+
+def test_a_small_window_scales_the_text_so_no_label_is_cut():
+    """A browser or desktop window smaller than the figure's 13 x 8.5 in (1300 x 850 px)
+    resizes the figure: the slider labels ran off its left edge, the preset names and the
+    timing off its right, the title off both. Text now scales with the figure (and is back
+    to its size when the window grows again)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.backend_bases import ResizeEvent
+
+    e = Explorer("ketamine-iv")
+    try:
+        title_pt = e.fig._suptitle.get_fontsize()
+        for w, h in ((10, 7), (8, 6), (6.4, 4.8), (13, 4), (4.5, 8.5)):
+            e.fig.set_size_inches(w, h)
+            ResizeEvent("resize_event", e.fig.canvas)._process()     # as a backend does
+            for k, v in {"dose": 0.95, "weight": 130, "interval": 56, "miss": 20}.items():
+                e.sliders[k].set_val(v)         # the longest title and slider values
+            assert _texts_outside_the_figure(e) == [], (w, h)
+            _reset(e)
+            assert _texts_outside_the_figure(e) == [], (w, h)
+        e.fig.set_size_inches(20, 12)
+        ResizeEvent("resize_event", e.fig.canvas)._process()
+        assert e.fig._suptitle.get_fontsize() == title_pt
+        assert e.sliders["dose"].label.get_fontsize() == 12
+    finally:
+        plt.close(e.fig)

@@ -30,6 +30,7 @@ GRID_STEP_H = 1 / 3          # 20-minute grid plus every session start and infus
 #                              integrator's cost grows with the number of output times)
 PD_RTOL = 1e-3               # schematic response tolerance: a teaching view, not a table
 MONTHS = 6.0
+DESIGN_INCHES = (13.0, 8.5)  # the figure's size as laid out; smaller: text scales down with it
 
 # preset -> how the explorer doses it: route, dose unit, slider range and default
 PRESETS = {
@@ -209,7 +210,7 @@ class Explorer:
         self._load = load_model
         self.model_name = model
         self._kw = _fast_kwargs()
-        self.fig = fig if fig is not None else plt.figure(figsize=(13, 8.5))
+        self.fig = fig if fig is not None else plt.figure(figsize=DESIGN_INCHES)
         fig = self.fig
         fig.subplots_adjust(left=0.08, right=0.78, top=0.88, bottom=0.36, hspace=0.35)
         self.ax_conc, self.ax_occ, self.ax_plast = fig.subplots(3, 1, sharex=True)
@@ -269,7 +270,37 @@ class Explorer:
         self.preset.on_clicked(self._on_preset)
         self.last_update_s = float("nan")
         self.result = None
+        self._scale = 1.0
         self.update()
+        # every text's size at the design size of the figure (tick labels: BODY_PT); a smaller
+        # figure (a small browser window or desktop window, a notebook cell) scales them down
+        from matplotlib.text import Text
+
+        ticks = {id(lb) for ax in fig.axes for axis in (ax.xaxis, ax.yaxis)
+                 for tick in axis.get_major_ticks() + axis.get_minor_ticks()
+                 for lb in (tick.label1, tick.label2)}
+        self._text_pt = [(t, t.get_fontsize()) for t in fig.findobj(Text)
+                         if id(t) not in ticks]
+        self._tick_pt = BODY_PT
+        fig.canvas.mpl_connect("resize_event", lambda _event: self.fit_text())
+        self.fit_text()
+
+    # ---------------------------------------------------------------- layout
+    def fit_text(self) -> float:
+        """Scale every text with the figure: the layout is in fractions of the figure, so
+        text of fixed size ran off its edges and over the sliders in a figure smaller than
+        :data:`DESIGN_INCHES` (labels cut at the left, the preset names at the right). Text
+        keeps its size in a larger figure. Called on every resize; returns the scale."""
+        w, h = self.fig.get_size_inches()
+        s = float(min(1.0, w / DESIGN_INCHES[0], h / DESIGN_INCHES[1]))
+        if not s > 0:                    # (a figure of no size: nothing to fit)
+            return self._scale
+        self._scale = s
+        for t, pt in self._text_pt:
+            t.set_fontsize(pt * s)
+        for ax in (self.ax_conc, self.ax_occ, self.ax_plast):
+            ax.tick_params(labelsize=self._tick_pt * s)
+        return s
 
     # ---------------------------------------------------------------- state
     @property
@@ -356,7 +387,8 @@ class Explorer:
         self.ax_occ.set_ylim(0, max(10.0, float(occ.max()) * 1.15))
         self.ax_plast.set_ylim(0, max(0.05, float(pl.max()) * 1.15))
         self.ax_conc.set_title(f"{analyte_labels(model)[main]}: plasma concentration "
-                               "(a dot at each session's peak)", loc="left", fontsize=12)
+                               "(a dot at each session's peak)", loc="left",
+                               fontsize=12 * self._scale)
         miss = int(round(v["miss"]))
         # a session is missed only when the course has it (a slider at 20 on a course of 10
         # sessions leaves every session in)
@@ -368,7 +400,8 @@ class Explorer:
             f"{drug_title(model)}: {describe_doses(d, v['weight'])} · "
             + (f"{v['weight']:g} kg · " if uses_weight(model) else "")
             + f"maintenance every {v['interval']:g} days" + note,
-            fontsize=14, fontweight="bold", wrap=True)   # (a long note: two lines)
+            fontsize=14 * self._scale, fontweight="bold",
+            wrap=True)                                     # (a long note: two lines)
         self.last_update_s = time.perf_counter() - t0     # simulation + new data, no drawing
         first = self.result is None or not getattr(self, "_updated", False)
         self._updated = True
