@@ -23,6 +23,7 @@ from ketasim.errors import KetasimInputError
 from ketasim.population import (
     BAND_BINS,
     BAND_RANGE,
+    DEFAULT_METRICS,
     _bin_index,
     _quantiles_from_counts,
     parse_vary,
@@ -297,7 +298,7 @@ def test_without_variability_every_subject_is_typical():
     ({"params": {"CLL": 3.0}}, "unknown parameter"), ({"bands": True, "band_outputs": ("x",)},
                                                       "band_outputs"),
     ({"weight_kg": [60.0, 70.0]}, "expected 3 values"),
-    ({"metrics": None}, "metrics: got None, expected metric names"),
+    ({"metrics": 5}, "metrics: got 5, expected metric names"),
 ])
 def test_population_bad_inputs(kw, fragment):
     args = {"n": 3, "seed": 1}
@@ -1128,3 +1129,34 @@ def test_population_and_sweep_take_dose_records_as_simulate_does():
     a = sweep("ketamine-iv", rec, {"CL": [80.0, 90.0]}, **kw).to_dataframe()
     b = sweep("ketamine-iv", d, {"CL": [80.0, 90.0]}, **kw).to_dataframe()
     assert a.equals(b)
+
+
+def test_python_default_metrics_are_those_the_model_has_and_named_ones_it_lacks_are_refused():
+    """population() and sweep() with their default metrics on a model without occupancy gave
+    peak_occupancy and time_above_occ_0.3 columns of NaN (the CLI leaves them out); naming
+    one is refused with the model's name, as the CLI does. The numbers left are a one-
+    compartment bolus: cmax = dose / V, auc = dose / CL."""
+    model = ketasim.Model.from_dict({
+        "parameters": {"V": 50.0, "CL": 10.0}, "compartments": {"central": "V"},
+        "flows": [{"from": "central", "to": "out", "cl": "CL"}],
+        "routes": {"iv": {"to": "central"}}})
+    d = ketasim.Doses.single(100.0, "iv")
+    r = population(model, d, 2, progress=False)
+    assert r.metrics == ("cmax", "tmax", "auc", "trough")
+    assert not any("occ" in c for c in r.columns)
+    np.testing.assert_allclose(r.columns["cmax"], 100.0 / 50.0 * 1000.0, rtol=1e-12)
+    np.testing.assert_allclose(r.columns["auc"], 100.0 / 10.0 * 1000.0 * (1 - math.exp(
+        -10.0 / 50.0 * ketasim.engine.default_horizon_h(d))), rtol=1e-9)
+    sw = sweep(model, d, {"CL": [5.0, 10.0]}, progress=False)
+    assert not any("occ" in c for c in sw.columns)
+    np.testing.assert_allclose(sw.columns["cmax"], 2000.0, rtol=1e-12)
+    for named in (("cmax", "peak_occupancy"), ("time_above_occ_0.3",), ("peak_glutamate",)):
+        with pytest.raises(KetasimInputError,
+                           match=rf"^metrics: {named[-1]} needs .*model 'model' has none"):
+            population(model, d, 2, metrics=named, progress=False)
+        with pytest.raises(KetasimInputError, match=rf"^metrics: {named[-1]} needs"):
+            sweep(model, d, {"CL": [5.0, 10.0]}, metrics=named, progress=False)
+    # a model with occupancy: the default set is the whole DEFAULT_METRICS, as before
+    r = population("ketamine-iv", ONE_MONTH, 2, progress=False)
+    assert r.metrics == DEFAULT_METRICS
+    assert np.all(np.isfinite(r.columns["peak_occupancy"]))

@@ -629,28 +629,11 @@ def _read_covariates(path, n):
 
 def _metrics_arg(args, model):
     """--metrics, or the default set of those the model has (no occupancy metrics for a model
-    without occupancy). A metric named that the model cannot give is an error (the Python
-    API returns NaN for it)."""
-    from .population import DEFAULT_METRICS
+    without occupancy). A metric named that the model cannot give is an error (as in the
+    Python API: :func:`ketasim.population.model_metrics`)."""
+    from .population import model_metrics
 
-    def needs(m):
-        if m == "peak_occupancy" or m.startswith("time_above_occ_"):
-            return None if model.has_occupancy else "occupancy (an [occupancy] section)"
-        if m in ("peak_glutamate", "plasticity_end"):
-            return None if model.has_glutamate else "the schematic response (a [glutamate] section)"
-        if m == "consolidation_end":
-            return None if model.has_consolidation else "a consolidation stage"
-        return None
-
-    if args.metrics is None:
-        return tuple(m for m in DEFAULT_METRICS if needs(m) is None)
-    named = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
-    for m in named:
-        why = needs(m)
-        if why is not None:
-            raise KetasimInputError(f"--metrics: {m} needs {why}; model {model.name!r} has "
-                                    "none")
-    return named
+    return model_metrics(model, args.metrics)
 
 
 def _interruptible(fn):

@@ -123,6 +123,34 @@ def _check_metrics(metrics) -> tuple:
     return tuple(out)
 
 
+def _metric_needs(model, m: str):
+    """What of the model a metric needs that the model lacks (None: it can give it)."""
+    if m == "peak_occupancy" or m.startswith("time_above_occ_"):
+        return None if model.has_occupancy else "occupancy (an [occupancy] section)"
+    if m in ("peak_glutamate", "plasticity_end"):
+        return None if model.has_glutamate else "the schematic response (a [glutamate] section)"
+    if m == "consolidation_end":
+        return None if model.has_consolidation else "a consolidation stage"
+    return None
+
+
+def model_metrics(model, metrics=None) -> tuple:
+    """The metrics of a run of ``model``: ``None`` (or :data:`DEFAULT_METRICS` itself) gives
+    the default set without the metrics the model cannot give (no occupancy metrics for a
+    model without occupancy: they would be columns of NaN); a metric named that the model
+    cannot give is refused. One rule for the Python API and the command line."""
+    if metrics is None or metrics is DEFAULT_METRICS:
+        return tuple(m for m in DEFAULT_METRICS if _metric_needs(model, m) is None)
+    metrics = _check_metrics(metrics)
+    for m in metrics:
+        why = _metric_needs(model, m)
+        if why is not None:
+            raise KetasimInputError(f"metrics: {m} needs {why}; model {model.name!r} has "
+                                    "none (leave it out; metrics=None gives the default metrics "
+                                    "the model has)")
+    return metrics
+
+
 def _metric_key(m: str):
     """A metric's identity: a threshold metric by its number (0.3 and 0.30 are one)."""
     for prefix in ("time_above_occ_", "time_above_conc_"):
@@ -895,7 +923,7 @@ def _variability_text(model) -> str:
         f"{k} CV {c:g} %" for k, c in v.cv_pct.items())
 
 
-def population(model, doses, n: int, seed: int = 0, *, metrics=DEFAULT_METRICS, bands=None,
+def population(model, doses, n: int, seed: int = 0, *, metrics=None, bands=None,
                band_outputs=None, chunk_size: int = DEFAULT_CHUNK,
                scheduler=None, weight_kg=70.0, covariates=None, params=None,
                variability: bool = True, analyte: str | None = None,
@@ -912,8 +940,11 @@ def population(model, doses, n: int, seed: int = 0, *, metrics=DEFAULT_METRICS, 
         course is built for ``weight_kg`` (a per-subject weight with a mg/kg course is refused).
     n, seed : int
         Subjects ``0 .. n-1``; subject ``i``'s parameters depend only on ``(seed, i)``.
-    metrics : sequence of str
+    metrics : sequence of str, optional
         Names of :data:`ketasim.engine.METRICS` (``time_above_occ_<X>`` for any threshold).
+        Default: :data:`DEFAULT_METRICS` without those the model cannot give (a model without
+        occupancy: no occupancy metrics). A metric named that the model cannot give is
+        refused.
     bands : None, True, float or array
         5/50/95 % bands over time: ``True`` for a default grid up to the horizon (every 4 h,
         every 5 min for 8 h after each session), a step in hours (also up to the horizon),
@@ -953,7 +984,7 @@ def population(model, doses, n: int, seed: int = 0, *, metrics=DEFAULT_METRICS, 
     n = _check_int("n", n, 1)
     seed = check_seed(seed)
     chunk_size = _check_int("chunk_size", chunk_size, 1)
-    metrics = _check_metrics(metrics)
+    metrics = model_metrics(model, metrics)
     typical = _check_params(model, params)
     row_weight, w0, row_cov = _covariate_arrays(model, n, weight_kg, covariates)
     for col in row_cov:     # a parameter set in two places is an error, never one of them
@@ -1072,7 +1103,7 @@ def parse_vary(text: str) -> tuple:
     return name, values
 
 
-def sweep(model, doses, vary, *, metrics=DEFAULT_METRICS, n: int | None = None,
+def sweep(model, doses, vary, *, metrics=None, n: int | None = None,
           seed: int = 0, params=None, weight_kg: float | None = None,
           chunk_size: int = DEFAULT_CHUNK, scheduler=None, analyte: str | None = None,
           horizon_h: float | None = None, threads: int | None = None,
@@ -1081,7 +1112,7 @@ def sweep(model, doses, vary, *, metrics=DEFAULT_METRICS, n: int | None = None,
 
     Parameters
     ----------
-    model, doses
+    model, doses, metrics
         As for :func:`population`; course parameters need ``doses`` to name a course
         (:data:`ketasim.courses.COURSE_PARAMETERS`: ``dose_mg_per_kg``, ``maintenance_days``,
         ``months``, ``infusion_min`` for standard-iv; ``dose_mg``, ``months`` for spravato).
@@ -1107,7 +1138,7 @@ def sweep(model, doses, vary, *, metrics=DEFAULT_METRICS, n: int | None = None,
     from .variability import check_seed
 
     model = load_model(model)
-    metrics = _check_metrics(metrics)
+    metrics = model_metrics(model, metrics)
     seed = check_seed(seed)
     chunk_size = _check_int("chunk_size", chunk_size, 1)
     if n is not None:
