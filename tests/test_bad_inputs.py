@@ -622,3 +622,44 @@ def test_an_empty_outputs_list_is_refused():
     # with amounts=True the amounts are the outputs, as before
     r = ketasim.simulate("ketamine-iv", d, np.array([0.0, 1.0]), outputs=[], amounts=True)
     assert "amount:s_central" in r.names
+
+
+def test_nan_in_optional_columns_of_dataframe_records_is_not_given(tmp_path):
+    """DataFrame.to_dict("records") of a table mixing boluses and infusions has NaN where a
+    CSV has a blank cell (a bolus row's rate_mg_h): it had been refused as "rate_mg_h: got
+    nan, expected a finite number". NaN (and pandas' NA) is now not given, as a blank cell;
+    in time_h, amount_mg or route of a dose row it is still refused, naming the row and
+    column."""
+    pd = pytest.importorskip("pandas")
+    csv_text = ("time_h,amount_mg,route,rate_mg_h,addl,ii_h,weight_kg\n"
+                "0,100,iv,,,,\n24,100,iv,50,,,80\n48,100,iv,,1,12,\n")
+    p = tmp_path / "d.csv"
+    p.write_text(csv_text)
+    df = pd.DataFrame({"time_h": [0.0, 24.0, 48.0], "amount_mg": [100.0, 100.0, 100.0],
+                       "route": ["iv", "iv", "iv"], "rate_mg_h": [np.nan, 50.0, np.nan],
+                       "addl": pd.array([pd.NA, pd.NA, 1], dtype="Int64"),
+                       "ii_h": [np.nan, np.nan, 12.0], "weight_kg": [np.nan, 80.0, np.nan]})
+    d = ketasim.Doses.from_records(df.to_dict("records"))
+    assert d == ketasim.read_doses(p)
+    # one compartment (V 50 L, CL 10 L/h): a bolus, then 100 mg at 50 mg/h from 24 h
+    m = ketasim.Model.from_dict({
+        "parameters": {"V": 50.0, "CL": 10.0}, "compartments": {"central": "V"},
+        "flows": [{"from": "central", "to": "out", "cl": "CL"}],
+        "routes": {"iv": {"to": "central"}}})
+    t = np.array([1.0, 25.0])
+    r = ketasim.simulate(m, df.iloc[:2].to_dict("records"), t, outputs=["central"])
+    k = 10.0 / 50.0
+    want = [100 / 50 * np.exp(-k * 1.0),
+            100 / 50 * np.exp(-k * 25.0) + 50.0 / 10.0 * (1 - np.exp(-k * 1.0))]
+    np.testing.assert_allclose(r.concentration("central", "mg/L"), want, rtol=1e-12)
+    for col, what in (("time_h", "a time in hours"), ("amount_mg", "an amount in mg"),
+                      ("route", "a route name")):
+        bad = df.copy()
+        bad.loc[1, col] = np.nan
+        with pytest.raises(KetasimInputError,
+                           match=rf"^<doses>: row 2: {col}: got nan, expected {what}"):
+            ketasim.Doses.from_records(bad.to_dict("records"))
+    # a reset row (evid 3) gives no dose: its amount and route may be empty, as in a CSV
+    reset = pd.DataFrame({"time_h": [0.0, 10.0], "amount_mg": [100.0, np.nan],
+                          "route": ["iv", np.nan], "evid": [1, 3]})
+    assert list(ketasim.Doses.from_records(reset.to_dict("records")).evid) == [1, 3]

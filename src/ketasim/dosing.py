@@ -404,8 +404,10 @@ class Doses(Derived):
     @classmethod
     def from_records(cls, records, source: str = "<doses>") -> "Doses":
         """Build from dicts with the dose-table column names (or their NONMEM aliases, any
-        letter case), e.g. the rows of ``csv.DictReader``: a value ``None``, blank or ``"."``
-        is not given, as a blank cell of a CSV table. Rows with ``evid`` 0 or 2 are skipped
+        letter case), e.g. the rows of ``csv.DictReader`` or ``DataFrame.to_dict("records")``:
+        a value ``None``, blank, ``"."``, NaN or pandas' ``NA`` is not given, as a blank cell
+        of a CSV table (a bolus row's NaN ``rate_mg_h``, say); in ``time_h``, ``amount_mg``
+        or ``route`` of a dose row it is refused. Rows with ``evid`` 0 or 2 are skipped
         and counted in ``n_skipped``;
         other keys must be covariates (``weight_kg`` or model parameter names, checked when the
         table is simulated) or NONMEM data items, which are read past."""
@@ -417,6 +419,7 @@ class Doses(Derived):
                 raise KetasimInputError(f"{source}: row {i + 1}: got {type(r).__name__}, "
                                         "expected a dict with time_h, amount_mg, route")
             rec = {}
+            missing = set()
             for k, v in r.items():
                 c = _canonical(str(k))
                 if c is None:
@@ -429,6 +432,11 @@ class Doses(Derived):
                     c = k
                 if c == "" or v is None or (isinstance(v, str) and v.strip() in ("", ".")):
                     continue               # (a blank, "." or None cell is not given, as in a CSV)
+                if _missing_value(v):
+                    # a DataFrame's empty cell (NaN, pandas NA): not given, as a blank cell;
+                    # a required column's is refused below, by name
+                    missing.add(c)
+                    continue
                 if c in rec:
                     raise KetasimInputError(f"{source}: row {i + 1}: column {c!r} given twice")
                 rec[c] = v
@@ -452,6 +460,12 @@ class Doses(Derived):
                 continue
             for c in REQUIRED:
                 if c not in rec and not (c != "time_h" and ev == 3):
+                    if c in missing:
+                        raise KetasimInputError(
+                            f"{source}: row {i + 1}: {c}: got nan, expected "
+                            + {"time_h": "a time in hours", "amount_mg": "an amount in mg",
+                               "route": "a route name such as iv"}[c]
+                            + f" ({c} is required on every dose row; NaN is an empty cell)")
                     raise KetasimInputError(f"{source}: row {i + 1}: missing {c}")
             rows.append(rec)
         has_subject = any("subject" in rec for rec in rows)
@@ -775,6 +789,15 @@ def _id_exact(v) -> bool:
         except (ValueError, InvalidOperation):
             return True
     return True
+
+
+def _missing_value(v) -> bool:
+    """Whether a record's value is an empty cell of a DataFrame: a float NaN (a NumPy or
+    Python float) or pandas' NA."""
+    if isinstance(v, (float, np.floating)):
+        return bool(np.isnan(v))
+    t = type(v)
+    return t.__name__ == "NAType" and t.__module__.startswith("pandas")
 
 
 def _amount_given(amt) -> bool:
