@@ -1160,3 +1160,44 @@ def test_python_default_metrics_are_those_the_model_has_and_named_ones_it_lacks_
     r = population("ketamine-iv", ONE_MONTH, 2, progress=False)
     assert r.metrics == DEFAULT_METRICS
     assert np.all(np.isfinite(r.columns["peak_occupancy"]))
+
+
+def test_python_covariates_take_a_subject_column_as_the_cli_file_does(tmp_path):
+    """covariates= with a subject column (a dict or a DataFrame, as --covariates reads a CSV
+    with one) had been refused as "unknown column 'subject'": rows are matched to subjects
+    by it, in any order. The same subjects with rows in subject order, and the CLI with the
+    same table, give the same numbers; a 50 kg subject's peak after a 35 mg infusion is above
+    an 80 kg subject's."""
+    d = ketasim.Doses.single(35.0, "iv", duration_h=2 / 3)
+    kw = dict(metrics=("cmax", "auc"), variability=False, progress=False)
+    ref = population("ketamine-iv", d, 3, covariates={"weight_kg": [50.0, 80.0, 65.0]}, **kw)
+    shuffled = {"subject": [1, 2, 0], "weight_kg": [80.0, 65.0, 50.0]}
+    got = population("ketamine-iv", d, 3, covariates=shuffled, **kw)
+    pd = pytest.importorskip("pandas")
+    frame = population("ketamine-iv", d, 3, covariates=pd.DataFrame(shuffled), **kw)
+    for r in (got, frame):
+        assert list(r.columns["weight_kg"]) == [50.0, 80.0, 65.0]
+        _same(r.columns["cmax"], ref.columns["cmax"])
+        _same(r.columns["auc"], ref.columns["auc"])
+    assert ref.columns["cmax"][0] > ref.columns["cmax"][2] > ref.columns["cmax"][1]
+    # the command line, its --covariates file in the same order
+    csv_d = tmp_path / "d.csv"
+    csv_d.write_text("time_h,amount_mg,route,duration_h\n0,35,iv,0.6666666666666666\n")
+    cov = tmp_path / "cov.csv"
+    cov.write_text("subject,weight_kg\n1,80\n2,65\n0,50\n")
+    out = tmp_path / "p.csv"
+    assert main(["population", "--doses", str(csv_d), "--n", "3", "--covariates", str(cov),
+                 "--no-variability", "--metrics", "cmax", "--out", str(out), "-q"]) == 0
+    rows = [ln.split(",") for ln in out.read_text().splitlines() if not ln.startswith("#")]
+    j = rows[0].index("cmax")
+    np.testing.assert_allclose([float(r[j]) for r in rows[1:]], ref.columns["cmax"],
+                               rtol=1e-9)
+    # the same checks as the file's
+    for bad, fragment in (({"subject": [0, 5, 1], "weight_kg": [60.0, 70.0, 80.0]},
+                           r"covariates\['subject'\]: got 5; expected each of the subjects 0 "
+                           "to 2 once"),
+                          ({"subject": [0, 0, 1], "weight_kg": [60.0, 70.0, 80.0]},
+                           "a subject appears twice"),
+                          ({"subject": [0, 1, 2]}, "only subject")):
+        with pytest.raises(KetasimInputError, match=fragment):
+            population("ketamine-iv", d, 3, covariates=bad, **kw)

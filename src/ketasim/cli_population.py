@@ -616,13 +616,9 @@ def _read_covariates(path, n):
     if "subject" in out:
         # rows matched to subjects by the subject column: the subjects are 0 .. n-1, as in
         # the output's subject column
-        sid = out.pop("subject")
-        if not np.array_equal(np.sort(sid), np.arange(n)):
-            bad = next((v for v in sid if not (v == int(v) and 0 <= v < n)), None)
-            why = (f"got {bad:g}" if bad is not None else "a subject appears twice")
-            raise KetasimInputError(f"--covariates: {path}: subject column: {why}; expected "
-                                    f"each of the subjects 0 to {n - 1} once")
-        order = np.argsort(sid)
+        from .population import subject_order
+
+        order = subject_order(out.pop("subject"), n, f"--covariates: {path}: subject column")
         out = {h: v[order] for h, v in out.items()}
     return out
 

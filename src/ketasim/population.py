@@ -849,6 +849,14 @@ def _covariate_arrays(model, n, weight_kg, covariates):
         raise KetasimInputError(f"covariates: got {type(covariates).__name__}, expected a dict "
                                 "(or DataFrame) of column name -> one value per subject")
     cov = dict(covariates or {})
+    if "subject" in cov:
+        # rows matched to subjects by a subject column, as a --covariates table's: the
+        # subjects are 0 .. n-1, as in the result's subject column
+        if not set(cov) - {"subject"}:
+            raise KetasimInputError("covariates: no covariate column (only subject); expected "
+                                    "weight_kg and/or " + ", ".join(COVARIATE_NAMES))
+        order = subject_order(cov.pop("subject"), n, "covariates['subject']")
+        cov = {k: _per_subject(v, n, f"covariates[{k!r}]")[order] for k, v in cov.items()}
     if "weight_kg" in cov:
         if np.ndim(weight_kg) > 0 or weight_kg != 70.0:
             raise KetasimInputError("covariates: weight_kg is given twice (covariates and "
@@ -886,6 +894,23 @@ def _covariate_arrays(model, n, weight_kg, covariates):
             raise KetasimInputError(f"weight_kg: got {w[w <= 0][0]:g}, expected kg > 0")
         return w, 70.0, row_cov
     return None, _scalar_weight(weight_kg, "a body weight in kg > 0"), row_cov
+
+
+def subject_order(sid, n: int, what: str) -> np.ndarray:
+    """The order that puts the rows of a covariates table with a subject column (IDs 0 ..
+    n-1, each once, any order) in subject order; ``what`` heads the message."""
+    raw = np.asarray(sid)
+    if raw.dtype.kind not in "iuf" or raw.shape != (n,):
+        raise KetasimInputError(f"{what}: got {sid!r}, expected the subject IDs 0 to {n - 1} "
+                                "(one per row)")
+    sid = raw.astype(np.float64)
+    if not np.array_equal(np.sort(sid), np.arange(n)):
+        bad = next((v for v in sid if not (np.isfinite(v) and v == int(v) and 0 <= v < n)),
+                   None)
+        why = (f"got {bad:g}" if bad is not None else "a subject appears twice")
+        raise KetasimInputError(f"{what}: {why}; expected each of the subjects 0 to {n - 1} "
+                                "once")
+    return np.argsort(sid)
 
 
 def _scalar_weight(w, expected: str) -> float:
@@ -960,9 +985,11 @@ def population(model, doses, n: int, seed: int = 0, *, metrics=None, bands=None,
         Run the chunks on a Dask cluster; identical results.
     weight_kg : float or array (n,)
         Body weight, kg (an array gives each subject's weight).
-    covariates : dict, optional
+    covariates : dict or DataFrame, optional
         Per-subject covariate columns (n,): ``weight_kg``, ``age_y`` (used where the model's
-        ``[variability]`` maps it to a parameter, e.g. esketamine-nasal's ``AGE``).
+        ``[variability]`` maps it to a parameter, e.g. esketamine-nasal's ``AGE``), and
+        optionally ``subject``: the subject (0 .. n-1, each once) of each row, as in a
+        ``--covariates`` table; without it row i is subject i.
     params : dict, optional
         Typical values replacing the model's (subjects vary around them).
     variability : bool
