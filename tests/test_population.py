@@ -1201,3 +1201,38 @@ def test_python_covariates_take_a_subject_column_as_the_cli_file_does(tmp_path):
                           ({"subject": [0, 1, 2]}, "only subject")):
         with pytest.raises(KetasimInputError, match=fragment):
             population("ketamine-iv", d, 3, covariates=bad, **kw)
+
+
+def test_a_horizon_before_later_sessions_warns_how_many_are_left_out():
+    """horizon_h before the last sessions left them out of the metrics without a word. The
+    standard course over 6 months has sessions on days 0, 2, 4, 7, 10, 14, 21, 28, then every
+    28 days to day 168 (13): a horizon at day 10 keeps the first 4 and says 9 are left out,
+    once per call (not once per chunk of subjects); a horizon after the last session, or the
+    default, says nothing."""
+    import warnings
+
+    d = ketasim.standard_iv_course(0.5, 70, 6)
+    days = [0, 2, 4, 7, 10, 14, 21, 28] + list(range(56, 169, 28))
+    np.testing.assert_array_equal(session_starts_days(d), days)
+    msg = r"horizon_h = 240 h: 9 of 13 sessions \(9 doses\) start at or after it \(from day 10\)"
+    with pytest.warns(ketasim.KetasimWarning, match=msg) as got:
+        sm = session_metrics("ketamine-iv", d, metrics=("cmax",), horizon_h=240.0)
+    assert len(got) == 1
+    np.testing.assert_array_equal(sm["session_start_h"], [0, 48, 96, 168])
+    with pytest.warns(ketasim.KetasimWarning, match=msg) as got:
+        population("ketamine-iv", d, 3, metrics=("cmax",), horizon_h=240.0, chunk_size=1,
+                   progress=False)
+    assert len(got) == 1
+    with pytest.warns(ketasim.KetasimWarning, match="sweep: " + msg) as got:
+        sweep("ketamine-iv", d, {"CL": [80.0, 90.0]}, metrics=("cmax",), horizon_h=240.0,
+              chunk_size=1, progress=False)
+    assert len(got) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ketasim.KetasimWarning)
+        session_metrics("ketamine-iv", d, metrics=("cmax",), horizon_h=169 * 24.0)
+        session_metrics("ketamine-iv", d, metrics=("cmax",))
+        population("ketamine-iv", d, 2, metrics=("cmax",), progress=False)
+
+
+def session_starts_days(d):
+    return ketasim.engine.session_starts(d) / 24.0

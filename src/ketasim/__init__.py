@@ -36,7 +36,7 @@ try:
         standard_iv_course,
     )
     from .dosing import Doses, expand, read_doses, write_doses
-    from .errors import KetasimInputError
+    from .errors import KetasimInputError, KetasimWarning
     from .explore import explore
     from .model import Model
     from .modelfile import list_presets, load_model
@@ -52,4 +52,5 @@ __version__ = "0.1.0"
 __all__ = ["simulate", "time_grid", "load_model", "list_presets", "Model", "Doses", "Phase",
            "read_doses", "write_doses", "expand", "course_from_phases", "read_course_toml",
            "standard_iv_course", "spravato_course", "COURSES", "resolve_doses",
-           "Result", "KetasimInputError", "population", "sweep", "explore", "__version__"]
+           "Result", "KetasimInputError", "KetasimWarning", "population", "sweep", "explore",
+           "__version__"]

@@ -779,6 +779,34 @@ def default_horizon_h(doses) -> float:
     return float(np.max(t if t.size else expand(doses).time_h)) + COURSE_TAIL_H
 
 
+def after_horizon_note(doses, horizon_h: float, merge_h: float = 1.0,
+                       field: str = "horizon_h") -> str | None:
+    """What a horizon leaves out, in words: the sessions (and doses) of ``doses`` that start
+    at or after ``horizon_h`` and so have no metrics; None when every session starts before
+    it."""
+    starts = session_starts(doses, merge_h)
+    later = starts[starts >= horizon_h]
+    if later.size == 0:
+        return None
+    nd = int(np.sum(_dose_times(doses) >= horizon_h))
+    k, s = later.size, starts.size
+    return (f"{field} = {horizon_h:g} h: {k} of {s} session{'s' if s != 1 else ''} "
+            f"({nd} dose{'s' if nd != 1 else ''}) start{'s' if k == 1 else ''} at or after it "
+            f"(from day {later[0] / 24:g}) and {'is' if k == 1 else 'are'} left out of the "
+            f"metrics; expected a horizon after the last session (day {starts[-1] / 24:g}) to "
+            f"include {'it' if k == 1 else 'them'} (the default: the last dose + "
+            f"{COURSE_TAIL_H / 24:g} days, {default_horizon_h(doses):g} h)")
+
+
+def warn_after_horizon(doses, horizon_h: float, merge_h: float = 1.0,
+                       stacklevel: int = 3) -> None:
+    """:func:`after_horizon_note` as a :class:`~ketasim.errors.KetasimWarning`, if any."""
+    note = after_horizon_note(doses, horizon_h, merge_h)
+    if note is not None:
+        from .errors import KetasimWarning
+        warnings.warn(note, KetasimWarning, stacklevel=stacklevel + 1)
+
+
 def _dose_times(doses) -> np.ndarray:
     """Every dose's start time, h, repeats of ``addl`` included (a reset row, evid 3, gives no
     dose and is left out)."""
@@ -874,7 +902,7 @@ def run_metrics(model, doses, params=None, weight_kg=70.0, *, analyte=None, thre
                 thresholds_conc_ng_ml=(), horizon_h=None, merge_h: float = 1.0,
                 schematic: bool = True, occupancy_calibration=None, pd_rtol=DEFAULT_PD_RTOL,
                 threads=None, chunk_size: int = 20_000, conc_peaks: bool = True,
-                occupancy_peaks: bool = True) -> MetricsRun:
+                occupancy_peaks: bool = True, _warn_after_horizon: bool = False) -> MetricsRun:
     """Exact per-session metrics for every subject, computed in the kernel with no time grid
     (memory: a few arrays per chunk of subjects). See :class:`MetricsRun`.
 
@@ -922,6 +950,8 @@ def run_metrics(model, doses, params=None, weight_kg=70.0, *, analyte=None, thre
         horizon_h = default_horizon_h(doses)
     horizon_h = positive_hours("horizon_h", horizon_h)
     check_metrics_horizon(horizon_h, "horizon_h")
+    if _warn_after_horizon:           # (the caller's caller gave the horizon)
+        warn_after_horizon(doses, horizon_h, merge_h, stacklevel=3)
     # a session has a window only when it starts before the horizon (one starting at it would
     # report the previous session's leftover as its "peak"); one starting exactly at it still
     # ends the session before it, whose trough is then the value at the horizon
@@ -1053,7 +1083,8 @@ def session_metrics(model, doses, params=None, weight_kg=70.0, *, metrics=("cmax
     analyte : str, optional
         The concentration the PK metrics describe (default ``plasma`` where the model has it).
     horizon_h : float, optional
-        End of the course, h (default: last session start + 28 days).
+        End of the course, h (default: last session start + 28 days). Sessions starting at
+        or after it have no metrics: a :class:`~ketasim.errors.KetasimWarning` says how many.
 
     Returns
     -------
@@ -1083,7 +1114,8 @@ def session_metrics(model, doses, params=None, weight_kg=70.0, *, metrics=("cmax
                      schematic=schematic, occupancy_calibration=occupancy_calibration,
                      pd_rtol=pd_rtol, threads=threads, chunk_size=chunk_size,
                      conc_peaks=any(m in ("cmax", "tmax") for m in metrics),
-                     occupancy_peaks="peak_occupancy" in metrics)
+                     occupancy_peaks="peak_occupancy" in metrics,
+                     _warn_after_horizon=horizon_h is not None)
     return metrics_columns(mr, metrics)
 
 

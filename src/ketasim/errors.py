@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-__all__ = ["KetasimInputError", "suggest", "check_name"]
+__all__ = ["KetasimInputError", "KetasimWarning", "suggest", "check_name"]
 
 
 class KetasimInputError(ValueError):
@@ -23,6 +23,12 @@ class KetasimInputError(ValueError):
 
     def __init__(self, message="", *args):
         super().__init__(str(message).translate(_ONE_LINE), *args)
+
+
+class KetasimWarning(UserWarning):
+    """A run that does what was asked, with something the caller may not expect (sessions
+    after the horizon left out of the metrics, say): ``warnings.simplefilter("error",
+    KetasimWarning)`` makes it an error, ``"ignore"`` silences it."""
 
 
 # every character str.splitlines() breaks on, shown as its escape

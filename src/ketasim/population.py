@@ -35,6 +35,7 @@ import itertools
 import math
 import sys
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -220,9 +221,13 @@ def _run_chunk(job: _Job, a: int, b: int) -> dict:
     from .engine import session_metrics
 
     params, w = job.row_inputs(a, b)
-    res = session_metrics(job.model, job.doses, params=params, weight_kg=w,
-                          metrics=job.metrics, analyte=job.analyte, horizon_h=job.horizon_h,
-                          threads=job.threads)
+    with warnings.catch_warnings():
+        # sessions after the horizon: said once, by population() or sweep(), not per chunk
+        from .errors import KetasimWarning
+        warnings.simplefilter("ignore", KetasimWarning)
+        res = session_metrics(job.model, job.doses, params=params, weight_kg=w,
+                              metrics=job.metrics, analyte=job.analyte,
+                              horizon_h=job.horizon_h, threads=job.threads)
     out = {"metrics": {k: np.asarray(v, dtype=np.float64) for k, v in res.items()
                        if k != "session_start_h"},
            "session_start_h": np.asarray(res["session_start_h"], dtype=np.float64)}
@@ -521,7 +526,6 @@ def _connect(scheduler):
         # (each worker process ignores Ctrl-C, ketasim._dask_local: a terminal sends it to the
         # whole process group; this process alone stops, then stops them)
         import multiprocessing
-        import warnings
 
         if getattr(multiprocessing.current_process(), "_inheriting", False):
             # a worker process starting up, which runs the user's script again (no
@@ -996,7 +1000,8 @@ def population(model, doses, n: int, seed: int = 0, *, metrics=None, bands=None,
         False: every subject has the typical values (covariates still apply).
     horizon_h : float, optional
         End of the course, h (default: the last dose start + 28 days): the metrics' and the
-        bands' (``bands=True`` or a step).
+        bands' (``bands=True`` or a step). Sessions starting at or after it have no metrics:
+        a :class:`~ketasim.errors.KetasimWarning` says how many.
     progress : None, bool
         A progress bar on stderr: None = when stderr is a terminal.
 
@@ -1026,6 +1031,9 @@ def population(model, doses, n: int, seed: int = 0, *, metrics=None, bands=None,
     check_course_weights(doses, row_weight is not None)
     doses = _doses_for(doses, w0)
     horizon = _horizon(doses) if horizon_h is None else positive_hours("horizon_h", horizon_h)
+    if horizon_h is not None:
+        from .engine import warn_after_horizon
+        warn_after_horizon(doses, horizon, stacklevel=2)
     band_times, band_outs = _band_setup(model, doses, bands, band_outputs, horizon)
     job = _Job(model=model, doses=doses, metrics=metrics, analyte=analyte, horizon_h=horizon,
                typical={k: np.array([v]) for k, v in typical.items()},
@@ -1152,7 +1160,9 @@ def sweep(model, doses, vary, *, metrics=None, n: int | None = None,
         then summarised as ``<metric>_p50``, ``_p05``, ``_p95``. Without ``n``: one typical
         subject per point, columns ``<metric>`` and ``<metric>_s<k>``.
     horizon_h : float, optional
-        End of every course, h (default: each dose table's last dose + 28 days).
+        End of every course, h (default: each dose table's last dose + 28 days). Sessions
+        starting at or after it have no metrics: a :class:`~ketasim.errors.KetasimWarning`
+        says how many (for the first dose table of the grid where some do).
     weight_kg : float, optional
         One body weight, kg, for every point (default 70); refused when ``weight_kg`` is also
         varied.
@@ -1294,6 +1304,14 @@ def sweep(model, doses, vary, *, metrics=None, n: int | None = None,
                          n_per_point=n or 1, seed=seed, use_variability=n is not None,
                          threads=threads))
         members.append(pts)
+    if horizon_h is not None:
+        from .engine import after_horizon_note
+        note = next((n for n in (after_horizon_note(j.doses, j.horizon_h) for j in jobs)
+                     if n is not None), None)
+        if note is not None:
+            from .errors import KetasimWarning
+            at = "" if len(jobs) == 1 else "at some points of the grid, "
+            warnings.warn(f"sweep: {at}{note}", KetasimWarning, stacklevel=2)
     _check_metrics_memory(sum(j.n_rows * _values_per_subject(metrics, j.doses) for j in jobs),
                           f"metrics of {P:,} grid points x {n or 1:,} subjects each (the "
                           f"{len(metrics)} metrics of each session and of the course)",
@@ -1325,7 +1343,6 @@ def sweep(model, doses, vary, *, metrics=None, n: int | None = None,
             else:
                 per = v.reshape(pts.size, n)
                 with np.errstate(all="ignore"):
-                    import warnings
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore", RuntimeWarning)
                         q = np.nanpercentile(per, [50.0, 5.0, 95.0], axis=1)
