@@ -3,6 +3,7 @@
 import csv
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,8 @@ import pytest
 import ketasim
 from ketasim.cli import build_parser, main
 from ketasim.cli_teach import TABLE_STEP_H, fmt, parse_spec
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _read_csv(path):
@@ -483,3 +486,42 @@ def test_every_command_ends_a_course_where_the_metrics_do():
     assert run_course(m, d, 70.0).metrics.plasticity_end == pytest.approx(ref, rel=1e-6)
     sw = ketasim.sweep(m, d, {"CL": [m.parameters["CL"]]}, metrics=("plasticity_end",))
     assert sw["plasticity_end"][0] == pytest.approx(ref, rel=1e-12)
+
+
+def test_compare_csv_holds_no_cell_a_spreadsheet_reads_as_a_formula(tmp_path, capsys):
+    """A label such as '=1+2' or '@SUM(1)' headed its column of compare.csv, where a
+    spreadsheet runs it as a formula: such labels are refused (a label is a column name,
+    never changed), before any file is written. A model file's drug name starting with '='
+    is a text cell: written after a ' in compare.csv, every number and column name as
+    without it."""
+    out = tmp_path / "c"
+    for label in ("=1+2", "+A1", "-2+3", "@SUM(1)", "\tx"):
+        assert main(["compare", f"ketamine-iv@standard-iv:{label}", "esketamine-iv@standard-iv",
+                     "--months", "1", "--out-dir", str(out)]) == 1
+        err = capsys.readouterr().err
+        assert f"label {label!r} starts with {label[0]!r}" in err and "formula" in err, err
+    assert not out.exists()
+    # a model file's name starting with '-' as the default label: refused, :LABEL named
+    toml = (ROOT / "src/ketasim/presets/esketamine-iv.toml").read_text()
+    named = tmp_path / "named.toml"
+    named.write_text(toml.replace('name = "esketamine-iv"', 'name = "-esk"', 1))
+    assert main(["compare", f"{named}@standard-iv", "--months", "1",
+                 "--out-dir", str(out)]) == 1
+    assert "the label '-esk' (the model's name)" in capsys.readouterr().err
+    assert not out.exists()
+    # a drug name starting with '=': a text cell with a leading '
+    drug = tmp_path / "drug.toml"
+    drug.write_text(toml.replace("[model]\n", '[model]\ndrug = "=HYPERLINK(1)"\n', 1))
+    for spec, where in ((f"{drug}@standard-iv:mine", "a"),
+                        ("esketamine-iv@standard-iv:mine", "b")):
+        assert main(["compare", spec, "--months", "1", "--out-dir", str(tmp_path / where)]) == 0
+    capsys.readouterr()
+    with open(tmp_path / "a" / "compare.csv", newline="") as fh:
+        a = list(csv.reader(fh))
+    with open(tmp_path / "b" / "compare.csv", newline="") as fh:
+        b = list(csv.reader(fh))
+    assert a[0] == b[0] == ["metric", "unit", "mine"]
+    assert a[1] == ["drug", "", "'=HYPERLINK(1) (esketamine-iv)"]
+    assert b[1] == ["drug", "", "esketamine (esketamine-iv)"]
+    assert a[2:] == b[2:]
+    assert not any(c.startswith(("=", "+", "@")) for r in a for c in r)

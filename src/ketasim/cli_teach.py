@@ -107,7 +107,10 @@ def add_parsers(sub) -> None:
                        description="Simulate each SPEC and overlay them: the first session "
                        "and the whole course, plus a side-by-side metrics table "
                        "(compare.png, compare.csv). SPEC is MODEL@DOSES[:LABEL], e.g. "
-                       "ketamine-iv@standard-iv esketamine-nasal@spravato:Spravato.")
+                       "ketamine-iv@standard-iv esketamine-nasal@spravato:Spravato. A label "
+                       "heads a column of compare.csv: one starting with =, +, - or @ (read "
+                       "as a formula by spreadsheets) is refused; another text cell starting "
+                       "so (a model file's drug name) gets a leading ' in compare.csv.")
     m.add_argument("specs", nargs="+", metavar="SPEC",
                    help="MODEL@DOSES[:LABEL], up to five: a preset or model file, a course "
                         "name, dose-table CSV or course TOML file, and an optional legend "
@@ -650,6 +653,11 @@ def parse_spec(spec: str):
     if label is not None and not label.strip():
         raise KetasimInputError(f"compare: {spec!r}: the label after ':' is blank; expected a "
                                 "name for the legend and the table's column")
+    if label is not None and formula_like(label):
+        raise KetasimInputError(f"compare: label {label!r} starts with {label[0]!r}, which a "
+                                "spreadsheet reads as the start of a formula where the label "
+                                "heads its column of compare.csv; expected a label starting "
+                                "with another character (a letter or a digit)")
     if label is not None and len(label) > MAX_LABEL:
         raise KetasimInputError(f"compare: label {label[:20]!r}...: {len(label)} characters; "
                                 f"expected at most {MAX_LABEL} (it is drawn in the legends and "
@@ -658,6 +666,21 @@ def parse_spec(spec: str):
 
 
 MAX_LABEL = 60          # characters of a compare label (legends and the title hold it)
+#: a CSV cell starting with one of these is read as a formula by spreadsheets (Excel,
+#: LibreOffice, Google Sheets): a label, which heads a column of compare.csv, is refused; a
+#: text cell of user text (a model file's drug or model name) gets a leading ' there
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def formula_like(text) -> bool:
+    """Whether a spreadsheet would read ``text`` in a CSV cell as a formula."""
+    return isinstance(text, str) and text.startswith(FORMULA_START)
+
+
+def csv_text_cell(text: str) -> str:
+    """A text cell of compare.csv: as it is, or after a ' when a spreadsheet would read it as
+    a formula (the ' shows the cell is text; numbers are never text cells)."""
+    return "'" + text if formula_like(text) else text
 MAX_SPECS = 5           # runs of one comparison (a colour each; more overflow the legends)
 
 
@@ -721,7 +744,7 @@ def compare_table(runs, labels, csv: bool = False):
         if all(not isinstance(v[k], str) and not np.isfinite(v[k]) for v in vals):
             continue
         if csv:
-            cells = [v[k] if isinstance(v[k], str) else
+            cells = [csv_text_cell(v[k]) if isinstance(v[k], str) else
                      (f"{v[k]:.6g}" if np.isfinite(v[k]) else "") for v in vals]
         else:
             cells = [v[k] if isinstance(v[k], str) else fmt(v[k]) for v in vals]
@@ -788,6 +811,12 @@ def cmd_compare(args) -> int:
             if label is None:
                 label = model.name if sum(m == model_s for m, _, _ in parsed) == 1 else \
                     f"{model.name}@{doses_s}"
+                if formula_like(label):
+                    raise KetasimInputError(
+                        f"compare: {model_s}@{doses_s}: the label {label!r} (the model's name) "
+                        f"starts with {label[0]!r}, which a spreadsheet reads as the start of "
+                        "a formula where the label heads its column of compare.csv; expected "
+                        ":LABEL after the SPEC, starting with a letter or a digit")
             runs.append(run_course(model, doses, weight, label=label,
                                    regimen=course_description(doses_s, doses),
                                    course=doses_s,
