@@ -2,7 +2,7 @@
 
 KETASIM_EXAMPLES_OUT: output folder (default: the current folder).
 KETASIM_EXAMPLES_SMALL=1: small sizes (the test suite's smoke run).
-KETASIM_GALLERY=1: also shrink the PNG to a 256-colour palette (the README gallery).
+KETASIM_GALLERY=1: also shrink the PNG to a 96-colour palette (the README gallery).
 """
 
 import os
