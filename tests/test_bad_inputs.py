@@ -209,6 +209,11 @@ CASES = [
      ["'simulat'", "simulate"]),
     ("missing --out", None, None, ["simulate", "--model", "{m}", "--doses", "{d}"], 2,
      ["--out", "required"]),
+    # (the misspelt option named, not the required one it left out: it had said only
+    # "the following arguments are required: --out")
+    ("misspelled option and no --out", None, None,
+     ["simulate", "--model", "{m}", "--doses", "{d}", "--oot", "{o}"], 2,
+     ["unrecognized arguments", "--oot"]),
     # --- courses
     ("course: too many sessions a week", None, None,
      ["schedule", "custom", "{c}", "--out", "{o}"], 1, ["c.toml", "phase[0]", "per_week", "9"]),

@@ -48,7 +48,22 @@ class _Parser(argparse.ArgumentParser):
         kwargs.setdefault("formatter_class", _Help)
         super().__init__(*args, **kwargs)
 
+    def parse_known_args(self, args=None, namespace=None):
+        self._argv = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
+    def _unknown_options(self) -> list[str]:
+        """The ``--name`` words given to this parser that are none of its options (nor an
+        abbreviation of one)."""
+        known = [o for o in self._option_string_actions if o.startswith("--")]
+        return [w for w in getattr(self, "_argv", ()) if w.startswith("--") and w != "--"
+                and not any(o.startswith(w.split("=", 1)[0]) for o in known)]
+
     def error(self, message):  # one line + exit 2, as argparse, but without the usage dump
+        if message.startswith("the following arguments are required"):
+            unknown = self._unknown_options()     # (a misspelt option is the likelier cause)
+            if unknown:
+                message = f"unrecognized arguments: {' '.join(unknown)}"
         self.exit(2, f"{self.prog}: usage error: {message} (see {self.prog} --help)\n")
 
 
