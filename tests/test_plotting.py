@@ -906,3 +906,47 @@ def test_plot_course_names_a_closeup_that_is_not_hours(iv_run, closeup_h):
 def test_plot_compare_takes_one_run_given_alone(iv_run):
     # (it had failed with "TypeError: 'CourseRun' object is not iterable")
     assert len(plot_compare(iv_run).axes) == len(plot_compare([iv_run]).axes)
+
+
+def _laid_out(fig):
+    """The figure as saved (laid out once, as encode_figure does), with a renderer."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from ketasim.plotting import encode_figure
+
+    encode_figure(fig, "png", 60)
+    FigureCanvasAgg(fig).draw()
+    return fig.canvas.get_renderer()
+
+
+@pytest.mark.parametrize("extra", ["", " at 70 kg, with monthly maintenance",
+                                   " and a great many more words" * 6])
+def test_three_long_compare_labels_keep_every_legend_apart(iv_run, nasal_run, extra):
+    """Three long labels: the legend of the concentration row (two entries a run) had been
+    left unwrapped, its column took the panels' width and the close-up's x label ran into the
+    course's; longer ones left the layout unapplied, each row's legend drawn over the next's
+    and off the figure."""
+    from ketasim.plotting import LEGEND_CHARS
+
+    labels = [f"Racemic ketamine standard course{extra}",
+              f"Esketamine nasal label course 84 mg{extra}",
+              f"Another long label for the same course{extra}"]
+    fig = plot_compare([iv_run, nasal_run, iv_run], labels=labels)
+    r = _laid_out(fig)
+    legends = fig.findobj(matplotlib.legend.Legend)
+    assert len(legends) == 3
+    boxes = [lg.get_window_extent(r) for lg in legends]
+    assert not any(_overlaps(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    for box in boxes:
+        assert fig.bbox.x0 <= box.x0 and box.x1 <= fig.bbox.x1 + 1
+        assert fig.bbox.y0 <= box.y0 and box.y1 <= fig.bbox.y1 + 1
+        assert not any(_overlaps(box, ax.get_window_extent(r)) for ax in fig.axes)
+    entries = [t for lg in legends for t in lg.get_texts()]
+    tb = [t.get_window_extent(r) for t in entries]
+    assert not any(_overlaps(a, b) for i, a in enumerate(tb) for b in tb[i + 1:])
+    assert all(len(line) <= LEGEND_CHARS for t in entries for line in t.get_text().split("\n"))
+    axes = fig.subfigs[0].axes
+    a = axes[-2].xaxis.label.get_window_extent(r)
+    b = axes[-1].xaxis.label.get_window_extent(r)
+    assert a.x1 < b.x0, (a, b)
+

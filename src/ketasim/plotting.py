@@ -499,25 +499,49 @@ def _occupancy_band(ax, res, x, sel, color, run=None):
 #: column until the panels' x labels ran into each other). The longest fixed entries ("range
 #: over Ki calibrations (in-vitro, in-vivo), each run's colour") stay on one line.
 LEGEND_CHARS = 66
-#: Lines a wrapped legend may take beside one row of panels; a legend that would need more
-#: is left unwrapped (a taller legend shrinks the row's panels instead).
-LEGEND_LINES = 8
 
 
 def _legend(ax, handles=None, labels=None, title=None):
     """A legend outside the data area, to the right of the axes; entries longer than
-    :data:`LEGEND_CHARS` wrapped when the legend stays within :data:`LEGEND_LINES` lines."""
+    :data:`LEGEND_CHARS` wrapped, however many lines that takes (a taller legend gives its
+    row more height: :func:`_fit_rows`). (Three long compare labels had left the legend
+    unwrapped, one line an entry: its column took the panels' width, the close-up's x label
+    ran into the course's, and with longer labels the layout gave up and the rows' legends
+    were drawn over each other.)"""
     if handles is None:
         handles, labels = ax.get_legend_handles_labels()
     if not handles:
         return
-    wrapped = [textwrap.fill(lb, LEGEND_CHARS, break_long_words=False,
-                             break_on_hyphens=False) for lb in labels]
-    if sum(w.count("\n") + 1 for w in wrapped) <= LEGEND_LINES:
-        labels = wrapped
+    labels = [textwrap.fill(lb, LEGEND_CHARS, break_long_words=True,
+                            break_on_hyphens=False) for lb in labels]
     ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0,
               frameon=False, fontsize=BODY_PT - 1, title=title, title_fontsize=BODY_PT - 1,
               alignment="left")
+
+
+#: Least height of a row's panels, inches, and what a row takes beside them (its title above,
+#: the tick labels under), inches: :func:`_fit_rows`.
+ROW_MIN_IN = 1.8
+ROW_DECOR_IN = 0.75
+
+
+def _fit_rows(fig, main, cap_h, grid):
+    """Make the figure taller where a row's legend (or a long title) needs more height than
+    the figure gives it: each row at least :data:`ROW_MIN_IN` and as tall as its legend (a
+    legend taller than the room the layout has had left the layout unapplied: legends over
+    each other, over the panels and off the figure)."""
+    r = fig._get_renderer()
+    need = 0.15
+    if getattr(main, "_suptitle", None) is not None:
+        need += main._suptitle.get_window_extent(r).height / fig.dpi
+    for _axz, axc in grid:
+        lg = axc.get_legend()
+        h = lg.get_window_extent(r).height / fig.dpi if lg is not None else 0.0
+        need += max(ROW_MIN_IN, h + 0.1) + ROW_DECOR_IN
+    have = fig.get_figheight() - cap_h
+    if need > have:
+        fig.set_figheight(need + cap_h)
+        main._subplotspec.get_gridspec().set_height_ratios([need, cap_h])
 
 
 def _legend_near(ax, most: int = 4):
@@ -1078,6 +1102,7 @@ def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
                     lab_.append(ll)
         _legend(axc, h, lab_)
     main.suptitle(title, fontsize=TITLE_PT, fontweight="bold")
+    _fit_rows(fig, main, cap_h, grid)
     return fig
 
 
