@@ -950,3 +950,54 @@ def test_three_long_compare_labels_keep_every_legend_apart(iv_run, nasal_run, ex
     b = axes[-1].xaxis.label.get_window_extent(r)
     assert a.x1 < b.x0, (a, b)
 
+
+def _points_in(ax, box, r):
+    """The drawn curve and marker points of ``ax`` (data lines) inside a display box."""
+    inside = 0
+    for ln in ax.get_lines():
+        if ln.get_transform() != ax.transData or not len(ln.get_xdata()):
+            continue
+        xy = ax.transData.transform(np.column_stack([ln.get_xdata(), ln.get_ydata()]))
+        inside += int(np.sum((xy[:, 0] >= box.x0) & (xy[:, 0] <= box.x1)
+                             & (xy[:, 1] >= box.y0) & (xy[:, 1] <= box.y1)))
+    return inside
+
+
+@pytest.mark.parametrize("model, course, closeup_h", [("esketamine-nasal", "spravato", 100.0),
+                                                     ("ketamine-iv", "standard-iv", 72.0)])
+def test_a_long_closeups_peak_note_names_the_first_session_and_sits_clear_of_later_spikes(
+        model, course, closeup_h):
+    """`ketasim course --closeup 72`: the first session's peak note, in the panel's upper
+    right, had sat over the second session's spike (a 100-hour nasal close-up: its
+    noresketamine curve ran through the note) or right beside a spike of the same height,
+    and read as that spike's label."""
+    run = run_course(model, course, 70, closeup_h=closeup_h, until_h=24 * 21)
+    fig = plot_course(run)
+    r = _laid_out(fig)
+    axz = fig.subfigs[0].axes[0]
+    note = next(t for t in axz.texts if "peak" in t.get_text())
+    assert note.get_text().startswith("first-session\npeak ")
+    box = note.get_bbox_patch().get_window_extent(r)      # the note with its white ground
+    assert _points_in(axz, box, r) == 0
+    assert _overlaps(box, axz.get_window_extent(r))       # in the panel, not moved off it
+    # an 8-hour close-up keeps its note as it was: upper right, "peak ..."
+    short = plot_course(run_course("ketamine-iv", "standard-iv", 70, until_h=24 * 21))
+    r = _laid_out(short)
+    axz = short.subfigs[0].axes[0]
+    note = next(t for t in axz.texts if "peak" in t.get_text())
+    assert note.get_text().startswith("peak 159 ng/mL") and note.get_position()[0] == 0.97
+    assert _points_in(axz, note.get_bbox_patch().get_window_extent(r), r) == 0
+
+
+def test_a_comparisons_peak_notes_with_no_free_room_go_to_the_legend(iv_run, nasal_run):
+    """A long comparison close-up leaves no stretch wide enough for the notes' column: they
+    are legend entries with the peak marker's look, not drawn over the second session."""
+    fig = plot_compare([iv_run, nasal_run], labels=["IV", "nasal"], closeup_h=60)
+    r = _laid_out(fig)
+    axz = fig.subfigs[0].axes[0]
+    for t in axz.texts:
+        if "peak" in t.get_text():
+            assert _points_in(axz, t.get_window_extent(r), r) == 0
+    shown = [t.get_text() for t in axz.texts] + _legend_labels(fig)
+    assert any(s.startswith("first-session peak 159 ng/mL") for s in shown)
+    assert any(s.startswith("first-session peak 73 ng/mL") for s in shown)

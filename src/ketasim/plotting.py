@@ -700,39 +700,38 @@ def _ymax(curves):
     return m * 1.12 if m > 0 else 1.0
 
 
-def _peak_note(ax, run, color, slot=None):
-    """Mark and label the first session's peak of the main analyte (from the metrics): the
-    label beside the peak, or (``slot`` k, a comparison) the k-th of a column of labels in the
-    panel's upper right, in the run's colour, as its peak marker (a label beside a lower peak
-    had sat on that run's own curve)."""
+def _peak_note(ax, run, color, slot=None, later=False):
+    """Mark the first session's peak of the main analyte (from the metrics) and return its
+    label, for :func:`_place_notes` (None: nothing to label). ``slot`` (a comparison): the
+    label on one line, as the k-th of a column; ``later``: the close-up shows later sessions
+    too, so the label says whose peak it is (in a 72-hour close-up "peak 159 ng/mL" had sat
+    beside the second session's spike of the same height)."""
     cm = run.metrics
     cmax = np.atleast_1d(cm.cmax_ng_ml)
     tmax = np.atleast_1d(cm.tmax_h)
+    which = "first-session\n" if later else ""     # (on a line of its own: a narrow label)
     if cmax.ndim == 2 and slot is None:
         # subjects: their exact first-session peaks, summarised (the median curve, drawn on
         # the output grid, had passed below them without a word)
         first = cmax[:, 0][np.isfinite(cmax[:, 0])]
         if first.size and first.max() > 0:
             lo, med, hi = np.percentile(first, [5, 50, 95])
-            ax.text(0.97, 0.96, f"subjects' exact peaks:\nmedian {_num(med)} ng/mL\n"
-                    f"(5-95 %: {_num(lo)}-{_num(hi)})",
-                    transform=ax.transAxes, fontsize=BODY_PT - 1, va="top", ha="right",
-                    color=color, zorder=6,
-                    bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 2})
-        return
+            return (f"subjects' exact {'first-session ' if later else ''}peaks:\n"
+                    f"median {_num(med)} ng/mL\n(5-95 %: {_num(lo)}-{_num(hi)})")
+        return None
     if cmax.ndim != 1 or not np.isfinite(cmax[0]):
-        return
+        return None
     if not cmax[0] > 0:              # no drug given (or none reaches the plasma): no peak
         ax.text(0.5, 0.5, "no drug in the plasma", transform=ax.transAxes,
                 ha="center", va="center", fontsize=BODY_PT - 1, color="0.3")
-        return
+        return None
     span = float(run.closeup.times[-1] - run.closeup.times[0]) if run.closeup.times.size else 0.0
     beyond = tmax[0] > span * (1 + 1e-9)
     if not beyond:
         # filled, like the course panel's session peaks (a hollow circle there is a trough)
         ax.plot([tmax[0]], [cmax[0]], marker="o", ms=8, color=color, mec="white", mew=1.5,
                 ls="none", zorder=5)
-    text = f"peak {_num(cmax[0])} ng/mL\nat {tmax[0] * 60:.0f} min"
+    text = f"{which}peak {_num(cmax[0])} ng/mL\nat {tmax[0] * 60:.0f} min"
     end = float(run.course.times[-1])
     if beyond:
         # (a close-up shorter than the infusion: the label had named a peak it does not show)
@@ -756,22 +755,79 @@ def _peak_note(ax, run, color, slot=None):
             if drawn < 0.98 * cmax[0]:
                 text += (f"\n(exact; the curve, every {_num(step * 60)} min,\nreaches "
                          f"{_num(drawn)})")
-    if slot is None:
-        # in the panel's upper right, where the first session's curves have fallen (beside
-        # the peak it had run into a metabolite's later, higher curve, or across the axis
-        # under a low peak); the marker at the peak, in the same colour, ties the two
-        ax.text(0.97, 0.96, text, transform=ax.transAxes, fontsize=BODY_PT - 1, va="top",
-                ha="right", color=color, zorder=6,
-                bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 2})
-        return
-    # (no connecting line: matplotlib placed its ends a pixel apart from one drawing to the
-    # next, so the same figure did not always give the same file; colour and marker tie a
-    # label to its peak)
-    # one line a run, on a white ground: five runs' labels fit the panel's upper part, and a
-    # curve passing under one (a second session's spike) does not cross its text
-    ax.text(0.97, 0.97 - 0.085 * slot, " ".join(text.split("\n")),
-            transform=ax.transAxes, fontsize=BODY_PT - 1, va="top", ha="right", color=color,
-            zorder=6, bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 1})
+    # (a comparison: one line a run, on a white ground: five runs' labels fit the panel's
+    # upper part, and a curve passing under one does not cross its text)
+    return text if slot is None else " ".join(text.split("\n"))
+
+
+def _drawn_points(ax):
+    """Every point of the curves and markers drawn on ``ax`` in data coordinates, (n, 2)."""
+    pts = [np.column_stack([ln.get_xdata(), ln.get_ydata()]).astype(float)
+           for ln in ax.get_lines() if ln.get_transform() == ax.transData
+           and len(ln.get_xdata())]
+    pts += [p.vertices for c in ax.collections if c.get_transform() == ax.transData
+            for p in c.get_paths() if len(p.vertices)]
+    return np.vstack(pts) if pts else np.empty((0, 2))
+
+
+def _place_notes(ax, notes, xspan, starts=()) -> bool:
+    """Write the peak labels ``notes`` ([(text, colour)]; more than one: a comparison's, one
+    line each, in a column) in the panel's upper part, at its right end, where the first
+    session's curves have fallen. With later sessions in the panel (``starts``, their x), at
+    the right end or just before one of them, where no curve or marker passes under the
+    labels (a long close-up's second session had spiked under the label), else, with nowhere
+    free, in the legend, each beside a marker in its colour (then True: the legend is to be
+    made again). The figure is laid out first, for the panel's size."""
+    if not notes:
+        return False
+    single = len(notes) == 1 and "\n" in notes[0][0]
+    texts = []
+    for k, (text, color) in enumerate(notes):
+        y = 0.96 if single else 0.97 - 0.085 * k
+        texts.append(ax.text(0.97, y, text, transform=ax.transAxes, fontsize=BODY_PT - 1,
+                             va="top", ha="right", color=color, zorder=6,
+                             bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85,
+                                   "pad": 2 if single else 1}))
+    if not len(starts):
+        return False
+    import warnings
+
+    fig = ax.get_figure(root=True)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="constrained_layout not applied")
+        fig.get_layout_engine().execute(fig)
+    r = fig._get_renderer()
+    x0, x1 = xspan
+    y0, y1 = ax.get_ylim()
+    box = ax.get_window_extent(r)
+    # the labels' size in the panel's fractions, with their white ground and a margin
+    ext = [t.get_window_extent(r) for t in texts]
+    w = max(e.width for e in ext) / box.width + 0.04
+    h = (box.y1 - min(e.y0 for e in ext)) / box.height + 0.04
+    pts = _drawn_points(ax)
+    for xr in [0.97] + [(s - x0) / (x1 - x0) - 0.02 for s in sorted(starts)]:
+        lo, hi = x0 + (xr - w) * (x1 - x0), x0 + xr * (x1 - x0)
+        under = (pts[:, 0] >= lo) & (pts[:, 0] <= hi) & (pts[:, 1] >= y0 + (1 - h) * (y1 - y0))
+        if xr - w >= 0.0 and not under.any():
+            for t in texts:
+                t.set_x(xr)
+            return False
+    for t, (text, color) in zip(texts, notes):
+        t.remove()
+        ax.plot([], [], marker="o", ms=8, color=color, mec="white", mew=1.5, ls="none",
+                label=" ".join(text.split("\n")))
+    return True
+
+
+def _row_legend(axz, axc):
+    """One legend for a row's two panels, beside the course panel (:func:`_legend`)."""
+    h, lab_ = [], []
+    for ax in (axz, axc):
+        for hh, ll in zip(*ax.get_legend_handles_labels()):
+            if ll not in lab_:
+                h.append(hh)
+                lab_.append(ll)
+    _legend(axc, h, lab_)
 
 
 def _course_panel(kind, ax, run, color=None, label=None, analytes=None, bands=True,
@@ -1007,7 +1063,14 @@ def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
     if not zoom > 0:
         zoom = 8.0
     first_ax = None
-    noted = []
+    noted, notes = [], []
+    # the sessions after the first that the close-up shows (its x: hours from the first's start)
+    later = []
+    for r in runs:
+        st = np.asarray(getattr(r.metrics, "session_start_h", ()), dtype=float)
+        st = st[0] if st.ndim == 2 else np.atleast_1d(st)   # (subjects: the first's)
+        later += [t - float(r.closeup.times[0]) for t in st[1:]
+                  if t - float(r.closeup.times[0]) <= zoom]
     for i, kind in enumerate(rows):
         axz, axc = grid[i]
         if first_ax is not None:
@@ -1037,8 +1100,11 @@ def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
                 # one note per distinct peak: runs with the same first session share it
                 pk = float(np.ravel(r.metrics.cmax_ng_ml)[0])    # (a population: its first)
                 if not any(abs(pk - q) <= 0.02 * max(abs(q), 1e-12) for q in noted):
-                    _peak_note(axz, r, c, slot=None if single else len(noted))
+                    note = _peak_note(axz, r, c, slot=None if single else len(noted),
+                                      later=bool(later))
                     noted.append(pk)
+                    if note:
+                        notes.append((note, c))
         if kind == "pk" and not single and len(runs) > 3:
             # (more runs than their own dose entries would fit: one entry explains them)
             axz.plot([], [], marker="s", ms=7, ls="none", color="0.45",
@@ -1083,26 +1149,20 @@ def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
             axc.tick_params(labelbottom=False)
         else:
             # a close-up longer than the gap to the next session shows more than the first
-            later = []
-            for r in runs:
-                st = np.asarray(getattr(r.metrics, "session_start_h", ()), dtype=float)
-                st = st[0] if st.ndim == 2 else np.atleast_1d(st)   # (subjects: the first's)
-                later += [t for t in st[1:] if t - float(r.closeup.times[0]) <= zoom]
             axz.set_xlabel("FIRST SESSION: hours after its start" if not later else
                            f"FIRST {_num(zoom)} HOURS: from the first session's start",
                            fontsize=BODY_PT)
             marked = any(np.ndim(r.metrics.cmax_ng_ml) == 1 for r in runs)
             axc.set_xlabel("WHOLE COURSE: days from the first session" + (
                 " (a marker at every session's peak)" if marked else ""), fontsize=BODY_PT)
-        h, lab_ = [], []
-        for ax in (axz, axc):
-            for hh, ll in zip(*ax.get_legend_handles_labels()):
-                if ll not in lab_:
-                    h.append(hh)
-                    lab_.append(ll)
-        _legend(axc, h, lab_)
+        _row_legend(axz, axc)
     main.suptitle(title, fontsize=TITLE_PT, fontweight="bold")
     _fit_rows(fig, main, cap_h, grid)
+    # (placed with every run's curves drawn and the panels laid out: none may pass under a
+    # label)
+    if _place_notes(grid[0][0], notes, (0.0, zoom), later):
+        _row_legend(*grid[0])
+        _fit_rows(fig, main, cap_h, grid)
     return fig
 
 
