@@ -649,7 +649,7 @@ def test_compare_and_peak_labels_keep_to_what_is_drawn():
             run_course("esketamine-nasal", "spravato", until_h=24 * 8, label="nasal")]
     fig = plot_compare(runs)
     labels = _legend_labels(fig)
-    assert "range over Ki calibrations (in-vitro, in-vivo), each run's colour" in labels
+    assert "range over Ki calibrations (in-vitro, in-vivo), each run's hatch" in labels
     assert "plasticity index: thin, each run's colour" in labels
     assert "iv: IV infusion 35 mg, 40 min" in labels and "nasal: nasal spray 56 mg" in labels
     cap = " ".join(t.get_text() for sf in fig.subfigs for t in sf.texts).replace("\n", " ")
@@ -1001,3 +1001,28 @@ def test_a_comparisons_peak_notes_with_no_free_room_go_to_the_legend(iv_run, nas
     shown = [t.get_text() for t in axz.texts] + _legend_labels(fig)
     assert any(s.startswith("first-session peak 159 ng/mL") for s in shown)
     assert any(s.startswith("first-session peak 73 ng/mL") for s in shown)
+
+
+def test_compared_occupancy_ranges_are_hatched_apart_not_blended(iv_run, nasal_run):
+    """Two runs' ranges over the Ki calibrations had been translucent fills over each other,
+    blending into one grey-green that was neither run's colour: each is now hatched in its
+    own direction, in its run's colour, with no fill."""
+    from matplotlib.colors import to_rgba
+
+    from ketasim.plotting import RUN_COLORS
+
+    fig = plot_compare([iv_run, nasal_run], labels=["IV", "nasal"])
+    axz = fig.subfigs[0].axes[2]                     # the occupancy close-up
+    assert axz.get_ylabel() == "% of receptors"
+    ranges = [c for c in axz.collections if isinstance(c, PolyCollection)
+              and c.get_hatch()]
+    assert len(ranges) == 2
+    assert len({c.get_hatch() for c in ranges}) == 2
+    for c, col in zip(ranges, RUN_COLORS):
+        assert all(fc[3] == 0 for fc in c.get_facecolor())          # no fill to blend
+        assert np.allclose(c.get_edgecolor()[0][:3], to_rgba(col)[:3])
+    # no other translucent fill on the panel either
+    assert not [c for c in axz.collections if isinstance(c, PolyCollection)
+                and not c.get_hatch() and any(fc[3] > 0 for fc in c.get_facecolor())]
+    entry = next(t for t in _legend_labels(fig) if t.startswith("range over Ki"))
+    assert entry.endswith("each run's hatch")

@@ -50,6 +50,7 @@ _COLORS = {"plasma": OKABE_ITO["blue"], "metabolite": OKABE_ITO["orange"],
 # compared runs also differ in line style and marker, so identical curves stay visible
 _RUN_LS = ("-", "--", ":", "-.")
 _RUN_MK = ("o", "s", "^", "D")
+_RUN_HATCH = ("///", "\\\\\\", "|||", "---")
 _BAND_FILLS = ("#F0E442", "#56B4E9", "#CC79A7", "#E69F00", "#009E73")
 # the windows the presets carry, by kind (a word of the window's name): colour, hatched
 _BAND_STYLES = {"analges": ("#F0E442", False), "psychedelic": ("#56B4E9", True),
@@ -480,24 +481,31 @@ def _occupancy_band(ax, res, x, sel, color, run=None):
         lo = res.output("occupancy_low")[..., sel] * 100
         hi = res.output("occupancy_high")[..., sel] * 100
         kw = {"color": color, "alpha": 0.2, "lw": 0}
-        if lo.ndim == 2:
+        pop = lo.ndim == 2
+        if pop:
             lo, hi = np.percentile(lo, 50, axis=0), np.percentile(hi, 50, axis=0)
             # hatched: the subjects' 5-95 % band is shaded in the same colour (the two had
             # looked alike)
             kw = {"facecolor": "none", "edgecolor": color, "hatch": "////", "alpha": 0.5,
                   "lw": 0}
+        if run is not None:
+            # compared runs: each range hatched in its own direction, in its colour, not
+            # filled (translucent fills over each other had blended into one grey-green, no
+            # run's colour); overlapping ranges cross-hatch, each still in its colour
+            kw = {"facecolor": "none", "edgecolor": color, "hatch": _RUN_HATCH[run % 4],
+                  "alpha": 0.6, "lw": 0}
         cals = tuple(getattr(res.model, "calibrations", None) or ())
         ax.fill_between(x, np.minimum(lo, hi), np.maximum(lo, hi), **kw,
                         label=None if run else "range over Ki calibrations"
                         + (f" ({', '.join(cals)})" if cals else "")
-                        + (" (median subject)" if lo.ndim == 1 and kw.get("hatch") else "")
-                        + (", each run's colour" if run == 0 else ""))
+                        + (" (median subject)" if pop else "")
+                        + (", each run's hatch" if run == 0 else ""))
 
 
 #: Characters of a legend line beside the panels: a longer entry is wrapped (two compare
 #: labels of 57 characters, each with ": IV infusion 35 mg, 40 min", had widened the legend
 #: column until the panels' x labels ran into each other). The longest fixed entries ("range
-#: over Ki calibrations (in-vitro, in-vivo), each run's colour") stay on one line.
+#: over Ki calibrations (in-vitro, in-vivo), each run's hatch") stay on one line.
 LEGEND_CHARS = 66
 
 
