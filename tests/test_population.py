@@ -1236,3 +1236,58 @@ def test_a_horizon_before_later_sessions_warns_how_many_are_left_out():
 
 def session_starts_days(d):
     return ketasim.engine.session_starts(d) / 24.0
+
+
+def test_heat_map_ticks_are_round_numbers_with_a_tick_at_each_grid_value():
+    """V1 = 80:200:8 had been labelled 80, 97.143, 114.29, 131.43 ... at the cells, and
+    log:0.1:10:7 0.1, 0.215, 0.464 ...: an axis of such grid values is now labelled at round
+    numbers (1-2-2.5-5 steps; 1-2-5 on a log scale), with an unlabelled tick at each grid
+    value; round grid values (0.25, 0.5, 0.75, 1) keep their own labels at the cells."""
+    from ketasim.cli_population import plot_heatmap
+
+    class Two:
+        varied = ("V1", "CL")
+        units = {"V1": "L", "CL": "L/h", "cmax": "ng/mL"}
+
+        def __init__(self, a, b):
+            self.a, self.b = a, b
+
+        def grid(self, metric):
+            return self.a, self.b, np.add.outer(np.log(self.a), np.log(self.b))
+
+    def shown(axis):
+        lo, hi = sorted(axis.get_view_interval())
+        return [(loc, lab.get_text()) for loc, lab in zip(axis.get_majorticklocs(),
+                                                          axis.get_ticklabels())
+                if lo <= loc <= hi and lab.get_text()]
+
+    def round_number(m, mantissas=(1, 2, 2.5, 5, 10)):
+        e = np.floor(np.log10(abs(m)))
+        return any(np.isclose(m / 10 ** e, f) for f in mantissas)
+
+    v1, cl = np.linspace(80, 200, 8), np.geomspace(0.1, 10, 7)
+    fig = plot_heatmap(Two(v1, cl), "cmax", "t")
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    for axis, grid, log in ((ax.yaxis, v1, False), (ax.xaxis, cl, True)):
+        ticks = shown(axis)
+        assert len(ticks) >= 4, ticks
+        values = [float(t) for _, t in ticks]
+        assert np.allclose(values, [loc for loc, _ in ticks])
+        if log:       # 0.1, 0.2, 0.5, 1 ...
+            assert all(round_number(x, (1, 2, 5, 10)) for x in values), ticks
+        else:         # one round step: 80, 100, 120 ...
+            steps = np.diff(values)
+            assert np.allclose(steps, steps[0]) and round_number(steps[0]), ticks
+        # a tick at each cell's centre (a minor one, or the labelled one where they meet)
+        locs = np.r_[axis.get_minorticklocs(), axis.get_majorticklocs()]
+        assert all(np.isclose(locs, g).any() for g in grid)
+    texts = [t for _, t in shown(ax.yaxis) + shown(ax.xaxis)]
+    assert "97.143" not in texts and "0.215" not in texts
+    # round grid values: labelled as they are, at the cells
+    fig = plot_heatmap(Two(np.linspace(50, 100, 6), np.array([0.25, 0.5, 0.75, 1.0])), "cmax",
+                       "t")
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    assert [t for _, t in shown(ax.xaxis)] == ["0.25", "0.5", "0.75", "1"]
+    assert [t for _, t in shown(ax.yaxis)] == ["50", "60", "70", "80", "90", "100"]

@@ -363,6 +363,13 @@ def _geometric(v) -> bool:
                 and not np.allclose(d, d[0], rtol=1e-6, atol=0))
 
 
+def _round_values(v) -> bool:
+    """Whether grid values are round enough to label as they are: each exact with at most
+    four significant digits (0.25, 102.5, 60; not 97.142857 or 0.215443)."""
+    v = np.asarray(v, dtype=float)
+    return bool(np.all([abs(float(f"{x:.4g}") - x) <= 1e-9 * max(1.0, abs(x)) for x in v]))
+
+
 NEGLIGIBLE = 1e-3      # a heat map whose values are all smaller (in its units) says so
 
 
@@ -399,13 +406,32 @@ def plot_heatmap(result, metric: str, title: str, analyte: str | None = None,
     xe, xlog = cells(b)
     ye, ylog = cells(a)
     m = ax.pcolormesh(xe, ye, z, cmap="viridis", shading="flat")
-    from matplotlib.ticker import FixedFormatter, FixedLocator, NullLocator
+    from matplotlib.ticker import (
+        FixedFormatter,
+        FixedLocator,
+        FuncFormatter,
+        LogLocator,
+        MaxNLocator,
+        NullLocator,
+    )
 
     for is_log, axis, v, scale in ((xlog, ax.xaxis, b, ax.set_xscale),
                                    (ylog, ax.yaxis, a, ax.set_yscale)):
         if is_log:
             scale("log")
-        if is_log or v.size <= 12:      # ticked at the grid values (cell centres), plainly
+        if not _round_values(v):
+            # grid values such as 97.142857 (80:200:8) or 0.215 (log:0.1:10:7): the axis is
+            # ticked at round numbers (1-2-2.5-5 steps, or 1-2-5 on a log scale), a short
+            # tick without a label at each grid value (the cells' centres); it had been
+            # labelled 97.143, 114.29, 131.43 ... at the cells
+            if is_log:
+                axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=12))
+            else:
+                axis.set_major_locator(MaxNLocator(nbins=7, steps=[1, 2, 2.5, 5, 10]))
+            axis.set_major_formatter(FuncFormatter(lambda x, _pos: f"{x:.6g}"))
+            axis.set_minor_locator(FixedLocator(v))
+            axis.set_minor_formatter(FuncFormatter(lambda x, _pos: ""))
+        elif is_log or v.size <= 12:      # ticked at the grid values (cell centres), plainly
             shown = v[::max(1, -(-v.size // 8))]
             axis.set_major_locator(FixedLocator(shown))
             # as many digits as tell the values apart and show each within a thousandth of
