@@ -923,7 +923,7 @@ def test_population_figure_says_plasma_or_effect_site():
                              bands=True, band_outputs=("plasma", "ce_s"), progress=False)
     fig = plot_bands_figure(res.bands, "t", model=m)
     assert fig.axes[0].get_ylabel() == "ketamine (S + R)\nin plasma (ng/mL)"
-    assert fig.axes[2].get_ylabel() == "ce_s\nat the effect site (ng/mL)"
+    assert fig.axes[2].get_ylabel() == "S-ketamine\nat the effect site (ng/mL)"
     plt.close(fig)
 
 
@@ -1291,3 +1291,36 @@ def test_heat_map_ticks_are_round_numbers_with_a_tick_at_each_grid_value():
     ax = fig.axes[0]
     assert [t for _, t in shown(ax.xaxis)] == ["0.25", "0.5", "0.75", "1"]
     assert [t for _, t in shown(ax.yaxis)] == ["50", "60", "70", "80", "90", "100"]
+
+
+def test_population_figure_rows_name_their_outputs_in_words_with_units():
+    """The population figure had labelled its rows with output names (``s_central``,
+    ``ce_s``, ``ce_s_nor``, ``consolidation``, ``occupancy (low)``); they are named as the
+    course figure names them, with where the drug is and its unit."""
+    import matplotlib.pyplot as plt
+
+    from ketasim.cli_population import plot_bands_figure
+
+    m = ketasim.load_model("ketamine-iv")
+    outs = ("s_central", "ce_s", "ce_s_nor", "occupancy_low", "consolidation", "plasticity")
+    res = ketasim.population(m, ONE_MONTH, 5, metrics=("cmax",), bands=True,
+                             band_outputs=outs, progress=False)
+    fig = plot_bands_figure(res.bands, "t", model=m)
+    labels = [" ".join(fig.axes[2 * r].get_ylabel().split()) for r in range(len(outs))]
+    plt.close(fig)
+    assert labels == [
+        "S-ketamine in plasma (ng/mL)",
+        "S-ketamine at the effect site (ng/mL)",
+        "S-norketamine at the effect site (ng/mL)",
+        "NMDA occupancy (lowest over the Ki calibrations) % of receptors, model-predicted",
+        "consolidated plasticity (slow) (SCHEMATIC) (index 0-1)",
+        "plasticity index (SCHEMATIC) (index 0-1)"]
+    n = ketasim.load_model("esketamine-nasal")
+    res = ketasim.population(n, resolve_doses("spravato", months=1), 3, metrics=("cmax",),
+                             bands=True,
+                             band_outputs=("metabolite", "ce", "liver"), progress=False)
+    fig = plot_bands_figure(res.bands, "t", model=n)
+    labels = [" ".join(fig.axes[2 * r].get_ylabel().split()) for r in range(3)]
+    plt.close(fig)
+    assert labels == ["noresketamine in plasma (ng/mL)", "esketamine at the effect site (ng/mL)",
+                      "compartment liver (ng/mL)"]

@@ -241,7 +241,7 @@ def plot_bands_figure(bands, title: str, first_dose_h: float = 0.0, model=None,
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from .plotting import BODY_PT, CAPTION_PT, analyte_labels, disclaimer, model_kind
+    from .plotting import BODY_PT, CAPTION_PT, disclaimer, model_kind, output_label
 
     R = len(bands.outputs)
     # two columns of rows; more than three outputs get a wider, shorter figure (a 16:9 slide)
@@ -252,26 +252,26 @@ def plot_bands_figure(bands, title: str, first_dose_h: float = 0.0, model=None,
 
     t = bands.times_h
     first = (t >= first_dose_h) & (t <= first_dose_h + 8.0)    # the first session, close up
-    names = analyte_labels(model) if model is not None else {}
 
     def label(o):
+        # in words, as the course figure names them (output_label), wrapped to the row
+        import textwrap
+
+        text = textwrap.fill(output_label(model, o), 28, break_on_hyphens=False)
         if o.startswith("occupancy"):
-            which = o[len("occupancy"):].lstrip("_")
-            if not which and model is not None:       # the calibration of `occupancy`
-                which = (getattr(model, "default_calibration", "")
-                         or next(iter(getattr(model, "calibrations", None) or {}), ""))
-                which = f"{which} Ki" if which else ""
-            return ("NMDA occupancy" + (f" ({which})" if which else "")
-                    + "\n% of receptors,\nmodel-predicted")
+            return text + "\n% of receptors,\nmodel-predicted"
         if o == "glutamate":
-            return "glutamate\n(SCHEMATIC,\nx baseline)"
+            return text + "\n(x baseline)"
         if o in PD_OUTPUTS:
-            return f"{o}\n(SCHEMATIC,\nindex 0-1)"
-        # where the concentration is, as the course figure's row title says it (a slide of
-        # the bands had not said whether "ketamine (S + R)" was in plasma or the effect site)
-        effects = {e.name for e in getattr(model, "effects", ())}
-        where = ("in plasma " if o in names else "at the effect site " if o in effects else "")
-        return f"{names.get(o, o)}\n{where}({_output_unit(o)})"
+            return text + "\n(index 0-1)"
+        # a concentration: the drug, then where it is with the unit (a slide of the bands
+        # had not said whether "ketamine (S + R)" was in plasma or at the effect site)
+        words = output_label(model, o)
+        for where in (" in plasma", " at the effect site", " in compartment "):
+            if where in words:
+                drug, _, rest = words.partition(where)
+                return f"{drug}\n{where.strip()} {rest}".rstrip() + f" ({_output_unit(o)})"
+        return f"{text}\n({_output_unit(o)})"
 
     notes = list(notes)
     for row, o in enumerate(bands.outputs):

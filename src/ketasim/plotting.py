@@ -170,6 +170,61 @@ def analyte_labels(model) -> dict:
     return out
 
 
+def _compartment_drug(model, comp, labels) -> str | None:
+    """The drug in compartment ``comp``, in words, from the observe aliases: the label of an
+    alias of that compartment alone (``s_ketamine = ["s_central"]``: S-ketamine), else one
+    enantiomer (``s_``/``r_``) of an alias of both (``s_nor`` of "norketamine (S + R)":
+    S-norketamine); None when the aliases do not tell."""
+    observe = getattr(model, "observe", None) or {}
+    for alias, members in observe.items():
+        if tuple(members) == (comp,) and alias in labels:
+            return labels[alias]
+    for alias, members in observe.items():
+        lab = labels.get(alias, "")
+        if comp in members and "(S + R)" in lab and comp[:2] in ("s_", "r_"):
+            return f"{comp[0].upper()}-{lab.replace('(S + R)', '').strip()}"
+    return None
+
+
+def output_label(model, name: str) -> str:
+    """An output of ``model`` in words, for a figure's row or axis (its unit is the caller's):
+    a concentration with the drug and where it is ("S-ketamine at the effect site",
+    "ketamine (S + R) in plasma"), a response as the course figure names it ("plasticity
+    index (SCHEMATIC)"). A compartment the aliases do not name keeps its name, said to be a
+    compartment. (The population figure had labelled its rows ``ce_s``, ``s_central`` and
+    ``consolidation``.)"""
+    from .result import PD_OUTPUTS
+
+    if name.startswith("occupancy"):
+        which = name[len("occupancy"):].lstrip("_")
+        which = {"low": "lowest over the Ki calibrations",
+                 "high": "highest over the Ki calibrations"}.get(which, which)
+        if not which and model is not None:            # the calibration of `occupancy`
+            which = (getattr(model, "default_calibration", "")
+                     or next(iter(getattr(model, "calibrations", None) or {}), ""))
+            which = f"{which} Ki" if which else ""
+        return "NMDA occupancy" + (f" ({which})" if which else "")
+    words = {"glutamate": "glutamate signal", "plasticity": "plasticity index",
+             "consolidation": "consolidated plasticity (slow)"}
+    if name in words or name in PD_OUTPUTS:
+        return f"{words.get(name, name)} (SCHEMATIC)"
+    if model is None:
+        return name
+    labels = analyte_labels(model)
+    if name in labels:
+        return f"{labels[name]} in plasma"
+    effects = {e.name: e.of for e in getattr(model, "effects", ())}
+    if name in effects:
+        drug = _compartment_drug(model, effects[name], labels)
+        return (f"{drug} at the effect site" if drug
+                else f"effect site {name} (of compartment {effects[name]})")
+    drug = _compartment_drug(model, name, labels)
+    sole = any(tuple(m) == (name,) for m in (getattr(model, "observe", None) or {}).values())
+    if drug and sole:
+        return f"{drug} in plasma"
+    return f"{drug} in compartment {name}" if drug else f"compartment {name}"
+
+
 def main_analyte(model) -> str:
     """The concentration a figure or summary shows (``plasma`` where there is one); a model
     without any is refused, naming it."""
