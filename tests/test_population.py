@@ -1324,3 +1324,27 @@ def test_population_figure_rows_name_their_outputs_in_words_with_units():
     plt.close(fig)
     assert labels == ["noresketamine in plasma (ng/mL)", "esketamine at the effect site (ng/mL)",
                       "compartment liver (ng/mL)"]
+
+
+def test_population_caption_lines_of_digits_stay_inside_the_figure():
+    """The caption was wrapped at a width in characters estimated from an average letter:
+    a line of digits (wider) ran past the figure's right edge and was cut."""
+    import matplotlib.pyplot as plt
+
+    from ketasim.cli_population import plot_bands_figure
+
+    m = ketasim.load_model("ketamine-iv")
+    res = ketasim.population(m, ONE_MONTH, 3, metrics=("cmax",), bands=True,
+                             band_outputs=("plasma",), progress=False)
+    note = "plasma: not drawn at " + " ".join(["1,234,567.890 of 9,876,543.210"] * 12)
+    fig = plot_bands_figure(res.bands, "t", model=m, notes=[note])
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    caption = [t for t in fig.texts if t.get_text() and t.get_fontsize() < 10]
+    assert len(caption) > 2
+    for t in caption:
+        box = t.get_window_extent(r)
+        assert box.x0 >= 0 and box.x1 <= fig.bbox.x1, (t.get_text(), box)
+    shown = " ".join(t.get_text() for t in caption)
+    assert shown.count("9,876,543.210") == 12            # nothing left out
+    plt.close(fig)

@@ -305,14 +305,31 @@ def plot_bands_figure(bands, title: str, first_dose_h: float = 0.0, model=None,
     import textwrap
 
     pt = CAPTION_PT - 2
-    width = int(fig.get_figwidth() * 72 / (0.52 * pt))        # characters across the figure
-    lines = [(x, "tab:red") for n in notes for x in textwrap.wrap(n, width)]
+    from matplotlib.font_manager import FontProperties
+
+    renderer = fig.canvas.get_renderer()
+    font = FontProperties(size=pt)
+    room = 0.98 * fig.bbox.width                              # pixels across the figure
+
+    def wrap(text):
+        """``text`` in lines that fit across the figure, measured as drawn (a width in
+        characters estimated from an average letter had cut lines of digits, which are
+        wider, at the figure's right edge)."""
+        width = int(fig.get_figwidth() * 72 / (0.52 * pt))    # characters: a first guess
+        while True:
+            out = textwrap.wrap(text, width)
+            if width <= 20 or all(renderer.get_text_width_height_descent(x, font, False)[0]
+                                  <= room for x in out):
+                return out
+            width -= max(1, width // 20)
+
+    lines = [(x, "tab:red") for n in notes for x in wrap(n)]
     if model is not None:
         cite = model.meta.get("citation") or ""
         kind = model_kind(model)
         for part in (f"{kind} {model.name}: {cite}" if cite else f"{kind} {model.name}",
                      disclaimer([model])):
-            lines += [(x, "0.3") for x in textwrap.wrap(part, width)]
+            lines += [(x, "0.3") for x in wrap(part)]
     line_h = 1.3 * pt / 72 / fig.get_figheight()              # one line, figure fraction
     for i, (line, color) in enumerate(lines):
         fig.text(0.01, 0.004 + line_h * (len(lines) - 1 - i), line, fontsize=pt, color=color,
