@@ -188,7 +188,7 @@ def test_bands_and_calibration_range_are_drawn_when_present(iv_run):
                               closeup=with_range(iv_run.closeup))
     fig = plot_course(run)
     labels = _legend_labels(fig)
-    assert "dissociative effects: 50-200 ng/mL" in labels
+    assert "ketamine (S + R) window, dissociative effects: 50-200 ng/mL" in labels
     assert any(t.startswith("range over Ki calibrations") for t in labels)
     # a window far above the curves is named in the caption, not drawn; another analyte's
     # windows are not drawn on the main analyte's axis
@@ -196,7 +196,7 @@ def test_bands_and_calibration_range_are_drawn_when_present(iv_run):
     assert "Above the plotted range: anaesthesia: 640-2210 ng/mL (Idvall 1979)" in \
         _all_text(fig).replace("\n", " ")
     axz = fig.subfigs[0].axes[0]
-    span = next(p for p in axz.patches if p.get_label().startswith("dissociative"))
+    span = next(p for p in axz.patches if "dissociative" in p.get_label())
     if isinstance(span, Rectangle):
         y = np.array([span.get_y(), span.get_y() + span.get_height()])
     else:
@@ -1026,3 +1026,16 @@ def test_compared_occupancy_ranges_are_hatched_apart_not_blended(iv_run, nasal_r
                 and not c.get_hatch() and any(fc[3] > 0 for fc in c.get_facecolor())]
     entry = next(t for t in _legend_labels(fig) if t.startswith("range over Ki"))
     assert entry.endswith("each run's hatch")
+
+
+def test_a_window_drawn_behind_a_metabolite_names_its_drug(nasal_run):
+    """The nasal figure's noresketamine curve (peak about 120 ng/mL) crosses esketamine's
+    shaded window: the window's legend entry had not said whose window it is, so the
+    metabolite read as being in a window of its own."""
+    fig = plot_course(nasal_run)
+    entries = [t for t in _legend_labels(fig) if "ng/mL" in t and "-" in t
+               and "peak" not in t and "trough" not in t]
+    assert entries and all(" ".join(t.split()).startswith("esketamine window, ")
+                           for t in entries), entries
+    assert "noresketamine" in _legend_labels(fig)
+    assert "windows of esketamine" in _all_text(fig)         # and the caption says so

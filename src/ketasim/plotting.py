@@ -487,9 +487,11 @@ def _band_label(b):
         " ng/mL"
 
 
-def _draw_effect_bands(ax, bands, labelled=True):
+def _draw_effect_bands(ax, bands, labelled=True, of=None):
     """Published concentration windows (e.g. psychedelic effects) as shaded horizontal bands
-    behind the curves; a window above the axis range is left out (the caption names it)."""
+    behind the curves; a window above the axis range is left out (the caption names it).
+    ``of``: the drug the windows are levels of, named in each legend entry (the panel draws
+    other analytes too: a metabolite's curve crossing the shading is not in the window)."""
     top_view = ax.get_ylim()[1]
     for i, b in enumerate(bands):
         if b.lo_ng_ml >= top_view:
@@ -501,13 +503,14 @@ def _draw_effect_bands(ax, bands, labelled=True):
         col, hatched = next((v for k, v in _BAND_STYLES.items() if k in b.name.lower()),
                             (_BAND_FILLS[i % len(_BAND_FILLS)], i % 2 == 1))
         # windows overlap: one is hatched instead of filled, so both stay legible
+        text = (f"{of} window, " + _band_label(b) if of else _band_label(b)) if labelled \
+            else None
         if not hatched:
             ax.axhspan(b.lo_ng_ml, min(hi, top_view), color=col, alpha=0.25, lw=0, zorder=0,
-                       label=_band_label(b) if labelled else None)
+                       label=text)
         else:
             ax.axhspan(b.lo_ng_ml, min(hi, top_view), facecolor="none", edgecolor=col,
-                       hatch="///", lw=0, alpha=0.8, zorder=0,
-                       label=_band_label(b) if labelled else None)
+                       hatch="///", lw=0, alpha=0.8, zorder=0, label=text)
 
 
 def _bands_caption(bands, top_view, analyte=None):
@@ -1145,7 +1148,13 @@ def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
             # one concentration scale for the close-up and the course: peaks compare directly
             for ax in (axz, axc):
                 ax.set_ylim(0, top_view)
-            _draw_effect_bands(axz, bands)
+            # (the windows are the main analyte's: with its metabolite drawn on the same
+            # axis, a legend entry without the drug's name had let the metabolite's curve
+            # read as inside a window of its own)
+            m0 = runs[0].model
+            others = single and len(analyte_labels(m0)) > 1
+            _draw_effect_bands(axz, bands, of=analyte_labels(m0)[main_analyte(m0)]
+                               if others else None)
             _draw_effect_bands(axc, bands, labelled=False)
         for j, (r, lab, col) in enumerate(zip(runs, labels, colors)):
             one = None if single else {main_analyte(r.model):
