@@ -315,7 +315,8 @@ def test_plot_course_of_a_population_draws_median_and_band():
     r = ketasim.simulate("ketamine-iv", d, ketasim.time_grid(40 * 24, 0.25), params={"CL": cl})
     fig = plot_course(r)
     course_pk = fig.subfigs[0].axes[1]
-    med = next(ln for ln in course_pk.get_lines() if ln.get_label().endswith("(median)"))
+    med = next(ln for ln in course_pk.get_lines()
+               if ln.get_label().endswith("(median at each time)"))
     np.testing.assert_allclose(med.get_ydata(), np.median(r.concentration("plasma"), axis=0))
     assert not any(ln.get_label() == "session peak" for ln in course_pk.get_lines())
 
@@ -378,7 +379,9 @@ def test_course_figure_of_a_dose_tables_subjects_says_what_it_shows(tmp_path):
     assert "median and 5-95 % band" in title
     xlabels = [ax.get_xlabel() for ax in fig.subfigs[0].axes if ax.get_xlabel()]
     assert any(x.startswith("WHOLE COURSE") for x in xlabels)
-    assert not any("marker" in x for x in xlabels)
+    # no marker at each subject's peak is promised; the markers are their median's
+    assert not any("every session's peak" in x for x in xlabels)
+    assert any("the subjects' median peak" in x for x in xlabels)
 
 
 def test_dose_marks_describe_every_dose_in_the_window():
@@ -1039,3 +1042,28 @@ def test_a_window_drawn_behind_a_metabolite_names_its_drug(nasal_run):
                            for t in entries), entries
     assert "noresketamine" in _legend_labels(fig)
     assert "windows of esketamine" in _all_text(fig)         # and the caption says so
+
+
+def test_a_tables_subjects_whole_course_marks_their_median_exact_session_peaks():
+    """The whole-course median curve (a median at each time, on the output grid) topped out
+    at 151 ng/mL, below the subjects' exact per-session peaks (median 159) that the
+    close-up's note gives, and nothing said what the line was: each session now has a marker
+    at the subjects' median exact peak, and the line's entry says it is a median at each
+    time."""
+    from ketasim.metrics import course_metrics
+
+    t = [0.0, 48.0, 96.0]
+    d = ketasim.Doses(t * 3, [35.0] * 3 + [25.0] * 3 + [50.0] * 3, ["iv"] * 9, [2 / 3] * 9,
+                      subject=[1] * 3 + [2] * 3 + [3] * 3)
+    res = ketasim.simulate("ketamine-iv", d, ketasim.time_grid(24 * 7, 0.1))
+    fig = plot_course(res)
+    axc = fig.subfigs[0].axes[1]
+    med_peaks = np.median(np.asarray(course_metrics(res).cmax_ng_ml), axis=0)
+    marks = next(ln for ln in axc.get_lines()
+                 if ln.get_label() == "subjects' exact session peaks: median")
+    np.testing.assert_allclose(marks.get_ydata(), med_peaks, rtol=1e-9)
+    curve = next(ln for ln in axc.get_lines()
+                 if ln.get_label() == "ketamine (S + R) (median at each time)")
+    assert np.nanmax(curve.get_ydata()) < med_peaks.min()      # (why the markers are there)
+    assert "subjects' exact session peaks: median" in _legend_labels(fig)
+    assert any("the subjects' median peak" in ax.get_xlabel() for ax in fig.subfigs[0].axes)

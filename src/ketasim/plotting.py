@@ -469,8 +469,10 @@ def _line_or_band(ax, x, y, color, label, lw=2.0, ls="-", alpha=0.25):
     lo, med, hi = np.percentile(y, [5, 50, 95], axis=0)
     ax.fill_between(x, lo, hi, color=color, alpha=alpha, lw=0,
                     label=None if label is None else f"{label} (5-95 %)")
+    # (a median at each time: not the subjects' median peak, which is higher when their
+    # peaks fall at different times)
     ax.plot(x, med, color=color, lw=lw, ls=ls,
-            label=None if label is None else f"{label} (median)")
+            label=None if label is None else f"{label} (median at each time)")
 
 
 def _bands(model, analyte=None):
@@ -939,6 +941,24 @@ def _course_panel(kind, ax, run, color=None, label=None, analytes=None, bands=Tr
                     tlab += f" (at most {low:.2g} ng/mL)"
                 ax.plot(nxt[ok] / 24, trough[ok], ls="none", marker="o", ms=6, color=c,
                         mfc="white", mew=1.5, label=tlab if label is None else None, zorder=4)
+        elif markers and cmax.ndim == 2 and label is None and cmax.size:
+            # subjects: the median of their exact peaks, session by session, at the median
+            # peak time (the median curve, a median at each time on the output grid, had
+            # topped out below the per-session peaks the close-up's note and --summary give,
+            # without a word)
+            st = np.asarray(starts, dtype=float)
+            st = st if st.shape == cmax.shape else np.broadcast_to(st, cmax.shape)
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)     # (an all-NaN session)
+                med = np.nanmedian(cmax, axis=0)
+                at = np.nanmedian(st + tmax, axis=0)
+            ok = np.isfinite(med) & np.isfinite(at)
+            if ok.any():
+                ax.plot(at[ok] / 24, med[ok], ls="none", marker="D", ms=6, color=c,
+                        mec="white", mew=1, zorder=4,
+                        label="subjects' exact session peaks: median")
         ax.set_ylabel("ng/mL", fontsize=BODY_PT)
     elif kind == "occupancy":
         c = color or _COLORS["occupancy"]
@@ -1225,8 +1245,11 @@ def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
                            f"FIRST {_num(zoom)} HOURS: from the first session's start",
                            fontsize=BODY_PT)
             marked = any(np.ndim(r.metrics.cmax_ng_ml) == 1 for r in runs)
+            subjects = single and np.ndim(runs[0].metrics.cmax_ng_ml) == 2
             axc.set_xlabel("WHOLE COURSE: days from the first session" + (
-                " (a marker at every session's peak)" if marked else ""), fontsize=BODY_PT)
+                " (a marker at every session's peak)" if marked else
+                " (a marker at every session: the subjects' median peak)" if subjects
+                else ""), fontsize=BODY_PT)
         _row_legend(axz, axc)
     main.suptitle(title, fontsize=TITLE_PT, fontweight="bold")
     _fit_rows(fig, main, cap_h, grid)
