@@ -71,6 +71,68 @@ def test_a_first_run_loads_the_kernel_the_helper_compiled(tmp_path):
     assert started == "1" and int(hits) == 1 and int(misses) == 0 and ok == "True"
 
 
+@pytest.mark.slow
+def test_the_grid_kernel_loads_the_parts_the_helper_compiled(tmp_path):
+    """With an empty cache: the helper compiles the grid kernel's later parts
+    (``_warm.GRID_PARTS``, with the argument types written there); the grid kernel's own
+    compilation, after it, finds every one in the cache (a hit, none compiled again), so the
+    types written there are the ones the grid kernel calls them with."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), KETASIM_WARM="1")
+    code = textwrap.dedent("""
+        import numpy as np
+        import ketasim
+        from ketasim import _kernels, _warm
+        _warm.start("grid")
+        started = len(_warm._PENDING)
+        _warm.wait()                        # (a first run does not wait: it races)
+        ketasim.simulate("ketamine-iv", "standard-iv", np.linspace(0.0, 240.0, 50))
+        for name, _ in _warm.GRID_PARTS:
+            st = getattr(_kernels, name).stats
+            print(name, sum(st.cache_hits.values()), sum(st.cache_misses.values()))
+        print("started", started)
+    """)
+    p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    lines = p.stdout.split("\n")
+    assert "started 1" in lines
+    rows = [ln.split() for ln in lines if ln and not ln.startswith("started")]
+    assert [r[0] for r in rows] == [n for n, _ in _warm.GRID_PARTS]
+    assert all(r[1:] == ["1", "0"] for r in rows), rows
+
+
+def test_a_programs_first_simulation_starts_the_helper(monkeypatch):
+    """The first simulation of a process (the grid kernel not compiled or loaded in it yet)
+    asks for the helper (which itself does nothing when both kernels are in the cache);
+    later ones do not ask again."""
+    ketasim.simulate("ketamine-iv", "standard-iv", [0.0, 1.0])       # (compiled or loaded)
+    calls = []
+    monkeypatch.setattr(_warm, "start", lambda *needs: calls.append(needs))
+    ketasim.simulate("ketamine-iv", "standard-iv", [0.0, 1.0])
+    assert calls == []                  # this process has the kernel
+
+    real = _kernels.grid_range
+
+    class NotYetLoaded:
+        overloads = {}
+
+        def __call__(self, *args):
+            return real(*args)
+
+    monkeypatch.setattr(_kernels, "grid_range", NotYetLoaded())
+    r = ketasim.simulate("ketamine-iv", "standard-iv", [0.0, 1.0], outputs=["plasma"])
+    assert calls == [("grid", "metrics")]
+    assert r.output("plasma")[1] > 0
+
+
+def test_grid_part_signatures_are_numba_types():
+    from numba import types
+
+    sig = _warm.signature("F2 b f i I1r")
+    assert sig == (types.Array(types.float64, 2, "C"), types.boolean, types.float64,
+                   types.int64, types.Array(types.int64, 1, "C", readonly=True))
+
+
 class _Tty:
     """A stream that says it is a terminal and keeps what is written to it."""
 

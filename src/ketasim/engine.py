@@ -660,6 +660,10 @@ def run(plan: Plan, times, *, out: np.ndarray | None = None, threads=None,
     nothing is appended when ``out`` is given or the outputs are float32)."""
     from . import _kernels
 
+    if not getattr(_kernels.grid_range, "overloads", True):   # a first run: see ketasim._warm
+        from . import _warm
+
+        _warm.start("grid", "metrics")
     t = np.ascontiguousarray(times, dtype=np.float64)
     if not t.flags.writeable:     # one compiled kernel: the times are always a writeable array
         t = t.copy()
