@@ -1052,7 +1052,7 @@ def sc_compile(cfg):
     cold, warm = runs
     _say(cfg, f"  cold {cold['total_s']:.1f} s, warm cache {warm['total_s']:.1f} s")
     # what a new user meets: the first `ketasim course`, whose figure and summary need both
-    # kernels (the metrics kernel compiles in a helper process meanwhile, see ketasim._warm)
+    # kernels (a helper process compiles part of them meanwhile, see ketasim._warm)
     with tempfile.TemporaryDirectory(prefix="ketasim-bench-cache-") as cache, \
             tempfile.TemporaryDirectory(prefix="ketasim-bench-course-") as out:
         env = _env_with_package({"NUMBA_CACHE_DIR": cache})
@@ -1074,7 +1074,8 @@ def sc_compile(cfg):
                       f"{cold['one_s']:.2f} s, population {cold['population_s']:.2f} s, "
                       f"session metrics {cold['metrics_s']:.2f} s",
                       f"the first `ketasim course` with an empty cache (figure, table and "
-                      f"summary; the metrics kernel compiles in a helper process meanwhile): "
+                      f"summary; a helper process compiles part of the grid kernel and the "
+                      f"metrics kernel meanwhile): "
                       f"{course_s:.1f} s",
                       f"warm cache (cold start): total {warm['total_s']:.2f} s (import "
                       f"{warm['import_s']:.2f} s, one subject {warm['one_s']:.2f} s, "
