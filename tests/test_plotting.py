@@ -377,6 +377,15 @@ def test_course_figure_of_a_dose_tables_subjects_says_what_it_shows(tmp_path):
     title = fig.subfigs[0]._suptitle.get_text()
     assert "2 subjects of d.csv" in title and "kg" not in title.split("\n")[0][-6:]
     assert "median and 5-95 % band" in title
+    # the same table built in Python has no file name to give ("<doses>" had been shown)
+    recs = [{"subject": 1, "time_h": 0.0, "amount_mg": 35.0, "route": "iv", "duration_h": 0.6667,
+             "weight_kg": 60.0},
+            {"subject": 2, "time_h": 0.0, "amount_mg": 40.0, "route": "iv", "duration_h": 0.6667,
+             "weight_kg": 80.0}]
+    rp = ketasim.simulate("ketamine-iv", ketasim.Doses.from_records(recs),
+                          ketasim.time_grid(96, 0.25))
+    tp = plot_course(rp).subfigs[0]._suptitle.get_text()
+    assert "2 subjects of a dose table" in tp and "<" not in tp
     xlabels = [ax.get_xlabel() for ax in fig.subfigs[0].axes if ax.get_xlabel()]
     assert any(x.startswith("WHOLE COURSE") for x in xlabels)
     # no marker at each subject's peak is promised; the markers are their median's

@@ -1015,7 +1015,9 @@ def _title(run) -> str:
         # a dose table's subjects: each has its own doses and weight; the curves are the
         # median and 5-95 % band over them
         from pathlib import Path
-        src = Path(str(res.doses.source)).name if res.doses.source else "a dose table"
+        src = str(res.doses.source or "")
+        # (a table built in Python has no file: its placeholder source "<doses>" is no name)
+        src = Path(src).name if src and not src.startswith("<") else "a dose table"
         return (f"{drug}: {len(ids):,} subjects of {src}, each with its "
                 "own doses and weight\nmedian and 5-95 % band over the subjects")
     kg = f" · {_num(run.weight_kg)} kg" if uses_weight(res.model) else ""
