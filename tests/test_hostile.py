@@ -1848,6 +1848,12 @@ def test_heat_maps_are_readable_and_say_what_they_show(tmp_path, capsys, monkeyp
     assert all(len(t.get_text()) <= 6 for t in labels)
     boxes = [t.get_window_extent(r) for t in labels]
     assert not any(a.x1 > b.x0 for a, b in zip(boxes, boxes[1:]))
+    # text at the course figure's sizes for a slide (it had been matplotlib's 10 pt)
+    from ketasim.plotting import BODY_PT
+    ax, cax = fig.axes[0], fig.axes[1]
+    shown = ([t for t in ax.get_xticklabels() + ax.get_yticklabels() + cax.get_yticklabels()
+              if t.get_text()] + [ax.xaxis.label, ax.yaxis.label, cax.yaxis.label, ax.title])
+    assert min(t.get_fontsize() for t in shown) >= BODY_PT - 1
     assert np.nanmax(np.abs(res.grid("trough")[2])) < 1e-3      # (a month after a session)
     fig = plot_heatmap(res, "trough", "t")
     assert "effectively zero" in " ".join(t.get_text() for t in fig.findobj(matplotlib.text.Text))

@@ -405,7 +405,11 @@ def plot_heatmap(result, metric: str, title: str, analyte: str | None = None,
         z = np.asarray(z, dtype=float) * 100.0
         unit = "% of receptors"
     na, nb = result.varied
-    fig, ax = plt.subplots(figsize=(7, 5))
+    from .plotting import BODY_PT
+
+    # (text at the course figure's sizes, for a slide: it had been matplotlib's 10 pt)
+    fig, ax = plt.subplots(figsize=(8, 5.6))
+    ax.tick_params(which="major", labelsize=BODY_PT - 1)
 
     def edges(v):
         if v.size == 1:
@@ -485,15 +489,17 @@ def plot_heatmap(result, metric: str, title: str, analyte: str | None = None,
     import textwrap
 
     # (wrapped: a long description had run past the figure's top and bottom)
-    cb = fig.colorbar(m, ax=ax, label=(f"{metric} ({unit})" if unit else metric) + "\n"
-                      + textwrap.fill(what, 48, break_on_hyphens=False))
+    cb = fig.colorbar(m, ax=ax)
+    cb.set_label((f"{metric} ({unit})" if unit else metric) + "\n"
+                 + textwrap.fill(what, 44, break_on_hyphens=False), fontsize=BODY_PT - 1)
+    cb.ax.tick_params(labelsize=BODY_PT - 1)
     if empty:
         cb.set_ticks([])
     ax.set_xlabel(f"{nb} ({result.units.get(nb, '')})".replace(" ()", "")
-                  + (", log scale" if xlog else ""))
+                  + (", log scale" if xlog else ""), fontsize=BODY_PT)
     ax.set_ylabel(f"{na} ({result.units.get(na, '')})".replace(" ()", "")
-                  + (", log scale" if ylog else ""))
-    ax.set_title(title, fontsize=10)
+                  + (", log scale" if ylog else ""), fontsize=BODY_PT)
+    ax.set_title(title, fontsize=BODY_PT - 1)
     fig.tight_layout()
     return fig
 
