@@ -125,6 +125,23 @@ def test_a_programs_first_simulation_starts_the_helper(monkeypatch):
     assert r.output("plasma")[1] > 0
 
 
+def test_one_helper_at_a_time_compiles(tmp_path):
+    """Worker processes starting at once on an empty cache each start a helper: while one
+    holds the lock, another stops at once and compiles nothing."""
+    import fcntl
+
+    cache = tmp_path / "cache"
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache))
+    cache.mkdir()
+    with open(cache / "ketasim-warm.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)       # (a first helper at work)
+        p = subprocess.run([sys.executable, "-P", "-m", "ketasim._warm", "grid", "metrics"],
+                           env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    # (nothing compiled into the cache)
+    assert sorted(f.name for f in cache.rglob("*") if f.is_file()) == ["ketasim-warm.lock"]
+
+
 def test_grid_part_signatures_are_numba_types():
     from numba import types
 

@@ -15,7 +15,9 @@ Started by the command-line's commands (:func:`ahead`, with the kernels they nee
 first simulation of a process (:func:`ketasim.engine.run`). Nothing happens when the kernels
 are in the cache already, on a machine with one core, or with ``KETASIM_WARM=0``; any
 failure of the helper only means this process compiles everything itself, as it would have.
-A helper still running when the process ends is stopped (:func:`stop`).
+A helper still running when the process ends is stopped (:func:`stop`); one helper at a
+time compiles for a cache (:func:`only_helper`), so worker processes starting together on an
+empty cache do not each add a second compiling process.
 
 The CLI's commands call :func:`ahead` just before their first kernel: it starts that helper
 when useful, loads Numba's target without the modules no kernel needs
@@ -250,8 +252,43 @@ def compile_metrics() -> None:
                 pd_rtol=1e-6)
 
 
+def lock_path():
+    """The file one helper at a time holds locked, in the cache's folder (``NUMBA_CACHE_DIR``
+    or the package's ``__pycache__``, as :mod:`ketasim._numba_cache` chose)."""
+    from pathlib import Path
+
+    root = os.environ.get("NUMBA_CACHE_DIR") or str(Path(__file__).resolve().parent
+                                                     / "__pycache__")
+    return Path(root) / "ketasim-warm.lock"
+
+
+def only_helper():
+    """Lock :func:`lock_path` for this helper's lifetime: the open file, or None when another
+    helper holds it (a pool of worker processes starting at once on an empty cache each asks
+    for one; one compiles, the others stop at once and their programs compile what they still
+    need). Where files cannot be locked (no ``fcntl``, a read-only folder) it runs anyway."""
+    try:
+        import fcntl
+    except ImportError:       # pragma: no cover - not on POSIX
+        return True
+    try:
+        path = lock_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(path, "a")
+    except OSError:
+        return True
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.close()
+        return None
+    return fh
+
+
 if __name__ == "__main__":
-    if "grid" in sys.argv[1:]:
-        compile_grid_parts()
-    if "metrics" in sys.argv[1:]:
-        compile_metrics()
+    held = only_helper()
+    if held is not None:
+        if "grid" in sys.argv[1:]:
+            compile_grid_parts()
+        if "metrics" in sys.argv[1:]:
+            compile_metrics()
