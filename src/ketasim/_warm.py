@@ -197,7 +197,7 @@ def prepare_target() -> bool:
     return True
 
 
-FIRST_RUN_NOTE = ("ketasim: first run: compiling the solver (about half a minute on two free "
+FIRST_RUN_NOTE = ("ketasim: first run: compiling the solver (about 20 seconds on two free "
                   "cores, longer on a busy machine; once: later runs start in about a second)")
 
 
