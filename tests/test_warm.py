@@ -142,6 +142,18 @@ def test_one_helper_at_a_time_compiles(tmp_path):
     assert sorted(f.name for f in cache.rglob("*") if f.is_file()) == ["ketasim-warm.lock"]
 
 
+def test_a_finished_helper_is_collected_by_the_next_simulation(monkeypatch):
+    """A program that never takes metrics keeps no finished helper process around: the next
+    simulation collects it (its exit status taken, no zombie left)."""
+    ketasim.simulate("ketamine-iv", "standard-iv", [0.0, 1.0])        # (compiled or loaded)
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    p.returncode = None                 # (as a helper that has ended, not yet collected)
+    monkeypatch.setattr(_warm, "_PENDING", [p])
+    ketasim.simulate("ketamine-iv", "standard-iv", [0.0, 1.0])
+    assert _warm._PENDING == [] and p.returncode == 0
+
+
 def test_grid_part_signatures_are_numba_types():
     from numba import types
 

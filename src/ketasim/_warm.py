@@ -143,8 +143,14 @@ def stop() -> None:
                 p.wait()
 
 
+def reap() -> None:
+    """Forget a helper that has finished (and collect its exit status, so a long-lived
+    program, a notebook say, that never takes metrics keeps no finished process around)."""
+    _PENDING[:] = [p for p in _PENDING if p.poll() is None]
+
+
 def wait() -> None:
-    """Wait for a helper started by :func:`start_metrics` (if any) to finish."""
+    """Wait for a helper started by :func:`start` (if any) to finish."""
     while _PENDING:
         p = _PENDING.pop()
         try:

@@ -11,6 +11,7 @@ working arrays.
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -664,6 +665,10 @@ def run(plan: Plan, times, *, out: np.ndarray | None = None, threads=None,
         from . import _warm
 
         _warm.start("grid", "metrics")
+    else:
+        warm = sys.modules.get("ketasim._warm")
+        if warm is not None and warm._PENDING:
+            warm.reap()
     t = np.ascontiguousarray(times, dtype=np.float64)
     if not t.flags.writeable:     # one compiled kernel: the times are always a writeable array
         t = t.copy()
