@@ -202,11 +202,13 @@ def _expm_into(W):
         if s > norm:
             norm = s
     sq = 0
+    # (np.log2, not math.log2: Numba compiles math.log2 only from 0.59 on; both call the
+    # same C log2, so the result is the same to the bit)
     if norm > _THETA13:
-        sq = int(math.ceil(math.log2(norm / _THETA13)))
+        sq = int(math.ceil(np.log2(norm / _THETA13)))
     sq_half = 0
     if 0.5 * norm > _THETA13:
-        sq_half = int(math.ceil(math.log2(0.5 * norm / _THETA13)))
+        sq_half = int(math.ceil(np.log2(0.5 * norm / _THETA13)))
     scale = 2.0 ** (-sq)
     X = W[1]
     for i in range(n):
@@ -2284,7 +2286,7 @@ def metrics_range(sub0, sub1, Ks, ev_ts, ev_cs, ev_amts, ev_kinds, nevs, ev_vecs
                 kmax = rs
         kmax = max(kmax, 1e-9)
         # the ladder: base hb = 2^e with hb * kmax <= 2^-6; rung j has length hb 2^j
-        e0 = int(math.floor(math.log2(2.0 ** -6 / kmax)))
+        e0 = int(math.floor(np.log2(2.0 ** -6 / kmax)))
         hb = 2.0 ** e0
         for j in range(NL):
             LL[j] = hb * 2.0 ** j
@@ -2294,10 +2296,10 @@ def metrics_range(sub0, sub1, Ks, ev_ts, ev_cs, ev_amts, ev_kinds, nevs, ev_vecs
             WL[j, 2 * n] = 0.0
         _ladder_base(K, hb, LP, LG)
         top[0] = 0
-        j0 = int(round(math.log2(h0 / hb)))
+        j0 = int(round(np.log2(h0 / hb)))
         if j0 < 0:
             j0 = 0
-        jcap = int(round(math.log2(H_CAP / hb)))
+        jcap = int(round(np.log2(H_CAP / hb)))
         if jcap > NL - 1:
             jcap = NL - 1
         if j0 > jcap:
