@@ -870,6 +870,10 @@ def _metric_reference(sys_: System, starts, horizon):
     return cmax * 1e3, auc * 1e3
 
 
+# np.trapz before NumPy 2.0 (the same rule; np.trapezoid is new in 2.0)
+_trapezoid = getattr(np, "trapezoid", None) or np.trapz
+
+
 def _lsoda_metrics(sys_: System, starts, horizon):
     times = ketasim.time_grid(horizon, 1 / 60)
     y = solve_piecewise(sys_, times, "LSODA", BASE_RTOL, BASE_ATOL)[0] * 1e3
@@ -878,7 +882,7 @@ def _lsoda_metrics(sys_: System, starts, horizon):
     for k in range(len(starts)):
         sel = (times >= edges[k]) & (times <= edges[k + 1])
         cmax[k] = y[sel].max()
-        auc[k] = np.trapezoid(y[sel], times[sel])
+        auc[k] = _trapezoid(y[sel], times[sel])
     return cmax, auc
 
 
