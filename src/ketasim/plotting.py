@@ -593,23 +593,24 @@ ROW_MIN_IN = 1.8
 ROW_DECOR_IN = 0.75
 
 
-def _fit_rows(fig, main, cap_h, grid):
+def _fit_rows(fig, parts, cap_h, grid, title=None):
     """Make the figure taller where a row's legend (or a long title) needs more height than
     the figure gives it: each row at least :data:`ROW_MIN_IN` and as tall as its legend (a
     legend taller than the room the layout has had left the layout unapplied: legends over
-    each other, over the panels and off the figure)."""
-    r = fig._get_renderer()
+    each other, over the panels and off the figure). ``parts``: the grid of the panels'
+    subfigure above the caption's; ``title``: the panels' title (a Text) or None."""
+    # (sizes from the figure's own renderer: get_window_extent() without one)
     need = 0.15
-    if getattr(main, "_suptitle", None) is not None:
-        need += main._suptitle.get_window_extent(r).height / fig.dpi
+    if title is not None:
+        need += title.get_window_extent().height / fig.dpi
     for _axz, axc in grid:
         lg = axc.get_legend()
-        h = lg.get_window_extent(r).height / fig.dpi if lg is not None else 0.0
+        h = lg.get_window_extent().height / fig.dpi if lg is not None else 0.0
         need += max(ROW_MIN_IN, h + 0.1) + ROW_DECOR_IN
     have = fig.get_figheight() - cap_h
     if need > have:
         fig.set_figheight(need + cap_h)
-        main._subplotspec.get_gridspec().set_height_ratios([need, cap_h])
+        parts.set_height_ratios([need, cap_h])
 
 
 def _legend_near(ax, most: int = 4):
@@ -838,14 +839,15 @@ def _drawn_points(ax):
     return np.vstack(pts) if pts else np.empty((0, 2))
 
 
-def _place_notes(ax, notes, xspan, starts=()) -> bool:
+def _place_notes(fig, ax, notes, xspan, starts=()) -> bool:
     """Write the peak labels ``notes`` ([(text, colour)]; more than one: a comparison's, one
     line each, in a column) in the panel's upper part, at its right end, where the first
     session's curves have fallen. With later sessions in the panel (``starts``, their x), at
     the right end or just before one of them, where no curve or marker passes under the
     labels (a long close-up's second session had spiked under the label), else, with nowhere
     free, in the legend, each beside a marker in its colour (then True: the legend is to be
-    made again). The figure is laid out first, for the panel's size."""
+    made again). The figure ``fig`` (the root one ``ax`` is in) is laid out first, for the
+    panel's size."""
     if not notes:
         return False
     single = len(notes) == 1 and "\n" in notes[0][0]
@@ -860,16 +862,14 @@ def _place_notes(ax, notes, xspan, starts=()) -> bool:
         return False
     import warnings
 
-    fig = ax.get_figure(root=True)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="constrained_layout not applied")
         fig.get_layout_engine().execute(fig)
-    r = fig._get_renderer()
     x0, x1 = xspan
     y0, y1 = ax.get_ylim()
-    box = ax.get_window_extent(r)
+    box = ax.get_window_extent()
     # the labels' size in the panel's fractions, with their white ground and a margin
-    ext = [t.get_window_extent(r) for t in texts]
+    ext = [t.get_window_extent() for t in texts]
     w = max(e.width for e in ext) / box.width + 0.04
     h = (box.y1 - min(e.y0 for e in ext)) / box.height + 0.04
     pts = _drawn_points(ax)
@@ -1141,7 +1141,10 @@ def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
     caption_lines = _caption_lines(fig, [r.model for r in runs], noted=noted,
                                    extra="\n".join(extra) if extra else None)
     cap_h = (len(caption_lines) + 0.8) * CAPTION_PT * 1.25 / 72
-    main, cap = fig.subfigures(2, 1, height_ratios=[fig.get_figheight() - cap_h, cap_h])
+    # (the grid that Figure.subfigures(2, 1, height_ratios=...) makes, kept for _fit_rows)
+    parts = fig.add_gridspec(2, 1, height_ratios=[fig.get_figheight() - cap_h, cap_h],
+                             left=0, right=1, bottom=0, top=1)
+    main, cap = fig.add_subfigure(parts[0]), fig.add_subfigure(parts[1])
     cap.text(0.005, 0.5, "\n".join(caption_lines), fontsize=CAPTION_PT, color="0.25",
              va="center", ha="left")
     grid = main.subplots(len(rows), 2, squeeze=False, width_ratios=[1, 2.1])
@@ -1253,13 +1256,13 @@ def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
                 " (a marker at every session: the subjects' median peak)" if subjects
                 else ""), fontsize=BODY_PT)
         _row_legend(axz, axc)
-    main.suptitle(title, fontsize=TITLE_PT, fontweight="bold")
-    _fit_rows(fig, main, cap_h, grid)
+    head = main.suptitle(title, fontsize=TITLE_PT, fontweight="bold")
+    _fit_rows(fig, parts, cap_h, grid, head)
     # (placed with every run's curves drawn and the panels laid out: none may pass under a
     # label)
-    if _place_notes(grid[0][0], notes, (0.0, zoom), later):
+    if _place_notes(fig, grid[0][0], notes, (0.0, zoom), later):
         _row_legend(*grid[0])
-        _fit_rows(fig, main, cap_h, grid)
+        _fit_rows(fig, parts, cap_h, grid, head)
     return fig
 
 
