@@ -494,6 +494,9 @@ def serve(port: int = DEFAULT_PORT, open_browser: bool = True, model: str = "ket
     _guard_pixel_ratio(ex.fig.canvas)
     _guard_sockets(ex.fig.canvas.manager)
     ex.fig.canvas.manager.set_window_title("ketasim explorer")   # the page's header
+    # (matplotlib 3.7 gives a page that connects the figure's label as its header, later
+    # versions the window title)
+    ex.fig.set_label("ketasim explorer")
     print(f"ketasim explorer: open http://{address}:{port}/ in a browser (Ctrl+C stops it)",
           flush=True)
     import contextlib
