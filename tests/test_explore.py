@@ -85,6 +85,20 @@ def test_title_names_a_missed_session_only_when_the_course_has_it(ex):
     assert ex.peak_days().size == n                   # and every session is still there
 
 
+def _extent_as_drawn(t, renderer):
+    """``t``'s extent as drawn: a text drawn wrapped (the title) measured in its drawn lines
+    (matplotlib 3.7 measures it in one line, though it draws it wrapped; later versions
+    measure the wrapped lines themselves, so wrapping it again changes nothing there)."""
+    if not t.get_wrap() or not hasattr(t, "_get_wrapped_text"):
+        return t.get_window_extent(renderer)
+    text = t.get_text()
+    t.set_text(t._get_wrapped_text())
+    try:
+        return t.get_window_extent(renderer)
+    finally:
+        t.set_text(text)
+
+
 def _texts_outside_the_figure(e):
     from matplotlib.text import Text
 
@@ -97,7 +111,7 @@ def _texts_outside_the_figure(e):
     for t in e.fig.findobj(Text):
         if id(t) in ticks or not t.get_visible() or not t.get_text().strip():
             continue
-        b = t.get_window_extent(renderer)
+        b = _extent_as_drawn(t, renderer)
         if b.x0 < 0 or b.y0 < 0 or b.x1 > e.fig.bbox.x1 or b.y1 > e.fig.bbox.y1:
             out.append(t.get_text())
     return out
