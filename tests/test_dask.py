@@ -273,8 +273,15 @@ def test_a_listener_that_is_no_scheduler_is_given_up_on(monkeypatch, tmp_path, c
         took = time.perf_counter() - t0
     assert rc == 1 and took < 30
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "accepted a connection but no Dask scheduler answered" in err[0]
-    assert "cannot reach" not in err[0] and "tried for up to" not in err[0]
+    assert len(err) == 1, err
+    if "Timed out during handshake" in err[0]:
+        # (older distributed, 2023.1 and 2023.5 among them, times the handshake out itself,
+        # within the timeout ketasim gives it: the one line then says so, with that timeout)
+        assert "cannot reach" in err[0] and "tried for up to 0.5 s" in err[0] \
+            and "after 0.5 s" in err[0], err
+    else:
+        assert "accepted a connection but no Dask scheduler answered" in err[0]
+        assert "cannot reach" not in err[0] and "tried for up to" not in err[0]
     assert not (tmp_path / "p.csv").exists()
 
 
@@ -339,6 +346,12 @@ def test_a_closed_client_is_named_as_closed():
         population("ketamine-iv", SHORT, 2, metrics=("cmax",), scheduler=c, progress=False)
 
 
+# distributed 2025.7 and older (2023.5, 2024.2, 2025.1 tried) restart a worker process that
+# fails while it starts, for ever: the script without the guard then never ends (thousands of
+# lines of the workers' one error); 2026.8 gives up ("Nanny failed to start"), which ketasim
+# turns into one line. Versions between were not tried.
+@pytest.mark.skipif(tuple(int(x) for x in distributed.__version__.split(".")[:2]) < (2026, 8),
+                    reason="this distributed restarts a worker that fails to start for ever")
 def test_scheduler_local_in_a_script_without_a_main_guard_says_what_to_do(tmp_path):
     """Each worker process of scheduler="local" imports the script again: a script without
     ``if __name__ == "__main__":`` started a cluster in every worker, and ended in about 475
