@@ -1116,6 +1116,15 @@ def session_metrics(model, doses, params=None, weight_kg=70.0, *, metrics=("cmax
                                     f"expected {', '.join(sorted(known))}, time_above_occ_<X> "
                                     "or time_above_conc_<X>")
     thr_o, thr_c = _parse_thresholds(metrics)
+    # a metric the model cannot give is refused, as population() and sweep() refuse it (it
+    # had been a column of NaN: a model without occupancy has no peak occupancy)
+    from .population import _metric_needs
+    model = load_model(model)
+    for m in metrics:
+        why = _metric_needs(model, m)
+        if why is not None:
+            raise KetasimInputError(f"metrics: {m} needs {why}; model {model.name!r} has none "
+                                    "(leave it out)")
     schematic = any(m in ("peak_glutamate", "plasticity_end", "consolidation_end")
                     for m in metrics)
     mr = run_metrics(model, doses, params, weight_kg, analyte=analyte, thresholds_occ=thr_o,
