@@ -668,3 +668,14 @@ def test_nan_in_optional_columns_of_dataframe_records_is_not_given(tmp_path):
     reset = pd.DataFrame({"time_h": [0.0, 10.0], "amount_mg": [100.0, np.nan],
                           "route": ["iv", np.nan], "evid": [1, 3]})
     assert list(ketasim.Doses.from_records(reset.to_dict("records")).evid) == [1, 3]
+    # the DataFrame itself, as rxode2 and mrgsolve take a data frame of events (it had been
+    # refused: "doses: got DataFrame, expected a Doses, ..."): the same table, the same numbers
+    assert ketasim.Doses.from_frame(df) == d
+    r2 = ketasim.simulate(m, df.iloc[:2], t, outputs=["central"])
+    np.testing.assert_allclose(r2.concentration("central", "mg/L"), want, rtol=1e-12)
+    from ketasim.engine import session_metrics
+    sm = session_metrics(m, df.iloc[:1], metrics=("cmax",))
+    np.testing.assert_allclose(sm["cmax"], [100 / 50 * 1000.0], rtol=1e-12)
+    pop = ketasim.population(m, df.iloc[:1], 2, metrics=("cmax",), variability=False,
+                             progress=False)
+    np.testing.assert_allclose(pop.columns["cmax"], [2000.0, 2000.0], rtol=1e-12)

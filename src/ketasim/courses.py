@@ -377,13 +377,16 @@ def check_doses_spec(spec, what: str = "doses") -> None:
 def resolve_doses(spec, weight_kg: float = 70.0, **course_params) -> Doses:
     """A dose table from a course name (``standard-iv``, ``spravato``), a CSV path, a course
     TOML file (``.toml``: phases, see :func:`read_course_toml`), a list of dose records (see
-    :meth:`Doses.from_records`) or a Doses.
+    :meth:`Doses.from_records`), a pandas DataFrame of them, or a Doses.
 
     ``course_params`` use the names of :data:`COURSE_PARAMETERS` (e.g. ``dose_mg_per_kg``,
     ``maintenance_days``, ``months``); the standard IV course scales with ``weight_kg``.
     """
     if isinstance(spec, (list, tuple)) and all(isinstance(r, dict) for r in spec):
         spec = Doses.from_records(spec)            # dose records, as simulate takes them
+    from .dosing import is_frame
+    if is_frame(spec):
+        spec = Doses.from_frame(spec)              # a pandas DataFrame of dose records
     if isinstance(spec, Doses):
         if course_params:
             raise KetasimInputError(f"doses: course parameters {sorted(course_params)} need a "

@@ -402,6 +402,12 @@ class Doses(Derived):
                    rate_mg_h=[rate_mg_h], ss=[ss], evid=[evid])
 
     @classmethod
+    def from_frame(cls, frame, source: str = "<DataFrame>") -> "Doses":
+        """Build from a pandas DataFrame with the dose-table columns, as a CSV table would
+        give them (one row per dose; NaN is not given, see :meth:`from_records`)."""
+        return cls.from_records(frame.to_dict("records"), source=source)
+
+    @classmethod
     def from_records(cls, records, source: str = "<doses>") -> "Doses":
         """Build from dicts with the dose-table column names (or their NONMEM aliases, any
         letter case), e.g. the rows of ``csv.DictReader`` or ``DataFrame.to_dict("records")``:
@@ -550,6 +556,11 @@ class Doses(Derived):
         if self.subject is not None:
             cols.append("subject")
         return cols + list(self.covariates)
+
+
+def is_frame(obj) -> bool:
+    """Whether ``obj`` is a pandas DataFrame (without importing pandas)."""
+    return type(obj).__name__ == "DataFrame" and type(obj).__module__.startswith("pandas")
 
 
 def expand(doses: Doses) -> Doses:

@@ -198,8 +198,11 @@ def _coerce_doses(doses, weight_kg=70.0) -> Doses:
         return read_doses(doses)
     if isinstance(doses, (list, tuple)) and all(isinstance(r, dict) for r in doses):
         return Doses.from_records(doses)
+    from .dosing import is_frame
+    if is_frame(doses):          # a pandas DataFrame with the dose-table columns
+        return Doses.from_frame(doses)
     raise KetasimInputError(f"doses: got {type(doses).__name__}, expected a Doses, a list of "
-                            "dose records, a course name or a CSV path")
+                            "dose records, a DataFrame, a course name or a CSV path")
 
 
 def _check_weight(w):

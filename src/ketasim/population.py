@@ -964,9 +964,10 @@ def population(model, doses, n: int, seed: int = 0, *, metrics=None, bands=None,
     ----------
     model : Model or str
         A model with a ``[variability]`` section (all presets have one).
-    doses : Doses, list of dict, or str
-        A dose table, dose records, CSV path or course name (``standard-iv``, ``spravato``); a
-        course is built for ``weight_kg`` (a per-subject weight with a mg/kg course is refused).
+    doses : Doses, list of dict, DataFrame, or str
+        A dose table, dose records (or a pandas DataFrame of them), CSV path or course name
+        (``standard-iv``, ``spravato``); a course is built for ``weight_kg`` (a per-subject
+        weight with a mg/kg course is refused).
     n, seed : int
         Subjects ``0 .. n-1``; subject ``i``'s parameters depend only on ``(seed, i)``.
     metrics : sequence of str, optional

@@ -85,8 +85,9 @@ def simulate(model, doses, times, params: dict | None = None, weight_kg=70.0, *,
     ----------
     model : Model or str
         A :class:`Model`, a preset name or a TOML path.
-    doses : Doses, list of dict, or str
-        The dose table (a CSV path is read with :func:`read_doses`; a course name such as
+    doses : Doses, list of dict, DataFrame, or str
+        The dose table (dose records or a pandas DataFrame with the dose-table columns, NaN
+        meaning not given; a CSV path is read with :func:`read_doses`; a course name such as
         ``"standard-iv"`` builds that course; a ``.toml`` course file is read with
         :func:`read_course_toml`).
     times : array-like (T,)
