@@ -382,11 +382,10 @@ def resolve_doses(spec, weight_kg: float = 70.0, **course_params) -> Doses:
     ``course_params`` use the names of :data:`COURSE_PARAMETERS` (e.g. ``dose_mg_per_kg``,
     ``maintenance_days``, ``months``); the standard IV course scales with ``weight_kg``.
     """
-    if isinstance(spec, (list, tuple)) and all(isinstance(r, dict) for r in spec):
-        spec = Doses.from_records(spec)            # dose records, as simulate takes them
-    from .dosing import is_frame
-    if is_frame(spec):
-        spec = Doses.from_frame(spec)              # a pandas DataFrame of dose records
+    from .dosing import records_table
+    table = records_table(spec)             # dose records or a DataFrame, as simulate takes
+    if table is not None:
+        spec = table
     if isinstance(spec, Doses):
         if course_params:
             raise KetasimInputError(f"doses: course parameters {sorted(course_params)} need a "

@@ -563,6 +563,16 @@ def is_frame(obj) -> bool:
     return type(obj).__name__ == "DataFrame" and type(obj).__module__.startswith("pandas")
 
 
+def records_table(spec) -> Doses | None:
+    """The dose table of dose records (a list or tuple of dicts, :meth:`Doses.from_records`)
+    or of a pandas DataFrame of them (:meth:`Doses.from_frame`); None for anything else."""
+    if isinstance(spec, (list, tuple)) and all(isinstance(r, dict) for r in spec):
+        return Doses.from_records(spec)
+    if is_frame(spec):
+        return Doses.from_frame(spec)
+    return None
+
+
 def expand(doses: Doses) -> Doses:
     """Expand ``addl``/``ii_h`` repeats into single doses, sorted by time (stable).
 

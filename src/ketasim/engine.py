@@ -196,11 +196,10 @@ def _coerce_doses(doses, weight_kg=70.0) -> Doses:
             return read_course_toml(doses)
         check_doses_spec(doses)     # a misspelt course name: the nearest course, not a file
         return read_doses(doses)
-    if isinstance(doses, (list, tuple)) and all(isinstance(r, dict) for r in doses):
-        return Doses.from_records(doses)
-    from .dosing import is_frame
-    if is_frame(doses):          # a pandas DataFrame with the dose-table columns
-        return Doses.from_frame(doses)
+    from .dosing import records_table
+    table = records_table(doses)        # dose records, or a DataFrame of them
+    if table is not None:
+        return table
     raise KetasimInputError(f"doses: got {type(doses).__name__}, expected a Doses, a list of "
                             "dose records, a DataFrame, a course name or a CSV path")
 
@@ -1121,13 +1120,9 @@ def session_metrics(model, doses, params=None, weight_kg=70.0, *, metrics=("cmax
     thr_o, thr_c = _parse_thresholds(metrics)
     # a metric the model cannot give is refused, as population() and sweep() refuse it (it
     # had been a column of NaN: a model without occupancy has no peak occupancy)
-    from .population import _metric_needs
+    from .population import refuse_what_model_lacks
     model = load_model(model)
-    for m in metrics:
-        why = _metric_needs(model, m)
-        if why is not None:
-            raise KetasimInputError(f"metrics: {m} needs {why}; model {model.name!r} has none "
-                                    "(leave it out)")
+    refuse_what_model_lacks(model, metrics)
     schematic = any(m in ("peak_glutamate", "plasticity_end", "consolidation_end")
                     for m in metrics)
     mr = run_metrics(model, doses, params, weight_kg, analyte=analyte, thresholds_occ=thr_o,

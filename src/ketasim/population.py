@@ -135,6 +135,17 @@ def _metric_needs(model, m: str):
     return None
 
 
+def refuse_what_model_lacks(model, metrics, hint: str = "leave it out") -> None:
+    """Refuse a metric ``model`` cannot give (an occupancy metric without occupancy, a
+    schematic one without the schematic response), naming it and the model; ``hint`` ends
+    the message."""
+    for m in metrics:
+        why = _metric_needs(model, m)
+        if why is not None:
+            raise KetasimInputError(f"metrics: {m} needs {why}; model {model.name!r} has "
+                                    f"none ({hint})")
+
+
 def model_metrics(model, metrics=None) -> tuple:
     """The metrics of a run of ``model``: ``None`` (or :data:`DEFAULT_METRICS` itself) gives
     the default set without the metrics the model cannot give (no occupancy metrics for a
@@ -143,12 +154,8 @@ def model_metrics(model, metrics=None) -> tuple:
     if metrics is None or metrics is DEFAULT_METRICS:
         return tuple(m for m in DEFAULT_METRICS if _metric_needs(model, m) is None)
     metrics = _check_metrics(metrics)
-    for m in metrics:
-        why = _metric_needs(model, m)
-        if why is not None:
-            raise KetasimInputError(f"metrics: {m} needs {why}; model {model.name!r} has "
-                                    "none (leave it out; metrics=None gives the default metrics "
-                                    "the model has)")
+    refuse_what_model_lacks(model, metrics, "leave it out; metrics=None gives the default "
+                            "metrics the model has")
     return metrics
 
 
