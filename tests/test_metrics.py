@@ -127,3 +127,24 @@ def test_lowest_plasticity_in_maintenance_ends_at_the_last_session_not_the_washo
     inside = p[(t >= ms) & (t <= starts[-1])]
     np.testing.assert_allclose(cm.plasticity_min_maintenance, inside.min(), rtol=1e-3)
     assert cm.plasticity_min_maintenance > 10 * p[-1]      # the washout is far lower
+
+
+def test_course_metrics_warns_of_sessions_after_the_results_end():
+    """A result that ends before later sessions gave their metrics silently left out (the CLI
+    said so; Python did not): a KetasimWarning now names how many, as a horizon does, and a
+    result over the whole course says nothing."""
+    import warnings
+
+    d = ketasim.standard_iv_course(0.5, 70, 6)
+    short = ketasim.simulate("ketamine-iv", d, np.arange(0.0, 240.01, 0.5), outputs=["plasma"])
+    msg = (r"course_metrics: times\[-1\] = 240 h: 9 of 13 sessions \(9 doses\) start at or "
+           r"after it \(from day 10\)")
+    with pytest.warns(ketasim.KetasimWarning, match=msg) as got:
+        cm = course_metrics(short)
+    assert len(got) == 1
+    np.testing.assert_array_equal(cm.session_start_h, [0, 48, 96, 168])
+    whole = ketasim.simulate("ketamine-iv", d, ketasim.time_grid(170 * 24, 1.0),
+                             outputs=["plasma"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ketasim.KetasimWarning)
+        course_metrics(whole)

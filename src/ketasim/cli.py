@@ -526,7 +526,8 @@ def _simulate_rest(args, model, doses, times, params, weight, cal, helper) -> in
             from .metrics import course_metrics
             analyte = "plasma" if "plasma" in result.names else model.concentration_names[0]
             cm = course_metrics(result, analyte=analyte,
-                                thresholds=args.thresholds or (0.2, 0.3, 0.4))
+                                thresholds=args.thresholds or (0.2, 0.3, 0.4),
+                                _warn_after_end=False)
             labels = None
             if result.population:        # a dose table with subjects: a row per subject
                 from .io import id_label, subject_labels

@@ -9,12 +9,13 @@ derivative vanishes, AUC from an integrator state, threshold crossings solved fo
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, fields
 
 import numpy as np
 
 from .engine import session_starts
-from .errors import KetasimInputError
+from .errors import KetasimInputError, KetasimWarning
 
 __all__ = ["CourseMetrics", "course_metrics", "session_starts", "maintenance_start"]
 
@@ -166,7 +167,7 @@ def result_model(result):
 
 def course_metrics(result, analyte: str = "plasma", thresholds=(0.2, 0.3, 0.4),
                    merge_h: float = 1.0, maintenance_from_h: float | None = None,
-                   conc_thresholds_ng_ml=()) -> CourseMetrics:
+                   conc_thresholds_ng_ml=(), *, _warn_after_end: bool = True) -> CourseMetrics:
     """Exact per-session and course metrics of the subjects of a :class:`~ketasim.Result`.
 
     The metrics do not come from the result's time grid: the same subjects are re-run by the
@@ -181,8 +182,11 @@ def course_metrics(result, analyte: str = "plasma", thresholds=(0.2, 0.3, 0.4),
     merge_h : float        doses closer than this (h) belong to one session
     maintenance_from_h : float, optional   override the automatic start of maintenance
     conc_thresholds_ng_ml : floats   concentration thresholds (ng/mL) for time above
+
+    Sessions that start at or after the result's last output time have no metrics; a
+    :class:`~ketasim.KetasimWarning` says how many are left out.
     """
-    from .engine import SCHEMATIC_OUTPUTS, run_metrics
+    from .engine import SCHEMATIC_OUTPUTS, after_horizon_note, run_metrics
 
     if result.doses is None:
         raise KetasimInputError("metrics: the result carries no dose table")
@@ -199,6 +203,10 @@ def course_metrics(result, analyte: str = "plasma", thresholds=(0.2, 0.3, 0.4),
                      schematic=any(n in result.names for n in SCHEMATIC_OUTPUTS),
                      occupancy_calibration=inputs.get("occupancy_calibration"),
                      pd_rtol=inputs.get("pd_rtol", 1e-6))
+    # sessions from the last output time on have no metrics: say so, as a horizon does
+    note = after_horizon_note(result.doses, float(t[-1]), merge_h, field="times[-1]")
+    if note is not None and _warn_after_end:     # (the CLI and the figures say so their way)
+        warnings.warn(f"course_metrics: {note}", KetasimWarning, stacklevel=2)
     from . import _kernels as K
 
     mo = mr.per_session

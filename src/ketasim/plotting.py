@@ -445,7 +445,8 @@ def run_course(model, doses, weight_kg: float = 70.0, params=None, *,
     closeup = simulate(model, doses, tz, params=params, weight_kg=weight_kg, outputs=outputs,
                        **simulate_kw)
     metrics = course_metrics(course, analyte=main_analyte(model),
-                             maintenance_from_h=course_maintenance_start(name, doses))
+                             maintenance_from_h=course_maintenance_start(name, doses),
+                             _warn_after_end=False)
     return CourseRun(course, closeup, metrics, label or model.name, _regimen(doses, regimen),
                      float(np.mean(weight_kg)))
 
@@ -1328,7 +1329,7 @@ def _as_run(run, closeup_h, **kw):
         raise TypeError(f"unexpected arguments {sorted(kw)}")
     t0 = float(expand(res.doses).time_h.min()) if res.doses is not None else float(res.times[0])
     closeup = _closeup_of(res, t0, closeup_h)
-    cm = course_metrics(res, analyte=main_analyte(res.model))
+    cm = course_metrics(res, analyte=main_analyte(res.model), _warn_after_end=False)
     wt = res.params.get("WT") if isinstance(res.params, dict) else None
     wt = float(np.mean(wt)) if wt is not None else 70.0
     return CourseRun(res, closeup, cm, res.model.name,
