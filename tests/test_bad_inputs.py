@@ -204,7 +204,17 @@ CASES = [
     ("--out with the wrong suffix", None, None,
      ["simulate", "--model", "{m}", "--doses", "{d}", "--out", "{o}.txt"], 2,
      ["--out", ".csv.txt", "ending in .csv"]),
-    ("misspelled option", None, None, SIM + ["--wieght", "60"], 2, ["--wieght"]),
+    # (the command's own parser answers, naming the option meant: it had been "ketasim:
+    # usage error: unrecognized arguments: --wieght 60 (see ketasim --help)", whose help
+    # lists no command's options)
+    ("misspelled option", None, None, SIM + ["--wieght", "60"], 2,
+     ["ketasim simulate: usage error", "--wieght", "did you mean --weight?",
+      "see ketasim simulate --help"]),
+    ("misspelled option of schedule custom", None, None,
+     ["schedule", "custom", "{c}", "--out", "{o}", "--monhts", "3"], 2,
+     ["ketasim schedule custom: usage error", "--monhts", "did you mean --months?"]),
+    ("unknown option, nothing close", None, None, SIM + ["--outputs", "plasma"], 2,
+     ["ketasim simulate: usage error", "unrecognized arguments: --outputs plasma (see"]),
     ("misspelled command", None, None, ["simulat", "--out", "{o}"], 2,
      ["'simulat'", "simulate"]),
     ("missing --out", None, None, ["simulate", "--model", "{m}", "--doses", "{d}"], 2,
@@ -213,7 +223,7 @@ CASES = [
     # "the following arguments are required: --out")
     ("misspelled option and no --out", None, None,
      ["simulate", "--model", "{m}", "--doses", "{d}", "--oot", "{o}"], 2,
-     ["unrecognized arguments", "--oot"]),
+     ["unrecognized arguments", "--oot", "did you mean --out?"]),
     # --- courses
     ("course: too many sessions a week", None, None,
      ["schedule", "custom", "{c}", "--out", "{o}"], 1, ["c.toml", "phase[0]", "per_week", "9"]),

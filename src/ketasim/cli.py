@@ -52,6 +52,42 @@ class _Parser(argparse.ArgumentParser):
         self._argv = list(sys.argv[1:] if args is None else args)
         return super().parse_known_args(args, namespace)
 
+    def parse_args(self, args=None, namespace=None):
+        # argparse reports words no parser took from the top-level parser ("ketasim: ...
+        # see ketasim --help", whose help lists no command's options): they are reported by
+        # the command's own parser, with the option meant where one is close
+        ns, extras = self.parse_known_args(args, namespace)
+        if extras:
+            parser = self._chosen(ns)
+            parser.error(f"unrecognized arguments: {' '.join(extras)}"
+                         + parser._did_you_mean(extras))
+        return ns
+
+    def _chosen(self, ns) -> "_Parser":
+        """The (sub)command's parser that ``ns`` was parsed by (``ketasim schedule custom``:
+        the ``custom`` parser)."""
+        p = self
+        while True:
+            acts = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
+            sub = acts[0].choices.get(getattr(ns, acts[0].dest, None)) if acts else None
+            if not isinstance(sub, _Parser):
+                return p
+            p = sub
+
+    def _did_you_mean(self, words) -> str:
+        """" (did you mean --weight?)" for the misspelt ``--options`` among ``words``."""
+        import difflib
+
+        known = [o for o in self._option_string_actions if o.startswith("--")]
+        close = []
+        for w in words:
+            if w.startswith("--") and w != "--":
+                name = w.split("=", 1)[0]
+                m = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
+                if m and m[0] not in close:
+                    close.append(m[0])
+        return f" (did you mean {' or '.join(close)}?)" if close else ""
+
     def _unknown_options(self) -> list[str]:
         """The ``--name`` words given to this parser that are none of its options (nor an
         abbreviation of one)."""
@@ -63,7 +99,8 @@ class _Parser(argparse.ArgumentParser):
         if message.startswith("the following arguments are required"):
             unknown = self._unknown_options()     # (a misspelt option is the likelier cause)
             if unknown:
-                message = f"unrecognized arguments: {' '.join(unknown)}"
+                message = (f"unrecognized arguments: {' '.join(unknown)}"
+                           + self._did_you_mean(unknown))
         self.exit(2, f"{self.prog}: usage error: {message} (see {self.prog} --help)\n")
 
 
