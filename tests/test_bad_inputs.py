@@ -689,3 +689,18 @@ def test_nan_in_optional_columns_of_dataframe_records_is_not_given(tmp_path):
     pop = ketasim.population(m, df.iloc[:1], 2, metrics=("cmax",), variability=False,
                              progress=False)
     np.testing.assert_allclose(pop.columns["cmax"], [2000.0, 2000.0], rtol=1e-12)
+
+
+@pytest.mark.parametrize("call", ["population", "cli"])
+def test_a_metric_in_the_wrong_letter_case_names_the_metric_meant(call, tmp_path, capsys):
+    # ("Cmax", as pharmacology writes it, had been answered "did you mean 'tmax'?")
+    if call == "population":
+        with pytest.raises(KetasimInputError, match=r"did you mean 'cmax'\?"):
+            ketasim.population("ketamine-iv", "standard-iv", 10, metrics=["Cmax", "AUC"])
+    else:
+        rc, err = run_cli(["population", "--model", "ketamine-iv", "--n", "10", "--metrics",
+                           "cmax,AUC", "--out", str(tmp_path / "p.csv")], capsys)
+        assert rc == 1 and "did you mean 'auc'?" in err, err
+    from ketasim.errors import suggest
+    assert suggest("Tmax", ["cmax", "tmax"]) == " (did you mean 'tmax'?)"
+    assert suggest("V", ["V1", "V2", "v"]) == " (did you mean 'v'?)"

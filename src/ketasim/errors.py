@@ -66,13 +66,15 @@ def is_real(x) -> bool:
 
 
 def suggest(name: str, choices: Iterable[str]) -> str:
-    """Return ``" (did you mean 'x'?)"`` for the closest of *choices*, or ``""``."""
+    """Return ``" (did you mean 'x'?)"`` for the closest of *choices*, or ``""``: a choice
+    that differs from *name* only in letter case first (``Cmax`` had been answered with
+    ``tmax``, as close letter for letter as ``cmax``)."""
     choices = list(choices)
-    close = difflib.get_close_matches(str(name), choices, n=1, cutoff=0.5)
-    if not close:
-        lower = {c.lower(): c for c in choices}
-        if str(name).lower() in lower:
-            close = [lower[str(name).lower()]]
+    lower = {}
+    for c in choices:
+        lower.setdefault(str(c).lower(), c)
+    close = ([lower[str(name).lower()]] if str(name).lower() in lower
+             else difflib.get_close_matches(str(name), choices, n=1, cutoff=0.5))
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
