@@ -1096,6 +1096,14 @@ def session_metrics(model, doses, params=None, weight_kg=70.0, *, metrics=("cmax
     horizon_h : float, optional
         End of the course, h (default: last session start + 28 days). Sessions starting at
         or after it have no metrics: a :class:`~ketasim.errors.KetasimWarning` says how many.
+    merge_h : float
+        Doses closer than this (h) belong to one session (default 1).
+    occupancy_calibration, pd_rtol
+        As for :func:`ketasim.simulate`.
+    threads : int, optional
+        Threads for this call (default: one per core); never changes a result.
+    chunk_size : int
+        Largest number of subjects run at once (bounds the memory); never changes a result.
 
     Returns
     -------

@@ -176,15 +176,24 @@ def course_metrics(result, analyte: str = "plasma", thresholds=(0.2, 0.3, 0.4),
 
     Parameters
     ----------
-    result : Result        a simulation that kept its doses
+    result : Result        a result of :func:`ketasim.simulate` (it keeps its dose table,
+                           parameters and weight); one subject or a population
     analyte : str          concentration for Cmax/Tmax/AUC/trough (default the ``plasma`` alias)
     thresholds : floats    occupancy thresholds (0-1) for time above threshold
     merge_h : float        doses closer than this (h) belong to one session
-    maintenance_from_h : float, optional   override the automatic start of maintenance
+    maintenance_from_h : float, optional   override the automatic start of maintenance, h
     conc_thresholds_ng_ml : floats   concentration thresholds (ng/mL) for time above
 
-    Sessions that start at or after the result's last output time have no metrics; a
-    :class:`~ketasim.KetasimWarning` says how many are left out.
+    Returns
+    -------
+    CourseMetrics
+        Per-session arrays (S,), or (N, S) for a population, with the unit in each name:
+        ``cmax_ng_ml``, ``tmax_h``, ``auc_ng_h_ml``, ``trough_ng_ml``, ``time_above_h``
+        (threshold -> hours), ``peak_occupancy`` (0-1), ``peak_glutamate``; and
+        ``plasticity_end`` (see :class:`CourseMetrics`). Sessions are counted up to the
+        result's last output time, which cuts the last one's AUC and times above there;
+        sessions that start at or after it have no metrics (a
+        :class:`~ketasim.KetasimWarning` says how many are left out).
     """
     from .engine import SCHEMATIC_OUTPUTS, after_horizon_note, run_metrics
 

@@ -1391,13 +1391,19 @@ def plot_bands(result, name: str = "plasma", *, times=None, ax=None, label: str 
         or an array of values, one row per subject (then give ``times`` in h).
     name : str
         Output to draw (default ``plasma``).
+    times : array (T,), optional
+        The times (h) of an array of values; not with a Result, which has its own.
     ax : matplotlib Axes, optional
         Draw on it (the Figure is still returned); default: a new Figure.
     label, color : str, optional
+        The legend's name for the output (default: its analyte name) and the colour.
     percentiles : (lo, mid, hi)
         Default 5/50/95 %.
     unit_scale : float
         Multiplier for the values (e.g. 100 for occupancy in %).
+    ylabel, title : str, optional
+        The y-axis label (default: ``ng/mL`` for a concentration, else ``name``) and a title
+        over the panel (default: none).
     days : bool, optional
         Time axis in days (default: when the grid is longer than three days).
 

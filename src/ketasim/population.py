@@ -1006,16 +1006,27 @@ def population(model, doses, n: int, seed: int = 0, *, metrics=None, bands=None,
         Typical values replacing the model's (subjects vary around them).
     variability : bool
         False: every subject has the typical values (covariates still apply).
+    analyte : str, optional
+        The concentration the PK metrics (``cmax``, ``tmax``, ``auc``, ``trough``,
+        ``time_above_conc_<X>``) describe (default ``plasma``, or the model's first
+        concentration).
     horizon_h : float, optional
         End of the course, h (default: the last dose start + 28 days): the metrics' and the
         bands' (``bands=True`` or a step). Sessions starting at or after it have no metrics:
         a :class:`~ketasim.errors.KetasimWarning` says how many.
+    threads : int, optional
+        Threads for this call (default: one per core); never changes a result.
     progress : None, bool
         A progress bar on stderr: None = when stderr is a terminal.
+    keep_parameters : bool
+        Keep each subject's drawn parameters as ``param_<NAME>`` columns (default True; up
+        to 2,000,000 subjects).
 
     Returns
     -------
     PopulationResult
+        ``res["cmax"]`` (n,) over the course, ``res["cmax_s1"]`` session 1, ...;
+        ``res.units``, ``res.to_dataframe()``; ``res.bands`` the 5/50/95 % over time (or None).
     """
     from .modelfile import load_model
     from .variability import check_seed
@@ -1174,6 +1185,19 @@ def sweep(model, doses, vary, *, metrics=None, n: int | None = None,
     weight_kg : float, optional
         One body weight, kg, for every point (default 70); refused when ``weight_kg`` is also
         varied.
+    seed : int
+        Seed of the ``n`` subjects' parameters (as for :func:`population`).
+    params : dict, optional
+        Typical values replacing the model's at every point (a varied name is set by ``vary``).
+    chunk_size, scheduler, analyte, threads, progress
+        As for :func:`population`.
+
+    Returns
+    -------
+    SweepResult
+        One row per grid point: ``res.to_dataframe()``, ``res["cmax"]`` (points,),
+        ``res.grid("cmax")`` (for two varied names: the values of each, sorted, and the
+        metric as an array (n1, n2)), ``res.units``.
 
     Points sharing a dose table run as one batch; course-parameter points are grouped by their
     dose table.
