@@ -392,6 +392,15 @@ def test_sweep_bad_names():
         sweep("ketamine-iv", ONE_MONTH, {"dose_mg_per_kg": [0.5]})
     with pytest.raises(KetasimInputError, match="did you mean"):
         sweep("ketamine-iv", "standard-iv", {"maintenance_dayz": [14.0]})
+    # a misspelt course parameter: the message lists the course's own (it had said only
+    # "expected a model parameter or weight_kg", as if a course had none)
+    with pytest.raises(KetasimInputError,
+                       match=r"or a parameter of the course standard-iv \(dose_mg_per_kg, "
+                             r"months, maintenance_days, infusion_min\)$"):
+        sweep("ketamine-iv", "standard-iv", {"dose_mgkg": [0.5]})
+    with pytest.raises(KetasimInputError,
+                       match=r"or a parameter of the course spravato \(dose_mg, months\)$"):
+        sweep("esketamine-nasal", "spravato", {"dosemg": [56.0]})
     with pytest.raises(KetasimInputError, match="dose"):
         sweep("esketamine-nasal", "spravato", {"dose_mg": [60.0], "months": [1.0]})
 

@@ -1273,8 +1273,12 @@ def sweep(model, doses, vary, *, metrics=None, n: int | None = None,
         else:
             known = list(model.parameters) + ["weight_kg"] + [c for c in course_names
                                                               if c != "weight_kg"]
-            hint = ("" if course else "; course parameters (dose_mg_per_kg, maintenance_days, "
-                    "months, infusion_min, dose_mg) need --doses to name a course")
+            # (spravato's maintenance is a word, weekly or biweekly: no grid varies it)
+            own = [c for c in course_names if c not in ("weight_kg", "maintenance")]
+            hint = (f", or a parameter of the course {course} ({', '.join(own)})" if own
+                    else "" if course else "; course parameters (dose_mg_per_kg, "
+                    "maintenance_days, months, infusion_min, dose_mg) need --doses to name a "
+                    "course")
             near = (" (did you mean 'weight_kg'? body weight is varied as weight_kg, in kg)"
                     if name.lower() in ("wt", "weight", "bw", "body_weight", "bodyweight",
                                         "weight_g", "wgt", "kg") else suggest(name, known))
