@@ -1300,6 +1300,13 @@ def test_heat_map_ticks_are_round_numbers_with_a_tick_at_each_grid_value():
         assert all(np.isclose(locs, g).any() for g in grid)
     texts = [t for _, t in shown(ax.yaxis) + shown(ax.xaxis)]
     assert "97.143" not in texts and "0.215" not in texts
+    # a log axis over less than a decade: at least three round labels (CL = log:50:150:9
+    # had been labelled 50 and 100 only, the other seven rows left to guess)
+    for lo, hi, want in ((50, 150, ["50", "70", "100", "150"]), (2, 5, ["2", "3", "5"]),
+                         (0.12, 0.5, ["0.15", "0.2", "0.3", "0.5"])):
+        fig = plot_heatmap(Two(np.geomspace(lo, hi, 9), cl), "cmax", "t")
+        fig.canvas.draw()
+        assert [t for _, t in shown(fig.axes[0].yaxis)] == want
     # round grid values: labelled as they are, at the cells
     fig = plot_heatmap(Two(np.linspace(50, 100, 6), np.array([0.25, 0.5, 0.75, 1.0])), "cmax",
                        "t")

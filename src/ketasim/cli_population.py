@@ -436,8 +436,8 @@ def plot_heatmap(result, metric: str, title: str, analyte: str | None = None,
         NullLocator,
     )
 
-    for is_log, axis, v, scale in ((xlog, ax.xaxis, b, ax.set_xscale),
-                                   (ylog, ax.yaxis, a, ax.set_yscale)):
+    for is_log, axis, v, scale, ends in ((xlog, ax.xaxis, b, ax.set_xscale, xe),
+                                         (ylog, ax.yaxis, a, ax.set_yscale, ye)):
         if is_log:
             scale("log")
         if not _round_values(v):
@@ -446,7 +446,15 @@ def plot_heatmap(result, metric: str, title: str, analyte: str | None = None,
             # tick without a label at each grid value (the cells' centres); it had been
             # labelled 97.143, 114.29, 131.43 ... at the cells
             if is_log:
-                axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=12))
+                # 1-2-5, or denser where that labels fewer than three values: CL =
+                # log:50:150:9 had been labelled at 50 and 100 only
+                lo, hi = float(np.min(ends)), float(np.max(ends))
+                for subs in ((1.0, 2.0, 5.0), (1.0, 1.5, 2.0, 3.0, 5.0, 7.0),
+                             tuple(range(1, 10))):
+                    loc = LogLocator(base=10, subs=subs, numticks=30)
+                    if np.count_nonzero([lo <= t <= hi for t in loc.tick_values(lo, hi)]) >= 3:
+                        break
+                axis.set_major_locator(loc)
             else:
                 axis.set_major_locator(MaxNLocator(nbins=7, steps=[1, 2, 2.5, 5, 10]))
             axis.set_major_formatter(FuncFormatter(lambda x, _pos: f"{x:.6g}"))
