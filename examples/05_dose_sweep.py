@@ -28,7 +28,8 @@ a1, a2 = fig.subplots(1, 2)
 a1.plot(doses_mg_per_kg, cmax, "o-", color=OKABE_ITO["blue"], lw=2.2, ms=8)
 a1.set_ylabel("peak ketamine (S + R), ng/mL", fontsize=12)
 a2.plot(doses_mg_per_kg, occ, "o-", color=OKABE_ITO["green"], lw=2.2, ms=8)
-a2.set_ylabel("peak occupancy, % (MODEL-PREDICTED)", fontsize=12)
+cal = ketasim.load_model("ketamine-iv").default_calibration     # the preset's default Ki
+a2.set_ylabel(f"peak occupancy, % (MODEL-PREDICTED, {cal} Ki)", fontsize=12)
 for ax in (a1, a2):
     ax.axvline(0.5, color="0.5", ls=":", lw=1.2)
     ax.text(0.52, 0.04, "0.5 mg/kg: the dose of\nmost depression trials",
