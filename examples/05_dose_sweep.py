@@ -2,7 +2,7 @@
 
 Eight doses from 0.1 to 1.5 mg/kg (one 40-minute infusion, 70 kg), per-session metrics from
 ketasim.engine.session_metrics. The concentration grows in proportion to the dose (linear
-pharmacokinetics); the model-predicted occupancy saturates (competitive binding).
+pharmacokinetics); the model-predicted occupancy grows less than in proportion (binding saturates).
 
     python examples/05_dose_sweep.py               # writes dose_sweep.png
 """
@@ -29,7 +29,7 @@ a1.plot(doses_mg_per_kg, cmax, "o-", color=OKABE_ITO["blue"], lw=2.2, ms=8)
 a1.set_ylabel("peak ketamine (S + R), ng/mL", fontsize=12)
 a2.plot(doses_mg_per_kg, occ, "o-", color=OKABE_ITO["green"], lw=2.2, ms=8)
 cal = ketasim.load_model("ketamine-iv").default_calibration     # the preset's default Ki
-a2.set_ylabel(f"peak occupancy, % (MODEL-PREDICTED, {cal} Ki)", fontsize=12)
+a2.set_ylabel(f"peak occupancy, %\n(MODEL-PREDICTED, {cal} Ki)", fontsize=12)
 for ax in (a1, a2):
     ax.axvline(0.5, color="0.5", ls=":", lw=1.2)
     ax.text(0.52, 0.04, "0.5 mg/kg: the dose of\nmost depression trials",
@@ -39,6 +39,6 @@ for ax in (a1, a2):
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.tick_params(labelsize=12)
-fig.suptitle("Dose sweep: concentration grows in proportion, occupancy saturates",
+fig.suptitle("Dose sweep: concentration grows in proportion, occupancy less than in proportion",
              fontsize=15, fontweight="bold")
 save(fig, "dose_sweep")
