@@ -525,3 +525,23 @@ def test_compare_csv_holds_no_cell_a_spreadsheet_reads_as_a_formula(tmp_path, ca
     assert b[1] == ["drug", "", "esketamine (esketamine-iv)"]
     assert a[2:] == b[2:]
     assert not any(c.startswith(("=", "+", "@")) for r in a for c in r)
+
+
+def test_course_summary_names_the_day_of_the_plasticity_at_the_end(tmp_path, capsys):
+    """The consolidated plasticity's 'at the end 0.0644' beside 'lowest during maintenance
+    0.0645' read as a contradiction: the end is the washout, 28 days after the last session
+    (day 168 of the six-month standard course). Its day is said, and the value is the
+    result's at that day."""
+    import re
+
+    assert main(["course", "--out-dir", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if ln.startswith("Schematic consolidated"))
+    m = re.search(r"at the end \(day (\d+)\) ([0-9.]+); lowest during maintenance \(day 28 to "
+                  r"168\) ([0-9.]+)\.$", line)
+    assert m is not None, line
+    assert int(m.group(1)) == 168 + 28
+    table = np.genfromtxt(tmp_path / "o" / "course.csv", delimiter=",", names=True)
+    assert table["time_h"][-1] == 196 * 24
+    assert float(m.group(2)) == pytest.approx(table["consolidation"][-1], rel=1e-3)
+    assert float(m.group(2)) < float(m.group(3))

@@ -445,7 +445,10 @@ def course_summary(run) -> str:
         y = res.output(nm)
         if y.ndim != 1:
             continue
-        line = f"{words}: highest {fmt(y.max())}, at the end {fmt(y[-1])}"
+        # the end is the washout after the last session: its day said, so a value there
+        # below the lowest of maintenance reads as what it is
+        line = (f"{words}: highest {fmt(y.max())}, at the end (day "
+                f"{fmt(float(res.times[-1]) / 24)}) {fmt(y[-1])}")
         if np.isfinite(mstart):
             # from maintenance's start to its last session (the washout after the last
             # session is not maintenance)
