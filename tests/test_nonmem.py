@@ -770,6 +770,36 @@ def test_a_row_flagged_in_a_c_column_is_a_comment_and_not_dosed():
     np.testing.assert_array_equal(d.amount_mg, [100.0, 50.0, 25.0])
 
 
+def test_dose_records_read_mdv_and_c_as_the_csv_reader_does():
+    """A NONMEM dataset as a DataFrame (or dose records) without an EVID column: its
+    observation rows (MDV 0, or MDV 1 with no amount) had been taken as doses of 0 mg (each
+    starting a session of its own in the metrics) or refused for their empty AMT, and a row
+    flagged in a C column had been dosed; they are skipped, as read_doses skips them."""
+    pd = pytest.importorskip("pandas")
+    text = ("ID,TIME,AMT,CMT,DV,MDV,C\n1,0,100,1,.,1,.\n1,2,.,1,30,0,.\n1,4,0,1,25,0,.\n"
+            "1,6,.,1,.,1,.\n1,8,100,1,.,1,C\n1,12,100,1,.,1,.\n")
+    from_csv = ketasim.read_doses(io.StringIO(text))
+    df = pd.read_csv(io.StringIO(text), na_values=".")
+    for d in (ketasim.Doses.from_frame(df), ketasim.Doses.from_records(df.to_dict("records")),
+              ketasim.Doses.from_frame(df.fillna({"AMT": 0}))):
+        assert d == from_csv and d.n_skipped == from_csv.n_skipped == 3
+        np.testing.assert_array_equal(d.time_h, [0.0, 12.0])
+    # one compartment (V 50 L, CL 10 L/h): two sessions, at 0 and 12 h, as in the CSV
+    from ketasim.engine import session_metrics
+    m = _models.one_cpt(V=50.0, CL=10.0)
+    sm = session_metrics(m, df, metrics=("cmax", "auc"), horizon_h=24.0)
+    np.testing.assert_array_equal(sm["session_start_h"], [[0.0, 12.0]])
+    k = 10.0 / 50.0
+    np.testing.assert_allclose(sm["cmax_s2"], [2000.0 * (1 + np.exp(-12 * k))], rtol=1e-12)
+    np.testing.assert_allclose(sm["auc_s1"], [2000.0 / k * (1 - np.exp(-12 * k))], rtol=1e-12)
+    with pytest.raises(KetasimInputError, match=r"row 2: amount_mg: got 5\.0 on an "
+                                                 r"observation row \(MDV 0\)"):
+        ketasim.Doses.from_records([dict(TIME=0, AMT=100, CMT=1, MDV=1),
+                                    dict(TIME=1, AMT=5.0, CMT=1, MDV=0)])
+    with pytest.raises(KetasimInputError, match=r"row 1: DATE: got '2024-01-01'"):
+        ketasim.Doses.from_records([dict(TIME=0, AMT=100, CMT=1, DATE="2024-01-01")])
+
+
 def test_covariates_given_only_on_observation_rows_are_used():
     """NONMEM datasets often carry covariates on every row, observation rows included: a
     covariate blank on a subject's dose rows takes its value from them (its dose rows win

@@ -414,7 +414,10 @@ class Doses(Derived):
         a value ``None``, blank, ``"."``, NaN or pandas' ``NA`` is not given, as a blank cell
         of a CSV table (a bolus row's NaN ``rate_mg_h``, say); in ``time_h``, ``amount_mg``
         or ``route`` of a dose row it is refused. Rows with ``evid`` 0 or 2 are skipped
-        and counted in ``n_skipped``;
+        and counted in ``n_skipped``, and so, as :func:`read_doses` reads a NONMEM dataset,
+        are rows without an ``evid`` whose ``MDV`` is 0, or 1 with no amount; a row with
+        anything but blank, ``.`` or 0 in a ``C`` key is a comment and skipped, and a
+        ``DATE`` (``DAT1``-``DAT3``) must be blank;
         other keys must be covariates (``weight_kg`` or model parameter names, checked when the
         table is simulated) or NONMEM data items, which are read past."""
         rows = []
@@ -426,6 +429,7 @@ class Doses(Derived):
                                         "expected a dict with time_h, amount_mg, route")
             rec = {}
             missing = set()
+            nm = {}                 # the NONMEM items read_doses reads: MDV, C, DATE, DAT1-3
             for k, v in r.items():
                 c = _canonical(str(k))
                 if c is None:
@@ -436,6 +440,9 @@ class Doses(Derived):
                                                 f"{hint}; expected {', '.join(COLUMNS)}, a "
                                                 "covariate or a NONMEM data item")
                     c = k
+                if c == "" and str(k).upper() in ("MDV", "C", "DATE", "DAT1", "DAT2", "DAT3") \
+                        and not _blank_item(v):
+                    nm[str(k).upper()] = v
                 if c == "" or v is None or (isinstance(v, str) and v.strip() in ("", ".")):
                     continue               # (a blank, "." or None cell is not given, as in a CSV)
                 if _missing_value(v):
@@ -446,8 +453,35 @@ class Doses(Derived):
                 if c in rec:
                     raise KetasimInputError(f"{source}: row {i + 1}: column {c!r} given twice")
                 rec[c] = v
+            # as read_doses: a row flagged in a C column is a comment (NONMEM's IGNORE=C), a
+            # date is refused, and without an evid, MDV tells observation rows
+            if "C" in nm and not _zero_item(nm["C"]):
+                continue
+            for k in ("DATE", "DAT1", "DAT2", "DAT3"):
+                if k in nm and not _zero_item(nm[k]):
+                    raise KetasimInputError(
+                        f"{source}: row {i + 1}: {k}: got {nm[k]!r}; with a date, NONMEM reads "
+                        "TIME as a clock time on that day, which ketasim does not: expected "
+                        f"TIME (time_h) in hours since the first dose, and {k} blank or left "
+                        "out")
             ev = rec.get("evid")
             if ev is None or (isinstance(ev, str) and ev.strip() in ("", ".")):
+                if "MDV" in nm:
+                    try:
+                        mdv = float(nm["MDV"])
+                    except (TypeError, ValueError):
+                        raise KetasimInputError(f"{source}: row {i + 1}: MDV: got "
+                                                f"{nm['MDV']!r}, expected a number") from None
+                    amt = rec.get("amount_mg")
+                    given = amt is not None and _amount_given(amt)
+                    if mdv == 0 and given:
+                        raise _observation_amount(source, None, "MDV 0", amt, row=i + 1)
+                    if mdv == 0 or not given:
+                        skipped += 1
+                        sid = rec.get("subject")
+                        if sid is not None:
+                            skipped_ids.append(sid)
+                        continue
                 ev = rec["evid"] = 1
             if isinstance(ev, str):
                 try:
@@ -810,6 +844,22 @@ def _id_exact(v) -> bool:
         except (ValueError, InvalidOperation):
             return True
     return True
+
+
+def _blank_item(v) -> bool:
+    """Whether a record's value is a blank cell: None, blank or ``.`` text, NaN, pandas' NA."""
+    return v is None or (isinstance(v, str) and v.strip() in ("", ".")) or _missing_value(v)
+
+
+def _zero_item(v) -> bool:
+    """Whether a NONMEM flag (C, DATE) is not set: blank, ``.`` or 0, as read_doses reads
+    it."""
+    if _blank_item(v):
+        return True
+    try:
+        return float(v) == 0.0
+    except (TypeError, ValueError):
+        return False
 
 
 def _missing_value(v) -> bool:
