@@ -532,6 +532,42 @@ def test_dose_records_with_blank_cells_are_the_table_read_from_the_csv(tmp_path)
             ketasim.Doses.from_records([row])
 
 
+def test_dose_record_cells_are_read_as_the_csv_reads_them(tmp_path):
+    """csv.DictReader rows whose cells read as they do in the file (a route with spaces
+    around it, an addl or evid written 2.0) had been refused, while text the reader refuses
+    as a typo (1_00) had been read as 100; True or False had been read as a number (a dose
+    at time_h=True was given at 1 h)."""
+    import csv
+
+    text = ("time_h,amount_mg,route,addl,ii_h,evid,WT\n"
+            "0, 100 , iv ,2.0,12,1.0,80\n30,50,iv,0,0,1,80.0\n")
+    p = tmp_path / "d.csv"
+    p.write_text(text)
+    with open(p, newline="") as fh:
+        d = ketasim.Doses.from_records(csv.DictReader(fh))
+    assert d == ketasim.read_doses(p)
+    m = ketasim.Model.from_dict({
+        "parameters": {"V": 50.0, "CL": 10.0}, "compartments": {"central": "V"},
+        "flows": [{"from": "central", "to": "out", "cl": "CL"}],
+        "routes": {"iv": {"to": "central"}}})
+    t = np.array([1.0, 25.0, 31.0])
+    k = 10.0 / 50.0
+    want = [sum(a / 50 * np.exp(-k * (x - t0)) for t0, a in ((0, 100), (12, 100), (24, 100),
+                                                            (30, 50)) if x >= t0) for x in t]
+    np.testing.assert_allclose(ketasim.simulate(m, d, t).concentration("central", "mg/L"),
+                               want, rtol=1e-12)
+    with pytest.raises(KetasimInputError, match=r"row 1: amount_mg: got '1_00', expected a "
+                                                r"number"):
+        ketasim.Doses.from_records([{"time_h": 0, "amount_mg": "1_00", "route": "iv"}])
+    for col in ("time_h", "amount_mg", "ss"):
+        row = {"time_h": 0, "amount_mg": 5, "route": "iv", "ii_h": 12, col: True}
+        with pytest.raises(KetasimInputError, match=rf"row 1: {col}: got True, expected a "
+                                                     r"number \(True or False is no number\)"):
+            ketasim.Doses.from_records([row])
+    with pytest.raises(KetasimInputError, match=r"time_h: got array\(\[ True\]\)"):
+        ketasim.Doses(np.array([True]), [5.0], ["iv"])
+
+
 def test_a_dose_table_plus_something_else_is_a_type_error():
     d = ketasim.Doses.single(5.0, "iv")
     for other in (1, "x", None, [d]):

@@ -81,6 +81,39 @@ _CANON.update({k.lower(): v for k, v in ALIASES.items()})
 _IGNORED = {c.lower() for c in NONMEM_IGNORED}
 
 
+def _plain(v, name: str, src: str):
+    """The values of a numeric column as a CSV dose table reads its cells: text is a plain
+    decimal (surrounding spaces allowed; ``3_5`` or other digits than ASCII are refused, as
+    the reader refuses them), and True or False is no number (it had been read as 1 or 0: a
+    dose at ``time_h=True`` was given at 1 h). Numeric arrays are returned as they are."""
+    if isinstance(v, np.ndarray) and v.dtype.kind in "iuf":
+        return v
+    if isinstance(v, np.ndarray) and v.dtype.kind == "b" or isinstance(v, (bool, np.bool_)):
+        raise KetasimInputError(f"{src}: {name}: got {v!r}, expected numbers (True or False is "
+                                "no number)")
+    if isinstance(v, (str, bytes)) or not hasattr(v, "__len__"):
+        items, one = [v], True
+    else:
+        items, one = list(np.asarray(v, dtype=object).ravel()) \
+            if isinstance(v, np.ndarray) else list(v), False
+        if isinstance(v, np.ndarray) and v.ndim != 1:
+            return v                                   # (its shape is refused by the caller)
+    out = []
+    for i, x in enumerate(items):
+        at = "" if one else f"row {i + 1}: "
+        if isinstance(x, (bool, np.bool_)):
+            raise KetasimInputError(f"{src}: {at}{name}: got {x!r}, expected a number (True or "
+                                    "False is no number)")
+        if isinstance(x, str):
+            try:
+                x = to_float(x)
+            except ValueError:
+                raise KetasimInputError(f"{src}: {at}{name}: got {x!r}, expected a number") \
+                    from None
+        out.append(x)
+    return out[0] if one else out
+
+
 def _frozen(a: np.ndarray) -> np.ndarray:
     """A read-only view of ``a`` (which the caller gives up) whose write flag cannot be turned
     back on: a dose table never changes after its checks, so what is derived from it (its
@@ -156,7 +189,7 @@ class Doses(Derived):
 
         def arr(name, dtype, default, v=None):
             v = getattr(self, name) if v is None else v
-            v = np.full(len(self.route), default, dtype) if v is None else v
+            v = np.full(len(self.route), default, dtype) if v is None else _plain(v, name, src)
             try:
                 a = np.array(v, dtype=dtype, ndmin=1)
             except (TypeError, ValueError, OverflowError):
@@ -169,7 +202,8 @@ class Doses(Derived):
 
         route = self.route
         try:
-            route = (route,) if isinstance(route, str) else tuple(str(r) for r in route)
+            route = (route.strip(),) if isinstance(route, str) else tuple(
+                str(r).strip() for r in route)
         except TypeError:
             raise KetasimInputError(f"{src}: route: got {route!r}, expected a route "
                                     "name per dose") from None
@@ -178,6 +212,7 @@ class Doses(Derived):
             object.__setattr__(self, name, arr(name, np.float64, 0.0))
         for name, default in (("addl", 0), ("ss", 0), ("evid", 1)):
             v = getattr(self, name)
+            v = None if v is None else _plain(v, name, src)
             try:
                 a = None if v is None else np.asarray(v)
             except (TypeError, ValueError, OverflowError):
@@ -191,7 +226,7 @@ class Doses(Derived):
             if a is not None and a.dtype.kind in "fiu" and a.size and np.max(a) > MAX_EVENTS:
                 raise KetasimInputError(f"{src}: {name}: got {float(np.max(a)):g}, expected at "
                                         f"most {MAX_EVENTS:,}")
-            object.__setattr__(self, name, arr(name, np.int64, default))
+            object.__setattr__(self, name, arr(name, np.int64, default, v))
         if self.subject is not None:
             raw = self.subject
             if not isinstance(raw, np.ndarray) or raw.dtype.kind in "iuOU":
