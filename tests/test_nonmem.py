@@ -817,6 +817,26 @@ def test_covariates_given_only_on_observation_rows_are_used():
                                        "1,2,0,1,0,6\n"))
 
 
+def test_dose_records_take_covariates_from_observation_rows_as_the_csv_reader_does():
+    """A DataFrame of a NONMEM dataset whose covariates are on its observation rows only had
+    been refused ('CL is blank on every row'); its dose rows take them, as read_doses does."""
+    pd = pytest.importorskip("pandas")
+    m = _models.one_cpt(V=50.0, CL=10.0)
+    text = ("ID,TIME,AMT,CMT,EVID,MDV,CL\n1,0,100,1,1,1,.\n1,1,0,1,0,0,5\n"
+            "2,0,100,1,1,1,7\n2,1,0,1,0,0,9\n3,0,100,1,.,1,.\n3,1,.,1,.,0,4\n")
+    df = pd.read_csv(io.StringIO(text), na_values=".")
+    d = ketasim.Doses.from_frame(df)
+    assert d == ketasim.read_doses(io.StringIO(text))
+    c = ketasim.simulate(m, d, np.array([2.0])).data[:, 0, 0]
+    np.testing.assert_allclose(c, 100 / 50 * np.exp(-np.array([5.0, 7.0, 4.0]) / 50 * 2),
+                               rtol=1e-12)                                     # mg/L
+    with pytest.raises(ketasim.KetasimInputError, match="changes from 5 to 6 over the "
+                                                        "observation rows"):
+        ketasim.Doses.from_records([dict(ID=1, TIME=0, AMT=100, CMT=1, EVID=1),
+                                    dict(ID=1, TIME=1, AMT=0, CMT=1, EVID=0, CL=5),
+                                    dict(ID=1, TIME=2, AMT=0, CMT=1, EVID=0, CL=6)])
+
+
 def test_rate_minus_two_takes_the_routes_own_duration_and_is_an_error_without_one():
     """NONMEM's RATE = -2 (duration modelled): on a route with a duration of its own the same
     as leaving the rate blank; on a route without one NONMEM stops, and so does ketasim

@@ -458,6 +458,7 @@ class Doses(Derived):
         rows = []
         skipped = 0
         skipped_ids = []
+        obs_cov: dict = {}      # (subject text, covariate) -> its values on skipped rows
         for i, r in enumerate(records):
             if not isinstance(r, dict):
                 raise KetasimInputError(f"{source}: row {i + 1}: got {type(r).__name__}, "
@@ -516,6 +517,7 @@ class Doses(Derived):
                         sid = rec.get("subject")
                         if sid is not None:
                             skipped_ids.append(sid)
+                        _keep_record_covariates(rec, obs_cov)
                         continue
                 ev = rec["evid"] = 1
             if isinstance(ev, str):
@@ -532,6 +534,7 @@ class Doses(Derived):
                 sid = rec.get("subject")
                 if sid is not None:
                     skipped_ids.append(sid)
+                _keep_record_covariates(rec, obs_cov)
                 continue
             for c in REQUIRED:
                 if c not in rec and not (c != "time_h" and ev == 3):
@@ -550,8 +553,21 @@ class Doses(Derived):
                                         "an ID on every row")
         cols = {c: [rec.get(c, {"route": "", "evid": 1}.get(c, 0.0)) for rec in rows]
                 for c in COLUMNS}
-        cov_names = list(dict.fromkeys(k for rec in rows for k in rec if k not in COLUMNS))
+        cov_names = list(dict.fromkeys([*(k for rec in rows for k in rec if k not in COLUMNS),
+                                        *(k for _, k in obs_cov)]))
         covs = {k: [rec.get(k, np.nan) for rec in rows] for k in cov_names}
+        if obs_cov and rows:
+            # a covariate blank on every dose row of a subject takes its value from the
+            # subject's observation rows, as read_doses does
+            try:
+                subj = [float(v) for v in cols["subject"]] if has_subject else None
+            except (TypeError, ValueError):
+                subj = None                 # (an ID that is no number: refused by Doses)
+            if subj is not None or not has_subject:
+                data = {k: v for k, v in covs.items()}
+                if subj is not None:
+                    data["subject"] = subj
+                _fill_from_observation_rows(data, cov_names, obs_cov, source)
         return cls(cols["time_h"], cols["amount_mg"], cols["route"], cols["duration_h"],
                    cols["addl"], cols["ii_h"], source=source, rate_mg_h=cols["rate_mg_h"],
                    ss=cols["ss"], evid=cols["evid"],
@@ -1200,6 +1216,20 @@ def _parse(lines, where: str) -> Doses:
               observation_only_subjects=_observation_only(
                   skipped_ids, col("subject") if "subject" in data else ()))
     return d
+
+
+def _keep_record_covariates(rec, obs_cov) -> None:
+    """The covariate values of a skipped (observation) record, for
+    :func:`_fill_from_observation_rows` (values that are not finite numbers are left out)."""
+    for c, v in rec.items():
+        if c in COLUMNS:
+            continue
+        try:
+            x = to_float(v) if isinstance(v, str) else float(v)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(x):
+            obs_cov.setdefault((str(rec.get("subject", "")), c), set()).add(x)
 
 
 def _keep_obs_covariates(r, pos, covariates, cells, obs_cov) -> None:
