@@ -580,6 +580,31 @@ def test_a_failing_move_puts_back_the_files_already_moved(tmp_path, monkeypatch)
     assert snapshot(tmp_path) == before
 
 
+def test_two_outputs_the_file_system_takes_for_one_are_refused_and_none_written(
+        tmp_path, monkeypatch):
+    """On a case-insensitive file system (macOS, Windows) ``--out Pop.csv --bands pop.csv``
+    name one file, which neither check can see while neither exists: the second move had
+    replaced the first output, and both were reported written. Emulated here: once Pop.csv is
+    in place, pop.csv names it too."""
+    real = os.replace
+
+    def case_blind(src, dst):
+        real(src, dst)
+        if Path(dst).name == "Pop.csv" and not (Path(dst).parent / "pop.csv").exists():
+            os.symlink("Pop.csv", Path(dst).parent / "pop.csv")
+
+    monkeypatch.setattr(kio.os, "replace", case_blind)
+    outs = kio.OutputSet()
+    outs.add(tmp_path / "new" / "Pop.csv", b"the table\n")
+    outs.add(tmp_path / "new" / "pop.csv", b"the bands\n")
+    with pytest.raises(KetasimInputError, match="one file on this file system"):
+        outs.commit()
+    monkeypatch.setattr(kio.os, "replace", real)
+    assert not (tmp_path / "new" / "Pop.csv").exists()
+    assert not any(p.name.endswith(".tmp") or p.name.endswith(".old")
+                   for p in tmp_path.rglob("*"))
+
+
 def _disk_full(fh):
     fh.write("partial")
     raise OSError(28, "No space left on device")

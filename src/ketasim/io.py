@@ -423,6 +423,16 @@ def _move_all(temps) -> None:
         for tmp, path in temps:
             existed = path.exists() or path.is_symlink()
             backup = None
+            twin = next((p for p, _, _ in done if existed and _same_file(path, p)), None)
+            if twin is not None:
+                # two names that this file system takes for one file (a case-insensitive one:
+                # macOS, Windows; "Pop.csv" and "pop.csv"), found only now that the first
+                # exists: the second move had replaced the first output, and both were
+                # reported written
+                raise KetasimInputError(
+                    f"outputs {str(twin)!r} and {str(path)!r} are one file on this file "
+                    "system (names that differ only in letter case, say); expected different "
+                    "output files")
             if existed:
                 try:
                     os.link(path, f"{tmp}.old", follow_symlinks=False)
