@@ -545,3 +545,38 @@ def test_course_summary_names_the_day_of_the_plasticity_at_the_end(tmp_path, cap
     assert table["time_h"][-1] == 196 * 24
     assert float(m.group(2)) == pytest.approx(table["consolidation"][-1], rel=1e-3)
     assert float(m.group(2)) < float(m.group(3))
+
+
+@pytest.mark.parametrize("cmd", ["course", "compare"])
+@pytest.mark.parametrize("case", ["write-protected", "input", "folder"])
+def test_course_and_compare_outputs_are_checked_before_any_work(cmd, case, tmp_path, capsys,
+                                                                monkeypatch):
+    """A course.csv (compare.csv) that cannot be replaced had been found only after the whole
+    course was simulated and drawn, as every other command finds it before any work."""
+    import ketasim.plotting
+
+    def no_work(*a, **k):
+        raise AssertionError("simulated before its outputs were checked")
+
+    monkeypatch.setattr(ketasim.plotting, "run_course", no_work)
+    out = tmp_path / "o"
+    out.mkdir()
+    table = out / f"{cmd}.csv"
+    doses = "standard-iv"
+    if case == "write-protected":
+        table.write_text("keep me\n")
+        table.chmod(0o444)
+    elif case == "input":
+        table.write_text("time_h,amount_mg,route\n0,35,iv\n")
+        doses = str(table)
+    else:
+        table.mkdir()
+    argv = ["course", "--doses", doses] if cmd == "course" else [
+        "compare", f"ketamine-iv@{doses}", "esketamine-iv@standard-iv"]
+    before = sorted(p.name for p in out.iterdir())
+    assert main(argv + ["--out-dir", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{cmd}.csv" in err
+    assert sorted(p.name for p in out.iterdir()) == before
+    if case != "folder":
+        assert table.read_text().startswith(("keep me", "time_h"))

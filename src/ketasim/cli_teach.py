@@ -578,6 +578,21 @@ def _check_out_dir(out) -> None:
             break
 
 
+def _check_planned_outputs(out_dir: Path, stem: str, formats, inputs) -> None:
+    """The files ``course`` or ``compare`` will write (``stem`` with each figure format, and
+    ``stem``.csv), checked before any work as every other command checks its outputs: one
+    that is an input, write-protected, a folder or a device had been refused only after the
+    whole course was simulated and drawn."""
+    from .io import check_outputs
+
+    paths = [out_dir / f"{stem}.{f}" for f in formats] + [out_dir / f"{stem}.csv"]
+    for p in paths:
+        if p.is_dir():
+            raise KetasimInputError(f"--out-dir: {str(p)!r} is a folder, expected a file name "
+                                    "there (or no such name)")
+    check_outputs([("--out-dir", p) for p in paths], inputs)
+
+
 def cmd_course(args) -> int:
     from . import _offload, _warm
     from .cli import kernels_needed
@@ -585,6 +600,8 @@ def cmd_course(args) -> int:
     from .plotting import course_description, run_course
 
     _check_out_dir(args.out_dir)
+    _check_planned_outputs(args.out_dir, "course", args.format,
+                           [("--model", args.model), ("--doses", args.doses)])
     model = load_model(args.model)
     kw = _course_params(args.doses, args.dose, args.months)
     doses, weight = resolve(args.doses, args.weight, **kw)
@@ -778,6 +795,8 @@ def cmd_compare(args) -> int:
                                 f"{MAX_SPECS} (each has its own colour and legend entries in "
                                 "the figure); compare them in groups")
     parsed = [parse_spec(s) for s in args.specs]
+    _check_planned_outputs(args.out_dir, "compare", args.format,
+                           [(f"SPEC {m}@{d}", f) for m, d, _ in parsed for f in (m, d)])
     runs, labels = [], []
     from .courses import COURSES, check_doses_spec, is_course_file, is_course_name
 
