@@ -1371,3 +1371,29 @@ def test_population_caption_lines_of_digits_stay_inside_the_figure():
     shown = " ".join(t.get_text() for t in caption)
     assert shown.count("9,876,543.210") == 12            # nothing left out
     plt.close(fig)
+
+
+@pytest.mark.parametrize("plot_metric, n, ok", [
+    ("cmx", None, False), ("cmax_p50", None, False), ("cmax", "2", False),
+    ("cmax_s0", None, False), ("cmax_s", None, False), ("cmax", None, True),
+    ("cmax_s2", None, True), ("auc_s1_p95", "2", True), ("CL", "2", True)])
+def test_sweep_plot_metric_is_checked_before_the_run(tmp_path, capsys, monkeypatch,
+                                                     plot_metric, n, ok):
+    """A misspelt --plot-metric had been refused only after the whole sweep ran."""
+    import sys
+
+    P = sys.modules["ketasim.population"]
+    ran = []
+    real = P.sweep
+    monkeypatch.setattr(P, "sweep", lambda *a, **k: ran.append(1) or real(*a, **k))
+    out, fig = tmp_path / "s.csv", tmp_path / "h.png"
+    argv = ["sweep", "--months", "1", "--metrics", "cmax,auc", "--vary", "CL=80:120:2",
+            "--vary", "V1=80:120:2", "--out", str(out), "--plot", str(fig),
+            "--plot-metric", plot_metric, "-q"] + (["--n", n] if n else [])
+    rc = main(argv)
+    err = capsys.readouterr().err
+    if ok:
+        assert rc == 0 and ran and fig.exists()
+    else:
+        assert rc == 1 and not ran and "--plot-metric" in err and err.count("\n") == 1
+        assert list(tmp_path.iterdir()) == []

@@ -816,6 +816,31 @@ def _print_summary(columns, metrics, units, n):
         print(f"  {m}: {fmt(q[0])} [{fmt(q[1])}, {fmt(q[2])}] {units.get(m, '')}".rstrip())
 
 
+def _check_plot_metric(column: str, metrics, varied, per_point: bool) -> None:
+    """--plot-metric, before the sweep runs: a column the table will have (a varied name, or
+    a metric, whole course or ``_s<k>``, with ``_p50``/``_p05``/``_p95`` when there are
+    subjects per point). A misspelt one had been refused only after the whole sweep ran.
+    (Whether session k exists is known only from the run.)"""
+    from .errors import suggest
+    from .population import _base_metric
+
+    if column in varied:
+        return
+    stats = ("_p50", "_p05", "_p95")
+    stat = next((sfx for sfx in stats if column.endswith(sfx)), "")
+    base = _base_metric(column)
+    session = column[len(base):len(column) - len(stat)]
+    if base in metrics and bool(stat) == per_point and (
+            not session or (session[2:].isdigit() and int(session[2:]) >= 1)):
+        return
+    names = list(varied) + [m + sfx for m in metrics for sfx in (stats if per_point else ("",))]
+    raise KetasimInputError(f"--plot-metric: no column {column!r}{suggest(column, names)}; "
+                            f"expected a metric of --metrics ({', '.join(metrics)})"
+                            + (" with _p50, _p05 or _p95 (--n gives each grid point subjects)"
+                               if per_point else "")
+                            + ", or _s<k> for session k")
+
+
 @_interruptible
 def run_sweep(args) -> int:
     from .cli import _check_output_paths
@@ -848,6 +873,7 @@ def run_sweep(args) -> int:
             raise KetasimInputError(f"--plot: a heat map needs exactly two --vary names, got "
                                     f"{len(args.vary)}")
         plot_metric = args.plot_metric or (metrics[0] + ("_p50" if args.n else ""))
+        _check_plot_metric(plot_metric, metrics, [nm for nm, _ in vary], bool(args.n))
     if args.weight is not None and "weight_kg" in [nm for nm, _ in vary]:
         raise KetasimInputError("--weight: weight_kg is also varied (--vary); give one")
     res = sweep(model, doses, vary, metrics=metrics, n=args.n, seed=args.seed,
