@@ -2375,3 +2375,24 @@ def test_an_output_linked_to_a_preset_is_refused(tmp_path, monkeypatch, capsys):
             preset.write_bytes(before)
     assert after == before
     assert "leads to ketasim's own file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where", ["o.csv", "new/deep/o.csv"])
+def test_an_output_in_a_folder_that_cannot_be_written_is_refused_before_the_run(
+        tmp_path, capsys, monkeypatch, where):
+    """An output in a read-only folder (a read-only file system, a folder without write
+    permission) had been found only when the files were written, after the whole run."""
+    import importlib
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real = os.access
+    monkeypatch.setattr(kio.os, "access", lambda path, mode, *a, **k: False
+                        if Path(path) == ro and mode & os.W_OK else real(path, mode, *a, **k))
+    P = importlib.import_module("ketasim.population")
+    monkeypatch.setattr(P, "population", lambda *a, **k: pytest.fail("ran before the check"))
+    rc, _, err = run_cli(["population", "--n", "2", "--months", "1", "--out",
+                          str(ro / where), "-q"], capsys)
+    assert rc == 1
+    one_line_error(err, "--out", "cannot be written")
+    assert list(ro.iterdir()) == []

@@ -199,6 +199,14 @@ def check_outputs(outputs, inputs=()) -> None:
             # found before any work (it had been found only when writing, after the run)
             raise KetasimInputError(f"{lab}: {str(p)!r} exists and is not a regular file (a "
                                     "device or a pipe); expected a file name")
+        folder = _nearest_folder(p.parent)
+        if folder is not None and not os.access(folder, os.W_OK | os.X_OK):
+            # a read-only file system or folder: found before any work (it had been found
+            # only when writing, after a population or sweep had run)
+            raise KetasimInputError(f"{lab}: {str(p)!r}: the folder {str(folder)!r} cannot be "
+                                    "written (a read-only file system, or no write "
+                                    "permission); expected an output in a folder ketasim may "
+                                    "write")
         if _write_protected(p):
             raise KetasimInputError(_protected_words(lab, p))
         own = _in_package(p)
@@ -359,6 +367,16 @@ def _first_file(folder: Path) -> Path:
         if p.exists() and not p.is_dir():
             return p
     return folder
+
+
+def _nearest_folder(folder: Path) -> Path | None:
+    """``folder``, or its nearest ancestor that exists (where a missing one would be made),
+    if that is a folder."""
+    p = folder if str(folder) else Path(".")
+    for q in (p, *p.parents):
+        if q.exists():
+            return q if q.is_dir() else None
+    return None
 
 
 def _broken_link(folder: Path) -> Path | None:
