@@ -325,3 +325,35 @@ def test_an_unknown_mplbackend_is_named(tmp_path):
     assert p.stderr.strip().splitlines()[-1].startswith(
         "ketasim: error: MPLBACKEND (environment): got 'nonexistent'"), p.stderr
     assert "internal error" not in p.stderr and list(tmp_path.iterdir()) == []
+
+
+def test_no_colour_reset_is_left_on_the_terminal_after_the_last_line(tmp_path):
+    """At a terminal, Numba's error highlighting (colorama, loaded with Numba's list support)
+    wrote ESC [0m after a command's last line when the program exited."""
+    pytest.importorskip("colorama")
+    import pty
+    import select
+
+    env = dict(os.environ, KETASIM_FORK="0",
+               PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("NUMBA_DISABLE_ERROR_MESSAGE_HIGHLIGHTING", None)
+    master, slave = pty.openpty()
+    p = subprocess.Popen([sys.executable, "-m", "ketasim", "simulate", "--until", "2", "--out",
+                          str(tmp_path / "s.csv")], env=env, stdin=subprocess.DEVNULL,
+                         stdout=slave, stderr=slave)
+    os.close(slave)
+    got = b""
+    while True:
+        r, _, _ = select.select([master], [], [], 300)
+        if not r:
+            break
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:          # the program has closed the terminal
+            break
+        if not chunk:
+            break
+        got += chunk
+    os.close(master)
+    assert p.wait(timeout=300) == 0, got
+    assert b"wrote" in got and b"\x1b[" not in got, got[-200:]

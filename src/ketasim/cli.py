@@ -836,6 +836,10 @@ def console(argv=None) -> int:
     flushed. The exit is the ordinary one when ketasim is not the program itself (run under a
     profiler, ``runpy`` or ``python -i``), while another thread is alive, or when a stream
     cannot be flushed (the interpreter then reports the error, as always)."""
+    # Numba highlights its error messages with colorama, which then writes a colour reset
+    # (ESC [0m) to the terminal when the program exits, after ketasim's last line: Numba
+    # builds one such message whenever it loads its list support, error or not
+    os.environ.setdefault("NUMBA_DISABLE_ERROR_MESSAGE_HIGHLIGHTING", "1")
     rc = main(argv)
     _quick_exit(rc)
     return rc
