@@ -184,7 +184,7 @@ CASES = [
     ("negative --param", None, None, SIM + ["--param", "CL=-3"], 1,
      ["central -> out", "cl = CL evaluated to -3", ">= 0"]),
     ("non-finite --param", None, None, SIM + ["--param", "V=nan"], 1,
-     ["params['V']", "nan", "finite"]),
+     ["--param V", "nan", "finite"]),
     ("--param fraction above 1", None, "time_h,amount_mg,route\n0,10,oral\n",
      SIM + ["--param", "F=1.2"], 1, ["routes.oral.f = F", "1.2", "<= 1"]),
     ("grid with too many points", None, None,

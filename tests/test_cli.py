@@ -293,6 +293,15 @@ def test_summary_does_not_call_a_session_ending_at_the_grids_end_cut(tmp_path, c
      "ketasim: error: --occupancy-calibration: unknown"),
     (["population", "--model", "esketamine-nasal", "--doses", "spravato", "--n", "3", "--age",
       "150"], "ketasim: error: --age: got 150"),
+    # (a name with what it is about: params['CL'], vary weight_kg; a course's horizon)
+    (["population", "--n", "3", "--param", "CL=nan", "--out", "{tmp}/p.csv"],
+     "ketasim: error: --param CL: got nan, expected a finite number"),
+    (["simulate", "--param", "CL=nan", "--out", "{tmp}/s.csv"],
+     "ketasim: error: --param CL: got nan"),
+    (["sweep", "--vary", "weight_kg=-1:2:3", "--out", "{tmp}/w.csv"],
+     "ketasim: error: --vary weight_kg: got -1, expected kg > 0"),
+    (["population", "--n", "2", "--months", "100000", "--out", "{tmp}/p.csv"],
+     "ketasim: error: --months: exact metrics up to 7.30504e+07 h are beyond"),
 ])
 def test_an_input_error_names_the_option_that_set_it(tmp_path, capsys, argv, head):
     """A value refused by the API is named by the command's option, not by the Python

@@ -709,7 +709,8 @@ def _fail(args, message: str) -> int:
 #: name 'CLX'``, not as ``params: ...``
 OPTION_OF = {"params": "--param", "metrics": "--metrics", "vary": "--vary",
              "band_outputs": "--band-outputs", "occupancy_calibration": "--occupancy-calibration",
-             "closeup_h": "--closeup", "scheduler": "--scheduler", "covariates['age_y']": "--age"}
+             "closeup_h": "--closeup", "scheduler": "--scheduler", "covariates['age_y']": "--age",
+             "horizon_h": "--months"}
 
 
 def as_options(args, message: str) -> str:
@@ -725,16 +726,19 @@ def as_options(args, message: str) -> str:
     if cmd is None:
         return message
     names = "|".join(re.escape(k) for k in OPTION_OF)
-    m = re.search(rf"(?:^|(?<=: ))({names}): ", message)
+    # a name may carry what it is about: params['CL'] (--param CL=...), vary weight_kg
+    m = re.search(rf"(?:^|(?<=: ))({names})(?:\['([^']*)'\]| ([^\s:]+))?: ", message)
     if m is None:
         return message
     opt = OPTION_OF[m.group(1)]
+    about = m.group(2) if m.group(2) is not None else m.group(3)
     action = cmd._option_string_actions.get(opt)
     if action is None or getattr(args, action.dest, None) in (None, [], False):
         return message
     if opt == "--age" and getattr(args, "covariates", None):
         return message
-    return message[:m.start(1)] + opt + message[m.end(1):]
+    return (message[:m.start(1)] + opt + (f" {about}" if about is not None else "") + ": "
+            + message[m.end():])
 
 
 def _lenient_output():
