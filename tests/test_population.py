@@ -430,6 +430,11 @@ def test_cli_population_csv_parquet_bands(tmp_path, capsys):
     np.testing.assert_allclose(tab.column("cmax").to_numpy(), ref["cmax"], rtol=1e-15)
     b = pd.read_csv(bands, comment="#")
     assert list(b.columns)[:4] == ["time_h", "plasma_p05", "plasma_p50", "plasma_p95"]
+    # the bands' units line says how its columns read (it had carried the metrics table's
+    # sentence on sessions, whole course and troughs)
+    units = bands.read_text().splitlines()[1]
+    assert units.endswith("; <output>_p05/_p50/_p95 the 5/50/95 % over subjects at each time")
+    assert "session" not in units and "trough" not in units
     assert fig.stat().st_size > 10_000
     assert "cmax:" in capsys.readouterr().out
 
@@ -1397,3 +1402,17 @@ def test_sweep_plot_metric_is_checked_before_the_run(tmp_path, capsys, monkeypat
     else:
         assert rc == 1 and not ran and "--plot-metric" in err and err.count("\n") == 1
         assert list(tmp_path.iterdir()) == []
+
+
+def test_an_output_named_twice_has_one_band():
+    """band_outputs=('occupancy', 'occupancy') had kept occupancy twice in the bands (the
+    CLI's CSV dropped the second quietly)."""
+    res = population("ketamine-iv", ONE_MONTH, 3, 1, bands=True, progress=False,
+                     band_outputs=("occupancy", "plasma", "occupancy"))
+    once = population("ketamine-iv", ONE_MONTH, 3, 1, bands=True, progress=False,
+                      band_outputs=("occupancy", "plasma"))
+    assert list(res.bands.outputs) == ["occupancy", "plasma"]
+    cols, ref = res.bands.columns(), once.bands.columns()
+    assert list(cols) == list(ref)
+    for k in ref:
+        np.testing.assert_array_equal(cols[k], ref[k])

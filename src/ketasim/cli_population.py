@@ -148,9 +148,17 @@ def _one_line(text: str) -> str:
                   lambda m: repr(m.group())[1:-1], text)
 
 
-def write_table(fh_or_path, columns: dict, units: dict, title: str, fmt: str = "csv") -> None:
+TABLE_NOTE = ("<metric>_s<k> is session k, <metric> alone the whole course (the largest peak, "
+              "the sum of AUCs and times, the trough before the last session), "
+              "<metric>_p05/_p50/_p95 the 5/50/95 % over subjects")
+BANDS_NOTE = "<output>_p05/_p50/_p95 the 5/50/95 % over subjects at each time"
+
+
+def write_table(fh_or_path, columns: dict, units: dict, title: str, fmt: str = "csv",
+                note: str = TABLE_NOTE) -> None:
     """Write columns (name -> (N,) array) with their units: CSV text to an open file, or
-    Parquet to an open binary file."""
+    Parquet to an open binary file. ``note``: how the CSV's column names read, after its
+    units."""
     names = list(columns)
     if fmt == "parquet":
         import pyarrow as pa
@@ -166,10 +174,7 @@ def write_table(fh_or_path, columns: dict, units: dict, title: str, fmt: str = "
         return
     fh = fh_or_path
     fh.write(f"# {_one_line(title)}\n")
-    fh.write("# units: " + _units_line(names, units) + "; <metric>_s<k> is session k, "
-             "<metric> alone the whole course (the largest peak, the sum of AUCs and times, "
-             "the trough before the last session), <metric>_p05/_p50/_p95 the 5/50/95 % over "
-             "subjects\n")
+    fh.write("# units: " + _units_line(names, units) + f"; {note}\n")
     fh.write(",".join(names) + "\n")
     n = len(next(iter(columns.values()))) if columns else 0
     ints = [np.issubdtype(np.asarray(columns[k]).dtype, np.integer) for k in names]
@@ -782,7 +787,8 @@ def run_population(args) -> int:
         units.update({f"{o}_{q}": b.units[o] for o in b.outputs for q in ("p05", "p50", "p95")})
         btitle = (title + " | bands: 5/50/95 % over subjects, from 4096-bin histograms (<= 0.51 "
                   "%) from 1e-4 to 1e5 in each output's unit (below: 0; at or above: nan)")
-        outputs.append((args.bands, "w", lambda fh: write_table(fh, b.columns(), units, btitle)))
+        outputs.append((args.bands, "w", lambda fh: write_table(fh, b.columns(), units, btitle,
+                                                                 note=BANDS_NOTE)))
     if args.plot is not None:
         from .dosing import expand
         first_h = float(np.min(expand(doses).time_h)) if not isinstance(doses, str) else 0.0

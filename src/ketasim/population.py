@@ -802,6 +802,7 @@ def _band_setup(model, doses, bands, band_outputs, horizon):
                                 "or a list of names") from None
     if not outs:
         raise KetasimInputError("band_outputs: expected at least one output name")
+    outs = tuple(dict.fromkeys(outs))        # an output named twice has one band
     allowed = list(model.concentration_names) + [o for o in PD_OUTPUTS if o not in
                                                   model.concentration_names]
     for o in outs:
