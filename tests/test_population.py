@@ -1416,3 +1416,17 @@ def test_an_output_named_twice_has_one_band():
     assert list(cols) == list(ref)
     for k in ref:
         np.testing.assert_array_equal(cols[k], ref[k])
+
+
+def test_a_refused_typical_value_is_named_as_given_not_as_drawn():
+    """--param CL=-1 in a population had been refused as 'CL = -0.745196 for subject 1 of 10',
+    a value drawn around the one given, which the user never typed; the typical value is
+    checked first and named as given."""
+    with pytest.raises(KetasimInputError, match=r"^params \(--param\): the model refuses the "
+                       r"typical values: .*evaluated to -1 L/h \(from CL = -1,") as e:
+        population("ketamine-iv", ONE_MONTH, 10, params={"CL": -1.0}, progress=False)
+    assert "subject" not in str(e.value)
+    # a valid typical value whose draws are all accepted still runs
+    ok = population("ketamine-iv", ONE_MONTH, 3, params={"CL": 80.0}, metrics=("cmax",),
+                    progress=False)
+    assert np.all(np.isfinite(ok["cmax"]))

@@ -727,7 +727,7 @@ def as_options(args, message: str) -> str:
         return message
     names = "|".join(re.escape(k) for k in OPTION_OF)
     # a name may carry what it is about: params['CL'] (--param CL=...), vary weight_kg
-    m = re.search(rf"(?:^|(?<=: ))({names})(?:\['([^']*)'\]| ([^\s:]+))?: ", message)
+    m = re.search(rf"(?:^|(?<=: ))({names})(?:\['([^']*)'\]| ([^\s:(][^\s:]*))?: ", message)
     if m is None:
         return message
     opt = OPTION_OF[m.group(1)]

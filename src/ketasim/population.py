@@ -38,6 +38,7 @@ import time
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
@@ -1047,6 +1048,8 @@ def population(model, doses, n: int, seed: int = 0, *, metrics=None, bands=None,
                 f"params[{pname!r}] (--param {pname}): got {typical[pname]:g}, but "
                 f"covariates[{col!r}] ({src}) gives each subject's {pname}; give it in one "
                 "place")
+    if not row_cov:       # (a covariate column sets its parameter subject by subject)
+        _check_fixed(model, typical, w0, "typical values")
     from .courses import check_course_weights
     check_course_weights(doses, row_weight is not None)
     doses = _doses_for(doses, w0)
@@ -1401,16 +1404,34 @@ def _first_repeat(v) -> float:
     return float("nan")
 
 
+def _accepted(model, p, w, n) -> None:
+    """Raise the model's own KetasimInputError when it refuses the parameters ``p`` (name ->
+    (n,) arrays) at weight(s) ``w``."""
+    from .engine import _check_covariate_range
+
+    vals = model.resolve(p, w, n=n)
+    _check_covariate_range(model, vals)     # (e.g. AGE outside the fitted ages)
+    model.matrices(vals)
+
+
+def _check_fixed(model, base, weight_kg, what) -> None:
+    """The fixed values ``base`` (``--param``) alone, before any subject or grid point: a value
+    the model refuses is reported as the one given (in a population, a subject drawn around
+    it had been named with its drawn value instead)."""
+    if not base:
+        return
+    try:
+        _accepted(model, {k: np.array([float(b)]) for k, b in base.items()}, weight_kg, 1)
+    except KetasimInputError as exc:
+        raise KetasimInputError(f"params (--param): the model refuses the {what}: "
+                                f"{exc}") from None
+
+
 def _check_axis(model, name, v, base, weight_kg) -> None:
     """Every value of a varied model parameter (or of weight_kg), the others typical: a value
     the model refuses (a negative clearance, say, found where a derived flow is evaluated) is
     reported under the varied name, with the value."""
-    from .engine import _check_covariate_range
-
-    def accepted(p, w, n):
-        vals = model.resolve(p, w, n=n)
-        _check_covariate_range(model, vals)     # (e.g. AGE outside the fitted ages)
-        model.matrices(vals)
+    accepted = partial(_accepted, model)
 
     def check(x):
         p = {k: np.full(x.size, float(b)) for k, b in base.items()}
@@ -1420,13 +1441,8 @@ def _check_axis(model, name, v, base, weight_kg) -> None:
         p[name] = x
         accepted(p, weight_kg, x.size)
 
-    if base:          # the fixed values alone first: a refused one is theirs, not the axis's
-        try:
-            p = {k: np.array([float(b)]) for k, b in base.items()}
-            accepted(p, weight_kg, 1)
-        except KetasimInputError as exc:
-            raise KetasimInputError(f"params (--param): the model refuses the fixed values: "
-                                    f"{exc}") from None
+    # the fixed values alone first: a refused one is theirs, not the axis's
+    _check_fixed(model, base, weight_kg, "fixed values")
     v = np.unique(v)
     for a in range(0, v.size, 1024):       # a few MiB of matrices at a time
         try:
