@@ -456,9 +456,18 @@ class Doses(Derived):
         other keys must be covariates (``weight_kg`` or model parameter names, checked when the
         table is simulated) or NONMEM data items, which are read past."""
         rows = []
-        skipped = 0
-        skipped_ids = []
+        skipped_ids = []        # the subject of each skipped row that names one
         obs_cov: dict = {}      # (subject text, covariate) -> its values on skipped rows
+        n_obs = [0]             # rows skipped
+
+        def skip(rec):
+            """An observation row (evid 0 or 2, or told by MDV): counted, its subject and
+            covariates kept, as read_doses keeps them."""
+            n_obs[0] += 1
+            sid = rec.get("subject")
+            if sid is not None:
+                skipped_ids.append(sid)
+            _keep_record_covariates(rec, obs_cov)
         for i, r in enumerate(records):
             if not isinstance(r, dict):
                 raise KetasimInputError(f"{source}: row {i + 1}: got {type(r).__name__}, "
@@ -513,11 +522,7 @@ class Doses(Derived):
                     if mdv == 0 and given:
                         raise _observation_amount(source, None, "MDV 0", amt, row=i + 1)
                     if mdv == 0 or not given:
-                        skipped += 1
-                        sid = rec.get("subject")
-                        if sid is not None:
-                            skipped_ids.append(sid)
-                        _keep_record_covariates(rec, obs_cov)
+                        skip(rec)
                         continue
                 ev = rec["evid"] = 1
             if isinstance(ev, str):
@@ -530,11 +535,7 @@ class Doses(Derived):
                 amt = rec.get("amount_mg")
                 if amt not in (None, "", ".") and _amount_given(amt):
                     raise _observation_amount(source, None, f"evid {ev:g}", amt, row=i + 1)
-                skipped += 1
-                sid = rec.get("subject")
-                if sid is not None:
-                    skipped_ids.append(sid)
-                _keep_record_covariates(rec, obs_cov)
+                skip(rec)
                 continue
             for c in REQUIRED:
                 if c not in rec and not (c != "time_h" and ev == 3):
@@ -572,7 +573,7 @@ class Doses(Derived):
                    cols["addl"], cols["ii_h"], source=source, rate_mg_h=cols["rate_mg_h"],
                    ss=cols["ss"], evid=cols["evid"],
                    subject=cols["subject"] if has_subject else None, covariates=covs or None,
-                   n_skipped=skipped,
+                   n_skipped=n_obs[0],
                    observation_only_subjects=_observation_only(
                        skipped_ids, cols["subject"] if has_subject else ()))
 
