@@ -187,3 +187,24 @@ def test_effect_site_lags_plasma_with_olofsen_ke0():
     assert t[np.argmax(ce)] > t[np.argmax(cp)]
     # ke0 = ln2 / 6.1 min
     assert m.parameters["KE0"] == pytest.approx(np.log(2) / (6.1 / 60), rel=1e-2)
+
+
+def test_every_preset_parameter_names_its_source():
+    """Every default parameter of every preset carries a source in its comment (the molar
+    masses had shown none in ``ketasim presets ketamine-iv``), and the molar masses are those
+    of the formulas they cite (IUPAC standard atomic weights)."""
+    import re
+
+    from ketasim.modelfile import model_text, parameter_notes
+
+    weight = {"C": 12.011, "H": 1.008, "Cl": 35.45, "N": 14.007, "O": 15.999}
+    for name in ketasim.list_presets():
+        values = ketasim.load_model(name).parameters
+        for k, (_, src, _) in parameter_notes(model_text(name)).items():
+            assert src.strip(), (name, k)
+            formula = re.search(r"\b(C\d+H\d+ClNO)\b", src) if k.startswith("MW_") else None
+            if k.startswith("MW_"):
+                assert formula, (name, k, src)
+                mass = sum(weight[el] * int(n or 1) for el, n in
+                           re.findall(r"(Cl|[CHNO])(\d*)", formula.group(1)))
+                assert float(values[k]) == pytest.approx(mass, abs=0.01), (name, k)
