@@ -242,3 +242,22 @@ def test_sum_of_dose_tables_is_their_addition():
         1 + d1
     with pytest.raises(TypeError):
         True + d1
+
+
+def test_named_courses_name_their_sources():
+    """The default dose and timing of the named courses carry their sources: the standard IV
+    course's 0.5 mg/kg over 40 min (Zarate 2006, Murrough 2013) with its schedule said to be a
+    clinic's, not a trial's; the Spravato course the prescribing information."""
+    import inspect
+    import re
+
+    from ketasim import courses
+
+    iv = inspect.getdoc(courses.standard_iv_course)
+    assert "Zarate" in iv and "Murrough" in iv and "not the protocol of a published trial" in iv
+    assert "prescribing information" in inspect.getdoc(courses.spravato_course)
+    text = inspect.getsource(courses)
+    for name in ("STANDARD_IV_PHASES", "STANDARD_MG_PER_KG"):
+        before = text[:text.index(f"\n{name} = ")]
+        comment = before[before.rstrip().rfind("\n\n"):]
+        assert re.search(r"(19|20)\d\d", comment), name

@@ -208,13 +208,20 @@ def course_from_phases(phases, amount_mg: float, route: str, *, duration_h: floa
                  source=source)
 
 
+# The standard course's induction: 3 sessions in week 1, 2 in week 2, 1 a week in weeks 3-5,
+# then monthly maintenance (standard_iv_course). A schedule described for ketamine clinics, not
+# the protocol of a published trial (Murrough JW et al. Biol Psychiatry 2013;74:250-256 gave six
+# infusions over 12 days); change it with phases or a course TOML file.
 STANDARD_IV_PHASES = (Phase(weeks=1, per_week=3), Phase(weeks=1, per_week=2),
                       Phase(weeks=3, per_week=1))
 
 
-STANDARD_MG_PER_KG = 0.5    # the standard course's dose per session, mg/kg
+# mg/kg racemic ketamine per session (over 40 minutes): the antidepressant dose of
+# Zarate CA Jr et al. Arch Gen Psychiatry 2006;63:856-864 and Murrough 2013
+STANDARD_MG_PER_KG = 0.5
 MAX_MG_PER_KG = 10.0    # the standard course's dose per session, mg/kg, at most (beyond the
-                        # 1-4.5 mg/kg of anaesthetic induction)
+                        # 1-4.5 mg/kg of IV anaesthetic induction, KETALAR prescribing
+                        # information, Dosage and Administration)
 
 
 def standard_iv_course(dose_mg_per_kg: float = STANDARD_MG_PER_KG, weight_kg: float = 70.0,
@@ -227,6 +234,10 @@ def standard_iv_course(dose_mg_per_kg: float = STANDARD_MG_PER_KG, weight_kg: fl
     (default 28, so sessions keep their weekday) after the last weekly session, until
     ``months`` x 30.44 days. Each session is ``dose_mg_per_kg`` x ``weight_kg`` over
     ``infusion_min`` minutes (default 0.5 mg/kg over 40 min).
+
+    Sources: the dose and infusion time are those of Zarate CA Jr et al. Arch Gen Psychiatry
+    2006;63:856-864 and Murrough JW et al. Biol Psychiatry 2013;74:250-256; the schedule is one
+    described for ketamine clinics, not the protocol of a published trial.
     """
     for name, v in (("dose_mg_per_kg", dose_mg_per_kg), ("weight_kg", weight_kg),
                     ("infusion_min", infusion_min),
@@ -251,6 +262,9 @@ def spravato_course(dose_mg: float = 56.0, maintenance: str = "biweekly", months
     (56 or 84) after. Weeks 5-8: once a week. From week 9 (day 56): every week
     (``maintenance="weekly"``) or every two weeks (``"biweekly"``), until ``months`` x 30.44
     days. Each row is one session's total (28 mg per device, devices 5 minutes apart).
+
+    Source: SPRAVATO (esketamine) nasal spray prescribing information (Janssen), section 2,
+    Dosage and Administration (treatment-resistant depression).
     """
     if isinstance(dose_mg, bool) or dose_mg not in (56, 84):
         raise KetasimInputError(f"dose: got {dose_mg!r}, expected 56 or 84 (mg per session)")
