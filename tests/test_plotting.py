@@ -1076,3 +1076,22 @@ def test_a_tables_subjects_whole_course_marks_their_median_exact_session_peaks()
     assert np.nanmax(curve.get_ydata()) < med_peaks.min()      # (why the markers are there)
     assert "subjects' exact session peaks: median" in _legend_labels(fig)
     assert any("the subjects' median peak" in ax.get_xlabel() for ax in fig.subfigs[0].axes)
+
+
+def test_plot_bands_says_a_schematic_output_is_schematic():
+    """A population band of the schematic response is labelled SCHEMATIC (legend and axis),
+    and occupancy model-predicted, as in the course figure; the legend had read plain
+    "glutamate" and the axis "glutamate"."""
+    d = ketasim.Doses.single(35.0, "iv", duration_h=2 / 3)
+    r = ketasim.simulate("ketamine-iv", d, ketasim.time_grid(12, 0.25),
+                         params={"CL": [90.0, 95.2, 100.0]},
+                         outputs=["occupancy", "glutamate", "plasticity"])
+    for name in ("glutamate", "plasticity"):
+        ax = plot_bands(r, name).axes[0]
+        assert "SCHEMATIC" in ax.get_ylabel()
+        assert all("SCHEMATIC" in t.get_text() for t in ax.get_legend().get_texts())
+    assert "model-predicted" in plot_bands(r, "occupancy").axes[0].get_ylabel()
+    # a label or axis label given is kept
+    ax = plot_bands(r, "glutamate", label="surge", ylabel="× baseline").axes[0]
+    assert ax.get_ylabel() == "× baseline"
+    assert ax.get_legend().get_texts()[0].get_text().startswith("surge")

@@ -1396,14 +1396,16 @@ def plot_bands(result, name: str = "plasma", *, times=None, ax=None, label: str 
     ax : matplotlib Axes, optional
         Draw on it (the Figure is still returned); default: a new Figure.
     label, color : str, optional
-        The legend's name for the output (default: its analyte name) and the colour.
+        The legend's name for the output (default: its analyte name; a schematic output's
+        says SCHEMATIC) and the colour.
     percentiles : (lo, mid, hi)
         Default 5/50/95 %.
     unit_scale : float
         Multiplier for the values (e.g. 100 for occupancy in %).
     ylabel, title : str, optional
-        The y-axis label (default: ``ng/mL`` for a concentration, else ``name``) and a title
-        over the panel (default: none).
+        The y-axis label (default: ``ng/mL`` for a concentration, else ``name``, with
+        "(SCHEMATIC)" for the schematic outputs and "(model-predicted)" for occupancy) and a
+        title over the panel (default: none).
     days : bool, optional
         Time axis in days (default: when the grid is longer than three days).
 
@@ -1435,10 +1437,17 @@ def plot_bands(result, name: str = "plasma", *, times=None, ax=None, label: str 
         from .result import PD_OUTPUTS
         pd = name in PD_OUTPUTS or name.startswith("occupancy") or name == "consolidation"
         y = np.atleast_2d(result.output(name) if pd else result.concentration(name))
+        from .engine import SCHEMATIC_OUTPUTS
+        schematic = name in SCHEMATIC_OUTPUTS
         if label is None and model is not None:
-            label = analyte_labels(model).get(name, name)
+            # a schematic output says so, as in the course figure ("glutamate signal
+            # (SCHEMATIC)"); the legend had called it plain "glutamate"
+            label = (output_label(model, name) if schematic
+                     else analyte_labels(model).get(name, name))
         if ylabel is None:
-            ylabel = "ng/mL" if not pd else name
+            ylabel = ("ng/mL" if not pd else f"{name} (SCHEMATIC)" if schematic
+                      else f"{name} (model-predicted)" if name.startswith("occupancy")
+                      else name)
     if (not isinstance(percentiles, (tuple, list, np.ndarray)) or len(percentiles) != 3
             or not all(isinstance(p, (int, float, np.integer, np.floating))
                        and 0 <= p <= 100 for p in percentiles)):
