@@ -664,3 +664,20 @@ def test_readme_plasticity_numbers_are_what_the_model_gives(numbers):
             numbers["maintenance_Q_before"][4], numbers["no_maintenance_Q"][4]],
     }
     _check_rows(_readme_rows("### The schematic plasticity"), computed)
+
+
+def test_readme_limits_name_the_presets_own_assumptions():
+    """What the presets assume where nothing was published (each says "assumed" or
+    "assumption" in its file) is stated in the README's limits, and so is the one Table 3
+    covariate esketamine-nasal leaves out (Japanese ancestry on the nasal fraction)."""
+    text = " ".join(README.read_text("utf-8").split())
+    limits = text[text.index("## Science and its limits"):text.index("## Performance")]
+    from ketasim.modelfile import model_text, parameter_notes
+    for name in PRESETS:
+        assert "assumed equal to the parent" in parameter_notes(model_text(name))["FU_M"][1]
+    nasal = ketasim.load_model("esketamine-nasal")
+    for words in ("norketamine's unbound fraction and effect-site equilibration are the "
+                  "parent's", "R-norketamine has S-norketamine's disposition",
+                  "devices are given at once", "Japanese ancestry on the nasal fraction"):
+        assert words in limits, words
+    assert "Japanese ancestry on the nasal fraction" in " ".join(nasal.meta["caveats"].split())
