@@ -46,3 +46,15 @@ def test_every_parameter_is_documented_and_the_return_value_too(fn):
     missing = [p for p in params if p not in _documented(doc)]
     assert not missing, f"{fn.__name__}: undocumented parameters {missing}"
     assert _section(doc, "Returns").strip(), f"{fn.__name__}: no Returns section"
+
+
+def test_result_output_states_the_units_of_every_output():
+    """Result.output's docstring says what "internal units" are for each kind of output,
+    and that the glutamate/plasticity outputs are schematic."""
+    import inspect
+
+    from ketasim.result import Result
+
+    doc = inspect.getdoc(Result.output)
+    for words in ("mg/L", "mg", "0-1", "SCHEMATIC", "baseline", "consolidation"):
+        assert words in doc, words

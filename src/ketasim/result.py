@@ -60,7 +60,9 @@ class Result:
         return a if self.population else a[0]
 
     def output(self, name: str) -> np.ndarray:
-        """Any output in internal units; (T,) or (N, T)."""
+        """Any output in internal units; (T,) or (N, T): concentrations mg/L, amounts mg,
+        occupancy a fraction 0-1 (model-predicted), the SCHEMATIC glutamate signal relative
+        to baseline 1, plasticity and consolidation indices 0-1 (dimensionless)."""
         return self._shape(self.data[:, self._row(name), :])
 
     def concentration(self, name: str, unit: str = "ng/mL") -> np.ndarray:
