@@ -1091,6 +1091,8 @@ def test_plot_bands_says_a_schematic_output_is_schematic():
         assert "SCHEMATIC" in ax.get_ylabel()
         assert all("SCHEMATIC" in t.get_text() for t in ax.get_legend().get_texts())
     assert "model-predicted" in plot_bands(r, "occupancy").axes[0].get_ylabel()
+    # (occupancy is a fraction 0-1: its axis says of what)
+    assert "fraction of receptors" in plot_bands(r, "occupancy").axes[0].get_ylabel()
     # a label or axis label given is kept
     ax = plot_bands(r, "glutamate", label="surge", ylabel="× baseline").axes[0]
     assert ax.get_ylabel() == "× baseline"

@@ -1446,7 +1446,8 @@ def plot_bands(result, name: str = "plasma", *, times=None, ax=None, label: str 
                      else analyte_labels(model).get(name, name))
         if ylabel is None:
             ylabel = ("ng/mL" if not pd else f"{name} (SCHEMATIC)" if schematic
-                      else f"{name} (model-predicted)" if name.startswith("occupancy")
+                      else f"{name}, fraction of receptors (model-predicted)"
+                      if name.startswith("occupancy")
                       else name)
     if (not isinstance(percentiles, (tuple, list, np.ndarray)) or len(percentiles) != 3
             or not all(isinstance(p, (int, float, np.integer, np.floating))
