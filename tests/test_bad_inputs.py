@@ -469,6 +469,9 @@ API_CASES = [
     ("a dose table with a trailing comma in its header",
      lambda m, d: ketasim.read_doses(io.StringIO("time_h,amount_mg,route,\n0,1,iv,\n")),
      ["empty column name", "a comma too many"]),
+    ("a concentration asked for by a number",
+     lambda m, d: ketasim.simulate(m, d, [0, 1]).concentration(3),
+     ["output: unknown name 3", "expected one of"]),
 ]
 
 

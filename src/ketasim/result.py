@@ -71,6 +71,8 @@ class Result:
         ``unit``: ``"ng/mL"`` (default) or ``"mg/L"``. For µM divide ng/mL by the molar mass
         in g/mol (ketamine 237.73: 1 µM ≈ 238 ng/mL).
         """
+        if not isinstance(name, str):
+            self._row(name)       # (not a name: refused as output() refuses it)
         if name in PD_OUTPUTS or name.startswith("amount:"):
             raise KetasimInputError(f"concentration: {name!r} is not a concentration; use "
                                     "result.output(name)")
