@@ -601,3 +601,10 @@ def test_a_horizon_beyond_the_metrics_limit_is_refused_at_once():
                            match="^" + re.escape(f"horizon_h: exact metrics up to {h:g} h are "
                                                  "beyond their 1e+07-h limit")):
             session_metrics(oral_model(), doses, metrics=("auc",), horizon_h=h)
+
+
+@pytest.mark.parametrize("given, shown", [("r.csv", "str"), (None, "NoneType")])
+def test_course_metrics_of_what_is_not_a_result_names_it(given, shown):
+    with pytest.raises(ketasim.KetasimInputError) as exc:
+        course_metrics(given)
+    assert str(exc.value) == (f"result: got {shown}, expected a Result of ketasim.simulate")
