@@ -608,3 +608,15 @@ def test_course_metrics_of_what_is_not_a_result_names_it(given, shown):
     with pytest.raises(ketasim.KetasimInputError) as exc:
         course_metrics(given)
     assert str(exc.value) == (f"result: got {shown}, expected a Result of ketasim.simulate")
+
+
+@pytest.mark.parametrize("given", ["100", True, np.inf, [100.0]])
+def test_course_metrics_refuses_a_maintenance_start_that_is_not_hours(given):
+    """Text had been read as a number ("100" as 100 h), True as 1 h."""
+    m = ketasim.load_model("ketamine-iv")
+    r = ketasim.simulate(m, ketasim.standard_iv_course(months=1), ketasim.time_grid(24 * 7, 0.5))
+    with pytest.raises(ketasim.KetasimInputError) as exc:
+        course_metrics(r, maintenance_from_h=given)
+    assert str(exc.value) == (f"maintenance_from_h: got {given!r}, expected hours (a number; "
+                              "NaN: no maintenance)")
+    assert course_metrics(r, maintenance_from_h=np.float32(100)).maintenance_start_h == 100.0

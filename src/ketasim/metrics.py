@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from .engine import session_starts
-from .errors import KetasimInputError, KetasimWarning
+from .errors import KetasimInputError, KetasimWarning, is_real
 
 __all__ = ["CourseMetrics", "course_metrics", "session_starts", "maintenance_start"]
 
@@ -182,6 +182,7 @@ def course_metrics(result, analyte: str = "plasma", thresholds=(0.2, 0.3, 0.4),
     thresholds : floats    occupancy thresholds (0-1) for time above threshold
     merge_h : float        doses closer than this (h) belong to one session
     maintenance_from_h : float, optional   override the automatic start of maintenance, h
+                           (NaN: no maintenance)
     conc_thresholds_ng_ml : floats   concentration thresholds (ng/mL) for time above
 
     Returns
@@ -203,6 +204,10 @@ def course_metrics(result, analyte: str = "plasma", thresholds=(0.2, 0.3, 0.4),
                                 "ketasim.simulate")
     if result.doses is None:
         raise KetasimInputError("metrics: the result carries no dose table")
+    if maintenance_from_h is not None and not (
+            is_real(maintenance_from_h) and not np.isinf(maintenance_from_h)):
+        raise KetasimInputError(f"maintenance_from_h: got {maintenance_from_h!r}, expected "
+                                "hours (a number; NaN: no maintenance)")
     inputs = result.inputs or {}
     t = result.times
     if not t[-1] > 0:
