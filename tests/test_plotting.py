@@ -1097,3 +1097,21 @@ def test_plot_bands_says_a_schematic_output_is_schematic():
     ax = plot_bands(r, "glutamate", label="surge", ylabel="× baseline").axes[0]
     assert ax.get_ylabel() == "× baseline"
     assert ax.get_legend().get_texts()[0].get_text().startswith("surge")
+
+
+def test_a_course_figure_of_a_result_without_an_analyte_it_draws_names_it():
+    """A result simulated with fewer outputs than the figure draws had failed inside the
+    figure code ("output: unknown name 'metabolite'; expected one of 'plasma'"), as if the
+    user had asked for the metabolite; a comparison, which draws the main analyte only,
+    takes it."""
+    m = ketasim.load_model("ketamine-iv")
+    d = ketasim.Doses.single(35.0, "iv")
+    r = ketasim.simulate(m, d, ketasim.time_grid(24, 0.25), outputs=["plasma", "occupancy"])
+    with pytest.raises(ketasim.KetasimInputError) as exc:
+        plot_course(r)
+    assert str(exc.value) == (
+        "plot_course: the result of model 'ketamine-iv' has no output 'metabolite', which the "
+        "figure draws; expected a result with 'plasma', 'metabolite', 's_ketamine', "
+        "'r_ketamine' (simulate with outputs=None, the model's default, or naming them)")
+    fig = plot_compare([r])
+    assert fig.axes

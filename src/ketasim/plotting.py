@@ -1092,6 +1092,16 @@ def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
     """Rows of (close-up | course) panels, one row per quantity, a caption underneath."""
     from matplotlib.figure import Figure
 
+    for r in runs:      # the concentrations drawn must be in the result (outputs= may omit them)
+        need = list(analyte_labels(r.model)) if single else [main_analyte(r.model)]
+        missing = [n for n in need if not (_has(r.course, n) and _has(r.closeup, n))]
+        if missing:
+            raise KetasimInputError(
+                f"{'plot_course' if single else 'plot_compare'}: the result of model "
+                f"{r.model.name!r} has no output {missing[0]!r}, which the figure draws; "
+                f"expected a result with {', '.join(repr(n) for n in need)} (simulate with "
+                "outputs=None, the model's default, or naming them)")
+
     rows = ["pk"]
     if all(_has(r.course, "occupancy") for r in runs):
         rows.append("occupancy")
