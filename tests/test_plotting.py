@@ -1115,3 +1115,21 @@ def test_a_course_figure_of_a_result_without_an_analyte_it_draws_names_it():
         "'r_ketamine' (simulate with outputs=None, the model's default, or naming them)")
     fig = plot_compare([r])
     assert fig.axes
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: plot_course("course.csv"),
+     "run: got str, expected a CourseRun of run_course or a Result of ketasim.simulate"),
+    (lambda: plot_compare(["course.csv"]),
+     "run: got str, expected a CourseRun of run_course or a Result of ketasim.simulate"),
+    (lambda: plot_compare(None),
+     "runs: got NoneType, expected CourseRuns of run_course or Results of ketasim.simulate"),
+    (lambda: plot_compare("course.csv"),
+     "runs: got str, expected CourseRuns of run_course or Results of ketasim.simulate"),
+])
+def test_a_figure_of_what_is_not_a_run_names_it(call, message):
+    """These had raised AttributeError ('str' object has no attribute 'doses') or TypeError
+    ('NoneType' object is not iterable) from inside the figure code."""
+    with pytest.raises(ketasim.KetasimInputError) as exc:
+        call()
+    assert str(exc.value) == message

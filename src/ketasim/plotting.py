@@ -1333,7 +1333,11 @@ def _as_run(run, closeup_h, **kw):
     if isinstance(run, CourseRun):
         return run
     from .metrics import course_metrics
+    from .result import Result
 
+    if not isinstance(run, Result):
+        raise KetasimInputError(f"run: got {type(run).__name__}, expected a CourseRun of "
+                                "run_course or a Result of ketasim.simulate")
     res = run
     if kw:
         raise TypeError(f"unexpected arguments {sorted(kw)}")
@@ -1365,6 +1369,9 @@ def plot_compare(runs, *, labels=None, colors=None, title: str | None = None,
 
     if isinstance(runs, CourseRun) or hasattr(runs, "output"):
         runs = [runs]                   # one run (or Result) given alone: a list of one
+    elif isinstance(runs, (str, bytes)) or not hasattr(runs, "__iter__"):
+        raise KetasimInputError(f"runs: got {type(runs).__name__}, expected CourseRuns of "
+                                "run_course or Results of ketasim.simulate")
     runs = [_as_run(r, 8.0) for r in runs]
     if not runs:
         raise KetasimInputError("compare: expected at least one run")
