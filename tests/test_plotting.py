@@ -1133,3 +1133,16 @@ def test_a_figure_of_what_is_not_a_run_names_it(call, message):
     with pytest.raises(ketasim.KetasimInputError) as exc:
         call()
     assert str(exc.value) == message
+
+
+@pytest.mark.parametrize("scale", ["100", np.nan, 0, -1.0, True])
+def test_plot_bands_refuses_a_scale_that_is_not_a_positive_number(scale):
+    """Text had failed inside numpy (UFuncTypeError), NaN had drawn an empty panel (with
+    numpy's 'All-NaN slice' warning), 0 a flat line at 0 and a negative scale negative
+    values; True had been read as 1."""
+    r = ketasim.simulate("ketamine-iv", ketasim.Doses.single(35.0, "iv"), [0.0, 1.0, 2.0],
+                         params={"CL": [90.0, 100.0]}, outputs=["plasma"])
+    with pytest.raises(ketasim.KetasimInputError) as exc:
+        plot_bands(r, unit_scale=scale)
+    assert str(exc.value) == (f"plot_bands: unit_scale: got {scale!r}, expected a finite "
+                              "number > 0 (a multiplier for the values)")

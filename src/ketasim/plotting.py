@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .dosing import expand
-from .errors import KetasimInputError
+from .errors import KetasimInputError, is_real
 
 __all__ = ["plot_course", "plot_compare", "plot_bands", "plot_concentrations", "run_course",
            "CourseRun", "analyte_labels", "drug_name", "describe_doses", "save_figure",
@@ -1471,6 +1471,9 @@ def plot_bands(result, name: str = "plasma", *, times=None, ax=None, label: str 
                        and 0 <= p <= 100 for p in percentiles)):
         raise KetasimInputError(f"plot_bands: percentiles: got {percentiles!r}, expected three "
                                 "numbers from 0 to 100 (low, middle, high)")
+    if not (is_real(unit_scale) and math.isfinite(unit_scale) and unit_scale > 0):
+        raise KetasimInputError(f"plot_bands: unit_scale: got {unit_scale!r}, expected a "
+                                "finite number > 0 (a multiplier for the values)")
     y = y * unit_scale
     if ax is None:
         fig = Figure(figsize=(10, 5.5), layout="constrained")
