@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import io
 import os
+import re
 
 import numpy as np
 import pytest
@@ -743,3 +744,23 @@ def test_a_metric_in_the_wrong_letter_case_names_the_metric_meant(call, tmp_path
     from ketasim.errors import suggest
     assert suggest("Tmax", ["cmax", "tmax"]) == " (did you mean 'tmax'?)"
     assert suggest("V", ["V1", "V2", "v"]) == " (did you mean 'v'?)"
+
+
+@pytest.mark.parametrize("call, field", [
+    (lambda v: ketasim.simulate("ketamine-iv", ketasim.Doses.single(35.0, "iv"), [0.0, 1.0],
+                                outputs=["plasma"], amounts=v), "amounts"),
+    (lambda v: ketasim.population("ketamine-iv", "standard-iv", 2, variability=v,
+                                  metrics=("cmax",), progress=False), "variability"),
+    (lambda v: ketasim.population("ketamine-iv", "standard-iv", 2, keep_parameters=v,
+                                  metrics=("cmax",), progress=False), "keep_parameters"),
+])
+def test_a_yes_no_switch_given_as_text_is_refused(call, field):
+    """amounts="no" had recorded every amount, variability="no" varied the subjects and
+    keep_parameters="no" kept the param_ columns: text is true to Python whatever it says."""
+    for bad in ("no", "False", 2, None, 0.5):
+        with pytest.raises(ketasim.KetasimInputError,
+                           match=rf"^{field}: got {re.escape(repr(bad))}, expected True or "
+                                 "False$"):
+            call(bad)
+    call(np.bool_(False))
+    call(0)

@@ -21,7 +21,7 @@ import numpy as np
 from ._memo import kept
 from ._numtext import UNSIGNED as _PLAIN_NUMBER  # a metric name keeps this text
 from .dosing import Doses, expand, read_doses
-from .errors import KetasimInputError, check_name, is_real, positive_hours
+from .errors import KetasimInputError, check_flag, check_name, is_real, positive_hours
 from .events import build_events, subject_covariates
 from .model import GLUTAMATE_ROLES, Model, _copy_values
 from .modelfile import load_model
@@ -485,6 +485,7 @@ def prepare(model, doses, params=None, weight_kg=70.0, *, outputs=None, amounts=
     one of ``glutamate``, ``plasticity``, ``consolidation`` is asked for.
     """
     pd_rtol = _check_rtol(pd_rtol)
+    amounts = check_flag("amounts", amounts)
     model, doses, vals, population, raw_params, raw_weight = _resolve(model, doses, params,
                                                                       weight_kg)
     n = vals["WT"].shape[0]

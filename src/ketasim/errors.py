@@ -65,6 +65,19 @@ def is_real(x) -> bool:
             and not isinstance(x, (bool, np.bool_)))
 
 
+def check_flag(field: str, v) -> bool:
+    """``v`` as a yes/no switch: True or False (a NumPy bool too, or the integers 0 and 1), or
+    a one-line error naming ``field`` (the text "no" is true to Python, so a switch given as
+    text had silently meant yes)."""
+    import numpy as np
+
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, (int, np.integer)) and v in (0, 1):
+        return bool(v)
+    raise KetasimInputError(f"{field}: got {v!r}, expected True or False")
+
+
 def suggest(name: str, choices: Iterable[str]) -> str:
     """Return ``" (did you mean 'x'?)"`` for the closest of *choices*, or ``""``: a choice
     that differs from *name* only in letter case first (``Cmax`` had been answered with

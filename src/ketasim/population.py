@@ -43,7 +43,7 @@ from functools import partial
 import numpy as np
 
 from ._numtext import to_float, to_int
-from .errors import KetasimInputError, is_real, positive_hours, suggest
+from .errors import KetasimInputError, check_flag, is_real, positive_hours, suggest
 
 __all__ = ["population", "sweep", "PopulationResult", "SweepResult", "Bands",
            "DEFAULT_METRICS", "parse_vary", "metric_unit", "BAND_BINS", "BAND_RANGE"]
@@ -1037,6 +1037,8 @@ def population(model, doses, n: int, seed: int = 0, *, metrics=None, bands=None,
     n = _check_int("n", n, 1)
     seed = check_seed(seed)
     chunk_size = _check_int("chunk_size", chunk_size, 1)
+    variability = check_flag("variability", variability)
+    keep_parameters = check_flag("keep_parameters", keep_parameters)
     metrics = model_metrics(model, metrics)
     typical = _check_params(model, params)
     row_weight, w0, row_cov = _covariate_arrays(model, n, weight_kg, covariates)
