@@ -1430,3 +1430,13 @@ def test_a_refused_typical_value_is_named_as_given_not_as_drawn():
     ok = population("ketamine-iv", ONE_MONTH, 3, params={"CL": 80.0}, metrics=("cmax",),
                     progress=False)
     assert np.all(np.isfinite(ok["cmax"]))
+
+
+def test_band_outputs_without_bands_are_refused():
+    """population(band_outputs=["plasma"]) without bands had returned no bands and said
+    nothing (the CLI refuses --band-outputs without --bands or --plot)."""
+    with pytest.raises(KetasimInputError, match=r"^band_outputs: got \['plasma'\] without "
+                       r"bands; expected bands=True"):
+        population("ketamine-iv", ONE_MONTH, 2, band_outputs=["plasma"], progress=False)
+    assert population("ketamine-iv", ONE_MONTH, 2, bands=True, band_outputs=["plasma"],
+                      progress=False).bands.outputs == ("plasma",)

@@ -791,6 +791,12 @@ def _band_setup(model, doses, bands, band_outputs, horizon):
     from .simulate import _coerce_times
 
     if bands is None or bands is False:
+        # (as --band-outputs without --bands or --plot; an empty list asks for nothing)
+        if band_outputs is not None and not (isinstance(band_outputs, (list, tuple))
+                                             and len(band_outputs) == 0):
+            raise KetasimInputError(f"band_outputs: got {band_outputs!r} without bands; "
+                                    "expected bands=True (or a step in h) with it, or no "
+                                    "band_outputs")
         return None, ()
     if band_outputs is None:    # as the CLI: the main concentration, and the occupancy where
         from .plotting import main_analyte  # the model has one
