@@ -1146,3 +1146,16 @@ def test_plot_bands_refuses_a_scale_that_is_not_a_positive_number(scale):
         plot_bands(r, unit_scale=scale)
     assert str(exc.value) == (f"plot_bands: unit_scale: got {scale!r}, expected a finite "
                               "number > 0 (a multiplier for the values)")
+
+
+def test_run_course_refuses_an_unknown_course_name():
+    """run_course(..., course="nope") had run as if no course had been named (its
+    maintenance then found from the intervals alone); a misspelt name is refused."""
+    from ketasim.plotting import run_course
+
+    d = ketasim.standard_iv_course(months=1)
+    with pytest.raises(ketasim.KetasimInputError,
+                       match=r"^course: unknown name 'standard_iv' \(did you mean "
+                             r"'standard-iv'\?\); expected one of 'standard-iv', 'spravato'$"):
+        run_course("ketamine-iv", d, course="standard_iv", closeup_h=2)
+    assert run_course("ketamine-iv", d, course="standard-iv", closeup_h=2).course is not None

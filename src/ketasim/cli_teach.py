@@ -414,6 +414,14 @@ def session_table(run):
     return head, rows, notes
 
 
+def _course_name(doses_spec):
+    """``doses_spec`` (a --doses value or a compare spec's doses) when it names a course (its
+    maintenance is then the course's own), else None (a dose table or course file)."""
+    from .courses import COURSES
+
+    return doses_spec if isinstance(doses_spec, str) and doses_spec in COURSES else None
+
+
 def course_summary(run) -> str:
     from .plotting import analyte_labels, drug_name, main_analyte
 
@@ -618,7 +626,7 @@ def cmd_course(args) -> int:
     helper = _offload.start()
     try:
         _warm.ahead(*kernels_needed(args))    # (a first run: see ketasim._warm)
-        run = run_course(model, doses, weight, regimen=regimen, course=args.doses,
+        run = run_course(model, doses, weight, regimen=regimen, course=_course_name(args.doses),
                          closeup_h=args.closeup, **_sim_kw(args))
         out = args.out_dir
         if run.course.data.nbytes + run.closeup.data.nbytes > _offload.MAX_PAYLOAD_BYTES:
@@ -841,7 +849,7 @@ def cmd_compare(args) -> int:
                         ":LABEL after the SPEC, starting with a letter or a digit")
             runs.append(run_course(model, doses, weight, label=label,
                                    regimen=course_description(doses_s, doses),
-                                   course=doses_s,
+                                   course=_course_name(doses_s),
                                    closeup_h=args.closeup, **_sim_kw(args)))
             labels.append(label)
         if len(set(labels)) < len(labels):

@@ -431,6 +431,10 @@ def run_course(model, doses, weight_kg: float = 70.0, params=None, *,
     step_h = positive_hours("step_h", step_h)
     if until_h is not None:
         until_h = positive_hours("until_h", until_h)
+    if course is not None:      # (an unknown one had been taken as no course at all)
+        from .courses import COURSES
+        from .errors import check_name
+        check_name(course, COURSES, "course")
     name = doses if isinstance(doses, str) else course
     doses = resolve_doses(doses, weight_kg=weight_kg)
     if name is not None and regimen is None:
