@@ -717,3 +717,70 @@ def test_a_small_window_scales_the_text_so_no_label_is_cut():
         assert e.sliders["dose"].label.get_fontsize() == 12
     finally:
         plt.close(e.fig)
+
+
+def test_log_scale_keys_leave_the_figure_drawable():
+    """``k``/``L`` and ``l`` are matplotlib's log-scale keys: pressed over the plot (a
+    presenter's stray key), they put an axis on a log scale where the explorer's limits
+    start at -2 days and 0 ng/mL, and the figure could no longer be drawn. They are ignored;
+    other bindings (here ``g``, the grid) still work."""
+    import io
+
+    import matplotlib.pyplot as plt
+    from matplotlib.backend_bases import KeyEvent
+
+    e = Explorer("ketamine-iv")
+    try:
+        for ax in (e.ax_conc, e.ax_occ, e.ax_plast):
+            x, y = ax.transAxes.transform((0.5, 0.5))
+            for key in ("k", "L", "l"):
+                KeyEvent("key_press_event", e.fig.canvas, key, x, y)._process()
+            assert (ax.get_xscale(), ax.get_yscale()) == ("linear", "linear")
+        e.sliders["dose"].set_val(0.8)
+        e.fig.savefig(io.BytesIO(), format="png", dpi=30)
+        assert e.peaks()[0] > 0 and e.ax_conc.get_xlim()[0] == -2
+        x, y = e.ax_occ.transAxes.transform((0.5, 0.5))
+        grid = e.ax_occ.xaxis.get_gridlines()[0].get_visible()
+        KeyEvent("key_press_event", e.fig.canvas, "g", x, y)._process()
+        assert e.ax_occ.xaxis.get_gridlines()[0].get_visible() != grid
+    finally:
+        plt.close(e.fig)
+
+
+@pytest.mark.slow
+def test_a_key_pressed_in_one_page_does_not_close_the_explorer_for_all(tmp_path):
+    """In the browser view ``q`` (matplotlib's quit key) closed the one figure every page
+    shows: every page went blank, reloading gave an error page and a traceback, while the
+    server kept running. The page's q, ctrl+w and log-scale keys are ignored."""
+    import asyncio
+
+    pytest.importorskip("tornado")
+    port = _free_port()
+    server = _Served(tmp_path, port)
+
+    async def session():
+        a = await _Page().connect(port)
+        await asyncio.sleep(1.0)
+        for key in ("q", "ctrl+w", "k", "l"):
+            for kind in ("key_press", "key_release"):
+                await a.send({"type": kind, "key": "k" + key, "guiEvent": {}})
+        await asyncio.sleep(0.5)
+        b = await _Page().connect(port)
+        await asyncio.sleep(1.0)
+        before = b.frames
+        await b.drag_dose(5)
+        for _ in range(100):
+            if b.frames > before:
+                break
+            await asyncio.sleep(0.1)
+        await _closed(a, b)
+        return before, b.frames, b.cut
+
+    try:
+        before, after, cut = asyncio.run(asyncio.wait_for(session(), 120))
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/1", timeout=10) as page:
+            assert page.status == 200
+        assert not cut and after > before, (before, after, cut)
+        assert "Traceback" not in server.output(), server.output()[-3000:]
+    finally:
+        server.stop()

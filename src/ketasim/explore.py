@@ -268,6 +268,10 @@ class Explorer:
         for s in self.sliders.values():
             s.on_changed(self._on_change)
         self.preset.on_clicked(self._on_preset)
+        #: matplotlib's key bindings (keymap.* names of rcParams) the figure ignores; the
+        #: browser view adds keymap.quit and keymap.quit_all (see :meth:`_guard_keys`)
+        self.ignored_keymaps = {"keymap.xscale", "keymap.yscale"}
+        self._guard_keys()
         self.last_update_s = float("nan")
         self.result = None
         self._scale = 1.0
@@ -284,6 +288,30 @@ class Explorer:
         self._tick_pt = BODY_PT
         fig.canvas.mpl_connect("resize_event", lambda _event: self.fit_text())
         self.fit_text()
+
+    def _guard_keys(self) -> None:
+        """Keys bound by matplotlib that would break the explorer are ignored: ``k``/``L``
+        and ``l`` (keymap.xscale, keymap.yscale) put an axis on a log scale, where the
+        explorer's limits (from -2 days, from 0 ng/mL) left the figure undrawable; and, in
+        the browser view, ``q`` or ``ctrl+w`` (keymap.quit) closed the figure for every
+        page while the server kept running. Every other binding (home, pan, zoom, grid,
+        save, full screen) works as in any matplotlib figure."""
+        import matplotlib
+        from matplotlib.backend_bases import key_press_handler
+
+        manager = getattr(self.fig.canvas, "manager", None)
+        cid = getattr(manager, "key_press_handler_id", None)
+        if cid is None:                  # (no default bindings: nothing to guard)
+            return
+        self.fig.canvas.mpl_disconnect(cid)
+
+        def handler(event):
+            if any(event.key in matplotlib.rcParams[k] for k in self.ignored_keymaps):
+                return
+            key_press_handler(event)
+
+        manager.key_press_handler_id = self.fig.canvas.mpl_connect("key_press_event",
+                                                                   handler)
 
     # ---------------------------------------------------------------- layout
     def fit_text(self) -> float:
@@ -491,6 +519,7 @@ def serve(port: int = DEFAULT_PORT, open_browser: bool = True, model: str = "ket
     import matplotlib.pyplot as plt
 
     ex = Explorer(model)
+    ex.ignored_keymaps |= {"keymap.quit", "keymap.quit_all"}   # (one figure for every page)
     _guard_pixel_ratio(ex.fig.canvas)
     _guard_sockets(ex.fig.canvas.manager)
     ex.fig.canvas.manager.set_window_title("ketasim explorer")   # the page's header
