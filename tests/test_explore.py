@@ -784,3 +784,56 @@ def test_a_key_pressed_in_one_page_does_not_close_the_explorer_for_all(tmp_path)
         assert "Traceback" not in server.output(), server.output()[-3000:]
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+def test_odd_requests_get_a_short_answer_and_no_traceback(tmp_path):
+    """A figure number that does not exist (/2, /2/download.png), a download format matplotlib
+    cannot write (download.xyz) and a page's message WebAgg cannot use (not JSON, fields
+    missing) had each printed a traceback in the terminal (and answered 500); the message
+    also dropped the connection of the page that sent it. Now: 404 with a sentence, the
+    message ignored with one line, the page still connected."""
+    import asyncio
+    import urllib.error
+
+    pytest.importorskip("tornado")
+    port = _free_port()
+    server = _Served(tmp_path, port)
+
+    def get(path):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    async def session():
+        a = await _Page().connect(port)
+        await asyncio.sleep(1.0)
+        for m in ("not json", "[]", '{"type": "button_press"}',
+                  '{"type": "supports_binary"}'):
+            await a.ws.write_message(m)
+        await asyncio.sleep(0.5)
+        before = a.frames
+        await a.drag_dose(5)
+        for _ in range(100):
+            if a.frames > before:
+                break
+            await asyncio.sleep(0.1)
+        await _closed(a)
+        return before, a.frames, a.cut
+
+    try:
+        assert get("/2") == (404, b"404: no figure 2; the explorer is at /\n")
+        assert get("/2/download.png")[0] == 404
+        code, body = get("/1/download.xyz")
+        assert code == 404 and b"no download as 'xyz'" in body and b"png" in body
+        code, body = get("/1/download.png")
+        assert code == 200 and body.startswith(b"\x89PNG")
+        before, after, cut = asyncio.run(asyncio.wait_for(session(), 120))
+        assert not cut and after > before, (before, after, cut)
+        out = server.output()
+        assert "Traceback" not in out, out[-3000:]
+        assert out.count("ignored a message from a page") == 4, out[-3000:]
+    finally:
+        server.stop()

@@ -133,6 +133,87 @@ def _guard_sockets(manager) -> None:
     manager.add_web_socket = add_guarded
 
 
+def _say(message: str) -> None:
+    print(f"ketasim explorer: {message}", file=sys.stderr, flush=True)
+
+
+def _guard_requests() -> None:
+    """Requests the explorer's server cannot answer get a short error, not a traceback in the
+    terminal: a page or download of a figure number that does not exist (``/2``,
+    ``/2/download.png``: "404, no figure 2"), a download in a format matplotlib cannot write
+    here (``download.xyz``; ``download.pgf`` without LaTeX), a connection to a figure that
+    does not exist, and a page's message that is not one WebAgg understands (not JSON, no
+    ``type``, fields missing or of the wrong kind): it is ignored, with one line saying so,
+    and the page stays connected. Each of these had printed a traceback and a malformed
+    message had dropped the connection of the page that sent it."""
+    from matplotlib._pylab_helpers import Gcf
+    from matplotlib.backends.backend_webagg import WebAggApplication
+
+    if getattr(WebAggApplication, "_ketasim_guarded", False):
+        return
+    WebAggApplication._ketasim_guarded = True
+    page_get = WebAggApplication.SingleFigurePage.get
+    download_get = WebAggApplication.Download.get
+    ws = WebAggApplication.WebSocket
+    ws_open, ws_close, ws_message = ws.open, ws.on_close, ws.on_message
+
+    def missing(handler, fignum) -> bool:
+        if Gcf.get_fig_manager(int(fignum)) is not None:
+            return False
+        handler.set_status(404)
+        handler.set_header("Content-Type", "text/plain; charset=UTF-8")
+        handler.finish(f"404: no figure {int(fignum)}; the explorer is at /\n")
+        return True
+
+    def get_page(self, fignum):
+        if not missing(self, fignum):
+            page_get(self, fignum)
+
+    def get_download(self, fignum, fmt):
+        if missing(self, fignum):
+            return
+        canvas = Gcf.get_fig_manager(int(fignum)).canvas
+        known = canvas.get_supported_filetypes()
+        if fmt not in known:
+            self.set_status(404)
+            self.set_header("Content-Type", "text/plain; charset=UTF-8")
+            self.finish(f"404: no download as {fmt!r}; formats: {', '.join(sorted(known))}\n")
+            return
+        try:
+            download_get(self, fignum, fmt)
+        except Exception as exc:        # (a writer that needs a tool not installed: pgf)
+            _say(f"cannot write the figure as {fmt}: {exc}")
+            self.clear()
+            self.set_status(500)
+            self.set_header("Content-Type", "text/plain; charset=UTF-8")
+            self.finish(f"500: cannot write the figure as {fmt} here: {exc}\n")
+
+    def open_ws(self, fignum):
+        if Gcf.get_fig_manager(int(fignum)) is None:
+            self.manager = None
+            self.close(4004, f"no figure {int(fignum)}")
+            return
+        ws_open(self, fignum)
+
+    def close_ws(self):
+        if getattr(self, "manager", None) is not None:
+            ws_close(self)
+
+    def on_message(self, message):
+        if getattr(self, "manager", None) is None:     # (closed: no figure of that number)
+            return
+        try:
+            ws_message(self, message)
+        except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
+            text = message if len(message) <= 80 else message[:77] + "..."
+            _say(f"ignored a message from a page that it cannot use: {text!r} "
+                 f"({type(exc).__name__}: {exc})")
+
+    WebAggApplication.SingleFigurePage.get = get_page
+    WebAggApplication.Download.get = get_download
+    ws.open, ws.on_close, ws.on_message = open_ws, close_ws, on_message
+
+
 #: the nasal label's starting dose (Spravato): 56 mg at the first session given, whatever the
 #: dose after it (56 or 84 mg)
 NASAL_START_MG = 56.0
@@ -512,6 +593,7 @@ def serve(port: int = DEFAULT_PORT, open_browser: bool = True, model: str = "ket
         raise KetasimInputError(f"--model: {model!r}{suggest(model, PRESETS)}; expected one "
                                 f"of {', '.join(PRESETS)}")
     matplotlib.use("webagg", force=True)
+    _guard_requests()
     matplotlib.rcParams["webagg.port"] = int(port)
     matplotlib.rcParams["webagg.port_retries"] = 1   # exactly this port
     matplotlib.rcParams["webagg.address"] = address
