@@ -837,3 +837,22 @@ def test_odd_requests_get_a_short_answer_and_no_traceback(tmp_path):
         assert out.count("ignored a message from a page") == 4, out[-3000:]
     finally:
         server.stop()
+
+
+def test_the_weight_slider_says_when_weight_has_no_effect(ex):
+    """The nasal spray's model has no weight effect (flat doses): its weight slider moved
+    while nothing in the figure changed, labelled as if it did. It now says so and is greyed,
+    and is back to normal for the IV presets (dosed per kg)."""
+    _reset(ex)
+    w = ex.sliders["weight"]
+    assert w.valtext.get_text() == "70"
+    ex.preset.set_active(2)
+    peaks = ex.peaks().copy()
+    w.set_val(100)
+    np.testing.assert_array_equal(ex.peaks(), peaks)          # nothing changes ...
+    assert w.valtext.get_text() == "100 (no effect in this model)"   # ... and it says so
+    assert w.label.get_color() != "black" and w.poly.get_alpha() < 1
+    assert _texts_outside_the_figure(ex) == []
+    ex.preset.set_active(0)
+    assert w.valtext.get_text() == "100" and w.label.get_color() == "black"
+    _reset(ex)

@@ -491,6 +491,15 @@ class Explorer:
         self.lines["occ"].set_data(x, occ)
         pl = r.plasticity if "plasticity" in r.names else np.zeros_like(t)
         self.lines["plast"].set_data(x, pl)
+        # a model without a weight effect (the nasal spray's flat doses): the weight slider
+        # says so and is greyed, instead of moving while nothing changes
+        w = self.sliders["weight"]
+        weighs = uses_weight(model)
+        w.valfmt = "%g" if weighs else "%g (no effect in this model)"
+        w.valtext.set_text(w._format(w.val))
+        for t in (w.label, w.valtext):
+            t.set_color("black" if weighs else "0.55")
+        w.poly.set_alpha(1.0 if weighs else 0.35)
         self.ax_conc.set_xlim(-2, x[-1])
         self.ax_conc.set_ylim(0, max(1.0, float(np.nanmax(conc))) * 1.15)
         self.ax_occ.set_ylim(0, max(10.0, float(occ.max()) * 1.15))
