@@ -856,3 +856,20 @@ def test_the_weight_slider_says_when_weight_has_no_effect(ex):
     ex.preset.set_active(0)
     assert w.valtext.get_text() == "100" and w.label.get_color() == "black"
     _reset(ex)
+
+
+@pytest.mark.parametrize("size", [(8, 6), (10, 7), (6.4, 4.8)])
+def test_the_first_run_note_fits_in_a_small_window(size):
+    """Until the first change the timing note says the first run loaded compiled code; in an
+    8 x 6 in window that line ran off the figure's right edge ("(first run:" cut)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.backend_bases import ResizeEvent
+
+    e = Explorer("ketamine-iv")
+    try:
+        e.fig.set_size_inches(*size)
+        ResizeEvent("resize_event", e.fig.canvas)._process()
+        assert "first run" in e.timing_text.get_text()
+        assert _texts_outside_the_figure(e) == []
+    finally:
+        plt.close(e.fig)

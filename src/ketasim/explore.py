@@ -523,10 +523,12 @@ class Explorer:
         self.last_update_s = time.perf_counter() - t0     # simulation + new data, no drawing
         first = self.result is None or not getattr(self, "_updated", False)
         self._updated = True
+        # (short lines: the text's room right of the plots is a fifth of the figure)
         self.timing_text.set_text(f"{starts.size} session{'s' if starts.size != 1 else ''}"
                                   "\nre-simulated in "
                                   f"{self.last_update_s * 1000:.0f} ms"
-                                  + (" (first run:\nloading compiled code)" if first else ""))
+                                  + ("\n(first run: loading\ncompiled code)" if first
+                                     else ""))
         self.fig.canvas.draw_idle()
         return self.last_update_s
 
