@@ -859,12 +859,14 @@ def test_the_weight_slider_says_when_weight_has_no_effect(ex):
 
 
 @pytest.mark.parametrize("size", [(8, 6), (10, 7), (6.4, 4.8)])
-def test_the_first_run_note_fits_in_a_small_window(size):
+def test_the_first_run_note_fits_in_a_small_window(size, monkeypatch):
     """Until the first change the timing note says the first run loaded compiled code; in an
     8 x 6 in window that line ran off the figure's right edge ("(first run:" cut)."""
     import matplotlib.pyplot as plt
     from matplotlib.backend_bases import ResizeEvent
 
+    # (as in a fresh process; the module, not the function ketasim.explore)
+    monkeypatch.setattr(sys.modules[Explorer.__module__], "_compiled_loaded", False)
     e = Explorer("ketamine-iv")
     try:
         e.fig.set_size_inches(*size)
@@ -873,3 +875,20 @@ def test_the_first_run_note_fits_in_a_small_window(size):
         assert _texts_outside_the_figure(e) == []
     finally:
         plt.close(e.fig)
+
+
+def test_only_the_first_explorer_in_a_process_says_it_loaded_compiled_code():
+    """A second explorer in the same process (a notebook cell run again) said "first run:
+    loading compiled code" next to its 12 ms, though nothing was loaded."""
+    import matplotlib.pyplot as plt
+
+    first = Explorer("ketamine-iv")
+    second = Explorer("esketamine-nasal")
+    try:
+        assert "first run" not in second.timing_text.get_text()
+        assert "re-simulated in" in second.timing_text.get_text()
+        first.sliders["dose"].set_val(0.7)
+        assert "first run" not in first.timing_text.get_text()
+    finally:
+        plt.close(first.fig)
+        plt.close(second.fig)

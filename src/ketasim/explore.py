@@ -30,6 +30,7 @@ GRID_STEP_H = 1 / 3          # 20-minute grid plus every session start and infus
 #                              integrator's cost grows with the number of output times)
 PD_RTOL = 1e-3               # schematic response tolerance: a teaching view, not a table
 MONTHS = 6.0
+_compiled_loaded = False     # set by the first update in this process
 DESIGN_INCHES = (13.0, 8.5)  # the figure's size as laid out; smaller: text scales down with it
 
 # preset -> how the explorer doses it: route, dose unit, slider range and default
@@ -521,8 +522,10 @@ class Explorer:
             fontsize=14 * self._scale, fontweight="bold",
             wrap=True)                                     # (a long note: two lines)
         self.last_update_s = time.perf_counter() - t0     # simulation + new data, no drawing
-        first = self.result is None or not getattr(self, "_updated", False)
-        self._updated = True
+        # the first update in this process loads the compiled code (a later explorer's first
+        # update does not: it had said "first run: loading compiled code" too)
+        global _compiled_loaded
+        first, _compiled_loaded = not _compiled_loaded, True
         # (short lines: the text's room right of the plots is a fifth of the figure)
         self.timing_text.set_text(f"{starts.size} session{'s' if starts.size != 1 else ''}"
                                   "\nre-simulated in "
