@@ -657,7 +657,7 @@ def test_nasal_course_missing_session_1_starts_at_the_56_mg_starting_dose(ex):
     d = ex.doses()
     assert d.time_h[0] == 72.0 and d.amount_mg[0] == 56.0
     np.testing.assert_array_equal(d.amount_mg[1:], 84.0)
-    assert len(d) == len(course_doses("esketamine-nasal", 84, 70, 28)) - 1
+    assert len(d) == len(course_doses("esketamine-nasal", 84, 70, ex.values()["interval"])) - 1
     assert ex.peak_days()[0] == pytest.approx(3 + 0.5, abs=0.5)
     assert ex.peaks()[0] == pytest.approx(ref.concentration("plasma").max(), rel=1e-3)
     assert ex.peaks()[0] < full[1]          # session 2 at 84 mg (course with no miss)
@@ -892,3 +892,27 @@ def test_only_the_first_explorer_in_a_process_says_it_loaded_compiled_code():
     finally:
         plt.close(first.fig)
         plt.close(second.fig)
+
+
+def test_switching_route_moves_the_interval_to_the_routes_default_unless_chosen(ex):
+    """The explorer starts the spray at 14-day maintenance and IV at 28 days; switching IV ->
+    nasal had kept 28 days (and the default marker at 28), so the nasal course differed from
+    the one ``explore("esketamine-nasal")`` shows. An interval the user chose stays."""
+    import matplotlib.pyplot as plt
+
+    _reset(ex)
+    ex.preset.set_active(2)
+    s = ex.sliders["interval"]
+    assert s.val == 14 and s.valinit == 14 and s.vline.get_xdata()[0] == 14
+    fresh = Explorer("esketamine-nasal")
+    try:
+        np.testing.assert_array_equal(ex.doses().time_h, fresh.doses().time_h)
+        np.testing.assert_allclose(ex.peaks(), fresh.peaks(), rtol=1e-12)
+    finally:
+        plt.close(fresh.fig)
+    assert "maintenance every 14 days" in ex.fig._suptitle.get_text()
+    s.set_val(21)                               # chosen: kept across a switch
+    ex.preset.set_active(0)
+    assert s.val == 21 and s.valinit == 28
+    assert "maintenance every 21 days" in ex.fig._suptitle.get_text()
+    _reset(ex)

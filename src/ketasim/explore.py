@@ -215,6 +215,12 @@ def _guard_requests() -> None:
     ws.open, ws.on_close, ws.on_message = open_ws, close_ws, on_message
 
 
+def interval_default(model_name: str) -> float:
+    """The maintenance interval the explorer starts with, days: 28 for an IV preset, 14 for
+    the nasal spray (the label's maintenance is every week or every two weeks)."""
+    return 28.0 if PRESETS[model_name]["route"] == "iv" else 14.0
+
+
 #: the nasal label's starting dose (Spravato): 56 mg at the first session given, whatever the
 #: dose after it (56 or 84 mg)
 NASAL_START_MG = 56.0
@@ -331,7 +337,7 @@ class Explorer:
                spec["default"], spec["step"], "%g")
         slider("weight", [0.2, 0.19, 0.48, 0.03], "weight (kg)", 40, 130, 70, 1, "%g")
         slider("interval", [0.2, 0.13, 0.48, 0.03], "maintenance every (days)", 7, 56,
-               28 if spec["route"] == "iv" else 14, 1, "%g")
+               interval_default(model), 1, "%g")
         # up to the longest course the sliders make (maintenance every 7 days: 30-31 sessions)
         from .engine import session_starts
 
@@ -435,6 +441,18 @@ class Explorer:
         name = next(n for n, s in PRESETS.items() if s["label"] == label)
         if name == self.model_name:
             return
+        # the maintenance interval's default follows the route (IV every 28 days, the spray
+        # every 14): its marker moves, and so does its value when it was at the old default
+        # (switching IV -> nasal had kept 28 days, a course the explorer started with the
+        # nasal preset does not show); an interval the user chose stays
+        s = self.sliders["interval"]
+        old, new = interval_default(self.model_name), interval_default(name)
+        s.eventson = False
+        if s.val == old:
+            s.set_val(new)
+        s.valinit = new
+        s.vline.set_xdata([new] * 2)
+        s.eventson = True
         self.model_name = name
         spec = PRESETS[name]
         s = self.sliders["dose"]
