@@ -197,9 +197,9 @@ def course_metrics(result, analyte: str = "plasma", thresholds=(0.2, 0.3, 0.4),
         :class:`~ketasim.KetasimWarning` says how many are left out).
     """
     from .engine import SCHEMATIC_OUTPUTS, after_horizon_note, run_metrics
-    from .result import Result
 
-    if not isinstance(result, Result):
+    # (what a Result carries, so anything that carries it as a Result does is taken)
+    if not all(hasattr(result, a) for a in ("model", "doses", "times", "names", "inputs")):
         raise KetasimInputError(f"result: got {type(result).__name__}, expected a Result of "
                                 "ketasim.simulate")
     if result.doses is None:
