@@ -498,6 +498,21 @@ class _Page:
         self.ws.close()
 
 
+async def _drag_and_wait(page, *watch):
+    """Drag the dose slider of ``page`` a little and wait (up to 10 s) until every page of
+    ``watch`` (default: ``page``) has had a new frame; returns their frame counts before."""
+    import asyncio
+
+    watch = watch or (page,)
+    before = [w.frames for w in watch]
+    await page.drag_dose(5)
+    for _ in range(100):
+        if all(w.frames > b for w, b in zip(watch, before)):
+            break
+        await asyncio.sleep(0.1)
+    return before
+
+
 async def _closed(*pages):
     """Close the pages' connections (each left open warns when it is collected, in whatever
     test runs then)."""
@@ -536,12 +551,7 @@ def test_a_page_that_goes_mid_update_leaves_the_others_live(tmp_path):
             b.drop()
             await dragging
         await asyncio.sleep(1.0)
-        before = a.frames
-        await a.drag_dose(5)
-        for _ in range(100):
-            if a.frames > before:
-                break
-            await asyncio.sleep(0.1)
+        before, = await _drag_and_wait(a)
         await _closed(a, *dropped)
         return before, a.frames, a.cut
 
@@ -571,12 +581,7 @@ def test_a_page_that_declines_binary_frames_breaks_no_other_page(tmp_path):
         b = await _Page().connect(port)
         await b.send({"type": "supports_binary", "value": False})
         await asyncio.sleep(1.0)
-        before = a.frames, b.frames
-        await a.drag_dose(5)
-        for _ in range(100):
-            if a.frames > before[0] and b.frames > before[1]:
-                break
-            await asyncio.sleep(0.1)
+        before = tuple(await _drag_and_wait(a, a, b))
         await _closed(a, b)
         return before, (a.frames, b.frames), a.cut
 
@@ -767,12 +772,7 @@ def test_a_key_pressed_in_one_page_does_not_close_the_explorer_for_all(tmp_path)
         await asyncio.sleep(0.5)
         b = await _Page().connect(port)
         await asyncio.sleep(1.0)
-        before = b.frames
-        await b.drag_dose(5)
-        for _ in range(100):
-            if b.frames > before:
-                break
-            await asyncio.sleep(0.1)
+        before, = await _drag_and_wait(b)
         await _closed(a, b)
         return before, b.frames, b.cut
 
@@ -814,12 +814,7 @@ def test_odd_requests_get_a_short_answer_and_no_traceback(tmp_path):
                   '{"type": "supports_binary"}'):
             await a.ws.write_message(m)
         await asyncio.sleep(0.5)
-        before = a.frames
-        await a.drag_dose(5)
-        for _ in range(100):
-            if a.frames > before:
-                break
-            await asyncio.sleep(0.1)
+        before, = await _drag_and_wait(a)
         await _closed(a)
         return before, a.frames, a.cut
 
