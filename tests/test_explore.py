@@ -211,6 +211,25 @@ def test_explore_port_in_use_is_one_line(capsys):
     assert err.count("\n") == 1 and "choose another port" in err
 
 
+def test_the_default_port_taken_serves_on_a_free_one(capsys):
+    """With no --port, a taken default port had stopped the explorer with '--port: cannot
+    listen on 127.0.0.1:8765 ...; choose another port', naming an option the user never gave;
+    it now serves on a free port (the URL names it), as Jupyter moves on. A port asked for by
+    number is still refused when taken."""
+    from ketasim.explore import serve
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        # the port check passes; the bad model name is then the (first) error
+        with pytest.raises(ketasim.KetasimInputError, match="--model"):
+            serve(port=port, open_browser=False, model="no-such-model", any_free=True)
+        assert f"port {port} is taken" in capsys.readouterr().err
+        with pytest.raises(ketasim.KetasimInputError, match="choose another port"):
+            serve(port=port, open_browser=False, model="no-such-model")
+
+
 def test_explore_restarts_on_the_port_it_just_left():
     """Stopping the explorer while a page is open leaves the server's side of that connection
     in TIME_WAIT for a minute; the server can listen on the port again at once (as tornado
@@ -250,7 +269,8 @@ def test_explore_serves_to_a_browser_when_no_desktop_window_can_open(monkeypatch
     figures = plt.get_fignums()
     assert matplotlib.get_backend().lower() == "agg"
     assert main(["explore", "--model", "esketamine-iv"]) == 0
-    assert served == [{"port": 8765, "open_browser": True, "model": "esketamine-iv"}]
+    assert served == [{"port": 8765, "open_browser": True, "model": "esketamine-iv",
+                       "any_free": True}]
     assert "serving to a browser instead" in capsys.readouterr().err
     assert plt.get_fignums() == figures          # the window's figure is not left open
 

@@ -885,7 +885,8 @@ def cmd_explore(args) -> int:
 
         print(f"ketasim explore: matplotlib's backend ({matplotlib.get_backend()}) opens no "
               "desktop window here; serving to a browser instead", file=sys.stderr)
-    serve(port=args.port or DEFAULT_PORT, open_browser=not args.no_browser, model=args.model)
+    serve(port=args.port or DEFAULT_PORT, open_browser=not args.no_browser, model=args.model,
+          any_free=args.port is None)
     return 0
 
 

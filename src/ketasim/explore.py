@@ -591,12 +591,13 @@ def window(model: str = "ketamine-iv") -> bool:
 
 
 def serve(port: int = DEFAULT_PORT, open_browser: bool = True, model: str = "ketamine-iv",
-          address: str = "127.0.0.1") -> None:
+          address: str = "127.0.0.1", *, any_free: bool = False) -> None:
     """Serve the explorer to a browser through matplotlib's WebAgg backend (needs tornado).
 
     Prints the URL, then serves until interrupted: Ctrl+C stops the server and raises
     :class:`KeyboardInterrupt`, as any interrupt does. ``port=0``: a free port, which the URL
-    names."""
+    names. ``any_free``: when ``port`` is taken, a free port instead (the command's default
+    port, which nobody asked for by number, as Jupyter moves on from a taken one)."""
     import matplotlib
 
     try:
@@ -614,7 +615,13 @@ def serve(port: int = DEFAULT_PORT, open_browser: bool = True, model: str = "ket
             # (for a minute after the explorer stopped with a page open) is free to listen on
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            probe.bind((address, int(port)))
+            try:
+                probe.bind((address, int(port)))
+            except OSError as exc:
+                if not any_free:
+                    raise
+                _say(f"port {port} is taken ({exc.strerror or exc}); serving on a free one")
+                probe.bind((address, 0))
             port = probe.getsockname()[1]      # (0: the free port the system chose)
         except OSError as exc:
             from .errors import KetasimInputError
