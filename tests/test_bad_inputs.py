@@ -764,3 +764,17 @@ def test_a_yes_no_switch_given_as_text_is_refused(call, field):
             call(bad)
     call(np.bool_(False))
     call(0)
+
+
+@pytest.mark.parametrize("name", ["", "   ", 5])
+def test_a_model_name_must_be_text_that_is_not_blank(name):
+    """[model] name = "" had been accepted: a figure titled by nothing, messages naming the
+    model ''. A number had been taken as its text."""
+    spec = {"model": {"name": name}, "parameters": {"V": 10.0, "K": 1.0},
+            "compartments": {"c": "V"}, "flows": [{"from": "c", "to": "out", "k": "K"}],
+            "routes": {"iv": {"to": "c"}}}
+    with pytest.raises(KetasimInputError, match=r"^<model>: \[model\] name: got "
+                       + re.escape(repr(name)) + r", expected a name \(text that is not blank\)$"):
+        ketasim.Model.from_dict(spec)
+    spec["model"]["name"] = "one compartment"
+    assert ketasim.Model.from_dict(spec).name == "one compartment"

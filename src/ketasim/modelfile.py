@@ -198,7 +198,11 @@ def _build(spec: dict, where: str, name: str | None) -> Model:
     _keys(spec, _TOP, where)
     meta = dict(_table(spec, "model", where))
     _keys(meta, MODEL_KEYS, f"{where}: [model]")      # a misspelt key would be lost silently
-    name = str(meta.get("name", name or "model"))
+    name = meta.get("name", name or "model")
+    if not isinstance(name, str) or not name.strip():
+        # (it titles figures, names the model in messages and heads compare's columns)
+        raise KetasimInputError(f"{where}: [model] name: got {name!r}, expected a name (text "
+                                "that is not blank)")
 
     params: dict[str, float] = {}
     schematic = set()
