@@ -858,7 +858,10 @@ def test_plot_bands_names_what_it_cannot_draw():
                            ((r, "plasma"), {"times": r.times}, "a result has its own"),
                            ((SimpleNamespace(columns={}),), {}, "expected a Result"),
                            ((r, "plasma"), {"percentiles": (5, 95)}, "three numbers"),
-                           ((r, "plasma"), {"percentiles": (5, 50, 150)}, "three numbers")):
+                           ((r, "plasma"), {"percentiles": (5, 50, 150)}, "three numbers"),
+                           # (in the wrong order: the band's legend had said 95-5 %)
+                           ((r, "plasma"), {"percentiles": (95, 50, 5)}, "in that order"),
+                           ((r, "plasma"), {"percentiles": (5, 5, 95)}, "in that order")):
         with pytest.raises(ketasim.KetasimInputError, match=f"plot_bands: .*{what}"):
             plot_bands(*args, **kw)
     assert plot_bands(y.tolist(), times=r.times.tolist()).axes

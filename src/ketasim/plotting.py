@@ -1472,9 +1472,11 @@ def plot_bands(result, name: str = "plasma", *, times=None, ax=None, label: str 
                       else name)
     if (not isinstance(percentiles, (tuple, list, np.ndarray)) or len(percentiles) != 3
             or not all(isinstance(p, (int, float, np.integer, np.floating))
-                       and 0 <= p <= 100 for p in percentiles)):
+                       and not isinstance(p, (bool, np.bool_)) and 0 <= p <= 100
+                       for p in percentiles)
+            or not percentiles[0] < percentiles[1] < percentiles[2]):
         raise KetasimInputError(f"plot_bands: percentiles: got {percentiles!r}, expected three "
-                                "numbers from 0 to 100 (low, middle, high)")
+                                "numbers from 0 to 100 (low, middle, high), in that order")
     if not (is_real(unit_scale) and math.isfinite(unit_scale) and unit_scale > 0):
         raise KetasimInputError(f"plot_bands: unit_scale: got {unit_scale!r}, expected a "
                                 "finite number > 0 (a multiplier for the values)")
