@@ -417,9 +417,9 @@ def session_table(run):
 def _course_name(doses_spec):
     """``doses_spec`` (a --doses value or a compare spec's doses) when it names a course (its
     maintenance is then the course's own), else None (a dose table or course file)."""
-    from .courses import COURSES
+    from .courses import is_course_name
 
-    return doses_spec if isinstance(doses_spec, str) and doses_spec in COURSES else None
+    return doses_spec if is_course_name(doses_spec) else None
 
 
 def course_summary(run) -> str:
@@ -603,13 +603,12 @@ def _check_planned_outputs(out_dir: Path, stem: str, formats, inputs) -> None:
 
 def cmd_course(args) -> int:
     from . import _offload, _warm
-    from .cli import kernels_needed
+    from .cli import _input_files, kernels_needed
     from .modelfile import load_model
     from .plotting import course_description, run_course
 
     _check_out_dir(args.out_dir)
-    _check_planned_outputs(args.out_dir, "course", args.format,
-                           [("--model", args.model), ("--doses", args.doses)])
+    _check_planned_outputs(args.out_dir, "course", args.format, _input_files(args))
     model = load_model(args.model)
     kw = _course_params(args.doses, args.dose, args.months)
     doses, weight = resolve(args.doses, args.weight, **kw)
