@@ -1219,33 +1219,29 @@ def _parse(lines, where: str) -> Doses:
     return d
 
 
+def _keep_covariate(obs_cov, subject: str, c: str, v) -> None:
+    """One covariate value of a skipped (observation) row or record, for
+    :func:`_fill_from_observation_rows`: kept under (its subject's text, ``c``) when it is a
+    finite number (blank, ``.``, text that is no number and NaN are left out)."""
+    try:
+        x = to_float(v.strip()) if isinstance(v, str) else float(v)
+    except (TypeError, ValueError):
+        return
+    if math.isfinite(x):
+        obs_cov.setdefault((subject, c), set()).add(x)
+
+
 def _keep_record_covariates(rec, obs_cov) -> None:
-    """The covariate values of a skipped (observation) record, for
-    :func:`_fill_from_observation_rows` (values that are not finite numbers are left out)."""
+    """The covariate values of a skipped (observation) record (:func:`_keep_covariate`)."""
     for c, v in rec.items():
-        if c in COLUMNS:
-            continue
-        try:
-            x = to_float(v) if isinstance(v, str) else float(v)
-        except (TypeError, ValueError):
-            continue
-        if math.isfinite(x):
-            obs_cov.setdefault((str(rec.get("subject", "")), c), set()).add(x)
+        if c not in COLUMNS:
+            _keep_covariate(obs_cov, str(rec.get("subject", "")), c, v)
 
 
 def _keep_obs_covariates(r, pos, covariates, cells, obs_cov) -> None:
-    """The covariate values of a skipped (observation) row, for
-    :func:`_fill_from_observation_rows` (cells that are not numbers are left out)."""
+    """The covariate values of a skipped (observation) CSV row (:func:`_keep_covariate`)."""
     for c in covariates:
-        v = r[pos[c]].strip()
-        if v not in ("", "."):
-            try:
-                x = to_float(v)
-            except ValueError:
-                continue
-            if not math.isfinite(x):
-                continue
-            obs_cov.setdefault((cells.get("subject", ""), c), set()).add(x)
+        _keep_covariate(obs_cov, cells.get("subject", ""), c, r[pos[c]])
 
 
 def _fill_from_observation_rows(data, covariates, obs_cov, where) -> None:
