@@ -38,7 +38,6 @@ import time
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import partial
 
 import numpy as np
 
@@ -1439,15 +1438,13 @@ def _check_axis(model, name, v, base, weight_kg) -> None:
     """Every value of a varied model parameter (or of weight_kg), the others typical: a value
     the model refuses (a negative clearance, say, found where a derived flow is evaluated) is
     reported under the varied name, with the value."""
-    accepted = partial(_accepted, model)
-
     def check(x):
         p = {k: np.full(x.size, float(b)) for k, b in base.items()}
         if name == "weight_kg":
-            accepted(p or None, x, x.size)
+            _accepted(model, p or None, x, x.size)
             return
         p[name] = x
-        accepted(p, weight_kg, x.size)
+        _accepted(model, p, weight_kg, x.size)
 
     # the fixed values alone first: a refused one is theirs, not the axis's
     _check_fixed(model, base, weight_kg, "fixed values")
