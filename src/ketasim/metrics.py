@@ -222,8 +222,10 @@ def course_metrics(result, analyte: str = "plasma", thresholds=(0.2, 0.3, 0.4),
                      occupancy_calibration=inputs.get("occupancy_calibration"),
                      pd_rtol=inputs.get("pd_rtol", 1e-6))
     # sessions from the last output time on have no metrics: say so, as a horizon does
-    note = after_horizon_note(result.doses, float(t[-1]), merge_h, field="times[-1]")
-    if note is not None and _warn_after_end:     # (the CLI and the figures say so their way)
+    # (the CLI and the figures say so their way)
+    note = (after_horizon_note(result.doses, float(t[-1]), merge_h, field="times[-1]")
+            if _warn_after_end else None)
+    if note is not None:
         warnings.warn(f"course_metrics: {note}", KetasimWarning, stacklevel=2)
     from . import _kernels as K
 
