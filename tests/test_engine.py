@@ -721,3 +721,19 @@ def test_a_result_keeps_its_own_time_grid():
     assert list(r.times[:3]) == [0.0, 1.0, 2.0] and not r.times.flags.writeable
     assert r.to_dict()["time_h"][2] == 2.0
     np.testing.assert_array_equal(r.concentration("plasma"), before)
+
+
+def test_a_result_is_read_by_name_and_compared_by_identity():
+    m = ketasim.load_model("ketamine-iv")
+    d = ketasim.standard_iv_course(months=1)
+    t = ketasim.time_grid(24, 1.0)
+    r1, r2 = ketasim.simulate(m, d, t), ketasim.simulate(m, d, t)
+    np.testing.assert_array_equal(r1["plasma"], r1.output("plasma"))
+    np.testing.assert_array_equal(r1["occupancy"], r1.occupancy)
+    with pytest.raises(ketasim.KetasimInputError, match="plasma"):
+        r1["plasmaa"]
+    # arrays inside: equal only to itself (numpy's "truth value is ambiguous" had been raised)
+    assert r1 == r1 and r1 != r2 and len({r1: 1, r2: 2}) == 2
+    np.testing.assert_array_equal(r1.data, r2.data)
+    p = ketasim.population("ketamine-iv", d, 2, 0, progress=False, metrics=("cmax",))
+    assert p == p and hash(p) == hash(p)

@@ -158,6 +158,25 @@ def test_population_matches_direct_session_metrics_whatever_the_chunking():
     assert df.shape[0] == n and "cmax_s8" in df.columns
 
 
+def test_a_threshold_spelt_another_way_reads_the_same_column():
+    # asked for in two spellings, a threshold metric is computed once (under the first); the
+    # second spelling, per session and as a sweep's summary, still reads that column
+    r = population("ketamine-iv", ONE_MONTH, 3, 5, progress=False,
+                   metrics=("time_above_occ_0.1", "time_above_occ_0.10", "cmax"))
+    ref = session_metrics("ketamine-iv", ONE_MONTH, params=draw("ketamine-iv", 3, 5),
+                          weight_kg=np.full(3, 70.0), metrics=("time_above_occ_0.10",))
+    assert "time_above_occ_0.10" not in r.columns
+    _same(r["time_above_occ_0.10"], ref["time_above_occ_0.10"])
+    _same(r["time_above_occ_.1_s2"], ref["time_above_occ_0.10_s2"])
+    assert r["time_above_occ_0.100"].max() > 0
+    s = sweep("ketamine-iv", ONE_MONTH, {"CL": [80.0, 100.0]}, n=3, seed=5, progress=False,
+              metrics=("time_above_conc_100",))
+    _same(s["time_above_conc_1e2_p50"], s["time_above_conc_100_p50"])
+    for wrong in ("time_above_occ_0.2", "time_above_occ_x", "cmax_s99"):
+        with pytest.raises(KetasimInputError, match="no column"):
+            r[wrong]
+
+
 def test_dose_tables_with_subjects(tmp_path):
     """A dose table of one subject (a subject column with one ID) is that table for every
     virtual subject; one of several subjects is refused, naming the file and the way out."""

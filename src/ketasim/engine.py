@@ -248,7 +248,7 @@ def _check_rtol(pd_rtol):
     return float(pd_rtol)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Plan:
     """A prepared simulation: per-subject matrices, events and output maps as plain arrays
     (row s of every per-subject array belongs to subject s; they pickle cheaply).
@@ -887,7 +887,7 @@ def _parse_thresholds(metrics):
     return sorted(occ), sorted(conc)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class MetricsRun:
     """Raw exact metrics of N subjects over S sessions (internal units).
 

@@ -20,7 +20,7 @@ from .errors import KetasimInputError, KetasimWarning, is_real
 __all__ = ["CourseMetrics", "course_metrics", "session_starts", "maintenance_start"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class CourseMetrics:
     """Metrics per session (arrays (S,) or (N, S) for a population) and over the course.
 

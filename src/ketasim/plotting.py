@@ -313,7 +313,7 @@ def _num(v: float) -> str:
 
 
 # ---------------------------------------------------------------------------- simulation
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class CourseRun:
     """What the course figure shows for one model and dose table.
 

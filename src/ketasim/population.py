@@ -159,6 +159,35 @@ def model_metrics(model, metrics=None) -> tuple:
     return metrics
 
 
+def _column_key(name: str):
+    """A threshold metric's column by its number and suffixes (``time_above_occ_0.30_s2_p50``
+    and ``time_above_occ_0.3_s2_p50`` are one); None for any other name."""
+    base = _base_metric(name)
+    for prefix in ("time_above_occ_", "time_above_conc_"):
+        if base.startswith(prefix):
+            from ._numtext import UNSIGNED
+
+            text = base[len(prefix):]
+            if not UNSIGNED.fullmatch(text):
+                return None
+            return prefix, float(text), name[len(base):]
+    return None
+
+
+def _same_threshold(name, columns):
+    """The column of ``columns`` that is ``name`` spelt with another threshold number
+    (metrics asked for in two spellings are computed once, under the first), or None."""
+    if not isinstance(name, str):
+        return None
+    key = _column_key(name)
+    if key is None:
+        return None
+    for c in columns:
+        if _column_key(c) == key:
+            return c
+    return None
+
+
 def _metric_key(m: str):
     """A metric's identity: a threshold metric by its number (0.3 and 0.30 are one)."""
     for prefix in ("time_above_occ_", "time_above_conc_"):
@@ -333,7 +362,7 @@ def _quantiles_from_counts(counts: np.ndarray, qs=QUANTILES, vmin=None, vmax=Non
     return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Bands:
     """5/50/95 % bands over time: ``values`` (R, 3, T) for ``outputs`` at ``times_h``, in
     ``units`` (ng/mL for concentrations; occupancy a fraction; glutamate, plasticity schematic).
@@ -375,6 +404,9 @@ class _Columns:
 
     def __getitem__(self, name: str) -> np.ndarray:
         if name not in self.columns:
+            same = _same_threshold(name, self.columns)
+            if same is not None:      # time_above_occ_0.30: the column time_above_occ_0.3
+                return self.columns[same]
             raise KetasimInputError(f"{self._what}: no column {name!r}"
                                     f"{suggest(name, list(self.columns))}")
         return self.columns[name]
@@ -388,7 +420,7 @@ class _Columns:
         return pd.DataFrame(self.columns)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class PopulationResult(_Columns):
     """Per-subject metrics of a population (frozen).
 
@@ -411,7 +443,7 @@ class PopulationResult(_Columns):
         return int(self.columns["subject"].shape[0])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SweepResult(_Columns):
     """One row per grid point: the varied values, then the metrics (``m``, ``m_s<k>``; with
     ``n`` subjects per point ``m_p50``, ``m_p05``, ``m_p95``). ``units``: column -> unit."""

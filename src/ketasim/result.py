@@ -15,9 +15,11 @@ PD_OUTPUTS = ("occupancy", "occupancy_low", "occupancy_high", "glutamate", "plas
 MG_PER_L_TO_NG_PER_ML = 1000.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Result:
-    """Outputs of :func:`ketasim.simulate` on a time grid (frozen).
+    """Outputs of :func:`ketasim.simulate` on a time grid (frozen; ``result["plasma"]`` is
+    ``result.output("plasma")``). Two results are equal only when they are the same object
+    (they hold arrays: compare their ``data`` with numpy); a result can be a dict key.
 
     Attributes
     ----------
@@ -58,6 +60,11 @@ class Result:
 
     def _shape(self, a: np.ndarray) -> np.ndarray:
         return a if self.population else a[0]
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        """``result[name]``: :meth:`output` (internal units), as a population's table is read
+        by column name."""
+        return self.output(name)
 
     def output(self, name: str) -> np.ndarray:
         """Any output in internal units; (T,) or (N, T): concentrations mg/L, amounts mg,
