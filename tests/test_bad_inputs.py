@@ -778,3 +778,31 @@ def test_a_model_name_must_be_text_that_is_not_blank(name):
         ketasim.Model.from_dict(spec)
     spec["model"]["name"] = "one compartment"
     assert ketasim.Model.from_dict(spec).name == "one compartment"
+
+
+def test_a_weight_no_person_has_is_run_with_a_warning(tmp_path, capsys):
+    # 70000 "kg" (grams meant) had run without a word: 1,000 times the mg/kg course's doses
+    import warnings
+
+    m = ketasim.load_model("ketamine-iv")
+    d = ketasim.standard_iv_course(months=1)
+    t = ketasim.time_grid(24, 1.0)
+    with pytest.warns(ketasim.KetasimWarning, match=r"weight_kg: 7000 kg .*2 of 3 weights") as w:
+        r = ketasim.simulate(m, d, t, weight_kg=[70.0, 7000.0, 8000.0])
+    assert w[0].filename == __file__           # shown at the caller's line
+    ref = ketasim.simulate(m, d, t, weight_kg=[70.0])
+    np.testing.assert_array_equal(r.data[0], ref.data[0])       # run as given
+    with pytest.warns(ketasim.KetasimWarning, match=r"0\.3 kg is less than any person"):
+        ketasim.simulate(m, d, t, weight_kg=0.3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ketasim.simulate(m, d, t, weight_kg=[1.0, 70.0, 650.0])
+        # a model file may be of any species (a rat, a horse): no warning
+        rat = ketasim.Model.from_dict(__import__("tomllib").loads(GOOD_MODEL), source="rat.toml")
+        ketasim.simulate(rat, [{"time_h": 0.0, "amount_mg": 1.0, "route": "iv"}], t,
+                         weight_kg=0.25)
+    out = tmp_path / "c.csv"
+    assert main(["simulate", "--weight", "70000", "--until", "24", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("ketasim: warning: --weight: 70000 kg is more than any person") \
+        and "grams or pounds" in err.splitlines()[0] and "wrote" in err and out.exists()

@@ -699,6 +699,21 @@ class _Terminated(KeyboardInterrupt):
         self.signum = signum
 
 
+def _warning_shower(args, python_shows):
+    """A ``warnings.showwarning`` that shows a :class:`~ketasim.errors.KetasimWarning` as one
+    line, ``ketasim: warning: ...``, naming options as the command's own (:func:`as_options`),
+    and any other warning as ``python_shows`` does."""
+    from .errors import KetasimWarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, KetasimWarning):
+            print(f"ketasim: warning: {as_options(args, str(message))}",
+                  file=file or sys.stderr)
+        else:
+            python_shows(message, category, filename, lineno, file, line)
+    return show
+
+
 def _fail(args, message: str) -> int:
     print(f"ketasim: error: {message}", file=sys.stderr)
     return 1
@@ -710,7 +725,7 @@ def _fail(args, message: str) -> int:
 OPTION_OF = {"params": "--param", "metrics": "--metrics", "vary": "--vary",
              "band_outputs": "--band-outputs", "occupancy_calibration": "--occupancy-calibration",
              "closeup_h": "--closeup", "scheduler": "--scheduler", "covariates['age_y']": "--age",
-             "horizon_h": "--months"}
+             "horizon_h": "--months", "weight_kg": "--weight"}
 
 
 def as_options(args, message: str) -> str:
@@ -898,6 +913,7 @@ def _run(args) -> int:
         with warnings.catch_warnings():
             # a hint Numba prints while compiling the kernels (first run only): not for users
             warnings.filterwarnings("ignore", message=r".*is faster on contiguous arrays")
+            warnings.showwarning = _warning_shower(args, warnings.showwarning)
             rc = handler(args)
         if sys.stdout is not None:      # (None: started with standard output closed)
             sys.stdout.flush()      # a closed pipe shows here, not at exit

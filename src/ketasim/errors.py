@@ -9,6 +9,7 @@ expected.
 from __future__ import annotations
 
 import difflib
+import sys
 from collections.abc import Iterable
 
 __all__ = ["KetasimInputError", "KetasimWarning", "suggest", "check_name"]
@@ -29,6 +30,19 @@ class KetasimWarning(UserWarning):
     """A run that does what was asked, with something the caller may not expect (sessions
     after the horizon left out of the metrics, say): ``warnings.simplefilter("error",
     KetasimWarning)`` makes it an error, ``"ignore"`` silences it."""
+
+
+def warn(message: str) -> None:
+    """A :class:`KetasimWarning` shown at the caller's line outside ketasim (the first frame
+    of the stack not in this package), wherever inside ketasim it is raised."""
+    import os
+    import warnings
+
+    here = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(1), 2
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(here):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, KetasimWarning, stacklevel=level)
 
 
 # every character str.splitlines() breaks on, shown as its escape

@@ -85,6 +85,29 @@ def _copy_values(vals: dict) -> dict:
     """A copy of a dict of arrays (what a caller may write into)."""
     return {k: v.copy() for k, v in vals.items()}
 
+#: Body weights (kg) outside this range are no person's: the heaviest person on record
+#: weighed about 635 kg (Jon Brower Minnoch, 1978; Guinness World Records), a newborn at term
+#: about 3.5 kg. The presets (human models) run a weight outside it as given, with a warning:
+#: most likely grams or pounds were meant. (A model file may be of any species: no warning.)
+PLAUSIBLE_WEIGHT_KG = (1.0, 650.0)
+
+
+def warn_implausible_weight(wt) -> None:
+    """A :class:`~ketasim.errors.KetasimWarning` for body weights (kg) that no person has
+    (:data:`PLAUSIBLE_WEIGHT_KG`), naming the first."""
+    lo, hi = PLAUSIBLE_WEIGHT_KG
+    wt = np.asarray(wt, dtype=float)
+    odd = wt[(wt < lo) | (wt > hi)]
+    if odd.size:
+        from .errors import warn
+
+        w = float(odd[0])
+        more = f"; {odd.size} of {wt.size} weights" if wt.size > 1 else ""
+        guess = " (grams or pounds?)" if w > hi else ""
+        warn(f"weight_kg: {w:g} kg is {'more' if w > hi else 'less'} than any person weighs "
+             f"(expected {lo:g} to {hi:g} kg{more}); run as given{guess}")
+
+
 @dataclass(frozen=True)
 class Flow:
     """A first-order flow ``source -> target`` (target ``"out"`` = elimination)."""
@@ -293,6 +316,8 @@ class Model(Derived):
         if np.any(wt <= 0):
             raise KetasimInputError(
                 f"weight_kg: got {wt[wt <= 0][0]:g}, expected a body weight > 0 kg")
+        if self.source.startswith("preset "):      # (a model file may be of an animal)
+            warn_implausible_weight(wt)
         with np.errstate(all="ignore"):
             for k, e in self.allometric.items():
                 vals[k] = vals[k] * (wt / self.reference_weight_kg) ** e
