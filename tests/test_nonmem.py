@@ -876,3 +876,19 @@ def test_a_byte_order_mark_written_twice_is_read_past(tmp_path):
                   b"time_h,amount_mg,route\n0,1,iv\n")
     d = ketasim.read_doses(p)
     assert d.time_h.tolist() == [0.0] and d.route == ("iv",)
+
+
+def test_a_covariates_table_has_the_size_limit_of_a_dose_table(tmp_path, monkeypatch, capsys):
+    # --covariates was read whole whatever its size (a dose table stops at 512 MiB)
+    from ketasim.cli import main
+
+    p = tmp_path / "cov.csv"
+    p.write_text("weight_kg\n" + "70\n" * 400)
+    out = tmp_path / "pop.csv"
+    monkeypatch.setattr(dosing, "MAX_DOSE_FILE_BYTES", 1000)
+    rc = main(["population", "--n", "400", "--covariates", str(p), "--metrics", "cmax",
+               "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 1 and not out.exists()
+    assert err.startswith("ketasim: error: --covariates: ") and "MAX_DOSE_FILE_BYTES" in err \
+        and err.count("\n") == 1, err

@@ -619,11 +619,17 @@ def _warn_band_ceiling(bands) -> None:
 
 
 def _read_covariates(path, n):
-    from .dosing import _decode
+    from .dosing import MAX_DOSE_FILE_BYTES, _decode
     from .variability import AGE_LIMITS_Y, AGE_WORDS
 
     p = Path(path)
     check_input_file("--covariates", path, p, "a CSV file")
+    if p.stat().st_size > MAX_DOSE_FILE_BYTES:
+        # (read whole, as text and then as rows of cells: several times its size in memory)
+        raise KetasimInputError(
+            f"--covariates: {path}: {p.stat().st_size / 2**20:.0f} MiB, larger than the "
+            f"{MAX_DOSE_FILE_BYTES / 2**20:.0f} MiB limit for a table (MAX_DOSE_FILE_BYTES); "
+            "expected one row per subject")
     text = _decode(p.read_bytes(), str(p), "a covariates CSV (weight_kg and/or age_y)")
     # (line numbers as in the file: comment and blank lines are skipped, not renumbered)
     numbered = [(k + 1, ln) for k, ln in enumerate(text.splitlines())
