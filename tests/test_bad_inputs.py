@@ -806,3 +806,32 @@ def test_a_weight_no_person_has_is_run_with_a_warning(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("ketasim: warning: --weight: 70000 kg is more than any person") \
         and "grams or pounds" in err.splitlines()[0] and "wrote" in err and out.exists()
+
+
+_TD = np.timedelta64(24, "h")     # NumPy counts a duration among its integers
+
+
+@pytest.mark.parametrize("call, field", [
+    (lambda: ketasim.time_grid(_TD, 1.0), "until"),
+    (lambda: ketasim.simulate("ketamine-iv", "standard-iv", [0, 1], threads=_TD), "threads"),
+    (lambda: ketasim.simulate("ketamine-iv", "standard-iv", [0, 1], weight_kg=_TD),
+     "weight_kg"),
+    (lambda: ketasim.population("ketamine-iv", "standard-iv", _TD), "n"),
+    (lambda: ketasim.population("ketamine-iv", "standard-iv", 2, seed=_TD), "seed"),
+    (lambda: ketasim.population("ketamine-iv", "standard-iv", 2, horizon_h=_TD), "horizon_h"),
+    (lambda: ketasim.population("ketamine-iv", "standard-iv", 2, params={"CL": _TD}),
+     "params['CL']"),
+    (lambda: ketasim.standard_iv_course(months=_TD), "months"),
+    (lambda: ketasim.Phase(weeks=_TD, per_week=2), "weeks"),
+    (lambda: importlib.import_module("ketasim.engine").session_metrics(
+        "ketamine-iv", "standard-iv", merge_h=_TD), "merge_h"),
+    (lambda: importlib.import_module("ketasim.plotting").run_course(
+        "ketamine-iv", "standard-iv", closeup_h=_TD), "closeup_h"),
+])
+def test_a_numpy_duration_is_not_taken_for_a_number(call, field):
+    """np.timedelta64 is a NumPy integer type: it had passed the checks for a number, then
+    failed deep inside NumPy (a population's horizon_h, a time grid, a run_course close-up:
+    TypeError or UFuncTypeError) or been taken as a count in its own unit (n, seed, threads,
+    a course's months)."""
+    with pytest.raises(KetasimInputError, match=re.escape(field) + r": got .*timedelta64"):
+        call()

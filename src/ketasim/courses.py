@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .dosing import MAX_EVENTS, Doses, _decode
-from .errors import KetasimInputError, check_input_file, is_real, suggest
+from .errors import KetasimInputError, check_input_file, is_real, is_whole, suggest
 
 __all__ = ["Phase", "course_from_phases", "standard_iv_course", "spravato_course", "COURSES",
            "DAYS_PER_MONTH", "course_days", "STANDARD_IV_PHASES", "read_course_toml",
@@ -50,7 +50,7 @@ class Phase:
         # NumPy scalars (a value taken from an array or a DataFrame) are numbers too: kept as
         # Python's, so a float32 never sets the precision of the session times
         for name in ("weeks", "per_week", "count"):
-            if isinstance(getattr(self, name), np.integer):
+            if is_whole(getattr(self, name)):
                 object.__setattr__(self, name, int(getattr(self, name)))
         for name in ("every_days", "after_days", "amount_mg"):
             if isinstance(getattr(self, name), np.floating):

@@ -21,7 +21,7 @@ import numpy as np
 from ._memo import kept
 from ._numtext import UNSIGNED as _PLAIN_NUMBER  # a metric name keeps this text
 from .dosing import Doses, expand, read_doses
-from .errors import KetasimInputError, check_flag, check_name, is_real, positive_hours
+from .errors import KetasimInputError, check_flag, check_name, is_real, is_whole, positive_hours
 from .events import build_events, subject_covariates
 from .model import GLUTAMATE_ROLES, Model, _copy_values
 from .modelfile import load_model
@@ -91,7 +91,7 @@ def _threads(k) -> int:
 
     if k is None:
         return max(1, int(config.NUMBA_NUM_THREADS))
-    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
+    if not is_whole(k) or k < 1:
         raise KetasimInputError(f"threads: got {k!r}, expected a whole number >= 1")
     # more threads than cores only adds switching (the kernels never wait)
     return min(int(k), max(1, int(config.NUMBA_NUM_THREADS), os.cpu_count() or 1))
@@ -951,8 +951,7 @@ def run_metrics(model, doses, params=None, weight_kg=70.0, *, analyte=None, thre
     if not (is_real(merge_h) and 0 <= merge_h < np.inf):
         raise KetasimInputError(f"merge_h: got {merge_h!r}, expected hours >= 0 (doses closer "
                                 "than this are one session)")
-    if not (is_real(chunk_size) and isinstance(chunk_size, (int, np.integer))
-            and chunk_size >= 1):
+    if not (is_whole(chunk_size) and chunk_size >= 1):
         raise KetasimInputError(f"chunk_size: got {chunk_size!r}, expected a whole number of "
                                 "subjects >= 1")
     starts = session_starts(doses, merge_h)

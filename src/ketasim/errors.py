@@ -72,11 +72,21 @@ def positive_hours(field: str, v) -> float:
 
 def is_real(x) -> bool:
     """Whether ``x`` is one real number: a Python or NumPy int or float (not a bool, text or
-    array), as an argument that takes a number must be."""
+    array, nor a NumPy duration: ``np.timedelta64`` is a NumPy integer type, but a number of
+    its own unit, not of the argument's), as an argument that takes a number must be."""
     import numpy as np
 
     return (isinstance(x, (int, float, np.integer, np.floating))
-            and not isinstance(x, (bool, np.bool_)))
+            and not isinstance(x, (bool, np.bool_, np.timedelta64)))
+
+
+def is_whole(x) -> bool:
+    """Whether ``x`` is one whole number: a Python or NumPy integer (not a bool, nor a NumPy
+    duration, ``np.timedelta64``, which NumPy counts among its integers)."""
+    import numpy as np
+
+    return (isinstance(x, (int, np.integer))
+            and not isinstance(x, (bool, np.bool_, np.timedelta64)))
 
 
 def check_flag(field: str, v) -> bool:
@@ -87,7 +97,7 @@ def check_flag(field: str, v) -> bool:
 
     if isinstance(v, (bool, np.bool_)):
         return bool(v)
-    if isinstance(v, (int, np.integer)) and v in (0, 1):
+    if is_whole(v) and v in (0, 1):
         return bool(v)
     raise KetasimInputError(f"{field}: got {v!r}, expected True or False")
 

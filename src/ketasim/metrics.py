@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from .engine import session_starts
-from .errors import KetasimInputError, KetasimWarning, is_real
+from .errors import KetasimInputError, KetasimWarning, is_real, is_whole
 
 __all__ = ["CourseMetrics", "course_metrics", "session_starts", "maintenance_start"]
 
@@ -99,7 +99,7 @@ class CourseMetrics:
         if self.cmax_ng_ml.ndim != 2:
             raise KetasimInputError("subject: metrics of one subject already")
         n = self.cmax_ng_ml.shape[0]
-        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not -n <= i < n:
+        if not is_whole(i) or not -n <= i < n:
             raise KetasimInputError(f"subject: got {i!r}, expected an index from 0 to {n - 1}")
         starts = self.session_start_h
         st = starts[i] if starts.ndim == 2 else starts

@@ -424,8 +424,7 @@ def run_course(model, doses, weight_kg: float = 70.0, params=None, *,
     from .simulate import simulate
 
     model = load_model(model)
-    if isinstance(closeup_h, bool) or not isinstance(closeup_h, (int, float, np.number)) or \
-            not (0 < closeup_h <= 24 * 366):
+    if not is_real(closeup_h) or not (0 < closeup_h <= 24 * 366):
         raise KetasimInputError(f"closeup_h: got {closeup_h!r}, expected hours in (0, "
                                 f"{24 * 366}] (the close-up is drawn on a one-minute grid)")
     step_h = positive_hours("step_h", step_h)
@@ -1471,8 +1470,7 @@ def plot_bands(result, name: str = "plasma", *, times=None, ax=None, label: str 
                       if name.startswith("occupancy")
                       else name)
     if (not isinstance(percentiles, (tuple, list, np.ndarray)) or len(percentiles) != 3
-            or not all(isinstance(p, (int, float, np.integer, np.floating))
-                       and not isinstance(p, (bool, np.bool_)) and 0 <= p <= 100
+            or not all(is_real(p) and 0 <= p <= 100
                        for p in percentiles)
             or not percentiles[0] < percentiles[1] < percentiles[2]):
         raise KetasimInputError(f"plot_bands: percentiles: got {percentiles!r}, expected three "

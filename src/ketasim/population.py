@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._numtext import to_float, to_int
-from .errors import KetasimInputError, check_flag, is_real, positive_hours, suggest
+from .errors import KetasimInputError, check_flag, is_real, is_whole, positive_hours, suggest
 
 __all__ = ["population", "sweep", "PopulationResult", "SweepResult", "Bands",
            "DEFAULT_METRICS", "parse_vary", "metric_unit", "BAND_BINS", "BAND_RANGE"]
@@ -765,7 +765,7 @@ class _Collector:
 
 # ---------------------------------------------------------------------- inputs
 def _check_int(name, v, lo):
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+    if not is_whole(v) or v < lo:
         raise KetasimInputError(f"{name}: got {v!r}, expected a whole number >= {lo}")
     return int(v)
 
@@ -784,8 +784,7 @@ def _check_params(model, params) -> dict:
         if k not in model.parameters:
             raise KetasimInputError(f"params: unknown parameter {k!r}"
                                     f"{suggest(str(k), model.parameters)}")
-        if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) or \
-                not math.isfinite(v):
+        if not is_real(v) or not math.isfinite(v):
             raise KetasimInputError(f"params[{k!r}]: got {v!r}, expected a finite number (the "
                                     "typical value; subjects vary around it)")
         out[k] = float(v)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .engine import DEFAULT_PD_RTOL, _nominal_step, check_memory, prepare, run
-from .errors import KetasimInputError
+from .errors import KetasimInputError, is_real
 from .events import build_events
 from .model import Model
 from .result import Result
@@ -18,8 +18,7 @@ MAX_GRID_POINTS = 200_000_000
 def time_grid(until_h: float, step_h: float, start_h: float = 0.0) -> np.ndarray:
     """``start, start+step, …`` up to and including ``until`` (hours), validated."""
     for nm, v in (("until", until_h), ("step", step_h), ("start", start_h)):
-        if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) or \
-                not np.isfinite(v):
+        if not is_real(v) or not np.isfinite(v):
             raise KetasimInputError(f"{nm}: got {v!r}, expected a finite number of hours")
     if step_h <= 0:
         raise KetasimInputError(f"step: got {step_h:g} h, expected a step > 0 hours")

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import KetasimInputError, suggest
+from .errors import KetasimInputError, is_whole, suggest
 
 __all__ = ["Variability", "parse_variability", "draw", "draw_eta", "check_seed",
            "COVARIATE_NAMES"]
@@ -252,7 +252,7 @@ def _matrix(v, k, where) -> np.ndarray:
 
 def check_seed(seed) -> int:
     """A seed: a whole number 0 <= seed < 2**128."""
-    if isinstance(seed, (bool, float)) or not isinstance(seed, (int, np.integer)) or not (
+    if not is_whole(seed) or not (
             0 <= int(seed) < _MAX_SEED):
         raise KetasimInputError(f"seed: got {seed!r}, expected a whole number >= 0")
     return int(seed)
@@ -260,7 +260,7 @@ def check_seed(seed) -> int:
 
 def _check_range(n, start):
     for name, v, lo in (("n", n, 0), ("start", start, 0)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+        if not is_whole(v) or v < lo:
             raise KetasimInputError(f"{name}: got {v!r}, expected a whole number >= {lo}")
     return int(n), int(start)
 
