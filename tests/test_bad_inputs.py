@@ -835,3 +835,39 @@ def test_a_numpy_duration_is_not_taken_for_a_number(call, field):
     a course's months)."""
     with pytest.raises(KetasimInputError, match=re.escape(field) + r": got .*timedelta64"):
         call()
+
+
+_NO_NUMBERS = {
+    "a date": (lambda pd: np.datetime64("2020-01-01"), "not dates or durations"),
+    "durations": (lambda pd: np.array([1, 2], dtype="m8[h]"), "not dates or durations"),
+    "a Series of True": (lambda pd: pd.Series([True, True]), "not True/False"),
+    "a Series of text": (lambda pd: pd.Series(["90", "100"]), "not text or None"),
+    "a masked value": (lambda pd: np.ma.masked_array([90.0, 100.0], [False, True]),
+                       "masked values"),
+}
+
+
+@pytest.mark.parametrize("what", list(_NO_NUMBERS))
+@pytest.mark.parametrize("call", ["simulate", "session_metrics"])
+def test_parameter_values_that_only_numpy_reads_as_numbers_are_refused(what, call):
+    """A date had been a clearance of 18,262 L/h (days since 1970), a duration its count, a
+    pandas Series of True its 1.0 and of '90' its 90, and a masked value the number under the
+    mask: each run went on without a word."""
+    make, words = _NO_NUMBERS[what]
+    value = make(pytest.importorskip("pandas"))
+    run = (ketasim.simulate if call == "simulate" else
+           importlib.import_module("ketasim.engine").session_metrics)
+    args = ([0.0, 1.0],) if call == "simulate" else ()
+    with pytest.raises(KetasimInputError, match=r"params\['CL'\]: got .*" + re.escape(words)):
+        run("ketamine-iv", ketasim.Doses.single(35.0, "iv"), *args, params={"CL": value})
+
+
+@pytest.mark.parametrize("time_h", [np.array([0, 3], dtype="m8[h]"),
+                                    np.array(["2020-01-01", "2020-01-02"], dtype="M8[D]"),
+                                    [np.timedelta64(0, "h"), np.timedelta64(3, "h")]])
+def test_dose_times_given_as_dates_or_durations_are_refused(time_h):
+    """A duration array had been read as its count (in minutes, say, for hours) and a date as
+    days since 1970."""
+    with pytest.raises(KetasimInputError, match=r"row 1: time_h: got .*not a date or a "
+                                                r"duration"):
+        ketasim.Doses(time_h, [35.0, 35.0], ["iv", "iv"])

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import array
 import csv
+import datetime
 import difflib
 import io
 import math
@@ -81,6 +82,9 @@ _CANON.update({k.lower(): v for k, v in ALIASES.items()})
 _IGNORED = {c.lower() for c in NONMEM_IGNORED}
 
 
+_DATES = (np.datetime64, np.timedelta64, datetime.date, datetime.time, datetime.timedelta)
+
+
 def _plain(v, name: str, src: str):
     """The values of a numeric column as a CSV dose table reads its cells: text is a plain
     decimal (surrounding spaces allowed; ``3_5`` or other digits than ASCII are refused, as
@@ -101,6 +105,10 @@ def _plain(v, name: str, src: str):
     out = []
     for i, x in enumerate(items):
         at = "" if one else f"row {i + 1}: "
+        if isinstance(x, _DATES):
+            # (NumPy reads a duration as a count of its own unit, a date as days since 1970)
+            raise KetasimInputError(f"{src}: {at}{name}: got {x!r}, expected a number (not a "
+                                    "date or a duration)")
         if isinstance(x, (bool, np.bool_)):
             raise KetasimInputError(f"{src}: {at}{name}: got {x!r}, expected a number (True or "
                                     "False is no number)")

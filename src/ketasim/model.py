@@ -611,6 +611,7 @@ def _finite_array(v, field_name: str, n: int) -> np.ndarray:
             isinstance(v, (list, tuple)) and any(x is None or isinstance(x, (str, bytes))
                                                  for x in v)):
         raise KetasimInputError(f"{field_name}: got {v!r}, expected numbers (not text or None)")
+    _no_number_inside(v, field_name)
     try:
         arr = np.asarray(v, dtype=np.float64)
     except (TypeError, ValueError, OverflowError):
@@ -627,6 +628,32 @@ def _finite_array(v, field_name: str, n: int) -> np.ndarray:
             f"{field_name}: got {float(arr[bad][0])!r} at index {int(np.argmax(bad))}, "
             "expected finite numbers")
     return arr
+
+
+def _no_number_inside(v, field_name: str) -> None:
+    """Refuse what NumPy would turn into numbers though it holds none: dates and durations
+    (a date is read as days since 1970), and, inside an array-like that is not a list (a
+    pandas Series, say), True/False or text ('90' had been read as 90, True as 1); and masked
+    values, which NumPy drops the mask of."""
+    import datetime
+
+    if isinstance(v, np.ma.MaskedArray) and np.ma.getmaskarray(v).any():
+        raise KetasimInputError(f"{field_name}: got {v!r} with masked values, expected numbers "
+                                "(fill them, or leave those subjects out)")
+    try:
+        raw = np.asarray(v)
+    except (TypeError, ValueError):
+        return                                   # (refused by the conversion after this)
+    kind = raw.dtype.kind
+    dates = (np.datetime64, np.timedelta64, datetime.date, datetime.time, datetime.timedelta)
+    items = raw.ravel().tolist() if kind == "O" else ()
+    if kind in "mM" or any(isinstance(x, dates) for x in items):
+        raise KetasimInputError(f"{field_name}: got {v!r}, expected numbers (not dates or "
+                                "durations)")
+    if kind == "b" or any(isinstance(x, (bool, np.bool_)) for x in items):
+        raise KetasimInputError(f"{field_name}: got {v!r}, expected numbers (not True/False)")
+    if kind in "USV" or any(isinstance(x, (str, bytes)) for x in items):
+        raise KetasimInputError(f"{field_name}: got {v!r}, expected numbers (not text or None)")
 
 
 def _is_finite(x) -> bool:
