@@ -871,3 +871,19 @@ def test_dose_times_given_as_dates_or_durations_are_refused(time_h):
     with pytest.raises(KetasimInputError, match=r"row 1: time_h: got .*not a date or a "
                                                 r"duration"):
         ketasim.Doses(time_h, [35.0, 35.0], ["iv", "iv"])
+
+
+@pytest.mark.parametrize("call", [
+    lambda: ketasim.population("ketamine-iv", [], 3),
+    lambda: ketasim.sweep("ketamine-iv", [], {"CL": [90.0, 100.0]}),
+    lambda: importlib.import_module("ketasim.plotting").run_course("ketamine-iv", []),
+    lambda: importlib.import_module("ketasim.plotting").run_course("ketamine-iv", [],
+                                                                   until_h=10.0),
+], ids=["population", "sweep", "run_course", "run_course until_h"])
+def test_a_dose_table_without_rows_is_named_not_a_numpy_error(call):
+    """An empty list of dose records (or an empty DataFrame) had ended a population, a sweep
+    or run_course with NumPy's 'zero-size array to reduction operation maximum which has no
+    identity'."""
+    with pytest.raises(KetasimInputError, match=r"doses: <doses> has no doses; expected at "
+                                                r"least one"):
+        call()

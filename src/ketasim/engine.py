@@ -788,7 +788,13 @@ def default_horizon_h(doses) -> float:
     the latest subject's). One rule for every command, so the last session's AUC, time above
     and plasticity at the end agree between them."""
     t = _dose_times(doses)
-    return float(np.max(t if t.size else expand(doses).time_h)) + COURSE_TAIL_H
+    if not t.size:
+        t = expand(doses).time_h
+    if not t.size:         # (np.max of nothing had been a bare ValueError)
+        raise KetasimInputError(f"doses: {getattr(doses, 'source', '') or 'the dose table'} "
+                                "has no doses; expected at least one (a course ends 28 days "
+                                "after its last dose)")
+    return float(np.max(t)) + COURSE_TAIL_H
 
 
 def after_horizon_note(doses, horizon_h: float, merge_h: float = 1.0,

@@ -436,6 +436,9 @@ def run_course(model, doses, weight_kg: float = 70.0, params=None, *,
         check_name(course, COURSES, "course")
     name = doses if isinstance(doses, str) else course
     doses = resolve_doses(doses, weight_kg=weight_kg)
+    if not expand(doses).time_h.size:      # (its first dose starts the close-up)
+        raise KetasimInputError(f"doses: {doses.source or 'the dose table'} has no doses; "
+                                "expected at least one")
     if name is not None and regimen is None:
         regimen = course_description(name, doses)
     if until_h is None:
