@@ -1459,3 +1459,25 @@ def test_band_outputs_without_bands_are_refused():
         population("ketamine-iv", ONE_MONTH, 2, band_outputs=["plasma"], progress=False)
     assert population("ketamine-iv", ONE_MONTH, 2, bands=True, band_outputs=["plasma"],
                       progress=False).bands.outputs == ("plasma",)
+
+
+def test_bands_that_fit_memory_only_once_are_refused_before_the_run(monkeypatch):
+    """The band check counted the run's histograms once, but while a chunk is counted three
+    are held (the run's, the chunk's own and NumPy's bincount of it: 3.0x the histograms'
+    size measured with tracemalloc), so bands at a one-minute step over a six-month course
+    (about 18 GiB of histograms) had passed the check on a 24-GiB machine and then run out of
+    memory. Now all three are counted before anything runs."""
+    import importlib
+
+    eng = importlib.import_module("ketasim.engine")
+    pop = importlib.import_module("ketasim.population")    # (ketasim.population: the function)
+    times = np.linspace(0.0, 24.0, 64)
+    hist = 2 * times.size * BAND_BINS * 8               # plasma and occupancy, int64 counts
+    monkeypatch.setattr(eng, "_available_bytes", lambda: int(2 * hist / 0.8))   # fits 2, not 3
+    ran = []
+    monkeypatch.setattr(pop, "_execute", lambda *a, **k: ran.append(1) or iter(()))
+    with pytest.raises(KetasimInputError, match=r"band histograms: 2 outputs x 64 times x "
+                                                r"4096 bins, three copies"):
+        population("ketamine-iv", ketasim.Doses.single(35.0, "iv"), 2, bands=times,
+                   metrics=["cmax"])
+    assert not ran

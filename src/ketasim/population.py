@@ -869,7 +869,11 @@ def _band_setup(model, doses, bands, band_outputs, horizon):
     else:
         times, _ = _coerce_times(bands)
     from .simulate import check_memory
-    check_memory(len(outs) * times.size * BAND_BINS, "band histograms", bytes_per_value=8)
+    # the run's histograms, a chunk's own (_band_counts) and NumPy's count of it: three at once
+    check_memory(3 * len(outs) * times.size * BAND_BINS,
+                 f"band histograms: {len(outs)} output{'s' if len(outs) != 1 else ''} x "
+                 f"{times.size:,} times x {BAND_BINS} bins, three copies while a chunk is "
+                 "counted", bytes_per_value=8)
     _ = PD_OUTPUTS
     return times, outs
 
