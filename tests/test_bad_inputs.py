@@ -887,3 +887,23 @@ def test_a_dose_table_without_rows_is_named_not_a_numpy_error(call):
     with pytest.raises(KetasimInputError, match=r"doses: <doses> has no doses; expected at "
                                                 r"least one"):
         call()
+
+
+@pytest.mark.parametrize("call, expected", [
+    (lambda: ketasim.spravato_course(np.array([56, 84])), "dose: got array([56, 84]), expected "
+                                                          "56 or 84"),
+    (lambda: ketasim.spravato_course(np.array([56])), "dose: got array([56]), expected 56 or 84"),
+    (lambda: ketasim.course_from_phases(ketasim.Phase(weeks=1, per_week=2), 35.0, "iv"),
+     "phases: got Phase(weeks=1, per_week=2"),
+    (lambda: ketasim.course_from_phases(5, 35.0, "iv"), "phases: got 5, expected a list of "
+                                                        "Phase"),
+    (lambda: ketasim.course_from_phases([], 35.0, "iv"), "phases: got none, expected at least "
+                                                         "one Phase"),
+])
+def test_course_builders_name_what_is_wrong_with_their_arguments(call, expected):
+    """An array dose for the Spravato course had raised NumPy's 'truth value of an array ...
+    is ambiguous' (or 'only 0-dimensional arrays can be converted'); one Phase for the list of
+    phases 'Phase object is not iterable'; an empty list said no sessions fall within the
+    course length."""
+    with pytest.raises(KetasimInputError, match=re.escape(expected)):
+        call()

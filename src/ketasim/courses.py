@@ -90,7 +90,15 @@ def course_days(phases, months: float | None = None) -> tuple[list, list]:
     days, amounts = [], []
     week_start = 0.0
     planned = 0
-    phases = list(phases)
+    try:
+        if isinstance(phases, (Phase, str, bytes)):
+            raise TypeError
+        phases = list(phases)
+    except TypeError:
+        raise KetasimInputError(f"phases: got {phases!r}, expected a list of Phase (one phase: "
+                                "[Phase(...)])") from None
+    if not phases:     # (it had been 'no sessions fall within the course length')
+        raise KetasimInputError("phases: got none, expected at least one Phase")
     for k, ph in enumerate(phases):
         if not isinstance(ph, Phase):
             raise KetasimInputError(f"phases: got {type(ph).__name__}, expected Phase")
@@ -266,7 +274,7 @@ def spravato_course(dose_mg: float = 56.0, maintenance: str = "biweekly", months
     Source: SPRAVATO (esketamine) nasal spray prescribing information (Janssen), section 2,
     Dosage and Administration (treatment-resistant depression).
     """
-    if isinstance(dose_mg, bool) or dose_mg not in (56, 84):
+    if not is_real(dose_mg) or dose_mg not in (56, 84):
         raise KetasimInputError(f"dose: got {dose_mg!r}, expected 56 or 84 (mg per session)")
     if maintenance not in ("weekly", "biweekly"):
         raise KetasimInputError(
