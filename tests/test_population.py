@@ -1481,3 +1481,26 @@ def test_bands_that_fit_memory_only_once_are_refused_before_the_run(monkeypatch)
         population("ketamine-iv", ketasim.Doses.single(35.0, "iv"), 2, bands=times,
                    metrics=["cmax"])
     assert not ran
+
+
+@pytest.mark.parametrize("run", ["population", "sweep"])
+def test_progress_is_a_switch(run, monkeypatch):
+    """progress=0 or np.False_ had shown the bar (only ``progress is False`` turned it off),
+    and the text 'no' had shown it too."""
+    import importlib
+
+    pop = importlib.import_module("ketasim.population")
+    seen = []
+    monkeypatch.setattr(pop, "_progress_bar", lambda total, progress, desc: seen.append(progress))
+    d = ketasim.Doses.single(35.0, "iv")
+
+    def call(progress):
+        if run == "population":
+            return population("ketamine-iv", d, 2, metrics=["cmax"], progress=progress)
+        return sweep("ketamine-iv", d, {"CL": [90.0, 100.0]}, metrics=["cmax"],
+                     progress=progress)
+    for off in (0, np.False_, False):
+        call(off)
+    assert seen == [False, False, False]
+    with pytest.raises(KetasimInputError, match=r"progress: got 'no', expected True or False"):
+        call("no")

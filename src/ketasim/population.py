@@ -770,6 +770,12 @@ def _check_int(name, v, lo):
     return int(v)
 
 
+def _check_progress(progress):
+    """None (a bar when stderr is a terminal), or True/False (0/1, a NumPy bool): 'no', 0 or
+    np.False_ had shown the bar, which only ``progress is False`` turned off."""
+    return None if progress is None else check_flag("progress", progress)
+
+
 def _check_params(model, params) -> dict:
     if params is None:
         return {}
@@ -1079,6 +1085,7 @@ def population(model, doses, n: int, seed: int = 0, *, metrics=None, bands=None,
     chunk_size = _check_int("chunk_size", chunk_size, 1)
     variability = check_flag("variability", variability)
     keep_parameters = check_flag("keep_parameters", keep_parameters)
+    progress = _check_progress(progress)
     metrics = model_metrics(model, metrics)
     typical = _check_params(model, params)
     row_weight, w0, row_cov = _covariate_arrays(model, n, weight_kg, covariates)
@@ -1256,6 +1263,7 @@ def sweep(model, doses, vary, *, metrics=None, n: int | None = None,
     metrics = model_metrics(model, metrics)
     seed = check_seed(seed)
     chunk_size = _check_int("chunk_size", chunk_size, 1)
+    progress = _check_progress(progress)
     if n is not None:
         n = _check_int("n", n, 1)
     weight_given = weight_kg is not None
