@@ -2396,3 +2396,28 @@ def test_an_output_in_a_folder_that_cannot_be_written_is_refused_before_the_run(
     assert rc == 1
     one_line_error(err, "--out", "cannot be written")
     assert list(ro.iterdir()) == []
+
+
+def test_results_can_be_compared_kept_in_lists_and_used_as_keys():
+    """Results are frozen dataclasses of arrays: the generated == compared the arrays and
+    raised NumPy's 'truth value of an array ... is ambiguous' (so did ``r in [other, r]``),
+    and hash() raised 'unhashable type'. A result is now equal only to itself."""
+    from ketasim.metrics import course_metrics
+    from ketasim.plotting import run_course
+
+    d = ketasim.Doses.single(35.0, "iv", duration_h=0.5)
+
+    def made(k):
+        r = ketasim.simulate("ketamine-iv", d, [0.0, 1.0, 2.0 + k])
+        return {"Result": r, "CourseMetrics": course_metrics(r),
+                "PopulationResult": ketasim.population("ketamine-iv", d, 2 + k,
+                                                       metrics=["cmax"], bands=[1.0, 2.0]),
+                "SweepResult": ketasim.sweep("ketamine-iv", d, {"CL": [90.0, 100.0 + k]},
+                                             metrics=["cmax"]),
+                "CourseRun": run_course("ketamine-iv", d, weight_kg=70.0 + k)}
+    a, b = made(0), made(1)
+    a["Bands"], b["Bands"] = a["PopulationResult"].bands, b["PopulationResult"].bands
+    for name in a:
+        x, y = a[name], b[name]
+        assert x == x and x != y and x in [y, x] and [y, x].index(x) == 1, name
+        assert {x: 1, y: 2}[x] == 1, name
