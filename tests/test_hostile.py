@@ -19,6 +19,7 @@ dose-table reader) are here too, with the exact behaviour expected.
 from __future__ import annotations
 
 import copy
+import importlib
 import os
 import re
 import signal
@@ -2421,3 +2422,35 @@ def test_results_can_be_compared_kept_in_lists_and_used_as_keys():
         x, y = a[name], b[name]
         assert x == x and x != y and x in [y, x] and [y, x].index(x) == 1, name
         assert {x: 1, y: 2}[x] == 1, name
+
+
+def test_a_results_dataframe_costs_about_its_own_size_and_is_refused_when_it_cannot_fit(
+        monkeypatch):
+    """Result.to_dataframe() held three copies of the table at once (the outputs in CSV units,
+    the row-major table, a subject column stacked onto it) and pandas copied the columns again:
+    a 400-MB DataFrame peaked 1.2 GB above the result, and one too large for memory was not
+    refused but ran out of it. The table is now filled column by column and handed to pandas
+    as it is, and checked against the memory first."""
+    import tracemalloc
+
+    pytest.importorskip("pandas")
+    r = ketasim.simulate("ketamine-iv", ketasim.Doses.single(35.0, "iv"),
+                         ketasim.time_grid(100, 0.05), params={"CL": np.linspace(80, 120, 20)})
+    N, R, T = r.data.shape
+    table = N * T * (R + 2) * 8
+    tracemalloc.start()
+    try:
+        df = r.to_dataframe()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1.3 * table                       # (it had been about 3x)
+    assert list(df.columns[:3]) == ["subject", "time_h", "s_central_ng_ml"]
+    assert np.array_equal(df["plasma_ng_ml"].to_numpy(),
+                          r.concentration("plasma").ravel())
+    assert df["subject"].dtype == np.int64
+    eng = importlib.import_module("ketasim.engine")
+    monkeypatch.setattr(eng, "_available_bytes", lambda: table)
+    with pytest.raises(KetasimInputError, match=r"table: 20 subjects x 2,001 times = 40,020 "
+                                                r"rows x 26 columns"):
+        r.to_dataframe()

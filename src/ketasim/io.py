@@ -498,18 +498,33 @@ def column_name(name: str) -> str:
 
 
 def result_columns(result) -> tuple[list[str], np.ndarray]:
-    """Column names and a 2-D table (rows: subject-major, then time) in CSV units."""
+    """Column names and a 2-D table (rows: subject-major, then time) in CSV units.
+
+    The table is the transpose of a column-major array, so each column is contiguous: it is
+    filled column by column from the result (no intermediate copy of the whole output), and
+    its columns are handed to a DataFrame as they are. Refused before it is allocated when it
+    cannot fit in memory."""
+    from .engine import check_memory
+    from .result import MG_PER_L_TO_NG_PER_ML, PD_OUTPUTS
+
     names = list(result.names)
-    data = result.data_in_csv_units()            # (N, R, T)
-    N, R, T = data.shape
+    N, R, T = result.data.shape
     cols = ["time_h"] + [column_name(nm) for nm in names]
-    table = np.empty((N * T, 1 + R))
-    table[:, 0] = np.tile(result.times, N)
-    table[:, 1:] = data.transpose(0, 2, 1).reshape(N * T, R)
     if result.population:
         cols = ["subject"] + cols
-        table = np.column_stack([np.repeat(subject_labels(result), T), table])
-    return cols, table
+    check_memory(N * T * len(cols), f"table: {N:,} subjects x {T:,} times = {N * T:,} rows x "
+                 f"{len(cols)} columns", advice="expected fewer subjects, times or outputs "
+                 "(or write the table with ketasim.io.write_result_csv, a block at a time)")
+    table = np.empty((len(cols), N * T))
+    p = 1 if result.population else 0
+    if p:
+        table[0] = np.repeat(subject_labels(result), T)
+    table[p] = np.tile(result.times, N)
+    for r, nm in enumerate(names):
+        scale = np.float64(1.0 if (nm in PD_OUTPUTS or nm.startswith("amount:"))
+                           else MG_PER_L_TO_NG_PER_ML)      # (float32 data: in float64, as the CSV)
+        np.multiply(result.data[:, r, :], scale, out=table[p + 1 + r].reshape(N, T))
+    return cols, table.T
 
 
 def subject_labels(result) -> np.ndarray:

@@ -136,4 +136,5 @@ class Result:
         except ImportError:  # pragma: no cover - depends on the environment
             raise ImportError("to_dataframe() needs pandas: pip install 'ketasim[dataframe]'") \
                 from None
-        return pd.DataFrame(self.to_dict())
+        # (the columns of to_dict() are the table's own, contiguous: no copy of them)
+        return pd.DataFrame(self.to_dict(), copy=False)
