@@ -1504,3 +1504,20 @@ def test_progress_is_a_switch(run, monkeypatch):
     assert seen == [False, False, False]
     with pytest.raises(KetasimInputError, match=r"progress: got 'no', expected True or False"):
         call("no")
+
+
+def test_a_populations_info_names_its_course_and_the_analyte_its_metrics_describe():
+    """info['analyte'] had said 'plasma' for a model without plasma, whose metrics describe
+    its first concentration, and info['doses'] had said 'course' for a course named as
+    'standard-iv' (a sweep's said 'standard-iv')."""
+    import tomllib
+
+    from test_bad_inputs import GOOD_MODEL
+
+    spec = tomllib.loads(GOOD_MODEL)
+    spec["variability"] = {"cv_pct": {"CL": 30.0}}
+    m = ketasim.Model.from_dict(spec, source="one-cpt")
+    res = population(m, ketasim.Doses.single(10.0, "iv"), 2, metrics=["cmax"])
+    assert res.info["analyte"] == "central" and res.info["doses"] == "<doses>"
+    res = population("ketamine-iv", "standard-iv", 2, metrics=["cmax"])
+    assert res.info["analyte"] == "plasma" and res.info["doses"] == "standard-iv"

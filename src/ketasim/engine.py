@@ -872,6 +872,13 @@ def _far_from_doses(Ka, ev, n_states: int) -> bool:
     return bool(dist.max() >= PROBE_LINKS)
 
 
+def default_analyte(model) -> str | None:
+    """The concentration the PK metrics describe when no analyte is named: ``plasma`` where
+    the model has it, else its first concentration (None: it has none)."""
+    names = model.concentration_names
+    return "plasma" if "plasma" in names else (names[0] if names else None)
+
+
 def _parse_thresholds(metrics):
     occ, conc = set(), set()
     for m in metrics:
@@ -935,8 +942,7 @@ def run_metrics(model, doses, params=None, weight_kg=70.0, *, analyte=None, thre
     model, doses, vals, population, _, _ = _resolve(model, doses, params, weight_kg)
     n = vals["WT"].shape[0]
     if analyte is None:
-        analyte = "plasma" if "plasma" in model.concentration_names else (
-            model.concentration_names[0] if model.concentration_names else None)
+        analyte = default_analyte(model)
     if analyte is None:
         raise KetasimInputError(f"metrics: model {model.name!r} has no concentration (no "
                                 "compartment with a volume) to compute Cmax, AUC or troughs of")

@@ -1076,6 +1076,7 @@ def population(model, doses, n: int, seed: int = 0, *, metrics=None, bands=None,
         ``res["cmax"]`` (n,) over the course, ``res["cmax_s1"]`` session 1, ...;
         ``res.units``, ``res.to_dataframe()``; ``res.bands`` the 5/50/95 % over time (or None).
     """
+    from .engine import default_analyte
     from .modelfile import load_model
     from .variability import check_seed
 
@@ -1101,6 +1102,7 @@ def population(model, doses, n: int, seed: int = 0, *, metrics=None, bands=None,
         _check_fixed(model, typical, w0, "typical values")
     from .courses import check_course_weights
     check_course_weights(doses, row_weight is not None)
+    spec = doses
     doses = _doses_for(doses, w0)
     horizon = _horizon(doses) if horizon_h is None else positive_hours("horizon_h", horizon_h)
     if horizon_h is not None:
@@ -1163,7 +1165,10 @@ def population(model, doses, n: int, seed: int = 0, *, metrics=None, bands=None,
     info = {"model": model.name, "n": n, "seed": seed,
             "variability": (_variability_text(model) if (variability and model.variability)
                             else "none"),
-            "doses": getattr(doses, "source", ""), "analyte": analyte or "plasma"}
+            # (a course by its name, as a sweep's; the analyte the metrics describe: a model
+            # without plasma had been said to have its plasma described)
+            "doses": spec if isinstance(spec, str) else getattr(doses, "source", ""),
+            "analyte": analyte or default_analyte(model)}
     if note:
         info["note"] = note
     return PopulationResult(columns=columns, units=units, session_start_h=col.session_start_h,
