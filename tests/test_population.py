@@ -1521,3 +1521,19 @@ def test_a_populations_info_names_its_course_and_the_analyte_its_metrics_describ
     assert res.info["analyte"] == "central" and res.info["doses"] == "<doses>"
     res = population("ketamine-iv", "standard-iv", 2, metrics=["cmax"])
     assert res.info["analyte"] == "plasma" and res.info["doses"] == "standard-iv"
+
+
+@pytest.mark.parametrize("run", ["population", "sweep"])
+def test_a_typical_value_given_as_a_0d_array_is_its_number(run):
+    """params={'CL': np.array(90.0)} had been refused ('expected a finite number') by a
+    population or sweep, though simulate() takes it, and so does weight_kg=np.array(70.0)."""
+    d = ketasim.Doses.single(35.0, "iv", duration_h=0.5)
+    if run == "population":
+        a = population("ketamine-iv", d, 3, params={"CL": np.array(90.0)}, metrics=["cmax"])
+        b = population("ketamine-iv", d, 3, params={"CL": 90.0}, metrics=["cmax"])
+    else:
+        a = sweep("ketamine-iv", d, {"V1": [20.0, 30.0]}, params={"CL": np.array(90.0)},
+                  metrics=["cmax"])
+        b = sweep("ketamine-iv", d, {"V1": [20.0, 30.0]}, params={"CL": 90.0},
+                  metrics=["cmax"])
+    assert np.array_equal(a["cmax"], b["cmax"])

@@ -787,6 +787,8 @@ def _check_params(model, params) -> dict:
         if k in ("WT", "weight_kg") and k not in model.parameters:
             raise KetasimInputError(f"params: {k!r} is the body weight; give it as weight_kg= "
                                     "(--weight), a number or one per subject")
+        if isinstance(v, np.ndarray) and v.ndim == 0:
+            v = v[()]                   # a 0-d array: its number, as simulate() takes it
         if k not in model.parameters:
             raise KetasimInputError(f"params: unknown parameter {k!r}"
                                     f"{suggest(str(k), model.parameters)}")
