@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import ketasim
+from ketasim.engine import session_metrics
 from ketasim.metrics import course_metrics, maintenance_start, session_starts
 
 
@@ -148,3 +149,20 @@ def test_course_metrics_warns_of_sessions_after_the_results_end():
     with warnings.catch_warnings():
         warnings.simplefilter("error", ketasim.KetasimWarning)
         course_metrics(whole)
+
+
+def test_course_metrics_of_a_model_without_plasma_describe_its_first_concentration():
+    """course_metrics(result) had refused a model without a plasma alias ("analyte: unknown
+    name 'plasma'") though session_metrics, population and run_course describe its first
+    concentration."""
+    import tomllib
+
+    from test_bad_inputs import GOOD_MODEL
+
+    m = ketasim.Model.from_dict(tomllib.loads(GOOD_MODEL), source="one-cpt")
+    d = ketasim.Doses.single(10.0, "iv")
+    cm = course_metrics(ketasim.simulate(m, d, ketasim.time_grid(24, 1)))
+    assert cm.analyte == "central"
+    assert cm.cmax_ng_ml[0] == pytest.approx(10.0 / 50.0 * 1000.0)
+    ref = session_metrics(m, d, metrics=["cmax", "auc"], horizon_h=24.0)
+    assert cm.auc_ng_h_ml[0] == pytest.approx(ref["auc_s1"][0], rel=1e-12)

@@ -165,7 +165,7 @@ def result_model(result):
     return result.model
 
 
-def course_metrics(result, analyte: str = "plasma", thresholds=(0.2, 0.3, 0.4),
+def course_metrics(result, analyte: str | None = None, thresholds=(0.2, 0.3, 0.4),
                    merge_h: float = 1.0, maintenance_from_h: float | None = None,
                    conc_thresholds_ng_ml=(), *, _warn_after_end: bool = True) -> CourseMetrics:
     """Exact per-session and course metrics of the subjects of a :class:`~ketasim.Result`.
@@ -178,7 +178,9 @@ def course_metrics(result, analyte: str = "plasma", thresholds=(0.2, 0.3, 0.4),
     ----------
     result : Result        a result of :func:`ketasim.simulate` (it keeps its dose table,
                            parameters and weight); one subject or a population
-    analyte : str          concentration for Cmax/Tmax/AUC/trough (default the ``plasma`` alias)
+    analyte : str          concentration for Cmax/Tmax/AUC/trough (default: the ``plasma``
+                           alias, or the model's first concentration when it has none, as
+                           for :func:`ketasim.engine.session_metrics`)
     thresholds : floats    occupancy thresholds (0-1) for time above threshold
     merge_h : float        doses closer than this (h) belong to one session
     maintenance_from_h : float, optional   override the automatic start of maintenance, h
