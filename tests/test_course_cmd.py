@@ -338,7 +338,8 @@ def test_a_nasal_session_entered_one_row_per_device_is_warned_about():
     per_device = ketasim.Doses([0.0, 5 / 60, 10 / 60], [28.0] * 3, ["intranasal"] * 3)
     one_row = ketasim.Doses([0.0], [84.0], ["intranasal"])
     t = np.linspace(0.0, 4.0, 241)
-    a = ketasim.simulate(m, per_device, t, outputs=["plasma"]).data.max()
+    with pytest.warns(ketasim.KetasimWarning, match="5 min apart"):     # (Python says so too)
+        a = ketasim.simulate(m, per_device, t, outputs=["plasma"]).data.max()
     b = ketasim.simulate(m, one_row, t, outputs=["plasma"]).data.max()
     assert a > 1.2 * b                                 # why the warning matters
     msg = route_warning(m, per_device)
@@ -580,3 +581,65 @@ def test_course_and_compare_outputs_are_checked_before_any_work(cmd, case, tmp_p
     assert sorted(p.name for p in out.iterdir()) == before
     if case != "folder":
         assert table.read_text().startswith(("keep me", "time_h"))
+
+
+def _api_calls():
+    from ketasim.engine import session_metrics
+    from ketasim.plotting import run_course
+
+    return {
+        "simulate": lambda m, d: ketasim.simulate(m, d, [0.0, 1.0]),
+        "session_metrics": lambda m, d: session_metrics(m, d),
+        "population": lambda m, d: ketasim.population(m, d, 2, metrics=["cmax"],
+                                                      bands=[0.5, 1.0]),
+        "sweep": lambda m, d: ketasim.sweep(m, d, {"V2": [100.0, 200.0]}, metrics=["cmax"]),
+        "run_course": lambda m, d: run_course(m, d, closeup_h=1.0),
+    }
+
+
+@pytest.mark.parametrize("call", ["simulate", "session_metrics", "population", "sweep",
+                                  "run_course"])
+def test_the_python_api_warns_of_doses_that_give_other_numbers_than_meant(call):
+    """The CLI warned of a nasal session entered one row per device (+28 % Cmax) and of a dose
+    into the spray's compartment by its name (twice the concentrations); Python said nothing.
+    Each API call now gives one KetasimWarning, named by the function called and pointing at
+    the caller's line; the label course gives none."""
+    import warnings
+
+    m = ketasim.load_model("esketamine-nasal")
+    run = _api_calls()[call]
+    for d, words in ((ketasim.Doses([0.0, 5 / 60, 10 / 60], [28.0] * 3, ["intranasal"] * 3),
+                      "5 min apart"),
+                     (ketasim.Doses([0.0], [56.0], ["nasal"]), "go straight into compartment")):
+        with pytest.warns(ketasim.KetasimWarning, match=f"^{call}: .*{words}") as got:
+            run(m, d)
+        assert len(got) == 1 and got[0].filename == __file__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ketasim.KetasimWarning)
+        run(m, ketasim.spravato_course(months=1))
+
+
+def test_two_subjects_dosed_at_the_same_time_are_not_one_session_split_per_device():
+    """The per-device warning compared rows of every subject together: two subjects of a dose
+    table dosed at the same hour had been warned about as one session split in two."""
+    from ketasim.cli_teach import route_warning
+
+    m = ketasim.load_model("esketamine-nasal")
+    d = ketasim.Doses([0.0, 0.0, 72.0, 72.0], [56.0] * 4, ["intranasal"] * 4,
+                      subject=[1, 2, 1, 2])
+    assert route_warning(m, d) is None
+
+
+@pytest.mark.parametrize("command", [["population", "--n", "2"],
+                                     ["sweep", "--vary", "V2=100:200:2"]])
+def test_population_and_sweep_commands_warn_of_a_session_split_per_device(command, tmp_path,
+                                                                          capsys):
+    """simulate, course and compare warned of it; population and sweep did not."""
+    doses = tmp_path / "d.csv"
+    doses.write_text("time_h,amount_mg,route\n0,28,intranasal\n0.0833333,28,intranasal\n")
+    assert main([*command, "--model", "esketamine-nasal", "--doses", str(doses),
+                 "--metrics", "cmax", "--out", str(tmp_path / "o.csv"), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("ketasim: warning: route intranasal: doses at 0 h and 0.0833333 h are "
+                     "5 min apart") == 1
+    assert "KetasimWarning" not in err

@@ -913,6 +913,11 @@ def _run(args) -> int:
         with warnings.catch_warnings():
             # a hint Numba prints while compiling the kernels (first run only): not for users
             warnings.filterwarnings("ignore", message=r".*is faster on contiguous arrays")
+            # what the Python API says as a KetasimWarning, the commands say their own way
+            # ("ketasim: warning: ..."), once; a weight no person has only this way
+            from .errors import KetasimWarning
+            warnings.simplefilter("ignore", KetasimWarning)
+            warnings.filterwarnings("once", message=r"weight_kg: ", category=KetasimWarning)
             warnings.showwarning = _warning_shower(args, warnings.showwarning)
             rc = handler(args)
         if sys.stdout is not None:      # (None: started with standard output closed)

@@ -605,6 +605,16 @@ def _doses_arg(args):
     return d, {}
 
 
+def _route_warning(model, doses) -> None:
+    """Say what simulate, course and compare say of the doses' routes (a nasal model given IV
+    doses, a dose into a route's compartment by its name, a spray session one row per
+    device: +28 % Cmax), before the run; an IV model given nasal doses is refused."""
+    from .cli_teach import _warn, route_warning
+    from .courses import resolve_doses
+
+    _warn(route_warning(model, resolve_doses(doses) if isinstance(doses, str) else doses))
+
+
 def _warn_band_ceiling(bands) -> None:
     """Say where a band quantile is at or above the histograms' top (reported as nan)."""
     from .population import BAND_RANGE
@@ -734,6 +744,7 @@ def run_population(args) -> int:
 
     _warn(weight_unused(model, _weight_given(args)))
     doses, course_kw = _doses_arg(args)
+    _route_warning(model, doses)
     if course_kw:
         from .courses import resolve_doses
         doses = resolve_doses(doses, weight_kg=weight_or_default(args.weight),
@@ -871,6 +882,7 @@ def run_sweep(args) -> int:
     _warn(weight_unused(model, _weight_given(args) or (
         "varying weight_kg" if "weight_kg" in [nm for nm, _ in vary] else None)))
     doses, course_kw = _doses_arg(args)
+    _route_warning(model, doses)
     if course_kw and "months" in [nm for nm, _ in vary]:
         raise KetasimInputError("--months: months is also varied; give one")
     if course_kw:

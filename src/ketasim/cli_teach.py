@@ -18,6 +18,7 @@ import numpy as np
 
 from .courses import MAX_MG_PER_KG  # --dose for standard-iv, mg/kg
 from .errors import KetasimInputError
+from .events import SESSION_GAP_H, dose_route_warning  # noqa: F401  (SESSION_GAP_H: as before)
 
 TABLE_STEP_H = 0.25   # course.csv: one row every 15 minutes, plus every session start and
 #                       infusion end (so each infusion's peak is a row). Six months of the
@@ -246,46 +247,9 @@ def route_warning(model, doses) -> str | None:
         if "intranasal" not in model.compartments:
             raise KetasimInputError(msg)
         return msg
-    # a dose to a compartment by its name, where a route of the model leads: the whole amount
-    # goes in at once (f = 1, no lag), not as the route delivers it ("nasal" for the spray's
-    # route "intranasal" had given twice its concentrations, without a word)
-    def plain(parts):             # a route that is the compartment itself: f = 1, no lag
-        return len(parts) == 1 and parts[0].f.text.strip() in ("1", "1.0") and \
-            parts[0].lag_h.text.strip() in ("0", "0.0") and parts[0].duration_h is None
-
-    for r in sorted(routes - mroutes):
-        via = [name for name, parts in model.routes.items()
-               if any(p.to == r for p in parts) and not plain(parts)]
-        if r in model.compartments and via:
-            return (f"doses on route {r!r} go straight into compartment {r!r} (the whole "
-                    f"amount, f = 1, no lag); the model's route{'s' if len(via) > 1 else ''} "
-                    f"{', '.join(map(repr, via))} deliver{'' if len(via) > 1 else 's'} to it "
-                    f"as the drug is given: write route = {via[0]!r} for that")
-    return _split_session_warning(model, expand(doses))
-
-
-SESSION_GAP_H = 1.0     # rows on one route closer than this are one session's
-
-
-def _split_session_warning(model, d) -> str | None:
-    """A warning when rows of a route whose bioavailability depends on the amount (AMT: the
-    nasal spray's devices) are less than an hour apart: the amount of a row is one session's
-    total, and rows given per device are each taken as a first device (a higher nasal
-    fraction: +28 % Cmax for 3 x 28 mg against one 84-mg row)."""
-    for r in sorted(set(d.route)):
-        parts = model.routes.get(r, ())
-        if not any("AMT" in p.f.names for p in parts):
-            continue
-        t = np.sort(d.time_h[np.asarray(d.route) == r])
-        gaps = np.diff(t)
-        close = np.flatnonzero(gaps < SESSION_GAP_H)
-        if close.size:
-            i = int(close[0])
-            return (f"route {r}: doses at {t[i]:g} h and {t[i + 1]:g} h are "
-                    f"{gaps[i] * 60:.0f} min apart; its bioavailability depends on the amount "
-                    "of a row, which is a session's total (e.g. 84 mg, three devices): give "
-                    "one row per session, not one per device")
-    return None
+    # a dose into a route's compartment by its name, or a spray session entered one row per
+    # device: the same warning as the Python API gives (events.dose_route_warning)
+    return dose_route_warning(model, doses)
 
 
 def weight_unused(model, what: str | None) -> str | None:

@@ -22,7 +22,7 @@ from ._memo import kept
 from ._numtext import UNSIGNED as _PLAIN_NUMBER  # a metric name keeps this text
 from .dosing import Doses, expand, read_doses
 from .errors import KetasimInputError, check_flag, check_name, is_real, is_whole, positive_hours
-from .events import build_events, subject_covariates
+from .events import build_events, dose_route_warning, subject_covariates
 from .model import GLUTAMATE_ROLES, Model, _copy_values
 from .modelfile import load_model
 
@@ -825,6 +825,17 @@ def warn_after_horizon(doses, horizon_h: float, merge_h: float = 1.0,
         warnings.warn(note, KetasimWarning, stacklevel=stacklevel + 1)
 
 
+def warn_dose_routes(model, doses, what: str, stacklevel: int = 3) -> None:
+    """:func:`ketasim.events.dose_route_warning` as a :class:`~ketasim.errors.KetasimWarning`
+    headed by ``what`` (the function the caller called), if any: a dose into a route's
+    compartment by its name, or a nasal session entered one row per device, give other
+    numbers than meant (the CLI says so its own way)."""
+    msg = dose_route_warning(model, doses)
+    if msg is not None:
+        from .errors import KetasimWarning
+        warnings.warn(f"{what}: {msg}", KetasimWarning, stacklevel=stacklevel + 1)
+
+
 def _dose_times(doses) -> np.ndarray:
     """Every dose's start time, h, repeats of ``addl`` included (a reset row, evid 3, gives no
     dose and is left out)."""
@@ -927,7 +938,8 @@ def run_metrics(model, doses, params=None, weight_kg=70.0, *, analyte=None, thre
                 thresholds_conc_ng_ml=(), horizon_h=None, merge_h: float = 1.0,
                 schematic: bool = True, occupancy_calibration=None, pd_rtol=DEFAULT_PD_RTOL,
                 threads=None, chunk_size: int = 20_000, conc_peaks: bool = True,
-                occupancy_peaks: bool = True, _warn_after_horizon: bool = False) -> MetricsRun:
+                occupancy_peaks: bool = True, _warn_after_horizon: bool = False,
+                _warn_doses: bool = False) -> MetricsRun:
     """Exact per-session metrics for every subject, computed in the kernel with no time grid
     (memory: a few arrays per chunk of subjects). See :class:`MetricsRun`.
 
@@ -975,6 +987,8 @@ def run_metrics(model, doses, params=None, weight_kg=70.0, *, analyte=None, thre
     check_metrics_horizon(horizon_h, "horizon_h")
     if _warn_after_horizon:           # (the caller's caller gave the horizon)
         warn_after_horizon(doses, horizon_h, merge_h, stacklevel=3)
+    if _warn_doses:                   # (and the doses)
+        warn_dose_routes(model, doses, "session_metrics", stacklevel=3)
     # a session has a window only when it starts before the horizon (one starting at it would
     # report the previous session's leftover as its "peak"); one starting exactly at it still
     # ends the session before it, whose trough is then the value at the horizon
@@ -1151,7 +1165,7 @@ def session_metrics(model, doses, params=None, weight_kg=70.0, *, metrics=("cmax
                      pd_rtol=pd_rtol, threads=threads, chunk_size=chunk_size,
                      conc_peaks=any(m in ("cmax", "tmax") for m in metrics),
                      occupancy_peaks="peak_occupancy" in metrics,
-                     _warn_after_horizon=horizon_h is not None)
+                     _warn_after_horizon=horizon_h is not None, _warn_doses=True)
     return metrics_columns(mr, metrics)
 
 

@@ -444,12 +444,19 @@ def run_course(model, doses, weight_kg: float = 70.0, params=None, *,
     if until_h is None:
         until_h = course_end_h(doses)
     t = course_grid(doses, step_h, until_h)
-    course = simulate(model, doses, t, params=params, weight_kg=weight_kg, outputs=outputs,
-                      **simulate_kw)
-    t0 = float(expand(doses).time_h.min())
-    tz = course_grid(doses, 1 / 60, t0 + closeup_h, start_h=t0)
-    closeup = simulate(model, doses, tz, params=params, weight_kg=weight_kg, outputs=outputs,
-                       **simulate_kw)
+    import warnings
+
+    from .engine import warn_dose_routes
+    from .errors import KetasimWarning
+    warn_dose_routes(model, doses, "run_course", stacklevel=2)
+    with warnings.catch_warnings():          # (said once, above, not for each run)
+        warnings.simplefilter("ignore", KetasimWarning)
+        course = simulate(model, doses, t, params=params, weight_kg=weight_kg, outputs=outputs,
+                          **simulate_kw)
+        t0 = float(expand(doses).time_h.min())
+        tz = course_grid(doses, 1 / 60, t0 + closeup_h, start_h=t0)
+        closeup = simulate(model, doses, tz, params=params, weight_kg=weight_kg,
+                           outputs=outputs, **simulate_kw)
     metrics = course_metrics(course, analyte=main_analyte(model),
                              maintenance_from_h=course_maintenance_start(name, doses),
                              _warn_after_end=False)

@@ -261,14 +261,15 @@ def _run_chunk(job: _Job, a: int, b: int) -> dict:
         # sessions after the horizon: said once, by population() or sweep(), not per chunk
         from .errors import KetasimWarning
         warnings.simplefilter("ignore", KetasimWarning)
+        # (so are the doses' routes: said once, by population() or sweep())
         res = session_metrics(job.model, job.doses, params=params, weight_kg=w,
                               metrics=job.metrics, analyte=job.analyte,
                               horizon_h=job.horizon_h, threads=job.threads)
-    out = {"metrics": {k: np.asarray(v, dtype=np.float64) for k, v in res.items()
-                       if k != "session_start_h"},
-           "session_start_h": np.asarray(res["session_start_h"], dtype=np.float64)}
-    if job.band_times is not None:
-        out["hist"] = _band_counts(job, params, w)
+        out = {"metrics": {k: np.asarray(v, dtype=np.float64) for k, v in res.items()
+                           if k != "session_start_h"},
+               "session_start_h": np.asarray(res["session_start_h"], dtype=np.float64)}
+        if job.band_times is not None:
+            out["hist"] = _band_counts(job, params, w)
     return out
 
 
@@ -856,9 +857,12 @@ def _band_setup(model, doses, bands, band_outputs, horizon):
                                     f"{suggest(o, allowed)}; expected one of its "
                                     "concentrations (" + ", ".join(model.concentration_names)
                                     + ") or occupancy, glutamate, plasticity where it has them")
+    from .errors import KetasimWarning
     from .simulate import simulate
     try:                                    # checks the PD outputs the model has
-        simulate(model, doses, [0.0], outputs=list(outs))
+        with warnings.catch_warnings():     # (the doses' routes: said by population())
+            warnings.simplefilter("ignore", KetasimWarning)
+            simulate(model, doses, [0.0], outputs=list(outs))
     except KetasimInputError as exc:
         if not str(exc).startswith("outputs: "):
             raise
@@ -1106,6 +1110,8 @@ def population(model, doses, n: int, seed: int = 0, *, metrics=None, bands=None,
     check_course_weights(doses, row_weight is not None)
     spec = doses
     doses = _doses_for(doses, w0)
+    from .engine import warn_dose_routes
+    warn_dose_routes(model, doses, "population", stacklevel=2)
     horizon = _horizon(doses) if horizon_h is None else positive_hours("horizon_h", horizon_h)
     if horizon_h is not None:
         from .engine import warn_after_horizon
@@ -1401,6 +1407,14 @@ def sweep(model, doses, vary, *, metrics=None, n: int | None = None,
                          n_per_point=n or 1, seed=seed, use_variability=n is not None,
                          threads=threads))
         members.append(pts)
+    from .engine import warn_dose_routes
+    for j in jobs:      # (the first dose table of the grid with something to say, once)
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            warn_dose_routes(model, j.doses, "sweep")
+        if said:
+            warnings.warn(said[0].message, stacklevel=2)
+            break
     if horizon_h is not None:
         from .engine import after_horizon_note
         note = next((n for n in (after_horizon_note(j.doses, j.horizon_h) for j in jobs)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .engine import DEFAULT_PD_RTOL, _nominal_step, check_memory, prepare, run
+from .engine import (
+    DEFAULT_PD_RTOL,
+    _nominal_step,
+    check_memory,
+    prepare,
+    run,
+    warn_dose_routes,
+)
 from .errors import KetasimInputError, is_real
 from .events import build_events
 from .model import Model
@@ -137,6 +144,7 @@ def simulate(model, doses, times, params: dict | None = None, weight_kg=70.0, *,
     """
     plan = prepare(model, doses, params, weight_kg, outputs=outputs, amounts=amounts,
                    occupancy_calibration=occupancy_calibration, pd_rtol=pd_rtol)
+    warn_dose_routes(plan.model, plan.doses, "simulate", stacklevel=2)
     t, uniform = _coerce_times(times)
     # the grid was read once for its checks; whether it is uniform came with them
     h_nom = _nominal_step(t, uniform)
