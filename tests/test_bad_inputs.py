@@ -907,3 +907,25 @@ def test_course_builders_name_what_is_wrong_with_their_arguments(call, expected)
     course length."""
     with pytest.raises(KetasimInputError, match=re.escape(expected)):
         call()
+
+
+def test_a_weight_no_person_has_is_said_by_populations_sweeps_and_courses(tmp_path, capsys):
+    # the course, population and sweep runs keep their per-run warnings quiet: the weight is
+    # said by them once
+    from ketasim.plotting import run_course
+
+    with pytest.warns(ketasim.KetasimWarning, match=r"weight_kg: 70000 kg is more"):
+        run_course("ketamine-iv", "standard-iv", weight_kg=70000.0)
+    d = ketasim.standard_iv_course(months=1)
+    kw = dict(metrics=("cmax",), progress=False)
+    with pytest.warns(ketasim.KetasimWarning, match=r"weight_kg: 900 kg .*1 of 2 weights"):
+        ketasim.population("ketamine-iv", d, 2, 0, weight_kg=[70.0, 900.0], **kw)
+    with pytest.warns(ketasim.KetasimWarning, match=r"weight_kg: 0\.5 kg is less"):
+        ketasim.population("ketamine-iv", d, 2, 0, weight_kg=0.5, **kw)
+    with pytest.warns(ketasim.KetasimWarning, match=r"weight_kg: 2000 kg"):
+        ketasim.sweep("ketamine-iv", d, {"weight_kg": [70.0, 2000.0]}, **kw)
+    capsys.readouterr()
+    assert main(["course", "--weight", "900", "--months", "1", "--out-dir",
+                 str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("ketasim: warning: --weight: 900 kg is more than any person") == 1, err

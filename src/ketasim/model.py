@@ -251,6 +251,12 @@ class Model(Derived):
         return "\n".join(lines)
 
     # ------------------------------------------------------------------ numbers
+    def check_weight(self, wt) -> None:
+        """Warn of body weights (kg) no person has (:func:`warn_implausible_weight`) when this
+        is a preset, a human model; a model file may be of any species (not checked)."""
+        if self.source.startswith("preset "):
+            warn_implausible_weight(wt)
+
     def resolve(self, params: dict | None = None, weight_kg=70.0, n: int | None = None) -> dict:
         """Evaluate every parameter and derived value for ``n`` subjects.
 
@@ -316,8 +322,7 @@ class Model(Derived):
         if np.any(wt <= 0):
             raise KetasimInputError(
                 f"weight_kg: got {wt[wt <= 0][0]:g}, expected a body weight > 0 kg")
-        if self.source.startswith("preset "):      # (a model file may be of an animal)
-            warn_implausible_weight(wt)
+        self.check_weight(wt)
         with np.errstate(all="ignore"):
             for k, e in self.allometric.items():
                 vals[k] = vals[k] * (wt / self.reference_weight_kg) ** e

@@ -451,6 +451,8 @@ def run_course(model, doses, weight_kg: float = 70.0, params=None, *,
     warn_dose_routes(model, doses, "run_course", stacklevel=2)
     with warnings.catch_warnings():          # (said once, above, not for each run)
         warnings.simplefilter("ignore", KetasimWarning)
+        # (a weight no person has: said, once, by the runs below)
+        warnings.filterwarnings("default", message=r"weight_kg: ", category=KetasimWarning)
         course = simulate(model, doses, t, params=params, weight_kg=weight_kg, outputs=outputs,
                           **simulate_kw)
         t0 = float(expand(doses).time_h.min())

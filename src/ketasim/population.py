@@ -957,8 +957,11 @@ def _covariate_arrays(model, n, weight_kg, covariates):
         w = _per_subject(weight_kg, n, "weight_kg")
         if np.any(w <= 0):
             raise KetasimInputError(f"weight_kg: got {w[w <= 0][0]:g}, expected kg > 0")
+        model.check_weight(w)      # (here, once: the chunks' runs say nothing)
         return w, 70.0, row_cov
-    return None, _scalar_weight(weight_kg, "a body weight in kg > 0"), row_cov
+    w = _scalar_weight(weight_kg, "a body weight in kg > 0")
+    model.check_weight(w)
+    return None, w, row_cov
 
 
 def subject_order(sid, n: int, what: str) -> np.ndarray:
@@ -1335,6 +1338,7 @@ def sweep(model, doses, vary, *, metrics=None, n: int | None = None,
             kind = "weight"
             if np.any(v <= 0):
                 raise KetasimInputError(f"vary weight_kg: got {v[v <= 0][0]:g}, expected kg > 0")
+            model.check_weight(v)
         elif name in course_names and name != "weight_kg":
             kind = "course"
         else:
