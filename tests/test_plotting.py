@@ -1162,3 +1162,31 @@ def test_run_course_refuses_an_unknown_course_name():
                              r"'standard-iv'\?\); expected one of 'standard-iv', 'spravato'$"):
         run_course("ketamine-iv", d, course="standard_iv", closeup_h=2)
     assert run_course("ketamine-iv", d, course="standard-iv", closeup_h=2).course is not None
+
+
+def test_plot_bands_draws_a_populations_bands():
+    # population() keeps no curves, only its bands' quantiles: plot_bands refused them
+    d = ketasim.standard_iv_course(months=1)
+    pop = ketasim.population("ketamine-iv", d, 40, 3, bands=True, progress=False,
+                             band_outputs=["plasma", "glutamate"], metrics=("cmax",))
+    for src in (pop, pop.bands):
+        fig = plot_bands(src, "plasma")
+        ax = fig.axes[0]
+        p = pop.bands.get("plasma")
+        line, = ax.get_lines()
+        np.testing.assert_array_equal(line.get_ydata(), p["p50"])
+        np.testing.assert_allclose(line.get_xdata(), pop.bands.times_h / 24.0)
+        verts = ax.collections[0].get_paths()[0].vertices[:, 1]
+        assert np.isclose(verts.max(), p["p95"].max())
+        assert "5-95 %" in ax.get_legend_handles_labels()[1][0]
+    fig = plot_bands(pop, "glutamate", unit_scale=2.0)
+    assert "SCHEMATIC" in fig.axes[0].get_ylabel()
+    np.testing.assert_allclose(fig.axes[0].get_lines()[0].get_ydata(),
+                               2.0 * pop.bands.get("glutamate")["p50"])
+    with pytest.raises(ketasim.KetasimInputError, match=r"bands hold 5/50/95 %"):
+        plot_bands(pop, "plasma", percentiles=(10, 50, 90))
+    with pytest.raises(ketasim.KetasimInputError, match=r"bands: no output 'occupancy'"):
+        plot_bands(pop, "occupancy")
+    no_bands = ketasim.population("ketamine-iv", d, 4, 3, progress=False, metrics=("cmax",))
+    with pytest.raises(ketasim.KetasimInputError, match=r"no bands; run population"):
+        plot_bands(no_bands, "plasma")

@@ -1418,9 +1418,11 @@ def plot_bands(result, name: str = "plasma", *, times=None, ax=None, label: str 
 
     Parameters
     ----------
-    result : Result or array (N, T)
-        A population Result (``name`` is read from it: a concentration in ng/mL or any output)
-        or an array of values, one row per subject (then give ``times`` in h).
+    result : Result, PopulationResult, Bands or array (N, T)
+        A population Result (``name`` is read from it: a concentration in ng/mL or any output),
+        the bands of :func:`ketasim.population` (``population(..., bands=True)`` or its
+        ``.bands``: their quantiles, in their units), or an array of values, one row per
+        subject (then give ``times`` in h).
     name : str
         Output to draw (default ``plasma``).
     times : array (T,), optional
@@ -1447,7 +1449,42 @@ def plot_bands(result, name: str = "plasma", *, times=None, ax=None, label: str 
     """
     from matplotlib.figure import Figure
 
-    if times is not None or not hasattr(result, "output"):      # values (N, T), not a Result
+    from .population import Bands, PopulationResult
+
+    quantiles = None            # (lo, mid, hi) read from a population's bands
+    if isinstance(result, PopulationResult):
+        if result.bands is None:
+            raise KetasimInputError("plot_bands: this population has no bands; run "
+                                    "population(..., bands=True) (or a step in h)")
+        result = result.bands
+    if isinstance(result, Bands):
+        if times is not None:
+            raise KetasimInputError("plot_bands: times: bands have their own; give times (h) "
+                                    "only with an array of values")
+        q = tuple(100.0 * float(v) for v in result.quantiles)
+        if not (isinstance(percentiles, (tuple, list, np.ndarray)) and len(percentiles) == 3
+                and all(is_real(p) for p in percentiles)
+                and np.allclose(np.asarray(percentiles, float), q)):
+            raise KetasimInputError(
+                f"plot_bands: percentiles: got {percentiles!r}, but a population's bands hold "
+                f"{q[0]:g}/{q[1]:g}/{q[2]:g} %; expected those (or the curves of simulate "
+                "for others)")
+        percentiles = q
+        band = result.get(name)         # (an output the bands lack: named, with theirs)
+        t = np.asarray(result.times_h, float)
+        quantiles = tuple(band[f"p{round(v):02d}"] for v in q)
+        model = None
+        unit = result.units.get(name, "")
+        from .engine import SCHEMATIC_OUTPUTS
+        schematic = name in SCHEMATIC_OUTPUTS
+        if label is None and schematic:
+            label = f"{name} (SCHEMATIC)"
+        if ylabel is None:
+            ylabel = (f"{name} (SCHEMATIC)" if schematic
+                      else f"{name}, fraction of receptors (model-predicted)"
+                      if name.startswith("occupancy") else unit or name)
+        y = np.zeros((1, t.size))
+    elif times is not None or not hasattr(result, "output"):    # values (N, T), not a Result
         if hasattr(result, "times"):
             raise KetasimInputError("plot_bands: times: a result has its own; give times (h) "
                                     "only with an array of values")
@@ -1500,7 +1537,10 @@ def plot_bands(result, name: str = "plasma", *, times=None, ax=None, label: str 
         days = t[-1] - t[0] > 72
     x = t / 24.0 if days else t
     color = color or OKABE_ITO["blue"]
-    lo, mid, hi = np.percentile(y, percentiles, axis=0)
+    if quantiles is None:
+        lo, mid, hi = np.percentile(y, percentiles, axis=0)
+    else:
+        lo, mid, hi = (np.asarray(v, float) * unit_scale for v in quantiles)
     ax.fill_between(x, lo, hi, color=color, alpha=0.25, lw=0,
                     label=f"{label or name}: {percentiles[0]:g}-{percentiles[2]:g} %")
     ax.plot(x, mid, color=color, lw=2.2, label=f"{label or name}: median")
