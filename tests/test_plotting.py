@@ -1190,3 +1190,11 @@ def test_plot_bands_draws_a_populations_bands():
     no_bands = ketasim.population("ketamine-iv", d, 4, 3, progress=False, metrics=("cmax",))
     with pytest.raises(ketasim.KetasimInputError, match=r"no bands; run population"):
         plot_bands(no_bands, "plasma")
+
+
+@pytest.mark.parametrize("what", [None, "plasma", b"x"])
+def test_plot_bands_of_nothing_says_what_it_takes(what):
+    # None had been read as one NaN: "values of shape (1, 1) need times"
+    with pytest.raises(ketasim.KetasimInputError,
+                       match=rf"plot_bands: got {type(what).__name__}, expected a Result"):
+        plot_bands(what)

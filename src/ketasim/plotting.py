@@ -1489,12 +1489,14 @@ def plot_bands(result, name: str = "plasma", *, times=None, ax=None, label: str 
             raise KetasimInputError("plot_bands: times: a result has its own; give times (h) "
                                     "only with an array of values")
         try:
+            if result is None or isinstance(result, (str, bytes)):
+                raise TypeError       # (None had read as one NaN "of shape (1, 1)")
             y = np.atleast_2d(np.asarray(result, float))
             t = np.asarray(times, float) if times is not None else None
         except (TypeError, ValueError):
             raise KetasimInputError(f"plot_bands: got {type(result).__name__}, expected a "
-                                    "Result of simulate, or an array (N, T) of numbers with "
-                                    "its times (T,) in h") from None
+                                    "Result of simulate, a population's bands, or an array "
+                                    "(N, T) of numbers with its times (T,) in h") from None
         if y.ndim != 2 or t is None or t.shape != (y.shape[1],):
             raise KetasimInputError(
                 f"plot_bands: values of shape {y.shape} need times (h), one per column; got "
