@@ -114,7 +114,8 @@ def simulate(model, doses, times, params: dict | None = None, weight_kg=70.0, *,
         when ``glutamate``, ``plasticity`` or ``consolidation`` is asked for.
     amounts : bool
         Also record the amount (mg) in every compartment (``result.amount(name)``) and the
-        cumulative eliminated amount (``result.amount("eliminated")``).
+        cumulative eliminated amount (``result.amount("eliminated")``; as NONMEM's output
+        compartment, it starts again from 0 at a reset, EVID 3 or 4, and at an SS = 1 dose).
     threads : int, optional
         Threads for this call (default: one per core, or ``NUMBA_NUM_THREADS``): subjects
         are shared among them; the results never depend on it.
