@@ -581,8 +581,10 @@ def test_course_figure_scales_and_labels_say_what_is_drawn():
     from ketasim.plotting import plot_course, run_course
 
     def texts(fig):
-        return " ".join(t.get_text() for sf in [fig, *fig.subfigs] for t in sf.texts) + " " + \
-            " ".join(t.get_text() for ax in fig.axes for t in [ax.xaxis.label, *ax.texts])
+        # (words as read: an x label may be on two lines, see test_long_labels_in_capitals...)
+        return " ".join((" ".join(t.get_text() for sf in [fig, *fig.subfigs] for t in sf.texts)
+                         + " " + " ".join(t.get_text() for ax in fig.axes
+                                          for t in [ax.xaxis.label, *ax.texts])).split())
 
     fig = plot_course(run_course("esketamine-nasal", "spravato", until_h=24 * 60))
     axes = fig.subfigs[0].axes
@@ -964,6 +966,25 @@ def test_three_long_compare_labels_keep_every_legend_apart(iv_run, nasal_run, ex
     a = axes[-2].xaxis.label.get_window_extent(r)
     b = axes[-1].xaxis.label.get_window_extent(r)
     assert a.x1 < b.x0, (a, b)
+
+
+def test_long_labels_in_capitals_keep_the_two_time_axis_labels_apart(iv_run):
+    """Legend entries are wrapped at LEGEND_CHARS characters, but capitals are wide: two run
+    labels in capitals still widened the legend until the close-up's 'FIRST SESSION: hours
+    after its start' ran into 'WHOLE COURSE: days from the first session ...'. When they
+    would touch, each is put on two lines; with room, each stays on one."""
+    esk = run_course("esketamine-iv", "standard-iv", until_h=24 * 8)
+    for labels, split in ((["Racemic Ketamine Monthly Maintenance Weekly Booster Scheme One",
+                            "ESKETAMINE WITH MAINTENANCE EVERY FOUR WEEKS AND DOUBLE DOSE"],
+                           True), (["iv", "esketamine"], False)):
+        fig = plot_compare([iv_run, esk], labels=labels)
+        r = _laid_out(fig)
+        axz, axc = fig.subfigs[0].axes[-2:]
+        a, b = axz.xaxis.label, axc.xaxis.label
+        assert a.get_text().startswith("FIRST") and b.get_text().startswith("WHOLE COURSE")
+        ba, bb = a.get_window_extent(r), b.get_window_extent(r)
+        assert ba.x1 < bb.x0, (a.get_text(), b.get_text())
+        assert ("\n" in a.get_text()) == ("\n" in b.get_text()) == split
 
 
 def _points_in(ax, box, r):

@@ -1289,7 +1289,37 @@ def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
     if _place_notes(fig, grid[0][0], notes, (0.0, zoom), later):
         _row_legend(*grid[0])
         _fit_rows(fig, parts, cap_h, grid, head)
+    _keep_apart(fig, grid[-1][0].xaxis.label, grid[-1][1].xaxis.label)
     return fig
+
+
+def _two_lines(text: str) -> str:
+    """An x label on two lines: before its parenthesis, else after its colon."""
+    i = text.find(" (")
+    if i > 0:
+        return text[:i] + "\n" + text[i + 1:]
+    i = text.find(": ")
+    return text[:i + 1] + "\n" + text[i + 2:] if i > 0 else text
+
+
+def _keep_apart(fig, left, right):
+    """Put the bottom row's two x labels (the close-up's ``left``, the whole course's
+    ``right``) on two lines each when, laid out, they would be less than half a character
+    apart: the legends beside the panels take their width from them, and long run labels in
+    capitals (each entry wrapped at :data:`LEGEND_CHARS` characters, but capitals are wide)
+    had narrowed the panels until 'FIRST SESSION: hours after its start' ran into 'WHOLE
+    COURSE: days from the first session ...'. The figure ``fig`` is laid out first."""
+    import warnings
+
+    if not (left.get_text() and right.get_text()) or "\n" in left.get_text():
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="constrained_layout not applied")
+        fig.get_layout_engine().execute(fig)
+    a, b = left.get_window_extent(), right.get_window_extent()
+    if a.x1 + 0.5 * left.get_fontsize() * fig.dpi / 72 > b.x0:
+        for t in (left, right):
+            t.set_text(_two_lines(t.get_text()))
 
 
 def _row_title(kind, runs):
