@@ -643,3 +643,34 @@ def test_population_and_sweep_commands_warn_of_a_session_split_per_device(comman
     assert err.count("ketasim: warning: route intranasal: doses at 0 h and 0.0833333 h are "
                      "5 min apart") == 1
     assert "KetasimWarning" not in err
+
+
+def test_course_and_compare_figures_give_a_named_courses_length(tmp_path, capsys, monkeypatch):
+    """A comparison's caption named its courses without their length, so '--months 3' read
+    as the six-month default; it says '...; 3 months' as the course figure's title does
+    (and '1 month', not '1 months'). A dose table keeps its sessions and days."""
+    import ketasim.plotting as plotting
+
+    regimens = []
+    real = plotting.run_course
+
+    def spy(*a, **k):
+        run = real(*a, **k)
+        regimens.append(run.regimen)
+        return run
+
+    monkeypatch.setattr(plotting, "run_course", spy)
+    monkeypatch.setenv("KETASIM_FORK", "0")
+    assert main(["course", "--months", "1", "--out-dir", str(tmp_path / "a")]) == 0
+    assert regimens[-1].endswith(" (3/wk in week 1, 2 in week 2, weekly in weeks 3-5); 1 month")
+    table = tmp_path / "t.csv"
+    assert main(["schedule", "standard-iv", "--months", "1", "--out", str(table)]) == 0
+    assert main(["compare", "ketamine-iv@standard-iv", "esketamine-nasal@spravato",
+                 f"ketamine-iv@{table}:table", "--months", "3",
+                 "--out-dir", str(tmp_path / "b")]) == 0
+    assert [r.rsplit("; ", 1)[-1] for r in regimens[-3:-1]] == ["3 months"] * 2
+    assert regimens[-1] == "8 sessions over 28 days"
+    assert main(["compare", "ketamine-iv@standard-iv", "esketamine-nasal@spravato",
+                 "--out-dir", str(tmp_path / "c")]) == 0
+    assert [r.rsplit("; ", 1)[-1] for r in regimens[-2:]] == ["6 months"] * 2
+    capsys.readouterr()

@@ -378,6 +378,21 @@ def session_table(run):
     return head, rows, notes
 
 
+def course_regimen(doses_spec, doses, months) -> str | None:
+    """The words for a named course (:func:`~ketasim.plotting.course_description`) and its
+    length, "...; 1 month", "...; 6 months" (``months``: --months, None for the default six),
+    as the course and comparison figures say it; None for a dose table or course file (the
+    figure then counts their sessions and days). A comparison's caption had given no length,
+    so '--months 3' read as the six-month default."""
+    from .plotting import course_description
+
+    regimen = course_description(doses_spec, doses)
+    if regimen is None:
+        return None
+    months = 6.0 if months is None else float(months)
+    return f"{regimen}; {months:g} month{'' if months == 1 else 's'}"
+
+
 def _course_name(doses_spec):
     """``doses_spec`` (a --doses value or a compare spec's doses) when it names a course (its
     maintenance is then the course's own), else None (a dose table or course file)."""
@@ -569,7 +584,7 @@ def cmd_course(args) -> int:
     from . import _offload, _warm
     from .cli import _input_files, kernels_needed
     from .modelfile import load_model
-    from .plotting import course_description, run_course
+    from .plotting import run_course
 
     _check_out_dir(args.out_dir)
     _check_planned_outputs(args.out_dir, "course", args.format, _input_files(args))
@@ -579,11 +594,7 @@ def cmd_course(args) -> int:
     _warn(weight_unused(model, _weight_given(args)))
     _warn(route_warning(model, doses))
     check_course_size(model, doses, args.months, args.doses)
-    regimen = course_description(args.doses, doses)
-    if regimen and args.months is not None:
-        regimen += f"; {args.months:g} month{'' if args.months == 1 else 's'}"
-    elif regimen:
-        regimen += "; 6 months"
+    regimen = course_regimen(args.doses, doses, args.months)
     # the figure is drawn by a helper process on the second core, when there is one, while
     # this process simulates and then builds the table (ketasim._offload)
     helper = _offload.start()
@@ -758,7 +769,7 @@ def cmd_compare(args) -> int:
     from . import _offload, _warm
     from .cli import kernels_needed
     from .modelfile import load_model
-    from .plotting import course_description, run_course
+    from .plotting import run_course
 
     _check_out_dir(args.out_dir)
     if len(args.specs) > MAX_SPECS:
@@ -811,7 +822,7 @@ def cmd_compare(args) -> int:
                         "a formula where the label heads its column of compare.csv; expected "
                         ":LABEL after the SPEC, starting with a letter or a digit")
             runs.append(run_course(model, doses, weight, label=label,
-                                   regimen=course_description(doses_s, doses),
+                                   regimen=course_regimen(doses_s, doses, args.months),
                                    course=_course_name(doses_s),
                                    closeup_h=args.closeup, **_sim_kw(args)))
             labels.append(label)
