@@ -2,7 +2,8 @@
 
 Eight doses from 0.1 to 1.5 mg/kg (one 40-minute infusion, 70 kg), per-session metrics from
 ketasim.engine.session_metrics. The concentration grows in proportion to the dose (linear
-pharmacokinetics); the model-predicted occupancy grows less than in proportion (binding saturates).
+pharmacokinetics); the model-predicted occupancy grows less than in proportion (competitive
+binding, C / (Ki + C): it levels off towards 100 % only at far higher concentrations).
 
     python examples/05_dose_sweep.py               # writes dose_sweep.png
 """

@@ -110,3 +110,30 @@ def test_an_example_occupancy_panel_names_its_ki_calibration(stem, tmp_path, mon
     texts = [t for ax in fig.axes for t in (ax.get_title(loc="left"), ax.get_ylabel())
              if "occupancy" in t.lower()]
     assert texts and all("in-vivo Ki" in t for t in texts), texts
+
+
+def test_the_dose_sweep_says_what_its_points_show(tmp_path, monkeypatch):
+    """The README said the dose sweep's model-predicted occupancy 'saturates', while its
+    points rise from 4 % to 41 % with no plateau: it grows less than in proportion to the
+    dose, and the README gives the first and last point as the example computes them."""
+    import runpy
+
+    import numpy as np
+
+    monkeypatch.setenv("KETASIM_EXAMPLES_SMALL", "1")
+    monkeypatch.setenv("KETASIM_EXAMPLES_OUT", str(tmp_path))
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    monkeypatch.delitem(sys.modules, "_save", raising=False)
+    g = runpy.run_path(str(ROOT / "examples" / "05_dose_sweep.py"))
+    dose, occ = np.asarray(g["doses_mg_per_kg"]), np.asarray(g["occ"])
+    steps = np.diff(occ)
+    assert steps[-1] > 0.2 * steps[0]                    # no plateau in sight
+    assert occ[-1] / occ[0] < dose[-1] / dose[0]          # less than in proportion
+    caption = next(ln for ln in (ROOT / "README.md").read_text().splitlines()
+                   if "`05_dose_sweep.py` —" in ln)
+    script = (ROOT / "examples" / "05_dose_sweep.py").read_text()
+    for text in (g["fig"]._suptitle.get_text(), caption, script):
+        assert "saturat" not in text.lower(), text
+        assert "less than in proportion" in text, text
+    assert (f"about {occ[0]:.0f} % at {dose[0]:g} mg/kg, {occ[-1]:.0f} % at {dose[-1]:g} "
+            "mg/kg") in caption
