@@ -731,6 +731,41 @@ def test_heat_map_draws_log_axes_on_a_log_scale_and_says_when_it_is_empty():
     assert [t for t in fig.axes[0].texts if "no value of cmax" in t.get_text()]
 
 
+def test_heat_map_title_stays_on_the_figure():
+    """A sweep with a few options had its heat map's title run off both edges of the figure
+    (the model and the number of subjects cut); it is wrapped to the room over the map, every
+    word kept, and a short title is left as it is."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from ketasim.cli_population import plot_heatmap
+
+    class Two:
+        varied = ("dose_mg_per_kg", "maintenance_days")
+        units = {"dose_mg_per_kg": "mg/kg", "maintenance_days": "days",
+                 "time_above_occ_0.3_p95": "h"}
+
+        def grid(self, metric):
+            return np.linspace(0.25, 1, 4), np.array([14.0, 28, 42]), np.arange(12.0).reshape(4, 3)
+
+    title = ("ketamine-iv, standard-iv | months 3 | weight 80 kg | V1 = 120 | Q2 = 25: "
+             "time_above_occ_0.3_p95 (95th percentile of 20 subjects)\nmodel-predicted; a "
+             "research tool, not a dosing recommendation")
+    for t, lines in ((title, None), ("t\nsecond line", 2)):
+        fig = plot_heatmap(Two(), "time_above_occ_0.3_p95", t, analyte="ketamine (S + R)")
+        fig.canvas.draw()
+        r = fig.canvas.get_renderer()
+        shown = fig.axes[0].title
+        assert shown.get_text().split() == t.split()
+        assert lines is None or shown.get_text() == t
+        for text in fig.findobj(matplotlib.text.Text):
+            if text.get_visible() and text.get_text().strip():
+                b = text.get_window_extent(r)
+                assert b.x0 >= 0 and b.x1 <= fig.bbox.width, text.get_text()
+                assert b.y0 >= 0 and b.y1 <= fig.bbox.height, text.get_text()
+        plt.close(fig)
+
+
 def test_sweep_grid_keeps_each_value_with_its_row_whatever_the_axis_order():
     """An axis given high to low (or unsorted) is returned sorted with the metric moved with
     it (the heat map was drawn against the wrong labels); a value given twice is refused."""

@@ -235,6 +235,30 @@ def _figure_bytes(fig, path: Path) -> bytes:
 
 
 # ---------------------------------------------------------------------- figures
+def _wrap_to(fig, text: str, pt: float, room: float, hyphens: bool = True) -> list:
+    """``text`` in lines of at most ``room`` pixels of ``fig`` at ``pt`` points, measured as
+    drawn (a width in characters estimated from an average letter had cut lines of digits,
+    which are wider, at the figure's right edge); a line break in ``text`` is kept.
+    ``hyphens``: a line may end at a word's hyphen (not in a title: 'ketamine-' 'iv')."""
+    import textwrap
+
+    from matplotlib.font_manager import FontProperties
+
+    renderer = fig.canvas.get_renderer()
+    font = FontProperties(size=pt)
+    out = []
+    for part in str(text).split("\n"):
+        width = int(room / fig.dpi * 72 / (0.52 * pt))     # characters: a first guess
+        while True:
+            lines = textwrap.wrap(part, width, break_on_hyphens=hyphens) or [""]
+            if width <= 20 or all(renderer.get_text_width_height_descent(x, font, False)[0]
+                                  <= room for x in lines):
+                break
+            width -= max(1, width // 20)
+        out += lines
+    return out
+
+
 def plot_bands_figure(bands, title: str, first_dose_h: float = 0.0, model=None,
                       notes=()):
     """Bands over time from their quantiles (the curves are not kept): one row per output, the
@@ -307,26 +331,10 @@ def plot_bands_figure(bands, title: str, first_dose_h: float = 0.0, model=None,
     axes[-1, 0].set_xlabel("time (days)", fontsize=BODY_PT)
     axes[-1, 1].set_xlabel("time after the first dose (h)", fontsize=BODY_PT)
     fig.suptitle(title, fontsize=BODY_PT)
-    import textwrap
-
     pt = CAPTION_PT - 2
-    from matplotlib.font_manager import FontProperties
-
-    renderer = fig.canvas.get_renderer()
-    font = FontProperties(size=pt)
-    room = 0.98 * fig.bbox.width                              # pixels across the figure
 
     def wrap(text):
-        """``text`` in lines that fit across the figure, measured as drawn (a width in
-        characters estimated from an average letter had cut lines of digits, which are
-        wider, at the figure's right edge)."""
-        width = int(fig.get_figwidth() * 72 / (0.52 * pt))    # characters: a first guess
-        while True:
-            out = textwrap.wrap(text, width)
-            if width <= 20 or all(renderer.get_text_width_height_descent(x, font, False)[0]
-                                  <= room for x in out):
-                return out
-            width -= max(1, width // 20)
+        return _wrap_to(fig, text, pt, 0.98 * fig.bbox.width)     # across the figure
 
     lines = [(x, "tab:red") for n in notes for x in wrap(n)]
     if model is not None:
@@ -514,6 +522,16 @@ def plot_heatmap(result, metric: str, title: str, analyte: str | None = None,
                   + (", log scale" if ylog else ""), fontsize=BODY_PT)
     ax.set_title(title, fontsize=BODY_PT - 1)
     fig.tight_layout()
+    # the title is centred over the map: wrapped to the room on its narrower side (a sweep
+    # with a few options had its title run off both edges, the model and the number of
+    # subjects cut), then laid out again for its height
+    box = ax.get_window_extent()
+    mid = (box.x0 + box.x1) / 2
+    room = 2 * min(mid, fig.bbox.width - mid) - 0.1 * fig.dpi
+    lines = _wrap_to(fig, title, BODY_PT - 1, room, hyphens=False)
+    if len(lines) > len(str(title).split("\n")):
+        ax.set_title("\n".join(lines), fontsize=BODY_PT - 1)
+        fig.tight_layout()
     return fig
 
 
