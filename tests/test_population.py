@@ -886,6 +886,30 @@ def test_band_figure_close_up_follows_the_first_dose_and_labels_its_outputs():
     assert "SCHEMATIC" in labels[2]
 
 
+def test_the_bands_figure_keeps_a_long_title_on_the_figure():
+    """A population run with a few options (--months, --weight, --param ...) had the bands
+    figure's title run off both edges; it is wrapped to the figure, every word kept, above
+    the panels' own titles."""
+    import matplotlib.pyplot as plt
+
+    from ketasim.cli_population import plot_bands_figure
+
+    title = ("ketamine-iv: 4 virtual patients (standard-iv | months 1 | weight 100 kg | CL = 50 "
+             "| V1 = 120 | Q2 = 30 | Q3 = 150 | CLM = 60 | VM1 = 100)\nmodel-predicted, not a "
+             "dosing recommendation")
+    res = ketasim.population("ketamine-iv", ONE_MONTH, 4, metrics=("cmax",), bands=True,
+                             band_outputs=("plasma", "metabolite"), progress=False)
+    fig = plot_bands_figure(res.bands, title, model=ketasim.load_model("ketamine-iv"))
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    head = fig._suptitle
+    box = head.get_window_extent(r)
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.width and box.y1 <= fig.bbox.height
+    assert head.get_text().split() == title.split()
+    assert all(box.y0 > ax.title.get_window_extent(r).y1 for ax in fig.axes)
+    plt.close(fig)
+
+
 def test_the_bands_figure_says_where_it_draws_nothing():
     """A quantile at or above the top of the bands' range is NaN and not drawn: the figure
     says so (it had silently started the close-up at the first time it could draw)."""

@@ -330,7 +330,9 @@ def plot_bands_figure(bands, title: str, first_dose_h: float = 0.0, model=None,
     axes[0, 1].set_title("first session, close-up", fontsize=BODY_PT)
     axes[-1, 0].set_xlabel("time (days)", fontsize=BODY_PT)
     axes[-1, 1].set_xlabel("time after the first dose (h)", fontsize=BODY_PT)
-    fig.suptitle(title, fontsize=BODY_PT)
+    # (wrapped, measured as drawn: a run with a few options had its title run off both edges)
+    head = _wrap_to(fig, title, BODY_PT, 0.96 * fig.bbox.width, hyphens=False)
+    fig.suptitle("\n".join(head), fontsize=BODY_PT)
     pt = CAPTION_PT - 2
 
     def wrap(text):
