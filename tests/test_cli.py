@@ -366,3 +366,27 @@ def test_no_colour_reset_is_left_on_the_terminal_after_the_last_line(tmp_path):
     os.close(master)
     assert p.wait(timeout=300) == 0, got
     assert b"wrote" in got and b"\x1b[" not in got, got[-200:]
+
+
+def test_readme_gives_the_unit_of_the_output_columns_simulate_writes(tmp_path, capsys):
+    """The README listed the columns `ketasim simulate` writes without saying that occupancy
+    is a fraction (0-1, where the figures show %), glutamate a ratio to its baseline of 1 and
+    the plasticity indices 0-1: 0.19 in the table read as 0.19 %. What it says is what the
+    table holds."""
+    text = (ROOT / "README.md").read_text()
+    para = text[text.index("`ketasim simulate` writes `time_h`"):]
+    para = " ".join(para[:para.index("`--doses` takes")].split())
+    assert "`occupancy_high` (fractions of receptors, 0–1, where the figures show %)" in para
+    assert "`glutamate` (schematic, relative to its baseline of 1)" in para
+    assert "`consolidation` (schematic indices, 0–1)" in para
+    out = tmp_path / "s.csv"
+    assert main(["simulate", "--model", "ketamine-iv", "--doses", "standard-iv", "--until",
+                 "168", "--out", str(out)]) == 0
+    capsys.readouterr()
+    with open(out) as fh:
+        rows = list(csv.reader(fh))
+    cols = {name: np.array([float(r[i]) for r in rows[1:]]) for i, name in enumerate(rows[0])}
+    for name in ("occupancy", "occupancy_low", "occupancy_high", "plasticity", "consolidation"):
+        assert 0 <= cols[name].min() and cols[name].max() <= 1, name
+    assert cols["occupancy"].max() > 0.1                  # 19 % at its peak: 0.19, not 19
+    assert cols["glutamate"][0] == 1.0 and cols["glutamate"].max() > 1.5
