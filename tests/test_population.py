@@ -910,6 +910,30 @@ def test_the_bands_figure_keeps_a_long_title_on_the_figure():
     plt.close(fig)
 
 
+def test_the_bands_figures_row_labels_keep_to_their_rows():
+    """On a bands figure of many outputs each row is short: 'glutamate signal (SCHEMATIC)' and
+    the occupancy labels had run into the labels of the rows above and below. A label longer
+    than the rows' spacing is wrapped, words whole ('in-vivo' not cut at its hyphen)."""
+    import matplotlib.pyplot as plt
+
+    from ketasim.cli_population import plot_bands_figure
+
+    outs = ("plasma", "metabolite", "occupancy", "occupancy_low", "occupancy_high",
+            "glutamate", "plasticity", "consolidation")
+    res = ketasim.population("ketamine-iv", ONE_MONTH, 4, metrics=("cmax",), bands=True,
+                             band_outputs=outs, progress=False)
+    fig = plot_bands_figure(res.bands, "t", model=ketasim.load_model("ketamine-iv"))
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    left = [ax for ax in fig.axes if ax.get_ylabel()]
+    assert len(left) == len(outs)
+    boxes = [ax.yaxis.label.get_window_extent(r) for ax in left]
+    assert all(a.y0 > b.y1 + 5 for a, b in zip(boxes, boxes[1:]))
+    assert not any("in-\n" in ax.get_ylabel() for ax in left)
+    assert "glutamate signal" in " ".join(left[5].get_ylabel().split())
+    plt.close(fig)
+
+
 def test_the_bands_figure_says_where_it_draws_nothing():
     """A quantile at or above the top of the bands' range is NaN and not drawn: the figure
     says so (it had silently started the close-up at the first time it could draw)."""

@@ -282,11 +282,15 @@ def plot_bands_figure(bands, title: str, first_dose_h: float = 0.0, model=None,
     t = bands.times_h
     first = (t >= first_dose_h) & (t <= first_dose_h + 8.0)    # the first session, close up
 
-    def label(o):
-        # in words, as the course figure names them (output_label), wrapped to the row
+    def label(o, chars=None):
+        # in words, as the course figure names them (output_label), wrapped to the row (at
+        # ``chars`` characters a line, where the rows are close: see below)
         import textwrap
 
-        text = textwrap.fill(output_label(model, o), 28, break_on_hyphens=False)
+        def fill(line):
+            return textwrap.fill(line, chars, break_on_hyphens=False) if chars else line
+
+        text = textwrap.fill(output_label(model, o), chars or 28, break_on_hyphens=False)
         if o.startswith("occupancy"):
             return text + "\n% of receptors,\nmodel-predicted"
         if o == "glutamate":
@@ -299,7 +303,8 @@ def plot_bands_figure(bands, title: str, first_dose_h: float = 0.0, model=None,
         for where in (" in plasma", " at the effect site", " in compartment "):
             if where in words:
                 drug, _, rest = words.partition(where)
-                return f"{drug}\n{where.strip()} {rest}".rstrip() + f" ({_output_unit(o)})"
+                return fill(drug) + "\n" + fill(f"{where.strip()} {rest}".rstrip()
+                                                + f" ({_output_unit(o)})")
         return f"{text}\n({_output_unit(o)})"
 
     notes = list(notes)
@@ -350,7 +355,25 @@ def plot_bands_figure(bands, title: str, first_dose_h: float = 0.0, model=None,
         fig.text(0.01, 0.004 + line_h * (len(lines) - 1 - i), line, fontsize=pt, color=color,
                  va="bottom")
     title_h = 0.35 / fig.get_figheight()        # the two-line title's own room
-    fig.tight_layout(rect=(0, line_h * (len(lines) + 0.6) if lines else 0, 1, 1 - title_h))
+    rect = (0, line_h * (len(lines) + 0.6) if lines else 0, 1, 1 - title_h)
+    fig.tight_layout(rect=rect)
+    # each row's label (centred on its panel) no longer than the distance between the rows'
+    # centres, less a margin: on a figure of four or more outputs, 'glutamate signal
+    # (SCHEMATIC)' and the occupancy labels had run into the labels of the rows above and
+    # below. Then laid out again for the labels' new width.
+    mid = [0.5 * (b.y0 + b.y1) for b in (ax.get_window_extent() for ax in axes[:, 0])]
+    longer = False
+    for i, (ax, o) in enumerate(zip(axes[:, 0], bands.outputs)):
+        lab = ax.yaxis.label
+        room = min([abs(mid[i] - m) for j, m in enumerate(mid) if j != i] or [np.inf]) \
+            - 0.1 * fig.dpi
+        chars = 28
+        while lab.get_window_extent().height > room and chars > 12:
+            chars -= 2
+            lab.set_text(label(o, chars))
+            longer = True
+    if longer:
+        fig.tight_layout(rect=rect)
     return fig
 
 
