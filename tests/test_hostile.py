@@ -1918,6 +1918,23 @@ def test_a_dose_named_by_a_routes_compartment_is_warned_about():
     assert route_warning(m, ketasim.Doses([0.0], [56.0], ["intranasal"])) is None
 
 
+@pytest.mark.parametrize("cmt", ["1", "1.0"])
+def test_a_dose_into_a_compartment_by_its_number_is_warned_about_as_by_its_name(cmt):
+    """NONMEM's CMT = 1 on racemic ketamine put the whole dose into S-ketamine's central
+    compartment (no R-ketamine, a higher occupancy) without the warning its name gets."""
+    from ketasim.cli_teach import route_warning
+
+    m = ketasim.load_model("ketamine-iv")
+    w = route_warning(m, ketasim.Doses([0.0], [35.0], [cmt]))
+    assert w and f"route '{cmt}'" in w and "'s_central'" in w and "number 1" in w
+    assert "write route = 'iv'" in w
+    with pytest.warns(UserWarning, match="s_central"):
+        ketasim.simulate(m, ketasim.Doses([0.0], [35.0], [cmt]), np.linspace(0, 2, 5))
+    # a compartment a route delivers to as it is (f = 1, no lag) is no surprise
+    plain = ketasim.Model.from_dict(tomllib.loads(GOOD_MODEL))
+    assert route_warning(plain, ketasim.Doses([0.0], [35.0], ["2"])) is None
+
+
 def test_population_and_sweep_outputs_are_checked_and_named_before_the_run(tmp_path, capsys,
                                                                         monkeypatch):
     """An output under a file (b.json/x.csv) had been found only when writing, after the whole

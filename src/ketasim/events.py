@@ -220,11 +220,17 @@ def dose_route_warning(model: Model, doses: Doses) -> str | None:
         return len(parts) == 1 and parts[0].f.text.strip() in ("1", "1.0") and \
             parts[0].lag_h.text.strip() in ("0", "0.0") and parts[0].duration_h is None
 
+    comps = list(model.compartments)
     for r in sorted(routes - set(model.routes)):
+        # (a compartment by its number, NONMEM's CMT = 1, goes the same way as by its name)
+        k = _cmt_number(r)
+        c = r if r in model.compartments else (
+            comps[k - 1] if k is not None and 1 <= k <= len(comps) else None)
         via = [name for name, parts in model.routes.items()
-               if any(p.to == r for p in parts) and not plain(parts)]
-        if r in model.compartments and via:
-            return (f"doses on route {r!r} go straight into compartment {r!r} (the whole "
+               if any(p.to == c for p in parts) and not plain(parts)]
+        if c is not None and via:
+            nth = "" if c == r else f"number {k} in [compartments] order; "
+            return (f"doses on route {r!r} go straight into compartment {c!r} ({nth}the whole "
                     f"amount, f = 1, no lag); the model's route{'s' if len(via) > 1 else ''} "
                     f"{', '.join(map(repr, via))} deliver{'' if len(via) > 1 else 's'} to it "
                     f"as the drug is given: write route = {via[0]!r} for that")
