@@ -442,6 +442,10 @@ API_CASES = [
     ("infinite reference weight",
      lambda m, d: ketasim.Model.from_dict(dict(_model(), weight={"reference_kg": float("inf")})),
      ["[weight] reference_kg", "inf"]),
+    # (a volume listed twice had been multiplied by the weight twice: 4,900 times too large)
+    ("per-kg parameter listed twice",
+     lambda m, d: ketasim.Model.from_dict(dict(_model(), weight={"per_kg": ["V", "V"]})),
+     ["[weight] per_kg", "'V' is listed twice"]),
     ("course with a bad first dose",
      lambda m, d: ketasim.course_from_phases([ketasim.Phase(weeks=1, per_week=2)], 10.0, "iv",
                                              first_amount_mg=-1.0),

@@ -241,8 +241,12 @@ def _build(spec: dict, where: str, name: str | None) -> Model:
     per_kg = weight.get("per_kg", [])
     if not isinstance(per_kg, list):
         raise KetasimInputError(f"{where}: [weight] per_kg must be a list of parameter names")
-    for k in per_kg:
+    for i, k in enumerate(per_kg):
         check_name(k, params, "[weight] per_kg", where)
+        if k in per_kg[:i]:      # (it had been multiplied by the weight once per listing)
+            raise KetasimInputError(f"{where}: [weight] per_kg: {k!r} is listed twice (each "
+                                    "listing multiplies it by the weight); expected each name "
+                                    "once")
         if k in allo:
             raise KetasimInputError(f"{where}: [weight] {k!r} is both allometric and per_kg")
 
