@@ -436,6 +436,11 @@ API_CASES = [
      lambda m, d: ketasim.Model.from_dict(dict(_model(), occupancy={"ligands": [
          {"site": "ce", "ki_um": 0.3, "mw_g_mol": 238.0, "fu": 1.5}]})),
      ["occupancy.ligands[0].fu", "1.5", "[0, 1]"]),
+    # (a ligand listed twice had been counted twice: 0.5 occupancy read as 0.67)
+    ("ligand listed twice",
+     lambda m, d: ketasim.Model.from_dict(dict(_model(), occupancy={"ligands": [
+         {"name": "S", "site": "ce", "ki_um": 0.3, "mw_g_mol": 238.0}] * 2})),
+     ["occupancy.ligands[1]", "ligand 'S' is listed twice"]),
     ("parameter too large for a float",
      lambda m, d: ketasim.Model.from_dict(dict(_model(), parameters={"CL": 10**400})),
      ["[parameters] CL", "finite"]),
@@ -933,3 +938,11 @@ def test_a_weight_no_person_has_is_said_by_populations_sweeps_and_courses(tmp_pa
                  str(tmp_path)]) == 0
     err = capsys.readouterr().err
     assert err.count("ketasim: warning: --weight: 900 kg is more than any person") == 1, err
+
+
+def test_a_model_with_ligands_keeps_its_name():
+    assert [ketasim.load_model(p).name for p in ("ketamine-iv", "esketamine-nasal")] == [
+        "ketamine-iv", "esketamine-nasal"]
+    m = ketasim.Model.from_dict(dict(_model(), model={"name": "mine"}, occupancy={"ligands": [
+        {"name": "S", "site": "ce", "ki_um": 0.3, "mw_g_mol": 238.0}]}))
+    assert m.name == "mine" and [lg.name for lg in m.ligands] == ["S"]

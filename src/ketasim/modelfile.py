@@ -469,7 +469,14 @@ def _build(spec: dict, where: str, name: str | None) -> Model:
                     _is_finite(x) and ok(x)):
                 raise KetasimInputError(f"{where}: {w}.{key}: got {x!r}, expected {expected}")
         ki = val(lg["ki_um"], f"{w}.ki_um") if "ki_um" in lg else None
-        ligands.append(Ligand(str(lg.get("name", lg["site"])), str(lg["site"]),
+        lig = str(lg.get("name", lg["site"]))
+        if any(x.name == lig for x in ligands):
+            # (it had been counted twice in the occupancy sum, and a calibration names it)
+            raise KetasimInputError(
+                f"{where}: {w}: ligand {lig!r} is listed twice (its binding would be counted "
+                "twice, and calibrations name ligands); expected each ligand once"
+                + ("" if "name" in lg else " (a ligand without a name is named by its site)"))
+        ligands.append(Ligand(lig, str(lg["site"]),
                               ki, val(lg.get("fu", 1.0), f"{w}.fu"),
                               val(lg["mw_g_mol"], f"{w}.mw_g_mol")))
     calibrations, default_cal, drive_cal = _parse_calibrations(occ, ligands, val, where)
