@@ -506,7 +506,7 @@ def test_cli_dataset_writes_subject_ids_and_counts_skipped_rows(tmp_path, capsys
                "--step", "1", "--out", str(out)])
     err = capsys.readouterr().err
     assert rc == 0, err
-    assert "skipped 1 observation row (evid 0 or 2, or MDV)" in err
+    assert "skipped 1 observation row (evid 0 or 2, MDV, or no dose item)" in err
     lines = out.read_text().splitlines()
     assert lines[0].startswith("subject,time_h,central_ng_ml")
     assert [ln.split(",")[0] for ln in lines[1:]] == ["7"] * 3 + ["3"] * 3 + ["12"] * 3
@@ -896,3 +896,36 @@ def test_a_covariates_table_has_the_size_limit_of_a_dose_table(tmp_path, monkeyp
     assert rc == 1 and not out.exists()
     assert err.startswith("ketasim: error: --covariates: ") and "MAX_DOSE_FILE_BYTES" in err \
         and err.count("\n") == 1, err
+
+
+def test_a_nonmem_dataset_without_evid_or_mdv_reads_rows_without_a_dose_as_observations(
+        tmp_path, capsys):
+    """NM-TRAN supplies EVID 0 to a record whose dose items are all 0: ID, TIME, AMT, DV with
+    AMT = 0 on the observation rows had given each a 0-mg dose, so each was a session of its
+    own in the summaries and the run ran on to 28 days after the last observation."""
+    import csv
+
+    text = "ID,TIME,AMT,CMT,DV\n1,0,10,iv,.\n1,24,0,iv,5.1\n1,48,.,iv,3.2\n2,4,0.0,iv,1\n"
+    d = ketasim.read_doses(io.StringIO(text))
+    assert len(d) == 1 and d.n_skipped == 3 and d.observation_only_subjects == (2.0,)
+    e = ketasim.Doses.from_records(list(csv.DictReader(io.StringIO(text))))
+    assert e == d and e.n_skipped == 3 and e.observation_only_subjects == (2.0,)
+    from ketasim.engine import default_horizon_h
+    assert default_horizon_h(d) == 28 * 24.0
+    # a dose item other than the amount makes the row a dose (here: refused as one)
+    with pytest.raises(KetasimInputError, match="line 3: row 2: amount_mg: got 0 with rate"):
+        ketasim.read_doses(io.StringIO("TIME,AMT,CMT,RATE,DV\n0,10,iv,5,.\n1,0,iv,5,2\n"))
+    # without a DV column the table is ketasim's own: a 0-mg row is a (placebo) session
+    assert len(ketasim.read_doses(io.StringIO("TIME,AMT,CMT\n0,10,iv\n24,0,iv\n"))) == 2
+    ds = tmp_path / "d.csv"
+    ds.write_text("TIME,AMT,CMT,DV\n0,35,1,.\n24,0,1,5\n48,0,1,3\n")
+    m = tmp_path / "m.toml"
+    m.write_text("[parameters]\nV = 20.0\nCL = 5.0\n[compartments]\ncentral = \"V\"\n"
+                 "[[flows]]\nfrom = \"central\"\nto = \"out\"\ncl = \"CL\"\n"
+                 "[routes.iv]\nto = \"central\"\n")
+    assert main(["simulate", "--model", str(m), "--doses", str(ds), "--summary", "--out",
+                 str(tmp_path / "o.csv")]) == 0
+    out, err = capsys.readouterr()
+    assert "skipped 2 observation rows (evid 0 or 2, MDV, or no dose item)" in err
+    rows = [ln.split() for ln in out.splitlines() if ln.strip() and ln.split()[0].isdigit()]
+    assert [r[0] for r in rows] == ["1"]

@@ -340,7 +340,7 @@ def note_skipped(doses) -> None:
     k = doses.n_skipped
     if k:
         print(f"{doses.source}: skipped {k:,} observation row{'s' if k != 1 else ''} (evid 0 or "
-              "2, or MDV)", file=sys.stderr)
+              "2, MDV, or no dose item)", file=sys.stderr)
     ids = doses.observation_only_subjects
     if ids:
         from .io import id_label

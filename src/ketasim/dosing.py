@@ -458,7 +458,8 @@ class Doses(Derived):
         of a CSV table (a bolus row's NaN ``rate_mg_h``, say); in ``time_h``, ``amount_mg``
         or ``route`` of a dose row it is refused. Rows with ``evid`` 0 or 2 are skipped
         and counted in ``n_skipped``, and so, as :func:`read_doses` reads a NONMEM dataset,
-        are rows without an ``evid`` whose ``MDV`` is 0, or 1 with no amount; a row with
+        are rows without an ``evid`` whose ``MDV`` is 0, or 1 with no amount (with neither, in
+        records with a ``DV`` key, rows whose dose items are all 0 or blank); a row with
         anything but blank, ``.`` or 0 in a ``C`` key is a comment and skipped, and a
         ``DATE`` (``DAT1``-``DAT3``) must be blank;
         other keys must be covariates (``weight_kg`` or model parameter names, checked when the
@@ -483,6 +484,7 @@ class Doses(Derived):
             rec = {}
             missing = set()
             nm = {}                 # the NONMEM items read_doses reads: MDV, C, DATE, DAT1-3
+            nonmem = False          # a DV key: a NONMEM dataset's record
             for k, v in r.items():
                 c = _canonical(str(k))
                 if c is None:
@@ -493,6 +495,8 @@ class Doses(Derived):
                                                 f"{hint}; expected {', '.join(COLUMNS)}, a "
                                                 "covariate or a NONMEM data item")
                     c = k
+                if c == "" and str(k).upper() == "DV":
+                    nonmem = True
                 if c == "" and str(k).upper() in ("MDV", "C", "DATE", "DAT1", "DAT2", "DAT3") \
                         and not _blank_item(v):
                     nm[str(k).upper()] = v
@@ -532,6 +536,9 @@ class Doses(Derived):
                     if mdv == 0 or not given:
                         skip(rec)
                         continue
+                elif nonmem and all(_zero_item(rec.get(c)) for c in _DOSE_ITEMS):
+                    skip(rec)               # (NM-TRAN's EVID 0: no dose item, see read_doses)
+                    continue
                 ev = rec["evid"] = 1
             if isinstance(ev, str):
                 try:
@@ -911,6 +918,11 @@ def _blank_item(v) -> bool:
     return v is None or (isinstance(v, str) and v.strip() in ("", ".")) or _missing_value(v)
 
 
+# a NONMEM record's dose items: without EVID and MDV, a record whose items are all 0 or blank
+# is an observation (NM-TRAN supplies EVID 0), in a dataset with a DV column
+_DOSE_ITEMS = ("amount_mg", "rate_mg_h", "ii_h", "addl", "ss")
+
+
 def _zero_item(v) -> bool:
     """Whether a NONMEM flag (C, DATE) is not set: blank, ``.`` or 0, as read_doses reads
     it."""
@@ -996,7 +1008,9 @@ def read_doses(path_or_text, *, source: str | None = None) -> Doses:
     column, an alias nor a NONMEM data item is a covariate (a model parameter name or
     ``weight_kg``), checked against the model when the table is simulated; one that looks like
     a misspelt column (``ammount_mg``) is an error here. Rows with ``evid`` 0 or 2 (and, when
-    there is no ``evid`` column, rows with ``MDV`` = 0, or ``MDV`` = 1 and no amount) are
+    there is no ``evid`` column, rows with ``MDV`` = 0, or ``MDV`` = 1 and no amount; with
+    neither, in a NONMEM dataset, one with a ``DV`` column, rows whose dose items ``AMT``,
+    ``RATE``, ``II``, ``ADDL`` and ``SS`` are all 0 or blank, as NM-TRAN reads them) are
     observations and are skipped; their count is :attr:`Doses.n_skipped`.
 
     The file is read row by row into typed arrays (UTF-8, with or without a byte-order mark,
@@ -1093,6 +1107,10 @@ def _parse(lines, where: str) -> Doses:
                                     "(or TIME, AMT, CMT)")
     pos = {c: i for i, c in enumerate(canon) if c}
     mdv_pos = next((i for i, h in enumerate(header) if h.lower() == "mdv"), None)
+    # a NONMEM dataset (it has a DV column) without EVID and MDV: NM-TRAN supplies EVID, 0 for
+    # a record whose dose items are all 0 or blank (an observation), 1 otherwise
+    nonmem = any(h.upper() == "DV" for h in header)
+    dose_items = [c for c in _DOSE_ITEMS if c in pos]
     # NONMEM's comment flag: a row with C (or anything but blank, "." or 0) in a C column is
     # a comment, as with $DATA ... IGNORE=C
     c_pos = next((i for i, h in enumerate(header) if h.upper() == "C"), None)
@@ -1143,6 +1161,13 @@ def _parse(lines, where: str) -> Doses:
                     skipped_ids.append(cells.get("subject", ""))
                     _keep_obs_covariates(r, pos, covariates, cells, obs_cov)
                     continue
+            elif nonmem and all(_zero_item(cells[c]) for c in dose_items):
+                # (such rows had been doses of 0 mg: each a session of its own in the
+                # summaries, and the run's end 28 days after the last observation)
+                skipped += 1
+                skipped_ids.append(cells.get("subject", ""))
+                _keep_obs_covariates(r, pos, covariates, cells, obs_cov)
+                continue
             evid = 1.0
         else:
             evid = _number(ev, "evid", where, line_no)
@@ -1204,7 +1229,7 @@ def _parse(lines, where: str) -> Doses:
         if skipped:
             raise KetasimInputError(f"{where}: no dose rows (" + (
                 f"all {skipped:,} rows are observations" if skipped > 1
-                else "its one row is an observation") + ": evid 0 or 2, or MDV)")
+                else "its one row is an observation") + ": evid 0 or 2, MDV, or no dose item)")
         raise KetasimInputError(f"{where}: the dose table has a header but no doses")
     if obs_cov:
         _fill_from_observation_rows(data, covariates, obs_cov, where)
