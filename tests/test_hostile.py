@@ -1918,6 +1918,22 @@ def test_a_dose_named_by_a_routes_compartment_is_warned_about():
     assert route_warning(m, ketasim.Doses([0.0], [56.0], ["intranasal"])) is None
 
 
+def test_nasal_doses_split_per_device_name_their_subject():
+    """The one-row-per-session warning of a dataset compares each subject's doses; a split
+    had been named by its times only, not by the subject whose rows they are."""
+    from ketasim.cli_teach import route_warning
+
+    m = ketasim.load_model("esketamine-nasal")
+    two = ketasim.Doses([0.0, 0.0], [56.0, 56.0], ["intranasal"] * 2, subject=[1, 7])
+    assert route_warning(m, two) is None
+    split = ketasim.Doses([0.0, 0.0, 0.1], [56.0, 28.0, 28.0], ["intranasal"] * 3,
+                          subject=[1, 7, 7])
+    w = route_warning(m, split)
+    assert w and "subject 7: doses at 0 h and 0.1 h are 6 min apart" in w
+    one = ketasim.Doses([0.0, 0.1], [28.0, 28.0], ["intranasal"] * 2)
+    assert route_warning(m, one).startswith("route intranasal: doses at 0 h and 0.1 h")
+
+
 @pytest.mark.parametrize("cmt", ["1", "1.0"])
 def test_a_dose_into_a_compartment_by_its_number_is_warned_about_as_by_its_name(cmt):
     """NONMEM's CMT = 1 on racemic ketamine put the whole dose into S-ketamine's central

@@ -246,8 +246,12 @@ def dose_route_warning(model: Model, doses: Doses) -> str | None:
             gaps = np.diff(t)
             close = np.flatnonzero(gaps < SESSION_GAP_H)
             if close.size:
+                from .io import id_label
+
                 i = int(close[0])
-                return (f"route {r}: doses at {t[i]:g} h and {t[i + 1]:g} h are "
+                who = "" if getattr(d, "subject", None) is None else \
+                    f"subject {id_label(sid)}: "
+                return (f"route {r}: {who}doses at {t[i]:g} h and {t[i + 1]:g} h are "
                         f"{gaps[i] * 60:.0f} min apart; its bioavailability depends on the "
                         "amount of a row, which is a session's total (e.g. 84 mg, three "
                         "devices): give one row per session, not one per device")
