@@ -2487,3 +2487,18 @@ def test_a_results_dataframe_costs_about_its_own_size_and_is_refused_when_it_can
     with pytest.raises(KetasimInputError, match=r"table: 20 subjects x 2,001 times = 40,020 "
                                                 r"rows x 26 columns"):
         r.to_dataframe()
+
+
+def test_a_long_dose_table_is_written_in_time_in_proportion_to_its_rows(monkeypatch):
+    """Each row had looked over the whole table for its optional columns: `schedule
+    standard-iv --months 100000` (108,712 sessions) took 12 s to write, in the square of
+    its rows."""
+    from ketasim.dosing import Doses, doses_csv_text
+
+    d = ketasim.standard_iv_course(months=300)
+    calls = []
+    scan = Doses._optional_columns
+    monkeypatch.setattr(Doses, "_optional_columns", lambda self: calls.append(1) or scan(self))
+    text = doses_csv_text(d)
+    assert text.count("\n") == len(d) + 1 and len(d) > 300
+    assert len(calls) <= 2

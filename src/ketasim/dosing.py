@@ -636,11 +636,13 @@ class Doses(Derived):
         """One dict per row with ketasim's column names (the optional columns only where a
         row uses them: ``rate_mg_h``, ``ss``, ``evid``, ``subject``, covariates)."""
         out = []
+        optional = self._optional_columns()   # (once: per row, it had made a long table's
+        # records take time in the square of its rows, 12 s for 100,000 sessions)
         for i in range(len(self)):
             r = dict(time_h=float(self.time_h[i]), amount_mg=float(self.amount_mg[i]),
                      route=self.route[i], duration_h=float(self.duration_h[i]),
                      addl=int(self.addl[i]), ii_h=float(self.ii_h[i]))
-            for name in self._optional_columns():
+            for name in optional:
                 if name == "subject":
                     r[name] = float(self.subject[i])
                 elif name in self.covariates:
