@@ -1038,6 +1038,9 @@ def test_a_volume_parameter_too_small_for_its_reciprocal_is_one_line():
      "'time_above_conc_1_000'"),
     (["course", "--closeup", "1e300"], "expected hours <= 672"),
     (["compare", "ketamine-iv@standard-iv", "--closeup", "1e12"], "expected hours <= 672"),
+    # (it had been refused after the run's inputs were read, as 'expected a whole number >= 0')
+    (["population", "--n", "2", "--seed", str(2**128)],
+     f"--seed: {2**128} is out of range: expected a seed below 2**128"),
 ])
 def test_options_out_of_bounds_are_one_line_errors(tmp_path, capsys, argv, fragment):
     try:
@@ -1049,6 +1052,13 @@ def test_options_out_of_bounds_are_one_line_errors(tmp_path, capsys, argv, fragm
     err = capsys.readouterr().err.strip()
     assert rc in (1, 2) and fragment in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_seed_beyond_the_generators_key_says_what_is_expected():
+    with pytest.raises(KetasimInputError, match=r"seed: got 3402.*from 0 to 2\*\*128 - 1"):
+        ketasim.population("ketamine-iv", "standard-iv", 2, seed=2**128)
+    assert ketasim.population("ketamine-iv", "standard-iv", 2, seed=2**128 - 1,
+                              metrics=("cmax",))["cmax"].shape == (2,)
 
 
 def test_out_dir_that_is_a_file_is_named_before_any_work(tmp_path, capsys):

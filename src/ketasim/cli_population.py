@@ -31,6 +31,12 @@ def _seed(s):
         raise argparse.ArgumentTypeError(f"{s!r} is not a whole number (seed >= 0)") from None
     if v < 0:
         raise argparse.ArgumentTypeError(f"{s} is out of range: expected a seed >= 0")
+    from .variability import _MAX_SEED
+
+    if v >= _MAX_SEED:       # (it had been refused after the model and doses were read, as
+        # "expected a whole number >= 0")
+        raise argparse.ArgumentTypeError(f"{s} is out of range: expected a seed below 2**128 "
+                                         "(the generator's 128-bit key)")
     return v
 
 

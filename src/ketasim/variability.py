@@ -254,7 +254,8 @@ def check_seed(seed) -> int:
     """A seed: a whole number 0 <= seed < 2**128."""
     if not is_whole(seed) or not (
             0 <= int(seed) < _MAX_SEED):
-        raise KetasimInputError(f"seed: got {seed!r}, expected a whole number >= 0")
+        raise KetasimInputError(f"seed: got {seed!r}, expected a whole number from 0 to 2**128 "
+                                "- 1 (the generator's 128-bit key)")
     return int(seed)
 
 
