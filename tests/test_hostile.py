@@ -2512,3 +2512,55 @@ def test_a_long_dose_table_is_written_in_time_in_proportion_to_its_rows(monkeypa
     text = doses_csv_text(d)
     assert text.count("\n") == len(d) + 1 and len(d) > 300
     assert len(calls) <= 2
+
+@pytest.mark.parametrize("argv, expected", [
+    (["simulate", "--until", "2e7", "--step", "1e6", "--out", "{o}"],
+     "--until: the run ends at 2e+07 h, beyond the 1e+07-h limit (about 1,100 years) of the "
+     "schematic response"),
+    (["simulate", "--doses", "{late}", "--step", "1e6", "--out", "{o}"],
+     "--doses {late} (a run ends 28 days after the last dose starts): the run ends at 1e+09 h"),
+    (["simulate", "--model", "{m}", "--doses", "{late}", "--step", "1e6", "--summary",
+      "--out", "{o}"], "of the exact metrics of --summary"),
+    (["population", "--n", "2", "-q", "--months", "1e6", "--out", "{o}"],
+     "--months: exact metrics up to 7.305e+08 h are beyond"),
+    (["population", "--n", "2", "-q", "--doses", "{late}", "--out", "{o}"],
+     "--doses {late} (a run ends 28 days after the last dose starts): exact metrics"),
+    (["sweep", "--vary", "months=1:1e6:2", "-q", "--out", "{o}"],
+     "sweep at months = 1e+06: doses (a run ends 28 days after the last dose starts): exact "
+     "metrics up to 7.305e+08 h"),
+    (["sweep", "--vary", "CL=50:60:2", "-q", "--doses", "{late}", "--out", "{o}"],
+     "--doses {late} (a run ends"),
+])
+def test_a_run_beyond_the_horizon_limit_names_the_option_it_comes_from(argv, expected,
+                                                                      tmp_path, capsys):
+    """--until, --months or a dose table reaching past the 1e7-h limit of the schematic
+    response and the exact metrics had been refused as 'times: ...' or 'horizon_h: ...',
+    names of the Python API that the command line does not have."""
+    late = tmp_path / "late.csv"
+    late.write_text("time_h,amount_mg,route\n1e9,35,iv\n")
+    m = tmp_path / "m.toml"
+    m.write_text(GOOD_MODEL)
+    out = tmp_path / "o.csv"
+    argv = [a.replace("{o}", str(out)).replace("{late}", str(late)).replace("{m}", str(m))
+            for a in argv]
+    rc, _, err = run_cli(argv, capsys)
+    assert rc == 1 and not out.exists()
+    one_line_error(err, expected.replace("{late}", str(late)))
+    assert "horizon_h" not in err and "times:" not in err
+
+
+@pytest.mark.filterwarnings("ignore:horizon_h = 2e")
+def test_a_pk_only_table_runs_to_any_until_and_the_api_names_its_own_arguments(tmp_path,
+                                                                              capsys):
+    m = tmp_path / "m.toml"
+    m.write_text(GOOD_MODEL)
+    out = tmp_path / "o.csv"
+    rc, _, err = run_cli(["simulate", "--model", str(m), "--until", "2e7", "--step", "1e6",
+                          "--out", str(out)], capsys)
+    assert rc == 0 and out.exists(), err
+    late = ketasim.Doses([1e9], [35.0], ["iv"])
+    with pytest.raises(KetasimInputError, match=r"^doses \(a run ends 28 days after the last "
+                       r"dose starts\): exact metrics up to 1e\+09 h"):
+        ketasim.population("ketamine-iv", late, 2)
+    with pytest.raises(KetasimInputError, match="^horizon_h: exact metrics up to 2e"):
+        ketasim.population("ketamine-iv", late, 2, horizon_h=2e7)

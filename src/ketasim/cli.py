@@ -485,6 +485,7 @@ def cmd_simulate(args) -> int:
         from .engine import default_horizon_h
 
         until = default_horizon_h(doses)
+    _check_until(args, model, until)
     if (args.summary or args.plot is not None) and args.until is not None:
         from .engine import session_starts
 
@@ -516,6 +517,30 @@ def cmd_simulate(args) -> int:
         return _simulate_rest(args, model, doses, times, params, weight, cal, helper)
     finally:
         helper.close()
+
+
+def _check_until(args, model, until: float) -> None:
+    """Refuse, naming --until (or --doses, when the run's end comes from the doses), a run
+    longer than the schematic response or the exact metrics of --summary and --plot can reach
+    (the Python API's own check had named its arguments, "times" or "horizon_h")."""
+    from .engine import DEFAULT_HORIZON_NOTE, PD_MAX_HORIZON_H
+
+    if until <= PD_MAX_HORIZON_H:
+        return
+    parts = (["the schematic response (glutamate, plasticity, consolidation)"]
+             if model.has_glutamate else [])
+    opts = [o for o, on in (("--summary", args.summary), ("--plot", args.plot is not None)) if on]
+    if opts:
+        parts.append(f"the exact metrics of {' and '.join(opts)}")
+    if not parts:
+        return          # concentrations alone: exact at any time
+    what = ("--until" if args.until is not None else
+            f"--doses {args.doses} ({DEFAULT_HORIZON_NOTE})")
+    raise KetasimInputError(
+        f"{what}: the run ends at {until:g} h, beyond the {PD_MAX_HORIZON_H:g}-h limit (about "
+        f"1,100 years) of {' and '.join(parts)}: their steps are at most 64 h; expected "
+        + (f"--until at most {PD_MAX_HORIZON_H:g}" if args.until is not None
+           else "a shorter course, or --until"))
 
 
 def _plot_bytes(run, fmt: str) -> bytes:

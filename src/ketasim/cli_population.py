@@ -654,6 +654,19 @@ def _doses_arg(args):
     return d, {}
 
 
+def _check_horizon(args, doses) -> None:
+    """Refuse a run whose end (28 days after the last dose) exact metrics cannot reach, naming
+    the option it comes from (the Python API names its doses, which the command line calls
+    --doses). A course name is left to the run, which names the varied months."""
+    if isinstance(doses, str):
+        return
+    from .engine import DEFAULT_HORIZON_NOTE, check_metrics_horizon, default_horizon_h
+
+    what = ("--months" if args.months is not None else
+            f"--doses {args.doses} ({DEFAULT_HORIZON_NOTE})")
+    check_metrics_horizon(default_horizon_h(doses), what, "a shorter course")
+
+
 def _route_warning(model, doses) -> None:
     """Say what simulate, course and compare say of the doses' routes (a nasal model given IV
     doses, a dose into a route's compartment by its name, a spray session one row per
@@ -798,6 +811,7 @@ def run_population(args) -> int:
         from .courses import resolve_doses
         doses = resolve_doses(doses, weight_kg=weight_or_default(args.weight),
                               **course_kw)
+    _check_horizon(args, doses)
     covariates = {}
     weight = weight_or_default(args.weight)
     if args.covariates:
@@ -932,6 +946,7 @@ def run_sweep(args) -> int:
         "varying weight_kg" if "weight_kg" in [nm for nm, _ in vary] else None)))
     doses, course_kw = _doses_arg(args)
     _route_warning(model, doses)
+    _check_horizon(args, doses)
     if course_kw and "months" in [nm for nm, _ in vary]:
         raise KetasimInputError("--months: months is also varied; give one")
     if course_kw:

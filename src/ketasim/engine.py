@@ -229,16 +229,29 @@ def check_pd_horizon(end_h: float, what: str) -> None:
             "schematic response")
 
 
-def check_metrics_horizon(end_h: float, what: str) -> None:
+def check_metrics_horizon(end_h: float, what: str, expected: str = "a shorter horizon") -> None:
     """Refuse exact metrics up to a horizon beyond :data:`PD_MAX_HORIZON_H`: their ladder's
     steps are at most 64 h too, with or without the schematic response, so the run would take
     time in proportion (1e12 h: about 20 minutes a subject) inside one compiled call that
-    neither Ctrl-C nor SIGTERM can stop."""
+    neither Ctrl-C nor SIGTERM can stop. ``what`` names where the horizon came from."""
     if not end_h <= PD_MAX_HORIZON_H:
         raise KetasimInputError(
             f"{what}: exact metrics up to {end_h:g} h are beyond their {PD_MAX_HORIZON_H:g}-h "
-            "limit (about 1,100 years: their steps are at most 64 h); expected a shorter "
-            "horizon")
+            f"limit (about 1,100 years: their steps are at most 64 h); expected {expected}")
+
+
+#: where a run's end comes from when no horizon is given (:func:`default_horizon_h`)
+DEFAULT_HORIZON_NOTE = "a run ends 28 days after the last dose starts"
+DEFAULT_HORIZON_WHAT = f"doses ({DEFAULT_HORIZON_NOTE})"
+
+
+def checked_default_horizon_h(doses) -> float:
+    """:func:`default_horizon_h`, refused (naming the doses, where it comes from) when exact
+    metrics cannot reach it (:func:`check_metrics_horizon`): it had been refused as
+    "horizon_h", which nobody had given."""
+    h = default_horizon_h(doses)
+    check_metrics_horizon(h, DEFAULT_HORIZON_WHAT, "a shorter course")
+    return h
 
 
 def _check_rtol(pd_rtol):
@@ -982,7 +995,7 @@ def run_metrics(model, doses, params=None, weight_kg=70.0, *, analyte=None, thre
     if starts.size == 0:
         raise KetasimInputError("metrics: the dose table has no doses")
     if horizon_h is None:
-        horizon_h = default_horizon_h(doses)
+        horizon_h = checked_default_horizon_h(doses)
     horizon_h = positive_hours("horizon_h", horizon_h)
     check_metrics_horizon(horizon_h, "horizon_h")
     if _warn_after_horizon:           # (the caller's caller gave the horizon)

@@ -819,9 +819,11 @@ def _doses_for(spec, weight_kg, what="population", **course):
 
 
 def _horizon(doses) -> float:
-    from .engine import default_horizon_h
+    """The default horizon of a run of these doses, refused by name where exact metrics
+    cannot reach it (it had been refused as "horizon_h", which nobody had given)."""
+    from .engine import checked_default_horizon_h
 
-    return default_horizon_h(doses)
+    return checked_default_horizon_h(doses)
 
 
 def _band_setup(model, doses, bands, band_outputs, horizon):
@@ -1404,9 +1406,13 @@ def sweep(model, doses, vary, *, metrics=None, n: int | None = None,
             w = point_vals["weight_kg"][pts]
         else:
             w = np.full(pts.size, float(weight_kg))
+        try:
+            h = _horizon(d) if horizon_h is None else positive_hours("horizon_h", horizon_h)
+        except KetasimInputError as exc:
+            at = ", ".join(f"{k} = {v:g}" for k, v in course_kw.items())
+            raise KetasimInputError(f"sweep at {at}: {exc}" if at else str(exc)) from None
         jobs.append(_Job(model=model, doses=d, metrics=metrics, analyte=analyte,
-                         horizon_h=_horizon(d) if horizon_h is None
-                         else positive_hours("horizon_h", horizon_h),
+                         horizon_h=h,
                          typical=typical, weight=w,
                          n_per_point=n or 1, seed=seed, use_variability=n is not None,
                          threads=threads))
