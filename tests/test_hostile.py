@@ -2564,3 +2564,23 @@ def test_a_pk_only_table_runs_to_any_until_and_the_api_names_its_own_arguments(t
         ketasim.population("ketamine-iv", late, 2)
     with pytest.raises(KetasimInputError, match="^horizon_h: exact metrics up to 2e"):
         ketasim.population("ketamine-iv", late, 2, horizon_h=2e7)
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["simulate", "--doses", "", "--out", "{t}/o.csv"], "--doses: got '', expected a course name"),
+    (["population", "--n", "2", "-q", "--doses", " "], "--doses: got ' ', expected a course"),
+    (["population", "--n", "2", "-q", "--covariates", "", "--out", "{t}/o.csv"],
+     "--covariates: got '', expected a CSV file"),
+    (["schedule", "custom", "", "--out", "{t}/o.csv"], "course: got '', expected a TOML file"),
+])
+def test_an_empty_file_name_is_named_as_given(argv, fragment, tmp_path, capsys):
+    """An empty --doses or course file had been refused as "'.' is a folder" (the empty path is
+    the current folder), a value the user never gave; an empty --covariates had been taken
+    for none, and the run went on without the covariates."""
+    rc, _, err = run_cli([a.replace("{t}", str(tmp_path)) for a in argv], capsys)
+    assert rc == 1
+    one_line_error(err, fragment)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(KetasimInputError, match="^doses: got '', expected a course name"):
+        ketasim.simulate("ketamine-iv", "", [0.0, 1.0])
+    with pytest.raises(KetasimInputError, match="^doses: got '', expected a CSV path"):
+        ketasim.read_doses("")

@@ -814,7 +814,7 @@ def run_population(args) -> int:
     _check_horizon(args, doses)
     covariates = {}
     weight = weight_or_default(args.weight)
-    if args.covariates:
+    if args.covariates is not None:       # ('' is refused, not taken for none)
         covariates = _read_covariates(args.covariates, args.n)
         if "weight_kg" in covariates:
             if args.weight is not None:

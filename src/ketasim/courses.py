@@ -306,7 +306,7 @@ def read_course_toml(path, months: float | None = None) -> Doses:
 
     p = Path(path)
     where = str(p)
-    check_input_file("course", where, p, "a TOML file")
+    check_input_file("course", str(path), p, "a TOML file")
     text = _decode(p.read_bytes(), where, "a TOML course file")
     try:
         spec = tomllib.loads(text)
@@ -389,6 +389,10 @@ def check_doses_spec(spec, what: str = "doses") -> None:
     course name, say), naming the nearest course: checked before anything that depends on
     whether it is a course, so that error is the one a user sees."""
     s = str(spec)
+    if not isinstance(spec, Doses) and not s.strip():    # (Path("") is the folder ".")
+        raise KetasimInputError(f"{what}: got {s!r}, expected a course name "
+                                f"({', '.join(COURSES)}), a dose table (CSV) or a course TOML "
+                                "file")
     if (isinstance(spec, Doses) or is_course_name(s) or s in ("-", "/dev/stdin")
             or Path(s).exists() or Path(s).suffix.lower() == ".csv"):
         return

@@ -856,6 +856,9 @@ def _open_source(path_or_text, source):
         raise KetasimInputError(f"doses: got {type(path_or_text).__name__}, expected a CSV path "
                                 "or an open file")
     s = os.fspath(path_or_text)
+    if isinstance(s, str) and not s.strip():       # (Path("") is the folder ".")
+        raise KetasimInputError(f"doses: got {s!r}, expected a CSV path (or '-' for standard "
+                                "input)")
     if s == "-" or (s == "/dev/stdin" and not Path(s).exists()):
         where = source or "<stdin>"
         return _Lines(sys.stdin.buffer, where, MAX_DOSE_FILE_BYTES), where, None

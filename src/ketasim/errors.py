@@ -134,6 +134,8 @@ def check_input_file(field: str, shown: str, path, expected: str) -> None:
     argument; ``expected``: what it should be, e.g. "a TOML model file")."""
     from pathlib import Path
 
+    if not str(shown).strip():         # Path("") is the folder "."
+        raise KetasimInputError(f"{field}: got {str(shown)!r}, expected {expected}")
     p = Path(path)
     if p.is_file():
         return
