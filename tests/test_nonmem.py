@@ -929,3 +929,13 @@ def test_a_nonmem_dataset_without_evid_or_mdv_reads_rows_without_a_dose_as_obser
     assert "skipped 2 observation rows (evid 0 or 2, MDV, or no dose item)" in err
     rows = [ln.split() for ln in out.splitlines() if ln.strip() and ln.split()[0].isdigit()]
     assert [r[0] for r in rows] == ["1"]
+
+
+def test_cells_quoted_after_a_space_are_read_as_their_text():
+    """'"time_h", "amount_mg", "route"' (a space after each comma) had been read as the
+    columns '"amount_mg"' and '"route"' (quotes kept), refused as unknown."""
+    d = ketasim.read_doses(io.StringIO('"time_h", "amount_mg", "route"\n0, "35", "iv"\n'))
+    assert d == ketasim.read_doses(io.StringIO("time_h,amount_mg,route\n0,35,iv\n"))
+    # a blank cell after a comma's space is still a blank cell (a field of its own)
+    e = ketasim.read_doses(io.StringIO("time_h, amount_mg, route, duration_h\n0, 35, iv, \n"))
+    assert list(e.duration_h) == [0.0]

@@ -1040,7 +1040,9 @@ class _Rows:
     names neither: 'field larger than field limit (131072)')."""
 
     def __init__(self, lines, where: str):
-        self._reader = csv.reader(lines)
+        # (skipinitialspace: '"time_h", "amount_mg"' is quoted after its spaces, as a CSV
+        # written by hand often is; its header had been read as '"amount_mg"')
+        self._reader = csv.reader(lines, skipinitialspace=True)
         self._where = where
 
     @property
