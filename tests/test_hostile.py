@@ -1205,6 +1205,12 @@ def test_a_dose_cell_that_is_not_a_plain_number_is_refused(cell, tmp_path):
     (["explore", "--port", "0"], "--port"),
     (["explore", "--port", "70000"], "--port"),
     (["bench", "--repeats", "0"], "--repeats"),
+    # (had been refused by the course as 'duration_h: got 16666.7 ... at most 8784' and
+    # 'phase: every_days: got 0.01', exit 1, in other units and names)
+    (["schedule", "standard-iv", "--infusion-min", "1e6"],
+     "--infusion-min: 1e6 is out of range: expected minutes <= 527040"),
+    (["schedule", "standard-iv", "--maintenance-days", "0.01"],
+     "--maintenance-days: 0.01 is out of range: expected days (an hour at least"),
 ])
 def test_option_values_are_plain_numbers_in_range(argv, option, tmp_path, capsys):
     """Underscores and non-ASCII digits had been read as numbers (--n 1_0 ran 10 subjects),

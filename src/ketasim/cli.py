@@ -279,10 +279,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: 70, not recorded)")
     a.add_argument("--months", type=_finite("months", 0, True), default=6.0,
                    help="course length, months of 30.44 days (default: 6)")
-    a.add_argument("--infusion-min", type=_finite("minutes", 0, True), default=40.0,
-                   help="infusion length, minutes (default: 40)")
-    a.add_argument("--maintenance-days", type=_finite("days", 0, True), default=28.0,
-                   help="interval of monthly maintenance, days (default: 28)")
+    # (bounds of the course itself, named here in the options' units: they had been refused
+    # as "duration_h: got 16666.7, expected hours ... at most 8784" and "phase: every_days")
+    from .courses import MAX_SESSION_H, MIN_GAP_DAYS
+    a.add_argument("--infusion-min", type=_finite("minutes", 0, True, hi=MAX_SESSION_H * 60),
+                   default=40.0, help="infusion length, minutes, at most a year (default: 40)")
+    a.add_argument("--maintenance-days", type=_finite(
+                   "days (an hour at least: doses closer are one session)", MIN_GAP_DAYS),
+                   default=28.0, help="interval of monthly maintenance, days (default: 28)")
     a.add_argument("--out", default=None, type=_schedule_out, help=_SCHEDULE_OUT_HELP)
     b = ssub.add_parser("spravato", help="esketamine nasal-spray label course")
     b.add_argument("--dose", type=_whole("mg"), choices=(56, 84), default=56,
