@@ -2590,3 +2590,13 @@ def test_an_empty_file_name_is_named_as_given(argv, fragment, tmp_path, capsys):
         ketasim.simulate("ketamine-iv", "", [0.0, 1.0])
     with pytest.raises(KetasimInputError, match="^doses: got '', expected a CSV path"):
         ketasim.read_doses("")
+
+
+@pytest.mark.parametrize("value", ["=5", " =5"])
+@pytest.mark.parametrize("command", [["simulate", "--until", "1"], ["population", "--n", "2"]])
+def test_a_param_without_a_name_is_a_usage_error(value, command, tmp_path, capsys):
+    """--param =5 had been refused after the inputs were read, as "unknown name ''"."""
+    rc, _, err = run_cli(command + ["--param", value, "--out", str(tmp_path / "o.csv")], capsys)
+    assert rc == 2 and f"argument --param: {value!r}: the name is empty; expected NAME=VALUE" \
+        in err, err
+    assert list(tmp_path.iterdir()) == []

@@ -166,6 +166,8 @@ def _param(s):
     if "=" not in s:
         raise argparse.ArgumentTypeError(f"{s!r}: expected NAME=VALUE")
     k, v = s.split("=", 1)
+    if not k.strip():       # (had been "unknown name ''", after the model was read)
+        raise argparse.ArgumentTypeError(f"{s!r}: the name is empty; expected NAME=VALUE")
     try:
         return k.strip(), to_float(v)
     except ValueError:
