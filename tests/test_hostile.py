@@ -2600,3 +2600,29 @@ def test_a_param_without_a_name_is_a_usage_error(value, command, tmp_path, capsy
     assert rc == 2 and f"argument --param: {value!r}: the name is empty; expected NAME=VALUE" \
         in err, err
     assert list(tmp_path.iterdir()) == []
+
+@pytest.mark.parametrize("column, value, model, fragment", [
+    ("CL", "-5", None, "cl = CL evaluated to -5 L/h for subject 7 of {src}"),
+    ("WT", "0", None, "weight_kg: got 0 for subject 7 of {src}"),
+    ("AGE", "100", "esketamine-nasal", "AGE (the age_y covariate) (subject 7 of {src}): got 100"),
+])
+def test_a_dose_tables_subject_is_named_by_its_id(column, value, model, fragment, tmp_path):
+    """A bad covariate of a dataset's subject had been named by its place ('for subject 2 of
+    3'; AGE: 'subject 1, counted from 0 as in the subject column', whose column reads 7), or
+    not at all (a weight of 0)."""
+    src = tmp_path / "ds.csv"
+    route = "intranasal" if model else "iv"
+    src.write_text(f"ID,TIME,AMT,CMT,{column}\n1,0,56,{route},70\n7,0,56,{route},{value}\n"
+                   f"9,0,56,{route},60\n")
+    m = model or ketasim.Model.from_dict(tomllib.loads(GOOD_MODEL))
+    with pytest.raises(KetasimInputError) as exc:
+        ketasim.simulate(m, ketasim.read_doses(src), [0.0, 1.0])
+    assert fragment.format(src=src) in str(exc.value)
+
+
+def test_a_single_subjects_value_is_not_given_a_subject_number():
+    spec = tomllib.loads(GOOD_MODEL)
+    spec["derived"]["X"] = "V / CL"
+    with pytest.raises(KetasimInputError, match=r"derived X = V / CL evaluated to inf; "):
+        ketasim.simulate(ketasim.Model.from_dict(spec), ketasim.Doses.single(1.0, "iv"),
+                         [0.0, 1.0], params={"CL": 0.0})

@@ -21,7 +21,16 @@ import numpy as np
 from ._memo import kept
 from ._numtext import UNSIGNED as _PLAIN_NUMBER  # a metric name keeps this text
 from .dosing import Doses, expand, read_doses
-from .errors import KetasimInputError, check_flag, check_name, is_real, is_whole, positive_hours
+from .errors import (
+    KetasimInputError,
+    check_flag,
+    check_name,
+    is_real,
+    is_whole,
+    name_subjects,
+    naming_subjects,
+    positive_hours,
+)
 from .events import build_events, dose_route_warning, subject_covariates
 from .model import GLUTAMATE_ROLES, Model, _copy_values
 from .modelfile import load_model
@@ -370,6 +379,8 @@ def _resolve(model, doses, params, weight_kg):
     S = len(model.state_names) + 2
     check_memory(n_guess * S * S * 4, f"rate matrices: {n_guess:,} subjects x {S} states "
                  f"x {S} states")
+    if n_ds is not None and doses.subject_ids is not None:     # (messages name them by ID)
+        name_subjects(doses.subject_ids, doses.source or "the dose table")
     vals = model.resolve(params, weight_kg, n=n_ds)
     _check_covariate_range(model, vals, doses if n_ds is not None else None)
     return model, doses, vals, population, dict(given_params or {}), given_weight
@@ -486,6 +497,7 @@ def _values_key(vals: dict) -> tuple:
     return tuple((k, v.dtype.str, v.tobytes()) for k, v in vals.items())
 
 
+@naming_subjects
 def prepare(model, doses, params=None, weight_kg=70.0, *, outputs=None, amounts=False,
             occupancy_calibration=None, pd_rtol=DEFAULT_PD_RTOL) -> Plan:
     """Prepare a simulation: resolve parameters, build matrices, events and the output map.
@@ -947,6 +959,7 @@ class MetricsRun:
     has_schematic: bool
 
 
+@naming_subjects
 def run_metrics(model, doses, params=None, weight_kg=70.0, *, analyte=None, thresholds_occ=(),
                 thresholds_conc_ng_ml=(), horizon_h=None, merge_h: float = 1.0,
                 schematic: bool = True, occupancy_calibration=None, pd_rtol=DEFAULT_PD_RTOL,
@@ -998,10 +1011,11 @@ def run_metrics(model, doses, params=None, weight_kg=70.0, *, analyte=None, thre
         horizon_h = checked_default_horizon_h(doses)
     horizon_h = positive_hours("horizon_h", horizon_h)
     check_metrics_horizon(horizon_h, "horizon_h")
+    # (stacklevel 4: this function, naming_subjects' wrapper, the caller, its caller)
     if _warn_after_horizon:           # (the caller's caller gave the horizon)
-        warn_after_horizon(doses, horizon_h, merge_h, stacklevel=3)
+        warn_after_horizon(doses, horizon_h, merge_h, stacklevel=4)
     if _warn_doses:                   # (and the doses)
-        warn_dose_routes(model, doses, "session_metrics", stacklevel=3)
+        warn_dose_routes(model, doses, "session_metrics", stacklevel=4)
     # a session has a window only when it starts before the horizon (one starting at it would
     # report the previous session's leftover as its "peak"); one starting exactly at it still
     # ends the session before it, whose trough is then the value at the horizon

@@ -8,7 +8,9 @@ expected.
 
 from __future__ import annotations
 
+import contextvars
 import difflib
+import functools
 import sys
 from collections.abc import Iterable
 
@@ -50,15 +52,51 @@ _ONE_LINE = {ord(c): repr(c)[1:-1]
              for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
 
 
+# the subjects of the dose table being prepared, once known: [(their IDs, the table's name)]
+# (see naming_subjects), so that a message names a subject as the table does, by its ID
+_TABLE_SUBJECTS: contextvars.ContextVar = contextvars.ContextVar("ketasim_table_subjects",
+                                                                  default=None)
+
+
+def naming_subjects(fn):
+    """Decorate a function that prepares a run: within it, once :func:`name_subjects` has said
+    which dose table's subjects are run, :func:`which_subject` names them by their IDs."""
+    @functools.wraps(fn)
+    def run(*args, **kw):
+        token = _TABLE_SUBJECTS.set([None])
+        try:
+            return fn(*args, **kw)
+        finally:
+            _TABLE_SUBJECTS.reset(token)
+    return run
+
+
+def name_subjects(ids, source: str) -> None:
+    """The subjects being prepared are those of a dose table (``ids`` in their order, the
+    table named ``source``): see :func:`naming_subjects`."""
+    holder = _TABLE_SUBJECTS.get()
+    if holder is not None:
+        holder[0] = (tuple(ids), source)
+
+
 def which_subject(bad) -> str:
     """" for subject i of N" for the first True of ``bad`` (subjects along its first axis), or
-    "" when there is only one subject: where a message names the subject a value broke in."""
+    "" when there is only one subject: where a message names the subject a value broke in.
+    A dose table's subject is named by its ID and the table ("for subject 7 of ds.csv", see
+    :func:`naming_subjects`)."""
     import numpy as np
 
     bad = np.asarray(bad)
     if bad.ndim == 0 or bad.shape[0] <= 1:
         return ""
-    return f" for subject {int(np.argwhere(bad)[0][0]) + 1} of {bad.shape[0]}"
+    i = int(np.argwhere(bad)[0][0])
+    holder = _TABLE_SUBJECTS.get()
+    named = holder[0] if holder is not None else None
+    if named is not None and len(named[0]) == bad.shape[0]:
+        from .io import id_label
+
+        return f" for subject {id_label(named[0][i])} of {named[1]}"
+    return f" for subject {i + 1} of {bad.shape[0]}"
 
 
 def positive_hours(field: str, v) -> float:

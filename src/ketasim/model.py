@@ -321,7 +321,8 @@ class Model(Derived):
         wt = _finite_array(wt, "weight_kg", n)
         if np.any(wt <= 0):
             raise KetasimInputError(
-                f"weight_kg: got {wt[wt <= 0][0]:g}, expected a body weight > 0 kg")
+                f"weight_kg: got {wt[wt <= 0][0]:g}{which_subject(wt <= 0)}, expected a body "
+                "weight > 0 kg")
         self.check_weight(wt)
         with np.errstate(all="ignore"):
             for k, e in self.allometric.items():
@@ -673,7 +674,7 @@ def _check_values(v: np.ndarray, what: str, source: str) -> None:
     bad = ~np.isfinite(v)
     if bad.any():
         raise KetasimInputError(
-            f"{source}: {what} evaluated to {float(v[bad][0])!r} (subject {int(np.argmax(bad))}); "
+            f"{source}: {what} evaluated to {float(v[bad][0])!r}{which_subject(bad)}; "
             "expected a finite number — check the parameters it uses")
 
 
