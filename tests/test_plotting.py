@@ -1219,3 +1219,20 @@ def test_plot_bands_of_nothing_says_what_it_takes(what):
     with pytest.raises(ketasim.KetasimInputError,
                        match=rf"plot_bands: got {type(what).__name__}, expected a Result"):
         plot_bands(what)
+
+def test_the_course_axis_says_where_its_days_count_from():
+    """The course panel is drawn from time 0 of the dose table: a table whose first session
+    starts on day 41.7 had its axis labelled 'days from the first session', with that session
+    drawn at 41.7."""
+    from ketasim.plotting import plot_course
+
+    late = ketasim.Doses([1000.0, 1048.0], [35.0, 35.0], ["iv", "iv"], [2 / 3, 2 / 3])
+    fig = plot_course(run_course("ketamine-iv", late))
+    labels = [ax.get_xlabel() for ax in fig.axes]
+    plt.close(fig)
+    assert any(lb.startswith("WHOLE COURSE: days from time 0 (first session on day 41.7)")
+               for lb in labels), labels
+    fig = plot_course(run_course("ketamine-iv", ketasim.standard_iv_course(months=1)))
+    labels = [ax.get_xlabel() for ax in fig.axes]
+    plt.close(fig)
+    assert any(lb.startswith("WHOLE COURSE: days from the first session") for lb in labels)

@@ -1277,7 +1277,14 @@ def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
                            fontsize=BODY_PT)
             marked = any(np.ndim(r.metrics.cmax_ng_ml) == 1 for r in runs)
             subjects = single and np.ndim(runs[0].metrics.cmax_ng_ml) == 2
-            axc.set_xlabel("WHOLE COURSE: days from the first session" + (
+            # the course is drawn from time 0 of its dose table: "from the first session"
+            # only where that session starts then (a table starting on day 41.7 had been
+            # labelled so, with its first session drawn at 41.7)
+            firsts = {float(r.closeup.times[0]) for r in runs}
+            origin = ("the first session" if firsts == {0.0} else
+                      f"time 0 (first session on day {_num(firsts.pop() / 24)})"
+                      if len(firsts) == 1 else "time 0 of the dose tables")
+            axc.set_xlabel(f"WHOLE COURSE: days from {origin}" + (
                 " (a marker at every session's peak)" if marked else
                 " (a marker at every session: the subjects' median peak)" if subjects
                 else ""), fontsize=BODY_PT)
