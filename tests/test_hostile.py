@@ -2626,3 +2626,23 @@ def test_a_single_subjects_value_is_not_given_a_subject_number():
     with pytest.raises(KetasimInputError, match=r"derived X = V / CL evaluated to inf; "):
         ketasim.simulate(ketasim.Model.from_dict(spec), ketasim.Doses.single(1.0, "iv"),
                          [0.0, 1.0], params={"CL": 0.0})
+
+@pytest.mark.parametrize("argv, covs, fragment", [
+    (["--age", "50"], None, "--age: model 'ketamine-iv' has no age covariate"),
+    (["--covariates", "{c}"], "age_y\n50\n60\n",
+     "--covariates: {c}: column age_y: model 'ketamine-iv' has no age_y covariate"),
+    (["--covariates", "{c}"], "weight_kg\n60\n80\n",
+     "--covariates: per-subject weights with the mg/kg course standard-iv"),
+])
+def test_population_covariate_messages_name_the_option(argv, covs, fragment, tmp_path,
+                                                       capsys):
+    """--age and a --covariates column on a model without that covariate had been refused
+    as 'covariates: model ... does not use 'age_y'', and per-subject weights with the course
+    named standard-iv as 'weight_kg: ... give one weight', names of the Python API."""
+    c = tmp_path / "c.csv"
+    if covs:
+        c.write_text(covs)
+    rc, _, err = run_cli(["population", "--n", "2", "-q"] + [a.replace("{c}", str(c))
+                                                              for a in argv], capsys)
+    assert rc == 1
+    one_line_error(err, fragment.replace("{c}", str(c)))

@@ -816,17 +816,32 @@ def run_population(args) -> int:
     weight = weight_or_default(args.weight)
     if args.covariates is not None:       # ('' is refused, not taken for none)
         covariates = _read_covariates(args.covariates, args.n)
+        var = model.variability
+        for col in covariates:          # (had been refused as "covariates: ...")
+            if col != "weight_kg" and (not var or col not in var.covariates):
+                raise KetasimInputError(
+                    f"--covariates: {args.covariates}: column {col}: model {model.name!r} has "
+                    f"no {col} covariate (its [variability] covariates use no {col}); leave "
+                    "the column out, or use a model with one, such as esketamine-nasal")
         if "weight_kg" in covariates:
             if args.weight is not None:
                 raise KetasimInputError(f"--weight: {args.covariates} gives each subject's "
                                         "weight (weight_kg); give weights in one place")
             weight = covariates.pop("weight_kg")
-            if not isinstance(doses, str) and getattr(doses, "source", "") == "course" and \
-                    args.doses == "standard-iv":
+            # (the course by name: a str without --months, a table with it; the first had
+            # been refused by the run as "weight_kg: ... give one weight")
+            if args.doses == "standard-iv" and (isinstance(doses, str) or
+                                                getattr(doses, "source", "") == "course"):
                 raise KetasimInputError("--covariates: per-subject weights with the mg/kg course "
                                         "standard-iv would need one dose table per subject; "
                                         "give --weight, or a dose table in mg")
     if args.age is not None:
+        var = model.variability
+        if not var or "age_y" not in var.covariates:     # (had been named "covariates")
+            raise KetasimInputError(
+                f"--age: model {model.name!r} has no age covariate (its [variability] "
+                "covariates use no age_y), so an age changes nothing; leave --age out, or use "
+                "a model with one, such as esketamine-nasal")
         if "age_y" in covariates:
             raise KetasimInputError("--age: age_y is also in --covariates; give one")
         covariates["age_y"] = np.full(args.n, args.age)
