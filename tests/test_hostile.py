@@ -2646,3 +2646,20 @@ def test_population_covariate_messages_name_the_option(argv, covs, fragment, tmp
                                                               for a in argv], capsys)
     assert rc == 1
     one_line_error(err, fragment.replace("{c}", str(c)))
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["simulate", "--model", "{t}", "--out", "{t}/o.csv"], "--model: '{t}' is a folder"),
+    (["population", "--n", "2", "-q", "--scheduler", "foo"], "--scheduler: got 'foo'"),
+    (["simulate", "--step", "1e-9", "--until", "1", "--out", "{t}/o.csv"],
+     "--step: until 1 h / step 1e-09 h gives 1,000,000,001 time points"),
+    (["simulate", "--occupancy-calibration", "nope", "--until", "1", "--out", "{t}/o.csv"],
+     "--occupancy-calibration: unknown calibration 'nope'"),
+])
+def test_messages_about_an_option_name_the_option(argv, fragment, tmp_path, capsys):
+    """Such messages had named the Python API's argument ('model:', 'scheduler:', 'step:',
+    'occupancy_calibration:'), where --doses was already named as the option."""
+    t = str(tmp_path)
+    rc, _, err = run_cli([a.replace("{t}", t) for a in argv], capsys)
+    assert rc == 1
+    one_line_error(err, fragment.replace("{t}", t))
+    assert list(tmp_path.iterdir()) == []

@@ -756,7 +756,8 @@ def _fail(args, message: str) -> int:
 OPTION_OF = {"params": "--param", "metrics": "--metrics", "vary": "--vary",
              "band_outputs": "--band-outputs", "occupancy_calibration": "--occupancy-calibration",
              "closeup_h": "--closeup", "scheduler": "--scheduler", "covariates['age_y']": "--age",
-             "horizon_h": "--months", "weight_kg": "--weight"}
+             "horizon_h": "--months", "weight_kg": "--weight", "model": "--model",
+             "step": "--step"}
 
 
 def as_options(args, message: str) -> str:
