@@ -1659,14 +1659,15 @@ def encode_figure(fig, fmt: str, dpi: float, **savefig_kw) -> bytes:
     buf = io.BytesIO()
     engine = fig.get_layout_engine()
     if fmt != "png" or engine is None:
-        # a PDF or SVG without its creation date, its SVG ids from a fixed salt: two runs
-        # differ in neither (only, now and then, where matplotlib's layout solver places an
-        # edge at -0 instead of 0; a PNG does not show that)
+        # a PDF or SVG without its creation date, its SVG ids from a fixed salt and then
+        # numbered in order: two runs differ in neither (only, now and then, where
+        # matplotlib's layout solver places an edge at -0 instead of 0; a PNG does not show
+        # that)
         if fmt in ("pdf", "svg") and "metadata" not in savefig_kw:
             savefig_kw["metadata"] = {"CreationDate" if fmt == "pdf" else "Date": None}
         with matplotlib.rc_context({"svg.hashsalt": "ketasim"}):
             fig.savefig(buf, format=fmt, dpi=dpi, **savefig_kw)
-        return buf.getvalue()
+        return _numbered_ids(buf.getvalue()) if fmt == "svg" else buf.getvalue()
 
     old_dpi = fig.dpi
     fig.dpi = dpi
@@ -1688,6 +1689,24 @@ def encode_figure(fig, fmt: str, dpi: float, **savefig_kw) -> bytes:
     finally:
         fig.set_layout_engine(engine)
     return buf.getvalue()
+
+
+def _numbered_ids(svg: bytes) -> bytes:
+    """An SVG with matplotlib's hashed ids (clip paths ``p…``, markers ``m…``: a hash of
+    what they hold, so a clip box one rounding off, now and then laid out by the solver,
+    changed its id) renamed in order of first appearance (``p1``, ``m1`` …)."""
+    import re
+
+    names: dict = {}
+    for m in re.finditer(rb'id="([a-z])([0-9a-f]{10})"', svg):
+        old = m.group(1) + m.group(2)
+        if old not in names:
+            names[old] = m.group(1) + str(sum(1 for k in names if k[:1] == m.group(1)) + 1
+                                          ).encode()
+    if not names:
+        return svg
+    return re.sub(rb"(?<![0-9A-Za-z_])([a-z][0-9a-f]{10})(?![0-9a-f])",
+                  lambda m: names.get(m.group(1), m.group(1)), svg)
 
 
 def _metadata(fmt):
