@@ -1620,3 +1620,30 @@ def test_a_typical_value_given_as_a_0d_array_is_its_number(run):
         b = sweep("ketamine-iv", d, {"V1": [20.0, 30.0]}, params={"CL": 90.0},
                   metrics=["cmax"])
     assert np.array_equal(a["cmax"], b["cmax"])
+
+
+
+def test_a_figure_title_says_the_weight_once(tmp_path, monkeypatch):
+    # '... | weight 80 kg: cmax_p50 ...' and then '... · 80 kg' on the dose line
+    from ketasim import cli_population
+
+    titles = []
+    heat, bands = cli_population.plot_heatmap, cli_population.plot_bands_figure
+    monkeypatch.setattr(cli_population, "plot_heatmap", lambda res, metric, title, **k:
+                        titles.append(title) or heat(res, metric, title, **k))
+    monkeypatch.setattr(cli_population, "plot_bands_figure", lambda b, title, *a, **k:
+                        titles.append(title) or bands(b, title, *a, **k))
+    common = ["--months", "1", "--weight", "80", "--metrics", "cmax", "-q"]
+    assert main(["sweep", "--vary", "CL=60:120:2", "--vary", "V2=100:200:2", "--n", "3",
+                 "--out", str(tmp_path / "s.csv"), "--plot", str(tmp_path / "s.png")]
+                + common) == 0
+    assert main(["population", "--n", "5", "--out", str(tmp_path / "p.csv"), "--plot",
+                 str(tmp_path / "p.png")] + common) == 0
+    assert len(titles) == 2
+    for t in titles:
+        assert t.count("80 kg") == 1 and "months 1" in t, t
+    # a model without a weight effect keeps it among the options (its dose line has none)
+    assert main(["population", "--model", "esketamine-nasal", "--doses", "spravato", "--n",
+                 "5", "--out", str(tmp_path / "n.csv"), "--plot", str(tmp_path / "n.png")]
+                + common) == 0
+    assert "weight 80 kg" in titles[-1]

@@ -567,16 +567,17 @@ def plot_heatmap(result, metric: str, title: str, analyte: str | None = None,
 
 
 # ---------------------------------------------------------------------- commands
-def _given(args) -> str:
+def _given(args, skip=()) -> str:
     """The options of a run that change its numbers, for the table's header line (a reader
-    of the file must not have to guess the weight, the course length or a parameter)."""
+    of the file must not have to guess the weight, the course length or a parameter);
+    ``skip``: options a figure's title says on a line of its own ("weight")."""
     parts = []
     for attr, fmt in (("months", "months {:.15g}"), ("weight", "weight {:.15g} kg"),
                       ("age", "age {:.15g} y"), ("covariates", "covariates {}"),
                       ("analyte", "analyte {}"), ("horizon", "horizon {:.15g} h"),
                       ("occupancy_calibration", "occupancy calibration {}")):
         v = getattr(args, attr, None)
-        if v is not None:
+        if v is not None and attr not in skip:
             parts.append(fmt.format(v))
     parts += [f"{k} = {v:.15g}" for k, v in getattr(args, "param", None) or []]
     if getattr(args, "no_variability", False):
@@ -888,9 +889,10 @@ def run_population(args) -> int:
         from .dosing import expand
         first_h = float(np.min(expand(doses).time_h)) if not isinstance(doses, str) else 0.0
         what = _dose_and_weight(model, doses, weight)
+        said = ("weight",) if " kg" in what.rpartition(" · ")[2] else ()
         fig = plot_bands_figure(res.bands, f"{model.name}: {args.n:,} virtual patients "
-                                f"({args.doses}{_given(args)})\n{what}; model-predicted, not a "
-                                "dosing recommendation", first_h, model=model,
+                                f"({args.doses}{_given(args, said)})\n{what}; model-predicted, "
+                                "not a dosing recommendation", first_h, model=model,
                                 notes=_peaks_between_band_times(res, model, first_h))
         outputs.append((args.plot, "wb", _figure_bytes(fig, args.plot)))
     _write_all(outputs, args)
@@ -1007,7 +1009,9 @@ def run_sweep(args) -> int:
         names = analyte_labels(model)
         an = getattr(args, "analyte", None) or main_analyte(model)
         fixed = _dose_and_weight(model, doses, args.weight, [nm for nm, _ in vary])
-        fig = plot_heatmap(two, plot_metric, f"{model.name}, {args.doses}{_given(args)}: "
+        # (the weight: on the dose line when the model uses it, not twice)
+        said = ("weight",) if " kg" in fixed.rpartition(" · ")[2] else ()
+        fig = plot_heatmap(two, plot_metric, f"{model.name}, {args.doses}{_given(args, said)}: "
                            f"{plot_metric}"
                            + ((" (" + next((w for sfx, w in (("_p05", "5th percentile"),
                                                              ("_p95", "95th percentile"))
