@@ -1647,3 +1647,19 @@ def test_a_figure_title_says_the_weight_once(tmp_path, monkeypatch):
                  "5", "--out", str(tmp_path / "n.csv"), "--plot", str(tmp_path / "n.png")]
                 + common) == 0
     assert "weight 80 kg" in titles[-1]
+
+
+def test_a_heat_maps_colour_bar_keeps_s_plus_r_on_one_line(tmp_path, monkeypatch):
+    # the description had been wrapped inside '(S + R)': 'ketamine (S' / '+ R), whole course'
+    from ketasim import cli_population
+
+    figs = []
+    heat = cli_population.plot_heatmap
+    monkeypatch.setattr(cli_population, "plot_heatmap", lambda *a, **k:
+                        figs.append(heat(*a, **k)) or figs[-1])
+    assert main(["sweep", "--vary", "CL=60:120:2", "--vary", "V2=100:200:2", "--months", "1",
+                 "--metrics", "cmax", "--out", str(tmp_path / "s.csv"), "--plot",
+                 str(tmp_path / "s.png"), "-q"]) == 0
+    label = figs[0].axes[1].get_ylabel()
+    assert "(S\u00a0+\u00a0R)" in label and not any(
+        ln.rstrip().endswith("(S") for ln in label.splitlines()), label

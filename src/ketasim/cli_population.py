@@ -543,7 +543,9 @@ def plot_heatmap(result, metric: str, title: str, analyte: str | None = None,
     # (wrapped: a long description had run past the figure's top and bottom)
     cb = fig.colorbar(m, ax=ax)
     cb.set_label((f"{metric} ({unit})" if unit else metric) + "\n"
-                 + textwrap.fill(what, 44, break_on_hyphens=False), fontsize=BODY_PT - 1)
+                 + textwrap.fill(what.replace(" + ", "\u00a0+\u00a0"), 44,
+                                 break_on_hyphens=False), fontsize=BODY_PT - 1)
+    # ("(S + R)" kept on one line: no-break spaces, which textwrap does not break at)
     cb.ax.tick_params(labelsize=BODY_PT - 1)
     if empty:
         cb.set_ticks([])
