@@ -1253,3 +1253,23 @@ def test_svg_ids_are_numbered_in_order_so_a_clip_box_one_rounding_off_keeps_its_
     assert a == b == (b'<defs><clipPath id="p1"><rect/></clipPath><path id="m1"/></defs>'
                       b'<g clip-path="url(#p1)"><use xlink:href="#m1"/></g>'
                       b'<g clip-path="url(#p1)"/>')
+
+
+def test_a_comparisons_title_and_caption_stay_within_the_figure_with_wide_labels():
+    # widths were estimated from an average letter: run labels in capitals ran off the edge
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    a = run_course("ketamine-iv", ketasim.standard_iv_course(months=1),
+                   label="WWWWWWWWWW MMMMMMMMMM WWWWWWWWWW MMMMMMMMMM WWWWWWWWWW")
+    b = run_course("esketamine-nasal", ketasim.spravato_course(months=1),
+                   label="MMMMMMMMMM WWWWWWWWWW MMMMMMMMMM WWWWWWWWWW MMMMMMMMMM")
+    fig = plot_compare([a, b])
+    FigureCanvasAgg(fig)
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    texts = [t for sf in fig.subfigs for t in sf.texts if t.get_text()]
+    texts.append(fig.subfigs[0]._suptitle)
+    assert len(texts) >= 2
+    for t in texts:
+        box = t.get_window_extent(r)
+        assert box.x0 >= -0.5 and box.x1 <= fig.bbox.width + 0.5, t.get_text()[:60]

@@ -241,30 +241,6 @@ def _figure_bytes(fig, path: Path) -> bytes:
 
 
 # ---------------------------------------------------------------------- figures
-def _wrap_to(fig, text: str, pt: float, room: float, hyphens: bool = True) -> list:
-    """``text`` in lines of at most ``room`` pixels of ``fig`` at ``pt`` points, measured as
-    drawn (a width in characters estimated from an average letter had cut lines of digits,
-    which are wider, at the figure's right edge); a line break in ``text`` is kept.
-    ``hyphens``: a line may end at a word's hyphen (not in a title: 'ketamine-' 'iv')."""
-    import textwrap
-
-    from matplotlib.font_manager import FontProperties
-
-    renderer = fig.canvas.get_renderer()
-    font = FontProperties(size=pt)
-    out = []
-    for part in str(text).split("\n"):
-        width = int(room / fig.dpi * 72 / (0.52 * pt))     # characters: a first guess
-        while True:
-            lines = textwrap.wrap(part, width, break_on_hyphens=hyphens) or [""]
-            if width <= 20 or all(renderer.get_text_width_height_descent(x, font, False)[0]
-                                  <= room for x in lines):
-                break
-            width -= max(1, width // 20)
-        out += lines
-    return out
-
-
 def plot_bands_figure(bands, title: str, first_dose_h: float = 0.0, model=None,
                       notes=()):
     """Bands over time from their quantiles (the curves are not kept): one row per output, the
@@ -276,7 +252,7 @@ def plot_bands_figure(bands, title: str, first_dose_h: float = 0.0, model=None,
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from .plotting import BODY_PT, CAPTION_PT, disclaimer, model_kind, output_label
+    from .plotting import BODY_PT, CAPTION_PT, _wrap_to, disclaimer, model_kind, output_label
 
     R = len(bands.outputs)
     # two columns of rows; more than three outputs get a wider, shorter figure (a 16:9 slide)
@@ -449,7 +425,7 @@ def plot_heatmap(result, metric: str, title: str, analyte: str | None = None,
         z = np.asarray(z, dtype=float) * 100.0
         unit = "% of receptors"
     na, nb = result.varied
-    from .plotting import BODY_PT
+    from .plotting import BODY_PT, _wrap_to
 
     # (text at the course figure's sizes, for a slide: it had been matplotlib's 10 pt)
     fig, ax = plt.subplots(figsize=(8, 5.6))

@@ -659,8 +659,40 @@ def _caption_lines(fig, models, extra=None, noted=None):
     if extra:
         lines.extend(extra.split("\n"))
     lines.append(disclaimer(models))
-    width = int(fig.get_figwidth() * 72 / (CAPTION_PT * 0.56))
-    return [w for ln in lines for w in textwrap.wrap(ln, width)]
+    # measured as drawn across the figure (from 0.5 % of its width): a width in characters
+    # from an average letter had let lines of wide letters (run labels in capitals) run off
+    return _wrap_to(fig, "\n".join(lines), CAPTION_PT, 0.985 * fig.bbox.width, hyphens=False)
+
+
+def _wrap_to(fig, text: str, pt: float, room: float, hyphens: bool = True,
+             bold: bool = False) -> list:
+    """``text`` in lines of at most ``room`` pixels of ``fig`` at ``pt`` points (``bold``:
+    in bold), measured as drawn (a width in characters estimated from an average letter had
+    cut lines of digits or capitals, which are wider, at the figure's right edge); a line
+    break in ``text`` is kept, and a line that fits is left whole. ``hyphens``: a line may
+    end at a word's hyphen (not in a title: 'ketamine-' 'iv')."""
+    from matplotlib.backends.backend_agg import RendererAgg
+    from matplotlib.font_manager import FontProperties
+
+    renderer = RendererAgg(1, 1, fig.dpi)       # (any figure: measured as Agg draws text)
+    font = FontProperties(size=pt, weight="bold" if bold else "normal")
+
+    def fits(line):
+        return renderer.get_text_width_height_descent(line, font, False)[0] <= room
+
+    out = []
+    for part in str(text).split("\n"):
+        if fits(part):
+            out.append(part)
+            continue
+        width = int(room / fig.dpi * 72 / (0.52 * pt))     # characters: a first guess
+        while True:
+            lines = textwrap.wrap(part, width, break_on_hyphens=hyphens) or [""]
+            if width <= 20 or all(fits(x) for x in lines):
+                break
+            width -= max(1, width // 20)
+        out += lines
+    return out
 
 
 def model_kind(model) -> str:
@@ -1289,6 +1321,9 @@ def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
                 " (a marker at every session: the subjects' median peak)" if subjects
                 else ""), fontsize=BODY_PT)
         _row_legend(axz, axc)
+    # (measured: a comparison's run labels in capitals had run past the figure's edges)
+    title = "\n".join(_wrap_to(fig, title, TITLE_PT, 0.98 * fig.bbox.width, hyphens=False,
+                                bold=True))
     head = main.suptitle(title, fontsize=TITLE_PT, fontweight="bold")
     _fit_rows(fig, parts, cap_h, grid, head)
     # (placed with every run's curves drawn and the panels laid out: none may pass under a
