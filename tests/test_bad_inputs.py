@@ -933,6 +933,9 @@ def test_a_weight_no_person_has_is_said_by_populations_sweeps_and_courses(tmp_pa
         ketasim.population("ketamine-iv", d, 2, 0, weight_kg=0.5, **kw)
     with pytest.warns(ketasim.KetasimWarning, match=r"weight_kg: 2000 kg"):
         ketasim.sweep("ketamine-iv", d, {"weight_kg": [70.0, 2000.0]}, **kw)
+    with pytest.warns(ketasim.KetasimWarning, match=r"700 kg is more .*650 kg\); run") as w:
+        ketasim.sweep("ketamine-iv", d, {"CL": [70.0, 80.0]}, weight_kg=700.0, **kw)
+    assert len(w) == 1 and "weights" not in str(w[0].message)   # (not '2 of 2 weights')
     capsys.readouterr()
     assert main(["course", "--weight", "900", "--months", "1", "--out-dir",
                  str(tmp_path)]) == 0

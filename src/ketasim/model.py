@@ -102,7 +102,8 @@ def warn_implausible_weight(wt) -> None:
         from .errors import warn
 
         w = float(odd[0])
-        more = f"; {odd.size} of {wt.size} weights" if wt.size > 1 else ""
+        # (how many, among weights that differ: a sweep's one weight is one per grid point)
+        more = f"; {odd.size} of {wt.size} weights" if np.unique(wt).size > 1 else ""
         guess = " (grams or pounds?)" if w > hi else ""
         warn(f"weight_kg: {w:g} kg is {'more' if w > hi else 'less'} than any person weighs "
              f"(expected {lo:g} to {hi:g} kg{more}); run as given{guess}")
