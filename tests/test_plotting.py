@@ -1220,6 +1220,7 @@ def test_plot_bands_of_nothing_says_what_it_takes(what):
                        match=rf"plot_bands: got {type(what).__name__}, expected a Result"):
         plot_bands(what)
 
+
 def test_the_course_axis_says_where_its_days_count_from():
     """The course panel is drawn from time 0 of the dose table: a table whose first session
     starts on day 41.7 had its axis labelled 'days from the first session', with that session

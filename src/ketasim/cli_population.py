@@ -520,8 +520,9 @@ def plot_heatmap(result, metric: str, title: str, analyte: str | None = None,
     cb = fig.colorbar(m, ax=ax)
     cb.set_label((f"{metric} ({unit})" if unit else metric) + "\n"
                  + textwrap.fill(what.replace(" + ", "\u00a0+\u00a0"), 44,
-                                 break_on_hyphens=False), fontsize=BODY_PT - 1)
-    # ("(S + R)" kept on one line: no-break spaces, which textwrap does not break at)
+                                 break_on_hyphens=False).replace("\u00a0", " "),
+                 fontsize=BODY_PT - 1)
+    # ("(S + R)" kept on one line: wrapped with no-break spaces, which textwrap keeps)
     cb.ax.tick_params(labelsize=BODY_PT - 1)
     if empty:
         cb.set_ticks([])

@@ -1336,8 +1336,9 @@ def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
 
 
 def _two_lines(text: str) -> str:
-    """An x label on two lines: before its parenthesis, else after its colon."""
-    i = text.find(" (")
+    """An x label on two lines: before its last parenthesis ('... days from time 0 (first
+    session on day 41.7)' / '(a marker at every session's peak)'), else after its colon."""
+    i = text.rfind(" (")
     if i > 0:
         return text[:i] + "\n" + text[i + 1:]
     i = text.find(": ")
