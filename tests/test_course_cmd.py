@@ -280,6 +280,19 @@ def test_every_option_says_its_default():
     assert missing == []
 
 
+def test_course_months_help_says_a_course_file_keeps_its_own_length(tmp_path, capsys):
+    """`course --months` defaults to 6 only for a course name: a course TOML file keeps its own
+    months, and a dose table takes no --months (refused); the help said "default: 6"."""
+    a = next(a for p, a in _actions(build_parser())
+             if p == ("course",) and "--months" in a.option_strings)
+    assert "the file's" in a.help and "dose table" in a.help
+    toml = tmp_path / "c.toml"
+    toml.write_text('amount_mg = 35\nroute = "iv"\nduration_h = 0.6667\nmonths = 2\n'
+                    '[[phase]]\nweeks = 2\nper_week = 3\n[[phase]]\nevery_days = 14\n')
+    assert main(["course", "--doses", str(toml), "--out-dir", str(tmp_path / "o")]) == 0
+    assert "over 53 days" in capsys.readouterr().out
+
+
 def test_course_too_long_for_its_figure_is_refused_at_once_naming_months(tmp_path, capsys):
     """A course whose 5-minute figure grid is beyond the grid limit, or whose outputs on it
     cannot be held, is refused before anything is computed, naming --months (it used to fill

@@ -69,7 +69,9 @@ def _course_options(p, model_default="ketamine-iv", doses_default="standard-iv")
     p.add_argument("--weight", type=_finite("kg", 0, True), default=None,
                    help="body weight, kg (default: the dose table's weight_kg column, else 70)")
     p.add_argument("--months", type=_finite("months", 0, True), default=None,
-                   help="course length in months of 30.44 days (default: 6)")
+                   help="course length in months of 30.44 days, when --doses names a course "
+                        "or a course TOML file (default: 6, or the file's; refused with a dose "
+                        "table)")
     _calibration_option(p)
 
 
