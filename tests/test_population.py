@@ -1663,3 +1663,19 @@ def test_a_heat_maps_colour_bar_keeps_s_plus_r_on_one_line(tmp_path, monkeypatch
     label = figs[0].axes[1].get_ylabel()
     assert "(S + R)" in label and not any(
         ln.rstrip().endswith("(S") for ln in label.splitlines()), label
+
+
+@pytest.mark.parametrize("cmd", ["population", "sweep"])
+def test_metrics_help_names_every_metric(cmd):
+    """--metrics' help names every metric a population or sweep can give (it named only the
+    default set and time_above_occ_<X>, so time_above_conc_<X>, peak_glutamate,
+    plasticity_end and consolidation_end were found only in the README or an error)."""
+    from ketasim.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if hasattr(a, "choices") and a.choices)
+    act = next(a for a in sub.choices[cmd]._actions if "--metrics" in a.option_strings)
+    text = " ".join(act.help.split())
+    for name in ("cmax", "tmax", "auc", "trough", "peak_occupancy", "time_above_occ_<X>",
+                 "time_above_conc_<X>", "peak_glutamate", "plasticity_end",
+                 "consolidation_end"):
+        assert name in text, name

@@ -50,7 +50,9 @@ def _common(p, out_required: bool):
                         "spravato (default: standard-iv)")
     p.add_argument("--metrics", default=None, metavar="LIST",
                    help="comma-separated metrics (default: cmax,tmax,auc,trough,"
-                        "peak_occupancy,time_above_occ_0.3); time_above_occ_<X> for any X")
+                        "peak_occupancy,time_above_occ_0.3); also time_above_occ_<X> for any "
+                        "X, time_above_conc_<X> (X in ng/mL), peak_glutamate, plasticity_end, "
+                        "consolidation_end")
     p.add_argument("--out", required=out_required,
                    type=_table_out,
                    help="metrics table: .csv, or .parquet (needs pyarrow)" + (
