@@ -271,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc = sub.add_parser("schedule", help="write a course as a dose table")
     ssub = sc.add_subparsers(dest="course", required=True, parser_class=_SubParser)
     a = ssub.add_parser("standard-iv", help="3 sessions in week 1, 2 in week 2, weekly in "
-                        "weeks 3-5, then monthly; 0.5 mg/kg over 40 min")
+                        "weeks 3-5, then every 4 weeks; 0.5 mg/kg over 40 min")
     # (at most 10 mg/kg, as `course --dose`: anaesthetic induction is 1-4.5)
     a.add_argument("--dose-mg-per-kg", type=_finite("mg/kg", 0, True, hi=10.0), default=0.5,
                    help="dose per session, mg/kg, at most 10 (default: 0.5)")
@@ -288,7 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
                    default=40.0, help="infusion length, minutes, at most a year (default: 40)")
     a.add_argument("--maintenance-days", type=_finite(
                    "days (an hour at least: doses closer are one session)", MIN_GAP_DAYS),
-                   default=28.0, help="interval of monthly maintenance, days (default: 28)")
+                   default=28.0,
+                   help="interval of maintenance sessions, days (default: 28, every 4 weeks)")
     a.add_argument("--out", default=None, type=_schedule_out, help=_SCHEDULE_OUT_HELP)
     b = ssub.add_parser("spravato", help="esketamine nasal-spray label course")
     b.add_argument("--dose", type=_whole("mg"), choices=(56, 84), default=56,
