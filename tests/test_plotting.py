@@ -1274,3 +1274,12 @@ def test_a_comparisons_title_and_caption_stay_within_the_figure_with_wide_labels
     for t in texts:
         box = t.get_window_extent(r)
         assert box.x0 >= -0.5 and box.x1 <= fig.bbox.width + 0.5, t.get_text()[:60]
+
+
+def test_run_course_names_itself_for_a_keyword_it_does_not_take():
+    # it had come from inside: "simulate() got an unexpected keyword argument 'months'"
+    with pytest.raises(TypeError, match=r"^run_course\(\) got an unexpected keyword argument "
+                                        r"'months'.*pd_rtol.*standard_iv_course\(months=1\)"):
+        run_course("ketamine-iv", "standard-iv", months=1)
+    a = run_course("ketamine-iv", "standard-iv", closeup_h=2, pd_rtol=1e-4)
+    assert a.course.inputs["pd_rtol"] == 1e-4

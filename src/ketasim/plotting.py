@@ -416,12 +416,26 @@ def run_course(model, doses, weight_kg: float = 70.0, params=None, *,
     course : str, optional
         The course name a dose table ``doses`` was built from (``"standard-iv"``, say): its
         maintenance is then the course's own (:func:`course_maintenance_start`).
+    outputs, **simulate_kw
+        Passed to :func:`ketasim.simulate` (``occupancy_calibration``, ``pd_rtol`` ...).
     """
+    import inspect
+
     from .courses import resolve_doses
     from .errors import KetasimInputError, positive_hours
     from .metrics import course_metrics
     from .modelfile import load_model
     from .simulate import simulate
+
+    passed = set(inspect.signature(simulate).parameters) - {
+        "model", "doses", "times", "params", "weight_kg", "outputs"}
+    for k in simulate_kw:
+        if k not in passed:
+            # (it had come from inside, as "simulate() got an unexpected keyword argument")
+            raise TypeError(f"run_course() got an unexpected keyword argument {k!r}; it takes "
+                            "those of simulate: " + ", ".join(sorted(passed))
+                            + (" (a course's length: build it, e.g. standard_iv_course("
+                               "months=1))" if k == "months" else ""))
 
     model = load_model(model)
     if not is_real(closeup_h) or not (0 < closeup_h <= 24 * 366):
