@@ -1283,3 +1283,24 @@ def test_run_course_names_itself_for_a_keyword_it_does_not_take():
         run_course("ketamine-iv", "standard-iv", months=1)
     a = run_course("ketamine-iv", "standard-iv", closeup_h=2, pd_rtol=1e-4)
     assert a.course.inputs["pd_rtol"] == 1e-4
+
+
+def test_a_course_figure_keeps_to_the_callers_warning_filters():
+    """run_course said a weight no person has even to a caller who ignores KetasimWarning (or
+    makes it an error): its runs' own filter had shown it whatever the caller's were."""
+    import warnings
+
+    from ketasim.plotting import run_course
+
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("ignore", ketasim.KetasimWarning)
+        run_course("ketamine-iv", "standard-iv", weight_kg=700.0)
+    assert not [x for x in w if issubclass(x.category, ketasim.KetasimWarning)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ketasim.KetasimWarning)
+        with pytest.raises(ketasim.KetasimWarning, match=r"weight_kg: 700 kg is more"):
+            run_course("ketamine-iv", "standard-iv", weight_kg=700.0)
+    with pytest.warns(ketasim.KetasimWarning, match=r"weight_kg: 700 kg is more") as w:
+        run_course("ketamine-iv", "standard-iv", weight_kg=700.0)
+    assert len([x for x in w if "weight_kg" in str(x.message)]) == 1
+    assert w[0].filename == __file__

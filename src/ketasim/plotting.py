@@ -463,16 +463,26 @@ def run_course(model, doses, weight_kg: float = 70.0, params=None, *,
     from .engine import warn_dose_routes
     from .errors import KetasimWarning
     warn_dose_routes(model, doses, "run_course", stacklevel=2)
-    with warnings.catch_warnings():          # (said once, above, not for each run)
+    with warnings.catch_warnings(record=True) as said:   # (routes: said once, above)
         warnings.simplefilter("ignore", KetasimWarning)
-        # (a weight no person has: said, once, by the runs below)
-        warnings.filterwarnings("default", message=r"weight_kg: ", category=KetasimWarning)
+        # a weight no person has: kept, and said once below, as the caller's filters say (a
+        # "default" filter here had shown it to a caller who ignores KetasimWarning)
+        warnings.filterwarnings("always", message=r"weight_kg: ", category=KetasimWarning)
         course = simulate(model, doses, t, params=params, weight_kg=weight_kg, outputs=outputs,
                           **simulate_kw)
         t0 = float(expand(doses).time_h.min())
         tz = course_grid(doses, 1 / 60, t0 + closeup_h, start_h=t0)
         closeup = simulate(model, doses, tz, params=params, weight_kg=weight_kg,
                            outputs=outputs, **simulate_kw)
+    from .errors import warn
+    shown = set()
+    for w in said:
+        if issubclass(w.category, KetasimWarning):
+            if str(w.message) not in shown:
+                shown.add(str(w.message))
+                warn(str(w.message))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     metrics = course_metrics(course, analyte=main_analyte(model),
                              maintenance_from_h=course_maintenance_start(name, doses),
                              _warn_after_end=False)
