@@ -2663,3 +2663,18 @@ def test_messages_about_an_option_name_the_option(argv, fragment, tmp_path, caps
     assert rc == 1
     one_line_error(err, fragment.replace("{t}", t))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_in_asks_a_result_or_table_for_a_name():
+    """result["plasma"] reads an output, but "plasma" in result had tried result[0] and
+    failed as "output: unknown name 0" (a population's table: "no column 0"); list(result)
+    too."""
+    r = ketasim.simulate("ketamine-iv", "standard-iv", [0.0, 1.0])
+    assert "plasma" in r and "occupancy" in r and "nonsense" not in r and 0 not in r
+    with pytest.raises(TypeError):
+        list(r)
+    p = ketasim.population("ketamine-iv", "standard-iv", 2, metrics=("cmax",
+                           "time_above_occ_0.3"), progress=False)
+    assert "cmax" in p and "time_above_occ_0.30" in p and "auc" not in p and 0 not in p
+    with pytest.raises(TypeError):
+        list(p)

@@ -412,6 +412,14 @@ class _Columns:
                                     f"{suggest(name, list(self.columns))}")
         return self.columns[name]
 
+    def __contains__(self, name) -> bool:
+        """``name in res``: whether ``res[name]`` is a column (``in`` had tried ``res[0]``
+        and failed as "no column 0")."""
+        return isinstance(name, str) and (name in self.columns
+                                          or _same_threshold(name, self.columns) is not None)
+
+    __iter__ = None     # not a sequence: iter(res) is a TypeError (the names: res.columns)
+
     def to_dict(self) -> dict:
         return dict(self.columns)
 

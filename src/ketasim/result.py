@@ -66,6 +66,20 @@ class Result:
         by column name."""
         return self.output(name)
 
+    def __contains__(self, name) -> bool:
+        """``name in result``: whether ``result[name]`` is an output of it (with
+        ``__getitem__`` alone, ``in`` had tried ``result[0]`` and failed as "unknown name
+        0")."""
+        if not isinstance(name, str):
+            return False
+        try:
+            self._row(name)
+        except KetasimInputError:
+            return False
+        return True
+
+    __iter__ = None     # not a sequence: iter(result) is a TypeError, not result[0]
+
     def output(self, name: str) -> np.ndarray:
         """Any output in internal units; (T,) or (N, T): concentrations mg/L, amounts mg,
         occupancy a fraction 0-1 (model-predicted), the SCHEMATIC glutamate signal relative
