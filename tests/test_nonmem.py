@@ -939,3 +939,22 @@ def test_cells_quoted_after_a_space_are_read_as_their_text():
     # a blank cell after a comma's space is still a blank cell (a field of its own)
     e = ketasim.read_doses(io.StringIO("time_h, amount_mg, route, duration_h\n0, 35, iv, \n"))
     assert list(e.duration_h) == [0.0]
+
+
+@pytest.mark.parametrize("records", [False, True])
+def test_an_mdv_1_row_with_a_rate_is_a_dose(records):
+    """With an MDV column, a row of MDV 1 and AMT 0 had been skipped as an observation even
+    when another dose item was set: a constant infusion at steady state (AMT 0, RATE, SS 1)
+    was lost ('no dose rows'), though the same rows without MDV were read as a dose. NM-TRAN
+    takes MDV 1 with any dose item set as a dose (EVID 1)."""
+    text = ("ID,TIME,AMT,RATE,SS,II,CMT,DV,MDV\n1,0,0,10,1,0,iv,.,1\n1,2,0,0,0,0,iv,5,0\n"
+            "1,3,0,0,0,0,iv,.,1\n")
+    if records:
+        import pandas as pd
+
+        d = ketasim.Doses.from_records(pd.read_csv(io.StringIO(text), na_values=".")
+                                       .to_dict("records"))
+    else:
+        d = ketasim.read_doses(io.StringIO(text))
+    assert len(d) == 1 and d.n_skipped == 2
+    assert float(d.rate_mg_h[0]) == 10.0 and int(d.ss[0]) == 1 and float(d.amount_mg[0]) == 0.0

@@ -458,7 +458,7 @@ class Doses(Derived):
         of a CSV table (a bolus row's NaN ``rate_mg_h``, say); in ``time_h``, ``amount_mg``
         or ``route`` of a dose row it is refused. Rows with ``evid`` 0 or 2 are skipped
         and counted in ``n_skipped``, and so, as :func:`read_doses` reads a NONMEM dataset,
-        are rows without an ``evid`` whose ``MDV`` is 0, or 1 with no amount (with neither, in
+        are rows without an ``evid`` whose ``MDV`` is 0, or 1 with no dose item (with neither, in
         records with a ``DV`` key, rows whose dose items are all 0 or blank); a row with
         anything but blank, ``.`` or 0 in a ``C`` key is a comment and skipped, and a
         ``DATE`` (``DAT1``-``DAT3``) must be blank;
@@ -533,7 +533,10 @@ class Doses(Derived):
                     given = amt is not None and _amount_given(amt)
                     if mdv == 0 and given:
                         raise _observation_amount(source, None, "MDV 0", amt, row=i + 1)
-                    if mdv == 0 or not given:
+                    # (MDV 1: a dose when any dose item is set, NM-TRAN's EVID 1: a constant
+                    # infusion at steady state, AMT 0 with RATE and SS, had been skipped)
+                    if mdv == 0 or (not given and all(_zero_item(rec.get(c))
+                                                      for c in _DOSE_ITEMS)):
                         skip(rec)
                         continue
                 elif nonmem and all(_zero_item(rec.get(c)) for c in _DOSE_ITEMS):
@@ -1013,7 +1016,7 @@ def read_doses(path_or_text, *, source: str | None = None) -> Doses:
     column, an alias nor a NONMEM data item is a covariate (a model parameter name or
     ``weight_kg``), checked against the model when the table is simulated; one that looks like
     a misspelt column (``ammount_mg``) is an error here. Rows with ``evid`` 0 or 2 (and, when
-    there is no ``evid`` column, rows with ``MDV`` = 0, or ``MDV`` = 1 and no amount; with
+    there is no ``evid`` column, rows with ``MDV`` = 0, or ``MDV`` = 1 and no dose item; with
     neither, in a NONMEM dataset, one with a ``DV`` column, rows whose dose items ``AMT``,
     ``RATE``, ``II``, ``ADDL`` and ``SS`` are all 0 or blank, as NM-TRAN reads them) are
     observations and are skipped; their count is :attr:`Doses.n_skipped`.
@@ -1163,7 +1166,9 @@ def _parse(lines, where: str) -> Doses:
                 a = 0.0 if amt in ("", ".") else _number(amt, "amount_mg", where, line_no)
                 if m == 0 and a != 0:
                     raise _observation_amount(where, line_no, "MDV 0", amt)
-                if m == 0 or a == 0:
+                # (MDV 1: a dose when any dose item is set, NM-TRAN's EVID 1: a constant
+                # infusion at steady state, AMT 0 with RATE and SS, had been skipped)
+                if m == 0 or all(_zero_item(cells[c]) for c in dose_items):
                     skipped += 1
                     skipped_ids.append(cells.get("subject", ""))
                     _keep_obs_covariates(r, pos, covariates, cells, obs_cov)
