@@ -1304,3 +1304,24 @@ def test_a_course_figure_keeps_to_the_callers_warning_filters():
         run_course("ketamine-iv", "standard-iv", weight_kg=700.0)
     assert len([x for x in w if "weight_kg" in str(x.message)]) == 1
     assert w[0].filename == __file__
+
+
+def test_a_results_figure_does_not_repeat_its_runs_warnings(tmp_path):
+    """plot_course(result) runs the close-up again on a finer grid: that run had said the
+    result's warning again ('simulate: route intranasal: ... 5 min apart'), from inside
+    ketasim, after the simulate call that made the result had said it."""
+    import warnings
+
+    from ketasim.plotting import plot_course
+
+    src = tmp_path / "split.csv"
+    src.write_text("time_h,amount_mg,route\n0,28,intranasal\n0.08,28,intranasal\n"
+                   "168,56,intranasal\n")
+    d = ketasim.read_doses(src)
+    with pytest.warns(ketasim.KetasimWarning, match="5 min apart"):
+        r = ketasim.simulate("esketamine-nasal", d, np.arange(0.0, 400.0, 0.1))
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        plot_course(r)
+    assert not [x for x in w if issubclass(x.category, ketasim.KetasimWarning)], \
+        [str(x.message) for x in w]

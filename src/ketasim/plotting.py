@@ -1431,14 +1431,22 @@ def _closeup_of(res, t0: float, closeup_h: float):
     if own.times.size >= fine.size or \
             res.data.shape[0] * res.data.shape[1] * fine.size * 8 > CLOSEUP_RERUN_BYTES:
         return own
+    import warnings
+
+    from .errors import KetasimWarning
     from .metrics import result_model
     from .simulate import simulate
 
     inputs = res.inputs
-    return simulate(result_model(res), res.doses, fine, params=inputs.get("params") or None,
-                    weight_kg=inputs.get("weight_kg", 70.0), outputs=list(res.names),
-                    occupancy_calibration=inputs.get("occupancy_calibration"),
-                    pd_rtol=inputs.get("pd_rtol", 1e-6), dtype=res.data.dtype)
+    # (what the run would warn of, the simulate that made ``res`` said: it had been said
+    # again, as "simulate: ...", from inside the figure)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", KetasimWarning)
+        return simulate(result_model(res), res.doses, fine,
+                        params=inputs.get("params") or None,
+                        weight_kg=inputs.get("weight_kg", 70.0), outputs=list(res.names),
+                        occupancy_calibration=inputs.get("occupancy_calibration"),
+                        pd_rtol=inputs.get("pd_rtol", 1e-6), dtype=res.data.dtype)
 
 
 def _as_run(run, closeup_h, **kw):
