@@ -949,3 +949,20 @@ def test_a_model_with_ligands_keeps_its_name():
     m = ketasim.Model.from_dict(dict(_model(), model={"name": "mine"}, occupancy={"ligands": [
         {"name": "S", "site": "ce", "ki_um": 0.3, "mw_g_mol": 238.0}]}))
     assert m.name == "mine" and [lg.name for lg in m.ligands] == ["S"]
+
+
+def test_a_weight_no_person_has_is_said_once_by_a_population_or_sweep():
+    """Their checks of the values before the run had said it a second time (seen with
+    warnings.simplefilter("always"), or a log of warnings)."""
+    import warnings
+
+    d = ketasim.standard_iv_course(months=1)
+    kw = dict(metrics=("cmax",), progress=False)
+    for run in (lambda: ketasim.sweep("ketamine-iv", d, {"weight_kg": [70.0, 2000.0]}, **kw),
+                lambda: ketasim.population("ketamine-iv", d, 2, 0, weight_kg=900.0,
+                                           params={"CL": 60.0}, **kw)):
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            run()
+        said = [str(x.message) for x in w if issubclass(x.category, ketasim.KetasimWarning)]
+        assert len(said) == 1 and said[0].startswith("weight_kg: "), said

@@ -1295,6 +1295,8 @@ def sweep(model, doses, vary, *, metrics=None, n: int | None = None,
     weight_given = weight_kg is not None
     weight_kg = _scalar_weight(70.0 if weight_kg is None else weight_kg,
                                "one body weight in kg > 0 (to vary it: vary weight_kg)")
+    if weight_given:
+        model.check_weight(weight_kg)       # (here, once: the checks and runs say nothing)
     base = _check_params(model, params)
     if isinstance(vary, str):          # one NAME=LO:HI:N
         vary = [vary]
@@ -1497,8 +1499,11 @@ def _accepted(model, p, w, n) -> None:
     """Raise the model's own KetasimInputError when it refuses the parameters ``p`` (name ->
     (n,) arrays) at weight(s) ``w``."""
     from .engine import _check_covariate_range
+    from .errors import KetasimWarning
 
-    vals = model.resolve(p, w, n=n)
+    with warnings.catch_warnings():     # (a weight no person has: said by the caller, once)
+        warnings.simplefilter("ignore", KetasimWarning)
+        vals = model.resolve(p, w, n=n)
     _check_covariate_range(model, vals)     # (e.g. AGE outside the fitted ages)
     model.matrices(vals)
 
