@@ -958,3 +958,13 @@ def test_an_mdv_1_row_with_a_rate_is_a_dose(records):
         d = ketasim.read_doses(io.StringIO(text))
     assert len(d) == 1 and d.n_skipped == 2
     assert float(d.rate_mg_h[0]) == 10.0 and int(d.ss[0]) == 1 and float(d.amount_mg[0]) == 0.0
+
+
+@pytest.mark.parametrize("cell", ["0_0", "\u0660"])
+def test_a_dose_item_that_is_no_number_is_refused_not_taken_for_0(cell):
+    """Without EVID and MDV, a row whose AMT was '0_0' (or an Arabic-Indic zero) had been an
+    observation, skipped without a word: Python's float() reads them as 0, though the reader
+    refuses them as numbers (and did so for the same row with an EVID)."""
+    text = f"ID,TIME,AMT,DV,CMT\n1,0,35,.,iv\n1,1,{cell},5,iv\n"
+    with pytest.raises(KetasimInputError, match=r"line 3: amount_mg: got .*expected a number"):
+        ketasim.read_doses(io.StringIO(text))

@@ -932,12 +932,13 @@ _DOSE_ITEMS = ("amount_mg", "rate_mg_h", "ii_h", "addl", "ss")
 
 
 def _zero_item(v) -> bool:
-    """Whether a NONMEM flag (C, DATE) is not set: blank, ``.`` or 0, as read_doses reads
-    it."""
+    """Whether a NONMEM flag (C, DATE) or dose item is not set: blank, ``.`` or 0, as
+    read_doses reads it (text a plain decimal: '0_0' or other digits than ASCII are no 0, as
+    they are no number; such a dose item had made its row an observation, skipped)."""
     if _blank_item(v):
         return True
     try:
-        return float(v) == 0.0
+        return (to_float(v) if isinstance(v, str) else float(v)) == 0.0
     except (TypeError, ValueError):
         return False
 
