@@ -801,11 +801,11 @@ def test_a_weight_no_person_has_is_run_with_a_warning(tmp_path, capsys):
     assert w[0].filename == __file__           # shown at the caller's line
     ref = ketasim.simulate(m, d, t, weight_kg=[70.0])
     np.testing.assert_array_equal(r.data[0], ref.data[0])       # run as given
-    with pytest.warns(ketasim.KetasimWarning, match=r"0\.3 kg is less than any person"):
-        ketasim.simulate(m, d, t, weight_kg=0.3)
+    with pytest.warns(ketasim.KetasimWarning, match=r"0\.1 kg is less than any person"):
+        ketasim.simulate(m, d, t, weight_kg=0.1)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        ketasim.simulate(m, d, t, weight_kg=[1.0, 70.0, 650.0])
+        ketasim.simulate(m, d, t, weight_kg=[0.2, 0.6, 70.0, 650.0])    # (preterm: 0.6)
         # a model file may be of any species (a rat, a horse): no warning
         rat = ketasim.Model.from_dict(__import__("tomllib").loads(GOOD_MODEL), source="rat.toml")
         ketasim.simulate(rat, [{"time_h": 0.0, "amount_mg": 1.0, "route": "iv"}], t,
@@ -929,8 +929,8 @@ def test_a_weight_no_person_has_is_said_by_populations_sweeps_and_courses(tmp_pa
     kw = dict(metrics=("cmax",), progress=False)
     with pytest.warns(ketasim.KetasimWarning, match=r"weight_kg: 900 kg .*1 of 2 weights"):
         ketasim.population("ketamine-iv", d, 2, 0, weight_kg=[70.0, 900.0], **kw)
-    with pytest.warns(ketasim.KetasimWarning, match=r"weight_kg: 0\.5 kg is less"):
-        ketasim.population("ketamine-iv", d, 2, 0, weight_kg=0.5, **kw)
+    with pytest.warns(ketasim.KetasimWarning, match=r"weight_kg: 0\.15 kg is less"):
+        ketasim.population("ketamine-iv", d, 2, 0, weight_kg=0.15, **kw)
     with pytest.warns(ketasim.KetasimWarning, match=r"weight_kg: 2000 kg"):
         ketasim.sweep("ketamine-iv", d, {"weight_kg": [70.0, 2000.0]}, **kw)
     with pytest.warns(ketasim.KetasimWarning, match=r"700 kg is more .*650 kg\); run") as w:

@@ -86,10 +86,12 @@ def _copy_values(vals: dict) -> dict:
     return {k: v.copy() for k, v in vals.items()}
 
 #: Body weights (kg) outside this range are no person's: the heaviest person on record
-#: weighed about 635 kg (Jon Brower Minnoch, 1978; Guinness World Records), a newborn at term
-#: about 3.5 kg. The presets (human models) run a weight outside it as given, with a warning:
-#: most likely grams or pounds were meant. (A model file may be of any species: no warning.)
-PLAUSIBLE_WEIGHT_KG = (1.0, 650.0)
+#: weighed about 635 kg (Jon Brower Minnoch, 1978; Guinness World Records), the lightest
+#: newborns known to survive about 0.25 kg (the University of Iowa's Tiniest Babies
+#: Registry; a term newborn weighs about 3.5 kg). The presets (human models) run a weight
+#: outside it as given, with a warning: most likely grams, pounds or tonnes were meant.
+#: (A model file may be of any species: no warning.)
+PLAUSIBLE_WEIGHT_KG = (0.2, 650.0)
 
 
 def warn_implausible_weight(wt) -> None:
