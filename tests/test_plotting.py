@@ -1325,3 +1325,18 @@ def test_a_results_figure_does_not_repeat_its_runs_warnings(tmp_path):
         plot_course(r)
     assert not [x for x in w if issubclass(x.category, ketasim.KetasimWarning)], \
         [str(x.message) for x in w]
+
+
+def test_a_citation_over_several_lines_is_one_caption_line():
+    # a model file's multi-line TOML string had given the caption a split and an empty line
+    from ketasim.plotting import _caption_lines
+
+    one = ketasim.Model.from_dict({
+        "model": {"name": "one", "citation": "\nSmith J et al.\n  J Pharm 2020;1:1-2.\n"},
+        "parameters": {"V": 50.0, "CL": 10.0}, "compartments": {"central": "V"},
+        "flows": [{"from": "central", "to": "out", "cl": "CL"}],
+        "routes": {"iv": {"to": "central"}}})
+    fig = plt.figure(figsize=(16, 6))
+    lines = _caption_lines(fig, [one])
+    plt.close(fig)
+    assert lines[0] == "Model one — source: Smith J et al. J Pharm 2020;1:1-2." and all(lines)

@@ -674,7 +674,7 @@ def _caption_lines(fig, models, extra=None, noted=None):
         if m.name in seen:
             continue
         seen.add(m.name)
-        src = m.meta.get("citation", "")
+        src = " ".join(str(m.meta.get("citation", "")).split())   # (a file's: one line)
         kind = model_kind(m)
         lines.append(f"{kind} {m.name}" + (f" — source: {src}" if src else ""))
         if m.meta.get("dose_note") and (noted is None or m.name in noted):
