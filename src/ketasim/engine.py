@@ -841,24 +841,24 @@ def after_horizon_note(doses, horizon_h: float, merge_h: float = 1.0,
             f"{COURSE_TAIL_H / 24:g} days, {default_horizon_h(doses):g} h)")
 
 
-def warn_after_horizon(doses, horizon_h: float, merge_h: float = 1.0,
-                       stacklevel: int = 3) -> None:
-    """:func:`after_horizon_note` as a :class:`~ketasim.errors.KetasimWarning`, if any."""
+def warn_after_horizon(doses, horizon_h: float, merge_h: float = 1.0) -> None:
+    """:func:`after_horizon_note` as a :class:`~ketasim.errors.KetasimWarning` at the
+    caller's line (:func:`ketasim.errors.warn`), if any."""
     note = after_horizon_note(doses, horizon_h, merge_h)
     if note is not None:
-        from .errors import KetasimWarning
-        warnings.warn(note, KetasimWarning, stacklevel=stacklevel + 1)
+        from .errors import warn
+        warn(note)
 
 
-def warn_dose_routes(model, doses, what: str, stacklevel: int = 3) -> None:
+def warn_dose_routes(model, doses, what: str) -> None:
     """:func:`ketasim.events.dose_route_warning` as a :class:`~ketasim.errors.KetasimWarning`
-    headed by ``what`` (the function the caller called), if any: a dose into a route's
-    compartment by its name, or a nasal session entered one row per device, give other
-    numbers than meant (the CLI says so its own way)."""
+    headed by ``what`` (the function the caller called), at the caller's line, if any: a dose
+    into a route's compartment by its name, or a nasal session entered one row per device,
+    give other numbers than meant (the CLI says so its own way)."""
     msg = dose_route_warning(model, doses)
     if msg is not None:
-        from .errors import KetasimWarning
-        warnings.warn(f"{what}: {msg}", KetasimWarning, stacklevel=stacklevel + 1)
+        from .errors import warn
+        warn(f"{what}: {msg}")
 
 
 def _dose_times(doses) -> np.ndarray:
@@ -1011,11 +1011,10 @@ def run_metrics(model, doses, params=None, weight_kg=70.0, *, analyte=None, thre
         horizon_h = checked_default_horizon_h(doses)
     horizon_h = positive_hours("horizon_h", horizon_h)
     check_metrics_horizon(horizon_h, "horizon_h")
-    # (stacklevel 4: this function, naming_subjects' wrapper, the caller, its caller)
     if _warn_after_horizon:           # (the caller's caller gave the horizon)
-        warn_after_horizon(doses, horizon_h, merge_h, stacklevel=4)
+        warn_after_horizon(doses, horizon_h, merge_h)
     if _warn_doses:                   # (and the doses)
-        warn_dose_routes(model, doses, "session_metrics", stacklevel=4)
+        warn_dose_routes(model, doses, "session_metrics")
     # a session has a window only when it starts before the horizon (one starting at it would
     # report the previous session's leftover as its "peak"); one starting exactly at it still
     # ends the session before it, whose trough is then the value at the horizon

@@ -462,7 +462,7 @@ def run_course(model, doses, weight_kg: float = 70.0, params=None, *,
 
     from .engine import warn_dose_routes
     from .errors import KetasimWarning
-    warn_dose_routes(model, doses, "run_course", stacklevel=2)
+    warn_dose_routes(model, doses, "run_course")
     with warnings.catch_warnings(record=True) as said:   # (routes: said once, above)
         warnings.simplefilter("ignore", KetasimWarning)
         # a weight no person has: kept, and said once below, as the caller's filters say (a

@@ -1124,11 +1124,11 @@ def population(model, doses, n: int, seed: int = 0, *, metrics=None, bands=None,
     spec = doses
     doses = _doses_for(doses, w0)
     from .engine import warn_dose_routes
-    warn_dose_routes(model, doses, "population", stacklevel=2)
+    warn_dose_routes(model, doses, "population")
     horizon = _horizon(doses) if horizon_h is None else positive_hours("horizon_h", horizon_h)
     if horizon_h is not None:
         from .engine import warn_after_horizon
-        warn_after_horizon(doses, horizon, stacklevel=2)
+        warn_after_horizon(doses, horizon)
     band_times, band_outs = _band_setup(model, doses, bands, band_outputs, horizon)
     job = _Job(model=model, doses=doses, metrics=metrics, analyte=analyte, horizon_h=horizon,
                typical={k: np.array([v]) for k, v in typical.items()},
@@ -1428,21 +1428,21 @@ def sweep(model, doses, vary, *, metrics=None, n: int | None = None,
                          threads=threads))
         members.append(pts)
     from .engine import warn_dose_routes
+    from .errors import warn
     for j in jobs:      # (the first dose table of the grid with something to say, once)
         with warnings.catch_warnings(record=True) as said:
             warnings.simplefilter("always")
             warn_dose_routes(model, j.doses, "sweep")
         if said:
-            warnings.warn(said[0].message, stacklevel=2)
+            warn(str(said[0].message))
             break
     if horizon_h is not None:
         from .engine import after_horizon_note
         note = next((n for n in (after_horizon_note(j.doses, j.horizon_h) for j in jobs)
                      if n is not None), None)
         if note is not None:
-            from .errors import KetasimWarning
             at = "" if len(jobs) == 1 else "at some points of the grid, "
-            warnings.warn(f"sweep: {at}{note}", KetasimWarning, stacklevel=2)
+            warn(f"sweep: {at}{note}")
     _check_metrics_memory(sum(j.n_rows * _values_per_subject(metrics, j.doses) for j in jobs),
                           f"metrics of {P:,} grid points x {n or 1:,} subjects each (the "
                           f"{len(metrics)} metrics of each session and of the course)",

@@ -146,7 +146,7 @@ def simulate(model, doses, times, params: dict | None = None, weight_kg=70.0, *,
     """
     plan = prepare(model, doses, params, weight_kg, outputs=outputs, amounts=amounts,
                    occupancy_calibration=occupancy_calibration, pd_rtol=pd_rtol)
-    warn_dose_routes(plan.model, plan.doses, "simulate", stacklevel=2)
+    warn_dose_routes(plan.model, plan.doses, "simulate")
     t, uniform = _coerce_times(times)
     # the grid was read once for its checks; whether it is uniform came with them
     h_nom = _nominal_step(t, uniform)
