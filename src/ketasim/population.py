@@ -189,11 +189,10 @@ def _same_threshold(name, columns):
 
 
 def _metric_key(m: str):
-    """A metric's identity: a threshold metric by its number (0.3 and 0.30 are one)."""
-    for prefix in ("time_above_occ_", "time_above_conc_"):
-        if m.startswith(prefix):
-            return prefix, float(m[len(prefix):])
-    return m
+    """A metric's identity: a threshold metric by its number (0.3 and 0.30 are one), as its
+    columns are found (:func:`_column_key`)."""
+    key = _column_key(m)
+    return m if key is None else key
 
 
 # ---------------------------------------------------------------------- the unit of work
@@ -1427,15 +1426,13 @@ def sweep(model, doses, vary, *, metrics=None, n: int | None = None,
                          n_per_point=n or 1, seed=seed, use_variability=n is not None,
                          threads=threads))
         members.append(pts)
-    from .engine import warn_dose_routes
     from .errors import warn
-    for j in jobs:      # (the first dose table of the grid with something to say, once)
-        with warnings.catch_warnings(record=True) as said:
-            warnings.simplefilter("always")
-            warn_dose_routes(model, j.doses, "sweep")
-        if said:
-            warn(str(said[0].message))
-            break
+    from .events import dose_route_warning
+    # (the first dose table of the grid with something to say, once)
+    said = next((m for m in (dose_route_warning(model, j.doses) for j in jobs)
+                 if m is not None), None)
+    if said is not None:
+        warn(f"sweep: {said}")
     if horizon_h is not None:
         from .engine import after_horizon_note
         note = next((n for n in (after_horizon_note(j.doses, j.horizon_h) for j in jobs)
