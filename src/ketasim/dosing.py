@@ -1169,32 +1169,28 @@ def _parse(lines, where: str) -> Doses:
                     raise _observation_amount(where, line_no, "MDV 0", amt)
                 # (MDV 1: a dose when any dose item is set, NM-TRAN's EVID 1: a constant
                 # infusion at steady state, AMT 0 with RATE and SS, had been skipped)
-                if m == 0 or all(_zero_item(cells[c]) for c in dose_items):
-                    skipped += 1
-                    skipped_ids.append(cells.get("subject", ""))
-                    _keep_obs_covariates(r, pos, covariates, cells, obs_cov)
-                    continue
-            elif nonmem and all(_zero_item(cells[c]) for c in dose_items):
-                # (such rows had been doses of 0 mg: each a session of its own in the
-                # summaries, and the run's end 28 days after the last observation)
-                skipped += 1
-                skipped_ids.append(cells.get("subject", ""))
-                _keep_obs_covariates(r, pos, covariates, cells, obs_cov)
-                continue
+                observation = m == 0 or all(_zero_item(cells[c]) for c in dose_items)
+            else:
+                # (without MDV, in a NONMEM dataset: such rows had been doses of 0 mg, each a
+                # session of its own in the summaries, and the run's end 28 days after the
+                # last observation)
+                observation = nonmem and all(_zero_item(cells[c]) for c in dose_items)
             evid = 1.0
         else:
             evid = _number(ev, "evid", where, line_no)
-            if evid in (0.0, 2.0):
+            observation = evid in (0.0, 2.0)
+            if observation:
                 amt = cells.get("amount_mg", "")
                 if amt not in ("", ".") and _number(amt, "amount_mg", where, line_no) != 0:
                     raise _observation_amount(where, line_no, f"evid {ev}", amt)
-                skipped += 1
-                skipped_ids.append(cells.get("subject", ""))
-                _keep_obs_covariates(r, pos, covariates, cells, obs_cov)
-                continue
-            if evid not in (1.0, 3.0, 4.0):
+            elif evid not in (1.0, 3.0, 4.0):
                 raise KetasimInputError(f"{where}: line {line_no}: evid: got {ev}, expected 0, "
                                         "1, 2, 3 or 4 (NONMEM event ids)")
+        if observation:          # skipped, counted, its subject and covariates kept
+            skipped += 1
+            skipped_ids.append(cells.get("subject", ""))
+            _keep_obs_covariates(r, pos, covariates, cells, obs_cov)
+            continue
         n_rows += 1
         if n_rows > MAX_EVENTS:
             raise KetasimInputError(f"{where}: line {line_no}: more than {MAX_EVENTS:,} dose "
