@@ -18,7 +18,7 @@ import numpy as np
 
 from .courses import MAX_MG_PER_KG  # --dose for standard-iv, mg/kg
 from .errors import KetasimInputError
-from .events import SESSION_GAP_H, dose_route_warning  # noqa: F401  (SESSION_GAP_H: as before)
+from .events import dose_route_warning
 
 TABLE_STEP_H = 0.25   # course.csv: one row every 15 minutes, plus every session start and
 #                       infusion end (so each infusion's peak is a row). Six months of the
