@@ -1554,7 +1554,16 @@ def plot_bands(result, name: str = "plasma", *, times=None, ax=None, label: str 
     """
     from matplotlib.figure import Figure
 
+    from .engine import SCHEMATIC_OUTPUTS
     from .population import Bands, PopulationResult
+
+    schematic = name in SCHEMATIC_OUTPUTS
+
+    def default_ylabel(plain):
+        # a schematic output and occupancy say what they are, as the course figure does
+        return (f"{name} (SCHEMATIC)" if schematic
+                else f"{name}, fraction of receptors (model-predicted)"
+                if name.startswith("occupancy") else plain)
 
     quantiles = None            # (lo, mid, hi) read from a population's bands
     if isinstance(result, PopulationResult):
@@ -1579,16 +1588,10 @@ def plot_bands(result, name: str = "plasma", *, times=None, ax=None, label: str 
         t = np.asarray(result.times_h, float)
         quantiles = tuple(band[f"p{round(v):02d}"] for v in q)
         model = None
-        unit = result.units.get(name, "")
-        from .engine import SCHEMATIC_OUTPUTS
-        schematic = name in SCHEMATIC_OUTPUTS
         if label is None and schematic:
             label = f"{name} (SCHEMATIC)"
         if ylabel is None:
-            ylabel = (f"{name} (SCHEMATIC)" if schematic
-                      else f"{name}, fraction of receptors (model-predicted)"
-                      if name.startswith("occupancy") else unit or name)
-        y = np.zeros((1, t.size))
+            ylabel = default_ylabel(result.units.get(name, "") or name)
     elif times is not None or not hasattr(result, "output"):    # values (N, T), not a Result
         if hasattr(result, "times"):
             raise KetasimInputError("plot_bands: times: a result has its own; give times (h) "
@@ -1613,18 +1616,13 @@ def plot_bands(result, name: str = "plasma", *, times=None, ax=None, label: str 
         from .result import PD_OUTPUTS
         pd = name in PD_OUTPUTS or name.startswith("occupancy") or name == "consolidation"
         y = np.atleast_2d(result.output(name) if pd else result.concentration(name))
-        from .engine import SCHEMATIC_OUTPUTS
-        schematic = name in SCHEMATIC_OUTPUTS
         if label is None and model is not None:
             # a schematic output says so, as in the course figure ("glutamate signal
             # (SCHEMATIC)"); the legend had called it plain "glutamate"
             label = (output_label(model, name) if schematic
                      else analyte_labels(model).get(name, name))
         if ylabel is None:
-            ylabel = ("ng/mL" if not pd else f"{name} (SCHEMATIC)" if schematic
-                      else f"{name}, fraction of receptors (model-predicted)"
-                      if name.startswith("occupancy")
-                      else name)
+            ylabel = default_ylabel(name) if pd else "ng/mL"
     if (not isinstance(percentiles, (tuple, list, np.ndarray)) or len(percentiles) != 3
             or not all(is_real(p) and 0 <= p <= 100
                        for p in percentiles)
@@ -1634,7 +1632,6 @@ def plot_bands(result, name: str = "plasma", *, times=None, ax=None, label: str 
     if not (is_real(unit_scale) and math.isfinite(unit_scale) and unit_scale > 0):
         raise KetasimInputError(f"plot_bands: unit_scale: got {unit_scale!r}, expected a "
                                 "finite number > 0 (a multiplier for the values)")
-    y = y * unit_scale
     if ax is None:
         fig = Figure(figsize=(10, 5.5), layout="constrained")
         ax = fig.add_subplot()
@@ -1645,7 +1642,7 @@ def plot_bands(result, name: str = "plasma", *, times=None, ax=None, label: str 
     x = t / 24.0 if days else t
     color = color or OKABE_ITO["blue"]
     if quantiles is None:
-        lo, mid, hi = np.percentile(y, percentiles, axis=0)
+        lo, mid, hi = np.percentile(y * unit_scale, percentiles, axis=0)
     else:
         lo, mid, hi = (np.asarray(v, float) * unit_scale for v in quantiles)
     ax.fill_between(x, lo, hi, color=color, alpha=0.25, lw=0,
