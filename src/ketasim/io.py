@@ -505,7 +505,6 @@ def result_columns(result) -> tuple[list[str], np.ndarray]:
     its columns are handed to a DataFrame as they are. Refused before it is allocated when it
     cannot fit in memory."""
     from .engine import check_memory
-    from .result import MG_PER_L_TO_NG_PER_ML, PD_OUTPUTS
 
     names = list(result.names)
     N, R, T = result.data.shape
@@ -520,10 +519,9 @@ def result_columns(result) -> tuple[list[str], np.ndarray]:
     if p:
         table[0] = np.repeat(subject_labels(result), T)
     table[p] = np.tile(result.times, N)
-    for r, nm in enumerate(names):
-        scale = np.float64(1.0 if (nm in PD_OUTPUTS or nm.startswith("amount:"))
-                           else MG_PER_L_TO_NG_PER_ML)      # (float32 data: in float64, as the CSV)
-        np.multiply(result.data[:, r, :], scale, out=table[p + 1 + r].reshape(N, T))
+    scale = result.csv_scale()          # (float64: float32 data in float64, as the CSV)
+    for r in range(R):
+        np.multiply(result.data[:, r, :], scale[r], out=table[p + 1 + r].reshape(N, T))
     return cols, table.T
 
 
@@ -551,7 +549,6 @@ def write_result_table(result, fh, rows_per_block: int = 16384) -> None:
     text as ``numpy.savetxt`` gives, about five times faster than the ``%`` operator, which
     stays the way when Numba is disabled).
     """
-    from .result import MG_PER_L_TO_NG_PER_ML, PD_OUTPUTS
 
     names = list(result.names)
     cols = ["time_h"] + [column_name(nm) for nm in names]
@@ -567,8 +564,7 @@ def write_result_table(result, fh, rows_per_block: int = 16384) -> None:
         ids_text = [f"{id_label(v)}," for v in labels]
     p = int(result.population and ids_text is None)     # the formatter's subject column
     row = ",".join((["%d"] if p else []) + ["%.10g"] * (1 + len(names))) + "\n"
-    scale = np.array([1.0 if (n in PD_OUTPUTS or n.startswith("amount:"))
-                      else MG_PER_L_TO_NG_PER_ML for n in names])
+    scale = result.csv_scale()
     fh.write(",".join(cols) + "\n")
     N, R, T = result.data.shape
     rows_per_block = max(1, int(rows_per_block))

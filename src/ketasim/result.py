@@ -127,10 +127,14 @@ class Result:
         """Schematic plasticity index (0-1, dimensionless)."""
         return self.output("plasticity")
 
+    def csv_scale(self) -> np.ndarray:
+        """float64 (R,): each output's factor from internal to CSV units (concentrations mg/L
+        to ng/mL; amounts and the PD outputs as they are)."""
+        return np.array([1.0 if (n in PD_OUTPUTS or n.startswith("amount:"))
+                         else MG_PER_L_TO_NG_PER_ML for n in self.names])
+
     def data_in_csv_units(self) -> np.ndarray:
-        scale = np.array([1.0 if (n in PD_OUTPUTS or n.startswith("amount:"))
-                          else MG_PER_L_TO_NG_PER_ML for n in self.names])
-        return self.data * scale[None, :, None]
+        return self.data * self.csv_scale()[None, :, None]
 
     def to_dict(self) -> dict:
         """Columns as in the CSV (``time_h``, ``<name>_ng_ml``, …) -> 1-D arrays (long form)."""
