@@ -158,12 +158,16 @@ def _guard_requests() -> None:
     ws = WebAggApplication.WebSocket
     ws_open, ws_close, ws_message = ws.open, ws.on_close, ws.on_message
 
+    def answer(handler, status: int, text: str) -> None:
+        """A short plain-text answer with its status."""
+        handler.set_status(status)
+        handler.set_header("Content-Type", "text/plain; charset=UTF-8")
+        handler.finish(f"{status}: {text}\n")
+
     def missing(handler, fignum) -> bool:
         if Gcf.get_fig_manager(int(fignum)) is not None:
             return False
-        handler.set_status(404)
-        handler.set_header("Content-Type", "text/plain; charset=UTF-8")
-        handler.finish(f"404: no figure {int(fignum)}; the explorer is at /\n")
+        answer(handler, 404, f"no figure {int(fignum)}; the explorer is at /")
         return True
 
     def get_page(self, fignum):
@@ -176,18 +180,14 @@ def _guard_requests() -> None:
         canvas = Gcf.get_fig_manager(int(fignum)).canvas
         known = canvas.get_supported_filetypes()
         if fmt not in known:
-            self.set_status(404)
-            self.set_header("Content-Type", "text/plain; charset=UTF-8")
-            self.finish(f"404: no download as {fmt!r}; formats: {', '.join(sorted(known))}\n")
+            answer(self, 404, f"no download as {fmt!r}; formats: {', '.join(sorted(known))}")
             return
         try:
             download_get(self, fignum, fmt)
         except Exception as exc:        # (a writer that needs a tool not installed: pgf)
             _say(f"cannot write the figure as {fmt}: {exc}")
             self.clear()
-            self.set_status(500)
-            self.set_header("Content-Type", "text/plain; charset=UTF-8")
-            self.finish(f"500: cannot write the figure as {fmt} here: {exc}\n")
+            answer(self, 500, f"cannot write the figure as {fmt} here: {exc}")
 
     def open_ws(self, fignum):
         if Gcf.get_fig_manager(int(fignum)) is None:
