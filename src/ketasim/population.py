@@ -552,6 +552,17 @@ _LOCAL_GUARD = ("a script that runs ketasim with scheduler='local' must do so un
                 "if __name__ == \"__main__\": (each worker process imports the script again)")
 
 
+def _close_quietly(*things) -> None:
+    """Close a client or cluster ketasim started, on the way out of an interrupted or failed
+    run: its own complaints about the work it loses are not the user's news."""
+    for thing in things:
+        if thing is not None:
+            try:
+                thing.close()
+            except Exception:       # noqa: BLE001 - already leaving with the first error
+                pass
+
+
 def _connect(scheduler):
     """(client, owned) for a scheduler address, ``"local"`` or a ``distributed.Client``."""
     try:
@@ -582,6 +593,9 @@ def _connect(scheduler):
             # the scheduler's small HTTP server (health, metrics; no dashboard) on 127.0.0.1
             # takes another port when 8787 is taken (another cluster): not the user's news
             warnings.filterwarnings("ignore", message=r"Port \d+ is already in use")
+            from distributed.deploy.spec import SpecCluster
+
+            before = set(SpecCluster._instances)
             try:
                 cluster = distributed.LocalCluster(processes=True, host="127.0.0.1",
                                                    dashboard_address=None,
@@ -590,7 +604,21 @@ def _connect(scheduler):
             except RuntimeError as exc:       # ("Nanny failed to start.")
                 raise KetasimInputError(f"scheduler: local: its worker processes failed to "
                                         f"start ({exc}); {_LOCAL_GUARD}") from None
-        return distributed.Client(cluster), True
+            except BaseException:
+                # a Ctrl-C while it starts: close the half-started cluster here. Left to
+                # Dask's exit hook, it had printed a traceback about the workers still
+                # starting (AssertionError: Status.init).
+                _quiet_dask_logs()
+                for half in set(SpecCluster._instances) - before:
+                    _close_quietly(half)
+                    half.shutdown_on_close = False
+                raise
+        try:
+            return distributed.Client(cluster), True
+        except BaseException:
+            _quiet_dask_logs()
+            _close_quietly(cluster)
+            raise
     if "://" not in scheduler and ":" not in scheduler:
         raise KetasimInputError(f"scheduler: got {scheduler!r}, expected tcp://HOST:PORT or "
                                 "local")
@@ -723,9 +751,12 @@ def _execute(jobs, chunk_size: int, scheduler, progress, desc: str):
                     f.cancel()
                 if owned:
                     cluster = getattr(client, "cluster", None)
-                    client.close()
-                    if cluster is not None:
-                        cluster.close()
+                    if sys.exc_info()[0] is not None:
+                        _close_quietly(client, cluster)
+                    else:
+                        client.close()
+                        if cluster is not None:
+                            cluster.close()
     finally:
         if bar is not None:
             bar.close()
