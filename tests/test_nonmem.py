@@ -295,6 +295,44 @@ def test_evid3_empties_every_compartment_and_stops_infusions():
     np.testing.assert_allclose(r.amount("depot"), 0.0, atol=0)
 
 
+@pytest.mark.parametrize("reset", [
+    {"amount_mg": 0.0, "route": "", "evid": 3},
+    {"amount_mg": 50.0, "route": "iv", "evid": 4},
+    {"amount_mg": 50.0, "route": "iv", "ss": 1, "ii_h": 24.0}])
+def test_a_reset_cancels_the_additional_doses_still_to_come(reset):
+    """NONMEM's SS = 1 zeroes out earlier doses and cancels "pending additional doses" (Users
+    Guide VIII, SS data item); EVID 3 and 4 re-initialize the whole system. The repeats of an
+    earlier row (every 12 h from 0) had gone on after a reset at 30 h (and at 36 h, one on the
+    reset time itself), each adding 100 mg to the emptied system: a jump of 5 mg/L at 36 h."""
+    m = one_cpt()
+    t = np.array([29.9, 35.9, 36.0, 36.1, 47.9, 48.1, 100.0])
+    k = CL / V
+    for t_reset in (30.0, 36.0):
+        rows = [{"time_h": 0.0, "amount_mg": 100.0, "route": "iv", "addl": 10, "ii_h": 12.0},
+                dict(reset, time_h=t_reset)]
+        c = conc(m, ketasim.Doses.from_records(rows), t)
+        s = t - t_reset
+        # reference: only what the reset row gives after it (closed forms), the doses at 0, 12
+        # and 24 (and 36 with the later reset) before it
+        before = sum(100.0 / V * np.exp(-k * (t - td)) * (t >= td)
+                     for td in np.arange(0.0, t_reset, 12.0))
+        amt = reset["amount_mg"]
+        acc = 1.0 / (1.0 - math.exp(-k * reset["ii_h"])) if reset.get("ss") else 1.0
+        after = amt / V * np.exp(-k * s) * acc
+        want = np.where(s < 0, before, after)
+        np.testing.assert_allclose(c, want, rtol=1e-12, atol=1e-15)
+    # another subject's reset cancels nothing of this one's, nor does a reset at the row's own
+    # time (it applies before the row's dose)
+    rows = [{"time_h": 0.0, "amount_mg": 100.0, "route": "iv", "addl": 3, "ii_h": 12.0,
+             "subject": s} for s in (1, 2)]
+    rows += [dict(reset, time_h=36.0, subject=2),
+             {"time_h": 0.0, "amount_mg": 0.0, "route": "", "evid": 3, "subject": 1}]
+    two = conc(m, ketasim.Doses.from_records(rows), t)
+    alone = conc(m, ketasim.Doses.single(100.0, "iv", addl=3, ii_h=12.0), t)
+    np.testing.assert_allclose(two[0], alone, rtol=1e-13)
+    np.testing.assert_allclose(two[1], want, rtol=1e-12, atol=1e-15)
+
+
 @settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 10_000), t_reset=st.floats(0.0, 20.0), same_time=st.booleans())
 def test_evid4_equals_evid3_then_dose(seed, t_reset, same_time):

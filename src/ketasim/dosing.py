@@ -684,7 +684,9 @@ def expand(doses: Doses) -> Doses:
 
     The only function that realises repeats; the result has ``addl == 0`` everywhere. A
     repeat is an ordinary dose: ``ss`` and a reset (``evid`` 4) apply to the row's first dose
-    only, and ``ii_h`` is kept only where ``ss`` needs it.
+    only, and ``ii_h`` is kept only where ``ss`` needs it. A reset (``evid`` 3 or 4, or
+    ``ss = 1``) of the same subject after a row's record time cancels the row's repeats at and
+    after the reset time, as in NONMEM.
 
     A table that is already expanded (no repeats, sorted by time, ``ii_h`` only on ``ss``
     rows) is returned as it is; the expansion of a small table is kept with the table (dose
@@ -721,11 +723,53 @@ def _expand(doses: Doses) -> Doses:
     t = doses.time_h[idx] + k * doses.ii_h[idx]
     order = np.argsort(t, kind="stable")
     idx, t, k = idx[order], t[order], k[order]
+    keep = ~_cancelled_repeats(doses, idx, k, t)
+    if not keep.all():
+        idx, t, k = idx[keep], t[keep], k[keep]
     first = k == 0
     ss = np.where(first, doses.ss[idx], 0)
     evid = np.where(first, doses.evid[idx], 1)
     return doses._take(idx, time_h=t, addl=np.zeros(idx.size, np.int64),
                        ii_h=np.where(ss > 0, doses.ii_h[idx], 0.0), ss=ss, evid=evid)
+
+
+def _cancelled_repeats(doses: Doses, idx, k, t) -> np.ndarray:
+    """Which expanded doses (row ``idx``, repeat ``k``, time ``t``) a later reset cancels.
+
+    A reset (``evid`` 3 or 4, or ``ss = 1``) of the same subject after a row's record time
+    cancels the row's additional doses still to come, those at the reset time included (a
+    reset applies before any dose at its time): NONMEM's SS = 1 "zeroes out" earlier doses and
+    cancels "infusions in progress or pending additional doses" (NONMEM Users Guide VIII, SS
+    data item), and EVID 3 re-initializes the whole kinetic system (EVID data item), more than
+    SS = 1 does. Repeats had gone on after the reset, each adding its dose to the emptied
+    system. The row's own first dose, and the repeats of a row that is itself the reset
+    (evid 4 or ss = 1 with addl), are kept."""
+    reset = (doses.evid == 3) | (doses.evid == 4) | (doses.ss == 1)
+    out = np.zeros(idx.size, bool)
+    if not reset.any() or not np.any(k > 0):
+        return out
+    if doses.subject is None:
+        code = np.zeros(len(doses), np.int64)
+    else:
+        code = np.unique(doses.subject, return_inverse=True)[1].ravel().astype(np.int64)
+    q = np.flatnonzero(k > 0)
+    r = np.flatnonzero(reset)
+    # resets and the repeats' record times sorted together by (subject, time), a reset before
+    # a record time equal to it (a reset at the record time is not after it); then, for each
+    # repeat, the next reset in that order, if it is the same subject's
+    c = np.concatenate([code[r], code[idx[q]]])
+    tt = np.concatenate([doses.time_h[r], doses.time_h[idx[q]]])
+    is_q = np.concatenate([np.zeros(r.size, bool), np.ones(q.size, bool)])
+    order = np.lexsort((is_q, tt, c))
+    c, tt, is_q = c[order], tt[order], is_q[order]
+    pos = np.where(is_q, c.size, np.arange(c.size))
+    nxt = np.minimum.accumulate(pos[::-1])[::-1]          # next reset at or after each place
+    has = nxt < c.size
+    j = np.minimum(nxt, c.size - 1)
+    t_reset = np.where(has & (c[j] == c), tt[j], np.inf)
+    which = order[is_q] - r.size                          # place of each repeat in q
+    out[q[which]] = t_reset[is_q] <= t[q[which]]
+    return out
 
 
 # ---------------------------------------------------------------------- CSV

@@ -28,7 +28,8 @@ How dose rows become events (:func:`build_events`):
 * A reset (``evid`` 3 or 4, or ``ss = 1``) empties every state at its record time (a route's
   lag does not delay it). Infusions running at that time stop there (their STOP moves to the
   reset time), and inputs of earlier rows that have not started yet (a lag reaching past the
-  reset) are cancelled. At equal times a reset applies before any dose. The schematic
+  reset) are cancelled, as are earlier rows' ``addl`` repeats from the reset time on (dropped
+  by :func:`ketasim.dosing.expand`). At equal times a reset applies before any dose. The schematic
   glutamate/plasticity states are not reset.
 * Steady state (``ss`` 1 or 2, interval ``τ = ii_h``). In the periodic regime every earlier
   interval ``[t_d − (j+1)τ, t_d − jτ)`` (j ≥ 0) receives the same input: each part's input of
