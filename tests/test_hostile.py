@@ -1315,6 +1315,24 @@ def test_a_result_keeps_what_its_metrics_are_computed_from():
         r.params["CL"][0] = 1.0
 
 
+def test_session_metrics_computes_one_threshold_spelt_twice_once():
+    """time_above_occ_0.3 and time_above_occ_0.30 are one metric: population() makes one
+    column of it, under the first spelling; session_metrics had returned both."""
+    from ketasim.engine import session_metrics
+
+    d = ketasim.standard_iv_course(months=1)
+    got = session_metrics("ketamine-iv", d, metrics=["time_above_occ_0.3", "cmax",
+                                                     "time_above_occ_0.30"])
+    pop = ketasim.population("ketamine-iv", d, 1, variability=False,
+                             metrics=["time_above_occ_0.3", "cmax", "time_above_occ_0.30"])
+    assert set(got) - {"session_start_h"} == set(pop.columns) - {"subject"}
+    assert "time_above_occ_0.30" not in got and "time_above_occ_0.30_s1" not in got
+    later = session_metrics("ketamine-iv", d, metrics=["time_above_occ_0.30",
+                                                       "time_above_occ_0.3"])
+    assert "time_above_occ_0.30_s1" in later and "time_above_occ_0.3_s1" not in later
+    np.testing.assert_array_equal(later["time_above_occ_0.30"], got["time_above_occ_0.3"])
+
+
 def test_time_grid_is_float_and_ends_at_until():
     assert ketasim.time_grid(10, 1, start_h=5).dtype == np.float64
     t = ketasim.time_grid(0.7, 0.1)

@@ -1160,10 +1160,12 @@ def session_metrics(model, doses, params=None, weight_kg=70.0, *, metrics=("cmax
     Returns
     -------
     dict
-        ``"session_start_h"`` -> (S,) and, for each metric m, ``m`` -> (N,) over the course
-        (max for peaks, with ``tmax`` the time of the highest session peak after its session's
-        start; sum for AUC and times above; the last trough; the value at the end for
-        ``plasticity_end``/``consolidation_end``) and ``f"{m}_s{k}"`` -> (N,) per session k.
+        ``"session_start_h"`` -> (S,) and, for each metric m (a threshold given twice, as
+        ``time_above_occ_0.3`` and ``time_above_occ_0.30``, once: under its first spelling),
+        ``m`` -> (N,) over the course (max for peaks, with ``tmax`` the time of the highest
+        session peak after its session's start; sum for AUC and times above; the last trough;
+        the value at the end for ``plasticity_end``/``consolidation_end``) and
+        ``f"{m}_s{k}"`` -> (N,) per session k.
     """
     if isinstance(metrics, str):
         metrics = [metrics]
@@ -1178,6 +1180,13 @@ def session_metrics(model, doses, params=None, weight_kg=70.0, *, metrics=("cmax
                                     f"expected {', '.join(sorted(known))}, time_above_occ_<X> "
                                     "or time_above_conc_<X>")
     thr_o, thr_c = _parse_thresholds(metrics)
+    # one threshold spelt twice (time_above_occ_0.3 and _0.30) is one metric, under the
+    # first spelling, as population() and sweep() compute it (it had been two columns)
+    from .population import _metric_key
+    first = {}
+    for m in metrics:
+        first.setdefault(_metric_key(m), m)
+    metrics = list(first.values())
     # a metric the model cannot give is refused, as population() and sweep() refuse it (it
     # had been a column of NaN: a model without occupancy has no peak occupancy)
     from .population import refuse_what_model_lacks
