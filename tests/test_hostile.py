@@ -1342,13 +1342,15 @@ def test_time_grid_is_float_and_ends_at_until():
 @pytest.mark.parametrize("kw, field", [
     ({"merge_h": float("nan")}, "merge_h"), ({"merge_h": -1.0}, "merge_h"),
     ({"merge_h": "1"}, "merge_h"), ({"horizon_h": "10"}, "horizon_h"),
-    ({"metrics": None}, "metrics"), ({"chunk_size": 0}, "chunk_size"),
+    ({"metrics": None}, "metrics"), ({"metrics": []}, "metrics"), ({"metrics": ()}, "metrics"),
+    ({"chunk_size": 0}, "chunk_size"),
     ({"chunk_size": 1.5}, "chunk_size"), ({"chunk_size": True}, "chunk_size"),
     ({"metrics": ("plasticity_end",), "horizon_h": 1e300}, "horizon_h"),
 ])
 def test_session_metrics_arguments_are_checked(kw, field):
     """merge_h = NaN had merged a whole course into one session; text and None had ended in
-    numpy's or Python's own errors; a schematic horizon of 1e300 h had run for ever."""
+    numpy's or Python's own errors; a schematic horizon of 1e300 h had run for ever; no
+    metric at all had returned only the session starts (population() refuses it)."""
     from ketasim.engine import session_metrics
 
     kw = {"metrics": ("cmax",), **kw}

@@ -1172,6 +1172,8 @@ def session_metrics(model, doses, params=None, weight_kg=70.0, *, metrics=("cmax
     elif not isinstance(metrics, (list, tuple)) or not all(isinstance(m, str) for m in metrics):
         raise KetasimInputError(f"metrics: got {metrics!r}, expected a list of metric names")
     metrics = list(metrics)
+    if not metrics:     # (it had returned the session starts alone; population() refuses it)
+        raise KetasimInputError(f"metrics: got {metrics!r}, expected at least one metric name")
     known = {m for m in METRICS if not m.endswith("_X")}
     for m in metrics:
         if m not in known and not m.startswith(("time_above_occ_", "time_above_conc_")):
