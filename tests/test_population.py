@@ -1234,6 +1234,18 @@ def test_a_numpy_band_step_is_a_step(step):
     np.testing.assert_array_equal(got.values, want.values)
 
 
+@pytest.mark.parametrize("bands, says", [
+    (np.timedelta64(1, "h"), "expected True, a step in hours or an array of band times"),
+    ("4", "expected True, a step in hours or an array of band times"),
+    ([3.0, 1.0], "not sorted"), ([-1.0], "expected times >= 0"), ([], "non-empty")])
+def test_band_times_that_cannot_be_are_named_under_bands(bands, says):
+    """Band times that are not sorted hours are refused under bands (the message had named
+    times, which the caller had not given)."""
+    with pytest.raises(KetasimInputError, match=f"^bands: .*{says}"):
+        population("ketamine-iv", ONE_MONTH, 2, metrics=("cmax",), bands=bands,
+                   progress=False)
+
+
 def test_band_outputs_that_are_not_names_are_named():
     # (band_outputs=123 had failed with "TypeError: 'int' object is not iterable")
     with pytest.raises(KetasimInputError, match="band_outputs: got 123, expected an output"):

@@ -919,7 +919,12 @@ def _band_setup(model, doses, bands, band_outputs, horizon):
             raise KetasimInputError(f"bands (--band-step): got a step of {bands:g} h: "
                                     f"{str(exc).removeprefix('step: ')}") from None
     else:
-        times, _ = _coerce_times(bands)
+        try:
+            times, _ = _coerce_times(bands)
+        except KetasimInputError as exc:     # its "times" are these band times
+            raise KetasimInputError("bands: " + str(exc).removeprefix("times: ").replace(
+                "expected an array of hours", "expected True, a step in hours or an array of "
+                "band times in hours")) from None
     from .simulate import check_memory
     # the run's histograms, a chunk's own (_band_counts) and NumPy's count of it: three at once
     check_memory(3 * len(outs) * times.size * BAND_BINS,
