@@ -1333,6 +1333,28 @@ def test_session_metrics_computes_one_threshold_spelt_twice_once():
     np.testing.assert_array_equal(later["time_above_occ_0.30"], got["time_above_occ_0.3"])
 
 
+def test_session_metrics_takes_metric_names_as_population_does():
+    """A NumPy array or pandas Series of metric names, or 'cmax,auc', had been refused by
+    session_metrics ('expected a list of metric names') while population() took them; the
+    names are plain str in both (a NumPy array's np.str_ had named population's columns)."""
+    pd = pytest.importorskip("pandas")
+    from ketasim.engine import session_metrics
+
+    d = ketasim.standard_iv_course(months=1)
+    want = session_metrics("ketamine-iv", d, metrics=["cmax", "auc"])
+    for names in (np.array(["cmax", "auc"]), pd.Series(["cmax", "auc"]), "cmax, auc"):
+        got = session_metrics("ketamine-iv", d, metrics=names)
+        assert list(got) == list(want)
+        assert all(type(k) is str for k in got)
+        np.testing.assert_array_equal(got["auc"], want["auc"])
+    pop = ketasim.population("ketamine-iv", d, 2, metrics=np.array(["cmax"]), progress=False)
+    assert all(type(m) is str for m in pop.metrics)
+    assert all(type(k) is str for k in pop.columns)
+    for bad in (3, None, [1, 2], {"cmax": 1}):
+        with pytest.raises(KetasimInputError, match="^metrics: got"):
+            session_metrics("ketamine-iv", d, metrics=bad)
+
+
 def test_time_grid_is_float_and_ends_at_until():
     assert ketasim.time_grid(10, 1, start_h=5).dtype == np.float64
     t = ketasim.time_grid(0.7, 0.1)

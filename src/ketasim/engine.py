@@ -1138,11 +1138,12 @@ def session_metrics(model, doses, params=None, weight_kg=70.0, *, metrics=("cmax
         As for :func:`ketasim.simulate` (``params``/``weight_kg`` arrays of length N give N
         subjects).
     metrics : sequence of str
-        Names from :data:`METRICS`; ``time_above_occ_0.3`` / ``time_above_conc_100`` style for
-        thresholds (occupancy 0-1, concentration ng/mL). A concentration threshold is resolved
-        down to about 1e-15 of the concentration a step starts from: far below that (1e-40
-        ng/mL after a 1000 ng/mL peak, say) a decaying curve reads as 0 once it drops under
-        the rounding level of its step, and its time above ends there.
+        Names from :data:`METRICS` (a list, tuple, NumPy array or pandas Series of them, or one
+        text of names separated by commas); ``time_above_occ_0.3`` / ``time_above_conc_100``
+        style for thresholds (occupancy 0-1, concentration ng/mL). A concentration threshold
+        is resolved down to about 1e-15 of the concentration a step starts from: far below
+        that (1e-40 ng/mL after a 1000 ng/mL peak, say) a decaying curve reads as 0 once it
+        drops under the rounding level of its step, and its time above ends there.
     analyte : str, optional
         The concentration the PK metrics describe (default ``plasma`` where the model has it).
     horizon_h : float, optional
@@ -1168,10 +1169,14 @@ def session_metrics(model, doses, params=None, weight_kg=70.0, *, metrics=("cmax
         ``f"{m}_s{k}"`` -> (N,) per session k.
     """
     if isinstance(metrics, str):
-        metrics = [metrics]
-    elif not isinstance(metrics, (list, tuple)) or not all(isinstance(m, str) for m in metrics):
+        metrics = [m.strip() for m in metrics.split(",") if m.strip()]  # names by commas
+    # any sequence of names, a NumPy array or a pandas Series of them too, as population()
+    # and sweep() take them (they had been refused here); kept as str, not np.str_
+    names = (list(metrics) if hasattr(metrics, "__iter__") and not isinstance(metrics, Mapping)
+             else None)
+    if names is None or not all(isinstance(m, str) for m in names):
         raise KetasimInputError(f"metrics: got {metrics!r}, expected a list of metric names")
-    metrics = list(metrics)
+    metrics = [str(m) for m in names]
     if not metrics:     # (it had returned the session starts alone; population() refuses it)
         raise KetasimInputError(f"metrics: got {metrics!r}, expected at least one metric name")
     known = {m for m in METRICS if not m.endswith("_X")}

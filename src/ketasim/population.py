@@ -119,6 +119,7 @@ def _check_metrics(metrics) -> tuple:
             if m not in known:
                 raise KetasimInputError(f"metrics: unknown metric {m!r}{suggest(m, known)}; "
                                         "expected " + ", ".join(known + patterns))
+        m = str(m)             # (a NumPy array's np.str_: the columns are named by str)
         if m not in out and _metric_key(m) not in [_metric_key(o) for o in out]:
             out.append(m)      # (time_above_occ_0.30 is time_above_occ_0.3 again: once)
     return tuple(out)
