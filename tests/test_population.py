@@ -1234,6 +1234,17 @@ def test_a_numpy_band_step_is_a_step(step):
     np.testing.assert_array_equal(got.values, want.values)
 
 
+def test_numpy_booleans_are_bands_on_and_off():
+    """bands=np.True_ is bands=True and np.False_ no bands (both had been refused as band
+    times)."""
+    kw = dict(metrics=("cmax",), band_outputs=("plasma",), horizon_h=24.0, progress=False)
+    on = population("ketamine-iv", ONE_MONTH, 2, bands=np.True_, **kw).bands
+    np.testing.assert_array_equal(
+        on.times_h, population("ketamine-iv", ONE_MONTH, 2, bands=True, **kw).bands.times_h)
+    kw.pop("band_outputs")
+    assert population("ketamine-iv", ONE_MONTH, 2, bands=np.False_, **kw).bands is None
+
+
 @pytest.mark.parametrize("bands, says", [
     (np.timedelta64(1, "h"), "expected True, a step in hours or an array of band times"),
     ("4", "expected True, a step in hours or an array of band times"),

@@ -870,6 +870,8 @@ def _band_setup(model, doses, bands, band_outputs, horizon):
     from .result import PD_OUTPUTS
     from .simulate import _coerce_times
 
+    if isinstance(bands, np.bool_):   # np.True_ is True (it had been read as a band time)
+        bands = bool(bands)
     if bands is None or bands is False:
         # (as --band-outputs without --bands or --plot; an empty list asks for nothing)
         if band_outputs is not None and not (isinstance(band_outputs, (list, tuple))
