@@ -1355,6 +1355,17 @@ def test_session_metrics_takes_metric_names_as_population_does():
             session_metrics("ketamine-iv", d, metrics=bad)
 
 
+@pytest.mark.parametrize("model", [None, 3, {"parameters": {}}, b"ketamine-iv"])
+def test_a_model_that_is_no_name_path_or_model_is_named_as_given(model):
+    """load_model(None) had said "'None' is neither a file nor a preset" (the text of None);
+    the value is now shown as given, with what a model can be."""
+    for call in (lambda: ketasim.load_model(model),
+                 lambda: ketasim.simulate(model, ketasim.Doses.single(35.0, "iv"), [0.0])):
+        with pytest.raises(KetasimInputError, match=r"^model: got " + re.escape(repr(model))
+                           + ", expected a Model, a preset name"):
+            call()
+
+
 def test_time_grid_is_float_and_ends_at_until():
     assert ketasim.time_grid(10, 1, start_h=5).dtype == np.float64
     t = ketasim.time_grid(0.7, 0.1)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import codecs
 import math
+import os
 import re
 import tomllib
 from importlib import resources
@@ -609,6 +610,15 @@ def load_model(name_or_path) -> Model:
     """Load a preset by name (see :func:`list_presets`) or a TOML model file by path."""
     if isinstance(name_or_path, Model):
         return name_or_path
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        # (None or a number had been read as the text 'None' or '3', "neither a file nor a
+        # preset"; a dict as its text)
+        shown = repr(name_or_path)
+        shown = shown if len(shown) < 60 else shown[:57] + "..."
+        raise KetasimInputError(
+            f"model: got {shown}, expected a Model, a preset "
+            "name (" + ", ".join(list_presets()) + ") or the path of a TOML model file"
+            + (" (a dict: Model.from_dict)" if isinstance(name_or_path, dict) else ""))
     s = str(name_or_path)
     if not s.strip():
         raise KetasimInputError(f"model: got {s!r}, expected a preset name ("
