@@ -1366,6 +1366,32 @@ def test_a_model_that_is_no_name_path_or_model_is_named_as_given(model):
             call()
 
 
+_HUGE = 10**400      # a Python int no float holds
+ONE_IV = ketasim.Doses.single(35.0, "iv")
+
+
+@pytest.mark.parametrize("call, field", [
+    (lambda: ketasim.simulate("ketamine-iv", "standard-iv", [0.0], weight_kg=_HUGE),
+     "weight_kg"),
+    (lambda: ketasim.population("ketamine-iv", ONE_IV, 2, params={"CL": _HUGE}),
+     r"params\['CL'\]"),
+    (lambda: ketasim.population("ketamine-iv", ONE_IV, 2, weight_kg=_HUGE), "weight_kg"),
+    (lambda: ketasim.population("ketamine-iv", ONE_IV, 2, horizon_h=_HUGE), "horizon_h"),
+    (lambda: ketasim.population("ketamine-iv", ONE_IV, 2, bands=_HUGE), "bands"),
+    (lambda: ketasim.population("ketamine-iv", ONE_IV, _HUGE), "metrics of 10,000"),
+    (lambda: ketasim.engine.session_metrics("ketamine-iv", ONE_IV, merge_h=_HUGE), "merge_h"),
+    (lambda: ketasim.engine.session_metrics("ketamine-iv", ONE_IV, horizon_h=_HUGE),
+     "horizon_h"),
+    (lambda: ketasim.time_grid(_HUGE, 1.0), "until"),
+    (lambda: ketasim.standard_iv_course(weight_kg=_HUGE), "weight_kg"),
+])
+def test_an_int_too_large_for_a_float_is_refused_by_name(call, field):
+    """10**400 passed every 'is it a number' check and then ended in Python's OverflowError
+    ('int too large to convert to float') or NumPy's TypeError, deep inside."""
+    with pytest.raises(KetasimInputError, match=f"^{field}"):
+        call()
+
+
 def test_time_grid_is_float_and_ends_at_until():
     assert ketasim.time_grid(10, 1, start_h=5).dtype == np.float64
     t = ketasim.time_grid(0.7, 0.1)

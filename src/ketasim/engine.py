@@ -82,8 +82,10 @@ def check_memory(n_values: int, what: str, limit_bytes: int | None = None,
     need = n_values * bytes_per_value
     avail = _available_bytes() if limit_bytes is None else limit_bytes
     if need > 0.8 * avail:
+        # (a Python int beyond any float, 10**400 subjects say, has no GiB to show)
+        size = f"{need / 2**30:.1f} GiB" if need < 1e300 else "more than 1e300 bytes"
         raise KetasimInputError(
-            f"{what} = {n_values:,} values ({need / 2**30:.1f} GiB), more than fits in memory "
+            f"{what} = {n_values:,} values ({size}), more than fits in memory "
             f"(about {avail / 2**30:.1f} GiB available); {advice}")
 
 

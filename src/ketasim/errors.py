@@ -111,11 +111,20 @@ def positive_hours(field: str, v) -> float:
 def is_real(x) -> bool:
     """Whether ``x`` is one real number: a Python or NumPy int or float (not a bool, text or
     array, nor a NumPy duration: ``np.timedelta64`` is a NumPy integer type, but a number of
-    its own unit, not of the argument's), as an argument that takes a number must be."""
+    its own unit, not of the argument's), as an argument that takes a number must be. A
+    Python int too large for a float (``10**400``) is none: every check after this one
+    reads the value as a float (it had ended in Python's OverflowError)."""
     import numpy as np
 
-    return (isinstance(x, (int, float, np.integer, np.floating))
-            and not isinstance(x, (bool, np.bool_, np.timedelta64)))
+    if (not isinstance(x, (int, float, np.integer, np.floating))
+            or isinstance(x, (bool, np.bool_, np.timedelta64))):
+        return False
+    if isinstance(x, int):
+        try:
+            float(x)
+        except OverflowError:
+            return False
+    return True
 
 
 def is_whole(x) -> bool:
