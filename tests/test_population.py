@@ -346,6 +346,26 @@ def test_one_vary_text_is_one_axis():
     _same(a["cmax"], ref["cmax"])
 
 
+def test_vary_as_numpy_text_a_pair_or_a_frame():
+    """A NumPy array of "NAME=LO:HI:N" texts had ended in NumPy's "truth value of an array
+    ... is ambiguous", a pandas DataFrame or Series in pandas' own; one (name, values) pair
+    not in a list had been read as the text "CL"; a NumPy name (np.str_) had named the
+    column as np.str_."""
+    pd = pytest.importorskip("pandas")
+    kw = dict(metrics=("cmax",), horizon_h=10.0, progress=False)
+    want = sweep("ketamine-iv", ONE_MONTH, ["CL=50:60:2", "V1=90:100:2"], **kw)
+    got = sweep("ketamine-iv", ONE_MONTH, np.array(["CL=50:60:2", "V1=90:100:2"]), **kw)
+    _same(got["cmax"], want["cmax"])
+    pair = sweep("ketamine-iv", ONE_MONTH, ("CL", [50.0, 60.0]), **kw)
+    _same(pair["cmax"], sweep("ketamine-iv", ONE_MONTH, "CL=50:60:2", **kw)["cmax"])
+    named = sweep("ketamine-iv", ONE_MONTH, {np.str_("CL"): [50.0]}, **kw)
+    assert all(type(c) is str for c in named.columns)
+    for frame in (pd.DataFrame({"CL": [50.0, 60.0]}), pd.Series({"CL": 50.0})):
+        with pytest.raises(KetasimInputError, match=r"^vary: got a (DataFrame|Series), "
+                                                    r"expected \{name: values\}"):
+            sweep("ketamine-iv", ONE_MONTH, frame, **kw)
+
+
 def test_a_varied_covariate_parameter_outside_its_fitted_range_names_the_grid_value():
     """A sweep of esketamine-nasal's AGE outside the ages the model was fitted to is refused
     under the varied name and value, before anything runs (it had been refused from inside the

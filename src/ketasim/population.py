@@ -1288,8 +1288,9 @@ def sweep(model, doses, vary, *, metrics=None, n: int | None = None,
         (:data:`ketasim.courses.COURSE_PARAMETERS`: ``dose_mg_per_kg``, ``maintenance_days``,
         ``months``, ``infusion_min`` for standard-iv; ``dose_mg``, ``months`` for spravato).
     vary : dict or sequence
-        ``{name: values}`` or ``[(name, values), ...]`` or ``["NAME=LO:HI:N", ...]``; the
-        grid is their product, the first name varying slowest.
+        ``{name: values}`` or ``[(name, values), ...]`` or ``["NAME=LO:HI:N", ...]`` (one
+        pair or text alone is one axis); the grid is their product, the first name varying
+        slowest.
     n : int, optional
         Subjects per grid point drawn from the model's variability (the same subjects ``0 ..
         n-1`` at every point: differences between points are not sampling noise); metrics are
@@ -1338,11 +1339,22 @@ def sweep(model, doses, vary, *, metrics=None, n: int | None = None,
     base = _check_params(model, params)
     if isinstance(vary, str):          # one NAME=LO:HI:N
         vary = [vary]
+    elif (isinstance(vary, tuple) and len(vary) == 2 and isinstance(vary[0], str)
+          and not isinstance(vary[1], str)):
+        vary = [vary]                  # one (name, values) pair
+    if hasattr(vary, "to_numpy") and not isinstance(vary, (Mapping, np.ndarray)):
+        # a pandas DataFrame or Series: its columns paired row by row, or a product of them?
+        # (it had ended in pandas' "truth value ... is ambiguous")
+        raise KetasimInputError(f"vary: got a {type(vary).__name__}, expected {{name: values}}"
+                                ", [(name, values), ...] or [\"NAME=LO:HI:N\", ...] (the grid "
+                                "is the product of the values; for a frame's columns: "
+                                "{c: frame[c].unique() for c in frame})")
     if isinstance(vary, Mapping):
         items = list(vary.items())
     else:
         try:
-            items = [parse_vary(v) if isinstance(v, str) else v for v in (vary or [])]
+            items = [parse_vary(v) if isinstance(v, str) else v
+                     for v in (vary if vary is not None else [])]
         except TypeError:
             raise KetasimInputError(f"vary: got {vary!r}, expected {{name: values}}, "
                                     "[(name, values), ...] or [\"NAME=LO:HI:N\", ...]") from None
@@ -1358,6 +1370,7 @@ def sweep(model, doses, vary, *, metrics=None, n: int | None = None,
     course_names = COURSE_PARAMETERS.get(course, {}) if course else {}
     names, values, kinds = [], [], []
     for name, vals in items:
+        name = str(name)          # (a NumPy array's np.str_: the column is named by str)
         if name in names:
             raise KetasimInputError(f"vary: {name!r} is given twice")
         clash = next((m for m in metrics if name == m or name.startswith(m + "_")), None)
