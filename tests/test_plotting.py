@@ -920,6 +920,18 @@ def test_plot_course_names_a_closeup_that_is_not_hours(iv_run, closeup_h):
             plot_course(run, closeup_h=closeup_h)
 
 
+@pytest.mark.parametrize("figsize", [(0.1, 0.1), (10, 20000), "big", (16,), (np.nan, 10),
+                                     (True, 10), None])
+def test_a_figure_size_that_cannot_be_drawn_is_refused_by_name(iv_run, figsize):
+    # ((0.1, 0.1) had failed inside the caption's wrapping as "invalid width 0", (10, 20000)
+    # had taken memory until the process was killed, text as "can't multiply sequence")
+    with pytest.raises(ketasim.KetasimInputError, match=r"^plot_course: figsize: got .*"
+                                                        r"expected \(width, height\)"):
+        plot_course(iv_run, figsize=figsize)
+    with pytest.raises(ketasim.KetasimInputError, match=r"^plot_compare: figsize: got"):
+        plot_compare([iv_run], figsize=figsize)
+
+
 def test_plot_compare_takes_one_run_given_alone(iv_run):
     # (it had failed with "TypeError: 'CourseRun' object is not iterable")
     assert len(plot_compare(iv_run).axes) == len(plot_compare([iv_run]).axes)

@@ -1144,6 +1144,8 @@ def plot_course(run, *, title: str | None = None, label: str | None = None,
         Replaces the automatic title (drug, dose, route, weight, regimen).
     label, color : str, optional
         A name and a single colour for every curve (default: one colour per analyte).
+    figsize : (float, float)
+        Width and height, inches, each from 1 to 100 (the height is that of three rows).
     closeup_h : float, optional
         Length of the close-up, h (default: the run's close-up, 8 h for a Result).
 
@@ -1159,10 +1161,30 @@ def plot_course(run, *, title: str | None = None, label: str | None = None,
                         single=True)
 
 
+FIGSIZE_RANGE_IN = (1.0, 100.0)     # a course figure's width and height, inches
+
+
+def _check_figsize(figsize, what: str) -> tuple:
+    """(width, height) in inches within :data:`FIGSIZE_RANGE_IN`: a figure 0.1 inch wide had
+    failed inside the caption's wrapping, (10, 20000) had taken memory until the process was
+    killed, text had failed as 'can't multiply sequence'."""
+    lo, hi = FIGSIZE_RANGE_IN
+    try:
+        w, h = figsize
+        ok = is_real(w) and is_real(h) and lo <= w <= hi and lo <= h <= hi
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise KetasimInputError(f"{what}: figsize: got {figsize!r}, expected (width, height) "
+                                f"in inches, each from {lo:g} to {hi:g}")
+    return float(w), float(h)
+
+
 def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
     """Rows of (close-up | course) panels, one row per quantity, a caption underneath."""
     from matplotlib.figure import Figure
 
+    figsize = _check_figsize(figsize, "plot_course" if single else "plot_compare")
     for r in runs:      # the concentrations drawn must be in the result (outputs= may omit them)
         need = list(analyte_labels(r.model)) if single else [main_analyte(r.model)]
         missing = [n for n in need if not (_has(r.course, n) and _has(r.closeup, n))]
@@ -1480,6 +1502,8 @@ def plot_compare(runs, *, labels=None, colors=None, title: str | None = None,
     runs : sequence of CourseRun (or Result), or one of them
     labels, colors : sequences of str, optional
         Legend labels (default: each run's label) and colours (default: Okabe-Ito).
+    figsize : (float, float)
+        Width and height, inches, each from 1 to 100 (the height is that of three rows).
 
     Returns
     -------
