@@ -920,6 +920,15 @@ def test_plot_course_names_a_closeup_that_is_not_hours(iv_run, closeup_h):
             plot_course(run, closeup_h=closeup_h)
 
 
+@pytest.mark.parametrize("until_h", [24.0, 48.0])
+def test_run_course_names_an_end_before_the_first_dose(until_h):
+    # (it had been refused as "metrics: no session starts within the horizon")
+    with pytest.raises(ketasim.KetasimInputError, match=r"^until_h: got .* expected hours "
+                                                        r"after the first dose \(48 h\)"):
+        run_course("ketamine-iv", ketasim.Doses.single(35.0, "iv", time_h=48.0),
+                   until_h=until_h)
+
+
 @pytest.mark.parametrize("figsize", [(0.1, 0.1), (10, 20000), "big", (16,), (np.nan, 10),
                                      (True, 10), None])
 def test_a_figure_size_that_cannot_be_drawn_is_refused_by_name(iv_run, figsize):

@@ -457,6 +457,10 @@ def run_course(model, doses, weight_kg: float = 70.0, params=None, *,
         regimen = course_description(name, doses)
     if until_h is None:
         until_h = course_end_h(doses)
+    first = float(expand(doses).time_h.min())
+    if until_h <= first:       # (it had been refused as "metrics: no session starts ...")
+        raise KetasimInputError(f"until_h: got {until_h:g} h, expected hours after the first "
+                                f"dose ({first:g} h), where the course starts")
     t = course_grid(doses, step_h, until_h)
     import warnings
 
