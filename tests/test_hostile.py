@@ -1392,6 +1392,22 @@ def test_an_int_too_large_for_a_float_is_refused_by_name(call, field):
         call()
 
 
+def test_a_horizon_before_the_first_session_is_named():
+    """A horizon at or before the first session had been refused as "metrics: no session
+    starts within the horizon", naming nothing the caller gave."""
+    from ketasim.engine import session_metrics
+    from ketasim.metrics import course_metrics
+
+    d = ketasim.Doses.single(35.0, "iv", time_h=48.0)
+    says = r"got {} h, expected hours after the first session start \(48 h\)"
+    with pytest.raises(KetasimInputError, match="^horizon_h: " + says.format(24)):
+        session_metrics("ketamine-iv", d, horizon_h=24.0)
+    with pytest.raises(KetasimInputError, match="^horizon_h: " + says.format(48)):
+        ketasim.population("ketamine-iv", d, 2, horizon_h=48.0, progress=False)
+    with pytest.raises(KetasimInputError, match=r"^times\[-1\]: " + says.format(2)):
+        course_metrics(ketasim.simulate("ketamine-iv", d, [0.0, 1.0, 2.0]))
+
+
 def test_time_grid_is_float_and_ends_at_until():
     assert ketasim.time_grid(10, 1, start_h=5).dtype == np.float64
     t = ketasim.time_grid(0.7, 0.1)

@@ -967,7 +967,7 @@ def run_metrics(model, doses, params=None, weight_kg=70.0, *, analyte=None, thre
                 schematic: bool = True, occupancy_calibration=None, pd_rtol=DEFAULT_PD_RTOL,
                 threads=None, chunk_size: int = 20_000, conc_peaks: bool = True,
                 occupancy_peaks: bool = True, _warn_after_horizon: bool = False,
-                _warn_doses: bool = False) -> MetricsRun:
+                _warn_doses: bool = False, _horizon_field: str = "horizon_h") -> MetricsRun:
     """Exact per-session metrics for every subject, computed in the kernel with no time grid
     (memory: a few arrays per chunk of subjects). See :class:`MetricsRun`.
 
@@ -1021,9 +1021,12 @@ def run_metrics(model, doses, params=None, weight_kg=70.0, *, analyte=None, thre
     # report the previous session's leftover as its "peak"); one starting exactly at it still
     # ends the session before it, whose trough is then the value at the horizon
     next_at_end = np.full(n, int(np.any(starts == horizon_h)), np.int64)
+    first = float(starts[0])
     starts = starts[starts < horizon_h]
-    if starts.size == 0:
-        raise KetasimInputError("metrics: no session starts within the horizon")
+    if starts.size == 0:     # (the message had named no argument: "metrics: no session ...")
+        raise KetasimInputError(f"{_horizon_field}: got {horizon_h:g} h, expected hours after "
+                                f"the first session start ({first:g} h): no session starts "
+                                "before it, so there is nothing to measure")
     S0 = len(model.state_names)
     K = model.matrices(vals)
     ra_s = model.observation(vals, [analyte])[:, 0, :]

@@ -222,7 +222,7 @@ def course_metrics(result, analyte: str | None = None, thresholds=(0.2, 0.3, 0.4
                      horizon_h=float(t[-1]), merge_h=merge_h,
                      schematic=any(n in result.names for n in SCHEMATIC_OUTPUTS),
                      occupancy_calibration=inputs.get("occupancy_calibration"),
-                     pd_rtol=inputs.get("pd_rtol", 1e-6))
+                     pd_rtol=inputs.get("pd_rtol", 1e-6), _horizon_field="times[-1]")
     # sessions from the last output time on have no metrics: say so, as a horizon does
     # (the CLI and the figures say so their way)
     note = (after_horizon_note(result.doses, float(t[-1]), merge_h, field="times[-1]")
