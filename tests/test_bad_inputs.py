@@ -943,6 +943,18 @@ def test_a_weight_no_person_has_is_said_by_populations_sweeps_and_courses(tmp_pa
     assert err.count("ketasim: warning: --weight: 900 kg is more than any person") == 1, err
 
 
+def test_a_weight_no_person_has_from_a_dose_table_is_said_once_by_course(tmp_path, capsys):
+    # the check of the course's size and its run each said it: a "once" filter forgets what
+    # it showed whenever the filters change, as run_course's catch_warnings block does
+    doses = tmp_path / "d.csv"
+    assert main(["schedule", "standard-iv", "--weight", "900", "--months", "1", "--out",
+                 str(doses)]) == 0
+    capsys.readouterr()
+    assert main(["course", "--doses", str(doses), "--out-dir", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("900 kg is more than any person") == 1, err
+
+
 def test_a_model_with_ligands_keeps_its_name():
     assert [ketasim.load_model(p).name for p in ("ketamine-iv", "esketamine-nasal")] == [
         "ketamine-iv", "esketamine-nasal"]

@@ -737,10 +737,17 @@ def _warning_shower(args, python_shows):
     and any other warning as ``python_shows`` does."""
     from .errors import KetasimWarning
 
+    shown = set()
+
     def show(message, category, filename, lineno, file=None, line=None):
         if issubclass(category, KetasimWarning):
-            print(f"ketasim: warning: {as_options(args, str(message))}",
-                  file=file or sys.stderr)
+            # each said once: a "once" filter forgets what it showed whenever the filters
+            # change (any catch_warnings block), and a course's weight no person has had been
+            # said twice, by the check of its size and by its run
+            text = as_options(args, str(message))
+            if text not in shown:
+                shown.add(text)
+                print(f"ketasim: warning: {text}", file=file or sys.stderr)
         else:
             python_shows(message, category, filename, lineno, file, line)
     return show
