@@ -955,6 +955,42 @@ def test_a_weight_no_person_has_from_a_dose_table_is_said_once_by_course(tmp_pat
     assert err.count("900 kg is more than any person") == 1, err
 
 
+def test_a_weight_no_person_has_names_the_file_or_option_it_comes_from(tmp_path, capsys):
+    # a --covariates file's 900 kg had been warned about as "weight_kg: 900 kg ...", naming
+    # neither the option nor the file (so for a dose table's weight column, a --vary grid and
+    # a compare SPEC's table)
+    cov = tmp_path / "cov.csv"
+    cov.write_text("weight_kg\n70\n900\n")
+    doses = tmp_path / "d.csv"
+    assert main(["schedule", "standard-iv", "--weight", "900", "--months", "1", "--out",
+                 str(doses)]) == 0
+    zero = tmp_path / "w0.csv"
+    zero.write_text("time_h,amount_mg,route,weight_kg\n0,35,iv,0\n")
+    out = tmp_path / "o.csv"
+    for argv, head in [
+            (["population", "--n", "2", "--model", "esketamine-nasal", "--doses", "spravato",
+              "--months", "1", "--covariates", str(cov), "--metrics", "cmax"],
+             f"warning: --covariates: {cov}: weight_kg: 900 kg is more"),
+            (["simulate", "--doses", str(doses), "--until", "24", "--out", str(out)],
+             f"warning: --doses: {doses}: weight_kg: 900 kg is more"),
+            (["sweep", "--vary", "weight_kg=70:900:2", "--months", "1", "--metrics", "cmax",
+              "--out", str(out)],
+             "warning: --vary weight_kg: 900 kg is more"),
+            (["compare", f"ketamine-iv@{doses}:heavy", "ketamine-iv@standard-iv",
+              "--out-dir", str(tmp_path)],
+             f"warning: compare: ketamine-iv@{doses}:heavy: weight_kg: 900 kg is more"),
+            (["simulate", "--doses", str(zero), "--out", str(out)],
+             f"error: --doses: {zero}: weight_kg: got 0, expected"),
+    ]:
+        capsys.readouterr()
+        main(argv)
+        err = capsys.readouterr().err
+        assert f"ketasim: {head}" in err, (argv, err)
+    # --weight itself is named as before
+    assert main(["simulate", "--weight", "900", "--until", "24", "--out", str(out)]) == 0
+    assert "ketasim: warning: --weight: 900 kg" in capsys.readouterr().err
+
+
 def test_a_model_with_ligands_keeps_its_name():
     assert [ketasim.load_model(p).name for p in ("ketamine-iv", "esketamine-nasal")] == [
         "ketamine-iv", "esketamine-nasal"]

@@ -789,11 +789,41 @@ def as_options(args, message: str) -> str:
     about = m.group(2) if m.group(2) is not None else m.group(3)
     action = cmd._option_string_actions.get(opt)
     if action is None or getattr(args, action.dest, None) in (None, [], False):
+        origin = _weight_origin(args) if opt == "--weight" and m.start(1) == 0 else None
+        if origin is not None:
+            # a weight from a file or a grid, not --weight: named where it comes from (a
+            # --covariates weight of 900 kg had been warned about as "weight_kg: 900 kg ...")
+            return origin + message[m.end(1):]
         return message
     if opt == "--age" and getattr(args, "covariates", None):
         return message
     return (message[:m.start(1)] + opt + (f" {about}" if about is not None else "") + ": "
             + message[m.end():])
+
+
+def _weight_origin(args) -> str | None:
+    """Where the body weights of a command without ``--weight`` come from, as a message names
+    them in place of a bare ``weight_kg`` (a dose table's column, a ``--covariates`` file, a
+    sweep's ``--vary weight_kg``), or None (70 kg: nothing to name). A command that knows
+    better (compare, one SPEC at a time) sets ``args.weight_origin``."""
+    origin = getattr(args, "weight_origin", None)
+    if origin is not None:
+        return origin
+    cmd = getattr(args, "command", None)
+    if cmd == "sweep" and any(str(v).split("=", 1)[0].strip() == "weight_kg"
+                              for v in getattr(args, "vary", None) or ()):
+        return "--vary weight_kg"
+    if cmd == "population":
+        cov = getattr(args, "covariates", None)
+        return f"--covariates: {cov}: weight_kg" if cov else None
+    doses = getattr(args, "doses", None)
+    if isinstance(doses, str):
+        from .courses import is_course_name
+
+        if not is_course_name(doses):
+            return ("--doses: standard input: weight_kg" if doses in ("-", "/dev/stdin")
+                    else f"--doses: {doses}: weight_kg")
+    return None
 
 
 def _lenient_output():

@@ -799,7 +799,10 @@ def cmd_compare(args) -> int:
     stdin_read = []        # a dose table read from standard input, for every SPEC naming it
     try:
         _warm.ahead(*kernels_needed(args))    # (a first run: see ketasim._warm)
-        for model_s, doses_s, label in parsed:
+        for spec, (model_s, doses_s, label) in zip(args.specs, parsed):
+            # a weight no person has, from this SPEC's dose table, is said naming the SPEC
+            args.weight_origin = (None if is_course_name(doses_s)
+                                  else f"compare: {spec}: weight_kg")
             model = load_model(model_s)
             # --months sets the length of the courses named; a dose table keeps its own times
             kw = ({"months": args.months} if args.months is not None
@@ -841,6 +844,7 @@ def cmd_compare(args) -> int:
         table = (out / "compare.csv", _csv_text(*compare_table(runs, labels, csv=True)))
         outputs = helper.result() + [table]
     finally:
+        args.weight_origin = None
         helper.close()
     write_all(outputs, [(f"SPEC {m}@{d}", f) for m, d, _ in parsed for f in (m, d)])
     print("Side by side (occupancy model-predicted; glutamate and plasticity SCHEMATIC):")
