@@ -991,6 +991,14 @@ def test_a_weight_no_person_has_names_the_file_or_option_it_comes_from(tmp_path,
     assert "ketasim: warning: --weight: 900 kg" in capsys.readouterr().err
 
 
+def test_a_table_refused_by_a_population_names_the_option(tmp_path, capsys):
+    doses = tmp_path / "d.csv"
+    doses.write_text("time_h,amount_mg,route,weight_kg\n0,35,iv,80\n")
+    assert main(["population", "--n", "2", "--doses", str(doses)]) == 1
+    assert capsys.readouterr().err.startswith(f"ketasim: error: --doses: {doses} has "
+                                              "covariate columns (weight_kg)")
+
+
 def test_a_model_with_ligands_keeps_its_name():
     assert [ketasim.load_model(p).name for p in ("ketamine-iv", "esketamine-nasal")] == [
         "ketamine-iv", "esketamine-nasal"]
