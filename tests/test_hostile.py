@@ -606,6 +606,46 @@ def test_two_outputs_the_file_system_takes_for_one_are_refused_and_none_written(
                    for p in tmp_path.rglob("*"))
 
 
+def test_outputs_differing_only_in_case_are_refused_before_the_run_where_case_is_ignored(
+        tmp_path, monkeypatch, capsys):
+    """``--out Pop.csv --bands pop.csv`` on a file system that does not tell letter case apart
+    had been found only when the files were moved into place, after the whole population had
+    run. Emulated here: the probe file made in the folder has a twin in capitals."""
+    import tempfile
+
+    real = tempfile.mkstemp
+
+    def case_blind(*args, **kw):
+        fd, tmp = real(*args, **kw)
+        name = os.path.basename(tmp)
+        if name.startswith(".ketasim-case-"):
+            os.symlink(name, os.path.join(os.path.dirname(tmp), name.upper()))
+        return fd, tmp
+
+    def no_run(*args, **kw):
+        raise AssertionError("the population ran")
+
+    monkeypatch.setattr(tempfile, "mkstemp", case_blind)
+    monkeypatch.setattr(importlib.import_module("ketasim.population"), "population", no_run)
+    out = tmp_path / "new"
+    assert main(["population", "--n", "2", "--out", str(out / "Pop.csv"),
+                 "--bands", str(out / "pop.csv")]) == 1
+    err = capsys.readouterr().err
+    assert "are one file on this file system (it does not tell letter case apart)" in err, err
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".ketasim-case-")]
+
+
+def test_outputs_differing_only_in_case_are_two_files_where_case_counts(tmp_path, capsys):
+    if kio._ignores_case(tmp_path):
+        pytest.skip("this file system does not tell letter case apart")
+    assert not list(tmp_path.iterdir())          # (the probe leaves nothing)
+    assert main(["population", "--n", "2", "--months", "1", "--metrics", "cmax", "--out",
+                 str(tmp_path / "Pop.csv"), "--bands", str(tmp_path / "pop.csv")]) == 0
+    assert (tmp_path / "Pop.csv").read_text().startswith("# ketasim population")
+    assert "_p50" in (tmp_path / "pop.csv").read_text()
+
+
 def _disk_full(fh):
     fh.write("partial")
     raise OSError(28, "No space left on device")

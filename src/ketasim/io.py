@@ -228,6 +228,50 @@ def check_outputs(outputs, inputs=()) -> None:
             if _same_file(p, q):
                 raise KetasimInputError(f"{lab} and {lab2}: both write {str(p)!r}; "
                                         "expected different output files")
+            if _case_twins(p, q):
+                # found before any work: it had been found only when the files were moved
+                # into place, after the whole run
+                raise KetasimInputError(
+                    f"{lab} {str(p)!r} and {lab2} {str(q)!r} are one file on this file system "
+                    "(it does not tell letter case apart); expected different output files")
+
+
+def _case_twins(p: Path, q: Path) -> bool:
+    """Whether ``p`` and ``q``, which differ only in letter case, name one file: on a file
+    system that does not tell case apart (macOS, Windows, a FAT-formatted USB stick), as
+    :func:`_ignores_case` finds by trying it. On one that does (Linux, mostly) they are two
+    files, and both are written."""
+    try:
+        a, b = p.resolve(), q.resolve()
+    except (OSError, RuntimeError):
+        return False
+    if a == b or len(a.parts) != len(b.parts) or str(a).lower() != str(b).lower():
+        return False
+    # the folder that holds the first name that differs (or the nearest one that exists,
+    # where the rest would be made): its file system decides
+    k = next(i for i, (x, y) in enumerate(zip(a.parts, b.parts)) if x != y)
+    folder = _nearest_folder(Path(*a.parts[:k]))
+    return folder is not None and _ignores_case(folder)
+
+
+def _ignores_case(folder: Path) -> bool:
+    """Whether the file system of ``folder`` takes names differing only in letter case for
+    one: a new empty file is made there, looked for under its name in capitals, and removed
+    (with stop signals held, so it is never left behind)."""
+    with signals_held():
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=".ketasim-case-", suffix=".tmp", dir=folder)
+        except OSError:
+            return False
+        try:
+            os.close(fd)
+            upper = os.path.join(os.path.dirname(tmp), os.path.basename(tmp).upper())
+            return os.path.exists(upper) and os.path.samefile(tmp, upper)
+        except OSError:
+            return False
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
 
 _commits = 0     # how many OutputSet.commit calls have moved their files into place
