@@ -1089,6 +1089,12 @@ def test_population_figure_says_when_its_bands_miss_the_peak(tmp_path):
     plt.close(fig)
     fine = ketasim.population(m, d, 20, metrics=("cmax",), bands=True, progress=False)
     assert _peaks_between_band_times(fine, m, 0.0) == []
+    # a step longer than the close-up (--band-step 1e308: band times 0 and the end) had been
+    # said as "the bands (every nan min)"
+    for step, every in ((1e308, "every 1344 h"), (24.0, "every 24 h")):
+        coarse = ketasim.population(m, d, 2, metrics=("cmax",), bands=step, progress=False)
+        note = _peaks_between_band_times(coarse, m, 0.0)
+        assert len(note) == 1 and f"the bands ({every}) pass below" in note[0], note
 
 
 def test_heat_map_of_occupancy_names_its_calibration():

@@ -586,8 +586,12 @@ def _peaks_between_band_times(res, model, first_h: float) -> list:
     drawn = float(np.nanmax(b.get(name)["p50"][first]))
     if not drawn < 0.98 * peak:
         return []
-    step = float(np.median(np.diff(t[first]))) if first.sum() > 1 else float("nan")
-    return [f"{analyte_labels(model)[name]}: the bands (every {_num(step * 60)} min) pass "
+    # (a close-up with one band time, --band-step longer than 8 h, had said "every nan min")
+    step = float(np.median(np.diff(t[first] if first.sum() > 1 else t))) if t.size > 1 \
+        else float("inf")
+    every = (f"every {_num(step * 60)} min" if step < 2 else f"every {_num(step)} h"
+             if np.isfinite(step) else "at one time")
+    return [f"{analyte_labels(model)[name]}: the bands ({every}) pass "
             f"below the peaks: first session {_num(drawn)} ng/mL drawn, median exact peak "
             f"(cmax_s1) {_num(peak)} ng/mL"]
 
