@@ -999,6 +999,21 @@ def test_a_table_refused_by_a_population_names_the_option(tmp_path, capsys):
                                               "covariate columns (weight_kg)")
 
 
+def test_an_age_outside_the_model_range_names_the_option_and_file(tmp_path, capsys):
+    # had been "covariates['age_y'] (--age or --covariates): subject 1 ...": the Python
+    # argument, both options, and not the file
+    cov = tmp_path / "ages.csv"
+    cov.write_text("age_y\n40\n17\n")
+    base = ["population", "--model", "esketamine-nasal", "--doses", "spravato", "--months",
+            "1", "--n", "2", "--metrics", "cmax"]
+    assert main(base + ["--covariates", str(cov)]) == 1
+    assert capsys.readouterr().err.startswith(
+        f"ketasim: error: --covariates: {cov}: age_y: subject 1 (from 0, as in the subject "
+        "column): got 17, outside 18-86")
+    assert main(base + ["--age", "17"]) == 1
+    assert capsys.readouterr().err.startswith("ketasim: error: --age: got 17, outside 18-86")
+
+
 def test_a_model_with_ligands_keeps_its_name():
     assert [ketasim.load_model(p).name for p in ("ketamine-iv", "esketamine-nasal")] == [
         "ketamine-iv", "esketamine-nasal"]

@@ -780,6 +780,17 @@ def as_options(args, message: str) -> str:
     cmd = sub.choices.get(getattr(args, "command", None)) if sub is not None else None
     if cmd is None:
         return message
+    cov = re.match(r"covariates\['(\w+)'\] \((?:--age or )?--covariates\): ", message)
+    if cov is not None:
+        # a value out of the model's range, which the Python API names "covariates['age_y']
+        # (--age or --covariates)": named as the option given, and the file
+        col, rest = cov.group(1), message[cov.end():]
+        if col == "age_y" and getattr(args, "age", None) is not None:
+            # (one age for every subject: which subject is no news)
+            return "--age: " + re.sub(r"^subject \d+ \([^)]*\): ", "", rest)
+        if getattr(args, "covariates", None):
+            return f"--covariates: {args.covariates}: {col}: {rest}"
+        return message
     names = "|".join(re.escape(k) for k in OPTION_OF)
     # a name may carry what it is about: params['CL'] (--param CL=...), vary weight_kg
     m = re.search(rf"(?:^|(?<=: ))({names})(?:\['([^']*)'\]| ([^\s:(][^\s:]*))?: ", message)
