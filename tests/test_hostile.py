@@ -2768,6 +2768,14 @@ def test_a_single_subjects_value_is_not_given_a_subject_number():
      "--covariates: {c}: column age_y: model 'ketamine-iv' has no age_y covariate"),
     (["--covariates", "{c}"], "weight_kg\n60\n80\n",
      "--covariates: per-subject weights with the mg/kg course standard-iv"),
+    # a header as a dose table's is read: it had been "unknown column 'weight_kg;age_y'" and
+    # "unknown column ''"
+    (["--covariates", "{c}"], "# ages\nweight_kg;age_y\n60;50\n80;60\n",
+     "--covariates: {c}: line 2: one column 'weight_kg;age_y': the file seems to separate its "
+     "columns with semicolons; expected commas"),
+    (["--covariates", "{c}"], "weight_kg,\n60,\n80,\n",
+     "--covariates: {c}: line 1: an empty column name in 'weight_kg,' (a comma too many, at "
+     "the end of the line?)"),
 ])
 def test_population_covariate_messages_name_the_option(argv, covs, fragment, tmp_path,
                                                        capsys):
