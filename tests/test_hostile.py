@@ -646,6 +646,28 @@ def test_outputs_differing_only_in_case_are_two_files_where_case_counts(tmp_path
     assert "_p50" in (tmp_path / "pop.csv").read_text()
 
 
+def test_an_output_that_is_a_loop_of_links_is_refused_before_the_run(tmp_path, monkeypatch,
+                                                                     capsys):
+    """It had been found only when the files were written, after the whole population had
+    run; a folder that is a loop of links had been called 'a symbolic link to ..., which does
+    not exist'."""
+    def no_run(*args, **kw):
+        raise AssertionError("the population ran")
+
+    monkeypatch.setattr(importlib.import_module("ketasim.population"), "population", no_run)
+    for a, b in (("l1.csv", "l2.csv"), ("d1", "d2")):
+        os.symlink(b, tmp_path / a)
+        os.symlink(a, tmp_path / b)
+    assert main(["population", "--n", "2", "--out", str(tmp_path / "l1.csv")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"ketasim: error: --out: '{tmp_path / 'l1.csv'}' is a symbolic link "
+                          "that cannot be followed ("), err
+    assert main(["population", "--n", "2", "--out", str(tmp_path / "d1" / "x.csv")]) == 1
+    err = capsys.readouterr().err
+    assert "folder '" in err and "which cannot be followed (" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d1", "d2", "l1.csv", "l2.csv"]
+
+
 def _disk_full(fh):
     fh.write("partial")
     raise OSError(28, "No space left on device")

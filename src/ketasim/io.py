@@ -12,6 +12,7 @@ if a later one fails.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import stat
@@ -195,6 +196,16 @@ def check_outputs(outputs, inputs=()) -> None:
         link = _broken_link(p.parent) if str(p.parent) else None
         if link is not None:
             raise KetasimInputError(f"{lab}: {str(p)!r}: {_broken_link_words(link)}")
+        if p.is_symlink():
+            try:
+                os.stat(p)
+            except FileNotFoundError:
+                pass                # a link to a file yet to be written
+            except OSError as exc:  # a loop of links: found before any work (it had been
+                # found only when writing, after a population had run)
+                raise KetasimInputError(f"{lab}: {str(p)!r} is a symbolic link that cannot be "
+                                        f"followed ({exc.strerror}); expected a file "
+                                        "name") from None
         if p.exists() and not p.is_file() and not p.is_dir():
             # found before any work (it had been found only when writing, after the run)
             raise KetasimInputError(f"{lab}: {str(p)!r} exists and is not a regular file (a "
@@ -437,7 +448,13 @@ def _broken_link_words(link: Path) -> str:
         target = os.readlink(link)
     except OSError:
         target = "?"
-    return (f"folder {str(link)!r} is a symbolic link to {target!r}, which does not exist; "
+    try:
+        os.stat(link)
+        gone = "which does not exist"
+    except OSError as exc:       # (a loop of links had been called a link to nothing)
+        gone = (f"which cannot be followed ({exc.strerror})" if exc.errno != errno.ENOENT
+                else "which does not exist")
+    return (f"folder {str(link)!r} is a symbolic link to {target!r}, {gone}; "
             "expected a folder, a link to one, or a name that does not exist yet")
 
 
