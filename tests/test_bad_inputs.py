@@ -361,6 +361,20 @@ def test_out_is_a_folder(tmp_path, capsys):
     assert rc == 2 and "is a folder" in err
 
 
+def test_an_output_name_ending_in_a_slash_is_a_folder(tmp_path, capsys):
+    # 'x.csv/' (a folder meant, or a slip) had written a file x.csv, as the shell's '>'
+    # would not
+    m, d = _files(tmp_path)
+    for argv in (["simulate", "--model", m, "--doses", d, "--out", f"{tmp_path}/x.csv/"],
+                 ["simulate", "--model", m, "--doses", d, "--out", f"{tmp_path}/y.csv",
+                  "--plot", f"{tmp_path}/x.png/"],
+                 ["population", "--n", "2", "--out", f"{tmp_path}/x.parquet/"],
+                 ["schedule", "spravato", "--out", f"{tmp_path}/x.csv/"]):
+        rc, err = run_cli(argv, capsys)
+        assert rc == 2 and "ends in '/', a folder; expected a file name" in err, err
+    assert sorted(os.listdir(tmp_path)) == ["d.csv", "m.toml"]
+
+
 def test_no_command_is_a_usage_error(capsys):
     rc, err = run_cli([], capsys)
     assert rc == 2 and "usage error" in err

@@ -98,6 +98,7 @@ def test_quick_or_only_run_leaves_the_full_results_alone(tmp_path, monkeypatch, 
     (["--figure", "fig"], "expected a file ending in .png or .pdf or .svg"),
     (["--figure", "x.jpgg"], "expected a file ending in .png or .pdf or .svg"),
     (["--json", "adir"], "'adir' is a folder"),
+    (["--json", "new.json/"], "'new.json/' ends in '/', a folder"),   # (had written new.json)
     (["--json", "same.png", "--figure", "same.png"], "both write 'same.png'"),
 ])
 def test_bench_outputs_are_checked_before_the_suite_runs(tmp_path, monkeypatch, capsys, argv,

@@ -1502,6 +1502,9 @@ def run_args(args) -> int:
         raise KetasimInputError("--json: empty; expected a file name ('-' for none)")
     if json_path is not None and Path(json_path).is_dir():   # (--figure's type checks its own)
         raise KetasimInputError(f"--json: {str(json_path)!r} is a folder, expected a file name")
+    if json_path is not None and str(json_path).endswith(("/", os.sep)):
+        raise KetasimInputError(f"--json: {str(json_path)!r} ends in {str(json_path)[-1]!r}, a "
+                                "folder; expected a file name")
     check_outputs([("--json", json_path), ("--figure", args.figure)])
     if args.json is None and json_path is not None and not _own_results(json_path):
         raise KetasimInputError(f"--json: not given, and the default {json_path} here is not "

@@ -190,6 +190,9 @@ def _thresholds(s):
 
 
 def _out_path(s, suffixes):
+    if s.endswith(("/", os.sep)):       # (Path drops it: 'x.csv/' had written a file x.csv)
+        raise argparse.ArgumentTypeError(f"{s!r} ends in {s[-1]!r}, a folder; expected a file "
+                                         "name")
     p = Path(s)
     if p.suffix.lower() not in suffixes:
         raise argparse.ArgumentTypeError(f"{s!r}: expected a file ending in "
