@@ -1100,6 +1100,10 @@ def test_a_volume_parameter_too_small_for_its_reciprocal_is_one_line():
      "'time_above_conc_1_000'"),
     (["course", "--closeup", "1e300"], "expected hours <= 672"),
     (["compare", "ketamine-iv@standard-iv", "--closeup", "1e12"], "expected hours <= 672"),
+    # (a close-up under a minute had held one time of its one-minute grid: the figure said
+    # "the output grid is too coarse (step 0.0833 h; a step of 0.1 h or less ...)")
+    (["course", "--closeup", "1e-300"], "expected hours >= 0.0166667 (a minute"),
+    (["compare", "ketamine-iv@standard-iv", "--closeup", "0.01"], "expected hours >= 0.01666"),
     # (it had been refused after the run's inputs were read, as 'expected a whole number >= 0')
     (["population", "--n", "2", "--seed", str(2**128)],
      f"--seed: {2**128} is out of range: expected a seed below 2**128"),

@@ -42,6 +42,24 @@ def _formats(s: str):
 
 
 CLOSEUP_MAX_H = 24.0 * 28     # a close-up of four weeks at most (a one-minute grid)
+# and of a minute at least: a shorter one (--closeup 1e-300) had held one time of that grid,
+# and the figure said "the output grid is too coarse (step 0.0833 h; a step of 0.1 h or less
+# shows the first session)" over a "6e-299-min panel"
+CLOSEUP_MIN_H = 1.0 / 60.0
+
+
+def _closeup(s):
+    """--closeup: hours, from a minute to four weeks."""
+    import argparse
+
+    from .cli import _finite
+
+    v = _finite("hours", 0, True, CLOSEUP_MAX_H)(s)
+    if v < CLOSEUP_MIN_H:
+        raise argparse.ArgumentTypeError(f"{s} is out of range: expected hours >= "
+                                         f"{CLOSEUP_MIN_H:.6g} (a minute: the close-up is drawn "
+                                         "on a one-minute grid)")
+    return v
 
 
 def _out_dir(s: str) -> Path:
@@ -102,9 +120,9 @@ def add_parsers(sub) -> None:
                    help="folder for course.png and course.csv (default: ketasim-output)")
     c.add_argument("--format", type=_formats, default=("png",), metavar="FMT[,FMT...]",
                    help="figure formats: png, svg, pdf (default: png)")
-    c.add_argument("--closeup", type=_finite("hours", 0, True, CLOSEUP_MAX_H), default=8.0,
-                   help="length of the first-session close-up, h (default: 8; at most "
-                   f"{CLOSEUP_MAX_H:g}: it is drawn on a one-minute grid)")
+    c.add_argument("--closeup", type=_closeup,
+                   default=8.0, help="length of the first-session close-up, h (default: 8; "
+                   f"from a minute to {CLOSEUP_MAX_H:g}: it is drawn on a one-minute grid)")
 
     m = sub.add_parser("compare", help="overlay several model/course pairs",
                        description="Simulate each SPEC and overlay them: the first session "
@@ -129,9 +147,9 @@ def add_parsers(sub) -> None:
                    help="folder for compare.png and compare.csv (default: ketasim-output)")
     m.add_argument("--format", type=_formats, default=("png",), metavar="FMT[,FMT...]",
                    help="figure formats: png, svg, pdf (default: png)")
-    m.add_argument("--closeup", type=_finite("hours", 0, True, CLOSEUP_MAX_H), default=8.0,
-                   help="length of the first-session close-up, h (default: 8; at most "
-                   f"{CLOSEUP_MAX_H:g}: it is drawn on a one-minute grid)")
+    m.add_argument("--closeup", type=_closeup,
+                   default=8.0, help="length of the first-session close-up, h (default: 8; "
+                   f"from a minute to {CLOSEUP_MAX_H:g}: it is drawn on a one-minute grid)")
     _calibration_option(m)
 
     e = sub.add_parser("explore", help="live explorer: sliders for dose, weight, schedule",
