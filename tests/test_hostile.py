@@ -2362,6 +2362,18 @@ def test_standard_output_redirected_to_an_input_is_refused(tmp_path):
         assert target.read_bytes() == before
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_schedule_to_a_full_standard_output_names_it():
+    """``schedule ... --out - > /dev/full`` had said 'No space left on device' alone, where
+    simulate names standard output."""
+    env = dict(os.environ, PYTHONPATH=str(Path(ketasim.__file__).parents[1]))
+    with open("/dev/full", "wb") as out:
+        r = subprocess.run([sys.executable, "-m", "ketasim", "schedule", "spravato", "--out",
+                            "-"], stdout=out, stderr=subprocess.PIPE, text=True, env=env)
+    assert r.returncode == 1
+    one_line_error(r.stderr, "No space left on device: standard output")
+
+
 def test_a_line_break_in_a_file_name_stays_inside_the_tables_comment_header(tmp_path, capsys):
     """A --doses file named with a line break had ended the first ``#`` line of the
     population, bands and sweep tables: the rest of the name and of the line were read as the

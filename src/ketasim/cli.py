@@ -719,7 +719,13 @@ def cmd_schedule(args) -> int:
         return 0
     if args.out == "-":
         from .dosing import doses_csv_text
-        sys.stdout.write(doses_csv_text(d))
+        try:
+            sys.stdout.write(doses_csv_text(d))
+            sys.stdout.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:     # (a full disk had been said without naming the output)
+            raise type(exc)(exc.errno, exc.strerror, "standard output") from exc
         return 0
     write_doses(d, args.out)
     print(f"wrote {args.out} ({len(d)} session{'s' if len(d) != 1 else ''})", file=sys.stderr)
