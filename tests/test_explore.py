@@ -85,6 +85,20 @@ def test_title_names_a_missed_session_only_when_the_course_has_it(ex):
     assert ex.peak_days().size == n                   # and every session is still there
 
 
+def test_the_course_axis_says_where_days_count_from_when_session_1_is_missed(ex):
+    """With session 1 missed, the first session given is on day 2 (IV) or 3 (nasal), but the
+    axis still read "days from the first session"; it says where its days count from, as the
+    course figure does, and goes back when no first session is missed."""
+    _reset(ex)
+    assert ex.ax_plast.get_xlabel() == "days from the first session"
+    ex.sliders["miss"].set_val(1)
+    assert ex.ax_plast.get_xlabel() == "days from time 0 (first session on day 2)"
+    assert ex.peak_days()[0] == pytest.approx(2.0, abs=0.1)     # (drawn from time 0)
+    ex.sliders["miss"].set_val(2)
+    assert ex.ax_plast.get_xlabel() == "days from the first session"
+    _reset(ex)
+
+
 def _extent_as_drawn(t, renderer):
     """``t``'s extent as drawn: a text drawn wrapped (the title) measured in its drawn lines
     (matplotlib 3.7 measures it in one line, though it draws it wrapped; later versions

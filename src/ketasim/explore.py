@@ -475,6 +475,7 @@ class Explorer:
         from .plotting import (
             analyte_labels,
             course_grid,
+            days_origin,
             describe_doses,
             drug_title,
             main_analyte,
@@ -519,6 +520,10 @@ class Explorer:
         for t in (w.label, w.valtext):
             t.set_color("black" if weighs else "0.55")
         w.poly.set_alpha(1.0 if weighs else 0.35)
+        # days from the course's time 0: with session 1 missed, the axis says where the first
+        # session given is ("days from the first session" had been said of day 2)
+        first_h = float(np.min(d.time_h)) if len(d.time_h) else 0.0
+        self.ax_plast.xaxis.label.set_text(f"days from {days_origin(first_h)}")
         self.ax_conc.set_xlim(-2, x[-1])
         self.ax_conc.set_ylim(0, max(1.0, float(np.nanmax(conc))) * 1.15)
         self.ax_occ.set_ylim(0, max(10.0, float(occ.max()) * 1.15))

@@ -1363,9 +1363,8 @@ def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
             # only where that session starts then (a table starting on day 41.7 had been
             # labelled so, with its first session drawn at 41.7)
             firsts = {float(r.closeup.times[0]) for r in runs}
-            origin = ("the first session" if firsts == {0.0} else
-                      f"time 0 (first session on day {_num(firsts.pop() / 24)})"
-                      if len(firsts) == 1 else "time 0 of the dose tables")
+            origin = days_origin(firsts.pop()) if len(firsts) == 1 else \
+                "time 0 of the dose tables"
             axc.set_xlabel(f"WHOLE COURSE: days from {origin}" + (
                 " (a marker at every session's peak)" if marked else
                 " (a marker at every session: the subjects' median peak)" if subjects
@@ -1383,6 +1382,15 @@ def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
         _fit_rows(fig, parts, cap_h, grid, head)
     _keep_apart(fig, grid[-1][0].xaxis.label, grid[-1][1].xaxis.label)
     return fig
+
+
+def days_origin(first_h: float) -> str:
+    """Where a course axis's days count from, in words, for a course drawn from time 0 of its
+    dose table whose first session starts at ``first_h`` (h): "the first session" when that is
+    time 0, else "time 0 (first session on day 41.7)"."""
+    if first_h == 0:
+        return "the first session"
+    return f"time 0 (first session on day {_num(first_h / 24)})"
 
 
 def _two_lines(text: str) -> str:
