@@ -417,6 +417,67 @@ def test_browser_renders_the_explorer_with_its_sliders(tmp_path):
         proc.stdout.close()
 
 
+@pytest.mark.slow
+def test_the_browser_page_fits_the_figure_to_the_window(tmp_path):
+    """The figure was served at a fixed 1300 x 850 pixels, so a browser window of 800 x 600
+    scrolled both ways to reach the sliders; the page now sizes the figure to the window's
+    room (no smaller than MIN_PAGE_PX) and the server draws it at that size."""
+    import re
+
+    from ketasim.explore import MIN_PAGE_PX
+
+    chromium = _chromium()
+    if chromium is None:
+        pytest.skip("needs a headless Chromium (Debian: apt-get install chromium)")
+    pytest.importorskip("tornado")
+    port = _free_port()
+    server = _Served(tmp_path, port)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/js/mpl.js", timeout=10) as js:
+            assert b"handle_resize" in js.read()
+        sizes = []
+        for k, window in enumerate(((1000, 760), (1600, 1100))):
+            dom = ""
+            for budget in (8000, 20000):    # (the page connects, then sizes its canvas)
+                dom = subprocess.run(
+                    [chromium, "--headless", "--no-sandbox", "--disable-gpu",
+                     "--disable-dev-shm-usage", f"--window-size={window[0]},{window[1]}",
+                     f"--user-data-dir={tmp_path / f'profile{k}{budget}'}",
+                     f"--virtual-time-budget={budget}", "--dump-dom",
+                     f"http://127.0.0.1:{port}/"],
+                    capture_output=True, text=True, timeout=180).stdout
+                if "resize: both" in dom:
+                    break
+            # matplotlib's canvas box: the one styled "resize: both", its size in px
+            style = next(m for m in re.findall(r'style="([^"]*)"', dom) if "resize: both" in m)
+            w, h = (int(float(re.search(rf"(?<![-\w]){k}: ([\d.]+)px", style).group(1)))
+                    for k in ("width", "height"))
+            sizes.append((w, h))
+            assert MIN_PAGE_PX[0] <= w < window[0] and MIN_PAGE_PX[1] <= h < window[1], \
+                (window, w, h)
+        assert sizes[0] != (1300, 850) and sizes[1][0] > sizes[0][0], sizes
+        # and the server's figure follows the page: the size it tells a page that connects
+        # now is the last page's
+        import asyncio
+        import json
+
+        from tornado.websocket import websocket_connect
+
+        async def told_size():
+            ws = await websocket_connect(f"ws://127.0.0.1:{port}/1/ws")
+            try:
+                while (m := await ws.read_message()) is not None:
+                    if isinstance(m, str) and json.loads(m)["type"] == "resize":
+                        return tuple(round(v) for v in json.loads(m)["size"])
+            finally:
+                ws.close()
+
+        assert asyncio.run(asyncio.wait_for(told_size(), 30)) == sizes[1]
+        assert "Traceback" not in server.output(), server.output()[-3000:]
+    finally:
+        server.stop()
+
+
 def test_a_bad_canvas_size_from_a_page_is_ignored():
     """WebAgg takes a page's canvas size as sent: 30000 x 30000 made every later drawing take
     49 s and 8 GB, and 0 x 0 left the figure undrawable for every page. The explorer's canvas

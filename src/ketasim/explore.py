@@ -138,6 +138,49 @@ def _say(message: str) -> None:
     print(f"ketasim explorer: {message}", file=sys.stderr, flush=True)
 
 
+#: Least size of the figure in a browser page, CSS pixels: a smaller window scrolls (below it
+#: the text, scaled with the figure by :meth:`Explorer.fit_text`, would be too small to read).
+MIN_PAGE_PX = (640, 420)
+
+#: Added to matplotlib's page script (``/js/mpl.js``) by :func:`serve`: the figure fills the
+#: browser window's room under the page header, less the toolbar beneath it, instead of the
+#: figure's 1300 x 850 pixels (an 800 x 600 window scrolled both ways to see the sliders), and
+#: follows the window when it is resized. Where the server sends the figure's size (when a page
+#: connects), the page sets its canvas to the window's room instead; matplotlib's own resize
+#: observer then asks the server for a figure of that size, as when the canvas's corner is
+#: dragged (which still works).
+FIT_WINDOW_JS = """
+;(function () {
+    var MIN_W = %d, MIN_H = %d, figs = [];
+    function fit(fig) {
+        var div = fig.canvas_div;
+        if (!div || !fig.root) { return; }
+        var doc = document.documentElement;
+        var box = div.getBoundingClientRect();
+        var bar = fig.root.querySelector('.mpl-toolbar');
+        var left = box.left + window.scrollX, top = box.top + window.scrollY;
+        var w = doc.clientWidth - 2 * left - 2;
+        var h = doc.clientHeight - top - (bar ? bar.offsetHeight : 0) - left - 4;
+        div.style.width = Math.floor(Math.max(MIN_W, w)) + 'px';
+        div.style.height = Math.floor(Math.max(MIN_H, h)) + 'px';
+    }
+    var handle = mpl.figure.prototype.handle_resize;
+    mpl.figure.prototype.handle_resize = function (fig, msg) {
+        if (!msg['forward']) { return handle.call(this, fig, msg); }
+        if (figs.indexOf(fig) < 0) { figs.push(fig); }
+        fit(fig);       // (the new size is sent to the server, which draws the figure anew)
+    };
+    // (once the window has kept its size for a moment: each new size is a new figure drawn
+    // by the server, and the canvas is blank until it comes)
+    var timer = null;
+    window.addEventListener('resize', function () {
+        clearTimeout(timer);
+        timer = setTimeout(function () { figs.forEach(fit); }, 250);
+    });
+})();
+""" % MIN_PAGE_PX
+
+
 def _guard_requests() -> None:
     """Requests the explorer's server cannot answer get a short error, not a traceback in the
     terminal: a page or download of a figure number that does not exist (``/2``,
@@ -146,9 +189,11 @@ def _guard_requests() -> None:
     does not exist, and a page's message that is not one WebAgg understands (not JSON, no
     ``type``, fields missing or of the wrong kind): it is ignored, with one line saying so,
     and the page stays connected. Each of these had printed a traceback and a malformed
-    message had dropped the connection of the page that sent it."""
+    message had dropped the connection of the page that sent it. (And the page script served
+    ends with :data:`FIT_WINDOW_JS`: the figure fits the browser window.)"""
     from matplotlib._pylab_helpers import Gcf
     from matplotlib.backends.backend_webagg import WebAggApplication
+    from matplotlib.backends.backend_webagg_core import FigureManagerWebAgg
 
     if getattr(WebAggApplication, "_ketasim_guarded", False):
         return
@@ -210,8 +255,14 @@ def _guard_requests() -> None:
             _say(f"ignored a message from a page that it cannot use: {text!r} "
                  f"({type(exc).__name__}: {exc})")
 
+    def get_js(self):
+        # matplotlib's page script, then the explorer's: the figure fits the browser window
+        self.set_header("Content-Type", "application/javascript")
+        self.write(FigureManagerWebAgg.get_javascript() + FIT_WINDOW_JS)
+
     WebAggApplication.SingleFigurePage.get = get_page
     WebAggApplication.Download.get = get_download
+    WebAggApplication.MplJs.get = get_js
     ws.open, ws.on_close, ws.on_message = open_ws, close_ws, on_message
 
 
@@ -599,7 +650,8 @@ def serve(port: int = DEFAULT_PORT, open_browser: bool = True, model: str = "ket
           address: str = "127.0.0.1", *, any_free: bool = False) -> None:
     """Serve the explorer to a browser through matplotlib's WebAgg backend (needs tornado).
 
-    Prints the URL, then serves until interrupted: Ctrl+C stops the server and raises
+    The page sizes the figure to the browser window (:data:`FIT_WINDOW_JS`). Prints the URL,
+    then serves until interrupted: Ctrl+C stops the server and raises
     :class:`KeyboardInterrupt`, as any interrupt does. ``port=0``: a free port, which the URL
     names. ``any_free``: when ``port`` is taken, a free port instead (the command's default
     port, which nobody asked for by number, as Jupyter moves on from a taken one)."""
