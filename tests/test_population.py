@@ -1491,7 +1491,8 @@ def test_population_figure_rows_name_their_outputs_in_words_with_units():
         "S-ketamine in plasma (ng/mL)",
         "S-ketamine at the effect site (ng/mL)",
         "S-norketamine at the effect site (ng/mL)",
-        "NMDA occupancy (lowest over the Ki calibrations) % of receptors, model-predicted",
+        "NMDA occupancy, lowest over Ki calibrations (in-vitro, in-vivo) % of receptors, "
+        "model-predicted",
         "consolidated plasticity (slow) (SCHEMATIC) (index 0-1)",
         "plasticity index (SCHEMATIC) (index 0-1)"]
     n = ketasim.load_model("esketamine-nasal")
@@ -1503,6 +1504,43 @@ def test_population_figure_rows_name_their_outputs_in_words_with_units():
     plt.close(fig)
     assert labels == ["noresketamine in plasma (ng/mL)", "esketamine at the effect site (ng/mL)",
                       "compartment liver (ng/mL)"]
+
+
+def test_population_figure_names_the_calibrations_and_is_laid_out_as_the_others():
+    """The population figure's occupancy_low/_high rows had said "lowest over the Ki
+    calibrations" without naming them (the course figure says "range over Ki calibrations
+    (in-vitro, in-vivo)"); its caption was 9 pt where every other figure's is CAPTION_PT; and
+    about half an inch was left blank under its title."""
+    import matplotlib.pyplot as plt
+
+    from ketasim.cli_population import plot_bands_figure
+    from ketasim.plotting import CAPTION_PT
+
+    m = ketasim.load_model("ketamine-iv")
+    cals = ", ".join(m.calibrations)
+    res = ketasim.population(m, ONE_MONTH, 3, metrics=("cmax",), bands=True,
+                             band_outputs=("occupancy", "occupancy_low", "occupancy_high"),
+                             progress=False)
+    fig = plot_bands_figure(res.bands, "a title\non two lines", model=m)
+    try:
+        labels = [" ".join(fig.axes[2 * r].get_ylabel().split()) for r in range(3)]
+        assert labels[1].startswith(f"NMDA occupancy, lowest over Ki calibrations ({cals})")
+        assert labels[2].startswith(f"NMDA occupancy, highest over Ki calibrations ({cals})")
+        assert "in-vivo" in cals and "in-vitro" in cals
+        # the default calibration's row keeps "(in-vivo Ki)" on one line
+        assert any(line.endswith("Ki)") and "(" in line
+                   for line in fig.axes[0].get_ylabel().split("\n")), fig.axes[0].get_ylabel()
+        caption = [t for t in fig.texts if t.get_text() != fig._suptitle.get_text()]
+        assert caption and {t.get_fontsize() for t in caption} == {CAPTION_PT}
+        fig.canvas.draw()
+        r = fig.canvas.get_renderer()
+        title = fig._suptitle.get_window_extent(r)
+        panels = max(ax.title.get_window_extent(r).y1 for ax in fig.axes[:2])
+        gap = (title.y0 - panels) / fig.dpi
+        assert 0.05 < gap < 0.25, gap
+        assert fig.bbox.y1 - title.y1 < 0.15 * fig.dpi          # near the top, inside it
+    finally:
+        plt.close(fig)
 
 
 def test_population_caption_lines_of_digits_stay_inside_the_figure():
@@ -1519,7 +1557,7 @@ def test_population_caption_lines_of_digits_stay_inside_the_figure():
     fig = plot_bands_figure(res.bands, "t", model=m, notes=[note])
     fig.canvas.draw()
     r = fig.canvas.get_renderer()
-    caption = [t for t in fig.texts if t.get_text() and t.get_fontsize() < 10]
+    caption = [t for t in fig.texts if t.get_text() and t is not fig._suptitle]
     assert len(caption) > 2
     for t in caption:
         box = t.get_window_extent(r)

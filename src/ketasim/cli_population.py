@@ -274,7 +274,9 @@ def plot_bands_figure(bands, title: str, first_dose_h: float = 0.0, model=None,
         def fill(line):
             return textwrap.fill(line, chars, break_on_hyphens=False) if chars else line
 
-        text = textwrap.fill(output_label(model, o), chars or 28, break_on_hyphens=False)
+        # ("(in-vivo Ki)" kept on one line: it had been broken before "Ki)")
+        text = textwrap.fill(output_label(model, o).replace(" Ki)", "\N{NO-BREAK SPACE}Ki)"),
+                             chars or 28, break_on_hyphens=False)
         if o.startswith("occupancy"):
             return text + "\n% of receptors,\nmodel-predicted"
         if o == "glutamate":
@@ -321,8 +323,12 @@ def plot_bands_figure(bands, title: str, first_dose_h: float = 0.0, model=None,
     axes[-1, 1].set_xlabel("time after the first dose (h)", fontsize=BODY_PT)
     # (wrapped, measured as drawn: a run with a few options had its title run off both edges)
     head = _wrap_to(fig, title, BODY_PT, 0.96 * fig.bbox.width, hyphens=False)
-    fig.suptitle("\n".join(head), fontsize=BODY_PT)
-    pt = CAPTION_PT - 2
+    # (0.1 in from the top, and its room measured by tight_layout itself, which keeps its
+    # height and a pad free under the rect's top: a fixed 0.35 in taken besides had left about
+    # half an inch blank under the title)
+    fig.suptitle("\n".join(head), fontsize=BODY_PT, y=1 - 0.1 / fig.get_figheight(),
+                 va="top")
+    pt = CAPTION_PT          # (as every figure's caption: it had been 2 pt smaller)
 
     def wrap(text):
         return _wrap_to(fig, text, pt, 0.98 * fig.bbox.width)     # across the figure
@@ -338,8 +344,7 @@ def plot_bands_figure(bands, title: str, first_dose_h: float = 0.0, model=None,
     for i, (line, color) in enumerate(lines):
         fig.text(0.01, 0.004 + line_h * (len(lines) - 1 - i), line, fontsize=pt, color=color,
                  va="bottom")
-    title_h = 0.35 / fig.get_figheight()        # the two-line title's own room
-    rect = (0, line_h * (len(lines) + 0.6) if lines else 0, 1, 1 - title_h)
+    rect = (0, line_h * (len(lines) + 0.6) if lines else 0, 1, 1)
     fig.tight_layout(rect=rect)
     # each row's label (centred on its panel) no longer than the distance between the rows'
     # centres, less a margin: on a figure of four or more outputs, 'glutamate signal

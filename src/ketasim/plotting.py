@@ -197,8 +197,12 @@ def output_label(model, name: str) -> str:
 
     if name.startswith("occupancy"):
         which = name[len("occupancy"):].lstrip("_")
-        which = {"low": "lowest over the Ki calibrations",
-                 "high": "highest over the Ki calibrations"}.get(which, which)
+        if which in ("low", "high"):
+            # the calibrations named, as the course figure's "range over Ki calibrations
+            # (in-vitro, in-vivo)" (the population figure's row had not said which they are)
+            cals = tuple(getattr(model, "calibrations", None) or ())
+            return (f"NMDA occupancy, {'lowest' if which == 'low' else 'highest'} over Ki "
+                    "calibrations" + (f" ({', '.join(map(str, cals))})" if cals else ""))
         if not which and model is not None:            # the calibration of `occupancy`
             which = (getattr(model, "default_calibration", "")
                      or next(iter(getattr(model, "calibrations", None) or {}), ""))
