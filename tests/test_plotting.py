@@ -1123,6 +1123,31 @@ def test_a_tables_subjects_whole_course_marks_their_median_exact_session_peaks()
     assert any("the subjects' median peak" in ax.get_xlabel() for ax in fig.subfigs[0].axes)
 
 
+def test_plot_bands_occupancy_axis_in_the_unit_drawn_and_named_in_the_legend():
+    """plot_bands of occupancy with unit_scale=100 (in %, as the course figure draws it) had
+    its axis read "fraction of receptors" under values of 0-40, and the legend called
+    occupancy_low "occupancy_low"."""
+    m = ketasim.load_model("ketamine-iv")
+    cals = ", ".join(m.calibrations)
+    r = ketasim.simulate(m, ketasim.standard_iv_course(0.5, 70, 1), ketasim.time_grid(24 * 40, 0.1),
+                         params={"CL": [80.0, 95.2, 110.0]},
+                         outputs=["plasma", "occupancy", "occupancy_low"])
+    ax = plot_bands(r, "occupancy", unit_scale=100).axes[0]
+    assert ax.get_ylabel() == "% of receptors (model-predicted)"
+    assert ax.get_ylim()[1] < 100 and max(ax.get_lines()[0].get_ydata()) > 1
+    assert plot_bands(r, "occupancy").axes[0].get_ylabel() == \
+        "fraction of receptors (model-predicted)"
+    ax = plot_bands(r, "occupancy_low", unit_scale=100).axes[0]
+    texts = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert texts[1] == f"NMDA occupancy, lowest over Ki calibrations ({cals}): median"
+    pop = ketasim.population(m, ketasim.standard_iv_course(0.5, 70, 2), 5, metrics=("cmax",),
+                             bands=True, band_outputs=("plasma", "occupancy_high"),
+                             progress=False)
+    texts = [t.get_text() for t in
+             plot_bands(pop, "occupancy_high").axes[0].get_legend().get_texts()]
+    assert texts[1] == "NMDA occupancy, highest over Ki calibrations: median"
+
+
 def test_plot_bands_says_a_schematic_output_is_schematic():
     """A population band of the schematic response is labelled SCHEMATIC (legend and axis),
     and occupancy model-predicted, as in the course figure; the legend had read plain

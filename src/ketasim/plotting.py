@@ -1582,9 +1582,10 @@ def plot_bands(result, name: str = "plasma", *, times=None, ax=None, label: str 
     unit_scale : float
         Multiplier for the values (e.g. 100 for occupancy in %).
     ylabel, title : str, optional
-        The y-axis label (default: ``ng/mL`` for a concentration, else ``name``, with
-        "(SCHEMATIC)" for the schematic outputs and "(model-predicted)" for occupancy) and a
-        title over the panel (default: none).
+        The y-axis label (default: ``ng/mL`` for a concentration, "fraction of receptors
+        (model-predicted)" for occupancy, "% of receptors ..." with ``unit_scale=100``, else
+        ``name``, with "(SCHEMATIC)" for the schematic outputs) and a title over the panel
+        (default: none).
     days : bool, optional
         Time axis in days (default: when the grid is longer than three days).
 
@@ -1599,11 +1600,19 @@ def plot_bands(result, name: str = "plasma", *, times=None, ax=None, label: str 
 
     schematic = name in SCHEMATIC_OUTPUTS
 
+    occupancy = name.startswith("occupancy")
+
     def default_ylabel(plain):
-        # a schematic output and occupancy say what they are, as the course figure does
-        return (f"{name} (SCHEMATIC)" if schematic
-                else f"{name}, fraction of receptors (model-predicted)"
-                if name.startswith("occupancy") else plain)
+        # a schematic output and occupancy say what they are, as the course figure does;
+        # occupancy in the unit drawn (with unit_scale=100 the axis had read "fraction of
+        # receptors" under values of 0-40), the output itself named in the legend
+        if occupancy:
+            per = ("% of receptors" if is_real(unit_scale) and unit_scale == 100
+                   else "fraction of receptors" + ("" if unit_scale == 1 or not
+                                                   is_real(unit_scale)
+                                                   else f" × {unit_scale:g}"))
+            return f"{per} (model-predicted)"
+        return f"{name} (SCHEMATIC)" if schematic else plain
 
     quantiles = None            # (lo, mid, hi) read from a population's bands
     if isinstance(result, PopulationResult):
@@ -1630,6 +1639,8 @@ def plot_bands(result, name: str = "plasma", *, times=None, ax=None, label: str 
         model = None
         if label is None and schematic:
             label = f"{name} (SCHEMATIC)"
+        elif label is None and occupancy:
+            label = output_label(None, name)
         if ylabel is None:
             ylabel = default_ylabel(result.units.get(name, "") or name)
     elif times is not None or not hasattr(result, "output"):    # values (N, T), not a Result
@@ -1659,7 +1670,9 @@ def plot_bands(result, name: str = "plasma", *, times=None, ax=None, label: str 
         if label is None and model is not None:
             # a schematic output says so, as in the course figure ("glutamate signal
             # (SCHEMATIC)"); the legend had called it plain "glutamate"
-            label = (output_label(model, name) if schematic
+            # (occupancy too: "occupancy_low" had been the legend's name for "NMDA
+            # occupancy, lowest over Ki calibrations (in-vitro, in-vivo)")
+            label = (output_label(model, name) if schematic or occupancy
                      else analyte_labels(model).get(name, name))
         if ylabel is None:
             ylabel = default_ylabel(name) if pd else "ng/mL"
