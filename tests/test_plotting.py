@@ -1148,6 +1148,26 @@ def test_plot_bands_occupancy_axis_in_the_unit_drawn_and_named_in_the_legend():
     assert texts[1] == "NMDA occupancy, highest over Ki calibrations: median"
 
 
+def test_plot_bands_own_figure_has_no_curve_under_its_legend():
+    """Over a course the sessions' spikes reach the top all along the time axis: the legend
+    matplotlib placed 'best' sat over the last session's spike. The y axis is raised until no
+    curve passes under the legend."""
+    m = ketasim.load_model("ketamine-iv")
+    r = ketasim.simulate(m, ketasim.standard_iv_course(0.5, 70, 1), ketasim.time_grid(24 * 40, 0.1),
+                         params={"CL": [80.0, 95.2, 110.0]}, outputs=["plasma"])
+    pop = ketasim.population(m, ketasim.standard_iv_course(0.5, 70, 2), 5, metrics=("cmax",),
+                             bands=True, band_outputs=("plasma",), progress=False)
+    for fig in (plot_bands(r, "plasma"), plot_bands(pop, "plasma")):
+        ax = fig.axes[0]
+        fig.canvas.draw()
+        box = ax.get_legend().get_window_extent()
+        xy = ax.transData.transform(np.vstack([np.column_stack(ln.get_data())
+                                               for ln in ax.get_lines()]))
+        inside = ((xy[:, 0] >= box.x0) & (xy[:, 0] <= box.x1) & (xy[:, 1] >= box.y0)
+                  & (xy[:, 1] <= box.y1))
+        assert not inside.any(), xy[inside][:3]
+
+
 def test_plot_bands_says_a_schematic_output_is_schematic():
     """A population band of the schematic response is labelled SCHEMATIC (legend and axis),
     and occupancy model-predicted, as in the course figure; the legend had read plain

@@ -1685,7 +1685,8 @@ def plot_bands(result, name: str = "plasma", *, times=None, ax=None, label: str 
     if not (is_real(unit_scale) and math.isfinite(unit_scale) and unit_scale > 0):
         raise KetasimInputError(f"plot_bands: unit_scale: got {unit_scale!r}, expected a "
                                 "finite number > 0 (a multiplier for the values)")
-    if ax is None:
+    own = ax is None
+    if own:
         fig = Figure(figsize=(10, 5.5), layout="constrained")
         ax = fig.add_subplot()
     else:
@@ -1708,8 +1709,41 @@ def plot_bands(result, name: str = "plasma", *, times=None, ax=None, label: str 
     _ylim_from_zero(ax)
     if title:
         ax.set_title(title, fontsize=BODY_PT + 1, loc="left")
-    _legend_near(ax)
+    if own:
+        _legend_above_data(ax)
+    else:
+        _legend_near(ax)
     return fig
+
+
+def _legend_above_data(ax):
+    """The legend in the axes' upper right, with the y axis raised until no curve passes
+    under it: over a course, sessions' spikes reach the top all along the time axis, and the
+    best place matplotlib found had the legend over the last session's spike."""
+    handles, labels = ax.get_legend_handles_labels()
+    if not handles:
+        return
+    lg = ax.legend(handles, labels, loc="upper right", frameon=True, framealpha=0.9,
+                   edgecolor="none", fontsize=BODY_PT - 1)
+    import warnings
+
+    fig = ax.figure
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="constrained_layout not applied")
+        engine = fig.get_layout_engine()
+        if engine is not None:
+            engine.execute(fig)
+    box = lg.get_window_extent().transformed(ax.transAxes.inverted())
+    pts = _drawn_points(ax)
+    x0, x1 = ax.get_xlim()
+    y0, y1 = ax.get_ylim()
+    xs = x0 + np.array([box.x0, box.x1]) * (x1 - x0)
+    under = pts[(pts[:, 0] >= xs[0]) & (pts[:, 0] <= xs[1]) & np.isfinite(pts[:, 1])]
+    room = box.y0 - 0.02                   # the legend's lower edge, axes fraction
+    if under.size and room > 0.3:
+        top = float(under[:, 1].max())
+        if top > y0 + room * (y1 - y0):
+            ax.set_ylim(y0, y0 + (top - y0) / room)
 
 
 def plot_concentrations(result, names=None, ax=None, unit="ng/mL", *, label=None, color=None):
