@@ -682,7 +682,7 @@ def _warn_band_ceiling(bands) -> None:
 
 
 def _read_covariates(path, n):
-    from .dosing import MAX_DOSE_FILE_BYTES, _decode
+    from .dosing import MAX_DOSE_FILE_BYTES, _decode, check_commas
     from .variability import AGE_LIMITS_Y, AGE_WORDS
 
     p = Path(path)
@@ -704,14 +704,8 @@ def _read_covariates(path, n):
     # column names as in a dose table: any letter case, quoted or not
     head = [h.strip().strip('"').strip().lower() for h in lines[0].split(",")]
     hl = f"line {numbered[0][0]}"
-    if len(head) == 1:
-        # (as a dose table's header: it had been "unknown column 'weight_kg;age_y'")
-        sep = next((n for c, n in ((";", "semicolons"), ("\t", "tabs"), ("|", "'|'"))
-                    if c in head[0]), None)
-        if sep is not None:
-            raise KetasimInputError(
-                f"--covariates: {path}: {hl}: one column {lines[0].strip()!r}: the file seems "
-                f"to separate its columns with {sep}; expected commas (weight_kg,age_y)")
+    # (as a dose table's header: it had been "unknown column 'weight_kg;age_y'")
+    check_commas(head, lines[0].strip(), f"--covariates: {path}: {hl}", "weight_kg,age_y")
     if "" in head:
         raise KetasimInputError(f"--covariates: {path}: {hl}: an empty column name in "
                                 f"{lines[0].strip()!r} (a comma too many, at the end of the "

@@ -773,6 +773,18 @@ def _cancelled_repeats(doses: Doses, idx, k, t) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------- CSV
+def check_commas(header, text: str, where: str, expected: str) -> None:
+    """Refuse a CSV header read as one column that another separator splits (semicolons,
+    tabs, '|'), saying so: it had read as one unknown column named after the whole line."""
+    if len(header) != 1:
+        return
+    sep = next((n for c, n in ((";", "semicolons"), ("\t", "tabs"), ("|", "'|'"))
+                if c in header[0]), None)
+    if sep is not None:
+        raise KetasimInputError(f"{where}: one column {text!r}: the file seems to separate "
+                                f"its columns with {sep}; expected commas ({expected})")
+
+
 def _decode(data: bytes, where: str, what: str = "a CSV dose table") -> str:
     """Text of a small file held in memory: UTF-8 (BOM or not), or UTF-16/32 with a BOM."""
     enc = _encoding(data[:4096], where, what) if data else "utf-8"
@@ -1127,13 +1139,7 @@ def _parse(lines, where: str) -> Doses:
         raise KetasimInputError(f"{where}: empty dose table; expected a header "
                                 "time_h,amount_mg,route then one row per dose")
     hl = f"line {header_line}"
-    if len(header) == 1:
-        sep = next((n for c, n in ((";", "semicolons"), ("\t", "tabs"), ("|", "'|'"))
-                    if c in header[0]), None)
-        if sep is not None:
-            raise KetasimInputError(
-                f"{where}: {hl}: one column {header[0]!r}: the file seems to separate its "
-                f"columns with {sep}; expected commas (time_h,amount_mg,route)")
+    check_commas(header, header[0], f"{where}: {hl}", "time_h,amount_mg,route")
     canon = []
     for h in header:
         c = _canonical(h)
