@@ -1291,8 +1291,29 @@ def test_vary_takes_plain_numbers_only():
     from ketasim.population import parse_vary
 
     assert parse_vary("CL=50:60:2")[1].tolist() == [50.0, 60.0]
-    with pytest.raises(KetasimInputError, match="--vary CL"):
+    with pytest.raises(KetasimInputError, match="^vary CL"):
         parse_vary("CL=5_0:6_0:2")
+
+
+def test_sweep_messages_name_the_python_argument_or_the_option(tmp_path, capsys):
+    """sweep(vary="CL=80:100") had been refused as "--vary CL: ...", and a course parameter
+    varied with a dose table as needing "--doses", options of the command line, from Python:
+    the API names its arguments (vary, doses), the command its options."""
+    with pytest.raises(KetasimInputError, match=r"^vary CL: got '80:100', expected LO:HI:N"):
+        ketasim.sweep("ketamine-iv", "standard-iv", vary="CL=80:100", metrics=["cmax"],
+                      progress=False)
+    d = tmp_path / "d.csv"
+    d.write_text("time_h,amount_mg,route,duration_h\n0,35,iv,0.5\n")
+    with pytest.raises(KetasimInputError, match="need doses to name a course") as exc:
+        ketasim.sweep("ketamine-iv", str(d), {"dose_mg_per_kg": [0.5]}, progress=False)
+    assert "--" not in str(exc.value)
+    out = str(tmp_path / "s.csv")
+    rc, _, err = run_cli(["sweep", "--vary", "CL=80:100", "--out", out, "-q"], capsys)
+    assert rc == 1 and err.startswith("ketasim: error: --vary CL: got '80:100'"), err
+    rc, _, err = run_cli(["sweep", "--doses", str(d), "--vary", "dose_mg_per_kg=0.5:1:2",
+                          "--out", out, "-q"], capsys)
+    assert rc == 1 and err.startswith("ketasim: error: --vary: unknown name 'dose_mg_per_kg'")
+    assert "need --doses to name a course" in err, err
 
 
 @pytest.mark.parametrize("argv, option", [

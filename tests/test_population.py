@@ -427,7 +427,7 @@ def test_sweep_with_subjects_summarises_the_same_subjects_at_every_point():
 
 
 def test_sweep_bad_names():
-    with pytest.raises(KetasimInputError, match="need --doses to name a course"):
+    with pytest.raises(KetasimInputError, match="need doses to name a course"):
         sweep("ketamine-iv", ONE_MONTH, {"dose_mg_per_kg": [0.5]})
     with pytest.raises(KetasimInputError, match="did you mean"):
         sweep("ketamine-iv", "standard-iv", {"maintenance_dayz": [14.0]})

@@ -983,7 +983,7 @@ def run_sweep(args) -> int:
                 weight_kg=args.weight,
                 chunk_size=args.chunk_size,
                 scheduler=args.scheduler, threads=args.threads,
-                progress=False if args.quiet else None)
+                progress=False if args.quiet else None, _doses_field="--doses")
     columns, units = res.columns, res.units
     if course_kw:     # the fixed --months is a constant column: keep it, it documents the run
         pass

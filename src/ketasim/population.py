@@ -1245,9 +1245,12 @@ def _output_unit(name: str) -> str:
 
 # ---------------------------------------------------------------------- sweep
 def parse_vary(text: str) -> tuple:
-    """``NAME=LO:HI:N`` (linear) or ``NAME=log:LO:HI:N`` (log spacing) -> (name, values)."""
+    """``NAME=LO:HI:N`` (linear) or ``NAME=log:LO:HI:N`` (log spacing) -> (name, values).
+
+    A bad text is refused as ``vary``'s (the argument of :func:`sweep`; the command line names
+    it as its option, ``--vary``)."""
     if not isinstance(text, str) or "=" not in text:
-        raise KetasimInputError(f"--vary: got {text!r}, expected NAME=LO:HI:N or "
+        raise KetasimInputError(f"vary: got {text!r}, expected NAME=LO:HI:N or "
                                 "NAME=log:LO:HI:N")
     name, spec = (s.strip() for s in text.split("=", 1))
     parts = spec.split(":")
@@ -1255,20 +1258,20 @@ def parse_vary(text: str) -> tuple:
     if log:
         parts = parts[1:]
     if len(parts) != 3:
-        raise KetasimInputError(f"--vary {name}: got {spec!r}, expected LO:HI:N or log:LO:HI:N")
+        raise KetasimInputError(f"vary {name}: got {spec!r}, expected LO:HI:N or log:LO:HI:N")
     try:
         lo, hi = to_float(parts[0]), to_float(parts[1])
         k = to_int(parts[2])
     except ValueError:
-        raise KetasimInputError(f"--vary {name}: got {spec!r}, expected numbers LO:HI and a "
+        raise KetasimInputError(f"vary {name}: got {spec!r}, expected numbers LO:HI and a "
                                 "whole number of points N") from None
     if not (math.isfinite(lo) and math.isfinite(hi)) or k < 1 or (k == 1 and lo != hi):
-        raise KetasimInputError(f"--vary {name}: got {spec!r}, expected finite LO, HI and "
+        raise KetasimInputError(f"vary {name}: got {spec!r}, expected finite LO, HI and "
                                 "N >= 1 (N = 1 needs LO = HI)")
     if log and (lo <= 0 or hi <= 0):
-        raise KetasimInputError(f"--vary {name}: log spacing needs LO and HI > 0, got {spec!r}")
+        raise KetasimInputError(f"vary {name}: log spacing needs LO and HI > 0, got {spec!r}")
     if k > MAX_GRID_POINTS:       # before any array of that size exists
-        raise KetasimInputError(f"--vary {name}: {k:,} points, expected at most "
+        raise KetasimInputError(f"vary {name}: {k:,} points, expected at most "
                                 f"{MAX_GRID_POINTS:,} in a grid")
     values = np.geomspace(lo, hi, k) if log else np.linspace(lo, hi, k)
     return name, values
@@ -1278,7 +1281,7 @@ def sweep(model, doses, vary, *, metrics=None, n: int | None = None,
           seed: int = 0, params=None, weight_kg: float | None = None,
           chunk_size: int = DEFAULT_CHUNK, scheduler=None, analyte: str | None = None,
           horizon_h: float | None = None, threads: int | None = None,
-          progress=None) -> SweepResult:
+          progress=None, _doses_field: str = "doses") -> SweepResult:
     """A full grid over model parameters, ``weight_kg`` and course parameters.
 
     Parameters
@@ -1411,8 +1414,8 @@ def sweep(model, doses, vary, *, metrics=None, n: int | None = None,
             own = [c for c in course_names if c not in ("weight_kg", "maintenance")]
             hint = (f", or a parameter of the course {course} ({', '.join(own)})" if own
                     else "" if course else "; course parameters (dose_mg_per_kg, "
-                    "maintenance_days, months, infusion_min, dose_mg) need --doses to name a "
-                    "course")
+                    f"maintenance_days, months, infusion_min, dose_mg) need {_doses_field} to "
+                    "name a course")
             near = (" (did you mean 'weight_kg'? body weight is varied as weight_kg, in kg)"
                     if name.lower() in ("wt", "weight", "bw", "body_weight", "bodyweight",
                                         "weight_g", "wgt", "kg") else suggest(name, known))
