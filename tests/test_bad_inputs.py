@@ -175,8 +175,13 @@ CASES = [
     ("misspelled course name", None, None,
      ["simulate", "--model", "{m}", "--doses", "standard_iv", "--out", "{o}"], 1,
      ["--doses", "'standard_iv'", "did you mean 'standard-iv'"]),
+    # (the message had named neither --doses nor the file)
     ("dose so large the output overflows", None, "time_h,amount_mg,route\n0,1e300,iv\n",
-     SIM, 1, ["output 'central'", "overflows"]),
+     SIM, 1, ["--doses: ", "d.csv: ", "output 'central'", "overflows"]),
+    ("dose so large the metrics overflow", None, "time_h,amount_mg,route\n0,1e300,iv\n",
+     ["population", "--model", "{m}", "--doses", "{d}", "--n", "2", "--no-variability",
+      "--out", "{o}"], 1,
+     ["--doses: ", "d.csv: ", "a concentration overflows"]),
     # --- command-line values that are bad inputs (exit 1)
     ("unknown --param name", None, None, SIM + ["--param", "CLL=3"], 1,
      ["--param: ", "'CLL'", "did you mean 'CL'"]),

@@ -427,10 +427,13 @@ def test_metrics_refuse_an_overflow_as_the_curves_do(amount_mg):
                                  "compartments": {"central": "V"},
                                  "flows": [{"from": "central", "to": "out", "cl": "CL"}],
                                  "routes": {"iv": {"to": "central"}}})
-    d = ketasim.Doses.from_records([dict(time_h=0.0, amount_mg=amount_mg, route="iv")])
-    with pytest.raises(ketasim.KetasimInputError, match="overflows"):
+    # (named as the argument given, doses, with the table's name)
+    d = ketasim.Doses.from_records([dict(time_h=0.0, amount_mg=amount_mg, route="iv")],
+                                   source="big.csv")
+    with pytest.raises(ketasim.KetasimInputError, match="^doses: big.csv: .*overflows"):
         ketasim.simulate(m, d, ketasim.time_grid(24, 1))
-    with pytest.raises(ketasim.KetasimInputError, match="metrics: a concentration overflows"):
+    with pytest.raises(ketasim.KetasimInputError,
+                       match="^doses: big.csv: metrics: a concentration overflows"):
         session_metrics(m, d, metrics=("cmax", "auc"), analyte="central", horizon_h=24.0)
     # a large but representable course still has its exact metrics (AUC = dose / CL)
     d = ketasim.Doses.from_records([dict(time_h=0.0, amount_mg=1e200, route="iv")])

@@ -795,10 +795,18 @@ def run(plan: Plan, times, *, out: np.ndarray | None = None, threads=None,
     if check_overflow and bad:
         row = int(_kernels.first_out_of_range(out, lim)[1])
         raise KetasimInputError(
-            f"simulation: output {plan.names[row]!r} overflows (|value| >= {lim:g} or "
-            "not a number): check for extreme amounts, rates or volumes in the model and dose "
-            "table")
+            f"{_doses_head(plan.doses)}simulation: output {plan.names[row]!r} overflows "
+            f"(|value| >= {lim:g} or not a number): check for extreme amounts, rates or "
+            "volumes in the model and dose table")
     return out
+
+
+def _doses_head(doses) -> str:
+    """``"doses: <its source>: "``, heading a message about what a run of these doses gave
+    (an output that overflows): the argument, named as the option ``--doses`` on the command
+    line, and the table's file (a course's table is the course given there)."""
+    src = getattr(doses, "source", None)
+    return "doses: " + (f"{src}: " if src and src != "course" else "")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1114,7 +1122,8 @@ def run_metrics(model, doses, params=None, weight_kg=70.0, *, analyte=None, thre
         v = mo[:, r][used]
         if not np.all(np.abs(v) < MAX_ABS_OUTPUT):
             raise KetasimInputError(
-                f"metrics: {what} overflows (|value| >= {MAX_ABS_OUTPUT:g} or not a number): "
+                f"{_doses_head(doses)}metrics: {what} overflows (|value| >= "
+                f"{MAX_ABS_OUTPUT:g} or not a number): "
                 "check for extreme amounts, rates or volumes in the model and dose table")
     if not conc_peaks:
         mo[:, _kernels.M_CMAX] = np.nan
