@@ -1789,11 +1789,29 @@ def test_sweep_and_band_messages_name_what_the_user_gave(tmp_path, capsys):
     assert rc == 1 and "vary weight_kg: the value 1e-300 is refused by the model" in err
     rc, _, err = run_cli(["population", "--n", "3", "--bands", str(tmp_path / "b.csv"),
                           "--band-step", "1e-9"], capsys)
-    assert rc == 1 and err.startswith("ketasim: error: bands (--band-step): got a step of 1e-09")
+    assert rc == 1 and err.startswith("ketasim: error: --band-step: got a step of 1e-09")
     assert not list(tmp_path.iterdir())
     rc, _, err = run_cli(["sweep", "--vary", "weight_kg=50:90:3", "--out", out, "--quiet"],
                          capsys)
     assert rc == 0, err
+
+
+def test_band_histograms_too_large_name_the_band_step(tmp_path, capsys, monkeypatch):
+    """Band times too many for the histograms' memory had been refused as "band histograms:
+    ... use a coarser step", naming neither bands= nor --band-step; and a step too fine for a
+    time grid had named --band-step from Python too."""
+    eng = importlib.import_module("ketasim.engine")
+    monkeypatch.setattr(eng, "_available_bytes", lambda: 2**30)
+    rc, _, err = run_cli(["population", "--n", "2", "--months", "1", "--bands",
+                          str(tmp_path / "b.csv"), "--band-step", "0.01", "-q"], capsys)
+    assert rc == 1 and err.startswith("ketasim: error: --band-step: band histograms: "), err
+    assert not list(tmp_path.iterdir())
+    d = ketasim.Doses.single(35.0, "iv")
+    with pytest.raises(KetasimInputError, match="^bands: band histograms: ") as exc:
+        ketasim.population("ketamine-iv", d, 2, bands=0.01, metrics=["cmax"], progress=False)
+    with pytest.raises(KetasimInputError, match="^bands: got a step of 1e-09 h") as exc2:
+        ketasim.population("ketamine-iv", d, 2, bands=1e-9, metrics=["cmax"], progress=False)
+    assert "--" not in str(exc.value) + str(exc2.value)
 
 
 def test_an_interrupt_python_can_only_report_is_not_printed(tmp_path):

@@ -774,7 +774,7 @@ OPTION_OF = {"params": "--param", "metrics": "--metrics", "vary": "--vary",
              "band_outputs": "--band-outputs", "occupancy_calibration": "--occupancy-calibration",
              "closeup_h": "--closeup", "scheduler": "--scheduler", "covariates['age_y']": "--age",
              "horizon_h": "--months", "weight_kg": "--weight", "model": "--model",
-             "step": "--step", "doses": "--doses"}
+             "step": "--step", "doses": "--doses", "bands": "--band-step"}
 
 
 def as_options(args, message: str) -> str:

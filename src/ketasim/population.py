@@ -919,7 +919,7 @@ def _band_setup(model, doses, bands, band_outputs, horizon):
         try:
             times = time_grid(horizon, float(bands))
         except KetasimInputError as exc:       # its "step" is this step
-            raise KetasimInputError(f"bands (--band-step): got a step of {bands:g} h: "
+            raise KetasimInputError(f"bands: got a step of {bands:g} h: "
                                     f"{str(exc).removeprefix('step: ')}") from None
     else:
         try:
@@ -930,10 +930,12 @@ def _band_setup(model, doses, bands, band_outputs, horizon):
                 "band times in hours")) from None
     from .simulate import check_memory
     # the run's histograms, a chunk's own (_band_counts) and NumPy's count of it: three at once
+    # (named as the argument that sets the band times: --band-step on the command line)
     check_memory(3 * len(outs) * times.size * BAND_BINS,
-                 f"band histograms: {len(outs)} output{'s' if len(outs) != 1 else ''} x "
+                 f"bands: band histograms: {len(outs)} output{'s' if len(outs) != 1 else ''} x "
                  f"{times.size:,} times x {BAND_BINS} bins, three copies while a chunk is "
-                 "counted", bytes_per_value=8)
+                 "counted", bytes_per_value=8,
+                 advice="use a coarser step, a shorter horizon or fewer band outputs")
     _ = PD_OUTPUTS
     return times, outs
 
