@@ -280,6 +280,30 @@ def test_course_metrics_takes_numpy_thresholds():
     assert a.time_above_conc_h[50.0][0] > 0
 
 
+def test_course_metrics_takes_thresholds_as_any_iterable_of_numbers(result):
+    """A set or a generator of thresholds had been refused as "thresholds: got {0.3},
+    expected occupancies in [0, 1]", as if the numbers were out of range: any iterable of
+    numbers is taken, as other lists are; what is not one is refused as such."""
+    ref = course_metrics(result, thresholds=[0.1, 0.3], conc_thresholds_ng_ml=[100.0])
+    for occ, conc in (({0.1, 0.3}, {100.0}), ((t for t in (0.1, 0.3)), iter([100.0])),
+                      (np.array([0.1, 0.3]), np.array(100.0))):
+        m = course_metrics(result, thresholds=occ, conc_thresholds_ng_ml=conc)
+        assert sorted(m.time_above_h) == [0.1, 0.3] and list(m.time_above_conc_h) == [100.0]
+        for t in (0.1, 0.3):
+            assert np.array_equal(m.time_above_h[t], ref.time_above_h[t])
+    for bad, what in (("0.3", "'0.3'"), ({0.3: 1}, r"\{0.3: 1\}"), ([[0.3]], r"\[0.3\] in")):
+        with pytest.raises(ketasim.KetasimInputError,
+                           match=rf"^thresholds: got {what}.*expected a number or a list of "
+                                 r"numbers \(occupancies in \[0, 1\]\)$"):
+            course_metrics(result, thresholds=bad)
+    with pytest.raises(ketasim.KetasimInputError, match=r"^conc_thresholds_ng_ml: got 'x', "
+                                                        "expected a number or a list"):
+        course_metrics(result, conc_thresholds_ng_ml="x")
+    # run_metrics names its own arguments
+    with pytest.raises(ketasim.KetasimInputError, match=r"^thresholds_occ: got 2, expected "):
+        run_metrics(oral_model(), result.doses, thresholds_occ=[2])
+
+
 def test_a_session_starting_at_the_horizon_is_left_out():
     """A session starting exactly at the last output time has no window: it had been reported
     with the previous session's leftover as its Cmax (and tmax 0, AUC 0); and the dose at the

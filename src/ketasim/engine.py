@@ -946,6 +946,36 @@ def _parse_thresholds(metrics):
     return sorted(occ), sorted(conc)
 
 
+_THRESHOLD_KINDS = {"occupancy": (lambda v: 0 <= v <= 1, "occupancies in [0, 1]"),
+                    "concentration": (lambda v: 0 <= v < np.inf,
+                                      "finite concentrations >= 0, in ng/mL")}
+
+
+def threshold_values(v, field: str, kind: str) -> tuple:
+    """Thresholds given as one number or as any iterable of numbers (a list, tuple, set,
+    generator, NumPy array or pandas Series, as other lists are taken): a tuple of floats
+    (float32 0.3 is not 0.3), each an occupancy or a concentration (``kind``); else a one-line
+    error naming ``field`` (a set or a generator had been refused as if its numbers were out
+    of range: "got {0.3}, expected occupancies in [0, 1]")."""
+    ok, expected = _THRESHOLD_KINDS[kind]
+    if isinstance(v, np.ndarray) and v.ndim == 0:
+        v = v[()]                       # a 0-d array: its number
+    if is_real(v):
+        items = [v]
+    elif isinstance(v, (str, bytes, Mapping)) or not hasattr(v, "__iter__"):
+        raise KetasimInputError(f"{field}: got {v!r}, expected a number or a list of numbers "
+                                f"({expected})")
+    else:
+        items = list(v)
+    for th in items:
+        if not is_real(th):
+            raise KetasimInputError(f"{field}: got {th!r} in {items!r}, expected a number or "
+                                    f"a list of numbers ({expected})")
+        if not ok(th):
+            raise KetasimInputError(f"{field}: got {th!r}, expected {expected}")
+    return tuple(float(th) for th in items)
+
+
 @dataclass(frozen=True, eq=False)
 class MetricsRun:
     """Raw exact metrics of N subjects over S sessions (internal units).
@@ -995,19 +1025,9 @@ def run_metrics(model, doses, params=None, weight_kg=70.0, *, analyte=None, thre
         raise KetasimInputError(f"metrics: model {model.name!r} has no concentration (no "
                                 "compartment with a volume) to compute Cmax, AUC or troughs of")
     check_name(analyte, model.concentration_names, "analyte")
-    if np.ndim(thresholds_occ) == 0:          # one threshold given as a number
-        thresholds_occ = (thresholds_occ,)
-    if np.ndim(thresholds_conc_ng_ml) == 0:
-        thresholds_conc_ng_ml = (thresholds_conc_ng_ml,)
-    for th in thresholds_occ:
-        if not (is_real(th) and 0 <= th <= 1):
-            raise KetasimInputError(f"thresholds: got {th!r}, expected occupancies in [0, 1]")
-    for th in thresholds_conc_ng_ml:
-        if not (is_real(th) and 0 <= th < np.inf):
-            raise KetasimInputError(f"conc_thresholds_ng_ml: got {th!r}, expected finite "
-                                    "concentrations >= 0 (ng/mL)")
-    thresholds_occ = tuple(float(th) for th in thresholds_occ)     # (float32 0.3 is not 0.3)
-    thresholds_conc_ng_ml = tuple(float(th) for th in thresholds_conc_ng_ml)
+    thresholds_occ = threshold_values(thresholds_occ, "thresholds_occ", "occupancy")
+    thresholds_conc_ng_ml = threshold_values(thresholds_conc_ng_ml, "thresholds_conc_ng_ml",
+                                             "concentration")
     if not (is_real(merge_h) and 0 <= merge_h < np.inf):
         raise KetasimInputError(f"merge_h: got {merge_h!r}, expected hours >= 0 (doses closer "
                                 "than this are one session)")

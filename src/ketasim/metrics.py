@@ -181,7 +181,8 @@ def course_metrics(result, analyte: str | None = None, thresholds=(0.2, 0.3, 0.4
     analyte : str          concentration for Cmax/Tmax/AUC/trough (default: the ``plasma``
                            alias, or the model's first concentration when it has none, as
                            for :func:`ketasim.engine.session_metrics`)
-    thresholds : floats    occupancy thresholds (0-1) for time above threshold
+    thresholds : floats    occupancy thresholds (0-1) for time above threshold (one number,
+                           or a list, tuple, set, array ... of them)
     merge_h : float        doses closer than this (h) belong to one session
     maintenance_from_h : float, optional   override the automatic start of maintenance, h
                            (NaN: no maintenance)
@@ -198,7 +199,7 @@ def course_metrics(result, analyte: str | None = None, thresholds=(0.2, 0.3, 0.4
         sessions that start at or after it have no metrics (a
         :class:`~ketasim.KetasimWarning` says how many are left out).
     """
-    from .engine import SCHEMATIC_OUTPUTS, after_horizon_note, run_metrics
+    from .engine import SCHEMATIC_OUTPUTS, after_horizon_note, run_metrics, threshold_values
 
     # (what a Result carries, so anything that carries it as a Result does is taken)
     if not all(hasattr(result, a) for a in ("model", "doses", "times", "names", "inputs")):
@@ -210,6 +211,9 @@ def course_metrics(result, analyte: str | None = None, thresholds=(0.2, 0.3, 0.4
             is_real(maintenance_from_h) and not np.isinf(maintenance_from_h)):
         raise KetasimInputError(f"maintenance_from_h: got {maintenance_from_h!r}, expected "
                                 "hours (a number; NaN: no maintenance)")
+    thresholds = threshold_values(thresholds, "thresholds", "occupancy")
+    conc_thresholds_ng_ml = threshold_values(conc_thresholds_ng_ml, "conc_thresholds_ng_ml",
+                                             "concentration")
     inputs = result.inputs or {}
     t = result.times
     if not t[-1] > 0:
