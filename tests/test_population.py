@@ -1676,6 +1676,20 @@ def test_progress_is_a_switch(run, monkeypatch):
         call("no")
 
 
+def test_plot_bands_days_is_a_switch():
+    """plot_bands(days="no") had drawn the time axis in days (any text is true): days takes
+    True or False (a NumPy bool, 0 or 1), as progress= does, or None for the default."""
+    from ketasim.plotting import plot_bands
+
+    y, t = np.ones((3, 5)), np.arange(5.0)
+    for days, unit in ((True, "days"), (np.False_, "hours"), (1, "days"), (None, "hours")):
+        assert plot_bands(y, times=t, days=days).axes[0].get_xlabel() == unit
+    for bad in ("yes", "no", 2, 0.5):
+        with pytest.raises(KetasimInputError,
+                           match=rf"^plot_bands: days: got {bad!r}, expected True or False$"):
+            plot_bands(y, times=t, days=bad)
+
+
 def test_a_populations_info_names_its_course_and_the_analyte_its_metrics_describe():
     """info['analyte'] had said 'plasma' for a model without plasma, whose metrics describe
     its first concentration, and info['doses'] had said 'course' for a course named as

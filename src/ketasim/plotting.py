@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .dosing import expand
-from .errors import KetasimInputError, is_real
+from .errors import KetasimInputError, check_flag, is_real
 
 __all__ = ["plot_course", "plot_compare", "plot_bands", "plot_concentrations", "run_course",
            "CourseRun", "analyte_labels", "drug_name", "describe_doses", "save_figure",
@@ -1685,6 +1685,8 @@ def plot_bands(result, name: str = "plasma", *, times=None, ax=None, label: str 
     if not (is_real(unit_scale) and math.isfinite(unit_scale) and unit_scale > 0):
         raise KetasimInputError(f"plot_bands: unit_scale: got {unit_scale!r}, expected a "
                                 "finite number > 0 (a multiplier for the values)")
+    if days is not None:        # a switch, as progress= is (the text "no" had meant days)
+        days = check_flag("plot_bands: days", days)
     own = ax is None
     if own:
         fig = Figure(figsize=(10, 5.5), layout="constrained")
