@@ -304,6 +304,36 @@ def test_course_metrics_takes_thresholds_as_any_iterable_of_numbers(result):
         run_metrics(oral_model(), result.doses, thresholds_occ=[2])
 
 
+def test_thresholds_that_would_share_a_name_are_refused(result):
+    """course_metrics(r, thresholds=[0.3, 0.30000000001]).to_dict() had one key,
+    time_above_occ_0.3_h, for both thresholds (named by {t:g}), and one was silently lost:
+    refused, naming both values; the same value twice is still one threshold."""
+    for kw, field, a, b, col in (
+            ({"thresholds": [0.3, 0.30000000001]}, "thresholds", "0.3", "0.30000000001",
+             "time_above_occ_0.3_h"),
+            ({"conc_thresholds_ng_ml": [100.0, 100.000001]}, "conc_thresholds_ng_ml",
+             "100.0", "100.000001", "time_above_conc_100_h")):
+        with pytest.raises(ketasim.KetasimInputError,
+                           match=rf"^{field}: {re.escape(a)} and {re.escape(b)} would share "
+                                 rf"the name .*\({col}: "):
+            course_metrics(result, **kw)
+    m = course_metrics(result, thresholds=[0.3, 0.3, 0.30001])
+    assert [k for k in m.to_dict() if k.startswith("time_above_occ")] == [
+        "time_above_occ_0.3_h", "time_above_occ_0.30001_h"]
+
+
+def test_thresholds_that_would_share_a_column_name_the_cli_option(tmp_path, capsys):
+    from ketasim.cli import main
+
+    d = tmp_path / "d.csv"
+    d.write_text("time_h,amount_mg,route,duration_h\n0,35,iv,0.5\n")
+    assert main(["simulate", "--doses", str(d), "--until", "48", "--summary", "--thresholds",
+                 "0.3,0.30000000001", "--out", str(tmp_path / "o.csv")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("ketasim: error: --thresholds: 0.3 and 0.30000000001 would share"), err
+    assert not (tmp_path / "o.csv").exists()
+
+
 def test_a_session_starting_at_the_horizon_is_left_out():
     """A session starting exactly at the last output time has no window: it had been reported
     with the previous session's leftover as its Cmax (and tmax 0, AUC 0); and the dose at the

@@ -774,7 +774,8 @@ OPTION_OF = {"params": "--param", "metrics": "--metrics", "vary": "--vary",
              "band_outputs": "--band-outputs", "occupancy_calibration": "--occupancy-calibration",
              "closeup_h": "--closeup", "scheduler": "--scheduler", "covariates['age_y']": "--age",
              "horizon_h": "--months", "weight_kg": "--weight", "model": "--model",
-             "step": "--step", "doses": "--doses", "bands": "--band-step"}
+             "step": "--step", "doses": "--doses", "bands": "--band-step",
+             "thresholds": "--thresholds"}
 
 
 def as_options(args, message: str) -> str:

@@ -165,6 +165,23 @@ def result_model(result):
     return result.model
 
 
+def _named_apart(values, field: str, column: str) -> None:
+    """Refuse two different thresholds that would have one name: a threshold's key in
+    :meth:`CourseMetrics.to_dict` (``column``) and its column in :meth:`CourseMetrics.table`
+    are its value to 6 significant digits (``{t:g}``), so 0.3 and 0.30000000001 had shared
+    the key ``time_above_occ_0.3_h`` and one of them had been silently lost. (The same value
+    twice is one threshold.)"""
+    seen: dict = {}
+    for v in values:
+        key = f"{v:g}"
+        if seen.setdefault(key, v) != v:
+            raise KetasimInputError(
+                f"{field}: {seen[key]!r} and {v!r} would share the name {key} "
+                f"({column.format(key)}: a threshold is named by its value to 6 significant "
+                "digits), and one would be lost; expected thresholds that differ within those "
+                "digits")
+
+
 def course_metrics(result, analyte: str | None = None, thresholds=(0.2, 0.3, 0.4),
                    merge_h: float = 1.0, maintenance_from_h: float | None = None,
                    conc_thresholds_ng_ml=(), *, _warn_after_end: bool = True) -> CourseMetrics:
@@ -214,6 +231,8 @@ def course_metrics(result, analyte: str | None = None, thresholds=(0.2, 0.3, 0.4
     thresholds = threshold_values(thresholds, "thresholds", "occupancy")
     conc_thresholds_ng_ml = threshold_values(conc_thresholds_ng_ml, "conc_thresholds_ng_ml",
                                              "concentration")
+    _named_apart(thresholds, "thresholds", "time_above_occ_{}_h")
+    _named_apart(conc_thresholds_ng_ml, "conc_thresholds_ng_ml", "time_above_conc_{}_h")
     inputs = result.inputs or {}
     t = result.times
     if not t[-1] > 0:
