@@ -920,6 +920,30 @@ def test_plot_course_names_a_closeup_that_is_not_hours(iv_run, closeup_h):
             plot_course(run, closeup_h=closeup_h)
 
 
+@pytest.mark.parametrize("closeup_h", [1e-300, 0.01, 1 / 61])
+def test_a_closeup_under_a_minute_is_refused_as_the_cli_refuses_it(iv_run, closeup_h):
+    """A close-up shorter than its one-minute grid's step holds one time of that grid: the
+    figure said "no close-up: the output grid is too coarse" over a "6e-299-min panel".
+    ``ketasim course --closeup`` refused it; run_course, plot_course and plot_compare now
+    refuse it too, in the same words."""
+    from ketasim.cli_teach import _closeup
+
+    msg = r"closeup_h: got .*expected hours (from|>=) 0\.0166667 \(a minute: the close-up " \
+          r"is drawn on a one-minute grid\)"
+    with pytest.raises(ketasim.KetasimInputError, match=msg):
+        run_course("ketamine-iv", "standard-iv", closeup_h=closeup_h)
+    with pytest.raises(ketasim.KetasimInputError, match=msg):
+        plot_course(iv_run, closeup_h=closeup_h)
+    with pytest.raises(ketasim.KetasimInputError, match=msg):
+        plot_compare([iv_run, iv_run], closeup_h=closeup_h)
+    import argparse
+    with pytest.raises(argparse.ArgumentTypeError, match=r"\(a minute: the close-up is"):
+        _closeup(repr(closeup_h))
+    # a minute itself is drawn
+    assert run_course("ketamine-iv", "standard-iv", closeup_h=1 / 60,
+                      until_h=24 * 3).closeup.times.size == 2
+
+
 @pytest.mark.parametrize("until_h", [24.0, 48.0])
 def test_run_course_names_an_end_before_the_first_dose(until_h):
     # (it had been refused as "metrics: no session starts within the horizon")

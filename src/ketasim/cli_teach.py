@@ -19,6 +19,7 @@ import numpy as np
 from .courses import MAX_MG_PER_KG  # --dose for standard-iv, mg/kg
 from .errors import KetasimInputError
 from .events import dose_route_warning
+from .plotting import CLOSEUP_MIN_H, CLOSEUP_MIN_WHY  # a close-up's least length, and why
 
 TABLE_STEP_H = 0.25   # course.csv: one row every 15 minutes, plus every session start and
 #                       infusion end (so each infusion's peak is a row). Six months of the
@@ -42,10 +43,10 @@ def _formats(s: str):
 
 
 CLOSEUP_MAX_H = 24.0 * 28     # a close-up of four weeks at most (a one-minute grid)
-# and of a minute at least: a shorter one (--closeup 1e-300) had held one time of that grid,
-# and the figure said "the output grid is too coarse (step 0.0833 h; a step of 0.1 h or less
-# shows the first session)" over a "6e-299-min panel"
-CLOSEUP_MIN_H = 1.0 / 60.0
+# and of a minute at least, as run_course takes it: a shorter one (--closeup 1e-300) had held
+# one time of that grid, and the figure said "the output grid is too coarse (step 0.0833 h;
+# a step of 0.1 h or less shows the first session)" over a "6e-299-min panel"
+# (CLOSEUP_MIN_H and its words, CLOSEUP_MIN_WHY, are those of ketasim.plotting.run_course)
 
 
 def _closeup(s):
@@ -57,8 +58,7 @@ def _closeup(s):
     v = _finite("hours", 0, True, CLOSEUP_MAX_H)(s)
     if v < CLOSEUP_MIN_H:
         raise argparse.ArgumentTypeError(f"{s} is out of range: expected hours >= "
-                                         f"{CLOSEUP_MIN_H:.6g} (a minute: the close-up is drawn "
-                                         "on a one-minute grid)")
+                                         f"{CLOSEUP_MIN_H:.6g} ({CLOSEUP_MIN_WHY})")
     return v
 
 

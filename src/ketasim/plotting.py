@@ -366,6 +366,29 @@ def course_end_h(doses) -> float:
     return max(default_horizon_h(doses), float(event_times(doses).max()))
 
 
+#: The shortest close-up, h: a minute, the step of the grid it is drawn on. A shorter one
+#: (``closeup_h=1e-300``) had held one time of that grid: the figure said "the output grid is
+#: too coarse (step 0.0833 h ...)" over a "6e-299-min panel". ``ketasim course --closeup``
+#: and ``ketasim compare --closeup`` take the same rule and words.
+CLOSEUP_MIN_H = 1.0 / 60.0
+CLOSEUP_MIN_WHY = "a minute: the close-up is drawn on a one-minute grid"
+CLOSEUP_MAX_H = 24.0 * 366      # run_course's longest close-up, h (a one-minute grid)
+
+
+def check_closeup_h(v, most: float | None = None) -> float:
+    """``closeup_h`` as hours from :data:`CLOSEUP_MIN_H` (a minute) to ``most`` (None: no
+    upper bound), or a :class:`KetasimInputError` naming it."""
+    from .errors import positive_hours
+
+    v = positive_hours("closeup_h", v)
+    if v < CLOSEUP_MIN_H or (most is not None and v > most):
+        raise KetasimInputError(
+            f"closeup_h: got {v!r}, expected hours "
+            + (f"from {CLOSEUP_MIN_H:.6g} ({CLOSEUP_MIN_WHY}) to {most:g}" if most is not None
+               else f">= {CLOSEUP_MIN_H:.6g} ({CLOSEUP_MIN_WHY})"))
+    return v
+
+
 def check_course_grid(step_h: float, until_h: float, start_h: float = 0.0) -> float:
     """The number of uniform points of :func:`course_grid` (events aside); a grid longer than
     ketasim allows is refused, before it is built."""
@@ -442,9 +465,7 @@ def run_course(model, doses, weight_kg: float = 70.0, params=None, *,
                                "months=1))" if k == "months" else ""))
 
     model = load_model(model)
-    if not is_real(closeup_h) or not (0 < closeup_h <= 24 * 366):
-        raise KetasimInputError(f"closeup_h: got {closeup_h!r}, expected hours in (0, "
-                                f"{24 * 366}] (the close-up is drawn on a one-minute grid)")
+    closeup_h = check_closeup_h(closeup_h, CLOSEUP_MAX_H)
     step_h = positive_hours("step_h", step_h)
     if until_h is not None:
         until_h = positive_hours("until_h", until_h)
@@ -1162,8 +1183,7 @@ def plot_course(run, *, title: str | None = None, label: str | None = None,
     matplotlib.figure.Figure
     """
     if closeup_h is not None:
-        from .errors import positive_hours
-        closeup_h = positive_hours("closeup_h", closeup_h)
+        closeup_h = check_closeup_h(closeup_h)
     run = _as_run(run, closeup_h or 8.0, **run_kw)
     return _grid_figure([run], [label], [color], title or _title(run), figsize, closeup_h,
                         single=True)
@@ -1544,8 +1564,7 @@ def plot_compare(runs, *, labels=None, colors=None, title: str | None = None,
             raise KetasimInputError(f"compare: {len(given)} {what} for {len(runs)} runs; "
                                     f"expected one per run")
     if closeup_h is not None:
-        from .errors import positive_hours
-        closeup_h = positive_hours("closeup_h", closeup_h)
+        closeup_h = check_closeup_h(closeup_h)
     if title is None:
         import textwrap
 
