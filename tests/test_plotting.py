@@ -965,6 +965,72 @@ def test_a_figure_size_that_cannot_be_drawn_is_refused_by_name(iv_run, figsize):
         plot_compare([iv_run], figsize=figsize)
 
 
+def _marker_keys(lg):
+    """The marker-only keys of a legend's entries: [(marker, colour, Line2D)]."""
+    from matplotlib.colors import to_hex
+    from matplotlib.lines import Line2D
+
+    return [(ln.get_marker(), to_hex(ln.get_color()), ln) for ln in lg.findobj(Line2D)
+            if ln.get_marker() not in (None, "None", "", " ") and ln.get_linestyle() == "None"]
+
+
+def test_compared_runs_session_peak_markers_are_in_the_legend(iv_run, nasal_run):
+    """A comparison marks each session's peak in the course panels with each run's own shape
+    (a circle for the first run, a square for the second ...), but no legend entry said what
+    the markers were. The concentration and occupancy rows now have one entry, its key
+    each run's marker in the run's colour (the troughs' open circles said there too)."""
+    from matplotlib.colors import to_hex
+
+    fig = plot_compare([iv_run, nasal_run], labels=["IV", "nasal"])
+    try:
+        rows = [ax for ax in fig.axes if ax.get_legend() is not None]
+        for ax, trough in zip(rows[:2], (True, False)):      # concentration, occupancy
+            lg = ax.get_legend()
+            texts = [" ".join(t.get_text().split()) for t in lg.get_texts()]
+            want = "session peak: each run's marker" + (
+                " (open circle: trough before next)" if trough else "")
+            assert want in texts, texts
+            drawn = {(ln.get_marker(), to_hex(ln.get_color())) for ln in ax.get_lines()
+                     if ln.get_linestyle() == "None" and ln.get_marker() in ("o", "s")
+                     and ln.get_markerfacecolor() != "white"}
+            assert drawn == {("o", OKABE_ITO["blue"].lower()),
+                             ("s", OKABE_ITO["vermillion"].lower())}
+            assert drawn <= {(m, c) for m, c, _ in _marker_keys(lg)}
+        # one entry a row, not one a run; the schematic row has no markers, and no entry
+        assert sum("session peak" in t.get_text() for t in rows[2].get_legend().get_texts()) == 0
+        assert sum("session peak" in lb for lb in _legend_labels(fig)) == 2
+    finally:
+        plt.close(fig)
+
+
+def test_five_compared_runs_peak_markers_are_keyed_side_by_side():
+    """With five runs the legend key of the session peaks holds five markers: the keys are
+    made long enough that they are drawn side by side, not over each other."""
+    runs = [run_course(m, c, w, until_h=24 * 10, closeup_h=2) for m, c, w in (
+        ("ketamine-iv", "standard-iv", 70), ("esketamine-nasal", "spravato", 70),
+        ("esketamine-iv", "standard-iv", 70), ("ketamine-iv", "standard-iv", 100),
+        ("esketamine-nasal", "spravato", 90))]
+    fig = plot_compare(runs, labels=list("ABCDE"))
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        FigureCanvasAgg(fig).draw()
+        lg = next(ax.get_legend() for ax in fig.axes if ax.get_legend() is not None)
+        # each key's marker: at the middle point of its line (HandlerLine2D), ms points wide
+        at = []
+        for m, _c, ln in _marker_keys(lg):
+            if m in ("o", "s", "^", "D"):
+                k = len(ln.get_xdata()) // 2
+                x, y = ln.get_transform().transform((ln.get_xdata()[k], ln.get_ydata()[k]))
+                at.append((x, y, ln.get_markersize() * fig.dpi / 72))
+        peak_row = sorted(p for p in at if abs(p[1] - at[-1][1]) < 1)
+        assert len(peak_row) == 5
+        for (x0, _y0, w0), (x1, _y1, w1) in zip(peak_row, peak_row[1:]):
+            assert x1 - x0 >= (w0 + w1) / 2, peak_row     # (no marker over the next)
+    finally:
+        plt.close(fig)
+
+
 def test_plot_compare_takes_one_run_given_alone(iv_run):
     # (it had failed with "TypeError: 'CourseRun' object is not iterable")
     assert len(plot_compare(iv_run).axes) == len(plot_compare([iv_run]).axes)

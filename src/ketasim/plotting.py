@@ -638,7 +638,7 @@ def _occupancy_band(ax, res, x, sel, color, run=None):
 LEGEND_CHARS = 66
 
 
-def _legend(ax, handles=None, labels=None, title=None):
+def _legend(ax, handles=None, labels=None, title=None, handlelength=None):
     """A legend outside the data area, to the right of the axes; entries longer than
     :data:`LEGEND_CHARS` wrapped, however many lines that takes (a taller legend gives its
     row more height: :func:`_fit_rows`). (Three long compare labels had left the legend
@@ -651,9 +651,13 @@ def _legend(ax, handles=None, labels=None, title=None):
         return
     labels = [textwrap.fill(lb, LEGEND_CHARS, break_long_words=True,
                             break_on_hyphens=False) for lb in labels]
+    from matplotlib.legend_handler import HandlerTuple
+
+    # (a tuple of markers, one a run, is keyed side by side: :func:`_row_legend`)
     ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0,
               frameon=False, fontsize=BODY_PT - 1, title=title, title_fontsize=BODY_PT - 1,
-              alignment="left")
+              alignment="left", handler_map={tuple: HandlerTuple(ndivide=None, pad=0.1)},
+              handlelength=handlelength)
 
 
 #: Least height of a row's panels, inches, and what a row takes beside them (its title above,
@@ -988,15 +992,30 @@ def _place_notes(fig, ax, notes, xspan, starts=()) -> bool:
     return True
 
 
-def _row_legend(axz, axc):
-    """One legend for a row's two panels, beside the course panel (:func:`_legend`)."""
+# compared runs' session markers on the course panel (each run's shape: _RUN_MK), found by
+# :func:`_row_legend` for their one legend entry
+_PEAK_GID, _TROUGH_GID = "ketasim-session-peak", "ketasim-session-trough"
+
+
+def _row_legend(axz, axc, handlelength=None):
+    """One legend for a row's two panels, beside the course panel (:func:`_legend`). Compared
+    runs' session peaks on the course panel take one entry, "session peak: each run's
+    marker", its key each run's marker in its colour (a circle for one run, a square for
+    the next, ... had been drawn with no entry: a viewer could not tell what they were).
+    ``handlelength``: the keys' length, in font sizes (None: matplotlib's)."""
     h, lab_ = [], []
     for ax in (axz, axc):
         for hh, ll in zip(*ax.get_legend_handles_labels()):
             if ll not in lab_:
                 h.append(hh)
                 lab_.append(ll)
-    _legend(axc, h, lab_)
+    peaks = [ln for ln in axc.get_lines() if ln.get_gid() == _PEAK_GID]
+    if peaks:
+        h.append(tuple(peaks))
+        lab_.append("session peak: each run's marker" + (
+            " (open circle: trough before next)"
+            if any(ln.get_gid() == _TROUGH_GID for ln in axc.get_lines()) else ""))
+    _legend(axc, h, lab_, handlelength=handlelength)
 
 
 def _course_panel(kind, ax, run, color=None, label=None, analytes=None, bands=True,
@@ -1032,7 +1051,8 @@ def _course_panel(kind, ax, run, color=None, label=None, analytes=None, bands=Tr
                                                           cm.trough_ng_ml))
         if markers and cmax.ndim == 1:
             ax.plot((starts + tmax) / 24, cmax, ls="none", marker=_RUN_MK[j % 4], ms=7, color=c,
-                    label="session peak" if label is None else None, zorder=4)
+                    label="session peak" if label is None else None, zorder=4,
+                    gid=_PEAK_GID if label is not None else None)
             ok = np.isfinite(trough)
             nxt = np.r_[starts[1:], np.nan]
             if ok.any():         # (one session: no trough, no legend entry)
@@ -1041,7 +1061,8 @@ def _course_panel(kind, ax, run, color=None, label=None, analytes=None, bands=Tr
                 if low < 0.02 * ax.get_ylim()[1]:     # markers on the axis line: say how low
                     tlab += f" (at most {low:.2g} ng/mL)"
                 ax.plot(nxt[ok] / 24, trough[ok], ls="none", marker="o", ms=6, color=c,
-                        mfc="white", mew=1.5, label=tlab if label is None else None, zorder=4)
+                        mfc="white", mew=1.5, label=tlab if label is None else None, zorder=4,
+                        gid=_TROUGH_GID if label is not None else None)
         elif markers and cmax.ndim == 2 and label is None and cmax.size:
             # subjects: the median of their exact peaks, session by session, at the median
             # peak time (the median curve, a median at each time on the output grid, had
@@ -1072,7 +1093,8 @@ def _course_panel(kind, ax, run, color=None, label=None, analytes=None, bands=Tr
             # peak time of occupancy ~ concentration peak + effect-site lag; mark at the max
             tk = _peak_times(res, "occupancy", starts)
             ax.plot(tk / 24, po * 100, ls="none", marker=_RUN_MK[j % 4], ms=7, color=c,
-                    label="session peak" if label is None else None, zorder=4)
+                    label="session peak" if label is None else None, zorder=4,
+                    gid=_PEAK_GID if label is not None else None)
         ax.set_ylabel("% of receptors", fontsize=BODY_PT)
     else:
         for nm, default, lab in (("plasticity", _COLORS["plasticity"], "plasticity index"),
@@ -1294,6 +1316,9 @@ def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
         st = st[0] if st.ndim == 2 else np.atleast_1d(st)   # (subjects: the first's)
         later += [t - float(r.closeup.times[0]) for t in st[1:]
                   if t - float(r.closeup.times[0]) <= zoom]
+    # every row's legend keys long enough for the compared runs' peak markers side by side
+    # (:func:`_row_legend`; five had been drawn over each other), the same in every row
+    keys = None if single or len(runs) < 3 else 0.8 * len(runs)
     for i, kind in enumerate(rows):
         axz, axc = grid[i]
         if first_ax is not None:
@@ -1393,7 +1418,7 @@ def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
                 " (a marker at every session's peak)" if marked else
                 " (a marker at every session: the subjects' median peak)" if subjects
                 else ""), fontsize=BODY_PT)
-        _row_legend(axz, axc)
+        _row_legend(axz, axc, keys)
     # (measured: a comparison's run labels in capitals had run past the figure's edges)
     title = "\n".join(_wrap_to(fig, title, TITLE_PT, 0.98 * fig.bbox.width, hyphens=False,
                                 bold=True))
@@ -1402,7 +1427,7 @@ def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
     # (placed with every run's curves drawn and the panels laid out: none may pass under a
     # label)
     if _place_notes(fig, grid[0][0], notes, (0.0, zoom), later):
-        _row_legend(*grid[0])
+        _row_legend(*grid[0], keys)
         _fit_rows(fig, parts, cap_h, grid, head)
     _keep_apart(fig, grid[-1][0].xaxis.label, grid[-1][1].xaxis.label)
     return fig
