@@ -751,6 +751,45 @@ def test_heat_map_draws_log_axes_on_a_log_scale_and_says_when_it_is_empty():
     assert [t for t in fig.axes[0].texts if "no value of cmax" in t.get_text()]
 
 
+def test_an_effectively_zero_heat_map_writes_its_colour_bar_ticks_out():
+    """A map of near-zero values (a washed-out trough, 1e-19 ng/mL) says "effectively zero",
+    but its colour bar had ticks 0-6 under a "1e\u221219" multiplier above it; each tick is
+    now written out ("6e\u221219"), with no multiplier. A map of values that matter keeps
+    matplotlib's ticks."""
+    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from ketasim.cli_population import plot_heatmap
+
+    class Two:
+        varied = ("CL", "V1")
+        units = {"CL": "L/h", "V1": "L", "trough": "ng/mL"}
+
+        def __init__(self, z):
+            self.z = z
+
+        def grid(self, metric):
+            return np.array([50.0, 100, 150]), np.array([80.0, 120, 160]), self.z
+
+    for scale, tiny in ((1e-19, True), (1e-13, True), (1.0, False)):
+        fig = plot_heatmap(Two(np.arange(9.0).reshape(3, 3) * scale), "trough", "t")
+        try:
+            FigureCanvasAgg(fig).draw()
+            cbar = fig.axes[1].yaxis
+            assert cbar.get_offset_text().get_text() == "", scale
+            shown = [(t.get_position()[1], t.get_text()) for t in cbar.get_ticklabels()
+                     if t.get_text()]
+            assert len(shown) >= 3
+            for at, text in shown:
+                assert float(text.replace("\u2212", "-")) == pytest.approx(at, rel=0.01,
+                                                                           abs=1e-300)
+            assert any("e\u2212" in text for _at, text in shown) == tiny
+            said = any("effectively zero" in t.get_text() for t in fig.axes[0].texts)
+            assert said == tiny
+        finally:
+            plt.close(fig)
+
+
 def test_heat_map_title_stays_on_the_figure():
     """A sweep with a few options had its heat map's title run off both edges of the figure
     (the model and the number of subjects cut); it is wrapped to the room over the map, every

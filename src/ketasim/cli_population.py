@@ -504,7 +504,8 @@ def plot_heatmap(result, metric: str, title: str, analyte: str | None = None,
             axis.set_major_formatter(FixedFormatter([f"{x:.{digits}g}" for x in shown]))
             axis.set_minor_locator(NullLocator())
     empty = not np.isfinite(z).any()
-    if not empty and np.nanmax(np.abs(z)) < NEGLIGIBLE:
+    negligible = not empty and np.nanmax(np.abs(z)) < NEGLIGIBLE
+    if negligible:
         # (a trough of 1e-13 ng/mL had spread over the whole colour scale, a dose effect on
         # nothing)
         shown_unit = "" if unit in ("", "index", "fraction") else f" {unit}"
@@ -533,6 +534,12 @@ def plot_heatmap(result, metric: str, title: str, analyte: str | None = None,
     cb.ax.tick_params(labelsize=BODY_PT - 1)
     if empty:
         cb.set_ticks([])
+    elif negligible:
+        # each tick written out ("6e-19"): the colour bar of an "effectively zero" map had
+        # ticks 0-6 under a "1e-19" multiplier above it, which drew the eye as if the values
+        # mattered (and without the multiplier, 0-6 would read as 0-6 ng/mL)
+        cb.ax.yaxis.set_major_formatter(FuncFormatter(
+            lambda x, _pos: f"{x:.3g}".replace("-", "\u2212")))
     ax.set_xlabel(f"{nb} ({result.units.get(nb, '')})".replace(" ()", "")
                   + (", log scale" if xlog else ""), fontsize=BODY_PT)
     ax.set_ylabel(f"{na} ({result.units.get(na, '')})".replace(" ()", "")
