@@ -790,6 +790,38 @@ def test_an_effectively_zero_heat_map_writes_its_colour_bar_ticks_out():
             plt.close(fig)
 
 
+def test_heat_map_words_an_occupancy_threshold_in_percent():
+    """The figures draw occupancy in % (0-40 %), but a threshold metric's colour bar read
+    "hours with occupancy >= 0.1" (the column's fraction); it reads ">= 10 %". The column
+    name, a contract, is kept as it is."""
+    import matplotlib.pyplot as plt
+
+    from ketasim.cli_population import _describe, plot_heatmap
+
+    assert _describe("time_above_occ_0.1") == "hours with occupancy >= 10 %, whole course"
+    assert _describe("time_above_occ_0.30_s2_p50") == \
+        "median of hours with occupancy >= 30 %, session 2"
+    assert _describe("time_above_occ_0.07").startswith("hours with occupancy >= 7 %")
+    assert _describe("time_above_conc_100").startswith("hours with concentration >= 100 ng/mL")
+
+    class Two:
+        varied = ("dose_mg_per_kg", "CL")
+        units = {"dose_mg_per_kg": "mg/kg", "CL": "L/h", "time_above_occ_0.125_s12_p95": "h"}
+
+        def grid(self, metric):
+            return np.linspace(0.25, 1, 4), np.array([50.0, 100, 150]), \
+                np.arange(12.0).reshape(4, 3)
+
+    fig = plot_heatmap(Two(), "time_above_occ_0.125_s12_p95", "t", calibration="in-vivo")
+    try:
+        label = fig.axes[1].get_ylabel()
+        assert label.split("\n")[0] == "time_above_occ_0.125_s12_p95 (h)"
+        assert "occupancy >= 12.5 %" in " ".join(label.split()), label
+        assert ">= 0.125" not in label and "12.5\n%" not in label
+    finally:
+        plt.close(fig)
+
+
 def test_heat_map_title_stays_on_the_figure():
     """A sweep with a few options had its heat map's title run off both edges of the figure
     (the model and the number of subjects cut); it is wrapped to the room over the map, every

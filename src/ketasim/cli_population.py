@@ -372,10 +372,18 @@ def _describe(column: str) -> str:
     from .population import _base_metric
 
     base = _base_metric(column)
-    for prefix, what in (("time_above_occ_", "hours with occupancy >= {x}"),
+    for prefix, what in (("time_above_occ_", "hours with occupancy >= {x} %"),
                          ("time_above_conc_", "hours with concentration >= {x} ng/mL")):
         if base.startswith(prefix):
-            text = what.format(x=base[len(prefix):])
+            x = base[len(prefix):]
+            if prefix == "time_above_occ_":
+                # the column's fraction (time_above_occ_0.1) in %, as the figures draw
+                # occupancy: "occupancy >= 0.1" had stood beside axes of 0-40 %
+                try:
+                    x = f"{float(x) * 100:.6g}"
+                except ValueError:          # (not a number: the column's text, as it is)
+                    pass
+            text = what.format(x=x)
             break
     else:
         text = METRICS.get(base, ("", base))[1].split(" (")[0]
@@ -526,11 +534,12 @@ def plot_heatmap(result, metric: str, title: str, analyte: str | None = None,
 
     # (wrapped: a long description had run past the figure's top and bottom)
     cb = fig.colorbar(m, ax=ax)
+    # ("(S + R)" and "10 %" kept on one line: wrapped with no-break spaces, which textwrap
+    # keeps)
+    kept = what.replace(" + ", "\u00a0+\u00a0").replace(" %", "\u00a0%")
     cb.set_label((f"{metric} ({unit})" if unit else metric) + "\n"
-                 + textwrap.fill(what.replace(" + ", "\u00a0+\u00a0"), 44,
-                                 break_on_hyphens=False).replace("\u00a0", " "),
+                 + textwrap.fill(kept, 44, break_on_hyphens=False).replace("\u00a0", " "),
                  fontsize=BODY_PT - 1)
-    # ("(S + R)" kept on one line: wrapped with no-break spaces, which textwrap keeps)
     cb.ax.tick_params(labelsize=BODY_PT - 1)
     if empty:
         cb.set_ticks([])
