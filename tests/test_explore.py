@@ -147,6 +147,40 @@ def test_every_label_and_the_title_fit_in_the_figure(ex):
     _reset(ex)
 
 
+def test_a_two_line_title_keeps_a_margin_at_both_sides(ex):
+    """The nasal course with session 1 missed has a title of two lines; wrapped by
+    matplotlib to the figure's very edges, it ran to 2 pixels of the left edge. It keeps
+    TITLE_MARGIN of the width clear each side, at the design size and in a smaller window,
+    every word kept, the note on a line of its own."""
+    from matplotlib.backend_bases import ResizeEvent
+
+    from ketasim.explore import DESIGN_INCHES, TITLE_MARGIN
+
+    _reset(ex)
+    ex.preset.set_active(2)
+    ex.sliders["miss"].set_val(1)
+    try:
+        for size in (DESIGN_INCHES, (8, 6), DESIGN_INCHES):
+            ex.fig.set_size_inches(*size)
+            ResizeEvent("resize_event", ex.fig.canvas)._process()     # as a backend does
+            ex.fig.canvas.draw()
+            title = ex.fig._suptitle
+            b = _extent_as_drawn(title, ex.fig.canvas.get_renderer())
+            w = ex.fig.bbox.width
+            margin = TITLE_MARGIN * w - 1
+            assert b.x0 >= margin and b.x1 <= w - margin, (size, b, w)
+            words = title.get_text().split()
+            assert " ".join(words) == ("Esketamine: 56 mg nasal spray · maintenance every 14 "
+                                       "days session 1 missed; session 2 is then the first "
+                                       "given, at the 56 mg starting dose")
+            assert title.get_text().split("\n")[-1].startswith("session 1 missed") or \
+                size != DESIGN_INCHES
+    finally:
+        ex.fig.set_size_inches(*DESIGN_INCHES)
+        ResizeEvent("resize_event", ex.fig.canvas)._process()
+        _reset(ex)
+
+
 def test_a_bad_device_pixel_ratio_from_a_page_is_ignored():
     """WebAgg takes a page's device pixel ratio as sent: 0 made every later draw divide by
     zero, for every client, until a restart. The explorer's canvas ignores such values."""

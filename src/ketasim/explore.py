@@ -32,6 +32,7 @@ PD_RTOL = 1e-3               # schematic response tolerance: a teaching view, no
 MONTHS = 6.0
 _compiled_loaded = False     # set by the first update in this process
 DESIGN_INCHES = (13.0, 8.5)  # the figure's size as laid out; smaller: text scales down with it
+TITLE_MARGIN = 0.02          # the title keeps this fraction of the figure's width clear each side
 
 # preset -> how the explorer doses it: route, dose unit, slider range and default
 PRESETS = {
@@ -467,7 +468,31 @@ class Explorer:
             t.set_fontsize(pt * s)
         for ax in (self.ax_conc, self.ax_occ, self.ax_plast):
             ax.tick_params(labelsize=self._tick_pt * s)
+        self._fit_title()
         return s
+
+    def _fit_title(self) -> None:
+        """The title at 14 pt (scaled with the figure), in lines that leave
+        :data:`TITLE_MARGIN` of the figure's width clear at each side, measured as drawn; a
+        note (a missed session) too long for the first line starts the second. (Wrapped by
+        matplotlib, to the figure's very edges, a two-line title had run to 2 pixels of the
+        left edge.)"""
+        from .plotting import _wrap_to
+
+        head, note = getattr(self, "_title", ("", ""))
+        if not (head or note):
+            return
+        fig = self.fig
+        pt = 14 * self._scale
+        room = (1 - 2 * TITLE_MARGIN) * fig.bbox.width
+
+        def lines(text):
+            return _wrap_to(fig, text, pt, room, hyphens=False, bold=True)
+
+        shown = lines(head + note)
+        if len(shown) > 1 and note:
+            shown = lines(head) + lines(note.removeprefix(" · "))
+        fig.suptitle("\n".join(shown), fontsize=pt, fontweight="bold")
 
     # ---------------------------------------------------------------- state
     @property
@@ -589,12 +614,10 @@ class Explorer:
         note = ("" if not miss else f" · session {miss} missed"
                 + first_given_note(self.model_name, v["dose"], miss, n_full)
                 if miss <= n_full else f" · no session {miss} to miss (the course has {n_full})")
-        self.fig.suptitle(
-            f"{drug_title(model)}: {describe_doses(d, v['weight'])} · "
-            + (f"{v['weight']:g} kg · " if uses_weight(model) else "")
-            + f"maintenance every {v['interval']:g} days" + note,
-            fontsize=14 * self._scale, fontweight="bold",
-            wrap=True)                                     # (a long note: two lines)
+        self._title = (f"{drug_title(model)}: {describe_doses(d, v['weight'])} · "
+                       + (f"{v['weight']:g} kg · " if uses_weight(model) else "")
+                       + f"maintenance every {v['interval']:g} days", note)
+        self._fit_title()
         self.last_update_s = time.perf_counter() - t0     # simulation + new data, no drawing
         # the first update in this process loads the compiled code (a later explorer's first
         # update does not: it had said "first run: loading compiled code" too)
