@@ -9,6 +9,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import matplotlib
 
@@ -178,6 +179,26 @@ def test_a_two_line_title_keeps_a_margin_at_both_sides(ex):
     finally:
         ex.fig.set_size_inches(*DESIGN_INCHES)
         ResizeEvent("resize_event", ex.fig.canvas)._process()
+        _reset(ex)
+
+
+def test_the_occupancy_panel_names_its_ki_calibration_as_the_course_figure_does(ex):
+    """The explorer's occupancy panel said "MODEL-PREDICTED" but not which Ki calibration,
+    unlike the course figure ("...; Ki calibration in-vivo)"); it names it in the same words,
+    for every preset."""
+    from ketasim.plotting import _row_title
+
+    _reset(ex)
+    try:
+        for k in range(3):
+            ex.preset.set_active(k)
+            cal = ex.model.default_calibration
+            assert cal == "in-vivo"
+            assert ex.ax_occ.get_title(loc="left") == \
+                f"NMDA occupancy, MODEL-PREDICTED (Ki calibration {cal})"
+            run = SimpleNamespace(course=ex.result, model=ex.model)
+            assert f"Ki calibration {cal})" in _row_title("occupancy", [run])
+    finally:
         _reset(ex)
 
 

@@ -366,7 +366,7 @@ class Explorer:
         c.set_ylabel("ng/mL", fontsize=BODY_PT)
         self.ax_occ.set_ylabel("% of receptors", fontsize=BODY_PT)
         self.ax_occ.set_title("NMDA occupancy, MODEL-PREDICTED", loc="left",
-                              fontsize=BODY_PT)
+                              fontsize=BODY_PT)     # (and its Ki calibration: update)
         self.ax_plast.set_ylabel("index (0-1)", fontsize=BODY_PT)
         self.ax_plast.set_title("SCHEMATIC plasticity index (illustrative, not fitted)",
                                 loc="left", fontsize=BODY_PT)
@@ -554,6 +554,7 @@ class Explorer:
             days_origin,
             describe_doses,
             drug_title,
+            ki_calibration,
             main_analyte,
             uses_weight,
         )
@@ -585,6 +586,12 @@ class Explorer:
         self.lines["peaks"].set_data((starts + tmax) / 24, cmax)
         occ = r.occupancy * 100 if "occupancy" in r.names else np.zeros_like(t)
         self.lines["occ"].set_data(x, occ)
+        # the Ki calibration named, in the course figure's words (the panel had said only
+        # "MODEL-PREDICTED", though the preset's other calibration predicts another occupancy)
+        cal = ki_calibration(r) if "occupancy" in r.names else None
+        self.ax_occ.set_title("NMDA occupancy, MODEL-PREDICTED"
+                              + (f" (Ki calibration {cal})" if cal else ""), loc="left",
+                              fontsize=12 * self._scale)
         pl = r.plasticity if "plasticity" in r.names else np.zeros_like(t)
         self.lines["plast"].set_data(x, pl)
         # a model without a weight effect (the nasal spray's flat doses): the weight slider

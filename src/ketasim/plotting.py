@@ -1472,6 +1472,16 @@ def _keep_apart(fig, left, right):
             t.set_text(_two_lines(t.get_text()))
 
 
+def ki_calibration(res) -> str | None:
+    """The Ki calibration a Result's occupancy was computed with: the one chosen
+    (``occupancy_calibration``), else its model's default, else its first (None: a model
+    without calibrations). The course figure and the explorer name it beside occupancy."""
+    m = res.model
+    return ((res.inputs or {}).get("occupancy_calibration")
+            or getattr(m, "default_calibration", "")
+            or next(iter(getattr(m, "calibrations", None) or {}), None))
+
+
 def _row_title(kind, runs):
     if kind == "pk":
         # the sampling is said of every curve only when every model states it (a comparison
@@ -1482,10 +1492,7 @@ def _row_title(kind, runs):
     if kind == "occupancy":
         # the calibration of the line (the model's default unless one was chosen), always
         # named: the figure is quoted without the command that made it
-        cals = {(r.course.inputs or {}).get("occupancy_calibration")
-                or getattr(r.model, "default_calibration", "")
-                or next(iter(getattr(r.model, "calibrations", None) or {}), None)
-                for r in runs} - {None, ""}
+        cals = {ki_calibration(r.course) for r in runs} - {None, ""}
         return ("NMDA-receptor occupancy: MODEL-PREDICTED (effect site, unbound drug, "
                 "competitive binding" + (f"; Ki calibration {', '.join(sorted(map(str, cals)))}"
                                          if cals else "") + ")")
