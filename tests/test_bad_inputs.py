@@ -182,6 +182,10 @@ CASES = [
      ["population", "--model", "{m}", "--doses", "{d}", "--n", "2", "--no-variability",
       "--out", "{o}"], 1,
      ["--doses: ", "d.csv: ", "a concentration overflows"]),
+    # (compare names the SPEC, as its other messages do: it had said 'doses: d.csv: ...')
+    ("dose so large a comparison's run overflows", None, "time_h,amount_mg,route\n0,1e300,iv\n",
+     ["compare", "{m}@{d}", "{m}@{d}:again", "--out-dir", "{o}"], 1,
+     ["ketasim: error: compare: ", "m.toml@", "d.csv: doses: ", "d.csv: ", "overflows"]),
     # --- command-line values that are bad inputs (exit 1)
     ("unknown --param name", None, None, SIM + ["--param", "CLL=3"], 1,
      ["--param: ", "'CLL'", "did you mean 'CL'"]),

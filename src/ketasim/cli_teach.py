@@ -243,9 +243,16 @@ def resolve(doses: str, weight, what: str = "a course figure", **kw):
         d = d.one_table(what)
         return d, table_weight(weight, d)
     except KetasimInputError as exc:
-        msg = str(exc)
         lead = "compare: " if what == "a comparison" else "--"   # compare has no --doses
-        raise KetasimInputError(lead + msg if msg.startswith("doses:") else msg) from None
+        raise _doses_named(exc, lead) from None
+
+
+def _doses_named(exc: KetasimInputError, lead: str) -> KetasimInputError:
+    """``exc`` with a message about the doses (``doses: ...``) led by where the command was
+    given them (``--`` for ``--doses``, ``compare: SPEC: `` for a comparison's SPEC); any
+    other message as it is."""
+    msg = str(exc)
+    return KetasimInputError(lead + msg if msg.startswith("doses:") else msg)
 
 
 def route_warning(model, doses) -> str | None:
@@ -844,10 +851,15 @@ def cmd_compare(args) -> int:
                         f"starts with {label[0]!r}, which a spreadsheet reads as the start of "
                         "a formula where the label heads its column of compare.csv; expected "
                         ":LABEL after the SPEC, starting with a letter or a digit")
-            runs.append(run_course(model, doses, weight, label=label,
-                                   regimen=course_regimen(doses_s, doses, args.months),
-                                   course=_course_name(doses_s),
-                                   closeup_h=args.closeup, **_sim_kw(args)))
+            try:
+                runs.append(run_course(model, doses, weight, label=label,
+                                       regimen=course_regimen(doses_s, doses, args.months),
+                                       course=_course_name(doses_s),
+                                       closeup_h=args.closeup, **_sim_kw(args)))
+            except KetasimInputError as exc:
+                # (a dose table whose run overflows: which SPEC, as other SPEC messages say;
+                # it had been 'doses: big.csv: ...', naming no SPEC and no option)
+                raise _doses_named(exc, f"compare: {spec}: ") from None
             labels.append(label)
         if len(set(labels)) < len(labels):
             twice = next(lb for lb in labels if labels.count(lb) > 1)
