@@ -188,7 +188,8 @@ def _guard_requests() -> None:
     ``/2/download.png``: "404, no figure 2"), a download in a format matplotlib cannot write
     here (``download.xyz``; ``download.pgf`` without LaTeX), a connection to a figure that
     does not exist, and a page's message that is not one WebAgg understands (not JSON, no
-    ``type``, fields missing or of the wrong kind): it is ignored, with one line saying so,
+    ``type``, fields missing, of the wrong kind or out of range, such as ``"x": Infinity``): it
+    is ignored, with one line saying so,
     and the page stays connected. Each of these had printed a traceback and a malformed
     message had dropped the connection of the page that sent it. (And the page script served
     ends with :data:`FIT_WINDOW_JS`: the figure fits the browser window.)"""
@@ -251,7 +252,10 @@ def _guard_requests() -> None:
             return
         try:
             ws_message(self, message)
-        except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
+        except Exception as exc:
+            # (any error: "x": Infinity (OverflowError) or {"type": "event"} (WebAgg's
+            # dispatcher calling itself: RecursionError) had printed a traceback and cut the
+            # page's connection)
             text = message if len(message) <= 80 else message[:77] + "..."
             _say(f"ignored a message from a page that it cannot use: {text!r} "
                  f"({type(exc).__name__}: {exc})")
