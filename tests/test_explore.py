@@ -958,6 +958,10 @@ def test_odd_requests_get_a_short_answer_and_no_traceback(tmp_path):
             return exc.code, exc.read()
 
     async def session():
+        from tornado.websocket import websocket_connect
+
+        far = await websocket_connect(f"ws://127.0.0.1:{port}/{'1' * 5000}/ws")
+        assert await far.read_message() is None       # closed: no such figure
         a = await _Page().connect(port)
         await asyncio.sleep(1.0)
         for m in ("not json", "[]", '{"type": "button_press"}',
@@ -974,6 +978,9 @@ def test_odd_requests_get_a_short_answer_and_no_traceback(tmp_path):
     try:
         assert get("/2") == (404, b"404: no figure 2; the explorer is at /\n")
         assert get("/2/download.png")[0] == 404
+        # (a number int() refuses, over 4,300 digits: a traceback and 500)
+        assert get("/" + "1" * 5000)[0] == 404
+        assert get("/" + "1" * 5000 + "/download.png")[0] == 404
         code, body = get("/1/download.xyz")
         assert code == 404 and b"no download as 'xyz'" in body and b"png" in body
         code, body = get("/1/download.png")

@@ -211,10 +211,18 @@ def _guard_requests() -> None:
         handler.set_header("Content-Type", "text/plain; charset=UTF-8")
         handler.finish(f"{status}: {text}\n")
 
+    def manager_of(fignum):
+        """The figure's manager, or None. (A number of over 4,300 digits, which int() refuses,
+        had printed a traceback and answered 500: no figure has such a number.)"""
+        return Gcf.get_fig_manager(int(fignum)) if len(fignum) <= 100 else None
+
+    def shown(fignum) -> str:
+        return str(int(fignum)) if len(fignum) <= 100 else fignum[:20] + "..."
+
     def missing(handler, fignum) -> bool:
-        if Gcf.get_fig_manager(int(fignum)) is not None:
+        if manager_of(fignum) is not None:
             return False
-        answer(handler, 404, f"no figure {int(fignum)}; the explorer is at /")
+        answer(handler, 404, f"no figure {shown(fignum)}; the explorer is at /")
         return True
 
     def get_page(self, fignum):
@@ -237,9 +245,9 @@ def _guard_requests() -> None:
             answer(self, 500, f"cannot write the figure as {fmt} here: {exc}")
 
     def open_ws(self, fignum):
-        if Gcf.get_fig_manager(int(fignum)) is None:
+        if manager_of(fignum) is None:
             self.manager = None
-            self.close(4004, f"no figure {int(fignum)}")
+            self.close(4004, f"no figure {shown(fignum)}")
             return
         ws_open(self, fignum)
 
