@@ -390,3 +390,16 @@ def test_readme_gives_the_unit_of_the_output_columns_simulate_writes(tmp_path, c
         assert 0 <= cols[name].min() and cols[name].max() <= 1, name
     assert cols["occupancy"].max() > 0.1                  # 19 % at its peak: 0.19, not 19
     assert cols["glutamate"][0] == 1.0 and cols["glutamate"].max() > 1.5
+
+
+def test_schedule_warns_of_a_weight_no_person_has_naming_the_option(tmp_path, capsys):
+    """`schedule standard-iv --weight 70000` (grams meant) wrote 35,000-mg sessions without a
+    word, where every other command given that weight warns; it now warns the same way,
+    naming --weight, and still writes the table (as the others run as given)."""
+    f = tmp_path / "c.csv"
+    assert main(["schedule", "standard-iv", "--weight", "70000", "--out", str(f)]) == 0
+    err = capsys.readouterr().err
+    assert "ketasim: warning: --weight: 70000 kg is more than any person weighs" in err, err
+    assert f.exists()
+    assert main(["schedule", "standard-iv", "--weight", "80", "--out", str(f)]) == 0
+    assert "warning" not in capsys.readouterr().err

@@ -703,6 +703,11 @@ def cmd_schedule(args) -> int:
                                       infusion_min=args.infusion_min,
                                       maintenance_every_days=args.maintenance_days)
         if args.weight is not None:
+            # a weight no person has (grams or pounds meant?) is said, as every command that
+            # takes --weight says it: its mg amounts had been written without a word
+            from .model import warn_implausible_weight
+
+            warn_implausible_weight(w)
             # amounts in mg for this weight: the table says so, so that a simulation of it
             # runs at the same weight (not silently at 70 kg)
             import dataclasses
@@ -786,10 +791,11 @@ def as_options(args, message: str) -> str:
     import re
 
     parser = build_parser()
-    sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
-    cmd = sub.choices.get(getattr(args, "command", None)) if sub is not None else None
-    if cmd is None:
+    if getattr(args, "command", None) is None:
         return message
+    # (the parser of the command as given: `schedule standard-iv`'s, whose --weight the
+    # `schedule` parser does not have)
+    cmd = parser._chosen(args)
     cov = re.match(r"covariates\['(\w+)'\] \((?:--age or )?--covariates\): ", message)
     if cov is not None:
         # a value out of the model's range, which the Python API names "covariates['age_y']
