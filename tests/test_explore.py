@@ -220,6 +220,26 @@ def test_a_bad_device_pixel_ratio_from_a_page_is_ignored():
     canvas.get_renderer()                             # draws at the new ratio
 
 
+def test_a_device_pixel_ratio_is_held_to_the_largest_canvas_a_page_may_ask_for():
+    """A ratio of 16 (within the range taken) made the explorer's 1300 x 850 figure a canvas of
+    20800 x 13600 pixels: every drawing took 13 s and 2.7 GB, for every page, which the limit
+    on a page's resize (MAX_CANVAS_PX a side) is there to prevent. It is lowered to the
+    largest ratio that keeps the canvas within that limit; a usual ratio is kept."""
+    from matplotlib.backends.backend_webagg_core import FigureCanvasWebAggCore
+    from matplotlib.figure import Figure
+
+    from ketasim.explore import DESIGN_INCHES, MAX_CANVAS_PX, _guard_pixel_ratio
+
+    canvas = FigureCanvasWebAggCore(Figure(figsize=DESIGN_INCHES, dpi=100))
+    _guard_pixel_ratio(canvas)
+    canvas.handle_set_device_pixel_ratio({"device_pixel_ratio": 16})
+    w, h = canvas.get_width_height(physical=True)
+    assert max(w, h) <= MAX_CANVAS_PX and w > 1300 * 6, (w, h)
+    canvas.handle_set_device_pixel_ratio({"device_pixel_ratio": 2})
+    assert canvas.device_pixel_ratio == 2
+    assert canvas.get_width_height(physical=True) == (2600, 1700)
+
+
 def test_weight_and_interval_change_the_course(ex):
     _reset(ex)
     p70 = ex.peaks()[0]
