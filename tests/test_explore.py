@@ -319,6 +319,17 @@ def test_the_default_port_taken_serves_on_a_free_one(capsys):
             serve(port=port, open_browser=False, model="no-such-model")
 
 
+def test_explore_help_says_a_free_port_serves_when_8765_is_taken(capsys):
+    """`explore --help` said the default was port 8765, but with 8765 taken the command
+    serves on a free port (and says so): the help says that too."""
+    from ketasim.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["explore", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "else port 8765, or a free port when 8765 is taken" in text, text
+
+
 def test_explore_restarts_on_the_port_it_just_left():
     """Stopping the explorer while a page is open leaves the server's side of that connection
     in TIME_WAIT for a minute; the server can listen on the port again at once (as tornado

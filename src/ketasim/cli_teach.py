@@ -159,7 +159,7 @@ def add_parsers(sub) -> None:
                        "else serves the page to a browser; --port always serves to a browser.")
     e.add_argument("--port", type=_whole("a port", 1, 65535), default=None,
                    help="serve in the browser on this port (default: a desktop window if "
-                        "available, else port 8765)")
+                        "available, else port 8765, or a free port when 8765 is taken)")
     e.add_argument("--no-browser", action="store_true",
                    help="with the browser: print the URL but do not open a browser "
                         "(default: open one)")
