@@ -113,7 +113,7 @@ REFUSED = [
      ["--out", "same file as the --doses input"]),
     ("data loss", "schedule --out is its phases file", None, None,
      ["schedule", "custom", "{pcsv}", "--out", "{pcsv}"], 1,
-     ["--out", "p.csv", "same file as the --phases input"]),
+     ["--out", "p.csv", "same file as the phases input"]),
     ("data loss", "--plot cannot be written: --out already written must not be lost", None,
      None, SIM + ["--plot", "{blocker}/fig.png"], 1, ["Not a folder", "blocker"]),
     ("data loss", "--plot inside a folder under a file", None, None,
@@ -2390,7 +2390,7 @@ def test_standard_output_redirected_to_an_input_is_refused(tmp_path):
             (["simulate", "--doses", "-", "--until", "24", "--out", "-"], d, d,
              ["--out -", "standard input", "--doses input '-'"]),
             (["schedule", "custom", str(p), "--out", "-"], p, None,
-             ["--out -", "--phases input", "p.toml"]))
+             ["--out -", "the phases input", "p.toml"]))
     for argv, target, stdin, expected in runs:
         before = target.read_bytes()
         with open(target, "ab") as out, open(stdin or os.devnull, "rb") as inp:

@@ -384,7 +384,9 @@ def _write_all(outputs: list[tuple[Path, object]], inputs=()) -> None:
 
 def _input_files(args) -> list[tuple[str, str]]:
     """The ``(option, path)`` inputs of a command that are files (for :func:`check_outputs`)."""
-    return [(f"--{k}", v) for k in ("model", "doses", "phases", "covariates")
+    # (schedule custom's phases file is a positional argument: there is no --phases option)
+    return [(k if k == "phases" else f"--{k}", v) for k in ("model", "doses", "phases",
+                                                             "covariates")
             if isinstance(v := getattr(args, k, None), (str, Path))]
 
 
