@@ -566,6 +566,38 @@ def test_kernel_plasticity_and_consolidation_match_solve_ivp():
     np.testing.assert_allclose(r.output("consolidation"), Q, atol=5e-6)
 
 
+def test_schematic_equations_are_written_where_a_model_file_author_reads():
+    """The glutamate signal's equation had been written nowhere: the model-file docs said "see
+    ketasim.pd", a module that does not exist, listed six of the eight [glutamate] roles, and
+    the presets and README gave dP/dt and dQ/dt only. The equations pd_reference integrates
+    are now in the Model module's docs, every preset's [schematic] notes and the README."""
+    import importlib.util
+
+    import ketasim.model as model_module
+    from ketasim.modelfile import model_text
+
+    assert importlib.util.find_spec("ketasim.pd") is None
+    doc = " ".join(model_module.__doc__.split())
+    assert "ketasim.pd" not in doc
+    for role in GLUTAMATE_ROLES:
+        assert f"``{role}``" in doc, role
+    for eq in ("S = emax occ^hill / (ec50^hill + occ^hill)", "dG/dt = kout (1 + S) - kout G",
+               "dP/dt = plasticity_kin max(G - 1, 0) (1 - P) - plasticity_kout P",
+               "dQ/dt = consolidation_kin P (1 - Q) - consolidation_kout Q"):
+        assert eq in doc, eq
+    for name in PRESETS:
+        text = model_text(name)
+        assert "ketasim.pd" not in text
+        assert "#   dG/dt = GLU_KOUT * (1 + S) - GLU_KOUT * G" in text, name
+        assert "GLU_EMAX * occ^GLU_HILL / (GLU_EC50^GLU_HILL + occ^GLU_HILL)" in text, name
+    text = README.read_text("utf-8")
+    science = text[text.index("## Science and its limits"):text.index("## Performance")]
+    for eq in ("S     = emax·occ^hill / (ec50^hill + occ^hill)",
+               "dG/dt = kout·(1 + S) − kout·G",
+               "dP/dt = plasticity_kin·max(G − 1, 0)·(1 − P) − plasticity_kout·P"):
+        assert eq in science, eq
+
+
 # ---------------------------------------------------------------------- the README table
 def _readme_rows(section_title):
     """Rows (cells) of the first table after ``section_title`` in the README science section."""

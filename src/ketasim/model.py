@@ -40,8 +40,17 @@ or expressions (see :mod:`ketasim._expr`). Internal units: hours, litres, millig
     ``name``, ``analyte`` (an observe alias or concentration name), ``lo_ng_ml``, ``hi_ng_ml``,
     ``source``: published concentration windows (effects, side effects) — see :class:`Band`.
 ``[glutamate]``
-    Maps the schematic response's roles (``kout``, ``emax``, ``ec50``, ``hill``,
-    ``plasticity_kin``, ``plasticity_kout``) to expressions; see :mod:`ketasim.pd`.
+    Maps the SCHEMATIC response's roles to expressions: ``kout`` (1/h), ``emax``, ``ec50``
+    (an occupancy, 0-1, of the ``drive`` calibration), ``hill``, ``plasticity_kin`` (1/h per
+    unit of G - 1), ``plasticity_kout`` (1/h) and, optionally, ``consolidation_kin`` (1/h per
+    unit of P) and ``consolidation_kout`` (1/h). With occ the drive occupancy, the glutamate
+    signal G (baseline 1), the fast plasticity index P and the consolidated index Q start at
+    1, 0, 0 and follow (integrated by the kernels in :mod:`ketasim._kernels`)::
+
+        S     = emax occ^hill / (ec50^hill + occ^hill)
+        dG/dt = kout (1 + S) - kout G
+        dP/dt = plasticity_kin max(G - 1, 0) (1 - P) - plasticity_kout P
+        dQ/dt = consolidation_kin P (1 - Q) - consolidation_kout Q
 """
 
 from __future__ import annotations
