@@ -421,6 +421,9 @@ API_CASES = [
     ("threads zero", lambda m, d: ketasim.simulate(m, d, [0, 1], threads=0), ["threads", "0"]),
     ("pd tolerance zero", lambda m, d: ketasim.simulate(m, d, [0, 1], pd_rtol=0),
      ["pd_rtol", "0"]),
+    # (below 1e-11 rounding sets the error: 1e-12 had been taken, and was less accurate)
+    ("pd tolerance below rounding", lambda m, d: ketasim.simulate(m, d, [0, 1], pd_rtol=1e-12),
+     ["pd_rtol: got 1e-12", "between 1e-11 and 0.1", "rounding"]),
     ("doses of the wrong type", lambda m, d: ketasim.simulate(m, 5, [0, 1]),
      ["doses", "int"]),
     ("dose records that are not dicts", lambda m, d: ketasim.Doses.from_records([1, 2]),
