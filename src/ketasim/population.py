@@ -252,8 +252,10 @@ class _Job:
         return params, np.asarray(w, dtype=np.float64)
 
 
-def _run_chunk(job: _Job, a: int, b: int) -> dict:
-    """Metrics (and band histogram counts) of rows a..b-1. A plain function: Dask ships it."""
+def _run_chunk(job: _Job, a: int, b: int, counts: np.ndarray | None = None) -> dict:
+    """Metrics (and band histogram counts) of rows a..b-1. A plain function: Dask ships it.
+    ``counts``: the run's band histograms, added to in place (a local run; see
+    :func:`_band_counts`)."""
     from .engine import session_metrics
 
     params, w = job.row_inputs(a, b)
@@ -269,7 +271,7 @@ def _run_chunk(job: _Job, a: int, b: int) -> dict:
                            if k != "session_start_h"},
                "session_start_h": np.asarray(res["session_start_h"], dtype=np.float64)}
         if job.band_times is not None:
-            out["hist"] = _band_counts(job, params, w)
+            out["hist"] = _band_counts(job, params, w, counts)
     return out
 
 
@@ -292,15 +294,22 @@ def _bin_index(v: np.ndarray) -> np.ndarray:
 BAND_OFFSET = {"glutamate": 1.0}   # binned as the rise above this baseline (see above)
 
 
-def _band_counts(job: _Job, params: dict, w: np.ndarray):
+def _band_counts(job: _Job, params: dict, w: np.ndarray, into: np.ndarray | None = None):
     """Sparse histogram counts (flat index, count) of this chunk's curves, with the smallest
-    and largest value per output and time point (R, T), as binned (after BAND_OFFSET)."""
+    and largest value per output and time point (R, T), as binned (after BAND_OFFSET).
+
+    ``into``: the run's histograms (R x T x BAND_BINS int64, flat), counted into in place,
+    and (None, None) returned for the counts: a local run. A chunk's own histograms (for a
+    Dask worker) cost their whole size per chunk, however few its subjects: bands of many
+    outputs had taken more than half a second a chunk, which the chunks' sizing (about half a
+    second each) had answered with chunks of one subject, each paying it again (300
+    subjects, 21 band outputs: about 3 minutes, most of it in that cost)."""
     from .result import MG_PER_L_TO_NG_PER_ML, PD_OUTPUTS
     from .simulate import simulate
 
     T, R = job.band_times.size, len(job.band_outputs)
     n = w.shape[0]
-    total = np.zeros(R * T * BAND_BINS, dtype=np.int64)
+    total = into if into is not None else np.zeros(R * T * BAND_BINS, dtype=np.int64)
     vmin = np.full((R, T), np.inf)
     vmax = np.full((R, T), -np.inf)
     step = max(1, _BAND_VALUES // max(1, (R + 3) * T))
@@ -315,12 +324,26 @@ def _band_counts(job: _Job, params: dict, w: np.ndarray):
                 y = y * MG_PER_L_TO_NG_PER_ML
             elif name in BAND_OFFSET:
                 y = y - BAND_OFFSET[name]
-            flat = (j * T + np.arange(T))[None, :] * BAND_BINS + _bin_index(y)
-            total += np.bincount(flat.ravel(), minlength=total.size)
+            _add_counts(total, j * T * BAND_BINS, _bin_index(y))
             vmin[j] = np.minimum(vmin[j], y.min(axis=0))
             vmax[j] = np.maximum(vmax[j], y.max(axis=0))
+    if into is not None:
+        return None, None, vmin, vmax
     idx = np.flatnonzero(total)
     return idx.astype(np.int64), total[idx].astype(np.int64), vmin, vmax
+
+
+def _add_counts(total: np.ndarray, start: int, k: np.ndarray) -> None:
+    """Add the bins ``k`` (subjects, T) to ``total[start:]``, laid out (T, BAND_BINS): each
+    time point counted over the bins its values span (a bincount over the histograms of every
+    output, once per output and sub-chunk, had cost R times their whole size a sub-chunk)."""
+    lo = k.min(axis=0)
+    span = k.max(axis=0) - lo + 1                       # (T,) bins from the smallest
+    first = np.cumsum(span) - span                      # where each time point's run starts
+    c = np.bincount((first + (k - lo)).ravel(), minlength=int(span.sum()))
+    at = np.repeat(start + np.arange(k.shape[1]) * BAND_BINS + lo - first, span)
+    at += np.arange(at.size)
+    total[at] += c
 
 
 def _quantiles_from_counts(counts: np.ndarray, qs=QUANTILES, vmin=None, vmax=None
@@ -665,8 +688,10 @@ def _worker_import_error(exc):
 _LOST_WORK = ("CancelledError", "FutureCancelledError", "KilledWorker")
 
 
-def _execute(jobs, chunk_size: int, scheduler, progress, desc: str):
-    """Run every job's rows in chunks; yields (job index, a, b, chunk result), any order."""
+def _execute(jobs, chunk_size: int, scheduler, progress, desc: str, counts=None):
+    """Run every job's rows in chunks; yields (job index, a, b, chunk result), any order.
+    ``counts``: the band histograms of a one-job run, counted into in place by a local run
+    (a chunk's result then has no counts of its own)."""
     total = sum(j.n_rows for j in jobs)
     bar = _progress_bar(total, progress, desc)
     try:
@@ -676,7 +701,8 @@ def _execute(jobs, chunk_size: int, scheduler, progress, desc: str):
                 while a < job.n_rows:
                     b = min(job.n_rows, a + size)
                     t0 = time.perf_counter()
-                    res = _run_chunk(job, a, b)
+                    res = (_run_chunk(job, a, b) if counts is None else
+                           _run_chunk(job, a, b, counts))
                     dt = max(time.perf_counter() - t0, 1e-6)
                     yield ji, a, b, res
                     if bar is not None:
@@ -929,7 +955,8 @@ def _band_setup(model, doses, bands, band_outputs, horizon):
                 "expected an array of hours", "expected True, a step in hours or an array of "
                 "band times in hours")) from None
     from .simulate import check_memory
-    # the run's histograms, a chunk's own (_band_counts) and NumPy's count of it: three at once
+    # the run's histograms and a chunk's own (_band_counts, on a Dask worker), or the run's
+    # and their running sums while the quantiles are read: two and a little; three counted
     # (named as the argument that sets the band times: --band-step on the command line)
     check_memory(3 * len(outs) * times.size * BAND_BINS,
                  f"bands: band histograms: {len(outs)} output{'s' if len(outs) != 1 else ''} x "
@@ -1184,11 +1211,13 @@ def population(model, doses, n: int, seed: int = 0, *, metrics=None, bands=None,
     if counts is not None:
         bmin = np.full((len(band_outs), band_times.size), np.inf)
         bmax = np.full((len(band_outs), band_times.size), -np.inf)
-    for _, a, b, res in _execute([job], chunk_size, scheduler, progress, "population"):
+    for _, a, b, res in _execute([job], chunk_size, scheduler, progress, "population",
+                                 counts):
         col.add(a, b, res)
         if counts is not None:
             idx, c, lo_, hi_ = res["hist"]
-            counts[idx] += c
+            if idx is not None:         # (a Dask worker's; a local chunk counted in place)
+                counts[idx] += c
             bmin = np.minimum(bmin, lo_)
             bmax = np.maximum(bmax, hi_)
     columns = {"subject": np.arange(n, dtype=np.int64)}
