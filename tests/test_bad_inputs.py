@@ -337,6 +337,9 @@ def test_grid_too_large_for_memory_is_refused_before_allocating(tmp_path, capsys
     rc, err = run_cli(["simulate", "--model", m, "--doses", d, "--until", "2000",
                        "--step", "0.0005", "--out", str(out)], capsys)
     assert rc == 1 and "2 outputs x 4,000,001 times" in err and "GiB" in err, err
+    # (the share is said: "0.1 GiB, more than fits in memory (about 0.1 GiB available)" had
+    # read as a contradiction)
+    assert "more than 80 % of the memory available (about 0.1 GiB)" in err, err
     assert not out.exists()
 
 

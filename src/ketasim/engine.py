@@ -71,6 +71,10 @@ def _available_bytes() -> int:
         return 8 * 2**30
 
 
+#: The share of the available memory one array may take (the rest: the other arrays of the
+#: run, the interpreter, the system).
+MEMORY_SHARE = 0.8
+
 MEMORY_ADVICE = ("use a coarser step, a shorter horizon, fewer outputs or fewer subjects per "
                  "call")
 
@@ -81,12 +85,14 @@ def check_memory(n_values: int, what: str, limit_bytes: int | None = None,
     (``advice``: what to change, ending the message)."""
     need = n_values * bytes_per_value
     avail = _available_bytes() if limit_bytes is None else limit_bytes
-    if need > 0.8 * avail:
+    if need > MEMORY_SHARE * avail:
         # (a Python int beyond any float, 10**400 subjects say, has no GiB to show)
         size = f"{need / 2**30:.1f} GiB" if need < 1e300 else "more than 1e300 bytes"
+        # (the share is said: "17.2 GiB, more than fits in memory (about 20.7 GiB
+        # available)" had read as a contradiction)
         raise KetasimInputError(
-            f"{what} = {n_values:,} values ({size}), more than fits in memory "
-            f"(about {avail / 2**30:.1f} GiB available); {advice}")
+            f"{what} = {n_values:,} values ({size}), more than {MEMORY_SHARE * 100:g} % of the "
+            f"memory available (about {avail / 2**30:.1f} GiB); {advice}")
 
 
 _POOLS: dict = {}
