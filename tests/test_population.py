@@ -424,6 +424,11 @@ def test_sweep_with_subjects_summarises_the_same_subjects_at_every_point():
                          params={"V1": v1}, progress=False)
         np.testing.assert_allclose([res["cmax_p50"][i], res["cmax_p05"][i], res["cmax_p95"][i]],
                                    np.percentile(pop["cmax"], [50, 5, 95]), rtol=1e-12)
+    # a metric asked for by its bare name points to its median ('cmax' had been answered with
+    # 'cmax_p95', the nearest text)
+    with pytest.raises(KetasimInputError, match=r"no column 'cmax' \(did you mean "
+                                                r"'cmax_p50', the median"):
+        res["cmax"]
 
 
 def test_sweep_bad_names():

@@ -431,8 +431,14 @@ class _Columns:
             same = _same_threshold(name, self.columns)
             if same is not None:      # time_above_occ_0.30: the column time_above_occ_0.3
                 return self.columns[same]
-            raise KetasimInputError(f"{self._what}: no column {name!r}"
-                                    f"{suggest(name, list(self.columns))}")
+            if isinstance(name, str) and f"{name}_p50" in self.columns:
+                # a metric of n subjects per point is its percentiles ('cmax' had been
+                # answered with 'cmax_p95', the nearest text)
+                hint = (f" (did you mean '{name}_p50', the median over the subjects of a "
+                        f"point? also '{name}_p05' and '{name}_p95')")
+            else:
+                hint = suggest(name, list(self.columns))
+            raise KetasimInputError(f"{self._what}: no column {name!r}{hint}")
         return self.columns[name]
 
     def __contains__(self, name) -> bool:
