@@ -11,6 +11,7 @@ files as they were, and no temporary file or new folder behind (see
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import os
 import signal
@@ -382,6 +383,20 @@ def _write_all(outputs: list[tuple[Path, object]], inputs=()) -> None:
     write_outputs(outputs, inputs)
 
 
+@contextlib.contextmanager
+def _to_stdout():
+    """Write a table to standard output (``--out -``), flushed here: an error writing it (a
+    full disk) names "standard output", as a file's error names the file; a closed pipe
+    (``| head``) goes on as BrokenPipeError."""
+    try:
+        yield
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise type(exc)(exc.errno, exc.strerror, "standard output") from exc
+
+
 def _input_files(args) -> list[tuple[str, str]]:
     """The ``(option, path)`` inputs of a command that are files (for :func:`check_outputs`)."""
     # (schedule custom's phases file is a positional argument: there is no --phases option)
@@ -660,13 +675,11 @@ def _simulate_rest(args, model, doses, times, params, weight, cal, helper) -> in
             # the table first: one that cannot be written (a full disk) fails the command
             # before --plot replaces a file (it had been replaced, and the command failed)
             try:
-                write_result_table(result, sys.stdout)
-                sys.stdout.flush()
+                with _to_stdout():
+                    write_result_table(result, sys.stdout)
             except BrokenPipeError:      # the reader stopped reading (| head): not a failure
                 _write_all(outputs, _input_files(args))
                 raise
-            except OSError as exc:
-                raise type(exc)(exc.errno, exc.strerror, "standard output") from exc
         _write_all(outputs, _input_files(args))
     if summary:
         print(summary, file=sys.stderr if to_stdout else sys.stdout)
@@ -726,13 +739,8 @@ def cmd_schedule(args) -> int:
         return 0
     if args.out == "-":
         from .dosing import doses_csv_text
-        try:
+        with _to_stdout():      # (a full disk had been said without naming the output)
             sys.stdout.write(doses_csv_text(d))
-            sys.stdout.flush()
-        except BrokenPipeError:
-            raise
-        except OSError as exc:     # (a full disk had been said without naming the output)
-            raise type(exc)(exc.errno, exc.strerror, "standard output") from exc
         return 0
     write_doses(d, args.out)
     print(f"wrote {args.out} ({len(d)} session{'s' if len(d) != 1 else ''})", file=sys.stderr)
