@@ -196,16 +196,9 @@ def check_outputs(outputs, inputs=()) -> None:
         link = _broken_link(p.parent) if str(p.parent) else None
         if link is not None:
             raise KetasimInputError(f"{lab}: {str(p)!r}: {_broken_link_words(link)}")
-        if p.is_symlink():
-            try:
-                os.stat(p)
-            except FileNotFoundError:
-                pass                # a link to a file yet to be written
-            except OSError as exc:  # a loop of links: found before any work (it had been
-                # found only when writing, after a population had run)
-                raise KetasimInputError(f"{lab}: {str(p)!r} is a symbolic link that cannot be "
-                                        f"followed ({exc.strerror}); expected a file "
-                                        "name") from None
+        # a loop of links: found before any work (it had been found only when writing,
+        # after a population had run)
+        _check_link(p, f"{lab}: ")
         if p.exists() and not p.is_file() and not p.is_dir():
             # found before any work (it had been found only when writing, after the run)
             raise KetasimInputError(f"{lab}: {str(p)!r} exists and is not a regular file (a "
@@ -245,6 +238,21 @@ def check_outputs(outputs, inputs=()) -> None:
                 raise KetasimInputError(
                     f"{lab} {str(p)!r} and {lab2} {str(q)!r} are one file on this file system "
                     "(it does not tell letter case apart); expected different output files")
+
+
+def _check_link(path: Path, lead: str) -> None:
+    """Refuse an output that is a symbolic link that cannot be followed (a loop of links,
+    ELOOP, say), the message starting with ``lead``; a link to a file yet to be written is
+    fine, and so is anything that is no link."""
+    if not path.is_symlink():
+        return
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        pass                # a link to a file yet to be written
+    except OSError as exc:
+        raise KetasimInputError(f"{lead}{str(path)!r} is a symbolic link that cannot be "
+                                f"followed ({exc.strerror}); expected a file name") from None
 
 
 def _case_twins(p: Path, q: Path) -> bool:
@@ -315,14 +323,7 @@ class OutputSet:
     def add(self, path, data, *, binary: bool | None = None) -> OutputSet:
         path = Path(path)
         if path.is_symlink():      # write the file the link points to; keep the link
-            try:
-                os.stat(path)
-            except FileNotFoundError:
-                pass                # a link to a file yet to be written
-            except OSError as exc:  # a loop of links (ELOOP), say
-                raise KetasimInputError(f"output {str(path)!r} is a symbolic link that cannot "
-                                        f"be followed ({exc.strerror}); expected a file "
-                                        "name") from None
+            _check_link(path, "output ")
             path = Path(os.path.realpath(path))     # (its folders are made, as for a file)
         if path.exists() and not path.is_dir() and not path.is_file():
             raise KetasimInputError(f"output {str(path)!r} exists and is not a regular file "
