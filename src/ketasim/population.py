@@ -707,6 +707,8 @@ def _execute(jobs, chunk_size: int, scheduler, progress, desc: str, counts=None)
                 while a < job.n_rows:
                     b = min(job.n_rows, a + size)
                     t0 = time.perf_counter()
+                    # (three arguments without bands: the signature a Dask worker and a
+                    # caller's stand-in for _run_chunk take)
                     res = (_run_chunk(job, a, b) if counts is None else
                            _run_chunk(job, a, b, counts))
                     dt = max(time.perf_counter() - t0, 1e-6)
