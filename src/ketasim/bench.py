@@ -535,6 +535,18 @@ def fmt_x(r) -> str:
     return f"{r:,.0f}×" if r >= 10 else f"{r:.1f}×"
 
 
+def fmt_months(months) -> str:
+    """A course length for people: "6 months", "15.2 days", "24.4 h" (3 significant digits)."""
+    days = months * DAYS_PER_MONTH
+    if months >= 1 and float(months).is_integer():
+        return f"{months:g} month" + ("s" if months != 1 else "")
+    if days < 2:
+        return f"{days * 24:.3g} h"
+    if months < 1:
+        return f"{days:.3g} days"
+    return f"{months:.3g} months"
+
+
 def _say(cfg, msg):
     if cfg.get("verbose", True):
         print(msg, file=sys.stderr, flush=True)
@@ -683,7 +695,7 @@ def _one_subject(name, title, model, doses, times, outputs, cfg, ref_key, expm_b
 def sc_iv_pk(cfg):
     months = cfg["months"]
     times = _grid(months, 1 / 60)
-    row = _one_subject("iv-pk", f"1 subject, standard IV course, {months:g} months, 1-min grid, "
+    row = _one_subject("iv-pk", f"1 subject, standard IV course, {fmt_months(months)}, 1-min grid, "
                        "plasma", ketasim.load_model("ketamine-iv"),
                        ketasim.standard_iv_course(months=months), times, ["plasma"], cfg, "iv")
     ls = row["baselines"]["LSODA"]
@@ -697,7 +709,7 @@ def sc_iv_default(cfg):
     times = _grid(months, 1 / 60)
     model = ketasim.load_model("ketamine-iv")
     doses = ketasim.standard_iv_course(months=months)
-    row = _one_subject("iv-default", f"1 subject, standard IV course, {months:g} months, "
+    row = _one_subject("iv-default", f"1 subject, standard IV course, {fmt_months(months)}, "
                        "1-min grid, default outputs (PK + occupancy + schematic response)",
                        model, doses, times, None, cfg, "iv")
     # the cost of the default outputs relative to plasma alone, in this same process
@@ -723,7 +735,7 @@ def sc_iv_default(cfg):
 def sc_spravato(cfg):
     months = cfg["months"]
     times = _grid(months, 1 / 60)
-    row = _one_subject("spravato", f"1 subject, Spravato course, {months:g} months, 1-min grid, "
+    row = _one_subject("spravato", f"1 subject, Spravato course, {fmt_months(months)}, 1-min grid, "
                        "default outputs", ketasim.load_model("esketamine-nasal"),
                        ketasim.spravato_course(months=months), times, None, cfg, "spravato")
     row["targets"] = [_target("spravato speed", row["baselines"]["LSODA"]["ratio"])]
@@ -734,7 +746,7 @@ def sc_network12(cfg):
     months = cfg["months"]
     times = _grid(months, 1 / 60)
     row = _one_subject("network-12", f"12-compartment catenary chain + effect site, standard "
-                       f"IV course, {months:g} months, 1-min grid", network12_model(),
+                       f"IV course, {fmt_months(months)}, 1-min grid", network12_model(),
                        ketasim.standard_iv_course(months=months), times, ["c1", "ce"], cfg,
                        "network-12")
     row["targets"] = []
@@ -787,7 +799,7 @@ def sc_pop(cfg):
     model = ketasim.load_model("ketamine-iv")
     row = _population("pop-10k" if n == 10_000 else f"pop-{n}",
                       f"{n:,} subjects (CL, V1 log-normal CV 30 %), standard IV course, "
-                      f"{months:g} months, hourly grid, plasma", model,
+                      f"{fmt_months(months)}, hourly grid, plasma", model,
                       ketasim.standard_iv_course(months=months), _grid(months, 1.0),
                       population_params(n), ["plasma"], cfg, cfg["pop_sample"], cfg["pop_ref"])
     row["targets"] = [_target("pop-10k speed", row["baselines"]["LSODA loop"]["ratio"])]
@@ -808,7 +820,7 @@ def sc_throughput(cfg):
     model = five_state_model()
     k10 = model.parameters["K10"] * np.exp(OMEGA * np.random.default_rng(11).standard_normal(n))
     row = _population("throughput-5", f"5-state network, {n:,} subjects (K10 CV 30 %), IV "
-                      f"course + weekly oral doses, {months:g} months, hourly grid, one output",
+                      f"course + weekly oral doses, {fmt_months(months)}, hourly grid, one output",
                       model, _five_state_doses(months), _grid(months, 1.0), {"K10": k10},
                       ["central"], cfg, cfg["tp_sample"], 1)
     row["targets"] = [_target("throughput rate", row["rate"]),
@@ -958,7 +970,7 @@ def sc_metrics(cfg):
             f"{ks_s / n_run * 1e3:.2f} ms/subject x {target_n:,}" if extrap
             else f"ketasim ran all {target_n:,} subjects")
     return {"name": name, "title": f"{target_n:,} subjects, per-session Cmax and AUC "
-            f"(engine.session_metrics), standard IV course, {months:g} months",
+            f"(engine.session_metrics), standard IV course, {fmt_months(months)}",
             "subjects": target_n, "subjects_run": n_run, "timepoints": None,
             "outputs": list(metrics), "ketasim_s": ks_full, "ketasim_extrapolated": extrap,
             "ketasim_err": e_ks,
@@ -1144,7 +1156,8 @@ def sc_scaling(cfg):
         months=months), ["plasma"])[0]
     ls_s, _ = timed(lambda: solve_piecewise(sys_, times, "LSODA", BASE_RTOL, BASE_ATOL))
     return {"name": "scaling", "title": f"throughput against subjects, hourly grid, "
-            f"{months:g} months", "subjects": max(cfg["scaling_n"]), "timepoints": int(times.size),
+            f"{fmt_months(months)}", "subjects": max(cfg["scaling_n"]),
+            "timepoints": int(times.size),
             "outputs": [], "ketasim_s": None, "ketasim_err": None, "baselines": {},
             "series": out, "lsoda_rate": times.size / ls_s, "targets": [],
             "notes": [f"LSODA (one subject, ketamine-iv plasma) {times.size / ls_s:.2e} "
