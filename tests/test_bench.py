@@ -204,3 +204,33 @@ def test_quick_run_describes_its_course_length_readably(tmp_path, capsys):
     for text in (err, title):
         assert "standard IV course, 24.4 h, 1-min grid" in text
         assert "0.0333" not in text
+
+
+def _scaling_only_results():
+    pts = [{"n": 1, "s": 1e-3, "rate": 1e6, "floor_rate": 1e7}]
+    return {"scenarios": [{"name": "scaling", "title": "throughput against subjects, hourly "
+                           "grid, 24.4 h", "subjects": 1, "timepoints": 25, "outputs": [],
+                           "ketasim_s": None, "ketasim_err": None, "baselines": {},
+                           "series": {"ketamine-iv, plasma": pts}, "lsoda_rate": 1e4,
+                           "targets": [], "notes": ["LSODA 1e4 subject-timepoints/s"]}],
+            "limits": {"write_floor_gb_s": 5.0, "chain_ns_per_step": 1.0},
+            "settings": {"reference": "Radau rtol 1e-12 atol 1e-16", "months": 1 / 30,
+                         "repeats": 2},
+            "machine": {"ketasim": "x", "python": "3", "numpy": "2", "scipy": "1",
+                        "numba": "0", "cpus": 2, "threads": 2, "machine": "m",
+                        "load_1min": 0.0, "load_1min_end": 0.0},
+            "quick": True, "total_s": 1.0}
+
+
+def test_table_of_a_scaling_only_run_has_no_empty_tables():
+    """--only scaling printed the summary and targets tables as bare headers with no rows;
+    now a table without rows is left out, and a line says what was run instead."""
+    text = bench.markdown_table(_scaling_only_results())
+    lines = text.splitlines()
+    for i, line in enumerate(lines):       # every table header is followed by rows
+        if line.startswith("|---"):
+            assert i + 1 < len(lines) and lines[i + 1].startswith("| "), (lines[i - 1], text)
+    assert "| scaling | up to 1.0e+06 /s |" in text
+    assert "| target | scenario |" not in text
+    assert "fastest other scipy" not in text
+    assert "No speed summary or targets for: scaling" in text

@@ -1389,7 +1389,17 @@ def markdown_table(results: dict) -> str:
             f"{t['verdict']} ({t['value']:.3g})" for t in tg))
         lines.append("| " + " | ".join(cells) + " |")
     lim = results["limits"]
-    out = ["\n".join(lines), "", summary_table(results), "", targets_table(results), "",
+    tables, empty = [], []      # a table with a header and no rows is left out, and said so
+    for what, table in (("speed summary", summary_table(results)),
+                        ("targets", targets_table(results))):
+        if table.count("\n") > 1:
+            tables += [table, ""]
+        else:
+            empty.append(what)
+    if empty:
+        tables += [f"No {' or '.join(empty)} for: "
+                   f"{', '.join(r['name'] for r in rows) or 'no scenario'}.", ""]
+    out = ["\n".join(lines), "", *tables,
            "Cells: wall time · speed ratio (baseline time / ketasim time) · max error vs the "
            f"reference ({results['settings']['reference']}); error = max over outputs of "
            "max|y - y_ref| / max|y_ref|. * = extrapolated from a sample (see notes). Baselines: "
