@@ -1,15 +1,23 @@
-"""The compiled CSV formatter gives exactly Python's ``"%.10g"`` (and ``"%d"``) text."""
+"""The compiled CSV formatter gives exactly Python's ``"%.10g"`` (``"%.9g"``, ``"%d"``) text;
+a float32 result's CSV reads back exactly with nine digits."""
+
+import io
+import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import ketasim
+from ketasim import io as kio
 from ketasim._csvtext import BlockFormatter
 
 
-def python_text(block, int_col=-1):
-    row = ",".join("%d" if j == int_col else "%.10g" for j in range(block.shape[1])) + "\n"
+def python_text(block, int_col=-1, digits=10):
+    nd = np.broadcast_to(digits, (block.shape[1],))
+    row = ",".join("%d" if j == int_col else f"%.{nd[j]}g" for j in range(block.shape[1])) + "\n"
     return "".join(row % tuple(r) for r in block.tolist())
 
 
@@ -32,8 +40,9 @@ def _edges():
     return np.concatenate([v, np.nextafter(v, 0), np.nextafter(v, np.inf)])
 
 
+@pytest.mark.parametrize("digits", [10, 9])
 @pytest.mark.parametrize("kind", ["special", "edges", "wide", "unit", "grid", "ties", "round"])
-def test_same_text_as_python(kind):
+def test_same_text_as_python(kind, digits):
     rng = np.random.default_rng(7)
     n = 60_000
     v = {"special": _special(), "edges": _edges(),
@@ -46,7 +55,12 @@ def test_same_text_as_python(kind):
          "round": np.round(rng.random(n) * 1e6) / 1e3}[kind]
     for cols in (1, 7):
         block = np.resize(v, (len(v) // cols + 1) * cols).reshape(-1, cols)
-        assert BlockFormatter(cols).text(block) == python_text(block)
+        assert BlockFormatter(cols, digits=digits).text(block) == python_text(block,
+                                                                              digits=digits)
+    if digits == 9:         # a column of each, side by side
+        block = np.resize(v, (len(v) // 3 + 1) * 3).reshape(-1, 3)
+        assert BlockFormatter(3, digits=(10, 9, 9)).text(block) == python_text(
+            block, digits=(10, 9, 9))
 
 
 def test_integer_column():
@@ -64,3 +78,31 @@ def test_integer_column():
 def test_property_any_float(values, cols):
     block = np.resize(np.array(values), (len(values) // cols + 1) * cols).reshape(-1, cols)
     assert BlockFormatter(cols).text(block) == python_text(block)
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_float32_result_csv_has_nine_digits_that_read_back_exactly(compiled, monkeypatch):
+    """A float32 result (dtype="float32") was written with ten significant digits; nine are the
+    fewest that always read back exactly, and now every value has at most nine and reads back
+    bit-exactly as the float32 it was (concentrations after ng/mL -> mg/L)."""
+    if not compiled:            # the writer's way when Numba is disabled
+        monkeypatch.setattr(kio, "_block_formatter", lambda *a, **k: None)
+    model = ketasim.load_model("ketamine-iv")
+    r = ketasim.simulate(model, ketasim.standard_iv_course(months=1), np.arange(0.0, 80.0, 0.1),
+                         params={"CL": [60.0, 75.0]}, amounts=True, dtype="float32")
+    rng = np.random.default_rng(11)
+    wide = (rng.standard_normal(r.data.shape) * 10.0 ** rng.integers(-30, 30, r.data.shape))
+    for res in (r, replace(r, data=wide.astype(np.float32))):
+        buf = io.StringIO()
+        kio.write_result_table(res, buf)
+        lines = buf.getvalue().splitlines()
+        cells = [ln.split(",")[2:] for ln in lines[1:]]       # (subject, time_h, outputs)
+        for c in cells[:50] + cells[-50:]:
+            for t in c:
+                sig = re.sub(r"e.*$", "", t).replace("-", "").replace(".", "").strip("0")
+                assert len(sig) <= 9, (t, lines[0])
+        got = np.array(cells, dtype=np.float64) / res.csv_scale()
+        want = res.data.transpose(0, 2, 1).reshape(-1, res.data.shape[1])
+        assert np.array_equal(got.astype(np.float32).view(np.uint32), want.view(np.uint32))
+        times = [ln.split(",")[1] for ln in lines[1:]]         # times (float64): ten digits
+        assert times == ["%.10g" % t for t in np.tile(res.times, res.n_subjects)]

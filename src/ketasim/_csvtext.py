@@ -1,11 +1,12 @@
-"""CSV text of a float table, compiled: exactly the text of ``"%.10g" % value`` (and ``"%d"``
-for an integer column), about five times faster than Python's formatting.
+"""CSV text of a float table, compiled: exactly the text of ``"%.10g" % value`` (``"%.9g"`` in
+a column of float32 values, the fewest digits that read back exactly; ``"%d"`` for an integer
+column), about five times faster than Python's formatting.
 
-A value is scaled to ten significant digits in floating point and rounded. The scaling is off
-by at most a few millionths of a unit in the tenth digit, so the rounding is certain unless the
-scaled value lies within :data:`_TIE` of a half: those few values and the special ones (nan,
-inf, subnormal or beyond 1e290) are formatted by Python itself. The result is the same text,
-value for value, as ``numpy.savetxt`` or the ``%`` operator gives.
+A value is scaled to ten (or nine) significant digits in floating point and rounded. The
+scaling is off by at most a few millionths of a unit in the last digit, so the rounding is
+certain unless the scaled value lies within :data:`_TIE` of a half: those few values and the
+special ones (nan, inf, subnormal or beyond 1e290) are formatted by Python itself. The result
+is the same text, value for value, as ``numpy.savetxt`` or the ``%`` operator gives.
 """
 
 from __future__ import annotations
@@ -27,15 +28,19 @@ CELL_MAX = 18            # the longest cell and its separator: "-1.234567891e-10
 
 
 @njit(cache=True, nogil=True)
-def _scale(block, int_col, pow10, digits, expo):
-    """Ten significant digits and the decimal exponent of every cell (row-major), or a code in
-    ``expo`` for the cells formatted otherwise; returns how many need Python."""
+def _scale(block, int_col, ndig, pow10, digits, expo):
+    """``ndig[j]`` (10 or 9) significant digits and the decimal exponent of every cell
+    (row-major), or a code in ``expo`` for the cells formatted otherwise; returns how many
+    need Python."""
     n_rows, n_cols = block.shape
     n_py = 0
     for i in range(n_rows):
         for j in range(n_cols):
             k = i * n_cols + j
             v = block[i, j]
+            nd = ndig[j]
+            lo = pow10[nd - 1 + _OFF]           # 1e9 for ten digits
+            hi = pow10[nd + _OFF]
             digits[k] = 0
             if j == int_col:
                 digits[k] = np.int64(v)
@@ -52,24 +57,24 @@ def _scale(block, int_col, pow10, digits, expo):
                 n_py += 1
                 continue
             e = np.int64(np.floor(np.log10(a)))
-            s = a * pow10[9 - e + _OFF]
-            if s < 1e9:
+            s = a * pow10[nd - 1 - e + _OFF]
+            if s < lo:
                 e -= 1
-                s = a * pow10[9 - e + _OFF]
-            elif s >= 1e10:
+                s = a * pow10[nd - 1 - e + _OFF]
+            elif s >= hi:
                 e += 1
-                s = a * pow10[9 - e + _OFF]
+                s = a * pow10[nd - 1 - e + _OFF]
             f = s - np.floor(s)
             # not certain: a near tie, out of range. (Near the edges of ten digits either
             # reading gives the same text: just below 1e9 is 1e10 one exponent down, rounded
-            # up; just below 1e10 rounds up to 1e10 either way.)
-            if not (1e9 <= s < 1e10) or abs(f - 0.5) < _TIE or e < _E_MIN or e > _E_MAX:
+            # up; just below 1e10 rounds up to 1e10 either way; so for nine.)
+            if not (lo <= s < hi) or abs(f - 0.5) < _TIE or e < _E_MIN or e > _E_MAX:
                 expo[k] = _PYTHON
                 n_py += 1
                 continue
             r = np.int64(np.floor(s + 0.5))
-            if r >= 10_000_000_000:                  # 9999999999.5 and up: one digit more
-                r = 1_000_000_000
+            if r >= np.int64(hi):                    # 9999999999.5 and up: one digit more
+                r = np.int64(lo)
                 e += 1
             digits[k] = -r if v < 0.0 else r
             expo[k] = e
@@ -77,10 +82,12 @@ def _scale(block, int_col, pow10, digits, expo):
 
 
 @njit(cache=True, nogil=True)
-def _emit(digits, expo, n_cols, py_text, py_start, out):
-    """Write the cells as CSV rows into ``out`` (uint8); returns the length written.
+def _emit(digits, expo, ndig, py_text, py_start, out):
+    """Write the cells as CSV rows into ``out`` (uint8), column j with ``ndig[j]`` significant
+    digits; returns the length written.
 
     ``py_text[py_start[m]:py_start[m + 1]]`` is the text of the m-th cell coded _PYTHON."""
+    n_cols = ndig.size
     p = 0
     m = 0
     d = np.empty(10, np.int64)
@@ -118,13 +125,14 @@ def _emit(digits, expo, n_cols, py_text, py_start, out):
                 out[p] = 45
                 p += 1
                 r = -r
-            for q in range(9, -1, -1):
+            width = ndig[k % n_cols]
+            for q in range(width - 1, -1, -1):
                 d[q] = r % 10
                 r //= 10
-            nd = 10
+            nd = width
             while d[nd - 1] == 0:
                 nd -= 1
-            if e < -4 or e >= 10:
+            if e < -4 or e >= width:
                 out[p] = 48 + d[0]
                 p += 1
                 if nd > 1:
@@ -171,9 +179,13 @@ def _emit(digits, expo, n_cols, py_text, py_start, out):
 class BlockFormatter:
     """Format blocks of rows of one table shape, reusing the work arrays between blocks."""
 
-    def __init__(self, n_cols: int, int_col: int = -1):
+    def __init__(self, n_cols: int, int_col: int = -1, digits=10):
+        """``digits``: significant digits, 10 or 9, for every column or one per column."""
         self.n_cols = n_cols
         self.int_col = int_col
+        self.ndig = np.broadcast_to(np.asarray(digits, np.int64), (n_cols,)).copy()
+        if not np.isin(self.ndig, (9, 10)).all():
+            raise ValueError(f"digits: got {digits!r}, expected 10 or 9 (per column)")
         self._size = 0
 
     def _arrays(self, n_cells):
@@ -186,18 +198,20 @@ class BlockFormatter:
 
     def text(self, block: np.ndarray) -> str:
         """``block`` (rows x n_cols, float64) as CSV rows; "%d" in ``int_col`` (whose values
-        must be whole numbers below 2**53 in size), "%.10g" elsewhere."""
+        must be whole numbers below 2**53 in size), "%.10g" (or "%.9g") elsewhere."""
         block = np.ascontiguousarray(block, dtype=np.float64)
         digits, expo, out = self._arrays(block.size)
-        n_py = _scale(block, self.int_col, _POW10, digits, expo)
+        n_py = _scale(block, self.int_col, self.ndig, _POW10, digits, expo)
         if n_py:
-            vals = block.ravel()[np.flatnonzero(expo == _PYTHON)].tolist()
-            strs = [("%.10g" % v).encode("ascii") for v in vals]
+            at = np.flatnonzero(expo == _PYTHON)
+            vals = block.ravel()[at].tolist()
+            strs = [("%.*g" % (nd, v)).encode("ascii")
+                    for nd, v in zip(self.ndig[at % self.n_cols].tolist(), vals)]
             py_text = np.frombuffer(b"".join(strs), np.uint8)
             py_start = np.zeros(len(strs) + 1, np.int64)
             np.cumsum([len(s) for s in strs], out=py_start[1:])
         else:
             py_text = np.zeros(0, np.uint8)
             py_start = np.zeros(1, np.int64)
-        n = _emit(digits, expo, self.n_cols, py_text, py_start, out)
+        n = _emit(digits, expo, self.ndig, py_text, py_start, out)
         return out[:n].tobytes().decode("ascii")
