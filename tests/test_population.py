@@ -495,6 +495,31 @@ def test_cli_sweep_and_heat_map(tmp_path):
     assert fig.stat().st_size > 10_000
 
 
+def test_cli_population_and_sweep_write_csv_to_standard_output(tmp_path, capsys):
+    """`simulate --out -` wrote its table to standard output; population and sweep refused
+    '-' (expected a file ending in .csv). Now `--out -` prints the very CSV `--out FILE`
+    writes, with the summary and every message on standard error."""
+    import ketasim.cli as kcli
+
+    base = ["population", "--months", "1", "--n", "3", "--seed", "4", "--metrics", "cmax",
+            "--quiet"]
+    sweep = ["sweep", "--months", "1", "--vary", "CL=80:100:2", "--metrics", "cmax", "-q"]
+    for argv in (base, sweep):
+        f = tmp_path / f"{argv[0]}.csv"
+        assert main(argv + ["--out", str(f)]) == 0
+        capsys.readouterr()
+        assert main(argv + ["--out", "-"]) == 0
+        out, err = capsys.readouterr()
+        assert out == f.read_text()
+        assert "wrote standard output" in err
+    assert main(base + ["--out", "-"]) == 0
+    assert "3 subjects: median" in capsys.readouterr().err       # (the summary)
+    for cmd in ("population", "sweep"):          # the help says so
+        helps = {a.dest: a.help for a in kcli.build_parser()._subparsers._group_actions[0]
+                 .choices[cmd]._actions}
+        assert "- for CSV on standard output" in helps["out"]
+
+
 @pytest.mark.parametrize("argv, fragment", [
     (["population", "--n", "3", "--metrics", "cmaxx"], "did you mean"),
     (["population", "--n", "3", "--model", "esketamine-iv", "--age", "50"], "age_y"),

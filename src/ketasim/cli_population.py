@@ -3,7 +3,8 @@
 Tables are CSV (two ``#`` comment lines first: what was run, and the unit of every column;
 ``pandas.read_csv(path, comment="#")`` reads them) or Parquet (``--out x.parquet``, needs
 pyarrow: the same information is in the schema metadata, key ``ketasim``, and each field's
-``unit`` metadata). Column names follow the metric names exactly (``cmax``, ``cmax_s3``,
+``unit`` metadata); ``--out -`` writes the CSV to standard output (messages and the summary
+then go to standard error). Column names follow the metric names exactly (``cmax``, ``cmax_s3``,
 ``cmax_p50``), so units live in the header comment / metadata rather than in the names.
 Every file is written all-or-nothing (temporary sibling, renamed at the end); an interrupted
 or failed run leaves none.
@@ -55,7 +56,8 @@ def _common(p, out_required: bool):
                         "consolidation_end")
     p.add_argument("--out", required=out_required,
                    type=_table_out,
-                   help="metrics table: .csv, or .parquet (needs pyarrow)" + (
+                   help="metrics table: .csv, or .parquet (needs pyarrow), or - for CSV on "
+                        "standard output" + (
                        " (required)" if out_required else " (default: none, print a summary)"))
     p.add_argument("--seed", type=_seed, default=None,
                    help="random seed of the drawn subjects (default: 0)")
@@ -209,12 +211,15 @@ _NO_PYARROW = ("Parquet needs pyarrow; install it with pip install 'ketasim[parq
 
 
 def _table_out(v):
-    """--out of population and sweep: a .csv or .parquet file name; Parquet is refused here,
-    before any work, when pyarrow's Parquet module cannot be imported (a build without it,
-    such as conda's pyarrow-core, had failed after the whole run, as an internal error; a
-    pyarrow built for another numpy as "invalid _table_out value")."""
+    """--out of population and sweep: ``-`` (CSV on standard output), or a .csv or .parquet
+    file name; Parquet is refused here, before any work, when pyarrow's Parquet module cannot
+    be imported (a build without it, such as conda's pyarrow-core, had failed after the whole
+    run, as an internal error; a pyarrow built for another numpy as "invalid _table_out
+    value")."""
     from .cli import _out_path
 
+    if v == "-":
+        return v
     p = _out_path(v, (".csv", ".parquet"))
     if p.suffix.lower() == ".parquet":
         try:
@@ -227,8 +232,9 @@ def _table_out(v):
 
 
 def _table_output(path: Path, columns, units, title):
-    """``path`` from --out (:func:`_table_out`: a Parquet file was checked for pyarrow)."""
-    if path.suffix.lower() == ".parquet":
+    """``path`` from --out (:func:`_table_out`: a Parquet file was checked for pyarrow; ``-``
+    is CSV on standard output)."""
+    if path != "-" and path.suffix.lower() == ".parquet":
         return (path, "wb", lambda fh: write_table(fh, columns, units, title, "parquet"))
     return (path, "w", lambda fh: write_table(fh, columns, units, title, "csv"))
 
@@ -811,6 +817,7 @@ def run_population(args) -> int:
 
     # before any work (a run can take minutes)
     _check_output_paths(args, "out", "bands", "plot")
+    _check_stdout(args)
     model = load_model(args.model)
     if args.seed is not None and args.no_variability:
         raise KetasimInputError("--seed: no subjects are drawn with --no-variability (every "
@@ -908,28 +915,57 @@ def run_population(args) -> int:
                                 "not a dosing recommendation", first_h, model=model,
                                 notes=_peaks_between_band_times(res, model, first_h))
         outputs.append((args.plot, "wb", _figure_bytes(fig, args.plot)))
-    _write_all(outputs, args)
-    _print_summary(res.columns, res.metrics, res.units, args.n)
-    if outputs:
-        print("wrote " + ", ".join(str(p) for p, _, _ in outputs), file=sys.stderr)
+    written = _write_some(outputs, args)
+    _print_summary(res.columns, res.metrics, res.units, args.n,
+                   file=sys.stderr if args.out == "-" else sys.stdout)
+    if written:
+        print("wrote " + ", ".join(written), file=sys.stderr)
     return 0
 
 
-def _print_summary(columns, metrics, units, n):
+def _check_stdout(args) -> None:
+    if args.out == "-" and sys.stdout is None:     # (as simulate says it)
+        raise KetasimInputError("--out -: standard output is closed; expected it open, or a "
+                                "file name")
+
+
+def _write_some(outputs, args) -> list[str]:
+    """Write ``outputs``: a table for ``-`` to standard output first (one that cannot be
+    written fails the command before a file is replaced, as simulate's), then the files, all
+    or none; a reader that stops reading (``| head``) still gets the files. Returns what was
+    written."""
+    from .cli import _to_stdout
+
+    files = [o for o in outputs if o[0] != "-"]
+    for path, _, write in outputs:
+        if path == "-":
+            try:
+                with _to_stdout():
+                    write(sys.stdout)
+            except BrokenPipeError:
+                _write_all(files, args)
+                raise
+    _write_all(files, args)
+    return ["standard output" if p == "-" else str(p) for p, _, _ in outputs]
+
+
+def _print_summary(columns, metrics, units, n, file=None):
     def fmt(x):      # (a washed-out trough: "<0.001", as the course summary says "<0.005")
         return "<0.001" if 0 < abs(x) < 1e-3 else g4(x)
 
-    print(f"{n:,} subject{'' if n == 1 else 's'}: median [5 %, 95 %] over the course")
+    print(f"{n:,} subject{'' if n == 1 else 's'}: median [5 %, 95 %] over the course",
+          file=file)
     for m in metrics:
         if m not in columns:
             continue
         v = columns[m]
         v = v[np.isfinite(v)]
         if v.size == 0:
-            print(f"  {m}: n/a")
+            print(f"  {m}: n/a", file=file)
             continue
         q = np.percentile(v, [50, 5, 95])
-        print(f"  {m}: {fmt(q[0])} [{fmt(q[1])}, {fmt(q[2])}] {units.get(m, '')}".rstrip())
+        print(f"  {m}: {fmt(q[0])} [{fmt(q[1])}, {fmt(q[2])}] {units.get(m, '')}".rstrip(),
+              file=file)
 
 
 def _check_plot_metric(column: str, metrics, varied, per_point: bool) -> None:
@@ -964,6 +1000,7 @@ def run_sweep(args) -> int:
     from .population import parse_vary, sweep
 
     _check_output_paths(args, "out", "plot")     # before any work (a run can take minutes)
+    _check_stdout(args)
     model = load_model(args.model)
     if args.seed is not None and not args.n:
         raise KetasimInputError("--seed: only with --n (it draws the subjects at each grid "
@@ -1043,7 +1080,8 @@ def run_sweep(args) -> int:
         if not np.isfinite(np.asarray(columns[plot_metric], dtype=float)).any():
             print(f"ketasim: warning: --plot-metric {plot_metric} is not a number at any grid "
                   "point: the heat map has no colours (choose another metric)", file=sys.stderr)
-    _write_all(outputs, args)
-    print(f"wrote {args.out} ({res.info['points']} grid points)"
+    _write_some(outputs, args)
+    print(f"wrote {'standard output' if args.out == '-' else args.out} "
+          f"({res.info['points']} grid points)"
           + (f" and {args.plot}" if args.plot else ""), file=sys.stderr)
     return 0
