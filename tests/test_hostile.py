@@ -2413,6 +2413,37 @@ def test_schedule_to_a_full_standard_output_names_it():
     one_line_error(r.stderr, "No space left on device: standard output")
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("argv", [["presets"], ["presets", "ketamine-iv"],
+                                  ["schedule", "standard-iv"],
+                                  # (more than a buffer: the error comes inside the command)
+                                  ["schedule", "standard-iv", "--months", "200"]])
+def test_a_table_printed_to_a_full_standard_output_names_it(argv):
+    """``presets > /dev/full`` and the terminal table of ``schedule`` had said 'No space left
+    on device' alone, naming nothing, where ``--out -`` names standard output."""
+    env = dict(os.environ, PYTHONPATH=str(Path(ketasim.__file__).parents[1]))
+    with open("/dev/full", "wb") as out:
+        r = subprocess.run([sys.executable, "-m", "ketasim", *argv], stdout=out,
+                           stderr=subprocess.PIPE, text=True, env=env)
+    assert r.returncode == 1
+    one_line_error(r.stderr, "No space left on device: standard output")
+
+
+def test_a_full_standard_output_is_named_in_process(monkeypatch, capsys):
+    """The same through :func:`ketasim.cli.main`, with a stream that refuses every write."""
+    import io
+
+    class FullDisk(io.TextIOBase):
+        def write(self, s):
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sys, "stdout", FullDisk())
+    rc = main(["presets"])
+    monkeypatch.undo()
+    assert rc == 1
+    one_line_error(capsys.readouterr().err, "No space left on device: standard output")
+
+
 def test_a_line_break_in_a_file_name_stays_inside_the_tables_comment_header(tmp_path, capsys):
     """A --doses file named with a line break had ended the first ``#`` line of the
     population, bands and sweep tables: the rest of the name and of the line were read as the

@@ -384,17 +384,51 @@ def _write_all(outputs: list[tuple[Path, object]], inputs=()) -> None:
 
 
 @contextlib.contextmanager
-def _to_stdout():
-    """Write a table to standard output (``--out -``), flushed here: an error writing it (a
-    full disk) names "standard output", as a file's error names the file; a closed pipe
-    (``| head``) goes on as BrokenPipeError."""
+def _stdout_named():
+    """An error writing standard output (a full disk) named "standard output", as a file's
+    error names the file; a closed pipe (``| head``) goes on as BrokenPipeError."""
     try:
         yield
-        sys.stdout.flush()
     except BrokenPipeError:
         raise
     except OSError as exc:
+        if exc.filename is not None:
+            raise
         raise type(exc)(exc.errno, exc.strerror, "standard output") from exc
+
+
+@contextlib.contextmanager
+def _to_stdout():
+    """Write a table to standard output (``--out -``), flushed here (see
+    :func:`_stdout_named`)."""
+    with _stdout_named():
+        yield
+        sys.stdout.flush()
+
+
+class _NamedStdout:
+    """``sys.stdout`` while a command runs: every write and flush as :func:`_stdout_named`
+    says its errors, so a table or listing printed to a full disk (``ketasim presets >
+    /dev/full``) is refused naming standard output, not with a bare "No space left on
+    device". Everything else is the stream's own."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, s):
+        with _stdout_named():
+            return self._stream.write(s)
+
+    def writelines(self, lines):
+        with _stdout_named():
+            return self._stream.writelines(lines)
+
+    def flush(self):
+        with _stdout_named():
+            return self._stream.flush()
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
 
 
 def _input_files(args) -> list[tuple[str, str]]:
@@ -1005,6 +1039,22 @@ def kernels_needed(args) -> tuple:
             "sweep": ("metrics",)}.get(args.command, ())
 
 
+@contextlib.contextmanager
+def _stdout_wrapped():
+    """``sys.stdout`` as a :class:`_NamedStdout` inside the block (when it is open), then as
+    it was."""
+    stream = sys.stdout
+    if stream is None or isinstance(stream, _NamedStdout):
+        yield
+        return
+    sys.stdout = _NamedStdout(stream)
+    try:
+        yield
+    finally:
+        if isinstance(sys.stdout, _NamedStdout):
+            sys.stdout = stream
+
+
 def _run(args) -> int:
     try:
         from . import cli_bench
@@ -1026,9 +1076,10 @@ def _run(args) -> int:
             warnings.simplefilter("ignore", KetasimWarning)
             warnings.filterwarnings("once", message=r"weight_kg: ", category=KetasimWarning)
             warnings.showwarning = _warning_shower(args, warnings.showwarning)
-            rc = handler(args)
-        if sys.stdout is not None:      # (None: started with standard output closed)
-            sys.stdout.flush()      # a closed pipe shows here, not at exit
+            with _stdout_wrapped():
+                rc = handler(args)
+                if sys.stdout is not None:   # (None: started with standard output closed)
+                    sys.stdout.flush()   # a closed pipe or a full disk shows here, not at exit
         return rc
     except KeyboardInterrupt:
         raise
