@@ -239,6 +239,32 @@ def test_schedule_prints_without_out(tmp_path, capsys, monkeypatch):
     assert ketasim.read_doses(tmp_path / "s.csv") == ketasim.spravato_course()
 
 
+def test_schedule_and_course_summary_tell_sessions_an_hour_apart(tmp_path, capsys):
+    """Session days had been printed to 3 significant digits: sessions an hour apart on day
+    28 both read "28" (and day 128.1 read "128"). A session off midnight now shows its day and
+    clock time."""
+    toml = tmp_path / "c.toml"
+    toml.write_text('amount_mg = 35\nroute = "iv"\nmonths = 12\n'
+                    "[[phase]]\nevery_days = 28\ncount = 2\n"
+                    "[[phase]]\nevery_days = 0.05\ncount = 2\n"
+                    "[[phase]]\nafter_days = 100\nevery_days = 0.25\ncount = 2\n")
+    assert main(["schedule", "custom", str(toml)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:3] == ["session", "day", "week"]
+    days = [re.match(r"\s*\d+\s+(\d+(?: \d\d:\d\d)?)\s+\d+\s", ln).group(1)
+            for ln in out[1:7]]
+    assert days == ["0", "28", "28 01:12", "28 02:24", "128 02:24", "128 08:24"]
+    table = tmp_path / "d.csv"
+    table.write_text("time_h,amount_mg,route,duration_h\n0,35,iv,0.5\n672,35,iv,0.5\n"
+                     "673,35,iv,0.5\n")
+    assert main(["course", "--doses", str(table), "--out-dir", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    i = next(k for k, ln in enumerate(out) if ln.split()[:2] == ["session", "day"])
+    days = [re.match(r"\s*\d+\s+(\d+(?: \d\d:\d\d)?)\s", ln).group(1)
+            for ln in out[i + 1:i + 4]]
+    assert days == ["0", "28", "28 01:00"]
+
+
 def test_presets_name_lists_parameters_and_routes(capsys):
     assert main(["presets", "ketamine-iv"]) == 0
     out = capsys.readouterr().out

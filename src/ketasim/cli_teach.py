@@ -370,6 +370,18 @@ def fmt(v, kind="num") -> str:
     return f"{float(f'{v:.3g}'):g}"
 
 
+def session_day(t_h) -> str:
+    """A session's day for a table: the day, "28", when the session starts at midnight, else
+    the day and its clock time to the minute, "28 01:00" (sessions of a course are an hour
+    apart at least, so two never read the same; 3 significant digits had printed sessions an
+    hour apart on day 28 both as "28")."""
+    if not math.isfinite(float(t_h)):
+        return "–"
+    minutes = round(float(t_h) * 60.0)
+    day, rest = divmod(minutes, 24 * 60)
+    return f"{day}" if rest == 0 else f"{day} {rest // 60:02d}:{rest % 60:02d}"
+
+
 def _table(head, rows, left=()) -> str:
     """Columns padded to their widths: numbers right-aligned, columns in ``left`` (indices)
     left-aligned."""
@@ -386,7 +398,7 @@ def session_table(run):
     cm = run.metrics
     starts = cm.session_start_h
     cols = [("session", [str(i + 1) for i in range(starts.size)]),
-            ("day", [fmt(s / 24.0) if s else "0" for s in starts]),
+            ("day", [session_day(s) for s in starts]),
             ("peak ng/mL", [fmt(v) for v in cm.cmax_ng_ml]),
             ("at min", [fmt(v * 60, "int") for v in cm.tmax_h]),
             ("AUC ng·h/mL", [fmt(v) for v in cm.auc_ng_h_ml]),
@@ -488,9 +500,10 @@ def print_schedule(doses) -> None:
     head = ["session", "day", "week", "weekday", "dose mg", "route", "infusion min"]
     rows = []
     for i, (t, a, r, dur) in enumerate(zip(d.time_h, d.amount_mg, d.route, row_durations(d))):
-        day = t / 24.0
-        rows.append([str(i + 1), fmt(day) if day else "0", str(int(day // 7) + 1),
-                     _WEEKDAYS[int(day) % 7] if float(day).is_integer() else "–", fmt(a), r,
+        minutes = round(float(t) * 60.0)       # (as session_day rounds it)
+        day = minutes // (24 * 60)
+        rows.append([str(i + 1), session_day(t), str(day // 7 + 1),
+                     _WEEKDAYS[day % 7] if minutes % (24 * 60) == 0 else "–", fmt(a), r,
                      fmt(dur * 60) if dur > 0 else "–"])
     print(_table(head, rows))
     print(f"{len(rows)} session{'s' if len(rows) != 1 else ''}, {fmt(d.amount_mg.sum())} mg "
