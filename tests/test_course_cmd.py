@@ -441,6 +441,27 @@ def test_a_course_toml_file_is_taken_as_doses(tmp_path, capsys):
         ketasim.resolve_doses(str(toml), dose_mg_per_kg=1.0)
 
 
+def test_schedule_custom_reads_the_course_file_from_standard_input(tmp_path, capsys,
+                                                                   monkeypatch):
+    """`schedule custom -` had been "course: file '-' not found": '-' now reads the course
+    file from standard input, as `--doses -` reads a dose table."""
+    import io
+    import sys
+
+    toml = tmp_path / "e.toml"
+    toml.write_text('amount_mg = 20\nroute = "iv"\nduration_h = 0.6667\nmonths = 1\n'
+                    "[[phase]]\nweeks = 2\nper_week = 2\n")
+    assert main(["schedule", "custom", str(toml), "--out", "-"]) == 0
+    want = capsys.readouterr().out
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(toml.read_bytes())))
+    assert main(["schedule", "custom", "-", "--out", "-"]) == 0
+    assert capsys.readouterr().out == want
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b'amount_mg = 20\n')))
+    assert main(["schedule", "custom", "-"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("ketasim: error: <stdin>: missing 'route'"), err
+
+
 def test_compare_refuses_blank_labels_and_more_runs_than_its_figure_holds(tmp_path, capsys):
     """A label of spaces made a blank column and legend entry; eight SPECs overflowed the
     legends; a duplicate label was listed among the others, ambiguous with commas in them."""

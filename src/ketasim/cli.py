@@ -304,7 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="course length, months of 30.44 days (default: 6)")
     b.add_argument("--out", default=None, type=_schedule_out, help=_SCHEDULE_OUT_HELP)
     c = ssub.add_parser("custom", help="a course from a phases TOML file")
-    c.add_argument("phases", help="TOML file with amount_mg, route, duration_h and [[phase]]")
+    c.add_argument("phases", help="TOML file with amount_mg, route, duration_h and [[phase]] "
+                   "(- reads it from standard input)")
     c.add_argument("--months", type=_finite("months", 0, True), default=None,
                    help="course length, months (default: the file's months)")
     c.add_argument("--out", default=None, type=_schedule_out, help=_SCHEDULE_OUT_HELP)

@@ -287,6 +287,27 @@ def spravato_course(dose_mg: float = 56.0, maintenance: str = "biweekly", months
                               first_amount_mg=56.0)
 
 
+MAX_STDIN_COURSE_BYTES = 1_000_000   # a course file on standard input (a few hundred bytes)
+
+
+def _stdin_bytes(where: str) -> bytes:
+    """A course file's bytes from standard input, at most :data:`MAX_STDIN_COURSE_BYTES` (an
+    endless stream, ``< /dev/zero``, is refused rather than read until memory runs out)."""
+    import sys
+
+    if sys.stdin is None:
+        raise KetasimInputError(f"{where}: standard input is closed; expected a TOML course "
+                                "file there, or a file name")
+    stream = getattr(sys.stdin, "buffer", sys.stdin)
+    data = stream.read(MAX_STDIN_COURSE_BYTES + 1)
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    if len(data) > MAX_STDIN_COURSE_BYTES:
+        raise KetasimInputError(f"{where}: larger than {MAX_STDIN_COURSE_BYTES:,} bytes; "
+                                "expected a TOML course file")
+    return data
+
+
 def read_course_toml(path, months: float | None = None) -> Doses:
     """Read a custom course from TOML::
 
@@ -301,13 +322,20 @@ def read_course_toml(path, months: float | None = None) -> Doses:
         per_week = 3
         [[phase]]
         every_days = 28         # optional: count, after_days, amount_mg
+
+    ``path`` ``"-"`` reads the file from standard input (named ``<stdin>`` in messages).
     """
     import tomllib
 
-    p = Path(path)
-    where = str(p)
-    check_input_file("course", str(path), p, "a TOML file")
-    text = _decode(p.read_bytes(), where, "a TOML course file")
+    if str(path) == "-":
+        where = "<stdin>"
+        data = _stdin_bytes(where)
+    else:
+        p = Path(path)
+        where = str(p)
+        check_input_file("course", str(path), p, "a TOML file")
+        data = p.read_bytes()
+    text = _decode(data, where, "a TOML course file")
     try:
         spec = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
