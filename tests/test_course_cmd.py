@@ -279,6 +279,20 @@ def test_presets_name_lists_parameters_and_routes(capsys):
     assert "intranasal:" in out and "Perez-Ruixo 2021" in out
 
 
+@pytest.mark.parametrize("name, said", [
+    ("ketamin-iv", "'ketamin-iv' is neither a file nor a preset (did you mean 'ketamine-iv'?)"),
+    ("nosuch.toml", "file 'nosuch.toml' not found"),
+    ("", "got '', expected a preset name"),
+])
+def test_presets_names_its_argument_in_errors(name, said, capsys):
+    """`presets ketamin-iv` had been refused as "model: ...", naming an option presets does
+    not have; the error now names the command's NAME argument."""
+    assert main(["presets", name]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"ketasim: error: presets NAME: {said}"), err
+    assert len(err.splitlines()) == 1
+
+
 def test_debug_works_after_the_subcommand(capsys):
     assert main(["presets", "no-such-model"]) == 1
     with pytest.raises(ketasim.KetasimInputError):

@@ -266,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("presets", help="list the shipped models and their sources; "
                         "presets NAME: its parameters and routes")
-    pr.add_argument("name", nargs="?", default=None,
+    pr.add_argument("name", nargs="?", default=None, metavar="NAME",
                     help="a preset name or model file: list its parameters (value, unit, "
                          "source) and routes (default: list every preset)")
     pr.add_argument("--verbose", "-v", action="store_true",

@@ -517,7 +517,15 @@ def print_preset(name: str, verbose: bool = False) -> int:
     routes."""
     from .modelfile import load_model
 
-    model = load_model(name)
+    try:
+        model = load_model(name)
+    except KetasimInputError as exc:
+        # (load_model names its argument, "model: ..."; presets has no --model: its error
+        # names the NAME typed)
+        msg = str(exc)
+        if msg.startswith("model: "):
+            raise KetasimInputError("presets NAME: " + msg.removeprefix("model: ")) from None
+        raise
     from .modelfile import model_text, parameter_notes
 
     notes = parameter_notes(model_text(name))
