@@ -300,6 +300,32 @@ def test_explore_port_in_use_is_one_line(capsys):
     assert err.count("\n") == 1 and "choose another port" in err
 
 
+@pytest.mark.parametrize("port_given", [True, False])
+def test_explore_refuses_a_bad_model_before_it_looks_at_the_port(capsys, monkeypatch,
+                                                                 port_given):
+    """`explore --port P --model BAD` with P taken had been refused for the port, and a
+    taken default port was first said to be moved from; the bad --model is now the error,
+    before any port is tried."""
+    import importlib
+
+    from ketasim.cli import main
+
+    explore_module = importlib.import_module("ketasim.explore")
+    monkeypatch.setattr(explore_module, "has_display", lambda: False)
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", 0 if port_given else explore_module.DEFAULT_PORT))
+            s.listen()
+        except OSError:         # (the default port taken already: as well)
+            pass
+        port = s.getsockname()[1]
+        argv = ["explore", "--model", "ketamin-iv", "--no-browser"]
+        assert main(argv + (["--port", str(port)] if port_given else [])) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("ketasim: error: --model: 'ketamin-iv'"), err
+    assert err.count("\n") == 1 and "ketamine-iv" in err and "port" not in err
+
+
 def test_the_default_port_taken_serves_on_a_free_one(capsys):
     """With no --port, a taken default port had stopped the explorer with '--port: cannot
     listen on 127.0.0.1:8765 ...; choose another port', naming an option the user never gave;
