@@ -265,6 +265,31 @@ def test_schedule_and_course_summary_tell_sessions_an_hour_apart(tmp_path, capsy
     assert days == ["0", "28", "28 01:00"]
 
 
+def test_schedule_of_huge_amounts_is_compact_and_never_says_inf(tmp_path, capsys):
+    """A course file with amount_mg = 1e308 had printed a 300-digit dose column, NumPy's
+    "overflow encountered in reduce" warning and "inf mg in all"."""
+    toml = tmp_path / "big.toml"
+    toml.write_text('amount_mg = 1e308\nroute = "iv"\nmonths = 2\n[[phase]]\nevery_days = 7\n')
+    import warnings
+
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        assert main(["schedule", "custom", str(toml)]) == 0
+    assert not said, [str(w.message) for w in said]
+    cap = capsys.readouterr()
+    assert cap.err == ""
+    lines = cap.out.splitlines()
+    assert max(len(ln) for ln in lines[:-1]) < 80, lines[1]
+    assert lines[1].split()[4] == "1e+308"
+    assert not re.search(r"\binf\b", cap.out) and "too large to add up" in lines[-1]
+    toml.write_text('amount_mg = 33.25\nroute = "iv"\nmonths = 1\n[[phase]]\nevery_days = 7\n')
+    assert main(["schedule", "custom", str(toml)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[4] == "33.25" and lines[-1].startswith("5 sessions, 166.25 mg in all")
+    # the summary's numbers of such a course: compact too
+    assert fmt(5.00762504289e202) == "5.01e+202" and fmt(-2e12) == "-2e+12"
+
+
 def test_presets_name_lists_parameters_and_routes(capsys):
     assert main(["presets", "ketamine-iv"]) == 0
     out = capsys.readouterr().out

@@ -350,10 +350,11 @@ def _table_text(res) -> str:
 
 # ---------------------------------------------------------------------------- summary
 def fmt(v, kind="num") -> str:
-    """Readable numbers: 3 significant digits; a value below 0.005 in size as "<0.005" (so a
-    small positive value is never shown as 0, and no exponent form: a trough of 1e-26 ng/mL
-    reads "<0.005", as the troughs above it), negative rounding noise (above -1e-12) as 0, NaN
-    as an en dash."""
+    """Readable numbers: 3 significant digits (1e9 and above in size in exponent form,
+    "1.23e+10", not as 200 digits); a value below 0.005 in size as "<0.005" (so a small
+    positive value is never shown as 0, and no exponent form: a trough of 1e-26 ng/mL reads
+    "<0.005", as the troughs above it), negative rounding noise (above -1e-12) as 0, NaN as an
+    en dash."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
     v = float(v)
@@ -363,6 +364,8 @@ def fmt(v, kind="num") -> str:
         return "0"
     if abs(v) < 0.005:
         return "<0.005" if v > 0 else ">-0.005"
+    if abs(v) >= 1e9:        # (a course of 1e200 mg had printed 200-digit peaks)
+        return f"{v:.3g}"
     if kind == "int":
         return f"{v:.0f}"
     if abs(v) >= 100:
@@ -491,6 +494,22 @@ def course_summary(run) -> str:
 _WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
+def _mg(v: float) -> str:
+    """A dose in mg for the schedule: 6 significant digits, compact ("33.25", "1,234.5",
+    "1e+308"; a course file's amount_mg of 1e308 had printed 300 digits)."""
+    return f"{v:,.6g}"
+
+
+def _total_mg(amounts) -> str:
+    """The schedule's "N mg in all": the exact sum, or words when it is too large for a
+    number (9 sessions of 1e308 mg had been "inf mg in all", after NumPy's overflow
+    warning)."""
+    try:
+        return f"{_mg(math.fsum(float(a) for a in amounts))} mg in all"
+    except OverflowError:
+        return f"a total too large to add up (above {_mg(sys.float_info.max)} mg)"
+
+
 def print_schedule(doses) -> None:
     """A course as a readable table: session, day, week, weekday (day 0 = a Monday), dose."""
     from .dosing import expand
@@ -503,12 +522,12 @@ def print_schedule(doses) -> None:
         minutes = round(float(t) * 60.0)       # (as session_day rounds it)
         day = minutes // (24 * 60)
         rows.append([str(i + 1), session_day(t), str(day // 7 + 1),
-                     _WEEKDAYS[day % 7] if minutes % (24 * 60) == 0 else "–", fmt(a), r,
+                     _WEEKDAYS[day % 7] if minutes % (24 * 60) == 0 else "–", _mg(a), r,
                      fmt(dur * 60) if dur > 0 else "–"])
     print(_table(head, rows))
-    print(f"{len(rows)} session{'s' if len(rows) != 1 else ''}, {fmt(d.amount_mg.sum())} mg "
-          "in all; day 0 shown as a "
-          "Monday. Write it as a dose table with --out FILE.csv (or --out - for CSV here).")
+    print(f"{len(rows)} session{'s' if len(rows) != 1 else ''}, {_total_mg(d.amount_mg)}; "
+          "day 0 shown as a Monday. Write it as a dose table with --out FILE.csv (or --out - "
+          "for CSV here).")
 
 
 # ---------------------------------------------------------------------------- presets
