@@ -384,6 +384,13 @@ def _write_all(outputs: list[tuple[Path, object]], inputs=()) -> None:
     write_outputs(outputs, inputs)
 
 
+def _check_stdout_open(out) -> None:
+    """``--out -`` is refused before any work when standard output is closed."""
+    if out == "-" and sys.stdout is None:
+        raise KetasimInputError("--out -: standard output is closed; expected it open, or a "
+                                "file name")
+
+
 @contextlib.contextmanager
 def _stdout_named():
     """An error writing standard output (a full disk) named "standard output", as a file's
@@ -520,9 +527,7 @@ def cmd_simulate(args) -> int:
     from .simulate import time_grid
 
     _check_output_paths(args, "out", "plot")
-    if args.out == "-" and sys.stdout is None:
-        raise KetasimInputError("--out -: standard output is closed; expected it open, or a "
-                                "file name")
+    _check_stdout_open(args.out)
     if args.thresholds is not None and not args.summary:
         raise KetasimInputError("--thresholds: only with --summary (they set its time-above-"
                                 "threshold columns)")
@@ -744,9 +749,7 @@ def cmd_schedule(args) -> int:
     from .dosing import write_doses
 
     _check_output_paths(args, "out")
-    if args.out == "-" and sys.stdout is None:     # (as simulate says it)
-        raise KetasimInputError("--out -: standard output is closed; expected it open, or a "
-                                "file name")
+    _check_stdout_open(args.out)
     if args.course == "standard-iv":
         w = weight_or_default(args.weight)
         d = dosing.standard_iv_course(args.dose_mg_per_kg, w, args.months,

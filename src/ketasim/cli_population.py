@@ -811,13 +811,13 @@ def _interruptible(fn):
 
 @_interruptible
 def run_population(args) -> int:
-    from .cli import _check_output_paths, weight_or_default
+    from .cli import _check_output_paths, _check_stdout_open, weight_or_default
     from .modelfile import load_model
     from .population import population
 
     # before any work (a run can take minutes)
     _check_output_paths(args, "out", "bands", "plot")
-    _check_stdout(args)
+    _check_stdout_open(args.out)
     model = load_model(args.model)
     if args.seed is not None and args.no_variability:
         raise KetasimInputError("--seed: no subjects are drawn with --no-variability (every "
@@ -923,12 +923,6 @@ def run_population(args) -> int:
     return 0
 
 
-def _check_stdout(args) -> None:
-    if args.out == "-" and sys.stdout is None:     # (as simulate says it)
-        raise KetasimInputError("--out -: standard output is closed; expected it open, or a "
-                                "file name")
-
-
 def _write_some(outputs, args) -> list[str]:
     """Write ``outputs``: a table for ``-`` to standard output first (one that cannot be
     written fails the command before a file is replaced, as simulate's), then the files, all
@@ -995,12 +989,12 @@ def _check_plot_metric(column: str, metrics, varied, per_point: bool) -> None:
 
 @_interruptible
 def run_sweep(args) -> int:
-    from .cli import _check_output_paths
+    from .cli import _check_output_paths, _check_stdout_open
     from .modelfile import load_model
     from .population import parse_vary, sweep
 
     _check_output_paths(args, "out", "plot")     # before any work (a run can take minutes)
-    _check_stdout(args)
+    _check_stdout_open(args.out)
     model = load_model(args.model)
     if args.seed is not None and not args.n:
         raise KetasimInputError("--seed: only with --n (it draws the subjects at each grid "
