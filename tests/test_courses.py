@@ -261,3 +261,20 @@ def test_named_courses_name_their_sources():
         before = text[:text.index(f"\n{name} = ")]
         comment = before[before.rstrip().rfind("\n\n"):]
         assert re.search(r"(19|20)\d\d", comment), name
+
+
+def test_sessions_an_hour_apart_by_adding_days_are_sessions():
+    """Sessions every 1/24 day are an hour apart, but adding 1/24 day at a time puts some a
+    few ulp short of it: the course had been refused ("... are 1 h apart; expected at least
+    0.0416667 days (1 hour)"), and such doses taken for one session."""
+    from ketasim.engine import session_starts
+
+    d = ketasim.course_from_phases([ketasim.Phase(every_days=1 / 24, count=30)], 10.0, "iv",
+                                   months=1)
+    gaps = np.diff(d.time_h)
+    assert (gaps < 1.0).any()                  # the rounding this is about
+    np.testing.assert_allclose(gaps, 1.0, rtol=0, atol=1e-12)
+    assert session_starts(d).size == 30
+    # a dose truly inside the hour still joins the session before it
+    near = ketasim.Doses([0.0, 1.0 - 1e-6, 2.0], [10.0] * 3, ["iv"] * 3)
+    assert session_starts(near).tolist() == [0.0, 2.0]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .dosing import MAX_EVENTS, Doses, _decode
+from .dosing import MAX_EVENTS, Doses, _decode, new_session
 from .errors import KetasimInputError, check_input_file, is_real, is_whole, suggest
 
 __all__ = ["Phase", "course_from_phases", "standard_iv_course", "spravato_course", "COURSES",
@@ -158,7 +158,7 @@ def course_days(phases, months: float | None = None) -> tuple[list, list]:
     keep = [i for i, d in enumerate(days) if d < end]
     kept = sorted(days[i] for i in keep)
     for a, b in zip(kept, kept[1:]):     # (phases that meet: the last check of the rule above)
-        if b - a < MIN_GAP_DAYS:
+        if not new_session((b - a) * 24.0):       # (as the sessions are told apart)
             raise KetasimInputError(
                 f"course: sessions on day {a:.6g} and day {b:.6g} are {(b - a) * 24:.3g} h apart; "
                 f"expected at least {MIN_GAP_DAYS:.6g} days (1 hour) between sessions (doses "

@@ -60,6 +60,19 @@ from .errors import KetasimInputError, is_real
 __all__ = ["Doses", "read_doses", "write_doses", "expand", "MAX_EVENTS", "MAX_DOSE_FILE_BYTES",
            "COLUMNS", "ALIASES", "NONMEM_IGNORED"]
 
+
+#: Hours by which two dose times may fall short of ``merge_h`` apart and still start two
+#: sessions: sessions an hour apart, built by adding days (1/24 at a time), are a few ulp
+#: short of an hour apart (rounding), and had been taken for one session.
+SESSION_TOL_H = 1e-9
+
+
+def new_session(gap_h, merge_h: float = 1.0):
+    """Whether dose times ``gap_h`` (h) after the one before start a new session: at least
+    ``merge_h`` apart, to within :data:`SESSION_TOL_H`."""
+    return np.asarray(gap_h) >= merge_h - SESSION_TOL_H
+
+
 COLUMNS = ("time_h", "amount_mg", "route", "duration_h", "rate_mg_h", "addl", "ii_h", "ss",
            "evid", "subject")
 REQUIRED = ("time_h", "amount_mg", "route")

@@ -20,7 +20,7 @@ import numpy as np
 
 from ._memo import kept
 from ._numtext import UNSIGNED as _PLAIN_NUMBER  # a metric name keeps this text
-from .dosing import Doses, expand, read_doses
+from .dosing import Doses, expand, new_session, read_doses
 from .errors import (
     KetasimInputError,
     check_flag,
@@ -899,7 +899,7 @@ def session_starts(doses, merge_h: float = 1.0) -> np.ndarray:
     t = np.unique(_dose_times(doses))
     if t.size == 0:
         return t
-    keep = np.r_[True, np.diff(t) >= merge_h]
+    keep = np.r_[True, new_session(np.diff(t), merge_h)]
     return t[keep]
 
 
@@ -1112,7 +1112,7 @@ def run_metrics(model, doses, params=None, weight_kg=70.0, *, analyte=None, thre
             if getattr(ex, "evid", None) is not None:
                 sel &= ex.evid != 3               # a reset is not a session
             t = np.unique(ex.time_h[sel])
-            t = t[np.r_[True, np.diff(t) >= merge_h]] if t.size else t
+            t = t[np.r_[True, new_session(np.diff(t), merge_h)]] if t.size else t
             own.append(t[t < horizon_h])
             next_at_end[len(own) - 1] = int(np.any(t == horizon_h))
         S = max(1, max(t.size for t in own))
