@@ -84,9 +84,10 @@ def test_population_and_bands_identical_whatever_chunks_and_workers(client):
     np.testing.assert_array_equal(local.bands.values, remote.bands.values)
 
 
-def test_unreachable_scheduler_is_one_line_and_no_file(tmp_path, capsys):
+def test_unreachable_scheduler_is_one_line_and_no_file(tmp_path, capsys, monkeypatch):
     import socket
 
+    monkeypatch.setattr(sys.modules["ketasim.population"], "SCHEDULER_TIMEOUT_S", 1.0)
     with socket.socket() as s:              # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
