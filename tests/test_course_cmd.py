@@ -773,3 +773,33 @@ def test_course_and_compare_figures_give_a_named_courses_length(tmp_path, capsys
                  "--out-dir", str(tmp_path / "c")]) == 0
     assert [r.rsplit("; ", 1)[-1] for r in regimens[-2:]] == ["6 months"] * 2
     capsys.readouterr()
+
+
+def test_schedule_of_sessions_millions_of_years_away_prints_days_it_can_tell(tmp_path, capsys):
+    """A course file with a session after 1e306 days had ended in an internal error
+    (OverflowError: cannot convert float infinity to integer) where the table rounds its time
+    to the minute; one after 1e16 days had printed a clock time ("10000000000000008 12:48") that
+    a time in hours that large cannot hold (it is exact to 32 h there) and a 300-digit day. A
+    session beyond a minute's resolution now shows its day alone, compactly."""
+    from ketasim.cli_teach import session_day
+
+    toml = tmp_path / "far.toml"
+    # (after 1e306 days a week later is the same number: one session there)
+    for after, count, want in (("1e306", 1, "1e+306"), ("1e16", 2, "1e+16"),
+                               ("1e14", 2, "100000000000000")):
+        toml.write_text('amount_mg = 35\nroute = "iv"\n[[phase]]\nevery_days = 7\ncount = 1\n'
+                        f"[[phase]]\nevery_days = 7\ncount = {count}\nafter_days = {after}\n")
+        assert main(["schedule", "custom", str(toml)]) == 0
+        cap = capsys.readouterr()
+        assert cap.err == ""
+        lines = cap.out.splitlines()
+        assert max(len(ln) for ln in lines[:-1]) < 90, lines
+        days = [ln.split()[1] for ln in lines[1:2 + count]]
+        assert days[0] == "0" and days[1] == want, lines
+        assert not re.search(r"\d\d:\d\d", cap.out), lines
+        assert len(set(days)) == len(days), lines     # sessions a week apart: told apart
+    # at the edge of a minute's resolution the clock is still shown, and never as 24:00
+    assert session_day(2.0 ** 40 + 0.5) == f"{int((2 ** 40) // 24)} 16:30"
+    assert session_day(28 * 24 - 0.1 / 3600) == "28"
+    assert session_day(28 * 24 + 0.1 / 3600) == "28"
+    assert session_day(float("inf")) == "–"

@@ -373,15 +373,43 @@ def fmt(v, kind="num") -> str:
     return f"{float(f'{v:.3g}'):g}"
 
 
+#: a time in hours below this is exact to within half a minute (floats there are at most 2**-7 h
+#: apart), so a table can print it to the minute; beyond (eight billion years) it cannot
+MINUTE_EXACT_H = 2.0 ** 46
+
+
+def _day_minute(t_h) -> tuple[int, int] | None:
+    """(day, minute of the day) of a time in hours rounded to the minute, or None when the
+    time is not finite or too large to hold a minute (:data:`MINUTE_EXACT_H`)."""
+    t = float(t_h)
+    if not abs(t) < MINUTE_EXACT_H:
+        return None
+    return divmod(round(t * 60.0), 24 * 60)
+
+
+def _far_day(t_h: float) -> str:
+    """The day of a finite time too large to hold a minute: whole, or in exponent form from
+    1e15 days on, with the digits that tell it from its neighbours ("1.0000000000000006e+16",
+    never 300 digits)."""
+    day = float(t_h) / 24.0
+    if abs(day) < 1e15:
+        return str(math.floor(day))
+    return np.format_float_scientific(day, unique=True, trim="-")
+
+
 def session_day(t_h) -> str:
     """A session's day for a table: the day, "28", when the session starts at midnight, else
     the day and its clock time to the minute, "28 01:00" (sessions of a course are an hour
     apart at least, so two never read the same; 3 significant digits had printed sessions an
-    hour apart on day 28 both as "28")."""
-    if not math.isfinite(float(t_h)):
+    hour apart on day 28 both as "28"). A time too large to hold a minute (beyond
+    :data:`MINUTE_EXACT_H`) shows its day alone."""
+    t = float(t_h)
+    if not math.isfinite(t):
         return "–"
-    minutes = round(float(t_h) * 60.0)
-    day, rest = divmod(minutes, 24 * 60)
+    dm = _day_minute(t)
+    if dm is None:
+        return _far_day(t)
+    day, rest = dm
     return f"{day}" if rest == 0 else f"{day} {rest // 60:02d}:{rest % 60:02d}"
 
 
@@ -519,10 +547,13 @@ def print_schedule(doses) -> None:
     head = ["session", "day", "week", "weekday", "dose mg", "route", "infusion min"]
     rows = []
     for i, (t, a, r, dur) in enumerate(zip(d.time_h, d.amount_mg, d.route, row_durations(d))):
-        minutes = round(float(t) * 60.0)       # (as session_day rounds it)
-        day = minutes // (24 * 60)
-        rows.append([str(i + 1), session_day(t), str(day // 7 + 1),
-                     _WEEKDAYS[day % 7] if minutes % (24 * 60) == 0 else "–", _mg(a), r,
+        dm = _day_minute(t)         # (as session_day rounds it)
+        if dm is None:              # (too far to hold a minute: no weekday)
+            week = math.floor(float(t) / (7 * 24.0)) + 1
+            week_s, weekday = (str(week) if abs(week) < 10 ** 15 else f"{week:.6g}"), "–"
+        else:
+            week_s, weekday = str(dm[0] // 7 + 1), _WEEKDAYS[dm[0] % 7] if dm[1] == 0 else "–"
+        rows.append([str(i + 1), session_day(t), week_s, weekday, _mg(a), r,
                      fmt(dur * 60) if dur > 0 else "–"])
     print(_table(head, rows))
     print(f"{len(rows)} session{'s' if len(rows) != 1 else ''}, {_total_mg(d.amount_mg)}; "
