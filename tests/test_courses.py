@@ -1,6 +1,7 @@
 """Courses expand exactly as described, for any weight and length."""
 
 import math
+import re
 import sys
 
 import numpy as np
@@ -278,3 +279,30 @@ def test_sessions_an_hour_apart_by_adding_days_are_sessions():
     # a dose truly inside the hour still joins the session before it
     near = ketasim.Doses([0.0, 1.0 - 1e-6, 2.0], [10.0] * 3, ["iv"] * 3)
     assert session_starts(near).tolist() == [0.0, 2.0]
+
+
+@pytest.mark.parametrize("body, said", [
+    ('route = "iv"\n[[phase]]\nevery_days = 7\ncount = 1\nafter_days = 1e308\n',
+     r"course: the session on day 1e\+308 is at more than .* h, the most a time can be; "
+     r"expected.*after_days"),
+    ('route = " "\n[[phase]]\nevery_days = 7\ncount = 1\n',
+     r"route: got ' ', expected a route name"),
+    ('route = "i\\nv"\n[[phase]]\nevery_days = 7\ncount = 1\n',
+     r"route: got 'i\\nv', expected a route name .*no control characters"),
+])
+def test_a_course_file_that_makes_no_dose_table_is_named_once(tmp_path, body, said):
+    """after_days = 1e308 had printed NumPy's 'overflow encountered in multiply' and then
+    '<file>: <file>: row 1: time_h: got np.float64(inf), expected a finite number'; a blank
+    route had been '<file>: <file>: row 1: route is blank' (a course file has no rows); a
+    route with a line break in it had been taken, splitting the schedule's table rows."""
+    import warnings
+
+    p = tmp_path / "c.toml"
+    p.write_text("amount_mg = 35\n" + body)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(KetasimInputError) as exc:
+            read_course_toml(p)
+    msg = str(exc.value)
+    assert msg.count(str(p)) == 1 and "row 1" not in msg and "np." not in msg, msg
+    assert re.match(re.escape(str(p)) + ": " + said, msg), msg

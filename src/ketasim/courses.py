@@ -6,6 +6,7 @@ course names.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -199,8 +200,11 @@ def course_from_phases(phases, amount_mg: float, route: str, *, duration_h: floa
             or not (math.isfinite(first_amount_mg) and first_amount_mg > 0)):
         raise KetasimInputError(f"first_amount_mg: got {first_amount_mg!r}, expected a dose in "
                                 "mg > 0")
-    if not isinstance(route, str) or not route:
+    if not isinstance(route, str) or not route.strip():
         raise KetasimInputError(f"route: got {route!r}, expected a route name")
+    if not route.isprintable():     # (a line break had split the schedule's table rows)
+        raise KetasimInputError(f"route: got {route!r}, expected a route name (printable "
+                                "characters on one line, no control characters)")
     # (NumPy scalars as Python floats: a float32 would set the precision of the table)
     months = None if months is None else float(months)
     amount_mg, duration_h = float(amount_mg), float(duration_h)
@@ -208,6 +212,12 @@ def course_from_phases(phases, amount_mg: float, route: str, *, duration_h: floa
     days, amounts = course_days(phases, months)
     if not days:
         raise KetasimInputError("course: no sessions fall within the course length")
+    late = next((d for d in days if not math.isfinite(d * 24.0)), None)
+    if late is not None:     # (had been NumPy's overflow warning, then "time_h: got inf")
+        raise KetasimInputError(
+            f"course: the session on day {late:.6g} is at more than {sys.float_info.max:.4g} h, "
+            "the most a time can be; expected sessions before that: check the phases' "
+            "after_days and every_days")
     amounts = [amount_mg if a is None else a for a in amounts]
     if first_amount_mg is not None:
         amounts[0] = first_amount_mg
@@ -293,8 +303,6 @@ MAX_STDIN_COURSE_BYTES = 1_000_000   # a course file on standard input (a few hu
 def _stdin_bytes(where: str) -> bytes:
     """A course file's bytes from standard input, at most :data:`MAX_STDIN_COURSE_BYTES` (an
     endless stream, ``< /dev/zero``, is refused rather than read until memory runs out)."""
-    import sys
-
     if sys.stdin is None:
         raise KetasimInputError(f"{where}: standard input is closed; expected a TOML course "
                                 "file there, or a file name")
@@ -368,8 +376,6 @@ def read_course_toml(path, months: float | None = None) -> Doses:
         except KetasimInputError as exc:
             raise KetasimInputError(f"{where}: phase[{i}]: {str(exc).removeprefix('phase: ')}") \
                 from None
-    if not isinstance(spec["route"], str) or not spec["route"]:
-        raise KetasimInputError(f"{where}: route: got {spec['route']!r}, expected a route name")
     try:
         return course_from_phases(phases, spec["amount_mg"], spec["route"],
                                   duration_h=spec.get("duration_h", 0.0),
@@ -379,7 +385,10 @@ def read_course_toml(path, months: float | None = None) -> Doses:
                                   # the standard course's (descriptions and messages say so)
                                   source=where)
     except KetasimInputError as exc:
-        raise KetasimInputError(f"{where}: {exc}") from None
+        # (a message of the dose table, named by its source, names the file once)
+        msg = str(exc)
+        raise KetasimInputError(msg if msg.startswith(f"{where}: ") else f"{where}: {msg}") \
+            from None
 
 
 COURSES = {"standard-iv": standard_iv_course, "spravato": spravato_course}
