@@ -2429,6 +2429,35 @@ def test_a_table_printed_to_a_full_standard_output_names_it(argv):
     one_line_error(r.stderr, "No space left on device: standard output")
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("argv", [["--help"], ["explore", "--help"], ["--version"],
+                                  ["schedule", "custom", "-h"]])
+def test_help_printed_to_a_full_standard_output_names_it(argv):
+    """``ketasim --help > /dev/full`` (and a command's --help, and --version) had ended with
+    status 0 and nothing said (argparse drops an error writing them), where every other
+    listing names standard output."""
+    env = dict(os.environ, PYTHONPATH=str(Path(ketasim.__file__).parents[1]))
+    with open("/dev/full", "wb") as out:
+        r = subprocess.run([sys.executable, "-m", "ketasim", *argv], stdout=out,
+                           stderr=subprocess.PIPE, text=True, env=env)
+    assert r.returncode == 1
+    one_line_error(r.stderr, "No space left on device: standard output")
+
+
+def test_help_to_a_closed_pipe_and_to_a_stream_is_as_before(monkeypatch, capsys):
+    """The help to a reader that went away: no traceback; to a working stream: printed, 0."""
+    proc = subprocess.Popen([sys.executable, "-m", "ketasim", "--help"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=dict(os.environ,
+                                     PYTHONPATH=str(Path(ketasim.__file__).parents[1])))
+    proc.stdout.close()
+    err = proc.stderr.read()
+    proc.wait(timeout=60)
+    assert b"Traceback" not in err and b"Exception ignored" not in err, err
+    rc, out, err = run_cli(["explore", "--help"], capsys)
+    assert rc == 0 and out.startswith("usage: ketasim explore") and err == ""
+
+
 def test_a_full_standard_output_is_named_in_process(monkeypatch, capsys):
     """The same through :func:`ketasim.cli.main`, with a stream that refuses every write."""
     import io

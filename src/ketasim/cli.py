@@ -96,6 +96,20 @@ class _Parser(argparse.ArgumentParser):
         return [w for w in getattr(self, "_argv", ()) if w.startswith("--") and w != "--"
                 and not any(o.startswith(w.split("=", 1)[0]) for o in known)]
 
+    def _print_message(self, message, file=None):
+        # argparse drops an error writing its help or version (``--help > /dev/full`` had
+        # ended with status 0 and nothing said): named as any write to standard output is
+        if not message or file is None or file is not sys.stdout:
+            return super()._print_message(message, file)
+        try:
+            file.write(message)
+            file.flush()
+        except BrokenPipeError:        # the reader went away (| head): stop quietly
+            _silence_stdout()
+            self.exit(1)
+        except OSError as exc:
+            self.exit(1, f"ketasim: error: {exc.strerror or exc}: standard output\n")
+
     def error(self, message):  # one line + exit 2, as argparse, but without the usage dump
         if message.startswith("the following arguments are required"):
             unknown = self._unknown_options()     # (a misspelt option is the likelier cause)
@@ -1059,6 +1073,15 @@ def _stdout_wrapped():
             sys.stdout = stream
 
 
+def _silence_stdout() -> None:
+    """Standard output to the null device, after its reader went away: what is left in its
+    buffer is then dropped at exit, not reported as an error."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        pass
+
+
 def _run(args) -> int:
     try:
         from . import cli_bench
@@ -1093,10 +1116,7 @@ def _run(args) -> int:
         return _fail(args, as_options(args, str(exc)))
     except BrokenPipeError:
         # the reader went away (``ketasim presets | head -1``): stop quietly
-        try:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
-            pass
+        _silence_stdout()
         return 1
     except OSError as exc:
         if args.debug:
