@@ -2597,6 +2597,18 @@ def test_schedule_to_a_closed_standard_output_is_refused(monkeypatch, capsys):
     one_line_error(err, "--out -", "standard output is closed")
 
 
+@pytest.mark.parametrize("argv, what", [(["presets"], "the list"),
+                                        (["presets", "ketamine-iv"], "ketamine-iv"),
+                                        (["schedule", "standard-iv"], "--out")])
+def test_a_listing_to_a_closed_standard_output_is_refused(monkeypatch, capsys, argv, what):
+    """``ketasim presets >&-`` and ``schedule standard-iv >&-`` had ended with status 0 and
+    nothing said: what they print had gone nowhere. Refused, as ``--out -`` is."""
+    monkeypatch.setattr(sys, "stdout", None)
+    rc, _, err = run_cli(argv, capsys)
+    assert rc == 1
+    one_line_error(err, "standard output is closed", what)
+
+
 def test_with_standard_error_closed_standard_output_holds_only_the_table(monkeypatch, capsys):
     """With standard error closed (``2>&-``) every message had gone to standard output: the
     table of ``--out -`` ended in a line "wrote standard output (...)" (and the summary and

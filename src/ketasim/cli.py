@@ -405,6 +405,15 @@ def _check_stdout_open(out) -> None:
                                 "file name")
 
 
+def _check_prints_to_stdout(what: str, instead: str = "") -> None:
+    """A command whose result is printed (``presets``, ``schedule`` without --out) is refused
+    before any work when standard output is closed (``>&-``): it had ended with status 0,
+    what it printed gone nowhere."""
+    if sys.stdout is None:
+        raise KetasimInputError(f"standard output is closed, where {what} would be printed; "
+                                f"expected it open{instead}")
+
+
 @contextlib.contextmanager
 def _stdout_named():
     """An error writing standard output (a full disk) named "standard output", as a file's
@@ -745,6 +754,8 @@ def _simulate_rest(args, model, doses, times, params, weight, cal, helper) -> in
 def cmd_presets(args) -> int:
     from .modelfile import list_presets, load_model
 
+    _check_prints_to_stdout("the list of presets" if args.name is None
+                            else f"the parameters of {args.name}")
     if args.name is not None:
         from .cli_teach import print_preset
         return print_preset(args.name, verbose=args.verbose)
@@ -764,6 +775,8 @@ def cmd_schedule(args) -> int:
 
     _check_output_paths(args, "out")
     _check_stdout_open(args.out)
+    if args.out is None:
+        _check_prints_to_stdout("the table", ", or --out FILE.csv")
     if args.course == "standard-iv":
         w = weight_or_default(args.weight)
         d = dosing.standard_iv_course(args.dose_mg_per_kg, w, args.months,
