@@ -2473,6 +2473,37 @@ def test_a_full_standard_output_is_named_in_process(monkeypatch, capsys):
     one_line_error(capsys.readouterr().err, "No space left on device: standard output")
 
 
+@pytest.mark.parametrize("argv, files", [
+    (["course", "--months", "1", "--out-dir", "{d}"], ["course.png", "course.csv"]),
+    (["compare", "ketamine-iv@standard-iv", "esketamine-iv@standard-iv", "--months", "1",
+      "--out-dir", "{d}"], ["compare.png", "compare.csv"]),
+    (["simulate", "--until", "24", "--summary", "--out", "{d}/s.csv"], ["s.csv"]),
+    (["population", "--n", "3", "-q", "--out", "{d}/p.csv"], ["p.csv"]),
+])
+def test_a_summary_that_cannot_be_printed_leaves_the_files_as_they_were(
+        tmp_path, monkeypatch, capsys, argv, files):
+    """``ketasim course > /dev/full`` (and compare, simulate --summary and population with
+    their summary on standard output) had written its files and then failed naming standard
+    output, without saying the files were written: the summary is now printed first, so the
+    command fails before a file is replaced, as a table for ``--out -`` does."""
+    import io
+
+    class FullDisk(io.TextIOBase):
+        def write(self, s):
+            raise OSError(28, "No space left on device")
+
+    out = tmp_path / "o"
+    out.mkdir()
+    for f in files:
+        (out / f).write_text("before")
+    monkeypatch.setattr(sys, "stdout", FullDisk())
+    rc = main([a.replace("{d}", str(out)) for a in argv])
+    monkeypatch.undo()
+    assert rc == 1
+    one_line_error(capsys.readouterr().err, "No space left on device: standard output")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == {f: b"before" for f in files}
+
+
 def test_a_line_break_in_a_file_name_stays_inside_the_tables_comment_header(tmp_path, capsys):
     """A --doses file named with a line break had ended the first ``#`` line of the
     population, bands and sweep tables: the rest of the name and of the line were read as the
@@ -2528,18 +2559,26 @@ def test_a_terminal_without_the_summarys_characters_gets_escapes_not_an_error(tm
 def test_an_interrupt_after_the_files_are_written_does_not_say_none_were(tmp_path, capsys,
                                                                          monkeypatch):
     """Ctrl-C while a population's summary was printed, its table already in place, had been
-    reported as "interrupted; no file was written"."""
+    reported as "interrupted; no file was written". (The summary is now printed before the
+    files are written: Ctrl-C just after they are in place.)"""
     from ketasim import cli_population
 
     def ctrl_c(*a, **k):
         raise KeyboardInterrupt
 
+    write_some = cli_population._write_some
+
+    def written_then_ctrl_c(*a, **k):
+        write_some(*a, **k)
+        raise KeyboardInterrupt
+
     out = tmp_path / "pop.csv"
     out.write_text(SENTINEL)
-    monkeypatch.setattr(cli_population, "_print_summary", ctrl_c)
+    monkeypatch.setattr(cli_population, "_write_some", written_then_ctrl_c)
     rc, _, err = run_cli(["population", "--n", "3", "-q", "--out", str(out)], capsys)
     assert rc == 130
     assert out.read_text() != SENTINEL and "no file was written" not in err, err
+    monkeypatch.setattr(cli_population, "_write_some", write_some)
     monkeypatch.setattr(importlib_module("ketasim.population"), "population", ctrl_c)
     rc, _, err = run_cli(["population", "--n", "3", "-q", "--out", str(out)], capsys)
     assert rc == 130 and "no file was written" in err, err

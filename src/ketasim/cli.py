@@ -437,6 +437,22 @@ def _to_stdout():
         sys.stdout.flush()
 
 
+def _summary_then_files(summary, write) -> None:
+    """Print a command's ``summary`` (text, or None) to standard output, flushed, then
+    ``write()`` its files: a summary that cannot be printed (a full disk) fails the command
+    before a file is replaced, as a table for ``--out -`` does (the files had been written
+    and the command had then failed, without a word that they were); a reader that went away
+    (``| head``) still gets the files."""
+    if summary is not None and sys.stdout is not None:
+        try:
+            with _to_stdout():
+                print(summary)
+        except BrokenPipeError:
+            write()
+            raise
+    write()
+
+
 class _NamedStdout:
     """``sys.stdout`` while a command runs: every write and flush as :func:`_stdout_named`
     says its errors, so a table or listing printed to a full disk (``ketasim presets >
@@ -743,9 +759,13 @@ def _simulate_rest(args, model, doses, times, params, weight, cal, helper) -> in
             except BrokenPipeError:      # the reader stopped reading (| head): not a failure
                 _write_all(outputs, _input_files(args))
                 raise
-        _write_all(outputs, _input_files(args))
-    if summary:
-        print(summary, file=sys.stderr if to_stdout else sys.stdout)
+        if to_stdout:
+            _write_all(outputs, _input_files(args))
+        else:
+            _summary_then_files(summary or None,
+                                lambda: _write_all(outputs, _input_files(args)))
+    if summary and to_stdout:
+        print(summary, file=sys.stderr)
     print(f"wrote {'standard output' if to_stdout else args.out} ({len(times):,} times, "
           f"{len(cols)} outputs)" + (f" and {args.plot}" if args.plot else ""), file=sys.stderr)
     return 0

@@ -13,6 +13,7 @@ or failed run leaves none.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 from pathlib import Path
@@ -915,9 +916,18 @@ def run_population(args) -> int:
                                 "not a dosing recommendation", first_h, model=model,
                                 notes=_peaks_between_band_times(res, model, first_h))
         outputs.append((args.plot, "wb", _figure_bytes(fig, args.plot)))
-    written = _write_some(outputs, args)
-    _print_summary(res.columns, res.metrics, res.units, args.n,
-                   file=sys.stderr if args.out == "-" else sys.stdout)
+    if args.out == "-":
+        written = _write_some(outputs, args)
+        _print_summary(res.columns, res.metrics, res.units, args.n, file=sys.stderr)
+    else:
+        # the summary first: one that cannot be printed fails before a file is replaced
+        from .cli import _summary_then_files
+
+        text = io.StringIO()
+        _print_summary(res.columns, res.metrics, res.units, args.n, file=text)
+        written = []
+        _summary_then_files(text.getvalue().rstrip("\n"),
+                            lambda: written.extend(_write_some(outputs, args)))
     if written:
         print("wrote " + ", ".join(written), file=sys.stderr)
     return 0

@@ -680,7 +680,7 @@ def _check_planned_outputs(out_dir: Path, stem: str, formats, inputs) -> None:
 
 def cmd_course(args) -> int:
     from . import _offload, _warm
-    from .cli import _input_files, kernels_needed
+    from .cli import _input_files, _summary_then_files, kernels_needed
     from .modelfile import load_model
     from .plotting import run_course
 
@@ -711,8 +711,8 @@ def cmd_course(args) -> int:
         outputs = helper.result() + [table]
     finally:
         helper.close()
-    write_all(outputs, [("--model", args.model), ("--doses", args.doses)])
-    print(summary)
+    _summary_then_files(summary, lambda: write_all(outputs, [("--model", args.model),
+                                                             ("--doses", args.doses)]))
     print("wrote " + ", ".join(str(p) for p, _ in outputs), file=sys.stderr)
     return 0
 
@@ -865,7 +865,7 @@ def _csv_text(head, rows):
 
 def cmd_compare(args) -> int:
     from . import _offload, _warm
-    from .cli import kernels_needed
+    from .cli import _summary_then_files, kernels_needed
     from .modelfile import load_model
     from .plotting import run_course
 
@@ -947,9 +947,11 @@ def cmd_compare(args) -> int:
     finally:
         args.weight_origin = None
         helper.close()
-    write_all(outputs, [(f"SPEC {m}@{d}", f) for m, d, _ in parsed for f in (m, d)])
-    print("Side by side (occupancy model-predicted; glutamate and plasticity SCHEMATIC):")
-    print(_table(head, rows, left=(0, 1)))
+    _summary_then_files(
+        "Side by side (occupancy model-predicted; glutamate and plasticity SCHEMATIC):\n"
+        + _table(head, rows, left=(0, 1)),
+        lambda: write_all(outputs, [(f"SPEC {m}@{d}", f) for m, d, _ in parsed
+                                    for f in (m, d)]))
     print("wrote " + ", ".join(str(p) for p, _ in outputs), file=sys.stderr)
     return 0
 
