@@ -306,3 +306,20 @@ def test_a_course_file_that_makes_no_dose_table_is_named_once(tmp_path, body, sa
     msg = str(exc.value)
     assert msg.count(str(p)) == 1 and "row 1" not in msg and "np." not in msg, msg
     assert re.match(re.escape(str(p)) + ": " + said, msg), msg
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "   \n# only a comment\n"])
+def test_an_empty_course_file_is_said_to_be_empty(tmp_path, monkeypatch, text):
+    """An empty course file, or nothing on standard input (``schedule custom - < /dev/null``,
+    a pipe from a command that failed), had been "missing 'amount_mg'", as if the file had
+    other keys: it is said to be empty."""
+    import io
+
+    p = tmp_path / "c.toml"
+    p.write_text(text)
+    with pytest.raises(KetasimInputError, match=re.escape(f"{p}: empty; expected a TOML "
+                                                          "course file")):
+        read_course_toml(p)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(text.encode())))
+    with pytest.raises(KetasimInputError, match="^<stdin>: empty; expected a TOML course file"):
+        read_course_toml("-")

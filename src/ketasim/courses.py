@@ -348,6 +348,9 @@ def read_course_toml(path, months: float | None = None) -> Doses:
         spec = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise KetasimInputError(f"{where}: TOML syntax error: {exc}") from None
+    if not spec:     # (nothing, or comments only: it had been "missing 'amount_mg'")
+        raise KetasimInputError(f"{where}: empty; expected a TOML course file: amount_mg, "
+                                "route and one or more [[phase]] tables")
     allowed = {"amount_mg", "route", "duration_h", "months", "first_amount_mg", "phase"}
     for k in spec:
         if k not in allowed:
