@@ -803,3 +803,54 @@ def test_schedule_of_sessions_millions_of_years_away_prints_days_it_can_tell(tmp
     assert session_day(28 * 24 - 0.1 / 3600) == "28"
     assert session_day(28 * 24 + 0.1 / 3600) == "28"
     assert session_day(float("inf")) == "–"
+
+
+def test_a_schedule_of_many_sessions_is_printed_in_bounded_memory(monkeypatch):
+    """The schedule's table had been built whole before it was printed: 7.3 GB for a course
+    of 8.7 million sessions (spravato --maintenance weekly --months 2e6), where the course
+    itself takes about 300 MB. It is printed in parts, the same text."""
+    import contextlib
+    import io
+    import tracemalloc
+
+    from ketasim import cli_teach
+
+    class Sink(io.TextIOBase):
+        def __init__(self):
+            self.parts = []
+
+        def write(self, s):
+            self.parts.append(s)
+            return len(s)
+
+    def printed(doses, chunk=None):
+        if chunk is not None:
+            monkeypatch.setattr(cli_teach, "SCHEDULE_CHUNK_ROWS", chunk, raising=False)
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            cli_teach.print_schedule(doses)
+        monkeypatch.undo()
+        return out.getvalue()
+
+    # widths found over every part: a wider day, dose or length far down the table
+    toml_like = [ketasim.Phase(every_days=0.5, count=9), ketasim.Phase(every_days=7, count=3,
+                                                                       amount_mg=1234.5)]
+    small = ketasim.course_from_phases(toml_like, 35.0, "iv", duration_h=0.5)
+    want = printed(small)
+    assert printed(small, chunk=4) == want and printed(small, chunk=1) == want
+    lines = want.splitlines()
+    assert len({len(ln) for ln in lines[:-1]}) <= 2, lines   # (a last column of "–" or 40)
+
+    big = ketasim.course_from_phases([ketasim.Phase(every_days=0.25, count=120_000)], 35.0,
+                                     "iv", duration_h=0.5)
+    sink = Sink()
+    tracemalloc.start()
+    try:
+        with contextlib.redirect_stdout(sink):
+            cli_teach.print_schedule(big)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    text = "".join(sink.parts)
+    assert text.count("\n") == 120_002 and text.endswith("for CSV here).\n")
+    assert peak < 50e6, f"{peak / 1e6:.0f} MB"

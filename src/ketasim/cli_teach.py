@@ -409,8 +409,12 @@ def session_day(t_h) -> str:
     dm = _day_minute(t)
     if dm is None:
         return _far_day(t)
-    day, rest = dm
-    return f"{day}" if rest == 0 else f"{day} {rest // 60:02d}:{rest % 60:02d}"
+    return _minute_day(*dm)
+
+
+def _minute_day(day: int, minute: int) -> str:
+    """"28" at midnight, else "28 01:00"."""
+    return f"{day}" if minute == 0 else f"{day} {minute // 60:02d}:{minute % 60:02d}"
 
 
 def _table(head, rows, left=()) -> str:
@@ -538,25 +542,66 @@ def _total_mg(amounts) -> str:
         return f"a total too large to add up (above {_mg(sys.float_info.max)} mg)"
 
 
+#: rows of the schedule's table formatted at a time: a course of millions of sessions is
+#: printed in parts, its memory that of one part (all rows at once had taken 7 GB for 8.7
+#: million sessions)
+SCHEDULE_CHUNK_ROWS = 50_000
+
+
+def _schedule_cells(d, durations, lo: int, hi: int) -> list[list[str]]:
+    """The schedule table's cells of rows ``lo`` to ``hi - 1``, as rows of strings."""
+    rows = []
+    texts = {}          # (a course repeats a few doses, routes and lengths: each made once)
+    for i in range(lo, hi):
+        t, a, r, dur = float(d.time_h[i]), d.amount_mg[i], d.route[i], durations[i]
+        dm = _day_minute(t)         # (as session_day rounds it)
+        if dm is None:              # (too far to hold a minute: no weekday)
+            week = math.floor(t / (7 * 24.0)) + 1
+            day, week_s, weekday = (session_day(t), str(week) if abs(week) < 10 ** 15
+                                    else f"{week:.6g}", "–")
+        else:
+            day = _minute_day(*dm)
+            week_s, weekday = str(dm[0] // 7 + 1), _WEEKDAYS[dm[0] % 7] if dm[1] == 0 else "–"
+        key = (a, r, dur)
+        rest = texts.get(key)
+        if rest is None:
+            rest = texts[key] = [_mg(a), r, fmt(dur * 60) if dur > 0 else "–"]
+        rows.append([str(i + 1), day, week_s, weekday, *rest])
+    return rows
+
+
 def print_schedule(doses) -> None:
-    """A course as a readable table: session, day, week, weekday (day 0 = a Monday), dose."""
+    """A course as a readable table: session, day, week, weekday (day 0 = a Monday), dose.
+
+    Printed :data:`SCHEDULE_CHUNK_ROWS` rows at a time (the column widths from a first pass
+    over all of them), so a course of millions of sessions needs the memory of one part."""
     from .dosing import expand
     from .plotting import row_durations
 
+    out = sys.stdout
+    if out is None:          # (closed: nothing to print to)
+        return
     d = expand(doses)
+    durations = row_durations(d)
     head = ["session", "day", "week", "weekday", "dose mg", "route", "infusion min"]
-    rows = []
-    for i, (t, a, r, dur) in enumerate(zip(d.time_h, d.amount_mg, d.route, row_durations(d))):
-        dm = _day_minute(t)         # (as session_day rounds it)
-        if dm is None:              # (too far to hold a minute: no weekday)
-            week = math.floor(float(t) / (7 * 24.0)) + 1
-            week_s, weekday = (str(week) if abs(week) < 10 ** 15 else f"{week:.6g}"), "–"
-        else:
-            week_s, weekday = str(dm[0] // 7 + 1), _WEEKDAYS[dm[0] % 7] if dm[1] == 0 else "–"
-        rows.append([str(i + 1), session_day(t), week_s, weekday, _mg(a), r,
-                     fmt(dur * 60) if dur > 0 else "–"])
-    print(_table(head, rows))
-    print(f"{len(rows)} session{'s' if len(rows) != 1 else ''}, {_total_mg(d.amount_mg)}; "
+    n = len(d.time_h)
+    starts = range(0, n, SCHEDULE_CHUNK_ROWS)
+    widths = [len(h) for h in head]
+    part = None
+    for lo in starts:
+        part = _schedule_cells(d, durations, lo, min(n, lo + SCHEDULE_CHUNK_ROWS))
+        widths = [max(w, *map(len, col)) for w, col in zip(widths, zip(*part))]
+
+    def lines(rows):
+        return "".join("  ".join(c.rjust(w) for c, w in zip(r, widths)).rstrip() + "\n"
+                       for r in rows)
+
+    out.write(lines([head]))
+    for lo in starts:
+        # (one part: the rows of the first pass, not formatted twice)
+        out.write(lines(part if len(starts) == 1 else
+                        _schedule_cells(d, durations, lo, min(n, lo + SCHEDULE_CHUNK_ROWS))))
+    print(f"{n} session{'s' if n != 1 else ''}, {_total_mg(d.amount_mg)}; "
           "day 0 shown as a Monday. Write it as a dose table with --out FILE.csv (or --out - "
           "for CSV here).")
 
