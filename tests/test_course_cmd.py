@@ -854,3 +854,13 @@ def test_a_schedule_of_many_sessions_is_printed_in_bounded_memory(monkeypatch):
     text = "".join(sink.parts)
     assert text.count("\n") == 120_002 and text.endswith("for CSV here).\n")
     assert peak < 50e6, f"{peak / 1e6:.0f} MB"
+
+
+def test_a_course_too_long_for_its_grid_says_so_in_short_numbers(tmp_path, capsys):
+    """A dose table with a dose at 1e306 h had been refused with its length and number of
+    time points written out in full, two numbers of over 400 characters with their commas."""
+    table = tmp_path / "far.csv"
+    table.write_text("time_h,amount_mg,route,duration_h\n0,35,iv,0.5\n1e306,35,iv,0.5\n")
+    assert main(["course", "--doses", str(table), "--out-dir", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert len(err) < 300 and "1e+306 h" in err and "more than the 200,000,000" in err, err

@@ -397,9 +397,12 @@ def check_course_grid(step_h: float, until_h: float, start_h: float = 0.0) -> fl
     points = (until_h - start_h) / step_h + 1
     if not (points <= MAX_GRID_POINTS):
         from .errors import KetasimInputError
+
+        def num(v):      # (a dose at 1e306 h had given two numbers of 400 characters)
+            return f"{v:,.0f}" if v < 1e15 else f"{v:.3g}"
         raise KetasimInputError(
-            f"course: {until_h - start_h:,.0f} h on a {step_h * 60:g}-minute grid gives "
-            f"{points:,.0f} time points, more than the {MAX_GRID_POINTS:,} allowed; "
+            f"course: {num(until_h - start_h)} h on a {step_h * 60:g}-minute grid gives "
+            f"{num(points)} time points, more than the {MAX_GRID_POINTS:,} allowed; "
             "expected a shorter course")
     return points
 
