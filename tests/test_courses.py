@@ -323,3 +323,25 @@ def test_an_empty_course_file_is_said_to_be_empty(tmp_path, monkeypatch, text):
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(text.encode())))
     with pytest.raises(KetasimInputError, match="^<stdin>: empty; expected a TOML course file"):
         read_course_toml("-")
+
+
+def test_a_course_file_larger_than_a_course_is_refused_before_it_is_read(tmp_path,
+                                                                       monkeypatch):
+    """A course file is a few hundred bytes. On standard input one of over 1,000,000 bytes was
+    refused, but the same file by name was read whole (1.6 GB took 3 minutes and 3 GB of
+    memory before it was parsed; a dose table given by mistake, as long): both are refused,
+    alike, after reading at most courses.MAX_COURSE_BYTES + 1 bytes."""
+    import io
+
+    head = 'amount_mg = 35\nroute = "iv"\nmonths = 1\n'
+    body = "# x\n" * 300_000 + "[[phase]]\nevery_days = 7\n"
+    p = tmp_path / "big.toml"
+    p.write_text(head + body)
+    with pytest.raises(KetasimInputError, match=re.escape(f"{p}: larger than 1,000,000 bytes; "
+                                                          "expected a TOML course file")):
+        read_course_toml(p)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(p.read_bytes())))
+    with pytest.raises(KetasimInputError, match=r"^<stdin>: larger than 1,000,000 bytes"):
+        read_course_toml("-")
+    p.write_text(head + "[[phase]]\nevery_days = 7\n")      # a course's size: read
+    assert len(read_course_toml(p)) == 5

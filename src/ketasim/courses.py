@@ -297,23 +297,29 @@ def spravato_course(dose_mg: float = 56.0, maintenance: str = "biweekly", months
                               first_amount_mg=56.0)
 
 
-MAX_STDIN_COURSE_BYTES = 1_000_000   # a course file on standard input (a few hundred bytes)
+MAX_COURSE_BYTES = 1_000_000   # a course file (a few hundred bytes), by name or on stdin
+MAX_STDIN_COURSE_BYTES = MAX_COURSE_BYTES
+
+
+def _at_most(stream, where: str) -> bytes:
+    """A course file's bytes from ``stream``, at most :data:`MAX_COURSE_BYTES`: an endless
+    stream, ``< /dev/zero``, is refused rather than read until memory runs out, and a large
+    file (a dose table given by mistake) before it is read whole."""
+    data = stream.read(MAX_COURSE_BYTES + 1)
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    if len(data) > MAX_COURSE_BYTES:
+        raise KetasimInputError(f"{where}: larger than {MAX_COURSE_BYTES:,} bytes; expected a "
+                                "TOML course file")
+    return data
 
 
 def _stdin_bytes(where: str) -> bytes:
-    """A course file's bytes from standard input, at most :data:`MAX_STDIN_COURSE_BYTES` (an
-    endless stream, ``< /dev/zero``, is refused rather than read until memory runs out)."""
+    """A course file's bytes from standard input (see :func:`_at_most`)."""
     if sys.stdin is None:
         raise KetasimInputError(f"{where}: standard input is closed; expected a TOML course "
                                 "file there, or a file name")
-    stream = getattr(sys.stdin, "buffer", sys.stdin)
-    data = stream.read(MAX_STDIN_COURSE_BYTES + 1)
-    if isinstance(data, str):
-        data = data.encode("utf-8")
-    if len(data) > MAX_STDIN_COURSE_BYTES:
-        raise KetasimInputError(f"{where}: larger than {MAX_STDIN_COURSE_BYTES:,} bytes; "
-                                "expected a TOML course file")
-    return data
+    return _at_most(getattr(sys.stdin, "buffer", sys.stdin), where)
 
 
 def read_course_toml(path, months: float | None = None) -> Doses:
@@ -342,7 +348,8 @@ def read_course_toml(path, months: float | None = None) -> Doses:
         p = Path(path)
         where = str(p)
         check_input_file("course", str(path), p, "a TOML file")
-        data = p.read_bytes()
+        with open(p, "rb") as fh:
+            data = _at_most(fh, where)
     text = _decode(data, where, "a TOML course file")
     try:
         spec = tomllib.loads(text)
