@@ -2504,6 +2504,22 @@ def test_a_summary_that_cannot_be_printed_leaves_the_files_as_they_were(
     assert {p.name: p.read_bytes() for p in out.iterdir()} == {f: b"before" for f in files}
 
 
+@pytest.mark.parametrize("argv, option", [
+    (["population", "--n", "3", "--out", "-", "--bands", "-"], "--bands"),
+    (["population", "--n", "3", "--out", "-", "--plot", "-"], "--plot"),
+    (["sweep", "--vary", "CL=10:20:2", "--vary", "V1=5:9:2", "--out", "-", "--plot", "-"],
+     "--plot"),
+    (["simulate", "--out", "-", "--plot", "-"], "--plot"),
+])
+def test_standard_output_for_an_option_that_writes_a_file_says_so(capsys, argv, option):
+    """``--out - --bands -`` had been refused as "'-': expected a file ending in .csv", as if
+    the name were misspelt: it now says that the option writes a file, not standard output."""
+    rc, _, err = run_cli(argv, capsys)
+    assert rc == 2
+    assert f"argument {option}: '-': {option} writes a file, not standard output" in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
 def test_a_line_break_in_a_file_name_stays_inside_the_tables_comment_header(tmp_path, capsys):
     """A --doses file named with a line break had ended the first ``#`` line of the
     population, bands and sweep tables: the rest of the name and of the line were read as the

@@ -204,10 +204,14 @@ def _thresholds(s):
     return tuple(out)
 
 
-def _out_path(s, suffixes):
+def _out_path(s, suffixes, option=None):
     if s.endswith(("/", os.sep)):       # (Path drops it: 'x.csv/' had written a file x.csv)
         raise argparse.ArgumentTypeError(f"{s!r} ends in {s[-1]!r}, a folder; expected a file "
                                          "name")
+    if s == "-":        # (it had read as a misspelt name: "expected a file ending in .csv")
+        raise argparse.ArgumentTypeError(f"'-': {option or 'this option'} writes a file, not "
+                                         "standard output; expected a file ending in "
+                                         + " or ".join(suffixes))
     p = Path(s)
     if p.suffix.lower() not in suffixes:
         raise argparse.ArgumentTypeError(f"{s!r}: expected a file ending in "
@@ -259,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "standard output (required)")
     s.add_argument("--weight", type=_finite("kg", 0, True), default=None,
                    help="body weight, kg (default: the dose table's weight_kg column, else 70)")
-    s.add_argument("--plot", type=lambda v: _out_path(v, (".png", ".pdf", ".svg")),
+    s.add_argument("--plot", type=lambda v: _out_path(v, (".png", ".pdf", ".svg"), "--plot"),
                    default=None, help="also write the course figure (PNG, PDF or SVG; "
                    "default: none)")
     s.add_argument("--summary", action="store_true",

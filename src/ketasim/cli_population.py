@@ -89,9 +89,9 @@ def add_population_parser(sub):
     _common(p, out_required=False)
     p.add_argument("--n", type=_whole("subjects", 1), required=True,
                    help="number of virtual patients")
-    p.add_argument("--bands", type=lambda v: _out_path(v, (".csv",)), default=None,
+    p.add_argument("--bands", type=lambda v: _out_path(v, (".csv",), "--bands"), default=None,
                    help="write 5/50/95 %% bands over time (CSV; default: none)")
-    p.add_argument("--plot", type=lambda v: _out_path(v, (".png", ".pdf", ".svg")),
+    p.add_argument("--plot", type=lambda v: _out_path(v, (".png", ".pdf", ".svg"), "--plot"),
                    default=None, help="figure of the bands (PNG, PDF or SVG; default: none)")
     p.add_argument("--band-outputs", default=None, metavar="LIST",
                    help="outputs of the bands (default: plasma and occupancy where the model "
@@ -124,7 +124,7 @@ def add_sweep_parser(sub):
     p.add_argument("--n", type=_whole("subjects", 1), default=None,
                    help="subjects per grid point (variability); metrics become median and "
                         "5/95 %% (<metric>_p50, _p05, _p95) (default: typical values only)")
-    p.add_argument("--plot", type=lambda v: _out_path(v, (".png", ".pdf", ".svg")),
+    p.add_argument("--plot", type=lambda v: _out_path(v, (".png", ".pdf", ".svg"), "--plot"),
                    default=None,
                    help="heat map of one metric over two varied names (default: none)")
     p.add_argument("--plot-metric", default=None, metavar="COLUMN",
