@@ -298,7 +298,6 @@ def spravato_course(dose_mg: float = 56.0, maintenance: str = "biweekly", months
 
 
 MAX_COURSE_BYTES = 1_000_000   # a course file (a few hundred bytes), by name or on stdin
-MAX_STDIN_COURSE_BYTES = MAX_COURSE_BYTES
 
 
 def _at_most(stream, where: str) -> bytes:
