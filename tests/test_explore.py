@@ -459,8 +459,123 @@ def _chromium():
     return None
 
 
+class _Browser:
+    """A headless Chromium showing one page, driven over its DevTools protocol, so that a test
+    waits in real time (up to a deadline) for what it looks for on the page. Chromium's
+    ``--virtual-time-budget`` is no such wait: a budget of 8 or 40 s ended after a few seconds
+    of real time, and the page (laid out late under virtual time) was shot or read before it
+    had drawn the figure a busy server was still drawing, or had sent the server its size."""
+
+    #: run in the page before its own scripts: ``window.figureSize`` is the figure's size the
+    #: server last told the page (CSS pixels), as the page's websocket receives it
+    LISTEN_JS = """(function () {
+        var onmessage = Object.getOwnPropertyDescriptor(WebSocket.prototype, 'onmessage');
+        Object.defineProperty(WebSocket.prototype, 'onmessage', {
+            configurable: true, get: onmessage.get, set: function (handle) {
+                onmessage.set.call(this, function (event) {
+                    if (typeof event.data === 'string' && event.data.charAt(0) === '{') {
+                        var msg = JSON.parse(event.data);
+                        if (msg.type === 'resize') { window.figureSize = msg.size; }
+                    }
+                    return handle.apply(this, arguments);
+                });
+            }});
+    })();"""
+
+    def __init__(self, chromium, profile, window):
+        profile.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+             f"--window-size={window[0]},{window[1]}", f"--user-data-dir={profile}",
+             "--remote-debugging-port=0", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.ws = None
+        self.loaded = False
+        self._ids = iter(range(1, 1 << 30))
+        self._port_file = profile / "DevToolsActivePort"
+
+    async def open(self, url, timeout=60):
+        """Wait for the browser, then open ``url`` in its page (with :attr:`LISTEN_JS`) and
+        wait for the page to load."""
+        import asyncio
+        import json
+
+        from tornado.websocket import websocket_connect
+
+        deadline = time.monotonic() + timeout
+        while len(lines := (self._port_file.read_text().split()
+                            if self._port_file.exists() else [])) < 2:
+            assert self.proc.poll() is None and time.monotonic() < deadline, \
+                f"Chromium did not start (exit {self.proc.poll()})"
+            await asyncio.sleep(0.1)
+        with urllib.request.urlopen(f"http://127.0.0.1:{lines[0]}/json/list",
+                                    timeout=30) as answer:
+            page = next(t for t in json.load(answer) if t["type"] == "page")
+        self.ws = await websocket_connect(page["webSocketDebuggerUrl"],
+                                          max_message_size=1 << 28)
+        await self.call("Page.enable")
+        await self.call("Page.addScriptToEvaluateOnNewDocument", source=self.LISTEN_JS)
+        await self.call("Page.navigate", url=url)
+        while not self.loaded:
+            m = await asyncio.wait_for(self.ws.read_message(), deadline - time.monotonic())
+            assert m is not None, f"Chromium closed its connection loading {url}"
+            self.loaded = json.loads(m).get("method") == "Page.loadEventFired"
+        return self
+
+    async def call(self, method, **params):
+        import json
+
+        i = next(self._ids)
+        await self.ws.write_message(json.dumps({"id": i, "method": method, "params": params}))
+        while (m := await self.ws.read_message()) is not None:
+            answer = json.loads(m)
+            self.loaded |= answer.get("method") == "Page.loadEventFired"
+            if answer.get("id") == i:
+                assert "error" not in answer, (method, answer)
+                return answer["result"]
+        raise AssertionError(f"Chromium closed its connection ({method})")
+
+    async def evaluate(self, expression):
+        """The value of a JavaScript expression in the page."""
+        r = await self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        return r["result"].get("value")
+
+    async def screenshot(self) -> bytes:
+        import base64
+
+        return base64.b64decode((await self.call("Page.captureScreenshot"))["data"])
+
+    async def close(self):
+        """Close the browser (as its window's close does), else end its process."""
+        import asyncio
+
+        if self.ws is not None:
+            try:
+                await asyncio.wait_for(self.call("Browser.close"), 10)
+                self.proc.wait(timeout=10)
+            except (AssertionError, OSError, asyncio.TimeoutError, subprocess.TimeoutExpired):
+                pass
+            await _closed(SimpleNamespace(ws=self.ws, close=self.ws.close))
+        _stop(self.proc)
+
+
+def _slider_bars(png: bytes) -> int:
+    """How many of the explorer's slider bars a screenshot shows: the sliders' blue filled
+    bars (the Slider face colour) are long horizontal runs of one colour."""
+    import io
+
+    import matplotlib.image as mpimg
+
+    img = mpimg.imread(io.BytesIO(png), format="png")[..., :3]
+    blue = np.all(np.abs(img - np.array([0x1f, 0x77, 0xb4]) / 255) < 0.06, axis=-1)
+    rows = np.nonzero(blue.sum(axis=1) > 100)[0]
+    return len(np.split(rows, np.nonzero(np.diff(rows) > 3)[0] + 1)) if rows.size else 0
+
+
 @pytest.mark.slow
 def test_browser_renders_the_explorer_with_its_sliders(tmp_path):
+    import asyncio
+
     chromium = _chromium()
     if chromium is None:
         pytest.skip("needs a headless Chromium (Debian: apt-get install chromium; .ci/run "
@@ -470,45 +585,51 @@ def test_browser_renders_the_explorer_with_its_sliders(tmp_path):
     # the server's output goes to a file (a pipe no one reads could fill and stop the server),
     # and is shown if the page does not show the explorer
     server = _Served(tmp_path, port)
-    try:
-        url = f"http://127.0.0.1:{port}/"
-        assert f"open {url}" in server.output(), server.output()
-        calls = iter(range(100))
+    url = f"http://127.0.0.1:{port}/"
 
-        def browser(*args):
-            # a fresh profile per call: a closing browser may still hold the last one's lock
-            return subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu",
-                                   "--disable-dev-shm-usage", "--window-size=1400,1000",
-                                   f"--user-data-dir={tmp_path / f'profile{next(calls)}'}",
-                                   *args, url], capture_output=True, text=True, timeout=180)
-
-        import matplotlib.image as mpimg
-
+    async def session():
         # the page connects over a websocket and the server then draws the figure: on a busy
-        # machine that can take longer than one page load, so look again with more time
-        bands, dom = [], ""
-        for attempt, budget in enumerate((8000, 20000, 40000)):
-            shot = tmp_path / f"explorer{attempt}.png"
-            browser(f"--virtual-time-budget={budget}", f"--screenshot={shot}")
-            dom = browser("--virtual-time-budget=4000", "--dump-dom").stdout
-            if not shot.exists():
-                continue
-            # the figure drawn on the page is the explorer: its sliders' blue filled bars
-            # (the Slider face colour) are long horizontal runs of one colour
-            img = mpimg.imread(shot)[..., :3]
-            blue = np.all(np.abs(img - np.array([0x1f, 0x77, 0xb4]) / 255) < 0.06, axis=-1)
-            rows = np.nonzero(blue.sum(axis=1) > 100)[0]
-            bands = np.split(rows, np.nonzero(np.diff(rows) > 3)[0] + 1) if rows.size else []
-            if len(bands) >= 3:
-                break
+        # machine that can take a while, so look until the sliders show (or 120 s have gone)
+        browser = _Browser(chromium, tmp_path / "profile", (1400, 1000))
+        try:
+            await browser.open(url)
+            deadline = time.monotonic() + 120
+            sizes = []
+            while True:
+                shot = await browser.screenshot()
+                sizes.append(len(shot))
+                bands = _slider_bars(shot)
+                if bands >= 3 or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.5)
+            (tmp_path / "explorer.png").write_bytes(shot)
+            return bands, sizes, await browser.evaluate("document.documentElement.outerHTML")
+        finally:
+            await browser.close()
+
+    try:
+        assert f"open {url}" in server.output(), server.output()
+        bands, sizes, dom = asyncio.run(asyncio.wait_for(session(), 300))
         # the page holds matplotlib's figure canvas ...
         assert "mpl-canvas" in dom or "<canvas" in dom, dom[:500]
         # ... with the explorer's dose, weight and interval sliders drawn (miss is at 0)
-        sizes = [p.stat().st_size for p in sorted(tmp_path.glob("explorer*.png"))]
-        assert len(bands) >= 3, (f"slider bars found: {len(bands)}; screenshots: {sizes} "
-                                 f"bytes; server output:\n{server.output()[-3000:]}")
+        assert bands >= 3, (f"slider bars found: {bands}; {len(sizes)} screenshots, the last "
+                            f"ones {sizes[-3:]} bytes; server output:\n"
+                            f"{server.output()[-3000:]}")
     finally:
         server.stop()
+
+
+#: matplotlib's canvas box in a page (the box styled "resize: both"): its size in CSS pixels
+#: once the page has fitted it to the window (null before), and the figure's size the server
+#: last told the page
+_FITTED_BOX_JS = """(function () {
+    var box = Array.from(document.querySelectorAll('div')).find(function (d) {
+        return (d.getAttribute('style') || '').indexOf('resize: both') >= 0; });
+    return [box && box.style.width && box.style.height
+            ? [parseFloat(box.style.width), parseFloat(box.style.height)] : null,
+            window.figureSize || null];
+})()"""
 
 
 @pytest.mark.slow
@@ -516,7 +637,8 @@ def test_the_browser_page_fits_the_figure_to_the_window(tmp_path):
     """The figure was served at a fixed 1300 x 850 pixels, so a browser window of 800 x 600
     scrolled both ways to reach the sliders; the page now sizes the figure to the window's
     room (no smaller than MIN_PAGE_PX) and the server draws it at that size."""
-    import re
+    import asyncio
+    import json
 
     from ketasim.explore import MIN_PAGE_PX
 
@@ -524,49 +646,62 @@ def test_the_browser_page_fits_the_figure_to_the_window(tmp_path):
     if chromium is None:
         pytest.skip("needs a headless Chromium (Debian: apt-get install chromium)")
     pytest.importorskip("tornado")
+    from tornado.websocket import websocket_connect
+
     port = _free_port()
     server = _Served(tmp_path, port)
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/js/mpl.js", timeout=10) as js:
-            assert b"handle_resize" in js.read()
+
+    async def told_size():
+        """The figure's size the server tells a page that connects."""
+        ws = await websocket_connect(f"ws://127.0.0.1:{port}/1/ws")
+        try:
+            while (m := await ws.read_message()) is not None:
+                if isinstance(m, str) and json.loads(m)["type"] == "resize":
+                    return tuple(round(v) for v in json.loads(m)["size"])
+        finally:
+            await _closed(SimpleNamespace(ws=ws, close=ws.close))
+
+    async def fitted(browser, window, timeout=120, steady=1.0):
+        """The page's canvas box, fitted to the window, once the server has told the page a
+        figure of that size and both have kept it for ``steady`` seconds (a page fits its box
+        again when its room changes, as when scroll bars come and go)."""
+        deadline, since, last = time.monotonic() + timeout, None, None
+        while True:
+            box, told = await browser.evaluate(_FITTED_BOX_JS)
+            agreed = box and told and [round(v) for v in told] == [round(v) for v in box]
+            if not agreed or (box, told) != last:
+                since, last = time.monotonic(), (box, told)
+            elif time.monotonic() - since >= steady:
+                return tuple(round(v) for v in box)
+            assert time.monotonic() < deadline, (
+                f"a {window} window's page: canvas box {box}, the server's figure {told} "
+                f"after {timeout} s; server output:\n{server.output()[-3000:]}")
+            await asyncio.sleep(0.1)
+
+    async def session():
         sizes = []
         for k, window in enumerate(((1000, 760), (1600, 1100))):
-            dom = ""
-            for budget in (8000, 20000):    # (the page connects, then sizes its canvas)
-                dom = subprocess.run(
-                    [chromium, "--headless", "--no-sandbox", "--disable-gpu",
-                     "--disable-dev-shm-usage", f"--window-size={window[0]},{window[1]}",
-                     f"--user-data-dir={tmp_path / f'profile{k}{budget}'}",
-                     f"--virtual-time-budget={budget}", "--dump-dom",
-                     f"http://127.0.0.1:{port}/"],
-                    capture_output=True, text=True, timeout=180).stdout
-                if "resize: both" in dom:
-                    break
-            # matplotlib's canvas box: the one styled "resize: both", its size in px
-            style = next(m for m in re.findall(r'style="([^"]*)"', dom) if "resize: both" in m)
-            w, h = (int(float(re.search(rf"(?<![-\w]){k}: ([\d.]+)px", style).group(1)))
-                    for k in ("width", "height"))
-            sizes.append((w, h))
-            assert MIN_PAGE_PX[0] <= w < window[0] and MIN_PAGE_PX[1] <= h < window[1], \
-                (window, w, h)
+            browser = _Browser(chromium, tmp_path / f"profile{k}", window)
+            try:
+                # the page connects, sizes its canvas box to the window's room and asks the
+                # server for a figure of that size
+                await browser.open(f"http://127.0.0.1:{port}/")
+                w, h = await fitted(browser, window)
+                sizes.append((w, h))
+                assert MIN_PAGE_PX[0] <= w < window[0] and MIN_PAGE_PX[1] <= h < window[1], \
+                    (window, w, h)
+            finally:
+                await browser.close()
         assert sizes[0] != (1300, 850) and sizes[1][0] > sizes[0][0], sizes
         # and the server's figure follows the page: the size it tells a page that connects
         # now is the last page's
-        import asyncio
-        import json
+        return sizes, await asyncio.wait_for(told_size(), 30)
 
-        from tornado.websocket import websocket_connect
-
-        async def told_size():
-            ws = await websocket_connect(f"ws://127.0.0.1:{port}/1/ws")
-            try:
-                while (m := await ws.read_message()) is not None:
-                    if isinstance(m, str) and json.loads(m)["type"] == "resize":
-                        return tuple(round(v) for v in json.loads(m)["size"])
-            finally:
-                ws.close()
-
-        assert asyncio.run(asyncio.wait_for(told_size(), 30)) == sizes[1]
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/js/mpl.js", timeout=10) as js:
+            assert b"handle_resize" in js.read()
+        sizes, told = asyncio.run(asyncio.wait_for(session(), 600))
+        assert told == sizes[1], (told, sizes)
         assert "Traceback" not in server.output(), server.output()[-3000:]
     finally:
         server.stop()
