@@ -769,6 +769,8 @@ class _Page:
 
         self._json = json
         self.frames = 0
+        self.frame = None           # the last frame (PNG)
+        self.size = None            # the figure's size the server last told, CSS pixels
         self.cut = False
         self.labels = []
         self.ws = await websocket_connect(f"ws://127.0.0.1:{port}/1/ws",
@@ -797,10 +799,13 @@ class _Page:
             while (m := await self.ws.read_message()) is not None:
                 if isinstance(m, bytes):
                     self.frames += 1
+                    self.frame = m
                 elif (event := self._json.loads(m))["type"] == "draw":
                     await self.send({"type": "draw"})
                 elif event["type"] == "figure_label":
                     self.labels.append(event["label"])
+                elif event["type"] == "resize":
+                    self.size = event["size"]
         except WebSocketClosedError:
             pass
 
@@ -885,6 +890,54 @@ def test_a_page_that_goes_mid_update_leaves_the_others_live(tmp_path):
         assert after > before, "the page that stayed receives no more frames"
         out = server.output()
         assert "Traceback" not in out and "never retrieved" not in out, out[-3000:]
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_a_page_that_resizes_its_canvas_gets_the_whole_figure(tmp_path):
+    """A page clears its canvas when it resizes it (to the window's room, once the server has
+    told it the figure's size) and asks the server for a figure of that size. When that size
+    was the figure's already and the page had drawn a frame before its resize (a browser that
+    lays the page out late, as headless Chromium did on a busy machine), the server sent only
+    what had changed since the last frame: nothing, and the page stayed blank. The frame after
+    a page's resize is the whole figure."""
+    import asyncio
+    import io
+
+    import matplotlib.image as mpimg
+
+    pytest.importorskip("tornado")
+    port = _free_port()
+    server = _Served(tmp_path, port)
+
+    async def frame_after(page, frames):
+        for _ in range(300):
+            if page.frames > frames:
+                return page.frame
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"no frame after {frames}; server output:\n{server.output()}")
+
+    async def session():
+        page = await _Page().connect(port)
+        await frame_after(page, 0)          # the page shows the figure ...
+        await asyncio.sleep(0.5)
+        # ... then clears its canvas to resize it, to the figure's size
+        w, h = page.size
+        frames = page.frames
+        await page.send({"type": "resize", "width": w, "height": h})
+        frame = await frame_after(page, frames)
+        await _closed(page)
+        return frame, (w, h)
+
+    try:
+        frame, size = asyncio.run(asyncio.wait_for(session(), 120))
+        img = mpimg.imread(io.BytesIO(frame), format="png")
+        assert img.shape[:2] == (size[1], size[0]), (img.shape, size)
+        # the whole figure: every pixel drawn (a frame of what changed is transparent elsewhere)
+        assert img.shape[-1] == 3 or (img[..., 3] == 1).all(), \
+            f"{(img[..., 3] < 1).mean():.0%} of the frame's pixels left out"
+        assert "Traceback" not in server.output(), server.output()[-3000:]
     finally:
         server.stop()
 

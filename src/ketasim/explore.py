@@ -86,7 +86,14 @@ def _guard_resize(canvas) -> None:
     """A page's resize to a size that is not a number, or gives a canvas under 50 or over
     MAX_CANVAS_PX pixels a side (its size times the pixel ratio), is ignored: WebAgg takes any
     size, and one message of 30000 x 30000 made every later drawing take 49 s and 8 GB, one of
-    0 x 0 left the figure undrawable for every later page."""
+    0 x 0 left the figure undrawable for every later page.
+
+    The frame drawn after a page's resize is the whole figure: the page cleared its canvas to
+    resize it, and WebAgg sends only what changed since the last frame while the figure's
+    size stays the same. A page that resized its canvas after it had drawn the figure (a
+    browser that lays the page out late: on a busy machine, or a tab opened in the background,
+    laid out when shown) to the size the figure already had (another page in a window of the
+    same size) got a frame with nothing in it and stayed blank until something changed."""
     resize = getattr(canvas, "handle_resize", None)
     if resize is None:              # pragma: no cover - another matplotlib
         return
@@ -99,6 +106,7 @@ def _guard_resize(canvas) -> None:
         except (TypeError, ValueError, AttributeError):
             return
         if 50.0 <= w <= MAX_CANVAS_PX and 50.0 <= h <= MAX_CANVAS_PX:
+            canvas._force_full = True   # (WebAgg's own flag: the next frame is whole)
             resize(event)
 
     canvas.handle_resize = guarded
