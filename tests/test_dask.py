@@ -278,13 +278,19 @@ def test_ctrl_c_on_a_local_cluster_stops_quietly(tmp_path):
                           "--out", str(out), "--scheduler", "local", "--quiet"], env=_env(),
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          start_new_session=True)
+    # the local cluster's worker processes (as distributed counts them for this machine)
+    from distributed.deploy.utils import nprocesses_nthreads
+
+    workers = nprocesses_nthreads()[0]
     try:
         end = time.monotonic() + 120
-        # (until the workers have started: each then ignores Ctrl-C; a Ctrl-C while they start
-        # is the test below. A fixed 3-s wait had not been enough on a loaded machine.)
-        while len(_ignoring_ctrl_c(p.pid)) < 1 and p.poll() is None and \
+        # (until every worker has started: each then ignores Ctrl-C; a Ctrl-C while they start
+        # is the test below. A fixed 3-s wait had not been enough on a loaded machine, nor
+        # waiting for the first worker: the second, still importing, printed a traceback.)
+        while len(_ignoring_ctrl_c(p.pid)) < workers and p.poll() is None and \
                 time.monotonic() < end:
             time.sleep(0.2)
+        assert len(_ignoring_ctrl_c(p.pid)) >= workers, "the workers did not start"
         time.sleep(2.0)            # the workers are running chunks
         assert p.poll() is None, "the run ended before Ctrl-C"
         os.killpg(p.pid, 2)        # SIGINT to the group, as a terminal sends it
