@@ -254,6 +254,10 @@ def test_schedule_and_course_summary_tell_sessions_an_hour_apart(tmp_path, capsy
     days = [re.match(r"\s*\d+\s+(\d+(?: \d\d:\d\d)?)\s+\d+\s", ln).group(1)
             for ln in out[1:7]]
     assert days == ["0", "28", "28 01:12", "28 02:24", "128 02:24", "128 08:24"]
+    # a session at a clock time has its weekday too (day 0 a Monday; it had been "–")
+    weekdays = [ln.split()[4 if re.match(r"\s*\d+\s+\d+ \d\d:\d\d", ln) else 3]
+                for ln in out[1:7]]
+    assert weekdays == ["Mon", "Mon", "Mon", "Mon", "Wed", "Wed"]   # (day 128: 18 weeks + 2)
     table = tmp_path / "d.csv"
     table.write_text("time_h,amount_mg,route,duration_h\n0,35,iv,0.5\n672,35,iv,0.5\n"
                      "673,35,iv,0.5\n")

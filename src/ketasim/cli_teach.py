@@ -561,7 +561,7 @@ def _schedule_cells(d, durations, lo: int, hi: int) -> list[list[str]]:
                                     else f"{week:.6g}", "–")
         else:
             day = _minute_day(*dm)
-            week_s, weekday = str(dm[0] // 7 + 1), _WEEKDAYS[dm[0] % 7] if dm[1] == 0 else "–"
+            week_s, weekday = str(dm[0] // 7 + 1), _WEEKDAYS[dm[0] % 7]
         key = (a, r, dur)
         rest = texts.get(key)
         if rest is None:
