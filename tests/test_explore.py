@@ -1189,6 +1189,7 @@ def test_odd_requests_get_a_short_answer_and_no_traceback(tmp_path):
 
         far = await websocket_connect(f"ws://127.0.0.1:{port}/{'1' * 5000}/ws")
         assert await far.read_message() is None       # closed: no such figure
+        await _closed(SimpleNamespace(ws=far, close=far.close))
         a = await _Page().connect(port)
         await asyncio.sleep(1.0)
         for m in ("not json", "[]", '{"type": "button_press"}',
