@@ -1004,15 +1004,14 @@ def cmd_compare(args) -> int:
 # ---------------------------------------------------------------------------- explore
 def cmd_explore(args) -> int:
     # the module (ketasim.explore is also the name of the function it exports)
-    from .explore import DEFAULT_PORT, PRESETS, has_display, serve, window
+    from .explore import DEFAULT_PORT, check_model, has_display, serve, window
 
     # the model first, before any port is tried (a taken --port had been the error given for
     # `--model BAD`, and a taken default port was said to be moved from before it)
-    if args.model not in PRESETS:
-        from .errors import suggest
-
-        raise KetasimInputError(f"--model: {args.model!r}{suggest(args.model, PRESETS)}; "
-                                f"expected one of {', '.join(PRESETS)}")
+    try:
+        check_model(args.model)
+    except KetasimInputError as exc:
+        raise KetasimInputError(str(exc).replace("explore: model ", "--model: ", 1)) from None
     if args.port is None and has_display():
         if window(model=args.model):
             return 0
