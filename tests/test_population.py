@@ -37,6 +37,14 @@ ONE_MONTH = resolve_doses("standard-iv", months=1)
 ONE_MONTH_HORIZON = ketasim.engine.default_horizon_h(ONE_MONTH)
 
 
+
+def _sweep_stub(varied, units, a, b, z):
+    """A sweep result as plot_heatmap reads it: two varied names, units, and a grid."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(varied=varied, units=units, grid=lambda metric: (a, b, z))
+
+
 def _same(a, b):
     a, b = np.asarray(a), np.asarray(b)
     assert a.shape == b.shape
@@ -761,15 +769,10 @@ def test_heat_map_draws_log_axes_on_a_log_scale_and_says_when_it_is_empty():
     assert _geometric(np.geomspace(10, 1000, 5)) and not _geometric(np.linspace(10, 1000, 5))
     assert not _geometric(np.array([1.0, 2.0])) and not _geometric(np.array([-1.0, -2, -4]))
 
-    class Two:
-        varied = ("CL", "dose_mg_per_kg")
-        units = {"CL": "L/h", "dose_mg_per_kg": "mg/kg", "cmax": "ng/mL"}
-
-        def __init__(self, z):
-            self.z = z
-
-        def grid(self, metric):
-            return np.geomspace(10, 1000, 3), np.linspace(0.25, 0.75, 3), self.z
+    def Two(z):
+        return _sweep_stub(("CL", "dose_mg_per_kg"),
+                           {"CL": "L/h", "dose_mg_per_kg": "mg/kg", "cmax": "ng/mL"},
+                           np.geomspace(10, 1000, 3), np.linspace(0.25, 0.75, 3), z)
 
     fig = plot_heatmap(Two(np.arange(9.0).reshape(3, 3)), "cmax", "t")
     ax = fig.axes[0]
@@ -791,15 +794,9 @@ def test_an_effectively_zero_heat_map_writes_its_colour_bar_ticks_out():
 
     from ketasim.cli_population import plot_heatmap
 
-    class Two:
-        varied = ("CL", "V1")
-        units = {"CL": "L/h", "V1": "L", "trough": "ng/mL"}
-
-        def __init__(self, z):
-            self.z = z
-
-        def grid(self, metric):
-            return np.array([50.0, 100, 150]), np.array([80.0, 120, 160]), self.z
+    def Two(z):
+        return _sweep_stub(("CL", "V1"), {"CL": "L/h", "V1": "L", "trough": "ng/mL"},
+                           np.array([50.0, 100, 150]), np.array([80.0, 120, 160]), z)
 
     for scale, tiny in ((1e-19, True), (1e-13, True), (1.0, False)):
         fig = plot_heatmap(Two(np.arange(9.0).reshape(3, 3) * scale), "trough", "t")
@@ -834,15 +831,11 @@ def test_heat_map_words_an_occupancy_threshold_in_percent():
     assert _describe("time_above_occ_0.07").startswith("hours with occupancy >= 7 %")
     assert _describe("time_above_conc_100").startswith("hours with concentration >= 100 ng/mL")
 
-    class Two:
-        varied = ("dose_mg_per_kg", "CL")
-        units = {"dose_mg_per_kg": "mg/kg", "CL": "L/h", "time_above_occ_0.125_s12_p95": "h"}
-
-        def grid(self, metric):
-            return np.linspace(0.25, 1, 4), np.array([50.0, 100, 150]), \
-                np.arange(12.0).reshape(4, 3)
-
-    fig = plot_heatmap(Two(), "time_above_occ_0.125_s12_p95", "t", calibration="in-vivo")
+    two = _sweep_stub(("dose_mg_per_kg", "CL"), {"dose_mg_per_kg": "mg/kg", "CL": "L/h",
+                                                 "time_above_occ_0.125_s12_p95": "h"},
+                      np.linspace(0.25, 1, 4), np.array([50.0, 100, 150]),
+                      np.arange(12.0).reshape(4, 3))
+    fig = plot_heatmap(two, "time_above_occ_0.125_s12_p95", "t", calibration="in-vivo")
     try:
         label = fig.axes[1].get_ylabel()
         assert label.split("\n")[0] == "time_above_occ_0.125_s12_p95 (h)"
@@ -861,19 +854,17 @@ def test_heat_map_title_stays_on_the_figure():
 
     from ketasim.cli_population import plot_heatmap
 
-    class Two:
-        varied = ("dose_mg_per_kg", "maintenance_days")
-        units = {"dose_mg_per_kg": "mg/kg", "maintenance_days": "days",
-                 "time_above_occ_0.3_p95": "h"}
-
-        def grid(self, metric):
-            return np.linspace(0.25, 1, 4), np.array([14.0, 28, 42]), np.arange(12.0).reshape(4, 3)
+    two = _sweep_stub(("dose_mg_per_kg", "maintenance_days"),
+                      {"dose_mg_per_kg": "mg/kg", "maintenance_days": "days",
+                       "time_above_occ_0.3_p95": "h"},
+                      np.linspace(0.25, 1, 4), np.array([14.0, 28, 42]),
+                      np.arange(12.0).reshape(4, 3))
 
     title = ("ketamine-iv, standard-iv | months 3 | weight 80 kg | V1 = 120 | Q2 = 25: "
              "time_above_occ_0.3_p95 (95th percentile of 20 subjects)\nmodel-predicted; a "
              "research tool, not a dosing recommendation")
     for t, lines in ((title, None), ("t\nsecond line", 2)):
-        fig = plot_heatmap(Two(), "time_above_occ_0.3_p95", t, analyte="ketamine (S + R)")
+        fig = plot_heatmap(two, "time_above_occ_0.3_p95", t, analyte="ketamine (S + R)")
         fig.canvas.draw()
         r = fig.canvas.get_renderer()
         shown = fig.axes[0].title
@@ -1518,15 +1509,9 @@ def test_heat_map_ticks_are_round_numbers_with_a_tick_at_each_grid_value():
     value; round grid values (0.25, 0.5, 0.75, 1) keep their own labels at the cells."""
     from ketasim.cli_population import plot_heatmap
 
-    class Two:
-        varied = ("V1", "CL")
-        units = {"V1": "L", "CL": "L/h", "cmax": "ng/mL"}
-
-        def __init__(self, a, b):
-            self.a, self.b = a, b
-
-        def grid(self, metric):
-            return self.a, self.b, np.add.outer(np.log(self.a), np.log(self.b))
+    def Two(a, b):
+        return _sweep_stub(("V1", "CL"), {"V1": "L", "CL": "L/h", "cmax": "ng/mL"}, a, b,
+                           np.add.outer(np.log(a), np.log(b)))
 
     def shown(axis):
         lo, hi = sorted(axis.get_view_interval())
