@@ -670,7 +670,7 @@ def test_an_observation_row_with_an_amount_is_refused():
                        ("TIME,AMT,CMT,EVID\n0,35,iv,1\n12,5,iv,2\n", "evid 2"),
                        ("TIME,AMT,CMT,MDV\n0,35,iv,1\n12,35,iv,0\n", "MDV 0")):
         with pytest.raises(ketasim.KetasimInputError,
-                           match=rf"line 3: amount_mg: got (35|5) on an observation row "
+                           match=rf"line 3: amount_mg \(AMT\): got (35|5) on an observation row "
                                  rf"\({kind}\)"):
             ketasim.read_doses(io.StringIO(text))
     with pytest.raises(ketasim.KetasimInputError, match=r"row 2: amount_mg: got 5 on an "
@@ -683,6 +683,62 @@ def test_an_observation_row_with_an_amount_is_refused():
     assert len(d) == 1 and d.n_skipped == 3
     d = ketasim.read_doses(io.StringIO("TIME,AMT,CMT,MDV\n0,35,iv,1\n12,0,iv,0\n5,0,iv,1\n"))
     assert len(d) == 1 and d.n_skipped == 2
+
+
+_OBSERVATION_KINDS = (("EVID", "0", "evid 0", "evid 1 (or blank)"),
+                      ("EVID", "2", "evid 2", "evid 1 (or blank)"),
+                      ("MDV", "0", "MDV 0", "MDV 1"))
+_DOSE_ITEMS = (("RATE", "rate_mg_h", "10"), ("II", "ii_h", "12"), ("ADDL", "addl", "3"),
+               ("SS", "ss", "1"))
+
+
+@pytest.mark.parametrize("flag,flag_value,kind,give", _OBSERVATION_KINDS)
+@pytest.mark.parametrize("alias,item,value", _DOSE_ITEMS)
+def test_an_observation_row_with_another_dose_item_is_refused(flag, flag_value, kind, give,
+                                                              alias, item, value):
+    """An observation row (evid 0 or 2, or MDV 0 without an evid) that sets RATE, II, ADDL or
+    SS had been skipped without a word, its dose information lost, as one with an amount had
+    been; NONMEM refuses such a record. A CSV table, a DataFrame and dose records name the
+    item (and the column it was given by), the value, the row and what gives a dose."""
+    pd = pytest.importorskip("pandas")
+    text = f"TIME,AMT,CMT,{alias},{flag}\n0,35,iv,,1\n12,0,iv,{value},{flag_value}\n"
+    end = (rf"on an observation row \({kind}\), which gives no dose; expected 0 or blank "
+           rf"there, or {re.escape(give)} to make the row a dose")
+    named = item if alias.lower() == item else rf"{item} \({alias}\)"   # (ADDL is addl)
+    with pytest.raises(KetasimInputError,
+                       match=rf"^<doses>: line 3: {named}: got {value} {end}$"):
+        ketasim.read_doses(io.StringIO(text))
+    with pytest.raises(KetasimInputError,
+                       match=rf"^<DataFrame>: row 2: {named}: got {value}\.0 {end}$"):
+        ketasim.Doses.from_frame(pd.read_csv(io.StringIO(text)))
+    recs = [{"time_h": 0, "amount_mg": 35, "route": "iv", flag.lower(): 1},
+            {"time_h": 12, "amount_mg": 0, "route": "iv", item: int(value),
+             flag.lower(): int(flag_value)}]
+    with pytest.raises(KetasimInputError,
+                       match=rf"^<doses>: row 2: {item}: got {value} {end}$"):
+        ketasim.Doses.from_records(recs)
+    # blank, "." and 0 are no dose item: the row is read past and counted, as before
+    for blank in ("", ".", "0", "0.0"):
+        t = text.replace(f",{value},", f",{blank},")
+        d = ketasim.read_doses(io.StringIO(t))
+        assert len(d) == 1 and d.n_skipped == 1, blank
+        d = ketasim.Doses.from_frame(pd.read_csv(io.StringIO(t), na_values="."))
+        assert len(d) == 1 and d.n_skipped == 1, blank
+    recs[1][item] = 0
+    assert ketasim.Doses.from_records(recs).n_skipped == 1
+
+
+def test_cli_names_a_dose_item_on_an_observation_row(tmp_path, capsys):
+    """``ketasim simulate --doses`` on a dataset whose observation row carries II: one line
+    naming it, and no output file."""
+    ds = tmp_path / "ds.csv"
+    ds.write_text("ID,TIME,AMT,CMT,II,EVID,DV\n1,0,35,iv,,1,.\n1,2,0,iv,12,0,40\n")
+    out = tmp_path / "o.csv"
+    rc = main(["simulate", "--doses", str(ds), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc != 0 and not out.exists()
+    assert err.strip().count("\n") == 0, err
+    assert f"{ds}: line 3: ii_h (II): got 12 on an observation row (evid 0)" in err
 
 
 def _cmt_model(CL, V, Q=None, V2=None):
@@ -722,10 +778,12 @@ def test_write_then_read_round_trips(tmp_path_factory, recs, nonmem_names):
     """write_doses then read_doses gives the same table; with NONMEM names the same records
     read through the aliases; observation rows are counted, not kept."""
     for r in recs:
+        if r.get("evid", 1) in (0, 2):
+            # (an observation row with a dose item, amount or repeats, is refused)
+            r["amount_mg"] = 0.0
+            r.pop("addl", None)
         if r.get("addl"):
             r["ii_h"] = 12.0
-        if r.get("evid", 1) in (0, 2):
-            r["amount_mg"] = 0.0        # (an observation row with a dose is refused)
     if any("subject" in r for r in recs):
         for r in recs:
             r.setdefault("subject", 1)
@@ -836,7 +894,7 @@ def test_dose_records_read_mdv_and_c_as_the_csv_reader_does():
     k = 10.0 / 50.0
     np.testing.assert_allclose(sm["cmax_s2"], [2000.0 * (1 + np.exp(-12 * k))], rtol=1e-12)
     np.testing.assert_allclose(sm["auc_s1"], [2000.0 / k * (1 - np.exp(-12 * k))], rtol=1e-12)
-    with pytest.raises(KetasimInputError, match=r"row 2: amount_mg: got 5\.0 on an "
+    with pytest.raises(KetasimInputError, match=r"row 2: amount_mg \(AMT\): got 5\.0 on an "
                                                  r"observation row \(MDV 0\)"):
         ketasim.Doses.from_records([dict(TIME=0, AMT=100, CMT=1, MDV=1),
                                     dict(TIME=1, AMT=5.0, CMT=1, MDV=0)])

@@ -29,8 +29,9 @@ Meaning of the columns (units in the names):
                 ``ii_h = 0``, ``amount_mg = 0`` and a ``rate_mg_h``: the steady state of a
                 constant infusion, which then keeps running.
 ``evid``        1 or blank = a dose; 0 (observation) and 2 (other) rows are skipped and counted
-                (:attr:`Doses.n_skipped`; an amount on one is refused); 3 = every compartment
-                is emptied; 4 = emptied, then the dose is given.
+                (:attr:`Doses.n_skipped`; a dose item on one, ``amount_mg``, ``rate_mg_h``,
+                ``ii_h``, ``addl`` or ``ss`` not 0 or blank, is refused, as NONMEM refuses
+                it); 3 = every compartment is emptied; 4 = emptied, then the dose is given.
 ``subject``     subject ID (a number): one simulated subject per ID, with its own rows and
                 covariates.
 covariates      ``weight_kg`` (alias ``WT``) and any model parameter name: one value per
@@ -472,7 +473,9 @@ class Doses(Derived):
         or ``route`` of a dose row it is refused. Rows with ``evid`` 0 or 2 are skipped
         and counted in ``n_skipped``, and so, as :func:`read_doses` reads a NONMEM dataset,
         are rows without an ``evid`` whose ``MDV`` is 0, or 1 with no dose item (with neither, in
-        records with a ``DV`` key, rows whose dose items are all 0 or blank); a row with
+        records with a ``DV`` key, rows whose dose items are all 0 or blank); a dose item
+        (``amount_mg``, ``rate_mg_h``, ``ii_h``, ``addl``, ``ss``) set on a row with ``evid`` 0
+        or 2 or ``MDV`` 0 is refused, as NONMEM refuses it; a row with
         anything but blank, ``.`` or 0 in a ``C`` key is a comment and skipped, and a
         ``DATE`` (``DAT1``-``DAT3``) must be blank;
         other keys must be covariates (``weight_kg`` or model parameter names, checked when the
@@ -497,6 +500,7 @@ class Doses(Derived):
             rec = {}
             missing = set()
             nm = {}                 # the NONMEM items read_doses reads: MDV, C, DATE, DAT1-3
+            names = {}              # column -> the key the record gives it by (AMT, RATE, ...)
             nonmem = False          # a DV key: a NONMEM dataset's record
             for k, v in r.items():
                 c = _canonical(str(k))
@@ -523,6 +527,7 @@ class Doses(Derived):
                 if c in rec:
                     raise KetasimInputError(f"{source}: row {i + 1}: column {c!r} given twice")
                 rec[c] = v
+                names[c] = str(k)
             # as read_doses: a row flagged in a C column is a comment (NONMEM's IGNORE=C), a
             # date is refused, and without an evid, MDV tells observation rows
             if "C" in nm and not _zero_item(nm["C"]):
@@ -542,14 +547,15 @@ class Doses(Derived):
                     except (TypeError, ValueError):
                         raise KetasimInputError(f"{source}: row {i + 1}: MDV: got "
                                                 f"{nm['MDV']!r}, expected a number") from None
-                    amt = rec.get("amount_mg")
-                    given = amt is not None and _amount_given(amt)
-                    if mdv == 0 and given:
-                        raise _observation_amount(source, None, "MDV 0", amt, row=i + 1)
+                    if mdv == 0:
+                        # (a dose item on it had been dropped without a word: NONMEM refuses it)
+                        for c in _DOSE_ITEMS:
+                            if _item_given(rec.get(c)):
+                                raise _observation_item(source, None, "MDV 0", c, rec[c],
+                                                        names[c], row=i + 1)
                     # (MDV 1: a dose when any dose item is set, NM-TRAN's EVID 1: a constant
                     # infusion at steady state, AMT 0 with RATE and SS, had been skipped)
-                    if mdv == 0 or (not given and all(_zero_item(rec.get(c))
-                                                      for c in _DOSE_ITEMS)):
+                    if mdv == 0 or all(_zero_item(rec.get(c)) for c in _DOSE_ITEMS):
                         skip(rec)
                         continue
                 elif nonmem and all(_zero_item(rec.get(c)) for c in _DOSE_ITEMS):
@@ -563,9 +569,10 @@ class Doses(Derived):
                     pass                               # reported by Doses
             if isinstance(ev, (int, float, np.integer, np.floating)) and \
                     not isinstance(ev, bool) and ev in (0, 2):
-                amt = rec.get("amount_mg")
-                if amt not in (None, "", ".") and _amount_given(amt):
-                    raise _observation_amount(source, None, f"evid {ev:g}", amt, row=i + 1)
+                for c in _DOSE_ITEMS:
+                    if _item_given(rec.get(c)):
+                        raise _observation_item(source, None, f"evid {ev:g}", c, rec[c],
+                                                names[c], row=i + 1)
                 skip(rec)
                 continue
             for c in REQUIRED:
@@ -1021,25 +1028,25 @@ def _missing_value(v) -> bool:
     return t.__name__ == "NAType" and t.__module__.startswith("pandas")
 
 
-def _amount_given(amt) -> bool:
-    """Whether an observation row's amount is a dose (not 0 or blank); a value that is no
-    number at all counts too (it is refused as a dose would be)."""
-    try:
-        v = float(amt)
-    except (TypeError, ValueError):
-        return True
-    return v != 0.0
+def _item_given(v) -> bool:
+    """Whether an observation row's dose item (:data:`_DOSE_ITEMS`) is set: not blank, ``.``
+    or 0; a value that is no number at all counts too (it is refused as a dose's would be)."""
+    return not _zero_item(v)
 
 
-def _observation_amount(where, line_no, kind, amt, row=None) -> KetasimInputError:
-    """The error for an observation row (evid 0 or 2, or MDV 0) that carries an amount: NONMEM
-    requires dose items to be 0 there, and ketasim skips such rows, so the dose would be lost
-    without a word."""
+def _observation_item(where, line_no, kind, item, value, name=None,
+                      row=None) -> KetasimInputError:
+    """The error for an observation row (evid 0 or 2, or MDV 0) that carries a dose item
+    (``item``, one of :data:`_DOSE_ITEMS`, whose column the table calls ``name``): NONMEM
+    requires dose items to be 0 there, and ketasim skips such rows, so the dose (its amount,
+    rate, repeats or steady state) would be lost without a word."""
     at = f"line {line_no}" if row is None else f"row {row}"
     give = "MDV 1" if kind.startswith("MDV") else "evid 1 (or blank)"
-    return KetasimInputError(f"{where}: {at}: amount_mg: got {amt} on an observation row "
+    named = item if name is None or name.lower() == item else f"{item} ({name})"
+    what = "to give it" if item == "amount_mg" else "to make the row a dose"
+    return KetasimInputError(f"{where}: {at}: {named}: got {value} on an observation row "
                              f"({kind}), which gives no dose; expected 0 or blank there, or "
-                             f"{give} to give it")
+                             f"{give} {what}")
 
 
 def _observation_only(skipped_ids, kept) -> tuple:
@@ -1089,7 +1096,9 @@ def read_doses(path_or_text, *, source: str | None = None) -> Doses:
     there is no ``evid`` column, rows with ``MDV`` = 0, or ``MDV`` = 1 and no dose item; with
     neither, in a NONMEM dataset, one with a ``DV`` column, rows whose dose items ``AMT``,
     ``RATE``, ``II``, ``ADDL`` and ``SS`` are all 0 or blank, as NM-TRAN reads them) are
-    observations and are skipped; their count is :attr:`Doses.n_skipped`.
+    observations and are skipped; their count is :attr:`Doses.n_skipped`. A dose item other
+    than 0 or blank on a row with ``evid`` 0 or 2 or ``MDV`` 0 is refused, naming the line and
+    the column, as NONMEM refuses it.
 
     The file is read row by row into typed arrays (UTF-8, with or without a byte-order mark,
     or UTF-16/32 with one); files larger than :data:`MAX_DOSE_FILE_BYTES` are refused.
@@ -1223,13 +1232,11 @@ def _parse(lines, where: str) -> Doses:
         cells = {c: r[i].strip() for c, i in pos.items()}
         ev = cells.get("evid", "")
         if ev in ("", "."):
-            amt = cells["amount_mg"]
             mdv = r[mdv_pos].strip() if mdv_pos is not None else ""
             if mdv not in ("", "."):
                 m = _number(mdv, "MDV", where, line_no)
-                a = 0.0 if amt in ("", ".") else _number(amt, "amount_mg", where, line_no)
-                if m == 0 and a != 0:
-                    raise _observation_amount(where, line_no, "MDV 0", amt)
+                if m == 0:
+                    _no_dose_items(cells, dose_items, header, pos, where, line_no, "MDV 0")
                 # (MDV 1: a dose when any dose item is set, NM-TRAN's EVID 1: a constant
                 # infusion at steady state, AMT 0 with RATE and SS, had been skipped)
                 observation = m == 0 or all(_zero_item(cells[c]) for c in dose_items)
@@ -1243,9 +1250,7 @@ def _parse(lines, where: str) -> Doses:
             evid = _number(ev, "evid", where, line_no)
             observation = evid in (0.0, 2.0)
             if observation:
-                amt = cells.get("amount_mg", "")
-                if amt not in ("", ".") and _number(amt, "amount_mg", where, line_no) != 0:
-                    raise _observation_amount(where, line_no, f"evid {ev}", amt)
+                _no_dose_items(cells, dose_items, header, pos, where, line_no, f"evid {ev}")
             elif evid not in (1.0, 3.0, 4.0):
                 raise KetasimInputError(f"{where}: line {line_no}: evid: got {ev}, expected 0, "
                                         "1, 2, 3 or 4 (NONMEM event ids)")
@@ -1322,6 +1327,17 @@ def _parse(lines, where: str) -> Doses:
               observation_only_subjects=_observation_only(
                   skipped_ids, col("subject") if "subject" in data else ()))
     return d
+
+
+def _no_dose_items(cells, dose_items, header, pos, where, line_no, kind) -> None:
+    """Refuse an observation row (``kind``: evid 0 or 2, or MDV 0) of a CSV table that sets a
+    dose item (AMT, RATE, II, ADDL, SS: not blank, ``.`` or 0), naming its column as the
+    header does; NONMEM refuses such a record, and ketasim skips the row, so the item had been
+    dropped without a word."""
+    for c in dose_items:
+        v = cells[c]
+        if v not in ("", ".") and _number(v, c, where, line_no) != 0:
+            raise _observation_item(where, line_no, kind, c, v, header[pos[c]])
 
 
 def _keep_covariate(obs_cov, subject: str, c: str, v) -> None:
