@@ -188,6 +188,56 @@ def test_console_exit_runs_exit_handlers_and_flushes(tmp_path):
     assert r.returncode == 1 and "handler ran" in r.stdout and "error" in r.stderr
 
 
+def _cli_output(argv, encoding, cwd) -> tuple[bytes, bytes]:
+    env = dict(os.environ, PYTHONIOENCODING=encoding,
+               PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([sys.executable, "-m", "ketasim", *argv], capture_output=True, cwd=cwd,
+                       env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return r.stdout, r.stderr
+
+
+def _aligned_at(rows, head, names):
+    """Every row of a table has its column ``name`` starting where the header has it."""
+    for name in names:
+        at = head.index(name)
+        for row in rows:
+            assert row[at - 2:at] == "  " and row[at] != " ", (name, row)
+
+
+def test_tables_on_a_terminal_without_their_characters_stay_plain_and_aligned(tmp_path):
+    """Where standard output cannot encode a table's "–", "×", "·" or "µ" (an ASCII
+    terminal, ``PYTHONIOENCODING=ascii``), each is written as "-", "x", ".", "u": they had
+    been written as escapes (``\\u2013``, ``\\xd7``), six or four characters where the table
+    had counted one, so every column after them was shifted. A UTF-8 terminal gets the text
+    as it is."""
+    plain = str.maketrans({"–": "-", "×": "x", "·": ".", "µ": "u", "Σ": "sum"})
+    nasal = _cli_output(["schedule", "spravato"], "utf-8", tmp_path)[0].decode("utf-8")
+    assert "  –\n" in nasal     # (a nasal dose has no infusion time)
+    for argv in (["schedule", "spravato"], ["schedule", "standard-iv"], ["presets"],
+                 ["presets", "ketamine-iv"]):
+        utf8 = _cli_output(argv, "utf-8", tmp_path)[0].decode("utf-8")
+        for encoding in ("ascii", "latin-1"):
+            raw = _cli_output(argv, encoding, tmp_path)[0]
+            text = raw.decode(encoding)
+            assert "\\u" not in text and "\\x" not in text, (argv, encoding)
+            # only the characters the encoding lacks are replaced; nothing else changes
+            assert text.translate(plain) == utf8.translate(plain), (argv, encoding)
+            if encoding == "ascii":
+                assert raw.isascii()
+            lines = text.splitlines()
+            if argv[0] == "schedule":
+                table = lines[:lines.index(next(ln for ln in lines if "sessions, " in ln))]
+                assert table[0].startswith("session") and len(table) > 10
+                assert len({len(row) for row in table}) == 1, (argv, encoding)
+            elif len(argv) == 2:
+                start = lines.index("Parameters (typical values at 70 kg):") + 1
+                assert lines[start].split() == ["name", "value", "unit", "source"]
+                rows = lines[start + 1:lines.index("", start)]
+                assert any(row.split()[2] == "-" for row in rows)
+                _aligned_at(rows, lines[start], ("unit", "source"))
+
+
 def test_summary_thresholds(tmp_path, capsys):
     out = tmp_path / "n.csv"
     assert main(["simulate", "--model", "esketamine-nasal", "--doses", "spravato", "--until",

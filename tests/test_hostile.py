@@ -2547,18 +2547,25 @@ def test_an_output_folder_that_is_a_broken_link_is_named_as_one(tmp_path, capsys
     assert sorted(os.listdir(tmp_path)) == ["dl"]
 
 
-def test_a_terminal_without_the_summarys_characters_gets_escapes_not_an_error(tmp_path):
+def test_a_terminal_without_the_summarys_characters_gets_plain_ones_not_an_error(tmp_path):
     """On an ASCII terminal (``PYTHONIOENCODING=ascii``) the summary's "–" and "×" had failed
     the command after its files were written: exit status 1, an internal error, and no word
-    of the files. They are written as escapes (``\\u2013``) instead."""
+    of the files. They are written as plain "-" and "x" instead, on standard output and, with
+    ``--out -``, on standard error, the summary's columns aligned."""
+    env = dict(os.environ, PYTHONIOENCODING="ascii",
+               PYTHONPATH=str(Path(ketasim.__file__).parents[1]))
     out = tmp_path / "s.csv"
-    r = subprocess.run([sys.executable, "-m", "ketasim", "simulate", "--summary", "--until",
-                        "48", "--out", str(out)], capture_output=True, text=True,
-                       encoding="ascii", env=dict(os.environ, PYTHONIOENCODING="ascii",
-                                                  PYTHONPATH=str(Path(ketasim.__file__)
-                                                                 .parents[1])))
-    assert r.returncode == 0, r.stderr
-    assert "\\u2013" in r.stdout and r.stderr.startswith("wrote ") and out.is_file()
+    for dest in (str(out), "-"):
+        r = subprocess.run([sys.executable, "-m", "ketasim", "simulate", "--summary", "--until",
+                            "48", "--out", dest], capture_output=True, text=True,
+                           encoding="ascii", env=env)
+        assert r.returncode == 0, r.stderr
+        summary = r.stdout if dest != "-" else r.stderr
+        assert "\\u" not in summary and "\n- 12 later sessions" in summary
+        table = summary.splitlines()[1:3]
+        assert table[0].startswith("session") and len(table[0]) == len(table[1])
+        assert r.stderr.splitlines()[-1].startswith("wrote ")
+    assert out.is_file()
 
 
 def test_an_interrupt_after_the_files_are_written_does_not_say_none_were(tmp_path, capsys,

@@ -1581,11 +1581,15 @@ def _own_results(path) -> bool:
 
 
 def main(argv=None, prog="ketasim bench") -> int:
+    from ._plainout import plain_output
     from .errors import KetasimInputError
 
-    args = build_parser(prog).parse_args(argv)
+    restore_output = plain_output()     # "µs" as "us" on an ASCII terminal (benchmarks/run.py)
     try:
+        args = build_parser(prog).parse_args(argv)
         return run_args(args)
     except KetasimInputError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 1
+    finally:
+        restore_output()

@@ -21,6 +21,7 @@ import warnings
 from pathlib import Path
 
 from ._numtext import g4, to_float, to_int
+from ._plainout import plain_output
 from .errors import KetasimInputError
 
 DEFAULT_STEP_H = 0.1   # 6 minutes: smooth figures and metrics; the solution is exact at any step
@@ -952,27 +953,6 @@ def _weight_origin(args) -> str | None:
     return None
 
 
-def _lenient_output():
-    """Let standard output write a character its encoding lacks (the "×" of a summary on an
-    ASCII terminal, ``PYTHONIOENCODING=ascii``) as an escape, ``\\xd7``: the error had come
-    after the files were written, as an internal error and exit status 1. Returns a function
-    that puts the stream's own setting back."""
-    out = sys.stdout
-    if getattr(out, "errors", None) != "strict" or not hasattr(out, "reconfigure"):
-        return lambda: None
-    try:
-        out.reconfigure(errors="backslashreplace")
-    except (ValueError, OSError, io.UnsupportedOperation):     # (closed, say)
-        return lambda: None
-
-    def restore():
-        try:
-            out.reconfigure(errors="strict")
-        except (ValueError, OSError, io.UnsupportedOperation):
-            pass
-    return restore
-
-
 def _closed_stderr():
     """With standard error closed (``2>&-``: ``sys.stderr`` is None) messages are dropped:
     ``print(..., file=None)`` writes to standard output, and "wrote standard output (...)" had
@@ -991,7 +971,7 @@ def main(argv=None) -> int:
     from .io import clear_raised, interrupt  # imported here, never inside a signal handler
 
     clear_raised()
-    restore_output = _lenient_output()
+    restore_output = plain_output()     # "–" as "-" on an ASCII terminal (ketasim._plainout)
     restore_stderr = _closed_stderr()
 
     def on_signal(signum, frame):
