@@ -157,6 +157,26 @@ def test_esketamine_nasal_age_covariate_lowers_hepatic_flow():
     assert v["QH_I"] == pytest.approx([151.0, 151.0, 151.0 - 21.9])
 
 
+def test_esketamine_nasal_age_lowers_the_typical_hepatic_flow_before_the_subjects_eta():
+    """A subject's QH is (151 - 2.19 (AGE - 60)) x exp(eta), NONMEM's TVQH x EXP(ETA) (as
+    nlmixr2lib's encoding of Perez-Ruixo 2021 computes it), so its CV stays Table 3's 23.2 % at
+    every age. The eta had been applied first, QH exp(eta) - 2.19 (AGE - 60): a CV of 32 % at
+    80."""
+    from ketasim.variability import draw
+
+    m = ketasim.load_model("esketamine-nasal")
+    n, age = 4000, 80.0
+    drawn = draw(m, n, seed=3)
+    eta = np.log(drawn["QH"] / 151.0)
+    v = m.resolve({**drawn, "AGE": np.full(n, age)})
+    assert v["QH_I"] == pytest.approx((151.0 - 2.19 * (age - 60)) * np.exp(eta), rel=1e-13)
+    cv = np.sqrt(np.expm1(np.var(np.log(v["QH_I"]))))
+    assert cv == pytest.approx(0.232, abs=0.015)
+    # a flow set by hand is lowered by the same fraction as the typical one
+    one = m.resolve({"QH": 200.0, "AGE": age})["QH_I"]
+    assert one == pytest.approx([200.0 * (1 - 2.19 * 20 / 151.0)])
+
+
 def _auc_inf(model, dose, route, name, duration_h=0.0, horizon=24 * 40):
     t = ketasim.time_grid(horizon, 0.01)
     r = ketasim.simulate(model, ketasim.Doses.single(dose, route, duration_h=duration_h), t)
