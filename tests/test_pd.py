@@ -200,3 +200,25 @@ def test_the_plasticity_indices_are_never_negative_on_a_grid():
     for name in ("plasticity", "consolidation"):
         v = r.output(name)
         assert v.min() >= 0.0 and v.max() > 0.01, name
+
+
+@pytest.mark.parametrize("preset, course", [
+    ("ketamine-iv", lambda: ketasim.standard_iv_course(months=6)),
+    ("esketamine-iv", lambda: ketasim.standard_iv_course(months=6)),
+    ("esketamine-nasal", lambda: ketasim.spravato_course(56.0, months=6)),
+    ("esketamine-nasal", lambda: ketasim.spravato_course(84.0, "weekly", months=6)),
+])
+def test_default_tolerance_holds_over_each_presets_whole_course(preset, course):
+    """Each preset's schematic response over its whole six-month course on a one-minute grid
+    (induction, then weeks between sessions: the longest steps the control takes) keeps 1e-6
+    of each curve's peak at the default pd_rtol, against a run at 1e-10 (whose own accuracy
+    against independent integrations is tested above)."""
+    d = course()
+    t = ketasim.time_grid(float(d.time_h.max()) + 24 * 28, 1 / 60)
+    outs = ["glutamate", "plasticity", "consolidation"]
+    a = ketasim.simulate(preset, d, t, outputs=outs)
+    b = ketasim.simulate(preset, d, t, outputs=outs, pd_rtol=1e-10)
+    for name in outs:
+        ref = b.output(name)
+        err = np.abs(a.output(name) - ref).max() / np.abs(ref).max()
+        assert err <= 1e-6, (name, err)
