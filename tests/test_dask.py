@@ -306,6 +306,52 @@ def test_ctrl_c_on_a_local_cluster_stops_quietly(tmp_path):
     assert not out.exists()
 
 
+def _spawned(pid: int) -> list:
+    """The descendants of ``pid`` that multiprocessing has spawned (a local cluster's worker
+    processes, from their first instruction on)."""
+    out = []
+    for k in _descendants(pid):
+        try:
+            if b"multiprocessing.spawn" in Path(f"/proc/{k}/cmdline").read_bytes():
+                out.append(k)
+        except OSError:
+            continue
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and process groups")
+def test_ctrl_c_while_the_local_clusters_workers_start_is_quiet_too(tmp_path):
+    """A Ctrl-C soon after the first worker process exists, while the workers still import
+    Python's and Dask's modules: the command stops in two lines, and no worker prints a
+    traceback. A worker had ignored Ctrl-C only once Dask had loaded ketasim into it, and one
+    still importing printed its KeyboardInterrupt (about 50 lines, at 0.1-1 s after the
+    first worker appeared, not at every moment: hence a few moments)."""
+    out = tmp_path / "p.csv"
+    for delay in (0.15, 0.3, 0.5, 0.8):
+        p = subprocess.Popen([sys.executable, "-m", "ketasim", "population", "--n", "400000",
+                              "--out", str(out), "--scheduler", "local", "--quiet"],
+                             env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, start_new_session=True)
+        try:
+            end = time.monotonic() + 120
+            while not _spawned(p.pid) and p.poll() is None and time.monotonic() < end:
+                time.sleep(0.01)
+            assert _spawned(p.pid), "no worker process started"
+            time.sleep(delay)
+            os.killpg(p.pid, 2)        # SIGINT to the group, as a terminal sends it
+            _, err = p.communicate(timeout=120)
+        finally:
+            if p.poll() is None:
+                os.killpg(p.pid, 9)
+                p.wait()
+        assert p.returncode == 130, (delay, err)
+        assert "Traceback" not in err and "KeyboardInterrupt" not in err, (delay, err)
+        assert err.strip().splitlines()[-1] == "ketasim: interrupted (Ctrl-C)", (delay, err)
+        assert len(err.strip().splitlines()) <= 2, (delay, err)
+        assert not out.exists()
+
+
 @pytest.mark.parametrize("address, why", [
     ("tcp://127.0.0.1:abc", "not a valid address"), (":", "not a valid address"),
     ("tcp://", "not a valid address"), ("tcp://127.0.0.1:99999", "not a valid address"),

@@ -31,8 +31,10 @@ is >= 0), so a surge of a few per cent keeps 0.51 % of itself rather than of the
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
+import signal
 import sys
 import time
 import warnings
@@ -593,6 +595,30 @@ def _close_quietly(*things) -> None:
                 pass
 
 
+@contextlib.contextmanager
+def _ctrl_c_held():
+    """Hold back Ctrl-C (SIGINT) from this thread while a local cluster starts, and so from
+    every thread and process started meanwhile: a blocked signal stays blocked in a new
+    thread and across fork and exec. A worker process then never sees a terminal's Ctrl-C,
+    not even while it still imports its modules (it had printed a KeyboardInterrupt
+    traceback; once started it ignores the signal, :mod:`ketasim._dask_local`). A Ctrl-C
+    pressed meanwhile is delivered here when the block ends, as the KeyboardInterrupt it is."""
+    block = getattr(signal, "pthread_sigmask", None)
+    if block is None:                      # (no POSIX signal masks: Windows)
+        yield
+        return
+    # multiprocessing's resource tracker unblocks SIGINT in the thread that first starts it
+    # (a thread of Dask's, whose later threads then start the workers): started here first
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
+    old = block(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        block(signal.SIG_SETMASK, old)
+
+
 def _connect(scheduler):
     """(client, owned) for a scheduler address, ``"local"`` or a ``distributed.Client``."""
     try:
@@ -627,10 +653,11 @@ def _connect(scheduler):
 
             before = set(SpecCluster._instances)
             try:
-                cluster = distributed.LocalCluster(processes=True, host="127.0.0.1",
-                                                   dashboard_address=None,
-                                                   silence_logs=logging.CRITICAL,
-                                                   preload=["ketasim._dask_local"])
+                with _ctrl_c_held():
+                    cluster = distributed.LocalCluster(processes=True, host="127.0.0.1",
+                                                       dashboard_address=None,
+                                                       silence_logs=logging.CRITICAL,
+                                                       preload=["ketasim._dask_local"])
             except RuntimeError as exc:       # ("Nanny failed to start.")
                 raise KetasimInputError(f"scheduler: local: its worker processes failed to "
                                         f"start ({exc}); {_LOCAL_GUARD}") from None
