@@ -3,7 +3,8 @@
 A terminal's Ctrl-C reaches every process of the command's process group, the workers too.
 The workers ignore it: the command alone is interrupted and then closes the cluster, which
 stops them, instead of each worker printing its own tracebacks. (A worker of a cluster the
-user started is left as it is.)
+user started is left as it is.) Until then, from its first instruction, a worker has Ctrl-C
+blocked: the command holds it back while the cluster starts (``population._ctrl_c_held``).
 """
 
 import signal
