@@ -578,6 +578,40 @@ def test_numba_cache_folder_for_read_only_packages(tmp_path, monkeypatch):
     assert _numba_cache.choose_cache_dir(tmp_path, env) is None
 
 
+def test_numba_cache_folder_without_a_home_folder_is_a_private_temporary_one(tmp_path,
+                                                                            monkeypatch):
+    # a read-only install, HOME unset and a user id the system does not list (a container):
+    # import ketasim had failed ("Could not determine home directory"), and Numba's own
+    # default would make a folder named "~" in the current folder
+    import numba
+
+    from ketasim import _numba_cache
+
+    def no_home():
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(_numba_cache.os, "access", lambda p, mode: False)
+    monkeypatch.setattr(_numba_cache.Path, "home", staticmethod(no_home))
+    monkeypatch.setattr(_numba_cache.tempfile, "tempdir", str(tmp_path))
+    private = tmp_path / f"ketasim-{os.getuid()}"
+    assert _numba_cache.choose_cache_dir(tmp_path, {}) == str(private / "numba")
+    assert private.stat().st_mode & 0o777 == 0o700
+    # a relative XDG_CACHE_HOME is ignored, as the XDG specification says
+    assert _numba_cache.choose_cache_dir(tmp_path, {"XDG_CACHE_HOME": "cache"}) == \
+        str(private / "numba")
+    # a home cache that cannot be written (HOME=/ for a user of its own): the private folder
+    monkeypatch.setattr(_numba_cache, "_home_cache", lambda env: str(tmp_path / "f" / "c"))
+    (tmp_path / "f").write_text("a file, not a folder")
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    monkeypatch.setattr(numba.config, "CACHE_DIR", numba.config.CACHE_DIR)
+    _numba_cache.configure()
+    assert os.environ["NUMBA_CACHE_DIR"] == str(private / "numba")
+    assert (private / "numba").is_dir()
+    # a temporary ketasim-<uid> that others may write is not used (a cache holds code)
+    private.chmod(0o777)
+    assert _numba_cache._private_cache() is None
+
+
 def test_weight_sweep_rebuilds_the_mg_per_kg_course_and_per_subject_weights():
     res = sweep("ketamine-iv", "standard-iv", [("weight_kg", [50.0, 90.0]), ("months", [1.0])],
                 metrics=("auc",), progress=False)
