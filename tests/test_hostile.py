@@ -3021,3 +3021,36 @@ def test_in_asks_a_result_or_table_for_a_name():
     assert "cmax" in p and "time_above_occ_0.30" in p and "auc" not in p and 0 not in p
     with pytest.raises(TypeError):
         list(p)
+
+
+def test_a_command_in_a_deleted_folder_says_so_before_any_work(tmp_path, monkeypatch, capsys):
+    # `cd build && rm -rf ../build` in another terminal, then `ketasim ...`: the outputs had
+    # been refused only when written, after the run, as "No such file or directory: p.csv"
+    import sys
+
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    P = sys.modules["ketasim.population"]     # the module (ketasim.population is the function)
+    ran = []
+    monkeypatch.setattr(P, "_run_chunk", lambda *a: ran.append(a))
+    for argv in (["population", "--n", "2", "-q", "--out", "p.csv"],
+                 ["course", "--out-dir", "out"], ["schedule", "standard-iv", "--out", "d.csv"]):
+        assert main(argv) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("ketasim: error: --out") and "\n" not in err
+        assert "the current folder, which has been deleted" in err
+    assert ran == []
+    assert list(tmp_path.iterdir()) == []
+
+    # what fails on the way for want of the folder (the JIT compiler names its source
+    # relative to it) is named as that, not as a "No such file or directory" with no name
+    def compile_fails(*a):
+        raise FileNotFoundError(2, "No such file or directory")
+
+    monkeypatch.setattr(P, "_run_chunk", compile_fails)
+    assert main(["population", "--n", "2", "-q", "--metrics", "cmax", "--months", "1"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "ketasim: error: the current folder has been deleted; expected to be run in a folder "
+        "that exists (change to one)")

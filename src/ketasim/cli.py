@@ -1138,6 +1138,13 @@ def _run(args) -> int:
     except OSError as exc:
         if args.debug:
             raise
+        from .io import cwd_gone
+
+        if exc.filename is None and isinstance(exc, FileNotFoundError) and cwd_gone():
+            # (a file named by a relative path, or the JIT compiler naming its source
+            # relative to the current folder: "No such file or directory" and no name)
+            return _fail(args, "the current folder has been deleted; expected to be run in a "
+                         "folder that exists (change to one)")
         return _fail(args, f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
     except MemoryError:
         if args.debug:

@@ -108,6 +108,17 @@ def _same_file(a: Path, b: Path) -> bool:
             return False
 
 
+def cwd_gone() -> bool:
+    """Whether the current folder has been deleted (a relative path then leads nowhere)."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 def _is_stdin(p: Path, fd: int = 0) -> bool:
     """Whether ``p`` is the regular file this process's standard input reads from (``fd`` 1:
     the one its standard output writes to)."""
@@ -187,6 +198,12 @@ def check_outputs(outputs, inputs=()) -> None:
                     f"from (the {ilab} input '-'); redirect it to another file (the results "
                     "would be written into the input)")
     for i, (lab, p) in enumerate(outs):
+        if not p.is_absolute() and cwd_gone():
+            # found before any work (it had been found only when writing, after the run, as
+            # "No such file or directory")
+            raise KetasimInputError(f"{lab}: {str(p)!r} is in the current folder, which has "
+                                    "been deleted; expected an output in a folder that "
+                                    "exists (change to one, or give a full path)")
         blocker = _first_file(p.parent) if str(p.parent) else None
         if blocker is not None and blocker.exists() and not blocker.is_dir():
             # found before any work (it had been found only when writing, after the run)
