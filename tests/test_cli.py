@@ -3,6 +3,7 @@
 import csv
 import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -268,14 +269,21 @@ def test_schedule_to_stdout_is_the_file_it_writes(tmp_path, capsys):
     assert np.array_equal(back.time_h, ref.time_h)
 
 
+@pytest.mark.parametrize("raised", [
+    "KeyboardInterrupt",
+    # Python 3.11 reports a Ctrl-C inside a class body's __set_name__ (NumPy's finfo, say)
+    # as a RuntimeError caused by it: that had been a traceback and status 1
+    "RuntimeError('Error calling __set_name__') from KeyboardInterrupt()"])
 @pytest.mark.parametrize("argv, code, line", [
     (["-m", "ketasim", "presets"], 130, "ketasim: interrupted (Ctrl-C)"),
     (["/usr/local/bin/ketasim", "presets"], 130, "ketasim: interrupted (Ctrl-C)"),
     (["-c", "import ketasim"], None, "KeyboardInterrupt")])
-def test_ctrl_c_while_the_program_imports_is_one_line(argv, code, line):
+def test_ctrl_c_while_the_program_imports_is_one_line(argv, code, line, raised):
     """Ctrl-C before the command's handler is set (while ketasim imports): the program says it
     was interrupted, in one line with status 130, not a traceback; any other process (a script
     importing ketasim) gets the KeyboardInterrupt as usual."""
+    if code is None and raised != "KeyboardInterrupt":
+        line = "RuntimeError: Error calling __set_name__"
     probe = textwrap.dedent(f"""
         import builtins, sys
         sys.orig_argv[:] = [sys.executable] + {argv!r}
@@ -283,7 +291,7 @@ def test_ctrl_c_while_the_program_imports_is_one_line(argv, code, line):
 
         def imp(name, *a, **k):
             if name == "population" or name.endswith(".population"):
-                raise KeyboardInterrupt
+                raise {raised}
             return real(name, *a, **k)
 
         builtins.__import__ = imp
@@ -296,6 +304,25 @@ def test_ctrl_c_while_the_program_imports_is_one_line(argv, code, line):
         assert p.stderr == line + "\n"
     else:
         assert "Traceback" in p.stderr and p.stderr.strip().endswith(line)
+
+
+def test_ctrl_c_while_the_command_sets_itself_up_is_one_line(monkeypatch, capsys):
+    """Ctrl-C after ketasim is imported but before main() has set its handlers (about 0.1 s
+    of each start) had been a KeyboardInterrupt traceback."""
+    import ketasim.cli as cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "plain_output", interrupted)
+    before = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+    try:
+        rc = main(["presets"])
+    except KeyboardInterrupt:
+        pytest.fail("the KeyboardInterrupt left main()")
+    assert rc == 130
+    assert capsys.readouterr().err == "ketasim: interrupted (Ctrl-C)\n"
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
 
 
 def test_summary_says_which_sessions_the_grid_does_not_reach(tmp_path, capsys):

@@ -968,35 +968,37 @@ def _closed_stderr():
 
 
 def main(argv=None) -> int:
-    from .io import clear_raised, interrupt  # imported here, never inside a signal handler
-
-    clear_raised()
-    restore_output = plain_output()     # "–" as "-" on an ASCII terminal (ketasim._plainout)
-    restore_stderr = _closed_stderr()
-
-    def on_signal(signum, frame):
-        # deferred while files are being created, moved or removed (ketasim.io.signals_held)
-        interrupt(KeyboardInterrupt() if signum == signal.SIGINT else _Terminated(signum))
-
+    restore_output = restore_stderr = lambda: None
     handled = []
     # an interrupt raised where Python can only report it ("Exception ignored on calling
     # ctypes callback": inside the JIT compiler's C code) is recorded by interrupt(), which
     # stops the command later (io.raise_swallowed): no report of it is printed meanwhile
     default_hook = sys.unraisablehook
-
-    def unraisable(info):
-        if not isinstance(info.exc_value, (KeyboardInterrupt, _Terminated)):
-            default_hook(info)
-
-    sys.unraisablehook = unraisable
-    if threading.current_thread() is threading.main_thread():
-        for name, default in (("SIGINT", signal.default_int_handler),
-                              ("SIGTERM", signal.SIG_DFL), ("SIGHUP", signal.SIG_DFL)):
-            sig = getattr(signal, name, None)
-            if sig is not None and signal.getsignal(sig) == default:
-                signal.signal(sig, on_signal)
-                handled.append((sig, default))
     try:
+        # (the setting up is inside too: a Ctrl-C before the handlers below are set is the
+        # same one line and status 130, not a traceback)
+        from .io import clear_raised, interrupt  # imported here, never inside a signal handler
+
+        clear_raised()
+        restore_output = plain_output()   # "–" as "-" on an ASCII terminal (ketasim._plainout)
+        restore_stderr = _closed_stderr()
+
+        def on_signal(signum, frame):
+            # deferred while files are being created, moved or removed (io.signals_held)
+            interrupt(KeyboardInterrupt() if signum == signal.SIGINT else _Terminated(signum))
+
+        def unraisable(info):
+            if not isinstance(info.exc_value, (KeyboardInterrupt, _Terminated)):
+                default_hook(info)
+
+        sys.unraisablehook = unraisable
+        if threading.current_thread() is threading.main_thread():
+            for name, default in (("SIGINT", signal.default_int_handler),
+                                  ("SIGTERM", signal.SIG_DFL), ("SIGHUP", signal.SIG_DFL)):
+                sig = getattr(signal, name, None)
+                if sig is not None and signal.getsignal(sig) == default:
+                    handled.append((sig, default))      # (first: put back whatever happens)
+                    signal.signal(sig, on_signal)
         # (parsing is inside: an option's check may import a module, e.g. pyarrow for a
         # Parquet --out, and Ctrl-C there is an interrupt like any other)
         args = build_parser().parse_args(argv)
@@ -1014,7 +1016,9 @@ def main(argv=None) -> int:
         sys.unraisablehook = default_hook
         for sig, default in handled:
             signal.signal(sig, default)
-        clear_raised()          # the record belongs to this command only
+        kio = sys.modules.get("ketasim.io")
+        if kio is not None:
+            kio.clear_raised()          # the record belongs to this command only
         warm = sys.modules.get("ketasim._warm")
         if warm is not None:      # a first-run helper still compiling: stop it now
             warm.stop()
