@@ -3054,3 +3054,27 @@ def test_a_command_in_a_deleted_folder_says_so_before_any_work(tmp_path, monkeyp
     assert capsys.readouterr().err.strip() == (
         "ketasim: error: the current folder has been deleted; expected to be run in a folder "
         "that exists (change to one)")
+
+
+def test_a_home_that_cannot_be_written_leaves_no_matplotlib_folder_behind(tmp_path):
+    """Where matplotlib's own folders (~/.config/matplotlib, ~/.cache/matplotlib) cannot be
+    made (a read-only home, a container's user without one), matplotlib made a new temporary
+    folder in each process that drew, with two lines of warnings; the figure helper's, which
+    ends without Python's clean-up, was left in the temporary folder by every run. The
+    program keeps matplotlib's settings in its own temporary folder instead, once."""
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where the home's folders would be")
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = dict(os.environ, XDG_CONFIG_HOME=str(blocked / "config"),
+               XDG_CACHE_HOME=str(blocked / "cache"), TMPDIR=str(tmp),
+               PYTHONPATH=str(Path(ketasim.__file__).parents[1]))
+    env.pop("MPLCONFIGDIR", None)
+    for _ in range(2):
+        r = subprocess.run([sys.executable, "-m", "ketasim", "simulate", "--until", "24",
+                            "--out", str(tmp_path / "s.csv"), "--plot",
+                            str(tmp_path / "s.png")], capture_output=True, text=True, env=env)
+        assert r.returncode == 0, r.stderr
+        assert r.stderr.startswith("wrote ") and "atplotlib" not in r.stderr, r.stderr
+        assert sorted(p.name for p in tmp.iterdir()) == [f"ketasim-{os.getuid()}"]
+    assert (tmp / f"ketasim-{os.getuid()}" / "matplotlib").is_dir()

@@ -32,7 +32,11 @@ def _home_cache(environ) -> str | None:
 
 
 def _private_cache() -> str | None:
-    """``ketasim-<uid>/numba`` in the temporary folder, its ``ketasim-<uid>`` made for this
+    return private_folder("numba")
+
+
+def private_folder(name: str) -> str | None:
+    """``ketasim-<uid>/<name>`` in the temporary folder, its ``ketasim-<uid>`` made for this
     user alone (mode 700), or None when that folder cannot be made or is not this user's own
     folder, closed to others."""
     uid = os.getuid() if hasattr(os, "getuid") else None
@@ -49,7 +53,7 @@ def _private_cache() -> str | None:
         return None
     if uid is not None and (st.st_uid != uid or st.st_mode & 0o022):
         return None
-    return str(base / "numba")
+    return str(base / name)
 
 
 def choose_cache_dir(package_dir, environ) -> str | None:
@@ -66,7 +70,7 @@ def choose_cache_dir(package_dir, environ) -> str | None:
     return _home_cache(environ) or _private_cache()
 
 
-def _writable(folder: str) -> bool:
+def writable(folder: str) -> bool:
     """Whether ``folder`` is, or can be made, a folder that files can be written in."""
     try:
         Path(folder).mkdir(parents=True, exist_ok=True)
@@ -81,7 +85,7 @@ def configure() -> None:
     if folder is None:
         return
     for candidate in (folder, _private_cache()):
-        if candidate is not None and _writable(candidate):
+        if candidate is not None and writable(candidate):
             os.environ["NUMBA_CACHE_DIR"] = candidate
             if "numba" in sys.modules:         # numba read its configuration already
                 sys.modules["numba"].config.CACHE_DIR = candidate

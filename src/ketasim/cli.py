@@ -1039,9 +1039,45 @@ def console(argv=None) -> int:
     # (ESC [0m) to the terminal when the program exits, after ketasim's last line: Numba
     # builds one such message whenever it loads its list support, error or not
     os.environ.setdefault("NUMBA_DISABLE_ERROR_MESSAGE_HIGHLIGHTING", "1")
+    _matplotlib_folder()
     rc = main(argv)
     _quick_exit(rc)
     return rc
+
+
+def _matplotlib_folder() -> None:
+    """Matplotlib's folder for its settings and font cache, for the program, where its own
+    (``~/.config/matplotlib``, ``~/.cache/matplotlib``) cannot be made or written (a read-only
+    home, none at all: a container run as a user of its own): ``ketasim-<uid>/matplotlib`` in
+    the temporary folder, this user's own (see :mod:`ketasim._numba_cache`). Matplotlib had
+    made a new temporary folder in every process that drew, said so in two lines of warnings,
+    built its font cache again each time, and the figure helper's folder (the helper ends
+    without Python's clean-up) was left in the temporary folder by every run. A
+    ``MPLCONFIGDIR`` set by the user is kept; only Linux, where matplotlib uses those two."""
+    if os.environ.get("MPLCONFIGDIR") or "matplotlib" in sys.modules or \
+            not sys.platform.startswith(("linux", "freebsd")):
+        return
+    from ._numba_cache import private_folder, writable
+
+    def could_make(folder: Path) -> bool:
+        for p in (folder, *folder.parents):
+            if p.exists():
+                return p.is_dir() and os.access(p, os.W_OK | os.X_OK)
+        return False
+
+    try:
+        home = Path.home()
+    except (RuntimeError, KeyError, OSError):
+        home = None
+    for var, default in (("XDG_CONFIG_HOME", ".config"), ("XDG_CACHE_HOME", ".cache")):
+        base = os.environ.get(var) or (str(home / default) if home is not None else None)
+        if base is None or not could_make(Path(base) / "matplotlib"):
+            break
+    else:
+        return
+    own = private_folder("matplotlib")
+    if own is not None and writable(own):
+        os.environ["MPLCONFIGDIR"] = own
 
 
 def _quick_exit(rc) -> None:
