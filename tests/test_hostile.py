@@ -2401,6 +2401,42 @@ def test_standard_output_redirected_to_an_input_is_refused(tmp_path):
         assert target.read_bytes() == before
 
 
+def test_what_a_command_prints_is_never_appended_to_its_input(tmp_path):
+    """``ketasim course --doses d.csv >> d.csv`` had appended the summary to the dose table it
+    was made from, ``presets m.toml >> m.toml`` the parameter list to the model file and
+    ``schedule custom p.toml >> p.toml`` the table to its phases file (only ``--out -`` was
+    checked); each is refused before any work, and the input left as it was."""
+    env = dict(os.environ, PYTHONPATH=str(Path(ketasim.__file__).parents[1]))
+    d, p, m = tmp_path / "d.csv", tmp_path / "p.toml", tmp_path / "m.toml"
+    g = tmp_path / "g.csv"
+    d.write_text("time_h,amount_mg,route,duration_h\n0,35,iv,0.6667\n48,35,iv,0.6667\n")
+    g.write_text(GOOD_DOSES)
+    p.write_text(GOOD_COURSE)
+    m.write_text(GOOD_MODEL)
+    out = str(tmp_path / "out")
+    runs = ((["course", "--doses", str(d), "--out-dir", out], d, None,
+             ["standard output", "the --doses input", "d.csv"]),
+            (["compare", f"ketamine-iv@{d}", "ketamine-iv@standard-iv:B", "--out-dir", out],
+             d, None, ["standard output", f"SPEC ketamine-iv@{d} input", "d.csv"]),
+            (["simulate", "--model", str(m), "--doses", str(g), "--until", "24", "--out",
+              str(tmp_path / "s.csv"), "--summary"], m, None,
+             ["standard output", "the --model input", "m.toml"]),
+            (["population", "--doses", "-", "--n", "2", "--months", "1"], d, d,
+             ["standard output", "standard input", "--doses input '-'"]),
+            (["presets", str(m)], m, None, ["standard output", "presets NAME input", "m.toml"]),
+            (["schedule", "custom", str(p)], p, None,
+             ["standard output", "the phases input", "p.toml"]))
+    for argv, target, stdin, expected in runs:
+        before = target.read_bytes()
+        with open(target, "ab") as fh, open(stdin or os.devnull, "rb") as inp:
+            r = subprocess.run([sys.executable, "-m", "ketasim", *argv], stdin=inp, stdout=fh,
+                               stderr=subprocess.PIPE, text=True, env=env)
+        assert r.returncode == 1, r.stderr
+        one_line_error(r.stderr, *expected)
+        assert target.read_bytes() == before
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["d.csv", "g.csv", "m.toml", "p.toml"]
+
+
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
 def test_schedule_to_a_full_standard_output_names_it():
     """``schedule ... --out - > /dev/full`` had said 'No space left on device' alone, where

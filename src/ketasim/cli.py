@@ -410,6 +410,44 @@ def _check_stdout_open(out) -> None:
                                 "file name")
 
 
+def _check_stdout_is_no_input(args) -> None:
+    """Refuse, before any work, standard output redirected to one of the command's input files
+    (``ketasim course --doses d.csv >> d.csv``, ``presets m.toml >> m.toml``), as ``cat f >> f``
+    is refused: what the command prints (a summary, a table) had been appended to the input it
+    was made from. (``--out -`` is checked with the outputs, :func:`ketasim.io.check_outputs`.)"""
+    if sys.stdout is None or getattr(args, "out", None) == "-":
+        return
+    from .io import _is_stdin, _stdout_is_stdin
+
+    inputs = list(_input_files(args))
+    if args.command == "presets" and getattr(args, "name", None):
+        inputs.append(("presets NAME", args.name))
+    if args.command == "compare":
+        from .cli_teach import parse_spec
+
+        for spec in getattr(args, "specs", ()):
+            try:
+                m, d, _ = parse_spec(spec)
+            except KetasimInputError:       # (said by the command, in its turn)
+                continue
+            inputs += [(f"SPEC {spec}", m), (f"SPEC {spec}", d)]
+    after = ("redirect it to another file (what the command prints would be written into "
+             "the input)")
+    for lab, p in inputs:
+        if str(p) == "-":
+            if _stdout_is_stdin():
+                raise KetasimInputError(f"standard output is redirected to the file standard "
+                                        f"input reads from (the {lab} input '-'); {after}")
+            continue
+        try:
+            same = Path(p).is_file() and _is_stdin(Path(p), 1)
+        except (OSError, ValueError):
+            same = False
+        if same:
+            raise KetasimInputError(f"standard output is redirected to the {lab} input "
+                                    f"{str(p)!r}; {after}")
+
+
 def _check_prints_to_stdout(what: str, instead: str = "") -> None:
     """A command whose result is printed (``presets``, ``schedule`` without --out) is refused
     before any work when standard output is closed (``>&-``): it had ended with status 0,
@@ -1146,6 +1184,7 @@ def _run(args) -> int:
         handler = {"simulate": cmd_simulate, "presets": cmd_presets,
                    "schedule": cmd_schedule, "bench": cli_bench.run,
                    **COMMANDS}.get(args.command) or args._run
+        _check_stdout_is_no_input(args)
         needs = kernels_needed(args)
         if needs and args.command not in ("simulate", "course", "compare"):
             from . import _warm
