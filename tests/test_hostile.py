@@ -3114,3 +3114,28 @@ def test_a_home_that_cannot_be_written_leaves_no_matplotlib_folder_behind(tmp_pa
         assert r.stderr.startswith("wrote ") and "atplotlib" not in r.stderr, r.stderr
         assert sorted(p.name for p in tmp.iterdir()) == [f"ketasim-{os.getuid()}"]
     assert (tmp / f"ketasim-{os.getuid()}" / "matplotlib").is_dir()
+
+
+def test_a_file_name_that_is_not_utf8_is_written_as_its_escape(tmp_path, capsys):
+    """A dose table named with bytes that are not UTF-8 (b"d\\xff.csv", as Linux allows) had
+    failed population, sweep and compare after the whole run, as an internal error: the name,
+    in a table's title line, a compare label or a figure's title, could not be encoded. It is
+    written as the escape standard error shows ('d\\udcff.csv')."""
+    name = os.fsdecode(b"d\xff.csv")
+    d = tmp_path / name
+    d.write_text("time_h,amount_mg,route,duration_h\n0,35,iv,0.6667\n48,35,iv,0.6667\n")
+    shown = "d\\udcff.csv"
+    pop, png = tmp_path / "p.csv", tmp_path / "p.png"
+    assert main(["population", "--doses", str(d), "--n", "2", "--metrics", "cmax", "-q",
+                 "--out", str(pop), "--plot", str(png)]) == 0, capsys.readouterr().err
+    assert shown in pop.read_text(encoding="utf-8").splitlines()[0] and png.is_file()
+    sw, heat = tmp_path / "s.csv", tmp_path / "s.png"
+    assert main(["sweep", "--doses", str(d), "--metrics", "cmax", "-q", "--vary", "CL=50:60:2",
+                 "--vary", "V1=50:60:2", "--out", str(sw), "--plot", str(heat)]) == 0, \
+        capsys.readouterr().err
+    assert shown in sw.read_text(encoding="utf-8").splitlines()[0] and heat.is_file()
+    out = tmp_path / "cmp"
+    assert main(["compare", f"ketamine-iv@{d}", "ketamine-iv@standard-iv:B", "--months", "1",
+                 "--out-dir", str(out)]) == 0, capsys.readouterr().err
+    assert shown in (out / "compare.csv").read_text(encoding="utf-8").splitlines()[0]
+    assert (out / "compare.png").is_file()

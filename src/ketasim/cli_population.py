@@ -261,6 +261,10 @@ def plot_bands_figure(bands, title: str, first_dose_h: float = 0.0, model=None,
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    from .plotting import drawable
+
+    title, notes = drawable(title), [drawable(n) for n in notes]   # (see plotting.drawable)
+
     from .plotting import BODY_PT, CAPTION_PT, _wrap_to, disclaimer, model_kind, output_label
 
     R = len(bands.outputs)
@@ -441,6 +445,9 @@ def plot_heatmap(result, metric: str, title: str, analyte: str | None = None,
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    from .plotting import drawable
+
+    title = drawable(title)        # (see plotting.drawable)
     a, b, z = result.grid(metric)
     unit = result.units.get(metric, "")
     if unit == "fraction" and "occupancy" in metric:     # in %, as every other figure draws it

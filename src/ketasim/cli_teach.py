@@ -905,7 +905,7 @@ def _csv_text(head, rows):
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(head)
     w.writerows(rows)
-    return buf.getvalue().encode("utf-8")
+    return buf.getvalue().encode("utf-8", "backslashreplace")    # (see io._write)
 
 
 def cmd_compare(args) -> int:

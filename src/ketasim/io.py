@@ -498,7 +498,10 @@ def _make_folders(folder: Path, made: list) -> None:
 
 
 def _write(fd: int, data, binary: bool) -> None:
-    kw = {} if binary else {"encoding": "utf-8", "newline": ""}
+    # a file name that is not UTF-8 (os.fsdecode's surrogates: "d\udcff.csv" for the bytes
+    # d, 0xff) is written as that escape, as standard error shows it, not as an error after
+    # the run (a title or label naming it)
+    kw = {} if binary else {"encoding": "utf-8", "errors": "backslashreplace", "newline": ""}
     with os.fdopen(fd, "wb" if binary else "w", **kw) as fh:
         if callable(data):
             data(fh)

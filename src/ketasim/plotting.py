@@ -741,7 +741,7 @@ def _wrap_to(fig, text: str, pt: float, room: float, hyphens: bool = True,
         return renderer.get_text_width_height_descent(line, font, False)[0] <= room
 
     out = []
-    for part in str(text).split("\n"):
+    for part in drawable(str(text)).split("\n"):
         if fits(part):
             out.append(part)
             continue
@@ -1237,6 +1237,9 @@ def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
     """Rows of (close-up | course) panels, one row per quantity, a caption underneath."""
     from matplotlib.figure import Figure
 
+    # (measured as the layout is made, so made drawable here)
+    labels = [drawable(lab) if isinstance(lab, str) else lab for lab in labels]
+    title = drawable(title) if isinstance(title, str) else title
     figsize = _check_figsize(figsize, "plot_course" if single else "plot_compare")
     for r in runs:      # the concentrations drawn must be in the result (outputs= may omit them)
         need = list(analyte_labels(r.model)) if single else [main_analyte(r.model)]
@@ -1847,6 +1850,16 @@ FIGURE_DPI = 110
 def figure_bytes(fig, fmt: str = "png", dpi: int = FIGURE_DPI) -> bytes:
     """The figure encoded as ``png``, ``svg`` or ``pdf`` (for all-or-nothing writing)."""
     return encode_figure(fig, fmt, dpi, metadata=_metadata(fmt))
+
+
+def drawable(text: str) -> str:
+    """``text`` with a file name that is not UTF-8 (os.fsdecode's surrogates: "d\\udcff" for
+    the bytes d, 0xff) written as that escape, as standard error shows it: matplotlib's font
+    code refuses such a string (a default compare label, a title naming --doses), which had
+    failed the command after its whole run, as an internal error."""
+    if not any("\ud800" <= ch <= "\udfff" for ch in text):
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def encode_figure(fig, fmt: str, dpi: float, **savefig_kw) -> bytes:
