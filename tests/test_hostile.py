@@ -3139,3 +3139,27 @@ def test_a_file_name_that_is_not_utf8_is_written_as_its_escape(tmp_path, capsys)
                  "--out-dir", str(out)]) == 0, capsys.readouterr().err
     assert shown in (out / "compare.csv").read_text(encoding="utf-8").splitlines()[0]
     assert (out / "compare.png").is_file()
+
+
+@pytest.mark.parametrize("target", ["new.csv", "sub/new.csv"])
+def test_an_output_linked_into_a_folder_that_cannot_be_written_is_refused_before_the_run(
+        tmp_path, capsys, monkeypatch, target):
+    """An output that is a link to a file yet to be written (``latest.csv`` -> a share) is
+    written where the link leads; when that folder could not be written, the folder checked
+    had been the link's own, and the failure came only when writing, after the whole run."""
+    import importlib
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real = os.access
+    monkeypatch.setattr(kio.os, "access", lambda path, mode, *a, **k: False
+                        if Path(path) == ro and mode & os.W_OK else real(path, mode, *a, **k))
+    link = tmp_path / "latest.csv"
+    link.symlink_to(ro / target)
+    P = importlib.import_module("ketasim.population")
+    monkeypatch.setattr(P, "population", lambda *a, **k: pytest.fail("ran before the check"))
+    rc, _, err = run_cli(["population", "--n", "2", "--months", "1", "--out", str(link), "-q"],
+                         capsys)
+    assert rc == 1
+    one_line_error(err, "--out", "latest.csv (a link to", "cannot be written")
+    assert list(ro.iterdir()) == [] and link.is_symlink()

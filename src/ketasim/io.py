@@ -204,27 +204,32 @@ def check_outputs(outputs, inputs=()) -> None:
             raise KetasimInputError(f"{lab}: {str(p)!r} is in the current folder, which has "
                                     "been deleted; expected an output in a folder that "
                                     "exists (change to one, or give a full path)")
-        blocker = _first_file(p.parent) if str(p.parent) else None
-        if blocker is not None and blocker.exists() and not blocker.is_dir():
-            # found before any work (it had been found only when writing, after the run)
-            raise KetasimInputError(f"{lab}: {str(p)!r}: Not a folder (a file has its name): "
-                                    f"{str(blocker)!r}; expected a path whose folders are "
-                                    "folders or do not exist yet")
-        link = _broken_link(p.parent) if str(p.parent) else None
-        if link is not None:
-            raise KetasimInputError(f"{lab}: {str(p)!r}: {_broken_link_words(link)}")
         # a loop of links: found before any work (it had been found only when writing,
         # after a population had run)
         _check_link(p, f"{lab}: ")
+        # an output that is a link is written where it leads (OutputSet.add): its folders
+        # are checked there (a link to a file yet to be written in a read-only folder had
+        # been found only when writing, after the run)
+        at = Path(os.path.realpath(p)) if p.is_symlink() else p
+        shown = str(p) if at is p else f"{str(p)} (a link to {str(at)})"
+        blocker = _first_file(at.parent) if str(at.parent) else None
+        if blocker is not None and blocker.exists() and not blocker.is_dir():
+            # found before any work (it had been found only when writing, after the run)
+            raise KetasimInputError(f"{lab}: {shown!r}: Not a folder (a file has its name): "
+                                    f"{str(blocker)!r}; expected a path whose folders are "
+                                    "folders or do not exist yet")
+        link = _broken_link(at.parent) if str(at.parent) else None
+        if link is not None:
+            raise KetasimInputError(f"{lab}: {shown!r}: {_broken_link_words(link)}")
         if p.exists() and not p.is_file() and not p.is_dir():
             # found before any work (it had been found only when writing, after the run)
             raise KetasimInputError(f"{lab}: {str(p)!r} exists and is not a regular file (a "
                                     "device or a pipe); expected a file name")
-        folder = _nearest_folder(p.parent)
+        folder = _nearest_folder(at.parent)
         if folder is not None and not os.access(folder, os.W_OK | os.X_OK):
             # a read-only file system or folder: found before any work (it had been found
             # only when writing, after a population or sweep had run)
-            raise KetasimInputError(f"{lab}: {str(p)!r}: the folder {str(folder)!r} cannot be "
+            raise KetasimInputError(f"{lab}: {shown!r}: the folder {str(folder)!r} cannot be "
                                     "written (a read-only file system, or no write "
                                     "permission); expected an output in a folder ketasim may "
                                     "write")
