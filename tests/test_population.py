@@ -1938,3 +1938,32 @@ def test_metrics_help_names_every_metric(cmd):
                  "time_above_conc_<X>", "peak_glutamate", "plasticity_end",
                  "consolidation_end"):
         assert name in text, name
+
+
+def test_a_long_covariates_file_is_read_in_memory_about_its_size(tmp_path):
+    """A covariates CSV of many short rows (a results table given by mistake, say) had been
+    held as a list of every line: 60 times the file's size in memory (5.6 GB for 90 MB, and
+    past any laptop's memory within the 512 MiB the file may have). It is read a line at a
+    time, and a file of too many rows is refused at the first row too many."""
+    import tracemalloc
+
+    from ketasim.cli_population import _read_covariates
+
+    f = tmp_path / "cov.csv"
+    f.write_text("weight_kg\n" + "7\n" * 2_000_000)
+    tracemalloc.start()
+    try:
+        with pytest.raises(KetasimInputError) as exc:
+            _read_covariates(f, 2)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * f.stat().st_size
+    assert "has more than 2 rows, expected 2 (one per subject, --n)" in str(exc.value)
+    f.write_text("# weights\nweight_kg\n\n70\n# the second\n80\n")
+    assert list(_read_covariates(f, 2)["weight_kg"]) == [70.0, 80.0]
+    with pytest.raises(KetasimInputError, match="has 2 rows, expected 3"):
+        _read_covariates(f, 3)
+    f.write_text("weight_kg\r\n70\r\nx\r\n")
+    with pytest.raises(KetasimInputError, match="line 3, weight_kg: got 'x'"):
+        _read_covariates(f, 2)

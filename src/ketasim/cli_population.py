@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -711,6 +713,19 @@ def _warn_band_ceiling(bands) -> None:
                   "(the top of the bands' range); those values are nan", file=sys.stderr)
 
 
+_LINE_BREAK = re.compile("\r\n|[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
+def _lines_of(text: str):
+    """The lines of ``text`` as ``text.splitlines()`` gives them, one at a time."""
+    start = 0
+    for m in _LINE_BREAK.finditer(text):
+        yield text[start:m.start()]
+        start = m.end()
+    if start < len(text):
+        yield text[start:]
+
+
 def _read_covariates(path, n):
     from .dosing import MAX_DOSE_FILE_BYTES, _decode, check_commas
     from .variability import AGE_LIMITS_Y, AGE_WORDS
@@ -724,21 +739,27 @@ def _read_covariates(path, n):
             f"{MAX_DOSE_FILE_BYTES / 2**20:.0f} MiB limit for a table (MAX_DOSE_FILE_BYTES); "
             "expected one row per subject")
     text = _decode(p.read_bytes(), str(p), "a covariates CSV (weight_kg and/or age_y)")
-    # (line numbers as in the file: comment and blank lines are skipped, not renumbered)
-    numbered = [(k + 1, ln) for k, ln in enumerate(text.splitlines())
-                if ln.strip() and not ln.startswith("#")]
-    lines = [ln for _, ln in numbered]
-    if not lines:
+
+    def numbered():
+        # (line numbers as in the file: comment and blank lines are skipped, not renumbered;
+        # one line at a time: a list of every line, as a file of a few characters a line
+        # makes, had taken 60 times the file's size in memory, 5.6 GB for 90 MB)
+        for k, ln in enumerate(_lines_of(text)):
+            if ln.strip() and not ln.startswith("#"):
+                yield k + 1, ln
+
+    first = next(numbered(), None)
+    if first is None:
         raise KetasimInputError(f"--covariates: {path}: empty; expected a header with weight_kg "
                                 "and/or age_y")
     # column names as in a dose table: any letter case, quoted or not
-    head = [h.strip().strip('"').strip().lower() for h in lines[0].split(",")]
-    hl = f"line {numbered[0][0]}"
+    head = [h.strip().strip('"').strip().lower() for h in first[1].split(",")]
+    hl = f"line {first[0]}"
     # (as a dose table's header: it had been "unknown column 'weight_kg;age_y'")
-    check_commas(head, lines[0].strip(), f"--covariates: {path}: {hl}", "weight_kg,age_y")
+    check_commas(head, first[1].strip(), f"--covariates: {path}: {hl}", "weight_kg,age_y")
     if "" in head:
         raise KetasimInputError(f"--covariates: {path}: {hl}: an empty column name in "
-                                f"{lines[0].strip()!r} (a comma too many, at the end of the "
+                                f"{first[1].strip()!r} (a comma too many, at the end of the "
                                 "line?); expected weight_kg, age_y (and optionally subject)")
     for h in head:
         if h not in ("weight_kg", "age_y", "subject"):
@@ -749,13 +770,12 @@ def _read_covariates(path, n):
     if not set(head) - {"subject"}:
         raise KetasimInputError(f"--covariates: {path}: no covariate column (only subject); "
                                 "expected weight_kg and/or age_y")
-    rows = lines[1:]
-    if len(rows) != n:
-        raise KetasimInputError(f"--covariates: {path} has {len(rows)} rows, expected {n} "
-                                "(one per subject, --n)")
+    count = sum(1 for _ in itertools.islice(numbered(), 1, n + 2))   # (n + 1 at most)
+    if count != n:
+        raise KetasimInputError(f"--covariates: {path} has {'more than ' if count > n else ''}"
+                                f"{min(count, n)} rows, expected {n} (one per subject, --n)")
     out = {h: np.empty(n) for h in head}
-    for i, ln in enumerate(rows):
-        line = numbered[i + 1][0]
+    for i, (line, ln) in enumerate(itertools.islice(numbered(), 1, None)):
         cells = ln.split(",")
         if len(cells) != len(head):
             raise KetasimInputError(
