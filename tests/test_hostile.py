@@ -3163,3 +3163,24 @@ def test_an_output_linked_into_a_folder_that_cannot_be_written_is_refused_before
     assert rc == 1
     one_line_error(err, "--out", "latest.csv (a link to", "cannot be written")
     assert list(ro.iterdir()) == [] and link.is_symlink()
+
+
+def test_no_folder_for_the_compiled_kernels_names_numba_cache_dir(tmp_path, capsys,
+                                                                 monkeypatch):
+    """With the package read-only, no home folder that can be written and NUMBA_CACHE_DIR set
+    to a folder that cannot be written either, Numba refuses to load a kernel ('cannot cache
+    function ...: no locator available'): that had been an internal error."""
+    import importlib
+
+    P = importlib.import_module("ketasim.population")
+
+    def no_locator(*a, **k):
+        raise RuntimeError("cannot cache function '_matmul': no locator available for file "
+                           "'/usr/lib/python3/site-packages/ketasim/_kernels.py'")
+
+    monkeypatch.setattr(P, "population", no_locator)
+    monkeypatch.setenv("NUMBA_CACHE_DIR", "/read-only/cache")
+    rc, _, err = run_cli(["population", "--n", "2", "--months", "1", "-q"], capsys)
+    assert rc == 1
+    one_line_error(err, "compiled kernels", "NUMBA_CACHE_DIR (environment) '/read-only/cache' "
+                   "cannot be written")

@@ -1242,6 +1242,14 @@ def _run(args) -> int:
         raise_swallowed()
         if args.debug:
             raise
+        if isinstance(exc, RuntimeError) and "no locator available" in str(exc):
+            # Numba, loading a kernel, finds no folder to keep its compiled code in
+            where = os.environ.get("NUMBA_CACHE_DIR")
+            said = (f"NUMBA_CACHE_DIR (environment) {where!r} cannot be written" if where else
+                    "neither the package's folder, the home folder nor the temporary folder "
+                    "can be written")
+            return _fail(args, f"no folder to keep the compiled kernels in: {said}; expected "
+                         "NUMBA_CACHE_DIR set to a folder ketasim may write")
         backend = os.environ.get("MPLBACKEND")
         if backend and isinstance(exc, ValueError) and "backend" in str(exc):
             # matplotlib refuses the backend the environment names when it is first imported
