@@ -3184,3 +3184,26 @@ def test_no_folder_for_the_compiled_kernels_names_numba_cache_dir(tmp_path, caps
     assert rc == 1
     one_line_error(err, "compiled kernels", "NUMBA_CACHE_DIR (environment) '/read-only/cache' "
                    "cannot be written")
+
+
+def test_an_input_named_in_a_deleted_folder_says_the_folder_is_gone(tmp_path, monkeypatch,
+                                                                      capsys):
+    """A relative input in a current folder that has been deleted had been 'not found' alone,
+    while `ls` in the same terminal shows the file was never there to be found."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    for argv, field in ((["simulate", "--doses", "d.csv", "--out", "-"], "--doses"),
+                        (["population", "--n", "2", "--covariates", "cov.csv", "-q"],
+                         "--covariates"),
+                        (["presets", "m.toml"], "presets NAME"),
+                        (["schedule", "custom", "c.toml"], "course"),
+                        (["simulate", "--model", "mine", "--out", str(tmp_path / "s.csv")],
+                         "--model")):
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        one_line_error(err, field, "the current folder, where it would be, has been deleted")
+    monkeypatch.chdir(tmp_path)
+    assert main(["simulate", "--doses", "nope.csv", "--out", "-"]) == 1
+    assert capsys.readouterr().err.strip() == "ketasim: error: --doses: file 'nope.csv' not found"

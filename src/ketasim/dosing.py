@@ -56,7 +56,7 @@ import numpy as np
 
 from ._memo import Derived
 from ._numtext import to_float
-from .errors import KetasimInputError, is_real
+from .errors import KetasimInputError, is_real, where_gone
 
 __all__ = ["Doses", "read_doses", "write_doses", "expand", "MAX_EVENTS", "MAX_DOSE_FILE_BYTES",
            "COLUMNS", "ALIASES", "NONMEM_IGNORED"]
@@ -946,7 +946,7 @@ def _open_source(path_or_text, source):
     if p.is_dir():
         raise KetasimInputError(f"doses: {str(p)!r} is a folder, expected a CSV file")
     if not p.exists():
-        raise KetasimInputError(f"doses: file {str(p)!r} not found")
+        raise KetasimInputError(f"doses: file {str(p)!r} not found{where_gone(p)}")
     if p.is_file() and p.stat().st_size > MAX_DOSE_FILE_BYTES:
         raise KetasimInputError(
             f"{where}: {p.stat().st_size / 2**20:.0f} MiB, larger than the "

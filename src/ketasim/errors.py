@@ -189,4 +189,21 @@ def check_input_file(field: str, shown: str, path, expected: str) -> None:
     raise KetasimInputError(
         f"{field}: {shown!r} is a folder, expected {expected}" if p.is_dir() else
         f"{field}: {shown!r} is not a regular file (a device or a pipe), expected {expected}"
-        if p.exists() else f"{field}: file {shown!r} not found")
+        if p.exists() else f"{field}: file {shown!r} not found{where_gone(p)}")
+
+
+def where_gone(path) -> str:
+    """Why a relative name is not found when the current folder has been deleted (removed in
+    another terminal: every relative name then leads nowhere), else ''."""
+    import os
+
+    if os.path.isabs(path):
+        return ""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        return (" (the current folder, where it would be, has been deleted: change to a folder "
+                "that exists, or give a full path)")
+    except OSError:
+        pass
+    return ""

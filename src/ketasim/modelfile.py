@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _expr
-from .errors import KetasimInputError, check_input_file, check_name, suggest
+from .errors import KetasimInputError, check_input_file, check_name, suggest, where_gone
 from .model import (
     GLUTAMATE_ROLES,
     OPTIONAL_GLUTAMATE_ROLES,
@@ -631,7 +631,7 @@ def load_model(name_or_path) -> Model:
     if s not in presets:
         raise KetasimInputError(
             f"model: {s!r} is neither a file nor a preset{suggest(s, presets)}; presets: "
-            + ", ".join(presets))
+            + ", ".join(presets) + where_gone(p))
     data = (resources.files("ketasim") / "presets" / f"{s}.toml").read_bytes()
     return _build(_read_toml(data, f"preset {s}"), f"preset {s}", s)
 
