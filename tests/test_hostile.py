@@ -3207,3 +3207,18 @@ def test_an_input_named_in_a_deleted_folder_says_the_folder_is_gone(tmp_path, mo
     monkeypatch.chdir(tmp_path)
     assert main(["simulate", "--doses", "nope.csv", "--out", "-"]) == 1
     assert capsys.readouterr().err.strip() == "ketasim: error: --doses: file 'nope.csv' not found"
+
+
+@pytest.mark.parametrize("argv", [
+    ["simulate", "--doses", "-", "--out", "{t}/s.csv"],
+    ["population", "--n", "2", "-q", "--doses", "-"],
+    ["compare", "ketamine-iv@-", "ketamine-iv@standard-iv:B", "--out-dir", "{t}/c"]])
+def test_doses_from_a_closed_standard_input_are_one_line(argv, tmp_path, monkeypatch, capsys):
+    """``--doses -`` with standard input closed (``<&-``) had been an internal error
+    (AttributeError: 'NoneType' object has no attribute 'buffer'), where a course file from a
+    closed standard input was already one line."""
+    monkeypatch.setattr(sys, "stdin", None)
+    rc, _, err = run_cli([a.replace("{t}", str(tmp_path)) for a in argv], capsys)
+    assert rc == 1
+    one_line_error(err, "standard input is closed", "a CSV dose table")
+    assert list(tmp_path.iterdir()) == []

@@ -940,6 +940,9 @@ def _open_source(path_or_text, source):
                                 "input)")
     if s == "-" or (s == "/dev/stdin" and not Path(s).exists()):
         where = source or "<stdin>"
+        if sys.stdin is None:       # (started with it closed, <&-: had been an internal error)
+            raise KetasimInputError(f"{where}: standard input is closed; expected a CSV dose "
+                                    "table there, or a file name")
         return _Lines(sys.stdin.buffer, where, MAX_DOSE_FILE_BYTES), where, None
     p = Path(s)
     where = source or str(p)
