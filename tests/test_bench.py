@@ -97,9 +97,12 @@ def test_quick_or_only_run_leaves_the_full_results_alone(tmp_path, monkeypatch, 
 @pytest.mark.parametrize("argv, message", [
     (["--figure", "fig"], "expected a file ending in .png or .pdf or .svg"),
     (["--figure", "x.jpgg"], "expected a file ending in .png or .pdf or .svg"),
-    (["--json", "adir"], "'adir' is a folder"),
+    (["--json", "adir.json"], "'adir.json' is a folder"),
     (["--json", "new.json/"], "'new.json/' ends in '/', a folder"),   # (had written new.json)
-    (["--json", "same.png", "--figure", "same.png"], "both write 'same.png'"),
+    # (any name had been written: a dose table replaced by the JSON)
+    (["--json", "d.csv"], "'d.csv': expected a file ending in .json"),
+    (["--json", "same.png", "--figure", "same.png"], "'same.png': expected a file ending in "
+                                                     ".json"),
 ])
 def test_bench_outputs_are_checked_before_the_suite_runs(tmp_path, monkeypatch, capsys, argv,
                                                          message):
@@ -108,8 +111,8 @@ def test_bench_outputs_are_checked_before_the_suite_runs(tmp_path, monkeypatch, 
     only at the end, and --json and --figure naming one file lost the JSON. Now each is refused
     before anything runs, and no file is touched."""
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "adir").mkdir()
-    for name in ("fig.png", "keep.json"):
+    (tmp_path / "adir.json").mkdir()
+    for name in ("fig.png", "keep.json", "d.csv"):
         (tmp_path / name).write_text("precious")
     called = []
     monkeypatch.setattr(bench, "run_suite", lambda *a, **k: called.append(1))
@@ -124,7 +127,9 @@ def test_bench_outputs_are_checked_before_the_suite_runs(tmp_path, monkeypatch, 
     assert not called
     assert (tmp_path / "fig.png").read_text() == "precious"
     assert (tmp_path / "keep.json").read_text() == "precious"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "fig.png", "keep.json"]
+    assert (tmp_path / "d.csv").read_text() == "precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir.json", "d.csv", "fig.png",
+                                                          "keep.json"]
 
 
 def test_bench_writes_its_json_and_figure_together(tmp_path, monkeypatch):

@@ -22,7 +22,11 @@ def add_arguments(p) -> None:
     p.add_argument("--only", action="append", default=None, metavar="NAME",
                    help="run only these scenarios (repeatable or comma-separated; default: "
                         "all): " + ", ".join(SCENARIO_NAMES))
+    from .cli import _out_path
+
+    # (a .json name: any name had been written, a dose table "--json d.csv" replaced by JSON)
     p.add_argument("--json", default=None, metavar="PATH",
+                   type=lambda v: v if v == "-" else _out_path(v, (".json",)),
                    help="write the results as JSON here ('-' for none; default: "
                         f"{DEFAULT_JSON} for the full suite, none for --quick or --only, "
                         "which never replace the full suite's results unless told to)")
@@ -37,8 +41,6 @@ def add_arguments(p) -> None:
                         "(default for the full run)")
     p.add_argument("--no-isolate", dest="isolate", action="store_false",
                    help="run every scenario in this process (default with --quick)")
-    from .cli import _out_path
-
     p.add_argument("--figure", default=None, metavar="PNG",
                    type=lambda v: _out_path(v, (".png", ".pdf", ".svg")),
                    help="also draw throughput against the number of subjects: a .png, .pdf "
