@@ -2657,6 +2657,7 @@ def test_an_output_that_is_a_pipe_is_refused_with_its_option_before_the_run(tmp_
     """A named pipe (or a link to a device) as --out had been refused only when writing, after
     the whole run (a population of 100,000 subjects: 20 s), as "output"."""
     os.mkfifo(tmp_path / "p.csv")
+    os.mkfifo(tmp_path / "p.json")
     (tmp_path / "null.csv").symlink_to(os.devnull)
     P = importlib_module("ketasim.population")
     monkeypatch.setattr(P, "population", lambda *a, **k: pytest.fail("ran before the check"))
@@ -2667,8 +2668,8 @@ def test_an_output_that_is_a_pipe_is_refused_with_its_option_before_the_run(tmp_
              "p.csv"),
             (["population", "--n", "3", "-q", "--bands", str(tmp_path / "null.csv")],
              "--bands", "null.csv"),
-            (["bench", "--quick", "--only", "trivial", "--json", str(tmp_path / "p.csv")],
-             "--json", "p.csv")):
+            (["bench", "--quick", "--only", "trivial", "--json", str(tmp_path / "p.json")],
+             "--json", "p.json")):
         rc, _, err = run_cli(argv, capsys)
         assert rc == 1
         one_line_error(err, option, name, "not a regular file")

@@ -26,7 +26,7 @@ def add_arguments(p) -> None:
 
     # (a .json name: any name had been written, a dose table "--json d.csv" replaced by JSON)
     p.add_argument("--json", default=None, metavar="PATH",
-                   type=lambda v: v if v == "-" else _out_path(v, (".json",)),
+                   type=lambda v: v if v == "-" or not v.strip() else _out_path(v, (".json",)),
                    help="write the results as JSON here ('-' for none; default: "
                         f"{DEFAULT_JSON} for the full suite, none for --quick or --only, "
                         "which never replace the full suite's results unless told to)")
