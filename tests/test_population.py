@@ -254,6 +254,39 @@ def test_bands_are_numpys_quantiles_of_the_curves_for_few_subjects(n):
             assert np.all(np.abs(got[key] / ref - 1.0) <= width - 1.0), (name, key)
 
 
+def test_a_band_between_a_value_below_the_bins_and_one_in_them_is_numpys_quantile():
+    """The bins start at 1e-4: a quantile between a value below that and one above it takes
+    the lower one exactly (the largest value below the bins), and a quantile below 1e-4 is 0.
+    Two subjects at 9e-5 and 1.2e-4 ng/mL had a median band of 6e-5 (the value below the bins
+    read as 0: 43 % low) instead of 1.05e-4, a 95 % band of 1.14e-4 instead of 1.185e-4, and a
+    5 % band of 6e-6 where the quantile, 9.15e-5, is below the bins (reported as 0)."""
+    m = ketasim.Model.from_dict({
+        "parameters": {"CL": 10.0, "V": 50.0}, "compartments": {"central": "V"},
+        "flows": [{"from": "central", "to": "out", "cl": "CL"}],
+        "routes": {"iv": {"to": "central"}}, "observe": {"plasma": "central"},
+        "weight": {"reference_kg": 70.0, "allometric": {"CL": 1.0, "V": 1.0}}})
+    dose_mg = 1e-6                      # just after it: 1e-6 mg / V L = 1e-3 / V ng/mL
+    conc = np.array([9e-5, 1.2e-4])     # ng/mL, one either side of the bins' 1e-4
+    wt = 1e-3 / conc / 50.0 * 70.0      # V = 50 (WT / 70) L
+    times = np.array([0.0, 0.5])
+    r = population(m, ketasim.Doses.single(dose_mg, "iv"), 2, 1, metrics=("cmax",),
+                   bands=times, band_outputs=("plasma",), weight_kg=wt, variability=False,
+                   progress=False)
+    curves = ketasim.simulate(m, ketasim.Doses.single(dose_mg, "iv"), times, weight_kg=wt)
+    y = curves.concentration("plasma")
+    np.testing.assert_allclose(y[:, 0], conc, rtol=1e-12)
+    width = 10 ** ((np.log10(BAND_RANGE[1]) - np.log10(BAND_RANGE[0])) / (BAND_BINS - 2))
+    got = r.bands.get("plasma")
+    for key, q in (("p05", 5.0), ("p50", 50.0), ("p95", 95.0)):
+        ref = np.percentile(y, q, axis=0)
+        for i in range(times.size):
+            if ref[i] < BAND_RANGE[0]:
+                assert got[key][i] == 0.0, (key, i)
+            else:
+                assert abs(got[key][i] / ref[i] - 1.0) <= width - 1.0, (key, i, got[key][i])
+    assert got["p05"][0] == 0.0 and got["p50"][0] == pytest.approx(1.05e-4, rel=0.0051)
+
+
 def test_glutamate_bands_keep_its_rise_and_stay_within_the_values():
     """Glutamate is binned as its rise above its baseline of 1: at the baseline (before the
     dose, every subject at exactly 1) the bands are exactly 1, and during a small surge they

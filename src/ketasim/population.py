@@ -23,8 +23,11 @@ quantile is numpy's default (linear) one, as in the population summary and a swe
 (geometrically) inside its bin: its relative error is at most one bin width, 0.51 %, far below
 the sampling error of a 5 % quantile for any practical ``n``, and it never leaves the exact
 range of the values (their smallest and largest, kept per output and time point): where
-every subject has the same value, the bands are that value. Values below 1e-4 are reported
-as 0, values at or above 1e5 as NaN. The schematic glutamate signal is
+every subject has the same value, the bands are that value. A quantile below 1e-4 is reported
+as 0, one at or above 1e5 as NaN. A quantile between a value outside the range and one inside
+it (the median of subjects at 9e-5 and 1.2e-4 ng/mL, 1.05e-4) takes the outside one exactly:
+it is the largest value below 1e-4 (or the smallest at or above 1e5), also kept per output
+and time point. The schematic glutamate signal is
 binned as its rise above its baseline of 1 (it never falls below it: every role of the response
 is >= 0), so a surge of a few per cent keeps 0.51 % of itself rather than of the whole signal.
 """
@@ -298,7 +301,9 @@ BAND_OFFSET = {"glutamate": 1.0}   # binned as the rise above this baseline (see
 
 def _band_counts(job: _Job, params: dict, w: np.ndarray, into: np.ndarray | None = None):
     """Sparse histogram counts (flat index, count) of this chunk's curves, with the smallest
-    and largest value per output and time point (R, T), as binned (after BAND_OFFSET).
+    and largest value per output and time point (R, T), as binned (after BAND_OFFSET), and
+    the largest value below the bins' range and the smallest at or above it (R, T; -inf and
+    inf where there is none): see :func:`_quantiles_from_counts`.
 
     ``into``: the run's histograms (R x T x BAND_BINS int64, flat), counted into in place,
     and (None, None) returned for the counts: a local run. A chunk's own histograms (for a
@@ -314,6 +319,8 @@ def _band_counts(job: _Job, params: dict, w: np.ndarray, into: np.ndarray | None
     total = into if into is not None else np.zeros(R * T * BAND_BINS, dtype=np.int64)
     vmin = np.full((R, T), np.inf)
     vmax = np.full((R, T), -np.inf)
+    below = np.full((R, T), -np.inf)        # the largest value under BAND_RANGE[0]
+    above = np.full((R, T), np.inf)         # the smallest at or over BAND_RANGE[1]
     step = max(1, _BAND_VALUES // max(1, (R + 3) * T))
     for s0 in range(0, n, step):
         s1 = min(n, s0 + step)
@@ -329,10 +336,12 @@ def _band_counts(job: _Job, params: dict, w: np.ndarray, into: np.ndarray | None
             _add_counts(total, j * T * BAND_BINS, _bin_index(y))
             vmin[j] = np.minimum(vmin[j], y.min(axis=0))
             vmax[j] = np.maximum(vmax[j], y.max(axis=0))
+            below[j] = np.maximum(below[j], np.where(y < BAND_RANGE[0], y, -np.inf).max(axis=0))
+            above[j] = np.minimum(above[j], np.where(y >= BAND_RANGE[1], y, np.inf).min(axis=0))
     if into is not None:
-        return None, None, vmin, vmax
+        return None, None, vmin, vmax, below, above
     idx = np.flatnonzero(total)
-    return idx.astype(np.int64), total[idx].astype(np.int64), vmin, vmax
+    return idx.astype(np.int64), total[idx].astype(np.int64), vmin, vmax, below, above
 
 
 def _add_counts(total: np.ndarray, start: int, k: np.ndarray) -> None:
@@ -348,32 +357,44 @@ def _add_counts(total: np.ndarray, start: int, k: np.ndarray) -> None:
     total[at] += c
 
 
-def _quantiles_from_counts(counts: np.ndarray, qs=QUANTILES, vmin=None, vmax=None
-                           ) -> np.ndarray:
+def _quantiles_from_counts(counts: np.ndarray, qs=QUANTILES, vmin=None, vmax=None,
+                           below=None, above=None) -> np.ndarray:
     """counts (R, T, B) -> quantiles (R, len(qs), T); with the values' exact smallest and
     largest (R, T), a quantile read inside a bin stays within them.
 
     The quantile is numpy's default (linear) one, as in the population summary and a sweep's
     ``_p05``/``_p50``/``_p95``: between the values of rank ``floor(q (n - 1))`` and the next
     (from 0), each read inside its bin (the value of rank ``r`` among the ``c`` of a bin at
-    ``(r - below + 1/2) / c`` of its width)."""
+    ``(r - below + 1/2) / c`` of its width). A quantile below the bins' range is 0, one at or
+    above it NaN. ``below`` and ``above`` (R, T): the largest value under the range and the
+    smallest at or over it (-inf and inf where there is none). When the two values a quantile
+    lies between are one outside the range and one inside, the outside one is exactly that
+    value (the value of rank ``j`` in bin 0 with rank ``j + 1`` beyond it is the largest in bin
+    0; so for the top bin), so the quantile is read to one bin however near the range's edge
+    it lies (reading a value under the range as 0 had put the median of 9e-5 and 1.2e-4 at
+    6e-5, not 1.05e-4). Without them, such a value is read as the range's edge."""
     lo, w = _band_edges()
     R, T, B = counts.shape
     cum = np.cumsum(counts, axis=2)
     total = cum[..., -1]
+    edge_lo = np.full((R, T), BAND_RANGE[0]) if below is None else below
+    edge_hi = np.full((R, T), BAND_RANGE[1]) if above is None else above
 
     def ranked(r):                                           # (R, T) ranks -> values
         k = np.argmax(cum > r[..., None], axis=2)            # the bin holding rank r
-        below = np.where(k > 0, np.take_along_axis(cum, np.maximum(k - 1, 0)[..., None],
+        under = np.where(k > 0, np.take_along_axis(cum, np.maximum(k - 1, 0)[..., None],
                                                    axis=2)[..., 0], 0)
         cnt = np.take_along_axis(counts, k[..., None], axis=2)[..., 0]
         with np.errstate(all="ignore"):
-            frac = np.clip((r - below + 0.5) / cnt, 0.0, 1.0)
-        val = 10.0 ** (lo + (k - 1 + frac) * w)
+            frac = np.clip((r - under + 0.5) / cnt, 0.0, 1.0)
+            val = 10.0 ** (lo + (k - 1 + frac) * w)
         if vmin is not None:
             val = np.clip(val, vmin, vmax)
-        val = np.where(k == 0, 0.0, val)
-        return np.where(k == B - 1, np.nan, val)
+        # outside the range: the largest value under it (the one a quantile inside the range
+        # can lie above; any other there is below it, and so is the quantile), the smallest
+        # at or over it
+        val = np.where(k == 0, edge_lo, val)
+        return np.where(k == B - 1, edge_hi, val)
 
     out = np.empty((R, len(qs), T))
     for i, q in enumerate(qs):
@@ -384,6 +405,8 @@ def _quantiles_from_counts(counts: np.ndarray, qs=QUANTILES, vmin=None, vmax=Non
         v1 = ranked(np.minimum(j + 1, np.maximum(total - 1, 0)))
         with np.errstate(all="ignore"):
             val = np.where(g > 0, v0 + g * (v1 - v0), v0)
+        val = np.where(val < BAND_RANGE[0], 0.0, val)
+        val = np.where(val >= BAND_RANGE[1], np.nan, val)
         out[:, i, :] = np.where(total > 0, val, np.nan)
     return out
 
@@ -1246,15 +1269,19 @@ def population(model, doses, n: int, seed: int = 0, *, metrics=None, bands=None,
     if counts is not None:
         bmin = np.full((len(band_outs), band_times.size), np.inf)
         bmax = np.full((len(band_outs), band_times.size), -np.inf)
+        bbelow = np.full((len(band_outs), band_times.size), -np.inf)
+        babove = np.full((len(band_outs), band_times.size), np.inf)
     for _, a, b, res in _execute([job], chunk_size, scheduler, progress, "population",
                                  counts):
         col.add(a, b, res)
         if counts is not None:
-            idx, c, lo_, hi_ = res["hist"]
+            idx, c, lo_, hi_, below_, above_ = res["hist"]
             if idx is not None:         # (a Dask worker's; a local chunk counted in place)
                 counts[idx] += c
             bmin = np.minimum(bmin, lo_)
             bmax = np.maximum(bmax, hi_)
+            bbelow = np.maximum(bbelow, below_)
+            babove = np.minimum(babove, above_)
     columns = {"subject": np.arange(n, dtype=np.int64)}
     units = {"subject": ""}
     if row_weight is not None:
@@ -1282,7 +1309,7 @@ def population(model, doses, n: int, seed: int = 0, *, metrics=None, bands=None,
     band = None
     if counts is not None:
         vals = _quantiles_from_counts(counts.reshape(len(band_outs), band_times.size, BAND_BINS),
-                                      vmin=bmin, vmax=bmax)
+                                      vmin=bmin, vmax=bmax, below=bbelow, above=babove)
         for j, o in enumerate(band_outs):
             vals[j] += BAND_OFFSET.get(o, 0.0)
         band = Bands(times_h=band_times, outputs=band_outs, quantiles=QUANTILES, values=vals,
