@@ -267,22 +267,43 @@ def test_ctrl_c_while_a_local_cluster_starts_closes_it_here(tmp_path):
     assert "Traceback" not in p.stderr, p.stderr
 
 
+def _ctrl_c_local_run(out, ready) -> str:
+    """Start ``population --scheduler local`` in a process group of its own, wait until
+    ``ready(pid)`` is true, send SIGINT to the group (as a terminal's Ctrl-C) and check the
+    command stops with status 130, in at most two lines ending "interrupted (Ctrl-C)", with no
+    traceback (nor any worker's) and no ``out`` file. Returns its standard error."""
+    p = subprocess.Popen([sys.executable, "-m", "ketasim", "population", "--n", "400000",
+                          "--out", str(out), "--scheduler", "local", "--quiet"], env=_env(),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    try:
+        ready(p)
+        os.killpg(p.pid, 2)        # SIGINT to the group, as a terminal sends it
+        _, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, 9)
+            p.wait()
+    assert p.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert err.strip().splitlines()[-1] == "ketasim: interrupted (Ctrl-C)", err
+    assert len(err.strip().splitlines()) <= 2, err
+    assert not out.exists()
+    return err
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and process groups")
 def test_ctrl_c_on_a_local_cluster_stops_quietly(tmp_path):
     """A terminal's Ctrl-C reaches the whole process group, the local cluster's workers too:
     the command says it was interrupted, in two lines, writes nothing, and the workers print
     no traceback of their own (they had printed about 70 lines)."""
-    out = tmp_path / "p.csv"
-    p = subprocess.Popen([sys.executable, "-m", "ketasim", "population", "--n", "400000",
-                          "--out", str(out), "--scheduler", "local", "--quiet"], env=_env(),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         start_new_session=True)
     # the local cluster's worker processes (as distributed counts them for this machine)
     from distributed.deploy.utils import nprocesses_nthreads
 
     workers = nprocesses_nthreads()[0]
-    try:
+
+    def running(p):
         end = time.monotonic() + 120
         # (until every worker has started: each then ignores Ctrl-C; a Ctrl-C while they start
         # is the test below. A fixed 3-s wait had not been enough on a loaded machine, nor
@@ -293,17 +314,8 @@ def test_ctrl_c_on_a_local_cluster_stops_quietly(tmp_path):
         assert len(_ignoring_ctrl_c(p.pid)) >= workers, "the workers did not start"
         time.sleep(2.0)            # the workers are running chunks
         assert p.poll() is None, "the run ended before Ctrl-C"
-        os.killpg(p.pid, 2)        # SIGINT to the group, as a terminal sends it
-        _, err = p.communicate(timeout=120)
-    finally:
-        if p.poll() is None:
-            os.killpg(p.pid, 9)
-            p.wait()
-    assert p.returncode == 130, err
-    assert "Traceback" not in err and err.strip().splitlines()[-1] == \
-        "ketasim: interrupted (Ctrl-C)", err
-    assert len(err.strip().splitlines()) <= 2, err
-    assert not out.exists()
+
+    _ctrl_c_local_run(tmp_path / "p.csv", running)
 
 
 def _spawned(pid: int) -> list:
@@ -327,29 +339,15 @@ def test_ctrl_c_while_the_local_clusters_workers_start_is_quiet_too(tmp_path):
     traceback. A worker had ignored Ctrl-C only once Dask had loaded ketasim into it, and one
     still importing printed its KeyboardInterrupt (about 50 lines, at 0.1-1 s after the
     first worker appeared, not at every moment: hence a few moments)."""
-    out = tmp_path / "p.csv"
     for delay in (0.15, 0.3, 0.5, 0.8):
-        p = subprocess.Popen([sys.executable, "-m", "ketasim", "population", "--n", "400000",
-                              "--out", str(out), "--scheduler", "local", "--quiet"],
-                             env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True, start_new_session=True)
-        try:
+        def starting(p, delay=delay):
             end = time.monotonic() + 120
             while not _spawned(p.pid) and p.poll() is None and time.monotonic() < end:
                 time.sleep(0.01)
             assert _spawned(p.pid), "no worker process started"
             time.sleep(delay)
-            os.killpg(p.pid, 2)        # SIGINT to the group, as a terminal sends it
-            _, err = p.communicate(timeout=120)
-        finally:
-            if p.poll() is None:
-                os.killpg(p.pid, 9)
-                p.wait()
-        assert p.returncode == 130, (delay, err)
-        assert "Traceback" not in err and "KeyboardInterrupt" not in err, (delay, err)
-        assert err.strip().splitlines()[-1] == "ketasim: interrupted (Ctrl-C)", (delay, err)
-        assert len(err.strip().splitlines()) <= 2, (delay, err)
-        assert not out.exists()
+
+        _ctrl_c_local_run(tmp_path / "p.csv", starting)
 
 
 @pytest.mark.parametrize("address, why", [

@@ -2391,6 +2391,13 @@ def test_standard_output_redirected_to_an_input_is_refused(tmp_path):
              ["--out -", "standard input", "--doses input '-'"]),
             (["schedule", "custom", str(p), "--out", "-"], p, None,
              ["--out -", "the phases input", "p.toml"]))
+    _refused_appending_to_input(runs, env)
+
+
+def _refused_appending_to_input(runs, env) -> None:
+    """Each (argv, target, stdin, expected) run, its standard output appended to ``target``
+    (standard input from ``stdin``, else nothing), fails in one line naming ``expected`` and
+    leaves ``target`` as it was."""
     for argv, target, stdin, expected in runs:
         before = target.read_bytes()
         with open(target, "ab") as out, open(stdin or os.devnull, "rb") as inp:
@@ -2426,14 +2433,7 @@ def test_what_a_command_prints_is_never_appended_to_its_input(tmp_path):
             (["presets", str(m)], m, None, ["standard output", "presets NAME input", "m.toml"]),
             (["schedule", "custom", str(p)], p, None,
              ["standard output", "the phases input", "p.toml"]))
-    for argv, target, stdin, expected in runs:
-        before = target.read_bytes()
-        with open(target, "ab") as fh, open(stdin or os.devnull, "rb") as inp:
-            r = subprocess.run([sys.executable, "-m", "ketasim", *argv], stdin=inp, stdout=fh,
-                               stderr=subprocess.PIPE, text=True, env=env)
-        assert r.returncode == 1, r.stderr
-        one_line_error(r.stderr, *expected)
-        assert target.read_bytes() == before
+    _refused_appending_to_input(runs, env)
     assert sorted(q.name for q in tmp_path.iterdir()) == ["d.csv", "g.csv", "m.toml", "p.toml"]
 
 
