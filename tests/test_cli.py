@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -443,6 +444,45 @@ def test_no_colour_reset_is_left_on_the_terminal_after_the_last_line(tmp_path):
     os.close(master)
     assert p.wait(timeout=300) == 0, got
     assert b"wrote" in got and b"\x1b[" not in got, got[-200:]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a pseudo-terminal")
+def test_a_table_read_from_the_terminal_is_asked_for(tmp_path):
+    """``--doses -`` with standard input at the terminal waits for a typed table: it says so
+    on standard error before it waits (it had waited without a word, as if it hung), and
+    reads what is typed up to Ctrl-D."""
+    import pty
+    import select
+
+    env = dict(os.environ, KETASIM_FORK="0",
+               PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    master, slave = pty.openpty()
+    out = tmp_path / "s.csv"
+    p = subprocess.Popen([sys.executable, "-m", "ketasim", "simulate", "--doses", "-",
+                          "--until", "2", "--out", str(out)], env=env, stdin=slave,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    os.close(slave)
+    try:
+        said = b""
+        end = time.monotonic() + 60
+        while b"\n" not in said and time.monotonic() < end:
+            r, _, _ = select.select([p.stderr], [], [], 1.0)
+            if r:
+                chunk = os.read(p.stderr.fileno(), 4096)
+                if not chunk:
+                    break
+                said += chunk
+        assert b"reading the --doses input from the terminal" in said, said
+        assert b"Ctrl-D" in said, said
+        os.write(master, b"time_h,amount_mg,route\n0,35,iv\n\x04")
+        _, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        os.close(master)
+    assert p.returncode == 0, said + err
+    assert out.exists()
 
 
 def test_readme_gives_the_unit_of_the_output_columns_simulate_writes(tmp_path, capsys):

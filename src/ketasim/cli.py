@@ -529,6 +529,26 @@ def _input_files(args) -> list[tuple[str, str]]:
             if isinstance(v := getattr(args, k, None), (str, Path))]
 
 
+def _say_reading_the_terminal(args) -> None:
+    """An input given as ``-`` (standard input) while standard input is the terminal waits
+    for the table to be typed: say so, once, on standard error (it had waited without a
+    word, as if it hung)."""
+    if sys.stderr is None:
+        return
+    try:
+        at_terminal = sys.stdin is not None and sys.stdin.isatty()
+    except (ValueError, OSError):           # (closed)
+        return
+    if not at_terminal:
+        return
+    for lab, p in _input_files(args):
+        if str(p) == "-":
+            print(f"ketasim: reading the {lab} input from the terminal (standard input): type "
+                  "it, then Ctrl-D on a line of its own; Ctrl-C stops", file=sys.stderr,
+                  flush=True)
+            return
+
+
 def _check_output_paths(args, *names) -> None:
     """Refuse, before any work, an output that is an input file or another output."""
     from .io import check_outputs
@@ -1185,6 +1205,7 @@ def _run(args) -> int:
                    "schedule": cmd_schedule, "bench": cli_bench.run,
                    **COMMANDS}.get(args.command) or args._run
         _check_stdout_is_no_input(args)
+        _say_reading_the_terminal(args)
         needs = kernels_needed(args)
         if needs and args.command not in ("simulate", "course", "compare"):
             from . import _warm
