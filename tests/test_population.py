@@ -725,6 +725,34 @@ def test_covariates_file_rows_follow_its_subject_column_and_is_never_overwritten
         capsys.readouterr().err
 
 
+def test_covariates_read_from_standard_input_as_a_file_is(tmp_path, monkeypatch, capsys):
+    """``--covariates -`` reads the table from standard input, as ``--doses -`` does (it had
+    been "file '-' not found"); with ``--doses -`` too it is refused, naming both, and with
+    standard input closed it says so."""
+    import io
+    import sys
+
+    d = tmp_path / "d.csv"
+    d.write_text("time_h,amount_mg,route,duration_h\n0,35,iv,0.6667\n")
+    text = "subject,weight_kg\n1,80\n0,50\n"
+    by_file, by_stdin = tmp_path / "f.csv", tmp_path / "s.csv"
+    cov = tmp_path / "cov.csv"
+    cov.write_text(text)
+    base = ["population", "--doses", str(d), "--n", "2", "--metrics", "cmax", "-q"]
+    assert main([*base, "--covariates", str(cov), "--out", str(by_file)]) == 0
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(text.encode())))
+    assert main([*base, "--covariates", "-", "--out", str(by_stdin)]) == 0
+    strip = [ln for ln in by_file.read_text().splitlines() if not ln.startswith("#")]
+    assert [ln for ln in by_stdin.read_text().splitlines() if not ln.startswith("#")] == strip
+    capsys.readouterr()
+    assert main(["population", "--doses", "-", "--n", "2", "--covariates", "-", "-q"]) == 1
+    assert "--covariates: '-': standard input is the --doses input already" in \
+        capsys.readouterr().err
+    monkeypatch.setattr(sys, "stdin", None)
+    assert main([*base, "--covariates", "-"]) == 1
+    assert "--covariates: standard input is closed" in capsys.readouterr().err
+
+
 def test_covariates_file_errors_name_the_files_own_line_and_the_value(tmp_path, capsys):
     """A bad cell is reported at its line in the file (comments and blank lines counted),
     with the value; a short row shows what it holds; a binary file or a pipe is named as

@@ -106,7 +106,7 @@ def add_population_parser(sub):
                         "age_y, e.g. esketamine-nasal; default: the model's)")
     p.add_argument("--covariates", default=None, metavar="CSV",
                    help="per-subject covariates: a CSV with columns weight_kg and/or age_y, "
-                        "one row per subject (N rows; default: none)")
+                        "one row per subject (N rows), or - for standard input (default: none)")
     p.add_argument("--no-variability", action="store_true",
                    help="every subject has the typical parameter values (default: off)")
     p.set_defaults(_run=run_population)
@@ -730,15 +730,26 @@ def _read_covariates(path, n):
     from .dosing import MAX_DOSE_FILE_BYTES, _decode, check_commas
     from .variability import AGE_LIMITS_Y, AGE_WORDS
 
-    p = Path(path)
-    check_input_file("--covariates", path, p, "a CSV file")
-    if p.stat().st_size > MAX_DOSE_FILE_BYTES:
-        # (read whole, as text and then as rows of cells: several times its size in memory)
-        raise KetasimInputError(
-            f"--covariates: {path}: {p.stat().st_size / 2**20:.0f} MiB, larger than the "
-            f"{MAX_DOSE_FILE_BYTES / 2**20:.0f} MiB limit for a table (MAX_DOSE_FILE_BYTES); "
-            "expected one row per subject")
-    text = _decode(p.read_bytes(), str(p), "a covariates CSV (weight_kg and/or age_y)")
+    too_large = (f"larger than the {MAX_DOSE_FILE_BYTES / 2**20:.0f} MiB limit for a table "
+                 "(MAX_DOSE_FILE_BYTES); expected one row per subject")
+    if str(path) == "-":        # standard input, as --doses - (it had been "file '-' not found")
+        if sys.stdin is None:
+            raise KetasimInputError("--covariates: standard input is closed; expected a "
+                                    "covariates CSV there, or a file name")
+        data = getattr(sys.stdin, "buffer", sys.stdin).read(MAX_DOSE_FILE_BYTES + 1)
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        if len(data) > MAX_DOSE_FILE_BYTES:
+            raise KetasimInputError(f"--covariates: standard input: {too_large}")
+        text = _decode(data, "standard input", "a covariates CSV (weight_kg and/or age_y)")
+    else:
+        p = Path(path)
+        check_input_file("--covariates", path, p, "a CSV file")
+        if p.stat().st_size > MAX_DOSE_FILE_BYTES:
+            # (read whole, as text and then as rows of cells: several times its size)
+            raise KetasimInputError(
+                f"--covariates: {path}: {p.stat().st_size / 2**20:.0f} MiB, {too_large}")
+        text = _decode(p.read_bytes(), str(p), "a covariates CSV (weight_kg and/or age_y)")
 
     def numbered():
         # (line numbers as in the file: comment and blank lines are skipped, not renumbered;
@@ -846,6 +857,9 @@ def run_population(args) -> int:
     # before any work (a run can take minutes)
     _check_output_paths(args, "out", "bands", "plot")
     _check_stdout_open(args.out)
+    if args.covariates == "-" and str(getattr(args, "doses", "")) == "-":
+        raise KetasimInputError("--covariates: '-': standard input is the --doses input "
+                                "already; expected a file name for one of the two")
     model = load_model(args.model)
     if args.seed is not None and args.no_variability:
         raise KetasimInputError("--seed: no subjects are drawn with --no-variability (every "
