@@ -1238,7 +1238,7 @@ def _run(args) -> int:
     except OSError as exc:
         if args.debug:
             raise
-        from .io import cwd_gone
+        from .errors import cwd_gone
 
         if exc.filename is None and isinstance(exc, FileNotFoundError) and cwd_gone():
             # (a file named by a relative path, or the JIT compiler naming its source

@@ -192,18 +192,25 @@ def check_input_file(field: str, shown: str, path, expected: str) -> None:
         if p.exists() else f"{field}: file {shown!r} not found{where_gone(p)}")
 
 
-def where_gone(path) -> str:
-    """Why a relative name is not found when the current folder has been deleted (removed in
-    another terminal: every relative name then leads nowhere), else ''."""
+def cwd_gone() -> bool:
+    """Whether the current folder has been deleted (removed in another terminal: every
+    relative name then leads nowhere)."""
     import os
 
-    if os.path.isabs(path):
-        return ""
     try:
         os.getcwd()
     except FileNotFoundError:
-        return (" (the current folder, where it would be, has been deleted: change to a folder "
-                "that exists, or give a full path)")
+        return True
     except OSError:
-        pass
-    return ""
+        return False
+    return False
+
+
+def where_gone(path) -> str:
+    """Why a relative name is not found when the current folder has been deleted, else ''."""
+    import os
+
+    if os.path.isabs(path) or not cwd_gone():
+        return ""
+    return (" (the current folder, where it would be, has been deleted: change to a folder "
+            "that exists, or give a full path)")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import KetasimInputError
+from .errors import KetasimInputError, cwd_gone
 
 __all__ = ["OutputSet", "write_outputs", "check_outputs", "atomic_write", "result_columns",
            "write_result_csv", "write_result_table", "signals_held", "interrupt"]
@@ -106,17 +106,6 @@ def _same_file(a: Path, b: Path) -> bool:
             return a.resolve() == b.resolve()
         except (OSError, RuntimeError):
             return False
-
-
-def cwd_gone() -> bool:
-    """Whether the current folder has been deleted (a relative path then leads nowhere)."""
-    try:
-        os.getcwd()
-    except FileNotFoundError:
-        return True
-    except OSError:
-        return False
-    return False
 
 
 def _is_stdin(p: Path, fd: int = 0) -> bool:
