@@ -727,7 +727,7 @@ def _lines_of(text: str):
 
 
 def _read_covariates(path, n):
-    from .dosing import MAX_DOSE_FILE_BYTES, _decode, check_commas
+    from .dosing import MAX_DOSE_FILE_BYTES, _decode, _read_at_most, check_commas
     from .variability import AGE_LIMITS_Y, AGE_WORDS
 
     too_large = (f"larger than the {MAX_DOSE_FILE_BYTES / 2**20:.0f} MiB limit for a table "
@@ -736,11 +736,8 @@ def _read_covariates(path, n):
         if sys.stdin is None:
             raise KetasimInputError("--covariates: standard input is closed; expected a "
                                     "covariates CSV there, or a file name")
-        data = getattr(sys.stdin, "buffer", sys.stdin).read(MAX_DOSE_FILE_BYTES + 1)
-        if isinstance(data, str):
-            data = data.encode("utf-8")
-        if len(data) > MAX_DOSE_FILE_BYTES:
-            raise KetasimInputError(f"--covariates: standard input: {too_large}")
+        data = _read_at_most(getattr(sys.stdin, "buffer", sys.stdin), MAX_DOSE_FILE_BYTES,
+                             f"--covariates: standard input: {too_large}")
         text = _decode(data, "standard input", "a covariates CSV (weight_kg and/or age_y)")
     else:
         p = Path(path)

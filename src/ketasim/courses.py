@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .dosing import MAX_EVENTS, Doses, _decode, new_session
+from .dosing import MAX_EVENTS, Doses, _decode, _read_at_most, new_session
 from .errors import KetasimInputError, check_input_file, is_real, is_whole, suggest
 
 __all__ = ["Phase", "course_from_phases", "standard_iv_course", "spravato_course", "COURSES",
@@ -304,13 +304,8 @@ def _at_most(stream, where: str) -> bytes:
     """A course file's bytes from ``stream``, at most :data:`MAX_COURSE_BYTES`: an endless
     stream, ``< /dev/zero``, is refused rather than read until memory runs out, and a large
     file (a dose table given by mistake) before it is read whole."""
-    data = stream.read(MAX_COURSE_BYTES + 1)
-    if isinstance(data, str):
-        data = data.encode("utf-8")
-    if len(data) > MAX_COURSE_BYTES:
-        raise KetasimInputError(f"{where}: larger than {MAX_COURSE_BYTES:,} bytes; expected a "
-                                "TOML course file")
-    return data
+    return _read_at_most(stream, MAX_COURSE_BYTES, f"{where}: larger than "
+                         f"{MAX_COURSE_BYTES:,} bytes; expected a TOML course file")
 
 
 def _stdin_bytes(where: str) -> bytes:

@@ -805,6 +805,18 @@ def check_commas(header, text: str, where: str, expected: str) -> None:
                                 f"its columns with {sep}; expected commas ({expected})")
 
 
+def _read_at_most(stream, limit: int, too_large: str) -> bytes:
+    """The bytes of ``stream`` (text is encoded as UTF-8), at most ``limit`` of them: more is
+    refused with the message ``too_large``, so an endless stream (``< /dev/zero``) is not read
+    until memory runs out."""
+    data = stream.read(limit + 1)
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    if len(data) > limit:
+        raise KetasimInputError(too_large)
+    return data
+
+
 def _decode(data: bytes, where: str, what: str = "a CSV dose table") -> str:
     """Text of a small file held in memory: UTF-8 (BOM or not), or UTF-16/32 with a BOM."""
     enc = _encoding(data[:4096], where, what) if data else "utf-8"
