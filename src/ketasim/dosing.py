@@ -549,10 +549,7 @@ class Doses(Derived):
                                                 f"{nm['MDV']!r}, expected a number") from None
                     if mdv == 0:
                         # (a dose item on it had been dropped without a word: NONMEM refuses it)
-                        for c in _DOSE_ITEMS:
-                            if _item_given(rec.get(c)):
-                                raise _observation_item(source, None, "MDV 0", c, rec[c],
-                                                        names[c], row=i + 1)
+                        _no_record_dose_items(rec, names, source, i + 1, "MDV 0")
                     # (MDV 1: a dose when any dose item is set, NM-TRAN's EVID 1: a constant
                     # infusion at steady state, AMT 0 with RATE and SS, had been skipped)
                     if mdv == 0 or all(_zero_item(rec.get(c)) for c in _DOSE_ITEMS):
@@ -569,10 +566,7 @@ class Doses(Derived):
                     pass                               # reported by Doses
             if isinstance(ev, (int, float, np.integer, np.floating)) and \
                     not isinstance(ev, bool) and ev in (0, 2):
-                for c in _DOSE_ITEMS:
-                    if _item_given(rec.get(c)):
-                        raise _observation_item(source, None, f"evid {ev:g}", c, rec[c],
-                                                names[c], row=i + 1)
+                _no_record_dose_items(rec, names, source, i + 1, f"evid {ev:g}")
                 skip(rec)
                 continue
             for c in REQUIRED:
@@ -1043,10 +1037,14 @@ def _missing_value(v) -> bool:
     return t.__name__ == "NAType" and t.__module__.startswith("pandas")
 
 
-def _item_given(v) -> bool:
-    """Whether an observation row's dose item (:data:`_DOSE_ITEMS`) is set: not blank, ``.``
-    or 0; a value that is no number at all counts too (it is refused as a dose's would be)."""
-    return not _zero_item(v)
+def _no_record_dose_items(rec, names, source, row, kind) -> None:
+    """Refuse an observation record (``kind``: evid 0 or 2, or MDV 0) that sets a dose item
+    (:data:`_DOSE_ITEMS`: not blank, ``.`` or 0; a value that is no number counts too, refused
+    as a dose's would be), naming it by the record's own key (``names``); the records' twin of
+    :func:`_no_dose_items`."""
+    for c in _DOSE_ITEMS:
+        if not _zero_item(rec.get(c)):
+            raise _observation_item(source, None, kind, c, rec[c], names[c], row=row)
 
 
 def _observation_item(where, line_no, kind, item, value, name=None,
