@@ -1008,10 +1008,7 @@ def cmd_explore(args) -> int:
 
     # the model first, before any port is tried (a taken --port had been the error given for
     # `--model BAD`, and a taken default port was said to be moved from before it)
-    try:
-        check_model(args.model)
-    except KetasimInputError as exc:
-        raise KetasimInputError(str(exc).replace("explore: model ", "--model: ", 1)) from None
+    check_model(args.model, "--model:")
     if args.port is None and has_display():
         if window(model=args.model):
             return 0

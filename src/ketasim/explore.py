@@ -348,15 +348,15 @@ def first_given_note(model_name: str, dose: float, missed: int, n_sessions: int)
     return f"; session 2 is then the first given, at the {start:g} mg starting dose"
 
 
-def check_model(model) -> None:
+def check_model(model, field: str = "explore: model") -> None:
     """Refuse a model the explorer does not know (it knows how to dose each of
-    :data:`PRESETS`), before anything is imported or started."""
+    :data:`PRESETS`), before anything is imported or started; the message names ``field``."""
     if not isinstance(model, str) or model not in PRESETS:
         from .errors import KetasimInputError, suggest
         name = model if isinstance(model, str) else getattr(model, "name", None)
         shown = (repr(model) if isinstance(model, str) or name is None   # (a Model: its
                  else f"{type(model).__name__} {name!r}")           # name, not its repr)
-        raise KetasimInputError(f"explore: model {shown}{suggest(str(name), PRESETS)}; "
+        raise KetasimInputError(f"{field} {shown}{suggest(str(name), PRESETS)}; "
                                 f"expected the name of one of {', '.join(PRESETS)} (the "
                                 "explorer knows how to dose each)")
 
