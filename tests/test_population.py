@@ -330,6 +330,53 @@ def test_histogram_quantile_within_one_bin():
                                                                       BAND_BINS - 1]
 
 
+def test_bins_are_the_log_bins_of_the_documented_range():
+    """Each value's bin against the definition written out in numpy: 0 below 1e-4 (negative
+    values and NaN too), the last bin at or above 1e5, and floor((log10 v - lo) / w) + 1
+    between, with lo = -4 and w = 9 / (BAND_BINS - 2) decades (values kept a hundredth of a
+    bin away from an edge, where two log10s may round apart)."""
+    lo, w = -4.0, 9.0 / (BAND_BINS - 2)
+    rng = np.random.default_rng(5)
+    k = rng.integers(1, BAND_BINS - 1, 20_000)
+    v = 10.0 ** (lo + (k - 1 + rng.uniform(0.01, 0.99, k.size)) * w)
+    assert _bin_index(v).tolist() == k.tolist()
+    odd = np.array([-1.0, -0.0, 0.0, np.nan, 9.99e-5, 1e5, 3e7, np.inf])
+    assert _bin_index(odd).tolist() == [0] * 5 + [BAND_BINS - 1] * 3
+    assert _bin_index(v.reshape(100, 200)).shape == (100, 200)
+
+
+def test_band_counts_are_the_histograms_and_extremes_of_the_values(monkeypatch):
+    """The compiled counting pass against numpy on made-up curves that reach below and above
+    the bins' range: every time point's histogram is the bincount of its values' bins, in
+    ng/mL for a concentration and as the rise above 1 for glutamate; and the smallest,
+    largest, largest-below-range and smallest-at-or-above-range values are numpy's."""
+    pop_mod = __import__("ketasim.population", fromlist=["_count_row"])
+    rng = np.random.default_rng(9)
+    n, T = 37, 45
+    data = np.empty((n, 3, T))
+    data[:, 0] = np.exp(rng.normal(-3.0, 6.0, (n, T)))           # mg/L: 1e-10 .. 1e5 ng/mL
+    data[:, 1] = 1.0 + np.exp(rng.normal(-4.0, 7.0, (n, T)))     # glutamate: its rise 1e-12 .. 1e9
+    data[:, 2] = rng.uniform(0.0, 1.0, (n, T))
+    for threads in (1, 2):
+        for row, name, val in ((0, "plasma", data[:, 0] * 1000.0),
+                               (1, "glutamate", data[:, 1] - 1.0)):
+            total = np.zeros(2 * T * BAND_BINS, np.int64)
+            ext = tuple(np.full(T, f) for f in (np.inf, -np.inf, -np.inf, np.inf))
+            pop_mod._count_row(data, row, name, total, T * BAND_BINS, ext, threads)
+            want = np.zeros((T, BAND_BINS), np.int64)
+            for i in range(T):
+                want[i] = np.bincount(_bin_index(val[:, i]), minlength=BAND_BINS)
+            assert not total[:T * BAND_BINS].any()
+            np.testing.assert_array_equal(total[T * BAND_BINS:].reshape(T, BAND_BINS), want)
+            np.testing.assert_array_equal(ext[0], val.min(axis=0))
+            np.testing.assert_array_equal(ext[1], val.max(axis=0))
+            lo_ok = val < BAND_RANGE[0]
+            hi_ok = val >= BAND_RANGE[1]
+            assert lo_ok.any() and hi_ok.any()
+            np.testing.assert_array_equal(ext[2], np.where(lo_ok, val, -np.inf).max(axis=0))
+            np.testing.assert_array_equal(ext[3], np.where(hi_ok, val, np.inf).min(axis=0))
+
+
 def test_age_covariate_sets_the_model_parameter():
     doses = ketasim.Doses.single(56.0, "intranasal")
     n = 4

@@ -2479,3 +2479,55 @@ def times_fault(t):
         if t[i] < t[i - 1]:
             return 2, i - 1, False
     return 0, -1, False
+
+
+# ----------------------------------------------------------------- population bands (histograms)
+@njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
+def _band_bin(v, lo, w, vlo, vhi, B):
+    """The histogram bin of ``v`` (see ``ketasim.population``): 0 below ``vlo`` (and NaN),
+    ``B - 1`` at or above ``vhi``, else ``floor((log10 v - lo) / w) + 1`` within [0, B - 1]."""
+    if not (v >= vlo):
+        return 0
+    if v >= vhi:
+        return B - 1
+    k = int(math.floor((math.log10(v) - lo) / w)) + 1
+    return min(max(k, 0), B - 1)
+
+
+@njit(cache=True, _nrt=True)
+def band_bins(v, lo, w, vlo, vhi, B, out):
+    """``out[i]``: the bin of ``v[i]`` (:func:`_band_bin`), for 1-d ``v``."""
+    for i in range(v.shape[0]):
+        out[i] = _band_bin(v[i], lo, w, vlo, vhi, B)
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def band_add(data, j, scale, offset, lo, w, vlo, vhi, B, total, start, vmin, vmax, below,
+             above, i0, i1):
+    """Count output row ``j`` of ``data`` (subjects, rows, T), at times ``i0`` to ``i1 - 1``,
+    into the histograms ``total`` (flat, time ``i``'s B bins from ``start + i B``), each value
+    read as ``data * scale - offset`` (``scale`` 1000 for mg/L to ng/mL, ``offset`` the
+    baseline a rise is binned from; 1 and 0 leave it as it is) and binned by
+    :func:`_band_bin`; and keep, per time ``i``, the smallest and largest value (``vmin[i]``,
+    ``vmax[i]``), the largest below ``vlo`` (``below[i]``) and the smallest at or above
+    ``vhi`` (``above[i]``). Times in tiles of 8, so each subject's values are read a cache
+    line at a time and each time's histogram stays near in cache. Without the GIL: ranges of
+    times run side by side (their histograms and extremes are apart)."""
+    S = data.shape[0]
+    for a in range(i0, i1, 8):
+        b = min(a + 8, i1)
+        for s in range(S):
+            for i in range(a, b):
+                v = data[s, j, i] * scale - offset
+                k = _band_bin(v, lo, w, vlo, vhi, B)
+                total[start + i * B + k] += 1
+                if v < vmin[i]:
+                    vmin[i] = v
+                if v > vmax[i]:
+                    vmax[i] = v
+                if v < vlo:
+                    if v > below[i]:
+                        below[i] = v
+                elif v >= vhi:
+                    if v < above[i]:
+                        above[i] = v

@@ -287,13 +287,15 @@ def _band_edges():
 
 
 def _bin_index(v: np.ndarray) -> np.ndarray:
-    """Histogram bin of each value: 0 below 1e-4, B-1 at or above 1e5, log bins between."""
+    """Histogram bin of each value: 0 below 1e-4 (and NaN), B-1 at or above 1e5, log bins
+    between; the compiled bins the band counts use (``_kernels._band_bin``)."""
+    from . import _kernels
+
     lo, w = _band_edges()
-    with np.errstate(all="ignore"):
-        k = np.floor((np.log10(v) - lo) / w).astype(np.int64) + 1
-    k = np.where(v < BAND_RANGE[0], 0, k)
-    k = np.where(v >= BAND_RANGE[1], BAND_BINS - 1, k)
-    return np.clip(k, 0, BAND_BINS - 1)
+    v = np.ascontiguousarray(v, dtype=np.float64)
+    out = np.empty(v.size, np.int64)
+    _kernels.band_bins(v.ravel(), lo, w, BAND_RANGE[0], BAND_RANGE[1], BAND_BINS, out)
+    return out.reshape(v.shape)
 
 
 BAND_OFFSET = {"glutamate": 1.0}   # binned as the rise above this baseline (see above)
@@ -311,7 +313,6 @@ def _band_counts(job: _Job, params: dict, w: np.ndarray, into: np.ndarray | None
     outputs had taken more than half a second a chunk, which the chunks' sizing (about half a
     second each) had answered with chunks of one subject, each paying it again (300
     subjects, 21 band outputs: about 3 minutes, most of it in that cost)."""
-    from .result import MG_PER_L_TO_NG_PER_ML, PD_OUTPUTS
     from .simulate import simulate
 
     T, R = job.band_times.size, len(job.band_outputs)
@@ -328,33 +329,36 @@ def _band_counts(job: _Job, params: dict, w: np.ndarray, into: np.ndarray | None
         r = simulate(job.model, job.doses, job.band_times, params=sub, weight_kg=w[s0:s1],
                      outputs=list(job.band_outputs), threads=job.threads)
         for j, name in enumerate(job.band_outputs):
-            y = r.data[:, r.names.index(name), :]
-            if name not in PD_OUTPUTS:
-                y = y * MG_PER_L_TO_NG_PER_ML
-            elif name in BAND_OFFSET:
-                y = y - BAND_OFFSET[name]
-            _add_counts(total, j * T * BAND_BINS, _bin_index(y))
-            vmin[j] = np.minimum(vmin[j], y.min(axis=0))
-            vmax[j] = np.maximum(vmax[j], y.max(axis=0))
-            below[j] = np.maximum(below[j], np.where(y < BAND_RANGE[0], y, -np.inf).max(axis=0))
-            above[j] = np.minimum(above[j], np.where(y >= BAND_RANGE[1], y, np.inf).min(axis=0))
+            _count_row(r.data, r.names.index(name), name, total, j * T * BAND_BINS,
+                       (vmin[j], vmax[j], below[j], above[j]), job.threads)
     if into is not None:
         return None, None, vmin, vmax, below, above
     idx = np.flatnonzero(total)
     return idx.astype(np.int64), total[idx].astype(np.int64), vmin, vmax, below, above
 
 
-def _add_counts(total: np.ndarray, start: int, k: np.ndarray) -> None:
-    """Add the bins ``k`` (subjects, T) to ``total[start:]``, laid out (T, BAND_BINS): each
-    time point counted over the bins its values span (a bincount over the histograms of every
-    output, once per output and sub-chunk, had cost R times their whole size a sub-chunk)."""
-    lo = k.min(axis=0)
-    span = k.max(axis=0) - lo + 1                       # (T,) bins from the smallest
-    first = np.cumsum(span) - span                      # where each time point's run starts
-    c = np.bincount((first + (k - lo)).ravel(), minlength=int(span.sum()))
-    at = np.repeat(start + np.arange(k.shape[1]) * BAND_BINS + lo - first, span)
-    at += np.arange(at.size)
-    total[at] += c
+def _count_row(data: np.ndarray, row: int, name: str, total: np.ndarray, start: int,
+               extremes: tuple, threads) -> None:
+    """Count output row ``row`` of a simulation's ``data`` (subjects, rows, T), the output
+    ``name``, into the histograms ``total[start:]`` (laid out T x BAND_BINS) and its extremes
+    (vmin, vmax, below, above: (T,) each, see :func:`_band_counts`), in one compiled pass
+    (``_kernels.band_add``) over time ranges on the engine's threads. Concentrations are
+    binned in ng/mL, glutamate as its rise (BAND_OFFSET); the bins are :func:`_bin_index`'s."""
+    from . import _kernels
+    from .engine import _spread, _threads
+    from .result import MG_PER_L_TO_NG_PER_ML, PD_OUTPUTS
+
+    scale = 1.0 if name in PD_OUTPUTS else MG_PER_L_TO_NG_PER_ML
+    offset = BAND_OFFSET.get(name, 0.0)
+    lo, w = _band_edges()
+    vmin, vmax, below, above = extremes
+    T = data.shape[2]
+
+    def part(a, b):
+        _kernels.band_add(data, row, scale, offset, lo, w, BAND_RANGE[0], BAND_RANGE[1],
+                          BAND_BINS, total, start, vmin, vmax, below, above, a, b)
+
+    _spread(part, 0, T, _threads(threads), max(8, -(-T // 8)))
 
 
 def _quantiles_from_counts(counts: np.ndarray, qs=QUANTILES, vmin=None, vmax=None,
