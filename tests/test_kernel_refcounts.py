@@ -149,7 +149,7 @@ def test_every_array_the_kernels_allocate_is_freed_once(tmp_path):
 # wrapper Python calls through; every other compiled function is a helper of these
 CALLED_FROM_PYTHON = {"expm", "propagator", "structure", "grid_range", "metrics_range",
                       "first_out_of_range", "uniform_within", "times_fault", "_fill_slot",
-                      "_matmul", "_matmul_loop"}
+                      "_matmul", "_matmul_loop", "band_add", "band_bins"}
 
 
 def test_helpers_have_no_python_wrappers_and_kernels_do():
