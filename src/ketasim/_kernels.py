@@ -54,6 +54,12 @@ _THETA13 = 5.371920351148152
 # callback: dozens of them for the helpers here, which only compiled code calls. The helpers say
 # ``no_cpython_wrapper=True, no_cfunc_wrapper=True`` (1.7 s of a 26-s cold compile); the
 # functions Python calls (the kernels, and the few helpers the tests call) keep theirs.
+#
+# Inlining. ``inline="always"`` makes Numba type and lower the helper again inside each caller,
+# as part of the caller's own (larger, slower to type) function: only the two helpers the
+# schematic integrator calls per step have it. The block helper (:func:`_blk_run`, once per
+# block) and the exact metrics' small helpers are plain calls (inlined they had cost 1.5 s of the
+# grid kernel's cold compile and 0.3 s of the metrics kernel's; LLVM still inlines what is small).
 
 # Event kinds
 BOLUS = 0
@@ -1181,7 +1187,7 @@ def _pack_live(T, idx):
     return c
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _blk_run(x, u, has_u, L, m, dup, Rt, Nt, rcnt, ridx, ncnt, nidx, LPt, LGt, out, it, yb,
              xn):
     """Write the linear outputs (rows < m: as they are; rows >= m: occupancy s/(1+s)) at the
@@ -1972,7 +1978,7 @@ def _search(K, x0, u, has_u, jH, lo_off, hi_off, r, rK, thr, kind, LP, LG, LL,
     return off + tau, _taylor(c, tau)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _taylor(c, t):
     """The polynomial c[0] + c[1] t + ... + c[9] t^9 (:func:`_search`), summed upwards."""
     v = 0.0
@@ -2007,7 +2013,7 @@ def _lattice_floor(off, jH, LL):
     return res
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _not_monotone(f0, f1, d0, d1, fm, dm):
     """Whether a curve with values f0, f1 and slopes d0, d1 (of one sign) at a step's ends,
     and fm, dm at its middle, cannot be monotone over the step: the middle outside the ends'
