@@ -2075,3 +2075,30 @@ def test_a_long_covariates_file_is_read_in_memory_about_its_size(tmp_path):
     f.write_text("weight_kg\r\n70\r\nx\r\n")
     with pytest.raises(KetasimInputError, match="line 3, weight_kg: got 'x'"):
         _read_covariates(f, 2)
+
+
+def test_a_drawn_subject_the_model_refuses_is_named_by_its_subject_number():
+    """A subject drawn with a rate above the model's limit had been named by its place in the
+    chunk ('for subject 661 of 2049' for subject 1610 of a population of 3000), so the name
+    changed with chunk_size, and a chunk of one subject named none; it is named as in the
+    subject column, in populations and sweeps alike."""
+    m = ketasim.Model.from_dict({
+        "parameters": {"K": 2e5, "V": 50.0},
+        "compartments": {"central": "V"},
+        "flows": [{"from": "central", "to": "out", "k": "K"}],
+        "routes": {"iv": {"to": "central"}},
+        "variability": {"omega2": {"K": 1.0}}})
+    doses = [{"time_h": 0.0, "amount_mg": 10.0, "route": "iv"}]
+    bad = np.flatnonzero(draw(m, 40, seed=0)["K"] > 1e6)
+    assert bad.size and bad[0] > 0
+    for chunk in (1, 7, 40):
+        with pytest.raises(KetasimInputError,
+                           match=rf"^subject {bad[0]} \(from 0, as in the subject column\): "
+                           r".*k = K gives a rate of [0-9.e+]+ 1/h, expected at most") as e:
+            population(m, doses, 40, seed=0, metrics=("cmax",), chunk_size=chunk,
+                       progress=False)
+        assert "for subject" not in str(e.value)
+    with pytest.raises(KetasimInputError, match=rf"^subject {bad[0]} \(from 0\) of the grid "
+                       r"point V = 50, weight_kg = 70: .*k = K gives a rate"):
+        ketasim.sweep(m, doses, {"V": [50.0, 60.0]}, n=40, seed=0, metrics=("cmax",),
+                      chunk_size=7, progress=False)

@@ -225,6 +225,7 @@ class _Job:
     band_times: np.ndarray | None = None
     band_outputs: tuple = ()
     threads: int | None = None
+    sweep: bool = False
 
     @property
     def n_rows(self) -> int:
@@ -269,15 +270,56 @@ def _run_chunk(job: _Job, a: int, b: int, counts: np.ndarray | None = None) -> d
         from .errors import KetasimWarning
         warnings.simplefilter("ignore", KetasimWarning)
         # (so are the doses' routes: said once, by population() or sweep())
-        res = session_metrics(job.model, job.doses, params=params, weight_kg=w,
-                              metrics=job.metrics, analyte=job.analyte,
-                              horizon_h=job.horizon_h, threads=job.threads)
+        try:
+            res = session_metrics(job.model, job.doses, params=params, weight_kg=w,
+                                  metrics=job.metrics, analyte=job.analyte,
+                                  horizon_h=job.horizon_h, threads=job.threads)
+        except KetasimInputError as exc:
+            raise _named_row_error(job, a, params, w, exc) from None
         out = {"metrics": {k: np.asarray(v, dtype=np.float64) for k, v in res.items()
                            if k != "session_start_h"},
                "session_start_h": np.asarray(res["session_start_h"], dtype=np.float64)}
         if job.band_times is not None:
             out["hist"] = _band_counts(job, params, w, counts)
     return out
+
+
+def _named_row_error(job: _Job, a: int, params: dict, w: np.ndarray, exc):
+    """The error of a chunk (rows ``a`` ..), its subject named as in the result: the model's
+    own message counts the subjects of the chunk ("for subject 661 of 2049" had been subject
+    1610 of a population of 3000, and a chunk of one subject named none). The first row the
+    model refuses alone is found by halving the chunk; ``exc`` itself when none is."""
+    lo, hi = 0, w.shape[0]
+
+    def refused(i, j):
+        try:
+            _accepted(job.model, {k: v[i:j] for k, v in params.items()}, w[i:j], j - i)
+        except KetasimInputError:
+            return True
+        return False
+
+    if not refused(lo, hi):
+        return exc
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if refused(lo, mid):
+            hi = mid
+        else:
+            lo = mid
+    try:
+        _accepted(job.model, {k: v[lo:lo + 1] for k, v in params.items()}, w[lo:lo + 1], 1)
+    except KetasimInputError as one:
+        row = a + lo
+        if not job.sweep:
+            who = f"subject {row} (from 0, as in the subject column)"
+        else:
+            p, n = row // job.n_per_point, job.n_per_point
+            at = ", ".join([f"{k} = {float(v[p]):g}" for k, v in job.typical.items()]
+                           + [f"weight_kg = {float(job.weight[p]):g}"])
+            who = (f"the grid point {at}" if n == 1 else
+                   f"subject {row % n} (from 0) of the grid point {at}")
+        return KetasimInputError(f"{who}: {one}")
+    return exc
 
 
 # ---------------------------------------------------------------------- bands (histograms)
@@ -1576,7 +1618,7 @@ def sweep(model, doses, vary, *, metrics=None, n: int | None = None,
                          horizon_h=h,
                          typical=typical, weight=w,
                          n_per_point=n or 1, seed=seed, use_variability=n is not None,
-                         threads=threads))
+                         threads=threads, sweep=True))
         members.append(pts)
     from .errors import warn
     from .events import dose_route_warning
