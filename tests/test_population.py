@@ -2102,3 +2102,21 @@ def test_a_drawn_subject_the_model_refuses_is_named_by_its_subject_number():
                        r"point V = 50, weight_kg = 70: .*k = K gives a rate"):
         ketasim.sweep(m, doses, {"V": [50.0, 60.0]}, n=40, seed=0, metrics=("cmax",),
                       chunk_size=7, progress=False)
+
+
+def test_covariate_weights_the_model_does_not_use_are_said_to_change_nothing(tmp_path, capsys):
+    """--weight 100 with esketamine-nasal (no weight effect) is warned about, but a
+    --covariates table's weight_kg column was taken without a word, and written into the
+    table as if it had changed each subject's numbers."""
+    cov = tmp_path / "cov.csv"
+    cov.write_text("weight_kg\n50\n120\n")
+    assert main(["population", "--model", "esketamine-nasal", "--doses", "spravato",
+                 "--months", "1", "--n", "2", "--covariates", str(cov), "--metrics", "cmax",
+                 "--out", str(tmp_path / "p.csv"), "-q"]) == 0
+    assert ("model 'esketamine-nasal' has no weight effect (no weight covariate, doses in mg): "
+            f"--covariates {cov} (weight_kg) changes nothing" in capsys.readouterr().err)
+    dz = tmp_path / "d.csv"
+    dz.write_text("time_h,amount_mg,route,duration_h\n0,35,iv,0.5\n")
+    assert main(["population", "--doses", str(dz), "--n", "2", "--covariates", str(cov),
+                 "--metrics", "cmax", "--out", str(tmp_path / "q.csv"), "-q"]) == 0
+    assert "weight effect" not in capsys.readouterr().err      # ketamine-iv scales with it

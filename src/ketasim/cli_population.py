@@ -888,6 +888,8 @@ def run_population(args) -> int:
                 raise KetasimInputError(f"--weight: {args.covariates} gives each subject's "
                                         "weight (weight_kg); give weights in one place")
             weight = covariates.pop("weight_kg")
+            # (as --weight is: the weight_kg column had been taken without a word)
+            _warn(weight_unused(model, f"--covariates {args.covariates} (weight_kg)"))
             # (the course by name: a str without --months, a table with it; the first had
             # been refused by the run as "weight_kg: ... give one weight")
             if args.doses == "standard-iv" and (isinstance(doses, str) or
