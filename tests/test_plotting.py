@@ -1496,3 +1496,14 @@ def test_a_citation_over_several_lines_is_one_caption_line():
     lines = _caption_lines(fig, [one])
     plt.close(fig)
     assert lines[0] == "Model one — source: Smith J et al. J Pharm 2020;1:1-2." and all(lines)
+
+
+def test_a_grid_ending_during_a_later_first_infusion_shows_no_false_peak():
+    """The same with the first dose at 5 h: the peak's time after the session start (30 min)
+    had been compared with the grid's end on the clock (5.5 h), so the value where the grid
+    ends was labelled as the session's peak."""
+    d = ketasim.Doses.single(35.0, "iv", time_h=5.0, duration_h=2 / 3)
+    r = ketasim.simulate("ketamine-iv", d, ketasim.time_grid(5.5, 0.1))
+    text = _all_text(plot_course(r))
+    assert "highest shown" in text and "where the grid ends" in text
+    assert "peak 131" not in text

@@ -910,10 +910,14 @@ def _peak_note(ax, run, color, slot=None, later=False):
                 ls="none", zorder=5)
     text = f"{which}peak {_num(cmax[0])} ng/mL\nat {tmax[0] * 60:.0f} min"
     end = float(run.course.times[-1])
+    # the peak's time on the clock (tmax is after the session start; a course need not
+    # start at 0 h: compared with the clock, a first dose at 5 h had its value where the
+    # grid ends labelled as the peak, and the drawn curve looked for hours away)
+    at = float(np.ravel(cm.session_start_h)[0]) + float(tmax[0])
     if beyond:
         # (a close-up shorter than the infusion: the label had named a peak it does not show)
         text += f",\nafter this {_num(span * 60)}-min panel"
-    elif tmax[0] >= end - 1e-9 * max(1.0, abs(end)):
+    elif at >= end - 1e-9 * max(1.0, abs(end)):
         # the output grid ends while the level still rises: the highest value shown is where
         # it ends, not the session's peak
         text = (f"highest shown {_num(cmax[0])} ng/mL\nat {tmax[0] * 60:.0f} min, where the "
@@ -927,7 +931,7 @@ def _peak_note(ax, run, color, slot=None, later=False):
             y = res.concentration(name)
             y = y if y.ndim == 1 else np.median(y, axis=0)
             step = float(np.median(np.diff(res.times)))
-            near = np.abs(res.times - tmax[0]) <= 2 * step
+            near = np.abs(res.times - at) <= 2 * step
             drawn = float(np.nanmax(y[near])) if near.any() else np.nan
             if drawn < 0.98 * cmax[0]:
                 text += (f"\n(exact; the curve, every {_num(step * 60)} min,\nreaches "
