@@ -341,6 +341,22 @@ def test_summary_says_which_sessions_the_grid_does_not_reach(tmp_path, capsys):
     assert "later session" not in capsys.readouterr().out
 
 
+def test_summary_of_subjects_says_which_sessions_the_grid_does_not_reach(tmp_path, capsys):
+    """A dose table with subjects: a subject whose only session starts after --until had
+    been left out of the summary without a word (the CSV has its rows)."""
+    d = tmp_path / "d.csv"
+    d.write_text("subject,time_h,amount_mg,route,duration_h\n1,0,35,iv,0.6667\n"
+                 "1,48,35,iv,0.6667\n2,100,20,iv,0.5\n")
+    assert main(["simulate", "--doses", str(d), "--until", "60", "--out",
+                 str(tmp_path / "u.csv"), "--summary"]) == 0
+    out = capsys.readouterr().out
+    assert ("1 later session of subject 2 starts at or after the grid's end (60 h) and is "
+            "not shown") in out
+    assert main(["simulate", "--doses", str(d), "--until", "200", "--out",
+                 str(tmp_path / "v.csv"), "--summary"]) == 0
+    assert "later session" not in capsys.readouterr().out
+
+
 def test_summary_does_not_call_a_session_ending_at_the_grids_end_cut(tmp_path, capsys):
     """A session that ends exactly where the grid ends (the next one starts there) is whole,
     with its trough in the table: the note had said it was cut at the grid's end."""

@@ -795,6 +795,23 @@ def _simulate_rest(args, model, doses, times, params, weight, cal, helper) -> in
                                    if np.any(starts == end) else
                                    "is cut there (its AUC and time above end at the grid's "
                                    "end)"))
+            if labels is not None:
+                # a dose table with subjects: their sessions the grid does not reach, said
+                # too (a subject with none before it had been left out of the table silently)
+                from .engine import session_starts
+
+                end = float(result.times[-1])
+                ids = result.doses.subject_ids
+                later = [int(np.sum(session_starts(result.doses._take(
+                    np.flatnonzero(result.doses.subject == sid))) >= end)) for sid in ids]
+                if sum(later):
+                    who = [lab for lab, k in zip(labels, later) if k]
+                    summary += (f"\n– {sum(later)} later session{'s' if sum(later) > 1 else ''}"
+                                f" of subject{'s' if len(who) > 1 else ''} "
+                                f"{', '.join(str(w) for w in who)} start"
+                                f"{'s' if sum(later) == 1 else ''} at or after the grid's end "
+                                f"({end:g} h) and {'is' if sum(later) == 1 else 'are'} not "
+                                "shown")
             if labels is not None and np.isfinite(cm.plasticity_end).any():
                 ms = np.asarray(cm.maintenance_start_h, dtype=float)
                 summary += ("\nCourse (schematic): plasticity index at the end, and its minimum "
