@@ -1507,3 +1507,21 @@ def test_a_grid_ending_during_a_later_first_infusion_shows_no_false_peak():
     text = _all_text(plot_course(r))
     assert "highest shown" in text and "where the grid ends" in text
     assert "peak 131" not in text
+
+
+@pytest.mark.parametrize("as_result", [False, True])
+def test_a_reset_row_before_the_first_dose_does_not_start_the_closeup(as_result):
+    """A reset row (evid 3) at 0 h before the first dose at 5 h: the close-up had started at
+    the reset, so the first session's exact peak was marked at 40 min while the curve peaked
+    at 5 h 40 min; it starts at the first dose, as the first session does."""
+    d = ketasim.Doses([0.0, 5.0], [0.0, 35.0], ["", "iv"], [0.0, 2 / 3], evid=[3, 1])
+    run = (ketasim.simulate("ketamine-iv", d, ketasim.time_grid(30, 0.1)) if as_result
+           else run_course("ketamine-iv", d))
+    axz = plot_course(run).subfigs[0].axes[0]
+    curve = next(ln for ln in axz.get_lines() if ln.get_label() == "ketamine (S + R)")
+    x, y = curve.get_xdata(), curve.get_ydata()
+    marker = next(ln for ln in axz.get_lines()
+                  if len(ln.get_xdata()) == 1 and ln.get_marker() == "o")
+    assert x[np.argmax(y)] == pytest.approx(2 / 3)
+    assert marker.get_xdata()[0] == pytest.approx(2 / 3)
+    assert marker.get_ydata()[0] == pytest.approx(np.max(y), rel=1e-9)

@@ -478,14 +478,19 @@ def run_course(model, doses, weight_kg: float = 70.0, params=None, *,
         check_name(course, COURSES, "course")
     name = doses if isinstance(doses, str) else course
     doses = resolve_doses(doses, weight_kg=weight_kg)
-    if not expand(doses).time_h.size:      # (its first dose starts the close-up)
+    from .engine import _dose_times
+
+    # the doses' times (a reset row, evid 3, gives no dose: a reset before the first dose had
+    # started the close-up there, hours before the session its peak marker belongs to)
+    dose_t = _dose_times(doses)
+    if not dose_t.size:      # (its first dose starts the close-up)
         raise KetasimInputError(f"doses: {doses.source or 'the dose table'} has no doses; "
                                 "expected at least one")
     if name is not None and regimen is None:
         regimen = course_description(name, doses)
     if until_h is None:
         until_h = course_end_h(doses)
-    first = float(expand(doses).time_h.min())
+    first = float(dose_t.min())
     if until_h <= first:       # (it had been refused as "metrics: no session starts ...")
         raise KetasimInputError(f"until_h: got {until_h:g} h, expected hours after the first "
                                 f"dose ({first:g} h), where the course starts")
@@ -502,7 +507,7 @@ def run_course(model, doses, weight_kg: float = 70.0, params=None, *,
         warnings.filterwarnings("always", message=r"weight_kg: ", category=KetasimWarning)
         course = simulate(model, doses, t, params=params, weight_kg=weight_kg, outputs=outputs,
                           **simulate_kw)
-        t0 = float(expand(doses).time_h.min())
+        t0 = first
         tz = course_grid(doses, 1 / 60, t0 + closeup_h, start_h=t0)
         closeup = simulate(model, doses, tz, params=params, weight_kg=weight_kg,
                            outputs=outputs, **simulate_kw)
@@ -1561,7 +1566,11 @@ def _as_run(run, closeup_h, **kw):
     res = run
     if kw:
         raise TypeError(f"unexpected arguments {sorted(kw)}")
-    t0 = float(expand(res.doses).time_h.min()) if res.doses is not None else float(res.times[0])
+    from .engine import _dose_times
+
+    # (the first dose: a reset row before it, evid 3, starts no session)
+    dose_t = _dose_times(res.doses) if res.doses is not None else np.empty(0)
+    t0 = float(dose_t.min()) if dose_t.size else float(res.times[0])
     closeup = _closeup_of(res, t0, closeup_h)
     cm = course_metrics(res, analyte=main_analyte(res.model), _warn_after_end=False)
     wt = res.params.get("WT") if isinstance(res.params, dict) else None
