@@ -1503,10 +1503,10 @@ def test_default_bands_are_of_what_the_model_has():
     assert r.bands.outputs == ("plasma", "occupancy")
 
 
-@pytest.mark.parametrize("step", [np.int64(4), np.float32(4.0), np.int32(4)])
+@pytest.mark.parametrize("step", [np.int64(4), np.float32(4.0), np.int32(4), np.array(4.0)])
 def test_a_numpy_band_step_is_a_step(step):
     """bands=np.int64(4) is a step of 4 h, as bands=4 (it had been taken as the one band time
-    4 h)."""
+    4 h); so is a 0-d array, np.array(4.0)."""
     kw = dict(metrics=("cmax",), band_outputs=("plasma",), horizon_h=24.0, progress=False)
     got = population("ketamine-iv", ONE_MONTH, 2, bands=step, **kw).bands
     want = population("ketamine-iv", ONE_MONTH, 2, bands=4, **kw).bands

@@ -1000,6 +1000,8 @@ def _band_setup(model, doses, bands, band_outputs, horizon):
     from .result import PD_OUTPUTS
     from .simulate import _coerce_times
 
+    if isinstance(bands, np.ndarray) and bands.ndim == 0:
+        bands = bands[()]           # a 0-d array is its number, as elsewhere (not one time)
     if isinstance(bands, np.bool_):   # np.True_ is True (it had been read as a band time)
         bands = bool(bands)
     if bands is None or bands is False:
