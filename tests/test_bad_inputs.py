@@ -689,6 +689,10 @@ def test_outputs_that_are_not_names_are_named_and_numpy_names_are_names():
     d = ketasim.Doses.single(35.0, "iv")
     with pytest.raises(KetasimInputError, match="outputs: got 123, expected an output name"):
         ketasim.simulate("ketamine-iv", d, [0.0, 1.0], outputs=123)
+    # (a dict had given its keys, its values dropped without a word)
+    with pytest.raises(KetasimInputError, match=r"outputs: got \{'plasma': 1\}, expected an "
+                                                "output name or a list of names"):
+        ketasim.simulate("ketamine-iv", d, [0.0, 1.0], outputs={"plasma": 1})
     r = ketasim.simulate("ketamine-iv", d, [0.0, 1.0], outputs=np.array(["plasma", "occupancy"]))
     assert r.names == ("plasma", "occupancy") and all(type(n) is str for n in r.names)
 

@@ -547,6 +547,8 @@ def prepare(model, doses, params=None, weight_kg=70.0, *, outputs=None, amounts=
         sch = sch_avail
     else:
         try:
+            if isinstance(outputs, Mapping):    # (its keys had been taken, its values dropped)
+                raise TypeError
             requested = [outputs] if isinstance(outputs, str) else list(outputs)
         except TypeError:
             raise KetasimInputError(f"outputs: got {outputs!r}, expected an output name or a "
