@@ -871,3 +871,18 @@ def test_a_course_too_long_for_its_grid_says_so_in_short_numbers(tmp_path, capsy
     assert main(["course", "--doses", str(table), "--out-dir", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err
     assert len(err) < 300 and "1e+306 h" in err and "more than the 200,000,000" in err, err
+
+
+def test_peaks_at_the_session_start_keep_their_time_column(tmp_path, capsys):
+    """IV boluses peak at 0 min in every session: the "at min" column had been left out as
+    a column of zeros, so the table no longer said when the peaks were."""
+    doses = tmp_path / "bolus.csv"
+    doses.write_text("time_h,amount_mg,route\n0,35,iv\n48,35,iv\n")
+    assert main(["course", "--doses", str(doses), "--out-dir", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    head = next(ln for ln in lines if ln.lstrip().startswith("session"))
+    assert "peak ng/mL  at min" in head, head
+    rows = [ln.split() for ln in lines if ln.strip()[:1].isdigit()]
+    # session, day, peak, at min
+    assert len(rows) == 2 and all(r[3] == "0" for r in rows), rows

@@ -429,7 +429,7 @@ def _table(head, rows, left=()) -> str:
 
 def session_table(run):
     """(head, rows, footnotes) of the per-session summary, strings only; columns that are
-    absent or zero throughout are left out."""
+    absent or zero throughout are left out (the peaks' times only with the peaks)."""
     cm = run.metrics
     starts = cm.session_start_h
     cols = [("session", [str(i + 1) for i in range(starts.size)]),
@@ -442,8 +442,12 @@ def session_table(run):
         cols.append(("occupancy %", [fmt(v, "pct") for v in cm.peak_occupancy]))
     if np.isfinite(cm.peak_glutamate).any():
         cols.append(("glutamate ×", [fmt(v) for v in cm.peak_glutamate]))
-    cols = [(h, c) for h, c in cols if not all(x in ("0", "–") for x in c) or h in
-            ("session", "day")]
+    # (a peak at 0 min, every session's with IV boluses, is a time: it had been left out as a
+    # column of zeros, so the table no longer said when the peaks were)
+    kept = ("session", "day", "at min")
+    cols = [(h, c) for h, c in cols if not all(x in ("0", "–") for x in c) or h in kept]
+    if "peak ng/mL" not in [h for h, _ in cols]:
+        cols = [(h, c) for h, c in cols if h != "at min"]
     head = [h for h, _ in cols]
     rows = [list(r) for r in zip(*[c for _, c in cols])]
     notes = []
