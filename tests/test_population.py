@@ -2140,3 +2140,13 @@ def test_covariate_weights_the_model_does_not_use_are_said_to_change_nothing(tmp
     assert main(["population", "--doses", str(dz), "--n", "2", "--covariates", str(cov),
                  "--metrics", "cmax", "--out", str(tmp_path / "q.csv"), "-q"]) == 0
     assert "weight effect" not in capsys.readouterr().err      # ketamine-iv scales with it
+
+
+def test_drawn_parameters_are_at_the_reference_weight_only_where_weight_matters():
+    """The param_* columns are the values drawn at the model's reference weight: said for
+    ketamine-iv (weight scales its parameters), not for esketamine-nasal, which has no
+    weight effect (its values had been said to be "at 70 kg" too)."""
+    iv = population("ketamine-iv", ONE_MONTH, 2, metrics=("cmax",), progress=False)
+    assert iv.units["param_CL"] == "L/h at 70 kg"
+    nasal = population("esketamine-nasal", "spravato", 2, metrics=("cmax",), progress=False)
+    assert nasal.units["param_QH"] == "L/h" and nasal.units["param_V1"] == "L"

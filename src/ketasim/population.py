@@ -1345,12 +1345,15 @@ def population(model, doses, n: int, seed: int = 0, *, metrics=None, bands=None,
                     "the same seed draws them in smaller runs (the first k subjects of a run "
                     "are the k subjects of a run of k)")
         from .modelfile import parameter_units
+        from .plotting import uses_weight
         punits = parameter_units(model)
+        # the value drawn at the model's reference weight (a model without a weight effect,
+        # esketamine-nasal, had its values said to be "at 70 kg" too)
+        at = f" at {model.reference_weight_kg:g} kg" if uses_weight(model) else ""
         for k in model.variability.names:
-            if k in drawn:     # the value drawn at the model's reference weight
+            if k in drawn:
                 columns[f"param_{k}"] = drawn[k]
-                units[f"param_{k}"] = (f"{punits.get(k, 'model unit')} at "
-                                       f"{model.reference_weight_kg:g} kg")
+                units[f"param_{k}"] = f"{punits.get(k, 'model unit')}{at}"
     for k in _order_columns(list(col.cols), metrics):
         columns[k] = col.cols[k]
         units[k] = metric_unit(k)
