@@ -56,10 +56,11 @@ _THETA13 = 5.371920351148152
 # functions Python calls (the kernels, and the few helpers the tests call) keep theirs.
 #
 # Inlining. ``inline="always"`` makes Numba type and lower the helper again inside each caller,
-# as part of the caller's own (larger, slower to type) function: only the two helpers the
-# schematic integrator calls per step have it. The block helper (:func:`_blk_run`, once per
-# block) and the exact metrics' small helpers are plain calls (inlined they had cost 1.5 s of the
-# grid kernel's cold compile and 0.3 s of the metrics kernel's; LLVM still inlines what is small).
+# as part of the caller's own (larger, slower to type) function: only where a call costs run
+# time, the block writer (:func:`_blk_run`: a call took a fifth of a block, for 1.5 s of the
+# grid kernel's cold compile) and the two helpers the schematic integrator calls per step. The
+# exact metrics' polynomial helpers are plain calls (inlined they had cost 0.3 s of the metrics
+# kernel's cold compile; LLVM still inlines what is small).
 
 # Event kinds
 BOLUS = 0
@@ -1187,7 +1188,7 @@ def _pack_live(T, idx):
     return c
 
 
-@njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
+@njit(cache=True, inline="always")
 def _blk_run(x, u, has_u, L, m, dup, Rt, Nt, rcnt, ridx, ncnt, nidx, LPt, LGt, out, it, yb,
              xn):
     """Write the linear outputs (rows < m: as they are; rows >= m: occupancy s/(1+s)) at the
