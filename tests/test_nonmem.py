@@ -1064,3 +1064,34 @@ def test_a_dose_item_that_is_no_number_is_refused_not_taken_for_0(cell):
     text = f"ID,TIME,AMT,DV,CMT\n1,0,35,.,iv\n1,1,{cell},5,iv\n"
     with pytest.raises(KetasimInputError, match=r"line 3: amount_mg: got .*expected a number"):
         ketasim.read_doses(io.StringIO(text))
+
+
+def test_reset_that_starts_the_time_again_is_refused():
+    """NONMEM lets TIME start again at a reset (a crossover's second period back at 0 after
+    EVID 4); ketasim orders a subject's rows by time, so the second period's dose had been
+    added to the first one's at 0 h (3000 ng/mL instead of 100 mg, then 50 mg alone)."""
+    text = ("ID,TIME,AMT,CMT,EVID,MDV,DV\n"
+            "1,0,100,2,1,1,.\n"
+            "1,12,0,2,0,0,3\n"
+            "1,0,50,2,4,1,.\n"
+            "1,12,0,2,0,0,3\n")
+    with pytest.raises(KetasimInputError, match=r"line 4: a reset \(evid 4\) at time_h 0 "
+                       r"after line 3 at 12 h.*NONMEM starts the time again"):
+        dosing.read_doses(io.StringIO(text))
+    rows = [dict(ID=1, TIME=0, AMT=100, CMT=2, EVID=1, DV="."),
+            dict(ID=1, TIME=12, AMT=0, CMT=2, EVID=0, DV=3),
+            dict(ID=1, TIME=0, AMT=0, CMT=".", EVID=3, DV=".")]
+    with pytest.raises(KetasimInputError, match=r"row 3: a reset \(evid 3\) at time_h 0 "
+                       r"after row 2 at 12 h"):
+        ketasim.Doses.from_records(rows)
+    # the time kept running, or another subject: read as before; and a table that is no
+    # NONMEM dataset (no DV or MDV) may list its rows in any order, a reset last
+    ok = ("ID,TIME,AMT,CMT,EVID,DV\n1,0,100,2,1,.\n1,12,0,2,0,3\n1,24,50,2,4,.\n"
+          "2,0,50,2,4,.\n")
+    assert sorted(dosing.read_doses(io.StringIO(ok)).time_h.tolist()) == [0.0, 0.0, 24.0]
+    plain = "time_h,amount_mg,route,evid\n0,100,2,1\n12,10,2,1\n6,0,,3\n"
+    assert sorted(dosing.read_doses(io.StringIO(plain)).time_h.tolist()) == [0.0, 6.0, 12.0]
+    assert len(ketasim.Doses.from_records([
+        {"time_h": 0, "amount_mg": 100, "route": "2"}, {"time_h": 12, "amount_mg": 1,
+                                                        "route": "2"},
+        {"time_h": 6, "evid": 3}])) == 3

@@ -484,11 +484,13 @@ class Doses(Derived):
         skipped_ids = []        # the subject of each skipped row that names one
         obs_cov: dict = {}      # (subject text, covariate) -> its values on skipped rows
         n_obs = [0]             # rows skipped
+        restarts = _TimeRestart(source)
 
         def skip(rec):
             """An observation row (evid 0 or 2, or told by MDV): counted, its subject and
             covariates kept, as read_doses keeps them."""
             n_obs[0] += 1
+            restarts.see(rec.get("subject", ""), rec.get("time_h"), 0, f"row {i + 1}", False)
             sid = rec.get("subject")
             if sid is not None:
                 skipped_ids.append(sid)
@@ -502,6 +504,7 @@ class Doses(Derived):
             nm = {}                 # the NONMEM items read_doses reads: MDV, C, DATE, DAT1-3
             names = {}              # column -> the key the record gives it by (AMT, RATE, ...)
             nonmem = False          # a DV key: a NONMEM dataset's record
+            keys = {str(k).upper() for k in r}
             for k, v in r.items():
                 c = _canonical(str(k))
                 if c is None:
@@ -578,6 +581,9 @@ class Doses(Derived):
                                "route": "a route name such as iv"}[c]
                             + f" ({c} is required on every dose row; NaN is an empty cell)")
                     raise KetasimInputError(f"{source}: row {i + 1}: missing {c}")
+            restarts.see(rec.get("subject", ""), rec.get("time_h"),
+                         int(ev) if isinstance(ev, (int, float, np.integer, np.floating))
+                         and ev in (3, 4) else 0, f"row {i + 1}", nonmem or "MDV" in keys)
             rows.append(rec)
         has_subject = any("subject" in rec for rec in rows)
         for j, rec in enumerate(rows):
@@ -1085,6 +1091,40 @@ def _observation_only(skipped_ids, kept) -> tuple:
     return tuple(sorted(out - have))
 
 
+class _TimeRestart:
+    """Refuses, in a NONMEM dataset (a ``DV`` or ``MDV`` column), a reset row (evid 3 or 4)
+    whose time is earlier than a row of its subject read before it (observation rows
+    included). NONMEM starts the time again there (a new occasion of a crossover, TIME back to
+    0), while ketasim orders a subject's rows by time, so the reset would have come before the
+    earlier rows' doses and added to them. (Other tables' rows may come in any order.)"""
+
+    def __init__(self, where: str):
+        self.where = where
+        self.latest: dict = {}      # subject -> (latest time, its line or row)
+
+    def see(self, subject, time, reset: int, at: str, nonmem: bool) -> None:
+        try:
+            t = float(to_float(time) if isinstance(time, str) else time)
+        except (TypeError, ValueError):
+            return                  # (reported where the row's time is read)
+        if not math.isfinite(t):
+            return
+        try:
+            key = float(to_float(subject) if isinstance(subject, str) else subject)
+        except (TypeError, ValueError):
+            key = subject
+        seen = self.latest.get(key)
+        if nonmem and reset and seen is not None and t < seen[0]:
+            raise KetasimInputError(
+                f"{self.where}: {at}: a reset (evid {'4' if reset == 4 else '3'}) at time_h "
+                f"{t:g} after {seen[1]} at {seen[0]:g} h of the same subject: NONMEM starts "
+                "the time again at such a reset, which ketasim does not (it orders a subject's "
+                "rows by time, so the reset would come before those rows' doses); expected "
+                f"time_h in hours since the first dose, {seen[0]:g} or later here")
+        if seen is None or t > seen[0]:
+            self.latest[key] = (t, at)
+
+
 def _number(v: str, c: str, where: str, line_no: int) -> float:
     try:
         x = to_float(v)
@@ -1225,6 +1265,7 @@ def _parse(lines, where: str) -> Doses:
     obs_cov: dict = {}          # (subject text, covariate) -> set of values on skipped rows
     n_rows = 0
     nan = float("nan")
+    restarts = _TimeRestart(where)
     for r in reader:
         line_no = reader.line_num
         if not any(c.strip() for c in r) or r[0].lstrip().startswith("#"):
@@ -1267,6 +1308,9 @@ def _parse(lines, where: str) -> Doses:
             elif evid not in (1.0, 3.0, 4.0):
                 raise KetasimInputError(f"{where}: line {line_no}: evid: got {ev}, expected 0, "
                                         "1, 2, 3 or 4 (NONMEM event ids)")
+        restarts.see(cells.get("subject", ""), cells["time_h"],
+                     int(evid) if not observation and evid in (3.0, 4.0) else 0,
+                     f"line {line_no}", nonmem or mdv_pos is not None)
         if observation:          # skipped, counted, its subject and covariates kept
             skipped += 1
             skipped_ids.append(cells.get("subject", ""))
