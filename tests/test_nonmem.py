@@ -1095,3 +1095,27 @@ def test_reset_that_starts_the_time_again_is_refused():
         {"time_h": 0, "amount_mg": 100, "route": "2"}, {"time_h": 12, "amount_mg": 1,
                                                         "route": "2"},
         {"time_h": 6, "evid": 3}])) == 3
+
+
+def test_reset_at_the_time_of_a_dose_above_it_is_refused():
+    """In a NONMEM dataset a reset after a dose row of the same time wipes that dose (NONMEM
+    reads the records in order); ketasim resets before every dose at its time, so the dose
+    had been kept: 150 mg at 0 h instead of NONMEM's 50."""
+    text = ("ID,TIME,AMT,CMT,EVID,DV\n"
+            "1,0,100,2,1,.\n"
+            "1,0,50,2,4,.\n"
+            "1,2,0,2,0,1\n")
+    with pytest.raises(KetasimInputError, match=r"line 3: a reset \(evid 4\) at time_h 0, the "
+                       r"time of the dose on line 2 above it: NONMEM gives that dose and then "
+                       r"resets"):
+        dosing.read_doses(io.StringIO(text))
+    rows = [dict(ID=1, TIME=0, AMT=100, CMT=2, EVID=1, MDV=1),
+            dict(ID=1, TIME=0, AMT=0, CMT=".", EVID=3, MDV=1)]
+    with pytest.raises(KetasimInputError, match=r"row 2: a reset \(evid 3\) at time_h 0, the "
+                       r"time of the dose on row 1"):
+        ketasim.Doses.from_records(rows)
+    # the reset above the doses of its time (NONMEM: reset, then both doses), or another
+    # subject's dose: read as before
+    ok = ("ID,TIME,AMT,CMT,EVID,DV\n1,0,50,2,4,.\n1,0,100,2,1,.\n2,0,10,2,1,.\n"
+          "1,2,0,2,0,1\n3,0,5,2,1,.\n2,1,10,2,1,.\n3,1,0,,3,.\n")
+    assert dosing.read_doses(io.StringIO(ok)).amount_mg.tolist() == [50, 100, 10, 5, 10, 0]

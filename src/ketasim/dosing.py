@@ -490,7 +490,8 @@ class Doses(Derived):
             """An observation row (evid 0 or 2, or told by MDV): counted, its subject and
             covariates kept, as read_doses keeps them."""
             n_obs[0] += 1
-            restarts.see(rec.get("subject", ""), rec.get("time_h"), 0, f"row {i + 1}", False)
+            restarts.see(rec.get("subject", ""), rec.get("time_h"), 0, f"row {i + 1}", False,
+                         False)
             sid = rec.get("subject")
             if sid is not None:
                 skipped_ids.append(sid)
@@ -583,7 +584,8 @@ class Doses(Derived):
                     raise KetasimInputError(f"{source}: row {i + 1}: missing {c}")
             restarts.see(rec.get("subject", ""), rec.get("time_h"),
                          int(ev) if isinstance(ev, (int, float, np.integer, np.floating))
-                         and ev in (3, 4) else 0, f"row {i + 1}", nonmem or "MDV" in keys)
+                         and ev in (3, 4) else 0, f"row {i + 1}", nonmem or "MDV" in keys,
+                         ev != 3)
             rows.append(rec)
         has_subject = any("subject" in rec for rec in rows)
         for j, rec in enumerate(rows):
@@ -1096,13 +1098,16 @@ class _TimeRestart:
     whose time is earlier than a row of its subject read before it (observation rows
     included). NONMEM starts the time again there (a new occasion of a crossover, TIME back to
     0), while ketasim orders a subject's rows by time, so the reset would have come before the
-    earlier rows' doses and added to them. (Other tables' rows may come in any order.)"""
+    earlier rows' doses and added to them. (Other tables' rows may come in any order.) So is
+    a reset at the time of a dose row above it: NONMEM gives that dose, then resets (the dose
+    is lost), while ketasim resets before every dose at its time."""
 
     def __init__(self, where: str):
         self.where = where
         self.latest: dict = {}      # subject -> (latest time, its line or row)
+        self.dose: dict = {}        # subject -> (time, line or row) of its last dose row
 
-    def see(self, subject, time, reset: int, at: str, nonmem: bool) -> None:
+    def see(self, subject, time, reset: int, at: str, nonmem: bool, dose: bool) -> None:
         try:
             t = float(to_float(time) if isinstance(time, str) else time)
         except (TypeError, ValueError):
@@ -1121,8 +1126,18 @@ class _TimeRestart:
                 "the time again at such a reset, which ketasim does not (it orders a subject's "
                 "rows by time, so the reset would come before those rows' doses); expected "
                 f"time_h in hours since the first dose, {seen[0]:g} or later here")
+        given = self.dose.get(key)
+        if nonmem and reset and given is not None and t == given[0]:
+            raise KetasimInputError(
+                f"{self.where}: {at}: a reset (evid {'4' if reset == 4 else '3'}) at time_h "
+                f"{t:g}, the time of the dose on {given[1]} above it: NONMEM gives that dose and "
+                "then resets (the dose is lost), while ketasim resets before every dose at its "
+                "time (the dose would be kept); expected the reset row above the doses of its "
+                "time, or the dose left out")
         if seen is None or t > seen[0]:
             self.latest[key] = (t, at)
+        if dose:
+            self.dose[key] = (t, at)
 
 
 def _number(v: str, c: str, where: str, line_no: int) -> float:
@@ -1310,7 +1325,8 @@ def _parse(lines, where: str) -> Doses:
                                         "1, 2, 3 or 4 (NONMEM event ids)")
         restarts.see(cells.get("subject", ""), cells["time_h"],
                      int(evid) if not observation and evid in (3.0, 4.0) else 0,
-                     f"line {line_no}", nonmem or mdv_pos is not None)
+                     f"line {line_no}", nonmem or mdv_pos is not None,
+                     not observation and evid != 3.0)
         if observation:          # skipped, counted, its subject and covariates kept
             skipped += 1
             skipped_ids.append(cells.get("subject", ""))
