@@ -1119,3 +1119,19 @@ def test_reset_at_the_time_of_a_dose_above_it_is_refused():
     ok = ("ID,TIME,AMT,CMT,EVID,DV\n1,0,50,2,4,.\n1,0,100,2,1,.\n2,0,10,2,1,.\n"
           "1,2,0,2,0,1\n3,0,5,2,1,.\n2,1,10,2,1,.\n3,1,0,,3,.\n")
     assert dosing.read_doses(io.StringIO(ok)).amount_mg.tolist() == [50, 100, 10, 5, 10, 0]
+
+
+def test_steady_state_dose_at_the_time_of_a_dose_above_it_is_refused():
+    """SS = 1 resets, in NONMEM after the records above it: a dose row of the same time above
+    a steady-state dose is lost there, while ketasim had added it (its resets come before
+    every dose of their time)."""
+    text = "ID,TIME,AMT,CMT,SS,II,DV\n1,0,100,2,0,0,.\n1,0,50,2,1,12,.\n"
+    with pytest.raises(KetasimInputError, match=r"line 3: a reset \(a steady-state dose, ss 1\) "
+                       r"at time_h 0, the time of the dose on line 2 above it"):
+        dosing.read_doses(io.StringIO(text))
+    with pytest.raises(KetasimInputError, match=r"row 2: a reset \(a steady-state dose, ss 1\)"):
+        ketasim.Doses.from_records([dict(ID=1, TIME=0, AMT=100, CMT=2, DV=None),
+                                    dict(ID=1, TIME=0, AMT=50, CMT=2, SS=1, II=12, DV=None)])
+    # the steady-state dose first (NONMEM: reset to steady state, then the others), or SS = 2
+    ok = "ID,TIME,AMT,CMT,SS,II,DV\n1,0,50,2,1,12,.\n1,0,100,2,0,0,.\n1,0,100,2,2,12,.\n"
+    assert dosing.read_doses(io.StringIO(ok)).ss.tolist() == [1, 0, 2]

@@ -490,8 +490,8 @@ class Doses(Derived):
             """An observation row (evid 0 or 2, or told by MDV): counted, its subject and
             covariates kept, as read_doses keeps them."""
             n_obs[0] += 1
-            restarts.see(rec.get("subject", ""), rec.get("time_h"), 0, f"row {i + 1}", False,
-                         False)
+            restarts.see(rec.get("subject", ""), rec.get("time_h"), 0, f"row {i + 1}",
+                         nonmem or "MDV" in keys, False)
             sid = rec.get("subject")
             if sid is not None:
                 skipped_ids.append(sid)
@@ -585,7 +585,7 @@ class Doses(Derived):
             restarts.see(rec.get("subject", ""), rec.get("time_h"),
                          int(ev) if isinstance(ev, (int, float, np.integer, np.floating))
                          and ev in (3, 4) else 0, f"row {i + 1}", nonmem or "MDV" in keys,
-                         ev != 3)
+                         ev != 3, rec.get("ss"))
             rows.append(rec)
         has_subject = any("subject" in rec for rec in rows)
         for j, rec in enumerate(rows):
@@ -1099,15 +1099,19 @@ class _TimeRestart:
     included). NONMEM starts the time again there (a new occasion of a crossover, TIME back to
     0), while ketasim orders a subject's rows by time, so the reset would have come before the
     earlier rows' doses and added to them. (Other tables' rows may come in any order.) So is
-    a reset at the time of a dose row above it: NONMEM gives that dose, then resets (the dose
-    is lost), while ketasim resets before every dose at its time."""
+    a reset at the time of a dose row above it (a steady-state dose, ss 1, resets too): NONMEM
+    gives that dose, then resets (the dose is lost), while ketasim resets before every dose at
+    its time."""
 
     def __init__(self, where: str):
         self.where = where
         self.latest: dict = {}      # subject -> (latest time, its line or row)
         self.dose: dict = {}        # subject -> (time, line or row) of its last dose row
 
-    def see(self, subject, time, reset: int, at: str, nonmem: bool, dose: bool) -> None:
+    def see(self, subject, time, reset: int, at: str, nonmem: bool, dose: bool,
+            ss=None) -> None:
+        if not nonmem:              # (rows of other tables may come in any order)
+            return
         try:
             t = float(to_float(time) if isinstance(time, str) else time)
         except (TypeError, ValueError):
@@ -1119,7 +1123,7 @@ class _TimeRestart:
         except (TypeError, ValueError):
             key = subject
         seen = self.latest.get(key)
-        if nonmem and reset and seen is not None and t < seen[0]:
+        if reset and seen is not None and t < seen[0]:
             raise KetasimInputError(
                 f"{self.where}: {at}: a reset (evid {'4' if reset == 4 else '3'}) at time_h "
                 f"{t:g} after {seen[1]} at {seen[0]:g} h of the same subject: NONMEM starts "
@@ -1127,9 +1131,14 @@ class _TimeRestart:
                 "rows by time, so the reset would come before those rows' doses); expected "
                 f"time_h in hours since the first dose, {seen[0]:g} or later here")
         given = self.dose.get(key)
-        if nonmem and reset and given is not None and t == given[0]:
+        try:
+            steady = dose and float(to_float(ss) if isinstance(ss, str) else ss) == 1.0
+        except (TypeError, ValueError):
+            steady = False          # (blank, or reported where the row's ss is read)
+        if (reset or steady) and given is not None and t == given[0]:
+            kind = f"evid {'4' if reset == 4 else '3'}" if reset else "a steady-state dose, ss 1"
             raise KetasimInputError(
-                f"{self.where}: {at}: a reset (evid {'4' if reset == 4 else '3'}) at time_h "
+                f"{self.where}: {at}: a reset ({kind}) at time_h "
                 f"{t:g}, the time of the dose on {given[1]} above it: NONMEM gives that dose and "
                 "then resets (the dose is lost), while ketasim resets before every dose at its "
                 "time (the dose would be kept); expected the reset row above the doses of its "
@@ -1326,7 +1335,7 @@ def _parse(lines, where: str) -> Doses:
         restarts.see(cells.get("subject", ""), cells["time_h"],
                      int(evid) if not observation and evid in (3.0, 4.0) else 0,
                      f"line {line_no}", nonmem or mdv_pos is not None,
-                     not observation and evid != 3.0)
+                     not observation and evid != 3.0, cells.get("ss"))
         if observation:          # skipped, counted, its subject and covariates kept
             skipped += 1
             skipped_ids.append(cells.get("subject", ""))
