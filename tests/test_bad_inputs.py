@@ -1070,3 +1070,35 @@ def test_a_weight_no_person_has_is_said_once_by_a_population_or_sweep():
             run()
         said = [str(x.message) for x in w if issubclass(x.category, ketasim.KetasimWarning)]
         assert len(said) == 1 and said[0].startswith("weight_kg: "), said
+
+
+@pytest.mark.parametrize("line, message", [
+    ('labels = "ketamine"', r"\[model\] labels: got 'ketamine', expected a table of analyte"),
+    ("labels = { plasma = 3 }", r"\[model\] labels: got \{'plasma': 3\}, expected a table"),
+    ('labels = { plasmaa = "ketamine" }', r"\[model\] labels: unknown name 'plasmaa' \(did "
+                                          r"you mean 'plasma'\?\)"),
+    ("sampling = 1", r"\[model\] sampling: got 1, expected text"),
+    ("title = 3", r"\[model\] title: got 3, expected text"),
+    ("dose_note = [1]", r"\[model\] dose_note: got \[1\], expected text"),
+])
+def test_model_text_fields_are_checked(tmp_path, capsys, line, message):
+    """[model]'s text fields and labels are drawn in figures: labels that were no table, or a
+    sampling that was no text, had been an internal error of --plot (AttributeError,
+    TypeError), other non-text values drawn as written, and a misspelt analyte's label left
+    out without a word."""
+    text = GOOD_MODEL.replace('name = "one-cpt"\n', f'name = "one-cpt"\n{line}\n', 1)
+    text = text.replace("[effects]", '[observe]\nplasma = "central"\n\n[effects]', 1)
+    m = tmp_path / "m.toml"
+    m.write_text(text)
+    with pytest.raises(KetasimInputError, match=message):
+        ketasim.load_model(str(m))
+    d = tmp_path / "d.csv"
+    d.write_text(GOOD_DOSES)
+    out = tmp_path / "new" / "o.csv"
+    rc, err = run_cli(["simulate", "--model", str(m), "--doses", str(d), "--until", "24",
+                       "--out", str(out), "--plot", str(tmp_path / "new" / "o.png")], capsys)
+    assert rc == 1 and re.search(message, err) and "internal error" not in err
+    assert not out.parent.exists()
+    ok = text.replace(line, 'labels = { plasma = "drug X" }\nsampling = "venous"')
+    m.write_text(ok)
+    assert ketasim.load_model(str(m)).meta["labels"] == {"plasma": "drug X"}

@@ -199,6 +199,17 @@ def _build(spec: dict, where: str, name: str | None) -> Model:
     _keys(spec, _TOP, where)
     meta = dict(_table(spec, "model", where))
     _keys(meta, MODEL_KEYS, f"{where}: [model]")      # a misspelt key would be lost silently
+    for k in MODEL_KEYS:
+        # (they are drawn and printed as text: a number or a list had been an internal error
+        # in the figures, or drawn as it was written)
+        if k not in ("name", "labels") and k in meta and not isinstance(meta[k], str):
+            raise KetasimInputError(f"{where}: [model] {k}: got {meta[k]!r}, expected text (a "
+                                    "quoted string)")
+    labels = meta.get("labels", {})
+    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+        raise KetasimInputError(f"{where}: [model] labels: got {labels!r}, expected a table of "
+                                "analyte = \"name in figures\", e.g. labels = { plasma = "
+                                "\"ketamine\" }")
     name = meta.get("name", name or "model")
     if not isinstance(name, str) or not name.strip():
         # (it titles figures, names the model in messages and heads compare's columns)
@@ -443,6 +454,8 @@ def _build(spec: dict, where: str, name: str | None) -> Model:
                                     "is the sum of its concentrations: it would be counted "
                                     "twice); expected each name once")
         observe[a] = tuple(items)
+    for a in labels:        # (a misspelt analyte's label had been left out without a word)
+        check_name(a, list(observe) + conc_names, "[model] labels", where)
 
     occ = _table(spec, "occupancy", where)
     _keys(occ, {"ligands", "receptor", "calibrations", "default", "drive"},
