@@ -1116,9 +1116,9 @@ def test_reset_at_the_time_of_a_dose_above_it_is_refused():
         ketasim.Doses.from_records(rows)
     # the reset above the doses of its time (NONMEM: reset, then both doses), or another
     # subject's dose: read as before
-    ok = ("ID,TIME,AMT,CMT,EVID,DV\n1,0,50,2,4,.\n1,0,100,2,1,.\n2,0,10,2,1,.\n"
-          "1,2,0,2,0,1\n3,0,5,2,1,.\n2,1,10,2,1,.\n3,1,0,,3,.\n")
-    assert dosing.read_doses(io.StringIO(ok)).amount_mg.tolist() == [50, 100, 10, 5, 10, 0]
+    ok = ("ID,TIME,AMT,CMT,EVID,DV\n1,0,50,2,4,.\n1,0,100,2,1,.\n1,2,0,2,0,1\n"
+          "2,0,10,2,1,.\n2,1,10,2,1,.\n3,1,0,,3,.\n")
+    assert dosing.read_doses(io.StringIO(ok)).amount_mg.tolist() == [50, 100, 10, 10, 0]
 
 
 def test_steady_state_dose_at_the_time_of_a_dose_above_it_is_refused():
@@ -1135,3 +1135,20 @@ def test_steady_state_dose_at_the_time_of_a_dose_above_it_is_refused():
     # the steady-state dose first (NONMEM: reset to steady state, then the others), or SS = 2
     ok = "ID,TIME,AMT,CMT,SS,II,DV\n1,0,50,2,1,12,.\n1,0,100,2,0,0,.\n1,0,100,2,2,12,.\n"
     assert dosing.read_doses(io.StringIO(ok)).ss.tolist() == [1, 0, 2]
+
+
+def test_nonmem_id_that_comes_back_is_refused():
+    """NONMEM starts a new individual wherever the ID changes, so rows of ID 1 after ID 2's are
+    another individual; ketasim had joined them to subject 1 (200 mg at 0 h: 4000 ng/mL
+    instead of two individuals of 100 mg)."""
+    text = "ID,TIME,AMT,CMT,DV\n1,0,100,2,.\n2,0,50,2,.\n1,0,100,2,.\n"
+    with pytest.raises(KetasimInputError, match=r"line 4: subject 1 again, after the rows of "
+                       r"subject 2 \(line 3\): NONMEM reads"):
+        dosing.read_doses(io.StringIO(text))
+    with pytest.raises(KetasimInputError, match=r"row 3: subject 1 again"):
+        ketasim.Doses.from_records([dict(ID=1, TIME=0, AMT=1, CMT=2, MDV=1),
+                                    dict(ID=2, TIME=0, AMT=1, CMT=2, MDV=1),
+                                    dict(ID=1, TIME=1, AMT=0, CMT=2, MDV=0)])
+    # a table that is no NONMEM dataset may list its rows in any order
+    plain = "subject,time_h,amount_mg,route\n1,0,100,2\n2,0,50,2\n1,5,100,2\n"
+    assert dosing.read_doses(io.StringIO(plain)).subject.tolist() == [1, 2, 1]

@@ -1101,12 +1101,14 @@ class _TimeRestart:
     earlier rows' doses and added to them. (Other tables' rows may come in any order.) So is
     a reset at the time of a dose row above it (a steady-state dose, ss 1, resets too): NONMEM
     gives that dose, then resets (the dose is lost), while ketasim resets before every dose at
-    its time."""
+    its time. So are rows of an ID that come back after another ID's: a new individual to
+    NONMEM, while ketasim joins them to the ID's subject."""
 
     def __init__(self, where: str):
         self.where = where
         self.latest: dict = {}      # subject -> (latest time, its line or row)
         self.dose: dict = {}        # subject -> (time, line or row) of its last dose row
+        self.last = None            # the subject of the row before, and that row
 
     def see(self, subject, time, reset: int, at: str, nonmem: bool, dose: bool,
             ss=None) -> None:
@@ -1123,6 +1125,14 @@ class _TimeRestart:
         except (TypeError, ValueError):
             key = subject
         seen = self.latest.get(key)
+        if self.last is not None and key != self.last[0] and key in self.latest:
+            raise KetasimInputError(
+                f"{self.where}: {at}: subject {subject} again, after the rows of subject "
+                f"{self.last[2]} ({self.last[1]}): NONMEM reads the rows of an ID that come back "
+                "after another ID's as a new individual, while ketasim joins them into one "
+                "subject (their doses add up); expected each subject's rows together, or "
+                "another ID for the new individual")
+        self.last = (key, at, subject)
         if reset and seen is not None and t < seen[0]:
             raise KetasimInputError(
                 f"{self.where}: {at}: a reset (evid {'4' if reset == 4 else '3'}) at time_h "
