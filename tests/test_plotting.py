@@ -1525,3 +1525,24 @@ def test_a_reset_row_before_the_first_dose_does_not_start_the_closeup(as_result)
     assert x[np.argmax(y)] == pytest.approx(2 / 3)
     assert marker.get_xdata()[0] == pytest.approx(2 / 3)
     assert marker.get_ydata()[0] == pytest.approx(np.max(y), rel=1e-9)
+
+
+def test_every_infusion_in_a_long_closeup_has_a_visible_bar():
+    """A 672-hour close-up holds the first month's 8 infusions of 40 minutes: each bar is at
+    least a couple of pixels wide (a third of a pixel each, all but one had vanished), and a
+    bar still starts where its infusion does."""
+    from ketasim.plotting import FIGURE_DPI
+
+    run = run_course("ketamine-iv", "standard-iv", until_h=24 * 30, closeup_h=672)
+    fig = plot_course(run, closeup_h=672)
+    fig.set_dpi(FIGURE_DPI)
+    fig.canvas.draw()
+    axz = fig.subfigs[0].axes[0]
+    bars = [c for c in axz.collections if c.get_label().startswith("IV infusion")
+            or (c.get_label().startswith("_") and c.get_transform() != axz.transData)]
+    bars.sort(key=lambda b: float(b.get_paths()[0].vertices[:, 0].min()))
+    starts = [float(b.get_paths()[0].vertices[:, 0].min()) for b in bars]
+    assert starts == pytest.approx([0, 48, 96, 168, 240, 336, 504, 672])
+    for b in bars[:-1]:     # (the last starts where the close-up ends)
+        assert b.get_window_extent().width >= 2.0
+    plt.close(fig)

@@ -782,6 +782,10 @@ def _has(res, name):
     return name in res.names
 
 
+#: the narrowest infusion bar, a fraction of the close-up's span (about 3 px in the figures)
+_MIN_BAR = 0.008
+
+
 def _infusion_bars(ax, doses, t0, t1, color="0.35", label=True, prefix=None, level=0):
     """Each dose in the window: a bar over the infusion (drawn just above the axis) or a
     triangle at a bolus/spray, in axes-fraction height so it never hides a curve. The legend
@@ -816,8 +820,12 @@ def _infusion_bars(ax, doses, t0, t1, color="0.35", label=True, prefix=None, lev
         first[kind] = True
         y0 = 1.0 + 0.06 * level
         if dur > 0:
-            # (drawn above the axes, so not clipped: cut at the window's ends instead)
-            ax.fill_between([max(t, t0) - t0, min(t + dur, t1) - t0], y0, y0 + 0.04,
+            # (drawn above the axes, so not clipped: cut at the window's ends instead; at
+            # least _MIN_BAR of the window wide: in a 672-hour close-up a 40-minute bar is a
+            # third of a pixel, and all but one of the first month's infusions had vanished)
+            a, b = max(t, t0) - t0, min(t + dur, t1) - t0
+            b = max(b, min(a + _MIN_BAR * (t1 - t0), t1 - t0))
+            ax.fill_between([a, b], y0, y0 + 0.04,
                             transform=tr, color=color, clip_on=False, lw=0, label=text)
         else:
             # (a comparison's levels are closer than a full-size marker is tall)
