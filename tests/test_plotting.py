@@ -1546,3 +1546,23 @@ def test_every_infusion_in_a_long_closeup_has_a_visible_bar():
     for b in bars[:-1]:     # (the last starts where the close-up ends)
         assert b.get_window_extent().width >= 2.0
     plt.close(fig)
+
+
+def test_compared_runs_peaking_alike_at_different_times_each_get_a_label_and_marker():
+    """A 28-mg infusion over 20 minutes peaks 1 % below a 35-mg one over 40 minutes, 20
+    minutes earlier: each run's peak is labelled with its own time and marked on its curve
+    (the runs had shared the 40-minute run's label and marker: the 20-minute run's peak was
+    neither marked nor said)."""
+    single = ketasim.Doses.single
+    runs = [run_course("ketamine-iv", single(35.0, "iv", duration_h=2 / 3), label="40 min"),
+            run_course("ketamine-iv", single(28.0, "iv", duration_h=1 / 3), label="20 min")]
+    fig = plot_compare(runs)
+    axz = fig.subfigs[0].axes[0]
+    notes = [t.get_text() for t in axz.texts if t.get_text().startswith("peak ")]
+    assert notes == ["peak 159 ng/mL at 40 min", "peak 157 ng/mL at 20 min"]
+    marks = [(float(ln.get_xdata()[0]), float(ln.get_ydata()[0])) for ln in axz.get_lines()
+             if ln.get_marker() == "o" and len(ln.get_xdata()) == 1]
+    for r in runs:
+        at = (float(r.metrics.tmax_h[0]), float(r.metrics.cmax_ng_ml[0]))
+        assert any(m == pytest.approx(at) for m in marks), (at, marks)
+    plt.close(fig)
