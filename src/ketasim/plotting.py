@@ -1442,7 +1442,17 @@ def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
             firsts = {float(r.closeup.times[0]) for r in runs}
             origin = days_origin(firsts.pop()) if len(firsts) == 1 else \
                 "time 0 of the dose tables"
-            axc.set_xlabel(f"WHOLE COURSE: days from {origin}" + (
+            # an output grid ending before the last session: the course as far as it goes
+            # (a 30-day grid of the 22-session nasal course had been labelled WHOLE COURSE)
+            from .engine import session_starts
+
+            # (a comparison: to the last day any run's grid reaches, when any run is cut)
+            ends = [float(r.course.times[-1]) for r in runs if r.course.times.size]
+            cut = any(r.course.times.size and session_starts(r.doses).size
+                      and session_starts(r.doses)[-1] >= float(r.course.times[-1])
+                      for r in runs)
+            span = f"COURSE TO DAY {_num(max(ends) / 24)}" if cut else "WHOLE COURSE"
+            axc.set_xlabel(f"{span}: days from {origin}" + (
                 " (a marker at every session's peak)" if marked else
                 " (a marker at every session: the subjects' median peak)" if subjects
                 else ""), fontsize=BODY_PT)
