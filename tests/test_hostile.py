@@ -3223,3 +3223,21 @@ def test_doses_from_a_closed_standard_input_are_one_line(argv, tmp_path, monkeyp
     assert rc == 1
     one_line_error(err, "standard input is closed", "a CSV dose table")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_heat_map_axis_over_the_course_length_does_not_repeat_its_name_as_its_unit():
+    """A sweep over months had its axis labelled 'months (months)'; dose_mg_per_kg keeps its
+    unit, 'dose_mg_per_kg (mg/kg)'."""
+    import matplotlib.pyplot as plt
+
+    from ketasim.cli_population import plot_heatmap
+
+    res = ketasim.sweep("ketamine-iv", "standard-iv",
+                        [("dose_mg_per_kg", np.array([0.25, 0.5])),
+                         ("months", np.array([1.0, 2.0]))],
+                        metrics=("cmax",), horizon_h=None)
+    fig = plot_heatmap(res, "cmax", "t")
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "months"
+    assert ax.get_ylabel() == "dose_mg_per_kg (mg/kg)"
+    plt.close(fig)

@@ -565,10 +565,14 @@ def plot_heatmap(result, metric: str, title: str, analyte: str | None = None,
         # mattered (and without the multiplier, 0-6 would read as 0-6 ng/mL)
         cb.ax.yaxis.set_major_formatter(FuncFormatter(
             lambda x, _pos: f"{x:.3g}".replace("-", "\u2212")))
-    ax.set_xlabel(f"{nb} ({result.units.get(nb, '')})".replace(" ()", "")
-                  + (", log scale" if xlog else ""), fontsize=BODY_PT)
-    ax.set_ylabel(f"{na} ({result.units.get(na, '')})".replace(" ()", "")
-                  + (", log scale" if ylog else ""), fontsize=BODY_PT)
+    def axis_label(name):
+        # (a unit that is the name itself is not repeated: "months (months)" had been the
+        # label of a sweep over the course length)
+        unit = result.units.get(name, "")
+        return f"{name} ({unit})" if unit and unit != name else name
+
+    ax.set_xlabel(axis_label(nb) + (", log scale" if xlog else ""), fontsize=BODY_PT)
+    ax.set_ylabel(axis_label(na) + (", log scale" if ylog else ""), fontsize=BODY_PT)
     ax.set_title(title, fontsize=BODY_PT - 1)
     fig.tight_layout()
     # the title is centred over the map: wrapped to the room on its narrower side (a sweep
