@@ -1586,3 +1586,27 @@ def test_a_grid_ending_before_the_last_session_is_not_labelled_the_whole_course(
     labels = [ax.get_xlabel() for sf in fig.subfigs for ax in sf.axes if ax.get_xlabel()]
     assert any(lb.startswith("WHOLE COURSE: days from") for lb in labels), labels
     plt.close(fig)
+
+
+def test_a_dose_tables_subjects_are_said_to_have_their_own_weights_only_when_they_do():
+    """A table without weight_kg runs every subject at one weight: the title states it (it had
+    said 'each with its own doses and weight'); a fixed-dose model states none; a table with
+    different weights keeps 'its own doses and weight'."""
+    def title(model, recs, **kw):
+        r = ketasim.simulate(model, ketasim.Doses.from_records(recs),
+                             ketasim.time_grid(48, 0.25), **kw)
+        fig = plot_course(r)
+        text = " ".join(fig.subfigs[0]._suptitle.get_text().split())
+        plt.close(fig)
+        return text
+
+    iv = [{"subject": s, "time_h": 0.0, "amount_mg": a, "route": "iv", "duration_h": 2 / 3}
+          for s, a in ((1, 25.0), (2, 35.0))]
+    t = title("ketamine-iv", iv, weight_kg=60)
+    assert "each with its own doses · 60 kg median" in t and "weight" not in t
+    spray = [{"subject": s, "time_h": 0.0, "amount_mg": a, "route": "intranasal"}
+             for s, a in ((1, 56.0), (2, 84.0))]
+    t = title("esketamine-nasal", spray)
+    assert "each with its own doses median" in t and "kg" not in t
+    t = title("ketamine-iv", [dict(r, weight_kg=w) for r, w in zip(iv, (50.0, 90.0))])
+    assert "each with its own doses and weight" in t

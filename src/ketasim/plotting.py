@@ -1161,8 +1161,19 @@ def _title(run) -> str:
         src = str(res.doses.source or "")
         # (a table built in Python has no file: its placeholder source "<doses>" is no name)
         src = Path(src).name if src and not src.startswith("<") else "a dose table"
+        # their own weights only where the table gives them different ones (a table without
+        # a weight_kg column, every subject at 70 kg, had been titled "each with its own
+        # doses and weight"); one weight for all is stated as in a single run's title
+        wt = res.params.get("WT") if isinstance(res.params, dict) else None
+        wt = np.unique(np.ravel(np.asarray(wt, dtype=float))) if wt is not None else \
+            np.array([run.weight_kg])
+        if wt.size > 1:
+            own = "own doses and weight"
+        else:
+            own = "own doses" + (f" · {_num(float(wt[0]))} kg" if uses_weight(res.model)
+                                 else "")
         return (f"{drug}: {len(ids):,} subjects of {src}, each with its "
-                "own doses and weight\nmedian and 5-95 % band over the subjects")
+                f"{own}\nmedian and 5-95 % band over the subjects")
     kg = f" · {_num(run.weight_kg)} kg" if uses_weight(res.model) else ""
     return (f"{drug}: {describe_doses(res.doses, run.weight_kg)}"
             f"{kg}\n{run.regimen}")
