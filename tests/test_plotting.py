@@ -1610,3 +1610,13 @@ def test_a_dose_tables_subjects_are_said_to_have_their_own_weights_only_when_the
     assert "each with its own doses median" in t and "kg" not in t
     t = title("ketamine-iv", [dict(r, weight_kg=w) for r, w in zip(iv, (50.0, 90.0))])
     assert "each with its own doses and weight" in t
+
+
+def test_a_named_course_cut_to_one_session_says_so_in_words():
+    """--months 0.05 leaves one session: 'its first session only' (it had been 'its first 1
+    session'), in the printed heading and the figure's title alike."""
+    from ketasim.plotting import course_description
+
+    for name in ("standard-iv", "spravato"):
+        text = course_description(name, ketasim.resolve_doses(name, months=0.05))
+        assert text.endswith("), its first session only"), text

@@ -87,7 +87,8 @@ def course_description(name, doses) -> str | None:
     if n <= k:
         text = text.split(", then every")[0] + ")"
         if n < k:
-            text += f", its first {n} session{'s' if n > 1 else ''}"
+            # ("its first 1 session" had titled a course of 0.05 months)
+            text += f", its first {n} sessions" if n > 1 else ", its first session only"
     return text
 
 
