@@ -164,6 +164,16 @@ def test_course_summary_says_the_concentrations_are_in_plasma(tmp_path, capsys):
            "effect site" in out
 
 
+def test_course_summary_of_a_model_whose_analyte_is_plasma_says_it_once(tmp_path, capsys):
+    """examples/one_compartment.toml names its analyte 'plasma': the header had read
+    'Per session (plasma in plasma)'."""
+    ex = Path(__file__).resolve().parent.parent / "examples"
+    assert main(["course", "--model", str(ex / "one_compartment.toml"), "--doses",
+                 str(ex / "one_compartment_doses.csv"), "--out-dir", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    assert "Per session (plasma):" in out and "plasma in plasma" not in out
+
+
 def test_compare_warns_on_route_mismatch(tmp_path, capsys):
     assert main(["compare", "esketamine-nasal@standard-iv", "esketamine-iv@standard-iv",
                  "--months", "1", "--out-dir", str(tmp_path)]) == 0

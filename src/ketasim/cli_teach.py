@@ -492,7 +492,8 @@ def course_summary(run) -> str:
     cal = (run.course.inputs or {}).get("occupancy_calibration")
     # (the concentrations are plasma's, as the figure's row says; beside "peak at the effect
     # site" for occupancy the header had not said where they were)
-    what = [f"{name} in plasma"]
+    # (a model file whose analyte is named "plasma" had been headed "plasma in plasma")
+    what = [name if name.strip().lower() == "plasma" else f"{name} in plasma"]
     if "occupancy %" in head:
         what.append("occupancy model-predicted, peak at the effect site"
                     + (f", calibration {cal}" if cal else ""))
