@@ -1620,3 +1620,23 @@ def test_a_named_course_cut_to_one_session_says_so_in_words():
     for name in ("standard-iv", "spravato"):
         text = course_description(name, ketasim.resolve_doses(name, months=0.05))
         assert text.endswith("), its first session only"), text
+
+
+def test_compare_peak_labels_after_a_short_closeup_stay_inside_their_panel():
+    """A 15-minute close-up: each run's label 'peak ... at 40 min, after this 15-min panel'
+    is wider than the panel on one line; it had run over the axis's tick labels to the
+    figure's edge. It takes two lines, inside the panel, the labels apart."""
+    runs = [run_course("ketamine-iv", "standard-iv", until_h=24 * 8, closeup_h=0.25),
+            run_course("esketamine-nasal", "spravato", until_h=24 * 8, closeup_h=0.25)]
+    fig = plot_compare(runs, closeup_h=0.25)
+    r = _laid_out(fig)
+    axz = fig.subfigs[0].axes[0]
+    notes = [t for t in axz.texts if t.get_text().startswith("peak ")]
+    assert len(notes) == 2
+    box = axz.get_window_extent(r)
+    boxes = [t.get_window_extent(r) for t in notes]
+    for t, b in zip(notes, boxes):
+        assert "after this 15-min panel" in t.get_text()
+        assert b.x0 >= box.x0 and b.x1 <= box.x1, (t.get_text(), b, box)
+    assert boxes[1].y1 <= boxes[0].y0 + 1
+    plt.close(fig)

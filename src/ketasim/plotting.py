@@ -984,13 +984,28 @@ def _place_notes(fig, ax, notes, xspan, starts=()) -> bool:
                              va="top", ha="right", color=color, zorder=6,
                              bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85,
                                    "pad": 2 if single else 1}))
-    if not len(starts):
-        return False
     import warnings
 
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="constrained_layout not applied")
-        fig.get_layout_engine().execute(fig)
+    def lay_out():
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="constrained_layout not applied")
+            fig.get_layout_engine().execute(fig)
+
+    if not single and any(", after this " in text for text, _c in notes):
+        # a comparison's one-line label wider than its panel (a 15-minute close-up's "peak
+        # 159 ng/mL at 40 min, after this 15-min panel") had run over the axis's tick labels
+        # to the figure's edge: such a label takes two lines, the column stacked by height
+        lay_out()
+        box = ax.get_window_extent()
+        y = 0.97
+        for t in texts:
+            if t.get_window_extent().width > 0.94 * box.width:
+                t.set_text(t.get_text().replace(", after this ", ",\nafter this ", 1))
+            t.set_y(y)
+            y -= t.get_window_extent().height / box.height + 0.01
+    if not len(starts):
+        return False
+    lay_out()
     x0, x1 = xspan
     y0, y1 = ax.get_ylim()
     box = ax.get_window_extent()
