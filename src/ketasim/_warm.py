@@ -4,7 +4,7 @@ A first run with an empty JIT cache compiles two kernels (Numba, one function af
 a process): the grid kernel for the curves and the exact-metrics kernel for the summaries.
 A first run starts a helper process (``python -m ketasim._warm grid metrics``) that compiles
 into the shared cache, while this process compiles the grid kernel: first the grid kernel's
-helpers that its own compilation reaches last (:data:`GRID_PARTS`, about a quarter of it),
+helpers that its own compilation reaches last (:data:`GRID_PARTS`, about a fifth of it),
 then the metrics kernel. This process loads those parts from the cache when it reaches them,
 and :func:`wait` is called before the metrics kernel is first used, which then loads from the
 cache too. With two free cores the first calls of a program that simulates and then takes
@@ -45,24 +45,22 @@ def _in_cache(dispatcher) -> bool:
         return True
 
 
-#: The grid kernel's helpers that its own compilation reaches last — the block tables, the
-#: schematic integrator, and what follows them in :func:`ketasim._kernels.grid_range` — each
+#: The grid kernel's helpers that its own compilation reaches last — the schematic integrator,
+#: the block tables and the event step (which the metrics kernel calls too) — each
 #: with the argument types the grid kernel calls it with (``F``/``I``: C-contiguous float64 /
 #: int64 array of that many dimensions, ``r`` read-only; ``f``, ``i``, ``b``: float64, int64,
 #: bool). A first run's helper compiles them into the cache while this process compiles the
 #: grid kernel's first helpers and its own body; this process then loads them from the cache
-#: when it reaches them (about a quarter of the grid kernel's compile). A signature that no
+#: when it reaches them (about a fifth of the grid kernel's compile: the helper then starts on
+#: the metrics kernel, and the two processes end about together; with the small helpers after
+#: them here too, the helper ended 2 s after this process). A signature that no
 #: longer matches only means this process compiles that helper itself
 #: (``tests/test_warm.py`` checks they match).
 GRID_PARTS = (
     ("_pd_advance", "F1 b f F1 F1 F1 f F1 I1 F3 F3 I1 F1 F2 F1 F1 F1 F1 F1 F1 F1 F1 F1"),
     ("_occ_of", "f"),
     ("_blk_setup", "F2 b b F2 I1 F3 I1 I2 F3 I1 I2 F3 F3 F3 F3"),
-    ("_pd_fill", "F1 F1 i i F2 I1"),
     ("_apply_events", "F1 F1 I1 f i i F1r I1r F1r I1r F2r"),
-    ("_pd_restart", "F1 f F1 F1 F1 F1"),
-    ("_snap_fraction", "f f f"),
-    ("_out_of_range", "F2 f"),
 )
 
 
