@@ -2150,3 +2150,34 @@ def test_drawn_parameters_are_at_the_reference_weight_only_where_weight_matters(
     assert iv.units["param_CL"] == "L/h at 70 kg"
     nasal = population("esketamine-nasal", "spravato", 2, metrics=("cmax",), progress=False)
     assert nasal.units["param_QH"] == "L/h" and nasal.units["param_V1"] == "L"
+
+
+def test_figure_titles_name_input_files_by_their_names(tmp_path, monkeypatch):
+    """A population or sweep figure's title had carried the whole path of --doses and
+    --covariates across the slide ('(/home/.../study/d.csv | covariates /home/.../cov.csv)');
+    it names each file alone, while the table's header line keeps the paths as given."""
+    from ketasim import cli_population
+
+    titles = []
+    real_bands, real_heat = cli_population.plot_bands_figure, cli_population.plot_heatmap
+    monkeypatch.setattr(cli_population, "plot_bands_figure",
+                        lambda b, title, *a, **k: titles.append(title) or
+                        real_bands(b, title, *a, **k))
+    monkeypatch.setattr(cli_population, "plot_heatmap",
+                        lambda r, met, title, **k: titles.append(title) or
+                        real_heat(r, met, title, **k))
+    study = tmp_path / "study"
+    study.mkdir()
+    (study / "d.csv").write_text("time_h,amount_mg,route\n0,56,intranasal\n72,56,intranasal\n")
+    (study / "cov.csv").write_text("subject,age_y\n0,70\n1,40\n")
+    out = tmp_path / "p.csv"
+    assert main(["population", "--model", "esketamine-nasal", "--doses", str(study / "d.csv"),
+                 "--n", "2", "--covariates", str(study / "cov.csv"), "--out", str(out),
+                 "--plot", str(tmp_path / "p.png"), "--quiet"]) == 0
+    assert "(d.csv | covariates cov.csv)" in titles[0] and str(study) not in titles[0]
+    head = out.read_text().splitlines()[0]
+    assert f"doses {study / 'd.csv'}" in head and f"covariates {study / 'cov.csv'}" in head
+    assert main(["sweep", "--model", "esketamine-nasal", "--doses", str(study / "d.csv"),
+                 "--vary", "QH=100:150:2", "--vary", "V1=100:150:2", "--metrics", "cmax",
+                 "--out", str(tmp_path / "s.csv"), "--plot", str(tmp_path / "s.png")]) == 0
+    assert titles[1].startswith("esketamine-nasal, d.csv") and str(study) not in titles[1]

@@ -16,6 +16,7 @@ import argparse
 import io
 import itertools
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -589,10 +590,19 @@ def plot_heatmap(result, metric: str, title: str, analyte: str | None = None,
 
 
 # ---------------------------------------------------------------------- commands
-def _given(args, skip=()) -> str:
+def _file_name(spec) -> str:
+    """A --doses or --covariates value for a figure's title: a file by its name alone (a
+    title had carried the whole path, '/home/.../study/doses.csv', across a slide); a course
+    name, or '-', as it is. The table's header line keeps the value as given."""
+    text = str(spec)
+    return os.path.basename(text) or text if ("/" in text or os.sep in text) else text
+
+
+def _given(args, skip=(), title=False) -> str:
     """The options of a run that change its numbers, for the table's header line (a reader
     of the file must not have to guess the weight, the course length or a parameter);
-    ``skip``: options a figure's title says on a line of its own ("weight")."""
+    ``skip``: options a figure's title says on a line of its own ("weight"); ``title``: for a
+    figure's title, a file by its name alone (:func:`_file_name`)."""
     parts = []
     for attr, fmt in (("months", "months {:.15g}"), ("weight", "weight {:.15g} kg"),
                       ("age", "age {:.15g} y"), ("covariates", "covariates {}"),
@@ -600,7 +610,7 @@ def _given(args, skip=()) -> str:
                       ("occupancy_calibration", "occupancy calibration {}")):
         v = getattr(args, attr, None)
         if v is not None and attr not in skip:
-            parts.append(fmt.format(v))
+            parts.append(fmt.format(_file_name(v) if title and attr == "covariates" else v))
     parts += [f"{k} = {v:.15g}" for k, v in getattr(args, "param", None) or []]
     if getattr(args, "no_variability", False):
         parts.append("no variability")
@@ -971,7 +981,8 @@ def run_population(args) -> int:
         what = _dose_and_weight(model, doses, weight)
         said = ("weight",) if " kg" in what.rpartition(" · ")[2] else ()
         fig = plot_bands_figure(res.bands, f"{model.name}: {args.n:,} virtual patients "
-                                f"({args.doses}{_given(args, said)})\n{what}; model-predicted, "
+                                f"({_file_name(args.doses)}{_given(args, said, True)})\n"
+                                f"{what}; model-predicted, "
                                 "not a dosing recommendation", first_h, model=model,
                                 notes=_peaks_between_band_times(res, model, first_h))
         outputs.append((args.plot, "wb", _figure_bytes(fig, args.plot)))
@@ -1124,7 +1135,8 @@ def run_sweep(args) -> int:
         fixed = _dose_and_weight(model, doses, args.weight, [nm for nm, _ in vary])
         # (the weight: on the dose line when the model uses it, not twice)
         said = ("weight",) if " kg" in fixed.rpartition(" · ")[2] else ()
-        fig = plot_heatmap(two, plot_metric, f"{model.name}, {args.doses}{_given(args, said)}: "
+        fig = plot_heatmap(two, plot_metric, f"{model.name}, {_file_name(args.doses)}"
+                           f"{_given(args, said, True)}: "
                            f"{plot_metric}"
                            + ((" (" + next((w for sfx, w in (("_p05", "5th percentile"),
                                                              ("_p95", "95th percentile"))
