@@ -2259,6 +2259,11 @@ def test_presets_table_shows_a_whole_comment_and_its_unit():
                             "         # (Smith 2001) second part\nB = 2.0  # L/h\n")
     assert notes["A"] == ("L", "first part (Smith 2001) second part", "parameters")
     assert notes["B"] == ("L/h", "", "parameters")
+    # a quoted key is its name (its unit and source had been dropped)
+    notes = parameter_notes('[parameters]\n"V" = 50.0   # L, central volume (Smith 2000)\n'
+                            "'K' = 0.2  # 1/h\n")
+    assert notes["V"] == ("L", "central volume (Smith 2000)", "parameters")
+    assert notes["K"] == ("1/h", "", "parameters")
 
 
 def test_summaries_print_large_numbers_without_an_exponent(capsys):

@@ -690,6 +690,8 @@ def parameter_notes(text: str) -> dict:
             continue
         name, rest = s.split("=", 1)
         name = name.strip()
+        if len(name) > 1 and name[0] == name[-1] and name[0] in "\"'":
+            name = name[1:-1]       # a quoted key, "V" = 50.0, is V (its note had been lost)
         comment = rest.split("#", 1)[1].strip() if "#" in rest else ""
         raw[name] = [comment, heading, section]
         if comment:
