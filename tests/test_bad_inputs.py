@@ -1102,3 +1102,27 @@ def test_model_text_fields_are_checked(tmp_path, capsys, line, message):
     ok = text.replace(line, 'labels = { plasma = "drug X" }\nsampling = "venous"')
     m.write_text(ok)
     assert ketasim.load_model(str(m)).meta["labels"] == {"plasma": "drug X"}
+
+
+@pytest.mark.parametrize("table, message", [
+    ('[[bands]]\nname = 5\nanalyte = "plasma"\nlo_ng_ml = 1\nhi_ng_ml = 2\nsource = "x"',
+     r"bands\[0\]\.name: got 5, expected text"),
+    ('[[bands]]\nname = "w"\nlo_ng_ml = 1\nhi_ng_ml = 2\nsource = 7',
+     r"bands\[0\]\.source: got 7, expected text"),
+    ('[occupancy]\nreceptor = 1\n[[occupancy.ligands]]\nname = "d"\nsite = "ce"\n'
+     'ki_um = 1.0\nmw_g_mol = 200.0', r"\[occupancy\] receptor: got 1, expected text"),
+    ('[[occupancy.ligands]]\nname = 5\nsite = "ce"\nki_um = 1.0\nmw_g_mol = 200.0',
+     r"occupancy\.ligands\[0\]\.name: got 5, expected text"),
+])
+def test_model_band_and_ligand_names_are_text(tmp_path, table, message):
+    """A published window's name and source, the receptor and a ligand's name are drawn,
+    printed and (a ligand's) named by calibrations as text: a number had been taken as it
+    was written ("5")."""
+    text = GOOD_MODEL.replace("[effects]", '[observe]\nplasma = "central"\n\n[effects]', 1)
+    m = tmp_path / "m.toml"
+    m.write_text(text + "\n" + table + "\n")
+    with pytest.raises(KetasimInputError, match=message):
+        ketasim.load_model(str(m))
+    m.write_text(text + "\n" + table.replace(" 5\n", ' "five"\n').replace(" 7", ' "x"')
+                 .replace("receptor = 1", 'receptor = "NMDA"') + "\n")
+    ketasim.load_model(str(m))

@@ -461,6 +461,9 @@ def _build(spec: dict, where: str, name: str | None) -> Model:
     _keys(occ, {"ligands", "receptor", "calibrations", "default", "drive"},
           f"{where}: [occupancy]")
     has_cal = bool(occ.get("calibrations"))
+    if "receptor" in occ and not (isinstance(occ["receptor"], str) and occ["receptor"].strip()):
+        raise KetasimInputError(f"{where}: [occupancy] receptor: got {occ['receptor']!r}, "
+                                "expected text (a quoted string)")
     ligands = []
     if not isinstance(occ.get("ligands", []), list):
         raise KetasimInputError(f"{where}: [occupancy] ligands must be a list of tables, got "
@@ -474,6 +477,11 @@ def _build(spec: dict, where: str, name: str | None) -> Model:
         for req in ("site", "mw_g_mol") + (() if has_cal else ("ki_um",)):
             if req not in lg:
                 raise KetasimInputError(f"{where}: {w}: missing '{req}'")
+        for key in ("name", "site"):
+            # (a calibration names its ligands by text: a number had been taken as "5")
+            if key in lg and not (isinstance(lg[key], str) and lg[key].strip()):
+                raise KetasimInputError(f"{where}: {w}.{key}: got {lg[key]!r}, expected text "
+                                        "(a quoted string)")
         check_name(str(lg["site"]), conc_names, f"{w}.site", where)
         for key, ok, expected in (("ki_um", lambda x: x > 0, "> 0 (µM)"),
                                   ("mw_g_mol", lambda x: x > 0, "> 0 (g/mol)"),
@@ -577,6 +585,11 @@ def _parse_bands(spec: list, analytes: list, where: str) -> tuple:
         for req in ("name", "lo_ng_ml", "source"):
             if req not in b:
                 raise KetasimInputError(f"{w}: missing '{req}'")
+        for key in ("name", "analyte", "source"):
+            # (drawn and printed as text: a number had been taken and drawn as it was written)
+            if key in b and not (isinstance(b[key], str) and b[key].strip()):
+                raise KetasimInputError(f"{w}.{key}: got {b[key]!r}, expected text (a quoted "
+                                        "string)")
         analyte = str(b.get("analyte", "plasma"))
         check_name(analyte, analytes, f"bands[{i}].analyte", where)
         lo, hi = b["lo_ng_ml"], b.get("hi_ng_ml", float("inf"))
