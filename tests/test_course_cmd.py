@@ -215,6 +215,17 @@ def test_parse_spec_paths_with_at_signs_and_colons(tmp_path, monkeypatch):
     assert parse_spec("ketamine-iv@spravato") == ("ketamine-iv", "spravato", None)
 
 
+def test_a_compare_label_may_hold_a_colon(tmp_path, monkeypatch):
+    """A label with a colon of its own ("Dose: high") had been cut at that colon: the doses
+    read as 'standard-iv:Dose', a course that does not exist."""
+    (tmp_path / "d.csv").write_text("x")
+    monkeypatch.chdir(tmp_path)
+    assert parse_spec("ketamine-iv@standard-iv:Dose: high") == ("ketamine-iv", "standard-iv",
+                                                               "Dose: high")
+    assert parse_spec("ketamine-iv@d.csv:a:b") == ("ketamine-iv", "d.csv", "a:b")
+    assert parse_spec("m@C:\\doses.csv:run") == ("m", "C:\\doses.csv", "run")
+
+
 def test_fmt():
     assert fmt(7.889e-27) == "<0.005" and fmt(-3e-15) == "0" and fmt(0.0) == "0"
     assert fmt(float("nan")) == "–"

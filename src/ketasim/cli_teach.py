@@ -793,7 +793,13 @@ def parse_spec(spec: str):
     model, rest = spec[:cut], spec[cut + 1:]
     label = None
     if ":" in rest and not (is_course_name(rest) or is_file(rest)):
-        d, lab = rest.rsplit(":", 1)
+        # the label starts after the first colon that ends a course name or an existing
+        # file, so a label may hold a colon itself ("Dose: high" had been cut at its own
+        # colon and the doses read as 'standard-iv:Dose'); else after the last colon
+        cols = [i for i, ch in enumerate(rest) if ch == ":"]
+        at = next((i for i in cols if is_course_name(rest[:i]) or is_file(rest[:i])),
+                  cols[-1])
+        d, lab = rest[:at], rest[at + 1:]
         # a Windows drive ("C:\\...") is part of the path, not a label
         if d and not (len(d) == 1 and lab[:1] in ("\\", "/")):
             rest, label = d, lab
