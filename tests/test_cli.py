@@ -109,6 +109,21 @@ def test_simulate_summary_explains_the_last_sessions_missing_trough(tmp_path, ca
     assert "no next session" in out or "has none in the simulated time" in out
 
 
+def test_summary_of_a_course_at_one_interval_says_why_it_has_no_maintenance(tmp_path,
+                                                                            capsys):
+    """Five weekly sessions: no maintenance phase (no induction before it); the words had
+    said a maintenance phase is three or more sessions at one interval up to the end, which
+    this course is."""
+    course = tmp_path / "weekly.toml"
+    course.write_text('amount_mg = 35\nroute = "iv"\nduration_h = 0.6667\nmonths = 1\n'
+                      "[[phase]]\nevery_days = 7\n")
+    assert main(["simulate", "--doses", str(course), "--out", str(tmp_path / "a.csv"),
+                 "--summary"]) == 0
+    out = capsys.readouterr().out
+    assert "no maintenance phase" in out
+    assert "after sessions at another interval" in out
+
+
 def test_simulate_summary_and_figure_of_a_dataset_with_subjects(tmp_path, capsys):
     """--summary and --plot on a dose table with subjects: one row per subject and session,
     with the numbers of each subject's doses run alone; the figure shows median and band."""

@@ -828,8 +828,12 @@ def _simulate_rest(args, model, doses, times, params, weight, cal, helper) -> in
                                 f"{cm.maintenance_start_h / 24:.4g}) "
                                 f"{cm.plasticity_min_maintenance:.3g} (schematic)")
                 else:
+                    # (a course at one interval throughout has none: the words had
+                    # described it, five weekly sessions "have no ... three or more
+                    # sessions at one interval up to the end")
                     summary += ("no maintenance phase in the simulated time (three or more "
-                                "sessions at one interval up to the end) (schematic)")
+                                "sessions at one interval up to the end, after sessions at "
+                                "another interval) (schematic)")
         if to_stdout:
             # the table first: one that cannot be written (a full disk) fails the command
             # before --plot replaces a file (it had been replaced, and the command failed)
