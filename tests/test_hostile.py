@@ -3246,3 +3246,20 @@ def test_a_heat_map_axis_over_the_course_length_does_not_repeat_its_name_as_its_
     assert ax.get_xlabel() == "months"
     assert ax.get_ylabel() == "dose_mg_per_kg (mg/kg)"
     plt.close(fig)
+
+
+@pytest.mark.parametrize("argv", [["presets", "x" * 5000],
+                                  ["simulate", "--doses", "x" * 5000, "--out", "a.csv"],
+                                  ["schedule", "custom", "x" * 5000]])
+def test_a_file_name_too_long_is_one_short_line_naming_the_argument(argv, capsys, tmp_path,
+                                                                     monkeypatch):
+    """A path the system refuses as too long had printed its whole name (5,000 characters)
+    and no argument: "File name too long: xxxx..."."""
+    from ketasim.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and len(err) < 300, err[:400]
+    assert "file name too long" in err and "5,000 characters" in err
+    assert err.split(": ")[2] in ("NAME", "--doses", "phases"), err

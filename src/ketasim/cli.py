@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import io
 import os
 import signal
@@ -946,6 +947,26 @@ def _warning_shower(args, python_shows):
     return show
 
 
+#: the command line's words for positional arguments (an option is ``--`` and its name)
+POSITIONAL_WORDS = {"name": "NAME", "phases": "phases", "specs": "SPEC"}
+
+
+def _name_too_long(args, name: str) -> str:
+    """One line for a path the system refuses as too long: the argument that gave it, the
+    start of the name and what a path may be (the whole name, thousands of characters, had
+    been printed, and no argument named)."""
+    shown = name if len(name) <= 60 else name[:57] + "..."
+    field = None
+    for dest, value in vars(args).items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if any(isinstance(v, (str, os.PathLike)) and name in str(v) for v in values):
+            field = POSITIONAL_WORDS.get(dest, "--" + dest.replace("_", "-"))
+            break
+    return (f"{field + ': ' if field else ''}file name too long: {shown!r} ({len(name):,} "
+            "characters); expected a path the system accepts (on most systems each folder or "
+            "file name in it at most 255 bytes)")
+
+
 def _fail(args, message: str) -> int:
     print(f"ketasim: error: {message}", file=sys.stderr)
     return 1
@@ -1266,6 +1287,8 @@ def _run(args) -> int:
             # relative to the current folder: "No such file or directory" and no name)
             return _fail(args, "the current folder has been deleted; expected to be run in a "
                          "folder that exists (change to one)")
+        if exc.errno == errno.ENAMETOOLONG and exc.filename:
+            return _fail(args, _name_too_long(args, str(exc.filename)))
         return _fail(args, f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
     except MemoryError:
         if args.debug:
