@@ -536,7 +536,8 @@ def test_compare_refuses_blank_labels_and_more_runs_than_its_figure_holds(tmp_pa
             ([f"ketamine-iv@standard-iv:r{i}" for i in range(6)],
              "got 6 SPECs, expected at most 5"),
             (['ketamine-iv@standard-iv:A, "q"', 'esketamine-iv@standard-iv:A, "q"'],
-             """two SPECs have the same label 'A, "q"'""")):
+             """two SPECs have the same label 'A, "q"'; expected a different :LABEL for """
+             "each")):
         assert main(["compare", *argv, "--months", "1", "--out-dir", out]) == 1
         assert msg in capsys.readouterr().err
     assert not (tmp_path / "c").exists()

@@ -990,8 +990,9 @@ def cmd_compare(args) -> int:
             labels.append(label)
         if len(set(labels)) < len(labels):
             twice = next(lb for lb in labels if labels.count(lb) > 1)
-            raise KetasimInputError(f"compare: two SPECs have the same label {twice!r}; add "
-                                    ":LABEL to tell them apart")
+            # (two labels given alike had been told to "add :LABEL", which they had)
+            raise KetasimInputError(f"compare: two SPECs have the same label {twice!r}; "
+                                    "expected a different :LABEL for each")
         out = args.out_dir
         if sum(r.course.data.nbytes + r.closeup.data.nbytes
                for r in runs) > _offload.MAX_PAYLOAD_BYTES:
