@@ -908,3 +908,18 @@ def test_peaks_at_the_session_start_keep_their_time_column(tmp_path, capsys):
     rows = [ln.split() for ln in lines if ln.strip()[:1].isdigit()]
     # session, day, peak, at min
     assert len(rows) == 2 and all(r[3] == "0" for r in rows), rows
+
+
+def test_compare_refuses_labels_given_alike_before_any_run(tmp_path, capsys, monkeypatch):
+    """Two SPECs labelled alike by hand had been refused only after every run was simulated
+    (minutes for long courses); the labels are checked first."""
+    from ketasim import plotting
+
+    def no_run(*a, **k):
+        raise AssertionError("a run was simulated before the labels were checked")
+
+    monkeypatch.setattr(plotting, "run_course", no_run)
+    assert main(["compare", "ketamine-iv@standard-iv:A", "esketamine-iv@standard-iv:A",
+                 "--out-dir", str(tmp_path / "c")]) == 1
+    assert "two SPECs have the same label 'A'" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()

@@ -941,6 +941,11 @@ def cmd_compare(args) -> int:
 
     for spec, (_, d, _) in zip(args.specs, parsed):
         check_doses_spec(d, f"compare: {spec}: doses")
+    given = [lb for _, _, lb in parsed if lb is not None]
+    twice = next((lb for lb in given if given.count(lb) > 1), None)
+    if twice is not None:       # (said before any run: it had come after all of them)
+        raise KetasimInputError(f"compare: two SPECs have the same label {twice!r}; "
+                                "expected a different :LABEL for each")
     if args.months is not None and not any(sized(d) for _, d, _ in parsed):
         raise KetasimInputError(f"--months: got {args.months:g}, but no SPEC names a course "
                                 f"({', '.join(COURSES)}) or a course file (.toml); expected "
