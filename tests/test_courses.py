@@ -345,3 +345,14 @@ def test_a_course_file_larger_than_a_course_is_refused_before_it_is_read(tmp_pat
         read_course_toml("-")
     p.write_text(head + "[[phase]]\nevery_days = 7\n")      # a course's size: read
     assert len(read_course_toml(p)) == 5
+
+
+def test_phases_without_sessions_are_named_not_the_course_length():
+    """Phases that all have count = 0 had been refused as 'no sessions fall within the course
+    length', which no course length mends."""
+    with pytest.raises(KetasimInputError, match=r"its phases have no sessions \(count = 0 in "
+                                                r"each\); expected a count >= 1"):
+        course_from_phases([Phase(every_days=7, count=0)], 84.0, "intranasal", months=1)
+    with pytest.raises(KetasimInputError, match="no sessions fall within the course length"):
+        course_from_phases([Phase(every_days=7, count=2, after_days=40)], 84.0, "intranasal",
+                           months=1)

@@ -211,6 +211,10 @@ def course_from_phases(phases, amount_mg: float, route: str, *, duration_h: floa
     first_amount_mg = None if first_amount_mg is None else float(first_amount_mg)
     days, amounts = course_days(phases, months)
     if not days:
+        if all(ph.every_days and ph.count == 0 for ph in phases):
+            # (it had blamed the course length, which no length mends)
+            raise KetasimInputError("course: its phases have no sessions (count = 0 in each); "
+                                    "expected a count >= 1 in one of them")
         raise KetasimInputError("course: no sessions fall within the course length")
     late = next((d for d in days if not math.isfinite(d * 24.0)), None)
     if late is not None:     # (had been NumPy's overflow warning, then "time_h: got inf")
