@@ -3263,3 +3263,15 @@ def test_a_file_name_too_long_is_one_short_line_naming_the_argument(argv, capsys
     assert len(err.splitlines()) == 1 and len(err) < 300, err[:400]
     assert "file name too long" in err and "5,000 characters" in err
     assert err.split(": ")[2] in ("NAME", "--doses", "phases"), err
+
+
+def test_an_output_name_too_long_is_one_short_line(capsys, tmp_path, monkeypatch):
+    """--out with a name the system refuses as too long had its whole name (5,000
+    characters) printed in the usage error."""
+    from ketasim.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit):
+        main(["simulate", "--out", "x" * 5000 + "/a.csv"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert len(err) < 300 and "argument --out" in err and "(5,006 characters)" in err, err[:400]

@@ -221,7 +221,9 @@ def _out_path(s, suffixes, option=None):
     try:
         is_dir = p.is_dir()
     except OSError as exc:         # a name too long for the file system, say
-        raise argparse.ArgumentTypeError(f"{s!r}: {exc.strerror or exc}; expected a file "
+        # (its start and length: the whole name, thousands of characters, had been printed)
+        shown = repr(s) if len(s) <= 60 else f"{s[:57] + '...'!r} ({len(s):,} characters)"
+        raise argparse.ArgumentTypeError(f"{shown}: {exc.strerror or exc}; expected a file "
                                          "name this system can write") from None
     if is_dir:
         raise argparse.ArgumentTypeError(f"{s!r} is a folder, expected a file name")
