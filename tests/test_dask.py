@@ -479,3 +479,41 @@ def test_scheduler_local_in_a_script_without_a_main_guard_says_what_to_do(tmp_pa
                            "processes failed to start"), p.stderr[-2000:]
     assert 'under if __name__ == "__main__":' in last
     assert len(p.stderr.splitlines()) < 150
+
+
+@pytest.mark.parametrize("banner", [b"SSH-2.0-OpenSSH_9.6\r\n",
+                                    b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n",
+                                    b"\x01\x00\x00\x00\x00\x00\x00\x00\x05"])
+def test_a_listener_that_answers_something_else_is_no_scheduler(banner, tmp_path, capsys):
+    """A port whose server speaks first, or answers anything (SSH's banner, an HTTP reply):
+    Dask read its first bytes as a frame length of exabytes, and the command had said "out of
+    memory; use a coarser --step", or made an internal error of the bytes left over."""
+    import socket
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(5)
+    conns = []
+
+    def serve():
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            conns.append(c)
+            c.sendall(banner)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        rc = main(["population", "--n", "3", "-q", "--scheduler",
+                   f"tcp://127.0.0.1:{srv.getsockname()[1]}", "--out", str(tmp_path / "p.csv")])
+    finally:
+        srv.close()
+        for c in conns:
+            c.close()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1, err
+    assert "answered, but not as a Dask scheduler" in err[0], err
+    assert not (tmp_path / "p.csv").exists()

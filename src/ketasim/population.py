@@ -759,6 +759,13 @@ def _connect(scheduler):
         why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise KetasimInputError(f"scheduler: cannot reach {scheduler} (tried for up to "
                                 f"{SCHEDULER_TIMEOUT_S:g} s: {why})") from None
+    except Exception as exc:       # noqa: BLE001 - MemoryError, struct.error, ...
+        # a listener that answered with something else than Dask's handshake (an SSH banner,
+        # an HTTP reply: its first bytes read as a frame length of exabytes) had been "out of
+        # memory; use a coarser --step" or an internal error
+        raise KetasimInputError(f"scheduler: {scheduler} answered, but not as a Dask scheduler "
+                                f"({type(exc).__name__}); expected a scheduler's address "
+                                "(usually port 8786; 8787 is its dashboard)") from None
     # a scheduler without workers accepts work and never runs it: wait a while for one
     # (workers may still be starting), then stop with what to do
     if not client.scheduler_info().get("workers"):
