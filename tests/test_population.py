@@ -1208,15 +1208,9 @@ def test_the_bands_figure_says_where_it_draws_nothing():
                      "or above 100000 ng/mL, the top of the bands' range"]
 
 
-def test_population_and_sweep_figures_state_the_run_and_speak_as_the_course_figure(
-        tmp_path, capsys, monkeypatch):
-    """From a lecturer's review: the bands figure's title left out --weight, --param and
-    --months (whose numbers it shows), drew occupancy as a fraction where the course figure
-    uses %, named the curves 'plasma' and 'metabolite', and had no source; the heat map's
-    title left out the run's options, its log axis was not called one, and its colour bar
-    spoke of 'the analyte'."""
+def _figure_titles(monkeypatch) -> list:
+    """The titles the population and sweep commands give their figures, as they draw them."""
     from ketasim import cli_population
-    from ketasim.cli import main
 
     titles = []
     real_bands, real_heat = cli_population.plot_bands_figure, cli_population.plot_heatmap
@@ -1226,6 +1220,19 @@ def test_population_and_sweep_figures_state_the_run_and_speak_as_the_course_figu
     monkeypatch.setattr(cli_population, "plot_heatmap",
                         lambda r, met, title, **k: titles.append(title) or
                         real_heat(r, met, title, **k))
+    return titles
+
+
+def test_population_and_sweep_figures_state_the_run_and_speak_as_the_course_figure(
+        tmp_path, capsys, monkeypatch):
+    """From a lecturer's review: the bands figure's title left out --weight, --param and
+    --months (whose numbers it shows), drew occupancy as a fraction where the course figure
+    uses %, named the curves 'plasma' and 'metabolite', and had no source; the heat map's
+    title left out the run's options, its log axis was not called one, and its colour bar
+    spoke of 'the analyte'."""
+    from ketasim.cli import main
+
+    titles = _figure_titles(monkeypatch)
     fig_path = tmp_path / "p.png"
     assert main(["population", "--n", "20", "--weight", "100", "--param", "CL=50",
                  "--months", "1", "--plot", str(fig_path), "--quiet"]) == 0
@@ -2156,16 +2163,7 @@ def test_figure_titles_name_input_files_by_their_names(tmp_path, monkeypatch):
     """A population or sweep figure's title had carried the whole path of --doses and
     --covariates across the slide ('(/home/.../study/d.csv | covariates /home/.../cov.csv)');
     it names each file alone, while the table's header line keeps the paths as given."""
-    from ketasim import cli_population
-
-    titles = []
-    real_bands, real_heat = cli_population.plot_bands_figure, cli_population.plot_heatmap
-    monkeypatch.setattr(cli_population, "plot_bands_figure",
-                        lambda b, title, *a, **k: titles.append(title) or
-                        real_bands(b, title, *a, **k))
-    monkeypatch.setattr(cli_population, "plot_heatmap",
-                        lambda r, met, title, **k: titles.append(title) or
-                        real_heat(r, met, title, **k))
+    titles = _figure_titles(monkeypatch)
     study = tmp_path / "study"
     study.mkdir()
     (study / "d.csv").write_text("time_h,amount_mg,route\n0,56,intranasal\n72,56,intranasal\n")
