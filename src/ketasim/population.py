@@ -289,37 +289,36 @@ def _named_row_error(job: _Job, a: int, params: dict, w: np.ndarray, exc):
     own message counts the subjects of the chunk ("for subject 661 of 2049" had been subject
     1610 of a population of 3000, and a chunk of one subject named none). The first row the
     model refuses alone is found by halving the chunk; ``exc`` itself when none is."""
-    lo, hi = 0, w.shape[0]
-
-    def refused(i, j):
+    def refusal(i, j):
+        """The model's error for rows i..j-1, or None when it takes them."""
         try:
             _accepted(job.model, {k: v[i:j] for k, v in params.items()}, w[i:j], j - i)
-        except KetasimInputError:
-            return True
-        return False
+        except KetasimInputError as err:
+            return err
+        return None
 
-    if not refused(lo, hi):
+    lo, hi = 0, w.shape[0]
+    if refusal(lo, hi) is None:
         return exc
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        if refused(lo, mid):
+        if refusal(lo, mid) is not None:
             hi = mid
         else:
             lo = mid
-    try:
-        _accepted(job.model, {k: v[lo:lo + 1] for k, v in params.items()}, w[lo:lo + 1], 1)
-    except KetasimInputError as one:
-        row = a + lo
-        if not job.sweep:
-            who = f"subject {row} (from 0, as in the subject column)"
-        else:
-            p, n = row // job.n_per_point, job.n_per_point
-            at = ", ".join([f"{k} = {float(v[p]):g}" for k, v in job.typical.items()]
-                           + [f"weight_kg = {float(job.weight[p]):g}"])
-            who = (f"the grid point {at}" if n == 1 else
-                   f"subject {row % n} (from 0) of the grid point {at}")
-        return KetasimInputError(f"{who}: {one}")
-    return exc
+    one = refusal(lo, lo + 1)
+    if one is None:
+        return exc
+    row = a + lo
+    if not job.sweep:
+        who = f"subject {row} (from 0, as in the subject column)"
+    else:
+        p, n = row // job.n_per_point, job.n_per_point
+        at = ", ".join([f"{k} = {float(v[p]):g}" for k, v in job.typical.items()]
+                       + [f"weight_kg = {float(job.weight[p]):g}"])
+        who = (f"the grid point {at}" if n == 1 else
+               f"subject {row % n} (from 0) of the grid point {at}")
+    return KetasimInputError(f"{who}: {one}")
 
 
 # ---------------------------------------------------------------------- bands (histograms)
