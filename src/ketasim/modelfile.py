@@ -199,12 +199,10 @@ def _build(spec: dict, where: str, name: str | None) -> Model:
     _keys(spec, _TOP, where)
     meta = dict(_table(spec, "model", where))
     _keys(meta, MODEL_KEYS, f"{where}: [model]")      # a misspelt key would be lost silently
-    for k in MODEL_KEYS:
-        # (they are drawn and printed as text: a number or a list had been an internal error
-        # in the figures, or drawn as it was written)
-        if k not in ("name", "labels") and k in meta and not isinstance(meta[k], str):
-            raise KetasimInputError(f"{where}: [model] {k}: got {meta[k]!r}, expected text (a "
-                                    "quoted string)")
+    # (drawn and printed as text: a number or a list had been an internal error in the
+    # figures, or drawn as it was written)
+    _require_text(meta, [k for k in MODEL_KEYS if k not in ("name", "labels")],
+                  f"{where}: [model] ", blank=True)
     labels = meta.get("labels", {})
     if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
         raise KetasimInputError(f"{where}: [model] labels: got {labels!r}, expected a table of "
@@ -461,9 +459,7 @@ def _build(spec: dict, where: str, name: str | None) -> Model:
     _keys(occ, {"ligands", "receptor", "calibrations", "default", "drive"},
           f"{where}: [occupancy]")
     has_cal = bool(occ.get("calibrations"))
-    if "receptor" in occ and not (isinstance(occ["receptor"], str) and occ["receptor"].strip()):
-        raise KetasimInputError(f"{where}: [occupancy] receptor: got {occ['receptor']!r}, "
-                                "expected text (a quoted string)")
+    _require_text(occ, ("receptor",), f"{where}: [occupancy] ")
     ligands = []
     if not isinstance(occ.get("ligands", []), list):
         raise KetasimInputError(f"{where}: [occupancy] ligands must be a list of tables, got "
@@ -477,11 +473,8 @@ def _build(spec: dict, where: str, name: str | None) -> Model:
         for req in ("site", "mw_g_mol") + (() if has_cal else ("ki_um",)):
             if req not in lg:
                 raise KetasimInputError(f"{where}: {w}: missing '{req}'")
-        for key in ("name", "site"):
-            # (a calibration names its ligands by text: a number had been taken as "5")
-            if key in lg and not (isinstance(lg[key], str) and lg[key].strip()):
-                raise KetasimInputError(f"{where}: {w}.{key}: got {lg[key]!r}, expected text "
-                                        "(a quoted string)")
+        # (a calibration names its ligands by text: a number had been taken as "5")
+        _require_text(lg, ("name", "site"), f"{where}: {w}.")
         check_name(str(lg["site"]), conc_names, f"{w}.site", where)
         for key, ok, expected in (("ki_um", lambda x: x > 0, "> 0 (µM)"),
                                   ("mw_g_mol", lambda x: x > 0, "> 0 (g/mol)"),
@@ -573,6 +566,15 @@ def _parse_calibrations(occ: dict, ligands: list, val, where: str):
     return calibrations, chosen["default"], chosen["drive"]
 
 
+def _require_text(table: dict, keys, prefix: str, blank: bool = False) -> None:
+    """Each of ``keys`` that ``table`` has must be text (not blank, unless ``blank``), else a
+    KetasimInputError naming it as ``prefix`` + key, with the value given."""
+    for k in keys:
+        v = table.get(k)
+        if k in table and not (isinstance(v, str) and (blank or v.strip())):
+            raise KetasimInputError(f"{prefix}{k}: got {v!r}, expected text (a quoted string)")
+
+
 def _parse_bands(spec: list, analytes: list, where: str) -> tuple:
     """``[[bands]]``: published concentration windows (ng/mL) of an analyte, with a source."""
     bands = []
@@ -585,11 +587,8 @@ def _parse_bands(spec: list, analytes: list, where: str) -> tuple:
         for req in ("name", "lo_ng_ml", "source"):
             if req not in b:
                 raise KetasimInputError(f"{w}: missing '{req}'")
-        for key in ("name", "analyte", "source"):
-            # (drawn and printed as text: a number had been taken and drawn as it was written)
-            if key in b and not (isinstance(b[key], str) and b[key].strip()):
-                raise KetasimInputError(f"{w}.{key}: got {b[key]!r}, expected text (a quoted "
-                                        "string)")
+        # (drawn and printed as text: a number had been taken and drawn as it was written)
+        _require_text(b, ("name", "analyte", "source"), f"{w}.")
         analyte = str(b.get("analyte", "plasma"))
         check_name(analyte, analytes, f"bands[{i}].analyte", where)
         lo, hi = b["lo_ng_ml"], b.get("hi_ng_ml", float("inf"))
