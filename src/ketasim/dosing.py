@@ -1114,16 +1114,11 @@ class _TimeRestart:
             ss=None) -> None:
         if not nonmem:              # (rows of other tables may come in any order)
             return
-        try:
-            t = float(to_float(time) if isinstance(time, str) else time)
-        except (TypeError, ValueError):
+        t = _cell_float(time)
+        if t is None or not math.isfinite(t):
             return                  # (reported where the row's time is read)
-        if not math.isfinite(t):
-            return
-        try:
-            key = float(to_float(subject) if isinstance(subject, str) else subject)
-        except (TypeError, ValueError):
-            key = subject
+        key = _cell_float(subject)
+        key = subject if key is None else key
         seen = self.latest.get(key)
         if self.last is not None and key != self.last[0] and key in self.latest:
             raise KetasimInputError(
@@ -1135,18 +1130,16 @@ class _TimeRestart:
         self.last = (key, at, subject)
         if reset and seen is not None and t < seen[0]:
             raise KetasimInputError(
-                f"{self.where}: {at}: a reset (evid {'4' if reset == 4 else '3'}) at time_h "
+                f"{self.where}: {at}: a reset (evid {reset}) at time_h "
                 f"{t:g} after {seen[1]} at {seen[0]:g} h of the same subject: NONMEM starts "
                 "the time again at such a reset, which ketasim does not (it orders a subject's "
                 "rows by time, so the reset would come before those rows' doses); expected "
                 f"time_h in hours since the first dose, {seen[0]:g} or later here")
         given = self.dose.get(key)
-        try:
-            steady = dose and float(to_float(ss) if isinstance(ss, str) else ss) == 1.0
-        except (TypeError, ValueError):
-            steady = False          # (blank, or reported where the row's ss is read)
+        # (blank, or reported where the row's ss is read: not steady here)
+        steady = dose and _cell_float(ss) == 1.0
         if (reset or steady) and given is not None and t == given[0]:
-            kind = f"evid {'4' if reset == 4 else '3'}" if reset else "a steady-state dose, ss 1"
+            kind = f"evid {reset}" if reset else "a steady-state dose, ss 1"
             raise KetasimInputError(
                 f"{self.where}: {at}: a reset ({kind}) at time_h "
                 f"{t:g}, the time of the dose on {given[1]} above it: NONMEM gives that dose and "
@@ -1157,6 +1150,15 @@ class _TimeRestart:
             self.latest[key] = (t, at)
         if dose:
             self.dose[key] = (t, at)
+
+
+def _cell_float(v):
+    """A cell or record value as a float (text read as a dose table reads numbers), or None
+    when it is none."""
+    try:
+        return float(to_float(v) if isinstance(v, str) else v)
+    except (TypeError, ValueError):
+        return None
 
 
 def _number(v: str, c: str, where: str, line_no: int) -> float:
