@@ -264,11 +264,17 @@ def plot_bands_figure(bands, title: str, first_dose_h: float = 0.0, model=None,
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from .plotting import drawable
+    from .plotting import (
+        BODY_PT,
+        CAPTION_PT,
+        _wrap_to,
+        disclaimer,
+        drawable,
+        model_kind,
+        output_label,
+    )
 
     title, notes = drawable(title), [drawable(n) for n in notes]   # (see plotting.drawable)
-
-    from .plotting import BODY_PT, CAPTION_PT, _wrap_to, disclaimer, model_kind, output_label
 
     R = len(bands.outputs)
     # two columns of rows; more than three outputs get a wider, shorter figure (a 16:9 slide)
@@ -595,7 +601,7 @@ def _file_name(spec) -> str:
     title had carried the whole path, '/home/.../study/doses.csv', across a slide); a course
     name, or '-', as it is. The table's header line keeps the value as given."""
     text = str(spec)
-    return os.path.basename(text) or text if ("/" in text or os.sep in text) else text
+    return os.path.basename(text) or text
 
 
 def _given(args, skip=(), title=False) -> str:
