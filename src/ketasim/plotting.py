@@ -1473,11 +1473,14 @@ def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
             # (a 30-day grid of the 22-session nasal course had been labelled WHOLE COURSE)
             from .engine import session_starts
 
+            def cut_short(r):
+                starts = session_starts(r.doses)
+                return bool(r.course.times.size and starts.size
+                            and starts[-1] >= float(r.course.times[-1]))
+
             # (a comparison: to the last day any run's grid reaches, when any run is cut)
             ends = [float(r.course.times[-1]) for r in runs if r.course.times.size]
-            cut = any(r.course.times.size and session_starts(r.doses).size
-                      and session_starts(r.doses)[-1] >= float(r.course.times[-1])
-                      for r in runs)
+            cut = any(cut_short(r) for r in runs)
             span = f"COURSE TO DAY {_num(max(ends) / 24)}" if cut else "WHOLE COURSE"
             axc.set_xlabel(f"{span}: days from {origin}" + (
                 " (a marker at every session's peak)" if marked else
