@@ -206,6 +206,12 @@ def _thresholds(s):
     return tuple(out)
 
 
+def _name_start(name: str) -> str:
+    """A name for a one-line message: whole up to 60 characters, else its first 57 and
+    '...' (a name the system refuses as too long can be thousands of characters)."""
+    return name if len(name) <= 60 else name[:57] + "..."
+
+
 def _out_path(s, suffixes, option=None):
     if s.endswith(("/", os.sep)):       # (Path drops it: 'x.csv/' had written a file x.csv)
         raise argparse.ArgumentTypeError(f"{s!r} ends in {s[-1]!r}, a folder; expected a file "
@@ -222,7 +228,7 @@ def _out_path(s, suffixes, option=None):
         is_dir = p.is_dir()
     except OSError as exc:         # a name too long for the file system, say
         # (its start and length: the whole name, thousands of characters, had been printed)
-        shown = repr(s) if len(s) <= 60 else f"{s[:57] + '...'!r} ({len(s):,} characters)"
+        shown = repr(s) if len(s) <= 60 else f"{_name_start(s)!r} ({len(s):,} characters)"
         raise argparse.ArgumentTypeError(f"{shown}: {exc.strerror or exc}; expected a file "
                                          "name this system can write") from None
     if is_dir:
@@ -957,7 +963,7 @@ def _name_too_long(args, name: str) -> str:
     """One line for a path the system refuses as too long: the argument that gave it, the
     start of the name and what a path may be (the whole name, thousands of characters, had
     been printed, and no argument named)."""
-    shown = name if len(name) <= 60 else name[:57] + "..."
+    shown = _name_start(name)
     field = None
     for dest, value in vars(args).items():
         values = value if isinstance(value, (list, tuple)) else [value]
