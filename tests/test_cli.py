@@ -341,33 +341,28 @@ def test_ctrl_c_while_the_command_sets_itself_up_is_one_line(monkeypatch, capsys
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
 
 
-def test_summary_says_which_sessions_the_grid_does_not_reach(tmp_path, capsys):
-    """simulate --until 100 --summary on a table with sessions at days 0, 3, 7, 10 listed
-    two sessions and said nothing of the other two, nor that the second one's AUC is cut."""
+@pytest.mark.parametrize("table, until, said", [
+    # sessions at days 0, 3, 7, 10: two listed, and nothing said of the other two
+    ("time_h,amount_mg,route,duration_h\n0,20,iv,0.6667\n72,20,iv,0.6667\n"
+     "168,20,iv,0.6667\n240,20,iv,0.6667\n", ("100", "400"),
+     "2 later sessions of the dose table start at or after the grid's end (100 h)"),
+    # a dose table with subjects: a subject whose only session starts after --until had been
+    # left out of the summary without a word (the CSV has its rows)
+    ("subject,time_h,amount_mg,route,duration_h\n1,0,35,iv,0.6667\n1,48,35,iv,0.6667\n"
+     "2,100,20,iv,0.5\n", ("60", "200"),
+     "1 later session of subject 2 starts at or after the grid's end (60 h) and is not shown"),
+])
+def test_summary_says_which_sessions_the_grid_does_not_reach(tmp_path, capsys, table, until,
+                                                             said):
+    """simulate --until --summary says the sessions its grid does not reach (it had listed
+    those it reaches and said nothing of the others), and nothing when it reaches them all."""
     d = tmp_path / "d.csv"
-    d.write_text("time_h,amount_mg,route,duration_h\n0,20,iv,0.6667\n72,20,iv,0.6667\n"
-                 "168,20,iv,0.6667\n240,20,iv,0.6667\n")
-    assert main(["simulate", "--doses", str(d), "--until", "100", "--out",
+    d.write_text(table)
+    short, whole = until
+    assert main(["simulate", "--doses", str(d), "--until", short, "--out",
                  str(tmp_path / "u.csv"), "--summary"]) == 0
-    out = capsys.readouterr().out
-    assert "2 later sessions of the dose table start at or after the grid's end (100 h)" in out
-    assert main(["simulate", "--doses", str(d), "--until", "400", "--out",
-                 str(tmp_path / "v.csv"), "--summary"]) == 0
-    assert "later session" not in capsys.readouterr().out
-
-
-def test_summary_of_subjects_says_which_sessions_the_grid_does_not_reach(tmp_path, capsys):
-    """A dose table with subjects: a subject whose only session starts after --until had
-    been left out of the summary without a word (the CSV has its rows)."""
-    d = tmp_path / "d.csv"
-    d.write_text("subject,time_h,amount_mg,route,duration_h\n1,0,35,iv,0.6667\n"
-                 "1,48,35,iv,0.6667\n2,100,20,iv,0.5\n")
-    assert main(["simulate", "--doses", str(d), "--until", "60", "--out",
-                 str(tmp_path / "u.csv"), "--summary"]) == 0
-    out = capsys.readouterr().out
-    assert ("1 later session of subject 2 starts at or after the grid's end (60 h) and is "
-            "not shown") in out
-    assert main(["simulate", "--doses", str(d), "--until", "200", "--out",
+    assert said in capsys.readouterr().out
+    assert main(["simulate", "--doses", str(d), "--until", whole, "--out",
                  str(tmp_path / "v.csv"), "--summary"]) == 0
     assert "later session" not in capsys.readouterr().out
 
