@@ -610,15 +610,32 @@ def _check_address(scheduler: str) -> None:
         raise KetasimInputError(f"scheduler: got {scheduler!r}, not a valid address; {expected}")
 
 
+class _LostDaskTasks:
+    """A filter on the ``asyncio`` logger dropping one kind of record: a task of Dask's own
+    (its message names a ``distributed`` module) whose exception no one retrieved. A cluster
+    ketasim closes on a Ctrl-C may leave one behind in this process's scheduler (a copy of the
+    job to a worker the closing cluster has removed: a KeyError), which asyncio had printed as
+    a traceback after ketasim's own two lines. Every other asyncio record passes."""
+
+    @staticmethod
+    def filter(record) -> bool:
+        text = record.getMessage()
+        return not ("never retrieved" in text and "distributed" in text)
+
+
 def _quiet_dask_logs() -> None:
     """Dask's own log lines (a lost connection's traceback, from ``distributed.client``, which
     Dask's configuration gives its own level) stay out of the terminal: ketasim says in one
-    line what went wrong."""
+    line what went wrong. Nor do Dask's tasks whose errors no one retrieved
+    (:class:`_LostDaskTasks`)."""
     import logging
 
     for name in ["distributed", *[n for n in logging.root.manager.loggerDict
                                   if n.startswith("distributed.")]]:
         logging.getLogger(name).setLevel(logging.CRITICAL)
+    log = logging.getLogger("asyncio")
+    if not any(isinstance(f, _LostDaskTasks) for f in log.filters):
+        log.addFilter(_LostDaskTasks())
 
 
 def _bounded_client(distributed, scheduler):
