@@ -401,6 +401,22 @@ def test_explore_serves_to_a_browser_when_no_desktop_window_can_open(monkeypatch
     assert plt.get_fignums() == figures          # the window's figure is not left open
 
 
+def test_explore_port_0_serves_on_a_free_port(monkeypatch):
+    """``ketasim explore --port 0`` serves on a free port (which the printed URL names), as
+    ``serve(port=0)`` does and as Jupyter's ``--port 0`` does. It had been refused as out of
+    range, and a 0 given through would have become the default port 8765."""
+    import importlib
+
+    from ketasim.cli import main
+
+    served = []
+    monkeypatch.setattr(importlib.import_module("ketasim.explore"), "serve",
+                        lambda **kw: served.append(kw))
+    assert main(["explore", "--port", "0", "--no-browser"]) == 0
+    assert served == [{"port": 0, "open_browser": False, "model": "ketamine-iv",
+                       "any_free": False}]
+
+
 @pytest.mark.slow
 def test_serve_on_port_0_prints_the_port_it_listens_on(tmp_path):
     """serve(port=0) listens on a free port; the URL it printed named port 0."""

@@ -157,9 +157,10 @@ def add_parsers(sub) -> None:
                        "maintenance interval, preset and missed sessions and watch the "
                        "course re-simulate. Opens a desktop window where one is available, "
                        "else serves the page to a browser; --port always serves to a browser.")
-    e.add_argument("--port", type=_whole("a port", 1, 65535), default=None,
-                   help="serve in the browser on this port (default: a desktop window if "
-                        "available, else port 8765, or a free port when 8765 is taken)")
+    e.add_argument("--port", type=_whole("a port", 0, 65535), default=None,
+                   help="serve in the browser on this port, 0 for any free port (the URL "
+                        "printed names it) (default: a desktop window if available, else "
+                        "port 8765, or a free port when 8765 is taken)")
     e.add_argument("--no-browser", action="store_true",
                    help="with the browser: print the URL but do not open a browser "
                         "(default: open one)")
@@ -1033,8 +1034,8 @@ def cmd_explore(args) -> int:
 
         print(f"ketasim explore: matplotlib's backend ({matplotlib.get_backend()}) opens no "
               "desktop window here; serving to a browser instead", file=sys.stderr)
-    serve(port=args.port or DEFAULT_PORT, open_browser=not args.no_browser, model=args.model,
-          any_free=args.port is None)
+    serve(port=DEFAULT_PORT if args.port is None else args.port,
+          open_browser=not args.no_browser, model=args.model, any_free=args.port is None)
     return 0
 
 
