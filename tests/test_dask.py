@@ -568,3 +568,31 @@ def test_a_listener_that_answers_something_else_is_no_scheduler(banner, tmp_path
     assert rc == 1 and len(err) == 1, err
     assert "answered, but not as a Dask scheduler" in err[0], err
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_only_dasks_unretrieved_errors_are_dropped_from_asyncios_log():
+    """The filter ketasim puts on the ``asyncio`` logger drops an unretrieved error of a Dask
+    task (its coroutine named) or future (its traceback in Dask's modules), and nothing else:
+    the caller's own unretrieved errors and every other asyncio record pass."""
+    import logging
+
+    from ketasim.population import _LostDaskTasks
+
+    def record(msg, raised_in=None):
+        exc_info = None
+        if raised_in is not None:
+            try:
+                exec(compile("raise KeyError('w')", raised_in, "exec"))
+            except KeyError:
+                exc_info = sys.exc_info()
+        return logging.LogRecord("asyncio", logging.ERROR, __file__, 1, msg, None, exc_info)
+
+    keep = _LostDaskTasks().filter
+    assert not keep(record("Task exception was never retrieved\nfuture: <Task finished "
+                           "coro=<Server._handle_comm() defined at /s/distributed/core.py:1>>"))
+    assert not keep(record("Future exception was never retrieved\nfuture: <Future finished>",
+                           "/s/site-packages/distributed/scheduler.py"))
+    assert keep(record("Future exception was never retrieved\nfuture: <Future finished>",
+                       "/home/me/analysis.py"))
+    assert keep(record("Task exception was never retrieved\nfuture: <Task coro=<main()>>"))
+    assert keep(record("Executing <Task> took 0.2 seconds (distributed)"))

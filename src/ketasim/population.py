@@ -620,7 +620,17 @@ class _LostDaskTasks:
     @staticmethod
     def filter(record) -> bool:
         text = record.getMessage()
-        return not ("never retrieved" in text and "distributed" in text)
+        if "never retrieved" not in text:
+            return True
+        if "distributed" in text:          # (a task: its coroutine is named)
+            return False
+        # (a bare future: its traceback's frames say whose it was)
+        tb = record.exc_info[2] if record.exc_info else None
+        while tb is not None:
+            if "distributed" in tb.tb_frame.f_code.co_filename:
+                return False
+            tb = tb.tb_next
+        return True
 
 
 def _quiet_dask_logs() -> None:
