@@ -225,6 +225,16 @@ def _ignoring_ctrl_c(pid: int) -> list:
     return out
 
 
+def _run_script(path, text):
+    """Run ``text`` as the script ``path`` in a new Python process; its completed process, after
+    checking it exited with status 0."""
+    path.write_text(text)
+    p = subprocess.run([sys.executable, str(path)], env=_env(), capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0, p.stderr
+    return p
+
+
 _START_INTERRUPTED = r"""
 import sys, distributed
 from distributed.deploy.local import LocalCluster
@@ -258,11 +268,7 @@ def test_ctrl_c_while_a_local_cluster_starts_closes_it_here(tmp_path):
     """A Ctrl-C while the local cluster starts: ketasim closes the half-started cluster itself.
     Left to Dask's exit hook, it had printed a traceback (AssertionError: Status.init) after
     ketasim's own two lines."""
-    script = tmp_path / "start.py"
-    script.write_text(_START_INTERRUPTED)
-    p = subprocess.run([sys.executable, str(script)], env=_env(), capture_output=True,
-                       text=True, timeout=300)
-    assert p.returncode == 0, p.stderr
+    p = _run_script(tmp_path / "start.py", _START_INTERRUPTED)
     assert p.stdout.strip() == "left to Dask's exit hook: 0", p.stdout + p.stderr
     assert "Traceback" not in p.stderr, p.stderr
 
@@ -309,11 +315,7 @@ def test_ctrl_c_while_the_job_is_scattered_is_quiet(tmp_path):
     this process, may still copy the data on to a worker the closing cluster has removed, and
     its KeyError had been printed by asyncio as a traceback ("Task exception was never
     retrieved") after ketasim's own two lines (seen under load)."""
-    script = tmp_path / "scatter.py"
-    script.write_text(_SCATTER_INTERRUPTED)
-    p = subprocess.run([sys.executable, str(script)], env=_env(), capture_output=True,
-                       text=True, timeout=300)
-    assert p.returncode == 0, p.stderr
+    p = _run_script(tmp_path / "scatter.py", _SCATTER_INTERRUPTED)
     assert p.stdout.strip() == "interrupted", p.stdout + p.stderr
     assert "Traceback" not in p.stderr and "never retrieved" not in p.stderr, p.stderr
 
