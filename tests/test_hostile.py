@@ -2200,6 +2200,37 @@ def test_population_and_sweep_outputs_are_checked_and_named_before_the_run(tmp_p
     assert cli_population is not None
 
 
+@pytest.mark.parametrize("argv, inner, outer", [
+    (["simulate", "--until", "2", "--out", "{d}/x.csv", "--plot", "{d}/x.csv/y.png"],
+     "--plot", "--out"),
+    (["population", "--n", "3", "-q", "--out", "{d}/a.csv", "--bands", "{d}/a.csv/b.csv"],
+     "--bands", "--out"),
+    (["population", "--n", "3", "-q", "--bands", "{d}/a.csv", "--out", "{d}/a.csv/b.parquet"],
+     "--out", "--bands"),
+    (["sweep", "-q", "--vary", "CL=50:100:2", "--vary", "V1=80:100:2", "--out",
+      "{d}/s.csv", "--plot", "{d}/s.csv/h.png"], "--plot", "--out"),
+], ids=["simulate", "population", "population-reversed", "sweep"])
+def test_an_output_inside_another_output_is_refused_before_the_run(argv, inner, outer,
+                                                                    tmp_path, capsys,
+                                                                    monkeypatch):
+    """``--out run/x.csv --plot run/x.csv/y.png`` asks for x.csv as a file and as a folder: it
+    had been found only when writing, after the whole run, as a bare "Is a directory: ..."
+    naming neither option."""
+    from ketasim import cli, cli_population
+
+    P = importlib_module("ketasim.population")
+    monkeypatch.setattr(P, "population", lambda *a, **k: pytest.fail("ran before the check"))
+    monkeypatch.setattr(P, "sweep", lambda *a, **k: pytest.fail("ran before the check"))
+    monkeypatch.setattr(cli, "_simulate_rest",
+                        lambda *a, **k: pytest.fail("ran before the check"))
+    d = tmp_path / "new"
+    rc, _, err = run_cli([a.format(d=d) for a in argv], capsys)
+    assert rc == 1
+    one_line_error(err, inner, outer, "inside")
+    assert not d.exists()
+    assert cli_population is not None
+
+
 def importlib_module(name):
     import importlib
 

@@ -243,12 +243,31 @@ def check_outputs(outputs, inputs=()) -> None:
             if _same_file(p, q):
                 raise KetasimInputError(f"{lab} and {lab2}: both write {str(p)!r}; "
                                         "expected different output files")
+            for (la, a), (lb, b) in (((lab, p), (lab2, q)), ((lab2, q), (lab, p))):
+                if _inside(b, a):
+                    # found before any work: it had been found only when writing, after
+                    # the run, as "Is a directory"
+                    raise KetasimInputError(
+                        f"{la} {str(a)!r} and {lb} {str(b)!r}: {lb} would be written inside "
+                        f"the file {la} writes, as if it were a folder; expected different "
+                        "output files, neither inside the other")
             if _case_twins(p, q):
                 # found before any work: it had been found only when the files were moved
                 # into place, after the whole run
                 raise KetasimInputError(
                     f"{lab} {str(p)!r} and {lab2} {str(q)!r} are one file on this file system "
                     "(it does not tell letter case apart); expected different output files")
+
+
+def _inside(inner: Path, outer: Path) -> bool:
+    """Whether ``inner`` lies inside ``outer`` taken as a folder (``o.csv/fig.png`` inside
+    ``o.csv``), links followed where they exist."""
+    try:
+        a = Path(os.path.realpath(inner))
+        b = Path(os.path.realpath(outer))
+    except (OSError, ValueError):
+        return False
+    return a != b and a.is_relative_to(b)
 
 
 def _check_link(path: Path, lead: str) -> None:
