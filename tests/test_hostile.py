@@ -1080,6 +1080,27 @@ def test_doses_from_standard_input(tmp_path, spec):
     assert out.read_text().startswith("time_h,")
 
 
+@pytest.mark.parametrize("text, line", [
+    (GOOD_COURSE, GOOD_COURSE.strip().splitlines()[0]),
+    ("# my course\n\n" + GOOD_COURSE, GOOD_COURSE.strip().splitlines()[0]),
+    (GOOD_MODEL, "[model]"),
+    ('title = "x"\n', 'title = "x"'),
+], ids=["course", "course-after-a-comment", "model", "key"])
+def test_a_toml_file_read_as_a_dose_table_is_named_as_toml(text, line, tmp_path, monkeypatch,
+                                                            capsys):
+    """A course file on standard input (``--doses - < course.toml``) or under another name
+    than .toml is read as a dose table: that had been "unknown column 'amount_mg = 35';
+    expected time_h, amount_mg, ...", as if a column were misspelt."""
+    import io as _io
+
+    assert not line.startswith("#") and "," not in line
+    monkeypatch.setattr(sys, "stdin", _io.TextIOWrapper(_io.BytesIO(text.encode())))
+    rc, _, err = run_cli(["course", "--doses", "-", "--out-dir", str(tmp_path / "d")], capsys)
+    assert rc == 1
+    one_line_error(err, "<stdin>", repr(line.strip()), "TOML", "CSV dose table", ".toml")
+    assert not (tmp_path / "d").exists()
+
+
 def test_a_volume_parameter_too_small_for_its_reciprocal_is_one_line():
     """A volume given by a parameter (so not checked when the file is read) that is so small
     that 1/V overflows is refused when the model is used, naming the compartment."""

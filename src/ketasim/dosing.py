@@ -807,6 +807,23 @@ def check_commas(header, text: str, where: str, expected: str) -> None:
                                 f"its columns with {sep}; expected commas ({expected})")
 
 
+_TOML_LINE = re.compile(r"\s*(\[\[?\s*[A-Za-z0-9_.\"' -]+\s*\]\]?|[A-Za-z0-9_-]+\s*=.*)\s*")
+
+
+def _not_toml(header, where: str) -> None:
+    """Refuse a dose table whose header is a TOML line (``amount_mg = 35``, ``[model]``): a
+    course or model file given where a CSV is read (``--doses -`` with a course file on
+    standard input, a course file not named .toml). It had been "unknown column 'amount_mg =
+    35'", a list of the dose table's columns."""
+    if len(header) != 1 or not _TOML_LINE.fullmatch(header[0]):
+        return
+    raise KetasimInputError(
+        f"{where}: {header[0].strip()!r} is a line of a TOML file, expected a CSV dose table "
+        "(header time_h,amount_mg,route): a course file is read as one by its name ending in "
+        ".toml (standard input and other names are read as dose tables), and a model file "
+        "goes to --model")
+
+
 def _read_at_most(stream, limit: int, too_large: str) -> bytes:
     """The bytes of ``stream`` (text is encoded as UTF-8), at most ``limit`` of them: more is
     refused with the message ``too_large``, so an endless stream (``< /dev/zero``) is not read
@@ -1251,6 +1268,7 @@ def _parse(lines, where: str) -> Doses:
                                 "time_h,amount_mg,route then one row per dose")
     hl = f"line {header_line}"
     check_commas(header, header[0], f"{where}: {hl}", "time_h,amount_mg,route")
+    _not_toml(header, f"{where}: {hl}")
     canon = []
     for h in header:
         c = _canonical(h)
