@@ -1101,6 +1101,38 @@ def test_a_toml_file_read_as_a_dose_table_is_named_as_toml(text, line, tmp_path,
     assert not (tmp_path / "d").exists()
 
 
+def test_a_folder_named_like_a_preset_or_course_does_not_hide_it(tmp_path, monkeypatch, capsys):
+    """``ketasim course --out-dir standard-iv`` (or ``--out-dir ketamine-iv``) leaves a folder
+    of that name, which had then been taken for the dose table (or model) in every later
+    command that names it, the defaults included: "'standard-iv' is a folder, expected a CSV
+    file", and for ``course`` "course parameters ['months'] need a course name ..., got
+    'standard-iv'". A folder is never a model or dose file; a file of that name still wins."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("ketamine-iv", "esketamine-nasal", "standard-iv", "spravato"):
+        (tmp_path / name).mkdir()
+    rc, _, err = run_cli(["simulate", "--until", "1", "--out", "o.csv"], capsys)
+    assert rc == 0, err
+    rc, _, err = run_cli(["course", "--months", "0.1", "--out-dir", "c"], capsys)
+    assert rc == 0, err
+    assert (tmp_path / "c" / "course.csv").is_file()
+    rc, _, err = run_cli(["compare", "--months", "0.1", "--out-dir", "k",
+                          "ketamine-iv@standard-iv:A", "esketamine-nasal@spravato:B"], capsys)
+    assert rc == 0, err
+    assert ketasim.load_model("ketamine-iv").name == ketasim.load_model(
+        str(_preset_path("ketamine-iv"))).name
+    assert ketasim.resolve_doses("spravato").time_h.size > 0
+    (tmp_path / "spravato").rmdir()
+    (tmp_path / "spravato").write_text(GOOD_DOSES)     # a file of a course's name: the file
+    assert ketasim.resolve_doses("spravato").time_h.size == ketasim.read_doses(
+        str(tmp_path / "spravato")).time_h.size
+
+
+def _preset_path(name):
+    from importlib import resources
+
+    return resources.files("ketasim") / "presets" / f"{name}.toml"
+
+
 def test_a_volume_parameter_too_small_for_its_reciprocal_is_one_line():
     """A volume given by a parameter (so not checked when the file is read) that is so small
     that 1/V overflows is refused when the model is used, naming the compartment."""

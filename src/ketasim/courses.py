@@ -411,8 +411,13 @@ COURSE_PARAMETERS = {
 
 
 def is_course_name(spec) -> bool:
-    """Whether ``spec`` names a course (and no file of that name is there, which wins)."""
-    return isinstance(spec, str) and spec in COURSES and not Path(spec).exists()
+    """Whether ``spec`` names a course (and no file of that name is there, which wins; a
+    folder of that name does not: ``ketasim course --out-dir standard-iv`` had made every
+    later command with the default course fail, "'standard-iv' is a folder")."""
+    if not (isinstance(spec, str) and spec in COURSES):
+        return False
+    p = Path(spec)
+    return not p.exists() or p.is_dir()
 
 
 def is_course_file(spec) -> bool:

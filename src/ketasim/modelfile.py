@@ -649,10 +649,14 @@ def load_model(name_or_path) -> Model:
         raise KetasimInputError(f"model: got {s!r}, expected a preset name ("
                                 + ", ".join(list_presets()) + ") or a TOML model file")
     p = Path(s)
-    if p.suffix == ".toml" or p.exists() or "/" in s or "\\" in s:
+    presets = list_presets()
+    # (a folder named like a preset is no model file: ``ketasim course --out-dir
+    # ketamine-iv`` had made every later command with the default model fail, "'ketamine-iv'
+    # is a folder"; a file of that name still wins)
+    if p.suffix == ".toml" or (p.exists() and not (s in presets and p.is_dir())) \
+            or "/" in s or "\\" in s:
         check_input_file("model", s, p, "a TOML model file")
         return Model.from_toml(p)
-    presets = list_presets()
     if s not in presets:
         raise KetasimInputError(
             f"model: {s!r} is neither a file nor a preset{suggest(s, presets)}; presets: "
