@@ -1214,6 +1214,31 @@ def test_a_tables_subjects_whole_course_marks_their_median_exact_session_peaks()
     assert any("the subjects' median peak" in ax.get_xlabel() for ax in fig.subfigs[0].axes)
 
 
+def test_a_tables_subjects_get_a_median_peak_marker_only_for_sessions_they_start_together():
+    """Subjects dosed at different times (one on days 0 and 2, the other on days 0 and 4) had
+    their second sessions' median peak marked at day 3, where neither peaked, at the median
+    of the two peaks; the axis said there was a marker at every session."""
+    from ketasim.metrics import course_metrics
+
+    d = ketasim.Doses([0.0, 48.0, 0.0, 96.0], [35.0, 35.0, 50.0, 50.0], ["iv"] * 4,
+                      [2 / 3] * 4, subject=[1, 1, 2, 2])
+    res = ketasim.simulate("ketamine-iv", d, ketasim.time_grid(24 * 7, 0.1))
+    fig = plot_course(res)
+    axc = fig.subfigs[0].axes[1]
+    marks = next(ln for ln in axc.get_lines()
+                 if ln.get_label() == "subjects' exact session peaks: median")
+    first = np.median(np.asarray(course_metrics(res).cmax_ng_ml)[:, 0])
+    np.testing.assert_allclose(marks.get_ydata(), [first], rtol=1e-9)
+    assert np.all(np.asarray(marks.get_xdata()) < 1.0)       # day 0 only, not day 3
+    label = " ".join(ax.get_xlabel() for ax in fig.subfigs[0].axes)
+    assert "a marker at every session the subjects start together" in label, label
+    # apart in every session: no marker, and the axis promises none
+    d2 = ketasim.Doses([0.0, 96.0], [35.0, 50.0], ["iv"] * 2, [2 / 3] * 2, subject=[1, 2])
+    fig2 = plot_course(ketasim.simulate("ketamine-iv", d2, ketasim.time_grid(24 * 7, 0.1)))
+    assert "subjects' exact session peaks: median" not in _legend_labels(fig2)
+    assert not any("marker" in ax.get_xlabel() for ax in fig2.subfigs[0].axes)
+
+
 def test_plot_bands_occupancy_axis_in_the_unit_drawn_and_named_in_the_legend():
     """plot_bands of occupancy with unit_scale=100 (in %, as the course figure draws it) had
     its axis read "fraction of receptors" under values of 0-40, and the legend called

@@ -886,6 +886,20 @@ def _closeup_panel(kind, ax, run, color=None, label=None, analytes=None, bands=T
         ax.set_ylabel("relative to baseline", fontsize=BODY_PT)
 
 
+def _started_together(starts) -> np.ndarray:
+    """Per session (the columns of a table's subjects' session starts, h; NaN where a subject
+    has no such session): whether every subject starts it within the hour that makes doses
+    one session."""
+    st = np.asarray(starts, dtype=float)
+    if st.ndim < 2:
+        return np.ones(st.shape, dtype=bool)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)     # (an all-NaN session)
+        return np.nanmax(st, axis=0) - np.nanmin(st, axis=0) <= 1.0
+
+
 def _ymax(curves):
     m = max(float(np.nanmax(c)) for c in curves) if curves else 1.0
     return m * 1.12 if m > 0 else 1.0
@@ -1112,7 +1126,9 @@ def _course_panel(kind, ax, run, color=None, label=None, analytes=None, bands=Tr
                 warnings.simplefilter("ignore", RuntimeWarning)     # (an all-NaN session)
                 med = np.nanmedian(cmax, axis=0)
                 at = np.nanmedian(st + tmax, axis=0)
-            ok = np.isfinite(med) & np.isfinite(at)
+            # only a session the subjects start together: subjects dosed on days 0 and 4 had
+            # one marker at day 2, where neither peaked, at the median of their two peaks
+            ok = np.isfinite(med) & np.isfinite(at) & _started_together(st)
             if ok.any():
                 ax.plot(at[ok] / 24, med[ok], ls="none", marker="D", ms=6, color=c,
                         mec="white", mew=1, zorder=4,
@@ -1463,6 +1479,13 @@ def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
                            fontsize=BODY_PT)
             marked = any(np.ndim(r.metrics.cmax_ng_ml) == 1 for r in runs)
             subjects = single and np.ndim(runs[0].metrics.cmax_ng_ml) == 2
+            if subjects:
+                cm0 = runs[0].metrics
+                st0 = np.asarray(cm0.session_start_h, dtype=float)
+                st0 = st0 if st0.shape == np.shape(cm0.cmax_ng_ml) else \
+                    np.broadcast_to(st0, np.shape(cm0.cmax_ng_ml))
+                same = _started_together(st0)
+                together, any_together = bool(same.all()), bool(same.any())
             # the course is drawn from time 0 of its dose table: "from the first session"
             # only where that session starts then (a table starting on day 41.7 had been
             # labelled so, with its first session drawn at 41.7)
@@ -1484,7 +1507,9 @@ def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
             span = f"COURSE TO DAY {_num(max(ends) / 24)}" if cut else "WHOLE COURSE"
             axc.set_xlabel(f"{span}: days from {origin}" + (
                 " (a marker at every session's peak)" if marked else
-                " (a marker at every session: the subjects' median peak)" if subjects
+                (" (a marker at every session: the subjects' median peak)" if together
+                 else " (a marker at every session the subjects start together: their "
+                 "median peak)" if any_together else "") if subjects
                 else ""), fontsize=BODY_PT)
         _row_legend(axz, axc, keys)
     # (measured: a comparison's run labels in capitals had run past the figure's edges)
