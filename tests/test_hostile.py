@@ -1127,6 +1127,56 @@ def test_a_folder_named_like_a_preset_or_course_does_not_hide_it(tmp_path, monke
         str(tmp_path / "spravato")).time_h.size
 
 
+TWO_NO_PLASMA = """
+[model]
+name = "two"
+[parameters]
+CL = 10.0
+V = 50.0
+Q = 5.0
+V2 = 10.0
+[compartments]
+periph = "V2"
+central = "V"
+[[flows]]
+from = "central"
+to = "out"
+cl = "CL"
+[[flows]]
+from = "central"
+to = "periph"
+cl = "Q"
+[[flows]]
+from = "periph"
+to = "central"
+cl = "Q"
+[routes.iv]
+to = "central"
+"""
+
+
+@pytest.mark.parametrize("argv", [["population", "--n", "2"],
+                                  ["sweep", "--vary", "CL=5:10:2"]])
+def test_population_and_sweep_tables_name_an_analyte_that_is_not_plasma(argv, tmp_path, capsys):
+    """A model without ``plasma`` has its metrics taken from its first compartment with a
+    volume, here a peripheral one: the table had said only "cmax: ng/mL", so its peripheral
+    concentrations read as the central ones."""
+    (tmp_path / "m.toml").write_text(TWO_NO_PLASMA)
+    (tmp_path / "d.csv").write_text("time_h,amount_mg,route\n0,100,iv\n")
+    out = tmp_path / "o.csv"
+    rc, printed, err = run_cli(argv + ["--model", str(tmp_path / "m.toml"), "--doses",
+                                       str(tmp_path / "d.csv"), "--metrics", "cmax", "-q",
+                                       "--out", str(out)], capsys)
+    assert rc == 0, err
+    assert "| analyte periph |" in out.read_text().splitlines()[0]
+    if argv[0] == "population":
+        assert "over the course (concentrations: periph)" in printed
+    # a model with plasma: as before, nothing added
+    rc, _, err = run_cli(argv + ["--metrics", "cmax", "-q", "--out", str(out)], capsys)
+    assert rc == 0, err
+    assert "analyte" not in out.read_text().splitlines()[0]
+
+
 def _preset_path(name):
     from importlib import resources
 

@@ -963,6 +963,7 @@ def run_population(args) -> int:
                      scheduler=args.scheduler, weight_kg=weight, covariates=covariates or None,
                      params=dict(args.param), variability=not args.no_variability,
                      threads=args.threads, progress=False if args.quiet else None)
+    _name_analyte(args, model)
     title = (f"ketasim population | model {model.name} | doses {args.doses}{_given(args)} | "
              f"n {args.n} | seed {args.seed} | variability: {res.info['variability']}")
     if res.info.get("note"):
@@ -994,13 +995,15 @@ def run_population(args) -> int:
         outputs.append((args.plot, "wb", _figure_bytes(fig, args.plot)))
     if args.out == "-":
         written = _write_some(outputs, args)
-        _print_summary(res.columns, res.metrics, res.units, args.n, file=sys.stderr)
+        _print_summary(res.columns, res.metrics, res.units, args.n, file=sys.stderr,
+                       analyte=getattr(args, "analyte", None))
     else:
         # the summary first: one that cannot be printed fails before a file is replaced
         from .cli import _summary_then_files
 
         text = io.StringIO()
-        _print_summary(res.columns, res.metrics, res.units, args.n, file=text)
+        _print_summary(res.columns, res.metrics, res.units, args.n, file=text,
+                       analyte=getattr(args, "analyte", None))
         written = []
         _summary_then_files(text.getvalue().rstrip("\n"),
                             lambda: written.extend(_write_some(outputs, args)))
@@ -1029,12 +1032,24 @@ def _write_some(outputs, args) -> list[str]:
     return ["standard output" if p == "-" else str(p) for p, _, _ in outputs]
 
 
-def _print_summary(columns, metrics, units, n, file=None):
+def _name_analyte(args, model) -> None:
+    """The concentration the metrics describe, named in the table's header line, the figure's
+    title and the summary (``args.analyte``) when it is not ``plasma``: a model without an
+    observe alias ``plasma`` has its first compartment with a volume described, which may be
+    a peripheral one, and the table had said only "cmax: ng/mL"."""
+    from .engine import default_analyte
+
+    an = default_analyte(model)
+    if getattr(args, "analyte", None) is None and an is not None and an != "plasma":
+        args.analyte = an
+
+
+def _print_summary(columns, metrics, units, n, file=None, analyte=None):
     def fmt(x):      # (a washed-out trough: "<0.001", as the course summary says "<0.005")
         return "<0.001" if 0 < abs(x) < 1e-3 else g4(x)
 
-    print(f"{n:,} subject{'' if n == 1 else 's'}: median [5 %, 95 %] over the course",
-          file=file)
+    print(f"{n:,} subject{'' if n == 1 else 's'}: median [5 %, 95 %] over the course"
+          + (f" (concentrations: {analyte})" if analyte else ""), file=file)
     for m in metrics:
         if m not in columns:
             continue
@@ -1120,6 +1135,7 @@ def run_sweep(args) -> int:
     columns, units = res.columns, res.units
     if course_kw:     # the fixed --months is a constant column: keep it, it documents the run
         pass
+    _name_analyte(args, model)
     title = (f"ketasim sweep | model {model.name} | doses {args.doses}{_given(args)} | "
              f"{res.info['points']} grid points"
              + (f" | n {args.n} per point, seed {args.seed} | variability: "
