@@ -1177,6 +1177,25 @@ def test_population_and_sweep_tables_name_an_analyte_that_is_not_plasma(argv, tm
     assert "analyte" not in out.read_text().splitlines()[0]
 
 
+def test_compare_says_whose_concentrations_when_a_run_has_no_plasma(tmp_path, capsys):
+    """compare set a model's peripheral compartment (its first with a volume, no plasma)
+    beside another run's plasma under one "first session: peak" row, without a word."""
+    (tmp_path / "two.toml").write_text(TWO_NO_PLASMA)
+    (tmp_path / "d.csv").write_text("time_h,amount_mg,route\n0,100,iv\n")
+    rc, printed, err = run_cli(["compare", f"{tmp_path / 'two.toml'}@{tmp_path / 'd.csv'}:A",
+                                f"ketamine-iv@{tmp_path / 'd.csv'}:B", "--out-dir",
+                                str(tmp_path / "c")], capsys)
+    assert rc == 0, err
+    rows = (tmp_path / "c" / "compare.csv").read_text().splitlines()
+    assert "concentrations of,,periph,plasma" in rows
+    assert "concentrations of" in printed
+    rc, _, err = run_cli(["compare", f"ketamine-iv@{tmp_path / 'd.csv'}:A",
+                          f"esketamine-iv@{tmp_path / 'd.csv'}:B", "--out-dir",
+                          str(tmp_path / "p")], capsys)
+    assert rc == 0, err
+    assert "concentrations of" not in (tmp_path / "p" / "compare.csv").read_text()
+
+
 def _preset_path(name):
     from importlib import resources
 

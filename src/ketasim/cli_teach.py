@@ -843,6 +843,9 @@ MAX_SPECS = 5           # runs of one comparison (a colour each; more overflow t
 
 COMPARE_ROWS = (
     ("drug", "", None),
+    # (a model without plasma: its first compartment with a volume, perhaps a peripheral
+    # one, had been set beside another run's plasma under the same "peak" and "AUC" rows)
+    ("concentrations of", "", "analyte"),
     ("route and dose per session", "", None),
     ("body weight", "kg", "kg"),
     ("sessions", "", None),
@@ -863,13 +866,14 @@ COMPARE_ROWS = (
 def compare_values(run) -> dict:
     """The compare table's values of one run (numbers, or strings for words)."""
     from .dosing import expand
-    from .plotting import describe_doses, drug_name
+    from .plotting import describe_doses, drug_name, main_analyte
 
     cm = run.metrics
     d = expand(run.doses)
     occ = np.asarray(cm.peak_occupancy, float)
     glu = np.asarray(cm.peak_glutamate, float)
     return {"drug": f"{drug_name(run.model)} ({run.model.name})",
+            "analyte": main_analyte(run.model),
             "route and dose per session": describe_doses(run.doses, run.weight_kg),
             # (each run's own: a dose table's weight_kg column, else --weight, else 70; the
             # table had left it to be worked out from "0.5 mg/kg (35 mg)")
@@ -900,6 +904,8 @@ def compare_table(runs, labels, csv: bool = False):
         k = key or name
         if all(not isinstance(v[k], str) and not np.isfinite(v[k]) for v in vals):
             continue
+        if k == "analyte" and all(v[k] == "plasma" for v in vals):
+            continue            # (the presets' and most models': said by the rows' names)
         if csv:
             cells = [csv_text_cell(v[k]) if isinstance(v[k], str) else
                      (f"{v[k]:.6g}" if np.isfinite(v[k]) else "") for v in vals]
