@@ -1196,6 +1196,26 @@ def test_compare_says_whose_concentrations_when_a_run_has_no_plasma(tmp_path, ca
     assert "concentrations of" not in (tmp_path / "p" / "compare.csv").read_text()
 
 
+@pytest.mark.parametrize("argv", [
+    ["population", "--n", "2", "-q", "--no-variability"],
+    ["sweep", "--vary", "CL=5:10:2", "-q", "--out", "{d}/s.csv"],
+    ["simulate", "--summary", "--out", "{d}/s.csv"],
+    ["course", "--out-dir", "{d}/c"],
+], ids=["population", "sweep", "simulate", "course"])
+def test_a_table_of_reset_rows_only_is_named_as_the_doses(argv, tmp_path, capsys):
+    """A table with only a reset row (evid 3) had been "metrics: the dose table has no
+    doses" in population, sweep and simulate --summary, naming no option nor file (the
+    course figure named --doses and the file)."""
+    (tmp_path / "m.toml").write_text(GOOD_MODEL)
+    (tmp_path / "r.csv").write_text("time_h,amount_mg,route,evid\n0,,,3\n")
+    rc, _, err = run_cli([a.format(d=tmp_path) for a in argv]
+                         + ["--model", str(tmp_path / "m.toml"), "--doses",
+                            str(tmp_path / "r.csv")], capsys)
+    assert rc == 1
+    one_line_error(err, "--doses: ", "r.csv has no doses", "expected at least one")
+    assert not (tmp_path / "s.csv").exists()
+
+
 def _preset_path(name):
     from importlib import resources
 

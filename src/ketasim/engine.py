@@ -1053,7 +1053,10 @@ def run_metrics(model, doses, params=None, weight_kg=70.0, *, analyte=None, thre
                                 "subjects >= 1")
     starts = session_starts(doses, merge_h)
     if starts.size == 0:
-        raise KetasimInputError("metrics: the dose table has no doses")
+        # (named as the doses, as the course figure names them: it had been "metrics: the
+        # dose table has no doses", an option population, sweep and simulate --summary lack)
+        raise KetasimInputError(f"doses: {getattr(doses, 'source', '') or 'the dose table'} "
+                                "has no doses (only reset rows); expected at least one")
     if horizon_h is None:
         horizon_h = checked_default_horizon_h(doses)
     horizon_h = positive_hours("horizon_h", horizon_h)
