@@ -1239,6 +1239,24 @@ def test_a_tables_subjects_get_a_median_peak_marker_only_for_sessions_they_start
     assert not any("marker" in ax.get_xlabel() for ax in fig2.subfigs[0].axes)
 
 
+def test_a_dose_into_a_compartment_by_number_or_name_is_described_as_such():
+    """A NONMEM table's doses by compartment number (CMT 1, 2) had been titled "100 mg 1
+    over 120 min + 100 mg 2" and drawn in the legend as "2 100 mg"."""
+    from ketasim.plotting import describe_doses
+
+    m = ketasim.load_model("ketamine-iv")
+    first = list(m.compartments)[0]
+    d = ketasim.Doses([0.0, 24.0], [35.0, 20.0], ["1", first], [2.0, 0.0])
+    assert describe_doses(d._take(np.array([0])), 70.0, m) == \
+        f"35 mg into {first} over 120 min"
+    assert describe_doses(d._take(np.array([1])), 70.0, m) == f"20 mg into {first}"
+    assert describe_doses(d._take(np.array([0]))) == "35 mg into compartment 1 over 120 min"
+    fig = plot_course(ketasim.simulate(m, ketasim.Doses([0.0], [35.0], ["1"]),
+                                       ketasim.time_grid(24, 0.1)))
+    assert f"dose into {first} 35 mg" in _legend_labels(fig)
+    assert f"35 mg into {first}" in _all_text(fig)
+
+
 def test_plot_bands_occupancy_axis_in_the_unit_drawn_and_named_in_the_legend():
     """plot_bands of occupancy with unit_scale=100 (in %, as the course figure draws it) had
     its axis read "fraction of receptors" under values of 0-40, and the legend called

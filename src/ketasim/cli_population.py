@@ -682,7 +682,7 @@ def _dose_and_weight(model, doses, weight, varied=()) -> str:
     parts = []
     if not {"dose_mg_per_kg", "dose_mg", "infusion_min", "weight_kg"} & set(varied):
         given = doses if not isinstance(doses, str) else resolve_doses(doses, weight_kg=w)
-        parts.append(describe_doses(given, w if one_kg else None))
+        parts.append(describe_doses(given, w if one_kg else None, model))
     if uses_weight(model) and "weight_kg" not in varied:
         parts.append(f"{_num(w)} kg" if one_kg else "each subject's weight")
     return " · ".join(parts)

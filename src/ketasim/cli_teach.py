@@ -874,7 +874,8 @@ def compare_values(run) -> dict:
     glu = np.asarray(cm.peak_glutamate, float)
     return {"drug": f"{drug_name(run.model)} ({run.model.name})",
             "analyte": main_analyte(run.model),
-            "route and dose per session": describe_doses(run.doses, run.weight_kg),
+            "route and dose per session": describe_doses(run.doses, run.weight_kg,
+                                                         run.model),
             # (each run's own: a dose table's weight_kg column, else --weight, else 70; the
             # table had left it to be worked out from "0.5 mg/kg (35 mg)")
             "kg": float(run.weight_kg),

@@ -123,6 +123,21 @@ _ROUTE_WORDS = {"iv": "IV infusion", "intranasal": "nasal spray", "oral": "oral"
                 "im": "intramuscular"}
 
 
+def _route_words(route: str, model=None) -> str:
+    """A dose row's route in words: a route's own (``IV infusion``), or, for a dose straight
+    into a compartment by its number (NONMEM's CMT) or name, ``into central`` (the
+    figure's legend had read "2 100 mg" and its title "100 mg 1 over 120 min + 100 mg 2")."""
+    if route in _ROUTE_WORDS:
+        return _ROUTE_WORDS[route]
+    comps = list(getattr(model, "compartments", None) or ())
+    if route.isdigit():
+        k = int(route)
+        return f"into {comps[k - 1]}" if 1 <= k <= len(comps) else f"into compartment {route}"
+    if route in comps and route not in getattr(model, "routes", ()):
+        return f"into {route}"
+    return route
+
+
 # ---------------------------------------------------------------------------- names
 def drug_name(model) -> str:
     """The drug a model doses, in words: ``model.meta["drug"]`` if the model file sets it,
@@ -252,7 +267,7 @@ def row_durations(d) -> np.ndarray:
     return np.where(dur > 0, dur, np.where(np.isfinite(by_rate), by_rate, 0.0))
 
 
-def describe_doses(doses, weight_kg: float | None = None) -> str:
+def describe_doses(doses, weight_kg: float | None = None, model=None) -> str:
     """A short description of the dose per session: ``0.5 mg/kg (35 mg) IV infusion over
     40 min`` (a course dosed per kg), ``35 mg (0.5 mg/kg at 70 kg) IV infusion over 40 min``
     (a table in mg) or ``56-84 mg nasal spray``."""
@@ -264,7 +279,7 @@ def describe_doses(doses, weight_kg: float | None = None) -> str:
         # several routes: each with its own amounts (one range over all of them had read as
         # the first route's)
         return " + ".join(describe_doses(d._take(np.flatnonzero(
-            np.asarray(d.route, dtype=object) == r)), weight_kg) for r in routes)
+            np.asarray(d.route, dtype=object) == r)), weight_kg, model) for r in routes)
     amounts = np.unique(np.round(d.amount_mg, 6))
     if amounts.size == 1:
         amt = f"{_num(amounts[0])} mg"
@@ -280,7 +295,7 @@ def describe_doses(doses, weight_kg: float | None = None) -> str:
     rdur = row_durations(d)
 
     def word(r):
-        w = _ROUTE_WORDS.get(r, r)
+        w = _route_words(r, model)
         if w == "IV infusion" and not (rdur[route_arr == r] > 0).any():
             return "IV bolus"
         return w
@@ -787,7 +802,8 @@ def _has(res, name):
 _MIN_BAR = 0.008
 
 
-def _infusion_bars(ax, doses, t0, t1, color="0.35", label=True, prefix=None, level=0):
+def _infusion_bars(ax, doses, t0, t1, color="0.35", label=True, prefix=None, level=0,
+                   model=None):
     """Each dose in the window: a bar over the infusion (drawn just above the axis) or a
     triangle at a bolus/spray, in axes-fraction height so it never hides a curve. The legend
     entry describes every dose in the window (a range where they differ: a table's subjects
@@ -806,7 +822,9 @@ def _infusion_bars(ax, doses, t0, t1, color="0.35", label=True, prefix=None, lev
 
     first = {}
     for t, dur, _amt, route in shown:
-        words = _ROUTE_WORDS.get(route, route)
+        words = _route_words(route, model)
+        if words.startswith("into "):        # (before the amount: "dose into central 5 mg")
+            words = "dose " + words
         if dur <= 0 and words == "IV infusion":
             words = "IV bolus"
         kind = (route, dur > 0)
@@ -1207,7 +1225,7 @@ def _title(run) -> str:
         return (f"{drug}: {len(ids):,} subjects of {src}, each with its "
                 f"{own}\nmedian and 5-95 % band over the subjects")
     kg = f" · {_num(run.weight_kg)} kg" if uses_weight(res.model) else ""
-    return (f"{drug}: {describe_doses(res.doses, run.weight_kg)}"
+    return (f"{drug}: {describe_doses(res.doses, run.weight_kg, res.model)}"
             f"{kg}\n{run.regimen}")
 
 
@@ -1335,7 +1353,7 @@ def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
             and math.isfinite(b.hi_ng_ml) and b.hi_ng_ml <= 1.6 * top_view]
     top_view = max([top_view] + [1.04 * e for e in ends])
     extra = [] if single else [" ".join(f"{lab}: {drug_name(r.model)}, "
-                                        f"{describe_doses(r.doses, r.weight_kg)}, "
+                                        f"{describe_doses(r.doses, r.weight_kg, r.model)}, "
                                         + (f"{_num(r.weight_kg)} kg, " if uses_weight(r.model)
                                            else "") + f"{r.regimen}."
                                         for r, lab in zip(runs, labels))]
@@ -1415,7 +1433,8 @@ def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
                 t0 = float(r.closeup.times[0])
                 _infusion_bars(axz, r.doses, t0, t0 + zoom, color=col or "0.35",
                                label=single or len(runs) <= 3,
-                               prefix=None if single else lab, level=0 if single else j)
+                               prefix=None if single else lab, level=0 if single else j,
+                               model=r.model)
 
                 # one note per distinct peak: runs with the same first session share it (the
                 # same height at the same time: a 20-minute infusion peaking 1 % below a
