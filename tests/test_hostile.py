@@ -1216,6 +1216,21 @@ def test_a_table_of_reset_rows_only_is_named_as_the_doses(argv, tmp_path, capsys
     assert not (tmp_path / "s.csv").exists()
 
 
+@pytest.mark.parametrize("header, shown", [("WT", "'WT' (write weight_kg)"),
+                                           ("ID,weight_kg", "'ID' (write subject)"),
+                                           ("Weight", "'Weight';")])
+def test_an_unknown_covariates_column_is_named_as_written(header, shown, tmp_path, capsys):
+    """A covariates header WT had been refused as "unknown column 'wt'", a name the file does
+    not hold, without saying that this file (unlike a dose table) takes weight_kg only."""
+    cols = header.count(",") + 1
+    (tmp_path / "d.csv").write_text("time_h,amount_mg,route\n0,35,iv\n")
+    (tmp_path / "c.csv").write_text(header + "\n" + "\n".join([",".join(["60"] * cols)] * 2))
+    rc, _, err = run_cli(["population", "--n", "2", "-q", "--covariates",
+                          str(tmp_path / "c.csv"), "--doses", str(tmp_path / "d.csv")], capsys)
+    assert rc == 1
+    one_line_error(err, f"unknown column {shown}")
+
+
 def _preset_path(name):
     from importlib import resources
 

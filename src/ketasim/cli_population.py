@@ -804,10 +804,15 @@ def _read_covariates(path, n):
         raise KetasimInputError(f"--covariates: {path}: {hl}: an empty column name in "
                                 f"{first[1].strip()!r} (a comma too many, at the end of the "
                                 "line?); expected weight_kg, age_y (and optionally subject)")
-    for h in head:
+    given = [c.strip().strip('"').strip() for c in first[1].split(",")]
+    for h, g in zip(head, given):
         if h not in ("weight_kg", "age_y", "subject"):
-            raise KetasimInputError(f"--covariates: {path}: unknown column {h!r}; expected "
-                                    "weight_kg, age_y (and optionally subject)")
+            # (named as written, not lowercased: "unknown column 'wt'" for a header WT; and
+            # a dose table's NONMEM names, which this file does not take, pointed to its own)
+            alias = {"wt": "weight_kg", "id": "subject", "age": "age_y"}.get(h)
+            raise KetasimInputError(f"--covariates: {path}: unknown column {g!r}"
+                                    + (f" (write {alias})" if alias else "")
+                                    + "; expected weight_kg, age_y (and optionally subject)")
         if head.count(h) > 1:
             raise KetasimInputError(f"--covariates: {path}: column {h!r} appears twice")
     if not set(head) - {"subject"}:
