@@ -1231,6 +1231,23 @@ def test_an_unknown_covariates_column_is_named_as_written(header, shown, tmp_pat
     one_line_error(err, f"unknown column {shown}")
 
 
+@pytest.mark.parametrize("model, doses, vary, lead", [
+    ("ketamine-iv", "standard-iv", "maintenance_days=28:0:2", "maintenance_days: got 0"),
+    ("esketamine-nasal", "spravato", "dose_mg=28:56:2", "dose_mg: got 28"),
+], ids=["maintenance_days", "dose_mg"])
+def test_a_course_value_a_sweep_varies_is_refused_under_the_varied_name(model, doses, vary,
+                                                                         lead, tmp_path,
+                                                                         capsys):
+    """The course builder's own argument names had led the message ("sweep at
+    maintenance_days = 0: maintenance_every_days: got 0.0", "... dose: got 28"), names the
+    sweep never shows."""
+    rc, _, err = run_cli(["sweep", "--model", model, "--doses", doses, "--vary", vary, "-q",
+                          "--out", str(tmp_path / "s.csv")], capsys)
+    assert rc == 1
+    one_line_error(err, f"sweep at {vary.split('=')[0]} = ", f": {lead}")
+    assert "maintenance_every_days" not in err and ": dose:" not in err
+
+
 def _preset_path(name):
     from importlib import resources
 

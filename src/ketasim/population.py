@@ -1454,6 +1454,22 @@ def parse_vary(text: str) -> tuple:
     return name, values
 
 
+def _varied_name(exc, course) -> str:
+    """A course builder's message about one of its arguments, led by the name the sweep
+    varies instead (``maintenance_days``, not the builder's ``maintenance_every_days``;
+    ``dose_mg``, not ``dose``): the names were the builder's, which a sweep never shows."""
+    from .courses import COURSE_PARAMETERS
+
+    text = str(exc)
+    names = {v: k for k, v in COURSE_PARAMETERS.get(course, {}).items() if k != v}
+    if course == "spravato":
+        names["dose"] = "dose_mg"
+    for own, varied in names.items():
+        if text.startswith(f"{own}: "):
+            return f"{varied}: " + text[len(own) + 2:]
+    return text
+
+
 def sweep(model, doses, vary, *, metrics=None, n: int | None = None,
           seed: int = 0, params=None, weight_kg: float | None = None,
           chunk_size: int = DEFAULT_CHUNK, scheduler=None, analyte: str | None = None,
@@ -1638,7 +1654,8 @@ def sweep(model, doses, vary, *, metrics=None, n: int | None = None,
             d = _doses_for(doses, w_grp, "sweep", **course_kw)
         except KetasimInputError as exc:
             at = ", ".join(f"{k} = {v:g}" for k, v in course_kw.items())
-            raise KetasimInputError(f"sweep at {at}: {exc}" if at else str(exc)) from None
+            raise KetasimInputError(f"sweep at {at}: {_varied_name(exc, course)}" if at
+                                    else str(exc)) from None
         typical = {k: np.full(pts.size, v) for k, v in base.items()}
         for i, nm in enumerate(names):
             if kinds[i] == "param":
