@@ -1674,6 +1674,17 @@ def test_time_grid_is_float_and_ends_at_until():
     assert t[-1] == 0.7 and t.size == 8 and np.all(np.diff(t) > 0)
 
 
+@pytest.mark.parametrize("until, step, size", [(1.0, 0.3333333333, 4), (1e-6, 3e-9, 335),
+                                               (4800.0, 1 / 60, 288001), (1.0, 0.3, 5)])
+def test_time_grid_ends_at_until_whatever_its_size(until, step, size):
+    """A last grid point less than 1e-9 h short of until (3 x 0.3333333333 = 0.9999999999,
+    or 333 x 3e-9 = 9.99e-7 for until 1e-6) had ended the grid there, short of until."""
+    t = ketasim.time_grid(until, step)
+    assert t[-1] == until and t.size == size and np.all(np.diff(t) > 0)
+    assert t[0] == 0.0 and ketasim.time_grid(1e-20, 1.0).tolist() == [0.0, 1e-20]
+    assert ketasim.time_grid(1344, 1e308).tolist() == [0.0, 1344.0]
+
+
 @pytest.mark.parametrize("kw, field", [
     ({"merge_h": float("nan")}, "merge_h"), ({"merge_h": -1.0}, "merge_h"),
     ({"merge_h": "1"}, "merge_h"), ({"horizon_h": "10"}, "horizon_h"),

@@ -46,10 +46,16 @@ def time_grid(until_h: float, step_h: float, start_h: float = 0.0) -> np.ndarray
                                 f"{until_h:g} h; use a larger step")
     check_memory(n, f"time grid: {n:,} points")
     t = float(start_h) + float(step_h) * np.arange(n)
-    if t[-1] < until_h - 1e-9 * max(1.0, until_h):
+    # a last point within rounding of until (a billionth of a step, or a few ulp of until)
+    # is until: 7 x 0.1 is 0.7000000000000001, and 3 x 0.3333333333 is 0.9999999999 (which
+    # had ended the grid there, short of until = 1, as had any last point less than 1e-9 h
+    # short of a small until: --until 1e-6 --step 3e-9 ended at 9.99e-7)
+    tol = max(1e-9 * min(float(step_h), until_h - start_h),
+              16 * np.finfo(float).eps * max(abs(until_h), 1e-300))
+    if t[-1] < until_h - tol:
         t = np.append(t, float(until_h))
-    elif t[-1] > until_h:
-        t[-1] = float(until_h)      # 7 x 0.1 is 0.7000000000000001: the grid ends at until
+    elif t.size > 1 or t[-1] > until_h:      # (one point: the start, kept)
+        t[-1] = float(until_h)
     return t
 
 
