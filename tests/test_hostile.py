@@ -1248,6 +1248,28 @@ def test_a_course_value_a_sweep_varies_is_refused_under_the_varied_name(model, d
     assert "maintenance_every_days" not in err and ": dose:" not in err
 
 
+@pytest.mark.parametrize("argv, advice", [
+    (["sweep", "--vary", "CL=50:150:3", "-q", "--out", "{d}/s.csv"], "fewer grid points"),
+    (["population", "--n", "3", "-q", "--out", "{d}/p.csv"], "fewer subjects (--n)"),
+], ids=["sweep", "population"])
+def test_out_of_memory_advice_names_the_commands_own_options(argv, advice, tmp_path, capsys,
+                                                             monkeypatch):
+    """A sweep or population out of memory had been told to "use a coarser --step, a shorter
+    --until or a shorter course", options neither command has."""
+    P = importlib_module("ketasim.population")
+
+    def no_memory(*a, **k):
+        raise MemoryError
+
+    monkeypatch.setattr(P, "population", no_memory)
+    monkeypatch.setattr(P, "sweep", no_memory)
+    rc, _, err = run_cli([a.format(d=tmp_path) for a in argv], capsys)
+    assert rc == 1
+    one_line_error(err, "out of memory; ", advice)
+    assert "--step" not in err and "--until" not in err
+    assert not any(tmp_path.iterdir())
+
+
 def _preset_path(name):
     from importlib import resources
 

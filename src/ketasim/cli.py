@@ -975,6 +975,21 @@ def _name_too_long(args, name: str) -> str:
             "file name in it at most 255 bytes)")
 
 
+#: what to ask for less of when a command runs out of memory, in its own options (a sweep
+#: of 9 million grid points had been told to "use a coarser --step, a shorter --until",
+#: options it does not have)
+_MEMORY_ADVICE = {
+    "simulate": "use a coarser --step, a shorter --until or a shorter course",
+    "course": "use a shorter course (--months) or a shorter --closeup",
+    "compare": "use shorter courses (--months), fewer SPECs or a shorter --closeup",
+    "population": "use fewer subjects (--n), fewer --metrics, a smaller --chunk-size or, with "
+                  "--bands or --plot, a larger --band-step",
+    "sweep": "use fewer grid points (the N of each --vary), fewer --metrics, fewer subjects "
+             "per point (--n) or a smaller --chunk-size",
+    "schedule": "use a shorter course (--months)",
+}
+
+
 def _fail(args, message: str) -> int:
     print(f"ketasim: error: {message}", file=sys.stderr)
     return 1
@@ -1301,8 +1316,8 @@ def _run(args) -> int:
     except MemoryError:
         if args.debug:
             raise
-        return _fail(args, "out of memory; use a coarser --step, a shorter --until or a "
-                     "shorter course")
+        return _fail(args, "out of memory; " + _MEMORY_ADVICE.get(
+            getattr(args, "command", None), _MEMORY_ADVICE["simulate"]))
     except RecursionError:
         if args.debug:
             raise
