@@ -160,15 +160,51 @@ def test_ss_two_compartment_infusion_superposition(dur):
 
 
 def test_ss_constant_infusion():
-    """ss = 1, ii_h = 0, amount 0, rate R: C = f R / CL from the start, until a reset."""
+    """ss = 1, ii_h = 0, amount 0, rate R: C = R / CL from the start, until a reset. The route's
+    f does not lower the rate: NONMEM applies F to every dose except a steady-state constant
+    infusion (it had given f R / CL)."""
     m = one_cpt(F=0.5)
     d = ketasim.Doses.from_records([
         {"time_h": 2.0, "amount_mg": 0, "route": "ivf", "rate_mg_h": 10.0, "ss": 1, "ii_h": 0},
         {"time_h": 20.0, "amount_mg": 0, "route": "", "evid": 3}])
     t = np.array([2.0, 5.0, 19.9, 20.0, 24.0])
     c = conc(m, d, t)
-    np.testing.assert_allclose(c[:3], 0.5 * 10.0 / CL, rtol=1e-12)
+    np.testing.assert_allclose(c[:3], 10.0 / CL, rtol=1e-12)
     np.testing.assert_allclose(c[3:], 0.0, atol=0)
+
+
+@pytest.mark.parametrize("ss", [1, 2])
+@pytest.mark.parametrize("route", ["ivf", "oral", "split"])
+def test_ss_constant_infusion_is_the_limit_of_a_rate_defined_infusion(route, ss):
+    """A constant infusion at steady state (rate R) is where an infusion at the same rate R,
+    started long before, has arrived: bioavailability changes a rate-defined infusion's
+    duration, never its rate, and a split route's parts run at their shares of R. With f =
+    0.6 it had run at 0.6 R (a split route whose f add up to 0.7: at 0.7 R)."""
+    spec = {"parameters": {"V": V, "CL": CL, "KA": KA, "F": 0.6, "LAG": 0.4, "FA": 0.3,
+                           "FB": 0.4},
+            "compartments": {"depot": 0, "central": "V"},
+            "flows": [{"from": "depot", "to": "central", "k": "KA"},
+                      {"from": "central", "to": "out", "cl": "CL"}],
+            "routes": {"iv": {"to": "central"}, "ivf": {"to": "central", "f": "F"},
+                       "oral": {"to": "depot", "f": "F", "lag_h": "LAG"},
+                       "split": {"parts": [{"to": "central", "f": "FA"},
+                                           {"to": "depot", "f": "FB", "lag_h": "LAG"}]}}}
+    m = ketasim.Model.from_dict(spec)
+    rate, t_ss, t_long = 12.0, 3.0, 500.0
+    first = {"amount_mg": 40.0, "route": "iv"}
+    d = ketasim.Doses.from_records([
+        dict(first, time_h=1.0),
+        {"time_h": t_ss, "amount_mg": 0, "route": route, "rate_mg_h": rate, "ss": ss,
+         "ii_h": 0}])
+    # the same rate for 500 h (1e5 h of drug at that rate: it runs past every output)
+    limit = ketasim.Doses.from_records(
+        [{"time_h": 0.0, "amount_mg": rate * 1e5, "route": route, "rate_mg_h": rate}]
+        + ([dict(first, time_h=t_long - t_ss + 1.0)] if ss == 2 else []))
+    s = np.linspace(0.0, 10.0, 21)
+    got = sim(m, d, t_ss + s, amounts=True)
+    want = sim(m, limit, t_long + s, amounts=True)
+    for c in ("central", "depot"):
+        np.testing.assert_allclose(got.amount(c), want.amount(c), rtol=1e-10, atol=1e-12)
 
 
 
@@ -201,9 +237,9 @@ def test_a_rate_with_amount_zero_is_refused_unless_a_constant_infusion_at_steady
     with pytest.raises(ketasim.KetasimInputError, match=r"line 2: row 1: amount_mg: got 0 with "
                                                         r"rate_mg_h = 10.*expected an amount > 0"):
         ketasim.read_doses(io.StringIO(text))
-    # the constant infusion itself: f R / CL from its start (closed form)
+    # the constant infusion itself: R / CL from its start (closed form; F does not apply)
     d = ketasim.read_doses(io.StringIO("TIME,AMT,CMT,RATE,SS,II\n0,0,ivf,10,1,0\n"))
-    np.testing.assert_allclose(conc(one_cpt(F=0.5), d, np.array([0.0, 3.0])), 0.5 * 10 / CL,
+    np.testing.assert_allclose(conc(one_cpt(F=0.5), d, np.array([0.0, 3.0])), 10 / CL,
                                rtol=1e-12)
 
 

@@ -27,7 +27,8 @@ Meaning of the columns (units in the names):
                 steady state of this dose repeated every ``ii_h`` hours forever (then the dose
                 is given); 2 = that steady state is added to the current state. With
                 ``ii_h = 0``, ``amount_mg = 0`` and a ``rate_mg_h``: the steady state of a
-                constant infusion, which then keeps running.
+                constant infusion at that rate (bioavailability does not lower it, as in
+                NONMEM), which then keeps running.
 ``evid``        1 or blank = a dose; 0 (observation) and 2 (other) rows are skipped and counted
                 (:attr:`Doses.n_skipped`; a dose item on one, ``amount_mg``, ``rate_mg_h``,
                 ``ii_h``, ``addl`` or ``ss`` not 0 or blank, is refused, as NONMEM refuses

@@ -44,8 +44,11 @@ How dose rows become events (:func:`build_events`):
   doses that are still to come at ``t_d`` — infusions still running, lagged boluses not yet
   arrived — are emitted as real START/STOP and BOLUS events; then the dose at ``t_d`` itself is
   given as usual (and its ``addl`` repeats). With ``ii_h = 0``, ``amount_mg = 0`` and a
-  ``rate_mg_h``, the steady state of a constant infusion at ``f · rate`` is ``−K⁻¹ u`` and the
-  infusion keeps running.
+  ``rate_mg_h``, the steady state of a constant infusion at ``rate`` is ``−K⁻¹ u`` and the
+  infusion keeps running: the rate is the route's as a whole (a part of a split route takes
+  its share ``f / Σ f``), and bioavailability does not lower it, as in NONMEM (which applies
+  F to every dose except a steady-state constant infusion), and as a rate-defined infusion
+  running for ever would give.
 """
 
 from __future__ import annotations
@@ -563,8 +566,12 @@ def build_events(model: Model, doses: Doses, vals: dict, *, shared_rows: bool = 
     frate = np.zeros(shape)
     for F, _lag, PDUR, _to, HAS in parts:
         frate = frate + np.where(HAS & np.isnan(PDUR), F, 0.0)
+    # a constant infusion at steady state (ss, ii_h 0, amount 0) runs at the row's rate: the
+    # route's as a whole, each part at its share f / (sum of the parts' f); bioavailability
+    # does not lower it (NONMEM applies F to every dose but a steady-state constant infusion)
+    cshare = constant_rate_shares(parts, shape)
     with np.errstate(all="ignore"):
-        for F, LAG, PDUR, TO, HAS in parts:
+        for (F, LAG, PDUR, TO, HAS), SHARE in zip(parts, cshare):
             A = amt * F
             own = ~np.isnan(PDUR)
             # RATE = -2 on a route none of whose parts has a duration of its own: NONMEM stops
@@ -628,8 +635,8 @@ def build_events(model: Model, doses: Doses, vals: dict, *, shared_rows: bool = 
             # constant infusion at steady state: starts now, runs until a reset
             cst = const & HAS
             if cst.any():
-                add(t_rec, TO, F * rate_row, START, cst & (t_rec < rs))
-                add(rs, TO, F * rate_row, STOP, cst & (t_rec < rs) & np.isfinite(rs))
+                add(t_rec, TO, SHARE * rate_row, START, cst & (t_rec < rs))
+                add(rs, TO, SHARE * rate_row, STOP, cst & (t_rec < rs) & np.isfinite(rs))
 
     add(t_rec, 0, 0.0, RESET, is_reset)
     V = 1
@@ -698,6 +705,21 @@ def _shared_row_events(rows, n, S, shared_rows=False):
             + (np.zeros((1 if shared_rows else n, 1, S)),))
 
 
+def constant_rate_shares(parts, shape) -> list:
+    """Each route part's share of a constant infusion's rate (ss, ii_h 0): ``f / (sum of the
+    route's f)`` (1 for a route of one part, whatever its f; equal shares where every f is 0).
+    ``parts``: (F, LAG, PDUR, TO, HAS) per part position, arrays of ``shape``."""
+    total = np.zeros(shape)
+    count = np.zeros(shape)
+    for F, _lag, _dur, _to, HAS in parts:
+        total = total + np.where(HAS, np.broadcast_to(F, shape), 0.0)
+        count = count + HAS
+    with np.errstate(all="ignore"):
+        return [np.where(HAS, np.where(total > 0, np.broadcast_to(F, shape) / total,
+                                       1.0 / np.maximum(count, 1)), 0.0)
+                for F, _lag, _dur, _to, HAS in parts]
+
+
 def _steady_states(model, vals, ss_row, const, ii, rate_row, parts, pieces, vidx, V):
     """ev_vec (N, V, S): the state just before each steady-state dose (see module docstring).
     Row arrays may hold one row for all subjects (``ss_row``, ``ii``: (R0, Dm); parts:
@@ -708,6 +730,7 @@ def _steady_states(model, vals, ss_row, const, ii, rate_row, parts, pieces, vidx
     ev_vec = np.zeros((n, V, S))
     cache = {}
     nb = parts[0][0].shape[0]
+    shares = constant_rate_shares(parts, parts[0][0].shape)
     rows = np.argwhere(np.broadcast_to(ss_row, (n, ss_row.shape[1])))
     for s0, j in rows:
         s0, j = int(s0), int(j)
@@ -715,9 +738,9 @@ def _steady_states(model, vals, ss_row, const, ii, rate_row, parts, pieces, vidx
         s = min(s0, nb - 1)
         if const[jj]:
             u = np.zeros(S)
-            for (F, _, _, TO, HAS) in parts:
+            for (_, _, _, TO, HAS), SHARE in zip(parts, shares):
                 if HAS[s, j]:
-                    u[TO[s, j]] += F[s, j] * rate_row[jj]
+                    u[TO[s, j]] += SHARE[s, j] * rate_row[jj]
             key = (K[s0].tobytes(), "rate", u.tobytes())
             if key not in cache:
                 cache[key] = constant_rate_state(K[s0], u, model)
