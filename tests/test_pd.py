@@ -222,3 +222,44 @@ def test_default_tolerance_holds_over_each_presets_whole_course(preset, course):
         ref = b.output(name)
         err = np.abs(a.output(name) - ref).max() / np.abs(ref).max()
         assert err <= 1e-6, (name, err)
+
+
+def test_default_tolerance_holds_for_plasticity_after_a_steep_onset():
+    """An oral dose absorbed in minutes into a small volume (occupancy 0 to 0.7 within the
+    hour) with a slow glutamate signal (kout 0.12/h, a rise of 0.13): P is driven by G - 1, so
+    G's error must be small next to its rise, not next to G. Controlled relative to G itself,
+    the default pd_rtol had left P and Q 2.2e-6 of their peaks off (4.3e-6 of |P| + 1e-3)
+    against an independent Radau integration of the same system."""
+    p = dict(V=19.5, CL=53.1, KA=2.84, KI=0.869, FU=0.5, MW=250.0, GK=0.122, GE=0.552,
+             GC=0.203, GH=2.52, PK=0.0215, PO=0.0144, CK=0.025, CO=0.0024)
+    model = ketasim.Model.from_dict({
+        "parameters": dict(p),
+        "compartments": {"depot": 0, "central": "V"},
+        "flows": [{"from": "depot", "to": "central", "k": "KA"},
+                  {"from": "central", "to": "out", "cl": "CL"}],
+        "routes": {"po": {"to": "depot"}},
+        "occupancy": {"ligands": [{"name": "drug", "site": "central", "ki_um": "KI",
+                                   "fu": "FU", "mw_g_mol": "MW"}]},
+        "glutamate": {"kout": "GK", "emax": "GE", "ec50": "GC", "hill": "GH",
+                      "plasticity_kin": "PK", "plasticity_kout": "PO",
+                      "consolidation_kin": "CK", "consolidation_kout": "CO"}})
+    t0, amt = 31.524, 295.0
+
+    def rhs(t, y):
+        dep, a, g, pl, q = y
+        x = max(p["FU"] * a / p["V"] * 1000 / p["MW"] / p["KI"], 0.0)
+        occ = x / (1 + x)
+        s = p["GE"] * occ ** p["GH"] / (p["GC"] ** p["GH"] + occ ** p["GH"])
+        return [-p["KA"] * dep, p["KA"] * dep - p["CL"] * a / p["V"], p["GK"] * (s - (g - 1)),
+                p["PK"] * max(g - 1, 0) * (1 - pl) - p["PO"] * pl,
+                p["CK"] * pl * (1 - q) - p["CO"] * q]
+
+    t = np.linspace(t0, 60.0, 286)
+    ref = solve_ivp(rhs, (t0, 60.0), [amt, 0.0, 1.0, 0.0, 0.0], method="Radau", rtol=1e-11,
+                    atol=1e-14, t_eval=t).y
+    r = ketasim.simulate(model, ketasim.Doses.single(amt, "po", time_h=t0), t,
+                         outputs=["glutamate", "plasticity", "consolidation"])
+    for name, row, base in (("glutamate", 2, 1.0), ("plasticity", 3, 0.0),
+                            ("consolidation", 4, 0.0)):
+        err = np.abs(r.output(name) - ref[row]).max() / np.abs(ref[row] - base).max()
+        assert err <= 1e-6, (name, err)

@@ -130,8 +130,9 @@ def simulate(model, doses, times, params: dict | None = None, weight_kg=70.0, *,
         model's default).
     pd_rtol : float
         Relative tolerance of the schematic response's error-controlled integrator
-        (default 1e-6), relative to each value plus 1e-3 (glutamate itself, baseline 1, not
-        its rise above it): a response far below 1e-3 is accurate in absolute terms only.
+        (default 1e-6), relative to each value plus 1e-3 (for glutamate its rise above the
+        baseline of 1, which drives the plasticity): a response far below 1e-3 is accurate
+        in absolute terms only.
         From 1e-11 (below it rounding sets the error, not the tolerance) to 0.1.
     dtype : "float64" or "float32"
         Storage of the outputs (the computation is always float64); float32 halves memory.
