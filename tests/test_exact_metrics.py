@@ -677,3 +677,21 @@ def test_course_metrics_refuses_a_maintenance_start_that_is_not_hours(given):
     assert str(exc.value) == (f"maintenance_from_h: got {given!r}, expected hours (a number; "
                               "NaN: no maintenance)")
     assert course_metrics(r, maintenance_from_h=np.float32(100)).maintenance_start_h == 100.0
+
+
+def test_a_late_sessions_auc_is_exact_relative_to_itself():
+    """Each session's AUC is its own integral, not a difference of the course's running one:
+    a session whose AUC is 1e-9 of the course's had kept only the course's absolute rounding
+    (8e-5 of itself off here, 2 % in a random network). Closed form: two IV boluses, k = 1/h."""
+    m = ketasim.Model.from_dict({"parameters": {"V": 1.0, "K": 1.0}, "compartments": {"c": "V"},
+                                 "flows": [{"from": "c", "to": "out", "k": "K"}],
+                                 "routes": {"iv": {"to": "c"}}})
+    d = ketasim.Doses.from_records([{"time_h": 0.0, "amount_mg": 1000.0, "route": "iv"},
+                                    {"time_h": 30.0, "amount_mg": 1e-9, "route": "iv"}])
+    want = [1000.0 * (1 - math.exp(-30.0)) * 1000,                                # ng·h/mL
+            (1000.0 * math.exp(-30.0) + 1e-9) * (1 - math.exp(-1.0)) * 1000]
+    cols = session_metrics(m, d, metrics=["auc"], horizon_h=31.0)
+    r = ketasim.simulate(m, d, np.linspace(0.0, 31.0, 32))
+    for got in ([cols["auc_s1"][0], cols["auc_s2"][0]], course_metrics(r).auc_ng_h_ml):
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+    assert cols["auc"][0] == pytest.approx(sum(want), rel=1e-14)

@@ -2336,7 +2336,11 @@ def metrics_range(sub0, sub1, Ks, ev_ts, ev_cs, ev_amts, ev_kinds, nevs, ev_vecs
                     mo[M_TROUGH, sidx] = _dot(ra, x)
                     mo[M_AUC, sidx] = x[ia] - auc0
                 sidx += 1
-                auc0 = x[ia]
+                # each session integrates from 0 (no state depends on the integrator): a
+                # difference of the course's running integral had kept only its absolute
+                # rounding, 2 % off a late session whose AUC is 1e-13 of the course's
+                x[ia] = 0.0
+                auc0 = 0.0
             if t < horizon:
                 # (an event at the horizon is left out: the metrics end just before it, so a
                 # dose there is no part of the last session's peak)
