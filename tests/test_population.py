@@ -2179,3 +2179,41 @@ def test_figure_titles_name_input_files_by_their_names(tmp_path, monkeypatch):
                  "--vary", "QH=100:150:2", "--vary", "V1=100:150:2", "--metrics", "cmax",
                  "--out", str(tmp_path / "s.csv"), "--plot", str(tmp_path / "s.png")]) == 0
     assert titles[1].startswith("esketamine-nasal, d.csv") and str(study) not in titles[1]
+
+
+COURSE_FILE = """amount_mg = 35
+route = "iv"
+duration_h = 0.6667
+months = 2
+[[phase]]
+weeks = 2
+per_week = 3
+[[phase]]
+every_days = 14
+"""
+
+
+def test_a_sweep_varies_the_months_of_a_course_file(tmp_path, capsys):
+    """A course file's length is varied as a course's is (``--vary months=1:3:3``), each grid
+    point the file's dose table of that many months, as ``--months`` sets it: it had been
+    refused as a course parameter needing a course name. Given with --months too, it is
+    refused, as for a course."""
+    f = tmp_path / "c.toml"
+    f.write_text(COURSE_FILE)
+    res = sweep("ketamine-iv", str(f), {"months": [1.0, 3.0]}, metrics=("cmax", "auc"),
+                progress=False)
+    for i, months in enumerate((1.0, 3.0)):
+        ref = session_metrics("ketamine-iv", ketasim.read_course_toml(f, months=months))
+        np.testing.assert_allclose(res["auc"][i], ref["auc"][0], rtol=1e-12)
+        np.testing.assert_allclose(res["cmax"][i], ref["cmax"][0], rtol=1e-12)
+    assert res["auc"][1] > 1.5 * res["auc"][0]         # (three months: more sessions)
+    out = tmp_path / "s.csv"
+    assert main(["sweep", "--doses", str(f), "--vary", "months=1:3:2", "--metrics", "auc",
+                 "-q", "--out", str(out)]) == 0
+    rows = [r.split(",") for r in out.read_text().splitlines() if not r.startswith("#")]
+    assert rows[0][:2] == ["months", "auc"]
+    np.testing.assert_allclose([float(r[1]) for r in rows[1:]], res["auc"], rtol=1e-9)
+    assert main(["sweep", "--doses", str(f), "--months", "2", "--vary", "months=1:3:2",
+                 "-q", "--out", str(tmp_path / "t.csv")]) == 1
+    assert "--months: months is also varied" in capsys.readouterr().err
+    assert not (tmp_path / "t.csv").exists()

@@ -1114,8 +1114,14 @@ def run_sweep(args) -> int:
     doses, course_kw = _doses_arg(args)
     _route_warning(model, doses)
     _check_horizon(args, doses)
-    if course_kw and "months" in [nm for nm, _ in vary]:
+    from .courses import is_course_file
+
+    varied = [nm for nm, _ in vary]
+    if "months" in varied and (course_kw or (args.months is not None
+                                             and is_course_file(args.doses))):
         raise KetasimInputError("--months: months is also varied; give one")
+    if "months" in varied and is_course_file(args.doses):
+        doses = args.doses      # the course file's dose table at each varied length
     if course_kw:
         vary = vary + [("months", np.array([course_kw["months"]]))]
     metrics = _metrics_arg(args, model)

@@ -1564,6 +1564,12 @@ def sweep(model, doses, vary, *, metrics=None, n: int | None = None,
                                     "[\"NAME=LO:HI:N\", ...]")
     course = doses if isinstance(doses, str) and doses in COURSES else None
     course_names = COURSE_PARAMETERS.get(course, {}) if course else {}
+    from .courses import is_course_file
+
+    if course is None and is_course_file(doses):
+        # a course file (phases) sets its own amounts and timing; its length is a course's
+        # months, as --months sets it (it had been refused as needing a course name)
+        course_names = {"months": "months"}
     names, values, kinds = [], [], []
     for name, vals in items:
         name = str(name)          # (a NumPy array's np.str_: the column is named by str)
@@ -1605,8 +1611,10 @@ def sweep(model, doses, vary, *, metrics=None, n: int | None = None,
                                                               if c != "weight_kg"]
             # (spravato's maintenance is a word, weekly or biweekly: no grid varies it)
             own = [c for c in course_names if c not in ("weight_kg", "maintenance")]
-            hint = (f", or a parameter of the course {course} ({', '.join(own)})" if own
-                    else "" if course else "; course parameters (dose_mg_per_kg, "
+            hint = (f", or a parameter of the course {course} ({', '.join(own)})"
+                    if own and course else f", or months (the length of the course file "
+                    f"{doses})" if own else "" if course else "; course parameters "
+                    "(dose_mg_per_kg, "
                     f"maintenance_days, months, infusion_min, dose_mg) need {_doses_field} to "
                     "name a course")
             near = (" (did you mean 'weight_kg'? body weight is varied as weight_kg, in kg)"
