@@ -2278,6 +2278,36 @@ def test_messages_name_what_the_user_gave(tmp_path, capsys):
     assert describe_doses(ketasim.standard_iv_course(), 70.0).startswith("0.5 mg/kg (35 mg)")
 
 
+def test_heat_map_cells_without_a_value_are_hatched_and_said(tmp_path):
+    """A session-k metric over a grid of course lengths: the points whose course has fewer
+    sessions have no value. Their cells had been left blank, unexplained; they are hatched, a
+    legend below the map says why, and the cells with values keep their colours."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from ketasim.cli_population import plot_heatmap
+
+    res = ketasim.sweep("ketamine-iv", "standard-iv",
+                        {"months": [0.5, 3.0], "dose_mg_per_kg": [0.25, 0.5]},
+                        metrics=("cmax", "trough"))
+    z = res.grid("cmax_s9")[2]
+    assert np.isnan(z[0]).all() and np.isfinite(z[1]).all()    # (session 9: day 56)
+
+    def legend_text(fig):
+        leg = fig.axes[0].get_legend()
+        return None if leg is None else " ".join(t.get_text() for t in leg.get_texts())
+
+    fig = plot_heatmap(res, "cmax_s9", "t")
+    assert "no session 9 at these grid points" in legend_text(fig)
+    assert any(p.get_hatch() for p in fig.axes[0].patches)
+    fig = plot_heatmap(res, "trough_s9", "t")       # (a trough needs the next session)
+    assert "no session 10 at these grid points, so no trough" in legend_text(fig)
+    fig = plot_heatmap(res, "cmax_s1", "t")         # every cell has its value
+    assert legend_text(fig) is None and not fig.axes[0].patches
+    assert "no session" not in " ".join(t.get_text() for t in fig.findobj(matplotlib.text.Text))
+    plt.close("all")
+
+
 def test_heat_maps_are_readable_and_say_what_they_show(tmp_path, capsys, monkeypatch):
     """Sweep heat maps: V1 = 80:200:8 had ticked '97.1429114.286…' run together; a schematic
     metric had been titled 'model-predicted'; a trough of 1e-13 ng/mL had spread over the

@@ -548,6 +548,28 @@ def plot_heatmap(result, metric: str, title: str, analyte: str | None = None,
         ax.text(0.5, 0.5, f"no value of {metric} at any grid point\n(not a number everywhere)",
                 transform=ax.transAxes, ha="center", va="center", fontsize=11,
                 bbox={"facecolor": "white", "edgecolor": "0.5"})
+    if not empty and not np.isfinite(z).all():
+        # cells without a value (a session k that a shorter course of the grid does not
+        # have): hatched and said what they are, not left as a blank that reads as missing
+        # ink or as the colour bar's lowest value
+        import re
+
+        from matplotlib.patches import Patch, Rectangle
+
+        hatch = {"facecolor": "0.93", "edgecolor": "0.55", "hatch": "//"}
+        ax.add_patch(Rectangle((0, 0), 1, 1, transform=ax.transAxes, lw=0, zorder=-1,
+                               **hatch))
+        k = re.search(r"_s(\d+)(?:_|$)", metric)
+        if k and metric.startswith("trough"):      # (the last session has no trough)
+            why = (f"no session {int(k.group(1)) + 1} at these grid points, so no trough "
+                   f"before it (the course has fewer sessions)")
+        elif k:
+            why = f"no session {k.group(1)} at these grid points (the course has fewer sessions)"
+        else:
+            why = f"no value of {metric} at these grid points (not a number)"
+        ax.legend(handles=[Patch(label=why, **hatch)], loc="upper center",
+                  bbox_to_anchor=(0.5, -0.13), frameon=False, fontsize=BODY_PT - 2,
+                  handlelength=1.6, handleheight=1.2)
     what = _describe(metric)
     if analyte:
         what = what.replace("the analyte", analyte)
