@@ -1683,3 +1683,26 @@ def test_compare_peak_labels_after_a_short_closeup_stay_inside_their_panel():
         assert b.x0 >= box.x0 and b.x1 <= box.x1, (t.get_text(), b, box)
     assert boxes[1].y1 <= boxes[0].y0 + 1
     plt.close(fig)
+
+
+def test_a_course_drawn_on_a_coarse_grid_says_its_curves_pass_below_the_peaks():
+    """A result on a daily grid draws the whole course as a flat line under the exact peak
+    markers: the panel says why and what draws the curves (it had said nothing). On the
+    course's own grid (every 15 minutes and at each infusion's end) and on a nasal course's,
+    whose peaks fall between grid times by a few per cent, there is no such note."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from ketasim.courses import resolve_doses
+    from ketasim.plotting import plot_course, run_course
+
+    def texts(fig):
+        return " ".join(t.get_text() for t in fig.findobj(matplotlib.text.Text))
+
+    days = np.arange(0.0, 24.0 * 60 + 1e-9, 24.0)
+    fig = plot_course(ketasim.simulate("ketamine-iv", "standard-iv", days))
+    assert "curves drawn at the output grid's times (every 24 h), below the peaks" in texts(fig)
+    for model, course in (("ketamine-iv", "standard-iv"), ("esketamine-nasal", "spravato")):
+        fig = plot_course(run_course(model, resolve_doses(course, months=1)))
+        assert "below the peaks" not in texts(fig), model
+    plt.close("all")

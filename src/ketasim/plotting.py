@@ -1479,6 +1479,14 @@ def _grid_figure(runs, labels, colors, title, figsize, closeup_h, single):
                      "h; a step of 0.1 h or less shows the first session)",
                      transform=axz.transAxes, ha="center", va="center", fontsize=BODY_PT - 1,
                      bbox={"facecolor": "white", "edgecolor": "0.6"}, zorder=6)
+        if kind == "pk":
+            below = _course_below_peaks(runs)
+            if below is not None:
+                # (a course on a coarse output grid: its curves a flat line under the exact
+                # peak markers, without a word of why)
+                axc.text(0.5, 0.97, below, transform=axc.transAxes, ha="center", va="top",
+                         fontsize=BODY_PT - 2, bbox={"facecolor": "white", "edgecolor": "0.6"},
+                         zorder=6)
         # the row title runs from the close-up across the course panel. A blank axes title
         # reserves its height; the text itself is left out of the layout (which would
         # otherwise widen the close-up column to make room for it)
@@ -1649,6 +1657,28 @@ def _closeup_of(res, t0: float, closeup_h: float):
                         weight_kg=inputs.get("weight_kg", 70.0), outputs=list(res.names),
                         occupancy_calibration=inputs.get("occupancy_calibration"),
                         pd_rtol=inputs.get("pd_rtol", 1e-6), dtype=res.data.dtype)
+
+
+def _course_below_peaks(runs) -> str | None:
+    """A note for the whole-course panel when its curves, drawn at the output grid's times,
+    pass well below the exact session peaks (the markers): a grid coarser than a session
+    (``--step 24``) draws the course as a flat line under them. None when every run's curve
+    reaches 90 % of its highest exact peak."""
+    steps = []
+    for r in runs:
+        exact = np.asarray(r.metrics.cmax_ng_ml, dtype=float)
+        exact = exact[np.isfinite(exact)]
+        if not exact.size or r.course.times.size < 2:
+            continue
+        drawn = np.asarray(r.course.concentration(main_analyte(r.model)), dtype=float)
+        if np.nanmax(drawn, initial=0.0) < 0.9 * float(exact.max()):
+            steps.append(float(np.median(np.diff(r.course.times))))
+    if not steps:
+        return None
+    step = max(steps)
+    every = f"every {_num(step * 60)} min" if step < 1 else f"every {_num(step)} h"
+    return (f"curves drawn at the output grid's times ({every}), below the peaks\n(the "
+            "markers, exact); a step of 0.25 h or less draws them")
 
 
 def _as_run(run, closeup_h, **kw):
