@@ -774,6 +774,11 @@ class _Served:
         self.log.close()
 
 
+# how long a page waits for the server (its connection, a frame after a drag): on a loaded
+# machine the server takes seconds per update, and a drag queues many
+PAGE_WAIT_S = 120.0
+
+
 class _Page:
     """A browser page's side of WebAgg's websocket: it answers every "draw" with a request
     for the frame (as matplotlib's page does) and counts the frames it receives."""
@@ -781,6 +786,7 @@ class _Page:
     async def connect(self, port):
         import json
 
+        from tornado.httpclient import HTTPRequest
         from tornado.websocket import websocket_connect
 
         self._json = json
@@ -789,8 +795,11 @@ class _Page:
         self.size = None            # the figure's size the server last told, CSS pixels
         self.cut = False
         self.labels = []
-        self.ws = await websocket_connect(f"ws://127.0.0.1:{port}/1/ws",
-                                          max_message_size=1 << 28)
+        # (the server may be busy with another page's updates, each a new simulation and
+        # figure: on a loaded machine the handshake had waited longer than tornado's 20 s)
+        self.ws = await websocket_connect(
+            HTTPRequest(f"ws://127.0.0.1:{port}/1/ws", connect_timeout=PAGE_WAIT_S,
+                        request_timeout=PAGE_WAIT_S), max_message_size=1 << 28)
         for m in ({"type": "supports_binary", "value": True}, {"type": "send_image_mode"},
                   {"type": "set_device_pixel_ratio", "device_pixel_ratio": 1},
                   {"type": "refresh"}):
@@ -844,14 +853,15 @@ class _Page:
 
 
 async def _drag_and_wait(page, *watch):
-    """Drag the dose slider of ``page`` a little and wait (up to 10 s) until every page of
-    ``watch`` (default: ``page``) has had a new frame; returns their frame counts before."""
+    """Drag the dose slider of ``page`` a little and wait (up to PAGE_WAIT_S) until every
+    page of ``watch`` (default: ``page``) has had a new frame; returns their frame counts
+    before."""
     import asyncio
 
     watch = watch or (page,)
     before = [w.frames for w in watch]
     await page.drag_dose(5)
-    for _ in range(100):
+    for _ in range(int(PAGE_WAIT_S * 10)):
         if all(w.frames > b for w, b in zip(watch, before)):
             break
         await asyncio.sleep(0.1)
@@ -901,7 +911,7 @@ def test_a_page_that_goes_mid_update_leaves_the_others_live(tmp_path):
         return before, a.frames, a.cut
 
     try:
-        before, after, cut = asyncio.run(asyncio.wait_for(session(), 120))
+        before, after, cut = asyncio.run(asyncio.wait_for(session(), 600))
         assert not cut, "the server disconnected the page that stayed"
         assert after > before, "the page that stayed receives no more frames"
         out = server.output()
@@ -928,7 +938,7 @@ def test_a_page_that_resizes_its_canvas_gets_the_whole_figure(tmp_path):
     server = _Served(tmp_path, port)
 
     async def frame_after(page, frames):
-        for _ in range(300):
+        for _ in range(int(PAGE_WAIT_S * 10)):
             if page.frames > frames:
                 return page.frame
             await asyncio.sleep(0.1)
@@ -947,7 +957,7 @@ def test_a_page_that_resizes_its_canvas_gets_the_whole_figure(tmp_path):
         return frame, (w, h)
 
     try:
-        frame, size = asyncio.run(asyncio.wait_for(session(), 120))
+        frame, size = asyncio.run(asyncio.wait_for(session(), 600))
         img = mpimg.imread(io.BytesIO(frame), format="png")
         assert img.shape[:2] == (size[1], size[0]), (img.shape, size)
         # the whole figure: every pixel drawn (a frame of what changed is transparent elsewhere)
@@ -979,7 +989,7 @@ def test_a_page_that_declines_binary_frames_breaks_no_other_page(tmp_path):
         return before, (a.frames, b.frames), a.cut
 
     try:
-        before, after, cut = asyncio.run(asyncio.wait_for(session(), 120))
+        before, after, cut = asyncio.run(asyncio.wait_for(session(), 600))
         assert not cut, "the server disconnected the other page"
         assert after[0] > before[0] and after[1] > before[1], (before, after)
         assert "Traceback" not in server.output(), server.output()[-3000:]
@@ -999,7 +1009,7 @@ def test_the_page_header_names_the_explorer(tmp_path):
 
     async def session():
         page = await _Page().connect(port)
-        for _ in range(100):
+        for _ in range(int(PAGE_WAIT_S * 10)):
             if page.labels:
                 break
             await asyncio.sleep(0.1)
@@ -1007,7 +1017,7 @@ def test_the_page_header_names_the_explorer(tmp_path):
         return page.labels
 
     try:
-        assert asyncio.run(asyncio.wait_for(session(), 60)) == ["ketasim explorer"]
+        assert asyncio.run(asyncio.wait_for(session(), 600)) == ["ketasim explorer"]
     finally:
         server.stop()
 
@@ -1170,7 +1180,7 @@ def test_a_key_pressed_in_one_page_does_not_close_the_explorer_for_all(tmp_path)
         return before, b.frames, b.cut
 
     try:
-        before, after, cut = asyncio.run(asyncio.wait_for(session(), 120))
+        before, after, cut = asyncio.run(asyncio.wait_for(session(), 600))
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/1", timeout=10) as page:
             assert page.status == 200
         assert not cut and after > before, (before, after, cut)
@@ -1229,7 +1239,7 @@ def test_odd_requests_get_a_short_answer_and_no_traceback(tmp_path):
         assert code == 404 and b"no download as 'xyz'" in body and b"png" in body
         code, body = get("/1/download.png")
         assert code == 200 and body.startswith(b"\x89PNG")
-        before, after, cut = asyncio.run(asyncio.wait_for(session(), 120))
+        before, after, cut = asyncio.run(asyncio.wait_for(session(), 600))
         assert not cut and after > before, (before, after, cut)
         out = server.output()
         assert "Traceback" not in out, out[-3000:]
