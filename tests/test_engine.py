@@ -548,6 +548,44 @@ def test_propagator_gamma_quadrature_singular(seed):
     np.testing.assert_allclose(G3, 0.7 * np.eye(3), rtol=1e-15)
 
 
+# ----------------------------------------------------------------------- compiled where
+# the kernels that run on the engine's worker threads, each call of Numba's compile (or load
+# from the cache) recorded with whether it ran on the main thread
+_COMPILED_WHERE = r"""
+import threading
+import ketasim
+from ketasim import _kernels
+
+seen = []
+for name in ("grid_range", "metrics_range", "band_add"):
+    kernel = getattr(_kernels, name)
+
+    def compile(sig, name=name, real=kernel.compile):
+        seen.append((name, threading.current_thread() is threading.main_thread()))
+        return real(sig)
+    kernel.compile = compile
+doses = ketasim.Doses([0.0, 48.0], [35.0, 35.0], ["iv", "iv"], [2 / 3, 2 / 3])
+ketasim.population("ketamine-iv", doses, 40, metrics=["cmax"], bands=True, threads=2,
+                   progress=False)
+ketasim.simulate("ketamine-iv", doses, ketasim.time_grid(96.0, 0.01), threads=2)
+print(sorted(set(seen)))
+"""
+
+
+def test_kernels_are_compiled_on_the_calling_thread_not_a_worker():
+    """A first run compiles each kernel (or loads it from the cache) on the thread that
+    called ketasim, before the engine's worker threads run it: a compilation on a worker
+    thread cannot be stopped, and a Ctrl-C during a first ``ketasim population`` had waited
+    for it (a minute and more on a loaded machine) after "interrupted (Ctrl-C)"."""
+    proc = subprocess.run([sys.executable, "-c", _COMPILED_WHERE], capture_output=True,
+                          text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    seen = proc.stdout.strip().splitlines()[-1]
+    for name in ("grid_range", "metrics_range", "band_add"):
+        assert f"('{name}', True)" in seen, seen
+    assert "False" not in seen, seen
+
+
 # ----------------------------------------------------------------------------- 7. no JIT
 _NOJIT_SCRIPT = r"""
 import json, sys, numpy as np, ketasim

@@ -174,6 +174,23 @@ def _spread(call, lo: int, hi: int, k: int, part: int):
         raise
 
 
+def _compile_here(kernel, args) -> None:
+    """Compile ``kernel`` for ``args`` (or load it from the cache) on this thread, before
+    worker threads call it. Numba compiles on whichever thread calls first, and a
+    compilation on a worker thread cannot be stopped: a Ctrl-C during a first run had
+    waited for it (a minute and more on a loaded machine) before the command could end.
+    Quick when the kernel is compiled for these arguments already; nothing for a function
+    that is no Numba dispatcher (``NUMBA_DISABLE_JIT``, a stand-in). An error is left to the
+    call itself to raise, as it would have."""
+    typeof = getattr(kernel, "typeof_pyval", None)
+    if typeof is None or not callable(getattr(kernel, "compile", None)):
+        return
+    try:
+        kernel.compile(tuple(typeof(a) for a in args))
+    except Exception:
+        pass
+
+
 def _pair(f0, f1):
     """``f0()`` on this thread while ``f1()`` runs on a worker thread (one thread to wake, not
     two); returns the sum of what they return. Both have ended when it returns or raises."""
@@ -760,20 +777,23 @@ def run(plan: Plan, times, *, out: np.ndarray | None = None, threads=None,
 
     dup_all = _dup_rows(C, W)
 
-    def grid(a, b, dst=None, cf=None, ci=None, tt=t, rows=None, work=None):
+    def grid_args(a, b, dst=None, cf=None, ci=None, tt=t, rows=None, work=None):
         if cf is None:
             cf, ci = np.zeros(nf), np.zeros(ni, np.int64)
         Cr, Wr, on, pr, dup = (C, W, pd_on, pd_rows, dup_all) if rows is None else rows
         if work is None:
             work = _kernels.grid_work(n_st, Cr.shape[1], Wr.shape[1], nb)
-        return _kernels.grid_range(a, b, K, tt, h_nom, u_end, nb, ev_t, ev_c, ev_a, ev_k, nev,
-                                   ev_v, Cr, Wr, wd, pdp, on, pd_rtol, pr, dup,
-                                   out[a:b] if dst is None else dst, cf, ci,
-                                   lim if check_overflow else -1.0, *work)
+        return (a, b, K, tt, h_nom, u_end, nb, ev_t, ev_c, ev_a, ev_k, nev, ev_v, Cr, Wr, wd,
+                pdp, on, pd_rtol, pr, dup, out[a:b] if dst is None else dst, cf, ci,
+                lim if check_overflow else -1.0, *work)
+
+    def grid(*args, **kw):
+        return _kernels.grid_range(*grid_args(*args, **kw))
 
     piece = max(1024, CHUNK_WORK // per_point) // _kernels.BLK * _kernels.BLK
     split = _row_split(plan, T) if (N == 1 and k > 1 and T <= piece) else None
     if N > 1 and per > 1:
+        _compile_here(_kernels.grid_range, grid_args(0, 1))     # (not on a worker thread)
         bad = _spread(grid, 0, N, k, per)
     elif split is not None:
         # one subject, many output values: its rows in two groups on two threads (rows before
@@ -789,6 +809,8 @@ def run(plan: Plan, times, *, out: np.ndarray | None = None, threads=None,
                   (C[:, cm:], W[:, wm:], pd_on, rows_b))
         groups = (groups[0] + (dup_all[:b].copy(),), groups[1] + (_group_dups(dup_all, b),))
 
+        for rows, dst in ((groups[0], out[:, :b]), (groups[1], out[:, b:])):
+            _compile_here(_kernels.grid_range, grid_args(0, 1, dst, rows=rows))
         bad = _pair(lambda: grid(0, 1, out[:, :b], rows=groups[0]),
                     lambda: grid(0, 1, out[:, b:], rows=groups[1]))
     else:
@@ -1138,10 +1160,13 @@ def run_metrics(model, doses, params=None, weight_kg=70.0, *, analyte=None, thre
     if mon and _far_from_doses(Ka, ev, S0):
         mon |= 4        # also look at each step's middle (ketasim._kernels._monitor)
 
+    met_args = (Ka, ev_t, ev_c, ev_a, ev_k, nev, ev_v, sess, nsess, hor, ra, rw, wd, pdp, pd_on,
+                pd_rtol, thr_o, thr_c, h0, S0, mo, endv, mon, next_at_end)
+
     def met(a, b):
-        _kernels.metrics_range(a, b, Ka, ev_t, ev_c, ev_a, ev_k, nev, ev_v, sess, nsess, hor, ra,
-                               rw, wd, pdp, pd_on, pd_rtol, thr_o, thr_c, h0, S0, mo, endv, mon,
-                               next_at_end)
+        _kernels.metrics_range(a, b, *met_args)
+
+    _compile_here(_kernels.metrics_range, (0, 1) + met_args)     # (not on a worker thread)
 
     # ranges of at most 64 subjects with the schematic response (about 4 ms a subject over a
     # six-month course), 512 without: Ctrl-C is seen within a fraction of a second

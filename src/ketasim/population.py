@@ -386,7 +386,7 @@ def _count_row(data: np.ndarray, row: int, name: str, total: np.ndarray, start: 
     (``_kernels.band_add``) over time ranges on the engine's threads. Concentrations are
     binned in ng/mL, glutamate as its rise (BAND_OFFSET); the bins are :func:`_bin_index`'s."""
     from . import _kernels
-    from .engine import _spread, _threads
+    from .engine import _compile_here, _spread, _threads
     from .result import MG_PER_L_TO_NG_PER_ML, PD_OUTPUTS
 
     scale = 1.0 if name in PD_OUTPUTS else MG_PER_L_TO_NG_PER_ML
@@ -395,10 +395,13 @@ def _count_row(data: np.ndarray, row: int, name: str, total: np.ndarray, start: 
     vmin, vmax, below, above = extremes
     T = data.shape[2]
 
-    def part(a, b):
-        _kernels.band_add(data, row, scale, offset, lo, w, BAND_RANGE[0], BAND_RANGE[1],
-                          BAND_BINS, total, start, vmin, vmax, below, above, a, b)
+    args = (data, row, scale, offset, lo, w, BAND_RANGE[0], BAND_RANGE[1], BAND_BINS, total,
+            start, vmin, vmax, below, above)
 
+    def part(a, b):
+        _kernels.band_add(*args, a, b)
+
+    _compile_here(_kernels.band_add, args + (0, 1))      # (not on a worker thread)
     _spread(part, 0, T, _threads(threads), max(8, -(-T // 8)))
 
 
