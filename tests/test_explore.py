@@ -1325,3 +1325,187 @@ def test_switching_route_moves_the_interval_to_the_routes_default_unless_chosen(
     assert s.val == 21 and s.valinit == 28
     assert "maintenance every 21 days" in ex.fig._suptitle.get_text()
     _reset(ex)
+
+
+def _live_explorer(model="ketamine-iv"):
+    """An explorer on a browser page's canvas (WebAgg's, with its event-loop timers), as
+    ``ketasim explore`` serves it, without a server."""
+    from matplotlib.backends.backend_webagg_core import (
+        FigureCanvasWebAggCore,
+        FigureManagerWebAgg,
+    )
+    from matplotlib.figure import Figure
+
+    from ketasim.explore import DESIGN_INCHES
+
+    fig = Figure(figsize=DESIGN_INCHES)
+    FigureManagerWebAgg(FigureCanvasWebAggCore(fig), 1)     # (no page connected)
+    return Explorer(model, fig=fig)
+
+
+def _count_simulations(monkeypatch):
+    """Count the explorer's re-simulations (each calls ketasim.simulate.simulate once)."""
+    sim = sys.modules["ketasim.simulate"]     # (the module: ketasim.simulate is its function)
+
+    calls = []
+    real = sim.simulate
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs.get("weight_kg"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sim, "simulate", counted)
+    return calls
+
+
+async def _settled(e, timeout=60.0):
+    """Wait until the explorer has no change left to simulate (and its timer has fired)."""
+    import asyncio
+
+    for _ in range(int(timeout * 100)):
+        if not getattr(e, "_pending", False) and not getattr(e, "_timer_due", False):
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)          # (and nothing more comes)
+
+
+def _same_course(e, values, model="ketamine-iv"):
+    """The explorer shows exactly the course of ``values``: as a fresh explorer (Agg, updated
+    at once) draws it."""
+    import matplotlib.pyplot as plt
+
+    ref = Explorer(model)
+    try:
+        for k, v in values.items():
+            ref.sliders[k].set_val(v)
+        assert ({k: e.sliders[k].val for k in ref.sliders}
+                == {k: ref.sliders[k].val for k in ref.sliders})
+        np.testing.assert_array_equal(e.lines["peaks"].get_ydata(), ref.peaks())
+        np.testing.assert_array_equal(e.lines["conc"].get_ydata(),
+                                      ref.lines["conc"].get_ydata())
+        np.testing.assert_array_equal(e.lines["occ"].get_ydata(), ref.lines["occ"].get_ydata())
+        assert e._title == ref._title
+    finally:
+        plt.close(ref.fig)
+
+
+def test_changes_that_come_together_are_simulated_once_for_the_last_settings(monkeypatch):
+    """A slider's drag sends a change per mouse motion; each had re-simulated the whole course
+    at once, so a browser page waited tens of seconds behind a drag on a loaded machine. The
+    changes that come together are simulated once, for the latest settings."""
+    import asyncio
+
+    e = _live_explorer()
+    calls = _count_simulations(monkeypatch)
+
+    async def drag():
+        for dose in (0.3, 0.4, 0.55, 0.7, 0.85):        # a drag: five changes in a row
+            e.sliders["dose"].set_val(dose)
+        e.sliders["weight"].set_val(90)
+        e.sliders["miss"].set_val(3)
+        assert calls == [], "a change was simulated before the changes after it came"
+        await _settled(e)
+        assert len(calls) == 1, f"{len(calls)} re-simulations for one burst of changes"
+        _same_course(e, {"dose": 0.85, "weight": 90.0, "miss": 3.0, "interval": 28.0})
+        before = np.array(e.lines["peaks"].get_ydata(), float)
+        del calls[:]            # (the reference explorer's own simulations)
+        # what is drawn is asked for before the timer fires: the latest settings, at once
+        e.sliders["dose"].set_val(0.6)
+        e.sliders["dose"].set_val(0.45)
+        np.testing.assert_allclose(e.peaks(), before * 0.45 / 0.85, rtol=1e-9)
+        assert len(calls) == 1
+        await _settled(e)
+        assert len(calls) == 1, "the timer simulated again a course already drawn"
+        _same_course(e, {"dose": 0.45, "weight": 90.0, "miss": 3.0, "interval": 28.0})
+
+    asyncio.run(drag())
+
+
+def test_a_change_during_a_simulation_is_never_lost(monkeypatch):
+    """A change that comes while the course is being simulated (or between the timer's start
+    and its firing, in bursts of every length) is simulated after it: the figure always ends
+    showing the last settings. (A change that came during a re-simulation had been drawn,
+    then overwritten by the older settings' course: the sliders and the curves disagreed.)"""
+    import asyncio
+
+    sim = sys.modules["ketasim.simulate"]     # (the module: ketasim.simulate is its function)
+
+    e = _live_explorer()
+    real = sim.simulate
+    calls = []
+
+    def slider_moves_meanwhile(*args, **kwargs):
+        calls.append(kwargs.get("weight_kg"))
+        if len(calls) == 1:                     # the first simulation: a change comes in
+            e.sliders["weight"].set_val(55)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sim, "simulate", slider_moves_meanwhile)
+
+    async def changes():
+        e.sliders["weight"].set_val(100)
+        await _settled(e)
+        assert calls == [100.0, 55.0]
+        monkeypatch.setattr(sim, "simulate", real)
+        _same_course(e, {"dose": 0.5, "weight": 55.0, "interval": 28.0, "miss": 0.0})
+        # bursts of changes with waits of every length between them: the last always wins
+        last = None
+        for i, wait in enumerate((0, 0.001, 0.02, 0.05, 0, 0.1, 0.001, 0.06)):
+            last = 0.1 + 0.05 * ((7 * i) % 19)
+            e.sliders["dose"].set_val(last)
+            e.sliders["interval"].set_val(7 + 3 * i)
+            await asyncio.sleep(wait)
+        await _settled(e)
+        _same_course(e, {"dose": last, "weight": 55.0, "interval": 7.0 + 3 * 7, "miss": 0.0})
+
+    asyncio.run(changes())
+
+
+def test_a_preset_switch_and_slider_changes_are_simulated_once():
+    """A preset switch comes with its dose and interval: one re-simulation, for the new
+    preset's course (the sliders' changes in the same moment in it)."""
+    import asyncio
+
+    e = _live_explorer()
+
+    async def switch():
+        e.sliders["weight"].set_val(80)
+        e.preset.set_active(2)
+        e.sliders["dose"].set_val(84)
+        await _settled(e)
+        _same_course(e, {"dose": 84.0, "weight": 80.0, "interval": 14.0, "miss": 0.0},
+                     model="esketamine-nasal")
+
+    asyncio.run(switch())
+
+
+def test_a_page_frame_and_a_long_wait_show_the_latest_settings(monkeypatch):
+    """The browser view's timer can wait (tornado reads a page's messages as long as they keep
+    coming: a drag's motions and the page's requests for frames): a page's request for a frame
+    simulates a pending change first, and a change that comes when one has waited
+    UPDATE_MAX_WAIT_S is simulated at once, so frames follow a long drag and are never of a
+    course older than the sliders."""
+    import asyncio
+
+    ke = sys.modules["ketasim.explore"]
+    e = _live_explorer()
+    ke._flush_before_drawing(e)           # as serve() sets up the browser view
+    calls = _count_simulations(monkeypatch)
+
+    async def changes():
+        e.sliders["dose"].set_val(0.8)
+        e.sliders["dose"].set_val(0.9)
+        e.fig.canvas.handle_event({"type": "draw"})      # a page asks for a frame
+        assert len(calls) == 1 and not e._pending
+        await _settled(e)
+        assert len(calls) == 1
+        monkeypatch.setattr(ke, "UPDATE_MAX_WAIT_S", 0.0)   # (every change has waited)
+        e.sliders["weight"].set_val(60)                    # (the timer starts)
+        e.sliders["weight"].set_val(65)                    # simulated at once
+        assert len(calls) == 2 and calls[-1] == 65.0
+        await _settled(e)
+        assert len(calls) == 2
+        del calls[:]
+        _same_course(e, {"dose": 0.9, "weight": 65.0, "interval": 28.0, "miss": 0.0})
+
+    asyncio.run(changes())

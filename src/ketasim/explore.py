@@ -4,7 +4,9 @@ Matplotlib widgets only (no extra dependency): sliders for the dose, the body we
 maintenance interval, radio buttons for the preset (which also sets the route), and a "miss
 session k" slider. Every change re-simulates the whole course on a coarse 20-minute grid with
 only the outputs drawn (main analyte, occupancy, plasticity), which takes a few tens of
-milliseconds once the kernels are compiled.
+milliseconds once the kernels are compiled. Where the figure has an event loop (a browser page,
+a desktop window, ipympl), changes that come faster than that are coalesced: the course is
+re-simulated once, for the latest settings (:meth:`Explorer.request_update`).
 
 Three ways to run it:
 
@@ -31,6 +33,14 @@ GRID_STEP_H = 1 / 3          # 20-minute grid plus every session start and infus
 PD_RTOL = 1e-3               # schematic response tolerance: a teaching view, not a table
 MONTHS = 6.0
 _compiled_loaded = False     # set by the first update in this process
+#: how long a change waits before the course is re-simulated, ms (where the figure has an event
+#: loop): the changes that come in meanwhile (a slider's drag queues one per mouse motion) are
+#: taken together, and only the latest settings are simulated
+UPDATE_DELAY_MS = 40
+#: a change not yet simulated after this long, s, is simulated with the next change at once: a
+#: busy server's timer can wait (tornado reads a page's messages as long as they keep coming,
+#: without a pause for a timer), while the figure follows a long drag
+UPDATE_MAX_WAIT_S = 0.25
 DESIGN_INCHES = (13.0, 8.5)  # the figure's size as laid out; smaller: text scales down with it
 TITLE_MARGIN = 0.02          # the title keeps this fraction of the figure's width clear each side
 
@@ -110,6 +120,27 @@ def _guard_resize(canvas) -> None:
             resize(event)
 
     canvas.handle_resize = guarded
+
+
+def _flush_before_drawing(ex) -> None:
+    """A page's request for a frame first simulates a change still pending (see
+    :meth:`Explorer.request_update`): the frame shows the sliders' present settings, not the
+    course before them with the sliders moved. (A page asks for a frame after each change it is
+    told of; its requests and a drag's motions, coming without a pause, keep tornado from the
+    timer that would simulate the change.)"""
+    canvas = ex.fig.canvas
+    handle = getattr(canvas, "handle_draw", None)
+    if handle is None:              # pragma: no cover - another matplotlib
+        return
+
+    def guarded(event):
+        try:
+            ex.flush()
+        except Exception as exc:        # (the frame is drawn all the same)
+            _say(f"could not re-simulate the course: {type(exc).__name__}: {exc}")
+        handle(event)
+
+    canvas.handle_draw = guarded
 
 
 def _guard_sockets(manager) -> None:
@@ -450,6 +481,10 @@ class Explorer:
         self.last_update_s = float("nan")
         self.result = None
         self._scale = 1.0
+        self._pending = False           # a change not yet simulated (see request_update)
+        self._timer = None              # (canvas, single-shot timer) of the coalesced update
+        self._timer_due = False         # that timer is started and has not fired
+        self._pending_since = 0.0       # (perf_counter) when the pending change came
         self.update()
         # every text's size at the design size of the figure (tick labels: BODY_PT); a smaller
         # figure (a small browser window or desktop window, a notebook cell) scales them down
@@ -546,7 +581,74 @@ class Explorer:
 
     # ---------------------------------------------------------------- callbacks
     def _on_change(self, _value):
+        self.request_update()
+
+    def request_update(self) -> None:
+        """Re-simulate for the settings as they are once the changes coming in are taken.
+
+        Where the figure has an event loop (a browser page through WebAgg, a desktop window,
+        ipympl), the course is re-simulated by a single-shot timer :data:`UPDATE_DELAY_MS`
+        after the first change not yet simulated, for the sliders' values *then*: every change
+        that came meanwhile is in it, and a change that comes during a re-simulation starts
+        another after it. (Every change had re-simulated the course at once: a drag of the dose
+        slider queued one re-simulation per mouse motion, and a browser page waited tens of
+        seconds for the server behind them on a loaded machine.) Without an event loop (Agg,
+        ``%matplotlib inline``) no timer can fire, and the course is re-simulated at once, as
+        by :meth:`update`. :meth:`flush` re-simulates a pending change now, as does a change
+        that comes when one has waited :data:`UPDATE_MAX_WAIT_S` (the timer of a busy server
+        can wait), and a browser page's request for a frame (:func:`serve`)."""
+        now = time.perf_counter()
+        if not self._pending:
+            self._pending_since = now
+        self._pending = True
+        if self._timer_due:
+            if now - self._pending_since >= UPDATE_MAX_WAIT_S:
+                self.flush()            # (the timer, when it fires, finds nothing to do)
+            return
+        timer = self._update_timer()
+        if timer is not None:
+            try:
+                timer.start()
+            except Exception:   # (an asyncio timer with no event loop to run on)
+                timer = None
+        if timer is None:
+            self.flush()
+            return
+        self._timer_due = True
+
+    def _update_timer(self):
+        """The canvas's single-shot timer for :meth:`request_update`, or None when the canvas
+        has none that fires (matplotlib's base timer, as Agg's: it never runs its callbacks)."""
+        from matplotlib.backend_bases import TimerBase
+
+        canvas = self.fig.canvas
+        if self._timer is None or self._timer[0] is not canvas:
+            timer = None
+            try:
+                made = canvas.new_timer(interval=UPDATE_DELAY_MS)
+            except Exception:   # pragma: no cover - a canvas that cannot make one
+                made = None
+            if made is not None and type(made) is not TimerBase:
+                timer = made
+                timer.single_shot = True
+                timer.add_callback(self._on_timer)
+            self._timer = (canvas, timer)
+        return self._timer[1]
+
+    def _on_timer(self):
+        self._timer_due = False
+        try:
+            self.flush()
+        except Exception as exc:        # (out of a timer: one line, not a traceback)
+            _say(f"could not re-simulate the course: {type(exc).__name__}: {exc}")
+
+    def flush(self) -> bool:
+        """Re-simulate now when a change is pending (:meth:`request_update`); returns
+        whether it did. The pending timer then finds nothing to do."""
+        if not self._pending:
+            return False
         self.update()
+        return True
 
     def _on_preset(self, label):
         name = next(n for n, s in PRESETS.items() if s["label"] == label)
@@ -577,7 +679,7 @@ class Explorer:
         s.vline.set_xdata([spec["default"]] * 2)
         s.set_val(spec["default"])
         s.eventson = True
-        self.update()
+        self.request_update()
 
     # ---------------------------------------------------------------- simulation
     def update(self):
@@ -596,6 +698,9 @@ class Explorer:
         from .simulate import simulate
 
         t0 = time.perf_counter()
+        # (the settings read below are the latest: a change that comes after this point, while
+        # the course is simulated, asks for another update)
+        self._pending = False
         model = self.model
         d = self.doses()
         v = self.values()
@@ -676,10 +781,13 @@ class Explorer:
 
     # ---------------------------------------------------------------- what is drawn
     def peaks(self) -> np.ndarray:
-        """The plotted per-session peak concentrations (ng/mL)."""
+        """The plotted per-session peak concentrations (ng/mL), for the sliders' present
+        values (a pending change is simulated first: :meth:`flush`)."""
+        self.flush()
         return np.asarray(self.lines["peaks"].get_ydata(), float)
 
     def peak_days(self) -> np.ndarray:
+        self.flush()
         return np.asarray(self.lines["peaks"].get_xdata(), float)
 
 
@@ -765,6 +873,7 @@ def serve(port: int = DEFAULT_PORT, open_browser: bool = True, model: str = "ket
     ex.ignored_keymaps |= {"keymap.quit", "keymap.quit_all"}   # (one figure for every page)
     _guard_pixel_ratio(ex.fig.canvas)
     _guard_sockets(ex.fig.canvas.manager)
+    _flush_before_drawing(ex)
     ex.fig.canvas.manager.set_window_title("ketasim explorer")   # the page's header
     # (matplotlib 3.7 gives a page that connects the figure's label as its header, later
     # versions the window title)
