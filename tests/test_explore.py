@@ -1421,6 +1421,30 @@ def test_changes_that_come_together_are_simulated_once_for_the_last_settings(mon
     asyncio.run(drag())
 
 
+def test_the_result_and_metrics_read_before_the_timer_are_of_the_latest_settings(monkeypatch):
+    """``ex.result`` and ``ex.metrics`` read right after a change (in a notebook cell, before
+    the coalescing timer fires) are those of the sliders' present values, as ``peaks()`` is:
+    they had stayed the course before the change until the timer fired."""
+    import asyncio
+
+    e = _live_explorer()
+    calls = _count_simulations(monkeypatch)
+
+    async def read():
+        peak = float(np.max(e.result.concentration("plasma")))
+        cmax = float(e.metrics["cmax_s1"][0])
+        e.sliders["dose"].set_val(0.25)                  # half the default 0.5 mg/kg
+        assert calls == []
+        np.testing.assert_allclose(np.max(e.result.concentration("plasma")), peak / 2,
+                                   rtol=1e-9)
+        np.testing.assert_allclose(e.metrics["cmax_s1"][0], cmax / 2, rtol=1e-9)
+        assert len(calls) == 1
+        await _settled(e)
+        assert len(calls) == 1, "the timer simulated again a course already drawn"
+
+    asyncio.run(read())
+
+
 def test_a_change_during_a_simulation_is_never_lost(monkeypatch):
     """A change that comes while the course is being simulated (or between the timer's start
     and its firing, in bursts of every length) is simulated after it: the figure always ends

@@ -479,7 +479,8 @@ class Explorer:
         self.ignored_keymaps = {"keymap.xscale", "keymap.yscale"}
         self._guard_keys()
         self.last_update_s = float("nan")
-        self.result = None
+        self._result = None
+        self._metrics = None
         self._scale = 1.0
         self._pending = False           # a change not yet simulated (see request_update)
         self._timer = None              # (canvas, single-shot timer) of the coalesced update
@@ -578,6 +579,20 @@ class Explorer:
         v = self.values()
         return course_doses(self.model_name, v["dose"], v["weight"], v["interval"],
                             int(round(v["miss"])))
+
+    @property
+    def result(self):
+        """The simulated course drawn (a :class:`~ketasim.result.Result`), for the sliders'
+        present values: a pending change is simulated first (:meth:`flush`)."""
+        self.flush()
+        return self._result
+
+    @property
+    def metrics(self) -> dict:
+        """The exact per-session peaks drawn (:func:`~ketasim.engine.session_metrics`), for the
+        sliders' present values: a pending change is simulated first (:meth:`flush`)."""
+        self.flush()
+        return self._metrics
 
     # ---------------------------------------------------------------- callbacks
     def _on_change(self, _value):
@@ -711,7 +726,7 @@ class Explorer:
                          if o == "occupancy" and model.has_occupancy
                          or o == "plasticity" and model.has_glutamate]
         r = simulate(model, d, t, weight_kg=v["weight"], outputs=outs, **self._kw)
-        self.result = r
+        self._result = r
         x = t / 24.0
         conc = r.concentration(main)
         self.lines["conc"].set_data(x, conc)
@@ -722,7 +737,7 @@ class Explorer:
         k = np.arange(1, starts.size + 1)
         cmax = np.array([sm[f"cmax_s{i}"][0] for i in k])
         tmax = np.array([sm[f"tmax_s{i}"][0] for i in k])
-        self.metrics = sm
+        self._metrics = sm
         self.lines["peaks"].set_data((starts + tmax) / 24, cmax)
         occ = r.occupancy * 100 if "occupancy" in r.names else np.zeros_like(t)
         self.lines["occ"].set_data(x, occ)
