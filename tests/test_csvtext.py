@@ -5,6 +5,7 @@ import io
 import re
 from dataclasses import replace
 
+import _models
 import numpy as np
 import pytest
 from hypothesis import given
@@ -106,3 +107,39 @@ def test_float32_result_csv_has_nine_digits_that_read_back_exactly(compiled, mon
         assert np.array_equal(got.astype(np.float32).view(np.uint32), want.view(np.uint32))
         times = [ln.split(",")[1] for ln in lines[1:]]         # times (float64): ten digits
         assert times == ["%.10g" % t for t in np.tile(res.times, res.n_subjects)]
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_distinct_times_never_share_a_text(compiled, monkeypatch):
+    """Two dose times 1e-13 h apart (each an output row of its own) were both written as
+    0.25 with ten digits, with different values; such times are now written exactly (their
+    shortest text that reads back), every other time still with "%.10g"."""
+    from ketasim.cli_population import write_table
+
+    if not compiled:            # the writer's way when Numba is disabled
+        monkeypatch.setattr(kio, "_block_formatter", lambda *a, **k: None)
+    doses = [{"time_h": 0.1, "amount_mg": 100, "route": "iv", "duration_h": 0.3},
+             {"time_h": 0.25, "amount_mg": 50, "route": "iv"},
+             {"time_h": 0.2500000000001, "amount_mg": 50, "route": "iv"}]
+    times = np.array([0.0, 0.1, 0.25, 0.2500000000001, 1 / 3, 0.4])
+    r = ketasim.simulate(_models.one_cpt(), doses, times, params={"CL": [10.0, 20.0]})
+    for res in (r, replace(r, data=r.data[:1])):
+        buf = io.StringIO()
+        kio.write_result_table(res, buf, rows_per_block=4)
+        got = [ln.split(",")[-2] for ln in buf.getvalue().splitlines()[1:]]
+        want = ["0", "0.1", "0.25", "0.2500000000001", "0.3333333333", "0.4"] * res.n_subjects
+        assert got == want
+        assert np.array_equal(np.array(got[:4], float), times[:4])      # read back exactly
+    buf = io.StringIO()
+    write_table(buf, {"time_h": times, "x": np.arange(6.0)}, {"time_h": "h"}, "t")
+    got = [ln.split(",")[0] for ln in buf.getvalue().splitlines()[3:]]
+    assert got == ["0", "0.1", "0.25", "0.2500000000001", "0.3333333333", "0.4"]
+    assert kio.exact_times(np.arange(0.0, 100.0, 0.1)) is None
+
+
+def test_exact_cells_are_written_as_repr():
+    block = np.array([[0.25, 1 / 3], [0.2500000000001, 2 / 3]])
+    ex = np.array([[True, False], [True, True]])
+    assert BlockFormatter(2).text(block, ex) == (
+        "0.25,0.3333333333\n0.2500000000001,0.6666666666666666\n")
+    assert BlockFormatter(2).text(block, np.zeros((2, 2), bool)) == python_text(block)

@@ -196,17 +196,30 @@ class BlockFormatter:
             self._size = n_cells
         return self._digits[:n_cells], self._expo[:n_cells], self._out
 
-    def text(self, block: np.ndarray) -> str:
+    def text(self, block: np.ndarray, exact: np.ndarray | None = None) -> str:
         """``block`` (rows x n_cols, float64) as CSV rows; "%d" in ``int_col`` (whose values
-        must be whole numbers below 2**53 in size), "%.10g" (or "%.9g") elsewhere."""
+        must be whole numbers below 2**53 in size), "%.10g" (or "%.9g") elsewhere.
+
+        ``exact``: optional booleans of the block's shape; a cell marked True is written as its
+        shortest text that reads back exactly (Python's ``repr``), not rounded."""
         block = np.ascontiguousarray(block, dtype=np.float64)
         digits, expo, out = self._arrays(block.size)
         n_py = _scale(block, self.int_col, self.ndig, _POW10, digits, expo)
+        flat_exact = None
+        if exact is not None:
+            flat_exact = np.asarray(exact, bool).reshape(block.shape).ravel()
+            if flat_exact.any():
+                expo[flat_exact] = _PYTHON
+                n_py = int(np.count_nonzero(expo == _PYTHON))
+            else:
+                flat_exact = None
         if n_py:
             at = np.flatnonzero(expo == _PYTHON)
             vals = block.ravel()[at].tolist()
-            strs = [("%.*g" % (nd, v)).encode("ascii")
-                    for nd, v in zip(self.ndig[at % self.n_cols].tolist(), vals)]
+            ex = (flat_exact[at].tolist() if flat_exact is not None
+                  else [False] * len(vals))
+            strs = [(repr(v) if x else "%.*g" % (nd, v)).encode("ascii")
+                    for nd, v, x in zip(self.ndig[at % self.n_cols].tolist(), vals, ex)]
             py_text = np.frombuffer(b"".join(strs), np.uint8)
             py_start = np.zeros(len(strs) + 1, np.int64)
             np.cumsum([len(s) for s in strs], out=py_start[1:])

@@ -193,10 +193,17 @@ def write_table(fh_or_path, columns: dict, units: dict, title: str, fmt: str = "
     n = len(next(iter(columns.values()))) if columns else 0
     ints = [np.issubdtype(np.asarray(columns[k]).dtype, np.integer) for k in names]
     fmts = ["%d" if i else "%.10g" for i in ints]
+    # a time that ten digits would write as another's text is written exactly
+    from .io import _rows_text, exact_times
+    tj = names.index("time_h") if "time_h" in names and not ints[names.index("time_h")] else -1
+    exact = exact_times(columns["time_h"]) if tj >= 0 else None
     for a in range(0, n, 65536):
         b = min(n, a + 65536)
         block = np.column_stack([np.asarray(columns[k][a:b], dtype=np.float64) for k in names])
-        np.savetxt(fh, block, delimiter=",", fmt=fmts)
+        if exact is not None and exact[a:b].any():
+            fh.write(_rows_text(block, ",".join(fmts) + "\n", tj, exact[a:b]))
+        else:
+            np.savetxt(fh, block, delimiter=",", fmt=fmts)
 
 
 def _write_all(outputs, args=None) -> None:

@@ -643,7 +643,9 @@ def write_result_table(result, fh, rows_per_block: int = 16384) -> None:
     block is formatted by compiled code (:mod:`ketasim._csvtext`; values ``%.10g``, the same
     text as ``numpy.savetxt`` gives, about five times faster than the ``%`` operator, which
     stays the way when Numba is disabled). Float32 outputs (``dtype="float32"``) are written
-    ``%.9g``: the fewest digits that always read back as the same float32.
+    ``%.9g``: the fewest digits that always read back as the same float32. A time that ten
+    digits would write as the text of another, different time is written exactly
+    (:func:`exact_times`).
     """
 
     names = list(result.names)
@@ -662,6 +664,7 @@ def write_result_table(result, fh, rows_per_block: int = 16384) -> None:
     nd = 9 if result.data.dtype == np.float32 else 10
     row = ",".join((["%d"] if p else []) + ["%.10g"] + [f"%.{nd}g"] * len(names)) + "\n"
     scale = result.csv_scale()
+    exact_t = exact_times(result.times)        # times that ten digits would write alike
     fh.write(",".join(cols) + "\n")
     N, R, T = result.data.shape
     rows_per_block = max(1, int(rows_per_block))
@@ -679,8 +682,14 @@ def write_result_table(result, fh, rows_per_block: int = 16384) -> None:
             with np.errstate(over="ignore"):
                 np.multiply(src, scale, out=blk[:, p + 1:])
             _check_scaled(blk[:, p + 1:], src, names)
+            ex = None
+            if exact_t is not None and exact_t[a:b].any():
+                ex = np.zeros(blk.shape, bool)
+                ex[:, p] = exact_t[a:b]
             if fast is not None:
-                text = fast.text(blk)
+                text = fast.text(blk, ex)
+            elif ex is not None:
+                text = _rows_text(blk, row, p, ex[:, p])
             else:
                 text = ((full if b - a == rows_per_block else row * (b - a))
                         % tuple(blk.ravel().tolist()))
@@ -688,6 +697,34 @@ def write_result_table(result, fh, rows_per_block: int = 16384) -> None:
                 pre = ids_text[s]
                 text = pre + text[:-1].replace("\n", "\n" + pre) + "\n"
             fh.write(text)
+
+
+def exact_times(times) -> np.ndarray | None:
+    """Which of ``times`` (h) a CSV writes as their shortest exact text (``repr``) instead of
+    ``"%.10g"``: the distinct times that ten significant digits would write as one text (two
+    dose times 1e-13 h apart, each a row of its own), so that no two rows of different times
+    read alike. None when there are none (the usual case)."""
+    t = np.asarray(times, dtype=np.float64).ravel()
+    u = np.unique(t[np.isfinite(t)])
+    if u.size < 2:
+        return None
+    # two values with one ten-digit text differ by less than a unit in their tenth digit
+    near = np.flatnonzero(np.diff(u) <= 2e-9 * np.maximum(np.abs(u[:-1]), np.abs(u[1:])))
+    clash = [i for i in near.tolist() if "%.10g" % u[i] == "%.10g" % u[i + 1]]
+    if not clash:
+        return None
+    c = np.array(clash)
+    return np.isin(t, np.concatenate([u[c], u[c + 1]]))
+
+
+def _rows_text(block: np.ndarray, row: str, col: int, exact: np.ndarray) -> str:
+    """``block`` as text with the ``%`` row format ``row``, column ``col`` written as ``repr``
+    in the rows marked by ``exact``."""
+    fmts = row[:-1].split(",")
+    fmts[col] = "%r"
+    exact_row = ",".join(fmts) + "\n"
+    return "".join((exact_row if x else row) % tuple(r)
+                   for r, x in zip(block.tolist(), exact.tolist()))
 
 
 def _block_formatter(n_cols: int, int_col: int, digits=10):
