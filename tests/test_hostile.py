@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import io
 import os
 import re
 import signal
@@ -1864,6 +1865,29 @@ def test_an_unreadable_csv_row_is_named_by_its_line(tmp_path):
     with pytest.raises(KetasimInputError, match=r"d\.csv: line 3: not a readable CSV row \(a "
                                                 r"field longer than 131,072 characters"):
         ketasim.read_doses(f)
+
+
+@pytest.mark.parametrize("text, line, cell", [
+    ('0,100,"iv', 3, "route"),                     # the last line, no line ending
+    ('0,100,"iv\n', 3, "route"),
+    ('0,100,"iv\n5,100,iv\n', 3, "route"),        # the rows below had become its route
+    ('0,"100,iv\n5,1"00,iv\n', 3, "amount_mg"),   # closed on a later line
+    ('0,100,"iv\r', 3, "route"),
+])
+def test_a_quote_left_open_is_refused_naming_its_line(text, line, cell, tmp_path):
+    """A cell whose closing quote is missing ('0,100,"iv' as the last line) had been read as
+    'iv' without a word (csv reads on to the end of the file), or with the lines below in it."""
+    f = tmp_path / "d.csv"
+    f.write_bytes(("time_h,amount_mg,route\n1,50,iv\n" + text).encode())
+    with pytest.raises(KetasimInputError, match=rf"d\.csv: line {line}: {cell}: a quote "
+                                                r"\(\"\) is not closed on its line") as e:
+        ketasim.read_doses(f)
+    assert "\n" not in str(e.value)
+    with pytest.raises(KetasimInputError, match=rf"<doses>: line {line}: {cell}: a quote"):
+        ketasim.read_doses(io.StringIO("time_h,amount_mg,route\n1,50,iv\n" + text))
+    # quoted cells closed on their line still read, a last line without an ending too
+    d = ketasim.read_doses(io.StringIO('time_h,amount_mg,route\n0,"100","iv"\n1, "5" ,"iv"'))
+    assert list(d.amount_mg) == [100.0, 5.0]
 
 
 def test_an_output_that_is_a_loop_of_links_is_refused_and_left_alone(tmp_path, capsys):

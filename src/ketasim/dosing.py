@@ -1231,8 +1231,9 @@ class _Rows:
     def __init__(self, lines, where: str):
         # (skipinitialspace: '"time_h", "amount_mg"' is quoted after its spaces, as a CSV
         # written by hand often is; its header had been read as '"amount_mg"')
-        self._reader = csv.reader(lines, skipinitialspace=True)
+        self._reader = csv.reader(_ended(lines), skipinitialspace=True)
         self._where = where
+        self.header = None          # the column names, once read (for messages)
 
     @property
     def line_num(self) -> int:
@@ -1242,8 +1243,9 @@ class _Rows:
         return self
 
     def __next__(self):
+        start = self._reader.line_num + 1
         try:
-            return next(self._reader)
+            r = next(self._reader)
         except csv.Error as exc:
             msg = str(exc)
             if "field limit" in msg:
@@ -1251,6 +1253,26 @@ class _Rows:
                        "numbers and route names")
             raise KetasimInputError(f"{self._where}: line {self._reader.line_num}: not a "
                                     f"readable CSV row ({msg})") from None
+        # a quoted cell whose closing quote is missing runs on over the line break (to the end
+        # of the file, or to the next quote): csv reads it without a word, as one cell
+        if self._reader.line_num > start or (r and r[-1].endswith(("\n", "\r"))):
+            k = next(i for i, c in enumerate(r) if "\n" in c or "\r" in c)
+            h = self.header
+            cell = (h[k] if h is not None and k < len(h) and h[k] else f"cell {k + 1}")
+            raise KetasimInputError(
+                f"{self._where}: line {start}: {cell}: a quote (\") is not closed on its "
+                "line (csv would read on to the next quote or the end of the file as this "
+                "cell); expected a closing quote before the next comma or the end of the line")
+        return r
+
+
+def _ended(lines):
+    """The lines, a last one without a line ending given one (so that a quote left open on
+    it leaves a line break in its cell, as on any other line)."""
+    for text in lines:
+        if text and text[-1] not in "\r\n":
+            text += "\n"
+        yield text
 
 
 def _parse(lines, where: str) -> Doses:
@@ -1263,6 +1285,7 @@ def _parse(lines, where: str) -> Doses:
         if any(c.strip() for c in r) and not r[0].lstrip().startswith("#"):
             header = [h.strip() for h in r]
             header_line = reader.line_num
+            reader.header = header
             break
     if header is None:
         raise KetasimInputError(f"{where}: empty dose table; expected a header "
