@@ -1081,6 +1081,31 @@ iv = { to = "central" }
 """
 
 
+def test_a_derived_name_is_refused_saying_it_is_derived_and_what_can_be_varied(tmp_path,
+                                                                               capsys):
+    """sweep --vary K10=... (K10 a [derived] value of the model file) had said 'unknown name',
+    as for a typo; population --param K10=... 'unknown parameter'. Both now say that it is
+    derived, from what, and list what can be set or varied."""
+    m = tmp_path / "one.toml"
+    m.write_text(_ONE_TOML + '[derived]\nK10 = "CL / V"\n')
+    out = tmp_path / "o.csv"
+    for argv, want in (
+            (["sweep", "--vary", "K10=0.1:0.2:2"],
+             "ketasim: error: --vary: 'K10' is derived (computed from parameters: K10 = CL / V)"
+             ", so it cannot be varied; expected a model parameter (CL, V) or weight_kg"),
+            (["population", "--n", "2", "--param", "K10=0.2"],
+             "ketasim: error: --param: 'K10' is derived (computed from parameters: K10 = CL / "
+             "V), so it cannot be set; expected a model parameter (CL, V)")):
+        assert main(argv + ["--model", str(m), "--months", "1", "--out", str(out)]) == 1
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert err.startswith(want), err
+        assert not out.exists()
+    with pytest.raises(KetasimInputError, match="'K10' is derived .* a course parameter "
+                                                r"\(dose_mg_per_kg, months"):
+        ketasim.sweep(str(m), "standard-iv", {"K10": [0.1, 0.2]}, metrics=("cmax",),
+                      progress=False)
+
+
 def test_metrics_a_model_cannot_give_are_left_out_by_default_and_refused_by_name(tmp_path,
                                                                                   capsys):
     """A model without occupancy: the default metrics are those it has (no all-NaN occupancy

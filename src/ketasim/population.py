@@ -995,6 +995,11 @@ def _check_params(model, params) -> dict:
                                     "(--weight), a number or one per subject")
         if isinstance(v, np.ndarray) and v.ndim == 0:
             v = v[()]                   # a 0-d array: its number, as simulate() takes it
+        if k not in model.parameters and k in model.derived:
+            raise KetasimInputError(f"params: {k!r} is derived (computed from parameters: "
+                                    f"{k} = {model.derived[k].text}), so it cannot be set; "
+                                    "expected a model parameter "
+                                    f"({', '.join(model.parameters)})")
         if k not in model.parameters:
             raise KetasimInputError(f"params: unknown parameter {k!r}"
                                     f"{suggest(str(k), model.parameters)}")
@@ -1609,6 +1614,14 @@ def sweep(model, doses, vary, *, metrics=None, n: int | None = None,
             model.check_weight(v)
         elif name in course_names and name != "weight_kg":
             kind = "course"
+        elif name in model.derived:
+            # a [derived] value is computed from the parameters: vary one of those instead
+            own = [c for c in course_names if c not in ("weight_kg", "maintenance")]
+            raise KetasimInputError(
+                f"vary: {name!r} is derived (computed from parameters: {name} = "
+                f"{model.derived[name].text}), so it cannot be varied; expected a model "
+                f"parameter ({', '.join(model.parameters)}) or weight_kg"
+                + (f", or a course parameter ({', '.join(own)})" if own else ""))
         else:
             known = list(model.parameters) + ["weight_kg"] + [c for c in course_names
                                                               if c != "weight_kg"]
