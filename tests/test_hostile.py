@@ -1051,6 +1051,56 @@ def test_an_infusion_shorter_than_any_step_is_a_bolus(t0, dur):
     assert r.data[0, :, 1].sum() == pytest.approx(100.0, rel=1e-9)
 
 
+def test_an_infusion_that_never_ends_within_a_run_is_refused_naming_its_row(tmp_path, capsys):
+    """rate_mg_h = 1e-300 with 100 mg (an infusion of 1e302 h) had been taken: simulate
+    --summary showed a peak and an AUC of 0 without a word, course refused a "1e+302 h" course.
+    An infusion longer than the longest run ketasim computes metrics for (1e7 h) is refused,
+    naming the row and the rate (or the duration)."""
+    m = ketasim.Model.from_dict(ONE_CPT)
+    want = (r"line 2: row 1 \(dose at 0 h\): rate_mg_h 1e-300 mg/h gives its 100 mg over "
+            r"1e\+302 h, an infusion longer than the longest run ketasim computes metrics for "
+            r"\(10,000,000 h")
+    f = tmp_path / "d.csv"
+    f.write_text("time_h,amount_mg,route,rate_mg_h\n0,100,iv,1e-300\n")
+    d = ketasim.read_doses(f)
+    with pytest.raises(KetasimInputError, match=want):
+        ketasim.simulate(m, d, [0.0, 1.0])
+    with pytest.raises(KetasimInputError, match=want):
+        ketasim.population(m, d, 2, progress=False)
+    with pytest.raises(KetasimInputError, match=r"row 1 \(dose at 0 h\): duration_h 1e\+08 h"
+                                                r", an infusion longer .* a shorter duration_h"):
+        ketasim.simulate(m, ketasim.Doses([0.0], [100.0], ["iv"], [1e8]), [0.0, 1.0])
+    mf = tmp_path / "one.toml"
+    mf.write_text(_models_toml())
+    for argv in (["simulate", "--summary", "--out", str(tmp_path / "o.csv")],
+                 ["course", "--out-dir", str(tmp_path / "q")]):
+        rc, _, err = run_cli(argv + ["--model", str(mf), "--doses", str(f)], capsys)
+        assert rc == 1
+        one_line_error(err, "d.csv: line 2: row 1 (dose at 0 h): rate_mg_h 1e-300 mg/h",
+                       "expected a higher rate_mg_h")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.csv", "one.toml"]
+    # a long infusion that ends within the longest run is still taken
+    r = ketasim.simulate(m, ketasim.Doses([0.0], [100.0], ["iv"], rate_mg_h=[1e-3]), [0.0, 1e5])
+    assert r.data[0, 0, 1] > 0
+
+
+def _models_toml():
+    return """[model]
+name = "one"
+[parameters]
+CL = 10.0
+V = 50.0
+[compartments]
+central = "V"
+[[flows]]
+from = "central"
+to = "out"
+cl = "CL"
+[routes.iv]
+to = "central"
+"""
+
+
 def test_split_fractions_from_parameters_above_one_are_refused():
     spec = copy.deepcopy(ONE_CPT)
     spec["parameters"].update(F1=0.9, F2=0.9)

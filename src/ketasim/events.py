@@ -68,6 +68,29 @@ __all__ = ["build_events", "sort_events", "subject_covariates", "BOLUS", "START"
 BOLUS, START, STOP, RESET, ADD_STATE = 0, 1, -1, 2, 3
 _PRIORITY = np.array([3, 4, 1, 2, 0])   # indexed by kind (STOP = -1 -> last entry): stops first
 _SAME_INSTANT = 16 * np.finfo(float).eps   # relative: times closer than this are one instant
+
+
+def _longest_run_h() -> float:
+    """The longest run whose metrics ketasim computes, h (:data:`ketasim.engine.
+    PD_MAX_HORIZON_H`, about 1,100 years)."""
+    from .engine import PD_MAX_HORIZON_H
+    return PD_MAX_HORIZON_H
+
+
+def long_infusion_error(source, where: str, amount: float, rate: float, dur: float,
+                        kind: str) -> KetasimInputError:
+    """The error for an infusion longer than :func:`_longest_run_h`, at ``where`` (a dose
+    row); ``kind``: what sets its length, ``"rate"`` (rate_mg_h), ``"duration"`` (the row's
+    duration_h) or ``"model"`` (the route's own duration_h)."""
+    how = {"rate": f"rate_mg_h {rate:g} mg/h gives its {amount:g} mg over {dur:.3g} h",
+           "duration": f"duration_h {dur:.3g} h",
+           "model": f"the route's duration_h (in the model) {dur:.3g} h"}[kind]
+    fix = {"rate": "a higher rate_mg_h (or a duration_h)", "duration": "a shorter duration_h",
+           "model": "a shorter duration_h in the model"}[kind]
+    return KetasimInputError(
+        f"{source}: {where}: {how}, an infusion longer than the longest run ketasim computes "
+        f"metrics for ({_longest_run_h():,.0f} h, about 1,100 years): it would never end within "
+        f"a run, whose curves and metrics would show next to nothing of it; expected {fix}")
 _ONE = _expr.parse(1.0, "f")
 _ZERO = _expr.parse(0.0, "lag_h")
 
@@ -607,6 +630,16 @@ def build_events(model: Model, doses: Doses, vals: dict, *, shared_rows: bool = 
                     f"{d.source}: {where_row(bad)}: the input (amount {amt[bad][0]:g} mg, "
                     f"duration {dur[bad][0]:g} h) gives an event time or infusion rate beyond "
                     "the float range; expected a bolus (duration_h = 0) or a longer infusion")
+            # an infusion longer than any run whose metrics ketasim computes never ends within
+            # one: its curves and metrics would show next to nothing of it, without a word
+            long = use & inf & (dur > _longest_run_h())
+            if long.any():
+                i = np.unravel_index(int(np.argmax(long)), shape)
+                kind = ("model" if own[i] else "duration"
+                        if np.broadcast_to(dur_row, shape)[i] > 0 else "rate")
+                raise long_infusion_error(d.source, where_row(long), float(amt[i]),
+                                          float(np.broadcast_to(rate_row, shape)[i]),
+                                          float(dur[i]), kind)
             keep = use & (t0 < rs)                 # inputs that start after a reset: cancelled
             stop = np.minimum(t1, rs)              # infusions running at a reset: stopped
             add(t0, TO, np.where(inf, rate, A), np.where(inf, START, BOLUS), keep)

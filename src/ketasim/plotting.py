@@ -378,7 +378,15 @@ def course_end_h(doses) -> float:
     (:func:`ketasim.engine.default_horizon_h`: 28 days after the last dose starts), or at the
     end of an infusion still running then."""
     from .engine import default_horizon_h
+    from .events import _longest_run_h, long_infusion_error
 
+    d = expand(doses)
+    dur = row_durations(d)
+    if dur.size and dur.max() > _longest_run_h():   # (named as the engine names it)
+        i = int(np.argmax(dur > _longest_run_h()))
+        raise long_infusion_error(d.source, f"{d.where(i)} (dose at {d.time_h[i]:g} h)",
+                                  float(d.amount_mg[i]), float(d.rate_mg_h[i]), float(dur[i]),
+                                  "duration" if d.duration_h[i] > 0 else "rate")
     return max(default_horizon_h(doses), float(event_times(doses).max()))
 
 
