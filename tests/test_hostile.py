@@ -1084,6 +1084,32 @@ def test_an_infusion_that_never_ends_within_a_run_is_refused_naming_its_row(tmp_
     assert r.data[0, 0, 1] > 0
 
 
+def test_an_infusion_still_running_past_the_default_end_of_a_run_is_named(tmp_path, capsys):
+    """100 mg at rate_mg_h 0.001 (100,000 h) in a run that ends 28 days after it starts: the
+    summary had shown 0.67 mg's worth without a word; simulate, population and sweep now say
+    which row runs past the end and how much of it is given."""
+    f = tmp_path / "d.csv"
+    f.write_text("time_h,amount_mg,route,rate_mg_h\n0,100,iv,0.001\n")
+    mf = tmp_path / "one.toml"
+    mf.write_text(_models_toml())
+    want = ("ketasim: warning: " + str(f) + ": line 2: row 1 (dose at 0 h): the infusion of "
+            "100 mg at rate_mg_h 0.001 mg/h runs to 100000 h, past the end of the run (672 h):"
+            " only 0.672 mg of it is given there")
+    for argv in (["simulate", "--summary"], ["population", "--n", "2"],
+                 ["sweep", "--vary", "CL=5:10:2"]):
+        rc, _, err = run_cli(argv + ["--model", str(mf), "--doses", str(f), "--out",
+                                     str(tmp_path / "o.csv")], capsys)
+        assert rc == 0, err
+        assert [ln for ln in err.splitlines() if "warning" in ln][0].startswith(want), err
+    # a run that lasts past its end, or a horizon chosen short of a 10-h infusion: nothing
+    g = tmp_path / "e.csv"
+    g.write_text("time_h,amount_mg,route,rate_mg_h\n0,100,iv,10\n")
+    for doses, until in ((f, "1e6"), (g, "1")):
+        rc, _, err = run_cli(["simulate", "--model", str(mf), "--doses", str(doses), "--until",
+                              until, "--out", str(tmp_path / "o.csv")], capsys)
+        assert rc == 0 and "warning" not in err, err
+
+
 def _models_toml():
     return """[model]
 name = "one"

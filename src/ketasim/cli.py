@@ -663,6 +663,10 @@ def cmd_simulate(args) -> int:
         from .engine import default_horizon_h
 
         until = default_horizon_h(doses)
+    from .engine import running_at_end_note
+    note = running_at_end_note(doses, until)
+    if note:
+        print(f"ketasim: warning: {note}", file=sys.stderr)
     _check_until(args, model, until)
     if (args.summary or args.plot is not None) and args.until is not None:
         from .engine import session_starts

@@ -752,6 +752,9 @@ def _check_horizon(args, doses) -> None:
     what = ("--months" if args.months is not None else
             f"--doses {args.doses} ({DEFAULT_HORIZON_NOTE})")
     check_metrics_horizon(default_horizon_h(doses), what, "a shorter course")
+    from .cli_teach import _warn
+    from .engine import running_at_end_note
+    _warn(running_at_end_note(doses, default_horizon_h(doses)))
 
 
 def _route_warning(model, doses) -> None:

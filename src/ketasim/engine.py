@@ -890,6 +890,45 @@ def after_horizon_note(doses, horizon_h: float, merge_h: float = 1.0,
             f"{COURSE_TAIL_H / 24:g} days, {default_horizon_h(doses):g} h)")
 
 
+def running_at_end_note(doses, end_h: float) -> str | None:
+    """What an infusion still running at ``end_h``, the end of a run, leaves out, in words
+    (the first such row); None when there is none. Only an infusion that outlasts the default
+    course too (:func:`default_horizon_h`: one running 28 days after the last dose starts,
+    such as 100 mg at ``rate_mg_h`` 0.001, 100,000 h) is named: a shorter one cut by a
+    horizon chosen short is what that horizon asked for."""
+    from .dosing import Doses
+    from .plotting import row_durations
+
+    if not isinstance(doses, Doses):
+        return None             # (a course by name: its infusions are minutes long)
+    d = expand(doses)
+    if not len(d):
+        return None
+    dur = row_durations(d)
+    end = d.time_h + dur
+    # (one longer than the longest run is refused when the run's events are built)
+    late = ((dur > 0) & (dur <= PD_MAX_HORIZON_H) & (end > end_h)
+            & (end > default_horizon_h(doses)))
+    if getattr(d, "evid", None) is not None:
+        late &= d.evid != 3
+        # a reset (evid 3 or 4, ss 1) stops an infusion running then (any subject's, here)
+        ss = d.ss if getattr(d, "ss", None) is not None else np.zeros(len(d), np.int64)
+        rs = d.time_h[(d.evid == 3) | (d.evid == 4) | (ss == 1)]
+        if rs.size:
+            late &= ~((rs[None, :] > d.time_h[:, None]) & (rs[None, :] <= end_h)).any(axis=1)
+    if not late.any():
+        return None
+    i = int(np.argmax(late))
+    how = (f"rate_mg_h {d.rate_mg_h[i]:g} mg/h" if d.duration_h[i] <= 0
+           else f"duration_h {d.duration_h[i]:g} h")
+    given = d.amount_mg[i] * max(0.0, min(1.0, (end_h - d.time_h[i]) / dur[i]))
+    return (f"{d.source}: {d.where(i)} (dose at {d.time_h[i]:g} h): the infusion of "
+            f"{d.amount_mg[i]:g} mg at {how} runs to {end[i]:.6g} h, past the end of the run "
+            f"({end_h:g} h): only {given:.3g} mg of it is given there, and the curves and "
+            "metrics show only that; expected a higher rate_mg_h (or a shorter duration_h), or "
+            "a later end of the run")
+
+
 def warn_after_horizon(doses, horizon_h: float, merge_h: float = 1.0) -> None:
     """:func:`after_horizon_note` as a :class:`~ketasim.errors.KetasimWarning` at the
     caller's line (:func:`ketasim.errors.warn`), if any."""
