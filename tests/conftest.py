@@ -412,3 +412,20 @@ def reference(ref_pool, request):
         return futs[(seed, kind)].result()
 
     return get
+
+
+# a one-compartment model file (CL 10 L/h, V 50 L, an IV route), for tests of files and commands
+ONE_CPT_TOML = """[model]
+name = "one"
+[parameters]
+CL = 10.0
+V = 50.0
+[compartments]
+central = "V"
+[[flows]]
+from = "central"
+to = "out"
+cl = "CL"
+[routes]
+iv = { to = "central" }
+"""

@@ -45,6 +45,7 @@ from ketasim import io as kio
 from ketasim.cli import main
 from ketasim.modelfile import MAX_MODEL_BYTES, MAX_STATES, RESERVED_NAMES
 
+from conftest import ONE_CPT_TOML
 from test_bad_inputs import GOOD_COURSE, GOOD_DOSES, GOOD_MODEL, model_with
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -1071,7 +1072,7 @@ def test_an_infusion_that_never_ends_within_a_run_is_refused_naming_its_row(tmp_
                                                 r", an infusion longer .* a shorter duration_h"):
         ketasim.simulate(m, ketasim.Doses([0.0], [100.0], ["iv"], [1e8]), [0.0, 1.0])
     mf = tmp_path / "one.toml"
-    mf.write_text(_models_toml())
+    mf.write_text(ONE_CPT_TOML)
     for argv in (["simulate", "--summary", "--out", str(tmp_path / "o.csv")],
                  ["course", "--out-dir", str(tmp_path / "q")]):
         rc, _, err = run_cli(argv + ["--model", str(mf), "--doses", str(f)], capsys)
@@ -1091,7 +1092,7 @@ def test_an_infusion_still_running_past_the_default_end_of_a_run_is_named(tmp_pa
     f = tmp_path / "d.csv"
     f.write_text("time_h,amount_mg,route,rate_mg_h\n0,100,iv,0.001\n")
     mf = tmp_path / "one.toml"
-    mf.write_text(_models_toml())
+    mf.write_text(ONE_CPT_TOML)
     want = ("ketasim: warning: " + str(f) + ": line 2: row 1 (dose at 0 h): the infusion of "
             "100 mg at rate_mg_h 0.001 mg/h runs to 100000 h, past the end of the run (672 h):"
             " only 0.672 mg of it is given there")
@@ -1108,23 +1109,6 @@ def test_an_infusion_still_running_past_the_default_end_of_a_run_is_named(tmp_pa
         rc, _, err = run_cli(["simulate", "--model", str(mf), "--doses", str(doses), "--until",
                               until, "--out", str(tmp_path / "o.csv")], capsys)
         assert rc == 0 and "warning" not in err, err
-
-
-def _models_toml():
-    return """[model]
-name = "one"
-[parameters]
-CL = 10.0
-V = 50.0
-[compartments]
-central = "V"
-[[flows]]
-from = "central"
-to = "out"
-cl = "CL"
-[routes.iv]
-to = "central"
-"""
 
 
 def test_split_fractions_from_parameters_above_one_are_refused():

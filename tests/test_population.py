@@ -32,6 +32,8 @@ from ketasim.population import (
 )
 from ketasim.variability import draw, draw_eta, parse_variability
 
+from conftest import ONE_CPT_TOML
+
 METRICS = ("cmax", "auc", "trough", "tmax", "time_above_occ_0.3")
 ONE_MONTH = resolve_doses("standard-iv", months=1)
 ONE_MONTH_HORIZON = ketasim.engine.default_horizon_h(ONE_MONTH)
@@ -1065,29 +1067,13 @@ def test_metric_columns_are_ordered_per_metric_then_by_session_for_a_long_course
                    + [f"auc_s{i}" for i in range(1, n + 1)] + rest)
 
 
-_ONE_TOML = """[model]
-name = "one"
-[parameters]
-CL = 10.0
-V = 50.0
-[compartments]
-central = "V"
-[[flows]]
-from = "central"
-to = "out"
-cl = "CL"
-[routes]
-iv = { to = "central" }
-"""
-
-
 def test_a_derived_name_is_refused_saying_it_is_derived_and_what_can_be_varied(tmp_path,
                                                                                capsys):
     """sweep --vary K10=... (K10 a [derived] value of the model file) had said 'unknown name',
     as for a typo; population --param K10=... 'unknown parameter'. Both now say that it is
     derived, from what, and list what can be set or varied."""
     m = tmp_path / "one.toml"
-    m.write_text(_ONE_TOML + '[derived]\nK10 = "CL / V"\n')
+    m.write_text(ONE_CPT_TOML + '[derived]\nK10 = "CL / V"\n')
     out = tmp_path / "o.csv"
     for argv, want in (
             (["sweep", "--vary", "K10=0.1:0.2:2"],
@@ -1112,7 +1098,7 @@ def test_metrics_a_model_cannot_give_are_left_out_by_default_and_refused_by_name
     columns); naming an occupancy metric, or --thresholds for simulate --summary, is an error
     that leaves no file."""
     m = tmp_path / "one.toml"
-    m.write_text(_ONE_TOML)
+    m.write_text(ONE_CPT_TOML)
     out = tmp_path / "pop.csv"
     assert main(["population", "--model", str(m), "--n", "3", "--months", "1", "-q",
                  "--out", str(out)]) == 0
@@ -1479,7 +1465,7 @@ def test_the_bands_figure_names_a_model_file_as_a_model_and_says_only_what_it_ha
     from ketasim.population import Bands
 
     m = tmp_path / "one.toml"
-    m.write_text(_ONE_TOML.replace('name = "one"', 'name = "one"\ncitation = "Me 2024"'))
+    m.write_text(ONE_CPT_TOML.replace('name = "one"', 'name = "one"\ncitation = "Me 2024"'))
     t = np.arange(0.0, 10.0)
     b = Bands(times_h=t, outputs=("plasma",), quantiles=(0.05, 0.5, 0.95),
               values=np.tile(np.linspace(90.0, 1.0, t.size), (1, 3, 1)),
