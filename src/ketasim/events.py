@@ -678,8 +678,8 @@ def build_events(model: Model, doses: Doses, vals: dict, *, shared_rows: bool = 
         vidx = np.cumsum(ss_row, axis=1) - 1
         V = max(int(ss_row.sum(axis=1).max()), 1)
         add(t_rec, np.maximum(vidx, 0), 0.0, ADD_STATE, np.broadcast_to(ss_row, shape))
-        ev_vec = _steady_states(model, vals, ss_row, const, ii, rate_row, parts, pieces,
-                                vidx, V)
+        ev_vec = _steady_states(model, vals, ss_row, const, ii, rate_row, parts, cshare,
+                                pieces, vidx, V)
     if ev_vec is None:
         ev_vec = np.zeros((1 if shared_rows else n, V, S))
 
@@ -753,9 +753,10 @@ def constant_rate_shares(parts, shape) -> list:
                 for F, _lag, _dur, _to, HAS in parts]
 
 
-def _steady_states(model, vals, ss_row, const, ii, rate_row, parts, pieces, vidx, V):
+def _steady_states(model, vals, ss_row, const, ii, rate_row, parts, shares, pieces, vidx, V):
     """ev_vec (N, V, S): the state just before each steady-state dose (see module docstring).
-    Row arrays may hold one row for all subjects (``ss_row``, ``ii``: (R0, Dm); parts:
+    Row arrays may hold one row for all subjects (``ss_row``, ``ii``: (R0, Dm); parts and
+    ``shares``, each part's share of a constant infusion's rate (:func:`constant_rate_shares`):
     (nb, Dm))."""
     n = vals["WT"].shape[0]
     S = len(model.state_names)
@@ -763,7 +764,6 @@ def _steady_states(model, vals, ss_row, const, ii, rate_row, parts, pieces, vidx
     ev_vec = np.zeros((n, V, S))
     cache = {}
     nb = parts[0][0].shape[0]
-    shares = constant_rate_shares(parts, parts[0][0].shape)
     rows = np.argwhere(np.broadcast_to(ss_row, (n, ss_row.shape[1])))
     for s0, j in rows:
         s0, j = int(s0), int(j)
