@@ -705,17 +705,12 @@ def exact_times(times) -> np.ndarray | None:
     dose times 1e-13 h apart, each a row of its own), so that no two rows of different times
     read alike. None when there are none (the usual case)."""
     t = np.asarray(times, dtype=np.float64).ravel()
-    if t.size < 2:
-        return None
-    d = np.diff(t)
+    # (a grid in order, the usual case, needs no sort)
+    u = t if t.size < 2 or (np.diff(t) >= 0).all() else np.sort(t)
+    u = u[np.isfinite(u)]
     # two values with one ten-digit text differ by less than a unit in their tenth digit
-    close = np.abs(d) <= 2e-9 * np.maximum(np.abs(t[:-1]), np.abs(t[1:]))
-    if (d >= 0).all() and not (close & (d > 0)).any():
-        return None         # (a grid in order, the usual case: no sort needed to say so)
-    u = np.unique(t[np.isfinite(t)])
-    if u.size < 2:
-        return None
-    near = np.flatnonzero(np.diff(u) <= 2e-9 * np.maximum(np.abs(u[:-1]), np.abs(u[1:])))
+    d = np.diff(u)
+    near = np.flatnonzero((d > 0) & (d <= 2e-9 * np.maximum(np.abs(u[:-1]), np.abs(u[1:]))))
     clash = [i for i in near.tolist() if "%.10g" % u[i] == "%.10g" % u[i + 1]]
     if not clash:
         return None
