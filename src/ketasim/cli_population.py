@@ -751,10 +751,11 @@ def _check_horizon(args, doses) -> None:
 
     what = ("--months" if args.months is not None else
             f"--doses {args.doses} ({DEFAULT_HORIZON_NOTE})")
-    check_metrics_horizon(default_horizon_h(doses), what, "a shorter course")
+    horizon = default_horizon_h(doses)
+    check_metrics_horizon(horizon, what, "a shorter course")
     from .cli_teach import _warn
     from .engine import running_at_end_note
-    _warn(running_at_end_note(doses, default_horizon_h(doses)))
+    _warn(running_at_end_note(doses, horizon))
 
 
 def _route_warning(model, doses) -> None:
@@ -1148,11 +1149,11 @@ def run_sweep(args) -> int:
     _check_horizon(args, doses)
     from .courses import is_course_file
 
-    varied = [nm for nm, _ in vary]
-    if "months" in varied and (course_kw or (args.months is not None
-                                             and is_course_file(args.doses))):
+    months_varied = "months" in [nm for nm, _ in vary]
+    file_months = months_varied and is_course_file(args.doses)
+    if months_varied and (course_kw or (file_months and args.months is not None)):
         raise KetasimInputError("--months: months is also varied; give one")
-    if "months" in varied and is_course_file(args.doses):
+    if file_months:
         doses = args.doses      # the course file's dose table at each varied length
     if course_kw:
         vary = vary + [("months", np.array([course_kw["months"]]))]
